@@ -1,0 +1,5061 @@
+#!/usr/bin/env python3
+"""expman: a fast, local-first experiment manager for machine learning, in one file.
+
+Log from a training script without ever waiting on I/O, keep everything as plain Parquet and
+YAML, and watch every run live in a browser::
+
+    import expman
+    expman.init("resnet_cifar10", config={"lr": 1e-3})
+    for step in range(1000):
+        expman.log_metrics({"train/loss": 1 / (step + 1)}, step=step)
+    # closed (and flushed) automatically when the script exits
+
+    $ expman serve ./experiments        # dashboard at http://127.0.0.1:8000
+
+Copy this file into a project and ``import expman``: it needs only pyarrow and pyyaml to log;
+bottle and waitress are imported only to serve the dashboard.
+
+MIT License
+
+Copyright (c) 2026 the expman authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this software
+and associated documentation files (the "Software"), to deal in the Software without
+restriction, including without limitation the rights to use, copy, modify, merge, publish,
+distribute, sublicense, and/or sell copies of the Software, and to permit persons to whom the
+Software is furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or
+substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING
+BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM,
+DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # logging
+    "Experiment", "init", "log_params", "log_metrics", "log_vector", "log_scalar", "info",
+    "warn", "save_artifact", "flush", "close", "get_run",
+    # reading
+    "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
+    "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
+    # errors and constants
+    "ExpmanError", "InvalidInputError", "ExpmanWarning", "STATUSES", "main",
+]
+
+
+# 1 Imports & compat #########################################################################
+
+import array
+import atexit
+import collections
+import contextlib
+import copy
+import datetime as _dt
+import getpass
+import importlib
+import io
+import json
+import logging
+import math
+import operator
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import yaml
+
+try:  # the C loader/dumper are ~10x faster; listing 1,000 runs depends on it
+    _YamlLoader, _YamlDumper = yaml.CSafeLoader, yaml.CSafeDumper
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _YamlLoader, _YamlDumper = yaml.SafeLoader, yaml.SafeDumper
+
+_PY_VERSION = platform.python_version()
+_IS_WINDOWS = os.name == "nt"
+
+
+class _LazyModule:
+    """A module imported on first attribute access.
+
+    ``import pyarrow`` costs 100-200 ms (it pulls in NumPy). Training scripts should not pay it
+    at ``import expman``; the writer thread pays it in the background after ``init()``. On first
+    use the proxy replaces itself in this module's globals, so later lookups are plain globals.
+    """
+
+    def __init__(self, global_name, module_name):
+        self._global_name, self._module_name = global_name, module_name
+
+    def __getattr__(self, attr):
+        module = importlib.import_module(self._module_name)
+        globals()[self._global_name] = module
+        return getattr(module, attr)
+
+
+pa = _LazyModule("pa", "pyarrow")
+pq = _LazyModule("pq", "pyarrow.parquet")
+pc = _LazyModule("pc", "pyarrow.compute")
+pafs = _LazyModule("pafs", "pyarrow.fs")
+pads = _LazyModule("pads", "pyarrow.dataset")
+
+_log = logging.getLogger(__name__)
+
+
+# 2 Constants & environment ##################################################################
+
+STATUSES = ("running", "finished", "failed", "interrupted", "crashed")
+ENV_DIR = "EXPMAN_DIR"                 # default root instead of ./experiments
+ENV_RUN_NAME = "EXPMAN_RUN_NAME"       # default run name
+DEFAULT_ROOT = "experiments"
+DEFAULT_FLUSH_INTERVAL_MS = 500
+DEFAULT_HEARTBEAT_SECS = 5.0
+STALE_HEARTBEATS = 6                   # a heartbeat older than this many intervals: crashed
+MAX_PENDING_ROWS = 50_000               # log calls wait for the writer beyond this backlog
+MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
+SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
+SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
+MERGE_MAX_ROWS = 2_000_000             # segments are not merged past this many rows
+CLOSE_TIMEOUT_SECS = 300.0             # bounded join of the writer on close/exit
+RESERVED_COLUMNS = ("step", "timestamp")
+
+_HOSTNAME = socket.gethostname()
+_NAME_BAD_CHARS = re.compile(r"[^\w.+=@-]")
+_SEGMENT_RE = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
+
+
+def _default_root():
+    return os.environ.get(ENV_DIR) or DEFAULT_ROOT
+
+
+# 3 Errors ###################################################################################
+
+class ExpmanError(Exception):
+    """Base class of every error expman raises."""
+
+
+class InvalidInputError(ExpmanError, ValueError):
+    """Bad input from the user: a bad status, name, path or argument. Its message says which."""
+
+
+class ExpmanWarning(UserWarning):
+    """Something was wrong but nothing stopped: a skipped value, a slow disk, a corrupt file."""
+
+
+# 4 Small utilities ##########################################################################
+
+def _utcnow():
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _iso(ts=None):
+    """ISO-8601 UTC text for a POSIX time (now when None): what every YAML file stores."""
+    if ts is None:
+        return _utcnow().isoformat()
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat()
+
+
+def _parse_iso(text):
+    """POSIX seconds from ISO text, or None for missing/garbled values (never raises)."""
+    if isinstance(text, _dt.datetime):  # a hand-edited YAML file may hold a bare timestamp
+        return (text if text.tzinfo else text.replace(tzinfo=_dt.timezone.utc)).timestamp()
+    if not isinstance(text, str):
+        return None
+    try:
+        parsed = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.timestamp()
+
+
+def _safe_name(name, what="name"):
+    """A file-system-safe version of an experiment or run name.
+
+    Letters (unicode too), digits and ``_ . + = @ -`` are kept; anything else (``/``, spaces,
+    ``:``) becomes ``_``; a leading dot is replaced so ``..`` can never name a parent.
+    """
+    if not isinstance(name, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(name).__name__}")
+    cleaned = _NAME_BAD_CHARS.sub("_", name.strip())
+    if cleaned.startswith("."):
+        cleaned = "_" + cleaned[1:]
+    if not cleaned.strip("_"):
+        raise InvalidInputError(f"{what} {name!r} is empty once unsafe characters are removed")
+    if len(cleaned) > 200:
+        raise InvalidInputError(f"{what} is {len(cleaned)} characters long; the limit is 200")
+    return cleaned
+
+
+def _yaml_dump(data):
+    return yaml.dump(data, Dumper=_YamlDumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False).encode("utf-8")
+
+
+def _yaml_load(data):
+    """Parse YAML text; returns {} for an empty file. Raises ExpmanError on garbage."""
+    try:
+        value = yaml.load(data, Loader=_YamlLoader)
+    except yaml.YAMLError as exc:
+        raise ExpmanError(f"invalid YAML: {str(exc).splitlines()[0]}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ExpmanError(f"expected a mapping, found {type(value).__name__}")
+    return value
+
+
+def _to_plain(value, _depth=0):
+    """Turn params into what YAML can store: NumPy/torch scalars, paths, tuples, sets, objects."""
+    if _depth > 50:
+        return repr(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [_to_plain(v, _depth + 1) for v in items]
+    item = getattr(value, "item", None)
+    if callable(item):  # NumPy scalars, 0-d arrays and tensors
+        try:
+            return _to_plain(item(), _depth + 1)
+        except Exception:  # noqa: BLE001 - a non-scalar array: fall through to its text
+            pass
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _deep_merge(base, update):
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _flatten(mapping, prefix=""):
+    """{"opt": {"lr": 1}} -> {"opt.lr": 1}; lists become JSON text so every value is a scalar."""
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(_to_plain(value))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _pid_alive(pid):
+    """True when a process with this pid exists (and is not a zombie) on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return False
+    try:  # a killed child that nobody reaped yet still answers kill(0)
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _human_bytes(n):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _human_duration(secs):
+    if secs is None:
+        return "-"
+    secs = float(secs)
+    if secs < 60:
+        return f"{secs:.1f}s"
+    minutes, secs = divmod(int(secs), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _git_info(cwd):
+    """Commit, branch and dirtiness of the repository around cwd, or {} outside one."""
+    def git(*args):
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                             timeout=5, check=False)
+        return out.stdout.strip() if out.returncode == 0 else None
+    try:
+        commit = git("rev-parse", "HEAD")
+        if not commit:
+            return {}
+        status = git("status", "--porcelain", "--untracked-files=no")
+        return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+                "dirty": bool(status)}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def _json_number(value):
+    """JSON has no NaN/inf: the HTTP API sends them as the strings JavaScript's Number() reads."""
+    if value is None or math.isfinite(value):
+        return value
+    return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+
+
+# 5 Storage layout ###########################################################################
+#
+#   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
+#   └── <experiment>/
+#       ├── experiment.yaml             display_name, description, tags, created_at
+#       └── <run>/                      YYYYMMDD_HHMMSS, made unique with _2, _3 ... on collision
+#           ├── run.yaml                status, times, host, pid, git, summary, heartbeat
+#           ├── config.yaml             params, deep-merged across log_params calls
+#           ├── run.log                 info/warn lines and expman's own warnings
+#           ├── artifacts/              files saved with save_artifact
+#           ├── metrics/                while the run is live: immutable segments
+#           │   ├── seg-000000000000-000000004096.parquet   rows [0, 4096)
+#           │   └── seg-000000004096-000000004211.parquet   rows [4096, 4211)
+#           └── metrics.parquet         once the run is closed: every row, one file
+#
+# A flush writes one new segment (temp name + rename locally; one whole-object PUT on object
+# stores), so a flush costs O(rows in the flush) and a reader never sees half a file. Row
+# ranges live in the names, so a reader that holds N rows lists one directory and reads only
+# the segments past N. Sixteen segments of one tier merge into one of the next tier (written
+# before the small ones are deleted), which keeps a day-long run to a few dozen files; readers
+# pick the widest segment covering each range, so a merge in progress is invisible. On close
+# the segments are compacted into metrics.parquet, which wins whenever it exists.
+
+RUN_YAML, CONFIG_YAML, RUN_LOG = "run.yaml", "config.yaml", "run.log"
+EXPERIMENT_YAML, METRICS_FILE = "experiment.yaml", "metrics.parquet"
+SEGMENTS_DIR, ARTIFACTS_DIR = "metrics", "artifacts"
+
+
+def _segment_name(start, end):
+    return f"seg-{start:012d}-{end:012d}.parquet"
+
+
+def _choose_segments(names):
+    """The (start, end, name) segments that tile the rows, widest first where they overlap."""
+    segs = []
+    for name in names:
+        match = _SEGMENT_RE.match(name)
+        if match:
+            segs.append((int(match.group(1)), int(match.group(2)), name))
+    segs.sort(key=lambda s: (s[0], -s[1]))
+    chosen, covered = [], 0
+    for start, end, name in segs:
+        if end <= covered or end <= start:
+            continue  # inside a merged segment that already covers it
+        chosen.append((start, end, name))
+        covered = end
+    return chosen
+
+
+class _FileInfo(tuple):
+    """(name, is_dir, size, mtime) of one directory entry."""
+    __slots__ = ()
+    name = property(lambda self: self[0])
+    is_dir = property(lambda self: self[1])
+    size = property(lambda self: self[2])
+    mtime = property(lambda self: self[3])
+
+
+class _Store:
+    """Every read and write of expman goes through one of these.
+
+    This base class works on any ``pyarrow.fs`` filesystem (S3, GCS, HDFS, ...): it never
+    appends or renames, it writes whole objects. ``_LocalStore`` below overrides the few
+    operations a POSIX filesystem does better (atomic rename, exclusive mkdir, append), and
+    needs no pyarrow import, which keeps ``init()`` fast.
+    """
+
+    is_local = False
+
+    def __init__(self, fs, uri_prefix=""):
+        self.fs = fs
+        self.uri_prefix = uri_prefix  # "s3://" etc., to print paths users can paste back
+
+    @staticmethod
+    def join(*parts):
+        return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts) if p)
+
+    def display(self, path):
+        return self.uri_prefix + path
+
+    def read_bytes(self, path):
+        try:
+            with self.fs.open_input_stream(path) as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                raise FileNotFoundError(path) from None
+            raise
+
+    def read_range(self, path, offset, length):
+        with self.fs.open_input_file(path) as fh:
+            fh.seek(offset)
+            return fh.read(length)
+
+    def write_atomic(self, path, data):
+        with self.fs.open_output_stream(path) as fh:  # one PUT: objects appear whole
+            fh.write(data)
+
+    @contextlib.contextmanager
+    def open_atomic(self, path):
+        """A pyarrow output stream whose object appears whole when the block ends."""
+        with self.fs.open_output_stream(path) as fh:
+            yield fh
+
+    def append(self, path, data):
+        """Object stores cannot append: rewrite (logs are small and written at most 1/s)."""
+        try:
+            old = self.read_bytes(path)
+        except FileNotFoundError:
+            old = b""
+        self.write_atomic(path, old + data)
+
+    def stat(self, path):
+        """(size, mtime) or None when missing."""
+        info = self.fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            return None
+        mtime = info.mtime.timestamp() if info.mtime else 0.0
+        return (info.size or 0, mtime)
+
+    def exists(self, path):
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def isdir(self, path):
+        return self.fs.get_file_info(path).type == pafs.FileType.Directory
+
+    def listdir(self, path):
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [_FileInfo((i.base_name, i.type == pafs.FileType.Directory, i.size or 0,
+                           i.mtime.timestamp() if i.mtime else 0.0)) for i in infos]
+
+    def walk_files(self, path):
+        """(relative path, size, mtime) of every file below path."""
+        infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True,
+                                                        allow_not_found=True))
+        base = path.rstrip("/") + "/"
+        return [(i.path[len(base):], i.size or 0, i.mtime.timestamp() if i.mtime else 0.0)
+                for i in infos if i.type == pafs.FileType.File]
+
+    def mkdir(self, path):
+        self.fs.create_dir(path, recursive=True)
+
+    def mkdir_exclusive(self, path):
+        """Create path; False if it already existed. Object stores have no atomic mkdir, so
+        a marker object claims the name (a race inside one listing interval stays possible)."""
+        if self.exists(path) or self.listdir(path):
+            return False
+        self.fs.create_dir(path, recursive=True)
+        return True
+
+    def delete(self, path):
+        try:
+            self.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+
+    def delete_tree(self, path):
+        self.fs.delete_dir(path)
+
+    def parquet_file(self, path):
+        return pq.ParquetFile(self.fs.open_input_file(path))
+
+    def copy_in(self, local_src, path):
+        """Copy a local file or directory tree to path."""
+        if os.path.isdir(local_src):
+            for base, _dirs, files in os.walk(local_src):
+                for fname in files:
+                    src = os.path.join(base, fname)
+                    rel = os.path.relpath(src, local_src).replace(os.sep, "/")
+                    self.copy_in(src, self.join(path, rel))
+            return
+        with open(local_src, "rb") as src, self.fs.open_output_stream(path) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+class _LocalStore(_Store):
+    """The local filesystem through ``os``: atomic renames, O_EXCL mkdir, real appends."""
+
+    is_local = True
+
+    def __init__(self):
+        super().__init__(fs=None, uri_prefix="")
+
+    @staticmethod
+    def join(*parts):
+        return os.path.join(*[p for p in parts if p])
+
+    def read_bytes(self, path):
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    def read_range(self, path, offset, length):
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+
+    def write_atomic(self, path, data):
+        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    @contextlib.contextmanager
+    def open_atomic(self, path):
+        """A pyarrow file at a temp name, renamed onto path only if the block succeeds."""
+        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+        try:
+            with pa.OSFile(tmp, "wb") as fh:
+                yield fh
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def append(self, path, data):
+        with open(path, "ab") as fh:
+            fh.write(data)
+
+    def stat(self, path):
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return (st.st_size, st.st_mtime)
+
+    def exists(self, path):
+        return os.path.exists(path)
+
+    def isdir(self, path):
+        return os.path.isdir(path)
+
+    def listdir(self, path):
+        try:
+            with os.scandir(path) as it:
+                out = []
+                for entry in it:
+                    try:
+                        is_dir = entry.is_dir()
+                        st = entry.stat()
+                    except OSError:  # deleted while we listed
+                        continue
+                    out.append(_FileInfo((entry.name, is_dir, st.st_size, st.st_mtime)))
+                return out
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def walk_files(self, path):
+        out = []
+        real_root = os.path.realpath(path)
+        for base, dirs, files in os.walk(path):
+            dirs.sort()
+            for fname in sorted(files):
+                full = os.path.join(base, fname)
+                if os.path.islink(full) and not os.path.realpath(full).startswith(
+                        real_root + os.sep):
+                    continue  # a link out of the run is not part of the run
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    continue
+                out.append((os.path.relpath(full, path).replace(os.sep, "/"), st.st_size,
+                            st.st_mtime))
+        return out
+
+    def mkdir(self, path):
+        os.makedirs(path, exist_ok=True)
+
+    def mkdir_exclusive(self, path):
+        try:
+            os.mkdir(path)
+            return True
+        except FileExistsError:
+            return False
+
+    def delete(self, path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def delete_tree(self, path):
+        shutil.rmtree(path)
+
+    def parquet_file(self, path):
+        return pq.ParquetFile(path, memory_map=True)
+
+    def copy_in(self, local_src, path):
+        if os.path.isdir(local_src):
+            shutil.copytree(local_src, path, dirs_exist_ok=True)
+        else:
+            shutil.copy2(local_src, path)
+
+
+_LOCAL_STORE = _LocalStore()
+_URI_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def _open_store(location):
+    """(store, path) for a local path or a URI such as s3://bucket/prefix or file:///x."""
+    location = os.fspath(location)
+    if not _URI_RE.match(location):
+        return _LOCAL_STORE, os.path.abspath(os.path.expanduser(location))
+    if location.startswith("file://"):
+        return _LOCAL_STORE, os.path.abspath(location[len("file://"):])
+    scheme = location.split("://", 1)[0].lower()
+    if scheme == "s3":
+        fs, path = _s3_filesystem(location)
+    else:
+        try:
+            fs, path = pafs.FileSystem.from_uri(location)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types here
+            raise InvalidInputError(f"cannot open {location}: {exc}") from None
+    return _Store(fs, uri_prefix=f"{scheme}://"), path.rstrip("/")
+
+
+def _s3_filesystem(uri):
+    """S3 with endpoint/region/credentials from EXPMAN_S3_* or the usual AWS_* variables."""
+    env = os.environ.get
+    rest = uri.split("://", 1)[1]
+    kwargs = {}
+    endpoint = env("EXPMAN_S3_ENDPOINT") or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, host = endpoint.rpartition("://")
+        kwargs["endpoint_override"] = host or endpoint
+        kwargs["scheme"] = scheme or "https"
+    region = env("EXPMAN_S3_REGION") or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    key = env("EXPMAN_S3_ACCESS_KEY") or env("AWS_ACCESS_KEY_ID")
+    secret = env("EXPMAN_S3_SECRET_KEY") or env("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        kwargs["access_key"], kwargs["secret_key"] = key, secret
+    kwargs["allow_bucket_creation"] = True
+    try:
+        return pafs.S3FileSystem(**kwargs), rest
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidInputError(f"cannot open {uri}: {exc}") from None
+
+
+# 6 Data model ###############################################################################
+
+# A queued row is the user's dict, copied, plus these two private keys for its step and time.
+_STEP, _TIME = object(), object()
+_GET_STEP, _GET_TIME = operator.itemgetter(_STEP), operator.itemgetter(_TIME)
+
+def _normalize_status(status):
+    """'FINISHED', 'Finished', 'finished' -> 'finished'; anything else is a ValueError."""
+    if isinstance(status, str) and status.strip().lower() in STATUSES:
+        return status.strip().lower()
+    raise InvalidInputError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+
+
+def _effective_status(meta, now=None):
+    """The status a reader should believe: a 'running' run whose process is gone is crashed.
+
+    On this host a dead pid shows it at once; from anywhere, a heartbeat older than
+    STALE_HEARTBEATS intervals does (which also catches a recycled pid).
+    """
+    status = meta.get("status")
+    status = status.lower() if isinstance(status, str) else None
+    if status not in STATUSES:
+        return "crashed" if status is None else status
+    if status != "running":
+        return status
+    if meta.get("hostname") == _HOSTNAME and not _pid_alive(meta.get("pid")):
+        return "crashed"
+    beat = _parse_iso(meta.get("heartbeat_at")) or _parse_iso(meta.get("started_at"))
+    interval = meta.get("heartbeat_secs") or DEFAULT_HEARTBEAT_SECS
+    if not isinstance(interval, (int, float)):
+        interval = DEFAULT_HEARTBEAT_SECS
+    if beat is not None and (now or time.time()) - beat > STALE_HEARTBEATS * interval + 5:
+        return "crashed"
+    return "running"
+
+
+class _Rejected:
+    """Why one metric value could not be stored (warned once per key and reason)."""
+    __slots__ = ("reason",)
+
+    def __init__(self, reason):
+        self.reason = reason
+
+
+def _coerce_value(value):
+    """A float for any number-like value, or a _Rejected naming why not.
+
+    bool and int -> float (ints beyond 2**53 are refused: float64 would change them);
+    NumPy scalars, 0-d arrays and tensors go through ``.item()`` (here, on the writer thread,
+    so the training thread never waits for a device).
+    """
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        if abs(value) > 2 ** 53:
+            return _Rejected(f"integer {value} cannot be stored exactly as float64 "
+                             f"(pass float(value) to store it rounded)")
+        return float(value)
+    if value is None:
+        return _Rejected("None is not a number")
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, (str, bytes)):
+        try:
+            scalar = item()
+        except Exception as exc:  # noqa: BLE001 - e.g. a tensor with more than one element
+            shape = getattr(value, "shape", None)
+            detail = f"shape {tuple(shape)}" if shape is not None else str(exc)
+            return _Rejected(f"{type(value).__name__} with {detail} is not a scalar")
+        if scalar is value:
+            return _Rejected(f"{type(value).__name__} is not a number")
+        return _coerce_value(scalar)
+    if isinstance(value, (complex, str, bytes, list, tuple, dict, set)):
+        return _Rejected(f"{type(value).__name__} {_short_repr(value)} is not a number")
+    try:
+        return float(value)  # decimal.Decimal, fractions.Fraction, custom __float__
+    except (TypeError, ValueError):
+        return _Rejected(f"{type(value).__name__} {_short_repr(value)} is not a number")
+
+
+def _short_repr(value, limit=40):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_key(key):
+    """None for a good metric key, else the reason it is refused."""
+    if not isinstance(key, str):
+        return f"key {key!r} is a {type(key).__name__}, not a string"
+    if not key:
+        return "empty key"
+    if key in RESERVED_COLUMNS:
+        return f"key {key!r} is reserved (the table has its own {key} column)"
+    if len(key) > 1000:
+        return f"key of {len(key)} characters is longer than 1000"
+    return None
+
+
+def _read_yaml(store, path):
+    """A YAML mapping from the store; {} when missing; ExpmanError when garbled."""
+    try:
+        data = store.read_bytes(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    try:
+        return _yaml_load(data)
+    except ExpmanError as exc:
+        raise ExpmanError(f"{store.display(path)}: {exc}") from None
+
+
+# 7 Writer engine ############################################################################
+
+class _Writer(threading.Thread):
+    """The thread that turns queued rows into Parquet segments and keeps run.yaml fresh.
+
+    The training thread only appends tuples to ``rows`` (a deque: ~50 ns, no lock) and small
+    messages to ``ctrl``. This thread wakes every flush interval, drains both, converts rows
+    to Arrow columns at once (a few bytes per value instead of a dict per row), writes one
+    segment per flush, merges segments in tiers and refreshes the heartbeat. An I/O error is
+    warned about once and retried with the rows kept in memory; nothing is dropped unless
+    MAX_STAGED_ROWS is exceeded, and then it is counted and said loudly.
+    """
+
+    def __init__(self, run):
+        super().__init__(name="expman-writer", daemon=True)
+        self.run_ = run
+        self.store, self.path = run._store, run._path
+        self.rows = collections.deque()
+        self.ctrl = collections.deque()
+        self.wake = threading.Event()
+        self.drained = threading.Condition()
+        self.interval = run._flush_interval
+        self.stop_status = None            # set by close(): the final status
+        self.done = threading.Event()
+        self.error = None                  # last exception, surfaced to the caller as a warning
+        self.warned = set()
+        self.staged = []                   # Arrow tables not yet on disk
+        self.staged_rows = 0
+        self.next_row = 0                  # absolute index of the next row to write
+        self.last_step = -1
+        self.segments = []                 # [start, end, tier] written and not yet merged
+        self.summary = {}                  # key -> last value
+        self.scalars = {}
+        self.keys = []                     # metric keys in order of first appearance
+        self.known_keys = set()
+        self.log_buffer = []
+        self.meta_dirty = True
+        self.config_dirty = False
+        self.last_beat = 0.0
+        self.failures = 0
+        self.dropped_rows = 0
+        self.flush_waiters = []
+
+    # -- loop ----------------------------------------------------------------------------
+    def run(self):
+        try:
+            self._prepare()
+        except Exception as exc:  # noqa: BLE001 - keep logging even if git/pyarrow act up
+            self._warn_once("prepare", f"expman: could not prepare the run: {exc}")
+        timeout, last_flush = self.interval, time.monotonic()
+        while True:
+            self.wake.wait(timeout)
+            self.wake.clear()
+            closing = self.stop_status is not None
+            drained = 0
+            try:
+                drained = self._drain()
+                if closing:
+                    self._finish()
+                    break
+                now = time.monotonic()
+                if (now - last_flush >= self.interval or self.flush_waiters
+                        or self.staged_rows >= SEGMENT_MAX_ROWS):
+                    self._flush()
+                    last_flush = now
+                if self.meta_dirty or now - self.last_beat >= self.run_._heartbeat_secs:
+                    self._write_meta()
+                self._release_flush_waiters()
+                self.failures = 0
+            except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
+                self.failures += 1
+                self.error = exc
+                self._warn_once(f"io:{type(exc).__name__}",
+                                f"expman: cannot write {self.store.display(self.path)}: {exc}; "
+                                f"rows are kept in memory and writing will be retried")
+                if closing:
+                    self._finish_after_error()
+                    break
+            # A big backlog means a tight logging loop: come back soon so memory stays small.
+            if drained >= 5_000 or len(self.rows) >= 5_000:
+                timeout = 0.01
+            elif self.failures:
+                timeout = min(30.0, self.interval * 2 ** min(self.failures, 6))
+            else:
+                timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
+        self.done.set()
+        self._release_flush_waiters()
+
+    def _prepare(self):
+        import pyarrow.parquet  # noqa: F401 - pay the import here, off the training thread
+        git = _git_info(os.getcwd()) if self.run_._capture_git else {}
+        if git:
+            self.run_._meta["git"] = git
+            self.meta_dirty = True
+
+    # -- draining ------------------------------------------------------------------------
+    def _drain(self):
+        rows = self.rows
+        n = len(rows)
+        if n:
+            popleft = rows.popleft
+            batch = [popleft() for _ in range(n)]
+            with self.drained:
+                self.drained.notify_all()
+            try:
+                self._stage(batch)
+            except Exception as exc:  # noqa: BLE001 - a bug in the fast path must lose nothing
+                self._warn_once(f"stage:{type(exc).__name__}",
+                                f"expman: converting {n} rows failed ({exc!r}); retrying "
+                                f"value by value", always=True)
+                try:
+                    self._stage(batch, checked=True)
+                except Exception as exc2:  # noqa: BLE001
+                    self.dropped_rows += n
+                    self._warn_once("stage-drop", f"expman: {n} rows could not be stored: "
+                                                  f"{exc2!r}", always=True)
+        while self.ctrl:
+            self._handle(self.ctrl.popleft())
+        return n
+
+    def _handle(self, msg):
+        kind = msg[0]
+        if kind == "log":
+            _, ts, level, text = msg
+            self.log_buffer.append(f"{_iso(ts)} {level:<5} {text}\n")
+        elif kind == "scalar":
+            _, key, value = msg
+            coerced = _coerce_value(value)
+            if isinstance(coerced, _Rejected):
+                self._reject(key, coerced.reason, "log_scalar")
+            else:
+                self.scalars[key] = coerced
+                self.meta_dirty = True
+        elif kind == "config":
+            self.config_dirty = True
+        elif kind == "meta":
+            self.meta_dirty = True
+        elif kind == "flush":
+            self.flush_waiters.append(msg[1])
+
+    def _stage(self, batch, checked=False):
+        """Turn [(step, time, dict), ...] into one Arrow table and keep it for the flush."""
+        dicts = batch
+        steps = list(map(_GET_STEP, batch))
+        try:
+            if checked:
+                raise TypeError("checked")
+            step_buf = array.array("q", steps)   # fails on None (auto step) and odd types
+        except (TypeError, OverflowError):
+            step_buf = array.array("q", self._fill_steps(steps))
+        self.last_step = step_buf[-1]
+        union = set().union(*dicts)
+        union.discard(_STEP)
+        union.discard(_TIME)
+        new = union.difference(self.known_keys)
+        if new:  # order new keys by first appearance, so columns read in logging order
+            for d in dicts:
+                for key in d:
+                    if key in new and key is not _STEP and key is not _TIME:
+                        new.discard(key)
+                        reason = _check_key(key)
+                        if reason is None:
+                            self.known_keys.add(key)
+                            self.keys.append(key)
+                        else:
+                            self._reject(key, reason, "log_metrics")
+                            union.discard(key)
+                if not new:
+                    break
+        ordered = [k for k in self.keys if k in union] if len(union) < len(self.keys) \
+            else self.keys[:]
+        total = sum(map(len, dicts)) - 2 * len(dicts)
+        if total == len(union) * len(dicts):
+            # every row logged every key (the usual case): C-level passes, no new objects
+            columns = {k: list(map(operator.itemgetter(k), dicts)) for k in ordered}
+        elif len(ordered) * len(dicts) <= 4 * total:   # dense: most rows log most keys
+            columns = {k: [d.get(k) for d in dicts] for k in ordered}
+        else:                                        # sparse: thousands of keys, few per row
+            columns = {k: [None] * len(dicts) for k in ordered}
+            for i, d in enumerate(dicts):
+                for k, v in d.items():
+                    col = columns.get(k)
+                    if col is not None:
+                        col[i] = v
+        seconds = _f64_array(array.array("d", map(_GET_TIME, batch)))
+        micros = pc.multiply(seconds, _f64_array(array.array("d", [1e6]))[0])
+        arrays = [_buffer_array(pa.int64(), step_buf),
+                  micros.cast(pa.int64(), safe=False).cast(pa.timestamp("us", tz="UTC"))]
+        names = ["step", "timestamp"]
+        for key in ordered:
+            column = self._column(key, columns[key], step_buf, checked)
+            if column.null_count < len(column):  # every value refused: no empty column
+                arrays.append(column)
+                names.append(key)
+        ordered = names[2:]
+        table = pa.Table.from_arrays(arrays, names=names)
+        self._summarize(table, ordered)
+        self.staged.append(table)
+        self.staged_rows += len(table)
+        if self.staged_rows > MAX_STAGED_ROWS:
+            drop = self.staged.pop(0)
+            self.staged_rows -= len(drop)
+            self.dropped_rows += len(drop)
+            self.next_row += len(drop)  # keep row numbers honest: the gap shows in the names
+            self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
+                                       f"refused writes for too long (kept {MAX_STAGED_ROWS} "
+                                       f"rows in memory)", always=True)
+
+    def _fill_steps(self, steps):
+        out, last = [], self.last_step
+        for s in steps:
+            if s is None:
+                s = last + 1
+            elif type(s) is not int:
+                try:
+                    s = _index_step(s)
+                except (TypeError, ValueError) as exc:
+                    self._warn_once(f"step:{type(s).__name__}",
+                                    f"expman: step {_short_repr(s)} is not an integer ({exc}); "
+                                    f"using the next step instead")
+                    s = last + 1
+            if not -2 ** 63 <= s < 2 ** 63:
+                self._warn_once("step:range", f"expman: step {s} does not fit in int64; "
+                                              f"using the next step instead")
+                s = last + 1
+            out.append(s)
+            last = s
+        return out
+
+    def _column(self, key, values, steps, checked=False):
+        """A float64 column. Fast path: one C-level conversion (floats, ints, bools, NumPy
+        scalars, tensors); ints beyond 2**53 and None/bad values take the checked path."""
+        try:
+            if checked:
+                raise TypeError("checked")
+            arr = _f64_array(array.array("d", values))
+            big = pc.max(pc.abs(arr)).as_py()
+            if big is None or not big > _MAX_EXACT_INT or big == math.inf:
+                return arr
+        except (TypeError, ValueError, OverflowError, DeprecationWarning):
+            pass
+        floats, valid = [], []
+        for value, step in zip(values, steps):
+            if value is None:
+                floats.append(0.0)
+                valid.append(False)
+                continue
+            coerced = _coerce_value(value)
+            if isinstance(coerced, _Rejected):
+                self._reject(key, f"{coerced.reason} (step {step})", "log_metrics")
+                floats.append(0.0)
+                valid.append(False)
+            else:
+                floats.append(coerced)
+                valid.append(True)
+        return _f64_array(array.array("d", floats), valid)
+
+    def _summarize(self, table, keys):
+        for key in keys:
+            col = table.column(key)
+            if col.null_count == len(col):
+                continue
+            last = pc.drop_null(col)
+            self.summary[key] = last[len(last) - 1].as_py()
+
+    def _reject(self, key, reason, where):
+        self._warn_once(f"reject:{key!r}:{reason.split(' (step')[0]}",
+                        f"expman: {where} skipped metric {_short_repr(key, 80)}: {reason}")
+
+    def _warn_once(self, tag, message, always=False):
+        if tag in self.warned and not always:
+            return
+        self.warned.add(tag)
+        _log.warning("%s", message)
+        warnings.warn(message, ExpmanWarning, stacklevel=2)
+        self.log_buffer.append(f"{_iso()} WARN  {message}\n")
+
+    # -- flushing ------------------------------------------------------------------------
+    def _flush(self):
+        if self.staged:
+            table = self.staged[0] if len(self.staged) == 1 else pa.concat_tables(
+                self.staged, promote_options="default")
+            start, end = self.next_row, self.next_row + len(table)
+            self._write_tables(_segment_name(start, end), [table])
+            self.staged, self.staged_rows, self.next_row = [], 0, end
+            self.segments.append([start, end, 0])
+            self._merge_segments()
+        if self.log_buffer:
+            data = "".join(self.log_buffer).encode("utf-8", "replace")
+            self.store.append(self.store.join(self.path, RUN_LOG), data)
+            self.log_buffer = []
+        if self.config_dirty:
+            self.config_dirty = False
+            self.store.write_atomic(self.store.join(self.path, CONFIG_YAML),
+                                    _yaml_dump(self.run_._config_snapshot()))
+
+    def _segment_path(self, name):
+        return self.store.join(self.path, SEGMENTS_DIR, name)
+
+    def _write_tables(self, name, tables, dest=None):
+        """Write tables (or lazily read segments) as one Parquet file, one at a time.
+
+        Streaming keeps a merge or the final compaction of a million-row run to the memory of
+        one segment. ``tables`` holds Arrow tables or segment paths.
+        """
+        schemas = [t.schema if isinstance(t, pa.Table) else
+                   self.store.parquet_file(t).schema_arrow for t in tables]
+        schema = pa.unify_schemas(schemas) if len(schemas) > 1 else schemas[0]
+        path = dest or self._segment_path(name)
+        with self.store.open_atomic(path) as sink:
+            writer = pq.ParquetWriter(sink, schema, compression="snappy", use_dictionary=False)
+            try:
+                for item in tables:
+                    if isinstance(item, pa.Table):
+                        writer.write_table(_conform(item, schema), row_group_size=1 << 20)
+                        continue
+                    for batch in self.store.parquet_file(item).iter_batches(1 << 16):
+                        writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
+            finally:
+                writer.close()
+
+    def _merge_segments(self):
+        """Merge the newest SEGMENT_FAN_IN segments of a tier into one of the next tier."""
+        segs = self.segments
+        while len(segs) >= SEGMENT_FAN_IN and len({s[2] for s in segs[-SEGMENT_FAN_IN:]}) == 1:
+            group = segs[-SEGMENT_FAN_IN:]
+            tier = group[0][2]
+            start, end = group[0][0], group[-1][1]
+            if end - start > MERGE_MAX_ROWS:  # big enough alone: never rewritten again
+                for seg in group:
+                    seg[2] = -1
+                break
+            paths = [self._segment_path(_segment_name(s, e)) for s, e, _ in group]
+            self._write_tables(_segment_name(start, end), paths)
+            for path in paths:  # the merged file exists first: readers never miss rows
+                self.store.delete(path)
+            del segs[-SEGMENT_FAN_IN:]
+            segs.append([start, end, tier + 1])
+
+    def _write_meta(self):
+        meta = self.run_._meta
+        meta["heartbeat_at"] = _iso()
+        meta["rows"] = self.next_row
+        meta["last_step"] = self.last_step if self.next_row else None
+        meta["summary"] = {**self.summary, **self.scalars}
+        if self.dropped_rows:
+            meta["dropped_rows"] = self.dropped_rows
+        self.store.write_atomic(self.store.join(self.path, RUN_YAML), _yaml_dump(meta))
+        self.meta_dirty = False
+        self.last_beat = time.monotonic()
+
+    def _release_flush_waiters(self):
+        waiters, self.flush_waiters = self.flush_waiters, []
+        for event in waiters:
+            event.set()
+
+    # -- closing -------------------------------------------------------------------------
+    def _finish(self):
+        """Flush everything, compact segments into metrics.parquet, write the final status."""
+        self._flush()
+        self._compact()
+        self._write_final_meta(self.stop_status)
+
+    def _finish_after_error(self):
+        """Closing while the disk refuses writes: try once more, then record what we can."""
+        try:
+            self._flush()
+            self._compact()
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("close", f"expman: could not write the last rows of "
+                                     f"{self.store.display(self.path)}: {exc}", always=True)
+        try:
+            self._write_final_meta(self.stop_status)
+        except Exception:  # noqa: BLE001 - nothing left to try; readers will see "crashed"
+            pass
+
+    def _compact(self):
+        """All segments -> metrics.parquet (streamed), then the segments go."""
+        seg_dir = self.store.join(self.path, SEGMENTS_DIR)
+        names = [f.name for f in self.store.listdir(seg_dir)]
+        paths = []
+        for _start, _end, name in _choose_segments(names):
+            path = self.store.join(seg_dir, name)
+            try:
+                self.store.parquet_file(path).schema_arrow
+                paths.append(path)
+            except Exception as exc:  # noqa: BLE001 - keep the rest; say which file was bad
+                self._warn_once(f"compact:{name}", f"expman: skipped unreadable segment {name}: "
+                                                   f"{exc}", always=True)
+        self._write_tables(METRICS_FILE, paths or [_empty_metrics_table()],
+                           dest=self.store.join(self.path, METRICS_FILE))
+        for name in names:
+            self.store.delete(self.store.join(seg_dir, name))
+        try:
+            self.store.delete_tree(seg_dir)
+        except OSError:
+            pass
+        self.segments = []
+
+    def _write_final_meta(self, status):
+        meta = self.run_._meta
+        end = time.time()
+        meta["status"] = status
+        meta["finished_at"] = _iso(end)
+        meta["duration_secs"] = round(end - self.run_._started, 3)
+        self._write_meta()
+
+
+def _index_step(value):
+    """An int step from ints, NumPy integers and integral tensors/floats."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        item = getattr(value, "item", None)
+        scalar = item() if callable(item) else value
+        if isinstance(scalar, float) and scalar.is_integer():
+            return int(scalar)
+        return operator.index(scalar)
+
+
+def _buffer_array(arrow_type, buf, validity=None, null_count=0):
+    """An Arrow array over a Python ``array.array`` buffer (zero copy).
+
+    ``pa.array(list)`` would do, but its first call imports pandas when installed (0.3-1 s of
+    GIL-heavy work on the writer thread, and a crash if it happens during interpreter exit),
+    so the writer builds every array from buffers.
+    """
+    return pa.Array.from_buffers(arrow_type, len(buf), [validity, pa.py_buffer(buf)],
+                                 null_count=null_count)
+
+
+def _f64_array(buf, valid=None):
+    if valid is None or all(valid):
+        return _buffer_array(pa.float64(), buf)
+    flags = pa.Array.from_buffers(pa.uint8(), len(valid), [None, pa.py_buffer(bytes(valid))])
+    bitmap = pc.cast(flags, pa.bool_()).buffers()[1]
+    return _buffer_array(pa.float64(), buf, bitmap, null_count=len(valid) - sum(valid))
+
+
+def _conform(table, schema):
+    """table with schema's columns in schema's order, missing ones as nulls."""
+    if table.schema.names == schema.names:
+        return table
+    n = len(table)
+    arrays = [table.column(f.name) if f.name in table.schema.names else pa.nulls(n, f.type)
+              for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _empty_metrics_table():
+    return pa.Table.from_arrays([pa.nulls(0, pa.int64()),
+                                 pa.nulls(0, pa.timestamp("us", tz="UTC"))],
+                                names=["step", "timestamp"])
+
+
+_MAX_EXACT_INT = float(2 ** 53)
+
+
+# 8 Public logging API #######################################################################
+
+_OPEN_RUNS = set()          # experiments not closed yet: closed (and flushed) at exit
+_CURRENT = None             # the run of expman.init()
+_HOOKS = {"installed": False, "exit_exc": None, "signal": None}
+_HOOK_LOCK = threading.Lock()
+
+
+class Experiment:
+    """One run of an experiment: logs params, metrics, text and files without blocking.
+
+    >>> with Experiment("resnet", base_dir="experiments", config={"lr": 1e-3}) as exp:
+    ...     for step in range(100):
+    ...         exp.log_metrics({"train/loss": 1 / (step + 1)}, step=step)
+
+    Leaving the ``with`` block closes the run as ``finished``, ``failed`` (an exception) or
+    ``interrupted`` (Ctrl-C, SIGTERM). Without ``with``, call ``close()``; a run still open
+    when the script exits is closed then, with the status the exit implies.
+    """
+
+    def __init__(self, name, base_dir=None, run_name=None, config=None, description=None,
+                 tags=None, flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, *,
+                 heartbeat_secs=DEFAULT_HEARTBEAT_SECS, capture_git=True, clock=None):
+        self.experiment = _safe_name(name, "experiment name")
+        if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
+            raise InvalidInputError(f"flush_interval_ms must be a positive number, "
+                                    f"got {flush_interval_ms!r}")
+        tags = _normalize_tags(tags)
+        if description is not None and not isinstance(description, str):
+            raise InvalidInputError("description must be a string")
+        if config is not None and not isinstance(config, dict):
+            raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
+        self._flush_interval = flush_interval_ms / 1000.0
+        self._heartbeat_secs = float(heartbeat_secs)
+        self._capture_git = capture_git
+        self._clock = clock or time.time
+        self._store, root = _open_store(base_dir or _default_root())
+        self._root = root
+        self._config = _to_plain(config) if config else {}
+        self._config_lock = threading.Lock()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._warned_closed = False
+        self.status = "running"
+
+        store = self._store
+        exp_path = store.join(root, self.experiment)
+        try:
+            store.mkdir(exp_path)
+            self._write_experiment_yaml(exp_path, name)
+            self.run_name, self._path = self._claim_run_dir(exp_path, run_name)
+            store.mkdir(store.join(self._path, ARTIFACTS_DIR))
+            store.mkdir(store.join(self._path, SEGMENTS_DIR))
+        except OSError as exc:
+            raise ExpmanError(f"cannot create a run under {store.display(exp_path)}: "
+                              f"{exc.strerror or exc}") from None
+        self._started = time.time()
+        self._meta = {
+            "name": self.run_name, "experiment": self.experiment, "status": "running",
+            "started_at": _iso(self._started), "finished_at": None, "duration_secs": None,
+            "heartbeat_at": _iso(self._started), "heartbeat_secs": self._heartbeat_secs,
+            "description": description or "", "tags": tags,
+            "hostname": _HOSTNAME, "pid": os.getpid(), "user": _user(),
+            "command": [sys.executable, *sys.argv], "cwd": os.getcwd(),
+            "python": _PY_VERSION, "platform": platform.platform(),
+            "expman_version": __version__, "rows": 0, "last_step": None, "summary": {},
+        }
+        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(self._meta))
+        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(self._config))
+        store.append(store.join(self._path, RUN_LOG), b"")
+        self._writer = _Writer(self)
+        self._rows = self._writer.rows
+        _install_hooks()
+        _OPEN_RUNS.add(self)
+        self._writer.start()
+
+    # -- setup helpers -------------------------------------------------------------------
+    def _write_experiment_yaml(self, exp_path, display_name):
+        path = self._store.join(exp_path, EXPERIMENT_YAML)
+        if self._store.exists(path):
+            return
+        self._store.write_atomic(path, _yaml_dump({
+            "name": self.experiment, "display_name": str(display_name), "description": "",
+            "tags": [], "created_at": _iso()}))
+
+    def _claim_run_dir(self, exp_path, run_name):
+        if run_name is None:
+            run_name = os.environ.get(ENV_RUN_NAME) or _utcnow().astimezone().strftime(
+                "%Y%m%d_%H%M%S")
+        base = _safe_name(run_name, "run name")
+        for attempt in range(1, 10_000):
+            name = base if attempt == 1 else f"{base}_{attempt}"
+            path = self._store.join(exp_path, name)
+            if self._store.mkdir_exclusive(path):
+                return name, path
+        raise ExpmanError(f"no free run name like {base!r} in {exp_path}")
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def run_dir(self):
+        """The run's directory: a ``pathlib.Path`` locally, a URI string on object stores."""
+        if self._store.is_local:
+            return pathlib.Path(self._path)
+        return self._store.display(self._path)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def __repr__(self):
+        return f"<Experiment {self.experiment}/{self.run_name} {self.status}>"
+
+    # -- logging (the hot path is log_metrics: no I/O, no lock) --------------------------
+    def log_metrics(self, metrics, step=None):
+        """Log one row of metrics; returns at once (~0.3 us), the writer thread does the rest.
+
+        >>> exp.log_metrics({"train/loss": 0.25, "train/acc": 0.91}, step=10)
+
+        ``step`` auto-increments when omitted. Values: Python/NumPy numbers, bools, 0-d
+        arrays and tensors; NaN and inf are kept. A bad value is skipped with a warning that
+        names its key; the rest of the row is kept.
+        """
+        if self._closed:
+            return self._after_close("log_metrics")
+        try:
+            row = dict(metrics)
+        except (TypeError, ValueError):
+            _warn(f"expman: log_metrics needs a dict of metrics, got "
+                  f"{type(metrics).__name__}; nothing logged")
+            return None
+        # step and time ride in the copied dict under private keys: a (step, time, dict) tuple
+        # would be one more GC-tracked object per row, and a backlog of those made full
+        # garbage collections cost ~1 us per logged row in a tight loop.
+        row[_STEP] = step
+        row[_TIME] = self._clock()
+        rows = self._rows
+        rows.append(row)
+        if len(rows) > MAX_PENDING_ROWS:
+            self._backpressure()
+        return None
+
+    log_vector = log_metrics  # the name expman-rs users know
+
+    def _backpressure(self):
+        """The writer is behind by MAX_PENDING_ROWS: wait for it rather than grow memory."""
+        writer = self._writer
+        if "backpressure" not in writer.warned:
+            writer.warned.add("backpressure")
+            _warn(f"expman: logging faster than the writer can store ({MAX_PENDING_ROWS} rows "
+                  f"pending); log calls now wait for it so memory stays bounded")
+        writer.wake.set()
+        deadline = time.monotonic() + 5.0
+        with writer.drained:
+            while (len(self._rows) > MAX_PENDING_ROWS // 2 and writer.is_alive()
+                   and time.monotonic() < deadline):
+                writer.drained.wait(0.05)
+
+    def log_params(self, params):
+        """Merge params into config.yaml (nested dicts stay nested).
+
+        >>> exp.log_params({"optimizer": {"name": "adam", "lr": 3e-4}, "batch_size": 64})
+        """
+        if self._closed:
+            return self._after_close("log_params")
+        if not isinstance(params, dict):
+            _warn(f"expman: log_params needs a dict, got {type(params).__name__}; ignored")
+            return None
+        plain = _to_plain(params)
+        with self._config_lock:
+            _deep_merge(self._config, plain)
+        self._writer.ctrl.append(("config",))
+        return None
+
+    def _config_snapshot(self):
+        with self._config_lock:
+            return copy.deepcopy(self._config)
+
+    def log_scalar(self, key, value):
+        """Set a summary value shown in the runs table (best accuracy, final loss, ...).
+
+        >>> exp.log_scalar("best/val_acc", 0.934)
+        """
+        if self._closed:
+            return self._after_close("log_scalar")
+        reason = _check_key(key)
+        if reason:
+            _warn(f"expman: log_scalar skipped: {reason}")
+            return None
+        self._writer.ctrl.append(("scalar", key, value))
+        return None
+
+    def info(self, message):
+        """Append an INFO line to run.log. >>> exp.info("epoch 3 done")"""
+        return self._log_line("INFO", message)
+
+    def warn(self, message):
+        """Append a WARN line to run.log. >>> exp.warn("loss is NaN, lowering lr")"""
+        return self._log_line("WARN", message)
+
+    def _log_line(self, level, message):
+        if self._closed:
+            return self._after_close(level.lower())
+        self._writer.ctrl.append(("log", self._clock(), level, str(message)))
+        return None
+
+    def save_artifact(self, path, name=None):
+        """Copy a file or directory into the run's artifacts/ now; returns where it went.
+
+        >>> exp.save_artifact("confusion.png")                 # artifacts/confusion.png
+        >>> exp.save_artifact("ckpt/model.pt", "best/model.pt")
+        """
+        if self._closed:
+            return self._after_close("save_artifact")
+        src = os.fspath(path)
+        if not os.path.exists(src):
+            raise InvalidInputError(f"save_artifact: no such file or directory: {src}")
+        rel = _safe_relpath(name if name is not None else os.path.basename(
+            os.path.normpath(src)))
+        dest = self._store.join(self._path, ARTIFACTS_DIR, *rel.split("/"))
+        parent = dest.rsplit("/", 1)[0] if not self._store.is_local else os.path.dirname(dest)
+        try:
+            self._store.mkdir(parent)
+            self._store.copy_in(src, dest)
+        except OSError as exc:
+            raise ExpmanError(f"save_artifact: cannot copy {src} to "
+                              f"{self._store.display(dest)}: {exc.strerror or exc}") from None
+        self.info(f"saved artifact {rel}")
+        return pathlib.Path(dest) if self._store.is_local else self._store.display(dest)
+
+    def set_description(self, description):
+        """Replace the run's description (also editable from the dashboard)."""
+        self._meta["description"] = str(description)
+        self._writer.ctrl.append(("meta",))
+
+    def set_tags(self, tags):
+        """Replace the run's tags."""
+        self._meta["tags"] = _normalize_tags(tags)
+        self._writer.ctrl.append(("meta",))
+
+    def flush(self, timeout=30.0):
+        """Wait until everything logged so far is on disk; True when it is."""
+        if self._closed:
+            return True
+        event = threading.Event()
+        self._writer.ctrl.append(("flush", event))
+        self._writer.wake.set()
+        done = event.wait(timeout)
+        self._surface_writer_error()
+        return done
+
+    def _surface_writer_error(self):
+        error, self._writer.error = self._writer.error, None
+        if error is not None:
+            _warn(f"expman: the writer of {self.experiment}/{self.run_name} hit an error: "
+                  f"{error}")
+
+    def close(self, status="finished"):
+        """Flush every row, compact the metrics into metrics.parquet, record the status.
+
+        ``status`` is one of running/finished/failed/interrupted/crashed, in any case
+        (``"FINISHED"`` works); anything else raises ValueError. Closing twice is harmless.
+        """
+        status = _normalize_status(status)
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.status = status
+        writer = self._writer
+        writer.stop_status = status
+        writer.wake.set()
+        writer.done.wait(CLOSE_TIMEOUT_SECS)
+        if not writer.done.is_set():
+            _warn(f"expman: closing {self.experiment}/{self.run_name} took longer than "
+                  f"{CLOSE_TIMEOUT_SECS:.0f}s; the last rows may be missing")
+        _OPEN_RUNS.discard(self)
+        global _CURRENT
+        if _CURRENT is self:
+            _CURRENT = None
+
+    def _after_close(self, what):
+        if not self._warned_closed:
+            self._warned_closed = True
+            _warn(f"expman: {what} on run {self.experiment}/{self.run_name}, which is already "
+                  f"closed ({self.status}); ignored")
+        return None
+
+    def _record_error(self, exc_type, exc):
+        if exc is not None:
+            self._meta["error"] = f"{exc_type.__name__}: {exc}"[:2000]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        status = _status_for_exit(exc_type, exc)
+        if status == "failed":
+            self._record_error(exc_type, exc)
+            import traceback
+            self._log_line("ERROR", "".join(traceback.format_exception(exc_type, exc, tb)))
+        self.close(status)
+        return False
+
+    def __del__(self):  # pragma: no cover - best effort; atexit is the real guarantee
+        pass
+
+
+def _normalize_tags(tags):
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = [t for t in re.split(r"[,\s]+", tags) if t]
+    try:
+        return [str(t) for t in tags]
+    except TypeError:
+        raise InvalidInputError(f"tags must be a list of strings, got {type(tags).__name__}") \
+            from None
+
+
+def _safe_relpath(name):
+    """A relative artifact path that cannot leave artifacts/ ('a/b.png' yes, '../x' no)."""
+    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts) or str(name).startswith("/") or "\0" in name:
+        raise InvalidInputError(f"artifact name {name!r} must be a relative path inside "
+                                f"artifacts/")
+    return "/".join(parts)
+
+
+def _user():
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return None
+
+
+def _warn(message):
+    _log.warning("%s", message)
+    warnings.warn(message, ExpmanWarning, stacklevel=3)
+
+
+def _status_for_exit(exc_type, exc):
+    if exc_type is None:
+        return "interrupted" if _HOOKS["signal"] else "finished"
+    if issubclass(exc_type, KeyboardInterrupt):
+        return "interrupted"
+    if issubclass(exc_type, SystemExit):
+        if _HOOKS["signal"]:
+            return "interrupted"
+        return "finished" if exc is None or exc.code in (0, None) else "failed"
+    return "failed"
+
+
+# -- process hooks: exceptions, SIGTERM and exit close every open run with the right status --
+
+def _install_hooks():
+    with _HOOK_LOCK:
+        if _HOOKS["installed"]:
+            return
+        _HOOKS["installed"] = True
+        previous_excepthook = sys.excepthook
+
+        def excepthook(exc_type, exc, tb):
+            _HOOKS["exit_exc"] = (exc_type, exc)
+            previous_excepthook(exc_type, exc, tb)
+
+        sys.excepthook = excepthook
+        atexit.register(_close_all_at_exit)
+        if threading.current_thread() is threading.main_thread():
+            _install_signal_handler(signal.SIGTERM)
+
+
+def _install_signal_handler(signum):
+    """SIGTERM (SLURM's scancel, docker stop, kill) unwinds the script like Ctrl-C does, so
+    open runs flush and record 'interrupted' before the process ends with 128+signum."""
+    previous = signal.getsignal(signum)
+    if previous is signal.SIG_IGN or previous is None:
+        return
+
+    def handler(sig, frame):
+        _HOOKS["signal"] = sig
+        if callable(previous) and previous is not signal.SIG_DFL:
+            previous(sig, frame)
+            return
+        raise SystemExit(128 + sig)
+
+    try:
+        signal.signal(signum, handler)
+    except (ValueError, OSError):  # not the main thread, or an embedded interpreter
+        pass
+
+
+def _close_all_at_exit():
+    exc_type, exc = _HOOKS["exit_exc"] or (None, None)
+    status = _status_for_exit(exc_type, exc)
+    for run in list(_OPEN_RUNS):
+        try:
+            if status == "failed":
+                run._record_error(exc_type, exc)
+            run.close(status)
+        except Exception as err:  # noqa: BLE001 - close the others anyway
+            _log.warning("expman: could not close %r at exit: %s", run, err)
+
+
+# -- module-level shortcuts: two-line relays to the current run ------------------------------
+
+def init(name, base_dir=None, run_name=None, config=None, description=None, tags=None,
+         flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, **kwargs):
+    """Start the global run used by ``expman.log_metrics`` and friends; returns it.
+
+    >>> import expman
+    >>> expman.init("resnet_cifar10", config={"lr": 1e-3}, tags=["baseline"])
+    >>> expman.log_metrics({"loss": 0.5}, step=0)
+
+    A run already started with ``init`` is closed (finished) first. The run is closed when the
+    script exits: ``finished``, ``failed`` after an uncaught exception, ``interrupted`` after
+    Ctrl-C or SIGTERM.
+    """
+    global _CURRENT
+    if _CURRENT is not None and not _CURRENT.closed:
+        _CURRENT.close("finished")
+    _CURRENT = Experiment(name, base_dir=base_dir, run_name=run_name, config=config,
+                          description=description, tags=tags,
+                          flush_interval_ms=flush_interval_ms, **kwargs)
+    return _CURRENT
+
+
+def get_run():
+    """The run started by ``init()``, or None."""
+    return _CURRENT
+
+
+def _current():
+    run = _CURRENT
+    if run is None:
+        raise ExpmanError("no active run: call expman.init(name) first")
+    return run
+
+
+def log_metrics(metrics, step=None):
+    """Log one row to the current run. >>> expman.log_metrics({"loss": 0.5}, step=0)"""
+    run = _CURRENT
+    if run is None:
+        raise ExpmanError("no active run: call expman.init(name) first")
+    return run.log_metrics(metrics, step)
+
+
+log_vector = log_metrics
+
+
+def log_params(params):
+    """Merge params into the current run's config.yaml. >>> expman.log_params({"lr": 1e-3})"""
+    return _current().log_params(params)
+
+
+def log_scalar(key, value):
+    """Set a summary value of the current run. >>> expman.log_scalar("best_acc", 0.93)"""
+    return _current().log_scalar(key, value)
+
+
+def info(message):
+    """Write an INFO line to the current run's run.log. >>> expman.info("epoch done")"""
+    return _current().info(message)
+
+
+def warn(message):
+    """Write a WARN line to the current run's run.log. >>> expman.warn("lr too high")"""
+    return _current().warn(message)
+
+
+def save_artifact(path, name=None):
+    """Copy a file into the current run's artifacts/. >>> expman.save_artifact("plot.png")"""
+    return _current().save_artifact(path, name)
+
+
+def flush(timeout=30.0):
+    """Wait until the current run's data is on disk. >>> expman.flush()"""
+    return _current().flush(timeout)
+
+
+def close(status="finished"):
+    """Close the current run. >>> expman.close()  # or close("failed")"""
+    run = _CURRENT
+    if run is None:
+        raise ExpmanError("no active run to close")
+    run.close(status)
+
+
+# 9 Readers & queries ########################################################################
+
+def _resolve_run(run_dir):
+    """(store, path) of an existing run directory, or InvalidInputError saying why not."""
+    store, path = _open_store(run_dir)
+    if store.stat(store.join(path, RUN_YAML)) is None:
+        if not store.isdir(path):
+            raise InvalidInputError(f"no such directory: {store.display(path)}")
+        raise InvalidInputError(f"not a run directory (no {RUN_YAML}): {store.display(path)}")
+    return store, path
+
+
+def _resolve_root(root):
+    store, path = _open_store(root if root is not None else _default_root())
+    if not store.isdir(path):
+        raise InvalidInputError(f"no such directory: {store.display(path)}")
+    return store, path
+
+
+def _run_row(store, path, meta, config=None, now=None):
+    """One run as the CLI and the dashboard show it (the RUN_ROW of the HTTP API)."""
+    status = _effective_status(meta, now)
+    started = _parse_iso(meta.get("started_at"))
+    duration = meta.get("duration_secs")
+    if status == "running" and started is not None:
+        duration = round((now or time.time()) - started, 3)
+    elif status == "crashed" and duration is None and started is not None:
+        beat = _parse_iso(meta.get("heartbeat_at"))
+        duration = round(beat - started, 3) if beat else None
+    git = meta.get("git") if isinstance(meta.get("git"), dict) else {}
+    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else {}
+    tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
+    command = meta.get("command")
+    if isinstance(command, list):
+        command = " ".join(str(c) for c in command)
+    return {
+        "name": str(meta.get("name") or path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]),
+        "experiment": str(meta.get("experiment") or ""),
+        "path": store.display(path),
+        "status": status,
+        "started_at": meta.get("started_at"),
+        "finished_at": meta.get("finished_at"),
+        "duration_secs": duration,
+        "heartbeat_at": meta.get("heartbeat_at"),
+        "description": meta.get("description") or "",
+        "tags": [str(t) for t in tags],
+        "hostname": meta.get("hostname"),
+        "pid": meta.get("pid"),
+        "command": command,
+        "git_commit": git.get("commit"),
+        "rows": meta.get("rows") or 0,
+        "last_step": meta.get("last_step"),
+        "params": _flatten(config) if isinstance(config, dict) else {},
+        "summary": summary,
+    }
+
+
+def load_run(run_dir):
+    """Everything about one run: run.yaml, its effective status and its config.
+
+    >>> run = expman.load_run("experiments/resnet/20240101_120000")
+    >>> run["status"], run["config"]["lr"], run["summary"]["train/loss"]
+
+    The returned dict holds every run.yaml field, with ``status`` corrected for crashed runs
+    (``recorded_status`` keeps what the file says), plus ``config`` (nested) and ``params``
+    (flattened with dots).
+    """
+    store, path = _resolve_run(run_dir)
+    meta = _read_yaml(store, store.join(path, RUN_YAML))
+    config = _read_yaml(store, store.join(path, CONFIG_YAML))
+    row = _run_row(store, path, meta, config)
+    return {**meta, **row, "recorded_status": meta.get("status"), "config": config}
+
+
+def load_config(run_dir):
+    """The run's params (config.yaml) as a nested dict. >>> expman.load_config(run)["lr"]"""
+    store, path = _resolve_run(run_dir)
+    return _read_yaml(store, store.join(path, CONFIG_YAML))
+
+
+def list_experiments(root=None):
+    """Experiments under root with run counts, status counts and last activity.
+
+    >>> [e["name"] for e in expman.list_experiments("experiments")]
+    """
+    store, root_path = _resolve_root(root)
+    out = []
+    now = time.time()
+    for entry in sorted(store.listdir(root_path), key=lambda e: e.name):
+        if not entry.is_dir or entry.name.startswith("."):
+            continue
+        exp_path = store.join(root_path, entry.name)
+        try:
+            meta = _read_yaml(store, store.join(exp_path, EXPERIMENT_YAML))
+        except ExpmanError as exc:
+            _log.warning("%s", exc)
+            meta = {}
+        runs = _scan_runs(store, exp_path, now)
+        if not runs and not meta:
+            continue  # some other directory, not an experiment
+        counts = collections.Counter(r["status"] for r in runs)
+        activity = [t for t in (r.get("heartbeat_at") or r.get("finished_at") or
+                                r.get("started_at") for r in runs) if isinstance(t, str)]
+        out.append({
+            "name": entry.name,
+            "display_name": str(meta.get("display_name") or entry.name),
+            "description": meta.get("description") or "",
+            "tags": meta.get("tags") if isinstance(meta.get("tags"), list) else [],
+            "created_at": meta.get("created_at"),
+            "runs": len(runs),
+            "last_activity": max(activity, key=lambda t: _parse_iso(t) or 0) if activity
+            else None,
+            "status_counts": dict(counts),
+        })
+    return out
+
+
+def _scan_runs(store, exp_path, now, with_config=False):
+    """RUN_ROWs of every run under an experiment, newest first; corrupt runs are reported as
+    such instead of hiding the others."""
+    rows = []
+    for entry in store.listdir(exp_path):
+        if not entry.is_dir or entry.name.startswith("."):
+            continue
+        run_path = store.join(exp_path, entry.name)
+        meta_path = store.join(run_path, RUN_YAML)
+        try:
+            meta = _read_yaml(store, meta_path)
+        except ExpmanError as exc:
+            _log.warning("%s", exc)
+            meta = {"name": entry.name, "status": "crashed", "error": str(exc)}
+        if not meta:
+            if store.stat(meta_path) is None:
+                continue  # not a run: no run.yaml at all
+            meta = {"name": entry.name, "status": "crashed", "error": "empty run.yaml"}
+        meta.setdefault("name", entry.name)
+        config = None
+        if with_config:
+            try:
+                config = _read_yaml(store, store.join(run_path, CONFIG_YAML))
+            except ExpmanError as exc:
+                _log.warning("%s", exc)
+                config = {}
+        row = _run_row(store, run_path, meta, config, now)
+        row["name"] = entry.name  # the directory is the truth if run.yaml was copied around
+        if meta.get("error"):
+            row["error"] = str(meta["error"])
+        rows.append(row)
+    rows.sort(key=lambda r: (_parse_iso(r["started_at"]) or 0, r["name"]), reverse=True)
+    return rows
+
+
+def list_runs(root=None, experiment=None):
+    """The runs of one experiment, newest first, each a dict (status, times, params, summary).
+
+    >>> for run in expman.list_runs("experiments", "resnet"):
+    ...     print(run["name"], run["status"], run["summary"].get("val/acc"))
+    """
+    if experiment is None:
+        raise InvalidInputError("list_runs needs an experiment name")
+    store, root_path = _resolve_root(root)
+    exp_path = store.join(root_path, _safe_name(experiment, "experiment name"))
+    if not store.isdir(exp_path):
+        raise InvalidInputError(f"no experiment {experiment!r} in {store.display(root_path)}")
+    return _scan_runs(store, exp_path, time.time(), with_config=True)
+
+
+def _metric_files(store, path):
+    """[(start, end, file path)] of the run's metric rows, whatever state the run is in."""
+    final = store.join(path, METRICS_FILE)
+    seg_dir = store.join(path, SEGMENTS_DIR)
+    segments = _choose_segments(f.name for f in store.listdir(seg_dir))
+    if store.stat(final) is not None:
+        return [(0, None, final)]
+    return [(s, e, store.join(seg_dir, name)) for s, e, name in segments]
+
+
+def _read_metric_file(store, path, keys, skip_rows=0):
+    """Read one Parquet file (only the wanted columns, only row groups past skip_rows)."""
+    pf = store.parquet_file(path)
+    names = pf.schema_arrow.names
+    columns = None if keys is None else [c for c in names if c in RESERVED_COLUMNS or c in keys]
+    if skip_rows <= 0:
+        return pf.read(columns=columns)
+    meta = pf.metadata
+    groups, first_row, seen = [], None, 0
+    for i in range(meta.num_row_groups):
+        n = meta.row_group(i).num_rows
+        if seen + n > skip_rows:
+            groups.append(i)
+            if first_row is None:
+                first_row = seen
+        seen += n
+    if not groups:
+        return pf.schema_arrow.empty_table().select(columns or names)
+    table = pf.read_row_groups(groups, columns=columns)
+    return table.slice(skip_rows - first_row)
+
+
+def load_metrics(run_dir, keys=None, since_row=0):
+    """The run's metrics as one ``pyarrow.Table``: ``step``, ``timestamp``, one float64 column
+    per key (null where a row did not log it). Works the same on a live or a closed run.
+
+    >>> t = expman.load_metrics("experiments/resnet/20240101_120000", keys=["train/loss"])
+    >>> t.to_pandas()
+    >>> newer = expman.load_metrics(run_dir, since_row=t.num_rows)   # only what is new
+
+    A truncated or unreadable segment (a crash mid-write) is skipped with a warning; the
+    other rows still load.
+    """
+    store, path = _resolve_run(run_dir)
+    keys = None if keys is None else ([keys] if isinstance(keys, str) else list(keys))
+    for attempt in range(5):
+        files = _metric_files(store, path)
+        tables = []
+        try:
+            for start, end, fpath in files:
+                if end is not None and end <= since_row:
+                    continue
+                skip = max(0, since_row - start)
+                try:
+                    tables.append(_read_metric_file(store, fpath, keys, skip))
+                except FileNotFoundError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a half-written file from a crash
+                    _log.warning("expman: skipped unreadable metrics file %s: %s",
+                                 store.display(fpath), exc)
+            break
+        except FileNotFoundError:
+            continue  # merged or compacted while we listed: list again
+    return _unify(tables, keys)
+
+
+def _unify(tables, keys=None):
+    """Concatenate tables whose key columns differ; columns: step, timestamp, keys in order."""
+    if not tables:
+        return _empty_metrics_table()
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables,
+                                                                promote_options="default")
+    if keys is not None:
+        wanted = [c for c in table.column_names if c in RESERVED_COLUMNS]
+        wanted += [k for k in keys if k in table.column_names and k not in RESERVED_COLUMNS]
+        table = table.select(wanted)
+    return table
+
+
+def metric_keys(run_dir):
+    """The metric keys of a run in order of first appearance (schemas only, no data read)."""
+    store, path = _resolve_run(run_dir)
+    return _metric_keys(store, path)
+
+
+def _metric_keys(store, path):
+    seen = {}
+    for _start, _end, fpath in _metric_files(store, path):
+        try:
+            names = store.parquet_file(fpath).schema_arrow.names
+        except Exception:  # noqa: BLE001 - unreadable segment: skip (load_metrics warns)
+            continue
+        for name in names:
+            if name not in RESERVED_COLUMNS:
+                seen.setdefault(name, None)
+    return list(seen)
+
+
+def _row_count(store, path):
+    files = _metric_files(store, path)
+    if not files:
+        return 0
+    start, end, fpath = files[-1]
+    if end is not None:
+        return end
+    try:
+        return store.parquet_file(fpath).metadata.num_rows
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def metric_stats(run_dir):
+    """{key: {"last", "min", "max", "count", "last_step"}} over every row of the run.
+
+    >>> expman.metric_stats(run_dir)["train/loss"]["min"]
+    """
+    table = load_metrics(run_dir)
+    stats = {}
+    steps = table.column("step")
+    for name in table.column_names:
+        if name in RESERVED_COLUMNS:
+            continue
+        col = table.column(name)
+        mask = pc.is_valid(col)
+        values = pc.filter(col, mask)
+        count = len(values)
+        if not count:
+            stats[name] = {"last": None, "min": None, "max": None, "count": 0,
+                           "last_step": None}
+            continue
+        finite = pc.filter(values, pc.is_finite(values))
+        minmax = pc.min_max(finite).as_py() if len(finite) else {"min": None, "max": None}
+        stats[name] = {"last": values[count - 1].as_py(), "min": minmax["min"],
+                       "max": minmax["max"], "count": count,
+                       "last_step": pc.filter(steps, mask)[count - 1].as_py()}
+    return stats
+
+
+def load_log(run_dir, since=0, max_bytes=256 * 1024):
+    """(text, next_offset) of run.log from byte offset ``since`` (negative: the last bytes).
+
+    >>> text, offset = expman.load_log(run_dir)
+    >>> more, offset = expman.load_log(run_dir, since=offset)   # follow a live run
+    """
+    store, path = _resolve_run(run_dir)
+    log_path = store.join(path, RUN_LOG)
+    st = store.stat(log_path)
+    size = st[0] if st else 0
+    if since < 0:
+        since = max(0, size + since)
+    since = min(since, size)
+    if since >= size:
+        return "", since
+    data = store.read_range(log_path, since, min(max_bytes, size - since))
+    if since + len(data) < size and b"\n" in data:  # stop at a line end when we cut
+        data = data[:data.rindex(b"\n") + 1]
+    return data.decode("utf-8", "replace"), since + len(data)
+
+
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
+_TABLE_EXT = {".parquet", ".csv", ".tsv", ".arrow", ".feather"}
+_TEXT_EXT = {".txt", ".log", ".json", ".yaml", ".yml", ".md", ".py", ".toml", ".cfg", ".ini",
+             ".sh", ".jsonl", ".xml", ".html", ".svg", ".rst", ".tex"}
+
+
+def _artifact_kind(path):
+    ext = os.path.splitext(path)[1].lower()
+    if ext in _IMAGE_EXT:
+        return "image"
+    if ext in _TABLE_EXT:
+        return "table"
+    if ext in _TEXT_EXT:
+        return "text"
+    return "binary"
+
+
+def list_artifacts(run_dir):
+    """[{"path", "size", "mtime", "kind"}] of every file under the run's artifacts/."""
+    store, path = _resolve_run(run_dir)
+    files = store.walk_files(store.join(path, ARTIFACTS_DIR))
+    return [{"path": rel, "size": size, "mtime": _iso(mtime), "kind": _artifact_kind(rel)}
+            for rel, size, mtime in sorted(files)]
+
+
+def load_experiment(root=None, experiment=None, keys=None):
+    """Every metric row of every run of an experiment as one table, with ``experiment`` and
+    ``run`` columns first. >>> expman.load_experiment("experiments", "resnet").to_pandas()"""
+    if experiment is None:
+        raise InvalidInputError("load_experiment needs an experiment name")
+    store, root_path = _resolve_root(root)
+    exp_name = _safe_name(experiment, "experiment name")
+    tables = []
+    for row in list_runs(root, exp_name):
+        run_path = store.join(root_path, exp_name, row["name"])
+        table = load_metrics(store.display(run_path) if not store.is_local else run_path,
+                             keys=keys)
+        n = table.num_rows
+        table = table.add_column(0, "run", pa.array([row["name"]] * n, pa.string()))
+        table = table.add_column(0, "experiment", pa.array([exp_name] * n, pa.string()))
+        tables.append(table)
+    if not tables:
+        return _unify([]).add_column(0, "run", pa.array([], pa.string())).add_column(
+            0, "experiment", pa.array([], pa.string()))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def load_runs(root=None, experiment=None, status=None, to_pandas=False):
+    """One row per run (experiment, run, status, times, params.*, summary values) as a
+    ``pyarrow.Table`` (or a pandas DataFrame with ``to_pandas=True``).
+
+    >>> expman.load_runs("experiments", status="finished", to_pandas=True)
+    """
+    store, root_path = _resolve_root(root)
+    names = [experiment] if experiment else [e["name"] for e in list_experiments(root)]
+    wanted = None if status is None else {_normalize_status(s) for s in (
+        [status] if isinstance(status, str) else status)}
+    records = []
+    for exp in names:
+        for row in list_runs(root, exp):
+            if wanted and row["status"] not in wanted:
+                continue
+            record = {"experiment": exp, "run": row["name"], "status": row["status"],
+                      "started_at": row["started_at"], "duration_secs": row["duration_secs"],
+                      "rows": row["rows"], "tags": ",".join(row["tags"])}
+            record.update({f"params.{k}": v for k, v in row["params"].items()})
+            record.update({k: v for k, v in row["summary"].items()})
+            records.append(record)
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    data = {}
+    for col in columns:
+        values = [r.get(col) for r in records]
+        try:
+            data[col] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    table = pa.table(data) if data else pa.table({"experiment": pa.array([], pa.string()),
+                                                   "run": pa.array([], pa.string())})
+    return table.to_pandas() if to_pandas else table
+
+
+# 10 Server & JSON API #######################################################################
+#
+# A Bottle app (built per call, never Bottle's global default app) served by Waitress. Every
+# handler reads the run files through section 9: the server keeps no database, so a server
+# started tomorrow, or on another machine over a shared filesystem, shows the same thing.
+# Live updates go out over one Server-Sent Events stream per page (/api/stream): a shared
+# watcher thread notices new runs and run.yaml changes anywhere under the root, and each
+# stream tails the metrics and log of the runs its page shows, reading only what is new.
+
+SSE_POLL_SECS = 0.25          # how often a stream looks for new rows of its runs
+SSE_PING_SECS = 15.0          # comment lines that keep proxies and dead-client checks honest
+WATCH_SECS = 1.0              # how often the watcher rescans the root for runs/status
+SERVER_THREADS = 48           # each open page holds one thread for its stream
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "img-src 'self' data: blob:; media-src 'self'; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+class _RunCache:
+    """Row counts and log sizes of runs, shared by all streams and refreshed at most every
+    SSE_POLL_SECS per run, so twenty open pages cost one directory listing, not twenty."""
+
+    def __init__(self, store):
+        self.store = store
+        self.lock = threading.Lock()
+        self.entries = {}  # path -> (checked_at, rows, log_size)
+
+    def state(self, path):
+        now = time.monotonic()
+        with self.lock:
+            entry = self.entries.get(path)
+            if entry and now - entry[0] < SSE_POLL_SECS * 0.8:
+                return entry[1], entry[2]
+        rows = _row_count(self.store, path)
+        log = self.store.stat(self.store.join(path, RUN_LOG))
+        with self.lock:
+            self.entries[path] = (now, rows, log[0] if log else 0)
+        return rows, (log[0] if log else 0)
+
+
+class _Hub:
+    """Fans watcher events (new runs, status changes) out to every open stream."""
+
+    def __init__(self, store, root, live=True):
+        self.store, self.root, self.live = store, root, live
+        self.lock = threading.Lock()
+        self.subscribers = set()
+        self.closed = threading.Event()
+        self.cache = _RunCache(store)
+        self.known = None            # (exp, run) -> run.yaml mtime
+        self.thread = None
+
+    def start(self):
+        if self.live and self.thread is None:
+            self.thread = threading.Thread(target=self._watch, name="expman-watch", daemon=True)
+            self.thread.start()
+
+    def close(self):
+        self.closed.set()
+        with self.lock:
+            for sub in self.subscribers:
+                sub.wake.set()
+
+    def subscribe(self):
+        sub = _Subscriber()
+        with self.lock:
+            self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub):
+        with self.lock:
+            self.subscribers.discard(sub)
+
+    def publish(self, event, data):
+        payload = _sse(event, data)
+        with self.lock:
+            subs = list(self.subscribers)
+        for sub in subs:
+            sub.push(payload)
+
+    def _watch(self):
+        while not self.closed.wait(WATCH_SECS):
+            try:
+                self.scan()
+            except Exception as exc:  # noqa: BLE001 - a bad file must not stop live updates
+                _log.warning("expman: watcher: %s", exc)
+
+    def scan(self):
+        """Compare run.yaml mtimes with the last scan; publish new runs and changed ones.
+
+        A run that died without closing changes no file, so runs last seen running have
+        their status recomputed (a pid check, a heartbeat age) on every scan too."""
+        store, seen = self.store, {}
+        for exp in store.listdir(self.root):
+            if not exp.is_dir or exp.name.startswith("."):
+                continue
+            exp_path = store.join(self.root, exp.name)
+            for run in store.listdir(exp_path):
+                if not run.is_dir or run.name.startswith("."):
+                    continue
+                st = store.stat(store.join(exp_path, run.name, RUN_YAML))
+                if st is not None:
+                    seen[(exp.name, run.name)] = [st[1], None]
+        previous, first = self.known or {}, self.known is None
+        now = time.time()
+        for key, entry in seen.items():
+            old = previous.get(key)
+            if old is not None and old[0] == entry[0] and old[1] != "running":
+                entry[1] = old[1]
+                continue
+            row = _safe_run_row(store, store.join(self.root, *key), now)
+            entry[1] = row["status"] if row else None
+            if row is None or first:
+                continue
+            if old is None:
+                self.publish("runs", {"experiment": key[0], "run": row})
+            elif old[0] != entry[0] or old[1] != entry[1]:
+                self.publish("status", row)
+        self.known = seen
+
+
+class _Subscriber:
+    __slots__ = ("queue", "wake")
+
+    def __init__(self):
+        self.queue = collections.deque(maxlen=10_000)
+        self.wake = threading.Event()
+
+    def push(self, payload):
+        self.queue.append(payload)
+        self.wake.set()
+
+
+def _safe_run_row(store, path, now=None):
+    try:
+        meta = _read_yaml(store, store.join(path, RUN_YAML))
+        config = _read_yaml(store, store.join(path, CONFIG_YAML))
+    except (ExpmanError, OSError):
+        return None
+    if not meta:
+        return None
+    row = _run_row(store, path, meta, config, now)
+    row["name"] = path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return row
+
+
+def _sse(event, data):
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
+    """{key: {"step": [...], "time": [...], "value": [...]}} for the rows where key is set.
+
+    With max_points, each series is reduced to about that many points: the x range is cut
+    into max_points/4 buckets and each keeps its first, min, max and last point, so spikes
+    survive (an M4-style reduction, done in Arrow compute: a million rows in tens of ms).
+    """
+    out = {}
+    steps_all = table.column("step")
+    times_all = pc.divide(table.column("timestamp").cast(pa.int64()).cast(pa.float64()),
+                          _f64_array(array.array("d", [1e6]))[0])
+    downsampled = False
+    for key in keys:
+        if key not in table.column_names:
+            continue
+        col = table.column(key)
+        mask = pc.is_valid(col)
+        if x_min is not None:
+            mask = pc.and_(mask, pc.greater_equal(steps_all, _i64_scalar(x_min)))
+        if x_max is not None:
+            mask = pc.and_(mask, pc.less_equal(steps_all, _i64_scalar(x_max)))
+        steps, times, values = (pc.filter(a, mask) for a in (steps_all, times_all, col))
+        if max_points and len(steps) > max_points:
+            steps, times, values = _downsample(steps, times, values, max_points)
+            downsampled = True
+        out[key] = {"step": steps.to_pylist(), "time": [round(t, 3) for t in times.to_pylist()],
+                    "value": [_json_number(v) for v in values.to_pylist()]}
+    return out, downsampled
+
+
+def _i64_scalar(value):
+    return _buffer_array(pa.int64(), array.array("q", [int(value)]))[0]
+
+
+def _downsample(steps, times, values, max_points):
+    finite = pc.is_finite(values)
+    steps, times, values = (pc.filter(a, finite) for a in (steps, times, values))
+    n_buckets = max(1, max_points // 4)
+    lo, hi = pc.min_max(steps).values()
+    lo, hi = lo.as_py(), hi.as_py()
+    if lo is None:
+        return steps, times, values
+    width = max((hi - lo + 1) / n_buckets, 1e-9)
+    x = pc.subtract(steps.cast(pa.float64()), _f64_array(array.array("d", [lo]))[0])
+    bucket = pc.floor(pc.divide(x, _f64_array(array.array("d", [width]))[0])).cast(pa.int64())
+    table = pa.Table.from_arrays([bucket, steps, times, values], names=["b", "s", "t", "v"])
+    agg = table.group_by("b", use_threads=False).aggregate([
+        ("s", "first"), ("s", "last"), ("t", "first"), ("t", "last"),
+        ("v", "first"), ("v", "last"), ("v", "min"), ("v", "max")])
+    cols = {name: agg.column(name).to_pylist() for name in agg.column_names}
+    xs, ts, vs = [], [], []
+    for i in range(agg.num_rows):
+        s0, s1 = cols["s_first"][i], cols["s_last"][i]
+        t0, t1 = cols["t_first"][i], cols["t_last"][i]
+        mid_s, mid_t = (s0 + s1) // 2, (t0 + t1) / 2
+        points = [(s0, t0, cols["v_first"][i])]
+        if s1 != s0:
+            vmin, vmax = cols["v_min"][i], cols["v_max"][i]
+            if vmin != points[0][2]:
+                points.append((mid_s, mid_t, vmin))
+            if vmax != vmin:
+                points.append((mid_s, mid_t, vmax))
+            points.append((s1, t1, cols["v_last"][i]))
+        for s, t, v in points:
+            xs.append(s)
+            ts.append(t)
+            vs.append(v)
+    return (_buffer_array(pa.int64(), array.array("q", xs)),
+            _f64_array(array.array("d", ts)), _f64_array(array.array("d", vs)))
+
+
+def make_app(root=None, live=True, token=None):
+    """The dashboard and JSON API for an experiments root, as a WSGI app (a bottle.Bottle).
+
+    >>> app = expman.make_app("experiments")      # serve with any WSGI server
+    """
+    import bottle
+
+    store, root_path = _open_store(root if root is not None else _default_root())
+    app = bottle.Bottle()
+    hub = _Hub(store, root_path, live=live)
+    app.config["expman.hub"] = hub
+    page = DASHBOARD_HTML.replace("__EXPMAN_VERSION__", __version__)
+
+    def fail(status, message):
+        raise bottle.HTTPResponse(json.dumps({"error": message}), status=status,
+                                  headers=_JSON_HEADERS)
+
+    def run_path(exp, run):
+        for name, what in ((exp, "experiment"), (run, "run")):
+            if not name or "/" in name or "\\" in name or "\0" in name or name.startswith(".") \
+                    or _safe_name(name, what) != name:
+                fail(404, f"no such {what}: {name}")
+        path = store.join(root_path, exp, run)
+        if store.stat(store.join(path, RUN_YAML)) is None:
+            fail(404, f"no such run: {exp}/{run}")
+        return path
+
+    def run_location(path):
+        return path if store.is_local else store.display(path)
+
+    @app.hook("before_request")
+    def _check_token():
+        if token is None:
+            return
+        req = bottle.request
+        given = req.get_header("Authorization", "")
+        given = given[7:] if given.startswith("Bearer ") else None
+        given = given or req.query.get("token") or req.get_cookie("expman_token")
+        if given is None or not _consteq(given, token):
+            fail(401, "this server needs a token: open the URL it printed "
+                      "(…/?token=...) or send 'Authorization: Bearer <token>'")
+
+    @app.hook("after_request")
+    def _security_headers():
+        resp = bottle.response
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("Referrer-Policy", "no-referrer")
+        resp.set_header("X-Frame-Options", "DENY")
+        resp.set_header("Content-Security-Policy", _CSP)
+        if token is not None and bottle.request.query.get("token"):
+            resp.set_cookie("expman_token", token, httponly=True, samesite="strict", path="/")
+
+    @app.error(404)
+    @app.error(405)
+    @app.error(500)
+    def _error(err):
+        bottle.response.content_type = "application/json"
+        body = err.body if isinstance(err.body, str) and err.body else str(err.status)
+        return json.dumps({"error": body})
+
+    @app.get("/")
+    def _page():
+        bottle.response.content_type = "text/html; charset=utf-8"
+        bottle.response.set_header("Cache-Control", "no-cache")
+        return page
+
+    @app.get("/api/health")
+    def _api_health():
+        return {"status": "ok", "version": __version__, "root": store.display(root_path),
+                "live": live}
+
+    @app.get("/api/experiments")
+    def _api_experiments():
+        if not store.isdir(root_path):
+            return {"experiments": []}
+        return {"experiments": list_experiments(run_location(root_path))}
+
+    @app.get("/api/experiments/<exp>/runs")
+    def _api_runs(exp):
+        exp_path = store.join(root_path, exp)
+        if _safe_name(exp, "experiment") != exp or not store.isdir(exp_path):
+            fail(404, f"no such experiment: {exp}")
+        return {"experiment": exp, "runs": _scan_runs(store, exp_path, time.time(),
+                                                        with_config=True)}
+
+    @app.get("/api/experiments/<exp>/metadata")
+    def _api_experiment_meta(exp):
+        exp_path = store.join(root_path, exp)
+        if _safe_name(exp, "experiment") != exp or not store.isdir(exp_path):
+            fail(404, f"no such experiment: {exp}")
+        return _read_yaml(store, store.join(exp_path, EXPERIMENT_YAML))
+
+    @app.get("/api/experiments/<exp>/runs/<run>/metadata")
+    def _api_run_meta(exp, run):
+        path = run_path(exp, run)
+        try:
+            return _json_safe(load_run(run_location(path)))
+        except ExpmanError as exc:
+            fail(500, str(exc))
+
+    @app.route("/api/experiments/<exp>/runs/<run>/metadata", method="PATCH")
+    def _api_run_meta_patch(exp, run):
+        path = run_path(exp, run)
+        req = bottle.request
+        if not (req.content_type or "").startswith("application/json"):
+            fail(415, "PATCH needs Content-Type: application/json")
+        origin = req.get_header("Origin")
+        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
+            fail(403, f"cross-site request from {origin} refused")
+        try:
+            body = json.loads(req.body.read(1 << 20) or b"{}")
+        except ValueError:
+            fail(400, "body is not valid JSON")
+        if not isinstance(body, dict) or not body.keys() <= {"description", "tags"}:
+            fail(400, "send an object with 'description' and/or 'tags'")
+        meta_path = store.join(path, RUN_YAML)
+        meta = _read_yaml(store, meta_path)
+        if "description" in body:
+            if not isinstance(body["description"], str):
+                fail(400, "description must be a string")
+            meta["description"] = body["description"][:10_000]
+        if "tags" in body:
+            tags = body["tags"]
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                fail(400, "tags must be a list of strings")
+            meta["tags"] = [t.strip()[:100] for t in tags if t.strip()][:100]
+        store.write_atomic(meta_path, _yaml_dump(meta))
+        return _json_safe(load_run(run_location(path)))
+
+    @app.get("/api/experiments/<exp>/runs/<run>/config")
+    def _api_config(exp, run):
+        path = run_path(exp, run)
+        try:
+            return {"config": _json_safe(_read_yaml(store, store.join(path, CONFIG_YAML)))}
+        except ExpmanError as exc:
+            fail(500, str(exc))
+
+    @app.get("/api/experiments/<exp>/runs/<run>/metrics")
+    def _api_metrics(exp, run):
+        path = run_path(exp, run)
+        q = bottle.request.query
+        try:
+            since = int(q.get("since") or 0)
+            max_points = int(q.get("max_points") or 0)
+            x_min = float(q["x_min"]) if q.get("x_min") else None
+            x_max = float(q["x_max"]) if q.get("x_max") else None
+        except ValueError:
+            fail(400, "since, max_points, x_min and x_max must be numbers")
+        if since < 0 or max_points < 0:
+            fail(400, "since and max_points must not be negative")
+        keys = [k for k in (q.getunicode("keys") or "").split(",") if k]
+        location = run_location(path)
+        table = load_metrics(location, keys=keys or None, since_row=since)
+        all_keys = _metric_keys(store, path)
+        series, downsampled = _series_json(table, keys or all_keys, max_points, x_min, x_max)
+        return {"run": f"{exp}/{run}", "keys": all_keys, "rows": since + table.num_rows,
+                "next_since": since + table.num_rows, "downsampled": downsampled,
+                "series": series}
+
+    @app.get("/api/experiments/<exp>/runs/<run>/log")
+    def _api_log(exp, run):
+        path = run_path(exp, run)
+        try:
+            since = int(bottle.request.query.get("since") or 0)
+        except ValueError:
+            fail(400, "since must be a byte offset")
+        text, nxt = load_log(run_location(path), since)
+        st = store.stat(store.join(path, RUN_LOG))
+        return {"text": text, "next": nxt, "size": st[0] if st else 0}
+
+    @app.get("/api/experiments/<exp>/runs/<run>/artifacts")
+    def _api_artifacts(exp, run):
+        return {"artifacts": list_artifacts(run_location(run_path(exp, run)))}
+
+    def artifact(exp, run):
+        path = run_path(exp, run)
+        rel = bottle.request.query.getunicode("path") or ""
+        try:
+            full = _artifact_path(store, path, rel)
+        except InvalidInputError as exc:
+            fail(403 if ".." in rel or rel.startswith("/") else 400, str(exc))
+        st = store.stat(full)
+        if st is None or store.isdir(full):
+            fail(404, f"no such artifact: {rel}")
+        return path, rel, full, st[0]
+
+    @app.get("/api/experiments/<exp>/runs/<run>/artifacts/content")
+    def _api_artifact_content(exp, run):
+        _path, rel, full, size = artifact(exp, run)
+        kind = _artifact_kind(rel)
+        raw_url = (f"/api/experiments/{bottle.urlquote(exp)}/runs/{bottle.urlquote(run)}"
+                   f"/artifacts/raw?path={bottle.urlquote(rel)}")
+        if kind == "table":
+            try:
+                return {"kind": "table", "path": rel, **_table_preview(store, full, rel)}
+            except Exception as exc:  # noqa: BLE001 - a broken file still downloads
+                return {"kind": "binary", "path": rel, "size": size, "url": raw_url,
+                        "error": f"cannot preview: {exc}"}
+        if kind == "text":
+            data = store.read_range(full, 0, 256 * 1024)
+            return {"kind": "text", "path": rel, "text": data.decode("utf-8", "replace"),
+                    "truncated": size > len(data)}
+        return {"kind": kind, "path": rel, "size": size, "url": raw_url}
+
+    @app.get("/api/experiments/<exp>/runs/<run>/artifacts/raw")
+    def _api_artifact_raw(exp, run):
+        _path, rel, full, size = artifact(exp, run)
+        ext = os.path.splitext(rel)[1].lower()
+        headers = {"Content-Length": str(size), "Cache-Control": "no-cache"}
+        if ext in _IMAGE_EXT:  # never SVG: it can carry script
+            headers["Content-Type"] = "image/" + {".jpg": "jpeg"}.get(ext, ext[1:])
+        else:
+            name = os.path.basename(rel).replace('"', "_")
+            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
+
+    @app.get("/api/stream")
+    def _api_stream():
+        req = bottle.request
+        wanted = []
+        for item in (req.query.getunicode("runs") or "").split(","):
+            if not item:
+                continue
+            name, _, since = item.partition(":")
+            exp, _, run = name.partition("/")
+            try:
+                path = run_path(exp, run)
+                cursor = int(since) if since else None
+            except (bottle.HTTPResponse, ValueError):
+                fail(400, f"bad run in runs=: {item}")
+            wanted.append([f"{exp}/{run}", path, cursor, None])
+        if len(wanted) > 500:
+            fail(400, "at most 500 runs per stream")
+        resp = bottle.response
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")
+        disconnected = req.environ.get("waitress.client_disconnected") or (lambda: False)
+        return _stream(hub, store, wanted, disconnected)
+
+    hub.start()
+    return app
+
+
+def _stream(hub, store, wanted, disconnected):
+    """The generator behind one page's EventSource."""
+    sub = hub.subscribe()
+    try:
+        yield b"retry: 2000\n\n" + _sse("hello", {"version": __version__,
+                                                  "runs": [w[0] for w in wanted]})
+        for entry in wanted:  # start where the page said, or at the current end
+            rows, log_size = hub.cache.state(entry[1])
+            entry[2] = rows if entry[2] is None else entry[2]
+            entry[3] = log_size
+        last_ping = time.monotonic()
+        while not hub.closed.is_set() and not disconnected():
+            while sub.queue:
+                yield sub.queue.popleft()
+            for entry in wanted:
+                for payload in _tail_run(hub, store, entry):
+                    yield payload
+            if time.monotonic() - last_ping >= SSE_PING_SECS:
+                last_ping = time.monotonic()
+                yield b": ping\n\n"
+            sub.wake.wait(SSE_POLL_SECS)
+            sub.wake.clear()
+    finally:
+        hub.unsubscribe(sub)
+
+
+def _tail_run(hub, store, entry):
+    name, path, cursor, log_offset = entry
+    rows, log_size = hub.cache.state(path)
+    location = path if store.is_local else store.display(path)
+    if rows > cursor:
+        try:
+            table = load_metrics(location, since_row=cursor)
+        except (ExpmanError, OSError) as exc:
+            _log.warning("expman: stream %s: %s", name, exc)
+            return
+        if table.num_rows:
+            keys = [c for c in table.column_names if c not in RESERVED_COLUMNS]
+            series, _ = _series_json(table, keys)
+            entry[2] = cursor + table.num_rows
+            yield _sse("metrics", {"run": name, "since": cursor, "next_since": entry[2],
+                                   "series": series})
+    if log_size > log_offset:
+        text, nxt = load_log(location, log_offset)
+        entry[3] = nxt
+        if text:
+            yield _sse("log", {"run": name, "text": text, "next": nxt})
+
+
+def _consteq(a, b):
+    import hmac
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _json_safe(value):
+    """Replace NaN/inf (not JSON) by the strings the page's Number() reads back."""
+    if isinstance(value, float):
+        return _json_number(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    return value
+
+
+def _artifact_path(store, run_path, rel):
+    """The full path of an artifact; InvalidInputError for anything that could leave the
+    run's artifacts/ (.., absolute paths, NUL, backslashes, symlinks pointing outside)."""
+    if not rel or "\0" in rel or "\\" in rel or rel.startswith("/") or re.match(r"^[a-zA-Z]:",
+                                                                                 rel):
+        raise InvalidInputError(f"bad artifact path: {rel!r}")
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidInputError(f"artifact path must stay inside the run: {rel!r}")
+    base = store.join(run_path, ARTIFACTS_DIR)
+    full = store.join(base, *parts)
+    if store.is_local:
+        real_base = os.path.realpath(base)
+        if not os.path.realpath(full).startswith(real_base + os.sep):
+            raise InvalidInputError(f"artifact path leaves the run: {rel!r}")
+    return full
+
+
+def _table_preview(store, full, rel, limit=100):
+    """First rows of a parquet/csv/arrow artifact, every cell as JSON-safe text or number."""
+    ext = os.path.splitext(rel)[1].lower()
+    if ext == ".parquet":
+        pf = store.parquet_file(full)
+        total = pf.metadata.num_rows
+        batch = next(pf.iter_batches(batch_size=limit), None)
+        table = pa.Table.from_batches([batch]) if batch is not None else \
+            pf.schema_arrow.empty_table()
+    elif ext in (".arrow", ".feather"):
+        import pyarrow.feather as feather
+        table = feather.read_table(pa.BufferReader(store.read_bytes(full)))
+        total = table.num_rows
+        table = table.slice(0, limit)
+    else:
+        import csv as _csv
+        data = store.read_range(full, 0, 1 << 20).decode("utf-8", "replace")
+        reader = _csv.reader(io.StringIO(data), delimiter="\t" if ext == ".tsv" else ",")
+        rows = [r for _, r in zip(range(limit + 1), reader)]
+        header, body = (rows[0], rows[1:]) if rows else ([], [])
+        return {"columns": [{"name": h, "type": "string"} for h in header], "rows": body,
+                "total_rows": None}
+    columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+    rows = []
+    pylists = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    for i in range(table.num_rows):
+        rows.append([_cell(col[i]) for col in pylists])
+    return {"columns": columns, "rows": rows, "total_rows": total}
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return _json_number(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+class _Server:
+    """A running Waitress server: ``url``, ``run()`` (blocks), ``close()``."""
+
+    def __init__(self, app, server):
+        self.app, self.server = app, server
+        host = server.effective_host
+        host = f"[{host}]" if ":" in str(host) else host
+        self.url = f"http://{host}:{server.effective_port}"
+
+    def run(self):
+        try:
+            self.server.run()
+        except OSError:
+            if not self.app.config["expman.hub"].closed.is_set():
+                raise
+
+    def close(self):
+        self.app.config["expman.hub"].close()
+        self.server.close()
+
+
+def make_server(root=None, host="127.0.0.1", port=8000, live=True, token=None,
+                threads=SERVER_THREADS):
+    """A Waitress server for the dashboard, bound but not yet serving (port 0: any free port).
+
+    >>> server = expman.make_server("experiments", port=0)
+    >>> print(server.url); server.run()
+    """
+    import waitress
+
+    app = make_app(root, live=live, token=token)
+    server = waitress.create_server(app, host=host, port=port, threads=threads,
+                                    channel_request_lookahead=1, ident="expman",
+                                    clear_untrusted_proxy_headers=True)
+    return _Server(app, server)
+
+
+def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_browser=False,
+          out=None):
+    """Serve the dashboard until Ctrl-C; prints the URL (the CLI's ``expman serve``)."""
+    out = out or sys.stdout
+    if token is None:
+        token = os.environ.get("EXPMAN_TOKEN") or None
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    if not loopback and token is None:
+        import secrets
+        token = secrets.token_urlsafe(18)
+        print(f"expman: warning: serving on {host}, reachable from other machines; every "
+              f"request needs the token printed below (set your own with --token or "
+              f"EXPMAN_TOKEN)", file=sys.stderr)
+    server = make_server(root, host=host, port=port, live=live, token=token)
+    url = server.url + (f"/?token={token}" if token else "/")
+    store, root_path = _open_store(root if root is not None else _default_root())
+    print(f"expman {__version__}: serving {store.display(root_path)} at {url}", file=out,
+          flush=True)
+    if open_browser:
+        import webbrowser
+        threading.Timer(0.3, webbrowser.open, args=(url,)).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+# 11 CLI #####################################################################################
+
+def main(argv=None):
+    """The command line: ``expman serve|list|inspect|clean|export ...``; returns the exit code."""
+    print("cli not ready")
+    return 1
+
+
+# -- demo data: `expman demo` writes these experiments and serves them ------------------------
+
+def _png_bytes(width, height, pixel):
+    """A PNG of width x height from pixel(x, y) -> (r, g, b), encoded with zlib alone."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    raw = b"".join(b"\0" + bytes(c for x in range(width) for c in pixel(x, y))
+                   for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                             0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def _demo_curve(rng, step, steps, lr, noise=0.04):
+    progress = 1 - math.exp(-step * lr * 40 / steps)
+    loss = 2.3 * (1 - progress) + 0.08 + rng.gauss(0, noise) * (1 - 0.7 * progress)
+    acc = min(0.995, 0.1 + 0.88 * progress + rng.gauss(0, noise / 3))
+    return max(loss, 0.01), max(acc, 0.0)
+
+
+def _demo_data(root, live_secs=60.0, steps=2000):
+    """Write realistic example experiments under root; returns the live thread (or None).
+
+    Finished runs with different params, one that failed (diverged to NaN), one interrupted,
+    and one that keeps logging for live_secs in a background thread, so the dashboard shows a
+    live curve."""
+    import random
+    import tempfile
+
+    root = os.fspath(root)
+    quiet = dict(capture_git=False)
+    grid = [(0.1, 64, "sgd"), (0.03, 64, "sgd"), (0.01, 128, "adam"), (0.003, 128, "adam"),
+            (0.001, 256, "adamw")]
+    tmp = tempfile.mkdtemp(prefix="expman-demo-")
+    for i, (lr, batch, opt) in enumerate(grid):
+        rng = random.Random(i)
+        config = {"lr": lr, "batch_size": batch, "optimizer": {"name": opt, "momentum": 0.9,
+                                                               "weight_decay": 5e-4},
+                  "model": {"depth": 18, "width": 64}, "augment": ["flip", "crop"]}
+        with Experiment("resnet_cifar10", base_dir=root, run_name=f"{opt}_lr{lr}",
+                        config=config, tags=["demo", opt], description=f"{opt}, lr={lr}",
+                        **quiet) as exp:
+            best = 0.0
+            for step in range(steps):
+                loss, acc = _demo_curve(rng, step, steps, lr * (3 if opt != "sgd" else 1))
+                row = {"train/loss": loss, "train/acc": acc,
+                       "train/lr": lr * 0.5 * (1 + math.cos(math.pi * step / steps))}
+                if step % 50 == 49:
+                    row["val/loss"] = loss * 1.1 + 0.05
+                    row["val/acc"] = acc * 0.97
+                    best = max(best, row["val/acc"])
+                exp.log_metrics(row, step=step)
+                if step % 500 == 0:
+                    exp.info(f"step {step}: loss {loss:.4f} acc {acc:.3f}")
+            exp.log_scalar("best/val_acc", best)
+            preds = os.path.join(tmp, "predictions.csv")
+            with open(preds, "w") as fh:
+                fh.write("id,label,predicted,confidence\n")
+                for k in range(50):
+                    fh.write(f"{k},{k % 10},{(k + (k % 7 == 0)) % 10},{rng.random():.3f}\n")
+            exp.save_artifact(preds)
+            png = os.path.join(tmp, "confusion.png")
+            with open(png, "wb") as fh:
+                fh.write(_png_bytes(100, 100, lambda x, y, a=acc: (
+                    (int(255 * a), 60, 90) if x // 10 == y // 10 else
+                    (30, 30 + (x * y) % 40, 60))))
+            exp.save_artifact(png, "plots/confusion.png")
+            table = pa.table({"epoch": list(range(10)),
+                              "val_acc": [round(best * (1 - 0.5 ** (e + 1)), 4)
+                                          for e in range(10)]})
+            pq.write_table(table, os.path.join(tmp, "epochs.parquet"))
+            exp.save_artifact(os.path.join(tmp, "epochs.parquet"))
+    # a run that diverged and raised
+    try:
+        with Experiment("resnet_cifar10", base_dir=root, run_name="sgd_lr1.0",
+                        config={"lr": 1.0, "batch_size": 64, "optimizer": {"name": "sgd"}},
+                        tags=["demo", "sgd"], description="lr too high: diverges", **quiet) as exp:
+            for step in range(300):
+                loss = 2.3 * math.exp(step / 60)
+                exp.log_metrics({"train/loss": loss if step < 280 else float("nan"),
+                                 "train/acc": 0.1}, step=step)
+            exp.warn("loss is NaN")
+            raise FloatingPointError("loss diverged to NaN at step 280")
+    except FloatingPointError:
+        pass
+    # a second experiment: a small sweep with a different metric set
+    for i, hidden in enumerate((64, 128, 256, 512)):
+        rng = random.Random(100 + i)
+        with Experiment("mnist_mlp", base_dir=root, run_name=f"h{hidden}",
+                        config={"hidden": hidden, "lr": 1e-3, "dropout": 0.1 * i},
+                        tags=["demo"], **quiet) as exp:
+            for step in range(500):
+                loss, acc = _demo_curve(rng, step, 500, 0.002 * (1 + i), noise=0.02)
+                exp.log_metrics({"loss": loss, "accuracy": acc,
+                                 "grad_norm": abs(rng.gauss(1, 0.3)) / (1 + step / 100)},
+                                step=step)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if live_secs <= 0:
+        return None
+    live = Experiment("resnet_cifar10", base_dir=root, run_name="live_adamw",
+                      config={"lr": 0.002, "batch_size": 128, "optimizer": {"name": "adamw"}},
+                      tags=["demo", "live"], description="still training", flush_interval_ms=200,
+                      **quiet)
+
+    def train():
+        rng, step, t_end = random.Random(7), 0, time.time() + live_secs
+        while time.time() < t_end and not live.closed:
+            loss, acc = _demo_curve(rng, step, steps, 0.006)
+            row = {"train/loss": loss, "train/acc": acc}
+            if step % 50 == 49:
+                row["val/loss"], row["val/acc"] = loss * 1.1 + 0.05, acc * 0.97
+            live.log_metrics(row, step=step)
+            if step % 100 == 0:
+                live.info(f"step {step}: loss {loss:.4f}")
+            step += 1
+            time.sleep(0.05)
+        live.close()
+
+    thread = threading.Thread(target=train, name="expman-demo", daemon=True)
+    thread.start()
+    return thread
+
+
+# 12 Dashboard page #########################################################
+# One constant, so the module and the one-file binary need no data files and the
+# page works offline. The server sends it verbatim (after swapping in the version);
+# all data arrives through fetch("/api/...") and one EventSource, and whatever a
+# user logged is put into the DOM as text, never parsed as HTML.
+DASHBOARD_HTML = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>expman</title>
+<link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'%3E%3Crect width='32' height='32' rx='8' fill='%234a5ee0'/%3E%3Cpath d='M7 22l6-7 5 4 7-10' fill='none' stroke='white' stroke-width='3' stroke-linecap='round' stroke-linejoin='round'/%3E%3C/svg%3E">
+<style>
+:root {
+  --bg: #ffffff; --bg-soft: #f4f5f7; --panel: #ffffff; --panel-2: #f9fafb;
+  --fg: #1b1f24; --fg-2: #3d454f; --muted: #687380; --faint: #a3abb5;
+  --border: #e3e6ea; --border-2: #d2d7de;
+  --accent: #4a5ee0; --accent-2: #3a4dcc; --accent-soft: rgba(74, 94, 224, .10);
+  --hover: #f4f6f9; --sel: #eef1fd;
+  --ok: #1a9f53; --warn: #c27400; --err: #d1293d; --neutral: #8a939d;
+  --err-soft: #fdecee; --warn-soft: #fff4de;
+  --chart-grid: #eef0f3; --chart-axis: #cdd3da; --chart-text: #6f7782; --chart-cross: #8a939d;
+  --chart-zoom: rgba(74, 94, 224, .12);
+  --shadow: 0 1px 2px rgba(16, 24, 40, .05);
+  --shadow-lg: -10px 0 32px rgba(16, 24, 40, .16);
+  --mono: ui-monospace, "SF Mono", SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", "Liberation Mono", monospace;
+  --row-h: 30px;
+  color-scheme: light;
+}
+:root[data-theme=dark] {
+  --bg: #0d0f13; --bg-soft: #0f1216; --panel: #161a20; --panel-2: #1a1f26;
+  --fg: #e4e7eb; --fg-2: #c0c6ce; --muted: #8b949e; --faint: #5b636d;
+  --border: #262c34; --border-2: #353c46;
+  --accent: #7b8cff; --accent-2: #95a3ff; --accent-soft: rgba(123, 140, 255, .15);
+  --hover: #1b2027; --sel: #1c2238;
+  --ok: #3fb950; --warn: #e3a33a; --err: #f36b6b; --neutral: #7d8590;
+  --err-soft: #3a1d21; --warn-soft: #3a2d14;
+  --chart-grid: #21262e; --chart-axis: #39404a; --chart-text: #8b949e; --chart-cross: #6e7681;
+  --chart-zoom: rgba(123, 140, 255, .16);
+  --shadow: 0 1px 2px rgba(0, 0, 0, .3);
+  --shadow-lg: -10px 0 32px rgba(0, 0, 0, .5);
+  color-scheme: dark;
+}
+@media (prefers-color-scheme: dark) {
+  :root:not([data-theme]) {
+    --bg: #0d0f13; --bg-soft: #0f1216; --panel: #161a20; --panel-2: #1a1f26;
+    --fg: #e4e7eb; --fg-2: #c0c6ce; --muted: #8b949e; --faint: #5b636d;
+    --border: #262c34; --border-2: #353c46;
+    --accent: #7b8cff; --accent-2: #95a3ff; --accent-soft: rgba(123, 140, 255, .15);
+    --hover: #1b2027; --sel: #1c2238;
+    --chart-grid: #21262e; --chart-axis: #39404a; --chart-text: #8b949e;
+    color-scheme: dark;
+  }
+}
+*, *::before, *::after { box-sizing: border-box; }
+html, body { margin: 0; height: 100%; }
+body {
+  font: 13px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", "Noto Sans", Arial, sans-serif;
+  color: var(--fg); background: var(--bg-soft); overflow: hidden;
+  -webkit-font-smoothing: antialiased; text-rendering: optimizeLegibility;
+}
+button, input, select, textarea { font: inherit; color: inherit; }
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+code, pre, .mono { font-family: var(--mono); font-size: 12px; }
+[hidden] { display: none !important; }
+.muted { color: var(--muted); }
+.ico { fill: none; stroke: currentColor; stroke-width: 2; stroke-linecap: round; stroke-linejoin: round; flex: none; }
+h2 { font-size: 14px; font-weight: 620; margin: 0; letter-spacing: -.005em; }
+h4 { font-size: 11.5px; font-weight: 620; margin: 0 0 8px; color: var(--muted); text-transform: uppercase; letter-spacing: .05em; }
+
+/* controls */
+.btn {
+  display: inline-flex; align-items: center; gap: 6px; height: 28px; padding: 0 10px;
+  border: 1px solid var(--border-2); border-radius: 6px; background: var(--panel); cursor: pointer;
+  font-size: 12.5px; white-space: nowrap;
+}
+.btn:hover { background: var(--hover); }
+.btn.primary { background: var(--accent); border-color: var(--accent); color: #fff; }
+.btn.primary:hover { background: var(--accent-2); }
+.btn.small { height: 24px; padding: 0 8px; font-size: 12px; }
+.icon-btn {
+  display: inline-grid; place-items: center; width: 28px; height: 28px; border-radius: 6px;
+  border: 1px solid transparent; background: transparent; cursor: pointer; color: var(--muted);
+}
+.icon-btn:hover { background: var(--hover); color: var(--fg); }
+input[type=search], input[type=text], select, textarea {
+  height: 28px; border: 1px solid var(--border-2); border-radius: 6px; background: var(--panel);
+  padding: 0 9px; outline: none; font-size: 12.5px;
+}
+textarea { height: auto; padding: 6px 9px; resize: vertical; width: 100%; line-height: 1.45; }
+input:focus, select:focus, textarea:focus { border-color: var(--accent); box-shadow: 0 0 0 3px var(--accent-soft); }
+input[type=checkbox] { accent-color: var(--accent); margin: 0; cursor: pointer; width: 14px; height: 14px; }
+input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
+.switch { position: relative; display: inline-flex; align-items: center; gap: 7px; cursor: pointer; user-select: none; }
+.switch input { position: absolute; opacity: 0; width: 1px; height: 1px; }
+.switch .track { width: 28px; height: 16px; border-radius: 8px; background: var(--border-2); position: relative; transition: background .15s; }
+.switch .track::after { content: ""; position: absolute; top: 2px; left: 2px; width: 12px; height: 12px; border-radius: 50%; background: #fff; transition: transform .15s; box-shadow: 0 1px 2px rgba(0,0,0,.25); }
+.switch input:checked + .track { background: var(--accent); }
+.switch input:checked + .track::after { transform: translateX(12px); }
+.switch input:focus-visible + .track { box-shadow: 0 0 0 3px var(--accent-soft); }
+
+/* top bar */
+#topbar {
+  height: 46px; display: flex; align-items: center; gap: 12px; padding: 0 14px;
+  background: var(--panel); border-bottom: 1px solid var(--border); position: relative; z-index: 30;
+}
+.brand { display: flex; align-items: center; gap: 8px; font-weight: 680; font-size: 15px; letter-spacing: -.02em; }
+.brand .logo { width: 24px; height: 24px; border-radius: 7px; display: grid; place-items: center; color: #fff;
+  background: linear-gradient(135deg, #4a5ee0, #8b5cf6); }
+#crumbs { display: flex; align-items: center; gap: 6px; color: var(--muted); min-width: 0; font-size: 13px; }
+#crumbs .sep { color: var(--faint); }
+#crumb-exp { color: var(--fg); font-weight: 560; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.spacer { flex: 1; }
+#live-indicator {
+  display: inline-flex; align-items: center; gap: 7px; font-size: 12px; color: var(--muted);
+  height: 26px; padding: 0 10px; border: 1px solid var(--border); border-radius: 999px; white-space: nowrap;
+}
+#live-indicator i { width: 7px; height: 7px; border-radius: 50%; background: var(--faint); }
+#live-indicator[data-state=live] { color: var(--fg-2); }
+#live-indicator[data-state=live] i { background: var(--ok); animation: pulse 2s infinite; }
+#live-indicator[data-state=reconnecting] i, #live-indicator[data-state=connecting] i { background: var(--warn); }
+#version { font-size: 11.5px; color: var(--faint); font-variant-numeric: tabular-nums; }
+
+/* banner */
+#banner {
+  position: fixed; top: 56px; left: 50%; transform: translateX(-50%); z-index: 60; max-width: min(720px, 90vw);
+  display: flex; align-items: flex-start; gap: 10px; padding: 8px 8px 8px 12px; border-radius: 8px;
+  background: var(--err-soft); color: var(--err); border: 1px solid color-mix(in srgb, var(--err) 35%, transparent);
+  box-shadow: 0 6px 20px rgba(0,0,0,.12); font-size: 12.5px;
+}
+#banner.info { background: var(--panel); color: var(--fg-2); border-color: var(--border-2); }
+#banner-text { padding-top: 3px; overflow-wrap: anywhere; }
+#banner .icon-btn { width: 24px; height: 24px; color: inherit; }
+
+/* layout */
+#layout { display: grid; grid-template-columns: 232px minmax(0, 1fr); height: calc(100vh - 46px); }
+#sidebar { background: var(--panel); border-right: 1px solid var(--border); overflow: auto; padding: 10px 8px; }
+.side-head { display: flex; align-items: center; justify-content: space-between; padding: 4px 8px 8px;
+  font-size: 11.5px; font-weight: 620; color: var(--muted); text-transform: uppercase; letter-spacing: .05em; }
+#experiments { list-style: none; margin: 0; padding: 0; }
+.exp-item {
+  display: block; width: 100%; text-align: left; border: 0; background: transparent; cursor: pointer;
+  padding: 7px 9px; border-radius: 7px; margin-bottom: 1px;
+}
+.exp-item:hover { background: var(--hover); }
+.exp-item.active { background: var(--sel); }
+.exp-item.active .exp-name { color: var(--accent); }
+.exp-name { display: flex; align-items: center; gap: 6px; font-weight: 560; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.exp-name span { overflow: hidden; text-overflow: ellipsis; }
+.exp-meta { font-size: 11.5px; color: var(--muted); display: flex; gap: 8px; margin-top: 1px; }
+.exp-meta .live { color: var(--ok); display: inline-flex; align-items: center; gap: 4px; }
+.side-empty { padding: 8px 10px; color: var(--muted); font-size: 12px; }
+#main { overflow: auto; padding: 16px 20px 48px; }
+.panel { background: var(--panel); border: 1px solid var(--border); border-radius: 10px; box-shadow: var(--shadow); margin-bottom: 16px; min-width: 0; }
+.panel-head { display: flex; align-items: center; gap: 10px; padding: 10px 12px; flex-wrap: wrap; border-bottom: 1px solid var(--border); }
+.panel-head .title { display: flex; align-items: baseline; gap: 10px; min-width: 0; flex: 1 1 200px; }
+#exp-desc { color: var(--muted); font-size: 12.5px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+#filter { width: 300px; }
+#runs-count { color: var(--muted); font-size: 12px; white-space: nowrap; font-variant-numeric: tabular-nums; }
+
+/* runs table */
+#runs-scroll { overflow: auto; max-height: 38vh; min-height: 80px; position: relative; }
+#runs-table { border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12.5px; font-variant-numeric: tabular-nums; }
+#runs-table th, #runs-table td {
+  height: var(--row-h); padding: 0 10px; text-align: left; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
+  border-bottom: 1px solid var(--border); background: var(--panel);
+}
+#runs-table thead th {
+  position: sticky; top: 0; z-index: 2; background: var(--panel-2); font-weight: 600; font-size: 12px; color: var(--fg-2);
+  cursor: pointer; user-select: none; height: 32px;
+}
+#runs-table thead th:hover { color: var(--fg); }
+#runs-table th .arrow { color: var(--accent); margin-left: 4px; font-size: 10px; }
+#runs-table th.grp-param, #runs-table td.grp-param.first { border-left: 1px solid var(--border); }
+#runs-table th.grp-metric.first, #runs-table td.grp-metric.first { border-left: 1px solid var(--border); }
+#runs-table th .kind { font-weight: 500; color: var(--faint); margin-right: 4px; font-size: 10.5px; }
+#runs-table td.num, #runs-table th.num { text-align: right; }
+#runs-table .c-sel { position: sticky; left: 0; z-index: 1; width: 34px; padding: 0 0 0 12px; }
+#runs-table .c-name { position: sticky; left: 34px; z-index: 1; border-right: 1px solid var(--border); }
+#runs-table thead .c-sel, #runs-table thead .c-name { z-index: 3; }
+#runs-table tbody tr:hover td { background: var(--hover); }
+#runs-table tbody tr.selected td { background: var(--sel); }
+#runs-table tbody tr.flash td { animation: flash 2.4s ease-out; }
+#runs-table tr.spacer td { padding: 0; border: 0; height: auto; background: transparent; }
+.swatch { display: inline-block; width: 9px; height: 9px; border-radius: 3px; margin-right: 7px; vertical-align: -0.5px; background: transparent; box-shadow: inset 0 0 0 1px var(--border-2); }
+.selected .swatch { box-shadow: none; }
+.run-link { border: 0; background: none; padding: 0; color: var(--fg); font-weight: 550; cursor: pointer; max-width: calc(100% - 18px);
+  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; vertical-align: middle; text-align: left; }
+.run-link:hover { color: var(--accent); text-decoration: underline; }
+.null { color: var(--faint); }
+.tag { display: inline-block; padding: 0 7px; height: 19px; line-height: 19px; border-radius: 10px; font-size: 11.5px;
+  background: var(--accent-soft); color: var(--accent); margin-right: 4px; max-width: 120px; overflow: hidden; text-overflow: ellipsis; vertical-align: middle; }
+.status { display: inline-flex; align-items: center; gap: 6px; font-size: 12px; color: var(--fg-2); }
+.status .dot { width: 8px; height: 8px; border-radius: 50%; background: var(--neutral); flex: none; }
+.status.running .dot { background: var(--ok); animation: pulse 1.8s infinite; }
+.status.failed .dot, .status.crashed .dot { background: var(--err); }
+.status.failed, .status.crashed { color: var(--err); }
+.status.interrupted .dot { background: var(--warn); }
+.status.finished .dot { background: var(--neutral); }
+@keyframes pulse { 0% { box-shadow: 0 0 0 0 color-mix(in srgb, var(--ok) 55%, transparent); } 70% { box-shadow: 0 0 0 6px transparent; } 100% { box-shadow: 0 0 0 0 transparent; } }
+@keyframes flash { 0% { background: color-mix(in srgb, var(--accent) 22%, var(--panel)); } 100% { background: var(--panel); } }
+.table-empty { padding: 28px 16px; text-align: center; color: var(--muted); }
+.resizer { height: 8px; cursor: ns-resize; border-top: 1px solid var(--border); border-radius: 0 0 10px 10px; position: relative; }
+.resizer::after { content: ""; position: absolute; left: 50%; top: 2px; width: 36px; height: 3px; margin-left: -18px; border-radius: 2px; background: var(--border-2); }
+.resizer:hover::after { background: var(--faint); }
+
+/* popover */
+.popover {
+  position: fixed; z-index: 70; width: 300px; max-height: 60vh; overflow: auto; background: var(--panel);
+  border: 1px solid var(--border-2); border-radius: 10px; box-shadow: 0 12px 32px rgba(16,24,40,.18); padding: 8px;
+}
+.popover input[type=search] { width: 100%; margin-bottom: 6px; }
+.pop-group { font-size: 11px; font-weight: 620; color: var(--muted); text-transform: uppercase; letter-spacing: .05em; padding: 8px 6px 4px; display: flex; justify-content: space-between; }
+.pop-group button { border: 0; background: none; color: var(--accent); cursor: pointer; font-size: 11px; text-transform: none; letter-spacing: 0; padding: 0; }
+.pop-item { display: flex; align-items: center; gap: 8px; padding: 4px 6px; border-radius: 5px; cursor: pointer; font-size: 12.5px; }
+.pop-item:hover { background: var(--hover); }
+.pop-item span { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+
+/* charts */
+.charts-toolbar { gap: 14px; }
+.charts-toolbar label { display: inline-flex; align-items: center; gap: 7px; font-size: 12.5px; color: var(--fg-2); white-space: nowrap; }
+#smoothing-value { font-variant-numeric: tabular-nums; width: 30px; color: var(--muted); font-size: 12px; }
+#chart-filter { width: 190px; }
+#legend { display: flex; flex-wrap: wrap; gap: 6px; padding: 10px 12px 0; }
+#legend:empty { display: none; }
+.chip {
+  display: inline-flex; align-items: center; gap: 6px; height: 24px; padding: 0 4px 0 9px; border-radius: 12px;
+  border: 1px solid var(--border); background: var(--panel); cursor: pointer; font-size: 12px; max-width: 260px;
+}
+.chip:hover { border-color: var(--border-2); background: var(--hover); }
+.chip i { width: 10px; height: 3px; border-radius: 2px; flex: none; }
+.chip .chip-label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.chip.off { opacity: .45; }
+.chip.off .chip-label { text-decoration: line-through; }
+.chip .x { border: 0; background: none; padding: 0; width: 18px; height: 18px; border-radius: 9px; display: grid; place-items: center; color: var(--muted); cursor: pointer; }
+.chip .x:hover { background: var(--border); color: var(--fg); }
+.chip .spin { width: 10px; height: 10px; border: 2px solid var(--border-2); border-top-color: var(--accent); border-radius: 50%; animation: spin .8s linear infinite; }
+@keyframes spin { to { transform: rotate(360deg); } }
+#charts { padding: 4px 12px 12px; }
+.group { border-bottom: 1px solid var(--border); }
+.group:last-child { border-bottom: 0; }
+.group > summary {
+  list-style: none; cursor: pointer; display: flex; align-items: center; gap: 8px; padding: 10px 2px;
+  font-weight: 620; font-size: 13px; user-select: none;
+}
+.group > summary::-webkit-details-marker { display: none; }
+.group > summary .ico { color: var(--muted); transition: transform .15s; }
+.group[open] > summary .ico { transform: rotate(90deg); }
+.group > summary .count { font-weight: 500; color: var(--muted); font-size: 11.5px; background: var(--hover); border-radius: 9px; padding: 0 7px; }
+.chart-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 12px; padding: 0 0 14px; }
+.chart { border: 1px solid var(--border); border-radius: 8px; background: var(--panel); padding: 8px 6px 4px 4px; min-width: 0; }
+.chart-head { display: flex; align-items: center; height: 22px; padding: 0 2px 0 8px; gap: 6px; }
+.chart-title { flex: 1; font-size: 12.5px; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.chart-prefix { color: var(--muted); font-weight: 500; }
+.chart .reset-zoom { width: 22px; height: 22px; visibility: hidden; }
+.chart.zoomed .reset-zoom { visibility: visible; }
+.plot-wrap { position: relative; height: 190px; }
+.plot-wrap canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; display: block; }
+.plot-wrap .chart-overlay { cursor: crosshair; }
+.chart-tip {
+  position: fixed; left: 0; top: 0; z-index: 80; pointer-events: none; min-width: 160px; max-width: 380px;
+  background: var(--panel); border: 1px solid var(--border-2); border-radius: 8px; box-shadow: 0 8px 24px rgba(16,24,40,.16);
+  padding: 6px 8px; font-size: 12px; font-variant-numeric: tabular-nums;
+}
+.tip-x { color: var(--muted); font-size: 11.5px; margin-bottom: 3px; }
+.tip-row { display: flex; align-items: center; gap: 7px; line-height: 19px; }
+.tip-row i { width: 10px; height: 3px; border-radius: 2px; flex: none; }
+.tip-name { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--fg-2); }
+.tip-row b { font-weight: 600; }
+.tip-row small { color: var(--muted); min-width: 48px; text-align: right; }
+.empty-state { padding: 36px 20px; text-align: center; color: var(--muted); }
+.empty-state strong { display: block; color: var(--fg); font-size: 14px; margin-bottom: 4px; }
+
+/* welcome */
+#empty { max-width: 720px; margin: 40px auto; padding: 28px 32px; }
+#empty h2 { font-size: 18px; margin-bottom: 6px; }
+#empty p { color: var(--fg-2); }
+pre.code { background: var(--panel-2); border: 1px solid var(--border); border-radius: 8px; padding: 12px 14px; overflow: auto; line-height: 1.55; }
+
+/* run detail drawer */
+#run-detail {
+  position: fixed; top: 46px; right: 0; bottom: 0; width: min(760px, 94vw); z-index: 40; display: flex; flex-direction: column;
+  background: var(--panel); border-left: 1px solid var(--border); box-shadow: var(--shadow-lg); animation: slidein .16s ease-out;
+}
+@keyframes slidein { from { transform: translateX(24px); opacity: .4; } to { transform: none; opacity: 1; } }
+.drawer-head { display: flex; align-items: center; gap: 10px; padding: 12px 14px 12px 18px; border-bottom: 1px solid var(--border); }
+.drawer-title { min-width: 0; flex: 1; }
+#detail-name { font-size: 16px; font-weight: 650; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; letter-spacing: -.01em; }
+#detail-sub { font-size: 12px; color: var(--muted); display: flex; gap: 10px; align-items: center; }
+.drawer-body { overflow: auto; padding: 14px 18px 40px; flex: 1; }
+.drawer-body section { margin-bottom: 22px; }
+.meta-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(165px, 1fr)); gap: 10px 18px; }
+.meta-grid div { min-width: 0; }
+.meta-grid dt { font-size: 11.5px; color: var(--muted); margin-bottom: 1px; }
+.meta-grid dd { margin: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; font-variant-numeric: tabular-nums; }
+.meta-grid .wide { grid-column: 1 / -1; }
+.meta-grid .wide dd { white-space: pre-wrap; overflow-wrap: anywhere; font-family: var(--mono); font-size: 12px;
+  background: var(--panel-2); border: 1px solid var(--border); border-radius: 6px; padding: 6px 8px; }
+.desc-text { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0 0 6px; }
+.row-actions { display: flex; gap: 6px; margin-top: 6px; }
+.tags-edit { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
+.tags-edit .tag { display: inline-flex; align-items: center; gap: 2px; padding-right: 2px; max-width: 220px; }
+.tags-edit .tag button { border: 0; background: none; color: inherit; cursor: pointer; padding: 0; width: 16px; height: 16px; display: grid; place-items: center; border-radius: 8px; }
+.tags-edit .tag button:hover { background: var(--accent-soft); }
+.tags-edit input { height: 24px; width: 120px; font-size: 12px; }
+.kv { width: 100%; border-collapse: collapse; font-size: 12.5px; font-variant-numeric: tabular-nums; }
+.kv td { padding: 4px 8px; border-bottom: 1px solid var(--border); }
+.kv td:first-child { color: var(--fg-2); padding-left: 0; overflow-wrap: anywhere; }
+.kv td:last-child { text-align: right; font-family: var(--mono); font-size: 12px; }
+.tree { font-family: var(--mono); font-size: 12px; line-height: 1.7; }
+.tree .tree { padding-left: 16px; border-left: 1px solid var(--border); margin-left: 4px; }
+.tree summary { cursor: pointer; list-style: none; }
+.tree summary::-webkit-details-marker { display: none; }
+.tree summary::before { content: "\25B8"; display: inline-block; width: 12px; color: var(--muted); transition: transform .12s; }
+.tree details[open] > summary::before { transform: rotate(90deg); }
+.tree-leaf { padding-left: 12px; overflow-wrap: anywhere; }
+.tree-key { color: var(--fg-2); }
+.tree-key::after { content: ": "; color: var(--faint); }
+.tree summary .tree-key::after { content: ""; }
+.tree-count { color: var(--faint); margin-left: 6px; }
+.tree-val.number { color: #2f7bd6; }
+.tree-val.boolean { color: #b1539a; }
+.tree-val.string { color: var(--ok); }
+:root[data-theme=dark] .tree-val.number { color: #79b8ff; }
+:root[data-theme=dark] .tree-val.boolean { color: #e59bd0; }
+.sec-head { display: flex; align-items: center; gap: 10px; margin-bottom: 8px; }
+.sec-head h4 { margin: 0; }
+.sec-head .note { font-size: 11.5px; color: var(--muted); }
+.sec-head .spacer { flex: 1; }
+#log {
+  margin: 0; height: 300px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.5;
+  background: #0f1318; color: #d5dae0; border-radius: 8px; padding: 10px 12px; font-size: 11.5px; border: 1px solid var(--border);
+}
+#log .log-warn { color: #f0b44c; }
+#log .log-err { color: #ff7b7b; }
+#log .log-empty { color: #7d8590; }
+#artifacts { border: 1px solid var(--border); border-radius: 8px; overflow: hidden; }
+.af-row { display: flex; align-items: center; gap: 8px; height: 30px; padding: 0 10px; border-bottom: 1px solid var(--border); cursor: pointer; font-size: 12.5px; }
+.af-row:last-child { border-bottom: 0; }
+.af-row:hover { background: var(--hover); }
+.af-row.active { background: var(--sel); }
+.af-row .name { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.af-row .size { color: var(--muted); font-variant-numeric: tabular-nums; font-size: 12px; }
+.af-row .ico { color: var(--muted); }
+.af-row a { color: var(--muted); display: grid; place-items: center; width: 22px; height: 22px; border-radius: 5px; }
+.af-row a:hover { color: var(--fg); background: var(--border); }
+.af-dir .ico.chev { transition: transform .12s; }
+.af-dir.open .ico.chev { transform: rotate(90deg); }
+.af-empty { padding: 14px; color: var(--muted); }
+#artifact-preview { margin-top: 12px; }
+#artifact-preview:empty { display: none; }
+.preview-head { display: flex; align-items: center; gap: 8px; font-size: 12px; color: var(--muted); margin-bottom: 6px; }
+.preview-head .name { color: var(--fg); font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.preview-box { border: 1px solid var(--border); border-radius: 8px; overflow: auto; max-height: 420px; background: var(--panel-2); }
+.preview-box img { display: block; max-width: 100%; height: auto; margin: 0 auto; background: repeating-conic-gradient(var(--border) 0 25%, transparent 0 50%) 0 0 / 16px 16px; }
+.preview-box pre { margin: 0; padding: 10px 12px; white-space: pre-wrap; overflow-wrap: anywhere; }
+table.data { border-collapse: collapse; font-size: 12px; font-variant-numeric: tabular-nums; width: max-content; min-width: 100%; }
+table.data th, table.data td { padding: 4px 10px; border-bottom: 1px solid var(--border); border-right: 1px solid var(--border); text-align: left; white-space: nowrap; max-width: 280px; overflow: hidden; text-overflow: ellipsis; }
+table.data th { position: sticky; top: 0; background: var(--panel); font-weight: 600; }
+table.data th small { display: block; font-weight: 400; color: var(--muted); font-family: var(--mono); font-size: 10.5px; }
+table.data td.num { text-align: right; font-family: var(--mono); }
+.preview-foot { font-size: 11.5px; color: var(--muted); margin-top: 6px; }
+.preview-binary { padding: 22px; text-align: center; color: var(--muted); }
+@media (max-width: 900px) { #layout { grid-template-columns: 180px minmax(0, 1fr); } #filter { width: 200px; } }
+</style>
+</head>
+<body>
+<header id="topbar">
+  <div class="brand"><span class="logo"><svg class="ico" width="15" height="15" viewBox="0 0 24 24"><path d="M4 17l5-6 4 3 7-9"/></svg></span>expman</div>
+  <nav id="crumbs" aria-label="breadcrumb"><span class="sep">/</span><span id="crumb-exp" data-testid="crumb-exp"></span></nav>
+  <div class="spacer"></div>
+  <span id="live-indicator" data-testid="live-indicator" data-state="connecting" title="Live updates"><i></i><span id="live-text">Connecting</span></span>
+  <button id="theme-toggle" class="icon-btn" type="button" title="Toggle dark mode" aria-label="Toggle dark mode"><svg class="ico" width="16" height="16" viewBox="0 0 24 24"><path d="M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z"/></svg></button>
+  <span id="version">v__EXPMAN_VERSION__</span>
+</header>
+<div id="banner" role="alert" hidden><span id="banner-text"></span><button class="icon-btn" id="banner-close" type="button" aria-label="Dismiss"><svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M6 6l12 12M18 6L6 18"/></svg></button></div>
+<div id="layout">
+  <aside id="sidebar">
+    <div class="side-head"><span>Experiments</span><span id="exp-count"></span></div>
+    <ul id="experiments" data-testid="experiments"></ul>
+  </aside>
+  <main id="main">
+    <section id="empty" class="panel" data-testid="empty" hidden>
+      <h2>No experiments yet</h2>
+      <p>Log a run from any Python script and it appears here while it trains. Runs are written to <code id="empty-root">./experiments</code>.</p>
+      <pre class="code">import expman
+
+with expman.Experiment("my-experiment") as exp:
+    exp.log_params({"lr": 1e-3, "batch_size": 64})
+    for step in range(1000):
+        loss = train_step()
+        exp.log_metrics({"train/loss": loss}, step=step)</pre>
+      <p class="muted">Or try it with example data: <code>expman demo</code></p>
+    </section>
+    <section id="runs-panel" class="panel" data-testid="runs-panel" hidden>
+      <div class="panel-head">
+        <div class="title"><h2 id="exp-title"></h2><span id="exp-desc"></span></div>
+        <input id="filter" data-testid="filter" type="search" placeholder="Filter runs by name, tag or param=value   ( / )" autocomplete="off" spellcheck="false">
+        <span id="runs-count" data-testid="runs-count"></span>
+        <button id="columns-button" class="btn" type="button" data-testid="columns-button"><svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M4 5h16v14H4zM10 5v14M15 5v14"/></svg>Columns</button>
+      </div>
+      <div id="runs-scroll">
+        <table id="runs-table" data-testid="runs-table"><colgroup id="runs-cols"></colgroup><thead></thead><tbody></tbody></table>
+        <div id="runs-empty" class="table-empty" hidden></div>
+      </div>
+      <div class="resizer" id="runs-resizer" title="Drag to resize"></div>
+    </section>
+    <section id="charts-panel" class="panel" data-testid="charts-panel" hidden>
+      <div class="panel-head charts-toolbar">
+        <div class="title"><h2>Charts</h2></div>
+        <input id="chart-filter" data-testid="chart-filter" type="search" placeholder="Filter metrics" autocomplete="off" spellcheck="false">
+        <label title="Exponential moving average; the raw curve stays visible behind">Smoothing <input id="smoothing" data-testid="smoothing" type="range" min="0" max="0.99" step="0.01" value="0"><output id="smoothing-value">0</output></label>
+        <label class="switch" title="Logarithmic y axis"><input id="logy" data-testid="logy" type="checkbox"><span class="track"></span>Log y</label>
+        <label>X axis <select id="xaxis" data-testid="xaxis"><option value="step">Step</option><option value="wall">Wall time</option><option value="relative">Relative time</option></select></label>
+      </div>
+      <div id="legend" data-testid="legend"></div>
+      <div id="charts" data-testid="charts"></div>
+      <div id="charts-empty" class="empty-state" hidden></div>
+    </section>
+  </main>
+</div>
+<aside id="run-detail" data-testid="run-detail" hidden aria-label="Run detail">
+  <div class="drawer-head">
+    <div class="drawer-title"><div id="detail-name" data-testid="detail-name"></div><div id="detail-sub"><span id="detail-status"></span><span id="detail-exp"></span></div></div>
+    <label class="switch" title="Show this run in the charts"><input id="detail-select" type="checkbox"><span class="track"></span>Compare</label>
+    <button id="detail-close" class="icon-btn" type="button" title="Close (Esc)" aria-label="Close"><svg class="ico" width="16" height="16" viewBox="0 0 24 24"><path d="M6 6l12 12M18 6L6 18"/></svg></button>
+  </div>
+  <div class="drawer-body">
+    <section><dl id="detail-meta" class="meta-grid" data-testid="detail-meta"></dl></section>
+    <section><div class="sec-head"><h4>Description</h4></div><div id="detail-desc" data-testid="detail-desc"></div></section>
+    <section><div class="sec-head"><h4>Tags</h4></div><div id="detail-tags" class="tags-edit" data-testid="detail-tags"></div></section>
+    <section id="detail-summary-sec"><div class="sec-head"><h4>Summary</h4></div><table id="detail-summary" class="kv" data-testid="detail-summary"></table></section>
+    <section><div class="sec-head"><h4>Parameters</h4></div><div id="detail-params" data-testid="detail-params"></div></section>
+    <section><div class="sec-head"><h4>Log</h4><span class="note" id="log-note"></span><span class="spacer"></span><label class="switch" title="Keep scrolled to the newest line"><input id="log-follow" type="checkbox" checked><span class="track"></span>Follow</label></div><pre id="log" data-testid="log"></pre></section>
+    <section><div class="sec-head"><h4>Artifacts</h4><span class="note" id="artifacts-note"></span></div><div id="artifacts" data-testid="artifacts"></div><div id="artifact-preview" data-testid="artifact-preview"></div></section>
+  </div>
+</aside>
+<div id="columns-popover" class="popover" data-testid="columns-popover" hidden></div>
+<script>
+(function () {
+'use strict';
+
+// --- util
+const VERSION = '__EXPMAN_VERSION__';
+const $ = (s, r) => (r || document).querySelector(s);
+const enc = encodeURIComponent;
+const PROPS = new Set(['checked', 'value', 'disabled', 'open', 'indeterminate', 'selected']);
+
+// Element builder: strings become text nodes, attributes go through setAttribute,
+// so nothing a user logged is ever parsed as markup.
+function h(tag, attrs) {
+  const e = document.createElement(tag);
+  if (attrs) for (const k of Object.keys(attrs)) {
+    const v = attrs[k];
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k === 'style') e.style.cssText = v;
+    else if (k.slice(0, 2) === 'on' && typeof v === 'function') e.addEventListener(k.slice(2), v);
+    else if (PROPS.has(k)) e[k] = v;
+    else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (let i = 2; i < arguments.length; i++) add(e, arguments[i]);
+  return e;
+}
+function add(e, c) {
+  if (c === null || c === undefined || c === false) return;
+  if (Array.isArray(c)) { for (const x of c) add(e, x); return; }
+  e.append(c instanceof Node ? c : String(c));
+}
+const SVGNS = 'http://www.w3.org/2000/svg';
+const ICONS = {
+  close: 'M6 6l12 12M18 6L6 18',
+  chev: 'M9 6l6 6-6 6',
+  folder: 'M3 7.5A1.5 1.5 0 0 1 4.5 6H9l2 2h8.5A1.5 1.5 0 0 1 21 9.5v8a1.5 1.5 0 0 1-1.5 1.5h-15A1.5 1.5 0 0 1 3 17.5z',
+  file: 'M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8zM14 3v5h5',
+  image: 'M4 5h16v14H4zM4 16l5-5 4 4 3-3 4 4M15.5 9.5h.01',
+  table: 'M4 5h16v14H4zM4 10h16M4 15h16M10 5v14',
+  text: 'M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8zM14 3v5h5M9 13h6M9 17h6',
+  download: 'M12 4v11M7 10l5 5 5-5M5 20h14',
+  reset: 'M4 12a8 8 0 1 0 2.4-5.7M4 4v5h5',
+  sun: 'M12 4V2M12 22v-2M4 12H2M22 12h-2M5.6 5.6 4.2 4.2M19.8 19.8l-1.4-1.4M5.6 18.4l-1.4 1.4M19.8 4.2l-1.4 1.4M12 8a4 4 0 1 0 0 8 4 4 0 0 0 0-8z',
+  moon: 'M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z',
+  plus: 'M12 5v14M5 12h14'
+};
+function icon(name, size, cls) {
+  const s = document.createElementNS(SVGNS, 'svg');
+  s.setAttribute('viewBox', '0 0 24 24');
+  s.setAttribute('width', size || 14); s.setAttribute('height', size || 14);
+  s.setAttribute('class', 'ico' + (cls ? ' ' + cls : '')); s.setAttribute('aria-hidden', 'true');
+  const p = document.createElementNS(SVGNS, 'path'); p.setAttribute('d', ICONS[name]); s.appendChild(p);
+  return s;
+}
+function store(k, v) { try { if (v === undefined) return localStorage.getItem(k); if (v === null) localStorage.removeItem(k); else localStorage.setItem(k, v); } catch (e) { /* private mode */ } return null; }
+
+// Metric values arrive as numbers, or "NaN"/"Infinity"/"-Infinity"; missing is null.
+function num(v) { return v === null || v === undefined || v === '' ? NaN : typeof v === 'number' ? v : Number(v); }
+function isNull(v) { return v === null || v === undefined || v === '' || (typeof v === 'number' && Number.isNaN(v)); }
+function fmtNum(v) {
+  if (typeof v !== 'number') v = num(v);
+  if (Number.isNaN(v)) return 'NaN';
+  if (!isFinite(v)) return v > 0 ? 'inf' : '-inf';
+  const a = Math.abs(v);
+  if (Number.isInteger(v) && a < 1e6) return String(v);
+  if (a >= 1e6 || (a < 1e-4 && a > 0)) return v.toExponential(3).replace(/\.?0+e/, 'e').replace('e+', 'e');
+  return String(Number(v.toPrecision(5)));
+}
+function fmtValue(v) {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'number') return fmtNum(v);
+  if (typeof v === 'boolean') return v ? 'true' : 'false';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+function fmtDur(s) {
+  if (s === null || s === undefined || !isFinite(s)) return '';
+  const neg = s < 0; s = Math.abs(s);
+  let out;
+  if (s < 10 && s % 1 > 0.05) out = s.toFixed(1) + 's';
+  else if (s < 60) out = Math.round(s) + 's';
+  else if (s < 3600) { const m = Math.floor(s / 60), r = Math.floor(s % 60); out = m + 'm' + (r ? ' ' + r + 's' : ''); }
+  else if (s < 86400) { const hh = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60); out = hh + 'h' + (m ? ' ' + m + 'm' : ''); }
+  else { const d = Math.floor(s / 86400), hh = Math.floor(s % 86400 / 3600); out = d + 'd' + (hh ? ' ' + hh + 'h' : ''); }
+  return (neg ? '-' : '') + out;
+}
+function fmtBytes(n) {
+  if (n === null || n === undefined || !isFinite(n)) return '';
+  if (n < 1024) return n + ' B';
+  const u = ['KB', 'MB', 'GB', 'TB']; let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < u.length - 1);
+  return (n < 10 ? n.toFixed(1) : Math.round(n)) + ' ' + u[i];
+}
+const MON = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const pad2 = n => String(n).padStart(2, '0');
+function parseTime(iso) { if (!iso) return null; const t = Date.parse(iso); return isNaN(t) ? null : t / 1000; }
+function fmtClock(d, sec) { return pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + (sec ? ':' + pad2(d.getSeconds()) : ''); }
+function fmtWhen(t) {
+  if (t === null || t === undefined) return '';
+  const d = new Date(t * 1000), now = new Date();
+  if (d.toDateString() === now.toDateString()) return 'Today ' + fmtClock(d);
+  if (d.getFullYear() === now.getFullYear()) return MON[d.getMonth()] + ' ' + d.getDate() + ', ' + fmtClock(d);
+  return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate());
+}
+function fmtFull(t) { return t === null || t === undefined ? '' : new Date(t * 1000).toLocaleString(); }
+function fmtAgo(t) {
+  if (t === null || t === undefined) return '';
+  const s = Date.now() / 1000 - t;
+  if (s < 45) return 'just now';
+  if (s < 3600) return Math.round(s / 60) + 'm ago';
+  if (s < 86400) return Math.round(s / 3600) + 'h ago';
+  if (s < 86400 * 30) return Math.round(s / 86400) + 'd ago';
+  return fmtWhen(t);
+}
+function utf8len(s) { return new TextEncoder().encode(s).length; }
+function lowerBound(a, x) { let lo = 0, hi = a.length; while (lo < hi) { const m = (lo + hi) >> 1; if (a[m] < x) lo = m + 1; else hi = m; } return lo; }
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+const natural = (a, b) => collator.compare(a, b);
+function cmpValues(a, b) {
+  if (typeof a === 'number' && typeof b === 'number') return a - b;
+  if (typeof a === 'number') return -1;
+  if (typeof b === 'number') return 1;
+  return collator.compare(String(a), String(b));
+}
+
+// Every run keeps one colour wherever it appears: a hash of "exp/run" into a palette
+// that reads on both light and dark backgrounds.
+const PALETTE = ['#3b82f6', '#f97316', '#16a34a', '#e11d48', '#8b5cf6', '#0891b2', '#d4a017', '#db2777',
+  '#65a30d', '#4f46e5', '#0d9488', '#b45309', '#64748b', '#c026d3'];
+function colorOf(key) {
+  let x = 2166136261;
+  for (let i = 0; i < key.length; i++) { x ^= key.charCodeAt(i); x = Math.imul(x, 16777619); }
+  return PALETTE[(x >>> 0) % PALETTE.length];
+}
+const splitKey = k => { const i = k.indexOf('/'); return [k.slice(0, i), k.slice(i + 1)]; };
+
+// --- api
+const TOKEN = new URLSearchParams(location.search).get('token');
+function withToken(url) { return TOKEN ? url + (url.indexOf('?') >= 0 ? '&' : '?') + 'token=' + enc(TOKEN) : url; }
+async function api(path, opts) {
+  const r = await fetch(withToken(path), Object.assign({ cache: 'no-store' }, opts || {}));
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = null; }
+  if (!r.ok) {
+    const err = new Error((body && body.error) || (r.status + ' ' + r.statusText));
+    err.status = r.status; throw err;
+  }
+  return body;
+}
+function expPath(exp) { return '/api/experiments/' + enc(exp); }
+function runPath(key) { const p = splitKey(key); return expPath(p[0]) + '/runs/' + enc(p[1]); }
+function rawUrl(key, path) { return withToken(runPath(key) + '/artifacts/raw?path=' + enc(path)); }
+function safeUrl(u, key, path) { return typeof u === 'string' && u.slice(0, 5) === '/api/' ? withToken(u) : rawUrl(key, path); }
+// At most a few metric fetches at once: the EventSource holds one of the browser's six connections.
+let inflight = 0; const waiting = [];
+function limited(fn) {
+  return new Promise((resolve, reject) => {
+    const go = () => { inflight++; fn().then(resolve, reject).finally(() => { inflight--; if (waiting.length) waiting.shift()(); }); };
+    if (inflight < 4) go(); else waiting.push(go);
+  });
+}
+
+// --- banner
+let bannerTimer = 0;
+function showBanner(msg, info) {
+  const b = $('#banner');
+  $('#banner-text').textContent = msg;
+  b.classList.toggle('info', !!info); b.hidden = false;
+  clearTimeout(bannerTimer);
+  bannerTimer = setTimeout(() => { b.hidden = true; }, info ? 4000 : 12000);
+}
+const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : ''));
+
+// --- charts
+// Canvas line charts; the only code on the page that draws. The rest talks to a chart through
+//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label}), appendPoints(id, xs, ys),
+//   removeSeries(id), setXRange([x0, x1] | null), hover(x | null), points(), destroy(),
+//   and callbacks chart.onZoom(x0, x1) / chart.onReset(),
+// plus Charts.configure({smoothing, logy, xFormat, hidden, highlight}) shared by every chart.
+// Charts draw only while on screen (IntersectionObserver) and at most once per frame.
+const Charts = (function () {
+  const opt = { smoothing: 0, logy: false, xFormat: 'step', hidden: new Set(), highlight: null };
+  const dirty = new Set(), all = new Set();
+  let frame = 0, theme = null, tip = null;
+  const io = window.IntersectionObserver ? new IntersectionObserver(onSeen, { rootMargin: '200px 0px' }) : null;
+  const ro = window.ResizeObserver ? new ResizeObserver(es => { for (const e of es) if (e.target.__chart) request(e.target.__chart); }) : null;
+
+  function onSeen(entries) {
+    for (const en of entries) {
+      const c = en.target.__chart; if (!c) continue;
+      c.visible = en.isIntersecting;
+      if (c.visible) { if (c.stale) request(c); } else release(c);
+    }
+  }
+  function request(c) { c.stale = true; if (!c.visible || !c.alive) return; dirty.add(c); if (!frame) frame = requestAnimationFrame(flush); }
+  function flush() { frame = 0; const list = Array.from(dirty); dirty.clear(); for (const c of list) if (c.alive && c.visible) c.draw(); }
+  // Off-screen charts give their pixels back, so hundreds of charts cost only what is visible.
+  function release(c) { if (c.canvas.width) { c.canvas.width = 0; c.canvas.height = 0; c.stale = true; } }
+  function getTheme() {
+    if (!theme) {
+      const cs = getComputedStyle(document.documentElement), v = n => cs.getPropertyValue(n).trim();
+      theme = { grid: v('--chart-grid'), axis: v('--chart-axis'), text: v('--chart-text'), cross: v('--chart-cross'),
+        zoom: v('--chart-zoom'), bg: v('--panel'), font: '11px ' + getComputedStyle(document.body).fontFamily };
+    }
+    return theme;
+  }
+  function fit(cv, W, H, dpr) { const w = Math.round(W * dpr), hh = Math.round(H * dpr); if (cv.width !== w || cv.height !== hh) { cv.width = w; cv.height = hh; } }
+
+  // scales and ticks
+  function niceStep(span, n) {
+    if (!(span > 0)) return 1;
+    const raw = span / Math.max(1, n), p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+    return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * p;
+  }
+  function linTicks(a, b, n, minStep) {
+    let s = niceStep(b - a, n); if (minStep && s < minStep) s = minStep;
+    const out = [], i0 = Math.ceil(a / s - 1e-9), i1 = Math.floor(b / s + 1e-9);
+    for (let i = i0; i <= i1 && out.length < 60; i++) out.push(i * s);
+    return { ticks: out, step: s };
+  }
+  const TSTEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800, 2592000, 31536000];
+  function timeTicks(a, b, n, wall) {
+    if (b - a < 4) return linTicks(a, b, n);
+    const want = (b - a) / Math.max(1, n);
+    let s = TSTEPS[TSTEPS.length - 1];
+    for (const t of TSTEPS) if (t >= want) { s = t; break; }
+    const off = wall && s >= 3600 ? -new Date(a * 1000).getTimezoneOffset() * 60 : 0;
+    const out = [];
+    for (let v = Math.ceil((a + off) / s) * s - off; v <= b + 1e-9 && out.length < 60; v += s) out.push(v);
+    return { ticks: out, step: s };
+  }
+  function logTicks(a, b, n) {
+    const lo = Math.floor(a), hi = Math.ceil(b), dec = hi - lo, every = Math.max(1, Math.ceil(dec / Math.max(1, n)));
+    const out = [];
+    for (let k = lo; k <= hi; k += every) {
+      for (const m of (dec <= 2 && every === 1 ? [1, 2, 5] : [1])) {
+        const l = k + Math.log10(m);
+        if (l >= a - 1e-9 && l <= b + 1e-9) out.push(m * Math.pow(10, k));
+      }
+    }
+    if (out.length < 2) {
+      const t = linTicks(Math.pow(10, a), Math.pow(10, b), n);
+      return { ticks: t.ticks.filter(v => v > 0), step: t.step, lin: true };
+    }
+    return { ticks: out, step: 0 };
+  }
+  function fmtTickY(v, t) {
+    if (v === 0) return '0';
+    const a = Math.abs(v);
+    if (a >= 1e5 || a < 1e-4) return Number(v.toPrecision(3)).toExponential().replace('e+', 'e');
+    if (!t.step) return String(Number(v.toPrecision(3)));
+    const d = Math.max(0, Math.min(10, -Math.floor(Math.log10(t.step) + 1e-9)));
+    return v.toFixed(d);
+  }
+  function compact(v) {
+    const a = Math.abs(v), t = x => String(Number(x.toPrecision(3)));
+    if (a >= 1e9) return t(v / 1e9) + 'B';
+    if (a >= 1e6) return t(v / 1e6) + 'M';
+    if (a >= 1e4) return t(v / 1e3) + 'k';
+    return String(Math.round(v * 1000) / 1000);
+  }
+  function fmtTickX(v, step) {
+    if (opt.xFormat === 'step') return compact(v);
+    if (opt.xFormat === 'relative') return fmtDur(v);
+    const d = new Date(v * 1000);
+    if (step >= 86400) return MON[d.getMonth()] + ' ' + d.getDate();
+    return fmtClock(d, step < 60);
+  }
+  function fmtX(v) {
+    if (opt.xFormat === 'step') return 'Step ' + (Number.isInteger(v) ? v.toLocaleString('en-US') : fmtNum(v));
+    if (opt.xFormat === 'relative') return fmtDur(v) + ' after start';
+    const d = new Date(v * 1000);
+    return MON[d.getMonth()] + ' ' + d.getDate() + ', ' + fmtClock(d, true);
+  }
+
+  // series helpers
+  function isSorted(x, from) { for (let i = Math.max(1, from); i < x.length; i++) if (!(x[i] >= x[i - 1])) return false; return true; }
+  // EMA with TensorBoard's debiasing, so the first points are not dragged towards zero.
+  function smoothFrom(s, i0) {
+    const w = opt.smoothing;
+    if (i0 === 0 || s.smW !== w) { i0 = 0; s.ema = 0; s.emaN = 0; s.sm.length = 0; }
+    for (let i = i0; i < s.y.length; i++) {
+      const v = s.y[i];
+      if (!(v > -Infinity && v < Infinity)) { s.sm[i] = v; continue; }
+      s.ema = s.ema * w + (1 - w) * v; s.emaN++;
+      s.sm[i] = w ? s.ema / (1 - Math.pow(w, s.emaN)) : v;
+    }
+    s.smW = w;
+  }
+  function ensureSmooth(s) { if (s.smW !== opt.smoothing || s.sm.length !== s.y.length) smoothFrom(s, 0); }
+  function span(s, x0, x1) {
+    if (!s.sorted) return [0, s.x.length];
+    return [Math.max(0, lowerBound(s.x, x0) - 1), Math.min(s.x.length, lowerBound(s.x, x1) + 1)];
+  }
+  function nearest(s, x) {
+    const n = s.x.length; if (!n) return -1;
+    if (s.sorted) {
+      const i = lowerBound(s.x, x);
+      if (i <= 0) return 0; if (i >= n) return n - 1;
+      return x - s.x[i - 1] <= s.x[i] - x ? i - 1 : i;
+    }
+    let b = -1, bd = Infinity;
+    for (let i = 0; i < n; i++) { const d = Math.abs(s.x[i] - x); if (d < bd) { bd = d; b = i; } }
+    return b;
+  }
+  // One polyline per run; non-finite values (and values <= 0 on a log axis) break it into
+  // gaps. Dense series are folded into min/max per pixel column, so cost follows width.
+  function trace(ctx, s, ys, r, sx, sy, logy, pw, alpha, width) {
+    const xs = s.x, i0 = r[0], i1 = r[1], n = i1 - i0, dense = n > pw * 2.5, sparse = n < pw / 10;
+    const lo = logy ? 0 : -Infinity;
+    ctx.globalAlpha = alpha; ctx.strokeStyle = s.color; ctx.fillStyle = s.color;
+    ctx.lineWidth = width; ctx.lineJoin = 'round'; ctx.lineCap = 'round';
+    ctx.beginPath();
+    let pen = false, run = 0, lx = 0, ly = 0, col = null, cf = 0, cmin = 0, cmax = 0, cl = 0;
+    const dots = [];
+    const flushCol = () => {
+      if (col === null) return;
+      const x = col + 0.5;
+      if (pen) ctx.lineTo(x, cf); else { ctx.moveTo(x, cf); pen = true; }
+      if (cmin < cf) ctx.lineTo(x, cmin);
+      if (cmax > cmin) ctx.lineTo(x, cmax);
+      ctx.lineTo(x, cl); col = null;
+    };
+    for (let i = i0; i < i1; i++) {
+      const v = ys[i], xv = xs[i];
+      if (!(v > lo && v < Infinity) || !(xv > -Infinity && xv < Infinity)) {
+        if (dense) flushCol();
+        if (run === 1 && !sparse) dots.push(lx, ly);
+        pen = false; run = 0; continue;
+      }
+      const px = sx(xv), py = Math.max(-1e5, Math.min(1e5, sy(v)));
+      if (dense) {
+        const c = Math.floor(px);
+        if (c !== col) { flushCol(); col = c; cf = cmin = cmax = cl = py; }
+        else { if (py < cmin) cmin = py; if (py > cmax) cmax = py; cl = py; }
+      } else if (pen) ctx.lineTo(px, py);
+      else { ctx.moveTo(px, py); pen = true; }
+      run++; lx = px; ly = py;
+      if (sparse) dots.push(px, py);
+    }
+    if (dense) flushCol();
+    if (run === 1 && !sparse) dots.push(lx, ly);
+    ctx.stroke();
+    if (dots.length) {
+      const rr = width * 0.9 + 0.6;
+      ctx.beginPath();
+      for (let i = 0; i < dots.length; i += 2) { ctx.moveTo(dots[i] + rr, dots[i + 1]); ctx.arc(dots[i], dots[i + 1], rr, 0, Math.PI * 2); }
+      ctx.fill();
+    }
+    ctx.globalAlpha = 1;
+  }
+
+  function showTip(hits, cx, cy) {
+    if (!tip) { tip = h('div', { class: 'chart-tip', role: 'tooltip', 'data-testid': 'chart-tooltip' }); tip.hidden = true; document.body.appendChild(tip); }
+    if (!hits || !hits.length) { tip.hidden = true; return; }
+    const rows = hits.slice().sort((p, q) => {
+      const a = p.shown, b = q.shown, fa = a > -Infinity && a < Infinity, fb = b > -Infinity && b < Infinity;
+      return fa && fb ? b - a : fa ? -1 : fb ? 1 : 0;
+    });
+    const kids = [h('div', { class: 'tip-x', text: fmtX(hits.x) })];
+    for (const p of rows.slice(0, 24)) {
+      kids.push(h('div', { class: 'tip-row' }, h('i', { style: 'background:' + p.color }), h('span', { class: 'tip-name', text: p.label }),
+        h('b', { text: fmtNum(p.shown) }), opt.smoothing > 0 ? h('small', { text: fmtNum(p.raw), title: 'raw' }) : null));
+    }
+    if (rows.length > 24) kids.push(h('div', { class: 'tip-x', text: '+' + (rows.length - 24) + ' more' }));
+    tip.replaceChildren.apply(tip, kids);
+    tip.hidden = false;
+    const r = tip.getBoundingClientRect();
+    let x = cx + 16, y = cy + 14;
+    if (x + r.width > innerWidth - 8) x = cx - r.width - 16;
+    if (y + r.height > innerHeight - 8) y = Math.max(8, innerHeight - r.height - 8);
+    tip.style.transform = 'translate(' + Math.round(x) + 'px,' + Math.round(y) + 'px)';
+  }
+
+  function Chart(canvas) {
+    this.canvas = canvas; this.wrap = canvas.parentNode;
+    this.overlay = document.createElement('canvas'); this.overlay.className = 'chart-overlay';
+    this.wrap.appendChild(this.overlay);
+    this.series = new Map(); this.xRange = null; this.L = null;
+    this.visible = !io; this.stale = true; this.alive = true;
+    this.hoverPx = null; this.drag = null; this.onZoom = null; this.onReset = null; this.emptyText = 'No data';
+    this.wrap.__chart = this;
+    this.bind();
+    if (io) io.observe(this.wrap);
+    if (ro) ro.observe(this.wrap);
+    all.add(this); request(this);
+  }
+  Chart.prototype.setSeries = function (id, d) {
+    const s = { id: id, label: d.label || id, color: d.color || '#888', x: Array.from(d.x), y: Array.from(d.y), sm: [], smW: -1, ema: 0, emaN: 0 };
+    s.sorted = isSorted(s.x, 0);
+    this.series.set(id, s); request(this);
+  };
+  Chart.prototype.appendPoints = function (id, xs, ys) {
+    const s = this.series.get(id); if (!s || !xs.length) return;
+    const n0 = s.x.length;
+    for (let i = 0; i < xs.length; i++) { s.x.push(xs[i]); s.y.push(ys[i]); }
+    if (s.sorted) s.sorted = isSorted(s.x, n0);
+    if (s.smW === opt.smoothing && s.sm.length === n0) smoothFrom(s, n0);
+    request(this);
+  };
+  Chart.prototype.removeSeries = function (id) { if (this.series.delete(id)) request(this); };
+  Chart.prototype.setXRange = function (r) {
+    this.xRange = r && r[1] > r[0] ? [r[0], r[1]] : null;
+    request(this);
+  };
+  Chart.prototype.points = function () { const o = {}; for (const [id, s] of this.series) o[id] = s.x.length; return o; };
+  Chart.prototype.destroy = function () {
+    this.alive = false; dirty.delete(this); all.delete(this);
+    if (io) io.unobserve(this.wrap); if (ro) ro.unobserve(this.wrap);
+    this.wrap.__chart = null; this.series.clear();
+    if (this.hoverPx !== null) showTip(null);
+  };
+  Chart.prototype.message = function (ctx, W, H, text) {
+    const T = getTheme();
+    ctx.fillStyle = T.text; ctx.textAlign = 'center'; ctx.textBaseline = 'middle'; ctx.font = T.font;
+    ctx.fillText(text, W / 2, H / 2);
+  };
+  Chart.prototype.draw = function () {
+    this.stale = false;
+    const T = getTheme(), W = this.wrap.clientWidth, H = this.wrap.clientHeight;
+    if (W < 20 || H < 20) return;
+    const dpr = window.devicePixelRatio || 1;
+    fit(this.canvas, W, H, dpr);
+    const ctx = this.canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, W, H);
+    ctx.font = T.font; ctx.textBaseline = 'middle';
+    const list = [];
+    for (const s of this.series.values()) if (!opt.hidden.has(s.id) && s.x.length) list.push(s);
+    if (opt.highlight) list.sort((p, q) => (p.id === opt.highlight) - (q.id === opt.highlight));
+    const logy = opt.logy, lo = logy ? 0 : -Infinity;
+    let x0 = Infinity, x1 = -Infinity;
+    if (this.xRange) { x0 = this.xRange[0]; x1 = this.xRange[1]; }
+    else for (const s of list) {
+      const n = s.x.length;
+      if (s.sorted) { if (s.x[0] < x0) x0 = s.x[0]; if (s.x[n - 1] > x1) x1 = s.x[n - 1]; }
+      else for (let i = 0; i < n; i++) { const v = s.x[i]; if (v < x0) x0 = v; if (v > x1) x1 = v; }
+    }
+    if (!(x1 >= x0) || !isFinite(x0) || !isFinite(x1)) { this.L = null; this.message(ctx, W, H, this.series.size ? 'All runs hidden' : this.emptyText); return; }
+    if (x1 === x0) { const d = opt.xFormat === 'step' ? 1 : Math.max(1, Math.abs(x0) * 1e-9); x0 -= d; x1 += d; }
+    let y0 = Infinity, y1 = -Infinity;
+    const ranges = new Map();
+    for (const s of list) {
+      const r = span(s, x0, x1); ranges.set(s, r);
+      for (let i = r[0]; i < r[1]; i++) {
+        const xv = s.x[i]; if (!(xv >= x0 && xv <= x1)) continue;
+        const v = s.y[i]; if (v > lo && v < Infinity) { if (v < y0) y0 = v; if (v > y1) y1 = v; }
+      }
+    }
+    if (!(y1 >= y0)) {
+      this.L = null;
+      this.message(ctx, W, H, logy ? 'No positive values for a log axis' : 'No finite values in this range');
+      return;
+    }
+    let a = logy ? Math.log10(y0) : y0, b = logy ? Math.log10(y1) : y1;
+    if (b - a < 1e-12 * Math.max(1, Math.abs(a))) { const p = logy ? 0.5 : (Math.abs(a) * 0.1 || 1); a -= p; b += p; }
+    else { const p = (b - a) * 0.06; a -= p; b += p; if (!logy && y0 >= 0 && a < 0 && y0 - (b - a) * 0.25 <= 0) a = 0; }
+    const top = 8, bottom = 22, right = 12, ph = H - top - bottom;
+    const yt = logy ? logTicks(a, b, ph / 34) : linTicks(a, b, ph / 34);
+    const ylab = yt.ticks.map(t => fmtTickY(t, yt));
+    let lw = 0; for (const l of ylab) lw = Math.max(lw, ctx.measureText(l).width);
+    const left = Math.ceil(lw) + 12, pw = W - left - right;
+    if (pw < 20 || ph < 20) return;
+    const sx = x => left + (x - x0) / (x1 - x0) * pw;
+    const sy = logy ? v => top + (1 - (Math.log10(v) - a) / (b - a)) * ph : v => top + (1 - (v - a) / (b - a)) * ph;
+    const xt = opt.xFormat === 'step' ? linTicks(x0, x1, pw / 80, 1) : timeTicks(x0, x1, pw / 95, opt.xFormat === 'wall');
+    // grid
+    ctx.lineWidth = 1; ctx.strokeStyle = T.grid; ctx.beginPath();
+    for (const t of yt.ticks) { const y = Math.round(sy(t)) + 0.5; if (y < top || y > top + ph + 1) continue; ctx.moveTo(left, y); ctx.lineTo(left + pw, y); }
+    for (const t of xt.ticks) { const x = Math.round(sx(t)) + 0.5; if (x < left || x > left + pw + 1) continue; ctx.moveTo(x, top); ctx.lineTo(x, top + ph); }
+    ctx.stroke();
+    ctx.strokeStyle = T.axis; ctx.beginPath();
+    const by = Math.round(top + ph) + 0.5; ctx.moveTo(left, by); ctx.lineTo(left + pw, by); ctx.stroke();
+    // labels
+    ctx.fillStyle = T.text; ctx.textAlign = 'right';
+    yt.ticks.forEach((t, i) => { const y = sy(t); if (y >= top - 2 && y <= top + ph + 2) ctx.fillText(ylab[i], left - 6, Math.max(top + 4, Math.min(top + ph - 2, y))); });
+    ctx.textAlign = 'center';
+    let lastRight = -Infinity;
+    for (const t of xt.ticks) {
+      const x = sx(t); if (x < left - 1 || x > left + pw + 1) continue;
+      const l = fmtTickX(t, xt.step), w = ctx.measureText(l).width;
+      const cx = Math.min(Math.max(x, left + w / 2), W - w / 2 - 1);
+      if (cx - w / 2 < lastRight + 8) continue;
+      ctx.fillText(l, cx, top + ph + 12); lastRight = cx + w / 2;
+    }
+    // series: faint raw curves first, then the (smoothed) curves on top
+    ctx.save(); ctx.beginPath(); ctx.rect(left, top - 2, pw + 1, ph + 4); ctx.clip();
+    const sm = opt.smoothing > 0, hl = opt.highlight;
+    if (sm) for (const s of list) { ensureSmooth(s); trace(ctx, s, s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.06 : 0.2, 1.2); }
+    for (const s of list) trace(ctx, s, sm ? s.sm : s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.2 : 1, hl === s.id ? 2.2 : 1.6);
+    ctx.restore();
+    this.L = { left: left, top: top, pw: pw, ph: ph, x0: x0, x1: x1, logy: logy, sx: sx, sy: sy };
+    if (this.hoverPx !== null || this.drag) this.drawOverlay();
+  };
+  Chart.prototype.valuesAt = function (x) {
+    const out = [];
+    for (const s of this.series.values()) {
+      if (opt.hidden.has(s.id) || !s.x.length) continue;
+      const i = nearest(s, x); if (i < 0) continue;
+      if (opt.smoothing > 0) ensureSmooth(s);
+      out.push({ id: s.id, label: s.label, color: s.color, x: s.x[i], raw: s.y[i], shown: opt.smoothing > 0 ? s.sm[i] : s.y[i] });
+    }
+    return out;
+  };
+  Chart.prototype.drawOverlay = function () {
+    const o = this.overlay, W = this.wrap.clientWidth, H = this.wrap.clientHeight, L = this.L;
+    if (this.hoverPx === null && !this.drag) { if (o.width) { o.width = 0; o.height = 0; } return null; }
+    const dpr = window.devicePixelRatio || 1;
+    fit(o, W, H, dpr);
+    const ctx = o.getContext('2d'); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, W, H);
+    if (!L) return null;
+    const T = getTheme();
+    if (this.drag) {
+      const a = Math.max(L.left, Math.min(this.drag.a, this.drag.b)), b = Math.min(L.left + L.pw, Math.max(this.drag.a, this.drag.b));
+      ctx.fillStyle = T.zoom; ctx.fillRect(a, L.top, b - a, L.ph);
+      ctx.strokeStyle = T.cross; ctx.lineWidth = 1; ctx.beginPath();
+      ctx.moveTo(Math.round(a) + 0.5, L.top); ctx.lineTo(Math.round(a) + 0.5, L.top + L.ph);
+      ctx.moveTo(Math.round(b) - 0.5, L.top); ctx.lineTo(Math.round(b) - 0.5, L.top + L.ph); ctx.stroke();
+      return null;
+    }
+    if (this.hoverPx < L.left - 4 || this.hoverPx > L.left + L.pw + 4) return null;
+    const x = L.x0 + (this.hoverPx - L.left) / L.pw * (L.x1 - L.x0);
+    const hits = this.valuesAt(x);
+    if (!hits.length) return hits;
+    let best = hits[0];
+    for (const p of hits) if (Math.abs(p.x - x) < Math.abs(best.x - x)) best = p;
+    hits.x = best.x;
+    const px = Math.round(L.sx(best.x)) + 0.5;
+    if (px >= L.left && px <= L.left + L.pw + 1) {
+      ctx.strokeStyle = T.cross; ctx.lineWidth = 1; ctx.setLineDash([3, 3]);
+      ctx.beginPath(); ctx.moveTo(px, L.top); ctx.lineTo(px, L.top + L.ph); ctx.stroke(); ctx.setLineDash([]);
+    }
+    for (const p of hits) {
+      const v = p.shown;
+      if (!(v > (L.logy ? 0 : -Infinity) && v < Infinity)) continue;
+      const cx = L.sx(p.x), cy = L.sy(v);
+      if (cx < L.left - 1 || cx > L.left + L.pw + 1 || cy < L.top - 1 || cy > L.top + L.ph + 1) continue;
+      ctx.fillStyle = p.color; ctx.strokeStyle = T.bg; ctx.lineWidth = 2;
+      ctx.beginPath(); ctx.arc(cx, cy, 3.5, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
+    }
+    return hits;
+  };
+  Chart.prototype.hover = function (x) {
+    if (x === null || x === undefined || !this.L) { this.hoverPx = null; this.drawOverlay(); showTip(null); return []; }
+    this.hoverPx = this.L.sx(x);
+    const hits = this.drawOverlay() || [];
+    const r = this.overlay.getBoundingClientRect();
+    showTip(hits, r.left + this.hoverPx, r.top + this.L.top + 10);
+    return hits.map(p => ({ run: p.id, x: p.x, value: p.shown, raw: p.raw }));
+  };
+  Chart.prototype.bind = function () {
+    const o = this.overlay, self = this;
+    const pos = e => e.clientX - o.getBoundingClientRect().left;
+    o.addEventListener('mousemove', e => {
+      if (self.drag) return;
+      self.hoverPx = pos(e);
+      showTip(self.drawOverlay(), e.clientX, e.clientY);
+    });
+    o.addEventListener('mouseleave', () => { if (self.drag) return; self.hoverPx = null; self.drawOverlay(); showTip(null); });
+    o.addEventListener('mousedown', e => {
+      if (e.button !== 0 || !self.L) return;
+      e.preventDefault();
+      const a = pos(e); self.drag = { a: a, b: a }; showTip(null);
+      const move = ev => { self.drag.b = pos(ev); self.drawOverlay(); };
+      const up = () => {
+        window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up);
+        const d = self.drag, L = self.L; self.drag = null;
+        if (L && Math.abs(d.b - d.a) >= 6) {
+          const toX = p => L.x0 + (Math.max(L.left, Math.min(L.left + L.pw, p)) - L.left) / L.pw * (L.x1 - L.x0);
+          const r = [toX(Math.min(d.a, d.b)), toX(Math.max(d.a, d.b))];
+          if (r[1] > r[0]) { self.setXRange(r); if (self.onZoom) self.onZoom(r[0], r[1]); }
+        }
+        self.drawOverlay();
+      };
+      window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
+    });
+    o.addEventListener('dblclick', e => {
+      e.preventDefault();
+      if (!self.xRange) return;
+      self.setXRange(null); if (self.onReset) self.onReset();
+    });
+  };
+
+  function configure(o) {
+    let changed = false;
+    for (const k of Object.keys(o)) if (opt[k] !== o[k]) { opt[k] = o[k]; changed = true; }
+    if (changed) for (const c of all) request(c);
+  }
+  function refreshTheme() { theme = null; for (const c of all) request(c); }
+  return { create: canvas => new Chart(canvas), configure: configure, refreshTheme: refreshTheme };
+})();
+
+// --- state
+const AUTO_SELECT = 5;          // runs shown in the charts when a link names none
+const COMPACT_AT = 60000;       // live points per series before the page thins them out
+const S = {
+  health: null, experiments: [], exp: null, expToken: 0,
+  rows: new Map(),              // run name -> RUN_ROW of the current experiment
+  view: [],                     // filtered, sorted rows
+  paramKeys: new Set(), metricKeys: new Set(),
+  sort: { col: 'started', dir: -1 }, filter: '',
+  colPrefs: null,               // Set of visible column ids, or null for the defaults
+  selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
+  smoothing: 0, logy: false, xaxis: 'step', chartFilter: '',
+  detail: null, detailToken: 0, editingDesc: false
+};
+const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
+const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
+const flash = new Set();
+
+// --- url hash
+// #exp=mnist&runs=mnist/a,mnist/b&smooth=0.6&logy=1&x=wall&run=mnist/a  (reload reproduces the view)
+function readHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const list = k => p.has(k) ? p.get(k).split(',').filter(Boolean) : null;
+  const sm = parseFloat(p.get('smooth'));
+  return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
+    logy: p.get('logy') === '1', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
+    run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '' };
+}
+let hashTimer = 0;
+function writeHash(push) {
+  clearTimeout(hashTimer);
+  const go = () => {
+    const parts = [], put = (k, v) => parts.push(k + '=' + enc(v).replace(/%2F/gi, '/').replace(/%2C/gi, ',').replace(/%3A/gi, ':'));
+    if (S.exp) put('exp', S.exp);
+    if (!S.autoSelect) put('runs', S.selected.join(','));
+    const hid = S.selected.filter(k => S.hidden.has(k)); if (hid.length) put('hide', hid.join(','));
+    if (S.smoothing) put('smooth', String(S.smoothing));
+    if (S.logy) put('logy', '1');
+    if (S.xaxis !== 'step') put('x', S.xaxis);
+    if (S.filter) put('q', S.filter);
+    if (S.chartFilter) put('metrics', S.chartFilter);
+    if (S.detail) put('run', S.detail);
+    const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
+    if ((parts.length ? hs : '') === location.hash) return;
+    if (push) history.pushState(null, '', hs); else history.replaceState(null, '', hs);
+  };
+  if (push) go(); else hashTimer = setTimeout(go, 120);
+}
+async function applyHash() {
+  const hs = readHash();
+  applyChartSettings(hs);
+  if (S.filter !== hs.q) { S.filter = hs.q; $('#filter').value = hs.q; scheduleTable(); }
+  if (S.chartFilter !== hs.metrics) { S.chartFilter = hs.metrics; $('#chart-filter').value = hs.metrics; scheduleCharts(); }
+  if (hs.exp && hs.exp !== S.exp) await selectExperiment(hs.exp, { runs: hs.runs, hide: hs.hide });
+  else if (hs.runs && hs.runs.join(',') !== S.selected.join(',')) setSelection(hs.runs, true);
+  if (hs.run !== S.detail) { if (hs.run) openDetail(hs.run); else closeDetail(); }
+}
+function applyChartSettings(hs) {
+  S.smoothing = hs.smooth; S.logy = hs.logy;
+  $('#smoothing').value = String(S.smoothing); $('#smoothing-value').textContent = S.smoothing.toFixed(2);
+  $('#logy').checked = S.logy;
+  if (S.xaxis !== hs.x) { S.xaxis = hs.x; $('#xaxis').value = hs.x; resetAllZoom(); }
+  Charts.configure({ smoothing: S.smoothing, logy: S.logy, xFormat: S.xaxis });
+}
+
+// --- experiments
+let expRefreshTimer = 0, expRefreshAt = 0;
+async function loadExperiments() {
+  try {
+    const j = await api('/api/experiments');
+    S.experiments = (j && j.experiments) || [];
+  } catch (e) { showError('Could not load experiments', e); }
+  renderExperiments();
+}
+function refreshExperimentsSoon() {
+  if (expRefreshTimer) return;
+  const wait = Math.max(300, 2000 - (Date.now() - expRefreshAt));
+  expRefreshTimer = setTimeout(async () => { expRefreshTimer = 0; expRefreshAt = Date.now(); await loadExperiments(); if (!S.exp && S.experiments.length) start(); }, wait);
+}
+function renderExperiments() {
+  const ul = $('#experiments');
+  const list = S.experiments.slice().sort((a, b) => (parseTime(b.last_activity) || 0) - (parseTime(a.last_activity) || 0) || natural(a.name, b.name));
+  $('#exp-count').textContent = list.length ? String(list.length) : '';
+  if (!list.length) { ul.replaceChildren(h('li', { class: 'side-empty', text: 'No experiments yet' })); return; }
+  ul.replaceChildren.apply(ul, list.map(e => {
+    const running = (e.status_counts && e.status_counts.running) || 0;
+    const failed = ((e.status_counts && e.status_counts.failed) || 0) + ((e.status_counts && e.status_counts.crashed) || 0);
+    return h('li', null, h('button', { type: 'button', class: 'exp-item' + (e.name === S.exp ? ' active' : ''), 'data-exp': e.name, title: e.description || e.name,
+      onclick: () => { if (e.name !== S.exp) selectExperiment(e.name, { push: true }); } },
+    h('div', { class: 'exp-name' }, h('span', { text: e.display_name || e.name })),
+    h('div', { class: 'exp-meta' }, h('span', { text: e.runs + (e.runs === 1 ? ' run' : ' runs') }),
+      running ? h('span', { class: 'live', text: running + ' live' }) : null,
+      failed ? h('span', { style: 'color:var(--err)', text: failed + ' failed' }) : null,
+      h('span', { text: fmtAgo(parseTime(e.last_activity)) }))));
+  }));
+}
+function showWelcome() {
+  $('#empty').hidden = false; $('#runs-panel').hidden = true; $('#charts-panel').hidden = true;
+  $('#crumb-exp').textContent = '';
+  if (S.health && S.health.root) $('#empty-root').textContent = S.health.root;
+}
+async function selectExperiment(name, opts) {
+  opts = opts || {};
+  const token = ++S.expToken;
+  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set();
+  S.colPrefs = loadColPrefs(name);
+  $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
+  $('#crumb-exp').textContent = name; $('#exp-title').textContent = name;
+  document.title = name + ' \u00b7 expman';
+  const meta = S.experiments.find(e => e.name === name);
+  $('#exp-desc').textContent = (meta && meta.description) || '';
+  renderExperiments();
+  $('#runs-empty').hidden = false; $('#runs-empty').textContent = 'Loading runs\u2026';
+  renderTable();
+  let j;
+  try { j = await api(expPath(name) + '/runs'); }
+  catch (e) {
+    if (token !== S.expToken) return;
+    $('#runs-empty').textContent = 'Could not load runs.';
+    showError('Could not load runs of ' + name, e); return;
+  }
+  if (token !== S.expToken) return;
+  for (const r of (j.runs || [])) addRow(r);
+  if (opts.runs) { S.hidden = new Set(opts.hide || []); setSelection(opts.runs, true); }
+  else {
+    S.hidden = new Set();
+    const newest = Array.from(S.rows.values()).sort((a, b) => (parseTime(b.started_at) || 0) - (parseTime(a.started_at) || 0));
+    setSelection(newest.slice(0, AUTO_SELECT).map(r => name + '/' + r.name), false);
+  }
+  renderTable();
+  writeHash(opts.push);
+}
+
+// --- runs table
+function addRow(r) {
+  r._recv = Date.now();
+  S.rows.set(r.name, r);
+  known.set(r.experiment + '/' + r.name, Object.assign({}, known.get(r.experiment + '/' + r.name) || {}, r));
+  let fresh = false;
+  for (const k of Object.keys(r.params || {})) if (!S.paramKeys.has(k)) { S.paramKeys.add(k); fresh = true; }
+  for (const k of Object.keys(r.summary || {})) if (!S.metricKeys.has(k)) { S.metricKeys.add(k); fresh = true; }
+  if (fresh) colsCache = null;
+}
+const STATUS_ORDER = { running: 0, failed: 1, crashed: 2, interrupted: 3, finished: 4 };
+function statusEl(st) {
+  st = st || 'unknown';
+  return h('span', { class: 'status ' + st, 'data-status': st }, h('span', { class: 'dot' }), h('span', { text: st }));
+}
+function liveDuration(r) {
+  if (r.duration_secs === null || r.duration_secs === undefined) return null;
+  return r.status === 'running' ? r.duration_secs + (Date.now() - (r._recv || Date.now())) / 1000 : r.duration_secs;
+}
+let colsCache = null;
+function allColumns() {
+  if (colsCache) return colsCache;
+  const base = [
+    { id: 'status', label: 'Status', w: 108, get: r => STATUS_ORDER[r.status] === undefined ? 9 : STATUS_ORDER[r.status], cell: r => statusEl(r.status) },
+    { id: 'started', label: 'Started', w: 124, get: r => parseTime(r.started_at), cell: r => fmtWhen(parseTime(r.started_at)), title: r => fmtFull(parseTime(r.started_at)) },
+    { id: 'duration', label: 'Duration', w: 88, num: true, get: liveDuration, cell: r => fmtDur(liveDuration(r)), live: true },
+    { id: 'steps', label: 'Steps', w: 76, num: true, get: r => isNull(r.last_step) ? null : r.last_step, cell: r => isNull(r.last_step) ? null : Number(r.last_step).toLocaleString('en-US') },
+    { id: 'tags', label: 'Tags', w: 150, get: r => (r.tags || []).join(' ') || null, cell: r => (r.tags || []).slice(0, 3).map(t => h('span', { class: 'tag', text: t, title: t })), title: r => (r.tags || []).join(', ') },
+    { id: 'description', label: 'Description', w: 200, opt: true, get: r => r.description || null, cell: r => r.description || null, title: r => r.description || '' },
+    { id: 'hostname', label: 'Host', w: 120, opt: true, get: r => r.hostname || null, cell: r => r.hostname || null },
+    { id: 'git', label: 'Git commit', w: 96, opt: true, get: r => r.git_commit || null, cell: r => r.git_commit ? String(r.git_commit).slice(0, 8) : null, mono: true }
+  ];
+  const params = Array.from(S.paramKeys).sort(natural).map((k, i) => ({
+    id: 'p:' + k, label: k, kind: 'param', first: i === 0, w: Math.max(84, Math.min(180, 7 * k.length + 34)),
+    get: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : v; },
+    cell: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : fmtValue(v); }, numish: true
+  }));
+  const metrics = Array.from(S.metricKeys).sort(natural).map((k, i) => ({
+    id: 'm:' + k, label: k, kind: 'metric', first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
+    get: r => { const v = num(r.summary ? r.summary[k] : null); return Number.isNaN(v) ? null : v; },
+    cell: r => { const v = r.summary ? r.summary[k] : undefined; return v === null || v === undefined ? null : fmtNum(v); }
+  }));
+  colsCache = { base: base, params: params, metrics: metrics, all: base.concat(params, metrics) };
+  return colsCache;
+}
+// Default columns: the run basics, the params that differ between runs, and the first metrics.
+function defaultColumns() {
+  const c = allColumns(), rows = Array.from(S.rows.values()), out = new Set(['status', 'started', 'duration', 'steps']);
+  if (rows.some(r => r.tags && r.tags.length)) out.add('tags');
+  const varying = c.params.filter(p => { const seen = new Set(); for (const r of rows) { seen.add(JSON.stringify(p.get(r))); if (seen.size > 1) return true; } return false; });
+  (varying.length ? varying : c.params).slice(0, 8).forEach(p => out.add(p.id));
+  c.metrics.slice(0, 8).forEach(m => out.add(m.id));
+  return out;
+}
+function visibleColumns() {
+  const c = allColumns(), on = S.colPrefs || defaultColumns();
+  const cols = c.all.filter(x => on.has(x.id));
+  let fp = true, fm = true;
+  return cols.map(x => { const y = Object.assign({}, x); if (x.kind === 'param') { y.first = fp; fp = false; } if (x.kind === 'metric') { y.first = fm; fm = false; } return y; });
+}
+function loadColPrefs(exp) { try { const v = JSON.parse(store('expman.cols.' + exp) || 'null'); return Array.isArray(v) ? new Set(v) : null; } catch (e) { return null; } }
+function saveColPrefs() { store('expman.cols.' + S.exp, S.colPrefs ? JSON.stringify(Array.from(S.colPrefs)) : null); }
+
+const haystacks = new WeakMap();
+function haystack(r) {
+  let s = haystacks.get(r);
+  if (s === undefined) {
+    const parts = [r.name, r.status, r.description || '', r.hostname || ''].concat(r.tags || []);
+    for (const k of Object.keys(r.params || {})) parts.push(k + '=' + fmtValue(r.params[k]));
+    s = parts.join('\n').toLowerCase(); haystacks.set(r, s);
+  }
+  return s;
+}
+function computeView() {
+  const terms = S.filter.toLowerCase().split(/\s+/).filter(Boolean);
+  let rows = Array.from(S.rows.values());
+  if (terms.length) rows = rows.filter(r => { const s = haystack(r); return terms.every(t => s.indexOf(t) >= 0); });
+  const col = S.sort.col === 'name' ? { get: r => r.name } : allColumns().all.find(c => c.id === S.sort.col) || allColumns().base[1];
+  const dir = S.sort.dir;
+  const keyed = rows.map(r => [col.get(r), r]);
+  keyed.sort((p, q) => {
+    const a = p[0], b = q[0], na = isNull(a), nb = isNull(b);
+    if (na || nb) return na === nb ? 0 : na ? 1 : -1;
+    return dir * cmpValues(a, b) || natural(p[1].name, q[1].name);
+  });
+  S.view = keyed.map(x => x[1]);
+}
+const ROW_H = 30;
+let tableFrame = 0;
+function scheduleTable() { if (!tableFrame) tableFrame = requestAnimationFrame(() => { tableFrame = 0; renderTable(); }); }
+let headCols = null;
+function renderTable() {
+  computeView();
+  const cols = visibleColumns();
+  headCols = cols;
+  renderHead(cols);
+  renderBody();
+  const total = S.rows.size, shown = S.view.length, sel = S.selected.length;
+  $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + (sel ? ' \u00b7 ' + sel + ' selected' : '');
+  const empty = $('#runs-empty');
+  if (S.rows.size && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
+  else if (!S.rows.size && S.exp && empty.textContent.indexOf('Loading') < 0) { empty.hidden = false; empty.textContent = 'No runs in this experiment yet. New runs appear here as soon as they start.'; }
+  else if (S.rows.size) empty.hidden = true;
+}
+function renderHead(cols) {
+  const table = $('#runs-table');
+  const widths = [34, 230].concat(cols.map(c => c.w));
+  $('#runs-cols').replaceChildren.apply($('#runs-cols'), widths.map(w => h('col', { style: 'width:' + w + 'px' })));
+  table.style.width = widths.reduce((a, b) => a + b, 0) + 'px';
+  const arrow = id => S.sort.col === id ? h('span', { class: 'arrow', text: S.sort.dir > 0 ? '\u25b2' : '\u25bc' }) : null;
+  const inView = S.view.filter(r => S.selectedSet.has(S.exp + '/' + r.name)).length;
+  const all = h('input', { type: 'checkbox', class: 'select-all', title: 'Select all shown runs', 'aria-label': 'Select all shown runs',
+    checked: inView > 0 && inView === S.view.length, indeterminate: inView > 0 && inView < S.view.length });
+  const tr = h('tr', null,
+    h('th', { class: 'c-sel' }, all),
+    h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name')),
+    cols.map(c => h('th', { 'data-col': c.id, class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : ''), title: (c.kind ? c.kind + ': ' : '') + c.label },
+      c.kind === 'metric' && c.first ? null : null, c.label, arrow(c.id))));
+  table.tHead.replaceChildren(tr);
+}
+function renderBody() {
+  const sc = $('#runs-scroll'), tbody = $('#runs-table').tBodies[0], n = S.view.length, cols = headCols || visibleColumns();
+  const top = Math.max(0, sc.scrollTop - 32), vh = sc.clientHeight || 400;
+  const start = Math.max(0, Math.floor(top / ROW_H) - 8), end = Math.min(n, Math.ceil((top + vh) / ROW_H) + 8);
+  const span = cols.length + 2, out = [];
+  if (start > 0) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + start * ROW_H + 'px' })));
+  for (let i = start; i < end; i++) out.push(renderRow(S.view[i], cols));
+  if (end < n) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + (n - end) * ROW_H + 'px' })));
+  tbody.replaceChildren.apply(tbody, out);
+}
+function renderRow(r, cols) {
+  const k = S.exp + '/' + r.name, sel = S.selectedSet.has(k);
+  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') });
+  tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
+  tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + colorOf(k) : '' }),
+    h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name })));
+  for (const c of cols) {
+    const v = c.cell(r);
+    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : ''), 'data-col': c.id });
+    if (v === null || v === undefined || v === '') td.append(h('span', { class: 'null', text: '\u2013' }));
+    else add(td, v);
+    const t = c.title ? c.title(r) : (typeof v === 'string' ? v : null);
+    if (t) td.title = t;
+    if (c.live && r.status === 'running') { td.setAttribute('data-live-base', String(r.duration_secs || 0)); td.setAttribute('data-live-recv', String(r._recv || Date.now())); }
+    tr.append(td);
+  }
+  return tr;
+}
+let lastClicked = -1;
+function bindTable() {
+  const tbody = $('#runs-table').tBodies[0];
+  tbody.addEventListener('click', e => {
+    const tr = e.target.closest('tr[data-run]'); if (!tr) return;
+    const k = S.exp + '/' + tr.getAttribute('data-run');
+    if (e.target.closest('.run-link')) { openDetail(k, true); return; }
+    if (e.target.classList.contains('run-select')) {
+      const idx = S.view.findIndex(r => r.name === tr.getAttribute('data-run'));
+      if (e.shiftKey && lastClicked >= 0 && idx >= 0) {
+        const on = e.target.checked, [a, b] = [Math.min(lastClicked, idx), Math.max(lastClicked, idx)];
+        const set = new Set(S.selected);
+        for (let i = a; i <= b; i++) { const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
+        setSelection(S.selected.filter(x => set.has(x)).concat(Array.from(set).filter(x => S.selected.indexOf(x) < 0)), true);
+      } else toggleRun(k, e.target.checked);
+      lastClicked = idx;
+    }
+  });
+  $('#runs-table').tHead.addEventListener('click', e => {
+    if (e.target.classList.contains('select-all')) {
+      const keys = S.view.map(r => S.exp + '/' + r.name);
+      if (e.target.checked) {
+        const addKeys = keys.filter(k => !S.selectedSet.has(k)).slice(0, Math.max(0, 100 - S.selected.length));
+        if (addKeys.length < keys.filter(k => !S.selectedSet.has(k)).length) showBanner('Selected the first 100 runs; select more one by one.', true);
+        setSelection(S.selected.concat(addKeys), true);
+      } else { const drop = new Set(keys); setSelection(S.selected.filter(k => !drop.has(k)), true); }
+      return;
+    }
+    const th = e.target.closest('th[data-col]'); if (!th) return;
+    const id = th.getAttribute('data-col');
+    if (S.sort.col === id) S.sort.dir = -S.sort.dir;
+    else S.sort = { col: id, dir: id === 'name' || id === 'status' || id.slice(0, 2) === 'p:' ? 1 : -1 };
+    renderTable();
+  });
+  let scrollFrame = 0;
+  $('#runs-scroll').addEventListener('scroll', () => { if (!scrollFrame) scrollFrame = requestAnimationFrame(() => { scrollFrame = 0; renderBody(); }); }, { passive: true });
+  // drag the bottom edge of the runs panel to give the table more or less room
+  const rs = $('#runs-resizer'), sc = $('#runs-scroll');
+  const saved = parseInt(store('expman.tableHeight') || '', 10);
+  if (saved > 60) sc.style.maxHeight = saved + 'px';
+  rs.addEventListener('mousedown', e => {
+    e.preventDefault();
+    const y0 = e.clientY, h0 = sc.getBoundingClientRect().height;
+    const move = ev => { sc.style.maxHeight = Math.max(90, h0 + ev.clientY - y0) + 'px'; scheduleTable(); };
+    const up = () => { window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up); store('expman.tableHeight', String(parseInt(sc.style.maxHeight, 10))); };
+    window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
+  });
+}
+// running runs' durations tick without a request
+setInterval(() => {
+  const now = Date.now();
+  for (const td of document.querySelectorAll('[data-live-base]')) {
+    td.textContent = fmtDur(Number(td.getAttribute('data-live-base')) + (now - Number(td.getAttribute('data-live-recv'))) / 1000);
+  }
+}, 1000);
+
+// --- column chooser
+function openColumns() {
+  const pop = $('#columns-popover');
+  if (!pop.hidden) { pop.hidden = true; return; }
+  const c = allColumns();
+  const current = () => S.colPrefs || defaultColumns();
+  const search = h('input', { type: 'search', placeholder: 'Search columns', 'aria-label': 'Search columns' });
+  const body = h('div');
+  const draw = () => {
+    const q = search.value.toLowerCase(), on = current();
+    const group = (title, cols) => {
+      cols = cols.filter(x => x.label.toLowerCase().indexOf(q) >= 0);
+      if (!cols.length) return null;
+      const setAll = v => { const s = new Set(current()); for (const x of cols) { if (v) s.add(x.id); else s.delete(x.id); } S.colPrefs = s; saveColPrefs(); renderTable(); draw(); };
+      return [h('div', { class: 'pop-group' }, h('span', { text: title + ' (' + cols.length + ')' }),
+        h('span', null, h('button', { type: 'button', text: 'all', onclick: () => setAll(true) }), ' \u00b7 ', h('button', { type: 'button', text: 'none', onclick: () => setAll(false) }))),
+      cols.map(x => h('label', { class: 'pop-item', 'data-col': x.id }, h('input', { type: 'checkbox', checked: on.has(x.id), onchange: e => {
+        const s = new Set(current()); if (e.target.checked) s.add(x.id); else s.delete(x.id);
+        S.colPrefs = s; saveColPrefs(); renderTable();
+      } }), h('span', { text: x.label, title: x.label })))];
+    };
+    body.replaceChildren.apply(body, [group('Run', c.base), group('Params', c.params), group('Metrics', c.metrics)].flat().filter(Boolean));
+  };
+  search.addEventListener('input', draw);
+  draw();
+  pop.replaceChildren(search, body, h('div', { class: 'row-actions' }, h('button', { type: 'button', class: 'btn small', text: 'Reset to defaults', onclick: () => { S.colPrefs = null; saveColPrefs(); renderTable(); draw(); } })));
+  const r = $('#columns-button').getBoundingClientRect();
+  pop.style.top = (r.bottom + 6) + 'px';
+  pop.style.left = Math.max(8, Math.min(innerWidth - 310, r.right - 300)) + 'px';
+  pop.hidden = false;
+  search.focus();
+}
+
+// --- selection and metric data
+function setSelection(keys, manual) {
+  const seen = new Set();
+  keys = keys.filter(k => k && k.indexOf('/') > 0 && !seen.has(k) && seen.add(k));
+  if (manual) S.autoSelect = false;
+  S.selected = keys; S.selectedSet = new Set(keys);
+  for (const k of Array.from(data.keys())) if (!S.selectedSet.has(k)) data.delete(k);
+  for (const k of keys) if (!data.has(k)) loadRun(k);
+  $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
+  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); writeHash();
+}
+function toggleRun(k, on) {
+  if (on && !S.selectedSet.has(k)) setSelection(S.selected.concat([k]), true);
+  else if (!on && S.selectedSet.has(k)) setSelection(S.selected.filter(x => x !== k), true);
+}
+function maxPoints() {
+  const w = ($('#charts').clientWidth || 1000) - 24, cols = Math.max(1, Math.floor((w + 12) / 342)), colW = (w - (cols - 1) * 12) / cols;
+  return Math.max(300, Math.min(2000, Math.round(colW * (window.devicePixelRatio || 1))));
+}
+function convertSeries(ser) {
+  const n = ser && ser.step ? ser.step.length : 0, st = new Array(n), tm = new Array(n), va = new Array(n);
+  for (let i = 0; i < n; i++) {
+    st[i] = Number(ser.step[i]);
+    tm[i] = ser.time && ser.time[i] !== null && ser.time[i] !== undefined ? Number(ser.time[i]) : NaN;
+    va[i] = num(ser.value ? ser.value[i] : null);
+  }
+  return { step: st, time: tm, value: va };
+}
+async function loadRun(k) {
+  const rd = { key: k, since: 0, series: new Map(), ready: false, version: 1, t0: null, downsampled: false, catching: false, again: false };
+  data.set(k, rd);
+  const row = known.get(k);
+  let mp = maxPoints();
+  const nkeys = row && row.summary ? Object.keys(row.summary).length : 0;
+  if (nkeys > 40) mp = Math.max(150, Math.min(mp, Math.floor(120000 / nkeys)));
+  try {
+    const j = await limited(() => api(runPath(k) + '/metrics?since=0&max_points=' + mp));
+    if (data.get(k) !== rd) return;
+    for (const key of Object.keys(j.series || {})) rd.series.set(key, convertSeries(j.series[key]));
+    rd.since = j.next_since || 0; rd.downsampled = !!j.downsampled;
+    rd.t0 = startTime(k, rd);
+    rd.ready = true;
+    if (!row && k.indexOf(S.exp + '/') !== 0) api(runPath(k) + '/metadata').then(m => { known.set(k, Object.assign({}, known.get(k) || {}, m)); renderLegend(); }).catch(() => {});
+  } catch (e) {
+    if (data.get(k) !== rd) return;
+    rd.error = e.message; rd.ready = true;
+    showError('Could not load metrics of ' + k, e);
+  }
+  renderLegend(); scheduleCharts(); scheduleStream();
+}
+function startTime(k, rd) {
+  const r = known.get(k), t = r ? parseTime(r.started_at) : null;
+  if (t !== null) return t;
+  let m = Infinity;
+  for (const s of rd.series.values()) if (s.time.length && s.time[0] < m) m = s.time[0];
+  return isFinite(m) ? m : 0;
+}
+function xsOf(rd, step, time) {
+  if (S.xaxis === 'step') return step;
+  if (S.xaxis === 'wall') return time;
+  const t0 = rd.t0 || 0; return time.map(t => t - t0);
+}
+// new rows for a run: either from the stream or a catch-up fetch
+function applyRows(rd, series, next) {
+  let newKey = false;
+  for (const key of Object.keys(series || {})) {
+    const add = convertSeries(series[key]); if (!add.step.length) continue;
+    let s = rd.series.get(key);
+    if (!s) { s = { step: [], time: [], value: [] }; rd.series.set(key, s); newKey = true; }
+    for (let i = 0; i < add.step.length; i++) { s.step.push(add.step[i]); s.time.push(add.time[i]); s.value.push(add.value[i]); }
+    if (s.step.length > COMPACT_AT) { compactSeries(s); rd.version++; newKey = true; continue; }
+    const c = cards.get(key);
+    if (c && c.loaded.get(rd.key) === rd.version) c.chart.appendPoints(rd.key, xsOf(rd, add.step, add.time), add.value);
+  }
+  rd.since = next;
+  if (newKey) scheduleCharts();
+}
+// A run streaming for hours would grow without bound; keep min and max per bucket (the server's
+// own downsampling) and let a zoom fetch the detail back.
+function compactSeries(s) {
+  const n = s.step.length, buckets = 4000, per = n / buckets, out = { step: [], time: [], value: [] };
+  const put = i => { out.step.push(s.step[i]); out.time.push(s.time[i]); out.value.push(s.value[i]); };
+  for (let b = 0; b < buckets; b++) {
+    const i0 = Math.floor(b * per), i1 = Math.min(n, Math.floor((b + 1) * per));
+    let mn = -1, mx = -1, gap = -1;
+    for (let i = i0; i < i1; i++) {
+      const v = s.value[i];
+      if (!(v > -Infinity && v < Infinity)) { if (gap < 0) gap = i; continue; }
+      if (mn < 0 || v < s.value[mn]) mn = i;
+      if (mx < 0 || v > s.value[mx]) mx = i;
+    }
+    const keep = [mn, mx, gap].filter(i => i >= 0).sort((a, b2) => a - b2);
+    keep.forEach((i, j) => { if (j === 0 || i !== keep[j - 1]) put(i); });
+  }
+  s.step = out.step; s.time = out.time; s.value = out.value;
+}
+function onMetricsEvent(ev) {
+  const rd = data.get(ev.run);
+  if (!rd || !rd.ready || rd.error) return;
+  if (ev.next_since <= rd.since) return;
+  if (ev.since === rd.since && !rd.catching) { applyRows(rd, ev.series, ev.next_since); return; }
+  catchUp(rd);
+}
+// The stream and the page disagree about which rows the page holds (a reconnect, a gap):
+// fetch exactly the rows after the page's cursor.
+async function catchUp(rd) {
+  if (rd.catching) { rd.again = true; return; }
+  rd.catching = true;
+  try {
+    do {
+      rd.again = false;
+      const since = rd.since;
+      const j = await api(runPath(rd.key) + '/metrics?since=' + since + '&max_points=' + Math.max(2000, maxPoints()));
+      if (data.get(rd.key) !== rd) return;
+      if (rd.since === since && j.next_since > since) applyRows(rd, j.series, j.next_since);
+    } while (rd.again);
+  } catch (e) { showError('Could not update ' + rd.key, e); }
+  finally { rd.catching = false; }
+}
+
+// --- chart panel
+const cards = new Map();        // metric key -> card {key, el, chart, loaded: Map(run -> version), zoom}
+const groups = new Map();       // prefix -> {el, grid, count}
+let chartsTimer = 0;
+function scheduleCharts() { if (!chartsTimer) chartsTimer = setTimeout(() => { chartsTimer = 0; syncCharts(); }, 16); }
+function labelOf(k) { const p = splitKey(k); return p[0] === S.exp ? p[1] : k; }
+function collapsedGroups() { try { return new Set(JSON.parse(store('expman.collapsed') || '[]')); } catch (e) { return new Set(); } }
+function makeGroup(g) {
+  const count = h('span', { class: 'count' });
+  const grid = h('div', { class: 'chart-grid' });
+  const el = h('details', { class: 'group', 'data-group': g, open: !collapsedGroups().has(g) },
+    h('summary', null, icon('chev', 14), h('span', { text: g || 'Charts' }), count), grid);
+  el.addEventListener('toggle', () => {
+    const s = collapsedGroups(); if (el.open) s.delete(g); else s.add(g);
+    store('expman.collapsed', JSON.stringify(Array.from(s)));
+  });
+  return { el: el, grid: grid, count: count };
+}
+function makeCard(k) {
+  const i = k.indexOf('/');
+  const canvas = h('canvas', { class: 'plot', 'data-testid': 'chart-canvas' });
+  const reset = h('button', { type: 'button', class: 'icon-btn reset-zoom', title: 'Reset zoom (or double-click the chart)', 'aria-label': 'Reset zoom' }, icon('reset', 13));
+  const el = h('div', { class: 'chart', 'data-key': k, 'data-testid': 'chart' },
+    h('div', { class: 'chart-head' }, h('span', { class: 'chart-title', title: k }, i > 0 ? h('span', { class: 'chart-prefix', text: k.slice(0, i + 1) }) : null, i > 0 ? k.slice(i + 1) : k), reset),
+    h('div', { class: 'plot-wrap' }, canvas));
+  const chart = Charts.create(canvas);
+  const c = { key: k, el: el, chart: chart, loaded: new Map(), zoom: null, zoomToken: 0 };
+  chart.onZoom = (a, b) => zoomCard(c, a, b);
+  chart.onReset = () => resetZoom(c);
+  reset.addEventListener('click', () => { chart.setXRange(null); resetZoom(c); });
+  return c;
+}
+function place(parent, node, after) {
+  const want = after ? after.nextSibling : parent.firstChild;
+  if (node !== want) parent.insertBefore(node, want);
+}
+function syncCharts() {
+  const root = $('#charts');
+  const keys = new Set();
+  let loading = 0, ready = 0;
+  for (const k of S.selected) {
+    const rd = data.get(k);
+    if (!rd || !rd.ready) { loading++; continue; }
+    ready++;
+    for (const key of rd.series.keys()) keys.add(key);
+  }
+  const terms = S.chartFilter.toLowerCase().split(/\s+/).filter(Boolean);
+  const list = Array.from(keys).filter(k => terms.every(t => k.toLowerCase().indexOf(t) >= 0)).sort(natural);
+  const byGroup = new Map();
+  for (const k of list) { const i = k.indexOf('/'), g = i > 0 ? k.slice(0, i) : ''; if (!byGroup.has(g)) byGroup.set(g, []); byGroup.get(g).push(k); }
+  const order = Array.from(byGroup.keys()).sort((a, b) => (a === '') - (b === '') || natural(a, b));
+  const want = new Set(list);
+  for (const [k, c] of cards) if (!want.has(k)) { c.chart.destroy(); c.el.remove(); cards.delete(k); }
+  for (const [g, ge] of groups) if (!byGroup.has(g)) { ge.el.remove(); groups.delete(g); }
+  let prevGroup = null;
+  for (const g of order) {
+    let ge = groups.get(g);
+    if (!ge) { ge = makeGroup(g); groups.set(g, ge); }
+    ge.count.textContent = String(byGroup.get(g).length);
+    place(root, ge.el, prevGroup); prevGroup = ge.el;
+    let prev = null;
+    for (const k of byGroup.get(g)) {
+      let c = cards.get(k);
+      if (!c) { c = makeCard(k); cards.set(k, c); }
+      place(ge.grid, c.el, prev); prev = c.el;
+    }
+  }
+  for (const c of cards.values()) syncCardSeries(c);
+  const empty = $('#charts-empty');
+  let msg = null;
+  if (!S.selected.length) msg = ['No runs selected', 'Tick runs in the table above to compare their metrics here.'];
+  else if (!list.length && loading) msg = ['Loading metrics\u2026', ''];
+  else if (!list.length && keys.size) msg = ['No metric matches \u201c' + S.chartFilter + '\u201d', ''];
+  else if (!list.length && ready) msg = ['No metrics yet', 'The selected runs have not logged any metrics. Charts appear as soon as they do.'];
+  empty.hidden = !msg;
+  if (msg) empty.replaceChildren(h('strong', { text: msg[0] }), msg[1]);
+}
+function syncCardSeries(c) {
+  const present = new Set();
+  for (const k of S.selected) {
+    const rd = data.get(k); if (!rd || !rd.ready) continue;
+    const s = rd.series.get(c.key); if (!s) continue;
+    present.add(k);
+    if (c.loaded.get(k) !== rd.version) { c.chart.setSeries(k, seriesFor(c, rd, s)); c.loaded.set(k, rd.version); }
+  }
+  for (const k of Array.from(c.loaded.keys())) if (!present.has(k)) { c.chart.removeSeries(k); c.loaded.delete(k); }
+}
+function seriesFor(c, rd, s) {
+  let d = s;
+  const z = c.zoom && c.zoom.fine.get(rd.key);
+  if (z) {
+    const i0 = lowerBound(s.step, z.s0); let i1 = i0;
+    while (i1 < s.step.length && s.step[i1] <= z.s1) i1++;
+    d = { step: s.step.slice(0, i0).concat(z.step, s.step.slice(i1)), time: s.time.slice(0, i0).concat(z.time, s.time.slice(i1)), value: s.value.slice(0, i0).concat(z.value, s.value.slice(i1)) };
+  }
+  return { x: xsOf(rd, d.step, d.time), y: d.value, color: colorOf(rd.key), label: labelOf(rd.key) };
+}
+// Zooming asks the server for the finer data of the range (x_min/x_max are steps).
+async function zoomCard(c, x0, x1) {
+  const token = ++c.zoomToken;
+  c.el.classList.add('zoomed');
+  c.zoom = { x0: x0, x1: x1, fine: new Map() };
+  const mp = maxPoints(), jobs = [];
+  for (const k of Array.from(c.loaded.keys())) {
+    const rd = data.get(k); if (!rd || !rd.downsampled) continue;
+    const s = rd.series.get(c.key); if (!s || !s.step.length) continue;
+    const r = stepRange(rd, s, x0, x1);
+    jobs.push(limited(() => api(runPath(k) + '/metrics?keys=' + enc(c.key) + '&since=0&max_points=' + mp + '&x_min=' + r[0] + '&x_max=' + r[1])).then(j => {
+      if (token !== c.zoomToken || data.get(k) !== rd) return;
+      const f = convertSeries(j.series && j.series[c.key]); f.s0 = r[0]; f.s1 = r[1];
+      c.zoom.fine.set(k, f);
+      c.chart.setSeries(k, seriesFor(c, rd, s));
+    }).catch(e => showError('Could not load the zoomed range', e)));
+  }
+  await Promise.all(jobs);
+}
+function stepRange(rd, s, x0, x1) {
+  if (S.xaxis === 'step') return [Math.floor(x0), Math.ceil(x1)];
+  const off = S.xaxis === 'relative' ? (rd.t0 || 0) : 0, n = s.time.length;
+  const a = Math.max(0, lowerBound(s.time, x0 + off) - 1), b = Math.min(n - 1, lowerBound(s.time, x1 + off));
+  return [s.step[a], s.step[b]];
+}
+function resetZoom(c) {
+  c.zoomToken++; c.zoom = null; c.el.classList.remove('zoomed');
+  c.loaded.clear(); syncCardSeries(c);
+}
+function resetAllZoom() { for (const c of cards.values()) { c.chart.setXRange(null); resetZoom(c); } }
+function renderLegend() {
+  const box = $('#legend');
+  box.replaceChildren.apply(box, S.selected.map(k => {
+    const rd = data.get(k), row = known.get(k), off = S.hidden.has(k);
+    return h('span', { class: 'chip' + (off ? ' off' : ''), 'data-run-key': k, role: 'button', tabindex: '0', title: (off ? 'Show ' : 'Hide ') + k,
+      onclick: e => { if (e.target.closest('.x')) return; toggleHidden(k); },
+      onkeydown: e => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); toggleHidden(k); } },
+      onmouseenter: () => Charts.configure({ highlight: off ? null : k }), onmouseleave: () => Charts.configure({ highlight: null }) },
+    rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
+    h('span', { class: 'chip-label', text: labelOf(k) }),
+    row && row.status === 'running' ? h('span', { class: 'status running', title: 'running' }, h('span', { class: 'dot' })) : null,
+    h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + k, onclick: () => { Charts.configure({ highlight: null }); toggleRun(k, false); } }, icon('close', 11)));
+  }));
+}
+function toggleHidden(k) {
+  if (S.hidden.has(k)) S.hidden.delete(k); else S.hidden.add(k);
+  Charts.configure({ hidden: new Set(S.hidden), highlight: null });
+  renderLegend(); writeHash();
+}
+
+// --- live stream
+// One EventSource per page. Its URL names the selected runs with the row cursor the page holds
+// ("exp/run:since"), so a reopen neither repeats nor skips rows; it is reopened when the set of
+// runs changes, and the old one is closed only once the new one has said hello.
+const live = { es: null, sig: null, timer: 0, backoff: 1000, hadError: false, state: 'connecting' };
+function setLive(state, text) {
+  live.state = state;
+  const el = $('#live-indicator'); el.setAttribute('data-state', state);
+  $('#live-text').textContent = text;
+}
+function scheduleStream() { clearTimeout(live.timer); live.timer = setTimeout(() => openStream(false), 150); }
+function subscriptions() {
+  const out = [];
+  for (const k of S.selected) { const rd = data.get(k); if (rd && rd.ready && !rd.error) out.push(k + ':' + rd.since); }
+  if (S.detail && !S.selectedSet.has(S.detail)) out.push(S.detail);
+  return out;
+}
+function openStream(force) {
+  if (S.health && S.health.live === false) { setLive('static', 'Live updates off'); return; }
+  if (!window.EventSource) { setLive('static', 'No live updates'); return; }
+  const subs = subscriptions(), sig = subs.map(s => s.replace(/:\d+$/, '')).sort().join(',');
+  if (!force && live.es && live.sig === sig && live.es.readyState !== 2) return;
+  const es = new EventSource(withToken('/api/stream' + (subs.length ? '?runs=' + enc(subs.join(',')) : '')));
+  const old = live.es;
+  live.es = es; live.sig = sig;
+  let said = false;
+  const retire = () => { if (old && old !== live.es) old.close(); };
+  setTimeout(retire, 5000);
+  const json = f => ev => { let d; try { d = JSON.parse(ev.data); } catch (e) { return; } try { f(d); } catch (err) { console.warn('expman: bad event', err); } };
+  es.addEventListener('hello', json(() => {
+    said = true; retire();
+    if (live.es !== es) return;
+    setLive('live', 'Live');
+    live.backoff = 1000;
+    if (live.hadError) { live.hadError = false; resync(); }
+  }));
+  es.addEventListener('metrics', json(onMetricsEvent));
+  es.addEventListener('log', json(onLogEvent));
+  es.addEventListener('status', json(d => upsertRow(d, false)));
+  es.addEventListener('runs', json(d => { const r = d.run || d; if (!r.experiment && d.experiment) r.experiment = d.experiment; upsertRow(r, true); }));
+  es.onerror = () => {
+    es.close();
+    if (live.es !== es) return;
+    live.es = null; live.hadError = true;
+    setLive('reconnecting', said ? 'Reconnecting\u2026' : 'Offline');
+    clearTimeout(live.timer);
+    live.timer = setTimeout(() => openStream(true), live.backoff);
+    live.backoff = Math.min(live.backoff * 2, 15000);
+  };
+}
+// after a broken connection: fetch what the stream could not tell us
+function resync() {
+  loadExperiments();
+  if (S.exp) api(expPath(S.exp) + '/runs').then(j => { for (const r of j.runs || []) upsertRow(r, false); }).catch(() => {});
+  if (S.detail && logS.next !== null) logCatchUp();
+}
+function upsertRow(row, isNew) {
+  if (!row || !row.name) return;
+  const exp = row.experiment, k = exp + '/' + row.name, prev = known.get(k);
+  if (exp === S.exp) {
+    const had = S.rows.has(row.name);
+    addRow(row);
+    if (isNew && !had) {
+      flash.add(k); setTimeout(() => { flash.delete(k); scheduleTable(); }, 2500);
+      if (S.autoSelect && S.selected.length < AUTO_SELECT) setSelection(S.selected.concat([k]), false);
+    }
+    if (!had || !prev || prev.status !== row.status || JSON.stringify(prev.summary) !== JSON.stringify(row.summary) || prev.description !== row.description || String(prev.tags) !== String(row.tags)) scheduleTable();
+    else {
+      // heartbeat only: refresh the duration cell in place
+      scheduleTable();
+    }
+  } else known.set(k, Object.assign({}, prev || {}, row));
+  if (isNew || !prev || prev.status !== row.status) refreshExperimentsSoon();
+  if (S.detail === k) renderDetailMeta(known.get(k));
+  if (S.selectedSet.has(k) && (!prev || prev.status !== row.status)) renderLegend();
+}
+
+// --- run detail
+const logS = { key: null, next: null, busy: false, chars: 0 };
+function openDetail(k, push) {
+  if (!k || k.indexOf('/') < 1) return;
+  const token = ++S.detailToken;
+  S.detail = k; S.editingDesc = false;
+  const p = splitKey(k), base = runPath(k);
+  $('#run-detail').hidden = false;
+  $('#detail-name').textContent = p[1]; $('#detail-name').title = p[1];
+  $('#detail-exp').textContent = p[0];
+  $('#detail-select').checked = S.selectedSet.has(k);
+  const row = known.get(k);
+  if (row) renderDetailMeta(row);
+  else { $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Loading\u2026' })); $('#detail-status').replaceChildren(); $('#detail-desc').replaceChildren(); $('#detail-tags').replaceChildren(); $('#detail-summary').replaceChildren(); }
+  $('#detail-params').replaceChildren(h('div', { class: 'muted', text: 'Loading\u2026' }));
+  $('#artifacts').replaceChildren(h('div', { class: 'af-empty', text: 'Loading\u2026' }));
+  $('#artifact-preview').replaceChildren(); $('#artifacts-note').textContent = '';
+  writeHash(!!push); scheduleStream();
+  api(base + '/metadata').then(m => {
+    if (token !== S.detailToken) return;
+    known.set(k, Object.assign({}, known.get(k) || {}, m, { _recv: Date.now() }));
+    renderDetailMeta(known.get(k));
+  }).catch(e => { if (token === S.detailToken) { $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Could not load this run: ' + e.message })); } });
+  api(base + '/config').then(j => {
+    if (token !== S.detailToken) return;
+    const cfg = (j && j.config) || {};
+    $('#detail-params').replaceChildren(Object.keys(cfg).length ? paramTree(cfg, 0) : h('div', { class: 'muted', text: 'No parameters logged.' }));
+  }).catch(e => { if (token === S.detailToken) $('#detail-params').replaceChildren(h('div', { class: 'muted', text: e.status === 404 ? 'No parameters logged.' : 'Could not load parameters: ' + e.message })); });
+  loadLog(k, token);
+  loadArtifacts(k, token);
+}
+function closeDetail() {
+  if (!S.detail) return;
+  S.detail = null; S.detailToken++; logS.key = null; logS.next = null;
+  $('#run-detail').hidden = true;
+  writeHash(); scheduleStream();
+}
+const META_SKIP = new Set(['name', 'experiment', 'description', 'tags', 'summary', 'params', 'status', '_recv', 'started_at', 'finished_at',
+  'duration_secs', 'hostname', 'pid', 'command', 'git_commit', 'rows', 'last_step', 'heartbeat_at', 'python_version', 'python']);
+function renderDetailMeta(m) {
+  if (!m) return;
+  $('#detail-status').replaceChildren(statusEl(m.status));
+  const cmd = Array.isArray(m.command) ? m.command.join(' ') : m.command;
+  const item = (label, value, opts) => {
+    opts = opts || {};
+    const dd = h('dd', { title: opts.title || (typeof value === 'string' ? value : null) });
+    if (value === null || value === undefined || value === '') dd.append(h('span', { class: 'null', text: '\u2013' })); else add(dd, value);
+    if (opts.live) { dd.setAttribute('data-live-base', String(m.duration_secs || 0)); dd.setAttribute('data-live-recv', String(m._recv || Date.now())); }
+    return h('div', { class: opts.wide ? 'wide' : null, 'data-field': opts.field || label.toLowerCase() }, h('dt', { text: label }), dd);
+  };
+  const started = parseTime(m.started_at), fin = parseTime(m.finished_at), hb = parseTime(m.heartbeat_at);
+  const items = [
+    item('Status', statusEl(m.status), { field: 'status' }),
+    item('Started', fmtFull(started), { field: 'started' }),
+    item('Finished', m.status === 'running' ? 'still running' : fmtFull(fin), { field: 'finished' }),
+    item('Duration', fmtDur(liveDuration(m)), { field: 'duration', live: m.status === 'running' }),
+    item('Last step', isNull(m.last_step) ? null : Number(m.last_step).toLocaleString('en-US'), { field: 'steps' }),
+    item('Rows', isNull(m.rows) ? null : Number(m.rows).toLocaleString('en-US'), { field: 'rows' }),
+    item('Host', m.hostname, { field: 'host' }),
+    item('PID', isNull(m.pid) ? null : String(m.pid), { field: 'pid' }),
+    item('Python', m.python_version || m.python || null, { field: 'python' }),
+    item('Git commit', m.git_commit ? String(m.git_commit).slice(0, 12) : null, { field: 'git', title: m.git_commit || '' }),
+    item('Heartbeat', hb ? fmtAgo(hb) : null, { field: 'heartbeat', title: fmtFull(hb) })
+  ];
+  for (const key of Object.keys(m)) {
+    const v = m[key];
+    if (META_SKIP.has(key) || v === null || typeof v === 'object') continue;
+    items.push(item(key.replace(/_/g, ' '), fmtValue(v), { field: key }));
+  }
+  items.push(item('Command', cmd || null, { wide: true, field: 'command' }));
+  $('#detail-meta').replaceChildren.apply($('#detail-meta'), items);
+  if (!S.editingDesc) renderDescription(m);
+  renderTags(m);
+  const sum = m.summary || {}, keys = Object.keys(sum).sort(natural);
+  $('#detail-summary-sec').hidden = !keys.length;
+  $('#detail-summary').replaceChildren.apply($('#detail-summary'), keys.map(key => h('tr', null, h('td', { text: key }), h('td', { text: fmtNum(sum[key]) }))));
+}
+function renderDescription(m) {
+  const box = $('#detail-desc'), k = S.detail;
+  if (S.editingDesc) {
+    const ta = h('textarea', { rows: 3, value: m.description || '', 'aria-label': 'Description', 'data-testid': 'description-input' });
+    const save = async () => {
+      try { await patchRun(k, { description: ta.value }); S.editingDesc = false; renderDescription(known.get(k)); }
+      catch (e) { showError('Could not save the description', e); }
+    };
+    ta.addEventListener('keydown', e => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) save(); if (e.key === 'Escape') { e.stopPropagation(); S.editingDesc = false; renderDescription(known.get(k)); } });
+    box.replaceChildren(ta, h('div', { class: 'row-actions' },
+      h('button', { type: 'button', class: 'btn small primary', text: 'Save', 'data-testid': 'description-save', onclick: save }),
+      h('button', { type: 'button', class: 'btn small', text: 'Cancel', onclick: () => { S.editingDesc = false; renderDescription(known.get(k)); } })));
+    ta.focus();
+    return;
+  }
+  box.replaceChildren(
+    m.description ? h('p', { class: 'desc-text', text: m.description }) : h('p', { class: 'desc-text muted', text: 'No description.' }),
+    h('button', { type: 'button', class: 'btn small', text: m.description ? 'Edit' : 'Add description', 'data-testid': 'description-edit', onclick: () => { S.editingDesc = true; renderDescription(known.get(k) || m); } }));
+}
+function renderTags(m) {
+  const box = $('#detail-tags'), k = S.detail, tags = (m.tags || []).slice();
+  const save = async next => { try { await patchRun(k, { tags: next }); } catch (e) { showError('Could not save the tags', e); } };
+  const input = h('input', { type: 'text', placeholder: 'Add tag\u2026', 'aria-label': 'Add tag', 'data-testid': 'tag-input' });
+  input.addEventListener('keydown', e => {
+    if (e.key !== 'Enter') return;
+    const t = input.value.trim(); if (!t) return;
+    if (tags.indexOf(t) < 0) save(tags.concat([t]));
+    input.value = '';
+  });
+  box.replaceChildren.apply(box, tags.map(t => h('span', { class: 'tag', title: t }, h('span', { text: t }),
+    h('button', { type: 'button', title: 'Remove tag', 'aria-label': 'Remove tag ' + t, onclick: () => save(tags.filter(x => x !== t)) }, icon('close', 10)))).concat([input]));
+}
+async function patchRun(k, body) {
+  const row = await api(runPath(k) + '/metadata', { method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  if (row && row.name) {
+    row.experiment = row.experiment || splitKey(k)[0];
+    known.set(k, Object.assign({}, known.get(k) || {}, row, { _recv: Date.now() }));
+    if (row.experiment === S.exp) { addRow(row); scheduleTable(); }
+    if (S.detail === k) renderDetailMeta(known.get(k));
+  }
+  return row;
+}
+function paramTree(obj, depth) {
+  const box = h('div', { class: 'tree' });
+  for (const k of Object.keys(obj)) {
+    const v = obj[k];
+    const nested = v && typeof v === 'object' && Object.keys(v).length &&
+      !(Array.isArray(v) && v.length <= 8 && v.every(x => x === null || typeof x !== 'object'));
+    if (nested) {
+      box.append(h('details', { open: depth < 2 },
+        h('summary', null, h('span', { class: 'tree-key', text: k }), h('span', { class: 'tree-count', text: Array.isArray(v) ? '[' + v.length + ']' : '{' + Object.keys(v).length + '}' })),
+        paramTree(v, depth + 1)));
+    } else {
+      box.append(h('div', { class: 'tree-leaf', 'data-param': k }, h('span', { class: 'tree-key', text: k }),
+        h('span', { class: 'tree-val ' + (v === null ? 'null' : typeof v), text: typeof v === 'string' ? v : v === null ? 'null' : fmtValue(v) })));
+    }
+  }
+  return box;
+}
+async function loadLog(k, token) {
+  const pre = $('#log');
+  pre.replaceChildren(); logS.key = k; logS.next = null; logS.chars = 0; $('#log-note').textContent = '';
+  try {
+    const j = await api(runPath(k) + '/log?since=-131072');
+    if (token !== S.detailToken) return;
+    const start = j.next - utf8len(j.text || '');
+    logS.next = j.next;
+    if (start > 0) $('#log-note').textContent = 'last ' + fmtBytes(j.next - start) + ' of ' + fmtBytes(j.size);
+    if (j.text) appendLog(j.text, true); else pre.append(h('span', { class: 'log-empty', text: 'Nothing logged yet.' }));
+  } catch (e) {
+    if (token !== S.detailToken) return;
+    pre.append(h('span', { class: 'log-empty', text: e.status === 404 ? 'This run has no run.log.' : 'Could not load the log: ' + e.message }));
+    if (e.status === 404) logS.next = 0;
+  }
+}
+function appendLog(text, first) {
+  if (!text) return;
+  const pre = $('#log');
+  const empty = pre.querySelector('.log-empty'); if (empty) empty.remove();
+  const follow = $('#log-follow').checked && (first || pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40);
+  const frag = document.createDocumentFragment();
+  let plain = '';
+  for (const line of text.split(/(?<=\n)/)) {
+    const cls = /\b(ERROR|CRITICAL|FATAL|Traceback)\b/.test(line) ? 'log-err' : /\bWARN(ING)?\b/.test(line) ? 'log-warn' : '';
+    if (!cls) { plain += line; continue; }
+    if (plain) { frag.append(plain); plain = ''; }
+    frag.append(h('span', { class: cls, text: line }));
+  }
+  if (plain) frag.append(plain);
+  pre.append(frag);
+  logS.chars += text.length;
+  while (logS.chars > 2000000 && pre.firstChild) { logS.chars -= pre.firstChild.textContent.length; pre.firstChild.remove(); }
+  if (follow) pre.scrollTop = pre.scrollHeight;
+}
+function onLogEvent(ev) {
+  if (ev.run !== S.detail || logS.next === null || logS.key !== ev.run) return;
+  const text = ev.text || '', b = utf8len(text), start = ev.next - b;
+  if (ev.next <= logS.next) return;
+  if (start === logS.next) { logS.next = ev.next; appendLog(text); }
+  else if (start < logS.next) { const rest = new TextEncoder().encode(text).subarray(logS.next - start); logS.next = ev.next; appendLog(new TextDecoder().decode(rest)); }
+  else logCatchUp();
+}
+async function logCatchUp() {
+  if (logS.busy) return;
+  logS.busy = true;
+  const k = S.detail;
+  try {
+    for (let i = 0; i < 16; i++) {
+      const j = await api(runPath(k) + '/log?since=' + logS.next);
+      if (S.detail !== k || logS.key !== k) return;
+      if (j.next > logS.next) { logS.next = j.next; appendLog(j.text); }
+      if (j.next >= j.size || !j.text) break;
+    }
+  } catch (e) { /* the stream will try again */ }
+  finally { logS.busy = false; }
+}
+const KIND_ICON = { image: 'image', table: 'table', text: 'text', binary: 'file' };
+async function loadArtifacts(k, token) {
+  const box = $('#artifacts');
+  let list;
+  try { list = ((await api(runPath(k) + '/artifacts')).artifacts) || []; }
+  catch (e) {
+    if (token !== S.detailToken) return;
+    box.replaceChildren(h('div', { class: 'af-empty', text: e.status === 404 ? 'No artifacts.' : 'Could not list artifacts: ' + e.message })); return;
+  }
+  if (token !== S.detailToken) return;
+  if (!list.length) { box.replaceChildren(h('div', { class: 'af-empty', text: 'No artifacts saved by this run.' })); return; }
+  $('#artifacts-note').textContent = list.length + (list.length === 1 ? ' file' : ' files') + ' \u00b7 ' + fmtBytes(list.reduce((s, a) => s + (a.size || 0), 0));
+  const root = { dirs: new Map(), files: [], size: 0 };
+  for (const a of list) {
+    const parts = String(a.path).split('/');
+    let node = root; node.size += a.size || 0;
+    for (let i = 0; i < parts.length - 1; i++) {
+      if (!node.dirs.has(parts[i])) node.dirs.set(parts[i], { dirs: new Map(), files: [], size: 0 });
+      node = node.dirs.get(parts[i]); node.size += a.size || 0;
+    }
+    node.files.push({ name: parts[parts.length - 1], a: a });
+  }
+  const rows = [];
+  const walk = (node, depth, path) => {
+    for (const name of Array.from(node.dirs.keys()).sort(natural)) {
+      const d = node.dirs.get(name), p = path + name + '/';
+      const kids = [];
+      const row = h('div', { class: 'af-row af-dir open', 'data-dir': p, style: 'padding-left:' + (10 + depth * 16) + 'px' },
+        icon('chev', 12, 'chev'), icon('folder'), h('span', { class: 'name', text: name }), h('span', { class: 'size', text: fmtBytes(d.size) }));
+      row.addEventListener('click', () => { const open = row.classList.toggle('open'); for (const x of kids) x.hidden = !open || x.__closedBy; });
+      rows.push(row);
+      const before = rows.length;
+      walk(d, depth + 1, p);
+      for (let i = before; i < rows.length; i++) kids.push(rows[i]);
+    }
+    for (const f of node.files.sort((x, y) => natural(x.name, y.name))) {
+      const a = f.a;
+      const link = h('a', { href: rawUrl(k, a.path), download: f.name, title: 'Download', 'aria-label': 'Download ' + a.path }, icon('download', 13));
+      link.addEventListener('click', e => e.stopPropagation());
+      const row = h('div', { class: 'af-row af-file', 'data-path': a.path, 'data-kind': a.kind, title: a.path, style: 'padding-left:' + (10 + depth * 16 + 18) + 'px' },
+        icon(KIND_ICON[a.kind] || 'file'), h('span', { class: 'name', text: f.name }), h('span', { class: 'size', text: fmtBytes(a.size) }), link);
+      row.addEventListener('click', () => { for (const x of box.querySelectorAll('.af-row.active')) x.classList.remove('active'); row.classList.add('active'); previewArtifact(k, a); });
+      rows.push(row);
+    }
+  };
+  walk(root, 0, '');
+  box.replaceChildren.apply(box, rows);
+}
+async function previewArtifact(k, a) {
+  const box = $('#artifact-preview'), token = S.detailToken;
+  const head = h('div', { class: 'preview-head' }, h('span', { class: 'name', text: a.path }), h('span', { text: fmtBytes(a.size) }), h('span', { class: 'spacer' }),
+    h('a', { href: rawUrl(k, a.path), download: String(a.path).split('/').pop(), text: 'Download' }));
+  box.replaceChildren(head, h('div', { class: 'muted', text: 'Loading preview\u2026' }));
+  let j;
+  try { j = await api(runPath(k) + '/artifacts/content?path=' + enc(a.path)); }
+  catch (e) { if (token === S.detailToken) box.replaceChildren(head, h('div', { class: 'preview-binary', text: 'No preview: ' + e.message })); return; }
+  if (token !== S.detailToken) return;
+  let body, foot = null;
+  if (j.kind === 'table') {
+    const cols = j.columns || [], rows = j.rows || [];
+    const numeric = cols.map(c => /int|float|double|decimal/i.test(String(c.type)));
+    body = h('div', { class: 'preview-box' }, h('table', { class: 'data', 'data-testid': 'preview-table' },
+      h('thead', null, h('tr', null, cols.map(c => h('th', { title: c.name + ' (' + c.type + ')' }, h('span', { text: c.name }), h('small', { text: String(c.type) }))))),
+      h('tbody', null, rows.map(r => h('tr', null, r.map((v, i) => h('td', { class: numeric[i] ? 'num' : null, text: v === null ? '' : fmtValue(v), title: v === null ? 'null' : fmtValue(v) })))))));
+    foot = h('div', { class: 'preview-foot', text: 'Showing ' + rows.length.toLocaleString('en-US') + ' of ' + Number(j.total_rows === undefined ? rows.length : j.total_rows).toLocaleString('en-US') + ' rows \u00b7 ' + cols.length + ' columns' });
+  } else if (j.kind === 'image') {
+    const img = h('img', { src: safeUrl(j.url, k, a.path), alt: a.path, 'data-testid': 'preview-image' });
+    img.addEventListener('error', () => { img.replaceWith(h('div', { class: 'preview-binary', text: 'The image could not be displayed.' })); });
+    body = h('div', { class: 'preview-box' }, img);
+  } else if (j.kind === 'text') {
+    let text = j.text || '';
+    if (/\.json$/i.test(a.path) && !j.truncated) { try { text = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* keep as written */ } }
+    body = h('div', { class: 'preview-box' }, h('pre', { 'data-testid': 'preview-text', text: text }));
+    if (j.truncated) foot = h('div', { class: 'preview-foot', text: 'Truncated; download the file to see all of it.' });
+  } else {
+    body = h('div', { class: 'preview-box preview-binary' }, h('div', { text: 'No preview for this file type.' }),
+      h('a', { class: 'btn small', style: 'margin-top:10px', href: safeUrl(j.url, k, a.path), download: String(a.path).split('/').pop(), 'data-testid': 'preview-download' }, icon('download', 13), 'Download ' + fmtBytes(j.size === undefined ? a.size : j.size)));
+  }
+  box.replaceChildren(head, body, foot);
+}
+
+// --- theme
+function currentTheme() { return document.documentElement.getAttribute('data-theme') || (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'); }
+function applyTheme(t) {
+  document.documentElement.setAttribute('data-theme', t);
+  const b = $('#theme-toggle');
+  b.replaceChildren(icon(t === 'dark' ? 'sun' : 'moon', 16));
+  b.title = t === 'dark' ? 'Switch to light mode' : 'Switch to dark mode';
+  Charts.refreshTheme();
+}
+function initTheme() {
+  const mq = matchMedia('(prefers-color-scheme: dark)');
+  applyTheme(store('expman.theme') || (mq.matches ? 'dark' : 'light'));
+  mq.addEventListener('change', e => { if (!store('expman.theme')) applyTheme(e.matches ? 'dark' : 'light'); });
+  $('#theme-toggle').addEventListener('click', () => { const t = currentTheme() === 'dark' ? 'light' : 'dark'; store('expman.theme', t); applyTheme(t); });
+}
+
+// --- boot
+function bindControls() {
+  bindTable();
+  $('#banner-close').addEventListener('click', () => { $('#banner').hidden = true; });
+  let ft = 0;
+  $('#filter').addEventListener('input', e => { clearTimeout(ft); ft = setTimeout(() => { S.filter = e.target.value.trim(); $('#runs-scroll').scrollTop = 0; renderTable(); writeHash(); }, 80); });
+  let cft = 0;
+  $('#chart-filter').addEventListener('input', e => { clearTimeout(cft); cft = setTimeout(() => { S.chartFilter = e.target.value.trim(); syncCharts(); writeHash(); }, 120); });
+  $('#smoothing').addEventListener('input', e => {
+    S.smoothing = Number(e.target.value) || 0;
+    $('#smoothing-value').textContent = S.smoothing.toFixed(2);
+    Charts.configure({ smoothing: S.smoothing }); writeHash();
+  });
+  $('#logy').addEventListener('change', e => { S.logy = e.target.checked; Charts.configure({ logy: S.logy }); writeHash(); });
+  $('#xaxis').addEventListener('change', e => {
+    S.xaxis = e.target.value; resetAllZoom();
+    for (const c of cards.values()) { c.loaded.clear(); syncCardSeries(c); }
+    Charts.configure({ xFormat: S.xaxis }); writeHash();
+  });
+  $('#columns-button').addEventListener('click', e => { e.stopPropagation(); openColumns(); });
+  document.addEventListener('mousedown', e => { const p = $('#columns-popover'); if (!p.hidden && !p.contains(e.target) && !e.target.closest('#columns-button')) p.hidden = true; });
+  $('#detail-close').addEventListener('click', () => closeDetail());
+  $('#detail-select').addEventListener('change', e => { if (S.detail) toggleRun(S.detail, e.target.checked); });
+  $('#log-follow').addEventListener('change', e => { if (e.target.checked) $('#log').scrollTop = $('#log').scrollHeight; });
+  document.addEventListener('keydown', e => {
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName);
+    if (e.key === 'Escape') {
+      if (!$('#columns-popover').hidden) { $('#columns-popover').hidden = true; return; }
+      if (typing) { e.target.blur(); return; }
+      if (S.detail) closeDetail();
+    } else if (e.key === '/' && !typing && !$('#runs-panel').hidden) { e.preventDefault(); $('#filter').focus(); }
+  });
+  window.addEventListener('popstate', () => applyHash());
+  window.addEventListener('hashchange', () => applyHash());
+  window.addEventListener('resize', () => scheduleTable());
+}
+async function start() {
+  const hs = readHash();
+  if (!S.experiments.length) { showWelcome(); return; }
+  const exp = hs.exp && S.experiments.some(e => e.name === hs.exp) ? hs.exp
+    : S.experiments.slice().sort((a, b) => (parseTime(b.last_activity) || 0) - (parseTime(a.last_activity) || 0))[0].name;
+  if (hs.exp && exp !== hs.exp) showBanner('No experiment named \u201c' + hs.exp + '\u201d here.');
+  await selectExperiment(exp, { runs: exp === hs.exp ? hs.runs : null, hide: hs.hide });
+}
+async function boot() {
+  initTheme();
+  bindControls();
+  const hs = readHash();
+  applyChartSettings(hs);
+  S.filter = hs.q; $('#filter').value = hs.q;
+  S.chartFilter = hs.metrics; $('#chart-filter').value = hs.metrics;
+  S.hidden = new Set(hs.hide); Charts.configure({ hidden: new Set(S.hidden) });
+  try { S.health = await api('/api/health'); }
+  catch (e) { showError('Cannot reach the expman server', e); setLive('reconnecting', 'Offline'); }
+  $('#version').textContent = 'v' + ((S.health && S.health.version) || VERSION);
+  await loadExperiments();
+  await start();
+  if (hs.run) openDetail(hs.run);
+  openStream(true);
+}
+
+// Read-only hooks for tests and the console.
+window.expman = Object.freeze({
+  version: VERSION,
+  chartKeys: () => Array.from(cards.keys()),
+  chartPoints: key => { const c = cards.get(key); return c ? c.chart.points() : {}; },
+  chartHover: (key, x) => { const c = cards.get(key); return c ? c.chart.hover(x) : []; },
+  selected: () => S.selected.slice(),
+  experiment: () => S.exp,
+  liveState: () => live.state,
+  settings: () => ({ smoothing: S.smoothing, logy: S.logy, xaxis: S.xaxis, filter: S.filter })
+});
+boot();
+})();
+</script>
+</body>
+</html>
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
