@@ -468,6 +468,10 @@ class _Store:
         return [_FileInfo((i.base_name, i.type == pafs.FileType.Directory, i.size or 0,
                            i.mtime.timestamp() if i.mtime else 0.0)) for i in infos]
 
+    def listnames(self, path):
+        """Entry names of a directory ([] when missing), without a stat per entry."""
+        return [f.name for f in self.listdir(path)]
+
     def walk_files(self, path):
         """(relative path, size, mtime) of every file below path."""
         infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True,
@@ -593,6 +597,15 @@ class _LocalStore(_Store):
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def listnames(self, path):
+        # One getdents, no stat: listdir() drops an entry deleted between the two, so a reader
+        # racing a segment merge saw neither the small segments (deleted) nor the merged one
+        # (created after the listing) and returned fewer rows than it had already read.
+        try:
+            return os.listdir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def walk_files(self, path):
         out = []
         real_root = os.path.realpath(path)
@@ -690,6 +703,9 @@ def _s3_filesystem(uri):
 
 # A queued row is the user's dict, copied, plus these two private keys for its step and time.
 _STEP, _TIME = object(), object()
+# A key a row did not log. Not None: a logged None is a bad value that must be warned about
+# (it used to be taken for "not logged" and vanished silently).
+_MISSING = object()
 _GET_STEP, _GET_TIME = operator.itemgetter(_STEP), operator.itemgetter(_TIME)
 
 def _normalize_status(status):
@@ -836,6 +852,7 @@ class _Writer(threading.Thread):
         self.meta_dirty = True
         self.config_dirty = False
         self.last_beat = 0.0
+        self.meta_stamp = None             # (size, mtime) of run.yaml as we last wrote it
         self.failures = 0
         self.dropped_rows = 0
         self.flush_waiters = []
@@ -862,10 +879,18 @@ class _Writer(threading.Thread):
                         or self.staged_rows >= SEGMENT_MAX_ROWS):
                     self._flush()
                     last_flush = now
-                if self.meta_dirty or now - self.last_beat >= self.run_._heartbeat_secs:
+                # flush() promises everything is on disk: that includes run.yaml's rows and
+                # summary, which otherwise lag until the next heartbeat.
+                if (self.meta_dirty or self.flush_waiters
+                        or now - self.last_beat >= self.run_._heartbeat_secs):
                     self._write_meta()
                 self._release_flush_waiters()
-                self.failures = 0
+                if self.failures:  # recovered: say so, and warn again if it fails again
+                    self.failures = 0
+                    self.warned = {t for t in self.warned if not t.startswith("io:")}
+                    message = f"expman: writing {self.store.display(self.path)} works again"
+                    _log.warning("%s", message)
+                    self.log_buffer.append(f"{_iso()} INFO  {message}\n")
             except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
                 self.failures += 1
                 self.error = exc
@@ -952,6 +977,7 @@ class _Writer(threading.Thread):
         union.discard(_STEP)
         union.discard(_TIME)
         new = union.difference(self.known_keys)
+        rejected = False
         if new:  # order new keys by first appearance, so columns read in logging order
             for d in dicts:
                 for key in d:
@@ -964,18 +990,22 @@ class _Writer(threading.Thread):
                         else:
                             self._reject(key, reason, "log_metrics")
                             union.discard(key)
+                            rejected = True
                 if not new:
                     break
         ordered = [k for k in self.keys if k in union] if len(union) < len(self.keys) \
             else self.keys[:]
         total = sum(map(len, dicts)) - 2 * len(dicts)
-        if total == len(union) * len(dicts):
+        # A refused key still counts in total, so without `rejected` a batch such as
+        # [{"a", "step"}, {"a", "b"}] looked complete, itemgetter("b") raised KeyError and
+        # the whole batch, good rows included, was dropped.
+        if total == len(union) * len(dicts) and not rejected:
             # every row logged every key (the usual case): C-level passes, no new objects
             columns = {k: list(map(operator.itemgetter(k), dicts)) for k in ordered}
         elif len(ordered) * len(dicts) <= 4 * total:   # dense: most rows log most keys
-            columns = {k: [d.get(k) for d in dicts] for k in ordered}
+            columns = {k: [d.get(k, _MISSING) for d in dicts] for k in ordered}
         else:                                        # sparse: thousands of keys, few per row
-            columns = {k: [None] * len(dicts) for k in ordered}
+            columns = {k: [_MISSING] * len(dicts) for k in ordered}
             for i, d in enumerate(dicts):
                 for k, v in d.items():
                     col = columns.get(k)
@@ -1040,7 +1070,7 @@ class _Writer(threading.Thread):
             pass
         floats, valid = [], []
         for value, step in zip(values, steps):
-            if value is None:
+            if value is _MISSING:
                 floats.append(0.0)
                 valid.append(False)
                 continue
@@ -1138,13 +1168,26 @@ class _Writer(threading.Thread):
 
     def _write_meta(self):
         meta = self.run_._meta
+        path = self.store.join(self.path, RUN_YAML)
+        stamp = self.store.stat(path)
+        if stamp is not None and self.meta_stamp is not None and stamp != self.meta_stamp:
+            # run.yaml changed under us: the dashboard edited description/tags. Adopt them,
+            # or this heartbeat would silently undo the user's edit.
+            try:
+                disk = _read_yaml(self.store, path)
+            except ExpmanError:
+                disk = {}
+            for key in ("description", "tags"):
+                if key in disk:
+                    meta[key] = disk[key]
         meta["heartbeat_at"] = _iso()
         meta["rows"] = self.next_row
         meta["last_step"] = self.last_step if self.next_row else None
         meta["summary"] = {**self.summary, **self.scalars}
         if self.dropped_rows:
             meta["dropped_rows"] = self.dropped_rows
-        self.store.write_atomic(self.store.join(self.path, RUN_YAML), _yaml_dump(meta))
+        self.store.write_atomic(path, _yaml_dump(meta))
+        self.meta_stamp = self.store.stat(path)
         self.meta_dirty = False
         self.last_beat = time.monotonic()
 
@@ -1326,6 +1369,7 @@ class Experiment:
         store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(self._config))
         store.append(store.join(self._path, RUN_LOG), b"")
         self._writer = _Writer(self)
+        self._writer.meta_stamp = store.stat(store.join(self._path, RUN_YAML))
         self._rows = self._writer.rows
         _install_hooks()
         _OPEN_RUNS.add(self)
@@ -1519,13 +1563,16 @@ class Experiment:
         """
         status = _normalize_status(status)
         with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self.status = status
+            first, self._closed = not self._closed, True
         writer = self._writer
-        writer.stop_status = status
-        writer.wake.set()
+        if first:
+            self.status = status
+            writer.stop_status = status
+            writer.wake.set()
+        elif writer.done.is_set():
+            return
+        # A second close (atexit after a SIGTERM interrupted the first one) waits as well, so
+        # the process never exits in the middle of the final compaction.
         writer.done.wait(CLOSE_TIMEOUT_SECS)
         if not writer.done.is_set():
             _warn(f"expman: closing {self.experiment}/{self.run_name} took longer than "
@@ -1913,7 +1960,7 @@ def _metric_files(store, path):
     """[(start, end, file path)] of the run's metric rows, whatever state the run is in."""
     final = store.join(path, METRICS_FILE)
     seg_dir = store.join(path, SEGMENTS_DIR)
-    segments = _choose_segments(f.name for f in store.listdir(seg_dir))
+    segments = _choose_segments(store.listnames(seg_dir))
     if store.stat(final) is not None:
         return [(0, None, final)]
     return [(s, e, store.join(seg_dir, name)) for s, e, name in segments]
@@ -1954,7 +2001,7 @@ def load_metrics(run_dir, keys=None, since_row=0):
     """
     store, path = _resolve_run(run_dir)
     keys = None if keys is None else ([keys] if isinstance(keys, str) else list(keys))
-    for attempt in range(5):
+    for _attempt in range(20):  # each retry costs one listing; merges are rare
         files = _metric_files(store, path)
         tables = []
         try:
@@ -1967,11 +2014,16 @@ def load_metrics(run_dir, keys=None, since_row=0):
                 except FileNotFoundError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a half-written file from a crash
-                    _log.warning("expman: skipped unreadable metrics file %s: %s",
-                                 store.display(fpath), exc)
+                    # An ExpmanWarning, not only a log line: rows are missing from what the
+                    # caller gets, and a notebook user with no logging set up must see that.
+                    _warn(f"expman: skipped unreadable metrics file {store.display(fpath)}: "
+                          f"{exc}")
             break
         except FileNotFoundError:
             continue  # merged or compacted while we listed: list again
+    else:  # falling through used to return the rows of a half-read listing, silently
+        raise ExpmanError(f"the metrics of {store.display(path)} kept changing while they "
+                          f"were read; try again")
     return _unify(tables, keys)
 
 
@@ -2204,6 +2256,10 @@ class _Hub:
 
     def start(self):
         if self.live and self.thread is None:
+            try:  # what exists now is the baseline: runs created from here on are "new"
+                self.scan()
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("expman: watcher: %s", exc)
             self.thread = threading.Thread(target=self._watch, name="expman-watch", daemon=True)
             self.thread.start()
 
@@ -2297,7 +2353,7 @@ def _safe_run_row(store, path, now=None):
 
 
 def _sse(event, data):
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return f"event: {event}\ndata: {_json_dumps(data)}\n\n".encode()
 
 
 def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
@@ -2380,6 +2436,8 @@ def make_app(root=None, live=True, token=None):
 
     store, root_path = _open_store(root if root is not None else _default_root())
     app = bottle.Bottle()
+    app.uninstall(bottle.JSONPlugin)
+    app.install(bottle.JSONPlugin(json_dumps=_json_dumps))
     hub = _Hub(store, root_path, live=live)
     app.config["expman.hub"] = hub
     page = DASHBOARD_HTML.replace("__EXPMAN_VERSION__", __version__)
@@ -2670,6 +2728,15 @@ def _consteq(a, b):
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def _json_dumps(value):
+    """JSON for the page: NaN/inf become strings (plain json.dumps would emit bare NaN,
+    which JavaScript's JSON.parse rejects). The walk only happens when one is present."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return json.dumps(_json_safe(value), separators=(",", ":"))
+
+
 def _json_safe(value):
     """Replace NaN/inf (not JSON) by the strings the page's Number() reads back."""
     if isinstance(value, float):
@@ -2756,7 +2823,13 @@ class _Server:
                 raise
 
     def close(self):
+        """Stop streams first, then worker threads, then the socket (the other order makes
+        a finishing worker write to a closed trigger)."""
         self.app.config["expman.hub"].close()
+        try:
+            self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        except Exception:  # noqa: BLE001 - best effort on shutdown
+            pass
         self.server.close()
 
 
@@ -2807,11 +2880,933 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
 
 
 # 11 CLI #####################################################################################
+#
+#   expman list [DIR] [-e EXP]            experiments, or the runs of one, newest first
+#   expman inspect RUN_DIR                metadata, params, metric stats, artifacts, log tail
+#   expman compare RUN_DIR RUN_DIR...     params that differ, each metric's last / best
+#   expman tail RUN_DIR                   follow new metric rows and log lines of a live run
+#   expman export RUN_DIR --format F      the whole metrics table as csv, json or parquet
+#   expman clean EXPERIMENT --keep N      delete old runs (a dry run without --force)
+#   expman serve [DIR] / expman demo      the dashboard (section 10)
+#
+# Results go to stdout; warnings and the one-line error to stderr. Exit codes: 0 success,
+# 1 failure, 2 bad usage, 130 Ctrl-C. Every read command takes --json. `list` must stay fast
+# over thousands of runs, so nothing here imports pyarrow unless a command reads metrics.
+
+_EXIT_OK, _EXIT_FAIL, _EXIT_USAGE, _EXIT_INTERRUPTED = 0, 1, 2, 130
+_STATUS_COLORS = {"running": "36", "finished": "32", "failed": "31", "interrupted": "33",
+                  "crashed": "35"}
+_LOWER_IS_BETTER = ("loss", "error", "err", "perplexity")   # else higher is better
+_TAIL_CONTEXT_ROWS = 10          # tail starts with this many rows / log lines already there
+_NUMERIC_FORMAT = ".6g"
+
+
+class _UsageError(ExpmanError):
+    """Bad command-line usage: exit code 2."""
+
+
+def _cli_error(message):
+    first = str(message).strip().splitlines()[0] if str(message).strip() else "unknown error"
+    print(f"expman: error: {first}", file=sys.stderr)
+
+
+class _StderrWarnings(logging.Handler):
+    """Shows what the readers log (a corrupt run, a skipped segment) as one stderr line each,
+    instead of Python's bare last-resort output."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+
+    def emit(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad log call must not break a command
+            message = str(record.msg)
+        if message.startswith("expman: "):
+            message = message[len("expman: "):]
+        print(f"expman: warning: {message.splitlines()[0] if message else ''}",
+              file=sys.stderr)
+
+
+class _LogCapture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _reader_warnings():
+    """The warnings the readers log inside the block (e.g. a truncated segment was skipped)."""
+    handler = _LogCapture()
+    _log.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        _log.removeHandler(handler)
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+def _use_color():
+    return not os.environ.get("NO_COLOR") and _isatty(sys.stdout)
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class _Cell:
+    """Table cell text plus its coloured rendering (padding counts only the plain text)."""
+    __slots__ = ("text", "styled")
+
+    def __init__(self, text, styled=None):
+        self.text, self.styled = text, text if styled is None else styled
+
+
+def _status_cell(status, color):
+    status = str(status)
+    code = _STATUS_COLORS.get(status)
+    return _Cell(status, f"\033[{code}m{status}\033[0m" if color and code else status)
+
+
+def _table(headers, rows, right=(), indent=""):
+    """Aligned lines of a table; cells are str or _Cell; columns in ``right`` right-aligned."""
+    rows = [[c if isinstance(c, _Cell) else _Cell(str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell.text))
+
+    def line(cells):
+        out = []
+        for i, cell in enumerate(cells):
+            pad = " " * (widths[i] - len(cell.text))
+            out.append(pad + cell.styled if i in right else cell.styled + pad)
+        return (indent + "  ".join(out)).rstrip()
+
+    return [line([_Cell(h) for h in headers])] + [line(row) for row in rows]
+
+
+def _print_lines(lines):
+    out = sys.stdout
+    for text in lines:
+        out.write(text + "\n")
+
+
+def _fmt_num(value, spec=_NUMERIC_FORMAT):
+    """Compact text of a metric value: '-' when missing, 'nan'/'inf' kept visible."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value in (math.inf, -math.inf):
+            return "inf" if value > 0 else "-inf"
+        return format(value, spec)
+    return str(value)
+
+
+def _fmt_param(value, missing="-", limit=40):
+    if value is _MISSING:
+        return missing
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+_MISSING = object()
+
+
+def _fmt_time(iso):
+    """ISO-8601 text -> local 'YYYY-MM-DD HH:MM:SS' (the terminal's clock), '-' if unknown."""
+    ts = _parse_iso(iso)
+    if ts is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fmt_ago(iso, now=None):
+    ts = _parse_iso(iso)
+    if ts is None:
+        return "-"
+    secs = max(0.0, (now or time.time()) - ts)
+    if secs < 60:
+        return f"{int(secs)}s ago"
+    if secs < 3600:
+        return f"{int(secs // 60)}m ago"
+    if secs < 48 * 3600:
+        return f"{int(secs // 3600)}h ago"
+    return f"{int(secs // 86400)}d ago"
+
+
+def _json_safe_cli(value):
+    """JSON has no NaN/inf: as in the HTTP API they become "NaN", "Infinity", "-Infinity"."""
+    if isinstance(value, float):
+        return _json_number(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe_cli(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe_cli(v) for v in value]
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _print_json(data):
+    json.dump(_json_safe_cli(data), sys.stdout, indent=2, ensure_ascii=False, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def _lower_is_better(key):
+    key = key.lower()
+    return any(word in key for word in _LOWER_IS_BETTER)
+
+
+def _location(store, path):
+    """What to hand back to the readers for a path of this store (a URI off the local disk)."""
+    return path if store.is_local else store.display(path)
+
+
+def _split_parent(store, path):
+    if store.is_local:
+        return os.path.split(path.rstrip(os.sep) or path)
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return parent, name
+
+
+# -- list ------------------------------------------------------------------------------------
+
+def _is_corrupt(row):
+    """A RUN_ROW the readers made up for a run whose run.yaml is unreadable (a failed run has
+    an "error" too, but every real run.yaml has a start time)."""
+    return bool(row.get("error")) and row["status"] == "crashed" and not row["started_at"]
+
+
+def _cmd_list(args):
+    root = args.dir if args.dir is not None else _default_root()
+    experiment = args.experiment
+    store, path = _open_store(root)
+    if experiment is None:
+        # `expman list experiments/resnet` means the runs of resnet, not an empty table
+        if store.stat(store.join(path, RUN_YAML)) is not None:
+            raise InvalidInputError(f"{store.display(path)} is a run directory: use "
+                                    f"'expman inspect {root}'")
+        if store.stat(store.join(path, EXPERIMENT_YAML)) is not None:
+            parent, experiment = _split_parent(store, path)
+            root = _location(store, parent)
+    if experiment is None:
+        return _list_experiments(root, args.json)
+    return _list_runs(root, experiment, args.json)
+
+
+def _list_experiments(root, as_json):
+    store, root_path = _resolve_root(root)
+    experiments = list_experiments(root)
+    if as_json:
+        _print_json({"root": store.display(root_path), "experiments": experiments})
+        return _EXIT_OK
+    if not experiments:
+        print(f"no experiments in {store.display(root_path)}")
+        return _EXIT_OK
+    color, now = _use_color(), time.time()
+    rows = []
+    for exp in experiments:
+        counts = exp["status_counts"]
+        parts = [(f"{counts[s]} {s}", s) for s in STATUSES if counts.get(s)]
+        parts += [(f"{n} {s}", s) for s, n in counts.items() if s not in STATUSES]
+        text = ", ".join(p for p, _ in parts)
+        styled = ", ".join(f"\033[{_STATUS_COLORS.get(s, '0')}m{p}\033[0m" if color else p
+                           for p, s in parts)
+        rows.append([exp["name"], str(exp["runs"]), _Cell(text or "-", styled or "-"),
+                     _fmt_ago(exp["last_activity"], now), _fmt_time(exp["last_activity"])])
+    _print_lines(_table(["EXPERIMENT", "RUNS", "STATUS", "LAST ACTIVITY", ""], rows,
+                        right={1}))
+    return _EXIT_OK
+
+
+def _list_runs(root, experiment, as_json):
+    store, root_path = _resolve_root(root)
+    runs = list_runs(root, experiment)
+    if as_json:
+        _print_json({"root": store.display(root_path), "experiment": experiment,
+                     "runs": runs})
+        return _EXIT_OK
+    if not runs:
+        print(f"no runs in experiment {experiment!r}")
+        return _EXIT_OK
+    color = _use_color()
+    metric_keys = list(dict.fromkeys(k for r in runs for k in r["summary"]))
+    param_keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
+    if len(runs) > 1:  # the main params are the ones that tell runs apart
+        varying = [k for k in param_keys
+                   if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
+                           for r in runs}) > 1]
+        param_keys = varying
+    fixed = ["RUN", "STATUS", "STARTED", "DURATION", "STEP", "ROWS"]
+    fixed_rows = [[r["name"], _status_cell(r["status"], color),
+                   "unreadable run.yaml" if _is_corrupt(r) else _fmt_time(r["started_at"]),
+                   _human_duration(r["duration_secs"]), _fmt_num(r["last_step"]),
+                   str(r["rows"])] for r in runs]
+    columns = [(k, [_fmt_num(r["summary"].get(k), ".5g") for r in runs], True, "metric")
+               for k in metric_keys]
+    columns += [(k, [_fmt_param(r["params"].get(k, _MISSING), limit=24) for r in runs],
+                 False, "param") for k in param_keys]
+    hidden = collections.Counter()
+    if _isatty(sys.stdout):  # on a terminal, drop trailing columns that would wrap
+        width = shutil.get_terminal_size((120, 24)).columns
+
+        def total():
+            lines = _table(fixed + [c[0] for c in columns],
+                           [row + [c[1][i] for c in columns]
+                            for i, row in enumerate(fixed_rows)])
+            return max(len(_Cell(x).text) for x in lines)
+        while columns and total() > width:
+            kinds = collections.Counter(c[3] for c in columns)
+            drop = "param" if kinds["param"] >= kinds["metric"] else "metric"
+            index = max(i for i, c in enumerate(columns) if c[3] == drop)
+            hidden[columns.pop(index)[3]] += 1
+    headers = fixed + [c[0] for c in columns]
+    right = {3, 4, 5} | {len(fixed) + i for i, c in enumerate(columns) if c[2]}
+    rows = [row + [c[1][i] for c in columns] for i, row in enumerate(fixed_rows)]
+    _print_lines(_table(headers, rows, right=right))
+    if hidden:
+        what = " and ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in
+                            sorted(hidden.items()))
+        print(f"({what} not shown to fit the terminal: see --json or expman inspect)")
+    for run in runs:  # a garbled run.yaml was already reported by the reader; not this one
+        if _is_corrupt(run) and run["error"] == "empty run.yaml":
+            print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)
+    return _EXIT_OK
+
+
+# -- inspect ---------------------------------------------------------------------------------
+
+def _log_tail(run_dir, lines):
+    """The last ``lines`` lines of run.log (reads only the end of a big log)."""
+    if lines <= 0:
+        return []
+    want = max(8192, lines * 200)
+    while True:
+        text, end = load_log(run_dir, since=-want, max_bytes=want)
+        from_start = end <= want
+        got = text.splitlines()
+        if not from_start and got:
+            got = got[1:]  # the first line was cut in the middle
+        if len(got) >= lines or from_start or want >= 1 << 26:
+            return got[-lines:]
+        want *= 4
+
+
+def _tree_lines(mapping, indent="  "):
+    out = []
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            out.append(f"{indent}{key}:")
+            out.extend(_tree_lines(value, indent + "  "))
+        else:
+            out.append(f"{indent}{key}: {_fmt_param(value, limit=200)}")
+    return out
+
+
+def _cmd_inspect(args):
+    run = load_run(args.run_dir)
+    stats = metric_stats(args.run_dir)
+    artifacts = list_artifacts(args.run_dir)
+    log_lines = _log_tail(args.run_dir, args.log_lines)
+    scalars = {k: v for k, v in run["summary"].items() if k not in stats}
+    if args.json:
+        _print_json({**run, "metrics": stats, "scalars": scalars, "artifacts": artifacts,
+                     "log_tail": log_lines})
+        return _EXIT_OK
+    color = _use_color()
+    status = _status_cell(run["status"], color).styled
+    recorded = run.get("recorded_status")
+    if recorded != run["status"] and isinstance(recorded, str):
+        status += f" (run.yaml says {recorded}: the process is gone)"
+    git = run.get("git") if isinstance(run.get("git"), dict) else {}
+    git_text = None
+    if git.get("commit"):
+        git_text = str(git["commit"])[:12]
+        extra = [str(git["branch"])] if git.get("branch") else []
+        extra += ["dirty"] if git.get("dirty") else []
+        if extra:
+            git_text += f" ({', '.join(extra)})"
+    host = run.get("hostname") or "-"
+    if run.get("pid"):
+        host += f" (pid {run['pid']}" + (f", user {run['user']})" if run.get("user") else ")")
+    fields = [
+        ("run", f"{run['experiment']}/{run['name']}" if run["experiment"] else run["name"]),
+        ("path", run["path"]), ("status", status),
+        ("started", _fmt_time(run["started_at"])), ("finished", _fmt_time(run["finished_at"])),
+        ("duration", _human_duration(run["duration_secs"])),
+        ("rows", f"{run['rows']} (last step {_fmt_num(run['last_step'])})"),
+        ("host", host), ("command", run.get("command")), ("cwd", run.get("cwd")),
+        ("python", run.get("python")), ("git", git_text),
+        ("tags", ", ".join(run["tags"]) or None), ("description", run["description"] or None),
+        ("error", run.get("error")),
+    ]
+    if run.get("dropped_rows"):
+        fields.append(("dropped rows", str(run["dropped_rows"])))
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        if value not in (None, ""):
+            text = str(value).splitlines()[0] if key == "error" else str(value)
+            print(f"{key:<{width}}  {text}")
+    print()
+    print("params" if run["config"] else "params: none")
+    _print_lines(_tree_lines(run["config"]))
+    print()
+    if stats:
+        print("metrics")
+        rows = [[k, _fmt_num(s["last"]), _fmt_num(s["min"]), _fmt_num(s["max"]),
+                 str(s["count"]), _fmt_num(s["last_step"])] for k, s in stats.items()]
+        _print_lines(_table(["KEY", "LAST", "MIN", "MAX", "COUNT", "LAST STEP"], rows,
+                            right={1, 2, 3, 4, 5}, indent="  "))
+    else:
+        print("metrics: none")
+    if scalars:
+        print()
+        print("scalars")
+        _print_lines(_table(["KEY", "VALUE"], [[k, _fmt_num(v)] for k, v in scalars.items()],
+                            right={1}, indent="  "))
+    print()
+    if artifacts:
+        total = sum(a["size"] for a in artifacts)
+        print(f"artifacts ({len(artifacts)} file{'s' if len(artifacts) > 1 else ''}, "
+              f"{_human_bytes(total)})")
+        _print_lines(_table(["PATH", "SIZE", "KIND"],
+                            [[a["path"], _human_bytes(a["size"]), a["kind"]]
+                             for a in artifacts], right={1}, indent="  "))
+    else:
+        print("artifacts: none")
+    if args.log_lines > 0:
+        print()
+        if log_lines:
+            print(f"log (last {len(log_lines)} line{'s' if len(log_lines) > 1 else ''} "
+                  f"of run.log)")
+            _print_lines(("  " + line).rstrip() for line in log_lines)
+        else:
+            print("log: empty")
+    return _EXIT_OK
+
+
+# -- compare ---------------------------------------------------------------------------------
+
+def _run_labels(runs, given):
+    labels = [r["name"] for r in runs]
+    if len(set(labels)) < len(labels):
+        labels = [f"{r['experiment']}/{r['name']}" for r in runs]
+    if len(set(labels)) < len(labels):
+        labels = list(given)
+    return labels
+
+
+def _cmd_compare(args):
+    if len(args.run_dirs) < 2:
+        raise _UsageError("compare needs at least two run directories")
+    runs = [load_run(d) for d in args.run_dirs]
+    stats = [metric_stats(d) for d in args.run_dirs]
+    labels = _run_labels(runs, args.run_dirs)
+    keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
+    differ, same = {}, {}
+    for key in keys:
+        values = [r["params"].get(key, _MISSING) for r in runs]
+        texts = {json.dumps(v, sort_keys=True, default=str) if v is not _MISSING else
+                 "\0missing" for v in values}
+        if len(texts) > 1:
+            differ[key] = values
+        else:
+            same[key] = values[0]
+    metric_keys = list(dict.fromkeys(k for s in stats for k in s))
+    metrics = {}
+    for key in metric_keys:
+        lower = _lower_is_better(key)
+        per_run = []
+        for s in stats:
+            st = s.get(key)
+            if st is None:
+                per_run.append(None)
+                continue
+            per_run.append({"last": st["last"], "best": st["min"] if lower else st["max"],
+                            "count": st["count"], "last_step": st["last_step"]})
+        metrics[key] = {"best_is": "min" if lower else "max", "runs": per_run}
+    if args.json:
+        _print_json({
+            "runs": [{"label": lab, "name": r["name"], "experiment": r["experiment"],
+                      "path": r["path"], "status": r["status"],
+                      "duration_secs": r["duration_secs"], "rows": r["rows"]}
+                     for lab, r in zip(labels, runs)],
+            "params": {k: [None if v is _MISSING else v for v in vals]
+                       for k, vals in differ.items()},
+            "same_params": same, "metrics": metrics})
+        return _EXIT_OK
+    color = _use_color()
+    right = set(range(2, 2 + len(runs)))
+    rows = [["status", ""] + [_status_cell(r["status"], color) for r in runs],
+            ["duration", ""] + [_human_duration(r["duration_secs"]) for r in runs],
+            ["rows", ""] + [str(r["rows"]) for r in runs]]
+    _print_lines(_table(["", ""] + labels, rows, right=right))
+    print()
+    if differ:
+        print(f"params that differ ({len(differ)}; {len(same)} the same)")
+        rows = [[k, ""] + [_fmt_param(v) for v in vals] for k, vals in differ.items()]
+        _print_lines(_table(["PARAM", ""] + labels, rows, right=right, indent="  "))
+    else:
+        print(f"params: all {len(same)} the same" if same else "params: none")
+    print()
+    if metrics:
+        print("metrics (best = min for loss/error/perplexity keys, max otherwise)")
+        rows = []
+        for key, info in metrics.items():
+            cells = info["runs"]
+            rows.append([key, "last"] + [(_fmt_num(c["last"]) if c else "-") + "  "
+                                         for c in cells])
+            best = [c["best"] if c else None for c in cells]
+            finite = [b for b in best if isinstance(b, float) and math.isfinite(b)]
+            winner = (min(finite) if info["best_is"] == "min" else max(finite)) \
+                if finite and len(cells) > 1 else None
+            rows.append(["", f"best ({info['best_is']})"] +
+                        [(_fmt_num(b) + (" *" if b == winner else "  ")) if c else "-  "
+                         for b, c in zip(best, cells)])
+        _print_lines(_table(["METRIC", ""] + labels, rows, right=right, indent="  "))
+        print("  (* the best run)")
+    else:
+        print("metrics: none")
+    return _EXIT_OK
+
+
+# -- tail ------------------------------------------------------------------------------------
+
+def _print_rows(table):
+    """One line per row: ``step 120  train/loss=0.123 val/acc=0.91`` (keys it logged only)."""
+    if not table.num_rows:
+        return
+    names = [n for n in table.column_names if n not in RESERVED_COLUMNS]
+    steps = table.column("step").to_pylist()
+    columns = [table.column(n).to_pylist() for n in names]
+    out = sys.stdout
+    for i, step in enumerate(steps):
+        values = " ".join(f"{name}={_fmt_num(col[i])}" for name, col in zip(names, columns)
+                          if col[i] is not None)
+        out.write(f"step {step}  {values}\n" if values else f"step {step}\n")
+    out.flush()
+
+
+def _cmd_tail(args):
+    store, path = _resolve_run(args.run_dir)
+    run_dir = _location(store, path)
+    meta_path = store.join(path, RUN_YAML)
+    meta = _read_yaml(store, meta_path)
+    name = f"{meta.get('experiment') or '?'}/{_split_parent(store, path)[1]}"
+    status = _effective_status(meta)
+    print(f"-- {name} ({status}); following metrics and run.log, Ctrl-C to stop", flush=True)
+    cursor = max(0, _row_count(store, path) - _TAIL_CONTEXT_ROWS)
+    # start with the last few log lines, as tail(1) does
+    log_size = (store.stat(store.join(path, RUN_LOG)) or (0, 0))[0]
+    start = max(0, log_size - 64 * 1024)
+    text, log_offset = load_log(run_dir, since=start)
+    if start:
+        text = text.partition("\n")[2]  # the first line was cut in the middle
+    pending = "".join(text.splitlines(keepends=True)[-_TAIL_CONTEXT_ROWS:])
+    try:
+        while True:
+            # status first: once it says finished, everything written before it is on disk
+            status = _effective_status(_read_yaml(store, meta_path))
+            table = load_metrics(run_dir, since_row=cursor)
+            cursor += table.num_rows
+            _print_rows(table)
+            while True:
+                more, log_offset = load_log(run_dir, since=log_offset)
+                if not more:
+                    break
+                pending += more
+            if "\n" in pending:
+                done, pending = pending.rsplit("\n", 1)
+                sys.stdout.write(done + "\n")
+                sys.stdout.flush()
+            if status != "running":
+                if pending:
+                    print(pending, flush=True)
+                print(f"-- {name} {status}", flush=True)
+                return _EXIT_OK
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        if pending:
+            print(pending)
+        return _EXIT_OK
+
+
+# -- export ----------------------------------------------------------------------------------
+
+def _export_json(table):
+    """Records, one object per row: timestamps as ISO-8601 text, NaN/inf as "NaN"/"Infinity"/
+    "-Infinity" (as in the HTTP API; Python's float() and JS Number() read them), missing as
+    null."""
+    names = table.column_names
+    columns = []
+    for name in names:
+        values = table.column(name).to_pylist()
+        if name == "timestamp":
+            values = [v.isoformat() if v is not None else None for v in values]
+        elif name != "step":
+            values = [_json_number(v) for v in values]
+        columns.append(values)
+    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+    chunks = ["["]
+    for i in range(table.num_rows):
+        record = {name: col[i] for name, col in zip(names, columns)}
+        chunks.append(("\n" if i == 0 else ",\n") + dumps(record))
+    chunks.append("\n]\n" if table.num_rows else "]\n")
+    return "".join(chunks).encode("utf-8")
+
+
+def _export_bytes(table, fmt):
+    if fmt == "json":
+        return _export_json(table)
+    sink = pa.BufferOutputStream()
+    if fmt == "csv":
+        importlib.import_module("pyarrow.csv").write_csv(table, sink)
+    else:
+        pq.write_table(table, sink, compression="snappy")
+    return sink.getvalue().to_pybytes()
+
+
+def _write_output(data, output):
+    if output in (None, "-"):
+        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:  # a text-only stream (an embedding app): text formats only
+            sys.stdout.write(data.decode("utf-8"))
+        else:
+            buffer.write(data)
+            buffer.flush()
+        return
+    output = os.path.abspath(os.path.expanduser(output))
+    if os.path.isdir(output):
+        raise InvalidInputError(f"-o {output} is a directory; give a file name")
+    _LOCAL_STORE.write_atomic(output, data)  # never a half-written file on a crash
+
+
+def _cmd_export(args):
+    to_stdout = args.output in (None, "-")
+    if args.format == "parquet" and to_stdout and _isatty(sys.stdout):
+        raise _UsageError("parquet is binary: not writing it to a terminal; use -o FILE "
+                          "or redirect stdout")
+    with _reader_warnings() as problems:
+        table = load_metrics(args.run_dir)
+    _write_output(_export_bytes(table, args.format), args.output)
+    if problems:  # the readable rows are out; the exit code still says some were not
+        raise ExpmanError(f"{len(problems)} metrics file(s) of {args.run_dir} are unreadable "
+                          f"(truncated or corrupt); exported the {table.num_rows} readable rows")
+    if not to_stdout:
+        print(f"wrote {table.num_rows} rows ({len(table.column_names) - 2} metrics) to "
+              f"{args.output}", file=sys.stderr)
+    return _EXIT_OK
+
+
+# -- clean -----------------------------------------------------------------------------------
+
+def _cmd_clean(args):
+    root = args.dir if args.dir is not None else _default_root()
+    runs = list_runs(root, args.experiment)
+    store, root_path = _resolve_root(root)
+    exp_path = store.join(root_path, _safe_name(args.experiment, "experiment name"))
+    now = time.time()
+    quiet_secs = STALE_HEARTBEATS * DEFAULT_HEARTBEAT_SECS + 5
+    running, skipped, candidates = [], [], []
+    for run in runs:
+        run_path = store.join(exp_path, run["name"])
+        files = store.walk_files(run_path)
+        entry = {"name": run["name"], "status": run["status"], "started_at": run["started_at"],
+                 "path": store.display(run_path), "size_bytes": sum(f[1] for f in files)}
+        if run["status"] == "running":
+            running.append(entry)
+        elif _is_corrupt(run) and any(now - f[2] < quiet_secs for f in files):
+            # run.yaml is unreadable, so the status is a guess; recent writes mean a live run
+            entry["reason"] = "run.yaml is unreadable and the run was written to recently"
+            skipped.append(entry)
+        else:
+            candidates.append(entry)
+    kept, doomed = candidates[:args.keep], candidates[args.keep:]
+    failures = []
+    if args.force:
+        for entry in doomed:
+            run_path = store.join(exp_path, entry["name"])
+            try:  # look once more: never delete a run that is running now
+                if _effective_status(_read_yaml(store, store.join(run_path, RUN_YAML))) \
+                        == "running":
+                    entry["deleted"] = False
+                    entry["reason"] = "started running"
+                    continue
+            except ExpmanError:
+                pass
+            try:
+                store.delete_tree(run_path)
+                entry["deleted"] = True
+            except OSError as exc:
+                entry["deleted"] = False
+                entry["reason"] = exc.strerror or str(exc)
+                failures.append(entry)
+    gone = [e for e in doomed if e.get("deleted")] if args.force else doomed
+    freed = sum(e["size_bytes"] for e in gone)
+    if args.json:
+        _print_json({"root": store.display(root_path), "experiment": args.experiment,
+                     "keep": args.keep, "dry_run": not args.force,
+                     "delete": doomed, "freed_bytes": freed,
+                     "kept": [e["name"] for e in kept],
+                     "running": [e["name"] for e in running], "skipped": skipped})
+        return _EXIT_FAIL if failures else _EXIT_OK
+    color = _use_color()
+    print(f"{args.experiment}: {len(runs)} runs; keeping the {len(kept)} newest that are not "
+          f"running" + (f"; {len(running)} running left alone" if running else ""))
+    for entry in skipped:
+        print(f"skipping {entry['name']}: {entry['reason']}")
+    if not doomed:
+        print(f"nothing to delete (keep {args.keep})")
+        return _EXIT_OK
+    verb = "deleted" if args.force else "would delete"
+    print(f"{verb} {len(gone)} run{'s' if len(gone) != 1 else ''}, "
+          f"{_human_bytes(freed)}{' freed' if args.force else ''}:")
+    rows = [[e["name"], _status_cell(e["status"], color), _fmt_time(e["started_at"]),
+             _human_bytes(e["size_bytes"])] +
+            ([("deleted" if e.get("deleted") else f"NOT deleted: {e.get('reason')}")]
+             if args.force else []) for e in doomed]
+    headers = ["RUN", "STATUS", "STARTED", "SIZE"] + (["RESULT"] if args.force else [])
+    _print_lines(_table(headers, rows, right={3}, indent="  "))
+    if not args.force:
+        print(f"dry run: nothing deleted; add --force to delete these {len(doomed)} runs")
+    for entry in failures:
+        _cli_error(f"could not delete {entry['path']}: {entry['reason']}")
+    return _EXIT_FAIL if failures else _EXIT_OK
+
+
+# -- serve / demo ----------------------------------------------------------------------------
+
+def _serve_function():
+    fn = globals().get("serve")
+    if not callable(fn):
+        raise ExpmanError("the dashboard server is not part of this build of expman")
+    return fn
+
+
+def _run_server(root, host, port, live, token):
+    fn = _serve_function()
+    try:
+        return fn(root, host=host, port=port, live=live, token=token) or _EXIT_OK
+    except KeyboardInterrupt:
+        return _EXIT_OK
+    except OSError as exc:
+        raise ExpmanError(f"cannot serve on {host}:{port}: "
+                          f"{(exc.strerror or str(exc)).lower()}") from None
+
+
+def _cmd_serve(args):
+    root = args.dir if args.dir is not None else _default_root()
+    _resolve_root(root)
+    return _run_server(root, args.host, args.port, not args.no_live, args.token)
+
+
+def _cmd_demo(args):
+    make_demo = globals().get("_demo_data")
+    if not callable(make_demo):
+        raise ExpmanError("demo data is not available in this build of expman "
+                          "(_demo_data is missing)")
+    root = args.dir if args.dir is not None else _default_root()
+    store, path = _open_store(root)
+    store.mkdir(path)
+    import inspect
+    if args.no_serve and "live_secs" in inspect.signature(make_demo).parameters:
+        make_demo(root, live_secs=0)  # nobody would watch the live run: do not start it
+    else:
+        make_demo(root)
+    print(f"demo runs written to {store.display(path)}", flush=True)
+    if args.no_serve:
+        return _EXIT_OK
+    return _run_server(root, "127.0.0.1", args.port, True, None)
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+def _int_at_least(low):
+    def parse(text):
+        import argparse
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+        return value
+    return parse
+
+
+def _port(text):
+    import argparse
+    value = _int_at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+def _interval(text):
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 3600 seconds")
+    return value
+
+
+def _build_parser():
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # one line, exit 2 (argparse would print the usage too)
+            raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+    dir_help = f"experiments directory (default: ${ENV_DIR} or ./{DEFAULT_ROOT})"
+    parser = Parser(prog="expman", description="expman: a local-first experiment manager "
+                    "for machine learning. Read runs, export metrics, serve the dashboard.")
+    parser.add_argument("--version", action="version", version=f"expman {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, handler, help_text, **kwargs):
+        p = sub.add_parser(name, help=help_text, description=help_text, **kwargs)
+        p.set_defaults(func=handler)
+        return p
+
+    def json_flag(p):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = command("list", _cmd_list, "list experiments, or the runs of one (newest first)")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
+    p.add_argument("-e", "--experiment", metavar="EXP", help="list the runs of this experiment")
+    json_flag(p)
+
+    p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "
+                "artifacts and the end of run.log")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--log-lines", type=_int_at_least(0), default=20, metavar="N",
+                   help="lines of run.log to show (default 20; 0: none)")
+    json_flag(p)
+
+    p = command("compare", _cmd_compare, "compare runs: params that differ and each metric's "
+                "last and best value (min for loss/error/perplexity, max otherwise)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    json_flag(p)
+
+    p = command("tail", _cmd_tail, "follow a run's new metric rows and log lines until it ends "
+                "(or Ctrl-C)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--interval", type=_interval, default=1.0, metavar="S",
+                   help="seconds between checks (default 1)")
+
+    p = command("export", _cmd_export, "write a run's whole metrics table (live runs too). "
+                "json: a list of records, timestamps as ISO-8601 text, NaN/inf as the strings "
+                "\"NaN\"/\"Infinity\"/\"-Infinity\", missing values null")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    p = command("clean", _cmd_clean, "delete an experiment's old runs, keeping the newest; "
+                "running runs are never touched; a dry run unless --force")
+    p.add_argument("experiment", metavar="EXPERIMENT")
+    p.add_argument("--dir", metavar="DIR", help=dir_help)
+    p.add_argument("--keep", type=_int_at_least(0), default=5, metavar="N",
+                   help="runs to keep, newest first, running ones not counted (default 5)")
+    p.add_argument("--force", action="store_true", help="really delete")
+    json_flag(p)
+
+    p = command("serve", _cmd_serve, "serve the live dashboard")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free)")
+    p.add_argument("--no-live", action="store_true", help="no live updates (static snapshot)")
+    p.add_argument("--token", help="require this token (default: $EXPMAN_TOKEN; one is made "
+                                   "up when binding a non-loopback host)")
+
+    p = command("demo", _cmd_demo, "write a few demo runs, then serve the dashboard on them")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
+    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--no-serve", action="store_true", help="only write the demo runs")
+    return parser
+
+
+def _describe_error(exc):
+    if isinstance(exc, ExpmanError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        what = (exc.strerror or str(exc) or type(exc).__name__)
+        what = what[:1].lower() + what[1:]
+        return f"{what}: {exc.filename}" if exc.filename else what
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None and isinstance(exc, arrow.ArrowException):
+        return f"cannot read the metrics: {exc}"
+    return f"unexpected {type(exc).__name__}: {exc} (set EXPMAN_DEBUG=1 for the traceback)"
+
 
 def main(argv=None):
-    """The command line: ``expman serve|list|inspect|clean|export ...``; returns the exit code."""
-    print("cli not ready")
-    return 1
+    """The command line: ``expman list|inspect|compare|tail|export|clean|serve|demo``.
+
+    >>> expman.main(["list", "experiments", "-e", "resnet"])     # returns the exit code
+
+    Prints results on stdout and one ``expman: error: ...`` line on stderr for a failure:
+    exit 0 success, 1 failure, 2 bad usage, 130 interrupted.
+    """
+    handler = _StderrWarnings()
+    _log.addHandler(handler)
+    with warnings.catch_warnings():
+        # the readers both log and warn; the log handler above already said it in one line
+        warnings.simplefilter("ignore", ExpmanWarning)
+        try:
+            return _main(argv)
+        finally:
+            _log.removeHandler(handler)
+
+
+def _main(argv):
+    try:
+        parser = _build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version
+            return exc.code if isinstance(exc.code, int) else _EXIT_OK
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return _EXIT_USAGE
+        return args.func(args)
+    except _UsageError as exc:
+        _cli_error(exc)
+        return _EXIT_USAGE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return _EXIT_INTERRUPTED
+    except BrokenPipeError:  # `expman export ... | head`: the reader left, that is fine
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
+        return _EXIT_FAIL
+    except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
+        if os.environ.get("EXPMAN_DEBUG"):
+            import traceback
+            traceback.print_exc()
+        _cli_error(_describe_error(exc))
+        return _EXIT_FAIL
 
 
 # -- demo data: `expman demo` writes these experiments and serves them ------------------------
@@ -3104,8 +4099,8 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 #runs-count { color: var(--muted); font-size: 12px; white-space: nowrap; font-variant-numeric: tabular-nums; }
 
 /* runs table */
-#runs-scroll { overflow: auto; max-height: 38vh; min-height: 80px; position: relative; }
-#runs-table { border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12.5px; font-variant-numeric: tabular-nums; }
+#runs-scroll { overflow: auto; max-height: 38vh; position: relative; }
+#runs-table { min-width: 100%; border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 #runs-table th, #runs-table td {
   height: var(--row-h); padding: 0 10px; text-align: left; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
   border-bottom: 1px solid var(--border); background: var(--panel);
@@ -3244,7 +4239,8 @@ pre.code { background: var(--panel-2); border: 1px solid var(--border); border-r
 .desc-text { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0 0 6px; }
 .row-actions { display: flex; gap: 6px; margin-top: 6px; }
 .tags-edit { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
-.tags-edit .tag { display: inline-flex; align-items: center; gap: 2px; padding-right: 2px; max-width: 220px; }
+.tags-edit .tag { display: inline-flex; align-items: center; gap: 2px; padding-right: 2px; max-width: 260px; }
+.tags-edit .tag span { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .tags-edit .tag button { border: 0; background: none; color: inherit; cursor: pointer; padding: 0; width: 16px; height: 16px; display: grid; place-items: center; border-radius: 8px; }
 .tags-edit .tag button:hover { background: var(--accent-soft); }
 .tags-edit input { height: 24px; width: 120px; font-size: 12px; }
@@ -3273,7 +4269,7 @@ pre.code { background: var(--panel-2); border: 1px solid var(--border); border-r
 .sec-head .note { font-size: 11.5px; color: var(--muted); }
 .sec-head .spacer { flex: 1; }
 #log {
-  margin: 0; height: 300px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.5;
+  margin: 0; min-height: 72px; max-height: 340px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.5;
   background: #0f1318; color: #d5dae0; border-radius: 8px; padding: 10px 12px; font-size: 11.5px; border: 1px solid var(--border);
 }
 #log .log-warn { color: #f0b44c; }
@@ -3312,7 +4308,7 @@ table.data td.num { text-align: right; font-family: var(--mono); }
 <body>
 <header id="topbar">
   <div class="brand"><span class="logo"><svg class="ico" width="15" height="15" viewBox="0 0 24 24"><path d="M4 17l5-6 4 3 7-9"/></svg></span>expman</div>
-  <nav id="crumbs" aria-label="breadcrumb"><span class="sep">/</span><span id="crumb-exp" data-testid="crumb-exp"></span></nav>
+  <nav id="crumbs" aria-label="breadcrumb"><span class="sep" id="crumb-sep" hidden>/</span><span id="crumb-exp" data-testid="crumb-exp"></span></nav>
   <div class="spacer"></div>
   <span id="live-indicator" data-testid="live-indicator" data-state="connecting" title="Live updates"><i></i><span id="live-text">Connecting</span></span>
   <button id="theme-toggle" class="icon-btn" type="button" title="Toggle dark mode" aria-label="Toggle dark mode"><svg class="ico" width="16" height="16" viewBox="0 0 24 24"><path d="M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z"/></svg></button>
@@ -3486,7 +4482,11 @@ function fmtWhen(t) {
   if (d.getFullYear() === now.getFullYear()) return MON[d.getMonth()] + ' ' + d.getDate() + ', ' + fmtClock(d);
   return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate());
 }
-function fmtFull(t) { return t === null || t === undefined ? '' : new Date(t * 1000).toLocaleString(); }
+function fmtFull(t) {
+  if (t === null || t === undefined) return '';
+  const d = new Date(t * 1000);
+  return MON[d.getMonth()] + ' ' + d.getDate() + ', ' + d.getFullYear() + ' ' + fmtClock(d, true);
+}
 function fmtAgo(t) {
   if (t === null || t === undefined) return '';
   const s = Date.now() / 1000 - t;
@@ -3507,15 +4507,30 @@ function cmpValues(a, b) {
   return collator.compare(String(a), String(b));
 }
 
-// Every run keeps one colour wherever it appears: a hash of "exp/run" into a palette
-// that reads on both light and dark backgrounds.
-const PALETTE = ['#3b82f6', '#f97316', '#16a34a', '#e11d48', '#8b5cf6', '#0891b2', '#d4a017', '#db2777',
-  '#65a30d', '#4f46e5', '#0d9488', '#b45309', '#64748b', '#c026d3'];
-function colorOf(key) {
+// Every run keeps one colour wherever it appears: a hash of "exp/run" into a palette that
+// reads on light and dark backgrounds. Two selected runs never share a colour while the
+// palette lasts: a run whose slot is taken probes to the next free one, and keeps it for as
+// long as it stays selected (so colours do not jump when other runs come and go).
+const PALETTE = ['#3b82f6', '#f97316', '#16a34a', '#e11d48', '#8b5cf6', '#0891b2', '#ca8a04', '#db2777',
+  '#65a30d', '#4f46e5', '#0d9488', '#a16207', '#64748b', '#c026d3'];
+const colorSlots = new Map();
+function hashSlot(key) {
   let x = 2166136261;
   for (let i = 0; i < key.length; i++) { x ^= key.charCodeAt(i); x = Math.imul(x, 16777619); }
-  return PALETTE[(x >>> 0) % PALETTE.length];
+  return (x >>> 0) % PALETTE.length;
 }
+function assignColors(keys) {
+  const want = new Set(keys);
+  for (const k of Array.from(colorSlots.keys())) if (!want.has(k)) colorSlots.delete(k);
+  const used = new Set(colorSlots.values());
+  for (const k of keys) {
+    if (colorSlots.has(k)) continue;
+    let i = hashSlot(k);
+    for (let j = 0; j < PALETTE.length && used.has(i); j++) i = (i + 1) % PALETTE.length;
+    used.add(i); colorSlots.set(k, i);
+  }
+}
+function colorOf(key) { const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
 const splitKey = k => { const i = k.indexOf('/'); return [k.slice(0, i), k.slice(i + 1)]; };
 
 // --- api
@@ -3523,8 +4538,14 @@ const TOKEN = new URLSearchParams(location.search).get('token');
 function withToken(url) { return TOKEN ? url + (url.indexOf('?') >= 0 ? '&' : '?') + 'token=' + enc(TOKEN) : url; }
 async function api(path, opts) {
   const r = await fetch(withToken(path), Object.assign({ cache: 'no-store' }, opts || {}));
+  const text = await r.text();
   let body = null;
-  try { body = await r.json(); } catch (e) { body = null; }
+  try { body = JSON.parse(text); }
+  catch (e) {
+    // Python's json writes bare NaN/Infinity; read them as the strings the API promises.
+    try { body = JSON.parse(text.replace(/([:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])/g, '$1"$2"')); } catch (e2) { body = null; }
+    if (r.ok && body === null) throw new Error('bad JSON from ' + path);
+  }
   if (!r.ok) {
     const err = new Error((body && body.error) || (r.status + ' ' + r.statusText));
     err.status = r.status; throw err;
@@ -3622,7 +4643,7 @@ const Charts = (function () {
         if (l >= a - 1e-9 && l <= b + 1e-9) out.push(m * Math.pow(10, k));
       }
     }
-    if (out.length < 2) {
+    if (out.length < 3) {
       const t = linTicks(Math.pow(10, a), Math.pow(10, b), n);
       return { ticks: t.ticks.filter(v => v > 0), step: t.step, lin: true };
     }
@@ -3645,6 +4666,7 @@ const Charts = (function () {
   }
   function fmtTickX(v, step) {
     if (opt.xFormat === 'step') return compact(v);
+    if (step < 1) return (opt.xFormat === 'relative' ? v : v % 60).toFixed(Math.min(6, Math.max(1, -Math.floor(Math.log10(step) + 1e-9)))) + 's';
     if (opt.xFormat === 'relative') return fmtDur(v);
     const d = new Date(v * 1000);
     if (step >= 86400) return MON[d.getMonth()] + ' ' + d.getDate();
@@ -3652,7 +4674,7 @@ const Charts = (function () {
   }
   function fmtX(v) {
     if (opt.xFormat === 'step') return 'Step ' + (Number.isInteger(v) ? v.toLocaleString('en-US') : fmtNum(v));
-    if (opt.xFormat === 'relative') return fmtDur(v) + ' after start';
+    if (opt.xFormat === 'relative') return (Math.abs(v) < 10 ? fmtNum(Number(v.toPrecision(3))) + 's' : fmtDur(v)) + ' after start';
     const d = new Date(v * 1000);
     return MON[d.getMonth()] + ' ' + d.getDate() + ', ' + fmtClock(d, true);
   }
@@ -3917,6 +4939,7 @@ const Charts = (function () {
       const v = p.shown;
       if (!(v > (L.logy ? 0 : -Infinity) && v < Infinity)) continue;
       const cx = L.sx(p.x), cy = L.sy(v);
+      if (Math.abs(cx - px) > 14) continue;   // a run that ended far from the cursor gets no marker
       if (cx < L.left - 1 || cx > L.left + L.pw + 1 || cy < L.top - 1 || cy > L.top + L.ph + 1) continue;
       ctx.fillStyle = p.color; ctx.strokeStyle = T.bg; ctx.lineWidth = 2;
       ctx.beginPath(); ctx.arc(cx, cy, 3.5, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
@@ -3985,7 +5008,7 @@ const S = {
   colPrefs: null,               // Set of visible column ids, or null for the defaults
   selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
   smoothing: 0, logy: false, xaxis: 'step', chartFilter: '',
-  detail: null, detailToken: 0, editingDesc: false
+  detail: null, detailToken: 0, editingDesc: false, prefetch: null
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
@@ -4080,7 +5103,7 @@ async function selectExperiment(name, opts) {
   S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set();
   S.colPrefs = loadColPrefs(name);
   $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
-  $('#crumb-exp').textContent = name; $('#exp-title').textContent = name;
+  $('#crumb-exp').textContent = name; $('#crumb-sep').hidden = false; $('#exp-title').textContent = name;
   document.title = name + ' \u00b7 expman';
   const meta = S.experiments.find(e => e.name === name);
   $('#exp-desc').textContent = (meta && meta.description) || '';
@@ -4088,7 +5111,8 @@ async function selectExperiment(name, opts) {
   $('#runs-empty').hidden = false; $('#runs-empty').textContent = 'Loading runs\u2026';
   renderTable();
   let j;
-  try { j = await api(expPath(name) + '/runs'); }
+  const pre = S.prefetch; S.prefetch = null;
+  try { j = await (pre && pre.exp === name ? pre.promise : api(expPath(name) + '/runs')); }
   catch (e) {
     if (token !== S.expToken) return;
     $('#runs-empty').textContent = 'Could not load runs.';
@@ -4223,7 +5247,7 @@ function renderHead(cols) {
     h('th', { class: 'c-sel' }, all),
     h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name')),
     cols.map(c => h('th', { 'data-col': c.id, class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : ''), title: (c.kind ? c.kind + ': ' : '') + c.label },
-      c.kind === 'metric' && c.first ? null : null, c.label, arrow(c.id))));
+      c.label, arrow(c.id))));
   table.tHead.replaceChildren(tr);
 }
 function renderBody() {
@@ -4331,7 +5355,7 @@ function openColumns() {
         S.colPrefs = s; saveColPrefs(); renderTable();
       } }), h('span', { text: x.label, title: x.label })))];
     };
-    body.replaceChildren.apply(body, [group('Run', c.base), group('Params', c.params), group('Metrics', c.metrics)].flat().filter(Boolean));
+    body.replaceChildren.apply(body, [group('Run', c.base), group('Params', c.params), group('Metrics', c.metrics)].flat(2).filter(Boolean));
   };
   search.addEventListener('input', draw);
   draw();
@@ -4349,6 +5373,7 @@ function setSelection(keys, manual) {
   keys = keys.filter(k => k && k.indexOf('/') > 0 && !seen.has(k) && seen.add(k));
   if (manual) S.autoSelect = false;
   S.selected = keys; S.selectedSet = new Set(keys);
+  assignColors(keys);
   for (const k of Array.from(data.keys())) if (!S.selectedSet.has(k)) data.delete(k);
   for (const k of keys) if (!data.has(k)) loadRun(k);
   $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
@@ -4360,7 +5385,8 @@ function toggleRun(k, on) {
 }
 function maxPoints() {
   const w = ($('#charts').clientWidth || 1000) - 24, cols = Math.max(1, Math.floor((w + 12) / 342)), colW = (w - (cols - 1) * 12) / cols;
-  return Math.max(300, Math.min(2000, Math.round(colW * (window.devicePixelRatio || 1))));
+  // the server keeps first/min/max/last per bucket: two points per pixel keeps spikes sharp
+  return Math.max(400, Math.min(2000, Math.round(2 * colW * (window.devicePixelRatio || 1))));
 }
 function convertSeries(ser) {
   const n = ser && ser.step ? ser.step.length : 0, st = new Array(n), tm = new Array(n), va = new Array(n);
@@ -4419,6 +5445,19 @@ function applyRows(rd, series, next) {
   }
   rd.since = next;
   if (newKey) scheduleCharts();
+  // the table's steps and last values follow the stream instead of waiting for a heartbeat
+  const p = splitKey(rd.key), row = p[0] === S.exp ? S.rows.get(p[1]) : null;
+  if (row) {
+    row.summary = Object.assign({}, row.summary);
+    for (const key of Object.keys(series || {})) {
+      const ser = series[key], n = ser && ser.step ? ser.step.length : 0;
+      if (!n) continue;
+      row.summary[key] = ser.value[n - 1];
+      if (isNull(row.last_step) || ser.step[n - 1] > row.last_step) row.last_step = ser.step[n - 1];
+    }
+    row.rows = next;
+    scheduleTable();
+  }
 }
 // A run streaming for hours would grow without bound; keep min and max per bucket (the server's
 // own downsampling) and let a zoom fetch the detail back.
@@ -4676,11 +5715,7 @@ function upsertRow(row, isNew) {
       flash.add(k); setTimeout(() => { flash.delete(k); scheduleTable(); }, 2500);
       if (S.autoSelect && S.selected.length < AUTO_SELECT) setSelection(S.selected.concat([k]), false);
     }
-    if (!had || !prev || prev.status !== row.status || JSON.stringify(prev.summary) !== JSON.stringify(row.summary) || prev.description !== row.description || String(prev.tags) !== String(row.tags)) scheduleTable();
-    else {
-      // heartbeat only: refresh the duration cell in place
-      scheduleTable();
-    }
+    scheduleTable();
   } else known.set(k, Object.assign({}, prev || {}, row));
   if (isNew || !prev || prev.status !== row.status) refreshExperimentsSoon();
   if (S.detail === k) renderDetailMeta(known.get(k));
@@ -4698,6 +5733,7 @@ function openDetail(k, push) {
   $('#detail-name').textContent = p[1]; $('#detail-name').title = p[1];
   $('#detail-exp').textContent = p[0];
   $('#detail-select').checked = S.selectedSet.has(k);
+  $('#detail-desc').removeAttribute('data-shown'); $('#detail-tags').removeAttribute('data-shown');
   const row = known.get(k);
   if (row) renderDetailMeta(row);
   else { $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Loading\u2026' })); $('#detail-status').replaceChildren(); $('#detail-desc').replaceChildren(); $('#detail-tags').replaceChildren(); $('#detail-summary').replaceChildren(); }
@@ -4754,12 +5790,16 @@ function renderDetailMeta(m) {
   for (const key of Object.keys(m)) {
     const v = m[key];
     if (META_SKIP.has(key) || v === null || typeof v === 'object') continue;
-    items.push(item(key.replace(/_/g, ' '), fmtValue(v), { field: key }));
+    if (key === 'recorded_status' && v === m.status) continue;
+    const label = key.replace(/_/g, ' ');
+    items.push(item(label.charAt(0).toUpperCase() + label.slice(1), fmtValue(v), { field: key }));
   }
   items.push(item('Command', cmd || null, { wide: true, field: 'command' }));
   $('#detail-meta').replaceChildren.apply($('#detail-meta'), items);
-  if (!S.editingDesc) renderDescription(m);
-  renderTags(m);
+  const box = $('#detail-desc');
+  if (!S.editingDesc && box.getAttribute('data-shown') !== (m.description || '')) renderDescription(m);
+  const tagsKey = JSON.stringify(m.tags || []);
+  if ($('#detail-tags').getAttribute('data-shown') !== tagsKey) renderTags(m);
   const sum = m.summary || {}, keys = Object.keys(sum).sort(natural);
   $('#detail-summary-sec').hidden = !keys.length;
   $('#detail-summary').replaceChildren.apply($('#detail-summary'), keys.map(key => h('tr', null, h('td', { text: key }), h('td', { text: fmtNum(sum[key]) }))));
@@ -4767,6 +5807,7 @@ function renderDetailMeta(m) {
 function renderDescription(m) {
   const box = $('#detail-desc'), k = S.detail;
   if (S.editingDesc) {
+    box.removeAttribute('data-shown');
     const ta = h('textarea', { rows: 3, value: m.description || '', 'aria-label': 'Description', 'data-testid': 'description-input' });
     const save = async () => {
       try { await patchRun(k, { description: ta.value }); S.editingDesc = false; renderDescription(known.get(k)); }
@@ -4779,12 +5820,15 @@ function renderDescription(m) {
     ta.focus();
     return;
   }
+  box.setAttribute('data-shown', m.description || '');
   box.replaceChildren(
     m.description ? h('p', { class: 'desc-text', text: m.description }) : h('p', { class: 'desc-text muted', text: 'No description.' }),
     h('button', { type: 'button', class: 'btn small', text: m.description ? 'Edit' : 'Add description', 'data-testid': 'description-edit', onclick: () => { S.editingDesc = true; renderDescription(known.get(k) || m); } }));
 }
 function renderTags(m) {
   const box = $('#detail-tags'), k = S.detail, tags = (m.tags || []).slice();
+  const typing = box.querySelector('input'), draft = typing ? typing.value : '', focused = typing && document.activeElement === typing;
+  box.setAttribute('data-shown', JSON.stringify(m.tags || []));
   const save = async next => { try { await patchRun(k, { tags: next }); } catch (e) { showError('Could not save the tags', e); } };
   const input = h('input', { type: 'text', placeholder: 'Add tag\u2026', 'aria-label': 'Add tag', 'data-testid': 'tag-input' });
   input.addEventListener('keydown', e => {
@@ -4795,6 +5839,8 @@ function renderTags(m) {
   });
   box.replaceChildren.apply(box, tags.map(t => h('span', { class: 'tag', title: t }, h('span', { text: t }),
     h('button', { type: 'button', title: 'Remove tag', 'aria-label': 'Remove tag ' + t, onclick: () => save(tags.filter(x => x !== t)) }, icon('close', 10)))).concat([input]));
+  if (draft && draft.trim() !== '' && tags.indexOf(draft.trim()) < 0) input.value = draft;
+  if (focused) input.focus();
 }
 async function patchRun(k, body) {
   const row = await api(runPath(k) + '/metadata', { method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
@@ -4958,7 +6004,8 @@ async function previewArtifact(k, a) {
     body = h('div', { class: 'preview-box preview-binary' }, h('div', { text: 'No preview for this file type.' }),
       h('a', { class: 'btn small', style: 'margin-top:10px', href: safeUrl(j.url, k, a.path), download: String(a.path).split('/').pop(), 'data-testid': 'preview-download' }, icon('download', 13), 'Download ' + fmtBytes(j.size === undefined ? a.size : j.size)));
   }
-  box.replaceChildren(head, body, foot);
+  box.replaceChildren.apply(box, [head, body, foot].filter(Boolean));
+  box.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
 }
 
 // --- theme
@@ -5029,10 +6076,14 @@ async function boot() {
   S.filter = hs.q; $('#filter').value = hs.q;
   S.chartFilter = hs.metrics; $('#chart-filter').value = hs.metrics;
   S.hidden = new Set(hs.hide); Charts.configure({ hidden: new Set(S.hidden) });
-  try { S.health = await api('/api/health'); }
+  // the three first requests go out together; the runs of a linked experiment need not wait
+  if (hs.exp) { S.prefetch = { exp: hs.exp, promise: api(expPath(hs.exp) + '/runs') }; S.prefetch.promise.catch(() => {}); }
+  const health = api('/api/health');
+  const exps = loadExperiments();
+  try { S.health = await health; }
   catch (e) { showError('Cannot reach the expman server', e); setLive('reconnecting', 'Offline'); }
   $('#version').textContent = 'v' + ((S.health && S.health.version) || VERSION);
-  await loadExperiments();
+  await exps;
   await start();
   if (hs.run) openDetail(hs.run);
   openStream(true);
