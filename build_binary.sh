@@ -3,7 +3,10 @@
 #
 #   ./build_binary.sh            from a fresh clone; needs python3 (>= 3.10) with venv, and PyPI
 #   PYTHON=python3.12 ./build_binary.sh
-#   EXPMAN_BINARY_S3=1 ./build_binary.sh      keep s3:// support in the binary (~43 MB, not 36)
+#   EXPMAN_BINARY_S3=1 ./build_binary.sh      keep s3:// support in the binary (~43 MB, not 38)
+#   ./build_binary.sh --zipapp-only           only dist/expman.pyz, vendoring bottle, waitress
+#                                             and PyYAML from $PYTHON (no venv; under a second)
+#   DIST=/some/dir ./build_binary.sh ...      write there instead of dist/
 #
 # Everything it installs goes into .venv-build/ (git-ignored), reused while the pins below are
 # unchanged. What the binary leaves out, and why, is written in expman.spec.
@@ -11,7 +14,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON="${PYTHON:-python3}"
+DIST="${DIST:-dist}"
 VENV=.venv-build
+zipapp_only=0
+case "${1:-}" in
+    "") ;;
+    --zipapp-only) zipapp_only=1 ;;
+    *) echo "usage: $0 [--zipapp-only]" >&2; exit 2 ;;
+esac
 # Pinned so that the size and start-time figures in the README stay reproducible. NumPy is
 # deliberately absent: pyarrow does not need it for anything expman does.
 PINS=(
@@ -28,15 +38,19 @@ start=$(date +%s.%N)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # 1. build environment ----------------------------------------------------------------------
-stamp="$VENV/.expman-pins"
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${PINS[*]}" ]; then
-    echo "build_binary: creating $VENV"
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q "${PINS[@]}"
-    echo "${PINS[*]}" > "$stamp"
+if [ "$zipapp_only" = 1 ]; then
+    PY="$PYTHON"
+else
+    stamp="$VENV/.expman-pins"
+    if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${PINS[*]}" ]; then
+        echo "build_binary: creating $VENV"
+        rm -rf "$VENV"
+        "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install -q "${PINS[@]}"
+        echo "${PINS[*]}" > "$stamp"
+    fi
+    PY="$VENV/bin/python"
 fi
-PY="$VENV/bin/python"
 version=$("$PY" -c 'import ast, sys
 for node in ast.parse(open("expman.py").read()).body:
     if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__version__":
@@ -45,11 +59,13 @@ sys.exit("build_binary: no __version__ in expman.py")')
 echo "build_binary: expman $version, $("$PY" -c 'import sys; print("Python", sys.version.split()[0])')"
 
 # 2. dist/expman ----------------------------------------------------------------------------
-mkdir -p dist
-"$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
-    --workpath build/pyinstaller --distpath dist expman.spec
-got=$(./dist/expman --version)
-[ "$got" = "expman $version" ] || { echo "build_binary: dist/expman --version said '$got'" >&2; exit 1; }
+mkdir -p "$DIST"
+if [ "$zipapp_only" = 0 ]; then
+    "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
+        --workpath build/pyinstaller --distpath "$DIST" expman.spec
+    got=$("$DIST/expman" --version)
+    [ "$got" = "expman $version" ] || { echo "build_binary: $DIST/expman --version said '$got'" >&2; exit 1; }
+fi
 
 # 3. dist/expman.pyz ------------------------------------------------------------------------
 # expman.py stays a module named expman (warnings filters and loggers use that name); a
@@ -58,8 +74,8 @@ got=$(./dist/expman --version)
 # faster), the vendored copy fills the gap. PyYAML's C extension is left out: its pure-Python
 # part works alone. pyarrow cannot be vendored at all (extension modules cannot load from a
 # zip), so it must be installed.
-stage=build/zipapp
-rm -rf "$stage"
+stage=$(mktemp -d "${TMPDIR:-/tmp}/expman-zipapp.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/_vendor"
 cp expman.py "$stage/expman.py"
 cat > "$stage/__main__.py" <<'EOF'
@@ -72,23 +88,30 @@ EOF
 import glob, os, shutil, sys
 import bottle, waitress, yaml
 dest = sys.argv[1]
-site = os.path.dirname(bottle.__file__)
 ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.pyd", "RECORD", "INSTALLER", "REQUESTED")
 shutil.copy2(bottle.__file__, dest)
-for package in (waitress, yaml):
-    src = os.path.dirname(package.__file__)
-    shutil.copytree(src, os.path.join(dest, os.path.basename(src)), ignore=ignore)
-for pattern in ("bottle-*.dist-info", "waitress-*.dist-info", "[Pp]y[Yy][Aa][Mm][Ll]-*.dist-info"):
-    for info in glob.glob(os.path.join(site, pattern)):  # licences travel with the code
+for module, dist in ((bottle, "bottle"), (waitress, "waitress"), (yaml, "[Pp]y[Yy][Aa][Mm][Ll]")):
+    site = os.path.dirname(module.__file__)
+    if module is not bottle:  # a package: copy its directory
+        shutil.copytree(site, os.path.join(dest, os.path.basename(site)), ignore=ignore)
+        site = os.path.dirname(site)
+    infos = glob.glob(os.path.join(site, dist + "-*.dist-info"))
+    if not infos:
+        sys.exit("build_binary: no dist-info (licence) for %s in %s" % (module.__name__, site))
+    for info in infos:  # the licence travels with the code
         shutil.copytree(info, os.path.join(dest, os.path.basename(info)), ignore=ignore)
 EOF
-"$PY" -m zipapp "$stage" -o dist/expman.pyz -p "/usr/bin/env python3" -c
+"$PY" -m zipapp "$stage" -o "$DIST/expman.pyz" -p "/usr/bin/env python3" -c
+got=$("$PY" "$DIST/expman.pyz" --version)
+[ "$got" = "expman $version" ] || { echo "build_binary: expman.pyz --version said '$got'" >&2; exit 1; }
 
 # 4. report ---------------------------------------------------------------------------------
 end=$(date +%s.%N)
-"$PY" - "$start" "$end" <<'EOF'
+"$PY" - "$start" "$end" "$DIST" "$zipapp_only" <<'EOF'
 import os, sys
-for path in ("dist/expman", "dist/expman.pyz"):
-    print("build_binary: %-16s %6.1f MB" % (path, os.path.getsize(path) / 1e6))
-print("build_binary: built in %.0f s" % (float(sys.argv[2]) - float(sys.argv[1])))
+start, end, dist, zipapp_only = sys.argv[1:]
+for name in ("expman.pyz",) if zipapp_only == "1" else ("expman", "expman.pyz"):
+    path = os.path.join(dist, name)
+    print("build_binary: %-20s %6.1f MB" % (path, os.path.getsize(path) / 1e6))
+print("build_binary: built in %.1f s" % (float(end) - float(start)))
 EOF

@@ -724,7 +724,7 @@ def _effective_status(meta, now=None):
     status = meta.get("status")
     status = status.lower() if isinstance(status, str) else None
     if status not in STATUSES:
-        return "crashed" if status is None else status
+        return "crashed"  # missing or garbled status: the run never closed properly
     if status != "running":
         return status
     if meta.get("hostname") == _HOSTNAME and not _pid_alive(meta.get("pid")):
@@ -1100,7 +1100,6 @@ class _Writer(threading.Thread):
         if tag in self.warned and not always:
             return
         self.warned.add(tag)
-        _log.warning("%s", message)
         warnings.warn(message, ExpmanWarning, stacklevel=2)
         self.log_buffer.append(f"{_iso()} WARN  {message}\n")
 
@@ -1638,7 +1637,7 @@ def _user():
 
 
 def _warn(message):
-    _log.warning("%s", message)
+    """One user-facing warning: an ExpmanWarning (filterable, shown once per place)."""
     warnings.warn(message, ExpmanWarning, stacklevel=3)
 
 
@@ -1919,11 +1918,12 @@ def _scan_runs(store, exp_path, now, with_config=False):
             meta = _read_yaml(store, meta_path)
         except ExpmanError as exc:
             _log.warning("%s", exc)
-            meta = {"name": entry.name, "status": "crashed", "error": str(exc)}
+            meta = {"name": entry.name, "status": "crashed", "error": str(exc), "corrupt": True}
         if not meta:
             if store.stat(meta_path) is None:
                 continue  # not a run: no run.yaml at all
-            meta = {"name": entry.name, "status": "crashed", "error": "empty run.yaml"}
+            meta = {"name": entry.name, "status": "crashed", "error": "empty run.yaml",
+                    "corrupt": True}
         meta.setdefault("name", entry.name)
         config = None
         if with_config:
@@ -1934,6 +1934,8 @@ def _scan_runs(store, exp_path, now, with_config=False):
                 config = {}
         row = _run_row(store, run_path, meta, config, now)
         row["name"] = entry.name  # the directory is the truth if run.yaml was copied around
+        if meta.get("corrupt"):
+            row["corrupt"] = True
         if meta.get("error"):
             row["error"] = str(meta["error"])
         rows.append(row)
@@ -2210,7 +2212,7 @@ def load_runs(root=None, experiment=None, status=None, to_pandas=False):
 # watcher thread notices new runs and run.yaml changes anywhere under the root, and each
 # stream tails the metrics and log of the runs its page shows, reading only what is new.
 
-SSE_POLL_SECS = 0.25          # how often a stream looks for new rows of its runs
+SSE_POLL_SECS = 0.1           # how often a stream looks for new rows of its runs
 SSE_PING_SECS = 15.0          # comment lines that keep proxies and dead-client checks honest
 WATCH_SECS = 1.0              # how often the watcher rescans the root for runs/status
 SERVER_THREADS = 48           # each open page holds one thread for its stream
@@ -2362,26 +2364,33 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
     With max_points, each series is reduced to about that many points: the x range is cut
     into max_points/4 buckets and each keeps its first, min, max and last point, so spikes
     survive (an M4-style reduction, done in Arrow compute: a million rows in tens of ms).
+    Times are seconds since the epoch.
     """
     out = {}
     steps_all = table.column("step")
-    times_all = pc.divide(table.column("timestamp").cast(pa.int64()).cast(pa.float64()),
-                          _f64_array(array.array("d", [1e6]))[0])
+    micros_all = table.column("timestamp").cast(pa.int64())
     downsampled = False
     for key in keys:
         if key not in table.column_names:
             continue
-        col = table.column(key)
-        mask = pc.is_valid(col)
+        values = table.column(key)
+        mask = None
+        if values.null_count:
+            mask = pc.is_valid(values)
         if x_min is not None:
-            mask = pc.and_(mask, pc.greater_equal(steps_all, _i64_scalar(x_min)))
+            above = pc.greater_equal(steps_all, _i64_scalar(math.ceil(x_min)))
+            mask = above if mask is None else pc.and_(mask, above)
         if x_max is not None:
-            mask = pc.and_(mask, pc.less_equal(steps_all, _i64_scalar(x_max)))
-        steps, times, values = (pc.filter(a, mask) for a in (steps_all, times_all, col))
+            below = pc.less_equal(steps_all, _i64_scalar(math.floor(x_max)))
+            mask = below if mask is None else pc.and_(mask, below)
+        steps, micros = steps_all, micros_all
+        if mask is not None:
+            steps, micros, values = (pc.filter(a, mask) for a in (steps, micros, values))
         if max_points and len(steps) > max_points:
-            steps, times, values = _downsample(steps, times, values, max_points)
+            steps, micros, values = _downsample(steps, micros, values, max_points)
             downsampled = True
-        out[key] = {"step": steps.to_pylist(), "time": [round(t, 3) for t in times.to_pylist()],
+        out[key] = {"step": steps.to_pylist(),
+                    "time": [t / 1e6 for t in micros.to_pylist()],
                     "value": [_json_number(v) for v in values.to_pylist()]}
     return out, downsampled
 
@@ -2390,41 +2399,32 @@ def _i64_scalar(value):
     return _buffer_array(pa.int64(), array.array("q", [int(value)]))[0]
 
 
-def _downsample(steps, times, values, max_points):
+def _downsample(steps, micros, values, max_points):
+    """Cut the rows into max_points/4 equal runs; keep each run's first, min, max and last
+    point, in row order (M4). Exact x for the extremes, so a one-step spike survives.
+
+    NaN and inf are left out of the reduction (they would swallow a bucket's min/max); they
+    show as gaps when the chart asks for raw points (max_points=0 or a zoomed range)."""
     finite = pc.is_finite(values)
-    steps, times, values = (pc.filter(a, finite) for a in (steps, times, values))
-    n_buckets = max(1, max_points // 4)
-    lo, hi = pc.min_max(steps).values()
-    lo, hi = lo.as_py(), hi.as_py()
-    if lo is None:
-        return steps, times, values
-    width = max((hi - lo + 1) / n_buckets, 1e-9)
-    x = pc.subtract(steps.cast(pa.float64()), _f64_array(array.array("d", [lo]))[0])
-    bucket = pc.floor(pc.divide(x, _f64_array(array.array("d", [width]))[0])).cast(pa.int64())
-    table = pa.Table.from_arrays([bucket, steps, times, values], names=["b", "s", "t", "v"])
-    agg = table.group_by("b", use_threads=False).aggregate([
-        ("s", "first"), ("s", "last"), ("t", "first"), ("t", "last"),
-        ("v", "first"), ("v", "last"), ("v", "min"), ("v", "max")])
-    cols = {name: agg.column(name).to_pylist() for name in agg.column_names}
-    xs, ts, vs = [], [], []
-    for i in range(agg.num_rows):
-        s0, s1 = cols["s_first"][i], cols["s_last"][i]
-        t0, t1 = cols["t_first"][i], cols["t_last"][i]
-        mid_s, mid_t = (s0 + s1) // 2, (t0 + t1) / 2
-        points = [(s0, t0, cols["v_first"][i])]
-        if s1 != s0:
-            vmin, vmax = cols["v_min"][i], cols["v_max"][i]
-            if vmin != points[0][2]:
-                points.append((mid_s, mid_t, vmin))
-            if vmax != vmin:
-                points.append((mid_s, mid_t, vmax))
-            points.append((s1, t1, cols["v_last"][i]))
-        for s, t, v in points:
-            xs.append(s)
-            ts.append(t)
-            vs.append(v)
-    return (_buffer_array(pa.int64(), array.array("q", xs)),
-            _f64_array(array.array("d", ts)), _f64_array(array.array("d", vs)))
+    if not pc.all(finite).as_py():
+        steps, micros, values = (pc.filter(a, finite) for a in (steps, micros, values))
+    n = len(values)
+    if not n:
+        return steps, micros, values
+    steps, micros, values = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+                             for a in (steps, micros, values))
+    size = -(-n // max(1, max_points // 4))
+    picks = []
+    for start in range(0, n, size):
+        seg = values.slice(start, size)
+        end = start + len(seg) - 1
+        extremes = pc.min_max(seg)
+        idx = {start, end}
+        for which in ("min", "max"):
+            idx.add(start + pc.index(seg, extremes[which]).as_py())
+        picks.extend(sorted(idx))
+    take = _buffer_array(pa.int64(), array.array("q", picks))
+    return steps.take(take), micros.take(take), values.take(take)
 
 
 def make_app(root=None, live=True, token=None):
@@ -2910,9 +2910,24 @@ def _cli_error(message):
     print(f"expman: error: {first}", file=sys.stderr)
 
 
+_SHOWN_WARNINGS = []   # every ExpmanWarning the current command printed
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None,
+                  _default=warnings.showwarning):
+    """Print the library's ExpmanWarnings (a corrupt run, a skipped segment) as one
+    ``expman: warning:`` line each, instead of Python's two-line warning format."""
+    if not issubclass(category, ExpmanWarning):
+        return _default(message, category, filename, lineno, file, line)
+    text = str(message)
+    text = text[len("expman: "):] if text.startswith("expman: ") else text
+    _SHOWN_WARNINGS.append(text)
+    print(f"expman: warning: {text.splitlines()[0] if text else ''}", file=sys.stderr)
+    return None
+
+
 class _StderrWarnings(logging.Handler):
-    """Shows what the readers log (a corrupt run, a skipped segment) as one stderr line each,
-    instead of Python's bare last-resort output."""
+    """Readers also log some problems (a garbled run.yaml while listing): one line each."""
 
     def __init__(self):
         super().__init__(logging.WARNING)
@@ -2924,28 +2939,20 @@ class _StderrWarnings(logging.Handler):
             message = str(record.msg)
         if message.startswith("expman: "):
             message = message[len("expman: "):]
+        _SHOWN_WARNINGS.append(message)
         print(f"expman: warning: {message.splitlines()[0] if message else ''}",
               file=sys.stderr)
 
 
-class _LogCapture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
 @contextlib.contextmanager
 def _reader_warnings():
-    """The warnings the readers log inside the block (e.g. a truncated segment was skipped)."""
-    handler = _LogCapture()
-    _log.addHandler(handler)
+    """The warnings shown while the block ran (e.g. a truncated segment was skipped)."""
+    start = len(_SHOWN_WARNINGS)
+    problems = []
     try:
-        yield handler.records
+        yield problems
     finally:
-        _log.removeHandler(handler)
+        problems.extend(_SHOWN_WARNINGS[start:])
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -3088,9 +3095,8 @@ def _split_parent(store, path):
 # -- list ------------------------------------------------------------------------------------
 
 def _is_corrupt(row):
-    """A RUN_ROW the readers made up for a run whose run.yaml is unreadable (a failed run has
-    an "error" too, but every real run.yaml has a start time)."""
-    return bool(row.get("error")) and row["status"] == "crashed" and not row["started_at"]
+    """A run row made up for a run whose run.yaml could not be read (see _scan_runs)."""
+    return bool(row.get("corrupt"))
 
 
 def _cmd_list(args):
@@ -3769,8 +3775,8 @@ def main(argv=None):
     handler = _StderrWarnings()
     _log.addHandler(handler)
     with warnings.catch_warnings():
-        # the readers both log and warn; the log handler above already said it in one line
-        warnings.simplefilter("ignore", ExpmanWarning)
+        warnings.simplefilter("always", ExpmanWarning)
+        warnings.showwarning = _show_warning
         try:
             return _main(argv)
         finally:
@@ -5704,6 +5710,7 @@ function resync() {
   loadExperiments();
   if (S.exp) api(expPath(S.exp) + '/runs').then(j => { for (const r of j.runs || []) upsertRow(r, false); }).catch(() => {});
   if (S.detail && logS.next !== null) logCatchUp();
+  for (const k of S.selected) { const rd = data.get(k); if (rd && rd.error) { data.delete(k); loadRun(k); } }
 }
 function upsertRow(row, isNew) {
   if (!row || !row.name) return;

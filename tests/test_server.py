@@ -401,7 +401,7 @@ def test_stream_sends_heartbeats(root, live_server, monkeypatch):
     monkeypatch.setattr(expman, "SSE_PING_SECS", 0.1)
     reader = SSEReader(live_server.url + "/api/stream")
     try:
-        wait_for(lambda: reader.comments >= 2, what="two pings")
+        wait_for(lambda: reader.comments >= 2, timeout=30, what="two pings")
     finally:
         reader.close()
 
@@ -444,3 +444,5 @@ def test_serve_subprocess_prints_url_and_serves(root):
     finally:
         proc.terminate()
         proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
