@@ -44,6 +44,8 @@ __all__ = [
     # reading
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
     "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
+    # serving
+    "make_app", "make_server", "serve",
     # errors and constants
     "ExpmanError", "InvalidInputError", "ExpmanWarning", "STATUSES", "main",
 ]
@@ -2401,27 +2403,25 @@ def _i64_scalar(value):
 
 def _downsample(steps, micros, values, max_points):
     """Cut the rows into max_points/4 equal runs; keep each run's first, min, max and last
-    point, in row order (M4). Exact x for the extremes, so a one-step spike survives.
-
-    NaN and inf are left out of the reduction (they would swallow a bucket's min/max); they
-    show as gaps when the chart asks for raw points (max_points=0 or a zoomed range)."""
-    finite = pc.is_finite(values)
-    if not pc.all(finite).as_py():
-        steps, micros, values = (pc.filter(a, finite) for a in (steps, micros, values))
+    point, in row order (M4). Exact x for the extremes, so a one-step spike survives, and the
+    first NaN of a run is kept too, so the chart still shows a gap where the metric broke."""
     n = len(values)
-    if not n:
-        return steps, micros, values
     steps, micros, values = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
                              for a in (steps, micros, values))
+    has_nan = pc.any(pc.is_nan(values)).as_py()
     size = -(-n // max(1, max_points // 4))
     picks = []
     for start in range(0, n, size):
         seg = values.slice(start, size)
-        end = start + len(seg) - 1
-        extremes = pc.min_max(seg)
-        idx = {start, end}
+        idx = {start, start + len(seg) - 1}
+        extremes = pc.min_max(seg)  # skips NaN
         for which in ("min", "max"):
-            idx.add(start + pc.index(seg, extremes[which]).as_py())
+            if extremes[which].is_valid:
+                idx.add(start + pc.index(seg, extremes[which]).as_py())
+        if has_nan:
+            first_nan = pc.index(pc.is_nan(seg), True).as_py()
+            if first_nan >= 0:
+                idx.add(start + first_nan)
         picks.extend(sorted(idx))
     take = _buffer_array(pa.int64(), array.array("q", picks))
     return steps.take(take), micros.take(take), values.take(take)
@@ -2830,6 +2830,14 @@ class _Server:
             self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
         except Exception:  # noqa: BLE001 - best effort on shutdown
             pass
+        # Waitress leaves accepted connections open; close them so a browser that reuses one
+        # sees the server go away instead of waiting on a silent socket.
+        for channel in list(getattr(self.server, "_map", {}).values()):
+            if channel is not self.server:
+                try:
+                    channel.close()
+                except Exception:  # noqa: BLE001
+                    pass
         self.server.close()
 
 
@@ -3839,6 +3847,26 @@ def _demo_curve(rng, step, steps, lr, noise=0.04):
     return max(loss, 0.01), max(acc, 0.0)
 
 
+class _DemoClock:
+    """Timestamps for demo rows as if the run had trained for real (secs_per_call apart)."""
+
+    def __init__(self, start, secs_per_call):
+        self.now, self.step = start, secs_per_call
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+def _backdate(exp, started, finished):
+    """Make a finished demo run's run.yaml tell the times its synthetic rows tell."""
+    path = _LOCAL_STORE.join(exp._path, RUN_YAML)
+    meta = _read_yaml(_LOCAL_STORE, path)
+    meta.update(started_at=_iso(started), finished_at=_iso(finished),
+                heartbeat_at=_iso(finished), duration_secs=round(finished - started, 3))
+    _LOCAL_STORE.write_atomic(path, _yaml_dump(meta))
+
+
 def _demo_data(root, live_secs=60.0, steps=2000):
     """Write realistic example experiments under root; returns the live thread (or None).
 
@@ -3858,9 +3886,11 @@ def _demo_data(root, live_secs=60.0, steps=2000):
         config = {"lr": lr, "batch_size": batch, "optimizer": {"name": opt, "momentum": 0.9,
                                                                "weight_decay": 5e-4},
                   "model": {"depth": 18, "width": 64}, "augment": ["flip", "crop"]}
+        started = time.time() - (len(grid) + 1 - i) * 3600
+        clock = _DemoClock(started, 1.2 + 0.3 * i)
         with Experiment("resnet_cifar10", base_dir=root, run_name=f"{opt}_lr{lr}",
                         config=config, tags=["demo", opt], description=f"{opt}, lr={lr}",
-                        **quiet) as exp:
+                        clock=clock, **quiet) as exp:
             best = 0.0
             for step in range(steps):
                 loss, acc = _demo_curve(rng, step, steps, lr * (3 if opt != "sgd" else 1))
@@ -3891,6 +3921,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
                                           for e in range(10)]})
             pq.write_table(table, os.path.join(tmp, "epochs.parquet"))
             exp.save_artifact(os.path.join(tmp, "epochs.parquet"))
+        _backdate(exp, started, clock.now)
     # a run that diverged and raised
     try:
         with Experiment("resnet_cifar10", base_dir=root, run_name="sgd_lr1.0",
@@ -3907,14 +3938,17 @@ def _demo_data(root, live_secs=60.0, steps=2000):
     # a second experiment: a small sweep with a different metric set
     for i, hidden in enumerate((64, 128, 256, 512)):
         rng = random.Random(100 + i)
+        started = time.time() - (5 - i) * 900
+        clock = _DemoClock(started, 0.4 * (1 + i))
         with Experiment("mnist_mlp", base_dir=root, run_name=f"h{hidden}",
                         config={"hidden": hidden, "lr": 1e-3, "dropout": 0.1 * i},
-                        tags=["demo"], **quiet) as exp:
+                        tags=["demo"], clock=clock, **quiet) as exp:
             for step in range(500):
                 loss, acc = _demo_curve(rng, step, 500, 0.002 * (1 + i), noise=0.02)
                 exp.log_metrics({"loss": loss, "accuracy": acc,
                                  "grad_norm": abs(rng.gauss(1, 0.3)) / (1 + step / 100)},
                                 step=step)
+        _backdate(exp, started, clock.now)
     shutil.rmtree(tmp, ignore_errors=True)
     if live_secs <= 0:
         return None
@@ -4040,7 +4074,10 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 .switch { position: relative; display: inline-flex; align-items: center; gap: 7px; cursor: pointer; user-select: none; }
 .switch input { position: absolute; opacity: 0; width: 1px; height: 1px; }
 .switch .track { width: 28px; height: 16px; border-radius: 8px; background: var(--border-2); position: relative; transition: background .15s; }
-.switch .track::after { content: ""; position: absolute; top: 2px; left: 2px; width: 12px; height: 12px; border-radius: 50%; background: #fff; transition: transform .15s; box-shadow: 0 1px 2px rgba(0,0,0,.25); }
+.switch .track::after {
+  content: ""; position: absolute; top: 2px; left: 2px; width: 12px; height: 12px; border-radius: 50%;
+  background: #fff; transition: transform .15s; box-shadow: 0 1px 2px rgba(0,0,0,.25);
+}
 .switch input:checked + .track { background: var(--accent); }
 .switch input:checked + .track::after { transform: translateX(12px); }
 .switch input:focus-visible + .track { box-shadow: 0 0 0 3px var(--accent-soft); }
@@ -4128,7 +4165,10 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 #runs-table tbody tr.selected td { background: var(--sel); }
 #runs-table tbody tr.flash td { animation: flash 2.4s ease-out; }
 #runs-table tr.spacer td { padding: 0; border: 0; height: auto; background: transparent; }
-.swatch { display: inline-block; width: 9px; height: 9px; border-radius: 3px; margin-right: 7px; vertical-align: -0.5px; background: transparent; box-shadow: inset 0 0 0 1px var(--border-2); }
+.swatch {
+  display: inline-block; width: 9px; height: 9px; border-radius: 3px; margin-right: 7px; vertical-align: -0.5px;
+  background: transparent; box-shadow: inset 0 0 0 1px var(--border-2);
+}
 .selected .swatch { box-shadow: none; }
 .run-link { border: 0; background: none; padding: 0; color: var(--fg); font-weight: 550; cursor: pointer; max-width: calc(100% - 18px);
   overflow: hidden; text-overflow: ellipsis; white-space: nowrap; vertical-align: middle; text-align: left; }
@@ -4302,7 +4342,10 @@ pre.code { background: var(--panel-2); border: 1px solid var(--border); border-r
 .preview-box img { display: block; max-width: 100%; height: auto; margin: 0 auto; background: repeating-conic-gradient(var(--border) 0 25%, transparent 0 50%) 0 0 / 16px 16px; }
 .preview-box pre { margin: 0; padding: 10px 12px; white-space: pre-wrap; overflow-wrap: anywhere; }
 table.data { border-collapse: collapse; font-size: 12px; font-variant-numeric: tabular-nums; width: max-content; min-width: 100%; }
-table.data th, table.data td { padding: 4px 10px; border-bottom: 1px solid var(--border); border-right: 1px solid var(--border); text-align: left; white-space: nowrap; max-width: 280px; overflow: hidden; text-overflow: ellipsis; }
+table.data th, table.data td {
+  padding: 4px 10px; border-bottom: 1px solid var(--border); border-right: 1px solid var(--border);
+  text-align: left; white-space: nowrap; max-width: 280px; overflow: hidden; text-overflow: ellipsis;
+}
 table.data th { position: sticky; top: 0; background: var(--panel); font-weight: 600; }
 table.data th small { display: block; font-weight: 400; color: var(--muted); font-family: var(--mono); font-size: 10.5px; }
 table.data td.num { text-align: right; font-family: var(--mono); }
@@ -4317,10 +4360,17 @@ table.data td.num { text-align: right; font-family: var(--mono); }
   <nav id="crumbs" aria-label="breadcrumb"><span class="sep" id="crumb-sep" hidden>/</span><span id="crumb-exp" data-testid="crumb-exp"></span></nav>
   <div class="spacer"></div>
   <span id="live-indicator" data-testid="live-indicator" data-state="connecting" title="Live updates"><i></i><span id="live-text">Connecting</span></span>
-  <button id="theme-toggle" class="icon-btn" type="button" title="Toggle dark mode" aria-label="Toggle dark mode"><svg class="ico" width="16" height="16" viewBox="0 0 24 24"><path d="M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z"/></svg></button>
+  <button id="theme-toggle" class="icon-btn" type="button" title="Toggle dark mode" aria-label="Toggle dark mode">
+    <svg class="ico" width="16" height="16" viewBox="0 0 24 24"><path d="M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z"/></svg>
+  </button>
   <span id="version">v__EXPMAN_VERSION__</span>
 </header>
-<div id="banner" role="alert" hidden><span id="banner-text"></span><button class="icon-btn" id="banner-close" type="button" aria-label="Dismiss"><svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M6 6l12 12M18 6L6 18"/></svg></button></div>
+<div id="banner" role="alert" hidden>
+  <span id="banner-text"></span>
+  <button class="icon-btn" id="banner-close" type="button" aria-label="Dismiss">
+    <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M6 6l12 12M18 6L6 18"/></svg>
+  </button>
+</div>
 <div id="layout">
   <aside id="sidebar">
     <div class="side-head"><span>Experiments</span><span id="exp-count"></span></div>
@@ -4344,7 +4394,9 @@ with expman.Experiment("my-experiment") as exp:
         <div class="title"><h2 id="exp-title"></h2><span id="exp-desc"></span></div>
         <input id="filter" data-testid="filter" type="search" placeholder="Filter runs by name, tag or param=value   ( / )" autocomplete="off" spellcheck="false">
         <span id="runs-count" data-testid="runs-count"></span>
-        <button id="columns-button" class="btn" type="button" data-testid="columns-button"><svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M4 5h16v14H4zM10 5v14M15 5v14"/></svg>Columns</button>
+        <button id="columns-button" class="btn" type="button" data-testid="columns-button">
+          <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M4 5h16v14H4zM10 5v14M15 5v14"/></svg>Columns
+        </button>
       </div>
       <div id="runs-scroll">
         <table id="runs-table" data-testid="runs-table"><colgroup id="runs-cols"></colgroup><thead></thead><tbody></tbody></table>
@@ -4356,9 +4408,17 @@ with expman.Experiment("my-experiment") as exp:
       <div class="panel-head charts-toolbar">
         <div class="title"><h2>Charts</h2></div>
         <input id="chart-filter" data-testid="chart-filter" type="search" placeholder="Filter metrics" autocomplete="off" spellcheck="false">
-        <label title="Exponential moving average; the raw curve stays visible behind">Smoothing <input id="smoothing" data-testid="smoothing" type="range" min="0" max="0.99" step="0.01" value="0"><output id="smoothing-value">0</output></label>
+        <label title="Exponential moving average; the raw curve stays visible behind">Smoothing
+          <input id="smoothing" data-testid="smoothing" type="range" min="0" max="0.99" step="0.01" value="0">
+          <output id="smoothing-value">0</output>
+        </label>
         <label class="switch" title="Logarithmic y axis"><input id="logy" data-testid="logy" type="checkbox"><span class="track"></span>Log y</label>
-        <label>X axis <select id="xaxis" data-testid="xaxis"><option value="step">Step</option><option value="wall">Wall time</option><option value="relative">Relative time</option></select></label>
+        <label>X axis
+          <select id="xaxis" data-testid="xaxis">
+            <option value="step">Step</option><option value="wall">Wall time</option>
+            <option value="relative">Relative time</option>
+          </select>
+        </label>
       </div>
       <div id="legend" data-testid="legend"></div>
       <div id="charts" data-testid="charts"></div>
@@ -4370,7 +4430,9 @@ with expman.Experiment("my-experiment") as exp:
   <div class="drawer-head">
     <div class="drawer-title"><div id="detail-name" data-testid="detail-name"></div><div id="detail-sub"><span id="detail-status"></span><span id="detail-exp"></span></div></div>
     <label class="switch" title="Show this run in the charts"><input id="detail-select" type="checkbox"><span class="track"></span>Compare</label>
-    <button id="detail-close" class="icon-btn" type="button" title="Close (Esc)" aria-label="Close"><svg class="ico" width="16" height="16" viewBox="0 0 24 24"><path d="M6 6l12 12M18 6L6 18"/></svg></button>
+    <button id="detail-close" class="icon-btn" type="button" title="Close (Esc)" aria-label="Close">
+      <svg class="ico" width="16" height="16" viewBox="0 0 24 24"><path d="M6 6l12 12M18 6L6 18"/></svg>
+    </button>
   </div>
   <div class="drawer-body">
     <section><dl id="detail-meta" class="meta-grid" data-testid="detail-meta"></dl></section>
@@ -4378,8 +4440,17 @@ with expman.Experiment("my-experiment") as exp:
     <section><div class="sec-head"><h4>Tags</h4></div><div id="detail-tags" class="tags-edit" data-testid="detail-tags"></div></section>
     <section id="detail-summary-sec"><div class="sec-head"><h4>Summary</h4></div><table id="detail-summary" class="kv" data-testid="detail-summary"></table></section>
     <section><div class="sec-head"><h4>Parameters</h4></div><div id="detail-params" data-testid="detail-params"></div></section>
-    <section><div class="sec-head"><h4>Log</h4><span class="note" id="log-note"></span><span class="spacer"></span><label class="switch" title="Keep scrolled to the newest line"><input id="log-follow" type="checkbox" checked><span class="track"></span>Follow</label></div><pre id="log" data-testid="log"></pre></section>
-    <section><div class="sec-head"><h4>Artifacts</h4><span class="note" id="artifacts-note"></span></div><div id="artifacts" data-testid="artifacts"></div><div id="artifact-preview" data-testid="artifact-preview"></div></section>
+    <section>
+      <div class="sec-head"><h4>Log</h4><span class="note" id="log-note"></span><span class="spacer"></span>
+        <label class="switch" title="Keep scrolled to the newest line"><input id="log-follow" type="checkbox" checked><span class="track"></span>Follow</label>
+      </div>
+      <pre id="log" data-testid="log"></pre>
+    </section>
+    <section>
+      <div class="sec-head"><h4>Artifacts</h4><span class="note" id="artifacts-note"></span></div>
+      <div id="artifacts" data-testid="artifacts"></div>
+      <div id="artifact-preview" data-testid="artifact-preview"></div>
+    </section>
   </div>
 </aside>
 <div id="columns-popover" class="popover" data-testid="columns-popover" hidden></div>
@@ -4438,7 +4509,13 @@ function icon(name, size, cls) {
   const p = document.createElementNS(SVGNS, 'path'); p.setAttribute('d', ICONS[name]); s.appendChild(p);
   return s;
 }
-function store(k, v) { try { if (v === undefined) return localStorage.getItem(k); if (v === null) localStorage.removeItem(k); else localStorage.setItem(k, v); } catch (e) { /* private mode */ } return null; }
+function store(k, v) {   // localStorage get (v undefined), remove (v null) or set
+  try {
+    if (v === undefined) return localStorage.getItem(k);
+    if (v === null) localStorage.removeItem(k); else localStorage.setItem(k, v);
+  } catch (e) { /* storage disabled: settings just do not persist */ }
+  return null;
+}
 
 // Metric values arrive as numbers, or "NaN"/"Infinity"/"-Infinity"; missing is null.
 function num(v) { return v === null || v === undefined || v === '' ? NaN : typeof v === 'number' ? v : Number(v); }
@@ -5139,6 +5216,12 @@ async function selectExperiment(name, opts) {
 // --- runs table
 function addRow(r) {
   r._recv = Date.now();
+  // run.yaml is rewritten at heartbeats, the stream is faster: keep what the stream told us
+  const old = S.rows.get(r.name);
+  if (old && r.status === 'running' && !isNull(old.last_step) && (isNull(r.last_step) || old.last_step > r.last_step)) {
+    r.last_step = old.last_step; r.rows = Math.max(r.rows || 0, old.rows || 0);
+    r.summary = Object.assign({}, r.summary, old.summary);
+  }
   S.rows.set(r.name, r);
   known.set(r.experiment + '/' + r.name, Object.assign({}, known.get(r.experiment + '/' + r.name) || {}, r));
   let fresh = false;
@@ -5162,8 +5245,10 @@ function allColumns() {
     { id: 'status', label: 'Status', w: 108, get: r => STATUS_ORDER[r.status] === undefined ? 9 : STATUS_ORDER[r.status], cell: r => statusEl(r.status) },
     { id: 'started', label: 'Started', w: 124, get: r => parseTime(r.started_at), cell: r => fmtWhen(parseTime(r.started_at)), title: r => fmtFull(parseTime(r.started_at)) },
     { id: 'duration', label: 'Duration', w: 88, num: true, get: liveDuration, cell: r => fmtDur(liveDuration(r)), live: true },
-    { id: 'steps', label: 'Steps', w: 76, num: true, get: r => isNull(r.last_step) ? null : r.last_step, cell: r => isNull(r.last_step) ? null : Number(r.last_step).toLocaleString('en-US') },
-    { id: 'tags', label: 'Tags', w: 150, get: r => (r.tags || []).join(' ') || null, cell: r => (r.tags || []).slice(0, 3).map(t => h('span', { class: 'tag', text: t, title: t })), title: r => (r.tags || []).join(', ') },
+    { id: 'steps', label: 'Steps', w: 76, num: true, get: r => isNull(r.last_step) ? null : r.last_step,
+      cell: r => isNull(r.last_step) ? null : Number(r.last_step).toLocaleString('en-US') },
+    { id: 'tags', label: 'Tags', w: 150, get: r => (r.tags || []).join(' ') || null, title: r => (r.tags || []).join(', '),
+      cell: r => (r.tags || []).slice(0, 3).map(t => h('span', { class: 'tag', text: t, title: t })) },
     { id: 'description', label: 'Description', w: 200, opt: true, get: r => r.description || null, cell: r => r.description || null, title: r => r.description || '' },
     { id: 'hostname', label: 'Host', w: 120, opt: true, get: r => r.hostname || null, cell: r => r.hostname || null },
     { id: 'git', label: 'Git commit', w: 96, opt: true, get: r => r.git_commit || null, cell: r => r.git_commit ? String(r.git_commit).slice(0, 8) : null, mono: true }
@@ -5237,7 +5322,10 @@ function renderTable() {
   $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + (sel ? ' \u00b7 ' + sel + ' selected' : '');
   const empty = $('#runs-empty');
   if (S.rows.size && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
-  else if (!S.rows.size && S.exp && empty.textContent.indexOf('Loading') < 0) { empty.hidden = false; empty.textContent = 'No runs in this experiment yet. New runs appear here as soon as they start.'; }
+  else if (!S.rows.size && S.exp && empty.textContent.indexOf('Loading') < 0) {
+    empty.hidden = false;
+    empty.textContent = 'No runs in this experiment yet. New runs appear here as soon as they start.';
+  }
   else if (S.rows.size) empty.hidden = true;
 }
 function renderHead(cols) {
@@ -5365,7 +5453,9 @@ function openColumns() {
   };
   search.addEventListener('input', draw);
   draw();
-  pop.replaceChildren(search, body, h('div', { class: 'row-actions' }, h('button', { type: 'button', class: 'btn small', text: 'Reset to defaults', onclick: () => { S.colPrefs = null; saveColPrefs(); renderTable(); draw(); } })));
+  const reset = () => { S.colPrefs = null; saveColPrefs(); renderTable(); draw(); };
+  pop.replaceChildren(search, body, h('div', { class: 'row-actions' },
+    h('button', { type: 'button', class: 'btn small', text: 'Reset to defaults', onclick: reset })));
   const r = $('#columns-button').getBoundingClientRect();
   pop.style.top = (r.bottom + 6) + 'px';
   pop.style.left = Math.max(8, Math.min(innerWidth - 310, r.right - 300)) + 'px';
@@ -5403,8 +5493,10 @@ function convertSeries(ser) {
   }
   return { step: st, time: tm, value: va };
 }
+// Versions are unique page-wide, so a chart can tell a re-selected run's data from the old one.
+let versionSeq = 0;
 async function loadRun(k) {
-  const rd = { key: k, since: 0, series: new Map(), ready: false, version: 1, t0: null, downsampled: false, catching: false, again: false };
+  const rd = { key: k, since: 0, series: new Map(), ready: false, version: ++versionSeq, t0: null, downsampled: false, catching: false, again: false };
   data.set(k, rd);
   const row = known.get(k);
   let mp = maxPoints();
@@ -5445,7 +5537,7 @@ function applyRows(rd, series, next) {
     let s = rd.series.get(key);
     if (!s) { s = { step: [], time: [], value: [] }; rd.series.set(key, s); newKey = true; }
     for (let i = 0; i < add.step.length; i++) { s.step.push(add.step[i]); s.time.push(add.time[i]); s.value.push(add.value[i]); }
-    if (s.step.length > COMPACT_AT) { compactSeries(s); rd.version++; newKey = true; continue; }
+    if (s.step.length > COMPACT_AT) { compactSeries(s); rd.version = ++versionSeq; newKey = true; continue; }
     const c = cards.get(key);
     if (c && c.loaded.get(rd.key) === rd.version) c.chart.appendPoints(rd.key, xsOf(rd, add.step, add.time), add.value);
   }
@@ -5531,7 +5623,10 @@ function makeCard(k) {
   const canvas = h('canvas', { class: 'plot', 'data-testid': 'chart-canvas' });
   const reset = h('button', { type: 'button', class: 'icon-btn reset-zoom', title: 'Reset zoom (or double-click the chart)', 'aria-label': 'Reset zoom' }, icon('reset', 13));
   const el = h('div', { class: 'chart', 'data-key': k, 'data-testid': 'chart' },
-    h('div', { class: 'chart-head' }, h('span', { class: 'chart-title', title: k }, i > 0 ? h('span', { class: 'chart-prefix', text: k.slice(0, i + 1) }) : null, i > 0 ? k.slice(i + 1) : k), reset),
+    h('div', { class: 'chart-head' },
+      h('span', { class: 'chart-title', title: k },
+        i > 0 ? h('span', { class: 'chart-prefix', text: k.slice(0, i + 1) }) : null, i > 0 ? k.slice(i + 1) : k),
+      reset),
     h('div', { class: 'plot-wrap' }, canvas));
   const chart = Charts.create(canvas);
   const c = { key: k, el: el, chart: chart, loaded: new Map(), zoom: null, zoomToken: 0 };
@@ -5601,7 +5696,8 @@ function seriesFor(c, rd, s) {
   if (z) {
     const i0 = lowerBound(s.step, z.s0); let i1 = i0;
     while (i1 < s.step.length && s.step[i1] <= z.s1) i1++;
-    d = { step: s.step.slice(0, i0).concat(z.step, s.step.slice(i1)), time: s.time.slice(0, i0).concat(z.time, s.time.slice(i1)), value: s.value.slice(0, i0).concat(z.value, s.value.slice(i1)) };
+    const splice = f => s[f].slice(0, i0).concat(z[f], s[f].slice(i1));
+    d = { step: splice('step'), time: splice('time'), value: splice('value') };
   }
   return { x: xsOf(rd, d.step, d.time), y: d.value, color: colorOf(rd.key), label: labelOf(rd.key) };
 }
@@ -5646,7 +5742,8 @@ function renderLegend() {
     rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
     h('span', { class: 'chip-label', text: labelOf(k) }),
     row && row.status === 'running' ? h('span', { class: 'status running', title: 'running' }, h('span', { class: 'dot' })) : null,
-    h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + k, onclick: () => { Charts.configure({ highlight: null }); toggleRun(k, false); } }, icon('close', 11)));
+    h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + k,
+      onclick: () => { Charts.configure({ highlight: null }); toggleRun(k, false); } }, icon('close', 11)));
   }));
 }
 function toggleHidden(k) {
@@ -5743,7 +5840,10 @@ function openDetail(k, push) {
   $('#detail-desc').removeAttribute('data-shown'); $('#detail-tags').removeAttribute('data-shown');
   const row = known.get(k);
   if (row) renderDetailMeta(row);
-  else { $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Loading\u2026' })); $('#detail-status').replaceChildren(); $('#detail-desc').replaceChildren(); $('#detail-tags').replaceChildren(); $('#detail-summary').replaceChildren(); }
+  else {
+    $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Loading\u2026' }));
+    for (const id of ['#detail-status', '#detail-desc', '#detail-tags', '#detail-summary']) $(id).replaceChildren();
+  }
   $('#detail-params').replaceChildren(h('div', { class: 'muted', text: 'Loading\u2026' }));
   $('#artifacts').replaceChildren(h('div', { class: 'af-empty', text: 'Loading\u2026' }));
   $('#artifact-preview').replaceChildren(); $('#artifacts-note').textContent = '';
@@ -5757,7 +5857,11 @@ function openDetail(k, push) {
     if (token !== S.detailToken) return;
     const cfg = (j && j.config) || {};
     $('#detail-params').replaceChildren(Object.keys(cfg).length ? paramTree(cfg, 0) : h('div', { class: 'muted', text: 'No parameters logged.' }));
-  }).catch(e => { if (token === S.detailToken) $('#detail-params').replaceChildren(h('div', { class: 'muted', text: e.status === 404 ? 'No parameters logged.' : 'Could not load parameters: ' + e.message })); });
+  }).catch(e => {
+    if (token !== S.detailToken) return;
+    const msg = e.status === 404 ? 'No parameters logged.' : 'Could not load parameters: ' + e.message;
+    $('#detail-params').replaceChildren(h('div', { class: 'muted', text: msg }));
+  });
   loadLog(k, token);
   loadArtifacts(k, token);
 }
@@ -5820,17 +5924,22 @@ function renderDescription(m) {
       try { await patchRun(k, { description: ta.value }); S.editingDesc = false; renderDescription(known.get(k)); }
       catch (e) { showError('Could not save the description', e); }
     };
-    ta.addEventListener('keydown', e => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) save(); if (e.key === 'Escape') { e.stopPropagation(); S.editingDesc = false; renderDescription(known.get(k)); } });
+    const cancel = () => { S.editingDesc = false; renderDescription(known.get(k)); };
+    ta.addEventListener('keydown', e => {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) save();
+      if (e.key === 'Escape') { e.stopPropagation(); cancel(); }
+    });
     box.replaceChildren(ta, h('div', { class: 'row-actions' },
       h('button', { type: 'button', class: 'btn small primary', text: 'Save', 'data-testid': 'description-save', onclick: save }),
-      h('button', { type: 'button', class: 'btn small', text: 'Cancel', onclick: () => { S.editingDesc = false; renderDescription(known.get(k)); } })));
+      h('button', { type: 'button', class: 'btn small', text: 'Cancel', onclick: cancel })));
     ta.focus();
     return;
   }
   box.setAttribute('data-shown', m.description || '');
   box.replaceChildren(
     m.description ? h('p', { class: 'desc-text', text: m.description }) : h('p', { class: 'desc-text muted', text: 'No description.' }),
-    h('button', { type: 'button', class: 'btn small', text: m.description ? 'Edit' : 'Add description', 'data-testid': 'description-edit', onclick: () => { S.editingDesc = true; renderDescription(known.get(k) || m); } }));
+    h('button', { type: 'button', class: 'btn small', text: m.description ? 'Edit' : 'Add description', 'data-testid': 'description-edit',
+      onclick: () => { S.editingDesc = true; renderDescription(known.get(k) || m); } }));
 }
 function renderTags(m) {
   const box = $('#detail-tags'), k = S.detail, tags = (m.tags || []).slice();
@@ -5996,8 +6105,11 @@ async function previewArtifact(k, a) {
     const numeric = cols.map(c => /int|float|double|decimal/i.test(String(c.type)));
     body = h('div', { class: 'preview-box' }, h('table', { class: 'data', 'data-testid': 'preview-table' },
       h('thead', null, h('tr', null, cols.map(c => h('th', { title: c.name + ' (' + c.type + ')' }, h('span', { text: c.name }), h('small', { text: String(c.type) }))))),
-      h('tbody', null, rows.map(r => h('tr', null, r.map((v, i) => h('td', { class: numeric[i] ? 'num' : null, text: v === null ? '' : fmtValue(v), title: v === null ? 'null' : fmtValue(v) })))))));
-    foot = h('div', { class: 'preview-foot', text: 'Showing ' + rows.length.toLocaleString('en-US') + ' of ' + Number(j.total_rows === undefined ? rows.length : j.total_rows).toLocaleString('en-US') + ' rows \u00b7 ' + cols.length + ' columns' });
+      h('tbody', null, rows.map(r => h('tr', null, r.map((v, i) => h('td', {
+        class: numeric[i] ? 'num' : null, text: v === null ? '' : fmtValue(v), title: v === null ? 'null' : fmtValue(v) })))))));
+    const total = isNull(j.total_rows) ? null : Number(j.total_rows), n = rows.length.toLocaleString('en-US');
+    const shown = total === null ? 'First ' + n + ' rows' : 'Showing ' + n + ' of ' + total.toLocaleString('en-US') + ' rows';
+    foot = h('div', { class: 'preview-foot', text: shown + ' \u00b7 ' + cols.length + ' columns' });
   } else if (j.kind === 'image') {
     const img = h('img', { src: safeUrl(j.url, k, a.path), alt: a.path, 'data-testid': 'preview-image' });
     img.addEventListener('error', () => { img.replaceWith(h('div', { class: 'preview-binary', text: 'The image could not be displayed.' })); });
@@ -6009,7 +6121,8 @@ async function previewArtifact(k, a) {
     if (j.truncated) foot = h('div', { class: 'preview-foot', text: 'Truncated; download the file to see all of it.' });
   } else {
     body = h('div', { class: 'preview-box preview-binary' }, h('div', { text: 'No preview for this file type.' }),
-      h('a', { class: 'btn small', style: 'margin-top:10px', href: safeUrl(j.url, k, a.path), download: String(a.path).split('/').pop(), 'data-testid': 'preview-download' }, icon('download', 13), 'Download ' + fmtBytes(j.size === undefined ? a.size : j.size)));
+      h('a', { class: 'btn small', style: 'margin-top:10px', href: safeUrl(j.url, k, a.path), download: String(a.path).split('/').pop(),
+        'data-testid': 'preview-download' }, icon('download', 13), 'Download ' + fmtBytes(j.size === undefined ? a.size : j.size)));
   }
   box.replaceChildren.apply(box, [head, body, foot].filter(Boolean));
   box.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
@@ -6036,7 +6149,10 @@ function bindControls() {
   bindTable();
   $('#banner-close').addEventListener('click', () => { $('#banner').hidden = true; });
   let ft = 0;
-  $('#filter').addEventListener('input', e => { clearTimeout(ft); ft = setTimeout(() => { S.filter = e.target.value.trim(); $('#runs-scroll').scrollTop = 0; renderTable(); writeHash(); }, 80); });
+  $('#filter').addEventListener('input', e => {
+    clearTimeout(ft);
+    ft = setTimeout(() => { S.filter = e.target.value.trim(); $('#runs-scroll').scrollTop = 0; renderTable(); writeHash(); }, 80);
+  });
   let cft = 0;
   $('#chart-filter').addEventListener('input', e => { clearTimeout(cft); cft = setTimeout(() => { S.chartFilter = e.target.value.trim(); syncCharts(); writeHash(); }, 120); });
   $('#smoothing').addEventListener('input', e => {
@@ -6046,8 +6162,8 @@ function bindControls() {
   });
   $('#logy').addEventListener('change', e => { S.logy = e.target.checked; Charts.configure({ logy: S.logy }); writeHash(); });
   $('#xaxis').addEventListener('change', e => {
-    S.xaxis = e.target.value; resetAllZoom();
-    for (const c of cards.values()) { c.loaded.clear(); syncCardSeries(c); }
+    S.xaxis = e.target.value;
+    resetAllZoom();   // also re-sends every series with the new x values
     Charts.configure({ xFormat: S.xaxis }); writeHash();
   });
   $('#columns-button').addEventListener('click', e => { e.stopPropagation(); openColumns(); });

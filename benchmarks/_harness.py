@@ -154,14 +154,18 @@ def disk_usage(path):
 
 
 # -- the common driver ------------------------------------------------------------------------
-def measure(call, obj, n, cap_s, timed, close, reps_empty=2):
+def timing_arrays(n):
+    """The per-call sample arrays (allocate before taking an RSS baseline)."""
+    return array.array("q", bytes(8 * n)), array.array("q", bytes(8 * n))
+
+
+def measure(call, obj, n, cap_s, timed, close, arrays=None):
     """Run the empty loop, the logged loop and ``close()``; returns a dict of timings.
 
     ``close`` is a zero-argument callable that flushes/finishes the tool. The empty loop runs
     before and after the logged one (the faster of the two is the baseline: conservative).
     """
-    lat = array.array("q", bytes(8 * n)) if timed else None
-    elat = array.array("q", bytes(8 * n)) if timed else None
+    lat, elat = (arrays or timing_arrays(n)) if timed else (None, None)
     empty = make_loop(None, timed)
     logged = make_loop(call, timed)
     far = time.perf_counter_ns() + 10 ** 15

@@ -285,10 +285,11 @@ def worker(cfg):
     t1 = time.perf_counter()
     obj, close = next(gen)
     t2 = time.perf_counter()
+    arrays = H.timing_arrays(n)
     time.sleep(0.3)  # background start-up (threads, service processes) settles
     print("INIT_DONE", flush=True)
     time.sleep(0.2)  # the parent takes its RSS baseline
-    res = H.measure(CALLS[peer], obj, n, cfg["cap_s"], True, close)
+    res = H.measure(CALLS[peer], obj, n, cfg["cap_s"], True, close, arrays)
     print("LOOP_DONE", flush=True)
     res.update(import_s=t1 - t0, init_s=t2 - t1)
     done = res["done"]
@@ -454,7 +455,7 @@ def main():
                     help="run the largest N only for peers whose previous N (loop+close) took "
                          "less than this many seconds (default 15: keeps the whole run < 10 min;"
                          " 60 lets TensorBoardX and MLflow try 1M as well)")
-    ap.add_argument("--cap", type=float, default=150.0,
+    ap.add_argument("--cap", type=float, default=60.0,
                     help="stop a peer's logging loop after this many seconds (reported as too "
                          "slow)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -526,14 +527,14 @@ def main():
     print(f"\nresults written to {os.path.relpath(path)}")
 
 
-FIGURES = [  # (column, getter, formatter, lower is better)
-    ("log call median", lambda r: r["latency"]["median_ns"], H.fmt_ns),
-    ("log call p99", lambda r: r["latency"]["p99_ns"], H.fmt_ns),
-    ("overhead/step (loop+close)", lambda r: r["overhead_total_us"] * 1e3, H.fmt_ns),
-    ("close", lambda r: r["close_s"] * 1e9, H.fmt_ns),
-    ("peak RSS (tree)", lambda r: r["tree_rss_peak"], H.fmt_bytes),
-    ("RSS growth", lambda r: r["tree_rss_growth"], H.fmt_bytes),
-    ("on disk", lambda r: r["bytes"], H.fmt_bytes),
+FIGURES = [  # (column, getter, formatter, comparable for a run stopped early at the cap)
+    ("log call median", lambda r: r["latency"]["median_ns"], H.fmt_ns, True),
+    ("log call p99", lambda r: r["latency"]["p99_ns"], H.fmt_ns, True),
+    ("overhead/step (loop+close)", lambda r: r["overhead_total_us"] * 1e3, H.fmt_ns, True),
+    ("close", lambda r: r["close_s"] * 1e9, H.fmt_ns, False),
+    ("peak RSS (tree)", lambda r: r["tree_rss_peak"], H.fmt_bytes, False),
+    ("RSS growth", lambda r: r["tree_rss_growth"], H.fmt_bytes, False),
+    ("on disk", lambda r: r["bytes"], H.fmt_bytes, False),
 ]
 
 
@@ -545,11 +546,12 @@ def report(out):
     for peer, why in out["skipped"].items():
         lines.append(f"Skipped {peer}: {why}")
     for n, by_peer in out["results"].items():
-        ok = {p: r for p, r in by_peer.items() if "error" not in r and "skipped" not in r
-              and r.get("complete")}
+        ran = {p: r for p, r in by_peer.items() if "error" not in r and "skipped" not in r}
+        ok = {p: r for p, r in ran.items() if r.get("complete")}
         best = {}
-        for name, get, _ in FIGURES:
-            vals = [(get(r), p) for p, r in ok.items() if get(r) is not None]
+        for name, get, _, partial_ok in FIGURES:
+            vals = [(get(r), p) for p, r in (ran if partial_ok else ok).items()
+                    if get(r) is not None]
             best[name] = min(vals) if vals else (None, None)
         rows = []
         for peer, r in by_peer.items():
@@ -560,11 +562,13 @@ def report(out):
                 continue
             cells = [peer if r.get("complete") else f"{peer} (stopped at {r['done']:,} steps: "
                                                     f"too slow)"]
-            for name, get, fmt in FIGURES:
+            for name, get, fmt, partial_ok in FIGURES:
                 v = get(r)
                 b = best[name][0]
                 ratio = "" if v is None or not b else (" **best**" if v == b else
                                                         f" ({v / b:.1f}x)")
+                if not r.get("complete") and not partial_ok:
+                    ratio = " (partial)"
                 cells.append(fmt(v) + ratio)
             if r.get("read_error"):
                 check = "read failed: " + r["read_error"][:120]
@@ -579,6 +583,22 @@ def report(out):
         if ok:
             lines.append("\nBest per figure: " + "; ".join(
                 f"{name}: {p}" for name, (v, p) in best.items() if p))
+        if "expman" in ok and len(ran) > 1:
+            parts = []
+            for name, get, fmt, partial_ok in FIGURES:
+                peers = [(get(r), p) for p, r in (ran if partial_ok else ok).items()
+                         if p != "expman" and get(r) is not None]
+                mine = get(ok["expman"])
+                if peers and mine is not None:
+                    v, p = min(peers)
+                    word = "WINS" if v < mine else "behind"
+                    parts.append(f"{name}: {fmt(mine)} vs {p} {fmt(v)} = {mine / v:.2f}x"
+                                 + (f" (peer {word})" if v < mine else ""))
+            lines.append("\nexpman / best other tool: " + "; ".join(parts))
+        for peer, r in ok.items():
+            if "logging faster than the writer" in r.get("stderr", ""):
+                lines.append(f"\nNote: {peer} warned that the writer fell behind (backpressure:"
+                             f" log calls waited for it).")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "warn", "save_artifact", "flush", "close", "get_run",
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
     "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
+    "make_app", "make_server", "serve",
     "ExpmanError", "InvalidInputError", "ExpmanWarning", "STATUSES", "main",
 ]
 
@@ -46,6 +47,10 @@ SIGNATURES = {
     "load_experiment": "(root=None, experiment=None, keys=None)",
     "load_runs": "(root=None, experiment=None, status=None, to_pandas=False)",
     "main": "(argv=None)",
+    "make_app": "(root=None, live=True, token=None)",
+    "make_server": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, threads=48)",
+    "serve": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, "
+             "open_browser=False, out=None)",
     "Experiment": "(name, base_dir=None, run_name=None, config=None, description=None, "
                   "tags=None, flush_interval_ms=500, *, heartbeat_secs=5.0, capture_git=True, "
                   "clock=None)",

@@ -73,6 +73,11 @@ def _make_data(root, scratch):
                 blob = scratch / "weights.bin"
                 blob.write_bytes(os.urandom(300))
                 exp.save_artifact(blob)
+    # long enough that the server downsamples it, so zooming has finer data to fetch
+    with expman.Experiment("zoom", base_dir=root, run_name="long", capture_git=False) as exp:
+        for step in range(20_000):
+            noise = 0.05 * ((step * 7919) % 13) / 13
+            exp.log_metrics({"train/loss": 1.0 / (1 + step / 500) + noise}, step=step)
     payload = scratch / "payload.txt"
     payload.write_text(XSS + "\n<script>window.__pwned=3</script>\n")
     with expman.Experiment("xss", base_dir=root, run_name=XSS, capture_git=False,
@@ -165,16 +170,21 @@ def wait_points(page, key, run, at_least):
 # Pixels of a chart's canvas that have the colour of one of the legend's runs: proof that
 # curves were drawn, not only axes.
 COLOURED_PIXELS = """key => {
-  const card = Array.from(document.querySelectorAll('#charts [data-key]')).find(e => e.dataset.key === key);
+  const card = Array.from(document.querySelectorAll('#charts [data-key]'))
+    .find(e => e.dataset.key === key);
   const canvas = card && card.querySelector('canvas.plot');
   if (!canvas || !canvas.width) return 0;
   const colours = Array.from(document.querySelectorAll('#legend .chip i')).map(i => {
-    const m = getComputedStyle(i).backgroundColor.match(/\\d+/g); return m ? m.map(Number) : null; }).filter(Boolean);
+    const m = getComputedStyle(i).backgroundColor.match(/\\d+/g);
+    return m ? m.map(Number) : null;
+  }).filter(Boolean);
   const d = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
   let n = 0;
   for (let i = 0; i < d.length; i += 4) {
     if (d[i + 3] < 200) continue;
-    for (const c of colours) if (Math.abs(d[i] - c[0]) + Math.abs(d[i + 1] - c[1]) + Math.abs(d[i + 2] - c[2]) < 60) { n++; break; }
+    const near = c => Math.abs(d[i] - c[0]) + Math.abs(d[i + 1] - c[1])
+      + Math.abs(d[i + 2] - c[2]) < 60;
+    if (colours.some(near)) n++;
   }
   return n;
 }"""
@@ -184,7 +194,7 @@ COLOURED_PIXELS = """key => {
 
 def test_runs_table_and_comparison_charts(ui, server, tmp_path):
     page = open_page(ui, server, "#exp=vision")
-    expect(page.locator("#experiments [data-exp]")).to_have_count(2)
+    expect(page.locator("#experiments [data-exp]")).to_have_count(3)
     expect(page.locator("#experiments [data-exp='vision']")).to_have_class("exp-item active")
     rows = page.locator("#runs-table tbody tr[data-run]")
     expect(rows).to_have_count(3)
@@ -262,7 +272,8 @@ def test_chart_settings_live_in_the_url(ui, server):
                              s.value = '0.6'; s.dispatchEvent(new Event('input')); }""")
     page.locator("label:has(#logy)").click()
     page.select_option("#xaxis", "relative")
-    page.wait_for_function("() => ['smooth=0.6', 'logy=1', 'x=relative'].every(p => location.hash.includes(p))")
+    page.wait_for_function(
+        "() => ['smooth=0.6', 'logy=1', 'x=relative'].every(p => location.hash.includes(p))")
     page.reload()
     wait_points(page, "train/loss", "vision/alpha", 200)
     assert page.evaluate("window.expman.settings()") == {
@@ -273,19 +284,31 @@ def test_chart_settings_live_in_the_url(ui, server):
     page.wait_for_function(f"() => ({COLOURED_PIXELS})('train/loss') > 100")
 
 
-def test_zoom_and_reset(ui, server):
-    page = open_page(ui, server, "#exp=vision")
-    wait_points(page, "train/acc", "vision/alpha", 200)
-    card = page.locator("[data-key='train/acc']")
+def test_zoom_fetches_finer_data_and_resets(ui, server, tmp_path):
+    zoom_requests = []
+    ui.page.on("request", lambda r: "x_min=" in r.url and zoom_requests.append(r.url))
+    page = open_page(ui, server, "#exp=zoom")
+    coarse = wait_points(page, "train/loss", "zoom/long", 100)
+    assert coarse <= 2000, "the page must ask for a downsampled series, not 20,000 points"
+    card = page.locator("[data-key='train/loss']")
     box = card.locator("canvas.chart-overlay").bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.4, y)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
     page.mouse.up()
     expect(card).to_have_class("chart zoomed")
+    # the zoomed range is refetched at full resolution and merged into the curve
+    zoomed = wait_points(page, "train/loss", "zoom/long", coarse + 50)
+    assert zoomed > coarse
+    assert zoom_requests, "zooming must fetch the range with x_min/x_max"
+    assert "x_max=" in zoom_requests[0] and "keys=train%2Floss" in zoom_requests[0]
+    page.wait_for_function(f"() => ({COLOURED_PIXELS})('train/loss') > 100")
+    page.screenshot(path=str(tmp_path / "zoomed.png"))
     page.mouse.dblclick(box["x"] + box["width"] * 0.5, y)
     expect(card).to_have_class("chart")
+    page.wait_for_function("n => window.expman.chartPoints('train/loss')['zoom/long'] === n",
+                           arg=coarse)
 
 
 def test_live_run_grows_while_a_process_logs(ui, server, data_root, tmp_path):
@@ -299,7 +322,8 @@ def test_live_run_grows_while_a_process_logs(ui, server, data_root, tmp_path):
             exp.log_params({{"lr": 0.01}})
             step, deadline = 0, time.time() + 90
             while not os.path.exists({str(stop)!r}) and time.time() < deadline:
-                exp.log_metrics({{"train/loss": 1.0 / (1 + step), "train/acc": step / 1e4}}, step=step)
+                exp.log_metrics({{"train/loss": 1.0 / (1 + step), "train/acc": step / 1e4}},
+                                step=step)
                 if step % 10 == 0:
                     exp.info(f"step {{step}} ok")
                 step += 1
@@ -324,10 +348,10 @@ def test_live_run_grows_while_a_process_logs(ui, server, data_root, tmp_path):
         expect(page.locator("#run-detail")).to_be_visible()
         log = page.locator("#log")
         expect(log).to_contain_text("step 0 ok")
-        page.wait_for_function("() => (document.querySelector('#log').textContent.match(/step \\d+ ok/g) || []).length >= 3")
+        count_lines = "(document.querySelector('#log').textContent.match(/ ok/g) || []).length"
+        page.wait_for_function(f"() => {count_lines} >= 3")
         seen = log.text_content().count(" ok")
-        page.wait_for_function(
-            "n => (document.querySelector('#log').textContent.match(/ ok/g) || []).length > n + 3", arg=seen)
+        page.wait_for_function(f"n => {count_lines} > n + 3", arg=seen)
         page.screenshot(path=str(tmp_path / "live-detail.png"))
         stop.write_text("stop")
         assert child.wait(30) == 0
@@ -370,7 +394,8 @@ def test_run_detail_and_artifact_previews(ui, server, data_root, tmp_path):
     arts.locator(".af-file[data-path='plots/curve.png']").click()
     img = preview.locator("img")
     expect(img).to_be_visible()
-    page.wait_for_function("() => { const i = document.querySelector('#artifact-preview img'); return i && i.complete && i.naturalWidth === 16; }")
+    page.wait_for_function("() => { const i = document.querySelector('#artifact-preview img');"
+                           "        return i && i.complete && i.naturalWidth === 16; }")
     page.screenshot(path=str(tmp_path / "preview-image.png"))
     # text, and a download link for anything else
     arts.locator(".af-file[data-path='notes.txt']").click()
@@ -422,9 +447,11 @@ def test_logged_strings_render_as_text(ui, server, data_root, tmp_path):
     file_row = page.locator("#artifacts .af-file").first
     expect(file_row).to_contain_text(XSS_FILE)
     file_row.click()
-    expect(page.locator("#artifact-preview pre")).to_contain_text("<script>window.__pwned=3</script>")
+    expect(page.locator("#artifact-preview pre")).to_contain_text(
+        "<script>window.__pwned=3</script>")
     # the markup stayed text: no element was made from it and nothing ran
-    assert page.evaluate("document.querySelectorAll('img, #run-detail script, #runs-table b, #log b').length") == 0
+    made = "document.querySelectorAll('img, #run-detail script, #runs-table b, #log b').length"
+    assert page.evaluate(made) == 0
     assert page.evaluate("window.__pwned") is None
     page.screenshot(path=str(tmp_path / "xss.png"))
 
@@ -439,7 +466,8 @@ def test_dark_mode_toggle(browser, server, tmp_path):
         page.screenshot(path=str(tmp_path / "dark.png"))
         page.click("#theme-toggle")
         assert page.evaluate("document.documentElement.dataset.theme") == "light"
-        bg = page.evaluate("getComputedStyle(document.querySelector('#runs-panel')).backgroundColor")
+        bg = page.evaluate(
+            "getComputedStyle(document.querySelector('#runs-panel')).backgroundColor")
         assert bg == "rgb(255, 255, 255)"
         page.reload()   # the choice is remembered
         expect(page.locator("html")).to_have_attribute("data-theme", "light")

@@ -446,3 +446,12 @@ def test_serve_subprocess_prints_url_and_serves(root):
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_downsampling_keeps_a_gap_where_values_are_nan(root, client):
+    with expman.Experiment("nan", base_dir=root, run_name="r", capture_git=False) as e:
+        for i in range(10_000):
+            e.log_metrics({"x": float("nan") if 5_000 <= i < 5_010 else float(i)}, step=i)
+    series = client.json("/api/experiments/nan/runs/r/metrics?max_points=200")["series"]["x"]
+    assert len(series["step"]) <= 200 and "NaN" in series["value"]
+    assert series["value"][-1] == 9999.0 and series["value"][0] == 0.0
