@@ -56,15 +56,24 @@ for node in ast.parse(open("expman.py").read()).body:
     if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__version__":
         print(node.value.value); sys.exit(0)
 sys.exit("build_binary: no __version__ in expman.py")')
-echo "build_binary: expman $version, $("$PY" -c 'import sys; print("Python", sys.version.split()[0])')"
+pyver=$("$PY" -c 'import sys; print(sys.version.split()[0])')
+echo "build_binary: expman $version, Python $pyver"
+
+check_version() {  # every form prints the __version__ of expman.py
+    local got
+    got=$("$@" --version)
+    if [ "$got" != "expman $version" ]; then
+        echo "build_binary: '$* --version' said '$got', not 'expman $version'" >&2
+        exit 1
+    fi
+}
 
 # 2. dist/expman ----------------------------------------------------------------------------
 mkdir -p "$DIST"
 if [ "$zipapp_only" = 0 ]; then
     "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
         --workpath build/pyinstaller --distpath "$DIST" expman.spec
-    got=$("$DIST/expman" --version)
-    [ "$got" = "expman $version" ] || { echo "build_binary: $DIST/expman --version said '$got'" >&2; exit 1; }
+    check_version "$DIST/expman"
 fi
 
 # 3. dist/expman.pyz ------------------------------------------------------------------------
@@ -102,8 +111,7 @@ for module, dist in ((bottle, "bottle"), (waitress, "waitress"), (yaml, "[Pp]y[Y
         shutil.copytree(info, os.path.join(dest, os.path.basename(info)), ignore=ignore)
 EOF
 "$PY" -m zipapp "$stage" -o "$DIST/expman.pyz" -p "/usr/bin/env python3" -c
-got=$("$PY" "$DIST/expman.pyz" --version)
-[ "$got" = "expman $version" ] || { echo "build_binary: expman.pyz --version said '$got'" >&2; exit 1; }
+check_version "$PY" "$DIST/expman.pyz"
 
 # 4. report ---------------------------------------------------------------------------------
 end=$(date +%s.%N)

@@ -2897,8 +2897,8 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
 #   expman clean EXPERIMENT --keep N      delete old runs (a dry run without --force)
 #   expman serve [DIR] / expman demo      the dashboard (section 10)
 #
-# Results go to stdout; warnings and the one-line error to stderr. Exit codes: 0 success,
-# 1 failure, 2 bad usage, 130 Ctrl-C. Every read command takes --json. `list` must stay fast
+# Results go to stdout; warnings and the one-line error to stderr. Exit codes: 0 for
+# success, 1 failure, 2 bad usage, 130 Ctrl-C. Every read command takes --json. `list` must stay fast
 # over thousands of runs, so nothing here imports pyarrow unless a command reads metrics.
 
 _EXIT_OK, _EXIT_FAIL, _EXIT_USAGE, _EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -3470,11 +3470,17 @@ def _export_json(table):
     names = table.column_names
     columns = []
     for name in names:
-        values = table.column(name).to_pylist()
+        column = table.column(name)
         if name == "timestamp":
-            values = [v.isoformat() if v is not None else None for v in values]
-        elif name != "step":
-            values = [_json_number(v) for v in values]
+            # via integers: to_pylist() of a tz-aware column needs a time-zone database,
+            # which bare machines (and Windows without tzdata) do not have
+            epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+            values = [None if v is None else (epoch + _dt.timedelta(microseconds=v)).isoformat()
+                      for v in column.cast(pa.int64()).to_pylist()]
+        elif name == "step":
+            values = column.to_pylist()
+        else:
+            values = [_json_number(v) for v in column.to_pylist()]
         columns.append(values)
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
     chunks = ["["]
@@ -3766,6 +3772,13 @@ def _describe_error(exc):
         what = (exc.strerror or str(exc) or type(exc).__name__)
         what = what[:1].lower() + what[1:]
         return f"{what}: {exc.filename}" if exc.filename else what
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        package = {"yaml": "pyyaml"}.get(exc.name.split(".")[0], exc.name.split(".")[0])
+        if package in ("pyarrow", "pyyaml", "bottle", "waitress"):
+            if getattr(sys, "frozen", False):
+                return (f"this expman binary was built without {exc.name}, which this "
+                        f"command needs")
+            return f"this command needs {package}: pip install {package}"
     arrow = sys.modules.get("pyarrow")
     if arrow is not None and isinstance(exc, arrow.ArrowException):
         return f"cannot read the metrics: {exc}"
@@ -3976,7 +3989,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
     return thread
 
 
-# 12 Dashboard page #########################################################
+# 12 Dashboard page ##########################################################################
 # One constant, so the module and the one-file binary need no data files and the
 # page works offline. The server sends it verbatim (after swapping in the version);
 # all data arrives through fetch("/api/...") and one EventSource, and whatever a

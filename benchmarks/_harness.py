@@ -159,10 +159,11 @@ def timing_arrays(n):
     return array.array("q", bytes(8 * n)), array.array("q", bytes(8 * n))
 
 
-def measure(call, obj, n, cap_s, timed, close, arrays=None):
+def measure(call, obj, n, cap_s, timed, close, arrays=None, after_close=None):
     """Run the empty loop, the logged loop and ``close()``; returns a dict of timings.
 
-    ``close`` is a zero-argument callable that flushes/finishes the tool. The empty loop runs
+    ``close`` is a zero-argument callable that flushes/finishes the tool; ``after_close`` is
+    called right after it (bench_peers stops its RSS sampler there). The empty loop runs
     before and after the logged one (the faster of the two is the baseline: conservative).
     """
     lat, elat = (arrays or timing_arrays(n)) if timed else (None, None)
@@ -181,6 +182,8 @@ def measure(call, obj, n, cap_s, timed, close, arrays=None):
     t2 = time.perf_counter_ns()
     cpu1 = time.process_time()
     rss1 = proc_status()
+    if after_close:
+        after_close()
     e2, _ = empty(n, far, None, elat if timed else None)
     empty_ns = min(e1, e2) * done / n
     out = {"n": n, "done": done, "complete": done == n, "loop_s": loop_ns / 1e9,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """expman alone, against the targets of issue 2 (the logging engine).
 
-    python benchmarks/bench_log.py            # N = 100k and 1M, 3 repetitions, ~2-3 min
+    python benchmarks/bench_log.py            # N = 100k and 1M, 3 repetitions, ~2 min
     python benchmarks/bench_log.py --quick    # smoke run, ~30 s
 
 Every configuration runs in a fresh subprocess (``--worker``). Figures:
@@ -15,7 +15,10 @@ Every configuration runs in a fresh subprocess (``--worker``). Figures:
   compaction into metrics.parquet, final run.yaml). The writer thread's GIL time is inside both.
 * CPU per row: process CPU time (both threads) of loop + close minus the empty loop's time.
 * RSS growth: peak RSS (VmHWM, reset with ``/proc/self/clear_refs`` after ``import expman``,
-  pyarrow import, ``Experiment()`` and the timing arrays) minus RSS at that point.
+  pyarrow import, ``Experiment()`` and the timing arrays) minus RSS at that point. "warm": a
+  1,000-row run was logged and closed first in the same process, so pyarrow's one-time
+  Parquet/compute start-up (~20-35 MB: code pages, memory pools) is not counted; "cold": the
+  measured run is the process's first (3 extra processes per N; median and worst shown).
 * live-read latency: a second *process* polls ``load_metrics(run_dir, since_row=n)`` every
   5 ms; latency = wall clock when a row first came back minus the row's own timestamp (taken
   in the log call; same host clock). One row is logged every ~25 ms (jittered).
@@ -175,9 +178,9 @@ def main():
             for timed in (False, True):
                 r = run_worker("worker", {"n": n, "timed": timed, "flush_ms": 500, "warm": True})
                 results["timed" if timed else "plain"].setdefault(str(n), []).append(r)
-    for n in sizes:  # RSS as a user's first run meets it: no warm-up run before
-        results.setdefault("cold", {})[str(n)] = run_worker(
-            "worker", {"n": n, "timed": False, "flush_ms": 500, "warm": False})
+            # RSS as a user's first run in a process meets it: no warm-up run before
+            results.setdefault("cold", {}).setdefault(str(n), []).append(run_worker(
+                "worker", {"n": n, "timed": False, "flush_ms": 500, "warm": False}))
     for flush_ms in (500, 50):
         results["live"][str(flush_ms)] = run_worker(
             "live", {"flush_ms": flush_ms, "samples": samples, "period_s": 0.025})
@@ -211,13 +214,15 @@ def report(results):
             "ok": all(r["read_ok"] and r["checksum"] == r["checksum_expected"]
                       for r in plain + timed),
             "import_s": median_of(plain, "import_s"), "init_s": median_of(plain, "init_s"),
-            "rss_cold": results["cold"][str(n)]["rss_growth"],
+            "rss_cold": median_of(results["cold"][str(n)], "rss_growth"),
+            "rss_cold_max": max(r["rss_growth"] for r in results["cold"][str(n)]),
             "backpressure": sum("logging faster" in r.get("stderr", "") for r in plain + timed),
             "runs": len(plain + timed)}
         rows.append([
             f"{n:,}", H.fmt_ns(lat_med), H.fmt_ns(lat_p99), f"{s['loop']:.2f} µs",
             f"{s['total']:.2f} µs", f"{s['cpu']:.2f} µs", f"{s['close'] * 1e3:.0f} ms",
-            f"{H.fmt_bytes(s['rss'])} / {H.fmt_bytes(s['rss_cold'])}",
+            f"{H.fmt_bytes(s['rss'])} / {H.fmt_bytes(s['rss_cold'])} (max "
+            f"{H.fmt_bytes(s['rss_cold_max'])})",
             f"{s['backpressure']}/{s['runs']}",
             f"{H.fmt_bytes(s['bytes'])} ({s['files']} files)",
             ("ok " if s["ok"] else "MISMATCH ") + f"{plain[0]['read_rows']:,} rows, "
@@ -255,8 +260,9 @@ def report(results):
           f"({H.fmt_ns(t['lat_p99'])}); overhead ≤ 2 µs/row: "
           f"{'met' if t['total'] <= 2 else 'MISSED'} ({t['total']:.2f} µs loop+close); "
           f"growth ≤ ~12x: {'met' if g <= 12.5 else 'MISSED'} ({g:.1f}x); RSS ≤ 100 MB: "
-          f"{'met' if t['rss'] is not None and t['rss'] <= 100 * 2 ** 20 else 'MISSED'} "
-          f"({H.fmt_bytes(t['rss'])}); live ≤ flush interval + ε: see table")
+          f"{'met' if t['rss_cold_max'] <= 100 * 2 ** 20 else 'MISSED'} (warm "
+          f"{H.fmt_bytes(t['rss'])}, cold median {H.fmt_bytes(t['rss_cold'])}, worst "
+          f"{H.fmt_bytes(t['rss_cold_max'])}); live ≤ flush interval + ε: see table")
 
 
 if __name__ == "__main__":

@@ -289,8 +289,8 @@ def worker(cfg):
     time.sleep(0.3)  # background start-up (threads, service processes) settles
     print("INIT_DONE", flush=True)
     time.sleep(0.2)  # the parent takes its RSS baseline
-    res = H.measure(CALLS[peer], obj, n, cfg["cap_s"], True, close, arrays)
-    print("LOOP_DONE", flush=True)
+    res = H.measure(CALLS[peer], obj, n, cfg["cap_s"], True, close, arrays,
+                    after_close=lambda: print("LOOP_DONE", flush=True))
     res.update(import_s=t1 - t0, init_s=t2 - t1)
     done = res["done"]
     t0 = time.perf_counter()

@@ -137,10 +137,14 @@ def bench_page(root, runs, rows):
         return {"skipped": "no /usr/bin/chromium"}
     t0 = time.perf_counter()
     import multiprocessing as mp
-    with mp.get_context("fork").Pool(2) as pool:
-        pool.starmap(log_run, [(root, "sweep", f"run{i:03d}", rows) for i in range(runs)])
-    print(f"  generated {runs} runs x {rows:,} rows in {time.perf_counter() - t0:.0f}s",
-          flush=True)
+    existing = os.path.join(root, "sweep")
+    if os.path.isdir(existing) and len(os.listdir(existing)) > runs:
+        print(f"  reusing {existing}", flush=True)
+    else:
+        with mp.get_context("fork").Pool(2) as pool:
+            pool.starmap(log_run, [(root, "sweep", f"run{i:03d}", rows) for i in range(runs)])
+        print(f"  generated {runs} runs x {rows:,} rows in {time.perf_counter() - t0:.0f}s",
+              flush=True)
     server, _ = start_server(root)
     timings = []
     try:
@@ -151,8 +155,8 @@ def bench_page(root, runs, rows):
             for attempt in range(4):
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 t = time.perf_counter()
-                page.goto(server.url + "/#/exp/sweep")
-                page.wait_for_selector('tr[data-run="run000"]', timeout=60_000)
+                page.goto(server.url + "/#exp=sweep")
+                page.wait_for_selector("tr[data-run]", timeout=60_000)
                 table_s = time.perf_counter() - t
                 page.wait_for_function(
                     "() => window.expman && document.querySelectorAll('#charts canvas').length"
@@ -176,12 +180,15 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-page", action="store_true")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--data", help="keep generated data here and reuse it next time")
     args = parser.parse_args()
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="expman-bench-server-")
+    tmp = args.data or tempfile.mkdtemp(prefix="expman-bench-server-")
     results = {}
     try:
         root = os.path.join(tmp, "experiments")
+        shutil.rmtree(os.path.join(root, "big"), ignore_errors=True)
+        shutil.rmtree(os.path.join(root, "live"), ignore_errors=True)
         print("metrics endpoint ...", flush=True)
         results["endpoint"] = bench_endpoint(root, 100_000 if args.quick else 1_000_000)
         print("SSE latency ...", flush=True)
@@ -191,7 +198,7 @@ def main():
             results["page"] = bench_page(root, 20 if args.quick else 200,
                                          10_000 if args.quick else 100_000)
     finally:
-        if args.keep:
+        if args.keep or args.data:
             print("data kept in", tmp)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
