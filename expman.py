@@ -334,6 +334,31 @@ def _json_number(value):
     return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
 
 
+def _json_safe(value):
+    """A copy of value that JSON can hold: NaN/inf as the strings above, datetimes as ISO
+    text, other objects as their str()."""
+    if isinstance(value, float):
+        return _json_number(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _json_dumps(value):
+    """Compact JSON for the HTTP API and the CLI. The walk of _json_safe only happens when a
+    NaN/inf is present (plain json.dumps would write bare NaN, which JavaScript rejects)."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (ValueError, TypeError):  # NaN/inf, or a datetime from a hand-edited YAML file
+        return json.dumps(_json_safe(value), separators=(",", ":"))
+
+
 # 5 Storage layout ###########################################################################
 #
 #   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
@@ -2728,28 +2753,6 @@ def _consteq(a, b):
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def _json_dumps(value):
-    """JSON for the page: NaN/inf become strings (plain json.dumps would emit bare NaN,
-    which JavaScript's JSON.parse rejects). The walk only happens when one is present."""
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except ValueError:
-        return json.dumps(_json_safe(value), separators=(",", ":"))
-
-
-def _json_safe(value):
-    """Replace NaN/inf (not JSON) by the strings the page's Number() reads back."""
-    if isinstance(value, float):
-        return _json_number(value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (_dt.datetime, _dt.date)):
-        return value.isoformat()
-    return value
-
-
 def _artifact_path(store, run_path, rel):
     """The full path of an artifact; InvalidInputError for anything that could leave the
     run's artifacts/ (.., absolute paths, NUL, backslashes, symlinks pointing outside)."""
@@ -3063,23 +3066,8 @@ def _fmt_ago(iso, now=None):
     return f"{int(secs // 86400)}d ago"
 
 
-def _json_safe_cli(value):
-    """JSON has no NaN/inf: as in the HTTP API they become "NaN", "Infinity", "-Infinity"."""
-    if isinstance(value, float):
-        return _json_number(value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe_cli(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe_cli(v) for v in value]
-    if isinstance(value, (_dt.datetime, _dt.date)):
-        return value.isoformat()
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
-
-
 def _print_json(data):
-    json.dump(_json_safe_cli(data), sys.stdout, indent=2, ensure_ascii=False, allow_nan=False)
+    json.dump(_json_safe(data), sys.stdout, indent=2, ensure_ascii=False, allow_nan=False)
     sys.stdout.write("\n")
 
 

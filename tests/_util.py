@@ -95,3 +95,17 @@ def only_run_dir(root, experiment):
     runs = [p for p in (root / experiment).iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def make_experiment(root, name="exp", **kwargs):
+    """An Experiment under root with a short flush interval and no git lookup (fast tests)."""
+    import expman
+    kwargs.setdefault("flush_interval_ms", 50)
+    kwargs.setdefault("capture_git", False)
+    return expman.Experiment(name, base_dir=root, **kwargs)
+
+
+def columns(run_dir, **kwargs):
+    """The run's metrics as {column: [values]} without the timestamp column."""
+    import expman
+    return expman.load_metrics(run_dir, **kwargs).drop_columns(["timestamp"]).to_pydict()

@@ -17,18 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import expman
+from _util import wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Client:
@@ -269,7 +260,7 @@ def test_patch_on_live_run_survives_heartbeat(root, client):
         def several_heartbeats():  # the writer rewrites run.yaml every 0.1 s
             beats.add(expman.load_run(exp.run_dir)["heartbeat_at"])
             return len(beats) >= 4
-        wait_for(several_heartbeats, what="heartbeats")
+        wait_for(several_heartbeats, message="heartbeats")
         assert expman.load_run(exp.run_dir)["tags"] == ["kept"]
     finally:
         exp.close()
@@ -328,24 +319,24 @@ def test_stream_pushes_new_rows_logs_status_and_new_runs(root, live_server):
         exp.log_metrics({"loss": 1.0}, step=0)
         exp.flush()
         reader = SSEReader(live_server.url + "/api/stream?runs=resnet/live:0")
-        wait_for(lambda: reader.of("hello"), what="hello")
+        wait_for(lambda: reader.of("hello"), message="hello")
         assert reader.of("hello")[0]["runs"] == ["resnet/live"]
-        wait_for(lambda: reader.of("metrics"), what="first rows")
+        wait_for(lambda: reader.of("metrics"), message="first rows")
         for i in range(1, 20):
             exp.log_metrics({"loss": 1.0 / (i + 1)}, step=i)
         exp.info("epoch done")
 
         def steps():
             return [s for d in reader.of("metrics") for s in d["series"]["loss"]["step"]]
-        wait_for(lambda: steps() == list(range(20)), what="all 20 steps, once each, in order")
-        wait_for(lambda: any("epoch done" in d["text"] for d in reader.of("log")), what="log")
+        wait_for(lambda: steps() == list(range(20)), message="all 20 steps, once each, in order")
+        wait_for(lambda: any("epoch done" in d["text"] for d in reader.of("log")), message="log")
         # a run created after the page opened shows up as a `runs` event
         make_run(root, run="newer", rows=3)
         wait_for(lambda: any(d["run"]["name"] == "newer" for d in reader.of("runs")),
-                 what="runs event")
+                 message="runs event")
         exp.close()
         wait_for(lambda: any(d["name"] == "live" and d["status"] == "finished"
-                             for d in reader.of("status")), what="finished status")
+                             for d in reader.of("status")), message="finished status")
     finally:
         exp.close()
         if reader:
@@ -368,12 +359,12 @@ time.sleep(60)
     try:
         assert child.stdout.readline().strip() == "ready"
         reader = SSEReader(live_server.url + "/api/stream")
-        wait_for(lambda: reader.of("hello"), what="hello")
+        wait_for(lambda: reader.of("hello"), message="hello")
         time.sleep(expman.WATCH_SECS * 1.5)  # let the watcher see the run as running
         child.kill()
         child.wait()
         wait_for(lambda: any(d["name"] == "doomed" and d["status"] == "crashed"
-                             for d in reader.of("status")), timeout=15, what="crashed")
+                             for d in reader.of("status")), timeout=15, message="crashed")
     finally:
         child.kill()
         child.wait()
@@ -389,10 +380,10 @@ def test_stream_rejects_bad_runs_and_cleans_up_dropped_clients(root, live_server
     assert client.request("/api/stream?runs=../x/y")[0] == 400
     hub = live_server.app.config["expman.hub"]
     readers = [SSEReader(live_server.url + "/api/stream?runs=resnet/r1") for _ in range(5)]
-    wait_for(lambda: len(hub.subscribers) == 5, what="5 subscribers")
+    wait_for(lambda: len(hub.subscribers) == 5, message="5 subscribers")
     for r in readers:
         r.close()
-    wait_for(lambda: len(hub.subscribers) == 0, timeout=10, what="dropped clients removed")
+    wait_for(lambda: len(hub.subscribers) == 0, timeout=10, message="dropped clients removed")
     # the server still answers promptly afterwards
     assert client.json("/api/health")["status"] == "ok"
 
@@ -401,7 +392,7 @@ def test_stream_sends_heartbeats(root, live_server, monkeypatch):
     monkeypatch.setattr(expman, "SSE_PING_SECS", 0.1)
     reader = SSEReader(live_server.url + "/api/stream")
     try:
-        wait_for(lambda: reader.comments >= 2, timeout=30, what="two pings")
+        wait_for(lambda: reader.comments >= 2, timeout=30, message="two pings")
     finally:
         reader.close()
 

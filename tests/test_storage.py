@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import expman
-from _util import Child, run_python, wait_for
+from _util import Child, columns, make_experiment, run_python, wait_for
 
 try:
     import numpy as np
@@ -18,14 +18,7 @@ except ImportError:  # pragma: no cover - numpy is a dev requirement
     np = None
 
 
-def make(root, name="exp", **kwargs):
-    kwargs.setdefault("flush_interval_ms", 50)
-    kwargs.setdefault("capture_git", False)
-    return expman.Experiment(name, base_dir=root, **kwargs)
-
-
-def columns(run_dir, **kwargs):
-    return expman.load_metrics(run_dir, **kwargs).drop_columns(["timestamp"]).to_pydict()
+make = make_experiment
 
 
 def same_float(a, b):

@@ -10,17 +10,10 @@ import pytest
 import yaml
 
 import expman
-from _util import Child, only_run_dir, run_python, wait_for
+from _util import Child, columns, make_experiment, only_run_dir, run_python, wait_for
 
 
-def make(root, name="exp", **kwargs):
-    kwargs.setdefault("flush_interval_ms", 50)
-    kwargs.setdefault("capture_git", False)
-    return expman.Experiment(name, base_dir=root, **kwargs)
-
-
-def columns(run_dir, **kwargs):
-    return expman.load_metrics(run_dir, **kwargs).drop_columns(["timestamp"]).to_pydict()
+make = make_experiment
 
 
 def run_yaml(run_dir):
