@@ -121,25 +121,42 @@ _log = logging.getLogger(__name__)
 STATUSES = ("running", "finished", "failed", "interrupted", "crashed")
 ENV_DIR = "EXPMAN_DIR"                 # default root instead of ./experiments
 ENV_RUN_NAME = "EXPMAN_RUN_NAME"       # default run name
+ENV_HOSTNAME = "EXPMAN_HOSTNAME"       # host name recorded in run.yaml (pid checks apply there)
+ENV_REMOTE_FLUSH_MS = "EXPMAN_REMOTE_FLUSH_MS"  # minimum flush interval on object stores
 DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
 STALE_HEARTBEATS = 6                   # a heartbeat older than this many intervals: crashed
+DRAIN_CHUNK_ROWS = 10_000              # the writer converts queued rows this many at a time
 MAX_PENDING_ROWS = 50_000               # log calls wait for the writer beyond this backlog
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
 SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
 SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
 MERGE_MAX_ROWS = 2_000_000             # segments are not merged past this many rows
 CLOSE_TIMEOUT_SECS = 300.0             # bounded join of the writer on close/exit
+# On object stores every flush is a PUT (billed, rate-limited, ~10-100 ms): a run flushes at
+# most this often there whatever flush_interval_ms says, so a run costs about one PUT a second.
+REMOTE_FLUSH_INTERVAL_MS = 1000
 RESERVED_COLUMNS = ("step", "timestamp")
 
-_HOSTNAME = socket.gethostname()
+# A dead pid proves a crash only on the host that ran it, so the name must tell hosts apart:
+# containers and cluster pods often share one, and EXPMAN_HOSTNAME (e.g. the node name) fixes it.
+_HOSTNAME = os.environ.get(ENV_HOSTNAME) or socket.gethostname()
 _NAME_BAD_CHARS = re.compile(r"[^\w.+=@-]")
 _SEGMENT_RE = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _default_root():
     return os.environ.get(ENV_DIR) or DEFAULT_ROOT
+
+
+def _remote_flush_secs():
+    """The minimum flush interval on object stores (EXPMAN_REMOTE_FLUSH_MS, default 1 s)."""
+    try:
+        return max(0.0, float(os.environ[ENV_REMOTE_FLUSH_MS]) / 1000.0)
+    except (KeyError, ValueError):
+        return REMOTE_FLUSH_INTERVAL_MS / 1000.0
 
 
 # 3 Errors ###################################################################################
@@ -203,8 +220,24 @@ def _safe_name(name, what="name"):
 
 
 def _yaml_dump(data):
-    return yaml.dump(data, Dumper=_YamlDumper, sort_keys=False, allow_unicode=True,
-                     default_flow_style=False).encode("utf-8")
+    try:
+        return yaml.dump(data, Dumper=_YamlDumper, sort_keys=False, allow_unicode=True,
+                         default_flow_style=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate in a description, tag, param or name is not UTF-8: it made every
+        # write of run.yaml fail (a run that never recorded its end) or init() raise. Store
+        # U+FFFD in its place; the rest of the file is kept as it was.
+        return _yaml_dump(_scrub_surrogates(data))
+
+
+def _scrub_surrogates(value):
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub_surrogates(k): _scrub_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub_surrogates(v) for v in value]
+    return value
 
 
 def _yaml_load(data):
@@ -511,12 +544,26 @@ class _Store:
         self.fs.create_dir(path, recursive=True)
 
     def mkdir_exclusive(self, path):
-        """Create path; False if it already existed. Object stores have no atomic mkdir, so
-        a marker object claims the name (a race inside one listing interval stays possible)."""
-        if self.exists(path) or self.listdir(path):
+        """Create path; False if it already existed (or another process won it just now).
+
+        Object stores have no mkdir, and pyarrow no conditional PUT, so a claim object decides:
+        each claimant writes ``<path>/.claim-<random>`` and then lists ``<path>``; it wins only
+        if its own claim is all it sees. S3, GCS and SeaweedFS list consistently after a PUT,
+        so of two racing claimants the one listing last sees both and backs off: at most one
+        wins. Both may back off (each saw the other); they move on to the next name after a
+        random pause, so eight hosts starting in the same second still get eight names.
+        """
+        if self.listnames(path):
             return False
-        self.fs.create_dir(path, recursive=True)
-        return True
+        token = f".claim-{os.urandom(8).hex()}"
+        claim = self.join(path, token)
+        self.write_atomic(claim, _yaml_dump({"hostname": _HOSTNAME, "pid": os.getpid(),
+                                             "at": _iso()}))
+        if self.listnames(path) == [token]:
+            return True  # the claim object stays: the name is taken from now on
+        self.delete(claim)
+        time.sleep(int.from_bytes(os.urandom(2), "big") / 65535 * 0.05)
+        return False
 
     def delete(self, path):
         try:
@@ -528,7 +575,9 @@ class _Store:
         self.fs.delete_dir(path)
 
     def parquet_file(self, path):
-        return pq.ParquetFile(self.fs.open_input_file(path))
+        # pre_buffer: the column chunks a read needs are fetched in a few coalesced, parallel
+        # range requests instead of one request per chunk, one after the other
+        return pq.ParquetFile(self.fs.open_input_file(path), pre_buffer=True)
 
     def copy_in(self, local_src, path):
         """Copy a local file or directory tree to path."""
@@ -719,11 +768,26 @@ def _s3_filesystem(uri):
     secret = env("EXPMAN_S3_SECRET_KEY") or env("AWS_SECRET_ACCESS_KEY")
     if key and secret:
         kwargs["access_key"], kwargs["secret_key"] = key, secret
+    token = env("EXPMAN_S3_SESSION_TOKEN") or env("AWS_SESSION_TOKEN")
+    if key and secret and token:
+        kwargs["session_token"] = token
     kwargs["allow_bucket_creation"] = True
-    try:
-        return pafs.S3FileSystem(**kwargs), rest
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidInputError(f"cannot open {uri}: {exc}") from None
+    # One client per configuration: readers open the store on every call (load_metrics in a
+    # loop, the server's handlers), and a fresh client means a fresh TLS connection (~50 ms
+    # against a real S3 endpoint) instead of a kept-alive one.
+    cache_key = tuple(sorted(kwargs.items()))
+    with _S3_LOCK:
+        fs = _S3_CLIENTS.get(cache_key)
+        if fs is None:
+            try:
+                fs = _S3_CLIENTS[cache_key] = pafs.S3FileSystem(**kwargs)
+            except Exception as exc:  # noqa: BLE001
+                raise InvalidInputError(f"cannot open {uri}: {exc}") from None
+    return fs, rest
+
+
+_S3_CLIENTS = {}
+_S3_LOCK = threading.Lock()
 
 
 # 6 Data model ###############################################################################
@@ -773,7 +837,7 @@ class _Rejected:
         self.reason = reason
 
 
-def _coerce_value(value):
+def _coerce_value(value, _depth=0):
     """A float for any number-like value, or a _Rejected naming why not.
 
     bool and int -> float (ints beyond 2**53 are refused: float64 would change them);
@@ -783,7 +847,10 @@ def _coerce_value(value):
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, float):
-        return value
+        # float(), not value: np.float64 is a float subclass that YAML cannot represent, and
+        # log_scalar("best", np.max(acc)) made every later run.yaml write fail (the run never
+        # recorded its end and read as crashed)
+        return float(value)
     if isinstance(value, int):
         if abs(value) > 2 ** 53:
             return _Rejected(f"integer {value} cannot be stored exactly as float64 "
@@ -799,32 +866,50 @@ def _coerce_value(value):
             shape = getattr(value, "shape", None)
             detail = f"shape {tuple(shape)}" if shape is not None else str(exc)
             return _Rejected(f"{type(value).__name__} with {detail} is not a scalar")
-        if scalar is value:
+        if scalar is value or _depth > 8:
             return _Rejected(f"{type(value).__name__} is not a number")
-        return _coerce_value(scalar)
+        if type(scalar) is type(value):
+            # np.longdouble.item() returns another longdouble: recursing on it never ended
+            # (RecursionError dropped the whole batch). Complex kinds would lose their
+            # imaginary part in float(), so only real kinds convert.
+            if getattr(getattr(value, "dtype", None), "kind", None) not in ("f", "i", "u", "b"):
+                return _Rejected(f"{type(value).__name__} {_short_repr(value)} is not a number")
+            value = scalar
+        else:
+            return _coerce_value(scalar, _depth + 1)
     if isinstance(value, (complex, str, bytes, list, tuple, dict, set)):
         return _Rejected(f"{type(value).__name__} {_short_repr(value)} is not a number")
     try:
         return float(value)  # decimal.Decimal, fractions.Fraction, custom __float__
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - a user's __float__ may raise anything; only the
+        # value is refused (a RuntimeError here used to drop every row of the batch)
         return _Rejected(f"{type(value).__name__} {_short_repr(value)} is not a number")
 
 
 def _short_repr(value, limit=40):
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not turn a warning into a crash
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _check_key(key):
     """None for a good metric key, else the reason it is refused."""
     if not isinstance(key, str):
-        return f"key {key!r} is a {type(key).__name__}, not a string"
+        return f"key {_short_repr(key)} is a {type(key).__name__}, not a string"
     if not key:
         return "empty key"
     if key in RESERVED_COLUMNS:
         return f"key {key!r} is reserved (the table has its own {key} column)"
     if len(key) > 1000:
         return f"key of {len(key)} characters is longer than 1000"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a bad decode upstream) cannot be a Parquet column name nor
+        # a YAML key: accepted, it failed the whole batch and every later run.yaml write.
+        return "key is not valid unicode (it holds a lone surrogate)"
     return None
 
 
@@ -938,7 +1023,10 @@ class _Writer(threading.Thread):
         self._release_flush_waiters()
 
     def _prepare(self):
-        import pyarrow.parquet  # noqa: F401 - pay the import here, off the training thread
+        # Pay the imports and pyarrow.compute's first-call setup (30-160 ms) here, off the
+        # training thread and before close() of a short run would have to.
+        import pyarrow.parquet  # noqa: F401
+        pc.multiply(_f64_array(array.array("d", [1.0])), _f64_array(array.array("d", [1.0]))[0])
         git = _git_info(os.getcwd()) if self.run_._capture_git else {}
         if git:
             self.run_._meta["git"] = git
@@ -946,25 +1034,29 @@ class _Writer(threading.Thread):
 
     # -- draining ------------------------------------------------------------------------
     def _drain(self):
+        """Convert queued rows in chunks of DRAIN_CHUNK_ROWS, telling a waiting log call after
+        each pop: a throttled training loop then waits one chunk (a few ms), not one backlog."""
         rows = self.rows
-        n = len(rows)
-        if n:
+        n, todo = 0, len(rows)  # only what is queued now: a firehose must not starve flushes
+        while todo > 0:
             popleft = rows.popleft
-            batch = [popleft() for _ in range(n)]
+            batch = [popleft() for _ in range(min(todo, DRAIN_CHUNK_ROWS))]
+            todo -= len(batch)
+            n += len(batch)
             with self.drained:
                 self.drained.notify_all()
             try:
                 self._stage(batch)
             except Exception as exc:  # noqa: BLE001 - a bug in the fast path must lose nothing
                 self._warn_once(f"stage:{type(exc).__name__}",
-                                f"expman: converting {n} rows failed ({exc!r}); retrying "
-                                f"value by value", always=True)
+                                f"expman: converting {len(batch)} rows failed ({exc!r}); "
+                                f"retrying value by value", always=True)
                 try:
                     self._stage(batch, checked=True)
                 except Exception as exc2:  # noqa: BLE001
-                    self.dropped_rows += n
-                    self._warn_once("stage-drop", f"expman: {n} rows could not be stored: "
-                                                  f"{exc2!r}", always=True)
+                    self.dropped_rows += len(batch)
+                    self._warn_once("stage-drop", f"expman: {len(batch)} rows could not be "
+                                                  f"stored: {exc2!r}", always=True)
         while self.ctrl:
             self._handle(self.ctrl.popleft())
         return n
@@ -1084,17 +1176,27 @@ class _Writer(threading.Thread):
         return out
 
     def _column(self, key, values, steps, checked=False):
-        """A float64 column. Fast path: one C-level conversion (floats, ints, bools, NumPy
-        scalars, tensors); ints beyond 2**53 and None/bad values take the checked path."""
-        try:
-            if checked:
-                raise TypeError("checked")
-            arr = _f64_array(array.array("d", values))
-            big = pc.max(pc.abs(arr)).as_py()
-            if big is None or not big > _MAX_EXACT_INT or big == math.inf:
-                return arr
-        except (TypeError, ValueError, OverflowError, DeprecationWarning):
-            pass
+        """A float64 column. Fast path: one C-level conversion when every value is a float,
+        int, bool or NumPy real scalar and no int is beyond 2**53; anything else (None,
+        tensors, complex, strings, objects) takes the checked path, value by value.
+
+        The types are checked first because array("d") calls __float__ on anything: NumPy
+        complex became its real part, and a column with an inf in it waved ints beyond 2**53
+        through (as did 2**53 + 1, which converts to exactly 2**53), all stored silently.
+        """
+        if not checked:
+            kinds = set(map(_fast_kind, set(map(type, values))))
+            if None not in kinds:
+                try:
+                    arr = _f64_array(array.array("d", values))
+                except (TypeError, ValueError, OverflowError):
+                    arr = None
+                if arr is not None:
+                    if "int" not in kinds:
+                        return arr
+                    big = pc.max(pc.abs(arr)).as_py()  # NaN skipped; inf and 2**53 not
+                    if big is not None and big < _MAX_EXACT_INT:
+                        return arr
         floats, valid = [], []
         for value, step in zip(values, steps):
             if value is _MISSING:
@@ -1274,6 +1376,29 @@ class _Writer(threading.Thread):
         self._write_meta()
 
 
+_FAST_KINDS = {float: "float", int: "int", bool: "int"}
+
+
+def _fast_kind(value_type):
+    """"float" or "int" for the types array("d") converts exactly (ints up to 2**53), else
+    None. Cached per type; NumPy is only looked at when the user's script imported it."""
+    kind = _FAST_KINDS.get(value_type, False)
+    if kind is not False:
+        return kind
+    np_ = sys.modules.get("numpy")
+    kind = None
+    if issubclass(value_type, int):
+        kind = "int"
+    elif issubclass(value_type, float):
+        kind = "float"
+    elif np_ is not None and issubclass(value_type, (np_.integer, np_.bool_)):
+        kind = "int"
+    elif np_ is not None and issubclass(value_type, np_.floating):
+        kind = "float"
+    _FAST_KINDS[value_type] = kind
+    return kind
+
+
 def _index_step(value):
     """An int step from ints, NumPy integers and integral tensors/floats."""
     try:
@@ -1362,6 +1487,8 @@ class Experiment:
         self._clock = clock or time.time
         self._store, root = _open_store(base_dir or _default_root())
         self._root = root
+        if not self._store.is_local:  # bounded requests: ~1 segment PUT a second at most
+            self._flush_interval = max(self._flush_interval, _remote_flush_secs())
         self._config = _to_plain(config) if config else {}
         self._config_lock = threading.Lock()
         self._closed = False
@@ -1397,7 +1524,7 @@ class Experiment:
         self._writer = _Writer(self)
         self._writer.meta_stamp = store.stat(store.join(self._path, RUN_YAML))
         self._rows = self._writer.rows
-        _install_hooks()
+        _install_hooks(remote=not store.is_local)
         _OPEN_RUNS.add(self)
         self._writer.start()
 
@@ -1478,7 +1605,8 @@ class Experiment:
         writer.wake.set()
         deadline = time.monotonic() + 5.0
         with writer.drained:
-            while (len(self._rows) > MAX_PENDING_ROWS // 2 and writer.is_alive()
+            while (len(self._rows) > MAX_PENDING_ROWS - DRAIN_CHUNK_ROWS // 2
+                   and writer.is_alive()
                    and time.monotonic() < deadline):
                 writer.drained.wait(0.05)
 
@@ -1511,7 +1639,7 @@ class Experiment:
             return self._after_close("log_scalar")
         reason = _check_key(key)
         if reason:
-            _warn(f"expman: log_scalar skipped: {reason}")
+            _warn(f"expman: log_scalar skipped {_short_repr(key, 80)}: {reason}")
             return None
         self._writer.ctrl.append(("scalar", key, value))
         return None
@@ -1682,8 +1810,15 @@ def _status_for_exit(exc_type, exc):
 
 # -- process hooks: exceptions, SIGTERM and exit close every open run with the right status --
 
-def _install_hooks():
+def _install_hooks(remote=False):
     with _HOOK_LOCK:
+        if remote and not _HOOKS.get("remote"):
+            # pyarrow finalizes its S3 client at exit, from an atexit hook it registers when
+            # pyarrow.fs is first imported; hooks run last-in first-out, so the close of an S3
+            # run must be registered after that import, or its last rows meet "S3 subsystem is
+            # finalized". Closing twice is harmless.
+            _HOOKS["remote"] = True
+            atexit.register(_close_all_at_exit)
         if _HOOKS["installed"]:
             return
         _HOOKS["installed"] = True
@@ -1915,59 +2050,83 @@ def list_experiments(root=None):
         runs = _scan_runs(store, exp_path, now)
         if not runs and not meta:
             continue  # some other directory, not an experiment
-        counts = collections.Counter(r["status"] for r in runs)
-        activity = [t for t in (r.get("heartbeat_at") or r.get("finished_at") or
-                                r.get("started_at") for r in runs) if isinstance(t, str)]
-        out.append({
-            "name": entry.name,
-            "display_name": str(meta.get("display_name") or entry.name),
-            "description": meta.get("description") or "",
-            "tags": meta.get("tags") if isinstance(meta.get("tags"), list) else [],
-            "created_at": meta.get("created_at"),
-            "runs": len(runs),
-            "last_activity": max(activity, key=lambda t: _parse_iso(t) or 0) if activity
-            else None,
-            "status_counts": dict(counts),
-        })
+        out.append(_experiment_row(entry.name, meta, runs))
     return out
+
+
+def _experiment_row(name, meta, runs):
+    """One experiment as list_experiments and /api/experiments show it, from its
+    experiment.yaml and its RUN_ROWs (the server builds it from its cache on object stores)."""
+    counts = collections.Counter(r["status"] for r in runs)
+    activity = [t for t in (r.get("heartbeat_at") or r.get("finished_at") or
+                            r.get("started_at") for r in runs) if isinstance(t, str)]
+    return {
+        "name": name,
+        "display_name": str(meta.get("display_name") or name),
+        "description": meta.get("description") or "",
+        "tags": meta.get("tags") if isinstance(meta.get("tags"), list) else [],
+        "created_at": meta.get("created_at"),
+        "runs": len(runs),
+        "last_activity": max(activity, key=lambda t: _parse_iso(t) or 0) if activity
+        else None,
+        "status_counts": dict(counts),
+    }
 
 
 def _scan_runs(store, exp_path, now, with_config=False):
     """RUN_ROWs of every run under an experiment, newest first; corrupt runs are reported as
     such instead of hiding the others."""
-    rows = []
-    for entry in store.listdir(exp_path):
-        if not entry.is_dir or entry.name.startswith("."):
-            continue
-        run_path = store.join(exp_path, entry.name)
-        meta_path = store.join(run_path, RUN_YAML)
-        try:
-            meta = _read_yaml(store, meta_path)
-        except ExpmanError as exc:
-            _log.warning("%s", exc)
-            meta = {"name": entry.name, "status": "crashed", "error": str(exc), "corrupt": True}
-        if not meta:
-            if store.stat(meta_path) is None:
-                continue  # not a run: no run.yaml at all
-            meta = {"name": entry.name, "status": "crashed", "error": "empty run.yaml",
-                    "corrupt": True}
-        meta.setdefault("name", entry.name)
-        config = None
-        if with_config:
-            try:
-                config = _read_yaml(store, store.join(run_path, CONFIG_YAML))
-            except ExpmanError as exc:
-                _log.warning("%s", exc)
-                config = {}
-        row = _run_row(store, run_path, meta, config, now)
-        row["name"] = entry.name  # the directory is the truth if run.yaml was copied around
-        if meta.get("corrupt"):
-            row["corrupt"] = True
-        if meta.get("error"):
-            row["error"] = str(meta["error"])
-        rows.append(row)
+    names = [e.name for e in store.listdir(exp_path)
+             if e.is_dir and not e.name.startswith(".")]
+
+    def read(name):
+        run_path = store.join(exp_path, name)
+        found = _read_run_files(store, run_path, name, with_config)
+        return None if found is None else _listed_run_row(store, run_path, name, *found, now)
+
+    if store.is_local or len(names) < 8:
+        rows = [r for r in map(read, names) if r is not None]
+    else:  # one request per file at ~10-50 ms each: 1,000 runs would take a minute in a row
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            rows = [r for r in pool.map(read, names) if r is not None]
     rows.sort(key=lambda r: (_parse_iso(r["started_at"]) or 0, r["name"]), reverse=True)
     return rows
+
+
+def _read_run_files(store, run_path, name, with_config=True):
+    """(meta, config) of one run for a listing, or None when the directory is not a run (no
+    run.yaml). A garbled run.yaml gives a meta marked corrupt, so the run still shows."""
+    meta_path = store.join(run_path, RUN_YAML)
+    try:
+        meta = _read_yaml(store, meta_path)
+    except ExpmanError as exc:
+        _log.warning("%s", exc)
+        meta = {"name": name, "status": "crashed", "error": str(exc), "corrupt": True}
+    if not meta:
+        if store.stat(meta_path) is None:
+            return None  # not a run: no run.yaml at all
+        meta = {"name": name, "status": "crashed", "error": "empty run.yaml", "corrupt": True}
+    meta.setdefault("name", name)
+    config = None
+    if with_config:
+        try:
+            config = _read_yaml(store, store.join(run_path, CONFIG_YAML))
+        except ExpmanError as exc:
+            _log.warning("%s", exc)
+            config = {}
+    return meta, config
+
+
+def _listed_run_row(store, run_path, name, meta, config, now=None):
+    """The RUN_ROW of a listed run (status recomputed for ``now``)."""
+    row = _run_row(store, run_path, meta, config, now)
+    row["name"] = name  # the directory is the truth if run.yaml was copied around
+    if meta.get("corrupt"):
+        row["corrupt"] = True
+    if meta.get("error"):
+        row["error"] = str(meta["error"])
+    return row
 
 
 def list_runs(root=None, experiment=None):
@@ -2181,15 +2340,22 @@ def load_experiment(root=None, experiment=None, keys=None):
         raise InvalidInputError("load_experiment needs an experiment name")
     store, root_path = _resolve_root(root)
     exp_name = _safe_name(experiment, "experiment name")
-    tables = []
-    for row in list_runs(root, exp_name):
-        run_path = store.join(root_path, exp_name, row["name"])
+
+    def load(name):
+        run_path = store.join(root_path, exp_name, name)
         table = load_metrics(store.display(run_path) if not store.is_local else run_path,
                              keys=keys)
         n = table.num_rows
-        table = table.add_column(0, "run", pa.array([row["name"]] * n, pa.string()))
-        table = table.add_column(0, "experiment", pa.array([exp_name] * n, pa.string()))
-        tables.append(table)
+        table = table.add_column(0, "run", pa.array([name] * n, pa.string()))
+        return table.add_column(0, "experiment", pa.array([exp_name] * n, pa.string()))
+
+    names = [row["name"] for row in list_runs(root, exp_name)]
+    if store.is_local or len(names) < 2:
+        tables = list(map(load, names))
+    else:  # each run is a few requests of ~10-50 ms on an object store: overlap them
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            tables = list(pool.map(load, names))
     if not tables:
         return _unify([]).add_column(0, "run", pa.array([], pa.string())).add_column(
             0, "experiment", pa.array([], pa.string()))
@@ -2243,6 +2409,13 @@ SSE_POLL_SECS = 0.1           # how often a stream looks for new rows of its run
 SSE_PING_SECS = 15.0          # comment lines that keep proxies and dead-client checks honest
 WATCH_SECS = 1.0              # how often the watcher rescans the root for runs/status
 SERVER_THREADS = 48           # each open page holds one thread for its stream
+# On an object store every stat or listing is a billed, rate-limited request of ~10-50 ms, so
+# the watcher and the streams spend a budget there instead of polling like a local disk does:
+REMOTE_WATCH_SECS = 2.0       # how often the watcher lists the root
+REMOTE_SWEEP_RUNS = 16        # idle runs whose run.yaml each scan re-checks, in turn
+REMOTE_POLL_SECS = 1.0        # how often a live run is checked for new rows (writers flush ~1/s)
+REMOTE_TAIL_BUDGET = 30.0     # requests a second all streams of a server spend on live runs
+REMOTE_CLOSED_POLL_SECS = 30.0  # a closed run (metrics.parquet written) changes no more
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
         "img-src 'self' data: blob:; media-src 'self'; connect-src 'self'; "
@@ -2250,29 +2423,69 @@ _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inlin
 
 
 class _RunCache:
-    """Row counts and log sizes of runs, shared by all streams and refreshed at most every
-    SSE_POLL_SECS per run, so twenty open pages cost one directory listing, not twenty."""
+    """Row counts and log sizes of runs, shared by all streams, so twenty open pages cost one
+    directory listing per run, not twenty.
+
+    Locally an entry is refreshed at most every SSE_POLL_SECS. On an object store a refresh is
+    three requests (list metrics/, stat metrics.parquet, stat run.log): a live run is refreshed
+    at most every REMOTE_POLL_SECS, less often when so many are watched that the total would
+    pass REMOTE_TAIL_BUDGET requests a second, and a closed run every REMOTE_CLOSED_POLL_SECS.
+    """
 
     def __init__(self, store):
         self.store = store
         self.lock = threading.Lock()
-        self.entries = {}  # path -> (checked_at, rows, log_size)
+        self.entries = {}  # path -> (checked_at, rows, log_size, closed)
+        self.live_ttl = SSE_POLL_SECS * 0.8 if store.is_local else REMOTE_POLL_SECS
+        self.counted_at = 0.0
+
+    def _ttl(self, entry, now):
+        if self.store.is_local:
+            return self.live_ttl
+        if entry[3]:
+            return REMOTE_CLOSED_POLL_SECS
+        if now - self.counted_at > 1.0:  # recount the live runs being watched once a second
+            self.counted_at = now
+            live = sum(1 for e in self.entries.values() if not e[3] and now - e[0] < 60)
+            self.live_ttl = max(REMOTE_POLL_SECS, 3.0 * live / REMOTE_TAIL_BUDGET)
+        return self.live_ttl
 
     def state(self, path):
         now = time.monotonic()
         with self.lock:
             entry = self.entries.get(path)
-            if entry and now - entry[0] < SSE_POLL_SECS * 0.8:
+            if entry and now - entry[0] < self._ttl(entry, now):
                 return entry[1], entry[2]
-        rows = _row_count(self.store, path)
+        files = _metric_files(self.store, path)
+        closed = bool(files) and files[-1][1] is None
+        rows = 0
+        if closed:
+            try:
+                rows = self.store.parquet_file(files[-1][2]).metadata.num_rows
+            except Exception:  # noqa: BLE001 - unreadable: load_metrics warns about it
+                closed = False
+        elif files:
+            rows = files[-1][1]
         log = self.store.stat(self.store.join(path, RUN_LOG))
         with self.lock:
-            self.entries[path] = (now, rows, log[0] if log else 0)
+            self.entries[path] = (now, rows, log[0] if log else 0, closed)
         return rows, (log[0] if log else 0)
 
 
+class _RunEntry:
+    """What the watcher knows of one run: run.yaml's (size, mtime), the status it implied at
+    the last scan, and the parsed run.yaml and config.yaml (the object-store cache)."""
+    __slots__ = ("stamp", "status", "meta", "config")
+
+    def __init__(self, stamp, status, meta, config):
+        self.stamp, self.status, self.meta, self.config = stamp, status, meta, config
+
+
 class _Hub:
-    """Fans watcher events (new runs, status changes) out to every open stream."""
+    """Fans watcher events (new runs, status changes) out to every open stream.
+
+    On an object store the watcher's cache also answers the run and experiment lists, so a
+    page reloading them costs no request per run (see scan)."""
 
     def __init__(self, store, root, live=True):
         self.store, self.root, self.live = store, root, live
@@ -2280,7 +2493,12 @@ class _Hub:
         self.subscribers = set()
         self.closed = threading.Event()
         self.cache = _RunCache(store)
-        self.known = None            # (exp, run) -> run.yaml mtime
+        self.known = None            # (exp, run) -> _RunEntry, from the last scan
+        self.experiments = []        # experiment directory names, from the last scan
+        self.exp_meta = {}           # exp -> (read_at, experiment.yaml)
+        self.recheck = set()         # runs to re-read on the next scan (edited here)
+        self.sweep = 0               # round-robin position among idle runs
+        self.watch_secs = WATCH_SECS if store.is_local else REMOTE_WATCH_SECS
         self.thread = None
 
     def start(self):
@@ -2316,44 +2534,122 @@ class _Hub:
             sub.push(payload)
 
     def _watch(self):
-        while not self.closed.wait(WATCH_SECS):
+        while not self.closed.wait(self.watch_secs):
             try:
                 self.scan()
             except Exception as exc:  # noqa: BLE001 - a bad file must not stop live updates
                 _log.warning("expman: watcher: %s", exc)
 
     def scan(self):
-        """Compare run.yaml mtimes with the last scan; publish new runs and changed ones.
+        """List the runs; publish new runs and changed ones; keep each run's files cached.
 
-        A run that died without closing changes no file, so runs last seen running have
-        their status recomputed (a pid check, a heartbeat age) on every scan too."""
-        store, seen = self.store, {}
+        Locally every run.yaml is stat'ed on every scan (a syscall). On an object store that
+        is a request per run, so a scan there lists the root and each experiment (a request
+        per 1,000 names) and stats only new runs, runs last seen running (their heartbeat
+        moves) and REMOTE_SWEEP_RUNS of the others in turn (a description edited elsewhere).
+        A run.yaml whose (size, mtime) did not change is not read again: the status is
+        recomputed from the cached copy, which is how a run killed on another host turns
+        crashed although no file changes.
+        """
+        store, previous, first = self.store, self.known or {}, self.known is None
+        listed, experiments = [], []
         for exp in store.listdir(self.root):
             if not exp.is_dir or exp.name.startswith("."):
                 continue
-            exp_path = store.join(self.root, exp.name)
-            for run in store.listdir(exp_path):
-                if not run.is_dir or run.name.startswith("."):
-                    continue
-                st = store.stat(store.join(exp_path, run.name, RUN_YAML))
-                if st is not None:
-                    seen[(exp.name, run.name)] = [st[1], None]
-        previous, first = self.known or {}, self.known is None
+            experiments.append(exp.name)
+            for run in store.listdir(store.join(self.root, exp.name)):
+                if run.is_dir and not run.name.startswith("."):
+                    listed.append((exp.name, run.name))
+        recheck, self.recheck = self.recheck, set()
+        if store.is_local:
+            check = listed
+        else:
+            check = [k for k in listed if k not in previous or k in recheck
+                     or previous[k].status == "running"]
+            idle = [k for k in listed if k in previous and k not in recheck
+                    and previous[k].status != "running"]
+            if idle:
+                start = self.sweep % len(idle)
+                check += (idle[start:] + idle[:start])[:REMOTE_SWEEP_RUNS]
+                self.sweep = start + REMOTE_SWEEP_RUNS
         now = time.time()
-        for key, entry in seen.items():
+
+        def look(key):
+            path = store.join(self.root, *key)
+            stamp = store.stat(store.join(path, RUN_YAML))
             old = previous.get(key)
-            if old is not None and old[0] == entry[0] and old[1] != "running":
-                entry[1] = old[1]
+            if stamp is None:
+                return key, None
+            if old is not None and old.stamp == stamp:
+                status = old.status
+                if status == "running":  # nothing changed on disk; the clock did
+                    status = _effective_status(old.meta, now)
+                return key, _RunEntry(stamp, status, old.meta, old.config)
+            found = _read_run_files(store, path, key[1])
+            if found is None:
+                return key, None
+            meta, config = found
+            return key, _RunEntry(stamp, _effective_status(meta, now), meta, config)
+
+        if store.is_local or len(check) < 8:
+            looked = list(map(look, check))
+        else:  # the first scan of a big bucket reads every run once: in parallel
+            import concurrent.futures
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                looked = list(pool.map(look, check))
+        seen = {key: previous[key] for key in listed if key in previous}
+        for key, entry in looked:
+            if entry is None:
+                seen.pop(key, None)
                 continue
-            row = _safe_run_row(store, store.join(self.root, *key), now)
-            entry[1] = row["status"] if row else None
-            if row is None or first:
+            seen[key] = entry
+            old = previous.get(key)
+            if first or (old is not None and old.stamp == entry.stamp
+                         and old.status == entry.status):
                 continue
+            row = _listed_run_row(store, store.join(self.root, *key), key[1], entry.meta,
+                                  entry.config, now)
             if old is None:
                 self.publish("runs", {"experiment": key[0], "run": row})
-            elif old[0] != entry[0] or old[1] != entry[1]:
+            else:
                 self.publish("status", row)
-        self.known = seen
+        self.known, self.experiments = seen, experiments
+
+    # -- the object-store cache behind /api/experiments and /api/experiments/<exp>/runs --
+    def cached(self):
+        """True when the lists should come from this cache: an object store, watched."""
+        return (not self.store.is_local and self.known is not None
+                and self.thread is not None and not self.closed.is_set())
+
+    def run_rows(self, exp):
+        now, known = time.time(), self.known or {}
+        rows = [_listed_run_row(self.store, self.store.join(self.root, e, r), r, entry.meta,
+                                entry.config, now)
+                for (e, r), entry in list(known.items()) if e == exp]
+        rows.sort(key=lambda r: (_parse_iso(r["started_at"]) or 0, r["name"]), reverse=True)
+        return rows
+
+    def experiment_meta(self, exp):
+        """experiment.yaml, re-read at most once a minute (it changes about never)."""
+        hit = self.exp_meta.get(exp)
+        if hit and time.monotonic() - hit[0] < 60:
+            return hit[1]
+        try:
+            meta = _read_yaml(self.store, self.store.join(self.root, exp, EXPERIMENT_YAML))
+        except ExpmanError as exc:
+            _log.warning("%s", exc)
+            meta = {}
+        self.exp_meta[exp] = (time.monotonic(), meta)
+        return meta
+
+    def experiment_rows(self):
+        out = []
+        for exp in sorted(self.experiments):
+            runs = self.run_rows(exp)
+            meta = self.experiment_meta(exp)
+            if runs or meta:
+                out.append(_experiment_row(exp, meta, runs))
+        return out
 
 
 class _Subscriber:
@@ -2366,19 +2662,6 @@ class _Subscriber:
     def push(self, payload):
         self.queue.append(payload)
         self.wake.set()
-
-
-def _safe_run_row(store, path, now=None):
-    try:
-        meta = _read_yaml(store, store.join(path, RUN_YAML))
-        config = _read_yaml(store, store.join(path, CONFIG_YAML))
-    except (ExpmanError, OSError):
-        return None
-    if not meta:
-        return None
-    row = _run_row(store, path, meta, config, now)
-    row["name"] = path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    return row
 
 
 def _sse(event, data):
@@ -2527,12 +2810,16 @@ def make_app(root=None, live=True, token=None):
 
     @app.get("/api/experiments")
     def _api_experiments():
+        if hub.cached():  # object store: the watcher's cache, not a request per run
+            return {"experiments": hub.experiment_rows()}
         if not store.isdir(root_path):
             return {"experiments": []}
         return {"experiments": list_experiments(run_location(root_path))}
 
     @app.get("/api/experiments/<exp>/runs")
     def _api_runs(exp):
+        if hub.cached() and exp in hub.experiments:
+            return {"experiment": exp, "runs": hub.run_rows(exp)}
         exp_path = store.join(root_path, exp)
         if _safe_name(exp, "experiment") != exp or not store.isdir(exp_path):
             fail(404, f"no such experiment: {exp}")
@@ -2581,6 +2868,7 @@ def make_app(root=None, live=True, token=None):
                 fail(400, "tags must be a list of strings")
             meta["tags"] = [t.strip()[:100] for t in tags if t.strip()][:100]
         store.write_atomic(meta_path, _yaml_dump(meta))
+        hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
         return _json_safe(load_run(run_location(path)))
 
     @app.get("/api/experiments/<exp>/runs/<run>/config")

