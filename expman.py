@@ -642,8 +642,24 @@ class _LocalStore(_Store):
             raise
 
     def append(self, path, data):
-        with open(path, "ab") as fh:
-            fh.write(data)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0),
+                     0o666)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except BaseException:
+                # A full disk takes part of the data: cut it back, or the retry appended the
+                # whole text after a torn copy of its first lines.
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(fd)
 
     def stat(self, path):
         try:
@@ -772,6 +788,9 @@ def _s3_filesystem(uri):
     if key and secret and token:
         kwargs["session_token"] = token
     kwargs["allow_bucket_creation"] = True
+    # Objects up to the part size go out as one PutObject instead of the three requests of a
+    # multipart upload (create, part, complete): every segment and YAML file of a run is small.
+    kwargs["allow_delayed_open"] = True
     # One client per configuration: readers open the store on every call (load_metrics in a
     # loop, the server's handlers), and a fresh client means a fresh TLS connection (~50 ms
     # against a real S3 endpoint) instead of a kept-alive one.
@@ -1037,6 +1056,11 @@ class _Writer(threading.Thread):
         """Convert queued rows in chunks of DRAIN_CHUNK_ROWS, telling a waiting log call after
         each pop: a throttled training loop then waits one chunk (a few ms), not one backlog."""
         rows = self.rows
+        # Count control messages before rows: a flush() request then never overtakes rows
+        # logged before it (they were queued before it, so they are counted in `todo`). It
+        # used to be released with rows still queued behind the snapshot: flush() returned
+        # True with 50,000 rows not yet written.
+        n_ctrl = len(self.ctrl)
         n, todo = 0, len(rows)  # only what is queued now: a firehose must not starve flushes
         while todo > 0:
             popleft = rows.popleft
@@ -1057,7 +1081,7 @@ class _Writer(threading.Thread):
                     self.dropped_rows += len(batch)
                     self._warn_once("stage-drop", f"expman: {len(batch)} rows could not be "
                                                   f"stored: {exc2!r}", always=True)
-        while self.ctrl:
+        for _ in range(n_ctrl):  # newer messages wait for the next pass (their wake is set)
             self._handle(self.ctrl.popleft())
         return n
 
@@ -1359,7 +1383,7 @@ class _Writer(threading.Thread):
                                                    f"{exc}", always=True)
         self._write_tables(METRICS_FILE, paths or [_empty_metrics_table()],
                            dest=self.store.join(self.path, METRICS_FILE))
-        for name in names:
+        for name in sorted(names):  # first rows first: see _metric_files
             self.store.delete(self.store.join(seg_dir, name))
         try:
             self.store.delete_tree(seg_dir)
@@ -1739,8 +1763,13 @@ class Experiment:
     def _after_close(self, what):
         if not self._warned_closed:
             self._warned_closed = True
-            _warn(f"expman: {what} on run {self.experiment}/{self.run_name}, which is already "
-                  f"closed ({self.status}); ignored")
+            if self.status == "forked":
+                _warn(f"expman: {what} in a forked child process on run {self.experiment}/"
+                      f"{self.run_name}, which belongs to the parent; ignored (start a run in "
+                      f"the child, or log from the parent)")
+            else:
+                _warn(f"expman: {what} on run {self.experiment}/{self.run_name}, which is "
+                      f"already closed ({self.status}); ignored")
         return None
 
     def _record_error(self, exc_type, exc):
@@ -1830,6 +1859,8 @@ def _install_hooks(remote=False):
 
         sys.excepthook = excepthook
         atexit.register(_close_all_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_runs_in_child)
         if threading.current_thread() is threading.main_thread():
             _install_signal_handler(signal.SIGTERM)
 
@@ -1852,6 +1883,19 @@ def _install_signal_handler(signum):
         signal.signal(signum, handler)
     except (ValueError, OSError):  # not the main thread, or an embedded interpreter
         pass
+
+
+def _forget_runs_in_child():
+    """A forked child (a DataLoader worker, a multiprocessing pool) inherits the parent's open
+    runs but not their writer threads: it must neither log into them (nobody would write the
+    rows) nor wait for their writers at exit (it would hang)."""
+    global _CURRENT
+    for run in list(_OPEN_RUNS):
+        run._closed = True
+        run.status = "forked"
+        run._warned_closed = False
+    _OPEN_RUNS.clear()
+    _CURRENT = None
 
 
 def _close_all_at_exit():
@@ -1970,10 +2014,16 @@ def _resolve_root(root):
 
 
 def _run_row(store, path, meta, config=None, now=None):
-    """One run as the CLI and the dashboard show it (the RUN_ROW of the HTTP API)."""
+    """One run as the CLI and the dashboard show it (the RUN_ROW of the HTTP API).
+
+    Every field has its documented type whatever run.yaml holds: a hand-edited or foreign
+    file (duration_secs: "long", a bare YAML timestamp, description: 42) used to reach the
+    CLI's formatting and the JSON encoder as is, and one such run broke `expman list` and
+    the dashboard's runs table for every run of the experiment.
+    """
     status = _effective_status(meta, now)
     started = _parse_iso(meta.get("started_at"))
-    duration = meta.get("duration_secs")
+    duration = _number_or_none(meta.get("duration_secs"))
     if status == "running" and started is not None:
         duration = round((now or time.time()) - started, 3)
     elif status == "crashed" and duration is None and started is not None:
@@ -1985,26 +2035,53 @@ def _run_row(store, path, meta, config=None, now=None):
     command = meta.get("command")
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
+    rows, last_step, pid = meta.get("rows"), meta.get("last_step"), meta.get("pid")
     return {
         "name": str(meta.get("name") or path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]),
         "experiment": str(meta.get("experiment") or ""),
         "path": store.display(path),
         "status": status,
-        "started_at": meta.get("started_at"),
-        "finished_at": meta.get("finished_at"),
+        "started_at": _time_text(meta.get("started_at")),
+        "finished_at": _time_text(meta.get("finished_at")),
         "duration_secs": duration,
-        "heartbeat_at": meta.get("heartbeat_at"),
-        "description": meta.get("description") or "",
+        "heartbeat_at": _time_text(meta.get("heartbeat_at")),
+        "description": _text(meta.get("description")) or "",
         "tags": [str(t) for t in tags],
-        "hostname": meta.get("hostname"),
-        "pid": meta.get("pid"),
-        "command": command,
-        "git_commit": git.get("commit"),
-        "rows": meta.get("rows") or 0,
-        "last_step": meta.get("last_step"),
+        "hostname": _text(meta.get("hostname")),
+        "pid": pid if type(pid) is int else None,
+        "command": _text(command),
+        "git_commit": _text(git.get("commit")),
+        "rows": rows if type(rows) is int and rows >= 0 else 0,
+        "last_step": last_step if type(last_step) is int else None,
         "params": _flatten(config) if isinstance(config, dict) else {},
-        "summary": summary,
+        "summary": {str(k): v if v is None or type(v) in (int, float) else _text(v)
+                    for k, v in summary.items()},
     }
+
+
+def _number_or_none(value):
+    return value if type(value) in (int, float) else None
+
+
+def _text(value):
+    """str of a scalar from a YAML file; None stays None."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return _time_text(value)
+    return str(value)
+
+
+def _time_text(value):
+    """ISO text of a time field, or None: a hand-written `started_at: 2024-01-01 10:00:00`
+    arrives from YAML as a datetime, which JSON cannot carry."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, _dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)).isoformat()
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    return None
 
 
 def load_run(run_dir):
@@ -2149,7 +2226,14 @@ def _metric_files(store, path):
     final = store.join(path, METRICS_FILE)
     seg_dir = store.join(path, SEGMENTS_DIR)
     segments = _choose_segments(store.listnames(seg_dir))
-    if store.stat(final) is not None:
+    # Segments that tile [0, end) without a gap hold every row: a live run, or one being
+    # compacted (metrics.parquet is written before any segment goes, and they go in name
+    # order, so a leftover set always lacks the first rows). Only otherwise is metrics.parquet
+    # looked up: on an object store the stat of a missing key costs two requests, and the
+    # dashboard asks this of every live run every second.
+    tiled = bool(segments) and segments[0][0] == 0 and all(
+        a[1] == b[0] for a, b in zip(segments, segments[1:]))
+    if not tiled and store.stat(final) is not None:
         return [(0, None, final)]
     return [(s, e, store.join(seg_dir, name)) for s, e, name in segments]
 
@@ -2412,7 +2496,8 @@ SERVER_THREADS = 48           # each open page holds one thread for its stream
 # On an object store every stat or listing is a billed, rate-limited request of ~10-50 ms, so
 # the watcher and the streams spend a budget there instead of polling like a local disk does:
 REMOTE_WATCH_SECS = 2.0       # how often the watcher lists the root
-REMOTE_SWEEP_RUNS = 16        # idle runs whose run.yaml each scan re-checks, in turn
+REMOTE_SCAN_STATS = 64        # run.yaml stats per scan beyond new runs (live ones first)
+REMOTE_SWEEP_RUNS = 16        # of which idle runs re-checked in turn (edits made elsewhere)
 REMOTE_POLL_SECS = 1.0        # how often a live run is checked for new rows (writers flush ~1/s)
 REMOTE_TAIL_BUDGET = 30.0     # requests a second all streams of a server spend on live runs
 REMOTE_CLOSED_POLL_SECS = 30.0  # a closed run (metrics.parquet written) changes no more
@@ -2497,7 +2582,7 @@ class _Hub:
         self.experiments = []        # experiment directory names, from the last scan
         self.exp_meta = {}           # exp -> (read_at, experiment.yaml)
         self.recheck = set()         # runs to re-read on the next scan (edited here)
-        self.sweep = 0               # round-robin position among idle runs
+        self.turns = {}              # round-robin positions among live and idle runs
         self.watch_secs = WATCH_SECS if store.is_local else REMOTE_WATCH_SECS
         self.thread = None
 
@@ -2545,11 +2630,11 @@ class _Hub:
 
         Locally every run.yaml is stat'ed on every scan (a syscall). On an object store that
         is a request per run, so a scan there lists the root and each experiment (a request
-        per 1,000 names) and stats only new runs, runs last seen running (their heartbeat
-        moves) and REMOTE_SWEEP_RUNS of the others in turn (a description edited elsewhere).
-        A run.yaml whose (size, mtime) did not change is not read again: the status is
-        recomputed from the cached copy, which is how a run killed on another host turns
-        crashed although no file changes.
+        per 1,000 names), reads new runs, and stats at most REMOTE_SCAN_STATS others: runs
+        last seen running in turn (their heartbeat moves), and REMOTE_SWEEP_RUNS idle ones in
+        turn (a description edited elsewhere). A run.yaml whose (size, mtime) did not change
+        is not read again, and a running run's status is recomputed from the cached copy on
+        every scan: that is how a run killed on another host turns crashed, no file changing.
         """
         store, previous, first = self.store, self.known or {}, self.known is None
         listed, experiments = [], []
@@ -2564,14 +2649,12 @@ class _Hub:
         if store.is_local:
             check = listed
         else:
-            check = [k for k in listed if k not in previous or k in recheck
-                     or previous[k].status == "running"]
-            idle = [k for k in listed if k in previous and k not in recheck
-                    and previous[k].status != "running"]
-            if idle:
-                start = self.sweep % len(idle)
-                check += (idle[start:] + idle[:start])[:REMOTE_SWEEP_RUNS]
-                self.sweep = start + REMOTE_SWEEP_RUNS
+            check = [k for k in listed if k not in previous or k in recheck]
+            rest = [k for k in listed if k in previous and k not in recheck]
+            live = [k for k in rest if previous[k].status == "running"]
+            idle = [k for k in rest if previous[k].status != "running"]
+            check += self._turn(live, "live", REMOTE_SCAN_STATS - REMOTE_SWEEP_RUNS)
+            check += self._turn(idle, "idle", REMOTE_SWEEP_RUNS)
         now = time.time()
 
         def look(key):
@@ -2581,15 +2664,11 @@ class _Hub:
             if stamp is None:
                 return key, None
             if old is not None and old.stamp == stamp:
-                status = old.status
-                if status == "running":  # nothing changed on disk; the clock did
-                    status = _effective_status(old.meta, now)
-                return key, _RunEntry(stamp, status, old.meta, old.config)
+                return key, _RunEntry(stamp, old.status, old.meta, old.config)
             found = _read_run_files(store, path, key[1])
             if found is None:
                 return key, None
-            meta, config = found
-            return key, _RunEntry(stamp, _effective_status(meta, now), meta, config)
+            return key, _RunEntry(stamp, None, *found)
 
         if store.is_local or len(check) < 8:
             looked = list(map(look, check))
@@ -2601,9 +2680,19 @@ class _Hub:
         for key, entry in looked:
             if entry is None:
                 seen.pop(key, None)
-                continue
-            seen[key] = entry
+            else:
+                seen[key] = entry
+        for key, entry in seen.items():
             old = previous.get(key)
+            if entry.status is None or entry.status == "running":  # the clock moves on
+                status = _effective_status(entry.meta, now)
+                if old is entry:
+                    if status == entry.status:
+                        continue
+                    entry = seen[key] = _RunEntry(entry.stamp, status, entry.meta,
+                                                  entry.config)
+                else:
+                    entry.status = status
             if first or (old is not None and old.stamp == entry.stamp
                          and old.status == entry.status):
                 continue
@@ -2614,6 +2703,14 @@ class _Hub:
             else:
                 self.publish("status", row)
         self.known, self.experiments = seen, experiments
+
+    def _turn(self, keys, which, count):
+        """The next `count` of keys in round-robin order (a cursor per kind)."""
+        if not keys or count <= 0:
+            return []
+        start = self.turns.get(which, 0) % len(keys)
+        self.turns[which] = start + count
+        return (keys[start:] + keys[:start])[:count]
 
     # -- the object-store cache behind /api/experiments and /api/experiments/<exp>/runs --
     def cached(self):

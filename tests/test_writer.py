@@ -584,3 +584,32 @@ def test_run_yaml_is_never_read_half_written(root, tmp_path):
         exp.close()
     reads, bad = json.loads(child.lines[-1])
     assert reads > 10 and bad == 0
+
+
+def test_a_forked_child_neither_logs_into_nor_waits_for_the_parents_run(root, tmp_path):
+    # DataLoader workers and multiprocessing pools fork after init(): the child has the run
+    # object but no writer thread. Its log calls must warn (not vanish silently), and its
+    # exit must not wait CLOSE_TIMEOUT_SECS for a writer that does not exist.
+    proc = run_python(f"""
+        import os, sys, time, warnings
+        import expman
+        exp = expman.init("forky", base_dir={str(root)!r}, capture_git=False)
+        expman.log_metrics({{"a": 1.0}}, step=0)
+        pid = os.fork()
+        if pid == 0:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                exp.log_metrics({{"a": 2.0}}, step=1)
+            print("child:", [str(w.message) for w in caught], flush=True)
+            sys.exit(0)
+        start = time.monotonic()
+        os.waitpid(pid, 0)
+        print("child exit took", round(time.monotonic() - start, 2))
+        expman.log_metrics({{"a": 3.0}}, step=2)
+    """, cwd=tmp_path, timeout=60)
+    assert "forked child process" in proc.stdout
+    took = float(proc.stdout.split("child exit took")[1].split()[0])
+    assert took < 5, proc.stdout
+    run_dir = only_run_dir(root, "forky")
+    assert columns(run_dir) == {"step": [0, 2], "a": [1.0, 3.0]}
+    assert expman.load_run(run_dir)["status"] == "finished"
