@@ -985,6 +985,8 @@ class _Writer(threading.Thread):
         self.last_beat = 0.0
         self.meta_stamp = None             # (size, mtime) of run.yaml as we last wrote it
         self.failures = 0
+        self.retry_at = 0.0                # monotonic time of the next attempt after a failure
+        self.io_since = None               # monotonic start of the store calls in progress
         self.dropped_rows = 0
         self.flush_waiters = []
 
@@ -1006,24 +1008,33 @@ class _Writer(threading.Thread):
                     self._finish()
                     break
                 now = time.monotonic()
-                if (now - last_flush >= self.interval or self.flush_waiters
-                        or self.staged_rows >= SEGMENT_MAX_ROWS):
+                # After a failure the store is retried only at the backoff time, but rows keep
+                # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
+                # interval meanwhile, so log calls never meet backpressure from a failing store.
+                retry = now >= self.retry_at or self.flush_waiters
+                self.io_since = now if retry else None
+                if retry and (now - last_flush >= self.interval or self.flush_waiters
+                              or self.staged_rows >= SEGMENT_MAX_ROWS):
                     self._flush()
                     last_flush = now
                 # flush() promises everything is on disk: that includes run.yaml's rows and
                 # summary, which otherwise lag until the next heartbeat.
-                if (self.meta_dirty or self.flush_waiters
-                        or now - self.last_beat >= self.run_._heartbeat_secs):
+                if retry and (self.meta_dirty or self.flush_waiters
+                              or now - self.last_beat >= self.run_._heartbeat_secs):
                     self._write_meta()
+                self.io_since = None
                 self._release_flush_waiters()
-                if self.failures:  # recovered: say so, and warn again if it fails again
+                if self.failures and retry:  # recovered: say so, warn again if it fails again
                     self.failures = 0
                     self.warned = {t for t in self.warned if not t.startswith("io:")}
                     message = f"expman: writing {self.store.display(self.path)} works again"
                     _log.warning("%s", message)
                     self.log_buffer.append(f"{_iso()} INFO  {message}\n")
             except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
+                self.io_since = None
                 self.failures += 1
+                self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(
+                    self.failures, 6))
                 self.error = exc
                 self._warn_once(f"io:{type(exc).__name__}",
                                 f"expman: cannot write {self.store.display(self.path)}: {exc}; "
@@ -1035,7 +1046,7 @@ class _Writer(threading.Thread):
             if drained >= 5_000 or len(self.rows) >= 5_000:
                 timeout = 0.01
             elif self.failures:
-                timeout = min(30.0, self.interval * 2 ** min(self.failures, 6))
+                timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
             else:
                 timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
         self.done.set()
@@ -1376,7 +1387,7 @@ class _Writer(threading.Thread):
         for _start, _end, name in _choose_segments(names):
             path = self.store.join(seg_dir, name)
             try:
-                self.store.parquet_file(path).schema_arrow
+                _ = self.store.parquet_file(path).metadata  # a whole file has its footer
                 paths.append(path)
             except Exception as exc:  # noqa: BLE001 - keep the rest; say which file was bad
                 self._warn_once(f"compact:{name}", f"expman: skipped unreadable segment {name}: "
@@ -1627,6 +1638,9 @@ class Experiment:
             _warn(f"expman: logging faster than the writer can store ({MAX_PENDING_ROWS} rows "
                   f"pending); log calls now wait for it so memory stays bounded")
         writer.wake.set()
+        busy = writer.io_since
+        if busy is not None and time.monotonic() - busy > 1.0:
+            return  # the writer is stuck in a slow store request: never wait on the store
         deadline = time.monotonic() + 5.0
         with writer.drained:
             while (len(self._rows) > MAX_PENDING_ROWS - DRAIN_CHUNK_ROWS // 2
@@ -2992,7 +3006,11 @@ def make_app(root=None, live=True, token=None):
         keys = [k for k in (q.getunicode("keys") or "").split(",") if k]
         location = run_location(path)
         table = load_metrics(location, keys=keys or None, since_row=since)
-        all_keys = _metric_keys(store, path)
+        if keys or since:
+            all_keys = _metric_keys(store, path)
+        else:  # every file was just read whole: no second pass over their footers (on an
+            # object store that pass is a listing and two requests per file)
+            all_keys = [c for c in table.column_names if c not in RESERVED_COLUMNS]
         series, downsampled = _series_json(table, keys or all_keys, max_points, x_min, x_max)
         return {"run": f"{exp}/{run}", "keys": all_keys, "rows": since + table.num_rows,
                 "next_since": since + table.num_rows, "downsampled": downsampled,

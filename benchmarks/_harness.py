@@ -175,7 +175,6 @@ def measure(call, obj, n, cap_s, timed, close, arrays=None, after_close=None):
     peak_reset = reset_peak_rss()
     e1, _ = empty(n, far, None, elat)
     cpu0 = time.process_time()
-    t0 = time.perf_counter_ns()
     loop_ns, done = logged(n, time.perf_counter_ns() + int(cap_s * 1e9), obj, lat)
     t1 = time.perf_counter_ns()
     close()
