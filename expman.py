@@ -2015,7 +2015,7 @@ def _resolve_run(run_dir):
     store, path = _open_store(run_dir)
     if store.stat(store.join(path, RUN_YAML)) is None:
         if not store.isdir(path):
-            raise InvalidInputError(f"no such directory: {store.display(path)}")
+            raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
         raise InvalidInputError(f"not a run directory (no {RUN_YAML}): {store.display(path)}")
     return store, path
 
@@ -2023,8 +2023,13 @@ def _resolve_run(run_dir):
 def _resolve_root(root):
     store, path = _open_store(root if root is not None else _default_root())
     if not store.isdir(path):
-        raise InvalidInputError(f"no such directory: {store.display(path)}")
+        raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
     return store, path
+
+
+def _not_a_dir(store, path):
+    # "no such directory" for a path that is a file sent users looking for a typo
+    return "not a directory" if store.stat(path) is not None else "no such directory"
 
 
 def _run_row(store, path, meta, config=None, now=None):
@@ -2860,6 +2865,7 @@ def make_app(root=None, live=True, token=None):
     hub = _Hub(store, root_path, live=live)
     app.config["expman.hub"] = hub
     page = DASHBOARD_HTML.replace("__EXPMAN_VERSION__", __version__)
+    csp = _page_csp(page)
 
     def fail(status, message):
         raise bottle.HTTPResponse(json.dumps({"error": message}), status=status,
@@ -2867,12 +2873,14 @@ def make_app(root=None, live=True, token=None):
 
     def run_path(exp, run):
         for name, what in ((exp, "experiment"), (run, "run")):
-            if not name or "/" in name or "\\" in name or "\0" in name or name.startswith(".") \
-                    or _safe_name(name, what) != name:
+            if not _name_ok(name):
                 fail(404, f"no such {what}: {name}")
         path = store.join(root_path, exp, run)
         if store.stat(store.join(path, RUN_YAML)) is None:
             fail(404, f"no such run: {exp}/{run}")
+        for name in (RUN_YAML, CONFIG_YAML, RUN_LOG, METRICS_FILE, SEGMENTS_DIR):
+            if _links_out(store, store.join(path, name)):
+                fail(403, f"{name} of {exp}/{run} is a link out of the run; not served")
         return path
 
     def run_location(path):
@@ -2880,9 +2888,16 @@ def make_app(root=None, live=True, token=None):
 
     @app.hook("before_request")
     def _check_token():
-        if token is None:
-            return
         req = bottle.request
+        if token is None:
+            # No token: answer only to loopback names and IP literals. A page on
+            # evil.example whose name is re-pointed at 127.0.0.1 (DNS rebinding) is
+            # same-origin with its own Host header; it could read every run and PATCH them.
+            host = req.get_header("Host")
+            if host is not None and not _local_host_header(host):
+                fail(403, f"Host {host!r} refused: without a token this server answers only "
+                          f"to localhost and IP addresses; serve with --token to use a name")
+            return
         given = req.get_header("Authorization", "")
         given = given[7:] if given.startswith("Bearer ") else None
         given = given or req.query.get("token") or req.get_cookie("expman_token")
@@ -2896,7 +2911,7 @@ def make_app(root=None, live=True, token=None):
         resp.set_header("X-Content-Type-Options", "nosniff")
         resp.set_header("Referrer-Policy", "no-referrer")
         resp.set_header("X-Frame-Options", "DENY")
-        resp.set_header("Content-Security-Policy", _CSP)
+        resp.set_header("Content-Security-Policy", csp)
         if token is not None and bottle.request.query.get("token"):
             resp.set_cookie("expman_token", token, httponly=True, samesite="strict", path="/")
 
@@ -2932,16 +2947,18 @@ def make_app(root=None, live=True, token=None):
         if hub.cached() and exp in hub.experiments:
             return {"experiment": exp, "runs": hub.run_rows(exp)}
         exp_path = store.join(root_path, exp)
-        if _safe_name(exp, "experiment") != exp or not store.isdir(exp_path):
+        if not _name_ok(exp) or not store.isdir(exp_path):
             fail(404, f"no such experiment: {exp}")
-        return {"experiment": exp, "runs": _scan_runs(store, exp_path, time.time(),
-                                                        with_config=True)}
+        runs = _scan_runs(store, exp_path, time.time(), with_config=True)
+        return {"experiment": exp, "runs": [_confined_row(store, exp_path, r) for r in runs]}
 
     @app.get("/api/experiments/<exp>/metadata")
     def _api_experiment_meta(exp):
         exp_path = store.join(root_path, exp)
-        if _safe_name(exp, "experiment") != exp or not store.isdir(exp_path):
+        if not _name_ok(exp) or not store.isdir(exp_path):
             fail(404, f"no such experiment: {exp}")
+        if _links_out(store, store.join(exp_path, EXPERIMENT_YAML)):
+            fail(403, f"{EXPERIMENT_YAML} of {exp} is a link out of the experiment; not served")
         return _read_yaml(store, store.join(exp_path, EXPERIMENT_YAML))
 
     @app.get("/api/experiments/<exp>/runs/<run>/metadata")
@@ -3003,6 +3020,8 @@ def make_app(root=None, live=True, token=None):
             fail(400, "since, max_points, x_min and x_max must be numbers")
         if since < 0 or max_points < 0:
             fail(400, "since and max_points must not be negative")
+        if not all(math.isfinite(x) for x in (x_min, x_max) if x is not None):
+            fail(400, "x_min and x_max must be finite numbers")  # nan/inf: a 500 before
         keys = [k for k in (q.getunicode("keys") or "").split(",") if k]
         location = run_location(path)
         table = load_metrics(location, keys=keys or None, since_row=since)
@@ -3038,8 +3057,12 @@ def make_app(root=None, live=True, token=None):
             full = _artifact_path(store, path, rel)
         except InvalidInputError as exc:
             fail(403 if ".." in rel or rel.startswith("/") else 400, str(exc))
-        st = store.stat(full)
-        if st is None or store.isdir(full):
+        try:
+            st = store.stat(full)
+            is_dir = st is not None and store.isdir(full)
+        except OSError as exc:  # a name too long for the filesystem: a 500 before
+            fail(400, f"bad artifact path: {exc.strerror or exc}")
+        if st is None or is_dir:
             fail(404, f"no such artifact: {rel}")
         return path, rel, full, st[0]
 
@@ -3069,16 +3092,18 @@ def make_app(root=None, live=True, token=None):
         if ext in _IMAGE_EXT:  # never SVG: it can carry script
             headers["Content-Type"] = "image/" + {".jpg": "jpeg"}.get(ext, ext[1:])
         else:
-            name = os.path.basename(rel).replace('"', "_")
             headers["Content-Type"] = "application/octet-stream"
-            headers["Content-Disposition"] = f'attachment; filename="{name}"'
+            headers["Content-Disposition"] = _attachment(os.path.basename(rel))
         return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
 
     @app.get("/api/stream")
     def _api_stream():
         req = bottle.request
         wanted = []
-        for item in (req.query.getunicode("runs") or "").split(","):
+        runs = req.query.getunicode("runs")
+        if runs is None and req.query.get("runs"):  # bottle gives None for bad UTF-8: it
+            fail(400, "runs= is not valid UTF-8")       # was taken for "no runs" (an empty 200)
+        for item in (runs or "").split(","):
             if not item:
                 continue
             name, _, since = item.partition(":")
@@ -3154,6 +3179,83 @@ def _tail_run(hub, store, entry):
 def _consteq(a, b):
     import hmac
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _name_ok(name):
+    """True for an experiment or run name the server may open: one safe path component."""
+    if not name or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        return False
+    try:
+        return _safe_name(name) == name
+    except InvalidInputError:  # '___', 300 characters: a clean 404 (it was a 500)
+        return False
+
+
+def _links_out(store, path):
+    """True when a local path is a symlink resolving outside the directory that holds it.
+
+    Whoever can write into a shared experiments directory could plant config.yaml ->
+    ~/.kube/config, and the server, running as its owner, served the target to anyone
+    with the page. Runs or experiments that are themselves links (another disk) are fine.
+    """
+    if not store.is_local or not os.path.islink(path):
+        return False
+    base = os.path.realpath(os.path.dirname(path))
+    return not os.path.realpath(path).startswith(base + os.sep)
+
+
+def _confined_row(store, exp_path, row):
+    """A runs-table row without what a run.yaml/config.yaml link out of the run brought in."""
+    run_dir = store.join(exp_path, row["name"])
+    if _links_out(store, store.join(run_dir, RUN_YAML)):
+        return {"name": row["name"], "experiment": row.get("experiment", ""),
+                "path": row["path"], "status": "crashed", "started_at": None,
+                "finished_at": None, "duration_secs": None, "heartbeat_at": None,
+                "description": "", "tags": [], "hostname": None, "pid": None,
+                "command": None, "git_commit": None, "rows": 0, "last_step": None,
+                "params": {}, "summary": {}, "corrupt": True,
+                "error": f"{RUN_YAML} is a link out of the run; not read"}
+    if _links_out(store, store.join(run_dir, CONFIG_YAML)):
+        row = dict(row, params={})
+    return row
+
+
+def _local_host_header(host):
+    """True for a Host header naming this machine by loopback name or any IP literal."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    import ipaddress
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _page_csp(page):
+    """_CSP with the page's one inline script allowed by its hash instead of 'unsafe-inline':
+    markup injected by some future bug could then run no script (onerror= included)."""
+    import base64
+    import hashlib
+    if "<script>" not in page or "</script>" not in page:
+        return _CSP.replace("script-src 'unsafe-inline'", "script-src 'none'")
+    script = page.split("<script>", 1)[1].rsplit("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    return _CSP.replace("script-src 'unsafe-inline'", f"script-src 'sha256-{digest}'")
+
+
+def _attachment(name):
+    """A Content-Disposition that downloads name: ASCII fallback plus RFC 5987 UTF-8 form.
+    A CR/LF in an artifact's name made bottle refuse the header (a 500)."""
+    import urllib.parse
+    fallback = re.sub(r"[^A-Za-z0-9._ ()+=-]", "_", name) or "artifact"
+    utf8 = urllib.parse.quote(name, safe="", errors="replace")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{utf8}"
 
 
 def _artifact_path(store, run_path, rel):
@@ -3263,6 +3365,22 @@ def make_server(root=None, host="127.0.0.1", port=8000, live=True, token=None,
     return _Server(app, server)
 
 
+def _use_system_memory_pool():
+    """Give a serving process pyarrow's system-allocator pool (unless ARROW_DEFAULT_MEMORY_POOL
+    says otherwise). With the default (mimalloc in pyarrow 26) a dashboard with 20 open pages
+    on a live run kept what each request freed: RSS grew ~30 MB a minute (120 -> 250 MB in
+    4 min, benchmarks/bench_load.py); with the system allocator it grew ~8 MB a minute while
+    that run kept growing, and stayed flat on finished runs.
+    Only for a process that serves: a library call must not change a training script's pool.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.system_memory_pool())
+    except Exception:  # noqa: BLE001 - an allocator choice is never worth failing for
+        pass
+
+
 def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_browser=False,
           out=None):
     """Serve the dashboard until Ctrl-C; prints the URL (the CLI's ``expman serve``)."""
@@ -3270,12 +3388,14 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
     if token is None:
         token = os.environ.get("EXPMAN_TOKEN") or None
     loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-    if not loopback and token is None:
-        import secrets
-        token = secrets.token_urlsafe(18)
+    if not loopback:  # warned with a token too: the address is the user's choice to check
+        if token is None:
+            import secrets
+            token = secrets.token_urlsafe(18)
         print(f"expman: warning: serving on {host}, reachable from other machines; every "
-              f"request needs the token printed below (set your own with --token or "
+              f"request needs the token in the URL below (set your own with --token or "
               f"EXPMAN_TOKEN)", file=sys.stderr)
+    _use_system_memory_pool()
     server = make_server(root, host=host, port=port, live=live, token=token)
     url = server.url + (f"/?token={token}" if token else "/")
     store, root_path = _open_store(root if root is not None else _default_root())

