@@ -2499,7 +2499,14 @@ def load_runs(root=None, experiment=None, status=None, to_pandas=False):
     return table.to_pandas() if to_pandas else table
 
 
-# 10 Server & JSON API #######################################################################
+# 10 Integrations ############################################################################
+#
+# Adapters for what users already run, each importing its framework lazily, only when used:
+# TensorBoard event files in and out, a SummaryWriter-compatible shim, and callbacks for
+# PyTorch Lightning, Hugging Face transformers and Keras.
+
+
+# 11 Server & JSON API #######################################################################
 #
 # A Bottle app (built per call, never Bottle's global default app) served by Waitress. Every
 # handler reads the run files through section 9: the server keeps no database, so a server
@@ -3413,7 +3420,7 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
     return 0
 
 
-# 11 CLI #####################################################################################
+# 12 CLI #####################################################################################
 #
 #   expman list [DIR] [-e EXP]            experiments, or the runs of one, newest first
 #   expman inspect RUN_DIR                metadata, params, metric stats, artifacts, log tail
@@ -3421,7 +3428,7 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
 #   expman tail RUN_DIR                   follow new metric rows and log lines of a live run
 #   expman export RUN_DIR --format F      the whole metrics table as csv, json or parquet
 #   expman clean EXPERIMENT --keep N      delete old runs (a dry run without --force)
-#   expman serve [DIR] / expman demo      the dashboard (section 10)
+#   expman serve [DIR] / expman demo      the dashboard (section 11)
 #
 # Results go to stdout; warnings and the one-line error to stderr. Exit codes: 0 for
 # success, 1 failure, 2 bad usage, 130 Ctrl-C. Every read command takes --json. `list` must stay fast
@@ -4500,7 +4507,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
     return thread
 
 
-# 12 Dashboard page ##########################################################################
+# 13 Dashboard page ##########################################################################
 # One constant, so the module and the one-file binary need no data files and the
 # page works offline. The server sends it verbatim (after swapping in the version);
 # all data arrives through fetch("/api/...") and one EventSource, and whatever a

@@ -1,4 +1,4 @@
-"""The command line: every command, every flag, every error path (section 11).
+"""The command line: every command, every flag, every error path (section 12).
 
 Most tests call ``expman.main([...])`` in-process with capsys; a few run ``python expman.py``
 as a real process (a live run followed by ``tail``, ``serve`` on a free port, colours on a pty,
