@@ -138,6 +138,9 @@ CLOSE_TIMEOUT_SECS = 300.0             # bounded join of the writer on close/exi
 # most this often there whatever flush_interval_ms says, so a run costs about one PUT a second.
 REMOTE_FLUSH_INTERVAL_MS = 1000
 RESERVED_COLUMNS = ("step", "timestamp")
+DEFAULT_SYSTEM_METRICS_SECS = 5.0      # system_metrics=True samples this often
+CAPTURE_MAX_BYTES = 64 << 20           # capture_output stops teeing into run.log past this
+CAPTURE_MAX_LINE = 64 << 10            # a line longer than this (no newline) is cut and kept
 
 # A dead pid proves a crash only on the host that ran it, so the name must tell hosts apart:
 # containers and cluster pods often share one, and EXPMAN_HOSTNAME (e.g. the node name) fixes it.
@@ -989,6 +992,8 @@ class _Writer(threading.Thread):
         self.io_since = None               # monotonic start of the store calls in progress
         self.dropped_rows = 0
         self.flush_waiters = []
+        secs = run._system_metrics_secs
+        self.sampler = _SystemSampler(secs) if secs else None
 
     # -- loop ----------------------------------------------------------------------------
     def run(self):
@@ -1008,6 +1013,8 @@ class _Writer(threading.Thread):
                     self._finish()
                     break
                 now = time.monotonic()
+                if self.sampler is not None and self.sampler.due(now):
+                    self._sample_system(now)
                 # After a failure the store is retried only at the backoff time, but rows keep
                 # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
                 # interval meanwhile, so log calls never meet backpressure from a failing store.
@@ -1049,6 +1056,8 @@ class _Writer(threading.Thread):
                 timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
             else:
                 timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
+            if self.sampler is not None:
+                timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
         self.done.set()
         self._release_flush_waiters()
 
@@ -1095,6 +1104,28 @@ class _Writer(threading.Thread):
         for _ in range(n_ctrl):  # newer messages wait for the next pass (their wake is set)
             self._handle(self.ctrl.popleft())
         return n
+
+    def _sample_system(self, now):
+        """Stage one row of ``sys/...`` readings at the training's current step.
+
+        The row takes the last step logged (so steps stay in order) and leaves the step
+        counter alone: a script's auto-incremented steps come out the same with it on or off.
+        """
+        try:
+            values = self.sampler.sample(now)
+        except Exception as exc:  # noqa: BLE001 - a reading must never stop the writer
+            self._warn_once("sysmetrics", f"expman: system metrics failed ({exc!r}); "
+                                          f"sampling stopped")
+            self.sampler = None
+            return
+        for note in self.sampler.notes:
+            self.log_buffer.append(f"{_iso()} INFO  expman: {note}\n")
+        self.sampler.notes.clear()
+        if values:
+            last = self.last_step
+            values[_STEP], values[_TIME] = max(last, 0), self.run_._clock()
+            self._stage([values])
+            self.last_step = last
 
     def _handle(self, msg):
         kind = msg[0]
@@ -1411,6 +1442,221 @@ class _Writer(threading.Thread):
         self._write_meta()
 
 
+# -- system metrics (opt-in): sampled on the writer's schedule, never the training thread's --
+
+class _SystemSampler:
+    """CPU, memory and GPU readings as ``sys/...`` metric values, for ``system_metrics=True``.
+
+    Runs on the writer thread every ``interval`` seconds and costs nothing when off. Sources,
+    all without extra packages: ``time.process_time`` (the process's CPU, every thread),
+    /proc (Linux: RSS, host CPU and memory), NVML through ctypes when libnvidia-ml is present,
+    else ``nvidia-smi`` when it is on PATH. A source that fails twice is dropped with one line
+    in run.log, so a broken driver costs two attempts, not one every few seconds.
+    """
+
+    def __init__(self, interval):
+        self.interval = float(interval)
+        self.next_at = time.monotonic() + self.interval
+        self.last_wall = time.monotonic()
+        self.last_cpu = time.process_time()
+        self.last_host = _host_cpu_times()
+        self.gpu = None                    # _Nvml, _NvidiaSmi or False (none) once probed
+        self.gpu_failures = 0
+        self.notes = []                    # run.log lines for the writer to append
+
+    def due(self, now):
+        return now >= self.next_at
+
+    def sample(self, now):
+        self.next_at = now + self.interval
+        values = {}
+        cpu, elapsed = time.process_time(), now - self.last_wall
+        if elapsed > 0:
+            values["sys/cpu_percent"] = round(100.0 * (cpu - self.last_cpu) / elapsed, 2)
+        self.last_cpu, self.last_wall = cpu, now
+        host = _host_cpu_times()
+        if host and self.last_host and host[1] > self.last_host[1]:
+            busy, total = host[0] - self.last_host[0], host[1] - self.last_host[1]
+            values["sys/host_cpu_percent"] = round(100.0 * busy / total, 2)
+        self.last_host = host
+        rss = _rss_bytes()
+        if rss is not None:
+            values["sys/rss_mb"] = round(rss / 2 ** 20, 2)
+        memory = _host_memory_percent()
+        if memory is not None:
+            values["sys/host_memory_percent"] = round(memory, 2)
+        values.update(self._gpu_values())
+        return values
+
+    def _gpu_values(self):
+        if self.gpu is None:
+            self.gpu = _Nvml.open() or _NvidiaSmi.open() or False
+            if self.gpu:
+                self.notes.append(f"system metrics: GPUs read through {self.gpu.name}")
+        if not self.gpu:
+            return {}
+        try:
+            readings = self.gpu.read()
+            self.gpu_failures = 0
+        except Exception as exc:  # noqa: BLE001 - a driver hiccup must not stop the writer
+            self.gpu_failures += 1
+            if self.gpu_failures >= 2:
+                self.notes.append(f"system metrics: stopped reading GPUs ({self.gpu.name}: "
+                                  f"{exc})")
+                self.gpu = False
+            return {}
+        values = {}
+        for index, util, used, total in readings:
+            prefix = f"sys/gpu{index}"
+            if util is not None:
+                values[f"{prefix}/util_percent"] = float(util)
+            if used is not None:
+                values[f"{prefix}/memory_mb"] = round(used / 2 ** 20, 2)
+                if total:
+                    values[f"{prefix}/memory_percent"] = round(100.0 * used / total, 2)
+        return values
+
+
+def _host_cpu_times():
+    """(busy, total) jiffies of the whole host from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user time
+    return total - idle, total
+
+
+def _rss_bytes():
+    """The process's resident memory now (Linux /proc), else its peak (getrusage), else None."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes
+    except (ImportError, OSError):
+        return None
+
+
+def _host_memory_percent():
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            info = dict(line.split(b":", 1) for line in f if b":" in line)
+        total = int(info[b"MemTotal"].split()[0])
+        available = int(info[b"MemAvailable"].split()[0])
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return 100.0 * (total - available) / total if total else None
+
+
+class _Nvml:
+    """GPU readings straight from the driver's NVML library through ctypes (no subprocess)."""
+
+    name = "NVML"
+
+    @classmethod
+    def open(cls):
+        import ctypes
+        names = ["nvml.dll"] if os.name == "nt" else ["libnvidia-ml.so.1", "libnvidia-ml.so"]
+        for lib_name in names:
+            try:
+                lib = ctypes.CDLL(lib_name)
+                if lib.nvmlInit_v2() != 0:
+                    return None
+                count = ctypes.c_uint(0)
+                if lib.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0 or not count.value:
+                    return None
+                handles = []
+                for i in range(count.value):
+                    handle = ctypes.c_void_p()
+                    if lib.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(handle)) == 0:
+                        handles.append((i, handle))
+                return cls(lib, handles) if handles else None
+            except (OSError, AttributeError):
+                continue
+        return None
+
+    def __init__(self, lib, handles):
+        import ctypes
+
+        class Utilization(ctypes.Structure):
+            _fields_ = [("gpu", ctypes.c_uint), ("memory", ctypes.c_uint)]
+
+        class Memory(ctypes.Structure):
+            _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                        ("used", ctypes.c_ulonglong)]
+
+        self.lib, self.handles = lib, handles
+        self.util, self.memory, self.byref = Utilization(), Memory(), ctypes.byref
+
+    def read(self):
+        out = []
+        for index, handle in self.handles:
+            util = used = total = None
+            if self.lib.nvmlDeviceGetUtilizationRates(handle, self.byref(self.util)) == 0:
+                util = self.util.gpu
+            if self.lib.nvmlDeviceGetMemoryInfo(handle, self.byref(self.memory)) == 0:
+                used, total = self.memory.used, self.memory.total
+            out.append((index, util, used, total))
+        if all(r[1] is None and r[2] is None for r in out):
+            raise OSError("NVML answered no reading")
+        return out
+
+
+class _NvidiaSmi:
+    """GPU readings from ``nvidia-smi`` (one short subprocess per sample) when NVML is absent."""
+
+    name = "nvidia-smi"
+    QUERY = ["--query-gpu=index,utilization.gpu,memory.used,memory.total",
+             "--format=csv,noheader,nounits"]
+
+    @classmethod
+    def open(cls):
+        exe = shutil.which("nvidia-smi")
+        if not exe:
+            return None
+        sampler = cls(exe)
+        try:
+            sampler.read()
+        except Exception:  # noqa: BLE001 - no driver, no GPU, a wrapper that fails
+            return None
+        return sampler
+
+    def __init__(self, exe):
+        self.exe = exe
+
+    def read(self):
+        out = subprocess.run([self.exe, *self.QUERY], capture_output=True, text=True,
+                             timeout=5, check=True).stdout
+        readings = []
+        for line in out.splitlines():
+            fields = [f.strip() for f in line.split(",")]
+            if len(fields) != 4:
+                continue
+            index, util, used, total = (_smi_number(f) for f in fields)
+            if index is None:
+                continue
+            mib = 2 ** 20
+            readings.append((int(index), util, None if used is None else used * mib,
+                             None if total is None else total * mib))
+        if not readings:
+            raise OSError(f"nvidia-smi printed no GPU readings: {out[:200]!r}")
+        return readings
+
+
+def _smi_number(text):
+    try:
+        return float(text)
+    except ValueError:  # "[N/A]", "[Not Supported]"
+        return None
+
+
 _FAST_KINDS = {float: "float", int: "int", bool: "int"}
 
 
@@ -1502,10 +1748,18 @@ class Experiment:
     Leaving the ``with`` block closes the run as ``finished``, ``failed`` (an exception) or
     ``interrupted`` (Ctrl-C, SIGTERM). Without ``with``, call ``close()``; a run still open
     when the script exits is closed then, with the status the exit implies.
+
+    Opt-in extras: ``system_metrics=True`` (or a number of seconds, default 5) samples the
+    process's CPU % and RSS, the host's CPU and memory use and, with NVML or nvidia-smi
+    present, each GPU's utilisation and memory into ``sys/...`` keys, on the writer thread;
+    a sample takes the training's current step and never moves its step counter.
+    ``capture_output=True`` tees everything the script prints (stdout, stderr, tracebacks)
+    into run.log as ``OUT``/``ERR`` lines until ``close()``; the console still gets it all.
     """
 
     def __init__(self, name, base_dir=None, run_name=None, config=None, description=None,
                  tags=None, flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, *,
+                 system_metrics=False, capture_output=False,
                  heartbeat_secs=DEFAULT_HEARTBEAT_SECS, capture_git=True, clock=None):
         self.experiment = _safe_name(name, "experiment name")
         if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
@@ -1517,6 +1771,7 @@ class Experiment:
         if config is not None and not isinstance(config, dict):
             raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
         self._flush_interval = flush_interval_ms / 1000.0
+        self._system_metrics_secs = _system_metrics_interval(system_metrics)
         self._heartbeat_secs = float(heartbeat_secs)
         self._capture_git = capture_git
         self._clock = clock or time.time
@@ -1562,6 +1817,7 @@ class Experiment:
         _install_hooks(remote=not store.is_local)
         _OPEN_RUNS.add(self)
         self._writer.start()
+        self._capture = _OutputCapture(self) if capture_output else None
 
     # -- setup helpers -------------------------------------------------------------------
     def _write_experiment_yaml(self, exp_path, display_name):
@@ -1758,6 +2014,8 @@ class Experiment:
             first, self._closed = not self._closed, True
         writer = self._writer
         if first:
+            if self._capture is not None:  # the last partial line goes in before the end
+                self._capture.stop()
             self.status = status
             writer.stop_status = status
             writer.wake.set()
@@ -1804,6 +2062,19 @@ class Experiment:
 
     def __del__(self):  # pragma: no cover - best effort; atexit is the real guarantee
         pass
+
+
+def _system_metrics_interval(value):
+    """system_metrics=True/False/seconds -> the sampling interval in seconds, or None (off)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_SYSTEM_METRICS_SECS
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
+            and math.isfinite(value):
+        return max(0.1, float(value))
+    raise InvalidInputError(f"system_metrics must be True, False or a sampling interval in "
+                            f"seconds, got {value!r}")
 
 
 def _normalize_tags(tags):
@@ -1907,9 +2178,92 @@ def _forget_runs_in_child():
     for run in list(_OPEN_RUNS):
         run._closed = True
         run.status = "forked"
+        if run._capture is not None:  # the child's prints stay on its console only
+            run._capture.active = False
         run._warned_closed = False
     _OPEN_RUNS.clear()
     _CURRENT = None
+
+
+# -- console capture (opt-in): stdout/stderr teed into run.log -------------------------------
+
+class _Tee:
+    """Stands in for sys.stdout or sys.stderr: writes go to the real stream as before, and
+    every complete line is also queued for run.log (the writer thread writes it).
+
+    Python-level writes only (print, logging, tracebacks, tqdm): output written straight to
+    file descriptor 1/2 by C code or child processes is not seen. A progress bar redrawn with
+    carriage returns is kept as its last state, one line, not thousands.
+    """
+
+    def __init__(self, stream, level, capture):
+        self._stream, self._level, self._capture = stream, level, capture
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text):
+        n = self._stream.write(text)
+        if self._capture.active and isinstance(text, str) and text:
+            with self._lock:
+                self._feed(text)
+        return n
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def _feed(self, text):
+        text = self._partial + text
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        if len(self._partial) > CAPTURE_MAX_LINE:
+            lines.append(self._partial)
+            self._partial = ""
+        for line in lines:
+            self._capture.emit(self._level, line)
+
+    def flush_partial(self):
+        with self._lock:
+            if self._partial:
+                self._capture.emit(self._level, self._partial)
+                self._partial = ""
+
+    def flush(self):
+        return self._stream.flush()
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, buffer, ...: the real stream's
+        return getattr(self._stream, name)
+
+
+class _OutputCapture:
+    """capture_output=True: tees sys.stdout/sys.stderr into the run's run.log until close."""
+
+    def __init__(self, run):
+        self.run, self.active, self.bytes = run, True, 0
+        self.out, self.err = _Tee(sys.stdout, "OUT", self), _Tee(sys.stderr, "ERR", self)
+        sys.stdout, sys.stderr = self.out, self.err
+
+    def emit(self, level, line):
+        line = line[line.rfind("\r") + 1:] if "\r" in line else line  # a redrawn bar: last state
+        if not line.strip():
+            return
+        self.bytes += len(line) + 32
+        if self.bytes > CAPTURE_MAX_BYTES:
+            self.active = False
+            line = (f"expman: output capture stopped after {CAPTURE_MAX_BYTES >> 20} MiB; "
+                    f"the rest is on the console only")
+            level = "WARN"
+        self.run._writer.ctrl.append(("log", self.run._clock(), level, line))
+
+    def stop(self):
+        """Put the streams back (when nobody replaced them after us) and keep the last line."""
+        self.out.flush_partial()
+        self.err.flush_partial()
+        self.active = False
+        if sys.stdout is self.out:
+            sys.stdout = self.out._stream
+        if sys.stderr is self.err:
+            sys.stderr = self.err._stream
 
 
 def _close_all_at_exit():

@@ -52,8 +52,8 @@ SIGNATURES = {
     "serve": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, "
              "open_browser=False, out=None)",
     "Experiment": "(name, base_dir=None, run_name=None, config=None, description=None, "
-                  "tags=None, flush_interval_ms=500, *, heartbeat_secs=5.0, capture_git=True, "
-                  "clock=None)",
+                  "tags=None, flush_interval_ms=500, *, system_metrics=False, "
+                  "capture_output=False, heartbeat_secs=5.0, capture_git=True, clock=None)",
 }
 
 METHOD_SIGNATURES = {
