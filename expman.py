@@ -41,9 +41,11 @@ __all__ = [
     # logging
     "Experiment", "init", "log_params", "log_metrics", "log_vector", "log_scalar", "info",
     "warn", "save_artifact", "flush", "close", "get_run",
+    "log_image", "log_figure", "log_histogram", "log_audio", "log_video", "log_text",
     # reading
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
     "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
+    "read_media", "read_media_bytes", "read_histograms",
     # serving
     "make_app", "make_server", "serve",
     # errors and constants
@@ -138,6 +140,15 @@ CLOSE_TIMEOUT_SECS = 300.0             # bounded join of the writer on close/exi
 # most this often there whatever flush_interval_ms says, so a run costs about one PUT a second.
 REMOTE_FLUSH_INTERVAL_MS = 1000
 RESERVED_COLUMNS = ("step", "timestamp")
+MAX_MEDIA_BYTES = 256 << 20            # one image/audio/video item
+MAX_TEXT_CHARS = 1_000_000             # one log_text sample (stored inline in the index)
+MAX_HISTOGRAM_BINS = 10_000
+MAX_PENDING_MEDIA_BYTES = 1 << 30      # media kept in memory while the disk refuses writes
+# What log_audio/log_video accept, and the only types the server sends media as (never HTML
+# or SVG, which can carry script).
+AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
+VIDEO_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif"}
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 
 # A dead pid proves a crash only on the host that ran it, so the name must tell hosts apart:
 # containers and cluster pods often share one, and EXPMAN_HOSTNAME (e.g. the node name) fixes it.
@@ -392,6 +403,85 @@ def _json_dumps(value):
         return json.dumps(_json_safe(value), separators=(",", ":"))
 
 
+# -- images: sniffing and a zlib-only PNG encoder (media logging, the demo) ------------------
+
+def _png_encode(width, height, channels, rows):
+    """A PNG from raw 8-bit rows (bytes, each row already prefixed with its filter byte 0).
+
+    channels: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA. zlib alone: no PIL needed."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    color = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8,
+                                                             color, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
+
+
+def _png_bytes(width, height, pixel):
+    """A PNG of width x height from pixel(x, y) -> (r, g, b), encoded with zlib alone."""
+    raw = b"".join(b"\0" + bytes(c for x in range(width) for c in pixel(x, y))
+                   for y in range(height))
+    return _png_encode(width, height, 3, raw)
+
+
+# the image formats log_image takes as bytes or files (magic bytes -> extension, MIME type)
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png", "image/png"), (b"\xff\xd8\xff", "jpg", "image/jpeg"),
+                (b"GIF87a", "gif", "image/gif"), (b"GIF89a", "gif", "image/gif"))
+
+
+def _sniff_image(head):
+    """(ext, mime) of PNG/JPEG/GIF/WebP bytes from their first 12 bytes, else None."""
+    for magic, ext, mime in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return ext, mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp", "image/webp"
+    return None
+
+
+def _image_size(data, ext):
+    """(width, height) read from an image's header, or (None, None) when it cannot tell."""
+    import struct
+    try:
+        if ext == "png" and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if ext == "gif":
+            return struct.unpack("<HH", data[6:10])
+        if ext == "webp":
+            kind = data[12:16]
+            if kind == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if kind == b"VP8X":
+                return (int.from_bytes(data[24:27], "little") + 1,
+                        int.from_bytes(data[27:30], "little") + 1)
+        if ext == "jpg":
+            i = 2
+            while i + 9 < len(data):
+                if data[i] != 0xFF:
+                    i += 1
+                    continue
+                marker = data[i + 1]
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                    i += 1 if marker == 0xFF else 2
+                    continue
+                length = struct.unpack(">H", data[i + 2:i + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                    return w, h
+                i += 2 + length
+    except (struct.error, IndexError):
+        pass
+    return None, None
+
+
 # 5 Storage layout ###########################################################################
 #
 #   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
@@ -405,7 +495,12 @@ def _json_dumps(value):
 #           ├── metrics/                while the run is live: immutable segments
 #           │   ├── seg-000000000000-000000004096.parquet   rows [0, 4096)
 #           │   └── seg-000000004096-000000004211.parquet   rows [4096, 4211)
-#           └── metrics.parquet         once the run is closed: every row, one file
+#           ├── metrics.parquet         once the run is closed: every row, one file
+#           ├── media/                  log_image/log_figure/log_audio/log_video/log_text
+#           │   ├── index.jsonl         one JSON line per item, appended once per flush
+#           │   └── <tag>/<step>-<seq>.<ext>    one file per image/audio/video item
+#           ├── histograms/             while live: immutable segments, like metrics/
+#           └── histograms.parquet      once closed: tag, step, timestamp, edges, counts, ...
 #
 # A flush writes one new segment (temp name + rename locally; one whole-object PUT on object
 # stores), so a flush costs O(rows in the flush) and a reader never sees half a file. Row
@@ -414,10 +509,19 @@ def _json_dumps(value):
 # before the small ones are deleted), which keeps a day-long run to a few dozen files; readers
 # pick the widest segment covering each range, so a merge in progress is invisible. On close
 # the segments are compacted into metrics.parquet, which wins whenever it exists.
+#
+# Media: every blob is its own file (written whole, atomically, then indexed), so a run that
+# logs an image every 100 steps for 100k steps holds 1,000 files: log media sparingly. Text is
+# stored inline in the index. The index is appended once per flush (on object stores, which
+# cannot append, it is rewritten whole from the writer's memory: one PUT per flush); a reader
+# skips a torn last line. Histograms are rows of a small Parquet table, segmented and
+# compacted exactly like the metrics.
 
 RUN_YAML, CONFIG_YAML, RUN_LOG = "run.yaml", "config.yaml", "run.log"
 EXPERIMENT_YAML, METRICS_FILE = "experiment.yaml", "metrics.parquet"
 SEGMENTS_DIR, ARTIFACTS_DIR = "metrics", "artifacts"
+MEDIA_DIR, MEDIA_INDEX = "media", "index.jsonl"
+HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 
 
 def _segment_name(start, end):
@@ -944,6 +1048,207 @@ def _read_yaml(store, path):
         raise ExpmanError(f"{store.display(path)}: {exc}") from None
 
 
+# -- media items: checked on the training thread, converted and written by the writer --------
+
+class _MediaItem:
+    """One log_image/log_audio/log_video/log_text/log_histogram call, queued in order with the
+    rows (so step=None can mean the step of the last row logged before it).
+
+    ``form`` says what ``payload`` holds: "bytes" (encoded already), "array" (a NumPy copy),
+    "pil" (a PIL copy), "text", or for histograms "values" (a list), "array", "tensor" (a
+    detached clone) and "edges" ((edges, counts) lists)."""
+    __slots__ = ("kind", "tag", "step", "time", "form", "payload", "ext", "bins", "size")
+
+    def __init__(self, kind, tag, step, time_, form, payload, ext=None, bins=None, size=0):
+        self.kind, self.tag, self.step, self.time = kind, tag, step, time_
+        self.form, self.payload, self.ext, self.bins, self.size = form, payload, ext, bins, size
+
+
+def _check_media_tag(tag, where):
+    if not isinstance(tag, str):
+        raise InvalidInputError(f"{where}: tag must be a string, got {type(tag).__name__}")
+    reason = _check_key(tag) if tag not in RESERVED_COLUMNS else None
+    if reason or not tag.strip():
+        raise InvalidInputError(f"{where}: bad tag {_short_repr(tag, 80)}: "
+                                f"{reason or 'empty tag'}")
+    return tag
+
+
+def _check_media_step(step, where):
+    """None (resolved later to the current step) or an int64 step; InvalidInputError else."""
+    if step is None:
+        return None
+    try:
+        value = _index_step(step)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{where}: step must be an integer, got "
+                                f"{_short_repr(step)}") from None
+    if not -2 ** 63 <= value < 2 ** 63:
+        raise InvalidInputError(f"{where}: step {value} does not fit in int64")
+    return value
+
+
+def _image_payload(image, where):
+    """(form, payload, size) for log_image's input; cheap checks, copies of mutable inputs.
+
+    Paths are read here, at the call: a script that saves plot.png, logs it and overwrites it
+    next epoch must log two different images."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        if _sniff_image(data[:12]) is None:
+            raise InvalidInputError(f"{where}: image bytes are not PNG, JPEG, GIF or WebP "
+                                    f"(they start with {data[:8]!r})")
+        return "bytes", data, len(data)
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MEDIA_BYTES + 1)
+        except OSError as exc:
+            raise InvalidInputError(f"{where}: image: cannot read {path}: "
+                                    f"{exc.strerror or exc}") from None
+        if _sniff_image(data[:12]) is None:
+            raise InvalidInputError(f"{where}: image file {path} is not PNG, JPEG, GIF or WebP")
+        return "bytes", data, len(data)
+    np_ = sys.modules.get("numpy")
+    if np_ is not None and isinstance(image, np_.ndarray):
+        return "array", _check_image_array(image, where, np_), image.nbytes
+    pil = sys.modules.get("PIL.Image")
+    if pil is not None and isinstance(image, pil.Image):
+        if image.width < 1 or image.height < 1:
+            raise InvalidInputError(f"{where}: image is empty ({image.width}x{image.height})")
+        return "pil", image.copy(), image.width * image.height * 4
+    figure = sys.modules.get("matplotlib.figure")
+    if figure is not None and isinstance(image, figure.Figure):
+        data = _figure_png(image)
+        return "bytes", data, len(data)
+    if hasattr(image, "detach") and hasattr(image, "cpu") and np_ is not None:
+        arr = image.detach().cpu().numpy()  # a tensor: copied to host here (it may change)
+        return "array", _check_image_array(arr, where, np_), arr.nbytes
+    raise InvalidInputError(f"{where}: image must be PNG/JPEG/GIF/WebP bytes, a path to such a "
+                            f"file, a PIL image, a matplotlib figure or a NumPy array; got "
+                            f"{type(image).__name__}")
+
+
+def _check_image_array(arr, where, np_):
+    """A copy of an HW, HWC or CHW array (1, 3 or 4 channels; uint8, ints, bools, floats)."""
+    shape = arr.shape
+    if arr.ndim == 3 and shape[-1] not in (1, 3, 4) and shape[0] in (1, 3, 4):
+        pass  # CHW: transposed on the writer thread
+    elif not (arr.ndim == 2 or (arr.ndim == 3 and shape[-1] in (1, 3, 4))):
+        raise InvalidInputError(f"{where}: image array of shape {tuple(shape)} is not HW, HWC "
+                                f"or CHW with 1, 3 or 4 channels")
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(f"{where}: image array of dtype {arr.dtype} is not a number "
+                                f"type (use uint8, or floats in 0..1)")
+    if arr.size == 0:
+        raise InvalidInputError(f"{where}: image array of shape {tuple(shape)} is empty")
+    if arr.size > MAX_MEDIA_BYTES:
+        raise InvalidInputError(f"{where}: image array of {arr.size} values is too large")
+    return np_.array(arr, copy=True)  # the caller may change it in place after the call
+
+
+def _figure_png(fig):
+    """PNG bytes of a matplotlib figure, rendered here: matplotlib is not thread-safe."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _blob_payload(data, ext, kinds, where):
+    """(bytes, ext) for log_audio/log_video: bytes with ext, or a path whose suffix is one."""
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        suffix = os.path.splitext(path)[1].lower().lstrip(".")
+        ext = "jpg" if suffix == "jpeg" else suffix
+        if ext not in kinds:
+            raise InvalidInputError(f"{where}: file {path} must end in one of "
+                                    f"{', '.join('.' + k for k in kinds)}")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MEDIA_BYTES + 1)
+        except OSError as exc:
+            raise InvalidInputError(f"{where}: cannot read {path}: "
+                                    f"{exc.strerror or exc}") from None
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data)
+        if not isinstance(ext, str) or ext.lower().lstrip(".") not in kinds:
+            raise InvalidInputError(f"{where}: ext must be one of {', '.join(kinds)}, "
+                                    f"got {_short_repr(ext)}")
+        ext = ext.lower().lstrip(".")
+    else:
+        raise InvalidInputError(f"{where}: data must be bytes or a path, got "
+                                f"{type(data).__name__}")
+    if not data:
+        raise InvalidInputError(f"{where}: data is empty")
+    if len(data) > MAX_MEDIA_BYTES:
+        raise InvalidInputError(f"{where}: data is larger than {MAX_MEDIA_BYTES >> 20} MB")
+    return data, ext
+
+
+def _number_list(values, name, where):
+    """A list of floats from a list/tuple/array/tensor (edges=, counts=), else the error."""
+    try:
+        items = values.tolist() if hasattr(values, "tolist") else list(values)
+        if any(isinstance(v, (list, tuple)) for v in items):
+            raise TypeError("nested")
+        out = [float(v) for v in items if not isinstance(v, (str, bytes))]
+        if len(out) != len(items):
+            raise TypeError("text")
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{where}: {name} must be a flat sequence of numbers") from None
+    if not all(math.isfinite(v) for v in out):
+        raise InvalidInputError(f"{where}: {name} must hold finite numbers (no NaN or inf)")
+    return out
+
+
+def _histogram_payload(values, bins, edges, counts, where):
+    """(form, payload) for log_histogram; checks here, binning on the writer thread."""
+    if edges is not None or counts is not None:
+        if values is not None:
+            raise InvalidInputError(f"{where}: pass values, or edges= and counts=, not both")
+        if edges is None or counts is None:
+            raise InvalidInputError(f"{where}: edges= and counts= go together "
+                                    f"(got only {'edges' if counts is None else 'counts'})")
+        e, c = _number_list(edges, "edges", where), _number_list(counts, "counts", where)
+        if not c or len(e) != len(c) + 1:
+            raise InvalidInputError(f"{where}: edges must have len(counts) + 1 values, got "
+                                    f"{len(e)} edges for {len(c)} counts")
+        if any(b <= a for a, b in zip(e, e[1:])):
+            raise InvalidInputError(f"{where}: edges must increase strictly")
+        if any(v < 0 for v in c):
+            raise InvalidInputError(f"{where}: counts must not be negative")
+        if len(c) > MAX_HISTOGRAM_BINS:
+            raise InvalidInputError(f"{where}: at most {MAX_HISTOGRAM_BINS} bins")
+        return "edges", (e, c)
+    if values is None:
+        raise InvalidInputError(f"{where}: values is required (or edges= and counts=)")
+    if type(bins) is not int or not 1 <= bins <= MAX_HISTOGRAM_BINS:
+        raise InvalidInputError(f"{where}: bins must be an integer from 1 to "
+                                f"{MAX_HISTOGRAM_BINS}, got {_short_repr(bins)}")
+    np_ = sys.modules.get("numpy")
+    if np_ is not None and isinstance(values, np_.ndarray):
+        if values.dtype.kind not in "biuf":
+            raise InvalidInputError(f"{where}: values of dtype {values.dtype} are not numbers")
+        if values.size == 0:
+            raise InvalidInputError(f"{where}: values is empty")
+        return "array", np_.array(values, copy=True).reshape(-1)
+    if hasattr(values, "detach") and hasattr(values, "clone"):  # a tensor, maybe on a GPU
+        if values.numel() == 0:
+            raise InvalidInputError(f"{where}: values is empty")
+        if values.is_complex() or not (values.is_floating_point() or values.dtype.is_signed
+                                       or str(values.dtype) in ("torch.uint8", "torch.bool")):
+            raise InvalidInputError(f"{where}: values of dtype {values.dtype} are not numbers")
+        # clone(): queued on the device's stream, no wait; the writer copies it to the host
+        return "tensor", values.detach().clone()
+    if isinstance(values, (list, tuple, range, array.array)):
+        if not len(values):
+            raise InvalidInputError(f"{where}: values is empty")
+        return "values", list(values)
+    raise InvalidInputError(f"{where}: values must be a list, tuple, NumPy array or tensor, "
+                            f"got {type(values).__name__}")
+
+
 # 7 Writer engine ############################################################################
 
 class _Writer(threading.Thread):
@@ -989,6 +1294,19 @@ class _Writer(threading.Thread):
         self.io_since = None               # monotonic start of the store calls in progress
         self.dropped_rows = 0
         self.flush_waiters = []
+        # media (see _MediaItem): queued in `rows` with the metric rows, one ticket each in
+        # media_tickets first, so a drain pass looks for them only when some are queued
+        self.media_tickets = collections.deque()
+        self.media_seen = 0
+        self.step_buf = None               # the steps of the last staged batch
+        self.media_pending = []            # items with their steps, written at the next flush
+        self.media_bytes = 0
+        self.media_seq = 0
+        self.media_dirs = set()
+        self.media_index = []              # every index line (object stores rewrite it whole)
+        self.hist_pending = []             # histogram rows not yet in a segment
+        self.hist_next_row = 0
+        self.hist_segments = []            # [start, end, tier], like segments
 
     # -- loop ----------------------------------------------------------------------------
     def run(self):
@@ -1080,6 +1398,12 @@ class _Writer(threading.Thread):
             n += len(batch)
             with self.drained:
                 self.drained.notify_all()
+            media, before_batch = None, self.last_step
+            if len(self.media_tickets) > self.media_seen:
+                batch, media = self._split_media(batch)
+                if not batch:
+                    self._place_media(media, before_batch)
+                    continue
             try:
                 self._stage(batch)
             except Exception as exc:  # noqa: BLE001 - a bug in the fast path must lose nothing
@@ -1092,6 +1416,8 @@ class _Writer(threading.Thread):
                     self.dropped_rows += len(batch)
                     self._warn_once("stage-drop", f"expman: {len(batch)} rows could not be "
                                                   f"stored: {exc2!r}", always=True)
+            if media:
+                self._place_media(media, before_batch)
         for _ in range(n_ctrl):  # newer messages wait for the next pass (their wake is set)
             self._handle(self.ctrl.popleft())
         return n
@@ -1127,6 +1453,7 @@ class _Writer(threading.Thread):
         except (TypeError, OverflowError):
             step_buf = array.array("q", self._fill_steps(steps))
         self.last_step = step_buf[-1]
+        self.step_buf = step_buf
         union = set().union(*dicts)
         union.discard(_STEP)
         union.discard(_TIME)
@@ -1188,6 +1515,36 @@ class _Writer(threading.Thread):
             self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
                                        f"refused writes for too long (kept {MAX_STAGED_ROWS} "
                                        f"rows in memory)", always=True)
+
+    def _split_media(self, batch):
+        """(rows, [(rows before it, _MediaItem), ...]) of a popped batch."""
+        rows, media = [], []
+        for item in batch:
+            if type(item) is _MediaItem:
+                media.append((len(rows), item))
+            else:
+                rows.append(item)
+        self.media_seen += len(media)
+        self.step_buf = None
+        return rows, media
+
+    def _place_media(self, media, before_batch):
+        """Give step=None items the step of the last row logged before them (0 if none)."""
+        steps = self.step_buf
+        for before, item in media:
+            if item.step is None:
+                if before and steps is not None and before <= len(steps):
+                    item.step = steps[before - 1]
+                else:  # logged before this batch's rows (or the rows were lost)
+                    item.step = max(before_batch if not before else self.last_step, 0)
+            self.media_bytes += item.size
+            self.media_pending.append(item)
+        while self.media_bytes > MAX_PENDING_MEDIA_BYTES and len(self.media_pending) > 1:
+            drop = self.media_pending.pop(0)
+            self.media_bytes -= drop.size
+            self._warn_once("media-dropped", f"expman: media dropped: the disk has refused "
+                                             f"writes for too long (kept "
+                                             f"{MAX_PENDING_MEDIA_BYTES >> 20} MB)", always=True)
 
     def _fill_steps(self, steps):
         out, last = [], self.last_step
@@ -1277,6 +1634,8 @@ class _Writer(threading.Thread):
             self.staged, self.staged_rows, self.next_row = [], 0, end
             self.segments.append([start, end, 0])
             self._merge_segments()
+        if self.media_pending:
+            self._flush_media()
         if self.log_buffer:
             data = "".join(self.log_buffer).encode("utf-8", "replace")
             self.store.append(self.store.join(self.path, RUN_LOG), data)
@@ -1285,6 +1644,117 @@ class _Writer(threading.Thread):
             self.config_dirty = False
             self.store.write_atomic(self.store.join(self.path, CONFIG_YAML),
                                     _yaml_dump(self.run_._config_snapshot()))
+
+    def _flush_media(self):
+        """Encode and write the pending media, then their index lines in one append, then the
+        histograms as one segment. A failure leaves the items pending; what was already
+        written is not written again."""
+        store = self.store
+        for item in self.media_pending:
+            if item.form in ("written", "skip"):
+                continue
+            try:
+                if item.kind == "histogram":
+                    if item.form != "row":
+                        item.payload, item.form = _histogram_row(item), "row"
+                    continue
+                if item.form != "encoded":
+                    item.payload, item.form = self._encode_media(item), "encoded"
+            except Exception as exc:  # noqa: BLE001 - a bad item must not block the rest
+                item.form = "skip"
+                self._warn_once(f"media:{item.tag}:{type(exc).__name__}",
+                                f"expman: {item.kind} {_short_repr(item.tag, 80)} at step "
+                                f"{item.step} could not be stored: {exc}")
+                continue
+            line = item.payload
+            if "path" in line:
+                rel = line["path"]
+                folder = rel.rsplit("/", 1)[0]
+                if folder not in self.media_dirs:
+                    store.mkdir(store.join(self.path, *folder.split("/")))
+                    self.media_dirs.add(folder)
+                store.write_atomic(store.join(self.path, *rel.split("/")), line["data"])
+                del line["data"]
+            item.form = "written"
+        lines = [_json_line(i.payload) for i in self.media_pending
+                 if i.form == "written" and i.kind != "histogram"]
+        if lines:
+            if MEDIA_DIR not in self.media_dirs:
+                store.mkdir(store.join(self.path, MEDIA_DIR))
+                self.media_dirs.add(MEDIA_DIR)
+            index = store.join(self.path, MEDIA_DIR, MEDIA_INDEX)
+            if store.is_local:
+                store.append(index, b"".join(lines))
+            else:  # no append: rewrite the whole index from memory, one PUT
+                store.write_atomic(index, b"".join(self.media_index + lines))
+                self.media_index.extend(lines)
+        rows = [i.payload for i in self.media_pending if i.form == "row"]
+        self.media_pending, self.media_bytes = [], 0
+        if rows:
+            self.hist_pending.extend(rows)
+        if self.hist_pending:
+            table = _histogram_table(self.hist_pending)
+            start, end = self.hist_next_row, self.hist_next_row + len(table)
+            if HISTOGRAMS_DIR not in self.media_dirs:
+                store.mkdir(store.join(self.path, HISTOGRAMS_DIR))
+                self.media_dirs.add(HISTOGRAMS_DIR)
+            self._write_tables(None, [table], dest=store.join(self.path, HISTOGRAMS_DIR,
+                                                              _segment_name(start, end)))
+            self.hist_pending, self.hist_next_row = [], end
+            self.hist_segments.append([start, end, 0])
+            self._merge_hist_segments()
+
+    def _encode_media(self, item):
+        """The index line of an image/audio/video/text item, with its bytes under "data"."""
+        line = {"tag": item.tag, "kind": item.kind, "step": item.step,
+                "time": round(item.time, 6)}
+        if item.kind == "text":
+            line["text"] = item.payload
+            return line
+        if item.kind == "image":
+            data = item.payload if item.form == "bytes" else _encode_image(item.form,
+                                                                           item.payload)
+            ext, mime = _sniff_image(data[:12])
+            line["width"], line["height"] = _image_size(data, ext)
+        else:
+            data, ext = item.payload, item.ext
+            mime = (AUDIO_TYPES if item.kind == "audio" else VIDEO_TYPES)[ext]
+        self.media_seq += 1
+        line["path"] = (f"{MEDIA_DIR}/{_media_folder(item.tag)}/{item.step}-"
+                        f"{self.media_seq}.{ext}")
+        line["mime"], line["bytes"] = mime, len(data)
+        line["data"] = data
+        return line
+
+    def _merge_hist_segments(self):
+        """Histogram segments merge in tiers of SEGMENT_FAN_IN, like the metrics."""
+        segs, folder = self.hist_segments, self.store.join(self.path, HISTOGRAMS_DIR)
+        while len(segs) >= SEGMENT_FAN_IN and len({s[2] for s in segs[-SEGMENT_FAN_IN:]}) == 1:
+            group = segs[-SEGMENT_FAN_IN:]
+            start, end, tier = group[0][0], group[-1][1], group[0][2]
+            paths = [self.store.join(folder, _segment_name(s, e)) for s, e, _ in group]
+            self._write_tables(None, paths, dest=self.store.join(folder,
+                                                                 _segment_name(start, end)))
+            for path in paths:
+                self.store.delete(path)
+            del segs[-SEGMENT_FAN_IN:]
+            segs.append([start, end, tier + 1])
+
+    def _compact_histograms(self):
+        """histograms/ segments -> histograms.parquet on close (nothing when none)."""
+        folder = self.store.join(self.path, HISTOGRAMS_DIR)
+        names = self.store.listnames(folder) if HISTOGRAMS_DIR in self.media_dirs else []
+        paths = [self.store.join(folder, name) for _s, _e, name in _choose_segments(names)]
+        if paths:
+            self._write_tables(None, paths, dest=self.store.join(self.path, HISTOGRAMS_FILE))
+        for name in sorted(names):
+            self.store.delete(self.store.join(folder, name))
+        if names:
+            try:
+                self.store.delete_tree(folder)
+            except OSError:
+                pass
+        self.hist_segments = []
 
     def _segment_path(self, name):
         return self.store.join(self.path, SEGMENTS_DIR, name)
@@ -1364,6 +1834,7 @@ class _Writer(threading.Thread):
         """Flush everything, compact segments into metrics.parquet, write the final status."""
         self._flush()
         self._compact()
+        self._compact_histograms()
         self._write_final_meta(self.stop_status)
 
     def _finish_after_error(self):
@@ -1371,6 +1842,7 @@ class _Writer(threading.Thread):
         try:
             self._flush()
             self._compact()
+            self._compact_histograms()
         except Exception as exc:  # noqa: BLE001
             self._warn_once("close", f"expman: could not write the last rows of "
                                      f"{self.store.display(self.path)}: {exc}", always=True)
@@ -1482,6 +1954,140 @@ def _empty_metrics_table():
 
 
 _MAX_EXACT_INT = float(2 ** 53)
+
+
+# -- media conversion, on the writer thread -------------------------------------------------
+
+def _json_line(record):
+    return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
+
+
+def _media_folder(tag):
+    """The folder of a tag's files under media/ ('val/samples' -> 'val_samples')."""
+    try:
+        return _safe_name(tag, "tag")[:100]
+    except InvalidInputError:
+        return "tag"
+
+
+def _encode_image(form, payload):
+    """PNG bytes of a queued NumPy array or PIL image."""
+    if form == "pil":
+        image = payload
+        if image.mode not in ("1", "L", "LA", "RGB", "RGBA", "P", "I", "I;16"):
+            image = image.convert("RGBA" if "A" in image.mode else "RGB")
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    np_ = sys.modules["numpy"]  # the user passed an array, so NumPy is imported
+    arr = payload
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4):
+        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.dtype.kind == "f":
+        arr = np_.nan_to_num(arr.astype(np_.float64), nan=0.0, posinf=1.0, neginf=0.0)
+        arr = (np_.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np_.uint8)
+    elif arr.dtype.kind == "b":
+        arr = arr.astype(np_.uint8) * 255
+    elif arr.dtype != np_.uint8:
+        arr = np_.clip(arr, 0, 255).astype(np_.uint8)
+    height, width, channels = arr.shape
+    rows = np_.zeros((height, width * channels + 1), np_.uint8)
+    rows[:, 1:] = arr.reshape(height, width * channels)
+    return _png_encode(width, height, channels, rows.tobytes())
+
+
+def _histogram_row(item):
+    """(tag, step, time, edges, counts, min, max, sum, count) of a histogram item.
+
+    NumPy bins NumPy arrays and tensors; lists are binned in pure Python unless the script
+    imported NumPy already. Non-finite values are left out (and counted by no bin)."""
+    form, data, bins = item.form, item.payload, item.bins
+    if form == "edges":
+        edges, counts = data
+        return (item.tag, item.step, item.time, edges, counts, edges[0], edges[-1], None,
+                sum(counts))
+    np_ = sys.modules.get("numpy")
+    if form == "tensor":
+        data = data.detach().float().cpu()
+        if np_ is not None:
+            try:
+                data, form = data.numpy(), "array"
+            except Exception:  # noqa: BLE001 - torch without NumPy support
+                data, form = data.tolist(), "values"
+        else:
+            data, form = data.reshape(-1).tolist(), "values"
+    if form == "values" and np_ is not None:
+        try:
+            data, form = np_.asarray(data, dtype=np_.float64), "array"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"values are not numbers ({exc})") from None
+    if form == "array":
+        arr = data.astype(np_.float64, copy=False).reshape(-1)
+        arr = arr[np_.isfinite(arr)]
+        if not arr.size:
+            raise ValueError("no finite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts, edges = np_.histogram(arr, bins=bins, range=(lo, hi))
+        return (item.tag, item.step, item.time, edges.tolist(),
+                [float(c) for c in counts.tolist()], float(arr.min()), float(arr.max()),
+                float(arr.sum()), int(arr.size))
+    try:
+        values = [float(v) for v in data]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"values are not numbers ({exc})") from None
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        raise ValueError("no finite values")
+    vmin, vmax = min(values), max(values)
+    lo, hi = (vmin - 0.5, vmax + 0.5) if vmin == vmax else (vmin, vmax)
+    counts = [0] * bins
+    scale, last = bins / (hi - lo), bins - 1
+    for v in values:
+        i = int((v - lo) * scale)
+        counts[i if i < last else last] += 1
+    edges = [lo + (hi - lo) * k / bins for k in range(bins + 1)]
+    return (item.tag, item.step, item.time, edges, [float(c) for c in counts], vmin, vmax,
+            math.fsum(values), len(values))
+
+
+_HISTOGRAM_NAMES = ("tag", "step", "timestamp", "edges", "counts", "min", "max", "sum", "count")
+
+
+def _histogram_table(rows):
+    """An Arrow table of histogram rows, built from buffers (no pa.array(list): see above)."""
+    def f64_list(lists):
+        offsets, flat = array.array("i", [0]), array.array("d")
+        for values in lists:
+            flat.extend(values)
+            offsets.append(len(flat))
+        return pa.ListArray.from_arrays(_buffer_array(pa.int32(), offsets), _f64_array(flat))
+
+    def f64(values):
+        return _f64_array(array.array("d", [0.0 if v is None else v for v in values]),
+                          [v is not None for v in values])
+
+    micros = array.array("q", [int(round(r[2] * 1e6)) for r in rows])
+    cols = list(zip(*rows))
+    return pa.Table.from_arrays([
+        _str_array(cols[0]), _buffer_array(pa.int64(), array.array("q", cols[1])),
+        _buffer_array(pa.int64(), micros).cast(pa.timestamp("us", tz="UTC")),
+        f64_list(cols[3]), f64_list(cols[4]), f64(cols[5]), f64(cols[6]), f64(cols[7]),
+        _buffer_array(pa.int64(), array.array("q", [int(c) for c in cols[8]]))],
+        names=list(_HISTOGRAM_NAMES))
+
+
+def _str_array(texts):
+    data = [t.encode("utf-8", "replace") for t in texts]
+    offsets, total = array.array("i", [0]), 0
+    for chunk in data:
+        total += len(chunk)
+        offsets.append(total)
+    return pa.Array.from_buffers(pa.string(), len(data),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
 
 
 # 8 Public logging API #######################################################################
@@ -1719,6 +2325,112 @@ class Experiment:
                               f"{self._store.display(dest)}: {exc.strerror or exc}") from None
         self.info(f"saved artifact {rel}")
         return pathlib.Path(dest) if self._store.is_local else self._store.display(dest)
+
+    # -- media: checked here, converted and written by the writer thread -----------------
+    # step=None means the step of the last row logged with log_metrics before the call (0
+    # before any row), resolved by the writer in logging order: auto-incremented steps too.
+    def log_image(self, tag, image, step=None):
+        """Log an image; returns at once, the writer thread encodes and stores it.
+
+        >>> exp.log_image("samples", "grid.png", step=100)          # a PNG/JPEG/GIF/WebP file
+        >>> exp.log_image("samples", batch[0].numpy(), step=100)    # HWC, CHW or HW array
+
+        ``image``: PNG/JPEG/GIF/WebP bytes, a path (read now, so it may be overwritten right
+        after), a PIL image, a matplotlib figure (rendered to PNG now, on this thread:
+        matplotlib is not thread-safe) or a NumPy array (HW, HWC or CHW with 1/3/4 channels;
+        uint8, or floats in 0..1, clipped, NaN as 0), copied now and PNG-encoded later.
+        Bad input raises InvalidInputError.
+        """
+        if self._closed:
+            return self._after_close("log_image")
+        where = "log_image"
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        form, payload, size = _image_payload(image, where)
+        if form == "bytes" and size > MAX_MEDIA_BYTES:
+            raise InvalidInputError(f"{where}: image is larger than {MAX_MEDIA_BYTES >> 20} MB")
+        return self._queue_media(_MediaItem("image", tag, step, self._clock(), form, payload,
+                                            size=size))
+
+    def log_figure(self, tag, fig, step=None):
+        """Log a matplotlib figure as a PNG, rendered now (matplotlib is not thread-safe).
+
+        >>> fig, ax = plt.subplots(); ax.plot(losses); exp.log_figure("loss_curve", fig)
+        """
+        if self._closed:
+            return self._after_close("log_figure")
+        where = "log_figure"
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        if not callable(getattr(fig, "savefig", None)):
+            raise InvalidInputError(f"{where}: fig must be a matplotlib figure, got "
+                                    f"{type(fig).__name__}")
+        data = _figure_png(fig)
+        return self._queue_media(_MediaItem("image", tag, step, self._clock(), "bytes", data,
+                                            size=len(data)))
+
+    def log_histogram(self, tag, values=None, step=None, bins=64, edges=None, counts=None):
+        """Log the distribution of values (binned on the writer thread), or a histogram you
+        computed (``edges`` has one more value than ``counts``).
+
+        >>> exp.log_histogram("weights/fc1", model.fc1.weight, step=epoch)
+        >>> exp.log_histogram("lengths", edges=[0, 10, 20, 50], counts=[4, 9, 2])
+
+        ``values``: a list, tuple, NumPy array (copied now) or tensor (cloned now, on its
+        device, without waiting for it). NaN and inf are left out of the bins.
+        """
+        if self._closed:
+            return self._after_close("log_histogram")
+        where = "log_histogram"
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        form, payload = _histogram_payload(values, bins, edges, counts, where)
+        return self._queue_media(_MediaItem("histogram", tag, step, self._clock(), form,
+                                            payload, bins=bins))
+
+    def log_audio(self, tag, data, step=None, ext="wav"):
+        """Log an audio clip: bytes in format ``ext`` (wav, mp3, ogg, flac) or a path.
+
+        >>> exp.log_audio("tts/sample", wav_bytes, step=step)
+        """
+        return self._log_blob("audio", tag, data, step, ext, AUDIO_TYPES)
+
+    def log_video(self, tag, data, step=None, ext="mp4"):
+        """Log a video: bytes in format ``ext`` (mp4, webm, gif) or a path.
+
+        >>> exp.log_video("rollout", "episode_12.mp4", step=12)
+        """
+        return self._log_blob("video", tag, data, step, ext, VIDEO_TYPES)
+
+    def _log_blob(self, kind, tag, data, step, ext, kinds):
+        where = f"log_{kind}"
+        if self._closed:
+            return self._after_close(where)
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        data, ext = _blob_payload(data, ext, kinds, where)
+        return self._queue_media(_MediaItem(kind, tag, step, self._clock(), "bytes", data,
+                                            ext=ext, size=len(data)))
+
+    def log_text(self, tag, text, step=None):
+        """Log a text sample (a generation, a prediction), shown per step as plain text.
+
+        >>> exp.log_text("val/generation", model.generate(prompt), step=step)
+        """
+        if self._closed:
+            return self._after_close("log_text")
+        where = "log_text"
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        if not isinstance(text, str):
+            raise InvalidInputError(f"{where}: text must be a string, got "
+                                    f"{type(text).__name__}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidInputError(f"{where}: text of {len(text)} characters is longer than "
+                                    f"{MAX_TEXT_CHARS}")
+        return self._queue_media(_MediaItem("text", tag, step, self._clock(), "text", text,
+                                            size=len(text)))
+
+    def _queue_media(self, item):
+        # the ticket first: a drain that pops the item then always looks for it
+        self._writer.media_tickets.append(None)
+        self._rows.append(item)
+        return None
 
     def set_description(self, description):
         """Replace the run's description (also editable from the dashboard)."""
@@ -1993,6 +2705,36 @@ def warn(message):
 def save_artifact(path, name=None):
     """Copy a file into the current run's artifacts/. >>> expman.save_artifact("plot.png")"""
     return _current().save_artifact(path, name)
+
+
+def log_image(tag, image, step=None):
+    """Log an image to the current run. >>> expman.log_image("samples", "grid.png", step=5)"""
+    return _current().log_image(tag, image, step)
+
+
+def log_figure(tag, fig, step=None):
+    """Log a matplotlib figure to the current run. >>> expman.log_figure("curve", fig)"""
+    return _current().log_figure(tag, fig, step)
+
+
+def log_histogram(tag, values=None, step=None, bins=64, edges=None, counts=None):
+    """Log a histogram to the current run. >>> expman.log_histogram("w", weights, step=3)"""
+    return _current().log_histogram(tag, values, step, bins, edges, counts)
+
+
+def log_audio(tag, data, step=None, ext="wav"):
+    """Log audio to the current run. >>> expman.log_audio("speech", wav_bytes, step=3)"""
+    return _current().log_audio(tag, data, step, ext)
+
+
+def log_video(tag, data, step=None, ext="mp4"):
+    """Log a video to the current run. >>> expman.log_video("rollout", "ep.mp4", step=3)"""
+    return _current().log_video(tag, data, step, ext)
+
+
+def log_text(tag, text, step=None):
+    """Log a text sample to the current run. >>> expman.log_text("gen", "Once...", step=3)"""
+    return _current().log_text(tag, text, step)
 
 
 def flush(timeout=30.0):
@@ -2434,6 +3176,171 @@ def list_artifacts(run_dir):
     files = store.walk_files(store.join(path, ARTIFACTS_DIR))
     return [{"path": rel, "size": size, "mtime": _iso(mtime), "kind": _artifact_kind(rel)}
             for rel, size, mtime in sorted(files)]
+
+
+# -- media and histograms ----------------------------------------------------------------------
+
+MEDIA_KINDS = ("image", "audio", "video", "text")
+_MEDIA_TYPES = {**IMAGE_TYPES, **AUDIO_TYPES, **VIDEO_TYPES}
+
+
+def _read_media_index(store, path, since=0):
+    """(items, next offset, bad lines, torn tail) of media/index.jsonl from byte offset since.
+
+    Only whole lines count: a torn last line (a writer killed mid-append, or one appending
+    now) is left for the next read and next stays before it."""
+    index = store.join(path, MEDIA_DIR, MEDIA_INDEX)
+    st = store.stat(index)
+    if st is None or st[0] <= since:
+        return [], since, 0, False
+    data = store.read_range(index, since, st[0] - since)
+    end = data.rfind(b"\n") + 1
+    items, bad = [], 0
+    for line in data[:end].split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if (not isinstance(item, dict) or not isinstance(item.get("tag"), str)
+                or item.get("kind") not in MEDIA_KINDS or type(item.get("step")) is not int):
+            bad += 1
+            continue
+        items.append(item)
+    return items, since + end, bad, end < len(data)
+
+
+def read_media(run_dir, tag=None, kind=None):
+    """The run's logged images, audio, video and text, in logging order.
+
+    >>> items = expman.read_media("experiments/gan/run1", tag="samples", kind="image")
+    >>> items[-1]   # {"tag", "kind", "step", "time", "path", "mime", "bytes", "width", ...}
+    >>> png = expman.read_media_bytes("experiments/gan/run1", items[-1])
+
+    Each item is a dict: ``tag``, ``kind`` (image/audio/video/text), ``step``, ``time`` (POSIX
+    seconds); files have ``path`` (relative to the run), ``mime`` and ``bytes``, images also
+    ``width`` and ``height``; text items carry their ``text``. Unreadable index lines are
+    skipped with a warning; the rest is returned.
+    """
+    if kind is not None and kind not in MEDIA_KINDS:
+        raise InvalidInputError(f"kind must be one of {', '.join(MEDIA_KINDS)}, got {kind!r}")
+    store, path = _resolve_run(run_dir)
+    items, _next, bad, torn = _read_media_index(store, path)
+    where = store.display(store.join(path, MEDIA_DIR, MEDIA_INDEX))
+    if bad:
+        _warn(f"expman: skipped {bad} unreadable line(s) of {where}")
+    if torn:
+        _warn(f"expman: the last line of {where} is incomplete (the writer stopped mid-write); "
+              f"skipped")
+    return [i for i in items if (tag is None or i["tag"] == tag)
+            and (kind is None or i["kind"] == kind)]
+
+
+def read_media_bytes(run_dir, item):
+    """The bytes of one item from read_media (or its ``path``); text items give UTF-8 text.
+
+    >>> data = expman.read_media_bytes(run_dir, expman.read_media(run_dir, kind="audio")[0])
+    """
+    if isinstance(item, dict) and item.get("kind") == "text" and "text" in item:
+        return str(item["text"]).encode("utf-8")
+    rel = item.get("path") if isinstance(item, dict) else item
+    if not isinstance(rel, str):
+        raise InvalidInputError("item must be a dict from read_media or its 'path'")
+    store, path = _resolve_run(run_dir)
+    full = _media_path(store, path, rel)
+    try:
+        return store.read_bytes(full)
+    except FileNotFoundError:
+        raise InvalidInputError(f"no such media file in the run: {rel}") from None
+
+
+def _media_path(store, run_path, rel):
+    """The full path of a media file; InvalidInputError for anything outside the run's media/
+    or of a type the server may not send (the extension must be in the allowlist)."""
+    if (not isinstance(rel, str) or "\0" in rel or "\\" in rel
+            or not rel.startswith(MEDIA_DIR + "/")):
+        raise InvalidInputError(f"bad media path: {rel!r}")
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidInputError(f"media path must stay inside the run: {rel!r}")
+    if os.path.splitext(rel)[1].lower().lstrip(".") not in _MEDIA_TYPES:
+        raise InvalidInputError(f"not a media file: {rel!r}")
+    full = store.join(run_path, *parts)
+    if store.is_local:
+        real_base = os.path.realpath(store.join(run_path, MEDIA_DIR))
+        if not os.path.realpath(full).startswith(real_base + os.sep):
+            raise InvalidInputError(f"media path leaves the run: {rel!r}")
+    return full
+
+
+def _histogram_schema():
+    f64 = pa.float64()
+    return pa.schema([("tag", pa.string()), ("step", pa.int64()),
+                      ("timestamp", pa.timestamp("us", tz="UTC")), ("edges", pa.list_(f64)),
+                      ("counts", pa.list_(f64)), ("min", f64), ("max", f64), ("sum", f64),
+                      ("count", pa.int64())])
+
+
+def _histogram_files(store, path):
+    final = store.join(path, HISTOGRAMS_FILE)
+    if store.stat(final) is not None:
+        return [final]
+    folder = store.join(path, HISTOGRAMS_DIR)
+    return [store.join(folder, name) for _s, _e, name in _choose_segments(
+        store.listnames(folder))]
+
+
+def _load_histograms(store, path, tag=None):
+    for _attempt in range(3):  # a compaction may delete segments as we read them
+        tables, vanished = [], False
+        for file in _histogram_files(store, path):
+            try:
+                tables.append(store.parquet_file(file).read())
+            except FileNotFoundError:
+                vanished = True
+                break
+            except Exception as exc:  # noqa: BLE001 - a torn file: keep the others
+                _warn(f"expman: skipped unreadable histogram file {store.display(file)}: {exc}")
+        if not vanished:
+            break
+    schema = _histogram_schema()
+    tables = [t for t in tables if t.schema.names == schema.names]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if tag is not None:
+        table = table.filter(pc.equal(table.column("tag"), tag))
+    return table
+
+
+def read_histograms(run_dir, tag=None):
+    """Every histogram the run logged, as a pyarrow.Table (live runs included).
+
+    >>> t = expman.read_histograms("experiments/resnet/run1", tag="weights/fc1")
+    >>> t.column_names  # tag, step, timestamp, edges, counts, min, max, sum, count
+
+    ``edges`` holds len(counts) + 1 bin edges per row; ``sum`` is null for histograms logged
+    as edges/counts.
+    """
+    store, path = _resolve_run(run_dir)
+    return _load_histograms(store, path, tag)
+
+
+def _media_summary(store, path):
+    """{"media": {tag: {"kind", "count", "last_step"}}, "histograms": {tag: {...}}}."""
+    media = {}
+    for item in _read_media_index(store, path)[0]:
+        entry = media.setdefault(item["tag"], {"kind": item["kind"], "count": 0,
+                                               "last_step": item["step"]})
+        entry["count"] += 1
+        entry["last_step"] = item["step"]
+    hists = {}
+    table = _load_histograms(store, path)
+    for tag, step in zip(table.column("tag").to_pylist(), table.column("step").to_pylist()):
+        entry = hists.setdefault(tag, {"count": 0, "last_step": step})
+        entry["count"] += 1
+        entry["last_step"] = step
+    return {"media": media, "histograms": hists}
 
 
 def load_experiment(root=None, experiment=None, keys=None):
@@ -4355,21 +5262,6 @@ def _main(argv):
 
 
 # -- demo data: `expman demo` writes these experiments and serves them ------------------------
-
-def _png_bytes(width, height, pixel):
-    """A PNG of width x height from pixel(x, y) -> (r, g, b), encoded with zlib alone."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data +
-                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    raw = b"".join(b"\0" + bytes(c for x in range(width) for c in pixel(x, y))
-                   for y in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
-                                                             0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-
 
 def _demo_curve(rng, step, steps, lr, noise=0.04):
     progress = 1 - math.exp(-step * lr * 40 / steps)
