@@ -1088,6 +1088,13 @@ def _check_media_step(step, where):
     return value
 
 
+def _loaded(module, attr):
+    """module.attr if the script imported that module already, else None. Never imports, and
+    a module half-way through its import (pyarrow imports NumPy on the writer thread) is
+    taken as absent."""
+    return getattr(sys.modules.get(module), attr, None)
+
+
 def _image_payload(image, where):
     """(form, payload, size) for log_image's input; cheap checks, copies of mutable inputs.
 
@@ -1111,18 +1118,19 @@ def _image_payload(image, where):
             raise InvalidInputError(f"{where}: image file {path} is not PNG, JPEG, GIF or WebP")
         return "bytes", data, len(data)
     np_ = sys.modules.get("numpy")
-    if np_ is not None and isinstance(image, np_.ndarray):
+    ndarray = _loaded("numpy", "ndarray")
+    if ndarray is not None and isinstance(image, ndarray):
         return "array", _check_image_array(image, where, np_), image.nbytes
-    pil = sys.modules.get("PIL.Image")
-    if pil is not None and isinstance(image, pil.Image):
+    pil_image = _loaded("PIL.Image", "Image")
+    if pil_image is not None and isinstance(image, pil_image):
         if image.width < 1 or image.height < 1:
             raise InvalidInputError(f"{where}: image is empty ({image.width}x{image.height})")
         return "pil", image.copy(), image.width * image.height * 4
-    figure = sys.modules.get("matplotlib.figure")
-    if figure is not None and isinstance(image, figure.Figure):
+    figure = _loaded("matplotlib.figure", "Figure")
+    if figure is not None and isinstance(image, figure):
         data = _figure_png(image)
         return "bytes", data, len(data)
-    if hasattr(image, "detach") and hasattr(image, "cpu") and np_ is not None:
+    if hasattr(image, "detach") and hasattr(image, "cpu") and ndarray is not None:
         arr = image.detach().cpu().numpy()  # a tensor: copied to host here (it may change)
         return "array", _check_image_array(arr, where, np_), arr.nbytes
     raise InvalidInputError(f"{where}: image must be PNG/JPEG/GIF/WebP bytes, a path to such a "
@@ -1227,7 +1235,8 @@ def _histogram_payload(values, bins, edges, counts, where):
         raise InvalidInputError(f"{where}: bins must be an integer from 1 to "
                                 f"{MAX_HISTOGRAM_BINS}, got {_short_repr(bins)}")
     np_ = sys.modules.get("numpy")
-    if np_ is not None and isinstance(values, np_.ndarray):
+    ndarray = _loaded("numpy", "ndarray")
+    if ndarray is not None and isinstance(values, ndarray):
         if values.dtype.kind not in "biuf":
             raise InvalidInputError(f"{where}: values of dtype {values.dtype} are not numbers")
         if values.size == 0:
@@ -2008,7 +2017,7 @@ def _histogram_row(item):
         edges, counts = data
         return (item.tag, item.step, item.time, edges, counts, edges[0], edges[-1], None,
                 sum(counts))
-    np_ = sys.modules.get("numpy")
+    np_ = sys.modules.get("numpy") if _loaded("numpy", "histogram") else None
     if form == "tensor":
         data = data.detach().float().cpu()
         if np_ is not None:
@@ -3454,6 +3463,7 @@ class _RunCache:
         self.store = store
         self.lock = threading.Lock()
         self.entries = {}  # path -> (checked_at, rows, log_size, closed)
+        self.media_entries = {}  # path -> (checked_at, media index size, histograms stamp)
         self.live_ttl = SSE_POLL_SECS * 0.8 if store.is_local else REMOTE_POLL_SECS
         self.counted_at = 0.0
 
@@ -3488,6 +3498,24 @@ class _RunCache:
         with self.lock:
             self.entries[path] = (now, rows, log[0] if log else 0, closed)
         return rows, (log[0] if log else 0)
+
+    def media_state(self, path):
+        """(size of media/index.jsonl, names in histograms/ + whether histograms.parquet
+        exists), refreshed like state(): two more requests per refresh on an object store."""
+        now = time.monotonic()
+        with self.lock:
+            entry = self.media_entries.get(path)
+            run = self.entries.get(path)
+            closed = bool(run and run[3])
+            if entry and now - entry[0] < self._ttl((0, 0, 0, closed), now):
+                return entry[1], entry[2]
+        index = self.store.stat(self.store.join(path, MEDIA_DIR, MEDIA_INDEX))
+        names = self.store.listnames(self.store.join(path, HISTOGRAMS_DIR))
+        stamp = (tuple(sorted(names)), not names and self.store.stat(
+            self.store.join(path, HISTOGRAMS_FILE)) is not None)
+        with self.lock:
+            self.media_entries[path] = (now, index[0] if index else 0, stamp)
+        return (index[0] if index else 0), stamp
 
 
 class _RunEntry:
@@ -4010,6 +4038,70 @@ def make_app(root=None, live=True, token=None):
             headers["Content-Disposition"] = _attachment(os.path.basename(rel))
         return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
 
+    @app.get("/api/experiments/<exp>/runs/<run>/media")
+    def _api_media(exp, run):
+        path = run_path(exp, run)
+        q = bottle.request.query
+        try:
+            since = int(q.get("since") or 0)
+        except ValueError:
+            fail(400, "since must be a byte offset")
+        kind, tag = q.get("kind") or None, q.getunicode("tag") or None
+        if since < 0:
+            fail(400, "since must not be negative")
+        if kind is not None and kind not in MEDIA_KINDS:
+            fail(400, f"kind must be one of {', '.join(MEDIA_KINDS)}")
+        if _links_out(store, store.join(path, MEDIA_DIR)):
+            fail(403, f"{MEDIA_DIR} of {exp}/{run} is a link out of the run; not served")
+        items, nxt, bad, _torn = _read_media_index(store, path, since)
+        base = (f"/api/experiments/{bottle.urlquote(exp)}/runs/{bottle.urlquote(run)}"
+                f"/media/raw?path=")
+        out = []
+        for item in items:
+            if (tag is None or item["tag"] == tag) and (kind is None or item["kind"] == kind):
+                if isinstance(item.get("path"), str):
+                    item["url"] = base + bottle.urlquote(item["path"])
+                out.append(item)
+        return {"run": f"{exp}/{run}", "items": out, "next": nxt, "skipped": bad}
+
+    @app.get("/api/experiments/<exp>/runs/<run>/media/raw")
+    def _api_media_raw(exp, run):
+        path = run_path(exp, run)
+        rel = bottle.request.query.getunicode("path") or ""
+        if _links_out(store, store.join(path, MEDIA_DIR)):
+            fail(403, f"{MEDIA_DIR} of {exp}/{run} is a link out of the run; not served")
+        try:
+            full = _media_path(store, path, rel)
+        except InvalidInputError as exc:
+            fail(403 if ".." in rel or "leaves" in str(exc) else 400, str(exc))
+        try:
+            st = store.stat(full)
+        except OSError as exc:
+            fail(400, f"bad media path: {exc.strerror or exc}")
+        if st is None or store.isdir(full):
+            fail(404, f"no such media file: {rel}")
+        # the type comes from the allowlist, never from the file: no HTML or SVG, ever
+        mime = _MEDIA_TYPES[os.path.splitext(rel)[1].lower().lstrip(".")]
+        headers = {"Content-Type": mime, "Content-Length": str(st[0]),
+                   "Cache-Control": "private, max-age=86400"}  # media files never change
+        return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
+
+    @app.get("/api/experiments/<exp>/runs/<run>/histograms")
+    def _api_histograms(exp, run):
+        path = run_path(exp, run)
+        q = bottle.request.query
+        try:
+            max_steps = int(q.get("max_steps") or 60)
+        except ValueError:
+            fail(400, "max_steps must be an integer")
+        if not 1 <= max_steps <= 1000:
+            fail(400, "max_steps must be between 1 and 1000")
+        tag = q.getunicode("tag") or None
+        if _links_out(store, store.join(path, HISTOGRAMS_FILE)):
+            fail(403, f"{HISTOGRAMS_FILE} of {exp}/{run} is a link out of the run; not served")
+        table = _load_histograms(store, path, tag)
+        return {"run": f"{exp}/{run}", **_histograms_json(table, max_steps)}
+
     @app.get("/api/stream")
     def _api_stream():
         req = bottle.request
@@ -4027,7 +4119,7 @@ def make_app(root=None, live=True, token=None):
                 cursor = int(since) if since else None
             except (bottle.HTTPResponse, ValueError):
                 fail(400, f"bad run in runs=: {item}")
-            wanted.append([f"{exp}/{run}", path, cursor, None])
+            wanted.append([f"{exp}/{run}", path, cursor, None, None, None])
         if len(wanted) > 500:
             fail(400, "at most 500 runs per stream")
         resp = bottle.response
@@ -4051,6 +4143,7 @@ def _stream(hub, store, wanted, disconnected):
             rows, log_size = hub.cache.state(entry[1])
             entry[2] = rows if entry[2] is None else entry[2]
             entry[3] = log_size
+            entry[4], entry[5] = hub.cache.media_state(entry[1])
         last_ping = time.monotonic()
         while not hub.closed.is_set() and not disconnected():
             while sub.queue:
@@ -4068,7 +4161,7 @@ def _stream(hub, store, wanted, disconnected):
 
 
 def _tail_run(hub, store, entry):
-    name, path, cursor, log_offset = entry
+    name, path, cursor, log_offset = entry[:4]
     rows, log_size = hub.cache.state(path)
     location = path if store.is_local else store.display(path)
     if rows > cursor:
@@ -4088,6 +4181,37 @@ def _tail_run(hub, store, entry):
         entry[3] = nxt
         if text:
             yield _sse("log", {"run": name, "text": text, "next": nxt})
+    # media and histograms: a notice only; the page fetches what is new from its own offset
+    media_size, hist_stamp = hub.cache.media_state(path)
+    if media_size != entry[4]:
+        entry[4] = media_size
+        yield _sse("media", {"run": name, "size": media_size})
+    if hist_stamp != entry[5]:
+        entry[5] = hist_stamp
+        yield _sse("histograms", {"run": name})
+
+
+def _histograms_json(table, max_steps):
+    """{"tags": [...], "histograms": {tag: {"step", "edges", "counts", "min", "max"}},
+    "downsampled"}: each tag keeps at most max_steps rows, evenly spread, the last included."""
+    rows_of = {}
+    for i, tag in enumerate(table.column("tag").to_pylist()):
+        rows_of.setdefault(tag, []).append(i)
+    out, downsampled = {}, False
+    steps = table.column("step").to_pylist()
+    for tag, rows in rows_of.items():
+        rows.sort(key=lambda i: steps[i])
+        if len(rows) > max_steps:
+            downsampled = True
+            picks = sorted({round(k * (len(rows) - 1) / max(max_steps - 1, 1))
+                            for k in range(max_steps)})
+            rows = [rows[k] for k in picks]
+        part = table.take(_buffer_array(pa.int64(), array.array("q", rows)))
+        out[tag] = {"step": part.column("step").to_pylist(),
+                    "edges": part.column("edges").to_pylist(),
+                    "counts": part.column("counts").to_pylist(),
+                    "min": part.column("min").to_pylist(), "max": part.column("max").to_pylist()}
+    return {"tags": sorted(out), "histograms": out, "downsampled": downsampled}
 
 
 def _consteq(a, b):
@@ -5290,6 +5414,49 @@ def _backdate(exp, started, finished):
     _LOCAL_STORE.write_atomic(path, _yaml_dump(meta))
 
 
+def _demo_sample_grid(rng, progress, cells=4, cell=12):
+    """A PNG of cells x cells generated "samples": noise that sharpens into rings as the model
+    trains (progress 0..1)."""
+    seeds = [(rng.random(), rng.random(), rng.random()) for _ in range(cells * cells)]
+    size = cells * cell
+
+    def pixel(x, y):
+        r, g, b = seeds[(y // cell) * cells + x // cell]
+        cx, cy = x % cell - cell / 2 + 0.5, y % cell - cell / 2 + 0.5
+        ring = 0.5 + 0.5 * math.cos(math.hypot(cx, cy) * (1.2 + 2 * r))
+        noise = ((x * 7919 + y * 104729 + int(r * 1000)) % 97) / 97
+        v = progress * ring + (1 - progress) * noise
+        return int(255 * v * (0.4 + 0.6 * r)), int(255 * v * (0.4 + 0.6 * g)), \
+            int(255 * v * (0.4 + 0.6 * b))
+    return _png_bytes(size, size, pixel)
+
+
+_DEMO_WORDS = ("the", "model", "a", "cat", "sat", "on", "mat", "learns", "to", "predict", "next",
+               "token", "slowly", "and", "then", "quickly", "image", "of", "dog", "red", "car")
+
+
+def _demo_media(exp, rng, step, steps, acc):
+    """Sample images, weight histograms and text generations, now and then, for the demo."""
+    import random
+    rng = random.Random(step * 7 + int(acc * 1000))  # not the run's rng: curves stay the same
+    progress = step / max(1, steps - 1)
+    if step % 100 == 0:
+        spread = 1.0 - 0.6 * progress
+        exp.log_histogram("weights/fc1", [rng.gauss(0.3 * progress, spread) for _ in range(400)],
+                          step=step, bins=32)
+        exp.log_histogram("grads/fc1", [rng.gauss(0, 0.5 / (1 + 10 * progress)) *
+                                        rng.choice((1, 1, 1, 4)) for _ in range(400)],
+                          step=step, bins=32)
+    if step % 250 == 0 or step == steps - 1:
+        exp.log_image("samples", _demo_sample_grid(random.Random(step), min(1.0, acc)),
+                      step=step)
+    if step % 400 == 0 or step == steps - 1:
+        n = 6 + int(10 * progress)
+        words = [rng.choice(_DEMO_WORDS) for _ in range(n)]
+        exp.log_text("val/generation", f"step {step}: " + " ".join(words) +
+                     f"\n(accuracy {acc:.3f})", step=step)
+
+
 def _demo_data(root, live_secs=60.0, steps=2000):
     """Write realistic example experiments under root; returns the live thread (or None).
 
@@ -5326,6 +5493,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
                 exp.log_metrics(row, step=step)
                 if step % 500 == 0:
                     exp.info(f"step {step}: loss {loss:.4f} acc {acc:.3f}")
+                _demo_media(exp, rng, step, steps, acc)
             exp.log_scalar("best/val_acc", best)
             preds = os.path.join(tmp, "predictions.csv")
             with open(preds, "w") as fh:
@@ -5390,6 +5558,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
             live.log_metrics(row, step=step)
             if step % 100 == 0:
                 live.info(f"step {step}: loss {loss:.4f}")
+            _demo_media(live, rng, step, steps, acc)
             step += 1
             time.sleep(0.05)
         live.close()
@@ -5677,6 +5846,28 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 .tip-name { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--fg-2); }
 .tip-row b { font-weight: 600; }
 .tip-row small { color: var(--muted); min-width: 48px; text-align: right; }
+/* media and histograms */
+#media, #hists { padding: 4px 12px 12px; }
+.media-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 12px; padding: 4px 0 14px; }
+.media-card { border: 1px solid var(--border); border-radius: 8px; background: var(--panel); padding: 8px 10px 10px; min-width: 0; }
+.media-card.wide { grid-column: 1 / -1; }
+.media-head { display: flex; align-items: center; gap: 8px; min-height: 24px; }
+.media-head .chart-title { flex: 1; }
+.media-kind { font-size: 11px; color: var(--muted); text-transform: uppercase; letter-spacing: .05em; }
+.media-steps { display: flex; align-items: center; gap: 8px; margin: 4px 0 8px; font-size: 12px; color: var(--muted); }
+.media-steps input[type=range] { flex: 1; min-width: 60px; }
+.media-steps output { min-width: 72px; text-align: right; font-variant-numeric: tabular-nums; }
+.media-runs { display: flex; gap: 10px; overflow-x: auto; }
+.media-run { flex: 1 1 0; min-width: 120px; display: flex; flex-direction: column; gap: 4px; }
+.media-run-label { display: flex; align-items: center; gap: 6px; font-size: 11.5px; color: var(--muted); overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
+.media-run-label i { width: 10px; height: 3px; border-radius: 2px; flex: none; }
+.media-run img { max-width: 100%; max-height: 260px; object-fit: contain; image-rendering: pixelated; background: var(--bg-soft); border-radius: 4px; align-self: flex-start; }
+.media-run audio, .media-run video { width: 100%; max-height: 260px; }
+.media-run pre { margin: 0; padding: 8px; background: var(--bg-soft); border-radius: 6px; white-space: pre-wrap; word-break: break-word; max-height: 260px; overflow: auto; font-size: 12px; }
+.media-none { font-size: 12px; color: var(--faint, var(--muted)); padding: 6px 0; }
+.hist-wrap { position: relative; height: 200px; }
+.hist-wrap canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; display: block; }
+.hist-tip { font-size: 11.5px; color: var(--muted); min-height: 17px; font-variant-numeric: tabular-nums; }
 .empty-state { padding: 36px 20px; text-align: center; color: var(--muted); }
 .empty-state strong { display: block; color: var(--fg); font-size: 14px; margin-bottom: 4px; }
 
@@ -5846,6 +6037,14 @@ with expman.Experiment("my-experiment") as exp:
       <div id="legend" data-testid="legend"></div>
       <div id="charts" data-testid="charts"></div>
       <div id="charts-empty" class="empty-state" hidden></div>
+    </section>
+    <section id="media-panel" class="panel" data-testid="media-panel" hidden>
+      <div class="panel-head"><div class="title"><h2>Media</h2></div><span id="media-count" class="muted"></span></div>
+      <div id="media" data-testid="media"></div>
+    </section>
+    <section id="hist-panel" class="panel" data-testid="hist-panel" hidden>
+      <div class="panel-head"><div class="title"><h2>Histograms</h2></div><span class="muted">value distribution per step: darker is more</span></div>
+      <div id="hists" data-testid="hists"></div>
     </section>
   </main>
 </div>
@@ -6600,6 +6799,7 @@ function renderExperiments() {
 }
 function showWelcome() {
   $('#empty').hidden = false; $('#runs-panel').hidden = true; $('#charts-panel').hidden = true;
+  $('#media-panel').hidden = true; $('#hist-panel').hidden = true;
   $('#crumb-exp').textContent = '';
   if (S.health && S.health.root) $('#empty-root').textContent = S.health.root;
 }
@@ -6896,7 +7096,7 @@ function setSelection(keys, manual) {
   for (const k of Array.from(data.keys())) if (!S.selectedSet.has(k)) data.delete(k);
   for (const k of keys) if (!data.has(k)) loadRun(k);
   $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
-  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); writeHash();
+  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); writeHash();
 }
 function toggleRun(k, on) {
   if (on && !S.selectedSet.has(k)) setSelection(S.selected.concat([k]), true);
@@ -7175,6 +7375,225 @@ function toggleHidden(k) {
   renderLegend(); writeHash();
 }
 
+// --- media panel
+// Images, audio, video and text of the selected runs: one card per tag, a step slider, the runs
+// side by side. The page holds each run's media index (fetched from its byte offset, then only
+// what is new when the stream says the index grew). Logged text goes in with textContent.
+const mediaRuns = new Map();    // "exp/run" -> {items: [], next, busy, again, hist: null|json, histBusy}
+const mediaStep = new Map();    // tag -> chosen step (absent: follow the newest)
+let mediaTimer = 0, histTimer = 0;
+function scheduleMedia() { if (!mediaTimer) mediaTimer = setTimeout(() => { mediaTimer = 0; renderMedia(); }, 30); }
+function scheduleHists() { if (!histTimer) histTimer = setTimeout(() => { histTimer = 0; renderHists(); }, 30); }
+function syncMediaRuns() {
+  for (const k of Array.from(mediaRuns.keys())) if (!S.selectedSet.has(k)) mediaRuns.delete(k);
+  for (const k of S.selected) if (!mediaRuns.has(k)) {
+    const m = { items: [], next: 0, busy: false, again: false, hist: null, histBusy: false, histAgain: false };
+    mediaRuns.set(k, m); fetchMedia(k, m); fetchHists(k, m);
+  }
+  scheduleMedia(); scheduleHists();
+}
+async function fetchMedia(k, m) {
+  if (m.busy) { m.again = true; return; }
+  m.busy = true;
+  try {
+    do {
+      m.again = false;
+      const j = await limited(() => api(runPath(k) + '/media?since=' + m.next));
+      if (mediaRuns.get(k) !== m) return;
+      if (j.items && j.items.length) { for (const it of j.items) m.items.push(it); scheduleMedia(); }
+      m.next = j.next || m.next;
+    } while (m.again);
+  } catch (e) { if (mediaRuns.get(k) === m) showError('Could not load media of ' + k, e); }
+  finally { m.busy = false; }
+}
+async function fetchHists(k, m) {
+  if (m.histBusy) { m.histAgain = true; return; }
+  m.histBusy = true;
+  try {
+    do {
+      m.histAgain = false;
+      const j = await limited(() => api(runPath(k) + '/histograms?max_steps=80'));
+      if (mediaRuns.get(k) !== m) return;
+      m.hist = j; scheduleHists();
+    } while (m.histAgain);
+  } catch (e) { if (mediaRuns.get(k) === m) showError('Could not load histograms of ' + k, e); }
+  finally { m.histBusy = false; }
+}
+function onMediaEvent(ev) { const m = mediaRuns.get(ev.run); if (m) fetchMedia(ev.run, m); }
+function onHistEvent(ev) { const m = mediaRuns.get(ev.run); if (m) fetchHists(ev.run, m); }
+const mediaCards = new Map();   // tag -> {el, slider, out, runs, steps, kind}
+function renderMedia() {
+  const tags = new Map();       // tag -> {kind, steps: Set}
+  let total = 0;
+  for (const k of S.selected) {
+    const m = mediaRuns.get(k); if (!m) continue;
+    for (const it of m.items) {
+      let t = tags.get(it.tag);
+      if (!t) { t = { kind: it.kind, steps: new Set() }; tags.set(it.tag, t); }
+      t.steps.add(it.step); total++;
+    }
+  }
+  $('#media-panel').hidden = !tags.size || $('#charts-panel').hidden;
+  $('#media-count').textContent = tags.size ? total + (total === 1 ? ' item' : ' items') + ' \u00b7 ' + tags.size + (tags.size === 1 ? ' tag' : ' tags') : '';
+  const root = $('#media');
+  let grid = root.firstChild;
+  if (!grid) { grid = h('div', { class: 'media-grid' }); root.appendChild(grid); }
+  for (const [tag, c] of mediaCards) if (!tags.has(tag)) { c.el.remove(); mediaCards.delete(tag); }
+  let prev = null;
+  for (const tag of Array.from(tags.keys()).sort(natural)) {
+    const t = tags.get(tag);
+    let c = mediaCards.get(tag);
+    if (!c) { c = makeMediaCard(tag, t.kind); mediaCards.set(tag, c); }
+    c.steps = Array.from(t.steps).sort((a, b) => a - b);
+    c.slider.max = String(Math.max(0, c.steps.length - 1));
+    c.slider.disabled = c.steps.length < 2;
+    const want = mediaStep.has(tag) ? mediaStep.get(tag) : c.steps[c.steps.length - 1];
+    let i = c.steps.length - 1;
+    while (i > 0 && c.steps[i] > want) i--;
+    c.slider.value = String(i);
+    place(grid, c.el, prev); prev = c.el;
+    showMediaStep(c);
+  }
+}
+function makeMediaCard(tag, kind) {
+  const slider = h('input', { type: 'range', min: '0', max: '0', step: '1', value: '0', 'data-testid': 'media-slider', 'aria-label': 'Step of ' + tag });
+  const out = h('output', { 'data-testid': 'media-step' });
+  const runs = h('div', { class: 'media-runs' });
+  const el = h('div', { class: 'media-card' + (kind === 'text' || kind === 'video' ? ' wide' : ''), 'data-tag': tag, 'data-kind': kind, 'data-testid': 'media-card' },
+    h('div', { class: 'media-head' }, h('span', { class: 'chart-title', title: tag, text: tag }), h('span', { class: 'media-kind', text: kind })),
+    h('div', { class: 'media-steps' }, h('span', { text: 'Step' }), slider, out), runs);
+  const c = { tag: tag, kind: kind, el: el, slider: slider, out: out, runs: runs, steps: [], shown: new Map() };
+  slider.addEventListener('input', () => {
+    const s = c.steps[Number(slider.value)];
+    if (Number(slider.value) >= c.steps.length - 1) mediaStep.delete(tag); else mediaStep.set(tag, s);
+    showMediaStep(c);
+  });
+  return c;
+}
+// What each run logged under the card's tag at the chosen step (its latest at or before it).
+function showMediaStep(c) {
+  const step = c.steps[Number(c.slider.value)];
+  c.out.textContent = step === undefined ? '' : String(step);
+  const cols = [];
+  for (const k of S.selected) {
+    const m = mediaRuns.get(k); if (!m) continue;
+    let best = null;
+    for (const it of m.items) if (it.tag === c.tag && it.step <= step && (best === null || it.step > best)) best = it.step;
+    const hasTag = m.items.some(it => it.tag === c.tag);
+    if (!hasTag) continue;
+    const items = best === null ? [] : m.items.filter(it => it.tag === c.tag && it.step === best).slice(-8);
+    const sig = k + '@' + best + ':' + items.length;
+    let col = c.shown.get(k);
+    if (!col || col.sig !== sig) {
+      const body = items.length ? items.map(it => mediaNode(k, it)) : [h('div', { class: 'media-none', text: 'nothing at or before this step' })];
+      const node = h('div', { class: 'media-run', 'data-run-key': k, 'data-step': best === null ? '' : String(best), 'data-testid': 'media-run' },
+        h('div', { class: 'media-run-label', title: k }, h('i', { style: 'background:' + colorOf(k) }),
+          h('span', { text: labelOf(k) + (best !== null && best !== step ? ' \u00b7 step ' + best : '') })), body);
+      col = { node: node, sig: sig };
+      c.shown.set(k, col);
+    }
+    cols.push(col.node);
+  }
+  for (const k of Array.from(c.shown.keys())) if (!S.selectedSet.has(k)) c.shown.delete(k);
+  c.runs.replaceChildren.apply(c.runs, cols);
+}
+function mediaNode(k, it) {
+  const url = typeof it.url === 'string' && it.url.slice(0, 5) === '/api/' ? withToken(it.url) : null;
+  const title = it.tag + ' \u00b7 step ' + it.step;
+  if (it.kind === 'text') return h('pre', { 'data-testid': 'media-text', text: String(it.text === undefined ? '' : it.text) });
+  if (!url) return h('div', { class: 'media-none', text: 'missing file' });
+  if (it.kind === 'image') return h('img', { src: url, alt: title, title: title + (it.width ? ' \u00b7 ' + it.width + '\u00d7' + it.height : ''), loading: 'lazy', 'data-testid': 'media-img' });
+  if (it.kind === 'audio') return h('audio', { src: url, controls: true, preload: 'metadata', title: title });
+  if (it.kind === 'video') return it.mime === 'image/gif' ? h('img', { src: url, alt: title, 'data-testid': 'media-img' }) : h('video', { src: url, controls: true, preload: 'metadata', title: title });
+  return h('div', { class: 'media-none', text: it.kind });
+}
+
+// --- histogram panel
+// One heat map per (tag, run): x is the step, y the value, each cell's darkness the share of
+// that step's values in the bin (steps are normalised separately, so early and late
+// distributions read alike). Bins may differ per step; each column draws its own edges.
+const histCards = new Map();    // "tag\u0000run" -> {el, canvas, tip, data}
+function renderHists() {
+  const want = [];
+  for (const k of S.selected) {
+    const m = mediaRuns.get(k); if (!m || !m.hist) continue;
+    for (const tag of m.hist.tags || []) want.push([tag, k, m.hist.histograms[tag]]);
+  }
+  want.sort((a, b) => natural(a[0], b[0]) || S.selected.indexOf(a[1]) - S.selected.indexOf(b[1]));
+  $('#hist-panel').hidden = !want.length || $('#charts-panel').hidden;
+  const root = $('#hists');
+  let grid = root.firstChild;
+  if (!grid) { grid = h('div', { class: 'media-grid' }); root.appendChild(grid); }
+  const keep = new Set(want.map(w => w[0] + '\u0000' + w[1]));
+  for (const [id, c] of histCards) if (!keep.has(id)) { c.el.remove(); histCards.delete(id); }
+  let prev = null;
+  for (const [tag, k, d] of want) {
+    const id = tag + '\u0000' + k;
+    let c = histCards.get(id);
+    if (!c) {
+      const canvas = h('canvas', { 'data-testid': 'hist-canvas' }), tip = h('div', { class: 'hist-tip' });
+      const el = h('div', { class: 'media-card', 'data-tag': tag, 'data-run-key': k, 'data-testid': 'hist-card' },
+        h('div', { class: 'media-head' }, h('span', { class: 'chart-title', title: tag, text: tag })),
+        h('div', { class: 'media-run-label', title: k }, h('i', { style: 'background:' + colorOf(k) }), h('span', { text: labelOf(k) })),
+        h('div', { class: 'hist-wrap' }, canvas), tip);
+      c = { el: el, canvas: canvas, tip: tip, data: null, k: k };
+      canvas.addEventListener('mousemove', e => histHover(c, e));
+      canvas.addEventListener('mouseleave', () => { c.tip.textContent = ''; });
+      histCards.set(id, c);
+    }
+    c.data = d;
+    place(grid, c.el, prev); prev = c.el;
+  }
+  requestAnimationFrame(() => { for (const c of histCards.values()) drawHist(c); });
+}
+function histLayout(c) {
+  const d = c.data, n = d.step.length;
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < n; i++) { const e = d.edges[i]; if (e.length) { lo = Math.min(lo, num(e[0])); hi = Math.max(hi, num(e[e.length - 1])); } }
+  if (!(hi > lo)) { lo = lo - 0.5; hi = lo + 1; }
+  const w = c.canvas.clientWidth, ht = c.canvas.clientHeight, L = 48, R = 6, T = 6, B = 18;
+  return { n: n, lo: lo, hi: hi, w: w, h: ht, L: L, R: R, T: T, B: B, pw: Math.max(1, w - L - R), ph: Math.max(1, ht - T - B) };
+}
+function drawHist(c) {
+  const cv = c.canvas, d = c.data; if (!d || !cv.isConnected) return;
+  const dpr = window.devicePixelRatio || 1, g = histLayout(c);
+  cv.width = Math.round(g.w * dpr); cv.height = Math.round(g.h * dpr);
+  const ctx = cv.getContext('2d'); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, g.w, g.h);
+  const css = getComputedStyle(document.documentElement), text = css.getPropertyValue('--chart-text').trim() || '#888', axis = css.getPropertyValue('--chart-axis').trim() || '#ccc';
+  const color = colorOf(c.k), colW = g.pw / Math.max(1, g.n), y = v => g.T + g.ph * (1 - (v - g.lo) / (g.hi - g.lo));
+  ctx.fillStyle = color;
+  for (let i = 0; i < g.n; i++) {
+    const e = d.edges[i], cnt = d.counts[i];
+    let mx = 0; for (const v of cnt) if (num(v) > mx) mx = num(v);
+    if (!(mx > 0)) continue;
+    const x0 = g.L + i * colW;
+    for (let b = 0; b < cnt.length; b++) {
+      const v = num(cnt[b]); if (!(v > 0)) continue;
+      const y0 = y(num(e[b + 1])), y1 = y(num(e[b]));
+      ctx.globalAlpha = 0.08 + 0.92 * v / mx;
+      ctx.fillRect(x0, y0, Math.max(1, colW + 0.5), Math.max(1, y1 - y0));
+    }
+  }
+  ctx.globalAlpha = 1;
+  ctx.strokeStyle = axis; ctx.lineWidth = 1; ctx.beginPath();
+  ctx.moveTo(g.L - 0.5, g.T); ctx.lineTo(g.L - 0.5, g.T + g.ph + 0.5); ctx.lineTo(g.L + g.pw, g.T + g.ph + 0.5); ctx.stroke();
+  ctx.fillStyle = text; ctx.font = '10.5px system-ui, sans-serif'; ctx.textBaseline = 'middle'; ctx.textAlign = 'right';
+  for (const v of [g.hi, (g.lo + g.hi) / 2, g.lo]) ctx.fillText(fmtNum(v), g.L - 4, Math.min(g.T + g.ph - 4, Math.max(g.T + 4, y(v))));
+  ctx.textBaseline = 'alphabetic'; ctx.textAlign = 'left';
+  if (g.n) { ctx.fillText('step ' + d.step[0], g.L, g.h - 4); ctx.textAlign = 'right'; ctx.fillText(String(d.step[g.n - 1]), g.L + g.pw, g.h - 4); }
+  c.drawn = g.n;
+}
+function histHover(c, e) {
+  const d = c.data; if (!d || !d.step.length) return;
+  const r = c.canvas.getBoundingClientRect(), g = histLayout(c);
+  const i = Math.floor((e.clientX - r.left - g.L) / (g.pw / g.n)), v = g.lo + (g.hi - g.lo) * (1 - (e.clientY - r.top - g.T) / g.ph);
+  if (i < 0 || i >= g.n) { c.tip.textContent = ''; return; }
+  const ed = d.edges[i], cnt = d.counts[i];
+  let b = -1; for (let j = 0; j < cnt.length; j++) if (v >= num(ed[j]) && v < num(ed[j + 1])) { b = j; break; }
+  c.tip.textContent = 'step ' + d.step[i] + (b >= 0 ? ' \u00b7 [' + fmtNum(num(ed[b])) + ', ' + fmtNum(num(ed[b + 1])) + '): ' + fmtNum(num(cnt[b])) : '') +
+    ' \u00b7 range ' + fmtNum(num(d.min[i])) + ' \u2026 ' + fmtNum(num(d.max[i]));
+}
+
 // --- live stream
 // One EventSource per page. Its URL names the selected runs with the row cursor the page holds
 // ("exp/run:since"), so a reopen neither repeats nor skips rows; it is reopened when the set of
@@ -7213,6 +7632,8 @@ function openStream(force) {
   }));
   es.addEventListener('metrics', json(onMetricsEvent));
   es.addEventListener('log', json(onLogEvent));
+  es.addEventListener('media', json(onMediaEvent));
+  es.addEventListener('histograms', json(onHistEvent));
   es.addEventListener('status', json(d => upsertRow(d, false)));
   es.addEventListener('runs', json(d => { const r = d.run || d; if (!r.experiment && d.experiment) r.experiment = d.experiment; upsertRow(r, true); }));
   es.onerror = () => {
@@ -7231,6 +7652,7 @@ function resync() {
   if (S.exp) api(expPath(S.exp) + '/runs').then(j => { for (const r of j.runs || []) upsertRow(r, false); }).catch(() => {});
   if (S.detail && logS.next !== null) logCatchUp();
   for (const k of S.selected) { const rd = data.get(k); if (rd && rd.error) { data.delete(k); loadRun(k); } }
+  for (const [k, m] of mediaRuns) { fetchMedia(k, m); fetchHists(k, m); }
 }
 function upsertRow(row, isNew) {
   if (!row || !row.name) return;
@@ -7604,7 +8026,7 @@ function bindControls() {
   });
   window.addEventListener('popstate', () => applyHash());
   window.addEventListener('hashchange', () => applyHash());
-  window.addEventListener('resize', () => scheduleTable());
+  window.addEventListener('resize', () => { scheduleTable(); scheduleHists(); });
 }
 async function start() {
   const hs = readHash();
