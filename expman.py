@@ -5861,7 +5861,7 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 .media-run { flex: 1 1 0; min-width: 120px; display: flex; flex-direction: column; gap: 4px; }
 .media-run-label { display: flex; align-items: center; gap: 6px; font-size: 11.5px; color: var(--muted); overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
 .media-run-label i { width: 10px; height: 3px; border-radius: 2px; flex: none; }
-.media-run img { max-width: 100%; max-height: 260px; object-fit: contain; image-rendering: pixelated; background: var(--bg-soft); border-radius: 4px; align-self: flex-start; }
+.media-run img { width: 100%; max-width: 320px; height: auto; max-height: 320px; object-fit: contain; image-rendering: pixelated; background: var(--bg-soft); border-radius: 4px; align-self: flex-start; }
 .media-run audio, .media-run video { width: 100%; max-height: 260px; }
 .media-run pre { margin: 0; padding: 8px; background: var(--bg-soft); border-radius: 6px; white-space: pre-wrap; word-break: break-word; max-height: 260px; overflow: auto; font-size: 12px; }
 .media-none { font-size: 12px; color: var(--faint, var(--muted)); padding: 6px 0; }
@@ -7629,6 +7629,8 @@ function openStream(force) {
     setLive('live', 'Live');
     live.backoff = 1000;
     if (live.hadError) { live.hadError = false; resync(); }
+    // the new stream tells of media written from now on: fetch what came before it
+    else for (const [k, m] of mediaRuns) { fetchMedia(k, m); fetchHists(k, m); }
   }));
   es.addEventListener('metrics', json(onMetricsEvent));
   es.addEventListener('log', json(onLogEvent));
