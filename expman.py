@@ -4788,9 +4788,10 @@ def _cmd_inspect(args):
     artifacts = list_artifacts(args.run_dir)
     log_lines = _log_tail(args.run_dir, args.log_lines)
     scalars = {k: v for k, v in run["summary"].items() if k not in stats}
+    media = _media_summary(*_resolve_run(args.run_dir))
     if args.json:
         _print_json({**run, "metrics": stats, "scalars": scalars, "artifacts": artifacts,
-                     "log_tail": log_lines})
+                     "log_tail": log_lines, **media})
         return _EXIT_OK
     color = _use_color()
     status = _status_cell(run["status"], color).styled
@@ -4853,6 +4854,7 @@ def _cmd_inspect(args):
                              for a in artifacts], right={1}, indent="  "))
     else:
         print("artifacts: none")
+    _print_media_summary(media)
     if args.log_lines > 0:
         print()
         if log_lines:
@@ -4862,6 +4864,28 @@ def _cmd_inspect(args):
         else:
             print("log: empty")
     return _EXIT_OK
+
+
+def _print_media_summary(media):
+    """The media and histogram tags of `expman inspect` (nothing when the run logged none)."""
+    def plural(n, word):
+        return f"{n} {word}{'' if n == 1 else 's'}"
+    if media["media"]:
+        items = sum(m["count"] for m in media["media"].values())
+        print()
+        print(f"media ({plural(len(media['media']), 'tag')}, {plural(items, 'item')})")
+        _print_lines(_table(["TAG", "KIND", "COUNT", "LAST STEP"],
+                            [[tag, m["kind"], str(m["count"]), str(m["last_step"])]
+                             for tag, m in media["media"].items()], right={2, 3}, indent="  "))
+    if media["histograms"]:
+        rows = sum(m["count"] for m in media["histograms"].values())
+        print()
+        print(f"histograms ({plural(len(media['histograms']), 'tag')}, "
+              f"{plural(rows, 'histogram')})")
+        _print_lines(_table(["TAG", "COUNT", "LAST STEP"],
+                            [[tag, str(m["count"]), str(m["last_step"])]
+                             for tag, m in media["histograms"].items()], right={1, 2},
+                            indent="  "))
 
 
 # -- compare ---------------------------------------------------------------------------------
