@@ -2079,7 +2079,7 @@ def _histogram_table(rows):
         return _f64_array(array.array("d", [0.0 if v is None else v for v in values]),
                           [v is not None for v in values])
 
-    micros = array.array("q", [int(round(r[2] * 1e6)) for r in rows])
+    micros = array.array("q", [round(r[2] * 1e6) for r in rows])
     cols = list(zip(*rows))
     return pa.Table.from_arrays([
         _str_array(cols[0]), _buffer_array(pa.int64(), array.array("q", cols[1])),

@@ -9,7 +9,7 @@ import os
 import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
-from test_dashboard import (CHROMIUM, XSS, _serve, browser, ui)  # noqa: E402,F401 - fixtures
+from test_dashboard import CHROMIUM, XSS, _serve, browser, ui  # noqa: F401 - fixtures
 
 if not os.path.exists(CHROMIUM):
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
