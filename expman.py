@@ -3443,6 +3443,7 @@ REMOTE_SWEEP_RUNS = 16        # of which idle runs re-checked in turn (edits mad
 REMOTE_POLL_SECS = 1.0        # how often a live run is checked for new rows (writers flush ~1/s)
 REMOTE_TAIL_BUDGET = 30.0     # requests a second all streams of a server spend on live runs
 REMOTE_CLOSED_POLL_SECS = 30.0  # a closed run (metrics.parquet written) changes no more
+REMOTE_MEDIA_POLL_SECS = 5.0  # how often a live run's media index is checked on object stores
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
         "img-src 'self' data: blob:; media-src 'self'; connect-src 'self'; "
@@ -3501,13 +3502,17 @@ class _RunCache:
 
     def media_state(self, path):
         """(size of media/index.jsonl, names in histograms/ + whether histograms.parquet
-        exists), refreshed like state(): two more requests per refresh on an object store."""
+        exists). Two requests per refresh on an object store, so there a live run's media
+        is checked every REMOTE_MEDIA_POLL_SECS (media is logged far less often than rows)."""
         now = time.monotonic()
         with self.lock:
             entry = self.media_entries.get(path)
             run = self.entries.get(path)
             closed = bool(run and run[3])
-            if entry and now - entry[0] < self._ttl((0, 0, 0, closed), now):
+            ttl = self._ttl((0, 0, 0, closed), now)
+            if not self.store.is_local:
+                ttl = max(ttl, REMOTE_MEDIA_POLL_SECS)
+            if entry and now - entry[0] < ttl:
                 return entry[1], entry[2]
         index = self.store.stat(self.store.join(path, MEDIA_DIR, MEDIA_INDEX))
         names = self.store.listnames(self.store.join(path, HISTOGRAMS_DIR))
