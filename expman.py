@@ -1306,7 +1306,6 @@ class _Writer(threading.Thread):
         # media (see _MediaItem): queued in `rows` with the metric rows, one ticket each in
         # media_tickets first, so a drain pass looks for them only when some are queued
         self.media_tickets = collections.deque()
-        self.media_seen = 0
         self.step_buf = None               # the steps of the last staged batch
         self.media_pending = []            # items with their steps, written at the next flush
         self.media_bytes = 0
@@ -1408,7 +1407,7 @@ class _Writer(threading.Thread):
             with self.drained:
                 self.drained.notify_all()
             media, before_batch = None, self.last_step
-            if len(self.media_tickets) > self.media_seen:
+            if self.media_tickets:
                 batch, media = self._split_media(batch)
                 if not batch:
                     self._place_media(media, before_batch)
@@ -1533,7 +1532,9 @@ class _Writer(threading.Thread):
                 media.append((len(rows), item))
             else:
                 rows.append(item)
-        self.media_seen += len(media)
+        tickets = self.media_tickets
+        for _ in media:  # each item's ticket was queued before the item itself
+            tickets.popleft()
         self.step_buf = None
         return rows, media
 
@@ -8012,6 +8013,7 @@ function applyTheme(t) {
   b.replaceChildren(icon(t === 'dark' ? 'sun' : 'moon', 16));
   b.title = t === 'dark' ? 'Switch to light mode' : 'Switch to dark mode';
   Charts.refreshTheme();
+  scheduleHists();
 }
 function initTheme() {
   const mq = matchMedia('(prefers-color-scheme: dark)');
