@@ -46,9 +46,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         exp = expman.Experiment("bench", base_dir=tmp, flush_interval_ms=60_000,
                                 capture_git=False)
+        exp.flush()  # the writer has imported pyarrow (its start-up work) before we time
         results["log_image uint8 %dx%dx3 (call)" % (args.size, args.size)] = per_call(
             lambda i: exp.log_image("img", image, step=i), args.calls)
         exp.flush()
+        results["bare NumPy copy of the 1e6 float64 values"] = per_call(
+            lambda i: values.copy(), max(10, args.calls // 10))
         results["log_histogram %.0e float64 (call)" % args.values] = per_call(
             lambda i: exp.log_histogram("h", values, step=i), max(10, args.calls // 10))
         results["log_histogram %.0e float32 (call)" % args.values] = per_call(
