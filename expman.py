@@ -4088,8 +4088,20 @@ def make_app(root=None, live=True, token=None):
             fail(404, f"no such media file: {rel}")
         # the type comes from the allowlist, never from the file: no HTML or SVG, ever
         mime = _MEDIA_TYPES[os.path.splitext(rel)[1].lower().lstrip(".")]
-        headers = {"Content-Type": mime, "Content-Length": str(st[0]),
+        size = st[0]
+        headers = {"Content-Type": mime, "Content-Length": str(size), "Accept-Ranges": "bytes",
                    "Cache-Control": "private, max-age=86400"}  # media files never change
+        wanted = bottle.request.environ.get("HTTP_RANGE")
+        if wanted:  # <video> and <audio> seek with range requests
+            ranges = list(bottle.parse_range_header(wanted, size))
+            if not ranges:
+                raise bottle.HTTPResponse(status=416, headers={
+                    "Content-Range": f"bytes */{size}", "Content-Type": "text/plain"})
+            start, end = ranges[0]
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            headers["Content-Length"] = str(end - start)
+            return bottle.HTTPResponse(store.read_range(full, start, end - start), status=206,
+                                       **{"headers": headers})
         return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
 
     @app.get("/api/experiments/<exp>/runs/<run>/histograms")

@@ -562,6 +562,19 @@ def test_media_endpoints(media_server):
         assert body == expman.read_media_bytes(exp.run_dir, item)
 
 
+def test_media_raw_serves_byte_ranges_for_players(media_server):
+    client, exp = media_server
+    item = expman.read_media(exp.run_dir, kind="video")[0]
+    url = "/api/experiments/media/runs/r/media/raw?path=" + item["path"]
+    whole = expman.read_media_bytes(exp.run_dir, item)
+    status, headers, body = client.request(url, headers={"Range": "bytes=2-4"})
+    assert (status, body) == (206, whole[2:5])
+    assert headers["Content-Range"] == f"bytes 2-4/{len(whole)}"
+    assert headers["Content-Type"] == "video/mp4"
+    assert client.request(url, headers={"Range": "bytes=-3"})[2] == whole[-3:]
+    assert client.request(url, headers={"Range": "bytes=999-"})[0] == 416
+
+
 def test_media_raw_confines_paths_and_types(media_server, root, tmp_path):
     client, exp = media_server
     raw = "/api/experiments/media/runs/r/media/raw?path="
