@@ -5484,10 +5484,10 @@ def _demo_media(exp, rng, step, steps, acc):
     progress = step / max(1, steps - 1)
     if step % 100 == 0:
         spread = 1.0 - 0.6 * progress
-        exp.log_histogram("weights/fc1", [rng.gauss(0.3 * progress, spread) for _ in range(400)],
-                          step=step, bins=32)
+        exp.log_histogram("weights/fc1", [rng.gauss(0.3 * progress, spread)
+                                          for _ in range(1500)], step=step, bins=32)
         exp.log_histogram("grads/fc1", [rng.gauss(0, 0.5 / (1 + 10 * progress)) *
-                                        rng.choice((1, 1, 1, 4)) for _ in range(400)],
+                                        rng.choice((1, 1, 1, 4)) for _ in range(1500)],
                           step=step, bins=32)
     if step % 250 == 0 or step == steps - 1:
         exp.log_image("samples", _demo_sample_grid(random.Random(step), min(1.0, acc)),
@@ -7593,7 +7593,7 @@ function histLayout(c) {
   let lo = Infinity, hi = -Infinity;
   for (let i = 0; i < n; i++) { const e = d.edges[i]; if (e.length) { lo = Math.min(lo, num(e[0])); hi = Math.max(hi, num(e[e.length - 1])); } }
   if (!(hi > lo)) { lo = lo - 0.5; hi = lo + 1; }
-  const w = c.canvas.clientWidth, ht = c.canvas.clientHeight, L = 48, R = 6, T = 6, B = 18;
+  const w = c.canvas.clientWidth, ht = c.canvas.clientHeight, L = 50, R = 6, T = 6, B = 18;
   return { n: n, lo: lo, hi: hi, w: w, h: ht, L: L, R: R, T: T, B: B, pw: Math.max(1, w - L - R), ph: Math.max(1, ht - T - B) };
 }
 function drawHist(c) {
@@ -7620,10 +7620,14 @@ function drawHist(c) {
   ctx.strokeStyle = axis; ctx.lineWidth = 1; ctx.beginPath();
   ctx.moveTo(g.L - 0.5, g.T); ctx.lineTo(g.L - 0.5, g.T + g.ph + 0.5); ctx.lineTo(g.L + g.pw, g.T + g.ph + 0.5); ctx.stroke();
   ctx.fillStyle = text; ctx.font = '10.5px system-ui, sans-serif'; ctx.textBaseline = 'middle'; ctx.textAlign = 'right';
-  for (const v of [g.hi, (g.lo + g.hi) / 2, g.lo]) ctx.fillText(fmtNum(v), g.L - 4, Math.min(g.T + g.ph - 4, Math.max(g.T + 4, y(v))));
+  for (const v of [g.hi, (g.lo + g.hi) / 2, g.lo]) ctx.fillText(fmtTick(v), g.L - 4, Math.min(g.T + g.ph - 4, Math.max(g.T + 4, y(v))));
   ctx.textBaseline = 'alphabetic'; ctx.textAlign = 'left';
   if (g.n) { ctx.fillText('step ' + d.step[0], g.L, g.h - 4); ctx.textAlign = 'right'; ctx.fillText(String(d.step[g.n - 1]), g.L + g.pw, g.h - 4); }
   c.drawn = g.n;
+}
+function fmtTick(v) {
+  const a = Math.abs(v);
+  return a && (a >= 1e5 || a < 1e-3) ? v.toExponential(1) : String(+v.toPrecision(3));
 }
 function histHover(c, e) {
   const d = c.data; if (!d || !d.step.length) return;
