@@ -143,7 +143,7 @@ RESERVED_COLUMNS = ("step", "timestamp")
 MAX_MEDIA_BYTES = 256 << 20            # one image/audio/video item
 MAX_TEXT_CHARS = 1_000_000             # one log_text sample (stored inline in the index)
 MAX_HISTOGRAM_BINS = 10_000
-MAX_PENDING_MEDIA_BYTES = 1 << 30      # media kept in memory while the disk refuses writes
+MAX_PENDING_MEDIA_BYTES = 1 << 30      # media waiting for the writer; beyond, new ones drop
 # What log_audio/log_video accept, and the only types the server sends media as (never HTML
 # or SVG, which can carry script).
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
@@ -1306,9 +1306,11 @@ class _Writer(threading.Thread):
         # media (see _MediaItem): queued in `rows` with the metric rows, one ticket each in
         # media_tickets first, so a drain pass looks for them only when some are queued
         self.media_tickets = collections.deque()
+        self.dropped_media = 0
         self.step_buf = None               # the steps of the last staged batch
         self.media_pending = []            # items with their steps, written at the next flush
-        self.media_bytes = 0
+        self.media_queued = 0              # bytes of media ever queued (by log calls) ...
+        self.media_done = 0                # ... and ever written or given up (by this thread)
         self.media_seq = 0
         self.media_dirs = set()
         self.media_index = []              # every index line (object stores rewrite it whole)
@@ -1547,14 +1549,7 @@ class _Writer(threading.Thread):
                     item.step = steps[before - 1]
                 else:  # logged before this batch's rows (or the rows were lost)
                     item.step = max(before_batch if not before else self.last_step, 0)
-            self.media_bytes += item.size
             self.media_pending.append(item)
-        while self.media_bytes > MAX_PENDING_MEDIA_BYTES and len(self.media_pending) > 1:
-            drop = self.media_pending.pop(0)
-            self.media_bytes -= drop.size
-            self._warn_once("media-dropped", f"expman: media dropped: the disk has refused "
-                                             f"writes for too long (kept "
-                                             f"{MAX_PENDING_MEDIA_BYTES >> 20} MB)", always=True)
 
     def _fill_steps(self, steps):
         out, last = [], self.last_step
@@ -1699,7 +1694,8 @@ class _Writer(threading.Thread):
                 store.write_atomic(index, b"".join(self.media_index + lines))
                 self.media_index.extend(lines)
         rows = [i.payload for i in self.media_pending if i.form == "row"]
-        self.media_pending, self.media_bytes = [], 0
+        self.media_done += sum(i.size for i in self.media_pending)
+        self.media_pending = []
         if rows:
             self.hist_pending.extend(rows)
         if self.hist_pending:
@@ -1829,6 +1825,8 @@ class _Writer(threading.Thread):
         meta["summary"] = {**self.summary, **self.scalars}
         if self.dropped_rows:
             meta["dropped_rows"] = self.dropped_rows
+        if self.dropped_media:
+            meta["dropped_media"] = self.dropped_media
         self.store.write_atomic(path, _yaml_dump(meta))
         self.meta_stamp = self.store.stat(path)
         self.meta_dirty = False
@@ -2392,8 +2390,14 @@ class Experiment:
         where = "log_histogram"
         tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
         form, payload = _histogram_payload(values, bins, edges, counts, where)
+        if form == "array":
+            size = payload.nbytes
+        elif form == "tensor":
+            size = payload.numel() * payload.element_size()
+        else:
+            size = 8 * len(payload if form == "values" else payload[0])
         return self._queue_media(_MediaItem("histogram", tag, step, self._clock(), form,
-                                            payload, bins=bins))
+                                            payload, bins=bins, size=size))
 
     def log_audio(self, tag, data, step=None, ext="wav"):
         """Log an audio clip: bytes in format ``ext`` (wav, mp3, ogg, flac) or a path.
@@ -2437,8 +2441,19 @@ class Experiment:
                                             size=len(text)))
 
     def _queue_media(self, item):
+        writer = self._writer
+        if writer.media_queued - writer.media_done + item.size > MAX_PENDING_MEDIA_BYTES:
+            # the writer is far behind (or the disk refuses writes): drop rather than wait
+            if "media-backlog" not in writer.warned:
+                writer.warned.add("media-backlog")
+                _warn(f"expman: more than {MAX_PENDING_MEDIA_BYTES >> 20} MB of media wait for "
+                      f"the writer; {item.kind} {_short_repr(item.tag, 80)} at step "
+                      f"{item.step} and further media are dropped until it catches up")
+            writer.dropped_media += 1
+            return None
+        writer.media_queued += item.size
         # the ticket first: a drain that pops the item then always looks for it
-        self._writer.media_tickets.append(None)
+        writer.media_tickets.append(None)
         self._rows.append(item)
         return None
 

@@ -646,3 +646,18 @@ def test_media_and_histograms_over_s3(request, tmp_path):
     finally:
         server.close()
         thread.join(5)
+
+
+def test_a_media_backlog_beyond_the_cap_drops_new_items_and_says_so(root, monkeypatch):
+    monkeypatch.setattr(expman, "MAX_PENDING_MEDIA_BYTES", 3000)
+    image = np.zeros((20, 20, 3), dtype=np.uint8)   # 1,200 bytes each
+    with make(root) as exp:   # no flush for 60 s: everything stays queued
+        exp.log_image("a", image, step=0)
+        exp.log_image("a", image, step=1)
+        with pytest.warns(expman.ExpmanWarning, match="MB of media wait"):
+            exp.log_image("a", image, step=2)
+        exp.log_text("t", "small items still fit", step=2)
+        assert exp.flush()
+        exp.log_image("a", image, step=3)   # written: room again
+    assert [i["step"] for i in expman.read_media(exp.run_dir, tag="a")] == [0, 1, 3]
+    assert expman.load_run(exp.run_dir)["dropped_media"] == 1
