@@ -3317,12 +3317,12 @@ def _histogram_files(store, path):
         store.listnames(folder))]
 
 
-def _load_histograms(store, path, tag=None):
+def _load_histograms(store, path, tag=None, columns=None):
     for _attempt in range(3):  # a compaction may delete segments as we read them
         tables, vanished = [], False
         for file in _histogram_files(store, path):
             try:
-                tables.append(store.parquet_file(file).read())
+                tables.append(store.parquet_file(file).read(columns=columns))
             except FileNotFoundError:
                 vanished = True
                 break
@@ -3331,6 +3331,8 @@ def _load_histograms(store, path, tag=None):
         if not vanished:
             break
     schema = _histogram_schema()
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     tables = [t for t in tables if t.schema.names == schema.names]
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     if tag is not None:
@@ -3360,7 +3362,7 @@ def _media_summary(store, path):
         entry["count"] += 1
         entry["last_step"] = item["step"]
     hists = {}
-    table = _load_histograms(store, path)
+    table = _load_histograms(store, path, columns=["tag", "step"])
     for tag, step in zip(table.column("tag").to_pylist(), table.column("step").to_pylist()):
         entry = hists.setdefault(tag, {"count": 0, "last_step": step})
         entry["count"] += 1
