@@ -41,9 +41,11 @@ __all__ = [
     # logging
     "Experiment", "init", "log_params", "log_metrics", "log_vector", "log_scalar", "info",
     "warn", "save_artifact", "flush", "close", "get_run",
+    "log_image", "log_figure", "log_histogram", "log_audio", "log_video", "log_text",
     # reading
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
     "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
+    "read_media", "read_media_bytes", "read_histograms",
     # serving
     "make_app", "make_server", "serve",
     # errors and constants
@@ -141,6 +143,15 @@ RESERVED_COLUMNS = ("step", "timestamp")
 DEFAULT_SYSTEM_METRICS_SECS = 5.0      # system_metrics=True samples this often
 CAPTURE_MAX_BYTES = 64 << 20           # capture_output stops teeing into run.log past this
 CAPTURE_MAX_LINE = 64 << 10            # a line longer than this (no newline) is cut and kept
+MAX_MEDIA_BYTES = 256 << 20            # one image/audio/video item
+MAX_TEXT_CHARS = 1_000_000             # one log_text sample (stored inline in the index)
+MAX_HISTOGRAM_BINS = 10_000
+MAX_PENDING_MEDIA_BYTES = 1 << 30      # media waiting for the writer; beyond, new ones drop
+# What log_audio/log_video accept, and the only types the server sends media as (never HTML
+# or SVG, which can carry script).
+AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
+VIDEO_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif"}
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 
 # A dead pid proves a crash only on the host that ran it, so the name must tell hosts apart:
 # containers and cluster pods often share one, and EXPMAN_HOSTNAME (e.g. the node name) fixes it.
@@ -395,6 +406,85 @@ def _json_dumps(value):
         return json.dumps(_json_safe(value), separators=(",", ":"))
 
 
+# -- images: sniffing and a zlib-only PNG encoder (media logging, the demo) ------------------
+
+def _png_encode(width, height, channels, rows):
+    """A PNG from raw 8-bit rows (bytes, each row already prefixed with its filter byte 0).
+
+    channels: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA. zlib alone: no PIL needed."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    color = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8,
+                                                             color, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
+
+
+def _png_bytes(width, height, pixel):
+    """A PNG of width x height from pixel(x, y) -> (r, g, b), encoded with zlib alone."""
+    raw = b"".join(b"\0" + bytes(c for x in range(width) for c in pixel(x, y))
+                   for y in range(height))
+    return _png_encode(width, height, 3, raw)
+
+
+# the image formats log_image takes as bytes or files (magic bytes -> extension, MIME type)
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png", "image/png"), (b"\xff\xd8\xff", "jpg", "image/jpeg"),
+                (b"GIF87a", "gif", "image/gif"), (b"GIF89a", "gif", "image/gif"))
+
+
+def _sniff_image(head):
+    """(ext, mime) of PNG/JPEG/GIF/WebP bytes from their first 12 bytes, else None."""
+    for magic, ext, mime in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return ext, mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp", "image/webp"
+    return None
+
+
+def _image_size(data, ext):
+    """(width, height) read from an image's header, or (None, None) when it cannot tell."""
+    import struct
+    try:
+        if ext == "png" and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if ext == "gif":
+            return struct.unpack("<HH", data[6:10])
+        if ext == "webp":
+            kind = data[12:16]
+            if kind == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if kind == b"VP8X":
+                return (int.from_bytes(data[24:27], "little") + 1,
+                        int.from_bytes(data[27:30], "little") + 1)
+        if ext == "jpg":
+            i = 2
+            while i + 9 < len(data):
+                if data[i] != 0xFF:
+                    i += 1
+                    continue
+                marker = data[i + 1]
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                    i += 1 if marker == 0xFF else 2
+                    continue
+                length = struct.unpack(">H", data[i + 2:i + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                    return w, h
+                i += 2 + length
+    except (struct.error, IndexError):
+        pass
+    return None, None
+
+
 # 5 Storage layout ###########################################################################
 #
 #   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
@@ -408,7 +498,12 @@ def _json_dumps(value):
 #           ├── metrics/                while the run is live: immutable segments
 #           │   ├── seg-000000000000-000000004096.parquet   rows [0, 4096)
 #           │   └── seg-000000004096-000000004211.parquet   rows [4096, 4211)
-#           └── metrics.parquet         once the run is closed: every row, one file
+#           ├── metrics.parquet         once the run is closed: every row, one file
+#           ├── media/                  log_image/log_figure/log_audio/log_video/log_text
+#           │   ├── index.jsonl         one JSON line per item, appended once per flush
+#           │   └── <tag>/<step>-<seq>.<ext>    one file per image/audio/video item
+#           ├── histograms/             while live: immutable segments, like metrics/
+#           └── histograms.parquet      once closed: tag, step, timestamp, edges, counts, ...
 #
 # A flush writes one new segment (temp name + rename locally; one whole-object PUT on object
 # stores), so a flush costs O(rows in the flush) and a reader never sees half a file. Row
@@ -417,10 +512,19 @@ def _json_dumps(value):
 # before the small ones are deleted), which keeps a day-long run to a few dozen files; readers
 # pick the widest segment covering each range, so a merge in progress is invisible. On close
 # the segments are compacted into metrics.parquet, which wins whenever it exists.
+#
+# Media: every blob is its own file (written whole, atomically, then indexed), so a run that
+# logs an image every 100 steps for 100k steps holds 1,000 files: log media sparingly. Text is
+# stored inline in the index. The index is appended once per flush (on object stores, which
+# cannot append, it is rewritten whole from the writer's memory: one PUT per flush); a reader
+# skips a torn last line. Histograms are rows of a small Parquet table, segmented and
+# compacted exactly like the metrics.
 
 RUN_YAML, CONFIG_YAML, RUN_LOG = "run.yaml", "config.yaml", "run.log"
 EXPERIMENT_YAML, METRICS_FILE = "experiment.yaml", "metrics.parquet"
 SEGMENTS_DIR, ARTIFACTS_DIR = "metrics", "artifacts"
+MEDIA_DIR, MEDIA_INDEX = "media", "index.jsonl"
+HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 
 
 def _segment_name(start, end):
@@ -947,6 +1051,216 @@ def _read_yaml(store, path):
         raise ExpmanError(f"{store.display(path)}: {exc}") from None
 
 
+# -- media items: checked on the training thread, converted and written by the writer --------
+
+class _MediaItem:
+    """One log_image/log_audio/log_video/log_text/log_histogram call, queued in order with the
+    rows (so step=None can mean the step of the last row logged before it).
+
+    ``form`` says what ``payload`` holds: "bytes" (encoded already), "array" (a NumPy copy),
+    "pil" (a PIL copy), "text", or for histograms "values" (a list), "array", "tensor" (a
+    detached clone) and "edges" ((edges, counts) lists)."""
+    __slots__ = ("kind", "tag", "step", "time", "form", "payload", "ext", "bins", "size")
+
+    def __init__(self, kind, tag, step, time_, form, payload, ext=None, bins=None, size=0):
+        self.kind, self.tag, self.step, self.time = kind, tag, step, time_
+        self.form, self.payload, self.ext, self.bins, self.size = form, payload, ext, bins, size
+
+
+def _check_media_tag(tag, where):
+    if not isinstance(tag, str):
+        raise InvalidInputError(f"{where}: tag must be a string, got {type(tag).__name__}")
+    reason = _check_key(tag) if tag not in RESERVED_COLUMNS else None
+    if reason or not tag.strip():
+        raise InvalidInputError(f"{where}: bad tag {_short_repr(tag, 80)}: "
+                                f"{reason or 'empty tag'}")
+    return tag
+
+
+def _check_media_step(step, where):
+    """None (resolved later to the current step) or an int64 step; InvalidInputError else."""
+    if step is None:
+        return None
+    try:
+        value = _index_step(step)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{where}: step must be an integer, got "
+                                f"{_short_repr(step)}") from None
+    if not -2 ** 63 <= value < 2 ** 63:
+        raise InvalidInputError(f"{where}: step {value} does not fit in int64")
+    return value
+
+
+def _loaded(module, attr):
+    """module.attr if the script imported that module already, else None. Never imports, and
+    a module half-way through its import (pyarrow imports NumPy on the writer thread) is
+    taken as absent."""
+    return getattr(sys.modules.get(module), attr, None)
+
+
+def _image_payload(image, where):
+    """(form, payload, size) for log_image's input; cheap checks, copies of mutable inputs.
+
+    Paths are read here, at the call: a script that saves plot.png, logs it and overwrites it
+    next epoch must log two different images."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        if _sniff_image(data[:12]) is None:
+            raise InvalidInputError(f"{where}: image bytes are not PNG, JPEG, GIF or WebP "
+                                    f"(they start with {data[:8]!r})")
+        return "bytes", data, len(data)
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MEDIA_BYTES + 1)
+        except OSError as exc:
+            raise InvalidInputError(f"{where}: image: cannot read {path}: "
+                                    f"{exc.strerror or exc}") from None
+        if _sniff_image(data[:12]) is None:
+            raise InvalidInputError(f"{where}: image file {path} is not PNG, JPEG, GIF or WebP")
+        return "bytes", data, len(data)
+    np_ = sys.modules.get("numpy")
+    ndarray = _loaded("numpy", "ndarray")
+    if ndarray is not None and isinstance(image, ndarray):
+        return "array", _check_image_array(image, where, np_), image.nbytes
+    pil_image = _loaded("PIL.Image", "Image")
+    if pil_image is not None and isinstance(image, pil_image):
+        if image.width < 1 or image.height < 1:
+            raise InvalidInputError(f"{where}: image is empty ({image.width}x{image.height})")
+        return "pil", image.copy(), image.width * image.height * 4
+    figure = _loaded("matplotlib.figure", "Figure")
+    if figure is not None and isinstance(image, figure):
+        data = _figure_png(image)
+        return "bytes", data, len(data)
+    if hasattr(image, "detach") and hasattr(image, "cpu") and ndarray is not None:
+        arr = image.detach().cpu().numpy()  # a tensor: copied to host here (it may change)
+        return "array", _check_image_array(arr, where, np_), arr.nbytes
+    raise InvalidInputError(f"{where}: image must be PNG/JPEG/GIF/WebP bytes, a path to such a "
+                            f"file, a PIL image, a matplotlib figure or a NumPy array; got "
+                            f"{type(image).__name__}")
+
+
+def _check_image_array(arr, where, np_):
+    """A copy of an HW, HWC or CHW array (1, 3 or 4 channels; uint8, ints, bools, floats)."""
+    shape = arr.shape
+    if arr.ndim == 3 and shape[-1] not in (1, 3, 4) and shape[0] in (1, 3, 4):
+        pass  # CHW: transposed on the writer thread
+    elif not (arr.ndim == 2 or (arr.ndim == 3 and shape[-1] in (1, 3, 4))):
+        raise InvalidInputError(f"{where}: image array of shape {tuple(shape)} is not HW, HWC "
+                                f"or CHW with 1, 3 or 4 channels")
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(f"{where}: image array of dtype {arr.dtype} is not a number "
+                                f"type (use uint8, or floats in 0..1)")
+    if arr.size == 0:
+        raise InvalidInputError(f"{where}: image array of shape {tuple(shape)} is empty")
+    if arr.size > MAX_MEDIA_BYTES:
+        raise InvalidInputError(f"{where}: image array of {arr.size} values is too large")
+    return np_.array(arr, copy=True)  # the caller may change it in place after the call
+
+
+def _figure_png(fig):
+    """PNG bytes of a matplotlib figure, rendered here: matplotlib is not thread-safe."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _blob_payload(data, ext, kinds, where):
+    """(bytes, ext) for log_audio/log_video: bytes with ext, or a path whose suffix is one."""
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        suffix = os.path.splitext(path)[1].lower().lstrip(".")
+        ext = "jpg" if suffix == "jpeg" else suffix
+        if ext not in kinds:
+            raise InvalidInputError(f"{where}: file {path} must end in one of "
+                                    f"{', '.join('.' + k for k in kinds)}")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MEDIA_BYTES + 1)
+        except OSError as exc:
+            raise InvalidInputError(f"{where}: cannot read {path}: "
+                                    f"{exc.strerror or exc}") from None
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data)
+        if not isinstance(ext, str) or ext.lower().lstrip(".") not in kinds:
+            raise InvalidInputError(f"{where}: ext must be one of {', '.join(kinds)}, "
+                                    f"got {_short_repr(ext)}")
+        ext = ext.lower().lstrip(".")
+    else:
+        raise InvalidInputError(f"{where}: data must be bytes or a path, got "
+                                f"{type(data).__name__}")
+    if not data:
+        raise InvalidInputError(f"{where}: data is empty")
+    if len(data) > MAX_MEDIA_BYTES:
+        raise InvalidInputError(f"{where}: data is larger than {MAX_MEDIA_BYTES >> 20} MB")
+    return data, ext
+
+
+def _number_list(values, name, where):
+    """A list of floats from a list/tuple/array/tensor (edges=, counts=), else the error."""
+    try:
+        items = values.tolist() if hasattr(values, "tolist") else list(values)
+        if any(isinstance(v, (list, tuple)) for v in items):
+            raise TypeError("nested")
+        out = [float(v) for v in items if not isinstance(v, (str, bytes))]
+        if len(out) != len(items):
+            raise TypeError("text")
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{where}: {name} must be a flat sequence of numbers") from None
+    if not all(math.isfinite(v) for v in out):
+        raise InvalidInputError(f"{where}: {name} must hold finite numbers (no NaN or inf)")
+    return out
+
+
+def _histogram_payload(values, bins, edges, counts, where):
+    """(form, payload) for log_histogram; checks here, binning on the writer thread."""
+    if edges is not None or counts is not None:
+        if values is not None:
+            raise InvalidInputError(f"{where}: pass values, or edges= and counts=, not both")
+        if edges is None or counts is None:
+            raise InvalidInputError(f"{where}: edges= and counts= go together "
+                                    f"(got only {'edges' if counts is None else 'counts'})")
+        e, c = _number_list(edges, "edges", where), _number_list(counts, "counts", where)
+        if not c or len(e) != len(c) + 1:
+            raise InvalidInputError(f"{where}: edges must have len(counts) + 1 values, got "
+                                    f"{len(e)} edges for {len(c)} counts")
+        if any(b <= a for a, b in zip(e, e[1:])):
+            raise InvalidInputError(f"{where}: edges must increase strictly")
+        if any(v < 0 for v in c):
+            raise InvalidInputError(f"{where}: counts must not be negative")
+        if len(c) > MAX_HISTOGRAM_BINS:
+            raise InvalidInputError(f"{where}: at most {MAX_HISTOGRAM_BINS} bins")
+        return "edges", (e, c)
+    if values is None:
+        raise InvalidInputError(f"{where}: values is required (or edges= and counts=)")
+    if type(bins) is not int or not 1 <= bins <= MAX_HISTOGRAM_BINS:
+        raise InvalidInputError(f"{where}: bins must be an integer from 1 to "
+                                f"{MAX_HISTOGRAM_BINS}, got {_short_repr(bins)}")
+    np_ = sys.modules.get("numpy")
+    ndarray = _loaded("numpy", "ndarray")
+    if ndarray is not None and isinstance(values, ndarray):
+        if values.dtype.kind not in "biuf":
+            raise InvalidInputError(f"{where}: values of dtype {values.dtype} are not numbers")
+        if values.size == 0:
+            raise InvalidInputError(f"{where}: values is empty")
+        return "array", np_.array(values, copy=True).reshape(-1)
+    if hasattr(values, "detach") and hasattr(values, "clone"):  # a tensor, maybe on a GPU
+        if values.numel() == 0:
+            raise InvalidInputError(f"{where}: values is empty")
+        if values.is_complex() or not (values.is_floating_point() or values.dtype.is_signed
+                                       or str(values.dtype) in ("torch.uint8", "torch.bool")):
+            raise InvalidInputError(f"{where}: values of dtype {values.dtype} are not numbers")
+        # clone(): queued on the device's stream, no wait; the writer copies it to the host
+        return "tensor", values.detach().clone()
+    if isinstance(values, (list, tuple, range, array.array)):
+        if not len(values):
+            raise InvalidInputError(f"{where}: values is empty")
+        return "values", list(values)
+    raise InvalidInputError(f"{where}: values must be a list, tuple, NumPy array or tensor, "
+                            f"got {type(values).__name__}")
+
+
 # 7 Writer engine ############################################################################
 
 class _Writer(threading.Thread):
@@ -994,6 +1308,20 @@ class _Writer(threading.Thread):
         self.flush_waiters = []
         secs = run._system_metrics_secs
         self.sampler = _SystemSampler(secs) if secs else None
+        # media (see _MediaItem): queued in `rows` with the metric rows, one ticket each in
+        # media_tickets first, so a drain pass looks for them only when some are queued
+        self.media_tickets = collections.deque()
+        self.dropped_media = 0
+        self.step_buf = None               # the steps of the last staged batch
+        self.media_pending = []            # items with their steps, written at the next flush
+        self.media_queued = 0              # bytes of media ever queued (by log calls) ...
+        self.media_done = 0                # ... and ever written or given up (by this thread)
+        self.media_seq = 0
+        self.media_dirs = set()
+        self.media_index = []              # every index line (object stores rewrite it whole)
+        self.hist_pending = []             # histogram rows not yet in a segment
+        self.hist_next_row = 0
+        self.hist_segments = []            # [start, end, tier], like segments
 
     # -- loop ----------------------------------------------------------------------------
     def run(self):
@@ -1089,6 +1417,12 @@ class _Writer(threading.Thread):
             n += len(batch)
             with self.drained:
                 self.drained.notify_all()
+            media, before_batch = None, self.last_step
+            if self.media_tickets:
+                batch, media = self._split_media(batch)
+                if not batch:
+                    self._place_media(media, before_batch)
+                    continue
             try:
                 self._stage(batch)
             except Exception as exc:  # noqa: BLE001 - a bug in the fast path must lose nothing
@@ -1101,6 +1435,8 @@ class _Writer(threading.Thread):
                     self.dropped_rows += len(batch)
                     self._warn_once("stage-drop", f"expman: {len(batch)} rows could not be "
                                                   f"stored: {exc2!r}", always=True)
+            if media:
+                self._place_media(media, before_batch)
         for _ in range(n_ctrl):  # newer messages wait for the next pass (their wake is set)
             self._handle(self.ctrl.popleft())
         return n
@@ -1158,6 +1494,7 @@ class _Writer(threading.Thread):
         except (TypeError, OverflowError):
             step_buf = array.array("q", self._fill_steps(steps))
         self.last_step = step_buf[-1]
+        self.step_buf = step_buf
         union = set().union(*dicts)
         union.discard(_STEP)
         union.discard(_TIME)
@@ -1219,6 +1556,31 @@ class _Writer(threading.Thread):
             self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
                                        f"refused writes for too long (kept {MAX_STAGED_ROWS} "
                                        f"rows in memory)", always=True)
+
+    def _split_media(self, batch):
+        """(rows, [(rows before it, _MediaItem), ...]) of a popped batch."""
+        rows, media = [], []
+        for item in batch:
+            if type(item) is _MediaItem:
+                media.append((len(rows), item))
+            else:
+                rows.append(item)
+        tickets = self.media_tickets
+        for _ in media:  # each item's ticket was queued before the item itself
+            tickets.popleft()
+        self.step_buf = None
+        return rows, media
+
+    def _place_media(self, media, before_batch):
+        """Give step=None items the step of the last row logged before them (0 if none)."""
+        steps = self.step_buf
+        for before, item in media:
+            if item.step is None:
+                if before and steps is not None and before <= len(steps):
+                    item.step = steps[before - 1]
+                else:  # logged before this batch's rows (or the rows were lost)
+                    item.step = max(before_batch if not before else self.last_step, 0)
+            self.media_pending.append(item)
 
     def _fill_steps(self, steps):
         out, last = [], self.last_step
@@ -1308,6 +1670,8 @@ class _Writer(threading.Thread):
             self.staged, self.staged_rows, self.next_row = [], 0, end
             self.segments.append([start, end, 0])
             self._merge_segments()
+        if self.media_pending:
+            self._flush_media()
         if self.log_buffer:
             data = "".join(self.log_buffer).encode("utf-8", "replace")
             self.store.append(self.store.join(self.path, RUN_LOG), data)
@@ -1316,6 +1680,118 @@ class _Writer(threading.Thread):
             self.config_dirty = False
             self.store.write_atomic(self.store.join(self.path, CONFIG_YAML),
                                     _yaml_dump(self.run_._config_snapshot()))
+
+    def _flush_media(self):
+        """Encode and write the pending media, then their index lines in one append, then the
+        histograms as one segment. A failure leaves the items pending; what was already
+        written is not written again."""
+        store = self.store
+        for item in self.media_pending:
+            if item.form in ("written", "skip"):
+                continue
+            try:
+                if item.kind == "histogram":
+                    if item.form != "row":
+                        item.payload, item.form = _histogram_row(item), "row"
+                    continue
+                if item.form != "encoded":
+                    item.payload, item.form = self._encode_media(item), "encoded"
+            except Exception as exc:  # noqa: BLE001 - a bad item must not block the rest
+                item.form = "skip"
+                self._warn_once(f"media:{item.tag}:{type(exc).__name__}",
+                                f"expman: {item.kind} {_short_repr(item.tag, 80)} at step "
+                                f"{item.step} could not be stored: {exc}")
+                continue
+            line = item.payload
+            if "path" in line:
+                rel = line["path"]
+                folder = rel.rsplit("/", 1)[0]
+                if folder not in self.media_dirs:
+                    store.mkdir(store.join(self.path, *folder.split("/")))
+                    self.media_dirs.add(folder)
+                store.write_atomic(store.join(self.path, *rel.split("/")), line["data"])
+                del line["data"]
+            item.form = "written"
+        lines = [_json_line(i.payload) for i in self.media_pending
+                 if i.form == "written" and i.kind != "histogram"]
+        if lines:
+            if MEDIA_DIR not in self.media_dirs:
+                store.mkdir(store.join(self.path, MEDIA_DIR))
+                self.media_dirs.add(MEDIA_DIR)
+            index = store.join(self.path, MEDIA_DIR, MEDIA_INDEX)
+            if store.is_local:
+                store.append(index, b"".join(lines))
+            else:  # no append: rewrite the whole index from memory, one PUT
+                store.write_atomic(index, b"".join(self.media_index + lines))
+                self.media_index.extend(lines)
+        rows = [i.payload for i in self.media_pending if i.form == "row"]
+        self.media_done += sum(i.size for i in self.media_pending)
+        self.media_pending = []
+        if rows:
+            self.hist_pending.extend(rows)
+        if self.hist_pending:
+            table = _histogram_table(self.hist_pending)
+            start, end = self.hist_next_row, self.hist_next_row + len(table)
+            if HISTOGRAMS_DIR not in self.media_dirs:
+                store.mkdir(store.join(self.path, HISTOGRAMS_DIR))
+                self.media_dirs.add(HISTOGRAMS_DIR)
+            self._write_tables(None, [table], dest=store.join(self.path, HISTOGRAMS_DIR,
+                                                              _segment_name(start, end)))
+            self.hist_pending, self.hist_next_row = [], end
+            self.hist_segments.append([start, end, 0])
+            self._merge_hist_segments()
+
+    def _encode_media(self, item):
+        """The index line of an image/audio/video/text item, with its bytes under "data"."""
+        line = {"tag": item.tag, "kind": item.kind, "step": item.step,
+                "time": round(item.time, 6)}
+        if item.kind == "text":
+            line["text"] = item.payload
+            return line
+        if item.kind == "image":
+            data = item.payload if item.form == "bytes" else _encode_image(item.form,
+                                                                           item.payload)
+            ext, mime = _sniff_image(data[:12])
+            line["width"], line["height"] = _image_size(data, ext)
+        else:
+            data, ext = item.payload, item.ext
+            mime = (AUDIO_TYPES if item.kind == "audio" else VIDEO_TYPES)[ext]
+        self.media_seq += 1
+        line["path"] = (f"{MEDIA_DIR}/{_media_folder(item.tag)}/{item.step}-"
+                        f"{self.media_seq}.{ext}")
+        line["mime"], line["bytes"] = mime, len(data)
+        line["data"] = data
+        return line
+
+    def _merge_hist_segments(self):
+        """Histogram segments merge in tiers of SEGMENT_FAN_IN, like the metrics."""
+        segs, folder = self.hist_segments, self.store.join(self.path, HISTOGRAMS_DIR)
+        while len(segs) >= SEGMENT_FAN_IN and len({s[2] for s in segs[-SEGMENT_FAN_IN:]}) == 1:
+            group = segs[-SEGMENT_FAN_IN:]
+            start, end, tier = group[0][0], group[-1][1], group[0][2]
+            paths = [self.store.join(folder, _segment_name(s, e)) for s, e, _ in group]
+            self._write_tables(None, paths, dest=self.store.join(folder,
+                                                                 _segment_name(start, end)))
+            for path in paths:
+                self.store.delete(path)
+            del segs[-SEGMENT_FAN_IN:]
+            segs.append([start, end, tier + 1])
+
+    def _compact_histograms(self):
+        """histograms/ segments -> histograms.parquet on close (nothing when none)."""
+        folder = self.store.join(self.path, HISTOGRAMS_DIR)
+        names = self.store.listnames(folder) if HISTOGRAMS_DIR in self.media_dirs else []
+        paths = [self.store.join(folder, name) for _s, _e, name in _choose_segments(names)]
+        if paths:
+            self._write_tables(None, paths, dest=self.store.join(self.path, HISTOGRAMS_FILE))
+        for name in sorted(names):
+            self.store.delete(self.store.join(folder, name))
+        if names:
+            try:
+                self.store.delete_tree(folder)
+            except OSError:
+                pass
+        self.hist_segments = []
 
     def _segment_path(self, name):
         return self.store.join(self.path, SEGMENTS_DIR, name)
@@ -1380,6 +1856,8 @@ class _Writer(threading.Thread):
         meta["summary"] = {**self.summary, **self.scalars}
         if self.dropped_rows:
             meta["dropped_rows"] = self.dropped_rows
+        if self.dropped_media:
+            meta["dropped_media"] = self.dropped_media
         self.store.write_atomic(path, _yaml_dump(meta))
         self.meta_stamp = self.store.stat(path)
         self.meta_dirty = False
@@ -1395,6 +1873,7 @@ class _Writer(threading.Thread):
         """Flush everything, compact segments into metrics.parquet, write the final status."""
         self._flush()
         self._compact()
+        self._compact_histograms()
         self._write_final_meta(self.stop_status)
 
     def _finish_after_error(self):
@@ -1402,6 +1881,7 @@ class _Writer(threading.Thread):
         try:
             self._flush()
             self._compact()
+            self._compact_histograms()
         except Exception as exc:  # noqa: BLE001
             self._warn_once("close", f"expman: could not write the last rows of "
                                      f"{self.store.display(self.path)}: {exc}", always=True)
@@ -1730,6 +2210,140 @@ def _empty_metrics_table():
 _MAX_EXACT_INT = float(2 ** 53)
 
 
+# -- media conversion, on the writer thread -------------------------------------------------
+
+def _json_line(record):
+    return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
+
+
+def _media_folder(tag):
+    """The folder of a tag's files under media/ ('val/samples' -> 'val_samples')."""
+    try:
+        return _safe_name(tag, "tag")[:100]
+    except InvalidInputError:
+        return "tag"
+
+
+def _encode_image(form, payload):
+    """PNG bytes of a queued NumPy array or PIL image."""
+    if form == "pil":
+        image = payload
+        if image.mode not in ("1", "L", "LA", "RGB", "RGBA", "P", "I", "I;16"):
+            image = image.convert("RGBA" if "A" in image.mode else "RGB")
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    np_ = sys.modules["numpy"]  # the user passed an array, so NumPy is imported
+    arr = payload
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4):
+        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.dtype.kind == "f":
+        arr = np_.nan_to_num(arr.astype(np_.float64), nan=0.0, posinf=1.0, neginf=0.0)
+        arr = (np_.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np_.uint8)
+    elif arr.dtype.kind == "b":
+        arr = arr.astype(np_.uint8) * 255
+    elif arr.dtype != np_.uint8:
+        arr = np_.clip(arr, 0, 255).astype(np_.uint8)
+    height, width, channels = arr.shape
+    rows = np_.zeros((height, width * channels + 1), np_.uint8)
+    rows[:, 1:] = arr.reshape(height, width * channels)
+    return _png_encode(width, height, channels, rows.tobytes())
+
+
+def _histogram_row(item):
+    """(tag, step, time, edges, counts, min, max, sum, count) of a histogram item.
+
+    NumPy bins NumPy arrays and tensors; lists are binned in pure Python unless the script
+    imported NumPy already. Non-finite values are left out (and counted by no bin)."""
+    form, data, bins = item.form, item.payload, item.bins
+    if form == "edges":
+        edges, counts = data
+        return (item.tag, item.step, item.time, edges, counts, edges[0], edges[-1], None,
+                sum(counts))
+    np_ = sys.modules.get("numpy") if _loaded("numpy", "histogram") else None
+    if form == "tensor":
+        data = data.detach().float().cpu()
+        if np_ is not None:
+            try:
+                data, form = data.numpy(), "array"
+            except Exception:  # noqa: BLE001 - torch without NumPy support
+                data, form = data.tolist(), "values"
+        else:
+            data, form = data.reshape(-1).tolist(), "values"
+    if form == "values" and np_ is not None:
+        try:
+            data, form = np_.asarray(data, dtype=np_.float64), "array"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"values are not numbers ({exc})") from None
+    if form == "array":
+        arr = data.astype(np_.float64, copy=False).reshape(-1)
+        arr = arr[np_.isfinite(arr)]
+        if not arr.size:
+            raise ValueError("no finite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts, edges = np_.histogram(arr, bins=bins, range=(lo, hi))
+        return (item.tag, item.step, item.time, edges.tolist(),
+                [float(c) for c in counts.tolist()], float(arr.min()), float(arr.max()),
+                float(arr.sum()), int(arr.size))
+    try:
+        values = [float(v) for v in data]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"values are not numbers ({exc})") from None
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        raise ValueError("no finite values")
+    vmin, vmax = min(values), max(values)
+    lo, hi = (vmin - 0.5, vmax + 0.5) if vmin == vmax else (vmin, vmax)
+    counts = [0] * bins
+    scale, last = bins / (hi - lo), bins - 1
+    for v in values:
+        i = int((v - lo) * scale)
+        counts[i if i < last else last] += 1
+    edges = [lo + (hi - lo) * k / bins for k in range(bins + 1)]
+    return (item.tag, item.step, item.time, edges, [float(c) for c in counts], vmin, vmax,
+            math.fsum(values), len(values))
+
+
+_HISTOGRAM_NAMES = ("tag", "step", "timestamp", "edges", "counts", "min", "max", "sum", "count")
+
+
+def _histogram_table(rows):
+    """An Arrow table of histogram rows, built from buffers (no pa.array(list): see above)."""
+    def f64_list(lists):
+        offsets, flat = array.array("i", [0]), array.array("d")
+        for values in lists:
+            flat.extend(values)
+            offsets.append(len(flat))
+        return pa.ListArray.from_arrays(_buffer_array(pa.int32(), offsets), _f64_array(flat))
+
+    def f64(values):
+        return _f64_array(array.array("d", [0.0 if v is None else v for v in values]),
+                          [v is not None for v in values])
+
+    micros = array.array("q", [round(r[2] * 1e6) for r in rows])
+    cols = list(zip(*rows))
+    return pa.Table.from_arrays([
+        _str_array(cols[0]), _buffer_array(pa.int64(), array.array("q", cols[1])),
+        _buffer_array(pa.int64(), micros).cast(pa.timestamp("us", tz="UTC")),
+        f64_list(cols[3]), f64_list(cols[4]), f64(cols[5]), f64(cols[6]), f64(cols[7]),
+        _buffer_array(pa.int64(), array.array("q", [int(c) for c in cols[8]]))],
+        names=list(_HISTOGRAM_NAMES))
+
+
+def _str_array(texts):
+    data = [t.encode("utf-8", "replace") for t in texts]
+    offsets, total = array.array("i", [0]), 0
+    for chunk in data:
+        total += len(chunk)
+        offsets.append(total)
+    return pa.Array.from_buffers(pa.string(), len(data),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
 # 8 Public logging API #######################################################################
 
 _OPEN_RUNS = set()          # experiments not closed yet: closed (and flushed) at exit
@@ -1975,6 +2589,129 @@ class Experiment:
                               f"{self._store.display(dest)}: {exc.strerror or exc}") from None
         self.info(f"saved artifact {rel}")
         return pathlib.Path(dest) if self._store.is_local else self._store.display(dest)
+
+    # -- media: checked here, converted and written by the writer thread -----------------
+    # step=None means the step of the last row logged with log_metrics before the call (0
+    # before any row), resolved by the writer in logging order: auto-incremented steps too.
+    def log_image(self, tag, image, step=None):
+        """Log an image; returns at once, the writer thread encodes and stores it.
+
+        >>> exp.log_image("samples", "grid.png", step=100)          # a PNG/JPEG/GIF/WebP file
+        >>> exp.log_image("samples", batch[0].numpy(), step=100)    # HWC, CHW or HW array
+
+        ``image``: PNG/JPEG/GIF/WebP bytes, a path (read now, so it may be overwritten right
+        after), a PIL image, a matplotlib figure (rendered to PNG now, on this thread:
+        matplotlib is not thread-safe) or a NumPy array (HW, HWC or CHW with 1/3/4 channels;
+        uint8, or floats in 0..1, clipped, NaN as 0), copied now and PNG-encoded later.
+        Bad input raises InvalidInputError.
+        """
+        if self._closed:
+            return self._after_close("log_image")
+        where = "log_image"
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        form, payload, size = _image_payload(image, where)
+        if form == "bytes" and size > MAX_MEDIA_BYTES:
+            raise InvalidInputError(f"{where}: image is larger than {MAX_MEDIA_BYTES >> 20} MB")
+        return self._queue_media(_MediaItem("image", tag, step, self._clock(), form, payload,
+                                            size=size))
+
+    def log_figure(self, tag, fig, step=None):
+        """Log a matplotlib figure as a PNG, rendered now (matplotlib is not thread-safe).
+
+        >>> fig, ax = plt.subplots(); ax.plot(losses); exp.log_figure("loss_curve", fig)
+        """
+        if self._closed:
+            return self._after_close("log_figure")
+        where = "log_figure"
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        if not callable(getattr(fig, "savefig", None)):
+            raise InvalidInputError(f"{where}: fig must be a matplotlib figure, got "
+                                    f"{type(fig).__name__}")
+        data = _figure_png(fig)
+        return self._queue_media(_MediaItem("image", tag, step, self._clock(), "bytes", data,
+                                            size=len(data)))
+
+    def log_histogram(self, tag, values=None, step=None, bins=64, edges=None, counts=None):
+        """Log the distribution of values (binned on the writer thread), or a histogram you
+        computed (``edges`` has one more value than ``counts``).
+
+        >>> exp.log_histogram("weights/fc1", model.fc1.weight, step=epoch)
+        >>> exp.log_histogram("lengths", edges=[0, 10, 20, 50], counts=[4, 9, 2])
+
+        ``values``: a list, tuple, NumPy array (copied now) or tensor (cloned now, on its
+        device, without waiting for it). NaN and inf are left out of the bins.
+        """
+        if self._closed:
+            return self._after_close("log_histogram")
+        where = "log_histogram"
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        form, payload = _histogram_payload(values, bins, edges, counts, where)
+        if form == "array":
+            size = payload.nbytes
+        elif form == "tensor":
+            size = payload.numel() * payload.element_size()
+        else:
+            size = 8 * len(payload if form == "values" else payload[0])
+        return self._queue_media(_MediaItem("histogram", tag, step, self._clock(), form,
+                                            payload, bins=bins, size=size))
+
+    def log_audio(self, tag, data, step=None, ext="wav"):
+        """Log an audio clip: bytes in format ``ext`` (wav, mp3, ogg, flac) or a path.
+
+        >>> exp.log_audio("tts/sample", wav_bytes, step=step)
+        """
+        return self._log_blob("audio", tag, data, step, ext, AUDIO_TYPES)
+
+    def log_video(self, tag, data, step=None, ext="mp4"):
+        """Log a video: bytes in format ``ext`` (mp4, webm, gif) or a path.
+
+        >>> exp.log_video("rollout", "episode_12.mp4", step=12)
+        """
+        return self._log_blob("video", tag, data, step, ext, VIDEO_TYPES)
+
+    def _log_blob(self, kind, tag, data, step, ext, kinds):
+        where = f"log_{kind}"
+        if self._closed:
+            return self._after_close(where)
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        data, ext = _blob_payload(data, ext, kinds, where)
+        return self._queue_media(_MediaItem(kind, tag, step, self._clock(), "bytes", data,
+                                            ext=ext, size=len(data)))
+
+    def log_text(self, tag, text, step=None):
+        """Log a text sample (a generation, a prediction), shown per step as plain text.
+
+        >>> exp.log_text("val/generation", model.generate(prompt), step=step)
+        """
+        if self._closed:
+            return self._after_close("log_text")
+        where = "log_text"
+        tag, step = _check_media_tag(tag, where), _check_media_step(step, where)
+        if not isinstance(text, str):
+            raise InvalidInputError(f"{where}: text must be a string, got "
+                                    f"{type(text).__name__}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidInputError(f"{where}: text of {len(text)} characters is longer than "
+                                    f"{MAX_TEXT_CHARS}")
+        return self._queue_media(_MediaItem("text", tag, step, self._clock(), "text", text,
+                                            size=len(text)))
+
+    def _queue_media(self, item):
+        writer = self._writer
+        if writer.media_queued - writer.media_done + item.size > MAX_PENDING_MEDIA_BYTES:
+            # the writer is far behind (or the disk refuses writes): drop rather than wait
+            if "media-backlog" not in writer.warned:
+                writer.warned.add("media-backlog")
+                _warn(f"expman: more than {MAX_PENDING_MEDIA_BYTES >> 20} MB of media wait for "
+                      f"the writer; {item.kind} {_short_repr(item.tag, 80)} at step "
+                      f"{item.step} and further media are dropped until it catches up")
+            writer.dropped_media += 1
+            return None
+        writer.media_queued += item.size
+        # the ticket first: a drain that pops the item then always looks for it
+        writer.media_tickets.append(None)
+        self._rows.append(item)
+        return None
 
     def set_description(self, description):
         """Replace the run's description (also editable from the dashboard)."""
@@ -2347,6 +3084,36 @@ def warn(message):
 def save_artifact(path, name=None):
     """Copy a file into the current run's artifacts/. >>> expman.save_artifact("plot.png")"""
     return _current().save_artifact(path, name)
+
+
+def log_image(tag, image, step=None):
+    """Log an image to the current run. >>> expman.log_image("samples", "grid.png", step=5)"""
+    return _current().log_image(tag, image, step)
+
+
+def log_figure(tag, fig, step=None):
+    """Log a matplotlib figure to the current run. >>> expman.log_figure("curve", fig)"""
+    return _current().log_figure(tag, fig, step)
+
+
+def log_histogram(tag, values=None, step=None, bins=64, edges=None, counts=None):
+    """Log a histogram to the current run. >>> expman.log_histogram("w", weights, step=3)"""
+    return _current().log_histogram(tag, values, step, bins, edges, counts)
+
+
+def log_audio(tag, data, step=None, ext="wav"):
+    """Log audio to the current run. >>> expman.log_audio("speech", wav_bytes, step=3)"""
+    return _current().log_audio(tag, data, step, ext)
+
+
+def log_video(tag, data, step=None, ext="mp4"):
+    """Log a video to the current run. >>> expman.log_video("rollout", "ep.mp4", step=3)"""
+    return _current().log_video(tag, data, step, ext)
+
+
+def log_text(tag, text, step=None):
+    """Log a text sample to the current run. >>> expman.log_text("gen", "Once...", step=3)"""
+    return _current().log_text(tag, text, step)
 
 
 def flush(timeout=30.0):
@@ -2790,6 +3557,173 @@ def list_artifacts(run_dir):
             for rel, size, mtime in sorted(files)]
 
 
+# -- media and histograms ----------------------------------------------------------------------
+
+MEDIA_KINDS = ("image", "audio", "video", "text")
+_MEDIA_TYPES = {**IMAGE_TYPES, **AUDIO_TYPES, **VIDEO_TYPES}
+
+
+def _read_media_index(store, path, since=0):
+    """(items, next offset, bad lines, torn tail) of media/index.jsonl from byte offset since.
+
+    Only whole lines count: a torn last line (a writer killed mid-append, or one appending
+    now) is left for the next read and next stays before it."""
+    index = store.join(path, MEDIA_DIR, MEDIA_INDEX)
+    st = store.stat(index)
+    if st is None or st[0] <= since:
+        return [], since, 0, False
+    data = store.read_range(index, since, st[0] - since)
+    end = data.rfind(b"\n") + 1
+    items, bad = [], 0
+    for line in data[:end].split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if (not isinstance(item, dict) or not isinstance(item.get("tag"), str)
+                or item.get("kind") not in MEDIA_KINDS or type(item.get("step")) is not int):
+            bad += 1
+            continue
+        items.append(item)
+    return items, since + end, bad, end < len(data)
+
+
+def read_media(run_dir, tag=None, kind=None):
+    """The run's logged images, audio, video and text, in logging order.
+
+    >>> items = expman.read_media("experiments/gan/run1", tag="samples", kind="image")
+    >>> items[-1]   # {"tag", "kind", "step", "time", "path", "mime", "bytes", "width", ...}
+    >>> png = expman.read_media_bytes("experiments/gan/run1", items[-1])
+
+    Each item is a dict: ``tag``, ``kind`` (image/audio/video/text), ``step``, ``time`` (POSIX
+    seconds); files have ``path`` (relative to the run), ``mime`` and ``bytes``, images also
+    ``width`` and ``height``; text items carry their ``text``. Unreadable index lines are
+    skipped with a warning; the rest is returned.
+    """
+    if kind is not None and kind not in MEDIA_KINDS:
+        raise InvalidInputError(f"kind must be one of {', '.join(MEDIA_KINDS)}, got {kind!r}")
+    store, path = _resolve_run(run_dir)
+    items, _next, bad, torn = _read_media_index(store, path)
+    where = store.display(store.join(path, MEDIA_DIR, MEDIA_INDEX))
+    if bad:
+        _warn(f"expman: skipped {bad} unreadable line(s) of {where}")
+    if torn:
+        _warn(f"expman: the last line of {where} is incomplete (the writer stopped mid-write); "
+              f"skipped")
+    return [i for i in items if (tag is None or i["tag"] == tag)
+            and (kind is None or i["kind"] == kind)]
+
+
+def read_media_bytes(run_dir, item):
+    """The bytes of one item from read_media (or its ``path``); text items give UTF-8 text.
+
+    >>> data = expman.read_media_bytes(run_dir, expman.read_media(run_dir, kind="audio")[0])
+    """
+    if isinstance(item, dict) and item.get("kind") == "text" and "text" in item:
+        return str(item["text"]).encode("utf-8")
+    rel = item.get("path") if isinstance(item, dict) else item
+    if not isinstance(rel, str):
+        raise InvalidInputError("item must be a dict from read_media or its 'path'")
+    store, path = _resolve_run(run_dir)
+    full = _media_path(store, path, rel)
+    try:
+        return store.read_bytes(full)
+    except FileNotFoundError:
+        raise InvalidInputError(f"no such media file in the run: {rel}") from None
+
+
+def _media_path(store, run_path, rel):
+    """The full path of a media file; InvalidInputError for anything outside the run's media/
+    or of a type the server may not send (the extension must be in the allowlist)."""
+    if (not isinstance(rel, str) or "\0" in rel or "\\" in rel
+            or not rel.startswith(MEDIA_DIR + "/")):
+        raise InvalidInputError(f"bad media path: {rel!r}")
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidInputError(f"media path must stay inside the run: {rel!r}")
+    if os.path.splitext(rel)[1].lower().lstrip(".") not in _MEDIA_TYPES:
+        raise InvalidInputError(f"not a media file: {rel!r}")
+    full = store.join(run_path, *parts)
+    if store.is_local:
+        real_base = os.path.realpath(store.join(run_path, MEDIA_DIR))
+        if not os.path.realpath(full).startswith(real_base + os.sep):
+            raise InvalidInputError(f"media path leaves the run: {rel!r}")
+    return full
+
+
+def _histogram_schema():
+    f64 = pa.float64()
+    return pa.schema([("tag", pa.string()), ("step", pa.int64()),
+                      ("timestamp", pa.timestamp("us", tz="UTC")), ("edges", pa.list_(f64)),
+                      ("counts", pa.list_(f64)), ("min", f64), ("max", f64), ("sum", f64),
+                      ("count", pa.int64())])
+
+
+def _histogram_files(store, path):
+    final = store.join(path, HISTOGRAMS_FILE)
+    if store.stat(final) is not None:
+        return [final]
+    folder = store.join(path, HISTOGRAMS_DIR)
+    return [store.join(folder, name) for _s, _e, name in _choose_segments(
+        store.listnames(folder))]
+
+
+def _load_histograms(store, path, tag=None, columns=None):
+    for _attempt in range(3):  # a compaction may delete segments as we read them
+        tables, vanished = [], False
+        for file in _histogram_files(store, path):
+            try:
+                tables.append(store.parquet_file(file).read(columns=columns))
+            except FileNotFoundError:
+                vanished = True
+                break
+            except Exception as exc:  # noqa: BLE001 - a torn file: keep the others
+                _warn(f"expman: skipped unreadable histogram file {store.display(file)}: {exc}")
+        if not vanished:
+            break
+    schema = _histogram_schema()
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    tables = [t for t in tables if t.schema.names == schema.names]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if tag is not None:
+        table = table.filter(pc.equal(table.column("tag"), tag))
+    return table
+
+
+def read_histograms(run_dir, tag=None):
+    """Every histogram the run logged, as a pyarrow.Table (live runs included).
+
+    >>> t = expman.read_histograms("experiments/resnet/run1", tag="weights/fc1")
+    >>> t.column_names  # tag, step, timestamp, edges, counts, min, max, sum, count
+
+    ``edges`` holds len(counts) + 1 bin edges per row; ``sum`` is null for histograms logged
+    as edges/counts.
+    """
+    store, path = _resolve_run(run_dir)
+    return _load_histograms(store, path, tag)
+
+
+def _media_summary(store, path):
+    """{"media": {tag: {"kind", "count", "last_step"}}, "histograms": {tag: {...}}}."""
+    media = {}
+    for item in _read_media_index(store, path)[0]:
+        entry = media.setdefault(item["tag"], {"kind": item["kind"], "count": 0,
+                                               "last_step": item["step"]})
+        entry["count"] += 1
+        entry["last_step"] = item["step"]
+    hists = {}
+    table = _load_histograms(store, path, columns=["tag", "step"])
+    for tag, step in zip(table.column("tag").to_pylist(), table.column("step").to_pylist()):
+        entry = hists.setdefault(tag, {"count": 0, "last_step": step})
+        entry["count"] += 1
+        entry["last_step"] = step
+    return {"media": media, "histograms": hists}
+
+
 def load_experiment(root=None, experiment=None, keys=None):
     """Every metric row of every run of an experiment as one table, with ``experiment`` and
     ``run`` columns first. >>> expman.load_experiment("experiments", "resnet").to_pandas()"""
@@ -2882,6 +3816,7 @@ REMOTE_SWEEP_RUNS = 16        # of which idle runs re-checked in turn (edits mad
 REMOTE_POLL_SECS = 1.0        # how often a live run is checked for new rows (writers flush ~1/s)
 REMOTE_TAIL_BUDGET = 30.0     # requests a second all streams of a server spend on live runs
 REMOTE_CLOSED_POLL_SECS = 30.0  # a closed run (metrics.parquet written) changes no more
+REMOTE_MEDIA_POLL_SECS = 5.0  # how often a live run's media index is checked on object stores
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
         "img-src 'self' data: blob:; media-src 'self'; connect-src 'self'; "
@@ -2902,6 +3837,7 @@ class _RunCache:
         self.store = store
         self.lock = threading.Lock()
         self.entries = {}  # path -> (checked_at, rows, log_size, closed)
+        self.media_entries = {}  # path -> (checked_at, media index size, histograms stamp)
         self.live_ttl = SSE_POLL_SECS * 0.8 if store.is_local else REMOTE_POLL_SECS
         self.counted_at = 0.0
 
@@ -2936,6 +3872,28 @@ class _RunCache:
         with self.lock:
             self.entries[path] = (now, rows, log[0] if log else 0, closed)
         return rows, (log[0] if log else 0)
+
+    def media_state(self, path):
+        """(size of media/index.jsonl, names in histograms/ + whether histograms.parquet
+        exists). Two requests per refresh on an object store, so there a live run's media
+        is checked every REMOTE_MEDIA_POLL_SECS (media is logged far less often than rows)."""
+        now = time.monotonic()
+        with self.lock:
+            entry = self.media_entries.get(path)
+            run = self.entries.get(path)
+            closed = bool(run and run[3])
+            ttl = self._ttl((0, 0, 0, closed), now)
+            if not self.store.is_local:
+                ttl = max(ttl, REMOTE_MEDIA_POLL_SECS)
+            if entry and now - entry[0] < ttl:
+                return entry[1], entry[2]
+        index = self.store.stat(self.store.join(path, MEDIA_DIR, MEDIA_INDEX))
+        names = self.store.listnames(self.store.join(path, HISTOGRAMS_DIR))
+        stamp = (tuple(sorted(names)), not names and self.store.stat(
+            self.store.join(path, HISTOGRAMS_FILE)) is not None)
+        with self.lock:
+            self.media_entries[path] = (now, index[0] if index else 0, stamp)
+        return (index[0] if index else 0), stamp
 
 
 class _RunEntry:
@@ -3458,6 +4416,82 @@ def make_app(root=None, live=True, token=None):
             headers["Content-Disposition"] = _attachment(os.path.basename(rel))
         return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
 
+    @app.get("/api/experiments/<exp>/runs/<run>/media")
+    def _api_media(exp, run):
+        path = run_path(exp, run)
+        q = bottle.request.query
+        try:
+            since = int(q.get("since") or 0)
+        except ValueError:
+            fail(400, "since must be a byte offset")
+        kind, tag = q.get("kind") or None, q.getunicode("tag") or None
+        if since < 0:
+            fail(400, "since must not be negative")
+        if kind is not None and kind not in MEDIA_KINDS:
+            fail(400, f"kind must be one of {', '.join(MEDIA_KINDS)}")
+        if _links_out(store, store.join(path, MEDIA_DIR)):
+            fail(403, f"{MEDIA_DIR} of {exp}/{run} is a link out of the run; not served")
+        items, nxt, bad, _torn = _read_media_index(store, path, since)
+        base = (f"/api/experiments/{bottle.urlquote(exp)}/runs/{bottle.urlquote(run)}"
+                f"/media/raw?path=")
+        out = []
+        for item in items:
+            if (tag is None or item["tag"] == tag) and (kind is None or item["kind"] == kind):
+                if isinstance(item.get("path"), str):
+                    item["url"] = base + bottle.urlquote(item["path"])
+                out.append(item)
+        return {"run": f"{exp}/{run}", "items": out, "next": nxt, "skipped": bad}
+
+    @app.get("/api/experiments/<exp>/runs/<run>/media/raw")
+    def _api_media_raw(exp, run):
+        path = run_path(exp, run)
+        rel = bottle.request.query.getunicode("path") or ""
+        if _links_out(store, store.join(path, MEDIA_DIR)):
+            fail(403, f"{MEDIA_DIR} of {exp}/{run} is a link out of the run; not served")
+        try:
+            full = _media_path(store, path, rel)
+        except InvalidInputError as exc:
+            fail(403 if ".." in rel or "leaves" in str(exc) else 400, str(exc))
+        try:
+            st = store.stat(full)
+        except OSError as exc:
+            fail(400, f"bad media path: {exc.strerror or exc}")
+        if st is None or store.isdir(full):
+            fail(404, f"no such media file: {rel}")
+        # the type comes from the allowlist, never from the file: no HTML or SVG, ever
+        mime = _MEDIA_TYPES[os.path.splitext(rel)[1].lower().lstrip(".")]
+        size = st[0]
+        headers = {"Content-Type": mime, "Content-Length": str(size), "Accept-Ranges": "bytes",
+                   "Cache-Control": "private, max-age=86400"}  # media files never change
+        wanted = bottle.request.environ.get("HTTP_RANGE")
+        if wanted:  # <video> and <audio> seek with range requests
+            ranges = list(bottle.parse_range_header(wanted, size))
+            if not ranges:
+                raise bottle.HTTPResponse(status=416, headers={
+                    "Content-Range": f"bytes */{size}", "Content-Type": "text/plain"})
+            start, end = ranges[0]
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            headers["Content-Length"] = str(end - start)
+            return bottle.HTTPResponse(store.read_range(full, start, end - start), status=206,
+                                       **{"headers": headers})
+        return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
+
+    @app.get("/api/experiments/<exp>/runs/<run>/histograms")
+    def _api_histograms(exp, run):
+        path = run_path(exp, run)
+        q = bottle.request.query
+        try:
+            max_steps = int(q.get("max_steps") or 60)
+        except ValueError:
+            fail(400, "max_steps must be an integer")
+        if not 1 <= max_steps <= 1000:
+            fail(400, "max_steps must be between 1 and 1000")
+        tag = q.getunicode("tag") or None
+        if _links_out(store, store.join(path, HISTOGRAMS_FILE)):
+            fail(403, f"{HISTOGRAMS_FILE} of {exp}/{run} is a link out of the run; not served")
+        table = _load_histograms(store, path, tag)
+        return {"run": f"{exp}/{run}", **_histograms_json(table, max_steps)}
+
     @app.get("/api/stream")
     def _api_stream():
         req = bottle.request
@@ -3475,7 +4509,7 @@ def make_app(root=None, live=True, token=None):
                 cursor = int(since) if since else None
             except (bottle.HTTPResponse, ValueError):
                 fail(400, f"bad run in runs=: {item}")
-            wanted.append([f"{exp}/{run}", path, cursor, None])
+            wanted.append([f"{exp}/{run}", path, cursor, None, None, None])
         if len(wanted) > 500:
             fail(400, "at most 500 runs per stream")
         resp = bottle.response
@@ -3499,6 +4533,7 @@ def _stream(hub, store, wanted, disconnected):
             rows, log_size = hub.cache.state(entry[1])
             entry[2] = rows if entry[2] is None else entry[2]
             entry[3] = log_size
+            entry[4], entry[5] = hub.cache.media_state(entry[1])
         last_ping = time.monotonic()
         while not hub.closed.is_set() and not disconnected():
             while sub.queue:
@@ -3516,7 +4551,7 @@ def _stream(hub, store, wanted, disconnected):
 
 
 def _tail_run(hub, store, entry):
-    name, path, cursor, log_offset = entry
+    name, path, cursor, log_offset = entry[:4]
     rows, log_size = hub.cache.state(path)
     location = path if store.is_local else store.display(path)
     if rows > cursor:
@@ -3536,6 +4571,37 @@ def _tail_run(hub, store, entry):
         entry[3] = nxt
         if text:
             yield _sse("log", {"run": name, "text": text, "next": nxt})
+    # media and histograms: a notice only; the page fetches what is new from its own offset
+    media_size, hist_stamp = hub.cache.media_state(path)
+    if media_size != entry[4]:
+        entry[4] = media_size
+        yield _sse("media", {"run": name, "size": media_size})
+    if hist_stamp != entry[5]:
+        entry[5] = hist_stamp
+        yield _sse("histograms", {"run": name})
+
+
+def _histograms_json(table, max_steps):
+    """{"tags": [...], "histograms": {tag: {"step", "edges", "counts", "min", "max"}},
+    "downsampled"}: each tag keeps at most max_steps rows, evenly spread, the last included."""
+    rows_of = {}
+    for i, tag in enumerate(table.column("tag").to_pylist()):
+        rows_of.setdefault(tag, []).append(i)
+    out, downsampled = {}, False
+    steps = table.column("step").to_pylist()
+    for tag, rows in rows_of.items():
+        rows.sort(key=lambda i: steps[i])
+        if len(rows) > max_steps:
+            downsampled = True
+            picks = sorted({round(k * (len(rows) - 1) / max(max_steps - 1, 1))
+                            for k in range(max_steps)})
+            rows = [rows[k] for k in picks]
+        part = table.take(_buffer_array(pa.int64(), array.array("q", rows)))
+        out[tag] = {"step": part.column("step").to_pylist(),
+                    "edges": part.column("edges").to_pylist(),
+                    "counts": part.column("counts").to_pylist(),
+                    "min": part.column("min").to_pylist(), "max": part.column("max").to_pylist()}
+    return {"tags": sorted(out), "histograms": out, "downsampled": downsampled}
 
 
 def _consteq(a, b):
@@ -4117,9 +5183,10 @@ def _cmd_inspect(args):
     artifacts = list_artifacts(args.run_dir)
     log_lines = _log_tail(args.run_dir, args.log_lines)
     scalars = {k: v for k, v in run["summary"].items() if k not in stats}
+    media = _media_summary(*_resolve_run(args.run_dir))
     if args.json:
         _print_json({**run, "metrics": stats, "scalars": scalars, "artifacts": artifacts,
-                     "log_tail": log_lines})
+                     "log_tail": log_lines, **media})
         return _EXIT_OK
     color = _use_color()
     status = _status_cell(run["status"], color).styled
@@ -4182,6 +5249,7 @@ def _cmd_inspect(args):
                              for a in artifacts], right={1}, indent="  "))
     else:
         print("artifacts: none")
+    _print_media_summary(media)
     if args.log_lines > 0:
         print()
         if log_lines:
@@ -4191,6 +5259,28 @@ def _cmd_inspect(args):
         else:
             print("log: empty")
     return _EXIT_OK
+
+
+def _print_media_summary(media):
+    """The media and histogram tags of `expman inspect` (nothing when the run logged none)."""
+    def plural(n, word):
+        return f"{n} {word}{'' if n == 1 else 's'}"
+    if media["media"]:
+        items = sum(m["count"] for m in media["media"].values())
+        print()
+        print(f"media ({plural(len(media['media']), 'tag')}, {plural(items, 'item')})")
+        _print_lines(_table(["TAG", "KIND", "COUNT", "LAST STEP"],
+                            [[tag, m["kind"], str(m["count"]), str(m["last_step"])]
+                             for tag, m in media["media"].items()], right={2, 3}, indent="  "))
+    if media["histograms"]:
+        rows = sum(m["count"] for m in media["histograms"].values())
+        print()
+        print(f"histograms ({plural(len(media['histograms']), 'tag')}, "
+              f"{plural(rows, 'histogram')})")
+        _print_lines(_table(["TAG", "COUNT", "LAST STEP"],
+                            [[tag, str(m["count"]), str(m["last_step"])]
+                             for tag, m in media["histograms"].items()], right={1, 2},
+                            indent="  "))
 
 
 # -- compare ---------------------------------------------------------------------------------
@@ -4716,21 +5806,6 @@ def _main(argv):
 
 # -- demo data: `expman demo` writes these experiments and serves them ------------------------
 
-def _png_bytes(width, height, pixel):
-    """A PNG of width x height from pixel(x, y) -> (r, g, b), encoded with zlib alone."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data +
-                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    raw = b"".join(b"\0" + bytes(c for x in range(width) for c in pixel(x, y))
-                   for y in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
-                                                             0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-
-
 def _demo_curve(rng, step, steps, lr, noise=0.04):
     progress = 1 - math.exp(-step * lr * 40 / steps)
     loss = 2.3 * (1 - progress) + 0.08 + rng.gauss(0, noise) * (1 - 0.7 * progress)
@@ -4756,6 +5831,49 @@ def _backdate(exp, started, finished):
     meta.update(started_at=_iso(started), finished_at=_iso(finished),
                 heartbeat_at=_iso(finished), duration_secs=round(finished - started, 3))
     _LOCAL_STORE.write_atomic(path, _yaml_dump(meta))
+
+
+def _demo_sample_grid(rng, progress, cells=4, cell=12):
+    """A PNG of cells x cells generated "samples": noise that sharpens into rings as the model
+    trains (progress 0..1)."""
+    seeds = [(rng.random(), rng.random(), rng.random()) for _ in range(cells * cells)]
+    size = cells * cell
+
+    def pixel(x, y):
+        r, g, b = seeds[(y // cell) * cells + x // cell]
+        cx, cy = x % cell - cell / 2 + 0.5, y % cell - cell / 2 + 0.5
+        ring = 0.5 + 0.5 * math.cos(math.hypot(cx, cy) * (1.2 + 2 * r))
+        noise = ((x * 7919 + y * 104729 + int(r * 1000)) % 97) / 97
+        v = progress * ring + (1 - progress) * noise
+        return int(255 * v * (0.4 + 0.6 * r)), int(255 * v * (0.4 + 0.6 * g)), \
+            int(255 * v * (0.4 + 0.6 * b))
+    return _png_bytes(size, size, pixel)
+
+
+_DEMO_WORDS = ("the", "model", "a", "cat", "sat", "on", "mat", "learns", "to", "predict", "next",
+               "token", "slowly", "and", "then", "quickly", "image", "of", "dog", "red", "car")
+
+
+def _demo_media(exp, rng, step, steps, acc):
+    """Sample images, weight histograms and text generations, now and then, for the demo."""
+    import random
+    rng = random.Random(step * 7 + int(acc * 1000))  # not the run's rng: curves stay the same
+    progress = step / max(1, steps - 1)
+    if step % 100 == 0:
+        spread = 1.0 - 0.6 * progress
+        exp.log_histogram("weights/fc1", [rng.gauss(0.3 * progress, spread)
+                                          for _ in range(1500)], step=step, bins=32)
+        exp.log_histogram("grads/fc1", [rng.gauss(0, 0.5 / (1 + 10 * progress)) *
+                                        rng.choice((1, 1, 1, 4)) for _ in range(1500)],
+                          step=step, bins=32)
+    if step % 250 == 0 or step == steps - 1:
+        exp.log_image("samples", _demo_sample_grid(random.Random(step), min(1.0, acc)),
+                      step=step)
+    if step % 400 == 0 or step == steps - 1:
+        n = 6 + int(10 * progress)
+        words = [rng.choice(_DEMO_WORDS) for _ in range(n)]
+        exp.log_text("val/generation", f"step {step}: " + " ".join(words) +
+                     f"\n(accuracy {acc:.3f})", step=step)
 
 
 def _demo_data(root, live_secs=60.0, steps=2000):
@@ -4794,6 +5912,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
                 exp.log_metrics(row, step=step)
                 if step % 500 == 0:
                     exp.info(f"step {step}: loss {loss:.4f} acc {acc:.3f}")
+                _demo_media(exp, rng, step, steps, acc)
             exp.log_scalar("best/val_acc", best)
             preds = os.path.join(tmp, "predictions.csv")
             with open(preds, "w") as fh:
@@ -4858,6 +5977,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
             live.log_metrics(row, step=step)
             if step % 100 == 0:
                 live.info(f"step {step}: loss {loss:.4f}")
+            _demo_media(live, rng, step, steps, acc)
             step += 1
             time.sleep(0.05)
         live.close()
@@ -5145,6 +6265,28 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 .tip-name { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--fg-2); }
 .tip-row b { font-weight: 600; }
 .tip-row small { color: var(--muted); min-width: 48px; text-align: right; }
+/* media and histograms */
+#media, #hists { padding: 4px 12px 12px; }
+.media-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 12px; padding: 4px 0 14px; }
+.media-card { border: 1px solid var(--border); border-radius: 8px; background: var(--panel); padding: 8px 10px 10px; min-width: 0; }
+.media-card.wide { grid-column: 1 / -1; }
+.media-head { display: flex; align-items: center; gap: 8px; min-height: 24px; }
+.media-head .chart-title { flex: 1; }
+.media-kind { font-size: 11px; color: var(--muted); text-transform: uppercase; letter-spacing: .05em; }
+.media-steps { display: flex; align-items: center; gap: 8px; margin: 4px 0 8px; font-size: 12px; color: var(--muted); }
+.media-steps input[type=range] { flex: 1; min-width: 60px; }
+.media-steps output { min-width: 72px; text-align: right; font-variant-numeric: tabular-nums; }
+.media-runs { display: flex; gap: 10px; overflow-x: auto; }
+.media-run { flex: 1 1 0; min-width: 120px; display: flex; flex-direction: column; gap: 4px; }
+.media-run-label { display: flex; align-items: center; gap: 6px; font-size: 11.5px; color: var(--muted); overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
+.media-run-label i { width: 10px; height: 3px; border-radius: 2px; flex: none; }
+.media-run img { width: 100%; max-width: 320px; height: auto; max-height: 320px; object-fit: contain; image-rendering: pixelated; background: var(--bg-soft); border-radius: 4px; align-self: flex-start; }
+.media-run audio, .media-run video { width: 100%; max-height: 260px; }
+.media-run pre { margin: 0; padding: 8px; background: var(--bg-soft); border-radius: 6px; white-space: pre-wrap; word-break: break-word; max-height: 260px; overflow: auto; font-size: 12px; }
+.media-none { font-size: 12px; color: var(--faint, var(--muted)); padding: 6px 0; }
+.hist-wrap { position: relative; height: 200px; }
+.hist-wrap canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; display: block; }
+.hist-tip { font-size: 11.5px; color: var(--muted); min-height: 17px; font-variant-numeric: tabular-nums; }
 .empty-state { padding: 36px 20px; text-align: center; color: var(--muted); }
 .empty-state strong { display: block; color: var(--fg); font-size: 14px; margin-bottom: 4px; }
 
@@ -5314,6 +6456,14 @@ with expman.Experiment("my-experiment") as exp:
       <div id="legend" data-testid="legend"></div>
       <div id="charts" data-testid="charts"></div>
       <div id="charts-empty" class="empty-state" hidden></div>
+    </section>
+    <section id="media-panel" class="panel" data-testid="media-panel" hidden>
+      <div class="panel-head"><div class="title"><h2>Media</h2></div><span id="media-count" class="muted"></span></div>
+      <div id="media" data-testid="media"></div>
+    </section>
+    <section id="hist-panel" class="panel" data-testid="hist-panel" hidden>
+      <div class="panel-head"><div class="title"><h2>Histograms</h2></div><span class="muted">value distribution per step: darker is more</span></div>
+      <div id="hists" data-testid="hists"></div>
     </section>
   </main>
 </div>
@@ -6068,6 +7218,7 @@ function renderExperiments() {
 }
 function showWelcome() {
   $('#empty').hidden = false; $('#runs-panel').hidden = true; $('#charts-panel').hidden = true;
+  $('#media-panel').hidden = true; $('#hist-panel').hidden = true;
   $('#crumb-exp').textContent = '';
   if (S.health && S.health.root) $('#empty-root').textContent = S.health.root;
 }
@@ -6364,7 +7515,7 @@ function setSelection(keys, manual) {
   for (const k of Array.from(data.keys())) if (!S.selectedSet.has(k)) data.delete(k);
   for (const k of keys) if (!data.has(k)) loadRun(k);
   $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
-  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); writeHash();
+  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); writeHash();
 }
 function toggleRun(k, on) {
   if (on && !S.selectedSet.has(k)) setSelection(S.selected.concat([k]), true);
@@ -6643,6 +7794,229 @@ function toggleHidden(k) {
   renderLegend(); writeHash();
 }
 
+// --- media panel
+// Images, audio, video and text of the selected runs: one card per tag, a step slider, the runs
+// side by side. The page holds each run's media index (fetched from its byte offset, then only
+// what is new when the stream says the index grew). Logged text goes in with textContent.
+const mediaRuns = new Map();    // "exp/run" -> {items: [], next, busy, again, hist: null|json, histBusy}
+const mediaStep = new Map();    // tag -> chosen step (absent: follow the newest)
+let mediaTimer = 0, histTimer = 0;
+function scheduleMedia() { if (!mediaTimer) mediaTimer = setTimeout(() => { mediaTimer = 0; renderMedia(); }, 30); }
+function scheduleHists() { if (!histTimer) histTimer = setTimeout(() => { histTimer = 0; renderHists(); }, 30); }
+function syncMediaRuns() {
+  for (const k of Array.from(mediaRuns.keys())) if (!S.selectedSet.has(k)) mediaRuns.delete(k);
+  for (const k of S.selected) if (!mediaRuns.has(k)) {
+    const m = { items: [], next: 0, busy: false, again: false, hist: null, histBusy: false, histAgain: false };
+    mediaRuns.set(k, m); fetchMedia(k, m); fetchHists(k, m);
+  }
+  scheduleMedia(); scheduleHists();
+}
+async function fetchMedia(k, m) {
+  if (m.busy) { m.again = true; return; }
+  m.busy = true;
+  try {
+    do {
+      m.again = false;
+      const j = await limited(() => api(runPath(k) + '/media?since=' + m.next));
+      if (mediaRuns.get(k) !== m) return;
+      if (j.items && j.items.length) { for (const it of j.items) m.items.push(it); scheduleMedia(); }
+      m.next = j.next || m.next;
+    } while (m.again);
+  } catch (e) { if (mediaRuns.get(k) === m) showError('Could not load media of ' + k, e); }
+  finally { m.busy = false; }
+}
+async function fetchHists(k, m) {
+  if (m.histBusy) { m.histAgain = true; return; }
+  m.histBusy = true;
+  try {
+    do {
+      m.histAgain = false;
+      const j = await limited(() => api(runPath(k) + '/histograms?max_steps=80'));
+      if (mediaRuns.get(k) !== m) return;
+      m.hist = j; scheduleHists();
+    } while (m.histAgain);
+  } catch (e) { if (mediaRuns.get(k) === m) showError('Could not load histograms of ' + k, e); }
+  finally { m.histBusy = false; }
+}
+function onMediaEvent(ev) { const m = mediaRuns.get(ev.run); if (m) fetchMedia(ev.run, m); }
+function onHistEvent(ev) { const m = mediaRuns.get(ev.run); if (m) fetchHists(ev.run, m); }
+const mediaCards = new Map();   // tag -> {el, slider, out, runs, steps, kind}
+function renderMedia() {
+  const tags = new Map();       // tag -> {kind, steps: Set}
+  let total = 0;
+  for (const k of S.selected) {
+    const m = mediaRuns.get(k); if (!m) continue;
+    for (const it of m.items) {
+      let t = tags.get(it.tag);
+      if (!t) { t = { kind: it.kind, steps: new Set() }; tags.set(it.tag, t); }
+      t.steps.add(it.step); total++;
+    }
+  }
+  $('#media-panel').hidden = !tags.size || $('#charts-panel').hidden;
+  $('#media-count').textContent = tags.size ? total + (total === 1 ? ' item' : ' items') + ' \u00b7 ' + tags.size + (tags.size === 1 ? ' tag' : ' tags') : '';
+  const root = $('#media');
+  let grid = root.firstChild;
+  if (!grid) { grid = h('div', { class: 'media-grid' }); root.appendChild(grid); }
+  for (const [tag, c] of mediaCards) if (!tags.has(tag)) { c.el.remove(); mediaCards.delete(tag); }
+  let prev = null;
+  for (const tag of Array.from(tags.keys()).sort(natural)) {
+    const t = tags.get(tag);
+    let c = mediaCards.get(tag);
+    if (!c) { c = makeMediaCard(tag, t.kind); mediaCards.set(tag, c); }
+    c.steps = Array.from(t.steps).sort((a, b) => a - b);
+    c.slider.max = String(Math.max(0, c.steps.length - 1));
+    c.slider.disabled = c.steps.length < 2;
+    const want = mediaStep.has(tag) ? mediaStep.get(tag) : c.steps[c.steps.length - 1];
+    let i = c.steps.length - 1;
+    while (i > 0 && c.steps[i] > want) i--;
+    c.slider.value = String(i);
+    place(grid, c.el, prev); prev = c.el;
+    showMediaStep(c);
+  }
+}
+function makeMediaCard(tag, kind) {
+  const slider = h('input', { type: 'range', min: '0', max: '0', step: '1', value: '0', 'data-testid': 'media-slider', 'aria-label': 'Step of ' + tag });
+  const out = h('output', { 'data-testid': 'media-step' });
+  const runs = h('div', { class: 'media-runs' });
+  const el = h('div', { class: 'media-card' + (kind === 'text' || kind === 'video' ? ' wide' : ''), 'data-tag': tag, 'data-kind': kind, 'data-testid': 'media-card' },
+    h('div', { class: 'media-head' }, h('span', { class: 'chart-title', title: tag, text: tag }), h('span', { class: 'media-kind', text: kind })),
+    h('div', { class: 'media-steps' }, h('span', { text: 'Step' }), slider, out), runs);
+  const c = { tag: tag, kind: kind, el: el, slider: slider, out: out, runs: runs, steps: [], shown: new Map() };
+  slider.addEventListener('input', () => {
+    const s = c.steps[Number(slider.value)];
+    if (Number(slider.value) >= c.steps.length - 1) mediaStep.delete(tag); else mediaStep.set(tag, s);
+    showMediaStep(c);
+  });
+  return c;
+}
+// What each run logged under the card's tag at the chosen step (its latest at or before it).
+function showMediaStep(c) {
+  const step = c.steps[Number(c.slider.value)];
+  c.out.textContent = step === undefined ? '' : String(step);
+  const cols = [];
+  for (const k of S.selected) {
+    const m = mediaRuns.get(k); if (!m) continue;
+    let best = null;
+    for (const it of m.items) if (it.tag === c.tag && it.step <= step && (best === null || it.step > best)) best = it.step;
+    const hasTag = m.items.some(it => it.tag === c.tag);
+    if (!hasTag) continue;
+    const items = best === null ? [] : m.items.filter(it => it.tag === c.tag && it.step === best).slice(-8);
+    const sig = k + '@' + best + ':' + items.length;
+    let col = c.shown.get(k);
+    if (!col || col.sig !== sig) {
+      const body = items.length ? items.map(it => mediaNode(k, it)) : [h('div', { class: 'media-none', text: 'nothing at or before this step' })];
+      const node = h('div', { class: 'media-run', 'data-run-key': k, 'data-step': best === null ? '' : String(best), 'data-testid': 'media-run' },
+        h('div', { class: 'media-run-label', title: k }, h('i', { style: 'background:' + colorOf(k) }),
+          h('span', { text: labelOf(k) + (best !== null && best !== step ? ' \u00b7 step ' + best : '') })), body);
+      col = { node: node, sig: sig };
+      c.shown.set(k, col);
+    }
+    cols.push(col.node);
+  }
+  for (const k of Array.from(c.shown.keys())) if (!S.selectedSet.has(k)) c.shown.delete(k);
+  c.runs.replaceChildren.apply(c.runs, cols);
+}
+function mediaNode(k, it) {
+  const url = typeof it.url === 'string' && it.url.slice(0, 5) === '/api/' ? withToken(it.url) : null;
+  const title = it.tag + ' \u00b7 step ' + it.step;
+  if (it.kind === 'text') return h('pre', { 'data-testid': 'media-text', text: String(it.text === undefined ? '' : it.text) });
+  if (!url) return h('div', { class: 'media-none', text: 'missing file' });
+  if (it.kind === 'image') return h('img', { src: url, alt: title, title: title + (it.width ? ' \u00b7 ' + it.width + '\u00d7' + it.height : ''), loading: 'lazy', 'data-testid': 'media-img' });
+  if (it.kind === 'audio') return h('audio', { src: url, controls: true, preload: 'metadata', title: title });
+  if (it.kind === 'video') return it.mime === 'image/gif' ? h('img', { src: url, alt: title, 'data-testid': 'media-img' }) : h('video', { src: url, controls: true, preload: 'metadata', title: title });
+  return h('div', { class: 'media-none', text: it.kind });
+}
+
+// --- histogram panel
+// One heat map per (tag, run): x is the step, y the value, each cell's darkness the share of
+// that step's values in the bin (steps are normalised separately, so early and late
+// distributions read alike). Bins may differ per step; each column draws its own edges.
+const histCards = new Map();    // "tag\u0000run" -> {el, canvas, tip, data}
+function renderHists() {
+  const want = [];
+  for (const k of S.selected) {
+    const m = mediaRuns.get(k); if (!m || !m.hist) continue;
+    for (const tag of m.hist.tags || []) want.push([tag, k, m.hist.histograms[tag]]);
+  }
+  want.sort((a, b) => natural(a[0], b[0]) || S.selected.indexOf(a[1]) - S.selected.indexOf(b[1]));
+  $('#hist-panel').hidden = !want.length || $('#charts-panel').hidden;
+  const root = $('#hists');
+  let grid = root.firstChild;
+  if (!grid) { grid = h('div', { class: 'media-grid' }); root.appendChild(grid); }
+  const keep = new Set(want.map(w => w[0] + '\u0000' + w[1]));
+  for (const [id, c] of histCards) if (!keep.has(id)) { c.el.remove(); histCards.delete(id); }
+  let prev = null;
+  for (const [tag, k, d] of want) {
+    const id = tag + '\u0000' + k;
+    let c = histCards.get(id);
+    if (!c) {
+      const canvas = h('canvas', { 'data-testid': 'hist-canvas' }), tip = h('div', { class: 'hist-tip' });
+      const el = h('div', { class: 'media-card', 'data-tag': tag, 'data-run-key': k, 'data-testid': 'hist-card' },
+        h('div', { class: 'media-head' }, h('span', { class: 'chart-title', title: tag, text: tag })),
+        h('div', { class: 'media-run-label', title: k }, h('i', { style: 'background:' + colorOf(k) }), h('span', { text: labelOf(k) })),
+        h('div', { class: 'hist-wrap' }, canvas), tip);
+      c = { el: el, canvas: canvas, tip: tip, data: null, k: k };
+      canvas.addEventListener('mousemove', e => histHover(c, e));
+      canvas.addEventListener('mouseleave', () => { c.tip.textContent = ''; });
+      histCards.set(id, c);
+    }
+    c.data = d;
+    place(grid, c.el, prev); prev = c.el;
+  }
+  requestAnimationFrame(() => { for (const c of histCards.values()) drawHist(c); });
+}
+function histLayout(c) {
+  const d = c.data, n = d.step.length;
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < n; i++) { const e = d.edges[i]; if (e.length) { lo = Math.min(lo, num(e[0])); hi = Math.max(hi, num(e[e.length - 1])); } }
+  if (!(hi > lo)) { lo = lo - 0.5; hi = lo + 1; }
+  const w = c.canvas.clientWidth, ht = c.canvas.clientHeight, L = 50, R = 6, T = 6, B = 18;
+  return { n: n, lo: lo, hi: hi, w: w, h: ht, L: L, R: R, T: T, B: B, pw: Math.max(1, w - L - R), ph: Math.max(1, ht - T - B) };
+}
+function drawHist(c) {
+  const cv = c.canvas, d = c.data; if (!d || !cv.isConnected) return;
+  const dpr = window.devicePixelRatio || 1, g = histLayout(c);
+  cv.width = Math.round(g.w * dpr); cv.height = Math.round(g.h * dpr);
+  const ctx = cv.getContext('2d'); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, g.w, g.h);
+  const css = getComputedStyle(document.documentElement), text = css.getPropertyValue('--chart-text').trim() || '#888', axis = css.getPropertyValue('--chart-axis').trim() || '#ccc';
+  const color = colorOf(c.k), colW = g.pw / Math.max(1, g.n), y = v => g.T + g.ph * (1 - (v - g.lo) / (g.hi - g.lo));
+  ctx.fillStyle = color;
+  for (let i = 0; i < g.n; i++) {
+    const e = d.edges[i], cnt = d.counts[i];
+    let mx = 0; for (const v of cnt) if (num(v) > mx) mx = num(v);
+    if (!(mx > 0)) continue;
+    const x0 = g.L + i * colW;
+    for (let b = 0; b < cnt.length; b++) {
+      const v = num(cnt[b]); if (!(v > 0)) continue;
+      const y0 = y(num(e[b + 1])), y1 = y(num(e[b]));
+      ctx.globalAlpha = 0.08 + 0.92 * v / mx;
+      ctx.fillRect(x0, y0, Math.max(1, colW + 0.5), Math.max(1, y1 - y0));
+    }
+  }
+  ctx.globalAlpha = 1;
+  ctx.strokeStyle = axis; ctx.lineWidth = 1; ctx.beginPath();
+  ctx.moveTo(g.L - 0.5, g.T); ctx.lineTo(g.L - 0.5, g.T + g.ph + 0.5); ctx.lineTo(g.L + g.pw, g.T + g.ph + 0.5); ctx.stroke();
+  ctx.fillStyle = text; ctx.font = '10.5px system-ui, sans-serif'; ctx.textBaseline = 'middle'; ctx.textAlign = 'right';
+  for (const v of [g.hi, (g.lo + g.hi) / 2, g.lo]) ctx.fillText(fmtTick(v), g.L - 4, Math.min(g.T + g.ph - 4, Math.max(g.T + 4, y(v))));
+  ctx.textBaseline = 'alphabetic'; ctx.textAlign = 'left';
+  if (g.n) { ctx.fillText('step ' + d.step[0], g.L, g.h - 4); ctx.textAlign = 'right'; ctx.fillText(String(d.step[g.n - 1]), g.L + g.pw, g.h - 4); }
+  c.drawn = g.n;
+}
+function fmtTick(v) {
+  const a = Math.abs(v);
+  return a && (a >= 1e5 || a < 1e-3) ? v.toExponential(1) : String(+v.toPrecision(3));
+}
+function histHover(c, e) {
+  const d = c.data; if (!d || !d.step.length) return;
+  const r = c.canvas.getBoundingClientRect(), g = histLayout(c);
+  const i = Math.floor((e.clientX - r.left - g.L) / (g.pw / g.n)), v = g.lo + (g.hi - g.lo) * (1 - (e.clientY - r.top - g.T) / g.ph);
+  if (i < 0 || i >= g.n) { c.tip.textContent = ''; return; }
+  const ed = d.edges[i], cnt = d.counts[i];
+  let b = -1; for (let j = 0; j < cnt.length; j++) if (v >= num(ed[j]) && v < num(ed[j + 1])) { b = j; break; }
+  c.tip.textContent = 'step ' + d.step[i] + (b >= 0 ? ' \u00b7 [' + fmtNum(num(ed[b])) + ', ' + fmtNum(num(ed[b + 1])) + '): ' + fmtNum(num(cnt[b])) : '') +
+    ' \u00b7 range ' + fmtNum(num(d.min[i])) + ' \u2026 ' + fmtNum(num(d.max[i]));
+}
+
 // --- live stream
 // One EventSource per page. Its URL names the selected runs with the row cursor the page holds
 // ("exp/run:since"), so a reopen neither repeats nor skips rows; it is reopened when the set of
@@ -6678,9 +8052,13 @@ function openStream(force) {
     setLive('live', 'Live');
     live.backoff = 1000;
     if (live.hadError) { live.hadError = false; resync(); }
+    // the new stream tells of media written from now on: fetch what came before it
+    else for (const [k, m] of mediaRuns) { fetchMedia(k, m); fetchHists(k, m); }
   }));
   es.addEventListener('metrics', json(onMetricsEvent));
   es.addEventListener('log', json(onLogEvent));
+  es.addEventListener('media', json(onMediaEvent));
+  es.addEventListener('histograms', json(onHistEvent));
   es.addEventListener('status', json(d => upsertRow(d, false)));
   es.addEventListener('runs', json(d => { const r = d.run || d; if (!r.experiment && d.experiment) r.experiment = d.experiment; upsertRow(r, true); }));
   es.onerror = () => {
@@ -6699,6 +8077,7 @@ function resync() {
   if (S.exp) api(expPath(S.exp) + '/runs').then(j => { for (const r of j.runs || []) upsertRow(r, false); }).catch(() => {});
   if (S.detail && logS.next !== null) logCatchUp();
   for (const k of S.selected) { const rd = data.get(k); if (rd && rd.error) { data.delete(k); loadRun(k); } }
+  for (const [k, m] of mediaRuns) { fetchMedia(k, m); fetchHists(k, m); }
 }
 function upsertRow(row, isNew) {
   if (!row || !row.name) return;
@@ -7027,6 +8406,7 @@ function applyTheme(t) {
   b.replaceChildren(icon(t === 'dark' ? 'sun' : 'moon', 16));
   b.title = t === 'dark' ? 'Switch to light mode' : 'Switch to dark mode';
   Charts.refreshTheme();
+  scheduleHists();
 }
 function initTheme() {
   const mq = matchMedia('(prefers-color-scheme: dark)');
@@ -7072,7 +8452,7 @@ function bindControls() {
   });
   window.addEventListener('popstate', () => applyHash());
   window.addEventListener('hashchange', () => applyHash());
-  window.addEventListener('resize', () => scheduleTable());
+  window.addEventListener('resize', () => { scheduleTable(); scheduleHists(); });
 }
 async function start() {
   const hs = readHash();

@@ -15,8 +15,10 @@ from _util import REPO, child_env, only_run_dir, run_python
 EXPECTED_ALL = [
     "Experiment", "init", "log_params", "log_metrics", "log_vector", "log_scalar", "info",
     "warn", "save_artifact", "flush", "close", "get_run",
+    "log_image", "log_figure", "log_histogram", "log_audio", "log_video", "log_text",
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
     "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
+    "read_media", "read_media_bytes", "read_histograms",
     "make_app", "make_server", "serve",
     "ExpmanError", "InvalidInputError", "ExpmanWarning", "STATUSES", "main",
 ]
@@ -35,6 +37,15 @@ SIGNATURES = {
     "flush": "(timeout=30.0)",
     "close": "(status='finished')",
     "get_run": "()",
+    "log_image": "(tag, image, step=None)",
+    "log_figure": "(tag, fig, step=None)",
+    "log_histogram": "(tag, values=None, step=None, bins=64, edges=None, counts=None)",
+    "log_audio": "(tag, data, step=None, ext='wav')",
+    "log_video": "(tag, data, step=None, ext='mp4')",
+    "log_text": "(tag, text, step=None)",
+    "read_media": "(run_dir, tag=None, kind=None)",
+    "read_media_bytes": "(run_dir, item)",
+    "read_histograms": "(run_dir, tag=None)",
     "list_experiments": "(root=None)",
     "list_runs": "(root=None, experiment=None)",
     "load_run": "(run_dir)",
@@ -66,6 +77,12 @@ METHOD_SIGNATURES = {
     "save_artifact": "(self, path, name=None)",
     "flush": "(self, timeout=30.0)",
     "close": "(self, status='finished')",
+    "log_image": "(self, tag, image, step=None)",
+    "log_figure": "(self, tag, fig, step=None)",
+    "log_histogram": "(self, tag, values=None, step=None, bins=64, edges=None, counts=None)",
+    "log_audio": "(self, tag, data, step=None, ext='wav')",
+    "log_video": "(self, tag, data, step=None, ext='mp4')",
+    "log_text": "(self, tag, text, step=None)",
 }
 
 
