@@ -40,10 +40,11 @@ __version__ = "0.1.0"
 __all__ = [
     # logging
     "Experiment", "init", "log_params", "log_metrics", "log_vector", "log_scalar", "info",
-    "warn", "save_artifact", "flush", "close", "get_run",
+    "warn", "save_artifact", "flush", "close", "get_run", "is_primary",
     # reading
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
     "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
+    "load_experiments",
     # serving
     "make_app", "make_server", "serve",
     # errors and constants
@@ -123,6 +124,10 @@ ENV_DIR = "EXPMAN_DIR"                 # default root instead of ./experiments
 ENV_RUN_NAME = "EXPMAN_RUN_NAME"       # default run name
 ENV_HOSTNAME = "EXPMAN_HOSTNAME"       # host name recorded in run.yaml (pid checks apply there)
 ENV_REMOTE_FLUSH_MS = "EXPMAN_REMOTE_FLUSH_MS"  # minimum flush interval on object stores
+ENV_PROJECT = "EXPMAN_PROJECT"         # default project of new runs (init(project=...))
+ENV_TAGS = "EXPMAN_TAGS"               # comma-separated tags added to every new run
+ENV_RANK = "EXPMAN_RANK"               # this process's rank (overrides RANK, SLURM_PROCID...)
+ENV_GROUP = "EXPMAN_GROUP"             # the group of a distributed job's runs (overrides job ids)
 DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
@@ -138,6 +143,29 @@ CLOSE_TIMEOUT_SECS = 300.0             # bounded join of the writer on close/exi
 # most this often there whatever flush_interval_ms says, so a run costs about one PUT a second.
 REMOTE_FLUSH_INTERVAL_MS = 1000
 RESERVED_COLUMNS = ("step", "timestamp")
+MAX_GIT_DIFF_BYTES = 5 << 20           # save_git_diff stores at most this much of `git diff`
+# Distributed launchers, in order of trust: torchrun's global RANK first (it may run inside a
+# SLURM task whose SLURM_PROCID counts nodes, not processes), then the schedulers' own.
+_RANK_VARS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+_LOCAL_RANK_VARS = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID")
+_WORLD_VARS = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+# One id shared by every process of a job (its ranks' runs form one group).
+_JOB_VARS = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID", "TORCHELASTIC_RUN_ID", "FLUX_JOB_ID",
+             "COBALT_JOBID", "PMIX_NAMESPACE")
+# Scheduler variables recorded in run.yaml (`scheduler:`): enough to find the job again.
+_SCHEDULER_VARS = (
+    "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
+    "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_NODEID",
+    "SLURM_CLUSTER_NAME", "SLURM_JOB_PARTITION", "SLURM_JOB_ACCOUNT",
+    "PBS_JOBID", "PBS_JOBNAME", "PBS_ARRAY_INDEX", "PBS_QUEUE",
+    "LSB_JOBID", "LSB_JOBNAME", "LSB_JOBINDEX", "LSB_QUEUE",
+    "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "GROUP_RANK", "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR", "MASTER_PORT", "FLUX_JOB_ID", "COBALT_JOBID", "PMIX_NAMESPACE",
+)
+# Packages whose versions are recorded when the script has already imported them (never
+# imported by expman: a version is not worth a 1 s torch import).
+_PROVENANCE_PACKAGES = ("numpy", "torch", "pandas", "polars", "jax", "tensorflow", "keras",
+                        "transformers", "lightning", "pytorch_lightning", "sklearn", "scipy")
 
 # A dead pid proves a crash only on the host that ran it, so the name must tell hosts apart:
 # containers and cluster pods often share one, and EXPMAN_HOSTNAME (e.g. the node name) fixes it.
@@ -343,21 +371,52 @@ def _human_duration(secs):
     return f"{days}d{hours:02d}h"
 
 
-def _git_info(cwd):
-    """Commit, branch and dirtiness of the repository around cwd, or {} outside one."""
-    def git(*args):
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                             timeout=5, check=False)
-        return out.stdout.strip() if out.returncode == 0 else None
+def _git_info(cwd, diff=False):
+    """Commit, branch and dirtiness of the repository around cwd, or {} outside one.
+
+    With ``diff``, the key ``"_diff"`` holds ``git diff HEAD`` (staged and unstaged changes
+    of tracked files; untracked files are not in it) as bytes, cut at MAX_GIT_DIFF_BYTES.
+    Runs git, so it belongs on the writer thread, never on init's path.
+    """
+    def git(*args, raw=False):
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=not raw,
+                             timeout=5 if not raw else 30, check=False)
+        if out.returncode != 0:
+            return None
+        return out.stdout if raw else out.stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
         if not commit:
             return {}
         status = git("status", "--porcelain", "--untracked-files=no")
-        return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        info = {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
                 "dirty": bool(status)}
+        remote = git("config", "--get", "remote.origin.url")
+        if remote:  # https://user:token@host/x.git must not end up in run.yaml
+            info["remote"] = re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", remote)
+        if diff and status:
+            patch = git("diff", "HEAD", "--no-color", "--no-ext-diff", raw=True) or b""
+            info["_diff"] = patch
+        return info
     except (OSError, subprocess.SubprocessError):
         return {}
+
+
+def _loaded_packages():
+    """{name: version} of the packages of _PROVENANCE_PACKAGES the script already imported."""
+    out = {}
+    for name in _PROVENANCE_PACKAGES:
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None) if module is not None else None
+        if isinstance(version, str):
+            out["scikit-learn" if name == "sklearn" else name] = version
+    return out
+
+
+def _scheduler_ids(environ=None):
+    """The job ids and placement variables of SLURM, PBS, LSF and torchelastic that are set."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in _SCHEDULER_VARS if environ.get(k)}
 
 
 def _json_number(value):
@@ -418,6 +477,7 @@ def _json_dumps(value):
 RUN_YAML, CONFIG_YAML, RUN_LOG = "run.yaml", "config.yaml", "run.log"
 EXPERIMENT_YAML, METRICS_FILE = "experiment.yaml", "metrics.parquet"
 SEGMENTS_DIR, ARTIFACTS_DIR = "metrics", "artifacts"
+GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
 
 
 def _segment_name(start, end):
@@ -1057,9 +1117,21 @@ class _Writer(threading.Thread):
         # training thread and before close() of a short run would have to.
         import pyarrow.parquet  # noqa: F401
         pc.multiply(_f64_array(array.array("d", [1.0])), _f64_array(array.array("d", [1.0]))[0])
-        git = _git_info(os.getcwd()) if self.run_._capture_git else {}
+        run = self.run_
+        if run._provenance:  # expman's own dependency: imported just above, on this thread
+            run._meta.setdefault("packages", {})["pyarrow"] = pa.__version__
+            self.meta_dirty = True
+        git = _git_info(run._cwd, diff=run._save_git_diff) if run._capture_git else {}
+        patch = git.pop("_diff", None)
+        if patch:
+            if len(patch) > MAX_GIT_DIFF_BYTES:
+                git["diff_truncated"] = len(patch)
+                patch = patch[:MAX_GIT_DIFF_BYTES]
+            self.store.write_atomic(self.store.join(self.path, ARTIFACTS_DIR, GIT_DIFF_FILE),
+                                    patch)
+            git["diff_artifact"] = GIT_DIFF_FILE
         if git:
-            self.run_._meta["git"] = git
+            run._meta["git"] = git
             self.meta_dirty = True
 
     # -- draining ------------------------------------------------------------------------
@@ -1492,6 +1564,115 @@ _HOOKS = {"installed": False, "exit_exc": None, "signal": None}
 _HOOK_LOCK = threading.Lock()
 
 
+# -- distributed jobs: which rank this process is, and which job (group) it belongs to --------
+
+def _env_int(environ, names):
+    """The first of the variables that holds an integer, as (value, name), or (None, None)."""
+    for name in names:
+        text = environ.get(name)
+        if text is not None and text.strip().lstrip("-").isdigit():
+            return int(text), name
+    return None, None
+
+
+def _distributed(environ=None, rank=None, group=None):
+    """{"rank", "local_rank", "world_size", "group"} in a distributed job, else None.
+
+    A process is taken to be one rank of a job when EXPMAN_RANK/EXPMAN_GROUP (or ``rank=`` /
+    ``group=``) say so, or when a launcher's rank variable is set and its world size is not 1
+    (a one-task SLURM job sets SLURM_PROCID=0 and is an ordinary run). The group is the job
+    id every rank sees alike (SLURM_JOB_ID, LSB_JOBID, PBS_JOBID, TORCHELASTIC_RUN_ID unless
+    torchrun's "none", ...), else one made up from the launch; see _launch_group.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = rank is not None or group is not None
+    if rank is None:
+        rank, _ = _env_int(environ, (ENV_RANK,))
+        explicit = explicit or rank is not None
+    if rank is None:
+        rank, _ = _env_int(environ, _RANK_VARS)
+    world, _ = _env_int(environ, _WORLD_VARS)
+    group = group if group is not None else (environ.get(ENV_GROUP) or None)
+    explicit = explicit or group is not None
+    if not explicit and (rank is None or world == 1):
+        return None
+    if rank is None:
+        rank = 0
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        raise InvalidInputError(f"rank must be a non-negative int, got {rank!r}")
+    if group is None:
+        for name in _JOB_VARS:
+            value = (environ.get(name) or "").strip()
+            if value and value.lower() != "none":  # torchrun's default --rdzv-id
+                group = value
+                break
+    if group is None:
+        group = _launch_group(environ)
+    group = _safe_name(str(group), "group")
+    local, _ = _env_int(environ, _LOCAL_RANK_VARS)
+    return {"rank": rank, "local_rank": local, "world_size": world, "group": group}
+
+
+def _launch_group(environ):
+    """A group name all ranks of one launch agree on when the launcher gave no job id.
+
+    One machine (torchrun without --rdzv-id, mp.spawn): every rank is a child of the same
+    launcher process, so its pid and start time name the launch exactly. Several machines
+    with no job id: only MASTER_ADDR/MASTER_PORT are shared, plus the time; the start is
+    bucketed to 10 minutes, so ranks that start on both sides of a bucket edge would split
+    into two groups. Set EXPMAN_GROUP (or torchrun --rdzv-id, or run under a scheduler) to be
+    exact there.
+    """
+    master = environ.get("MASTER_ADDR") or ""
+    world, local_world = (_env_int(environ, ("WORLD_SIZE",))[0],
+                          _env_int(environ, ("LOCAL_WORLD_SIZE",))[0])
+    one_host = (not master or master in ("localhost", "127.0.0.1", "::1", _HOSTNAME)
+                or (world is not None and world == local_world))
+    if one_host:
+        ppid = os.getppid()
+        started = _process_start(ppid)
+        if started is not None:
+            stamp = _dt.datetime.fromtimestamp(started).strftime("%Y%m%d_%H%M%S")
+            return f"launch-{stamp}-{ppid}"
+    bucket = int(time.time() // 600 * 600)
+    stamp = _dt.datetime.fromtimestamp(bucket).strftime("%Y%m%d_%H%M")
+    port = environ.get("MASTER_PORT") or ""
+    return "-".join(p for p in ("launch", master, port, stamp) if p)
+
+
+def _process_start(pid):
+    """POSIX start time of a process from /proc (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def is_primary():
+    """True in the process that should do once-per-job work: rank 0, or any process that is
+    not one rank of a distributed job.
+
+    >>> if expman.is_primary():
+    ...     expman.save_artifact("model.pt")
+
+    With a run started by ``init()``, the run's rank decides (``get_run().is_primary``);
+    otherwise the environment does (RANK, SLURM_PROCID, ... and EXPMAN_RANK).
+    """
+    run = _CURRENT
+    if run is not None:
+        return run.is_primary
+    try:
+        info = _distributed()
+    except InvalidInputError:
+        return True
+    return info is None or info["rank"] == 0
+
+
+
 class Experiment:
     """One run of an experiment: logs params, metrics, text and files without blocking.
 
@@ -1506,19 +1687,28 @@ class Experiment:
 
     def __init__(self, name, base_dir=None, run_name=None, config=None, description=None,
                  tags=None, flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, *,
-                 heartbeat_secs=DEFAULT_HEARTBEAT_SECS, capture_git=True, clock=None):
+                 heartbeat_secs=DEFAULT_HEARTBEAT_SECS, capture_git=True, clock=None,
+                 project=None, rank=None, group=None, provenance=True, save_git_diff=False):
         self.experiment = _safe_name(name, "experiment name")
+        if project is None:
+            project = os.environ.get(ENV_PROJECT) or None
+        self.project = None if project is None else _safe_name(project, "project")
+        self._dist = _distributed(rank=rank, group=group)
+        env_tags = _normalize_tags(os.environ.get(ENV_TAGS))
         if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
             raise InvalidInputError(f"flush_interval_ms must be a positive number, "
                                     f"got {flush_interval_ms!r}")
-        tags = _normalize_tags(tags)
+        tags = list(dict.fromkeys(_normalize_tags(tags) + env_tags))
         if description is not None and not isinstance(description, str):
             raise InvalidInputError("description must be a string")
         if config is not None and not isinstance(config, dict):
             raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
         self._flush_interval = flush_interval_ms / 1000.0
         self._heartbeat_secs = float(heartbeat_secs)
-        self._capture_git = capture_git
+        self._provenance = bool(provenance)
+        self._capture_git = capture_git and self._provenance
+        self._save_git_diff = bool(save_git_diff) and self._capture_git
+        self._cwd = os.getcwd()
         self._clock = clock or time.time
         self._store, root = _open_store(base_dir or _default_root())
         self._root = root
@@ -1549,10 +1739,22 @@ class Experiment:
             "heartbeat_at": _iso(self._started), "heartbeat_secs": self._heartbeat_secs,
             "description": description or "", "tags": tags,
             "hostname": _HOSTNAME, "pid": os.getpid(), "user": _user(),
-            "command": [sys.executable, *sys.argv], "cwd": os.getcwd(),
+            "command": [sys.executable, *sys.argv], "cwd": self._cwd,
             "python": _PY_VERSION, "platform": platform.platform(),
             "expman_version": __version__, "rows": 0, "last_step": None, "summary": {},
         }
+        if self.project is not None:
+            self._meta["project"] = self.project
+        if self._dist is not None:
+            self._meta.update(self._dist)
+        if self._provenance:
+            self._meta["packages"] = _loaded_packages()
+            scheduler = _scheduler_ids()
+            if scheduler:
+                self._meta["scheduler"] = scheduler
+        else:  # the command line may hold secrets: provenance=False keeps what status needs
+            for key in ("user", "command", "cwd", "platform"):
+                del self._meta[key]
         store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(self._meta))
         store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(self._config))
         store.append(store.join(self._path, RUN_LOG), b"")
@@ -1567,15 +1769,28 @@ class Experiment:
     def _write_experiment_yaml(self, exp_path, display_name):
         path = self._store.join(exp_path, EXPERIMENT_YAML)
         if self._store.exists(path):
+            if self.project is not None:  # an experiment made before projects joins this one
+                try:
+                    meta = _read_yaml(self._store, path)
+                except ExpmanError:
+                    return
+                if not meta.get("project"):
+                    meta["project"] = self.project
+                    self._store.write_atomic(path, _yaml_dump(meta))
             return
-        self._store.write_atomic(path, _yaml_dump({
-            "name": self.experiment, "display_name": str(display_name), "description": "",
-            "tags": [], "created_at": _iso()}))
+        meta = {"name": self.experiment, "display_name": str(display_name), "description": "",
+                "tags": [], "created_at": _iso()}
+        if self.project is not None:
+            meta["project"] = self.project
+        self._store.write_atomic(path, _yaml_dump(meta))
 
     def _claim_run_dir(self, exp_path, run_name):
         if run_name is None:
-            run_name = os.environ.get(ENV_RUN_NAME) or _utcnow().astimezone().strftime(
-                "%Y%m%d_%H%M%S")
+            run_name = os.environ.get(ENV_RUN_NAME)
+        if self._dist is not None:  # one run per rank: <group>-rank3 (or <run_name>-rank3)
+            run_name = f"{run_name or self._dist['group']}-rank{self._dist['rank']}"
+        if run_name is None:
+            run_name = _utcnow().astimezone().strftime("%Y%m%d_%H%M%S")
         base = _safe_name(run_name, "run name")
         for attempt in range(1, 10_000):
             name = base if attempt == 1 else f"{base}_{attempt}"
@@ -1595,6 +1810,30 @@ class Experiment:
     @property
     def closed(self):
         return self._closed
+
+    @property
+    def rank(self):
+        """This process's rank in a distributed job, or None outside one."""
+        return self._dist["rank"] if self._dist else None
+
+    @property
+    def world_size(self):
+        """The number of ranks of the job (None when unknown or not distributed)."""
+        return self._dist["world_size"] if self._dist else None
+
+    @property
+    def group(self):
+        """The job's group name shared by its ranks' runs, or None outside a job."""
+        return self._dist["group"] if self._dist else None
+
+    @property
+    def is_primary(self):
+        """True on rank 0 and in runs that are not part of a distributed job.
+
+        >>> if exp.is_primary:
+        ...     exp.save_artifact("model.pt")
+        """
+        return self._dist is None or self._dist["rank"] == 0
 
     def __repr__(self):
         return f"<Experiment {self.experiment}/{self.run_name} {self.status}>"
@@ -2055,6 +2294,7 @@ def _run_row(store, path, meta, config=None, now=None):
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
     rows, last_step, pid = meta.get("rows"), meta.get("last_step"), meta.get("pid")
+    rank, world = meta.get("rank"), meta.get("world_size")
     return {
         "name": str(meta.get("name") or path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]),
         "experiment": str(meta.get("experiment") or ""),
@@ -2075,6 +2315,10 @@ def _run_row(store, path, meta, config=None, now=None):
         "params": _flatten(config) if isinstance(config, dict) else {},
         "summary": {str(k): v if v is None or type(v) in (int, float) else _text(v)
                     for k, v in summary.items()},
+        "project": _text(meta.get("project")),
+        "group": _text(meta.get("group")),
+        "rank": rank if type(rank) is int else None,
+        "world_size": world if type(world) is int else None,
     }
 
 
@@ -2126,10 +2370,14 @@ def load_config(run_dir):
     return _read_yaml(store, store.join(path, CONFIG_YAML))
 
 
-def list_experiments(root=None):
+def list_experiments(root=None, project=None):
     """Experiments under root with run counts, status counts and last activity.
 
     >>> [e["name"] for e in expman.list_experiments("experiments")]
+    >>> expman.list_experiments("experiments", project="vision")   # one project's only
+
+    Each row names its ``project`` (experiment.yaml's, else its runs') and ``projects`` (every
+    project its runs were logged under); ``project=`` keeps the experiments where it is one.
     """
     store, root_path = _resolve_root(root)
     out = []
@@ -2147,13 +2395,40 @@ def list_experiments(root=None):
         if not runs and not meta:
             continue  # some other directory, not an experiment
         out.append(_experiment_row(entry.name, meta, runs))
-    return out
+    return _in_project(out, project)
+
+
+def _in_project(experiments, project):
+    if project is None:
+        return experiments
+    if not isinstance(project, str):
+        raise InvalidInputError(f"project must be a string, got {type(project).__name__}")
+    return [e for e in experiments if project in e["projects"]]
+
+
+def _project_rows(experiments):
+    """[{"name", "experiments", "runs", "last_activity"}] of the projects of experiment rows
+    (the ``/api/projects`` listing); experiments without one are not counted."""
+    found = {}
+    for exp in experiments:
+        for name in exp["projects"]:
+            p = found.setdefault(name, {"name": name, "experiments": 0, "runs": 0,
+                                        "last_activity": None})
+            p["experiments"] += 1
+            p["runs"] += exp["runs"]
+            act = exp["last_activity"]
+            if act and (p["last_activity"] is None or
+                        (_parse_iso(act) or 0) > (_parse_iso(p["last_activity"]) or 0)):
+                p["last_activity"] = act
+    return sorted(found.values(), key=lambda p: p["name"])
 
 
 def _experiment_row(name, meta, runs):
     """One experiment as list_experiments and /api/experiments show it, from its
     experiment.yaml and its RUN_ROWs (the server builds it from its cache on object stores)."""
     counts = collections.Counter(r["status"] for r in runs)
+    own = _text(meta.get("project")) or None
+    projects = sorted({p for p in [own] + [r.get("project") for r in runs] if p})
     activity = [t for t in (r.get("heartbeat_at") or r.get("finished_at") or
                             r.get("started_at") for r in runs) if isinstance(t, str)]
     return {
@@ -2166,6 +2441,8 @@ def _experiment_row(name, meta, runs):
         "last_activity": max(activity, key=lambda t: _parse_iso(t) or 0) if activity
         else None,
         "status_counts": dict(counts),
+        "project": own or (projects[0] if projects else None),
+        "projects": projects,
     }
 
 
@@ -2437,42 +2714,279 @@ def list_artifacts(run_dir):
 
 
 def load_experiment(root=None, experiment=None, keys=None):
-    """Every metric row of every run of an experiment as one table, with ``experiment`` and
-    ``run`` columns first. >>> expman.load_experiment("experiments", "resnet").to_pandas()"""
+    """Every metric row of every run of an experiment as one ``pyarrow.Table``, with
+    ``experiment`` and ``run`` columns first, then ``step``, ``timestamp`` and the metrics.
+
+    >>> expman.load_experiment("experiments", "resnet").to_pandas()
+
+    Built with ``pyarrow.dataset`` (see load_experiments): closed and live runs alike, runs in
+    name order, each run's rows in logged order.
+    """
     if experiment is None:
         raise InvalidInputError("load_experiment needs an experiment name")
-    store, root_path = _resolve_root(root)
-    exp_name = _safe_name(experiment, "experiment name")
-
-    def load(name):
-        run_path = store.join(root_path, exp_name, name)
-        table = load_metrics(store.display(run_path) if not store.is_local else run_path,
-                             keys=keys)
-        n = table.num_rows
-        table = table.add_column(0, "run", pa.array([name] * n, pa.string()))
-        return table.add_column(0, "experiment", pa.array([exp_name] * n, pa.string()))
-
-    names = [row["name"] for row in list_runs(root, exp_name)]
-    if store.is_local or len(names) < 2:
-        tables = list(map(load, names))
-    else:  # each run is a few requests of ~10-50 ms on an object store: overlap them
-        import concurrent.futures
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            tables = list(pool.map(load, names))
-    if not tables:
-        return _unify([]).add_column(0, "run", pa.array([], pa.string())).add_column(
-            0, "experiment", pa.array([], pa.string()))
-    return pa.concat_tables(tables, promote_options="default")
+    return load_experiments(root, [experiment], keys=keys)
 
 
-def load_runs(root=None, experiment=None, status=None, to_pandas=False):
-    """One row per run (experiment, run, status, times, params.*, summary values) as a
-    ``pyarrow.Table`` (or a pandas DataFrame with ``to_pandas=True``).
+def load_experiments(root=None, experiments=None, keys=None, project=None):
+    """The metric rows of many experiments' runs as one ``pyarrow.Table``.
 
-    >>> expman.load_runs("experiments", status="finished", to_pandas=True)
+    >>> t = expman.load_experiments("experiments")                  # every experiment
+    >>> t = expman.load_experiments("experiments", ["a", "b"], keys=["val/acc"])
+    >>> t = expman.load_experiments("experiments", project="vision")
+
+    Columns: ``experiment``, ``run``, ``step``, ``timestamp``, then one column per metric key
+    (null where a run or a row did not log it). A metric key named ``experiment`` or ``run``
+    comes out as ``metrics.experiment`` / ``metrics.run``. The files are scanned in parallel
+    by ``pyarrow.dataset``: one ``metrics.parquet`` per closed run, the complete segments
+    ``metrics/seg-*.parquet`` of a live one (a segment being written has a temporary name and
+    is never read). An unreadable file (a crash mid-write) is skipped with a warning.
     """
     store, root_path = _resolve_root(root)
-    names = [experiment] if experiment else [e["name"] for e in list_experiments(root)]
+    if experiments is None:
+        names = [e["name"] for e in _in_project(list_experiments(root), project)] \
+            if project is not None else sorted(
+                e.name for e in store.listdir(root_path)
+                if e.is_dir and not e.name.startswith("."))
+    else:
+        names = [experiments] if isinstance(experiments, str) else list(experiments)
+        names = [_safe_name(n, "experiment name") for n in names]
+        for name in names:
+            if not store.isdir(store.join(root_path, name)):
+                raise InvalidInputError(f"no experiment {name!r} in "
+                                        f"{store.display(root_path)}")
+        if project is not None:
+            keep = {e["name"] for e in _in_project(list_experiments(root), project)}
+            names = [n for n in names if n in keep]
+    keys = None if keys is None else ([keys] if isinstance(keys, str) else list(keys))
+    for _attempt in range(20):
+        files = _dataset_files(store, root_path, names)
+        try:
+            return _scan_metric_files(store, files, keys)
+        except FileNotFoundError:
+            continue  # a segment merged or compacted away while we listed: list again
+    raise ExpmanError(f"the metrics under {store.display(root_path)} kept changing while "
+                      f"they were read; try again")
+
+
+def _dataset_files(store, root_path, experiments):
+    """[(experiment, run, file)] of every metric file of the runs, runs in name order."""
+    out = []
+    for exp in experiments:
+        exp_path = store.join(root_path, exp)
+        runs = sorted(e.name for e in store.listdir(exp_path)
+                      if e.is_dir and not e.name.startswith("."))
+
+        def files_of(run, exp_path=exp_path, exp=exp):
+            path = store.join(exp_path, run)
+            if store.stat(store.join(path, RUN_YAML)) is None:
+                return []
+            return [(exp, run, f) for _s, _e, f in _metric_files(store, path)]
+
+        if store.is_local or len(runs) < 8:
+            found = map(files_of, runs)
+        else:  # a listing and a stat per run, ~10-50 ms each on an object store
+            import concurrent.futures
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                found = list(pool.map(files_of, runs))
+        for items in found:
+            out.extend(items)
+    return out
+
+
+_ADDED_COLUMNS = ("experiment", "run")
+
+
+def _scan_metric_files(store, files, keys):
+    """One table from [(experiment, run, path)], scanned by pyarrow.dataset."""
+    good = []
+    if files:
+        fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
+        paths = [f for _e, _r, f in files]
+        factory = pads.FileSystemDatasetFactory(fs, paths, pads.ParquetFileFormat())
+        try:
+            schema = factory.inspect(fragments=None)  # every footer: schemas differ per run
+            good = files
+        except (pa.ArrowInvalid, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            good, schemas = [], []
+            for item in files:  # find the bad files one by one; keep the rest
+                try:
+                    schemas.append(store.parquet_file(item[2]).schema_arrow)
+                    good.append(item)
+                except FileNotFoundError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - a half-written file from a crash
+                    _warn(f"expman: skipped unreadable metrics file "
+                          f"{store.display(item[2])}: {err}")
+            schema = pa.unify_schemas(schemas) if schemas else None
+    if not good:
+        empty = _empty_metrics_table()
+        if keys is not None:
+            empty = empty.select(list(RESERVED_COLUMNS))
+        return empty.add_column(0, "run", pa.array([], pa.string())).add_column(
+            0, "experiment", pa.array([], pa.string()))
+    metric_names = [n for n in schema.names if n not in RESERVED_COLUMNS]
+    if keys is not None:
+        metric_names = [k for k in keys if k in schema.names and k not in RESERVED_COLUMNS]
+    columns = [c for c in RESERVED_COLUMNS if c in schema.names] + metric_names
+    dataset = pads.dataset([f for _e, _r, f in good], schema=schema, format="parquet",
+                           filesystem=fs)
+    table = dataset.to_table(columns=columns + ["__filename"], use_threads=True)
+    # __filename -> (experiment, run): encode the file names once, then take by index
+    encoded = table.column("__filename").combine_chunks().dictionary_encode()
+    owner = {f: (e, r) for e, r, f in good}
+    dict_files = encoded.dictionary.to_pylist()
+    exp_col = pa.array([owner[_strip_fs(f, fs)][0] for f in dict_files], pa.string()).take(
+        encoded.indices)
+    run_col = pa.array([owner[_strip_fs(f, fs)][1] for f in dict_files], pa.string()).take(
+        encoded.indices)
+    names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
+    table = table.select(columns).rename_columns(names)
+    return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+
+
+def _strip_fs(name, fs):
+    return name
+
+
+# -- tag expressions: "a AND (b OR NOT c)" ----------------------------------------------------
+
+_TAG_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
+_TAG_OPS = {"AND", "OR", "NOT"}
+
+
+def _parse_tag_expr(text):
+    """A predicate on a set of tags from an expression such as ``a AND (b OR NOT c)``.
+
+    Operators AND, OR, NOT (any case; NOT binds tightest, then AND, then OR) and parentheses;
+    anything else is a tag, matched exactly. A tag with spaces or named like an operator is
+    written in double quotes: ``"and" OR "my tag"``. No eval: a recursive-descent parser
+    that raises InvalidInputError naming the position of the first thing it cannot read.
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"tags must be a string expression or a list of tags, "
+                                f"got {type(text).__name__}")
+    tokens, pos = [], 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TAG_TOKEN.match(text, pos)
+        if not match:
+            quote = text.index(chr(34), pos)
+            raise InvalidInputError(f"tag expression {text!r}: unterminated quote at "
+                                    f"position {quote}")
+        at = match.start() + len(match.group(0)) - len(match.group(0).lstrip())
+        if match.group(1):
+            tokens.append(("(", None, at))
+        elif match.group(2):
+            tokens.append((")", None, at))
+        elif match.group(3) is not None:
+            tokens.append(("tag", re.sub(r"\\(.)", r"\1", match.group(3)), at))
+        elif match.group(4).upper() in _TAG_OPS:
+            tokens.append((match.group(4).upper(), None, at))
+        else:
+            tokens.append(("tag", match.group(4), at))
+        pos = match.end()
+    tokens.append(("end", None, len(text)))
+    index = [0]
+
+    def fail(what):
+        kind, _value, at = tokens[index[0]]
+        found = "the end" if kind == "end" else repr(text[at:at + 20].split()[0])
+        raise InvalidInputError(f"tag expression {text!r}: expected {what} at position {at}, "
+                                f"found {found}")
+
+    def peek():
+        return tokens[index[0]][0]
+
+    def parse_or(depth):
+        node = parse_and(depth)
+        while peek() == "OR":
+            index[0] += 1
+            node = ("or", node, parse_and(depth))
+        return node
+
+    def parse_and(depth):
+        node = parse_not(depth)
+        while peek() == "AND":
+            index[0] += 1
+            node = ("and", node, parse_not(depth))
+        return node
+
+    def parse_not(depth):
+        if depth > 100:
+            fail("a shallower expression (more than 100 levels of nesting)")
+        kind, value, _at = tokens[index[0]]
+        if kind == "NOT":
+            index[0] += 1
+            return ("not", parse_not(depth + 1))
+        if kind == "(":
+            index[0] += 1
+            node = parse_or(depth + 1)
+            if peek() != ")":
+                fail("')'")
+            index[0] += 1
+            return node
+        if kind == "tag":
+            index[0] += 1
+            return ("tag", value)
+        fail("a tag, NOT or '('")
+
+    if peek() == "end":
+        raise InvalidInputError(f"tag expression {text!r} is empty")
+    tree = parse_or(0)
+    if peek() != "end":
+        fail("AND, OR or the end")
+    return lambda tags: _eval_tag_expr(tree, tags)
+
+
+def _eval_tag_expr(node, tags):
+    kind = node[0]
+    if kind == "tag":
+        return node[1] in tags
+    if kind == "not":
+        return not _eval_tag_expr(node[1], tags)
+    if kind == "and":
+        return _eval_tag_expr(node[1], tags) and _eval_tag_expr(node[2], tags)
+    return _eval_tag_expr(node[1], tags) or _eval_tag_expr(node[2], tags)
+
+
+def _tag_filter(tags):
+    """A predicate on a run's tag set from an expression string or a list (all required)."""
+    if tags is None:
+        return None
+    if isinstance(tags, str):
+        return _parse_tag_expr(tags)
+    wanted = set(_normalize_tags(tags))
+    return lambda have: wanted <= have
+
+
+_RUN_TABLE_COLUMNS = ("experiment", "run", "project", "group", "rank", "status", "started_at",
+                      "duration_secs", "rows", "tags")
+
+
+def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
+              to_pandas=False):
+    """One row per run as a ``pyarrow.Table`` (or a pandas DataFrame with ``to_pandas=True``):
+    experiment, run, project, group, rank, status, started_at, duration_secs, rows, tags,
+    then ``params.<key>`` (flattened config) and the last value of every metric and scalar.
+
+    >>> expman.load_runs("experiments", status="finished", to_pandas=True)
+    >>> expman.load_runs("experiments", "resnet", tags="baseline AND (cifar OR NOT tiny)")
+    >>> expman.load_runs(project="vision", tags=["ablation"])         # a list: all of them
+
+    ``experiment`` is a name or a list of names (default: all); ``status`` a status or a
+    list. A metric named like one of the fixed columns is stored as ``metrics.<key>``.
+    """
+    store, root_path = _resolve_root(root)
+    match = _tag_filter(tags)
+    if project is not None and not isinstance(project, str):
+        raise InvalidInputError(f"project must be a string, got {type(project).__name__}")
+    if experiment is None:
+        names = [e["name"] for e in list_experiments(root, project=project)]
+    else:
+        names = [experiment] if isinstance(experiment, str) else list(experiment)
     wanted = None if status is None else {_normalize_status(s) for s in (
         [status] if isinstance(status, str) else status)}
     records = []
@@ -2480,22 +2994,28 @@ def load_runs(root=None, experiment=None, status=None, to_pandas=False):
         for row in list_runs(root, exp):
             if wanted and row["status"] not in wanted:
                 continue
-            record = {"experiment": exp, "run": row["name"], "status": row["status"],
+            if project is not None and row["project"] != project:
+                continue
+            if match is not None and not match(set(row["tags"])):
+                continue
+            record = {"experiment": exp, "run": row["name"], "project": row["project"],
+                      "group": row["group"], "rank": row["rank"], "status": row["status"],
                       "started_at": row["started_at"], "duration_secs": row["duration_secs"],
                       "rows": row["rows"], "tags": ",".join(row["tags"])}
             record.update({f"params.{k}": v for k, v in row["params"].items()})
-            record.update({k: v for k, v in row["summary"].items()})
+            record.update({(f"metrics.{k}" if k in _RUN_TABLE_COLUMNS or
+                            k.startswith(("params.", "metrics.")) else k): v
+                           for k, v in row["summary"].items()})
             records.append(record)
-    columns = list(dict.fromkeys(k for r in records for k in r))
+    columns = list(dict.fromkeys([*_RUN_TABLE_COLUMNS, *(k for r in records for k in r)]))
     data = {}
     for col in columns:
         values = [r.get(col) for r in records]
         try:
-            data[col] = pa.array(values)
+            data[col] = pa.array(values) if records else pa.array([], pa.string())
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    table = pa.table(data) if data else pa.table({"experiment": pa.array([], pa.string()),
-                                                   "run": pa.array([], pa.string())})
+    table = pa.table(data)
     return table.to_pandas() if to_pandas else table
 
 

@@ -14,9 +14,10 @@ from _util import REPO, child_env, only_run_dir, run_python
 
 EXPECTED_ALL = [
     "Experiment", "init", "log_params", "log_metrics", "log_vector", "log_scalar", "info",
-    "warn", "save_artifact", "flush", "close", "get_run",
+    "warn", "save_artifact", "flush", "close", "get_run", "is_primary",
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
     "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
+    "load_experiments",
     "make_app", "make_server", "serve",
     "ExpmanError", "InvalidInputError", "ExpmanWarning", "STATUSES", "main",
 ]
@@ -35,7 +36,9 @@ SIGNATURES = {
     "flush": "(timeout=30.0)",
     "close": "(status='finished')",
     "get_run": "()",
-    "list_experiments": "(root=None)",
+    "list_experiments": "(root=None, project=None)",
+    "is_primary": "()",
+    "load_experiments": "(root=None, experiments=None, keys=None, project=None)",
     "list_runs": "(root=None, experiment=None)",
     "load_run": "(run_dir)",
     "load_config": "(run_dir)",
@@ -45,7 +48,8 @@ SIGNATURES = {
     "load_log": "(run_dir, since=0, max_bytes=262144)",
     "list_artifacts": "(run_dir)",
     "load_experiment": "(root=None, experiment=None, keys=None)",
-    "load_runs": "(root=None, experiment=None, status=None, to_pandas=False)",
+    "load_runs": "(root=None, experiment=None, status=None, tags=None, project=None, "
+                 "to_pandas=False)",
     "main": "(argv=None)",
     "make_app": "(root=None, live=True, token=None)",
     "make_server": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, threads=48)",
@@ -53,7 +57,8 @@ SIGNATURES = {
              "open_browser=False, out=None)",
     "Experiment": "(name, base_dir=None, run_name=None, config=None, description=None, "
                   "tags=None, flush_interval_ms=500, *, heartbeat_secs=5.0, capture_git=True, "
-                  "clock=None)",
+                  "clock=None, project=None, rank=None, group=None, provenance=True, "
+                  "save_git_diff=False)",
 }
 
 METHOD_SIGNATURES = {
