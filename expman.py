@@ -3019,6 +3019,92 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     return table.to_pandas() if to_pandas else table
 
 
+# -- reaping: record 'crashed' in the run.yaml of runs whose process is gone -----------------
+
+def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
+    """Mark one run crashed if its heartbeat is stale and its process gone; returns a dict
+    ``{"path", "action", "reason", ...}`` (action: reaped, would-reap, alive, skipped).
+
+    A run on this host is reaped only once its pid is dead; on another host the pid means
+    nothing here, so the heartbeat alone decides (older than ``stale`` seconds, by default
+    STALE_HEARTBEATS heartbeat intervals + 5 s, what readers already take for a crash).
+    run.yaml is re-checked right before the atomic write: if it changed since it was read,
+    the run is alive and is left alone.
+    """
+    now = time.time() if now is None else now
+    meta_path = store.join(path, RUN_YAML)
+    entry = {"path": store.display(path), "name": _split_parent(store, path)[1]}
+    stamp = store.stat(meta_path)
+    try:
+        meta = _read_yaml(store, meta_path)
+    except ExpmanError as exc:
+        return {**entry, "action": "skipped", "reason": f"unreadable run.yaml ({exc})"}
+    status = meta.get("status")
+    if not isinstance(status, str) or status.lower() != "running":
+        return {**entry, "action": "skipped", "reason": f"status is {status!r}"}
+    beat = _parse_iso(meta.get("heartbeat_at")) or _parse_iso(meta.get("started_at"))
+    interval = meta.get("heartbeat_secs")
+    if type(interval) not in (int, float) or interval <= 0:
+        interval = DEFAULT_HEARTBEAT_SECS
+    limit = STALE_HEARTBEATS * interval + 5 if stale is None else stale
+    age = None if beat is None else round(now - beat, 1)
+    entry.update(hostname=_text(meta.get("hostname")), pid=meta.get("pid"), heartbeat_age=age)
+    if age is not None and age < limit:
+        return {**entry, "action": "alive", "reason": f"heartbeat {age:.0f}s old"}
+    if meta.get("hostname") == _HOSTNAME and _pid_alive(meta.get("pid")):
+        return {**entry, "action": "alive", "reason": f"pid {meta.get('pid')} is running"}
+    why = (f"pid {meta.get('pid')} is gone" if meta.get("hostname") == _HOSTNAME
+           else f"heartbeat {age if age is not None else '?'}s old, from host "
+                f"{meta.get('hostname')}")
+    if dry_run:
+        return {**entry, "action": "would-reap", "reason": why}
+    if store.stat(meta_path) != stamp:
+        return {**entry, "action": "alive", "reason": "run.yaml changed while reaping"}
+    started = _parse_iso(meta.get("started_at"))
+    meta["status"] = "crashed"
+    meta["finished_at"] = meta.get("heartbeat_at") or _iso(now)
+    if started is not None and beat is not None:
+        meta["duration_secs"] = round(beat - started, 3)
+    meta["reaped_at"] = _iso(now)
+    meta["reaped_by"] = f"{_HOSTNAME} pid {os.getpid()}"
+    store.write_atomic(meta_path, _yaml_dump(meta))
+    entry = {**entry, "action": "reaped", "reason": why}
+    if compact:
+        entry["compacted_segments"] = _compact_leftovers(store, path)
+    return entry
+
+
+def _compact_leftovers(store, path):
+    """Merge a dead run's leftover segments into metrics.parquet (then delete them), so it
+    reads like a closed run. Returns how many segments were merged (0: nothing to do)."""
+    seg_dir = store.join(path, SEGMENTS_DIR)
+    names = store.listnames(seg_dir)
+    chosen = _choose_segments(names)
+    if not chosen:
+        return 0
+    paths, schemas = [], []
+    for _s, _e, name in chosen:
+        try:
+            schemas.append(store.parquet_file(store.join(seg_dir, name)).schema_arrow)
+            paths.append(store.join(seg_dir, name))
+        except Exception as exc:  # noqa: BLE001 - a segment cut by the crash: keep the rest
+            _warn(f"expman: skipped unreadable segment {store.display(store.join(seg_dir, name))}"
+                  f": {exc}")
+    schema = pa.unify_schemas(schemas) if schemas else _empty_metrics_table().schema
+    with store.open_atomic(store.join(path, METRICS_FILE)) as sink:
+        writer = pq.ParquetWriter(sink, schema, compression="snappy", use_dictionary=False)
+        try:
+            for seg in paths:
+                for batch in store.parquet_file(seg).iter_batches(1 << 16):
+                    writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
+        finally:
+            writer.close()
+    for name in sorted(names):  # first rows first, as the writer does (see _metric_files)
+        if _SEGMENT_RE.match(name):
+            store.delete(store.join(seg_dir, name))
+    return len(paths)
+
+
 # 10 Integrations ############################################################################
 #
 # Adapters for what users already run, each importing its framework lazily, only when used:
@@ -3461,13 +3547,24 @@ def make_app(root=None, live=True, token=None):
         return {"status": "ok", "version": __version__, "root": store.display(root_path),
                 "live": live}
 
+    def experiment_rows():
+        if hub.cached():  # object store: the watcher's cache, not a request per run
+            return hub.experiment_rows()
+        if not store.isdir(root_path):
+            return []
+        return list_experiments(run_location(root_path))
+
     @app.get("/api/experiments")
     def _api_experiments():
-        if hub.cached():  # object store: the watcher's cache, not a request per run
-            return {"experiments": hub.experiment_rows()}
-        if not store.isdir(root_path):
-            return {"experiments": []}
-        return {"experiments": list_experiments(run_location(root_path))}
+        project = bottle.request.query.getunicode("project")
+        rows = experiment_rows()
+        return {"experiments": _in_project(rows, project) if project else rows}
+
+    @app.get("/api/projects")
+    def _api_projects():
+        rows = experiment_rows()
+        return {"projects": _project_rows(rows),
+                "unassigned": sum(1 for e in rows if not e["projects"])}
 
     @app.get("/api/experiments/<exp>/runs")
     def _api_runs(exp):
@@ -4158,18 +4255,22 @@ def _cmd_list(args):
             parent, experiment = _split_parent(store, path)
             root = _location(store, parent)
     if experiment is None:
-        return _list_experiments(root, args.json)
-    return _list_runs(root, experiment, args.json)
+        if args.tags is not None:
+            raise _UsageError("--tags filters the runs of one experiment: add -e EXPERIMENT")
+        return _list_experiments(root, args.json, args.project)
+    return _list_runs(root, experiment, args.json, args.project, args.tags)
 
 
-def _list_experiments(root, as_json):
+def _list_experiments(root, as_json, project=None):
     store, root_path = _resolve_root(root)
-    experiments = list_experiments(root)
+    experiments = list_experiments(root, project=project)
     if as_json:
-        _print_json({"root": store.display(root_path), "experiments": experiments})
+        _print_json({"root": store.display(root_path), "project": project,
+                     "experiments": experiments})
         return _EXIT_OK
     if not experiments:
-        print(f"no experiments in {store.display(root_path)}")
+        print(f"no experiments in {store.display(root_path)}" +
+              (f" for project {project!r}" if project is not None else ""))
         return _EXIT_OK
     color, now = _use_color(), time.time()
     rows = []
@@ -4182,20 +4283,32 @@ def _list_experiments(root, as_json):
                            for p, s in parts)
         rows.append([exp["name"], str(exp["runs"]), _Cell(text or "-", styled or "-"),
                      _fmt_ago(exp["last_activity"], now), _fmt_time(exp["last_activity"])])
-    _print_lines(_table(["EXPERIMENT", "RUNS", "STATUS", "LAST ACTIVITY", ""], rows,
-                        right={1}))
+        if any(e["projects"] for e in experiments):
+            rows[-1].insert(1, ", ".join(exp["projects"]) or "-")
+    headers = ["EXPERIMENT", "RUNS", "STATUS", "LAST ACTIVITY", ""]
+    right = {1}
+    if any(e["projects"] for e in experiments):
+        headers.insert(1, "PROJECT")
+        right = {2}
+    _print_lines(_table(headers, rows, right=right))
     return _EXIT_OK
 
 
-def _list_runs(root, experiment, as_json):
+def _list_runs(root, experiment, as_json, project=None, tags=None):
     store, root_path = _resolve_root(root)
     runs = list_runs(root, experiment)
+    match = _tag_filter(tags)
+    if project is not None:
+        runs = [r for r in runs if r["project"] == project]
+    if match is not None:
+        runs = [r for r in runs if match(set(r["tags"]))]
     if as_json:
         _print_json({"root": store.display(root_path), "experiment": experiment,
                      "runs": runs})
         return _EXIT_OK
     if not runs:
-        print(f"no runs in experiment {experiment!r}")
+        what = " matching the filters" if project is not None or tags is not None else ""
+        print(f"no runs{what} in experiment {experiment!r}")
         return _EXIT_OK
     color = _use_color()
     metric_keys = list(dict.fromkeys(k for r in runs for k in r["summary"]))
@@ -4271,6 +4384,28 @@ def _tree_lines(mapping, indent="  "):
     return out
 
 
+def _job_text(run):
+    """'group 4711, rank 3 of 8 (local 1)' for a rank of a distributed job, else None."""
+    if not run.get("group"):
+        return None
+    text = f"group {run['group']}"
+    if run.get("rank") is not None:
+        text += f", rank {run['rank']}"
+        if run.get("world_size"):
+            text += f" of {run['world_size']}"
+        local = run.get("local_rank")
+        if type(local) is int:
+            text += f" (local {local})"
+    return text
+
+
+def _mapping_text(value):
+    if not isinstance(value, dict) or not value:
+        return None
+    return ", ".join(f"{k} {v}" if isinstance(value, dict) and k.islower() else f"{k}={v}"
+                     for k, v in value.items())
+
+
 def _cmd_inspect(args):
     run = load_run(args.run_dir)
     stats = metric_stats(args.run_dir)
@@ -4305,6 +4440,10 @@ def _cmd_inspect(args):
         ("rows", f"{run['rows']} (last step {_fmt_num(run['last_step'])})"),
         ("host", host), ("command", run.get("command")), ("cwd", run.get("cwd")),
         ("python", run.get("python")), ("git", git_text),
+        ("git diff", f"artifacts/{git['diff_artifact']}" if git.get("diff_artifact") else None),
+        ("project", run.get("project")), ("job", _job_text(run)),
+        ("packages", _mapping_text(run.get("packages"))),
+        ("scheduler", _mapping_text(run.get("scheduler"))),
         ("tags", ", ".join(run["tags"]) or None), ("description", run["description"] or None),
         ("error", run.get("error")),
     ]
@@ -4649,6 +4788,51 @@ def _cmd_clean(args):
     return _EXIT_FAIL if failures else _EXIT_OK
 
 
+# -- reap ------------------------------------------------------------------------------------
+
+def _cmd_reap(args):
+    root = args.dir if args.dir is not None else _default_root()
+    store, path = _open_store(root)
+    if store.stat(store.join(path, RUN_YAML)) is not None:
+        runs = [path]
+    else:
+        if not store.isdir(path):
+            raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
+        exps = [path] if store.stat(store.join(path, EXPERIMENT_YAML)) is not None else [
+            store.join(path, e.name) for e in store.listdir(path)
+            if e.is_dir and not e.name.startswith(".")]
+        runs = [store.join(exp, e.name) for exp in exps for e in store.listdir(exp)
+                if e.is_dir and not e.name.startswith(".")
+                and store.stat(store.join(exp, e.name, RUN_YAML)) is not None]
+    now, results, failures = time.time(), [], 0
+    for run_path in sorted(runs):
+        try:
+            entry = _reap_run(store, run_path, args.stale, now, args.dry_run, args.compact)
+        except OSError as exc:
+            failures += 1
+            entry = {"path": store.display(run_path), "action": "failed",
+                     "reason": exc.strerror or str(exc)}
+        results.append(entry)
+    acted = [e for e in results if e["action"] in ("reaped", "would-reap", "failed")]
+    if args.json:
+        _print_json({"root": store.display(path), "dry_run": args.dry_run,
+                     "stale_secs": args.stale, "runs": results})
+        return _EXIT_FAIL if failures else _EXIT_OK
+    alive = sum(1 for e in results if e["action"] == "alive")
+    for entry in acted:
+        verb = {"reaped": "marked crashed", "would-reap": "would mark crashed",
+                "failed": "could not mark"}[entry["action"]]
+        extra = ""
+        if entry.get("compacted_segments"):
+            extra = f"; {entry['compacted_segments']} segments compacted into {METRICS_FILE}"
+        print(f"{verb}: {entry['path']} ({entry['reason']}{extra})")
+    done = sum(1 for e in acted if e["action"] != "failed")
+    print(f"{done} run{'s' if done != 1 else ''} {'to mark' if args.dry_run else 'marked'} "
+          f"crashed; {alive} running left alone; {len(results)} runs checked" +
+          ("; dry run: nothing written" if args.dry_run else ""))
+    return _EXIT_FAIL if failures else _EXIT_OK
+
+
 # -- serve / demo ----------------------------------------------------------------------------
 
 def _serve_function():
@@ -4728,6 +4912,17 @@ def _interval(text):
     return value
 
 
+def _seconds(text):
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds >= 0")
+    return value
+
+
 def _build_parser():
     import argparse
 
@@ -4752,6 +4947,9 @@ def _build_parser():
     p = command("list", _cmd_list, "list experiments, or the runs of one (newest first)")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
     p.add_argument("-e", "--experiment", metavar="EXP", help="list the runs of this experiment")
+    p.add_argument("--project", metavar="P", help="only experiments (or runs) of this project")
+    p.add_argument("--tags", metavar="EXPR", help="with -e: only runs whose tags match, e.g. "
+                   "'baseline AND (cifar OR NOT tiny)'")
     json_flag(p)
 
     p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "
@@ -4786,6 +4984,20 @@ def _build_parser():
     p.add_argument("--keep", type=_int_at_least(0), default=5, metavar="N",
                    help="runs to keep, newest first, running ones not counted (default 5)")
     p.add_argument("--force", action="store_true", help="really delete")
+    json_flag(p)
+
+    p = command("reap", _cmd_reap, "mark runs whose heartbeat is stale and whose process is "
+                "gone as crashed in their run.yaml (runs on other hosts of a shared "
+                "filesystem: the heartbeat alone decides)")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help + "; or one experiment or "
+                   "run directory")
+    p.add_argument("--stale", type=_seconds, default=None, metavar="S",
+                   help="heartbeat age, in seconds, past which a run counts as stale "
+                        f"(default: {STALE_HEARTBEATS} heartbeat intervals + 5 s, about "
+                        f"{STALE_HEARTBEATS * DEFAULT_HEARTBEAT_SECS + 5:.0f} s)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be marked")
+    p.add_argument("--compact", action="store_true", help="also merge a reaped run's leftover "
+                   "segments into metrics.parquet, so it reads like a closed run")
     json_flag(p)
 
     p = command("serve", _cmd_serve, "serve the live dashboard")
