@@ -2830,24 +2830,24 @@ def _scan_metric_files(store, files, keys):
     if keys is not None:
         metric_names = [k for k in keys if k in schema.names and k not in RESERVED_COLUMNS]
     columns = [c for c in RESERVED_COLUMNS if c in schema.names] + metric_names
-    dataset = pads.dataset([f for _e, _r, f in good], schema=schema, format="parquet",
-                           filesystem=fs)
-    table = dataset.to_table(columns=columns + ["__filename"], use_threads=True)
-    # __filename -> (experiment, run): encode the file names once, then take by index
-    encoded = table.column("__filename").combine_chunks().dictionary_encode()
-    owner = {f: (e, r) for e, r, f in good}
-    dict_files = encoded.dictionary.to_pylist()
-    exp_col = pa.array([owner[_strip_fs(f, fs)][0] for f in dict_files], pa.string()).take(
-        encoded.indices)
-    run_col = pa.array([owner[_strip_fs(f, fs)][1] for f in dict_files], pa.string()).take(
-        encoded.indices)
+    fmt = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(
+        pre_buffer=not store.is_local))  # coalesced reads pay off on object stores only
+    dataset = pads.FileSystemDataset.from_paths([f for _e, _r, f in good], schema=schema,
+                                                format=fmt, filesystem=fs)
+    # The fragment index (an int32 per row) names each row's file: far cheaper than
+    # __filename (a string per row), and it maps to (experiment, run) with one take().
+    table = dataset.to_table(columns=columns + ["__fragment_index", "__batch_index"],
+                             use_threads=True, fragment_readahead=16)
+    index = table.column("__fragment_index").combine_chunks()
+    if len(index) > 1 and not pc.all(pc.greater_equal(index[1:], index[:-1])).as_py():
+        # files came back out of order: restore file order (a stable sort keeps rows in order)
+        table = table.sort_by([("__fragment_index", "ascending"), ("__batch_index", "ascending")])
+        index = table.column("__fragment_index").combine_chunks()
+    exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
+    run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
     names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
     table = table.select(columns).rename_columns(names)
     return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
-
-
-def _strip_fs(name, fs):
-    return name
 
 
 # -- tag expressions: "a AND (b OR NOT c)" ----------------------------------------------------
@@ -5428,6 +5428,14 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 #runs-table tbody tr.selected td { background: var(--sel); }
 #runs-table tbody tr.flash td { animation: flash 2.4s ease-out; }
 #runs-table tr.spacer td { padding: 0; border: 0; height: auto; background: transparent; }
+/* a distributed job's ranks: one group row that expands */
+#runs-table tr.job-row td { font-weight: 560; }
+#runs-table tr.job-member td.c-name { padding-left: 30px; }
+.job-toggle { border: 0; background: none; padding: 0 4px 0 0; cursor: pointer; color: var(--muted); vertical-align: middle; }
+.job-toggle .ico { transition: transform .12s; }
+.job-row.open .job-toggle .ico { transform: rotate(90deg); }
+.job-count { color: var(--muted); font-weight: 450; margin-left: 6px; font-size: 11.5px; }
+#project-filter { margin: 0 8px 8px; width: calc(100% - 16px); }
 .swatch {
   display: inline-block; width: 9px; height: 9px; border-radius: 3px; margin-right: 7px; vertical-align: -0.5px;
   background: transparent; box-shadow: inset 0 0 0 1px var(--border-2);
@@ -5637,6 +5645,7 @@ table.data td.num { text-align: right; font-family: var(--mono); }
 <div id="layout">
   <aside id="sidebar">
     <div class="side-head"><span>Experiments</span><span id="exp-count"></span></div>
+    <select id="project-filter" data-testid="project-filter" aria-label="Project" hidden><option value="">All projects</option></select>
     <ul id="experiments" data-testid="experiments"></ul>
   </aside>
   <main id="main">
@@ -5680,6 +5689,11 @@ with expman.Experiment("my-experiment") as exp:
           <select id="xaxis" data-testid="xaxis">
             <option value="step">Step</option><option value="wall">Wall time</option>
             <option value="relative">Relative time</option>
+          </select>
+        </label>
+        <label id="job-mode-label" title="How the selected ranks of one distributed job are drawn" hidden>Ranks
+          <select id="job-mode" data-testid="job-mode">
+            <option value="overlay">Overlaid</option><option value="band">Mean, min/max band</option>
           </select>
         </label>
       </div>
@@ -5924,7 +5938,7 @@ const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : 
 
 // --- charts
 // Canvas line charts; the only code on the page that draws. The rest talks to a chart through
-//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label}), appendPoints(id, xs, ys),
+//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}), appendPoints(id, xs, ys),
 //   removeSeries(id), setXRange([x0, x1] | null), hover(x | null), points(), destroy(),
 //   and callbacks chart.onZoom(x0, x1) / chart.onReset(),
 // plus Charts.configure({smoothing, logy, xFormat, hidden, highlight}) shared by every chart.
@@ -6102,6 +6116,22 @@ const Charts = (function () {
     ctx.globalAlpha = 1;
   }
 
+  // The min/max band of an aggregated series, filled under its line (gaps where values are not finite).
+  function band(ctx, s, r, sx, sy, logy, alpha) {
+    const lo = logy ? 0 : -Infinity, ok = i => s.lo[i] > lo && s.hi[i] < Infinity && s.x[i] > -Infinity && s.x[i] < Infinity;
+    ctx.globalAlpha = alpha; ctx.fillStyle = s.color;
+    let i = r[0];
+    while (i < r[1]) {
+      while (i < r[1] && !ok(i)) i++;
+      const a = i; while (i < r[1] && ok(i)) i++;
+      if (i - a < 2) continue;
+      ctx.beginPath(); ctx.moveTo(sx(s.x[a]), sy(s.hi[a]));
+      for (let j = a + 1; j < i; j++) ctx.lineTo(sx(s.x[j]), sy(s.hi[j]));
+      for (let j = i - 1; j >= a; j--) ctx.lineTo(sx(s.x[j]), sy(s.lo[j]));
+      ctx.closePath(); ctx.fill();
+    }
+    ctx.globalAlpha = 1;
+  }
   function showTip(hits, cx, cy) {
     if (!tip) { tip = h('div', { class: 'chart-tip', role: 'tooltip', 'data-testid': 'chart-tooltip' }); tip.hidden = true; document.body.appendChild(tip); }
     if (!hits || !hits.length) { tip.hidden = true; return; }
@@ -6138,7 +6168,8 @@ const Charts = (function () {
     all.add(this); request(this);
   }
   Chart.prototype.setSeries = function (id, d) {
-    const s = { id: id, label: d.label || id, color: d.color || '#888', x: Array.from(d.x), y: Array.from(d.y), sm: [], smW: -1, ema: 0, emaN: 0 };
+    const s = { id: id, label: d.label || id, color: d.color || '#888', x: Array.from(d.x), y: Array.from(d.y), sm: [], smW: -1, ema: 0, emaN: 0,
+      lo: d.lo ? Array.from(d.lo) : null, hi: d.hi ? Array.from(d.hi) : null };   // lo/hi: a shaded band around the line
     s.sorted = isSorted(s.x, 0);
     this.series.set(id, s); request(this);
   };
@@ -6196,6 +6227,7 @@ const Charts = (function () {
       for (let i = r[0]; i < r[1]; i++) {
         const xv = s.x[i]; if (!(xv >= x0 && xv <= x1)) continue;
         const v = s.y[i]; if (v > lo && v < Infinity) { if (v < y0) y0 = v; if (v > y1) y1 = v; }
+        if (s.lo) { const a = s.lo[i], b = s.hi[i]; if (a > lo && a < y0) y0 = a; if (b < Infinity && b > y1) y1 = b; }
       }
     }
     if (!(y1 >= y0)) {
@@ -6237,6 +6269,7 @@ const Charts = (function () {
     // series: faint raw curves first, then the (smoothed) curves on top
     ctx.save(); ctx.beginPath(); ctx.rect(left, top - 2, pw + 1, ph + 4); ctx.clip();
     const sm = opt.smoothing > 0, hl = opt.highlight;
+    for (const s of list) if (s.lo) band(ctx, s, ranges.get(s), sx, sy, logy, hl && hl !== s.id ? 0.05 : 0.16);
     if (sm) for (const s of list) { ensureSmooth(s); trace(ctx, s, s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.06 : 0.2, 1.2); }
     for (const s of list) trace(ctx, s, sm ? s.sm : s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.2 : 1, hl === s.id ? 2.2 : 1.6);
     ctx.restore();
@@ -6354,7 +6387,8 @@ const S = {
   colPrefs: null,               // Set of visible column ids, or null for the defaults
   selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
   smoothing: 0, logy: false, xaxis: 'step', chartFilter: '',
-  detail: null, detailToken: 0, editingDesc: false, prefetch: null
+  detail: null, detailToken: 0, editingDesc: false, prefetch: null,
+  project: '', jobMode: 'overlay', openJobs: new Set()
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
@@ -6368,7 +6402,8 @@ function readHash() {
   const sm = parseFloat(p.get('smooth'));
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
     logy: p.get('logy') === '1', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
-    run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '' };
+    run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
+    project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay' };
 }
 let hashTimer = 0;
 function writeHash(push) {
@@ -6384,6 +6419,8 @@ function writeHash(push) {
     if (S.filter) put('q', S.filter);
     if (S.chartFilter) put('metrics', S.chartFilter);
     if (S.detail) put('run', S.detail);
+    if (S.project) put('project', S.project);
+    if (S.jobMode !== 'overlay') put('ranks', S.jobMode);
     const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
     if ((parts.length ? hs : '') === location.hash) return;
     if (push) history.pushState(null, '', hs); else history.replaceState(null, '', hs);
@@ -6400,6 +6437,7 @@ async function applyHash() {
   if (hs.run !== S.detail) { if (hs.run) openDetail(hs.run); else closeDetail(); }
 }
 function applyChartSettings(hs) {
+  applyJobSettings(hs);
   S.smoothing = hs.smooth; S.logy = hs.logy;
   $('#smoothing').value = String(S.smoothing); $('#smoothing-value').textContent = S.smoothing.toFixed(2);
   $('#logy').checked = S.logy;
@@ -6423,7 +6461,8 @@ function refreshExperimentsSoon() {
 }
 function renderExperiments() {
   const ul = $('#experiments');
-  const list = S.experiments.slice().sort((a, b) => (parseTime(b.last_activity) || 0) - (parseTime(a.last_activity) || 0) || natural(a.name, b.name));
+  renderProjectFilter();
+  const list = S.experiments.filter(inProject).sort((a, b) => (parseTime(b.last_activity) || 0) - (parseTime(a.last_activity) || 0) || natural(a.name, b.name));
   $('#exp-count').textContent = list.length ? String(list.length) : '';
   if (!list.length) { ul.replaceChildren(h('li', { class: 'side-empty', text: 'No experiments yet' })); return; }
   ul.replaceChildren.apply(ul, list.map(e => {
@@ -6569,7 +6608,8 @@ function computeView() {
     if (na || nb) return na === nb ? 0 : na ? 1 : -1;
     return dir * cmpValues(a, b) || natural(p[1].name, q[1].name);
   });
-  S.view = keyed.map(x => x[1]);
+  S.matched = keyed.length;
+  S.view = jobView(keyed.map(x => x[1]));
 }
 const ROW_H = 30;
 let tableFrame = 0;
@@ -6581,7 +6621,7 @@ function renderTable() {
   headCols = cols;
   renderHead(cols);
   renderBody();
-  const total = S.rows.size, shown = S.view.length, sel = S.selected.length;
+  const total = S.rows.size, shown = S.matched, sel = S.selected.length;
   $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + (sel ? ' \u00b7 ' + sel + ' selected' : '');
   const empty = $('#runs-empty');
   if (S.rows.size && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
@@ -6597,9 +6637,9 @@ function renderHead(cols) {
   $('#runs-cols').replaceChildren.apply($('#runs-cols'), widths.map(w => h('col', { style: 'width:' + w + 'px' })));
   table.style.width = widths.reduce((a, b) => a + b, 0) + 'px';
   const arrow = id => S.sort.col === id ? h('span', { class: 'arrow', text: S.sort.dir > 0 ? '\u25b2' : '\u25bc' }) : null;
-  const inView = S.view.filter(r => S.selectedSet.has(S.exp + '/' + r.name)).length;
+  const shownRuns = viewRuns(), inView = shownRuns.filter(r => S.selectedSet.has(S.exp + '/' + r.name)).length;
   const all = h('input', { type: 'checkbox', class: 'select-all', title: 'Select all shown runs', 'aria-label': 'Select all shown runs',
-    checked: inView > 0 && inView === S.view.length, indeterminate: inView > 0 && inView < S.view.length });
+    checked: inView > 0 && inView === shownRuns.length, indeterminate: inView > 0 && inView < shownRuns.length });
   const tr = h('tr', null,
     h('th', { class: 'c-sel' }, all),
     h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name')),
@@ -6618,8 +6658,9 @@ function renderBody() {
   tbody.replaceChildren.apply(tbody, out);
 }
 function renderRow(r, cols) {
+  if (r._job) return renderJobRow(r, cols);
   const k = S.exp + '/' + r.name, sel = S.selectedSet.has(k);
-  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') });
+  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') });
   tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
   tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + colorOf(k) : '' }),
     h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name })));
@@ -6643,11 +6684,11 @@ function bindTable() {
     const k = S.exp + '/' + tr.getAttribute('data-run');
     if (e.target.closest('.run-link')) { openDetail(k, true); return; }
     if (e.target.classList.contains('run-select')) {
-      const idx = S.view.findIndex(r => r.name === tr.getAttribute('data-run'));
+      const idx = S.view.findIndex(r => !r._job && r.name === tr.getAttribute('data-run'));
       if (e.shiftKey && lastClicked >= 0 && idx >= 0) {
         const on = e.target.checked, [a, b] = [Math.min(lastClicked, idx), Math.max(lastClicked, idx)];
         const set = new Set(S.selected);
-        for (let i = a; i <= b; i++) { const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
+        for (let i = a; i <= b; i++) { if (S.view[i]._job) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
         setSelection(S.selected.filter(x => set.has(x)).concat(Array.from(set).filter(x => S.selected.indexOf(x) < 0)), true);
       } else toggleRun(k, e.target.checked);
       lastClicked = idx;
@@ -6655,7 +6696,7 @@ function bindTable() {
   });
   $('#runs-table').tHead.addEventListener('click', e => {
     if (e.target.classList.contains('select-all')) {
-      const keys = S.view.map(r => S.exp + '/' + r.name);
+      const keys = viewRuns().map(r => S.exp + '/' + r.name);
       if (e.target.checked) {
         const addKeys = keys.filter(k => !S.selectedSet.has(k)).slice(0, Math.max(0, 100 - S.selected.length));
         if (addKeys.length < keys.filter(k => !S.selectedSet.has(k)).length) showBanner('Selected the first 100 runs; select more one by one.', true);
@@ -6801,6 +6842,7 @@ function applyRows(rd, series, next) {
     if (!s) { s = { step: [], time: [], value: [] }; rd.series.set(key, s); newKey = true; }
     for (let i = 0; i < add.step.length; i++) { s.step.push(add.step[i]); s.time.push(add.time[i]); s.value.push(add.value[i]); }
     if (s.step.length > COMPACT_AT) { compactSeries(s); rd.version = ++versionSeq; newKey = true; continue; }
+    if (inBand(rd.key)) { rd.version = ++versionSeq; newKey = true; continue; }
     const c = cards.get(key);
     if (c && c.loaded.get(rd.key) === rd.version) c.chart.appendPoints(rd.key, xsOf(rd, add.step, add.time), add.value);
   }
@@ -6944,8 +6986,10 @@ function syncCharts() {
   if (msg) empty.replaceChildren(h('strong', { text: msg[0] }), msg[1]);
 }
 function syncCardSeries(c) {
-  const present = new Set();
+  const present = new Set(), bands = bandJobs();
+  syncBandSeries(c, bands, present);
   for (const k of S.selected) {
+    if (bands.members.has(k)) continue;
     const rd = data.get(k); if (!rd || !rd.ready) continue;
     const s = rd.series.get(c.key); if (!s) continue;
     present.add(k);
@@ -7013,6 +7057,166 @@ function toggleHidden(k) {
   if (S.hidden.has(k)) S.hidden.delete(k); else S.hidden.add(k);
   Charts.configure({ hidden: new Set(S.hidden), highlight: null });
   renderLegend(); writeHash();
+}
+
+// --- jobs and projects
+// A distributed job writes one run per rank, all with the same `group`. The runs table folds
+// them into one row per job (click the arrow to see the ranks); the charts draw a job's
+// selected ranks overlaid, or as their mean with a min/max band (S.jobMode). The sidebar's
+// project filter narrows the experiment list. Hooks elsewhere: computeView -> jobView,
+// renderRow -> renderJobRow, syncCardSeries -> syncBandSeries, renderExperiments -> inProject.
+let jobMembers = new Set();          // rows shown indented under their job's row
+function jobId(r) { return r && r.group ? r.experiment + '/' + r.group : null; }
+function viewRuns() { return S.view.filter(r => !r._job); }
+function jobView(rows) {
+  const byJob = new Map();
+  jobMembers = new Set();
+  for (const r of rows) { const g = jobId(r); if (g) { if (!byJob.has(g)) byJob.set(g, []); byJob.get(g).push(r); } }
+  const out = [], done = new Set();
+  for (const r of rows) {
+    const g = jobId(r), members = g ? byJob.get(g) : null;
+    if (!members || members.length < 2) { out.push(r); continue; }
+    if (done.has(g)) continue;
+    done.add(g);
+    members.sort((a, b) => (isNull(a.rank) ? 1e9 : a.rank) - (isNull(b.rank) ? 1e9 : b.rank) || natural(a.name, b.name));
+    out.push(jobRow(g, members));
+    if (S.openJobs.has(g)) for (const m of members) { jobMembers.add(m); out.push(m); }
+  }
+  return out;
+}
+// One synthetic row for the job: the columns' cell functions read it like a run's row.
+function jobRow(g, members) {
+  const order = m => STATUS_ORDER[m.status] === undefined ? 9 : STATUS_ORDER[m.status];
+  const status = members.reduce((a, m) => order(m) < order(a) ? m : a, members[0]).status;
+  const sums = {}, counts = {};
+  for (const m of members) for (const k of Object.keys(m.summary || {})) {
+    const v = num(m.summary[k]); if (!isFinite(v)) continue;
+    sums[k] = (sums[k] || 0) + v; counts[k] = (counts[k] || 0) + 1;
+  }
+  const summary = {}; for (const k of Object.keys(sums)) summary[k] = sums[k] / counts[k];
+  const starts = members.map(m => parseTime(m.started_at)).filter(t => t !== null);
+  const steps = members.map(m => m.last_step).filter(v => !isNull(v));
+  const durs = members.map(m => m.duration_secs).filter(v => !isNull(v));
+  const tags = Array.from(new Set([].concat.apply([], members.map(m => m.tags || []))));
+  return { _job: g, name: members[0].group, group: members[0].group, experiment: members[0].experiment, members: members, status: status,
+    started_at: starts.length ? new Date(Math.min.apply(null, starts) * 1000).toISOString() : null,
+    duration_secs: durs.length ? Math.max.apply(null, durs) : null, _recv: Math.max.apply(null, members.map(m => m._recv || 0)) || Date.now(),
+    last_step: steps.length ? Math.max.apply(null, steps) : null, rows: members.reduce((a, m) => a + (m.rows || 0), 0),
+    tags: tags, params: members[0].params, summary: summary, description: '',
+    hostname: Array.from(new Set(members.map(m => m.hostname).filter(Boolean))).join(', ') };
+}
+function renderJobRow(j, cols) {
+  const keys = j.members.map(m => S.exp + '/' + m.name), on = keys.filter(k => S.selectedSet.has(k)).length, open = S.openJobs.has(j._job);
+  const tr = h('tr', { class: 'job-row' + (open ? ' open' : '') + (on ? ' selected' : ''), 'data-job': j._job, 'data-status': j.status });
+  tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'job-select', checked: on > 0 && on === keys.length,
+    indeterminate: on > 0 && on < keys.length, 'aria-label': 'Select every rank of ' + j.name })));
+  tr.append(h('td', { class: 'c-name', title: 'job ' + j.name + ': ' + keys.length + ' ranks (mean of their last values)' },
+    h('button', { type: 'button', class: 'job-toggle', 'aria-expanded': open ? 'true' : 'false', 'aria-label': (open ? 'Hide' : 'Show') + ' the ranks of ' + j.name }, icon('chev', 12)),
+    h('span', { text: j.name }), h('span', { class: 'job-count', text: keys.length + ' ranks' })));
+  for (const c of cols) {
+    const v = c.cell(j);
+    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : ''), 'data-col': c.id });
+    if (v === null || v === undefined || v === '') td.append(h('span', { class: 'null', text: '\u2013' })); else add(td, v);
+    tr.append(td);
+  }
+  return tr;
+}
+function bindJobs() {
+  $('#runs-table').tBodies[0].addEventListener('click', e => {
+    const tr = e.target.closest('tr[data-job]'); if (!tr) return;
+    const g = tr.getAttribute('data-job'), j = S.view.find(r => r._job === g); if (!j) return;
+    if (e.target.classList.contains('job-select')) {
+      const keys = j.members.map(m => S.exp + '/' + m.name), drop = new Set(keys);
+      setSelection(e.target.checked ? S.selected.concat(keys.filter(k => !S.selectedSet.has(k))) : S.selected.filter(k => !drop.has(k)), true);
+      return;
+    }
+    if (S.openJobs.has(g)) S.openJobs.delete(g); else S.openJobs.add(g);
+    renderTable();
+  });
+  $('#job-mode').addEventListener('change', e => { setJobMode(e.target.value); writeHash(); });
+  $('#project-filter').addEventListener('change', e => { S.project = e.target.value; renderExperiments(); writeHash(true); });
+}
+function setJobMode(mode) {
+  S.jobMode = mode === 'band' ? 'band' : 'overlay';
+  $('#job-mode').value = S.jobMode;
+  // every card redraws from scratch: ranks' own lines give way to their band, or back
+  for (const c of cards.values()) { c.chart.setXRange(null); c.zoomToken++; c.zoom = null; c.el.classList.remove('zoomed'); for (const id of c.loaded.keys()) c.chart.removeSeries(id); c.loaded.clear(); }
+  scheduleCharts();
+}
+function applyJobSettings(hs) {
+  if (S.jobMode !== hs.jobs) setJobMode(hs.jobs);
+  if (S.project !== hs.project) { S.project = hs.project; renderExperiments(); }
+}
+// Jobs drawn as a band: those with two or more selected, loaded ranks.
+function bandJobs() {
+  const jobs = new Map(), members = new Set();
+  if (S.jobMode === 'band') {
+    for (const k of S.selected) {
+      const g = jobId(known.get(k)), rd = data.get(k);
+      if (!g || !rd || !rd.ready || rd.error || S.hidden.has(k)) continue;
+      if (!jobs.has(g)) jobs.set(g, []);
+      jobs.get(g).push(k);
+    }
+    const rank = k => { const r = known.get(k); return r && !isNull(r.rank) ? r.rank : 1e9; };
+    for (const ks of jobs.values()) ks.sort((a, b) => rank(a) - rank(b));   // rank 0 gives the colour
+    for (const [g, ks] of Array.from(jobs)) { if (ks.length < 2) jobs.delete(g); else ks.forEach(k => members.add(k)); }
+  }
+  $('#job-mode-label').hidden = !S.selected.some(k => jobId(known.get(k)));
+  return { jobs: jobs, members: members };
+}
+function inBand(k) { return S.jobMode === 'band' && bandJobs().members.has(k); }
+// Ranks log the same steps: aggregate by step (x is the mean x of the ranks at that step).
+function syncBandSeries(c, bands, present) {
+  for (const [g, keys] of bands.jobs) {
+    const id = 'job:' + g, version = keys.map(k => k + '@' + data.get(k).version).join(',');
+    const acc = new Map();
+    for (const k of keys) {
+      const rd = data.get(k), s = rd.series.get(c.key); if (!s) continue;
+      const xs = xsOf(rd, s.step, s.time);
+      for (let i = 0; i < s.step.length; i++) {
+        const v = s.value[i]; let a = acc.get(s.step[i]);
+        if (!a) { a = { x: 0, n: 0, sum: 0, k: 0, lo: Infinity, hi: -Infinity }; acc.set(s.step[i], a); }
+        a.x += xs[i]; a.n++;
+        if (v > -Infinity && v < Infinity) { a.sum += v; a.k++; if (v < a.lo) a.lo = v; if (v > a.hi) a.hi = v; }
+      }
+    }
+    if (!acc.size) continue;
+    present.add(id);
+    if (c.loaded.get(id) === version) continue;
+    const steps = Array.from(acc.keys()).sort((a, b) => a - b), d = { x: [], y: [], lo: [], hi: [] };
+    for (const st of steps) { const a = acc.get(st); d.x.push(a.x / a.n); d.y.push(a.k ? a.sum / a.k : NaN); d.lo.push(a.k ? a.lo : NaN); d.hi.push(a.k ? a.hi : NaN); }
+    const first = known.get(keys[0]) || {};
+    c.chart.setSeries(id, { x: d.x, y: d.y, lo: d.lo, hi: d.hi, color: colorOf(keys[0]), label: (first.group || g) + ' (mean of ' + keys.length + ' ranks)' });
+    c.loaded.set(id, version);
+  }
+}
+function inProject(e) { return !S.project || (e.projects || []).indexOf(S.project) >= 0; }
+function renderProjectFilter() {
+  const sel = $('#project-filter'), names = new Set();
+  for (const e of S.experiments) for (const p of e.projects || []) names.add(p);
+  if (S.project) names.add(S.project);
+  const list = Array.from(names).sort(natural);
+  sel.hidden = !list.length;
+  const sig = list.join('\n');
+  if (sel.getAttribute('data-sig') !== sig) {
+    sel.replaceChildren.apply(sel, [h('option', { value: '', text: 'All projects' })].concat(list.map(p => h('option', { value: p, text: p }))));
+    sel.setAttribute('data-sig', sig);
+  }
+  sel.value = S.project;
+}
+// Run details: where a run came from (git, packages, scheduler ids, its job).
+function provenanceItems(m, item) {
+  const out = [], git = m.git && typeof m.git === 'object' ? m.git : null;
+  if (git) {
+    const bits = [git.branch, git.dirty ? 'dirty' : 'clean'].filter(Boolean).join(', ');
+    out.push(item('Git', (git.commit ? String(git.commit).slice(0, 12) : '') + (bits ? ' (' + bits + ')' : ''), { field: 'git-info', title: git.commit || '' }));
+    if (git.remote) out.push(item('Git remote', git.remote, { wide: true, field: 'git-remote' }));
+    if (git.diff_artifact) out.push(item('Git diff', 'artifacts/' + git.diff_artifact, { field: 'git-diff' }));
+  }
+  const pairs = o => o && typeof o === 'object' ? Object.keys(o).map(k => k + (/^[a-z]/.test(k) ? ' ' : '=') + o[k]).join(', ') : '';
+  if (pairs(m.packages)) out.push(item('Packages', pairs(m.packages), { wide: true, field: 'packages' }));
+  if (pairs(m.scheduler)) out.push(item('Scheduler', pairs(m.scheduler), { wide: true, field: 'scheduler' }));
+  return out;
 }
 
 // --- live stream
@@ -7168,6 +7372,7 @@ function renderDetailMeta(m) {
     const label = key.replace(/_/g, ' ');
     items.push(item(label.charAt(0).toUpperCase() + label.slice(1), fmtValue(v), { field: key }));
   }
+  items.push.apply(items, provenanceItems(m, item));
   items.push(item('Command', cmd || null, { wide: true, field: 'command' }));
   $('#detail-meta').replaceChildren.apply($('#detail-meta'), items);
   const box = $('#detail-desc');
@@ -7410,6 +7615,7 @@ function initTheme() {
 // --- boot
 function bindControls() {
   bindTable();
+  bindJobs();
   $('#banner-close').addEventListener('click', () => { $('#banner').hidden = true; });
   let ft = 0;
   $('#filter').addEventListener('input', e => {
