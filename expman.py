@@ -1583,8 +1583,11 @@ def _distributed(environ=None, rank=None, group=None):
     (a one-task SLURM job sets SLURM_PROCID=0 and is an ordinary run). The group is the job
     id every rank sees alike (SLURM_JOB_ID, LSB_JOBID, PBS_JOBID, TORCHELASTIC_RUN_ID unless
     torchrun's "none", ...), else one made up from the launch; see _launch_group.
+    ``rank=False`` turns detection off.
     """
     environ = os.environ if environ is None else environ
+    if rank is False:  # Experiment(rank=False): an ordinary run whatever the launcher says
+        return None
     explicit = rank is not None or group is not None
     if rank is None:
         rank, _ = _env_int(environ, (ENV_RANK,))
@@ -1605,6 +1608,9 @@ def _distributed(environ=None, rank=None, group=None):
             value = (environ.get(name) or "").strip()
             if value and value.lower() != "none":  # torchrun's default --rdzv-id
                 group = value
+                step = environ.get("SLURM_STEP_ID", "")
+                if name == "SLURM_JOB_ID" and step.isdigit() and 0 < int(step) < 1 << 31:
+                    group += f".{step}"  # a second `srun` in one allocation: another job
                 break
     if group is None:
         group = _launch_group(environ)

@@ -130,7 +130,7 @@ def main():
         import duckdb
         con = duckdb.connect()
         sql = (f"SELECT * FROM read_parquet('{pattern}', filename=true, union_by_name=true)")
-        med, best, _ = timed(lambda: con.execute(sql).arrow(), args.repeat)
+        med, best, _ = timed(lambda: con.execute(sql).fetch_arrow_table(), args.repeat)
         results["DuckDB read_parquet (closed runs only)"] = (med, best)
     except ImportError:
         pass

@@ -181,3 +181,39 @@ def test_api_rows_carry_group_and_rank(root, monkeypatch):
         thread.join(5)
     assert rows["job7-rank1"]["group"] == "job7" and rows["job7-rank1"]["rank"] == 1
     assert rows["solo"]["group"] is None and rows["solo"]["rank"] is None
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, None),
+    ({"RANK": "0", "WORLD_SIZE": "1"}, None),                       # one process: not a job
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_JOB_ID": "5"}, None),
+    ({"SLURM_PROCID": "2", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "5"}, (2, 4, "5")),
+    ({"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_JOB_ID": "5", "SLURM_STEP_ID": "3"},
+     (1, 2, "5.3")),                                                # a later srun step
+    ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "8", "LSB_JOBID": "77"},
+     (3, 8, "77")),
+    ({"PMI_RANK": "1", "PMI_SIZE": "2", "PBS_JOBID": "12.server"}, (1, 2, "12.server")),
+    ({"RANK": "1", "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "abc-123"}, (1, 2, "abc-123")),
+    ({"RANK": "5", "WORLD_SIZE": "8", "SLURM_PROCID": "1", "SLURM_JOB_ID": "9"}, (5, 8, "9")),
+    ({"EXPMAN_RANK": "4"}, (4, None, None)),                        # group made up below
+    ({"EXPMAN_GROUP": "g"}, (0, None, "g")),
+])
+def test_detection_table(environ, expected):
+    got = expman._distributed(environ)
+    if expected is None:
+        assert got is None
+        return
+    rank, world, group = expected
+    assert got["rank"] == rank and got["world_size"] == world
+    if group is not None:
+        assert got["group"] == group
+    else:
+        assert got["group"].startswith("launch-")
+
+
+def test_multi_node_without_job_id_names_the_master_and_rank_false_opts_out():
+    got = expman._distributed({"RANK": "1", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8",
+                               "MASTER_ADDR": "node7", "MASTER_PORT": "29500",
+                               "TORCHELASTIC_RUN_ID": "none"})
+    assert got["group"].startswith("launch-node7-29500-")
+    assert expman._distributed({"RANK": "1", "WORLD_SIZE": "2"}, rank=False) is None
