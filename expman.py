@@ -1704,7 +1704,8 @@ class Experiment:
         if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
             raise InvalidInputError(f"flush_interval_ms must be a positive number, "
                                     f"got {flush_interval_ms!r}")
-        tags = list(dict.fromkeys(_normalize_tags(tags) + env_tags))
+        tags = _normalize_tags(tags)
+        tags += [t for t in env_tags if t not in tags]  # EXPMAN_TAGS adds, never duplicates
         if description is not None and not isinstance(description, str):
             raise InvalidInputError("description must be a string")
         if config is not None and not isinstance(config, dict):
