@@ -197,8 +197,9 @@ def test_projects_select_experiments(root):
     assert expman.load_experiments(root).num_rows == 1
 
 
-def test_duckdb_reads_the_same_tree(root):
-    duckdb = pytest.importorskip("duckdb")
+def test_duckdb_and_polars_read_the_same_tree(root):
+    import duckdb  # a dev requirement: a missing one must fail, not skip
+    import polars as pl
     for name, n in (("r1", 5), ("r2", 3)):
         with make_experiment(root, "exp", run_name=name) as exp:
             for step in range(n):
@@ -219,3 +220,13 @@ def test_duckdb_reads_the_same_tree(root):
                       ).fetchall()
     assert got == [("r1", 5, 0.2), ("r2", 3, 2.0)]
     assert isinstance(ours, pa.Table)
+    # the README's Polars recipes
+    df = pl.from_arrow(expman.load_experiments(root))
+    assert df.group_by("run").len().sort("run").rows() == [("r1", 5), ("r2", 3)]
+    scanned = (pl.scan_parquet(pattern, missing_columns="insert", extra_columns="ignore",
+                               include_file_paths="file")
+               .with_columns(experiment=pl.col("file").str.split("/").list.get(-3),
+                             run=pl.col("file").str.split("/").list.get(-2))
+               .collect())
+    assert scanned.group_by("experiment", "run").len().sort("run").rows() == [
+        ("exp", "r1", 5), ("exp", "r2", 3)]
