@@ -153,7 +153,7 @@ def main():
            "results": {k: {"median_s": m, "best_s": b} for k, (m, b) in results.items()}}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
-    with open(os.path.join(HERE, "results", f"bench_tables-{stamp}.json"), "w") as fh:
+    with open(os.path.join(HERE, "results", f"bench_tables-{args.runs}x{args.rows}-{stamp}.json"), "w") as fh:
         json.dump(out, fh, indent=2)
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
