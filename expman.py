@@ -2698,7 +2698,7 @@ def load_log(run_dir, since=0, max_bytes=256 * 1024):
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 _TABLE_EXT = {".parquet", ".csv", ".tsv", ".arrow", ".feather"}
 _TEXT_EXT = {".txt", ".log", ".json", ".yaml", ".yml", ".md", ".py", ".toml", ".cfg", ".ini",
-             ".sh", ".jsonl", ".xml", ".html", ".svg", ".rst", ".tex"}
+             ".sh", ".jsonl", ".xml", ".html", ".svg", ".rst", ".tex", ".diff", ".patch"}
 
 
 def _artifact_kind(path):

@@ -71,6 +71,15 @@ def test_git_dirty_tree_and_diff_artifact(root, repo):
     assert proc.returncode == 0, proc.stderr
     assert "artifacts/git.diff" in proc.stdout and "SLURM_JOB_ID=777" in proc.stdout
     assert f"numpy {numpy.__version__}" in proc.stdout and "dirty" in proc.stdout
+    # the dashboard previews the diff as text
+    server, thread = start_server(root, live=False)
+    try:
+        preview = Client(server.url).json(f"/api/experiments/prov/runs/{run_dir.name}/artifacts/"
+                                          f"content?path=git.diff")
+        assert preview["kind"] == "text" and "+lr = 0.2" in preview["text"]
+    finally:
+        server.close()
+        thread.join(5)
 
 
 def test_clean_tree_saves_no_diff_and_init_does_not_wait_for_git(root, repo):
