@@ -5137,6 +5137,35 @@ def _backdate(exp, started, finished):
     _LOCAL_STORE.write_atomic(path, _yaml_dump(meta))
 
 
+def _demo_job(root, steps):
+    """A distributed job in project 'llm': four ranks of one SLURM job (the dashboard folds
+    them into one row and can draw their mean with a min/max band), plus a single-GPU run."""
+    import random
+    started = time.time() - 2 * 3600
+    for rank in range(4):
+        rng = random.Random(40 + rank)
+        clock = _DemoClock(started, 1.5)
+        with Experiment("gpt_small", base_dir=root, rank=rank, group="slurm-4711",
+                        project="llm", config={"lr": 6e-4, "batch_size": 32, "world_size": 4},
+                        tags=["demo", "ddp"], clock=clock, capture_git=False) as exp:
+            for step in range(steps):
+                loss, _acc = _demo_curve(rng, step, steps, 0.08, noise=0.06)
+                exp.log_metrics({"train/loss": loss + 0.02 * rank,
+                                 "train/tokens_per_sec": 41_000 + rng.gauss(0, 900)},
+                                step=step)
+        _backdate(exp, started, clock.now)
+    clock = _DemoClock(started - 3600, 3.0)
+    with Experiment("gpt_small", base_dir=root, run_name="single_gpu", project="llm",
+                    config={"lr": 6e-4, "batch_size": 32, "world_size": 1}, tags=["demo"],
+                    clock=clock, capture_git=False) as exp:
+        rng = random.Random(39)
+        for step in range(steps):
+            loss, _acc = _demo_curve(rng, step, steps, 0.05, noise=0.06)
+            exp.log_metrics({"train/loss": loss, "train/tokens_per_sec": 11_000 +
+                             rng.gauss(0, 400)}, step=step)
+    _backdate(exp, started - 3600, clock.now)
+
+
 def _demo_data(root, live_secs=60.0, steps=2000):
     """Write realistic example experiments under root; returns the live thread (or None).
 
@@ -5219,6 +5248,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
                                  "grad_norm": abs(rng.gauss(1, 0.3)) / (1 + step / 100)},
                                 step=step)
         _backdate(exp, started, clock.now)
+    _demo_job(root, steps)
     shutil.rmtree(tmp, ignore_errors=True)
     if live_secs <= 0:
         return None
@@ -6615,7 +6645,7 @@ function computeView() {
     if (na || nb) return na === nb ? 0 : na ? 1 : -1;
     return dir * cmpValues(a, b) || natural(p[1].name, q[1].name);
   });
-  S.matched = keyed.length;
+  S.matched = keyed.length; S.matchedRows = keyed.map(x => x[1]);
   S.view = jobView(keyed.map(x => x[1]));
 }
 const ROW_H = 30;
@@ -7074,7 +7104,7 @@ function toggleHidden(k) {
 // renderRow -> renderJobRow, syncCardSeries -> syncBandSeries, renderExperiments -> inProject.
 let jobMembers = new Set();          // rows shown indented under their job's row
 function jobId(r) { return r && r.group ? r.experiment + '/' + r.group : null; }
-function viewRuns() { return S.view.filter(r => !r._job); }
+function viewRuns() { return S.matchedRows || []; }   // every run the filter matched, folded or not
 function jobView(rows) {
   const byJob = new Map();
   jobMembers = new Set();
