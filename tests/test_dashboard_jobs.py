@@ -126,3 +126,46 @@ def test_project_filter_and_provenance_in_run_details(ui, server):
     expect(meta.locator("[data-field='rank'] dd")).to_have_text("1")
     expect(meta.locator("[data-field='project'] dd")).to_have_text("vision")
     expect(meta.locator("[data-field='packages'] dd")).to_contain_text("pyarrow")
+
+
+def test_a_live_rank_joins_its_job_and_its_band_grows(ui, tmp_path):
+    root = tmp_path / "experiments"
+    root.mkdir()
+    for rank in range(2):
+        with expman.Experiment("ddp", base_dir=root, rank=rank, group="j", capture_git=False) as exp:
+            for step in range(20):
+                exp.log_metrics({"loss": 1.0}, step=step)
+    srv, thread = _serve(root)
+    live = None
+    try:
+        page = ui.page
+        page.goto(srv.url + "/#exp=ddp&ranks=band")
+        job = page.locator("#runs-table tbody tr[data-job='ddp/j']")
+        expect(job.locator(".job-count")).to_have_text("2 ranks")
+        page.wait_for_function("() => window.expman.chartPoints('loss')['job:ddp/j'] == 20")
+        live = expman.Experiment("ddp", base_dir=root, rank=2, group="j", capture_git=False,
+                                 flush_interval_ms=50)
+        live.log_metrics({"loss": 4.0}, step=0)
+        live.flush()
+        # the new rank appears in the job's row, over the live stream
+        expect(job.locator(".job-count")).to_have_text("3 ranks", timeout=20_000)
+        job.locator(".job-select").check()  # select the new rank too
+        page.wait_for_function("() => window.expman.selected().length == 3")
+        # the band now averages the live rank's first row in (its data is loaded) ...
+        page.wait_for_function("""() => (window.expman.chartHover('loss', 0)
+            .find(h => h.run == 'job:ddp/j') || {}).raw == 2""")
+        for step in range(1, 40):
+            live.log_metrics({"loss": 4.0}, step=step)
+        live.flush()
+        # ... and rows streamed to the live rank from now on extend the band past the finished ranks' 20 steps
+        page.wait_for_function("() => window.expman.chartPoints('loss')['job:ddp/j'] == 40",
+                               timeout=20_000)
+        hover = {h["run"]: h for h in page.evaluate(
+            "() => window.expman.chartHover('loss', 5)")}
+        assert hover["job:ddp/j"]["raw"] == 2.0  # mean of 1, 1 and 4
+    finally:
+        ui.page.goto("about:blank")  # drop the live stream before its server goes
+        if live is not None:
+            live.close()
+        srv.close()
+        thread.join(10)
