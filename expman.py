@@ -4280,6 +4280,7 @@ def _list_experiments(root, as_json, project=None):
               (f" for project {project!r}" if project is not None else ""))
         return _EXIT_OK
     color, now = _use_color(), time.time()
+    with_projects = any(e["projects"] for e in experiments)
     rows = []
     for exp in experiments:
         counts = exp["status_counts"]
@@ -4290,11 +4291,11 @@ def _list_experiments(root, as_json, project=None):
                            for p, s in parts)
         rows.append([exp["name"], str(exp["runs"]), _Cell(text or "-", styled or "-"),
                      _fmt_ago(exp["last_activity"], now), _fmt_time(exp["last_activity"])])
-        if any(e["projects"] for e in experiments):
+        if with_projects:
             rows[-1].insert(1, ", ".join(exp["projects"]) or "-")
     headers = ["EXPERIMENT", "RUNS", "STATUS", "LAST ACTIVITY", ""]
     right = {1}
-    if any(e["projects"] for e in experiments):
+    if with_projects:
         headers.insert(1, "PROJECT")
         right = {2}
     _print_lines(_table(headers, rows, right=right))
