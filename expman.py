@@ -2813,7 +2813,9 @@ def _scan_metric_files(store, files, keys):
         try:
             schema = factory.inspect(fragments=None)  # every footer: schemas differ per run
             good = files
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowInvalid, OSError, TypeError) as exc:
+            # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
+            # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
             if isinstance(exc, FileNotFoundError):
                 raise
             good, schemas = [], []

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import expman
-from _util import Child, child_env, make_experiment, run_python, wait_for
+from _util import Child, child_env, make_experiment, run_python
 from test_server import Client, start_server
 
 
@@ -100,7 +100,7 @@ def test_clean_tree_saves_no_diff_and_init_does_not_wait_for_git(root, repo):
         print(exp.run_dir)
     """
     slow_git = repo / "git"  # a git that takes 1.5 s
-    slow_git.write_text(f"#!/bin/sh\nsleep 1.5\nexec /usr/bin/git \"$@\"\n")
+    slow_git.write_text("#!/bin/sh\nsleep 1.5\nexec /usr/bin/git \"$@\"\n")
     slow_git.chmod(0o755)
     out = run_python(code, cwd=repo).stdout.split()
     assert float(out[0]) < 500, f"init took {out[0]} ms with a slow git"

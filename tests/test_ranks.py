@@ -1,7 +1,6 @@
 """Distributed jobs: rank and group detection with real child processes, is_primary, and the
 group/rank fields readers and the API carry."""
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -97,7 +96,7 @@ def test_expman_rank_and_group_override_the_launcher(root):
 def test_torchrun_without_job_id_groups_one_launch(root, tmp_path):
     """No job id at all: ranks that share a launcher process agree on one group."""
     launcher = tmp_path / "launcher.py"
-    launcher.write_text(textwrap.dedent(f"""
+    launcher.write_text(textwrap.dedent("""
         import os, subprocess, sys
         code = sys.argv[1]
         procs = []
@@ -157,7 +156,7 @@ def test_rank_and_group_arguments(root, monkeypatch):
 def test_is_primary_follows_the_current_run(root, monkeypatch):
     for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)
-    run = expman.init("exp", base_dir=root, capture_git=False, rank=1, group="j")
+    expman.init("exp", base_dir=root, capture_git=False, rank=1, group="j")
     try:
         assert not expman.is_primary() and expman.get_run().is_primary is False
     finally:
