@@ -1689,6 +1689,12 @@ class Experiment:
     Leaving the ``with`` block closes the run as ``finished``, ``failed`` (an exception) or
     ``interrupted`` (Ctrl-C, SIGTERM). Without ``with``, call ``close()``; a run still open
     when the script exits is closed then, with the status the exit implies.
+
+    Keyword-only extras: ``project`` (default $EXPMAN_PROJECT), ``rank`` / ``group`` (a
+    distributed job's rank and job name, detected from RANK, SLURM_PROCID, SLURM_JOB_ID, ...
+    when not given; ``rank=False`` turns detection off; each rank's run is named
+    ``<group>-rank<N>``), ``provenance=False`` (record no command line, git, package versions
+    or scheduler ids), ``save_git_diff=True`` (a dirty tree's diff as artifacts/git.diff).
     """
 
     def __init__(self, name, base_dir=None, run_name=None, config=None, description=None,
