@@ -40,12 +40,12 @@ __version__ = "0.1.0"
 __all__ = [
     # logging
     "Experiment", "init", "log_params", "log_metrics", "log_vector", "log_scalar", "info",
-    "warn", "save_artifact", "flush", "close", "get_run",
+    "warn", "save_artifact", "flush", "close", "get_run", "is_primary",
     "log_image", "log_figure", "log_histogram", "log_audio", "log_video", "log_text",
     # reading
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
-    "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
-    "read_media", "read_media_bytes", "read_histograms",
+    "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_experiments",
+    "load_runs", "read_media", "read_media_bytes", "read_histograms",
     # serving
     "make_app", "make_server", "serve",
     # errors and constants
@@ -125,6 +125,10 @@ ENV_DIR = "EXPMAN_DIR"                 # default root instead of ./experiments
 ENV_RUN_NAME = "EXPMAN_RUN_NAME"       # default run name
 ENV_HOSTNAME = "EXPMAN_HOSTNAME"       # host name recorded in run.yaml (pid checks apply there)
 ENV_REMOTE_FLUSH_MS = "EXPMAN_REMOTE_FLUSH_MS"  # minimum flush interval on object stores
+ENV_PROJECT = "EXPMAN_PROJECT"         # default project of new runs (init(project=...))
+ENV_TAGS = "EXPMAN_TAGS"               # comma-separated tags added to every new run
+ENV_RANK = "EXPMAN_RANK"               # this process's rank (overrides RANK, SLURM_PROCID...)
+ENV_GROUP = "EXPMAN_GROUP"             # the group of a distributed job's runs (overrides job ids)
 DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
@@ -152,6 +156,29 @@ MAX_PENDING_MEDIA_BYTES = 1 << 30      # media waiting for the writer; beyond, n
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
 VIDEO_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif"}
 IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
+MAX_GIT_DIFF_BYTES = 5 << 20           # save_git_diff stores at most this much of `git diff`
+# Distributed launchers, in order of trust: torchrun's global RANK first (it may run inside a
+# SLURM task whose SLURM_PROCID counts nodes, not processes), then the schedulers' own.
+_RANK_VARS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+_LOCAL_RANK_VARS = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID")
+_WORLD_VARS = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+# One id shared by every process of a job (its ranks' runs form one group).
+_JOB_VARS = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID", "TORCHELASTIC_RUN_ID", "FLUX_JOB_ID",
+             "COBALT_JOBID", "PMIX_NAMESPACE")
+# Scheduler variables recorded in run.yaml (`scheduler:`): enough to find the job again.
+_SCHEDULER_VARS = (
+    "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
+    "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_NODEID",
+    "SLURM_CLUSTER_NAME", "SLURM_JOB_PARTITION", "SLURM_JOB_ACCOUNT",
+    "PBS_JOBID", "PBS_JOBNAME", "PBS_ARRAY_INDEX", "PBS_QUEUE",
+    "LSB_JOBID", "LSB_JOBNAME", "LSB_JOBINDEX", "LSB_QUEUE",
+    "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "GROUP_RANK", "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR", "MASTER_PORT", "FLUX_JOB_ID", "COBALT_JOBID", "PMIX_NAMESPACE",
+)
+# Packages whose versions are recorded when the script has already imported them (never
+# imported by expman: a version is not worth a 1 s torch import).
+_PROVENANCE_PACKAGES = ("numpy", "torch", "pandas", "polars", "jax", "tensorflow", "keras",
+                        "transformers", "lightning", "pytorch_lightning", "sklearn", "scipy")
 
 # A dead pid proves a crash only on the host that ran it, so the name must tell hosts apart:
 # containers and cluster pods often share one, and EXPMAN_HOSTNAME (e.g. the node name) fixes it.
@@ -357,21 +384,52 @@ def _human_duration(secs):
     return f"{days}d{hours:02d}h"
 
 
-def _git_info(cwd):
-    """Commit, branch and dirtiness of the repository around cwd, or {} outside one."""
-    def git(*args):
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                             timeout=5, check=False)
-        return out.stdout.strip() if out.returncode == 0 else None
+def _git_info(cwd, diff=False):
+    """Commit, branch and dirtiness of the repository around cwd, or {} outside one.
+
+    With ``diff``, the key ``"_diff"`` holds ``git diff HEAD`` (staged and unstaged changes
+    of tracked files; untracked files are not in it) as bytes, cut at MAX_GIT_DIFF_BYTES.
+    Runs git, so it belongs on the writer thread, never on init's path.
+    """
+    def git(*args, raw=False):
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=not raw,
+                             timeout=5 if not raw else 30, check=False)
+        if out.returncode != 0:
+            return None
+        return out.stdout if raw else out.stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
         if not commit:
             return {}
         status = git("status", "--porcelain", "--untracked-files=no")
-        return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        info = {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
                 "dirty": bool(status)}
+        remote = git("config", "--get", "remote.origin.url")
+        if remote:  # https://user:token@host/x.git must not end up in run.yaml
+            info["remote"] = re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", remote)
+        if diff and status:
+            patch = git("diff", "HEAD", "--no-color", "--no-ext-diff", raw=True) or b""
+            info["_diff"] = patch
+        return info
     except (OSError, subprocess.SubprocessError):
         return {}
+
+
+def _loaded_packages():
+    """{name: version} of the packages of _PROVENANCE_PACKAGES the script already imported."""
+    out = {}
+    for name in _PROVENANCE_PACKAGES:
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None) if module is not None else None
+        if isinstance(version, str):
+            out["scikit-learn" if name == "sklearn" else name] = version
+    return out
+
+
+def _scheduler_ids(environ=None):
+    """The job ids and placement variables of SLURM, PBS, LSF and torchelastic that are set."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in _SCHEDULER_VARS if environ.get(k)}
 
 
 def _json_number(value):
@@ -525,6 +583,7 @@ EXPERIMENT_YAML, METRICS_FILE = "experiment.yaml", "metrics.parquet"
 SEGMENTS_DIR, ARTIFACTS_DIR = "metrics", "artifacts"
 MEDIA_DIR, MEDIA_INDEX = "media", "index.jsonl"
 HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
+GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
 
 
 def _segment_name(start, end):
@@ -1394,9 +1453,21 @@ class _Writer(threading.Thread):
         # training thread and before close() of a short run would have to.
         import pyarrow.parquet  # noqa: F401
         pc.multiply(_f64_array(array.array("d", [1.0])), _f64_array(array.array("d", [1.0]))[0])
-        git = _git_info(os.getcwd()) if self.run_._capture_git else {}
+        run = self.run_
+        if run._provenance:  # expman's own dependency: imported just above, on this thread
+            run._meta.setdefault("packages", {})["pyarrow"] = pa.__version__
+            self.meta_dirty = True
+        git = _git_info(run._cwd, diff=run._save_git_diff) if run._capture_git else {}
+        patch = git.pop("_diff", None)
+        if patch:
+            if len(patch) > MAX_GIT_DIFF_BYTES:
+                git["diff_truncated"] = len(patch)
+                patch = patch[:MAX_GIT_DIFF_BYTES]
+            self.store.write_atomic(self.store.join(self.path, ARTIFACTS_DIR, GIT_DIFF_FILE),
+                                    patch)
+            git["diff_artifact"] = GIT_DIFF_FILE
         if git:
-            self.run_._meta["git"] = git
+            run._meta["git"] = git
             self.meta_dirty = True
 
     # -- draining ------------------------------------------------------------------------
@@ -2352,6 +2423,121 @@ _HOOKS = {"installed": False, "exit_exc": None, "signal": None}
 _HOOK_LOCK = threading.Lock()
 
 
+# -- distributed jobs: which rank this process is, and which job (group) it belongs to --------
+
+def _env_int(environ, names):
+    """The first of the variables that holds an integer, as (value, name), or (None, None)."""
+    for name in names:
+        text = environ.get(name)
+        if text is not None and text.strip().lstrip("-").isdigit():
+            return int(text), name
+    return None, None
+
+
+def _distributed(environ=None, rank=None, group=None):
+    """{"rank", "local_rank", "world_size", "group"} in a distributed job, else None.
+
+    A process is taken to be one rank of a job when EXPMAN_RANK/EXPMAN_GROUP (or ``rank=`` /
+    ``group=``) say so, or when a launcher's rank variable is set and its world size is not 1
+    (a one-task SLURM job sets SLURM_PROCID=0 and is an ordinary run). The group is the job
+    id every rank sees alike (SLURM_JOB_ID, LSB_JOBID, PBS_JOBID, TORCHELASTIC_RUN_ID unless
+    torchrun's "none", ...), else one made up from the launch; see _launch_group.
+    ``rank=False`` turns detection off.
+    """
+    environ = os.environ if environ is None else environ
+    if rank is False:  # Experiment(rank=False): an ordinary run whatever the launcher says
+        return None
+    explicit = rank is not None or group is not None
+    if rank is None:
+        rank, _ = _env_int(environ, (ENV_RANK,))
+        explicit = explicit or rank is not None
+    if rank is None:
+        rank, _ = _env_int(environ, _RANK_VARS)
+    world, _ = _env_int(environ, _WORLD_VARS)
+    group = group if group is not None else (environ.get(ENV_GROUP) or None)
+    explicit = explicit or group is not None
+    if not explicit and (rank is None or world == 1):
+        return None
+    if rank is None:
+        rank = 0
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        raise InvalidInputError(f"rank must be a non-negative int, got {rank!r}")
+    if group is None:
+        for name in _JOB_VARS:
+            value = (environ.get(name) or "").strip()
+            if value and value.lower() != "none":  # torchrun's default --rdzv-id
+                group = value
+                step = environ.get("SLURM_STEP_ID", "")
+                if name == "SLURM_JOB_ID" and step.isdigit() and 0 < int(step) < 1 << 31:
+                    group += f".{step}"  # a second `srun` in one allocation: another job
+                break
+    if group is None:
+        group = _launch_group(environ)
+    group = _safe_name(str(group), "group")
+    local, _ = _env_int(environ, _LOCAL_RANK_VARS)
+    return {"rank": rank, "local_rank": local, "world_size": world, "group": group}
+
+
+def _launch_group(environ):
+    """A group name all ranks of one launch agree on when the launcher gave no job id.
+
+    One machine (torchrun without --rdzv-id, mp.spawn): every rank is a child of the same
+    launcher process, so its pid and start time name the launch exactly. Several machines
+    with no job id: only MASTER_ADDR/MASTER_PORT are shared, plus the time; the start is
+    bucketed to 10 minutes, so ranks that start on both sides of a bucket edge would split
+    into two groups. Set EXPMAN_GROUP (or torchrun --rdzv-id, or run under a scheduler) to be
+    exact there.
+    """
+    master = environ.get("MASTER_ADDR") or ""
+    world, local_world = (_env_int(environ, ("WORLD_SIZE",))[0],
+                          _env_int(environ, ("LOCAL_WORLD_SIZE",))[0])
+    one_host = (not master or master in ("localhost", "127.0.0.1", "::1", _HOSTNAME)
+                or (world is not None and world == local_world))
+    if one_host:
+        ppid = os.getppid()
+        started = _process_start(ppid)
+        if started is not None:
+            stamp = _dt.datetime.fromtimestamp(started).strftime("%Y%m%d_%H%M%S")
+            return f"launch-{stamp}-{ppid}"
+    bucket = int(time.time() // 600 * 600)
+    stamp = _dt.datetime.fromtimestamp(bucket).strftime("%Y%m%d_%H%M")
+    port = environ.get("MASTER_PORT") or ""
+    return "-".join(p for p in ("launch", master, port, stamp) if p)
+
+
+def _process_start(pid):
+    """POSIX start time of a process from /proc (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def is_primary():
+    """True in the process that should do once-per-job work: rank 0, or any process that is
+    not one rank of a distributed job.
+
+    >>> if expman.is_primary():
+    ...     expman.save_artifact("model.pt")
+
+    With a run started by ``init()``, the run's rank decides (``get_run().is_primary``);
+    otherwise the environment does (RANK, SLURM_PROCID, ... and EXPMAN_RANK).
+    """
+    run = _CURRENT
+    if run is not None:
+        return run.is_primary
+    try:
+        info = _distributed()
+    except InvalidInputError:
+        return True
+    return info is None or info["rank"] == 0
+
+
+
 class Experiment:
     """One run of an experiment: logs params, metrics, text and files without blocking.
 
@@ -2369,17 +2555,29 @@ class Experiment:
     a sample takes the training's current step and never moves its step counter.
     ``capture_output=True`` tees everything the script prints (stdout, stderr, tracebacks)
     into run.log as ``OUT``/``ERR`` lines until ``close()``; the console still gets it all.
+    Keyword-only extras: ``project`` (default $EXPMAN_PROJECT), ``rank`` / ``group`` (a
+    distributed job's rank and job name, detected from RANK, SLURM_PROCID, SLURM_JOB_ID, ...
+    when not given; ``rank=False`` turns detection off; each rank's run is named
+    ``<group>-rank<N>``), ``provenance=False`` (record no command line, git, package versions
+    or scheduler ids), ``save_git_diff=True`` (a dirty tree's diff as artifacts/git.diff).
     """
 
     def __init__(self, name, base_dir=None, run_name=None, config=None, description=None,
                  tags=None, flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, *,
-                 system_metrics=False, capture_output=False,
+                 project=None, system_metrics=False, capture_output=False, rank=None,
+                 group=None, provenance=True, save_git_diff=False,
                  heartbeat_secs=DEFAULT_HEARTBEAT_SECS, capture_git=True, clock=None):
         self.experiment = _safe_name(name, "experiment name")
+        if project is None:
+            project = os.environ.get(ENV_PROJECT) or None
+        self.project = None if project is None else _safe_name(project, "project")
+        self._dist = _distributed(rank=rank, group=group)
+        env_tags = _normalize_tags(os.environ.get(ENV_TAGS))
         if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
             raise InvalidInputError(f"flush_interval_ms must be a positive number, "
                                     f"got {flush_interval_ms!r}")
         tags = _normalize_tags(tags)
+        tags += [t for t in env_tags if t not in tags]  # EXPMAN_TAGS adds, never duplicates
         if description is not None and not isinstance(description, str):
             raise InvalidInputError("description must be a string")
         if config is not None and not isinstance(config, dict):
@@ -2387,7 +2585,10 @@ class Experiment:
         self._flush_interval = flush_interval_ms / 1000.0
         self._system_metrics_secs = _system_metrics_interval(system_metrics)
         self._heartbeat_secs = float(heartbeat_secs)
-        self._capture_git = capture_git
+        self._provenance = bool(provenance)
+        self._capture_git = capture_git and self._provenance
+        self._save_git_diff = bool(save_git_diff) and self._capture_git
+        self._cwd = os.getcwd()
         self._clock = clock or time.time
         self._store, root = _open_store(base_dir or _default_root())
         self._root = root
@@ -2418,10 +2619,22 @@ class Experiment:
             "heartbeat_at": _iso(self._started), "heartbeat_secs": self._heartbeat_secs,
             "description": description or "", "tags": tags,
             "hostname": _HOSTNAME, "pid": os.getpid(), "user": _user(),
-            "command": [sys.executable, *sys.argv], "cwd": os.getcwd(),
+            "command": [sys.executable, *sys.argv], "cwd": self._cwd,
             "python": _PY_VERSION, "platform": platform.platform(),
             "expman_version": __version__, "rows": 0, "last_step": None, "summary": {},
         }
+        if self.project is not None:
+            self._meta["project"] = self.project
+        if self._dist is not None:
+            self._meta.update(self._dist)
+        if self._provenance:
+            self._meta["packages"] = _loaded_packages()
+            scheduler = _scheduler_ids()
+            if scheduler:
+                self._meta["scheduler"] = scheduler
+        else:  # the command line may hold secrets: provenance=False keeps what status needs
+            for key in ("user", "command", "cwd", "platform"):
+                del self._meta[key]
         store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(self._meta))
         store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(self._config))
         store.append(store.join(self._path, RUN_LOG), b"")
@@ -2437,15 +2650,28 @@ class Experiment:
     def _write_experiment_yaml(self, exp_path, display_name):
         path = self._store.join(exp_path, EXPERIMENT_YAML)
         if self._store.exists(path):
+            if self.project is not None:  # an experiment made before projects joins this one
+                try:
+                    meta = _read_yaml(self._store, path)
+                except ExpmanError:
+                    return
+                if not meta.get("project"):
+                    meta["project"] = self.project
+                    self._store.write_atomic(path, _yaml_dump(meta))
             return
-        self._store.write_atomic(path, _yaml_dump({
-            "name": self.experiment, "display_name": str(display_name), "description": "",
-            "tags": [], "created_at": _iso()}))
+        meta = {"name": self.experiment, "display_name": str(display_name), "description": "",
+                "tags": [], "created_at": _iso()}
+        if self.project is not None:
+            meta["project"] = self.project
+        self._store.write_atomic(path, _yaml_dump(meta))
 
     def _claim_run_dir(self, exp_path, run_name):
         if run_name is None:
-            run_name = os.environ.get(ENV_RUN_NAME) or _utcnow().astimezone().strftime(
-                "%Y%m%d_%H%M%S")
+            run_name = os.environ.get(ENV_RUN_NAME)
+        if self._dist is not None:  # one run per rank: <group>-rank3 (or <run_name>-rank3)
+            run_name = f"{run_name or self._dist['group']}-rank{self._dist['rank']}"
+        if run_name is None:
+            run_name = _utcnow().astimezone().strftime("%Y%m%d_%H%M%S")
         base = _safe_name(run_name, "run name")
         for attempt in range(1, 10_000):
             name = base if attempt == 1 else f"{base}_{attempt}"
@@ -2465,6 +2691,30 @@ class Experiment:
     @property
     def closed(self):
         return self._closed
+
+    @property
+    def rank(self):
+        """This process's rank in a distributed job, or None outside one."""
+        return self._dist["rank"] if self._dist else None
+
+    @property
+    def world_size(self):
+        """The number of ranks of the job (None when unknown or not distributed)."""
+        return self._dist["world_size"] if self._dist else None
+
+    @property
+    def group(self):
+        """The job's group name shared by its ranks' runs, or None outside a job."""
+        return self._dist["group"] if self._dist else None
+
+    @property
+    def is_primary(self):
+        """True on rank 0 and in runs that are not part of a distributed job.
+
+        >>> if exp.is_primary:
+        ...     exp.save_artifact("model.pt")
+        """
+        return self._dist is None or self._dist["rank"] == 0
 
     def __repr__(self):
         return f"<Experiment {self.experiment}/{self.run_name} {self.status}>"
@@ -3176,6 +3426,7 @@ def _run_row(store, path, meta, config=None, now=None):
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
     rows, last_step, pid = meta.get("rows"), meta.get("last_step"), meta.get("pid")
+    rank, world = meta.get("rank"), meta.get("world_size")
     return {
         "name": str(meta.get("name") or path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]),
         "experiment": str(meta.get("experiment") or ""),
@@ -3196,6 +3447,10 @@ def _run_row(store, path, meta, config=None, now=None):
         "params": _flatten(config) if isinstance(config, dict) else {},
         "summary": {str(k): v if v is None or type(v) in (int, float) else _text(v)
                     for k, v in summary.items()},
+        "project": _text(meta.get("project")),
+        "group": _text(meta.get("group")),
+        "rank": rank if type(rank) is int else None,
+        "world_size": world if type(world) is int else None,
     }
 
 
@@ -3247,10 +3502,14 @@ def load_config(run_dir):
     return _read_yaml(store, store.join(path, CONFIG_YAML))
 
 
-def list_experiments(root=None):
+def list_experiments(root=None, project=None):
     """Experiments under root with run counts, status counts and last activity.
 
     >>> [e["name"] for e in expman.list_experiments("experiments")]
+    >>> expman.list_experiments("experiments", project="vision")   # one project's only
+
+    Each row names its ``project`` (experiment.yaml's, else its runs') and ``projects`` (every
+    project its runs were logged under); ``project=`` keeps the experiments where it is one.
     """
     store, root_path = _resolve_root(root)
     out = []
@@ -3268,13 +3527,40 @@ def list_experiments(root=None):
         if not runs and not meta:
             continue  # some other directory, not an experiment
         out.append(_experiment_row(entry.name, meta, runs))
-    return out
+    return _in_project(out, project)
+
+
+def _in_project(experiments, project):
+    if project is None:
+        return experiments
+    if not isinstance(project, str):
+        raise InvalidInputError(f"project must be a string, got {type(project).__name__}")
+    return [e for e in experiments if project in e["projects"]]
+
+
+def _project_rows(experiments):
+    """[{"name", "experiments", "runs", "last_activity"}] of the projects of experiment rows
+    (the ``/api/projects`` listing); experiments without one are not counted."""
+    found = {}
+    for exp in experiments:
+        for name in exp["projects"]:
+            p = found.setdefault(name, {"name": name, "experiments": 0, "runs": 0,
+                                        "last_activity": None})
+            p["experiments"] += 1
+            p["runs"] += exp["runs"]
+            act = exp["last_activity"]
+            if act and (p["last_activity"] is None or
+                        (_parse_iso(act) or 0) > (_parse_iso(p["last_activity"]) or 0)):
+                p["last_activity"] = act
+    return sorted(found.values(), key=lambda p: p["name"])
 
 
 def _experiment_row(name, meta, runs):
     """One experiment as list_experiments and /api/experiments show it, from its
     experiment.yaml and its RUN_ROWs (the server builds it from its cache on object stores)."""
     counts = collections.Counter(r["status"] for r in runs)
+    own = _text(meta.get("project")) or None
+    projects = sorted({p for p in [own] + [r.get("project") for r in runs] if p})
     activity = [t for t in (r.get("heartbeat_at") or r.get("finished_at") or
                             r.get("started_at") for r in runs) if isinstance(t, str)]
     return {
@@ -3287,6 +3573,8 @@ def _experiment_row(name, meta, runs):
         "last_activity": max(activity, key=lambda t: _parse_iso(t) or 0) if activity
         else None,
         "status_counts": dict(counts),
+        "project": own or (projects[0] if projects else None),
+        "projects": projects,
     }
 
 
@@ -3535,7 +3823,7 @@ def load_log(run_dir, since=0, max_bytes=256 * 1024):
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 _TABLE_EXT = {".parquet", ".csv", ".tsv", ".arrow", ".feather"}
 _TEXT_EXT = {".txt", ".log", ".json", ".yaml", ".yml", ".md", ".py", ".toml", ".cfg", ".ini",
-             ".sh", ".jsonl", ".xml", ".html", ".svg", ".rst", ".tex"}
+             ".sh", ".jsonl", ".xml", ".html", ".svg", ".rst", ".tex", ".diff", ".patch"}
 
 
 def _artifact_kind(path):
@@ -3725,42 +4013,281 @@ def _media_summary(store, path):
 
 
 def load_experiment(root=None, experiment=None, keys=None):
-    """Every metric row of every run of an experiment as one table, with ``experiment`` and
-    ``run`` columns first. >>> expman.load_experiment("experiments", "resnet").to_pandas()"""
+    """Every metric row of every run of an experiment as one ``pyarrow.Table``, with
+    ``experiment`` and ``run`` columns first, then ``step``, ``timestamp`` and the metrics.
+
+    >>> expman.load_experiment("experiments", "resnet").to_pandas()
+
+    Built with ``pyarrow.dataset`` (see load_experiments): closed and live runs alike, runs in
+    name order, each run's rows in logged order.
+    """
     if experiment is None:
         raise InvalidInputError("load_experiment needs an experiment name")
-    store, root_path = _resolve_root(root)
-    exp_name = _safe_name(experiment, "experiment name")
-
-    def load(name):
-        run_path = store.join(root_path, exp_name, name)
-        table = load_metrics(store.display(run_path) if not store.is_local else run_path,
-                             keys=keys)
-        n = table.num_rows
-        table = table.add_column(0, "run", pa.array([name] * n, pa.string()))
-        return table.add_column(0, "experiment", pa.array([exp_name] * n, pa.string()))
-
-    names = [row["name"] for row in list_runs(root, exp_name)]
-    if store.is_local or len(names) < 2:
-        tables = list(map(load, names))
-    else:  # each run is a few requests of ~10-50 ms on an object store: overlap them
-        import concurrent.futures
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            tables = list(pool.map(load, names))
-    if not tables:
-        return _unify([]).add_column(0, "run", pa.array([], pa.string())).add_column(
-            0, "experiment", pa.array([], pa.string()))
-    return pa.concat_tables(tables, promote_options="default")
+    return load_experiments(root, [experiment], keys=keys)
 
 
-def load_runs(root=None, experiment=None, status=None, to_pandas=False):
-    """One row per run (experiment, run, status, times, params.*, summary values) as a
-    ``pyarrow.Table`` (or a pandas DataFrame with ``to_pandas=True``).
+def load_experiments(root=None, experiments=None, keys=None, project=None):
+    """The metric rows of many experiments' runs as one ``pyarrow.Table``.
 
-    >>> expman.load_runs("experiments", status="finished", to_pandas=True)
+    >>> t = expman.load_experiments("experiments")                  # every experiment
+    >>> t = expman.load_experiments("experiments", ["a", "b"], keys=["val/acc"])
+    >>> t = expman.load_experiments("experiments", project="vision")
+
+    Columns: ``experiment``, ``run``, ``step``, ``timestamp``, then one column per metric key
+    (null where a run or a row did not log it). A metric key named ``experiment`` or ``run``
+    comes out as ``metrics.experiment`` / ``metrics.run``. The files are scanned in parallel
+    by ``pyarrow.dataset``: one ``metrics.parquet`` per closed run, the complete segments
+    ``metrics/seg-*.parquet`` of a live one (a segment being written has a temporary name and
+    is never read). An unreadable file (a crash mid-write) is skipped with a warning.
     """
     store, root_path = _resolve_root(root)
-    names = [experiment] if experiment else [e["name"] for e in list_experiments(root)]
+    if experiments is None:
+        names = [e["name"] for e in _in_project(list_experiments(root), project)] \
+            if project is not None else sorted(
+                e.name for e in store.listdir(root_path)
+                if e.is_dir and not e.name.startswith("."))
+    else:
+        names = [experiments] if isinstance(experiments, str) else list(experiments)
+        names = [_safe_name(n, "experiment name") for n in names]
+        for name in names:
+            if not store.isdir(store.join(root_path, name)):
+                raise InvalidInputError(f"no experiment {name!r} in "
+                                        f"{store.display(root_path)}")
+        if project is not None:
+            keep = {e["name"] for e in _in_project(list_experiments(root), project)}
+            names = [n for n in names if n in keep]
+    keys = None if keys is None else ([keys] if isinstance(keys, str) else list(keys))
+    for _attempt in range(20):
+        files = _dataset_files(store, root_path, names)
+        try:
+            return _scan_metric_files(store, files, keys)
+        except FileNotFoundError:
+            continue  # a segment merged or compacted away while we listed: list again
+    raise ExpmanError(f"the metrics under {store.display(root_path)} kept changing while "
+                      f"they were read; try again")
+
+
+def _dataset_files(store, root_path, experiments):
+    """[(experiment, run, file)] of every metric file of the runs, runs in name order."""
+    out = []
+    for exp in experiments:
+        exp_path = store.join(root_path, exp)
+        runs = sorted(e.name for e in store.listdir(exp_path)
+                      if e.is_dir and not e.name.startswith("."))
+
+        def files_of(run, exp_path=exp_path, exp=exp):
+            path = store.join(exp_path, run)
+            if store.stat(store.join(path, RUN_YAML)) is None:
+                return []
+            return [(exp, run, f) for _s, _e, f in _metric_files(store, path)]
+
+        if store.is_local or len(runs) < 8:
+            found = map(files_of, runs)
+        else:  # a listing and a stat per run, ~10-50 ms each on an object store
+            import concurrent.futures
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                found = list(pool.map(files_of, runs))
+        for items in found:
+            out.extend(items)
+    return out
+
+
+_ADDED_COLUMNS = ("experiment", "run")
+
+
+def _scan_metric_files(store, files, keys):
+    """One table from [(experiment, run, path)], scanned by pyarrow.dataset."""
+    good = []
+    if files:
+        fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
+        paths = [f for _e, _r, f in files]
+        factory = pads.FileSystemDatasetFactory(fs, paths, pads.ParquetFileFormat())
+        try:
+            schema = factory.inspect(fragments=None)  # every footer: schemas differ per run
+            good = files
+        except (pa.ArrowInvalid, OSError, TypeError) as exc:
+            # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
+            # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
+            if isinstance(exc, FileNotFoundError):
+                raise
+            good, schemas = [], []
+            for item in files:  # find the bad files one by one; keep the rest
+                try:
+                    schemas.append(store.parquet_file(item[2]).schema_arrow)
+                    good.append(item)
+                except FileNotFoundError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - a half-written file from a crash
+                    _warn(f"expman: skipped unreadable metrics file "
+                          f"{store.display(item[2])}: {err}")
+            schema = pa.unify_schemas(schemas) if schemas else None
+    if not good:
+        empty = _empty_metrics_table()
+        if keys is not None:
+            empty = empty.select(list(RESERVED_COLUMNS))
+        return empty.add_column(0, "run", pa.array([], pa.string())).add_column(
+            0, "experiment", pa.array([], pa.string()))
+    metric_names = [n for n in schema.names if n not in RESERVED_COLUMNS]
+    if keys is not None:
+        metric_names = [k for k in keys if k in schema.names and k not in RESERVED_COLUMNS]
+    columns = [c for c in RESERVED_COLUMNS if c in schema.names] + metric_names
+    fmt = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(
+        pre_buffer=not store.is_local))  # coalesced reads pay off on object stores only
+    dataset = pads.FileSystemDataset.from_paths([f for _e, _r, f in good], schema=schema,
+                                                format=fmt, filesystem=fs)
+    # The fragment index (an int32 per row) names each row's file: far cheaper than
+    # __filename (a string per row), and it maps to (experiment, run) with one take().
+    table = dataset.to_table(columns=columns + ["__fragment_index", "__batch_index"],
+                             use_threads=True, fragment_readahead=16)
+    index = table.column("__fragment_index").combine_chunks()
+    if len(index) > 1 and not pc.all(pc.greater_equal(index[1:], index[:-1])).as_py():
+        # files came back out of order: restore file order (a stable sort keeps rows in order)
+        table = table.sort_by([("__fragment_index", "ascending"), ("__batch_index", "ascending")])
+        index = table.column("__fragment_index").combine_chunks()
+    exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
+    run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
+    names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
+    table = table.select(columns).rename_columns(names)
+    return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+
+
+# -- tag expressions: "a AND (b OR NOT c)" ----------------------------------------------------
+
+_TAG_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
+_TAG_OPS = {"AND", "OR", "NOT"}
+
+
+def _parse_tag_expr(text):
+    """A predicate on a set of tags from an expression such as ``a AND (b OR NOT c)``.
+
+    Operators AND, OR, NOT (any case; NOT binds tightest, then AND, then OR) and parentheses;
+    anything else is a tag, matched exactly. A tag with spaces or named like an operator is
+    written in double quotes: ``"and" OR "my tag"``. No eval: a recursive-descent parser
+    that raises InvalidInputError naming the position of the first thing it cannot read.
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"tags must be a string expression or a list of tags, "
+                                f"got {type(text).__name__}")
+    tokens, pos = [], 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TAG_TOKEN.match(text, pos)
+        if not match:
+            quote = text.index(chr(34), pos)
+            raise InvalidInputError(f"tag expression {text!r}: unterminated quote at "
+                                    f"position {quote}")
+        at = match.start() + len(match.group(0)) - len(match.group(0).lstrip())
+        if match.group(1):
+            tokens.append(("(", None, at))
+        elif match.group(2):
+            tokens.append((")", None, at))
+        elif match.group(3) is not None:
+            tokens.append(("tag", re.sub(r"\\(.)", r"\1", match.group(3)), at))
+        elif match.group(4).upper() in _TAG_OPS:
+            tokens.append((match.group(4).upper(), None, at))
+        else:
+            tokens.append(("tag", match.group(4), at))
+        pos = match.end()
+    tokens.append(("end", None, len(text)))
+    index = [0]
+
+    def fail(what):
+        kind, _value, at = tokens[index[0]]
+        found = "the end" if kind == "end" else repr(text[at:at + 20].split()[0])
+        raise InvalidInputError(f"tag expression {text!r}: expected {what} at position {at}, "
+                                f"found {found}")
+
+    def peek():
+        return tokens[index[0]][0]
+
+    def parse_or(depth):
+        node = parse_and(depth)
+        while peek() == "OR":
+            index[0] += 1
+            node = ("or", node, parse_and(depth))
+        return node
+
+    def parse_and(depth):
+        node = parse_not(depth)
+        while peek() == "AND":
+            index[0] += 1
+            node = ("and", node, parse_not(depth))
+        return node
+
+    def parse_not(depth):
+        if depth > 100:
+            fail("a shallower expression (more than 100 levels of nesting)")
+        kind, value, _at = tokens[index[0]]
+        if kind == "NOT":
+            index[0] += 1
+            return ("not", parse_not(depth + 1))
+        if kind == "(":
+            index[0] += 1
+            node = parse_or(depth + 1)
+            if peek() != ")":
+                fail("')'")
+            index[0] += 1
+            return node
+        if kind == "tag":
+            index[0] += 1
+            return ("tag", value)
+        fail("a tag, NOT or '('")
+
+    if peek() == "end":
+        raise InvalidInputError(f"tag expression {text!r} is empty")
+    tree = parse_or(0)
+    if peek() != "end":
+        fail("AND, OR or the end")
+    return lambda tags: _eval_tag_expr(tree, tags)
+
+
+def _eval_tag_expr(node, tags):
+    kind = node[0]
+    if kind == "tag":
+        return node[1] in tags
+    if kind == "not":
+        return not _eval_tag_expr(node[1], tags)
+    if kind == "and":
+        return _eval_tag_expr(node[1], tags) and _eval_tag_expr(node[2], tags)
+    return _eval_tag_expr(node[1], tags) or _eval_tag_expr(node[2], tags)
+
+
+def _tag_filter(tags):
+    """A predicate on a run's tag set from an expression string or a list (all required)."""
+    if tags is None:
+        return None
+    if isinstance(tags, str):
+        return _parse_tag_expr(tags)
+    wanted = set(_normalize_tags(tags))
+    return lambda have: wanted <= have
+
+
+_RUN_TABLE_COLUMNS = ("experiment", "run", "project", "group", "rank", "status", "started_at",
+                      "duration_secs", "rows", "tags")
+
+
+def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
+              to_pandas=False):
+    """One row per run as a ``pyarrow.Table`` (or a pandas DataFrame with ``to_pandas=True``):
+    experiment, run, project, group, rank, status, started_at, duration_secs, rows, tags,
+    then ``params.<key>`` (flattened config) and the last value of every metric and scalar.
+
+    >>> expman.load_runs("experiments", status="finished", to_pandas=True)
+    >>> expman.load_runs("experiments", "resnet", tags="baseline AND (cifar OR NOT tiny)")
+    >>> expman.load_runs(project="vision", tags=["ablation"])         # a list: all of them
+
+    ``experiment`` is a name or a list of names (default: all); ``status`` a status or a
+    list. A metric named like one of the fixed columns is stored as ``metrics.<key>``.
+    """
+    store, root_path = _resolve_root(root)
+    match = _tag_filter(tags)
+    if project is not None and not isinstance(project, str):
+        raise InvalidInputError(f"project must be a string, got {type(project).__name__}")
+    if experiment is None:
+        names = [e["name"] for e in list_experiments(root, project=project)]
+    else:
+        names = [experiment] if isinstance(experiment, str) else list(experiment)
     wanted = None if status is None else {_normalize_status(s) for s in (
         [status] if isinstance(status, str) else status)}
     records = []
@@ -3768,23 +4295,115 @@ def load_runs(root=None, experiment=None, status=None, to_pandas=False):
         for row in list_runs(root, exp):
             if wanted and row["status"] not in wanted:
                 continue
-            record = {"experiment": exp, "run": row["name"], "status": row["status"],
+            if project is not None and row["project"] != project:
+                continue
+            if match is not None and not match(set(row["tags"])):
+                continue
+            record = {"experiment": exp, "run": row["name"], "project": row["project"],
+                      "group": row["group"], "rank": row["rank"], "status": row["status"],
                       "started_at": row["started_at"], "duration_secs": row["duration_secs"],
                       "rows": row["rows"], "tags": ",".join(row["tags"])}
             record.update({f"params.{k}": v for k, v in row["params"].items()})
-            record.update({k: v for k, v in row["summary"].items()})
+            record.update({(f"metrics.{k}" if k in _RUN_TABLE_COLUMNS or
+                            k.startswith(("params.", "metrics.")) else k): v
+                           for k, v in row["summary"].items()})
             records.append(record)
-    columns = list(dict.fromkeys(k for r in records for k in r))
+    columns = list(dict.fromkeys([*_RUN_TABLE_COLUMNS, *(k for r in records for k in r)]))
     data = {}
     for col in columns:
         values = [r.get(col) for r in records]
         try:
-            data[col] = pa.array(values)
+            data[col] = pa.array(values) if records else pa.array([], pa.string())
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    table = pa.table(data) if data else pa.table({"experiment": pa.array([], pa.string()),
-                                                   "run": pa.array([], pa.string())})
+    table = pa.table(data)
     return table.to_pandas() if to_pandas else table
+
+
+# -- reaping: record 'crashed' in the run.yaml of runs whose process is gone -----------------
+
+def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
+    """Mark one run crashed if its heartbeat is stale and its process gone; returns a dict
+    ``{"path", "action", "reason", ...}`` (action: reaped, would-reap, alive, skipped).
+
+    A run on this host is reaped only once its pid is dead; on another host the pid means
+    nothing here, so the heartbeat alone decides (older than ``stale`` seconds, by default
+    STALE_HEARTBEATS heartbeat intervals + 5 s, what readers already take for a crash).
+    run.yaml is re-checked right before the atomic write: if it changed since it was read,
+    the run is alive and is left alone.
+    """
+    now = time.time() if now is None else now
+    meta_path = store.join(path, RUN_YAML)
+    entry = {"path": store.display(path), "name": _split_parent(store, path)[1]}
+    stamp = store.stat(meta_path)
+    try:
+        meta = _read_yaml(store, meta_path)
+    except ExpmanError as exc:
+        return {**entry, "action": "skipped", "reason": f"unreadable run.yaml ({exc})"}
+    status = meta.get("status")
+    if not isinstance(status, str) or status.lower() != "running":
+        return {**entry, "action": "skipped", "reason": f"status is {status!r}"}
+    beat = _parse_iso(meta.get("heartbeat_at")) or _parse_iso(meta.get("started_at"))
+    interval = meta.get("heartbeat_secs")
+    if type(interval) not in (int, float) or interval <= 0:
+        interval = DEFAULT_HEARTBEAT_SECS
+    limit = STALE_HEARTBEATS * interval + 5 if stale is None else stale
+    age = None if beat is None else round(now - beat, 1)
+    entry.update(hostname=_text(meta.get("hostname")), pid=meta.get("pid"), heartbeat_age=age)
+    if age is not None and age < limit:
+        return {**entry, "action": "alive", "reason": f"heartbeat {age:.0f}s old"}
+    if meta.get("hostname") == _HOSTNAME and _pid_alive(meta.get("pid")):
+        return {**entry, "action": "alive", "reason": f"pid {meta.get('pid')} is running"}
+    why = (f"pid {meta.get('pid')} is gone" if meta.get("hostname") == _HOSTNAME
+           else f"heartbeat {age if age is not None else '?'}s old, from host "
+                f"{meta.get('hostname')}")
+    if dry_run:
+        return {**entry, "action": "would-reap", "reason": why}
+    if store.stat(meta_path) != stamp:
+        return {**entry, "action": "alive", "reason": "run.yaml changed while reaping"}
+    started = _parse_iso(meta.get("started_at"))
+    meta["status"] = "crashed"
+    meta["finished_at"] = meta.get("heartbeat_at") or _iso(now)
+    if started is not None and beat is not None:
+        meta["duration_secs"] = round(beat - started, 3)
+    meta["reaped_at"] = _iso(now)
+    meta["reaped_by"] = f"{_HOSTNAME} pid {os.getpid()}"
+    store.write_atomic(meta_path, _yaml_dump(meta))
+    entry = {**entry, "action": "reaped", "reason": why}
+    if compact:
+        entry["compacted_segments"] = _compact_leftovers(store, path)
+    return entry
+
+
+def _compact_leftovers(store, path):
+    """Merge a dead run's leftover segments into metrics.parquet (then delete them), so it
+    reads like a closed run. Returns how many segments were merged (0: nothing to do)."""
+    seg_dir = store.join(path, SEGMENTS_DIR)
+    names = store.listnames(seg_dir)
+    chosen = _choose_segments(names)
+    if not chosen:
+        return 0
+    paths, schemas = [], []
+    for _s, _e, name in chosen:
+        try:
+            schemas.append(store.parquet_file(store.join(seg_dir, name)).schema_arrow)
+            paths.append(store.join(seg_dir, name))
+        except Exception as exc:  # noqa: BLE001 - a segment cut by the crash: keep the rest
+            _warn(f"expman: skipped unreadable segment {store.display(store.join(seg_dir, name))}"
+                  f": {exc}")
+    schema = pa.unify_schemas(schemas) if schemas else _empty_metrics_table().schema
+    with store.open_atomic(store.join(path, METRICS_FILE)) as sink:
+        writer = pq.ParquetWriter(sink, schema, compression="snappy", use_dictionary=False)
+        try:
+            for seg in paths:
+                for batch in store.parquet_file(seg).iter_batches(1 << 16):
+                    writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
+        finally:
+            writer.close()
+    for name in sorted(names):  # first rows first, as the writer does (see _metric_files)
+        if _SEGMENT_RE.match(name):
+            store.delete(store.join(seg_dir, name))
+    return len(paths)
 
 
 # 10 Integrations ############################################################################
@@ -4254,13 +4873,24 @@ def make_app(root=None, live=True, token=None):
         return {"status": "ok", "version": __version__, "root": store.display(root_path),
                 "live": live}
 
+    def experiment_rows():
+        if hub.cached():  # object store: the watcher's cache, not a request per run
+            return hub.experiment_rows()
+        if not store.isdir(root_path):
+            return []
+        return list_experiments(run_location(root_path))
+
     @app.get("/api/experiments")
     def _api_experiments():
-        if hub.cached():  # object store: the watcher's cache, not a request per run
-            return {"experiments": hub.experiment_rows()}
-        if not store.isdir(root_path):
-            return {"experiments": []}
-        return {"experiments": list_experiments(run_location(root_path))}
+        project = bottle.request.query.getunicode("project")
+        rows = experiment_rows()
+        return {"experiments": _in_project(rows, project) if project else rows}
+
+    @app.get("/api/projects")
+    def _api_projects():
+        rows = experiment_rows()
+        return {"projects": _project_rows(rows),
+                "unassigned": sum(1 for e in rows if not e["projects"])}
 
     @app.get("/api/experiments/<exp>/runs")
     def _api_runs(exp):
@@ -5064,20 +5694,25 @@ def _cmd_list(args):
             parent, experiment = _split_parent(store, path)
             root = _location(store, parent)
     if experiment is None:
-        return _list_experiments(root, args.json)
-    return _list_runs(root, experiment, args.json)
+        if args.tags is not None:
+            raise _UsageError("--tags filters the runs of one experiment: add -e EXPERIMENT")
+        return _list_experiments(root, args.json, args.project)
+    return _list_runs(root, experiment, args.json, args.project, args.tags)
 
 
-def _list_experiments(root, as_json):
+def _list_experiments(root, as_json, project=None):
     store, root_path = _resolve_root(root)
-    experiments = list_experiments(root)
+    experiments = list_experiments(root, project=project)
     if as_json:
-        _print_json({"root": store.display(root_path), "experiments": experiments})
+        _print_json({"root": store.display(root_path), "project": project,
+                     "experiments": experiments})
         return _EXIT_OK
     if not experiments:
-        print(f"no experiments in {store.display(root_path)}")
+        print(f"no experiments in {store.display(root_path)}" +
+              (f" for project {project!r}" if project is not None else ""))
         return _EXIT_OK
     color, now = _use_color(), time.time()
+    with_projects = any(e["projects"] for e in experiments)
     rows = []
     for exp in experiments:
         counts = exp["status_counts"]
@@ -5088,20 +5723,32 @@ def _list_experiments(root, as_json):
                            for p, s in parts)
         rows.append([exp["name"], str(exp["runs"]), _Cell(text or "-", styled or "-"),
                      _fmt_ago(exp["last_activity"], now), _fmt_time(exp["last_activity"])])
-    _print_lines(_table(["EXPERIMENT", "RUNS", "STATUS", "LAST ACTIVITY", ""], rows,
-                        right={1}))
+        if with_projects:
+            rows[-1].insert(1, ", ".join(exp["projects"]) or "-")
+    headers = ["EXPERIMENT", "RUNS", "STATUS", "LAST ACTIVITY", ""]
+    right = {1}
+    if with_projects:
+        headers.insert(1, "PROJECT")
+        right = {2}
+    _print_lines(_table(headers, rows, right=right))
     return _EXIT_OK
 
 
-def _list_runs(root, experiment, as_json):
+def _list_runs(root, experiment, as_json, project=None, tags=None):
     store, root_path = _resolve_root(root)
     runs = list_runs(root, experiment)
+    match = _tag_filter(tags)
+    if project is not None:
+        runs = [r for r in runs if r["project"] == project]
+    if match is not None:
+        runs = [r for r in runs if match(set(r["tags"]))]
     if as_json:
         _print_json({"root": store.display(root_path), "experiment": experiment,
                      "runs": runs})
         return _EXIT_OK
     if not runs:
-        print(f"no runs in experiment {experiment!r}")
+        what = " matching the filters" if project is not None or tags is not None else ""
+        print(f"no runs{what} in experiment {experiment!r}")
         return _EXIT_OK
     color = _use_color()
     metric_keys = list(dict.fromkeys(k for r in runs for k in r["summary"]))
@@ -5177,6 +5824,28 @@ def _tree_lines(mapping, indent="  "):
     return out
 
 
+def _job_text(run):
+    """'group 4711, rank 3 of 8 (local 1)' for a rank of a distributed job, else None."""
+    if not run.get("group"):
+        return None
+    text = f"group {run['group']}"
+    if run.get("rank") is not None:
+        text += f", rank {run['rank']}"
+        if run.get("world_size"):
+            text += f" of {run['world_size']}"
+        local = run.get("local_rank")
+        if type(local) is int:
+            text += f" (local {local})"
+    return text
+
+
+def _mapping_text(value):
+    if not isinstance(value, dict) or not value:
+        return None
+    return ", ".join(f"{k} {v}" if isinstance(value, dict) and k.islower() else f"{k}={v}"
+                     for k, v in value.items())
+
+
 def _cmd_inspect(args):
     run = load_run(args.run_dir)
     stats = metric_stats(args.run_dir)
@@ -5212,6 +5881,10 @@ def _cmd_inspect(args):
         ("rows", f"{run['rows']} (last step {_fmt_num(run['last_step'])})"),
         ("host", host), ("command", run.get("command")), ("cwd", run.get("cwd")),
         ("python", run.get("python")), ("git", git_text),
+        ("git diff", f"artifacts/{git['diff_artifact']}" if git.get("diff_artifact") else None),
+        ("project", run.get("project")), ("job", _job_text(run)),
+        ("packages", _mapping_text(run.get("packages"))),
+        ("scheduler", _mapping_text(run.get("scheduler"))),
         ("tags", ", ".join(run["tags"]) or None), ("description", run["description"] or None),
         ("error", run.get("error")),
     ]
@@ -5579,6 +6252,51 @@ def _cmd_clean(args):
     return _EXIT_FAIL if failures else _EXIT_OK
 
 
+# -- reap ------------------------------------------------------------------------------------
+
+def _cmd_reap(args):
+    root = args.dir if args.dir is not None else _default_root()
+    store, path = _open_store(root)
+    if store.stat(store.join(path, RUN_YAML)) is not None:
+        runs = [path]
+    else:
+        if not store.isdir(path):
+            raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
+        exps = [path] if store.stat(store.join(path, EXPERIMENT_YAML)) is not None else [
+            store.join(path, e.name) for e in store.listdir(path)
+            if e.is_dir and not e.name.startswith(".")]
+        runs = [store.join(exp, e.name) for exp in exps for e in store.listdir(exp)
+                if e.is_dir and not e.name.startswith(".")
+                and store.stat(store.join(exp, e.name, RUN_YAML)) is not None]
+    now, results, failures = time.time(), [], 0
+    for run_path in sorted(runs):
+        try:
+            entry = _reap_run(store, run_path, args.stale, now, args.dry_run, args.compact)
+        except OSError as exc:
+            failures += 1
+            entry = {"path": store.display(run_path), "action": "failed",
+                     "reason": exc.strerror or str(exc)}
+        results.append(entry)
+    acted = [e for e in results if e["action"] in ("reaped", "would-reap", "failed")]
+    if args.json:
+        _print_json({"root": store.display(path), "dry_run": args.dry_run,
+                     "stale_secs": args.stale, "runs": results})
+        return _EXIT_FAIL if failures else _EXIT_OK
+    alive = sum(1 for e in results if e["action"] == "alive")
+    for entry in acted:
+        verb = {"reaped": "marked crashed", "would-reap": "would mark crashed",
+                "failed": "could not mark"}[entry["action"]]
+        extra = ""
+        if entry.get("compacted_segments"):
+            extra = f"; {entry['compacted_segments']} segments compacted into {METRICS_FILE}"
+        print(f"{verb}: {entry['path']} ({entry['reason']}{extra})")
+    done = sum(1 for e in acted if e["action"] != "failed")
+    print(f"{done} run{'s' if done != 1 else ''} {'to mark' if args.dry_run else 'marked'} "
+          f"crashed; {alive} running left alone; {len(results)} runs checked" +
+          ("; dry run: nothing written" if args.dry_run else ""))
+    return _EXIT_FAIL if failures else _EXIT_OK
+
+
 # -- serve / demo ----------------------------------------------------------------------------
 
 def _serve_function():
@@ -5658,6 +6376,17 @@ def _interval(text):
     return value
 
 
+def _seconds(text):
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds >= 0")
+    return value
+
+
 def _build_parser():
     import argparse
 
@@ -5682,6 +6411,9 @@ def _build_parser():
     p = command("list", _cmd_list, "list experiments, or the runs of one (newest first)")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
     p.add_argument("-e", "--experiment", metavar="EXP", help="list the runs of this experiment")
+    p.add_argument("--project", metavar="P", help="only experiments (or runs) of this project")
+    p.add_argument("--tags", metavar="EXPR", help="with -e: only runs whose tags match, e.g. "
+                   "'baseline AND (cifar OR NOT tiny)'")
     json_flag(p)
 
     p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "
@@ -5716,6 +6448,20 @@ def _build_parser():
     p.add_argument("--keep", type=_int_at_least(0), default=5, metavar="N",
                    help="runs to keep, newest first, running ones not counted (default 5)")
     p.add_argument("--force", action="store_true", help="really delete")
+    json_flag(p)
+
+    p = command("reap", _cmd_reap, "mark runs whose heartbeat is stale and whose process is "
+                "gone as crashed in their run.yaml (runs on other hosts of a shared "
+                "filesystem: the heartbeat alone decides)")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help + "; or one experiment or "
+                   "run directory")
+    p.add_argument("--stale", type=_seconds, default=None, metavar="S",
+                   help="heartbeat age, in seconds, past which a run counts as stale "
+                        f"(default: {STALE_HEARTBEATS} heartbeat intervals + 5 s, about "
+                        f"{STALE_HEARTBEATS * DEFAULT_HEARTBEAT_SECS + 5:.0f} s)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be marked")
+    p.add_argument("--compact", action="store_true", help="also merge a reaped run's leftover "
+                   "segments into metrics.parquet, so it reads like a closed run")
     json_flag(p)
 
     p = command("serve", _cmd_serve, "serve the live dashboard")
@@ -5876,6 +6622,35 @@ def _demo_media(exp, rng, step, steps, acc):
                      f"\n(accuracy {acc:.3f})", step=step)
 
 
+def _demo_job(root, steps):
+    """A distributed job in project 'llm': four ranks of one SLURM job (the dashboard folds
+    them into one row and can draw their mean with a min/max band), plus a single-GPU run."""
+    import random
+    started = time.time() - 2 * 3600
+    for rank in range(4):
+        rng = random.Random(40 + rank)
+        clock = _DemoClock(started, 1.5)
+        with Experiment("gpt_small", base_dir=root, rank=rank, group="slurm-4711",
+                        project="llm", config={"lr": 6e-4, "batch_size": 32, "world_size": 4},
+                        tags=["demo", "ddp"], clock=clock, capture_git=False) as exp:
+            for step in range(steps):
+                loss, _acc = _demo_curve(rng, step, steps, 0.08, noise=0.06)
+                exp.log_metrics({"train/loss": loss + 0.02 * rank,
+                                 "train/tokens_per_sec": 41_000 + rng.gauss(0, 900)},
+                                step=step)
+        _backdate(exp, started, clock.now)
+    clock = _DemoClock(started - 3600, 3.0)
+    with Experiment("gpt_small", base_dir=root, run_name="single_gpu", project="llm",
+                    config={"lr": 6e-4, "batch_size": 32, "world_size": 1}, tags=["demo"],
+                    clock=clock, capture_git=False) as exp:
+        rng = random.Random(39)
+        for step in range(steps):
+            loss, _acc = _demo_curve(rng, step, steps, 0.05, noise=0.06)
+            exp.log_metrics({"train/loss": loss, "train/tokens_per_sec": 11_000 +
+                             rng.gauss(0, 400)}, step=step)
+    _backdate(exp, started - 3600, clock.now)
+
+
 def _demo_data(root, live_secs=60.0, steps=2000):
     """Write realistic example experiments under root; returns the live thread (or None).
 
@@ -5959,6 +6734,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
                                  "grad_norm": abs(rng.gauss(1, 0.3)) / (1 + step / 100)},
                                 step=step)
         _backdate(exp, started, clock.now)
+    _demo_job(root, steps)
     shutil.rmtree(tmp, ignore_errors=True)
     if live_secs <= 0:
         return None
@@ -6176,6 +6952,14 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 #runs-table tbody tr.selected td { background: var(--sel); }
 #runs-table tbody tr.flash td { animation: flash 2.4s ease-out; }
 #runs-table tr.spacer td { padding: 0; border: 0; height: auto; background: transparent; }
+/* a distributed job's ranks: one group row that expands */
+#runs-table tr.job-row td { font-weight: 560; }
+#runs-table tr.job-member td.c-name { padding-left: 30px; }
+.job-toggle { border: 0; background: none; padding: 0 4px 0 0; cursor: pointer; color: var(--muted); vertical-align: middle; }
+.job-toggle .ico { transition: transform .12s; }
+.job-row.open .job-toggle .ico { transform: rotate(90deg); }
+.job-count { color: var(--muted); font-weight: 450; margin-left: 6px; font-size: 11.5px; }
+#project-filter { margin: 0 8px 8px; width: calc(100% - 16px); }
 .swatch {
   display: inline-block; width: 9px; height: 9px; border-radius: 3px; margin-right: 7px; vertical-align: -0.5px;
   background: transparent; box-shadow: inset 0 0 0 1px var(--border-2);
@@ -6407,6 +7191,7 @@ table.data td.num { text-align: right; font-family: var(--mono); }
 <div id="layout">
   <aside id="sidebar">
     <div class="side-head"><span>Experiments</span><span id="exp-count"></span></div>
+    <select id="project-filter" data-testid="project-filter" aria-label="Project" hidden><option value="">All projects</option></select>
     <ul id="experiments" data-testid="experiments"></ul>
   </aside>
   <main id="main">
@@ -6450,6 +7235,11 @@ with expman.Experiment("my-experiment") as exp:
           <select id="xaxis" data-testid="xaxis">
             <option value="step">Step</option><option value="wall">Wall time</option>
             <option value="relative">Relative time</option>
+          </select>
+        </label>
+        <label id="job-mode-label" title="How the selected ranks of one distributed job are drawn" hidden>Ranks
+          <select id="job-mode" data-testid="job-mode">
+            <option value="overlay">Overlaid</option><option value="band">Mean, min/max band</option>
           </select>
         </label>
       </div>
@@ -6702,7 +7492,7 @@ const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : 
 
 // --- charts
 // Canvas line charts; the only code on the page that draws. The rest talks to a chart through
-//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label}), appendPoints(id, xs, ys),
+//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}), appendPoints(id, xs, ys),
 //   removeSeries(id), setXRange([x0, x1] | null), hover(x | null), points(), destroy(),
 //   and callbacks chart.onZoom(x0, x1) / chart.onReset(),
 // plus Charts.configure({smoothing, logy, xFormat, hidden, highlight}) shared by every chart.
@@ -6880,6 +7670,22 @@ const Charts = (function () {
     ctx.globalAlpha = 1;
   }
 
+  // The min/max band of an aggregated series, filled under its line (gaps where values are not finite).
+  function band(ctx, s, r, sx, sy, logy, alpha) {
+    const lo = logy ? 0 : -Infinity, ok = i => s.lo[i] > lo && s.hi[i] < Infinity && s.x[i] > -Infinity && s.x[i] < Infinity;
+    ctx.globalAlpha = alpha; ctx.fillStyle = s.color;
+    let i = r[0];
+    while (i < r[1]) {
+      while (i < r[1] && !ok(i)) i++;
+      const a = i; while (i < r[1] && ok(i)) i++;
+      if (i - a < 2) continue;
+      ctx.beginPath(); ctx.moveTo(sx(s.x[a]), sy(s.hi[a]));
+      for (let j = a + 1; j < i; j++) ctx.lineTo(sx(s.x[j]), sy(s.hi[j]));
+      for (let j = i - 1; j >= a; j--) ctx.lineTo(sx(s.x[j]), sy(s.lo[j]));
+      ctx.closePath(); ctx.fill();
+    }
+    ctx.globalAlpha = 1;
+  }
   function showTip(hits, cx, cy) {
     if (!tip) { tip = h('div', { class: 'chart-tip', role: 'tooltip', 'data-testid': 'chart-tooltip' }); tip.hidden = true; document.body.appendChild(tip); }
     if (!hits || !hits.length) { tip.hidden = true; return; }
@@ -6916,7 +7722,8 @@ const Charts = (function () {
     all.add(this); request(this);
   }
   Chart.prototype.setSeries = function (id, d) {
-    const s = { id: id, label: d.label || id, color: d.color || '#888', x: Array.from(d.x), y: Array.from(d.y), sm: [], smW: -1, ema: 0, emaN: 0 };
+    const s = { id: id, label: d.label || id, color: d.color || '#888', x: Array.from(d.x), y: Array.from(d.y), sm: [], smW: -1, ema: 0, emaN: 0,
+      lo: d.lo ? Array.from(d.lo) : null, hi: d.hi ? Array.from(d.hi) : null };   // lo/hi: a shaded band around the line
     s.sorted = isSorted(s.x, 0);
     this.series.set(id, s); request(this);
   };
@@ -6974,6 +7781,7 @@ const Charts = (function () {
       for (let i = r[0]; i < r[1]; i++) {
         const xv = s.x[i]; if (!(xv >= x0 && xv <= x1)) continue;
         const v = s.y[i]; if (v > lo && v < Infinity) { if (v < y0) y0 = v; if (v > y1) y1 = v; }
+        if (s.lo) { const a = s.lo[i], b = s.hi[i]; if (a > lo && a < y0) y0 = a; if (b < Infinity && b > y1) y1 = b; }
       }
     }
     if (!(y1 >= y0)) {
@@ -7015,6 +7823,7 @@ const Charts = (function () {
     // series: faint raw curves first, then the (smoothed) curves on top
     ctx.save(); ctx.beginPath(); ctx.rect(left, top - 2, pw + 1, ph + 4); ctx.clip();
     const sm = opt.smoothing > 0, hl = opt.highlight;
+    for (const s of list) if (s.lo) band(ctx, s, ranges.get(s), sx, sy, logy, hl && hl !== s.id ? 0.05 : 0.16);
     if (sm) for (const s of list) { ensureSmooth(s); trace(ctx, s, s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.06 : 0.2, 1.2); }
     for (const s of list) trace(ctx, s, sm ? s.sm : s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.2 : 1, hl === s.id ? 2.2 : 1.6);
     ctx.restore();
@@ -7132,7 +7941,8 @@ const S = {
   colPrefs: null,               // Set of visible column ids, or null for the defaults
   selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
   smoothing: 0, logy: false, xaxis: 'step', chartFilter: '',
-  detail: null, detailToken: 0, editingDesc: false, prefetch: null
+  detail: null, detailToken: 0, editingDesc: false, prefetch: null,
+  project: '', jobMode: 'overlay', openJobs: new Set()
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
@@ -7146,7 +7956,8 @@ function readHash() {
   const sm = parseFloat(p.get('smooth'));
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
     logy: p.get('logy') === '1', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
-    run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '' };
+    run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
+    project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay' };
 }
 let hashTimer = 0;
 function writeHash(push) {
@@ -7162,6 +7973,8 @@ function writeHash(push) {
     if (S.filter) put('q', S.filter);
     if (S.chartFilter) put('metrics', S.chartFilter);
     if (S.detail) put('run', S.detail);
+    if (S.project) put('project', S.project);
+    if (S.jobMode !== 'overlay') put('ranks', S.jobMode);
     const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
     if ((parts.length ? hs : '') === location.hash) return;
     if (push) history.pushState(null, '', hs); else history.replaceState(null, '', hs);
@@ -7178,6 +7991,7 @@ async function applyHash() {
   if (hs.run !== S.detail) { if (hs.run) openDetail(hs.run); else closeDetail(); }
 }
 function applyChartSettings(hs) {
+  applyJobSettings(hs);
   S.smoothing = hs.smooth; S.logy = hs.logy;
   $('#smoothing').value = String(S.smoothing); $('#smoothing-value').textContent = S.smoothing.toFixed(2);
   $('#logy').checked = S.logy;
@@ -7201,7 +8015,8 @@ function refreshExperimentsSoon() {
 }
 function renderExperiments() {
   const ul = $('#experiments');
-  const list = S.experiments.slice().sort((a, b) => (parseTime(b.last_activity) || 0) - (parseTime(a.last_activity) || 0) || natural(a.name, b.name));
+  renderProjectFilter();
+  const list = S.experiments.filter(inProject).sort((a, b) => (parseTime(b.last_activity) || 0) - (parseTime(a.last_activity) || 0) || natural(a.name, b.name));
   $('#exp-count').textContent = list.length ? String(list.length) : '';
   if (!list.length) { ul.replaceChildren(h('li', { class: 'side-empty', text: 'No experiments yet' })); return; }
   ul.replaceChildren.apply(ul, list.map(e => {
@@ -7348,7 +8163,8 @@ function computeView() {
     if (na || nb) return na === nb ? 0 : na ? 1 : -1;
     return dir * cmpValues(a, b) || natural(p[1].name, q[1].name);
   });
-  S.view = keyed.map(x => x[1]);
+  S.matched = keyed.length; S.matchedRows = keyed.map(x => x[1]);
+  S.view = jobView(keyed.map(x => x[1]));
 }
 const ROW_H = 30;
 let tableFrame = 0;
@@ -7360,7 +8176,7 @@ function renderTable() {
   headCols = cols;
   renderHead(cols);
   renderBody();
-  const total = S.rows.size, shown = S.view.length, sel = S.selected.length;
+  const total = S.rows.size, shown = S.matched, sel = S.selected.length;
   $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + (sel ? ' \u00b7 ' + sel + ' selected' : '');
   const empty = $('#runs-empty');
   if (S.rows.size && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
@@ -7376,9 +8192,9 @@ function renderHead(cols) {
   $('#runs-cols').replaceChildren.apply($('#runs-cols'), widths.map(w => h('col', { style: 'width:' + w + 'px' })));
   table.style.width = widths.reduce((a, b) => a + b, 0) + 'px';
   const arrow = id => S.sort.col === id ? h('span', { class: 'arrow', text: S.sort.dir > 0 ? '\u25b2' : '\u25bc' }) : null;
-  const inView = S.view.filter(r => S.selectedSet.has(S.exp + '/' + r.name)).length;
+  const shownRuns = viewRuns(), inView = shownRuns.filter(r => S.selectedSet.has(S.exp + '/' + r.name)).length;
   const all = h('input', { type: 'checkbox', class: 'select-all', title: 'Select all shown runs', 'aria-label': 'Select all shown runs',
-    checked: inView > 0 && inView === S.view.length, indeterminate: inView > 0 && inView < S.view.length });
+    checked: inView > 0 && inView === shownRuns.length, indeterminate: inView > 0 && inView < shownRuns.length });
   const tr = h('tr', null,
     h('th', { class: 'c-sel' }, all),
     h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name')),
@@ -7397,8 +8213,9 @@ function renderBody() {
   tbody.replaceChildren.apply(tbody, out);
 }
 function renderRow(r, cols) {
+  if (r._job) return renderJobRow(r, cols);
   const k = S.exp + '/' + r.name, sel = S.selectedSet.has(k);
-  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') });
+  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') });
   tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
   tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + colorOf(k) : '' }),
     h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name })));
@@ -7422,11 +8239,11 @@ function bindTable() {
     const k = S.exp + '/' + tr.getAttribute('data-run');
     if (e.target.closest('.run-link')) { openDetail(k, true); return; }
     if (e.target.classList.contains('run-select')) {
-      const idx = S.view.findIndex(r => r.name === tr.getAttribute('data-run'));
+      const idx = S.view.findIndex(r => !r._job && r.name === tr.getAttribute('data-run'));
       if (e.shiftKey && lastClicked >= 0 && idx >= 0) {
         const on = e.target.checked, [a, b] = [Math.min(lastClicked, idx), Math.max(lastClicked, idx)];
         const set = new Set(S.selected);
-        for (let i = a; i <= b; i++) { const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
+        for (let i = a; i <= b; i++) { if (S.view[i]._job) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
         setSelection(S.selected.filter(x => set.has(x)).concat(Array.from(set).filter(x => S.selected.indexOf(x) < 0)), true);
       } else toggleRun(k, e.target.checked);
       lastClicked = idx;
@@ -7434,7 +8251,7 @@ function bindTable() {
   });
   $('#runs-table').tHead.addEventListener('click', e => {
     if (e.target.classList.contains('select-all')) {
-      const keys = S.view.map(r => S.exp + '/' + r.name);
+      const keys = viewRuns().map(r => S.exp + '/' + r.name);
       if (e.target.checked) {
         const addKeys = keys.filter(k => !S.selectedSet.has(k)).slice(0, Math.max(0, 100 - S.selected.length));
         if (addKeys.length < keys.filter(k => !S.selectedSet.has(k)).length) showBanner('Selected the first 100 runs; select more one by one.', true);
@@ -7580,6 +8397,7 @@ function applyRows(rd, series, next) {
     if (!s) { s = { step: [], time: [], value: [] }; rd.series.set(key, s); newKey = true; }
     for (let i = 0; i < add.step.length; i++) { s.step.push(add.step[i]); s.time.push(add.time[i]); s.value.push(add.value[i]); }
     if (s.step.length > COMPACT_AT) { compactSeries(s); rd.version = ++versionSeq; newKey = true; continue; }
+    if (inBand(rd.key)) { rd.version = ++versionSeq; newKey = true; continue; }
     const c = cards.get(key);
     if (c && c.loaded.get(rd.key) === rd.version) c.chart.appendPoints(rd.key, xsOf(rd, add.step, add.time), add.value);
   }
@@ -7723,8 +8541,10 @@ function syncCharts() {
   if (msg) empty.replaceChildren(h('strong', { text: msg[0] }), msg[1]);
 }
 function syncCardSeries(c) {
-  const present = new Set();
+  const present = new Set(), bands = bandJobs();
+  syncBandSeries(c, bands, present);
   for (const k of S.selected) {
+    if (bands.members.has(k)) continue;
     const rd = data.get(k); if (!rd || !rd.ready) continue;
     const s = rd.series.get(c.key); if (!s) continue;
     present.add(k);
@@ -8015,6 +8835,165 @@ function histHover(c, e) {
   let b = -1; for (let j = 0; j < cnt.length; j++) if (v >= num(ed[j]) && v < num(ed[j + 1])) { b = j; break; }
   c.tip.textContent = 'step ' + d.step[i] + (b >= 0 ? ' \u00b7 [' + fmtNum(num(ed[b])) + ', ' + fmtNum(num(ed[b + 1])) + '): ' + fmtNum(num(cnt[b])) : '') +
     ' \u00b7 range ' + fmtNum(num(d.min[i])) + ' \u2026 ' + fmtNum(num(d.max[i]));
+
+// --- jobs and projects
+// A distributed job writes one run per rank, all with the same `group`. The runs table folds
+// them into one row per job (click the arrow to see the ranks); the charts draw a job's
+// selected ranks overlaid, or as their mean with a min/max band (S.jobMode). The sidebar's
+// project filter narrows the experiment list. Hooks elsewhere: computeView -> jobView,
+// renderRow -> renderJobRow, syncCardSeries -> syncBandSeries, renderExperiments -> inProject.
+let jobMembers = new Set();          // rows shown indented under their job's row
+function jobId(r) { return r && r.group ? r.experiment + '/' + r.group : null; }
+function viewRuns() { return S.matchedRows || []; }   // every run the filter matched, folded or not
+function jobView(rows) {
+  const byJob = new Map();
+  jobMembers = new Set();
+  for (const r of rows) { const g = jobId(r); if (g) { if (!byJob.has(g)) byJob.set(g, []); byJob.get(g).push(r); } }
+  const out = [], done = new Set();
+  for (const r of rows) {
+    const g = jobId(r), members = g ? byJob.get(g) : null;
+    if (!members || members.length < 2) { out.push(r); continue; }
+    if (done.has(g)) continue;
+    done.add(g);
+    members.sort((a, b) => (isNull(a.rank) ? 1e9 : a.rank) - (isNull(b.rank) ? 1e9 : b.rank) || natural(a.name, b.name));
+    out.push(jobRow(g, members));
+    if (S.openJobs.has(g)) for (const m of members) { jobMembers.add(m); out.push(m); }
+  }
+  return out;
+}
+// One synthetic row for the job: the columns' cell functions read it like a run's row.
+function jobRow(g, members) {
+  const order = m => STATUS_ORDER[m.status] === undefined ? 9 : STATUS_ORDER[m.status];
+  const status = members.reduce((a, m) => order(m) < order(a) ? m : a, members[0]).status;
+  const sums = {}, counts = {};
+  for (const m of members) for (const k of Object.keys(m.summary || {})) {
+    const v = num(m.summary[k]); if (!isFinite(v)) continue;
+    sums[k] = (sums[k] || 0) + v; counts[k] = (counts[k] || 0) + 1;
+  }
+  const summary = {}; for (const k of Object.keys(sums)) summary[k] = sums[k] / counts[k];
+  const starts = members.map(m => parseTime(m.started_at)).filter(t => t !== null);
+  const steps = members.map(m => m.last_step).filter(v => !isNull(v));
+  const durs = members.map(m => m.duration_secs).filter(v => !isNull(v));
+  const tags = Array.from(new Set([].concat.apply([], members.map(m => m.tags || []))));
+  return { _job: g, name: members[0].group, group: members[0].group, experiment: members[0].experiment, members: members, status: status,
+    started_at: starts.length ? new Date(Math.min.apply(null, starts) * 1000).toISOString() : null,
+    duration_secs: durs.length ? Math.max.apply(null, durs) : null, _recv: Math.max.apply(null, members.map(m => m._recv || 0)) || Date.now(),
+    last_step: steps.length ? Math.max.apply(null, steps) : null, rows: members.reduce((a, m) => a + (m.rows || 0), 0),
+    tags: tags, params: members[0].params, summary: summary, description: '',
+    hostname: Array.from(new Set(members.map(m => m.hostname).filter(Boolean))).join(', ') };
+}
+function renderJobRow(j, cols) {
+  const keys = j.members.map(m => S.exp + '/' + m.name), on = keys.filter(k => S.selectedSet.has(k)).length, open = S.openJobs.has(j._job);
+  const tr = h('tr', { class: 'job-row' + (open ? ' open' : '') + (on ? ' selected' : ''), 'data-job': j._job, 'data-status': j.status });
+  tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'job-select', checked: on > 0 && on === keys.length,
+    indeterminate: on > 0 && on < keys.length, 'aria-label': 'Select every rank of ' + j.name })));
+  tr.append(h('td', { class: 'c-name', title: 'job ' + j.name + ': ' + keys.length + ' ranks (mean of their last values)' },
+    h('button', { type: 'button', class: 'job-toggle', 'aria-expanded': open ? 'true' : 'false', 'aria-label': (open ? 'Hide' : 'Show') + ' the ranks of ' + j.name }, icon('chev', 12)),
+    h('span', { text: j.name }), h('span', { class: 'job-count', text: keys.length + ' ranks' })));
+  for (const c of cols) {
+    const v = c.cell(j);
+    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : ''), 'data-col': c.id });
+    if (v === null || v === undefined || v === '') td.append(h('span', { class: 'null', text: '\u2013' })); else add(td, v);
+    tr.append(td);
+  }
+  return tr;
+}
+function bindJobs() {
+  $('#runs-table').tBodies[0].addEventListener('click', e => {
+    const tr = e.target.closest('tr[data-job]'); if (!tr) return;
+    const g = tr.getAttribute('data-job'), j = S.view.find(r => r._job === g); if (!j) return;
+    if (e.target.classList.contains('job-select')) {
+      const keys = j.members.map(m => S.exp + '/' + m.name), drop = new Set(keys);
+      setSelection(e.target.checked ? S.selected.concat(keys.filter(k => !S.selectedSet.has(k))) : S.selected.filter(k => !drop.has(k)), true);
+      return;
+    }
+    if (S.openJobs.has(g)) S.openJobs.delete(g); else S.openJobs.add(g);
+    renderTable();
+  });
+  $('#job-mode').addEventListener('change', e => { setJobMode(e.target.value); writeHash(); });
+  $('#project-filter').addEventListener('change', e => { S.project = e.target.value; renderExperiments(); writeHash(true); });
+}
+function setJobMode(mode) {
+  S.jobMode = mode === 'band' ? 'band' : 'overlay';
+  $('#job-mode').value = S.jobMode;
+  // every card redraws from scratch: ranks' own lines give way to their band, or back
+  for (const c of cards.values()) { c.chart.setXRange(null); c.zoomToken++; c.zoom = null; c.el.classList.remove('zoomed'); for (const id of c.loaded.keys()) c.chart.removeSeries(id); c.loaded.clear(); }
+  scheduleCharts();
+}
+function applyJobSettings(hs) {
+  if (S.jobMode !== hs.jobs) setJobMode(hs.jobs);
+  if (S.project !== hs.project) { S.project = hs.project; renderExperiments(); }
+}
+// Jobs drawn as a band: those with two or more selected, loaded ranks.
+function bandJobs() {
+  const jobs = new Map(), members = new Set();
+  if (S.jobMode === 'band') {
+    for (const k of S.selected) {
+      const g = jobId(known.get(k)), rd = data.get(k);
+      if (!g || !rd || !rd.ready || rd.error || S.hidden.has(k)) continue;
+      if (!jobs.has(g)) jobs.set(g, []);
+      jobs.get(g).push(k);
+    }
+    const rank = k => { const r = known.get(k); return r && !isNull(r.rank) ? r.rank : 1e9; };
+    for (const ks of jobs.values()) ks.sort((a, b) => rank(a) - rank(b));   // rank 0 gives the colour
+    for (const [g, ks] of Array.from(jobs)) { if (ks.length < 2) jobs.delete(g); else ks.forEach(k => members.add(k)); }
+  }
+  $('#job-mode-label').hidden = !S.selected.some(k => jobId(known.get(k)));
+  return { jobs: jobs, members: members };
+}
+function inBand(k) { return S.jobMode === 'band' && bandJobs().members.has(k); }
+// Ranks log the same steps: aggregate by step (x is the mean x of the ranks at that step).
+function syncBandSeries(c, bands, present) {
+  for (const [g, keys] of bands.jobs) {
+    const id = 'job:' + g, version = keys.map(k => k + '@' + data.get(k).version).join(',');
+    const acc = new Map();
+    for (const k of keys) {
+      const rd = data.get(k), s = rd.series.get(c.key); if (!s) continue;
+      const xs = xsOf(rd, s.step, s.time);
+      for (let i = 0; i < s.step.length; i++) {
+        const v = s.value[i]; let a = acc.get(s.step[i]);
+        if (!a) { a = { x: 0, n: 0, sum: 0, k: 0, lo: Infinity, hi: -Infinity }; acc.set(s.step[i], a); }
+        a.x += xs[i]; a.n++;
+        if (v > -Infinity && v < Infinity) { a.sum += v; a.k++; if (v < a.lo) a.lo = v; if (v > a.hi) a.hi = v; }
+      }
+    }
+    if (!acc.size) continue;
+    present.add(id);
+    if (c.loaded.get(id) === version) continue;
+    const steps = Array.from(acc.keys()).sort((a, b) => a - b), d = { x: [], y: [], lo: [], hi: [] };
+    for (const st of steps) { const a = acc.get(st); d.x.push(a.x / a.n); d.y.push(a.k ? a.sum / a.k : NaN); d.lo.push(a.k ? a.lo : NaN); d.hi.push(a.k ? a.hi : NaN); }
+    const first = known.get(keys[0]) || {};
+    c.chart.setSeries(id, { x: d.x, y: d.y, lo: d.lo, hi: d.hi, color: colorOf(keys[0]), label: (first.group || g) + ' (mean of ' + keys.length + ' ranks)' });
+    c.loaded.set(id, version);
+  }
+}
+function inProject(e) { return !S.project || (e.projects || []).indexOf(S.project) >= 0; }
+function renderProjectFilter() {
+  const sel = $('#project-filter'), names = new Set();
+  for (const e of S.experiments) for (const p of e.projects || []) names.add(p);
+  if (S.project) names.add(S.project);
+  const list = Array.from(names).sort(natural);
+  sel.hidden = !list.length;
+  const sig = list.join('\n');
+  if (sel.getAttribute('data-sig') !== sig) {
+    sel.replaceChildren.apply(sel, [h('option', { value: '', text: 'All projects' })].concat(list.map(p => h('option', { value: p, text: p }))));
+    sel.setAttribute('data-sig', sig);
+  }
+  sel.value = S.project;
+}
+// Run details: where a run came from (git, packages, scheduler ids, its job).
+function provenanceItems(m, item) {
+  const out = [], git = m.git && typeof m.git === 'object' ? m.git : null;
+  if (git) {
+    const bits = [git.branch, git.dirty ? 'dirty' : 'clean'].filter(Boolean).join(', ');
+    out.push(item('Git', (git.commit ? String(git.commit).slice(0, 12) : '') + (bits ? ' (' + bits + ')' : ''), { field: 'git-info', title: git.commit || '' }));
+    if (git.remote) out.push(item('Git remote', git.remote, { wide: true, field: 'git-remote' }));
+    if (git.diff_artifact) out.push(item('Git diff', 'artifacts/' + git.diff_artifact, { field: 'git-diff' }));
+  }
+  const pairs = o => o && typeof o === 'object' ? Object.keys(o).map(k => k + (/^[a-z]/.test(k) ? ' ' : '=') + o[k]).join(', ') : '';
+  if (pairs(m.packages)) out.push(item('Packages', pairs(m.packages), { wide: true, field: 'packages' }));
+  if (pairs(m.scheduler)) out.push(item('Scheduler', pairs(m.scheduler), { wide: true, field: 'scheduler' }));
+  return out;
 }
 
 // --- live stream
@@ -8175,6 +9154,7 @@ function renderDetailMeta(m) {
     const label = key.replace(/_/g, ' ');
     items.push(item(label.charAt(0).toUpperCase() + label.slice(1), fmtValue(v), { field: key }));
   }
+  items.push.apply(items, provenanceItems(m, item));
   items.push(item('Command', cmd || null, { wide: true, field: 'command' }));
   $('#detail-meta').replaceChildren.apply($('#detail-meta'), items);
   const box = $('#detail-desc');
@@ -8418,6 +9398,7 @@ function initTheme() {
 // --- boot
 function bindControls() {
   bindTable();
+  bindJobs();
   $('#banner-close').addEventListener('click', () => { $('#banner').hidden = true; });
   let ft = 0;
   $('#filter').addEventListener('input', e => {

@@ -14,11 +14,11 @@ from _util import REPO, child_env, only_run_dir, run_python
 
 EXPECTED_ALL = [
     "Experiment", "init", "log_params", "log_metrics", "log_vector", "log_scalar", "info",
-    "warn", "save_artifact", "flush", "close", "get_run",
+    "warn", "save_artifact", "flush", "close", "get_run", "is_primary",
     "log_image", "log_figure", "log_histogram", "log_audio", "log_video", "log_text",
     "list_experiments", "list_runs", "load_run", "load_config", "load_metrics", "metric_keys",
-    "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_runs",
-    "read_media", "read_media_bytes", "read_histograms",
+    "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_experiments",
+    "load_runs", "read_media", "read_media_bytes", "read_histograms",
     "make_app", "make_server", "serve",
     "ExpmanError", "InvalidInputError", "ExpmanWarning", "STATUSES", "main",
 ]
@@ -46,7 +46,9 @@ SIGNATURES = {
     "read_media": "(run_dir, tag=None, kind=None)",
     "read_media_bytes": "(run_dir, item)",
     "read_histograms": "(run_dir, tag=None)",
-    "list_experiments": "(root=None)",
+    "list_experiments": "(root=None, project=None)",
+    "is_primary": "()",
+    "load_experiments": "(root=None, experiments=None, keys=None, project=None)",
     "list_runs": "(root=None, experiment=None)",
     "load_run": "(run_dir)",
     "load_config": "(run_dir)",
@@ -56,15 +58,17 @@ SIGNATURES = {
     "load_log": "(run_dir, since=0, max_bytes=262144)",
     "list_artifacts": "(run_dir)",
     "load_experiment": "(root=None, experiment=None, keys=None)",
-    "load_runs": "(root=None, experiment=None, status=None, to_pandas=False)",
+    "load_runs": "(root=None, experiment=None, status=None, tags=None, project=None, "
+                 "to_pandas=False)",
     "main": "(argv=None)",
     "make_app": "(root=None, live=True, token=None)",
     "make_server": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, threads=48)",
     "serve": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, "
              "open_browser=False, out=None)",
     "Experiment": "(name, base_dir=None, run_name=None, config=None, description=None, "
-                  "tags=None, flush_interval_ms=500, *, system_metrics=False, "
-                  "capture_output=False, heartbeat_secs=5.0, capture_git=True, clock=None)",
+                  "tags=None, flush_interval_ms=500, *, project=None, system_metrics=False, "
+                  "capture_output=False, rank=None, group=None, provenance=True, "
+                  "save_git_diff=False, heartbeat_secs=5.0, capture_git=True, clock=None)",
 }
 
 METHOD_SIGNATURES = {
