@@ -421,8 +421,8 @@ def _loaded_packages():
     for name in _PROVENANCE_PACKAGES:
         module = sys.modules.get(name)
         version = getattr(module, "__version__", None) if module is not None else None
-        if isinstance(version, str):
-            out["scikit-learn" if name == "sklearn" else name] = version
+        if isinstance(version, str):  # str(): torch's TorchVersion is a str YAML refuses
+            out["scikit-learn" if name == "sklearn" else name] = str(version)
     return out
 
 

@@ -2,6 +2,7 @@
 EXPMAN_* overrides, and `expman reap`."""
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -254,3 +255,20 @@ def test_reap_a_run_from_another_host_by_heartbeat_alone(root, capsys):
     assert got["status"] == "crashed" and got["duration_secs"] == pytest.approx(60, abs=1)
     assert expman.main(["reap", str(root), "--stale", "-1"]) == 2
     assert "--stale" in capsys.readouterr().err
+
+
+def test_package_versions_that_are_str_subclasses_are_recorded(tmp_path):
+    """torch.__version__ is a TorchVersion, a str subclass YAML's safe dumper refuses: init()
+    raised RepresenterError in every script that imported torch first."""
+    code = """
+    import sys, types, expman
+    class TorchVersion(str):
+        pass
+    sys.modules["torch"] = types.SimpleNamespace(__version__=TorchVersion("2.13.0+cpu"))
+    with expman.Experiment("prov", base_dir="experiments") as exp:
+        pass
+    print(exp.run_dir)
+    """
+    run_dir = run_python(code, cwd=tmp_path).stdout.strip().splitlines()[-1]
+    meta = read_meta(pathlib.Path(run_dir))
+    assert meta["packages"]["torch"] == "2.13.0+cpu"
