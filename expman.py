@@ -8835,6 +8835,7 @@ function histHover(c, e) {
   let b = -1; for (let j = 0; j < cnt.length; j++) if (v >= num(ed[j]) && v < num(ed[j + 1])) { b = j; break; }
   c.tip.textContent = 'step ' + d.step[i] + (b >= 0 ? ' \u00b7 [' + fmtNum(num(ed[b])) + ', ' + fmtNum(num(ed[b + 1])) + '): ' + fmtNum(num(cnt[b])) : '') +
     ' \u00b7 range ' + fmtNum(num(d.min[i])) + ' \u2026 ' + fmtNum(num(d.max[i]));
+}
 
 // --- jobs and projects
 // A distributed job writes one run per rank, all with the same `group`. The runs table folds
