@@ -2651,7 +2651,7 @@ class _TBRun:
                 try:
                     data = hparams_pb2.HParamsPluginData.FromString(
                         value.metadata.plugin_data.content)
-                except Exception:  # noqa: BLE001 - DecodeError
+                except Exception:  # noqa: BLE001, S112 - DecodeError: not hparams we can read
                     continue
                 if data.WhichOneof("data") == "session_start_info":
                     for name, hp in data.session_start_info.hparams.items():
@@ -2727,15 +2727,16 @@ def _import_tensorboard(logdir, root=None, experiment=None, progress=None):
         if parent in dirs and directory != logdir and re.fullmatch(r"\d+\.\d+", base):
             hparam_children.setdefault(parent, []).append(directory)
     merged = {d for children in hparam_children.values() for d in children}
+    todo = [d for d in dirs if d not in merged]
     results = []
-    for index, (directory, files) in enumerate(dirs.items()):
-        if directory in merged:
-            continue
+    for index, directory in enumerate(todo):
+        files = dirs[directory]
         rel = os.path.relpath(directory, logdir)
         name = os.path.basename(logdir) if rel == "." else rel.replace(os.sep, "/")
         tb = _TBRun(directory)
         tb.read(files, event_pb2, hparams_pb2,
-                None if progress is None else lambda r: progress(index, len(dirs), name, r))
+                None if progress is None else
+                lambda r, i=index, n=name: progress(i, len(todo), n, r))
         summary = {}
         for child in hparam_children.get(directory, ()):
             sub = _TBRun(child)
@@ -2767,7 +2768,7 @@ def _import_tensorboard(logdir, root=None, experiment=None, progress=None):
                 if tag == "config" and tb.config is not None:
                     continue   # the YAML twin of expman/config
                 clock.now = wall
-                tag = tag[:-len("/text_summary")] if tag.endswith("/text_summary") else tag
+                tag = tag.removesuffix("/text_summary")   # what torch's add_text appends
                 exp.info(f"{tag} (step {step}): {text}")
         except BaseException:
             exp.close("failed")
@@ -2780,7 +2781,7 @@ def _import_tensorboard(logdir, root=None, experiment=None, progress=None):
                      texts=len(tb.texts), summary=summary)
         results.append(entry)
         if progress is not None:
-            progress(index + 1, len(dirs), name, None)
+            progress(index + 1, len(todo), name, None)
     return results
 
 
@@ -2813,8 +2814,8 @@ def _tb_text_value(summary_pb2, tag, text):
 
 
 def _export_tensorboard(run_dir, out_dir):
-    """Write a run's metrics (steps and wall times kept; values as TensorBoard's float32
-    scalars), its config (text and hparams) and status as event files in out_dir."""
+    """Write a run's metrics (steps, wall times and float64 values kept), its config (text
+    and hparams) and status as event files in out_dir."""
     writer_cls, event_pb2, summary_pb2, hparams_pb2 = _tb_writer_class()
     meta = load_run(run_dir)
     config = load_config(run_dir) or {}
@@ -2856,12 +2857,21 @@ def _export_tensorboard(run_dir, out_dir):
             value.metadata.plugin_data.plugin_name = "hparams"
             value.metadata.plugin_data.content = data.SerializeToString()
         writer.add_event(event_pb2.Event(wall_time=started, step=0, summary=head))
+        described = set()
         for i, step in enumerate(steps):
             summary = summary_pb2.Summary()
             for key, column in zip(keys, columns):
                 number = column[i]
-                if number is not None:
-                    summary.value.add(tag=key, simple_value=number)
+                if number is None:
+                    continue
+                # TB2 scalars as float64 tensors (what torch writes with double_precision):
+                # TB1's simple_value is float32 and would not give the same table back
+                value = summary.value.add(tag=key)
+                value.tensor.dtype = 2   # DT_DOUBLE, shape [] (a scalar)
+                value.tensor.double_val.append(number)
+                if key not in described:   # the plugin is named once per tag, as tf does
+                    described.add(key)
+                    value.metadata.plugin_data.plugin_name = "scalars"
             if summary.value:
                 points += len(summary.value)
                 writer.add_event(event_pb2.Event(wall_time=micros[i] / 1e6, step=step,
@@ -2918,7 +2928,7 @@ _NO_STEP = object()
 
 
 def _flush_writers_at_exit():
-    for writer in list(_OPEN_WRITERS):
+    for writer in _OPEN_WRITERS:
         try:
             writer._emit()
         except Exception as err:  # noqa: BLE001 - the runs close anyway
@@ -2952,9 +2962,10 @@ class SummaryWriter:
                  run=None, config=None):
         if run is None:
             exp_name, default_run = self._names(log_dir, comment)
-            kwargs = dict(base_dir=base_dir, run_name=run_name or default_run, config=config,
-                          tags=["tensorboard"])
-            self._exp, self._owned = Experiment(experiment or exp_name, **kwargs), True
+            self._exp = Experiment(experiment or exp_name, base_dir=base_dir,
+                                   run_name=run_name or default_run, config=config,
+                                   tags=["tensorboard"])
+            self._owned = True
         else:
             self._exp, self._owned = _integration_run(run, None, {})
             if config:
