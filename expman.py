@@ -2923,7 +2923,7 @@ def _log_row_at(exp, row, step, wall):
 
 # -- SummaryWriter shim ----------------------------------------------------------------------
 
-_OPEN_WRITERS = []          # SummaryWriter shims whose last row is still buffered
+_OPEN_WRITERS = []          # shims and callbacks whose last row may still be buffered
 _NO_STEP = object()
 
 
@@ -2932,7 +2932,17 @@ def _flush_writers_at_exit():
         try:
             writer._emit()
         except Exception as err:  # noqa: BLE001 - the runs close anyway
-            _log.warning("expman: SummaryWriter could not flush at exit: %s", err)
+            _log.warning("expman: could not write the buffered row of %r at exit: %s",
+                         writer, err)
+
+
+def _watch_at_exit(writer):
+    """Write writer's buffered row at exit, before its run closes."""
+    if not _HOOKS.get("writers"):
+        # registered after the run's own exit hook, so it runs first (atexit is LIFO)
+        _HOOKS["writers"] = True
+        atexit.register(_flush_writers_at_exit)
+    _OPEN_WRITERS.append(writer)
 
 
 class SummaryWriter:
@@ -2974,12 +2984,7 @@ class SummaryWriter:
         self._row, self._step, self._wall = {}, _NO_STEP, None
         self._closed = False
         self._ignored = set()
-        if not _HOOKS.get("writers"):
-            # registered after the run's own exit hook, so it runs first (atexit is LIFO):
-            # the buffered last row goes in before the run closes
-            _HOOKS["writers"] = True
-            atexit.register(_flush_writers_at_exit)
-        _OPEN_WRITERS.append(self)
+        _watch_at_exit(self)
 
     @staticmethod
     def _names(log_dir, comment):
@@ -3159,13 +3164,41 @@ class _RunHolder:
             self._exp, self._owned = _integration_run(self._run, self._name, self._kwargs)
             if self._config:
                 self._exp.log_params(self._config)
+            self._row, self._step = None, None
+            _watch_at_exit(self)
         return self._exp
+
+    def _log(self, row, step):
+        """Frameworks log train and validation metrics of one step in separate calls: they
+        share a row unless a key comes back with another value."""
+        pending = self._row
+        if pending is not None and (step != self._step or any(
+                key in pending and pending[key] != value for key, value in row.items())):
+            self._emit()
+            pending = None
+        if pending is None:
+            self._row, self._step = dict(row), step
+        else:
+            pending.update(row)
+
+    def _emit(self):
+        row, self._row = self._row, None
+        if row and self._exp is not None:
+            self._exp.log_metrics(row, step=self._step)
 
     def _end(self, status):
         """Training ended: close the run we own with this status; flush one we were given."""
         exp = self._exp
         if exp is None or exp.closed:
             return
+        self._emit()
+        exc_type, exc, tb = sys.exc_info()   # frameworks report failures from an except block
+        if status == "failed" and exc is not None:
+            status = _status_for_exit(exc_type, exc)   # Ctrl-C, SIGTERM: interrupted
+            if status == "failed" and self._owned:
+                import traceback
+                exp._record_error(exc_type, exc)
+                exp._log_line("ERROR", "".join(traceback.format_exception(exc_type, exc, tb)))
         if self._owned and (status != "finished" or self._close_at_end):
             exp.close(status)
         else:
@@ -3174,6 +3207,7 @@ class _RunHolder:
     def close(self, status="finished"):
         """Close the run now (it closes at exit otherwise)."""
         if self._exp is not None and not self._exp.closed:
+            self._emit()
             self._exp.close(status) if self._owned else self._exp.flush()
 
 
@@ -3228,7 +3262,8 @@ def _build_lightning_logger():
         def log_metrics(self, metrics, step=None):
             row = _to_row(metrics)
             if row:
-                self._get_run().log_metrics(row, step=step)
+                self._get_run()
+                self._log(row, step)
 
         @rank_zero_only
         def finalize(self, status):
@@ -3291,13 +3326,20 @@ def _build_transformers_callback():
             if not state.is_world_process_zero or not logs:
                 return
             exp = self._get_run()
-            row = _to_row(logs, rename)
+            # the end-of-training totals (train_runtime, train_loss, total_flos) are summary
+            # values of the run, not a row
+            totals = {k: v for k, v in logs.items()
+                      if k.startswith("train_") or k == "total_flos"}
+            for key, value in _to_row(totals).items():
+                key = "avg_loss" if key == "train_loss" else key.removeprefix("train_")
+                exp.log_scalar("train/" + key, value)
+            row = _to_row({k: v for k, v in logs.items() if k not in totals}, rename)
             if not row:
                 return
             if exp.closed and self._owned:
                 _warn("expman: TransformersCallback got metrics after its run closed at the "
                       "end of training; pass close_at_end=False to keep it open")
-            exp.log_metrics(row, step=state.global_step)
+            self._log(row, state.global_step)
 
         def on_train_end(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
@@ -3347,22 +3389,30 @@ def _build_keras_callback():
 
         def on_train_begin(self, logs=None):
             exp = self._get_run()
-            params = {"fit": _to_plain(dict(self.params or {}))}
+            fit = {k: v for k, v in (self.params or {}).items() if k != "verbose"}
+            params = {"fit": _to_plain(fit)}
             optimizer = getattr(self.model, "optimizer", None)
             if optimizer is not None:
                 with contextlib.suppress(Exception):
-                    params["optimizer"] = _to_plain(optimizer.get_config())
+                    # what was set, not a dozen None/False defaults; float32 values such as
+                    # 0.009999999776482582 read back as 0.01
+                    params["optimizer"] = {
+                        k: float(f"{v:.7g}") if isinstance(v, float) else v
+                        for k, v in _to_plain(optimizer.get_config()).items()
+                        if v is not None and v is not False and not k.startswith("ema_")}
             exp.log_params(params)
 
         def on_train_batch_end(self, batch, logs=None):
             self._seen += 1
             if self._every and self._seen % self._every == 0 and logs:
-                self._get_run().log_metrics(_to_row(logs, rename), step=self._seen)
+                self._get_run()
+                self._log(_to_row(logs, rename), self._seen)
 
         def on_epoch_end(self, epoch, logs=None):
             row = _to_row(logs or {}, rename)
             row["epoch"] = epoch + 1
-            self._get_run().log_metrics(row, step=self._seen)
+            self._get_run()
+            self._log(row, self._seen)
 
         def on_train_end(self, logs=None):
             self._end("finished")
