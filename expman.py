@@ -3119,7 +3119,8 @@ class _LazyIntegration(type):
         if real is None:
             real = cls._build()
             real.__doc__ = cls.__doc__
-            real.__qualname__ = real.__name__ = cls.__name__
+            real.__name__ = cls.__name__
+            real.__qualname__ = f"{cls.__name__}._built"
             real.__module__ = cls.__module__
             cls._built = real
         return real
@@ -3131,6 +3132,8 @@ class _LazyIntegration(type):
         return isinstance(obj, cls._real())
 
     def __getattr__(cls, name):
+        if name == "_built":   # the real class's qualified name: pickle finds it here
+            return cls._real()
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(cls._real(), name)
@@ -5300,7 +5303,7 @@ def _describe_error(exc):
 
 
 def main(argv=None):
-    """The command line: ``expman list|inspect|compare|tail|export|clean|serve|demo``.
+    """The command line: ``expman list|inspect|compare|tail|export|import|clean|serve|demo``.
 
     >>> expman.main(["list", "experiments", "-e", "resnet"])     # returns the exit code
 

@@ -55,6 +55,11 @@ LIGHTNING = """
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", default_root_dir=".")
 
+    import pickle                   # spawn-based strategies pickle the trainer's loggers
+    fresh = pickle.loads(pickle.dumps(expman.LightningLogger("lit", base_dir="exps")))
+    assert isinstance(fresh, expman.LightningLogger)
+    assert isinstance(fresh, L.pytorch.loggers.Logger)
+
     ok = expman.LightningLogger("lit", base_dir="exps", run_name="ok")
     t = trainer(ok)
     t.fit(Model(), data, data)

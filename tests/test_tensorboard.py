@@ -260,6 +260,29 @@ def test_round_trip_run_to_tensorboard_and_back(tmp_path, root, capsys):
     assert json.loads(capsys.readouterr().out)["name"] == "tb_out"
 
 
+def test_round_trip_with_tensorboardX_alone(tmp_path):
+    """Without the tensorboard package, tensorboardX's writer and protos do the same job."""
+    if importlib.util.find_spec("tensorboardX") is None:
+        pytest.skip("tensorboardX is not installed")
+    proc = run_python("""
+        import sys
+        sys.modules["tensorboard"] = None            # as if only tensorboardX were installed
+        import expman
+        with expman.Experiment("x", base_dir="src", run_name="r", config={"a": {"b": 1}},
+                               capture_git=False) as exp:
+            for s in range(5):
+                exp.log_metrics({"l": s / 3, "m": float(s)}, step=s * 2)
+        assert expman.main(["export", str(exp.run_dir), "--format", "tensorboard",
+                            "-o", "tb"]) == 0
+        assert expman.main(["import", "tb", "--dir", "back"]) == 0
+        assert expman.load_metrics("back/tb/tb").equals(expman.load_metrics(exp.run_dir))
+        assert expman.load_config("back/tb/tb") == {"a": {"b": 1}}
+        print("tensorboardX" in sys.modules, "tensorboard" in sys.modules and
+              sys.modules["tensorboard"] is not None)
+    """, cwd=tmp_path)
+    assert proc.stdout.split()[-2:] == ["True", "False"]
+
+
 def test_export_default_output_and_no_mixing(tmp_path, capsys, monkeypatch):
     with expman.Experiment("e", base_dir=tmp_path / "src", run_name="r1",
                            capture_git=False) as exp:
