@@ -2517,7 +2517,9 @@ def load_runs(root=None, experiment=None, status=None, to_pandas=False):
 # The callbacks and the shim log into the run you pass (run=...), else into the run of
 # expman.init() when one is open, else into a run of their own, which they close.
 
-_TB_INSTALL = "pip install tensorboard (or tensorboardX)"
+_TB_INSTALL = ("pip install tensorboard (or tensorboardX)" if not getattr(sys, "frozen", False)
+               else "this binary leaves it out: run expman.py with python3 where "
+                    "`pip install tensorboard` is done")
 _TB_TEXT_CONFIG = "expman/config"   # the exported config, JSON: read back exactly on import
 _TB_MAX_RECORD = 1 << 30
 
