@@ -2744,6 +2744,9 @@ def _import_tensorboard(logdir, root=None, experiment=None, progress=None):
             sub = _TBRun(child)
             sub.read(dirs[child], event_pb2, hparams_pb2)
             tb.events += sub.events
+            if sub.first is not None:   # a parent holding no summary at all takes its times
+                tb.first = sub.first if tb.first is None else min(tb.first, sub.first)
+                tb.last = sub.last if tb.last is None else max(tb.last, sub.last)
             if sub.hparams:
                 tb.hparams.update(sub.hparams)
             for _, _, tag, value in sub.points:
