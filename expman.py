@@ -3220,16 +3220,21 @@ class _RunHolder:
 
 
 def _build_lightning_logger():
-    try:
-        from lightning.pytorch.loggers import Logger
-        from lightning.pytorch.utilities import rank_zero_only
-    except ImportError:
+    # The unified `lightning` package, or the standalone `pytorch_lightning` when the script
+    # imported that one (the two have separate Logger base classes).
+    packages = ["lightning.pytorch", "pytorch_lightning"]
+    if "pytorch_lightning" in sys.modules and "lightning" not in sys.modules:
+        packages.reverse()
+    for package in packages:
         try:
-            from pytorch_lightning.loggers import Logger
-            from pytorch_lightning.utilities import rank_zero_only
+            Logger = importlib.import_module(package + ".loggers").Logger
+            rank_zero_only = importlib.import_module(package + ".utilities").rank_zero_only
+            break
         except ImportError:
-            raise ExpmanError("expman.LightningLogger needs PyTorch Lightning: pip install "
-                              "lightning") from None
+            continue
+    else:
+        raise ExpmanError("expman.LightningLogger needs PyTorch Lightning: pip install "
+                          "lightning") from None
 
     class LightningLogger(_RunHolder, Logger):
         def __init__(self, name="lightning", base_dir=None, run_name=None, *, run=None,

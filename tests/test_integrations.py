@@ -153,9 +153,16 @@ def _child(code, cwd, *args, check=True, env=None):
     return proc
 
 
-def test_lightning_logger(tmp_path):
-    _require("lightning")
-    proc = _child(LIGHTNING, tmp_path)
+@pytest.mark.parametrize("package", ["lightning", "pytorch_lightning"])
+def test_lightning_logger(tmp_path, package):
+    _require(package)
+    code = LIGHTNING
+    if package == "pytorch_lightning":   # the standalone package has its own Logger class
+        code = code.replace("import sys, torch, lightning as L",
+                            "import sys, torch, pytorch_lightning as L").replace(
+            "L.pytorch.loggers.Logger", "L.loggers.Logger")
+        assert "pytorch_lightning as L" in code
+    proc = _child(code, tmp_path)
     assert "after fit: running" in proc.stdout          # open for trainer.test
     assert "after failure: failed" in proc.stdout       # closed at once by finalize("failed")
 
