@@ -113,6 +113,30 @@ def test_import_torch_event_files(torch_logdir, root, capsys):
     assert "note (step 3): hello from torch" in log
 
 
+def test_imported_runs_are_served_like_any_run(torch_logdir, root, capsys):
+    import threading
+    import urllib.request
+    assert _cli("import", torch_logdir, "--dir", root) == 0
+    capsys.readouterr()
+    server = expman.make_server(root, host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        def get(path):
+            with urllib.request.urlopen(server.url + path, timeout=10) as resp:
+                return json.loads(resp.read())
+        runs = get("/api/experiments/tb/runs")["runs"]
+        assert sorted((r["name"], r["status"]) for r in runs) == [("lr_0.01", "finished"),
+                                                                  ("lr_0.1", "finished")]
+        metrics = get("/api/experiments/tb/runs/lr_0.1/metrics?keys=val/loss")
+        assert metrics["rows"] == 30
+        assert metrics["series"]["val/loss"]["step"] == [9, 19, 29]
+        assert get("/api/experiments/tb/runs/lr_0.1/config")["config"]["batch_size"] == 32
+    finally:
+        server.close()
+        thread.join(5)
+
+
 def test_import_human_output_progress_and_collisions(torch_logdir, root, capsys):
     assert _cli("import", torch_logdir, "--dir", root, "-e", "sweep") == 0
     captured = capsys.readouterr()
