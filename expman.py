@@ -2764,9 +2764,11 @@ def _import_tensorboard(logdir, root=None, experiment=None, progress=None):
                          description=f"imported from TensorBoard: {directory}",
                          tags=["tensorboard"], capture_git=False, clock=clock)
         try:
-            for step, wall, values in rows:
-                clock.now = _exact_micros(wall)
-                exp.log_metrics(values, step=step)
+            with warnings.catch_warnings():   # an import outruns any writer: waiting is fine
+                warnings.filterwarnings("ignore", "expman: logging faster", ExpmanWarning)
+                for step, wall, values in rows:
+                    clock.now = _exact_micros(wall)
+                    exp.log_metrics(values, step=step)
             for key, value in summary.items():
                 exp.log_scalar(key, value)
             for wall, step, tag, text in tb.texts:
@@ -2838,7 +2840,8 @@ def _export_tensorboard(run_dir, out_dir):
     columns = [table.column(k).to_pylist() for k in keys]
     if started is None:
         started = micros[0] / 1e6 if micros else time.time()
-    writer = writer_cls(out_dir)
+    # a deep queue: with the default 10 the loop below waits on the writer's thread per event
+    writer = writer_cls(out_dir, max_queue_size=4096)
     points = 0
     try:
         head = summary_pb2.Summary()
