@@ -2614,6 +2614,7 @@ class _TBRun:
         self.config = None    # the exact config of a run expman exported
         self.first = self.last = None
         self.events = 0
+        self.ignored = collections.Counter()   # images, histograms, audio...: not imported
 
     def read(self, files, event_pb2, hparams_pb2, progress=None):
         plugins = {}
@@ -2671,6 +2672,8 @@ class _TBRun:
                         pass
                 else:
                     self.texts.append((wall, step, tag, text))
+            else:
+                self.ignored[plugin or kind or "unknown"] += 1
 
     def rows(self):
         """[(step, wall, {tag: value})]: tags of one step in one row, in the order seen; a
@@ -2785,7 +2788,7 @@ def _import_tensorboard(logdir, root=None, experiment=None, progress=None):
         entry.update(experiment=exp.experiment, run=exp.run_name, path=str(exp.run_dir),
                      rows=len(rows), points=len(tb.points),
                      metrics=sorted({p[2] for p in tb.points}), hparams=len(config or {}),
-                     texts=len(tb.texts), summary=summary)
+                     texts=len(tb.texts), summary=summary, ignored=dict(tb.ignored))
         results.append(entry)
         if progress is not None:
             progress(index + 1, len(todo), name, None)
@@ -5045,6 +5048,9 @@ def _cmd_import(args):
         for r in results:
             if r.get("skipped"):
                 print(f"skipped {r['source']}: {r['skipped']}")
+            elif r.get("ignored"):
+                kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(r["ignored"].items()))
+                print(f"not imported from {r['run']} (not scalars, hparams or text): {kinds}")
         if written:
             print(f"experiment {written[0]['experiment']} in {os.path.abspath(root)}")
     if not written:

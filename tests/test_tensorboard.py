@@ -22,7 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.util import tensor_util
 
 GEN_TORCH = """
-    import sys
+    import sys, torch
     from torch.utils.tensorboard import SummaryWriter
     logdir = sys.argv[1] if len(sys.argv) > 1 else "tb"
     for lr in (0.1, 0.01):
@@ -35,6 +35,7 @@ GEN_TORCH = """
             if s % 10 == 9:
                 w.add_scalar("val/loss", 2 / (s + 1), s)
         w.add_text("note", "hello from torch", 3)
+        w.add_histogram("weights", torch.arange(10.0), 3)              # not imported
         w.add_hparams({"lr": lr, "batch_size": 32, "optimizer": "adam", "nesterov": True},
                       {"hp/best_acc": 0.9})
         w.close()
@@ -82,6 +83,7 @@ def test_import_torch_event_files(torch_logdir, root, capsys):
     assert _cli("import", torch_logdir, "--dir", root, "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert sorted(r["run"] for r in out["runs"]) == ["lr_0.01", "lr_0.1"]
+    assert [r["ignored"] for r in out["runs"]] == [{"histo": 1}, {"histo": 1}]
     # torch's add_hparams sub-runs (lr_0.1/<time>/) were folded into their runs
     assert sorted(os.listdir(root / "tb")) == ["experiment.yaml", "lr_0.01", "lr_0.1"]
     run = root / "tb" / "lr_0.1"
@@ -141,6 +143,7 @@ def test_import_human_output_progress_and_collisions(torch_logdir, root, capsys)
     assert _cli("import", torch_logdir, "--dir", root, "-e", "sweep") == 0
     captured = capsys.readouterr()
     assert "lr_0.1" in captured.out and "imported 2/2 runs" in captured.err
+    assert "not imported from lr_0.1 (not scalars, hparams or text): 1 histo" in captured.out
     assert _cli("import", torch_logdir, "--dir", root, "-e", "sweep") == 0
     capsys.readouterr()
     runs = sorted(p.name for p in (root / "sweep").iterdir() if p.is_dir())
