@@ -2974,8 +2974,9 @@ class SummaryWriter:
     Scalars of one ``global_step`` become one row, written when the step changes, on
     ``flush()``/``close()`` and at exit. ``add_scalars("loss", {"train": a, "val": b})`` logs
     ``loss/train`` and ``loss/val``; ``add_text`` goes to run.log; ``add_hparams`` to
-    config.yaml and summary scalars. Other ``add_*`` methods are accepted and ignored (a
-    warning names them once).
+    config.yaml and summary scalars; ``add_image``/``add_histogram`` go to the run's
+    ``log_image``/``log_histogram`` where this expman has them. Other ``add_*`` methods are
+    accepted and ignored (a warning names them once).
     """
 
     def __init__(self, log_dir=None, comment="", purge_step=None, max_queue=10, flush_secs=120,
