@@ -459,3 +459,26 @@ def test_missing_framework_names_the_package(tmp_path):
         "expman.LightningLogger needs PyTorch Lightning: pip install lightning",
         "expman.TransformersCallback needs transformers: pip install transformers",
         "expman.KerasCallback needs Keras 3: pip install keras"]
+
+
+def test_shim_hands_images_and_histograms_to_the_run(root):
+    """add_image/add_histogram go to the run's log_image/log_histogram when it has them (the
+    media issue adds them); the signature assumed is log_x(key, value, step=None)."""
+    class Run(expman.Experiment):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.media = []
+
+        def log_image(self, key, image, step=None):
+            self.media.append(("image", key, image, step))
+
+        def log_histogram(self, key, values, step=None):
+            self.media.append(("histogram", key, values, step))
+
+    with Run("media", base_dir=root, run_name="r", capture_git=False) as exp:
+        writer = expman.SummaryWriter(run=exp)
+        writer.add_image("sample", [[0, 1], [1, 0]], 3, dataformats="HW")
+        writer.add_histogram("weights", [0.1, 0.2], global_step=4)
+        writer.close()
+    assert exp.media == [("image", "sample", [[0, 1], [1, 0]], 3),
+                         ("histogram", "weights", [0.1, 0.2], 4)]
