@@ -2956,6 +2956,11 @@ def _watch_at_exit(writer):
     _OPEN_WRITERS.append(writer)
 
 
+def _unwatch(writer):
+    with contextlib.suppress(ValueError):
+        _OPEN_WRITERS.remove(writer)
+
+
 class SummaryWriter:
     """A drop-in for ``torch.utils.tensorboard.SummaryWriter`` / ``tensorboardX``'s that logs
     into expman: change one import and keep the script.
@@ -3101,8 +3106,7 @@ class SummaryWriter:
             return
         self._closed = True
         self._emit()
-        with contextlib.suppress(ValueError):
-            _OPEN_WRITERS.remove(self)
+        _unwatch(self)
         if self._owned:
             self._exp.close(status)
         else:
@@ -3215,6 +3219,7 @@ class _RunHolder:
                 exp._record_error(exc_type, exc)
                 exp._log_line("ERROR", "".join(traceback.format_exception(exc_type, exc, tb)))
         if self._owned and (status != "finished" or self._close_at_end):
+            _unwatch(self)
             exp.close(status)
         else:
             exp.flush()
@@ -3223,7 +3228,11 @@ class _RunHolder:
         """Close the run now (it closes at exit otherwise)."""
         if self._exp is not None and not self._exp.closed:
             self._emit()
-            self._exp.close(status) if self._owned else self._exp.flush()
+            _unwatch(self)
+            if self._owned:
+                self._exp.close(status)
+            else:
+                self._exp.flush()
 
 
 def _build_lightning_logger():
