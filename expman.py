@@ -48,6 +48,8 @@ __all__ = [
     "load_runs", "read_media", "read_media_bytes", "read_histograms",
     # serving
     "make_app", "make_server", "serve",
+    # integrations
+    "SummaryWriter", "LightningLogger", "TransformersCallback", "KerasCallback",
     # errors and constants
     "ExpmanError", "InvalidInputError", "ExpmanWarning", "STATUSES", "main",
 ]
@@ -4411,6 +4413,962 @@ def _compact_leftovers(store, path):
 # Adapters for what users already run, each importing its framework lazily, only when used:
 # TensorBoard event files in and out, a SummaryWriter-compatible shim, and callbacks for
 # PyTorch Lightning, Hugging Face transformers and Keras.
+#
+#   expman import TB_LOGDIR     one run per directory holding events.out.tfevents.* files:
+#     logdir/                     -> experiment <basename of logdir> (or -e)
+#       events.out.tfevents.*     -> run <basename of logdir>
+#       lr_0.1/events...          -> run lr_0.1        (nested dirs: a/b -> run a_b)
+#   scalars (TB1 simple_value, TB2 "scalars" tensors) -> metrics.parquet, tags at one step in
+#   one row, event wall times as timestamps; hparams -> config.yaml; text -> run.log.
+#
+# The callbacks and the shim log into the run you pass (run=...), else into the run of
+# expman.init() when one is open, else into a run of their own, which they close.
+
+_TB_INSTALL = ("pip install tensorboard (or tensorboardX)" if not getattr(sys, "frozen", False)
+               else "this binary leaves it out: run expman.py with python3 where "
+                    "`pip install tensorboard` is done")
+_TB_TEXT_CONFIG = "expman/config"   # the exported config, JSON: read back exactly on import
+_TB_MAX_RECORD = 1 << 30
+
+
+def _tb_protos():
+    """(event_pb2, summary_pb2, hparams plugin_data_pb2) from tensorboard or tensorboardX."""
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.hparams import plugin_data_pb2
+        return event_pb2, summary_pb2, plugin_data_pb2
+    except ImportError:
+        pass
+    try:
+        from tensorboardX.proto import event_pb2, plugin_hparams_pb2, summary_pb2
+        return event_pb2, summary_pb2, plugin_hparams_pb2
+    except ImportError:
+        raise ExpmanError(f"reading and writing TensorBoard event files needs the tensorboard "
+                          f"package: {_TB_INSTALL}") from None
+
+
+def _tb_event_dirs(logdir):
+    """{directory: [event files, sorted]} under logdir (the directory itself included)."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(logdir):
+        dirnames.sort()
+        files = sorted(f for f in filenames if "tfevents" in f)
+        if files:
+            found[dirpath] = [os.path.join(dirpath, f) for f in files]
+    return found
+
+
+def _tb_records(path):
+    """The records of one TFRecord file; a truncated last record (a live writer) ends it."""
+    import struct
+    with open(path, "rb") as fh:
+        while True:
+            header = fh.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            if length > _TB_MAX_RECORD:
+                _warn(f"expman: {path}: corrupt record length {length}; rest of file skipped")
+                return
+            data = fh.read(length)
+            if len(data) < length or len(fh.read(4)) < 4:
+                return
+            yield data
+
+
+_TB_DTYPES = {1: "f", 2: "d", 3: "i", 4: "B", 5: "h", 6: "b", 9: "q", 10: "?", 19: "e"}
+
+
+def _tb_tensor_scalar(tensor):
+    """The float in a scalar TensorProto (TB2 scalars), or None when it is not one."""
+    import struct
+    if any(dim.size != 1 for dim in tensor.tensor_shape.dim):
+        return None
+    code = _TB_DTYPES.get(tensor.dtype)
+    if code is None:
+        return None
+    if tensor.tensor_content:
+        return float(struct.unpack_from("<" + code, tensor.tensor_content)[0])
+    if tensor.half_val:
+        return float(struct.unpack("<e", struct.pack("<H", tensor.half_val[0]))[0])
+    for field in ("float_val", "double_val", "int_val", "int64_val", "bool_val"):
+        values = getattr(tensor, field)
+        if values:
+            return float(values[0])
+    return None
+
+
+def _tb_hparam_value(value):
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) < 2 ** 53 else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+class _TBRun:
+    """What one directory of event files holds."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.points = []      # (wall, step, tag, value) in file order
+        self.texts = []       # (wall, step, tag, text)
+        self.hparams = {}
+        self.config = None    # the exact config of a run expman exported
+        self.first = self.last = None
+        self.events = 0
+        self.ignored = collections.Counter()   # images, histograms, audio...: not imported
+
+    def read(self, files, event_pb2, hparams_pb2, progress=None):
+        plugins = {}
+        from_string = event_pb2.Event.FromString
+        for path in files:
+            try:
+                for record in _tb_records(path):
+                    try:
+                        event = from_string(record)
+                    except Exception:  # noqa: BLE001 - protobuf's DecodeError: a bad record
+                        _warn(f"expman: {path}: an unreadable event record was skipped")
+                        continue
+                    self.events += 1
+                    if progress is not None and self.events % 10000 == 0:
+                        progress(self)
+                    if event.HasField("summary"):
+                        self._summary(event, plugins, hparams_pb2)
+            except OSError as exc:
+                raise ExpmanError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def _summary(self, event, plugins, hparams_pb2):
+        wall, step = event.wall_time, event.step
+        if self.first is None or wall < self.first:
+            self.first = wall
+        if self.last is None or wall > self.last:
+            self.last = wall
+        for value in event.summary.value:
+            tag = value.tag
+            if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+                plugin = plugins[tag] = value.metadata.plugin_data.plugin_name
+            else:
+                plugin = plugins.get(tag)
+            kind = value.WhichOneof("value")
+            if kind == "simple_value":
+                self.points.append((wall, step, tag, float(value.simple_value)))
+            elif plugin == "hparams":
+                try:
+                    data = hparams_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content)
+                except Exception:  # noqa: BLE001, S112 - DecodeError: not hparams we can read
+                    continue
+                if data.WhichOneof("data") == "session_start_info":
+                    for name, hp in data.session_start_info.hparams.items():
+                        self.hparams[name] = _tb_hparam_value(hp)
+            elif kind == "tensor" and plugin == "scalars":
+                number = _tb_tensor_scalar(value.tensor)
+                if number is not None:
+                    self.points.append((wall, step, tag, number))
+            elif kind == "tensor" and plugin == "text":
+                text = "\n".join(s.decode("utf-8", "replace") for s in value.tensor.string_val)
+                if tag == _TB_TEXT_CONFIG:
+                    try:
+                        self.config = json.loads(text)
+                    except ValueError:
+                        pass
+                else:
+                    self.texts.append((wall, step, tag, text))
+            else:
+                self.ignored[plugin or kind or "unknown"] += 1
+
+    def rows(self):
+        """[(step, wall, {tag: value})]: tags of one step in one row, in the order seen; a
+        tag seen again at a step it already has (a restarted job) starts a new row."""
+        rows, latest = [], {}
+        for wall, step, tag, value in self.points:
+            i = latest.get(step)
+            if i is None or tag in rows[i][2]:
+                latest[step] = i = len(rows)
+                rows.append((step, wall, {}))
+            rows[i][2][tag] = value
+        return rows
+
+
+class _SetClock:
+    """Experiment(clock=...) for imports: each row is stamped with the time we set."""
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _exact_micros(wall):
+    """A time whose microseconds survive the writer's seconds*1e6 truncation: (N + 0.5)/1e6
+    for the microsecond N nearest wall."""
+    return (round(wall * 1e6) + 0.5) / 1e6
+
+
+def _backdate_run(exp, started, finished, **extra):
+    """Make a closed run's run.yaml tell the times its rows tell (imports, demo data)."""
+    store = exp._store
+    path = store.join(exp._path, RUN_YAML)
+    meta = _read_yaml(store, path)
+    meta.update(started_at=_iso(started), finished_at=_iso(finished),
+                heartbeat_at=_iso(finished), duration_secs=round(finished - started, 3),
+                **extra)
+    store.write_atomic(path, _yaml_dump(meta))
+
+
+def _import_tensorboard(logdir, root=None, experiment=None, progress=None):
+    """Turn the event files under logdir into runs of one experiment; a list of dicts, one
+    per run written (``skipped`` set for directories without scalars, hparams or text)."""
+    logdir = os.path.abspath(os.path.expanduser(os.fspath(logdir)))
+    if not os.path.isdir(logdir):
+        raise InvalidInputError(f"{logdir} is not a directory")
+    dirs = _tb_event_dirs(logdir)
+    if not dirs:
+        raise ExpmanError(f"no TensorBoard event files (events.out.tfevents.*) under {logdir}")
+    event_pb2, _, hparams_pb2 = _tb_protos()
+    experiment = experiment or os.path.basename(logdir) or "tensorboard"
+    # torch's add_hparams writes hparams and its metric_dict into a sub-run named by the time
+    # (run/1712345678.123/): that belongs to the run above it, as config and summary scalars
+    hparam_children = {}
+    for directory in dirs:
+        parent, base = os.path.split(directory)
+        if parent in dirs and directory != logdir and re.fullmatch(r"\d+\.\d+", base):
+            hparam_children.setdefault(parent, []).append(directory)
+    merged = {d for children in hparam_children.values() for d in children}
+    todo = [d for d in dirs if d not in merged]
+    results = []
+    for index, directory in enumerate(todo):
+        files = dirs[directory]
+        rel = os.path.relpath(directory, logdir)
+        name = os.path.basename(logdir) if rel == "." else rel.replace(os.sep, "/")
+        tb = _TBRun(directory)
+        tb.read(files, event_pb2, hparams_pb2,
+                None if progress is None else
+                lambda r, i=index, n=name: progress(i, len(todo), n, r))
+        summary = {}
+        for child in hparam_children.get(directory, ()):
+            sub = _TBRun(child)
+            sub.read(dirs[child], event_pb2, hparams_pb2)
+            tb.events += sub.events
+            if sub.first is not None:   # a parent holding no summary at all takes its times
+                tb.first = sub.first if tb.first is None else min(tb.first, sub.first)
+                tb.last = sub.last if tb.last is None else max(tb.last, sub.last)
+            if sub.hparams:
+                tb.hparams.update(sub.hparams)
+            for _, _, tag, value in sub.points:
+                summary[tag] = value
+        entry = {"source": directory, "events": tb.events, "files": len(files)}
+        if not (tb.points or tb.hparams or tb.texts or tb.config or summary):
+            entry.update(skipped="no scalars, hparams or text")
+            results.append(entry)
+            continue
+        rows = tb.rows()
+        config = tb.config if isinstance(tb.config, dict) else tb.hparams
+        clock = _SetClock()
+        clock.now = tb.first
+        exp = Experiment(experiment, base_dir=root, run_name=name, config=config or None,
+                         description=f"imported from TensorBoard: {directory}",
+                         tags=["tensorboard"], capture_git=False, clock=clock)
+        try:
+            with warnings.catch_warnings():   # an import outruns any writer: waiting is fine
+                warnings.filterwarnings("ignore", "expman: logging faster", ExpmanWarning)
+                for step, wall, values in rows:
+                    clock.now = _exact_micros(wall)
+                    exp.log_metrics(values, step=step)
+            for key, value in summary.items():
+                exp.log_scalar(key, value)
+            for wall, step, tag, text in tb.texts:
+                if tag == "config" and tb.config is not None:
+                    continue   # the YAML twin of expman/config
+                clock.now = wall
+                tag = tag.removesuffix("/text_summary")   # what torch's add_text appends
+                exp.info(f"{tag} (step {step}): {text}")
+        except BaseException:
+            exp.close("failed")
+            raise
+        exp.close("finished")
+        _backdate_run(exp, tb.first, tb.last, imported_from=directory)
+        entry.update(experiment=exp.experiment, run=exp.run_name, path=str(exp.run_dir),
+                     rows=len(rows), points=len(tb.points),
+                     metrics=sorted({p[2] for p in tb.points}), hparams=len(config or {}),
+                     texts=len(tb.texts), summary=summary, ignored=dict(tb.ignored))
+        results.append(entry)
+        if progress is not None:
+            progress(index + 1, len(todo), name, None)
+    return results
+
+
+def _tb_writer_class():
+    """(EventFileWriter, event_pb2, summary_pb2, hparams_pb2): tensorboard's, else
+    tensorboardX's, with the protos of the same package."""
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.hparams import plugin_data_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        return EventFileWriter, event_pb2, summary_pb2, plugin_data_pb2
+    except ImportError:
+        pass
+    try:
+        from tensorboardX.event_file_writer import EventFileWriter
+        from tensorboardX.proto import event_pb2, plugin_hparams_pb2, summary_pb2
+        return EventFileWriter, event_pb2, summary_pb2, plugin_hparams_pb2
+    except ImportError:
+        raise ExpmanError(f"writing TensorBoard event files needs the tensorboard package: "
+                          f"{_TB_INSTALL}") from None
+
+
+def _tb_text_value(summary_pb2, tag, text):
+    value = summary_pb2.Summary.Value(tag=tag)
+    value.metadata.plugin_data.plugin_name = "text"
+    value.tensor.dtype = 7   # DT_STRING
+    value.tensor.string_val.append(text.encode("utf-8"))
+    value.tensor.tensor_shape.dim.add(size=1)
+    return value
+
+
+def _export_tensorboard(run_dir, out_dir):
+    """Write a run's metrics (steps, wall times and float64 values kept), its config (text
+    and hparams) and status as event files in out_dir."""
+    writer_cls, event_pb2, summary_pb2, hparams_pb2 = _tb_writer_class()
+    meta = load_run(run_dir)
+    config = load_config(run_dir) or {}
+    table = load_metrics(run_dir)
+    out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
+    if os.path.isdir(out_dir) and any("tfevents" in f for f in os.listdir(out_dir)):
+        raise InvalidInputError(f"{out_dir} already holds TensorBoard event files; TensorBoard "
+                                f"would mix them with these: choose another -o")
+    os.makedirs(out_dir, exist_ok=True)
+    started = _parse_iso(meta.get("started_at"))
+    finished = _parse_iso(meta.get("finished_at"))
+    steps = table.column("step").to_pylist()
+    micros = table.column("timestamp").cast(pa.int64()).to_pylist()
+    keys = [k for k in table.column_names if k not in RESERVED_COLUMNS]
+    columns = [table.column(k).to_pylist() for k in keys]
+    if started is None:
+        started = micros[0] / 1e6 if micros else time.time()
+    # a deep queue: with the default 10 the loop below waits on the writer's thread per event
+    writer = writer_cls(out_dir, max_queue_size=4096)
+    points = 0
+    try:
+        head = summary_pb2.Summary()
+        head.value.append(_tb_text_value(summary_pb2, _TB_TEXT_CONFIG,
+                                         json.dumps(_json_safe(config), sort_keys=False)))
+        head.value.append(_tb_text_value(
+            summary_pb2, "config", "```\n" + _yaml_dump(config).decode("utf-8") + "```"))
+        hparams = _flatten(config) if isinstance(config, dict) else {}
+        if hparams:
+            data = hparams_pb2.HParamsPluginData(version=0)
+            for name, value in hparams.items():
+                hp = data.session_start_info.hparams[name]
+                if isinstance(value, bool):
+                    hp.bool_value = value
+                elif isinstance(value, (int, float)):
+                    hp.number_value = float(value)
+                else:
+                    hp.string_value = "" if value is None else str(value)
+            data.session_start_info.start_time_secs = started
+            value = head.value.add(tag="_hparams_/session_start_info")
+            value.metadata.plugin_data.plugin_name = "hparams"
+            value.metadata.plugin_data.content = data.SerializeToString()
+        writer.add_event(event_pb2.Event(wall_time=started, step=0, summary=head))
+        described = set()
+        for i, step in enumerate(steps):
+            summary = summary_pb2.Summary()
+            for key, column in zip(keys, columns):
+                number = column[i]
+                if number is None:
+                    continue
+                # TB2 scalars as float64 tensors (what torch writes with double_precision):
+                # TB1's simple_value is float32 and would not give the same table back
+                value = summary.value.add(tag=key)
+                value.tensor.dtype = 2   # DT_DOUBLE, shape [] (a scalar)
+                value.tensor.double_val.append(number)
+                if key not in described:   # the plugin is named once per tag, as tf does
+                    described.add(key)
+                    value.metadata.plugin_data.plugin_name = "scalars"
+            if summary.value:
+                points += len(summary.value)
+                writer.add_event(event_pb2.Event(wall_time=micros[i] / 1e6, step=step,
+                                                 summary=summary))
+        if hparams and meta.get("status") in ("finished", "failed", "interrupted", "crashed"):
+            data = hparams_pb2.HParamsPluginData(version=0)
+            data.session_end_info.status = 1 if meta["status"] == "finished" else 2
+            data.session_end_info.end_time_secs = finished or started
+            end = summary_pb2.Summary()
+            value = end.value.add(tag="_hparams_/session_end_info")
+            value.metadata.plugin_data.plugin_name = "hparams"
+            value.metadata.plugin_data.content = data.SerializeToString()
+            writer.add_event(event_pb2.Event(wall_time=finished or started,
+                                             step=steps[-1] if steps else 0, summary=end))
+    finally:
+        writer.close()
+    return {"run": meta.get("name"), "output": out_dir, "rows": table.num_rows,
+            "metrics": len(keys), "points": points}
+
+
+# -- where integrations log ------------------------------------------------------------------
+
+def _integration_run(run, name, kwargs):
+    """(experiment, owned): the run given, else the open run of init(), else a new run that
+    the integration owns (and closes)."""
+    if run is not None:
+        if not isinstance(run, Experiment):
+            raise InvalidInputError(f"run must be an expman.Experiment, got "
+                                    f"{type(run).__name__}")
+        return run, False
+    if _CURRENT is not None and not _CURRENT.closed and not kwargs:
+        return _CURRENT, False
+    return Experiment(name, **kwargs), True
+
+
+def _log_row_at(exp, row, step, wall):
+    """log_metrics with an explicit wall time (SummaryWriter's walltime=)."""
+    if exp._closed:
+        return exp._after_close("log_metrics")
+    row = dict(row)
+    row[_STEP] = step
+    row[_TIME] = float(wall)
+    rows = exp._rows
+    rows.append(row)
+    if len(rows) > MAX_PENDING_ROWS:
+        exp._backpressure()
+    return None
+
+
+# -- SummaryWriter shim ----------------------------------------------------------------------
+
+_OPEN_WRITERS = []          # shims and callbacks whose last row may still be buffered
+_NO_STEP = object()
+
+
+def _flush_writers_at_exit():
+    for writer in _OPEN_WRITERS:
+        try:
+            writer._emit()
+        except Exception as err:  # noqa: BLE001 - the runs close anyway
+            _log.warning("expman: could not write the buffered row of %r at exit: %s",
+                         writer, err)
+
+
+def _watch_at_exit(writer):
+    """Write writer's buffered row at exit, before its run closes."""
+    if not _HOOKS.get("writers"):
+        # registered after the run's own exit hook, so it runs first (atexit is LIFO)
+        _HOOKS["writers"] = True
+        atexit.register(_flush_writers_at_exit)
+    _OPEN_WRITERS.append(writer)
+
+
+def _unwatch(writer):
+    with contextlib.suppress(ValueError):
+        _OPEN_WRITERS.remove(writer)
+
+
+class SummaryWriter:
+    """A drop-in for ``torch.utils.tensorboard.SummaryWriter`` / ``tensorboardX``'s that logs
+    into expman: change one import and keep the script.
+
+    >>> from expman import SummaryWriter      # was: from torch.utils.tensorboard import ...
+    >>> with SummaryWriter("runs/mnist_lr0.1") as writer:   # experiment "runs", run "mnist_lr0.1"
+    ...     for step in range(100):
+    ...         writer.add_scalar("train/loss", 1 / (step + 1), step)
+    ...         writer.add_scalar("train/acc", step / 100, step)        # same row as the loss
+
+    ``log_dir`` names the run, not a place: ``parent/name`` logs into experiment ``parent``,
+    run ``name``, under the expman root (``base_dir``, else $EXPMAN_DIR or ./experiments); a
+    bare ``name`` is the experiment, the run named by time; ``None`` is experiment ``runs``
+    with TensorBoard's run name (time, host, ``comment``). ``experiment=`` and ``run_name=``
+    override; ``run=`` logs into an existing Experiment (not closed by ``close()``).
+    Scalars of one ``global_step`` become one row, written when the step changes, on
+    ``flush()``/``close()`` and at exit. ``add_scalars("loss", {"train": a, "val": b})`` logs
+    ``loss/train`` and ``loss/val``; ``add_text`` goes to run.log; ``add_hparams`` to
+    config.yaml and summary scalars; ``add_image``/``add_histogram`` go to the run's
+    ``log_image``/``log_histogram`` where this expman has them. Other ``add_*`` methods are
+    accepted and ignored (a warning names them once).
+    """
+
+    def __init__(self, log_dir=None, comment="", purge_step=None, max_queue=10, flush_secs=120,
+                 filename_suffix="", *, base_dir=None, experiment=None, run_name=None,
+                 run=None, config=None):
+        if run is None:
+            exp_name, default_run = self._names(log_dir, comment)
+            self._exp = Experiment(experiment or exp_name, base_dir=base_dir,
+                                   run_name=run_name or default_run, config=config,
+                                   tags=["tensorboard"])
+            self._owned = True
+        else:
+            self._exp, self._owned = _integration_run(run, None, {})
+            if config:
+                self._exp.log_params(config)
+        self.log_dir = str(self._exp.run_dir)
+        self._row, self._step, self._wall = {}, _NO_STEP, None
+        self._closed = False
+        self._ignored = set()
+        _watch_at_exit(self)
+
+    @staticmethod
+    def _names(log_dir, comment):
+        if log_dir is None:
+            stamp = _dt.datetime.now().strftime("%b%d_%H-%M-%S")
+            return "runs", f"{stamp}_{socket.gethostname()}{comment or ''}"
+        parts = [p for p in os.path.normpath(os.fspath(log_dir)).replace("\\", "/").split("/")
+                 if p not in ("", ".", "..")]
+        if not parts:
+            return "runs", None
+        if len(parts) == 1:
+            return parts[0], None
+        return parts[-2], parts[-1]
+
+    @property
+    def experiment(self):
+        """The expman run this writer logs into."""
+        return self._exp
+
+    def get_logdir(self):
+        return self.log_dir
+
+    # the hot path: a dict store; one row per step reaches the run
+    def add_scalar(self, tag, scalar_value, global_step=None, walltime=None, new_style=False,
+                   double_precision=False):
+        """Log one scalar; scalars of one global_step share a row."""
+        if global_step is not None and type(global_step) is not int:
+            global_step = int(global_step)
+        row = self._row
+        if global_step != self._step or tag in row:
+            if row:
+                self._emit()
+                row = self._row
+            self._step, self._wall = global_step, walltime
+        row[tag] = scalar_value
+
+    def add_scalars(self, main_tag, tag_scalar_dict, global_step=None, walltime=None):
+        """Log ``{tag: value}`` as ``main_tag/tag`` (TensorBoard makes one sub-run per tag)."""
+        for tag, value in tag_scalar_dict.items():
+            self.add_scalar(f"{main_tag}/{tag}", value, global_step, walltime)
+
+    def _emit(self):
+        row = self._row
+        if not row:
+            return
+        self._row = {}
+        step = None if self._step is _NO_STEP else self._step
+        if self._wall is None:
+            self._exp.log_metrics(row, step=step)
+        else:
+            _log_row_at(self._exp, row, step, self._wall)
+
+    def add_text(self, tag, text_string, global_step=None, walltime=None):
+        """Append ``tag (step N): text`` to run.log."""
+        where = "" if global_step is None else f" (step {int(global_step)})"
+        self._exp.info(f"{tag}{where}: {text_string}")
+
+    def add_hparams(self, hparam_dict, metric_dict, hparam_domain_discrete=None, run_name=None,
+                    global_step=None):
+        """hparams into config.yaml; metric_dict as summary scalars of this run (next to the
+        params in the runs table, not in a sub-run as TensorBoard does)."""
+        if not isinstance(hparam_dict, dict) or not isinstance(metric_dict, dict):
+            raise InvalidInputError("add_hparams: hparam_dict and metric_dict must be dicts")
+        self._exp.log_params(hparam_dict)
+        for key, value in metric_dict.items():
+            self._exp.log_scalar(key, value)
+
+    def _forward(self, method, tag, value, global_step):
+        log = getattr(self._exp, method, None)   # log_image/log_histogram, where they exist
+        if log is None:
+            return self._ignore(f"add_{method[4:]}")
+        try:
+            return log(tag, value, step=None if global_step is None else int(global_step))
+        except TypeError as exc:
+            return self._ignore(f"add_{method[4:]} ({exc})")
+
+    def add_image(self, tag, img_tensor, global_step=None, walltime=None, dataformats="CHW"):
+        return self._forward("log_image", tag, img_tensor, global_step)
+
+    def add_histogram(self, tag, values, global_step=None, bins="tensorflow", walltime=None,
+                      max_bins=None):
+        return self._forward("log_histogram", tag, values, global_step)
+
+    def _ignore(self, what):
+        if what not in self._ignored:
+            self._ignored.add(what)
+            _warn(f"expman: SummaryWriter.{what} is not supported by expman; ignored")
+
+    def __getattr__(self, name):
+        if name.startswith("add_"):
+            return lambda *args, **kwargs: self._ignore(name)
+        raise AttributeError(name)
+
+    def flush(self):
+        """Write the buffered row and wait until the run has it on disk."""
+        self._emit()
+        self._exp.flush()
+
+    def close(self, status="finished"):
+        """Write the buffered row; close the run if this writer started it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._emit()
+        _unwatch(self)
+        if self._owned:
+            self._exp.close(status)
+        else:
+            self._exp.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        status = _status_for_exit(exc_type, exc)
+        if status == "failed" and self._owned:
+            self._exp._record_error(exc_type, exc)
+        self.close(status)
+        return False
+
+
+# -- framework callbacks (classes built on first use) ----------------------------------------
+
+class _LazyIntegration(type):
+    """A public class whose real body subclasses a framework's base class, built on first use
+    (instantiation, isinstance, attribute access), so ``import expman`` (and ``from expman
+    import *``) never imports the framework."""
+
+    def _real(cls):
+        real = cls.__dict__.get("_built")
+        if real is None:
+            real = cls._build()
+            real.__doc__ = cls.__doc__
+            real.__name__ = cls.__name__
+            real.__qualname__ = f"{cls.__name__}._built"
+            real.__module__ = cls.__module__
+            cls._built = real
+        return real
+
+    def __call__(cls, *args, **kwargs):
+        return cls._real()(*args, **kwargs)
+
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, cls._real())
+
+    def __getattr__(cls, name):
+        if name == "_built":   # the real class's qualified name: pickle finds it here
+            return cls._real()
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cls._real(), name)
+
+
+def _to_row(metrics, prefix_map=None):
+    """Numbers of a framework's metrics dict (tensors kept for the writer thread)."""
+    row = {}
+    for key, value in metrics.items():
+        if isinstance(value, (str, bytes, dict, list, tuple)) or value is None:
+            continue
+        key = str(key)
+        if prefix_map is not None:
+            key = prefix_map(key)
+        row[key] = value
+    return row
+
+
+class _RunHolder:
+    """The run a callback logs into, opened on first use (on rank zero only, for Lightning)."""
+
+    def _setup(self, name, base_dir, run_name, run, config, kwargs):
+        self._name, self._run = name, run
+        self._kwargs = dict(kwargs, base_dir=base_dir, run_name=run_name)
+        self._kwargs = {k: v for k, v in self._kwargs.items() if v is not None}
+        self._config = config
+        self._exp, self._owned = None, False
+
+    def _get_run(self):
+        if self._exp is None:
+            self._exp, self._owned = _integration_run(self._run, self._name, self._kwargs)
+            if self._config:
+                self._exp.log_params(self._config)
+            self._row, self._step = None, None
+            _watch_at_exit(self)
+        return self._exp
+
+    def _log(self, row, step):
+        """Frameworks log train and validation metrics of one step in separate calls: they
+        share a row unless a key comes back with another value."""
+        pending = self._row
+        if pending is not None and (step != self._step or any(
+                key in pending and pending[key] != value for key, value in row.items())):
+            self._emit()
+            pending = None
+        if pending is None:
+            self._row, self._step = dict(row), step
+        else:
+            pending.update(row)
+
+    def _emit(self):
+        row, self._row = self._row, None
+        if row and self._exp is not None:
+            self._exp.log_metrics(row, step=self._step)
+
+    def _end(self, status):
+        """Training ended: close the run we own with this status; flush one we were given."""
+        exp = self._exp
+        if exp is None or exp.closed:
+            return
+        self._emit()
+        exc_type, exc, tb = sys.exc_info()   # frameworks report failures from an except block
+        if status == "failed" and exc is not None:
+            status = _status_for_exit(exc_type, exc)   # Ctrl-C, SIGTERM: interrupted
+            if status == "failed" and self._owned:
+                import traceback
+                exp._record_error(exc_type, exc)
+                exp._log_line("ERROR", "".join(traceback.format_exception(exc_type, exc, tb)))
+        if self._owned and (status != "finished" or self._close_at_end):
+            _unwatch(self)
+            exp.close(status)
+        else:
+            exp.flush()
+
+    def close(self, status="finished"):
+        """Close the run now (it closes at exit otherwise)."""
+        if self._exp is not None and not self._exp.closed:
+            self._emit()
+            _unwatch(self)
+            if self._owned:
+                self._exp.close(status)
+            else:
+                self._exp.flush()
+
+
+def _build_lightning_logger():
+    # The unified `lightning` package, or the standalone `pytorch_lightning` when the script
+    # imported that one (the two have separate Logger base classes).
+    packages = ["lightning.pytorch", "pytorch_lightning"]
+    if "pytorch_lightning" in sys.modules and "lightning" not in sys.modules:
+        packages.reverse()
+    for package in packages:
+        try:
+            Logger = importlib.import_module(package + ".loggers").Logger
+            rank_zero_only = importlib.import_module(package + ".utilities").rank_zero_only
+            break
+        except ImportError:
+            continue
+    else:
+        raise ExpmanError("expman.LightningLogger needs PyTorch Lightning: pip install "
+                          "lightning") from None
+
+    class LightningLogger(_RunHolder, Logger):
+        def __init__(self, name="lightning", base_dir=None, run_name=None, *, run=None,
+                     config=None, close_at_end=False, **kwargs):
+            super().__init__()
+            self._setup(name, base_dir, run_name, run, config, kwargs)
+            self._close_at_end = close_at_end
+
+        @property
+        def name(self):
+            return self._exp.experiment if self._exp is not None else self._name
+
+        @property
+        def version(self):
+            # checkpoints go to <default_root_dir>/<name>/<version>/checkpoints
+            if self._exp is None and getattr(rank_zero_only, "rank", 0) == 0:
+                self._get_run()
+            return self._exp.run_name if self._exp is not None else self._kwargs.get(
+                "run_name")
+
+        @property
+        def save_dir(self):
+            return None   # never inside a run directory: checkpoints are not metrics
+
+        @property
+        @rank_zero_only
+        def experiment(self):
+            """The expman.Experiment (log_scalar, info, save_artifact, ...)."""
+            return self._get_run()
+
+        @rank_zero_only
+        def log_hyperparams(self, params, *args, **kwargs):
+            if not isinstance(params, dict):
+                params = vars(params) if hasattr(params, "__dict__") else {"hparams": params}
+            self._get_run().log_params(_to_plain(dict(params)))
+
+        @rank_zero_only
+        def log_metrics(self, metrics, step=None):
+            row = _to_row(metrics)
+            if row:
+                self._get_run()
+                self._log(row, step)
+
+        @rank_zero_only
+        def finalize(self, status):
+            # "success" ends each fit/validate/test: the run stays open for the next one
+            # (trainer.test after trainer.fit) and closes as finished at exit.
+            self._end({"success": "finished", "finished": "finished"}.get(status, "failed"))
+
+    return LightningLogger
+
+
+class LightningLogger(metaclass=_LazyIntegration):
+    """A PyTorch Lightning logger (``lightning`` or ``pytorch_lightning``) that logs into
+    expman: hyperparameters into config.yaml, ``self.log(...)`` metrics with the global step.
+
+    >>> trainer = lightning.Trainer(logger=expman.LightningLogger("mnist", run_name="lr0.1"))
+
+    The run opens on first use (rank zero only) and closes ``failed`` when training raises.
+    After a successful ``fit`` it stays open, so a following ``trainer.test`` logs into it
+    too, and closes ``finished`` at exit, or now with ``logger.close()`` (or pass
+    ``close_at_end=True``). ``run=`` logs into an existing Experiment; with neither ``run=``
+    nor run options, the run of ``expman.init()`` is used when one is open.
+    """
+    _build = staticmethod(_build_lightning_logger)
+
+
+def _build_transformers_callback():
+    try:
+        from transformers import TrainerCallback
+    except ImportError:
+        raise ExpmanError("expman.TransformersCallback needs transformers: pip install "
+                          "transformers") from None
+
+    def rename(key):
+        for prefix in ("eval", "test"):
+            if key.startswith(prefix + "_"):
+                return f"{prefix}/{key[len(prefix) + 1:]}"
+        return f"train/{key}"
+
+    class TransformersCallback(_RunHolder, TrainerCallback):
+        def __init__(self, name="transformers", base_dir=None, run_name=None, *, run=None,
+                     config=None, close_at_end=False, **kwargs):
+            self._setup(name, base_dir, run_name, run, config, kwargs)
+            self._close_at_end = close_at_end
+
+        @property
+        def experiment(self):
+            return self._get_run()
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            exp = self._get_run()
+            params = {"args": args.to_dict()}
+            model_config = getattr(model, "config", None)
+            if model_config is not None and hasattr(model_config, "to_dict"):
+                params["model"] = model_config.to_dict()
+            exp.log_params(params)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            exp = self._get_run()
+            # the end-of-training totals (train_runtime, train_loss, total_flos) are summary
+            # values of the run, not a row
+            totals = {k: v for k, v in logs.items()
+                      if k.startswith("train_") or k == "total_flos"}
+            for key, value in _to_row(totals).items():
+                key = "avg_loss" if key == "train_loss" else key.removeprefix("train_")
+                exp.log_scalar("train/" + key, value)
+            row = _to_row({k: v for k, v in logs.items() if k not in totals}, rename)
+            if not row:
+                return
+            if exp.closed and self._owned:
+                _warn("expman: TransformersCallback got metrics after its run closed at the "
+                      "end of training; pass close_at_end=False to keep it open")
+            self._log(row, state.global_step)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self._end("finished")
+
+    return TransformersCallback
+
+
+class TransformersCallback(metaclass=_LazyIntegration):
+    """A Hugging Face ``transformers.TrainerCallback`` that logs into expman: the
+    TrainingArguments (``args``) and model config (``model``) into config.yaml at train begin,
+    every ``on_log`` dict at ``state.global_step`` (``loss`` -> ``train/loss``, ``eval_loss``
+    -> ``eval/loss``).
+
+    >>> trainer = transformers.Trainer(model, args, train_dataset=ds,
+    ...                                callbacks=[expman.TransformersCallback("bert-ft")])
+
+    Trainer has no failure hook: a run we opened closes at exit, ``failed`` when the script
+    dies of the exception. After training it stays open for ``trainer.evaluate()``; pass
+    ``close_at_end=True`` (or call ``.close()``) to close it as ``finished`` at train end.
+    Add ``report_to="none"`` to the TrainingArguments to keep other trackers out.
+    """
+    _build = staticmethod(_build_transformers_callback)
+
+
+def _build_keras_callback():
+    try:
+        import keras
+    except ImportError:
+        raise ExpmanError("expman.KerasCallback needs Keras 3: pip install keras") from None
+
+    def rename(key):
+        return f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+
+    class KerasCallback(_RunHolder, keras.callbacks.Callback):
+        def __init__(self, name="keras", base_dir=None, run_name=None, *, run=None,
+                     config=None, log_every_n_batches=None, close_at_end=False, **kwargs):
+            super().__init__()
+            self._setup(name, base_dir, run_name, run, config, kwargs)
+            self._every = log_every_n_batches
+            self._close_at_end = close_at_end
+            self._seen = 0   # batches trained: the step of every row
+
+        @property
+        def experiment(self):
+            return self._get_run()
+
+        def on_train_begin(self, logs=None):
+            exp = self._get_run()
+            fit = {k: v for k, v in (self.params or {}).items() if k != "verbose"}
+            params = {"fit": _to_plain(fit)}
+            optimizer = getattr(self.model, "optimizer", None)
+            if optimizer is not None:
+                with contextlib.suppress(Exception):
+                    # what was set, not a dozen None/False defaults; float32 values such as
+                    # 0.009999999776482582 read back as 0.01
+                    params["optimizer"] = {
+                        k: float(f"{v:.7g}") if isinstance(v, float) else v
+                        for k, v in _to_plain(optimizer.get_config()).items()
+                        if v is not None and v is not False and not k.startswith("ema_")}
+            exp.log_params(params)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._seen += 1
+            if self._every and self._seen % self._every == 0 and logs:
+                self._get_run()
+                self._log(_to_row(logs, rename), self._seen)
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = _to_row(logs or {}, rename)
+            row["epoch"] = epoch + 1
+            self._get_run()
+            self._log(row, self._seen)
+
+        def on_train_end(self, logs=None):
+            self._end("finished")
+
+    return KerasCallback
+
+
+class KerasCallback(metaclass=_LazyIntegration):
+    """A Keras 3 callback that logs into expman: ``fit`` params and the optimizer config into
+    config.yaml, each epoch's logs (``loss`` -> ``train/loss``, ``val_loss`` -> ``val/loss``,
+    plus ``epoch``) at the number of batches trained so far; ``log_every_n_batches=N`` adds
+    the running batch logs every N batches.
+
+    >>> model.fit(x, y, epochs=5, callbacks=[expman.KerasCallback("mnist", run_name="cnn")])
+
+    Keras has no failure hook: a run we opened closes at exit, ``failed`` when the script dies
+    of the exception; after ``fit`` it stays open for ``evaluate`` (``close_at_end=True`` or
+    ``.close()`` closes it at once).
+    """
+    _build = staticmethod(_build_keras_callback)
 
 
 # 11 Server & JSON API #######################################################################
@@ -5482,7 +6440,9 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
 #   expman inspect RUN_DIR                metadata, params, metric stats, artifacts, log tail
 #   expman compare RUN_DIR RUN_DIR...     params that differ, each metric's last / best
 #   expman tail RUN_DIR                   follow new metric rows and log lines of a live run
-#   expman export RUN_DIR --format F      the whole metrics table as csv, json or parquet
+#   expman export RUN_DIR --format F      the whole metrics table as csv, json or parquet,
+#                                         or TensorBoard event files (section 10)
+#   expman import TB_LOGDIR               TensorBoard event files -> runs (section 10)
 #   expman clean EXPERIMENT --keep N      delete old runs (a dry run without --force)
 #   expman serve [DIR] / expman demo      the dashboard (section 11)
 #
@@ -6160,6 +7120,8 @@ def _write_output(data, output):
 
 
 def _cmd_export(args):
+    if args.format == "tensorboard":
+        return _cmd_export_tensorboard(args)
     to_stdout = args.output in (None, "-")
     if args.format == "parquet" and to_stdout and _isatty(sys.stdout):
         raise _UsageError("parquet is binary: not writing it to a terminal; use -o FILE "
@@ -6173,6 +7135,60 @@ def _cmd_export(args):
     if not to_stdout:
         print(f"wrote {table.num_rows} rows ({len(table.column_names) - 2} metrics) to "
               f"{args.output}", file=sys.stderr)
+    return _EXIT_OK
+
+
+def _cmd_export_tensorboard(args):
+    meta = load_run(args.run_dir)
+    output = args.output
+    if output in (None, "-"):
+        output = os.path.join("tensorboard", str(meta.get("experiment") or "expman"),
+                              str(meta.get("name") or os.path.basename(
+                                  os.path.normpath(args.run_dir))))
+    result = _export_tensorboard(args.run_dir, output)
+    print(f"wrote {result['rows']} rows ({result['metrics']} metrics) as TensorBoard events to "
+          f"{result['output']}  (view: tensorboard --logdir {result['output']})",
+          file=sys.stderr)
+    return _EXIT_OK
+
+
+# -- import ----------------------------------------------------------------------------------
+
+def _cmd_import(args):
+    root = args.dir if args.dir is not None else _default_root()
+    state = {"shown": 0.0}
+
+    def progress(done, total, name, tb_run):
+        now = time.monotonic()
+        if tb_run is None:
+            print(f"expman: imported {done}/{total} runs ({name})", file=sys.stderr)
+        elif now - state["shown"] >= 1.0:
+            state["shown"] = now
+            print(f"expman: reading run {done + 1}/{total} ({name}): {tb_run.events:,} events",
+                  file=sys.stderr)
+
+    results = _import_tensorboard(args.logdir, root, args.experiment, progress)
+    written = [r for r in results if not r.get("skipped")]
+    if args.json:
+        _print_json({"root": os.path.abspath(root), "runs": written,
+                     "skipped": [r for r in results if r.get("skipped")],
+                     "events": sum(r["events"] for r in results)})
+    else:
+        rows = [[r["run"], r["rows"], len(r["metrics"]), r["hparams"], r["events"],
+                 os.path.relpath(r["source"], os.path.abspath(args.logdir))] for r in written]
+        _print_lines(_table(["RUN", "ROWS", "METRICS", "HPARAMS", "EVENTS", "SOURCE"], rows,
+                            right=(1, 2, 3, 4)))
+        for r in results:
+            if r.get("skipped"):
+                print(f"skipped {r['source']}: {r['skipped']}")
+            elif r.get("ignored"):
+                kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(r["ignored"].items()))
+                print(f"not imported from {r['run']} (not scalars, hparams or text): {kinds}")
+        if written:
+            print(f"experiment {written[0]['experiment']} in {os.path.abspath(root)}")
+    if not written:
+        raise ExpmanError(f"no scalars, hparams or text in the event files under "
+                          f"{args.logdir}")
     return _EXIT_OK
 
 
@@ -6438,8 +7454,20 @@ def _build_parser():
                 "json: a list of records, timestamps as ISO-8601 text, NaN/inf as the strings "
                 "\"NaN\"/\"Infinity\"/\"-Infinity\", missing values null")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--format", choices=("csv", "json", "parquet", "tensorboard"),
+                   default="csv", help="tensorboard: event files in a directory (-o DIR, "
+                   "default ./tensorboard/EXPERIMENT/RUN); needs the tensorboard package")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write here instead of stdout (a directory for tensorboard)")
+
+    p = command("import", _cmd_import, "turn TensorBoard event files into expman runs: one "
+                "run per directory holding event files (scalars with their steps and wall "
+                "times, hparams, text); needs the tensorboard package")
+    p.add_argument("logdir", metavar="TB_LOGDIR")
+    p.add_argument("--dir", metavar="DIR", help=dir_help)
+    p.add_argument("-e", "--experiment", metavar="EXP",
+                   help="experiment to import into (default: the name of TB_LOGDIR)")
+    json_flag(p)
 
     p = command("clean", _cmd_clean, "delete an experiment's old runs, keeping the newest; "
                 "running runs are never touched; a dry run unless --force")
@@ -6500,7 +7528,7 @@ def _describe_error(exc):
 
 
 def main(argv=None):
-    """The command line: ``expman list|inspect|compare|tail|export|clean|serve|demo``.
+    """The command line: ``expman list|inspect|compare|tail|export|import|clean|serve|demo``.
 
     >>> expman.main(["list", "experiments", "-e", "resnet"])     # returns the exit code
 

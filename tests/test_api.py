@@ -20,6 +20,7 @@ EXPECTED_ALL = [
     "metric_stats", "load_log", "list_artifacts", "load_experiment", "load_experiments",
     "load_runs", "read_media", "read_media_bytes", "read_histograms",
     "make_app", "make_server", "serve",
+    "SummaryWriter", "LightningLogger", "TransformersCallback", "KerasCallback",
     "ExpmanError", "InvalidInputError", "ExpmanWarning", "STATUSES", "main",
 ]
 
@@ -65,6 +66,9 @@ SIGNATURES = {
     "make_server": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, threads=48)",
     "serve": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, "
              "open_browser=False, out=None)",
+    "SummaryWriter": "(log_dir=None, comment='', purge_step=None, max_queue=10, "
+                     "flush_secs=120, filename_suffix='', *, base_dir=None, experiment=None, "
+                     "run_name=None, run=None, config=None)",
     "Experiment": "(name, base_dir=None, run_name=None, config=None, description=None, "
                   "tags=None, flush_interval_ms=500, *, project=None, system_metrics=False, "
                   "capture_output=False, rank=None, group=None, provenance=True, "

@@ -1,0 +1,484 @@
+"""TensorBoard migration: `expman import` of real event files, `expman export --format
+tensorboard` read back by TensorBoard's own EventAccumulator, and the SummaryWriter shim.
+
+Event files are written by the real torch.utils.tensorboard / tensorboard writers, in child
+processes (torch is heavy to import and this process keeps warnings as errors)."""
+import importlib.util
+import json
+import math
+import os
+
+import pyarrow as pa
+import pytest
+from _util import child_env, run_python
+
+import expman
+
+if importlib.util.find_spec("tensorboard") is None and not os.environ.get(
+        "EXPMAN_REQUIRE_INTEGRATIONS"):   # CI installs it: there a missing package fails
+    pytest.skip("tensorboard is not installed (pip install -r requirements-integrations.txt)",
+                allow_module_level=True)
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
+
+GEN_TORCH = """
+    import sys, torch
+    from torch.utils.tensorboard import SummaryWriter
+    logdir = sys.argv[1] if len(sys.argv) > 1 else "tb"
+    for lr in (0.1, 0.01):
+        w = SummaryWriter(f"{logdir}/lr_{lr}")
+        for s in range(30):
+            w.add_scalar("train/loss", 1 / (s + 1), s)
+            w.add_scalar("train/acc", s / 32, s, new_style=True)          # TB2 float tensor
+            w.add_scalar("train/lr", lr * 0.99 ** s, s, new_style=True,
+                         double_precision=True)                            # TB2 double tensor
+            if s % 10 == 9:
+                w.add_scalar("val/loss", 2 / (s + 1), s)
+        w.add_text("note", "hello from torch", 3)
+        w.add_histogram("weights", torch.arange(10.0), 3)              # not imported
+        w.add_hparams({"lr": lr, "batch_size": 32, "optimizer": "adam", "nesterov": True},
+                      {"hp/best_acc": 0.9})
+        w.close()
+"""
+
+
+def _require_torch():
+    if importlib.util.find_spec("torch") is None:
+        if os.environ.get("EXPMAN_REQUIRE_INTEGRATIONS"):
+            pytest.fail("torch is not installed (pip install -r requirements-integrations.txt)")
+        pytest.skip("torch is not installed")
+
+
+def _cli(*argv):
+    return expman.main([str(a) for a in argv])
+
+
+def _accumulate(path):
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _rows(table):
+    """Rows as tuples, NaN as a string (NaN != NaN would fail any comparison)."""
+    return [tuple("nan" if isinstance(v, float) and math.isnan(v) else v for v in row.values())
+            for row in table.to_pylist()]
+
+
+def _micros(table):
+    return table.column("timestamp").cast(pa.int64()).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def torch_logdir(tmp_path_factory):
+    _require_torch()
+    cwd = tmp_path_factory.mktemp("tb")
+    run_python(GEN_TORCH, cwd=cwd, timeout=120)
+    return cwd / "tb"
+
+
+# -- import ----------------------------------------------------------------------------------
+
+def test_import_torch_event_files(torch_logdir, root, capsys):
+    assert _cli("import", torch_logdir, "--dir", root, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(r["run"] for r in out["runs"]) == ["lr_0.01", "lr_0.1"]
+    assert [r["ignored"] for r in out["runs"]] == [{"histo": 1}, {"histo": 1}]
+    # torch's add_hparams sub-runs (lr_0.1/<time>/) were folded into their runs
+    assert sorted(os.listdir(root / "tb")) == ["experiment.yaml", "lr_0.01", "lr_0.1"]
+    run = root / "tb" / "lr_0.1"
+    table = expman.load_metrics(run)
+    assert table.column_names == ["step", "timestamp", "train/loss", "train/acc", "train/lr",
+                                  "val/loss"]
+    assert table.column("step").to_pylist() == list(range(30))   # one row per step
+    rows = table.to_pylist()
+    assert rows[3]["train/loss"] == pytest.approx(1 / 4, rel=1e-6)       # float32 in TB1
+    assert rows[3]["train/acc"] == 3 / 32
+    assert rows[3]["train/lr"] == pytest.approx(0.1 * 0.99 ** 3, rel=1e-12)   # the double
+    assert [r["step"] for r in rows if r["val/loss"] is not None] == [9, 19, 29]
+
+    # timestamps are the events' wall times (to the microsecond), not the import time
+    acc = _accumulate(torch_logdir / "lr_0.1")
+    walls = {e.step: e.wall_time for e in acc.Scalars("train/loss")}
+    assert _micros(table) == [round(walls[s] * 1e6) for s in range(30)]
+
+    meta = expman.load_run(run)
+    assert meta["status"] == "finished"
+    assert meta["tags"] == ["tensorboard"]
+    first, last = min(walls.values()), max(walls.values())
+    assert abs(expman._parse_iso(meta["started_at"]) - first) < 1e-3
+    assert expman._parse_iso(meta["finished_at"]) >= last
+    assert meta["summary"]["hp/best_acc"] == pytest.approx(0.9)
+    assert expman.load_config(run) == {"lr": 0.1, "batch_size": 32, "optimizer": "adam",
+                                       "nesterov": True}
+    log = (run / "run.log").read_text()
+    assert "note (step 3): hello from torch" in log
+
+
+def test_imported_runs_are_served_like_any_run(torch_logdir, root, capsys):
+    import threading
+    import urllib.request
+    assert _cli("import", torch_logdir, "--dir", root) == 0
+    capsys.readouterr()
+    server = expman.make_server(root, host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        def get(path):
+            with urllib.request.urlopen(server.url + path, timeout=10) as resp:
+                return json.loads(resp.read())
+        runs = get("/api/experiments/tb/runs")["runs"]
+        assert sorted((r["name"], r["status"]) for r in runs) == [("lr_0.01", "finished"),
+                                                                  ("lr_0.1", "finished")]
+        metrics = get("/api/experiments/tb/runs/lr_0.1/metrics?keys=val/loss")
+        assert metrics["rows"] == 30
+        assert metrics["series"]["val/loss"]["step"] == [9, 19, 29]
+        assert get("/api/experiments/tb/runs/lr_0.1/config")["config"]["batch_size"] == 32
+    finally:
+        server.close()
+        thread.join(5)
+
+
+def test_import_human_output_progress_and_collisions(torch_logdir, root, capsys):
+    assert _cli("import", torch_logdir, "--dir", root, "-e", "sweep") == 0
+    captured = capsys.readouterr()
+    assert "lr_0.1" in captured.out and "imported 2/2 runs" in captured.err
+    assert "not imported from lr_0.1 (not scalars, hparams or text): 1 histo" in captured.out
+    assert _cli("import", torch_logdir, "--dir", root, "-e", "sweep") == 0
+    capsys.readouterr()
+    runs = sorted(p.name for p in (root / "sweep").iterdir() if p.is_dir())
+    assert runs == ["lr_0.01", "lr_0.01_2", "lr_0.1", "lr_0.1_2"]   # never overwritten
+    assert (expman.load_metrics(root / "sweep" / "lr_0.1_2").to_pylist()
+            == expman.load_metrics(root / "sweep" / "lr_0.1").to_pylist())
+
+
+def test_import_without_event_files_is_a_clean_error(tmp_path, root, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _cli("import", tmp_path / "empty", "--dir", root) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("expman: error: no TensorBoard event files") and "\n" == err[-1]
+    assert _cli("import", tmp_path / "missing", "--dir", root) == 1
+    assert "is not a directory" in capsys.readouterr().err
+    assert os.listdir(root) == []
+
+
+def test_import_without_tensorboard_names_the_package(tmp_path, torch_logdir):
+    code = f"""
+        import sys
+        for name in ("tensorboard", "tensorboardX"):
+            sys.modules[name] = None          # as if neither were installed
+        import expman
+        sys.exit(expman.main(["import", {str(torch_logdir)!r}, "--dir", "exps"]))
+    """
+    proc = run_python(code, cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "pip install tensorboard" in proc.stderr
+    assert not (tmp_path / "exps").exists()
+
+
+def test_import_reads_a_live_file_with_a_partial_last_record(tmp_path, root, capsys):
+    logdir = tmp_path / "live"
+    run_python("""
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        w = EventFileWriter("live")
+        for s in range(5):
+            summary = summary_pb2.Summary(value=[
+                summary_pb2.Summary.Value(tag="loss", simple_value=float(s)),
+                summary_pb2.Summary.Value(tag="acc", simple_value=s / 4)])
+            w.add_event(event_pb2.Event(wall_time=1700000000.25 + s, step=s * 10,
+                                        summary=summary))
+        w.close()
+    """, cwd=tmp_path)
+    (path,) = logdir.iterdir()
+    with open(path, "ab") as fh:          # a writer in the middle of its next record
+        fh.write(b"\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00partial")
+    assert _cli("import", logdir, "--dir", root) == 0
+    capsys.readouterr()
+    table = expman.load_metrics(root / "live" / "live")
+    assert table.column("step").to_pylist() == [0, 10, 20, 30, 40]
+    assert table.column("loss").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert _micros(table) == [1700000000250000 + s * 1_000_000 for s in range(5)]
+    meta = expman.load_run(root / "live" / "live")
+    assert meta["started_at"].startswith("2023-11-14T22:13:20.25")
+    assert meta["duration_secs"] == 4.0
+
+
+def test_import_restarted_job_keeps_both_values_of_a_step(tmp_path, root, capsys):
+    run_python("""
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        w = EventFileWriter("restart")
+        for wall, s, v in [(1.0, 0, 1.0), (2.0, 1, 2.0), (3.0, 1, 5.0), (4.0, 2, 6.0)]:
+            summary = summary_pb2.Summary(value=[
+                summary_pb2.Summary.Value(tag="loss", simple_value=v)])
+            w.add_event(event_pb2.Event(wall_time=1700000000 + wall, step=s, summary=summary))
+        w.close()
+    """, cwd=tmp_path)
+    assert _cli("import", tmp_path / "restart", "--dir", root, "-e", "r") == 0
+    capsys.readouterr()
+    table = expman.load_metrics(root / "r" / "restart")
+    assert table.column("step").to_pylist() == [0, 1, 1, 2]
+    assert table.column("loss").to_pylist() == [1.0, 2.0, 5.0, 6.0]
+
+
+def test_import_shows_progress_on_long_imports(tmp_path, root, capsys):
+    with expman.Experiment("big", base_dir=tmp_path / "src", run_name="r",
+                           capture_git=False) as exp:
+        for s in range(25_000):
+            exp.log_metrics({"loss": s / 8}, step=s)
+    assert _cli("export", exp.run_dir, "--format", "tensorboard", "-o", tmp_path / "tb") == 0
+    assert _cli("import", tmp_path / "tb", "--dir", root) == 0
+    err = capsys.readouterr().err
+    assert "reading run 1/1 (tb): 10,000 events" in err
+    assert expman.load_metrics(root / "tb" / "tb").num_rows == 25_000
+
+
+# -- export and the round trip ---------------------------------------------------------------
+
+def test_round_trip_run_to_tensorboard_and_back(tmp_path, root, capsys):
+    config = {"lr": 0.001, "optimizer": {"name": "adam", "betas": [0.9, 0.999]},
+              "layers": 3, "amp": False, "note": None}
+    with expman.Experiment("rt", base_dir=tmp_path / "src", run_name="orig", config=config,
+                           capture_git=False) as exp:
+        for s in range(0, 200, 2):
+            row = {"train/loss": 1 / (s + 1) if s else float("nan"), "train/acc": s / 256}
+            if s % 50 == 0:
+                row["val/loss"] = float("inf") if s == 100 else s / 1024
+            exp.log_metrics(row, step=s)
+    original = expman.load_metrics(exp.run_dir)
+
+    out = tmp_path / "tb_out"
+    assert _cli("export", exp.run_dir, "--format", "tensorboard", "-o", out) == 0
+    assert "wrote 100 rows (3 metrics)" in capsys.readouterr().err
+
+    # TensorBoard's own reader sees the same steps, wall times and values (float64 scalars,
+    # as torch's add_scalar(..., new_style=True, double_precision=True) writes them)
+    acc = _accumulate(out)
+    assert sorted(acc.Tags()["tensors"]) == ["config", "expman/config", "train/acc",
+                                             "train/loss", "val/loss"]
+    assert acc.summary_metadata["train/loss"].plugin_data.plugin_name == "scalars"
+    events = acc.Tensors("train/loss")
+    assert [e.step for e in events] == original.column("step").to_pylist()
+    assert [round(e.wall_time * 1e6) for e in events] == _micros(original)
+    values = [tensor_util.make_ndarray(e.tensor_proto).item() for e in events]
+    expected = original.column("train/loss").to_pylist()
+    assert math.isnan(values[0]) and math.isnan(expected[0])
+    assert values[1:] == expected[1:]
+    assert [tensor_util.make_ndarray(e.tensor_proto).item() for e in acc.Tensors("val/loss")] \
+        == [0.0, 50 / 1024, math.inf, 150 / 1024]
+    hparams = [k for k in acc.summary_metadata if k.startswith("_hparams_")]
+    assert "_hparams_/session_start_info" in hparams
+
+    # ... and importing it again gives the same table, config and times
+    assert _cli("import", out, "--dir", root, "-e", "back") == 0
+    capsys.readouterr()
+    back = root / "back" / "tb_out"
+    imported = expman.load_metrics(back)
+    assert imported.schema == original.schema
+    assert _rows(imported) == _rows(original)
+    assert expman.load_config(back) == config
+    meta, orig_meta = expman.load_run(back), expman.load_run(exp.run_dir)
+    assert meta["started_at"] == orig_meta["started_at"]
+    assert meta["finished_at"] == orig_meta["finished_at"]
+    assert meta["status"] == "finished"
+    # every reader agrees: the CLI lists and inspects it like any run
+    assert _cli("inspect", back, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "tb_out"
+
+
+def test_round_trip_with_tensorboardX_alone(tmp_path):
+    """Without the tensorboard package, tensorboardX's writer and protos do the same job."""
+    if importlib.util.find_spec("tensorboardX") is None:
+        pytest.skip("tensorboardX is not installed")
+    proc = run_python("""
+        import sys
+        sys.modules["tensorboard"] = None            # as if only tensorboardX were installed
+        import expman
+        with expman.Experiment("x", base_dir="src", run_name="r", config={"a": {"b": 1}},
+                               capture_git=False) as exp:
+            for s in range(5):
+                exp.log_metrics({"l": s / 3, "m": float(s)}, step=s * 2)
+        assert expman.main(["export", str(exp.run_dir), "--format", "tensorboard",
+                            "-o", "tb"]) == 0
+        assert expman.main(["import", "tb", "--dir", "back"]) == 0
+        assert expman.load_metrics("back/tb/tb").equals(expman.load_metrics(exp.run_dir))
+        assert expman.load_config("back/tb/tb") == {"a": {"b": 1}}
+        print("tensorboardX" in sys.modules, "tensorboard" in sys.modules and
+              sys.modules["tensorboard"] is not None)
+    """, cwd=tmp_path)
+    assert proc.stdout.split()[-2:] == ["True", "False"]
+
+
+def test_export_default_output_and_no_mixing(tmp_path, capsys, monkeypatch):
+    with expman.Experiment("e", base_dir=tmp_path / "src", run_name="r1",
+                           capture_git=False) as exp:
+        exp.log_metrics({"x": 1.0}, step=5)
+    monkeypatch.chdir(tmp_path)
+    assert _cli("export", exp.run_dir, "--format", "tensorboard") == 0
+    capsys.readouterr()
+    target = tmp_path / "tensorboard" / "e" / "r1"
+    assert [e.step for e in _accumulate(target).Tensors("x")] == [5]
+    assert _cli("export", exp.run_dir, "--format", "tensorboard") == 1
+    assert "already holds TensorBoard event files" in capsys.readouterr().err
+
+
+# -- SummaryWriter shim ----------------------------------------------------------------------
+
+def test_shim_merges_one_step_into_one_row(root):
+    with expman.SummaryWriter("runs/exp1", base_dir=root) as writer:
+        assert writer.experiment.experiment == "runs"
+        assert writer.experiment.run_name == "exp1"
+        for step in range(100):
+            writer.add_scalar("train/loss", 1 / (step + 1), step)
+            writer.add_scalar("train/acc", step / 100, global_step=step)
+            if step % 10 == 0:
+                writer.add_scalars("loss", {"train": 1.0, "val": 2.0}, step)
+    table = expman.load_metrics(root / "runs" / "exp1")
+    assert table.column_names == ["step", "timestamp", "train/loss", "train/acc", "loss/train",
+                                  "loss/val"]
+    assert table.column("step").to_pylist() == list(range(100))
+    assert table.column("loss/val").null_count == 90
+    assert expman.load_run(root / "runs" / "exp1")["status"] == "finished"
+
+
+def test_shim_without_steps_walltime_text_hparams(root):
+    writer = expman.SummaryWriter("plain", base_dir=root)     # one part: the experiment
+    assert writer.experiment.experiment == "plain"
+    for _ in range(3):
+        writer.add_scalar("a", 1.0)
+        writer.add_scalar("b", 2.0)          # no step: one row until a tag repeats
+    writer.add_scalar("t", 7.0, 100, walltime=1700000000.5)
+    writer.add_text("notes", "first epoch done", 1)
+    writer.add_hparams({"lr": 0.1, "bs": 8}, {"hparam/acc": 0.75})
+    writer.flush()
+    run = writer.experiment.run_dir
+    assert expman.load_metrics(run).num_rows == 4       # flush wrote the buffered row
+    writer.close()
+    table = expman.load_metrics(run)
+    assert table.column("a").to_pylist() == [1.0, 1.0, 1.0, None]
+    assert table.column("step").to_pylist() == [0, 1, 2, 100]
+    assert _micros(table)[-1] == 1700000000500000
+    assert expman.load_config(run) == {"lr": 0.1, "bs": 8}
+    assert expman.load_run(run)["summary"]["hparam/acc"] == 0.75
+    assert "notes (step 1): first epoch done" in (run / "run.log").read_text()
+
+
+def test_shim_failed_status_and_unsupported_methods(root):
+    with pytest.raises(RuntimeError), expman.SummaryWriter("runs/bad", base_dir=root) as w:
+        w.add_scalar("loss", 1.0, 0)
+        with pytest.warns(expman.ExpmanWarning, match="add_graph is not supported"):
+            w.add_graph(object())
+        w.add_graph(object())                  # warned once
+        w.add_scalar("loss", 2.0, 1)
+        raise RuntimeError("boom")
+    meta = expman.load_run(root / "runs" / "bad")
+    assert meta["status"] == "failed" and "boom" in meta["error"]
+    assert expman.load_metrics(root / "runs" / "bad").column("loss").to_pylist() == [1.0, 2.0]
+
+
+def test_shim_logs_into_a_given_run_without_closing_it(root):
+    with expman.Experiment("mine", base_dir=root, run_name="r", capture_git=False) as exp:
+        writer = expman.SummaryWriter(run=exp)
+        writer.add_scalar("x", 3.0, 0)
+        writer.close()
+        assert not exp.closed
+        exp.log_metrics({"y": 1.0}, step=1)
+    assert expman.load_metrics(exp.run_dir).num_rows == 2
+
+
+def test_shim_keeps_the_last_row_when_the_script_never_closes(tmp_path):
+    run_python("""
+        import expman
+        w = expman.SummaryWriter("runs/noclose", base_dir="exps")
+        for s in range(10):
+            w.add_scalar("loss", float(s), s)
+            w.add_scalar("acc", s / 10, s)
+    """, cwd=tmp_path)
+    run = tmp_path / "exps" / "runs" / "noclose"
+    table = expman.load_metrics(run)
+    assert table.column("step").to_pylist() == list(range(10))
+    assert table.column("acc").to_pylist()[-1] == 0.9
+    assert expman.load_run(run)["status"] == "finished"
+
+
+def test_shim_is_a_drop_in_for_a_torch_script(tmp_path):
+    """The same script with torch's writer and with expman's: the same scalars."""
+    _require_torch()
+    script = """
+        import sys, torch
+        if sys.argv[1] == "tb":
+            from torch.utils.tensorboard import SummaryWriter
+        else:
+            from expman import SummaryWriter
+        writer = SummaryWriter("runs/drop_in")
+        for step in range(20):
+            loss = torch.tensor(1.0 / (step + 1))
+            writer.add_scalar("loss", loss, step)
+            writer.add_scalar("loss_item", loss.item(), step)
+        writer.close()
+    """
+    env = child_env(EXPMAN_DIR=str(tmp_path / "exps"))
+    for mode in ("tb", "expman"):
+        proc = run_python(script.replace("sys.argv[1]", repr(mode)), cwd=tmp_path, env=env,
+                          timeout=120)
+        assert proc.returncode == 0
+    acc = _accumulate(tmp_path / "runs" / "drop_in")
+    table = expman.load_metrics(tmp_path / "exps" / "runs" / "drop_in")
+    assert table.column("step").to_pylist() == [e.step for e in acc.Scalars("loss")]
+    assert table.column("loss").to_pylist() == pytest.approx(
+        [e.value for e in acc.Scalars("loss")], rel=1e-7)
+
+
+def test_importing_expman_imports_no_framework(tmp_path):
+    proc = run_python("""
+        import json, sys
+        from expman import *                      # star import must not build the classes
+        import expman
+        assert expman.LightningLogger.__doc__ and "LightningLogger" in expman.__all__
+        heavy = ("torch", "lightning", "pytorch_lightning", "transformers", "keras",
+                 "tensorboard", "tensorboardX", "numpy")
+        print(json.dumps([m for m in heavy if m in sys.modules]))
+    """, cwd=tmp_path)
+    assert json.loads(proc.stdout) == []
+
+
+def test_missing_framework_names_the_package(tmp_path):
+    proc = run_python("""
+        import sys
+        for name in ("lightning", "pytorch_lightning", "transformers", "keras"):
+            sys.modules[name] = None
+        import expman
+        for cls in (expman.LightningLogger, expman.TransformersCallback, expman.KerasCallback):
+            try:
+                cls()
+            except expman.ExpmanError as exc:
+                print(exc)
+    """, cwd=tmp_path)
+    assert proc.stdout.splitlines() == [
+        "expman.LightningLogger needs PyTorch Lightning: pip install lightning",
+        "expman.TransformersCallback needs transformers: pip install transformers",
+        "expman.KerasCallback needs Keras 3: pip install keras"]
+
+
+def test_shim_hands_images_and_histograms_to_the_run(root):
+    """add_image/add_histogram go to the run's log_image/log_histogram when it has them (the
+    media issue adds them); the signature assumed is log_x(key, value, step=None)."""
+    class Run(expman.Experiment):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.media = []
+
+        def log_image(self, key, image, step=None):
+            self.media.append(("image", key, image, step))
+
+        def log_histogram(self, key, values, step=None):
+            self.media.append(("histogram", key, values, step))
+
+    with Run("media", base_dir=root, run_name="r", capture_git=False) as exp:
+        writer = expman.SummaryWriter(run=exp)
+        writer.add_image("sample", [[0, 1], [1, 0]], 3, dataformats="HW")
+        writer.add_histogram("weights", [0.1, 0.2], global_step=4)
+        writer.close()
+    assert exp.media == [("image", "sample", [[0, 1], [1, 0]], 3),
+                         ("histogram", "weights", [0.1, 0.2], 4)]
