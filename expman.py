@@ -7769,7 +7769,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
     live = Experiment("resnet_cifar10", base_dir=root, run_name="live_adamw",
                       config={"lr": 0.002, "batch_size": 128, "optimizer": {"name": "adamw"}},
                       tags=["demo", "live"], description="still training", flush_interval_ms=200,
-                      **quiet)
+                      system_metrics=2.0, **quiet)  # sys/... charts (of this demo process)
 
     def train():
         rng, step, t_end = random.Random(7), 0, time.time() + live_secs
@@ -9541,7 +9541,9 @@ function syncCharts() {
   const list = Array.from(keys).filter(k => terms.every(t => k.toLowerCase().indexOf(t) >= 0)).sort(natural);
   const byGroup = new Map();
   for (const k of list) { const i = k.indexOf('/'), g = i > 0 ? k.slice(0, i) : ''; if (!byGroup.has(g)) byGroup.set(g, []); byGroup.get(g).push(k); }
-  const order = Array.from(byGroup.keys()).sort((a, b) => (a === '') - (b === '') || natural(a, b));
+  // training groups first; system metrics (system_metrics=True) and unprefixed keys last
+  const rank = g => g === '' ? 2 : g === 'sys' ? 1 : 0;
+  const order = Array.from(byGroup.keys()).sort((a, b) => rank(a) - rank(b) || natural(a, b));
   const want = new Set(list);
   for (const [k, c] of cards) if (!want.has(k)) { c.chart.destroy(); c.el.remove(); cards.delete(k); }
   for (const [g, ge] of groups) if (!byGroup.has(g)) { ge.el.remove(); groups.delete(g); }

@@ -56,6 +56,8 @@ def _make_data(root, scratch):
                     row["train/loss"] = float("nan") if step == 50 else float("inf")
                 if step % 20 == 19:
                     row["val/acc"] = step / 220
+                if step % 50 == 0:   # what system_metrics=True logs
+                    row["sys/rss_mb"] = 100.0 + step
                 exp.log_metrics(row, step=step)
             exp.info(f"{name} finished training")
             if name == "alpha":
@@ -210,6 +212,11 @@ def test_runs_table_and_comparison_charts(ui, server, tmp_path):
     # one chart per key, grouped by prefix
     expect(page.locator("#charts details[data-group='train'] [data-key]")).to_have_count(2)
     expect(page.locator("#charts details[data-group='val'] [data-key='val/acc']")).to_have_count(1)
+    # training groups in name order, system metrics after them
+    expect(page.locator("#charts details[data-group='sys'] [data-key]")).to_have_count(1)
+    assert page.eval_on_selector_all("#charts details[data-group]",
+                                     "els => els.map(e => e.dataset.group)") == \
+        ["train", "val", "sys"]
     page.wait_for_function(f"() => ({COLOURED_PIXELS})('train/loss') > 100")
     # NaN and inf in beta are gaps, not a broken chart
     assert page.evaluate(f"({COLOURED_PIXELS})('train/loss')") > 100
