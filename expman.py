@@ -4887,7 +4887,7 @@ class SummaryWriter:
     ``flush()``/``close()`` and at exit. ``add_scalars("loss", {"train": a, "val": b})`` logs
     ``loss/train`` and ``loss/val``; ``add_text`` goes to run.log; ``add_hparams`` to
     config.yaml and summary scalars; ``add_image``/``add_histogram`` go to the run's
-    ``log_image``/``log_histogram`` where this expman has them. Other ``add_*`` methods are
+    ``log_image``/``log_histogram`` (media and histograms). Other ``add_*`` methods are
     accepted and ignored (a warning names them once).
     """
 

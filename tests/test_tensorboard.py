@@ -462,23 +462,20 @@ def test_missing_framework_names_the_package(tmp_path):
 
 
 def test_shim_hands_images_and_histograms_to_the_run(root):
-    """add_image/add_histogram go to the run's log_image/log_histogram when it has them (the
-    media issue adds them); the signature assumed is log_x(key, value, step=None)."""
-    class Run(expman.Experiment):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.media = []
-
-        def log_image(self, key, image, step=None):
-            self.media.append(("image", key, image, step))
-
-        def log_histogram(self, key, values, step=None):
-            self.media.append(("histogram", key, values, step))
-
-    with Run("media", base_dir=root, run_name="r", capture_git=False) as exp:
-        writer = expman.SummaryWriter(run=exp)
-        writer.add_image("sample", [[0, 1], [1, 0]], 3, dataformats="HW")
-        writer.add_histogram("weights", [0.1, 0.2], global_step=4)
-        writer.close()
-    assert exp.media == [("image", "sample", [[0, 1], [1, 0]], 3),
-                         ("histogram", "weights", [0.1, 0.2], 4)]
+    """add_image/add_histogram land in the run's media and histograms, as TensorBoard's writer
+    takes them: a CHW float image and raw values."""
+    np = pytest.importorskip("numpy")
+    image = np.zeros((3, 8, 16), dtype=np.float32)   # CHW, TensorBoard's default layout
+    image[0] = 1.0                                    # pure red
+    with expman.SummaryWriter("media/r", base_dir=root) as writer:
+        writer.add_scalar("loss", 0.5, 3)
+        writer.add_image("sample", image, 3)
+        writer.add_histogram("weights", np.linspace(-1, 1, 101), global_step=4)
+    run_dir = root / "media" / "r"
+    (item,) = expman.read_media(run_dir)
+    assert (item["tag"], item["kind"], item["step"]) == ("sample", "image", 3)
+    assert (item["width"], item["height"]) == (16, 8)
+    assert expman.read_media_bytes(run_dir, item)[:8] == b"\x89PNG\r\n\x1a\n"
+    hist = expman.read_histograms(run_dir).to_pylist()
+    assert [(h["tag"], h["step"], h["count"]) for h in hist] == [("weights", 4, 101)]
+    assert sum(hist[0]["counts"]) == 101
