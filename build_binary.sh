@@ -110,6 +110,11 @@ for module, dist in ((bottle, "bottle"), (waitress, "waitress"), (yaml, "[Pp]y[Y
     for info in infos:  # the licence travels with the code
         shutil.copytree(info, os.path.join(dest, os.path.basename(info)), ignore=ignore)
 EOF
+# Byte-compile into the zip: zipimport can read a module.pyc that sits next to module.py but can
+# never write one, so without this every start compiles expman.py (~10k lines) again: --help
+# took 0.22 s, 0.085 s with it. A Python of another version sees a foreign magic number in the
+# .pyc and quietly compiles the source instead.
+"$PY" -m compileall -q -b "$stage"
 "$PY" -m zipapp "$stage" -o "$DIST/expman.pyz" -p "/usr/bin/env python3" -c
 check_version "$PY" "$DIST/expman.pyz"
 
