@@ -96,7 +96,8 @@ def test_a_jobs_ranks_fold_into_one_row_and_draw_as_a_band(ui, server, tmp_path)
     }""")
     assert shaded > 2000, shaded
     page.screenshot(path=str(tmp_path / "band.png"))
-    assert "ranks=band" in page.url
+    # the mode goes into the link (written after a short debounce, so wait for it)
+    page.wait_for_function("() => location.hash.includes('ranks=band')")
     page.reload()  # the mode survives a reload
     page.wait_for_function("() => 'job:ddp/job42' in window.expman.chartPoints('train/loss')")
     page.select_option("#job-mode", "overlay")
@@ -113,7 +114,7 @@ def test_project_filter_and_provenance_in_run_details(ui, server):
     select.select_option("nlp")
     expect(page.locator("#experiments [data-exp]")).to_have_count(1)
     expect(page.locator("#experiments [data-exp='bert']")).to_be_visible()
-    assert "project=nlp" in page.url
+    page.wait_for_function("() => location.hash.includes('project=nlp')")
     page.reload()
     expect(page.locator("#experiments [data-exp]")).to_have_count(1)
     expect(page.locator("#project-filter")).to_have_value("nlp")
