@@ -5775,10 +5775,14 @@ def make_app(root=None, live=True, token=None):
         path = store.join(root_path, exp, run)
         if store.stat(store.join(path, RUN_YAML)) is None:
             fail(404, f"no such run: {exp}/{run}")
-        for name in (RUN_YAML, CONFIG_YAML, RUN_LOG, METRICS_FILE, SEGMENTS_DIR):
+        refuse_links_out(exp, run, path, RUN_YAML, CONFIG_YAML, RUN_LOG, METRICS_FILE,
+                         SEGMENTS_DIR)
+        return path
+
+    def refuse_links_out(exp, run, path, *names):
+        for name in names:
             if _links_out(store, store.join(path, name)):
                 fail(403, f"{name} of {exp}/{run} is a link out of the run; not served")
-        return path
 
     def run_location(path):
         return path if store.is_local else store.display(path)
@@ -6017,8 +6021,7 @@ def make_app(root=None, live=True, token=None):
             fail(400, "since must not be negative")
         if kind is not None and kind not in MEDIA_KINDS:
             fail(400, f"kind must be one of {', '.join(MEDIA_KINDS)}")
-        if _links_out(store, store.join(path, MEDIA_DIR)):
-            fail(403, f"{MEDIA_DIR} of {exp}/{run} is a link out of the run; not served")
+        refuse_links_out(exp, run, path, MEDIA_DIR)
         items, nxt, bad, _torn = _read_media_index(store, path, since)
         base = (f"/api/experiments/{bottle.urlquote(exp)}/runs/{bottle.urlquote(run)}"
                 f"/media/raw?path=")
@@ -6034,8 +6037,7 @@ def make_app(root=None, live=True, token=None):
     def _api_media_raw(exp, run):
         path = run_path(exp, run)
         rel = bottle.request.query.getunicode("path") or ""
-        if _links_out(store, store.join(path, MEDIA_DIR)):
-            fail(403, f"{MEDIA_DIR} of {exp}/{run} is a link out of the run; not served")
+        refuse_links_out(exp, run, path, MEDIA_DIR)
         try:
             full = _media_path(store, path, rel)
         except InvalidInputError as exc:
@@ -6075,8 +6077,7 @@ def make_app(root=None, live=True, token=None):
         if not 1 <= max_steps <= 1000:
             fail(400, "max_steps must be between 1 and 1000")
         tag = q.getunicode("tag") or None
-        if _links_out(store, store.join(path, HISTOGRAMS_FILE)):
-            fail(403, f"{HISTOGRAMS_FILE} of {exp}/{run} is a link out of the run; not served")
+        refuse_links_out(exp, run, path, HISTOGRAMS_FILE, HISTOGRAMS_DIR)
         table = _load_histograms(store, path, tag)
         return {"run": f"{exp}/{run}", **_histograms_json(table, max_steps)}
 

@@ -597,6 +597,25 @@ def test_media_raw_confines_paths_and_types(media_server, root, tmp_path):
     assert client.request("/api/experiments/..%2Fx/runs/r/media")[0] == 404
 
 
+def test_links_out_of_the_run_are_not_served(media_server, tmp_path):
+    """media/, histograms.parquet and a live run's histograms/ segments planted as links out
+    of the run are refused, as run.yaml and metrics/ are."""
+    client, exp = media_server
+    base = "/api/experiments/media/runs/r"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (exp.run_dir / "histograms").symlink_to(outside, target_is_directory=True)
+    code, _headers, body = client.request(base + "/histograms")
+    assert code == 403 and b"histograms of media/r is a link out" in body
+    (exp.run_dir / "histograms").unlink()
+    assert client.request(base + "/histograms")[0] == 200
+    shutil.move(exp.run_dir / "media", outside / "media")
+    (exp.run_dir / "media").symlink_to(outside / "media", target_is_directory=True)
+    for path in ("/media", "/media/raw?path=media/index.jsonl"):
+        code, _headers, body = client.request(base + path)
+        assert code == 403 and b"media of media/r is a link out" in body, (path, body)
+
+
 def test_histogram_endpoint_downsamples(media_server):
     client, _exp = media_server
     base = "/api/experiments/media/runs/r/histograms"
