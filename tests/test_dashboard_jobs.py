@@ -2,7 +2,7 @@
 (same setup as test_dashboard.py: Debian Chromium through Playwright, a real Waitress server)."""
 import pytest
 
-from test_dashboard import CHROMIUM, Page, _serve, expect, sync_api  # noqa: F401
+from test_dashboard import _serve, browser, expect, ui  # noqa: F401 - fixtures
 
 import expman  # noqa: E402
 
@@ -34,23 +34,6 @@ def server(jobs_root):
     yield srv
     srv.close()
     thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def ui(browser):
-    p = Page(browser)
-    yield p
-    p.context.close()
-    assert not p.dialogs, f"the page opened dialogs: {p.dialogs}"
-    assert not p.problems, f"browser console errors: {p.problems}"
 
 
 def test_a_jobs_ranks_fold_into_one_row_and_draw_as_a_band(ui, server, tmp_path):
