@@ -262,9 +262,20 @@ def _safe_name(name, what="name"):
     return cleaned
 
 
+class _Dumper(_YamlDumper):
+    """The safe dumper, writing subclasses of str, int and float (a StrEnum or IntEnum param,
+    torch's TorchVersion in run.yaml's package versions) as their plain values: the safe
+    dumper refused them, and init() or log_params raised RepresenterError."""
+
+
+_Dumper.add_multi_representer(str, lambda dumper, v: dumper.represent_str(str.__str__(v)))
+_Dumper.add_multi_representer(int, lambda dumper, v: dumper.represent_int(int.__int__(v)))
+_Dumper.add_multi_representer(float, lambda dumper, v: dumper.represent_float(float.__float__(v)))
+
+
 def _yaml_dump(data):
     try:
-        return yaml.dump(data, Dumper=_YamlDumper, sort_keys=False, allow_unicode=True,
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
                          default_flow_style=False).encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate in a description, tag, param or name is not UTF-8: it made every
@@ -423,8 +434,8 @@ def _loaded_packages():
     for name in _PROVENANCE_PACKAGES:
         module = sys.modules.get(name)
         version = getattr(module, "__version__", None) if module is not None else None
-        if isinstance(version, str):  # str(): torch's TorchVersion is a str YAML refuses
-            out["scikit-learn" if name == "sklearn" else name] = str(version)
+        if isinstance(version, str):
+            out["scikit-learn" if name == "sklearn" else name] = version
     return out
 
 

@@ -1,4 +1,5 @@
 """The run directory: what is stored, how it reads back, live and closed, and when it is damaged."""
+import enum
 import json
 import math
 import shutil
@@ -160,6 +161,30 @@ def test_nested_params_are_deep_merged_and_stay_nested(root):
     assert params["optimizer.schedule.kind"] == "cosine"
     assert params["optimizer.lr"] == 3e-4
     assert json.loads(params["optimizer.betas"]) == [0.9, 0.999]
+
+
+class Mode(str, enum.Enum):
+    FAST = "fast"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Label(str):
+    pass
+
+
+def test_str_int_float_subclasses_are_stored_as_plain_values(root):
+    """StrEnum/IntEnum params, a str-subclass description or tag (torch's TorchVersion is one)
+    used to make the safe YAML dumper raise in init() and log_params."""
+    with make(root, config={"mode": Mode.FAST, "level": Level.HIGH},
+              description=Label("a run"), tags=[Label("t")]) as exp:
+        exp.log_params({"label": Label("x"), "ratio": type("Ratio", (float,), {})(0.5)})
+    assert yaml.safe_load((exp.run_dir / "config.yaml").read_text()) == {
+        "mode": "fast", "level": 3, "label": "x", "ratio": 0.5}
+    meta = yaml.safe_load((exp.run_dir / "run.yaml").read_text())
+    assert (meta["description"], meta["tags"], meta["status"]) == ("a run", ["t"], "finished")
 
 
 @pytest.mark.parametrize("run_name", ["20240101_120000", "1e3", "true", "null", "0o17", "012"])
