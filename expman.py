@@ -753,6 +753,11 @@ class _Store:
     def delete_tree(self, path):
         self.fs.delete_dir(path)
 
+    def rename(self, src, dst):
+        """Move a whole file: objects cannot move, so a server-side copy, then the delete."""
+        self.fs.copy_file(src, dst)
+        self.delete(src)
+
     def parquet_file(self, path):
         # pre_buffer: the column chunks a read needs are fetched in a few coalesced, parallel
         # range requests instead of one request per chunk, one after the other
@@ -914,6 +919,9 @@ class _LocalStore(_Store):
     def delete_tree(self, path):
         shutil.rmtree(path)
 
+    def rename(self, src, dst):
+        os.replace(src, dst)
+
     def parquet_file(self, path):
         return pq.ParquetFile(path, memory_map=True)
 
@@ -986,6 +994,304 @@ def _s3_filesystem(uri):
 
 _S3_CLIENTS = {}
 _S3_LOCK = threading.Lock()
+
+
+# -- segment log: numbered Parquet segments, their tiered merges and the file they end in -----
+#
+# Metrics (metrics/ -> metrics.parquet) and histograms (histograms/ -> histograms.parquet) are
+# both a _SegmentLog; so should be anything else written as immutable row ranges. Crash safety
+# at every instant rests on four rules, each kept in one place below:
+#   1. a file appears whole: temp name + rename locally, one PUT on object stores;
+#   2. a merged or final file exists before any file it replaces is deleted, and deletions go
+#      in name order, so leftovers of an interrupted clean-up always lack the first rows;
+#   3. every file records the rows [start, end) it holds ("expman.rows" in its schema
+#      metadata), and compaction never replaces the final file with one that holds less: it
+#      decides from the ranges, not from which segments happen to be left;
+#   4. a reader that finds a listed file gone lists again (_READ_ATTEMPTS times): on object
+#      stores "gone" is an OSError (NO_SUCH_KEY), not FileNotFoundError (_is_missing).
+
+_ROWS_KEY = b"expman.rows"
+_READ_ATTEMPTS = 20            # listings a reader makes before giving up on a changing run
+_CELL_BUDGET = 1 << 24         # values per slice when streaming a file (wide runs: fewer rows)
+_MISSING_MARKERS = ("no_such_key", "nosuchkey", "not found", "does not exist", "status 404")
+
+
+def _is_missing(exc):
+    """Whether exc says a file is not there (any store)."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    return isinstance(exc, OSError) and any(m in str(exc).lower() for m in _MISSING_MARKERS)
+
+
+def _file_rows(pf):
+    """The [start, end) a Parquet file written by a segment log holds, from its schema
+    metadata; None for a file without it (written by expman before 0.x: whole by design)."""
+    raw = (pf.schema_arrow.metadata or {}).get(_ROWS_KEY)
+    try:
+        start, end = map(int, raw.split())
+    except (AttributeError, ValueError):
+        return None
+    return start, end
+
+
+def _strip_rows_key(table):
+    """Readers hand out tables without the bookkeeping metadata."""
+    meta = table.schema.metadata
+    if meta and _ROWS_KEY in meta:
+        rest = {k: v for k, v in meta.items() if k != _ROWS_KEY}
+        return table.replace_schema_metadata(rest or None)
+    return table
+
+
+class _SegmentLog:
+    """One folder of immutable Parquet segments (rows [start, end) in each name) and the final
+    file they compact into. The writer thread calls write/compact; readers call files/read;
+    reap calls compact on a dead run's leftovers.
+
+    ``segments`` is the writer's own list of [start, end, tier] it wrote and has not merged
+    (tier -1: past MERGE_MAX_ROWS, never rewritten). ``warn(tag, message)`` reports problems
+    (the writer passes its warn-once, which also lands in run.log).
+    """
+
+    def __init__(self, store, run_path, folder, final, warn=None, made=False):
+        self.store = store
+        self.folder = folder
+        self.dir = store.join(run_path, folder)
+        self.final = store.join(run_path, final)
+        self.warn = warn or (lambda _tag, message: _warn(message))
+        self.made = made           # the folder is known to exist (created by us)
+        self.segments = []
+
+    @classmethod
+    def metrics(cls, store, run_path, **kwargs):
+        return cls(store, run_path, SEGMENTS_DIR, METRICS_FILE, **kwargs)
+
+    @classmethod
+    def histograms(cls, store, run_path, **kwargs):
+        return cls(store, run_path, HISTOGRAMS_DIR, HISTOGRAMS_FILE, **kwargs)
+
+    def path(self, start, end):
+        return self.store.join(self.dir, _segment_name(start, end))
+
+    # -- writing (the writer thread) -------------------------------------------------------
+    def write(self, start, end, tables):
+        """Write tables as the segment of rows [start, end), then merge what is due."""
+        if not self.made:
+            self.store.mkdir(self.dir)
+            self.made = True
+        path = self.path(start, end)
+        try:
+            self._write_file(path, tables, (start, end))
+        except FileNotFoundError:
+            if self.store.isdir(self.dir):
+                raise
+            self._recreate()  # the folder was deleted under a live run
+            self._write_file(path, tables, (start, end))
+        self.segments.append([start, end, 0])
+        self.merge()
+
+    def _recreate(self):
+        lost = sum(e - s for s, e, _t in self.segments)
+        self.store.mkdir(self.dir)
+        self.segments = []
+        self.warn(f"lost:{self.folder}",
+                  f"expman: {self.store.display(self.dir)} was deleted while the run was live; "
+                  f"the {lost} rows written there before are lost. Recreated it: rows from now "
+                  f"on (and those still in memory) are kept")
+
+    def _forget_missing(self, names):
+        """Drop segments we wrote that are no longer listed (deleted by someone), saying so."""
+        names = set(names)
+        gone = [s for s in self.segments if _segment_name(s[0], s[1]) not in names]
+        if gone:
+            self.segments = [s for s in self.segments if s not in gone]
+            self.warn(f"lost:{self.folder}",
+                      f"expman: {sum(e - s for s, e, _t in gone)} rows in "
+                      f"{len(gone)} segments of {self.store.display(self.dir)} were deleted "
+                      f"while the run was live; they are lost, the rest is kept")
+
+    def merge(self):
+        """Merge the newest SEGMENT_FAN_IN segments of a tier into one of the next tier."""
+        segs = self.segments
+        while len(segs) >= SEGMENT_FAN_IN and len({s[2] for s in segs[-SEGMENT_FAN_IN:]}) == 1:
+            group = segs[-SEGMENT_FAN_IN:]
+            start, end, tier = group[0][0], group[-1][1], group[0][2]
+            if tier < 0 or end - start > MERGE_MAX_ROWS:  # big enough alone: never rewritten
+                for seg in group:
+                    seg[2] = -1
+                break
+            paths = [self.path(s, e) for s, e, _t in group]
+            files = self._open_checked(paths, "merge")
+            if files is None:  # a segment is gone or unreadable: leave this group as it is
+                names = self.store.listnames(self.dir)
+                self._forget_missing(names)
+                for seg in segs[-SEGMENT_FAN_IN:]:
+                    seg[2] = -1
+                break
+            self._write_file(self.path(start, end), files, (start, end))
+            for path in paths:  # the merged file exists first: readers never miss rows
+                self.store.delete(path)
+            del segs[-SEGMENT_FAN_IN:]
+            segs.append([start, end, tier + 1])
+
+    def _open_checked(self, paths, why):
+        """[(path, ParquetFile)] with every footer read (a whole file has one); None when one
+        is missing or unreadable, with a warning for the unreadable one."""
+        out = []
+        for path in paths:
+            try:
+                out.append((path, self.store.parquet_file(path)))
+            except Exception as exc:  # noqa: BLE001 - a file cut by a crash or deleted
+                if not _is_missing(exc):
+                    self.warn(f"{why}:{path}", f"expman: skipped unreadable segment "
+                                               f"{self.store.display(path)}: {exc}")
+                return None
+        return out
+
+    def _write_file(self, path, sources, rows):
+        """sources (Arrow tables, or (path, ParquetFile) read a slice at a time) -> one Parquet
+        file at path, appearing whole, recording rows=[start, end) in its schema metadata.
+
+        Streaming keeps a merge or a compaction to the memory of one slice. Columns missing
+        from a source are one shared all-null array, so a run with 20,000 keys, each in a few
+        rows, costs O(rows x keys) once, not per segment and key (_conform).
+        """
+        schemas = [s.schema if isinstance(s, pa.Table) else s[1].schema_arrow for s in sources]
+        schema = _unify_schemas(schemas) if len(schemas) > 1 else schemas[0]
+        meta = dict(schema.metadata or {})
+        meta[_ROWS_KEY] = f"{rows[0]} {rows[1]}".encode()
+        schema = schema.with_metadata(meta)
+        with self.store.open_atomic(path) as sink:
+            writer = pq.ParquetWriter(sink, schema, compression="snappy", use_dictionary=False)
+            try:
+                for item in sources:
+                    if isinstance(item, pa.Table):
+                        writer.write_table(_conform(item, schema), row_group_size=1 << 20)
+                        continue
+                    pf = item[1]
+                    step = max(1024, min(1 << 16, _CELL_BUDGET // max(
+                        1, len(pf.schema_arrow.names))))
+                    for batch in pf.iter_batches(step, use_threads=False):
+                        writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
+            finally:
+                writer.close()
+
+    # -- compaction (close, and reap --compact of a dead run) ------------------------------
+    def final_rows(self):
+        """(start, end) the final file holds; (0, None) for one without the record (older
+        expman wrote it only whole); None when it is missing; False when it is unreadable."""
+        try:
+            pf = self.store.parquet_file(self.final)
+        except Exception as exc:  # noqa: BLE001 - missing, or damaged by hand: keep it
+            return None if _is_missing(exc) else False
+        return _file_rows(pf) or (0, None)
+
+    def compact(self, empty=None):
+        """Segments -> the final file, then the segments go. Returns how many segments were
+        written into it (0: nothing to do, or only leftovers of a finished compaction).
+
+        Safe to kill at any instant and to run again (reap --compact): the final file is
+        replaced only by one whose row range contains its own, so leftovers of an interrupted
+        clean-up (always the last rows, see rule 2) are deleted, never "compacted" over the
+        complete file. One segment and no final file: renamed, not rewritten (short runs).
+        ``empty``: the table to write when there are no rows at all (None: write nothing).
+        """
+        names = self.store.listnames(self.dir)
+        self._forget_missing(names)
+        chosen = _choose_segments(names)
+        have = self.final_rows()
+        if have is False:
+            self.warn(f"compact:{self.final}",
+                      f"expman: {self.store.display(self.final)} is unreadable; left it and "
+                      f"the segments beside it as they are")
+            return 0
+        if have is not None:
+            start, end = have
+            if end is None or all(e <= end for _s, e, _n in chosen):
+                self._delete_segments(names)  # the final file already holds every row
+                return 0
+            # rows past the final file (not written by expman today, but never lose them)
+            candidates = [(start, end, None)] + [c for c in chosen if c[0] >= end]
+        else:
+            candidates = chosen
+        sources, used, first, last = [], 0, None, None
+        for s, e, name in candidates:
+            if name is None:
+                found = self._open_checked([self.final], "compact")
+            else:
+                found = self._open_checked([self.store.join(self.dir, name)], "compact")
+                used += found is not None
+            if found:
+                sources.extend(found)
+                first = s if first is None else first
+                last = e
+        if not sources:
+            if empty is not None and have is None:
+                self._write_file(self.final, [empty], (0, 0))
+            self._delete_segments(names)
+            return 0
+        if len(sources) == 1 and have is None:  # already one whole file: no re-write
+            path, pf = sources[0]
+            with contextlib.suppress(Exception):
+                pf.close()  # let go of the memory map before the rename
+            self.store.rename(path, self.final)
+        else:
+            self._write_file(self.final, sources, (first, last))
+        self._delete_segments(names)
+        return used
+
+    def _delete_segments(self, names):
+        for name in sorted(names):  # first rows first: see files()
+            if _SEGMENT_RE.match(name):
+                self.store.delete(self.store.join(self.dir, name))
+        if names or self.made:
+            try:
+                self.store.delete_tree(self.dir)
+            except OSError:
+                pass
+        self.segments = []
+
+    # -- reading ---------------------------------------------------------------------------
+    def files(self):
+        """[(start, end, path)] of the files that hold the rows now, whatever state the run
+        is in; end is None for the final file."""
+        store = self.store
+        segments = _choose_segments(store.listnames(self.dir))
+        # Segments that tile [0, end) without a gap hold every row: a live run, or one being
+        # compacted (the final file is written before any segment goes, and they go in name
+        # order, so a leftover set always lacks the first rows). Only otherwise is the final
+        # file looked up: on an object store the stat of a missing key costs two requests,
+        # and the dashboard asks this of every live run every second.
+        tiled = bool(segments) and segments[0][0] == 0 and all(
+            a[1] == b[0] for a, b in zip(segments, segments[1:]))
+        if not tiled and store.stat(self.final) is not None:
+            return [(0, None, self.final)]
+        return [(s, e, store.join(self.dir, name)) for s, e, name in segments]
+
+    def read(self, read_files):
+        """read_files(files()) under the one retry policy of every reader: a listed file that
+        is gone (merged or compacted away meanwhile; FileNotFoundError, or the store's own
+        not-found error) means list again. read_files must let those errors through."""
+        for attempt in range(_READ_ATTEMPTS):
+            files = self.files()
+            try:
+                return read_files(files)
+            except OSError as exc:
+                if not _is_missing(exc):
+                    raise
+                if attempt >= 2:  # a busy writer: give its merge a moment to finish
+                    time.sleep(0.001 * attempt)
+        raise ExpmanError(f"the files of {self.store.display(self.dir)} kept changing while "
+                          f"they were read; try again")
+
+
+def _unify_schemas(schemas):
+    """pa.unify_schemas, fast when the schemas repeat (segments of one run mostly do)."""
+    unique = []
+    for schema in schemas:
+        if not any(schema.equals(u) for u in unique):
+            unique.append(schema)
+    return unique[0] if len(unique) == 1 else pa.unify_schemas(unique)
 
 
 # 6 Data model ###############################################################################
@@ -1363,7 +1669,8 @@ class _Writer(threading.Thread):
         self.staged_rows = 0
         self.next_row = 0                  # absolute index of the next row to write
         self.last_step = -1
-        self.segments = []                 # [start, end, tier] written and not yet merged
+        self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
+                                               made=True)  # Experiment made metrics/
         self.summary = {}                  # key -> last value
         self.scalars = {}
         self.keys = []                     # metric keys in order of first appearance
@@ -1393,7 +1700,7 @@ class _Writer(threading.Thread):
         self.media_index = []              # every index line (object stores rewrite it whole)
         self.hist_pending = []             # histogram rows not yet in a segment
         self.hist_next_row = 0
-        self.hist_segments = []            # [start, end, tier], like segments
+        self.hist_log = _SegmentLog.histograms(self.store, self.path, warn=self._warn_once)
 
     # -- loop ----------------------------------------------------------------------------
     def run(self):
@@ -1750,10 +2057,8 @@ class _Writer(threading.Thread):
             table = self.staged[0] if len(self.staged) == 1 else pa.concat_tables(
                 self.staged, promote_options="default")
             start, end = self.next_row, self.next_row + len(table)
-            self._write_tables(_segment_name(start, end), [table])
+            self.metrics_log.write(start, end, [table])
             self.staged, self.staged_rows, self.next_row = [], 0, end
-            self.segments.append([start, end, 0])
-            self._merge_segments()
         if self.media_pending:
             self._flush_media()
         if self.log_buffer:
@@ -1816,14 +2121,8 @@ class _Writer(threading.Thread):
         if self.hist_pending:
             table = _histogram_table(self.hist_pending)
             start, end = self.hist_next_row, self.hist_next_row + len(table)
-            if HISTOGRAMS_DIR not in self.media_dirs:
-                store.mkdir(store.join(self.path, HISTOGRAMS_DIR))
-                self.media_dirs.add(HISTOGRAMS_DIR)
-            self._write_tables(None, [table], dest=store.join(self.path, HISTOGRAMS_DIR,
-                                                              _segment_name(start, end)))
+            self.hist_log.write(start, end, [table])
             self.hist_pending, self.hist_next_row = [], end
-            self.hist_segments.append([start, end, 0])
-            self._merge_hist_segments()
 
     def _encode_media(self, item):
         """The index line of an image/audio/video/text item, with its bytes under "data"."""
@@ -1846,79 +2145,6 @@ class _Writer(threading.Thread):
         line["mime"], line["bytes"] = mime, len(data)
         line["data"] = data
         return line
-
-    def _merge_hist_segments(self):
-        """Histogram segments merge in tiers of SEGMENT_FAN_IN, like the metrics."""
-        segs, folder = self.hist_segments, self.store.join(self.path, HISTOGRAMS_DIR)
-        while len(segs) >= SEGMENT_FAN_IN and len({s[2] for s in segs[-SEGMENT_FAN_IN:]}) == 1:
-            group = segs[-SEGMENT_FAN_IN:]
-            start, end, tier = group[0][0], group[-1][1], group[0][2]
-            paths = [self.store.join(folder, _segment_name(s, e)) for s, e, _ in group]
-            self._write_tables(None, paths, dest=self.store.join(folder,
-                                                                 _segment_name(start, end)))
-            for path in paths:
-                self.store.delete(path)
-            del segs[-SEGMENT_FAN_IN:]
-            segs.append([start, end, tier + 1])
-
-    def _compact_histograms(self):
-        """histograms/ segments -> histograms.parquet on close (nothing when none)."""
-        folder = self.store.join(self.path, HISTOGRAMS_DIR)
-        names = self.store.listnames(folder) if HISTOGRAMS_DIR in self.media_dirs else []
-        paths = [self.store.join(folder, name) for _s, _e, name in _choose_segments(names)]
-        if paths:
-            self._write_tables(None, paths, dest=self.store.join(self.path, HISTOGRAMS_FILE))
-        for name in sorted(names):
-            self.store.delete(self.store.join(folder, name))
-        if names:
-            try:
-                self.store.delete_tree(folder)
-            except OSError:
-                pass
-        self.hist_segments = []
-
-    def _segment_path(self, name):
-        return self.store.join(self.path, SEGMENTS_DIR, name)
-
-    def _write_tables(self, name, tables, dest=None):
-        """Write tables (or lazily read segments) as one Parquet file, one at a time.
-
-        Streaming keeps a merge or the final compaction of a million-row run to the memory of
-        one segment. ``tables`` holds Arrow tables or segment paths.
-        """
-        schemas = [t.schema if isinstance(t, pa.Table) else
-                   self.store.parquet_file(t).schema_arrow for t in tables]
-        schema = pa.unify_schemas(schemas) if len(schemas) > 1 else schemas[0]
-        path = dest or self._segment_path(name)
-        with self.store.open_atomic(path) as sink:
-            writer = pq.ParquetWriter(sink, schema, compression="snappy", use_dictionary=False)
-            try:
-                for item in tables:
-                    if isinstance(item, pa.Table):
-                        writer.write_table(_conform(item, schema), row_group_size=1 << 20)
-                        continue
-                    for batch in self.store.parquet_file(item).iter_batches(1 << 16):
-                        writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
-            finally:
-                writer.close()
-
-    def _merge_segments(self):
-        """Merge the newest SEGMENT_FAN_IN segments of a tier into one of the next tier."""
-        segs = self.segments
-        while len(segs) >= SEGMENT_FAN_IN and len({s[2] for s in segs[-SEGMENT_FAN_IN:]}) == 1:
-            group = segs[-SEGMENT_FAN_IN:]
-            tier = group[0][2]
-            start, end = group[0][0], group[-1][1]
-            if end - start > MERGE_MAX_ROWS:  # big enough alone: never rewritten again
-                for seg in group:
-                    seg[2] = -1
-                break
-            paths = [self._segment_path(_segment_name(s, e)) for s, e, _ in group]
-            self._write_tables(_segment_name(start, end), paths)
-            for path in paths:  # the merged file exists first: readers never miss rows
-                self.store.delete(path)
-            del segs[-SEGMENT_FAN_IN:]
-            segs.append([start, end, tier + 1])
 
     def _write_meta(self):
         meta = self.run_._meta
@@ -1956,16 +2182,14 @@ class _Writer(threading.Thread):
     def _finish(self):
         """Flush everything, compact segments into metrics.parquet, write the final status."""
         self._flush()
-        self._compact()
-        self._compact_histograms()
+        self._compact_logs()
         self._write_final_meta(self.stop_status)
 
     def _finish_after_error(self):
         """Closing while the disk refuses writes: try once more, then record what we can."""
         try:
             self._flush()
-            self._compact()
-            self._compact_histograms()
+            self._compact_logs()
         except Exception as exc:  # noqa: BLE001
             self._warn_once("close", f"expman: could not write the last rows of "
                                      f"{self.store.display(self.path)}: {exc}", always=True)
@@ -1974,28 +2198,10 @@ class _Writer(threading.Thread):
         except Exception:  # noqa: BLE001 - nothing left to try; readers will see "crashed"
             pass
 
-    def _compact(self):
-        """All segments -> metrics.parquet (streamed), then the segments go."""
-        seg_dir = self.store.join(self.path, SEGMENTS_DIR)
-        names = [f.name for f in self.store.listdir(seg_dir)]
-        paths = []
-        for _start, _end, name in _choose_segments(names):
-            path = self.store.join(seg_dir, name)
-            try:
-                _ = self.store.parquet_file(path).metadata  # a whole file has its footer
-                paths.append(path)
-            except Exception as exc:  # noqa: BLE001 - keep the rest; say which file was bad
-                self._warn_once(f"compact:{name}", f"expman: skipped unreadable segment {name}: "
-                                                   f"{exc}", always=True)
-        self._write_tables(METRICS_FILE, paths or [_empty_metrics_table()],
-                           dest=self.store.join(self.path, METRICS_FILE))
-        for name in sorted(names):  # first rows first: see _metric_files
-            self.store.delete(self.store.join(seg_dir, name))
-        try:
-            self.store.delete_tree(seg_dir)
-        except OSError:
-            pass
-        self.segments = []
+    def _compact_logs(self):
+        self.metrics_log.compact(empty=_empty_metrics_table())
+        if self.hist_log.made:
+            self.hist_log.compact()
 
     def _write_final_meta(self, status):
         meta = self.run_._meta
@@ -2277,11 +2483,21 @@ def _f64_array(buf, valid=None):
 
 def _conform(table, schema):
     """table with schema's columns in schema's order, missing ones as nulls."""
-    if table.schema.names == schema.names:
+    names = table.schema.names
+    if names == schema.names:
         return table
-    n = len(table)
-    arrays = [table.column(f.name) if f.name in table.schema.names else pa.nulls(n, f.type)
-              for f in schema]
+    # A set, and one null array per type shared by every missing column: `name in
+    # table.schema.names` rebuilt and scanned the name list per field, O(keys**2) per call,
+    # and a run with 20,000 keys took 111 s to close.
+    n, have, nulls, arrays = len(table), set(names), {}, []
+    for field in schema:
+        if field.name in have:
+            arrays.append(table.column(field.name))
+            continue
+        null = nulls.get(field.type)
+        if null is None:
+            null = nulls[field.type] = pa.nulls(n, field.type)
+        arrays.append(null)
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -3664,19 +3880,7 @@ def list_runs(root=None, experiment=None):
 
 def _metric_files(store, path):
     """[(start, end, file path)] of the run's metric rows, whatever state the run is in."""
-    final = store.join(path, METRICS_FILE)
-    seg_dir = store.join(path, SEGMENTS_DIR)
-    segments = _choose_segments(store.listnames(seg_dir))
-    # Segments that tile [0, end) without a gap hold every row: a live run, or one being
-    # compacted (metrics.parquet is written before any segment goes, and they go in name
-    # order, so a leftover set always lacks the first rows). Only otherwise is metrics.parquet
-    # looked up: on an object store the stat of a missing key costs two requests, and the
-    # dashboard asks this of every live run every second.
-    tiled = bool(segments) and segments[0][0] == 0 and all(
-        a[1] == b[0] for a, b in zip(segments, segments[1:]))
-    if not tiled and store.stat(final) is not None:
-        return [(0, None, final)]
-    return [(s, e, store.join(seg_dir, name)) for s, e, name in segments]
+    return _SegmentLog.metrics(store, path).files()
 
 
 def _read_metric_file(store, path, keys, skip_rows=0):
@@ -3714,30 +3918,26 @@ def load_metrics(run_dir, keys=None, since_row=0):
     """
     store, path = _resolve_run(run_dir)
     keys = None if keys is None else ([keys] if isinstance(keys, str) else list(keys))
-    for _attempt in range(20):  # each retry costs one listing; merges are rare
-        files = _metric_files(store, path)
+
+    def read(files):
         tables = []
-        try:
-            for start, end, fpath in files:
-                if end is not None and end <= since_row:
-                    continue
-                skip = max(0, since_row - start)
-                try:
-                    tables.append(_read_metric_file(store, fpath, keys, skip))
-                except FileNotFoundError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a half-written file from a crash
-                    # An ExpmanWarning, not only a log line: rows are missing from what the
-                    # caller gets, and a notebook user with no logging set up must see that.
-                    _warn(f"expman: skipped unreadable metrics file {store.display(fpath)}: "
-                          f"{exc}")
-            break
-        except FileNotFoundError:
-            continue  # merged or compacted while we listed: list again
-    else:  # falling through used to return the rows of a half-read listing, silently
-        raise ExpmanError(f"the metrics of {store.display(path)} kept changing while they "
-                          f"were read; try again")
-    return _unify(tables, keys)
+        for start, end, fpath in files:
+            if end is not None and end <= since_row:
+                continue
+            skip = max(0, since_row - start)
+            try:
+                tables.append(_strip_rows_key(_read_metric_file(store, fpath, keys, skip)))
+            except Exception as exc:  # noqa: BLE001 - a half-written file from a crash
+                if _is_missing(exc):
+                    raise  # merged or compacted away since the listing: list again
+                # An ExpmanWarning, not only a log line: rows are missing from what the
+                # caller gets, and a notebook user with no logging set up must see that.
+                _warn(f"expman: skipped unreadable metrics file {store.display(fpath)}: "
+                      f"{exc}")
+        return tables
+
+    # a half-read listing is never returned: it would hold fewer rows than a previous read
+    return _unify(_SegmentLog.metrics(store, path).read(read), keys)
 
 
 def _unify(tables, keys=None):
@@ -3964,27 +4164,22 @@ def _histogram_schema():
 
 
 def _histogram_files(store, path):
-    final = store.join(path, HISTOGRAMS_FILE)
-    if store.stat(final) is not None:
-        return [final]
-    folder = store.join(path, HISTOGRAMS_DIR)
-    return [store.join(folder, name) for _s, _e, name in _choose_segments(
-        store.listnames(folder))]
+    return [f for _s, _e, f in _SegmentLog.histograms(store, path).files()]
 
 
 def _load_histograms(store, path, tag=None, columns=None):
-    for _attempt in range(3):  # a compaction may delete segments as we read them
-        tables, vanished = [], False
-        for file in _histogram_files(store, path):
+    def read(files):
+        tables = []
+        for _s, _e, file in files:
             try:
-                tables.append(store.parquet_file(file).read(columns=columns))
-            except FileNotFoundError:
-                vanished = True
-                break
+                tables.append(_strip_rows_key(store.parquet_file(file).read(columns=columns)))
             except Exception as exc:  # noqa: BLE001 - a torn file: keep the others
+                if _is_missing(exc):
+                    raise  # compacted or merged away since the listing: list again
                 _warn(f"expman: skipped unreadable histogram file {store.display(file)}: {exc}")
-        if not vanished:
-            break
+        return tables
+
+    tables = _SegmentLog.histograms(store, path).read(read)
     schema = _histogram_schema()
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
@@ -4070,12 +4265,13 @@ def load_experiments(root=None, experiments=None, keys=None, project=None):
             keep = {e["name"] for e in _in_project(list_experiments(root), project)}
             names = [n for n in names if n in keep]
     keys = None if keys is None else ([keys] if isinstance(keys, str) else list(keys))
-    for _attempt in range(20):
+    for _attempt in range(_READ_ATTEMPTS):  # the segment logs' retry policy, over many runs
         files = _dataset_files(store, root_path, names)
         try:
             return _scan_metric_files(store, files, keys)
-        except FileNotFoundError:
-            continue  # a segment merged or compacted away while we listed: list again
+        except OSError as exc:
+            if not _is_missing(exc):
+                raise  # else a segment merged or compacted away while we listed: list again
     raise ExpmanError(f"the metrics under {store.display(root_path)} kept changing while "
                       f"they were read; try again")
 
@@ -4121,16 +4317,16 @@ def _scan_metric_files(store, files, keys):
         except (pa.ArrowInvalid, OSError, TypeError) as exc:
             # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
             # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
-            if isinstance(exc, FileNotFoundError):
+            if _is_missing(exc):
                 raise
             good, schemas = [], []
             for item in files:  # find the bad files one by one; keep the rest
                 try:
                     schemas.append(store.parquet_file(item[2]).schema_arrow)
                     good.append(item)
-                except FileNotFoundError:
-                    raise
                 except Exception as err:  # noqa: BLE001 - a half-written file from a crash
+                    if _is_missing(err):
+                        raise
                     _warn(f"expman: skipped unreadable metrics file "
                           f"{store.display(item[2])}: {err}")
             schema = pa.unify_schemas(schemas) if schemas else None
@@ -4160,7 +4356,7 @@ def _scan_metric_files(store, files, keys):
     exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
     run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
     names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
-    table = table.select(columns).rename_columns(names)
+    table = _strip_rows_key(table.select(columns).rename_columns(names))
     return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
 
 
@@ -4389,34 +4585,11 @@ def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
 
 
 def _compact_leftovers(store, path):
-    """Merge a dead run's leftover segments into metrics.parquet (then delete them), so it
-    reads like a closed run. Returns how many segments were merged (0: nothing to do)."""
-    seg_dir = store.join(path, SEGMENTS_DIR)
-    names = store.listnames(seg_dir)
-    chosen = _choose_segments(names)
-    if not chosen:
-        return 0
-    paths, schemas = [], []
-    for _s, _e, name in chosen:
-        try:
-            schemas.append(store.parquet_file(store.join(seg_dir, name)).schema_arrow)
-            paths.append(store.join(seg_dir, name))
-        except Exception as exc:  # noqa: BLE001 - a segment cut by the crash: keep the rest
-            _warn(f"expman: skipped unreadable segment {store.display(store.join(seg_dir, name))}"
-                  f": {exc}")
-    schema = pa.unify_schemas(schemas) if schemas else _empty_metrics_table().schema
-    with store.open_atomic(store.join(path, METRICS_FILE)) as sink:
-        writer = pq.ParquetWriter(sink, schema, compression="snappy", use_dictionary=False)
-        try:
-            for seg in paths:
-                for batch in store.parquet_file(seg).iter_batches(1 << 16):
-                    writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
-        finally:
-            writer.close()
-    for name in sorted(names):  # first rows first, as the writer does (see _metric_files)
-        if _SEGMENT_RE.match(name):
-            store.delete(store.join(seg_dir, name))
-    return len(paths)
+    """Compact a dead run's leftover segments (metrics and histograms) as close() would have,
+    so it reads like a closed run; safe whatever instant the run died at (see _SegmentLog).
+    Returns how many segments went into a final file (0: nothing to do)."""
+    done = _SegmentLog.metrics(store, path).compact()
+    return done + _SegmentLog.histograms(store, path).compact()
 
 
 # 10 Integrations ############################################################################
