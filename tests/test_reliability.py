@@ -5,6 +5,7 @@ under load. Every wait polls with a deadline; child processes are killed on the 
 The random kill loop prints its seed; rerun one with EXPMAN_KILL_SEED=<seed>, or soak it with
 EXPMAN_KILL_ITERATIONS=500.
 """
+import collections
 import csv
 import errno
 import http.client
@@ -13,6 +14,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -24,6 +26,7 @@ import urllib.parse
 import urllib.request
 import warnings
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -187,6 +190,124 @@ def test_sigkill_at_random_moments_loses_no_flushed_row(root, tmp_path, server, 
     rc, out, err = cli(capsys, "list", root)
     assert rc == 0 and "crashy" in out and "Traceback" not in err
 
+
+
+# -- SIGKILL inside close()'s compaction, then `expman reap --compact` --------------------------
+
+CLOSE_CHILD = r"""
+import os, signal, sys, expman
+root, rows, kill_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+expman.SEGMENT_FAN_IN = 10 ** 6      # no merges: close() has many segments to compact and delete
+if kill_after < 0:
+    # The random variant: deletes as slow as on a network filesystem (1 ms), so that random
+    # kills land inside the deletions too, not only before them (local unlinks take ~10 us)
+    import time
+    real_delete = expman._LocalStore.delete
+    def delete(self, path):
+        time.sleep(0.001)
+        real_delete(self, path)
+    expman._LocalStore.delete = delete
+elif kill_after:
+    # The deterministic variant: the real delete runs, then the process dies at once (a real
+    # SIGKILL, no seam in expman): the kill lands exactly after the kill_after-th deletion.
+    deletes, real_delete = [0], expman._LocalStore.delete
+    def delete(self, path):
+        real_delete(self, path)
+        if os.path.basename(path).startswith("seg-"):
+            deletes[0] += 1
+            if deletes[0] == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+    expman._LocalStore.delete = delete
+exp = expman.Experiment("crashy", base_dir=root, flush_interval_ms=10 ** 6, capture_git=False)
+print("ready", exp.run_name, flush=True)
+for i in range(rows):
+    exp.log_metrics({"i": i})
+    exp.log_histogram("h", [float(i), 1.0, 2.0], step=i) if i % 50 == 0 else None
+    if i % 10 == 9:
+        exp.flush()                  # one metrics segment (and a histogram segment) each
+print("closing", flush=True)
+exp.close()
+print("closed", flush=True)
+"""
+
+
+def _kill_in_close(root, tmp_path, rows, kill_after, delay=None):
+    """Run CLOSE_CHILD, kill it in close() (at kill_after deletions, or `delay` seconds after
+    it starts closing); return the run directory."""
+    child = Child(CLOSE_CHILD.replace("sys.argv[1], int(sys.argv[2]), int(sys.argv[3])",
+                                      f"{str(root)!r}, {rows}, {kill_after}"), cwd=tmp_path)
+    try:
+        run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
+        if kill_after > 0:
+            assert child.wait(timeout=60) == -signal.SIGKILL, child.stderr
+        else:
+            child.wait_line(lambda l: l.startswith(("closing", "closed")), timeout=60)
+            time.sleep(delay)   # the kill moment is the variable under test, not a wait
+            child.proc.kill()
+            child.wait()
+    finally:
+        child.kill()
+    return root / "crashy" / run_name, child
+
+
+def _reap_and_check(run, rows, capsys):
+    """Every row and histogram is readable before and after `expman reap --compact`."""
+    histograms = len(range(0, rows, 50))
+    for when in ("before reap", "after reap"):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            data = expman.load_metrics(run).to_pydict()
+            hist = expman.read_histograms(run)
+        assert not rec, (when, [str(w.message) for w in rec])
+        assert data["step"] == list(range(rows)), (when, len(data["step"]))
+        assert data["i"] == [float(i) for i in range(rows)], when
+        assert hist.column("step").to_pylist() == list(range(0, rows, 50)), when
+        if when == "before reap":
+            rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0")
+            assert rc == 0 and "Traceback" not in err, out + err
+    assert not (run / "metrics").exists() and not (run / "histograms").exists()
+    assert pq.ParquetFile(run / "metrics.parquet").metadata.num_rows == rows
+    assert pq.ParquetFile(run / "histograms.parquet").metadata.num_rows == histograms
+    # reaping again changes nothing
+    rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0")
+    assert rc == 0
+    assert expman.load_metrics(run).column("step").to_pylist() == list(range(rows))
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 50, 99])
+def test_sigkill_after_the_nth_segment_delete_of_close_then_reap_loses_nothing(
+        root, tmp_path, capsys, kill_after):
+    """Issue 20 #1: killed right after close() deleted its first segment(s), then `reap
+    --compact` overwrote the complete metrics.parquet with the leftovers (1000 -> 900 rows)."""
+    run, child = _kill_in_close(root, tmp_path, 1000, kill_after)
+    assert "closed" not in child.lines
+    assert (run / "metrics.parquet").exists() and (run / "metrics").exists()  # mid-clean-up
+    _reap_and_check(run, 1000, capsys)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_of_close_then_reap_loses_nothing(root, tmp_path, capsys):
+    seed = int(os.environ.get("EXPMAN_KILL_SEED") or random.randrange(1 << 30))
+    with capsys.disabled():
+        print(f"\nclose kill seed: {seed}")
+    rnd = random.Random(seed)
+    outcomes = collections.Counter()
+    for it in range(max(8, KILL_ITERATIONS // 2)):
+        rows = rnd.choice([1000, 2000, 3000])
+        # close() of 100-300 segments: ~0.1-0.3 s compacting, then 0.1-0.3 s deleting
+        run, child = _kill_in_close(root, tmp_path, rows, -1, delay=rnd.uniform(0, 0.5))
+        left = sorted(os.listdir(run / "metrics")) if (run / "metrics").exists() else []
+        final = (run / "metrics.parquet").exists()
+        outcomes["closed" if "closed" in child.lines else "mid-delete" if final and left else
+                 "before-final" if left else "after-delete"] += 1
+        try:
+            _reap_and_check(run, rows, capsys)
+        except AssertionError as exc:
+            raise AssertionError(f"iteration {it} (seed {seed}), {rows} rows, final file "
+                                 f"{final}, {len(left)} segments left") from exc
+    with capsys.disabled():
+        print(f"close kills: {dict(outcomes)}")
+    assert sum(outcomes.values()) >= 8
 
 # -- half-written and damaged files --------------------------------------------------------------
 
