@@ -2237,6 +2237,10 @@ class _Writer(threading.Thread):
         self.metrics_log.compact(empty=_empty_metrics_table())
         if self.hist_log.made:
             self.hist_log.compact()
+        if self.log_buffer:  # what compaction warned about (rows lost, unreadable segments)
+            data = "".join(self.log_buffer).encode("utf-8", "replace")
+            self.store.append(self.store.join(self.path, RUN_LOG), data)
+            self.log_buffer = []
 
     def _write_final_meta(self, status):
         meta = self.run_._meta

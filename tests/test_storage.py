@@ -2,6 +2,7 @@
 import enum
 import json
 import math
+import os
 import shutil
 import threading
 
@@ -449,3 +450,109 @@ def test_load_experiment_and_load_runs(root):
     assert list(df["run"]) == ["c"]
     with pytest.raises(ValueError):
         expman.load_runs(root, status="bogus")
+
+
+# -- the segment log: deleted folders, short runs, many keys -----------------------------------
+
+def test_metrics_folder_deleted_mid_run_is_recreated_with_one_warning(root):
+    """Issue 20 #9: metrics/ deleted mid-run closed `finished` with 0 rows, rows logged after
+    the deletion lost with only repeated warnings. Now: one clear warning, the folder is made
+    again, and every row still in memory or logged later is kept."""
+    exp = make(root, flush_interval_ms=20)
+    for i in range(100):
+        exp.log_metrics({"x": float(i)}, step=i)
+    assert exp.flush()
+    shutil.rmtree(exp.run_dir / "metrics")   # the user cleans up the wrong folder
+    with pytest.warns(expman.ExpmanWarning) as rec:
+        for i in range(100, 250):
+            exp.log_metrics({"x": float(i)}, step=i)
+            if i == 180:
+                assert exp.flush()
+        exp.close()
+    lost = [w for w in rec if "deleted while the run was live" in str(w.message)]
+    assert len(lost) == 1, [str(w.message) for w in rec]
+    assert "100 rows" in str(lost[0].message)
+    assert not [w for w in rec if "cannot write" in str(w.message)]
+    table = expman.load_metrics(exp.run_dir)
+    assert table.column("step").to_pylist() == list(range(100, 250))
+    assert table.column("x").to_pylist() == [float(i) for i in range(100, 250)]
+    assert (exp.run_dir / "run.log").read_text().count("deleted while the run was live") == 1
+    assert expman.load_run(exp.run_dir)["status"] == "finished"
+
+
+def test_metrics_folder_deleted_after_the_last_flush_warns_at_close(root):
+    exp = make(root, flush_interval_ms=20)
+    for i in range(30):
+        exp.log_metrics({"x": float(i)}, step=i)
+    assert exp.flush()
+    shutil.rmtree(exp.run_dir / "metrics")
+    with pytest.warns(expman.ExpmanWarning, match="30 rows in 1 segments .* were deleted"):
+        exp.close()
+    assert "were deleted" in (exp.run_dir / "run.log").read_text()
+
+
+def test_close_of_a_one_segment_run_renames_it_instead_of_rewriting(root):
+    """Issue 19: a short run's close() paid a full read + write of its only segment."""
+    exp = make(root, flush_interval_ms=60_000)
+    for i in range(300):
+        exp.log_metrics({"loss": 1.0 / (i + 1)}, step=i)
+    assert exp.flush()
+    (name,) = segment_names(exp.run_dir)
+    inode = os.stat(exp.run_dir / "metrics" / name).st_ino
+    exp.close()
+    final = exp.run_dir / "metrics.parquet"
+    assert os.stat(final).st_ino == inode          # the same file: renamed, not rewritten
+    assert not (exp.run_dir / "metrics").exists()
+    assert expman.load_metrics(exp.run_dir).column("step").to_pylist() == list(range(300))
+    assert pq.read_table(final).num_rows == 300
+
+
+def test_every_file_records_its_row_range_and_readers_hide_it(root, monkeypatch):
+    monkeypatch.setattr(expman, "SEGMENT_FAN_IN", 2)
+    exp = make(root, flush_interval_ms=60_000)
+    for i in range(5):
+        exp.log_metrics({"a": float(i)}, step=i)
+        assert exp.flush()
+    ranges = {n: pq.read_schema(exp.run_dir / "metrics" / n).metadata[b"expman.rows"]
+              for n in segment_names(exp.run_dir)}
+    assert ranges == {"seg-000000000000-000000000004.parquet": b"0 4",
+                      "seg-000000000004-000000000005.parquet": b"4 5"}
+    exp.close()
+    assert pq.read_schema(exp.run_dir / "metrics.parquet").metadata[b"expman.rows"] == b"0 5"
+    assert not (expman.load_metrics(exp.run_dir).schema.metadata or {}).get(b"expman.rows")
+
+
+def test_compaction_never_replaces_the_final_file_with_fewer_rows(root):
+    """Leftover segments beside a complete metrics.parquet (a close killed mid-clean-up) are
+    deleted by reap --compact, not compacted over it; the final file is left as it was."""
+    exp = make(root, flush_interval_ms=60_000)
+    for i in range(40):
+        exp.log_metrics({"a": float(i)}, step=i)
+        if i % 10 == 9:
+            assert exp.flush()
+    seg_dir = exp.run_dir / "metrics"
+    saved = {n: (seg_dir / n).read_bytes() for n in segment_names(exp.run_dir)}
+    exp.close()
+    before = (exp.run_dir / "metrics.parquet").read_bytes()
+    seg_dir.mkdir()
+    for name in sorted(saved)[1:]:   # what a kill after the first deletion leaves
+        (seg_dir / name).write_bytes(saved[name])
+    log = expman._SegmentLog.metrics(expman._LOCAL_STORE, str(exp.run_dir))
+    assert log.compact() == 0
+    assert (exp.run_dir / "metrics.parquet").read_bytes() == before
+    assert not seg_dir.exists()
+    assert expman.load_metrics(exp.run_dir).column("step").to_pylist() == list(range(40))
+
+
+def test_a_run_with_thousands_of_sparse_keys_closes_and_reads_back(root):
+    """Issue 20 #10: one distinct key per row (close was O(rows x keys) in Python)."""
+    n = 3000
+    with make(root, flush_interval_ms=60_000) as exp:
+        for i in range(n):
+            exp.log_metrics({f"k{i}": float(i), "every": 1.0}, step=i)
+    table = expman.load_metrics(exp.run_dir)
+    assert table.num_rows == n and table.num_columns == n + 3
+    for i in (0, 1, 1234, n - 1):
+        col = table.column(f"k{i}").to_pylist()
+        assert col[i] == float(i) and col.count(None) == n - 1
+    assert table.column("every").to_pylist() == [1.0] * n
