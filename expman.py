@@ -1111,7 +1111,8 @@ _S3_LOCK = threading.Lock()
 _ROWS_KEY = b"expman.rows"
 _READ_ATTEMPTS = 20            # listings a reader makes before giving up on a changing run
 _CELL_BUDGET = 1 << 24         # values per slice when streaming a file (wide runs: fewer rows)
-_MISSING_MARKERS = ("no_such_key", "nosuchkey", "not found", "does not exist", "status 404")
+_MISSING_MARKERS = ("no_such_key", "nosuchkey", "not_found", "not found", "does not exist",
+                    "status 404")
 
 
 def _is_missing(exc):

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -143,6 +144,66 @@ def test_flushes_are_coalesced_on_object_stores(s3_root, monkeypatch):
         assert 1 <= len(segments) <= 5, segments
     assert steps_of(exp.run_dir) == list(range(i))
 
+
+
+def test_live_reads_while_the_writer_merges_and_closes_never_go_back(s3_root, monkeypatch):
+    """Issue 20 #6: reads of an s3:// run while its writer merges and compacts warned about
+    NO_SUCH_KEY, skipped steps and returned fewer rows than already flushed (S3 raises
+    OSError, not FileNotFoundError, for a key deleted between the listing and the read).
+    A reader thread reads in a loop while the writer flushes, merges (fan-in 2: a merge at
+    nearly every flush), then closes; every read must be a gap-free prefix at least as long
+    as what was flushed before it started."""
+    monkeypatch.setenv("EXPMAN_REMOTE_FLUSH_MS", "0")
+    monkeypatch.setattr(expman, "SEGMENT_FAN_IN", 2)
+    exp = make(s3_root, "race", run_name="r", flush_interval_ms=10)
+    run_dir = exp.run_dir
+    flushed, errors, reads, stop = [0], [], [0], threading.Event()
+
+    def reader():
+        while not stop.is_set() and not errors:
+            floor = flushed[0]
+            try:
+                with warnings.catch_warnings(record=True) as rec:
+                    warnings.simplefilter("always")
+                    table = expman.load_metrics(run_dir)
+                    hist = expman.read_histograms(run_dir)
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(f"read raised {exc!r}")
+                return
+            steps = table.column("step").to_pylist()
+            if rec:
+                errors.append(f"warnings: {[str(w.message) for w in rec]}")
+            elif steps != list(range(len(steps))):
+                errors.append(f"gap: {len(steps)} rows, not 0..n-1")
+            elif len(steps) < floor:
+                errors.append(f"{len(steps)} rows read after {floor} were flushed")
+            elif hist.column("step").to_pylist() != list(range(0, 20 * hist.num_rows, 20)):
+                errors.append(f"histogram gap: {hist.column('step').to_pylist()}")
+            reads[0] += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        step = 0
+        for _flush in range(48):
+            for _ in range(20):
+                exp.log_metrics({"x": float(step)}, step=step)
+                step += 1
+            exp.log_histogram("h", [1.0, 2.0, float(step)], step=step - 20)
+            assert exp.flush()
+            flushed[0] = step
+        wait_for(lambda: reads[0] >= 5 or errors, timeout=60)
+        before_close = reads[0]
+        exp.close()     # compaction and deletions while the reader reads
+        flushed[0] = step
+        wait_for(lambda: reads[0] >= before_close + 3 or errors, timeout=60)
+    finally:
+        stop.set()
+        thread.join(60)
+        exp.close()
+    assert not errors, errors
+    assert steps_of(run_dir) == list(range(960))
+    assert expman.read_histograms(run_dir).num_rows == 48
 
 # -- CLI and server --------------------------------------------------------------------------
 
