@@ -680,7 +680,10 @@ def _image_size(data, ext):
 # the segments past N. Sixteen segments of one tier merge into one of the next tier (written
 # before the small ones are deleted), which keeps a day-long run to a few dozen files; readers
 # pick the widest segment covering each range, so a merge in progress is invisible. On close
-# the segments are compacted into metrics.parquet, which wins whenever it exists.
+# the segments are compacted into metrics.parquet (a lone segment is renamed, not rewritten),
+# which wins once the segments no longer tile from row 0. Every file records the rows it holds
+# in its schema metadata ("expman.rows": "start end"), so compaction (at close, or `reap
+# --compact` after a crash) decides from ranges and is safe to kill and rerun: _SegmentLog.
 #
 # Media: every blob is its own file (written whole, atomically, then indexed), so a run that
 # logs an image every 100 steps for 100k steps holds 1,000 files: log media sparingly. Text is
@@ -1149,7 +1152,9 @@ class _SegmentLog:
 
     ``segments`` is the writer's own list of [start, end, tier] it wrote and has not merged
     (tier -1: past MERGE_MAX_ROWS, never rewritten). ``warn(tag, message)`` reports problems
-    (the writer passes its warn-once, which also lands in run.log).
+    (the writer passes its warn-once, which also lands in run.log). Anything derived once
+    from every row of a closed run (chart summaries) hangs off compact(): it runs once at
+    close, again by reap after a crash, and knows the final file's row range.
     """
 
     def __init__(self, store, run_path, folder, final, warn=None, made=False):
@@ -1273,7 +1278,7 @@ class _SegmentLog:
                     pf = item[1]
                     step = max(1024, min(1 << 16, _CELL_BUDGET // max(
                         1, len(pf.schema_arrow.names))))
-                    for batch in pf.iter_batches(step, use_threads=False):
+                    for batch in pf.iter_batches(step):
                         writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
             finally:
                 writer.close()
