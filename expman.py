@@ -759,7 +759,7 @@ class _Store:
         except FileNotFoundError:
             raise
         except OSError as exc:
-            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            if _is_missing(exc):
                 raise FileNotFoundError(path) from None
             raise
 

@@ -274,14 +274,16 @@ def _reap_and_check(run, rows, capsys):
     assert expman.load_metrics(run).column("step").to_pylist() == list(range(rows))
 
 
-@pytest.mark.parametrize("kill_after", [1, 2, 50, 99])
+@pytest.mark.parametrize("kill_after", [1, 2, 50, 99, 105])  # of 100 metrics + 20 histograms
 def test_sigkill_after_the_nth_segment_delete_of_close_then_reap_loses_nothing(
         root, tmp_path, capsys, kill_after):
     """Issue 20 #1: killed right after close() deleted its first segment(s), then `reap
-    --compact` overwrote the complete metrics.parquet with the leftovers (1000 -> 900 rows)."""
+    --compact` overwrote the complete metrics.parquet with the leftovers (1000 -> 990, 980
+    and 500 rows for the first three kill points before the fix)."""
     run, child = _kill_in_close(root, tmp_path, 1000, kill_after)
     assert "closed" not in child.lines
-    assert (run / "metrics.parquet").exists() and (run / "metrics").exists()  # mid-clean-up
+    left = "metrics" if kill_after < 100 else "histograms"
+    assert (run / f"{left}.parquet").exists() and (run / left).exists()  # mid-clean-up
     _reap_and_check(run, 1000, capsys)
 
 
