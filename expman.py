@@ -569,6 +569,9 @@ def _image_size(data, ext):
 #   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
 #   └── <experiment>/
 #       ├── experiment.yaml             display_name, description, tags, created_at
+#       ├── .catalog/                   the run catalog: one summary row per closed run
+#       │   ├── base-<ns>-<id>.jsonl    compacted rows (JSON lines), rewritten now and then
+#       │   └── part-<ns>-<id>.jsonl    rows added since: one file per close or listing
 #       └── <run>/                      YYYYMMDD_HHMMSS, made unique with _2, _3 ... on collision
 #           ├── run.yaml                status, times, host, pid, git, summary, heartbeat
 #           ├── config.yaml             params, deep-merged across log_params calls
@@ -592,6 +595,11 @@ def _image_size(data, ext):
 # pick the widest segment covering each range, so a merge in progress is invisible. On close
 # the segments are compacted into metrics.parquet, which wins whenever it exists.
 #
+# The catalog is a cache, never the truth: a listing reads it instead of every closed run's
+# run.yaml and config.yaml, and rebuilds any row it cannot trust (no row, run.yaml changed
+# since, run folder gone) from the run itself. Its files are immutable and written whole
+# under unique names, so any number of writers and readers share it without a lock.
+#
 # Media: every blob is its own file (written whole, atomically, then indexed), so a run that
 # logs an image every 100 steps for 100k steps holds 1,000 files: log media sparingly. Text is
 # stored inline in the index. The index is appended once per flush (on object stores, which
@@ -605,6 +613,8 @@ SEGMENTS_DIR, ARTIFACTS_DIR = "metrics", "artifacts"
 MEDIA_DIR, MEDIA_INDEX = "media", "index.jsonl"
 HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
+CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catalog" in section 9
+CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
 
 
 def _segment_name(start, end):
@@ -3601,23 +3611,169 @@ def _experiment_row(name, meta, runs):
 
 def _scan_runs(store, exp_path, now, with_config=False):
     """RUN_ROWs of every run under an experiment, newest first; corrupt runs are reported as
-    such instead of hiding the others."""
+    such instead of hiding the others.
+
+    Closed runs come from the run catalog (one or a few files), so the cost is one listing
+    plus the runs that are live or changed, not two YAML files per run (see _Catalog).
+    """
     names = [e.name for e in store.listdir(exp_path)
              if e.is_dir and not e.name.startswith(".")]
+    catalog = _Catalog(store, exp_path)
+    cached = catalog.load()
+    stamps = _run_stamps(store, exp_path, names, cached)
+    rows, unread = [], []
+    for name in names:
+        entry = cached.get(name)
+        if entry is not None and entry.get("stamp") == stamps.get(name):
+            rows.append(_catalog_row(store, exp_path, entry))
+        else:
+            unread.append(name)
 
     def read(name):
         run_path = store.join(exp_path, name)
-        found = _read_run_files(store, run_path, name, with_config)
-        return None if found is None else _listed_run_row(store, run_path, name, *found, now)
+        # stamped before the read: a change during it leaves a stamp that no longer matches
+        stamp = store.stat(store.join(run_path, RUN_YAML)) if store.is_local else None
+        found = _read_run_files(store, run_path, name, True)
+        if found is None:
+            return None, None
+        row = _listed_run_row(store, run_path, name, *found, now)
+        return row, _catalog_entry(found[0], row, stamp)
 
-    if store.is_local or len(names) < 8:
-        rows = [r for r in map(read, names) if r is not None]
+    if store.is_local or len(unread) < 8:
+        found = list(map(read, unread))
     else:  # one request per file at ~10-50 ms each: 1,000 runs would take a minute in a row
         import concurrent.futures
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            rows = [r for r in pool.map(read, names) if r is not None]
+            found = list(pool.map(read, unread))
+    rows += [row for row, _entry in found if row is not None]
+    catalog.update([entry for _row, entry in found if entry is not None], keep=names)
+    if not with_config:
+        for row in rows:
+            row["params"] = {}
     rows.sort(key=lambda r: (_parse_iso(r["started_at"]) or 0, r["name"]), reverse=True)
     return rows
+
+
+# -- run catalog: listing 10,000 closed runs reads a few files, not 20,000 ------------------
+
+class _Catalog:
+    """The summary rows of an experiment's closed runs, in ``<experiment>/.catalog/``.
+
+    Files are JSON lines (as Python's json module writes them) of entries ``{"name", "stamp", "row"}``: ``row`` is the run's RUN_ROW
+    (params included) and ``stamp`` the (size, mtime) of the run.yaml it was made from (None on
+    object stores, where a stat per run would cost a request per run). Every file is written
+    whole under a unique name (``part-`` or ``base-``, then the time in ns, then an id) and
+    never changed, so concurrent writers need no lock: a later file's entry for a run wins,
+    a compaction writes one ``base-`` file holding every entry it read and then deletes just
+    the files it read (a part written meanwhile survives it), and two compactions racing
+    leave two equal bases that the next one merges. A missing, unreadable or foreign file
+    only costs a re-read of the runs it would have covered.
+    """
+
+    def __init__(self, store, exp_path):
+        self.store, self.folder = store, store.join(exp_path, CATALOG_DIR)
+        self.files = []            # the files load() read, oldest first
+
+    def load(self):
+        """{run name: entry} from every catalog file, later files winning."""
+        store, entries = self.store, {}
+        names = sorted((n for n in store.listnames(self.folder) if n.endswith(".jsonl")),
+                       key=lambda n: n.split("-", 2)[1:2])
+        for name in names:
+            try:
+                data = store.read_bytes(store.join(self.folder, name))
+            except OSError:
+                continue  # compacted away by another reader since the listing
+            self.files.append(name)
+            lines = data.splitlines()
+            try:  # one parse per file; line by line only to skip a damaged line
+                found = json.loads(b"[" + b",".join(lines) + b"]")
+            except ValueError:
+                found = []
+                for line in lines:
+                    try:
+                        found.append(json.loads(line))
+                    except ValueError:
+                        continue  # a foreign or damaged line: that run is read from its files
+            for entry in found:
+                if isinstance(entry, dict) and isinstance(entry.get("name"), str) and \
+                        isinstance(entry.get("row"), dict):
+                    entries[entry["name"]] = entry
+        return entries
+
+    def update(self, entries, keep):
+        """Add the entries (one new part file), and compact when parts pile up. ``keep`` is
+        the run names that still exist: a compaction drops the rows of deleted runs."""
+        store = self.store
+        try:
+            if entries:
+                self._write("part", entries)
+            parts = sum(1 for n in self.files if n.startswith("part-")) + bool(entries)
+            if parts <= CATALOG_MAX_PARTS:
+                return
+            current = self.load_fresh()
+            keep = set(keep)
+            self._write("base", [e for n, e in sorted(current.items()) if n in keep])
+            for name in self.files:
+                try:
+                    store.delete(store.join(self.folder, name))
+                except OSError:
+                    pass
+        except OSError as exc:  # a read-only or full disk: listing still works, just slower
+            _log.debug("expman: run catalog not updated in %s: %s", store.display(self.folder),
+                       exc)
+
+    def load_fresh(self):
+        self.files = []
+        return self.load()
+
+    def _write(self, kind, entries):
+        store = self.store
+        store.mkdir(self.folder)
+        name = f"{kind}-{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
+        # NaN/inf as Python's json writes them (bare tokens): a summary of NaN stays a float
+        data = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n"
+                       for e in entries).encode()
+        store.write_atomic(store.join(self.folder, name), data)
+
+
+_FINAL_STATUSES = ("finished", "failed", "interrupted")
+
+
+def _catalog_entry(meta, row, stamp):
+    """The catalog entry of a listed run, or None while it can still change by itself (live,
+    crashed-looking, corrupt): only what run.yaml itself records as closed is cached."""
+    status = meta.get("status")
+    if meta.get("corrupt") or not isinstance(status, str) or \
+            status.lower() not in _FINAL_STATUSES:
+        return None
+    # empty fields and the path (the folder may move) are left out: a third of the bytes
+    kept = {k: v for k, v in row.items() if v is not None and k != "path"}
+    return {"name": row["name"], "stamp": list(stamp) if stamp else None, "row": kept}
+
+
+_EMPTY_RUN_ROW = []
+
+
+def _catalog_row(store, exp_path, entry):
+    """The RUN_ROW of a catalog entry: every field, in _run_row's order."""
+    if not _EMPTY_RUN_ROW:
+        _EMPTY_RUN_ROW.append(dict.fromkeys(_run_row(store, "", {"status": "finished"})))
+    row = {**_EMPTY_RUN_ROW[0], **entry["row"]}
+    row["path"] = store.display(store.join(exp_path, entry["name"]))
+    return row
+
+
+def _run_stamps(store, exp_path, names, cached):
+    """{run: [size, mtime] of run.yaml} to check catalog rows against. Locally a stat each
+    (a syscall); on an object store nothing is checked (a request per run is what the catalog
+    saves): edits made through expman there write a fresh catalog row themselves."""
+    out = {}
+    for name in names:
+        if name in cached:
+            stamp = store.stat(store.join(exp_path, name, RUN_YAML)) if store.is_local else None
+            out[name] = list(stamp) if stamp else None
+    return out
 
 
 def _read_run_files(store, run_path, name, with_config=True):
