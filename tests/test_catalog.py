@@ -57,7 +57,7 @@ def test_second_listing_reads_the_catalog_not_the_runs(tmp_path):
     for i in range(5):
         make_run(tmp_path, f"r{i}", status="failed" if i == 3 else "finished", lr=i / 10)
     first = expman.list_runs(str(tmp_path), "sweep")
-    assert [f.split("-")[0] for f in catalog_files(tmp_path)] == ["part"]
+    assert {f.split("-")[0] for f in catalog_files(tmp_path)} == {"part"}
     # with every config.yaml gone, only the catalog can still know the params
     for i in range(5):
         os.remove(tmp_path / "sweep" / f"r{i}" / "config.yaml")
@@ -123,9 +123,10 @@ def test_damaged_or_deleted_catalog_is_rebuilt(tmp_path):
         make_run(tmp_path, f"r{i}")
     expected = comparable(expman.list_runs(str(tmp_path), "sweep"))
     folder = tmp_path / "sweep" / ".catalog"
-    (name,) = catalog_files(tmp_path)
-    data = (folder / name).read_bytes()
-    (folder / name).write_bytes(b"\x00garbage\n{\"no\": \"name\"}\n[1,2]\n" + data[:len(data) // 2])
+    for name in catalog_files(tmp_path):
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(b"\x00garbage\n{\"no\": \"name\"}\n[1,2]\n" +
+                                    data[:len(data) // 2])
     (folder / "part-99999999999999999999-1-zz.jsonl").write_text("not json at all\n")
     assert comparable(expman.list_runs(str(tmp_path), "sweep")) == expected
     shutil.rmtree(folder)
@@ -225,8 +226,10 @@ def test_any_history_lists_like_a_fresh_scan(tmp_path_factory, actions):
 
 def test_unwritable_catalog_still_lists(tmp_path):
     # root writes through permission bits: a file where the folder should be refuses writes
-    make_run(tmp_path, "r0")
+    (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / ".catalog").write_text("a file where the folder should be")
+    make_run(tmp_path, "r0")  # the close cannot add its row: the run is closed all the same
+    assert expman.load_run(str(tmp_path / "sweep" / "r0"))["status"] == "finished"
     rows = expman.list_runs(str(tmp_path), "sweep")
     assert [r["name"] for r in rows] == ["r0"]
     assert comparable(rows) == comparable(fresh_rows(tmp_path))
@@ -273,3 +276,15 @@ def test_nan_and_odd_values_survive_the_catalog(tmp_path):
     assert again["summary"]["loss"] != again["summary"]["loss"]  # NaN, still a float
     assert again["summary"]["acc"] == float("inf")
     assert again["params"] == first[0]["params"]
+
+
+def test_a_closing_run_adds_its_own_row(tmp_path):
+    make_run(tmp_path, "r0", lr=0.3)
+    (name,) = catalog_files(tmp_path)  # written by close(), before any listing
+    (entry,) = [json.loads(line) for line in
+                (tmp_path / "sweep" / ".catalog" / name).read_text().splitlines()]
+    assert entry["name"] == "r0" and entry["row"]["params"] == {"lr": 0.3}
+    assert entry["row"]["status"] == "finished"
+    os.remove(tmp_path / "sweep" / "r0" / "config.yaml")  # the listing needs only the row
+    (row,) = expman.list_runs(str(tmp_path), "sweep")
+    assert row["params"] == {"lr": 0.3}
