@@ -6646,6 +6646,198 @@ def _split_parent(store, path):
     return parent, name
 
 
+# -- progress on a terminal (clean, reap) -----------------------------------------------------
+
+class _Progress:
+    """A progress line on stderr for long CLI operations: count/total, a bar, rate and ETA.
+
+    Draws only when stderr is a terminal and ``enabled`` (the CLI passes ``not args.json``),
+    so piped output and --json stay clean; redraws at most ~10 times a second and clears the
+    line at the end::
+
+        with _Progress("clean", total=len(runs), unit="runs", enabled=not args.json) as bar:
+            for run in runs:
+                ...
+                bar.update()
+
+    (Helper scaleio writes a class of this name and interface in section 4 for export and
+    import; whichever lands first stays, the other goes.)
+    """
+
+    INTERVAL = 0.1
+
+    def __init__(self, label, total=None, unit="", enabled=True, stream=None,
+                 clock=time.monotonic):
+        self.label, self.total, self.unit, self.count = label, total, unit, 0
+        self.stream = sys.stderr if stream is None else stream
+        self._clock = clock
+        self._start = clock()
+        self._next_draw = self._start + self.INTERVAL  # nothing for operations under 0.1 s
+        self._drawn = False
+        self.enabled = bool(enabled) and _isatty(self.stream)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def update(self, n=1):
+        self.count += n
+        if self.enabled:
+            now = self._clock()
+            if now >= self._next_draw:
+                self._next_draw = now + self.INTERVAL
+                self._draw(now)
+
+    def line(self, now=None):
+        """The text of the progress line: ``reap: [####----] 40% 4/10 runs, 3.1 runs/s, ETA 2.0s``."""
+        elapsed = max((self._clock() if now is None else now) - self._start, 1e-9)
+        rate = self.count / elapsed
+        unit = f" {self.unit}" if self.unit else ""
+        rate_text = f"{rate:.3g}{unit}/s"
+        if not self.total:
+            return f"{self.label}: {self.count}{unit}, {rate_text}"
+        done = min(self.count / self.total, 1.0)
+        bar = "#" * int(done * 20) + "-" * (20 - int(done * 20))
+        eta = _human_duration((self.total - self.count) / rate) if rate > 0 else "?"
+        return (f"{self.label}: [{bar}] {done:4.0%} {self.count}/{self.total}{unit}, "
+                f"{rate_text}, ETA {eta}")
+
+    def _draw(self, now):
+        width = shutil.get_terminal_size((80, 24)).columns
+        try:
+            self.stream.write("\r" + self.line(now)[:max(width - 1, 10)] + "\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        except (OSError, ValueError):  # the terminal went away: stop drawing, keep working
+            self.enabled = False
+
+    def close(self):
+        """Clear the line if one was drawn. Safe to call twice."""
+        if self._drawn:
+            self._drawn = False
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+# -- naming runs and experiments: one resolver for every command ------------------------------
+#
+# Wherever a command takes a run, it takes any of
+#   a run directory              experiments/resnet/20240101_120000, /abs/path, s3://b/x/y
+#   EXP/RUN under the root       resnet/20240101_120000 (root: --dir, $EXPMAN_DIR, ./experiments)
+#   EXP/latest, EXP/-2, ...      the newest run of EXP, the one before it ... (by start time;
+#                                also after an experiment directory: experiments/resnet/latest)
+# and wherever it takes an experiment, its name under the root or its directory.
+
+_RUN_SELECTOR = re.compile(r"^(?:latest|-[1-9][0-9]*)$")
+
+
+def _pick_run(store, exp_path, selector):
+    """The run directory ``selector`` ('latest', '-1', '-2', ...) names among exp_path's runs."""
+    rows = _scan_runs(store, exp_path, time.time())  # newest first
+    index = 0 if selector == "latest" else -int(selector) - 1
+    if index >= len(rows):
+        have = f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
+        raise InvalidInputError(f"{store.display(exp_path)} has {have}: no run {selector}")
+    return store.join(exp_path, rows[index]["name"])
+
+
+def _relative_name(text):
+    """(experiment, run) when text reads as EXP/RUN relative to a root, else None."""
+    if _URI_RE.match(text) or os.path.isabs(text) or text.startswith(("~", "./", "../")):
+        return None
+    parts = [p for p in text.replace(os.sep, "/").split("/") if p]
+    if len(parts) != 2 or any(p in (".", "..") for p in parts):
+        return None
+    return parts[0], parts[1]
+
+
+def _cli_run(text, root=None):
+    """The run directory a user named on the command line (any form above), as a location the
+    readers take; InvalidInputError naming what was tried when there is none."""
+    text = os.fspath(text)
+    store, path = _open_store(text)
+    if store.stat(store.join(path, RUN_YAML)) is not None:
+        return _location(store, path)
+    parent, last = _split_parent(store, path)
+    if _RUN_SELECTOR.match(last) and store.isdir(parent):
+        return _location(store, _pick_run(store, parent, last))
+    named = _relative_name(text)
+    if named is not None:
+        root_store, root_path = _open_store(root if root is not None else _default_root())
+        exp_path = root_store.join(root_path, named[0])
+        if _RUN_SELECTOR.match(named[1]) and root_store.isdir(exp_path):
+            return _location(root_store, _pick_run(root_store, exp_path, named[1]))
+        run_path = root_store.join(exp_path, named[1])
+        if root_store.stat(root_store.join(run_path, RUN_YAML)) is not None:
+            return _location(root_store, run_path)
+        if not store.isdir(path):
+            where = root_store.display(root_path)
+            if not root_store.isdir(exp_path):
+                raise InvalidInputError(f"no experiment {named[0]!r} in {where} "
+                                        f"(and no such directory: {store.display(path)})")
+            raise InvalidInputError(f"no run {named[1]!r} in experiment {named[0]!r} of "
+                                    f"{where} (and no such directory: {store.display(path)})")
+    if not store.isdir(path):
+        raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
+    raise InvalidInputError(f"not a run directory (no {RUN_YAML}): {store.display(path)}")
+
+
+def _cli_experiment(text, root=None):
+    """(root, experiment name) for an experiment named on the command line: its name under
+    the root, or its directory (which then sets the root)."""
+    text = os.fspath(text)
+    looks_like_path = (_URI_RE.match(text) or os.path.isabs(text) or os.sep in text or
+                       "/" in text or text in (".", ".."))
+    if looks_like_path:
+        store, path = _open_store(text)
+        if store.stat(store.join(path, RUN_YAML)) is not None:
+            raise InvalidInputError(f"{store.display(path)} is a run directory, not an "
+                                    f"experiment")
+        if not store.isdir(path):
+            raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
+        parent, name = _split_parent(store, path)
+        return _location(store, parent), name
+    return (root if root is not None else _default_root()), text
+
+
+def _resolve_names(args):
+    """Turn the run and experiment names of a parsed command line into locations, so every
+    command takes the same forms (see above) without knowing about them."""
+    root = getattr(args, "dir", None)
+    if getattr(args, "run_dir", None) is not None:
+        args.run_dir = _cli_run(args.run_dir, root)
+    if getattr(args, "run_dirs", None):
+        args.run_dirs = [_cli_run(text, root) for text in args.run_dirs]
+    if getattr(args, "experiment_arg", False) and args.experiment is not None:
+        args.dir, args.experiment = _cli_experiment(args.experiment, root)
+    if getattr(args, "target_arg", False) and args.dir is not None:
+        args.dir = _cli_target(args.dir)
+    return args
+
+
+def _cli_target(text):
+    """A directory to work through (root, experiment or run), or a run/experiment by name
+    under the default root (``expman reap resnet/latest``, ``expman reap resnet``)."""
+    store, path = _open_store(text)
+    if store.isdir(path):
+        return text
+    named = _relative_name(text)
+    if named is not None:
+        return _cli_run(text)
+    if not _URI_RE.match(text) and os.sep not in text and "/" not in text:
+        root_store, root_path = _open_store(_default_root())
+        exp_path = root_store.join(root_path, text)
+        if root_store.isdir(exp_path):
+            return _location(root_store, exp_path)
+    return text
+
+
 # -- list ------------------------------------------------------------------------------------
 
 def _is_corrupt(row):
@@ -7283,33 +7475,54 @@ def _cmd_clean(args):
 # -- reap ------------------------------------------------------------------------------------
 
 def _cmd_reap(args):
-    root = args.dir if args.dir is not None else _default_root()
-    store, path = _open_store(root)
-    if store.stat(store.join(path, RUN_YAML)) is not None:
-        runs = [path]
-    else:
-        if not store.isdir(path):
-            raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
-        exps = [path] if store.stat(store.join(path, EXPERIMENT_YAML)) is not None else [
-            store.join(path, e.name) for e in store.listdir(path)
-            if e.is_dir and not e.name.startswith(".")]
-        runs = [store.join(exp, e.name) for exp in exps for e in store.listdir(exp)
-                if e.is_dir and not e.name.startswith(".")
-                and store.stat(store.join(exp, e.name, RUN_YAML)) is not None]
-    now, results, failures = time.time(), [], 0
-    for run_path in sorted(runs):
-        try:
-            entry = _reap_run(store, run_path, args.stale, now, args.dry_run, args.compact)
-        except OSError as exc:
-            failures += 1
-            entry = {"path": store.display(run_path), "action": "failed",
-                     "reason": exc.strerror or str(exc)}
-        results.append(entry)
-    acted = [e for e in results if e["action"] in ("reaped", "would-reap", "failed")]
+    if args.force and args.dry_run:
+        raise _UsageError("--force and --dry-run contradict each other")
+    store, path = _open_store(args.dir if args.dir is not None else _default_root())
+    report = _reap_model(store, path, args.stale, not args.force, args.compact,
+                         progress=not args.json)
     if args.json:
-        _print_json({"root": store.display(path), "dry_run": args.dry_run,
-                     "stale_secs": args.stale, "runs": results})
-        return _EXIT_FAIL if failures else _EXIT_OK
+        _print_json({k: v for k, v in report.items() if k != "failures"})
+    else:
+        _print_reap(report)
+    return _EXIT_FAIL if report["failures"] else _EXIT_OK
+
+
+def _reap_targets(store, path):
+    """The run directories under path: a root, one experiment, or one run."""
+    if store.stat(store.join(path, RUN_YAML)) is not None:
+        return [path]
+    if not store.isdir(path):
+        raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
+    exps = [path] if store.stat(store.join(path, EXPERIMENT_YAML)) is not None else [
+        store.join(path, e.name) for e in store.listdir(path)
+        if e.is_dir and not e.name.startswith(".")]
+    return sorted(store.join(exp, e.name) for exp in exps for e in store.listdir(exp)
+                  if e.is_dir and not e.name.startswith(".")
+                  and store.stat(store.join(exp, e.name, RUN_YAML)) is not None)
+
+
+def _reap_model(store, path, stale, dry_run, compact, progress=True):
+    """What `expman reap` did (or would do) to each run under path: the one model its text
+    and --json outputs render."""
+    runs = _reap_targets(store, path)
+    now, results, failures = time.time(), [], 0
+    with _Progress("reap", total=len(runs), unit="runs", enabled=progress) as bar:
+        for run_path in runs:
+            try:
+                entry = _reap_run(store, run_path, stale, now, dry_run, compact)
+            except OSError as exc:
+                failures += 1
+                entry = {"path": store.display(run_path), "action": "failed",
+                         "reason": exc.strerror or str(exc)}
+            results.append(entry)
+            bar.update()
+    return {"root": store.display(path), "dry_run": dry_run, "stale_secs": stale,
+            "runs": results, "failures": failures}
+
+
+def _print_reap(report):
+    results, dry_run = report["runs"], report["dry_run"]
+    acted = [e for e in results if e["action"] in ("reaped", "would-reap", "failed")]
     alive = sum(1 for e in results if e["action"] == "alive")
     for entry in acted:
         verb = {"reaped": "marked crashed", "would-reap": "would mark crashed",
@@ -7319,10 +7532,10 @@ def _cmd_reap(args):
             extra = f"; {entry['compacted_segments']} segments compacted into {METRICS_FILE}"
         print(f"{verb}: {entry['path']} ({entry['reason']}{extra})")
     done = sum(1 for e in acted if e["action"] != "failed")
-    print(f"{done} run{'s' if done != 1 else ''} {'to mark' if args.dry_run else 'marked'} "
+    print(f"{done} run{'s' if done != 1 else ''} {'to mark' if dry_run else 'marked'} "
           f"crashed; {alive} running left alone; {len(results)} runs checked" +
-          ("; dry run: nothing written" if args.dry_run else ""))
-    return _EXIT_FAIL if failures else _EXIT_OK
+          ("; dry run: nothing written" + ("; add --force to mark them" if done else "")
+           if dry_run else ""))
 
 
 # -- serve / demo ----------------------------------------------------------------------------
@@ -7436,9 +7649,15 @@ def _build_parser():
     def json_flag(p):
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    run_help = ("a run: its directory, EXP/RUN under the root, or EXP/latest, EXP/-2 ... "
+                "(the newest run, the one before it ...)")
+    root_help = f"root for EXP/RUN names (default: ${ENV_DIR} or ./{DEFAULT_ROOT})"
+
     p = command("list", _cmd_list, "list experiments, or the runs of one (newest first)")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
-    p.add_argument("-e", "--experiment", metavar="EXP", help="list the runs of this experiment")
+    p.add_argument("-e", "--experiment", metavar="EXP",
+                   help="list the runs of this experiment (a name or its directory)")
+    p.set_defaults(experiment_arg=True)
     p.add_argument("--project", metavar="P", help="only experiments (or runs) of this project")
     p.add_argument("--tags", metavar="EXPR", help="with -e: only runs whose tags match, e.g. "
                    "'baseline AND (cifar OR NOT tiny)'")
@@ -7446,27 +7665,31 @@ def _build_parser():
 
     p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "
                 "artifacts and the end of run.log")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN", help=run_help)
+    p.add_argument("--dir", metavar="DIR", help=root_help)
     p.add_argument("--log-lines", type=_int_at_least(0), default=20, metavar="N",
                    help="lines of run.log to show (default 20; 0: none)")
     json_flag(p)
 
     p = command("compare", _cmd_compare, "compare runs: params that differ and each metric's "
                 "last and best value (min for loss/error/perplexity, max otherwise)")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN", help=run_help)
+    p.add_argument("--dir", metavar="DIR", help=root_help)
     json_flag(p)
 
     p = command("tail", _cmd_tail, "follow a run's new metric rows and log lines until it ends "
                 "(or Ctrl-C)")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN", help=run_help)
+    p.add_argument("--dir", metavar="DIR", help=root_help)
     p.add_argument("--interval", type=_interval, default=1.0, metavar="S",
                    help="seconds between checks (default 1)")
 
     p = command("export", _cmd_export, "write a run's whole metrics table (live runs too). "
                 "json: a list of records, timestamps as ISO-8601 text, NaN/inf as the strings "
                 "\"NaN\"/\"Infinity\"/\"-Infinity\", missing values null")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--format", choices=("csv", "json", "parquet", "tensorboard"),
+    p.add_argument("run_dir", metavar="RUN", help=run_help)
+    p.add_argument("--dir", metavar="DIR", help=root_help)
+    p.add_argument("-f", "--format", choices=("csv", "json", "parquet", "tensorboard"),
                    default="csv", help="tensorboard: event files in a directory (-o DIR, "
                    "default ./tensorboard/EXPERIMENT/RUN); needs the tensorboard package")
     p.add_argument("-o", "--output", metavar="FILE",
@@ -7483,9 +7706,10 @@ def _build_parser():
 
     p = command("clean", _cmd_clean, "delete an experiment's old runs, keeping the newest; "
                 "running runs are never touched; a dry run unless --force")
-    p.add_argument("experiment", metavar="EXPERIMENT")
+    p.add_argument("experiment", metavar="EXPERIMENT", help="its name or its directory")
     p.add_argument("--dir", metavar="DIR", help=dir_help)
-    p.add_argument("--keep", type=_int_at_least(0), default=5, metavar="N",
+    p.set_defaults(experiment_arg=True)
+    p.add_argument("-k", "--keep", type=_int_at_least(0), default=5, metavar="N",
                    help="runs to keep, newest first, running ones not counted (default 5)")
     p.add_argument("--force", action="store_true", help="really delete")
     json_flag(p)
@@ -7494,12 +7718,16 @@ def _build_parser():
                 "gone as crashed in their run.yaml (runs on other hosts of a shared "
                 "filesystem: the heartbeat alone decides)")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help + "; or one experiment or "
-                   "run directory")
+                   "run (a directory, EXP, EXP/RUN, EXP/latest)")
+    p.set_defaults(target_arg=True)
     p.add_argument("--stale", type=_seconds, default=None, metavar="S",
                    help="heartbeat age, in seconds, past which a run counts as stale "
                         f"(default: {STALE_HEARTBEATS} heartbeat intervals + 5 s, about "
                         f"{STALE_HEARTBEATS * DEFAULT_HEARTBEAT_SECS + 5:.0f} s)")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be marked")
+    p.add_argument("--force", action="store_true", help="really mark them (without it, a dry "
+                   "run that only says what would be marked, as clean does)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be marked "
+                   "(the default; kept for scripts that pass it)")
     p.add_argument("--compact", action="store_true", help="also merge a reaped run's leftover "
                    "segments into metrics.parquet, so it reads like a closed run")
     json_flag(p)
@@ -7507,14 +7735,15 @@ def _build_parser():
     p = command("serve", _cmd_serve, "serve the live dashboard")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free)")
+    p.add_argument("-p", "--port", type=_port, default=8000,
+                   help="port (default 8000; 0: any free)")
     p.add_argument("--no-live", action="store_true", help="no live updates (static snapshot)")
     p.add_argument("--token", help="require this token (default: $EXPMAN_TOKEN; one is made "
                                    "up when binding a non-loopback host)")
 
     p = command("demo", _cmd_demo, "write a few demo runs, then serve the dashboard on them")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
-    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("-p", "--port", type=_port, default=8000)
     p.add_argument("--no-serve", action="store_true", help="only write the demo runs")
     return parser
 
@@ -7568,7 +7797,7 @@ def _main(argv):
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return _EXIT_USAGE
-        return args.func(args)
+        return args.func(_resolve_names(args))
     except _UsageError as exc:
         _cli_error(exc)
         return _EXIT_USAGE
