@@ -3143,11 +3143,33 @@ def _install_hooks(remote=False):
             previous_excepthook(exc_type, exc, tb)
 
         sys.excepthook = excepthook
+        _watch_sys_exit()
         atexit.register(_close_all_at_exit)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_forget_runs_in_child)
         if threading.current_thread() is threading.main_thread():
             _install_signal_handler(signal.SIGTERM)
+
+
+def _watch_sys_exit():
+    """Remember the code of ``sys.exit(n)``, so the exit hook can record n != 0 as failed.
+
+    An uncaught SystemExit never reaches sys.excepthook, and atexit hooks cannot see the exit
+    code, so (as W&B does) sys.exit is wrapped: the wrapper notes the code and raises as
+    before. A SystemExit that is caught and survived is forgotten at the next sys.exit call
+    only; ``raise SystemExit(n)`` written out by hand is not seen (recorded as finished).
+    """
+    original = sys.exit
+    if getattr(original, "_expman_wrapped", False):
+        return
+
+    def exit(status=None):
+        _HOOKS["exit_exc"] = (SystemExit, SystemExit(status))
+        original(status)
+
+    exit._expman_wrapped = True
+    exit.__doc__, exit.__wrapped__ = original.__doc__, original
+    sys.exit = exit
 
 
 def _install_signal_handler(signum):

@@ -329,9 +329,7 @@ expman.info("bye")
 
 @pytest.mark.parametrize("how,status", [
     ("raise", "failed"),
-    pytest.param("exit3", "failed", marks=pytest.mark.xfail(
-        strict=True, reason="known gap: an uncaught SystemExit(3) skips sys.excepthook and "
-                            "atexit cannot see the exit code, so the run reads 'finished'")),
+    ("exit3", "failed"),
     ("exit0", "finished"),
 ])
 def test_exit_paths_record_the_status(root, tmp_path, how, status):
