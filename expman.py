@@ -1123,6 +1123,45 @@ def _read_yaml(store, path):
         raise ExpmanError(f"{store.display(path)}: {exc}") from None
 
 
+# -- metric goals: which way is "better", shared by `expman compare` and the dashboard --------
+
+# Words of a metric key (split at anything but letters and digits) that say which way is
+# better. Only the obvious ones: a key with neither (train/lr, grad_norm, tokens_per_sec) or
+# with both gets no "best" at all, rather than a guess.
+_GOAL_MIN_WORDS = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll",
+                   "wer", "cer")
+_GOAL_MAX_WORDS = ("acc", "accuracy", "f1", "auc", "auroc", "bleu", "rouge", "precision",
+                   "recall", "map", "iou", "miou", "dice", "reward", "return", "score")
+_GOAL_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def _metric_goal(key, minimize=(), maximize=()):
+    """"min", "max" or None: whether a lower or a higher value of metric ``key`` is better.
+
+    ``minimize``/``maximize`` (keys the user named, e.g. ``compare --maximize reward``) win;
+    otherwise a word of the key decides: loss/error/err/perplexity/ppl/mse/mae/rmse/nll/wer/cer
+    -> "min"; acc/accuracy/f1/auc/auroc/bleu/rouge/precision/recall/map/iou/miou/dice/
+    reward/return/score -> "max" (a word may carry a digit suffix: top1_acc5). None when
+    neither or both appear: no "best" is shown for ``train/lr``. The dashboard page mirrors
+    this rule word for word; keep the two lists in step.
+
+    >>> _metric_goal("val/loss"), _metric_goal("val/acc"), _metric_goal("train/lr")
+    ('min', 'max', None)
+    """
+    if key in maximize:
+        return "max"
+    if key in minimize:
+        return "min"
+    words = set(_GOAL_SPLIT.split(str(key).lower()))
+    words = (words | {w.rstrip("0123456789") for w in words}) - {""}
+    lower = any(w in _GOAL_MIN_WORDS for w in words) or any(
+        w.endswith(("loss", "error")) for w in words)   # valloss, top1error
+    higher = any(w in _GOAL_MAX_WORDS for w in words)
+    if lower == higher:
+        return None
+    return "min" if lower else "max"
+
+
 # -- media items: checked on the training thread, converted and written by the writer --------
 
 class _MediaItem:
@@ -3835,10 +3874,15 @@ def metric_stats(run_dir):
 
 
 def load_log(run_dir, since=0, max_bytes=256 * 1024):
-    """(text, next_offset) of run.log from byte offset ``since`` (negative: the last bytes).
+    """Read run.log: returns a tuple ``(text, next_offset)``, not just the text.
+
+    ``text`` is at most ``max_bytes`` of the log from byte offset ``since`` (negative: that
+    many bytes before the end), cut at a line end; ``next_offset`` is the byte offset where
+    it stopped, to pass back as ``since`` to read what was written after it.
 
     >>> text, offset = expman.load_log(run_dir)
     >>> more, offset = expman.load_log(run_dir, since=offset)   # follow a live run
+    >>> last_kb, _ = expman.load_log(run_dir, since=-1024)
     """
     store, path = _resolve_run(run_dir)
     log_path = store.join(path, RUN_LOG)
@@ -4300,6 +4344,8 @@ def _tag_filter(tags):
 
 _RUN_TABLE_COLUMNS = ("experiment", "run", "project", "group", "rank", "status", "started_at",
                       "duration_secs", "rows", "tags")
+# their types, so a table with no rows (or a column of nulls) is still typed right
+_RUN_TABLE_TYPES = {"rank": "int64", "duration_secs": "float64", "rows": "int64"}
 
 
 def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
@@ -4348,7 +4394,8 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     for col in columns:
         values = [r.get(col) for r in records]
         try:
-            data[col] = pa.array(values) if records else pa.array([], pa.string())
+            kind = _RUN_TABLE_TYPES.get(col, "string") if col in _RUN_TABLE_COLUMNS else None
+            data[col] = pa.array(values, type=kind and pa.type_for_alias(kind))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
     table = pa.table(data)
