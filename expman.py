@@ -6534,7 +6534,6 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
 _EXIT_OK, _EXIT_FAIL, _EXIT_USAGE, _EXIT_INTERRUPTED = 0, 1, 2, 130
 _STATUS_COLORS = {"running": "36", "finished": "32", "failed": "31", "interrupted": "33",
                   "crashed": "35"}
-_LOWER_IS_BETTER = ("loss", "error", "err", "perplexity")   # else higher is better
 _TAIL_CONTEXT_ROWS = 10          # tail starts with this many rows / log lines already there
 _NUMERIC_FORMAT = ".6g"
 
@@ -6620,13 +6619,20 @@ def _status_cell(status, color):
     return _Cell(status, f"\033[{code}m{status}\033[0m" if color and code else status)
 
 
-def _table(headers, rows, right=(), indent=""):
-    """Aligned lines of a table; cells are str or _Cell; columns in ``right`` right-aligned."""
+def _table(headers, rows, right=(), indent="", width=None):
+    """Aligned lines of a table; cells are str or _Cell; columns in ``right`` right-aligned.
+    With ``width``, the widest columns are narrowed (cells cut with an ellipsis) until the
+    lines fit, where they can."""
     rows = [[c if isinstance(c, _Cell) else _Cell(str(c)) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell.text))
+    if width is not None:
+        widths = _narrowed(widths, width - len(indent))
+        headers = [_clip(h, w) for h, w in zip(headers, widths)]
+        rows = [[cell if len(cell.text) <= widths[i] else _Cell(_clip(cell.text, widths[i]))
+                 for i, cell in enumerate(row)] for row in rows]
 
     def line(cells):
         out = []
@@ -6636,6 +6642,36 @@ def _table(headers, rows, right=(), indent=""):
         return (indent + "  ".join(out)).rstrip()
 
     return [line([_Cell(h) for h in headers])] + [line(row) for row in rows]
+
+
+_MIN_COLUMN = 6   # a column is never narrowed below this many characters
+
+
+def _narrowed(widths, width, gap=2):
+    """Column widths that fit in ``width``: the widest column loses a character at a time
+    (so one long value does not set a column's width), none below _MIN_COLUMN."""
+    widths = list(widths)
+    excess = sum(widths) + gap * (len(widths) - 1) - width
+    while excess > 0:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        if widths[widest] <= _MIN_COLUMN:
+            break
+        widths[widest] -= 1
+        excess -= 1
+    return widths
+
+
+def _clip(text, limit):
+    """text cut to ``limit`` characters, the last one an ellipsis when it was cut."""
+    return text if len(text) <= limit else text[:max(limit - 1, 0)] + "\u2026"
+
+
+def _fit_width():
+    """The terminal's width (honouring $COLUMNS) when stdout is one, else None: a pipe or a
+    file gets whole lines."""
+    if not _isatty(sys.stdout):
+        return None
+    return shutil.get_terminal_size((120, 24)).columns
 
 
 def _print_lines(lines):
@@ -6696,11 +6732,6 @@ def _fmt_ago(iso, now=None):
 def _print_json(data):
     json.dump(_json_safe(data), sys.stdout, indent=2, ensure_ascii=False, allow_nan=False)
     sys.stdout.write("\n")
-
-
-def _lower_is_better(key):
-    key = key.lower()
-    return any(word in key for word in _LOWER_IS_BETTER)
 
 
 def _location(store, path):
@@ -7203,12 +7234,36 @@ def _run_labels(runs, given):
 def _cmd_compare(args):
     if len(args.run_dirs) < 2:
         raise _UsageError("compare needs at least two run directories")
-    runs = [load_run(d) for d in args.run_dirs]
-    stats = [metric_stats(d) for d in args.run_dirs]
-    labels = _run_labels(runs, args.run_dirs)
-    keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
+    both = set(args.minimize or ()) & set(args.maximize or ())
+    if both:
+        raise _UsageError(f"--minimize and --maximize both name {sorted(both)[0]!r}")
+    model = _compare_model(args.run_dirs, args.minimize or (), args.maximize or ())
+    if args.json:
+        _print_json(_compare_json(model))
+    else:
+        _print_compare(model, _use_color(), _fit_width())
+    return _EXIT_OK
+
+
+def _compare_model(run_dirs, minimize=(), maximize=()):
+    """What `expman compare` shows, for its text and its --json: the runs, params that differ
+    (_MISSING where a run lacks one), the same params, and per metric its goal and, for each
+    run, last and best value."""
+    runs = [load_run(d) for d in run_dirs]
+    stats = [metric_stats(d) for d in run_dirs]
+    differ, same = _split_params(runs)
+    metric_keys = list(dict.fromkeys(k for s in stats for k in s))
+    metrics = {key: _compare_metric([s.get(key) for s in stats],
+                                    _metric_goal(key, minimize, maximize))
+               for key in metric_keys}
+    return {"runs": runs, "labels": _run_labels(runs, run_dirs), "params": differ,
+            "same_params": same, "metrics": metrics}
+
+
+def _split_params(runs):
+    """({key: [value per run]} of the params that differ, {key: value} of those that don't)."""
     differ, same = {}, {}
-    for key in keys:
+    for key in dict.fromkeys(k for r in runs for k in r["params"]):
         values = [r["params"].get(key, _MISSING) for r in runs]
         texts = {json.dumps(v, sort_keys=True, default=str) if v is not _MISSING else
                  "\0missing" for v in values}
@@ -7216,62 +7271,78 @@ def _cmd_compare(args):
             differ[key] = values
         else:
             same[key] = values[0]
-    metric_keys = list(dict.fromkeys(k for s in stats for k in s))
-    metrics = {}
-    for key in metric_keys:
-        lower = _lower_is_better(key)
-        per_run = []
-        for s in stats:
-            st = s.get(key)
-            if st is None:
-                per_run.append(None)
-                continue
-            per_run.append({"last": st["last"], "best": st["min"] if lower else st["max"],
-                            "count": st["count"], "last_step": st["last_step"]})
-        metrics[key] = {"best_is": "min" if lower else "max", "runs": per_run}
-    if args.json:
-        _print_json({
-            "runs": [{"label": lab, "name": r["name"], "experiment": r["experiment"],
-                      "path": r["path"], "status": r["status"],
-                      "duration_secs": r["duration_secs"], "rows": r["rows"]}
-                     for lab, r in zip(labels, runs)],
-            "params": {k: [None if v is _MISSING else v for v in vals]
-                       for k, vals in differ.items()},
-            "same_params": same, "metrics": metrics})
-        return _EXIT_OK
-    color = _use_color()
+    return differ, same
+
+
+def _compare_metric(per_run_stats, goal):
+    """{"best_is": goal, "best_run": index or None, "runs": [per-run cell or None]}; the best
+    run is the one with the best finite value, and only when there is a goal."""
+    cells = []
+    for st in per_run_stats:
+        best = None if st is None or goal is None else st[goal]
+        cells.append(None if st is None else {"last": st["last"], "best": best,
+                                              "count": st["count"],
+                                              "last_step": st["last_step"]})
+    finite = [c["best"] for c in cells
+              if c and isinstance(c["best"], float) and math.isfinite(c["best"])]
+    best_run = None
+    if goal is not None and finite and len(cells) > 1:
+        winner = min(finite) if goal == "min" else max(finite)
+        best_run = next(i for i, c in enumerate(cells) if c and c["best"] == winner)
+    return {"best_is": goal, "best_run": best_run, "runs": cells}
+
+
+def _compare_json(model):
+    return {
+        "runs": [{"label": lab, "name": r["name"], "experiment": r["experiment"],
+                  "path": r["path"], "status": r["status"],
+                  "duration_secs": r["duration_secs"], "rows": r["rows"]}
+                 for lab, r in zip(model["labels"], model["runs"])],
+        "params": {k: [None if v is _MISSING else v for v in vals]
+                   for k, vals in model["params"].items()},
+        "same_params": model["same_params"],
+        "metrics": {k: {"best_is": m["best_is"],
+                        "best_run": None if m["best_run"] is None else
+                        model["labels"][m["best_run"]], "runs": m["runs"]}
+                    for k, m in model["metrics"].items()}}
+
+
+def _print_compare(model, color, width=None):
+    runs, labels = model["runs"], model["labels"]
     right = set(range(2, 2 + len(runs)))
+    headers = ["", ""] + labels
     rows = [["status", ""] + [_status_cell(r["status"], color) for r in runs],
             ["duration", ""] + [_human_duration(r["duration_secs"]) for r in runs],
             ["rows", ""] + [str(r["rows"]) for r in runs]]
-    _print_lines(_table(["", ""] + labels, rows, right=right))
+    _print_lines(_table(headers, rows, right=right, width=width))
     print()
+    differ, same = model["params"], model["same_params"]
     if differ:
         print(f"params that differ ({len(differ)}; {len(same)} the same)")
         rows = [[k, ""] + [_fmt_param(v) for v in vals] for k, vals in differ.items()]
-        _print_lines(_table(["PARAM", ""] + labels, rows, right=right, indent="  "))
+        _print_lines(_table(["PARAM", ""] + labels, rows, right=right, indent="  ",
+                            width=width))
     else:
         print(f"params: all {len(same)} the same" if same else "params: none")
     print()
-    if metrics:
-        print("metrics (best = min for loss/error/perplexity keys, max otherwise)")
-        rows = []
-        for key, info in metrics.items():
-            cells = info["runs"]
-            rows.append([key, "last"] + [(_fmt_num(c["last"]) if c else "-") + "  "
-                                         for c in cells])
-            best = [c["best"] if c else None for c in cells]
-            finite = [b for b in best if isinstance(b, float) and math.isfinite(b)]
-            winner = (min(finite) if info["best_is"] == "min" else max(finite)) \
-                if finite and len(cells) > 1 else None
-            rows.append(["", f"best ({info['best_is']})"] +
-                        [(_fmt_num(b) + (" *" if b == winner else "  ")) if c else "-  "
-                         for b, c in zip(best, cells)])
-        _print_lines(_table(["METRIC", ""] + labels, rows, right=right, indent="  "))
-        print("  (* the best run)")
-    else:
+    if not model["metrics"]:
         print("metrics: none")
-    return _EXIT_OK
+        return
+    print("metrics (best = min for loss/error-like keys, max for acc/f1/auc-like keys; "
+          "--minimize/--maximize KEY for others)")
+    rows = []
+    for key, info in model["metrics"].items():
+        cells = info["runs"]
+        rows.append([key, "last"] + [(_fmt_num(c["last"]) if c else "-") + "  "
+                                     for c in cells])
+        if info["best_is"] is not None:
+            winner = None if info["best_run"] is None else cells[info["best_run"]]["best"]
+            rows.append(["", f"best ({info['best_is']})"] +
+                        [(_fmt_num(c["best"]) + (" *" if winner is not None and
+                                                 c["best"] == winner else "  "))
+                         if c else "-  " for c in cells])
+    _print_lines(_table(["METRIC", ""] + labels, rows, right=right, indent="  ", width=width))
+    print("  (* the best run)")
 
 
 # -- tail ------------------------------------------------------------------------------------
@@ -7741,9 +7812,14 @@ def _build_parser():
     json_flag(p)
 
     p = command("compare", _cmd_compare, "compare runs: params that differ and each metric's "
-                "last and best value (min for loss/error/perplexity, max otherwise)")
+                "last and best value (min for loss/error-like keys, max for acc/f1/auc-like keys, "
+                "none for others unless --minimize/--maximize)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN", help=run_help)
     p.add_argument("--dir", metavar="DIR", help=root_help)
+    p.add_argument("--minimize", action="append", metavar="KEY",
+                   help="lower KEY is better (repeatable; for keys the name does not tell)")
+    p.add_argument("--maximize", action="append", metavar="KEY",
+                   help="higher KEY is better (repeatable)")
     json_flag(p)
 
     p = command("tail", _cmd_tail, "follow a run's new metric rows and log lines until it ends "

@@ -481,17 +481,45 @@ def test_compare_json(capsys, runs):
     assert data["metrics"]["val/acc"]["runs"][1]["best"] == 0.25
 
 
-@pytest.mark.parametrize("key,lower", [("train/loss", True), ("val_error", True),
-                                       ("top1_err", True), ("Perplexity", True),
-                                       ("val/acc", False), ("reward", False)])
-def test_best_direction(key, lower):
-    assert expman._lower_is_better(key) is lower
+@pytest.mark.parametrize("key,goal", [("train/loss", "min"), ("val_error", "min"),
+                                      ("top1_err", "min"), ("Perplexity", "min"),
+                                      ("val/acc", "max"), ("reward", "max"),
+                                      ("val/f1", "max"), ("auc", "max"), ("bleu4", "max"),
+                                      ("train/lr", None), ("grad_norm", None), ("m", None),
+                                      ("train/tokens_per_sec", None), ("acc_loss", None)])
+def test_best_direction(key, goal):
+    """One rule, shared with the dashboard: only obvious names get a goal; the rest none."""
+    assert expman._metric_goal(key) == goal
+    assert expman._metric_goal(key, maximize=[key]) == "max"
+    assert expman._metric_goal(key, minimize=[key]) == "min"
+
+
+def test_compare_has_no_best_for_a_metric_without_a_goal(capsys, root):
+    """train/lr used to be called best where highest; now no best unless the user says."""
+    one = make_run(root, name="p", rows=[(0, {"train/lr": 0.1, "val/acc": 0.5})])
+    two = make_run(root, name="q", rows=[(0, {"train/lr": 0.3, "val/acc": 0.7})])
+    rc, out, _ = cli(capsys, "compare", one, two)
+    metrics = out.split("metrics (", 1)[1].splitlines()[2:]
+    assert [l.split()[:2] for l in metrics[:3]] == [["train/lr", "last"], ["val/acc", "last"],
+                                                    ["best", "(max)"]]
+    data = json.loads(cli(capsys, "compare", one, two, "--json")[1])["metrics"]
+    assert data["train/lr"]["best_is"] is None and data["train/lr"]["best_run"] is None
+    assert data["train/lr"]["runs"][1]["best"] is None
+    assert data["val/acc"]["best_run"] == "q"
+    rc, out, _ = cli(capsys, "compare", one, two, "--minimize", "train/lr")
+    assert rc == 0 and re.search(r"best \(min\)\s+0\.1 \*\s+0\.3", out)
+    data = json.loads(cli(capsys, "compare", one, two, "--maximize", "train/lr",
+                          "--minimize", "val/acc", "--json")[1])["metrics"]
+    assert data["train/lr"]["best_run"] == "q" and data["val/acc"]["best_run"] == "p"
+    rc, _, err = cli(capsys, "compare", one, two, "--minimize", "x", "--maximize", "x")
+    assert rc == 2
+    one_error_line(err, "'x'")
 
 
 def test_compare_runs_of_different_experiments_with_the_same_name(capsys, root):
     one = make_run(root, exp="x", name="r1", config={"k": 1}, rows=[(0, {"m": 1.0})])
     two = make_run(root, exp="y", name="r1", config={"k": 2}, rows=[(0, {"m": 2.0})])
-    rc, out, _ = cli(capsys, "compare", one, two)
+    rc, out, _ = cli(capsys, "compare", one, two, "--maximize", "m")
     assert rc == 0 and out.splitlines()[0].split() == ["x/r1", "y/r1"]
     assert "m" in out and re.search(r"best \(max\)\s+1\s+2 \*", out)
 
