@@ -6536,6 +6536,7 @@ _STATUS_COLORS = {"running": "36", "finished": "32", "failed": "31", "interrupte
                   "crashed": "35"}
 _TAIL_CONTEXT_ROWS = 10          # tail starts with this many rows / log lines already there
 _NUMERIC_FORMAT = ".6g"
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class _UsageError(ExpmanError):
@@ -6630,8 +6631,10 @@ def _table(headers, rows, right=(), indent="", width=None):
             widths[i] = max(widths[i], len(cell.text))
     if width is not None:
         widths = _narrowed(widths, width - len(indent))
-        headers = [_clip(h, w) for h, w in zip(headers, widths)]
-        rows = [[cell if len(cell.text) <= widths[i] else _Cell(_clip(cell.text, widths[i]))
+        # names (headers, the first column) keep both ends: runs often differ at the end
+        headers = [_clip(h, w, middle=True) for h, w in zip(headers, widths)]
+        rows = [[cell if len(cell.text) <= widths[i] else
+                 _Cell(_clip(cell.text, widths[i], middle=i == 0))
                  for i, cell in enumerate(row)] for row in rows]
 
     def line(cells):
@@ -6661,9 +6664,15 @@ def _narrowed(widths, width, gap=2):
     return widths
 
 
-def _clip(text, limit):
-    """text cut to ``limit`` characters, the last one an ellipsis when it was cut."""
-    return text if len(text) <= limit else text[:max(limit - 1, 0)] + "\u2026"
+def _clip(text, limit, middle=False):
+    """text cut to ``limit`` characters with an ellipsis where it was cut: at the end, or in
+    the middle (``20261203_081811`` -> ``2026…81811``)."""
+    if len(text) <= limit:
+        return text
+    if not middle:
+        return text[:max(limit - 1, 0)] + "\u2026"
+    head = (limit - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (limit - 1 - head):]
 
 
 def _fit_width():
@@ -6693,8 +6702,22 @@ def _fmt_num(value, spec=_NUMERIC_FORMAT):
             return "nan"
         if value in (math.inf, -math.inf):
             return "inf" if value > 0 else "-inf"
-        return format(value, spec)
+        return _fmt_float(value, spec)
     return str(value)
+
+
+def _fmt_float(value, spec):
+    """format(value, spec), with more digits where rounding would turn a fraction into a
+    whole number (999.999 at 5 digits is '1000', which reads as exactly 1000)."""
+    text = format(value, spec)
+    match = re.fullmatch(r"\.(\d+)g", spec)
+    if match is None or value.is_integer():
+        return text
+    digits = int(match.group(1))
+    while "e" not in text and float(text).is_integer() and digits < 17:
+        digits += 1
+        text = format(value, f".{digits}g")
+    return text
 
 
 def _fmt_param(value, missing="-", limit=40):
@@ -6707,12 +6730,12 @@ def _fmt_param(value, missing="-", limit=40):
 _MISSING = object()
 
 
-def _fmt_time(iso):
+def _fmt_time(iso, time_format=None):
     """ISO-8601 text -> local 'YYYY-MM-DD HH:MM:SS' (the terminal's clock), '-' if unknown."""
     ts = _parse_iso(iso)
     if ts is None:
         return "-"
-    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return _dt.datetime.fromtimestamp(ts).strftime(time_format or "%Y-%m-%d %H:%M:%S")
 
 
 def _fmt_ago(iso, now=None):
@@ -6947,58 +6970,76 @@ def _is_corrupt(row):
 
 def _cmd_list(args):
     root = args.dir if args.dir is not None else _default_root()
-    experiment = args.experiment
-    store, path = _open_store(root)
-    if experiment is None:
-        # `expman list experiments/resnet` means the runs of resnet, not an empty table
-        if store.stat(store.join(path, RUN_YAML)) is not None:
-            raise InvalidInputError(f"{store.display(path)} is a run directory: use "
-                                    f"'expman inspect {root}'")
-        if store.stat(store.join(path, EXPERIMENT_YAML)) is not None:
-            parent, experiment = _split_parent(store, path)
-            root = _location(store, parent)
+    root, experiment = _list_target(root, args.experiment)
     if experiment is None:
         if args.tags is not None:
             raise _UsageError("--tags filters the runs of one experiment: add -e EXPERIMENT")
-        return _list_experiments(root, args.json, args.project)
-    return _list_runs(root, experiment, args.json, args.project, args.tags)
-
-
-def _list_experiments(root, as_json, project=None):
-    store, root_path = _resolve_root(root)
-    experiments = list_experiments(root, project=project)
-    if as_json:
-        _print_json({"root": store.display(root_path), "project": project,
-                     "experiments": experiments})
-        return _EXIT_OK
-    if not experiments:
-        print(f"no experiments in {store.display(root_path)}" +
-              (f" for project {project!r}" if project is not None else ""))
-        return _EXIT_OK
-    color, now = _use_color(), time.time()
-    with_projects = any(e["projects"] for e in experiments)
-    rows = []
-    for exp in experiments:
-        counts = exp["status_counts"]
-        parts = [(f"{counts[s]} {s}", s) for s in STATUSES if counts.get(s)]
-        parts += [(f"{n} {s}", s) for s, n in counts.items() if s not in STATUSES]
-        text = ", ".join(p for p, _ in parts)
-        styled = ", ".join(f"\033[{_STATUS_COLORS.get(s, '0')}m{p}\033[0m" if color else p
-                           for p, s in parts)
-        rows.append([exp["name"], str(exp["runs"]), _Cell(text or "-", styled or "-"),
-                     _fmt_ago(exp["last_activity"], now), _fmt_time(exp["last_activity"])])
-        if with_projects:
-            rows[-1].insert(1, ", ".join(exp["projects"]) or "-")
-    headers = ["EXPERIMENT", "RUNS", "STATUS", "LAST ACTIVITY", ""]
-    right = {1}
-    if with_projects:
-        headers.insert(1, "PROJECT")
-        right = {2}
-    _print_lines(_table(headers, rows, right=right))
+        model = _experiments_model(root, args.project)
+        render = _print_experiments
+    else:
+        model = _runs_model(root, experiment, args.project, args.tags)
+        render = _print_runs
+    if args.json:
+        _print_json({k: v for k, v in model.items() if k != "filtered"})
+    else:
+        render(model, _use_color(), _fit_width())
     return _EXIT_OK
 
 
-def _list_runs(root, experiment, as_json, project=None, tags=None):
+def _list_target(root, experiment):
+    """(root, experiment or None): `expman list experiments/resnet` means the runs of
+    resnet, not an empty table; a run directory is an error that says what to type."""
+    if experiment is not None:
+        return root, experiment
+    store, path = _open_store(root)
+    if store.stat(store.join(path, RUN_YAML)) is not None:
+        raise InvalidInputError(f"{store.display(path)} is a run directory: use "
+                                f"'expman inspect {root}'")
+    if store.stat(store.join(path, EXPERIMENT_YAML)) is not None:
+        parent, experiment = _split_parent(store, path)
+        return _location(store, parent), experiment
+    return root, None
+
+
+def _experiments_model(root, project=None):
+    store, root_path = _resolve_root(root)
+    return {"root": store.display(root_path), "project": project,
+            "experiments": list_experiments(root, project=project)}
+
+
+def _status_counts_cell(counts, color):
+    parts = [(f"{counts[s]} {s}", s) for s in STATUSES if counts.get(s)]
+    parts += [(f"{n} {s}", s) for s, n in counts.items() if s not in STATUSES]
+    text = ", ".join(p for p, _ in parts)
+    styled = ", ".join(f"\033[{_STATUS_COLORS.get(s, '0')}m{p}\033[0m" if color else p
+                       for p, s in parts)
+    return _Cell(text or "-", styled or "-")
+
+
+def _print_experiments(model, color, width=None):
+    experiments, project = model["experiments"], model["project"]
+    if not experiments:
+        print(f"no experiments in {model['root']}" +
+              (f" for project {project!r}" if project is not None else ""))
+        return
+    now = time.time()
+    with_projects = any(e["projects"] for e in experiments)
+    headers = ["EXPERIMENT"] + (["PROJECT"] if with_projects else []) + [
+        "RUNS", "STATUS", "LAST ACTIVITY", ""]
+    rows = [[exp["name"]] + ([", ".join(exp["projects"]) or "-"] if with_projects else []) +
+            [str(exp["runs"]), _status_counts_cell(exp["status_counts"], color),
+             _fmt_ago(exp["last_activity"], now), _fmt_time(exp["last_activity"])]
+            for exp in experiments]
+    lines = _table(headers, rows, right={2 if with_projects else 1})
+    if width is not None and max(len(_ANSI_ESCAPE.sub("", line)) for line in lines) > width:
+        # the time of day repeats LAST ACTIVITY: the first thing to go on a narrow terminal
+        lines = _table(headers[:-1], [row[:-1] for row in rows],
+                       right={2 if with_projects else 1}, width=width)
+    _print_lines(lines)
+
+
+def _runs_model(root, experiment, project=None, tags=None):
+    """The runs `expman list -e` shows (newest first), filtered by project and tags."""
     store, root_path = _resolve_root(root)
     runs = list_runs(root, experiment)
     match = _tag_filter(tags)
@@ -7006,49 +7047,73 @@ def _list_runs(root, experiment, as_json, project=None, tags=None):
         runs = [r for r in runs if r["project"] == project]
     if match is not None:
         runs = [r for r in runs if match(set(r["tags"]))]
-    if as_json:
-        _print_json({"root": store.display(root_path), "experiment": experiment,
-                     "runs": runs})
-        return _EXIT_OK
-    if not runs:
-        what = " matching the filters" if project is not None or tags is not None else ""
-        print(f"no runs{what} in experiment {experiment!r}")
-        return _EXIT_OK
-    color = _use_color()
+    return {"root": store.display(root_path), "experiment": experiment, "runs": runs,
+            "filtered": project is not None or tags is not None}
+
+
+def _run_columns(runs):
+    """The optional columns of the runs table, [(header, cells, kind, rank)]: each metric's
+    last value, and the params that tell the runs apart (all of them for a single run).
+    Lower rank = more useful, kept first on a narrow terminal: metrics with a goal (val/test
+    ones before the others), then params, then other metrics."""
     metric_keys = list(dict.fromkeys(k for r in runs for k in r["summary"]))
     param_keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
     if len(runs) > 1:  # the main params are the ones that tell runs apart
-        varying = [k for k in param_keys
-                   if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
-                           for r in runs}) > 1]
-        param_keys = varying
-    fixed = ["RUN", "STATUS", "STARTED", "DURATION", "STEP", "ROWS"]
-    fixed_rows = [[r["name"], _status_cell(r["status"], color),
-                   "unreadable run.yaml" if _is_corrupt(r) else _fmt_time(r["started_at"]),
-                   _human_duration(r["duration_secs"]), _fmt_num(r["last_step"]),
-                   str(r["rows"])] for r in runs]
-    columns = [(k, [_fmt_num(r["summary"].get(k), ".5g") for r in runs], True, "metric")
-               for k in metric_keys]
+        param_keys = [k for k in param_keys
+                      if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
+                              for r in runs}) > 1]
+    columns = []
+    for key in metric_keys:
+        held_out = key.lower().startswith(("val", "test", "eval", "best"))
+        rank = (0 if held_out else 1) if _metric_goal(key) else 3
+        columns.append((key, [_fmt_num(r["summary"].get(key), ".5g") for r in runs],
+                        "metric", rank))
     columns += [(k, [_fmt_param(r["params"].get(k, _MISSING), limit=24) for r in runs],
-                 False, "param") for k in param_keys]
-    hidden = collections.Counter()
-    if _isatty(sys.stdout):  # on a terminal, drop trailing columns that would wrap
-        width = shutil.get_terminal_size((120, 24)).columns
+                 "param", 2) for k in param_keys]
+    return columns
 
-        def total():
-            lines = _table(fixed + [c[0] for c in columns],
-                           [row + [c[1][i] for c in columns]
-                            for i, row in enumerate(fixed_rows)])
-            return max(len(_Cell(x).text) for x in lines)
-        while columns and total() > width:
-            kinds = collections.Counter(c[3] for c in columns)
-            drop = "param" if kinds["param"] >= kinds["metric"] else "metric"
-            index = max(i for i, c in enumerate(columns) if c[3] == drop)
-            hidden[columns.pop(index)[3]] += 1
-    headers = fixed + [c[0] for c in columns]
-    right = {3, 4, 5} | {len(fixed) + i for i, c in enumerate(columns) if c[2]}
-    rows = [row + [c[1][i] for c in columns] for i, row in enumerate(fixed_rows)]
-    _print_lines(_table(headers, rows, right=right))
+
+def _choose_columns(fixed_width, columns, width, cap=16):
+    """The columns that fit beside ``fixed_width`` characters, most useful first (in their
+    own order on screen), each cut to ``cap`` characters; and a Counter of the hidden kinds."""
+    clipped = [(_clip(h, cap), [_clip(c, cap) for c in cells], kind, rank)
+               for h, cells, kind, rank in columns]
+    used, keep = fixed_width, set()
+    for i in sorted(range(len(clipped)), key=lambda i: clipped[i][3]):
+        need = 2 + max([len(clipped[i][0])] + [len(c) for c in clipped[i][1]])
+        if used + need <= width:
+            keep.add(i)
+            used += need
+    hidden = collections.Counter(c[2] for i, c in enumerate(clipped) if i not in keep)
+    return [c for i, c in enumerate(clipped) if i in keep], hidden
+
+
+def _print_runs(model, color, width=None):
+    runs = model["runs"]
+    if not runs:
+        what = " matching the filters" if model["filtered"] else ""
+        print(f"no runs{what} in experiment {model['experiment']!r}")
+        return
+    columns = _run_columns(runs)
+
+    def fixed_rows(time_format):
+        return [[r["name"], _status_cell(r["status"], color),
+                 "unreadable run.yaml" if _is_corrupt(r) else
+                 _fmt_time(r["started_at"], time_format),
+                 _human_duration(r["duration_secs"]), _fmt_num(r["last_step"]),
+                 str(r["rows"])] for r in runs]
+    fixed = ["RUN", "STATUS", "STARTED", "DURATION", "STEP", "ROWS"]
+    rows, hidden = fixed_rows(None), collections.Counter()
+    lines = _table(fixed + [c[0] for c in columns],
+                   [row + [c[1][i] for c in columns] for i, row in enumerate(rows)])
+    if width is not None and max(len(_ANSI_ESCAPE.sub("", line)) for line in lines) > width:
+        rows = fixed_rows("%m-%d %H:%M")  # a shorter start time leaves room for metrics
+        fixed_width = max(len(_ANSI_ESCAPE.sub("", line)) for line in _table(fixed, rows))
+        columns, hidden = _choose_columns(fixed_width, columns, width)
+    right = {3, 4, 5} | {len(fixed) + i for i, c in enumerate(columns) if c[2] == "metric"}
+    _print_lines(_table(fixed + [c[0] for c in columns],
+                        [row + [c[1][i] for c in columns] for i, row in enumerate(rows)],
+                        right=right, width=width))
     if hidden:
         what = " and ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in
                             sorted(hidden.items()))
@@ -7056,7 +7121,6 @@ def _list_runs(root, experiment, as_json, project=None, tags=None):
     for run in runs:  # a garbled run.yaml was already reported by the reader; not this one
         if _is_corrupt(run) and run["error"] == "empty run.yaml":
             print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)
-    return _EXIT_OK
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -7328,8 +7392,7 @@ def _print_compare(model, color, width=None):
     if not model["metrics"]:
         print("metrics: none")
         return
-    print("metrics (best = min for loss/error-like keys, max for acc/f1/auc-like keys; "
-          "--minimize/--maximize KEY for others)")
+    print("metrics (best: min for loss/error-like keys, max for acc/f1/auc-like ones)")
     rows = []
     for key, info in model["metrics"].items():
         cells = info["runs"]
@@ -8121,11 +8184,13 @@ def _demo_data(root, live_secs=60.0, steps=2000):
             pq.write_table(table, os.path.join(tmp, "epochs.parquet"))
             exp.save_artifact(os.path.join(tmp, "epochs.parquet"))
         _backdate(exp, started, clock.now)
-    # a run that diverged and raised
+    # a run that diverged and raised (on the demo clock too: 300 steps take time)
+    started, clock = time.time() - 30 * 60, _DemoClock(time.time() - 30 * 60, 1.3)
     try:
         with Experiment("resnet_cifar10", base_dir=root, run_name="sgd_lr1.0",
                         config={"lr": 1.0, "batch_size": 64, "optimizer": {"name": "sgd"}},
-                        tags=["demo", "sgd"], description="lr too high: diverges", **quiet) as exp:
+                        tags=["demo", "sgd"], description="lr too high: diverges",
+                        clock=clock, **quiet) as exp:
             for step in range(300):
                 loss = 2.3 * math.exp(step / 60)
                 exp.log_metrics({"train/loss": loss if step < 280 else float("nan"),
@@ -8134,6 +8199,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
             raise FloatingPointError("loss diverged to NaN at step 280")
     except FloatingPointError:
         pass
+    _backdate(exp, started, clock.now)
     # a second experiment: a small sweep with a different metric set
     for i, hidden in enumerate((64, 128, 256, 512)):
         rng = random.Random(100 + i)
