@@ -7747,7 +7747,33 @@ def _serve_function():
     fn = globals().get("serve")
     if not callable(fn):
         raise ExpmanError("the dashboard server is not part of this build of expman")
+    _check_server_packages()
     return fn
+
+
+_SERVER_PACKAGES = ("bottle", "waitress")
+
+
+def _check_server_packages():
+    """Name every missing server package in one line (a vendored expman.py has only pyarrow
+    and pyyaml beside it), rather than one per try."""
+    import importlib.util
+    missing = []
+    for name in _SERVER_PACKAGES:
+        try:
+            found = (sys.modules.get(name) is not None or
+                     importlib.util.find_spec(name) is not None)
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if not missing:
+        return
+    if getattr(sys, "frozen", False):
+        raise ExpmanError(f"this expman binary was built without {' and '.join(missing)}, "
+                          f"which the dashboard needs")
+    raise ExpmanError(f"the dashboard needs {' and '.join(missing)}: "
+                      f"pip install {' '.join(missing)}")
 
 
 def _run_server(root, host, port, live, token):
@@ -7831,16 +7857,41 @@ def _seconds(text):
     return value
 
 
+def _prog_name():
+    """'exp' when run as the `exp` command (expman-rs's name, installed beside `expman`),
+    else 'expman' (also for `python expman.py`)."""
+    name = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "expman")
+    name = name[:-4] if name.lower().endswith(".exe") else name
+    return "exp" if name == "exp" else "expman"
+
+
+def _did_you_mean(message):
+    """argparse's 'invalid choice' message plus the closest choice, where one is close
+    (argparse does this itself from Python 3.14: then the message is left alone)."""
+    match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if match is None or "maybe you meant" in message:
+        return message
+    import difflib
+    choices = re.findall(r"'([^']*)'", match.group(2)) or [
+        c.strip() for c in match.group(2).split(",")]
+    close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.6)
+    return f"{message}; did you mean '{close[0]}'?" if close else message
+
+
 def _build_parser():
     import argparse
 
     class Parser(argparse.ArgumentParser):
         def error(self, message):  # one line, exit 2 (argparse would print the usage too)
-            raise _UsageError(f"{message} (see '{self.prog} --help')")
+            raise _UsageError(f"{_did_you_mean(message)} (see '{self.prog} --help')")
 
     dir_help = f"experiments directory (default: ${ENV_DIR} or ./{DEFAULT_ROOT})"
-    parser = Parser(prog="expman", description="expman: a local-first experiment manager "
-                    "for machine learning. Read runs, export metrics, serve the dashboard.")
+    options = dict(prog=_prog_name(), description="expman: a local-first experiment manager "
+                   "for machine learning. Read runs, export metrics, serve the dashboard.")
+    try:  # Python 3.14+: argparse says "maybe you meant" itself
+        parser = Parser(suggest_on_error=True, **options)
+    except TypeError:
+        parser = Parser(**options)
     parser.add_argument("--version", action="version", version=f"expman {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -144,6 +144,18 @@ def test_bad_usage_is_one_line_and_exit_2(capsys, argv):
     one_error_line(err)
 
 
+@pytest.mark.parametrize("argv,hint", [(["lsit"], "did you mean 'list'?"),
+                                       (["inspct", "x"], "did you mean 'inspect'?"),
+                                       (["export", "x", "-f", "jsno"], "did you mean 'json'?")])
+def test_a_mistyped_choice_suggests_the_closest(capsys, argv, hint):
+    rc, out, err = cli(capsys, *argv)
+    assert rc == 2 and out == ""
+    line = one_error_line(err, "invalid choice")
+    assert hint in line or "maybe you meant" in line  # Python 3.14's argparse says it itself
+    rc, _, err = cli(capsys, "zzzzz")
+    assert rc == 2 and "did you mean" not in err and "maybe you meant" not in err
+
+
 def test_bad_format_names_the_choices(capsys, runs):
     rc, out, err = cli(capsys, "export", runs["a"], "--format", "xml")
     assert rc == 2
@@ -972,6 +984,18 @@ def test_serve_errors(capsys, root, tmp_path, fake_serve, monkeypatch):
     one_error_line(err, "server is not part of this build")
 
 
+@pytest.mark.parametrize("absent,named", [(["bottle", "waitress"], "bottle and waitress"),
+                                          (["waitress"], "waitress")])
+def test_serve_names_every_missing_package_in_one_line(root, tmp_path, absent, named):
+    """A vendored expman.py beside pyarrow and pyyaml only: one line, one pip command."""
+    code = ("import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in absent) +
+            "import expman\nsys.exit(expman.main(['serve', sys.argv[1], '--port', '0']))")
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], cwd=tmp_path,
+                          env=child_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    one_error_line(proc.stderr, f"needs {named}", f"pip install {' '.join(absent)}")
+
+
 def test_serve_for_real_on_a_free_port(root, runs, tmp_path):
     server = Proc([sys.executable, EXPMAN_PY, "serve", str(root), "--port", "0"], cwd=tmp_path)
     try:
@@ -1100,7 +1124,9 @@ def test_subprocess_errors_are_one_line(root, tmp_path):
 def test_console_script_entry_point(root, runs, tmp_path):
     import tomllib
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as fh:
-        assert tomllib.load(fh)["project"]["scripts"]["expman"] == "expman:main"
+        scripts = tomllib.load(fh)["project"]["scripts"]
+    # `exp` too: expman-rs's command name, so its users' shell scripts run unchanged
+    assert scripts["expman"] == scripts["exp"] == "expman:main"
     # what the generated `expman` script does: sys.exit(main()) with sys.argv
     code = "import sys, expman; sys.argv[0] = 'expman'; sys.exit(expman.main())"
     proc = subprocess.run([sys.executable, "-c", code, "list", str(root), "-e", "mnist"],
@@ -1112,6 +1138,20 @@ def test_console_script_entry_point(root, runs, tmp_path):
         proc = subprocess.run([installed, "list", str(root)], capture_output=True, text=True,
                               timeout=60, env=child_env(pythonpath=None))
         assert proc.returncode == 0 and "resnet" in proc.stdout
+
+
+@pytest.mark.parametrize("argv0,prog", [("exp", "exp"), ("/usr/local/bin/exp", "exp"),
+                                        ("expman", "expman"), (EXPMAN_PY, "expman")])
+def test_the_command_answers_to_exp_and_expman(root, runs, tmp_path, argv0, prog):
+    code = (f"import sys, expman; sys.argv[0] = {argv0!r}; sys.exit(expman.main())")
+    proc = subprocess.run([sys.executable, "-c", code, "--help"], cwd=tmp_path,
+                          env=child_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {prog} ")
+    proc = subprocess.run([sys.executable, "-c", code, "export", "x", "-f", "xml"],
+                          cwd=tmp_path, env=child_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    one_error_line(proc.stderr, f"see '{prog} export --help'")
 
 
 def test_closed_pipe_is_not_a_traceback(root, tmp_path):
