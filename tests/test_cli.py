@@ -422,6 +422,77 @@ def test_inspect_errors(capsys, root, runs, tmp_path):
     one_error_line(err, "config.yaml")
 
 
+# -- naming runs: EXP/RUN, EXP/latest, EXP/-2, paths, everywhere ----------------------------
+
+def test_every_command_takes_exp_run_relative_to_the_root(capsys, root, runs, monkeypatch):
+    """`expman inspect logreg/20261203_081811` from the folder holding experiments/ said
+    "no such directory": names are looked up under --dir, $EXPMAN_DIR or ./experiments."""
+    monkeypatch.delenv("EXPMAN_DIR", raising=False)
+    monkeypatch.chdir(root.parent)  # root is <tmp>/experiments
+    rc, out, err = cli(capsys, "inspect", "resnet/a", "--json")
+    assert rc == 0 and json.loads(out)["path"] == str(runs["a"]), err
+    elsewhere = root.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rc, out, _ = cli(capsys, "inspect", "resnet/b", "--dir", root, "--json")
+    assert rc == 0 and json.loads(out)["name"] == "b"
+    monkeypatch.setenv("EXPMAN_DIR", str(root))
+    rc, out, _ = cli(capsys, "compare", "resnet/a", "resnet/c", "--json")
+    assert rc == 0 and [r["name"] for r in json.loads(out)["runs"]] == ["a", "c"]
+    rc, out, _ = cli(capsys, "export", "mnist/only", "-f", "json")
+    assert rc == 0 and json.loads(out)[0]["loss"] == 1.0
+    rc, out, _ = cli(capsys, "tail", "resnet/c")
+    assert rc == 0 and "step 190" in out
+    rc, out, _ = cli(capsys, "reap", "resnet/a", "--json")
+    assert rc == 0 and [r["name"] for r in json.loads(out)["runs"]] == ["a"]
+    rc, out, _ = cli(capsys, "reap", "resnet", "--json")
+    assert rc == 0 and sorted(r["name"] for r in json.loads(out)["runs"]) == ["a", "b", "c"]
+
+
+def test_latest_and_negative_indexes_name_runs_by_start_time(capsys, root, runs):
+    def name(spec, *extra):
+        rc, out, err = cli(capsys, "inspect", spec, "--dir", root, "--json", *extra)
+        assert rc == 0, err
+        return json.loads(out)["name"]
+    assert name("resnet/latest") == name("resnet/-1") == "c"  # a, b, c were started in turn
+    assert name("resnet/-2") == "b" and name("resnet/-3") == "a"
+    assert name(str(root / "resnet" / "latest")) == "c"      # after a directory too
+    rc, out, _ = cli(capsys, "compare", "resnet/-1", "resnet/-2", "--dir", root, "--json")
+    assert [r["name"] for r in json.loads(out)["runs"]] == ["c", "b"]
+    rc, out, err = cli(capsys, "inspect", "resnet/-4", "--dir", root)
+    assert rc == 1 and out == ""
+    one_error_line(err, "has 3 runs", "no run -4")
+
+
+def test_unknown_run_names_say_what_was_looked_up(capsys, root, runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli(capsys, "inspect", "resnet/zzz", "--dir", root)
+    assert rc == 1 and out == ""
+    one_error_line(err, "no run 'zzz' in experiment 'resnet'", str(root), "no such directory")
+    rc, out, err = cli(capsys, "tail", "nope/latest", "--dir", root)
+    assert rc == 1
+    one_error_line(err, "no experiment 'nope'", str(root))
+    rc, out, err = cli(capsys, "inspect", "resnet", "--dir", root)  # one word: a path only
+    assert rc == 1
+    one_error_line(err, "no such directory", tmp_path / "resnet")
+
+
+def test_experiments_by_name_or_by_directory(capsys, root, many, monkeypatch):
+    """clean took a name and refused ./experiments/resnet; list -e took only a name."""
+    monkeypatch.chdir(root.parent)
+    by_name = cli(capsys, "clean", "resnet", "--keep", "3", "--json")[1]
+    rc, by_path, err = cli(capsys, "clean", "./experiments/resnet", "--keep", "3", "--json")
+    assert rc == 0 and json.loads(by_path) == json.loads(by_name), err
+    assert [e["name"] for e in json.loads(by_path)["delete"]] == ["r3", "r2", "r1", "r0"]
+    rc, out, _ = cli(capsys, "clean", root / "resnet", "--keep", "6", "--force")
+    assert rc == 0 and not many[0].exists() and many[1].exists()
+    rc, out, _ = cli(capsys, "list", "-e", root / "resnet", "--json")
+    assert rc == 0 and len(json.loads(out)["runs"]) == 6
+    rc, out, err = cli(capsys, "clean", many[3], "--keep", "1")
+    assert rc == 1
+    one_error_line(err, "is a run directory, not an experiment")
+
+
 def crashed_copy_with_truncated_segment(root):
     """A run killed mid-write: two segments, the newer one truncated, the process gone."""
     live = open_run(root, name="live", config={"lr": 0.1})
