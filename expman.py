@@ -7055,14 +7055,15 @@ def _run_columns(runs):
     """The optional columns of the runs table, [(header, cells, kind, rank)]: each metric's
     last value, and the params that tell the runs apart (all of them for a single run).
     Lower rank = more useful, kept first on a narrow terminal: metrics with a goal (val/test
-    ones before the others), then params, then other metrics."""
+    ones before the others), then params, then other metrics, then ROWS (STEP tells most of
+    it)."""
     metric_keys = list(dict.fromkeys(k for r in runs for k in r["summary"]))
     param_keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
     if len(runs) > 1:  # the main params are the ones that tell runs apart
         param_keys = [k for k in param_keys
                       if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
                               for r in runs}) > 1]
-    columns = []
+    columns = [("ROWS", [str(r["rows"]) for r in runs], "column", 4)]
     for key in metric_keys:
         held_out = key.lower().startswith(("val", "test", "eval", "best"))
         rank = (0 if held_out else 1) if _metric_goal(key) else 3
@@ -7100,9 +7101,8 @@ def _print_runs(model, color, width=None):
         return [[r["name"], _status_cell(r["status"], color),
                  "unreadable run.yaml" if _is_corrupt(r) else
                  _fmt_time(r["started_at"], time_format),
-                 _human_duration(r["duration_secs"]), _fmt_num(r["last_step"]),
-                 str(r["rows"])] for r in runs]
-    fixed = ["RUN", "STATUS", "STARTED", "DURATION", "STEP", "ROWS"]
+                 _human_duration(r["duration_secs"]), _fmt_num(r["last_step"])] for r in runs]
+    fixed = ["RUN", "STATUS", "STARTED", "DURATION", "STEP"]
     rows, hidden = fixed_rows(None), collections.Counter()
     lines = _table(fixed + [c[0] for c in columns],
                    [row + [c[1][i] for c in columns] for i, row in enumerate(rows)])
@@ -7110,14 +7110,15 @@ def _print_runs(model, color, width=None):
         rows = fixed_rows("%m-%d %H:%M")  # a shorter start time leaves room for metrics
         fixed_width = max(len(_ANSI_ESCAPE.sub("", line)) for line in _table(fixed, rows))
         columns, hidden = _choose_columns(fixed_width, columns, width)
-    right = {3, 4, 5} | {len(fixed) + i for i, c in enumerate(columns) if c[2] == "metric"}
+    right = {3, 4} | {len(fixed) + i for i, c in enumerate(columns) if c[2] != "param"}
     _print_lines(_table(fixed + [c[0] for c in columns],
                         [row + [c[1][i] for c in columns] for i, row in enumerate(rows)],
                         right=right, width=width))
     if hidden:
-        what = " and ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in
-                            sorted(hidden.items()))
-        print(f"({what} not shown to fit the terminal: see --json or expman inspect)")
+        parts = [f"{hidden[k]} {k}{'s' if hidden[k] > 1 else ''}" for k in ("metric", "param")
+                 if hidden[k]] + (["ROWS"] if hidden["column"] else [])
+        what = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        print(_clip(f"({what} not shown to fit the terminal; see --json)", width))
     for run in runs:  # a garbled run.yaml was already reported by the reader; not this one
         if _is_corrupt(run) and run["error"] == "empty run.yaml":
             print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)

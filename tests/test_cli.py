@@ -331,6 +331,56 @@ def test_list_on_a_narrow_terminal_drops_columns_and_says_so(capsys, root, runs,
     assert "not shown" not in out and "opt.name" in out
 
 
+def wide_runs(root):
+    """Runs with many metrics and params and long values: wider than 80 columns."""
+    for i in range(3):
+        make_run(root, exp="a_rather_long_experiment_name_for_a_sweep", name=f"20261203_08181{i}",
+                 config={"lr": 10.0 ** -i, "model": {"name": f"resnet{18 + i}_with_a_long_suffix"},
+                         "batch_size": 32 * (i + 1), "notes": "x" * (30 + i)},
+                 rows=[(s, {"train/loss": 1.0 / (s + 1), "train/lr": 0.1, "grad_norm": 2.0,
+                            "train/tokens_per_sec": 41000.5 + i, "val/acc": 0.5 + i / 10,
+                            "val/loss": 999.999 - i}) for s in range(3)],
+                 status=("finished", "failed", "interrupted")[i])
+
+
+def test_80_column_terminals(capsys, root, monkeypatch):
+    """list (87 wide), list -e (no metric at all) and compare (one long value set a column's
+    width) wrapped at 80 columns: cells are cut with an ellipsis, the useful columns stay."""
+    wide_runs(root)
+    make_run(root, exp="tiny")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, _ = cli(capsys, "list", root)
+    assert rc == 0 and all(len(line) <= 80 for line in out.splitlines()), out
+    assert "1 finished, 1 failed, 1 interrupted" in out or "\u2026" in out
+    exp = "a_rather_long_experiment_name_for_a_sweep"
+    rc, out, _ = cli(capsys, "list", root, "-e", exp)
+    lines = out.splitlines()
+    assert rc == 0 and all(len(line) <= 80 for line in lines), out
+    header = lines[0].split()
+    assert "val/acc" in header and "val/loss" in header  # metrics with a goal survive
+    assert "train/lr" not in header and "not shown to fit the terminal" in lines[-1]
+    rc, out, _ = cli(capsys, "compare", f"{exp}/-1", f"{exp}/-2", f"{exp}/-3", "--dir", root)
+    assert rc == 0 and all(len(line) <= 80 for line in out.splitlines()), out
+    assert "\u2026" in out and "0.01" in out
+    # not a terminal: whole lines, nothing cut
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    rc, out, _ = cli(capsys, "compare", f"{exp}/-1", f"{exp}/-2", "--dir", root)
+    assert "\u2026" not in out and "x" * 31 in out
+
+
+def test_list_shows_999_999_as_999_999(capsys, root):
+    """The 5-digit format rounded 999.999 to '1000', which reads as exactly 1000."""
+    make_run(root, exp="n", name="r", rows=[(0, {"val/x": 999.999, "val/y": 1000.0,
+                                                 "val/z": 0.123456789})])
+    rc, out, _ = cli(capsys, "list", root, "-e", "n")
+    header, row = out.splitlines()
+    values = dict(zip(header.split()[-3:], row.split()[-3:]))
+    assert values == {"val/x": "999.999", "val/y": "1000", "val/z": "0.12346"}
+    assert expman._fmt_num(999.9999996) == "999.9999996" and expman._fmt_num(2.5) == "2.5"
+
+
 def test_list_does_not_import_pyarrow(root, runs):
     code = ("import sys, expman; rc = expman.main(['list', sys.argv[1], '-e', 'resnet']); "
             "rc2 = expman.main(['list', sys.argv[1]]); "
@@ -1097,6 +1147,13 @@ def test_demo_without_serving_writes_runs_you_can_list(capsys, tmp_path, fake_se
     exps = json.loads(out)["experiments"]
     assert exps and all(e["runs"] > 0 for e in exps)
     assert not [t for t in threading.enumerate() if t.name == "expman-demo" and t.is_alive()]
+    # every run's duration agrees with its rows: the failed one said 0.0s for 299 steps
+    for exp in exps:
+        rc, out, _ = cli(capsys, "list", target, "-e", exp["name"], "--json")
+        for run in json.loads(out)["runs"]:
+            assert run["duration_secs"] >= 0.1 * run["rows"], run
+    failed = expman.load_run(target / "resnet_cifar10" / "sgd_lr1.0")
+    assert failed["status"] == "failed" and failed["last_step"] == 299
 
 
 def test_demo_writes_then_serves(capsys, root, monkeypatch, fake_serve):
