@@ -7176,29 +7176,46 @@ def _mapping_text(value):
 
 
 def _cmd_inspect(args):
-    run = load_run(args.run_dir)
-    stats = metric_stats(args.run_dir)
-    artifacts = list_artifacts(args.run_dir)
-    log_lines = _log_tail(args.run_dir, args.log_lines)
-    scalars = {k: v for k, v in run["summary"].items() if k not in stats}
-    media = _media_summary(*_resolve_run(args.run_dir))
+    model = _inspect_model(args.run_dir, args.log_lines)
     if args.json:
-        _print_json({**run, "metrics": stats, "scalars": scalars, "artifacts": artifacts,
-                     "log_tail": log_lines, **media})
-        return _EXIT_OK
-    color = _use_color()
+        _print_json(_inspect_json(model))
+    else:
+        _print_inspect(model, _use_color(), args.log_lines)
+    return _EXIT_OK
+
+
+def _inspect_model(run_dir, log_lines):
+    """Everything `expman inspect` shows of one run, for its text and its --json."""
+    run = load_run(run_dir)
+    stats = metric_stats(run_dir)
+    return {"run": run, "metrics": stats, "artifacts": list_artifacts(run_dir),
+            "log_tail": _log_tail(run_dir, log_lines),
+            "scalars": {k: v for k, v in run["summary"].items() if k not in stats},
+            "media": _media_summary(*_resolve_run(run_dir))}
+
+
+def _inspect_json(model):
+    return {**model["run"], "metrics": model["metrics"], "scalars": model["scalars"],
+            "artifacts": model["artifacts"], "log_tail": model["log_tail"], **model["media"]}
+
+
+def _git_text(git):
+    """'0123456789ab (main, dirty)' from run.yaml's git mapping, or None."""
+    git = git if isinstance(git, dict) else {}
+    if not git.get("commit"):
+        return None
+    extra = ([str(git["branch"])] if git.get("branch") else []) + (
+        ["dirty"] if git.get("dirty") else [])
+    return str(git["commit"])[:12] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _inspect_fields(run, color):
+    """The (name, text) lines at the top of `expman inspect`; None texts are left out."""
     status = _status_cell(run["status"], color).styled
     recorded = run.get("recorded_status")
     if recorded != run["status"] and isinstance(recorded, str):
         status += f" (run.yaml says {recorded}: the process is gone)"
     git = run.get("git") if isinstance(run.get("git"), dict) else {}
-    git_text = None
-    if git.get("commit"):
-        git_text = str(git["commit"])[:12]
-        extra = [str(git["branch"])] if git.get("branch") else []
-        extra += ["dirty"] if git.get("dirty") else []
-        if extra:
-            git_text += f" ({', '.join(extra)})"
     host = run.get("hostname") or "-"
     if run.get("pid"):
         host += f" (pid {run['pid']}" + (f", user {run['user']})" if run.get("user") else ")")
@@ -7209,7 +7226,7 @@ def _cmd_inspect(args):
         ("duration", _human_duration(run["duration_secs"])),
         ("rows", f"{run['rows']} (last step {_fmt_num(run['last_step'])})"),
         ("host", host), ("command", run.get("command")), ("cwd", run.get("cwd")),
-        ("python", run.get("python")), ("git", git_text),
+        ("python", run.get("python")), ("git", _git_text(git)),
         ("git diff", f"artifacts/{git['diff_artifact']}" if git.get("diff_artifact") else None),
         ("project", run.get("project")), ("job", _job_text(run)),
         ("packages", _mapping_text(run.get("packages"))),
@@ -7219,6 +7236,12 @@ def _cmd_inspect(args):
     ]
     if run.get("dropped_rows"):
         fields.append(("dropped rows", str(run["dropped_rows"])))
+    return fields
+
+
+def _print_inspect(model, color, log_lines):
+    run = model["run"]
+    fields = _inspect_fields(run, color)
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         if value not in (None, ""):
@@ -7228,6 +7251,16 @@ def _cmd_inspect(args):
     print("params" if run["config"] else "params: none")
     _print_lines(_tree_lines(run["config"]))
     print()
+    _print_metric_stats(model["metrics"], model["scalars"])
+    print()
+    _print_artifacts(model["artifacts"])
+    _print_media_summary(model["media"])
+    if log_lines > 0:
+        print()
+        _print_log_tail(model["log_tail"])
+
+
+def _print_metric_stats(stats, scalars):
     if stats:
         print("metrics")
         rows = [[k, _fmt_num(s["last"]), _fmt_num(s["min"]), _fmt_num(s["max"]),
@@ -7241,26 +7274,26 @@ def _cmd_inspect(args):
         print("scalars")
         _print_lines(_table(["KEY", "VALUE"], [[k, _fmt_num(v)] for k, v in scalars.items()],
                             right={1}, indent="  "))
-    print()
-    if artifacts:
-        total = sum(a["size"] for a in artifacts)
-        print(f"artifacts ({len(artifacts)} file{'s' if len(artifacts) > 1 else ''}, "
-              f"{_human_bytes(total)})")
-        _print_lines(_table(["PATH", "SIZE", "KIND"],
-                            [[a["path"], _human_bytes(a["size"]), a["kind"]]
-                             for a in artifacts], right={1}, indent="  "))
-    else:
+
+
+def _print_artifacts(artifacts):
+    if not artifacts:
         print("artifacts: none")
-    _print_media_summary(media)
-    if args.log_lines > 0:
-        print()
-        if log_lines:
-            print(f"log (last {len(log_lines)} line{'s' if len(log_lines) > 1 else ''} "
-                  f"of run.log)")
-            _print_lines(("  " + line).rstrip() for line in log_lines)
-        else:
-            print("log: empty")
-    return _EXIT_OK
+        return
+    total = sum(a["size"] for a in artifacts)
+    print(f"artifacts ({len(artifacts)} file{'s' if len(artifacts) > 1 else ''}, "
+          f"{_human_bytes(total)})")
+    _print_lines(_table(["PATH", "SIZE", "KIND"],
+                        [[a["path"], _human_bytes(a["size"]), a["kind"]] for a in artifacts],
+                        right={1}, indent="  "))
+
+
+def _print_log_tail(lines):
+    if not lines:
+        print("log: empty")
+        return
+    print(f"log (last {len(lines)} line{'s' if len(lines) > 1 else ''} of run.log)")
+    _print_lines(("  " + line).rstrip() for line in lines)
 
 
 def _print_media_summary(media):
