@@ -7089,29 +7089,41 @@ def _choose_columns(fixed_width, columns, width, cap=16):
     return [c for i, c in enumerate(clipped) if i in keep], hidden
 
 
+_RUN_FIXED = ["RUN", "STATUS", "STARTED", "DURATION", "STEP"]
+
+
+def _fixed_run_rows(runs, color, time_format=None):
+    return [[r["name"], _status_cell(r["status"], color),
+             "unreadable run.yaml" if _is_corrupt(r) else _fmt_time(r["started_at"], time_format),
+             _human_duration(r["duration_secs"]), _fmt_num(r["last_step"])] for r in runs]
+
+
+def _table_width(headers, rows):
+    return max(len(_ANSI_ESCAPE.sub("", line)) for line in _table(headers, rows))
+
+
+def _runs_layout(runs, color, width):
+    """(fixed rows, optional columns, hidden Counter) of the runs table: everything when it
+    fits (or on no terminal), else a short start time and the most useful columns."""
+    rows, columns = _fixed_run_rows(runs, color), _run_columns(runs)
+    if width is None or _table_width(_RUN_FIXED + [c[0] for c in columns],
+                                     [row + [c[1][i] for c in columns]
+                                      for i, row in enumerate(rows)]) <= width:
+        return rows, columns, collections.Counter()
+    rows = _fixed_run_rows(runs, color, "%m-%d %H:%M")  # leaves room for metrics
+    columns, hidden = _choose_columns(_table_width(_RUN_FIXED, rows), columns, width)
+    return rows, columns, hidden
+
+
 def _print_runs(model, color, width=None):
     runs = model["runs"]
     if not runs:
         what = " matching the filters" if model["filtered"] else ""
         print(f"no runs{what} in experiment {model['experiment']!r}")
         return
-    columns = _run_columns(runs)
-
-    def fixed_rows(time_format):
-        return [[r["name"], _status_cell(r["status"], color),
-                 "unreadable run.yaml" if _is_corrupt(r) else
-                 _fmt_time(r["started_at"], time_format),
-                 _human_duration(r["duration_secs"]), _fmt_num(r["last_step"])] for r in runs]
-    fixed = ["RUN", "STATUS", "STARTED", "DURATION", "STEP"]
-    rows, hidden = fixed_rows(None), collections.Counter()
-    lines = _table(fixed + [c[0] for c in columns],
-                   [row + [c[1][i] for c in columns] for i, row in enumerate(rows)])
-    if width is not None and max(len(_ANSI_ESCAPE.sub("", line)) for line in lines) > width:
-        rows = fixed_rows("%m-%d %H:%M")  # a shorter start time leaves room for metrics
-        fixed_width = max(len(_ANSI_ESCAPE.sub("", line)) for line in _table(fixed, rows))
-        columns, hidden = _choose_columns(fixed_width, columns, width)
-    right = {3, 4} | {len(fixed) + i for i, c in enumerate(columns) if c[2] != "param"}
-    _print_lines(_table(fixed + [c[0] for c in columns],
+    rows, columns, hidden = _runs_layout(runs, color, width)
+    right = {3, 4} | {len(_RUN_FIXED) + i for i, c in enumerate(columns) if c[2] != "param"}
+    _print_lines(_table(_RUN_FIXED + [c[0] for c in columns],
                         [row + [c[1][i] for c in columns] for i, row in enumerate(rows)],
                         right=right, width=width))
     if hidden:
@@ -7637,11 +7649,24 @@ def _cmd_import(args):
 
 def _cmd_clean(args):
     root = args.dir if args.dir is not None else _default_root()
-    runs = list_runs(root, args.experiment)
+    model = _clean_model(root, args.experiment, args.keep)
+    if args.force:
+        _delete_runs(model, progress=not args.json)
+    if args.json:
+        _print_json(_clean_json(model))
+    else:
+        _print_clean(model, _use_color())
+    return _EXIT_FAIL if model["failures"] else _EXIT_OK
+
+
+def _clean_model(root, experiment, keep):
+    """What `expman clean` would delete: the experiment's runs sorted into running ones (never
+    touched), skipped ones (unreadable and recently written), kept and doomed ones."""
+    runs = list_runs(root, experiment)
     store, root_path = _resolve_root(root)
-    exp_path = store.join(root_path, _safe_name(args.experiment, "experiment name"))
-    now = time.time()
+    exp_path = store.join(root_path, _safe_name(experiment, "experiment name"))
     quiet_secs = STALE_HEARTBEATS * DEFAULT_HEARTBEAT_SECS + 5
+    now = time.time()
     running, skipped, candidates = [], [], []
     for run in runs:
         run_path = store.join(exp_path, run["name"])
@@ -7656,57 +7681,76 @@ def _cmd_clean(args):
             skipped.append(entry)
         else:
             candidates.append(entry)
-    kept, doomed = candidates[:args.keep], candidates[args.keep:]
-    failures = []
-    if args.force:
+    return {"store": store, "root": store.display(root_path), "exp_path": exp_path,
+            "experiment": experiment, "keep": keep, "dry_run": True, "runs": len(runs),
+            "running": running, "skipped": skipped, "kept": candidates[:keep],
+            "delete": candidates[keep:], "failures": []}
+
+
+def _delete_runs(model, progress=True):
+    """Delete the doomed runs of a clean model, each looked at once more first: a run that
+    started running meanwhile stays. Marks each entry deleted or not, with the reason."""
+    store, doomed = model["store"], model["delete"]
+    model["dry_run"] = False
+    with _Progress("clean", total=len(doomed), unit="runs", enabled=progress) as bar:
         for entry in doomed:
-            run_path = store.join(exp_path, entry["name"])
-            try:  # look once more: never delete a run that is running now
-                if _effective_status(_read_yaml(store, store.join(run_path, RUN_YAML))) \
-                        == "running":
-                    entry["deleted"] = False
-                    entry["reason"] = "started running"
-                    continue
-            except ExpmanError:
-                pass
-            try:
-                store.delete_tree(run_path)
-                entry["deleted"] = True
-            except OSError as exc:
-                entry["deleted"] = False
-                entry["reason"] = exc.strerror or str(exc)
-                failures.append(entry)
-    gone = [e for e in doomed if e.get("deleted")] if args.force else doomed
-    freed = sum(e["size_bytes"] for e in gone)
-    if args.json:
-        _print_json({"root": store.display(root_path), "experiment": args.experiment,
-                     "keep": args.keep, "dry_run": not args.force,
-                     "delete": doomed, "freed_bytes": freed,
-                     "kept": [e["name"] for e in kept],
-                     "running": [e["name"] for e in running], "skipped": skipped})
-        return _EXIT_FAIL if failures else _EXIT_OK
-    color = _use_color()
-    print(f"{args.experiment}: {len(runs)} runs; keeping the {len(kept)} newest that are not "
-          f"running" + (f"; {len(running)} running left alone" if running else ""))
-    for entry in skipped:
+            _delete_run(store, store.join(model["exp_path"], entry["name"]), entry,
+                        model["failures"])
+            bar.update()
+
+
+def _delete_run(store, run_path, entry, failures):
+    try:  # look once more: never delete a run that is running now
+        if _effective_status(_read_yaml(store, store.join(run_path, RUN_YAML))) == "running":
+            entry["deleted"], entry["reason"] = False, "started running"
+            return
+    except ExpmanError:
+        pass
+    try:
+        store.delete_tree(run_path)
+        entry["deleted"] = True
+    except OSError as exc:
+        entry["deleted"], entry["reason"] = False, exc.strerror or str(exc)
+        failures.append(entry)
+
+
+def _clean_gone(model):
+    """The runs deleted (or, in a dry run, to delete), and the bytes that frees."""
+    gone = model["delete"] if model["dry_run"] else [e for e in model["delete"]
+                                                     if e.get("deleted")]
+    return gone, sum(e["size_bytes"] for e in gone)
+
+
+def _clean_json(model):
+    return {"root": model["root"], "experiment": model["experiment"], "keep": model["keep"],
+            "dry_run": model["dry_run"], "delete": model["delete"],
+            "freed_bytes": _clean_gone(model)[1], "kept": [e["name"] for e in model["kept"]],
+            "running": [e["name"] for e in model["running"]], "skipped": model["skipped"]}
+
+
+def _print_clean(model, color):
+    running, doomed, force = model["running"], model["delete"], not model["dry_run"]
+    print(f"{model['experiment']}: {model['runs']} runs; keeping the {len(model['kept'])} "
+          f"newest that are not running" +
+          (f"; {len(running)} running left alone" if running else ""))
+    for entry in model["skipped"]:
         print(f"skipping {entry['name']}: {entry['reason']}")
     if not doomed:
-        print(f"nothing to delete (keep {args.keep})")
-        return _EXIT_OK
-    verb = "deleted" if args.force else "would delete"
-    print(f"{verb} {len(gone)} run{'s' if len(gone) != 1 else ''}, "
-          f"{_human_bytes(freed)}{' freed' if args.force else ''}:")
+        print(f"nothing to delete (keep {model['keep']})")
+        return
+    gone, freed = _clean_gone(model)
+    print(f"{'deleted' if force else 'would delete'} {len(gone)} "
+          f"run{'s' if len(gone) != 1 else ''}, {_human_bytes(freed)}{' freed' if force else ''}:")
     rows = [[e["name"], _status_cell(e["status"], color), _fmt_time(e["started_at"]),
              _human_bytes(e["size_bytes"])] +
             ([("deleted" if e.get("deleted") else f"NOT deleted: {e.get('reason')}")]
-             if args.force else []) for e in doomed]
-    headers = ["RUN", "STATUS", "STARTED", "SIZE"] + (["RESULT"] if args.force else [])
+             if force else []) for e in doomed]
+    headers = ["RUN", "STATUS", "STARTED", "SIZE"] + (["RESULT"] if force else [])
     _print_lines(_table(headers, rows, right={3}, indent="  "))
-    if not args.force:
+    if not force:
         print(f"dry run: nothing deleted; add --force to delete these {len(doomed)} runs")
-    for entry in failures:
+    for entry in model["failures"]:
         _cli_error(f"could not delete {entry['path']}: {entry['reason']}")
-    return _EXIT_FAIL if failures else _EXIT_OK
 
 
 # -- reap ------------------------------------------------------------------------------------
