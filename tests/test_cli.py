@@ -1053,6 +1053,60 @@ def test_clean_errors(capsys, root, many, tmp_path):
     one_error_line(err, "no such directory")
 
 
+class TtyText(io.StringIO):
+    """A text stream that says it is a terminal (what stderr is in an interactive shell)."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("command", ["clean", "reap"])
+def test_long_operations_show_progress_on_a_terminal_only(capsys, root, many, monkeypatch,
+                                                          command):
+    monkeypatch.setattr(expman._Progress, "INTERVAL", 0.0)  # draw at every step
+    monkeypatch.setenv("EXPMAN_DIR", str(root))
+    # (flags, stderr a terminal, progress expected, runs the pass works through)
+    passes = [(["--json"], True, False, 2), ([], False, False, 1), ([], True, True, 4)]
+    for keep, (flags, tty, shown, count) in zip((5, 4, 0), passes):
+        argv = ["clean", "resnet", "--keep", keep, "--force"] if command == "clean" else [
+            "reap", "resnet"]
+        count = count if command == "clean" else 7
+        err = TtyText() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        assert expman.main([str(a) for a in argv + flags]) == 0
+        capsys.readouterr()
+        text = err.getvalue()
+        if not shown:
+            assert "\r" not in text and command + ":" not in text, (flags, tty, text)
+            continue
+        draws = [d for d in text.split("\r") if d.startswith(command + ": [")]
+        assert draws and f"{count}/{count} runs" in draws[-1] and "runs/s" in draws[-1]
+        assert "ETA" in draws[0] and text.endswith("\r\x1b[K")  # the line is cleared
+    left = [p for p in many if p.exists()]
+    assert left == ([] if command == "clean" else many)
+
+
+def test_progress_line_counts_rate_and_eta():
+    now = [100.0]
+    bar = expman._Progress("export", total=200, unit="rows", stream=TtyText(),
+                           clock=lambda: now[0])
+    now[0] += 2.0
+    bar.update(50)
+    assert bar.line() == "export: [#####---------------]  25% 50/200 rows, 25 rows/s, ETA 6.0s"
+    assert "export: [#####" in bar.stream.getvalue()
+    bar.close()
+    assert bar.stream.getvalue().endswith("\r\x1b[K")
+    quiet = expman._Progress("export", total=200, stream=TtyText(), enabled=False)
+    quiet.update(10)
+    quiet.close()
+    assert quiet.stream.getvalue() == ""
+    unknown = expman._Progress("import", unit="events", stream=io.StringIO(),
+                               clock=lambda: now[0])
+    now[0] += 1.0
+    unknown.update(7)
+    assert unknown.line() == "import: 7 events, 7 events/s" and unknown.stream.getvalue() == ""
+
+
 def test_clean_reports_a_deletion_that_fails(capsys, root, many, monkeypatch):
     def refuse(self, path):
         raise PermissionError(13, "Permission denied", path)
