@@ -1086,27 +1086,6 @@ def test_long_operations_show_progress_on_a_terminal_only(capsys, root, many, mo
     assert left == ([] if command == "clean" else many)
 
 
-def test_progress_line_counts_rate_and_eta():
-    now = [100.0]
-    bar = expman._Progress("export", total=200, unit="rows", stream=TtyText(),
-                           clock=lambda: now[0])
-    now[0] += 2.0
-    bar.update(50)
-    assert bar.line() == "export: [#####---------------]  25% 50/200 rows, 25 rows/s, ETA 6.0s"
-    assert "export: [#####" in bar.stream.getvalue()
-    bar.close()
-    assert bar.stream.getvalue().endswith("\r\x1b[K")
-    quiet = expman._Progress("export", total=200, stream=TtyText(), enabled=False)
-    quiet.update(10)
-    quiet.close()
-    assert quiet.stream.getvalue() == ""
-    unknown = expman._Progress("import", unit="events", stream=io.StringIO(),
-                               clock=lambda: now[0])
-    now[0] += 1.0
-    unknown.update(7)
-    assert unknown.line() == "import: 7 events, 7 events/s" and unknown.stream.getvalue() == ""
-
-
 def test_clean_reports_a_deletion_that_fails(capsys, root, many, monkeypatch):
     def refuse(self, path):
         raise PermissionError(13, "Permission denied", path)
