@@ -6616,14 +6616,19 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
 # 12 CLI #####################################################################################
 #
 #   expman list [DIR] [-e EXP]            experiments, or the runs of one, newest first
-#   expman inspect RUN_DIR                metadata, params, metric stats, artifacts, log tail
-#   expman compare RUN_DIR RUN_DIR...     params that differ, each metric's last / best
-#   expman tail RUN_DIR                   follow new metric rows and log lines of a live run
-#   expman export RUN_DIR --format F      the whole metrics table as csv, json or parquet,
+#   expman inspect RUN                    metadata, params, metric stats, artifacts, log tail
+#   expman compare RUN RUN...             params that differ, each metric's last / best
+#   expman tail RUN                       follow new metric rows and log lines of a live run
+#   expman export RUN --format F          the whole metrics table as csv, json or parquet,
 #                                         or TensorBoard event files (section 10)
 #   expman import TB_LOGDIR               TensorBoard event files -> runs (section 10)
-#   expman clean EXPERIMENT --keep N      delete old runs (a dry run without --force)
+#   expman clean EXP --keep N             delete old runs (a dry run without --force)
+#   expman reap [DIR|EXP|RUN]             mark dead runs crashed (a dry run without --force)
 #   expman serve [DIR] / expman demo      the dashboard (section 11)
+#
+# RUN is a run directory, EXP/RUN under the root, or EXP/latest, EXP/-2 (_cli_run); EXP a
+# name or a directory (_cli_experiment). `exp` (expman-rs's name) is the same command.
+# Each command gathers a model (_*_model) that its text printer and --json both render.
 #
 # Results go to stdout; warnings and the one-line error to stderr. Exit codes: 0 for
 # success, 1 failure, 2 bad usage, 130 Ctrl-C. Every read command takes --json. `list` must stay fast
@@ -8125,7 +8130,8 @@ def _describe_error(exc):
 
 
 def main(argv=None):
-    """The command line: ``expman list|inspect|compare|tail|export|import|clean|serve|demo``.
+    """The command line: ``expman list|inspect|compare|tail|export|import|clean|reap|serve``
+    (and ``demo``).
 
     >>> expman.main(["list", "experiments", "-e", "resnet"])     # returns the exit code
 
