@@ -6631,8 +6631,9 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
 # Each command gathers a model (_*_model) that its text printer and --json both render.
 #
 # Results go to stdout; warnings and the one-line error to stderr. Exit codes: 0 for
-# success, 1 failure, 2 bad usage, 130 Ctrl-C. Every read command takes --json. `list` must stay fast
-# over thousands of runs, so nothing here imports pyarrow unless a command reads metrics.
+# success, 1 failure, 2 bad usage, 130 Ctrl-C. Every read command but tail takes --json.
+# `list` must stay fast over thousands of runs, so nothing here imports pyarrow unless a
+# command reads metrics.
 
 _EXIT_OK, _EXIT_FAIL, _EXIT_USAGE, _EXIT_INTERRUPTED = 0, 1, 2, 130
 _STATUS_COLORS = {"running": "36", "finished": "32", "failed": "31", "interrupted": "33",
@@ -7900,6 +7901,8 @@ def _cmd_demo(args):
     if not callable(make_demo):
         raise ExpmanError("demo data is not available in this build of expman "
                           "(_demo_data is missing)")
+    if not args.no_serve:
+        _serve_function()  # a missing server package is said before the data is written
     root = args.dir if args.dir is not None else _default_root()
     store, path = _open_store(root)
     store.mkdir(path)
