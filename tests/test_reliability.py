@@ -263,13 +263,16 @@ def _reap_and_check(run, rows, capsys):
         assert data["i"] == [float(i) for i in range(rows)], when
         assert hist.column("step").to_pylist() == list(range(0, rows, 50)), when
         if when == "before reap":
-            rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0")
+            rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
             assert rc == 0 and "Traceback" not in err, out + err
-    assert not (run / "metrics").exists() and not (run / "histograms").exists()
+            recorded = yaml.safe_load((run / "run.yaml").read_text())["status"]
+            assert recorded in ("crashed", "finished"), out   # reaped, or closed before
+    assert not (run / "metrics").exists() and not (run / "histograms").exists(), (
+        out, os.listdir(run / "metrics") if (run / "metrics").exists() else None)
     assert pq.ParquetFile(run / "metrics.parquet").metadata.num_rows == rows
     assert pq.ParquetFile(run / "histograms.parquet").metadata.num_rows == histograms
     # reaping again changes nothing
-    rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0")
+    rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
     assert rc == 0
     assert expman.load_metrics(run).column("step").to_pylist() == list(range(rows))
 
