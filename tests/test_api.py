@@ -26,8 +26,12 @@ EXPECTED_ALL = [
 
 # name -> signature text; changing one of these breaks users' scripts, so it must be deliberate
 SIGNATURES = {
-    "init": "(name, base_dir=None, run_name=None, config=None, description=None, tags=None, "
-            "flush_interval_ms=500, **kwargs)",
+    # expman-rs's positional order (issue 15): name, run_name, base_dir, flush_interval_rows,
+    # flush_interval_ms, redirect_console, project, tags, description; every earlier keyword
+    # (config, capture_output, ...) is still accepted by name
+    "init": "(name, run_name=None, base_dir=None, flush_interval_rows=None, "
+            "flush_interval_ms=500, redirect_console=False, project=None, tags=None, "
+            "description=None, *, config=None, **kwargs)",
     "log_params": "(params)",
     "log_metrics": "(metrics, step=None)",
     "log_vector": "(metrics, step=None)",
@@ -69,10 +73,13 @@ SIGNATURES = {
     "SummaryWriter": "(log_dir=None, comment='', purge_step=None, max_queue=10, "
                      "flush_secs=120, filename_suffix='', *, base_dir=None, experiment=None, "
                      "run_name=None, run=None, config=None)",
-    "Experiment": "(name, base_dir=None, run_name=None, config=None, description=None, "
-                  "tags=None, flush_interval_ms=500, *, project=None, system_metrics=False, "
+    "Experiment": "(name, run_name=None, base_dir=None, flush_interval_rows=None, "
+                  "flush_interval_ms=500, redirect_console=False, project=None, tags=None, "
+                  "description=None, *, config=None, system_metrics=False, "
                   "capture_output=False, rank=None, group=None, provenance=True, "
-                  "save_git_diff=False, heartbeat_secs=5.0, capture_git=True, clock=None)",
+                  "save_git_diff=False, heartbeat_secs=5.0, capture_git=True, clock=None, "
+                  "heartbeat_interval_secs=None, system_metrics_interval_secs=None, "
+                  "capture_provenance=None, capture_diff=None)",
 }
 
 METHOD_SIGNATURES = {

@@ -123,7 +123,11 @@ def test_sigkill_at_random_moments_loses_no_flushed_row(root, tmp_path, server, 
         child = Child(KILL_CHILD.replace(ARGV4, f"{str(root)!r}, {every}, {fan_in}, {close_at}"),
                       cwd=tmp_path)
         try:
-            run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
+            # any line, not the last: init() now returns with the writer ready, so "flushed"
+            # lines can follow "ready" before this poll sees it
+            run_name = wait_for(lambda: next((l for l in list(child.lines)
+                                               if l.startswith("ready")), None),
+                                timeout=30).split()[1]
             if close_at:
                 child.wait_line(lambda l: l.startswith(("closing", "closed")), timeout=30)
             elif target:
