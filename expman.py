@@ -2679,6 +2679,8 @@ def is_primary():
 
 
 
+# 8.1 Experiment: one run; its log calls queue for the writer (section 7) and return #########
+
 class Experiment:
     """One run of an experiment: logs params, metrics, text and files without blocking.
 
