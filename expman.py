@@ -322,28 +322,68 @@ def _yaml_load(data):
     return value
 
 
-def _to_plain(value, _depth=0):
-    """Turn params into what YAML can store: NumPy/torch scalars, paths, tuples, sets, objects."""
-    if _depth > 50:
-        return repr(value)
+PLAIN_MAX_ITEMS = 50_000    # params expanded by _to_plain beyond this are cut (shared parts)
+
+
+def _to_plain(value, _depth=0, _walk=None):
+    """Turn params into what YAML can store: NumPy/torch scalars, paths, tuples, sets, objects.
+
+    Never raises: a container holding itself becomes "<recursive ...>", expansion stops after
+    PLAIN_MAX_ITEMS values (a dict that refers to the same big dict at every level used to
+    expand exponentially and hang the training thread), and an object whose ``__str__``
+    raises becomes "<TypeName>". Each of these is noted in ``_walk["cut"]`` for the caller.
+    """
+    walk = {"path": set(), "count": 0, "cut": []} if _walk is None else _walk
+    walk["count"] += 1
+    if walk["count"] > PLAIN_MAX_ITEMS or _depth > 50:
+        if not walk["cut"] or walk["cut"][-1] != "size":
+            walk["cut"].append("size")
+        return "<cut: too large or too deep>"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, dict):
-        return {str(k): _to_plain(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        return [_to_plain(v, _depth + 1) for v in items]
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        if id(value) in walk["path"]:  # on the way down already: a cycle
+            walk["cut"].append("cycle")
+            return f"<recursive {type(value).__name__}>"
+        walk["path"].add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_plain_text(k, walk): _to_plain(v, _depth + 1, walk)
+                        for k, v in list(value.items())}
+            items = value
+            if isinstance(value, (set, frozenset)):
+                items = sorted(value, key=lambda v: _plain_text(v, walk))
+            return [_to_plain(v, _depth + 1, walk) for v in items]
+        finally:
+            walk["path"].discard(id(value))
     item = getattr(value, "item", None)
     if callable(item):  # NumPy scalars, 0-d arrays and tensors
         try:
-            return _to_plain(item(), _depth + 1)
+            return _to_plain(item(), _depth + 1, walk)
         except Exception:  # noqa: BLE001 - a non-scalar array: fall through to its text
             pass
     if isinstance(value, os.PathLike):
-        return os.fspath(value)
+        try:
+            return os.fspath(value)
+        except Exception:  # noqa: BLE001 - a broken __fspath__: its text below
+            pass
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return str(value)
+    return _plain_text(value, walk)
+
+
+def _plain_text(value, walk):
+    """str(value); "<TypeName>" when its __str__ (and __repr__) raise."""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a user's __str__ may raise anything
+        walk["cut"].append("str")
+        try:
+            return repr(value)
+        except Exception:  # noqa: BLE001
+            return f"<{type(value).__name__}>"
 
 
 def _deep_merge(base, update):
@@ -1831,6 +1871,11 @@ class _Writer(threading.Thread):
                 self._warn_once("step:range", f"expman: step {s} does not fit in int64; "
                                               f"using the next step instead")
                 s = last + 1
+            if s >= 2 ** 63:  # the next step after 2**63-1: kept there rather than lose the
+                # row (an overflow here used to drop the whole batch, good rows included)
+                self._warn_once("step:max", "expman: the step reached 2**63-1, the largest "
+                                            "int64; later automatic steps repeat it")
+                s = 2 ** 63 - 1
             out.append(s)
             last = s
         return out
@@ -2979,7 +3024,15 @@ class Experiment:
         if not isinstance(params, dict):
             _warn(f"expman: log_params needs a dict, got {type(params).__name__}; ignored")
             return None
-        plain = _to_plain(params)
+        walk = {"path": set(), "count": 0, "cut": []}
+        plain = _to_plain(params, _walk=walk)
+        if walk["cut"]:
+            why = {"cycle": "a container that holds itself (stored as '<recursive ...>')",
+                   "size": f"more than {PLAIN_MAX_ITEMS} values once shared parts are expanded "
+                           f"(the rest stored as '<cut: ...>')",
+                   "str": "a value whose __str__ raised (stored as its repr or type name)"}
+            _warn("expman: log_params got " + "; ".join(
+                why[c] for c in dict.fromkeys(walk["cut"])))
         self._writer.send(("config", plain))
         return None
 
