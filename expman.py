@@ -1867,7 +1867,7 @@ class _Writer(threading.Thread):
                                     f"expman: step {_short_repr(s)} is not an integer ({exc}); "
                                     f"using the next step instead")
                     s = last + 1
-            if not -2 ** 63 <= s < 2 ** 63:
+            if not -2 ** 63 <= s < 2 ** 63 and last + 1 != s:
                 self._warn_once("step:range", f"expman: step {s} does not fit in int64; "
                                               f"using the next step instead")
                 s = last + 1
