@@ -67,30 +67,19 @@ import getpass
 import importlib
 import io
 import json
-import logging
 import math
 import operator
 import os
 import pathlib
-import platform
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import warnings
 
-import yaml
-
-try:  # the C loader/dumper are ~10x faster; listing 1,000 runs depends on it
-    _YamlLoader, _YamlDumper = yaml.CSafeLoader, yaml.CSafeDumper
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _YamlLoader, _YamlDumper = yaml.SafeLoader, yaml.SafeDumper
-
-_PY_VERSION = platform.python_version()
+_PY_VERSION = sys.version.split()[0]   # platform.python_version(), without platform
 _IS_WINDOWS = os.name == "nt"
 
 
@@ -111,13 +100,31 @@ class _LazyModule:
         return getattr(module, attr)
 
 
+# Not needed to log, so not paid by ``import expman`` (together 30-40 ms; logging alone pulls
+# in traceback and tokenize): yaml is first used by init(), the others by the CLI, server, git.
+yaml = _LazyModule("yaml", "yaml")
+logging = _LazyModule("logging", "logging")
+platform = _LazyModule("platform", "platform")
+socket = _LazyModule("socket", "socket")
+subprocess = _LazyModule("subprocess", "subprocess")
 pa = _LazyModule("pa", "pyarrow")
 pq = _LazyModule("pq", "pyarrow.parquet")
 pc = _LazyModule("pc", "pyarrow.compute")
 pafs = _LazyModule("pafs", "pyarrow.fs")
 pads = _LazyModule("pads", "pyarrow.dataset")
 
-_log = logging.getLogger(__name__)
+
+
+class _LazyLog:
+    """``logging.getLogger("expman")``, made on first use (see the lazy modules above)."""
+
+    def __getattr__(self, attr):
+        logger = logging.getLogger(__name__)
+        globals()["_log"] = logger
+        return getattr(logger, attr)
+
+
+_log = _LazyLog()
 
 
 # 2 Constants & environment ##################################################################
@@ -194,7 +201,8 @@ _PROVENANCE_PACKAGES = ("numpy", "torch", "pandas", "polars", "jax", "tensorflow
 
 # A dead pid proves a crash only on the host that ran it, so the name must tell hosts apart:
 # containers and cluster pods often share one, and EXPMAN_HOSTNAME (e.g. the node name) fixes it.
-_HOSTNAME = os.environ.get(ENV_HOSTNAME) or socket.gethostname()
+_HOSTNAME = os.environ.get(ENV_HOSTNAME) or (os.uname().nodename if hasattr(os, "uname")
+                                              else socket.gethostname())
 _NAME_BAD_CHARS = re.compile(r"[^\w.+=@-]")
 _SEGMENT_RE = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -277,20 +285,36 @@ def _safe_name(name, what="name"):
     return cleaned
 
 
-class _Dumper(_YamlDumper):
-    """The safe dumper, writing subclasses of str, int and float (a StrEnum or IntEnum param,
-    torch's TorchVersion in run.yaml's package versions) as their plain values: the safe
-    dumper refused them, and init() or log_params raised RepresenterError."""
+_YAML = []                  # [loader, dumper] once yaml is imported (see _yaml_classes)
 
 
-_Dumper.add_multi_representer(str, lambda dumper, v: dumper.represent_str(str.__str__(v)))
-_Dumper.add_multi_representer(int, lambda dumper, v: dumper.represent_int(int.__int__(v)))
-_Dumper.add_multi_representer(float, lambda dumper, v: dumper.represent_float(float.__float__(v)))
+def _yaml_classes():
+    """(loader, dumper): PyYAML's C-based safe ones (~10x faster; listing 1,000 runs depends
+    on it) or its pure-Python ones. Built on first use, so ``import expman`` skips PyYAML.
+
+    The dumper writes subclasses of str, int and float (a StrEnum or IntEnum param, torch's
+    TorchVersion in run.yaml's package versions) as their plain values: the safe dumper
+    refused them, and init() or log_params raised RepresenterError.
+    """
+    if not _YAML:
+        try:
+            loader, base = yaml.CSafeLoader, yaml.CSafeDumper
+        except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+            loader, base = yaml.SafeLoader, yaml.SafeDumper
+
+        class _Dumper(base):
+            pass
+
+        _Dumper.add_multi_representer(str, lambda d, v: d.represent_str(str.__str__(v)))
+        _Dumper.add_multi_representer(int, lambda d, v: d.represent_int(int.__int__(v)))
+        _Dumper.add_multi_representer(float, lambda d, v: d.represent_float(float.__float__(v)))
+        _YAML[:] = [loader, _Dumper]
+    return _YAML
 
 
 def _yaml_dump(data):
     try:
-        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+        return yaml.dump(data, Dumper=_yaml_classes()[1], sort_keys=False, allow_unicode=True,
                          default_flow_style=False).encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate in a description, tag, param or name is not UTF-8: it made every
@@ -312,7 +336,7 @@ def _scrub_surrogates(value):
 def _yaml_load(data):
     """Parse YAML text; returns {} for an empty file. Raises ExpmanError on garbage."""
     try:
-        value = yaml.load(data, Loader=_YamlLoader)
+        value = yaml.load(data, Loader=_yaml_classes()[0])
     except yaml.YAMLError as exc:
         raise ExpmanError(f"invalid YAML: {str(exc).splitlines()[0]}") from None
     if value is None:
@@ -1419,9 +1443,9 @@ def _warm_up(system_metrics=False):
         import zlib  # noqa: F401
         import pyarrow.parquet  # noqa: F401
         import pyarrow.compute  # noqa: F401
-        for proxy in (pa, pq, pc):  # replace the lazy proxies by the modules themselves
-            if isinstance(proxy, _LazyModule):
-                getattr(proxy, "__name__")
+        # replace the lazy proxies the writer uses (git: subprocess; warnings: logging)
+        for proxy in (pa, pq, pc, subprocess, logging, _log, platform, yaml):
+            getattr(proxy, "__name__", None)
         pc.multiply(_f64_array(array.array("d", [1.0])), _f64_array(array.array("d", [1.0]))[0])
         _WARMED.append(True)
     if system_metrics:
@@ -2734,6 +2758,35 @@ def is_primary():
 
 # 8.1 Experiment: one run; its log calls queue for the writer (section 7) and return #########
 
+class _RunPath(str):
+    """``Experiment.run_dir``: a str, so expman-rs scripts work unchanged (``run_dir + "/x"``,
+    ``os.path.join``, JSON, ``== "..."``), that also does what the ``pathlib.Path`` returned
+    before did (``run_dir / "x"``, ``.name``, ``.parent``, ``.exists()``, ``.glob()``...).
+    Where a str method and a Path method share a name (``replace``, ``split``...), the str
+    one wins: it is a str first."""
+    __slots__ = ()
+
+    def __fspath__(self):
+        return str.__str__(self)
+
+    def __truediv__(self, other):
+        return pathlib.Path(self) / other
+
+    def __getattr__(self, name):
+        return getattr(pathlib.Path(self), name)
+
+    def __eq__(self, other):
+        if isinstance(other, pathlib.PurePath):
+            return pathlib.Path(self) == other
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = str.__hash__
+
+
 class Experiment:
     """One run of an experiment: logs params, metrics, text and files without blocking.
 
@@ -2911,9 +2964,15 @@ class Experiment:
     # -- properties ----------------------------------------------------------------------
     @property
     def run_dir(self):
-        """The run's directory: a ``pathlib.Path`` locally, a URI string on object stores."""
+        """The run's directory, as a str that also works as a ``pathlib.Path`` locally.
+
+        >>> exp.run_dir + "/artifacts"          # a str, as expman-rs returns
+        >>> exp.run_dir / "config.yaml"         # a Path, as earlier expman returned
+
+        On object stores it is the run's URI string.
+        """
         if self._store.is_local:
-            return pathlib.Path(self._path)
+            return _RunPath(self._path)
         return self._store.display(self._path)
 
     @property
@@ -6715,22 +6774,23 @@ def _show_warning(message, category, filename, lineno, file=None, line=None,
     return None
 
 
-class _StderrWarnings(logging.Handler):
-    """Readers also log some problems (a garbled run.yaml while listing): one line each."""
+def _stderr_warnings_handler():
+    """Readers also log some problems (a garbled run.yaml while listing): one line each.
+    (The class is made here, not at import: ``import expman`` does not import logging.)"""
 
-    def __init__(self):
-        super().__init__(logging.WARNING)
+    class _StderrWarnings(logging.Handler):
+        def emit(self, record):
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad log call must not break a command
+                message = str(record.msg)
+            if message.startswith("expman: "):
+                message = message[len("expman: "):]
+            _SHOWN_WARNINGS.append(message)
+            print(f"expman: warning: {message.splitlines()[0] if message else ''}",
+                  file=sys.stderr)
 
-    def emit(self, record):
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad log call must not break a command
-            message = str(record.msg)
-        if message.startswith("expman: "):
-            message = message[len("expman: "):]
-        _SHOWN_WARNINGS.append(message)
-        print(f"expman: warning: {message.splitlines()[0] if message else ''}",
-              file=sys.stderr)
+    return _StderrWarnings(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -7765,7 +7825,7 @@ def main(argv=None):
     Prints results on stdout and one ``expman: error: ...`` line on stderr for a failure:
     exit 0 success, 1 failure, 2 bad usage, 130 interrupted.
     """
-    handler = _StderrWarnings()
+    handler = _stderr_warnings_handler()
     _log.addHandler(handler)
     with warnings.catch_warnings():
         warnings.simplefilter("always", ExpmanWarning)
