@@ -158,7 +158,7 @@ def test_expman_rs_positional_order_and_keywords(tmp_path, capsys):
     with open(exp.run_dir / "run.yaml") as fh:
         meta = yaml.safe_load(fh)
     assert meta["heartbeat_secs"] == 7 and "command" not in meta   # provenance off
-    assert "hello from the console" in expman.load_log(exp.run_dir)
+    assert "OUT   hello from the console" in expman.load_log(exp.run_dir)[0]
     assert "hello from the console" in capsys.readouterr().out       # still on the console
     # and expman's own keywords keep working, by name
     run = expman.init("exp", base_dir=root, run_name="old", config={"lr": 1},
