@@ -1434,9 +1434,9 @@ def _warm_up(system_metrics=False):
 
     A writer thread then never imports: it never holds the GIL for an import while the
     training loop runs, and never holds an import lock that a child forked at that moment
-    (a DataLoader worker) would inherit held forever. pyarrow.compute's first call sets up
-    its function registry (30-160 ms): paid here too, before close() of a short run needs it.
-    Cost when pyarrow is not imported yet: its import (0.1-0.3 s), once, in init().
+    (a DataLoader worker) would inherit held forever. pyarrow.compute is imported (Array.cast
+    imports it) but not called: see _bitmap. Cost when pyarrow is not imported yet: its
+    import (0.1-0.3 s), once, in init().
     """
     if not _WARMED:
         import struct  # noqa: F401 - media encoding, event files
@@ -1446,7 +1446,6 @@ def _warm_up(system_metrics=False):
         # replace the lazy proxies the writer uses (git: subprocess; warnings: logging)
         for proxy in (pa, pq, pc, subprocess, logging, _log, platform, yaml):
             getattr(proxy, "__name__", None)
-        pc.multiply(_f64_array(array.array("d", [1.0])), _f64_array(array.array("d", [1.0]))[0])
         _WARMED.append(True)
     if system_metrics:
         import ctypes  # noqa: F401 - NVML
@@ -1829,10 +1828,9 @@ class _Writer(threading.Thread):
                     col = columns.get(k)
                     if col is not None:
                         col[i] = v
-        seconds = _f64_array(array.array("d", map(_GET_TIME, batch)))
-        micros = pc.multiply(seconds, _f64_array(array.array("d", [1e6]))[0])
         arrays = [_buffer_array(pa.int64(), step_buf),
-                  micros.cast(pa.int64(), safe=False).cast(pa.timestamp("us", tz="UTC"))]
+                  _buffer_array(pa.timestamp("us", tz="UTC"),
+                                _micros(array.array("d", map(_GET_TIME, batch))))]
         names = ["step", "timestamp"]
         for key in ordered:
             column = self._column(key, columns[key], step_buf, checked)
@@ -1923,8 +1921,11 @@ class _Writer(threading.Thread):
                 if arr is not None:
                     if "int" not in kinds:
                         return arr
-                    big = pc.max(pc.abs(arr)).as_py()  # NaN skipped; inf and 2**53 not
-                    if big is not None and big < _MAX_EXACT_INT:
+                    # (in Python, not pyarrow.compute: see _micros) NaN, inf and 2**53 all
+                    # take the checked path
+                    big = max(map(abs, (v for v in values if type(v) is not float)),
+                              default=0.0)
+                    if big < _MAX_EXACT_INT:
                         return arr
         floats, valid = [], []
         for value, step in zip(values, steps):
@@ -1947,8 +1948,7 @@ class _Writer(threading.Thread):
             col = table.column(key)
             if col.null_count == len(col):
                 continue
-            last = pc.drop_null(col)
-            self.summary[key] = last[len(last) - 1].as_py()
+            self.summary[key] = _last_valid(col)
 
     def _reject(self, key, reason, where):
         self._warn_once(f"reject:{key!r}:{reason.split(' (step')[0]}",
@@ -2475,9 +2475,54 @@ def _buffer_array(arrow_type, buf, validity=None, null_count=0):
 def _f64_array(buf, valid=None):
     if valid is None or all(valid):
         return _buffer_array(pa.float64(), buf)
-    flags = pa.Array.from_buffers(pa.uint8(), len(valid), [None, pa.py_buffer(bytes(valid))])
-    bitmap = pc.cast(flags, pa.bool_()).buffers()[1]
-    return _buffer_array(pa.float64(), buf, bitmap, null_count=len(valid) - sum(valid))
+    return _buffer_array(pa.float64(), buf, pa.py_buffer(_bitmap(valid)),
+                         null_count=len(valid) - sum(valid))
+
+
+# The writer never calls pyarrow.compute (casts included): its first call builds the function
+# registry, +40 MB of RSS and 30-160 ms of GIL time, which a short run paid for three
+# multiplications. These helpers do the little arithmetic the writer needs without it.
+
+def _bitmap(valid):
+    """An Arrow validity bitmap (LSB first) of a list of bools, by C-level passes: the
+    integer of every 8th byte of bytes(valid), shifted by its bit, summed."""
+    flags = bytes(valid) + bytes(-len(valid) % 8)
+    total = 0
+    for bit in range(8):
+        total |= int.from_bytes(flags[bit::8], "little") << bit
+    return total.to_bytes(len(flags) // 8, "little")
+
+
+def _micros(seconds):
+    """array("q") of int(t * 1e6) for an array("d") of POSIX times (non-finite ones -> 0)."""
+    np_ = sys.modules.get("numpy")  # loaded by pyarrow when installed: no import here
+    if np_ is not None:
+        with np_.errstate(all="ignore"):
+            values = np_.frombuffer(seconds, dtype=np_.float64) * 1e6
+            values[~np_.isfinite(values)] = 0.0
+            return array.array("q", values.astype(np_.int64).tobytes())
+    try:
+        return array.array("q", map(int, map((1e6).__mul__, seconds)))
+    except (ValueError, OverflowError):  # NaN or inf from an injected clock
+        return array.array("q", [int(t * 1e6) if math.isfinite(t * 1e6) else 0
+                                 for t in seconds])
+
+
+def _last_valid(column):
+    """The last non-null value of a ChunkedArray (None if all are null), read off its
+    validity bitmaps."""
+    for chunk in reversed(column.chunks):
+        n = len(chunk)
+        if chunk.null_count == n:
+            continue
+        if chunk.null_count == 0:
+            return chunk[n - 1].as_py()
+        bits, offset = chunk.buffers()[0].to_pybytes(), chunk.offset
+        for i in range(n - 1, -1, -1):
+            j = i + offset
+            if bits[j >> 3] >> (j & 7) & 1:
+                return chunk[i].as_py()
+    return None
 
 
 def _conform(table, schema):
