@@ -1614,7 +1614,9 @@ class _Writer(threading.Thread):
         self.meta_dirty = True
         self.config_dirty = False
         self.last_beat = 0.0
-        self.meta_stamp = None             # (size, mtime) of run.yaml as we last wrote it
+        # (size, mtime) of run.yaml as last written (by the run, just before this): a change
+        # seen later is the dashboard's edit
+        self.meta_stamp = opts.store.stat(opts.store.join(opts.path, RUN_YAML))
         self.failures = 0
         self.retry_at = 0.0                # monotonic time of the next attempt after a failure
         self.io_since = None               # monotonic start of the store calls in progress
@@ -1691,6 +1693,10 @@ class _Writer(threading.Thread):
             self.stop_status = status
             self.wake.set()
         return self.done.wait(timeout)
+
+    def is_done(self):
+        """True once the run is closed on disk (or closing gave up)."""
+        return self.done.is_set()
 
     def take_error(self):
         """The writer's last exception (once), or None."""
@@ -3049,7 +3055,6 @@ class Experiment:
             flush_interval_rows=flush_rows, heartbeat_secs=heartbeat_secs,
             system_metrics_secs=system_metrics_secs, clock=self._clock, started=started,
             git_cwd=cwd if capture_git else None, save_git_diff=save_git_diff))
-        writer.meta_stamp = store.stat(store.join(self._path, RUN_YAML))
         # the hot path's state (see log_metrics): the queue, and the queue length at which a
         # log call next looks at the backlog (every flush_interval_rows rows, when given)
         self._rows, self._enqueue = writer.rows, writer.enqueue
@@ -3434,7 +3439,7 @@ class Experiment:
             if self._capture is not None:  # the last partial line goes in before the end
                 self._capture.stop()
             self.status = status
-        elif writer.done.is_set():
+        elif writer.is_done():
             return
         # A second close (atexit after a SIGTERM interrupted the first one) waits as well, so
         # the process never exits in the middle of the final compaction.
