@@ -69,8 +69,8 @@ while True:
     time.sleep(0.002)
 exp.close()
 rows = expman.load_metrics(exp.run_dir).num_rows
-print("RESULT " + json.dumps({"child": None if status is None else os.waitstatus_to_exitcode(status),
-                              "parent_rows": rows, "logged": i}), flush=True)
+child = None if status is None else os.waitstatus_to_exitcode(status)
+print("RESULT " + json.dumps({"child": child, "parent_rows": rows, "logged": i}), flush=True)
 """
 
 
