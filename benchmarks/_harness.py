@@ -191,7 +191,7 @@ def measure(call, obj, n, cap_s, timed, close, arrays=None, after_close=None,
         after_close()
     e2, _ = empty(n, far, None, elat if timed else None)
     if e1 is None:
-        e1, _ = empty(n, far, None, None)
+        e1, _ = empty(n, far, None, elat if timed else None)
     empty_ns = min(e1, e2) * done / n
     out = {"n": n, "done": done, "complete": done == n, "loop_s": loop_ns / 1e9,
            "close_s": (t2 - t1) / 1e9, "empty_s": empty_ns / 1e9,
