@@ -2321,7 +2321,7 @@ class _Writer(threading.Thread):
         self._compact()
         self._compact_histograms()
         self._write_final_meta(self.stop_status)
-        _catalog_closed_run(self.store, self.path, self.run_._meta, self.run_._config_snapshot())
+        _catalog_closed_run(self.store, self.path, self.meta, self.config)
 
     def _finish_after_error(self):
         """Closing while the disk refuses writes: try once more, then record what we can."""
