@@ -1591,6 +1591,25 @@ def _warm_up(system_metrics=False):
         import resource  # noqa: F401
 
 
+_LIVE_WRITERS = set()       # writer threads running in this process
+_PAUSED = []                # the writers _pause_writers holds during a fork
+
+
+def _pause_writers():
+    """os.fork's "before" hook: wait until every writer thread is between steps (waiting for
+    rows, holding nothing), and keep it there until the fork is done. A child forked while a
+    writer was inside pyarrow (an allocator or codec lock held) hung on its first write."""
+    for writer in sorted(_LIVE_WRITERS, key=id):
+        writer.fork_lock.acquire()
+        _PAUSED.append(writer)
+
+
+def _resume_writers():
+    """os.fork's "after" hook, in the parent and the child alike."""
+    while _PAUSED:
+        _PAUSED.pop().fork_lock.release()
+
+
 class _WriterOptions:
     """What a run tells its writer, once, at start; the writer reads nothing else of the run.
 
@@ -1643,6 +1662,7 @@ class _Writer(threading.Thread):
         self.ctrl = collections.deque()
         self.send = self.ctrl.append
         self.wake = threading.Event()
+        self.fork_lock = threading.Lock()  # held while this thread works (not while it waits)
         self.drained = threading.Condition()
         self.interval = opts.flush_interval
         self.flush_rows = opts.flush_interval_rows
@@ -1754,68 +1774,79 @@ class _Writer(threading.Thread):
 
     # -- loop ----------------------------------------------------------------------------
     def run(self):
+        _LIVE_WRITERS.add(self)
         try:
-            self._prepare()
+            self._run()
+        finally:
+            _LIVE_WRITERS.discard(self)
+
+    def _run(self):
+        try:
+            with self.fork_lock:
+                self._prepare()
         except Exception as exc:  # noqa: BLE001 - keep logging even if git/pyarrow act up
             self._warn_once("prepare", f"expman: could not prepare the run: {exc}")
         timeout, last_flush = self.interval, time.monotonic()
         while True:
             self.wake.wait(timeout)
             self.wake.clear()
-            closing = self.stop_status is not None
-            drained = 0
-            try:
-                drained = self._drain()
-                if closing:
-                    self._finish()
-                    break
-                now = time.monotonic()
-                if self.sampler is not None and self.sampler.due(now):
-                    self._sample_system(now)
-                # After a failure the store is retried only at the backoff time, but rows keep
-                # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
-                # interval meanwhile, so log calls never meet backpressure from a failing store.
-                retry = now >= self.retry_at or self.flush_waiters
-                self.io_since = now if retry else None
-                if retry and (now - last_flush >= self.interval or self.flush_waiters
-                              or self.staged_rows >= SEGMENT_MAX_ROWS
-                              or (self.flush_rows and self.staged_rows >= self.flush_rows)):
-                    self._flush()
-                    last_flush = now
-                # flush() promises everything is on disk: that includes run.yaml's rows and
-                # summary, which otherwise lag until the next heartbeat.
-                if retry and (self.meta_dirty or self.flush_waiters
-                              or now - self.last_beat >= self.opts.heartbeat_secs):
-                    self._write_meta()
-                self.io_since = None
-                self._release_flush_waiters()
-                if self.failures and retry:  # recovered: say so, warn again if it fails again
-                    self.failures = 0
-                    self.warned = {t for t in self.warned if not t.startswith("io:")}
-                    message = f"expman: writing {self.store.display(self.path)} works again"
-                    _log.warning("%s", message)
-                    self.log_buffer.append(f"{_iso()} INFO  {message}\n")
-            except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
-                self.io_since = None
-                self.failures += 1
-                self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(
-                    self.failures, 6))
-                self.error = exc
-                self._warn_once(f"io:{type(exc).__name__}",
-                                f"expman: cannot write {self.store.display(self.path)}: {exc}; "
-                                f"rows are kept in memory and writing will be retried")
-                if closing:
-                    self._finish_after_error()
-                    break
-            # A big backlog means a tight logging loop: come back soon so memory stays small.
-            if drained >= 5_000 or len(self.rows) >= 5_000:
-                timeout = 0.01
-            elif self.failures:
-                timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
-            else:
-                timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
-            if self.sampler is not None:
-                timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
+            # A fork waits for this step to end (see _pause_writers): the child must not
+            # inherit a lock held by this thread inside pyarrow or its allocator.
+            with self.fork_lock:
+                closing = self.stop_status is not None
+                drained = 0
+                try:
+                    drained = self._drain()
+                    if closing:
+                        self._finish()
+                        break
+                    now = time.monotonic()
+                    if self.sampler is not None and self.sampler.due(now):
+                        self._sample_system(now)
+                    # After a failure the store is retried only at the backoff time, but rows keep
+                    # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
+                    # interval meanwhile, so log calls never meet backpressure from a failing store.
+                    retry = now >= self.retry_at or self.flush_waiters
+                    self.io_since = now if retry else None
+                    if retry and (now - last_flush >= self.interval or self.flush_waiters
+                                  or self.staged_rows >= SEGMENT_MAX_ROWS
+                                  or (self.flush_rows and self.staged_rows >= self.flush_rows)):
+                        self._flush()
+                        last_flush = now
+                    # flush() promises everything is on disk: that includes run.yaml's rows and
+                    # summary, which otherwise lag until the next heartbeat.
+                    if retry and (self.meta_dirty or self.flush_waiters
+                                  or now - self.last_beat >= self.opts.heartbeat_secs):
+                        self._write_meta()
+                    self.io_since = None
+                    self._release_flush_waiters()
+                    if self.failures and retry:  # recovered: say so, warn again if it fails again
+                        self.failures = 0
+                        self.warned = {t for t in self.warned if not t.startswith("io:")}
+                        message = f"expman: writing {self.store.display(self.path)} works again"
+                        _log.warning("%s", message)
+                        self.log_buffer.append(f"{_iso()} INFO  {message}\n")
+                except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
+                    self.io_since = None
+                    self.failures += 1
+                    self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(
+                        self.failures, 6))
+                    self.error = exc
+                    self._warn_once(f"io:{type(exc).__name__}",
+                                    f"expman: cannot write {self.store.display(self.path)}: {exc}; "
+                                    f"rows are kept in memory and writing will be retried")
+                    if closing:
+                        self._finish_after_error()
+                        break
+                # A big backlog means a tight logging loop: come back soon so memory stays small.
+                if drained >= 5_000 or len(self.rows) >= 5_000:
+                    timeout = 0.01
+                elif self.failures:
+                    timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
+                else:
+                    timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
+                if self.sampler is not None:
+                    timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
         self.done.set()
         self._release_flush_waiters()
 
@@ -3610,7 +3641,9 @@ def _install_hooks(remote=False):
         _watch_sys_exit()
         atexit.register(_close_all_at_exit)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_forget_runs_in_child)
+            os.register_at_fork(before=_pause_writers, after_in_parent=_resume_writers,
+                                after_in_child=_forget_runs_in_child)
+            os.register_at_fork(after_in_child=_resume_writers)
         if threading.current_thread() is threading.main_thread():
             _install_signal_handler(signal.SIGTERM)
 
