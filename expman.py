@@ -67,30 +67,19 @@ import getpass
 import importlib
 import io
 import json
-import logging
 import math
 import operator
 import os
 import pathlib
-import platform
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import warnings
 
-import yaml
-
-try:  # the C loader/dumper are ~10x faster; listing 1,000 runs depends on it
-    _YamlLoader, _YamlDumper = yaml.CSafeLoader, yaml.CSafeDumper
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _YamlLoader, _YamlDumper = yaml.SafeLoader, yaml.SafeDumper
-
-_PY_VERSION = platform.python_version()
+_PY_VERSION = sys.version.split()[0]   # platform.python_version(), without platform
 _IS_WINDOWS = os.name == "nt"
 
 
@@ -111,13 +100,31 @@ class _LazyModule:
         return getattr(module, attr)
 
 
+# Not needed to log, so not paid by ``import expman`` (together 30-40 ms; logging alone pulls
+# in traceback and tokenize): yaml is first used by init(), the others by the CLI, server, git.
+yaml = _LazyModule("yaml", "yaml")
+logging = _LazyModule("logging", "logging")
+platform = _LazyModule("platform", "platform")
+socket = _LazyModule("socket", "socket")
+subprocess = _LazyModule("subprocess", "subprocess")
 pa = _LazyModule("pa", "pyarrow")
 pq = _LazyModule("pq", "pyarrow.parquet")
 pc = _LazyModule("pc", "pyarrow.compute")
 pafs = _LazyModule("pafs", "pyarrow.fs")
 pads = _LazyModule("pads", "pyarrow.dataset")
 
-_log = logging.getLogger(__name__)
+
+
+class _LazyLog:
+    """``logging.getLogger("expman")``, made on first use (see the lazy modules above)."""
+
+    def __getattr__(self, attr):
+        logger = logging.getLogger(__name__)
+        globals()["_log"] = logger
+        return getattr(logger, attr)
+
+
+_log = _LazyLog()
 
 
 # 2 Constants & environment ##################################################################
@@ -144,7 +151,9 @@ DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
 STALE_HEARTBEATS = 6                   # a heartbeat older than this many intervals: crashed
 DRAIN_CHUNK_ROWS = 10_000              # the writer converts queued rows this many at a time
-MAX_PENDING_ROWS = 50_000               # log calls wait for the writer beyond this backlog
+MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond which log calls wait
+PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
+BACKPRESSURE_SLICE_SECS = 0.002        # the longest one log call waits for the writer
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
 SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
 SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
@@ -192,7 +201,8 @@ _PROVENANCE_PACKAGES = ("numpy", "torch", "pandas", "polars", "jax", "tensorflow
 
 # A dead pid proves a crash only on the host that ran it, so the name must tell hosts apart:
 # containers and cluster pods often share one, and EXPMAN_HOSTNAME (e.g. the node name) fixes it.
-_HOSTNAME = os.environ.get(ENV_HOSTNAME) or socket.gethostname()
+_HOSTNAME = os.environ.get(ENV_HOSTNAME) or (os.uname().nodename if hasattr(os, "uname")
+                                              else socket.gethostname())
 _NAME_BAD_CHARS = re.compile(r"[^\w.+=@-]")
 _SEGMENT_RE = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -225,6 +235,11 @@ class ExpmanWarning(UserWarning):
 
 
 # 4 Small utilities ##########################################################################
+
+def _warn(message):
+    """One user-facing warning: an ExpmanWarning (filterable, shown once per place)."""
+    warnings.warn(message, ExpmanWarning, stacklevel=3)
+
 
 def _utcnow():
     return _dt.datetime.now(_dt.timezone.utc)
@@ -270,20 +285,36 @@ def _safe_name(name, what="name"):
     return cleaned
 
 
-class _Dumper(_YamlDumper):
-    """The safe dumper, writing subclasses of str, int and float (a StrEnum or IntEnum param,
-    torch's TorchVersion in run.yaml's package versions) as their plain values: the safe
-    dumper refused them, and init() or log_params raised RepresenterError."""
+_YAML = []                  # [loader, dumper] once yaml is imported (see _yaml_classes)
 
 
-_Dumper.add_multi_representer(str, lambda dumper, v: dumper.represent_str(str.__str__(v)))
-_Dumper.add_multi_representer(int, lambda dumper, v: dumper.represent_int(int.__int__(v)))
-_Dumper.add_multi_representer(float, lambda dumper, v: dumper.represent_float(float.__float__(v)))
+def _yaml_classes():
+    """(loader, dumper): PyYAML's C-based safe ones (~10x faster; listing 1,000 runs depends
+    on it) or its pure-Python ones. Built on first use, so ``import expman`` skips PyYAML.
+
+    The dumper writes subclasses of str, int and float (a StrEnum or IntEnum param, torch's
+    TorchVersion in run.yaml's package versions) as their plain values: the safe dumper
+    refused them, and init() or log_params raised RepresenterError.
+    """
+    if not _YAML:
+        try:
+            loader, base = yaml.CSafeLoader, yaml.CSafeDumper
+        except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+            loader, base = yaml.SafeLoader, yaml.SafeDumper
+
+        class _Dumper(base):
+            pass
+
+        _Dumper.add_multi_representer(str, lambda d, v: d.represent_str(str.__str__(v)))
+        _Dumper.add_multi_representer(int, lambda d, v: d.represent_int(int.__int__(v)))
+        _Dumper.add_multi_representer(float, lambda d, v: d.represent_float(float.__float__(v)))
+        _YAML[:] = [loader, _Dumper]
+    return _YAML
 
 
 def _yaml_dump(data):
     try:
-        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+        return yaml.dump(data, Dumper=_yaml_classes()[1], sort_keys=False, allow_unicode=True,
                          default_flow_style=False).encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate in a description, tag, param or name is not UTF-8: it made every
@@ -305,7 +336,7 @@ def _scrub_surrogates(value):
 def _yaml_load(data):
     """Parse YAML text; returns {} for an empty file. Raises ExpmanError on garbage."""
     try:
-        value = yaml.load(data, Loader=_YamlLoader)
+        value = yaml.load(data, Loader=_yaml_classes()[0])
     except yaml.YAMLError as exc:
         raise ExpmanError(f"invalid YAML: {str(exc).splitlines()[0]}") from None
     if value is None:
@@ -315,28 +346,68 @@ def _yaml_load(data):
     return value
 
 
-def _to_plain(value, _depth=0):
-    """Turn params into what YAML can store: NumPy/torch scalars, paths, tuples, sets, objects."""
-    if _depth > 50:
-        return repr(value)
+PLAIN_MAX_ITEMS = 50_000    # params expanded by _to_plain beyond this are cut (shared parts)
+
+
+def _to_plain(value, _depth=0, _walk=None):
+    """Turn params into what YAML can store: NumPy/torch scalars, paths, tuples, sets, objects.
+
+    Never raises: a container holding itself becomes "<recursive ...>", expansion stops after
+    PLAIN_MAX_ITEMS values (a dict that refers to the same big dict at every level used to
+    expand exponentially and hang the training thread), and an object whose ``__str__``
+    raises becomes "<TypeName>". Each of these is noted in ``_walk["cut"]`` for the caller.
+    """
+    walk = {"path": set(), "count": 0, "cut": []} if _walk is None else _walk
+    walk["count"] += 1
+    if walk["count"] > PLAIN_MAX_ITEMS or _depth > 50:
+        if not walk["cut"] or walk["cut"][-1] != "size":
+            walk["cut"].append("size")
+        return "<cut: too large or too deep>"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, dict):
-        return {str(k): _to_plain(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        return [_to_plain(v, _depth + 1) for v in items]
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        if id(value) in walk["path"]:  # on the way down already: a cycle
+            walk["cut"].append("cycle")
+            return f"<recursive {type(value).__name__}>"
+        walk["path"].add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_plain_text(k, walk): _to_plain(v, _depth + 1, walk)
+                        for k, v in list(value.items())}
+            items = value
+            if isinstance(value, (set, frozenset)):
+                items = sorted(value, key=lambda v: _plain_text(v, walk))
+            return [_to_plain(v, _depth + 1, walk) for v in items]
+        finally:
+            walk["path"].discard(id(value))
     item = getattr(value, "item", None)
     if callable(item):  # NumPy scalars, 0-d arrays and tensors
         try:
-            return _to_plain(item(), _depth + 1)
+            return _to_plain(item(), _depth + 1, walk)
         except Exception:  # noqa: BLE001 - a non-scalar array: fall through to its text
             pass
     if isinstance(value, os.PathLike):
-        return os.fspath(value)
+        try:
+            return os.fspath(value)
+        except Exception:  # noqa: BLE001 - a broken __fspath__: its text below
+            pass
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return str(value)
+    return _plain_text(value, walk)
+
+
+def _plain_text(value, walk):
+    """str(value); "<TypeName>" when its __str__ (and __repr__) raise."""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a user's __str__ may raise anything
+        walk["cut"].append("str")
+        try:
+            return repr(value)
+        except Exception:  # noqa: BLE001
+            return f"<{type(value).__name__}>"
 
 
 def _deep_merge(base, update):
@@ -1420,6 +1491,18 @@ _STEP, _TIME = object(), object()
 _MISSING = object()
 _GET_STEP, _GET_TIME = operator.itemgetter(_STEP), operator.itemgetter(_TIME)
 
+def _index_step(value):
+    """An int step from ints, NumPy integers and integral tensors/floats."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        item = getattr(value, "item", None)
+        scalar = item() if callable(item) else value
+        if isinstance(scalar, float) and scalar.is_integer():
+            return int(scalar)
+        return operator.index(scalar)
+
+
 def _normalize_status(status):
     """'FINISHED', 'Finished', 'finished' -> 'finished'; anything else is a ValueError."""
     if isinstance(status, str) and status.strip().lower() in STATUSES:
@@ -1797,27 +1880,108 @@ def _histogram_payload(values, bins, edges, counts, where):
 
 # 7 Writer engine ############################################################################
 
+_WARMED = []                # [True] once _warm_up ran in this process
+
+
+def _warm_up(system_metrics=False):
+    """Import everything a writer thread uses, here on the caller's thread, once a process.
+
+    A writer thread then never imports: it never holds the GIL for an import while the
+    training loop runs, and never holds an import lock that a child forked at that moment
+    (a DataLoader worker) would inherit held forever. pyarrow.compute is imported (Array.cast
+    imports it) but not called: see _bitmap. Cost when pyarrow is not imported yet: its
+    import (0.1-0.3 s), once, in init().
+    """
+    if not _WARMED:
+        import struct  # noqa: F401 - media encoding, event files
+        import zlib  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+        import pyarrow.compute  # noqa: F401
+        # replace the lazy proxies the writer uses (git: subprocess; warnings: logging)
+        for proxy in (pa, pq, pc, subprocess, logging, _log, platform, yaml):
+            getattr(proxy, "__name__", None)
+        _WARMED.append(True)
+    if system_metrics:
+        import ctypes  # noqa: F401 - NVML
+        import resource  # noqa: F401
+
+
+_LIVE_WRITERS = set()       # writer threads running in this process
+_PAUSED = []                # the writers _pause_writers holds during a fork
+
+
+def _pause_writers():
+    """os.fork's "before" hook: wait until every writer thread is between steps (waiting for
+    rows, holding nothing), and keep it there until the fork is done. A child forked while a
+    writer was inside pyarrow (an allocator or codec lock held) hung on its first write."""
+    for writer in sorted(_LIVE_WRITERS, key=id):
+        writer.fork_lock.acquire()
+        _PAUSED.append(writer)
+
+
+def _resume_writers():
+    """os.fork's "after" hook, in the parent and the child alike."""
+    while _PAUSED:
+        _PAUSED.pop().fork_lock.release()
+
+
+class _WriterOptions:
+    """What a run tells its writer, once, at start; the writer reads nothing else of the run.
+
+    ``meta`` and ``config`` are handed over: from then on the writer owns them, and the run
+    changes them only through messages (``_Writer.send``: "meta" updates, "config" merges).
+    ``clock`` stamps rows the writer adds itself (system metrics); ``git_cwd`` is where to
+    look for a repository (None: record no git); ``flush_interval_rows`` flushes once that
+    many rows are staged, as well as every ``flush_interval`` seconds.
+    """
+
+    def __init__(self, store, path, meta, config, *, flush_interval, flush_interval_rows=None,
+                 heartbeat_secs=DEFAULT_HEARTBEAT_SECS, system_metrics_secs=None, clock=None,
+                 started=None, git_cwd=None, save_git_diff=False):
+        self.store, self.path, self.meta, self.config = store, path, meta, config
+        self.flush_interval = float(flush_interval)
+        self.flush_interval_rows = flush_interval_rows
+        self.heartbeat_secs = float(heartbeat_secs)
+        self.system_metrics_secs = system_metrics_secs
+        self.clock = clock or time.time
+        self.started = time.time() if started is None else started
+        self.git_cwd, self.save_git_diff = git_cwd, save_git_diff
+
+
 class _Writer(threading.Thread):
     """The thread that turns queued rows into Parquet segments and keeps run.yaml fresh.
 
-    The training thread only appends tuples to ``rows`` (a deque: ~50 ns, no lock) and small
-    messages to ``ctrl``. This thread wakes every flush interval, drains both, converts rows
-    to Arrow columns at once (a few bytes per value instead of a dict per row), writes one
-    segment per flush, merges segments in tiers and refreshes the heartbeat. An I/O error is
-    warned about once and retried with the rows kept in memory; nothing is dropped unless
-    MAX_STAGED_ROWS is exceeded, and then it is counted and said loudly.
+    Its interface to the run (``Experiment``), all callable from the training thread:
+    ``enqueue(row)`` (the hot path: a bound ``deque.append``, ~50 ns, no lock), ``pending()``
+    (rows waiting), ``wait_for_room(budget)`` (backpressure: wait at most ``budget`` seconds),
+    ``queue_media(item)``, ``send(msg)`` (log lines, scalars, config and meta updates),
+    ``request_flush(timeout)``, ``stop(status, timeout)``, ``take_error()`` and
+    ``first_time(tag)`` (a warning the training thread gives once). Everything else is this
+    thread's own.
+
+    This thread wakes every flush interval, drains both queues, converts rows to Arrow
+    columns at once (a few bytes per value instead of a dict per row), writes one segment per
+    flush, merges segments in tiers and refreshes the heartbeat. An I/O error is warned about
+    once and retried with the rows kept in memory; nothing is dropped unless MAX_STAGED_ROWS
+    is exceeded, and then it is counted and said loudly.
     """
 
-    def __init__(self, run):
+    def __init__(self, opts):
         super().__init__(name="expman-writer", daemon=True)
-        self.run_ = run
-        self.store, self.path = run._store, run._path
+        self.opts = opts
+        self.store, self.path = opts.store, opts.path
+        self.meta, self.config = opts.meta, opts.config
+        self.clock = opts.clock
         self.rows = collections.deque()
+        self.enqueue = self.rows.append    # the log call's whole cost, besides its dict copy
         self.ctrl = collections.deque()
+        self.send = self.ctrl.append
         self.wake = threading.Event()
+        self.fork_lock = threading.Lock()  # held while this thread works (not while it waits)
         self.drained = threading.Condition()
-        self.interval = run._flush_interval
-        self.stop_status = None            # set by close(): the final status
+        self.interval = opts.flush_interval
+        self.flush_rows = opts.flush_interval_rows
+        self.stop_status = None            # set by stop(): the final status
         self.done = threading.Event()
         self.error = None                  # last exception, surfaced to the caller as a warning
         self.warned = set()
@@ -1835,13 +1999,15 @@ class _Writer(threading.Thread):
         self.meta_dirty = True
         self.config_dirty = False
         self.last_beat = 0.0
-        self.meta_stamp = None             # (size, mtime) of run.yaml as we last wrote it
+        # (size, mtime) of run.yaml as last written (by the run, just before this): a change
+        # seen later is the dashboard's edit
+        self.meta_stamp = opts.store.stat(opts.store.join(opts.path, RUN_YAML))
         self.failures = 0
         self.retry_at = 0.0                # monotonic time of the next attempt after a failure
         self.io_since = None               # monotonic start of the store calls in progress
         self.dropped_rows = 0
         self.flush_waiters = []
-        secs = run._system_metrics_secs
+        secs = opts.system_metrics_secs
         self.sampler = _SystemSampler(secs) if secs else None
         # media (see _MediaItem): queued in `rows` with the metric rows, one ticket each in
         # media_tickets first, so a drain pass looks for them only when some are queued
@@ -1858,82 +2024,154 @@ class _Writer(threading.Thread):
         self.hist_next_row = 0
         self.hist_log = _SegmentLog.histograms(self.store, self.path, warn=self._warn_once)
 
+    # -- the run's side: called on the training thread -------------------------------------
+    def pending(self):
+        """Rows (and media items) queued and not yet taken by this thread."""
+        return len(self.rows)
+
+    def nudge(self):
+        """Wake this thread now (flush_interval_rows reached) unless it is awake already."""
+        if not self.wake.is_set():
+            self.wake.set()
+
+    def first_time(self, tag):
+        """True the first time ``tag`` is asked about: for warnings given once per run."""
+        if tag in self.warned:
+            return False
+        self.warned.add(tag)
+        return True
+
+    def wait_for_room(self, budget):
+        """Backpressure: wake this thread and wait until it took a chunk of rows, at most
+        ``budget`` seconds; never while it is stuck in a slow store request (> 1 s)."""
+        self.wake.set()
+        busy = self.io_since
+        if busy is not None and time.monotonic() - busy > 1.0:
+            return
+        if self.is_alive():
+            with self.drained:
+                self.drained.wait(budget)
+
+    def queue_media(self, item):
+        """Queue a media item behind the rows logged before it; False when the media backlog
+        is over MAX_PENDING_MEDIA_BYTES (the item is dropped and counted)."""
+        if self.media_queued - self.media_done + item.size > MAX_PENDING_MEDIA_BYTES:
+            self.dropped_media += 1
+            return False
+        self.media_queued += item.size
+        # the ticket first: a drain that pops the item then always looks for it
+        self.media_tickets.append(None)
+        self.rows.append(item)
+        return True
+
+    def request_flush(self, timeout):
+        """Wait until everything queued before this call is on disk; True when it is."""
+        event = threading.Event()
+        self.ctrl.append(("flush", event))
+        self.wake.set()
+        return event.wait(timeout)
+
+    def stop(self, status, timeout):
+        """Flush, compact and record ``status`` (first call), then wait up to ``timeout``
+        seconds; True when the thread is done. Later calls only wait."""
+        if self.stop_status is None:
+            self.stop_status = status
+            self.wake.set()
+        return self.done.wait(timeout)
+
+    def is_done(self):
+        """True once the run is closed on disk (or closing gave up)."""
+        return self.done.is_set()
+
+    def take_error(self):
+        """The writer's last exception (once), or None."""
+        error, self.error = self.error, None
+        return error
+
     # -- loop ----------------------------------------------------------------------------
     def run(self):
+        _LIVE_WRITERS.add(self)
         try:
-            self._prepare()
+            self._run()
+        finally:
+            _LIVE_WRITERS.discard(self)
+
+    def _run(self):
+        try:
+            with self.fork_lock:
+                self._prepare()
         except Exception as exc:  # noqa: BLE001 - keep logging even if git/pyarrow act up
             self._warn_once("prepare", f"expman: could not prepare the run: {exc}")
         timeout, last_flush = self.interval, time.monotonic()
         while True:
             self.wake.wait(timeout)
             self.wake.clear()
-            closing = self.stop_status is not None
-            drained = 0
-            try:
-                drained = self._drain()
-                if closing:
-                    self._finish()
-                    break
-                now = time.monotonic()
-                if self.sampler is not None and self.sampler.due(now):
-                    self._sample_system(now)
-                # After a failure the store is retried only at the backoff time, but rows keep
-                # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
-                # interval meanwhile, so log calls never meet backpressure from a failing store.
-                retry = now >= self.retry_at or self.flush_waiters
-                self.io_since = now if retry else None
-                if retry and (now - last_flush >= self.interval or self.flush_waiters
-                              or self.staged_rows >= SEGMENT_MAX_ROWS):
-                    self._flush()
-                    last_flush = now
-                # flush() promises everything is on disk: that includes run.yaml's rows and
-                # summary, which otherwise lag until the next heartbeat.
-                if retry and (self.meta_dirty or self.flush_waiters
-                              or now - self.last_beat >= self.run_._heartbeat_secs):
-                    self._write_meta()
-                self.io_since = None
-                self._release_flush_waiters()
-                if self.failures and retry:  # recovered: say so, warn again if it fails again
-                    self.failures = 0
-                    self.warned = {t for t in self.warned if not t.startswith("io:")}
-                    message = f"expman: writing {self.store.display(self.path)} works again"
-                    _log.warning("%s", message)
-                    self.log_buffer.append(f"{_iso()} INFO  {message}\n")
-            except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
-                self.io_since = None
-                self.failures += 1
-                self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(
-                    self.failures, 6))
-                self.error = exc
-                self._warn_once(f"io:{type(exc).__name__}",
-                                f"expman: cannot write {self.store.display(self.path)}: {exc}; "
-                                f"rows are kept in memory and writing will be retried")
-                if closing:
-                    self._finish_after_error()
-                    break
-            # A big backlog means a tight logging loop: come back soon so memory stays small.
-            if drained >= 5_000 or len(self.rows) >= 5_000:
-                timeout = 0.01
-            elif self.failures:
-                timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
-            else:
-                timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
-            if self.sampler is not None:
-                timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
+            # A fork waits for this step to end (see _pause_writers): the child must not
+            # inherit a lock held by this thread inside pyarrow or its allocator.
+            with self.fork_lock:
+                closing = self.stop_status is not None
+                drained = 0
+                try:
+                    drained = self._drain()
+                    if closing:
+                        self._finish()
+                        break
+                    now = time.monotonic()
+                    if self.sampler is not None and self.sampler.due(now):
+                        self._sample_system(now)
+                    # After a failure the store is retried only at the backoff time, but rows keep
+                    # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
+                    # interval meanwhile, so log calls never meet backpressure from a failing store.
+                    retry = now >= self.retry_at or self.flush_waiters
+                    self.io_since = now if retry else None
+                    if retry and (now - last_flush >= self.interval or self.flush_waiters
+                                  or self.staged_rows >= SEGMENT_MAX_ROWS
+                                  or (self.flush_rows and self.staged_rows >= self.flush_rows)):
+                        self._flush()
+                        last_flush = now
+                    # flush() promises everything is on disk: that includes run.yaml's rows and
+                    # summary, which otherwise lag until the next heartbeat.
+                    if retry and (self.meta_dirty or self.flush_waiters
+                                  or now - self.last_beat >= self.opts.heartbeat_secs):
+                        self._write_meta()
+                    self.io_since = None
+                    self._release_flush_waiters()
+                    if self.failures and retry:  # recovered: say so, warn again if it fails again
+                        self.failures = 0
+                        self.warned = {t for t in self.warned if not t.startswith("io:")}
+                        message = f"expman: writing {self.store.display(self.path)} works again"
+                        _log.warning("%s", message)
+                        self.log_buffer.append(f"{_iso()} INFO  {message}\n")
+                except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
+                    self.io_since = None
+                    self.failures += 1
+                    self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(
+                        self.failures, 6))
+                    self.error = exc
+                    self._warn_once(f"io:{type(exc).__name__}",
+                                    f"expman: cannot write {self.store.display(self.path)}: {exc}; "
+                                    f"rows are kept in memory and writing will be retried")
+                    if closing:
+                        self._finish_after_error()
+                        break
+                # A big backlog means a tight logging loop: come back soon so memory stays small.
+                if drained >= 5_000 or len(self.rows) >= 5_000:
+                    timeout = 0.01
+                elif self.failures:
+                    timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
+                else:
+                    timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
+                if self.sampler is not None:
+                    timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
         self.done.set()
         self._release_flush_waiters()
 
     def _prepare(self):
-        # Pay the imports and pyarrow.compute's first-call setup (30-160 ms) here, off the
-        # training thread and before close() of a short run would have to.
-        import pyarrow.parquet  # noqa: F401
-        pc.multiply(_f64_array(array.array("d", [1.0])), _f64_array(array.array("d", [1.0]))[0])
-        run = self.run_
-        if run._provenance:  # expman's own dependency: imported just above, on this thread
-            run._meta.setdefault("packages", {})["pyarrow"] = pa.__version__
-            self.meta_dirty = True
-        git = _git_info(run._cwd, diff=run._save_git_diff) if run._capture_git else {}
+        # No import here: init() imported pyarrow already (_warm_up), so this thread never
+        # holds an import lock a forked child would inherit, nor the GIL for an import while
+        # the training loop runs. git runs in subprocesses, which release the GIL.
+        opts = self.opts
+        git = _git_info(opts.git_cwd, diff=opts.save_git_diff) if opts.git_cwd else {}
         patch = git.pop("_diff", None)
         if patch:
             if len(patch) > MAX_GIT_DIFF_BYTES:
@@ -1943,7 +2181,7 @@ class _Writer(threading.Thread):
                                     patch)
             git["diff_artifact"] = GIT_DIFF_FILE
         if git:
-            run._meta["git"] = git
+            self.meta["git"] = git
             self.meta_dirty = True
 
     # -- draining ------------------------------------------------------------------------
@@ -2006,7 +2244,7 @@ class _Writer(threading.Thread):
         self.sampler.notes.clear()
         if values:
             last = self.last_step
-            values[_STEP], values[_TIME] = max(last, 0), self.run_._clock()
+            values[_STEP], values[_TIME] = max(last, 0), self.clock()
             self._stage([values])
             self.last_step = last
 
@@ -2023,9 +2261,11 @@ class _Writer(threading.Thread):
             else:
                 self.scalars[key] = coerced
                 self.meta_dirty = True
-        elif kind == "config":
+        elif kind == "config":       # ("config", plain params): merged into config.yaml
+            _deep_merge(self.config, msg[1])
             self.config_dirty = True
-        elif kind == "meta":
+        elif kind == "meta":         # ("meta", {key: value}): run.yaml fields set by the run
+            self.meta.update(msg[1])
             self.meta_dirty = True
         elif kind == "flush":
             self.flush_waiters.append(msg[1])
@@ -2084,10 +2324,9 @@ class _Writer(threading.Thread):
                         slot[0].append(i)
                         slot[1].append(v)
             columns = None
-        seconds = _f64_array(array.array("d", map(_GET_TIME, batch)))
-        micros = pc.multiply(seconds, _f64_array(array.array("d", [1e6]))[0])
         arrays = [_buffer_array(pa.int64(), step_buf),
-                  micros.cast(pa.int64(), safe=False).cast(pa.timestamp("us", tz="UTC"))]
+                  _buffer_array(pa.timestamp("us", tz="UTC"),
+                                _micros(array.array("d", map(_GET_TIME, batch))))]
         names = ["step", "timestamp"]
         for key in ordered:
             if columns is None:
@@ -2150,10 +2389,15 @@ class _Writer(threading.Thread):
                                     f"expman: step {_short_repr(s)} is not an integer ({exc}); "
                                     f"using the next step instead")
                     s = last + 1
-            if not -2 ** 63 <= s < 2 ** 63:
+            if not -2 ** 63 <= s < 2 ** 63 and last + 1 != s:
                 self._warn_once("step:range", f"expman: step {s} does not fit in int64; "
                                               f"using the next step instead")
                 s = last + 1
+            if s >= 2 ** 63:  # the next step after 2**63-1: kept there rather than lose the
+                # row (an overflow here used to drop the whole batch, good rows included)
+                self._warn_once("step:max", "expman: the step reached 2**63-1, the largest "
+                                            "int64; later automatic steps repeat it")
+                s = 2 ** 63 - 1
             out.append(s)
             last = s
         return out
@@ -2177,8 +2421,11 @@ class _Writer(threading.Thread):
                 if arr is not None:
                     if "int" not in kinds:
                         return arr
-                    big = pc.max(pc.abs(arr)).as_py()  # NaN skipped; inf and 2**53 not
-                    if big is not None and big < _MAX_EXACT_INT:
+                    # (in Python, not pyarrow.compute: see _micros) NaN, inf and 2**53 all
+                    # take the checked path
+                    big = max(map(abs, (v for v in values if type(v) is not float)),
+                              default=0.0)
+                    if big < _MAX_EXACT_INT:
                         return arr
         floats, valid = [], []
         for value, step in zip(values, steps):
@@ -2225,8 +2472,7 @@ class _Writer(threading.Thread):
             col = table.column(key)
             if col.null_count == len(col):
                 continue
-            last = pc.drop_null(col)
-            self.summary[key] = last[len(last) - 1].as_py()
+            self.summary[key] = _last_valid(col)
 
     def _reject(self, key, reason, where):
         self._warn_once(f"reject:{key!r}:{reason.split(' (step')[0]}",
@@ -2256,7 +2502,7 @@ class _Writer(threading.Thread):
         if self.config_dirty:
             self.config_dirty = False
             self.store.write_atomic(self.store.join(self.path, CONFIG_YAML),
-                                    _yaml_dump(self.run_._config_snapshot()))
+                                    _yaml_dump(self.config))
 
     def _flush_media(self):
         """Encode and write the pending media, then their index lines in one append, then the
@@ -2335,7 +2581,7 @@ class _Writer(threading.Thread):
         return line
 
     def _write_meta(self):
-        meta = self.run_._meta
+        meta = self.meta
         path = self.store.join(self.path, RUN_YAML)
         stamp = self.store.stat(path)
         if stamp is not None and self.meta_stamp is not None and stamp != self.meta_stamp:
@@ -2372,7 +2618,7 @@ class _Writer(threading.Thread):
         self._flush()
         self._compact_logs()
         self._write_final_meta(self.stop_status)
-        _catalog_closed_run(self.store, self.path, self.run_._meta, self.run_._config_snapshot())
+        _catalog_closed_run(self.store, self.path, self.meta, self.config)
 
     def _finish_after_error(self):
         """Closing while the disk refuses writes: try once more, then record what we can."""
@@ -2397,11 +2643,11 @@ class _Writer(threading.Thread):
             self.log_buffer = []
 
     def _write_final_meta(self, status):
-        meta = self.run_._meta
+        meta = self.meta
         end = time.time()
         meta["status"] = status
         meta["finished_at"] = _iso(end)
-        meta["duration_secs"] = round(end - self.run_._started, 3)
+        meta["duration_secs"] = round(end - self.opts.started, 3)
         self._write_meta()
 
 
@@ -2643,18 +2889,6 @@ def _fast_kind(value_type):
     return kind
 
 
-def _index_step(value):
-    """An int step from ints, NumPy integers and integral tensors/floats."""
-    try:
-        return operator.index(value)
-    except TypeError:
-        item = getattr(value, "item", None)
-        scalar = item() if callable(item) else value
-        if isinstance(scalar, float) and scalar.is_integer():
-            return int(scalar)
-        return operator.index(scalar)
-
-
 def _buffer_array(arrow_type, buf, validity=None, null_count=0):
     """An Arrow array over a Python ``array.array`` buffer (zero copy).
 
@@ -2669,9 +2903,54 @@ def _buffer_array(arrow_type, buf, validity=None, null_count=0):
 def _f64_array(buf, valid=None):
     if valid is None or all(valid):
         return _buffer_array(pa.float64(), buf)
-    flags = pa.Array.from_buffers(pa.uint8(), len(valid), [None, pa.py_buffer(bytes(valid))])
-    bitmap = pc.cast(flags, pa.bool_()).buffers()[1]
-    return _buffer_array(pa.float64(), buf, bitmap, null_count=len(valid) - sum(valid))
+    return _buffer_array(pa.float64(), buf, pa.py_buffer(_bitmap(valid)),
+                         null_count=len(valid) - sum(valid))
+
+
+# The writer never calls pyarrow.compute (casts included): its first call builds the function
+# registry, +40 MB of RSS and 30-160 ms of GIL time, which a short run paid for three
+# multiplications. These helpers do the little arithmetic the writer needs without it.
+
+def _bitmap(valid):
+    """An Arrow validity bitmap (LSB first) of a list of bools, by C-level passes: the
+    integer of every 8th byte of bytes(valid), shifted by its bit, summed."""
+    flags = bytes(valid) + bytes(-len(valid) % 8)
+    total = 0
+    for bit in range(8):
+        total |= int.from_bytes(flags[bit::8], "little") << bit
+    return total.to_bytes(len(flags) // 8, "little")
+
+
+def _micros(seconds):
+    """array("q") of int(t * 1e6) for an array("d") of POSIX times (non-finite ones -> 0)."""
+    np_ = sys.modules.get("numpy")  # loaded by pyarrow when installed: no import here
+    if np_ is not None:
+        with np_.errstate(all="ignore"):
+            values = np_.frombuffer(seconds, dtype=np_.float64) * 1e6
+            values[~np_.isfinite(values)] = 0.0
+            return array.array("q", values.astype(np_.int64).tobytes())
+    try:
+        return array.array("q", map(int, map((1e6).__mul__, seconds)))
+    except (ValueError, OverflowError):  # NaN or inf from an injected clock
+        return array.array("q", [int(t * 1e6) if math.isfinite(t * 1e6) else 0
+                                 for t in seconds])
+
+
+def _last_valid(column):
+    """The last non-null value of a ChunkedArray (None if all are null), read off its
+    validity bitmaps."""
+    for chunk in reversed(column.chunks):
+        n = len(chunk)
+        if chunk.null_count == n:
+            continue
+        if chunk.null_count == 0:
+            return chunk[n - 1].as_py()
+        bits, offset = chunk.buffers()[0].to_pybytes(), chunk.offset
+        for i in range(n - 1, -1, -1):
+            j = i + offset
+            if bits[j >> 3] >> (j & 7) & 1:
+                return chunk[i].as_py()
+    return None
 
 
 def _conform(table, schema):
@@ -2960,6 +3239,37 @@ def is_primary():
 
 
 
+# 8.1 Experiment: one run; its log calls queue for the writer (section 7) and return #########
+
+class _RunPath(str):
+    """``Experiment.run_dir``: a str, so expman-rs scripts work unchanged (``run_dir + "/x"``,
+    ``os.path.join``, JSON, ``== "..."``), that also does what the ``pathlib.Path`` returned
+    before did (``run_dir / "x"``, ``.name``, ``.parent``, ``.exists()``, ``.glob()``...).
+    Where a str method and a Path method share a name (``replace``, ``split``...), the str
+    one wins: it is a str first."""
+    __slots__ = ()
+
+    def __fspath__(self):
+        return str.__str__(self)
+
+    def __truediv__(self, other):
+        return pathlib.Path(self) / other
+
+    def __getattr__(self, name):
+        return getattr(pathlib.Path(self), name)
+
+    def __eq__(self, other):
+        if isinstance(other, pathlib.PurePath):
+            return pathlib.Path(self) == other
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = str.__hash__
+
+
 class Experiment:
     """One run of an experiment: logs params, metrics, text and files without blocking.
 
@@ -2984,11 +3294,23 @@ class Experiment:
     or scheduler ids), ``save_git_diff=True`` (a dirty tree's diff as artifacts/git.diff).
     """
 
-    def __init__(self, name, base_dir=None, run_name=None, config=None, description=None,
-                 tags=None, flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, *,
-                 project=None, system_metrics=False, capture_output=False, rank=None,
-                 group=None, provenance=True, save_git_diff=False,
-                 heartbeat_secs=DEFAULT_HEARTBEAT_SECS, capture_git=True, clock=None):
+    def __init__(self, name, run_name=None, base_dir=None, flush_interval_rows=None,
+                 flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, redirect_console=False,
+                 project=None, tags=None, description=None, *, config=None,
+                 system_metrics=False, capture_output=False, rank=None, group=None,
+                 provenance=True, save_git_diff=False, heartbeat_secs=DEFAULT_HEARTBEAT_SECS,
+                 capture_git=True, clock=None, heartbeat_interval_secs=None,
+                 system_metrics_interval_secs=None, capture_provenance=None,
+                 capture_diff=None):
+        # expman-rs's names, accepted as they are: its users' scripts run unchanged
+        if heartbeat_interval_secs is not None:
+            heartbeat_secs = heartbeat_interval_secs
+        if system_metrics_interval_secs is not None and system_metrics is False:
+            system_metrics = system_metrics_interval_secs or False
+        if capture_provenance is not None:
+            provenance = capture_provenance
+        if capture_diff is not None:
+            save_git_diff = capture_diff
         self.experiment = _safe_name(name, "experiment name")
         if project is None:
             project = os.environ.get(ENV_PROJECT) or None
@@ -2998,26 +3320,35 @@ class Experiment:
         if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
             raise InvalidInputError(f"flush_interval_ms must be a positive number, "
                                     f"got {flush_interval_ms!r}")
+        if flush_interval_rows is not None and (
+                not isinstance(flush_interval_rows, int) or isinstance(flush_interval_rows, bool)
+                or flush_interval_rows < 0):
+            raise InvalidInputError(f"flush_interval_rows must be a positive int or None, got "
+                                    f"{flush_interval_rows!r}")
+        flush_rows = flush_interval_rows or None  # 0: the timer alone, as None
         tags = _normalize_tags(tags)
         tags += [t for t in env_tags if t not in tags]  # EXPMAN_TAGS adds, never duplicates
         if description is not None and not isinstance(description, str):
             raise InvalidInputError("description must be a string")
         if config is not None and not isinstance(config, dict):
             raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
-        self._flush_interval = flush_interval_ms / 1000.0
-        self._system_metrics_secs = _system_metrics_interval(system_metrics)
-        self._heartbeat_secs = float(heartbeat_secs)
-        self._provenance = bool(provenance)
-        self._capture_git = capture_git and self._provenance
-        self._save_git_diff = bool(save_git_diff) and self._capture_git
-        self._cwd = os.getcwd()
+        flush_interval = flush_interval_ms / 1000.0
+        system_metrics_secs = _system_metrics_interval(system_metrics)
+        provenance = bool(provenance)
+        capture_git = capture_git and provenance
+        save_git_diff = bool(save_git_diff) and capture_git
+        cwd = os.getcwd()
         self._clock = clock or time.time
+        # pyarrow's import and first-call set-up (0.1-0.3 s) happen here, on the caller's
+        # thread, before the training loop starts: on the writer thread they held the GIL
+        # for up to 300 ms inside the loop's first seconds, and a process forked meanwhile
+        # (DataLoader workers) inherited the import lock held and hung on its first import.
+        _warm_up(bool(system_metrics_secs))
         self._store, root = _open_store(base_dir or _default_root())
         self._root = root
         if not self._store.is_local:  # bounded requests: ~1 segment PUT a second at most
-            self._flush_interval = max(self._flush_interval, _remote_flush_secs())
-        self._config = _to_plain(config) if config else {}
-        self._config_lock = threading.Lock()
+            flush_interval = max(flush_interval, _remote_flush_secs())
+        config = _to_plain(config) if config else {}
         self._closed = False
         self._close_lock = threading.Lock()
         self._warned_closed = False
@@ -3034,39 +3365,49 @@ class Experiment:
         except OSError as exc:
             raise ExpmanError(f"cannot create a run under {store.display(exp_path)}: "
                               f"{exc.strerror or exc}") from None
-        self._started = time.time()
-        self._meta = {
+        started = time.time()
+        meta = {
             "name": self.run_name, "experiment": self.experiment, "status": "running",
-            "started_at": _iso(self._started), "finished_at": None, "duration_secs": None,
-            "heartbeat_at": _iso(self._started), "heartbeat_secs": self._heartbeat_secs,
+            "started_at": _iso(started), "finished_at": None, "duration_secs": None,
+            "heartbeat_at": _iso(started), "heartbeat_secs": float(heartbeat_secs),
             "description": description or "", "tags": tags,
             "hostname": _HOSTNAME, "pid": os.getpid(), "user": _user(),
-            "command": [sys.executable, *sys.argv], "cwd": self._cwd,
+            "command": [sys.executable, *sys.argv], "cwd": cwd,
             "python": _PY_VERSION, "platform": platform.platform(),
             "expman_version": __version__, "rows": 0, "last_step": None, "summary": {},
         }
         if self.project is not None:
-            self._meta["project"] = self.project
+            meta["project"] = self.project
         if self._dist is not None:
-            self._meta.update(self._dist)
-        if self._provenance:
-            self._meta["packages"] = _loaded_packages()
+            meta.update(self._dist)
+        if provenance:
+            meta["packages"] = _loaded_packages()
+            meta["packages"]["pyarrow"] = pa.__version__  # expman's own, imported above
             scheduler = _scheduler_ids()
             if scheduler:
-                self._meta["scheduler"] = scheduler
+                meta["scheduler"] = scheduler
         else:  # the command line may hold secrets: provenance=False keeps what status needs
             for key in ("user", "command", "cwd", "platform"):
-                del self._meta[key]
-        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(self._meta))
-        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(self._config))
+                del meta[key]
+        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(meta))
+        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(config))
         store.append(store.join(self._path, RUN_LOG), b"")
-        self._writer = _Writer(self)
-        self._writer.meta_stamp = store.stat(store.join(self._path, RUN_YAML))
-        self._rows = self._writer.rows
+        writer = self._writer = _Writer(_WriterOptions(
+            store, self._path, meta, config, flush_interval=flush_interval,
+            flush_interval_rows=flush_rows, heartbeat_secs=heartbeat_secs,
+            system_metrics_secs=system_metrics_secs, clock=self._clock, started=started,
+            git_cwd=cwd if capture_git else None, save_git_diff=save_git_diff))
+        # the hot path's state (see log_metrics): the queue, and the queue length at which a
+        # log call next looks at the backlog (every flush_interval_rows rows, when given)
+        self._rows, self._enqueue = writer.rows, writer.enqueue
+        self._flush_rows = flush_rows
+        self._check_at = flush_rows or PENDING_CHECK_ROWS
+        self._row_bytes = 0
         _install_hooks(remote=not store.is_local)
         _OPEN_RUNS.add(self)
-        self._writer.start()
-        self._capture = _OutputCapture(self) if capture_output else None
+        writer.start()
+        self._capture = (_OutputCapture(self) if capture_output or redirect_console
+                         else None)
 
     # -- setup helpers -------------------------------------------------------------------
     def _write_experiment_yaml(self, exp_path, display_name):
@@ -3105,9 +3446,15 @@ class Experiment:
     # -- properties ----------------------------------------------------------------------
     @property
     def run_dir(self):
-        """The run's directory: a ``pathlib.Path`` locally, a URI string on object stores."""
+        """The run's directory, as a str that also works as a ``pathlib.Path`` locally.
+
+        >>> exp.run_dir + "/artifacts"          # a str, as expman-rs returns
+        >>> exp.run_dir / "config.yaml"         # a Path, as earlier expman returned
+
+        On object stores it is the run's URI string.
+        """
         if self._store.is_local:
-            return pathlib.Path(self._path)
+            return _RunPath(self._path)
         return self._store.display(self._path)
 
     @property
@@ -3166,29 +3513,47 @@ class Experiment:
         row[_TIME] = self._clock()
         rows = self._rows
         rows.append(row)
-        if len(rows) > MAX_PENDING_ROWS:
-            self._backpressure()
+        if len(rows) > self._check_at:  # the only other cost: a length and a compare
+            self._backlog()
         return None
 
     log_vector = log_metrics  # the name expman-rs users know
 
-    def _backpressure(self):
-        """The writer is behind by MAX_PENDING_ROWS: wait for it rather than grow memory."""
-        writer = self._writer
-        if "backpressure" not in writer.warned:
-            writer.warned.add("backpressure")
-            _warn(f"expman: logging faster than the writer can store ({MAX_PENDING_ROWS} rows "
-                  f"pending); log calls now wait for it so memory stays bounded")
-        writer.wake.set()
-        busy = writer.io_since
-        if busy is not None and time.monotonic() - busy > 1.0:
-            return  # the writer is stuck in a slow store request: never wait on the store
-        deadline = time.monotonic() + 5.0
-        with writer.drained:
-            while (len(self._rows) > MAX_PENDING_ROWS - DRAIN_CHUNK_ROWS // 2
-                   and writer.is_alive()
-                   and time.monotonic() < deadline):
-                writer.drained.wait(0.05)
+    def _backlog(self):
+        """The queue passed ``_check_at`` rows: wake the writer every flush_interval_rows
+        rows, and keep the queued rows under MAX_PENDING_BYTES by waiting for the writer in
+        slices of BACKPRESSURE_SLICE_SECS, so no single call waits longer than that.
+
+        The rows' size is estimated from the newest row (the largest seen is kept), so the
+        bound holds for 5 keys a row and for 5,000; the check runs again after at most
+        PENDING_CHECK_ROWS more rows, so its cost is amortised to nothing.
+        """
+        rows, writer = self._rows, self._writer
+        n = len(rows)
+        try:
+            newest = rows[-1]
+        except IndexError:  # the writer took them all meanwhile
+            return
+        if type(newest) is dict:
+            size = sys.getsizeof(newest) + 24 * len(newest)  # the dict and its float values
+            if size > self._row_bytes:
+                self._row_bytes = size
+        limit = max(PENDING_CHECK_ROWS, MAX_PENDING_BYTES // max(self._row_bytes, 64))
+        if n > limit:
+            if writer.first_time("backpressure"):
+                _warn(f"expman: logging faster than the writer can store ({n} rows, about "
+                      f"{MAX_PENDING_BYTES >> 20} MB, pending); log calls now wait up to "
+                      f"{BACKPRESSURE_SLICE_SECS * 1e3:.0f} ms each for it so memory stays "
+                      f"bounded")
+            writer.wait_for_room(BACKPRESSURE_SLICE_SECS)
+            self._check_at = min(self._check_at, limit)
+            return
+        if self._flush_rows:
+            if n >= self._flush_rows:
+                writer.nudge()
+            self._check_at = min(self._flush_rows, limit)
+        else:
+            self._check_at = min(limit, n + PENDING_CHECK_ROWS)
 
     def log_params(self, params):
         """Merge params into config.yaml (nested dicts stay nested).
@@ -3200,15 +3565,17 @@ class Experiment:
         if not isinstance(params, dict):
             _warn(f"expman: log_params needs a dict, got {type(params).__name__}; ignored")
             return None
-        plain = _to_plain(params)
-        with self._config_lock:
-            _deep_merge(self._config, plain)
-        self._writer.ctrl.append(("config",))
+        walk = {"path": set(), "count": 0, "cut": []}
+        plain = _to_plain(params, _walk=walk)
+        if walk["cut"]:
+            why = {"cycle": "a container that holds itself (stored as '<recursive ...>')",
+                   "size": f"more than {PLAIN_MAX_ITEMS} values once shared parts are expanded "
+                           f"(the rest stored as '<cut: ...>')",
+                   "str": "a value whose __str__ raised (stored as its repr or type name)"}
+            _warn("expman: log_params got " + "; ".join(
+                why[c] for c in dict.fromkeys(walk["cut"])))
+        self._writer.send(("config", plain))
         return None
-
-    def _config_snapshot(self):
-        with self._config_lock:
-            return copy.deepcopy(self._config)
 
     def log_scalar(self, key, value):
         """Set a summary value shown in the runs table (best accuracy, final loss, ...).
@@ -3221,7 +3588,7 @@ class Experiment:
         if reason:
             _warn(f"expman: log_scalar skipped {_short_repr(key, 80)}: {reason}")
             return None
-        self._writer.ctrl.append(("scalar", key, value))
+        self._writer.send(("scalar", key, value))
         return None
 
     def info(self, message):
@@ -3235,7 +3602,7 @@ class Experiment:
     def _log_line(self, level, message):
         if self._closed:
             return self._after_close(level.lower())
-        self._writer.ctrl.append(("log", self._clock(), level, str(message)))
+        self._writer.send(("log", self._clock(), level, str(message)))
         return None
 
     def save_artifact(self, path, name=None):
@@ -3370,44 +3737,32 @@ class Experiment:
 
     def _queue_media(self, item):
         writer = self._writer
-        if writer.media_queued - writer.media_done + item.size > MAX_PENDING_MEDIA_BYTES:
+        if not writer.queue_media(item):
             # the writer is far behind (or the disk refuses writes): drop rather than wait
-            if "media-backlog" not in writer.warned:
-                writer.warned.add("media-backlog")
+            if writer.first_time("media-backlog"):
                 _warn(f"expman: more than {MAX_PENDING_MEDIA_BYTES >> 20} MB of media wait for "
                       f"the writer; {item.kind} {_short_repr(item.tag, 80)} at step "
                       f"{item.step} and further media are dropped until it catches up")
-            writer.dropped_media += 1
-            return None
-        writer.media_queued += item.size
-        # the ticket first: a drain that pops the item then always looks for it
-        writer.media_tickets.append(None)
-        self._rows.append(item)
         return None
 
     def set_description(self, description):
         """Replace the run's description (also editable from the dashboard)."""
-        self._meta["description"] = str(description)
-        self._writer.ctrl.append(("meta",))
+        self._writer.send(("meta", {"description": str(description)}))
 
     def set_tags(self, tags):
         """Replace the run's tags."""
-        self._meta["tags"] = _normalize_tags(tags)
-        self._writer.ctrl.append(("meta",))
+        self._writer.send(("meta", {"tags": _normalize_tags(tags)}))
 
     def flush(self, timeout=30.0):
         """Wait until everything logged so far is on disk; True when it is."""
         if self._closed:
             return True
-        event = threading.Event()
-        self._writer.ctrl.append(("flush", event))
-        self._writer.wake.set()
-        done = event.wait(timeout)
+        done = self._writer.request_flush(timeout)
         self._surface_writer_error()
         return done
 
     def _surface_writer_error(self):
-        error, self._writer.error = self._writer.error, None
+        error = self._writer.take_error()
         if error is not None:
             _warn(f"expman: the writer of {self.experiment}/{self.run_name} hit an error: "
                   f"{error}")
@@ -3426,14 +3781,11 @@ class Experiment:
             if self._capture is not None:  # the last partial line goes in before the end
                 self._capture.stop()
             self.status = status
-            writer.stop_status = status
-            writer.wake.set()
-        elif writer.done.is_set():
+        elif writer.is_done():
             return
         # A second close (atexit after a SIGTERM interrupted the first one) waits as well, so
         # the process never exits in the middle of the final compaction.
-        writer.done.wait(CLOSE_TIMEOUT_SECS)
-        if not writer.done.is_set():
+        if not writer.stop(status, CLOSE_TIMEOUT_SECS):
             _warn(f"expman: closing {self.experiment}/{self.run_name} took longer than "
                   f"{CLOSE_TIMEOUT_SECS:.0f}s; the last rows may be missing")
         _OPEN_RUNS.discard(self)
@@ -3455,7 +3807,7 @@ class Experiment:
 
     def _record_error(self, exc_type, exc):
         if exc is not None:
-            self._meta["error"] = f"{exc_type.__name__}: {exc}"[:2000]
+            self._writer.send(("meta", {"error": f"{exc_type.__name__}: {exc}"[:2000]}))
 
     def __enter__(self):
         return self
@@ -3514,11 +3866,6 @@ def _user():
         return None
 
 
-def _warn(message):
-    """One user-facing warning: an ExpmanWarning (filterable, shown once per place)."""
-    warnings.warn(message, ExpmanWarning, stacklevel=3)
-
-
 def _status_for_exit(exc_type, exc):
     if exc_type is None:
         return "interrupted" if _HOOKS["signal"] else "finished"
@@ -3555,7 +3902,9 @@ def _install_hooks(remote=False):
         _watch_sys_exit()
         atexit.register(_close_all_at_exit)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_forget_runs_in_child)
+            os.register_at_fork(before=_pause_writers, after_in_parent=_resume_writers,
+                                after_in_child=_forget_runs_in_child)
+            os.register_at_fork(after_in_child=_resume_writers)
         if threading.current_thread() is threading.main_thread():
             _install_signal_handler(signal.SIGTERM)
 
@@ -3684,7 +4033,7 @@ class _OutputCapture:
             line = (f"expman: output capture stopped after {CAPTURE_MAX_BYTES >> 20} MiB; "
                     f"the rest is on the console only")
             level = "WARN"
-        self.run._writer.ctrl.append(("log", self.run._clock(), level, line))
+        self.run._writer.send(("log", self.run._clock(), level, line))
 
     def stop(self):
         """Put the streams back (when nobody replaced them after us) and keep the last line."""
@@ -3711,24 +4060,29 @@ def _close_all_at_exit():
 
 # -- module-level shortcuts: two-line relays to the current run ------------------------------
 
-def init(name, base_dir=None, run_name=None, config=None, description=None, tags=None,
-         flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, **kwargs):
+def init(name, run_name=None, base_dir=None, flush_interval_rows=None,
+         flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, redirect_console=False, project=None,
+         tags=None, description=None, *, config=None, **kwargs):
     """Start the global run used by ``expman.log_metrics`` and friends; returns it.
 
     >>> import expman
     >>> expman.init("resnet_cifar10", config={"lr": 1e-3}, tags=["baseline"])
     >>> expman.log_metrics({"loss": 0.5}, step=0)
 
-    A run already started with ``init`` is closed (finished) first. The run is closed when the
-    script exits: ``finished``, ``failed`` after an uncaught exception, ``interrupted`` after
+    Arguments as ``Experiment``'s (positional ones in expman-rs's order: name, run_name,
+    base_dir, flush_interval_rows, flush_interval_ms, redirect_console, ...). A run already
+    started with ``init`` is closed (finished) first. The run is closed when the script
+    exits: ``finished``, ``failed`` after an uncaught exception, ``interrupted`` after
     Ctrl-C or SIGTERM.
     """
     global _CURRENT
     if _CURRENT is not None and not _CURRENT.closed:
         _CURRENT.close("finished")
-    _CURRENT = Experiment(name, base_dir=base_dir, run_name=run_name, config=config,
-                          description=description, tags=tags,
-                          flush_interval_ms=flush_interval_ms, **kwargs)
+    _CURRENT = Experiment(name, run_name=run_name, base_dir=base_dir,
+                          flush_interval_rows=flush_interval_rows,
+                          flush_interval_ms=flush_interval_ms, redirect_console=redirect_console,
+                          project=project, tags=tags, description=description, config=config,
+                          **kwargs)
     return _CURRENT
 
 
@@ -5407,8 +5761,8 @@ def _log_row_at(exp, row, step, wall):
     row[_TIME] = float(wall)
     rows = exp._rows
     rows.append(row)
-    if len(rows) > MAX_PENDING_ROWS:
-        exp._backpressure()
+    if len(rows) > exp._check_at:
+        exp._backlog()
     return None
 
 
@@ -7063,22 +7417,23 @@ def _show_warning(message, category, filename, lineno, file=None, line=None,
     return None
 
 
-class _StderrWarnings(logging.Handler):
-    """Readers also log some problems (a garbled run.yaml while listing): one line each."""
+def _stderr_warnings_handler():
+    """Readers also log some problems (a garbled run.yaml while listing): one line each.
+    (The class is made here, not at import: ``import expman`` does not import logging.)"""
 
-    def __init__(self):
-        super().__init__(logging.WARNING)
+    class _StderrWarnings(logging.Handler):
+        def emit(self, record):
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad log call must not break a command
+                message = str(record.msg)
+            if message.startswith("expman: "):
+                message = message[len("expman: "):]
+            _SHOWN_WARNINGS.append(message)
+            print(f"expman: warning: {message.splitlines()[0] if message else ''}",
+                  file=sys.stderr)
 
-    def emit(self, record):
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad log call must not break a command
-            message = str(record.msg)
-        if message.startswith("expman: "):
-            message = message[len("expman: "):]
-        _SHOWN_WARNINGS.append(message)
-        print(f"expman: warning: {message.splitlines()[0] if message else ''}",
-              file=sys.stderr)
+    return _StderrWarnings(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -7225,8 +7580,6 @@ def _fmt_param(value, missing="-", limit=40):
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
-
-_MISSING = object()
 
 
 def _fmt_time(iso, time_format=None):
@@ -8536,7 +8889,7 @@ def main(argv=None):
     Prints results on stdout and one ``expman: error: ...`` line on stderr for a failure:
     exit 0 success, 1 failure, 2 bad usage, 130 interrupted.
     """
-    handler = _StderrWarnings()
+    handler = _stderr_warnings_handler()
     _log.addHandler(handler)
     with warnings.catch_warnings():
         warnings.simplefilter("always", ExpmanWarning)

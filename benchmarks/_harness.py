@@ -16,6 +16,7 @@ measured loop and its baseline is the logging statement:
 """
 import array
 import gc
+import heapq
 import json
 import math
 import os
@@ -94,9 +95,11 @@ def percentile(sorted_values, q):
 def latency_stats(lat, done, timer_ns):
     """Median/p99/p99.9/max in ns of the first ``done`` samples, timer cost subtracted."""
     s = sorted(lat[:done])
+    worst = heapq.nlargest(5, range(done), key=lat.__getitem__)   # where the stalls are
     return {"median_ns": percentile(s, 50) - timer_ns, "p99_ns": percentile(s, 99) - timer_ns,
             "p999_ns": percentile(s, 99.9) - timer_ns, "max_ns": s[-1] - timer_ns,
-            "mean_ns": sum(s) / len(s) - timer_ns, "timer_ns": timer_ns, "samples": done}
+            "mean_ns": sum(s) / len(s) - timer_ns, "timer_ns": timer_ns, "samples": done,
+            "worst": [(i, lat[i] - timer_ns) for i in worst]}
 
 
 # -- memory and disk --------------------------------------------------------------------------
@@ -159,12 +162,15 @@ def timing_arrays(n):
     return array.array("q", bytes(8 * n)), array.array("q", bytes(8 * n))
 
 
-def measure(call, obj, n, cap_s, timed, close, arrays=None, after_close=None):
+def measure(call, obj, n, cap_s, timed, close, arrays=None, after_close=None,
+            empty_before=True):
     """Run the empty loop, the logged loop and ``close()``; returns a dict of timings.
 
     ``close`` is a zero-argument callable that flushes/finishes the tool; ``after_close`` is
     called right after it (bench_peers stops its RSS sampler there). The empty loop runs
-    before and after the logged one (the faster of the two is the baseline: conservative).
+    before and after the logged one (the faster of the two is the baseline: conservative);
+    ``empty_before=False`` runs it twice after instead, so the logged loop starts right after
+    the tool's init, as a training loop does (a first empty loop hid start-up stalls).
     """
     lat, elat = (arrays or timing_arrays(n)) if timed else (None, None)
     empty = make_loop(None, timed)
@@ -173,7 +179,7 @@ def measure(call, obj, n, cap_s, timed, close, arrays=None, after_close=None):
     gc.collect()
     rss0 = proc_status()
     peak_reset = reset_peak_rss()
-    e1, _ = empty(n, far, None, elat)
+    e1 = empty(n, far, None, elat)[0] if empty_before else None
     cpu0 = time.process_time()
     loop_ns, done = logged(n, time.perf_counter_ns() + int(cap_s * 1e9), obj, lat)
     t1 = time.perf_counter_ns()
@@ -184,6 +190,8 @@ def measure(call, obj, n, cap_s, timed, close, arrays=None, after_close=None):
     if after_close:
         after_close()
     e2, _ = empty(n, far, None, elat if timed else None)
+    if e1 is None:
+        e1, _ = empty(n, far, None, elat if timed else None)
     empty_ns = min(e1, e2) * done / n
     out = {"n": n, "done": done, "complete": done == n, "loop_s": loop_ns / 1e9,
            "close_s": (t2 - t1) / 1e9, "empty_s": empty_ns / 1e9,

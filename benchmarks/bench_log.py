@@ -6,9 +6,15 @@
 
 Every configuration runs in a fresh subprocess (``--worker``). Figures:
 
-* log call median / p99: ``perf_counter_ns()`` around every call; the timer's own cost (median
-  of the same loop with the call removed, measured in the same process) is subtracted from each
-  sample. Samples include whatever the writer thread costs the caller (GIL hand-offs).
+* log call median / mean / p99 / worst: ``perf_counter_ns()`` around every call; the timer's own
+  cost (median of the same loop with the call removed, measured in the same process) is
+  subtracted from each sample. Samples include whatever the writer thread costs the caller (GIL
+  hand-offs). The loop starts right after ``Experiment()`` returns, as a training loop does:
+  this harness used to pause 0.3 s after init, which hid the writer's start-up (its pyarrow
+  import held the GIL for up to 300 ms in the loop's first seconds) and is why it reported
+  1.3-1.7 µs/row while a back-to-back loop right after init felt a 4-6 µs mean (issue 19).
+  The five worst calls are listed with their index in the loop (``worst``), so a stall at
+  start-up or at a fixed row count shows where it is.
 * loop overhead per row: wall time of the training loop that logs, minus the same loop that
   only builds the dict (no per-call timers in either; the faster of two empty loops, run before
   and after, is the baseline). "loop" is the loop alone, "+close" adds ``close()`` (final flush,
@@ -42,7 +48,7 @@ import _harness as H  # noqa: E402
 # -- workers (fresh subprocesses) -------------------------------------------------------------
 def worker_run(cfg):
     t0 = time.perf_counter()
-    sys.path.insert(0, REPO)
+    sys.path.insert(0, cfg.get("module") or REPO)
     import expman
     t_import = time.perf_counter() - t0
     import pyarrow  # noqa: F401 - expman imports it lazily; keep it out of the RSS growth
@@ -55,9 +61,10 @@ def worker_run(cfg):
     t0 = time.perf_counter()
     exp = expman.Experiment("bench", base_dir=tmp, flush_interval_ms=cfg["flush_ms"])
     t_init = time.perf_counter() - t0
-    time.sleep(0.3)  # let the writer finish its own start-up (pyarrow.parquet import, git)
+    if cfg.get("settle_s"):  # opt-in: what the loop would feel with a pause after init
+        time.sleep(cfg["settle_s"])
     res = H.measure("obj.log_metrics(d, step=i)", exp, cfg["n"], cfg.get("cap_s", 600),
-                    cfg["timed"], exp.close)
+                    cfg["timed"], exp.close, empty_before=False)
     res.update(import_s=t_import, init_s=t_init, warm=bool(cfg.get("warm")))
     res["bytes"], res["files"] = H.disk_usage(exp.run_dir)
     t0 = time.perf_counter()
@@ -156,6 +163,8 @@ def main():
     ap.add_argument("--live", help=argparse.SUPPRESS)
     ap.add_argument("--reader", help=argparse.SUPPRESS)
     ap.add_argument("--report", metavar="JSON", help="print the tables of a saved result file")
+    ap.add_argument("--module", default=None, help="directory of the expman.py to measure "
+                                                   "(default: this checkout)")
     ap.add_argument("--json", default=None, help="write results here (default "
                                                 "benchmarks/results/bench_log-<date>.json)")
     args = ap.parse_args()
@@ -180,11 +189,13 @@ def main():
     for rep in range(reps):  # interleave sizes and kinds: drift on a shared machine hits all
         for n in sizes:
             for timed in (False, True):
-                r = run_worker("worker", {"n": n, "timed": timed, "flush_ms": 500, "warm": True})
+                r = run_worker("worker", {"n": n, "timed": timed, "flush_ms": 500, "warm": True,
+                                          "module": args.module})
                 results["timed" if timed else "plain"].setdefault(str(n), []).append(r)
             # RSS as a user's first run in a process meets it: no warm-up run before
             results.setdefault("cold", {}).setdefault(str(n), []).append(run_worker(
-                "worker", {"n": n, "timed": False, "flush_ms": 500, "warm": False}))
+                "worker", {"n": n, "timed": False, "flush_ms": 500, "warm": False,
+                           "module": args.module}))
     for flush_ms in (500, 50):
         results["live"][str(flush_ms)] = run_worker(
             "live", {"flush_ms": flush_ms, "samples": samples, "period_s": 0.025})
@@ -208,6 +219,8 @@ def report(results):
         lat_p99 = statistics.median(r["latency"]["p99_ns"] for r in timed)
         s = summary[n] = {
             "lat_med": lat_med, "lat_p99": lat_p99,
+            "lat_mean": statistics.median(r["latency"]["mean_ns"] for r in timed),
+            "worst": [r["latency"].get("worst") for r in timed],
             "lat_p999": statistics.median(r["latency"]["p999_ns"] for r in timed),
             "lat_max": max(r["latency"]["max_ns"] for r in timed),
             "loop": median_of(plain, "overhead_loop_us"),
@@ -225,7 +238,7 @@ def report(results):
             "backpressure": sum("logging faster" in r.get("stderr", "") for r in plain + timed),
             "runs": len(plain + timed)}
         rows.append([
-            f"{n:,}", H.fmt_ns(lat_med), H.fmt_ns(lat_p99),
+            f"{n:,}", H.fmt_ns(lat_med), H.fmt_ns(s["lat_mean"]), H.fmt_ns(lat_p99),
             f"{H.fmt_ns(s['lat_p999'])} / {H.fmt_ns(s['lat_max'])}", f"{s['loop']:.2f} µs",
             f"{s['total']:.2f} µs", f"{s['cpu']:.2f} µs", f"{s['close'] * 1e3:.0f} ms",
             f"{H.fmt_bytes(s['rss'])} / {H.fmt_bytes(s['rss_cold'])} (max "
@@ -236,7 +249,7 @@ def report(results):
             f"Σ={plain[0]['checksum']:.6f}", f"{s['read_s'] * 1e3:.0f} ms",
             f"{s['import_s'] * 1e3:.0f} / {s['init_s'] * 1e3:.0f} ms"])
     print(f"\n### expman alone (median of {reps} fresh processes per figure)\n")
-    print(H.md_table(["N", "log call median", "log call p99", "p99.9 / worst", "overhead/row (loop)",
+    print(H.md_table(["N", "log call median", "mean", "log call p99", "p99.9 / worst", "overhead/row (loop)",
                       "overhead/row (loop+close)", "CPU/row", "close", "RSS growth warm / cold",
                       "backpressure hit",
                       "on disk", "read-back (load_metrics)", "read time", "import / init"],
@@ -249,6 +262,9 @@ def report(results):
     print(f"\nCost growth {big:,} vs {small:,} rows (target ≤ ~12x): logging overhead "
           f"(loop+close - empty) {g:.1f}x; CPU overhead {gc:.1f}x; whole logged loop+close "
           f"{gl:.1f}x (the empty loop alone: {ge:.1f}x)")
+    for n in sizes:
+        print(f"worst calls at N={n:,} (index in the loop: time), per process: " + "; ".join(
+            ", ".join(f"#{i}: {H.fmt_ns(ns)}" for i, ns in w) for w in summary[n]["worst"] if w))
     results["summary"] = {str(k): v for k, v in summary.items()}
     results["growth"] = {"overhead": g, "cpu": gc, "logged_total": gl, "empty": ge}
     live_rows = []

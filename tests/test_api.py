@@ -26,8 +26,12 @@ EXPECTED_ALL = [
 
 # name -> signature text; changing one of these breaks users' scripts, so it must be deliberate
 SIGNATURES = {
-    "init": "(name, base_dir=None, run_name=None, config=None, description=None, tags=None, "
-            "flush_interval_ms=500, **kwargs)",
+    # expman-rs's positional order (issue 15): name, run_name, base_dir, flush_interval_rows,
+    # flush_interval_ms, redirect_console, project, tags, description; every earlier keyword
+    # (config, capture_output, ...) is still accepted by name
+    "init": "(name, run_name=None, base_dir=None, flush_interval_rows=None, "
+            "flush_interval_ms=500, redirect_console=False, project=None, tags=None, "
+            "description=None, *, config=None, **kwargs)",
     "log_params": "(params)",
     "log_metrics": "(metrics, step=None)",
     "log_vector": "(metrics, step=None)",
@@ -69,10 +73,13 @@ SIGNATURES = {
     "SummaryWriter": "(log_dir=None, comment='', purge_step=None, max_queue=10, "
                      "flush_secs=120, filename_suffix='', *, base_dir=None, experiment=None, "
                      "run_name=None, run=None, config=None)",
-    "Experiment": "(name, base_dir=None, run_name=None, config=None, description=None, "
-                  "tags=None, flush_interval_ms=500, *, project=None, system_metrics=False, "
+    "Experiment": "(name, run_name=None, base_dir=None, flush_interval_rows=None, "
+                  "flush_interval_ms=500, redirect_console=False, project=None, tags=None, "
+                  "description=None, *, config=None, system_metrics=False, "
                   "capture_output=False, rank=None, group=None, provenance=True, "
-                  "save_git_diff=False, heartbeat_secs=5.0, capture_git=True, clock=None)",
+                  "save_git_diff=False, heartbeat_secs=5.0, capture_git=True, clock=None, "
+                  "heartbeat_interval_secs=None, system_metrics_interval_secs=None, "
+                  "capture_provenance=None, capture_diff=None)",
 }
 
 METHOD_SIGNATURES = {
@@ -126,6 +133,59 @@ def test_aliases_errors_and_constants():
     assert isinstance(expman.Experiment.closed, property)
 
 
+def test_expman_rs_positional_order_and_keywords(tmp_path, capsys):
+    """Experiment/init take expman-rs's positional order and keyword names (issue 15)."""
+    root = str(tmp_path / "exps")
+    exp = expman.Experiment("exp", "myrun", root, 50, 200, False, "proj", ["t1"], "about",
+                            capture_git=False)
+    try:
+        assert exp.run_name == "myrun" and exp.project == "proj"
+        assert str(exp.run_dir) == os.path.join(root, "exp", "myrun")
+        assert exp._writer.interval == 0.2 and exp._writer.flush_rows == 50
+    finally:
+        exp.close()
+    meta = expman.load_run(os.path.join(root, "exp", "myrun"))
+    assert meta["tags"] == ["t1"] and meta["description"] == "about"
+    # expman-rs's keyword names, honoured
+    exp = expman.Experiment("exp", run_name="kw", base_dir=root, redirect_console=True,
+                            heartbeat_interval_secs=7, capture_provenance=False,
+                            capture_diff=False, system_metrics_interval_secs=0)
+    try:
+        print("hello from the console")
+        assert exp._capture is not None and exp._writer.sampler is None
+    finally:
+        exp.close()
+    with open(exp.run_dir / "run.yaml") as fh:
+        meta = yaml.safe_load(fh)
+    assert meta["heartbeat_secs"] == 7 and "command" not in meta   # provenance off
+    assert "OUT   hello from the console" in expman.load_log(exp.run_dir)[0]
+    assert "hello from the console" in capsys.readouterr().out       # still on the console
+    # and expman's own keywords keep working, by name
+    run = expman.init("exp", base_dir=root, run_name="old", config={"lr": 1},
+                      description="d", tags="a,b", flush_interval_ms=100, capture_git=False)
+    try:
+        assert run.run_name == "old"
+    finally:
+        expman.close()
+    assert expman.load_config(os.path.join(root, "exp", "old")) == {"lr": 1}
+    run = expman.init("exp", "pos", root, capture_git=False)    # init: the same order
+    expman.close()
+    assert run.run_dir == os.path.join(root, "exp", "pos")
+
+
+def test_run_dir_is_a_str_that_also_works_as_a_path(tmp_path):
+    with expman.Experiment("exp", base_dir=tmp_path, capture_git=False) as exp:
+        run_dir = exp.run_dir
+        assert isinstance(run_dir, str) and isinstance(run_dir, os.PathLike)
+        assert os.path.exists(run_dir + "/run.yaml")                # expman-rs style
+        assert (run_dir / "run.yaml").exists()                     # pathlib style
+        assert run_dir.name == exp.run_name and run_dir.parent == tmp_path / "exp"
+        assert run_dir == tmp_path / "exp" / exp.run_name           # equal to its Path
+        assert run_dir == str(tmp_path / "exp" / exp.run_name)      # and to its str
+        assert json.loads(json.dumps({"d": run_dir}))["d"] == str(run_dir)
+        assert os.path.join(run_dir, "x") == str(tmp_path / "exp" / exp.run_name / "x")
+
+
 def test_version_is_a_plain_string_literal():
     assert type(expman.__version__) is str
     assert re.fullmatch(r"\d+\.\d+\.\d+([.-]?\w+)?", expman.__version__)
@@ -139,15 +199,17 @@ def test_version_is_a_plain_string_literal():
 
 def test_import_is_cheap_and_has_no_side_effects(tmp_path):
     code = """
-        import atexit, json, logging, os, signal, sys, threading  # logging registers its own
+        import atexit, json, os, signal, sys, threading
         before_threads = threading.active_count()
         before_atexit = atexit._ncallbacks()
         term = signal.getsignal(signal.SIGTERM)
         hook = sys.excepthook
         import expman
         print(json.dumps({
-            "heavy": [m for m in ("bottle", "waitress", "pyarrow", "pandas")
-                      if m in sys.modules],
+            # not needed to log (issue 19): yaml, logging, socket, subprocess and platform are
+            # imported by init(), the CLI or the server, not by `import expman`
+            "heavy": [m for m in ("bottle", "waitress", "pyarrow", "pandas", "yaml", "logging",
+                                  "socket", "subprocess", "platform") if m in sys.modules],
             "threads": threading.active_count() - before_threads,
             "atexit": atexit._ncallbacks() - before_atexit,
             "sigterm_unchanged": signal.getsignal(signal.SIGTERM) is term,

@@ -93,6 +93,7 @@ def test_clean_tree_saves_no_diff_and_init_does_not_wait_for_git(root, repo):
     # git runs on the writer thread: init returns before any git call is made
     code = f"""
         import os, time, expman
+        import pyarrow.parquet, pyarrow.compute, yaml  # init() imports them (not git's cost)
         os.environ["PATH"] = {str(repo)!r} + os.pathsep + os.environ["PATH"]
         t = time.perf_counter()
         exp = expman.init("prov", base_dir={str(root)!r}, save_git_diff=True)

@@ -126,7 +126,11 @@ def test_sigkill_at_random_moments_loses_no_flushed_row(root, tmp_path, server, 
         child = Child(KILL_CHILD.replace(ARGV4, f"{str(root)!r}, {every}, {fan_in}, {close_at}"),
                       cwd=tmp_path)
         try:
-            run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
+            # any line, not the last: init() now returns with the writer ready, so "flushed"
+            # lines can follow "ready" before this poll sees it
+            run_name = wait_for(lambda: next((l for l in list(child.lines)
+                                               if l.startswith("ready")), None),
+                                timeout=30).split()[1]
             if close_at:
                 child.wait_line(lambda l: l.startswith(("closing", "closed")), timeout=30)
             elif target:
@@ -675,6 +679,71 @@ def test_several_experiments_and_threads_in_one_process(root):
         assert config == {f"t{t}": 1200 for t in range(n_threads)}
         log = (exp.run_dir / "run.log").read_text()
         assert sum(log.count(f"thread {t} row ") for t in range(n_threads)) == n_threads * 5
+
+
+# -- hostile inputs to log_params and steps (issue 20 items 7, 8, 11) -----------------------------
+
+def test_log_params_with_a_dict_that_refers_to_itself_twice_returns_and_warns(root):
+    me = {"lr": 0.1}
+    me["a"] = me
+    me["b"] = me                    # two self-references: 2**50 expansions before
+    shared = [1.0]
+    for _ in range(40):             # no cycle, but the same list at every level: 2**40
+        shared = [shared, shared]
+    with make(root) as exp:
+        started = time.monotonic()
+        with pytest.warns(expman.ExpmanWarning, match="holds itself"):
+            exp.log_params({"model": me, "other": 3})
+        with pytest.warns(expman.ExpmanWarning, match="cut"):
+            exp.log_params({"dag": shared})
+        assert time.monotonic() - started < 10
+        exp.log_metrics({"x": 1.0})
+    config = expman.load_config(exp.run_dir)
+    assert config["model"]["lr"] == 0.1 and config["other"] == 3
+    assert config["model"]["a"] == config["model"]["b"] == "<recursive dict>"
+    assert expman.load_metrics(exp.run_dir).num_rows == 1       # nothing else lost
+
+
+def test_log_params_with_an_object_whose_str_raises_never_reaches_the_script(root):
+    class Hostile:
+        def __str__(self):
+            raise RuntimeError("str exploded")
+
+        def __repr__(self):
+            raise RuntimeError("repr exploded")
+
+    class StrOnly:
+        def __str__(self):
+            raise ValueError("nope")
+
+        def __repr__(self):
+            return "StrOnly()"
+
+    with make(root) as exp:
+        with pytest.warns(expman.ExpmanWarning, match="__str__ raised"):
+            exp.log_params({"obj": Hostile(), "other": StrOnly(), Hostile(): 1, "ok": 2,
+                            "set": {Hostile(), 3}})
+    config = expman.load_config(exp.run_dir)
+    assert config["obj"] == "<Hostile>" and config["other"] == "StrOnly()"
+    assert config["<Hostile>"] == 1 and config["ok"] == 2 and len(config["set"]) == 2
+
+
+@pytest.mark.parametrize("flush_between", [False, True], ids=["one-batch", "two-batches"])
+def test_an_auto_step_after_the_largest_int64_step_keeps_the_batch(root, flush_between):
+    big = 2 ** 63 - 1
+    with make(root) as exp:
+        with pytest.warns(expman.ExpmanWarning, match="2\\*\\*63-1"):
+            exp.log_metrics({"a": 0.0}, step=0)
+            exp.log_metrics({"a": 1.0}, step=big)
+            if flush_between:
+                assert exp.flush(timeout=30)
+            exp.log_metrics({"a": 2.0})             # auto step: would be 2**63
+            exp.log_metrics({"a": 3.0}, step=7)
+            exp.log_metrics({"a": 4.0})
+            assert exp.flush(timeout=30)
+    table = expman.load_metrics(exp.run_dir).to_pydict()
+    assert table["a"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert table["step"] == [0, big, big, 7, 8]
 
 
 # -- the server under load -----------------------------------------------------------------------

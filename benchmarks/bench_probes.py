@@ -1,0 +1,283 @@
+#!/usr/bin/env python
+"""What a training script feels from the logger, beside expman-rs, in one run (issue 19).
+
+    python benchmarks/bench_probes.py                  # all probes, 3 rounds (~5 min)
+    python benchmarks/bench_probes.py --quick          # 1 round, 100k steps only
+    python benchmarks/bench_probes.py --module /tmp/old --label before   # add another expman
+
+Each probe runs in a fresh process per tool, the tools interleaved round by round (drift on a
+shared machine hits all alike; read the ratios). expman-rs 1.3.0 runs from the venv that
+``bench_peers.py --setup`` makes (benchmarks/.venvs/expman-rs; ``pip install
+expman-rs==1.3.0`` there), and is left out when that venv is missing. Probes:
+
+* ``loop N``: ``Experiment()`` then at once N back-to-back ``log_metrics(d, step=i)`` with 5
+  floats, ``perf_counter_ns`` around every call (timer cost subtracted), then ``close()``.
+  Median, mean, p99, p99.9, the worst call and the five worst with their index in the loop
+  (a stall right after init or at a fixed row count shows as an index), loop overhead per
+  step (loop minus the same loop without the call, run before init), close, and import/init.
+* ``threads``: 4 threads x 25k rows into one run, every call timed: worst call and p99.
+* ``wide``: 20k steps of 50 metrics per row: median/mean/worst call, loop+close per step.
+* ``tiny``: a whole script -- import, init, 100 logs, close -- as a fresh process, wall time
+  minus a bare ``python -c pass``; and close() alone.
+* ``rss``: peak RSS (VmHWM) of a process that logs a 20k-step run (5 metrics) and closes it.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RS_PYTHON = os.path.join(HERE, ".venvs", "expman-rs", "bin", "python")
+sys.path.insert(0, HERE)
+import _harness as H  # noqa: E402
+
+
+# == worker side (stdlib + the tool only) ===================================================
+def _tool(cfg):
+    """(module, make_run(base_dir), call text, close(run)) for the tool of cfg."""
+    t0 = time.perf_counter()
+    if cfg["tool"] == "expman-rs":
+        import expman
+        make = lambda d: expman.Experiment("bench", base_dir=d, redirect_console=False)  # noqa
+        call = "obj.log_vector(d, step=i)"
+    else:
+        sys.path.insert(0, cfg["module"])
+        import expman
+        make = lambda d: expman.Experiment("bench", base_dir=d)  # noqa: E731
+        call = "obj.log_metrics(d, step=i)"
+    return expman, make, call, time.perf_counter() - t0
+
+
+def probe_loop(cfg):
+    n = cfg["n"]
+    lat, elat = H.timing_arrays(n)
+    empty = H.make_loop(None, True)
+    far = time.perf_counter_ns() + 10 ** 15
+    e_ns, _ = empty(n, far, None, elat)            # before init: the writer does not exist yet
+    timer = H.percentile(sorted(elat), 50)
+    _mod, make, call, import_s = _tool(cfg)
+    tmp = tempfile.mkdtemp(prefix="probe-")
+    t0 = time.perf_counter()
+    run = make(tmp)
+    init_s = time.perf_counter() - t0
+    logged = H.make_loop(call, True)
+    loop_ns, done = logged(n, far, run, lat)        # at once, as a training loop would
+    t1 = time.perf_counter()
+    run.close()
+    close_s = time.perf_counter() - t1
+    st = H.latency_stats(lat, done, timer)
+    H.emit({"import_s": import_s, "init_s": init_s, "close_s": close_s,
+            "overhead_loop_us": (loop_ns - e_ns) / n / 1e3,
+            "overhead_total_us": (loop_ns - e_ns + close_s * 1e9) / n / 1e3, **st})
+
+
+def probe_threads(cfg):
+    n, k = cfg["n"], cfg["threads"]
+    _mod, make, call, _ = _tool(cfg)
+    run = make(tempfile.mkdtemp(prefix="probe-"))
+    loop = H.make_loop(call, True)
+    arrays = [H.timing_arrays(n)[0] for _ in range(k)]
+    far = time.perf_counter_ns() + 10 ** 15
+    threads = [threading.Thread(target=loop, args=(n, far, run, arrays[j])) for j in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run.close()
+    merged = sorted(x for a in arrays for x in a)
+    H.emit({"median_ns": H.percentile(merged, 50), "p99_ns": H.percentile(merged, 99),
+            "p999_ns": H.percentile(merged, 99.9), "max_ns": merged[-1],
+            "mean_ns": sum(merged) / len(merged)})
+
+
+def probe_wide(cfg):
+    n, width = cfg["n"], cfg["width"]
+    _mod, make, call, _ = _tool(cfg)
+    keys = [f"m/{j:02d}" for j in range(width)]
+    pool = H.POOL
+    run = make(tempfile.mkdtemp(prefix="probe-"))
+    lat = [0] * n
+    pc = time.perf_counter_ns
+    method = getattr(run, call.split(".")[1].split("(")[0])
+    t_start = pc()
+    for i in range(n):
+        d = {k: pool[(i * 7 + j) & H.MASK] for j, k in enumerate(keys)}
+        a = pc()
+        method(d, step=i)
+        lat[i] = pc() - a
+    loop_ns = pc() - t_start
+    t1 = time.perf_counter()
+    run.close()
+    close_s = time.perf_counter() - t1
+    s = sorted(lat)
+    H.emit({"median_ns": H.percentile(s, 50), "mean_ns": sum(s) / n, "max_ns": s[-1],
+            "p99_ns": H.percentile(s, 99), "loop_s": loop_ns / 1e9, "close_s": close_s})
+
+
+def probe_tiny(cfg):
+    t0 = time.perf_counter()
+    _mod, make, call, import_s = _tool(cfg)
+    t1 = time.perf_counter()
+    run = make(tempfile.mkdtemp(prefix="probe-"))
+    t2 = time.perf_counter()
+    method = getattr(run, call.split(".")[1].split("(")[0])
+    for i in range(100):
+        method({"loss": 1.0 / (i + 1), "acc": i / 100}, step=i)
+    t3 = time.perf_counter()
+    run.close()
+    t4 = time.perf_counter()
+    H.emit({"import_s": t1 - t0, "init_s": t2 - t1, "log_s": t3 - t2, "close_s": t4 - t3,
+            "inside_s": t4 - t0, "rss_peak": H.proc_status().get("VmHWM")})
+
+
+def probe_rss(cfg):
+    _mod, make, call, _ = _tool(cfg)
+    run = make(tempfile.mkdtemp(prefix="probe-"))
+    loop = H.make_loop(call, False)
+    loop(cfg["n"], time.perf_counter_ns() + 10 ** 15, run)
+    run.close()
+    H.emit({"rss_peak": H.proc_status().get("VmHWM")})
+
+
+PROBES = {"loop": probe_loop, "threads": probe_threads, "wide": probe_wide, "tiny": probe_tiny,
+          "rss": probe_rss}
+
+
+# == orchestration ============================================================================
+def run_probe(tool, probe, cfg):
+    python = RS_PYTHON if tool["tool"] == "expman-rs" else sys.executable
+    # PYTHONDONTWRITEBYTECODE (set on some CI machines) would recompile expman.py, 10k lines,
+    # at every import: users run from the cached .pyc
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE") and not k.startswith("EXPMAN_")}
+    cfg = {**cfg, **tool, "probe": probe}
+    t0 = time.perf_counter()
+    proc = subprocess.run([python, os.path.abspath(__file__), "--worker", json.dumps(cfg)],
+                          capture_output=True, text=True, timeout=900, env=env,
+                          cwd=tempfile.gettempdir())
+    wall = time.perf_counter() - t0
+    res = H.parse_result(proc.stdout)
+    if res is None:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-3000:])
+        raise SystemExit(f"{tool['label']} {probe} {cfg} failed (exit {proc.returncode})")
+    res["wall_s"] = wall
+    res["warned"] = "Warning" in proc.stderr
+    return res
+
+
+def bare_python(python):
+    best = None
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run([python, "-c", "pass"], check=True)
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--module", action="append", default=[],
+                    help="another expman.py directory to measure beside this checkout")
+    ap.add_argument("--label", action="append", default=[], help="its label")
+    ap.add_argument("--no-rs", action="store_true", help="leave expman-rs out")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.worker:
+        cfg = json.loads(args.worker)
+        return PROBES[cfg["probe"]](cfg)
+    tools = [{"tool": "expman", "module": REPO, "label": "expman"}]
+    for j, mod in enumerate(args.module):
+        label = args.label[j] if j < len(args.label) else f"expman@{mod}"
+        tools.append({"tool": "expman", "module": os.path.abspath(mod), "label": label})
+    if not args.no_rs and os.path.exists(RS_PYTHON):
+        tools.append({"tool": "expman-rs", "label": "expman-rs"})
+    rounds = args.rounds or (1 if args.quick else 3)
+    sizes = [100_000] if args.quick else [100_000, 1_000_000]
+    plan = [("loop", {"n": n}) for n in sizes] + [
+        ("threads", {"n": 25_000, "threads": 4}), ("wide", {"n": 20_000, "width": 50}),
+        ("tiny", {}), ("rss", {"n": 20_000})]
+    info = H.machine_info()
+    print(f"bench_probes: {info['cores']} cores, Python {info['python']}, load "
+          f"{info['loadavg_at_start']}", file=sys.stderr)
+    bare = {t["label"]: bare_python(RS_PYTHON if t["tool"] == "expman-rs" else sys.executable)
+            for t in tools}
+    results = {}
+    for _ in range(rounds):
+        for probe, cfg in plan:
+            for tool in tools:
+                key = f"{probe} {cfg.get('n', '')}".strip()
+                res = run_probe(tool, probe, cfg)
+                results.setdefault(key, {}).setdefault(tool["label"], []).append(res)
+                print(f"  {tool['label']:>10} {key}: done", file=sys.stderr, flush=True)
+    info["loadavg_at_end"] = os.getloadavg()
+    report(results, [t["label"] for t in tools], bare, info)
+    path = args.json or os.path.join(HERE, "results",
+                                     f"bench_probes-{time.strftime('%Y%m%d-%H%M')}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump({"machine": info, "bare_python_s": bare, "results": results}, fh, indent=1)
+    print(f"\nresults written to {os.path.relpath(path)}")
+
+
+def _med(rs, key):
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def report(results, labels, bare, info):
+    print(f"\nload average: start {info['loadavg_at_start']}, end {info['loadavg_at_end']}; "
+          f"medians over rounds (worst: the max over rounds)\n")
+    rows = []
+    for key, by_tool in results.items():
+        probe = key.split()[0]
+        for label in labels:
+            rs = by_tool.get(label)
+            if not rs:
+                continue
+            if probe in ("loop", "threads", "wide"):
+                cells = [H.fmt_ns(_med(rs, "median_ns")), H.fmt_ns(_med(rs, "mean_ns")),
+                         H.fmt_ns(_med(rs, "p99_ns")), H.fmt_ns(_med(rs, "p999_ns")),
+                         H.fmt_ns(max(r["max_ns"] for r in rs))]
+                extra = []
+                if probe == "loop":
+                    extra = [f"loop {_med(rs, 'overhead_loop_us'):.2f} µs/step, +close "
+                             f"{_med(rs, 'overhead_total_us'):.2f}",
+                             f"close {_med(rs, 'close_s') * 1e3:.0f} ms, init "
+                             f"{_med(rs, 'init_s') * 1e3:.0f} ms, import "
+                             f"{_med(rs, 'import_s') * 1e3:.0f} ms",
+                             "worst at " + "; ".join(", ".join(
+                                 f"#{i}:{H.fmt_ns(ns)}" for i, ns in r["worst"][:3])
+                                 for r in rs)]
+                elif probe == "wide":
+                    per_step = (_med(rs, "loop_s") + _med(rs, "close_s")) * 1e6 / 20000
+                    extra = [f"loop+close {per_step:.2f} µs/step (dict of 50 built in the "
+                             f"loop), close {_med(rs, 'close_s') * 1e3:.0f} ms"]
+                rows.append([key, label, *cells, " · ".join(extra)])
+            elif probe == "tiny":
+                wall = _med(rs, "wall_s") - bare[label]
+                rows.append([key, label, "-", "-", "-", "-", "-",
+                             f"script {wall * 1e3:.0f} ms over bare python (import "
+                             f"{_med(rs, 'import_s') * 1e3:.0f}, init "
+                             f"{_med(rs, 'init_s') * 1e3:.0f}, close "
+                             f"{_med(rs, 'close_s') * 1e3:.1f} ms), peak RSS "
+                             f"{H.fmt_bytes(_med(rs, 'rss_peak'))}"])
+            elif probe == "rss":
+                rows.append([key, label, "-", "-", "-", "-", "-",
+                             f"peak RSS {H.fmt_bytes(_med(rs, 'rss_peak'))} (max "
+                             f"{H.fmt_bytes(max(r['rss_peak'] for r in rs))})"])
+    print(H.md_table(["probe", "tool", "call median", "mean", "p99", "p99.9", "worst", "more"],
+                     rows))
+
+
+if __name__ == "__main__":
+    main()
