@@ -566,3 +566,41 @@ def test_read_rows_reads_exactly_the_asked_rows(root, since, upto, live):
         assert repr(part.to_pylist()) == repr(expected.select(part.column_names).to_pylist())
     finally:
         e.close()
+
+
+def _m4_reference(values, max_points):
+    """M4 the slow, obvious way: per run of rows, first, last, first min, first max (NaN
+    skipped) and first NaN."""
+    n = len(values)
+    size = -(-n // max(1, max_points // 4))
+    picks = set()
+    for start in range(0, n, size):
+        seg = values[start:start + size]
+        picks |= {start, start + len(seg) - 1}
+        finite = [v for v in seg if v == v]
+        if finite:
+            picks.add(start + seg.index(min(finite)))
+            picks.add(start + seg.index(max(finite)))
+        nans = [i for i, v in enumerate(seg) if v != v]
+        if nans:
+            picks.add(start + nans[0])
+    return sorted(picks)
+
+
+def test_downsampling_matches_a_plain_python_m4():
+    import random
+    rng = random.Random(20)
+    special = [float("nan"), float("inf"), -float("inf"), 0.5, 1.0, -0.0]
+    for _ in range(150):
+        n = rng.randint(1, 2500)
+        values = [rng.choice(special) if rng.random() < 0.15 else rng.random()
+                  for _ in range(n)]
+        max_points = rng.choice([4, 8, 12, 40, 400, 2000])
+        table = pa.table({"step": pa.array(range(n), pa.int64()),
+                          "timestamp": pa.array(range(n), pa.timestamp("us", tz="UTC")),
+                          "x": pa.array(values, pa.float64())})
+        series, downsampled = expman._series_json(table, ["x"], max_points)
+        expected = (_m4_reference(values, max_points) if n > max_points
+                    else list(range(n)))
+        assert series["x"]["step"] == expected, (n, max_points)
+        assert downsampled == (n > max_points)
