@@ -5408,8 +5408,9 @@ class KerasCallback(metaclass=_LazyIntegration):
 
 SSE_POLL_SECS = 0.1           # how often a stream looks for new rows of its runs
 SSE_PING_SECS = 15.0          # comment lines that keep proxies and dead-client checks honest
-SSE_EVENT_ROWS = 5_000        # rows of one run in one `metrics` event (a backlog comes in parts)
-SSE_TICK_ROWS = 20_000        # rows one stream sends per tick, all its runs together
+SSE_EVENT_ROWS = 1_000        # a `metrics` event ends at a multiple of this row (a backlog comes
+                              # in parts, the same parts for every stream: read and encoded once)
+SSE_TICK_ROWS = 5_000         # rows one stream sends per tick, all its runs together
 SSE_RETRY_SECS = 10           # Retry-After of a stream refused because all stream slots are taken
 WATCH_SECS = 1.0              # how often the watcher rescans the root for runs/status
 SERVER_THREADS = 48           # Waitress worker threads; each open stream holds one
@@ -5455,7 +5456,7 @@ class _RunCache:
         self.lock = threading.Lock()
         self.entries = {}  # path -> (checked_at, rows, log_size, closed)
         self.media_entries = {}  # path -> (checked_at, media index size, histograms stamp)
-        self.events = {}  # path -> (since, upto, payload, next_since, made_at)
+        self.events = {}  # path -> {(since, upto): (payload, next_since)}, newest last
         self.loading = {}  # path -> lock held while one stream reads that run's new rows
         self.live_ttl = SSE_POLL_SECS * 0.8 if store.is_local else REMOTE_POLL_SECS
         self.counted_at = 0.0
@@ -5519,21 +5520,23 @@ class _RunCache:
     def metrics_event(self, name, path, since, upto):
         """(the `metrics` SSE event of rows [since, upto) of a run, the row after it).
 
-        Streams on one run meet at the same cursor after their first tick (they all read up
-        to the row count in this cache), so the newest event of each run is kept and handed
-        to every stream asking for the same rows: twenty pages, one read and one encoding.
-        A stream asking for rows another is reading waits for that read instead of doubling it.
+        Streams ask for the same parts of a run: up to the row count in this cache, in parts
+        that end at multiples of SSE_EVENT_ROWS. So the newest events of each run are kept
+        (8 per run) and handed to every stream asking for the same rows: twenty pages, one
+        read and one encoding, also when a loaded server lets their cursors drift apart. A
+        stream asking for rows another is reading waits for that read instead of doubling it.
         """
+        key = (since, upto)
         with self.lock:
-            hit = self.events.get(path)
-            if hit and hit[0] == since and hit[1] == upto:
-                return hit[2], hit[3]
+            hit = self.events.get(path, {}).get(key)
+            if hit is not None:
+                return hit
             loading = self.loading.setdefault(path, threading.Lock())
         with loading:
             with self.lock:
-                hit = self.events.get(path)
-                if hit and hit[0] == since and hit[1] == upto:
-                    return hit[2], hit[3]
+                hit = self.events.get(path, {}).get(key)
+                if hit is not None:
+                    return hit
             table = _read_rows(self.store, path, since, upto)
             payload, nxt = None, since + table.num_rows
             if table.num_rows:
@@ -5542,10 +5545,14 @@ class _RunCache:
                 payload = _sse("metrics", {"run": name, "since": since, "next_since": nxt,
                                            "series": series})
             with self.lock:
-                self.events[path] = (since, upto, payload, nxt, time.monotonic())
-                if len(self.events) > 256:  # runs nobody watches any more: drop their events
-                    old = time.monotonic() - 60
-                    self.events = {p: e for p, e in self.events.items() if e[4] > old}
+                events = self.events.setdefault(path, {})
+                events[key] = (payload, nxt)
+                while len(events) > 8:
+                    del events[next(iter(events))]
+                if len(self.events) > 256:  # runs nobody watches: keep the last 128
+                    for stale in list(self.events)[:-128]:
+                        del self.events[stale]
+                        self.loading.pop(stale, None)
             return payload, nxt
 
 
@@ -6454,13 +6461,13 @@ def _stream(hub, cursors, disconnected, on_close=None):
 
 
 def _tail_run(hub, cursor, budget=SSE_EVENT_ROWS):
-    """(event, rows in it) for what is new in one run: metrics rows (at most
-    min(budget, SSE_EVENT_ROWS) of them, shared with other streams at the same rows), log
-    text, and notices of new media and histograms."""
+    """(event, rows in it) for what is new in one run: metrics rows (at most SSE_EVENT_ROWS,
+    when budget is left; shared with other streams asking for the same rows), log text, and
+    notices of new media and histograms."""
     store, name, path = hub.store, cursor.name, cursor.path
     rows, log_size = hub.cache.state(path)
     if rows > cursor.rows and budget > 0:
-        upto = min(rows, cursor.rows + min(budget, SSE_EVENT_ROWS))
+        upto = min(rows, (cursor.rows // SSE_EVENT_ROWS + 1) * SSE_EVENT_ROWS)
         try:
             payload, nxt = hub.cache.metrics_event(name, path, cursor.rows, upto)
         except Exception as exc:  # noqa: BLE001 - a torn or linked file: the rest still flows
@@ -6775,11 +6782,30 @@ def _use_system_memory_pool():
     that run kept growing, and stayed flat on finished runs.
     Only for a process that serves: a library call must not change a training script's pool.
     """
+    _return_freed_memory()
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     try:
         pa.set_memory_pool(pa.system_memory_pool())
     except Exception:  # noqa: BLE001 - an allocator choice is never worth failing for
+        pass
+
+
+def _return_freed_memory():
+    """glibc: give blocks of 256 KiB and more back to the system when freed, in at most two
+    arenas. By default glibc raises its mmap threshold to the largest block freed (up to
+    32 MiB), after which a request's multi-MB tables and JSON strings came from heaps that
+    never shrink, one per busy thread: a server with 20 streams and a /metrics poller on a
+    live run grew ~100 MB a minute. MALLOC_* variables set by the user win."""
+    if not sys.platform.startswith("linux") or any(
+            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 * 1024)   # M_MMAP_THRESHOLD (fixed: no longer raised)
+        libc.mallopt(-8, 2)            # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
         pass
 
 

@@ -60,10 +60,11 @@ print("rows", step, flush=True)
 """
 
 
-def rss_mb(pid):
+def rss_mb(pid, field="VmRSS"):
+    """VmRSS (or RssAnon / RssFile: what the process allocated / file pages it maps) in MB."""
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -221,6 +222,7 @@ def main():
     ap.add_argument("--slow", type=int, default=100)
     ap.add_argument("--readers", type=int, default=20)
     ap.add_argument("--metrics-query", default="since=0&max_points=2000")
+    ap.add_argument("--metrics-rate", type=float, default=10.0, help="0: no /metrics poller")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     expman_dir = os.path.dirname(os.path.abspath(args.expman))
@@ -250,7 +252,7 @@ def main():
             socks.open_stream("idle", "/api/stream")
         for _ in range(args.slow):
             socks.open_slow()
-        health, page, metrics, rss = [], [], [], []
+        health, page, metrics, rss, anon = [], [], [], [], []
         threads = [threading.Thread(target=socks.run, daemon=True),
                    threading.Thread(target=probe, args=(port, "/api/health", deadline, health),
                                     daemon=True),
@@ -258,11 +260,13 @@ def main():
                    threading.Thread(target=poll_metrics, args=(
                        port, "/api/experiments/exp/runs/live/metrics"
                        + (f"?{args.metrics_query}" if args.metrics_query else ""),
-                       deadline, metrics), daemon=True)]
+                       deadline if args.metrics_rate > 0 else 0, metrics,
+                       args.metrics_rate or 1.0), daemon=True)]
         for t in threads:
             t.start()
         while time.monotonic() < deadline:
             rss.append((time.monotonic() - t0, rss_mb(server.pid)))
+            anon.append((time.monotonic() - t0, rss_mb(server.pid, "RssAnon")))
             time.sleep(1.0)
         for t in threads:
             t.join(30)
@@ -270,6 +274,7 @@ def main():
         open(stop, "w").close()
         rows = writer.communicate(timeout=60)[0].split()[-1]
         warm = [s for s in rss if s[0] >= args.minutes * 60 / 3]
+        warm_anon = [s for s in anon if s[0] >= args.minutes * 60 / 3]
 
         def summary(samples):
             ok = [lat for lat, status in samples if status == 200]
@@ -281,7 +286,8 @@ def main():
         result = {
             "expman": os.path.abspath(args.expman), "minutes": args.minutes,
             "clients": {"idle_streams": args.idle, "slowloris": args.slow,
-                        "reading_streams": args.readers, "metrics_query": args.metrics_query},
+                        "reading_streams": args.readers, "metrics_query": args.metrics_query,
+                        "metrics_rate": args.metrics_rate},
             "health": summary(health), "page": summary(page),
             "metrics": {"requests": len(metrics),
                         "ok": sum(1 for m in metrics if m[1] == 200),
@@ -292,7 +298,10 @@ def main():
             "sockets": socks.stats,
             "rss_mb": {"start": round(rss[0][1], 1), "after_warmup": round(warm[0][1], 1),
                        "end": round(rss[-1][1], 1), "peak": round(max(r for _, r in rss), 1),
-                       "growth_mb_per_min_after_warmup": round(slope_per_min(warm), 2)},
+                       "growth_mb_per_min_after_warmup": round(slope_per_min(warm), 2),
+                       "anon_end": round(anon[-1][1], 1),
+                       "anon_growth_mb_per_min_after_warmup": round(slope_per_min(warm_anon),
+                                                                    2)},
             "live_run_rows": int(rows) if rows.isdigit() else rows,
             "loadavg_start": load_start, "loadavg_end": load_end,
         }
@@ -303,7 +312,8 @@ def main():
             print(f"| {name} | {r['requests']} | {r['refused']} | {r['p50_ms']} | {r['p99_ms']} |")
         r = result["rss_mb"]
         print(f"\nRSS {r['start']} -> {r['end']} MB (peak {r['peak']}), "
-              f"{r['growth_mb_per_min_after_warmup']} MB/min after warm-up; "
+              f"{r['growth_mb_per_min_after_warmup']} MB/min after warm-up "
+              f"(anonymous memory: {r['anon_growth_mb_per_min_after_warmup']} MB/min); "
               f"load average {load_start[0]:.2f} -> {load_end[0]:.2f}")
         out = args.out or os.path.join(HERE, "results", time.strftime(
             "bench_hostile-%Y%m%d-%H%M.json"))
