@@ -6306,12 +6306,30 @@ class KerasCallback(metaclass=_LazyIntegration):
 # Live updates go out over one Server-Sent Events stream per page (/api/stream): a shared
 # watcher thread notices new runs and run.yaml changes anywhere under the root, and each
 # stream tails the metrics and log of the runs its page shows, reading only what is new.
+#
+#   11.1 cache and hub    _RunCache (row counts, shared stream events), _Hub (the watcher)
+#   11.2 series           metrics and histograms as JSON, M4 downsampling
+#   11.3 routes           _ROUTES -> _Api._api_<resource>, one query-parameter parser
+#   11.4 SSE              _StreamCursor, _stream, _tail_run: bounded work per tick
+#   11.5 security         tokens (rate-limited), names, links out of a run, hosts, CSP
+#   11.6 serving          Waitress with connection limits (slowloris), make_server, serve
 
 SSE_POLL_SECS = 0.1           # how often a stream looks for new rows of its runs
 SSE_PING_SECS = 15.0          # comment lines that keep proxies and dead-client checks honest
+SSE_EVENT_ROWS = 1_000        # a `metrics` event ends at a multiple of this row (a backlog comes
+                              # in parts, the same parts for every stream: read and encoded once)
+SSE_TICK_ROWS = 5_000         # rows one stream sends per tick, all its runs together
+SSE_RETRY_SECS = 10           # Retry-After of a stream refused because all stream slots are taken
 WATCH_SECS = 1.0              # how often the watcher rescans the root for runs/status
-SERVER_THREADS = 48           # each open page holds one thread for its stream
+SERVER_THREADS = 48           # Waitress worker threads; each open stream holds one
+SERVER_RESERVED_THREADS = 8   # never given to streams: the page and the API always get a thread
 SERVER_OUTBUF_BYTES = 1 << 20   # per-connection send buffer rotation (see make_server)
+SERVER_MAX_CONNECTIONS = 1000   # open sockets in all (Waitress stops accepting beyond)
+SERVER_CLIENT_CONNECTIONS = 64  # open sockets per remote address (loopback: the limit above)
+SERVER_REQUEST_SECS = 15.0    # a request must arrive whole within this (slowloris)
+LOCAL_CLOSED_POLL_SECS = 2.0  # a closed local run is re-checked this often, not every tick
+TOKEN_GUESSES = 20            # wrong tokens a client may send at once ...
+TOKEN_GUESS_RATE = 2.0        # ... and then this many a second (429 beyond)
 # On an object store every stat or listing is a billed, rate-limited request of ~10-50 ms, so
 # the watcher and the streams spend a budget there instead of polling like a local disk does:
 REMOTE_WATCH_SECS = 2.0       # how often the watcher lists the root
@@ -6327,14 +6345,18 @@ _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inlin
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
+# -- 11.1 cache and hub: what the runs look like now, shared by every request and stream ----
+
 class _RunCache:
     """Row counts and log sizes of runs, shared by all streams, so twenty open pages cost one
-    directory listing per run, not twenty.
+    directory listing per run, not twenty; and the last `metrics` event of each run, so
+    twenty streams at the same rows encode it once.
 
-    Locally an entry is refreshed at most every SSE_POLL_SECS. On an object store a refresh is
-    three requests (list metrics/, stat metrics.parquet, stat run.log): a live run is refreshed
-    at most every REMOTE_POLL_SECS, less often when so many are watched that the total would
-    pass REMOTE_TAIL_BUDGET requests a second, and a closed run every REMOTE_CLOSED_POLL_SECS.
+    Locally a live entry is refreshed at most every SSE_POLL_SECS, a closed one every
+    LOCAL_CLOSED_POLL_SECS. On an object store a refresh is three requests (list metrics/,
+    stat metrics.parquet, stat run.log): a live run is refreshed at most every
+    REMOTE_POLL_SECS, less often when so many are watched that the total would pass
+    REMOTE_TAIL_BUDGET requests a second, and a closed run every REMOTE_CLOSED_POLL_SECS.
     """
 
     def __init__(self, store):
@@ -6342,12 +6364,14 @@ class _RunCache:
         self.lock = threading.Lock()
         self.entries = {}  # path -> (checked_at, rows, log_size, closed)
         self.media_entries = {}  # path -> (checked_at, media index size, histograms stamp)
+        self.events = {}  # path -> {(since, upto): (payload, next_since)}, newest last
+        self.loading = {}  # path -> lock held while one stream reads that run's new rows
         self.live_ttl = SSE_POLL_SECS * 0.8 if store.is_local else REMOTE_POLL_SECS
         self.counted_at = 0.0
 
     def _ttl(self, entry, now):
         if self.store.is_local:
-            return self.live_ttl
+            return LOCAL_CLOSED_POLL_SECS if entry[3] else self.live_ttl
         if entry[3]:
             return REMOTE_CLOSED_POLL_SECS
         if now - self.counted_at > 1.0:  # recount the live runs being watched once a second
@@ -6367,6 +6391,8 @@ class _RunCache:
         rows = 0
         if closed:
             try:
+                if _link_out_of(self.store, path, files[-1][2]):
+                    raise InvalidInputError("a link out of the run")
                 rows = self.store.parquet_file(files[-1][2]).metadata.num_rows
             except Exception:  # noqa: BLE001 - unreadable: load_metrics warns about it
                 closed = False
@@ -6398,6 +6424,86 @@ class _RunCache:
         with self.lock:
             self.media_entries[path] = (now, index[0] if index else 0, stamp)
         return (index[0] if index else 0), stamp
+
+    def metrics_event(self, name, path, since, upto):
+        """(the `metrics` SSE event of rows [since, upto) of a run, the row after it).
+
+        Streams ask for the same parts of a run: up to the row count in this cache, in parts
+        that end at multiples of SSE_EVENT_ROWS. So the newest events of each run are kept
+        (8 per run) and handed to every stream asking for the same rows: twenty pages, one
+        read and one encoding, also when a loaded server lets their cursors drift apart. A
+        stream asking for rows another is reading waits for that read instead of doubling it.
+        """
+        key = (since, upto)
+        with self.lock:
+            hit = self.events.get(path, {}).get(key)
+            if hit is not None:
+                return hit
+            loading = self.loading.setdefault(path, threading.Lock())
+        with loading:
+            with self.lock:
+                hit = self.events.get(path, {}).get(key)
+                if hit is not None:
+                    return hit
+            table = _read_rows(self.store, path, since, upto)
+            payload, nxt = None, since + table.num_rows
+            if table.num_rows:
+                keys = [c for c in table.column_names if c not in RESERVED_COLUMNS]
+                series, _ = _series_json(table, keys)
+                payload = _sse("metrics", {"run": name, "since": since, "next_since": nxt,
+                                           "series": series})
+            with self.lock:
+                events = self.events.setdefault(path, {})
+                events[key] = (payload, nxt)
+                while len(events) > 8:
+                    del events[next(iter(events))]
+                if len(self.events) > 256:  # runs nobody watches: keep the last 128
+                    for stale in list(self.events)[:-128]:
+                        del self.events[stale]
+                        self.loading.pop(stale, None)
+            return payload, nxt
+
+
+def _read_rows(store, path, since, upto):
+    """Rows [since, upto) of a run's metrics as one table, reading no file and no row group
+    past upto (load_metrics(since_row=) reads to the end: a stream asking for row 0 of a
+    5M-row run would read all of it on every tick). Files that link out of the run are
+    refused (InvalidInputError); a file merged away while we read: list again."""
+    for _attempt in range(20):
+        try:
+            return _read_rows_once(store, path, since, upto)
+        except FileNotFoundError:
+            continue
+    raise ExpmanError(f"the metrics of {store.display(path)} kept changing while they were "
+                      f"read; try again")
+
+
+def _read_rows_once(store, path, since, upto):
+    tables, at = [], since
+    for start, end, fpath in _metric_files(store, path):
+        if (end is not None and end <= at) or at >= upto:
+            continue
+        if _link_out_of(store, path, fpath):
+            raise InvalidInputError(f"{store.display(fpath)} is a link out of the run")
+        pf = store.parquet_file(fpath)
+        groups, row = [], start
+        for i in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if row + n > at and row < upto:
+                groups.append(i)
+            elif not groups:
+                start += n
+            row += n
+        row = start
+        for batch in pf.iter_batches(batch_size=SSE_EVENT_ROWS, row_groups=groups):
+            lo, hi = max(0, at - row), min(batch.num_rows, upto - row)
+            if hi > lo:
+                tables.append(pa.Table.from_batches([batch.slice(lo, hi - lo)]))
+                at = row + hi
+            row += batch.num_rows
+            if at >= upto:
+                break
+    return _unify(tables)
 
 
 class _RunEntry:
@@ -6478,9 +6584,18 @@ class _Hub:
         turn (a description edited elsewhere). A run.yaml whose (size, mtime) did not change
         is not read again, and a running run's status is recomputed from the cached copy on
         every scan: that is how a run killed on another host turns crashed, no file changing.
+
+        Gathering (list, pick, look) is apart from acting (publish what changed).
         """
-        store, previous, first = self.store, self.known or {}, self.known is None
-        listed, experiments = [], []
+        previous, first = self.known or {}, self.known is None
+        listed, experiments = self._list()
+        seen = self._gather(listed, self._to_check(listed, previous), previous)
+        self._publish_changes(seen, previous, first)
+        self.known, self.experiments = seen, experiments
+
+    def _list(self):
+        """([(experiment, run)], [experiment]) as the root holds them now."""
+        store, listed, experiments = self.store, [], []
         for exp in store.listdir(self.root):
             if not exp.is_dir or exp.name.startswith("."):
                 continue
@@ -6488,64 +6603,67 @@ class _Hub:
             for run in store.listdir(store.join(self.root, exp.name)):
                 if run.is_dir and not run.name.startswith("."):
                     listed.append((exp.name, run.name))
+        return listed, experiments
+
+    def _to_check(self, listed, previous):
+        """The runs whose run.yaml this scan stats: all of them locally, a budget remotely."""
         recheck, self.recheck = self.recheck, set()
-        if store.is_local:
-            check = listed
-        else:
-            check = [k for k in listed if k not in previous or k in recheck]
-            rest = [k for k in listed if k in previous and k not in recheck]
-            live = [k for k in rest if previous[k].status == "running"]
-            idle = [k for k in rest if previous[k].status != "running"]
-            check += self._turn(live, "live", REMOTE_SCAN_STATS - REMOTE_SWEEP_RUNS)
-            check += self._turn(idle, "idle", REMOTE_SWEEP_RUNS)
-        now = time.time()
+        if self.store.is_local:
+            return listed
+        check = [k for k in listed if k not in previous or k in recheck]
+        rest = [k for k in listed if k in previous and k not in recheck]
+        live = [k for k in rest if previous[k].status == "running"]
+        idle = [k for k in rest if previous[k].status != "running"]
+        check += self._turn(live, "live", REMOTE_SCAN_STATS - REMOTE_SWEEP_RUNS)
+        check += self._turn(idle, "idle", REMOTE_SWEEP_RUNS)
+        return check
 
-        def look(key):
-            path = store.join(self.root, *key)
-            stamp = store.stat(store.join(path, RUN_YAML))
-            old = previous.get(key)
-            if stamp is None:
-                return key, None
-            if old is not None and old.stamp == stamp:
-                return key, _RunEntry(stamp, old.status, old.meta, old.config)
-            found = _read_run_files(store, path, key[1])
-            if found is None:
-                return key, None
-            return key, _RunEntry(stamp, None, *found)
+    def _look(self, key, previous):
+        """(key, _RunEntry or None when the run is gone): run.yaml re-read only if it changed."""
+        store = self.store
+        path = store.join(self.root, *key)
+        stamp = store.stat(store.join(path, RUN_YAML))
+        old = previous.get(key)
+        if stamp is None:
+            return key, None
+        if old is not None and old.stamp == stamp:
+            return key, _RunEntry(stamp, old.status, old.meta, old.config)
+        found = _read_run_files(store, path, key[1])
+        if found is None:
+            return key, None
+        return key, _RunEntry(stamp, None, *found)
 
-        if store.is_local or len(check) < 8:
-            looked = list(map(look, check))
+    def _gather(self, listed, check, previous):
+        """{key: _RunEntry} of the listed runs, the checked ones looked at afresh."""
+        if self.store.is_local or len(check) < 8:
+            looked = [self._look(key, previous) for key in check]
         else:  # the first scan of a big bucket reads every run once: in parallel
             import concurrent.futures
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
-                looked = list(pool.map(look, check))
+                looked = list(pool.map(lambda key: self._look(key, previous), check))
         seen = {key: previous[key] for key in listed if key in previous}
         for key, entry in looked:
             if entry is None:
                 seen.pop(key, None)
             else:
                 seen[key] = entry
+        return seen
+
+    def _publish_changes(self, seen, previous, first):
+        """Recompute running runs' status (the clock moves on); publish new and changed runs."""
+        now = time.time()
         for key, entry in seen.items():
             old = previous.get(key)
-            if entry.status is None or entry.status == "running":  # the clock moves on
-                status = _effective_status(entry.meta, now)
-                if old is entry:
-                    if status == entry.status:
-                        continue
-                    entry = seen[key] = _RunEntry(entry.stamp, status, entry.meta,
-                                                  entry.config)
-                else:
-                    entry.status = status
+            entry = seen[key] = _restatus(entry, old, now)
             if first or (old is not None and old.stamp == entry.stamp
                          and old.status == entry.status):
                 continue
-            row = _listed_run_row(store, store.join(self.root, *key), key[1], entry.meta,
-                                  entry.config, now)
+            row = _listed_run_row(self.store, self.store.join(self.root, *key), key[1],
+                                  entry.meta, entry.config, now)
             if old is None:
                 self.publish("runs", {"experiment": key[0], "run": row})
             else:
                 self.publish("status", row)
-        self.known, self.experiments = seen, experiments
 
     def _turn(self, keys, which, count):
         """The next `count` of keys in round-robin order (a cursor per kind)."""
@@ -6592,6 +6710,20 @@ class _Hub:
         return out
 
 
+def _restatus(entry, old, now):
+    """entry with a running run's status recomputed from its cached run.yaml and the clock.
+    An entry shared with the last scan is never changed in place (the scan compares them)."""
+    if entry.status is not None and entry.status != "running":
+        return entry
+    status = _effective_status(entry.meta, now)
+    if old is entry:
+        if status == entry.status:
+            return entry
+        return _RunEntry(entry.stamp, status, entry.meta, entry.config)
+    entry.status = status
+    return entry
+
+
 class _Subscriber:
     __slots__ = ("queue", "wake")
 
@@ -6607,6 +6739,8 @@ class _Subscriber:
 def _sse(event, data):
     return f"event: {event}\ndata: {_json_dumps(data)}\n\n".encode()
 
+
+# -- 11.2 series: metrics and histograms as JSON, downsampled for a chart -----------------
 
 def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
     """{key: {"step": [...], "time": [...], "value": [...]}} for the rows where key is set.
@@ -6639,9 +6773,11 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
         if max_points and len(steps) > max_points:
             steps, micros, values = _downsample(steps, micros, values, max_points)
             downsampled = True
+        finite = pc.all(pc.is_finite(values)).as_py() is not False
         out[key] = {"step": steps.to_pylist(),
-                    "time": [t / 1e6 for t in micros.to_pylist()],
-                    "value": [_json_number(v) for v in values.to_pylist()]}
+                    "time": pc.divide(micros.cast(pa.float64()), 1e6).to_pylist(),
+                    "value": values.to_pylist() if finite else
+                    [_json_number(v) for v in values.to_pylist()]}
     return out, downsampled
 
 
@@ -6675,428 +6811,6 @@ def _downsample(steps, micros, values, max_points):
     return steps.take(take), micros.take(take), values.take(take)
 
 
-def make_app(root=None, live=True, token=None):
-    """The dashboard and JSON API for an experiments root, as a WSGI app (a bottle.Bottle).
-
-    >>> app = expman.make_app("experiments")      # serve with any WSGI server
-    """
-    import bottle
-
-    store, root_path = _open_store(root if root is not None else _default_root())
-    app = bottle.Bottle()
-    app.uninstall(bottle.JSONPlugin)
-    app.install(bottle.JSONPlugin(json_dumps=_json_dumps))
-    hub = _Hub(store, root_path, live=live)
-    app.config["expman.hub"] = hub
-    page = DASHBOARD_HTML.replace("__EXPMAN_VERSION__", __version__)
-    csp = _page_csp(page)
-
-    def fail(status, message):
-        raise bottle.HTTPResponse(json.dumps({"error": message}), status=status,
-                                  headers=_JSON_HEADERS)
-
-    def run_path(exp, run):
-        for name, what in ((exp, "experiment"), (run, "run")):
-            if not _name_ok(name):
-                fail(404, f"no such {what}: {name}")
-        path = store.join(root_path, exp, run)
-        if store.stat(store.join(path, RUN_YAML)) is None:
-            fail(404, f"no such run: {exp}/{run}")
-        refuse_links_out(exp, run, path, RUN_YAML, CONFIG_YAML, RUN_LOG, METRICS_FILE,
-                         SEGMENTS_DIR)
-        return path
-
-    def refuse_links_out(exp, run, path, *names):
-        for name in names:
-            if _links_out(store, store.join(path, name)):
-                fail(403, f"{name} of {exp}/{run} is a link out of the run; not served")
-
-    def run_location(path):
-        return path if store.is_local else store.display(path)
-
-    @app.hook("before_request")
-    def _check_token():
-        req = bottle.request
-        if token is None:
-            # No token: answer only to loopback names and IP literals. A page on
-            # evil.example whose name is re-pointed at 127.0.0.1 (DNS rebinding) is
-            # same-origin with its own Host header; it could read every run and PATCH them.
-            host = req.get_header("Host")
-            if host is not None and not _local_host_header(host):
-                fail(403, f"Host {host!r} refused: without a token this server answers only "
-                          f"to localhost and IP addresses; serve with --token to use a name")
-            return
-        given = req.get_header("Authorization", "")
-        given = given[7:] if given.startswith("Bearer ") else None
-        given = given or req.query.get("token") or req.get_cookie("expman_token")
-        if given is None or not _consteq(given, token):
-            fail(401, "this server needs a token: open the URL it printed "
-                      "(…/?token=...) or send 'Authorization: Bearer <token>'")
-
-    @app.hook("after_request")
-    def _security_headers():
-        resp = bottle.response
-        resp.set_header("X-Content-Type-Options", "nosniff")
-        resp.set_header("Referrer-Policy", "no-referrer")
-        resp.set_header("X-Frame-Options", "DENY")
-        resp.set_header("Content-Security-Policy", csp)
-        if token is not None and bottle.request.query.get("token"):
-            resp.set_cookie("expman_token", token, httponly=True, samesite="strict", path="/")
-
-    @app.error(404)
-    @app.error(405)
-    @app.error(500)
-    def _error(err):
-        bottle.response.content_type = "application/json"
-        body = err.body if isinstance(err.body, str) and err.body else str(err.status)
-        return json.dumps({"error": body})
-
-    @app.get("/")
-    def _page():
-        bottle.response.content_type = "text/html; charset=utf-8"
-        bottle.response.set_header("Cache-Control", "no-cache")
-        return page
-
-    @app.get("/api/health")
-    def _api_health():
-        return {"status": "ok", "version": __version__, "root": store.display(root_path),
-                "live": live}
-
-    def experiment_rows():
-        if hub.cached():  # object store: the watcher's cache, not a request per run
-            return hub.experiment_rows()
-        if not store.isdir(root_path):
-            return []
-        return list_experiments(run_location(root_path))
-
-    @app.get("/api/experiments")
-    def _api_experiments():
-        project = bottle.request.query.getunicode("project")
-        rows = experiment_rows()
-        return {"experiments": _in_project(rows, project) if project else rows}
-
-    @app.get("/api/projects")
-    def _api_projects():
-        rows = experiment_rows()
-        return {"projects": _project_rows(rows),
-                "unassigned": sum(1 for e in rows if not e["projects"])}
-
-    @app.get("/api/experiments/<exp>/runs")
-    def _api_runs(exp):
-        if hub.cached() and exp in hub.experiments:
-            return {"experiment": exp, "runs": hub.run_rows(exp)}
-        exp_path = store.join(root_path, exp)
-        if not _name_ok(exp) or not store.isdir(exp_path):
-            fail(404, f"no such experiment: {exp}")
-        runs = _scan_runs(store, exp_path, time.time(), with_config=True)
-        return {"experiment": exp, "runs": [_confined_row(store, exp_path, r) for r in runs]}
-
-    @app.get("/api/experiments/<exp>/metadata")
-    def _api_experiment_meta(exp):
-        exp_path = store.join(root_path, exp)
-        if not _name_ok(exp) or not store.isdir(exp_path):
-            fail(404, f"no such experiment: {exp}")
-        if _links_out(store, store.join(exp_path, EXPERIMENT_YAML)):
-            fail(403, f"{EXPERIMENT_YAML} of {exp} is a link out of the experiment; not served")
-        return _read_yaml(store, store.join(exp_path, EXPERIMENT_YAML))
-
-    @app.get("/api/experiments/<exp>/runs/<run>/metadata")
-    def _api_run_meta(exp, run):
-        path = run_path(exp, run)
-        try:
-            return _json_safe(load_run(run_location(path)))
-        except ExpmanError as exc:
-            fail(500, str(exc))
-
-    @app.route("/api/experiments/<exp>/runs/<run>/metadata", method="PATCH")
-    def _api_run_meta_patch(exp, run):
-        path = run_path(exp, run)
-        req = bottle.request
-        if not (req.content_type or "").startswith("application/json"):
-            fail(415, "PATCH needs Content-Type: application/json")
-        origin = req.get_header("Origin")
-        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
-            fail(403, f"cross-site request from {origin} refused")
-        try:
-            body = json.loads(req.body.read(1 << 20) or b"{}")
-        except ValueError:
-            fail(400, "body is not valid JSON")
-        if not isinstance(body, dict) or not body.keys() <= {"description", "tags"}:
-            fail(400, "send an object with 'description' and/or 'tags'")
-        meta_path = store.join(path, RUN_YAML)
-        meta = _read_yaml(store, meta_path)
-        if "description" in body:
-            if not isinstance(body["description"], str):
-                fail(400, "description must be a string")
-            meta["description"] = body["description"][:10_000]
-        if "tags" in body:
-            tags = body["tags"]
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                fail(400, "tags must be a list of strings")
-            meta["tags"] = [t.strip()[:100] for t in tags if t.strip()][:100]
-        store.write_atomic(meta_path, _yaml_dump(meta))
-        hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
-        return _json_safe(load_run(run_location(path)))
-
-    @app.get("/api/experiments/<exp>/runs/<run>/config")
-    def _api_config(exp, run):
-        path = run_path(exp, run)
-        try:
-            return {"config": _json_safe(_read_yaml(store, store.join(path, CONFIG_YAML)))}
-        except ExpmanError as exc:
-            fail(500, str(exc))
-
-    @app.get("/api/experiments/<exp>/runs/<run>/metrics")
-    def _api_metrics(exp, run):
-        path = run_path(exp, run)
-        q = bottle.request.query
-        try:
-            since = int(q.get("since") or 0)
-            max_points = int(q.get("max_points") or 0)
-            x_min = float(q["x_min"]) if q.get("x_min") else None
-            x_max = float(q["x_max"]) if q.get("x_max") else None
-        except ValueError:
-            fail(400, "since, max_points, x_min and x_max must be numbers")
-        if since < 0 or max_points < 0:
-            fail(400, "since and max_points must not be negative")
-        if not all(math.isfinite(x) for x in (x_min, x_max) if x is not None):
-            fail(400, "x_min and x_max must be finite numbers")  # nan/inf: a 500 before
-        keys = [k for k in (q.getunicode("keys") or "").split(",") if k]
-        location = run_location(path)
-        table = load_metrics(location, keys=keys or None, since_row=since)
-        if keys or since:
-            all_keys = _metric_keys(store, path)
-        else:  # every file was just read whole: no second pass over their footers (on an
-            # object store that pass is a listing and two requests per file)
-            all_keys = [c for c in table.column_names if c not in RESERVED_COLUMNS]
-        series, downsampled = _series_json(table, keys or all_keys, max_points, x_min, x_max)
-        return {"run": f"{exp}/{run}", "keys": all_keys, "rows": since + table.num_rows,
-                "next_since": since + table.num_rows, "downsampled": downsampled,
-                "series": series}
-
-    @app.get("/api/experiments/<exp>/runs/<run>/log")
-    def _api_log(exp, run):
-        path = run_path(exp, run)
-        try:
-            since = int(bottle.request.query.get("since") or 0)
-        except ValueError:
-            fail(400, "since must be a byte offset")
-        text, nxt = load_log(run_location(path), since)
-        st = store.stat(store.join(path, RUN_LOG))
-        return {"text": text, "next": nxt, "size": st[0] if st else 0}
-
-    @app.get("/api/experiments/<exp>/runs/<run>/artifacts")
-    def _api_artifacts(exp, run):
-        return {"artifacts": list_artifacts(run_location(run_path(exp, run)))}
-
-    def artifact(exp, run):
-        path = run_path(exp, run)
-        rel = bottle.request.query.getunicode("path") or ""
-        try:
-            full = _artifact_path(store, path, rel)
-        except InvalidInputError as exc:
-            fail(403 if ".." in rel or rel.startswith("/") else 400, str(exc))
-        try:
-            st = store.stat(full)
-            is_dir = st is not None and store.isdir(full)
-        except OSError as exc:  # a name too long for the filesystem: a 500 before
-            fail(400, f"bad artifact path: {exc.strerror or exc}")
-        if st is None or is_dir:
-            fail(404, f"no such artifact: {rel}")
-        return path, rel, full, st[0]
-
-    @app.get("/api/experiments/<exp>/runs/<run>/artifacts/content")
-    def _api_artifact_content(exp, run):
-        _path, rel, full, size = artifact(exp, run)
-        kind = _artifact_kind(rel)
-        raw_url = (f"/api/experiments/{bottle.urlquote(exp)}/runs/{bottle.urlquote(run)}"
-                   f"/artifacts/raw?path={bottle.urlquote(rel)}")
-        if kind == "table":
-            try:
-                return {"kind": "table", "path": rel, **_table_preview(store, full, rel)}
-            except Exception as exc:  # noqa: BLE001 - a broken file still downloads
-                return {"kind": "binary", "path": rel, "size": size, "url": raw_url,
-                        "error": f"cannot preview: {exc}"}
-        if kind == "text":
-            data = store.read_range(full, 0, 256 * 1024)
-            return {"kind": "text", "path": rel, "text": data.decode("utf-8", "replace"),
-                    "truncated": size > len(data)}
-        return {"kind": kind, "path": rel, "size": size, "url": raw_url}
-
-    @app.get("/api/experiments/<exp>/runs/<run>/artifacts/raw")
-    def _api_artifact_raw(exp, run):
-        _path, rel, full, size = artifact(exp, run)
-        ext = os.path.splitext(rel)[1].lower()
-        headers = {"Content-Length": str(size), "Cache-Control": "no-cache"}
-        if ext in _IMAGE_EXT:  # never SVG: it can carry script
-            headers["Content-Type"] = "image/" + {".jpg": "jpeg"}.get(ext, ext[1:])
-        else:
-            headers["Content-Type"] = "application/octet-stream"
-            headers["Content-Disposition"] = _attachment(os.path.basename(rel))
-        return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
-
-    @app.get("/api/experiments/<exp>/runs/<run>/media")
-    def _api_media(exp, run):
-        path = run_path(exp, run)
-        q = bottle.request.query
-        try:
-            since = int(q.get("since") or 0)
-        except ValueError:
-            fail(400, "since must be a byte offset")
-        kind, tag = q.get("kind") or None, q.getunicode("tag") or None
-        if since < 0:
-            fail(400, "since must not be negative")
-        if kind is not None and kind not in MEDIA_KINDS:
-            fail(400, f"kind must be one of {', '.join(MEDIA_KINDS)}")
-        refuse_links_out(exp, run, path, MEDIA_DIR)
-        items, nxt, bad, _torn = _read_media_index(store, path, since)
-        base = (f"/api/experiments/{bottle.urlquote(exp)}/runs/{bottle.urlquote(run)}"
-                f"/media/raw?path=")
-        out = []
-        for item in items:
-            if (tag is None or item["tag"] == tag) and (kind is None or item["kind"] == kind):
-                if isinstance(item.get("path"), str):
-                    item["url"] = base + bottle.urlquote(item["path"])
-                out.append(item)
-        return {"run": f"{exp}/{run}", "items": out, "next": nxt, "skipped": bad}
-
-    @app.get("/api/experiments/<exp>/runs/<run>/media/raw")
-    def _api_media_raw(exp, run):
-        path = run_path(exp, run)
-        rel = bottle.request.query.getunicode("path") or ""
-        refuse_links_out(exp, run, path, MEDIA_DIR)
-        try:
-            full = _media_path(store, path, rel)
-        except InvalidInputError as exc:
-            fail(403 if ".." in rel or "leaves" in str(exc) else 400, str(exc))
-        try:
-            st = store.stat(full)
-        except OSError as exc:
-            fail(400, f"bad media path: {exc.strerror or exc}")
-        if st is None or store.isdir(full):
-            fail(404, f"no such media file: {rel}")
-        # the type comes from the allowlist, never from the file: no HTML or SVG, ever
-        mime = _MEDIA_TYPES[os.path.splitext(rel)[1].lower().lstrip(".")]
-        size = st[0]
-        headers = {"Content-Type": mime, "Content-Length": str(size), "Accept-Ranges": "bytes",
-                   "Cache-Control": "private, max-age=86400"}  # media files never change
-        wanted = bottle.request.environ.get("HTTP_RANGE")
-        if wanted:  # <video> and <audio> seek with range requests
-            ranges = list(bottle.parse_range_header(wanted, size))
-            if not ranges:
-                raise bottle.HTTPResponse(status=416, headers={
-                    "Content-Range": f"bytes */{size}", "Content-Type": "text/plain"})
-            start, end = ranges[0]
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-            headers["Content-Length"] = str(end - start)
-            return bottle.HTTPResponse(store.read_range(full, start, end - start), status=206,
-                                       **{"headers": headers})
-        return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
-
-    @app.get("/api/experiments/<exp>/runs/<run>/histograms")
-    def _api_histograms(exp, run):
-        path = run_path(exp, run)
-        q = bottle.request.query
-        try:
-            max_steps = int(q.get("max_steps") or 60)
-        except ValueError:
-            fail(400, "max_steps must be an integer")
-        if not 1 <= max_steps <= 1000:
-            fail(400, "max_steps must be between 1 and 1000")
-        tag = q.getunicode("tag") or None
-        refuse_links_out(exp, run, path, HISTOGRAMS_FILE, HISTOGRAMS_DIR)
-        table = _load_histograms(store, path, tag)
-        return {"run": f"{exp}/{run}", **_histograms_json(table, max_steps)}
-
-    @app.get("/api/stream")
-    def _api_stream():
-        req = bottle.request
-        wanted = []
-        runs = req.query.getunicode("runs")
-        if runs is None and req.query.get("runs"):  # bottle gives None for bad UTF-8: it
-            fail(400, "runs= is not valid UTF-8")       # was taken for "no runs" (an empty 200)
-        for item in (runs or "").split(","):
-            if not item:
-                continue
-            name, _, since = item.partition(":")
-            exp, _, run = name.partition("/")
-            try:
-                path = run_path(exp, run)
-                cursor = int(since) if since else None
-            except (bottle.HTTPResponse, ValueError):
-                fail(400, f"bad run in runs=: {item}")
-            wanted.append([f"{exp}/{run}", path, cursor, None, None, None])
-        if len(wanted) > 500:
-            fail(400, "at most 500 runs per stream")
-        resp = bottle.response
-        resp.content_type = "text/event-stream"
-        resp.set_header("Cache-Control", "no-cache")
-        resp.set_header("X-Accel-Buffering", "no")
-        disconnected = req.environ.get("waitress.client_disconnected") or (lambda: False)
-        return _stream(hub, store, wanted, disconnected)
-
-    hub.start()
-    return app
-
-
-def _stream(hub, store, wanted, disconnected):
-    """The generator behind one page's EventSource."""
-    sub = hub.subscribe()
-    try:
-        yield b"retry: 2000\n\n" + _sse("hello", {"version": __version__,
-                                                  "runs": [w[0] for w in wanted]})
-        for entry in wanted:  # start where the page said, or at the current end
-            rows, log_size = hub.cache.state(entry[1])
-            entry[2] = rows if entry[2] is None else entry[2]
-            entry[3] = log_size
-            entry[4], entry[5] = hub.cache.media_state(entry[1])
-        last_ping = time.monotonic()
-        while not hub.closed.is_set() and not disconnected():
-            while sub.queue:
-                yield sub.queue.popleft()
-            for entry in wanted:
-                for payload in _tail_run(hub, store, entry):
-                    yield payload
-            if time.monotonic() - last_ping >= SSE_PING_SECS:
-                last_ping = time.monotonic()
-                yield b": ping\n\n"
-            sub.wake.wait(SSE_POLL_SECS)
-            sub.wake.clear()
-    finally:
-        hub.unsubscribe(sub)
-
-
-def _tail_run(hub, store, entry):
-    name, path, cursor, log_offset = entry[:4]
-    rows, log_size = hub.cache.state(path)
-    location = path if store.is_local else store.display(path)
-    if rows > cursor:
-        try:
-            table = load_metrics(location, since_row=cursor)
-        except (ExpmanError, OSError) as exc:
-            _log.warning("expman: stream %s: %s", name, exc)
-            return
-        if table.num_rows:
-            keys = [c for c in table.column_names if c not in RESERVED_COLUMNS]
-            series, _ = _series_json(table, keys)
-            entry[2] = cursor + table.num_rows
-            yield _sse("metrics", {"run": name, "since": cursor, "next_since": entry[2],
-                                   "series": series})
-    if log_size > log_offset:
-        text, nxt = load_log(location, log_offset)
-        entry[3] = nxt
-        if text:
-            yield _sse("log", {"run": name, "text": text, "next": nxt})
-    # media and histograms: a notice only; the page fetches what is new from its own offset
-    media_size, hist_stamp = hub.cache.media_state(path)
-    if media_size != entry[4]:
-        entry[4] = media_size
-        yield _sse("media", {"run": name, "size": media_size})
-    if hist_stamp != entry[5]:
-        entry[5] = hist_stamp
-        yield _sse("histograms", {"run": name})
-
-
 def _histograms_json(table, max_steps):
     """{"tags": [...], "histograms": {tag: {"step", "edges", "counts", "min", "max"}},
     "downsampled"}: each tag keeps at most max_steps rows, evenly spread, the last included."""
@@ -7118,6 +6832,624 @@ def _histograms_json(table, max_steps):
                     "counts": part.column("counts").to_pylist(),
                     "min": part.column("min").to_pylist(), "max": part.column("max").to_pylist()}
     return {"tags": sorted(out), "histograms": out, "downsampled": downsampled}
+
+
+# -- 11.3 routes: the JSON API as a table of (method, path, handler) ------------------------
+
+_RUN = "/api/experiments/<exp>/runs/<run>"
+_ROUTES = (
+    ("GET", "/", "_page"),
+    ("GET", "/api/health", "_api_health"),
+    ("GET", "/api/experiments", "_api_experiments"),
+    ("GET", "/api/projects", "_api_projects"),
+    ("GET", "/api/experiments/<exp>/runs", "_api_runs"),
+    ("GET", "/api/experiments/<exp>/metadata", "_api_experiment_meta"),
+    ("GET", _RUN + "/metadata", "_api_run_meta"),
+    ("PATCH", _RUN + "/metadata", "_api_run_meta_patch"),
+    ("GET", _RUN + "/config", "_api_config"),
+    ("GET", _RUN + "/metrics", "_api_metrics"),
+    ("GET", _RUN + "/log", "_api_log"),
+    ("GET", _RUN + "/artifacts", "_api_artifacts"),
+    ("GET", _RUN + "/artifacts/content", "_api_artifact_content"),
+    ("GET", _RUN + "/artifacts/raw", "_api_artifact_raw"),
+    ("GET", _RUN + "/media", "_api_media"),
+    ("GET", _RUN + "/media/raw", "_api_media_raw"),
+    ("GET", _RUN + "/histograms", "_api_histograms"),
+    ("GET", "/api/stream", "_api_stream"),
+)
+_STEP_LIMITS = (-2 ** 63, 2 ** 63 - 1)  # what an int64 step column can hold
+
+
+def make_app(root=None, live=True, token=None):
+    """The dashboard and JSON API for an experiments root, as a WSGI app (a bottle.Bottle).
+
+    >>> app = expman.make_app("experiments")      # serve with any WSGI server
+    """
+    import bottle
+
+    store, root_path = _open_store(root if root is not None else _default_root())
+    app = bottle.Bottle()
+    app.uninstall(bottle.JSONPlugin)
+    app.install(bottle.JSONPlugin(json_dumps=_json_dumps))
+    hub = _Hub(store, root_path, live=live)
+    api = _Api(bottle, store, root_path, hub, live, token)
+    app.config["expman.hub"] = hub
+    app.config["expman.api"] = api
+    for method, path, name in _ROUTES:
+        app.route(path, method, getattr(api, name))
+    app.add_hook("before_request", api.check_token)
+    app.add_hook("after_request", api.security_headers)
+    for code in (404, 405, 500):
+        app.error(code)(api.error)
+    hub.start()
+    return app
+
+
+class _Api:
+    """The handlers behind _ROUTES, sharing one store, hub and token (a route table instead
+    of closures, so a handler can be found, read and called on its own)."""
+
+    def __init__(self, bottle, store, root_path, hub, live, token):
+        self.bottle, self.store, self.root_path, self.hub = bottle, store, root_path, hub
+        self.live, self.token = live, token
+        self.guard = _TokenGuard(token) if token is not None else None
+        self.page = DASHBOARD_HTML.replace("__EXPMAN_VERSION__", __version__)
+        self.csp = _page_csp(self.page)
+        self.streams = 0   # open /api/stream responses (each holds a worker thread)
+        self.max_streams = SERVER_THREADS - SERVER_RESERVED_THREADS   # make_server sets it
+        self.streams_lock = threading.Lock()
+
+    # -- shared pieces -----------------------------------------------------------------
+    def fail(self, status, message, headers=None):
+        raise self.bottle.HTTPResponse(json.dumps({"error": message}), status=status,
+                                       headers={**_JSON_HEADERS, **(headers or {})})
+
+    def param(self, name, kind=int, default=None, low=None, high=None):
+        """Query parameter `name` as an int or a finite float between low and high; absent or
+        empty: default. Anything else is a 400 that names the parameter (the one parser of
+        every handler: a bad value must never reach the code as a 500)."""
+        raw = self.bottle.request.query.get(name)
+        if not raw:
+            return default
+        what = "an integer" if kind is int else "a number"
+        try:
+            value = kind(raw)
+        except (ValueError, OverflowError):
+            self.fail(400, f"{name} must be {what}, not {raw[:40]!r}")
+        if kind is float and not math.isfinite(value):
+            self.fail(400, f"{name} must be a finite number")  # nan/inf: a 500 before
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = (f"between {low} and {high}" if low is not None and high is not None
+                      else f"at least {low}" if low is not None else f"at most {high}")
+            self.fail(400, f"{name} must be {bounds}")
+        return value
+
+    def run_path(self, exp, run):
+        """The run's path; 404 for a run that is not there, 403 for one holding a file the
+        server would read that is a link out of the run."""
+        store = self.store
+        for name, what in ((exp, "experiment"), (run, "run")):
+            if not _name_ok(name):
+                self.fail(404, f"no such {what}: {name}")
+        path = store.join(self.root_path, exp, run)
+        if store.stat(store.join(path, RUN_YAML)) is None:
+            self.fail(404, f"no such run: {exp}/{run}")
+        linked = _run_links_out(store, path)
+        if linked is not None:
+            self.fail(403, f"{linked} of {exp}/{run} is a link out of the run; not served")
+        return path
+
+    def location(self, path):
+        return path if self.store.is_local else self.store.display(path)
+
+    def run_url(self, exp, run):
+        quote = self.bottle.urlquote
+        return f"/api/experiments/{quote(exp)}/runs/{quote(run)}"
+
+    # -- hooks ---------------------------------------------------------------------------
+    def check_token(self):
+        req = self.bottle.request
+        if self.token is None:
+            # No token: answer only to loopback names and IP literals. A page on
+            # evil.example whose name is re-pointed at 127.0.0.1 (DNS rebinding) is
+            # same-origin with its own Host header; it could read every run and PATCH them.
+            host = req.get_header("Host")
+            if host is not None and not _local_host_header(host):
+                self.fail(403, f"Host {host!r} refused: without a token this server answers "
+                               f"only to localhost and IP addresses; serve with --token to use "
+                               f"a name")
+            return
+        given = req.get_header("Authorization", "")
+        given = given[7:] if given.startswith("Bearer ") else None
+        given = given or req.query.get("token") or req.get_cookie("expman_token")
+        verdict, wait = self.guard.check(given, req.environ.get("REMOTE_ADDR"))
+        if verdict == "limited":
+            self.fail(429, f"too many wrong tokens from this address; try again in {wait} s",
+                      headers={"Retry-After": str(wait)})
+        if verdict != "ok":
+            self.fail(401, "this server needs a token: open the URL it printed "
+                           "(…/?token=...) or send 'Authorization: Bearer <token>'")
+
+    def security_headers(self):
+        resp = self.bottle.response
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("Referrer-Policy", "no-referrer")
+        resp.set_header("X-Frame-Options", "DENY")
+        resp.set_header("Content-Security-Policy", self.csp)
+        if self.token is not None and self.bottle.request.query.get("token"):
+            resp.set_cookie("expman_token", self.token, httponly=True, samesite="strict",
+                            path="/")
+            # the token is in this URL: no cache, disk or shared, may keep the response
+            resp.set_header("Cache-Control", "no-store")
+
+    def error(self, err):
+        self.bottle.response.content_type = "application/json"
+        body = err.body if isinstance(err.body, str) and err.body else str(err.status)
+        return json.dumps({"error": body})
+
+    # -- the page and the lists ------------------------------------------------------------
+    def _page(self):
+        self.bottle.response.content_type = "text/html; charset=utf-8"
+        # with a token the page is private: never stored by any cache (no-cache still stores)
+        self.bottle.response.set_header("Cache-Control",
+                                         "no-store" if self.token is not None else "no-cache")
+        return self.page
+
+    def _api_health(self):
+        return {"status": "ok", "version": __version__,
+                "root": self.store.display(self.root_path), "live": self.live}
+
+    def experiment_rows(self):
+        if self.hub.cached():  # object store: the watcher's cache, not a request per run
+            return self.hub.experiment_rows()
+        if not self.store.isdir(self.root_path):
+            return []
+        return list_experiments(self.location(self.root_path))
+
+    def _api_experiments(self):
+        project = self.bottle.request.query.getunicode("project")
+        rows = self.experiment_rows()
+        return {"experiments": _in_project(rows, project) if project else rows}
+
+    def _api_projects(self):
+        rows = self.experiment_rows()
+        return {"projects": _project_rows(rows),
+                "unassigned": sum(1 for e in rows if not e["projects"])}
+
+    def _api_runs(self, exp):
+        store, hub = self.store, self.hub
+        if hub.cached() and exp in hub.experiments:
+            return {"experiment": exp, "runs": hub.run_rows(exp)}
+        exp_path = store.join(self.root_path, exp)
+        if not _name_ok(exp) or not store.isdir(exp_path):
+            self.fail(404, f"no such experiment: {exp}")
+        runs = _scan_runs(store, exp_path, time.time(), with_config=True)
+        return {"experiment": exp, "runs": [_confined_row(store, exp_path, r) for r in runs]}
+
+    def _api_experiment_meta(self, exp):
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        if not _name_ok(exp) or not store.isdir(exp_path):
+            self.fail(404, f"no such experiment: {exp}")
+        if _links_out(store, store.join(exp_path, EXPERIMENT_YAML)):
+            self.fail(403, f"{EXPERIMENT_YAML} of {exp} is a link out of the experiment; "
+                           f"not served")
+        return _read_yaml(store, store.join(exp_path, EXPERIMENT_YAML))
+
+    # -- one run: metadata, config, metrics, log -----------------------------------------
+    def _api_run_meta(self, exp, run):
+        path = self.run_path(exp, run)
+        try:
+            return _json_safe(load_run(self.location(path)))
+        except ExpmanError as exc:
+            self.fail(500, str(exc))
+
+    def _api_run_meta_patch(self, exp, run):
+        path = self.run_path(exp, run)
+        req = self.bottle.request
+        if not (req.content_type or "").startswith("application/json"):
+            self.fail(415, "PATCH needs Content-Type: application/json")
+        origin = req.get_header("Origin")
+        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
+            self.fail(403, f"cross-site request from {origin} refused")
+        try:
+            body = json.loads(req.body.read(1 << 20) or b"{}")
+        except ValueError:
+            self.fail(400, "body is not valid JSON")
+        if not isinstance(body, dict) or not body.keys() <= {"description", "tags"}:
+            self.fail(400, "send an object with 'description' and/or 'tags'")
+        meta_path = self.store.join(path, RUN_YAML)
+        meta = _read_yaml(self.store, meta_path)
+        if "description" in body:
+            if not isinstance(body["description"], str):
+                self.fail(400, "description must be a string")
+            meta["description"] = body["description"][:10_000]
+        if "tags" in body:
+            tags = body["tags"]
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                self.fail(400, "tags must be a list of strings")
+            meta["tags"] = [t.strip()[:100] for t in tags if t.strip()][:100]
+        self.store.write_atomic(meta_path, _yaml_dump(meta))
+        self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
+        return _json_safe(load_run(self.location(path)))
+
+    def _api_config(self, exp, run):
+        path = self.run_path(exp, run)
+        try:
+            return {"config": _json_safe(_read_yaml(self.store,
+                                                    self.store.join(path, CONFIG_YAML)))}
+        except ExpmanError as exc:
+            self.fail(500, str(exc))
+
+    def _api_metrics(self, exp, run):
+        path = self.run_path(exp, run)
+        since = self.param("since", default=0, low=0, high=_STEP_LIMITS[1])
+        max_points = self.param("max_points", default=0, low=0, high=_STEP_LIMITS[1])
+        x_min = self.param("x_min", float, None, *_STEP_LIMITS)
+        x_max = self.param("x_max", float, None, *_STEP_LIMITS)
+        q = self.bottle.request.query
+        keys = [k for k in (q.getunicode("keys") or "").split(",") if k]
+        table = load_metrics(self.location(path), keys=keys or None, since_row=since)
+        if keys or since:
+            all_keys = _metric_keys(self.store, path)
+        else:  # every file was just read whole: no second pass over their footers (on an
+            # object store that pass is a listing and two requests per file)
+            all_keys = [c for c in table.column_names if c not in RESERVED_COLUMNS]
+        series, downsampled = _series_json(table, keys or all_keys, max_points, x_min, x_max)
+        return {"run": f"{exp}/{run}", "keys": all_keys, "rows": since + table.num_rows,
+                "next_since": since + table.num_rows, "downsampled": downsampled,
+                "series": series}
+
+    def _api_log(self, exp, run):
+        """?since=<byte offset> (never negative, as for metrics) or ?tail=<bytes>: the end."""
+        path = self.run_path(exp, run)
+        since = self.param("since", default=0, low=0)
+        tail = self.param("tail", default=None, low=1)
+        text, nxt = load_log(self.location(path), -tail if tail else since)
+        st = self.store.stat(self.store.join(path, RUN_LOG))
+        return {"text": text, "next": nxt, "size": st[0] if st else 0}
+
+    # -- artifacts -------------------------------------------------------------------------
+    def _api_artifacts(self, exp, run):
+        return {"artifacts": list_artifacts(self.location(self.run_path(exp, run)))}
+
+    def artifact(self, exp, run):
+        store = self.store
+        path = self.run_path(exp, run)
+        rel = self.bottle.request.query.getunicode("path") or ""
+        try:
+            full = _artifact_path(store, path, rel)
+        except InvalidInputError as exc:
+            self.fail(403 if ".." in rel or rel.startswith("/") else 400, str(exc))
+        try:
+            st = store.stat(full)
+            is_dir = st is not None and store.isdir(full)
+        except OSError as exc:  # a name too long for the filesystem: a 500 before
+            self.fail(400, f"bad artifact path: {exc.strerror or exc}")
+        if st is None or is_dir:
+            self.fail(404, f"no such artifact: {rel}")
+        return path, rel, full, st[0]
+
+    def _api_artifact_content(self, exp, run):
+        _path, rel, full, size = self.artifact(exp, run)
+        kind = _artifact_kind(rel)
+        raw_url = (f"{self.run_url(exp, run)}/artifacts/raw?path="
+                   f"{self.bottle.urlquote(rel)}")
+        if kind == "table":
+            try:
+                return {"kind": "table", "path": rel, **_table_preview(self.store, full, rel)}
+            except Exception as exc:  # noqa: BLE001 - a broken file still downloads
+                return {"kind": "binary", "path": rel, "size": size, "url": raw_url,
+                        "error": f"cannot preview: {exc}"}
+        if kind == "text":
+            data = self.store.read_range(full, 0, 256 * 1024)
+            return {"kind": "text", "path": rel, "text": data.decode("utf-8", "replace"),
+                    "truncated": size > len(data)}
+        return {"kind": kind, "path": rel, "size": size, "url": raw_url}
+
+    def _api_artifact_raw(self, exp, run):
+        _path, rel, full, size = self.artifact(exp, run)
+        ext = os.path.splitext(rel)[1].lower()
+        headers = {"Content-Length": str(size), "Cache-Control": "no-cache"}
+        if ext in _IMAGE_EXT:  # never SVG: it can carry script
+            headers["Content-Type"] = "image/" + {".jpg": "jpeg"}.get(ext, ext[1:])
+        else:
+            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Disposition"] = _attachment(os.path.basename(rel))
+        return self.bottle.HTTPResponse(self.store.read_bytes(full), **{"headers": headers})
+
+    # -- media and histograms ------------------------------------------------------------
+    def _api_media(self, exp, run):
+        path = self.run_path(exp, run)
+        q = self.bottle.request.query
+        since = self.param("since", default=0, low=0)
+        kind, tag = q.get("kind") or None, q.getunicode("tag") or None
+        if kind is not None and kind not in MEDIA_KINDS:
+            self.fail(400, f"kind must be one of {', '.join(MEDIA_KINDS)}")
+        items, nxt, bad, _torn = _read_media_index(self.store, path, since)
+        base = f"{self.run_url(exp, run)}/media/raw?path="
+        out = []
+        for item in items:
+            if (tag is None or item["tag"] == tag) and (kind is None or item["kind"] == kind):
+                if isinstance(item.get("path"), str):
+                    item["url"] = base + self.bottle.urlquote(item["path"])
+                out.append(item)
+        return {"run": f"{exp}/{run}", "items": out, "next": nxt, "skipped": bad}
+
+    def _api_media_raw(self, exp, run):
+        store, bottle = self.store, self.bottle
+        path = self.run_path(exp, run)
+        rel = bottle.request.query.getunicode("path") or ""
+        try:
+            full = _media_path(store, path, rel)
+        except InvalidInputError as exc:
+            self.fail(403 if ".." in rel or "leaves" in str(exc) else 400, str(exc))
+        try:
+            st = store.stat(full)
+        except OSError as exc:
+            self.fail(400, f"bad media path: {exc.strerror or exc}")
+        if st is None or store.isdir(full):
+            self.fail(404, f"no such media file: {rel}")
+        # the type comes from the allowlist, never from the file: no HTML or SVG, ever
+        mime = _MEDIA_TYPES[os.path.splitext(rel)[1].lower().lstrip(".")]
+        size = st[0]
+        headers = {"Content-Type": mime, "Content-Length": str(size), "Accept-Ranges": "bytes",
+                   "Cache-Control": "private, max-age=86400"}  # media files never change
+        wanted = bottle.request.environ.get("HTTP_RANGE")
+        if wanted:  # <video> and <audio> seek with range requests
+            ranges = list(bottle.parse_range_header(wanted, size))
+            if not ranges:
+                raise bottle.HTTPResponse(status=416, headers={
+                    "Content-Range": f"bytes */{size}", "Content-Type": "text/plain"})
+            start, end = ranges[0]
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            headers["Content-Length"] = str(end - start)
+            return bottle.HTTPResponse(store.read_range(full, start, end - start), status=206,
+                                       **{"headers": headers})
+        return bottle.HTTPResponse(store.read_bytes(full), **{"headers": headers})
+
+    def _api_histograms(self, exp, run):
+        path = self.run_path(exp, run)
+        max_steps = self.param("max_steps", default=60, low=1, high=1000)
+        tag = self.bottle.request.query.getunicode("tag") or None
+        table = _load_histograms(self.store, path, tag)
+        return {"run": f"{exp}/{run}", **_histograms_json(table, max_steps)}
+
+    # -- the live stream -------------------------------------------------------------------
+    def _api_stream(self):
+        """SSE: ?runs=exp/run[:since],... (each run once, however often it is named).
+
+        Each open stream holds a Waitress thread, so streams get at most max_streams of them
+        and the page and API keep the rest: one more stream is a 503 with Retry-After."""
+        req = self.bottle.request
+        cursors = self.stream_cursors(req.query)
+        with self.streams_lock:
+            if self.streams >= self.max_streams:
+                self.fail(503, f"{self.streams} live streams are open, the most this server "
+                               f"keeps; try again later", headers={
+                                   "Retry-After": str(SSE_RETRY_SECS)})
+            self.streams += 1
+        resp = self.bottle.response
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")
+        disconnected = req.environ.get("waitress.client_disconnected") or (lambda: False)
+        return _stream(self.hub, cursors, disconnected, self.stream_closed)
+
+    def stream_closed(self):
+        with self.streams_lock:
+            self.streams -= 1
+
+    def stream_cursors(self, query):
+        runs = query.getunicode("runs")
+        if runs is None and query.get("runs"):  # bottle gives None for bad UTF-8: it
+            self.fail(400, "runs= is not valid UTF-8")  # was taken for "no runs" (an empty 200)
+        items = [item for item in (runs or "").split(",") if item]
+        if len(set(items)) > 500:
+            self.fail(400, "at most 500 runs per stream")
+        cursors = {}
+        for item in items:
+            name, _, since = item.partition(":")
+            try:
+                start = int(since) if since else None
+            except ValueError:
+                self.fail(400, f"bad run in runs=: {item}")
+            if start is not None and not 0 <= start <= _STEP_LIMITS[1]:
+                self.fail(400, f"bad run in runs=: {item}")
+            known = cursors.get(name)
+            if known is not None:  # named again: one cursor, from the earlier row
+                if start is not None and (known.rows is None or start < known.rows):
+                    known.rows = start
+                continue
+            exp, _, run = name.partition("/")
+            try:
+                path = self.run_path(exp, run)
+            except self.bottle.HTTPResponse:
+                self.fail(400, f"bad run in runs=: {item}")
+            cursors[name] = _StreamCursor(name, path, start)
+        return list(cursors.values())
+
+
+def _table_preview(store, full, rel, limit=100):
+    """First rows of a parquet/csv/arrow artifact, every cell as JSON-safe text or number."""
+    ext = os.path.splitext(rel)[1].lower()
+    if ext == ".parquet":
+        pf = store.parquet_file(full)
+        total = pf.metadata.num_rows
+        batch = next(pf.iter_batches(batch_size=limit), None)
+        table = pa.Table.from_batches([batch]) if batch is not None else \
+            pf.schema_arrow.empty_table()
+    elif ext in (".arrow", ".feather"):
+        import pyarrow.feather as feather
+        table = feather.read_table(pa.BufferReader(store.read_bytes(full)))
+        total = table.num_rows
+        table = table.slice(0, limit)
+    else:
+        import csv as _csv
+        data = store.read_range(full, 0, 1 << 20).decode("utf-8", "replace")
+        reader = _csv.reader(io.StringIO(data), delimiter="\t" if ext == ".tsv" else ",")
+        rows = [r for _, r in zip(range(limit + 1), reader)]
+        header, body = (rows[0], rows[1:]) if rows else ([], [])
+        return {"columns": [{"name": h, "type": "string"} for h in header], "rows": body,
+                "total_rows": None}
+    columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+    rows = []
+    pylists = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    for i in range(table.num_rows):
+        rows.append([_cell(col[i]) for col in pylists])
+    return {"columns": columns, "rows": rows, "total_rows": total}
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return _json_number(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+# -- 11.4 SSE: one stream per page, bounded work per tick -----------------------------------
+
+class _StreamCursor:
+    """Where one stream is in one run: the next metrics row to send, the log byte offset,
+    and the media index size and histograms stamp last announced."""
+    __slots__ = ("name", "path", "rows", "log", "media", "histograms", "failing")
+
+    def __init__(self, name, path, rows=None):
+        self.name, self.path, self.rows = name, path, rows   # rows None: from the current end
+        self.log = self.media = self.histograms = None
+        self.failing = False   # the last read failed: said once, not every tick
+
+
+def _stream(hub, cursors, disconnected, on_close=None):
+    """The generator behind one page's EventSource.
+
+    A tick sends at most SSE_TICK_ROWS rows over all the stream's runs (SSE_EVENT_ROWS per
+    run and event), starting each tick one run further along, so a backlog or a stream
+    naming hundreds of runs costs bounded work per tick and no run waits for ever."""
+    sub = hub.subscribe()  # bottle takes the first event at once, so on_close always runs
+    try:
+        yield b"retry: 2000\n\n" + _sse("hello", {"version": __version__,
+                                                  "runs": [c.name for c in cursors]})
+        for cursor in cursors:  # start where the page said, or at the current end
+            rows, log_size = hub.cache.state(cursor.path)
+            cursor.rows = rows if cursor.rows is None else cursor.rows
+            cursor.log = log_size
+            cursor.media, cursor.histograms = hub.cache.media_state(cursor.path)
+        last_ping, turn = time.monotonic(), 0
+        while not hub.closed.is_set() and not disconnected():
+            while sub.queue:
+                yield sub.queue.popleft()
+            budget = SSE_TICK_ROWS
+            for i in range(len(cursors)):
+                cursor = cursors[(turn + i) % len(cursors)]
+                for payload, rows in _tail_run(hub, cursor, budget):
+                    budget -= rows
+                    yield payload
+                if budget <= 0:
+                    break
+            turn += 1
+            if time.monotonic() - last_ping >= SSE_PING_SECS:
+                last_ping = time.monotonic()
+                yield b": ping\n\n"
+            sub.wake.wait(SSE_POLL_SECS)
+            sub.wake.clear()
+    finally:
+        hub.unsubscribe(sub)
+        if on_close is not None:
+            on_close()
+
+
+def _tail_run(hub, cursor, budget=SSE_EVENT_ROWS):
+    """(event, rows in it) for what is new in one run: metrics rows (at most SSE_EVENT_ROWS,
+    when budget is left; shared with other streams asking for the same rows), log text, and
+    notices of new media and histograms."""
+    store, name, path = hub.store, cursor.name, cursor.path
+    rows, log_size = hub.cache.state(path)
+    if rows > cursor.rows and budget > 0:
+        upto = min(rows, (cursor.rows // SSE_EVENT_ROWS + 1) * SSE_EVENT_ROWS)
+        try:
+            payload, nxt = hub.cache.metrics_event(name, path, cursor.rows, upto)
+        except Exception as exc:  # noqa: BLE001 - a torn or linked file: the rest still flows
+            if not cursor.failing:
+                _log.warning("expman: stream %s: %s", name, exc)
+            cursor.failing = True
+        else:
+            cursor.failing = False
+            sent, cursor.rows = nxt - cursor.rows, max(cursor.rows, nxt)
+            if payload:
+                yield payload, sent
+    if log_size > cursor.log:
+        location = path if store.is_local else store.display(path)
+        text, nxt = load_log(location, cursor.log)
+        cursor.log = nxt
+        if text:
+            yield _sse("log", {"run": name, "text": text, "next": nxt}), 0
+    # media and histograms: a notice only; the page fetches what is new from its own offset
+    media_size, hist_stamp = hub.cache.media_state(path)
+    if media_size != cursor.media:
+        cursor.media = media_size
+        yield _sse("media", {"run": name, "size": media_size}), 0
+    if hist_stamp != cursor.histograms:
+        cursor.histograms = hist_stamp
+        yield _sse("histograms", {"run": name}), 0
+
+
+# -- 11.5 security: who may ask, which names and files may be served ----------------------
+
+class _TokenGuard:
+    """Checks a request's token, and rate-limits wrong ones per client address: TOKEN_GUESSES
+    at once, then TOKEN_GUESS_RATE a second (2,780 guesses in 3 s went through before). While
+    a client is over its budget no token of its is compared at all, the right one included:
+    otherwise the limit would still let a guesser learn when it hit."""
+
+    def __init__(self, token):
+        self.token = token
+        self.lock = threading.Lock()
+        self.budgets = {}  # client address -> (wrong guesses it may still send, updated at)
+
+    def check(self, given, client):
+        """("ok" | "wrong" | "limited", seconds to wait when limited)."""
+        now = time.monotonic()
+        with self.lock:
+            left, at = self.budgets.get(client, (TOKEN_GUESSES, now))
+            left = min(TOKEN_GUESSES, left + (now - at) * TOKEN_GUESS_RATE)
+            if left < 1:
+                self.budgets[client] = (left, now)
+                return "limited", max(1, math.ceil((1 - left) / TOKEN_GUESS_RATE))
+        if given is not None and _consteq(given, self.token):
+            return "ok", 0
+        if given is None:  # no token at all is a page opened without the URL, not a guess
+            return "wrong", 0
+        with self.lock:
+            self.budgets[client] = (left - 1, now)
+            if len(self.budgets) > 10_000:  # forget clients whose budget is whole again
+                self.budgets = {c: b for c, b in self.budgets.items()
+                                if b[0] + (now - b[1]) * TOKEN_GUESS_RATE < TOKEN_GUESSES}
+        return "wrong", 0
+
+
+def _weak_token(token):
+    """Why a --token is easy to guess (None when it is not): short, or few distinct chars."""
+    if len(token) < 16:
+        return f"it has {len(token)} characters"
+    if len(set(token)) < 8:
+        return f"it uses only {len(set(token))} distinct characters"
+    return None
+
+
+def _read_token_file(path):
+    """The token in a file (first line, stripped): kept out of the process list, where a
+    --token argument is visible to every user of the machine."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.readline().strip()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the token file {path}: "
+                                f"{(exc.strerror or str(exc)).lower()}") from None
+    if not token:
+        raise InvalidInputError(f"the token file {path} is empty")
+    return token
 
 
 def _consteq(a, b):
@@ -7146,6 +7478,39 @@ def _links_out(store, path):
         return False
     base = os.path.realpath(os.path.dirname(path))
     return not os.path.realpath(path).startswith(base + os.sep)
+
+
+_SERVED_RUN_FILES = (RUN_YAML, CONFIG_YAML, RUN_LOG, METRICS_FILE, SEGMENTS_DIR, MEDIA_DIR,
+                     HISTOGRAMS_FILE, HISTOGRAMS_DIR)
+
+
+def _run_links_out(store, path):
+    """The name of the first file of a run the server would read that is a link out of the
+    run (None when there is none): its own files, every metrics segment and histogram file
+    (read whole), and the media index. Media files and artifacts are checked one by one
+    when asked for (_media_path, _artifact_path). Local only: object stores have no links."""
+    if not store.is_local:
+        return None
+    base = os.path.realpath(path) + os.sep
+    for name in _SERVED_RUN_FILES + (os.path.join(MEDIA_DIR, MEDIA_INDEX),):
+        full = os.path.join(path, name)
+        if os.path.islink(full) and not os.path.realpath(full).startswith(base):
+            return name
+    for folder in (SEGMENTS_DIR, HISTOGRAMS_DIR):
+        try:
+            with os.scandir(os.path.join(path, folder)) as entries:
+                for entry in entries:
+                    if entry.is_symlink() and not os.path.realpath(entry.path).startswith(base):
+                        return f"{folder}/{entry.name}"
+        except OSError:  # no such folder (a closed run) or not a folder: nothing to read
+            continue
+    return None
+
+
+def _link_out_of(store, run_path, full):
+    """True when the local file `full` of a run resolves outside the run."""
+    return store.is_local and not os.path.realpath(full).startswith(
+        os.path.realpath(run_path) + os.sep)
 
 
 def _confined_row(store, exp_path, row):
@@ -7220,42 +7585,128 @@ def _artifact_path(store, run_path, rel):
     return full
 
 
-def _table_preview(store, full, rel, limit=100):
-    """First rows of a parquet/csv/arrow artifact, every cell as JSON-safe text or number."""
-    ext = os.path.splitext(rel)[1].lower()
-    if ext == ".parquet":
-        pf = store.parquet_file(full)
-        total = pf.metadata.num_rows
-        batch = next(pf.iter_batches(batch_size=limit), None)
-        table = pa.Table.from_batches([batch]) if batch is not None else \
-            pf.schema_arrow.empty_table()
-    elif ext in (".arrow", ".feather"):
-        import pyarrow.feather as feather
-        table = feather.read_table(pa.BufferReader(store.read_bytes(full)))
-        total = table.num_rows
-        table = table.slice(0, limit)
-    else:
-        import csv as _csv
-        data = store.read_range(full, 0, 1 << 20).decode("utf-8", "replace")
-        reader = _csv.reader(io.StringIO(data), delimiter="\t" if ext == ".tsv" else ",")
-        rows = [r for _, r in zip(range(limit + 1), reader)]
-        header, body = (rows[0], rows[1:]) if rows else ([], [])
-        return {"columns": [{"name": h, "type": "string"} for h in header], "rows": body,
-                "total_rows": None}
-    columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
-    rows = []
-    pylists = [table.column(i).to_pylist() for i in range(table.num_columns)]
-    for i in range(table.num_rows):
-        rows.append([_cell(col[i]) for col in pylists])
-    return {"columns": columns, "rows": rows, "total_rows": total}
+# -- 11.6 serving: Waitress with connection limits, make_server, serve -----------------------
+
+class _ConnectionGuard:
+    """Per-client connection limits and a deadline for a request to arrive, on a Waitress
+    server (slowloris: 99 sockets sending headers a byte a second took every one of the
+    100 connections Waitress allows; nobody else got in).
+
+    A connection is closed when its request (headers and body) has not arrived whole within
+    SERVER_REQUEST_SECS of its first byte (the first request: of the connect). Idle
+    keep-alive connections between requests are left to Waitress's channel_timeout. A remote
+    address holds at most SERVER_CLIENT_CONNECTIONS sockets; loopback, which every local tab
+    and tool shares, is bounded by SERVER_MAX_CONNECTIONS only."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.open = collections.Counter()   # remote address -> open connections
+
+    def admit(self, client):
+        if client is None or _loopback_address(client):
+            return True
+        with self.lock:
+            if self.open[client] >= SERVER_CLIENT_CONNECTIONS:
+                return False
+            self.open[client] += 1
+            return True
+
+    def release(self, client):
+        with self.lock:
+            self.open[client] -= 1
+            if self.open[client] <= 0:
+                del self.open[client]
+
+    def install(self, server):
+        """Use this guard on a Waitress server (one listening socket or several)."""
+        from waitress.server import BaseWSGIServer
+        servers = [server] if isinstance(server, BaseWSGIServer) else [
+            s for s in server.map.values() if isinstance(s, BaseWSGIServer)]
+        channel = self.channel_class()
+        for srv in servers:
+            srv.channel_class = channel
+            srv.maintenance = (lambda now, srv=srv, waitress_own=srv.maintenance:
+                               self.maintenance(srv, waitress_own, now))
+
+    @staticmethod
+    def maintenance(srv, waitress_maintenance, now):
+        waitress_maintenance(now)
+        cutoff = time.monotonic() - SERVER_REQUEST_SECS
+        for channel in list(srv.active_channels.values()):
+            began = getattr(channel, "request_began", None)
+            if began is not None and began < cutoff and not channel.requests:
+                channel.will_close = True
+
+    def channel_class(self):
+        from waitress.channel import HTTPChannel
+        guard = self
+
+        class _GuardedChannel(HTTPChannel):
+            def __init__(self, server, sock, addr, adj, map=None):
+                super().__init__(server, sock, addr, adj, map)
+                self.request_began = time.monotonic()
+                self.client = addr[0] if isinstance(addr, tuple) and addr else None
+                self.counted = guard.admit(self.client)
+                if not self.counted:
+                    self.will_close = True   # closed on the next loop, nothing read
+
+            def received(self, data):
+                if self.request is None and self.request_began is None and data:
+                    self.request_began = time.monotonic()
+                done = super().received(data)
+                if self.request is None:
+                    self.request_began = None
+                elif self.request_began is None:
+                    self.request_began = time.monotonic()
+                return done
+
+            def del_channel(self, map=None):
+                if self.counted and not _loopback_address(self.client or ""):
+                    self.counted = False
+                    guard.release(self.client)
+                super().del_channel(map)
+
+        return _GuardedChannel
 
 
-def _cell(value):
-    if isinstance(value, float):
-        return _json_number(value)
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
+def _loopback_address(address):
+    return address in ("::1", "localhost") or address.startswith("127.") or \
+        address.startswith("::ffff:127.")
+
+
+def _use_system_memory_pool():
+    """Give a serving process pyarrow's system-allocator pool (unless ARROW_DEFAULT_MEMORY_POOL
+    says otherwise). With the default (mimalloc in pyarrow 26) a dashboard with 20 open pages
+    on a live run kept what each request freed: RSS grew ~30 MB a minute (120 -> 250 MB in
+    4 min, benchmarks/bench_load.py); with the system allocator it grew ~8 MB a minute while
+    that run kept growing, and stayed flat on finished runs.
+    Only for a process that serves: a library call must not change a training script's pool.
+    """
+    _return_freed_memory()
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.system_memory_pool())
+    except Exception:  # noqa: BLE001 - an allocator choice is never worth failing for
+        pass
+
+
+def _return_freed_memory():
+    """glibc: give blocks of 256 KiB and more back to the system when freed, in at most two
+    arenas. By default glibc raises its mmap threshold to the largest block freed (up to
+    32 MiB), after which a request's multi-MB tables and JSON strings came from heaps that
+    never shrink, one per busy thread: a server with 20 streams and a /metrics poller on a
+    live run grew ~100 MB a minute. MALLOC_* variables set by the user win."""
+    if not sys.platform.startswith("linux") or any(
+            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 * 1024)   # M_MMAP_THRESHOLD (fixed: no longer raised)
+        libc.mallopt(-8, 2)            # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        pass
 
 
 class _Server:
@@ -7303,6 +7754,8 @@ def make_server(root=None, host="127.0.0.1", port=8000, live=True, token=None,
     import waitress
 
     app = make_app(root, live=live, token=token)
+    # Streams get the threads the page and the API do not need; the next one is a 503.
+    app.config["expman.api"].max_streams = max(1, threads - SERVER_RESERVED_THREADS)
     # outbuf_high_watermark: Waitress keeps every byte a connection has sent in one growing
     # buffer until that buffer passes this mark (16 MiB by default), so each open SSE stream
     # held up to 16 MiB of old events: the "server grows ~10 MB a minute" of a dashboard on a
@@ -7310,40 +7763,46 @@ def make_server(root=None, host="127.0.0.1", port=8000, live=True, token=None,
     server = waitress.create_server(app, host=host, port=port, threads=threads,
                                     channel_request_lookahead=1, ident="expman",
                                     clear_untrusted_proxy_headers=True,
-                                    outbuf_high_watermark=SERVER_OUTBUF_BYTES)
+                                    outbuf_high_watermark=SERVER_OUTBUF_BYTES,
+                                    connection_limit=_connection_limit(),
+                                    cleanup_interval=1)
+    _ConnectionGuard().install(server)
     return _Server(app, server)
 
 
-def _use_system_memory_pool():
-    """Give a serving process pyarrow's system-allocator pool (unless ARROW_DEFAULT_MEMORY_POOL
-    says otherwise). With the default (mimalloc in pyarrow 26) a dashboard with 20 open pages
-    on a live run kept what each request freed: RSS grew ~30 MB a minute (120 -> 250 MB in
-    4 min, benchmarks/bench_load.py); with the system allocator it grew ~8 MB a minute while
-    that run kept growing, and stayed flat on finished runs.
-    Only for a process that serves: a library call must not change a training script's pool.
-    """
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
+def _connection_limit():
+    """SERVER_MAX_CONNECTIONS, or fewer when the process may not open that many files."""
     try:
-        pa.set_memory_pool(pa.system_memory_pool())
-    except Exception:  # noqa: BLE001 - an allocator choice is never worth failing for
-        pass
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 100   # Waitress's own default
+    if soft == resource.RLIM_INFINITY:
+        return SERVER_MAX_CONNECTIONS
+    return max(100, min(SERVER_MAX_CONNECTIONS, soft - 64))
 
 
 def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_browser=False,
           out=None):
     """Serve the dashboard until Ctrl-C; prints the URL (the CLI's ``expman serve``)."""
     out = out or sys.stdout
-    if token is None:
-        token = os.environ.get(ENV_TOKEN) or None
+    # '' is no token (it was a token nobody could send, and a printed URL without one)
+    token = token or os.environ.get(ENV_TOKEN) or None
     loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    warnings = []
     if not loopback:  # warned with a token too: the address is the user's choice to check
         if token is None:
             import secrets
             token = secrets.token_urlsafe(18)
-        print(f"expman: warning: serving on {host}, reachable from other machines; every "
-              f"request needs the token in the URL below (set your own with --token or "
-              f"EXPMAN_TOKEN)", file=sys.stderr)
+        warnings.append(f"serving on {host}, reachable from other machines; every request "
+                        f"needs the token in the URL below (set your own with --token-file or "
+                        f"{ENV_TOKEN})")
+    weak = token and _weak_token(token)
+    if weak:
+        warnings.append(f"the token is easy to guess ({weak}); use 16 or more random "
+                        f"characters, or leave it out on a non-loopback host for a made-up one")
+    if warnings:  # one line: scripts and tests look for one warning
+        print("expman: warning: " + "; ".join(warnings), file=sys.stderr)
     _use_system_memory_pool()
     server = make_server(root, host=host, port=port, live=live, token=token)
     url = server.url + (f"/?token={token}" if token else "/")
@@ -8641,7 +9100,10 @@ def _run_server(root, host, port, live, token):
 def _cmd_serve(args):
     root = args.dir if args.dir is not None else _default_root()
     _resolve_root(root)
-    return _run_server(root, args.host, args.port, not args.no_live, args.token)
+    token = args.token
+    if token is None and args.token_file:
+        token = _read_token_file(args.token_file)
+    return _run_server(root, args.host, args.port, not args.no_live, token)
 
 
 def _cmd_demo(args):
@@ -8852,6 +9314,8 @@ def _build_parser():
     p.add_argument("--no-live", action="store_true", help="no live updates (static snapshot)")
     p.add_argument("--token", help="require this token (default: $EXPMAN_TOKEN; one is made "
                                    "up when binding a non-loopback host)")
+    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE (unlike "
+                                                        "--token, not shown by ps)")
 
     p = command("demo", _cmd_demo, "write a few demo runs, then serve the dashboard on them")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
@@ -11627,7 +12091,7 @@ async function loadLog(k, token) {
   const pre = $('#log');
   pre.replaceChildren(); logS.key = k; logS.next = null; logS.chars = 0; $('#log-note').textContent = '';
   try {
-    const j = await api(runPath(k) + '/log?since=-131072');
+    const j = await api(runPath(k) + '/log?tail=131072');
     if (token !== S.detailToken) return;
     const start = j.next - utf8len(j.text || '');
     logS.next = j.next;

@@ -528,3 +528,255 @@ def test_table_cells_and_every_other_string_render_as_text(root, tmp_path):
         thread.join(10)
     assert not dialogs, dialogs
     assert not problems, problems
+
+
+# -- issue 20: links out of every file read, bad numbers, tokens, slowloris --------------------
+
+def _live_linked_run(root, tmp_path, what):
+    """A run holding one more file the server reads, as a link to a secret outside the run:
+    a metrics segment, the media index, or a histogram segment."""
+    outside = tmp_path / "outside-files"
+    outside.mkdir(exist_ok=True)
+    secret = outside / f"{what}.bin"
+    e = expman.Experiment("exp", base_dir=root, run_name=what, capture_git=False)
+    try:
+        e.log_metrics({"x": 1.0}, step=0)
+        e.log_text("note", "fine", step=0)
+        e.log_histogram("h", [1.0, 2.0], step=0, bins=2)
+        assert e.flush()
+    finally:
+        e.close() if what != "segment" else None
+    run = root / "exp" / what
+    if what == "segment":      # live: segments are what the readers read
+        segs = sorted((run / "metrics").iterdir())
+        target = segs[0]
+    elif what == "media":
+        target = run / "media" / "index.jsonl"
+    else:
+        hist = run / "histograms.parquet"
+        target = hist if hist.exists() else sorted((run / "histograms").iterdir())[0]
+    extra = SECRET.encode() if what == "media" else b""   # Parquet files stay readable
+    secret.write_bytes(target.read_bytes() + extra)
+    target.unlink()
+    os.symlink(secret, target)
+    return e
+
+
+@pytest.mark.parametrize("what", ["segment", "media", "histogram"])
+def test_every_run_file_that_links_out_is_refused(root, tmp_path, what):
+    e = _live_linked_run(root, tmp_path, what)
+    srv, thread = start(root)
+    try:
+        base = f"/api/experiments/exp/runs/{what}"
+        for route in ("metrics", "metrics?since=0&max_points=10", "media", "histograms", "log",
+                      "config"):
+            status, _, body = request(srv.url, f"{base}/{route}")
+            assert_refused(status, body, f"{what}: {route}")
+            assert status == 403 and b"link out of the run" in body, (route, body)
+        status, _, body = request(srv.url, f"/api/stream?runs=exp/{what}:0", read=False)
+        assert_refused(status, body, f"{what}: stream")
+    finally:
+        srv.close()
+        thread.join(10)
+        e.close()
+
+
+def test_a_segment_linked_after_the_stream_opened_is_not_streamed(root, tmp_path):
+    """The stream checks what it reads, not only the run at open time."""
+    with expman.Experiment("exp", base_dir=root, run_name="late", capture_git=False) as e:
+        e.log_metrics({"x": 1.0}, step=0)
+    srv, thread = start(root)
+    try:
+        hub = srv.app.config["expman.hub"]
+        path = str(root / "exp" / "late")
+        final = root / "exp" / "late" / "metrics.parquet"
+        (tmp_path / "far.parquet").write_bytes(final.read_bytes())
+        final.unlink()
+        os.symlink(tmp_path / "far.parquet", final)
+        with pytest.raises(expman.InvalidInputError, match="link out"):
+            expman._read_rows(hub.store, path, 0, 1)
+        assert hub.cache.state(path)[0] == 0       # no row count read through the link
+    finally:
+        srv.close()
+        thread.join(10)
+
+
+def test_out_of_range_numbers_and_negative_offsets_are_400(server):
+    base = "/api/experiments/exp/runs/run"
+    for path in (f"{base}/metrics?x_min=1e308&x_max=-1e308", f"{base}/metrics?x_min=1e19",
+                 f"{base}/metrics?x_max=-9.3e18", f"{base}/metrics?since=99999999999999999999",
+                 f"{base}/log?since=-5", f"{base}/log?tail=-5", f"{base}/log?tail=abc",
+                 f"{base}/media?since=-1", f"{base}/histograms?max_steps=1e400",
+                 f"/api/stream?runs=exp/run:-3"):
+        status, _, body = request(server.url, path)
+        assert status == 400 and "error" in json.loads(body), (path, status, body[:200])
+    # the largest steps an int64 holds are still a window
+    status, _, body = request(server.url, f"{base}/metrics?x_min=-9e18&x_max=9e18")
+    assert status == 200 and json.loads(body)["series"]["x"]["value"] == [1.0]
+
+
+def test_wrong_tokens_are_rate_limited_per_client(root):
+    with expman.Experiment("exp", base_dir=root, run_name="r", capture_git=False) as e:
+        e.log_metrics({"x": 1.0})
+    srv, thread = start(root, token="a-long-enough-token-123")
+    try:
+        statuses = [request(srv.url, "/api/health",
+                            headers={"Authorization": f"Bearer guess{i}"})[0] for i in range(40)]
+        assert statuses[:expman.TOKEN_GUESSES] == [401] * expman.TOKEN_GUESSES
+        assert statuses[-1] == 429
+        assert statuses.count(401) <= expman.TOKEN_GUESSES + 2   # +refill during the loop
+        # while limited, even the right token is not compared (a guesser learns nothing)
+        status, headers, body = request(srv.url, "/api/health", headers={
+            "Authorization": "Bearer a-long-enough-token-123"})
+        assert status == 429 and int(headers["retry-after"]) >= 1 and "error" in json.loads(body)
+        # the budget refills: the right token works again after Retry-After
+        assert wait_for(lambda: request(srv.url, "/api/health", headers={
+            "Authorization": "Bearer a-long-enough-token-123"})[0] == 200, timeout=10)
+        # requests with no token at all (a page opened without its URL) are not guesses
+        assert {request(srv.url, "/api/health")[0] for _ in range(30)} == {401}
+    finally:
+        srv.close()
+        thread.join(10)
+
+
+def test_the_token_page_is_never_stored(root):
+    srv, thread = start(root, token="a-long-enough-token-456")
+    try:
+        status, headers, _ = request(srv.url, "/?token=a-long-enough-token-456")
+        assert status == 200 and headers["cache-control"] == "no-store"
+        status, headers, _ = request(srv.url, "/", headers={
+            "Cookie": "expman_token=a-long-enough-token-456"})
+        assert status == 200 and headers["cache-control"] == "no-store"
+    finally:
+        srv.close()
+        thread.join(10)
+
+
+def test_weak_token_warns_and_token_file_keeps_it_out_of_ps(root, tmp_path):
+    weak = Serve(root, "--token", "abc")
+    try:
+        assert weak.token == "abc"
+        line = wait_for(lambda: [l for l in weak.err if "warning" in l], timeout=10)
+        assert len(line) == 1 and "easy to guess" in line[0] and "3 characters" in line[0]
+    finally:
+        weak.stop()
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-0123456789abcdef\n")
+    srv = Serve(root, "--token-file", str(token_file))
+    try:
+        assert srv.token == "from-a-file-0123456789abcdef"
+        with open(f"/proc/{srv.proc.pid}/cmdline", "rb") as fh:
+            assert b"from-a-file" not in fh.read()
+        assert request(srv.base, "/api/health")[0] == 401
+        assert request(srv.base, "/api/health", headers={
+            "Authorization": f"Bearer {srv.token}"})[0] == 200
+        assert not [l for l in srv.err if "warning" in l]
+    finally:
+        srv.stop()
+
+
+def test_an_empty_token_on_all_interfaces_still_gets_a_token(root):
+    srv = Serve(root, "--host", "0.0.0.0", "--token", "")
+    try:
+        assert srv.token and len(srv.token) >= 16          # made up, and in the URL
+        assert request(srv.base, "/api/health")[0] == 401
+        assert request(srv.base, "/api/health", headers={
+            "Authorization": f"Bearer {srv.token}"})[0] == 200
+    finally:
+        srv.stop()
+
+
+def _slow_sockets(url, count, host=None):
+    parts = urllib.parse.urlsplit(url)
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection((host or parts.hostname, parts.port), timeout=10)
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+        socks.append(s)
+    return socks
+
+
+def _closed_by_server(sock):
+    """True once the server closed sock (without waiting: a non-blocking peek)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_slowloris_does_not_lock_anyone_out(root, monkeypatch):
+    """150 sockets that never finish their headers (Waitress's own limit is 100 connections,
+    all that 99 such sockets needed to lock everyone out): the server keeps answering, and
+    closes them once SERVER_REQUEST_SECS have passed."""
+    monkeypatch.setattr(expman, "SERVER_REQUEST_SECS", 1.0)
+    srv, thread = start(root)
+    socks = []
+    try:
+        socks = _slow_sockets(srv.url, 150)
+        for s in socks:
+            s.sendall(b"x")          # a byte now and then keeps Waitress's idle timer happy
+        for _ in range(5):
+            status, _, body = request(srv.url, "/api/health")
+            assert status == 200 and json.loads(body)["status"] == "ok"
+
+        def trickle_until_closed():   # a byte at a time does not buy more time
+            for s in socks:
+                try:
+                    s.send(b"x")
+                except OSError:
+                    pass
+            return all(_closed_by_server(s) for s in socks)
+
+        assert wait_for(trickle_until_closed, timeout=20, interval=0.25,
+                        message="slow sockets closed by the server")
+        assert request(srv.url, "/api/health")[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+        srv.close()
+        thread.join(10)
+
+
+def _own_address():
+    """This machine's address on a non-loopback interface (None without one)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("10.255.255.255", 9))   # no packet is sent for a UDP connect
+        address = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if address.startswith("127.") else address
+
+
+def test_one_remote_client_gets_a_bounded_share_of_connections(root, monkeypatch):
+    address = _own_address()
+    if address is None:
+        pytest.skip("no non-loopback interface to connect from")
+    monkeypatch.setattr(expman, "SERVER_CLIENT_CONNECTIONS", 5)
+    srv, thread = start(root, host=address)
+    socks = []
+    try:
+        socks = _slow_sockets(srv.url, 8, host=address)
+        assert wait_for(lambda: sum(_closed_by_server(s) for s in socks) >= 3, timeout=10)
+        assert sum(not _closed_by_server(s) for s in socks) == 5
+        # loopback clients are not that client: a loopback server still answers them
+        local, local_thread = start(root)
+        try:
+            more = _slow_sockets(local.url, 8)
+            assert request(local.url, "/api/health")[0] == 200
+            assert not any(_closed_by_server(s) for s in more)
+            for s in more:
+                s.close()
+        finally:
+            local.close()
+            local_thread.join(10)
+    finally:
+        for s in socks:
+            s.close()
+        srv.close()
+        thread.join(10)

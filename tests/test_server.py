@@ -82,7 +82,10 @@ def test_health_and_page(client):
     assert health["status"] == "ok" and health["version"] == expman.__version__
     status, headers, body = client.request("/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
-    assert b"<script>" in body and b"http://" not in body.split(b"<script>")[0] or True
+    # one inline script, and every absolute URL in the page is the SVG namespace name (an
+    # identifier, never fetched): nothing is loaded from another host
+    assert body.count(b"<script") == 1 and b"<script>" in body
+    assert set(re.findall(rb"https?://[^\s\"'<>)]+", body)) <= {b"http://www.w3.org/2000/svg"}
     # the page needs nothing from any other host (no CDN)
     assert not re.search(rb"""(src|href)=["']https?://""", body)
     assert headers["X-Content-Type-Options"] == "nosniff"
@@ -154,8 +157,13 @@ def test_log_endpoint(root, client):
     data = client.json("/api/experiments/resnet/runs/r1/log")
     assert "hello <b>world</b>" in data["text"] and data["next"] == data["size"]
     assert client.json(f"/api/experiments/resnet/runs/r1/log?since={data['next']}")["text"] == ""
-    tail = client.json("/api/experiments/resnet/runs/r1/log?since=-6")
-    assert tail["text"] == "</b>\n"[-6:] or tail["text"].endswith("</b>\n")
+    # the end of the log is asked for with tail= (a negative since is a 400, as for metrics)
+    log_bytes = (root / "resnet" / "r1" / "run.log").read_bytes()
+    assert log_bytes.endswith(b"d</b>\n")
+    tail = client.json("/api/experiments/resnet/runs/r1/log?tail=6")
+    assert tail["text"] == "d</b>\n" and tail["next"] == len(log_bytes)
+    for bad in ("since=-6", "tail=0", "tail=-1", "tail=x"):
+        assert client.request(f"/api/experiments/resnet/runs/r1/log?{bad}")[0] == 400, bad
 
 
 # -- artifacts -----------------------------------------------------------------------------
@@ -446,3 +454,153 @@ def test_downsampling_keeps_a_gap_where_values_are_nan(root, client):
     series = client.json("/api/experiments/nan/runs/r/metrics?max_points=200")["series"]["x"]
     assert len(series["step"]) <= 200 and "NaN" in series["value"]
     assert series["value"][-1] == 9999.0 and series["value"][0] == 0.0
+
+
+# -- many and hostile streams (issue 20 items 3 and 16) -------------------------------------
+
+def test_streams_past_the_cap_get_503_and_the_api_stays_up(root):
+    """Each stream holds a worker thread: with threads=16, SERVER_RESERVED_THREADS (8) are
+    kept for the page and API. Without the cap, 16 idle streams took every thread and
+    /api/health hung."""
+    assert expman.SERVER_RESERVED_THREADS == 8
+    make_run(root)
+    server, thread = start_server(root, threads=16)
+    readers = []
+    try:
+        c = Client(server.url)
+        readers = [SSEReader(server.url + "/api/stream?runs=resnet/r1") for _ in range(8)]
+        assert wait_for(lambda: server.app.config["expman.api"].streams == 8)
+        status, headers, body = c.request("/api/stream?runs=resnet/r1")
+        assert status == 503 and headers["Retry-After"] == str(expman.SSE_RETRY_SECS)
+        assert "error" in json.loads(body)
+        for _ in range(5):       # the page and the API still answer, promptly
+            started = time.monotonic()
+            assert c.json("/api/health")["status"] == "ok"
+            assert c.request("/")[0] == 200
+            assert time.monotonic() - started < 5
+        readers.pop().close()    # a slot comes free when a stream ends
+        wait_for(lambda: server.app.config["expman.api"].streams == 7, timeout=10)
+        readers.append(SSEReader(server.url + "/api/stream?runs=resnet/r1"))
+    finally:
+        for r in readers:
+            r.close()
+        server.close()
+        thread.join(5)
+
+
+def test_a_run_named_many_times_in_one_stream_is_sent_once(root, live_server, monkeypatch):
+    monkeypatch.setattr(expman, "SSE_PING_SECS", 0.05)   # a ping about every tick
+    make_run(root, rows=100)
+    reader = SSEReader(live_server.url + "/api/stream?runs=" + ",".join(
+        ["resnet/r1:0"] * 250 + ["resnet/r1"] * 250))
+    try:
+        wait_for(lambda: reader.of("metrics"), timeout=20)
+        assert reader.of("hello")[0]["runs"] == ["resnet/r1"]
+        # five pings (ticks) later still one copy of the rows, not 250
+        pings = reader.comments
+        wait_for(lambda: reader.comments >= pings + 5, timeout=20)
+        sent = sum(len(m["series"]["train/loss"]["step"]) for m in reader.of("metrics"))
+        assert sent == 101 and len(reader.of("metrics")) == 1
+        assert len(reader.of("log")) <= 1
+    finally:
+        reader.close()
+    # 501 distinct names are still too many
+    names = ",".join(f"resnet/r{i}" for i in range(501))
+    assert Client(live_server.url).request("/api/stream?runs=" + names)[0] == 400
+
+
+def test_a_backlog_streams_in_bounded_events(root, live_server):
+    with expman.Experiment("big", base_dir=root, run_name="r", capture_git=False) as e:
+        for i in range(12_345):
+            e.log_metrics({"x": float(i)}, step=i)
+    reader = SSEReader(live_server.url + "/api/stream?runs=big/r:0")
+    try:
+        wait_for(lambda: reader.of("metrics") and
+                 reader.of("metrics")[-1]["next_since"] == 12_345, timeout=30)
+        events = reader.of("metrics")
+        assert all(len(m["series"]["x"]["step"]) <= expman.SSE_EVENT_ROWS for m in events)
+        assert len(events) >= 3
+        steps = [s for m in events for s in m["series"]["x"]["step"]]
+        assert steps == list(range(12_345))                       # all of them, in order
+        assert [m["since"] for m in events[1:]] == [m["next_since"] for m in events[:-1]]
+    finally:
+        reader.close()
+
+
+def test_streams_at_the_same_rows_share_one_event(root, live_server):
+    make_run(root, rows=100)
+    hub = live_server.app.config["expman.hub"]
+    path = str(root / "resnet" / "r1")
+    first, nxt = hub.cache.metrics_event("resnet/r1", path, 10, 60)
+    again, nxt2 = hub.cache.metrics_event("resnet/r1", path, 10, 60)
+    assert again is first and nxt == nxt2 == 60      # encoded once, handed out twice
+    data = json.loads(first.split(b"data: ", 1)[1])
+    assert data["series"]["train/loss"]["step"] == list(range(10, 60))
+    other, _ = hub.cache.metrics_event("resnet/r1", path, 60, 101)
+    assert other is not first
+    assert json.loads(other.split(b"data: ", 1)[1])["next_since"] == 101
+
+
+@pytest.mark.parametrize("since,upto", [(0, 1), (0, 101), (37, 38), (37, 99), (100, 101),
+                                        (5, 5), (0, 500), (95, 405), (299, 300)])
+@pytest.mark.parametrize("live", [False, True])
+def test_read_rows_reads_exactly_the_asked_rows(root, since, upto, live):
+    """The stream's bounded reader against load_metrics, on a closed run (one file) and on a
+    live one (segments, one per flush, with a key that appears later)."""
+    e = expman.Experiment("seg", base_dir=root, run_name="r", capture_git=False)
+    try:
+        for i in range(400):
+            e.log_metrics({"a": float(i)} if i < 150 else {"a": float("nan"), "b": i}, step=i)
+            if i % 50 == 49 and live:
+                assert e.flush()
+        if not live:
+            e.close()
+        run = str(root / "seg" / "r")
+        store, path = expman._open_store(run)
+        if live:
+            assert len(os.listdir(os.path.join(run, "metrics"))) >= 2
+        whole = expman.load_metrics(run)
+        part = expman._read_rows(store, path, since, upto)
+        expected = whole.slice(since, max(0, min(upto, 400) - since))
+        assert part.num_rows == expected.num_rows
+        assert repr(part.to_pylist()) == repr(expected.select(part.column_names).to_pylist())
+    finally:
+        e.close()
+
+
+def _m4_reference(values, max_points):
+    """M4 the slow, obvious way: per run of rows, first, last, first min, first max (NaN
+    skipped) and first NaN."""
+    n = len(values)
+    size = -(-n // max(1, max_points // 4))
+    picks = set()
+    for start in range(0, n, size):
+        seg = values[start:start + size]
+        picks |= {start, start + len(seg) - 1}
+        finite = [v for v in seg if v == v]
+        if finite:
+            picks.add(start + seg.index(min(finite)))
+            picks.add(start + seg.index(max(finite)))
+        nans = [i for i, v in enumerate(seg) if v != v]
+        if nans:
+            picks.add(start + nans[0])
+    return sorted(picks)
+
+
+def test_downsampling_matches_a_plain_python_m4():
+    import random
+    rng = random.Random(20)
+    special = [float("nan"), float("inf"), -float("inf"), 0.5, 1.0, -0.0]
+    for _ in range(150):
+        n = rng.randint(1, 2500)
+        values = [rng.choice(special) if rng.random() < 0.15 else rng.random()
+                  for _ in range(n)]
+        max_points = rng.choice([4, 8, 12, 40, 400, 2000])
+        table = pa.table({"step": pa.array(range(n), pa.int64()),
+                          "timestamp": pa.array(range(n), pa.timestamp("us", tz="UTC")),
+                          "x": pa.array(values, pa.float64())})
+        series, downsampled = expman._series_json(table, ["x"], max_points)
+        expected = (_m4_reference(values, max_points) if n > max_points
+                    else list(range(n)))
+        assert series["x"]["step"] == expected, (n, max_points)
+        assert downsampled == (n > max_points)
