@@ -8271,6 +8271,7 @@ with expman.Experiment("my-experiment") as exp:
           <output id="smoothing-value">0</output>
         </label>
         <label class="switch" title="Logarithmic y axis"><input id="logy" data-testid="logy" type="checkbox"><span class="track"></span>Log y</label>
+        <label class="switch" title="Fit the y axis to the values between the 1st and 99th percentile, so one spike or a diverged run does not flatten the others. Drag along a chart's y axis to zoom y by hand."><input id="clip-outliers" data-testid="clip-outliers" type="checkbox"><span class="track"></span>Ignore outliers</label>
         <label>X axis
           <select id="xaxis" data-testid="xaxis">
             <option value="step">Step</option><option value="wall">Wall time</option>
@@ -8329,7 +8330,7 @@ with expman.Experiment("my-experiment") as exp:
 (function () {
 'use strict';
 
-// --- util
+// --- 13.1 util
 const VERSION = '__EXPMAN_VERSION__';
 const $ = (s, r) => (r || document).querySelector(s);
 const enc = encodeURIComponent;
@@ -8487,7 +8488,7 @@ function assignColors(keys) {
 function colorOf(key) { const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
 const splitKey = k => { const i = k.indexOf('/'); return [k.slice(0, i), k.slice(i + 1)]; };
 
-// --- api
+// --- 13.2 api
 const TOKEN = new URLSearchParams(location.search).get('token');
 function withToken(url) { return TOKEN ? url + (url.indexOf('?') >= 0 ? '&' : '?') + 'token=' + enc(TOKEN) : url; }
 async function api(path, opts) {
@@ -8519,7 +8520,7 @@ function limited(fn) {
   });
 }
 
-// --- banner
+// --- 13.3 banner
 let bannerTimer = 0;
 function showBanner(msg, info) {
   const b = $('#banner');
@@ -8530,446 +8531,1007 @@ function showBanner(msg, info) {
 }
 const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : ''));
 
-// --- charts
-// Canvas line charts; the only code on the page that draws. The rest talks to a chart through
-//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}), appendPoints(id, xs, ys),
-//   removeSeries(id), setXRange([x0, x1] | null), hover(x | null), points(), destroy(),
-//   and callbacks chart.onZoom(x0, x1) / chart.onReset(),
-// plus Charts.configure({smoothing, logy, xFormat, hidden, highlight}) shared by every chart.
+// --- 13.4 charts
+// Canvas charts: the only code on the page that draws (line charts and the histograms' heat
+// maps). The rest of the page talks to a line chart through
+//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}),
+//   appendPoints(id, xs, ys), removeSeries(id), setXRange([x0, x1] | null),
+//   setYRange([y0, y1] | null), hover(x | null), points(), yLabels(), destroy(),
+//   callbacks chart.onZoom(x0, x1) / chart.onYZoom(y0, y1) / chart.onReset(),
+// plus Charts.configure({smoothing, logy, xFormat, hidden, highlight, clipOutliers}) shared by
+// every chart, and Charts.drawHeatmap / Charts.heatmapCell for the histogram panel.
 // Charts draw only while on screen (IntersectionObserver) and at most once per frame.
 const Charts = (function () {
-  const opt = { smoothing: 0, logy: false, xFormat: 'step', hidden: new Set(), highlight: null };
-  const dirty = new Set(), all = new Set();
-  let frame = 0, theme = null, tip = null;
-  const io = window.IntersectionObserver ? new IntersectionObserver(onSeen, { rootMargin: '200px 0px' }) : null;
-  const ro = window.ResizeObserver ? new ResizeObserver(es => { for (const e of es) if (e.target.__chart) request(e.target.__chart); }) : null;
+  const options = { smoothing: 0, logy: false, xFormat: 'step', hidden: new Set(), highlight: null, clipOutliers: false };
+  const dirtyCharts = new Set();
+  const allCharts = new Set();
+  let frameRequest = 0;
+  let theme = null;
+  let tooltip = null;
+  const LABEL_GAP = 13;          // px between two y labels' centres: closer ones are dropped
+  const seenObserver = window.IntersectionObserver ? new IntersectionObserver(onSeen, { rootMargin: '200px 0px' }) : null;
+  const sizeObserver = window.ResizeObserver ? new ResizeObserver(onResized) : null;
 
-  function onSeen(entries) {
-    for (const en of entries) {
-      const c = en.target.__chart; if (!c) continue;
-      c.visible = en.isIntersecting;
-      if (c.visible) { if (c.stale) request(c); } else release(c);
+  function onResized(entries) {
+    for (const entry of entries) {
+      if (entry.target.__chart) request(entry.target.__chart);
     }
   }
-  function request(c) { c.stale = true; if (!c.visible || !c.alive) return; dirty.add(c); if (!frame) frame = requestAnimationFrame(flush); }
-  function flush() { frame = 0; const list = Array.from(dirty); dirty.clear(); for (const c of list) if (c.alive && c.visible) c.draw(); }
+  function onSeen(entries) {
+    for (const entry of entries) {
+      const chart = entry.target.__chart;
+      if (!chart) continue;
+      chart.visible = entry.isIntersecting;
+      if (!chart.visible) release(chart);
+      else if (chart.stale) request(chart);
+    }
+  }
+  function request(chart) {
+    chart.stale = true;
+    if (!chart.visible || !chart.alive) return;
+    dirtyCharts.add(chart);
+    if (!frameRequest) frameRequest = requestAnimationFrame(flush);
+  }
+  function flush() {
+    frameRequest = 0;
+    const list = Array.from(dirtyCharts);
+    dirtyCharts.clear();
+    for (const chart of list) {
+      if (chart.alive && chart.visible) chart.draw();
+    }
+  }
   // Off-screen charts give their pixels back, so hundreds of charts cost only what is visible.
-  function release(c) { if (c.canvas.width) { c.canvas.width = 0; c.canvas.height = 0; c.stale = true; } }
+  function release(chart) {
+    if (!chart.canvas.width) return;
+    chart.canvas.width = 0;
+    chart.canvas.height = 0;
+    chart.stale = true;
+  }
   function getTheme() {
     if (!theme) {
-      const cs = getComputedStyle(document.documentElement), v = n => cs.getPropertyValue(n).trim();
-      theme = { grid: v('--chart-grid'), axis: v('--chart-axis'), text: v('--chart-text'), cross: v('--chart-cross'),
-        zoom: v('--chart-zoom'), bg: v('--panel'), font: '11px ' + getComputedStyle(document.body).fontFamily };
+      const style = getComputedStyle(document.documentElement);
+      const cssVar = name => style.getPropertyValue(name).trim();
+      theme = {
+        grid: cssVar('--chart-grid'), axis: cssVar('--chart-axis'), text: cssVar('--chart-text'),
+        cross: cssVar('--chart-cross'), zoom: cssVar('--chart-zoom'), bg: cssVar('--panel'),
+        font: '11px ' + getComputedStyle(document.body).fontFamily
+      };
     }
     return theme;
   }
-  function fit(cv, W, H, dpr) { const w = Math.round(W * dpr), hh = Math.round(H * dpr); if (cv.width !== w || cv.height !== hh) { cv.width = w; cv.height = hh; } }
+  function fitCanvas(canvas, width, height, dpr) {
+    const pixelWidth = Math.round(width * dpr);
+    const pixelHeight = Math.round(height * dpr);
+    if (canvas.width !== pixelWidth || canvas.height !== pixelHeight) {
+      canvas.width = pixelWidth;
+      canvas.height = pixelHeight;
+    }
+  }
+  const isFiniteNumber = value => value > -Infinity && value < Infinity;
 
   // scales and ticks
-  function niceStep(span, n) {
+  function niceStep(span, count) {
     if (!(span > 0)) return 1;
-    const raw = span / Math.max(1, n), p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
-    return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * p;
+    const raw = span / Math.max(1, count);
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const fraction = raw / power;
+    return (fraction < 1.5 ? 1 : fraction < 3 ? 2 : fraction < 7 ? 5 : 10) * power;
   }
-  function linTicks(a, b, n, minStep) {
-    let s = niceStep(b - a, n); if (minStep && s < minStep) s = minStep;
-    const out = [], i0 = Math.ceil(a / s - 1e-9), i1 = Math.floor(b / s + 1e-9);
-    for (let i = i0; i <= i1 && out.length < 60; i++) out.push(i * s);
-    return { ticks: out, step: s };
+  function linTicks(low, high, count, minStep) {
+    let step = niceStep(high - low, count);
+    if (minStep && step < minStep) step = minStep;
+    const ticks = [];
+    const first = Math.ceil(low / step - 1e-9);
+    const last = Math.floor(high / step + 1e-9);
+    for (let i = first; i <= last && ticks.length < 60; i++) ticks.push(i * step);
+    return { ticks: ticks, step: step };
   }
-  const TSTEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800, 2592000, 31536000];
-  function timeTicks(a, b, n, wall) {
-    if (b - a < 4) return linTicks(a, b, n);
-    const want = (b - a) / Math.max(1, n);
-    let s = TSTEPS[TSTEPS.length - 1];
-    for (const t of TSTEPS) if (t >= want) { s = t; break; }
-    const off = wall && s >= 3600 ? -new Date(a * 1000).getTimezoneOffset() * 60 : 0;
-    const out = [];
-    for (let v = Math.ceil((a + off) / s) * s - off; v <= b + 1e-9 && out.length < 60; v += s) out.push(v);
-    return { ticks: out, step: s };
-  }
-  function logTicks(a, b, n) {
-    const lo = Math.floor(a), hi = Math.ceil(b), dec = hi - lo, every = Math.max(1, Math.ceil(dec / Math.max(1, n)));
-    const out = [];
-    for (let k = lo; k <= hi; k += every) {
-      for (const m of (dec <= 2 && every === 1 ? [1, 2, 5] : [1])) {
-        const l = k + Math.log10(m);
-        if (l >= a - 1e-9 && l <= b + 1e-9) out.push(m * Math.pow(10, k));
+  const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+    86400, 172800, 604800, 2592000, 31536000];
+  function timeTicks(low, high, count, wallClock) {
+    if (high - low < 4) return linTicks(low, high, count);
+    const wanted = (high - low) / Math.max(1, count);
+    let step = TIME_STEPS[TIME_STEPS.length - 1];
+    for (const candidate of TIME_STEPS) {
+      if (candidate >= wanted) {
+        step = candidate;
+        break;
       }
     }
-    if (out.length < 3) {
-      const t = linTicks(Math.pow(10, a), Math.pow(10, b), n);
-      return { ticks: t.ticks.filter(v => v > 0), step: t.step, lin: true };
+    // hour and day ticks fall on local midnight and whole local hours
+    const offset = wallClock && step >= 3600 ? -new Date(low * 1000).getTimezoneOffset() * 60 : 0;
+    const ticks = [];
+    for (let value = Math.ceil((low + offset) / step) * step - offset; value <= high + 1e-9 && ticks.length < 60; value += step) {
+      ticks.push(value);
     }
-    return { ticks: out, step: 0 };
+    return { ticks: ticks, step: step };
   }
-  function fmtTickY(v, t) {
-    if (v === 0) return '0';
-    const a = Math.abs(v);
-    if (a >= 1e5 || a < 1e-4) return Number(v.toPrecision(3)).toExponential().replace('e+', 'e');
-    if (!t.step) return String(Number(v.toPrecision(3)));
-    const d = Math.max(0, Math.min(10, -Math.floor(Math.log10(t.step) + 1e-9)));
-    return v.toFixed(d);
+  // Ticks of a log axis whose ends are lowLog..highLog (log10 of the values), plotHeight px tall:
+  // every decade gets a grid line, 2..9 times a decade a fainter one, and labels go where they
+  // fit (1 / 2 / 5 per decade when decades are tall, every n-th decade when they are short).
+  // Under one decade the labels are the linear ticks of the value range.
+  function logTicks(lowLog, highLog, plotHeight) {
+    const firstDecade = Math.floor(lowLog);
+    const lastDecade = Math.ceil(highLog);
+    const decadePx = plotHeight / Math.max(1e-9, highLog - lowLog);
+    const inside = value => {
+      const log = Math.log10(value);
+      return log >= lowLog - 1e-9 && log <= highLog + 1e-9;
+    };
+    const labelled = decadePx >= 110 ? [1, 2, 5] : [1];
+    const labelEvery = Math.max(1, Math.ceil(LABEL_GAP * 1.6 / decadePx));
+    const major = [];
+    const minor = [];
+    for (let decade = firstDecade; decade <= lastDecade; decade++) {
+      for (let multiple = 1; multiple <= 9; multiple++) {
+        const value = multiple * Math.pow(10, decade);
+        if (!inside(value)) continue;
+        const isLabel = labelled.indexOf(multiple) >= 0 && (multiple > 1 || decade % labelEvery === 0);
+        if (isLabel) major.push(value);
+        else if (multiple === 1 || decadePx >= 24) minor.push(value);
+      }
+    }
+    if (major.length < 2) {
+      const linear = linTicks(Math.pow(10, lowLog), Math.pow(10, highLog), plotHeight / 34);
+      return { ticks: linear.ticks.filter(value => value > 0), step: linear.step, minor: minor };
+    }
+    return { ticks: major, step: 0, minor: minor };
   }
-  function compact(v) {
-    const a = Math.abs(v), t = x => String(Number(x.toPrecision(3)));
-    if (a >= 1e9) return t(v / 1e9) + 'B';
-    if (a >= 1e6) return t(v / 1e6) + 'M';
-    if (a >= 1e4) return t(v / 1e3) + 'k';
-    return String(Math.round(v * 1000) / 1000);
+  function fmtTickY(value, ticks) {
+    if (value === 0) return '0';
+    const magnitude = Math.abs(value);
+    if (magnitude >= 1e5 || magnitude < 1e-4) return Number(value.toPrecision(3)).toExponential().replace('e+', 'e');
+    if (!ticks.step) return String(Number(value.toPrecision(3)));
+    const decimals = Math.max(0, Math.min(10, -Math.floor(Math.log10(ticks.step) + 1e-9)));
+    return value.toFixed(decimals);
   }
-  function fmtTickX(v, step) {
-    if (opt.xFormat === 'step') return compact(v);
-    if (step < 1) return (opt.xFormat === 'relative' ? v : v % 60).toFixed(Math.min(6, Math.max(1, -Math.floor(Math.log10(step) + 1e-9)))) + 's';
-    if (opt.xFormat === 'relative') return fmtDur(v);
-    const d = new Date(v * 1000);
-    if (step >= 86400) return MON[d.getMonth()] + ' ' + d.getDate();
-    return fmtClock(d, step < 60);
+  function compact(value) {
+    const magnitude = Math.abs(value);
+    const short = number => String(Number(number.toPrecision(3)));
+    if (magnitude >= 1e9) return short(value / 1e9) + 'B';
+    if (magnitude >= 1e6) return short(value / 1e6) + 'M';
+    if (magnitude >= 1e4) return short(value / 1e3) + 'k';
+    return String(Math.round(value * 1000) / 1000);
   }
-  function fmtX(v) {
-    if (opt.xFormat === 'step') return 'Step ' + (Number.isInteger(v) ? v.toLocaleString('en-US') : fmtNum(v));
-    if (opt.xFormat === 'relative') return (Math.abs(v) < 10 ? fmtNum(Number(v.toPrecision(3))) + 's' : fmtDur(v)) + ' after start';
-    const d = new Date(v * 1000);
-    return MON[d.getMonth()] + ' ' + d.getDate() + ', ' + fmtClock(d, true);
+  function fmtTickX(value, step) {
+    if (options.xFormat === 'step') return compact(value);
+    if (step < 1) {
+      const decimals = Math.min(6, Math.max(1, -Math.floor(Math.log10(step) + 1e-9)));
+      return (options.xFormat === 'relative' ? value : value % 60).toFixed(decimals) + 's';
+    }
+    if (options.xFormat === 'relative') return fmtDur(value);
+    const date = new Date(value * 1000);
+    if (step >= 86400) return MON[date.getMonth()] + ' ' + date.getDate();
+    return fmtClock(date, step < 60);
+  }
+  function fmtX(value) {
+    if (options.xFormat === 'step') return 'Step ' + (Number.isInteger(value) ? value.toLocaleString('en-US') : fmtNum(value));
+    if (options.xFormat === 'relative') {
+      return (Math.abs(value) < 10 ? fmtNum(Number(value.toPrecision(3))) + 's' : fmtDur(value)) + ' after start';
+    }
+    const date = new Date(value * 1000);
+    return MON[date.getMonth()] + ' ' + date.getDate() + ', ' + fmtClock(date, true);
   }
 
   // series helpers
-  function isSorted(x, from) { for (let i = Math.max(1, from); i < x.length; i++) if (!(x[i] >= x[i - 1])) return false; return true; }
+  function isSorted(xs, from) {
+    for (let i = Math.max(1, from); i < xs.length; i++) {
+      if (!(xs[i] >= xs[i - 1])) return false;
+    }
+    return true;
+  }
   // EMA with TensorBoard's debiasing, so the first points are not dragged towards zero.
-  function smoothFrom(s, i0) {
-    const w = opt.smoothing;
-    if (i0 === 0 || s.smW !== w) { i0 = 0; s.ema = 0; s.emaN = 0; s.sm.length = 0; }
-    for (let i = i0; i < s.y.length; i++) {
-      const v = s.y[i];
-      if (!(v > -Infinity && v < Infinity)) { s.sm[i] = v; continue; }
-      s.ema = s.ema * w + (1 - w) * v; s.emaN++;
-      s.sm[i] = w ? s.ema / (1 - Math.pow(w, s.emaN)) : v;
+  function smoothFrom(series, startIndex) {
+    const weight = options.smoothing;
+    if (startIndex === 0 || series.smoothWeight !== weight) {
+      startIndex = 0;
+      series.ema = 0;
+      series.emaCount = 0;
+      series.smoothed.length = 0;
     }
-    s.smW = w;
-  }
-  function ensureSmooth(s) { if (s.smW !== opt.smoothing || s.sm.length !== s.y.length) smoothFrom(s, 0); }
-  function span(s, x0, x1) {
-    if (!s.sorted) return [0, s.x.length];
-    return [Math.max(0, lowerBound(s.x, x0) - 1), Math.min(s.x.length, lowerBound(s.x, x1) + 1)];
-  }
-  function nearest(s, x) {
-    const n = s.x.length; if (!n) return -1;
-    if (s.sorted) {
-      const i = lowerBound(s.x, x);
-      if (i <= 0) return 0; if (i >= n) return n - 1;
-      return x - s.x[i - 1] <= s.x[i] - x ? i - 1 : i;
+    for (let i = startIndex; i < series.y.length; i++) {
+      const value = series.y[i];
+      if (!isFiniteNumber(value)) {
+        series.smoothed[i] = value;
+        continue;
+      }
+      series.ema = series.ema * weight + (1 - weight) * value;
+      series.emaCount++;
+      series.smoothed[i] = weight ? series.ema / (1 - Math.pow(weight, series.emaCount)) : value;
     }
-    let b = -1, bd = Infinity;
-    for (let i = 0; i < n; i++) { const d = Math.abs(s.x[i] - x); if (d < bd) { bd = d; b = i; } }
-    return b;
+    series.smoothWeight = weight;
   }
+  function ensureSmooth(series) {
+    if (series.smoothWeight !== options.smoothing || series.smoothed.length !== series.y.length) smoothFrom(series, 0);
+  }
+  // [first, end) indexes of a series' points that can show between x0 and x1 (one either side)
+  function indexRange(series, x0, x1) {
+    if (!series.sorted) return [0, series.x.length];
+    return [Math.max(0, lowerBound(series.x, x0) - 1), Math.min(series.x.length, lowerBound(series.x, x1) + 1)];
+  }
+  function nearestIndex(series, x) {
+    const count = series.x.length;
+    if (!count) return -1;
+    if (series.sorted) {
+      const i = lowerBound(series.x, x);
+      if (i <= 0) return 0;
+      if (i >= count) return count - 1;
+      return x - series.x[i - 1] <= series.x[i] - x ? i - 1 : i;
+    }
+    let best = -1;
+    let bestDistance = Infinity;
+    for (let i = 0; i < count; i++) {
+      const distance = Math.abs(series.x[i] - x);
+      if (distance < bestDistance) {
+        bestDistance = distance;
+        best = i;
+      }
+    }
+    return best;
+  }
+  // The value at a fraction of the sorted values (clipOutliers: the 1st and 99th percentiles).
+  function quantile(sorted, fraction) {
+    const position = (sorted.length - 1) * fraction;
+    const below = Math.floor(position);
+    const above = Math.min(sorted.length - 1, below + 1);
+    return sorted[below] + (sorted[above] - sorted[below]) * (position - below);
+  }
+
   // One polyline per run; non-finite values (and values <= 0 on a log axis) break it into
   // gaps. Dense series are folded into min/max per pixel column, so cost follows width.
-  function trace(ctx, s, ys, r, sx, sy, logy, pw, alpha, width) {
-    const xs = s.x, i0 = r[0], i1 = r[1], n = i1 - i0, dense = n > pw * 2.5, sparse = n < pw / 10;
-    const lo = logy ? 0 : -Infinity;
-    ctx.globalAlpha = alpha; ctx.strokeStyle = s.color; ctx.fillStyle = s.color;
-    ctx.lineWidth = width; ctx.lineJoin = 'round'; ctx.lineCap = 'round';
+  function trace(ctx, series, ys, range, scale, alpha, width) {
+    const xs = series.x;
+    const first = range[0];
+    const end = range[1];
+    const count = end - first;
+    const dense = count > scale.plotWidth * 2.5;
+    const sparse = count < scale.plotWidth / 10;
+    const floor = scale.logy ? 0 : -Infinity;
+    ctx.globalAlpha = alpha;
+    ctx.strokeStyle = series.color;
+    ctx.fillStyle = series.color;
+    ctx.lineWidth = width;
+    ctx.lineJoin = 'round';
+    ctx.lineCap = 'round';
     ctx.beginPath();
-    let pen = false, run = 0, lx = 0, ly = 0, col = null, cf = 0, cmin = 0, cmax = 0, cl = 0;
+    let penDown = false;
+    let runLength = 0;
+    let lastX = 0;
+    let lastY = 0;
+    const column = { x: null, first: 0, min: 0, max: 0, last: 0 };
     const dots = [];
-    const flushCol = () => {
-      if (col === null) return;
-      const x = col + 0.5;
-      if (pen) ctx.lineTo(x, cf); else { ctx.moveTo(x, cf); pen = true; }
-      if (cmin < cf) ctx.lineTo(x, cmin);
-      if (cmax > cmin) ctx.lineTo(x, cmax);
-      ctx.lineTo(x, cl); col = null;
-    };
-    for (let i = i0; i < i1; i++) {
-      const v = ys[i], xv = xs[i];
-      if (!(v > lo && v < Infinity) || !(xv > -Infinity && xv < Infinity)) {
-        if (dense) flushCol();
-        if (run === 1 && !sparse) dots.push(lx, ly);
-        pen = false; run = 0; continue;
+    const flushColumn = () => {
+      if (column.x === null) return;
+      const px = column.x + 0.5;
+      if (penDown) ctx.lineTo(px, column.first);
+      else {
+        ctx.moveTo(px, column.first);
+        penDown = true;
       }
-      const px = sx(xv), py = Math.max(-1e5, Math.min(1e5, sy(v)));
+      if (column.min < column.first) ctx.lineTo(px, column.min);
+      if (column.max > column.min) ctx.lineTo(px, column.max);
+      ctx.lineTo(px, column.last);
+      column.x = null;
+    };
+    for (let i = first; i < end; i++) {
+      const value = ys[i];
+      const xValue = xs[i];
+      if (!(value > floor && value < Infinity) || !isFiniteNumber(xValue)) {
+        if (dense) flushColumn();
+        if (runLength === 1 && !sparse) dots.push(lastX, lastY);
+        penDown = false;
+        runLength = 0;
+        continue;
+      }
+      const px = scale.toX(xValue);
+      const py = Math.max(-1e5, Math.min(1e5, scale.toY(value)));
       if (dense) {
-        const c = Math.floor(px);
-        if (c !== col) { flushCol(); col = c; cf = cmin = cmax = cl = py; }
-        else { if (py < cmin) cmin = py; if (py > cmax) cmax = py; cl = py; }
-      } else if (pen) ctx.lineTo(px, py);
-      else { ctx.moveTo(px, py); pen = true; }
-      run++; lx = px; ly = py;
+        const pixelColumn = Math.floor(px);
+        if (pixelColumn !== column.x) {
+          flushColumn();
+          column.x = pixelColumn;
+          column.first = py;
+          column.min = py;
+          column.max = py;
+          column.last = py;
+        } else {
+          column.min = Math.min(column.min, py);
+          column.max = Math.max(column.max, py);
+          column.last = py;
+        }
+      } else if (penDown) ctx.lineTo(px, py);
+      else {
+        ctx.moveTo(px, py);
+        penDown = true;
+      }
+      runLength++;
+      lastX = px;
+      lastY = py;
       if (sparse) dots.push(px, py);
     }
-    if (dense) flushCol();
-    if (run === 1 && !sparse) dots.push(lx, ly);
+    if (dense) flushColumn();
+    if (runLength === 1 && !sparse) dots.push(lastX, lastY);
     ctx.stroke();
     if (dots.length) {
-      const rr = width * 0.9 + 0.6;
+      const radius = width * 0.9 + 0.6;
       ctx.beginPath();
-      for (let i = 0; i < dots.length; i += 2) { ctx.moveTo(dots[i] + rr, dots[i + 1]); ctx.arc(dots[i], dots[i + 1], rr, 0, Math.PI * 2); }
+      for (let i = 0; i < dots.length; i += 2) {
+        ctx.moveTo(dots[i] + radius, dots[i + 1]);
+        ctx.arc(dots[i], dots[i + 1], radius, 0, Math.PI * 2);
+      }
       ctx.fill();
     }
     ctx.globalAlpha = 1;
   }
 
-  // The min/max band of an aggregated series, filled under its line (gaps where values are not finite).
-  function band(ctx, s, r, sx, sy, logy, alpha) {
-    const lo = logy ? 0 : -Infinity, ok = i => s.lo[i] > lo && s.hi[i] < Infinity && s.x[i] > -Infinity && s.x[i] < Infinity;
-    ctx.globalAlpha = alpha; ctx.fillStyle = s.color;
-    let i = r[0];
-    while (i < r[1]) {
-      while (i < r[1] && !ok(i)) i++;
-      const a = i; while (i < r[1] && ok(i)) i++;
-      if (i - a < 2) continue;
-      ctx.beginPath(); ctx.moveTo(sx(s.x[a]), sy(s.hi[a]));
-      for (let j = a + 1; j < i; j++) ctx.lineTo(sx(s.x[j]), sy(s.hi[j]));
-      for (let j = i - 1; j >= a; j--) ctx.lineTo(sx(s.x[j]), sy(s.lo[j]));
-      ctx.closePath(); ctx.fill();
+  // The min/max band of an aggregated series, filled under its line and outlined at its
+  // edges so it reads on both themes (gaps where values are not finite).
+  function band(ctx, series, range, scale, alpha) {
+    const floor = scale.logy ? 0 : -Infinity;
+    const usable = i => series.lo[i] > floor && series.hi[i] < Infinity && isFiniteNumber(series.x[i]);
+    ctx.fillStyle = series.color;
+    ctx.strokeStyle = series.color;
+    ctx.lineWidth = 1;
+    let i = range[0];
+    while (i < range[1]) {
+      while (i < range[1] && !usable(i)) i++;
+      const start = i;
+      while (i < range[1] && usable(i)) i++;
+      if (i - start < 2) continue;
+      ctx.beginPath();
+      ctx.moveTo(scale.toX(series.x[start]), scale.toY(series.hi[start]));
+      for (let j = start + 1; j < i; j++) ctx.lineTo(scale.toX(series.x[j]), scale.toY(series.hi[j]));
+      for (let j = i - 1; j >= start; j--) ctx.lineTo(scale.toX(series.x[j]), scale.toY(series.lo[j]));
+      ctx.closePath();
+      ctx.globalAlpha = alpha;
+      ctx.fill();
+      ctx.globalAlpha = Math.min(1, alpha * 2.2);
+      ctx.stroke();
     }
     ctx.globalAlpha = 1;
   }
-  function showTip(hits, cx, cy) {
-    if (!tip) { tip = h('div', { class: 'chart-tip', role: 'tooltip', 'data-testid': 'chart-tooltip' }); tip.hidden = true; document.body.appendChild(tip); }
-    if (!hits || !hits.length) { tip.hidden = true; return; }
-    const rows = hits.slice().sort((p, q) => {
-      const a = p.shown, b = q.shown, fa = a > -Infinity && a < Infinity, fb = b > -Infinity && b < Infinity;
-      return fa && fb ? b - a : fa ? -1 : fb ? 1 : 0;
+  function showTip(hits, clientX, clientY) {
+    if (!tooltip) {
+      tooltip = h('div', { class: 'chart-tip', role: 'tooltip', 'data-testid': 'chart-tooltip' });
+      tooltip.hidden = true;
+      document.body.appendChild(tooltip);
+    }
+    if (!hits || !hits.length) {
+      tooltip.hidden = true;
+      return;
+    }
+    const rows = hits.slice().sort((left, right) => {
+      const leftOk = isFiniteNumber(left.shown);
+      const rightOk = isFiniteNumber(right.shown);
+      if (leftOk && rightOk) return right.shown - left.shown;
+      return leftOk ? -1 : rightOk ? 1 : 0;
     });
     const kids = [h('div', { class: 'tip-x', text: fmtX(hits.x) })];
-    for (const p of rows.slice(0, 24)) {
-      kids.push(h('div', { class: 'tip-row' }, h('i', { style: 'background:' + p.color }), h('span', { class: 'tip-name', text: p.label }),
-        h('b', { text: fmtNum(p.shown) }), opt.smoothing > 0 ? h('small', { text: fmtNum(p.raw), title: 'raw' }) : null));
+    for (const hit of rows.slice(0, 24)) {
+      kids.push(h('div', { class: 'tip-row' }, h('i', { style: 'background:' + hit.color }), h('span', { class: 'tip-name', text: hit.label }),
+        h('b', { text: fmtNum(hit.shown) }), options.smoothing > 0 ? h('small', { text: fmtNum(hit.raw), title: 'raw' }) : null));
     }
     if (rows.length > 24) kids.push(h('div', { class: 'tip-x', text: '+' + (rows.length - 24) + ' more' }));
-    tip.replaceChildren.apply(tip, kids);
-    tip.hidden = false;
-    const r = tip.getBoundingClientRect();
-    let x = cx + 16, y = cy + 14;
-    if (x + r.width > innerWidth - 8) x = cx - r.width - 16;
-    if (y + r.height > innerHeight - 8) y = Math.max(8, innerHeight - r.height - 8);
-    tip.style.transform = 'translate(' + Math.round(x) + 'px,' + Math.round(y) + 'px)';
+    tooltip.replaceChildren.apply(tooltip, kids);
+    tooltip.hidden = false;
+    const box = tooltip.getBoundingClientRect();
+    let left = clientX + 16;
+    let top = clientY + 14;
+    if (left + box.width > innerWidth - 8) left = clientX - box.width - 16;
+    if (top + box.height > innerHeight - 8) top = Math.max(8, innerHeight - box.height - 8);
+    tooltip.style.transform = 'translate(' + Math.round(left) + 'px,' + Math.round(top) + 'px)';
   }
 
   function Chart(canvas) {
-    this.canvas = canvas; this.wrap = canvas.parentNode;
-    this.overlay = document.createElement('canvas'); this.overlay.className = 'chart-overlay';
+    this.canvas = canvas;
+    this.wrap = canvas.parentNode;
+    this.overlay = document.createElement('canvas');
+    this.overlay.className = 'chart-overlay';
     this.wrap.appendChild(this.overlay);
-    this.series = new Map(); this.xRange = null; this.L = null;
-    this.visible = !io; this.stale = true; this.alive = true;
-    this.hoverPx = null; this.drag = null; this.onZoom = null; this.onReset = null; this.emptyText = 'No data';
+    this.series = new Map();
+    this.xRange = null;
+    this.yRange = null;
+    this.layout = null;
+    this.shownLabels = [];
+    this.visible = !seenObserver;
+    this.stale = true;
+    this.alive = true;
+    this.hoverPx = null;
+    this.drag = null;
+    this.onZoom = null;
+    this.onYZoom = null;
+    this.onReset = null;
+    this.emptyText = 'No data';
     this.wrap.__chart = this;
     this.bind();
-    if (io) io.observe(this.wrap);
-    if (ro) ro.observe(this.wrap);
-    all.add(this); request(this);
+    if (seenObserver) seenObserver.observe(this.wrap);
+    if (sizeObserver) sizeObserver.observe(this.wrap);
+    allCharts.add(this);
+    request(this);
   }
-  Chart.prototype.setSeries = function (id, d) {
-    const s = { id: id, label: d.label || id, color: d.color || '#888', x: Array.from(d.x), y: Array.from(d.y), sm: [], smW: -1, ema: 0, emaN: 0,
-      lo: d.lo ? Array.from(d.lo) : null, hi: d.hi ? Array.from(d.hi) : null };   // lo/hi: a shaded band around the line
-    s.sorted = isSorted(s.x, 0);
-    this.series.set(id, s); request(this);
+  Chart.prototype.setSeries = function (id, spec) {
+    const series = {
+      id: id, label: spec.label || id, color: spec.color || '#888', x: Array.from(spec.x), y: Array.from(spec.y),
+      smoothed: [], smoothWeight: -1, ema: 0, emaCount: 0,
+      lo: spec.lo ? Array.from(spec.lo) : null,      // lo/hi: a shaded band around the line
+      hi: spec.hi ? Array.from(spec.hi) : null
+    };
+    series.sorted = isSorted(series.x, 0);
+    this.series.set(id, series);
+    request(this);
   };
   Chart.prototype.appendPoints = function (id, xs, ys) {
-    const s = this.series.get(id); if (!s || !xs.length) return;
-    const n0 = s.x.length;
-    for (let i = 0; i < xs.length; i++) { s.x.push(xs[i]); s.y.push(ys[i]); }
-    if (s.sorted) s.sorted = isSorted(s.x, n0);
-    if (s.smW === opt.smoothing && s.sm.length === n0) smoothFrom(s, n0);
+    const series = this.series.get(id);
+    if (!series || !xs.length) return;
+    const before = series.x.length;
+    for (let i = 0; i < xs.length; i++) {
+      series.x.push(xs[i]);
+      series.y.push(ys[i]);
+    }
+    if (series.sorted) series.sorted = isSorted(series.x, before);
+    if (series.smoothWeight === options.smoothing && series.smoothed.length === before) smoothFrom(series, before);
     request(this);
   };
-  Chart.prototype.removeSeries = function (id) { if (this.series.delete(id)) request(this); };
-  Chart.prototype.setXRange = function (r) {
-    this.xRange = r && r[1] > r[0] ? [r[0], r[1]] : null;
+  Chart.prototype.removeSeries = function (id) {
+    if (this.series.delete(id)) request(this);
+  };
+  Chart.prototype.setXRange = function (range) {
+    this.xRange = range && range[1] > range[0] ? [range[0], range[1]] : null;
     request(this);
   };
-  Chart.prototype.points = function () { const o = {}; for (const [id, s] of this.series) o[id] = s.x.length; return o; };
+  Chart.prototype.setYRange = function (range) {
+    this.yRange = range && range[1] > range[0] ? [range[0], range[1]] : null;
+    request(this);
+  };
+  Chart.prototype.points = function () {
+    const counts = {};
+    for (const [id, series] of this.series) counts[id] = series.x.length;
+    return counts;
+  };
+  // The y labels as last drawn: [{text, y}] (y in CSS px from the canvas top).
+  Chart.prototype.yLabels = function () {
+    return this.shownLabels.slice();
+  };
   Chart.prototype.destroy = function () {
-    this.alive = false; dirty.delete(this); all.delete(this);
-    if (io) io.unobserve(this.wrap); if (ro) ro.unobserve(this.wrap);
-    this.wrap.__chart = null; this.series.clear();
+    this.alive = false;
+    dirtyCharts.delete(this);
+    allCharts.delete(this);
+    if (seenObserver) seenObserver.unobserve(this.wrap);
+    if (sizeObserver) sizeObserver.unobserve(this.wrap);
+    this.wrap.__chart = null;
+    this.series.clear();
     if (this.hoverPx !== null) showTip(null);
   };
-  Chart.prototype.message = function (ctx, W, H, text) {
-    const T = getTheme();
-    ctx.fillStyle = T.text; ctx.textAlign = 'center'; ctx.textBaseline = 'middle'; ctx.font = T.font;
-    ctx.fillText(text, W / 2, H / 2);
+  Chart.prototype.message = function (ctx, width, height, text) {
+    const colours = getTheme();
+    ctx.fillStyle = colours.text;
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'middle';
+    ctx.font = colours.font;
+    ctx.fillText(text, width / 2, height / 2);
+  };
+  // x extent of the shown series (or the zoomed range)
+  Chart.prototype.xExtent = function (list) {
+    if (this.xRange) return [this.xRange[0], this.xRange[1]];
+    let x0 = Infinity;
+    let x1 = -Infinity;
+    for (const series of list) {
+      const count = series.x.length;
+      if (series.sorted) {
+        x0 = Math.min(x0, series.x[0]);
+        x1 = Math.max(x1, series.x[count - 1]);
+        continue;
+      }
+      for (let i = 0; i < count; i++) {
+        x0 = Math.min(x0, series.x[i]);
+        x1 = Math.max(x1, series.x[i]);
+      }
+    }
+    return [x0, x1];
+  };
+  // y extent of what shows between x0 and x1: all of it, or without the top and bottom 1 %
+  // of values when clipOutliers is on (one spike or a diverged run no longer flattens the rest).
+  Chart.prototype.yExtent = function (list, ranges, x0, x1) {
+    const floor = options.logy ? 0 : -Infinity;
+    const values = [];
+    for (const series of list) {
+      const range = ranges.get(series);
+      for (let i = range[0]; i < range[1]; i++) {
+        const xValue = series.x[i];
+        if (!(xValue >= x0 && xValue <= x1)) continue;
+        const value = series.y[i];
+        if (value > floor && value < Infinity) values.push(value);
+        if (series.lo && series.lo[i] > floor && series.lo[i] < Infinity) values.push(series.lo[i]);
+        if (series.hi && series.hi[i] > floor && series.hi[i] < Infinity) values.push(series.hi[i]);
+      }
+    }
+    if (!values.length) return null;
+    if (options.clipOutliers && values.length >= 20) {
+      const sorted = Float64Array.from(values).sort();
+      return [quantile(sorted, 0.01), quantile(sorted, 0.99)];
+    }
+    let y0 = Infinity;
+    let y1 = -Infinity;
+    for (const value of values) {
+      if (value < y0) y0 = value;
+      if (value > y1) y1 = value;
+    }
+    return [y0, y1];
   };
   Chart.prototype.draw = function () {
     this.stale = false;
-    const T = getTheme(), W = this.wrap.clientWidth, H = this.wrap.clientHeight;
-    if (W < 20 || H < 20) return;
+    const colours = getTheme();
+    const width = this.wrap.clientWidth;
+    const height = this.wrap.clientHeight;
+    if (width < 20 || height < 20) return;
     const dpr = window.devicePixelRatio || 1;
-    fit(this.canvas, W, H, dpr);
+    fitCanvas(this.canvas, width, height, dpr);
     const ctx = this.canvas.getContext('2d');
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, W, H);
-    ctx.font = T.font; ctx.textBaseline = 'middle';
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    ctx.font = colours.font;
+    ctx.textBaseline = 'middle';
+    this.shownLabels = [];
     const list = [];
-    for (const s of this.series.values()) if (!opt.hidden.has(s.id) && s.x.length) list.push(s);
-    if (opt.highlight) list.sort((p, q) => (p.id === opt.highlight) - (q.id === opt.highlight));
-    const logy = opt.logy, lo = logy ? 0 : -Infinity;
-    let x0 = Infinity, x1 = -Infinity;
-    if (this.xRange) { x0 = this.xRange[0]; x1 = this.xRange[1]; }
-    else for (const s of list) {
-      const n = s.x.length;
-      if (s.sorted) { if (s.x[0] < x0) x0 = s.x[0]; if (s.x[n - 1] > x1) x1 = s.x[n - 1]; }
-      else for (let i = 0; i < n; i++) { const v = s.x[i]; if (v < x0) x0 = v; if (v > x1) x1 = v; }
+    for (const series of this.series.values()) {
+      if (!options.hidden.has(series.id) && series.x.length) list.push(series);
     }
-    if (!(x1 >= x0) || !isFinite(x0) || !isFinite(x1)) { this.L = null; this.message(ctx, W, H, this.series.size ? 'All runs hidden' : this.emptyText); return; }
-    if (x1 === x0) { const d = opt.xFormat === 'step' ? 1 : Math.max(1, Math.abs(x0) * 1e-9); x0 -= d; x1 += d; }
-    let y0 = Infinity, y1 = -Infinity;
-    const ranges = new Map();
-    for (const s of list) {
-      const r = span(s, x0, x1); ranges.set(s, r);
-      for (let i = r[0]; i < r[1]; i++) {
-        const xv = s.x[i]; if (!(xv >= x0 && xv <= x1)) continue;
-        const v = s.y[i]; if (v > lo && v < Infinity) { if (v < y0) y0 = v; if (v > y1) y1 = v; }
-        if (s.lo) { const a = s.lo[i], b = s.hi[i]; if (a > lo && a < y0) y0 = a; if (b < Infinity && b > y1) y1 = b; }
-      }
-    }
-    if (!(y1 >= y0)) {
-      this.L = null;
-      this.message(ctx, W, H, logy ? 'No positive values for a log axis' : 'No finite values in this range');
+    if (options.highlight) list.sort((left, right) => (left.id === options.highlight) - (right.id === options.highlight));
+    const logy = options.logy;
+    let [x0, x1] = this.xExtent(list);
+    if (!(x1 >= x0) || !isFinite(x0) || !isFinite(x1)) {
+      this.layout = null;
+      this.message(ctx, width, height, this.series.size ? 'All runs hidden' : this.emptyText);
       return;
     }
-    let a = logy ? Math.log10(y0) : y0, b = logy ? Math.log10(y1) : y1;
-    if (b - a < 1e-12 * Math.max(1, Math.abs(a))) { const p = logy ? 0.5 : (Math.abs(a) * 0.1 || 1); a -= p; b += p; }
-    else { const p = (b - a) * 0.06; a -= p; b += p; if (!logy && y0 >= 0 && a < 0 && y0 - (b - a) * 0.25 <= 0) a = 0; }
-    const top = 8, bottom = 22, right = 12, ph = H - top - bottom;
-    const yt = logy ? logTicks(a, b, ph / 34) : linTicks(a, b, ph / 34);
-    const ylab = yt.ticks.map(t => fmtTickY(t, yt));
-    let lw = 0; for (const l of ylab) lw = Math.max(lw, ctx.measureText(l).width);
-    const left = Math.ceil(lw) + 12, pw = W - left - right;
-    if (pw < 20 || ph < 20) return;
-    const sx = x => left + (x - x0) / (x1 - x0) * pw;
-    const sy = logy ? v => top + (1 - (Math.log10(v) - a) / (b - a)) * ph : v => top + (1 - (v - a) / (b - a)) * ph;
-    const xt = opt.xFormat === 'step' ? linTicks(x0, x1, pw / 80, 1) : timeTicks(x0, x1, pw / 95, opt.xFormat === 'wall');
-    // grid
-    ctx.lineWidth = 1; ctx.strokeStyle = T.grid; ctx.beginPath();
-    for (const t of yt.ticks) { const y = Math.round(sy(t)) + 0.5; if (y < top || y > top + ph + 1) continue; ctx.moveTo(left, y); ctx.lineTo(left + pw, y); }
-    for (const t of xt.ticks) { const x = Math.round(sx(t)) + 0.5; if (x < left || x > left + pw + 1) continue; ctx.moveTo(x, top); ctx.lineTo(x, top + ph); }
+    if (x1 === x0) {
+      const pad = options.xFormat === 'step' ? 1 : Math.max(1, Math.abs(x0) * 1e-9);
+      x0 -= pad;
+      x1 += pad;
+    }
+    const ranges = new Map();
+    for (const series of list) ranges.set(series, indexRange(series, x0, x1));
+    let yExtent = this.yExtent(list, ranges, x0, x1);
+    if (this.yRange && !(logy && this.yRange[0] <= 0)) yExtent = this.yRange;
+    if (!yExtent || !(yExtent[1] >= yExtent[0])) {
+      this.layout = null;
+      this.message(ctx, width, height, logy ? 'No positive values for a log axis' : 'No finite values in this range');
+      return;
+    }
+    let low = logy ? Math.log10(yExtent[0]) : yExtent[0];
+    let high = logy ? Math.log10(yExtent[1]) : yExtent[1];
+    if (high - low < 1e-12 * Math.max(1, Math.abs(low))) {
+      const pad = logy ? 0.5 : (Math.abs(low) * 0.1 || 1);
+      low -= pad;
+      high += pad;
+    } else if (!this.yRange) {
+      const pad = (high - low) * 0.06;
+      low -= pad;
+      high += pad;
+      // a positive series starting near zero keeps zero as its floor
+      if (!logy && yExtent[0] >= 0 && low < 0 && yExtent[0] - (high - low) * 0.25 <= 0) low = 0;
+    }
+    const top = 8;
+    const bottom = 22;
+    const right = 12;
+    const plotHeight = height - top - bottom;
+    const yTicks = logy ? logTicks(low, high, plotHeight) : linTicks(low, high, plotHeight / 34);
+    const yLabels = yTicks.ticks.map(tick => fmtTickY(tick, yTicks));
+    let labelWidth = 0;
+    for (const label of yLabels) labelWidth = Math.max(labelWidth, ctx.measureText(label).width);
+    const left = Math.ceil(labelWidth) + 12;
+    const plotWidth = width - left - right;
+    if (plotWidth < 20 || plotHeight < 20) return;
+    const scale = {
+      logy: logy, plotWidth: plotWidth,
+      toX: x => left + (x - x0) / (x1 - x0) * plotWidth,
+      toY: logy ? value => top + (1 - (Math.log10(value) - low) / (high - low)) * plotHeight
+        : value => top + (1 - (value - low) / (high - low)) * plotHeight
+    };
+    const xTicks = options.xFormat === 'step' ? linTicks(x0, x1, plotWidth / 80, 1)
+      : timeTicks(x0, x1, plotWidth / 95, options.xFormat === 'wall');
+    const inPlotY = py => py >= top && py <= top + plotHeight + 1;
+    // grid: minor log ticks faint, then the labelled lines
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = colours.grid;
+    if (yTicks.minor && yTicks.minor.length) {
+      ctx.globalAlpha = 0.55;
+      ctx.beginPath();
+      for (const tick of yTicks.minor) {
+        const py = Math.round(scale.toY(tick)) + 0.5;
+        if (!inPlotY(py)) continue;
+        ctx.moveTo(left, py);
+        ctx.lineTo(left + plotWidth, py);
+      }
+      ctx.stroke();
+      ctx.globalAlpha = 1;
+    }
+    ctx.beginPath();
+    for (const tick of yTicks.ticks) {
+      const py = Math.round(scale.toY(tick)) + 0.5;
+      if (!inPlotY(py)) continue;
+      ctx.moveTo(left, py);
+      ctx.lineTo(left + plotWidth, py);
+    }
+    for (const tick of xTicks.ticks) {
+      const px = Math.round(scale.toX(tick)) + 0.5;
+      if (px < left || px > left + plotWidth + 1) continue;
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + plotHeight);
+    }
     ctx.stroke();
-    ctx.strokeStyle = T.axis; ctx.beginPath();
-    const by = Math.round(top + ph) + 0.5; ctx.moveTo(left, by); ctx.lineTo(left + pw, by); ctx.stroke();
-    // labels
-    ctx.fillStyle = T.text; ctx.textAlign = 'right';
-    yt.ticks.forEach((t, i) => { const y = sy(t); if (y >= top - 2 && y <= top + ph + 2) ctx.fillText(ylab[i], left - 6, Math.max(top + 4, Math.min(top + ph - 2, y))); });
+    ctx.strokeStyle = colours.axis;
+    ctx.beginPath();
+    const axisY = Math.round(top + plotHeight) + 0.5;
+    ctx.moveTo(left, axisY);
+    ctx.lineTo(left + plotWidth, axisY);
+    ctx.stroke();
+    // y labels, top to bottom, never closer than LABEL_GAP
+    ctx.fillStyle = colours.text;
+    ctx.textAlign = 'right';
+    const placed = yTicks.ticks.map((tick, i) => ({ text: yLabels[i], y: scale.toY(tick) }))
+      .filter(label => label.y >= top - 2 && label.y <= top + plotHeight + 2)
+      .map(label => ({ text: label.text, y: Math.max(top + 4, Math.min(top + plotHeight - 2, label.y)) }))
+      .sort((above, below) => above.y - below.y);
+    let lastLabelY = -Infinity;
+    for (const label of placed) {
+      if (label.y - lastLabelY < LABEL_GAP) continue;
+      ctx.fillText(label.text, left - 6, label.y);
+      this.shownLabels.push(label);
+      lastLabelY = label.y;
+    }
     ctx.textAlign = 'center';
     let lastRight = -Infinity;
-    for (const t of xt.ticks) {
-      const x = sx(t); if (x < left - 1 || x > left + pw + 1) continue;
-      const l = fmtTickX(t, xt.step), w = ctx.measureText(l).width;
-      const cx = Math.min(Math.max(x, left + w / 2), W - w / 2 - 1);
-      if (cx - w / 2 < lastRight + 8) continue;
-      ctx.fillText(l, cx, top + ph + 12); lastRight = cx + w / 2;
+    for (const tick of xTicks.ticks) {
+      const px = scale.toX(tick);
+      if (px < left - 1 || px > left + plotWidth + 1) continue;
+      const label = fmtTickX(tick, xTicks.step);
+      const labelW = ctx.measureText(label).width;
+      const centre = Math.min(Math.max(px, left + labelW / 2), width - labelW / 2 - 1);
+      if (centre - labelW / 2 < lastRight + 8) continue;
+      ctx.fillText(label, centre, top + plotHeight + 12);
+      lastRight = centre + labelW / 2;
     }
-    // series: faint raw curves first, then the (smoothed) curves on top
-    ctx.save(); ctx.beginPath(); ctx.rect(left, top - 2, pw + 1, ph + 4); ctx.clip();
-    const sm = opt.smoothing > 0, hl = opt.highlight;
-    for (const s of list) if (s.lo) band(ctx, s, ranges.get(s), sx, sy, logy, hl && hl !== s.id ? 0.05 : 0.16);
-    if (sm) for (const s of list) { ensureSmooth(s); trace(ctx, s, s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.06 : 0.2, 1.2); }
-    for (const s of list) trace(ctx, s, sm ? s.sm : s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.2 : 1, hl === s.id ? 2.2 : 1.6);
+    // series: bands, faint raw curves, then the (smoothed) curves on top
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, top - 2, plotWidth + 1, plotHeight + 4);
+    ctx.clip();
+    const smoothing = options.smoothing > 0;
+    const highlighted = options.highlight;
+    const dimmed = series => highlighted && highlighted !== series.id;
+    for (const series of list) {
+      if (series.lo) band(ctx, series, ranges.get(series), scale, dimmed(series) ? 0.06 : 0.24);
+    }
+    if (smoothing) {
+      for (const series of list) {
+        ensureSmooth(series);
+        trace(ctx, series, series.y, ranges.get(series), scale, dimmed(series) ? 0.06 : 0.2, 1.2);
+      }
+    }
+    for (const series of list) {
+      trace(ctx, series, smoothing ? series.smoothed : series.y, ranges.get(series), scale,
+        dimmed(series) ? 0.2 : 1, highlighted === series.id ? 2.2 : 1.6);
+    }
     ctx.restore();
-    this.L = { left: left, top: top, pw: pw, ph: ph, x0: x0, x1: x1, logy: logy, sx: sx, sy: sy };
+    this.layout = { left: left, top: top, plotWidth: plotWidth, plotHeight: plotHeight, x0: x0, x1: x1, low: low, high: high,
+      logy: logy, toX: scale.toX, toY: scale.toY };
     if (this.hoverPx !== null || this.drag) this.drawOverlay();
   };
   Chart.prototype.valuesAt = function (x) {
     const out = [];
-    for (const s of this.series.values()) {
-      if (opt.hidden.has(s.id) || !s.x.length) continue;
-      const i = nearest(s, x); if (i < 0) continue;
-      if (opt.smoothing > 0) ensureSmooth(s);
-      out.push({ id: s.id, label: s.label, color: s.color, x: s.x[i], raw: s.y[i], shown: opt.smoothing > 0 ? s.sm[i] : s.y[i] });
+    for (const series of this.series.values()) {
+      if (options.hidden.has(series.id) || !series.x.length) continue;
+      const i = nearestIndex(series, x);
+      if (i < 0) continue;
+      if (options.smoothing > 0) ensureSmooth(series);
+      out.push({ id: series.id, label: series.label, color: series.color, x: series.x[i], raw: series.y[i],
+        shown: options.smoothing > 0 ? series.smoothed[i] : series.y[i] });
     }
     return out;
   };
+  // y value at a pixel row of the plot
+  Chart.prototype.valueAtY = function (py) {
+    const layout = this.layout;
+    const fraction = 1 - (py - layout.top) / layout.plotHeight;
+    const scaled = layout.low + fraction * (layout.high - layout.low);
+    return layout.logy ? Math.pow(10, scaled) : scaled;
+  };
+  Chart.prototype.drawDragBox = function (ctx, colours) {
+    const layout = this.layout;
+    const drag = this.drag;
+    ctx.fillStyle = colours.zoom;
+    ctx.strokeStyle = colours.cross;
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    if (drag.axis === 'y') {
+      const upper = Math.max(layout.top, Math.min(drag.from, drag.to));
+      const lower = Math.min(layout.top + layout.plotHeight, Math.max(drag.from, drag.to));
+      ctx.fillRect(layout.left, upper, layout.plotWidth, lower - upper);
+      ctx.moveTo(layout.left, Math.round(upper) + 0.5);
+      ctx.lineTo(layout.left + layout.plotWidth, Math.round(upper) + 0.5);
+      ctx.moveTo(layout.left, Math.round(lower) - 0.5);
+      ctx.lineTo(layout.left + layout.plotWidth, Math.round(lower) - 0.5);
+    } else {
+      const start = Math.max(layout.left, Math.min(drag.from, drag.to));
+      const end = Math.min(layout.left + layout.plotWidth, Math.max(drag.from, drag.to));
+      ctx.fillRect(start, layout.top, end - start, layout.plotHeight);
+      ctx.moveTo(Math.round(start) + 0.5, layout.top);
+      ctx.lineTo(Math.round(start) + 0.5, layout.top + layout.plotHeight);
+      ctx.moveTo(Math.round(end) - 0.5, layout.top);
+      ctx.lineTo(Math.round(end) - 0.5, layout.top + layout.plotHeight);
+    }
+    ctx.stroke();
+  };
   Chart.prototype.drawOverlay = function () {
-    const o = this.overlay, W = this.wrap.clientWidth, H = this.wrap.clientHeight, L = this.L;
-    if (this.hoverPx === null && !this.drag) { if (o.width) { o.width = 0; o.height = 0; } return null; }
-    const dpr = window.devicePixelRatio || 1;
-    fit(o, W, H, dpr);
-    const ctx = o.getContext('2d'); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, W, H);
-    if (!L) return null;
-    const T = getTheme();
-    if (this.drag) {
-      const a = Math.max(L.left, Math.min(this.drag.a, this.drag.b)), b = Math.min(L.left + L.pw, Math.max(this.drag.a, this.drag.b));
-      ctx.fillStyle = T.zoom; ctx.fillRect(a, L.top, b - a, L.ph);
-      ctx.strokeStyle = T.cross; ctx.lineWidth = 1; ctx.beginPath();
-      ctx.moveTo(Math.round(a) + 0.5, L.top); ctx.lineTo(Math.round(a) + 0.5, L.top + L.ph);
-      ctx.moveTo(Math.round(b) - 0.5, L.top); ctx.lineTo(Math.round(b) - 0.5, L.top + L.ph); ctx.stroke();
+    const overlay = this.overlay;
+    const width = this.wrap.clientWidth;
+    const height = this.wrap.clientHeight;
+    const layout = this.layout;
+    if (this.hoverPx === null && !this.drag) {
+      if (overlay.width) {
+        overlay.width = 0;
+        overlay.height = 0;
+      }
       return null;
     }
-    if (this.hoverPx < L.left - 4 || this.hoverPx > L.left + L.pw + 4) return null;
-    const x = L.x0 + (this.hoverPx - L.left) / L.pw * (L.x1 - L.x0);
+    const dpr = window.devicePixelRatio || 1;
+    fitCanvas(overlay, width, height, dpr);
+    const ctx = overlay.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    if (!layout) return null;
+    const colours = getTheme();
+    if (this.drag) {
+      this.drawDragBox(ctx, colours);
+      return null;
+    }
+    if (this.hoverPx < layout.left - 4 || this.hoverPx > layout.left + layout.plotWidth + 4) return null;
+    const x = layout.x0 + (this.hoverPx - layout.left) / layout.plotWidth * (layout.x1 - layout.x0);
     const hits = this.valuesAt(x);
     if (!hits.length) return hits;
     let best = hits[0];
-    for (const p of hits) if (Math.abs(p.x - x) < Math.abs(best.x - x)) best = p;
-    hits.x = best.x;
-    const px = Math.round(L.sx(best.x)) + 0.5;
-    if (px >= L.left && px <= L.left + L.pw + 1) {
-      ctx.strokeStyle = T.cross; ctx.lineWidth = 1; ctx.setLineDash([3, 3]);
-      ctx.beginPath(); ctx.moveTo(px, L.top); ctx.lineTo(px, L.top + L.ph); ctx.stroke(); ctx.setLineDash([]);
+    for (const hit of hits) {
+      if (Math.abs(hit.x - x) < Math.abs(best.x - x)) best = hit;
     }
-    for (const p of hits) {
-      const v = p.shown;
-      if (!(v > (L.logy ? 0 : -Infinity) && v < Infinity)) continue;
-      const cx = L.sx(p.x), cy = L.sy(v);
-      if (Math.abs(cx - px) > 14) continue;   // a run that ended far from the cursor gets no marker
-      if (cx < L.left - 1 || cx > L.left + L.pw + 1 || cy < L.top - 1 || cy > L.top + L.ph + 1) continue;
-      ctx.fillStyle = p.color; ctx.strokeStyle = T.bg; ctx.lineWidth = 2;
-      ctx.beginPath(); ctx.arc(cx, cy, 3.5, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
+    hits.x = best.x;
+    const crossX = Math.round(layout.toX(best.x)) + 0.5;
+    if (crossX >= layout.left && crossX <= layout.left + layout.plotWidth + 1) {
+      ctx.strokeStyle = colours.cross;
+      ctx.lineWidth = 1;
+      ctx.setLineDash([3, 3]);
+      ctx.beginPath();
+      ctx.moveTo(crossX, layout.top);
+      ctx.lineTo(crossX, layout.top + layout.plotHeight);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+    for (const hit of hits) {
+      const value = hit.shown;
+      if (!(value > (layout.logy ? 0 : -Infinity) && value < Infinity)) continue;
+      const markerX = layout.toX(hit.x);
+      const markerY = layout.toY(value);
+      if (Math.abs(markerX - crossX) > 14) continue;   // a run that ended far from the cursor gets no marker
+      if (markerX < layout.left - 1 || markerX > layout.left + layout.plotWidth + 1) continue;
+      if (markerY < layout.top - 1 || markerY > layout.top + layout.plotHeight + 1) continue;
+      ctx.fillStyle = hit.color;
+      ctx.strokeStyle = colours.bg;
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      ctx.arc(markerX, markerY, 3.5, 0, Math.PI * 2);
+      ctx.fill();
+      ctx.stroke();
     }
     return hits;
   };
   Chart.prototype.hover = function (x) {
-    if (x === null || x === undefined || !this.L) { this.hoverPx = null; this.drawOverlay(); showTip(null); return []; }
-    this.hoverPx = this.L.sx(x);
+    if (x === null || x === undefined || !this.layout) {
+      this.hoverPx = null;
+      this.drawOverlay();
+      showTip(null);
+      return [];
+    }
+    this.hoverPx = this.layout.toX(x);
     const hits = this.drawOverlay() || [];
-    const r = this.overlay.getBoundingClientRect();
-    showTip(hits, r.left + this.hoverPx, r.top + this.L.top + 10);
-    return hits.map(p => ({ run: p.id, x: p.x, value: p.shown, raw: p.raw }));
+    const box = this.overlay.getBoundingClientRect();
+    showTip(hits, box.left + this.hoverPx, box.top + this.layout.top + 10);
+    return hits.map(hit => ({ run: hit.id, x: hit.x, value: hit.shown, raw: hit.raw }));
+  };
+  // A drag across the plot zooms x; a drag along the y axis (left of the plot) zooms y.
+  Chart.prototype.finishDrag = function () {
+    const drag = this.drag;
+    const layout = this.layout;
+    this.drag = null;
+    if (!layout || Math.abs(drag.to - drag.from) < 6) return;
+    if (drag.axis === 'y') {
+      const clampY = py => Math.max(layout.top, Math.min(layout.top + layout.plotHeight, py));
+      const range = [this.valueAtY(clampY(Math.max(drag.from, drag.to))), this.valueAtY(clampY(Math.min(drag.from, drag.to)))];
+      if (range[1] > range[0]) {
+        this.setYRange(range);
+        if (this.onYZoom) this.onYZoom(range[0], range[1]);
+      }
+      return;
+    }
+    const toX = px => layout.x0 + (Math.max(layout.left, Math.min(layout.left + layout.plotWidth, px)) - layout.left) / layout.plotWidth * (layout.x1 - layout.x0);
+    const range = [toX(Math.min(drag.from, drag.to)), toX(Math.max(drag.from, drag.to))];
+    if (range[1] > range[0]) {
+      this.setXRange(range);
+      if (this.onZoom) this.onZoom(range[0], range[1]);
+    }
   };
   Chart.prototype.bind = function () {
-    const o = this.overlay, self = this;
-    const pos = e => e.clientX - o.getBoundingClientRect().left;
-    o.addEventListener('mousemove', e => {
+    const overlay = this.overlay;
+    const self = this;
+    const localX = event => event.clientX - overlay.getBoundingClientRect().left;
+    const localY = event => event.clientY - overlay.getBoundingClientRect().top;
+    overlay.addEventListener('mousemove', event => {
       if (self.drag) return;
-      self.hoverPx = pos(e);
-      showTip(self.drawOverlay(), e.clientX, e.clientY);
+      self.hoverPx = localX(event);
+      overlay.style.cursor = self.layout && self.hoverPx < self.layout.left ? 'ns-resize' : '';
+      showTip(self.drawOverlay(), event.clientX, event.clientY);
     });
-    o.addEventListener('mouseleave', () => { if (self.drag) return; self.hoverPx = null; self.drawOverlay(); showTip(null); });
-    o.addEventListener('mousedown', e => {
-      if (e.button !== 0 || !self.L) return;
-      e.preventDefault();
-      const a = pos(e); self.drag = { a: a, b: a }; showTip(null);
-      const move = ev => { self.drag.b = pos(ev); self.drawOverlay(); };
-      const up = () => {
-        window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up);
-        const d = self.drag, L = self.L; self.drag = null;
-        if (L && Math.abs(d.b - d.a) >= 6) {
-          const toX = p => L.x0 + (Math.max(L.left, Math.min(L.left + L.pw, p)) - L.left) / L.pw * (L.x1 - L.x0);
-          const r = [toX(Math.min(d.a, d.b)), toX(Math.max(d.a, d.b))];
-          if (r[1] > r[0]) { self.setXRange(r); if (self.onZoom) self.onZoom(r[0], r[1]); }
-        }
+    overlay.addEventListener('mouseleave', () => {
+      if (self.drag) return;
+      self.hoverPx = null;
+      self.drawOverlay();
+      showTip(null);
+    });
+    overlay.addEventListener('mousedown', event => {
+      if (event.button !== 0 || !self.layout) return;
+      event.preventDefault();
+      const onAxis = localX(event) < self.layout.left;
+      const where = onAxis ? localY : localX;
+      const start = where(event);
+      self.drag = { axis: onAxis ? 'y' : 'x', from: start, to: start };
+      showTip(null);
+      const move = moveEvent => {
+        self.drag.to = where(moveEvent);
         self.drawOverlay();
       };
-      window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
+      const up = () => {
+        window.removeEventListener('mousemove', move);
+        window.removeEventListener('mouseup', up);
+        self.finishDrag();
+        self.drawOverlay();
+      };
+      window.addEventListener('mousemove', move);
+      window.addEventListener('mouseup', up);
     });
-    o.addEventListener('dblclick', e => {
-      e.preventDefault();
-      if (!self.xRange) return;
-      self.setXRange(null); if (self.onReset) self.onReset();
+    overlay.addEventListener('dblclick', event => {
+      event.preventDefault();
+      if (!self.xRange && !self.yRange) return;
+      self.setXRange(null);
+      self.setYRange(null);
+      if (self.onReset) self.onReset();
     });
   };
 
-  function configure(o) {
-    let changed = false;
-    for (const k of Object.keys(o)) if (opt[k] !== o[k]) { opt[k] = o[k]; changed = true; }
-    if (changed) for (const c of all) request(c);
+  // Histogram heat maps: x is the step, y the value, each cell's darkness the share of that
+  // step's values in the bin (steps are normalised separately, so early and late distributions
+  // read alike). Bins may differ per step; each column draws its own edges. `range` {low, high,
+  // firstStep, lastStep} is shared by every run's map of one tag, so they can be compared.
+  function heatmapLayout(canvas, histogram, range) {
+    const width = canvas.clientWidth;
+    const height = canvas.clientHeight;
+    const margin = { left: 50, right: 6, top: 6, bottom: 18 };
+    let low = range ? range.low : Infinity;
+    let high = range ? range.high : -Infinity;
+    if (!range) {
+      for (const edges of histogram.edges) {
+        if (!edges.length) continue;
+        low = Math.min(low, num(edges[0]));
+        high = Math.max(high, num(edges[edges.length - 1]));
+      }
+    }
+    if (!(high > low)) {
+      low -= 0.5;
+      high = low + 1;
+    }
+    const steps = histogram.step;
+    const firstStep = range ? range.firstStep : steps[0];
+    const lastStep = range ? range.lastStep : steps[steps.length - 1];
+    const plotWidth = Math.max(1, width - margin.left - margin.right);
+    const plotHeight = Math.max(1, height - margin.top - margin.bottom);
+    const stepSpan = lastStep > firstStep ? lastStep - firstStep : 1;
+    // a column is as wide as the typical gap between logged steps
+    const gap = steps.length > 1 ? (steps[steps.length - 1] - steps[0]) / (steps.length - 1) : stepSpan;
+    const columnWidth = Math.max(1, plotWidth * gap / (stepSpan + gap));
+    const toX = step => margin.left + (step - firstStep) / (stepSpan + gap) * plotWidth;
+    const toY = value => margin.top + plotHeight * (1 - (value - low) / (high - low));
+    return { width: width, height: height, margin: margin, plotWidth: plotWidth, plotHeight: plotHeight, low: low, high: high,
+      firstStep: firstStep, lastStep: lastStep, columnWidth: columnWidth, toX: toX, toY: toY };
   }
-  function refreshTheme() { theme = null; for (const c of all) request(c); }
-  return { create: canvas => new Chart(canvas), configure: configure, refreshTheme: refreshTheme };
+  function fmtHeatTick(value) {
+    const magnitude = Math.abs(value);
+    return magnitude && (magnitude >= 1e5 || magnitude < 1e-3) ? value.toExponential(1) : String(Number(value.toPrecision(3)));
+  }
+  function drawHeatmap(canvas, histogram, color, range) {
+    const dpr = window.devicePixelRatio || 1;
+    const layout = heatmapLayout(canvas, histogram, range);
+    canvas.width = Math.round(layout.width * dpr);
+    canvas.height = Math.round(layout.height * dpr);
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, layout.width, layout.height);
+    const colours = getTheme();
+    ctx.fillStyle = color;
+    const columns = histogram.step.length;
+    for (let i = 0; i < columns; i++) {
+      const edges = histogram.edges[i];
+      const counts = histogram.counts[i];
+      let largest = 0;
+      for (const count of counts) largest = Math.max(largest, num(count));
+      if (!(largest > 0)) continue;
+      const columnX = layout.toX(histogram.step[i]);
+      for (let bin = 0; bin < counts.length; bin++) {
+        const count = num(counts[bin]);
+        if (!(count > 0)) continue;
+        const binTop = layout.toY(num(edges[bin + 1]));
+        const binBottom = layout.toY(num(edges[bin]));
+        ctx.globalAlpha = 0.08 + 0.92 * count / largest;
+        ctx.fillRect(columnX, binTop, Math.max(1, layout.columnWidth + 0.5), Math.max(1, binBottom - binTop));
+      }
+    }
+    ctx.globalAlpha = 1;
+    const margin = layout.margin;
+    ctx.strokeStyle = colours.axis;
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(margin.left - 0.5, margin.top);
+    ctx.lineTo(margin.left - 0.5, margin.top + layout.plotHeight + 0.5);
+    ctx.lineTo(margin.left + layout.plotWidth, margin.top + layout.plotHeight + 0.5);
+    ctx.stroke();
+    ctx.fillStyle = colours.text;
+    ctx.font = '10.5px system-ui, sans-serif';
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'right';
+    const labels = [];
+    for (const value of [layout.high, (layout.low + layout.high) / 2, layout.low]) {
+      const labelY = Math.min(margin.top + layout.plotHeight - 4, Math.max(margin.top + 4, layout.toY(value)));
+      ctx.fillText(fmtHeatTick(value), margin.left - 4, labelY);
+      labels.push(fmtHeatTick(value));
+    }
+    ctx.textBaseline = 'alphabetic';
+    ctx.textAlign = 'left';
+    ctx.fillText('step ' + layout.firstStep, margin.left, layout.height - 4);
+    ctx.textAlign = 'right';
+    ctx.fillText(String(layout.lastStep), margin.left + layout.plotWidth, layout.height - 4);
+    labels.push('step ' + layout.firstStep, String(layout.lastStep));
+    return { columns: columns, labels: labels };
+  }
+  // Which step column and value a pointer at (px, py) on a heat map's canvas is over.
+  function heatmapCell(canvas, histogram, range, px, py) {
+    const layout = heatmapLayout(canvas, histogram, range);
+    let column = -1;
+    for (let i = 0; i < histogram.step.length; i++) {
+      const columnX = layout.toX(histogram.step[i]);
+      if (px >= columnX && px < columnX + layout.columnWidth + 0.5) column = i;
+    }
+    const value = layout.low + (layout.high - layout.low) * (1 - (py - layout.margin.top) / layout.plotHeight);
+    return { column: column, value: value };
+  }
+
+  function configure(changes) {
+    let changed = false;
+    for (const key of Object.keys(changes)) {
+      if (options[key] !== changes[key]) {
+        options[key] = changes[key];
+        changed = true;
+      }
+    }
+    if (changed) {
+      for (const chart of allCharts) request(chart);
+    }
+  }
+  function refreshTheme() {
+    theme = null;
+    for (const chart of allCharts) request(chart);
+  }
+  return { create: canvas => new Chart(canvas), configure: configure, refreshTheme: refreshTheme,
+    drawHeatmap: drawHeatmap, heatmapCell: heatmapCell };
 })();
 
-// --- state
+// --- 13.5 state
 const AUTO_SELECT = 5;          // runs shown in the charts when a link names none
 const COMPACT_AT = 60000;       // live points per series before the page thins them out
 const S = {
@@ -8980,7 +9542,7 @@ const S = {
   sort: { col: 'started', dir: -1 }, filter: '',
   colPrefs: null,               // Set of visible column ids, or null for the defaults
   selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
-  smoothing: 0, logy: false, xaxis: 'step', chartFilter: '',
+  smoothing: 0, logy: false, clipOutliers: false, xaxis: 'step', chartFilter: '',
   detail: null, detailToken: 0, editingDesc: false, prefetch: null,
   project: '', jobMode: 'overlay', openJobs: new Set()
 };
@@ -8988,14 +9550,14 @@ const data = new Map();         // "exp/run" -> metrics held by the page for a s
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
 const flash = new Set();
 
-// --- url hash
+// --- 13.6 url hash
 // #exp=mnist&runs=mnist/a,mnist/b&smooth=0.6&logy=1&x=wall&run=mnist/a  (reload reproduces the view)
 function readHash() {
   const p = new URLSearchParams(location.hash.slice(1));
   const list = k => p.has(k) ? p.get(k).split(',').filter(Boolean) : null;
   const sm = parseFloat(p.get('smooth'));
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
-    logy: p.get('logy') === '1', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
+    logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
     run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
     project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay' };
 }
@@ -9009,6 +9571,7 @@ function writeHash(push) {
     const hid = S.selected.filter(k => S.hidden.has(k)); if (hid.length) put('hide', hid.join(','));
     if (S.smoothing) put('smooth', String(S.smoothing));
     if (S.logy) put('logy', '1');
+    if (S.clipOutliers) put('outliers', 'clip');
     if (S.xaxis !== 'step') put('x', S.xaxis);
     if (S.filter) put('q', S.filter);
     if (S.chartFilter) put('metrics', S.chartFilter);
@@ -9032,14 +9595,15 @@ async function applyHash() {
 }
 function applyChartSettings(hs) {
   applyJobSettings(hs);
-  S.smoothing = hs.smooth; S.logy = hs.logy;
+  S.smoothing = hs.smooth; S.logy = hs.logy; S.clipOutliers = hs.outliers;
+  $('#clip-outliers').checked = S.clipOutliers;
   $('#smoothing').value = String(S.smoothing); $('#smoothing-value').textContent = S.smoothing.toFixed(2);
   $('#logy').checked = S.logy;
   if (S.xaxis !== hs.x) { S.xaxis = hs.x; $('#xaxis').value = hs.x; resetAllZoom(); }
-  Charts.configure({ smoothing: S.smoothing, logy: S.logy, xFormat: S.xaxis });
+  Charts.configure({ smoothing: S.smoothing, logy: S.logy, clipOutliers: S.clipOutliers, xFormat: S.xaxis });
 }
 
-// --- experiments
+// --- 13.7 experiments
 let expRefreshTimer = 0, expRefreshAt = 0;
 async function loadExperiments() {
   try {
@@ -9110,7 +9674,7 @@ async function selectExperiment(name, opts) {
   writeHash(opts.push);
 }
 
-// --- runs table
+// --- 13.8 runs table
 function addRow(r) {
   r._recv = Date.now();
   // run.yaml is rewritten at heartbeats, the stream is faster: keep what the stream told us
@@ -9327,7 +9891,7 @@ setInterval(() => {
   }
 }, 1000);
 
-// --- column chooser
+// --- 13.9 column chooser
 function openColumns() {
   const pop = $('#columns-popover');
   if (!pop.hidden) { pop.hidden = true; return; }
@@ -9362,7 +9926,7 @@ function openColumns() {
   search.focus();
 }
 
-// --- selection and metric data
+// --- 13.10 selection and metric data
 function setSelection(keys, manual) {
   const seen = new Set();
   keys = keys.filter(k => k && k.indexOf('/') > 0 && !seen.has(k) && seen.add(k));
@@ -9500,7 +10064,7 @@ async function catchUp(rd) {
   finally { rd.catching = false; }
 }
 
-// --- chart panel
+// --- 13.11 chart panel
 const cards = new Map();        // metric key -> card {key, el, chart, loaded: Map(run -> version), zoom}
 const groups = new Map();       // prefix -> {el, grid, count}
 let chartsTimer = 0;
@@ -9521,7 +10085,7 @@ function makeGroup(g) {
 function makeCard(k) {
   const i = k.indexOf('/');
   const canvas = h('canvas', { class: 'plot', 'data-testid': 'chart-canvas' });
-  const reset = h('button', { type: 'button', class: 'icon-btn reset-zoom', title: 'Reset zoom (or double-click the chart)', 'aria-label': 'Reset zoom' }, icon('reset', 13));
+  const reset = h('button', { type: 'button', class: 'icon-btn reset-zoom', title: 'Reset zoom (or double-click the chart); drag across the plot to zoom x, along the y axis to zoom y', 'aria-label': 'Reset zoom' }, icon('reset', 13));
   const el = h('div', { class: 'chart', 'data-key': k, 'data-testid': 'chart' },
     h('div', { class: 'chart-head' },
       h('span', { class: 'chart-title', title: k },
@@ -9531,8 +10095,9 @@ function makeCard(k) {
   const chart = Charts.create(canvas);
   const c = { key: k, el: el, chart: chart, loaded: new Map(), zoom: null, zoomToken: 0 };
   chart.onZoom = (a, b) => zoomCard(c, a, b);
+  chart.onYZoom = () => c.el.classList.add('zoomed');
   chart.onReset = () => resetZoom(c);
-  reset.addEventListener('click', () => { chart.setXRange(null); resetZoom(c); });
+  reset.addEventListener('click', () => { chart.setXRange(null); chart.setYRange(null); resetZoom(c); });
   return c;
 }
 function place(parent, node, after) {
@@ -9634,7 +10199,7 @@ function resetZoom(c) {
   c.zoomToken++; c.zoom = null; c.el.classList.remove('zoomed');
   c.loaded.clear(); syncCardSeries(c);
 }
-function resetAllZoom() { for (const c of cards.values()) { c.chart.setXRange(null); resetZoom(c); } }
+function resetAllZoom() { for (const c of cards.values()) { c.chart.setXRange(null); c.chart.setYRange(null); resetZoom(c); } }
 function renderLegend() {
   const box = $('#legend');
   box.replaceChildren.apply(box, S.selected.map(k => {
@@ -9656,7 +10221,7 @@ function toggleHidden(k) {
   renderLegend(); writeHash();
 }
 
-// --- media panel
+// --- 13.12 media panel
 // Images, audio, video and text of the selected runs: one card per tag, a step slider, the runs
 // side by side. The page holds each run's media index (fetched from its byte offset, then only
 // what is new when the stream says the index grew). Logged text goes in with textContent.
@@ -9789,10 +10354,9 @@ function mediaNode(k, it) {
   return h('div', { class: 'media-none', text: it.kind });
 }
 
-// --- histogram panel
-// One heat map per (tag, run): x is the step, y the value, each cell's darkness the share of
-// that step's values in the bin (steps are normalised separately, so early and late
-// distributions read alike). Bins may differ per step; each column draws its own edges.
+// --- 13.13 histogram panel
+// One heat map per (tag, run), drawn by Charts.drawHeatmap; the maps of one tag share their
+// value and step range so runs can be compared side by side.
 const histCards = new Map();    // "tag\u0000run" -> {el, canvas, tip, data}
 function renderHists() {
   const want = [];
@@ -9817,7 +10381,7 @@ function renderHists() {
         h('div', { class: 'media-head' }, h('span', { class: 'chart-title', title: tag, text: tag })),
         h('div', { class: 'media-run-label', title: k }, h('i', { style: 'background:' + colorOf(k) }), h('span', { text: labelOf(k) })),
         h('div', { class: 'hist-wrap' }, canvas), tip);
-      c = { el: el, canvas: canvas, tip: tip, data: null, k: k };
+      c = { el: el, canvas: canvas, tip: tip, data: null, k: k, tag: tag, range: null };
       canvas.addEventListener('mousemove', e => histHover(c, e));
       canvas.addEventListener('mouseleave', () => { c.tip.textContent = ''; });
       histCards.set(id, c);
@@ -9825,61 +10389,35 @@ function renderHists() {
     c.data = d;
     place(grid, c.el, prev); prev = c.el;
   }
+  // every run's map of one tag shares the value and step range, so they can be compared
+  const ranges = new Map();
+  for (const [tag, , d] of want) {
+    let range = ranges.get(tag);
+    if (!range) { range = { low: Infinity, high: -Infinity, firstStep: Infinity, lastStep: -Infinity }; ranges.set(tag, range); }
+    for (const edges of d.edges) if (edges.length) { range.low = Math.min(range.low, num(edges[0])); range.high = Math.max(range.high, num(edges[edges.length - 1])); }
+    if (d.step.length) { range.firstStep = Math.min(range.firstStep, d.step[0]); range.lastStep = Math.max(range.lastStep, d.step[d.step.length - 1]); }
+  }
+  for (const c of histCards.values()) c.range = ranges.get(c.tag) || null;
   requestAnimationFrame(() => { for (const c of histCards.values()) drawHist(c); });
 }
-function histLayout(c) {
-  const d = c.data, n = d.step.length;
-  let lo = Infinity, hi = -Infinity;
-  for (let i = 0; i < n; i++) { const e = d.edges[i]; if (e.length) { lo = Math.min(lo, num(e[0])); hi = Math.max(hi, num(e[e.length - 1])); } }
-  if (!(hi > lo)) { lo = lo - 0.5; hi = lo + 1; }
-  const w = c.canvas.clientWidth, ht = c.canvas.clientHeight, L = 50, R = 6, T = 6, B = 18;
-  return { n: n, lo: lo, hi: hi, w: w, h: ht, L: L, R: R, T: T, B: B, pw: Math.max(1, w - L - R), ph: Math.max(1, ht - T - B) };
-}
 function drawHist(c) {
-  const cv = c.canvas, d = c.data; if (!d || !cv.isConnected) return;
-  const dpr = window.devicePixelRatio || 1, g = histLayout(c);
-  cv.width = Math.round(g.w * dpr); cv.height = Math.round(g.h * dpr);
-  const ctx = cv.getContext('2d'); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, g.w, g.h);
-  const css = getComputedStyle(document.documentElement), text = css.getPropertyValue('--chart-text').trim() || '#888', axis = css.getPropertyValue('--chart-axis').trim() || '#ccc';
-  const color = colorOf(c.k), colW = g.pw / Math.max(1, g.n), y = v => g.T + g.ph * (1 - (v - g.lo) / (g.hi - g.lo));
-  ctx.fillStyle = color;
-  for (let i = 0; i < g.n; i++) {
-    const e = d.edges[i], cnt = d.counts[i];
-    let mx = 0; for (const v of cnt) if (num(v) > mx) mx = num(v);
-    if (!(mx > 0)) continue;
-    const x0 = g.L + i * colW;
-    for (let b = 0; b < cnt.length; b++) {
-      const v = num(cnt[b]); if (!(v > 0)) continue;
-      const y0 = y(num(e[b + 1])), y1 = y(num(e[b]));
-      ctx.globalAlpha = 0.08 + 0.92 * v / mx;
-      ctx.fillRect(x0, y0, Math.max(1, colW + 0.5), Math.max(1, y1 - y0));
-    }
-  }
-  ctx.globalAlpha = 1;
-  ctx.strokeStyle = axis; ctx.lineWidth = 1; ctx.beginPath();
-  ctx.moveTo(g.L - 0.5, g.T); ctx.lineTo(g.L - 0.5, g.T + g.ph + 0.5); ctx.lineTo(g.L + g.pw, g.T + g.ph + 0.5); ctx.stroke();
-  ctx.fillStyle = text; ctx.font = '10.5px system-ui, sans-serif'; ctx.textBaseline = 'middle'; ctx.textAlign = 'right';
-  for (const v of [g.hi, (g.lo + g.hi) / 2, g.lo]) ctx.fillText(fmtTick(v), g.L - 4, Math.min(g.T + g.ph - 4, Math.max(g.T + 4, y(v))));
-  ctx.textBaseline = 'alphabetic'; ctx.textAlign = 'left';
-  if (g.n) { ctx.fillText('step ' + d.step[0], g.L, g.h - 4); ctx.textAlign = 'right'; ctx.fillText(String(d.step[g.n - 1]), g.L + g.pw, g.h - 4); }
-  c.drawn = g.n;
-}
-function fmtTick(v) {
-  const a = Math.abs(v);
-  return a && (a >= 1e5 || a < 1e-3) ? v.toExponential(1) : String(+v.toPrecision(3));
+  if (!c.data || !c.canvas.isConnected || !c.data.step.length) return;
+  const drawn = Charts.drawHeatmap(c.canvas, c.data, colorOf(c.k), c.range);
+  c.drawn = drawn.columns;
+  c.canvas.setAttribute('data-labels', drawn.labels.join('|'));
 }
 function histHover(c, e) {
   const d = c.data; if (!d || !d.step.length) return;
-  const r = c.canvas.getBoundingClientRect(), g = histLayout(c);
-  const i = Math.floor((e.clientX - r.left - g.L) / (g.pw / g.n)), v = g.lo + (g.hi - g.lo) * (1 - (e.clientY - r.top - g.T) / g.ph);
-  if (i < 0 || i >= g.n) { c.tip.textContent = ''; return; }
+  const r = c.canvas.getBoundingClientRect();
+  const cell = Charts.heatmapCell(c.canvas, d, c.range, e.clientX - r.left, e.clientY - r.top), i = cell.column, v = cell.value;
+  if (i < 0) { c.tip.textContent = ''; return; }
   const ed = d.edges[i], cnt = d.counts[i];
   let b = -1; for (let j = 0; j < cnt.length; j++) if (v >= num(ed[j]) && v < num(ed[j + 1])) { b = j; break; }
   c.tip.textContent = 'step ' + d.step[i] + (b >= 0 ? ' \u00b7 [' + fmtNum(num(ed[b])) + ', ' + fmtNum(num(ed[b + 1])) + '): ' + fmtNum(num(cnt[b])) : '') +
     ' \u00b7 range ' + fmtNum(num(d.min[i])) + ' \u2026 ' + fmtNum(num(d.max[i]));
 }
 
-// --- jobs and projects
+// --- 13.14 jobs and projects
 // A distributed job writes one run per rank, all with the same `group`. The runs table folds
 // them into one row per job (click the arrow to see the ranks); the charts draw a job's
 // selected ranks overlaid, or as their mean with a min/max band (S.jobMode). The sidebar's
@@ -10039,7 +10577,7 @@ function provenanceItems(m, item) {
   return out;
 }
 
-// --- live stream
+// --- 13.15 live stream
 // One EventSource per page. Its URL names the selected runs with the row cursor the page holds
 // ("exp/run:since"), so a reopen neither repeats nor skips rows; it is reopened when the set of
 // runs changes, and the old one is closed only once the new one has said hello.
@@ -10118,7 +10656,7 @@ function upsertRow(row, isNew) {
   if (S.selectedSet.has(k) && (!prev || prev.status !== row.status)) renderLegend();
 }
 
-// --- run detail
+// --- 13.16 run detail
 const logS = { key: null, next: null, busy: false, chars: 0 };
 function openDetail(k, push) {
   if (!k || k.indexOf('/') < 1) return;
@@ -10421,7 +10959,7 @@ async function previewArtifact(k, a) {
   box.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
 }
 
-// --- theme
+// --- 13.17 theme
 function currentTheme() { return document.documentElement.getAttribute('data-theme') || (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'); }
 function applyTheme(t) {
   document.documentElement.setAttribute('data-theme', t);
@@ -10438,7 +10976,7 @@ function initTheme() {
   $('#theme-toggle').addEventListener('click', () => { const t = currentTheme() === 'dark' ? 'light' : 'dark'; store('expman.theme', t); applyTheme(t); });
 }
 
-// --- boot
+// --- 13.18 boot
 function bindControls() {
   bindTable();
   bindJobs();
@@ -10456,6 +10994,7 @@ function bindControls() {
     Charts.configure({ smoothing: S.smoothing }); writeHash();
   });
   $('#logy').addEventListener('change', e => { S.logy = e.target.checked; Charts.configure({ logy: S.logy }); writeHash(); });
+  $('#clip-outliers').addEventListener('change', e => { S.clipOutliers = e.target.checked; Charts.configure({ clipOutliers: S.clipOutliers }); writeHash(); });
   $('#xaxis').addEventListener('change', e => {
     S.xaxis = e.target.value;
     resetAllZoom();   // also re-sends every series with the new x values
@@ -10513,6 +11052,7 @@ window.expman = Object.freeze({
   chartKeys: () => Array.from(cards.keys()),
   chartPoints: key => { const c = cards.get(key); return c ? c.chart.points() : {}; },
   chartHover: (key, x) => { const c = cards.get(key); return c ? c.chart.hover(x) : []; },
+  chartYLabels: key => { const c = cards.get(key); return c ? c.chart.yLabels() : []; },
   selected: () => S.selected.slice(),
   experiment: () => S.exp,
   liveState: () => live.state,
