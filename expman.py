@@ -3644,7 +3644,84 @@ def _listed_run_row(store, run_path, name, meta, config, now=None):
         row["corrupt"] = True
     if meta.get("error"):
         row["error"] = str(meta["error"])
+    if row["status"] == "crashed":
+        _catch_up_crashed(store, run_path, row)
+    elif row["status"] != "running":
+        problem = _unreadable_metrics(store, run_path)
+        if problem:
+            row["metrics_error"] = problem
     return row
+
+
+_FOOTER_CHECKS = {}  # (display path, size, mtime) -> problem or None: a closed file never changes
+
+
+def _unreadable_metrics(store, run_path):
+    """Why the closed run's metrics.parquet cannot be read (no Parquet footer: truncated by a
+    crash or a bad copy), or None. The dashboard used to draw nothing and say nothing while
+    only the server's stderr knew. Costs one stat and a 4-byte read, once per file version."""
+    fpath = store.join(run_path, METRICS_FILE)
+    try:
+        st = store.stat(fpath)
+    except OSError:
+        return None
+    if st is None:
+        return None
+    key = (store.display(fpath), st[0], st[1])
+    if key in _FOOTER_CHECKS:
+        return _FOOTER_CHECKS[key]
+    problem = None
+    if st[0] < 12:
+        problem = f"{METRICS_FILE} is truncated ({st[0]} bytes)"
+    else:
+        try:
+            if store.read_range(fpath, st[0] - 4, 4) != b"PAR1":
+                problem = f"{METRICS_FILE} is truncated or not Parquet (no footer; {st[0]:,} bytes)"
+        except OSError as exc:
+            problem = f"{METRICS_FILE} cannot be read: {exc}"
+    if len(_FOOTER_CHECKS) > 10000:
+        _FOOTER_CHECKS.clear()
+    _FOOTER_CHECKS[key] = problem
+    return problem
+
+
+def _catch_up_crashed(store, run_path, row):
+    """A crashed run's run.yaml stops at its last heartbeat, but rows flushed after it are on
+    disk: take the row count, last step, last values and duration from the data (only the
+    rows after the heartbeat's count are read)."""
+    since = row["rows"] or 0
+    tables = []
+    try:
+        for start, end, fpath in _metric_files(store, run_path):
+            if end is not None and end <= since:
+                continue
+            try:
+                tables.append(_read_metric_file(store, fpath, None, max(0, since - start)))
+            except Exception:  # noqa: BLE001 - a half-written last segment: the rest counts
+                continue
+    except (OSError, ExpmanError):
+        return
+    tail = _unify(tables)
+    if not tail.num_rows:
+        return
+    row["rows"] = since + tail.num_rows
+    steps = [s for s in tail.column("step").to_pylist() if s is not None]
+    if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
+        row["last_step"] = max(steps)
+    summary = dict(row["summary"])
+    for key in tail.column_names:
+        if key in ("step", "timestamp"):
+            continue
+        values = [v for v in tail.column(key).to_pylist() if v is not None]
+        if values:
+            summary[key] = values[-1]
+    row["summary"] = summary
+    started = _parse_iso(row["started_at"])
+    stamps = [t for t in tail.column("timestamp").to_pylist() if t is not None]
+    if started is not None and stamps:
+        last = stamps[-1].timestamp() if hasattr(stamps[-1], "timestamp") else None
+        if last is not None and (row["duration_secs"] is None or last - started > row["duration_secs"]):
+            row["duration_secs"] = round(last - started, 3)
 
 
 def list_runs(root=None, experiment=None):
@@ -7942,6 +8019,20 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 #banner-text { padding-top: 3px; overflow-wrap: anywhere; }
 #banner .icon-btn { width: 24px; height: 24px; color: inherit; }
 
+#offline {
+  position: fixed; left: 0; right: 0; top: 46px; z-index: 61; padding: 7px 16px; text-align: center;
+  background: var(--warn-soft); color: var(--fg); border-bottom: 1px solid var(--warn); font-size: 12.5px;
+}
+#offline strong { color: var(--warn); }
+#filter-error { color: var(--err); font-size: 12px; white-space: nowrap; max-width: 340px; overflow: hidden; text-overflow: ellipsis; }
+#filter.bad { border-color: var(--err); }
+#charts-notes { margin: 8px 12px 0; padding: 6px 10px; border-radius: 6px; background: var(--err-soft); color: var(--err); font-size: 12.5px; }
+.detail-missing { color: var(--err); font-weight: 560; grid-column: 1 / -1; }
+.run-problem { margin-left: 6px; color: var(--err); font-size: 11.5px; white-space: nowrap; }
+.chip.problem .chip-label { color: var(--err); }
+#runs-table th .col-resize { position: absolute; right: 0; top: 0; bottom: 0; width: 6px; cursor: col-resize; z-index: 2; }
+#runs-table th .col-resize:hover { background: var(--accent-soft); }
+
 /* layout */
 #layout { display: grid; grid-template-columns: 232px minmax(0, 1fr); height: calc(100vh - 46px); }
 #sidebar { background: var(--panel); border-right: 1px solid var(--border); overflow: auto; padding: 10px 8px; }
@@ -8100,8 +8191,10 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 .media-steps { display: flex; align-items: center; gap: 8px; margin: 4px 0 8px; font-size: 12px; color: var(--muted); }
 .media-steps input[type=range] { flex: 1; min-width: 60px; }
 .media-steps output { min-width: 72px; text-align: right; font-variant-numeric: tabular-nums; }
-.media-runs { display: flex; gap: 10px; overflow-x: auto; }
-.media-run { flex: 1 1 0; min-width: 120px; display: flex; flex-direction: column; gap: 4px; }
+.media-card.many { grid-column: 1 / -1; }
+.media-runs { display: flex; flex-wrap: wrap; gap: 10px; }
+.media-run { flex: 1 1 150px; min-width: 120px; max-width: 330px; display: flex; flex-direction: column; gap: 4px; }
+.media-card.wide .media-run { max-width: none; }
 .media-run-label { display: flex; align-items: center; gap: 6px; font-size: 11.5px; color: var(--muted); overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
 .media-run-label i { width: 10px; height: 3px; border-radius: 2px; flex: none; }
 .media-run img { width: 100%; max-width: 320px; height: auto; max-height: 320px; object-fit: contain; image-rendering: pixelated; background: var(--bg-soft); border-radius: 4px; align-self: flex-start; }
@@ -8222,6 +8315,7 @@ table.data td.num { text-align: right; font-family: var(--mono); }
   </button>
   <span id="version">v__EXPMAN_VERSION__</span>
 </header>
+<div id="offline" role="alert" data-testid="offline" hidden><strong>Server unreachable.</strong> <span id="offline-text">The expman server does not answer; what you see may be out of date. Retrying…</span></div>
 <div id="banner" role="alert" hidden>
   <span id="banner-text"></span>
   <button class="icon-btn" id="banner-close" type="button" aria-label="Dismiss">
@@ -8250,7 +8344,8 @@ with expman.Experiment("my-experiment") as exp:
     <section id="runs-panel" class="panel" data-testid="runs-panel" hidden>
       <div class="panel-head">
         <div class="title"><h2 id="exp-title"></h2><span id="exp-desc"></span></div>
-        <input id="filter" data-testid="filter" type="search" placeholder="Filter runs by name, tag or param=value   ( / )" autocomplete="off" spellcheck="false">
+        <input id="filter" data-testid="filter" type="search" placeholder="Filter: name, tag, lr>0.01, optimizer=adam, name~abc   ( / )" autocomplete="off" spellcheck="false" title="Words match anywhere; key=value is exact, key~text a substring; > >= < <= != compare numbers. Space-separated terms must all hold.">
+        <span id="filter-error" data-testid="filter-error" role="status" hidden></span>
         <span id="runs-count" data-testid="runs-count"></span>
         <button id="columns-button" class="btn" type="button" data-testid="columns-button">
           <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M4 5h16v14H4zM10 5v14M15 5v14"/></svg>Columns
@@ -8285,6 +8380,7 @@ with expman.Experiment("my-experiment") as exp:
         </label>
       </div>
       <div id="legend" data-testid="legend"></div>
+      <div id="charts-notes" data-testid="charts-notes" hidden></div>
       <div id="charts" data-testid="charts"></div>
       <div id="charts-empty" class="empty-state" hidden></div>
     </section>
@@ -8462,12 +8558,14 @@ function cmpValues(a, b) {
   return collator.compare(String(a), String(b));
 }
 
-// Every run keeps one colour wherever it appears: a hash of "exp/run" into a palette that
-// reads on light and dark backgrounds. Two selected runs never share a colour while the
-// palette lasts: a run whose slot is taken probes to the next free one, and keeps it for as
-// long as it stays selected (so colours do not jump when other runs come and go).
-const PALETTE = ['#3b82f6', '#f97316', '#16a34a', '#e11d48', '#8b5cf6', '#0891b2', '#ca8a04', '#db2777',
-  '#65a30d', '#4f46e5', '#0d9488', '#a16207', '#64748b', '#c026d3'];
+// Run colours: 24 categorical colours picked (greedy max-min in CIELAB) to stay apart for
+// normal vision and under simulated deuteranopia and protanopia, each with contrast >= 2.3
+// against the light panel and >= 2.8 against the dark one. They are handed out in selection
+// order: a newly selected run takes the first free colour and keeps it while it stays selected,
+// so colours do not jump when other runs come and go. Past 24 runs colours repeat.
+const PALETTE = ['#3b7dd8', '#e8850c', '#00bb99', '#dd0044', '#7744ff', '#33aacc', '#995588', '#ff7755',
+  '#dd0000', '#ee6677', '#ff33ff', '#bb22bb', '#ff66cc', '#447744', '#bb5577', '#22bb55',
+  '#557700', '#aa55aa', '#33bb11', '#8844dd', '#6688ff', '#dd66aa', '#cc88ee', '#cc6633'];
 const colorSlots = new Map();
 function hashSlot(key) {
   let x = 2166136261;
@@ -8478,13 +8576,15 @@ function assignColors(keys) {
   const want = new Set(keys);
   for (const k of Array.from(colorSlots.keys())) if (!want.has(k)) colorSlots.delete(k);
   const used = new Set(colorSlots.values());
+  let next = 0;
   for (const k of keys) {
     if (colorSlots.has(k)) continue;
-    let i = hashSlot(k);
-    for (let j = 0; j < PALETTE.length && used.has(i); j++) i = (i + 1) % PALETTE.length;
-    used.add(i); colorSlots.set(k, i);
+    while (next < PALETTE.length && used.has(next)) next++;
+    const slot = next < PALETTE.length ? next : colorSlots.size % PALETTE.length;
+    used.add(slot); colorSlots.set(k, slot);
   }
 }
+// a run that is not selected (a job's rank, a run detail) still gets a steady colour
 function colorOf(key) { const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
 const splitKey = k => { const i = k.indexOf('/'); return [k.slice(0, i), k.slice(i + 1)]; };
 
@@ -8492,7 +8592,10 @@ const splitKey = k => { const i = k.indexOf('/'); return [k.slice(0, i), k.slice
 const TOKEN = new URLSearchParams(location.search).get('token');
 function withToken(url) { return TOKEN ? url + (url.indexOf('?') >= 0 ? '&' : '?') + 'token=' + enc(TOKEN) : url; }
 async function api(path, opts) {
-  const r = await fetch(withToken(path), Object.assign({ cache: 'no-store' }, opts || {}));
+  let r;
+  try { r = await fetch(withToken(path), Object.assign({ cache: 'no-store' }, opts || {})); }
+  catch (e) { setOffline(true); const err = new Error('the expman server does not answer'); err.offline = true; throw err; }
+  setOffline(false);
   const text = await r.text();
   let body = null;
   try { body = JSON.parse(text); }
@@ -8521,6 +8624,12 @@ function limited(fn) {
 }
 
 // --- 13.3 banner
+// A server that stops answering is a page-wide state, not a passing error: a bar under the
+// header stays until a request or the stream gets through again.
+function setOffline(down) {
+  const bar = document.getElementById('offline');
+  if (bar && bar.hidden === !!down) bar.hidden = !down;
+}
 let bannerTimer = 0;
 function showBanner(msg, info) {
   const b = $('#banner');
@@ -8649,7 +8758,7 @@ const Charts = (function () {
   // Ticks of a log axis whose ends are lowLog..highLog (log10 of the values), plotHeight px tall:
   // every decade gets a grid line, 2..9 times a decade a fainter one, and labels go where they
   // fit (1 / 2 / 5 per decade when decades are tall, every n-th decade when they are short).
-  // Under one decade the labels are the linear ticks of the value range.
+  // With fewer than three such labels (about one decade) they are the linear ticks of the values.
   function logTicks(lowLog, highLog, plotHeight) {
     const firstDecade = Math.floor(lowLog);
     const lastDecade = Math.ceil(highLog);
@@ -8671,7 +8780,7 @@ const Charts = (function () {
         else if (multiple === 1 || decadePx >= 24) minor.push(value);
       }
     }
-    if (major.length < 2) {
+    if (major.length < 3) {
       const linear = linTicks(Math.pow(10, lowLog), Math.pow(10, highLog), plotHeight / 34);
       return { ticks: linear.ticks.filter(value => value > 0), step: linear.step, minor: minor };
     }
@@ -9644,14 +9753,16 @@ function showWelcome() {
 async function selectExperiment(name, opts) {
   opts = opts || {};
   const token = ++S.expToken;
-  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set();
-  S.colPrefs = loadColPrefs(name);
+  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); colsCache = null;
+  S.colPrefs = loadColPrefs(name); S.colWidths = loadColWidths(name);
   $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
   $('#crumb-exp').textContent = name; $('#crumb-sep').hidden = false; $('#exp-title').textContent = name;
   document.title = name + ' \u00b7 expman';
   const meta = S.experiments.find(e => e.name === name);
   $('#exp-desc').textContent = (meta && meta.description) || '';
   renderExperiments();
+  // nothing of the previous experiment stays on screen, whether or not this one loads
+  setSelection([], false);
   $('#runs-empty').hidden = false; $('#runs-empty').textContent = 'Loading runs\u2026';
   renderTable();
   let j;
@@ -9659,12 +9770,22 @@ async function selectExperiment(name, opts) {
   try { j = await (pre && pre.exp === name ? pre.promise : api(expPath(name) + '/runs')); }
   catch (e) {
     if (token !== S.expToken) return;
-    $('#runs-empty').textContent = 'Could not load runs.';
-    showError('Could not load runs of ' + name, e); return;
+    const why = e.status === 404 ? 'No experiment named \u201c' + name + '\u201d was found here.'
+      : e.offline ? 'Could not load the runs of \u201c' + name + '\u201d: the server does not answer.'
+      : 'Could not load the runs of \u201c' + name + '\u201d: ' + e.message;
+    $('#runs-empty').textContent = why;
+    $('#exp-desc').textContent = e.status === 404 ? 'not found' : 'not loaded';
+    showError(why); return;
   }
   if (token !== S.expToken) return;
   for (const r of (j.runs || [])) addRow(r);
-  if (opts.runs) { S.hidden = new Set(opts.hide || []); setSelection(opts.runs, true); }
+  if (opts.runs) {
+    // runs a link names that this experiment does not have: say so, do not keep a legend entry
+    const missing = opts.runs.filter(k => splitKey(k)[0] === name && !S.rows.has(splitKey(k)[1]));
+    if (missing.length) showBanner('Run not found: ' + missing.map(k => splitKey(k)[1]).join(', '));
+    S.hidden = new Set(opts.hide || []);
+    setSelection(opts.runs.filter(k => missing.indexOf(k) < 0), true);
+  }
   else {
     S.hidden = new Set();
     const newest = Array.from(S.rows.values()).sort((a, b) => (parseTime(b.started_at) || 0) - (parseTime(a.started_at) || 0));
@@ -9714,13 +9835,15 @@ function allColumns() {
     { id: 'hostname', label: 'Host', w: 120, opt: true, get: r => r.hostname || null, cell: r => r.hostname || null },
     { id: 'git', label: 'Git commit', w: 96, opt: true, get: r => r.git_commit || null, cell: r => r.git_commit ? String(r.git_commit).slice(0, 8) : null, mono: true }
   ];
+  // a param and a metric of one name (lr) get headers that say which is which
+  const clash = k => S.paramKeys.has(k) && S.metricKeys.has(k);
   const params = Array.from(S.paramKeys).sort(natural).map((k, i) => ({
-    id: 'p:' + k, label: k, kind: 'param', first: i === 0, w: Math.max(84, Math.min(180, 7 * k.length + 34)),
+    id: 'p:' + k, label: k, kind: 'param', tag: clash(k) ? 'param' : null, first: i === 0, w: Math.max(84, Math.min(180, 7 * k.length + 34)),
     get: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : v; },
     cell: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : fmtValue(v); }, numish: true
   }));
   const metrics = Array.from(S.metricKeys).sort(natural).map((k, i) => ({
-    id: 'm:' + k, label: k, kind: 'metric', first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
+    id: 'm:' + k, label: k, kind: 'metric', tag: clash(k) ? 'metric' : null, first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
     get: r => { const v = num(r.summary ? r.summary[k] : null); return Number.isNaN(v) ? null : v; },
     cell: r => { const v = r.summary ? r.summary[k] : undefined; return v === null || v === undefined ? null : fmtNum(v); }
   }));
@@ -9755,10 +9878,72 @@ function haystack(r) {
   }
   return s;
 }
+// The runs filter: space-separated terms that must all hold. A bare word matches anywhere
+// (name, status, tags, host, description, param=value); key=value is an exact match (numbers
+// compare as numbers: lr=0.01 matches 0.010 but not 0.015), key!=value its negation, key~text a
+// substring, and key>n key>=n key<n key<=n numeric comparisons. A key is a param (dotted for
+// nested ones), a metric's last value (p:lr / m:lr when both exist), name, status or tag. No eval: a malformed term gives
+// {error, pos} (pos counts from 1) and the table stays unfiltered.
+const FILTER_TERM = /^([^<>=!~]*)(>=|<=|!=|>|<|=|~)(.*)$/;
+function parseFilter(text) {
+  const terms = [], re = /\S+/g;
+  let m;
+  while ((m = re.exec(text)) !== null) {
+    const word = m[0], at = m.index, op = FILTER_TERM.exec(word);
+    if (!op) { terms.push({ kind: 'word', value: word.toLowerCase() }); continue; }
+    const key = op[1], sign = op[2], value = op[3];
+    if (!key) return { terms: [], error: 'a name is missing before \u201c' + sign + '\u201d', pos: at + 1 };
+    if (!value) return { terms: [], error: 'a value is missing after \u201c' + key + sign + '\u201d', pos: at + key.length + sign.length + 1 };
+    if (/[<>=!~]/.test(value.charAt(0))) return { terms: [], error: 'unexpected \u201c' + value.charAt(0) + '\u201d', pos: at + key.length + sign.length + 1 };
+    const numeric = sign.charAt(0) === '>' || sign.charAt(0) === '<';
+    if (numeric && !isFinite(Number(value))) return { terms: [], error: '\u201c' + value + '\u201d is not a number', pos: at + key.length + sign.length + 1 };
+    terms.push({ kind: 'compare', key: key, op: sign, value: value, number: Number(value) });
+  }
+  return { terms: terms, error: null, pos: 0 };
+}
+function fieldValues(r, key) {
+  const k = key.toLowerCase();
+  if (k === 'name') return [r.name];
+  if (k === 'status') return [r.status];
+  if (k === 'tag' || k === 'tags') return r.tags || [];
+  // p:lr / m:lr pick the param or the metric of a shared name; a bare lr is the param if any
+  const kind = key.slice(0, 2), bare = kind === 'p:' || kind === 'm:' ? key.slice(2) : key;
+  if (kind !== 'm:' && r.params && bare in r.params) return [r.params[bare]];
+  if (kind !== 'p:' && r.summary && bare in r.summary) return [r.summary[bare]];
+  return [];
+}
+function termHolds(term, r) {
+  if (term.kind === 'word') return haystack(r).indexOf(term.value) >= 0;
+  const values = fieldValues(r, term.key), want = term.value.toLowerCase();
+  const equal = v => {
+    if (isNull(v)) return want === 'null' || want === 'none';
+    const n = num(v);
+    if (typeof v !== 'string' && !Number.isNaN(n) && isFinite(term.number)) return n === term.number;
+    return fmtValue(v).toLowerCase() === want;
+  };
+  switch (term.op) {
+    case '=': return values.some(equal);
+    case '!=': return !values.some(equal);
+    case '~': return values.some(v => !isNull(v) && fmtValue(v).toLowerCase().indexOf(want) >= 0);
+    default: return values.some(v => {
+      if (typeof v === 'string' || typeof v === 'boolean') return false;
+      const n = num(v);
+      if (Number.isNaN(n)) return false;
+      return term.op === '>' ? n > term.number : term.op === '>=' ? n >= term.number : term.op === '<' ? n < term.number : n <= term.number;
+    });
+  }
+}
+function showFilterError(parsed) {
+  const box = $('#filter-error');
+  box.hidden = !parsed.error;
+  box.textContent = parsed.error ? 'Filter, column ' + parsed.pos + ': ' + parsed.error : '';
+  $('#filter').classList.toggle('bad', !!parsed.error);
+}
 function computeView() {
-  const terms = S.filter.toLowerCase().split(/\s+/).filter(Boolean);
+  const parsed = parseFilter(S.filter);
+  showFilterError(parsed);
   let rows = Array.from(S.rows.values());
-  if (terms.length) rows = rows.filter(r => { const s = haystack(r); return terms.every(t => s.indexOf(t) >= 0); });
+  if (parsed.terms.length) rows = rows.filter(r => parsed.terms.every(t => termHolds(t, r)));
   const col = S.sort.col === 'name' ? { get: r => r.name } : allColumns().all.find(c => c.id === S.sort.col) || allColumns().base[1];
   const dir = S.sort.dir;
   const keyed = rows.map(r => [col.get(r), r]);
@@ -9789,10 +9974,35 @@ function renderTable() {
     empty.textContent = 'No runs in this experiment yet. New runs appear here as soon as they start.';
   }
   else if (S.rows.size) empty.hidden = true;
+  renderLegend();
+}
+// Column widths: wide enough for the widest cell shown (numbers are never cut off), or what
+// the user dragged a header's edge to (kept per experiment).
+let measureCtx = null;
+function textWidth(text, bold) {
+  if (!measureCtx) measureCtx = document.createElement('canvas').getContext('2d');
+  measureCtx.font = (bold ? '600 12px ' : '13px ') + getComputedStyle(document.body).fontFamily;
+  return measureCtx.measureText(text).width;
+}
+function cellText(v) {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v)) return v.map(x => x && x.textContent !== undefined ? x.textContent : String(x)).join('   ');
+  return v.textContent !== undefined ? v.textContent : String(v);
+}
+function loadColWidths(exp) { try { return JSON.parse(store('expman.colw.' + exp) || '{}') || {}; } catch (e) { return {}; } }
+function columnWidth(c) {
+  const set = S.colWidths && S.colWidths[c.id];
+  if (set) return set;
+  let w = Math.max(c.w, Math.ceil(textWidth(c.label + (c.tag ? ' ' + c.tag : ''), true)) + 34);
+  if (c.id === 'tags' || c.id === 'description' || c.id === 'status' || c.id === 'started') return w;
+  const rows = S.view.length > 400 ? S.view.slice(0, 400) : S.view;
+  for (const r of rows) w = Math.max(w, Math.ceil(textWidth(cellText(c.cell(r)))) + 24);
+  return Math.min(w, 420);
 }
 function renderHead(cols) {
   const table = $('#runs-table');
-  const widths = [34, 230].concat(cols.map(c => c.w));
+  const widths = [34, (S.colWidths && S.colWidths.name) || 230].concat(cols.map(columnWidth));
   $('#runs-cols').replaceChildren.apply($('#runs-cols'), widths.map(w => h('col', { style: 'width:' + w + 'px' })));
   table.style.width = widths.reduce((a, b) => a + b, 0) + 'px';
   const arrow = id => S.sort.col === id ? h('span', { class: 'arrow', text: S.sort.dir > 0 ? '\u25b2' : '\u25bc' }) : null;
@@ -9801,9 +10011,10 @@ function renderHead(cols) {
     checked: inView > 0 && inView === shownRuns.length, indeterminate: inView > 0 && inView < shownRuns.length });
   const tr = h('tr', null,
     h('th', { class: 'c-sel' }, all),
-    h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name')),
+    h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name'), h('span', { class: 'col-resize', 'data-resize': 'name', title: 'Drag to resize' })),
     cols.map(c => h('th', { 'data-col': c.id, class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : ''), title: (c.kind ? c.kind + ': ' : '') + c.label },
-      c.label, arrow(c.id))));
+      c.tag ? h('span', { class: 'kind', text: c.tag }) : null, c.label, arrow(c.id),
+      h('span', { class: 'col-resize', 'data-resize': c.id, title: 'Drag to resize' }))));
   table.tHead.replaceChildren(tr);
 }
 function renderBody() {
@@ -9822,7 +10033,8 @@ function renderRow(r, cols) {
   const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') });
   tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
   tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + colorOf(k) : '' }),
-    h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name })));
+    h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name }),
+    r.metrics_error ? h('span', { class: 'run-problem', 'data-testid': 'run-problem', title: r.metrics_error, text: '\u26a0 metrics unreadable' }) : null));
   for (const c of cols) {
     const v = c.cell(r);
     const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : ''), 'data-col': c.id });
@@ -9863,11 +10075,27 @@ function bindTable() {
       } else { const drop = new Set(keys); setSelection(S.selected.filter(k => !drop.has(k)), true); }
       return;
     }
+    if (e.target.closest('.col-resize')) return;
     const th = e.target.closest('th[data-col]'); if (!th) return;
     const id = th.getAttribute('data-col');
     if (S.sort.col === id) S.sort.dir = -S.sort.dir;
     else S.sort = { col: id, dir: id === 'name' || id === 'status' || id.slice(0, 2) === 'p:' ? 1 : -1 };
     renderTable();
+  });
+  // drag a header's right edge to resize its column
+  $('#runs-table').tHead.addEventListener('mousedown', e => {
+    const grip = e.target.closest('.col-resize'); if (!grip) return;
+    e.preventDefault(); e.stopPropagation();
+    const id = grip.getAttribute('data-resize'), th = grip.closest('th'), x0 = e.clientX, w0 = th.getBoundingClientRect().width;
+    const move = ev => {
+      S.colWidths = Object.assign({}, S.colWidths, { [id]: Math.max(48, Math.round(w0 + ev.clientX - x0)) });
+      renderHead(headCols || visibleColumns());
+    };
+    const up = () => {
+      window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up);
+      store('expman.colw.' + S.exp, JSON.stringify(S.colWidths || {}));
+    };
+    window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
   });
   let scrollFrame = 0;
   $('#runs-scroll').addEventListener('scroll', () => { if (!scrollFrame) scrollFrame = requestAnimationFrame(() => { scrollFrame = 0; renderBody(); }); }, { passive: true });
@@ -9975,6 +10203,11 @@ async function loadRun(k) {
     if (!row && k.indexOf(S.exp + '/') !== 0) api(runPath(k) + '/metadata').then(m => { known.set(k, Object.assign({}, known.get(k) || {}, m)); renderLegend(); }).catch(() => {});
   } catch (e) {
     if (data.get(k) !== rd) return;
+    if (e.status === 404) {   // a run named by a link that does not exist: no legend entry for it
+      showBanner('Run not found: ' + k);
+      setSelection(S.selected.filter(x => x !== k), !S.autoSelect);
+      return;
+    }
     rd.error = e.message; rd.ready = true;
     showError('Could not load metrics of ' + k, e);
   }
@@ -10146,6 +10379,14 @@ function syncCharts() {
   else if (!list.length && ready) msg = ['No metrics yet', 'The selected runs have not logged any metrics. Charts appear as soon as they do.'];
   empty.hidden = !msg;
   if (msg) empty.replaceChildren(h('strong', { text: msg[0] }), msg[1]);
+  const notes = $('#charts-notes'), bad = [];
+  for (const k of S.selected) {
+    const row = known.get(k), rd = data.get(k);
+    if (row && row.metrics_error) bad.push(labelOf(k) + ': ' + row.metrics_error);
+    else if (rd && rd.error) bad.push(labelOf(k) + ': ' + rd.error);
+  }
+  notes.hidden = !bad.length;
+  notes.textContent = bad.length ? '\u26a0 Metrics unreadable, nothing drawn for ' + bad.join('; ') : '';
 }
 function syncCardSeries(c) {
   const present = new Set(), bands = bandJobs();
@@ -10200,23 +10441,49 @@ function resetZoom(c) {
   c.loaded.clear(); syncCardSeries(c);
 }
 function resetAllZoom() { for (const c of cards.values()) { c.chart.setXRange(null); c.chart.setYRange(null); resetZoom(c); } }
+// The legend lists the selected runs in the runs table's order (runs the table does not show
+// follow in selection order); a job drawn as a band is one entry, as on the chart.
+function legendOrder() {
+  const pos = new Map();
+  (S.matchedRows || []).forEach((r, i) => pos.set(S.exp + '/' + r.name, i));
+  const at = k => pos.has(k) ? pos.get(k) : 1e9 + S.selected.indexOf(k);
+  return S.selected.slice().sort((a, b) => at(a) - at(b));
+}
+let legendSig = '';
 function renderLegend() {
-  const box = $('#legend');
-  box.replaceChildren.apply(box, S.selected.map(k => {
-    const rd = data.get(k), row = known.get(k), off = S.hidden.has(k);
-    return h('span', { class: 'chip' + (off ? ' off' : ''), 'data-run-key': k, role: 'button', tabindex: '0', title: (off ? 'Show ' : 'Hide ') + k,
-      onclick: e => { if (e.target.closest('.x')) return; toggleHidden(k); },
-      onkeydown: e => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); toggleHidden(k); } },
-      onmouseenter: () => Charts.configure({ highlight: off ? null : k }), onmouseleave: () => Charts.configure({ highlight: null }) },
+  const box = $('#legend'), bands = bandJobs(true), jobOf = new Map();
+  for (const [g, keys] of bands.jobs) for (const k of keys) jobOf.set(k, [g, keys]);
+  const entries = [], done = new Set();
+  for (const k of legendOrder()) {
+    const job = jobOf.get(k);
+    if (!job) { entries.push({ keys: [k], id: k, label: labelOf(k) }); continue; }
+    if (done.has(job[0])) continue;
+    done.add(job[0]);
+    const first = known.get(job[1][0]) || {};
+    entries.push({ keys: job[1], id: 'job:' + job[0], label: (first.group || job[0]) + ' (' + job[1].length + ' ranks)', job: true });
+  }
+  const state = e => e.keys.map(k => { const rd = data.get(k), row = known.get(k); return (rd && !rd.ready ? 'l' : '') + (row ? row.status + (row.metrics_error ? '!' : '') : '') + (S.hidden.has(k) ? 'h' : '') + colorOf(k); }).join(';');
+  const sig = entries.map(e => e.id + '=' + state(e)).join('|');
+  if (sig === legendSig && box.childNodes.length === entries.length) return;
+  legendSig = sig;
+  box.replaceChildren.apply(box, entries.map(e => {
+    const k = e.keys[0], rd = data.get(k), row = known.get(k), off = e.keys.every(x => S.hidden.has(x));
+    const problem = e.keys.map(x => known.get(x)).find(r => r && r.metrics_error);
+    const flip = () => toggleHidden(e.keys, !off);
+    return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
+      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k),
+      onclick: ev => { if (ev.target.closest('.x')) return; flip(); },
+      onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(); } },
+      onmouseenter: () => Charts.configure({ highlight: off ? null : e.id }), onmouseleave: () => Charts.configure({ highlight: null }) },
     rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
-    h('span', { class: 'chip-label', text: labelOf(k) }),
+    h('span', { class: 'chip-label', text: e.label + (problem ? ' \u00b7 metrics unreadable' : '') }),
     row && row.status === 'running' ? h('span', { class: 'status running', title: 'running' }, h('span', { class: 'dot' })) : null,
-    h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + k,
-      onclick: () => { Charts.configure({ highlight: null }); toggleRun(k, false); } }, icon('close', 11)));
+    h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + (e.job ? e.label : k),
+      onclick: () => { Charts.configure({ highlight: null }); setSelection(S.selected.filter(x => e.keys.indexOf(x) < 0), true); } }, icon('close', 11)));
   }));
 }
-function toggleHidden(k) {
-  if (S.hidden.has(k)) S.hidden.delete(k); else S.hidden.add(k);
+function toggleHidden(keys, hide) {
+  for (const k of keys) { if (hide) S.hidden.add(k); else S.hidden.delete(k); }
   Charts.configure({ hidden: new Set(S.hidden), highlight: null });
   renderLegend(); writeHash();
 }
@@ -10340,6 +10607,8 @@ function showMediaStep(c) {
     }
     cols.push(col.node);
   }
+  // more than two runs side by side take the whole row and wrap, instead of a sideways scroller
+  c.el.classList.toggle('many', cols.length > 2);
   for (const k of Array.from(c.shown.keys())) if (!S.selectedSet.has(k)) c.shown.delete(k);
   c.runs.replaceChildren.apply(c.runs, cols);
 }
@@ -10506,12 +10775,12 @@ function applyJobSettings(hs) {
   if (S.project !== hs.project) { S.project = hs.project; renderExperiments(); }
 }
 // Jobs drawn as a band: those with two or more selected, loaded ranks.
-function bandJobs() {
+function bandJobs(withHidden) {
   const jobs = new Map(), members = new Set();
   if (S.jobMode === 'band') {
     for (const k of S.selected) {
       const g = jobId(known.get(k)), rd = data.get(k);
-      if (!g || !rd || !rd.ready || rd.error || S.hidden.has(k)) continue;
+      if (!g || !rd || !rd.ready || rd.error || (S.hidden.has(k) && !withHidden)) continue;
       if (!jobs.has(g)) jobs.set(g, []);
       jobs.get(g).push(k);
     }
@@ -10591,7 +10860,8 @@ function scheduleStream() { clearTimeout(live.timer); live.timer = setTimeout(()
 function subscriptions() {
   const out = [];
   for (const k of S.selected) { const rd = data.get(k); if (rd && rd.ready && !rd.error) out.push(k + ':' + rd.since); }
-  if (S.detail && !S.selectedSet.has(S.detail)) out.push(S.detail);
+  // the open run's log, once the run is known to exist (an unknown one would fail the stream)
+  if (S.detail && !S.selectedSet.has(S.detail) && known.has(S.detail)) out.push(S.detail);
   return out;
 }
 function openStream(force) {
@@ -10610,6 +10880,7 @@ function openStream(force) {
     said = true; retire();
     if (live.es !== es) return;
     setLive('live', 'Live');
+    setOffline(false);
     live.backoff = 1000;
     if (live.hadError) { live.hadError = false; resync(); }
     // the new stream tells of media written from now on: fetch what came before it
@@ -10626,6 +10897,7 @@ function openStream(force) {
     if (live.es !== es) return;
     live.es = null; live.hadError = true;
     setLive('reconnecting', said ? 'Reconnecting\u2026' : 'Offline');
+    api('/api/health').catch(() => {});   // marks the page offline when the server is gone
     clearTimeout(live.timer);
     live.timer = setTimeout(() => openStream(true), live.backoff);
     live.backoff = Math.min(live.backoff * 2, 15000);
@@ -10678,17 +10950,31 @@ function openDetail(k, push) {
   $('#artifacts').replaceChildren(h('div', { class: 'af-empty', text: 'Loading\u2026' }));
   $('#artifact-preview').replaceChildren(); $('#artifacts-note').textContent = '';
   writeHash(!!push); scheduleStream();
+  const missing = () => S.detailMissing === token;
   api(base + '/metadata').then(m => {
     if (token !== S.detailToken) return;
+    const fresh = !known.has(k);
     known.set(k, Object.assign({}, known.get(k) || {}, m, { _recv: Date.now() }));
     renderDetailMeta(known.get(k));
-  }).catch(e => { if (token === S.detailToken) { $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Could not load this run: ' + e.message })); } });
-  api(base + '/config').then(j => {
+    if (fresh) scheduleStream();
+  }).catch(e => {
     if (token !== S.detailToken) return;
+    if (e.status !== 404) { $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Could not load this run: ' + e.message })); return; }
+    // an unknown run (a stale link): one clear "not found", not "no parameters / no log"
+    S.detailMissing = token;
+    const text = 'Run \u201c' + p[1] + '\u201d not found in experiment \u201c' + p[0] + '\u201d.';
+    $('#detail-meta').replaceChildren(h('div', { class: 'detail-missing', 'data-testid': 'detail-missing', text: text }));
+    $('#detail-status').replaceChildren(h('span', { class: 'status crashed', text: 'not found' }));
+    for (const id of ['#detail-desc', '#detail-tags', '#detail-summary', '#detail-params', '#log', '#artifacts', '#artifact-preview']) $(id).replaceChildren();
+    $('#detail-select').disabled = true;
+  });
+  $('#detail-select').disabled = false;
+  api(base + '/config').then(j => {
+    if (token !== S.detailToken || missing()) return;
     const cfg = (j && j.config) || {};
     $('#detail-params').replaceChildren(Object.keys(cfg).length ? paramTree(cfg, 0) : h('div', { class: 'muted', text: 'No parameters logged.' }));
   }).catch(e => {
-    if (token !== S.detailToken) return;
+    if (token !== S.detailToken || missing()) return;
     const msg = e.status === 404 ? 'No parameters logged.' : 'Could not load parameters: ' + e.message;
     $('#detail-params').replaceChildren(h('div', { class: 'muted', text: msg }));
   });
@@ -10821,13 +11107,13 @@ async function loadLog(k, token) {
   pre.replaceChildren(); logS.key = k; logS.next = null; logS.chars = 0; $('#log-note').textContent = '';
   try {
     const j = await api(runPath(k) + '/log?since=-131072');
-    if (token !== S.detailToken) return;
+    if (token !== S.detailToken || S.detailMissing === token) return;
     const start = j.next - utf8len(j.text || '');
     logS.next = j.next;
     if (start > 0) $('#log-note').textContent = 'last ' + fmtBytes(j.next - start) + ' of ' + fmtBytes(j.size);
     if (j.text) appendLog(j.text, true); else pre.append(h('span', { class: 'log-empty', text: 'Nothing logged yet.' }));
   } catch (e) {
-    if (token !== S.detailToken) return;
+    if (token !== S.detailToken || S.detailMissing === token) return;
     pre.append(h('span', { class: 'log-empty', text: e.status === 404 ? 'This run has no run.log.' : 'Could not load the log: ' + e.message }));
     if (e.status === 404) logS.next = 0;
   }
@@ -10879,10 +11165,10 @@ async function loadArtifacts(k, token) {
   let list;
   try { list = ((await api(runPath(k) + '/artifacts')).artifacts) || []; }
   catch (e) {
-    if (token !== S.detailToken) return;
+    if (token !== S.detailToken || S.detailMissing === token) return;
     box.replaceChildren(h('div', { class: 'af-empty', text: e.status === 404 ? 'No artifacts.' : 'Could not list artifacts: ' + e.message })); return;
   }
-  if (token !== S.detailToken) return;
+  if (token !== S.detailToken || S.detailMissing === token) return;
   if (!list.length) { box.replaceChildren(h('div', { class: 'af-empty', text: 'No artifacts saved by this run.' })); return; }
   $('#artifacts-note').textContent = list.length + (list.length === 1 ? ' file' : ' files') + ' \u00b7 ' + fmtBytes(list.reduce((s, a) => s + (a.size || 0), 0));
   const root = { dirs: new Map(), files: [], size: 0 };
@@ -10932,12 +11218,19 @@ async function previewArtifact(k, a) {
   if (token !== S.detailToken) return;
   let body, foot = null;
   if (j.kind === 'table') {
-    const cols = j.columns || [], rows = j.rows || [];
+    const rows = j.rows || [];
+    // a CSV arrives as text columns: a column whose every value reads as a number is one
+    const cols = (j.columns || []).map((c, i) => {
+      if (!/^(string|utf8|large_string|str)$/i.test(String(c.type))) return c;
+      const vals = rows.map(r => r[i]).filter(v => v !== null && v !== '');
+      if (!vals.length || !vals.every(v => /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(String(v)))) return c;
+      return { name: c.name, type: vals.every(v => /^\s*[-+]?\d+\s*$/.test(String(v))) ? 'int64' : 'float64', parsed: true };
+    });
     const numeric = cols.map(c => /int|float|double|decimal/i.test(String(c.type)));
     body = h('div', { class: 'preview-box' }, h('table', { class: 'data', 'data-testid': 'preview-table' },
       h('thead', null, h('tr', null, cols.map(c => h('th', { title: c.name + ' (' + c.type + ')' }, h('span', { text: c.name }), h('small', { text: String(c.type) }))))),
       h('tbody', null, rows.map(r => h('tr', null, r.map((v, i) => h('td', {
-        class: numeric[i] ? 'num' : null, text: v === null ? '' : fmtValue(v), title: v === null ? 'null' : fmtValue(v) })))))));
+        class: numeric[i] ? 'num' : null, text: v === null ? '' : cols[i] && cols[i].parsed && v !== '' ? fmtNum(Number(v)) : fmtValue(v), title: v === null ? 'null' : fmtValue(v) })))))));
     const total = isNull(j.total_rows) ? null : Number(j.total_rows), n = rows.length.toLocaleString('en-US');
     const shown = total === null ? 'First ' + n + ' rows' : 'Showing ' + n + ' of ' + total.toLocaleString('en-US') + ' rows';
     foot = h('div', { class: 'preview-foot', text: shown + ' \u00b7 ' + cols.length + ' columns' });
