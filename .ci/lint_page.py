@@ -3,6 +3,7 @@
 (between the page's one <script> and </script>), then run `node --check` and eslint on it.
 
     python3 .ci/lint_page.py            # exit 0 when both pass, 1 otherwise
+    python3 .ci/lint_page.py PAGE.html  # the same checks on another copy of the page (tests)
 
 eslint comes from the npm registry into .ci/node (installed by .ci/run); the config is
 .ci/eslint.config.mjs. The page itself has no build step: this only reads it.
@@ -18,10 +19,13 @@ REPO = HERE.parent
 ESLINT = HERE / "node" / "node_modules" / ".bin" / "eslint"
 
 
-def page_script():
-    sys.path.insert(0, str(REPO))
-    import expman
-    page = expman.DASHBOARD_HTML
+def page_script(page=None):
+    """The script exactly as _page_csp hashes it: between the first <script> and the last
+    </script>."""
+    if page is None:
+        sys.path.insert(0, str(REPO))
+        import expman
+        page = expman.DASHBOARD_HTML
     return page.split("<script>", 1)[1].rsplit("</script>", 1)[0]
 
 
@@ -38,11 +42,13 @@ def charts_section(script):
     return "\n".join(out) + "\n"
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    page = pathlib.Path(argv[0]).read_text(encoding="utf-8") if argv else None
     node = os.environ.get("NODE", "node")
     with tempfile.TemporaryDirectory() as tmp:
         script = pathlib.Path(tmp) / "dashboard.js"
-        text = page_script()
+        text = page_script(page)
         script.write_text(text, encoding="utf-8")
         charts = pathlib.Path(tmp) / "charts.js"
         charts.write_text(charts_section(text), encoding="utf-8")
