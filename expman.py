@@ -131,6 +131,14 @@ ENV_PROJECT = "EXPMAN_PROJECT"         # default project of new runs (init(proje
 ENV_TAGS = "EXPMAN_TAGS"               # comma-separated tags added to every new run
 ENV_RANK = "EXPMAN_RANK"               # this process's rank (overrides RANK, SLURM_PROCID...)
 ENV_GROUP = "EXPMAN_GROUP"             # the group of a distributed job's runs (overrides job ids)
+ENV_TOKEN = "EXPMAN_TOKEN"             # `serve` access token (instead of --token on the command line)
+ENV_DEBUG = "EXPMAN_DEBUG"             # the CLI prints full tracebacks instead of one line
+# Object stores (s3://...): each falls back to the usual AWS_* variable named beside it.
+ENV_S3_ENDPOINT = "EXPMAN_S3_ENDPOINT"      # AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL
+ENV_S3_REGION = "EXPMAN_S3_REGION"          # AWS_REGION, AWS_DEFAULT_REGION
+ENV_S3_ACCESS_KEY = "EXPMAN_S3_ACCESS_KEY"  # AWS_ACCESS_KEY_ID
+ENV_S3_SECRET_KEY = "EXPMAN_S3_SECRET_KEY"  # AWS_SECRET_ACCESS_KEY
+ENV_S3_SESSION_TOKEN = "EXPMAN_S3_SESSION_TOKEN"  # AWS_SESSION_TOKEN
 DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
@@ -395,6 +403,96 @@ def _human_duration(secs):
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def _human_count(n):
+    """1234 -> "1234", 1234567 -> "1.23M": short counts for progress lines."""
+    n = float(n)
+    for unit, size, threshold in (("G", 1e9, 1e9), ("M", 1e6, 1e6), ("k", 1e3, 1e4)):
+        if abs(n) >= threshold:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}" if n == int(n) else f"{n:.1f}"
+
+
+class _Progress:
+    """A progress line on stderr for long CLI operations (export, import, clean, reap).
+
+    Shows count/total, a bar, the rate and the ETA; with an unknown total (None), count and
+    rate only. It draws only when stderr is a terminal and ``enabled`` is true (the CLI passes
+    ``not args.json``), so piped output, logs and ``--json`` stay clean. Redraws are throttled
+    to ~10 a second, so ``update`` costs a counter bump and a clock read. The line is cleared
+    at the end, leaving the terminal as it was::
+
+        with _Progress("export", total=n_rows, unit="rows") as bar:
+            for batch in batches:
+                bar.update(batch.num_rows)
+    """
+
+    INTERVAL = 0.1  # seconds between redraws
+
+    def __init__(self, label, total=None, unit="", enabled=True, stream=None,
+                 clock=time.monotonic):
+        self.label, self.total, self.unit = label, total, unit
+        self.stream = sys.stderr if stream is None else stream
+        self.count = 0
+        self._clock = clock
+        self._start = clock()
+        self._next_draw = self._start + self.INTERVAL  # nothing for operations under 0.1 s
+        self._drawn = False
+        try:
+            tty = bool(enabled) and self.stream is not None and self.stream.isatty()
+        except (AttributeError, ValueError, OSError):  # a closed or odd stream
+            tty = False
+        self.enabled = tty
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def update(self, n=1):
+        self.count += n
+        if self.enabled:
+            now = self._clock()
+            if now >= self._next_draw:
+                self._next_draw = now + self.INTERVAL
+                self._draw(now)
+
+    def line(self, now=None):
+        """The text of the progress line (without the carriage return)."""
+        elapsed = max((self._clock() if now is None else now) - self._start, 1e-9)
+        rate = self.count / elapsed
+        unit = f" {self.unit}" if self.unit else ""
+        rate_text = f"{_human_count(rate)}{unit}/s"
+        if not self.total:
+            return f"{self.label}: {_human_count(self.count)}{unit}, {rate_text}"
+        done = min(self.count / self.total, 1.0)
+        filled = int(done * 20)
+        bar = "#" * filled + "-" * (20 - filled)
+        eta = _human_duration((self.total - self.count) / rate) if rate > 0 else "?"
+        return (f"{self.label}: [{bar}] {done:4.0%} {_human_count(self.count)}/"
+                f"{_human_count(self.total)}{unit}, {rate_text}, ETA {eta}")
+
+    def _draw(self, now):
+        width = shutil.get_terminal_size((80, 24)).columns
+        try:
+            self.stream.write("\r" + self.line(now)[:max(width - 1, 10)] + "\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        except (OSError, ValueError):  # the terminal went away: stop drawing, keep working
+            self.enabled = False
+
+    def close(self):
+        """Clear the line if one was drawn. Safe to call twice."""
+        if self._drawn:
+            self._drawn = False
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 def _git_info(cwd, diff=False):
@@ -951,19 +1049,19 @@ def _s3_filesystem(uri):
     env = os.environ.get
     rest = uri.split("://", 1)[1]
     kwargs = {}
-    endpoint = env("EXPMAN_S3_ENDPOINT") or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
+    endpoint = env(ENV_S3_ENDPOINT) or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
     if endpoint:
         scheme, _, host = endpoint.rpartition("://")
         kwargs["endpoint_override"] = host or endpoint
         kwargs["scheme"] = scheme or "https"
-    region = env("EXPMAN_S3_REGION") or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
+    region = env(ENV_S3_REGION) or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
     if region:
         kwargs["region"] = region
-    key = env("EXPMAN_S3_ACCESS_KEY") or env("AWS_ACCESS_KEY_ID")
-    secret = env("EXPMAN_S3_SECRET_KEY") or env("AWS_SECRET_ACCESS_KEY")
+    key = env(ENV_S3_ACCESS_KEY) or env("AWS_ACCESS_KEY_ID")
+    secret = env(ENV_S3_SECRET_KEY) or env("AWS_SECRET_ACCESS_KEY")
     if key and secret:
         kwargs["access_key"], kwargs["secret_key"] = key, secret
-    token = env("EXPMAN_S3_SESSION_TOKEN") or env("AWS_SESSION_TOKEN")
+    token = env(ENV_S3_SESSION_TOKEN) or env("AWS_SESSION_TOKEN")
     if key and secret and token:
         kwargs["session_token"] = token
     kwargs["allow_bucket_creation"] = True
@@ -6496,7 +6594,7 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
     """Serve the dashboard until Ctrl-C; prints the URL (the CLI's ``expman serve``)."""
     out = out or sys.stdout
     if token is None:
-        token = os.environ.get("EXPMAN_TOKEN") or None
+        token = os.environ.get(ENV_TOKEN) or None
     loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
     if not loopback:  # warned with a token too: the address is the user's choice to check
         if token is None:
@@ -7660,7 +7758,7 @@ def _main(argv):
             pass
         return _EXIT_FAIL
     except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
-        if os.environ.get("EXPMAN_DEBUG"):
+        if os.environ.get(ENV_DEBUG):
             import traceback
             traceback.print_exc()
         _cli_error(_describe_error(exc))
