@@ -8117,6 +8117,11 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 #banner-text { padding-top: 3px; overflow-wrap: anywhere; }
 #banner .icon-btn { width: 24px; height: 24px; color: inherit; }
 
+.goal-btn { border: 0; background: none; color: var(--faint); font-size: 11px; cursor: pointer; padding: 0 4px; height: 20px; border-radius: 4px; white-space: nowrap; }
+.goal-btn:hover { background: var(--hover); color: var(--fg); }
+.goal-btn[data-goal=min], .goal-btn[data-goal=max] { color: var(--accent); }
+#runs-table th .goal { color: var(--accent); margin-left: 3px; font-size: 11px; }
+#runs-table td.best { font-weight: 650; color: var(--ok); }
 #offline {
   position: fixed; left: 0; right: 0; top: 46px; z-index: 61; padding: 7px 16px; text-align: center;
   background: var(--warn-soft); color: var(--fg); border-bottom: 1px solid var(--warn); font-size: 12.5px;
@@ -8684,6 +8689,20 @@ function assignColors(keys) {
 }
 // a run that is not selected (a job's rank, a run detail) still gets a steady colour
 function colorOf(key) { const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
+// Which way is better for a metric: the same words as _metric_goal in Python (`expman
+// compare`); keep the two lists in step. A key with neither or both kinds of word has no goal.
+const GOAL_MIN_WORDS = new Set(['loss', 'error', 'err', 'perplexity', 'ppl', 'mse', 'mae', 'rmse', 'nll', 'wer', 'cer']);
+const GOAL_MAX_WORDS = new Set(['acc', 'accuracy', 'f1', 'auc', 'auroc', 'bleu', 'rouge', 'precision', 'recall', 'map', 'iou', 'miou', 'dice',
+  'reward', 'return', 'score']);
+function inferGoal(key) {
+  const words = new Set();
+  for (const w of String(key).toLowerCase().split(/[^a-z0-9]+/)) { if (w) words.add(w); const bare = w.replace(/[0-9]+$/, ''); if (bare) words.add(bare); }
+  const ws = Array.from(words);
+  const lower = ws.some(w => GOAL_MIN_WORDS.has(w) || /(loss|error)$/.test(w)), higher = ws.some(w => GOAL_MAX_WORDS.has(w));
+  return lower === higher ? null : lower ? 'min' : 'max';
+}
+// the goal in force: what the user set in the page (saved in the URL), else the inferred one
+function goalOf(key) { return S.goals.has(key) ? S.goals.get(key) : inferGoal(key); }
 const splitKey = k => { const i = k.indexOf('/'); return [k.slice(0, i), k.slice(i + 1)]; };
 
 // --- 13.2 api
@@ -8743,7 +8762,8 @@ const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : 
 // maps). The rest of the page talks to a line chart through
 //   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}),
 //   appendPoints(id, xs, ys), removeSeries(id), setXRange([x0, x1] | null),
-//   setYRange([y0, y1] | null), hover(x | null), points(), yLabels(), destroy(),
+//   setYRange([y0, y1] | null), setGoal('min' | 'max' | null), hover(x | null), points(),
+//   yLabels(), bestPoints(), destroy(),
 //   callbacks chart.onZoom(x0, x1) / chart.onYZoom(y0, y1) / chart.onReset(),
 // plus Charts.configure({smoothing, logy, xFormat, hidden, highlight, clipOutliers}) shared by
 // every chart, and Charts.drawHeatmap / Charts.heatmapCell for the histogram panel.
@@ -9138,6 +9158,8 @@ const Charts = (function () {
     this.series = new Map();
     this.xRange = null;
     this.yRange = null;
+    this.goal = null;
+    this.bestShown = [];
     this.layout = null;
     this.shownLabels = [];
     this.visible = !seenObserver;
@@ -9189,6 +9211,15 @@ const Charts = (function () {
   Chart.prototype.setYRange = function (range) {
     this.yRange = range && range[1] > range[0] ? [range[0], range[1]] : null;
     request(this);
+  };
+  // With a goal, each run's best value (lowest or highest raw value) gets a ringed marker.
+  Chart.prototype.setGoal = function (goal) {
+    this.goal = goal === 'min' || goal === 'max' ? goal : null;
+    request(this);
+  };
+  // The best markers as last drawn: [{id, value, x, y}] (x, y in CSS px on the canvas).
+  Chart.prototype.bestPoints = function () {
+    return this.bestShown.slice();
   };
   Chart.prototype.points = function () {
     const counts = {};
@@ -9420,10 +9451,42 @@ const Charts = (function () {
       trace(ctx, series, smoothing ? series.smoothed : series.y, ranges.get(series), scale,
         dimmed(series) ? 0.2 : 1, highlighted === series.id ? 2.2 : 1.6);
     }
+    this.bestShown = this.goal ? this.drawBest(ctx, list, scale, colours) : [];
     ctx.restore();
     this.layout = { left: left, top: top, plotWidth: plotWidth, plotHeight: plotHeight, x0: x0, x1: x1, low: low, high: high,
       logy: logy, toX: scale.toX, toY: scale.toY };
     if (this.hoverPx !== null || this.drag) this.drawOverlay();
+  };
+  Chart.prototype.drawBest = function (ctx, list, scale, colours) {
+    const floor = scale.logy ? 0 : -Infinity;
+    const shown = [];
+    for (const series of list) {
+      if (series.lo) continue;        // a band's mean is not a run's value
+      let best = -1;
+      for (let i = 0; i < series.y.length; i++) {
+        const value = series.y[i];
+        if (!(value > floor && value < Infinity) || !isFiniteNumber(series.x[i])) continue;
+        if (best < 0 || (this.goal === 'min' ? value < series.y[best] : value > series.y[best])) best = i;
+      }
+      if (best < 0) continue;
+      const markerX = scale.toX(series.x[best]);
+      const markerY = scale.toY(series.y[best]);
+      ctx.globalAlpha = 1;
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = colours.bg;
+      ctx.fillStyle = series.color;
+      ctx.beginPath();
+      ctx.arc(markerX, markerY, 5, 0, Math.PI * 2);
+      ctx.fill();
+      ctx.stroke();
+      ctx.strokeStyle = series.color;
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      ctx.arc(markerX, markerY, 8, 0, Math.PI * 2);
+      ctx.stroke();
+      shown.push({ id: series.id, value: series.y[best], x: markerX, y: markerY });
+    }
+    return shown;
   };
   Chart.prototype.valuesAt = function (x) {
     const out = [];
@@ -9751,7 +9814,8 @@ const S = {
   selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
   smoothing: 0, logy: false, clipOutliers: false, xaxis: 'step', chartFilter: '',
   detail: null, detailToken: 0, editingDesc: false, prefetch: null,
-  project: '', jobMode: 'overlay', openJobs: new Set()
+  project: '', jobMode: 'overlay', openJobs: new Set(),
+  goals: new Map()              // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
@@ -9766,7 +9830,17 @@ function readHash() {
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
     logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
     run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
-    project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay' };
+    project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay', goals: readGoals(p.get('goal')) };
+}
+// goal=val/acc:max,train/lr:min,grad_norm:none
+function readGoals(text) {
+  const out = new Map();
+  for (const part of (text || '').split(',')) {
+    const i = part.lastIndexOf(':'); if (i <= 0) continue;
+    const g = part.slice(i + 1);
+    if (g === 'min' || g === 'max' || g === 'none') out.set(part.slice(0, i), g === 'none' ? null : g);
+  }
+  return out;
 }
 let hashTimer = 0;
 function writeHash(push) {
@@ -9785,6 +9859,7 @@ function writeHash(push) {
     if (S.detail) put('run', S.detail);
     if (S.project) put('project', S.project);
     if (S.jobMode !== 'overlay') put('ranks', S.jobMode);
+    if (S.goals.size) put('goal', Array.from(S.goals).map(e => e[0] + ':' + (e[1] || 'none')).join(','));
     const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
     if ((parts.length ? hs : '') === location.hash) return;
     if (push) history.pushState(null, '', hs); else history.replaceState(null, '', hs);
@@ -9802,6 +9877,8 @@ async function applyHash() {
 }
 function applyChartSettings(hs) {
   applyJobSettings(hs);
+  const goalSig = m => Array.from(m).map(e => e.join(':')).join(',');
+  if (goalSig(hs.goals) !== goalSig(S.goals)) { S.goals = hs.goals; applyGoals(); }
   S.smoothing = hs.smooth; S.logy = hs.logy; S.clipOutliers = hs.outliers;
   $('#clip-outliers').checked = S.clipOutliers;
   $('#smoothing').value = String(S.smoothing); $('#smoothing-value').textContent = S.smoothing.toFixed(2);
@@ -9941,7 +10018,7 @@ function allColumns() {
     cell: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : fmtValue(v); }, numish: true
   }));
   const metrics = Array.from(S.metricKeys).sort(natural).map((k, i) => ({
-    id: 'm:' + k, label: k, kind: 'metric', tag: clash(k) ? 'metric' : null, first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
+    id: 'm:' + k, label: k, kind: 'metric', tag: clash(k) ? 'metric' : null, goal: goalOf(k), first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
     get: r => { const v = num(r.summary ? r.summary[k] : null); return Number.isNaN(v) ? null : v; },
     cell: r => { const v = r.summary ? r.summary[k] : undefined; return v === null || v === undefined ? null : fmtNum(v); }
   }));
@@ -10051,6 +10128,13 @@ function computeView() {
     return dir * cmpValues(a, b) || natural(p[1].name, q[1].name);
   });
   S.matched = keyed.length; S.matchedRows = keyed.map(x => x[1]);
+  S.best = new Map();
+  for (const c of allColumns().metrics) {
+    if (!c.goal) continue;
+    let best = null;
+    for (const r of S.matchedRows) { const v = c.get(r); if (v !== null && isFinite(v) && (best === null || (c.goal === 'min' ? v < best : v > best))) best = v; }
+    if (best !== null) S.best.set(c.id, best);
+  }
   S.view = jobView(keyed.map(x => x[1]));
 }
 const ROW_H = 30;
@@ -10111,7 +10195,8 @@ function renderHead(cols) {
     h('th', { class: 'c-sel' }, all),
     h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name'), h('span', { class: 'col-resize', 'data-resize': 'name', title: 'Drag to resize' })),
     cols.map(c => h('th', { 'data-col': c.id, class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : ''), title: (c.kind ? c.kind + ': ' : '') + c.label },
-      c.tag ? h('span', { class: 'kind', text: c.tag }) : null, c.label, arrow(c.id),
+      c.tag ? h('span', { class: 'kind', text: c.tag }) : null, c.label,
+      c.goal ? h('span', { class: 'goal', title: 'best = ' + (c.goal === 'min' ? 'lowest' : 'highest'), text: c.goal === 'min' ? '\u2193' : '\u2191' }) : null, arrow(c.id),
       h('span', { class: 'col-resize', 'data-resize': c.id, title: 'Drag to resize' }))));
   table.tHead.replaceChildren(tr);
 }
@@ -10135,7 +10220,8 @@ function renderRow(r, cols) {
     r.metrics_error ? h('span', { class: 'run-problem', 'data-testid': 'run-problem', title: r.metrics_error, text: '\u26a0 metrics unreadable' }) : null));
   for (const c of cols) {
     const v = c.cell(r);
-    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : ''), 'data-col': c.id });
+    const best = c.goal && S.best && S.best.has(c.id) && c.get(r) === S.best.get(c.id);
+    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : '') + (best ? ' best' : ''), 'data-col': c.id });
     if (v === null || v === undefined || v === '') td.append(h('span', { class: 'null', text: '\u2013' }));
     else add(td, v);
     const t = c.title ? c.title(r) : (typeof v === 'string' ? v : null);
@@ -10417,19 +10503,39 @@ function makeCard(k) {
   const i = k.indexOf('/');
   const canvas = h('canvas', { class: 'plot', 'data-testid': 'chart-canvas' });
   const reset = h('button', { type: 'button', class: 'icon-btn reset-zoom', title: 'Reset zoom (or double-click the chart); drag across the plot to zoom x, along the y axis to zoom y', 'aria-label': 'Reset zoom' }, icon('reset', 13));
+  const goal = h('button', { type: 'button', class: 'goal-btn', 'data-testid': 'goal' });
   const el = h('div', { class: 'chart', 'data-key': k, 'data-testid': 'chart' },
     h('div', { class: 'chart-head' },
       h('span', { class: 'chart-title', title: k },
         i > 0 ? h('span', { class: 'chart-prefix', text: k.slice(0, i + 1) }) : null, i > 0 ? k.slice(i + 1) : k),
-      reset),
+      goal, reset),
     h('div', { class: 'plot-wrap' }, canvas));
   const chart = Charts.create(canvas);
-  const c = { key: k, el: el, chart: chart, loaded: new Map(), zoom: null, zoomToken: 0 };
+  const c = { key: k, el: el, chart: chart, loaded: new Map(), zoom: null, zoomToken: 0, goalBtn: goal };
+  goal.addEventListener('click', () => {
+    const next = { min: 'max', max: null }[goalOf(k)];   // min -> max -> none -> min
+    S.goals.set(k, next === undefined ? 'min' : next);
+    if (S.goals.get(k) === inferGoal(k)) S.goals.delete(k);
+    applyGoals(); writeHash();
+  });
+  showGoal(c);
   chart.onZoom = (a, b) => zoomCard(c, a, b);
   chart.onYZoom = () => c.el.classList.add('zoomed');
   chart.onReset = () => resetZoom(c);
   reset.addEventListener('click', () => { chart.setXRange(null); chart.setYRange(null); resetZoom(c); });
   return c;
+}
+function showGoal(c) {
+  const g = goalOf(c.key);
+  c.goalBtn.textContent = g === 'min' ? '\u2193 min' : g === 'max' ? '\u2191 max' : 'no goal';
+  c.goalBtn.title = (g ? 'Best = ' + (g === 'min' ? 'lowest' : 'highest') + ' value, marked on the chart' : 'No best value marked') +
+    (S.goals.has(c.key) ? ' (set here)' : g ? ' (from the name)' : '') + '. Click to change.';
+  c.goalBtn.setAttribute('data-goal', g || 'none');
+  c.chart.setGoal(g);
+}
+function applyGoals() {
+  for (const c of cards.values()) showGoal(c);
+  colsCache = null; scheduleTable();
 }
 function place(parent, node, after) {
   const want = after ? after.nextSibling : parent.firstChild;
@@ -11444,6 +11550,7 @@ window.expman = Object.freeze({
   chartPoints: key => { const c = cards.get(key); return c ? c.chart.points() : {}; },
   chartHover: (key, x) => { const c = cards.get(key); return c ? c.chart.hover(x) : []; },
   chartYLabels: key => { const c = cards.get(key); return c ? c.chart.yLabels() : []; },
+  chartBest: key => { const c = cards.get(key); return c ? c.chart.bestPoints() : []; },
   selected: () => S.selected.slice(),
   experiment: () => S.exp,
   liveState: () => live.state,

@@ -494,3 +494,43 @@ def test_a_server_that_stops_answering_is_shown_and_a_switch_says_so(browser, da
         expect(page.locator("#charts [data-key]")).to_have_count(0)
     finally:
         ui.context.close()
+
+
+# -- what to add: best-run finding ---------------------------------------------------------------
+
+MARKER_PIXEL = """([key, run]) => {
+  const best = window.expman.chartBest(key).find(p => p.id === run);
+  if (!best) return null;
+  const c = document.querySelector(`[data-key='${key}'] canvas.plot`), dpr = devicePixelRatio;
+  const d = c.getContext('2d').getImageData(Math.round(best.x * dpr), Math.round(best.y * dpr), 1, 1).data;
+  return [d[0], d[1], d[2], d[3]];
+}"""
+
+
+def test_goals_mark_the_best_run_on_charts_and_in_the_table(ui, server):
+    page = open_page(ui, server, "#exp=clash")
+    page.wait_for_function("() => window.expman.chartBest('train/loss').length == 4")
+    loss = page.locator("[data-key='train/loss'] [data-testid=goal]")
+    expect(loss).to_have_text("\u2193 min")                       # inferred from "loss"
+    expect(page.locator("[data-key='lr'] [data-testid=goal]")).to_have_text("no goal")
+    assert page.evaluate("() => window.expman.chartBest('lr').length") == 0
+    # the best (lowest) train/loss is c1's; its cell is marked and its marker has its colour
+    expect(page.locator("#runs-table td.best[data-col='m:train/loss']")).to_have_count(1)
+    expect(page.locator("tr[data-run='c1'] td[data-col='m:train/loss']")).to_have_class(
+        "num grp-metric best")
+    swatch = rgb(page.evaluate("getComputedStyle(document.querySelector("
+                               "\"#legend .chip[data-run-key='clash/c1'] i\")).backgroundColor"))
+    pixel = page.evaluate(MARKER_PIXEL, ["train/loss", "clash/c1"])
+    assert pixel[3] > 200 and sum(abs(a - b) for a, b in zip(pixel, swatch)) < 40, (pixel, swatch)
+    # set in the page: maximise; saved in the URL; the best moves to c2
+    loss.click()
+    expect(loss).to_have_text("\u2191 max")
+    page.wait_for_function("() => location.hash.includes('goal=train/loss:max')")
+    expect(page.locator("tr[data-run='c2'] td[data-col='m:train/loss']")).to_have_class(
+        "num grp-metric best")
+    page.reload()
+    expect(page.locator("[data-key='train/loss'] [data-testid=goal]")).to_have_text("\u2191 max")
+    page.wait_for_function("() => window.expman.chartBest('train/loss').length == 4")
+    best = page.evaluate("() => window.expman.chartBest('train/loss')")
+    top = min(best, key=lambda p: p["y"])                          # highest on screen
+    assert top["id"] == "clash/c2" and abs(top["value"] - 0.1057123) < 1e-9, best
