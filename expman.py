@@ -8117,6 +8117,16 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 #banner-text { padding-top: 3px; overflow-wrap: anywhere; }
 #banner .icon-btn { width: 24px; height: 24px; color: inherit; }
 
+.diff-scroll { overflow: auto; max-height: 360px; padding: 0 12px 12px; }
+#diff-table td.differs { background: var(--warn-soft); }
+#diff-table th i { display: inline-block; width: 10px; height: 3px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }
+#runs-table tbody tr.cursor td { box-shadow: inset 0 1px 0 var(--accent), inset 0 -1px 0 var(--accent); }
+#shortcuts { position: fixed; top: 80px; left: 50%; transform: translateX(-50%); padding: 14px 18px; width: 360px; }
+kbd { font-family: var(--mono); font-size: 11px; border: 1px solid var(--border-2); border-bottom-width: 2px; border-radius: 4px; padding: 0 5px; background: var(--panel-2); }
+.chart.full { position: fixed; inset: 56px 24px 24px 24px; z-index: 70; box-shadow: 0 12px 40px rgba(0,0,0,.3); display: flex; flex-direction: column; }
+.chart.full .plot-wrap { flex: 1; height: auto; }
+.chart-tool { border: 0; background: none; color: var(--faint); font-size: 11px; cursor: pointer; padding: 0 4px; height: 20px; border-radius: 4px; }
+.chart-tool:hover { background: var(--hover); color: var(--fg); }
 .goal-btn { border: 0; background: none; color: var(--faint); font-size: 11px; cursor: pointer; padding: 0 4px; height: 20px; border-radius: 4px; white-space: nowrap; }
 .goal-btn:hover { background: var(--hover); color: var(--fg); }
 .goal-btn[data-goal=min], .goal-btn[data-goal=max] { color: var(--accent); }
@@ -8450,6 +8460,7 @@ with expman.Experiment("my-experiment") as exp:
         <input id="filter" data-testid="filter" type="search" placeholder="Filter: name, tag, lr>0.01, optimizer=adam, name~abc   ( / )" autocomplete="off" spellcheck="false" title="Words match anywhere; key=value is exact, key~text a substring; > >= < <= != compare numbers. Space-separated terms must all hold.">
         <span id="filter-error" data-testid="filter-error" role="status" hidden></span>
         <span id="runs-count" data-testid="runs-count"></span>
+        <button id="diff-button" class="btn" type="button" data-testid="diff-button" title="Params that differ between the selected runs" disabled>Diff params</button>
         <button id="columns-button" class="btn" type="button" data-testid="columns-button">
           <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M4 5h16v14H4zM10 5v14M15 5v14"/></svg>Columns
         </button>
@@ -8459,6 +8470,14 @@ with expman.Experiment("my-experiment") as exp:
         <div id="runs-empty" class="table-empty" hidden></div>
       </div>
       <div class="resizer" id="runs-resizer" title="Drag to resize"></div>
+    </section>
+    <section id="diff-panel" class="panel" data-testid="diff-panel" hidden>
+      <div class="panel-head"><div class="title"><h2>Params that differ</h2><span id="diff-note" class="muted"></span></div>
+        <button id="diff-close" class="icon-btn" type="button" aria-label="Close the diff" title="Close">
+          <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M6 6l12 12M18 6L6 18"/></svg>
+        </button>
+      </div>
+      <div class="diff-scroll"><table id="diff-table" class="data" data-testid="diff-table"></table></div>
     </section>
     <section id="charts-panel" class="panel" data-testid="charts-panel" hidden>
       <div class="panel-head charts-toolbar">
@@ -8525,6 +8544,18 @@ with expman.Experiment("my-experiment") as exp:
   </div>
 </aside>
 <div id="columns-popover" class="popover" data-testid="columns-popover" hidden></div>
+<div id="shortcuts" class="popover" data-testid="shortcuts" role="dialog" aria-label="Keyboard shortcuts" hidden>
+  <h4>Keyboard</h4>
+  <table class="kv">
+    <tr><td><kbd>/</kbd></td><td>filter runs</td></tr>
+    <tr><td><kbd>j</kbd> <kbd>k</kbd></td><td>next / previous run in the table</td></tr>
+    <tr><td><kbd>space</kbd></td><td>select the run for the charts</td></tr>
+    <tr><td><kbd>Enter</kbd></td><td>open the run's details</td></tr>
+    <tr><td><kbd>f</kbd></td><td>full-screen the chart under the pointer (or the first)</td></tr>
+    <tr><td><kbd>Esc</kbd></td><td>close</td></tr>
+    <tr><td><kbd>?</kbd></td><td>this list</td></tr>
+  </table>
+</div>
 <script>
 (function () {
 'use strict';
@@ -8763,7 +8794,7 @@ const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : 
 //   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}),
 //   appendPoints(id, xs, ys), removeSeries(id), setXRange([x0, x1] | null),
 //   setYRange([y0, y1] | null), setGoal('min' | 'max' | null), hover(x | null), points(),
-//   yLabels(), bestPoints(), destroy(),
+//   yLabels(), bestPoints(), toCsv(), destroy(),
 //   callbacks chart.onZoom(x0, x1) / chart.onYZoom(y0, y1) / chart.onReset(),
 // plus Charts.configure({smoothing, logy, xFormat, hidden, highlight, clipOutliers}) shared by
 // every chart, and Charts.drawHeatmap / Charts.heatmapCell for the histogram panel.
@@ -9220,6 +9251,16 @@ const Charts = (function () {
   // The best markers as last drawn: [{id, value, x, y}] (x, y in CSS px on the canvas).
   Chart.prototype.bestPoints = function () {
     return this.bestShown.slice();
+  };
+  // The shown series (hidden runs left out) as CSV text: run,x,value per point.
+  Chart.prototype.toCsv = function (xName) {
+    const quote = text => /[",\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+    const lines = ['run,' + xName + ',value'];
+    for (const series of this.series.values()) {
+      if (options.hidden.has(series.id)) continue;
+      for (let i = 0; i < series.x.length; i++) lines.push(quote(series.label) + ',' + series.x[i] + ',' + series.y[i]);
+    }
+    return lines.join('\n') + '\n';
   };
   Chart.prototype.points = function () {
     const counts = {};
@@ -10213,7 +10254,7 @@ function renderBody() {
 function renderRow(r, cols) {
   if (r._job) return renderJobRow(r, cols);
   const k = S.exp + '/' + r.name, sel = S.selectedSet.has(k);
-  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') });
+  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') + (cursorRun === r.name ? ' cursor' : '') });
   tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
   tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + colorOf(k) : '' }),
     h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name }),
@@ -10348,7 +10389,32 @@ function setSelection(keys, manual) {
   for (const k of Array.from(data.keys())) if (!S.selectedSet.has(k)) data.delete(k);
   for (const k of keys) if (!data.has(k)) loadRun(k);
   $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
-  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); writeHash();
+  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); renderDiff(); writeHash();
+}
+// --- config diff: the params (and provenance) that differ between the selected runs
+function renderDiff() {
+  $('#diff-button').disabled = S.selected.length < 2;
+  const panel = $('#diff-panel');
+  if (panel.hidden) return;
+  if (S.selected.length < 2) { panel.hidden = true; return; }
+  const runs = legendOrder(), rows = runs.map(k => known.get(k) || {});
+  const keys = new Set();
+  for (const r of rows) for (const key of Object.keys(r.params || {})) keys.add(key);
+  const show = v => v === undefined ? '\u2013' : fmtValue(v);
+  const lines = [], same = [];
+  const line = (label, values, kind) => {
+    const texts = values.map(show);
+    if (texts.every(t => t === texts[0])) { same.push(label); return; }
+    lines.push(h('tr', { 'data-param': label, 'data-kind': kind }, h('th', { text: label }), texts.map(t => h('td', { class: 'differs', text: t }))));
+  };
+  for (const key of Array.from(keys).sort(natural)) line(key, rows.map(r => (r.params || {})[key]), 'param');
+  line('git commit', rows.map(r => r.git_commit ? String(r.git_commit).slice(0, 12) : undefined), 'provenance');
+  line('git dirty', rows.map(r => r.git && typeof r.git === 'object' ? r.git.dirty : undefined), 'provenance');
+  line('host', rows.map(r => r.hostname || undefined), 'provenance');
+  const head = h('tr', null, h('th', { text: 'param' }), runs.map(k => h('th', { title: k }, h('i', { style: 'background:' + colorOf(k) }), labelOf(k))));
+  $('#diff-table').replaceChildren(h('thead', null, head), h('tbody', null, lines.length ? lines
+    : h('tr', null, h('td', { colspan: runs.length + 1, class: 'muted', text: 'The selected runs have the same params.' }))));
+  $('#diff-note').textContent = runs.length + ' runs \u00b7 ' + lines.length + ' differ' + (same.length ? ' \u00b7 ' + same.length + ' equal, hidden' : '');
 }
 function toggleRun(k, on) {
   if (on && !S.selectedSet.has(k)) setSelection(S.selected.concat([k]), true);
@@ -10508,10 +10574,18 @@ function makeCard(k) {
     h('div', { class: 'chart-head' },
       h('span', { class: 'chart-title', title: k },
         i > 0 ? h('span', { class: 'chart-prefix', text: k.slice(0, i + 1) }) : null, i > 0 ? k.slice(i + 1) : k),
-      goal, reset),
+      goal,
+      h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'full', title: 'Full screen (f; Esc to leave)', text: '\u2922' }),
+      h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'png', title: 'Download the chart as PNG', text: 'PNG' }),
+      h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'csv', title: 'Download the shown series as CSV', text: 'CSV' }),
+      reset),
     h('div', { class: 'plot-wrap' }, canvas));
   const chart = Charts.create(canvas);
   const c = { key: k, el: el, chart: chart, loaded: new Map(), zoom: null, zoomToken: 0, goalBtn: goal };
+  el.addEventListener('mouseenter', () => { hoveredCard = c; });
+  el.querySelector('[data-tool=full]').addEventListener('click', () => toggleFull(c));
+  el.querySelector('[data-tool=png]').addEventListener('click', () => canvas.toBlob(b => { if (b) download(b, fileName(k) + '.png'); }));
+  el.querySelector('[data-tool=csv]').addEventListener('click', () => download(new Blob([chart.toCsv(S.xaxis === 'step' ? 'step' : S.xaxis === 'wall' ? 'unix_time' : 'seconds')], { type: 'text/csv' }), fileName(k) + '.csv'));
   goal.addEventListener('click', () => {
     const next = { min: 'max', max: null }[goalOf(k)];   // min -> max -> none -> min
     S.goals.set(k, next === undefined ? 'min' : next);
@@ -10524,6 +10598,18 @@ function makeCard(k) {
   chart.onReset = () => resetZoom(c);
   reset.addEventListener('click', () => { chart.setXRange(null); chart.setYRange(null); resetZoom(c); });
   return c;
+}
+let hoveredCard = null;
+function fileName(key) { return (S.exp ? S.exp + '_' : '') + key.replace(/[^A-Za-z0-9._-]+/g, '_'); }
+function download(blob, name) {
+  const a = h('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+function toggleFull(c) {
+  const on = !c.el.classList.contains('full');
+  for (const other of document.querySelectorAll('.chart.full')) other.classList.remove('full');
+  c.el.classList.toggle('full', on);
 }
 function showGoal(c) {
   const g = goalOf(c.key);
@@ -11498,6 +11584,8 @@ function bindControls() {
     Charts.configure({ xFormat: S.xaxis }); writeHash();
   });
   $('#columns-button').addEventListener('click', e => { e.stopPropagation(); openColumns(); });
+  $('#diff-button').addEventListener('click', () => { const p = $('#diff-panel'); p.hidden = !p.hidden; renderDiff(); });
+  $('#diff-close').addEventListener('click', () => { $('#diff-panel').hidden = true; });
   document.addEventListener('mousedown', e => { const p = $('#columns-popover'); if (!p.hidden && !p.contains(e.target) && !e.target.closest('#columns-button')) p.hidden = true; });
   $('#detail-close').addEventListener('click', () => closeDetail());
   $('#detail-select').addEventListener('change', e => { if (S.detail) toggleRun(S.detail, e.target.checked); });
@@ -11505,14 +11593,43 @@ function bindControls() {
   document.addEventListener('keydown', e => {
     const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName);
     if (e.key === 'Escape') {
+      if (!$('#shortcuts').hidden) { $('#shortcuts').hidden = true; return; }
+      const full = document.querySelector('.chart.full');
+      if (full) { full.classList.remove('full'); return; }
       if (!$('#columns-popover').hidden) { $('#columns-popover').hidden = true; return; }
       if (typing) { e.target.blur(); return; }
       if (S.detail) closeDetail();
     } else if (e.key === '/' && !typing && !$('#runs-panel').hidden) { e.preventDefault(); $('#filter').focus(); }
+    else if (!typing && !e.ctrlKey && !e.metaKey && !e.altKey) onShortcut(e);
   });
   window.addEventListener('popstate', () => applyHash());
   window.addEventListener('hashchange', () => applyHash());
   window.addEventListener('resize', () => { scheduleTable(); scheduleHists(); });
+}
+// j/k move a cursor through the table's runs, space selects, Enter opens, f full-screens a chart
+let cursorRun = null;
+function onShortcut(e) {
+  if (e.key === '?') { $('#shortcuts').hidden = !$('#shortcuts').hidden; return; }
+  if (e.key === 'f') {
+    const c = hoveredCard && cards.get(hoveredCard.key) === hoveredCard ? hoveredCard : cards.values().next().value;
+    if (c) toggleFull(c);
+    return;
+  }
+  const runs = S.view.filter(r => !r._job);
+  if (!runs.length) return;
+  const at = runs.findIndex(r => r.name === cursorRun);
+  if (e.key === 'j' || e.key === 'k') {
+    const next = at < 0 ? 0 : Math.max(0, Math.min(runs.length - 1, at + (e.key === 'j' ? 1 : -1)));
+    cursorRun = runs[next].name;
+    const sc = $('#runs-scroll'), i = S.view.indexOf(runs[next]), top = i * ROW_H;
+    if (top < sc.scrollTop) sc.scrollTop = top;
+    else if (top + ROW_H * 2 > sc.scrollTop + sc.clientHeight) sc.scrollTop = top + ROW_H * 2 - sc.clientHeight;
+    renderBody();
+  } else if (e.key === ' ' && at >= 0) {
+    e.preventDefault();
+    const k = S.exp + '/' + cursorRun;
+    toggleRun(k, !S.selectedSet.has(k));
+  } else if (e.key === 'Enter' && at >= 0) openDetail(S.exp + '/' + cursorRun, true);
 }
 async function start() {
   const hs = readHash();

@@ -534,3 +534,69 @@ def test_goals_mark_the_best_run_on_charts_and_in_the_table(ui, server):
     best = page.evaluate("() => window.expman.chartBest('train/loss')")
     top = min(best, key=lambda p: p["y"])                          # highest on screen
     assert top["id"] == "clash/c2" and abs(top["value"] - 0.1057123) < 1e-9, best
+
+
+def test_config_diff_lists_only_the_params_that_differ(ui, server):
+    page = open_page(ui, server, "#exp=clash&runs=clash/c1,clash/c2")
+    expect(page.locator("#legend .chip")).to_have_count(2)
+    page.locator("#diff-button").click()
+    table = page.locator("[data-testid=diff-table]")
+    expect(table.locator("tbody tr")).to_have_count(1)           # optimizer is the same
+    # columns in the table's order (newest first), as in the legend
+    expect(table.locator("thead th")).to_have_text(["param", "c2", "c1"])
+    expect(table.locator("tbody tr[data-param='lr'] td")).to_have_text(["0.1", "0.01"])
+    expect(page.locator("#diff-note")).to_contain_text("2 runs \u00b7 1 differ")
+    page.locator("tr[data-run='c3'] .run-select").check()         # a third run joins the diff
+    expect(table.locator("tbody tr[data-param='lr'] td")).to_have_count(3)
+    expect(table.locator("thead th")).to_have_text(["param", "c3", "c2", "c1"])
+    expect(table.locator("tbody tr[data-param='lr'] td")).to_have_text(["0.001", "0.1", "0.01"])
+
+
+def test_keyboard_moves_selects_opens_and_full_screens(ui, server):
+    page = open_page(ui, server, "#exp=clash&runs=clash/c1")
+    expect(page.locator("#legend .chip")).to_have_count(1)
+    page.locator("#charts [data-key='train/loss']").wait_for()
+    page.keyboard.press("?")
+    expect(page.locator("[data-testid=shortcuts]")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("[data-testid=shortcuts]")).to_be_hidden()
+    first = page.locator("#runs-table tbody tr[data-run]").nth(0).get_attribute("data-run")
+    second = page.locator("#runs-table tbody tr[data-run]").nth(1).get_attribute("data-run")
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    expect(page.locator("#runs-table tbody tr.cursor")).to_have_attribute("data-run", second)
+    page.keyboard.press("k")
+    expect(page.locator("#runs-table tbody tr.cursor")).to_have_attribute("data-run", first)
+    page.keyboard.press("j")
+    page.keyboard.press(" ")
+    expect(page.locator(f"#legend .chip[data-run-key='clash/{second}']")).to_have_count(1)
+    page.keyboard.press("Enter")
+    expect(page.locator("#detail-name")).to_have_text(second)
+    page.keyboard.press("Escape")
+    page.locator("#charts [data-key='train/loss']").hover()
+    page.keyboard.press("f")
+    card = page.locator("#charts [data-key='train/loss']")
+    expect(card).to_have_class("chart full")
+    box = card.bounding_box()
+    assert box["width"] > 1300 and box["height"] > 700, box
+    page.keyboard.press("Escape")
+    expect(card).to_have_class("chart")
+
+
+def test_a_chart_downloads_as_png_and_its_series_as_csv(ui, server, tmp_path):
+    page = open_page(ui, server, "#exp=clash&runs=clash/c2")
+    card = page.locator("#charts [data-key='train/loss']")
+    page.wait_for_function("() => (window.expman.chartPoints('train/loss')['clash/c2'] || 0) == 5")
+    with page.expect_download() as info:
+        card.locator("[data-tool=png]").click()
+    png = tmp_path / "chart.png"
+    info.value.save_as(png)
+    assert info.value.suggested_filename == "clash_train_loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    with page.expect_download() as info:
+        card.locator("[data-tool=csv]").click()
+    csv = tmp_path / "chart.csv"
+    info.value.save_as(csv)
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "run,step,value"
+    assert lines[1:] == [f"c2,{s},{0.0057123 + 0.1}" for s in range(5)]
