@@ -7983,6 +7983,12 @@ def _demo_data(root, live_secs=60.0, steps=2000):
 # page works offline. The server sends it verbatim (after swapping in the version);
 # all data arrives through fetch("/api/...") and one EventSource, and whatever a
 # user logged is put into the DOM as text, never parsed as HTML.
+#
+# The script's sections are numbered 13.1, 13.2, ... as `// --- 13.N name` lines, so
+#   grep -n '^# [0-9]\|^# --\|^// --- [0-9]' expman.py
+# prints the Python map and the page's in one list. 13.4 charts is the only code that draws
+# (line charts and histogram heat maps). .ci/lint_page.py runs node --check and eslint on the
+# script (the charts section also under one-statement-per-line and no one-letter names).
 DASHBOARD_HTML = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -10391,7 +10397,7 @@ function setSelection(keys, manual) {
   $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
   scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); renderDiff(); writeHash();
 }
-// --- config diff: the params (and provenance) that differ between the selected runs
+// Config diff: the params (and provenance) that differ between the selected runs.
 function renderDiff() {
   $('#diff-button').disabled = S.selected.length < 2;
   const panel = $('#diff-panel');
