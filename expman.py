@@ -9983,8 +9983,9 @@ async function selectExperiment(name, opts) {
   const meta = S.experiments.find(e => e.name === name);
   $('#exp-desc').textContent = (meta && meta.description) || '';
   renderExperiments();
-  // nothing of the previous experiment stays on screen, whether or not this one loads
-  setSelection([], false);
+  // nothing of the previous experiment stays on screen, whether or not this one loads (the
+  // stream is left alone: reopening it here would race the runs' first metric fetches)
+  clearSelection();
   $('#runs-empty').hidden = false; $('#runs-empty').textContent = 'Loading runs\u2026';
   renderTable();
   let j;
@@ -9997,7 +9998,7 @@ async function selectExperiment(name, opts) {
       : 'Could not load the runs of \u201c' + name + '\u201d: ' + e.message;
     $('#runs-empty').textContent = why;
     $('#exp-desc').textContent = e.status === 404 ? 'not found' : 'not loaded';
-    showError(why); return;
+    showError(why); scheduleStream(); return;
   }
   if (token !== S.expToken) return;
   for (const r of (j.runs || [])) addRow(r);
@@ -10207,10 +10208,11 @@ function renderTable() {
 }
 // Column widths: wide enough for the widest cell shown (numbers are never cut off), or what
 // the user dragged a header's edge to (kept per experiment).
-let measureCtx = null;
+let measureCtx = null, measureFamily = '';
 function textWidth(text, bold) {
-  if (!measureCtx) measureCtx = document.createElement('canvas').getContext('2d');
-  measureCtx.font = (bold ? '600 12px ' : '13px ') + getComputedStyle(document.body).fontFamily;
+  if (!measureCtx) { measureCtx = document.createElement('canvas').getContext('2d'); measureFamily = getComputedStyle(document.body).fontFamily; }
+  const font = (bold ? '600 12px ' : '13px ') + measureFamily;
+  if (measureCtx.font !== font) measureCtx.font = font;
   return measureCtx.measureText(text).width;
 }
 function cellText(v) {
@@ -10226,7 +10228,10 @@ function columnWidth(c) {
   let w = Math.max(c.w, Math.ceil(textWidth(c.label + (c.tag ? ' ' + c.tag : ''), true)) + 34);
   if (c.id === 'tags' || c.id === 'description' || c.id === 'status' || c.id === 'started') return w;
   const rows = S.view.length > 400 ? S.view.slice(0, 400) : S.view;
-  for (const r of rows) w = Math.max(w, Math.ceil(textWidth(cellText(c.cell(r)))) + 24);
+  for (const r of rows) {
+    const text = cellText(c.cell(r));
+    if (text.length * 9 + 24 > w) w = Math.max(w, Math.ceil(textWidth(text)) + 24);   // no glyph is wider than 9 px
+  }
   return Math.min(w, 420);
 }
 function renderHead(cols) {
@@ -10421,6 +10426,11 @@ function renderDiff() {
   $('#diff-table').replaceChildren(h('thead', null, head), h('tbody', null, lines.length ? lines
     : h('tr', null, h('td', { colspan: runs.length + 1, class: 'muted', text: 'The selected runs have the same params.' }))));
   $('#diff-note').textContent = runs.length + ' runs \u00b7 ' + lines.length + ' differ' + (same.length ? ' \u00b7 ' + same.length + ' equal, hidden' : '');
+}
+function clearSelection() {
+  S.selected = []; S.selectedSet = new Set();
+  assignColors([]); data.clear();
+  renderLegend(); scheduleCharts(); syncMediaRuns(); renderDiff();
 }
 function toggleRun(k, on) {
   if (on && !S.selectedSet.has(k)) setSelection(S.selected.concat([k]), true);
