@@ -12360,6 +12360,7 @@ window.expman = Object.freeze({
   chartHover: (key, x) => { const c = cards.get(key); return c ? c.chart.hover(x) : []; },
   chartYLabels: key => { const c = cards.get(key); return c ? c.chart.yLabels() : []; },
   chartBest: key => { const c = cards.get(key); return c ? c.chart.bestPoints() : []; },
+  metricGoal: key => inferGoal(key),
   selected: () => S.selected.slice(),
   experiment: () => S.exp,
   liveState: () => live.state,

@@ -600,3 +600,15 @@ def test_a_chart_downloads_as_png_and_its_series_as_csv(ui, server, tmp_path):
     lines = csv.read_text().splitlines()
     assert lines[0] == "run,step,value"
     assert lines[1:] == [f"c2,{s},{0.0057123 + 0.1}" for s in range(5)]
+
+
+def test_the_page_infers_goals_exactly_as_expman_compare_does(ui, server):
+    page = open_page(ui, server, "#exp=clash")
+    keys = ["val/loss", "train/acc", "train/lr", "top1_acc5", "valloss", "top1error", "eval/f1",
+            "bleu", "val/perplexity", "ppl", "grad_norm", "tokens_per_sec", "loss_acc", "reward",
+            "episode/return", "AUC", "val_mIoU", "wer2", "score/mse", "mapping", "accuracy",
+            "rmse", "nll_loss", "x/dice", "recall@5", "precision"]
+    words = list(expman._GOAL_MIN_WORDS) + list(expman._GOAL_MAX_WORDS)
+    keys += words + [w + "2" for w in words] + ["val/" + w for w in words]
+    page_goals = page.evaluate("keys => keys.map(k => window.expman.metricGoal(k))", keys)
+    assert page_goals == [expman._metric_goal(k) for k in keys]
