@@ -9170,7 +9170,7 @@ with expman.Experiment("my-experiment") as exp:
           <output id="smoothing-value">0</output>
         </label>
         <label class="switch" title="Logarithmic y axis"><input id="logy" data-testid="logy" type="checkbox"><span class="track"></span>Log y</label>
-        <label class="switch" title="Fit the y axis to the values between the 1st and 99th percentile, so one spike or a diverged run does not flatten the others. Drag along a chart's y axis to zoom y by hand."><input id="clip-outliers" data-testid="clip-outliers" type="checkbox"><span class="track"></span>Ignore outliers</label>
+        <label class="switch" title="Fit the y axis to the bulk of the values (5th to 95th percentile, plus a quarter of that span either side), so one spike or a diverged run does not flatten the others. Drag along a chart's y axis to zoom y by hand."><input id="clip-outliers" data-testid="clip-outliers" type="checkbox"><span class="track"></span>Ignore outliers</label>
         <label>X axis
           <select id="xaxis" data-testid="xaxis">
             <option value="step">Step</option><option value="wall">Wall time</option>
@@ -9709,7 +9709,7 @@ const Charts = (function () {
     }
     return best;
   }
-  // The value at a fraction of the sorted values (clipOutliers: the 1st and 99th percentiles).
+  // The value at a fraction of the sorted values (clipOutliers: the 5th and 95th percentiles).
   function quantile(sorted, fraction) {
     const position = (sorted.length - 1) * fraction;
     const below = Math.floor(position);
@@ -9990,8 +9990,10 @@ const Charts = (function () {
     }
     return [x0, x1];
   };
-  // y extent of what shows between x0 and x1: all of it, or without the top and bottom 1 %
-  // of values when clipOutliers is on (one spike or a diverged run no longer flattens the rest).
+  // y extent of what shows between x0 and x1: all of it, or, when clipOutliers is on, the
+  // bulk of it: the 5th to 95th percentile of the values, widened by a quarter of that span on
+  // each side (never past the real extremes). One spike or a diverged run (a few % of the
+  // points) no longer flattens the other curves; a curve's ordinary range stays whole.
   Chart.prototype.yExtent = function (list, ranges, x0, x1) {
     const floor = options.logy ? 0 : -Infinity;
     const values = [];
@@ -10009,7 +10011,10 @@ const Charts = (function () {
     if (!values.length) return null;
     if (options.clipOutliers && values.length >= 20) {
       const sorted = Float64Array.from(values).sort();
-      return [quantile(sorted, 0.01), quantile(sorted, 0.99)];
+      const low = quantile(sorted, 0.05);
+      const high = quantile(sorted, 0.95);
+      const margin = (high - low) * 0.25;
+      return [Math.max(sorted[0], low - margin), Math.min(sorted[sorted.length - 1], high + margin)];
     }
     let y0 = Infinity;
     let y1 = -Infinity;
@@ -10174,17 +10179,18 @@ const Charts = (function () {
       trace(ctx, series, smoothing ? series.smoothed : series.y, ranges.get(series), scale,
         dimmed(series) ? 0.2 : 1, highlighted === series.id ? 2.2 : 1.6);
     }
-    this.bestShown = this.goal ? this.drawBest(ctx, list, scale, colours) : [];
     ctx.restore();
+    // drawn unclipped: a run's best is often its last point, at the plot's right edge
+    const inPlot = (px, py) => px >= left - 1 && px <= left + plotWidth + 1 && py >= top - 1 && py <= top + plotHeight + 1;
+    this.bestShown = this.goal ? this.drawBest(ctx, list, scale, colours, inPlot) : [];
     this.layout = { left: left, top: top, plotWidth: plotWidth, plotHeight: plotHeight, x0: x0, x1: x1, low: low, high: high,
       logy: logy, toX: scale.toX, toY: scale.toY };
     if (this.hoverPx !== null || this.drag) this.drawOverlay();
   };
-  Chart.prototype.drawBest = function (ctx, list, scale, colours) {
+  Chart.prototype.drawBest = function (ctx, list, scale, colours, inPlot) {
     const floor = scale.logy ? 0 : -Infinity;
     const shown = [];
     for (const series of list) {
-      if (series.lo) continue;        // a band's mean is not a run's value
       let best = -1;
       for (let i = 0; i < series.y.length; i++) {
         const value = series.y[i];
@@ -10194,6 +10200,7 @@ const Charts = (function () {
       if (best < 0) continue;
       const markerX = scale.toX(series.x[best]);
       const markerY = scale.toY(series.y[best]);
+      if (!inPlot(markerX, markerY)) continue;   // outside a zoomed range
       ctx.globalAlpha = 1;
       ctx.lineWidth = 2;
       ctx.strokeStyle = colours.bg;

@@ -35,6 +35,8 @@ def _make_data(root, scratch):
     for i in range(3):                                      # one spike flattens the others
         _run(root, "spiky", f"s{i}", [(s, {"acc": 0.4 + 0.002 * s + 0.01 * i}) for s in range(100)])
     _run(root, "spiky", "s3", [(s, {"acc": 1e6 if s == 50 else 0.5}) for s in range(100)])
+    # and a run that diverges over its last 15 steps (3 % of the chart's points)
+    _run(root, "spiky", "s4", [(s, {"acc": 0.5 if s < 85 else 10.0 ** (s - 84)}) for s in range(100)])
     # a param and a metric both named lr; long step numbers and small values
     for name, lr in (("c1", 0.01), ("c2", 0.1), ("c3", 0.001), ("c4", 0.015)):
         with expman.Experiment("clash", base_dir=root, run_name=name, capture_git=False,
@@ -245,7 +247,7 @@ def _top_value(page):
 
 def test_ignoring_outliers_and_y_drag_zoom_and_reset(ui, server):
     page = open_page(ui, server, "#exp=spiky")
-    page.wait_for_function("() => Object.keys(window.expman.chartPoints('acc')).length == 4")
+    page.wait_for_function("() => Object.keys(window.expman.chartPoints('acc')).length == 5")
     assert _top_value(page) >= 1e5                       # the spike sets the scale
     page.locator("#clip-outliers").check(force=True)
     page.wait_for_function("() => Math.max(...window.expman.chartYLabels('acc')"
@@ -259,18 +261,19 @@ def test_ignoring_outliers_and_y_drag_zoom_and_reset(ui, server):
     page.wait_for_function("() => Math.max(...window.expman.chartYLabels('acc')"
                            ".map(l => Number(l.text))) >= 1e5")
     # drag along the y axis: zoom y to the lower part
+    full = _top_value(page)
     overlay = page.locator("[data-key='acc'] canvas.chart-overlay")
     box = overlay.bounding_box()
     page.mouse.move(box["x"] + 6, box["y"] + box["height"] * 0.55)
     page.mouse.down()
     page.mouse.move(box["x"] + 6, box["y"] + box["height"] * 0.75, steps=4)
     page.mouse.up()
-    page.wait_for_function("() => Math.max(...window.expman.chartYLabels('acc')"
-                           ".map(l => Number(l.text))) < 6e5")
+    page.wait_for_function("full => Math.max(...window.expman.chartYLabels('acc')"
+                           ".map(l => Number(l.text))) < full * 0.7", arg=full)
     expect(page.locator("[data-key='acc'] .reset-zoom")).to_be_visible()
     page.locator("[data-key='acc'] .reset-zoom").click()
-    page.wait_for_function("() => Math.max(...window.expman.chartYLabels('acc')"
-                           ".map(l => Number(l.text))) >= 1e6")
+    page.wait_for_function("full => Math.max(...window.expman.chartYLabels('acc')"
+                           ".map(l => Number(l.text))) >= full", arg=full)
 
 
 # -- 4, 5: failed switches and unknown runs ----------------------------------------------------
