@@ -3933,6 +3933,11 @@ def _catalog_row(store, exp_path, entry):
         _EMPTY_RUN_ROW.append(dict.fromkeys(_run_row(store, "", {"status": "finished"})))
     row = {**_EMPTY_RUN_ROW[0], **entry["row"]}
     row["path"] = store.display(store.join(exp_path, entry["name"]))
+    if store.is_local:  # a metrics file damaged after the run closed (a stat, a footer per file)
+        row.pop("metrics_error", None)
+        problem = _unreadable_metrics(store, store.join(exp_path, entry["name"]))
+        if problem:
+            row["metrics_error"] = problem
     return row
 
 
