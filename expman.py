@@ -8827,6 +8827,7 @@ kbd { font-family: var(--mono); font-size: 11px; border: 1px solid var(--border-
 #filter-error { color: var(--err); font-size: 12px; white-space: nowrap; max-width: 340px; overflow: hidden; text-overflow: ellipsis; }
 #filter.bad { border-color: var(--err); }
 #charts-notes { margin: 8px 12px 0; padding: 6px 10px; border-radius: 6px; background: var(--err-soft); color: var(--err); font-size: 12.5px; }
+#run-detail.missing .drawer-body > section:not(:first-child) { display: none; }
 .detail-missing { color: var(--err); font-weight: 560; grid-column: 1 / -1; }
 .run-problem { margin-left: 6px; color: var(--err); font-size: 11.5px; white-space: nowrap; }
 .chip.problem .chip-label { color: var(--err); }
@@ -11961,8 +11962,10 @@ function openDetail(k, push) {
     $('#detail-status').replaceChildren(h('span', { class: 'status crashed', text: 'not found' }));
     for (const id of ['#detail-desc', '#detail-tags', '#detail-summary', '#detail-params', '#log', '#artifacts', '#artifact-preview']) $(id).replaceChildren();
     $('#detail-select').disabled = true;
+    $('#run-detail').classList.add('missing');
   });
   $('#detail-select').disabled = false;
+  $('#run-detail').classList.remove('missing');
   api(base + '/config').then(j => {
     if (token !== S.detailToken || missing()) return;
     const cfg = (j && j.config) || {};
