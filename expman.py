@@ -4548,6 +4548,11 @@ def _catalog_row(store, exp_path, entry):
         _EMPTY_RUN_ROW.append(dict.fromkeys(_run_row(store, "", {"status": "finished"})))
     row = {**_EMPTY_RUN_ROW[0], **entry["row"]}
     row["path"] = store.display(store.join(exp_path, entry["name"]))
+    if store.is_local:  # a metrics file damaged after the run closed (a stat, a footer per file)
+        row.pop("metrics_error", None)
+        problem = _unreadable_metrics(store, store.join(exp_path, entry["name"]))
+        if problem:
+            row["metrics_error"] = problem
     return row
 
 
@@ -4595,7 +4600,84 @@ def _listed_run_row(store, run_path, name, meta, config, now=None):
         row["corrupt"] = True
     if meta.get("error"):
         row["error"] = str(meta["error"])
+    if row["status"] == "crashed":
+        _catch_up_crashed(store, run_path, row)
+    elif row["status"] != "running":
+        problem = _unreadable_metrics(store, run_path)
+        if problem:
+            row["metrics_error"] = problem
     return row
+
+
+_FOOTER_CHECKS = {}  # (display path, size, mtime) -> problem or None: a closed file never changes
+
+
+def _unreadable_metrics(store, run_path):
+    """Why the closed run's metrics.parquet cannot be read (no Parquet footer: truncated by a
+    crash or a bad copy), or None. The dashboard used to draw nothing and say nothing while
+    only the server's stderr knew. Costs one stat and a 4-byte read, once per file version."""
+    fpath = store.join(run_path, METRICS_FILE)
+    try:
+        st = store.stat(fpath)
+    except OSError:
+        return None
+    if st is None:
+        return None
+    key = (store.display(fpath), st[0], st[1])
+    if key in _FOOTER_CHECKS:
+        return _FOOTER_CHECKS[key]
+    problem = None
+    if st[0] < 12:
+        problem = f"{METRICS_FILE} is truncated ({st[0]} bytes)"
+    else:
+        try:
+            if store.read_range(fpath, st[0] - 4, 4) != b"PAR1":
+                problem = f"{METRICS_FILE} is truncated or not Parquet (no footer; {st[0]:,} bytes)"
+        except OSError as exc:
+            problem = f"{METRICS_FILE} cannot be read: {exc}"
+    if len(_FOOTER_CHECKS) > 10000:
+        _FOOTER_CHECKS.clear()
+    _FOOTER_CHECKS[key] = problem
+    return problem
+
+
+def _catch_up_crashed(store, run_path, row):
+    """A crashed run's run.yaml stops at its last heartbeat, but rows flushed after it are on
+    disk: take the row count, last step, last values and duration from the data (only the
+    rows after the heartbeat's count are read)."""
+    since = row["rows"] or 0
+    tables = []
+    try:
+        for start, end, fpath in _metric_files(store, run_path):
+            if end is not None and end <= since:
+                continue
+            try:
+                tables.append(_read_metric_file(store, fpath, None, max(0, since - start)))
+            except Exception:  # noqa: BLE001 - a half-written last segment: the rest counts
+                continue
+    except (OSError, ExpmanError):
+        return
+    tail = _unify(tables)
+    if not tail.num_rows:
+        return
+    row["rows"] = since + tail.num_rows
+    steps = [s for s in tail.column("step").to_pylist() if s is not None]
+    if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
+        row["last_step"] = max(steps)
+    summary = dict(row["summary"])
+    for key in tail.column_names:
+        if key in ("step", "timestamp"):
+            continue
+        values = [v for v in tail.column(key).to_pylist() if v is not None]
+        if values:
+            summary[key] = values[-1]
+    row["summary"] = summary
+    started = _parse_iso(row["started_at"])
+    stamps = [t for t in tail.column("timestamp").to_pylist() if t is not None]
+    if started is not None and stamps:
+        last = stamps[-1].timestamp() if hasattr(stamps[-1], "timestamp") else None
+        if last is not None and (row["duration_secs"] is None or last - started > row["duration_secs"]):
+            row["duration_secs"] = round(last - started, 3)
 
 
 def list_runs(root=None, experiment=None):
@@ -9617,6 +9699,12 @@ def _demo_data(root, live_secs=60.0, steps=2000):
 # page works offline. The server sends it verbatim (after swapping in the version);
 # all data arrives through fetch("/api/...") and one EventSource, and whatever a
 # user logged is put into the DOM as text, never parsed as HTML.
+#
+# The script's sections are numbered 13.1, 13.2, ... as `// --- 13.N name` lines, so
+#   grep -n '^# [0-9]\|^# --\|^// --- [0-9]' expman.py
+# prints the Python map and the page's in one list. 13.4 charts is the only code that draws
+# (line charts and histogram heat maps). .ci/lint_page.py runs node --check and eslint on the
+# script (the charts section also under one-statement-per-line and no one-letter names).
 DASHBOARD_HTML = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -9750,6 +9838,36 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 #banner.info { background: var(--panel); color: var(--fg-2); border-color: var(--border-2); }
 #banner-text { padding-top: 3px; overflow-wrap: anywhere; }
 #banner .icon-btn { width: 24px; height: 24px; color: inherit; }
+
+.diff-scroll { overflow: auto; max-height: 360px; padding: 0 12px 12px; }
+#diff-table td.differs { background: var(--warn-soft); }
+#diff-table th i { display: inline-block; width: 10px; height: 3px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }
+#runs-table tbody tr.cursor td { box-shadow: inset 0 1px 0 var(--accent), inset 0 -1px 0 var(--accent); }
+#shortcuts { position: fixed; top: 80px; left: 50%; transform: translateX(-50%); padding: 14px 18px; width: 360px; }
+kbd { font-family: var(--mono); font-size: 11px; border: 1px solid var(--border-2); border-bottom-width: 2px; border-radius: 4px; padding: 0 5px; background: var(--panel-2); }
+.chart.full { position: fixed; inset: 56px 24px 24px 24px; z-index: 70; box-shadow: 0 12px 40px rgba(0,0,0,.3); display: flex; flex-direction: column; }
+.chart.full .plot-wrap { flex: 1; height: auto; }
+.chart-tool { border: 0; background: none; color: var(--faint); font-size: 11px; cursor: pointer; padding: 0 4px; height: 20px; border-radius: 4px; }
+.chart-tool:hover { background: var(--hover); color: var(--fg); }
+.goal-btn { border: 0; background: none; color: var(--faint); font-size: 11px; cursor: pointer; padding: 0 4px; height: 20px; border-radius: 4px; white-space: nowrap; }
+.goal-btn:hover { background: var(--hover); color: var(--fg); }
+.goal-btn[data-goal=min], .goal-btn[data-goal=max] { color: var(--accent); }
+#runs-table th .goal { color: var(--accent); margin-left: 3px; font-size: 11px; }
+#runs-table td.best { font-weight: 650; color: var(--ok); }
+#offline {
+  position: fixed; left: 0; right: 0; top: 46px; z-index: 61; padding: 7px 16px; text-align: center;
+  background: var(--warn-soft); color: var(--fg); border-bottom: 1px solid var(--warn); font-size: 12.5px;
+}
+#offline strong { color: var(--warn); }
+#filter-error { color: var(--err); font-size: 12px; white-space: nowrap; max-width: 340px; overflow: hidden; text-overflow: ellipsis; }
+#filter.bad { border-color: var(--err); }
+#charts-notes { margin: 8px 12px 0; padding: 6px 10px; border-radius: 6px; background: var(--err-soft); color: var(--err); font-size: 12.5px; }
+#run-detail.missing .drawer-body > section:not(:first-child) { display: none; }
+.detail-missing { color: var(--err); font-weight: 560; grid-column: 1 / -1; }
+.run-problem { margin-left: 6px; color: var(--err); font-size: 11.5px; white-space: nowrap; }
+.chip.problem .chip-label { color: var(--err); }
+#runs-table th .col-resize { position: absolute; right: 0; top: 0; bottom: 0; width: 6px; cursor: col-resize; z-index: 2; }
+#runs-table th .col-resize:hover { background: var(--accent-soft); }
 
 /* layout */
 #layout { display: grid; grid-template-columns: 232px minmax(0, 1fr); height: calc(100vh - 46px); }
@@ -9909,8 +10027,10 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 .media-steps { display: flex; align-items: center; gap: 8px; margin: 4px 0 8px; font-size: 12px; color: var(--muted); }
 .media-steps input[type=range] { flex: 1; min-width: 60px; }
 .media-steps output { min-width: 72px; text-align: right; font-variant-numeric: tabular-nums; }
-.media-runs { display: flex; gap: 10px; overflow-x: auto; }
-.media-run { flex: 1 1 0; min-width: 120px; display: flex; flex-direction: column; gap: 4px; }
+.media-card.many { grid-column: 1 / -1; }
+.media-runs { display: flex; flex-wrap: wrap; gap: 10px; }
+.media-run { flex: 1 1 150px; min-width: 120px; max-width: 330px; display: flex; flex-direction: column; gap: 4px; }
+.media-card.wide .media-run { max-width: none; }
 .media-run-label { display: flex; align-items: center; gap: 6px; font-size: 11.5px; color: var(--muted); overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
 .media-run-label i { width: 10px; height: 3px; border-radius: 2px; flex: none; }
 .media-run img { width: 100%; max-width: 320px; height: auto; max-height: 320px; object-fit: contain; image-rendering: pixelated; background: var(--bg-soft); border-radius: 4px; align-self: flex-start; }
@@ -10031,6 +10151,7 @@ table.data td.num { text-align: right; font-family: var(--mono); }
   </button>
   <span id="version">v__EXPMAN_VERSION__</span>
 </header>
+<div id="offline" role="alert" data-testid="offline" hidden><strong>Server unreachable.</strong> <span id="offline-text">The expman server does not answer; what you see may be out of date. Retrying…</span></div>
 <div id="banner" role="alert" hidden>
   <span id="banner-text"></span>
   <button class="icon-btn" id="banner-close" type="button" aria-label="Dismiss">
@@ -10059,8 +10180,10 @@ with expman.Experiment("my-experiment") as exp:
     <section id="runs-panel" class="panel" data-testid="runs-panel" hidden>
       <div class="panel-head">
         <div class="title"><h2 id="exp-title"></h2><span id="exp-desc"></span></div>
-        <input id="filter" data-testid="filter" type="search" placeholder="Filter runs by name, tag or param=value   ( / )" autocomplete="off" spellcheck="false">
+        <input id="filter" data-testid="filter" type="search" placeholder="Filter: name, tag, lr>0.01, optimizer=adam, name~abc   ( / )" autocomplete="off" spellcheck="false" title="Words match anywhere; key=value is exact, key~text a substring; > >= < <= != compare numbers. Space-separated terms must all hold.">
+        <span id="filter-error" data-testid="filter-error" role="status" hidden></span>
         <span id="runs-count" data-testid="runs-count"></span>
+        <button id="diff-button" class="btn" type="button" data-testid="diff-button" title="Params that differ between the selected runs" disabled>Diff params</button>
         <button id="columns-button" class="btn" type="button" data-testid="columns-button">
           <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M4 5h16v14H4zM10 5v14M15 5v14"/></svg>Columns
         </button>
@@ -10071,6 +10194,14 @@ with expman.Experiment("my-experiment") as exp:
       </div>
       <div class="resizer" id="runs-resizer" title="Drag to resize"></div>
     </section>
+    <section id="diff-panel" class="panel" data-testid="diff-panel" hidden>
+      <div class="panel-head"><div class="title"><h2>Params that differ</h2><span id="diff-note" class="muted"></span></div>
+        <button id="diff-close" class="icon-btn" type="button" aria-label="Close the diff" title="Close">
+          <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M6 6l12 12M18 6L6 18"/></svg>
+        </button>
+      </div>
+      <div class="diff-scroll"><table id="diff-table" class="data" data-testid="diff-table"></table></div>
+    </section>
     <section id="charts-panel" class="panel" data-testid="charts-panel" hidden>
       <div class="panel-head charts-toolbar">
         <div class="title"><h2>Charts</h2></div>
@@ -10080,6 +10211,7 @@ with expman.Experiment("my-experiment") as exp:
           <output id="smoothing-value">0</output>
         </label>
         <label class="switch" title="Logarithmic y axis"><input id="logy" data-testid="logy" type="checkbox"><span class="track"></span>Log y</label>
+        <label class="switch" title="Fit the y axis to the bulk of the values (5th to 95th percentile, plus a quarter of that span either side), so one spike or a diverged run does not flatten the others. Drag along a chart's y axis to zoom y by hand."><input id="clip-outliers" data-testid="clip-outliers" type="checkbox"><span class="track"></span>Ignore outliers</label>
         <label>X axis
           <select id="xaxis" data-testid="xaxis">
             <option value="step">Step</option><option value="wall">Wall time</option>
@@ -10093,6 +10225,7 @@ with expman.Experiment("my-experiment") as exp:
         </label>
       </div>
       <div id="legend" data-testid="legend"></div>
+      <div id="charts-notes" data-testid="charts-notes" hidden></div>
       <div id="charts" data-testid="charts"></div>
       <div id="charts-empty" class="empty-state" hidden></div>
     </section>
@@ -10134,11 +10267,23 @@ with expman.Experiment("my-experiment") as exp:
   </div>
 </aside>
 <div id="columns-popover" class="popover" data-testid="columns-popover" hidden></div>
+<div id="shortcuts" class="popover" data-testid="shortcuts" role="dialog" aria-label="Keyboard shortcuts" hidden>
+  <h4>Keyboard</h4>
+  <table class="kv">
+    <tr><td><kbd>/</kbd></td><td>filter runs</td></tr>
+    <tr><td><kbd>j</kbd> <kbd>k</kbd></td><td>next / previous run in the table</td></tr>
+    <tr><td><kbd>space</kbd></td><td>select the run for the charts</td></tr>
+    <tr><td><kbd>Enter</kbd></td><td>open the run's details</td></tr>
+    <tr><td><kbd>f</kbd></td><td>full-screen the chart under the pointer (or the first)</td></tr>
+    <tr><td><kbd>Esc</kbd></td><td>close</td></tr>
+    <tr><td><kbd>?</kbd></td><td>this list</td></tr>
+  </table>
+</div>
 <script>
 (function () {
 'use strict';
 
-// --- util
+// --- 13.1 util
 const VERSION = '__EXPMAN_VERSION__';
 const $ = (s, r) => (r || document).querySelector(s);
 const enc = encodeURIComponent;
@@ -10270,12 +10415,14 @@ function cmpValues(a, b) {
   return collator.compare(String(a), String(b));
 }
 
-// Every run keeps one colour wherever it appears: a hash of "exp/run" into a palette that
-// reads on light and dark backgrounds. Two selected runs never share a colour while the
-// palette lasts: a run whose slot is taken probes to the next free one, and keeps it for as
-// long as it stays selected (so colours do not jump when other runs come and go).
-const PALETTE = ['#3b82f6', '#f97316', '#16a34a', '#e11d48', '#8b5cf6', '#0891b2', '#ca8a04', '#db2777',
-  '#65a30d', '#4f46e5', '#0d9488', '#a16207', '#64748b', '#c026d3'];
+// Run colours: 24 categorical colours picked (greedy max-min in CIELAB) to stay apart for
+// normal vision and under simulated deuteranopia and protanopia, each with contrast >= 2.3
+// against the light panel and >= 2.8 against the dark one. They are handed out in selection
+// order: a newly selected run takes the first free colour and keeps it while it stays selected,
+// so colours do not jump when other runs come and go. Past 24 runs colours repeat.
+const PALETTE = ['#3b7dd8', '#e8850c', '#00bb99', '#dd0044', '#7744ff', '#33aacc', '#995588', '#ff7755',
+  '#dd0000', '#ee6677', '#ff33ff', '#bb22bb', '#ff66cc', '#447744', '#bb5577', '#22bb55',
+  '#557700', '#aa55aa', '#33bb11', '#8844dd', '#6688ff', '#dd66aa', '#cc88ee', '#cc6633'];
 const colorSlots = new Map();
 function hashSlot(key) {
   let x = 2166136261;
@@ -10286,21 +10433,40 @@ function assignColors(keys) {
   const want = new Set(keys);
   for (const k of Array.from(colorSlots.keys())) if (!want.has(k)) colorSlots.delete(k);
   const used = new Set(colorSlots.values());
+  let next = 0;
   for (const k of keys) {
     if (colorSlots.has(k)) continue;
-    let i = hashSlot(k);
-    for (let j = 0; j < PALETTE.length && used.has(i); j++) i = (i + 1) % PALETTE.length;
-    used.add(i); colorSlots.set(k, i);
+    while (next < PALETTE.length && used.has(next)) next++;
+    const slot = next < PALETTE.length ? next : colorSlots.size % PALETTE.length;
+    used.add(slot); colorSlots.set(k, slot);
   }
 }
+// a run that is not selected (a job's rank, a run detail) still gets a steady colour
 function colorOf(key) { const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
+// Which way is better for a metric: the same words as _metric_goal in Python (`expman
+// compare`); keep the two lists in step. A key with neither or both kinds of word has no goal.
+const GOAL_MIN_WORDS = new Set(['loss', 'error', 'err', 'perplexity', 'ppl', 'mse', 'mae', 'rmse', 'nll', 'wer', 'cer']);
+const GOAL_MAX_WORDS = new Set(['acc', 'accuracy', 'f1', 'auc', 'auroc', 'bleu', 'rouge', 'precision', 'recall', 'map', 'iou', 'miou', 'dice',
+  'reward', 'return', 'score']);
+function inferGoal(key) {
+  const words = new Set();
+  for (const w of String(key).toLowerCase().split(/[^a-z0-9]+/)) { if (w) words.add(w); const bare = w.replace(/[0-9]+$/, ''); if (bare) words.add(bare); }
+  const ws = Array.from(words);
+  const lower = ws.some(w => GOAL_MIN_WORDS.has(w) || /(loss|error)$/.test(w)), higher = ws.some(w => GOAL_MAX_WORDS.has(w));
+  return lower === higher ? null : lower ? 'min' : 'max';
+}
+// the goal in force: what the user set in the page (saved in the URL), else the inferred one
+function goalOf(key) { return S.goals.has(key) ? S.goals.get(key) : inferGoal(key); }
 const splitKey = k => { const i = k.indexOf('/'); return [k.slice(0, i), k.slice(i + 1)]; };
 
-// --- api
+// --- 13.2 api
 const TOKEN = new URLSearchParams(location.search).get('token');
 function withToken(url) { return TOKEN ? url + (url.indexOf('?') >= 0 ? '&' : '?') + 'token=' + enc(TOKEN) : url; }
 async function api(path, opts) {
-  const r = await fetch(withToken(path), Object.assign({ cache: 'no-store' }, opts || {}));
+  let r;
+  try { r = await fetch(withToken(path), Object.assign({ cache: 'no-store' }, opts || {})); }
+  catch (e) { setOffline(true); const err = new Error('the expman server does not answer'); err.offline = true; throw err; }
+  setOffline(false);
   const text = await r.text();
   let body = null;
   try { body = JSON.parse(text); }
@@ -10328,7 +10494,13 @@ function limited(fn) {
   });
 }
 
-// --- banner
+// --- 13.3 banner
+// A server that stops answering is a page-wide state, not a passing error: a bar under the
+// header stays until a request or the stream gets through again.
+function setOffline(down) {
+  const bar = document.getElementById('offline');
+  if (bar && bar.hidden === !!down) bar.hidden = !down;
+}
 let bannerTimer = 0;
 function showBanner(msg, info) {
   const b = $('#banner');
@@ -10339,446 +10511,1068 @@ function showBanner(msg, info) {
 }
 const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : ''));
 
-// --- charts
-// Canvas line charts; the only code on the page that draws. The rest talks to a chart through
-//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}), appendPoints(id, xs, ys),
-//   removeSeries(id), setXRange([x0, x1] | null), hover(x | null), points(), destroy(),
-//   and callbacks chart.onZoom(x0, x1) / chart.onReset(),
-// plus Charts.configure({smoothing, logy, xFormat, hidden, highlight}) shared by every chart.
+// --- 13.4 charts
+// Canvas charts: the only code on the page that draws (line charts and the histograms' heat
+// maps). The rest of the page talks to a line chart through
+//   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}),
+//   appendPoints(id, xs, ys), removeSeries(id), setXRange([x0, x1] | null),
+//   setYRange([y0, y1] | null), setGoal('min' | 'max' | null), hover(x | null), points(),
+//   yLabels(), bestPoints(), toCsv(), destroy(),
+//   callbacks chart.onZoom(x0, x1) / chart.onYZoom(y0, y1) / chart.onReset(),
+// plus Charts.configure({smoothing, logy, xFormat, hidden, highlight, clipOutliers}) shared by
+// every chart, and Charts.drawHeatmap / Charts.heatmapCell for the histogram panel.
 // Charts draw only while on screen (IntersectionObserver) and at most once per frame.
 const Charts = (function () {
-  const opt = { smoothing: 0, logy: false, xFormat: 'step', hidden: new Set(), highlight: null };
-  const dirty = new Set(), all = new Set();
-  let frame = 0, theme = null, tip = null;
-  const io = window.IntersectionObserver ? new IntersectionObserver(onSeen, { rootMargin: '200px 0px' }) : null;
-  const ro = window.ResizeObserver ? new ResizeObserver(es => { for (const e of es) if (e.target.__chart) request(e.target.__chart); }) : null;
+  const options = { smoothing: 0, logy: false, xFormat: 'step', hidden: new Set(), highlight: null, clipOutliers: false };
+  const dirtyCharts = new Set();
+  const allCharts = new Set();
+  let frameRequest = 0;
+  let theme = null;
+  let tooltip = null;
+  const LABEL_GAP = 13;          // px between two y labels' centres: closer ones are dropped
+  const seenObserver = window.IntersectionObserver ? new IntersectionObserver(onSeen, { rootMargin: '200px 0px' }) : null;
+  const sizeObserver = window.ResizeObserver ? new ResizeObserver(onResized) : null;
 
-  function onSeen(entries) {
-    for (const en of entries) {
-      const c = en.target.__chart; if (!c) continue;
-      c.visible = en.isIntersecting;
-      if (c.visible) { if (c.stale) request(c); } else release(c);
+  function onResized(entries) {
+    for (const entry of entries) {
+      if (entry.target.__chart) request(entry.target.__chart);
     }
   }
-  function request(c) { c.stale = true; if (!c.visible || !c.alive) return; dirty.add(c); if (!frame) frame = requestAnimationFrame(flush); }
-  function flush() { frame = 0; const list = Array.from(dirty); dirty.clear(); for (const c of list) if (c.alive && c.visible) c.draw(); }
+  function onSeen(entries) {
+    for (const entry of entries) {
+      const chart = entry.target.__chart;
+      if (!chart) continue;
+      chart.visible = entry.isIntersecting;
+      if (!chart.visible) release(chart);
+      else if (chart.stale) request(chart);
+    }
+  }
+  function request(chart) {
+    chart.stale = true;
+    if (!chart.visible || !chart.alive) return;
+    dirtyCharts.add(chart);
+    if (!frameRequest) frameRequest = requestAnimationFrame(flush);
+  }
+  function flush() {
+    frameRequest = 0;
+    const list = Array.from(dirtyCharts);
+    dirtyCharts.clear();
+    for (const chart of list) {
+      if (chart.alive && chart.visible) chart.draw();
+    }
+  }
   // Off-screen charts give their pixels back, so hundreds of charts cost only what is visible.
-  function release(c) { if (c.canvas.width) { c.canvas.width = 0; c.canvas.height = 0; c.stale = true; } }
+  function release(chart) {
+    if (!chart.canvas.width) return;
+    chart.canvas.width = 0;
+    chart.canvas.height = 0;
+    chart.stale = true;
+  }
   function getTheme() {
     if (!theme) {
-      const cs = getComputedStyle(document.documentElement), v = n => cs.getPropertyValue(n).trim();
-      theme = { grid: v('--chart-grid'), axis: v('--chart-axis'), text: v('--chart-text'), cross: v('--chart-cross'),
-        zoom: v('--chart-zoom'), bg: v('--panel'), font: '11px ' + getComputedStyle(document.body).fontFamily };
+      const style = getComputedStyle(document.documentElement);
+      const cssVar = name => style.getPropertyValue(name).trim();
+      theme = {
+        grid: cssVar('--chart-grid'), axis: cssVar('--chart-axis'), text: cssVar('--chart-text'),
+        cross: cssVar('--chart-cross'), zoom: cssVar('--chart-zoom'), bg: cssVar('--panel'),
+        font: '11px ' + getComputedStyle(document.body).fontFamily
+      };
     }
     return theme;
   }
-  function fit(cv, W, H, dpr) { const w = Math.round(W * dpr), hh = Math.round(H * dpr); if (cv.width !== w || cv.height !== hh) { cv.width = w; cv.height = hh; } }
+  function fitCanvas(canvas, width, height, dpr) {
+    const pixelWidth = Math.round(width * dpr);
+    const pixelHeight = Math.round(height * dpr);
+    if (canvas.width !== pixelWidth || canvas.height !== pixelHeight) {
+      canvas.width = pixelWidth;
+      canvas.height = pixelHeight;
+    }
+  }
+  const isFiniteNumber = value => value > -Infinity && value < Infinity;
 
   // scales and ticks
-  function niceStep(span, n) {
+  function niceStep(span, count) {
     if (!(span > 0)) return 1;
-    const raw = span / Math.max(1, n), p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
-    return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * p;
+    const raw = span / Math.max(1, count);
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const fraction = raw / power;
+    return (fraction < 1.5 ? 1 : fraction < 3 ? 2 : fraction < 7 ? 5 : 10) * power;
   }
-  function linTicks(a, b, n, minStep) {
-    let s = niceStep(b - a, n); if (minStep && s < minStep) s = minStep;
-    const out = [], i0 = Math.ceil(a / s - 1e-9), i1 = Math.floor(b / s + 1e-9);
-    for (let i = i0; i <= i1 && out.length < 60; i++) out.push(i * s);
-    return { ticks: out, step: s };
+  function linTicks(low, high, count, minStep) {
+    let step = niceStep(high - low, count);
+    if (minStep && step < minStep) step = minStep;
+    const ticks = [];
+    const first = Math.ceil(low / step - 1e-9);
+    const last = Math.floor(high / step + 1e-9);
+    for (let i = first; i <= last && ticks.length < 60; i++) ticks.push(i * step);
+    return { ticks: ticks, step: step };
   }
-  const TSTEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800, 2592000, 31536000];
-  function timeTicks(a, b, n, wall) {
-    if (b - a < 4) return linTicks(a, b, n);
-    const want = (b - a) / Math.max(1, n);
-    let s = TSTEPS[TSTEPS.length - 1];
-    for (const t of TSTEPS) if (t >= want) { s = t; break; }
-    const off = wall && s >= 3600 ? -new Date(a * 1000).getTimezoneOffset() * 60 : 0;
-    const out = [];
-    for (let v = Math.ceil((a + off) / s) * s - off; v <= b + 1e-9 && out.length < 60; v += s) out.push(v);
-    return { ticks: out, step: s };
-  }
-  function logTicks(a, b, n) {
-    const lo = Math.floor(a), hi = Math.ceil(b), dec = hi - lo, every = Math.max(1, Math.ceil(dec / Math.max(1, n)));
-    const out = [];
-    for (let k = lo; k <= hi; k += every) {
-      for (const m of (dec <= 2 && every === 1 ? [1, 2, 5] : [1])) {
-        const l = k + Math.log10(m);
-        if (l >= a - 1e-9 && l <= b + 1e-9) out.push(m * Math.pow(10, k));
+  const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+    86400, 172800, 604800, 2592000, 31536000];
+  function timeTicks(low, high, count, wallClock) {
+    if (high - low < 4) return linTicks(low, high, count);
+    const wanted = (high - low) / Math.max(1, count);
+    let step = TIME_STEPS[TIME_STEPS.length - 1];
+    for (const candidate of TIME_STEPS) {
+      if (candidate >= wanted) {
+        step = candidate;
+        break;
       }
     }
-    if (out.length < 3) {
-      const t = linTicks(Math.pow(10, a), Math.pow(10, b), n);
-      return { ticks: t.ticks.filter(v => v > 0), step: t.step, lin: true };
+    // hour and day ticks fall on local midnight and whole local hours
+    const offset = wallClock && step >= 3600 ? -new Date(low * 1000).getTimezoneOffset() * 60 : 0;
+    const ticks = [];
+    for (let value = Math.ceil((low + offset) / step) * step - offset; value <= high + 1e-9 && ticks.length < 60; value += step) {
+      ticks.push(value);
     }
-    return { ticks: out, step: 0 };
+    return { ticks: ticks, step: step };
   }
-  function fmtTickY(v, t) {
-    if (v === 0) return '0';
-    const a = Math.abs(v);
-    if (a >= 1e5 || a < 1e-4) return Number(v.toPrecision(3)).toExponential().replace('e+', 'e');
-    if (!t.step) return String(Number(v.toPrecision(3)));
-    const d = Math.max(0, Math.min(10, -Math.floor(Math.log10(t.step) + 1e-9)));
-    return v.toFixed(d);
+  // Ticks of a log axis whose ends are lowLog..highLog (log10 of the values), plotHeight px tall:
+  // every decade gets a grid line, 2..9 times a decade a fainter one, and labels go where they
+  // fit (1 / 2 / 5 per decade when decades are tall, every n-th decade when they are short).
+  // With fewer than three such labels (about one decade) they are the linear ticks of the values.
+  function logTicks(lowLog, highLog, plotHeight) {
+    const firstDecade = Math.floor(lowLog);
+    const lastDecade = Math.ceil(highLog);
+    const decadePx = plotHeight / Math.max(1e-9, highLog - lowLog);
+    const inside = value => {
+      const log = Math.log10(value);
+      return log >= lowLog - 1e-9 && log <= highLog + 1e-9;
+    };
+    const labelled = decadePx >= 110 ? [1, 2, 5] : [1];
+    const labelEvery = Math.max(1, Math.ceil(LABEL_GAP * 1.6 / decadePx));
+    const major = [];
+    const minor = [];
+    for (let decade = firstDecade; decade <= lastDecade; decade++) {
+      for (let multiple = 1; multiple <= 9; multiple++) {
+        const value = multiple * Math.pow(10, decade);
+        if (!inside(value)) continue;
+        const isLabel = labelled.indexOf(multiple) >= 0 && (multiple > 1 || decade % labelEvery === 0);
+        if (isLabel) major.push(value);
+        else if (multiple === 1 || decadePx >= 24) minor.push(value);
+      }
+    }
+    if (major.length < 3) {
+      const linear = linTicks(Math.pow(10, lowLog), Math.pow(10, highLog), plotHeight / 34);
+      return { ticks: linear.ticks.filter(value => value > 0), step: linear.step, minor: minor };
+    }
+    return { ticks: major, step: 0, minor: minor };
   }
-  function compact(v) {
-    const a = Math.abs(v), t = x => String(Number(x.toPrecision(3)));
-    if (a >= 1e9) return t(v / 1e9) + 'B';
-    if (a >= 1e6) return t(v / 1e6) + 'M';
-    if (a >= 1e4) return t(v / 1e3) + 'k';
-    return String(Math.round(v * 1000) / 1000);
+  function fmtTickY(value, ticks) {
+    if (value === 0) return '0';
+    const magnitude = Math.abs(value);
+    if (magnitude >= 1e5 || magnitude < 1e-4) return Number(value.toPrecision(3)).toExponential().replace('e+', 'e');
+    if (!ticks.step) return String(Number(value.toPrecision(3)));
+    const decimals = Math.max(0, Math.min(10, -Math.floor(Math.log10(ticks.step) + 1e-9)));
+    return value.toFixed(decimals);
   }
-  function fmtTickX(v, step) {
-    if (opt.xFormat === 'step') return compact(v);
-    if (step < 1) return (opt.xFormat === 'relative' ? v : v % 60).toFixed(Math.min(6, Math.max(1, -Math.floor(Math.log10(step) + 1e-9)))) + 's';
-    if (opt.xFormat === 'relative') return fmtDur(v);
-    const d = new Date(v * 1000);
-    if (step >= 86400) return MON[d.getMonth()] + ' ' + d.getDate();
-    return fmtClock(d, step < 60);
+  function compact(value) {
+    const magnitude = Math.abs(value);
+    const short = number => String(Number(number.toPrecision(3)));
+    if (magnitude >= 1e9) return short(value / 1e9) + 'B';
+    if (magnitude >= 1e6) return short(value / 1e6) + 'M';
+    if (magnitude >= 1e4) return short(value / 1e3) + 'k';
+    return String(Math.round(value * 1000) / 1000);
   }
-  function fmtX(v) {
-    if (opt.xFormat === 'step') return 'Step ' + (Number.isInteger(v) ? v.toLocaleString('en-US') : fmtNum(v));
-    if (opt.xFormat === 'relative') return (Math.abs(v) < 10 ? fmtNum(Number(v.toPrecision(3))) + 's' : fmtDur(v)) + ' after start';
-    const d = new Date(v * 1000);
-    return MON[d.getMonth()] + ' ' + d.getDate() + ', ' + fmtClock(d, true);
+  function fmtTickX(value, step) {
+    if (options.xFormat === 'step') return compact(value);
+    if (step < 1) {
+      const decimals = Math.min(6, Math.max(1, -Math.floor(Math.log10(step) + 1e-9)));
+      return (options.xFormat === 'relative' ? value : value % 60).toFixed(decimals) + 's';
+    }
+    if (options.xFormat === 'relative') return fmtDur(value);
+    const date = new Date(value * 1000);
+    if (step >= 86400) return MON[date.getMonth()] + ' ' + date.getDate();
+    return fmtClock(date, step < 60);
+  }
+  function fmtX(value) {
+    if (options.xFormat === 'step') return 'Step ' + (Number.isInteger(value) ? value.toLocaleString('en-US') : fmtNum(value));
+    if (options.xFormat === 'relative') {
+      return (Math.abs(value) < 10 ? fmtNum(Number(value.toPrecision(3))) + 's' : fmtDur(value)) + ' after start';
+    }
+    const date = new Date(value * 1000);
+    return MON[date.getMonth()] + ' ' + date.getDate() + ', ' + fmtClock(date, true);
   }
 
   // series helpers
-  function isSorted(x, from) { for (let i = Math.max(1, from); i < x.length; i++) if (!(x[i] >= x[i - 1])) return false; return true; }
+  function isSorted(xs, from) {
+    for (let i = Math.max(1, from); i < xs.length; i++) {
+      if (!(xs[i] >= xs[i - 1])) return false;
+    }
+    return true;
+  }
   // EMA with TensorBoard's debiasing, so the first points are not dragged towards zero.
-  function smoothFrom(s, i0) {
-    const w = opt.smoothing;
-    if (i0 === 0 || s.smW !== w) { i0 = 0; s.ema = 0; s.emaN = 0; s.sm.length = 0; }
-    for (let i = i0; i < s.y.length; i++) {
-      const v = s.y[i];
-      if (!(v > -Infinity && v < Infinity)) { s.sm[i] = v; continue; }
-      s.ema = s.ema * w + (1 - w) * v; s.emaN++;
-      s.sm[i] = w ? s.ema / (1 - Math.pow(w, s.emaN)) : v;
+  function smoothFrom(series, startIndex) {
+    const weight = options.smoothing;
+    if (startIndex === 0 || series.smoothWeight !== weight) {
+      startIndex = 0;
+      series.ema = 0;
+      series.emaCount = 0;
+      series.smoothed.length = 0;
     }
-    s.smW = w;
-  }
-  function ensureSmooth(s) { if (s.smW !== opt.smoothing || s.sm.length !== s.y.length) smoothFrom(s, 0); }
-  function span(s, x0, x1) {
-    if (!s.sorted) return [0, s.x.length];
-    return [Math.max(0, lowerBound(s.x, x0) - 1), Math.min(s.x.length, lowerBound(s.x, x1) + 1)];
-  }
-  function nearest(s, x) {
-    const n = s.x.length; if (!n) return -1;
-    if (s.sorted) {
-      const i = lowerBound(s.x, x);
-      if (i <= 0) return 0; if (i >= n) return n - 1;
-      return x - s.x[i - 1] <= s.x[i] - x ? i - 1 : i;
+    for (let i = startIndex; i < series.y.length; i++) {
+      const value = series.y[i];
+      if (!isFiniteNumber(value)) {
+        series.smoothed[i] = value;
+        continue;
+      }
+      series.ema = series.ema * weight + (1 - weight) * value;
+      series.emaCount++;
+      series.smoothed[i] = weight ? series.ema / (1 - Math.pow(weight, series.emaCount)) : value;
     }
-    let b = -1, bd = Infinity;
-    for (let i = 0; i < n; i++) { const d = Math.abs(s.x[i] - x); if (d < bd) { bd = d; b = i; } }
-    return b;
+    series.smoothWeight = weight;
   }
+  function ensureSmooth(series) {
+    if (series.smoothWeight !== options.smoothing || series.smoothed.length !== series.y.length) smoothFrom(series, 0);
+  }
+  // [first, end) indexes of a series' points that can show between x0 and x1 (one either side)
+  function indexRange(series, x0, x1) {
+    if (!series.sorted) return [0, series.x.length];
+    return [Math.max(0, lowerBound(series.x, x0) - 1), Math.min(series.x.length, lowerBound(series.x, x1) + 1)];
+  }
+  function nearestIndex(series, x) {
+    const count = series.x.length;
+    if (!count) return -1;
+    if (series.sorted) {
+      const i = lowerBound(series.x, x);
+      if (i <= 0) return 0;
+      if (i >= count) return count - 1;
+      return x - series.x[i - 1] <= series.x[i] - x ? i - 1 : i;
+    }
+    let best = -1;
+    let bestDistance = Infinity;
+    for (let i = 0; i < count; i++) {
+      const distance = Math.abs(series.x[i] - x);
+      if (distance < bestDistance) {
+        bestDistance = distance;
+        best = i;
+      }
+    }
+    return best;
+  }
+  // The value at a fraction of the sorted values (clipOutliers: the 5th and 95th percentiles).
+  function quantile(sorted, fraction) {
+    const position = (sorted.length - 1) * fraction;
+    const below = Math.floor(position);
+    const above = Math.min(sorted.length - 1, below + 1);
+    return sorted[below] + (sorted[above] - sorted[below]) * (position - below);
+  }
+
   // One polyline per run; non-finite values (and values <= 0 on a log axis) break it into
   // gaps. Dense series are folded into min/max per pixel column, so cost follows width.
-  function trace(ctx, s, ys, r, sx, sy, logy, pw, alpha, width) {
-    const xs = s.x, i0 = r[0], i1 = r[1], n = i1 - i0, dense = n > pw * 2.5, sparse = n < pw / 10;
-    const lo = logy ? 0 : -Infinity;
-    ctx.globalAlpha = alpha; ctx.strokeStyle = s.color; ctx.fillStyle = s.color;
-    ctx.lineWidth = width; ctx.lineJoin = 'round'; ctx.lineCap = 'round';
+  function trace(ctx, series, ys, range, scale, alpha, width) {
+    const xs = series.x;
+    const first = range[0];
+    const end = range[1];
+    const count = end - first;
+    const dense = count > scale.plotWidth * 2.5;
+    const sparse = count < scale.plotWidth / 10;
+    const floor = scale.logy ? 0 : -Infinity;
+    ctx.globalAlpha = alpha;
+    ctx.strokeStyle = series.color;
+    ctx.fillStyle = series.color;
+    ctx.lineWidth = width;
+    ctx.lineJoin = 'round';
+    ctx.lineCap = 'round';
     ctx.beginPath();
-    let pen = false, run = 0, lx = 0, ly = 0, col = null, cf = 0, cmin = 0, cmax = 0, cl = 0;
+    let penDown = false;
+    let runLength = 0;
+    let lastX = 0;
+    let lastY = 0;
+    const column = { x: null, first: 0, min: 0, max: 0, last: 0 };
     const dots = [];
-    const flushCol = () => {
-      if (col === null) return;
-      const x = col + 0.5;
-      if (pen) ctx.lineTo(x, cf); else { ctx.moveTo(x, cf); pen = true; }
-      if (cmin < cf) ctx.lineTo(x, cmin);
-      if (cmax > cmin) ctx.lineTo(x, cmax);
-      ctx.lineTo(x, cl); col = null;
-    };
-    for (let i = i0; i < i1; i++) {
-      const v = ys[i], xv = xs[i];
-      if (!(v > lo && v < Infinity) || !(xv > -Infinity && xv < Infinity)) {
-        if (dense) flushCol();
-        if (run === 1 && !sparse) dots.push(lx, ly);
-        pen = false; run = 0; continue;
+    const flushColumn = () => {
+      if (column.x === null) return;
+      const px = column.x + 0.5;
+      if (penDown) ctx.lineTo(px, column.first);
+      else {
+        ctx.moveTo(px, column.first);
+        penDown = true;
       }
-      const px = sx(xv), py = Math.max(-1e5, Math.min(1e5, sy(v)));
+      if (column.min < column.first) ctx.lineTo(px, column.min);
+      if (column.max > column.min) ctx.lineTo(px, column.max);
+      ctx.lineTo(px, column.last);
+      column.x = null;
+    };
+    for (let i = first; i < end; i++) {
+      const value = ys[i];
+      const xValue = xs[i];
+      if (!(value > floor && value < Infinity) || !isFiniteNumber(xValue)) {
+        if (dense) flushColumn();
+        if (runLength === 1 && !sparse) dots.push(lastX, lastY);
+        penDown = false;
+        runLength = 0;
+        continue;
+      }
+      const px = scale.toX(xValue);
+      const py = Math.max(-1e5, Math.min(1e5, scale.toY(value)));
       if (dense) {
-        const c = Math.floor(px);
-        if (c !== col) { flushCol(); col = c; cf = cmin = cmax = cl = py; }
-        else { if (py < cmin) cmin = py; if (py > cmax) cmax = py; cl = py; }
-      } else if (pen) ctx.lineTo(px, py);
-      else { ctx.moveTo(px, py); pen = true; }
-      run++; lx = px; ly = py;
+        const pixelColumn = Math.floor(px);
+        if (pixelColumn !== column.x) {
+          flushColumn();
+          column.x = pixelColumn;
+          column.first = py;
+          column.min = py;
+          column.max = py;
+          column.last = py;
+        } else {
+          column.min = Math.min(column.min, py);
+          column.max = Math.max(column.max, py);
+          column.last = py;
+        }
+      } else if (penDown) ctx.lineTo(px, py);
+      else {
+        ctx.moveTo(px, py);
+        penDown = true;
+      }
+      runLength++;
+      lastX = px;
+      lastY = py;
       if (sparse) dots.push(px, py);
     }
-    if (dense) flushCol();
-    if (run === 1 && !sparse) dots.push(lx, ly);
+    if (dense) flushColumn();
+    if (runLength === 1 && !sparse) dots.push(lastX, lastY);
     ctx.stroke();
     if (dots.length) {
-      const rr = width * 0.9 + 0.6;
+      const radius = width * 0.9 + 0.6;
       ctx.beginPath();
-      for (let i = 0; i < dots.length; i += 2) { ctx.moveTo(dots[i] + rr, dots[i + 1]); ctx.arc(dots[i], dots[i + 1], rr, 0, Math.PI * 2); }
+      for (let i = 0; i < dots.length; i += 2) {
+        ctx.moveTo(dots[i] + radius, dots[i + 1]);
+        ctx.arc(dots[i], dots[i + 1], radius, 0, Math.PI * 2);
+      }
       ctx.fill();
     }
     ctx.globalAlpha = 1;
   }
 
-  // The min/max band of an aggregated series, filled under its line (gaps where values are not finite).
-  function band(ctx, s, r, sx, sy, logy, alpha) {
-    const lo = logy ? 0 : -Infinity, ok = i => s.lo[i] > lo && s.hi[i] < Infinity && s.x[i] > -Infinity && s.x[i] < Infinity;
-    ctx.globalAlpha = alpha; ctx.fillStyle = s.color;
-    let i = r[0];
-    while (i < r[1]) {
-      while (i < r[1] && !ok(i)) i++;
-      const a = i; while (i < r[1] && ok(i)) i++;
-      if (i - a < 2) continue;
-      ctx.beginPath(); ctx.moveTo(sx(s.x[a]), sy(s.hi[a]));
-      for (let j = a + 1; j < i; j++) ctx.lineTo(sx(s.x[j]), sy(s.hi[j]));
-      for (let j = i - 1; j >= a; j--) ctx.lineTo(sx(s.x[j]), sy(s.lo[j]));
-      ctx.closePath(); ctx.fill();
+  // The min/max band of an aggregated series, filled under its line and outlined at its
+  // edges so it reads on both themes (gaps where values are not finite).
+  function band(ctx, series, range, scale, alpha) {
+    const floor = scale.logy ? 0 : -Infinity;
+    const usable = i => series.lo[i] > floor && series.hi[i] < Infinity && isFiniteNumber(series.x[i]);
+    ctx.fillStyle = series.color;
+    ctx.strokeStyle = series.color;
+    ctx.lineWidth = 1;
+    let i = range[0];
+    while (i < range[1]) {
+      while (i < range[1] && !usable(i)) i++;
+      const start = i;
+      while (i < range[1] && usable(i)) i++;
+      if (i - start < 2) continue;
+      ctx.beginPath();
+      ctx.moveTo(scale.toX(series.x[start]), scale.toY(series.hi[start]));
+      for (let j = start + 1; j < i; j++) ctx.lineTo(scale.toX(series.x[j]), scale.toY(series.hi[j]));
+      for (let j = i - 1; j >= start; j--) ctx.lineTo(scale.toX(series.x[j]), scale.toY(series.lo[j]));
+      ctx.closePath();
+      ctx.globalAlpha = alpha;
+      ctx.fill();
+      ctx.globalAlpha = Math.min(1, alpha * 2.2);
+      ctx.stroke();
     }
     ctx.globalAlpha = 1;
   }
-  function showTip(hits, cx, cy) {
-    if (!tip) { tip = h('div', { class: 'chart-tip', role: 'tooltip', 'data-testid': 'chart-tooltip' }); tip.hidden = true; document.body.appendChild(tip); }
-    if (!hits || !hits.length) { tip.hidden = true; return; }
-    const rows = hits.slice().sort((p, q) => {
-      const a = p.shown, b = q.shown, fa = a > -Infinity && a < Infinity, fb = b > -Infinity && b < Infinity;
-      return fa && fb ? b - a : fa ? -1 : fb ? 1 : 0;
+  function showTip(hits, clientX, clientY) {
+    if (!tooltip) {
+      tooltip = h('div', { class: 'chart-tip', role: 'tooltip', 'data-testid': 'chart-tooltip' });
+      tooltip.hidden = true;
+      document.body.appendChild(tooltip);
+    }
+    if (!hits || !hits.length) {
+      tooltip.hidden = true;
+      return;
+    }
+    const rows = hits.slice().sort((left, right) => {
+      const leftOk = isFiniteNumber(left.shown);
+      const rightOk = isFiniteNumber(right.shown);
+      if (leftOk && rightOk) return right.shown - left.shown;
+      return leftOk ? -1 : rightOk ? 1 : 0;
     });
     const kids = [h('div', { class: 'tip-x', text: fmtX(hits.x) })];
-    for (const p of rows.slice(0, 24)) {
-      kids.push(h('div', { class: 'tip-row' }, h('i', { style: 'background:' + p.color }), h('span', { class: 'tip-name', text: p.label }),
-        h('b', { text: fmtNum(p.shown) }), opt.smoothing > 0 ? h('small', { text: fmtNum(p.raw), title: 'raw' }) : null));
+    for (const hit of rows.slice(0, 24)) {
+      kids.push(h('div', { class: 'tip-row' }, h('i', { style: 'background:' + hit.color }), h('span', { class: 'tip-name', text: hit.label }),
+        h('b', { text: fmtNum(hit.shown) }), options.smoothing > 0 ? h('small', { text: fmtNum(hit.raw), title: 'raw' }) : null));
     }
     if (rows.length > 24) kids.push(h('div', { class: 'tip-x', text: '+' + (rows.length - 24) + ' more' }));
-    tip.replaceChildren.apply(tip, kids);
-    tip.hidden = false;
-    const r = tip.getBoundingClientRect();
-    let x = cx + 16, y = cy + 14;
-    if (x + r.width > innerWidth - 8) x = cx - r.width - 16;
-    if (y + r.height > innerHeight - 8) y = Math.max(8, innerHeight - r.height - 8);
-    tip.style.transform = 'translate(' + Math.round(x) + 'px,' + Math.round(y) + 'px)';
+    tooltip.replaceChildren.apply(tooltip, kids);
+    tooltip.hidden = false;
+    const box = tooltip.getBoundingClientRect();
+    let left = clientX + 16;
+    let top = clientY + 14;
+    if (left + box.width > innerWidth - 8) left = clientX - box.width - 16;
+    if (top + box.height > innerHeight - 8) top = Math.max(8, innerHeight - box.height - 8);
+    tooltip.style.transform = 'translate(' + Math.round(left) + 'px,' + Math.round(top) + 'px)';
   }
 
   function Chart(canvas) {
-    this.canvas = canvas; this.wrap = canvas.parentNode;
-    this.overlay = document.createElement('canvas'); this.overlay.className = 'chart-overlay';
+    this.canvas = canvas;
+    this.wrap = canvas.parentNode;
+    this.overlay = document.createElement('canvas');
+    this.overlay.className = 'chart-overlay';
     this.wrap.appendChild(this.overlay);
-    this.series = new Map(); this.xRange = null; this.L = null;
-    this.visible = !io; this.stale = true; this.alive = true;
-    this.hoverPx = null; this.drag = null; this.onZoom = null; this.onReset = null; this.emptyText = 'No data';
+    this.series = new Map();
+    this.xRange = null;
+    this.yRange = null;
+    this.goal = null;
+    this.bestShown = [];
+    this.layout = null;
+    this.shownLabels = [];
+    this.visible = !seenObserver;
+    this.stale = true;
+    this.alive = true;
+    this.hoverPx = null;
+    this.drag = null;
+    this.onZoom = null;
+    this.onYZoom = null;
+    this.onReset = null;
+    this.emptyText = 'No data';
     this.wrap.__chart = this;
     this.bind();
-    if (io) io.observe(this.wrap);
-    if (ro) ro.observe(this.wrap);
-    all.add(this); request(this);
+    if (seenObserver) seenObserver.observe(this.wrap);
+    if (sizeObserver) sizeObserver.observe(this.wrap);
+    allCharts.add(this);
+    request(this);
   }
-  Chart.prototype.setSeries = function (id, d) {
-    const s = { id: id, label: d.label || id, color: d.color || '#888', x: Array.from(d.x), y: Array.from(d.y), sm: [], smW: -1, ema: 0, emaN: 0,
-      lo: d.lo ? Array.from(d.lo) : null, hi: d.hi ? Array.from(d.hi) : null };   // lo/hi: a shaded band around the line
-    s.sorted = isSorted(s.x, 0);
-    this.series.set(id, s); request(this);
+  Chart.prototype.setSeries = function (id, spec) {
+    const series = {
+      id: id, label: spec.label || id, color: spec.color || '#888', x: Array.from(spec.x), y: Array.from(spec.y),
+      smoothed: [], smoothWeight: -1, ema: 0, emaCount: 0,
+      lo: spec.lo ? Array.from(spec.lo) : null,      // lo/hi: a shaded band around the line
+      hi: spec.hi ? Array.from(spec.hi) : null
+    };
+    series.sorted = isSorted(series.x, 0);
+    this.series.set(id, series);
+    request(this);
   };
   Chart.prototype.appendPoints = function (id, xs, ys) {
-    const s = this.series.get(id); if (!s || !xs.length) return;
-    const n0 = s.x.length;
-    for (let i = 0; i < xs.length; i++) { s.x.push(xs[i]); s.y.push(ys[i]); }
-    if (s.sorted) s.sorted = isSorted(s.x, n0);
-    if (s.smW === opt.smoothing && s.sm.length === n0) smoothFrom(s, n0);
+    const series = this.series.get(id);
+    if (!series || !xs.length) return;
+    const before = series.x.length;
+    for (let i = 0; i < xs.length; i++) {
+      series.x.push(xs[i]);
+      series.y.push(ys[i]);
+    }
+    if (series.sorted) series.sorted = isSorted(series.x, before);
+    if (series.smoothWeight === options.smoothing && series.smoothed.length === before) smoothFrom(series, before);
     request(this);
   };
-  Chart.prototype.removeSeries = function (id) { if (this.series.delete(id)) request(this); };
-  Chart.prototype.setXRange = function (r) {
-    this.xRange = r && r[1] > r[0] ? [r[0], r[1]] : null;
+  Chart.prototype.removeSeries = function (id) {
+    if (this.series.delete(id)) request(this);
+  };
+  Chart.prototype.setXRange = function (range) {
+    this.xRange = range && range[1] > range[0] ? [range[0], range[1]] : null;
     request(this);
   };
-  Chart.prototype.points = function () { const o = {}; for (const [id, s] of this.series) o[id] = s.x.length; return o; };
+  Chart.prototype.setYRange = function (range) {
+    this.yRange = range && range[1] > range[0] ? [range[0], range[1]] : null;
+    request(this);
+  };
+  // With a goal, each run's best value (lowest or highest raw value) gets a ringed marker.
+  Chart.prototype.setGoal = function (goal) {
+    this.goal = goal === 'min' || goal === 'max' ? goal : null;
+    request(this);
+  };
+  // The best markers as last drawn: [{id, value, x, y}] (x, y in CSS px on the canvas).
+  Chart.prototype.bestPoints = function () {
+    return this.bestShown.slice();
+  };
+  // The shown series (hidden runs left out) as CSV text: run,x,value per point.
+  Chart.prototype.toCsv = function (xName) {
+    const quote = text => /[",\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+    const lines = ['run,' + xName + ',value'];
+    for (const series of this.series.values()) {
+      if (options.hidden.has(series.id)) continue;
+      for (let i = 0; i < series.x.length; i++) lines.push(quote(series.label) + ',' + series.x[i] + ',' + series.y[i]);
+    }
+    return lines.join('\n') + '\n';
+  };
+  Chart.prototype.points = function () {
+    const counts = {};
+    for (const [id, series] of this.series) counts[id] = series.x.length;
+    return counts;
+  };
+  // The y labels as last drawn: [{text, y}] (y in CSS px from the canvas top).
+  Chart.prototype.yLabels = function () {
+    return this.shownLabels.slice();
+  };
   Chart.prototype.destroy = function () {
-    this.alive = false; dirty.delete(this); all.delete(this);
-    if (io) io.unobserve(this.wrap); if (ro) ro.unobserve(this.wrap);
-    this.wrap.__chart = null; this.series.clear();
+    this.alive = false;
+    dirtyCharts.delete(this);
+    allCharts.delete(this);
+    if (seenObserver) seenObserver.unobserve(this.wrap);
+    if (sizeObserver) sizeObserver.unobserve(this.wrap);
+    this.wrap.__chart = null;
+    this.series.clear();
     if (this.hoverPx !== null) showTip(null);
   };
-  Chart.prototype.message = function (ctx, W, H, text) {
-    const T = getTheme();
-    ctx.fillStyle = T.text; ctx.textAlign = 'center'; ctx.textBaseline = 'middle'; ctx.font = T.font;
-    ctx.fillText(text, W / 2, H / 2);
+  Chart.prototype.message = function (ctx, width, height, text) {
+    const colours = getTheme();
+    ctx.fillStyle = colours.text;
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'middle';
+    ctx.font = colours.font;
+    ctx.fillText(text, width / 2, height / 2);
+  };
+  // x extent of the shown series (or the zoomed range)
+  Chart.prototype.xExtent = function (list) {
+    if (this.xRange) return [this.xRange[0], this.xRange[1]];
+    let x0 = Infinity;
+    let x1 = -Infinity;
+    for (const series of list) {
+      const count = series.x.length;
+      if (series.sorted) {
+        x0 = Math.min(x0, series.x[0]);
+        x1 = Math.max(x1, series.x[count - 1]);
+        continue;
+      }
+      for (let i = 0; i < count; i++) {
+        x0 = Math.min(x0, series.x[i]);
+        x1 = Math.max(x1, series.x[i]);
+      }
+    }
+    return [x0, x1];
+  };
+  // y extent of what shows between x0 and x1: all of it, or, when clipOutliers is on, the
+  // bulk of it: the 5th to 95th percentile of the values, widened by a quarter of that span on
+  // each side (never past the real extremes). One spike or a diverged run (a few % of the
+  // points) no longer flattens the other curves; a curve's ordinary range stays whole.
+  Chart.prototype.yExtent = function (list, ranges, x0, x1) {
+    const floor = options.logy ? 0 : -Infinity;
+    const values = [];
+    for (const series of list) {
+      const range = ranges.get(series);
+      for (let i = range[0]; i < range[1]; i++) {
+        const xValue = series.x[i];
+        if (!(xValue >= x0 && xValue <= x1)) continue;
+        const value = series.y[i];
+        if (value > floor && value < Infinity) values.push(value);
+        if (series.lo && series.lo[i] > floor && series.lo[i] < Infinity) values.push(series.lo[i]);
+        if (series.hi && series.hi[i] > floor && series.hi[i] < Infinity) values.push(series.hi[i]);
+      }
+    }
+    if (!values.length) return null;
+    if (options.clipOutliers && values.length >= 20) {
+      const sorted = Float64Array.from(values).sort();
+      const low = quantile(sorted, 0.05);
+      const high = quantile(sorted, 0.95);
+      const margin = (high - low) * 0.25;
+      return [Math.max(sorted[0], low - margin), Math.min(sorted[sorted.length - 1], high + margin)];
+    }
+    let y0 = Infinity;
+    let y1 = -Infinity;
+    for (const value of values) {
+      if (value < y0) y0 = value;
+      if (value > y1) y1 = value;
+    }
+    return [y0, y1];
   };
   Chart.prototype.draw = function () {
     this.stale = false;
-    const T = getTheme(), W = this.wrap.clientWidth, H = this.wrap.clientHeight;
-    if (W < 20 || H < 20) return;
+    const colours = getTheme();
+    const width = this.wrap.clientWidth;
+    const height = this.wrap.clientHeight;
+    if (width < 20 || height < 20) return;
     const dpr = window.devicePixelRatio || 1;
-    fit(this.canvas, W, H, dpr);
+    fitCanvas(this.canvas, width, height, dpr);
     const ctx = this.canvas.getContext('2d');
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, W, H);
-    ctx.font = T.font; ctx.textBaseline = 'middle';
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    ctx.font = colours.font;
+    ctx.textBaseline = 'middle';
+    this.shownLabels = [];
     const list = [];
-    for (const s of this.series.values()) if (!opt.hidden.has(s.id) && s.x.length) list.push(s);
-    if (opt.highlight) list.sort((p, q) => (p.id === opt.highlight) - (q.id === opt.highlight));
-    const logy = opt.logy, lo = logy ? 0 : -Infinity;
-    let x0 = Infinity, x1 = -Infinity;
-    if (this.xRange) { x0 = this.xRange[0]; x1 = this.xRange[1]; }
-    else for (const s of list) {
-      const n = s.x.length;
-      if (s.sorted) { if (s.x[0] < x0) x0 = s.x[0]; if (s.x[n - 1] > x1) x1 = s.x[n - 1]; }
-      else for (let i = 0; i < n; i++) { const v = s.x[i]; if (v < x0) x0 = v; if (v > x1) x1 = v; }
+    for (const series of this.series.values()) {
+      if (!options.hidden.has(series.id) && series.x.length) list.push(series);
     }
-    if (!(x1 >= x0) || !isFinite(x0) || !isFinite(x1)) { this.L = null; this.message(ctx, W, H, this.series.size ? 'All runs hidden' : this.emptyText); return; }
-    if (x1 === x0) { const d = opt.xFormat === 'step' ? 1 : Math.max(1, Math.abs(x0) * 1e-9); x0 -= d; x1 += d; }
-    let y0 = Infinity, y1 = -Infinity;
-    const ranges = new Map();
-    for (const s of list) {
-      const r = span(s, x0, x1); ranges.set(s, r);
-      for (let i = r[0]; i < r[1]; i++) {
-        const xv = s.x[i]; if (!(xv >= x0 && xv <= x1)) continue;
-        const v = s.y[i]; if (v > lo && v < Infinity) { if (v < y0) y0 = v; if (v > y1) y1 = v; }
-        if (s.lo) { const a = s.lo[i], b = s.hi[i]; if (a > lo && a < y0) y0 = a; if (b < Infinity && b > y1) y1 = b; }
-      }
-    }
-    if (!(y1 >= y0)) {
-      this.L = null;
-      this.message(ctx, W, H, logy ? 'No positive values for a log axis' : 'No finite values in this range');
+    if (options.highlight) list.sort((left, right) => (left.id === options.highlight) - (right.id === options.highlight));
+    const logy = options.logy;
+    let [x0, x1] = this.xExtent(list);
+    if (!(x1 >= x0) || !isFinite(x0) || !isFinite(x1)) {
+      this.layout = null;
+      this.message(ctx, width, height, this.series.size ? 'All runs hidden' : this.emptyText);
       return;
     }
-    let a = logy ? Math.log10(y0) : y0, b = logy ? Math.log10(y1) : y1;
-    if (b - a < 1e-12 * Math.max(1, Math.abs(a))) { const p = logy ? 0.5 : (Math.abs(a) * 0.1 || 1); a -= p; b += p; }
-    else { const p = (b - a) * 0.06; a -= p; b += p; if (!logy && y0 >= 0 && a < 0 && y0 - (b - a) * 0.25 <= 0) a = 0; }
-    const top = 8, bottom = 22, right = 12, ph = H - top - bottom;
-    const yt = logy ? logTicks(a, b, ph / 34) : linTicks(a, b, ph / 34);
-    const ylab = yt.ticks.map(t => fmtTickY(t, yt));
-    let lw = 0; for (const l of ylab) lw = Math.max(lw, ctx.measureText(l).width);
-    const left = Math.ceil(lw) + 12, pw = W - left - right;
-    if (pw < 20 || ph < 20) return;
-    const sx = x => left + (x - x0) / (x1 - x0) * pw;
-    const sy = logy ? v => top + (1 - (Math.log10(v) - a) / (b - a)) * ph : v => top + (1 - (v - a) / (b - a)) * ph;
-    const xt = opt.xFormat === 'step' ? linTicks(x0, x1, pw / 80, 1) : timeTicks(x0, x1, pw / 95, opt.xFormat === 'wall');
-    // grid
-    ctx.lineWidth = 1; ctx.strokeStyle = T.grid; ctx.beginPath();
-    for (const t of yt.ticks) { const y = Math.round(sy(t)) + 0.5; if (y < top || y > top + ph + 1) continue; ctx.moveTo(left, y); ctx.lineTo(left + pw, y); }
-    for (const t of xt.ticks) { const x = Math.round(sx(t)) + 0.5; if (x < left || x > left + pw + 1) continue; ctx.moveTo(x, top); ctx.lineTo(x, top + ph); }
+    if (x1 === x0) {
+      const pad = options.xFormat === 'step' ? 1 : Math.max(1, Math.abs(x0) * 1e-9);
+      x0 -= pad;
+      x1 += pad;
+    }
+    const ranges = new Map();
+    for (const series of list) ranges.set(series, indexRange(series, x0, x1));
+    let yExtent = this.yExtent(list, ranges, x0, x1);
+    if (this.yRange && !(logy && this.yRange[0] <= 0)) yExtent = this.yRange;
+    if (!yExtent || !(yExtent[1] >= yExtent[0])) {
+      this.layout = null;
+      this.message(ctx, width, height, logy ? 'No positive values for a log axis' : 'No finite values in this range');
+      return;
+    }
+    let low = logy ? Math.log10(yExtent[0]) : yExtent[0];
+    let high = logy ? Math.log10(yExtent[1]) : yExtent[1];
+    if (high - low < 1e-12 * Math.max(1, Math.abs(low))) {
+      const pad = logy ? 0.5 : (Math.abs(low) * 0.1 || 1);
+      low -= pad;
+      high += pad;
+    } else if (!this.yRange) {
+      const pad = (high - low) * 0.06;
+      low -= pad;
+      high += pad;
+      // a positive series starting near zero keeps zero as its floor
+      if (!logy && yExtent[0] >= 0 && low < 0 && yExtent[0] - (high - low) * 0.25 <= 0) low = 0;
+    }
+    const top = 8;
+    const bottom = 22;
+    const right = 12;
+    const plotHeight = height - top - bottom;
+    const yTicks = logy ? logTicks(low, high, plotHeight) : linTicks(low, high, plotHeight / 34);
+    const yLabels = yTicks.ticks.map(tick => fmtTickY(tick, yTicks));
+    let labelWidth = 0;
+    for (const label of yLabels) labelWidth = Math.max(labelWidth, ctx.measureText(label).width);
+    const left = Math.ceil(labelWidth) + 12;
+    const plotWidth = width - left - right;
+    if (plotWidth < 20 || plotHeight < 20) return;
+    const scale = {
+      logy: logy, plotWidth: plotWidth,
+      toX: x => left + (x - x0) / (x1 - x0) * plotWidth,
+      toY: logy ? value => top + (1 - (Math.log10(value) - low) / (high - low)) * plotHeight
+        : value => top + (1 - (value - low) / (high - low)) * plotHeight
+    };
+    const xTicks = options.xFormat === 'step' ? linTicks(x0, x1, plotWidth / 80, 1)
+      : timeTicks(x0, x1, plotWidth / 95, options.xFormat === 'wall');
+    const inPlotY = py => py >= top && py <= top + plotHeight + 1;
+    // grid: minor log ticks faint, then the labelled lines
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = colours.grid;
+    if (yTicks.minor && yTicks.minor.length) {
+      ctx.globalAlpha = 0.55;
+      ctx.beginPath();
+      for (const tick of yTicks.minor) {
+        const py = Math.round(scale.toY(tick)) + 0.5;
+        if (!inPlotY(py)) continue;
+        ctx.moveTo(left, py);
+        ctx.lineTo(left + plotWidth, py);
+      }
+      ctx.stroke();
+      ctx.globalAlpha = 1;
+    }
+    ctx.beginPath();
+    for (const tick of yTicks.ticks) {
+      const py = Math.round(scale.toY(tick)) + 0.5;
+      if (!inPlotY(py)) continue;
+      ctx.moveTo(left, py);
+      ctx.lineTo(left + plotWidth, py);
+    }
+    for (const tick of xTicks.ticks) {
+      const px = Math.round(scale.toX(tick)) + 0.5;
+      if (px < left || px > left + plotWidth + 1) continue;
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + plotHeight);
+    }
     ctx.stroke();
-    ctx.strokeStyle = T.axis; ctx.beginPath();
-    const by = Math.round(top + ph) + 0.5; ctx.moveTo(left, by); ctx.lineTo(left + pw, by); ctx.stroke();
-    // labels
-    ctx.fillStyle = T.text; ctx.textAlign = 'right';
-    yt.ticks.forEach((t, i) => { const y = sy(t); if (y >= top - 2 && y <= top + ph + 2) ctx.fillText(ylab[i], left - 6, Math.max(top + 4, Math.min(top + ph - 2, y))); });
+    ctx.strokeStyle = colours.axis;
+    ctx.beginPath();
+    const axisY = Math.round(top + plotHeight) + 0.5;
+    ctx.moveTo(left, axisY);
+    ctx.lineTo(left + plotWidth, axisY);
+    ctx.stroke();
+    // y labels, top to bottom, never closer than LABEL_GAP
+    ctx.fillStyle = colours.text;
+    ctx.textAlign = 'right';
+    const placed = yTicks.ticks.map((tick, i) => ({ text: yLabels[i], y: scale.toY(tick) }))
+      .filter(label => label.y >= top - 2 && label.y <= top + plotHeight + 2)
+      .map(label => ({ text: label.text, y: Math.max(top + 4, Math.min(top + plotHeight - 2, label.y)) }))
+      .sort((above, below) => above.y - below.y);
+    let lastLabelY = -Infinity;
+    for (const label of placed) {
+      if (label.y - lastLabelY < LABEL_GAP) continue;
+      ctx.fillText(label.text, left - 6, label.y);
+      this.shownLabels.push(label);
+      lastLabelY = label.y;
+    }
     ctx.textAlign = 'center';
     let lastRight = -Infinity;
-    for (const t of xt.ticks) {
-      const x = sx(t); if (x < left - 1 || x > left + pw + 1) continue;
-      const l = fmtTickX(t, xt.step), w = ctx.measureText(l).width;
-      const cx = Math.min(Math.max(x, left + w / 2), W - w / 2 - 1);
-      if (cx - w / 2 < lastRight + 8) continue;
-      ctx.fillText(l, cx, top + ph + 12); lastRight = cx + w / 2;
+    for (const tick of xTicks.ticks) {
+      const px = scale.toX(tick);
+      if (px < left - 1 || px > left + plotWidth + 1) continue;
+      const label = fmtTickX(tick, xTicks.step);
+      const labelW = ctx.measureText(label).width;
+      const centre = Math.min(Math.max(px, left + labelW / 2), width - labelW / 2 - 1);
+      if (centre - labelW / 2 < lastRight + 8) continue;
+      ctx.fillText(label, centre, top + plotHeight + 12);
+      lastRight = centre + labelW / 2;
     }
-    // series: faint raw curves first, then the (smoothed) curves on top
-    ctx.save(); ctx.beginPath(); ctx.rect(left, top - 2, pw + 1, ph + 4); ctx.clip();
-    const sm = opt.smoothing > 0, hl = opt.highlight;
-    for (const s of list) if (s.lo) band(ctx, s, ranges.get(s), sx, sy, logy, hl && hl !== s.id ? 0.05 : 0.16);
-    if (sm) for (const s of list) { ensureSmooth(s); trace(ctx, s, s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.06 : 0.2, 1.2); }
-    for (const s of list) trace(ctx, s, sm ? s.sm : s.y, ranges.get(s), sx, sy, logy, pw, hl && hl !== s.id ? 0.2 : 1, hl === s.id ? 2.2 : 1.6);
+    // series: bands, faint raw curves, then the (smoothed) curves on top
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, top - 2, plotWidth + 1, plotHeight + 4);
+    ctx.clip();
+    const smoothing = options.smoothing > 0;
+    const highlighted = options.highlight;
+    const dimmed = series => highlighted && highlighted !== series.id;
+    for (const series of list) {
+      if (series.lo) band(ctx, series, ranges.get(series), scale, dimmed(series) ? 0.06 : 0.24);
+    }
+    if (smoothing) {
+      for (const series of list) {
+        ensureSmooth(series);
+        trace(ctx, series, series.y, ranges.get(series), scale, dimmed(series) ? 0.06 : 0.2, 1.2);
+      }
+    }
+    for (const series of list) {
+      trace(ctx, series, smoothing ? series.smoothed : series.y, ranges.get(series), scale,
+        dimmed(series) ? 0.2 : 1, highlighted === series.id ? 2.2 : 1.6);
+    }
     ctx.restore();
-    this.L = { left: left, top: top, pw: pw, ph: ph, x0: x0, x1: x1, logy: logy, sx: sx, sy: sy };
+    // drawn unclipped: a run's best is often its last point, at the plot's right edge
+    const inPlot = (px, py) => px >= left - 1 && px <= left + plotWidth + 1 && py >= top - 1 && py <= top + plotHeight + 1;
+    this.bestShown = this.goal ? this.drawBest(ctx, list, scale, colours, inPlot) : [];
+    this.layout = { left: left, top: top, plotWidth: plotWidth, plotHeight: plotHeight, x0: x0, x1: x1, low: low, high: high,
+      logy: logy, toX: scale.toX, toY: scale.toY };
     if (this.hoverPx !== null || this.drag) this.drawOverlay();
+  };
+  Chart.prototype.drawBest = function (ctx, list, scale, colours, inPlot) {
+    const floor = scale.logy ? 0 : -Infinity;
+    const shown = [];
+    for (const series of list) {
+      let best = -1;
+      for (let i = 0; i < series.y.length; i++) {
+        const value = series.y[i];
+        if (!(value > floor && value < Infinity) || !isFiniteNumber(series.x[i])) continue;
+        if (best < 0 || (this.goal === 'min' ? value < series.y[best] : value > series.y[best])) best = i;
+      }
+      if (best < 0) continue;
+      const markerX = scale.toX(series.x[best]);
+      const markerY = scale.toY(series.y[best]);
+      if (!inPlot(markerX, markerY)) continue;   // outside a zoomed range
+      ctx.globalAlpha = 1;
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = colours.bg;
+      ctx.fillStyle = series.color;
+      ctx.beginPath();
+      ctx.arc(markerX, markerY, 5, 0, Math.PI * 2);
+      ctx.fill();
+      ctx.stroke();
+      ctx.strokeStyle = series.color;
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      ctx.arc(markerX, markerY, 8, 0, Math.PI * 2);
+      ctx.stroke();
+      shown.push({ id: series.id, value: series.y[best], x: markerX, y: markerY });
+    }
+    return shown;
   };
   Chart.prototype.valuesAt = function (x) {
     const out = [];
-    for (const s of this.series.values()) {
-      if (opt.hidden.has(s.id) || !s.x.length) continue;
-      const i = nearest(s, x); if (i < 0) continue;
-      if (opt.smoothing > 0) ensureSmooth(s);
-      out.push({ id: s.id, label: s.label, color: s.color, x: s.x[i], raw: s.y[i], shown: opt.smoothing > 0 ? s.sm[i] : s.y[i] });
+    for (const series of this.series.values()) {
+      if (options.hidden.has(series.id) || !series.x.length) continue;
+      const i = nearestIndex(series, x);
+      if (i < 0) continue;
+      if (options.smoothing > 0) ensureSmooth(series);
+      out.push({ id: series.id, label: series.label, color: series.color, x: series.x[i], raw: series.y[i],
+        shown: options.smoothing > 0 ? series.smoothed[i] : series.y[i] });
     }
     return out;
   };
+  // y value at a pixel row of the plot
+  Chart.prototype.valueAtY = function (py) {
+    const layout = this.layout;
+    const fraction = 1 - (py - layout.top) / layout.plotHeight;
+    const scaled = layout.low + fraction * (layout.high - layout.low);
+    return layout.logy ? Math.pow(10, scaled) : scaled;
+  };
+  Chart.prototype.drawDragBox = function (ctx, colours) {
+    const layout = this.layout;
+    const drag = this.drag;
+    ctx.fillStyle = colours.zoom;
+    ctx.strokeStyle = colours.cross;
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    if (drag.axis === 'y') {
+      const upper = Math.max(layout.top, Math.min(drag.from, drag.to));
+      const lower = Math.min(layout.top + layout.plotHeight, Math.max(drag.from, drag.to));
+      ctx.fillRect(layout.left, upper, layout.plotWidth, lower - upper);
+      ctx.moveTo(layout.left, Math.round(upper) + 0.5);
+      ctx.lineTo(layout.left + layout.plotWidth, Math.round(upper) + 0.5);
+      ctx.moveTo(layout.left, Math.round(lower) - 0.5);
+      ctx.lineTo(layout.left + layout.plotWidth, Math.round(lower) - 0.5);
+    } else {
+      const start = Math.max(layout.left, Math.min(drag.from, drag.to));
+      const end = Math.min(layout.left + layout.plotWidth, Math.max(drag.from, drag.to));
+      ctx.fillRect(start, layout.top, end - start, layout.plotHeight);
+      ctx.moveTo(Math.round(start) + 0.5, layout.top);
+      ctx.lineTo(Math.round(start) + 0.5, layout.top + layout.plotHeight);
+      ctx.moveTo(Math.round(end) - 0.5, layout.top);
+      ctx.lineTo(Math.round(end) - 0.5, layout.top + layout.plotHeight);
+    }
+    ctx.stroke();
+  };
   Chart.prototype.drawOverlay = function () {
-    const o = this.overlay, W = this.wrap.clientWidth, H = this.wrap.clientHeight, L = this.L;
-    if (this.hoverPx === null && !this.drag) { if (o.width) { o.width = 0; o.height = 0; } return null; }
-    const dpr = window.devicePixelRatio || 1;
-    fit(o, W, H, dpr);
-    const ctx = o.getContext('2d'); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, W, H);
-    if (!L) return null;
-    const T = getTheme();
-    if (this.drag) {
-      const a = Math.max(L.left, Math.min(this.drag.a, this.drag.b)), b = Math.min(L.left + L.pw, Math.max(this.drag.a, this.drag.b));
-      ctx.fillStyle = T.zoom; ctx.fillRect(a, L.top, b - a, L.ph);
-      ctx.strokeStyle = T.cross; ctx.lineWidth = 1; ctx.beginPath();
-      ctx.moveTo(Math.round(a) + 0.5, L.top); ctx.lineTo(Math.round(a) + 0.5, L.top + L.ph);
-      ctx.moveTo(Math.round(b) - 0.5, L.top); ctx.lineTo(Math.round(b) - 0.5, L.top + L.ph); ctx.stroke();
+    const overlay = this.overlay;
+    const width = this.wrap.clientWidth;
+    const height = this.wrap.clientHeight;
+    const layout = this.layout;
+    if (this.hoverPx === null && !this.drag) {
+      if (overlay.width) {
+        overlay.width = 0;
+        overlay.height = 0;
+      }
       return null;
     }
-    if (this.hoverPx < L.left - 4 || this.hoverPx > L.left + L.pw + 4) return null;
-    const x = L.x0 + (this.hoverPx - L.left) / L.pw * (L.x1 - L.x0);
+    const dpr = window.devicePixelRatio || 1;
+    fitCanvas(overlay, width, height, dpr);
+    const ctx = overlay.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    if (!layout) return null;
+    const colours = getTheme();
+    if (this.drag) {
+      this.drawDragBox(ctx, colours);
+      return null;
+    }
+    if (this.hoverPx < layout.left - 4 || this.hoverPx > layout.left + layout.plotWidth + 4) return null;
+    const x = layout.x0 + (this.hoverPx - layout.left) / layout.plotWidth * (layout.x1 - layout.x0);
     const hits = this.valuesAt(x);
     if (!hits.length) return hits;
     let best = hits[0];
-    for (const p of hits) if (Math.abs(p.x - x) < Math.abs(best.x - x)) best = p;
-    hits.x = best.x;
-    const px = Math.round(L.sx(best.x)) + 0.5;
-    if (px >= L.left && px <= L.left + L.pw + 1) {
-      ctx.strokeStyle = T.cross; ctx.lineWidth = 1; ctx.setLineDash([3, 3]);
-      ctx.beginPath(); ctx.moveTo(px, L.top); ctx.lineTo(px, L.top + L.ph); ctx.stroke(); ctx.setLineDash([]);
+    for (const hit of hits) {
+      if (Math.abs(hit.x - x) < Math.abs(best.x - x)) best = hit;
     }
-    for (const p of hits) {
-      const v = p.shown;
-      if (!(v > (L.logy ? 0 : -Infinity) && v < Infinity)) continue;
-      const cx = L.sx(p.x), cy = L.sy(v);
-      if (Math.abs(cx - px) > 14) continue;   // a run that ended far from the cursor gets no marker
-      if (cx < L.left - 1 || cx > L.left + L.pw + 1 || cy < L.top - 1 || cy > L.top + L.ph + 1) continue;
-      ctx.fillStyle = p.color; ctx.strokeStyle = T.bg; ctx.lineWidth = 2;
-      ctx.beginPath(); ctx.arc(cx, cy, 3.5, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
+    hits.x = best.x;
+    const crossX = Math.round(layout.toX(best.x)) + 0.5;
+    if (crossX >= layout.left && crossX <= layout.left + layout.plotWidth + 1) {
+      ctx.strokeStyle = colours.cross;
+      ctx.lineWidth = 1;
+      ctx.setLineDash([3, 3]);
+      ctx.beginPath();
+      ctx.moveTo(crossX, layout.top);
+      ctx.lineTo(crossX, layout.top + layout.plotHeight);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+    for (const hit of hits) {
+      const value = hit.shown;
+      if (!(value > (layout.logy ? 0 : -Infinity) && value < Infinity)) continue;
+      const markerX = layout.toX(hit.x);
+      const markerY = layout.toY(value);
+      if (Math.abs(markerX - crossX) > 14) continue;   // a run that ended far from the cursor gets no marker
+      if (markerX < layout.left - 1 || markerX > layout.left + layout.plotWidth + 1) continue;
+      if (markerY < layout.top - 1 || markerY > layout.top + layout.plotHeight + 1) continue;
+      ctx.fillStyle = hit.color;
+      ctx.strokeStyle = colours.bg;
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      ctx.arc(markerX, markerY, 3.5, 0, Math.PI * 2);
+      ctx.fill();
+      ctx.stroke();
     }
     return hits;
   };
   Chart.prototype.hover = function (x) {
-    if (x === null || x === undefined || !this.L) { this.hoverPx = null; this.drawOverlay(); showTip(null); return []; }
-    this.hoverPx = this.L.sx(x);
+    if (x === null || x === undefined || !this.layout) {
+      this.hoverPx = null;
+      this.drawOverlay();
+      showTip(null);
+      return [];
+    }
+    this.hoverPx = this.layout.toX(x);
     const hits = this.drawOverlay() || [];
-    const r = this.overlay.getBoundingClientRect();
-    showTip(hits, r.left + this.hoverPx, r.top + this.L.top + 10);
-    return hits.map(p => ({ run: p.id, x: p.x, value: p.shown, raw: p.raw }));
+    const box = this.overlay.getBoundingClientRect();
+    showTip(hits, box.left + this.hoverPx, box.top + this.layout.top + 10);
+    return hits.map(hit => ({ run: hit.id, x: hit.x, value: hit.shown, raw: hit.raw }));
+  };
+  // A drag across the plot zooms x; a drag along the y axis (left of the plot) zooms y.
+  Chart.prototype.finishDrag = function () {
+    const drag = this.drag;
+    const layout = this.layout;
+    this.drag = null;
+    if (!layout || Math.abs(drag.to - drag.from) < 6) return;
+    if (drag.axis === 'y') {
+      const clampY = py => Math.max(layout.top, Math.min(layout.top + layout.plotHeight, py));
+      const range = [this.valueAtY(clampY(Math.max(drag.from, drag.to))), this.valueAtY(clampY(Math.min(drag.from, drag.to)))];
+      if (range[1] > range[0]) {
+        this.setYRange(range);
+        if (this.onYZoom) this.onYZoom(range[0], range[1]);
+      }
+      return;
+    }
+    const toX = px => layout.x0 + (Math.max(layout.left, Math.min(layout.left + layout.plotWidth, px)) - layout.left) / layout.plotWidth * (layout.x1 - layout.x0);
+    const range = [toX(Math.min(drag.from, drag.to)), toX(Math.max(drag.from, drag.to))];
+    if (range[1] > range[0]) {
+      this.setXRange(range);
+      if (this.onZoom) this.onZoom(range[0], range[1]);
+    }
   };
   Chart.prototype.bind = function () {
-    const o = this.overlay, self = this;
-    const pos = e => e.clientX - o.getBoundingClientRect().left;
-    o.addEventListener('mousemove', e => {
+    const overlay = this.overlay;
+    const self = this;
+    const localX = event => event.clientX - overlay.getBoundingClientRect().left;
+    const localY = event => event.clientY - overlay.getBoundingClientRect().top;
+    overlay.addEventListener('mousemove', event => {
       if (self.drag) return;
-      self.hoverPx = pos(e);
-      showTip(self.drawOverlay(), e.clientX, e.clientY);
+      self.hoverPx = localX(event);
+      overlay.style.cursor = self.layout && self.hoverPx < self.layout.left ? 'ns-resize' : '';
+      showTip(self.drawOverlay(), event.clientX, event.clientY);
     });
-    o.addEventListener('mouseleave', () => { if (self.drag) return; self.hoverPx = null; self.drawOverlay(); showTip(null); });
-    o.addEventListener('mousedown', e => {
-      if (e.button !== 0 || !self.L) return;
-      e.preventDefault();
-      const a = pos(e); self.drag = { a: a, b: a }; showTip(null);
-      const move = ev => { self.drag.b = pos(ev); self.drawOverlay(); };
-      const up = () => {
-        window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up);
-        const d = self.drag, L = self.L; self.drag = null;
-        if (L && Math.abs(d.b - d.a) >= 6) {
-          const toX = p => L.x0 + (Math.max(L.left, Math.min(L.left + L.pw, p)) - L.left) / L.pw * (L.x1 - L.x0);
-          const r = [toX(Math.min(d.a, d.b)), toX(Math.max(d.a, d.b))];
-          if (r[1] > r[0]) { self.setXRange(r); if (self.onZoom) self.onZoom(r[0], r[1]); }
-        }
+    overlay.addEventListener('mouseleave', () => {
+      if (self.drag) return;
+      self.hoverPx = null;
+      self.drawOverlay();
+      showTip(null);
+    });
+    overlay.addEventListener('mousedown', event => {
+      if (event.button !== 0 || !self.layout) return;
+      event.preventDefault();
+      const onAxis = localX(event) < self.layout.left;
+      const where = onAxis ? localY : localX;
+      const start = where(event);
+      self.drag = { axis: onAxis ? 'y' : 'x', from: start, to: start };
+      showTip(null);
+      const move = moveEvent => {
+        self.drag.to = where(moveEvent);
         self.drawOverlay();
       };
-      window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
+      const up = () => {
+        window.removeEventListener('mousemove', move);
+        window.removeEventListener('mouseup', up);
+        self.finishDrag();
+        self.drawOverlay();
+      };
+      window.addEventListener('mousemove', move);
+      window.addEventListener('mouseup', up);
     });
-    o.addEventListener('dblclick', e => {
-      e.preventDefault();
-      if (!self.xRange) return;
-      self.setXRange(null); if (self.onReset) self.onReset();
+    overlay.addEventListener('dblclick', event => {
+      event.preventDefault();
+      if (!self.xRange && !self.yRange) return;
+      self.setXRange(null);
+      self.setYRange(null);
+      if (self.onReset) self.onReset();
     });
   };
 
-  function configure(o) {
-    let changed = false;
-    for (const k of Object.keys(o)) if (opt[k] !== o[k]) { opt[k] = o[k]; changed = true; }
-    if (changed) for (const c of all) request(c);
+  // Histogram heat maps: x is the step, y the value, each cell's darkness the share of that
+  // step's values in the bin (steps are normalised separately, so early and late distributions
+  // read alike). Bins may differ per step; each column draws its own edges. `range` {low, high,
+  // firstStep, lastStep} is shared by every run's map of one tag, so they can be compared.
+  function heatmapLayout(canvas, histogram, range) {
+    const width = canvas.clientWidth;
+    const height = canvas.clientHeight;
+    const margin = { left: 50, right: 6, top: 6, bottom: 18 };
+    let low = range ? range.low : Infinity;
+    let high = range ? range.high : -Infinity;
+    if (!range) {
+      for (const edges of histogram.edges) {
+        if (!edges.length) continue;
+        low = Math.min(low, num(edges[0]));
+        high = Math.max(high, num(edges[edges.length - 1]));
+      }
+    }
+    if (!(high > low)) {
+      low -= 0.5;
+      high = low + 1;
+    }
+    const steps = histogram.step;
+    const firstStep = range ? range.firstStep : steps[0];
+    const lastStep = range ? range.lastStep : steps[steps.length - 1];
+    const plotWidth = Math.max(1, width - margin.left - margin.right);
+    const plotHeight = Math.max(1, height - margin.top - margin.bottom);
+    const stepSpan = lastStep > firstStep ? lastStep - firstStep : 1;
+    // a column is as wide as the typical gap between logged steps
+    const gap = steps.length > 1 ? (steps[steps.length - 1] - steps[0]) / (steps.length - 1) : stepSpan;
+    const columnWidth = Math.max(1, plotWidth * gap / (stepSpan + gap));
+    const toX = step => margin.left + (step - firstStep) / (stepSpan + gap) * plotWidth;
+    const toY = value => margin.top + plotHeight * (1 - (value - low) / (high - low));
+    return { width: width, height: height, margin: margin, plotWidth: plotWidth, plotHeight: plotHeight, low: low, high: high,
+      firstStep: firstStep, lastStep: lastStep, columnWidth: columnWidth, toX: toX, toY: toY };
   }
-  function refreshTheme() { theme = null; for (const c of all) request(c); }
-  return { create: canvas => new Chart(canvas), configure: configure, refreshTheme: refreshTheme };
+  function fmtHeatTick(value) {
+    const magnitude = Math.abs(value);
+    return magnitude && (magnitude >= 1e5 || magnitude < 1e-3) ? value.toExponential(1) : String(Number(value.toPrecision(3)));
+  }
+  function drawHeatmap(canvas, histogram, color, range) {
+    const dpr = window.devicePixelRatio || 1;
+    const layout = heatmapLayout(canvas, histogram, range);
+    canvas.width = Math.round(layout.width * dpr);
+    canvas.height = Math.round(layout.height * dpr);
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, layout.width, layout.height);
+    const colours = getTheme();
+    ctx.fillStyle = color;
+    const columns = histogram.step.length;
+    for (let i = 0; i < columns; i++) {
+      const edges = histogram.edges[i];
+      const counts = histogram.counts[i];
+      let largest = 0;
+      for (const count of counts) largest = Math.max(largest, num(count));
+      if (!(largest > 0)) continue;
+      const columnX = layout.toX(histogram.step[i]);
+      for (let bin = 0; bin < counts.length; bin++) {
+        const count = num(counts[bin]);
+        if (!(count > 0)) continue;
+        const binTop = layout.toY(num(edges[bin + 1]));
+        const binBottom = layout.toY(num(edges[bin]));
+        ctx.globalAlpha = 0.08 + 0.92 * count / largest;
+        ctx.fillRect(columnX, binTop, Math.max(1, layout.columnWidth + 0.5), Math.max(1, binBottom - binTop));
+      }
+    }
+    ctx.globalAlpha = 1;
+    const margin = layout.margin;
+    ctx.strokeStyle = colours.axis;
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(margin.left - 0.5, margin.top);
+    ctx.lineTo(margin.left - 0.5, margin.top + layout.plotHeight + 0.5);
+    ctx.lineTo(margin.left + layout.plotWidth, margin.top + layout.plotHeight + 0.5);
+    ctx.stroke();
+    ctx.fillStyle = colours.text;
+    ctx.font = '10.5px system-ui, sans-serif';
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'right';
+    const labels = [];
+    for (const value of [layout.high, (layout.low + layout.high) / 2, layout.low]) {
+      const labelY = Math.min(margin.top + layout.plotHeight - 4, Math.max(margin.top + 4, layout.toY(value)));
+      ctx.fillText(fmtHeatTick(value), margin.left - 4, labelY);
+      labels.push(fmtHeatTick(value));
+    }
+    ctx.textBaseline = 'alphabetic';
+    ctx.textAlign = 'left';
+    ctx.fillText('step ' + layout.firstStep, margin.left, layout.height - 4);
+    ctx.textAlign = 'right';
+    ctx.fillText(String(layout.lastStep), margin.left + layout.plotWidth, layout.height - 4);
+    labels.push('step ' + layout.firstStep, String(layout.lastStep));
+    return { columns: columns, labels: labels };
+  }
+  // Which step column and value a pointer at (px, py) on a heat map's canvas is over.
+  function heatmapCell(canvas, histogram, range, px, py) {
+    const layout = heatmapLayout(canvas, histogram, range);
+    let column = -1;
+    for (let i = 0; i < histogram.step.length; i++) {
+      const columnX = layout.toX(histogram.step[i]);
+      if (px >= columnX && px < columnX + layout.columnWidth + 0.5) column = i;
+    }
+    const value = layout.low + (layout.high - layout.low) * (1 - (py - layout.margin.top) / layout.plotHeight);
+    return { column: column, value: value };
+  }
+
+  function configure(changes) {
+    let changed = false;
+    for (const key of Object.keys(changes)) {
+      if (options[key] !== changes[key]) {
+        options[key] = changes[key];
+        changed = true;
+      }
+    }
+    if (changed) {
+      for (const chart of allCharts) request(chart);
+    }
+  }
+  function refreshTheme() {
+    theme = null;
+    for (const chart of allCharts) request(chart);
+  }
+  return { create: canvas => new Chart(canvas), configure: configure, refreshTheme: refreshTheme,
+    drawHeatmap: drawHeatmap, heatmapCell: heatmapCell };
 })();
 
-// --- state
+// --- 13.5 state
 const AUTO_SELECT = 5;          // runs shown in the charts when a link names none
 const COMPACT_AT = 60000;       // live points per series before the page thins them out
 const S = {
@@ -10789,24 +11583,35 @@ const S = {
   sort: { col: 'started', dir: -1 }, filter: '',
   colPrefs: null,               // Set of visible column ids, or null for the defaults
   selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
-  smoothing: 0, logy: false, xaxis: 'step', chartFilter: '',
+  smoothing: 0, logy: false, clipOutliers: false, xaxis: 'step', chartFilter: '',
   detail: null, detailToken: 0, editingDesc: false, prefetch: null,
-  project: '', jobMode: 'overlay', openJobs: new Set()
+  project: '', jobMode: 'overlay', openJobs: new Set(),
+  goals: new Map()              // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
 const flash = new Set();
 
-// --- url hash
+// --- 13.6 url hash
 // #exp=mnist&runs=mnist/a,mnist/b&smooth=0.6&logy=1&x=wall&run=mnist/a  (reload reproduces the view)
 function readHash() {
   const p = new URLSearchParams(location.hash.slice(1));
   const list = k => p.has(k) ? p.get(k).split(',').filter(Boolean) : null;
   const sm = parseFloat(p.get('smooth'));
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
-    logy: p.get('logy') === '1', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
+    logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
     run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
-    project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay' };
+    project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay', goals: readGoals(p.get('goal')) };
+}
+// goal=val/acc:max,train/lr:min,grad_norm:none
+function readGoals(text) {
+  const out = new Map();
+  for (const part of (text || '').split(',')) {
+    const i = part.lastIndexOf(':'); if (i <= 0) continue;
+    const g = part.slice(i + 1);
+    if (g === 'min' || g === 'max' || g === 'none') out.set(part.slice(0, i), g === 'none' ? null : g);
+  }
+  return out;
 }
 let hashTimer = 0;
 function writeHash(push) {
@@ -10818,12 +11623,14 @@ function writeHash(push) {
     const hid = S.selected.filter(k => S.hidden.has(k)); if (hid.length) put('hide', hid.join(','));
     if (S.smoothing) put('smooth', String(S.smoothing));
     if (S.logy) put('logy', '1');
+    if (S.clipOutliers) put('outliers', 'clip');
     if (S.xaxis !== 'step') put('x', S.xaxis);
     if (S.filter) put('q', S.filter);
     if (S.chartFilter) put('metrics', S.chartFilter);
     if (S.detail) put('run', S.detail);
     if (S.project) put('project', S.project);
     if (S.jobMode !== 'overlay') put('ranks', S.jobMode);
+    if (S.goals.size) put('goal', Array.from(S.goals).map(e => e[0] + ':' + (e[1] || 'none')).join(','));
     const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
     if ((parts.length ? hs : '') === location.hash) return;
     if (push) history.pushState(null, '', hs); else history.replaceState(null, '', hs);
@@ -10841,14 +11648,17 @@ async function applyHash() {
 }
 function applyChartSettings(hs) {
   applyJobSettings(hs);
-  S.smoothing = hs.smooth; S.logy = hs.logy;
+  const goalSig = m => Array.from(m).map(e => e.join(':')).join(',');
+  if (goalSig(hs.goals) !== goalSig(S.goals)) { S.goals = hs.goals; applyGoals(); }
+  S.smoothing = hs.smooth; S.logy = hs.logy; S.clipOutliers = hs.outliers;
+  $('#clip-outliers').checked = S.clipOutliers;
   $('#smoothing').value = String(S.smoothing); $('#smoothing-value').textContent = S.smoothing.toFixed(2);
   $('#logy').checked = S.logy;
   if (S.xaxis !== hs.x) { S.xaxis = hs.x; $('#xaxis').value = hs.x; resetAllZoom(); }
-  Charts.configure({ smoothing: S.smoothing, logy: S.logy, xFormat: S.xaxis });
+  Charts.configure({ smoothing: S.smoothing, logy: S.logy, clipOutliers: S.clipOutliers, xFormat: S.xaxis });
 }
 
-// --- experiments
+// --- 13.7 experiments
 let expRefreshTimer = 0, expRefreshAt = 0;
 async function loadExperiments() {
   try {
@@ -10889,14 +11699,17 @@ function showWelcome() {
 async function selectExperiment(name, opts) {
   opts = opts || {};
   const token = ++S.expToken;
-  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set();
-  S.colPrefs = loadColPrefs(name);
+  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); colsCache = null;
+  S.colPrefs = loadColPrefs(name); S.colWidths = loadColWidths(name);
   $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
   $('#crumb-exp').textContent = name; $('#crumb-sep').hidden = false; $('#exp-title').textContent = name;
   document.title = name + ' \u00b7 expman';
   const meta = S.experiments.find(e => e.name === name);
   $('#exp-desc').textContent = (meta && meta.description) || '';
   renderExperiments();
+  // nothing of the previous experiment stays on screen, whether or not this one loads (the
+  // stream is left alone: reopening it here would race the runs' first metric fetches)
+  clearSelection();
   $('#runs-empty').hidden = false; $('#runs-empty').textContent = 'Loading runs\u2026';
   renderTable();
   let j;
@@ -10904,12 +11717,22 @@ async function selectExperiment(name, opts) {
   try { j = await (pre && pre.exp === name ? pre.promise : api(expPath(name) + '/runs')); }
   catch (e) {
     if (token !== S.expToken) return;
-    $('#runs-empty').textContent = 'Could not load runs.';
-    showError('Could not load runs of ' + name, e); return;
+    const why = e.status === 404 ? 'No experiment named \u201c' + name + '\u201d was found here.'
+      : e.offline ? 'Could not load the runs of \u201c' + name + '\u201d: the server does not answer.'
+      : 'Could not load the runs of \u201c' + name + '\u201d: ' + e.message;
+    $('#runs-empty').textContent = why;
+    $('#exp-desc').textContent = e.status === 404 ? 'not found' : 'not loaded';
+    showError(why); scheduleStream(); return;
   }
   if (token !== S.expToken) return;
   for (const r of (j.runs || [])) addRow(r);
-  if (opts.runs) { S.hidden = new Set(opts.hide || []); setSelection(opts.runs, true); }
+  if (opts.runs) {
+    // runs a link names that this experiment does not have: say so, do not keep a legend entry
+    const missing = opts.runs.filter(k => splitKey(k)[0] === name && !S.rows.has(splitKey(k)[1]));
+    if (missing.length) showBanner('Run not found: ' + missing.map(k => splitKey(k)[1]).join(', '));
+    S.hidden = new Set(opts.hide || []);
+    setSelection(opts.runs.filter(k => missing.indexOf(k) < 0), true);
+  }
   else {
     S.hidden = new Set();
     const newest = Array.from(S.rows.values()).sort((a, b) => (parseTime(b.started_at) || 0) - (parseTime(a.started_at) || 0));
@@ -10919,7 +11742,7 @@ async function selectExperiment(name, opts) {
   writeHash(opts.push);
 }
 
-// --- runs table
+// --- 13.8 runs table
 function addRow(r) {
   r._recv = Date.now();
   // run.yaml is rewritten at heartbeats, the stream is faster: keep what the stream told us
@@ -10959,13 +11782,15 @@ function allColumns() {
     { id: 'hostname', label: 'Host', w: 120, opt: true, get: r => r.hostname || null, cell: r => r.hostname || null },
     { id: 'git', label: 'Git commit', w: 96, opt: true, get: r => r.git_commit || null, cell: r => r.git_commit ? String(r.git_commit).slice(0, 8) : null, mono: true }
   ];
+  // a param and a metric of one name (lr) get headers that say which is which
+  const clash = k => S.paramKeys.has(k) && S.metricKeys.has(k);
   const params = Array.from(S.paramKeys).sort(natural).map((k, i) => ({
-    id: 'p:' + k, label: k, kind: 'param', first: i === 0, w: Math.max(84, Math.min(180, 7 * k.length + 34)),
+    id: 'p:' + k, label: k, kind: 'param', tag: clash(k) ? 'param' : null, first: i === 0, w: Math.max(84, Math.min(180, 7 * k.length + 34)),
     get: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : v; },
     cell: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : fmtValue(v); }, numish: true
   }));
   const metrics = Array.from(S.metricKeys).sort(natural).map((k, i) => ({
-    id: 'm:' + k, label: k, kind: 'metric', first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
+    id: 'm:' + k, label: k, kind: 'metric', tag: clash(k) ? 'metric' : null, goal: goalOf(k), first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
     get: r => { const v = num(r.summary ? r.summary[k] : null); return Number.isNaN(v) ? null : v; },
     cell: r => { const v = r.summary ? r.summary[k] : undefined; return v === null || v === undefined ? null : fmtNum(v); }
   }));
@@ -11000,10 +11825,72 @@ function haystack(r) {
   }
   return s;
 }
+// The runs filter: space-separated terms that must all hold. A bare word matches anywhere
+// (name, status, tags, host, description, param=value); key=value is an exact match (numbers
+// compare as numbers: lr=0.01 matches 0.010 but not 0.015), key!=value its negation, key~text a
+// substring, and key>n key>=n key<n key<=n numeric comparisons. A key is a param (dotted for
+// nested ones), a metric's last value (p:lr / m:lr when both exist), name, status or tag. No eval: a malformed term gives
+// {error, pos} (pos counts from 1) and the table stays unfiltered.
+const FILTER_TERM = /^([^<>=!~]*)(>=|<=|!=|>|<|=|~)(.*)$/;
+function parseFilter(text) {
+  const terms = [], re = /\S+/g;
+  let m;
+  while ((m = re.exec(text)) !== null) {
+    const word = m[0], at = m.index, op = FILTER_TERM.exec(word);
+    if (!op) { terms.push({ kind: 'word', value: word.toLowerCase() }); continue; }
+    const key = op[1], sign = op[2], value = op[3];
+    if (!key) return { terms: [], error: 'a name is missing before \u201c' + sign + '\u201d', pos: at + 1 };
+    if (!value) return { terms: [], error: 'a value is missing after \u201c' + key + sign + '\u201d', pos: at + key.length + sign.length + 1 };
+    if (/[<>=!~]/.test(value.charAt(0))) return { terms: [], error: 'unexpected \u201c' + value.charAt(0) + '\u201d', pos: at + key.length + sign.length + 1 };
+    const numeric = sign.charAt(0) === '>' || sign.charAt(0) === '<';
+    if (numeric && !isFinite(Number(value))) return { terms: [], error: '\u201c' + value + '\u201d is not a number', pos: at + key.length + sign.length + 1 };
+    terms.push({ kind: 'compare', key: key, op: sign, value: value, number: Number(value) });
+  }
+  return { terms: terms, error: null, pos: 0 };
+}
+function fieldValues(r, key) {
+  const k = key.toLowerCase();
+  if (k === 'name') return [r.name];
+  if (k === 'status') return [r.status];
+  if (k === 'tag' || k === 'tags') return r.tags || [];
+  // p:lr / m:lr pick the param or the metric of a shared name; a bare lr is the param if any
+  const kind = key.slice(0, 2), bare = kind === 'p:' || kind === 'm:' ? key.slice(2) : key;
+  if (kind !== 'm:' && r.params && bare in r.params) return [r.params[bare]];
+  if (kind !== 'p:' && r.summary && bare in r.summary) return [r.summary[bare]];
+  return [];
+}
+function termHolds(term, r) {
+  if (term.kind === 'word') return haystack(r).indexOf(term.value) >= 0;
+  const values = fieldValues(r, term.key), want = term.value.toLowerCase();
+  const equal = v => {
+    if (isNull(v)) return want === 'null' || want === 'none';
+    const n = num(v);
+    if (typeof v !== 'string' && !Number.isNaN(n) && isFinite(term.number)) return n === term.number;
+    return fmtValue(v).toLowerCase() === want;
+  };
+  switch (term.op) {
+    case '=': return values.some(equal);
+    case '!=': return !values.some(equal);
+    case '~': return values.some(v => !isNull(v) && fmtValue(v).toLowerCase().indexOf(want) >= 0);
+    default: return values.some(v => {
+      if (typeof v === 'string' || typeof v === 'boolean') return false;
+      const n = num(v);
+      if (Number.isNaN(n)) return false;
+      return term.op === '>' ? n > term.number : term.op === '>=' ? n >= term.number : term.op === '<' ? n < term.number : n <= term.number;
+    });
+  }
+}
+function showFilterError(parsed) {
+  const box = $('#filter-error');
+  box.hidden = !parsed.error;
+  box.textContent = parsed.error ? 'Filter, column ' + parsed.pos + ': ' + parsed.error : '';
+  $('#filter').classList.toggle('bad', !!parsed.error);
+}
 function computeView() {
-  const terms = S.filter.toLowerCase().split(/\s+/).filter(Boolean);
+  const parsed = parseFilter(S.filter);
+  showFilterError(parsed);
   let rows = Array.from(S.rows.values());
-  if (terms.length) rows = rows.filter(r => { const s = haystack(r); return terms.every(t => s.indexOf(t) >= 0); });
+  if (parsed.terms.length) rows = rows.filter(r => parsed.terms.every(t => termHolds(t, r)));
   const col = S.sort.col === 'name' ? { get: r => r.name } : allColumns().all.find(c => c.id === S.sort.col) || allColumns().base[1];
   const dir = S.sort.dir;
   const keyed = rows.map(r => [col.get(r), r]);
@@ -11013,6 +11900,13 @@ function computeView() {
     return dir * cmpValues(a, b) || natural(p[1].name, q[1].name);
   });
   S.matched = keyed.length; S.matchedRows = keyed.map(x => x[1]);
+  S.best = new Map();
+  for (const c of allColumns().metrics) {
+    if (!c.goal) continue;
+    let best = null;
+    for (const r of S.matchedRows) { const v = c.get(r); if (v !== null && isFinite(v) && (best === null || (c.goal === 'min' ? v < best : v > best))) best = v; }
+    if (best !== null) S.best.set(c.id, best);
+  }
   S.view = jobView(keyed.map(x => x[1]));
 }
 const ROW_H = 30;
@@ -11034,10 +11928,39 @@ function renderTable() {
     empty.textContent = 'No runs in this experiment yet. New runs appear here as soon as they start.';
   }
   else if (S.rows.size) empty.hidden = true;
+  renderLegend();
+}
+// Column widths: wide enough for the widest cell shown (numbers are never cut off), or what
+// the user dragged a header's edge to (kept per experiment).
+let measureCtx = null, measureFamily = '';
+function textWidth(text, bold) {
+  if (!measureCtx) { measureCtx = document.createElement('canvas').getContext('2d'); measureFamily = getComputedStyle(document.body).fontFamily; }
+  const font = (bold ? '600 12px ' : '13px ') + measureFamily;
+  if (measureCtx.font !== font) measureCtx.font = font;
+  return measureCtx.measureText(text).width;
+}
+function cellText(v) {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v)) return v.map(x => x && x.textContent !== undefined ? x.textContent : String(x)).join('   ');
+  return v.textContent !== undefined ? v.textContent : String(v);
+}
+function loadColWidths(exp) { try { return JSON.parse(store('expman.colw.' + exp) || '{}') || {}; } catch (e) { return {}; } }
+function columnWidth(c) {
+  const set = S.colWidths && S.colWidths[c.id];
+  if (set) return set;
+  let w = Math.max(c.w, Math.ceil(textWidth(c.label + (c.tag ? ' ' + c.tag : ''), true)) + 34);
+  if (c.id === 'tags' || c.id === 'description' || c.id === 'status' || c.id === 'started') return w;
+  const rows = S.view.length > 400 ? S.view.slice(0, 400) : S.view;
+  for (const r of rows) {
+    const text = cellText(c.cell(r));
+    if (text.length * 9 + 24 > w) w = Math.max(w, Math.ceil(textWidth(text)) + 24);   // no glyph is wider than 9 px
+  }
+  return Math.min(w, 420);
 }
 function renderHead(cols) {
   const table = $('#runs-table');
-  const widths = [34, 230].concat(cols.map(c => c.w));
+  const widths = [34, (S.colWidths && S.colWidths.name) || 230].concat(cols.map(columnWidth));
   $('#runs-cols').replaceChildren.apply($('#runs-cols'), widths.map(w => h('col', { style: 'width:' + w + 'px' })));
   table.style.width = widths.reduce((a, b) => a + b, 0) + 'px';
   const arrow = id => S.sort.col === id ? h('span', { class: 'arrow', text: S.sort.dir > 0 ? '\u25b2' : '\u25bc' }) : null;
@@ -11046,9 +11969,11 @@ function renderHead(cols) {
     checked: inView > 0 && inView === shownRuns.length, indeterminate: inView > 0 && inView < shownRuns.length });
   const tr = h('tr', null,
     h('th', { class: 'c-sel' }, all),
-    h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name')),
+    h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name'), h('span', { class: 'col-resize', 'data-resize': 'name', title: 'Drag to resize' })),
     cols.map(c => h('th', { 'data-col': c.id, class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : ''), title: (c.kind ? c.kind + ': ' : '') + c.label },
-      c.label, arrow(c.id))));
+      c.tag ? h('span', { class: 'kind', text: c.tag }) : null, c.label,
+      c.goal ? h('span', { class: 'goal', title: 'best = ' + (c.goal === 'min' ? 'lowest' : 'highest'), text: c.goal === 'min' ? '\u2193' : '\u2191' }) : null, arrow(c.id),
+      h('span', { class: 'col-resize', 'data-resize': c.id, title: 'Drag to resize' }))));
   table.tHead.replaceChildren(tr);
 }
 function renderBody() {
@@ -11064,13 +11989,15 @@ function renderBody() {
 function renderRow(r, cols) {
   if (r._job) return renderJobRow(r, cols);
   const k = S.exp + '/' + r.name, sel = S.selectedSet.has(k);
-  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') });
+  const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') + (cursorRun === r.name ? ' cursor' : '') });
   tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
   tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + colorOf(k) : '' }),
-    h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name })));
+    h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name }),
+    r.metrics_error ? h('span', { class: 'run-problem', 'data-testid': 'run-problem', title: r.metrics_error, text: '\u26a0 metrics unreadable' }) : null));
   for (const c of cols) {
     const v = c.cell(r);
-    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : ''), 'data-col': c.id });
+    const best = c.goal && S.best && S.best.has(c.id) && c.get(r) === S.best.get(c.id);
+    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : '') + (best ? ' best' : ''), 'data-col': c.id });
     if (v === null || v === undefined || v === '') td.append(h('span', { class: 'null', text: '\u2013' }));
     else add(td, v);
     const t = c.title ? c.title(r) : (typeof v === 'string' ? v : null);
@@ -11108,11 +12035,27 @@ function bindTable() {
       } else { const drop = new Set(keys); setSelection(S.selected.filter(k => !drop.has(k)), true); }
       return;
     }
+    if (e.target.closest('.col-resize')) return;
     const th = e.target.closest('th[data-col]'); if (!th) return;
     const id = th.getAttribute('data-col');
     if (S.sort.col === id) S.sort.dir = -S.sort.dir;
     else S.sort = { col: id, dir: id === 'name' || id === 'status' || id.slice(0, 2) === 'p:' ? 1 : -1 };
     renderTable();
+  });
+  // drag a header's right edge to resize its column
+  $('#runs-table').tHead.addEventListener('mousedown', e => {
+    const grip = e.target.closest('.col-resize'); if (!grip) return;
+    e.preventDefault(); e.stopPropagation();
+    const id = grip.getAttribute('data-resize'), th = grip.closest('th'), x0 = e.clientX, w0 = th.getBoundingClientRect().width;
+    const move = ev => {
+      S.colWidths = Object.assign({}, S.colWidths, { [id]: Math.max(48, Math.round(w0 + ev.clientX - x0)) });
+      renderHead(headCols || visibleColumns());
+    };
+    const up = () => {
+      window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up);
+      store('expman.colw.' + S.exp, JSON.stringify(S.colWidths || {}));
+    };
+    window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
   });
   let scrollFrame = 0;
   $('#runs-scroll').addEventListener('scroll', () => { if (!scrollFrame) scrollFrame = requestAnimationFrame(() => { scrollFrame = 0; renderBody(); }); }, { passive: true });
@@ -11136,7 +12079,7 @@ setInterval(() => {
   }
 }, 1000);
 
-// --- column chooser
+// --- 13.9 column chooser
 function openColumns() {
   const pop = $('#columns-popover');
   if (!pop.hidden) { pop.hidden = true; return; }
@@ -11171,7 +12114,7 @@ function openColumns() {
   search.focus();
 }
 
-// --- selection and metric data
+// --- 13.10 selection and metric data
 function setSelection(keys, manual) {
   const seen = new Set();
   keys = keys.filter(k => k && k.indexOf('/') > 0 && !seen.has(k) && seen.add(k));
@@ -11181,7 +12124,37 @@ function setSelection(keys, manual) {
   for (const k of Array.from(data.keys())) if (!S.selectedSet.has(k)) data.delete(k);
   for (const k of keys) if (!data.has(k)) loadRun(k);
   $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
-  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); writeHash();
+  scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); renderDiff(); writeHash();
+}
+// Config diff: the params (and provenance) that differ between the selected runs.
+function renderDiff() {
+  $('#diff-button').disabled = S.selected.length < 2;
+  const panel = $('#diff-panel');
+  if (panel.hidden) return;
+  if (S.selected.length < 2) { panel.hidden = true; return; }
+  const runs = legendOrder(), rows = runs.map(k => known.get(k) || {});
+  const keys = new Set();
+  for (const r of rows) for (const key of Object.keys(r.params || {})) keys.add(key);
+  const show = v => v === undefined ? '\u2013' : fmtValue(v);
+  const lines = [], same = [];
+  const line = (label, values, kind) => {
+    const texts = values.map(show);
+    if (texts.every(t => t === texts[0])) { same.push(label); return; }
+    lines.push(h('tr', { 'data-param': label, 'data-kind': kind }, h('th', { text: label }), texts.map(t => h('td', { class: 'differs', text: t }))));
+  };
+  for (const key of Array.from(keys).sort(natural)) line(key, rows.map(r => (r.params || {})[key]), 'param');
+  line('git commit', rows.map(r => r.git_commit ? String(r.git_commit).slice(0, 12) : undefined), 'provenance');
+  line('git dirty', rows.map(r => r.git && typeof r.git === 'object' ? r.git.dirty : undefined), 'provenance');
+  line('host', rows.map(r => r.hostname || undefined), 'provenance');
+  const head = h('tr', null, h('th', { text: 'param' }), runs.map(k => h('th', { title: k }, h('i', { style: 'background:' + colorOf(k) }), labelOf(k))));
+  $('#diff-table').replaceChildren(h('thead', null, head), h('tbody', null, lines.length ? lines
+    : h('tr', null, h('td', { colspan: runs.length + 1, class: 'muted', text: 'The selected runs have the same params.' }))));
+  $('#diff-note').textContent = runs.length + ' runs \u00b7 ' + lines.length + ' differ' + (same.length ? ' \u00b7 ' + same.length + ' equal, hidden' : '');
+}
+function clearSelection() {
+  S.selected = []; S.selectedSet = new Set();
+  assignColors([]); data.clear();
+  renderLegend(); scheduleCharts(); syncMediaRuns(); renderDiff();
 }
 function toggleRun(k, on) {
   if (on && !S.selectedSet.has(k)) setSelection(S.selected.concat([k]), true);
@@ -11220,6 +12193,11 @@ async function loadRun(k) {
     if (!row && k.indexOf(S.exp + '/') !== 0) api(runPath(k) + '/metadata').then(m => { known.set(k, Object.assign({}, known.get(k) || {}, m)); renderLegend(); }).catch(() => {});
   } catch (e) {
     if (data.get(k) !== rd) return;
+    if (e.status === 404) {   // a run named by a link that does not exist: no legend entry for it
+      showBanner('Run not found: ' + k);
+      setSelection(S.selected.filter(x => x !== k), !S.autoSelect);
+      return;
+    }
     rd.error = e.message; rd.ready = true;
     showError('Could not load metrics of ' + k, e);
   }
@@ -11309,7 +12287,7 @@ async function catchUp(rd) {
   finally { rd.catching = false; }
 }
 
-// --- chart panel
+// --- 13.11 chart panel
 const cards = new Map();        // metric key -> card {key, el, chart, loaded: Map(run -> version), zoom}
 const groups = new Map();       // prefix -> {el, grid, count}
 let chartsTimer = 0;
@@ -11330,19 +12308,60 @@ function makeGroup(g) {
 function makeCard(k) {
   const i = k.indexOf('/');
   const canvas = h('canvas', { class: 'plot', 'data-testid': 'chart-canvas' });
-  const reset = h('button', { type: 'button', class: 'icon-btn reset-zoom', title: 'Reset zoom (or double-click the chart)', 'aria-label': 'Reset zoom' }, icon('reset', 13));
+  const reset = h('button', { type: 'button', class: 'icon-btn reset-zoom', title: 'Reset zoom (or double-click the chart); drag across the plot to zoom x, along the y axis to zoom y', 'aria-label': 'Reset zoom' }, icon('reset', 13));
+  const goal = h('button', { type: 'button', class: 'goal-btn', 'data-testid': 'goal' });
   const el = h('div', { class: 'chart', 'data-key': k, 'data-testid': 'chart' },
     h('div', { class: 'chart-head' },
       h('span', { class: 'chart-title', title: k },
         i > 0 ? h('span', { class: 'chart-prefix', text: k.slice(0, i + 1) }) : null, i > 0 ? k.slice(i + 1) : k),
+      goal,
+      h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'full', title: 'Full screen (f; Esc to leave)', text: '\u2922' }),
+      h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'png', title: 'Download the chart as PNG', text: 'PNG' }),
+      h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'csv', title: 'Download the shown series as CSV', text: 'CSV' }),
       reset),
     h('div', { class: 'plot-wrap' }, canvas));
   const chart = Charts.create(canvas);
-  const c = { key: k, el: el, chart: chart, loaded: new Map(), zoom: null, zoomToken: 0 };
+  const c = { key: k, el: el, chart: chart, loaded: new Map(), zoom: null, zoomToken: 0, goalBtn: goal };
+  el.addEventListener('mouseenter', () => { hoveredCard = c; });
+  el.querySelector('[data-tool=full]').addEventListener('click', () => toggleFull(c));
+  el.querySelector('[data-tool=png]').addEventListener('click', () => canvas.toBlob(b => { if (b) download(b, fileName(k) + '.png'); }));
+  el.querySelector('[data-tool=csv]').addEventListener('click', () => download(new Blob([chart.toCsv(S.xaxis === 'step' ? 'step' : S.xaxis === 'wall' ? 'unix_time' : 'seconds')], { type: 'text/csv' }), fileName(k) + '.csv'));
+  goal.addEventListener('click', () => {
+    const next = { min: 'max', max: null }[goalOf(k)];   // min -> max -> none -> min
+    S.goals.set(k, next === undefined ? 'min' : next);
+    if (S.goals.get(k) === inferGoal(k)) S.goals.delete(k);
+    applyGoals(); writeHash();
+  });
+  showGoal(c);
   chart.onZoom = (a, b) => zoomCard(c, a, b);
+  chart.onYZoom = () => c.el.classList.add('zoomed');
   chart.onReset = () => resetZoom(c);
-  reset.addEventListener('click', () => { chart.setXRange(null); resetZoom(c); });
+  reset.addEventListener('click', () => { chart.setXRange(null); chart.setYRange(null); resetZoom(c); });
   return c;
+}
+let hoveredCard = null;
+function fileName(key) { return (S.exp ? S.exp + '_' : '') + key.replace(/[^A-Za-z0-9._-]+/g, '_'); }
+function download(blob, name) {
+  const a = h('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+function toggleFull(c) {
+  const on = !c.el.classList.contains('full');
+  for (const other of document.querySelectorAll('.chart.full')) other.classList.remove('full');
+  c.el.classList.toggle('full', on);
+}
+function showGoal(c) {
+  const g = goalOf(c.key);
+  c.goalBtn.textContent = g === 'min' ? '\u2193 min' : g === 'max' ? '\u2191 max' : 'no goal';
+  c.goalBtn.title = (g ? 'Best = ' + (g === 'min' ? 'lowest' : 'highest') + ' value, marked on the chart' : 'No best value marked') +
+    (S.goals.has(c.key) ? ' (set here)' : g ? ' (from the name)' : '') + '. Click to change.';
+  c.goalBtn.setAttribute('data-goal', g || 'none');
+  c.chart.setGoal(g);
+}
+function applyGoals() {
+  for (const c of cards.values()) showGoal(c);
+  colsCache = null; scheduleTable();
 }
 function place(parent, node, after) {
   const want = after ? after.nextSibling : parent.firstChild;
@@ -11390,6 +12409,14 @@ function syncCharts() {
   else if (!list.length && ready) msg = ['No metrics yet', 'The selected runs have not logged any metrics. Charts appear as soon as they do.'];
   empty.hidden = !msg;
   if (msg) empty.replaceChildren(h('strong', { text: msg[0] }), msg[1]);
+  const notes = $('#charts-notes'), bad = [];
+  for (const k of S.selected) {
+    const row = known.get(k), rd = data.get(k);
+    if (row && row.metrics_error) bad.push(labelOf(k) + ': ' + row.metrics_error);
+    else if (rd && rd.error) bad.push(labelOf(k) + ': ' + rd.error);
+  }
+  notes.hidden = !bad.length;
+  notes.textContent = bad.length ? '\u26a0 Metrics unreadable, nothing drawn for ' + bad.join('; ') : '';
 }
 function syncCardSeries(c) {
   const present = new Set(), bands = bandJobs();
@@ -11443,29 +12470,55 @@ function resetZoom(c) {
   c.zoomToken++; c.zoom = null; c.el.classList.remove('zoomed');
   c.loaded.clear(); syncCardSeries(c);
 }
-function resetAllZoom() { for (const c of cards.values()) { c.chart.setXRange(null); resetZoom(c); } }
+function resetAllZoom() { for (const c of cards.values()) { c.chart.setXRange(null); c.chart.setYRange(null); resetZoom(c); } }
+// The legend lists the selected runs in the runs table's order (runs the table does not show
+// follow in selection order); a job drawn as a band is one entry, as on the chart.
+function legendOrder() {
+  const pos = new Map();
+  (S.matchedRows || []).forEach((r, i) => pos.set(S.exp + '/' + r.name, i));
+  const at = k => pos.has(k) ? pos.get(k) : 1e9 + S.selected.indexOf(k);
+  return S.selected.slice().sort((a, b) => at(a) - at(b));
+}
+let legendSig = '';
 function renderLegend() {
-  const box = $('#legend');
-  box.replaceChildren.apply(box, S.selected.map(k => {
-    const rd = data.get(k), row = known.get(k), off = S.hidden.has(k);
-    return h('span', { class: 'chip' + (off ? ' off' : ''), 'data-run-key': k, role: 'button', tabindex: '0', title: (off ? 'Show ' : 'Hide ') + k,
-      onclick: e => { if (e.target.closest('.x')) return; toggleHidden(k); },
-      onkeydown: e => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); toggleHidden(k); } },
-      onmouseenter: () => Charts.configure({ highlight: off ? null : k }), onmouseleave: () => Charts.configure({ highlight: null }) },
+  const box = $('#legend'), bands = bandJobs(true), jobOf = new Map();
+  for (const [g, keys] of bands.jobs) for (const k of keys) jobOf.set(k, [g, keys]);
+  const entries = [], done = new Set();
+  for (const k of legendOrder()) {
+    const job = jobOf.get(k);
+    if (!job) { entries.push({ keys: [k], id: k, label: labelOf(k) }); continue; }
+    if (done.has(job[0])) continue;
+    done.add(job[0]);
+    const first = known.get(job[1][0]) || {};
+    entries.push({ keys: job[1], id: 'job:' + job[0], label: (first.group || job[0]) + ' (' + job[1].length + ' ranks)', job: true });
+  }
+  const state = e => e.keys.map(k => { const rd = data.get(k), row = known.get(k); return (rd && !rd.ready ? 'l' : '') + (row ? row.status + (row.metrics_error ? '!' : '') : '') + (S.hidden.has(k) ? 'h' : '') + colorOf(k); }).join(';');
+  const sig = entries.map(e => e.id + '=' + state(e)).join('|');
+  if (sig === legendSig && box.childNodes.length === entries.length) return;
+  legendSig = sig;
+  box.replaceChildren.apply(box, entries.map(e => {
+    const k = e.keys[0], rd = data.get(k), row = known.get(k), off = e.keys.every(x => S.hidden.has(x));
+    const problem = e.keys.map(x => known.get(x)).find(r => r && r.metrics_error);
+    const flip = () => toggleHidden(e.keys, !off);
+    return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
+      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k),
+      onclick: ev => { if (ev.target.closest('.x')) return; flip(); },
+      onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(); } },
+      onmouseenter: () => Charts.configure({ highlight: off ? null : e.id }), onmouseleave: () => Charts.configure({ highlight: null }) },
     rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
-    h('span', { class: 'chip-label', text: labelOf(k) }),
+    h('span', { class: 'chip-label', text: e.label + (problem ? ' \u00b7 metrics unreadable' : '') }),
     row && row.status === 'running' ? h('span', { class: 'status running', title: 'running' }, h('span', { class: 'dot' })) : null,
-    h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + k,
-      onclick: () => { Charts.configure({ highlight: null }); toggleRun(k, false); } }, icon('close', 11)));
+    h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + (e.job ? e.label : k),
+      onclick: () => { Charts.configure({ highlight: null }); setSelection(S.selected.filter(x => e.keys.indexOf(x) < 0), true); } }, icon('close', 11)));
   }));
 }
-function toggleHidden(k) {
-  if (S.hidden.has(k)) S.hidden.delete(k); else S.hidden.add(k);
+function toggleHidden(keys, hide) {
+  for (const k of keys) { if (hide) S.hidden.add(k); else S.hidden.delete(k); }
   Charts.configure({ hidden: new Set(S.hidden), highlight: null });
   renderLegend(); writeHash();
 }
 
-// --- media panel
+// --- 13.12 media panel
 // Images, audio, video and text of the selected runs: one card per tag, a step slider, the runs
 // side by side. The page holds each run's media index (fetched from its byte offset, then only
 // what is new when the stream says the index grew). Logged text goes in with textContent.
@@ -11584,6 +12637,8 @@ function showMediaStep(c) {
     }
     cols.push(col.node);
   }
+  // more than two runs side by side take the whole row and wrap, instead of a sideways scroller
+  c.el.classList.toggle('many', cols.length > 2);
   for (const k of Array.from(c.shown.keys())) if (!S.selectedSet.has(k)) c.shown.delete(k);
   c.runs.replaceChildren.apply(c.runs, cols);
 }
@@ -11598,10 +12653,9 @@ function mediaNode(k, it) {
   return h('div', { class: 'media-none', text: it.kind });
 }
 
-// --- histogram panel
-// One heat map per (tag, run): x is the step, y the value, each cell's darkness the share of
-// that step's values in the bin (steps are normalised separately, so early and late
-// distributions read alike). Bins may differ per step; each column draws its own edges.
+// --- 13.13 histogram panel
+// One heat map per (tag, run), drawn by Charts.drawHeatmap; the maps of one tag share their
+// value and step range so runs can be compared side by side.
 const histCards = new Map();    // "tag\u0000run" -> {el, canvas, tip, data}
 function renderHists() {
   const want = [];
@@ -11626,7 +12680,7 @@ function renderHists() {
         h('div', { class: 'media-head' }, h('span', { class: 'chart-title', title: tag, text: tag })),
         h('div', { class: 'media-run-label', title: k }, h('i', { style: 'background:' + colorOf(k) }), h('span', { text: labelOf(k) })),
         h('div', { class: 'hist-wrap' }, canvas), tip);
-      c = { el: el, canvas: canvas, tip: tip, data: null, k: k };
+      c = { el: el, canvas: canvas, tip: tip, data: null, k: k, tag: tag, range: null };
       canvas.addEventListener('mousemove', e => histHover(c, e));
       canvas.addEventListener('mouseleave', () => { c.tip.textContent = ''; });
       histCards.set(id, c);
@@ -11634,61 +12688,35 @@ function renderHists() {
     c.data = d;
     place(grid, c.el, prev); prev = c.el;
   }
+  // every run's map of one tag shares the value and step range, so they can be compared
+  const ranges = new Map();
+  for (const [tag, , d] of want) {
+    let range = ranges.get(tag);
+    if (!range) { range = { low: Infinity, high: -Infinity, firstStep: Infinity, lastStep: -Infinity }; ranges.set(tag, range); }
+    for (const edges of d.edges) if (edges.length) { range.low = Math.min(range.low, num(edges[0])); range.high = Math.max(range.high, num(edges[edges.length - 1])); }
+    if (d.step.length) { range.firstStep = Math.min(range.firstStep, d.step[0]); range.lastStep = Math.max(range.lastStep, d.step[d.step.length - 1]); }
+  }
+  for (const c of histCards.values()) c.range = ranges.get(c.tag) || null;
   requestAnimationFrame(() => { for (const c of histCards.values()) drawHist(c); });
 }
-function histLayout(c) {
-  const d = c.data, n = d.step.length;
-  let lo = Infinity, hi = -Infinity;
-  for (let i = 0; i < n; i++) { const e = d.edges[i]; if (e.length) { lo = Math.min(lo, num(e[0])); hi = Math.max(hi, num(e[e.length - 1])); } }
-  if (!(hi > lo)) { lo = lo - 0.5; hi = lo + 1; }
-  const w = c.canvas.clientWidth, ht = c.canvas.clientHeight, L = 50, R = 6, T = 6, B = 18;
-  return { n: n, lo: lo, hi: hi, w: w, h: ht, L: L, R: R, T: T, B: B, pw: Math.max(1, w - L - R), ph: Math.max(1, ht - T - B) };
-}
 function drawHist(c) {
-  const cv = c.canvas, d = c.data; if (!d || !cv.isConnected) return;
-  const dpr = window.devicePixelRatio || 1, g = histLayout(c);
-  cv.width = Math.round(g.w * dpr); cv.height = Math.round(g.h * dpr);
-  const ctx = cv.getContext('2d'); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, g.w, g.h);
-  const css = getComputedStyle(document.documentElement), text = css.getPropertyValue('--chart-text').trim() || '#888', axis = css.getPropertyValue('--chart-axis').trim() || '#ccc';
-  const color = colorOf(c.k), colW = g.pw / Math.max(1, g.n), y = v => g.T + g.ph * (1 - (v - g.lo) / (g.hi - g.lo));
-  ctx.fillStyle = color;
-  for (let i = 0; i < g.n; i++) {
-    const e = d.edges[i], cnt = d.counts[i];
-    let mx = 0; for (const v of cnt) if (num(v) > mx) mx = num(v);
-    if (!(mx > 0)) continue;
-    const x0 = g.L + i * colW;
-    for (let b = 0; b < cnt.length; b++) {
-      const v = num(cnt[b]); if (!(v > 0)) continue;
-      const y0 = y(num(e[b + 1])), y1 = y(num(e[b]));
-      ctx.globalAlpha = 0.08 + 0.92 * v / mx;
-      ctx.fillRect(x0, y0, Math.max(1, colW + 0.5), Math.max(1, y1 - y0));
-    }
-  }
-  ctx.globalAlpha = 1;
-  ctx.strokeStyle = axis; ctx.lineWidth = 1; ctx.beginPath();
-  ctx.moveTo(g.L - 0.5, g.T); ctx.lineTo(g.L - 0.5, g.T + g.ph + 0.5); ctx.lineTo(g.L + g.pw, g.T + g.ph + 0.5); ctx.stroke();
-  ctx.fillStyle = text; ctx.font = '10.5px system-ui, sans-serif'; ctx.textBaseline = 'middle'; ctx.textAlign = 'right';
-  for (const v of [g.hi, (g.lo + g.hi) / 2, g.lo]) ctx.fillText(fmtTick(v), g.L - 4, Math.min(g.T + g.ph - 4, Math.max(g.T + 4, y(v))));
-  ctx.textBaseline = 'alphabetic'; ctx.textAlign = 'left';
-  if (g.n) { ctx.fillText('step ' + d.step[0], g.L, g.h - 4); ctx.textAlign = 'right'; ctx.fillText(String(d.step[g.n - 1]), g.L + g.pw, g.h - 4); }
-  c.drawn = g.n;
-}
-function fmtTick(v) {
-  const a = Math.abs(v);
-  return a && (a >= 1e5 || a < 1e-3) ? v.toExponential(1) : String(+v.toPrecision(3));
+  if (!c.data || !c.canvas.isConnected || !c.data.step.length) return;
+  const drawn = Charts.drawHeatmap(c.canvas, c.data, colorOf(c.k), c.range);
+  c.drawn = drawn.columns;
+  c.canvas.setAttribute('data-labels', drawn.labels.join('|'));
 }
 function histHover(c, e) {
   const d = c.data; if (!d || !d.step.length) return;
-  const r = c.canvas.getBoundingClientRect(), g = histLayout(c);
-  const i = Math.floor((e.clientX - r.left - g.L) / (g.pw / g.n)), v = g.lo + (g.hi - g.lo) * (1 - (e.clientY - r.top - g.T) / g.ph);
-  if (i < 0 || i >= g.n) { c.tip.textContent = ''; return; }
+  const r = c.canvas.getBoundingClientRect();
+  const cell = Charts.heatmapCell(c.canvas, d, c.range, e.clientX - r.left, e.clientY - r.top), i = cell.column, v = cell.value;
+  if (i < 0) { c.tip.textContent = ''; return; }
   const ed = d.edges[i], cnt = d.counts[i];
   let b = -1; for (let j = 0; j < cnt.length; j++) if (v >= num(ed[j]) && v < num(ed[j + 1])) { b = j; break; }
   c.tip.textContent = 'step ' + d.step[i] + (b >= 0 ? ' \u00b7 [' + fmtNum(num(ed[b])) + ', ' + fmtNum(num(ed[b + 1])) + '): ' + fmtNum(num(cnt[b])) : '') +
     ' \u00b7 range ' + fmtNum(num(d.min[i])) + ' \u2026 ' + fmtNum(num(d.max[i]));
 }
 
-// --- jobs and projects
+// --- 13.14 jobs and projects
 // A distributed job writes one run per rank, all with the same `group`. The runs table folds
 // them into one row per job (click the arrow to see the ranks); the charts draw a job's
 // selected ranks overlaid, or as their mean with a min/max band (S.jobMode). The sidebar's
@@ -11777,12 +12805,12 @@ function applyJobSettings(hs) {
   if (S.project !== hs.project) { S.project = hs.project; renderExperiments(); }
 }
 // Jobs drawn as a band: those with two or more selected, loaded ranks.
-function bandJobs() {
+function bandJobs(withHidden) {
   const jobs = new Map(), members = new Set();
   if (S.jobMode === 'band') {
     for (const k of S.selected) {
       const g = jobId(known.get(k)), rd = data.get(k);
-      if (!g || !rd || !rd.ready || rd.error || S.hidden.has(k)) continue;
+      if (!g || !rd || !rd.ready || rd.error || (S.hidden.has(k) && !withHidden)) continue;
       if (!jobs.has(g)) jobs.set(g, []);
       jobs.get(g).push(k);
     }
@@ -11848,7 +12876,7 @@ function provenanceItems(m, item) {
   return out;
 }
 
-// --- live stream
+// --- 13.15 live stream
 // One EventSource per page. Its URL names the selected runs with the row cursor the page holds
 // ("exp/run:since"), so a reopen neither repeats nor skips rows; it is reopened when the set of
 // runs changes, and the old one is closed only once the new one has said hello.
@@ -11862,7 +12890,8 @@ function scheduleStream() { clearTimeout(live.timer); live.timer = setTimeout(()
 function subscriptions() {
   const out = [];
   for (const k of S.selected) { const rd = data.get(k); if (rd && rd.ready && !rd.error) out.push(k + ':' + rd.since); }
-  if (S.detail && !S.selectedSet.has(S.detail)) out.push(S.detail);
+  // the open run's log, once the run is known to exist (an unknown one would fail the stream)
+  if (S.detail && !S.selectedSet.has(S.detail) && known.has(S.detail)) out.push(S.detail);
   return out;
 }
 function openStream(force) {
@@ -11881,6 +12910,7 @@ function openStream(force) {
     said = true; retire();
     if (live.es !== es) return;
     setLive('live', 'Live');
+    setOffline(false);
     live.backoff = 1000;
     if (live.hadError) { live.hadError = false; resync(); }
     // the new stream tells of media written from now on: fetch what came before it
@@ -11897,6 +12927,7 @@ function openStream(force) {
     if (live.es !== es) return;
     live.es = null; live.hadError = true;
     setLive('reconnecting', said ? 'Reconnecting\u2026' : 'Offline');
+    api('/api/health').catch(() => {});   // marks the page offline when the server is gone
     clearTimeout(live.timer);
     live.timer = setTimeout(() => openStream(true), live.backoff);
     live.backoff = Math.min(live.backoff * 2, 15000);
@@ -11927,7 +12958,7 @@ function upsertRow(row, isNew) {
   if (S.selectedSet.has(k) && (!prev || prev.status !== row.status)) renderLegend();
 }
 
-// --- run detail
+// --- 13.16 run detail
 const logS = { key: null, next: null, busy: false, chars: 0 };
 function openDetail(k, push) {
   if (!k || k.indexOf('/') < 1) return;
@@ -11949,17 +12980,33 @@ function openDetail(k, push) {
   $('#artifacts').replaceChildren(h('div', { class: 'af-empty', text: 'Loading\u2026' }));
   $('#artifact-preview').replaceChildren(); $('#artifacts-note').textContent = '';
   writeHash(!!push); scheduleStream();
+  const missing = () => S.detailMissing === token;
   api(base + '/metadata').then(m => {
     if (token !== S.detailToken) return;
+    const fresh = !known.has(k);
     known.set(k, Object.assign({}, known.get(k) || {}, m, { _recv: Date.now() }));
     renderDetailMeta(known.get(k));
-  }).catch(e => { if (token === S.detailToken) { $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Could not load this run: ' + e.message })); } });
-  api(base + '/config').then(j => {
+    if (fresh) scheduleStream();
+  }).catch(e => {
     if (token !== S.detailToken) return;
+    if (e.status !== 404) { $('#detail-meta').replaceChildren(h('div', { class: 'muted', text: 'Could not load this run: ' + e.message })); return; }
+    // an unknown run (a stale link): one clear "not found", not "no parameters / no log"
+    S.detailMissing = token;
+    const text = 'Run \u201c' + p[1] + '\u201d not found in experiment \u201c' + p[0] + '\u201d.';
+    $('#detail-meta').replaceChildren(h('div', { class: 'detail-missing', 'data-testid': 'detail-missing', text: text }));
+    $('#detail-status').replaceChildren(h('span', { class: 'status crashed', text: 'not found' }));
+    for (const id of ['#detail-desc', '#detail-tags', '#detail-summary', '#detail-params', '#log', '#artifacts', '#artifact-preview']) $(id).replaceChildren();
+    $('#detail-select').disabled = true;
+    $('#run-detail').classList.add('missing');
+  });
+  $('#detail-select').disabled = false;
+  $('#run-detail').classList.remove('missing');
+  api(base + '/config').then(j => {
+    if (token !== S.detailToken || missing()) return;
     const cfg = (j && j.config) || {};
     $('#detail-params').replaceChildren(Object.keys(cfg).length ? paramTree(cfg, 0) : h('div', { class: 'muted', text: 'No parameters logged.' }));
   }).catch(e => {
-    if (token !== S.detailToken) return;
+    if (token !== S.detailToken || missing()) return;
     const msg = e.status === 404 ? 'No parameters logged.' : 'Could not load parameters: ' + e.message;
     $('#detail-params').replaceChildren(h('div', { class: 'muted', text: msg }));
   });
@@ -12092,13 +13139,13 @@ async function loadLog(k, token) {
   pre.replaceChildren(); logS.key = k; logS.next = null; logS.chars = 0; $('#log-note').textContent = '';
   try {
     const j = await api(runPath(k) + '/log?tail=131072');
-    if (token !== S.detailToken) return;
+    if (token !== S.detailToken || S.detailMissing === token) return;
     const start = j.next - utf8len(j.text || '');
     logS.next = j.next;
     if (start > 0) $('#log-note').textContent = 'last ' + fmtBytes(j.next - start) + ' of ' + fmtBytes(j.size);
     if (j.text) appendLog(j.text, true); else pre.append(h('span', { class: 'log-empty', text: 'Nothing logged yet.' }));
   } catch (e) {
-    if (token !== S.detailToken) return;
+    if (token !== S.detailToken || S.detailMissing === token) return;
     pre.append(h('span', { class: 'log-empty', text: e.status === 404 ? 'This run has no run.log.' : 'Could not load the log: ' + e.message }));
     if (e.status === 404) logS.next = 0;
   }
@@ -12150,10 +13197,10 @@ async function loadArtifacts(k, token) {
   let list;
   try { list = ((await api(runPath(k) + '/artifacts')).artifacts) || []; }
   catch (e) {
-    if (token !== S.detailToken) return;
+    if (token !== S.detailToken || S.detailMissing === token) return;
     box.replaceChildren(h('div', { class: 'af-empty', text: e.status === 404 ? 'No artifacts.' : 'Could not list artifacts: ' + e.message })); return;
   }
-  if (token !== S.detailToken) return;
+  if (token !== S.detailToken || S.detailMissing === token) return;
   if (!list.length) { box.replaceChildren(h('div', { class: 'af-empty', text: 'No artifacts saved by this run.' })); return; }
   $('#artifacts-note').textContent = list.length + (list.length === 1 ? ' file' : ' files') + ' \u00b7 ' + fmtBytes(list.reduce((s, a) => s + (a.size || 0), 0));
   const root = { dirs: new Map(), files: [], size: 0 };
@@ -12203,12 +13250,19 @@ async function previewArtifact(k, a) {
   if (token !== S.detailToken) return;
   let body, foot = null;
   if (j.kind === 'table') {
-    const cols = j.columns || [], rows = j.rows || [];
+    const rows = j.rows || [];
+    // a CSV arrives as text columns: a column whose every value reads as a number is one
+    const cols = (j.columns || []).map((c, i) => {
+      if (!/^(string|utf8|large_string|str)$/i.test(String(c.type))) return c;
+      const vals = rows.map(r => r[i]).filter(v => v !== null && v !== '');
+      if (!vals.length || !vals.every(v => /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(String(v)))) return c;
+      return { name: c.name, type: vals.every(v => /^\s*[-+]?\d+\s*$/.test(String(v))) ? 'int64' : 'float64', parsed: true };
+    });
     const numeric = cols.map(c => /int|float|double|decimal/i.test(String(c.type)));
     body = h('div', { class: 'preview-box' }, h('table', { class: 'data', 'data-testid': 'preview-table' },
       h('thead', null, h('tr', null, cols.map(c => h('th', { title: c.name + ' (' + c.type + ')' }, h('span', { text: c.name }), h('small', { text: String(c.type) }))))),
       h('tbody', null, rows.map(r => h('tr', null, r.map((v, i) => h('td', {
-        class: numeric[i] ? 'num' : null, text: v === null ? '' : fmtValue(v), title: v === null ? 'null' : fmtValue(v) })))))));
+        class: numeric[i] ? 'num' : null, text: v === null ? '' : cols[i] && cols[i].parsed && v !== '' ? fmtNum(Number(v)) : fmtValue(v), title: v === null ? 'null' : fmtValue(v) })))))));
     const total = isNull(j.total_rows) ? null : Number(j.total_rows), n = rows.length.toLocaleString('en-US');
     const shown = total === null ? 'First ' + n + ' rows' : 'Showing ' + n + ' of ' + total.toLocaleString('en-US') + ' rows';
     foot = h('div', { class: 'preview-foot', text: shown + ' \u00b7 ' + cols.length + ' columns' });
@@ -12230,7 +13284,7 @@ async function previewArtifact(k, a) {
   box.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
 }
 
-// --- theme
+// --- 13.17 theme
 function currentTheme() { return document.documentElement.getAttribute('data-theme') || (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'); }
 function applyTheme(t) {
   document.documentElement.setAttribute('data-theme', t);
@@ -12247,7 +13301,7 @@ function initTheme() {
   $('#theme-toggle').addEventListener('click', () => { const t = currentTheme() === 'dark' ? 'light' : 'dark'; store('expman.theme', t); applyTheme(t); });
 }
 
-// --- boot
+// --- 13.18 boot
 function bindControls() {
   bindTable();
   bindJobs();
@@ -12265,12 +13319,15 @@ function bindControls() {
     Charts.configure({ smoothing: S.smoothing }); writeHash();
   });
   $('#logy').addEventListener('change', e => { S.logy = e.target.checked; Charts.configure({ logy: S.logy }); writeHash(); });
+  $('#clip-outliers').addEventListener('change', e => { S.clipOutliers = e.target.checked; Charts.configure({ clipOutliers: S.clipOutliers }); writeHash(); });
   $('#xaxis').addEventListener('change', e => {
     S.xaxis = e.target.value;
     resetAllZoom();   // also re-sends every series with the new x values
     Charts.configure({ xFormat: S.xaxis }); writeHash();
   });
   $('#columns-button').addEventListener('click', e => { e.stopPropagation(); openColumns(); });
+  $('#diff-button').addEventListener('click', () => { const p = $('#diff-panel'); p.hidden = !p.hidden; renderDiff(); });
+  $('#diff-close').addEventListener('click', () => { $('#diff-panel').hidden = true; });
   document.addEventListener('mousedown', e => { const p = $('#columns-popover'); if (!p.hidden && !p.contains(e.target) && !e.target.closest('#columns-button')) p.hidden = true; });
   $('#detail-close').addEventListener('click', () => closeDetail());
   $('#detail-select').addEventListener('change', e => { if (S.detail) toggleRun(S.detail, e.target.checked); });
@@ -12278,14 +13335,43 @@ function bindControls() {
   document.addEventListener('keydown', e => {
     const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName);
     if (e.key === 'Escape') {
+      if (!$('#shortcuts').hidden) { $('#shortcuts').hidden = true; return; }
+      const full = document.querySelector('.chart.full');
+      if (full) { full.classList.remove('full'); return; }
       if (!$('#columns-popover').hidden) { $('#columns-popover').hidden = true; return; }
       if (typing) { e.target.blur(); return; }
       if (S.detail) closeDetail();
     } else if (e.key === '/' && !typing && !$('#runs-panel').hidden) { e.preventDefault(); $('#filter').focus(); }
+    else if (!typing && !e.ctrlKey && !e.metaKey && !e.altKey) onShortcut(e);
   });
   window.addEventListener('popstate', () => applyHash());
   window.addEventListener('hashchange', () => applyHash());
   window.addEventListener('resize', () => { scheduleTable(); scheduleHists(); });
+}
+// j/k move a cursor through the table's runs, space selects, Enter opens, f full-screens a chart
+let cursorRun = null;
+function onShortcut(e) {
+  if (e.key === '?') { $('#shortcuts').hidden = !$('#shortcuts').hidden; return; }
+  if (e.key === 'f') {
+    const c = hoveredCard && cards.get(hoveredCard.key) === hoveredCard ? hoveredCard : cards.values().next().value;
+    if (c) toggleFull(c);
+    return;
+  }
+  const runs = S.view.filter(r => !r._job);
+  if (!runs.length) return;
+  const at = runs.findIndex(r => r.name === cursorRun);
+  if (e.key === 'j' || e.key === 'k') {
+    const next = at < 0 ? 0 : Math.max(0, Math.min(runs.length - 1, at + (e.key === 'j' ? 1 : -1)));
+    cursorRun = runs[next].name;
+    const sc = $('#runs-scroll'), i = S.view.indexOf(runs[next]), top = i * ROW_H;
+    if (top < sc.scrollTop) sc.scrollTop = top;
+    else if (top + ROW_H * 2 > sc.scrollTop + sc.clientHeight) sc.scrollTop = top + ROW_H * 2 - sc.clientHeight;
+    renderBody();
+  } else if (e.key === ' ' && at >= 0) {
+    e.preventDefault();
+    const k = S.exp + '/' + cursorRun;
+    toggleRun(k, !S.selectedSet.has(k));
+  } else if (e.key === 'Enter' && at >= 0) openDetail(S.exp + '/' + cursorRun, true);
 }
 async function start() {
   const hs = readHash();
@@ -12322,6 +13408,9 @@ window.expman = Object.freeze({
   chartKeys: () => Array.from(cards.keys()),
   chartPoints: key => { const c = cards.get(key); return c ? c.chart.points() : {}; },
   chartHover: (key, x) => { const c = cards.get(key); return c ? c.chart.hover(x) : []; },
+  chartYLabels: key => { const c = cards.get(key); return c ? c.chart.yLabels() : []; },
+  chartBest: key => { const c = cards.get(key); return c ? c.chart.bestPoints() : []; },
+  metricGoal: key => inferGoal(key),
   selected: () => S.selected.slice(),
   experiment: () => S.exp,
   liveState: () => live.state,
