@@ -754,6 +754,8 @@ class _Store:
         self.fs.delete_dir(path)
 
     def parquet_file(self, path):
+        if path.endswith(".arrow"):  # an expman-rs segment (see _ArrowStreamFile)
+            return _ArrowStreamFile(self, path)
         # pre_buffer: the column chunks a read needs are fetched in a few coalesced, parallel
         # range requests instead of one request per chunk, one after the other
         return pq.ParquetFile(self.fs.open_input_file(path), pre_buffer=True)
@@ -915,6 +917,8 @@ class _LocalStore(_Store):
         shutil.rmtree(path)
 
     def parquet_file(self, path):
+        if path.endswith(".arrow"):  # an expman-rs segment (see _ArrowStreamFile)
+            return _ArrowStreamFile(self, path)
         return pq.ParquetFile(path, memory_map=True)
 
     def copy_in(self, local_src, path):
@@ -3433,7 +3437,8 @@ def _run_row(store, path, meta, config=None, now=None):
         beat = _parse_iso(meta.get("heartbeat_at"))
         duration = round(beat - started, 3) if beat else None
     git = meta.get("git") if isinstance(meta.get("git"), dict) else {}
-    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else {}
+    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else \
+        _expman_rs_summary(meta)
     tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
     command = meta.get("command")
     if isinstance(command, list):
@@ -3506,6 +3511,8 @@ def load_run(run_dir):
     meta = _read_yaml(store, store.join(path, RUN_YAML))
     config = _read_yaml(store, store.join(path, CONFIG_YAML))
     row = _run_row(store, path, meta, config)
+    if "rows" not in meta:  # expman-rs does not count its rows in run.yaml
+        row["rows"] = _row_count(store, path)
     return {**meta, **row, "recorded_status": meta.get("status"), "config": config}
 
 
@@ -3676,6 +3683,8 @@ def _metric_files(store, path):
         a[1] == b[0] for a, b in zip(segments, segments[1:]))
     if not tiled and store.stat(final) is not None:
         return [(0, None, final)]
+    if not segments:  # none of ours: maybe a run expman-rs wrote
+        return _expman_rs_metric_files(store, path)
     return [(s, e, store.join(seg_dir, name)) for s, e, name in segments]
 
 
@@ -3856,6 +3865,101 @@ def list_artifacts(run_dir):
     files = store.walk_files(store.join(path, ARTIFACTS_DIR))
     return [{"path": rel, "size": size, "mtime": _iso(mtime), "kind": _artifact_kind(rel)}
             for rel, size, mtime in sorted(files)]
+
+
+# -- expman-rs runs, read as they are --------------------------------------------------------
+# expman-rs, the Rust tool expman succeeds, keeps the same tree (experiment/run/run.yaml,
+# config.yaml, run.log, artifacts/) and the same metrics table (step int64, null when logged
+# without a step; timestamp us UTC; one float64 per key), under other file names:
+#
+#   <run>/vectors.parquet               0.5.x, and 1.x once the run is closed
+#   <run>/metrics.parquet               some 0.5.x releases: our own name, read as ours
+#   <run>/vectors-0000.arrow ...        1.x while live (or killed): Arrow IPC *streams*, the
+#                                       last one appended to; one schema per segment
+#   <run>/system-0000.arrow ...         1.x system metrics (not read)
+#
+# Its run.yaml says RUNNING/FINISHED/FAILED/CRASHED (statuses are read in any case) and keeps
+# `scalars:` and `vectors:` where ours keeps `summary:` (read by _run_row). _metric_files calls
+# _expman_rs_metric_files only for a run with neither segments nor metrics.parquet; the
+# ".arrow" segments are read through _ArrowStreamFile, which stands in for a ParquetFile.
+
+_RS_METRICS_FILE = "vectors.parquet"
+
+
+def _expman_rs_summary(meta):
+    """The summary of an expman-rs run.yaml: last metric values (``vectors:``), then the
+    ``log_scalar`` values (``scalars:``), which win, as in ours."""
+    out = {}
+    for section in ("vectors", "scalars"):
+        if isinstance(meta.get(section), dict):
+            out.update(meta[section])
+    return out
+_RS_SEGMENT_RE = re.compile(r"vectors-(\d+)\.arrow$")
+_RS_SEGMENT_ROWS = {}       # (path, size, mtime) -> rows: a segment is read once per change
+
+
+def _expman_rs_metric_files(store, path):
+    """[(start, end, file)] of an expman-rs run's metrics ([] when there are none): its one
+    vectors.parquet, or its live segments with their row ranges (counted once per change)."""
+    entries = store.listdir(path)
+    if any(e.name == _RS_METRICS_FILE for e in entries):
+        return [(0, None, store.join(path, _RS_METRICS_FILE))]
+    segs = sorted((int(m.group(1)), e) for e in entries
+                  if not e.is_dir and (m := _RS_SEGMENT_RE.match(e.name)))
+    out, start = [], 0
+    for _num, entry in segs:
+        fpath = store.join(path, entry.name)
+        key = (fpath, entry.size, entry.mtime)
+        rows = _RS_SEGMENT_ROWS.get(key)
+        if rows is None:
+            try:
+                rows = _ArrowStreamFile(store, fpath).metadata.num_rows
+            except FileNotFoundError:
+                raise
+            except Exception:  # noqa: BLE001 - torn header: no rows yet (load_metrics warns)
+                rows = 0
+            if len(_RS_SEGMENT_ROWS) > 4096:
+                _RS_SEGMENT_ROWS.clear()
+            _RS_SEGMENT_ROWS[key] = rows
+        out.append((start, start + rows, fpath))
+        start += rows
+    return out
+
+
+class _ArrowStreamFile:
+    """One expman-rs segment (an Arrow IPC stream) behind the ParquetFile members the readers
+    use: ``schema_arrow``, ``metadata`` (num_rows, num_row_groups, row_group(i).num_rows),
+    ``read``, ``read_row_groups``, ``iter_batches``; one record batch is one "row group".
+    A segment still being written, or cut by a kill, ends in a torn message: the complete
+    batches before it are the segment."""
+
+    def __init__(self, store, path):
+        import pyarrow.ipc
+        reader = pyarrow.ipc.open_stream(store.read_bytes(path))
+        batches = []
+        with contextlib.suppress(pa.ArrowInvalid, OSError, EOFError):
+            for batch in reader:
+                batches.append(batch)
+        self.schema_arrow = reader.schema
+        self._batches = batches
+        groups = [_RowGroup(b.num_rows) for b in batches]
+        self.metadata = _RowGroups(sum(g.num_rows for g in groups), len(groups),
+                                   groups.__getitem__)
+
+    def read_row_groups(self, groups, columns=None):
+        table = pa.Table.from_batches([self._batches[i] for i in groups], self.schema_arrow)
+        return table if columns is None else table.select(columns)
+
+    def read(self, columns=None):
+        return self.read_row_groups(range(len(self._batches)), columns)
+
+    def iter_batches(self, batch_size=None, columns=None):
+        for batch in self._batches:
+            yield batch if columns is None else batch.select(columns)
+
+
+_RowGroup = collections.namedtuple("_RowGroup", "num_rows")
+_RowGroups = collections.namedtuple("_RowGroups", "num_rows num_row_groups row_group")
 
 
 # -- media and histograms ----------------------------------------------------------------------
@@ -4110,6 +4214,8 @@ _ADDED_COLUMNS = ("experiment", "run")
 
 def _scan_metric_files(store, files, keys):
     """One table from [(experiment, run, path)], scanned by pyarrow.dataset."""
+    if any(f.endswith(".arrow") for _e, _r, f in files):  # expman-rs segments: not Parquet
+        return _read_metric_files_one_by_one(store, files, keys)
     good = []
     if files:
         fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
@@ -4162,6 +4268,28 @@ def _scan_metric_files(store, files, keys):
     names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
     table = table.select(columns).rename_columns(names)
     return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+
+
+def _read_metric_files_one_by_one(store, files, keys):
+    """_scan_metric_files without pyarrow.dataset, for files it cannot scan (the Arrow IPC
+    stream segments of a live expman-rs run)."""
+    tables = []
+    for exp, run, fpath in files:
+        try:
+            table = _unify([store.parquet_file(fpath).read()], keys)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a half-written file from a crash
+            _warn(f"expman: skipped unreadable metrics file {store.display(fpath)}: {err}")
+            continue
+        table = table.rename_columns([f"metrics.{c}" if c in _ADDED_COLUMNS else c
+                                      for c in table.column_names])
+        n = table.num_rows
+        tables.append(table.add_column(0, "run", pa.array([run] * n, pa.string())).add_column(
+            0, "experiment", pa.array([exp] * n, pa.string())))
+    if not tables:
+        return _scan_metric_files(store, [], keys)
+    return pa.concat_tables(tables, promote_options="default")
 
 
 # -- tag expressions: "a AND (b OR NOT c)" ----------------------------------------------------
@@ -6832,7 +6960,7 @@ def _cmd_inspect(args):
     color = _use_color()
     status = _status_cell(run["status"], color).styled
     recorded = run.get("recorded_status")
-    if recorded != run["status"] and isinstance(recorded, str):
+    if isinstance(recorded, str) and recorded.lower() != run["status"]:
         status += f" (run.yaml says {recorded}: the process is gone)"
     git = run.get("git") if isinstance(run.get("git"), dict) else {}
     git_text = None
