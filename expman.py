@@ -1558,7 +1558,8 @@ class _Writer(threading.Thread):
             self.log_buffer.append(f"{_iso(ts)} {level:<5} {text}\n")
         elif kind == "scalar":
             _, key, value = msg
-            coerced = _coerce_value(value)
+            # text is a fine summary ("optimizer": "adam"), as in expman-rs; numbers as metrics
+            coerced = str(value) if isinstance(value, str) else _coerce_value(value)
             if isinstance(coerced, _Rejected):
                 self._reject(key, coerced.reason, "log_scalar")
             else:
@@ -1942,6 +1943,9 @@ class _Writer(threading.Thread):
         meta["rows"] = self.next_row
         meta["last_step"] = self.last_step if self.next_row else None
         meta["summary"] = {**self.summary, **self.scalars}
+        # expman-rs 0.5.3's sections, so its readers and scripts find them: log_scalar values
+        # and the last value of each metric
+        meta["scalars"], meta["vectors"] = dict(self.scalars), dict(self.summary)
         if self.dropped_rows:
             meta["dropped_rows"] = self.dropped_rows
         if self.dropped_media:
@@ -2806,9 +2810,11 @@ class Experiment:
             return copy.deepcopy(self._config)
 
     def log_scalar(self, key, value):
-        """Set a summary value shown in the runs table (best accuracy, final loss, ...).
+        """Set a summary value shown in the runs table (best accuracy, final loss, ...): a
+        number, a bool (stored as 1.0/0.0) or a string.
 
         >>> exp.log_scalar("best/val_acc", 0.934)
+        >>> exp.log_scalar("optimizer", "adam")
         """
         if self._closed:
             return self._after_close("log_scalar")
