@@ -923,7 +923,8 @@ class _LocalStore(_Store):
 
     def copy_in(self, local_src, path):
         if os.path.isdir(local_src):
-            shutil.copytree(local_src, path, dirs_exist_ok=True)
+            shutil.copytree(local_src, path, dirs_exist_ok=True,
+                            ignore=_skip_link_loops(local_src))
         else:
             shutil.copy2(local_src, path)
 
@@ -2843,21 +2844,27 @@ class Experiment:
         """Copy a file or directory into the run's artifacts/ now; returns where it went.
 
         >>> exp.save_artifact("confusion.png")                 # artifacts/confusion.png
+        >>> exp.save_artifact("plots/roc.png")                 # artifacts/plots/roc.png
+        >>> exp.save_artifact("/data/out/model.pt")            # artifacts/model.pt
         >>> exp.save_artifact("ckpt/model.pt", "best/model.pt")
         """
         if self._closed:
             return self._after_close("save_artifact")
-        src = os.fspath(path)
+        src = _path_text(path)
         if not os.path.exists(src):
             raise InvalidInputError(f"save_artifact: no such file or directory: {src}")
-        rel = _safe_relpath(name if name is not None else os.path.basename(
-            os.path.normpath(src)))
+        rel = _artifact_name(src) if name is None else _safe_relpath(_path_text(name))
         dest = self._store.join(self._path, ARTIFACTS_DIR, *rel.split("/"))
         parent = dest.rsplit("/", 1)[0] if not self._store.is_local else os.path.dirname(dest)
+        existed = self._store.exists(dest)
         try:
             self._store.mkdir(parent)
             self._store.copy_in(src, dest)
         except OSError as exc:
+            if not existed:  # no half-copied tree left behind in artifacts/
+                with contextlib.suppress(OSError):
+                    (self._store.delete_tree if os.path.isdir(src) else
+                     self._store.delete)(dest)
             raise ExpmanError(f"save_artifact: cannot copy {src} to "
                               f"{self._store.display(dest)}: {exc.strerror or exc}") from None
         self.info(f"saved artifact {rel}")
@@ -3097,6 +3104,52 @@ def _normalize_tags(tags):
     except TypeError:
         raise InvalidInputError(f"tags must be a list of strings, got {type(tags).__name__}") \
             from None
+
+
+def _path_text(path):
+    """str of a str, bytes or os.PathLike path; anything else as it is (checked later)."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        return os.fsdecode(os.fspath(path))
+    return path
+
+
+def _artifact_name(src):
+    """Where save_artifact(src) puts src under artifacts/: a relative path stays as given
+    ("sub/rel.txt" -> "sub/rel.txt", as expman-rs keeps it); an absolute path, or one that
+    climbs out of the working directory ("../x.txt"), keeps only its name (expman-rs would
+    write "../x.txt" outside the run)."""
+    norm = os.path.normpath(src).replace("\\", "/")
+    if os.path.isabs(src) or norm in (".", "..") or norm.startswith("../"):
+        return _safe_relpath(os.path.basename(os.path.abspath(src)))
+    return _safe_relpath(norm)
+
+
+def _skip_link_loops(root):
+    """A ``shutil.copytree`` ignore= that skips, with a warning, a symbolic link leading back
+    to a directory being copied (a loop nested ~40 levels deep before the OS refused, and
+    left that tree behind) and a dangling link (which failed the whole copy)."""
+    def ignore(folder, names):
+        chain, cur = {os.path.realpath(root)}, root
+        rel = os.path.relpath(folder, root)
+        for part in ([] if rel == "." else rel.split(os.sep)):
+            cur = os.path.join(cur, part)
+            chain.add(os.path.realpath(cur))
+        skipped = []
+        for name in names:
+            full = os.path.join(folder, name)
+            if not os.path.islink(full):
+                continue
+            real = os.path.realpath(full)
+            if not os.path.exists(full):
+                skipped.append(name)
+                _warn(f"expman: save_artifact skipped {full}: a broken symbolic link")
+            elif os.path.isdir(full) and any(c == real or c.startswith(real.rstrip(os.sep) +
+                                                                       os.sep) for c in chain):
+                skipped.append(name)
+                _warn(f"expman: save_artifact skipped {full}: a symbolic link to {real}, "
+                      f"which holds it (a loop)")
+        return skipped
+    return ignore
 
 
 def _safe_relpath(name):
