@@ -5071,30 +5071,34 @@ class SummaryWriter:
     into expman: change one import and keep the script.
 
     >>> from expman import SummaryWriter      # was: from torch.utils.tensorboard import ...
-    >>> with SummaryWriter("runs/mnist_lr0.1") as writer:   # experiment "runs", run "mnist_lr0.1"
+    >>> from expman.tensorboard import SummaryWriter          # expman-rs's import works too
+    >>> with SummaryWriter("runs/mnist_lr0.1") as writer:   # runs/mnist_lr0.1/<time>/
     ...     for step in range(100):
     ...         writer.add_scalar("train/loss", 1 / (step + 1), step)
     ...         writer.add_scalar("train/acc", step / 100, step)        # same row as the loss
 
-    ``log_dir`` names the run, not a place: ``parent/name`` logs into experiment ``parent``,
-    run ``name``, under the expman root (``base_dir``, else $EXPMAN_DIR or ./experiments); a
-    bare ``name`` is the experiment, the run named by time; ``None`` is experiment ``runs``
-    with TensorBoard's run name (time, host, ``comment``). ``experiment=`` and ``run_name=``
-    override; ``run=`` logs into an existing Experiment (not closed by ``close()``).
-    Scalars of one ``global_step`` become one row, written when the step changes, on
-    ``flush()``/``close()`` and at exit. ``add_scalars("loss", {"train": a, "val": b})`` logs
-    ``loss/train`` and ``loss/val``; ``add_text`` goes to run.log; ``add_hparams`` to
-    config.yaml and summary scalars; ``add_image``/``add_histogram`` go to the run's
-    ``log_image``/``log_histogram`` (media and histograms). Other ``add_*`` methods are
-    accepted and ignored (a warning names them once).
+    ``log_dir`` is a directory, absolute or relative (to ``base_dir`` when given, else to the
+    working directory), as for torch and expman-rs: the run is written under it, as
+    experiment ``basename(log_dir)`` in the root ``dirname(log_dir)``, so ``expman serve
+    runs`` shows ``runs/mnist_lr0.1``. The run is named by time. A bare ``name`` is an
+    experiment under the expman root ($EXPMAN_DIR or ./experiments), as in expman-rs;
+    ``None`` is experiment ``runs`` there with TensorBoard's run name (time, host,
+    ``comment``). ``experiment=`` and ``run_name=`` override; ``run=`` logs into an existing
+    Experiment (not closed by ``close()``). Scalars of one ``global_step`` become one row,
+    written when the step changes, on ``flush()``/``close()`` and at exit.
+    ``add_scalars("loss", {"train": a, "val": b})`` logs ``loss/train`` and ``loss/val``;
+    ``add_text`` goes to run.log; ``add_hparams`` to config.yaml and summary scalars;
+    ``add_image``/``add_histogram`` go to the run's ``log_image``/``log_histogram``, and input
+    they cannot use is skipped with one warning (never an exception in a training loop).
+    Other ``add_*`` methods are accepted and ignored (a warning names them once).
     """
 
     def __init__(self, log_dir=None, comment="", purge_step=None, max_queue=10, flush_secs=120,
                  filename_suffix="", *, base_dir=None, experiment=None, run_name=None,
                  run=None, config=None):
         if run is None:
-            exp_name, default_run = self._names(log_dir, comment)
-            self._exp = Experiment(experiment or exp_name, base_dir=base_dir,
+            root, exp_name, default_run = self._location(log_dir, comment, base_dir)
+            self._exp = Experiment(experiment or exp_name, base_dir=root,
                                    run_name=run_name or default_run, config=config,
                                    tags=["tensorboard"])
             self._owned = True
@@ -5109,17 +5113,23 @@ class SummaryWriter:
         _watch_at_exit(self)
 
     @staticmethod
-    def _names(log_dir, comment):
+    def _location(log_dir, comment, base_dir):
+        """(root, experiment, run name or None) of a log_dir."""
         if log_dir is None:
             stamp = _dt.datetime.now().strftime("%b%d_%H-%M-%S")
-            return "runs", f"{stamp}_{socket.gethostname()}{comment or ''}"
-        parts = [p for p in os.path.normpath(os.fspath(log_dir)).replace("\\", "/").split("/")
-                 if p not in ("", ".", "..")]
-        if not parts:
-            return "runs", None
-        if len(parts) == 1:
-            return parts[0], None
-        return parts[-2], parts[-1]
+            return base_dir, "runs", f"{stamp}_{socket.gethostname()}{comment or ''}"
+        text = os.fsdecode(os.fspath(log_dir))
+        if _URI_RE.match(text):  # s3://bucket/runs/x: no normpath (it would eat a slash)
+            parent, _, name = text.rstrip("/").rpartition("/")
+            return parent, name, None
+        if base_dir is not None and not os.path.isabs(text):
+            text = os.path.join(os.fsdecode(os.fspath(base_dir)), text)
+        parent, name = os.path.split(os.path.normpath(text))
+        if name in (".", ".."):  # "." or "a/..": a directory named by where it is
+            parent, name = os.path.split(os.path.abspath(text))
+        if not name:  # "/"
+            return parent, "runs", None
+        return parent or None, name, None   # a bare name: an experiment of the expman root
 
     @property
     def experiment(self):
@@ -5166,8 +5176,10 @@ class SummaryWriter:
 
     def add_hparams(self, hparam_dict, metric_dict, hparam_domain_discrete=None, run_name=None,
                     global_step=None):
-        """hparams into config.yaml; metric_dict as summary scalars of this run (next to the
-        params in the runs table, not in a sub-run as TensorBoard does)."""
+        """hparams into config.yaml; metric_dict (None: none) as summary scalars of this run
+        (next to the params in the runs table, not in a sub-run as TensorBoard does)."""
+        if metric_dict is None:
+            metric_dict = {}
         if not isinstance(hparam_dict, dict) or not isinstance(metric_dict, dict):
             raise InvalidInputError("add_hparams: hparam_dict and metric_dict must be dicts")
         self._exp.log_params(hparam_dict)
@@ -5180,8 +5192,14 @@ class SummaryWriter:
             return self._ignore(f"add_{method[4:]}")
         try:
             return log(tag, value, step=None if global_step is None else int(global_step))
-        except TypeError as exc:
-            return self._ignore(f"add_{method[4:]} ({exc})")
+        except Exception as exc:  # noqa: BLE001 - never stop a training loop for a picture
+            what = f"add_{method[4:]}"
+            if what not in self._ignored:
+                self._ignored.add(what)
+                warnings.warn(f"expman: SummaryWriter.{what} skipped input it cannot use "
+                              f"({exc}); this is shown once", ExpmanWarning,
+                              stacklevel=4)  # the line of the training script
+            return None
 
     def add_image(self, tag, img_tensor, global_step=None, walltime=None, dataformats="CHW"):
         return self._forward("log_image", tag, img_tensor, global_step)
@@ -5226,6 +5244,24 @@ class SummaryWriter:
             self._exp._record_error(exc_type, exc)
         self.close(status)
         return False
+
+
+def _register_tensorboard_module():
+    """``from expman.tensorboard import SummaryWriter`` (expman-rs's import path) with one
+    file: a small module object in sys.modules under this module's name (``expman``, or
+    ``mypkg.expman`` when vendored), which ``import`` finds before looking for a file."""
+    if __name__ == "__main__":
+        return
+    name = f"{__name__}.tensorboard"
+    module = type(sys)(name, "expman's TensorBoard SummaryWriter (see expman.SummaryWriter)")
+    import importlib.machinery  # loaded at startup already: no cost
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    module.SummaryWriter, module.__all__ = SummaryWriter, ["SummaryWriter"]
+    sys.modules.setdefault(name, module)
+    globals().setdefault("tensorboard", sys.modules[name])
+
+
+_register_tensorboard_module()
 
 
 # -- framework callbacks (classes built on first use) ----------------------------------------
