@@ -131,6 +131,14 @@ ENV_PROJECT = "EXPMAN_PROJECT"         # default project of new runs (init(proje
 ENV_TAGS = "EXPMAN_TAGS"               # comma-separated tags added to every new run
 ENV_RANK = "EXPMAN_RANK"               # this process's rank (overrides RANK, SLURM_PROCID...)
 ENV_GROUP = "EXPMAN_GROUP"             # the group of a distributed job's runs (overrides job ids)
+ENV_TOKEN = "EXPMAN_TOKEN"             # `serve` access token (instead of --token on the command line)
+ENV_DEBUG = "EXPMAN_DEBUG"             # the CLI prints full tracebacks instead of one line
+# Object stores (s3://...): each falls back to the usual AWS_* variable named beside it.
+ENV_S3_ENDPOINT = "EXPMAN_S3_ENDPOINT"      # AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL
+ENV_S3_REGION = "EXPMAN_S3_REGION"          # AWS_REGION, AWS_DEFAULT_REGION
+ENV_S3_ACCESS_KEY = "EXPMAN_S3_ACCESS_KEY"  # AWS_ACCESS_KEY_ID
+ENV_S3_SECRET_KEY = "EXPMAN_S3_SECRET_KEY"  # AWS_SECRET_ACCESS_KEY
+ENV_S3_SESSION_TOKEN = "EXPMAN_S3_SESSION_TOKEN"  # AWS_SESSION_TOKEN
 DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
@@ -956,19 +964,19 @@ def _s3_filesystem(uri):
     env = os.environ.get
     rest = uri.split("://", 1)[1]
     kwargs = {}
-    endpoint = env("EXPMAN_S3_ENDPOINT") or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
+    endpoint = env(ENV_S3_ENDPOINT) or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
     if endpoint:
         scheme, _, host = endpoint.rpartition("://")
         kwargs["endpoint_override"] = host or endpoint
         kwargs["scheme"] = scheme or "https"
-    region = env("EXPMAN_S3_REGION") or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
+    region = env(ENV_S3_REGION) or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
     if region:
         kwargs["region"] = region
-    key = env("EXPMAN_S3_ACCESS_KEY") or env("AWS_ACCESS_KEY_ID")
-    secret = env("EXPMAN_S3_SECRET_KEY") or env("AWS_SECRET_ACCESS_KEY")
+    key = env(ENV_S3_ACCESS_KEY) or env("AWS_ACCESS_KEY_ID")
+    secret = env(ENV_S3_SECRET_KEY) or env("AWS_SECRET_ACCESS_KEY")
     if key and secret:
         kwargs["access_key"], kwargs["secret_key"] = key, secret
-    token = env("EXPMAN_S3_SESSION_TOKEN") or env("AWS_SESSION_TOKEN")
+    token = env(ENV_S3_SESSION_TOKEN) or env("AWS_SESSION_TOKEN")
     if key and secret and token:
         kwargs["session_token"] = token
     kwargs["allow_bucket_creation"] = True
@@ -6642,7 +6650,7 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
     """Serve the dashboard until Ctrl-C; prints the URL (the CLI's ``expman serve``)."""
     out = out or sys.stdout
     if token is None:
-        token = os.environ.get("EXPMAN_TOKEN") or None
+        token = os.environ.get(ENV_TOKEN) or None
     loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
     if not loopback:  # warned with a token too: the address is the user's choice to check
         if token is None:
@@ -7806,7 +7814,7 @@ def _main(argv):
             pass
         return _EXIT_FAIL
     except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
-        if os.environ.get("EXPMAN_DEBUG"):
+        if os.environ.get(ENV_DEBUG):
             import traceback
             traceback.print_exc()
         _cli_error(_describe_error(exc))
