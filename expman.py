@@ -3976,6 +3976,9 @@ def _expman_rs_metric_files(store, path):
     out, start = [], 0
     for _num, entry in segs:
         fpath = store.join(path, entry.name)
+        if _links_out(store, fpath):  # as the server refuses for every other run file
+            _warn(f"expman: skipped {store.display(fpath)}: a link out of the run")
+            continue
         key = (fpath, entry.size, entry.mtime)
         rows = _RS_SEGMENT_ROWS.get(key)
         if rows is None:
@@ -6018,7 +6021,7 @@ def make_app(root=None, live=True, token=None):
         if store.stat(store.join(path, RUN_YAML)) is None:
             fail(404, f"no such run: {exp}/{run}")
         refuse_links_out(exp, run, path, RUN_YAML, CONFIG_YAML, RUN_LOG, METRICS_FILE,
-                         SEGMENTS_DIR)
+                         SEGMENTS_DIR, _RS_METRICS_FILE)
         return path
 
     def refuse_links_out(exp, run, path, *names):

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 import warnings
 
@@ -167,16 +168,27 @@ def _ok(get, path):
         return None
 
 
-def test_serve_shows_their_curves(rs_runs):
-    _version, root = rs_runs
+def test_serve_shows_their_curves(rs_runs, tmp_path):
+    _version, original = rs_runs
+    root = tmp_path / "runs"
+    shutil.copytree(original, root)
+    linked = root / "exp" / "linked"        # its vectors.parquet is a link out of the run
+    linked.mkdir()
+    shutil.copy(root / "exp" / "r1" / "run.yaml", linked / "run.yaml")
+    os.symlink(root / "exp" / "r1" / "vectors.parquet", linked / "vectors.parquet")
     server, get = _serve(root)
     try:
         runs = get("/api/experiments/exp/runs")["runs"]
-        assert {r["name"]: r["status"] for r in runs} == {"r1": "finished", "bad": "failed"}
+        assert {r["name"]: r["status"] for r in runs} == {"r1": "finished", "bad": "failed",
+                                                          "linked": "finished"}
         data = get("/api/experiments/exp/runs/r1/metrics?keys=loss")
         assert data["rows"] == 121
         assert data["series"]["loss"]["step"] == list(range(120))
         assert data["series"]["loss"]["value"][-1] == 1.0 / 120
+        with pytest.raises(urllib.error.HTTPError) as err:
+            get("/api/experiments/exp/runs/linked/metrics")
+        err.value.close()   # an HTTPError holds the response (its socket) open
+        assert err.value.code == 403
     finally:
         server.kill()
 
@@ -230,6 +242,15 @@ def test_live_and_killed_1_3_run_segments(tmp_path):
         warnings.simplefilter("error")     # a torn tail is expected: no warning, no error
         steps = expman.load_metrics(run_dir).column("step").to_pylist()
     assert 150 < len(steps) < 300 and steps == list(range(len(steps)))
+
+    # a segment that is a link out of the run is not read, as the server refuses other files
+    first = sorted(run_dir.glob("vectors-*.arrow"))[0]
+    outside = tmp_path / "outside.arrow"
+    first.rename(outside)
+    os.symlink(outside, first)
+    with pytest.warns(expman.ExpmanWarning, match="a link out of the run"):
+        steps = expman.load_metrics(run_dir).column("step").to_pylist()
+    assert steps and steps[0] > 0
 
 
 def test_their_example_scripts_run_against_expman(tmp_path):
