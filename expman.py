@@ -405,6 +405,96 @@ def _human_duration(secs):
     return f"{days}d{hours:02d}h"
 
 
+def _human_count(n):
+    """1234 -> "1234", 1234567 -> "1.23M": short counts for progress lines."""
+    n = float(n)
+    for unit, size, threshold in (("G", 1e9, 1e9), ("M", 1e6, 1e6), ("k", 1e3, 1e4)):
+        if abs(n) >= threshold:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}" if n == int(n) else f"{n:.1f}"
+
+
+class _Progress:
+    """A progress line on stderr for long CLI operations (export, import, clean, reap).
+
+    Shows count/total, a bar, the rate and the ETA; with an unknown total (None), count and
+    rate only. It draws only when stderr is a terminal and ``enabled`` is true (the CLI passes
+    ``not args.json``), so piped output, logs and ``--json`` stay clean. Redraws are throttled
+    to ~10 a second, so ``update`` costs a counter bump and a clock read. The line is cleared
+    at the end, leaving the terminal as it was::
+
+        with _Progress("export", total=n_rows, unit="rows") as bar:
+            for batch in batches:
+                bar.update(batch.num_rows)
+    """
+
+    INTERVAL = 0.1  # seconds between redraws
+
+    def __init__(self, label, total=None, unit="", enabled=True, stream=None,
+                 clock=time.monotonic):
+        self.label, self.total, self.unit = label, total, unit
+        self.stream = sys.stderr if stream is None else stream
+        self.count = 0
+        self._clock = clock
+        self._start = clock()
+        self._next_draw = self._start + self.INTERVAL  # nothing for operations under 0.1 s
+        self._drawn = False
+        try:
+            tty = bool(enabled) and self.stream is not None and self.stream.isatty()
+        except (AttributeError, ValueError, OSError):  # a closed or odd stream
+            tty = False
+        self.enabled = tty
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def update(self, n=1):
+        self.count += n
+        if self.enabled:
+            now = self._clock()
+            if now >= self._next_draw:
+                self._next_draw = now + self.INTERVAL
+                self._draw(now)
+
+    def line(self, now=None):
+        """The text of the progress line (without the carriage return)."""
+        elapsed = max((self._clock() if now is None else now) - self._start, 1e-9)
+        rate = self.count / elapsed
+        unit = f" {self.unit}" if self.unit else ""
+        rate_text = f"{_human_count(rate)}{unit}/s"
+        if not self.total:
+            return f"{self.label}: {_human_count(self.count)}{unit}, {rate_text}"
+        done = min(self.count / self.total, 1.0)
+        filled = int(done * 20)
+        bar = "#" * filled + "-" * (20 - filled)
+        eta = _human_duration((self.total - self.count) / rate) if rate > 0 else "?"
+        return (f"{self.label}: [{bar}] {done:4.0%} {_human_count(self.count)}/"
+                f"{_human_count(self.total)}{unit}, {rate_text}, ETA {eta}")
+
+    def _draw(self, now):
+        width = shutil.get_terminal_size((80, 24)).columns
+        try:
+            self.stream.write("\r" + self.line(now)[:max(width - 1, 10)] + "\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        except (OSError, ValueError):  # the terminal went away: stop drawing, keep working
+            self.enabled = False
+
+    def close(self):
+        """Clear the line if one was drawn. Safe to call twice."""
+        if self._drawn:
+            self._drawn = False
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
 def _git_info(cwd, diff=False):
     """Commit, branch and dirtiness of the repository around cwd, or {} outside one.
 
