@@ -4041,6 +4041,8 @@ def list_artifacts(run_dir):
 # ".arrow" segments are read through _ArrowStreamFile, which stands in for a ParquetFile.
 
 _RS_METRICS_FILE = "vectors.parquet"
+_RS_SEGMENT_RE = re.compile(r"vectors-(\d+)\.arrow$")
+_RS_SEGMENT_ROWS = {}       # (path, size, mtime) -> rows: a segment is read once per change
 
 
 def _expman_rs_summary(meta):
@@ -4051,8 +4053,6 @@ def _expman_rs_summary(meta):
         if isinstance(meta.get(section), dict):
             out.update(meta[section])
     return out
-_RS_SEGMENT_RE = re.compile(r"vectors-(\d+)\.arrow$")
-_RS_SEGMENT_ROWS = {}       # (path, size, mtime) -> rows: a segment is read once per change
 
 
 def _expman_rs_metric_files(store, path):
@@ -5220,11 +5220,13 @@ class SummaryWriter:
             stamp = _dt.datetime.now().strftime("%b%d_%H-%M-%S")
             return base_dir, "runs", f"{stamp}_{socket.gethostname()}{comment or ''}"
         text = os.fsdecode(os.fspath(log_dir))
+        if base_dir is not None and not os.path.isabs(text) and not _URI_RE.match(text):
+            base = os.fsdecode(os.fspath(base_dir))
+            text = f"{base.rstrip('/')}/{text}" if _URI_RE.match(base) else \
+                os.path.join(base, text)
         if _URI_RE.match(text):  # s3://bucket/runs/x: no normpath (it would eat a slash)
             parent, _, name = text.rstrip("/").rpartition("/")
             return parent, name, None
-        if base_dir is not None and not os.path.isabs(text):
-            text = os.path.join(os.fsdecode(os.fspath(base_dir)), text)
         parent, name = os.path.split(os.path.normpath(text))
         if name in (".", ".."):  # "." or "a/..": a directory named by where it is
             parent, name = os.path.split(os.path.abspath(text))
