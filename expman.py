@@ -4663,7 +4663,8 @@ def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     if store.stat(meta_path) != stamp:
         return {**entry, "action": "alive", "reason": "run.yaml changed while reaping"}
     started = _parse_iso(meta.get("started_at"))
-    meta["status"] = "crashed"
+    # in the file's case: expman-rs cannot parse its run.yaml with a lower-case status
+    meta["status"] = "CRASHED" if status.isupper() else "crashed"
     meta["finished_at"] = meta.get("heartbeat_at") or _iso(now)
     if started is not None and beat is not None:
         meta["duration_secs"] = round(beat - started, 3)

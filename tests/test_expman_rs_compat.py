@@ -204,6 +204,7 @@ LIVE_RUN = """
         exp.log_vector(row, step=i)
         if i % 50 == 0:
             time.sleep(0.2)     # several flushes: several segments
+    exp.log_scalar("best", 1.0)
     print("ready", flush=True)
     time.sleep(120)
 """
@@ -233,6 +234,18 @@ def test_live_and_killed_1_3_run_segments(tmp_path):
     finally:
         child.kill()
     assert expman.load_metrics(run_dir).num_rows == 300     # what was flushed survives
+
+    # reaped as crashed in the file's own case, so expman-rs still reads the run.yaml
+    entry = expman._reap_run(expman._LOCAL_STORE, str(run_dir), stale=0)
+    assert entry["action"] == "reaped"
+    proc = run_python(f"""
+        import json, expman
+        run = expman.load_run({str(run_dir)!r})
+        print(json.dumps([run["status"], run["name"], run["scalars"]]))
+    """, cwd=tmp_path, env=_rs_env("1.3.0"))
+    assert json.loads(proc.stdout) == ["CRASHED", "live", {"best": 1.0}]   # parsed, not a
+    # default: a run.yaml it cannot parse reads as CRASHED with empty scalars
+    assert expman.load_run(run_dir)["status"] == "crashed"
 
     # a segment cut mid-message (a kill during a write): its complete batches still read
     last = sorted(run_dir.glob("vectors-*.arrow"))[-1]
