@@ -941,6 +941,8 @@ class _Store:
         self.delete(src)
 
     def parquet_file(self, path):
+        if path.endswith(".arrow"):  # an expman-rs segment (see _ArrowStreamFile)
+            return _ArrowStreamFile(self, path)
         # pre_buffer: the column chunks a read needs are fetched in a few coalesced, parallel
         # range requests instead of one request per chunk, one after the other
         return pq.ParquetFile(self.fs.open_input_file(path), pre_buffer=True)
@@ -1105,11 +1107,14 @@ class _LocalStore(_Store):
         os.replace(src, dst)
 
     def parquet_file(self, path):
+        if path.endswith(".arrow"):  # an expman-rs segment (see _ArrowStreamFile)
+            return _ArrowStreamFile(self, path)
         return pq.ParquetFile(path, memory_map=True)
 
     def copy_in(self, local_src, path):
         if os.path.isdir(local_src):
-            shutil.copytree(local_src, path, dirs_exist_ok=True)
+            shutil.copytree(local_src, path, dirs_exist_ok=True,
+                            ignore=_skip_link_loops(local_src))
         else:
             shutil.copy2(local_src, path)
 
@@ -1238,8 +1243,10 @@ class _SegmentLog:
     close, again by reap after a crash, and knows the final file's row range.
     """
 
-    def __init__(self, store, run_path, folder, final, warn=None, made=False):
+    def __init__(self, store, run_path, folder, final, warn=None, made=False, foreign=None):
         self.store = store
+        self.run_path = run_path
+        self.foreign = foreign     # files(store, run_path) of another tool's layout, or None
         self.folder = folder
         self.dir = store.join(run_path, folder)
         self.final = store.join(run_path, final)
@@ -1249,6 +1256,8 @@ class _SegmentLog:
 
     @classmethod
     def metrics(cls, store, run_path, **kwargs):
+        # a run with none of our files may be one expman-rs wrote (see section 9)
+        kwargs.setdefault("foreign", _expman_rs_metric_files)
         return cls(store, run_path, SEGMENTS_DIR, METRICS_FILE, **kwargs)
 
     @classmethod
@@ -1454,6 +1463,8 @@ class _SegmentLog:
             a[1] == b[0] for a, b in zip(segments, segments[1:]))
         if not tiled and store.stat(self.final) is not None:
             return [(0, None, self.final)]
+        if not segments and self.foreign is not None:
+            return self.foreign(store, self.run_path)
         return [(s, e, store.join(self.dir, name)) for s, e, name in segments]
 
     def read(self, read_files):
@@ -2255,7 +2266,8 @@ class _Writer(threading.Thread):
             self.log_buffer.append(f"{_iso(ts)} {level:<5} {text}\n")
         elif kind == "scalar":
             _, key, value = msg
-            coerced = _coerce_value(value)
+            # text is a fine summary ("optimizer": "adam"), as in expman-rs; numbers as metrics
+            coerced = str(value) if isinstance(value, str) else _coerce_value(value)
             if isinstance(coerced, _Rejected):
                 self._reject(key, coerced.reason, "log_scalar")
             else:
@@ -2598,6 +2610,9 @@ class _Writer(threading.Thread):
         meta["rows"] = self.next_row
         meta["last_step"] = self.last_step if self.next_row else None
         meta["summary"] = {**self.summary, **self.scalars}
+        # expman-rs 0.5.3's sections, so its readers and scripts find them: log_scalar values
+        # and the last value of each metric
+        meta["scalars"], meta["vectors"] = dict(self.scalars), dict(self.summary)
         if self.dropped_rows:
             meta["dropped_rows"] = self.dropped_rows
         if self.dropped_media:
@@ -3578,9 +3593,11 @@ class Experiment:
         return None
 
     def log_scalar(self, key, value):
-        """Set a summary value shown in the runs table (best accuracy, final loss, ...).
+        """Set a summary value shown in the runs table (best accuracy, final loss, ...): a
+        number, a bool (stored as 1.0/0.0) or a string.
 
         >>> exp.log_scalar("best/val_acc", 0.934)
+        >>> exp.log_scalar("optimizer", "adam")
         """
         if self._closed:
             return self._after_close("log_scalar")
@@ -3609,21 +3626,27 @@ class Experiment:
         """Copy a file or directory into the run's artifacts/ now; returns where it went.
 
         >>> exp.save_artifact("confusion.png")                 # artifacts/confusion.png
+        >>> exp.save_artifact("plots/roc.png")                 # artifacts/plots/roc.png
+        >>> exp.save_artifact("/data/out/model.pt")            # artifacts/model.pt
         >>> exp.save_artifact("ckpt/model.pt", "best/model.pt")
         """
         if self._closed:
             return self._after_close("save_artifact")
-        src = os.fspath(path)
+        src = _path_text(path)
         if not os.path.exists(src):
             raise InvalidInputError(f"save_artifact: no such file or directory: {src}")
-        rel = _safe_relpath(name if name is not None else os.path.basename(
-            os.path.normpath(src)))
+        rel = _artifact_name(src) if name is None else _safe_relpath(_path_text(name))
         dest = self._store.join(self._path, ARTIFACTS_DIR, *rel.split("/"))
         parent = dest.rsplit("/", 1)[0] if not self._store.is_local else os.path.dirname(dest)
+        existed = self._store.exists(dest)
         try:
             self._store.mkdir(parent)
             self._store.copy_in(src, dest)
         except OSError as exc:
+            if not existed:  # no half-copied tree left behind in artifacts/
+                with contextlib.suppress(OSError):
+                    (self._store.delete_tree if os.path.isdir(src) else
+                     self._store.delete)(dest)
             raise ExpmanError(f"save_artifact: cannot copy {src} to "
                               f"{self._store.display(dest)}: {exc.strerror or exc}") from None
         self.info(f"saved artifact {rel}")
@@ -3848,6 +3871,52 @@ def _normalize_tags(tags):
     except TypeError:
         raise InvalidInputError(f"tags must be a list of strings, got {type(tags).__name__}") \
             from None
+
+
+def _path_text(path):
+    """str of a str, bytes or os.PathLike path; anything else as it is (checked later)."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        return os.fsdecode(os.fspath(path))
+    return path
+
+
+def _artifact_name(src):
+    """Where save_artifact(src) puts src under artifacts/: a relative path stays as given
+    ("sub/rel.txt" -> "sub/rel.txt", as expman-rs keeps it); an absolute path, or one that
+    climbs out of the working directory ("../x.txt"), keeps only its name (expman-rs would
+    write "../x.txt" outside the run)."""
+    norm = os.path.normpath(src).replace("\\", "/")
+    if os.path.isabs(src) or norm in (".", "..") or norm.startswith("../"):
+        return _safe_relpath(os.path.basename(os.path.abspath(src)))
+    return _safe_relpath(norm)
+
+
+def _skip_link_loops(root):
+    """A ``shutil.copytree`` ignore= that skips, with a warning, a symbolic link leading back
+    to a directory being copied (a loop nested ~40 levels deep before the OS refused, and
+    left that tree behind) and a dangling link (which failed the whole copy)."""
+    def ignore(folder, names):
+        chain, cur = {os.path.realpath(root)}, root
+        rel = os.path.relpath(folder, root)
+        for part in ([] if rel == "." else rel.split(os.sep)):
+            cur = os.path.join(cur, part)
+            chain.add(os.path.realpath(cur))
+        skipped = []
+        for name in names:
+            full = os.path.join(folder, name)
+            if not os.path.islink(full):
+                continue
+            real = os.path.realpath(full)
+            if not os.path.exists(full):
+                skipped.append(name)
+                _warn(f"expman: save_artifact skipped {full}: a broken symbolic link")
+            elif os.path.isdir(full) and any(c == real or c.startswith(real.rstrip(os.sep) +
+                                                                       os.sep) for c in chain):
+                skipped.append(name)
+                _warn(f"expman: save_artifact skipped {full}: a symbolic link to {real}, "
+                      f"which holds it (a loop)")
+        return skipped
+    return ignore
 
 
 def _safe_relpath(name):
@@ -4218,7 +4287,8 @@ def _run_row(store, path, meta, config=None, now=None):
         beat = _parse_iso(meta.get("heartbeat_at"))
         duration = round(beat - started, 3) if beat else None
     git = meta.get("git") if isinstance(meta.get("git"), dict) else {}
-    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else {}
+    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else \
+        _expman_rs_summary(meta)
     tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
     command = meta.get("command")
     if isinstance(command, list):
@@ -4291,6 +4361,8 @@ def load_run(run_dir):
     meta = _read_yaml(store, store.join(path, RUN_YAML))
     config = _read_yaml(store, store.join(path, CONFIG_YAML))
     row = _run_row(store, path, meta, config)
+    if "rows" not in meta:  # expman-rs does not count its rows in run.yaml
+        row["rows"] = _row_count(store, path)
     return {**meta, **row, "recorded_status": meta.get("status"), "config": config}
 
 
@@ -4880,6 +4952,104 @@ def list_artifacts(run_dir):
             for rel, size, mtime in sorted(files)]
 
 
+# -- expman-rs runs, read as they are --------------------------------------------------------
+# expman-rs, the Rust tool expman succeeds, keeps the same tree (experiment/run/run.yaml,
+# config.yaml, run.log, artifacts/) and the same metrics table (step int64, null when logged
+# without a step; timestamp us UTC; one float64 per key), under other file names:
+#
+#   <run>/vectors.parquet               0.5.x, and 1.x once the run is closed
+#   <run>/metrics.parquet               some 0.5.x releases: our own name, read as ours
+#   <run>/vectors-0000.arrow ...        1.x while live (or killed): Arrow IPC *streams*, the
+#                                       last one appended to; one schema per segment
+#   <run>/system-0000.arrow ...         1.x system metrics (not read)
+#
+# Its run.yaml says RUNNING/FINISHED/FAILED/CRASHED (statuses are read in any case) and keeps
+# `scalars:` and `vectors:` where ours keeps `summary:` (read by _run_row). _metric_files calls
+# _expman_rs_metric_files only for a run with neither segments nor metrics.parquet; the
+# ".arrow" segments are read through _ArrowStreamFile, which stands in for a ParquetFile.
+
+_RS_METRICS_FILE = "vectors.parquet"
+_RS_SEGMENT_RE = re.compile(r"vectors-(\d+)\.arrow$")
+_RS_SEGMENT_ROWS = {}       # (path, size, mtime) -> rows: a segment is read once per change
+
+
+def _expman_rs_summary(meta):
+    """The summary of an expman-rs run.yaml: last metric values (``vectors:``), then the
+    ``log_scalar`` values (``scalars:``), which win, as in ours."""
+    out = {}
+    for section in ("vectors", "scalars"):
+        if isinstance(meta.get(section), dict):
+            out.update(meta[section])
+    return out
+
+
+def _expman_rs_metric_files(store, path):
+    """[(start, end, file)] of an expman-rs run's metrics ([] when there are none): its one
+    vectors.parquet, or its live segments with their row ranges (counted once per change)."""
+    entries = store.listdir(path)
+    if any(e.name == _RS_METRICS_FILE for e in entries):
+        return [(0, None, store.join(path, _RS_METRICS_FILE))]
+    segs = sorted((int(m.group(1)), e) for e in entries
+                  if not e.is_dir and (m := _RS_SEGMENT_RE.match(e.name)))
+    out, start = [], 0
+    for _num, entry in segs:
+        fpath = store.join(path, entry.name)
+        if _links_out(store, fpath):  # as the server refuses for every other run file
+            _warn(f"expman: skipped {store.display(fpath)}: a link out of the run")
+            continue
+        key = (fpath, entry.size, entry.mtime)
+        rows = _RS_SEGMENT_ROWS.get(key)
+        if rows is None:
+            try:
+                rows = _ArrowStreamFile(store, fpath).metadata.num_rows
+            except FileNotFoundError:
+                raise
+            except Exception:  # noqa: BLE001 - torn header: no rows yet (load_metrics warns)
+                rows = 0
+            if len(_RS_SEGMENT_ROWS) > 4096:
+                _RS_SEGMENT_ROWS.clear()
+            _RS_SEGMENT_ROWS[key] = rows
+        out.append((start, start + rows, fpath))
+        start += rows
+    return out
+
+
+class _ArrowStreamFile:
+    """One expman-rs segment (an Arrow IPC stream) behind the ParquetFile members the readers
+    use: ``schema_arrow``, ``metadata`` (num_rows, num_row_groups, row_group(i).num_rows),
+    ``read``, ``read_row_groups``, ``iter_batches``; one record batch is one "row group".
+    A segment still being written, or cut by a kill, ends in a torn message: the complete
+    batches before it are the segment."""
+
+    def __init__(self, store, path):
+        import pyarrow.ipc
+        reader = pyarrow.ipc.open_stream(store.read_bytes(path))
+        batches = []
+        with contextlib.suppress(pa.ArrowInvalid, OSError, EOFError):
+            for batch in reader:
+                batches.append(batch)
+        self.schema_arrow = reader.schema
+        self._batches = batches
+        groups = [_RowGroup(b.num_rows) for b in batches]
+        self.metadata = _RowGroups(sum(g.num_rows for g in groups), len(groups),
+                                   groups.__getitem__)
+
+    def read_row_groups(self, groups, columns=None):
+        table = pa.Table.from_batches([self._batches[i] for i in groups], self.schema_arrow)
+        return table if columns is None else table.select(columns)
+
+    def read(self, columns=None):
+        return self.read_row_groups(range(len(self._batches)), columns)
+
+    def iter_batches(self, batch_size=None, columns=None):
+        for batch in self._batches:
+            yield batch if columns is None else batch.select(columns)
+
+
+_RowGroup = collections.namedtuple("_RowGroup", "num_rows")
+_RowGroups = collections.namedtuple("_RowGroups", "num_rows num_row_groups row_group")
+
+
 # -- media and histograms ----------------------------------------------------------------------
 
 MEDIA_KINDS = ("image", "audio", "video", "text")
@@ -5128,6 +5298,8 @@ _ADDED_COLUMNS = ("experiment", "run")
 
 def _scan_metric_files(store, files, keys):
     """One table from [(experiment, run, path)], scanned by pyarrow.dataset."""
+    if any(f.endswith(".arrow") for _e, _r, f in files):  # expman-rs segments: not Parquet
+        return _read_metric_files_one_by_one(store, files, keys)
     good = []
     if files:
         fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
@@ -5180,6 +5352,28 @@ def _scan_metric_files(store, files, keys):
     names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
     table = _strip_rows_key(table.select(columns).rename_columns(names))
     return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+
+
+def _read_metric_files_one_by_one(store, files, keys):
+    """_scan_metric_files without pyarrow.dataset, for files it cannot scan (the Arrow IPC
+    stream segments of a live expman-rs run)."""
+    tables = []
+    for exp, run, fpath in files:
+        try:
+            table = _unify([store.parquet_file(fpath).read()], keys)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a half-written file from a crash
+            _warn(f"expman: skipped unreadable metrics file {store.display(fpath)}: {err}")
+            continue
+        table = table.rename_columns([f"metrics.{c}" if c in _ADDED_COLUMNS else c
+                                      for c in table.column_names])
+        n = table.num_rows
+        tables.append(table.add_column(0, "run", pa.array([run] * n, pa.string())).add_column(
+            0, "experiment", pa.array([exp] * n, pa.string())))
+    if not tables:
+        return _scan_metric_files(store, [], keys)
+    return pa.concat_tables(tables, promote_options="default")
 
 
 # -- tag expressions: "a AND (b OR NOT c)" ----------------------------------------------------
@@ -5396,7 +5590,8 @@ def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     if store.stat(meta_path) != stamp:
         return {**entry, "action": "alive", "reason": "run.yaml changed while reaping"}
     started = _parse_iso(meta.get("started_at"))
-    meta["status"] = "crashed"
+    # in the file's case: expman-rs cannot parse its run.yaml with a lower-case status
+    meta["status"] = "CRASHED" if status.isupper() else "crashed"
     meta["finished_at"] = meta.get("heartbeat_at") or _iso(now)
     if started is not None and beat is not None:
         meta["duration_secs"] = round(beat - started, 3)
@@ -5882,30 +6077,34 @@ class SummaryWriter:
     into expman: change one import and keep the script.
 
     >>> from expman import SummaryWriter      # was: from torch.utils.tensorboard import ...
-    >>> with SummaryWriter("runs/mnist_lr0.1") as writer:   # experiment "runs", run "mnist_lr0.1"
+    >>> from expman.tensorboard import SummaryWriter          # expman-rs's import works too
+    >>> with SummaryWriter("runs/mnist_lr0.1") as writer:   # runs/mnist_lr0.1/<time>/
     ...     for step in range(100):
     ...         writer.add_scalar("train/loss", 1 / (step + 1), step)
     ...         writer.add_scalar("train/acc", step / 100, step)        # same row as the loss
 
-    ``log_dir`` names the run, not a place: ``parent/name`` logs into experiment ``parent``,
-    run ``name``, under the expman root (``base_dir``, else $EXPMAN_DIR or ./experiments); a
-    bare ``name`` is the experiment, the run named by time; ``None`` is experiment ``runs``
-    with TensorBoard's run name (time, host, ``comment``). ``experiment=`` and ``run_name=``
-    override; ``run=`` logs into an existing Experiment (not closed by ``close()``).
-    Scalars of one ``global_step`` become one row, written when the step changes, on
-    ``flush()``/``close()`` and at exit. ``add_scalars("loss", {"train": a, "val": b})`` logs
-    ``loss/train`` and ``loss/val``; ``add_text`` goes to run.log; ``add_hparams`` to
-    config.yaml and summary scalars; ``add_image``/``add_histogram`` go to the run's
-    ``log_image``/``log_histogram`` (media and histograms). Other ``add_*`` methods are
-    accepted and ignored (a warning names them once).
+    ``log_dir`` is a directory, absolute or relative (to ``base_dir`` when given, else to the
+    working directory), as for torch and expman-rs: the run is written under it, as
+    experiment ``basename(log_dir)`` in the root ``dirname(log_dir)``, so ``expman serve
+    runs`` shows ``runs/mnist_lr0.1``. The run is named by time. A bare ``name`` is an
+    experiment under the expman root ($EXPMAN_DIR or ./experiments), as in expman-rs;
+    ``None`` is experiment ``runs`` there with TensorBoard's run name (time, host,
+    ``comment``). ``experiment=`` and ``run_name=`` override; ``run=`` logs into an existing
+    Experiment (not closed by ``close()``). Scalars of one ``global_step`` become one row,
+    written when the step changes, on ``flush()``/``close()`` and at exit.
+    ``add_scalars("loss", {"train": a, "val": b})`` logs ``loss/train`` and ``loss/val``;
+    ``add_text`` goes to run.log; ``add_hparams`` to config.yaml and summary scalars;
+    ``add_image``/``add_histogram`` go to the run's ``log_image``/``log_histogram``, and input
+    they cannot use is skipped with one warning (never an exception in a training loop).
+    Other ``add_*`` methods are accepted and ignored (a warning names them once).
     """
 
     def __init__(self, log_dir=None, comment="", purge_step=None, max_queue=10, flush_secs=120,
                  filename_suffix="", *, base_dir=None, experiment=None, run_name=None,
                  run=None, config=None):
         if run is None:
-            exp_name, default_run = self._names(log_dir, comment)
-            self._exp = Experiment(experiment or exp_name, base_dir=base_dir,
+            root, exp_name, default_run = self._location(log_dir, comment, base_dir)
+            self._exp = Experiment(experiment or exp_name, base_dir=root,
                                    run_name=run_name or default_run, config=config,
                                    tags=["tensorboard"])
             self._owned = True
@@ -5920,17 +6119,25 @@ class SummaryWriter:
         _watch_at_exit(self)
 
     @staticmethod
-    def _names(log_dir, comment):
+    def _location(log_dir, comment, base_dir):
+        """(root, experiment, run name or None) of a log_dir."""
         if log_dir is None:
             stamp = _dt.datetime.now().strftime("%b%d_%H-%M-%S")
-            return "runs", f"{stamp}_{socket.gethostname()}{comment or ''}"
-        parts = [p for p in os.path.normpath(os.fspath(log_dir)).replace("\\", "/").split("/")
-                 if p not in ("", ".", "..")]
-        if not parts:
-            return "runs", None
-        if len(parts) == 1:
-            return parts[0], None
-        return parts[-2], parts[-1]
+            return base_dir, "runs", f"{stamp}_{socket.gethostname()}{comment or ''}"
+        text = os.fsdecode(os.fspath(log_dir))
+        if base_dir is not None and not os.path.isabs(text) and not _URI_RE.match(text):
+            base = os.fsdecode(os.fspath(base_dir))
+            text = f"{base.rstrip('/')}/{text}" if _URI_RE.match(base) else \
+                os.path.join(base, text)
+        if _URI_RE.match(text):  # s3://bucket/runs/x: no normpath (it would eat a slash)
+            parent, _, name = text.rstrip("/").rpartition("/")
+            return parent, name, None
+        parent, name = os.path.split(os.path.normpath(text))
+        if name in (".", ".."):  # "." or "a/..": a directory named by where it is
+            parent, name = os.path.split(os.path.abspath(text))
+        if not name:  # "/"
+            return parent, "runs", None
+        return parent or None, name, None   # a bare name: an experiment of the expman root
 
     @property
     def experiment(self):
@@ -5977,8 +6184,10 @@ class SummaryWriter:
 
     def add_hparams(self, hparam_dict, metric_dict, hparam_domain_discrete=None, run_name=None,
                     global_step=None):
-        """hparams into config.yaml; metric_dict as summary scalars of this run (next to the
-        params in the runs table, not in a sub-run as TensorBoard does)."""
+        """hparams into config.yaml; metric_dict (None: none) as summary scalars of this run
+        (next to the params in the runs table, not in a sub-run as TensorBoard does)."""
+        if metric_dict is None:
+            metric_dict = {}
         if not isinstance(hparam_dict, dict) or not isinstance(metric_dict, dict):
             raise InvalidInputError("add_hparams: hparam_dict and metric_dict must be dicts")
         self._exp.log_params(hparam_dict)
@@ -5991,8 +6200,14 @@ class SummaryWriter:
             return self._ignore(f"add_{method[4:]}")
         try:
             return log(tag, value, step=None if global_step is None else int(global_step))
-        except TypeError as exc:
-            return self._ignore(f"add_{method[4:]} ({exc})")
+        except Exception as exc:  # noqa: BLE001 - never stop a training loop for a picture
+            what = f"add_{method[4:]}"
+            if what not in self._ignored:
+                self._ignored.add(what)
+                warnings.warn(f"expman: SummaryWriter.{what} skipped input it cannot use "
+                              f"({exc}); this is shown once", ExpmanWarning,
+                              stacklevel=4)  # the line of the training script
+            return None
 
     def add_image(self, tag, img_tensor, global_step=None, walltime=None, dataformats="CHW"):
         return self._forward("log_image", tag, img_tensor, global_step)
@@ -6037,6 +6252,24 @@ class SummaryWriter:
             self._exp._record_error(exc_type, exc)
         self.close(status)
         return False
+
+
+def _register_tensorboard_module():
+    """``from expman.tensorboard import SummaryWriter`` (expman-rs's import path) with one
+    file: a small module object in sys.modules under this module's name (``expman``, or
+    ``mypkg.expman`` when vendored), which ``import`` finds before looking for a file."""
+    if __name__ == "__main__":
+        return
+    name = f"{__name__}.tensorboard"
+    module = type(sys)(name, "expman's TensorBoard SummaryWriter (see expman.SummaryWriter)")
+    import importlib.machinery  # loaded at startup already: no cost
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    module.SummaryWriter, module.__all__ = SummaryWriter, ["SummaryWriter"]
+    sys.modules.setdefault(name, module)
+    globals().setdefault("tensorboard", sys.modules[name])
+
+
+_register_tensorboard_module()
 
 
 # -- framework callbacks (classes built on first use) ----------------------------------------
@@ -7563,7 +7796,7 @@ def _links_out(store, path):
 
 
 _SERVED_RUN_FILES = (RUN_YAML, CONFIG_YAML, RUN_LOG, METRICS_FILE, SEGMENTS_DIR, MEDIA_DIR,
-                     HISTOGRAMS_FILE, HISTOGRAMS_DIR)
+                     HISTOGRAMS_FILE, HISTOGRAMS_DIR, _RS_METRICS_FILE)
 
 
 def _run_links_out(store, path):
@@ -8539,7 +8772,7 @@ def _inspect_fields(run, color):
     """The (name, text) lines at the top of `expman inspect`; None texts are left out."""
     status = _status_cell(run["status"], color).styled
     recorded = run.get("recorded_status")
-    if recorded != run["status"] and isinstance(recorded, str):
+    if isinstance(recorded, str) and recorded.lower() != run["status"]:
         status += f" (run.yaml says {recorded}: the process is gone)"
     git = run.get("git") if isinstance(run.get("git"), dict) else {}
     host = run.get("hostname") or "-"

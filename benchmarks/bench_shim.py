@@ -53,7 +53,7 @@ def worker(tool, steps):
         log, add, body, close = obj.log_metrics, None, CALLS[tool], obj.close
     elif tool == "expman.SummaryWriter":
         import expman
-        obj = expman.SummaryWriter("bench/shim")
+        obj = expman.SummaryWriter(os.path.join(tmp, "exps", "shim"))  # log_dir: a path
         log, add, body, close = None, obj.add_scalar, CALLS["add_scalar x5"], obj.close
     elif tool == "torch SummaryWriter":
         from torch.utils.tensorboard import SummaryWriter

@@ -1,8 +1,9 @@
 """Switch a TensorBoard script to expman by changing one import.
 
-    python examples/tensorboard_shim.py && expman serve
+    python examples/tensorboard_shim.py && expman serve runs
 
-Scalars of one global_step land in one row of experiment "runs", run "shim_demo"; the
+As with torch's writer, log_dir is the directory the run goes under: experiment "shim_demo"
+in the root ./runs, a run named by time. Scalars of one global_step land in one row; the
 hparams go to config.yaml and the final metrics next to them in the runs table.
 """
 import math

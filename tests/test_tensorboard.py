@@ -328,19 +328,21 @@ def test_export_default_output_and_no_mixing(tmp_path, capsys, monkeypatch):
 
 def test_shim_merges_one_step_into_one_row(root):
     with expman.SummaryWriter("runs/exp1", base_dir=root) as writer:
-        assert writer.experiment.experiment == "runs"
-        assert writer.experiment.run_name == "exp1"
+        # log_dir is a directory (relative to base_dir here): the run is written under it
+        assert writer.experiment.experiment == "exp1"
+        assert writer.experiment.run_dir.parent == root / "runs" / "exp1"
+        run_dir = writer.experiment.run_dir
         for step in range(100):
             writer.add_scalar("train/loss", 1 / (step + 1), step)
             writer.add_scalar("train/acc", step / 100, global_step=step)
             if step % 10 == 0:
                 writer.add_scalars("loss", {"train": 1.0, "val": 2.0}, step)
-    table = expman.load_metrics(root / "runs" / "exp1")
+    table = expman.load_metrics(run_dir)
     assert table.column_names == ["step", "timestamp", "train/loss", "train/acc", "loss/train",
                                   "loss/val"]
     assert table.column("step").to_pylist() == list(range(100))
     assert table.column("loss/val").null_count == 90
-    assert expman.load_run(root / "runs" / "exp1")["status"] == "finished"
+    assert expman.load_run(run_dir)["status"] == "finished"
 
 
 def test_shim_without_steps_walltime_text_hparams(root):
@@ -373,9 +375,10 @@ def test_shim_failed_status_and_unsupported_methods(root):
         w.add_graph(object())                  # warned once
         w.add_scalar("loss", 2.0, 1)
         raise RuntimeError("boom")
-    meta = expman.load_run(root / "runs" / "bad")
+    assert w.experiment.run_dir.parent == root / "runs" / "bad"
+    meta = expman.load_run(w.experiment.run_dir)
     assert meta["status"] == "failed" and "boom" in meta["error"]
-    assert expman.load_metrics(root / "runs" / "bad").column("loss").to_pylist() == [1.0, 2.0]
+    assert expman.load_metrics(w.experiment.run_dir).column("loss").to_pylist() == [1.0, 2.0]
 
 
 def test_shim_logs_into_a_given_run_without_closing_it(root):
@@ -396,7 +399,7 @@ def test_shim_keeps_the_last_row_when_the_script_never_closes(tmp_path):
             w.add_scalar("loss", float(s), s)
             w.add_scalar("acc", s / 10, s)
     """, cwd=tmp_path)
-    run = tmp_path / "exps" / "runs" / "noclose"
+    (run,) = [p.parent for p in (tmp_path / "exps" / "runs" / "noclose").glob("*/run.yaml")]
     table = expman.load_metrics(run)
     assert table.column("step").to_pylist() == list(range(10))
     assert table.column("acc").to_pylist()[-1] == 0.9
@@ -419,13 +422,16 @@ def test_shim_is_a_drop_in_for_a_torch_script(tmp_path):
             writer.add_scalar("loss_item", loss.item(), step)
         writer.close()
     """
-    env = child_env(EXPMAN_DIR=str(tmp_path / "exps"))
+    env = child_env(EXPMAN_DIR=str(tmp_path / "exps"))   # not used: log_dir is a path
     for mode in ("tb", "expman"):
         proc = run_python(script.replace("sys.argv[1]", repr(mode)), cwd=tmp_path, env=env,
                           timeout=120)
         assert proc.returncode == 0
     acc = _accumulate(tmp_path / "runs" / "drop_in")
-    table = expman.load_metrics(tmp_path / "exps" / "runs" / "drop_in")
+    # the run is written under torch's log_dir, beside its event file
+    (run,) = [p.parent for p in (tmp_path / "runs" / "drop_in").glob("*/run.yaml")]
+    assert not (tmp_path / "exps").exists()
+    table = expman.load_metrics(run)
     assert table.column("step").to_pylist() == [e.step for e in acc.Scalars("loss")]
     assert table.column("loss").to_pylist() == pytest.approx(
         [e.value for e in acc.Scalars("loss")], rel=1e-7)
@@ -472,7 +478,8 @@ def test_shim_hands_images_and_histograms_to_the_run(root):
         writer.add_scalar("loss", 0.5, 3)
         writer.add_image("sample", image, 3)
         writer.add_histogram("weights", np.linspace(-1, 1, 101), global_step=4)
-    run_dir = root / "media" / "r"
+    run_dir = writer.experiment.run_dir
+    assert run_dir.parent == root / "media" / "r"
     (item,) = expman.read_media(run_dir)
     assert (item["tag"], item["kind"], item["step"]) == ("sample", "image", 3)
     assert (item["width"], item["height"]) == (16, 8)
