@@ -4509,6 +4509,104 @@ def _compact_leftovers(store, path):
     return len(paths)
 
 
+# -- streaming reads: export walks a run's rows a batch at a time ----------------------------
+
+class _MetricStream:
+    """The rows load_metrics(run_dir) gives, as RecordBatches of at most ``batch_rows`` rows,
+    without holding them all: what export streams, in memory bounded by a batch (plus one
+    Parquet row group) whatever the run's size.
+
+    Every batch has every column of ``schema``: step, timestamp, then each key in order of
+    first appearance (null where a file lacks it), so writers with one schema (CSV, Parquet)
+    can take them. ``total`` is the row count from the files' footers. A segment merged or
+    compacted away mid-read makes it list again and resume at the next row (the retry of
+    load_metrics); an unreadable file is skipped with the same warning.
+    """
+
+    def __init__(self, run_dir, batch_rows=65536):
+        self.store, self.path = _resolve_run(run_dir)
+        self.batch_rows = batch_rows
+        self.files = _metric_files(self.store, self.path)
+        keys, self.total, self.unreadable = {}, 0, []
+        for start, end, fpath in self.files:
+            try:
+                pf = self.store.parquet_file(fpath)
+            except FileNotFoundError:   # merged away: iteration lists again
+                continue
+            except Exception as exc:  # noqa: BLE001 - iteration warns when it gets there
+                self.unreadable.append((fpath, exc))
+                continue
+            for name in pf.schema_arrow.names:
+                if name not in RESERVED_COLUMNS:
+                    keys.setdefault(name, None)
+            self.total += pf.metadata.num_rows if end is None else end - start
+        self.keys = list(keys)
+        self.schema = pa.schema([("step", pa.int64()), ("timestamp", pa.timestamp("us", tz="UTC"))]
+                                + [(k, pa.float64()) for k in self.keys])
+
+    def __iter__(self):
+        next_row, files = 0, self.files   # next_row: the run's row index still to yield
+        for _attempt in range(20):
+            try:
+                for start, end, fpath in files:
+                    if end is not None and end <= next_row:
+                        continue
+                    for batch in self._read(fpath, max(0, next_row - start)):
+                        next_row = max(next_row, start) + batch.num_rows
+                        yield batch
+                    if end is not None:
+                        next_row = max(next_row, end)
+                return
+            except FileNotFoundError:
+                files = _metric_files(self.store, self.path)   # merged or compacted: list again
+        raise ExpmanError(f"the metrics of {self.store.display(self.path)} kept changing while "
+                          f"they were read; try again")
+
+    def warn_unreadable(self):
+        """The warning iterating would give, for each file whose footer is unreadable."""
+        for fpath, exc in self.unreadable:
+            _warn(f"expman: skipped unreadable metrics file {self.store.display(fpath)}: {exc}")
+
+    def _read(self, fpath, skip):
+        # FileNotFoundError: the caller lists again. Local files are read, not memory-mapped
+        # as _LocalStore does: mapped pages count in RSS, which then grows with the file
+        try:
+            pf = (pq.ParquetFile(fpath, pre_buffer=False) if self.store.is_local
+                  else self.store.parquet_file(fpath))
+            meta, groups, seen = pf.metadata, [], 0
+            for i in range(meta.num_row_groups):
+                n = meta.row_group(i).num_rows
+                if seen + n > skip:
+                    if not groups:
+                        skip -= seen   # rows to drop from the first group read
+                    groups.append(i)
+                seen += n
+            if not groups:
+                return
+            for group in groups:   # one group at a time: pre_buffer would fetch them all
+                for batch in pf.iter_batches(batch_size=self.batch_rows, row_groups=[group]):
+                    if skip:
+                        dropped = min(skip, batch.num_rows)
+                        batch, skip = batch.slice(dropped), skip - dropped
+                    if batch.num_rows:
+                        yield self._conform(batch)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a half-written file from a crash
+            _warn(f"expman: skipped unreadable metrics file {self.store.display(fpath)}: {exc}")
+
+    def _conform(self, batch):
+        columns = []
+        for field in self.schema:
+            i = batch.schema.get_field_index(field.name)
+            if i < 0:
+                columns.append(pa.nulls(batch.num_rows, field.type))
+            else:
+                column = batch.column(i)
+                columns.append(column if column.type == field.type else column.cast(field.type))
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+
 # 10 Integrations ############################################################################
 #
 # Adapters for what users already run, each importing its framework lazily, only when used:
@@ -7165,15 +7263,19 @@ def _cmd_tail(args):
 
 
 # -- export ----------------------------------------------------------------------------------
+#
+# Every format streams: _MetricStream hands over a batch at a time, each written as it comes,
+# so memory stays bounded whatever the run's size. json keeps its shape (one array of records,
+# one record a line): an array streams as well as JSON lines do. parquet gets one row group
+# per batch (65,536 rows).
 
-def _export_json(table):
-    """Records, one object per row: timestamps as ISO-8601 text, NaN/inf as "NaN"/"Infinity"/
-    "-Infinity" (as in the HTTP API; Python's float() and JS Number() read them), missing as
-    null."""
-    names = table.column_names
+def _json_records(batch, first):
+    """The records of one batch as JSON text, each on its own line after a separator:
+    timestamps as ISO-8601 text, NaN/inf as "NaN"/"Infinity"/"-Infinity" (as in the HTTP API;
+    Python's float() and JS Number() read them), missing as null."""
+    names = batch.schema.names
     columns = []
-    for name in names:
-        column = table.column(name)
+    for name, column in zip(names, batch.columns):
         if name == "timestamp":
             # via integers: to_pylist() of a tz-aware column needs a time-zone database,
             # which bare machines (and Windows without tzdata) do not have
@@ -7186,39 +7288,82 @@ def _export_json(table):
             values = [_json_number(v) for v in column.to_pylist()]
         columns.append(values)
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-    chunks = ["["]
-    for i in range(table.num_rows):
+    chunks = []
+    for i in range(batch.num_rows):
         record = {name: col[i] for name, col in zip(names, columns)}
-        chunks.append(("\n" if i == 0 else ",\n") + dumps(record))
-    chunks.append("\n]\n" if table.num_rows else "]\n")
+        chunks.append(("\n" if first and i == 0 else ",\n") + dumps(record))
     return "".join(chunks).encode("utf-8")
 
 
-def _export_bytes(table, fmt):
+def _export_stream(stream, fmt, sink, progress):
+    """Write every batch of stream to the binary file object sink; the rows written."""
+    rows = 0
     if fmt == "json":
-        return _export_json(table)
-    sink = pa.BufferOutputStream()
+        sink.write(b"[")
+        for batch in stream:
+            sink.write(_json_records(batch, rows == 0))
+            rows += batch.num_rows
+            progress.update(batch.num_rows)
+        sink.write(b"\n]\n" if rows else b"]\n")
+        return rows
     if fmt == "csv":
-        importlib.import_module("pyarrow.csv").write_csv(table, sink)
+        writer = importlib.import_module("pyarrow.csv").CSVWriter(sink, stream.schema)
     else:
-        pq.write_table(table, sink, compression="snappy")
-    return sink.getvalue().to_pybytes()
+        writer = pq.ParquetWriter(sink, stream.schema, compression="snappy")
+    with writer:
+        for batch in stream:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+            progress.update(batch.num_rows)
+    return rows
 
 
-def _write_output(data, output):
+class _TextSink:
+    """A binary write() onto a text-only stdout (an embedding app): text formats only."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.decoder = __import__("codecs").getincrementaldecoder("utf-8")()
+
+    def write(self, data):
+        self.stream.write(self.decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self):
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def _output_sink(output):
+    """A binary file object for -o FILE (written beside it and renamed into place at the end,
+    so a crash never leaves a half-written file) or stdout."""
     if output in (None, "-"):
         sys.stdout.flush()
         buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is None:  # a text-only stream (an embedding app): text formats only
-            sys.stdout.write(data.decode("utf-8"))
-        else:
-            buffer.write(data)
-            buffer.flush()
+        sink = _TextSink(sys.stdout) if buffer is None else buffer
+        yield sink
+        sink.flush()
         return
     output = os.path.abspath(os.path.expanduser(output))
     if os.path.isdir(output):
         raise InvalidInputError(f"-o {output} is a directory; give a file name")
-    _LOCAL_STORE.write_atomic(output, data)  # never a half-written file on a crash
+    tmp = f"{output}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, output)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def _no_rows_error(run_dir, problems=()):
+    name = os.path.basename(os.path.normpath(os.fspath(run_dir)))
+    why = (f"{len(problems)} unreadable metrics file(s)" if problems
+           else "it logged no metrics")
+    return ExpmanError(f"nothing to export: run {name} ({run_dir}) has no metric rows ({why})")
 
 
 def _cmd_export(args):
@@ -7229,14 +7374,23 @@ def _cmd_export(args):
         raise _UsageError("parquet is binary: not writing it to a terminal; use -o FILE "
                           "or redirect stdout")
     with _reader_warnings() as problems:
-        table = load_metrics(args.run_dir)
-    _write_output(_export_bytes(table, args.format), args.output)
+        stream = _MetricStream(args.run_dir)
+        if not stream.total:   # refused before any output: no "[]" or empty file, exit 1
+            stream.warn_unreadable()
+            raise _no_rows_error(args.run_dir, problems)
+        # no bar over rows being printed to the same terminal
+        show = not (to_stdout and _isatty(sys.stdout))
+        with _output_sink(args.output) as sink, _Progress(
+                "export", total=stream.total, unit="rows", enabled=show) as progress:
+            rows = _export_stream(stream, args.format, sink, progress)
     if problems:  # the readable rows are out; the exit code still says some were not
+        if not rows:
+            raise _no_rows_error(args.run_dir, problems)
         raise ExpmanError(f"{len(problems)} metrics file(s) of {args.run_dir} are unreadable "
-                          f"(truncated or corrupt); exported the {table.num_rows} readable rows")
+                          f"(truncated or corrupt); exported the {rows} readable rows")
     if not to_stdout:
-        print(f"wrote {table.num_rows} rows ({len(table.column_names) - 2} metrics) to "
-              f"{args.output}", file=sys.stderr)
+        print(f"wrote {rows} rows ({len(stream.keys)} metrics) to {args.output}",
+              file=sys.stderr)
     return _EXIT_OK
 
 
