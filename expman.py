@@ -7301,9 +7301,11 @@ def _export_stream(stream, fmt, sink, progress):
     if fmt == "json":
         sink.write(b"[")
         for batch in stream:
-            sink.write(_json_records(batch, rows == 0))
-            rows += batch.num_rows
-            progress.update(batch.num_rows)
+            for offset in range(0, batch.num_rows, 8192):   # a batch as Python objects is big
+                part = batch.slice(offset, 8192)
+                sink.write(_json_records(part, rows == 0))
+                rows += part.num_rows
+                progress.update(part.num_rows)
         sink.write(b"\n]\n" if rows else b"]\n")
         return rows
     if fmt == "csv":
