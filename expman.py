@@ -5059,32 +5059,61 @@ def _crc32c_py(records):
     return out
 
 
-def _crc32c_numpy(records, chunk=16384):
-    """CRC32C of each bytes object with NumPy, over many records at once: one table step per
-    byte position for every record still that long (records sorted longest first, so those
-    are a prefix), ~50x the pure-Python speed on 300-byte events."""
+_CRC32C_SHIFTED = []   # [NumPy table of each byte's CRC with k zero bytes after it, k = 0..]
+
+
+def _crc32c_numpy(records, chunk=8192):
+    """CRC32C of each bytes object with NumPy, many records at once. CRC is linear: the CRC
+    of an L-byte record is a constant for L XOR, over its bytes, a table entry per (byte
+    value, bytes after it). So records of one length are a 2-D array, and their CRCs one
+    gather and one XOR-reduce, with no byte-by-byte loop (~100x the pure-Python speed)."""
     np = importlib.import_module("numpy")
-    table = np.asarray(_crc32c_table(), dtype=np.uint32)
-    out = []
-    for begin in range(0, len(records), chunk):
-        part = records[begin:begin + chunk]
-        lengths = np.fromiter(map(len, part), dtype=np.int64, count=len(part))
-        order = np.argsort(-lengths, kind="stable")
-        ordered = lengths[order]
-        width = int(ordered[0]) if len(part) else 0
-        grid = np.zeros((len(part), width), dtype=np.uint8)
-        grid[np.arange(width)[None, :] < ordered[:, None]] = np.frombuffer(
-            b"".join([part[i] for i in order.tolist()]), dtype=np.uint8)
-        columns = np.ascontiguousarray(grid.T)
-        active = np.searchsorted(-ordered, -np.arange(width), side="left").tolist()
-        crc = np.full(len(part), 0xFFFFFFFF, dtype=np.uint32)
-        for j, k in enumerate(active):
-            head = crc[:k]
-            crc[:k] = table[(head ^ columns[j, :k]) & 0xFF] ^ (head >> 8)
-        result = np.empty(len(part), dtype=np.uint32)
-        result[order] = crc ^ np.uint32(0xFFFFFFFF)
-        out.extend(result.tolist())
-    return out
+    out = np.zeros(len(records), dtype=np.uint32)
+    lengths = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+    for length in np.unique(lengths).tolist():
+        if not length:
+            continue   # the CRC32C of nothing is 0
+        shifted, init = _crc32c_shifted(np, length)
+        tables = shifted[length - 1::-1]                 # row j: byte j, length-1-j after it
+        positions = np.arange(length)[None, :]
+        chosen = np.flatnonzero(lengths == length)
+        for begin in range(0, len(chosen), chunk):
+            part = chosen[begin:begin + chunk]
+            grid = np.frombuffer(b"".join([records[i] for i in part.tolist()]),
+                                 dtype=np.uint8).reshape(len(part), length)
+            out[part] = np.bitwise_xor.reduce(tables[positions, grid], axis=1) ^ init
+    return out.tolist()
+
+
+def _crc32c_grid(np, grid, chunk=8192):
+    """CRC32C of each row of a 2-D uint8 array (records of one length), as uint32s."""
+    n, length = grid.shape
+    shifted, init = _crc32c_shifted(np, length)
+    tables, positions = shifted[length - 1::-1], np.arange(length)[None, :]
+    out = np.empty(n, dtype=np.uint32)
+    for begin in range(0, n, chunk):
+        part = grid[begin:begin + chunk]
+        out[begin:begin + chunk] = np.bitwise_xor.reduce(tables[positions, part], axis=1)
+    return out ^ init
+
+
+def _crc32c_shifted(np, length):
+    """(tables for bytes followed by 0..length-1 zero bytes, the CRC's constant part)."""
+    if not _CRC32C_SHIFTED:
+        table = np.asarray(_crc32c_table(), dtype=np.uint32)
+        _CRC32C_SHIFTED[:] = [table[None, :], [0xFFFFFFFF], table]
+    tables, inits, table = _CRC32C_SHIFTED
+    if len(tables) < length:
+        grown = [tables]
+        last = tables[-1]
+        for _ in range(len(tables), length):
+            last = table[last & 0xFF] ^ (last >> 8)
+            grown.append(last[None, :])
+        tables = _CRC32C_SHIFTED[0] = np.concatenate(grown)
+    while len(inits) <= length:   # the all-ones start register run through zero bytes
+        crc = inits[-1]
+        inits.append(int(table[crc & 0xFF]) ^ (crc >> 8))
+    return tables, np.uint32(inits[length] ^ 0xFFFFFFFF)
 
 
 def _crc32c_many(records):
@@ -5133,16 +5162,32 @@ class _TBEventFile:
         crcs = _crc32c_many(records)
         frames = []
         for data, crc in zip(records, crcs):
-            header = _PACK_U64(len(data))
-            header_crc = self.header_crcs.get(len(data))
-            if header_crc is None:
-                header_crc = self.header_crcs[len(data)] = _PACK_U32(
-                    _tb_masked(_crc32c_py([header])[0]))
-            frames += (header, header_crc, data, _PACK_U32(_tb_masked(crc)))
+            frames += (_PACK_U64(len(data)), self.header_crc(len(data)), data,
+                       _PACK_U32(_tb_masked(crc)))
         self.fh.write(b"".join(frames))
+
+    def write_frames(self, data):
+        """Write records already framed (_TBScalarEncoder's vectorised blocks)."""
+        self.fh.write(data)
+
+    def header_crc(self, length):
+        crc = self.header_crcs.get(length)
+        if crc is None:
+            crc = self.header_crcs[length] = _PACK_U32(
+                _tb_masked(_crc32c_py([_PACK_U64(length)])[0]))
+        return crc
 
     def close(self):
         self.fh.close()
+
+
+def _varint_sizes(np, steps):
+    """The length of protobuf's varint of each int64 (ten bytes for negative ones)."""
+    values = steps.astype(np.uint64)
+    sizes = np.ones(len(values), dtype=np.int64)
+    for i in range(1, 10):
+        sizes += values >= np.uint64(1 << (7 * i))
+    return sizes
 
 
 def _pb_bytes_field(field, payload):
@@ -5169,12 +5214,77 @@ class _TBScalarEncoder:
                               + inner)
         self.described = [False] * len(keys)
 
-    def encode(self, batch):
-        """([event bytes] for the rows of batch holding a value, values written)."""
+    def write(self, batch, events):
+        """Write the events of batch's rows (those holding a value) to events, a
+        _TBEventFile; the number of values written. Runs of rows holding every key are
+        encoded and framed by NumPy, a block at a time; other rows one by one."""
+        try:
+            np = importlib.import_module("numpy")
+        except ImportError:
+            np = None
+        if np is None or not self.plain:
+            return self._write_rows(batch, events)
+        steps = batch.column(0).to_numpy(zero_copy_only=False)
+        full = np.ones(batch.num_rows, dtype=bool)
+        for column in batch.columns[2:]:
+            if column.null_count:
+                full &= column.is_valid().to_numpy(zero_copy_only=False)
+        if batch.column(0).null_count or batch.column(1).null_count:
+            full[:] = False
+        if not all(self.described) and full.any():   # the first full row names the plugin
+            full[:int(np.argmax(full)) + 1] = False
+        # a run of rows can be one block when all are full and their steps' varints as long
+        kind = np.where(full, _varint_sizes(np, steps), 0)
+        cuts = [0, *(np.flatnonzero(np.diff(kind)) + 1).tolist(), batch.num_rows]
+        points = 0
+        for begin, end in zip(cuts, cuts[1:]):
+            for start in range(begin, end, 16384):   # blocks of ~6 MB, whatever the batch
+                part = batch.slice(start, min(end, start + 16384) - start)
+                if kind[begin]:
+                    events.write_frames(self._block(np, part, events))
+                    points += part.num_rows * len(self.plain)
+                else:
+                    points += self._write_rows(part, events)
+        return points
+
+    def _block(self, np, batch, events):
+        """The framed records of rows that all hold every key and whose steps' varints are
+        equally long, as one bytes object: every record has the same layout, so the
+        records are a 2-D uint8 array built by columns, their CRCs one _crc32c_grid."""
+        n = batch.num_rows
+
+        def const(data):
+            return np.broadcast_to(np.frombuffer(data, dtype=np.uint8), (n, len(data)))
+
+        def raw(array, dtype, width):
+            return np.ascontiguousarray(array, dtype=dtype).view(np.uint8).reshape(n, width)
+
+        summary = []
+        for k, column in enumerate(batch.columns[2:]):
+            summary += (const(self.plain[k]),
+                        raw(column.to_numpy(zero_copy_only=False), "<f8", 8))
+        size = sum(part.shape[1] for part in summary)
+        steps = batch.column(0).to_numpy(zero_copy_only=False).astype(np.uint64)
+        width = int(_varint_sizes(np, steps[:1].astype(np.int64))[0])
+        varint = np.empty((n, width), dtype=np.uint8)
+        for i in range(width):
+            varint[:, i] = ((steps >> np.uint64(7 * i)) & np.uint64(0x7F)) | (
+                np.uint64(0x80) if i < width - 1 else np.uint64(0))
+        walls = batch.column(1).cast(pa.int64()).to_numpy(zero_copy_only=False) / 1e6
+        record = np.hstack([const(b"\x09"), raw(walls, "<f8", 8), const(b"\x10"), varint,
+                            const(b"\x2a" + _pb_varint(size)), *summary])
+        crc = _crc32c_grid(np, record)
+        masked = ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)
+        length = record.shape[1]
+        return np.hstack([const(_PACK_U64(length) + events.header_crc(length)), record,
+                          raw(masked, "<u4", 4)]).tobytes()
+
+    def _write_rows(self, batch, events):
+        """The per-row way: any rows, any nulls; without NumPy, every row."""
         steps = batch.column(0).to_pylist()
         micros = batch.column(1).cast(pa.int64()).to_pylist()
         columns = [column.to_pylist() for column in batch.columns[2:]]
-        events, points = [], 0
+        records, points = [], 0
         for i, step in enumerate(steps):
             parts = []
             for k, column in enumerate(columns):
@@ -5188,8 +5298,9 @@ class _TBScalarEncoder:
                     self.described[k] = True
                     parts += (self.first[k], _PACK_DOUBLE(number), _TB_SCALARS_META)
             if parts:
-                events.append(self._event(micros[i], step, b"".join(parts)))
-        return events, points
+                records.append(self._event(micros[i], step, b"".join(parts)))
+        events.write(records)
+        return points
 
     @staticmethod
     def _event(micros, step, summary):
@@ -5275,8 +5386,7 @@ def _export_tensorboard(run_dir, out_dir, progress=None):
         head, hparams = _tb_head_event(protos, config, started)
         events.write([head])
         for batch in _chain_first(first, batches):
-            records, n = encoder.encode(batch)
-            events.write(records)
+            n = encoder.write(batch, events)
             rows, points, last_step = rows + batch.num_rows, points + n, batch.column(0)[-1]
             if progress is not None:
                 progress.update(batch.num_rows)
