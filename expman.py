@@ -4681,9 +4681,14 @@ _TB_DTYPES = {1: "f", 2: "d", 3: "i", 4: "B", 5: "h", 6: "b", 9: "q", 10: "?", 1
 def _tb_tensor_scalar(tensor):
     """The float in a scalar TensorProto (TB2 scalars), or None when it is not one."""
     import struct
+    dtype = tensor.dtype
+    if dtype == 2 or dtype == 1:   # float64 / float32 in double_val / float_val: the usual
+        values = tensor.double_val if dtype == 2 else tensor.float_val
+        if len(values) == 1 and not tensor.tensor_shape.dim:
+            return float(values[0])
     if any(dim.size != 1 for dim in tensor.tensor_shape.dim):
         return None
-    code = _TB_DTYPES.get(tensor.dtype)
+    code = _TB_DTYPES.get(dtype)
     if code is None:
         return None
     if tensor.tensor_content:
@@ -4794,14 +4799,17 @@ class _TBRun:
             self.first = wall
         if self.last is None or wall > self.last:
             self.last = wall
-        points = []
+        points, plugins = [], self.plugins
         for value in event.summary.value:
             tag = value.tag
-            if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
-                plugin = self.plugins[tag] = value.metadata.plugin_data.plugin_name
+            plugin = plugins.get(tag, _MISSING)
+            if plugin == "scalars" and value.WhichOneof("value") == "tensor":   # fast path
+                number = _tb_tensor_scalar(value.tensor)
             else:
-                plugin = self.plugins.get(tag)
-            number = self._value(value, tag, plugin, wall, step, hparams_pb2)
+                named = value.HasField("metadata") and value.metadata.plugin_data.plugin_name
+                if named or plugin is _MISSING:
+                    plugin = plugins[tag] = named or None
+                number = self._value(value, tag, plugin, wall, step, hparams_pb2)
             if number is not None:
                 points.append((tag, number))
                 self.tags.setdefault(tag, None)

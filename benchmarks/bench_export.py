@@ -16,7 +16,6 @@ both. The `import` input is the event file the *after* export wrote, for both ve
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -78,6 +77,7 @@ def main():
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--metrics", type=int, default=10)
     parser.add_argument("--before", help="expman.py to compare against (default: main's)")
+    parser.add_argument("--after", help="expman.py to measure (default: this checkout's)")
     parser.add_argument("--formats", default="csv,json,parquet,tensorboard,import")
     parser.add_argument("--no-before", action="store_true", help="measure this checkout only")
     parser.add_argument("--out", help="JSON results file (default: benchmarks/results/...)")
@@ -95,6 +95,10 @@ def main():
 
     work = tempfile.mkdtemp(prefix="expman-bench-export-work-", dir=data)
     versions = {"after": REPO}
+    if args.after:
+        os.makedirs(os.path.join(work, "after"))
+        shutil.copy(args.after, os.path.join(work, "after", "expman.py"))
+        versions["after"] = os.path.join(work, "after")
     if not args.no_before:
         before_dir = os.path.join(work, "before")
         os.makedirs(before_dir)
