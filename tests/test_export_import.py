@@ -400,3 +400,60 @@ def test_export_and_import_show_a_bar_on_a_terminal_only(root, tmp_path):
     rc, out, err = _run_cli_on_pty(["import", tmp_path / "tb", "--dir", tmp_path / "imp2",
                                     "--json"], tmp_path)
     assert rc == 0 and err == "" and json.loads(out)["runs"][0]["rows"] == 200_000
+
+
+# -- memory: what a command holds must not grow with the run's size --------------------------
+# Round trips on data larger than the 300 MB bound are too slow for the suite (the benchmark,
+# benchmarks/bench_export.py, does 1M rows x 10 metrics). Here: the same command on a small
+# and a 10x larger run, each in a child whose own peak RSS (os.wait4) is compared, with the
+# batch size lowered so that both runs span many batches. The code
+# this replaced held every row (JSON: ~2 GB for 1M rows x 10), so it grew by 100+ MB here.
+
+# the memory bound, lowered: batches of 4,096 rows, so both sizes span many batches
+CLI_CHILD = ("import sys, expman; expman._MetricStream.__init__.__defaults__ = (4096,); "
+             "sys.exit(expman.main(sys.argv[1:]))")
+
+
+# The command runs as the grandchild of a small Python: a child forked from this (big, and
+# growing) pytest process would count the parent's pages in its own peak RSS until it execs.
+MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = proc.stderr.read()
+_, status, usage = os.wait4(proc.pid, 0)
+proc.returncode = os.waitstatus_to_exitcode(status)
+sys.stderr.write(err.decode(errors="replace"))
+print(usage.ru_maxrss if proc.returncode == 0 else -1)
+"""
+
+
+def _peak_rss_mb(argv, cwd):
+    proc = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-c", CLI_CHILD,
+                           *map(str, argv)], cwd=cwd, env=child_env(), capture_output=True,
+                          text=True, timeout=300)
+    peak_kb = int(proc.stdout.strip() or -1)
+    assert peak_kb > 0, proc.stderr
+    return peak_kb / 1024
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "tensorboard"])
+def test_export_memory_does_not_grow_with_the_run(tmp_path, fmt):
+    peaks = []
+    for rows in (12_000, 120_000):
+        run_dir = _write_big_run(tmp_path / f"root{rows}", rows, metrics=20)
+        peaks.append(_peak_rss_mb(["export", run_dir, "--format", fmt, "-o",
+                                   tmp_path / f"out{rows}.{fmt}"], tmp_path))
+    assert peaks[1] - peaks[0] < 20, peaks   # MB, for 10x the rows (+20 MB as float64)
+
+
+def test_import_memory_does_not_grow_with_the_file(tmp_path):
+    peaks = []
+    for rows in (15_000, 150_000):
+        run_dir = _write_big_run(tmp_path / f"root{rows}", rows, metrics=4)
+        assert expman.main(["export", str(run_dir), "--format", "tensorboard", "-o",
+                            str(tmp_path / f"tb{rows}")]) == 0
+        peaks.append(_peak_rss_mb(["import", tmp_path / f"tb{rows}", "--dir",
+                                   tmp_path / f"imported{rows}"], tmp_path))
+        assert expman.load_metrics(tmp_path / f"imported{rows}" / f"tb{rows}" /
+                                   f"tb{rows}").num_rows == rows
+    assert peaks[1] - peaks[0] < 50, peaks   # MB, for 10x the events
