@@ -8790,7 +8790,8 @@ def _build_parser():
     p = command("import", _cmd_import, "turn TensorBoard event files into expman runs: one "
                 "run per directory holding event files (scalars with their steps and wall "
                 "times, hparams, text); needs the tensorboard package")
-    p.add_argument("logdir", metavar="TB_LOGDIR")
+    p.add_argument("logdir", metavar="TB_LOGDIR",
+                   help="a directory holding event files (searched recursively), or one file")
     p.add_argument("--dir", metavar="DIR", help=dir_help)
     p.add_argument("-e", "--experiment", metavar="EXP",
                    help="experiment to import into (default: the name of TB_LOGDIR)")
