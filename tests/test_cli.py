@@ -908,12 +908,17 @@ def test_export_csv_and_json_to_files(capsys, runs, tmp_path):
     assert rc == 0 and out.startswith('"step","timestamp","train/loss"')
 
 
-def test_export_a_run_without_metrics(capsys, root):
+def test_export_a_run_without_metrics(capsys, root, tmp_path):
+    # issue 15 item 6: a clear error naming the run, exit 1 (it was a bare header or [])
     run = make_run(root, name="nothing")
-    rc, out, _ = cli(capsys, "export", run)
-    assert rc == 0 and out == '"step","timestamp"\n'
-    rc, out, _ = cli(capsys, "export", run, "--format", "json")
-    assert rc == 0 and json.loads(out) == []
+    for fmt in ("csv", "json", "parquet"):
+        rc, out, err = cli(capsys, "export", run, "--format", fmt, "-o", tmp_path / f"x.{fmt}")
+        assert rc == 1 and out == ""
+        one_error_line(err, "run nothing")
+        assert "no metric rows" in err
+        assert not (tmp_path / f"x.{fmt}").exists()
+    rc, out, err = cli(capsys, "export", run, "--format", "json")
+    assert rc == 1 and out == "" and "run nothing" in err
 
 
 def test_export_a_live_run_includes_every_flushed_row(capsys, root):

@@ -167,11 +167,15 @@ def test_sigkill_at_random_moments_loses_no_flushed_row(root, tmp_path, server, 
         rc, out, err = cli(capsys, "inspect", run, "--json")
         assert rc == 0 and "Traceback" not in err, info + err
         assert json.loads(out)["status"] == meta["status"]
-        out_csv = tmp_path / "export.csv"
+        out_csv = tmp_path / f"export{it}.csv"
         rc, _, err = cli(capsys, "export", run, "-o", out_csv)
-        assert rc == 0, info + err
-        with open(out_csv, newline="") as fh:
-            assert len(list(csv.reader(fh))) == n + 1, info
+        if n == 0:   # no rows: an error naming the run, no file (issue 15 item 6)
+            assert rc == 1 and "no metric rows" in err and run_name in err, info + err
+            assert not out_csv.exists(), info
+        else:
+            assert rc == 0, info + err
+            with open(out_csv, newline="") as fh:
+                assert len(list(csv.reader(fh))) == n + 1, info
         rc, out, err = cli(capsys, "list", root, "-e", "crashy", "--json")
         assert rc == 0, info + err
         listed = {r["name"]: r for r in json.loads(out)["runs"]}
