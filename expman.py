@@ -7423,9 +7423,15 @@ def _build_parser():
             raise _UsageError(f"{message} (see '{self.prog} --help')")
 
     dir_help = f"experiments directory (default: ${ENV_DIR} or ./{DEFAULT_ROOT})"
-    parser = Parser(prog="expman", description="expman: a local-first experiment manager "
+    parser = Parser(prog=_prog_name(), description="expman: a local-first experiment manager "
                     "for machine learning. Read runs, export metrics, serve the dashboard.")
-    parser.add_argument("--version", action="version", version=f"expman {__version__}")
+    class Version(argparse.Action):  # argparse's own would re-wrap the build line
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(_version_text())
+            parser.exit()
+
+    parser.add_argument("--version", action=Version, nargs=0,
+                        help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name, handler, help_text, **kwargs):
@@ -7517,6 +7523,24 @@ def _build_parser():
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--no-serve", action="store_true", help="only write the demo runs")
     return parser
+
+
+def _prog_name():
+    """'exp' when run under expman-rs's name (a symlink or copy called exp), else 'expman'."""
+    return "exp" if os.path.basename(sys.argv[0] or "") == "exp" else "expman"
+
+
+def _version_text():
+    """'expman X.Y.Z', and in the binary a line saying what it was built from (BUILD_INFO,
+    which build_binary.sh writes and expman.spec bundles)."""
+    text = f"expman {__version__}"
+    if getattr(sys, "frozen", False):
+        try:
+            with open(os.path.join(sys._MEIPASS, "BUILD_INFO"), encoding="utf-8") as f:
+                text += "\n" + f.read().strip()
+        except (AttributeError, OSError):
+            pass
+    return text
 
 
 def _describe_error(exc):
