@@ -131,6 +131,14 @@ ENV_PROJECT = "EXPMAN_PROJECT"         # default project of new runs (init(proje
 ENV_TAGS = "EXPMAN_TAGS"               # comma-separated tags added to every new run
 ENV_RANK = "EXPMAN_RANK"               # this process's rank (overrides RANK, SLURM_PROCID...)
 ENV_GROUP = "EXPMAN_GROUP"             # the group of a distributed job's runs (overrides job ids)
+ENV_TOKEN = "EXPMAN_TOKEN"             # `serve` access token (instead of --token on the command line)
+ENV_DEBUG = "EXPMAN_DEBUG"             # the CLI prints full tracebacks instead of one line
+# Object stores (s3://...): each falls back to the usual AWS_* variable named beside it.
+ENV_S3_ENDPOINT = "EXPMAN_S3_ENDPOINT"      # AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL
+ENV_S3_REGION = "EXPMAN_S3_REGION"          # AWS_REGION, AWS_DEFAULT_REGION
+ENV_S3_ACCESS_KEY = "EXPMAN_S3_ACCESS_KEY"  # AWS_ACCESS_KEY_ID
+ENV_S3_SECRET_KEY = "EXPMAN_S3_SECRET_KEY"  # AWS_SECRET_ACCESS_KEY
+ENV_S3_SESSION_TOKEN = "EXPMAN_S3_SESSION_TOKEN"  # AWS_SESSION_TOKEN
 DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
@@ -397,6 +405,96 @@ def _human_duration(secs):
     return f"{days}d{hours:02d}h"
 
 
+def _human_count(n):
+    """1234 -> "1234", 1234567 -> "1.23M": short counts for progress lines."""
+    n = float(n)
+    for unit, size, threshold in (("G", 1e9, 1e9), ("M", 1e6, 1e6), ("k", 1e3, 1e4)):
+        if abs(n) >= threshold:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}" if n == int(n) else f"{n:.1f}"
+
+
+class _Progress:
+    """A progress line on stderr for long CLI operations (export, import, clean, reap).
+
+    Shows count/total, a bar, the rate and the ETA; with an unknown total (None), count and
+    rate only. It draws only when stderr is a terminal and ``enabled`` is true (the CLI passes
+    ``not args.json``), so piped output, logs and ``--json`` stay clean. Redraws are throttled
+    to ~10 a second, so ``update`` costs a counter bump and a clock read. The line is cleared
+    at the end, leaving the terminal as it was::
+
+        with _Progress("export", total=n_rows, unit="rows") as bar:
+            for batch in batches:
+                bar.update(batch.num_rows)
+    """
+
+    INTERVAL = 0.1  # seconds between redraws
+
+    def __init__(self, label, total=None, unit="", enabled=True, stream=None,
+                 clock=time.monotonic):
+        self.label, self.total, self.unit = label, total, unit
+        self.stream = sys.stderr if stream is None else stream
+        self.count = 0
+        self._clock = clock
+        self._start = clock()
+        self._next_draw = self._start + self.INTERVAL  # nothing for operations under 0.1 s
+        self._drawn = False
+        try:
+            tty = bool(enabled) and self.stream is not None and self.stream.isatty()
+        except (AttributeError, ValueError, OSError):  # a closed or odd stream
+            tty = False
+        self.enabled = tty
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def update(self, n=1):
+        self.count += n
+        if self.enabled:
+            now = self._clock()
+            if now >= self._next_draw:
+                self._next_draw = now + self.INTERVAL
+                self._draw(now)
+
+    def line(self, now=None):
+        """The text of the progress line (without the carriage return)."""
+        elapsed = max((self._clock() if now is None else now) - self._start, 1e-9)
+        rate = self.count / elapsed
+        unit = f" {self.unit}" if self.unit else ""
+        rate_text = f"{_human_count(rate)}{unit}/s"
+        if not self.total:
+            return f"{self.label}: {_human_count(self.count)}{unit}, {rate_text}"
+        done = min(self.count / self.total, 1.0)
+        filled = int(done * 20)
+        bar = "#" * filled + "-" * (20 - filled)
+        eta = _human_duration((self.total - self.count) / rate) if rate > 0 else "?"
+        return (f"{self.label}: [{bar}] {done:4.0%} {_human_count(self.count)}/"
+                f"{_human_count(self.total)}{unit}, {rate_text}, ETA {eta}")
+
+    def _draw(self, now):
+        width = shutil.get_terminal_size((80, 24)).columns
+        try:
+            self.stream.write("\r" + self.line(now)[:max(width - 1, 10)] + "\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        except (OSError, ValueError):  # the terminal went away: stop drawing, keep working
+            self.enabled = False
+
+    def close(self):
+        """Clear the line if one was drawn. Safe to call twice."""
+        if self._drawn:
+            self._drawn = False
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
 def _git_info(cwd, diff=False):
     """Commit, branch and dirtiness of the repository around cwd, or {} outside one.
 
@@ -561,6 +659,9 @@ def _image_size(data, ext):
 #   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
 #   └── <experiment>/
 #       ├── experiment.yaml             display_name, description, tags, created_at
+#       ├── .catalog/                   the run catalog: one summary row per closed run
+#       │   ├── base-<ns>-<id>.jsonl    compacted rows (JSON lines), rewritten now and then
+#       │   └── part-<ns>-<id>.jsonl    rows added since: one file per close or listing
 #       └── <run>/                      YYYYMMDD_HHMMSS, made unique with _2, _3 ... on collision
 #           ├── run.yaml                status, times, host, pid, git, summary, heartbeat
 #           ├── config.yaml             params, deep-merged across log_params calls
@@ -584,6 +685,11 @@ def _image_size(data, ext):
 # pick the widest segment covering each range, so a merge in progress is invisible. On close
 # the segments are compacted into metrics.parquet, which wins whenever it exists.
 #
+# The catalog is a cache, never the truth: a listing reads it instead of every closed run's
+# run.yaml and config.yaml, and rebuilds any row it cannot trust (no row, run.yaml changed
+# since, run folder gone) from the run itself. Its files are immutable and written whole
+# under unique names, so any number of writers and readers share it without a lock.
+#
 # Media: every blob is its own file (written whole, atomically, then indexed), so a run that
 # logs an image every 100 steps for 100k steps holds 1,000 files: log media sparingly. Text is
 # stored inline in the index. The index is appended once per flush (on object stores, which
@@ -597,6 +703,8 @@ SEGMENTS_DIR, ARTIFACTS_DIR = "metrics", "artifacts"
 MEDIA_DIR, MEDIA_INDEX = "media", "index.jsonl"
 HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
+CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catalog" in section 9
+CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
 
 
 def _segment_name(start, end):
@@ -951,19 +1059,19 @@ def _s3_filesystem(uri):
     env = os.environ.get
     rest = uri.split("://", 1)[1]
     kwargs = {}
-    endpoint = env("EXPMAN_S3_ENDPOINT") or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
+    endpoint = env(ENV_S3_ENDPOINT) or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
     if endpoint:
         scheme, _, host = endpoint.rpartition("://")
         kwargs["endpoint_override"] = host or endpoint
         kwargs["scheme"] = scheme or "https"
-    region = env("EXPMAN_S3_REGION") or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
+    region = env(ENV_S3_REGION) or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
     if region:
         kwargs["region"] = region
-    key = env("EXPMAN_S3_ACCESS_KEY") or env("AWS_ACCESS_KEY_ID")
-    secret = env("EXPMAN_S3_SECRET_KEY") or env("AWS_SECRET_ACCESS_KEY")
+    key = env(ENV_S3_ACCESS_KEY) or env("AWS_ACCESS_KEY_ID")
+    secret = env(ENV_S3_SECRET_KEY) or env("AWS_SECRET_ACCESS_KEY")
     if key and secret:
         kwargs["access_key"], kwargs["secret_key"] = key, secret
-    token = env("EXPMAN_S3_SESSION_TOKEN") or env("AWS_SESSION_TOKEN")
+    token = env(ENV_S3_SESSION_TOKEN) or env("AWS_SESSION_TOKEN")
     if key and secret and token:
         kwargs["session_token"] = token
     kwargs["allow_bucket_creation"] = True
@@ -1121,6 +1229,45 @@ def _read_yaml(store, path):
         return _yaml_load(data)
     except ExpmanError as exc:
         raise ExpmanError(f"{store.display(path)}: {exc}") from None
+
+
+# -- metric goals: which way is "better", shared by `expman compare` and the dashboard --------
+
+# Words of a metric key (split at anything but letters and digits) that say which way is
+# better. Only the obvious ones: a key with neither (train/lr, grad_norm, tokens_per_sec) or
+# with both gets no "best" at all, rather than a guess.
+_GOAL_MIN_WORDS = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll",
+                   "wer", "cer")
+_GOAL_MAX_WORDS = ("acc", "accuracy", "f1", "auc", "auroc", "bleu", "rouge", "precision",
+                   "recall", "map", "iou", "miou", "dice", "reward", "return", "score")
+_GOAL_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def _metric_goal(key, minimize=(), maximize=()):
+    """"min", "max" or None: whether a lower or a higher value of metric ``key`` is better.
+
+    ``minimize``/``maximize`` (keys the user named, e.g. ``compare --maximize reward``) win;
+    otherwise a word of the key decides: loss/error/err/perplexity/ppl/mse/mae/rmse/nll/wer/cer
+    -> "min"; acc/accuracy/f1/auc/auroc/bleu/rouge/precision/recall/map/iou/miou/dice/
+    reward/return/score -> "max" (a word may carry a digit suffix: top1_acc5). None when
+    neither or both appear: no "best" is shown for ``train/lr``. The dashboard page mirrors
+    this rule word for word; keep the two lists in step.
+
+    >>> _metric_goal("val/loss"), _metric_goal("val/acc"), _metric_goal("train/lr")
+    ('min', 'max', None)
+    """
+    if key in maximize:
+        return "max"
+    if key in minimize:
+        return "min"
+    words = set(_GOAL_SPLIT.split(str(key).lower()))
+    words = (words | {w.rstrip("0123456789") for w in words}) - {""}
+    lower = any(w in _GOAL_MIN_WORDS for w in words) or any(
+        w.endswith(("loss", "error")) for w in words)   # valloss, top1error
+    higher = any(w in _GOAL_MAX_WORDS for w in words)
+    if lower == higher:
+        return None
+    return "min" if lower else "max"
 
 
 # -- media items: checked on the training thread, converted and written by the writer --------
@@ -1959,6 +2106,7 @@ class _Writer(threading.Thread):
         self._compact()
         self._compact_histograms()
         self._write_final_meta(self.stop_status)
+        _catalog_closed_run(self.store, self.path, self.run_._meta, self.run_._config_snapshot())
 
     def _finish_after_error(self):
         """Closing while the disk refuses writes: try once more, then record what we can."""
@@ -3143,11 +3291,33 @@ def _install_hooks(remote=False):
             previous_excepthook(exc_type, exc, tb)
 
         sys.excepthook = excepthook
+        _watch_sys_exit()
         atexit.register(_close_all_at_exit)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_forget_runs_in_child)
         if threading.current_thread() is threading.main_thread():
             _install_signal_handler(signal.SIGTERM)
+
+
+def _watch_sys_exit():
+    """Remember the code of ``sys.exit(n)``, so the exit hook can record n != 0 as failed.
+
+    An uncaught SystemExit never reaches sys.excepthook, and atexit hooks cannot see the exit
+    code, so (as W&B does) sys.exit is wrapped: the wrapper notes the code and raises as
+    before. A SystemExit that is caught and survived is forgotten at the next sys.exit call
+    only; ``raise SystemExit(n)`` written out by hand is not seen (recorded as finished).
+    """
+    original = sys.exit
+    if getattr(original, "_expman_wrapped", False):
+        return
+
+    def exit(status=None):
+        _HOOKS["exit_exc"] = (SystemExit, SystemExit(status))
+        original(status)
+
+    exit._expman_wrapped = True
+    exit.__doc__, exit.__wrapped__ = original.__doc__, original
+    sys.exit = exit
 
 
 def _install_signal_handler(signum):
@@ -3593,23 +3763,189 @@ def _experiment_row(name, meta, runs):
 
 def _scan_runs(store, exp_path, now, with_config=False):
     """RUN_ROWs of every run under an experiment, newest first; corrupt runs are reported as
-    such instead of hiding the others."""
+    such instead of hiding the others.
+
+    Closed runs come from the run catalog (one or a few files), so the cost is one listing
+    plus the runs that are live or changed, not two YAML files per run (see _Catalog).
+    """
     names = [e.name for e in store.listdir(exp_path)
              if e.is_dir and not e.name.startswith(".")]
+    catalog = _Catalog(store, exp_path)
+    cached = catalog.load()
+    stamps = _run_stamps(store, exp_path, names, cached)
+    rows, unread = [], []
+    for name in names:
+        entry = cached.get(name)
+        if entry is not None and entry.get("stamp") == stamps.get(name):
+            rows.append(_catalog_row(store, exp_path, entry))
+        else:
+            unread.append(name)
 
     def read(name):
         run_path = store.join(exp_path, name)
-        found = _read_run_files(store, run_path, name, with_config)
-        return None if found is None else _listed_run_row(store, run_path, name, *found, now)
+        # stamped before the read: a change during it leaves a stamp that no longer matches
+        stamp = store.stat(store.join(run_path, RUN_YAML)) if store.is_local else None
+        found = _read_run_files(store, run_path, name, True)
+        if found is None:
+            return None, None
+        row = _listed_run_row(store, run_path, name, *found, now)
+        return row, _catalog_entry(found[0], row, stamp)
 
-    if store.is_local or len(names) < 8:
-        rows = [r for r in map(read, names) if r is not None]
+    if store.is_local or len(unread) < 8:
+        found = list(map(read, unread))
     else:  # one request per file at ~10-50 ms each: 1,000 runs would take a minute in a row
         import concurrent.futures
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            rows = [r for r in pool.map(read, names) if r is not None]
+            found = list(pool.map(read, unread))
+    rows += [row for row, _entry in found if row is not None]
+    catalog.update([entry for _row, entry in found if entry is not None], keep=names)
+    if not with_config:
+        for row in rows:
+            row["params"] = {}
     rows.sort(key=lambda r: (_parse_iso(r["started_at"]) or 0, r["name"]), reverse=True)
     return rows
+
+
+# -- run catalog: listing 10,000 closed runs reads a few files, not 20,000 ------------------
+
+class _Catalog:
+    """The summary rows of an experiment's closed runs, in ``<experiment>/.catalog/``.
+
+    Files are JSON lines (as Python's json module writes them) of entries ``{"name", "stamp", "row"}``: ``row`` is the run's RUN_ROW
+    (params included) and ``stamp`` the (size, mtime) of the run.yaml it was made from (None on
+    object stores, where a stat per run would cost a request per run). Every file is written
+    whole under a unique name (``part-`` or ``base-``, then the time in ns, then an id) and
+    never changed, so concurrent writers need no lock: a later file's entry for a run wins,
+    a compaction writes one ``base-`` file holding every entry it read and then deletes just
+    the files it read (a part written meanwhile survives it), and two compactions racing
+    leave two equal bases that the next one merges. A missing, unreadable or foreign file
+    only costs a re-read of the runs it would have covered.
+    """
+
+    def __init__(self, store, exp_path):
+        self.store, self.folder = store, store.join(exp_path, CATALOG_DIR)
+        self.files = []            # the files load() read, oldest first
+
+    def load(self):
+        """{run name: entry} from every catalog file, later files winning."""
+        store, entries = self.store, {}
+        names = sorted((n for n in store.listnames(self.folder) if n.endswith(".jsonl")),
+                       key=lambda n: n.split("-", 2)[1:2])
+        for name in names:
+            try:
+                data = store.read_bytes(store.join(self.folder, name))
+            except OSError:
+                continue  # compacted away by another reader since the listing
+            self.files.append(name)
+            lines = data.splitlines()
+            try:  # one parse per file; line by line only to skip a damaged line
+                found = json.loads(b"[" + b",".join(lines) + b"]")
+            except ValueError:
+                found = []
+                for line in lines:
+                    try:
+                        found.append(json.loads(line))
+                    except ValueError:
+                        continue  # a foreign or damaged line: that run is read from its files
+            for entry in found:
+                if isinstance(entry, dict) and isinstance(entry.get("name"), str) and \
+                        isinstance(entry.get("row"), dict):
+                    entries[entry["name"]] = entry
+        return entries
+
+    def update(self, entries, keep):
+        """Add the entries (one new part file), and compact when parts pile up. ``keep`` is
+        the run names that still exist: a compaction drops the rows of deleted runs."""
+        store = self.store
+        try:
+            if entries:
+                self.add(entries)
+            parts = sum(1 for n in self.files if n.startswith("part-")) + bool(entries)
+            if parts <= CATALOG_MAX_PARTS:
+                return
+            current = self.load_fresh()
+            keep = set(keep)
+            self._write("base", [e for n, e in sorted(current.items()) if n in keep])
+            for name in self.files:
+                try:
+                    store.delete(store.join(self.folder, name))
+                except OSError:
+                    pass
+        except OSError as exc:  # a read-only or full disk: listing still works, just slower
+            _log.debug("expman: run catalog not updated in %s: %s", store.display(self.folder),
+                       exc)
+
+    def load_fresh(self):
+        self.files = []
+        return self.load()
+
+    def add(self, entries):
+        """One new part file holding the entries (a closing run adds its own)."""
+        self._write("part", entries)
+
+    def _write(self, kind, entries):
+        store = self.store
+        store.mkdir(self.folder)
+        name = f"{kind}-{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
+        # NaN/inf as Python's json writes them (bare tokens): a summary of NaN stays a float
+        data = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n"
+                       for e in entries).encode()
+        store.write_atomic(store.join(self.folder, name), data)
+
+
+_FINAL_STATUSES = ("finished", "failed", "interrupted")
+
+
+def _catalog_entry(meta, row, stamp):
+    """The catalog entry of a listed run, or None while it can still change by itself (live,
+    crashed-looking, corrupt): only what run.yaml itself records as closed is cached."""
+    status = meta.get("status")
+    if meta.get("corrupt") or not isinstance(status, str) or \
+            status.lower() not in _FINAL_STATUSES:
+        return None
+    # empty fields and the path (the folder may move) are left out: a third of the bytes
+    kept = {k: v for k, v in row.items() if v is not None and k != "path"}
+    return {"name": row["name"], "stamp": list(stamp) if stamp else None, "row": kept}
+
+
+def _catalog_closed_run(store, run_path, meta, config):
+    """A closing run adds its own row to its experiment's catalog (one small file), so the
+    listing after a 10,000-run sweep reads 10,000 lines, not 20,000 YAML files. Best effort:
+    a listing rebuilds whatever is missing."""
+    try:
+        name = run_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        stamp = store.stat(store.join(run_path, RUN_YAML)) if store.is_local else None
+        entry = _catalog_entry(meta, _listed_run_row(store, run_path, name, meta, config),
+                               stamp)
+        if entry is not None:
+            exp_path = run_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[0]
+            _Catalog(store, exp_path).add([entry])
+    except Exception as exc:  # noqa: BLE001 - the run is closed and safe; this is a cache
+        _log.debug("expman: no catalog row for %s: %s", store.display(run_path), exc)
+
+
+_EMPTY_RUN_ROW = []
+
+
+def _catalog_row(store, exp_path, entry):
+    """The RUN_ROW of a catalog entry: every field, in _run_row's order."""
+    if not _EMPTY_RUN_ROW:
+        _EMPTY_RUN_ROW.append(dict.fromkeys(_run_row(store, "", {"status": "finished"})))
+    row = {**_EMPTY_RUN_ROW[0], **entry["row"]}
+    row["path"] = store.display(store.join(exp_path, entry["name"]))
+    return row
+
+
+def _run_stamps(store, exp_path, names, cached):
+    """{run: [size, mtime] of run.yaml} to check catalog rows against. Locally a stat each
+    (a syscall); on an object store nothing is checked (a request per run is what the catalog
+    saves): edits made through expman there write a fresh catalog row themselves."""
+    out = {}
+    for name in names:
+        if name in cached:
+            stamp = store.stat(store.join(exp_path, name, RUN_YAML)) if store.is_local else None
+            out[name] = list(stamp) if stamp else None
+    return out
 
 
 def _read_run_files(store, run_path, name, with_config=True):
@@ -3813,10 +4149,15 @@ def metric_stats(run_dir):
 
 
 def load_log(run_dir, since=0, max_bytes=256 * 1024):
-    """(text, next_offset) of run.log from byte offset ``since`` (negative: the last bytes).
+    """Read run.log: returns a tuple ``(text, next_offset)``, not just the text.
+
+    ``text`` is at most ``max_bytes`` of the log from byte offset ``since`` (negative: that
+    many bytes before the end), cut at a line end; ``next_offset`` is the byte offset where
+    it stopped, to pass back as ``since`` to read what was written after it.
 
     >>> text, offset = expman.load_log(run_dir)
     >>> more, offset = expman.load_log(run_dir, since=offset)   # follow a live run
+    >>> last_kb, _ = expman.load_log(run_dir, since=-1024)
     """
     store, path = _resolve_run(run_dir)
     log_path = store.join(path, RUN_LOG)
@@ -4278,6 +4619,8 @@ def _tag_filter(tags):
 
 _RUN_TABLE_COLUMNS = ("experiment", "run", "project", "group", "rank", "status", "started_at",
                       "duration_secs", "rows", "tags")
+# their types, so a table with no rows (or a column of nulls) is still typed right
+_RUN_TABLE_TYPES = {"rank": "int64", "duration_secs": "float64", "rows": "int64"}
 
 
 def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
@@ -4326,7 +4669,8 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     for col in columns:
         values = [r.get(col) for r in records]
         try:
-            data[col] = pa.array(values) if records else pa.array([], pa.string())
+            kind = _RUN_TABLE_TYPES.get(col, "string") if col in _RUN_TABLE_COLUMNS else None
+            data[col] = pa.array(values, type=kind and pa.type_for_alias(kind))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
     table = pa.table(data)
@@ -6419,7 +6763,7 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
     """Serve the dashboard until Ctrl-C; prints the URL (the CLI's ``expman serve``)."""
     out = out or sys.stdout
     if token is None:
-        token = os.environ.get("EXPMAN_TOKEN") or None
+        token = os.environ.get(ENV_TOKEN) or None
     loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
     if not loopback:  # warned with a token too: the address is the user's choice to check
         if token is None:
@@ -6449,25 +6793,31 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
 # 12 CLI #####################################################################################
 #
 #   expman list [DIR] [-e EXP]            experiments, or the runs of one, newest first
-#   expman inspect RUN_DIR                metadata, params, metric stats, artifacts, log tail
-#   expman compare RUN_DIR RUN_DIR...     params that differ, each metric's last / best
-#   expman tail RUN_DIR                   follow new metric rows and log lines of a live run
-#   expman export RUN_DIR --format F      the whole metrics table as csv, json or parquet,
+#   expman inspect RUN                    metadata, params, metric stats, artifacts, log tail
+#   expman compare RUN RUN...             params that differ, each metric's last / best
+#   expman tail RUN                       follow new metric rows and log lines of a live run
+#   expman export RUN --format F          the whole metrics table as csv, json or parquet,
 #                                         or TensorBoard event files (section 10)
 #   expman import TB_LOGDIR               TensorBoard event files -> runs (section 10)
-#   expman clean EXPERIMENT --keep N      delete old runs (a dry run without --force)
+#   expman clean EXP --keep N             delete old runs (a dry run without --force)
+#   expman reap [DIR|EXP|RUN]             mark dead runs crashed (a dry run without --force)
 #   expman serve [DIR] / expman demo      the dashboard (section 11)
 #
+# RUN is a run directory, EXP/RUN under the root, or EXP/latest, EXP/-2 (_cli_run); EXP a
+# name or a directory (_cli_experiment). `exp` (expman-rs's name) is the same command.
+# Each command gathers a model (_*_model) that its text printer and --json both render.
+#
 # Results go to stdout; warnings and the one-line error to stderr. Exit codes: 0 for
-# success, 1 failure, 2 bad usage, 130 Ctrl-C. Every read command takes --json. `list` must stay fast
-# over thousands of runs, so nothing here imports pyarrow unless a command reads metrics.
+# success, 1 failure, 2 bad usage, 130 Ctrl-C. Every read command but tail takes --json.
+# `list` must stay fast over thousands of runs, so nothing here imports pyarrow unless a
+# command reads metrics.
 
 _EXIT_OK, _EXIT_FAIL, _EXIT_USAGE, _EXIT_INTERRUPTED = 0, 1, 2, 130
 _STATUS_COLORS = {"running": "36", "finished": "32", "failed": "31", "interrupted": "33",
                   "crashed": "35"}
-_LOWER_IS_BETTER = ("loss", "error", "err", "perplexity")   # else higher is better
 _TAIL_CONTEXT_ROWS = 10          # tail starts with this many rows / log lines already there
 _NUMERIC_FORMAT = ".6g"
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class _UsageError(ExpmanError):
@@ -6551,13 +6901,22 @@ def _status_cell(status, color):
     return _Cell(status, f"\033[{code}m{status}\033[0m" if color and code else status)
 
 
-def _table(headers, rows, right=(), indent=""):
-    """Aligned lines of a table; cells are str or _Cell; columns in ``right`` right-aligned."""
+def _table(headers, rows, right=(), indent="", width=None):
+    """Aligned lines of a table; cells are str or _Cell; columns in ``right`` right-aligned.
+    With ``width``, the widest columns are narrowed (cells cut with an ellipsis) until the
+    lines fit, where they can."""
     rows = [[c if isinstance(c, _Cell) else _Cell(str(c)) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell.text))
+    if width is not None:
+        widths = _narrowed(widths, width - len(indent))
+        # names (headers, the first column) keep both ends: runs often differ at the end
+        headers = [_clip(h, w, middle=True) for h, w in zip(headers, widths)]
+        rows = [[cell if len(cell.text) <= widths[i] else
+                 _Cell(_clip(cell.text, widths[i], middle=i == 0))
+                 for i, cell in enumerate(row)] for row in rows]
 
     def line(cells):
         out = []
@@ -6567,6 +6926,42 @@ def _table(headers, rows, right=(), indent=""):
         return (indent + "  ".join(out)).rstrip()
 
     return [line([_Cell(h) for h in headers])] + [line(row) for row in rows]
+
+
+_MIN_COLUMN = 6   # a column is never narrowed below this many characters
+
+
+def _narrowed(widths, width, gap=2):
+    """Column widths that fit in ``width``: the widest column loses a character at a time
+    (so one long value does not set a column's width), none below _MIN_COLUMN."""
+    widths = list(widths)
+    excess = sum(widths) + gap * (len(widths) - 1) - width
+    while excess > 0:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        if widths[widest] <= _MIN_COLUMN:
+            break
+        widths[widest] -= 1
+        excess -= 1
+    return widths
+
+
+def _clip(text, limit, middle=False):
+    """text cut to ``limit`` characters with an ellipsis where it was cut: at the end, or in
+    the middle (``20261203_081811`` -> ``2026…81811``)."""
+    if len(text) <= limit:
+        return text
+    if not middle:
+        return text[:max(limit - 1, 0)] + "\u2026"
+    head = (limit - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (limit - 1 - head):]
+
+
+def _fit_width():
+    """The terminal's width (honouring $COLUMNS) when stdout is one, else None: a pipe or a
+    file gets whole lines."""
+    if not _isatty(sys.stdout):
+        return None
+    return shutil.get_terminal_size((120, 24)).columns
 
 
 def _print_lines(lines):
@@ -6588,8 +6983,22 @@ def _fmt_num(value, spec=_NUMERIC_FORMAT):
             return "nan"
         if value in (math.inf, -math.inf):
             return "inf" if value > 0 else "-inf"
-        return format(value, spec)
+        return _fmt_float(value, spec)
     return str(value)
+
+
+def _fmt_float(value, spec):
+    """format(value, spec), with more digits where rounding would turn a fraction into a
+    whole number (999.999 at 5 digits is '1000', which reads as exactly 1000)."""
+    text = format(value, spec)
+    match = re.fullmatch(r"\.(\d+)g", spec)
+    if match is None or value.is_integer():
+        return text
+    digits = int(match.group(1))
+    while "e" not in text and float(text).is_integer() and digits < 17:
+        digits += 1
+        text = format(value, f".{digits}g")
+    return text
 
 
 def _fmt_param(value, missing="-", limit=40):
@@ -6602,12 +7011,12 @@ def _fmt_param(value, missing="-", limit=40):
 _MISSING = object()
 
 
-def _fmt_time(iso):
+def _fmt_time(iso, time_format=None):
     """ISO-8601 text -> local 'YYYY-MM-DD HH:MM:SS' (the terminal's clock), '-' if unknown."""
     ts = _parse_iso(iso)
     if ts is None:
         return "-"
-    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return _dt.datetime.fromtimestamp(ts).strftime(time_format or "%Y-%m-%d %H:%M:%S")
 
 
 def _fmt_ago(iso, now=None):
@@ -6629,11 +7038,6 @@ def _print_json(data):
     sys.stdout.write("\n")
 
 
-def _lower_is_better(key):
-    key = key.lower()
-    return any(word in key for word in _LOWER_IS_BETTER)
-
-
 def _location(store, path):
     """What to hand back to the readers for a path of this store (a URI off the local disk)."""
     return path if store.is_local else store.display(path)
@@ -6646,6 +7050,119 @@ def _split_parent(store, path):
     return parent, name
 
 
+# -- naming runs and experiments: one resolver for every command ------------------------------
+#
+# Wherever a command takes a run, it takes any of
+#   a run directory              experiments/resnet/20240101_120000, /abs/path, s3://b/x/y
+#   EXP/RUN under the root       resnet/20240101_120000 (root: --dir, $EXPMAN_DIR, ./experiments)
+#   EXP/latest, EXP/-2, ...      the newest run of EXP, the one before it ... (by start time;
+#                                also after an experiment directory: experiments/resnet/latest)
+# and wherever it takes an experiment, its name under the root or its directory.
+
+_RUN_SELECTOR = re.compile(r"^(?:latest|-[1-9][0-9]*)$")
+
+
+def _pick_run(store, exp_path, selector):
+    """The run directory ``selector`` ('latest', '-1', '-2', ...) names among exp_path's runs."""
+    rows = _scan_runs(store, exp_path, time.time())  # newest first
+    index = 0 if selector == "latest" else -int(selector) - 1
+    if index >= len(rows):
+        have = f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
+        raise InvalidInputError(f"{store.display(exp_path)} has {have}: no run {selector}")
+    return store.join(exp_path, rows[index]["name"])
+
+
+def _relative_name(text):
+    """(experiment, run) when text reads as EXP/RUN relative to a root, else None."""
+    if _URI_RE.match(text) or os.path.isabs(text) or text.startswith(("~", "./", "../")):
+        return None
+    parts = [p for p in text.replace(os.sep, "/").split("/") if p]
+    if len(parts) != 2 or any(p in (".", "..") for p in parts):
+        return None
+    return parts[0], parts[1]
+
+
+def _cli_run(text, root=None):
+    """The run directory a user named on the command line (any form above), as a location the
+    readers take; InvalidInputError naming what was tried when there is none."""
+    text = os.fspath(text)
+    store, path = _open_store(text)
+    if store.stat(store.join(path, RUN_YAML)) is not None:
+        return _location(store, path)
+    parent, last = _split_parent(store, path)
+    if _RUN_SELECTOR.match(last) and store.isdir(parent):
+        return _location(store, _pick_run(store, parent, last))
+    named = _relative_name(text)
+    if named is not None:
+        root_store, root_path = _open_store(root if root is not None else _default_root())
+        exp_path = root_store.join(root_path, named[0])
+        if _RUN_SELECTOR.match(named[1]) and root_store.isdir(exp_path):
+            return _location(root_store, _pick_run(root_store, exp_path, named[1]))
+        run_path = root_store.join(exp_path, named[1])
+        if root_store.stat(root_store.join(run_path, RUN_YAML)) is not None:
+            return _location(root_store, run_path)
+        if not store.isdir(path):
+            where = root_store.display(root_path)
+            if not root_store.isdir(exp_path):
+                raise InvalidInputError(f"no experiment {named[0]!r} in {where} "
+                                        f"(and no such directory: {store.display(path)})")
+            raise InvalidInputError(f"no run {named[1]!r} in experiment {named[0]!r} of "
+                                    f"{where} (and no such directory: {store.display(path)})")
+    if not store.isdir(path):
+        raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
+    raise InvalidInputError(f"not a run directory (no {RUN_YAML}): {store.display(path)}")
+
+
+def _cli_experiment(text, root=None):
+    """(root, experiment name) for an experiment named on the command line: its name under
+    the root, or its directory (which then sets the root)."""
+    text = os.fspath(text)
+    looks_like_path = (_URI_RE.match(text) or os.path.isabs(text) or os.sep in text or
+                       "/" in text or text in (".", ".."))
+    if looks_like_path:
+        store, path = _open_store(text)
+        if store.stat(store.join(path, RUN_YAML)) is not None:
+            raise InvalidInputError(f"{store.display(path)} is a run directory, not an "
+                                    f"experiment")
+        if not store.isdir(path):
+            raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
+        parent, name = _split_parent(store, path)
+        return _location(store, parent), name
+    return (root if root is not None else _default_root()), text
+
+
+def _resolve_names(args):
+    """Turn the run and experiment names of a parsed command line into locations, so every
+    command takes the same forms (see above) without knowing about them."""
+    root = getattr(args, "dir", None)
+    if getattr(args, "run_dir", None) is not None:
+        args.run_dir = _cli_run(args.run_dir, root)
+    if getattr(args, "run_dirs", None):
+        args.run_dirs = [_cli_run(text, root) for text in args.run_dirs]
+    if getattr(args, "experiment_arg", False) and args.experiment is not None:
+        args.dir, args.experiment = _cli_experiment(args.experiment, root)
+    if getattr(args, "target_arg", False) and args.dir is not None:
+        args.dir = _cli_target(args.dir)
+    return args
+
+
+def _cli_target(text):
+    """A directory to work through (root, experiment or run), or a run/experiment by name
+    under the default root (``expman reap resnet/latest``, ``expman reap resnet``)."""
+    store, path = _open_store(text)
+    if store.isdir(path):
+        return text
+    named = _relative_name(text)
+    if named is not None:
+        return _cli_run(text)
+    if not _URI_RE.match(text) and os.sep not in text and "/" not in text:
+        root_store, root_path = _open_store(_default_root())
+        exp_path = root_store.join(root_path, text)
+        if root_store.isdir(exp_path):
+            return _location(root_store, exp_path)
+    return text
+
+
 # -- list ------------------------------------------------------------------------------------
 
 def _is_corrupt(row):
@@ -6655,58 +7172,76 @@ def _is_corrupt(row):
 
 def _cmd_list(args):
     root = args.dir if args.dir is not None else _default_root()
-    experiment = args.experiment
-    store, path = _open_store(root)
-    if experiment is None:
-        # `expman list experiments/resnet` means the runs of resnet, not an empty table
-        if store.stat(store.join(path, RUN_YAML)) is not None:
-            raise InvalidInputError(f"{store.display(path)} is a run directory: use "
-                                    f"'expman inspect {root}'")
-        if store.stat(store.join(path, EXPERIMENT_YAML)) is not None:
-            parent, experiment = _split_parent(store, path)
-            root = _location(store, parent)
+    root, experiment = _list_target(root, args.experiment)
     if experiment is None:
         if args.tags is not None:
             raise _UsageError("--tags filters the runs of one experiment: add -e EXPERIMENT")
-        return _list_experiments(root, args.json, args.project)
-    return _list_runs(root, experiment, args.json, args.project, args.tags)
-
-
-def _list_experiments(root, as_json, project=None):
-    store, root_path = _resolve_root(root)
-    experiments = list_experiments(root, project=project)
-    if as_json:
-        _print_json({"root": store.display(root_path), "project": project,
-                     "experiments": experiments})
-        return _EXIT_OK
-    if not experiments:
-        print(f"no experiments in {store.display(root_path)}" +
-              (f" for project {project!r}" if project is not None else ""))
-        return _EXIT_OK
-    color, now = _use_color(), time.time()
-    with_projects = any(e["projects"] for e in experiments)
-    rows = []
-    for exp in experiments:
-        counts = exp["status_counts"]
-        parts = [(f"{counts[s]} {s}", s) for s in STATUSES if counts.get(s)]
-        parts += [(f"{n} {s}", s) for s, n in counts.items() if s not in STATUSES]
-        text = ", ".join(p for p, _ in parts)
-        styled = ", ".join(f"\033[{_STATUS_COLORS.get(s, '0')}m{p}\033[0m" if color else p
-                           for p, s in parts)
-        rows.append([exp["name"], str(exp["runs"]), _Cell(text or "-", styled or "-"),
-                     _fmt_ago(exp["last_activity"], now), _fmt_time(exp["last_activity"])])
-        if with_projects:
-            rows[-1].insert(1, ", ".join(exp["projects"]) or "-")
-    headers = ["EXPERIMENT", "RUNS", "STATUS", "LAST ACTIVITY", ""]
-    right = {1}
-    if with_projects:
-        headers.insert(1, "PROJECT")
-        right = {2}
-    _print_lines(_table(headers, rows, right=right))
+        model = _experiments_model(root, args.project)
+        render = _print_experiments
+    else:
+        model = _runs_model(root, experiment, args.project, args.tags)
+        render = _print_runs
+    if args.json:
+        _print_json({k: v for k, v in model.items() if k != "filtered"})
+    else:
+        render(model, _use_color(), _fit_width())
     return _EXIT_OK
 
 
-def _list_runs(root, experiment, as_json, project=None, tags=None):
+def _list_target(root, experiment):
+    """(root, experiment or None): `expman list experiments/resnet` means the runs of
+    resnet, not an empty table; a run directory is an error that says what to type."""
+    if experiment is not None:
+        return root, experiment
+    store, path = _open_store(root)
+    if store.stat(store.join(path, RUN_YAML)) is not None:
+        raise InvalidInputError(f"{store.display(path)} is a run directory: use "
+                                f"'expman inspect {root}'")
+    if store.stat(store.join(path, EXPERIMENT_YAML)) is not None:
+        parent, experiment = _split_parent(store, path)
+        return _location(store, parent), experiment
+    return root, None
+
+
+def _experiments_model(root, project=None):
+    store, root_path = _resolve_root(root)
+    return {"root": store.display(root_path), "project": project,
+            "experiments": list_experiments(root, project=project)}
+
+
+def _status_counts_cell(counts, color):
+    parts = [(f"{counts[s]} {s}", s) for s in STATUSES if counts.get(s)]
+    parts += [(f"{n} {s}", s) for s, n in counts.items() if s not in STATUSES]
+    text = ", ".join(p for p, _ in parts)
+    styled = ", ".join(f"\033[{_STATUS_COLORS.get(s, '0')}m{p}\033[0m" if color else p
+                       for p, s in parts)
+    return _Cell(text or "-", styled or "-")
+
+
+def _print_experiments(model, color, width=None):
+    experiments, project = model["experiments"], model["project"]
+    if not experiments:
+        print(f"no experiments in {model['root']}" +
+              (f" for project {project!r}" if project is not None else ""))
+        return
+    now = time.time()
+    with_projects = any(e["projects"] for e in experiments)
+    headers = ["EXPERIMENT"] + (["PROJECT"] if with_projects else []) + [
+        "RUNS", "STATUS", "LAST ACTIVITY", ""]
+    rows = [[exp["name"]] + ([", ".join(exp["projects"]) or "-"] if with_projects else []) +
+            [str(exp["runs"]), _status_counts_cell(exp["status_counts"], color),
+             _fmt_ago(exp["last_activity"], now), _fmt_time(exp["last_activity"])]
+            for exp in experiments]
+    lines = _table(headers, rows, right={2 if with_projects else 1})
+    if width is not None and max(len(_ANSI_ESCAPE.sub("", line)) for line in lines) > width:
+        # the time of day repeats LAST ACTIVITY: the first thing to go on a narrow terminal
+        lines = _table(headers[:-1], [row[:-1] for row in rows],
+                       right={2 if with_projects else 1}, width=width)
+    _print_lines(lines)
+
+
+def _runs_model(root, experiment, project=None, tags=None):
+    """The runs `expman list -e` shows (newest first), filtered by project and tags."""
     store, root_path = _resolve_root(root)
     runs = list_runs(root, experiment)
     match = _tag_filter(tags)
@@ -6714,57 +7249,93 @@ def _list_runs(root, experiment, as_json, project=None, tags=None):
         runs = [r for r in runs if r["project"] == project]
     if match is not None:
         runs = [r for r in runs if match(set(r["tags"]))]
-    if as_json:
-        _print_json({"root": store.display(root_path), "experiment": experiment,
-                     "runs": runs})
-        return _EXIT_OK
-    if not runs:
-        what = " matching the filters" if project is not None or tags is not None else ""
-        print(f"no runs{what} in experiment {experiment!r}")
-        return _EXIT_OK
-    color = _use_color()
+    return {"root": store.display(root_path), "experiment": experiment, "runs": runs,
+            "filtered": project is not None or tags is not None}
+
+
+def _run_columns(runs):
+    """The optional columns of the runs table, [(header, cells, kind, rank)]: each metric's
+    last value, and the params that tell the runs apart (all of them for a single run).
+    Lower rank = more useful, kept first on a narrow terminal: metrics with a goal (val/test
+    ones before the others), then params, then other metrics, then ROWS (STEP tells most of
+    it)."""
     metric_keys = list(dict.fromkeys(k for r in runs for k in r["summary"]))
     param_keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
     if len(runs) > 1:  # the main params are the ones that tell runs apart
-        varying = [k for k in param_keys
-                   if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
-                           for r in runs}) > 1]
-        param_keys = varying
-    fixed = ["RUN", "STATUS", "STARTED", "DURATION", "STEP", "ROWS"]
-    fixed_rows = [[r["name"], _status_cell(r["status"], color),
-                   "unreadable run.yaml" if _is_corrupt(r) else _fmt_time(r["started_at"]),
-                   _human_duration(r["duration_secs"]), _fmt_num(r["last_step"]),
-                   str(r["rows"])] for r in runs]
-    columns = [(k, [_fmt_num(r["summary"].get(k), ".5g") for r in runs], True, "metric")
-               for k in metric_keys]
+        param_keys = [k for k in param_keys
+                      if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
+                              for r in runs}) > 1]
+    columns = [("ROWS", [str(r["rows"]) for r in runs], "column", 4)]
+    for key in metric_keys:
+        held_out = key.lower().startswith(("val", "test", "eval", "best"))
+        rank = (0 if held_out else 1) if _metric_goal(key) else 3
+        columns.append((key, [_fmt_num(r["summary"].get(key), ".5g") for r in runs],
+                        "metric", rank))
     columns += [(k, [_fmt_param(r["params"].get(k, _MISSING), limit=24) for r in runs],
-                 False, "param") for k in param_keys]
-    hidden = collections.Counter()
-    if _isatty(sys.stdout):  # on a terminal, drop trailing columns that would wrap
-        width = shutil.get_terminal_size((120, 24)).columns
+                 "param", 2) for k in param_keys]
+    return columns
 
-        def total():
-            lines = _table(fixed + [c[0] for c in columns],
-                           [row + [c[1][i] for c in columns]
-                            for i, row in enumerate(fixed_rows)])
-            return max(len(_Cell(x).text) for x in lines)
-        while columns and total() > width:
-            kinds = collections.Counter(c[3] for c in columns)
-            drop = "param" if kinds["param"] >= kinds["metric"] else "metric"
-            index = max(i for i, c in enumerate(columns) if c[3] == drop)
-            hidden[columns.pop(index)[3]] += 1
-    headers = fixed + [c[0] for c in columns]
-    right = {3, 4, 5} | {len(fixed) + i for i, c in enumerate(columns) if c[2]}
-    rows = [row + [c[1][i] for c in columns] for i, row in enumerate(fixed_rows)]
-    _print_lines(_table(headers, rows, right=right))
+
+def _choose_columns(fixed_width, columns, width, cap=16):
+    """The columns that fit beside ``fixed_width`` characters, most useful first (in their
+    own order on screen), each cut to ``cap`` characters; and a Counter of the hidden kinds."""
+    clipped = [(_clip(h, cap), [_clip(c, cap) for c in cells], kind, rank)
+               for h, cells, kind, rank in columns]
+    used, keep = fixed_width, set()
+    for i in sorted(range(len(clipped)), key=lambda i: clipped[i][3]):
+        need = 2 + max([len(clipped[i][0])] + [len(c) for c in clipped[i][1]])
+        if used + need <= width:
+            keep.add(i)
+            used += need
+    hidden = collections.Counter(c[2] for i, c in enumerate(clipped) if i not in keep)
+    return [c for i, c in enumerate(clipped) if i in keep], hidden
+
+
+_RUN_FIXED = ["RUN", "STATUS", "STARTED", "DURATION", "STEP"]
+
+
+def _fixed_run_rows(runs, color, time_format=None):
+    return [[r["name"], _status_cell(r["status"], color),
+             "unreadable run.yaml" if _is_corrupt(r) else _fmt_time(r["started_at"], time_format),
+             _human_duration(r["duration_secs"]), _fmt_num(r["last_step"])] for r in runs]
+
+
+def _table_width(headers, rows):
+    return max(len(_ANSI_ESCAPE.sub("", line)) for line in _table(headers, rows))
+
+
+def _runs_layout(runs, color, width):
+    """(fixed rows, optional columns, hidden Counter) of the runs table: everything when it
+    fits (or on no terminal), else a short start time and the most useful columns."""
+    rows, columns = _fixed_run_rows(runs, color), _run_columns(runs)
+    if width is None or _table_width(_RUN_FIXED + [c[0] for c in columns],
+                                     [row + [c[1][i] for c in columns]
+                                      for i, row in enumerate(rows)]) <= width:
+        return rows, columns, collections.Counter()
+    rows = _fixed_run_rows(runs, color, "%m-%d %H:%M")  # leaves room for metrics
+    columns, hidden = _choose_columns(_table_width(_RUN_FIXED, rows), columns, width)
+    return rows, columns, hidden
+
+
+def _print_runs(model, color, width=None):
+    runs = model["runs"]
+    if not runs:
+        what = " matching the filters" if model["filtered"] else ""
+        print(f"no runs{what} in experiment {model['experiment']!r}")
+        return
+    rows, columns, hidden = _runs_layout(runs, color, width)
+    right = {3, 4} | {len(_RUN_FIXED) + i for i, c in enumerate(columns) if c[2] != "param"}
+    _print_lines(_table(_RUN_FIXED + [c[0] for c in columns],
+                        [row + [c[1][i] for c in columns] for i, row in enumerate(rows)],
+                        right=right, width=width))
     if hidden:
-        what = " and ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in
-                            sorted(hidden.items()))
-        print(f"({what} not shown to fit the terminal: see --json or expman inspect)")
+        parts = [f"{hidden[k]} {k}{'s' if hidden[k] > 1 else ''}" for k in ("metric", "param")
+                 if hidden[k]] + (["ROWS"] if hidden["column"] else [])
+        what = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        print(_clip(f"({what} not shown to fit the terminal; see --json)", width))
     for run in runs:  # a garbled run.yaml was already reported by the reader; not this one
         if _is_corrupt(run) and run["error"] == "empty run.yaml":
             print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)
-    return _EXIT_OK
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -6819,29 +7390,46 @@ def _mapping_text(value):
 
 
 def _cmd_inspect(args):
-    run = load_run(args.run_dir)
-    stats = metric_stats(args.run_dir)
-    artifacts = list_artifacts(args.run_dir)
-    log_lines = _log_tail(args.run_dir, args.log_lines)
-    scalars = {k: v for k, v in run["summary"].items() if k not in stats}
-    media = _media_summary(*_resolve_run(args.run_dir))
+    model = _inspect_model(args.run_dir, args.log_lines)
     if args.json:
-        _print_json({**run, "metrics": stats, "scalars": scalars, "artifacts": artifacts,
-                     "log_tail": log_lines, **media})
-        return _EXIT_OK
-    color = _use_color()
+        _print_json(_inspect_json(model))
+    else:
+        _print_inspect(model, _use_color(), args.log_lines)
+    return _EXIT_OK
+
+
+def _inspect_model(run_dir, log_lines):
+    """Everything `expman inspect` shows of one run, for its text and its --json."""
+    run = load_run(run_dir)
+    stats = metric_stats(run_dir)
+    return {"run": run, "metrics": stats, "artifacts": list_artifacts(run_dir),
+            "log_tail": _log_tail(run_dir, log_lines),
+            "scalars": {k: v for k, v in run["summary"].items() if k not in stats},
+            "media": _media_summary(*_resolve_run(run_dir))}
+
+
+def _inspect_json(model):
+    return {**model["run"], "metrics": model["metrics"], "scalars": model["scalars"],
+            "artifacts": model["artifacts"], "log_tail": model["log_tail"], **model["media"]}
+
+
+def _git_text(git):
+    """'0123456789ab (main, dirty)' from run.yaml's git mapping, or None."""
+    git = git if isinstance(git, dict) else {}
+    if not git.get("commit"):
+        return None
+    extra = ([str(git["branch"])] if git.get("branch") else []) + (
+        ["dirty"] if git.get("dirty") else [])
+    return str(git["commit"])[:12] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _inspect_fields(run, color):
+    """The (name, text) lines at the top of `expman inspect`; None texts are left out."""
     status = _status_cell(run["status"], color).styled
     recorded = run.get("recorded_status")
     if recorded != run["status"] and isinstance(recorded, str):
         status += f" (run.yaml says {recorded}: the process is gone)"
     git = run.get("git") if isinstance(run.get("git"), dict) else {}
-    git_text = None
-    if git.get("commit"):
-        git_text = str(git["commit"])[:12]
-        extra = [str(git["branch"])] if git.get("branch") else []
-        extra += ["dirty"] if git.get("dirty") else []
-        if extra:
-            git_text += f" ({', '.join(extra)})"
     host = run.get("hostname") or "-"
     if run.get("pid"):
         host += f" (pid {run['pid']}" + (f", user {run['user']})" if run.get("user") else ")")
@@ -6852,7 +7440,7 @@ def _cmd_inspect(args):
         ("duration", _human_duration(run["duration_secs"])),
         ("rows", f"{run['rows']} (last step {_fmt_num(run['last_step'])})"),
         ("host", host), ("command", run.get("command")), ("cwd", run.get("cwd")),
-        ("python", run.get("python")), ("git", git_text),
+        ("python", run.get("python")), ("git", _git_text(git)),
         ("git diff", f"artifacts/{git['diff_artifact']}" if git.get("diff_artifact") else None),
         ("project", run.get("project")), ("job", _job_text(run)),
         ("packages", _mapping_text(run.get("packages"))),
@@ -6862,6 +7450,12 @@ def _cmd_inspect(args):
     ]
     if run.get("dropped_rows"):
         fields.append(("dropped rows", str(run["dropped_rows"])))
+    return fields
+
+
+def _print_inspect(model, color, log_lines):
+    run = model["run"]
+    fields = _inspect_fields(run, color)
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         if value not in (None, ""):
@@ -6871,6 +7465,16 @@ def _cmd_inspect(args):
     print("params" if run["config"] else "params: none")
     _print_lines(_tree_lines(run["config"]))
     print()
+    _print_metric_stats(model["metrics"], model["scalars"])
+    print()
+    _print_artifacts(model["artifacts"])
+    _print_media_summary(model["media"])
+    if log_lines > 0:
+        print()
+        _print_log_tail(model["log_tail"])
+
+
+def _print_metric_stats(stats, scalars):
     if stats:
         print("metrics")
         rows = [[k, _fmt_num(s["last"]), _fmt_num(s["min"]), _fmt_num(s["max"]),
@@ -6884,26 +7488,26 @@ def _cmd_inspect(args):
         print("scalars")
         _print_lines(_table(["KEY", "VALUE"], [[k, _fmt_num(v)] for k, v in scalars.items()],
                             right={1}, indent="  "))
-    print()
-    if artifacts:
-        total = sum(a["size"] for a in artifacts)
-        print(f"artifacts ({len(artifacts)} file{'s' if len(artifacts) > 1 else ''}, "
-              f"{_human_bytes(total)})")
-        _print_lines(_table(["PATH", "SIZE", "KIND"],
-                            [[a["path"], _human_bytes(a["size"]), a["kind"]]
-                             for a in artifacts], right={1}, indent="  "))
-    else:
+
+
+def _print_artifacts(artifacts):
+    if not artifacts:
         print("artifacts: none")
-    _print_media_summary(media)
-    if args.log_lines > 0:
-        print()
-        if log_lines:
-            print(f"log (last {len(log_lines)} line{'s' if len(log_lines) > 1 else ''} "
-                  f"of run.log)")
-            _print_lines(("  " + line).rstrip() for line in log_lines)
-        else:
-            print("log: empty")
-    return _EXIT_OK
+        return
+    total = sum(a["size"] for a in artifacts)
+    print(f"artifacts ({len(artifacts)} file{'s' if len(artifacts) > 1 else ''}, "
+          f"{_human_bytes(total)})")
+    _print_lines(_table(["PATH", "SIZE", "KIND"],
+                        [[a["path"], _human_bytes(a["size"]), a["kind"]] for a in artifacts],
+                        right={1}, indent="  "))
+
+
+def _print_log_tail(lines):
+    if not lines:
+        print("log: empty")
+        return
+    print(f"log (last {len(lines)} line{'s' if len(lines) > 1 else ''} of run.log)")
+    _print_lines(("  " + line).rstrip() for line in lines)
 
 
 def _print_media_summary(media):
@@ -6942,12 +7546,36 @@ def _run_labels(runs, given):
 def _cmd_compare(args):
     if len(args.run_dirs) < 2:
         raise _UsageError("compare needs at least two run directories")
-    runs = [load_run(d) for d in args.run_dirs]
-    stats = [metric_stats(d) for d in args.run_dirs]
-    labels = _run_labels(runs, args.run_dirs)
-    keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
+    both = set(args.minimize or ()) & set(args.maximize or ())
+    if both:
+        raise _UsageError(f"--minimize and --maximize both name {sorted(both)[0]!r}")
+    model = _compare_model(args.run_dirs, args.minimize or (), args.maximize or ())
+    if args.json:
+        _print_json(_compare_json(model))
+    else:
+        _print_compare(model, _use_color(), _fit_width())
+    return _EXIT_OK
+
+
+def _compare_model(run_dirs, minimize=(), maximize=()):
+    """What `expman compare` shows, for its text and its --json: the runs, params that differ
+    (_MISSING where a run lacks one), the same params, and per metric its goal and, for each
+    run, last and best value."""
+    runs = [load_run(d) for d in run_dirs]
+    stats = [metric_stats(d) for d in run_dirs]
+    differ, same = _split_params(runs)
+    metric_keys = list(dict.fromkeys(k for s in stats for k in s))
+    metrics = {key: _compare_metric([s.get(key) for s in stats],
+                                    _metric_goal(key, minimize, maximize))
+               for key in metric_keys}
+    return {"runs": runs, "labels": _run_labels(runs, run_dirs), "params": differ,
+            "same_params": same, "metrics": metrics}
+
+
+def _split_params(runs):
+    """({key: [value per run]} of the params that differ, {key: value} of those that don't)."""
     differ, same = {}, {}
-    for key in keys:
+    for key in dict.fromkeys(k for r in runs for k in r["params"]):
         values = [r["params"].get(key, _MISSING) for r in runs]
         texts = {json.dumps(v, sort_keys=True, default=str) if v is not _MISSING else
                  "\0missing" for v in values}
@@ -6955,62 +7583,77 @@ def _cmd_compare(args):
             differ[key] = values
         else:
             same[key] = values[0]
-    metric_keys = list(dict.fromkeys(k for s in stats for k in s))
-    metrics = {}
-    for key in metric_keys:
-        lower = _lower_is_better(key)
-        per_run = []
-        for s in stats:
-            st = s.get(key)
-            if st is None:
-                per_run.append(None)
-                continue
-            per_run.append({"last": st["last"], "best": st["min"] if lower else st["max"],
-                            "count": st["count"], "last_step": st["last_step"]})
-        metrics[key] = {"best_is": "min" if lower else "max", "runs": per_run}
-    if args.json:
-        _print_json({
-            "runs": [{"label": lab, "name": r["name"], "experiment": r["experiment"],
-                      "path": r["path"], "status": r["status"],
-                      "duration_secs": r["duration_secs"], "rows": r["rows"]}
-                     for lab, r in zip(labels, runs)],
-            "params": {k: [None if v is _MISSING else v for v in vals]
-                       for k, vals in differ.items()},
-            "same_params": same, "metrics": metrics})
-        return _EXIT_OK
-    color = _use_color()
+    return differ, same
+
+
+def _compare_metric(per_run_stats, goal):
+    """{"best_is": goal, "best_run": index or None, "runs": [per-run cell or None]}; the best
+    run is the one with the best finite value, and only when there is a goal."""
+    cells = []
+    for st in per_run_stats:
+        best = None if st is None or goal is None else st[goal]
+        cells.append(None if st is None else {"last": st["last"], "best": best,
+                                              "count": st["count"],
+                                              "last_step": st["last_step"]})
+    finite = [c["best"] for c in cells
+              if c and isinstance(c["best"], float) and math.isfinite(c["best"])]
+    best_run = None
+    if goal is not None and finite and len(cells) > 1:
+        winner = min(finite) if goal == "min" else max(finite)
+        best_run = next(i for i, c in enumerate(cells) if c and c["best"] == winner)
+    return {"best_is": goal, "best_run": best_run, "runs": cells}
+
+
+def _compare_json(model):
+    return {
+        "runs": [{"label": lab, "name": r["name"], "experiment": r["experiment"],
+                  "path": r["path"], "status": r["status"],
+                  "duration_secs": r["duration_secs"], "rows": r["rows"]}
+                 for lab, r in zip(model["labels"], model["runs"])],
+        "params": {k: [None if v is _MISSING else v for v in vals]
+                   for k, vals in model["params"].items()},
+        "same_params": model["same_params"],
+        "metrics": {k: {"best_is": m["best_is"],
+                        "best_run": None if m["best_run"] is None else
+                        model["labels"][m["best_run"]], "runs": m["runs"]}
+                    for k, m in model["metrics"].items()}}
+
+
+def _print_compare(model, color, width=None):
+    runs, labels = model["runs"], model["labels"]
     right = set(range(2, 2 + len(runs)))
+    headers = ["", ""] + labels
     rows = [["status", ""] + [_status_cell(r["status"], color) for r in runs],
             ["duration", ""] + [_human_duration(r["duration_secs"]) for r in runs],
             ["rows", ""] + [str(r["rows"]) for r in runs]]
-    _print_lines(_table(["", ""] + labels, rows, right=right))
+    _print_lines(_table(headers, rows, right=right, width=width))
     print()
+    differ, same = model["params"], model["same_params"]
     if differ:
         print(f"params that differ ({len(differ)}; {len(same)} the same)")
         rows = [[k, ""] + [_fmt_param(v) for v in vals] for k, vals in differ.items()]
-        _print_lines(_table(["PARAM", ""] + labels, rows, right=right, indent="  "))
+        _print_lines(_table(["PARAM", ""] + labels, rows, right=right, indent="  ",
+                            width=width))
     else:
         print(f"params: all {len(same)} the same" if same else "params: none")
     print()
-    if metrics:
-        print("metrics (best = min for loss/error/perplexity keys, max otherwise)")
-        rows = []
-        for key, info in metrics.items():
-            cells = info["runs"]
-            rows.append([key, "last"] + [(_fmt_num(c["last"]) if c else "-") + "  "
-                                         for c in cells])
-            best = [c["best"] if c else None for c in cells]
-            finite = [b for b in best if isinstance(b, float) and math.isfinite(b)]
-            winner = (min(finite) if info["best_is"] == "min" else max(finite)) \
-                if finite and len(cells) > 1 else None
-            rows.append(["", f"best ({info['best_is']})"] +
-                        [(_fmt_num(b) + (" *" if b == winner else "  ")) if c else "-  "
-                         for b, c in zip(best, cells)])
-        _print_lines(_table(["METRIC", ""] + labels, rows, right=right, indent="  "))
-        print("  (* the best run)")
-    else:
+    if not model["metrics"]:
         print("metrics: none")
-    return _EXIT_OK
+        return
+    print("metrics (best: min for loss/error-like keys, max for acc/f1/auc-like ones)")
+    rows = []
+    for key, info in model["metrics"].items():
+        cells = info["runs"]
+        rows.append([key, "last"] + [(_fmt_num(c["last"]) if c else "-") + "  "
+                                     for c in cells])
+        if info["best_is"] is not None:
+            winner = None if info["best_run"] is None else cells[info["best_run"]]["best"]
+            rows.append(["", f"best ({info['best_is']})"] +
+                        [(_fmt_num(c["best"]) + (" *" if winner is not None and
+                                                 c["best"] == winner else "  "))
+                         if c else "-  " for c in cells])
+    _print_lines(_table(["METRIC", ""] + labels, rows, right=right, indent="  ", width=width))
+    print("  (* the best run)")
 
 
 # -- tail ------------------------------------------------------------------------------------
@@ -7208,11 +7851,24 @@ def _cmd_import(args):
 
 def _cmd_clean(args):
     root = args.dir if args.dir is not None else _default_root()
-    runs = list_runs(root, args.experiment)
+    model = _clean_model(root, args.experiment, args.keep)
+    if args.force:
+        _delete_runs(model, progress=not args.json)
+    if args.json:
+        _print_json(_clean_json(model))
+    else:
+        _print_clean(model, _use_color())
+    return _EXIT_FAIL if model["failures"] else _EXIT_OK
+
+
+def _clean_model(root, experiment, keep):
+    """What `expman clean` would delete: the experiment's runs sorted into running ones (never
+    touched), skipped ones (unreadable and recently written), kept and doomed ones."""
+    runs = list_runs(root, experiment)
     store, root_path = _resolve_root(root)
-    exp_path = store.join(root_path, _safe_name(args.experiment, "experiment name"))
-    now = time.time()
+    exp_path = store.join(root_path, _safe_name(experiment, "experiment name"))
     quiet_secs = STALE_HEARTBEATS * DEFAULT_HEARTBEAT_SECS + 5
+    now = time.time()
     running, skipped, candidates = [], [], []
     for run in runs:
         run_path = store.join(exp_path, run["name"])
@@ -7227,89 +7883,129 @@ def _cmd_clean(args):
             skipped.append(entry)
         else:
             candidates.append(entry)
-    kept, doomed = candidates[:args.keep], candidates[args.keep:]
-    failures = []
-    if args.force:
+    return {"store": store, "root": store.display(root_path), "exp_path": exp_path,
+            "experiment": experiment, "keep": keep, "dry_run": True, "runs": len(runs),
+            "running": running, "skipped": skipped, "kept": candidates[:keep],
+            "delete": candidates[keep:], "failures": []}
+
+
+def _delete_runs(model, progress=True):
+    """Delete the doomed runs of a clean model, each looked at once more first: a run that
+    started running meanwhile stays. Marks each entry deleted or not, with the reason."""
+    store, doomed = model["store"], model["delete"]
+    model["dry_run"] = False
+    with _Progress("clean", total=len(doomed), unit="runs", enabled=progress) as bar:
         for entry in doomed:
-            run_path = store.join(exp_path, entry["name"])
-            try:  # look once more: never delete a run that is running now
-                if _effective_status(_read_yaml(store, store.join(run_path, RUN_YAML))) \
-                        == "running":
-                    entry["deleted"] = False
-                    entry["reason"] = "started running"
-                    continue
-            except ExpmanError:
-                pass
-            try:
-                store.delete_tree(run_path)
-                entry["deleted"] = True
-            except OSError as exc:
-                entry["deleted"] = False
-                entry["reason"] = exc.strerror or str(exc)
-                failures.append(entry)
-    gone = [e for e in doomed if e.get("deleted")] if args.force else doomed
-    freed = sum(e["size_bytes"] for e in gone)
-    if args.json:
-        _print_json({"root": store.display(root_path), "experiment": args.experiment,
-                     "keep": args.keep, "dry_run": not args.force,
-                     "delete": doomed, "freed_bytes": freed,
-                     "kept": [e["name"] for e in kept],
-                     "running": [e["name"] for e in running], "skipped": skipped})
-        return _EXIT_FAIL if failures else _EXIT_OK
-    color = _use_color()
-    print(f"{args.experiment}: {len(runs)} runs; keeping the {len(kept)} newest that are not "
-          f"running" + (f"; {len(running)} running left alone" if running else ""))
-    for entry in skipped:
+            _delete_run(store, store.join(model["exp_path"], entry["name"]), entry,
+                        model["failures"])
+            bar.update()
+
+
+def _delete_run(store, run_path, entry, failures):
+    try:  # look once more: never delete a run that is running now
+        if _effective_status(_read_yaml(store, store.join(run_path, RUN_YAML))) == "running":
+            entry["deleted"], entry["reason"] = False, "started running"
+            return
+    except ExpmanError:
+        pass
+    try:
+        store.delete_tree(run_path)
+        entry["deleted"] = True
+    except OSError as exc:
+        entry["deleted"], entry["reason"] = False, exc.strerror or str(exc)
+        failures.append(entry)
+
+
+def _clean_gone(model):
+    """The runs deleted (or, in a dry run, to delete), and the bytes that frees."""
+    gone = model["delete"] if model["dry_run"] else [e for e in model["delete"]
+                                                     if e.get("deleted")]
+    return gone, sum(e["size_bytes"] for e in gone)
+
+
+def _clean_json(model):
+    return {"root": model["root"], "experiment": model["experiment"], "keep": model["keep"],
+            "dry_run": model["dry_run"], "delete": model["delete"],
+            "freed_bytes": _clean_gone(model)[1], "kept": [e["name"] for e in model["kept"]],
+            "running": [e["name"] for e in model["running"]], "skipped": model["skipped"]}
+
+
+def _print_clean(model, color):
+    running, doomed, force = model["running"], model["delete"], not model["dry_run"]
+    print(f"{model['experiment']}: {model['runs']} runs; keeping the {len(model['kept'])} "
+          f"newest that are not running" +
+          (f"; {len(running)} running left alone" if running else ""))
+    for entry in model["skipped"]:
         print(f"skipping {entry['name']}: {entry['reason']}")
     if not doomed:
-        print(f"nothing to delete (keep {args.keep})")
-        return _EXIT_OK
-    verb = "deleted" if args.force else "would delete"
-    print(f"{verb} {len(gone)} run{'s' if len(gone) != 1 else ''}, "
-          f"{_human_bytes(freed)}{' freed' if args.force else ''}:")
+        print(f"nothing to delete (keep {model['keep']})")
+        return
+    gone, freed = _clean_gone(model)
+    print(f"{'deleted' if force else 'would delete'} {len(gone)} "
+          f"run{'s' if len(gone) != 1 else ''}, {_human_bytes(freed)}{' freed' if force else ''}:")
     rows = [[e["name"], _status_cell(e["status"], color), _fmt_time(e["started_at"]),
              _human_bytes(e["size_bytes"])] +
             ([("deleted" if e.get("deleted") else f"NOT deleted: {e.get('reason')}")]
-             if args.force else []) for e in doomed]
-    headers = ["RUN", "STATUS", "STARTED", "SIZE"] + (["RESULT"] if args.force else [])
+             if force else []) for e in doomed]
+    headers = ["RUN", "STATUS", "STARTED", "SIZE"] + (["RESULT"] if force else [])
     _print_lines(_table(headers, rows, right={3}, indent="  "))
-    if not args.force:
+    if not force:
         print(f"dry run: nothing deleted; add --force to delete these {len(doomed)} runs")
-    for entry in failures:
+    for entry in model["failures"]:
         _cli_error(f"could not delete {entry['path']}: {entry['reason']}")
-    return _EXIT_FAIL if failures else _EXIT_OK
 
 
 # -- reap ------------------------------------------------------------------------------------
 
 def _cmd_reap(args):
-    root = args.dir if args.dir is not None else _default_root()
-    store, path = _open_store(root)
-    if store.stat(store.join(path, RUN_YAML)) is not None:
-        runs = [path]
-    else:
-        if not store.isdir(path):
-            raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
-        exps = [path] if store.stat(store.join(path, EXPERIMENT_YAML)) is not None else [
-            store.join(path, e.name) for e in store.listdir(path)
-            if e.is_dir and not e.name.startswith(".")]
-        runs = [store.join(exp, e.name) for exp in exps for e in store.listdir(exp)
-                if e.is_dir and not e.name.startswith(".")
-                and store.stat(store.join(exp, e.name, RUN_YAML)) is not None]
-    now, results, failures = time.time(), [], 0
-    for run_path in sorted(runs):
-        try:
-            entry = _reap_run(store, run_path, args.stale, now, args.dry_run, args.compact)
-        except OSError as exc:
-            failures += 1
-            entry = {"path": store.display(run_path), "action": "failed",
-                     "reason": exc.strerror or str(exc)}
-        results.append(entry)
-    acted = [e for e in results if e["action"] in ("reaped", "would-reap", "failed")]
+    if args.force and args.dry_run:
+        raise _UsageError("--force and --dry-run contradict each other")
+    store, path = _open_store(args.dir if args.dir is not None else _default_root())
+    report = _reap_model(store, path, args.stale, not args.force, args.compact,
+                         progress=not args.json)
     if args.json:
-        _print_json({"root": store.display(path), "dry_run": args.dry_run,
-                     "stale_secs": args.stale, "runs": results})
-        return _EXIT_FAIL if failures else _EXIT_OK
+        _print_json({k: v for k, v in report.items() if k != "failures"})
+    else:
+        _print_reap(report)
+    return _EXIT_FAIL if report["failures"] else _EXIT_OK
+
+
+def _reap_targets(store, path):
+    """The run directories under path: a root, one experiment, or one run."""
+    if store.stat(store.join(path, RUN_YAML)) is not None:
+        return [path]
+    if not store.isdir(path):
+        raise InvalidInputError(f"{_not_a_dir(store, path)}: {store.display(path)}")
+    exps = [path] if store.stat(store.join(path, EXPERIMENT_YAML)) is not None else [
+        store.join(path, e.name) for e in store.listdir(path)
+        if e.is_dir and not e.name.startswith(".")]
+    return sorted(store.join(exp, e.name) for exp in exps for e in store.listdir(exp)
+                  if e.is_dir and not e.name.startswith(".")
+                  and store.stat(store.join(exp, e.name, RUN_YAML)) is not None)
+
+
+def _reap_model(store, path, stale, dry_run, compact, progress=True):
+    """What `expman reap` did (or would do) to each run under path: the one model its text
+    and --json outputs render."""
+    runs = _reap_targets(store, path)
+    now, results, failures = time.time(), [], 0
+    with _Progress("reap", total=len(runs), unit="runs", enabled=progress) as bar:
+        for run_path in runs:
+            try:
+                entry = _reap_run(store, run_path, stale, now, dry_run, compact)
+            except OSError as exc:
+                failures += 1
+                entry = {"path": store.display(run_path), "action": "failed",
+                         "reason": exc.strerror or str(exc)}
+            results.append(entry)
+            bar.update()
+    return {"root": store.display(path), "dry_run": dry_run, "stale_secs": stale,
+            "runs": results, "failures": failures}
+
+
+def _print_reap(report):
+    results, dry_run = report["runs"], report["dry_run"]
+    acted = [e for e in results if e["action"] in ("reaped", "would-reap", "failed")]
     alive = sum(1 for e in results if e["action"] == "alive")
     for entry in acted:
         verb = {"reaped": "marked crashed", "would-reap": "would mark crashed",
@@ -7319,10 +8015,10 @@ def _cmd_reap(args):
             extra = f"; {entry['compacted_segments']} segments compacted into {METRICS_FILE}"
         print(f"{verb}: {entry['path']} ({entry['reason']}{extra})")
     done = sum(1 for e in acted if e["action"] != "failed")
-    print(f"{done} run{'s' if done != 1 else ''} {'to mark' if args.dry_run else 'marked'} "
+    print(f"{done} run{'s' if done != 1 else ''} {'to mark' if dry_run else 'marked'} "
           f"crashed; {alive} running left alone; {len(results)} runs checked" +
-          ("; dry run: nothing written" if args.dry_run else ""))
-    return _EXIT_FAIL if failures else _EXIT_OK
+          ("; dry run: nothing written" + ("; add --force to mark them" if done else "")
+           if dry_run else ""))
 
 
 # -- serve / demo ----------------------------------------------------------------------------
@@ -7331,7 +8027,33 @@ def _serve_function():
     fn = globals().get("serve")
     if not callable(fn):
         raise ExpmanError("the dashboard server is not part of this build of expman")
+    _check_server_packages()
     return fn
+
+
+_SERVER_PACKAGES = ("bottle", "waitress")
+
+
+def _check_server_packages():
+    """Name every missing server package in one line (a vendored expman.py has only pyarrow
+    and pyyaml beside it), rather than one per try."""
+    import importlib.util
+    missing = []
+    for name in _SERVER_PACKAGES:
+        try:
+            found = (sys.modules.get(name) is not None or
+                     importlib.util.find_spec(name) is not None)
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if not missing:
+        return
+    if getattr(sys, "frozen", False):
+        raise ExpmanError(f"this expman binary was built without {' and '.join(missing)}, "
+                          f"which the dashboard needs")
+    raise ExpmanError(f"the dashboard needs {' and '.join(missing)}: "
+                      f"pip install {' '.join(missing)}")
 
 
 def _run_server(root, host, port, live, token):
@@ -7356,6 +8078,8 @@ def _cmd_demo(args):
     if not callable(make_demo):
         raise ExpmanError("demo data is not available in this build of expman "
                           "(_demo_data is missing)")
+    if not args.no_serve:
+        _serve_function()  # a missing server package is said before the data is written
     root = args.dir if args.dir is not None else _default_root()
     store, path = _open_store(root)
     store.mkdir(path)
@@ -7415,16 +8139,42 @@ def _seconds(text):
     return value
 
 
+def _prog_name():
+    """'exp' when run as the `exp` command (expman-rs's name, installed beside `expman`),
+    else 'expman' (also for `python expman.py`)."""
+    name = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "expman")
+    name = name[:-4] if name.lower().endswith(".exe") else name
+    return "exp" if name == "exp" else "expman"
+
+
+def _did_you_mean(message):
+    """argparse's 'invalid choice' message plus the closest choice, where one is close
+    (argparse does this itself from Python 3.14: then the message is left alone)."""
+    match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if match is None or "maybe you meant" in message:
+        return message
+    import difflib
+    choices = re.findall(r"'([^']*)'", match.group(2)) or [
+        c.strip() for c in match.group(2).split(",")]
+    close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.6)
+    return f"{message}; did you mean '{close[0]}'?" if close else message
+
+
 def _build_parser():
     import argparse
 
     class Parser(argparse.ArgumentParser):
         def error(self, message):  # one line, exit 2 (argparse would print the usage too)
-            raise _UsageError(f"{message} (see '{self.prog} --help')")
+            raise _UsageError(f"{_did_you_mean(message)} (see '{self.prog} --help')")
 
     dir_help = f"experiments directory (default: ${ENV_DIR} or ./{DEFAULT_ROOT})"
-    parser = Parser(prog=_prog_name(), description="expman: a local-first experiment manager "
-                    "for machine learning. Read runs, export metrics, serve the dashboard.")
+    options = dict(prog=_prog_name(), description="expman: a local-first experiment manager "
+                   "for machine learning. Read runs, export metrics, serve the dashboard.")
+    try:  # Python 3.14+: argparse says "maybe you meant" itself
+        parser = Parser(suggest_on_error=True, **options)
+    except TypeError:
+        parser = Parser(**options)
+
     class Version(argparse.Action):  # argparse's own would re-wrap the build line
         def __call__(self, parser, namespace, values, option_string=None):
             print(_version_text())
@@ -7442,9 +8192,15 @@ def _build_parser():
     def json_flag(p):
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    run_help = ("a run: its directory, EXP/RUN under the root, or EXP/latest, EXP/-2 ... "
+                "(the newest run, the one before it ...)")
+    root_help = f"root for EXP/RUN names (default: ${ENV_DIR} or ./{DEFAULT_ROOT})"
+
     p = command("list", _cmd_list, "list experiments, or the runs of one (newest first)")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
-    p.add_argument("-e", "--experiment", metavar="EXP", help="list the runs of this experiment")
+    p.add_argument("-e", "--experiment", metavar="EXP",
+                   help="list the runs of this experiment (a name or its directory)")
+    p.set_defaults(experiment_arg=True)
     p.add_argument("--project", metavar="P", help="only experiments (or runs) of this project")
     p.add_argument("--tags", metavar="EXPR", help="with -e: only runs whose tags match, e.g. "
                    "'baseline AND (cifar OR NOT tiny)'")
@@ -7452,27 +8208,36 @@ def _build_parser():
 
     p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "
                 "artifacts and the end of run.log")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN", help=run_help)
+    p.add_argument("--dir", metavar="DIR", help=root_help)
     p.add_argument("--log-lines", type=_int_at_least(0), default=20, metavar="N",
                    help="lines of run.log to show (default 20; 0: none)")
     json_flag(p)
 
     p = command("compare", _cmd_compare, "compare runs: params that differ and each metric's "
-                "last and best value (min for loss/error/perplexity, max otherwise)")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+                "last and best value (min for loss/error-like keys, max for acc/f1/auc-like keys, "
+                "none for others unless --minimize/--maximize)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN", help=run_help)
+    p.add_argument("--dir", metavar="DIR", help=root_help)
+    p.add_argument("--minimize", action="append", metavar="KEY",
+                   help="lower KEY is better (repeatable; for keys the name does not tell)")
+    p.add_argument("--maximize", action="append", metavar="KEY",
+                   help="higher KEY is better (repeatable)")
     json_flag(p)
 
     p = command("tail", _cmd_tail, "follow a run's new metric rows and log lines until it ends "
                 "(or Ctrl-C)")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN", help=run_help)
+    p.add_argument("--dir", metavar="DIR", help=root_help)
     p.add_argument("--interval", type=_interval, default=1.0, metavar="S",
                    help="seconds between checks (default 1)")
 
     p = command("export", _cmd_export, "write a run's whole metrics table (live runs too). "
                 "json: a list of records, timestamps as ISO-8601 text, NaN/inf as the strings "
                 "\"NaN\"/\"Infinity\"/\"-Infinity\", missing values null")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--format", choices=("csv", "json", "parquet", "tensorboard"),
+    p.add_argument("run_dir", metavar="RUN", help=run_help)
+    p.add_argument("--dir", metavar="DIR", help=root_help)
+    p.add_argument("-f", "--format", choices=("csv", "json", "parquet", "tensorboard"),
                    default="csv", help="tensorboard: event files in a directory (-o DIR, "
                    "default ./tensorboard/EXPERIMENT/RUN); needs the tensorboard package")
     p.add_argument("-o", "--output", metavar="FILE",
@@ -7489,9 +8254,10 @@ def _build_parser():
 
     p = command("clean", _cmd_clean, "delete an experiment's old runs, keeping the newest; "
                 "running runs are never touched; a dry run unless --force")
-    p.add_argument("experiment", metavar="EXPERIMENT")
+    p.add_argument("experiment", metavar="EXPERIMENT", help="its name or its directory")
     p.add_argument("--dir", metavar="DIR", help=dir_help)
-    p.add_argument("--keep", type=_int_at_least(0), default=5, metavar="N",
+    p.set_defaults(experiment_arg=True)
+    p.add_argument("-k", "--keep", type=_int_at_least(0), default=5, metavar="N",
                    help="runs to keep, newest first, running ones not counted (default 5)")
     p.add_argument("--force", action="store_true", help="really delete")
     json_flag(p)
@@ -7500,12 +8266,16 @@ def _build_parser():
                 "gone as crashed in their run.yaml (runs on other hosts of a shared "
                 "filesystem: the heartbeat alone decides)")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help + "; or one experiment or "
-                   "run directory")
+                   "run (a directory, EXP, EXP/RUN, EXP/latest)")
+    p.set_defaults(target_arg=True)
     p.add_argument("--stale", type=_seconds, default=None, metavar="S",
                    help="heartbeat age, in seconds, past which a run counts as stale "
                         f"(default: {STALE_HEARTBEATS} heartbeat intervals + 5 s, about "
                         f"{STALE_HEARTBEATS * DEFAULT_HEARTBEAT_SECS + 5:.0f} s)")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be marked")
+    p.add_argument("--force", action="store_true", help="really mark them (without it, a dry "
+                   "run that only says what would be marked, as clean does)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be marked "
+                   "(the default; kept for scripts that pass it)")
     p.add_argument("--compact", action="store_true", help="also merge a reaped run's leftover "
                    "segments into metrics.parquet, so it reads like a closed run")
     json_flag(p)
@@ -7513,21 +8283,17 @@ def _build_parser():
     p = command("serve", _cmd_serve, "serve the live dashboard")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free)")
+    p.add_argument("-p", "--port", type=_port, default=8000,
+                   help="port (default 8000; 0: any free)")
     p.add_argument("--no-live", action="store_true", help="no live updates (static snapshot)")
     p.add_argument("--token", help="require this token (default: $EXPMAN_TOKEN; one is made "
                                    "up when binding a non-loopback host)")
 
     p = command("demo", _cmd_demo, "write a few demo runs, then serve the dashboard on them")
     p.add_argument("dir", nargs="?", metavar="DIR", help=dir_help)
-    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("-p", "--port", type=_port, default=8000)
     p.add_argument("--no-serve", action="store_true", help="only write the demo runs")
     return parser
-
-
-def _prog_name():
-    """'exp' when run under expman-rs's name (a symlink or copy called exp), else 'expman'."""
-    return "exp" if os.path.basename(sys.argv[0] or "") == "exp" else "expman"
 
 
 def _version_text():
@@ -7564,7 +8330,8 @@ def _describe_error(exc):
 
 
 def main(argv=None):
-    """The command line: ``expman list|inspect|compare|tail|export|import|clean|serve|demo``.
+    """The command line: ``expman list|inspect|compare|tail|export|import|clean|reap|serve``
+    (and ``demo``).
 
     >>> expman.main(["list", "experiments", "-e", "resnet"])     # returns the exit code
 
@@ -7592,7 +8359,7 @@ def _main(argv):
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return _EXIT_USAGE
-        return args.func(args)
+        return args.func(_resolve_names(args))
     except _UsageError as exc:
         _cli_error(exc)
         return _EXIT_USAGE
@@ -7607,7 +8374,7 @@ def _main(argv):
             pass
         return _EXIT_FAIL
     except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
-        if os.environ.get("EXPMAN_DEBUG"):
+        if os.environ.get(ENV_DEBUG):
             import traceback
             traceback.print_exc()
         _cli_error(_describe_error(exc))
@@ -7771,11 +8538,13 @@ def _demo_data(root, live_secs=60.0, steps=2000):
             pq.write_table(table, os.path.join(tmp, "epochs.parquet"))
             exp.save_artifact(os.path.join(tmp, "epochs.parquet"))
         _backdate(exp, started, clock.now)
-    # a run that diverged and raised
+    # a run that diverged and raised (on the demo clock too: 300 steps take time)
+    started, clock = time.time() - 30 * 60, _DemoClock(time.time() - 30 * 60, 1.3)
     try:
         with Experiment("resnet_cifar10", base_dir=root, run_name="sgd_lr1.0",
                         config={"lr": 1.0, "batch_size": 64, "optimizer": {"name": "sgd"}},
-                        tags=["demo", "sgd"], description="lr too high: diverges", **quiet) as exp:
+                        tags=["demo", "sgd"], description="lr too high: diverges",
+                        clock=clock, **quiet) as exp:
             for step in range(300):
                 loss = 2.3 * math.exp(step / 60)
                 exp.log_metrics({"train/loss": loss if step < 280 else float("nan"),
@@ -7784,6 +8553,7 @@ def _demo_data(root, live_secs=60.0, steps=2000):
             raise FloatingPointError("loss diverged to NaN at step 280")
     except FloatingPointError:
         pass
+    _backdate(exp, started, clock.now)
     # a second experiment: a small sweep with a different metric set
     for i, hidden in enumerate((64, 128, 256, 512)):
         rng = random.Random(100 + i)

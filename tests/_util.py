@@ -92,7 +92,7 @@ class Child:
 
 def only_run_dir(root, experiment):
     """The single run directory of an experiment (fails if there are zero or several)."""
-    runs = [p for p in (root / experiment).iterdir() if p.is_dir()]
+    runs = [p for p in (root / experiment).iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(runs) == 1, runs
     return runs[0]
 

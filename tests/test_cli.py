@@ -144,6 +144,18 @@ def test_bad_usage_is_one_line_and_exit_2(capsys, argv):
     one_error_line(err)
 
 
+@pytest.mark.parametrize("argv,hint", [(["lsit"], "did you mean 'list'?"),
+                                       (["inspct", "x"], "did you mean 'inspect'?"),
+                                       (["export", "x", "-f", "jsno"], "did you mean 'json'?")])
+def test_a_mistyped_choice_suggests_the_closest(capsys, argv, hint):
+    rc, out, err = cli(capsys, *argv)
+    assert rc == 2 and out == ""
+    line = one_error_line(err, "invalid choice")
+    assert hint in line or "maybe you meant" in line  # Python 3.14's argparse says it itself
+    rc, _, err = cli(capsys, "zzzzz")
+    assert rc == 2 and "did you mean" not in err and "maybe you meant" not in err
+
+
 def test_bad_format_names_the_choices(capsys, runs):
     rc, out, err = cli(capsys, "export", runs["a"], "--format", "xml")
     assert rc == 2
@@ -319,6 +331,56 @@ def test_list_on_a_narrow_terminal_drops_columns_and_says_so(capsys, root, runs,
     assert "not shown" not in out and "opt.name" in out
 
 
+def wide_runs(root):
+    """Runs with many metrics and params and long values: wider than 80 columns."""
+    for i in range(3):
+        make_run(root, exp="a_rather_long_experiment_name_for_a_sweep", name=f"20261203_08181{i}",
+                 config={"lr": 10.0 ** -i, "model": {"name": f"resnet{18 + i}_with_a_long_suffix"},
+                         "batch_size": 32 * (i + 1), "notes": "x" * (30 + i)},
+                 rows=[(s, {"train/loss": 1.0 / (s + 1), "train/lr": 0.1, "grad_norm": 2.0,
+                            "train/tokens_per_sec": 41000.5 + i, "val/acc": 0.5 + i / 10,
+                            "val/loss": 999.999 - i}) for s in range(3)],
+                 status=("finished", "failed", "interrupted")[i])
+
+
+def test_80_column_terminals(capsys, root, monkeypatch):
+    """list (87 wide), list -e (no metric at all) and compare (one long value set a column's
+    width) wrapped at 80 columns: cells are cut with an ellipsis, the useful columns stay."""
+    wide_runs(root)
+    make_run(root, exp="tiny")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, _ = cli(capsys, "list", root)
+    assert rc == 0 and all(len(line) <= 80 for line in out.splitlines()), out
+    assert "1 finished, 1 failed, 1 interrupted" in out or "\u2026" in out
+    exp = "a_rather_long_experiment_name_for_a_sweep"
+    rc, out, _ = cli(capsys, "list", root, "-e", exp)
+    lines = out.splitlines()
+    assert rc == 0 and all(len(line) <= 80 for line in lines), out
+    header = lines[0].split()
+    assert "val/acc" in header and "val/loss" in header  # metrics with a goal survive
+    assert "train/lr" not in header and "not shown to fit the terminal" in lines[-1]
+    rc, out, _ = cli(capsys, "compare", f"{exp}/-1", f"{exp}/-2", f"{exp}/-3", "--dir", root)
+    assert rc == 0 and all(len(line) <= 80 for line in out.splitlines()), out
+    assert "\u2026" in out and "0.01" in out
+    # not a terminal: whole lines, nothing cut
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    rc, out, _ = cli(capsys, "compare", f"{exp}/-1", f"{exp}/-2", "--dir", root)
+    assert "\u2026" not in out and "x" * 31 in out
+
+
+def test_list_shows_999_999_as_999_999(capsys, root):
+    """The 5-digit format rounded 999.999 to '1000', which reads as exactly 1000."""
+    make_run(root, exp="n", name="r", rows=[(0, {"val/x": 999.999, "val/y": 1000.0,
+                                                 "val/z": 0.123456789})])
+    rc, out, _ = cli(capsys, "list", root, "-e", "n")
+    header, row = out.splitlines()
+    values = dict(zip(header.split()[-3:], row.split()[-3:]))
+    assert values == {"val/x": "999.999", "val/y": "1000", "val/z": "0.12346"}
+    assert expman._fmt_num(999.9999996) == "999.9999996" and expman._fmt_num(2.5) == "2.5"
+
+
 def test_list_does_not_import_pyarrow(root, runs):
     code = ("import sys, expman; rc = expman.main(['list', sys.argv[1], '-e', 'resnet']); "
             "rc2 = expman.main(['list', sys.argv[1]]); "
@@ -410,6 +472,77 @@ def test_inspect_errors(capsys, root, runs, tmp_path):
     one_error_line(err, "config.yaml")
 
 
+# -- naming runs: EXP/RUN, EXP/latest, EXP/-2, paths, everywhere ----------------------------
+
+def test_every_command_takes_exp_run_relative_to_the_root(capsys, root, runs, monkeypatch):
+    """`expman inspect logreg/20261203_081811` from the folder holding experiments/ said
+    "no such directory": names are looked up under --dir, $EXPMAN_DIR or ./experiments."""
+    monkeypatch.delenv("EXPMAN_DIR", raising=False)
+    monkeypatch.chdir(root.parent)  # root is <tmp>/experiments
+    rc, out, err = cli(capsys, "inspect", "resnet/a", "--json")
+    assert rc == 0 and json.loads(out)["path"] == str(runs["a"]), err
+    elsewhere = root.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rc, out, _ = cli(capsys, "inspect", "resnet/b", "--dir", root, "--json")
+    assert rc == 0 and json.loads(out)["name"] == "b"
+    monkeypatch.setenv("EXPMAN_DIR", str(root))
+    rc, out, _ = cli(capsys, "compare", "resnet/a", "resnet/c", "--json")
+    assert rc == 0 and [r["name"] for r in json.loads(out)["runs"]] == ["a", "c"]
+    rc, out, _ = cli(capsys, "export", "mnist/only", "-f", "json")
+    assert rc == 0 and json.loads(out)[0]["loss"] == 1.0
+    rc, out, _ = cli(capsys, "tail", "resnet/c")
+    assert rc == 0 and "step 190" in out
+    rc, out, _ = cli(capsys, "reap", "resnet/a", "--json")
+    assert rc == 0 and [r["name"] for r in json.loads(out)["runs"]] == ["a"]
+    rc, out, _ = cli(capsys, "reap", "resnet", "--json")
+    assert rc == 0 and sorted(r["name"] for r in json.loads(out)["runs"]) == ["a", "b", "c"]
+
+
+def test_latest_and_negative_indexes_name_runs_by_start_time(capsys, root, runs):
+    def name(spec, *extra):
+        rc, out, err = cli(capsys, "inspect", spec, "--dir", root, "--json", *extra)
+        assert rc == 0, err
+        return json.loads(out)["name"]
+    assert name("resnet/latest") == name("resnet/-1") == "c"  # a, b, c were started in turn
+    assert name("resnet/-2") == "b" and name("resnet/-3") == "a"
+    assert name(str(root / "resnet" / "latest")) == "c"      # after a directory too
+    rc, out, _ = cli(capsys, "compare", "resnet/-1", "resnet/-2", "--dir", root, "--json")
+    assert [r["name"] for r in json.loads(out)["runs"]] == ["c", "b"]
+    rc, out, err = cli(capsys, "inspect", "resnet/-4", "--dir", root)
+    assert rc == 1 and out == ""
+    one_error_line(err, "has 3 runs", "no run -4")
+
+
+def test_unknown_run_names_say_what_was_looked_up(capsys, root, runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli(capsys, "inspect", "resnet/zzz", "--dir", root)
+    assert rc == 1 and out == ""
+    one_error_line(err, "no run 'zzz' in experiment 'resnet'", str(root), "no such directory")
+    rc, out, err = cli(capsys, "tail", "nope/latest", "--dir", root)
+    assert rc == 1
+    one_error_line(err, "no experiment 'nope'", str(root))
+    rc, out, err = cli(capsys, "inspect", "resnet", "--dir", root)  # one word: a path only
+    assert rc == 1
+    one_error_line(err, "no such directory", tmp_path / "resnet")
+
+
+def test_experiments_by_name_or_by_directory(capsys, root, many, monkeypatch):
+    """clean took a name and refused ./experiments/resnet; list -e took only a name."""
+    monkeypatch.chdir(root.parent)
+    by_name = cli(capsys, "clean", "resnet", "--keep", "3", "--json")[1]
+    rc, by_path, err = cli(capsys, "clean", "./experiments/resnet", "--keep", "3", "--json")
+    assert rc == 0 and json.loads(by_path) == json.loads(by_name), err
+    assert [e["name"] for e in json.loads(by_path)["delete"]] == ["r3", "r2", "r1", "r0"]
+    rc, out, _ = cli(capsys, "clean", root / "resnet", "--keep", "6", "--force")
+    assert rc == 0 and not many[0].exists() and many[1].exists()
+    rc, out, _ = cli(capsys, "list", "-e", root / "resnet", "--json")
+    assert rc == 0 and len(json.loads(out)["runs"]) == 6
+    rc, out, err = cli(capsys, "clean", many[3], "--keep", "1")
+    assert rc == 1
+    one_error_line(err, "is a run directory, not an experiment")
+
+
 def crashed_copy_with_truncated_segment(root):
     """A run killed mid-write: two segments, the newer one truncated, the process gone."""
     live = open_run(root, name="live", config={"lr": 0.1})
@@ -481,17 +614,45 @@ def test_compare_json(capsys, runs):
     assert data["metrics"]["val/acc"]["runs"][1]["best"] == 0.25
 
 
-@pytest.mark.parametrize("key,lower", [("train/loss", True), ("val_error", True),
-                                       ("top1_err", True), ("Perplexity", True),
-                                       ("val/acc", False), ("reward", False)])
-def test_best_direction(key, lower):
-    assert expman._lower_is_better(key) is lower
+@pytest.mark.parametrize("key,goal", [("train/loss", "min"), ("val_error", "min"),
+                                      ("top1_err", "min"), ("Perplexity", "min"),
+                                      ("val/acc", "max"), ("reward", "max"),
+                                      ("val/f1", "max"), ("auc", "max"), ("bleu4", "max"),
+                                      ("train/lr", None), ("grad_norm", None), ("m", None),
+                                      ("train/tokens_per_sec", None), ("acc_loss", None)])
+def test_best_direction(key, goal):
+    """One rule, shared with the dashboard: only obvious names get a goal; the rest none."""
+    assert expman._metric_goal(key) == goal
+    assert expman._metric_goal(key, maximize=[key]) == "max"
+    assert expman._metric_goal(key, minimize=[key]) == "min"
+
+
+def test_compare_has_no_best_for_a_metric_without_a_goal(capsys, root):
+    """train/lr used to be called best where highest; now no best unless the user says."""
+    one = make_run(root, name="p", rows=[(0, {"train/lr": 0.1, "val/acc": 0.5})])
+    two = make_run(root, name="q", rows=[(0, {"train/lr": 0.3, "val/acc": 0.7})])
+    rc, out, _ = cli(capsys, "compare", one, two)
+    metrics = out.split("metrics (", 1)[1].splitlines()[2:]
+    assert [l.split()[:2] for l in metrics[:3]] == [["train/lr", "last"], ["val/acc", "last"],
+                                                    ["best", "(max)"]]
+    data = json.loads(cli(capsys, "compare", one, two, "--json")[1])["metrics"]
+    assert data["train/lr"]["best_is"] is None and data["train/lr"]["best_run"] is None
+    assert data["train/lr"]["runs"][1]["best"] is None
+    assert data["val/acc"]["best_run"] == "q"
+    rc, out, _ = cli(capsys, "compare", one, two, "--minimize", "train/lr")
+    assert rc == 0 and re.search(r"best \(min\)\s+0\.1 \*\s+0\.3", out)
+    data = json.loads(cli(capsys, "compare", one, two, "--maximize", "train/lr",
+                          "--minimize", "val/acc", "--json")[1])["metrics"]
+    assert data["train/lr"]["best_run"] == "q" and data["val/acc"]["best_run"] == "p"
+    rc, _, err = cli(capsys, "compare", one, two, "--minimize", "x", "--maximize", "x")
+    assert rc == 2
+    one_error_line(err, "'x'")
 
 
 def test_compare_runs_of_different_experiments_with_the_same_name(capsys, root):
     one = make_run(root, exp="x", name="r1", config={"k": 1}, rows=[(0, {"m": 1.0})])
     two = make_run(root, exp="y", name="r1", config={"k": 2}, rows=[(0, {"m": 2.0})])
-    rc, out, _ = cli(capsys, "compare", one, two)
+    rc, out, _ = cli(capsys, "compare", one, two, "--maximize", "m")
     assert rc == 0 and out.splitlines()[0].split() == ["x/r1", "y/r1"]
     assert "m" in out and re.search(r"best \(max\)\s+1\s+2 \*", out)
 
@@ -851,7 +1012,8 @@ def test_clean_force_deletes_and_never_touches_a_running_run(capsys, root, many)
         assert re.search(r"deleted 5 runs, .* freed:", out)
         listed = [l.split()[0] for l in out.splitlines() if l.startswith("  r")]
         assert listed == ["r4", "r3", "r2", "r1", "r0"]
-        remaining = sorted(p.name for p in (root / "resnet").iterdir() if p.is_dir())
+        remaining = sorted(p.name for p in (root / "resnet").iterdir() if p.is_dir()
+                           and not p.name.startswith("."))  # .catalog is a cache
         assert remaining == ["r5", "r6", "running"]  # the crashed r5 is one of the 2 kept
         rc, out, _ = cli(capsys, "clean", "resnet", "--dir", root, "--keep", "0", "--force",
                          "--json")
@@ -890,6 +1052,39 @@ def test_clean_errors(capsys, root, many, tmp_path):
     rc, out, err = cli(capsys, "clean", "resnet", "--dir", tmp_path / "missing")
     assert rc == 1
     one_error_line(err, "no such directory")
+
+
+class TtyText(io.StringIO):
+    """A text stream that says it is a terminal (what stderr is in an interactive shell)."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("command", ["clean", "reap"])
+def test_long_operations_show_progress_on_a_terminal_only(capsys, root, many, monkeypatch,
+                                                          command):
+    monkeypatch.setattr(expman._Progress, "INTERVAL", 0.0)  # draw at every step
+    monkeypatch.setenv("EXPMAN_DIR", str(root))
+    # (flags, stderr a terminal, progress expected, runs the pass works through)
+    passes = [(["--json"], True, False, 2), ([], False, False, 1), ([], True, True, 4)]
+    for keep, (flags, tty, shown, count) in zip((5, 4, 0), passes):
+        argv = ["clean", "resnet", "--keep", keep, "--force"] if command == "clean" else [
+            "reap", "resnet"]
+        count = count if command == "clean" else 7
+        err = TtyText() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        assert expman.main([str(a) for a in argv + flags]) == 0
+        capsys.readouterr()
+        text = err.getvalue()
+        if not shown:
+            assert "\r" not in text and command + ":" not in text, (flags, tty, text)
+            continue
+        draws = [d for d in text.split("\r") if d.startswith(command + ": [")]
+        assert draws and f"{count}/{count} runs" in draws[-1] and "runs/s" in draws[-1]
+        assert "ETA" in draws[0] and text.endswith("\r\x1b[K")  # the line is cleared
+    left = [p for p in many if p.exists()]
+    assert left == ([] if command == "clean" else many)
 
 
 def test_clean_reports_a_deletion_that_fails(capsys, root, many, monkeypatch):
@@ -944,6 +1139,18 @@ def test_serve_errors(capsys, root, tmp_path, fake_serve, monkeypatch):
     one_error_line(err, "server is not part of this build")
 
 
+@pytest.mark.parametrize("absent,named", [(["bottle", "waitress"], "bottle and waitress"),
+                                          (["waitress"], "waitress")])
+def test_serve_names_every_missing_package_in_one_line(root, tmp_path, absent, named):
+    """A vendored expman.py beside pyarrow and pyyaml only: one line, one pip command."""
+    code = ("import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in absent) +
+            "import expman\nsys.exit(expman.main(['serve', sys.argv[1], '--port', '0']))")
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], cwd=tmp_path,
+                          env=child_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    one_error_line(proc.stderr, f"needs {named}", f"pip install {' '.join(absent)}")
+
+
 def test_serve_for_real_on_a_free_port(root, runs, tmp_path):
     server = Proc([sys.executable, EXPMAN_PY, "serve", str(root), "--port", "0"], cwd=tmp_path)
     try:
@@ -974,6 +1181,13 @@ def test_demo_without_serving_writes_runs_you_can_list(capsys, tmp_path, fake_se
     exps = json.loads(out)["experiments"]
     assert exps and all(e["runs"] > 0 for e in exps)
     assert not [t for t in threading.enumerate() if t.name == "expman-demo" and t.is_alive()]
+    # every run's duration agrees with its rows: the failed one said 0.0s for 299 steps
+    for exp in exps:
+        rc, out, _ = cli(capsys, "list", target, "-e", exp["name"], "--json")
+        for run in json.loads(out)["runs"]:
+            assert run["duration_secs"] >= 0.1 * run["rows"], run
+    failed = expman.load_run(target / "resnet_cifar10" / "sgd_lr1.0")
+    assert failed["status"] == "failed" and failed["last_step"] == 299
 
 
 def test_demo_writes_then_serves(capsys, root, monkeypatch, fake_serve):
@@ -1072,7 +1286,9 @@ def test_subprocess_errors_are_one_line(root, tmp_path):
 def test_console_script_entry_point(root, runs, tmp_path):
     import tomllib
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as fh:
-        assert tomllib.load(fh)["project"]["scripts"]["expman"] == "expman:main"
+        scripts = tomllib.load(fh)["project"]["scripts"]
+    # `exp` too: expman-rs's command name, so its users' shell scripts run unchanged
+    assert scripts["expman"] == scripts["exp"] == "expman:main"
     # what the generated `expman` script does: sys.exit(main()) with sys.argv
     code = "import sys, expman; sys.argv[0] = 'expman'; sys.exit(expman.main())"
     proc = subprocess.run([sys.executable, "-c", code, "list", str(root), "-e", "mnist"],
@@ -1084,6 +1300,20 @@ def test_console_script_entry_point(root, runs, tmp_path):
         proc = subprocess.run([installed, "list", str(root)], capture_output=True, text=True,
                               timeout=60, env=child_env(pythonpath=None))
         assert proc.returncode == 0 and "resnet" in proc.stdout
+
+
+@pytest.mark.parametrize("argv0,prog", [("exp", "exp"), ("/usr/local/bin/exp", "exp"),
+                                        ("expman", "expman"), (EXPMAN_PY, "expman")])
+def test_the_command_answers_to_exp_and_expman(root, runs, tmp_path, argv0, prog):
+    code = (f"import sys, expman; sys.argv[0] = {argv0!r}; sys.exit(expman.main())")
+    proc = subprocess.run([sys.executable, "-c", code, "--help"], cwd=tmp_path,
+                          env=child_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {prog} ")
+    proc = subprocess.run([sys.executable, "-c", code, "export", "x", "-f", "xml"],
+                          cwd=tmp_path, env=child_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    one_error_line(proc.stderr, f"see '{prog} export --help'")
 
 
 def test_closed_pipe_is_not_a_traceback(root, tmp_path):

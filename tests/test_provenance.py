@@ -213,12 +213,20 @@ def test_reap_marks_a_killed_run_and_leaves_a_live_one(root, capsys):
         assert "would mark crashed" in out and "dead" in out and "live" not in out.split(
             "would mark")[1].split("\n")[0]
         assert read_meta(root / "exp" / "dead")["status"] == "running"
+        # without --force it is a dry run too (as clean is; expman-rs's reap is the same)
+        assert expman.main(["reap", str(root), "--stale", "0"]) == 0
+        out = capsys.readouterr().out
+        assert "would mark crashed" in out and "add --force" in out
+        assert read_meta(root / "exp" / "dead")["status"] == "running"
+        assert expman.main(["reap", str(root), "--force", "--dry-run"]) == 2
+        assert "contradict" in capsys.readouterr().err
         # the default staleness (6 heartbeats of 0.2 s + 5 s) has not passed yet: nothing
         assert expman.main(["reap", str(root), "--json"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert {r["name"]: r["action"] for r in report["runs"]} == {"dead": "alive",
                                                                     "live": "alive"}
-        assert expman.main(["reap", str(root), "--stale", "0", "--compact", "--json"]) == 0
+        assert expman.main(["reap", str(root), "--stale", "0", "--compact", "--json",
+                            "--force"]) == 0
         report = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
         assert report["dead"]["action"] == "reaped" and "gone" in report["dead"]["reason"]
         assert report["dead"]["compacted_segments"] >= 1
@@ -229,7 +237,7 @@ def test_reap_marks_a_killed_run_and_leaves_a_live_one(root, capsys):
         assert expman.load_metrics(root / "exp" / "dead").num_rows == 100
         assert read_meta(root / "exp" / "live")["status"] == "running"
         # reaping again does nothing to the reaped run
-        assert expman.main(["reap", str(root / "exp"), "--stale", "0"]) == 0
+        assert expman.main(["reap", str(root / "exp"), "--stale", "0", "--force"]) == 0
         assert "0 runs marked crashed; 1 running left alone; 2 runs checked" in \
             capsys.readouterr().out
     finally:
@@ -246,10 +254,10 @@ def test_reap_a_run_from_another_host_by_heartbeat_alone(root, capsys):
             "started_at": expman._iso(beat - 60), "heartbeat_at": expman._iso(beat),
             "heartbeat_secs": 5.0, "hostname": "some-other-node", "pid": os.getpid()}
     (run / "run.yaml").write_text(yaml.safe_dump(meta))
-    assert expman.main(["reap", str(run), "--stale", "300"]) == 0
+    assert expman.main(["reap", str(run), "--stale", "300", "--force"]) == 0
     assert "0 runs marked" in capsys.readouterr().out
     assert read_meta(run)["status"] == "running"
-    assert expman.main(["reap", str(run)]) == 0  # default: 35 s
+    assert expman.main(["reap", str(run), "--force"]) == 0  # default: 35 s
     assert "some-other-node" in capsys.readouterr().out
     got = read_meta(run)
     assert got["status"] == "crashed" and got["duration_secs"] == pytest.approx(60, abs=1)

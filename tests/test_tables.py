@@ -136,6 +136,20 @@ def test_load_runs_of_an_empty_root(root):
     assert table.num_rows == 0 and table.column_names[:2] == ["experiment", "run"]
 
 
+def test_load_runs_keeps_its_column_types_when_nothing_matches(root):
+    """No match used to give ten string columns: rank, duration_secs and rows are numbers
+    whether or not a run matched (and a rank column of nulls is still int64)."""
+    with make_experiment(root, "exp", run_name="r1") as exp:
+        exp.log_metrics({"loss": 0.5}, step=0)
+    types = {"experiment": "string", "run": "string", "project": "string", "group": "string",
+             "rank": "int64", "status": "string", "started_at": "string",
+             "duration_secs": "double", "rows": "int64", "tags": "string"}
+    for table in (expman.load_runs(root, status="failed"), expman.load_runs(root),
+                  expman.load_runs(root, tags="nothing")):
+        assert {f.name: str(f.type) for f in table.schema if f.name in types} == types
+    assert expman.load_runs(root, status="failed").num_rows == 0
+
+
 # -- load_experiment(s) through pyarrow.dataset ------------------------------------------------
 
 def test_closed_and_live_runs_in_one_table(root):

@@ -85,7 +85,7 @@ def test_import_torch_event_files(torch_logdir, root, capsys):
     assert sorted(r["run"] for r in out["runs"]) == ["lr_0.01", "lr_0.1"]
     assert [r["ignored"] for r in out["runs"]] == [{"histo": 1}, {"histo": 1}]
     # torch's add_hparams sub-runs (lr_0.1/<time>/) were folded into their runs
-    assert sorted(os.listdir(root / "tb")) == ["experiment.yaml", "lr_0.01", "lr_0.1"]
+    assert sorted(os.listdir(root / "tb")) == [".catalog", "experiment.yaml", "lr_0.01", "lr_0.1"]
     run = root / "tb" / "lr_0.1"
     table = expman.load_metrics(run)
     assert table.column_names == ["step", "timestamp", "train/loss", "train/acc", "train/lr",
@@ -146,7 +146,8 @@ def test_import_human_output_progress_and_collisions(torch_logdir, root, capsys)
     assert "not imported from lr_0.1 (not scalars, hparams or text): 1 histo" in captured.out
     assert _cli("import", torch_logdir, "--dir", root, "-e", "sweep") == 0
     capsys.readouterr()
-    runs = sorted(p.name for p in (root / "sweep").iterdir() if p.is_dir())
+    runs = sorted(p.name for p in (root / "sweep").iterdir()
+                  if p.is_dir() and p.name != ".catalog")
     assert runs == ["lr_0.01", "lr_0.01_2", "lr_0.1", "lr_0.1_2"]   # never overwritten
     assert (expman.load_metrics(root / "sweep" / "lr_0.1_2").to_pylist()
             == expman.load_metrics(root / "sweep" / "lr_0.1").to_pylist())

@@ -39,7 +39,7 @@ def _check(out, cwd):
     assert len(out["runs"]) == 1
     assert out["version"] == expman.__version__
     assert out["server_modules"] == []
-    runs = os.listdir(cwd / "runs" / "vendored")
+    runs = [n for n in os.listdir(cwd / "runs" / "vendored") if n != ".catalog"]  # a cache
     assert sorted(runs) == sorted(out["runs"] + ["experiment.yaml"])
 
 
@@ -80,3 +80,20 @@ def test_the_vendored_file_carries_its_licence():
         head = fh.read(5000)
     assert head.startswith("#!/usr/bin/env python3\n")
     assert "MIT License" in head and "THE SOFTWARE IS PROVIDED \"AS IS\"" in head
+
+
+def test_torch_comes_from_pytorchs_cpu_index_wherever_it_is_installed():
+    """`torch==2.13.0` from PyPI is the multi-GB CUDA build on most machines: the README,
+    requirements-integrations.txt and .ci/run all say to take it from PyTorch's CPU index."""
+    index = "--index-url https://download.pytorch.org/whl/cpu"
+    texts = {}
+    for name in ("README.md", "requirements-integrations.txt", os.path.join(".ci", "run")):
+        with open(os.path.join(REPO, name), encoding="utf-8") as fh:
+            texts[name] = fh.read()
+    ci_torch = [line for line in texts[os.path.join(".ci", "run")].splitlines()
+                if "pip install" in line and "torch" in line]
+    assert ci_torch and all(index in line for line in ci_torch)
+    assert index in texts["README.md"] and index in texts["requirements-integrations.txt"]
+    readme_torch = [line for line in texts["README.md"].splitlines()
+                    if "pip install" in line and '"torch' in line]
+    assert readme_torch and all(index in line for line in readme_torch)

@@ -329,9 +329,8 @@ expman.info("bye")
 
 @pytest.mark.parametrize("how,status", [
     ("raise", "failed"),
-    pytest.param("exit3", "failed", marks=pytest.mark.xfail(
-        strict=True, reason="known gap: an uncaught SystemExit(3) skips sys.excepthook and "
-                            "atexit cannot see the exit code, so the run reads 'finished'")),
+    ("exit3", "failed"),
+    ("exit_text", "failed"),      # sys.exit("message"): Python prints it and exits 1
     ("exit0", "finished"),
 ])
 def test_exit_paths_record_the_status(root, tmp_path, how, status):
@@ -339,9 +338,10 @@ def test_exit_paths_record_the_status(root, tmp_path, how, status):
 expman.log_metrics({"x": 1.0})
 expman.log_metrics({"x": 2.0})
 """ + {"raise": "raise RuntimeError('boom at step 2')",
-       "exit3": "sys.exit(3)", "exit0": "sys.exit(0)"}[how]
+       "exit3": "sys.exit(3)", "exit_text": "sys.exit('bad config')",
+       "exit0": "sys.exit(0)"}[how]
     proc = run_python(child_code(root, body), cwd=tmp_path, check=False)
-    assert proc.returncode == {"raise": 1, "exit3": 3, "exit0": 0}[how]
+    assert proc.returncode == {"raise": 1, "exit3": 3, "exit_text": 1, "exit0": 0}[how]
     run = only_run_dir(root, "proc")
     meta = expman.load_run(run)
     assert meta["status"] == status
