@@ -5,7 +5,7 @@
 #   ./build_binary.sh            from a fresh clone; needs python3 (>= 3.10) with venv, PyPI, a C
 #                                compiler and liblzma's static library (Debian: liblzma-dev)
 #   PYTHON=python3.12 ./build_binary.sh
-#   EXPMAN_BINARY_S3=1 ./build_binary.sh      keep s3:// support in the binary (~43 MB, not 38)
+#   EXPMAN_BINARY_S3=1 ./build_binary.sh      keep s3:// support in the binary (bigger: the AWS SDK)
 #   ./build_binary.sh --zipapp-only           only dist/expman.pyz, vendoring bottle, waitress
 #                                             and PyYAML from $PYTHON (no venv; under a second)
 #   DIST=/some/dir ./build_binary.sh ...      write there instead of dist/
