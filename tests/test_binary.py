@@ -166,7 +166,7 @@ def check_reads_like_the_module(command, root, run_dir, tmp_path, quick=False):
 
 # --- the binary (opt-in) -----------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def binary(tmp_path_factory):
     """dist/expman, rebuilt by ./build_binary.sh unless newer than its inputs; it unpacks into
     a temporary XDG_CACHE_HOME (every child of these tests inherits it through child_env)."""
