@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Build dist/expman (PyInstaller one-file binary) and dist/expman.pyz (zipapp).
+# Build dist/expman (one file: launcher.c + PyInstaller's one-folder build) and dist/expman.pyz
+# (zipapp).
 #
-#   ./build_binary.sh            from a fresh clone; needs python3 (>= 3.10) with venv, and PyPI
+#   ./build_binary.sh            from a fresh clone; needs python3 (>= 3.10) with venv, PyPI, a C
+#                                compiler and liblzma's static library (Debian: liblzma-dev)
 #   PYTHON=python3.12 ./build_binary.sh
-#   EXPMAN_BINARY_S3=1 ./build_binary.sh      keep s3:// support in the binary (~43 MB, not 38)
+#   EXPMAN_BINARY_S3=1 ./build_binary.sh      keep s3:// support in the binary (bigger: the AWS SDK)
 #   ./build_binary.sh --zipapp-only           only dist/expman.pyz, vendoring bottle, waitress
 #                                             and PyYAML from $PYTHON (no venv; under a second)
 #   DIST=/some/dir ./build_binary.sh ...      write there instead of dist/
@@ -59,9 +61,9 @@ sys.exit("build_binary: no __version__ in expman.py")')
 pyver=$("$PY" -c 'import sys; print(sys.version.split()[0])')
 echo "build_binary: expman $version, Python $pyver"
 
-check_version() {  # every form prints the __version__ of expman.py
+check_version() {  # every form prints the __version__ of expman.py (first line)
     local got
-    got=$("$@" --version)
+    got=$("$@" --version | head -1)
     if [ "$got" != "expman $version" ]; then
         echo "build_binary: '$* --version' said '$got', not 'expman $version'" >&2
         exit 1
@@ -69,11 +71,71 @@ check_version() {  # every form prints the __version__ of expman.py
 }
 
 # 2. dist/expman ----------------------------------------------------------------------------
-mkdir -p "$DIST"
+# PyInstaller builds a one-folder program (build/onedir/expman); launcher.c, compiled here,
+# goes in front of that folder packed as one xz stream. The first start unpacks the folder
+# into ~/.cache/expman/<version>-<hash>/ and every start execs the program there (launcher.c
+# says why and how it is checked). PyInstaller's one-file mode unpacked ~100 MB on each start.
+mkdir -p "$DIST" build
 if [ "$zipapp_only" = 0 ]; then
+    # what the binary was built from, for `expman --version` (expman.spec bundles this file)
+    commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+    if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+        commit="$commit+changes"
+    fi
+    pyi=$("$PY" -c 'import PyInstaller; print(PyInstaller.__version__)')
+    printf 'built from git %s on %s with PyInstaller %s, Python %s\n' \
+        "$commit" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$pyi" "$pyver" > build/BUILD_INFO
+    "${CC:-cc}" -O2 -s -static -o build/launcher launcher.c -llzma
     "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
-        --workpath build/pyinstaller --distpath "$DIST" expman.spec
+        --workpath build/pyinstaller --distpath build/onedir expman.spec
+    "$PY" - build/onedir/expman build/launcher "$DIST/expman" "$version" <<'EOF'
+# Pack the folder: entries (D dir, F file, L symlink, E end; see launcher.c), sorted so the
+# same folder gives the same bytes, in one xz stream with a SHA-256 check. The x86 filter
+# and a 64 MiB window matter (the folder is ~100 MB of shared libraries): 26.8 MB, where
+# PyInstaller's per-file zlib gave 38 MB; a higher preset saves <2% and costs 3x the CPU.
+import hashlib, lzma, os, stat, struct, sys
+src, launcher, out, version = sys.argv[1:]
+raw = bytearray()
+def walk(rel):
+    for name in sorted(os.listdir(os.path.join(src, rel) if rel else src)):
+        path = os.path.join(rel, name) if rel else name
+        full = os.path.join(src, path)
+        data = path.encode()
+        st = os.lstat(full)
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(full).encode()
+            raw.extend(b"L" + struct.pack("<HH", len(data), len(target)) + data + target)
+        elif stat.S_ISDIR(st.st_mode):
+            raw.extend(b"D" + struct.pack("<IH", st.st_mode & 0o777, len(data)) + data)
+            walk(path)
+        else:
+            with open(full, "rb") as f:
+                body = f.read()
+            raw.extend(b"F" + struct.pack("<IHQ", st.st_mode & 0o777, len(data), len(body))
+                       + data + body)
+walk("")
+raw.extend(b"E")
+ident = ("%s-%s" % (version, hashlib.sha256(raw).hexdigest()[:16])).encode()
+assert len(ident) <= 64 and b"/" not in ident, ident
+packed = lzma.compress(bytes(raw), format=lzma.FORMAT_XZ, check=lzma.CHECK_SHA256, filters=[
+    {"id": lzma.FILTER_X86}, {"id": lzma.FILTER_LZMA2, "preset": 1, "dict_size": 64 << 20}])
+with open(launcher, "rb") as f:
+    front = f.read()
+tmp = out + ".tmp"
+with open(tmp, "wb") as f:
+    f.write(front)
+    f.write(packed)
+    f.write(b"EXPMANPK" + struct.pack("<QQ", len(front), len(packed)) + ident.ljust(64, b"\0"))
+os.chmod(tmp, 0o755)
+os.replace(tmp, out)
+print("build_binary: packed %.1f MB into %.1f MB (cache folder %s)"
+      % (len(raw) / 1e6, len(packed) / 1e6, ident.decode()))
+EOF
     check_version "$DIST/expman"
+    # the newest glibc symbol any part of the binary needs: the oldest glibc it runs on
+    floor=$(find build/onedir/expman -type f \( -name '*.so*' -o -name expman \) -print0 \
+        | xargs -0 objdump -T 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+    echo "build_binary: needs glibc >= ${floor#GLIBC_}"
 fi
 
 # 3. dist/expman.pyz ------------------------------------------------------------------------

@@ -10073,7 +10073,14 @@ def _build_parser():
         parser = Parser(suggest_on_error=True, **options)
     except TypeError:
         parser = Parser(**options)
-    parser.add_argument("--version", action="version", version=f"expman {__version__}")
+
+    class Version(argparse.Action):  # argparse's own would re-wrap the build line
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(_version_text())
+            parser.exit()
+
+    parser.add_argument("--version", action=Version, nargs=0,
+                        help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name, handler, help_text, **kwargs):
@@ -10189,6 +10196,19 @@ def _build_parser():
     p.add_argument("-p", "--port", type=_port, default=8000)
     p.add_argument("--no-serve", action="store_true", help="only write the demo runs")
     return parser
+
+
+def _version_text():
+    """'expman X.Y.Z', and in the binary a line saying what it was built from (BUILD_INFO,
+    which build_binary.sh writes and expman.spec bundles)."""
+    text = f"expman {__version__}"
+    if getattr(sys, "frozen", False):
+        try:
+            with open(os.path.join(sys._MEIPASS, "BUILD_INFO"), encoding="utf-8") as f:
+                text += "\n" + f.read().strip()
+        except (AttributeError, OSError):
+            pass
+    return text
 
 
 def _describe_error(exc):

@@ -1,17 +1,23 @@
 """The built forms of expman, run as real processes: dist/expman and dist/expman.pyz.
 
-The PyInstaller binary is opt-in (its first build takes about a minute):
+The binary's tests carry the `binary` mark (its first build takes a minute or more; skip them
+with -m 'not binary'):
 
     python3 -m pytest -m binary tests/test_binary.py
 
-It reuses dist/expman when that is newer than expman.py, expman.spec and build_binary.sh, and
-runs ./build_binary.sh otherwise. The zipapp tests run by default: `build_binary.sh
+It reuses dist/expman when that is newer than expman.py, expman.spec, launcher.c and
+build_binary.sh, and runs ./build_binary.sh otherwise. The binary unpacks itself into
+$XDG_CACHE_HOME/expman/ on its first start; these tests point XDG_CACHE_HOME at a temporary
+folder. The zipapp tests run by default: `build_binary.sh
 --zipapp-only` takes well under a second of CPU.
 """
+import glob
 import json
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -25,8 +31,8 @@ from _util import REPO, Child, child_env, wait_for
 
 BINARY = os.path.join(REPO, "dist", "expman")
 BUILD_INPUTS = [os.path.join(REPO, name)
-                for name in ("expman.py", "expman.spec", "build_binary.sh")]
-MAX_BINARY_MB = 40  # issue 5
+                for name in ("expman.py", "expman.spec", "launcher.c", "build_binary.sh")]
+MAX_BINARY_MB = 30  # issue 17 (was 40, issue 5)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -160,21 +166,129 @@ def check_reads_like_the_module(command, root, run_dir, tmp_path, quick=False):
 
 # --- the binary (opt-in) -----------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def binary():
-    """dist/expman, rebuilt by ./build_binary.sh unless newer than its inputs."""
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    """dist/expman, rebuilt by ./build_binary.sh unless newer than its inputs; it unpacks into
+    a temporary XDG_CACHE_HOME (every child of these tests inherits it through child_env)."""
     fresh = os.path.exists(BINARY) and all(
         os.path.getmtime(BINARY) > os.path.getmtime(p) for p in BUILD_INPUTS)
     if not fresh:
         proc = subprocess.run(["bash", os.path.join(REPO, "build_binary.sh")], cwd=REPO,
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return BINARY
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield BINARY
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
+
+
+def unpacked(cache):
+    """The build folders and leftover unpack folders under a cache root's expman/."""
+    root = os.path.join(str(cache), "expman")
+    return (sorted(glob.glob(os.path.join(root, "[!.]*"))),
+            sorted(glob.glob(os.path.join(root, ".unpack-*"))))
 
 
 @pytest.mark.binary
 def test_binary_version_is_the_module_version(binary):
-    assert run([binary, "--version"]) == (0, f"expman {expman.__version__}\n", "")
+    rc, out, err = run([binary, "--version"])
+    assert (rc, err) == (0, "")
+    first, built = out.splitlines()
+    assert first == f"expman {expman.__version__}"
+    # what it was built from: commit, date, PyInstaller and Python versions
+    assert re.fullmatch(r"built from git [0-9a-f]{7,40}(\+changes)? on "
+                        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ with PyInstaller [\d.]+, "
+                        r"Python \d+\.\d+\.\d+", built), built
+
+
+@pytest.mark.binary
+def test_binary_answers_to_exp(binary, tmp_path):
+    exp = tmp_path / "exp"
+    exp.symlink_to(binary)
+    rc, out, _ = run([str(exp), "--help"])
+    assert rc == 0 and out.startswith("usage: exp ")
+    rc, _, err = run([str(exp), "bogus"])
+    assert rc == 2 and "(see 'exp --help')" in err
+    # and under its own name it stays expman
+    assert run([binary, "--help"])[1].startswith("usage: expman ")
+
+
+def test_module_answers_to_exp(tmp_path):
+    exp = tmp_path / "exp"
+    exp.symlink_to(os.path.join(REPO, "expman.py"))
+    rc, out, _ = run([sys.executable, str(exp), "--help"])
+    assert rc == 0 and out.startswith("usage: exp ")
+    # from source, --version is the version alone (no build line)
+    assert run([sys.executable, str(exp), "--version"]) == (0, f"expman {expman.__version__}\n", "")
+
+
+@pytest.mark.binary
+def test_binary_unpacks_once_into_a_private_cache(binary, tmp_path):
+    cache = tmp_path / "cache"
+    env = child_env(XDG_CACHE_HOME=str(cache))
+    assert run([binary, "--help"], env=env)[0] == 0
+    (folder,), leftovers = unpacked(cache)
+    assert leftovers == []
+    assert os.path.basename(folder).startswith(expman.__version__ + "-")
+    for path in (os.path.dirname(folder), folder):
+        st = os.lstat(path)
+        assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+        assert stat.S_IMODE(st.st_mode) == 0o700, oct(st.st_mode)
+    # later starts run the unpacked copy: nothing is written again
+    marker = os.path.join(folder, "_internal", "BUILD_INFO")
+    before = os.stat(marker)
+    assert run([binary, "--version"], env=env)[0] == 0
+    after = os.stat(marker)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert unpacked(cache) == ([folder], [])
+
+
+@pytest.mark.binary
+def test_binary_refuses_a_cache_folder_others_can_write(binary, tmp_path):
+    cache = tmp_path / "cache"
+    env = child_env(XDG_CACHE_HOME=str(cache))
+    assert run([binary, "--help"], env=env)[0] == 0
+    (folder,), _ = unpacked(cache)
+    os.chmod(folder, 0o777)
+    rc, out, err = run([binary, "--help"], env=env)
+    assert rc == 1 and out == "" and "not a private directory" in err
+    os.chmod(folder, 0o700)
+    assert run([binary, "--help"], env=env)[0] == 0
+
+
+@pytest.mark.binary
+def test_binary_first_starts_racing_share_one_unpack(binary, tmp_path):
+    cache = tmp_path / "cache"
+    env = child_env(XDG_CACHE_HOME=str(cache))
+    children = [subprocess.Popen([binary, "--version"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(child.wait(120), child.stdout.read(), child.stderr.read()) for child in children]
+    for child in children:
+        child.stdout.close()
+        child.stderr.close()
+    assert all(rc == 0 and out.startswith("expman ") and err == "" for rc, out, err in results), \
+        results
+    folders, leftovers = unpacked(cache)
+    assert len(folders) == 1 and leftovers == []
+
+
+@pytest.mark.binary
+def test_binary_damaged_payload_is_never_run(binary, tmp_path):
+    damaged = tmp_path / "expman"
+    shutil.copy2(binary, damaged)
+    size = os.path.getsize(damaged)
+    with open(damaged, "r+b") as f:  # one byte in the middle of the packed folder
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    cache = tmp_path / "cache"
+    rc, out, err = run([str(damaged), "--help"], env=child_env(XDG_CACHE_HOME=str(cache)))
+    assert rc == 1 and out == "" and "damaged" in err
+    assert unpacked(cache) == ([], [])
 
 
 @pytest.mark.binary
