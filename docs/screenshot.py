@@ -6,7 +6,8 @@
 
 Writes the demo runs into a temporary directory (no live run: the picture must not depend on
 when it was taken), serves them on a free port, opens the page in headless Chromium
-(/usr/bin/chromium through Playwright, 1440x900) with the demo's resnet runs selected, and
+(/usr/bin/chromium through Playwright, 1440x900) with the demo's resnet runs selected and a
+log y axis, and
 saves a PNG reduced to a palette so it stays small in the repository. Needs the dev
 requirements (playwright; Pillow to shrink the PNG, optional).
 """
@@ -67,7 +68,12 @@ def main(argv=None):
                     "() => { const e = window.expman; if (!e || !e.chartPoints) return false;"
                     " const p = e.chartPoints('train/loss') || {};"
                     " return Object.values(p).some(n => n > 0); }")
+                # a log y axis: the diverged run would otherwise flatten every loss curve
+                page.locator("label.switch:has(#logy)").click()
+                expect(page.locator("#logy")).to_be_checked()
                 page.wait_for_load_state("networkidle")
+                page.evaluate("() => new Promise(r => requestAnimationFrame("
+                              "() => requestAnimationFrame(r)))")
                 png = page.screenshot(full_page=False)
                 browser.close()
         finally:
