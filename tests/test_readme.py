@@ -98,13 +98,6 @@ def _env(root):
     return env
 
 
-@pytest.fixture
-def scratch(tmp_path, demo_template):
-    root = tmp_path / "experiments"
-    shutil.copytree(demo_template, root)
-    return tmp_path, root
-
-
 def _commands(code, lang):
     """Shell lines of a block as argument lists (continuations joined, comments dropped)."""
     text = code.replace("\\\n", " ")
@@ -169,15 +162,14 @@ def _serves(argv):
     return sub == "serve" or (sub == "demo" and "--no-serve" not in argv)
 
 
-@pytest.mark.parametrize("lang,code,line", [b[:3] for b in RUN],
-                         ids=[f"{b[0]}-line{b[2]}" for b in RUN])
-def test_readme_block_runs(lang, code, line, scratch):
-    cwd, root = scratch
+def run_block(lang, code, line, cwd, root):
+    """Run one README block in cwd against the data in root; AssertionError when it fails."""
     env = _env(root)
     if lang == "python":
-        script = cwd / f"readme_block_{line}.py"
-        script.write_text(code + "\n", encoding="utf-8")
-        done = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, text=True,
+        script = os.path.join(cwd, f"readme_block_{line}.py")
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(code + "\n")
+        done = subprocess.run([sys.executable, script], cwd=cwd, env=env, text=True,
                               capture_output=True, timeout=TIMEOUT)
         assert done.returncode == 0, f"README line {line}:\n{code}\n--\n{done.stderr[-3000:]}"
         return
@@ -197,6 +189,35 @@ def test_readme_block_runs(lang, code, line, scratch):
         assert done.stdout.strip() or done.stderr.strip() or "-o" in argv, \
             f"README line {line}: {text} printed nothing"
 
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, demo_template):
+    """Every runnable block, run a few at a time (each in its own copy of the demo data): the
+    blocks are independent, and one after the other they took minutes on a busy machine.
+    {fence line: None, or the exception the block raised}."""
+    import concurrent.futures
+
+    def one(block):
+        lang, code, line, _reason = block
+        cwd = tmp_path_factory.mktemp(f"readme-line{line}")
+        root = cwd / "experiments"
+        shutil.copytree(demo_template, root)
+        try:
+            run_block(lang, code, line, str(cwd), root)
+        except BaseException as exc:  # noqa: BLE001 - reported by that block's test
+            return line, exc
+        return line, None
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        return dict(pool.map(one, RUN))
+
+
+@pytest.mark.parametrize("lang,line", [(b[0], b[2]) for b in RUN],
+                         ids=[f"{b[0]}-line{b[2]}" for b in RUN])
+def test_readme_block_runs(lang, line, outcomes):
+    error = outcomes[line]
+    if error is not None:
+        raise error
 
 def _anchors(path):
     """GitHub's heading anchors of a Markdown file."""
