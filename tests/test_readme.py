@@ -251,3 +251,29 @@ def test_links_and_picture_exist():
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(png) <= 150 * 1024
+
+
+def test_cli_table_says_which_commands_take_json():
+    """The README's CLI table has a row per command, and its --json column matches each
+    command's --help (it once said every read command takes --json; tail does not)."""
+    import contextlib
+    import io
+
+    import expman
+
+    with open(README, encoding="utf-8") as f:
+        rows = re.findall(r"^\| `(\w+)[^`]*` \| [^|]+ \| (yes|no)\b", f.read(), flags=re.M)
+    table = dict(rows)
+    parser = expman._build_parser()
+    commands = next(a for a in parser._actions if a.choices and "list" in a.choices).choices
+    listed = {name for name, sub in commands.items() if name != "help"}
+    assert set(table) == listed, "the README's CLI table and the commands differ"
+    for name, says in table.items():
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            try:
+                code = expman.main([name, "--help"])
+            except SystemExit as exc:
+                code = exc.code
+        assert code in (0, None), (name, code)
+        assert ("--json" in out.getvalue()) == (says == "yes"), name
