@@ -15,6 +15,22 @@ YAML, and watch every run live in a browser::
 Copy this file into a project and ``import expman``: it needs only pyarrow and pyyaml to log;
 bottle and waitress are imported only to serve the dashboard.
 
+Where things are (``grep -n '^# [0-9]\\|^# --\\|^// --- [0-9]' expman.py`` prints the full map)::
+
+    1 Imports & compat         lazy modules, optional imports
+    2 Constants & environment  every EXPMAN_* variable and every limit
+    3 Errors                   ExpmanError, InvalidInputError, ExpmanWarning
+    4 Small utilities          names, time, JSON, _Progress, PNG encoding
+    5 Storage layout           the folder drawing, stores (local, s3://), 5.1 _SegmentLog
+    6 Data model               statuses, metric values, 6.1 metric goals, 6.2 media items
+    7 Writer engine            _Writer: the thread a log call's row goes to, flushes, close
+    8 Public logging API       8.2 Experiment (log_metrics...), 8.3 exit hooks, 8.5 shortcuts
+    9 Readers & queries        load_*/list_*, 9.1 run catalog, 9.2 expman-rs runs, 9.5 reap
+    10 Integrations            TensorBoard import/export, SummaryWriter, framework callbacks
+    11 Server & JSON API       11.3 routes, 11.4 the SSE stream, 11.5 security, 11.6 serving
+    12 CLI                     one subsection per command, 12.12 the parser, main()
+    13 Dashboard page          DASHBOARD_HTML; its script's map is // --- 13.N (13.4 charts)
+
 MIT License
 
 Copyright (c) 2026 the expman authors
@@ -646,7 +662,7 @@ def _json_dumps(value):
         return json.dumps(_json_safe(value), separators=(",", ":"))
 
 
-# -- images: sniffing and a zlib-only PNG encoder (media logging, the demo) ------------------
+# -- 4.1 images: sniffing and a zlib-only PNG encoder (media logging, the demo) --------------------
 
 def _png_encode(width, height, channels, rows):
     """A PNG from raw 8-bit rows (bytes, each row already prefixed with its filter byte 0).
@@ -756,8 +772,8 @@ def _image_size(data, ext):
 # pick the widest segment covering each range, so a merge in progress is invisible. On close
 # the segments are compacted into metrics.parquet (a lone segment is renamed, not rewritten),
 # which wins once the segments no longer tile from row 0. Every file records the rows it holds
-# in its schema metadata ("expman.rows": "start end"), so compaction (at close, or `reap
-# --compact` after a crash) decides from ranges and is safe to kill and rerun: _SegmentLog.
+# in its schema metadata ("expman.rows": "start end"), so compaction (at close, or
+# `reap --compact` after a crash) decides from ranges and is safe to kill and rerun: _SegmentLog.
 #
 # The catalog is a cache, never the truth: a listing reads it instead of every closed run's
 # run.yaml and config.yaml, and rebuilds any row it cannot trust (no row, run.yaml changed
@@ -1183,7 +1199,7 @@ _S3_CLIENTS = {}
 _S3_LOCK = threading.Lock()
 
 
-# -- segment log: numbered Parquet segments, their tiered merges and the file they end in -----
+# -- 5.1 segment log: numbered Parquet segments, their tiered merges and the file they end in ------
 #
 # Metrics (metrics/ -> metrics.parquet) and histograms (histograms/ -> histograms.parquet) are
 # both a _SegmentLog; so should be anything else written as immutable row ranges. Crash safety
@@ -1640,7 +1656,7 @@ def _read_yaml(store, path):
         raise ExpmanError(f"{store.display(path)}: {exc}") from None
 
 
-# -- metric goals: which way is "better", shared by `expman compare` and the dashboard --------
+# -- 6.1 metric goals: which way is "better", shared by `expman compare` and the dashboard ---------
 
 # Words of a metric key (split at anything but letters and digits) that say which way is
 # better. Only the obvious ones: a key with neither (train/lr, grad_norm, tokens_per_sec) or
@@ -1679,7 +1695,7 @@ def _metric_goal(key, minimize=(), maximize=()):
     return "min" if lower else "max"
 
 
-# -- media items: checked on the training thread, converted and written by the writer --------
+# -- 6.2 media items: checked on the training thread, converted and written by the writer ----------
 
 class _MediaItem:
     """One log_image/log_audio/log_video/log_text/log_histogram call, queued in order with the
@@ -2666,7 +2682,7 @@ class _Writer(threading.Thread):
         self._write_meta()
 
 
-# -- system metrics (opt-in): sampled on the writer's schedule, never the training thread's --
+# -- 7.1 system metrics (opt-in): sampled on the writer's schedule, never the training thread's ----
 
 class _SystemSampler:
     """CPU, memory and GPU readings as ``sys/...`` metric values, for ``system_metrics=True``.
@@ -2997,7 +3013,7 @@ def _empty_metrics_table():
 _MAX_EXACT_INT = float(2 ** 53)
 
 
-# -- media conversion, on the writer thread -------------------------------------------------
+# -- 7.2 media conversion, on the writer thread ----------------------------------------------------
 
 def _json_line(record):
     return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
@@ -3139,7 +3155,7 @@ _HOOKS = {"installed": False, "exit_exc": None, "signal": None}
 _HOOK_LOCK = threading.Lock()
 
 
-# -- distributed jobs: which rank this process is, and which job (group) it belongs to --------
+# -- 8.1 distributed jobs: which rank this process is, and which job (group) it belongs to ---------
 
 def _env_int(environ, names):
     """The first of the variables that holds an integer, as (value, name), or (None, None)."""
@@ -3254,7 +3270,7 @@ def is_primary():
 
 
 
-# 8.1 Experiment: one run; its log calls queue for the writer (section 7) and return #########
+# -- 8.2 Experiment: one run; its log calls queue for the writer (section 7) and return ------------
 
 class _RunPath(str):
     """``Experiment.run_dir``: a str, so expman-rs scripts work unchanged (``run_dir + "/x"``,
@@ -3947,7 +3963,7 @@ def _status_for_exit(exc_type, exc):
     return "failed"
 
 
-# -- process hooks: exceptions, SIGTERM and exit close every open run with the right status --
+# -- 8.3 process hooks: exceptions, SIGTERM and exit close every open run with the right status ----
 
 def _install_hooks(remote=False):
     with _HOOK_LOCK:
@@ -4034,7 +4050,7 @@ def _forget_runs_in_child():
     _CURRENT = None
 
 
-# -- console capture (opt-in): stdout/stderr teed into run.log -------------------------------
+# -- 8.4 console capture (opt-in): stdout/stderr teed into run.log ---------------------------------
 
 class _Tee:
     """Stands in for sys.stdout or sys.stderr: writes go to the real stream as before, and
@@ -4127,7 +4143,7 @@ def _close_all_at_exit():
             _log.warning("expman: could not close %r at exit: %s", run, err)
 
 
-# -- module-level shortcuts: two-line relays to the current run ------------------------------
+# -- 8.5 module-level shortcuts: two-line relays to the current run --------------------------------
 
 def init(name, run_name=None, base_dir=None, flush_interval_rows=None,
          flush_interval_ms=DEFAULT_FLUSH_INTERVAL_MS, redirect_console=False, project=None,
@@ -4493,7 +4509,7 @@ def _scan_runs(store, exp_path, now, with_config=False):
     return rows
 
 
-# -- run catalog: listing 10,000 closed runs reads a few files, not 20,000 ------------------
+# -- 9.1 run catalog: listing 10,000 closed runs reads a few files, not 20,000 ---------------------
 
 class _Catalog:
     """The summary rows of an experiment's closed runs, in ``<experiment>/.catalog/``.
@@ -4952,7 +4968,7 @@ def list_artifacts(run_dir):
             for rel, size, mtime in sorted(files)]
 
 
-# -- expman-rs runs, read as they are --------------------------------------------------------
+# -- 9.2 expman-rs runs, read as they are ----------------------------------------------------------
 # expman-rs, the Rust tool expman succeeds, keeps the same tree (experiment/run/run.yaml,
 # config.yaml, run.log, artifacts/) and the same metrics table (step int64, null when logged
 # without a step; timestamp us UTC; one float64 per key), under other file names:
@@ -5050,7 +5066,7 @@ _RowGroup = collections.namedtuple("_RowGroup", "num_rows")
 _RowGroups = collections.namedtuple("_RowGroups", "num_rows num_row_groups row_group")
 
 
-# -- media and histograms ----------------------------------------------------------------------
+# -- 9.3 media and histograms ----------------------------------------------------------------------
 
 MEDIA_KINDS = ("image", "audio", "video", "text")
 _MEDIA_TYPES = {**IMAGE_TYPES, **AUDIO_TYPES, **VIDEO_TYPES}
@@ -5376,7 +5392,7 @@ def _read_metric_files_one_by_one(store, files, keys):
     return pa.concat_tables(tables, promote_options="default")
 
 
-# -- tag expressions: "a AND (b OR NOT c)" ----------------------------------------------------
+# -- 9.4 tag expressions: "a AND (b OR NOT c)" -----------------------------------------------------
 
 _TAG_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
 _TAG_OPS = {"AND", "OR", "NOT"}
@@ -5548,7 +5564,7 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     return table.to_pandas() if to_pandas else table
 
 
-# -- reaping: record 'crashed' in the run.yaml of runs whose process is gone -----------------
+# -- 9.5 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
 
 def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     """Mark one run crashed if its heartbeat is stale and its process gone; returns a dict
@@ -5612,7 +5628,7 @@ def _compact_leftovers(store, path):
     return done + _SegmentLog.histograms(store, path).compact()
 
 
-# -- streaming reads: export walks a run's rows a batch at a time ----------------------------
+# -- 9.6 streaming reads: export walks a run's rows a batch at a time ------------------------------
 
 class _MetricStream:
     """The rows load_metrics(run_dir) gives, as RecordBatches of at most ``batch_rows`` rows,
@@ -6124,7 +6140,7 @@ def _tb_text_value(summary_pb2, tag, text):
     return value
 
 
-# -- writing event files fast: records encoded by hand, CRC32C over a batch at a time --------
+# -- 10.1 writing event files fast: records encoded by hand, CRC32C over a batch at a time ---------
 #
 # Export used to build a protobuf object per value and let tensorboard's EventFileWriter frame
 # each record with a pure-Python CRC32C: 198 s for 1M rows x 10 metrics. The scalar events
@@ -6512,7 +6528,7 @@ def _export_tensorboard(run_dir, out_dir, progress=None):
             "metrics": len(stream.keys), "points": points}
 
 
-# -- where integrations log ------------------------------------------------------------------
+# -- 10.2 where integrations log -------------------------------------------------------------------
 
 def _integration_run(run, name, kwargs):
     """(experiment, owned): the run given, else the open run of init(), else a new run that
@@ -6541,7 +6557,7 @@ def _log_row_at(exp, row, step, wall):
     return None
 
 
-# -- SummaryWriter shim ----------------------------------------------------------------------
+# -- 10.3 SummaryWriter shim -----------------------------------------------------------------------
 
 _OPEN_WRITERS = []          # shims and callbacks whose last row may still be buffered
 _NO_STEP = object()
@@ -6770,7 +6786,7 @@ def _register_tensorboard_module():
 _register_tensorboard_module()
 
 
-# -- framework callbacks (classes built on first use) ----------------------------------------
+# -- 10.4 framework callbacks (classes built on first use) -----------------------------------------
 
 class _LazyIntegration(type):
     """A public class whose real body subclasses a framework's base class, built on first use
@@ -7158,7 +7174,7 @@ _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inlin
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-# -- 11.1 cache and hub: what the runs look like now, shared by every request and stream ----
+# -- 11.1 cache and hub: what the runs look like now, shared by every request and stream -----------
 
 class _RunCache:
     """Row counts and log sizes of runs, shared by all streams, so twenty open pages cost one
@@ -7553,7 +7569,7 @@ def _sse(event, data):
     return f"event: {event}\ndata: {_json_dumps(data)}\n\n".encode()
 
 
-# -- 11.2 series: metrics and histograms as JSON, downsampled for a chart -----------------
+# -- 11.2 series: metrics and histograms as JSON, downsampled for a chart --------------------------
 
 def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
     """{key: {"step": [...], "time": [...], "value": [...]}} for the rows where key is set.
@@ -7647,7 +7663,7 @@ def _histograms_json(table, max_steps):
     return {"tags": sorted(out), "histograms": out, "downsampled": downsampled}
 
 
-# -- 11.3 routes: the JSON API as a table of (method, path, handler) ------------------------
+# -- 11.3 routes: the JSON API as a table of (method, path, handler) -------------------------------
 
 _RUN = "/api/experiments/<exp>/runs/<run>"
 _ROUTES = (
@@ -8121,7 +8137,7 @@ def _cell(value):
     return str(value)
 
 
-# -- 11.4 SSE: one stream per page, bounded work per tick -----------------------------------
+# -- 11.4 SSE: one stream per page, bounded work per tick ------------------------------------------
 
 class _StreamCursor:
     """Where one stream is in one run: the next metrics row to send, the log byte offset,
@@ -8208,7 +8224,7 @@ def _tail_run(hub, cursor, budget=SSE_EVENT_ROWS):
         yield _sse("histograms", {"run": name}), 0
 
 
-# -- 11.5 security: who may ask, which names and files may be served ----------------------
+# -- 11.5 security: who may ask, which names and files may be served -------------------------------
 
 class _TokenGuard:
     """Checks a request's token, and rate-limits wrong ones per client address: TOKEN_GUESSES
@@ -8398,7 +8414,7 @@ def _artifact_path(store, run_path, rel):
     return full
 
 
-# -- 11.6 serving: Waitress with connection limits, make_server, serve -----------------------
+# -- 11.6 serving: Waitress with connection limits, make_server, serve -----------------------------
 
 class _ConnectionGuard:
     """Per-client connection limits and a deadline for a request to arrive, on a Waitress
@@ -8719,7 +8735,7 @@ def _reader_warnings():
         problems.extend(_SHOWN_WARNINGS[start:])
 
 
-# -- formatting ------------------------------------------------------------------------------
+# -- 12.1 formatting -------------------------------------------------------------------------------
 
 def _use_color():
     return not os.environ.get("NO_COLOR") and _isatty(sys.stdout)
@@ -8893,7 +8909,7 @@ def _split_parent(store, path):
     return parent, name
 
 
-# -- naming runs and experiments: one resolver for every command ------------------------------
+# -- 12.2 naming runs and experiments: one resolver for every command ------------------------------
 #
 # Wherever a command takes a run, it takes any of
 #   a run directory              experiments/resnet/20240101_120000, /abs/path, s3://b/x/y
@@ -9006,7 +9022,7 @@ def _cli_target(text):
     return text
 
 
-# -- list ------------------------------------------------------------------------------------
+# -- 12.3 list -------------------------------------------------------------------------------------
 
 def _is_corrupt(row):
     """A run row made up for a run whose run.yaml could not be read (see _scan_runs)."""
@@ -9181,7 +9197,7 @@ def _print_runs(model, color, width=None):
             print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)
 
 
-# -- inspect ---------------------------------------------------------------------------------
+# -- 12.4 inspect ----------------------------------------------------------------------------------
 
 def _log_tail(run_dir, lines):
     """The last ``lines`` lines of run.log (reads only the end of a big log)."""
@@ -9375,7 +9391,7 @@ def _print_media_summary(media):
                             indent="  "))
 
 
-# -- compare ---------------------------------------------------------------------------------
+# -- 12.5 compare ----------------------------------------------------------------------------------
 
 def _run_labels(runs, given):
     labels = [r["name"] for r in runs]
@@ -9499,7 +9515,7 @@ def _print_compare(model, color, width=None):
     print("  (* the best run)")
 
 
-# -- tail ------------------------------------------------------------------------------------
+# -- 12.6 tail -------------------------------------------------------------------------------------
 
 def _print_rows(table):
     """One line per row: ``step 120  train/loss=0.123 val/acc=0.91`` (keys it logged only)."""
@@ -9560,7 +9576,7 @@ def _cmd_tail(args):
         return _EXIT_OK
 
 
-# -- export ----------------------------------------------------------------------------------
+# -- 12.7 export -----------------------------------------------------------------------------------
 #
 # Every format streams: _MetricStream hands over a batch at a time, each written as it comes,
 # so memory stays bounded whatever the run's size. json keeps its shape (one array of records,
@@ -9711,7 +9727,7 @@ def _cmd_export_tensorboard(args):
     return _EXIT_OK
 
 
-# -- import ----------------------------------------------------------------------------------
+# -- 12.8 import -----------------------------------------------------------------------------------
 
 def _cmd_import(args):
     root = args.dir if args.dir is not None else _default_root()
@@ -9743,7 +9759,7 @@ def _cmd_import(args):
     return _EXIT_OK
 
 
-# -- clean -----------------------------------------------------------------------------------
+# -- 12.9 clean ------------------------------------------------------------------------------------
 
 def _cmd_clean(args):
     root = args.dir if args.dir is not None else _default_root()
@@ -9851,7 +9867,7 @@ def _print_clean(model, color):
         _cli_error(f"could not delete {entry['path']}: {entry['reason']}")
 
 
-# -- reap ------------------------------------------------------------------------------------
+# -- 12.10 reap ------------------------------------------------------------------------------------
 
 def _cmd_reap(args):
     if args.force and args.dry_run:
@@ -9917,7 +9933,7 @@ def _print_reap(report):
            if dry_run else ""))
 
 
-# -- serve / demo ----------------------------------------------------------------------------
+# -- 12.11 serve / demo ----------------------------------------------------------------------------
 
 def _serve_function():
     fn = globals().get("serve")
@@ -9993,7 +10009,7 @@ def _cmd_demo(args):
     return _run_server(root, "127.0.0.1", args.port, True, None)
 
 
-# -- the parser ------------------------------------------------------------------------------
+# -- 12.12 the parser ------------------------------------------------------------------------------
 
 def _int_at_least(low):
     def parse(text):
@@ -10283,7 +10299,7 @@ def _main(argv):
         return _EXIT_FAIL
 
 
-# -- demo data: `expman demo` writes these experiments and serves them ------------------------
+# -- 12.13 demo data: `expman demo` writes these experiments and serves them -----------------------
 
 def _demo_curve(rng, step, steps, lr, noise=0.04):
     progress = 1 - math.exp(-step * lr * 40 / steps)
