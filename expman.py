@@ -4690,7 +4690,9 @@ def _listed_run_row(store, run_path, name, meta, config, now=None):
         row["error"] = str(meta["error"])
     if row["status"] == "crashed":
         _catch_up_crashed(store, run_path, row)
-    elif row["status"] != "running":
+    elif row["status"] != "running" and store.is_local:
+        # locally a stat per run; on an object store a request per run per listing, which the
+        # dashboard's twice-a-second reloads of a big bucket cannot afford
         problem = _unreadable_metrics(store, run_path)
         if problem:
             row["metrics_error"] = problem
@@ -6017,6 +6019,9 @@ def _tb_import_plan(logdir):
     return logdir, dirs, [d for d in dirs if d not in merged], children
 
 
+_TB_IMPORT_FLUSH_ROWS = 16_384
+
+
 class _TBImport:
     """The write half of importing one directory: rows, texts and config go into one run as
     the reader (_TBRun) hands them over, so no more than _TBRows' window is held. The run is
@@ -6053,6 +6058,10 @@ class _TBImport:
         self.clock.now = _exact_micros(wall)
         self.exp.log_metrics(values, step=step)
         self.rows += 1
+        if self.rows % _TB_IMPORT_FLUSH_ROWS == 0:
+            # a reading loop outruns the writer: let it catch up now and then, so the queue
+            # (not only the merge window) stays small whatever the file's size
+            self.exp.flush()
 
     def text(self, wall, step, tag, text):
         self._open(wall)
