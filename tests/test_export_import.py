@@ -36,26 +36,9 @@ def _run_progress(tmp_path, total, enabled, tty):
                               timeout=60)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.decode(), proc.stderr
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(argv, cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE,
-                                stderr=slave)
-    finally:
-        os.close(slave)
-    chunks = []
-    while True:   # read the terminal until the child closes it (EIO on Linux, b"" elsewhere)
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    out = proc.stdout.read().decode()
-    proc.stdout.close()
-    assert proc.wait(timeout=60) == 0
-    return out, b"".join(chunks)
+    code, out, err = _run_on_pty(argv, tmp_path, timeout=60)
+    assert code == 0
+    return out.decode(), err
 
 
 def test_progress_on_a_tty_draws_throttled_and_clears(tmp_path):
@@ -345,16 +328,16 @@ def test_import_groups_rows_in_a_bounded_window():
 
 # -- progress of the real commands on a terminal ----------------------------------------------
 
-def _run_cli_on_pty(argv, cwd):
+def _run_on_pty(argv, cwd, timeout):
+    """Run argv with stderr on a real terminal: (exit code, stdout bytes, terminal bytes)."""
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-c", "import sys, expman; "
-                                 "sys.exit(expman.main(sys.argv[1:]))", *map(str, argv)],
-                                cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=slave)
+        proc = subprocess.Popen(argv, cwd=cwd, env=child_env(), stdout=subprocess.PIPE,
+                                stderr=slave)
     finally:
         os.close(slave)
     chunks = []
-    while True:
+    while True:   # read the terminal until the child closes it (EIO on Linux, b"" elsewhere)
         try:
             data = os.read(master, 65536)
         except OSError:
@@ -365,7 +348,14 @@ def _run_cli_on_pty(argv, cwd):
     os.close(master)
     out = proc.stdout.read()
     proc.stdout.close()
-    return proc.wait(timeout=120), out, b"".join(chunks).decode()
+    return proc.wait(timeout=timeout), out, b"".join(chunks)
+
+
+def _run_cli_on_pty(argv, cwd):
+    code, out, err = _run_on_pty([sys.executable, "-c", "import sys, expman; "
+                                  "sys.exit(expman.main(sys.argv[1:]))", *map(str, argv)],
+                                 cwd, timeout=120)
+    return code, out, err.decode()
 
 
 def _write_big_run(root, rows, metrics=10, name="big"):
