@@ -10654,7 +10654,7 @@ input[type=range] { accent-color: var(--accent); width: 110px; margin: 0; }
 }
 #live-indicator i { width: 7px; height: 7px; border-radius: 50%; background: var(--faint); }
 #live-indicator[data-state=live] { color: var(--fg-2); }
-#live-indicator[data-state=live] i { background: var(--ok); animation: pulse 2s infinite; }
+#live-indicator[data-state=live] i { background: var(--ok); position: relative; }
 #live-indicator[data-state=reconnecting] i, #live-indicator[data-state=connecting] i { background: var(--warn); }
 #version { font-size: 11.5px; color: var(--faint); font-variant-numeric: tabular-nums; }
 
@@ -10770,12 +10770,17 @@ kbd { font-family: var(--mono); font-size: 11px; border: 1px solid var(--border-
   background: var(--accent-soft); color: var(--accent); margin-right: 4px; max-width: 120px; overflow: hidden; text-overflow: ellipsis; vertical-align: middle; }
 .status { display: inline-flex; align-items: center; gap: 6px; font-size: 12px; color: var(--fg-2); }
 .status .dot { width: 8px; height: 8px; border-radius: 50%; background: var(--neutral); flex: none; }
-.status.running .dot { background: var(--ok); animation: pulse 1.8s infinite; }
+.status.running .dot { background: var(--ok); position: relative; }
 .status.failed .dot, .status.crashed .dot { background: var(--err); }
 .status.failed, .status.crashed { color: var(--err); }
 .status.interrupted .dot { background: var(--warn); }
 .status.finished .dot { background: var(--neutral); }
-@keyframes pulse { 0% { box-shadow: 0 0 0 0 color-mix(in srgb, var(--ok) 55%, transparent); } 70% { box-shadow: 0 0 0 6px transparent; } 100% { box-shadow: 0 0 0 0 transparent; } }
+/* the pulse is a ring scaled and faded on its own layer (transform and opacity run on the
+   compositor): an animated box-shadow made the page paint and commit 60 frames a second forever */
+#live-indicator[data-state=live] i::after, .status.running .dot::after {
+  content: ''; position: absolute; inset: 0; border-radius: 50%; background: var(--ok); opacity: 0; pointer-events: none;
+  animation: pulse 1.8s infinite; will-change: transform, opacity; }
+@keyframes pulse { 0% { transform: scale(1); opacity: .55; } 70% { transform: scale(2.5); opacity: 0; } 100% { transform: scale(2.5); opacity: 0; } }
 @keyframes flash { 0% { background: color-mix(in srgb, var(--accent) 22%, var(--panel)); } 100% { background: var(--panel); } }
 .table-empty { padding: 28px 16px; text-align: center; color: var(--muted); }
 .resizer { height: 8px; cursor: ns-resize; border-top: 1px solid var(--border); border-radius: 0 0 10px 10px; position: relative; }
@@ -11351,12 +11356,17 @@ const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : 
 //   callbacks chart.onZoom(x0, x1) / chart.onYZoom(y0, y1) / chart.onReset(),
 // plus Charts.configure({smoothing, logy, xFormat, hidden, highlight, clipOutliers}) shared by
 // every chart, and Charts.drawHeatmap / Charts.heatmapCell for the histogram panel.
-// Charts draw only while on screen (IntersectionObserver) and at most once per frame.
+// Charts draw only while on screen (IntersectionObserver) and at most once per frame: a
+// change marks a chart dirty, and one requestAnimationFrame draws every dirty visible chart.
 const Charts = (function () {
   const options = { smoothing: 0, logy: false, xFormat: 'step', hidden: new Set(), highlight: null, clipOutliers: false };
   const dirtyCharts = new Set();
   const allCharts = new Set();
   let frameRequest = 0;
+  // Read-only statistics (window.__expmanDraws, for tests and benchmarks): draws, frames that
+  // drew, the most draws one frame made, and draws of a chart already drawn in that frame.
+  const stats = { draws: 0, frames: 0, maxPerFrame: 0, repeats: 0 };
+  let frameSeq = 0;
   let theme = null;
   let tooltip = null;
   const LABEL_GAP = 13;          // px between two y labels' centres: closer ones are dropped
@@ -11385,12 +11395,26 @@ const Charts = (function () {
   }
   function flush() {
     frameRequest = 0;
+    frameSeq++;
     const list = Array.from(dirtyCharts);
     dirtyCharts.clear();
+    const before = stats.draws;
     for (const chart of list) {
       if (chart.alive && chart.visible) chart.draw();
     }
+    if (stats.draws > before) {
+      stats.frames++;
+      stats.maxPerFrame = Math.max(stats.maxPerFrame, stats.draws - before);
+    }
   }
+  Object.defineProperty(window, '__expmanDraws', {
+    get: () => Object.assign({}, stats, {
+      charts: Array.from(allCharts, chart => {
+        const card = chart.wrap.closest('[data-key]');
+        return { key: card ? card.getAttribute('data-key') : null, draws: chart.draws, visible: chart.visible };
+      })
+    })
+  });
   // Off-screen charts give their pixels back, so hundreds of charts cost only what is visible.
   function release(chart) {
     if (!chart.canvas.width) return;
@@ -11755,6 +11779,8 @@ const Charts = (function () {
     this.onYZoom = null;
     this.onReset = null;
     this.emptyText = 'No data';
+    this.draws = 0;
+    this.drawnInFrame = -1;
     this.wrap.__chart = this;
     this.bind();
     if (seenObserver) seenObserver.observe(this.wrap);
@@ -11897,6 +11923,10 @@ const Charts = (function () {
   };
   Chart.prototype.draw = function () {
     this.stale = false;
+    stats.draws++;
+    this.draws++;
+    if (this.drawnInFrame === frameSeq) stats.repeats++;
+    this.drawnInFrame = frameSeq;
     const colours = getTheme();
     const width = this.wrap.clientWidth;
     const height = this.wrap.clientHeight;
@@ -12990,10 +13020,16 @@ function toggleRun(k, on) {
   if (on && !S.selectedSet.has(k)) setSelection(S.selected.concat([k]), true);
   else if (!on && S.selectedSet.has(k)) setSelection(S.selected.filter(x => x !== k), true);
 }
-function maxPoints() {
+// Points asked for per series. One run gets two per pixel of a chart's width (the server keeps
+// first/min/max/last per bucket: spikes stay sharp). Runs that share a chart share a budget of
+// POINTS_PER_PIXEL points per pixel, down to half a point per pixel each: 50 runs of 1M rows
+// cost the server, the wire and the canvas ~8,000 points a chart instead of ~35,000.
+const POINTS_PER_PIXEL = 16;
+function maxPoints(runs) {
   const w = ($('#charts').clientWidth || 1000) - 24, cols = Math.max(1, Math.floor((w + 12) / 342)), colW = (w - (cols - 1) * 12) / cols;
-  // the server keeps first/min/max/last per bucket: two points per pixel keeps spikes sharp
-  return Math.max(400, Math.min(2000, Math.round(2 * colW * (window.devicePixelRatio || 1))));
+  const px = colW * (window.devicePixelRatio || 1), one = Math.max(400, Math.min(2000, Math.round(2 * px)));
+  if (!(runs > 1)) return one;
+  return Math.max(100, Math.round(px / 2), Math.min(one, Math.round(px * POINTS_PER_PIXEL / runs)));
 }
 function convertSeries(ser) {
   const n = ser && ser.step ? ser.step.length : 0, st = new Array(n), tm = new Array(n), va = new Array(n);
@@ -13010,11 +13046,12 @@ async function loadRun(k) {
   const rd = { key: k, since: 0, series: new Map(), ready: false, version: ++versionSeq, t0: null, downsampled: false, catching: false, again: false };
   data.set(k, rd);
   const row = known.get(k);
-  let mp = maxPoints();
+  let mp = maxPoints(S.selected.length);
   const nkeys = row && row.summary ? Object.keys(row.summary).length : 0;
   if (nkeys > 40) mp = Math.max(150, Math.min(mp, Math.floor(120000 / nkeys)));
   try {
-    const j = await limited(() => api(runPath(k) + '/metrics?since=0&max_points=' + mp));
+    // queued behind at most a few others; a run deselected meanwhile is never asked for
+    const j = await limited(() => data.get(k) === rd ? api(runPath(k) + '/metrics?since=0&max_points=' + mp) : Promise.resolve(null));
     if (data.get(k) !== rd) return;
     for (const key of Object.keys(j.series || {})) rd.series.set(key, convertSeries(j.series[key]));
     rd.since = j.next_since || 0; rd.downsampled = !!j.downsampled;
@@ -13031,7 +13068,7 @@ async function loadRun(k) {
     rd.error = e.message; rd.ready = true;
     showError('Could not load metrics of ' + k, e);
   }
-  renderLegend(); scheduleCharts(); scheduleStream();
+  scheduleLegend(); scheduleStream();
 }
 function startTime(k, rd) {
   const r = known.get(k), t = r ? parseTime(r.started_at) : null;
@@ -13109,7 +13146,7 @@ async function catchUp(rd) {
     do {
       rd.again = false;
       const since = rd.since;
-      const j = await api(runPath(rd.key) + '/metrics?since=' + since + '&max_points=' + Math.max(2000, maxPoints()));
+      const j = await limited(() => data.get(rd.key) === rd ? api(runPath(rd.key) + '/metrics?since=' + since + '&max_points=' + Math.max(2000, maxPoints())) : Promise.resolve(null));
       if (data.get(rd.key) !== rd) return;
       if (rd.since === since && j.next_since > since) applyRows(rd, j.series, j.next_since);
     } while (rd.again);
@@ -13120,8 +13157,13 @@ async function catchUp(rd) {
 // --- 13.11 chart panel
 const cards = new Map();        // metric key -> card {key, el, chart, loaded: Map(run -> version), zoom}
 const groups = new Map();       // prefix -> {el, grid, count}
-let chartsTimer = 0;
-function scheduleCharts() { if (!chartsTimer) chartsTimer = setTimeout(() => { chartsTimer = 0; syncCharts(); }, 16); }
+// Arrivals (a run's metrics, a new key from the stream) are batched: one pass over the cards
+// (and the legend) per timer tick, then each changed chart draws once in the next frame.
+let chartsTimer = 0, legendDue = false;
+function scheduleCharts() {
+  if (!chartsTimer) chartsTimer = setTimeout(() => { chartsTimer = 0; if (legendDue) { legendDue = false; renderLegend(); } syncCharts(); }, 16);
+}
+function scheduleLegend() { legendDue = true; scheduleCharts(); }
 function labelOf(k) { const p = splitKey(k); return p[0] === S.exp ? p[1] : k; }
 function collapsedGroups() { try { return new Set(JSON.parse(store('expman.collapsed') || '[]')); } catch (e) { return new Set(); } }
 function makeGroup(g) {
@@ -13276,13 +13318,16 @@ async function zoomCard(c, x0, x1) {
   const token = ++c.zoomToken;
   c.el.classList.add('zoomed');
   c.zoom = { x0: x0, x1: x1, fine: new Map() };
-  const mp = maxPoints(), jobs = [];
+  // only the visible range, with as many points as the runs shown share; the coarse curves stay
+  // drawn until each run's finer range arrives, and a newer zoom drops the queued older asks
+  const mp = maxPoints(c.loaded.size), jobs = [];
   for (const k of Array.from(c.loaded.keys())) {
     const rd = data.get(k); if (!rd || !rd.downsampled) continue;
     const s = rd.series.get(c.key); if (!s || !s.step.length) continue;
     const r = stepRange(rd, s, x0, x1);
-    jobs.push(limited(() => api(runPath(k) + '/metrics?keys=' + enc(c.key) + '&since=0&max_points=' + mp + '&x_min=' + r[0] + '&x_max=' + r[1])).then(j => {
-      if (token !== c.zoomToken || data.get(k) !== rd) return;
+    const current = () => token === c.zoomToken && data.get(k) === rd;
+    jobs.push(limited(() => current() ? api(runPath(k) + '/metrics?keys=' + enc(c.key) + '&since=0&max_points=' + mp + '&x_min=' + r[0] + '&x_max=' + r[1]) : Promise.resolve(null)).then(j => {
+      if (!j || !current()) return;
       const f = convertSeries(j.series && j.series[c.key]); f.s0 = r[0]; f.s1 = r[1];
       c.zoom.fine.set(k, f);
       c.chart.setSeries(k, seriesFor(c, rd, s));
