@@ -7,21 +7,15 @@ window.__expmanDraws is the page's own read-only draw statistic (draws, frames t
 most draws one frame made, repeats = a chart drawn twice in one frame, per-chart draw counts).
 """
 import os
-import threading
 
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+from _util import Child, child_env, filled_root, playwright_or_skip, serving
 
+sync_api = playwright_or_skip()
 import expman  # noqa: E402
-from _util import Child, child_env  # noqa: E402
 
 expect = sync_api.expect
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 TIMEOUT_MS = 60_000
 MANY = 24          # runs in experiment "many"
 WIDE = 32          # metric keys of experiment "wide": more charts than fit on the screen
@@ -66,42 +60,22 @@ def _log_runs(root, exp, names, steps, keys):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("frames") / "experiments"
-    root.mkdir()
-    _log_runs(root, "many", [f"run{i:02d}" for i in range(MANY)], 3000, KEYS)
-    _log_runs(root, "wide", ["r"], 60, [f"k/m{i:02d}" for i in range(WIDE)])
-    return root
+    def fill(root, scratch):
+        _log_runs(root, "many", [f"run{i:02d}" for i in range(MANY)], 3000, KEYS)
+        _log_runs(root, "wide", ["r"], 60, [f"k/m{i:02d}" for i in range(WIDE)])
+    return filled_root(tmp_path_factory, "frames", fill)
 
 
 @pytest.fixture(scope="module")
 def server(data_root):
-    srv = expman.make_server(data_root, host="127.0.0.1", port=0)
-    thread = threading.Thread(target=srv.run, name="frames-test-server", daemon=True)
-    thread.start()
-    yield srv
-    srv.close()
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    with serving(data_root) as srv:
+        yield srv
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    p = context.new_page()
-    p.set_default_timeout(TIMEOUT_MS)
-    problems = []
-    p.on("console", lambda m: m.type == "error" and problems.append(m.text))
-    p.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    yield p
-    context.close()
-    assert not problems, f"browser console errors: {problems}"
+def page(ui):
+    ui.page.set_default_timeout(TIMEOUT_MS)
+    return ui.page
 
 
 def draws(page):
@@ -218,19 +192,13 @@ def test_live_rows_still_arrive_and_draw(page, server, data_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def big_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("frames_big") / "experiments"
-    root.mkdir()
-    _log_runs(root, "big", [f"b{i:02d}" for i in range(BIG_RUNS)], BIG_STEPS, KEYS)
-    return root
+    def fill(root, scratch):
+        _log_runs(root, "big", [f"b{i:02d}" for i in range(BIG_RUNS)], BIG_STEPS, KEYS)
+    return filled_root(tmp_path_factory, "frames_big", fill)
 
 
-def test_no_long_task_while_many_long_runs_load(browser, big_root):
-    srv = expman.make_server(big_root, host="127.0.0.1", port=0)
-    thread = threading.Thread(target=srv.run, name="frames-big-server", daemon=True)
-    thread.start()
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    try:
-        page = context.new_page()
+def test_no_long_task_while_many_long_runs_load(page, big_root):
+    with serving(big_root) as srv:
         page.set_default_timeout(120_000)
         page.add_init_script(LONG_TASKS)
         page.goto(srv.url + "/#exp=big")
@@ -243,7 +211,3 @@ def test_no_long_task_while_many_long_runs_load(browser, big_root):
         assert max(tasks, default=0) <= 200, (f"long tasks {sorted(tasks)[-5:]} ms, "
                                                f"load average {os.getloadavg()}")
         assert draws(page)["repeats"] == 0
-    finally:
-        context.close()
-        srv.close()
-        thread.join(10)
