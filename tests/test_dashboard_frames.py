@@ -7,6 +7,7 @@ window.__expmanDraws is the page's own read-only draw statistic (draws, frames t
 most draws one frame made, repeats = a chart drawn twice in one frame, per-chart draw counts).
 """
 import os
+import time
 
 import pytest
 
@@ -188,6 +189,73 @@ def test_live_rows_still_arrive_and_draw(page, server, data_root, tmp_path):
         stop.write_text("stop")
         if child.proc.poll() is None:
             child.kill()
+
+
+def _drag(page, key, start, end):
+    overlay = page.locator(f'.chart[data-key="{key}"] canvas.chart-overlay')
+    box = overlay.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * start, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * end, y, steps=4)
+    page.mouse.up()
+
+
+def _wait_count(page, items, n, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while len(items) < n:   # Playwright dispatches route events while the page waits
+        assert time.monotonic() < deadline, f"{len(items)} of {n} requests"
+        page.wait_for_timeout(20)
+
+
+def test_zoom_keeps_coarse_curves_and_drops_stale_range_requests(page, server):
+    held = []
+    page.route(lambda url: "x_min=" in url, lambda route: held.append(route))
+    runs = [f"many/run{i:02d}" for i in range(8)]
+    try:
+        page.goto(server.url + "/#exp=many&runs=" + ",".join(runs))
+        page.wait_for_function(ALL_DRAWN, arg=[KEYS, len(runs)])
+        page.evaluate(TWO_FRAMES)
+        coarse = page.evaluate("k => window.expman.chartPoints(k)", KEYS[0])
+        before = draws(page)
+        _drag(page, KEYS[0], 0.3, 0.7)
+        _wait_count(page, held, 4)            # the queue lets four out, the server holds them
+        page.evaluate(TWO_FRAMES)
+        first = [r.request.url for r in held]
+        assert all(f"keys={KEYS[0].replace('/', '%2F')}" in u for u in first), first
+        assert len(set(max_points_of(first))) == 1
+        # the zoomed range is drawn from the coarse curves while the finer data is on its way
+        waiting = draws(page)
+        mine = [c for c in waiting["charts"] if c["key"] == KEYS[0]][0]
+        was = [c for c in before["charts"] if c["key"] == KEYS[0]][0]
+        assert mine["draws"] > was["draws"]
+        assert page.evaluate("k => window.expman.chartPoints(k)", KEYS[0]) == coarse
+        # a second zoom before the first has landed: the first's four queued asks never go out
+        _drag(page, KEYS[0], 0.4, 0.6)
+        for route in held[:4]:
+            route.continue_()
+        _wait_count(page, held, 8)
+        for route in held[4:8]:
+            route.continue_()
+        _wait_count(page, held, 12)
+        for route in held[8:12]:
+            route.continue_()
+        # the finer ranges replace the coarse ones, run by run
+        page.wait_for_function("([k, c]) => Object.keys(c)"
+                               ".every(r => window.expman.chartPoints(k)[r] !== c[r])",
+                               arg=[KEYS[0], coarse])
+        second = [r.request.url for r in held[4:]]
+        first_min = {u.split("x_min=")[1].split("&")[0] for u in first}
+        assert not {u.split("x_min=")[1].split("&")[0] for u in second} & first_min
+        page.evaluate(TWO_FRAMES)
+        assert len(held) == 12 and draws(page)["repeats"] == 0
+    finally:
+        page.unroute_all(behavior="ignoreErrors")
+        for route in held:
+            try:
+                route.continue_()
+            except Exception:   # already continued
+                pass
 
 
 @pytest.fixture(scope="module")
