@@ -213,7 +213,7 @@ def bench_page(root, runs, rows, ref=None):
         # one server per version, pages opened alternately: A B A B ...
         served = {label: ServedPage(root, path) for label, path in versions.items()}
         try:
-            for attempt in range(4):
+            for attempt in range(6):
                 for label in versions:
                     page = browser.new_page(viewport={"width": 1400, "height": 900})
                     t = time.perf_counter()
