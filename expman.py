@@ -4736,6 +4736,19 @@ def _catch_up_crashed(store, run_path, row):
     disk: take the row count, last step, last values and duration from the data (only the
     rows after the heartbeat's count are read)."""
     since = row["rows"] or 0
+    tail = _rows_after(store, run_path, since)
+    if tail is None or not tail.num_rows:
+        return
+    row["rows"] = since + tail.num_rows
+    steps = [s for s in tail.column("step").to_pylist() if s is not None]
+    if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
+        row["last_step"] = max(steps)
+    row["summary"] = {**row["summary"], **_last_values(tail)}
+    _catch_up_duration(row, tail)
+
+
+def _rows_after(store, run_path, since):
+    """The run's metric rows after the first `since` (None when its files cannot be listed)."""
     tables = []
     try:
         for start, end, fpath in _metric_files(store, run_path):
@@ -4746,22 +4759,24 @@ def _catch_up_crashed(store, run_path, row):
             except Exception:  # noqa: BLE001 - a half-written last segment: the rest counts
                 continue
     except (OSError, ExpmanError):
-        return
-    tail = _unify(tables)
-    if not tail.num_rows:
-        return
-    row["rows"] = since + tail.num_rows
-    steps = [s for s in tail.column("step").to_pylist() if s is not None]
-    if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
-        row["last_step"] = max(steps)
-    summary = dict(row["summary"])
-    for key in tail.column_names:
+        return None
+    return _unify(tables)
+
+
+def _last_values(table):
+    """{metric: its last non-null value} over the table's metric columns."""
+    last = {}
+    for key in table.column_names:
         if key in ("step", "timestamp"):
             continue
-        values = [v for v in tail.column(key).to_pylist() if v is not None]
+        values = [v for v in table.column(key).to_pylist() if v is not None]
         if values:
-            summary[key] = values[-1]
-    row["summary"] = summary
+            last[key] = values[-1]
+    return last
+
+
+def _catch_up_duration(row, tail):
+    """Stretch row's duration to the tail's last timestamp when that is later."""
     started = _parse_iso(row["started_at"])
     stamps = [t for t in tail.column("timestamp").to_pylist() if t is not None]
     if started is not None and stamps:
