@@ -5333,40 +5333,60 @@ def _scan_metric_files(store, files, keys):
     """One table from [(experiment, run, path)], scanned by pyarrow.dataset."""
     if any(f.endswith(".arrow") for _e, _r, f in files):  # expman-rs segments: not Parquet
         return _read_metric_files_one_by_one(store, files, keys)
-    good = []
-    if files:
-        fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
-        paths = [f for _e, _r, f in files]
-        factory = pads.FileSystemDatasetFactory(fs, paths, pads.ParquetFileFormat())
-        try:
-            schema = factory.inspect(fragments=None)  # every footer: schemas differ per run
-            good = files
-        except (pa.ArrowInvalid, OSError, TypeError) as exc:
-            # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
-            # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
-            if _is_missing(exc):
-                raise
-            good, schemas = [], []
-            for item in files:  # find the bad files one by one; keep the rest
-                try:
-                    schemas.append(store.parquet_file(item[2]).schema_arrow)
-                    good.append(item)
-                except Exception as err:  # noqa: BLE001 - a half-written file from a crash
-                    if _is_missing(err):
-                        raise
-                    _warn(f"expman: skipped unreadable metrics file "
-                          f"{store.display(item[2])}: {err}")
-            schema = pa.unify_schemas(schemas) if schemas else None
+    if not files:
+        return _empty_scan(keys)
+    fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
+    good, schema = _readable_metric_files(store, fs, files)
     if not good:
-        empty = _empty_metrics_table()
-        if keys is not None:
-            empty = empty.select(list(RESERVED_COLUMNS))
-        return empty.add_column(0, "run", pa.array([], pa.string())).add_column(
-            0, "experiment", pa.array([], pa.string()))
+        return _empty_scan(keys)
     metric_names = [n for n in schema.names if n not in RESERVED_COLUMNS]
     if keys is not None:
         metric_names = [k for k in keys if k in schema.names and k not in RESERVED_COLUMNS]
     columns = [c for c in RESERVED_COLUMNS if c in schema.names] + metric_names
+    table, index = _scan_in_file_order(store, fs, good, schema, columns)
+    exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
+    run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
+    names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
+    table = _strip_rows_key(table.select(columns).rename_columns(names))
+    return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+
+
+def _readable_metric_files(store, fs, files):
+    """(the files whose footers read, their unified schema): every footer is inspected, since
+    schemas differ per run; a file cut by a crash is skipped with a warning."""
+    paths = [f for _e, _r, f in files]
+    factory = pads.FileSystemDatasetFactory(fs, paths, pads.ParquetFileFormat())
+    try:
+        return files, factory.inspect(fragments=None)
+    except (pa.ArrowInvalid, OSError, TypeError) as exc:
+        # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
+        # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
+        if _is_missing(exc):
+            raise
+    good, schemas = [], []
+    for item in files:  # find the bad files one by one; keep the rest
+        try:
+            schemas.append(store.parquet_file(item[2]).schema_arrow)
+            good.append(item)
+        except Exception as err:  # noqa: BLE001 - a half-written file from a crash
+            if _is_missing(err):
+                raise
+            _warn(f"expman: skipped unreadable metrics file "
+                  f"{store.display(item[2])}: {err}")
+    return good, pa.unify_schemas(schemas) if schemas else None
+
+
+def _empty_scan(keys):
+    """What _scan_metric_files returns when no file could be read."""
+    empty = _empty_metrics_table()
+    if keys is not None:
+        empty = empty.select(list(RESERVED_COLUMNS))
+    return empty.add_column(0, "run", pa.array([], pa.string())).add_column(
+        0, "experiment", pa.array([], pa.string()))
+
+
+def _scan_in_file_order(store, fs, good, schema, columns):
+    """(the columns of every file in one table, rows in file order; each row's file index)."""
     fmt = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(
         pre_buffer=not store.is_local))  # coalesced reads pay off on object stores only
     dataset = pads.FileSystemDataset.from_paths([f for _e, _r, f in good], schema=schema,
@@ -5380,11 +5400,7 @@ def _scan_metric_files(store, files, keys):
         # files came back out of order: restore file order (a stable sort keeps rows in order)
         table = table.sort_by([("__fragment_index", "ascending"), ("__batch_index", "ascending")])
         index = table.column("__fragment_index").combine_chunks()
-    exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
-    run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
-    names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
-    table = _strip_rows_key(table.select(columns).rename_columns(names))
-    return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+    return table, index
 
 
 def _read_metric_files_one_by_one(store, files, keys):
