@@ -5621,36 +5621,51 @@ def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     if not isinstance(status, str) or status.lower() != "running":
         return {**entry, "action": "skipped", "reason": f"status is {status!r}"}
     beat = _parse_iso(meta.get("heartbeat_at")) or _parse_iso(meta.get("started_at"))
-    interval = meta.get("heartbeat_secs")
-    if type(interval) not in (int, float) or interval <= 0:
-        interval = DEFAULT_HEARTBEAT_SECS
-    limit = STALE_HEARTBEATS * interval + 5 if stale is None else stale
     age = None if beat is None else round(now - beat, 1)
     entry.update(hostname=_text(meta.get("hostname")), pid=meta.get("pid"), heartbeat_age=age)
-    if age is not None and age < limit:
-        return {**entry, "action": "alive", "reason": f"heartbeat {age:.0f}s old"}
-    if meta.get("hostname") == _HOSTNAME and _pid_alive(meta.get("pid")):
-        return {**entry, "action": "alive", "reason": f"pid {meta.get('pid')} is running"}
-    why = (f"pid {meta.get('pid')} is gone" if meta.get("hostname") == _HOSTNAME
-           else f"heartbeat {age if age is not None else '?'}s old, from host "
-                f"{meta.get('hostname')}")
+    alive, why = _reap_verdict(meta, age, stale)
+    if alive:
+        return {**entry, "action": "alive", "reason": why}
     if dry_run:
         return {**entry, "action": "would-reap", "reason": why}
     if store.stat(meta_path) != stamp:
         return {**entry, "action": "alive", "reason": "run.yaml changed while reaping"}
+    store.write_atomic(meta_path, _yaml_dump(_crashed_meta(meta, beat, now)))
+    entry = {**entry, "action": "reaped", "reason": why}
+    if compact:
+        entry["compacted_segments"] = _compact_leftovers(store, path)
+    return entry
+
+
+def _reap_verdict(meta, age, stale):
+    """(alive, reason) for a run whose run.yaml says running and whose heartbeat is `age`
+    seconds old (None: unknown): alive while the heartbeat is fresher than `stale` seconds
+    (default: STALE_HEARTBEATS of its intervals + 5 s) or its pid runs on this host."""
+    interval = meta.get("heartbeat_secs")
+    if type(interval) not in (int, float) or interval <= 0:
+        interval = DEFAULT_HEARTBEAT_SECS
+    limit = STALE_HEARTBEATS * interval + 5 if stale is None else stale
+    if age is not None and age < limit:
+        return True, f"heartbeat {age:.0f}s old"
+    if meta.get("hostname") != _HOSTNAME:   # a pid on another host means nothing here
+        return False, (f"heartbeat {age if age is not None else '?'}s old, from host "
+                       f"{meta.get('hostname')}")
+    if _pid_alive(meta.get("pid")):
+        return True, f"pid {meta.get('pid')} is running"
+    return False, f"pid {meta.get('pid')} is gone"
+
+
+def _crashed_meta(meta, beat, now):
+    """meta (a running run's run.yaml), marked crashed at its last heartbeat by this process."""
     started = _parse_iso(meta.get("started_at"))
     # in the file's case: expman-rs cannot parse its run.yaml with a lower-case status
-    meta["status"] = "CRASHED" if status.isupper() else "crashed"
+    meta["status"] = "CRASHED" if meta["status"].isupper() else "crashed"
     meta["finished_at"] = meta.get("heartbeat_at") or _iso(now)
     if started is not None and beat is not None:
         meta["duration_secs"] = round(beat - started, 3)
     meta["reaped_at"] = _iso(now)
     meta["reaped_by"] = f"{_HOSTNAME} pid {os.getpid()}"
-    store.write_atomic(meta_path, _yaml_dump(meta))
-    entry = {**entry, "action": "reaped", "reason": why}
-    if compact:
-        entry["compacted_segments"] = _compact_leftovers(store, path)
-    return entry
+    return meta
 
 
 def _compact_leftovers(store, path):
