@@ -11418,10 +11418,11 @@ const Charts = (function () {
   let theme = null;
   let tooltip = null;
   const LABEL_GAP = 13;          // px between two y labels' centres: closer ones are dropped
-  // Past this many curves a chart draws one-device-pixel lines: a software rasteriser (Skia
-  // without a GPU) draws those as hairlines, 20x faster than 1.6 px strokes with round joins
-  // (50 curves x 180 points: 2 ms against 44 ms a draw), and 50 thinner curves read better.
+  // Past this many curves or points a chart draws one-device-pixel lines: a software rasteriser
+  // (Skia without a GPU) draws those as hairlines, 20x faster than 1.6 px strokes with round
+  // joins (50 curves x 180 points: 2 ms against 44 ms a draw), and many thin curves read better.
   const THIN_AFTER = 10;
+  const THIN_POINTS = 4000;
   const seenObserver = window.IntersectionObserver ? new IntersectionObserver(onSeen, { rootMargin: '200px 0px' }) : null;
   const sizeObserver = window.ResizeObserver ? new ResizeObserver(onResized) : null;
 
@@ -12119,7 +12120,9 @@ const Charts = (function () {
     const smoothing = options.smoothing > 0;
     const highlighted = options.highlight;
     const dimmed = series => highlighted && highlighted !== series.id;
-    const thin = list.length > THIN_AFTER ? 1 / dpr : 0;
+    let shownPoints = 0;
+    for (const range of ranges.values()) shownPoints += range[1] - range[0];
+    const thin = list.length > THIN_AFTER || shownPoints > THIN_POINTS ? 1 / dpr : 0;
     for (const series of list) {
       if (series.lo) band(ctx, series, ranges.get(series), scale, dimmed(series) ? 0.06 : 0.24);
     }

@@ -279,3 +279,4 @@ def test_no_long_task_while_many_long_runs_load(page, big_root):
         assert max(tasks, default=0) <= 200, (f"long tasks {sorted(tasks)[-5:]} ms, "
                                                f"load average {os.getloadavg()}")
         assert draws(page)["repeats"] == 0
+        page.goto("about:blank")   # before the server goes: no reconnecting stream
