@@ -746,6 +746,7 @@ def _image_size(data, ext):
 #   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
 #   └── <experiment>/
 #       ├── experiment.yaml             display_name, description, tags, created_at
+#       ├── .views/<name>.json          the dashboard's saved views (a URL hash each)
 #       ├── .catalog/                   the run catalog: one summary row per closed run
 #       │   ├── base-<ns>-<id>.jsonl    compacted rows (JSON lines), rewritten now and then
 #       │   └── part-<ns>-<id>.jsonl    rows added since: one file per close or listing
@@ -795,6 +796,8 @@ HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
 CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catalog" in section 9
 CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
+VIEWS_DIR = ".views"                    # <experiment>/.views/<name>.json: the page's saved views
+VIEW_MAX_BYTES = 16_384                 # one view: a URL hash and its name
 
 
 def _segment_name(start, end):
@@ -7682,6 +7685,10 @@ _ROUTES = (
     ("GET", "/api/projects", "_api_projects"),
     ("GET", "/api/experiments/<exp>/runs", "_api_runs"),
     ("GET", "/api/experiments/<exp>/metadata", "_api_experiment_meta"),
+    ("GET", "/api/experiments/<exp>/views", "_api_views"),
+    ("PUT", "/api/experiments/<exp>/views/<name>", "_api_view_save"),
+    ("POST", "/api/experiments/<exp>/views/<name>", "_api_view_save"),
+    ("DELETE", "/api/experiments/<exp>/views/<name>", "_api_view_delete"),
     ("GET", _RUN + "/metadata", "_api_run_meta"),
     ("PATCH", _RUN + "/metadata", "_api_run_meta_patch"),
     ("GET", _RUN + "/config", "_api_config"),
@@ -7873,6 +7880,79 @@ class _Api:
             self.fail(403, f"{EXPERIMENT_YAML} of {exp} is a link out of the experiment; "
                            f"not served")
         return _read_yaml(store, store.join(exp_path, EXPERIMENT_YAML))
+
+    # -- saved views: <experiment>/.views/<name>.json, one small file each -----------------
+    # One file per view, written whole (temp + rename; one PUT on object stores): two people
+    # saving different views never touch the same file, and the same view is last-writer-wins
+    # with no torn file. experiment.yaml would need a read-modify-write, and lose one of two.
+    def views_dir(self, exp):
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        if not _name_ok(exp) or not store.isdir(exp_path):
+            self.fail(404, f"no such experiment: {exp}")
+        return store.join(exp_path, VIEWS_DIR)
+
+    def view_name(self, name):
+        if not _view_name_ok(name):
+            self.fail(400, "a view name is 1 to 80 letters, digits, spaces and _ . - + = @ ( ), "
+                           "and starts with a letter or digit")
+        return name
+
+    def same_origin(self):
+        """Refuse a cross-site write: the Origin a browser sends must be this server."""
+        req = self.bottle.request
+        origin = req.get_header("Origin")
+        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
+            self.fail(403, f"cross-site request from {origin} refused")
+
+    def _api_views(self, exp):
+        store, folder = self.store, self.views_dir(exp)
+        views = []
+        for entry in sorted(store.listdir(folder), key=lambda e: e.name):
+            name = entry.name[:-5] if entry.name.endswith(".json") else None
+            if entry.is_dir or not _view_name_ok(name) or entry.size > VIEW_MAX_BYTES:
+                continue
+            path = store.join(folder, entry.name)
+            if _links_out(store, path):
+                continue
+            try:
+                view = json.loads(store.read_bytes(path))
+            except (OSError, ValueError):
+                continue  # deleted meanwhile, or not ours: the list skips it
+            if isinstance(view, dict) and isinstance(view.get("hash"), str):
+                views.append({"name": name, "hash": view["hash"],
+                              "saved_at": view.get("saved_at")})
+        return {"experiment": exp, "views": views}
+
+    def _api_view_save(self, exp, name):
+        req = self.bottle.request
+        self.same_origin()
+        if not (req.content_type or "").startswith("application/json"):
+            self.fail(415, "saving a view needs Content-Type: application/json")
+        folder, name = self.views_dir(exp), self.view_name(name)
+        try:
+            body = json.loads(req.body.read(VIEW_MAX_BYTES + 1) or b"{}")
+        except ValueError:
+            self.fail(400, "body is not valid JSON")
+        state = body.get("hash") if isinstance(body, dict) else None
+        if not isinstance(state, str) or len(state) > VIEW_MAX_BYTES - 200:
+            self.fail(400, "send an object {\"hash\": \"#exp=...\"} (the page's URL hash)")
+        if state and not state.startswith("#"):
+            state = "#" + state
+        view = {"name": name, "hash": state, "saved_at": _iso()}
+        self.store.mkdir(folder)
+        self.store.write_atomic(self.store.join(folder, name + ".json"),
+                                json.dumps(view, indent=1).encode())
+        return view
+
+    def _api_view_delete(self, exp, name):
+        self.same_origin()
+        folder, name = self.views_dir(exp), self.view_name(name)
+        path = self.store.join(folder, name + ".json")
+        if self.store.stat(path) is None:
+            self.fail(404, f"no view named {name!r} in {exp}")
+        self.store.delete(path)
+        return {"deleted": name}
 
     # -- one run: metadata, config, metrics, log -----------------------------------------
     def _api_run_meta(self, exp, run):
@@ -8303,6 +8383,15 @@ def _name_ok(name):
         return _safe_name(name) == name
     except InvalidInputError:  # '___', 300 characters: a clean 404 (it was a 500)
         return False
+
+
+_VIEW_NAME = re.compile(r"[^\W_][\w .+=@()-]{0,79}")
+
+
+def _view_name_ok(name):
+    """True for a saved view's name: one safe file name, no leading dot, no trailing space."""
+    return (isinstance(name, str) and _VIEW_NAME.fullmatch(name) is not None
+            and not name.endswith((" ", ".")))
 
 
 def _links_out(store, path):
