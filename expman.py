@@ -13521,6 +13521,7 @@ function toggleHidden(keys, hide) {
   for (const k of keys) { if (hide) S.hidden.add(k); else S.hidden.delete(k); }
   Charts.configure({ hidden: new Set(S.hidden), highlight: null });
   renderLegend(); writeHash();
+  if (S.groupBy) scheduleCharts();   // a group's band is redrawn from the runs still shown
 }
 
 // --- 13.12 media panel
@@ -14650,7 +14651,8 @@ function groupBands(withHidden) {
     const rd = data.get(k);
     if (!rd || !rd.ready || rd.error) continue;
     const g = groupValue(k);
-    if (!raw.has(g)) raw.set(g, known.get(k) && known.get(k).params ? (known.get(k).params[S.groupBy.slice(2)]) : g);
+    const params = S.groupBy !== 'tags' && known.get(k) ? known.get(k).params : null;   // numbers sort as numbers
+    if (!raw.has(g)) raw.set(g, params && !isNull(params[S.groupBy.slice(2)]) ? params[S.groupBy.slice(2)] : g);
     members.add(k);
     if (S.hidden.has(k) && !withHidden) continue;
     if (!jobs.has(g)) jobs.set(g, []);
