@@ -798,6 +798,8 @@ CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catal
 CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
 VIEWS_DIR = ".views"                    # <experiment>/.views/<name>.json: the page's saved views
 VIEW_MAX_BYTES = 16_384                 # one view: a URL hash and its name
+VIEW_NAME_RULE = ("a view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts "
+                  "with a letter or digit and does not end with a space or a dot")
 
 
 def _segment_name(start, end):
@@ -7894,8 +7896,7 @@ class _Api:
 
     def view_name(self, name):
         if not _view_name_ok(name):
-            self.fail(400, "a view name is 1 to 80 letters, digits, spaces and _ . - + = @ ( ), "
-                           "and starts with a letter or digit")
+            self.fail(400, VIEW_NAME_RULE)
         return name
 
     def same_origin(self):
@@ -8385,7 +8386,7 @@ def _name_ok(name):
         return False
 
 
-_VIEW_NAME = re.compile(r"[^\W_][\w .+=@()-]{0,79}")
+_VIEW_NAME = re.compile(r"[^\W_][\w .,+=@()-]{0,79}")
 
 
 def _view_name_ok(name):
@@ -14744,10 +14745,16 @@ function openView(name) {
   if (!v) return;
   if (v.hash !== location.hash) { history.pushState(null, '', v.hash || location.pathname + location.search); applyHash(); }
 }
+// the server's rule (_view_name_ok), checked here first so a typo costs no request
+const VIEW_NAME = /^[\p{L}\p{N}][\p{L}\p{N}_ .,+=@()-]{0,79}$/u;
 async function saveView(name) {
   const err = $('#view-error');
   err.textContent = '';
   if (!S.exp) return;
+  if (!VIEW_NAME.test(name) || /[ .]$/.test(name)) {
+    err.textContent = 'A view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts with a letter or digit and does not end with a space or a dot.';
+    return;
+  }
   clearTimeout(hashTimer); writeHash(true);
   try {
     const v = await api(expPath(S.exp) + '/views/' + enc(name), { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ hash: location.hash }) });
