@@ -11167,7 +11167,7 @@ with expman.Experiment("my-experiment") as exp:
         <button id="pvr-clear" class="btn small pvr-ctl" type="button" data-testid="pvr-clear" title="Remove the brushed ranges from the runs filter" hidden>Clear brush</button>
       </div>
       <div id="pvr-body" hidden>
-        <div class="pvr-wrap"><canvas id="pvr-canvas" data-testid="pvr-canvas"></canvas></div>
+        <div class="pvr-wrap"><canvas id="pvr-canvas" data-testid="pvr-canvas"></canvas><div id="pvr-empty" class="empty-state" hidden></div></div>
         <div class="pvr-hint muted">Drag across an axis (or a box on the scatter) to filter the runs to that range; click a point to select its run.</div>
       </div>
     </section>
@@ -11503,7 +11503,9 @@ const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : 
 //   yLabels(), xLabels(), bestPoints(), toCsv(), destroy(),
 //   callbacks chart.onZoom(x0, x1) / chart.onYZoom(y0, y1) / chart.onReset(),
 // plus Charts.configure({smoothing, logy, xFormat, xLabel, hidden, highlight, clipOutliers}) shared by
-// every chart (xFormat 'step' | 'wall' | 'relative' | 'metric': x is another metric named xLabel), and Charts.drawHeatmap / Charts.heatmapCell for the histogram panel.
+// every chart (xFormat 'step' | 'wall' | 'relative' | 'metric': x is another metric named xLabel),
+// Charts.drawHeatmap / Charts.heatmapCell for the histogram panel, and Charts.drawScatter /
+// Charts.drawParallel for params vs results (13.19).
 // Charts draw only while on screen (IntersectionObserver) and at most once per frame.
 const Charts = (function () {
   const options = { smoothing: 0, logy: false, xFormat: 'step', xLabel: '', hidden: new Set(), highlight: null, clipOutliers: false };
@@ -12561,8 +12563,171 @@ const Charts = (function () {
     theme = null;
     for (const chart of allCharts) request(chart);
   }
+
+  // Params vs results (13.19 owns the data and the brushing; this only draws). A spec holds
+  // axes [{label, ticks: [{u, text}]}] and marks in unit coordinates (0..1 along each axis):
+  // points [{id, units: [u per axis], color}] (color null: drawn faint, under the others) and
+  // boxes [{axis, from, to}] (parallel: a range on axis `axis`) or [{x0, x1, y0, y1}] (scatter).
+  // Both return the layout: unit <-> pixel functions and each mark's pixel position.
+  function prepareCanvas(canvas) {
+    const width = canvas.parentNode.clientWidth;
+    const height = canvas.parentNode.clientHeight;
+    const dpr = window.devicePixelRatio || 1;
+    fitCanvas(canvas, width, height, dpr);
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    ctx.font = getTheme().font;
+    return { ctx: ctx, width: width, height: height };
+  }
+  function styleVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+  function drawBoxes(ctx, rects) {
+    const colours = getTheme();
+    ctx.fillStyle = colours.zoom;
+    ctx.strokeStyle = colours.cross;
+    ctx.lineWidth = 1;
+    for (const rect of rects) {
+      ctx.fillRect(rect[0], rect[1], rect[2], rect[3]);
+      ctx.strokeRect(rect[0] + 0.5, rect[1] + 0.5, rect[2], rect[3]);
+    }
+  }
+  function markColour(mark, faint) {
+    return mark.color || faint;
+  }
+  function drawScatter(canvas, spec) {
+    const surface = prepareCanvas(canvas);
+    const ctx = surface.ctx;
+    const colours = getTheme();
+    const left = 64;
+    const top = 10;
+    const plotWidth = surface.width - left - 16;
+    const plotHeight = surface.height - top - 40;
+    const toX = unit => left + unit * plotWidth;
+    const toY = unit => top + (1 - unit) * plotHeight;
+    const layout = { left: left, top: top, plotWidth: plotWidth, plotHeight: plotHeight, toX: toX, toY: toY, marks: [] };
+    if (plotWidth < 20 || plotHeight < 20) return layout;
+    ctx.strokeStyle = colours.grid;
+    ctx.lineWidth = 1;
+    ctx.fillStyle = colours.text;
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'right';
+    ctx.beginPath();
+    let lastY = Infinity;
+    for (const tick of spec.axes[1].ticks) {
+      const py = Math.round(toY(tick.u)) + 0.5;
+      ctx.moveTo(left, py);
+      ctx.lineTo(left + plotWidth, py);
+      if (lastY - py < LABEL_GAP) continue;
+      ctx.fillText(tick.text, left - 6, py);
+      lastY = py;
+    }
+    ctx.textAlign = 'center';
+    let lastRight = -Infinity;
+    for (const tick of spec.axes[0].ticks) {
+      const px = Math.round(toX(tick.u)) + 0.5;
+      const labelWidth = ctx.measureText(tick.text).width;
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + plotHeight);
+      if (px - labelWidth / 2 < lastRight + 6) continue;
+      ctx.fillText(tick.text, px, top + plotHeight + 12);
+      lastRight = px + labelWidth / 2;
+    }
+    ctx.stroke();
+    ctx.strokeStyle = colours.axis;
+    ctx.strokeRect(left + 0.5, top + 0.5, plotWidth, plotHeight);
+    ctx.fillStyle = styleVar('--fg-2');
+    ctx.fillText(spec.axes[0].label, left + plotWidth / 2, surface.height - 8);
+    ctx.save();
+    ctx.translate(12, top + plotHeight / 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.fillText(spec.axes[1].label, 0, 0);
+    ctx.restore();
+    const faint = styleVar('--faint');
+    for (const mark of spec.points) {
+      const px = toX(mark.units[0]);
+      const py = toY(mark.units[1]);
+      ctx.globalAlpha = mark.color ? 0.9 : 0.35;
+      ctx.fillStyle = markColour(mark, faint);
+      ctx.beginPath();
+      ctx.arc(px, py, mark.color ? 4.5 : 3.5, 0, Math.PI * 2);
+      ctx.fill();
+      layout.marks.push({ id: mark.id, x: px, y: py, matched: !!mark.color });
+    }
+    ctx.globalAlpha = 1;
+    drawBoxes(ctx, spec.boxes.map(box => {
+      const x0 = toX(box.x0);
+      const y0 = toY(box.y1);
+      return [x0, y0, toX(box.x1) - x0, toY(box.y0) - y0];
+    }));
+    return layout;
+  }
+  function drawParallel(canvas, spec) {
+    const surface = prepareCanvas(canvas);
+    const ctx = surface.ctx;
+    const colours = getTheme();
+    const count = spec.axes.length;
+    const top = 26;
+    const plotHeight = surface.height - top - 24;
+    const gap = (surface.width - 112) / Math.max(1, count - 1);
+    const axisX = index => 56 + index * gap;
+    const toY = unit => top + (1 - unit) * plotHeight;
+    const layout = { top: top, plotHeight: plotHeight, gap: gap, axisX: axisX, toY: toY, marks: [] };
+    if (plotHeight < 20 || gap < 10) return layout;
+    const faint = styleVar('--faint');
+    ctx.lineWidth = 1.4;
+    for (const mark of spec.points) {
+      const ys = mark.units.map(toY);
+      ctx.globalAlpha = mark.color ? 0.8 : 0.3;
+      ctx.strokeStyle = markColour(mark, faint);
+      ctx.beginPath();
+      let penDown = false;
+      for (let i = 0; i < count; i++) {
+        if (!isFiniteNumber(ys[i])) {
+          penDown = false;
+          continue;
+        }
+        if (penDown) ctx.lineTo(axisX(i), ys[i]);
+        else ctx.moveTo(axisX(i), ys[i]);
+        penDown = true;
+      }
+      ctx.stroke();
+      layout.marks.push({ id: mark.id, x: axisX(count - 1), y: ys[count - 1], ys: ys, matched: !!mark.color });
+    }
+    ctx.globalAlpha = 1;
+    ctx.textBaseline = 'middle';
+    const labelColour = styleVar('--fg-2');
+    const shorten = (text, most) => text.length > most ? text.slice(0, most - 1) + '\u2026' : text;
+    for (let i = 0; i < count; i++) {
+      const axis = spec.axes[i];
+      const px = Math.round(axisX(i)) + 0.5;
+      const last = i === count - 1;
+      ctx.strokeStyle = colours.axis;
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + plotHeight);
+      ctx.stroke();
+      ctx.fillStyle = labelColour;
+      ctx.textAlign = 'center';
+      ctx.fillText(shorten(axis.label, 22), Math.min(surface.width - 40, Math.max(40, px)), 10);
+      ctx.fillStyle = colours.text;
+      ctx.textAlign = last ? 'left' : 'right';
+      let lastY = -Infinity;
+      for (const tick of axis.ticks.slice().sort((above, below) => below.u - above.u)) {
+        const py = toY(tick.u);
+        if (py - lastY < LABEL_GAP - 1) continue;
+        ctx.fillText(shorten(tick.text, 10), px + (last ? 5 : -5), py);
+        lastY = py;
+      }
+    }
+    drawBoxes(ctx, spec.boxes.map(box => [axisX(box.axis) - 7, toY(box.to), 14, toY(box.from) - toY(box.to)]));
+    return layout;
+  }
   return { create: canvas => new Chart(canvas), configure: configure, refreshTheme: refreshTheme,
-    drawHeatmap: drawHeatmap, heatmapCell: heatmapCell };
+    drawHeatmap: drawHeatmap, heatmapCell: heatmapCell,
+    drawScatter: drawScatter, drawParallel: drawParallel };
 })();
 
 // --- 13.5 state
@@ -14418,133 +14583,50 @@ function syncPvrPickers(fields) {
   fill($('#pvr-x'), all, S.pvr.x);
   fill($('#pvr-y'), fields.metrics, S.pvr.y);
 }
-function pvrColor(r, matched, accent) {
-  const k = S.exp + '/' + r.name;
-  if (!matched) return null;
-  return S.selectedSet.has(k) ? colorOf(k) : accent;
-}
 function drawPvr() {
-  const canvas = $('#pvr-canvas'), wrap = canvas.parentNode, width = wrap.clientWidth, height = wrap.clientHeight;
+  const canvas = $('#pvr-canvas');
   const rows = pvrRows(), fields = pvrFields(rows);
   syncPvrPickers(fields);
   const matched = pvrMatched();
   $('#pvr-note').textContent = rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' : '';
   $('#pvr-clear').hidden = !pvr.brushes.size;
-  if (width < 40 || height < 40) return;
-  const dpr = window.devicePixelRatio || 1;
-  canvas.width = Math.round(width * dpr); canvas.height = Math.round(height * dpr);
-  const ctx = canvas.getContext('2d'), css = getComputedStyle(document.documentElement), v = n => css.getPropertyValue(n).trim();
-  const theme = { grid: v('--chart-grid'), axis: v('--chart-axis'), text: v('--chart-text'), faint: v('--faint'), zoom: v('--chart-zoom'), cross: v('--chart-cross'), fg: v('--fg-2'), accent: v('--accent') };
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, width, height);
-  ctx.font = '11px ' + getComputedStyle(document.body).fontFamily;
-  pvrShown = [];
   const ids = S.pvr.mode === 'scatter' ? [S.pvr.x, S.pvr.y]
     : fields.params.filter(f => f.varies).slice(0, PVR_MAX_AXES - 1).map(f => f.id).concat(S.pvr.y ? [S.pvr.y] : []);
-  if (!rows.length || ids.some(id => !id) || ids.length < 2) {
-    pvr.layout = null;
-    ctx.fillStyle = theme.text; ctx.textAlign = 'center'; ctx.textBaseline = 'middle';
-    ctx.fillText(rows.length ? 'Needs a param that varies and a metric' : 'No runs', width / 2, height / 2);
-    return;
-  }
-  const axes = ids.map(id => pvrAxis(id, rows));
-  if (S.pvr.mode === 'scatter') drawScatter(ctx, width, height, rows, matched, axes, theme);
-  else drawParallel(ctx, width, height, rows, matched, axes, theme);
+  const ok = rows.length && ids.length >= 2 && ids.every(Boolean);
+  $('#pvr-empty').hidden = !!ok;
+  $('#pvr-empty').textContent = rows.length ? 'Params vs results needs a param that varies between the runs and a metric.' : 'No runs.';
+  canvas.hidden = !ok;
+  pvrShown = [];
+  if (!ok) { pvr.layout = null; return; }
+  const axes = ids.map(id => pvrAxis(id, rows)), accent = getComputedStyle(document.documentElement).getPropertyValue('--accent').trim();
+  const points = rows.map(r => ({ id: r.name, units: axes.map(a => a.toUnit(pvrValue(r, a.id))), color: pvrColor(r, matched, accent) }))
+    .filter(p => S.pvr.mode !== 'scatter' || (isFinite(p.units[0]) && isFinite(p.units[1])))
+    .sort((a, b) => (a.color ? 1 : 0) - (b.color ? 1 : 0));   // the runs the filter matches on top
+  const spec = { axes: axes.map(a => ({ label: a.label, ticks: pvrTicks(a, S.pvr.mode === 'scatter' ? 8 : 7) })), points: points, boxes: pvrBoxes(axes) };
+  const layout = S.pvr.mode === 'scatter' ? Charts.drawScatter(canvas, spec) : Charts.drawParallel(canvas, spec);
+  pvr.layout = Object.assign({ mode: S.pvr.mode, axes: axes }, layout);
+  pvrShown = layout.marks.map(m => Object.assign({ run: m.id }, m));
 }
-function drawScatter(ctx, width, height, rows, matched, axes, theme) {
-  const ax = axes[0], ay = axes[1], left = 64, right = 16, top = 10, bottom = 40;
-  const pw = width - left - right, ph = height - top - bottom;
-  const toX = u => left + u * pw, toY = u => top + (1 - u) * ph;
-  ctx.strokeStyle = theme.grid; ctx.lineWidth = 1; ctx.fillStyle = theme.text;
-  ctx.textBaseline = 'middle'; ctx.textAlign = 'right';
-  ctx.beginPath();
-  for (const t of pvrTicks(ay, ph / 40)) { const py = Math.round(toY(t.u)) + 0.5; ctx.moveTo(left, py); ctx.lineTo(left + pw, py); ctx.fillText(t.text, left - 6, py); }
-  ctx.textAlign = 'center';
-  let lastRight = -Infinity;
-  for (const t of pvrTicks(ax, pw / 90)) {
-    const px = Math.round(toX(t.u)) + 0.5, w = ctx.measureText(t.text).width;
-    ctx.moveTo(px, top); ctx.lineTo(px, top + ph);
-    if (px - w / 2 > lastRight + 6) { ctx.fillText(t.text, px, top + ph + 12); lastRight = px + w / 2; }
-  }
-  ctx.stroke();
-  ctx.strokeStyle = theme.axis; ctx.strokeRect(left + 0.5, top + 0.5, pw, ph);
-  ctx.fillStyle = theme.fg; ctx.fillText(ax.label, left + pw / 2, height - 8);
-  ctx.save(); ctx.translate(12, top + ph / 2); ctx.rotate(-Math.PI / 2); ctx.fillText(ay.label, 0, 0); ctx.restore();
-  const pts = [];
-  for (const r of rows) {
-    const ux = ax.toUnit(pvrValue(r, ax.id)), uy = ay.toUnit(pvrValue(r, ay.id));
-    if (!isFinite(ux) || !isFinite(uy)) continue;
-    pts.push({ r: r, x: toX(ux), y: toY(uy), color: pvrColor(r, matched.has(r.name), theme.accent) });
-  }
-  pts.sort((a, b) => (a.color ? 1 : 0) - (b.color ? 1 : 0));   // the matched runs on top
-  for (const p of pts) {
-    ctx.globalAlpha = p.color ? 0.9 : 0.35;
-    ctx.fillStyle = p.color || theme.faint;
-    ctx.beginPath(); ctx.arc(p.x, p.y, p.color ? 4.5 : 3.5, 0, Math.PI * 2); ctx.fill();
-    pvrShown.push({ run: p.r.name, x: p.x, y: p.y, matched: !!p.color });
-  }
-  ctx.globalAlpha = 1;
-  pvr.layout = { mode: 'scatter', axes: axes, left: left, top: top, pw: pw, ph: ph, toX: toX, toY: toY, pts: pts };
-  drawBrushes(ctx, theme);
+// a run the filter matches: its own colour when selected, else the accent; the others faint (null)
+function pvrColor(r, matched, accent) {
+  const k = S.exp + '/' + r.name;
+  return !matched.has(r.name) ? null : S.selectedSet.has(k) ? colorOf(k) : accent;
 }
-function drawParallel(ctx, width, height, rows, matched, axes, theme) {
-  const left = 56, right = 56, top = 26, bottom = 24, ph = height - top - bottom;
-  const gap = (width - left - right) / Math.max(1, axes.length - 1), axisX = i => left + i * gap, toY = u => top + (1 - u) * ph;
-  const lines = [];
-  for (const r of rows) {
-    const ys = axes.map(a => toY(a.toUnit(pvrValue(r, a.id))));
-    lines.push({ r: r, ys: ys, color: pvrColor(r, matched.has(r.name), theme.accent) });
-  }
-  lines.sort((a, b) => (a.color ? 1 : 0) - (b.color ? 1 : 0));
-  ctx.lineWidth = 1.4;
-  for (const l of lines) {
-    ctx.globalAlpha = l.color ? 0.8 : 0.3;
-    ctx.strokeStyle = l.color || theme.faint;
-    ctx.beginPath();
-    let pen = false;
-    l.ys.forEach((y, i) => { if (!isFinite(y)) { pen = false; return; } if (pen) ctx.lineTo(axisX(i), y); else { ctx.moveTo(axisX(i), y); pen = true; } });
-    ctx.stroke();
-    pvrShown.push({ run: l.r.name, x: axisX(axes.length - 1), y: l.ys[l.ys.length - 1], ys: l.ys, matched: !!l.color });
-  }
-  ctx.globalAlpha = 1;
-  ctx.textBaseline = 'middle';
-  axes.forEach((a, i) => {
-    const x = Math.round(axisX(i)) + 0.5;
-    ctx.strokeStyle = theme.axis; ctx.lineWidth = 1;
-    ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + ph); ctx.stroke();
-    ctx.fillStyle = theme.fg; ctx.textAlign = 'center';
-    ctx.fillText(a.label.length > 22 ? a.label.slice(0, 21) + '\u2026' : a.label, Math.min(width - 40, Math.max(40, x)), 10);
-    ctx.fillStyle = theme.text; ctx.textAlign = i === axes.length - 1 ? 'left' : 'right';
-    let last = -Infinity;
-    for (const t of pvrTicks(a, ph / 44).sort((p, q) => q.u - p.u)) {
-      const y = toY(t.u);
-      if (y - last < 12) continue;
-      ctx.fillText(t.text.length > 10 ? t.text.slice(0, 9) + '\u2026' : t.text, x + (i === axes.length - 1 ? 5 : -5), y);
-      last = y;
+// The brushes (and a drag in progress) in unit coordinates, for the drawing.
+function pvrBoxes(axes) {
+  const boxes = [], d = pvr.drag;
+  if (S.pvr.mode === 'scatter') {
+    const span = (a, b) => b ? [a.toUnit(b[0]), a.toUnit(b[1])] : [0, 1];
+    if (pvr.brushes.has(axes[0].id) || pvr.brushes.has(axes[1].id)) {
+      const sx = span(axes[0], pvr.brushes.get(axes[0].id)), sy = span(axes[1], pvr.brushes.get(axes[1].id));
+      boxes.push({ x0: sx[0], x1: sx[1], y0: sy[0], y1: sy[1] });
     }
-  });
-  pvr.layout = { mode: 'parallel', axes: axes, top: top, ph: ph, axisX: axisX, toY: toY, gap: gap };
-  drawBrushes(ctx, theme);
-}
-function drawBrushes(ctx, theme) {
-  const L = pvr.layout, boxes = [];
-  const unitOf = (a, value) => a.toUnit(value);
-  if (L.mode === 'scatter') {
-    const bx = pvr.brushes.get(L.axes[0].id), by = pvr.brushes.get(L.axes[1].id);
-    if (bx || by) {
-      const x0 = bx ? L.toX(unitOf(L.axes[0], bx[0])) : L.left, x1 = bx ? L.toX(unitOf(L.axes[0], bx[1])) : L.left + L.pw;
-      const y0 = by ? L.toY(unitOf(L.axes[1], by[1])) : L.top, y1 = by ? L.toY(unitOf(L.axes[1], by[0])) : L.top + L.ph;
-      boxes.push([x0, y0, x1 - x0, y1 - y0]);
-    }
+    if (d) boxes.push({ x0: Math.min(d.from[0], d.to[0]), x1: Math.max(d.from[0], d.to[0]), y0: Math.min(d.from[1], d.to[1]), y1: Math.max(d.from[1], d.to[1]) });
   } else {
-    L.axes.forEach((a, i) => {
-      const b = pvr.brushes.get(a.id);
-      if (b) { const y0 = L.toY(unitOf(a, b[1])), y1 = L.toY(unitOf(a, b[0])); boxes.push([L.axisX(i) - 7, y0, 14, y1 - y0]); }
-    });
+    axes.forEach((a, i) => { const b = pvr.brushes.get(a.id); if (b) boxes.push({ axis: i, from: a.toUnit(b[0]), to: a.toUnit(b[1]) }); });
+    if (d) boxes.push({ axis: d.axis, from: Math.min(d.from[1], d.to[1]), to: Math.max(d.from[1], d.to[1]) });
   }
-  if (pvr.drag) boxes.push(pvr.drag.box());
-  ctx.fillStyle = theme.zoom; ctx.strokeStyle = theme.cross; ctx.lineWidth = 1;
-  for (const b of boxes) { ctx.fillRect(b[0], b[1], b[2], b[3]); ctx.strokeRect(b[0] + 0.5, b[1] + 0.5, b[2], b[3]); }
+  return boxes;
 }
 // Ends of a brushed range, rounded outwards to 4 significant digits so the filter text stays short.
 function roundOut(value, up) {
@@ -14580,31 +14662,30 @@ function bindPvr() {
   $('#pvr-y').addEventListener('change', e => { S.pvr.y = e.target.value; schedulePvr(); writeHash(); });
   $('#pvr-clear').addEventListener('click', () => { pvr.brushes.clear(); applyBrushes(); });
   const local = e => { const b = canvas.getBoundingClientRect(); return [e.clientX - b.left, e.clientY - b.top]; };
+  // pixel -> units of the plot's axes (x along the scatter's x, y along every vertical axis)
+  const units = (L, at) => [L.mode === 'scatter' ? (at[0] - L.left) / L.plotWidth : 0, 1 - (at[1] - L.top) / L.plotHeight];
   canvas.addEventListener('mousedown', e => {
     const L = pvr.layout; if (!L || e.button !== 0) return;
     e.preventDefault();
     const start = local(e);
-    let axisIndex = -1;
+    let axis = -1;
     if (L.mode === 'parallel') {
-      L.axes.forEach((a, i) => { if (Math.abs(L.axisX(i) - start[0]) < 16) axisIndex = i; });
-      if (axisIndex < 0) return;
+      L.axes.forEach((a, i) => { if (Math.abs(L.axisX(i) - start[0]) < 16) axis = i; });
+      if (axis < 0) return;
     }
-    const d = { start: start, end: start };
-    d.box = () => L.mode === 'scatter' ? [Math.min(d.start[0], d.end[0]), Math.min(d.start[1], d.end[1]), Math.abs(d.end[0] - d.start[0]), Math.abs(d.end[1] - d.start[1])]
-      : [L.axisX(axisIndex) - 7, Math.min(d.start[1], d.end[1]), 14, Math.abs(d.end[1] - d.start[1])];
+    const clamp = u => [Math.max(0, Math.min(1, u[0])), Math.max(0, Math.min(1, u[1]))];
+    const d = { axis: axis, start: start, end: start, from: clamp(units(L, start)), to: clamp(units(L, start)) };
     pvr.drag = d;
-    const move = ev => { d.end = local(ev); drawPvr(); };
+    const move = ev => { d.end = local(ev); d.to = clamp(units(L, d.end)); drawPvr(); };
     const up = () => {
       window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up);
       pvr.drag = null;
       const dx = Math.abs(d.end[0] - d.start[0]), dy = Math.abs(d.end[1] - d.start[1]);
       if (dx < 4 && dy < 4) { pvrClick(L, d.start); drawPvr(); return; }
-      const uy = y => 1 - (y - L.top) / L.ph;
       if (L.mode === 'scatter') {
-        const ux = x => (x - L.left) / L.pw;
-        if (dx >= 4) setBrush(L.axes[0], ux(d.start[0]), ux(d.end[0])); else pvr.brushes.delete(L.axes[0].id);
-        if (dy >= 4) setBrush(L.axes[1], uy(d.start[1]), uy(d.end[1])); else pvr.brushes.delete(L.axes[1].id);
-      } else setBrush(L.axes[axisIndex], uy(d.start[1]), uy(d.end[1]));
+        if (dx >= 4) setBrush(L.axes[0], d.from[0], d.to[0]); else pvr.brushes.delete(L.axes[0].id);
+        if (dy >= 4) setBrush(L.axes[1], d.from[1], d.to[1]); else pvr.brushes.delete(L.axes[1].id);
+      } else setBrush(L.axes[axis], d.from[1], d.to[1]);
       applyBrushes();
     };
     window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
@@ -14621,7 +14702,7 @@ function bindPvr() {
 function pvrHit(L, at) {
   let best = null, bestD = 64;
   if (L.mode === 'scatter') {
-    for (const p of L.pts) { const d = (p.x - at[0]) ** 2 + (p.y - at[1]) ** 2; if (d < bestD) { bestD = d; best = p.r; } }
+    for (const p of pvrShown) { const d = (p.x - at[0]) ** 2 + (p.y - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(p.run); } }
   } else {
     const i = Math.round((at[0] - L.axisX(0)) / L.gap);
     if (i < 0 || i >= L.axes.length || Math.abs(L.axisX(i) - at[0]) > 12) return null;
