@@ -6,11 +6,12 @@ x axis's tick labels.
 """
 import pytest
 
-from test_dashboard import Page, _serve, browser, expect  # noqa: F401
+from _util import playwright_or_skip, start_server, stop_server
 
 import expman  # noqa: E402
 
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = playwright_or_skip()
+expect = sync_api.expect
 
 LRS = (0.001, 0.01, 0.1)
 BASE = {0.001: 0.0, 0.01: 4.0, 0.1: 8.0}          # each lr group's loss: BASE + seed, flat
@@ -39,19 +40,9 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(data_root):
-    srv, thread = _serve(data_root)
+    srv, thread = start_server(data_root)
     yield srv
-    srv.close()
-    thread.join(10)
-
-
-@pytest.fixture
-def ui(browser):
-    p = Page(browser)
-    yield p
-    p.context.close()
-    assert not p.dialogs, p.dialogs
-    assert not p.problems, f"browser console errors: {p.problems}"
+    stop_server(srv, thread)
 
 
 ALL = ",".join(f"sweep/{_name(lr, s)}" for lr in LRS for s in range(3))

@@ -3,7 +3,6 @@
 the page's view picker. A real Waitress server on port 0; the page in Debian Chromium.
 """
 import json
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -11,7 +10,7 @@ import urllib.request
 import pytest
 
 import expman
-from test_dashboard import Page, _serve, browser, expect  # noqa: F401
+from _util import Page, playwright_or_skip, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +27,9 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(data_root):
-    srv, thread = _serve(data_root)
+    srv, thread = start_server(data_root)
     yield srv
-    srv.close()
-    thread.join(10)
+    stop_server(srv, thread)
 
 
 def call(server, method, path, body=None, content_type="application/json", headers=None):
@@ -101,9 +99,7 @@ def test_view_writes_are_checked_like_the_other_mutating_routes(server):
 
 
 def test_views_need_the_token_when_the_server_has_one(data_root):
-    server = expman.make_server(data_root, host="127.0.0.1", port=0, token="s3cret-token-0123456789")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    server, thread = start_server(data_root, token="s3cret-token-0123456789")
     try:
         assert call(server, "PUT", view_url("t"), {"hash": "#"})[0] == 401
         assert call(server, "GET", "/api/experiments/sweep/views")[0] == 401
@@ -113,8 +109,7 @@ def test_views_need_the_token_when_the_server_has_one(data_root):
         assert call(server, "DELETE", view_url("t"),
                     headers={"Authorization": "Bearer s3cret-token-0123456789"})[0] == 200
     finally:
-        server.close()
-        thread.join(10)
+        stop_server(server, thread)
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -129,12 +124,11 @@ def pages(browser):
         return p
     yield new
     for p in made:
-        p.context.close()
-        assert not p.dialogs, p.dialogs
-        assert not p.problems, f"browser console errors: {p.problems}"
+        p.check()
 
 
 def test_a_saved_view_reopens_after_a_reload_and_in_another_browser(pages, server):
+    expect = playwright_or_skip().expect
     a = pages().page
     a.goto(server.url + "/#exp=sweep&runs=sweep/r0,sweep/r2")
     expect(a.locator("#legend .chip")).to_have_count(2)
