@@ -14468,7 +14468,7 @@ async function previewArtifact(k, a) {
 // by hand. Runs the runs filter matches are drawn in colour (a selected run in its own
 // colour), the others faint, so brushing does not move the axes under the pointer. Dragging
 // along an axis (or a box on the scatter) brushes a range; the brushes become terms of the runs
-// filter, e.g. "lr>=0.001 AND lr<=0.01", which the table and every other filter reader apply.
+// filter, e.g. "lr>=0.001 lr<=0.01" (side by side: AND), which the table applies.
 const PVR_MAX_AXES = 8;
 const pvr = { brushes: new Map(), base: null, expr: '', layout: null, drag: null, frame: 0, fields: [] };
 let pvrShown = [];              // [{run, x, y}] of the points as last drawn (CSS px; tests read it)
@@ -14644,8 +14644,11 @@ function applyBrushes() {
   if (pvr.base === null || S.filter !== pvr.expr) pvr.base = S.filter === pvr.expr ? '' : S.filter;
   const terms = [];
   for (const [id, b] of pvr.brushes) { const k = pvrFilterKey(id); terms.push(k + '>=' + fmtNum(b[0]), k + '<=' + fmtNum(b[1])); }
-  const brush = terms.join(' AND ');
-  const text = [pvr.base, brush].filter(Boolean).join(' AND ');
+  // Terms side by side: the page's own filter (13.8) and the server's where= language (9.4)
+  // both read them as AND; the latter also reads an explicit AND, which the former does not.
+  const brush = terms.join(' ');
+  const base = / OR |\|\|/i.test(pvr.base || '') ? '(' + pvr.base + ')' : pvr.base;
+  const text = [base, brush].filter(Boolean).join(' ');
   pvr.expr = text;
   if (!pvr.brushes.size) pvr.base = null;
   S.filter = text; $('#filter').value = text;
