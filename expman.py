@@ -13999,7 +13999,7 @@ function inBand(k) { return (!!S.groupBy && S.selectedSet.has(k)) || (S.jobMode 
 // and colour their series, bands.std draws mean +- one standard deviation instead of min/max.
 function syncBandSeries(c, bands, present) {
   for (const [g, keys] of bands.jobs) {
-    const id = (bands.prefix || 'job:') + g, version = (bands.std ? 'std:' : '') + keys.map(k => k + '@' + data.get(k).version).join(',');
+    const id = (bands.prefix || 'job:') + g, version = (bands.std ? 'std:' : '') + (bands.colorFor ? bands.colorFor(g) : '') + keys.map(k => k + '@' + data.get(k).version).join(',');
     const acc = new Map();
     for (const k of keys) {
       const rd = data.get(k), s = rd.series.get(c.key); if (!s) continue;

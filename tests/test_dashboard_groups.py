@@ -83,8 +83,13 @@ def _near(seen, want, tolerance):
 
 
 def test_group_by_param_draws_one_band_per_value_with_a_legend(page):
-    p = open_page(page, f"#exp=sweep&runs={ALL}&group=p:lr")
+    # two groups first, then a third that sorts before them: colours move, the bands follow
+    two = ",".join(f"sweep/{_name(lr, s)}" for lr in LRS[1:] for s in range(3))
+    p = open_page(page, f"#exp=sweep&runs={two}&group=p:lr")
     chips = p.locator("#group-legend .chip")
+    expect(chips).to_have_count(2)
+    p.wait_for_function("() => Object.keys(window.expman.chartPoints('loss')).length == 2")
+    p.evaluate("h => { location.hash = h; }", f"#exp=sweep&runs={ALL}&group=p:lr")
     expect(chips).to_have_count(3)
     expect(p.locator("#legend")).to_be_hidden()
     expect(p.locator("#group-legend")).to_contain_text("Grouped by lr:")
