@@ -14578,20 +14578,22 @@ function syncPvrPickers(fields) {
     sel.value = want;
   };
   // defaults: the first param that varies against the first metric with a goal
-  if (!ids.has(S.pvr.x)) S.pvr.x = (fields.params.find(f => f.varies) || all[0] || { id: '' }).id;
-  if (!ids.has(S.pvr.y) || S.pvr.y.slice(0, 2) !== 'm:') S.pvr.y = (fields.metrics.find(f => goalOf(f.key)) || fields.metrics[0] || { id: '' }).id;
-  fill($('#pvr-x'), all, S.pvr.x);
-  fill($('#pvr-y'), fields.metrics, S.pvr.y);
+  // (S.pvr keeps what the URL or the user asked for, even while the runs are still loading)
+  const x = ids.has(S.pvr.x) ? S.pvr.x : (fields.params.find(f => f.varies) || all[0] || { id: '' }).id;
+  const y = ids.has(S.pvr.y) && S.pvr.y.slice(0, 2) === 'm:' ? S.pvr.y : (fields.metrics.find(f => goalOf(f.key)) || fields.metrics[0] || { id: '' }).id;
+  fill($('#pvr-x'), all, x);
+  fill($('#pvr-y'), fields.metrics, y);
+  return [x, y];
 }
 function drawPvr() {
   const canvas = $('#pvr-canvas');
   const rows = pvrRows(), fields = pvrFields(rows);
-  syncPvrPickers(fields);
+  const xy = syncPvrPickers(fields);
   const matched = pvrMatched();
   $('#pvr-note').textContent = rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' : '';
   $('#pvr-clear').hidden = !pvr.brushes.size;
-  const ids = S.pvr.mode === 'scatter' ? [S.pvr.x, S.pvr.y]
-    : fields.params.filter(f => f.varies).slice(0, PVR_MAX_AXES - 1).map(f => f.id).concat(S.pvr.y ? [S.pvr.y] : []);
+  const ids = S.pvr.mode === 'scatter' ? xy
+    : fields.params.filter(f => f.varies).slice(0, PVR_MAX_AXES - 1).map(f => f.id).concat(xy[1] ? [xy[1]] : []);
   const ok = rows.length && ids.length >= 2 && ids.every(Boolean);
   $('#pvr-empty').hidden = !!ok;
   $('#pvr-empty').textContent = rows.length ? 'Params vs results needs a param that varies between the runs and a metric.' : 'No runs.';
