@@ -12017,6 +12017,7 @@ const Charts = (function () {
         continue;
       }
       for (let i = 0; i < count; i++) {
+        if (!isFiniteNumber(series.x[i])) continue;   // x from another metric: none before its first row
         x0 = Math.min(x0, series.x[i]);
         x1 = Math.max(x1, series.x[i]);
       }

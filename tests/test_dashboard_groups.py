@@ -31,9 +31,11 @@ def data_root(tmp_path_factory):
             with expman.Experiment("sweep", base_dir=root, run_name=_name(lr, seed),
                                    capture_git=False, config={"lr": lr, "seed": seed},
                                    tags=["big" if lr > 0.005 else "small"]) as run:
-                for step in range(20):
-                    run.log_metrics({"loss": BASE[lr] + seed, "tokens": 1000.0 * step + 500},
-                                    step=step)
+                for step in range(20):        # tokens from step 2 on: no x for steps 0, 1
+                    row = {"loss": BASE[lr] + seed}
+                    if step >= 2:
+                        row["tokens"] = 1000.0 * step + 500
+                    run.log_metrics(row, step=step)
                 run.log_metrics({"acc": ACC[lr] + 0.02 * seed}, step=19)
     return root
 
@@ -158,11 +160,11 @@ def test_x_axis_can_be_another_metric(page):
     card = p.locator("#charts [data-key='loss']")
     expect(card.locator("[data-testid=x-label]")).to_have_text("vs tokens")
     p.wait_for_function("() => location.hash.indexOf('x=m:tokens') >= 0")
-    # tokens run 500 .. 19,500: the tick labels are token counts, not steps (0 .. 19)
+    # tokens run 2,500 .. 19,500: the tick labels are token counts, not steps (0 .. 19)
     p.wait_for_function("() => window.expman.chartXLabels('loss').some(l => Number(l.text) >= 5000)")
     labels = p.evaluate("() => window.expman.chartXLabels('loss')")
     values = [float(label["text"]) for label in labels]
-    assert values == sorted(values) and values[0] >= 500 and values[-1] <= 19500, values
+    assert values == sorted(values) and values[0] >= 2500 and values[-1] <= 19500, values
     assert all(v % 1000 == 0 for v in values), values       # round ticks on a linear axis
     # the hover reads the point at a token count
     hit = p.evaluate("() => window.expman.chartHover('loss', 10500)")
