@@ -12649,7 +12649,7 @@ const Charts = (function () {
     for (const mark of spec.points) {
       const px = toX(mark.units[0]);
       const py = toY(mark.units[1]);
-      ctx.globalAlpha = mark.color ? 0.9 : 0.35;
+      ctx.globalAlpha = mark.color ? 0.9 : 0.6;
       ctx.fillStyle = markColour(mark, faint);
       ctx.beginPath();
       ctx.arc(px, py, mark.color ? 4.5 : 3.5, 0, Math.PI * 2);
@@ -12680,7 +12680,7 @@ const Charts = (function () {
     ctx.lineWidth = 1.4;
     for (const mark of spec.points) {
       const ys = mark.units.map(toY);
-      ctx.globalAlpha = mark.color ? 0.8 : 0.3;
+      ctx.globalAlpha = mark.color ? 0.8 : 0.45;
       ctx.strokeStyle = markColour(mark, faint);
       ctx.beginPath();
       let penDown = false;
