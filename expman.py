@@ -171,6 +171,7 @@ MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond whic
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
 BACKPRESSURE_SLICE_SECS = 0.002        # the longest one log call waits for the writer
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
+PLAIN_FINAL_MAX_ROWS = 65_536          # a one-segment run this short keeps its segment as is
 SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
 SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
 MERGE_MAX_ROWS = 2_000_000             # segments are not merged past this many rows
@@ -1366,6 +1367,9 @@ class _SegmentLog:
         from a source are one shared all-null array, so a run with 20,000 keys, each in a few
         rows, costs O(rows x keys) once, not per segment and key (_conform).
         """
+        if isinstance(sources, bytes):  # a whole file already (the writer's _plain_parquet)
+            self.store.write_atomic(path, sources)
+            return
         schemas = [s.schema if isinstance(s, pa.Table) else s[1].schema_arrow for s in sources]
         schema = _unify_schemas(schemas) if len(schemas) > 1 else schemas[0]
         meta = dict(schema.metadata or {})
@@ -1440,7 +1444,8 @@ class _SegmentLog:
                 last = e
         if not sources:
             if empty is not None and have is None:
-                self._write_file(self.final, [empty], (0, 0))
+                self._write_file(self.final, empty if isinstance(empty, bytes) else [empty],
+                                 (0, 0))
             self._delete_segments(names)
             return 0
         if len(sources) == 1 and have is None:  # already one whole file: no re-write
@@ -1452,6 +1457,22 @@ class _SegmentLog:
             self._write_file(self.final, sources, (first, last))
         self._delete_segments(names)
         return used
+
+    def rename_single(self, max_rows):
+        """Close of a short run: the one segment this log wrote (at most max_rows rows, from
+        row 0), alone in its folder, with no final file, is renamed into place without a
+        footer read, so closing it imports no pyarrow. False in any other state, for
+        compact() to decide."""
+        if len(self.segments) != 1 or self.segments[0][0] != 0 or \
+                self.segments[0][1] > max_rows:
+            return False
+        start, end, _tier = self.segments[0]
+        if self.store.listnames(self.dir) != [_segment_name(start, end)] or \
+                self.store.stat(self.final) is not None:
+            return False
+        self.store.rename(self.path(start, end), self.final)
+        self._delete_segments([])
+        return True
 
     def _delete_segments(self, names):
         for name in sorted(names):  # first rows first: see files()
@@ -1911,26 +1932,53 @@ _WARMED = []                # [True] once _warm_up ran in this process
 
 
 def _warm_up(system_metrics=False):
-    """Import everything a writer thread uses, here on the caller's thread, once a process.
+    """Import, on the caller's thread and once a process, what every writer thread uses.
 
-    A writer thread then never imports: it never holds the GIL for an import while the
-    training loop runs, and never holds an import lock that a child forked at that moment
-    (a DataLoader worker) would inherit held forever. pyarrow.compute is imported (Array.cast
-    imports it) but not called: see _bitmap. Cost when pyarrow is not imported yet: its
-    import (0.1-0.3 s), once, in init().
+    Cheap modules only (yaml, subprocess for git, platform: ~25 ms together): pyarrow is not
+    imported here any more. A writer writes its segments as plain Parquet itself (section
+    7.3), so a short run never imports pyarrow (0.1-0.3 s, ~60 MB); a long run imports it on
+    the writer thread at its first merge or at close, holding fork_lock (a fork waits for
+    the import to end, see _pause_writers), and collects garbage right after, so the full
+    collection that a big import makes due does not land in the training loop later.
     """
     if not _WARMED:
         import struct  # noqa: F401 - media encoding, event files
         import zlib  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-        import pyarrow.compute  # noqa: F401
-        # replace the lazy proxies the writer uses (git: subprocess; warnings: logging)
-        for proxy in (pa, pq, pc, subprocess, logging, _log, platform, yaml):
+        # replace the lazy proxies the writer uses (git: subprocess)
+        for proxy in (subprocess, platform, yaml):
             getattr(proxy, "__name__", None)
         _WARMED.append(True)
     if system_metrics:
         import ctypes  # noqa: F401 - NVML
         import resource  # noqa: F401
+
+
+def _arrow_for_writer():
+    """pyarrow.parquet for a merge or compaction on the writer thread: imported the first
+    time (holding the GIL in slices of up to tens of ms, once a process), then a full
+    garbage collection, since the import's ~100k new objects make one due at the next
+    allocation burst, which would otherwise be the training loop's."""
+    if "pyarrow.parquet" not in sys.modules:
+        import pyarrow.parquet  # noqa: F401
+        import gc
+        gc.collect()
+
+
+def _pyarrow_version():
+    """pyarrow's version without importing it: its __version__ when loaded, else the name
+    of its .dist-info folder on sys.path (None when not found)."""
+    module = sys.modules.get("pyarrow")
+    if module is not None:
+        return getattr(module, "__version__", None)
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("pyarrow-") and name.endswith(".dist-info"):
+                return name[len("pyarrow-"):-len(".dist-info")]
+    return None
 
 
 _LIVE_WRITERS = set()       # writer threads running in this process
@@ -2194,9 +2242,8 @@ class _Writer(threading.Thread):
         self._release_flush_waiters()
 
     def _prepare(self):
-        # No import here: init() imported pyarrow already (_warm_up), so this thread never
-        # holds an import lock a forked child would inherit, nor the GIL for an import while
-        # the training loop runs. git runs in subprocesses, which release the GIL.
+        # git runs in subprocesses, which release the GIL; pyarrow's version is looked up
+        # without importing it (a short run never imports pyarrow, see _warm_up).
         opts = self.opts
         git = _git_info(opts.git_cwd, diff=opts.save_git_diff) if opts.git_cwd else {}
         patch = git.pop("_diff", None)
@@ -2210,6 +2257,12 @@ class _Writer(threading.Thread):
         if git:
             self.meta["git"] = git
             self.meta_dirty = True
+        packages = self.meta.get("packages")
+        if packages is not None and "pyarrow" not in packages:
+            version = _pyarrow_version()
+            if version:
+                packages["pyarrow"] = version
+                self.meta_dirty = True
 
     # -- draining ------------------------------------------------------------------------
     def _drain(self):
@@ -2299,8 +2352,23 @@ class _Writer(threading.Thread):
             self.flush_waiters.append(msg[1])
 
     def _stage(self, batch, checked=False):
-        """Turn [(step, time, dict), ...] into one Arrow table and keep it for the flush."""
-        dicts = batch
+        """Turn queued rows into column buffers and keep them for the next flush: (rows,
+        steps array("q"), microseconds array("q"), {key: (values array("d"), validity)}),
+        where values holds the valid values only and validity is None (all valid) or an
+        LSB-first bitmap, the form a plain Parquet page takes (_plain_parquet)."""
+        step_buf = self._steps(batch, checked)
+        ordered, rejected = self._batch_keys(batch)
+        columns = self._columns(batch, ordered, step_buf, checked, rejected)
+        micros = _micros(array.array("d", map(_GET_TIME, batch)))
+        summary = self.summary
+        for key, (values, _valid) in columns.items():
+            summary[key] = values[-1]
+        self.staged.append((len(batch), step_buf, micros, columns))
+        self.staged_rows += len(batch)
+        if self.staged_rows > MAX_STAGED_ROWS:
+            self._drop_oldest_staged()
+
+    def _steps(self, batch, checked):
         steps = list(map(_GET_STEP, batch))
         try:
             if checked:
@@ -2310,12 +2378,17 @@ class _Writer(threading.Thread):
             step_buf = array.array("q", self._fill_steps(steps))
         self.last_step = step_buf[-1]
         self.step_buf = step_buf
+        return step_buf
+
+    def _batch_keys(self, dicts):
+        """(the batch's keys in logging order, whether one was refused); new keys are
+        checked and remembered in order of first appearance, so columns read in that order."""
         union = set().union(*dicts)
         union.discard(_STEP)
         union.discard(_TIME)
         new = union.difference(self.known_keys)
         rejected = False
-        if new:  # order new keys by first appearance, so columns read in logging order
+        if new:
             for d in dicts:
                 for key in d:
                     if key in new and key is not _STEP and key is not _TIME:
@@ -2330,54 +2403,48 @@ class _Writer(threading.Thread):
                             rejected = True
                 if not new:
                     break
-        ordered = [k for k in self.keys if k in union] if len(union) < len(self.keys) \
-            else self.keys[:]
+        if len(union) < len(self.keys):
+            return [k for k in self.keys if k in union], rejected
+        return self.keys[:], rejected
+
+    def _columns(self, dicts, ordered, steps, checked, rejected):
+        """{key: (values, validity)} of the keys with at least one value kept."""
         total = sum(map(len, dicts)) - 2 * len(dicts)
+        out = {}
         # A refused key still counts in total, so without `rejected` a batch such as
         # [{"a", "step"}, {"a", "b"}] looked complete, itemgetter("b") raised KeyError and
         # the whole batch, good rows included, was dropped.
-        if total == len(union) * len(dicts) and not rejected:
+        if total == len(ordered) * len(dicts) and not rejected:
             # every row logged every key (the usual case): C-level passes, no new objects
-            columns = {k: list(map(operator.itemgetter(k), dicts)) for k in ordered}
+            for key in ordered:
+                out[key] = self._column(key, list(map(operator.itemgetter(key), dicts)),
+                                        steps, checked)
         elif len(ordered) * len(dicts) <= 4 * total:   # dense: most rows log most keys
-            columns = {k: [d.get(k, _MISSING) for d in dicts] for k in ordered}
+            for key in ordered:
+                out[key] = self._column(key, [d.get(key, _MISSING) for d in dicts], steps,
+                                        checked)
         else:                                        # sparse: thousands of keys, few per row
             # Only the (row, value) pairs each key has: a list per key and row, checked value
             # by value, cost 1 us per cell and a 20,000-key run took minutes to close.
-            sparse, lanes = {k: ([], []) for k in ordered}, []
+            sparse = {k: ([], []) for k in ordered}
             for i, d in enumerate(dicts):
                 for k, v in d.items():
                     slot = sparse.get(k)
                     if slot is not None:
                         slot[0].append(i)
                         slot[1].append(v)
-            columns = None
-        arrays = [_buffer_array(pa.int64(), step_buf),
-                  _buffer_array(pa.timestamp("us", tz="UTC"),
-                                _micros(array.array("d", map(_GET_TIME, batch))))]
-        names = ["step", "timestamp"]
-        for key in ordered:
-            if columns is None:
-                column = self._sparse_column(key, len(dicts), *sparse[key], step_buf, checked,
-                                             lanes)
-            else:
-                column = self._column(key, columns[key], step_buf, checked)
-            if column.null_count < len(column):  # every value refused: no empty column
-                arrays.append(column)
-                names.append(key)
-        ordered = names[2:]
-        table = pa.Table.from_arrays(arrays, names=names)
-        self._summarize(table, ordered)
-        self.staged.append(table)
-        self.staged_rows += len(table)
-        if self.staged_rows > MAX_STAGED_ROWS:
-            drop = self.staged.pop(0)
-            self.staged_rows -= len(drop)
-            self.dropped_rows += len(drop)
-            self.next_row += len(drop)  # keep row numbers honest: the gap shows in the names
-            self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
-                                       f"refused writes for too long (kept {MAX_STAGED_ROWS} "
-                                       f"rows in memory)", always=True)
+            for key in ordered:
+                out[key] = self._sparse_column(key, len(dicts), *sparse[key], steps, checked)
+        return {k: c for k, c in out.items() if len(c[0])}  # every value refused: no column
+
+    def _drop_oldest_staged(self):
+        drop = self.staged.pop(0)
+        self.staged_rows -= drop[0]
+        self.dropped_rows += drop[0]
+        self.next_row += drop[0]  # keep row numbers honest: the gap shows in the names
+        self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
+                                   f"refused writes for too long (kept {MAX_STAGED_ROWS} "
+                                   f"rows in memory)", always=True)
 
     def _split_media(self, batch):
         """(rows, [(rows before it, _MediaItem), ...]) of a popped batch."""
@@ -2431,9 +2498,10 @@ class _Writer(threading.Thread):
         return out
 
     def _column(self, key, values, steps, checked=False):
-        """A float64 column. Fast path: one C-level conversion when every value is a float,
-        int, bool or NumPy real scalar and no int is beyond 2**53; anything else (None,
-        tensors, complex, strings, objects) takes the checked path, value by value.
+        """(array("d") of the valid values, validity bitmap or None). Fast path: one C-level
+        conversion when every value is a float, int, bool or NumPy real scalar and no int is
+        beyond 2**53; anything else (None, tensors, complex, strings, objects, _MISSING)
+        takes the checked path, value by value.
 
         The types are checked first because array("d") calls __float__ on anything: NumPy
         complex became its real part, and a column with an inf in it waved ints beyond 2**53
@@ -2443,64 +2511,43 @@ class _Writer(threading.Thread):
             kinds = set(map(_fast_kind, set(map(type, values))))
             if None not in kinds:
                 try:
-                    arr = _f64_array(array.array("d", values))
+                    arr = array.array("d", values)
                 except (TypeError, ValueError, OverflowError):
                     arr = None
                 if arr is not None:
                     if "int" not in kinds:
-                        return arr
-                    # (in Python, not pyarrow.compute: see _micros) NaN, inf and 2**53 all
-                    # take the checked path
+                        return arr, None
+                    # NaN, inf and 2**53 all take the checked path
                     big = max(map(abs, (v for v in values if type(v) is not float)),
                               default=0.0)
                     if big < _MAX_EXACT_INT:
-                        return arr
-        floats, valid = [], []
+                        return arr, None
+        floats, valid = array.array("d"), []
         for value, step in zip(values, steps):
             if value is _MISSING:
-                floats.append(0.0)
                 valid.append(False)
                 continue
             coerced = _coerce_value(value)
             if isinstance(coerced, _Rejected):
                 self._reject(key, f"{coerced.reason} (step {step})", "log_metrics")
-                floats.append(0.0)
                 valid.append(False)
             else:
                 floats.append(coerced)
                 valid.append(True)
-        return _f64_array(array.array("d", floats), valid)
+        return floats, (None if len(floats) == len(valid) else _bitmap(valid))
 
-    def _sparse_column(self, key, n, rows, values, steps, checked, lanes):
+    def _sparse_column(self, key, n, rows, values, steps, checked):
         """The n-row column of a key logged at a few rows: only its values go through
-        _column's checks, and the column shares its data buffer with other keys whose rows
-        differ (a "lane"; Arrow ignores the data under a null). A run logging one key per row
-        then holds one buffer of n floats per batch, not one per key (gigabytes at 20k keys)."""
-        logged = self._column(key, values, [steps[i] for i in rows], checked)
+        _column's checks; the column is its valid values and a bitmap of n bits (no buffer
+        of n floats per key: gigabytes at 20k keys)."""
+        logged, valid = self._column(key, values, [steps[i] for i in rows], checked)
         if len(rows) == n:
-            return logged
-        for data, taken in lanes[-4:]:
-            if not any(taken[i] for i in rows):
-                break
-        else:
-            data, taken = array.array("d", bytes(8 * n)), bytearray(n)
-            lanes.append((data, taken))
-        bitmap, count = bytearray((n + 7) >> 3), 0
-        for i, value in zip(rows, logged.to_pylist()):
-            if value is not None:  # None: refused by _column (it warned)
-                data[i] = value
-                taken[i] = 1
+            return logged, valid
+        bitmap = bytearray((n + 7) >> 3)
+        for j, i in enumerate(rows):
+            if valid is None or valid[j >> 3] >> (j & 7) & 1:  # else refused (it warned)
                 bitmap[i >> 3] |= 1 << (i & 7)
-                count += 1
-        return pa.Array.from_buffers(pa.float64(), n, [pa.py_buffer(bitmap),
-                                                       pa.py_buffer(data)], null_count=n - count)
-
-    def _summarize(self, table, keys):
-        for key in keys:
-            col = table.column(key)
-            if col.null_count == len(col):
-                continue
-            self.summary[key] = _last_valid(col)
+        return logged, bytes(bitmap)
 
     def _reject(self, key, reason, where):
         self._warn_once(f"reject:{key!r}:{reason.split(' (step')[0]}",
@@ -2516,10 +2563,11 @@ class _Writer(threading.Thread):
     # -- flushing ------------------------------------------------------------------------
     def _flush(self):
         if self.staged:
-            # the tables as they are, not concatenated: promoting their schemas materialized
-            # a null column per key missing from a batch (gigabytes for 20,000 sparse keys)
-            start, end = self.next_row, self.next_row + sum(map(len, self.staged))
-            self.metrics_log.write(start, end, self.staged)
+            if len(self.metrics_log.segments) + 1 >= SEGMENT_FAN_IN:
+                _arrow_for_writer()  # this write may merge segments: that reads them back
+            start, end = self.next_row, self.next_row + sum(b[0] for b in self.staged)
+            self.metrics_log.write(start, end, _plain_parquet(self.staged, self.keys,
+                                                              (start, end)))
             self.staged, self.staged_rows, self.next_row = [], 0, end
         if self.media_pending:
             self._flush_media()
@@ -2581,6 +2629,7 @@ class _Writer(threading.Thread):
         if rows:
             self.hist_pending.extend(rows)
         if self.hist_pending:
+            _arrow_for_writer()
             table = _histogram_table(self.hist_pending)
             start, end = self.hist_next_row, self.hist_next_row + len(table)
             self.hist_log.write(start, end, [table])
@@ -2665,7 +2714,10 @@ class _Writer(threading.Thread):
             pass
 
     def _compact_logs(self):
-        self.metrics_log.compact(empty=_empty_metrics_table())
+        # a short run's one small segment is renamed as it is: no pyarrow import at close
+        if not self.metrics_log.rename_single(PLAIN_FINAL_MAX_ROWS):
+            _arrow_for_writer()
+            self.metrics_log.compact(empty=_plain_parquet([], (), (0, 0)))
         if self.hist_log.made:
             self.hist_log.compact()
         if self.log_buffer:  # what compaction warned about (rows lost, unreadable segments)
@@ -3147,6 +3199,176 @@ def _str_array(texts):
                                  [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
 
 
+# -- 7.3 plain Parquet: the writer's segments, written without pyarrow ----------------------------
+#
+# A segment is one row group: step (int64), timestamp (int64, TIMESTAMP(MICROS, UTC)) and a
+# float64 column per key, every column OPTIONAL (as pyarrow writes nullable columns), one
+# PLAIN uncompressed data page per column, definition levels as the RLE/bit-packed hybrid
+# (an Arrow validity bitmap is already its bit-packed form). Any Parquet reader reads it.
+# Building it is a few bytes joins: the writer thread holds the GIL for less than pyarrow's
+# table + ParquetWriter took, and a short run never imports pyarrow (~60 MB and 0.1-0.3 s).
+# Merges and compaction (which read segments back) still use pyarrow, and rewrite snappy.
+
+_PQ_INT64, _PQ_DOUBLE = 2, 5
+_PQ_LITTLE = sys.byteorder == "little"
+
+
+def _varint(n):
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return out
+
+
+class _Thrift:
+    """Thrift's compact protocol, as much of it as a Parquet footer and page header need
+    (field ids grow by 1..15 in every struct written here)."""
+
+    def __init__(self):
+        self.out, self.last = bytearray(), [0]
+
+    def field(self, fid, ftype):
+        self.out.append((fid - self.last[-1]) << 4 | ftype)
+        self.last[-1] = fid
+
+    def int(self, fid, value, ftype=5):      # 5: i32, 6: i64 (both zigzag varints)
+        self.field(fid, ftype)
+        self.out += _varint(value << 1 if value >= 0 else (-value << 1) - 1)
+
+    def text(self, fid, value):
+        value = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        self.field(fid, 8)
+        self.out += _varint(len(value)) + value
+
+    def struct(self, fid=None):              # fid None: the next element of a list
+        if fid is not None:
+            self.field(fid, 12)
+        self.last.append(0)
+
+    def end(self):
+        self.out.append(0)
+        self.last.pop()
+
+    def list(self, fid, etype, n):
+        self.field(fid, 9)
+        self.out += bytes([n << 4 | etype]) if n < 15 else bytes([0xF0 | etype]) + _varint(n)
+
+
+def _pq_levels(n, valid):
+    """Definition levels of n rows: one RLE run when all are valid (valid None) or none
+    (valid False); else the bitmap's whole bytes bit-packed, and the last n % 8 rows as
+    one-value RLE runs, so batches of any length join into one page."""
+    if valid is None or valid is False:
+        return _varint(n << 1) + (b"\x00" if valid is False else b"\x01")
+    full = n >> 3
+    out = _varint(full << 1 | 1) + valid[:full] if full else bytearray()
+    for i in range(full << 3, n):
+        out += b"\x02\x01" if valid[i >> 3] >> (i & 7) & 1 else b"\x02\x00"
+    return out
+
+
+def _pq_page(out, name, ptype, n, levels, values, chunks):
+    """Append one column chunk (one data page) to out; its footer entry goes to chunks."""
+    body = len(levels).to_bytes(4, "little") + levels + values
+    head = _Thrift()
+    head.int(1, 0)                       # DATA_PAGE
+    head.int(2, len(body))
+    head.int(3, len(body))
+    head.struct(5)
+    head.int(1, n)
+    head.int(2, 0)                       # PLAIN
+    head.int(3, 3)                       # RLE
+    head.int(4, 3)
+    head.end()
+    head.out.append(0)
+    chunks.append((name, ptype, n, len(out), len(head.out) + len(body)))
+    out += head.out
+    out += body
+
+
+def _le(buf):
+    if _PQ_LITTLE:
+        return buf.tobytes()
+    buf = array.array(buf.typecode, buf)
+    buf.byteswap()
+    return buf.tobytes()
+
+
+def _plain_parquet(staged, order, rows):
+    """The bytes of one Parquet file holding the staged batches (see _Writer._stage) as one
+    row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY)."""
+    present = set().union(*(b[3] for b in staged)) if staged else set()
+    keys = [k for k in order if k in present] if len(present) < len(order) else list(order)
+    n = sum(b[0] for b in staged)
+    out, chunks = bytearray(b"PAR1"), []
+    if n:
+        _pq_page(out, "step", _PQ_INT64, n, _varint(n << 1) + b"\x01",
+                 b"".join(_le(b[1]) for b in staged), chunks)
+        _pq_page(out, "timestamp", _PQ_INT64, n, _varint(n << 1) + b"\x01",
+                 b"".join(_le(b[2]) for b in staged), chunks)
+        missing = (None, False)
+        for key in keys:
+            parts = [(b[0], b[3].get(key, missing)) for b in staged]
+            levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
+            values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)
+            _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks)
+    foot = _Thrift()
+    foot.int(1, 1)
+    names = ["step", "timestamp", *keys]
+    foot.list(2, 12, len(names) + 1)
+    foot.struct()
+    foot.text(4, "schema")
+    foot.int(5, len(names))
+    foot.end()
+    for i, name in enumerate(names):
+        foot.struct()
+        foot.int(1, _PQ_INT64 if i < 2 else _PQ_DOUBLE)
+        foot.int(3, 1)                   # OPTIONAL
+        foot.text(4, name)
+        if i == 1:                       # TIMESTAMP_MICROS; logicalType TIMESTAMP(UTC, MICROS)
+            foot.int(6, 10)
+            foot.out += b"\x4c\x8c\x11\x1c\x2c\x00\x00\x00\x00"
+            foot.last[-1] = 10
+        foot.end()
+    foot.int(3, n, 6)
+    foot.list(4, 12, 1 if n else 0)
+    if n:
+        foot.struct()
+        foot.list(1, 12, len(chunks))
+        for name, ptype, count, offset, size in chunks:
+            foot.struct()
+            foot.int(2, offset, 6)
+            foot.struct(3)
+            foot.int(1, ptype)
+            foot.list(2, 5, 2)
+            foot.out += b"\x00\x06"      # PLAIN, RLE
+            foot.list(3, 8, 1)
+            raw = name.encode("utf-8", "surrogatepass")
+            foot.out += _varint(len(raw)) + raw
+            foot.int(4, 0)               # UNCOMPRESSED
+            foot.int(5, count, 6)
+            foot.int(6, size, 6)
+            foot.int(7, size, 6)
+            foot.int(9, offset, 6)
+            foot.end()
+            foot.end()
+        foot.int(2, len(out) - 4, 6)
+        foot.int(3, n, 6)
+        foot.end()
+    foot.list(5, 12, 1)
+    foot.struct()
+    foot.text(1, _ROWS_KEY)
+    foot.text(2, f"{rows[0]} {rows[1]}")
+    foot.end()
+    foot.text(6, f"expman version {__version__}")
+    foot.out.append(0)
+    out += foot.out
+    out += len(foot.out).to_bytes(4, "little") + b"PAR1"
+    return bytes(out)
+
+
 # 8 Public logging API #######################################################################
 
 _OPEN_RUNS = set()          # experiments not closed yet: closed (and flushed) at exit
@@ -3370,10 +3592,9 @@ class Experiment:
         save_git_diff = bool(save_git_diff) and capture_git
         cwd = os.getcwd()
         self._clock = clock or time.time
-        # pyarrow's import and first-call set-up (0.1-0.3 s) happen here, on the caller's
-        # thread, before the training loop starts: on the writer thread they held the GIL
-        # for up to 300 ms inside the loop's first seconds, and a process forked meanwhile
-        # (DataLoader workers) inherited the import lock held and hung on its first import.
+        # What the writer thread needs is imported here, on the caller's thread: imports on
+        # the writer held the GIL inside the loop's first seconds. pyarrow is not among
+        # them any more: see _warm_up.
         _warm_up(bool(system_metrics_secs))
         self._store, root = _open_store(base_dir or _default_root())
         self._root = root
@@ -3413,7 +3634,8 @@ class Experiment:
             meta.update(self._dist)
         if provenance:
             meta["packages"] = _loaded_packages()
-            meta["packages"]["pyarrow"] = pa.__version__  # expman's own, imported above
+            if "pyarrow" in sys.modules:  # else the writer looks it up (_pyarrow_version)
+                meta["packages"]["pyarrow"] = sys.modules["pyarrow"].__version__
             scheduler = _scheduler_ids()
             if scheduler:
                 meta["scheduler"] = scheduler
