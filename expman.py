@@ -1883,33 +1883,42 @@ def _histogram_payload(values, bins, edges, counts, where):
     if edges is not None or counts is not None:
         if values is not None:
             raise InvalidInputError(f"{where}: pass values, or edges= and counts=, not both")
-        if edges is None or counts is None:
-            raise InvalidInputError(f"{where}: edges= and counts= go together "
-                                    f"(got only {'edges' if counts is None else 'counts'})")
-        e, c = _number_list(edges, "edges", where), _number_list(counts, "counts", where)
-        if not c or len(e) != len(c) + 1:
-            raise InvalidInputError(f"{where}: edges must have len(counts) + 1 values, got "
-                                    f"{len(e)} edges for {len(c)} counts")
-        if any(b <= a for a, b in zip(e, e[1:])):
-            raise InvalidInputError(f"{where}: edges must increase strictly")
-        if any(v < 0 for v in c):
-            raise InvalidInputError(f"{where}: counts must not be negative")
-        if len(c) > MAX_HISTOGRAM_BINS:
-            raise InvalidInputError(f"{where}: at most {MAX_HISTOGRAM_BINS} bins")
-        return "edges", (e, c)
+        return "edges", _histogram_edges(edges, counts, where)
     if values is None:
         raise InvalidInputError(f"{where}: values is required (or edges= and counts=)")
     if type(bins) is not int or not 1 <= bins <= MAX_HISTOGRAM_BINS:
         raise InvalidInputError(f"{where}: bins must be an integer from 1 to "
                                 f"{MAX_HISTOGRAM_BINS}, got {_short_repr(bins)}")
-    np_ = sys.modules.get("numpy")
+    return _histogram_values(values, where)
+
+
+def _histogram_edges(edges, counts, where):
+    """(edges, counts) of a histogram the script computed, checked."""
+    if edges is None or counts is None:
+        raise InvalidInputError(f"{where}: edges= and counts= go together "
+                                f"(got only {'edges' if counts is None else 'counts'})")
+    e, c = _number_list(edges, "edges", where), _number_list(counts, "counts", where)
+    if not c or len(e) != len(c) + 1:
+        raise InvalidInputError(f"{where}: edges must have len(counts) + 1 values, got "
+                                f"{len(e)} edges for {len(c)} counts")
+    if any(b <= a for a, b in zip(e, e[1:])):
+        raise InvalidInputError(f"{where}: edges must increase strictly")
+    if any(v < 0 for v in c):
+        raise InvalidInputError(f"{where}: counts must not be negative")
+    if len(c) > MAX_HISTOGRAM_BINS:
+        raise InvalidInputError(f"{where}: at most {MAX_HISTOGRAM_BINS} bins")
+    return e, c
+
+
+def _histogram_values(values, where):
+    """(form, copy) of the values to bin: a NumPy array, a tensor or a list."""
     ndarray = _loaded("numpy", "ndarray")
     if ndarray is not None and isinstance(values, ndarray):
         if values.dtype.kind not in "biuf":
             raise InvalidInputError(f"{where}: values of dtype {values.dtype} are not numbers")
         if values.size == 0:
             raise InvalidInputError(f"{where}: values is empty")
-        return "array", np_.array(values, copy=True).reshape(-1)
+        return "array", sys.modules["numpy"].array(values, copy=True).reshape(-1)
     if hasattr(values, "detach") and hasattr(values, "clone"):  # a tensor, maybe on a GPU
         if values.numel() == 0:
             raise InvalidInputError(f"{where}: values is empty")
@@ -2177,7 +2186,7 @@ class _Writer(threading.Thread):
                 self._prepare()
         except Exception as exc:  # noqa: BLE001 - keep logging even if git/pyarrow act up
             self._warn_once("prepare", f"expman: could not prepare the run: {exc}")
-        timeout, last_flush = self.interval, time.monotonic()
+        timeout, self.last_flush = self.interval, time.monotonic()
         while True:
             self.wake.wait(timeout)
             self.wake.clear()
@@ -2191,55 +2200,66 @@ class _Writer(threading.Thread):
                     if closing:
                         self._finish()
                         break
-                    now = time.monotonic()
-                    if self.sampler is not None and self.sampler.due(now):
-                        self._sample_system(now)
-                    # After a failure the store is retried only at the backoff time, but rows keep
-                    # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
-                    # interval meanwhile, so log calls never meet backpressure from a failing store.
-                    retry = now >= self.retry_at or self.flush_waiters
-                    self.io_since = now if retry else None
-                    if retry and (now - last_flush >= self.interval or self.flush_waiters
-                                  or self.staged_rows >= SEGMENT_MAX_ROWS
-                                  or (self.flush_rows and self.staged_rows >= self.flush_rows)):
-                        self._flush()
-                        last_flush = now
-                    # flush() promises everything is on disk: that includes run.yaml's rows and
-                    # summary, which otherwise lag until the next heartbeat.
-                    if retry and (self.meta_dirty or self.flush_waiters
-                                  or now - self.last_beat >= self.opts.heartbeat_secs):
-                        self._write_meta()
-                    self.io_since = None
-                    self._release_flush_waiters()
-                    if self.failures and retry:  # recovered: say so, warn again if it fails again
-                        self.failures = 0
-                        self.warned = {t for t in self.warned if not t.startswith("io:")}
-                        message = f"expman: writing {self.store.display(self.path)} works again"
-                        _log.warning("%s", message)
-                        self.log_buffer.append(f"{_iso()} INFO  {message}\n")
+                    self._tick(time.monotonic())
                 except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
-                    self.io_since = None
-                    self.failures += 1
-                    self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(
-                        self.failures, 6))
-                    self.error = exc
-                    self._warn_once(f"io:{type(exc).__name__}",
-                                    f"expman: cannot write {self.store.display(self.path)}: {exc}; "
-                                    f"rows are kept in memory and writing will be retried")
+                    self._failed(exc)
                     if closing:
                         self._finish_after_error()
                         break
-                # A big backlog means a tight logging loop: come back soon so memory stays small.
-                if drained >= 5_000 or len(self.rows) >= 5_000:
-                    timeout = 0.01
-                elif self.failures:
-                    timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
-                else:
-                    timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
-                if self.sampler is not None:
-                    timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
+                timeout = self._next_timeout(drained)
         self.done.set()
         self._release_flush_waiters()
+
+    def _tick(self, now):
+        """One wake-up's work after the drain: system metrics, a flush when due, run.yaml."""
+        if self.sampler is not None and self.sampler.due(now):
+            self._sample_system(now)
+        # After a failure the store is retried only at the backoff time, but rows keep moving
+        # from the queue into column buffers (compact, bounded by MAX_STAGED_ROWS) every
+        # interval meanwhile, so log calls never meet backpressure from a failing store.
+        retry = now >= self.retry_at or self.flush_waiters
+        self.io_since = now if retry else None
+        if retry and (now - self.last_flush >= self.interval or self.flush_waiters
+                      or self.staged_rows >= SEGMENT_MAX_ROWS
+                      or (self.flush_rows and self.staged_rows >= self.flush_rows)):
+            self._flush()
+            self.last_flush = now
+        # flush() promises everything is on disk: that includes run.yaml's rows and summary,
+        # which otherwise lag until the next heartbeat.
+        if retry and (self.meta_dirty or self.flush_waiters
+                      or now - self.last_beat >= self.opts.heartbeat_secs):
+            self._write_meta()
+        self.io_since = None
+        self._release_flush_waiters()
+        if self.failures and retry:  # recovered: say so, warn again if it fails again
+            self.failures = 0
+            self.warned = {t for t in self.warned if not t.startswith("io:")}
+            message = f"expman: writing {self.store.display(self.path)} works again"
+            _log.warning("%s", message)
+            self.log_buffer.append(f"{_iso()} INFO  {message}\n")
+
+    def _failed(self, exc):
+        """A store error: keep the rows, back off, warn once per kind of error."""
+        self.io_since = None
+        self.failures += 1
+        self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(self.failures, 6))
+        self.error = exc
+        self._warn_once(f"io:{type(exc).__name__}",
+                        f"expman: cannot write {self.store.display(self.path)}: {exc}; "
+                        f"rows are kept in memory and writing will be retried")
+
+    def _next_timeout(self, drained):
+        """Seconds until the next wake-up, unless a log call or close() wakes us first."""
+        # A big backlog means a tight logging loop: come back soon so memory stays small.
+        if drained >= 5_000 or len(self.rows) >= 5_000:
+            timeout = 0.01
+        elif self.failures:
+            timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
+        else:
+            timeout = max(0.0, self.interval - (time.monotonic() - self.last_flush))
+        if self.sampler is not None:
+            timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
+        return timeout
 
     def _prepare(self):
         # git runs in subprocesses, which release the GIL; pyarrow's version is looked up
@@ -3113,37 +3133,50 @@ def _histogram_row(item):
     NumPy bins NumPy arrays and tensors; lists are binned in pure Python unless the script
     imported NumPy already. Non-finite values are left out (and counted by no bin)."""
     form, data, bins = item.form, item.payload, item.bins
+    head = (item.tag, item.step, item.time)
     if form == "edges":
         edges, counts = data
-        return (item.tag, item.step, item.time, edges, counts, edges[0], edges[-1], None,
-                sum(counts))
+        return (*head, edges, counts, edges[0], edges[-1], None, sum(counts))
     np_ = sys.modules.get("numpy") if _loaded("numpy", "histogram") else None
     if form == "tensor":
-        data = data.detach().float().cpu()
-        if np_ is not None:
-            try:
-                data, form = data.numpy(), "array"
-            except Exception:  # noqa: BLE001 - torch without NumPy support
-                data, form = data.tolist(), "values"
-        else:
-            data, form = data.reshape(-1).tolist(), "values"
+        data, form = _tensor_values(data, np_)
     if form == "values" and np_ is not None:
         try:
             data, form = np_.asarray(data, dtype=np_.float64), "array"
         except (TypeError, ValueError) as exc:
             raise ValueError(f"values are not numbers ({exc})") from None
     if form == "array":
-        arr = data.astype(np_.float64, copy=False).reshape(-1)
-        arr = arr[np_.isfinite(arr)]
-        if not arr.size:
-            raise ValueError("no finite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo == hi:
-            lo, hi = lo - 0.5, hi + 0.5
-        counts, edges = np_.histogram(arr, bins=bins, range=(lo, hi))
-        return (item.tag, item.step, item.time, edges.tolist(),
-                [float(c) for c in counts.tolist()], float(arr.min()), float(arr.max()),
-                float(arr.sum()), int(arr.size))
+        return (*head, *_numpy_bins(np_, data, bins))
+    return (*head, *_python_bins(data, bins))
+
+
+def _tensor_values(tensor, np_):
+    """(data, form) of a tensor copied to the host: an array with NumPy, else a list."""
+    data = tensor.detach().float().cpu()
+    if np_ is not None:
+        try:
+            return data.numpy(), "array"
+        except Exception:  # noqa: BLE001 - torch without NumPy support
+            return data.tolist(), "values"
+    return data.reshape(-1).tolist(), "values"
+
+
+def _numpy_bins(np_, data, bins):
+    """(edges, counts, min, max, sum, count) of the finite values of a NumPy array."""
+    arr = data.astype(np_.float64, copy=False).reshape(-1)
+    arr = arr[np_.isfinite(arr)]
+    if not arr.size:
+        raise ValueError("no finite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np_.histogram(arr, bins=bins, range=(lo, hi))
+    return (edges.tolist(), [float(c) for c in counts.tolist()], float(arr.min()),
+            float(arr.max()), float(arr.sum()), int(arr.size))
+
+
+def _python_bins(data, bins):
+    """(edges, counts, min, max, sum, count) of the finite values of a list, without NumPy."""
     try:
         values = [float(v) for v in data]
     except (TypeError, ValueError) as exc:
@@ -3159,8 +3192,7 @@ def _histogram_row(item):
         i = int((v - lo) * scale)
         counts[i if i < last else last] += 1
     edges = [lo + (hi - lo) * k / bins for k in range(bins + 1)]
-    return (item.tag, item.step, item.time, edges, [float(c) for c in counts], vmin, vmax,
-            math.fsum(values), len(values))
+    return edges, [float(c) for c in counts], vmin, vmax, math.fsum(values), len(values)
 
 
 _HISTOGRAM_NAMES = ("tag", "step", "timestamp", "edges", "counts", "min", "max", "sum", "count")
@@ -3304,19 +3336,40 @@ def _plain_parquet(staged, order, rows):
     n = sum(b[0] for b in staged)
     out, chunks = bytearray(b"PAR1"), []
     if n:
-        _pq_page(out, "step", _PQ_INT64, n, _varint(n << 1) + b"\x01",
-                 b"".join(_le(b[1]) for b in staged), chunks)
-        _pq_page(out, "timestamp", _PQ_INT64, n, _varint(n << 1) + b"\x01",
-                 b"".join(_le(b[2]) for b in staged), chunks)
-        missing = (None, False)
-        for key in keys:
-            parts = [(b[0], b[3].get(key, missing)) for b in staged]
-            levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
-            values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)
-            _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks)
+        _pq_columns(out, staged, keys, n, chunks)
     foot = _Thrift()
     foot.int(1, 1)
-    names = ["step", "timestamp", *keys]
+    _pq_schema(foot, ["step", "timestamp", *keys])
+    foot.int(3, n, 6)
+    foot.list(4, 12, 1 if n else 0)
+    if n:
+        _pq_row_group(foot, n, chunks, len(out) - 4)
+    foot.list(5, 12, 1)
+    foot.struct()
+    foot.text(1, _ROWS_KEY)
+    foot.text(2, f"{rows[0]} {rows[1]}")
+    foot.end()
+    foot.text(6, f"expman version {__version__}")
+    foot.out.append(0)
+    out += foot.out
+    out += len(foot.out).to_bytes(4, "little") + b"PAR1"
+    return bytes(out)
+
+
+def _pq_columns(out, staged, keys, n, chunks):
+    full = _varint(n << 1) + b"\x01"
+    _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks)
+    _pq_page(out, "timestamp", _PQ_INT64, n, full, b"".join(_le(b[2]) for b in staged),
+             chunks)
+    missing = (None, False)
+    for key in keys:
+        parts = [(b[0], b[3].get(key, missing)) for b in staged]
+        levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
+        values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)
+        _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks)
+
+
+def _pq_schema(foot, names):
     foot.list(2, 12, len(names) + 1)
     foot.struct()
     foot.text(4, "schema")
@@ -3332,41 +3385,31 @@ def _plain_parquet(staged, order, rows):
             foot.out += b"\x4c\x8c\x11\x1c\x2c\x00\x00\x00\x00"
             foot.last[-1] = 10
         foot.end()
-    foot.int(3, n, 6)
-    foot.list(4, 12, 1 if n else 0)
-    if n:
-        foot.struct()
-        foot.list(1, 12, len(chunks))
-        for name, ptype, count, offset, size in chunks:
-            foot.struct()
-            foot.int(2, offset, 6)
-            foot.struct(3)
-            foot.int(1, ptype)
-            foot.list(2, 5, 2)
-            foot.out += b"\x00\x06"      # PLAIN, RLE
-            foot.list(3, 8, 1)
-            raw = name.encode("utf-8", "surrogatepass")
-            foot.out += _varint(len(raw)) + raw
-            foot.int(4, 0)               # UNCOMPRESSED
-            foot.int(5, count, 6)
-            foot.int(6, size, 6)
-            foot.int(7, size, 6)
-            foot.int(9, offset, 6)
-            foot.end()
-            foot.end()
-        foot.int(2, len(out) - 4, 6)
-        foot.int(3, n, 6)
-        foot.end()
-    foot.list(5, 12, 1)
+
+
+def _pq_row_group(foot, n, chunks, size):
     foot.struct()
-    foot.text(1, _ROWS_KEY)
-    foot.text(2, f"{rows[0]} {rows[1]}")
+    foot.list(1, 12, len(chunks))
+    for name, ptype, count, offset, length in chunks:
+        foot.struct()
+        foot.int(2, offset, 6)
+        foot.struct(3)
+        foot.int(1, ptype)
+        foot.list(2, 5, 2)
+        foot.out += b"\x00\x06"          # PLAIN, RLE
+        foot.list(3, 8, 1)
+        raw = name.encode("utf-8", "surrogatepass")
+        foot.out += _varint(len(raw)) + raw
+        foot.int(4, 0)                   # UNCOMPRESSED
+        foot.int(5, count, 6)
+        foot.int(6, length, 6)
+        foot.int(7, length, 6)
+        foot.int(9, offset, 6)
+        foot.end()
+        foot.end()
+    foot.int(2, size, 6)
+    foot.int(3, n, 6)
     foot.end()
-    foot.text(6, f"expman version {__version__}")
-    foot.out.append(0)
-    out += foot.out
-    out += len(foot.out).to_bytes(4, "little") + b"PAR1"
-    return bytes(out)
 
 
 # 8 Public logging API #######################################################################
@@ -3417,19 +3460,23 @@ def _distributed(environ=None, rank=None, group=None):
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
         raise InvalidInputError(f"rank must be a non-negative int, got {rank!r}")
     if group is None:
-        for name in _JOB_VARS:
-            value = (environ.get(name) or "").strip()
-            if value and value.lower() != "none":  # torchrun's default --rdzv-id
-                group = value
-                step = environ.get("SLURM_STEP_ID", "")
-                if name == "SLURM_JOB_ID" and step.isdigit() and 0 < int(step) < 1 << 31:
-                    group += f".{step}"  # a second `srun` in one allocation: another job
-                break
-    if group is None:
-        group = _launch_group(environ)
+        group = _job_group(environ) or _launch_group(environ)
     group = _safe_name(str(group), "group")
     local, _ = _env_int(environ, _LOCAL_RANK_VARS)
     return {"rank": rank, "local_rank": local, "world_size": world, "group": group}
+
+
+def _job_group(environ):
+    """The scheduler's job id every rank sees alike (SLURM_JOB_ID.step for a second `srun`
+    in one allocation), or None."""
+    for name in _JOB_VARS:
+        value = (environ.get(name) or "").strip()
+        if value and value.lower() != "none":  # torchrun's default --rdzv-id
+            step = environ.get("SLURM_STEP_ID", "")
+            if name == "SLURM_JOB_ID" and step.isdigit() and 0 < int(step) < 1 << 31:
+                return f"{value}.{step}"  # a second `srun` in one allocation: another job
+            return value
+    return None
 
 
 def _launch_group(environ):
@@ -3565,26 +3612,11 @@ class Experiment:
         if capture_diff is not None:
             save_git_diff = capture_diff
         self.experiment = _safe_name(name, "experiment name")
-        if project is None:
-            project = os.environ.get(ENV_PROJECT) or None
-        self.project = None if project is None else _safe_name(project, "project")
+        self.project = _project_name(project)
         self._dist = _distributed(rank=rank, group=group)
-        env_tags = _normalize_tags(os.environ.get(ENV_TAGS))
-        if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
-            raise InvalidInputError(f"flush_interval_ms must be a positive number, "
-                                    f"got {flush_interval_ms!r}")
-        if flush_interval_rows is not None and (
-                not isinstance(flush_interval_rows, int) or isinstance(flush_interval_rows, bool)
-                or flush_interval_rows < 0):
-            raise InvalidInputError(f"flush_interval_rows must be a positive int or None, got "
-                                    f"{flush_interval_rows!r}")
-        flush_rows = flush_interval_rows or None  # 0: the timer alone, as None
-        tags = _normalize_tags(tags)
-        tags += [t for t in env_tags if t not in tags]  # EXPMAN_TAGS adds, never duplicates
-        if description is not None and not isinstance(description, str):
-            raise InvalidInputError("description must be a string")
-        if config is not None and not isinstance(config, dict):
-            raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
+        flush_rows = _check_flush_args(flush_interval_ms, flush_interval_rows)
+        tags = _run_tags(tags)
+        _check_run_args(description, config)
         flush_interval = flush_interval_ms / 1000.0
         system_metrics_secs = _system_metrics_interval(system_metrics)
         provenance = bool(provenance)
@@ -3607,7 +3639,34 @@ class Experiment:
         self.status = "running"
 
         store = self._store
-        exp_path = store.join(root, self.experiment)
+        self._make_run_dir(name, run_name)
+        started = time.time()
+        meta = self._initial_meta(started, heartbeat_secs, description, tags, cwd, provenance)
+        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(meta))
+        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(config))
+        store.append(store.join(self._path, RUN_LOG), b"")
+        writer = self._writer = _Writer(_WriterOptions(
+            store, self._path, meta, config, flush_interval=flush_interval,
+            flush_interval_rows=flush_rows, heartbeat_secs=heartbeat_secs,
+            system_metrics_secs=system_metrics_secs, clock=self._clock, started=started,
+            git_cwd=cwd if capture_git else None, save_git_diff=save_git_diff))
+        # the hot path's state (see log_metrics): the queue, and the queue length at which a
+        # log call next looks at the backlog (every flush_interval_rows rows, when given)
+        self._rows, self._enqueue = writer.rows, writer.enqueue
+        self._flush_rows = flush_rows
+        self._check_at = flush_rows or PENDING_CHECK_ROWS
+        self._row_bytes, self._sampled_keys = 0, None
+        _install_hooks(remote=not store.is_local)
+        _OPEN_RUNS.add(self)
+        writer.start()
+        self._capture = (_OutputCapture(self) if capture_output or redirect_console
+                         else None)
+
+    # -- setup helpers -------------------------------------------------------------------
+    def _make_run_dir(self, name, run_name):
+        """Create the experiment (and its experiment.yaml) and claim this run's directory."""
+        store = self._store
+        exp_path = store.join(self._root, self.experiment)
         try:
             store.mkdir(exp_path)
             self._write_experiment_yaml(exp_path, name)
@@ -3617,7 +3676,9 @@ class Experiment:
         except OSError as exc:
             raise ExpmanError(f"cannot create a run under {store.display(exp_path)}: "
                               f"{exc.strerror or exc}") from None
-        started = time.time()
+
+    def _initial_meta(self, started, heartbeat_secs, description, tags, cwd, provenance):
+        """run.yaml as init() writes it."""
         meta = {
             "name": self.run_name, "experiment": self.experiment, "status": "running",
             "started_at": _iso(started), "finished_at": None, "duration_secs": None,
@@ -3642,27 +3703,8 @@ class Experiment:
         else:  # the command line may hold secrets: provenance=False keeps what status needs
             for key in ("user", "command", "cwd", "platform"):
                 del meta[key]
-        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(meta))
-        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(config))
-        store.append(store.join(self._path, RUN_LOG), b"")
-        writer = self._writer = _Writer(_WriterOptions(
-            store, self._path, meta, config, flush_interval=flush_interval,
-            flush_interval_rows=flush_rows, heartbeat_secs=heartbeat_secs,
-            system_metrics_secs=system_metrics_secs, clock=self._clock, started=started,
-            git_cwd=cwd if capture_git else None, save_git_diff=save_git_diff))
-        # the hot path's state (see log_metrics): the queue, and the queue length at which a
-        # log call next looks at the backlog (every flush_interval_rows rows, when given)
-        self._rows, self._enqueue = writer.rows, writer.enqueue
-        self._flush_rows = flush_rows
-        self._check_at = flush_rows or PENDING_CHECK_ROWS
-        self._row_bytes = 0
-        _install_hooks(remote=not store.is_local)
-        _OPEN_RUNS.add(self)
-        writer.start()
-        self._capture = (_OutputCapture(self) if capture_output or redirect_console
-                         else None)
+        return meta
 
-    # -- setup helpers -------------------------------------------------------------------
     def _write_experiment_yaml(self, exp_path, display_name):
         path = self._store.join(exp_path, EXPERIMENT_YAML)
         if self._store.exists(path):
@@ -3777,8 +3819,9 @@ class Experiment:
         rows, and keep the queued rows under MAX_PENDING_BYTES by waiting for the writer in
         slices of BACKPRESSURE_SLICE_SECS, so no single call waits longer than that.
 
-        The rows' size is estimated from the newest row (the largest seen is kept), so the
-        bound holds for 5 keys a row and for 5,000; the check runs again after at most
+        The rows' size is estimated from the newest row (the largest seen is kept, see
+        _row_size), so the bound holds for 5 keys a row and for 5,000, with keys shared by
+        every row or made anew for each; the check runs again after at most
         PENDING_CHECK_ROWS more rows, so its cost is amortised to nothing.
         """
         rows, writer = self._rows, self._writer
@@ -3788,7 +3831,7 @@ class Experiment:
         except IndexError:  # the writer took them all meanwhile
             return
         if type(newest) is dict:
-            size = sys.getsizeof(newest) + 24 * len(newest)  # the dict and its float values
+            size = self._row_size(newest)
             if size > self._row_bytes:
                 self._row_bytes = size
         limit = max(PENDING_CHECK_ROWS, MAX_PENDING_BYTES // max(self._row_bytes, 64))
@@ -3807,6 +3850,20 @@ class Experiment:
             self._check_at = min(self._flush_rows, limit)
         else:
             self._check_at = min(limit, n + PENDING_CHECK_ROWS)
+
+    def _row_size(self, row):
+        """Bytes a queued row holds (within ~5%): the dict, a float per value, the queue's
+        pointer, and the keys' strings when they are not the objects the previous sample
+        had: a loop's literal keys are shared by every row, but keys decoded per row (an
+        import reading event files) cost ~60 B each, and without them a queue estimated at
+        64 MB held ~100 MB."""
+        keys, prev = tuple(row), self._sampled_keys
+        self._sampled_keys = keys
+        size = sys.getsizeof(row) + 24 * len(row) + 8
+        if prev is not None and (len(prev) != len(keys) or
+                                 any(a is not b for a, b in zip(keys, prev))):
+            size += sum(map(sys.getsizeof, keys))
+        return size
 
     def log_params(self, params):
         """Merge params into config.yaml (nested dicts stay nested).
@@ -4084,6 +4141,39 @@ class Experiment:
 
     def __del__(self):  # pragma: no cover - best effort; atexit is the real guarantee
         pass
+
+
+def _check_flush_args(flush_interval_ms, flush_interval_rows):
+    """flush_interval_rows as the writer takes it (None: the timer alone), both checked."""
+    if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
+        raise InvalidInputError(f"flush_interval_ms must be a positive number, "
+                                f"got {flush_interval_ms!r}")
+    if flush_interval_rows is not None and (
+            not isinstance(flush_interval_rows, int) or isinstance(flush_interval_rows, bool)
+            or flush_interval_rows < 0):
+        raise InvalidInputError(f"flush_interval_rows must be a positive int or None, got "
+                                f"{flush_interval_rows!r}")
+    return flush_interval_rows or None  # 0: the timer alone, as None
+
+
+def _project_name(project):
+    """The run's project: the argument, else $EXPMAN_PROJECT, else None."""
+    if project is None:
+        project = os.environ.get(ENV_PROJECT) or None
+    return None if project is None else _safe_name(project, "project")
+
+
+def _check_run_args(description, config):
+    if description is not None and not isinstance(description, str):
+        raise InvalidInputError("description must be a string")
+    if config is not None and not isinstance(config, dict):
+        raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
+
+
+def _run_tags(tags):
+    """The run's tags, then EXPMAN_TAGS's (added, never duplicated)."""
+    tags = _normalize_tags(tags)
+    return tags + [t for t in _normalize_tags(os.environ.get(ENV_TAGS)) if t not in tags]
 
 
 def _system_metrics_interval(value):
@@ -6241,9 +6331,6 @@ def _tb_import_plan(logdir):
     return logdir, dirs, [d for d in dirs if d not in merged], children
 
 
-_TB_IMPORT_FLUSH_ROWS = 16_384
-
-
 class _TBImport:
     """The write half of importing one directory: rows, texts and config go into one run as
     the reader (_TBRun) hands them over, so no more than _TBRows' window is held. The run is
@@ -6278,12 +6365,10 @@ class _TBImport:
 
     def row(self, step, wall, values):
         self.clock.now = _exact_micros(wall)
+        # a reading loop outruns the writer: the log call's backpressure (an honest byte
+        # estimate, waits of at most 2 ms) keeps the queue under MAX_PENDING_BYTES
         self.exp.log_metrics(values, step=step)
         self.rows += 1
-        if self.rows % _TB_IMPORT_FLUSH_ROWS == 0:
-            # a reading loop outruns the writer: let it catch up now and then, so the queue
-            # (not only the merge window) stays small whatever the file's size
-            self.exp.flush()
 
     def text(self, wall, step, tag, text):
         self._open(wall)
