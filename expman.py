@@ -1285,8 +1285,9 @@ class _SegmentLog:
         return self.store.join(self.dir, _segment_name(start, end))
 
     # -- writing (the writer thread) -------------------------------------------------------
-    def write(self, start, end, tables):
-        """Write tables as the segment of rows [start, end), then merge what is due."""
+    def write(self, start, end, tables, merge=True):
+        """Write tables (or a whole file's bytes) as the segment of rows [start, end), then
+        merge what is due (unless merge is False: the writer defers it, see _Writer._flush)."""
         if not self.made:
             self.store.mkdir(self.dir)
             self.made = True
@@ -1299,7 +1300,8 @@ class _SegmentLog:
             self._recreate()  # the folder was deleted under a live run
             self._write_file(path, tables, (start, end))
         self.segments.append([start, end, 0])
-        self.merge()
+        if merge:
+            self.merge()
 
     def _recreate(self):
         lost = sum(e - s for s, e, _t in self.segments)
@@ -1448,7 +1450,9 @@ class _SegmentLog:
                                  (0, 0))
             self._delete_segments(names)
             return 0
-        if len(sources) == 1 and have is None:  # already one whole file: no re-write
+        # already one whole file: no re-write, unless the writer wrote it uncompressed
+        # (_plain_parquet; _Writer renames a short run's one segment itself)
+        if len(sources) == 1 and have is None and not _plain_file(sources[0][1]):
             path, pf = sources[0]
             with contextlib.suppress(Exception):
                 pf.close()  # let go of the memory map before the rename
@@ -1519,6 +1523,12 @@ class _SegmentLog:
                     time.sleep(0.001 * attempt)
         raise ExpmanError(f"the files of {self.store.display(self.dir)} kept changing while "
                           f"they were read; try again")
+
+
+def _plain_file(pf):
+    """Whether a ParquetFile is one the writer wrote itself, uncompressed (section 7.3)."""
+    created = getattr(getattr(pf, "metadata", None), "created_by", None) or ""
+    return created.startswith("expman version")
 
 
 def _unify_schemas(schemas):
@@ -2071,6 +2081,7 @@ class _Writer(threading.Thread):
         self.warned = set()
         self.staged = []                   # Arrow tables not yet on disk
         self.staged_rows = 0
+        self.drained_rows = 0              # rows the last drain took (a quiet loop: few)
         self.next_row = 0                  # absolute index of the next row to write
         self.last_step = -1
         self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
@@ -2324,6 +2335,7 @@ class _Writer(threading.Thread):
                 self._place_media(media, before_batch)
         for _ in range(n_ctrl):  # newer messages wait for the next pass (their wake is set)
             self._handle(self.ctrl.popleft())
+        self.drained_rows = n
         return n
 
     def _sample_system(self, now):
@@ -2581,13 +2593,28 @@ class _Writer(threading.Thread):
         self.log_buffer.append(f"{_iso()} WARN  {message}\n")
 
     # -- flushing ------------------------------------------------------------------------
-    def _flush(self):
+    def _may_merge(self):
+        """Whether this flush may merge segments. A merge reads segments back, so the first
+        one imports pyarrow on this thread (0.1-0.3 s, GIL held in slices of tens of ms):
+        it waits for a quiet moment (the last drain took few rows and none are queued), so
+        a training loop that logs back to back never meets it, unless 4 x SEGMENT_FAN_IN
+        segments pile up. Close compacts every segment anyway (final=True: no merge)."""
+        if "pyarrow.parquet" in sys.modules:
+            return True
+        segments = len(self.metrics_log.segments) + 1
+        if segments < SEGMENT_FAN_IN:
+            return False
+        if segments < 4 * SEGMENT_FAN_IN and (self.drained_rows > 1000 or self.rows):
+            return False
+        _arrow_for_writer()
+        return True
+
+    def _flush(self, final=False):
         if self.staged:
-            if len(self.metrics_log.segments) + 1 >= SEGMENT_FAN_IN:
-                _arrow_for_writer()  # this write may merge segments: that reads them back
+            merge = not final and self._may_merge()
             start, end = self.next_row, self.next_row + sum(b[0] for b in self.staged)
             self.metrics_log.write(start, end, _plain_parquet(self.staged, self.keys,
-                                                              (start, end)))
+                                                              (start, end)), merge=merge)
             self.staged, self.staged_rows, self.next_row = [], 0, end
         if self.media_pending:
             self._flush_media()
@@ -2715,7 +2742,7 @@ class _Writer(threading.Thread):
     # -- closing -------------------------------------------------------------------------
     def _finish(self):
         """Flush everything, compact segments into metrics.parquet, write the final status."""
-        self._flush()
+        self._flush(final=True)
         self._compact_logs()
         self._write_final_meta(self.stop_status)
         _catalog_closed_run(self.store, self.path, self.meta, self.config)
@@ -2723,7 +2750,7 @@ class _Writer(threading.Thread):
     def _finish_after_error(self):
         """Closing while the disk refuses writes: try once more, then record what we can."""
         try:
-            self._flush()
+            self._flush(final=True)
             self._compact_logs()
         except Exception as exc:  # noqa: BLE001
             self._warn_once("close", f"expman: could not write the last rows of "

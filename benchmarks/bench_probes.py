@@ -14,7 +14,9 @@ expman-rs==1.3.0`` there), and is left out when that venv is missing. Probes:
   floats, ``perf_counter_ns`` around every call (timer cost subtracted), then ``close()``.
   Median, mean, p99, p99.9, the worst call and the five worst with their index in the loop
   (a stall right after init or at a fixed row count shows as an index), loop overhead per
-  step (loop minus the same loop without the call, run before init), close, and import/init.
+  step (loop minus the same loop without the call, run before init), close, and import/init;
+  and the floor: ``deque.append(dict(d))`` in a method, timed by the same loop before init
+  (the least a call that keeps the row can cost), with the call median as a multiple of it.
 * ``threads``: 4 threads x 25k rows into one run, every call timed: worst call and p99.
 * ``wide``: 20k steps of 50 metrics per row: median/mean/worst call, loop+close per step.
 * ``tiny``: a whole script -- import, init, 100 logs, close -- as a fresh process, wall time
