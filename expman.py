@@ -171,7 +171,7 @@ MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond whic
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
 BACKPRESSURE_SLICE_SECS = 0.002        # the longest one log call waits for the writer
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
-PLAIN_FINAL_MAX_ROWS = 65_536          # a one-segment run this short keeps its segment as is
+PLAIN_FINAL_MAX_CELLS = 1 << 21        # a run with fewer values closes without pyarrow
 SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
 SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
 MERGE_MAX_ROWS = 2_000_000             # segments are not merged past this many rows
@@ -2082,6 +2082,7 @@ class _Writer(threading.Thread):
         self.staged = []                   # Arrow tables not yet on disk
         self.staged_rows = 0
         self.drained_rows = 0              # rows the last drain took (a quiet loop: few)
+        self.plain_layouts = {}            # (start, end) -> (rows, chunks); None: too big
         self.next_row = 0                  # absolute index of the next row to write
         self.last_step = -1
         self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
@@ -2613,8 +2614,10 @@ class _Writer(threading.Thread):
         if self.staged:
             merge = not final and self._may_merge()
             start, end = self.next_row, self.next_row + sum(b[0] for b in self.staged)
-            self.metrics_log.write(start, end, _plain_parquet(self.staged, self.keys,
-                                                              (start, end)), merge=merge)
+            layout = []
+            data = _plain_parquet(self.staged, self.keys, (start, end), layout)
+            self.metrics_log.write(start, end, data, merge=merge)
+            self._keep_layout(start, end, layout[0])
             self.staged, self.staged_rows, self.next_row = [], 0, end
         if self.media_pending:
             self._flush_media()
@@ -2761,8 +2764,10 @@ class _Writer(threading.Thread):
             pass
 
     def _compact_logs(self):
-        # a short run's one small segment is renamed as it is: no pyarrow import at close
-        if not self.metrics_log.rename_single(PLAIN_FINAL_MAX_ROWS):
+        # a short run's segments become metrics.parquet without pyarrow: one is renamed,
+        # several are joined (_join_plain_segments)
+        max_rows = PLAIN_FINAL_MAX_CELLS // (len(self.keys) + 2)
+        if not (self.metrics_log.rename_single(max_rows) or self._join_plain_segments()):
             _arrow_for_writer()
             self.metrics_log.compact(empty=_plain_parquet([], (), (0, 0)))
         if self.hist_log.made:
@@ -2771,6 +2776,48 @@ class _Writer(threading.Thread):
             data = "".join(self.log_buffer).encode("utf-8", "replace")
             self.store.append(self.store.join(self.path, RUN_LOG), data)
             self.log_buffer = []
+
+    def _keep_layout(self, start, end, layout):
+        """Remember a segment's layout for _join_plain_segments while the run is small
+        enough to be joined at close (later: forget them all, and stop)."""
+        layouts = self.plain_layouts
+        if layouts is None:
+            return
+        current = {(s, e) for s, e, _t in self.metrics_log.segments}
+        layouts = {k: v for k, v in layouts.items() if k in current}  # merged away: gone
+        layouts[(start, end)] = layout
+        chunks = sum(len(c) for _n, c in layouts.values())
+        if end * (len(self.keys) + 2) > PLAIN_FINAL_MAX_CELLS or chunks > 1 << 16:
+            layouts = None
+        self.plain_layouts = layouts
+
+    def _join_plain_segments(self):
+        """Close of a run whose segments are all this writer's plain ones, tiling the rows
+        from 0, with at most PLAIN_FINAL_MAX_CELLS values: metrics.parquet is their row
+        groups joined byte for byte (one per segment), written whole before any segment
+        goes (rule 2 of section 5.1). False in any other state (compact() then decides)."""
+        log = self.metrics_log
+        segs = log.segments
+        if self.plain_layouts is None:
+            return False
+        layouts = [self.plain_layouts.get((s, e)) for s, e, _t in segs]
+        if not segs or None in layouts or segs[0][0] != 0 or any(
+                a[1] != b[0] for a, b in zip(segs, segs[1:])):
+            return False
+        present = set().union(*({c[0] for c in chunks} for _n, chunks in layouts))
+        keys = [k for k in self.keys if k in present]
+        if segs[-1][1] * (len(keys) + 2) > PLAIN_FINAL_MAX_CELLS:
+            return False
+        store = self.store
+        names = store.listnames(log.dir)
+        if sorted(names) != sorted(_segment_name(s, e) for s, e, _t in segs) or \
+                store.stat(log.final) is not None:
+            return False
+        parts = [(store.read_bytes(log.path(s, e)), *lay) for (s, e, _t), lay in
+                 zip(segs, layouts)]
+        store.write_atomic(log.final, _join_plain(parts, keys, (0, segs[-1][1])))
+        log._delete_segments(names)
+        return True
 
     def _write_final_meta(self, status):
         meta = self.meta
@@ -3355,22 +3402,48 @@ def _le(buf):
     return buf.tobytes()
 
 
-def _plain_parquet(staged, order, rows):
+def _plain_parquet(staged, order, rows, layout=None):
     """The bytes of one Parquet file holding the staged batches (see _Writer._stage) as one
-    row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY)."""
+    row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY).
+    ``layout`` (a list) receives (rows, column chunks) for _join_plain."""
     present = set().union(*(b[3] for b in staged)) if staged else set()
     keys = [k for k in order if k in present] if len(present) < len(order) else list(order)
     n = sum(b[0] for b in staged)
     out, chunks = bytearray(b"PAR1"), []
     if n:
         _pq_columns(out, staged, keys, n, chunks)
+    if layout is not None:
+        layout.append((n, chunks))
+    return _pq_finish(out, keys, [(n, chunks)] if n else [], rows)
+
+
+def _join_plain(parts, keys, rows):
+    """One Parquet file of the writer's plain segments, byte for byte: [(file bytes, rows,
+    chunks)] in row order -> a row group each, a key a segment lacks as an all-null page."""
+    out, groups = bytearray(b"PAR1"), []
+    for data, n, chunks in parts:
+        shift = len(out) - 4
+        out += memoryview(data)[4:max(c[3] + c[4] for c in chunks)]
+        have = {c[0]: (c[0], c[1], c[2], c[3] + shift, c[4]) for c in chunks}
+        group = [have["step"], have["timestamp"]]
+        for key in keys:
+            if key not in have:
+                _pq_page(out, key, _PQ_DOUBLE, n, _pq_levels(n, False), b"", group)
+            else:
+                group.append(have[key])
+        groups.append((n, group))
+    return _pq_finish(out, keys, groups, rows)
+
+
+def _pq_finish(out, keys, groups, rows):
+    """out (PAR1 and the pages) + the footer describing groups [(rows, chunks)]."""
     foot = _Thrift()
     foot.int(1, 1)
     _pq_schema(foot, ["step", "timestamp", *keys])
-    foot.int(3, n, 6)
-    foot.list(4, 12, 1 if n else 0)
-    if n:
-        _pq_row_group(foot, n, chunks, len(out) - 4)
+    foot.int(3, sum(n for n, _c in groups), 6)
+    foot.list(4, 12, len(groups))
+    for n, chunks in groups:
+        _pq_row_group(foot, n, chunks)
     foot.list(5, 12, 1)
     foot.struct()
     foot.text(1, _ROWS_KEY)
@@ -3414,7 +3487,7 @@ def _pq_schema(foot, names):
         foot.end()
 
 
-def _pq_row_group(foot, n, chunks, size):
+def _pq_row_group(foot, n, chunks):
     foot.struct()
     foot.list(1, 12, len(chunks))
     for name, ptype, count, offset, length in chunks:
@@ -3434,7 +3507,7 @@ def _pq_row_group(foot, n, chunks, size):
         foot.int(9, offset, 6)
         foot.end()
         foot.end()
-    foot.int(2, size, 6)
+    foot.int(2, sum(c[4] for c in chunks), 6)
     foot.int(3, n, 6)
     foot.end()
 

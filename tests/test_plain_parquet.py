@@ -5,6 +5,7 @@ import array
 import json
 import math
 import sys
+import warnings
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -106,12 +107,46 @@ def test_a_short_run_never_imports_pyarrow(tmp_path):
     assert run["packages"]["pyarrow"] == pyarrow.__version__  # found without importing it
 
 
-def test_a_long_single_segment_is_compacted_not_renamed(root):
-    # a one-segment run past PLAIN_FINAL_MAX_ROWS is rewritten compressed at close
+def test_segments_join_into_metrics_parquet_without_pyarrow(tmp_path):
+    # several segments (flush every 200 rows), a key that appears late, a value refused:
+    # close joins them byte for byte, one row group each, in a process without pyarrow
+    out = run_python(f"""
+        import json, sys, warnings, expman
+        warnings.simplefilter("ignore")
+        exp = expman.Experiment("join", base_dir={str(tmp_path)!r}, flush_interval_rows=200,
+                                capture_git=False)
+        for i in range(1000):
+            row = {{"a": float(i)}}
+            if i >= 450:
+                row["late"] = -float(i)
+            if i == 600:
+                row["a"] = "bad"
+            exp.log_metrics(row, step=i)
+            if i % 200 == 199:
+                exp.flush()
+        exp.close()
+        print(json.dumps([sorted(m for m in sys.modules if m.split(".")[0] == "pyarrow"),
+                          str(exp.run_dir)]))
+    """, cwd=tmp_path).stdout
+    loaded, run_dir = json.loads(out.strip().splitlines()[-1])
+    assert loaded == []
+    meta = pq.ParquetFile(f"{run_dir}/metrics.parquet").metadata
+    assert meta.num_rows == 1000 and meta.num_row_groups == 5
+    data = columns(run_dir)
+    assert data["step"] == list(range(1000))
+    assert data["a"] == [None if i == 600 else float(i) for i in range(1000)]
+    assert data["late"] == [None] * 450 + [-float(i) for i in range(450, 1000)]
+    assert not (expman._RunPath(run_dir) / "metrics").exists()
+
+
+def test_a_big_run_is_compacted_compressed(root):
+    # past PLAIN_FINAL_MAX_CELLS, close compacts with pyarrow (snappy), even one segment
     exp = make_experiment(root, flush_interval_ms=60_000)
-    n = expman.PLAIN_FINAL_MAX_ROWS + 10
-    for i in range(n):
-        exp.log_metrics({"x": float(i % 7)}, step=i)
+    n = expman.PLAIN_FINAL_MAX_CELLS // 3 + 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", expman.ExpmanWarning)  # a tight loop meets the bound
+        for i in range(n):
+            exp.log_metrics({"x": float(i % 7)}, step=i)
     exp.close()
     meta = pq.ParquetFile(exp.run_dir / "metrics.parquet").metadata
     assert meta.num_rows == n
