@@ -25,7 +25,7 @@ Where things are (``grep -n '^# [0-9]\\|^# --\\|^// --- [0-9]' expman.py`` print
     6 Data model               statuses, metric values, 6.1 metric goals, 6.2 media items
     7 Writer engine            _Writer: the thread a log call's row goes to, flushes, close
     8 Public logging API       8.2 Experiment (log_metrics...), 8.3 exit hooks, 8.5 shortcuts
-    9 Readers & queries        load_*/list_*, 9.1 run catalog, 9.2 expman-rs runs, 9.5 reap
+    9 Readers & queries        9.1 run catalog, 9.2 load_metrics, 9.5 load_experiment, 9.7 reap
     10 Integrations            TensorBoard import/export, SummaryWriter, framework callbacks
     11 Server & JSON API       11.3 routes, 11.4 the SSE stream, 11.5 security, 11.6 serving
     12 CLI                     one subsection per command, 12.12 the parser, main()
@@ -5212,6 +5212,8 @@ def list_runs(root=None, experiment=None):
     return _scan_runs(store, exp_path, time.time(), with_config=True)
 
 
+# -- 9.2 one run's data: load_metrics, metric_keys, metric_stats, load_log, artifacts --------------
+
 def _metric_files(store, path):
     """[(start, end, file path)] of the run's metric rows, whatever state the run is in."""
     return _SegmentLog.metrics(store, path).files()
@@ -5397,7 +5399,7 @@ def list_artifacts(run_dir):
             for rel, size, mtime in sorted(files)]
 
 
-# -- 9.2 expman-rs runs, read as they are ----------------------------------------------------------
+# -- 9.3 expman-rs runs, read as they are ----------------------------------------------------------
 # expman-rs, the Rust tool expman succeeds, keeps the same tree (experiment/run/run.yaml,
 # config.yaml, run.log, artifacts/) and the same metrics table (step int64, null when logged
 # without a step; timestamp us UTC; one float64 per key), under other file names:
@@ -5495,7 +5497,7 @@ _RowGroup = collections.namedtuple("_RowGroup", "num_rows")
 _RowGroups = collections.namedtuple("_RowGroups", "num_rows num_row_groups row_group")
 
 
-# -- 9.3 media and histograms ----------------------------------------------------------------------
+# -- 9.4 media and histograms ----------------------------------------------------------------------
 
 MEDIA_KINDS = ("image", "audio", "video", "text")
 _MEDIA_TYPES = {**IMAGE_TYPES, **AUDIO_TYPES, **VIDEO_TYPES}
@@ -5656,6 +5658,8 @@ def _media_summary(store, path):
         entry["last_step"] = step
     return {"media": media, "histograms": hists}
 
+
+# -- 9.5 many runs in one table: load_experiment(s), one pyarrow.dataset scan ----------------------
 
 def load_experiment(root=None, experiment=None, keys=None):
     """Every metric row of every run of an experiment as one ``pyarrow.Table``, with
@@ -5837,7 +5841,7 @@ def _read_metric_files_one_by_one(store, files, keys):
     return pa.concat_tables(tables, promote_options="default")
 
 
-# -- 9.4 tag expressions: "a AND (b OR NOT c)" -----------------------------------------------------
+# -- 9.6 load_runs: one row per run, filtered by status, project and tags ("a AND (b OR NOT c)") ---
 
 _TAG_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
 _TAG_OPS = {"AND", "OR", "NOT"}
@@ -6009,7 +6013,7 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     return table.to_pandas() if to_pandas else table
 
 
-# -- 9.5 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
+# -- 9.7 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
 
 def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     """Mark one run crashed if its heartbeat is stale and its process gone; returns a dict
@@ -6088,7 +6092,7 @@ def _compact_leftovers(store, path):
     return done + _SegmentLog.histograms(store, path).compact()
 
 
-# -- 9.6 streaming reads: export walks a run's rows a batch at a time ------------------------------
+# -- 9.8 streaming reads: export walks a run's rows a batch at a time ------------------------------
 
 class _MetricStream:
     """The rows load_metrics(run_dir) gives, as RecordBatches of at most ``batch_rows`` rows,
@@ -13570,7 +13574,7 @@ async function catchUp(rd) {
   finally { rd.catching = false; }
 }
 
-// --- 13.11 chart panel
+// --- 13.11 chart panel: one card per metric key, grouped by prefix (13.4 Charts draws them)
 const cards = new Map();        // metric key -> card {key, el, chart, loaded: Map(run -> version), zoom}
 const groups = new Map();       // prefix -> {el, grid, count}
 let chartsTimer = 0;
