@@ -1564,7 +1564,7 @@ def _unify_schemas(schemas):
 # another file there ignores the summary (stale), as it does a missing or unreadable one.
 
 _SUMMARY_META = b"expman.summary"
-_SUMMARY_GROUP = 1 << 15          # summary records per row group (pruned by their statistics)
+_SUMMARY_GROUP = 4096             # summary records per row group (pruned by their statistics)
 _SUMMARY_MAX_PARTIAL = 64         # zoom-range edge buckets read exactly before giving up
 _M4_FIELDS = ("bucket", "count", "first_row", "last_row", "step_min", "step_max",
               "first_step", "first_time", "first_value", "last_step", "last_time", "last_value",
@@ -1668,10 +1668,15 @@ def _m4_combine(rec, shift):
     return pa.Table.from_arrays(cols + mins + maxs + nans, names=_M4_FIELDS)
 
 
-def _m4_level(span, max_points):
-    """The bucket level for a chart of max_points points over `span` table rows: the coarsest
-    with at least max_points/4 buckets (so at most about 2 * max_points points)."""
-    return max(0, (span // max(1, max_points // 4)).bit_length() - 1)
+def _m4_level(first, last, max_points):
+    """The bucket level for a chart of at most max_points points of the values in table rows
+    [first, last]: the finest whose buckets there number at most max_points/4 (4 points
+    each). That is more than max_points/8 buckets: up to half the x resolution of buckets cut
+    to measure, the price of buckets that a summary can hold ready."""
+    most, level = max(1, max_points // 4), 0
+    while (last >> level) - (first >> level) + 1 > most:
+        level += 1
+    return level
 
 
 def _m4_points(rec):
@@ -1809,12 +1814,12 @@ class _Summary:
             return pa.schema([(f, _M4_TYPES[f]) for f in names]).empty_table()
         pf = self.store.parquet_file(self.path)
         table = pf.read_row_groups(picks, columns=["key", "level"] + names, use_threads=False)
-        mask = pc.and_(pc.equal(table.column("key"), key),
+        mask = pc.and_(pc.equal(table.column("key"), pa.scalar(key, pa.string())),
                        pc.equal(table.column("level"), pa.scalar(level, pa.int8())))
         if b_lo is not None:
-            mask = pc.and_(mask, pc.greater_equal(table.column("bucket"), b_lo))
+            mask = pc.and_(mask, pc.greater_equal(table.column("bucket"), _i64_scalar(b_lo)))
         if b_hi is not None:
-            mask = pc.and_(mask, pc.less_equal(table.column("bucket"), b_hi))
+            mask = pc.and_(mask, pc.less_equal(table.column("bucket"), _i64_scalar(b_hi)))
         return table.filter(mask).select(names)
 
 
@@ -7985,8 +7990,8 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None, first_row=0)
                 pc.indices_nonzero(mask).cast(pa.int64()), _i64_scalar(first_row))
             raw = _m4_rows(rows, steps.cast(pa.int64()), times.cast(pa.timestamp(
                 "us", tz="UTC")), values.cast(pa.float64()))
-            span = rows[-1].as_py() - rows[0].as_py() + 1
-            out[key] = _points_json(_m4_points(_m4_combine(raw, _m4_level(span, max_points))))
+            level = _m4_level(rows[0].as_py(), rows[-1].as_py(), max_points)
+            out[key] = _points_json(_m4_points(_m4_combine(raw, level)))
             downsampled = True
             continue
         micros = times.cast(pa.int64())
@@ -8050,7 +8055,7 @@ def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since
         if summary is not None:
             found = _summary_points(summary, sources, key, max_points, lo, hi)
         if found is None:
-            found = _exact_points(sources, key, max_points, lo, hi, since)
+            found = _exact_points(sources, key, max_points, lo, hi, since, rows)
         points, reduced = found
         downsampled = downsampled or reduced
         out[key] = _points_json(points)
@@ -8096,17 +8101,24 @@ def _scan_key(sources, key, lo, hi, row_lo, row_hi, shift):
     return table if shift is None else _m4_combine(table, 0)
 
 
-def _exact_points(sources, key, max_points, lo, hi, since):
-    """(points, downsampled) of one key from the rows: a pass for the count and row span of
-    the values in range, then one for the buckets (or the values, when few enough)."""
-    whole = _scan_key(sources, key, lo, hi, since, None, 62)
-    if whole is None:
+def _exact_points(sources, key, max_points, lo, hi, since, rows):
+    """(points, downsampled) of one key from the rows: one pass building buckets of 2^k rows
+    (k: at most 65,536 of them) that give the count and span of the values in range and,
+    combined, the chart's buckets; a second pass only over the span when the chart needs
+    finer buckets or every value (few values, or zoomed in far)."""
+    k = SUMMARY_MIN_LEVEL
+    while (max(0, rows - since) >> k) > 65536:
+        k += 1
+    recs = _scan_key(sources, key, lo, hi, since, None, k)
+    if recs is None:
         return _m4_no_points(), False
-    count, first, last = (whole.column(c)[0].as_py() for c in ("count", "first_row",
-                                                               "last_row"))
+    count = pc.sum(recs.column("count")).as_py()
+    first, last = recs.column("first_row")[0].as_py(), recs.column("last_row")[-1].as_py()
     if not max_points or count <= max_points:
         return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, None)), False
-    level = _m4_level(last - first + 1, max_points)
+    level = _m4_level(first, last, max_points)
+    if level >= k:
+        return _m4_points(_m4_combine(recs, level - k)), True
     return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, level)), True
 
 
@@ -8143,7 +8155,7 @@ def _summary_points(summary, sources, key, max_points, lo, hi):
         first, last = min(bounds), max(ends)
     if count <= max_points:
         return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, None)), False
-    level = _m4_level(last - first + 1, max_points)
+    level = _m4_level(first, last, max_points)
     if level < k0:  # zoomed in past the finest buckets: the rows (fewer than 2^(k0+1) * q)
         return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, level)), True
     recs = summary.records(key, level, first >> level, last >> level)
@@ -8163,10 +8175,10 @@ def _split_range(recs, lo, hi):
     smin, smax = recs.column("step_min"), recs.column("step_max")
     inside = overlap = None
     if lo is not None:
-        inside = pc.greater_equal(smin, lo)
-        overlap = pc.greater_equal(smax, lo)
+        inside = pc.greater_equal(smin, _i64_scalar(lo))
+        overlap = pc.greater_equal(smax, _i64_scalar(lo))
     if hi is not None:
-        a, b = pc.less_equal(smax, hi), pc.less_equal(smin, hi)
+        a, b = pc.less_equal(smax, _i64_scalar(hi)), pc.less_equal(smin, _i64_scalar(hi))
         inside = a if inside is None else pc.and_(inside, a)
         overlap = b if overlap is None else pc.and_(overlap, b)
     return recs.filter(inside), recs.filter(pc.and_(overlap, pc.invert(inside)))
@@ -8178,7 +8190,7 @@ def _points_json(points):
     finite = pc.all(pc.is_finite(values)).as_py() is not False
     micros = points.column("time").cast(pa.int64())
     return {"step": points.column("step").to_pylist(),
-            "time": pc.divide(micros.cast(pa.float64()), 1e6).to_pylist(),
+            "time": pc.divide(micros.cast(pa.float64()), pa.scalar(1e6)).to_pylist(),
             "value": values.to_pylist() if finite else
             [_json_number(v) for v in values.to_pylist()]}
 
