@@ -1570,7 +1570,6 @@ _M4_FIELDS = ("bucket", "count", "first_row", "last_row", "step_min", "step_max"
               "first_step", "first_time", "first_value", "last_step", "last_time", "last_value",
               "min_row", "min_step", "min_time", "min_value", "max_row", "max_step", "max_time",
               "max_value", "nan_row", "nan_step", "nan_time")
-_M4_TIME = "timestamp[us, tz=UTC]"
 
 
 def _m4_rows(rows, steps, times, values):
@@ -1579,16 +1578,16 @@ def _m4_rows(rows, steps, times, values):
     rows, steps, times, values = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
                                   for a in (rows, steps, times, values))
     n = len(rows)
-    i64_null = pa.scalar(None, pa.int64())
-    ones = pc.fill_null(pa.nulls(n, pa.int64()), 1)
+    i64_null = _lit(pa.int64(), None)
+    ones = _buffer_array(pa.int64(), array.array("q", [1]) * n)
     nan = pc.is_nan(values)
     if not pc.any(nan).as_py():
         num, num_rows, num_steps, num_times = values, rows, steps, times
         nan_rows, nan_steps, nan_times = (pa.nulls(n, pa.int64()), pa.nulls(n, pa.int64()),
                                           pa.nulls(n, times.type))
     else:
-        time_null = pa.scalar(None, times.type)
-        num = pc.if_else(nan, pa.scalar(None, pa.float64()), values)
+        time_null = _lit(times.type, None)
+        num = pc.if_else(nan, _lit(pa.float64(), None), values)
         num_rows = pc.if_else(nan, i64_null, rows)
         num_steps = pc.if_else(nan, i64_null, steps)
         num_times = pc.if_else(nan, time_null, times)
@@ -1601,71 +1600,87 @@ def _m4_rows(rows, steps, times, values):
     return pa.Table.from_arrays(cols, names=_M4_FIELDS)
 
 
+def _lit(arrow_type, value):
+    """An Arrow scalar made from a buffer: pa.scalar() and pa.array() of Python values import
+    pandas on first use (see _buffer_array), and summaries are built on the writer thread."""
+    if value is None:
+        return pa.nulls(1, arrow_type)[0]
+    if pa.types.is_string(arrow_type):
+        data = value.encode("utf-8", "surrogatepass")
+        return pa.Array.from_buffers(arrow_type, 1, [None, pa.py_buffer(array.array(
+            "i", [0, len(data)])), pa.py_buffer(data)])[0]
+    code = "d" if pa.types.is_floating(arrow_type) else "b" if arrow_type == pa.int8() else "q"
+    return _buffer_array(arrow_type, array.array(code, [value]))[0]
+
+
+def _i64s(values):
+    return _buffer_array(pa.int64(), array.array("q", values))
+
+
+def _bools(n, value):
+    """n times value, as a boolean array (no Python values converted)."""
+    nulls = pa.nulls(n, pa.int8())
+    return pc.is_null(nulls) if value else pc.is_valid(nulls)
+
+
 def _arange(start, n):
     """int64 [start, start + n) without a Python loop."""
-    ones = pc.fill_null(pa.nulls(n, pa.int64()), 1)
-    return pc.add(pc.cumulative_sum(ones), pa.scalar(start - 1, pa.int64()))
-
-
-def _m4_take_first(rec, gidx, ngroups, mask, fields):
-    """Per group, the fields of its first record where mask holds (nulls where none does)."""
-    idx = pc.indices_nonzero(mask)
-    m = len(idx)
-    if not m:
-        return [pa.nulls(ngroups, rec.column(f).type) for f in fields]
-    groups = pc.take(gidx, idx)
-    firsts = pa.concat_arrays([pa.array([True]), pc.not_equal(groups.slice(1),
-                                                              groups.slice(0, m - 1))])
-    sel, owners = pc.filter(idx, firsts), pc.filter(groups, firsts)
-    if len(owners) == ngroups:
-        return [pc.take(rec.column(f), sel) for f in fields]
-    pos = pc.index_in(_arange(0, ngroups), owners)
-    return [pc.take(pc.take(rec.column(f), sel), pos) for f in fields]
+    ones = _buffer_array(pa.int64(), array.array("q", [1]) * n)
+    return pc.add(pc.cumulative_sum(ones), _lit(pa.int64(), start - 1))
 
 
 def _m4_combine(rec, shift):
     """Records (sorted by bucket) -> records of buckets `bucket >> shift`: per new bucket, the
     first record's first point, the last's last point, the first record holding the min (max,
-    first NaN) for those. shift 0 merges the pieces of one bucket (from two batches or files)."""
+    first NaN) for those. shift 0 merges the pieces of one bucket (from two batches or files).
+
+    Per-bucket extremes come from stable sorts by (bucket, value), nulls last: each bucket
+    keeps its block of positions, and its first position then holds the first record with
+    the extreme. (group_by would do, but imports pyarrow.dataset and with it pandas, on the
+    writer thread, possibly during interpreter exit.)"""
     rec = rec.combine_chunks()
     n = rec.num_rows
     if not n:
         return rec
     bucket = rec.column("bucket")
     if shift >= 62:  # rows are below 2^62; a shift past the width is undefined in Arrow
-        bucket = pc.multiply(bucket, pa.scalar(0, pa.int64()))
+        bucket = pc.multiply(bucket, _lit(pa.int64(), 0))
     elif shift:
-        bucket = pc.shift_right(bucket, pa.scalar(shift, pa.int64()))
+        bucket = pc.shift_right(bucket, _lit(pa.int64(), shift))
     bucket = bucket.combine_chunks() if isinstance(bucket, pa.ChunkedArray) else bucket
     if n > 1:
         change = pc.not_equal(bucket.slice(1), bucket.slice(0, n - 1))
-        starts = pa.concat_arrays([pa.array([0], pa.int64()),
-                                   pc.add(pc.indices_nonzero(change).cast(pa.int64()), 1)])
-        ends = pa.concat_arrays([pc.subtract(starts.slice(1), 1), pa.array([n - 1], pa.int64())])
-        gidx = pc.subtract(pc.cumulative_sum(pc.cast(
-            pa.concat_arrays([pa.array([True]), change]), pa.int64())), 1)
+        one = _lit(pa.int64(), 1)
+        starts = pa.concat_arrays([_i64s([0]),
+                                   pc.add(pc.indices_nonzero(change).cast(pa.int64()), one)])
+        ends = pa.concat_arrays([pc.subtract(starts.slice(1), one), _i64s([n - 1])])
     else:
-        starts = ends = gidx = pa.array([0], pa.int64())
-    ng = len(starts)
+        starts = ends = _i64s([0])
     col = rec.column
     counts = pc.cumulative_sum(col("count"))
     count = pc.add(pc.subtract(pc.take(counts, ends), pc.take(counts, starts)),
                    pc.take(col("count"), starts))
-    agg = pa.Table.from_arrays(
-        [gidx, col("step_min"), col("step_max"), col("min_value"), col("max_value")],
-        names=["g", "a", "b", "c", "d"]).group_by("g", use_threads=False).aggregate(
-        [("a", "min"), ("b", "max"), ("c", "min"), ("d", "max")])
-    mins = _m4_take_first(rec, gidx, ng, pc.equal(col("min_value"), pc.take(
-        agg.column("c_min"), gidx)), ("min_row", "min_step", "min_time", "min_value"))
-    maxs = _m4_take_first(rec, gidx, ng, pc.equal(col("max_value"), pc.take(
-        agg.column("d_max"), gidx)), ("max_row", "max_step", "max_time", "max_value"))
-    nans = _m4_take_first(rec, gidx, ng, pc.is_valid(col("nan_row")),
-                          ("nan_row", "nan_step", "nan_time"))
-    cols = [pc.take(bucket, starts), count, pc.take(col("first_row"), starts),
-            pc.take(col("last_row"), ends), agg.column("a_min"), agg.column("b_max")]
-    cols += [pc.take(col(f), starts) for f in ("first_step", "first_time", "first_value")]
-    cols += [pc.take(col(f), ends) for f in ("last_step", "last_time", "last_value")]
-    return pa.Table.from_arrays(cols + mins + maxs + nans, names=_M4_FIELDS)
+
+    def first_with(name, order):
+        if n == 1:
+            return starts
+        by = pa.Table.from_arrays([bucket, col(name)], names=["b", "v"])
+        return pc.take(pc.sort_indices(by, sort_keys=[("b", "ascending"), ("v", order)]),
+                       starts)
+
+    take = pc.take
+    cols = [take(bucket, starts), count, take(col("first_row"), starts),
+            take(col("last_row"), ends),
+            take(col("step_min"), first_with("step_min", "ascending")),
+            take(col("step_max"), first_with("step_max", "descending"))]
+    cols += [take(col(f), starts) for f in ("first_step", "first_time", "first_value")]
+    cols += [take(col(f), ends) for f in ("last_step", "last_time", "last_value")]
+    for pre, order in (("min_", "ascending"), ("max_", "descending")):
+        at = first_with(pre + "value", order)
+        cols += [take(col(pre + f), at) for f in ("row", "step", "time", "value")]
+    at = first_with("nan_row", "ascending")
+    cols += [take(col(f), at) for f in ("nan_row", "nan_step", "nan_time")]
+    return pa.Table.from_arrays(cols, names=_M4_FIELDS)
 
 
 def _m4_level(first, last, max_points):
@@ -1684,7 +1699,8 @@ def _m4_points(rec):
     parts = []
     for pre in ("first_", "last_", "min_", "max_", "nan_"):
         value = rec.column(pre + "value") if pre != "nan_" else pc.if_else(
-            pc.is_valid(rec.column("nan_row")), pa.scalar(math.nan), pa.scalar(None, pa.float64()))
+            pc.is_valid(rec.column("nan_row")), _lit(pa.float64(), math.nan),
+            _lit(pa.float64(), None))
         parts.append(pa.Table.from_arrays(
             [rec.column(pre + "row"), rec.column(pre + "step"), rec.column(pre + "time"), value],
             names=["row", "step", "time", "value"]))
@@ -1693,7 +1709,7 @@ def _m4_points(rec):
     table = table.take(pc.sort_indices(table.column("row")))
     rows = table.column("row").combine_chunks()
     if len(rows) > 1:
-        keep = pa.concat_arrays([pa.array([True]), pc.not_equal(rows.slice(1),
+        keep = pa.concat_arrays([_bools(1, True), pc.not_equal(rows.slice(1),
                                                                 rows.slice(0, len(rows) - 1))])
         table = table.filter(keep)
     return table
@@ -1709,16 +1725,14 @@ def _m4_batch(batch, key, at, lo=None, hi=None, row_lo=None, row_hi=None):
     steps = batch.column("step")
     for bound, test in ((lo, pc.greater_equal), (hi, pc.less_equal)):
         if bound is not None:
-            m = pc.fill_null(test(steps, pa.scalar(bound, pa.int64())), False)
+            m = pc.fill_null(test(steps, _lit(pa.int64(), bound)), _bools(1, False)[0])
             mask = m if mask is None else pc.and_(mask, m)
     n = batch.num_rows
     a, b = max(0, (row_lo or 0) - at), n if row_hi is None else min(n, row_hi - at)
     if b <= a:
         return None
     if (a, b) != (0, n):
-        inside = pa.concat_arrays([pc.fill_null(pa.nulls(a, pa.bool_()), False),
-                                   pc.fill_null(pa.nulls(b - a, pa.bool_()), True),
-                                   pc.fill_null(pa.nulls(n - b, pa.bool_()), False)])
+        inside = pa.concat_arrays([_bools(a, False), _bools(b - a, True), _bools(n - b, False)])
         mask = inside if mask is None else pc.and_(mask, inside)
     times = batch.column("timestamp") if "timestamp" in batch.schema.names else pa.nulls(
         n, pa.timestamp("us", tz="UTC"))
@@ -1727,7 +1741,7 @@ def _m4_batch(batch, key, at, lo=None, hi=None, row_lo=None, row_hi=None):
     if mask is None:
         rows = _arange(at, n)
     else:
-        rows = pc.add(pc.indices_nonzero(mask).cast(pa.int64()), pa.scalar(at, pa.int64()))
+        rows = pc.add(pc.indices_nonzero(mask).cast(pa.int64()), _lit(pa.int64(), at))
         steps, times, values = (pc.filter(x, mask) for x in (steps, times, values))
     if not len(rows):
         return None
@@ -1770,9 +1784,10 @@ def _write_summary(store, final, out):
             continue
         level = _m4_combine(pa.concat_tables(parts.pop(key)), 0)
         for k in range(k0, top + 1):
-            tables.append(level.add_column(0, "level", pa.repeat(pa.scalar(k, pa.int8()),
+            tables.append(level.add_column(0, "level", pa.repeat(_lit(pa.int8(), k),
                                                                   level.num_rows))
-                          .add_column(0, "key", pa.repeat(pa.scalar(key), level.num_rows)))
+                          .add_column(0, "key", pa.repeat(_lit(pa.string(), key),
+                                                          level.num_rows)))
             if k < top:
                 level = _m4_combine(level, 1)
     if not tables:
@@ -1811,11 +1826,11 @@ class _Summary:
             picks.append(i)
         names = list(_M4_FIELDS) if columns is None else list(columns)
         if not picks:
-            return pa.schema([(f, _M4_TYPES[f]) for f in names]).empty_table()
+            return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
         pf = self.store.parquet_file(self.path)
         table = pf.read_row_groups(picks, columns=["key", "level"] + names, use_threads=False)
-        mask = pc.and_(pc.equal(table.column("key"), pa.scalar(key, pa.string())),
-                       pc.equal(table.column("level"), pa.scalar(level, pa.int8())))
+        mask = pc.and_(pc.equal(table.column("key"), _lit(pa.string(), key)),
+                       pc.equal(table.column("level"), _lit(pa.int8(), level)))
         if b_lo is not None:
             mask = pc.and_(mask, pc.greater_equal(table.column("bucket"), _i64_scalar(b_lo)))
         if b_hi is not None:
@@ -1823,9 +1838,10 @@ class _Summary:
         return table.filter(mask).select(names)
 
 
-_M4_TYPES = {f: pa.int64() for f in _M4_FIELDS}
-_M4_TYPES.update({f: pa.float64() for f in _M4_FIELDS if f.endswith("_value")})
-_M4_TYPES.update({f: pa.timestamp("us", tz="UTC") for f in _M4_FIELDS if f.endswith("_time")})
+def _m4_type(field):
+    if field.endswith("_value"):
+        return pa.float64()
+    return pa.timestamp("us", tz="UTC") if field.endswith("_time") else pa.int64()
 
 
 def _in_stats(bounds, value):
@@ -7983,7 +7999,7 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None, first_row=0)
             mask = below if mask is None else pc.and_(mask, below)
         steps, times = steps_all, times_all
         if mask is not None:
-            mask = pc.fill_null(mask, False)
+            mask = pc.fill_null(mask, _bools(1, False)[0])
             steps, times, values = (pc.filter(a, mask) for a in (steps, times, values))
         if max_points and len(steps) > max_points:
             rows = _arange(first_row, table.num_rows) if mask is None else pc.add(
@@ -8190,15 +8206,16 @@ def _points_json(points):
     finite = pc.all(pc.is_finite(values)).as_py() is not False
     micros = points.column("time").cast(pa.int64())
     return {"step": points.column("step").to_pylist(),
-            "time": pc.divide(micros.cast(pa.float64()), pa.scalar(1e6)).to_pylist(),
+            "time": pc.divide(micros.cast(pa.float64()), _lit(pa.float64(), 1e6)).to_pylist(),
             "value": values.to_pylist() if finite else
             [_json_number(v) for v in values.to_pylist()]}
 
 
 def _m4_no_points():
-    return pa.table({"row": pa.array([], pa.int64()), "step": pa.array([], pa.int64()),
-                     "time": pa.array([], pa.timestamp("us", tz="UTC")),
-                     "value": pa.array([], pa.float64())})
+    return pa.Table.from_arrays(
+        [pa.nulls(0, pa.int64()), pa.nulls(0, pa.int64()),
+         pa.nulls(0, pa.timestamp("us", tz="UTC")), pa.nulls(0, pa.float64())],
+        names=["row", "step", "time", "value"])
 
 
 def _i64_scalar(value):
