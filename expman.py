@@ -8025,8 +8025,15 @@ def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0
     run's chart summary where one matches (section 5.2), else from the rows, streamed one
     batch and only the needed columns and row groups at a time. Same points either way."""
     log = _SegmentLog.metrics(store, path)
-    return log.read(lambda files: _chart_series_once(store, path, files, keys, max_points,
-                                                     x_min, x_max, since))
+    try:
+        return log.read(lambda files: _chart_series_once(store, path, files, keys, max_points,
+                                                         x_min, x_max, since))
+    finally:
+        # Arrow's allocator keeps freed pages per thread for reuse; a server answers charts
+        # from many threads, and kept them all (+100 MB after a page, until restarted).
+        # Handing them back costs well under a millisecond per request.
+        with contextlib.suppress(Exception):
+            pa.default_memory_pool().release_unused()
 
 
 def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since):
