@@ -8153,8 +8153,12 @@ def _scan_key(sources, key, lo, hi, row_lo, row_hi, shift):
         cols = [c for c in ("step", "timestamp") if c in names] + [key]
         at = first
         batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
-        for batch in pf.iter_batches(batch_rows, row_groups=groups, columns=cols,
-                                     use_threads=False):
+        if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
+            batches = pf.read_row_groups(groups, columns=cols).to_batches()
+        else:
+            batches = pf.iter_batches(batch_rows, row_groups=groups, columns=cols,
+                                      use_threads=False)
+        for batch in batches:
             raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
             at += batch.num_rows
             if raw is None:

@@ -447,3 +447,22 @@ def test_summaries_on_an_object_store(s3_root, small_summaries):
     assert expman._open_summary(store, final, summary) is None
     assert expman._chart_series(store, path, [], 40)[0] == expman._series_json(table, ["loss"],
                                                                                40)[0]
+
+
+# -- expman-rs runs (read as they are: vectors.parquet, Arrow IPC segments) -------------------
+
+rs = pytest.importorskip("test_expman_rs_compat")
+rs_runs = rs.rs_runs
+
+
+def test_charts_of_expman_rs_runs(rs_runs, tmp_path):
+    _version, original = rs_runs
+    for run in sorted(p for p in (original / "exp").iterdir() if p.is_dir()):
+        store, path = expman._open_store(str(run))
+        table = expman.load_metrics(str(run))
+        keys = [c for c in table.column_names if c not in ("step", "timestamp")]
+        for max_points, lo, hi in ((8, None, None), (2000, None, None), (8, 10, 60)):
+            series, down, rows, _keys = expman._chart_series(store, path, [], max_points, lo, hi)
+            want, want_down = expman._series_json(table, keys, max_points, lo, hi)
+            assert json.dumps(series) == json.dumps(want) and down == want_down, run.name
+            assert rows == table.num_rows
