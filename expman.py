@@ -1668,17 +1668,35 @@ def _m4_combine(rec, shift):
         return pc.take(pc.sort_indices(by, sort_keys=[("b", "ascending"), ("v", order)]),
                        starts)
 
+    def first_valid(name):  # first record with name set: no sort needed
+        idx = pc.indices_nonzero(pc.is_valid(col(name))).cast(pa.int64())
+        m = len(idx)
+        if m == n:
+            return starts
+        if not m:
+            return pa.nulls(len(starts), pa.int64())
+        owner = pc.take(bucket, idx)
+        firsts = pa.concat_arrays([_bools(1, True), pc.not_equal(owner.slice(1),
+                                                                 owner.slice(0, m - 1))])
+        sel, owners = pc.filter(idx, firsts), pc.filter(owner, firsts)
+        return pc.take(sel, pc.index_in(pc.take(bucket, starts), owners))
+
     take = pc.take
+    smin, smax = col("step_min"), col("step_max")
+    if n > 1 and not smin.null_count and not smax.null_count and pc.all(pc.less_equal(
+            smax.slice(0, n - 1), smin.slice(1))).as_py():
+        steps = [take(smin, starts), take(smax, ends)]  # steps in order (the usual case)
+    else:
+        steps = [take(smin, first_with("step_min", "ascending")),
+                 take(smax, first_with("step_max", "descending"))]
     cols = [take(bucket, starts), count, take(col("first_row"), starts),
-            take(col("last_row"), ends),
-            take(col("step_min"), first_with("step_min", "ascending")),
-            take(col("step_max"), first_with("step_max", "descending"))]
+            take(col("last_row"), ends)] + steps
     cols += [take(col(f), starts) for f in ("first_step", "first_time", "first_value")]
     cols += [take(col(f), ends) for f in ("last_step", "last_time", "last_value")]
     for pre, order in (("min_", "ascending"), ("max_", "descending")):
         at = first_with(pre + "value", order)
         cols += [take(col(pre + f), at) for f in ("row", "step", "time", "value")]
-    at = first_with("nan_row", "ascending")
+    at = first_valid("nan_row")
     cols += [take(col(f), at) for f in ("nan_row", "nan_step", "nan_time")]
     return pa.Table.from_arrays(cols, names=_M4_FIELDS)
 
