@@ -232,6 +232,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="1/100 of the data")
     parser.add_argument("--skip-huge-before", action="store_true",
                         help="do not ask the old version for the 100M-row chart")
+    parser.add_argument("--skip-huge", action="store_true", help="no 100M-row chart at all")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     data = args.data + ("-quick" if args.quick else "")
@@ -257,7 +258,7 @@ def main():
     for label, code in versions:
         print(f"[{label}] 50 x 1M x 3: {fmt(bench_fifty(code, data, args.timeout))}", flush=True)
     for label, code in versions:
-        if label == "before" and args.skip_huge_before:
+        if args.skip_huge or (label == "before" and args.skip_huge_before):
             continue
         print(f"[{label}] 100M run: "
               f"{fmt(bench_one(code, data, 'huge', 100_000_000 // scale, args.timeout))}",
