@@ -31,8 +31,11 @@ SPECIAL = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, -1.0]
 
 @pytest.fixture
 def small_summaries(monkeypatch):
-    """Summaries for tiny runs too, with buckets from 2^2 rows, so tests stay small."""
+    """Summaries for tiny runs too, with buckets from 2^2 rows, so tests stay small; and
+    every close compacts with pyarrow (a short run's segments are otherwise renamed or joined
+    without it, and get no summary: their rows are cheap to read)."""
     monkeypatch.setattr(expman, "SUMMARY_MIN_ROWS", 1)
+    monkeypatch.setattr(expman, "PLAIN_FINAL_MAX_CELLS", 0)
     monkeypatch.setattr(expman, "SUMMARY_MIN_LEVEL", 2)
     expman._SUMMARIES.clear()
     yield
