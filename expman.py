@@ -21,7 +21,8 @@ Where things are (``grep -n '^# [0-9]\\|^# --\\|^// --- [0-9]' expman.py`` print
     2 Constants & environment  every EXPMAN_* variable and every limit
     3 Errors                   ExpmanError, InvalidInputError, ExpmanWarning
     4 Small utilities          names, time, JSON, _Progress, PNG encoding
-    5 Storage layout           the folder drawing, stores (local, s3://), 5.1 _SegmentLog
+    5 Storage layout           the folder drawing, stores (local, s3://), 5.1 _SegmentLog,
+                               5.2 chart summaries
     6 Data model               statuses, metric values, 6.1 metric goals, 6.2 media items
     7 Writer engine            _Writer: the thread a log call's row goes to, flushes, close
     8 Public logging API       8.2 Experiment (log_metrics...), 8.3 exit hooks, 8.5 shortcuts
@@ -759,7 +760,7 @@ def _image_size(data, ext):
 #           │   ├── seg-000000000000-000000004096.parquet   rows [0, 4096)
 #           │   └── seg-000000004096-000000004211.parquet   rows [4096, 4211)
 #           ├── metrics.parquet         once the run is closed: every row, one file
-#           ├── metrics.summary.parquet chart summary of metrics.parquet, written at compaction
+#           ├── metrics.summary.parquet chart summary of metrics.parquet (section 5.2)
 #           ├── media/                  log_image/log_figure/log_audio/log_video/log_text
 #           │   ├── index.jsonl         one JSON line per item, appended once per flush
 #           │   └── <tag>/<step>-<seq>.<ext>    one file per image/audio/video item
@@ -1571,7 +1572,7 @@ def _unify_schemas(schemas):
     return unique[0] if len(unique) == 1 else pa.unify_schemas(unique)
 
 
-# -- 5.2 chart summaries: first/last/min/max per 2^k rows, written when a run compacts ------------
+# -- 5.2 chart summaries: first/last/min/max per 2^k rows, written when a run compacts -------------
 #
 # A chart of N points needs, per bucket of rows, the first, last, min and max point (M4) and the
 # first NaN (where the line breaks). Buckets are aligned blocks of table rows: bucket b of level
@@ -8013,7 +8014,7 @@ class KerasCallback(metaclass=_LazyIntegration):
 # stream tails the metrics and log of the runs its page shows, reading only what is new.
 #
 #   11.1 cache and hub    _RunCache (row counts, shared stream events), _Hub (the watcher)
-#   11.2 series           metrics and histograms as JSON, M4 downsampling
+#   11.2 series           metrics and histograms as JSON, M4 from the chart summary or rows
 #   11.3 routes           _ROUTES -> _Api._api_<resource>, one query-parameter parser
 #   11.4 SSE              _StreamCursor, _stream, _tail_run: bounded work per tick
 #   11.5 security         tokens (rate-limited), names, links out of a run, hosts, CSP
