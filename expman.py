@@ -21,7 +21,8 @@ Where things are (``grep -n '^# [0-9]\\|^# --\\|^// --- [0-9]' expman.py`` print
     2 Constants & environment  every EXPMAN_* variable and every limit
     3 Errors                   ExpmanError, InvalidInputError, ExpmanWarning
     4 Small utilities          names, time, JSON, _Progress, PNG encoding
-    5 Storage layout           the folder drawing, stores (local, s3://), 5.1 _SegmentLog
+    5 Storage layout           the folder drawing, stores (local, s3://), 5.1 _SegmentLog,
+                               5.2 chart summaries
     6 Data model               statuses, metric values, 6.1 metric goals, 6.2 media items
     7 Writer engine            _Writer: the thread a log call's row goes to, flushes, close
     8 Public logging API       8.2 Experiment (log_metrics...), 8.3 exit hooks, 8.5 shortcuts
@@ -760,6 +761,7 @@ def _image_size(data, ext):
 #           │   ├── seg-000000000000-000000004096.parquet   rows [0, 4096)
 #           │   └── seg-000000004096-000000004211.parquet   rows [4096, 4211)
 #           ├── metrics.parquet         once the run is closed: every row, one file
+#           ├── metrics.summary.parquet chart summary of metrics.parquet (section 5.2)
 #           ├── media/                  log_image/log_figure/log_audio/log_video/log_text
 #           │   ├── index.jsonl         one JSON line per item, appended once per flush
 #           │   └── <tag>/<step>-<seq>.<ext>    one file per image/audio/video item
@@ -776,6 +778,11 @@ def _image_size(data, ext):
 # which wins once the segments no longer tile from row 0. Every file records the rows it holds
 # in its schema metadata ("expman.rows": "start end"), so compaction (at close, or
 # `reap --compact` after a crash) decides from ranges and is safe to kill and rerun: _SegmentLog.
+#
+# The chart summary is a cache too: per key, for buckets of 2^k rows (k = 8, 9, ...), the
+# first, last, min, max and first NaN with their row, step and time, so a chart of a 100M-row
+# run reads a few thousand summary rows (section 5.2). It names the metrics.parquet it was
+# made from (rows and bytes); a missing, stale or unreadable one means the exact rows are read.
 #
 # The catalog is a cache, never the truth: a listing reads it instead of every closed run's
 # run.yaml and config.yaml, and rebuilds any row it cannot trust (no row, run.yaml changed
@@ -797,6 +804,10 @@ HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
 CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catalog" in section 9
 CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
+SUMMARY_FILE = "metrics.summary.parquet"  # chart summary of metrics.parquet (section 5.2)
+SUMMARY_MIN_LEVEL = 8                   # finest summary buckets: 2^8 rows (exact reads below)
+SUMMARY_MIN_ROWS = 1 << 16              # smaller runs get no summary: their rows are cheap
+SUMMARY_BUDGET = 1 << 18                # finest-level records held while building one
 VIEWS_DIR = ".views"                    # <experiment>/.views/<name>.json: the page's saved views
 VIEW_MAX_BYTES = 16_384                 # one view: a URL hash and its name
 VIEW_NAME_RULE = ("a view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts "
@@ -1265,8 +1276,11 @@ class _SegmentLog:
     close, again by reap after a crash, and knows the final file's row range.
     """
 
-    def __init__(self, store, run_path, folder, final, warn=None, made=False, foreign=None):
+    def __init__(self, store, run_path, folder, final, warn=None, made=False, foreign=None,
+                 summary=None):
         self.store = store
+        # the chart summary written beside the final file at compaction (metrics only)
+        self.summary = store.join(run_path, summary) if summary else None
         self.run_path = run_path
         self.foreign = foreign     # files(store, run_path) of another tool's layout, or None
         self.folder = folder
@@ -1280,6 +1294,7 @@ class _SegmentLog:
     def metrics(cls, store, run_path, **kwargs):
         # a run with none of our files may be one expman-rs wrote (see section 9)
         kwargs.setdefault("foreign", _expman_rs_metric_files)
+        kwargs.setdefault("summary", SUMMARY_FILE)
         return cls(store, run_path, SEGMENTS_DIR, METRICS_FILE, **kwargs)
 
     @classmethod
@@ -1432,6 +1447,7 @@ class _SegmentLog:
         if have is not None:
             start, end = have
             if end is None or all(e <= end for _s, e, _n in chosen):
+                self._summarize(missing_only=True)  # a compaction killed before its summary
                 self._delete_segments(names)  # the final file already holds every row
                 return 0
             # rows past the final file (not written by expman today, but never lose them)
@@ -1464,8 +1480,24 @@ class _SegmentLog:
             self.store.rename(path, self.final)
         else:
             self._write_file(self.final, sources, (first, last))
+        self._summarize()  # before the segments go: a crash here leaves a run reap finishes
         self._delete_segments(names)
         return used
+
+    def _summarize(self, missing_only=False):
+        """Write the chart summary of the final file (section 5.2). A summary is a cache: one
+        that fails is reported and left out (charts then read the exact rows), never a reason
+        for a close to fail."""
+        if self.summary is None:
+            return
+        try:
+            if missing_only and _open_summary(self.store, self.final, self.summary):
+                return
+            _write_summary(self.store, self.final, self.summary)
+        except Exception as exc:  # noqa: BLE001
+            self.warn(f"summary:{self.summary}",
+                      f"expman: could not write the chart summary "
+                      f"{self.store.display(self.summary)} ({exc}); charts read the rows")
 
     def rename_single(self, max_rows):
         """Close of a short run: the one segment this log wrote (at most max_rows rows, from
@@ -1543,6 +1575,385 @@ def _unify_schemas(schemas):
         if not any(schema.equals(u) for u in unique):
             unique.append(schema)
     return unique[0] if len(unique) == 1 else pa.unify_schemas(unique)
+
+
+# -- 5.2 chart summaries: first/last/min/max per 2^k rows, written when a run compacts -------------
+#
+# A chart of N points needs, per bucket of rows, the first, last, min and max point (M4) and the
+# first NaN (where the line breaks). Buckets are aligned blocks of table rows: bucket b of level
+# k holds rows [b*2^k, (b+1)*2^k), so two buckets of level k make one of level k+1 and a bucket
+# read from the summary is the bucket computed from the rows: _m4_combine is the one function
+# both use (the server's exact path too), so a chart is the same with or without a summary.
+# metrics.summary.parquet has one row per (key, level, bucket) holding at least one value:
+#
+#   key string, level int8, bucket int64, count int64         values of key in the bucket
+#   first_row, last_row int64                                 their first and last table row
+#   step_min, step_max int64                                  the steps they span (zoom ranges)
+#   first_step, first_time, first_value, last_...             the first and last point
+#   min_row, min_step, min_time, min_value, max_...           first point with the min / max
+#                                                             (NaN skipped; null: only NaN)
+#   nan_row, nan_step, nan_time                               first NaN (null: none)
+#
+# sorted by key, level and bucket, levels k0 (SUMMARY_MIN_LEVEL, higher for very big runs, so
+# that building it holds at most SUMMARY_BUDGET records) up to the level where each key is one
+# bucket. Its schema metadata "expman.summary" is {"version", "rows", "bytes", "min_level",
+# "top_level"}: rows and bytes of the metrics.parquet it was made from; a reader finding
+# another file there ignores the summary (stale), as it does a missing or unreadable one.
+
+_SUMMARY_META = b"expman.summary"
+_SUMMARY_GROUP = 4096             # summary records per row group (pruned by their statistics)
+_SUMMARY_MAX_PARTIAL = 64         # zoom-range edge buckets read exactly before giving up
+_M4_FIELDS = ("bucket", "count", "first_row", "last_row", "step_min", "step_max",
+              "first_step", "first_time", "first_value", "last_step", "last_time", "last_value",
+              "min_row", "min_step", "min_time", "min_value", "max_row", "max_step", "max_time",
+              "max_value", "nan_row", "nan_step", "nan_time")
+
+
+def _m4_rows(rows, steps, times, values):
+    """Level-0 records, one per value: rows are the values' table rows (int64), steps int64,
+    times timestamps, values float64 without nulls (NaN and inf welcome)."""
+    rows, steps, times, values = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+                                  for a in (rows, steps, times, values))
+    n = len(rows)
+    i64_null = _lit(pa.int64(), None)
+    ones = _buffer_array(pa.int64(), array.array("q", [1]) * n)
+    nan = pc.is_nan(values)
+    if not pc.any(nan).as_py():
+        num, num_rows, num_steps, num_times = values, rows, steps, times
+        nan_rows, nan_steps, nan_times = (pa.nulls(n, pa.int64()), pa.nulls(n, pa.int64()),
+                                          pa.nulls(n, times.type))
+    else:
+        time_null = _lit(times.type, None)
+        num = pc.if_else(nan, _lit(pa.float64(), None), values)
+        num_rows = pc.if_else(nan, i64_null, rows)
+        num_steps = pc.if_else(nan, i64_null, steps)
+        num_times = pc.if_else(nan, time_null, times)
+        nan_rows = pc.if_else(nan, rows, i64_null)
+        nan_steps = pc.if_else(nan, steps, i64_null)
+        nan_times = pc.if_else(nan, times, time_null)
+    cols = [rows, ones, rows, rows, steps, steps, steps, times, values, steps, times, values,
+            num_rows, num_steps, num_times, num, num_rows, num_steps, num_times, num,
+            nan_rows, nan_steps, nan_times]
+    return pa.Table.from_arrays(cols, names=_M4_FIELDS)
+
+
+def _lit(arrow_type, value):
+    """An Arrow scalar made from a buffer: pa.scalar() and pa.array() of Python values import
+    pandas on first use (see _buffer_array), and summaries are built on the writer thread."""
+    if value is None:
+        return pa.nulls(1, arrow_type)[0]
+    if pa.types.is_string(arrow_type):
+        data = value.encode("utf-8", "surrogatepass")
+        return pa.Array.from_buffers(arrow_type, 1, [None, pa.py_buffer(array.array(
+            "i", [0, len(data)])), pa.py_buffer(data)])[0]
+    code = "d" if pa.types.is_floating(arrow_type) else "b" if arrow_type == pa.int8() else "q"
+    return _buffer_array(arrow_type, array.array(code, [value]))[0]
+
+
+def _i64s(values):
+    return _buffer_array(pa.int64(), array.array("q", values))
+
+
+def _bools(n, value):
+    """n times value, as a boolean array (no Python values converted)."""
+    nulls = pa.nulls(n, pa.int8())
+    return pc.is_null(nulls) if value else pc.is_valid(nulls)
+
+
+def _arange(start, n):
+    """int64 [start, start + n) without a Python loop."""
+    ones = _buffer_array(pa.int64(), array.array("q", [1]) * n)
+    return pc.add(pc.cumulative_sum(ones), _lit(pa.int64(), start - 1))
+
+
+def _m4_combine(rec, shift):
+    """Records (sorted by bucket) -> records of buckets `bucket >> shift`: per new bucket, the
+    first record's first point, the last's last point, the first record holding the min (max,
+    first NaN) for those. shift 0 merges the pieces of one bucket (from two batches or files).
+
+    Per-bucket extremes come from stable sorts by (bucket, value), nulls last: each bucket
+    keeps its block of positions, and its first position then holds the first record with
+    the extreme. (group_by would do, but imports pyarrow.dataset and with it pandas, on the
+    writer thread, possibly during interpreter exit.)"""
+    rec = rec.combine_chunks()
+    n = rec.num_rows
+    if not n:
+        return rec
+    bucket = rec.column("bucket")
+    if shift >= 62:  # rows are below 2^62; a shift past the width is undefined in Arrow
+        bucket = pc.multiply(bucket, _lit(pa.int64(), 0))
+    elif shift:
+        bucket = pc.shift_right(bucket, _lit(pa.int64(), shift))
+    bucket = bucket.combine_chunks() if isinstance(bucket, pa.ChunkedArray) else bucket
+    if n > 1:
+        change = pc.not_equal(bucket.slice(1), bucket.slice(0, n - 1))
+        one = _lit(pa.int64(), 1)
+        starts = pa.concat_arrays([_i64s([0]),
+                                   pc.add(pc.indices_nonzero(change).cast(pa.int64()), one)])
+        ends = pa.concat_arrays([pc.subtract(starts.slice(1), one), _i64s([n - 1])])
+    else:
+        starts = ends = _i64s([0])
+    col = rec.column
+    counts = pc.cumulative_sum(col("count"))
+    count = pc.add(pc.subtract(pc.take(counts, ends), pc.take(counts, starts)),
+                   pc.take(col("count"), starts))
+
+    def first_with(name, order):
+        if n == 1:
+            return starts
+        by = pa.Table.from_arrays([bucket, col(name)], names=["b", "v"])
+        return pc.take(pc.sort_indices(by, sort_keys=[("b", "ascending"), ("v", order)]),
+                       starts)
+
+    def first_valid(name):  # first record with name set: no sort needed
+        idx = pc.indices_nonzero(pc.is_valid(col(name))).cast(pa.int64())
+        m = len(idx)
+        if m == n:
+            return starts
+        if not m:
+            return pa.nulls(len(starts), pa.int64())
+        owner = pc.take(bucket, idx)
+        firsts = pa.concat_arrays([_bools(1, True), pc.not_equal(owner.slice(1),
+                                                                 owner.slice(0, m - 1))])
+        sel, owners = pc.filter(idx, firsts), pc.filter(owner, firsts)
+        return pc.take(sel, pc.index_in(pc.take(bucket, starts), owners))
+
+    take = pc.take
+    smin, smax = col("step_min"), col("step_max")
+    if n > 1 and not smin.null_count and not smax.null_count and pc.all(pc.less_equal(
+            smax.slice(0, n - 1), smin.slice(1))).as_py():
+        steps = [take(smin, starts), take(smax, ends)]  # steps in order (the usual case)
+    else:
+        steps = [take(smin, first_with("step_min", "ascending")),
+                 take(smax, first_with("step_max", "descending"))]
+    cols = [take(bucket, starts), count, take(col("first_row"), starts),
+            take(col("last_row"), ends)] + steps
+    cols += [take(col(f), starts) for f in ("first_step", "first_time", "first_value")]
+    cols += [take(col(f), ends) for f in ("last_step", "last_time", "last_value")]
+    for pre, order in (("min_", "ascending"), ("max_", "descending")):
+        at = first_with(pre + "value", order)
+        cols += [take(col(pre + f), at) for f in ("row", "step", "time", "value")]
+    at = first_valid("nan_row")
+    cols += [take(col(f), at) for f in ("nan_row", "nan_step", "nan_time")]
+    return pa.Table.from_arrays(cols, names=_M4_FIELDS)
+
+
+def _m4_level(first, last, max_points):
+    """The bucket level for a chart of at most max_points points of the values in table rows
+    [first, last]: the finest whose buckets there number at most max_points/4 (4 points
+    each). That is more than max_points/8 buckets: up to half the x resolution of buckets cut
+    to measure, the price of buckets that a summary can hold ready."""
+    most, level = max(1, max_points // 4), 0
+    while (last >> level) - (first >> level) + 1 > most:
+        level += 1
+    return level
+
+
+def _m4_points(rec):
+    """The points records keep, (row, step, time, value) columns in row order, each once."""
+    parts = []
+    for pre in ("first_", "last_", "min_", "max_", "nan_"):
+        value = rec.column(pre + "value") if pre != "nan_" else pc.if_else(
+            pc.is_valid(rec.column("nan_row")), _lit(pa.float64(), math.nan),
+            _lit(pa.float64(), None))
+        parts.append(pa.Table.from_arrays(
+            [rec.column(pre + "row"), rec.column(pre + "step"), rec.column(pre + "time"), value],
+            names=["row", "step", "time", "value"]))
+    table = pa.concat_tables(parts).combine_chunks()
+    table = table.filter(pc.is_valid(table.column("row")))
+    table = table.take(pc.sort_indices(table.column("row")))
+    rows = table.column("row").combine_chunks()
+    if len(rows) > 1:
+        keep = pa.concat_arrays([_bools(1, True), pc.not_equal(rows.slice(1),
+                                                                rows.slice(0, len(rows) - 1))])
+        table = table.filter(keep)
+    return table
+
+
+def _m4_batch(batch, key, at, lo=None, hi=None, row_lo=None, row_hi=None):
+    """Level-0 records of key's values in a batch whose first row is table row `at`, kept to
+    steps [lo, hi] and rows [row_lo, row_hi) where given. None when the batch has none."""
+    values = batch.column(key)
+    if not pa.types.is_float64(values.type):
+        values = values.cast(pa.float64())
+    mask = pc.is_valid(values) if values.null_count else None
+    steps = batch.column("step")
+    for bound, test in ((lo, pc.greater_equal), (hi, pc.less_equal)):
+        if bound is not None:
+            m = pc.fill_null(test(steps, _lit(pa.int64(), bound)), _bools(1, False)[0])
+            mask = m if mask is None else pc.and_(mask, m)
+    n = batch.num_rows
+    a, b = max(0, (row_lo or 0) - at), n if row_hi is None else min(n, row_hi - at)
+    if b <= a:
+        return None
+    if (a, b) != (0, n):
+        inside = pa.concat_arrays([_bools(a, False), _bools(b - a, True), _bools(n - b, False)])
+        mask = inside if mask is None else pc.and_(mask, inside)
+    times = batch.column("timestamp") if "timestamp" in batch.schema.names else pa.nulls(
+        n, pa.timestamp("us", tz="UTC"))
+    if times.type != pa.timestamp("us", tz="UTC"):
+        times = times.cast(pa.timestamp("us", tz="UTC"))
+    if mask is None:
+        rows = _arange(at, n)
+    else:
+        rows = pc.add(pc.indices_nonzero(mask).cast(pa.int64()), _lit(pa.int64(), at))
+        steps, times, values = (pc.filter(x, mask) for x in (steps, times, values))
+    if not len(rows):
+        return None
+    return _m4_rows(rows, steps.cast(pa.int64()), times, values)
+
+
+def _summary_keys(schema):
+    """The columns of a metrics file a summary covers: every numeric non-reserved column."""
+    return sorted(f.name for f in schema if f.name not in RESERVED_COLUMNS and (
+        pa.types.is_floating(f.type) or pa.types.is_integer(f.type)))
+
+
+def _write_summary(store, final, out):
+    """Build the chart summary of a closed run's metrics.parquet (one streaming pass, memory
+    bounded by SUMMARY_BUDGET records and one batch) and write it whole at `out`. Returns
+    whether one was written (runs under SUMMARY_MIN_ROWS rows get none)."""
+    st = store.stat(final)
+    pf = store.parquet_file(final)
+    n = pf.metadata.num_rows
+    keys = _summary_keys(pf.schema_arrow)
+    if st is None or n < SUMMARY_MIN_ROWS or not keys:
+        return False
+    k0 = SUMMARY_MIN_LEVEL
+    while (n * len(keys)) >> k0 > SUMMARY_BUDGET:
+        k0 += 1
+    top = max(k0, (n - 1).bit_length())
+    cols = ["step"] + (["timestamp"] if "timestamp" in pf.schema_arrow.names else []) + keys
+    parts, at = {key: [] for key in keys}, 0
+    step = max(1 << 12, min(1 << 20, _CELL_BUDGET // len(cols)))
+    for batch in pf.iter_batches(step, columns=cols, use_threads=False):
+        for key in keys:
+            raw = _m4_batch(batch, key, at)
+            if raw is not None:
+                parts[key].append(_m4_combine(raw, k0))
+        at += batch.num_rows
+    del pf
+    tables = []
+    for key in keys:
+        if not parts[key]:
+            continue
+        level = _m4_combine(pa.concat_tables(parts.pop(key)), 0)
+        for k in range(k0, top + 1):
+            tables.append(level.add_column(0, "level", pa.repeat(_lit(pa.int8(), k),
+                                                                  level.num_rows))
+                          .add_column(0, "key", pa.repeat(_lit(pa.string(), key),
+                                                          level.num_rows)))
+            if k < top:
+                level = _m4_combine(level, 1)
+    if not tables:
+        return False
+    table = pa.concat_tables(tables)
+    meta = {"version": 1, "rows": n, "bytes": st[0], "min_level": k0, "top_level": top}
+    table = table.replace_schema_metadata({_SUMMARY_META: json.dumps(meta).encode()})
+    with store.open_atomic(out) as sink:
+        pq.write_table(table, sink, row_group_size=_SUMMARY_GROUP, compression="snappy")
+    return True
+
+
+class _Summary:
+    """An open chart summary that matches its metrics.parquet: levels, and per row group the
+    (key, level, bucket, step) ranges its statistics give, to read only the groups asked."""
+
+    def __init__(self, store, path, meta, groups):
+        self.store, self.path = store, path
+        self.k0, self.top = meta["min_level"], meta["top_level"]
+        self.groups = groups
+
+    def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
+        """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket."""
+        picks = []
+        for i, (keys, levels, buckets, smins, smaxs) in enumerate(self.groups):
+            if not (_in_stats(keys, key) and _in_stats(levels, level)):
+                continue
+            if b_lo is not None and buckets and buckets[1] < b_lo:
+                continue
+            if b_hi is not None and buckets and buckets[0] > b_hi:
+                continue
+            if s_lo is not None and smaxs and smaxs[1] < s_lo:
+                continue
+            if s_hi is not None and smins and smins[0] > s_hi:
+                continue
+            picks.append(i)
+        names = list(_M4_FIELDS) if columns is None else list(columns)
+        if not picks:
+            return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
+        pf = self.store.parquet_file(self.path)
+        table = pf.read_row_groups(picks, columns=["key", "level"] + names, use_threads=False)
+        mask = pc.and_(pc.equal(table.column("key"), _lit(pa.string(), key)),
+                       pc.equal(table.column("level"), _lit(pa.int8(), level)))
+        if b_lo is not None:
+            mask = pc.and_(mask, pc.greater_equal(table.column("bucket"), _i64_scalar(b_lo)))
+        if b_hi is not None:
+            mask = pc.and_(mask, pc.less_equal(table.column("bucket"), _i64_scalar(b_hi)))
+        return table.filter(mask).select(names)
+
+
+def _m4_type(field):
+    if field.endswith("_value"):
+        return pa.float64()
+    return pa.timestamp("us", tz="UTC") if field.endswith("_time") else pa.int64()
+
+
+def _in_stats(bounds, value):
+    return not bounds or bounds[0] <= value <= bounds[1]
+
+
+_SUMMARIES = collections.OrderedDict()  # (summary, final) stamps -> _Summary or None
+_SUMMARIES_MAX = 64                     # open summaries remembered (their footers only)
+_SUMMARIES_LOCK = threading.Lock()
+
+
+def _open_summary(store, final, path, final_rows=None):
+    """The _Summary at path if it was made from the metrics.parquet at final as it is now;
+    None when it is missing, stale (another metrics.parquet) or unreadable."""
+    st, fst = store.stat(path), store.stat(final)
+    if st is None or fst is None:
+        return None
+    stamp = (store.display(path), st, fst)
+    with _SUMMARIES_LOCK:
+        if stamp in _SUMMARIES:
+            _SUMMARIES.move_to_end(stamp)
+            return _SUMMARIES[stamp]
+    found = None
+    try:
+        pf = store.parquet_file(path)
+        meta = json.loads(pf.schema_arrow.metadata[_SUMMARY_META])
+        if final_rows is None:
+            final_rows = store.parquet_file(final).metadata.num_rows
+        if (meta.get("version") == 1 and meta.get("bytes") == fst[0]
+                and meta.get("rows") == final_rows
+                and all(f in pf.schema_arrow.names for f in _M4_FIELDS)):
+            found = _Summary(store, path, meta, _group_bounds(pf))
+    except Exception as exc:  # noqa: BLE001 - damaged by hand or cut by a crash: rows, then
+        _log.debug("expman: ignoring chart summary %s: %s", store.display(path), exc)
+    with _SUMMARIES_LOCK:
+        _SUMMARIES[stamp] = found
+        while len(_SUMMARIES) > _SUMMARIES_MAX:
+            _SUMMARIES.popitem(last=False)
+    return found
+
+
+def _group_bounds(pf):
+    """Per row group, (min, max) of key, level, bucket, step_min, step_max from its statistics
+    (an empty tuple where there are none: that group is always read)."""
+    names = pf.schema_arrow.names
+    wanted = [names.index(c) for c in ("key", "level", "bucket", "step_min", "step_max")]
+    out = []
+    meta = pf.metadata
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        bounds = []
+        for j in wanted:
+            stats = rg.column(j).statistics
+            bounds.append((stats.min, stats.max) if stats is not None and stats.has_min_max
+                          else ())
+        out.append(tuple(bounds))
+    return out
 
 
 # 6 Data model ###############################################################################
@@ -7608,7 +8019,7 @@ class KerasCallback(metaclass=_LazyIntegration):
 # stream tails the metrics and log of the runs its page shows, reading only what is new.
 #
 #   11.1 cache and hub    _RunCache (row counts, shared stream events), _Hub (the watcher)
-#   11.2 series           metrics and histograms as JSON, M4 downsampling
+#   11.2 series           metrics and histograms as JSON, M4 from the chart summary or rows
 #   11.3 routes           _ROUTES -> _Api._api_<resource>, one query-parameter parser
 #   11.4 SSE              _StreamCursor, _stream, _tail_run: bounded work per tick
 #   11.5 security         tokens (rate-limited), names, links out of a run, hosts, CSP
@@ -8042,17 +8453,17 @@ def _sse(event, data):
 
 # -- 11.2 series: metrics and histograms as JSON, downsampled for a chart --------------------------
 
-def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
+def _series_json(table, keys, max_points=0, x_min=None, x_max=None, first_row=0):
     """{key: {"step": [...], "time": [...], "value": [...]}} for the rows where key is set.
 
-    With max_points, each series is reduced to about that many points: the x range is cut
-    into max_points/4 buckets and each keeps its first, min, max and last point, so spikes
-    survive (an M4-style reduction, done in Arrow compute: a million rows in tens of ms).
+    With max_points, each series is reduced as _chart_series reduces it (the same points:
+    buckets of 2^k table rows, first_row being the table row of the table's first row, each
+    keeping its first, min, max and last point and first NaN), so spikes and gaps survive.
     Times are seconds since the epoch.
     """
     out = {}
     steps_all = table.column("step")
-    micros_all = table.column("timestamp").cast(pa.int64())
+    times_all = table.column("timestamp")
     downsampled = False
     for key in keys:
         if key not in table.column_names:
@@ -8067,12 +8478,20 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
         if x_max is not None:
             below = pc.less_equal(steps_all, _i64_scalar(math.floor(x_max)))
             mask = below if mask is None else pc.and_(mask, below)
-        steps, micros = steps_all, micros_all
+        steps, times = steps_all, times_all
         if mask is not None:
-            steps, micros, values = (pc.filter(a, mask) for a in (steps, micros, values))
+            mask = pc.fill_null(mask, _bools(1, False)[0])
+            steps, times, values = (pc.filter(a, mask) for a in (steps, times, values))
         if max_points and len(steps) > max_points:
-            steps, micros, values = _downsample(steps, micros, values, max_points)
+            rows = _arange(first_row, table.num_rows) if mask is None else pc.add(
+                pc.indices_nonzero(mask).cast(pa.int64()), _i64_scalar(first_row))
+            raw = _m4_rows(rows, steps.cast(pa.int64()), times.cast(pa.timestamp(
+                "us", tz="UTC")), values.cast(pa.float64()))
+            level = _m4_level(rows[0].as_py(), rows[-1].as_py(), max_points)
+            out[key] = _points_json(_m4_points(_m4_combine(raw, level)))
             downsampled = True
+            continue
+        micros = times.cast(pa.int64())
         finite = pc.all(pc.is_finite(values)).as_py() is not False
         out[key] = {"step": steps.to_pylist(),
                     "time": pc.divide(micros.cast(pa.float64()), 1e6).to_pylist(),
@@ -8081,34 +8500,218 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
     return out, downsampled
 
 
+def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0):
+    """(series, downsampled, rows, all_keys) of /metrics?max_points=: each series reduced to
+    the points _m4_points keeps of buckets of 2^k rows (k from _m4_level), read from the
+    run's chart summary where one matches (section 5.2), else from the rows, streamed one
+    batch and only the needed columns and row groups at a time. Same points either way."""
+    log = _SegmentLog.metrics(store, path)
+    try:
+        return log.read(lambda files: _chart_series_once(store, path, files, keys, max_points,
+                                                         x_min, x_max, since))
+    finally:
+        # Arrow's allocator keeps freed pages per thread for reuse; a server answers charts
+        # from many threads, and kept them all (+100 MB after a page, until restarted).
+        # Handing them back costs well under a millisecond per request.
+        with contextlib.suppress(Exception):
+            pa.default_memory_pool().release_unused()
+
+
+def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since):
+    sources, seen, rows = [], {}, 0
+    for start, end, fpath in files:
+        if _link_out_of(store, path, fpath):
+            raise InvalidInputError(f"{store.display(fpath)} is a link out of the run")
+        if end is not None and end <= since:
+            rows = max(rows, end)
+            continue
+        try:
+            pf = store.parquet_file(fpath)
+            schema = pf.schema_arrow
+        except Exception as exc:  # noqa: BLE001 - a half-written file from a crash
+            if _is_missing(exc):
+                raise
+            _warn(f"expman: skipped unreadable metrics file {store.display(fpath)}: {exc}")
+            continue
+        n = pf.metadata.num_rows
+        sources.append((start, pf, fpath))
+        rows = max(rows, start + n if end is None else end)
+        for name in schema.names:
+            if name not in RESERVED_COLUMNS:
+                seen.setdefault(name, schema.field(name).type)
+    all_keys = list(seen)
+    if since:
+        all_keys = _metric_keys(store, path)
+    lo = None if x_min is None else math.ceil(x_min)
+    hi = None if x_max is None else math.floor(x_max)
+    summary = None
+    if since == 0 and len(files) == 1 and files[0][1] is None and sources:
+        spath = store.join(path, SUMMARY_FILE)
+        if not _link_out_of(store, path, spath):
+            summary = _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
+    out, downsampled = {}, False
+    for key in keys or all_keys:
+        if key not in seen:
+            continue
+        if not (pa.types.is_floating(seen[key]) or pa.types.is_integer(seen[key])):
+            continue
+        found = None
+        if summary is not None:
+            found = _summary_points(summary, sources, key, max_points, lo, hi)
+        if found is None:
+            found = _exact_points(sources, key, max_points, lo, hi, since, rows)
+        points, reduced = found
+        downsampled = downsampled or reduced
+        out[key] = _points_json(points)
+    return out, downsampled, rows, all_keys
+
+
+def _scan_key(sources, key, lo, hi, row_lo, row_hi, shift):
+    """key's values in steps [lo, hi] and rows [row_lo, row_hi) of the files, read a batch at
+    a time (only step, timestamp and key; only the row groups in the rows): level-0 records
+    when shift is None, else records of buckets of 2^shift rows (memory: one batch and the
+    buckets)."""
+    parts = []
+    for start, pf, _path in sources:
+        names = pf.schema_arrow.names
+        if key not in names:
+            continue
+        meta, groups, at, first = pf.metadata, [], start, None
+        for i in range(meta.num_row_groups):
+            n = meta.row_group(i).num_rows
+            if (row_hi is None or at < row_hi) and (row_lo is None or at + n > row_lo):
+                groups.append(i)
+                first = at if first is None else first
+            at += n
+        if not groups:
+            continue
+        cols = [c for c in ("step", "timestamp") if c in names] + [key]
+        at = first
+        batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
+        if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
+            batches = pf.read_row_groups(groups, columns=cols).to_batches()
+        else:
+            batches = pf.iter_batches(batch_rows, row_groups=groups, columns=cols,
+                                      use_threads=False)
+        for batch in batches:
+            raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
+            at += batch.num_rows
+            if raw is None:
+                continue
+            parts.append(raw if shift is None else _m4_combine(raw, shift))
+            if shift is not None and len(parts) > 64:
+                parts = [_m4_combine(pa.concat_tables(parts), 0)]
+            if row_hi is not None and at >= row_hi:
+                break
+    if not parts:
+        return None
+    table = pa.concat_tables(parts)
+    return table if shift is None else _m4_combine(table, 0)
+
+
+def _exact_points(sources, key, max_points, lo, hi, since, rows):
+    """(points, downsampled) of one key from the rows: one pass building buckets of 2^k rows
+    (k: at most 65,536 of them) that give the count and span of the values in range and,
+    combined, the chart's buckets; a second pass only over the span when the chart needs
+    finer buckets or every value (few values, or zoomed in far)."""
+    k = SUMMARY_MIN_LEVEL
+    while (max(0, rows - since) >> k) > 65536:
+        k += 1
+    recs = _scan_key(sources, key, lo, hi, since, None, k)
+    if recs is None:
+        return _m4_no_points(), False
+    count = pc.sum(recs.column("count")).as_py()
+    first, last = recs.column("first_row")[0].as_py(), recs.column("last_row")[-1].as_py()
+    if not max_points or count <= max_points:
+        return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, None)), False
+    level = _m4_level(first, last, max_points)
+    if level >= k:
+        return _m4_points(_m4_combine(recs, level - k)), True
+    return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, level)), True
+
+
+def _summary_points(summary, sources, key, max_points, lo, hi):
+    """(points, downsampled) of one key of a closed run from its summary: the same points
+    _exact_points finds, reading summary records and, where a bucket straddles the edge of
+    a zoom range, that bucket's rows. None when the summary cannot answer (steps so out of
+    order that too many buckets straddle the range): the caller reads the rows."""
+    k0 = summary.k0
+    if lo is None and hi is None:
+        top = summary.records(key, summary.top, columns=("count", "first_row", "last_row"))
+        if not top.num_rows:
+            return None  # not a key the summary covers
+        count = pc.sum(top.column("count")).as_py()
+        first, last = top.column("first_row")[0].as_py(), top.column("last_row")[-1].as_py()
+    else:
+        cols = ("bucket", "count", "first_row", "last_row", "step_min", "step_max")
+        recs = summary.records(key, k0, s_lo=lo, s_hi=hi, columns=cols)
+        inside, partial = _split_range(recs, lo, hi)
+        if partial.num_rows > _SUMMARY_MAX_PARTIAL:
+            return None
+        exact = [_scan_key(sources, key, lo, hi, b << k0, (b + 1) << k0, None)
+                 for b in partial.column("bucket").to_pylist()]
+        exact = [t for t in exact if t is not None]
+        count = pc.sum(inside.column("count")).as_py() or 0
+        bounds = [t.column("first_row")[0].as_py() for t in exact]
+        ends = [t.column("last_row")[-1].as_py() for t in exact]
+        count += sum(t.num_rows for t in exact)
+        if inside.num_rows:
+            bounds.append(inside.column("first_row")[0].as_py())
+            ends.append(inside.column("last_row")[-1].as_py())
+        if not count:
+            return _m4_no_points(), False
+        first, last = min(bounds), max(ends)
+    if count <= max_points:
+        return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, None)), False
+    level = _m4_level(first, last, max_points)
+    if level < k0:  # zoomed in past the finest buckets: the rows (fewer than 2^(k0+1) * q)
+        return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, level)), True
+    recs = summary.records(key, level, first >> level, last >> level)
+    if lo is not None or hi is not None:
+        inside, partial = _split_range(recs, lo, hi)
+        if partial.num_rows > _SUMMARY_MAX_PARTIAL:
+            return None
+        fixed = [_scan_key(sources, key, lo, hi, b << level, (b + 1) << level, level)
+                 for b in partial.column("bucket").to_pylist()]
+        recs = pa.concat_tables([inside] + [t for t in fixed if t is not None])
+        recs = recs.take(pc.sort_indices(recs.column("bucket")))
+    return _m4_points(recs), True
+
+
+def _split_range(recs, lo, hi):
+    """(records wholly inside steps [lo, hi], records partly inside): the rest hold none."""
+    smin, smax = recs.column("step_min"), recs.column("step_max")
+    inside = overlap = None
+    if lo is not None:
+        inside = pc.greater_equal(smin, _i64_scalar(lo))
+        overlap = pc.greater_equal(smax, _i64_scalar(lo))
+    if hi is not None:
+        a, b = pc.less_equal(smax, _i64_scalar(hi)), pc.less_equal(smin, _i64_scalar(hi))
+        inside = a if inside is None else pc.and_(inside, a)
+        overlap = b if overlap is None else pc.and_(overlap, b)
+    return recs.filter(inside), recs.filter(pc.and_(overlap, pc.invert(inside)))
+
+
+def _points_json(points):
+    """{"step", "time" (seconds), "value"} of _m4_points' table; NaN/inf as JSON allows."""
+    values = points.column("value")
+    finite = pc.all(pc.is_finite(values)).as_py() is not False
+    micros = points.column("time").cast(pa.int64())
+    return {"step": points.column("step").to_pylist(),
+            "time": pc.divide(micros.cast(pa.float64()), _lit(pa.float64(), 1e6)).to_pylist(),
+            "value": values.to_pylist() if finite else
+            [_json_number(v) for v in values.to_pylist()]}
+
+
+def _m4_no_points():
+    return pa.Table.from_arrays(
+        [pa.nulls(0, pa.int64()), pa.nulls(0, pa.int64()),
+         pa.nulls(0, pa.timestamp("us", tz="UTC")), pa.nulls(0, pa.float64())],
+        names=["row", "step", "time", "value"])
+
+
 def _i64_scalar(value):
     return _buffer_array(pa.int64(), array.array("q", [int(value)]))[0]
-
-
-def _downsample(steps, micros, values, max_points):
-    """Cut the rows into max_points/4 equal runs; keep each run's first, min, max and last
-    point, in row order (M4). Exact x for the extremes, so a one-step spike survives, and the
-    first NaN of a run is kept too, so the chart still shows a gap where the metric broke."""
-    n = len(values)
-    steps, micros, values = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
-                             for a in (steps, micros, values))
-    has_nan = pc.any(pc.is_nan(values)).as_py()
-    size = -(-n // max(1, max_points // 4))
-    picks = []
-    for start in range(0, n, size):
-        seg = values.slice(start, size)
-        idx = {start, start + len(seg) - 1}
-        extremes = pc.min_max(seg)  # skips NaN
-        for which in ("min", "max"):
-            if extremes[which].is_valid:
-                idx.add(start + pc.index(seg, extremes[which]).as_py())
-        if has_nan:
-            first_nan = pc.index(pc.is_nan(seg), True).as_py()
-            if first_nan >= 0:
-                idx.add(start + first_nan)
-        picks.extend(sorted(idx))
-    take = _buffer_array(pa.int64(), array.array("q", picks))
-    return steps.take(take), micros.take(take), values.take(take)
 
 
 def _histograms_json(table, max_steps):
@@ -8465,6 +9068,12 @@ class _Api:
         x_max = self.param("x_max", float, None, *_STEP_LIMITS)
         q = self.bottle.request.query
         keys = [k for k in (q.getunicode("keys") or "").split(",") if k]
+        if max_points:  # a chart: the summary's buckets, or the rows a batch at a time
+            series, downsampled, rows, all_keys = _chart_series(
+                self.store, path, keys, max_points, x_min, x_max, since)
+            return {"run": f"{exp}/{run}", "keys": all_keys, "rows": max(rows, since),
+                    "next_since": max(rows, since), "downsampled": downsampled,
+                    "series": series}
         table = load_metrics(self.location(path), keys=keys or None, since_row=since)
         if keys or since:
             all_keys = _metric_keys(self.store, path)
