@@ -480,3 +480,25 @@ def test_list_heads_a_shared_name_apart_and_shows_the_best(filled, capsys):
     runs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
     assert runs["r2"]["summary_min"] == {"val/loss": 0.2, "lr": 0.3}
     assert runs["r2"]["summary_max"] == {"val/loss": 0.8, "lr": 0.5}
+
+
+def test_a_crashed_runs_min_max_take_in_the_rows_after_its_last_heartbeat(root):
+    """A crashed run's run.yaml stops at its last heartbeat; the rows on disk after it count
+    for min/max as they do for the last value (issue 14 defect 7)."""
+    import yaml
+    with make_experiment(root, "exp", run_name="k") as exp:
+        for step, loss in enumerate([2.0, 1.0, 3.0]):
+            exp.log_metrics({"loss": loss}, step=step)
+        exp.flush()
+        early = yaml.safe_load((root / "exp" / "k" / "run.yaml").read_text())
+        for step, loss in enumerate([0.5, 4.0, 1.5], start=3):
+            exp.log_metrics({"loss": loss}, step=step)
+    assert early["rows"] == 3 and early["summary_min"] == {"loss": 1.0}
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    early.update(status="running", pid=proc.pid, finished_at=None)
+    (root / "exp" / "k" / "run.yaml").write_text(yaml.safe_dump(early))
+    row = expman.list_runs(root, "exp")[0]
+    assert row["status"] == "crashed" and row["rows"] == 6
+    assert row["summary"] == {"loss": 1.5}
+    assert row["summary_min"] == {"loss": 0.5} and row["summary_max"] == {"loss": 4.0}
