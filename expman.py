@@ -4823,25 +4823,29 @@ def _catch_up_crashed(store, run_path, row):
     steps = [s for s in tail.column("step").to_pylist() if s is not None]
     if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
         row["last_step"] = max(steps)
-    summary = dict(row["summary"])
-    low, high = row["summary_min"], row["summary_max"]  # None: unknown, so not folded
-    for key in tail.column_names:
-        if key in ("step", "timestamp"):
-            continue
-        values = [v for v in tail.column(key).to_pylist() if v is not None]
-        if values:
-            summary[key] = values[-1]
-        values = [v for v in values if v == v]
-        if values and low is not None and high is not None:
-            low[key] = min(values + ([low[key]] if key in low else []))
-            high[key] = max(values + ([high[key]] if key in high else []))
-    row["summary"] = summary
+    _fold_summaries(row, tail)
     started = _parse_iso(row["started_at"])
-    stamps = [t for t in tail.column("timestamp").to_pylist() if t is not None]
-    if started is not None and stamps:
-        last = stamps[-1].timestamp() if hasattr(stamps[-1], "timestamp") else None
-        if last is not None and (row["duration_secs"] is None or last - started > row["duration_secs"]):
-            row["duration_secs"] = round(last - started, 3)
+    last = _last_valid(tail.column("timestamp")) if started is not None else None
+    last = last.timestamp() if hasattr(last, "timestamp") else None
+    if last is not None and (row["duration_secs"] is None or last - started > row["duration_secs"]):
+        row["duration_secs"] = round(last - started, 3)
+
+
+def _fold_summaries(row, tail):
+    """Fold the rows of ``tail`` into the row's last value, min and max of each metric (min
+    and max only where the row knows them: None is unknown, not empty)."""
+    summary = dict(row["summary"])
+    low, high = row["summary_min"], row["summary_max"]
+    for key in tail.column_names:
+        if key in RESERVED_COLUMNS:
+            continue
+        col = tail.column(key)
+        if col.null_count < len(col):
+            summary[key] = _last_valid(col)
+        least, most = _min_max_valid(col)
+        if least is not None and low is not None and high is not None:
+            low[key], high[key] = min(low.get(key, least), least), max(high.get(key, most), most)
+    row["summary"] = summary
 
 
 def list_runs(root=None, experiment=None):
