@@ -25,7 +25,7 @@ Where things are (``grep -n '^# [0-9]\\|^# --\\|^// --- [0-9]' expman.py`` print
     6 Data model               statuses, metric values, 6.1 metric goals, 6.2 media items
     7 Writer engine            _Writer: the thread a log call's row goes to, flushes, close
     8 Public logging API       8.2 Experiment (log_metrics...), 8.3 exit hooks, 8.5 shortcuts
-    9 Readers & queries        load_*/list_*, 9.1 run catalog, 9.2 expman-rs runs, 9.5 reap
+    9 Readers & queries        9.1 run catalog, 9.2 load_metrics, 9.5 load_experiment, 9.7 reap
     10 Integrations            TensorBoard import/export, SummaryWriter, framework callbacks
     11 Server & JSON API       11.3 routes, 11.4 the SSE stream, 11.5 security, 11.6 serving
     12 CLI                     one subsection per command, 12.12 the parser, main()
@@ -171,6 +171,7 @@ MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond whic
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
 BACKPRESSURE_SLICE_SECS = 0.002        # the longest one log call waits for the writer
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
+PLAIN_FINAL_MAX_CELLS = 1 << 21        # a run with fewer values closes without pyarrow
 SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
 SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
 MERGE_MAX_ROWS = 2_000_000             # segments are not merged past this many rows
@@ -1284,8 +1285,9 @@ class _SegmentLog:
         return self.store.join(self.dir, _segment_name(start, end))
 
     # -- writing (the writer thread) -------------------------------------------------------
-    def write(self, start, end, tables):
-        """Write tables as the segment of rows [start, end), then merge what is due."""
+    def write(self, start, end, tables, merge=True):
+        """Write tables (or a whole file's bytes) as the segment of rows [start, end), then
+        merge what is due (unless merge is False: the writer defers it, see _Writer._flush)."""
         if not self.made:
             self.store.mkdir(self.dir)
             self.made = True
@@ -1298,7 +1300,8 @@ class _SegmentLog:
             self._recreate()  # the folder was deleted under a live run
             self._write_file(path, tables, (start, end))
         self.segments.append([start, end, 0])
-        self.merge()
+        if merge:
+            self.merge()
 
     def _recreate(self):
         lost = sum(e - s for s, e, _t in self.segments)
@@ -1366,6 +1369,9 @@ class _SegmentLog:
         from a source are one shared all-null array, so a run with 20,000 keys, each in a few
         rows, costs O(rows x keys) once, not per segment and key (_conform).
         """
+        if isinstance(sources, bytes):  # a whole file already (the writer's _plain_parquet)
+            self.store.write_atomic(path, sources)
+            return
         schemas = [s.schema if isinstance(s, pa.Table) else s[1].schema_arrow for s in sources]
         schema = _unify_schemas(schemas) if len(schemas) > 1 else schemas[0]
         meta = dict(schema.metadata or {})
@@ -1440,10 +1446,13 @@ class _SegmentLog:
                 last = e
         if not sources:
             if empty is not None and have is None:
-                self._write_file(self.final, [empty], (0, 0))
+                self._write_file(self.final, empty if isinstance(empty, bytes) else [empty],
+                                 (0, 0))
             self._delete_segments(names)
             return 0
-        if len(sources) == 1 and have is None:  # already one whole file: no re-write
+        # already one whole file: no re-write, unless the writer wrote it uncompressed
+        # (_plain_parquet; _Writer renames a short run's one segment itself)
+        if len(sources) == 1 and have is None and not _plain_file(sources[0][1]):
             path, pf = sources[0]
             with contextlib.suppress(Exception):
                 pf.close()  # let go of the memory map before the rename
@@ -1452,6 +1461,22 @@ class _SegmentLog:
             self._write_file(self.final, sources, (first, last))
         self._delete_segments(names)
         return used
+
+    def rename_single(self, max_rows):
+        """Close of a short run: the one segment this log wrote (at most max_rows rows, from
+        row 0), alone in its folder, with no final file, is renamed into place without a
+        footer read, so closing it imports no pyarrow. False in any other state, for
+        compact() to decide."""
+        if len(self.segments) != 1 or self.segments[0][0] != 0 or \
+                self.segments[0][1] > max_rows:
+            return False
+        start, end, _tier = self.segments[0]
+        if self.store.listnames(self.dir) != [_segment_name(start, end)] or \
+                self.store.stat(self.final) is not None:
+            return False
+        self.store.rename(self.path(start, end), self.final)
+        self._delete_segments([])
+        return True
 
     def _delete_segments(self, names):
         for name in sorted(names):  # first rows first: see files()
@@ -1498,6 +1523,12 @@ class _SegmentLog:
                     time.sleep(0.001 * attempt)
         raise ExpmanError(f"the files of {self.store.display(self.dir)} kept changing while "
                           f"they were read; try again")
+
+
+def _plain_file(pf):
+    """Whether a ParquetFile is one the writer wrote itself, uncompressed (section 7.3)."""
+    created = getattr(getattr(pf, "metadata", None), "created_by", None) or ""
+    return created.startswith("expman version")
 
 
 def _unify_schemas(schemas):
@@ -1862,33 +1893,42 @@ def _histogram_payload(values, bins, edges, counts, where):
     if edges is not None or counts is not None:
         if values is not None:
             raise InvalidInputError(f"{where}: pass values, or edges= and counts=, not both")
-        if edges is None or counts is None:
-            raise InvalidInputError(f"{where}: edges= and counts= go together "
-                                    f"(got only {'edges' if counts is None else 'counts'})")
-        e, c = _number_list(edges, "edges", where), _number_list(counts, "counts", where)
-        if not c or len(e) != len(c) + 1:
-            raise InvalidInputError(f"{where}: edges must have len(counts) + 1 values, got "
-                                    f"{len(e)} edges for {len(c)} counts")
-        if any(b <= a for a, b in zip(e, e[1:])):
-            raise InvalidInputError(f"{where}: edges must increase strictly")
-        if any(v < 0 for v in c):
-            raise InvalidInputError(f"{where}: counts must not be negative")
-        if len(c) > MAX_HISTOGRAM_BINS:
-            raise InvalidInputError(f"{where}: at most {MAX_HISTOGRAM_BINS} bins")
-        return "edges", (e, c)
+        return "edges", _histogram_edges(edges, counts, where)
     if values is None:
         raise InvalidInputError(f"{where}: values is required (or edges= and counts=)")
     if type(bins) is not int or not 1 <= bins <= MAX_HISTOGRAM_BINS:
         raise InvalidInputError(f"{where}: bins must be an integer from 1 to "
                                 f"{MAX_HISTOGRAM_BINS}, got {_short_repr(bins)}")
-    np_ = sys.modules.get("numpy")
+    return _histogram_values(values, where)
+
+
+def _histogram_edges(edges, counts, where):
+    """(edges, counts) of a histogram the script computed, checked."""
+    if edges is None or counts is None:
+        raise InvalidInputError(f"{where}: edges= and counts= go together "
+                                f"(got only {'edges' if counts is None else 'counts'})")
+    e, c = _number_list(edges, "edges", where), _number_list(counts, "counts", where)
+    if not c or len(e) != len(c) + 1:
+        raise InvalidInputError(f"{where}: edges must have len(counts) + 1 values, got "
+                                f"{len(e)} edges for {len(c)} counts")
+    if any(b <= a for a, b in zip(e, e[1:])):
+        raise InvalidInputError(f"{where}: edges must increase strictly")
+    if any(v < 0 for v in c):
+        raise InvalidInputError(f"{where}: counts must not be negative")
+    if len(c) > MAX_HISTOGRAM_BINS:
+        raise InvalidInputError(f"{where}: at most {MAX_HISTOGRAM_BINS} bins")
+    return e, c
+
+
+def _histogram_values(values, where):
+    """(form, copy) of the values to bin: a NumPy array, a tensor or a list."""
     ndarray = _loaded("numpy", "ndarray")
     if ndarray is not None and isinstance(values, ndarray):
         if values.dtype.kind not in "biuf":
             raise InvalidInputError(f"{where}: values of dtype {values.dtype} are not numbers")
         if values.size == 0:
             raise InvalidInputError(f"{where}: values is empty")
-        return "array", np_.array(values, copy=True).reshape(-1)
+        return "array", sys.modules["numpy"].array(values, copy=True).reshape(-1)
     if hasattr(values, "detach") and hasattr(values, "clone"):  # a tensor, maybe on a GPU
         if values.numel() == 0:
             raise InvalidInputError(f"{where}: values is empty")
@@ -1911,26 +1951,53 @@ _WARMED = []                # [True] once _warm_up ran in this process
 
 
 def _warm_up(system_metrics=False):
-    """Import everything a writer thread uses, here on the caller's thread, once a process.
+    """Import, on the caller's thread and once a process, what every writer thread uses.
 
-    A writer thread then never imports: it never holds the GIL for an import while the
-    training loop runs, and never holds an import lock that a child forked at that moment
-    (a DataLoader worker) would inherit held forever. pyarrow.compute is imported (Array.cast
-    imports it) but not called: see _bitmap. Cost when pyarrow is not imported yet: its
-    import (0.1-0.3 s), once, in init().
+    Cheap modules only (yaml, subprocess for git, platform: ~25 ms together): pyarrow is not
+    imported here any more. A writer writes its segments as plain Parquet itself (section
+    7.3), so a short run never imports pyarrow (0.1-0.3 s, ~60 MB); a long run imports it on
+    the writer thread at its first merge or at close, holding fork_lock (a fork waits for
+    the import to end, see _pause_writers), and collects garbage right after, so the full
+    collection that a big import makes due does not land in the training loop later.
     """
     if not _WARMED:
         import struct  # noqa: F401 - media encoding, event files
         import zlib  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-        import pyarrow.compute  # noqa: F401
-        # replace the lazy proxies the writer uses (git: subprocess; warnings: logging)
-        for proxy in (pa, pq, pc, subprocess, logging, _log, platform, yaml):
+        # replace the lazy proxies the writer uses (git: subprocess)
+        for proxy in (subprocess, platform, yaml):
             getattr(proxy, "__name__", None)
         _WARMED.append(True)
     if system_metrics:
         import ctypes  # noqa: F401 - NVML
         import resource  # noqa: F401
+
+
+def _arrow_for_writer():
+    """pyarrow.parquet for a merge or compaction on the writer thread: imported the first
+    time (holding the GIL in slices of up to tens of ms, once a process), then a full
+    garbage collection, since the import's ~100k new objects make one due at the next
+    allocation burst, which would otherwise be the training loop's."""
+    if "pyarrow.parquet" not in sys.modules:
+        import pyarrow.parquet  # noqa: F401
+        import gc
+        gc.collect()
+
+
+def _pyarrow_version():
+    """pyarrow's version without importing it: its __version__ when loaded, else the name
+    of its .dist-info folder on sys.path (None when not found)."""
+    module = sys.modules.get("pyarrow")
+    if module is not None:
+        return getattr(module, "__version__", None)
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("pyarrow-") and name.endswith(".dist-info"):
+                return name[len("pyarrow-"):-len(".dist-info")]
+    return None
 
 
 _LIVE_WRITERS = set()       # writer threads running in this process
@@ -2014,6 +2081,8 @@ class _Writer(threading.Thread):
         self.warned = set()
         self.staged = []                   # Arrow tables not yet on disk
         self.staged_rows = 0
+        self.drained_rows = 0              # rows the last drain took (a quiet loop: few)
+        self.plain_layouts = {}            # (start, end) -> (rows, chunks); None: too big
         self.next_row = 0                  # absolute index of the next row to write
         self.last_step = -1
         self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
@@ -2130,7 +2199,7 @@ class _Writer(threading.Thread):
                 self._prepare()
         except Exception as exc:  # noqa: BLE001 - keep logging even if git/pyarrow act up
             self._warn_once("prepare", f"expman: could not prepare the run: {exc}")
-        timeout, last_flush = self.interval, time.monotonic()
+        timeout, self.last_flush = self.interval, time.monotonic()
         while True:
             self.wake.wait(timeout)
             self.wake.clear()
@@ -2144,60 +2213,70 @@ class _Writer(threading.Thread):
                     if closing:
                         self._finish()
                         break
-                    now = time.monotonic()
-                    if self.sampler is not None and self.sampler.due(now):
-                        self._sample_system(now)
-                    # After a failure the store is retried only at the backoff time, but rows keep
-                    # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
-                    # interval meanwhile, so log calls never meet backpressure from a failing store.
-                    retry = now >= self.retry_at or self.flush_waiters
-                    self.io_since = now if retry else None
-                    if retry and (now - last_flush >= self.interval or self.flush_waiters
-                                  or self.staged_rows >= SEGMENT_MAX_ROWS
-                                  or (self.flush_rows and self.staged_rows >= self.flush_rows)):
-                        self._flush()
-                        last_flush = now
-                    # flush() promises everything is on disk: that includes run.yaml's rows and
-                    # summary, which otherwise lag until the next heartbeat.
-                    if retry and (self.meta_dirty or self.flush_waiters
-                                  or now - self.last_beat >= self.opts.heartbeat_secs):
-                        self._write_meta()
-                    self.io_since = None
-                    self._release_flush_waiters()
-                    if self.failures and retry:  # recovered: say so, warn again if it fails again
-                        self.failures = 0
-                        self.warned = {t for t in self.warned if not t.startswith("io:")}
-                        message = f"expman: writing {self.store.display(self.path)} works again"
-                        _log.warning("%s", message)
-                        self.log_buffer.append(f"{_iso()} INFO  {message}\n")
+                    self._tick(time.monotonic())
                 except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
-                    self.io_since = None
-                    self.failures += 1
-                    self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(
-                        self.failures, 6))
-                    self.error = exc
-                    self._warn_once(f"io:{type(exc).__name__}",
-                                    f"expman: cannot write {self.store.display(self.path)}: {exc}; "
-                                    f"rows are kept in memory and writing will be retried")
+                    self._failed(exc)
                     if closing:
                         self._finish_after_error()
                         break
-                # A big backlog means a tight logging loop: come back soon so memory stays small.
-                if drained >= 5_000 or len(self.rows) >= 5_000:
-                    timeout = 0.01
-                elif self.failures:
-                    timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
-                else:
-                    timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
-                if self.sampler is not None:
-                    timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
+                timeout = self._next_timeout(drained)
         self.done.set()
         self._release_flush_waiters()
 
+    def _tick(self, now):
+        """One wake-up's work after the drain: system metrics, a flush when due, run.yaml."""
+        if self.sampler is not None and self.sampler.due(now):
+            self._sample_system(now)
+        # After a failure the store is retried only at the backoff time, but rows keep moving
+        # from the queue into column buffers (compact, bounded by MAX_STAGED_ROWS) every
+        # interval meanwhile, so log calls never meet backpressure from a failing store.
+        retry = now >= self.retry_at or self.flush_waiters
+        self.io_since = now if retry else None
+        if retry and (now - self.last_flush >= self.interval or self.flush_waiters
+                      or self.staged_rows >= SEGMENT_MAX_ROWS
+                      or (self.flush_rows and self.staged_rows >= self.flush_rows)):
+            self._flush()
+            self.last_flush = now
+        # flush() promises everything is on disk: that includes run.yaml's rows and summary,
+        # which otherwise lag until the next heartbeat.
+        if retry and (self.meta_dirty or self.flush_waiters
+                      or now - self.last_beat >= self.opts.heartbeat_secs):
+            self._write_meta()
+        self.io_since = None
+        self._release_flush_waiters()
+        if self.failures and retry:  # recovered: say so, warn again if it fails again
+            self.failures = 0
+            self.warned = {t for t in self.warned if not t.startswith("io:")}
+            message = f"expman: writing {self.store.display(self.path)} works again"
+            _log.warning("%s", message)
+            self.log_buffer.append(f"{_iso()} INFO  {message}\n")
+
+    def _failed(self, exc):
+        """A store error: keep the rows, back off, warn once per kind of error."""
+        self.io_since = None
+        self.failures += 1
+        self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(self.failures, 6))
+        self.error = exc
+        self._warn_once(f"io:{type(exc).__name__}",
+                        f"expman: cannot write {self.store.display(self.path)}: {exc}; "
+                        f"rows are kept in memory and writing will be retried")
+
+    def _next_timeout(self, drained):
+        """Seconds until the next wake-up, unless a log call or close() wakes us first."""
+        # A big backlog means a tight logging loop: come back soon so memory stays small.
+        if drained >= 5_000 or len(self.rows) >= 5_000:
+            timeout = 0.01
+        elif self.failures:
+            timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
+        else:
+            timeout = max(0.0, self.interval - (time.monotonic() - self.last_flush))
+        if self.sampler is not None:
+            timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
+        return timeout
+
     def _prepare(self):
-        # No import here: init() imported pyarrow already (_warm_up), so this thread never
-        # holds an import lock a forked child would inherit, nor the GIL for an import while
-        # the training loop runs. git runs in subprocesses, which release the GIL.
+        # git runs in subprocesses, which release the GIL; pyarrow's version is looked up
+        # without importing it (a short run never imports pyarrow, see _warm_up).
         opts = self.opts
         git = _git_info(opts.git_cwd, diff=opts.save_git_diff) if opts.git_cwd else {}
         patch = git.pop("_diff", None)
@@ -2211,6 +2290,12 @@ class _Writer(threading.Thread):
         if git:
             self.meta["git"] = git
             self.meta_dirty = True
+        packages = self.meta.get("packages")
+        if packages is not None and "pyarrow" not in packages:
+            version = _pyarrow_version()
+            if version:
+                packages["pyarrow"] = version
+                self.meta_dirty = True
 
     # -- draining ------------------------------------------------------------------------
     def _drain(self):
@@ -2252,6 +2337,7 @@ class _Writer(threading.Thread):
                 self._place_media(media, before_batch)
         for _ in range(n_ctrl):  # newer messages wait for the next pass (their wake is set)
             self._handle(self.ctrl.popleft())
+        self.drained_rows = n
         return n
 
     def _sample_system(self, now):
@@ -2300,8 +2386,27 @@ class _Writer(threading.Thread):
             self.flush_waiters.append(msg[1])
 
     def _stage(self, batch, checked=False):
-        """Turn [(step, time, dict), ...] into one Arrow table and keep it for the flush."""
-        dicts = batch
+        """Turn queued rows into column buffers and keep them for the next flush: (rows,
+        steps array("q"), microseconds array("q"), {key: (values array("d"), validity)}),
+        where values holds the valid values only and validity is None (all valid) or an
+        LSB-first bitmap, the form a plain Parquet page takes (_plain_parquet)."""
+        step_buf = self._steps(batch, checked)
+        ordered, rejected = self._batch_keys(batch)
+        columns = self._columns(batch, ordered, step_buf, checked, rejected)
+        micros = _micros(array.array("d", map(_GET_TIME, batch)))
+        summary, low, high = self.summary, self.summary_min, self.summary_max
+        for key, (values, _valid) in columns.items():
+            summary[key] = values[-1]
+            least, most = _min_max_valid(values)
+            if least is not None:
+                low[key] = least if key not in low else min(low[key], least)
+                high[key] = most if key not in high else max(high[key], most)
+        self.staged.append((len(batch), step_buf, micros, columns))
+        self.staged_rows += len(batch)
+        if self.staged_rows > MAX_STAGED_ROWS:
+            self._drop_oldest_staged()
+
+    def _steps(self, batch, checked):
         steps = list(map(_GET_STEP, batch))
         try:
             if checked:
@@ -2311,12 +2416,17 @@ class _Writer(threading.Thread):
             step_buf = array.array("q", self._fill_steps(steps))
         self.last_step = step_buf[-1]
         self.step_buf = step_buf
+        return step_buf
+
+    def _batch_keys(self, dicts):
+        """(the batch's keys in logging order, whether one was refused); new keys are
+        checked and remembered in order of first appearance, so columns read in that order."""
         union = set().union(*dicts)
         union.discard(_STEP)
         union.discard(_TIME)
         new = union.difference(self.known_keys)
         rejected = False
-        if new:  # order new keys by first appearance, so columns read in logging order
+        if new:
             for d in dicts:
                 for key in d:
                     if key in new and key is not _STEP and key is not _TIME:
@@ -2331,54 +2441,48 @@ class _Writer(threading.Thread):
                             rejected = True
                 if not new:
                     break
-        ordered = [k for k in self.keys if k in union] if len(union) < len(self.keys) \
-            else self.keys[:]
+        if len(union) < len(self.keys):
+            return [k for k in self.keys if k in union], rejected
+        return self.keys[:], rejected
+
+    def _columns(self, dicts, ordered, steps, checked, rejected):
+        """{key: (values, validity)} of the keys with at least one value kept."""
         total = sum(map(len, dicts)) - 2 * len(dicts)
+        out = {}
         # A refused key still counts in total, so without `rejected` a batch such as
         # [{"a", "step"}, {"a", "b"}] looked complete, itemgetter("b") raised KeyError and
         # the whole batch, good rows included, was dropped.
-        if total == len(union) * len(dicts) and not rejected:
+        if total == len(ordered) * len(dicts) and not rejected:
             # every row logged every key (the usual case): C-level passes, no new objects
-            columns = {k: list(map(operator.itemgetter(k), dicts)) for k in ordered}
+            for key in ordered:
+                out[key] = self._column(key, list(map(operator.itemgetter(key), dicts)),
+                                        steps, checked)
         elif len(ordered) * len(dicts) <= 4 * total:   # dense: most rows log most keys
-            columns = {k: [d.get(k, _MISSING) for d in dicts] for k in ordered}
+            for key in ordered:
+                out[key] = self._column(key, [d.get(key, _MISSING) for d in dicts], steps,
+                                        checked)
         else:                                        # sparse: thousands of keys, few per row
             # Only the (row, value) pairs each key has: a list per key and row, checked value
             # by value, cost 1 us per cell and a 20,000-key run took minutes to close.
-            sparse, lanes = {k: ([], []) for k in ordered}, []
+            sparse = {k: ([], []) for k in ordered}
             for i, d in enumerate(dicts):
                 for k, v in d.items():
                     slot = sparse.get(k)
                     if slot is not None:
                         slot[0].append(i)
                         slot[1].append(v)
-            columns = None
-        arrays = [_buffer_array(pa.int64(), step_buf),
-                  _buffer_array(pa.timestamp("us", tz="UTC"),
-                                _micros(array.array("d", map(_GET_TIME, batch))))]
-        names = ["step", "timestamp"]
-        for key in ordered:
-            if columns is None:
-                column = self._sparse_column(key, len(dicts), *sparse[key], step_buf, checked,
-                                             lanes)
-            else:
-                column = self._column(key, columns[key], step_buf, checked)
-            if column.null_count < len(column):  # every value refused: no empty column
-                arrays.append(column)
-                names.append(key)
-        ordered = names[2:]
-        table = pa.Table.from_arrays(arrays, names=names)
-        self._summarize(table, ordered)
-        self.staged.append(table)
-        self.staged_rows += len(table)
-        if self.staged_rows > MAX_STAGED_ROWS:
-            drop = self.staged.pop(0)
-            self.staged_rows -= len(drop)
-            self.dropped_rows += len(drop)
-            self.next_row += len(drop)  # keep row numbers honest: the gap shows in the names
-            self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
-                                       f"refused writes for too long (kept {MAX_STAGED_ROWS} "
-                                       f"rows in memory)", always=True)
+            for key in ordered:
+                out[key] = self._sparse_column(key, len(dicts), *sparse[key], steps, checked)
+        return {k: c for k, c in out.items() if len(c[0])}  # every value refused: no column
+
+    def _drop_oldest_staged(self):
+        drop = self.staged.pop(0)
+        self.staged_rows -= drop[0]
+        self.dropped_rows += drop[0]
+        self.next_row += drop[0]  # keep row numbers honest: the gap shows in the names
+        self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
+                                   f"refused writes for too long (kept {MAX_STAGED_ROWS} "
+                                   f"rows in memory)", always=True)
 
     def _split_media(self, batch):
         """(rows, [(rows before it, _MediaItem), ...]) of a popped batch."""
@@ -2432,9 +2536,10 @@ class _Writer(threading.Thread):
         return out
 
     def _column(self, key, values, steps, checked=False):
-        """A float64 column. Fast path: one C-level conversion when every value is a float,
-        int, bool or NumPy real scalar and no int is beyond 2**53; anything else (None,
-        tensors, complex, strings, objects) takes the checked path, value by value.
+        """(array("d") of the valid values, validity bitmap or None). Fast path: one C-level
+        conversion when every value is a float, int, bool or NumPy real scalar and no int is
+        beyond 2**53; anything else (None, tensors, complex, strings, objects, _MISSING)
+        takes the checked path, value by value.
 
         The types are checked first because array("d") calls __float__ on anything: NumPy
         complex became its real part, and a column with an inf in it waved ints beyond 2**53
@@ -2444,68 +2549,43 @@ class _Writer(threading.Thread):
             kinds = set(map(_fast_kind, set(map(type, values))))
             if None not in kinds:
                 try:
-                    arr = _f64_array(array.array("d", values))
+                    arr = array.array("d", values)
                 except (TypeError, ValueError, OverflowError):
                     arr = None
                 if arr is not None:
                     if "int" not in kinds:
-                        return arr
-                    # (in Python, not pyarrow.compute: see _micros) NaN, inf and 2**53 all
-                    # take the checked path
+                        return arr, None
+                    # NaN, inf and 2**53 all take the checked path
                     big = max(map(abs, (v for v in values if type(v) is not float)),
                               default=0.0)
                     if big < _MAX_EXACT_INT:
-                        return arr
-        floats, valid = [], []
+                        return arr, None
+        floats, valid = array.array("d"), []
         for value, step in zip(values, steps):
             if value is _MISSING:
-                floats.append(0.0)
                 valid.append(False)
                 continue
             coerced = _coerce_value(value)
             if isinstance(coerced, _Rejected):
                 self._reject(key, f"{coerced.reason} (step {step})", "log_metrics")
-                floats.append(0.0)
                 valid.append(False)
             else:
                 floats.append(coerced)
                 valid.append(True)
-        return _f64_array(array.array("d", floats), valid)
+        return floats, (None if len(floats) == len(valid) else _bitmap(valid))
 
-    def _sparse_column(self, key, n, rows, values, steps, checked, lanes):
+    def _sparse_column(self, key, n, rows, values, steps, checked):
         """The n-row column of a key logged at a few rows: only its values go through
-        _column's checks, and the column shares its data buffer with other keys whose rows
-        differ (a "lane"; Arrow ignores the data under a null). A run logging one key per row
-        then holds one buffer of n floats per batch, not one per key (gigabytes at 20k keys)."""
-        logged = self._column(key, values, [steps[i] for i in rows], checked)
+        _column's checks; the column is its valid values and a bitmap of n bits (no buffer
+        of n floats per key: gigabytes at 20k keys)."""
+        logged, valid = self._column(key, values, [steps[i] for i in rows], checked)
         if len(rows) == n:
-            return logged
-        for data, taken in lanes[-4:]:
-            if not any(taken[i] for i in rows):
-                break
-        else:
-            data, taken = array.array("d", bytes(8 * n)), bytearray(n)
-            lanes.append((data, taken))
-        bitmap, count = bytearray((n + 7) >> 3), 0
-        for i, value in zip(rows, logged.to_pylist()):
-            if value is not None:  # None: refused by _column (it warned)
-                data[i] = value
-                taken[i] = 1
+            return logged, valid
+        bitmap = bytearray((n + 7) >> 3)
+        for j, i in enumerate(rows):
+            if valid is None or valid[j >> 3] >> (j & 7) & 1:  # else refused (it warned)
                 bitmap[i >> 3] |= 1 << (i & 7)
-                count += 1
-        return pa.Array.from_buffers(pa.float64(), n, [pa.py_buffer(bitmap),
-                                                       pa.py_buffer(data)], null_count=n - count)
-
-    def _summarize(self, table, keys):
-        for key in keys:
-            col = table.column(key)
-            if col.null_count == len(col):
-                continue
-            self.summary[key] = _last_valid(col)
-            low, high = _min_max_valid(col)
-            if low is not None:
-                old = self.summary_min.get(key, low), self.summary_max.get(key, high)
-                self.summary_min[key], self.summary_max[key] = min(old[0], low), max(old[1], high)
+        return logged, bytes(bitmap)
 
     def _reject(self, key, reason, where):
         self._warn_once(f"reject:{key!r}:{reason.split(' (step')[0]}",
@@ -2519,12 +2599,30 @@ class _Writer(threading.Thread):
         self.log_buffer.append(f"{_iso()} WARN  {message}\n")
 
     # -- flushing ------------------------------------------------------------------------
-    def _flush(self):
+    def _may_merge(self):
+        """Whether this flush may merge segments. A merge reads segments back, so the first
+        one imports pyarrow on this thread (0.1-0.3 s, GIL held in slices of tens of ms):
+        it waits for a quiet moment (the last drain took few rows and none are queued), so
+        a training loop that logs back to back never meets it, unless 4 x SEGMENT_FAN_IN
+        segments pile up. Close compacts every segment anyway (final=True: no merge)."""
+        if "pyarrow.parquet" in sys.modules:
+            return True
+        segments = len(self.metrics_log.segments) + 1
+        if segments < SEGMENT_FAN_IN:
+            return False
+        if segments < 4 * SEGMENT_FAN_IN and (self.drained_rows > 1000 or self.rows):
+            return False
+        _arrow_for_writer()
+        return True
+
+    def _flush(self, final=False):
         if self.staged:
-            # the tables as they are, not concatenated: promoting their schemas materialized
-            # a null column per key missing from a batch (gigabytes for 20,000 sparse keys)
-            start, end = self.next_row, self.next_row + sum(map(len, self.staged))
-            self.metrics_log.write(start, end, self.staged)
+            merge = not final and self._may_merge()
+            start, end = self.next_row, self.next_row + sum(b[0] for b in self.staged)
+            layout = []
+            data = _plain_parquet(self.staged, self.keys, (start, end), layout)
+            self.metrics_log.write(start, end, data, merge=merge)
+            self._keep_layout(start, end, layout[0])
             self.staged, self.staged_rows, self.next_row = [], 0, end
         if self.media_pending:
             self._flush_media()
@@ -2586,6 +2684,7 @@ class _Writer(threading.Thread):
         if rows:
             self.hist_pending.extend(rows)
         if self.hist_pending:
+            _arrow_for_writer()
             table = _histogram_table(self.hist_pending)
             start, end = self.hist_next_row, self.hist_next_row + len(table)
             self.hist_log.write(start, end, [table])
@@ -2653,7 +2752,7 @@ class _Writer(threading.Thread):
     # -- closing -------------------------------------------------------------------------
     def _finish(self):
         """Flush everything, compact segments into metrics.parquet, write the final status."""
-        self._flush()
+        self._flush(final=True)
         self._compact_logs()
         self._write_final_meta(self.stop_status)
         _catalog_closed_run(self.store, self.path, self.meta, self.config)
@@ -2661,7 +2760,7 @@ class _Writer(threading.Thread):
     def _finish_after_error(self):
         """Closing while the disk refuses writes: try once more, then record what we can."""
         try:
-            self._flush()
+            self._flush(final=True)
             self._compact_logs()
         except Exception as exc:  # noqa: BLE001
             self._warn_once("close", f"expman: could not write the last rows of "
@@ -2672,13 +2771,60 @@ class _Writer(threading.Thread):
             pass
 
     def _compact_logs(self):
-        self.metrics_log.compact(empty=_empty_metrics_table())
+        # a short run's segments become metrics.parquet without pyarrow: one is renamed,
+        # several are joined (_join_plain_segments)
+        max_rows = PLAIN_FINAL_MAX_CELLS // (len(self.keys) + 2)
+        if not (self.metrics_log.rename_single(max_rows) or self._join_plain_segments()):
+            _arrow_for_writer()
+            self.metrics_log.compact(empty=_plain_parquet([], (), (0, 0)))
         if self.hist_log.made:
             self.hist_log.compact()
         if self.log_buffer:  # what compaction warned about (rows lost, unreadable segments)
             data = "".join(self.log_buffer).encode("utf-8", "replace")
             self.store.append(self.store.join(self.path, RUN_LOG), data)
             self.log_buffer = []
+
+    def _keep_layout(self, start, end, layout):
+        """Remember a segment's layout for _join_plain_segments while the run is small
+        enough to be joined at close (later: forget them all, and stop)."""
+        layouts = self.plain_layouts
+        if layouts is None:
+            return
+        current = {(s, e) for s, e, _t in self.metrics_log.segments}
+        layouts = {k: v for k, v in layouts.items() if k in current}  # merged away: gone
+        layouts[(start, end)] = layout
+        chunks = sum(len(c) for _n, c in layouts.values())
+        if end * (len(self.keys) + 2) > PLAIN_FINAL_MAX_CELLS or chunks > 1 << 16:
+            layouts = None
+        self.plain_layouts = layouts
+
+    def _join_plain_segments(self):
+        """Close of a run whose segments are all this writer's plain ones, tiling the rows
+        from 0, with at most PLAIN_FINAL_MAX_CELLS values: metrics.parquet is their row
+        groups joined byte for byte (one per segment), written whole before any segment
+        goes (rule 2 of section 5.1). False in any other state (compact() then decides)."""
+        log = self.metrics_log
+        segs = log.segments
+        if self.plain_layouts is None:
+            return False
+        layouts = [self.plain_layouts.get((s, e)) for s, e, _t in segs]
+        if not segs or None in layouts or segs[0][0] != 0 or any(
+                a[1] != b[0] for a, b in zip(segs, segs[1:])):
+            return False
+        present = set().union(*({c[0] for c in chunks} for _n, chunks in layouts))
+        keys = [k for k in self.keys if k in present]
+        if segs[-1][1] * (len(keys) + 2) > PLAIN_FINAL_MAX_CELLS:
+            return False
+        store = self.store
+        names = store.listnames(log.dir)
+        if sorted(names) != sorted(_segment_name(s, e) for s, e, _t in segs) or \
+                store.stat(log.final) is not None:
+            return False
+        parts = [(store.read_bytes(log.path(s, e)), *lay) for (s, e, _t), lay in
+                 zip(segs, layouts)]
+        store.write_atomic(log.final, _join_plain(parts, keys, (0, segs[-1][1])))
+        log._delete_segments(names)
+        return True
 
     def _write_final_meta(self, status):
         meta = self.meta
@@ -2974,16 +3120,24 @@ def _micros(seconds):
                                  for t in seconds])
 
 
-def _min_max_valid(column):
-    """(min, max) of a float64 ChunkedArray over its non-null, non-NaN values, or (None, None).
-    pyarrow.compute's kernel skips nulls, and NaN unless every value is NaN. It costs no import
-    here: ParquetWriter.write_table loads pyarrow.compute at the writer's first flush anyway
-    (a Python loop over the buffers cost ~4x the kernel, 290 against 69 us per 5 x 1,000)."""
-    found = pc.min_max(column)
-    low = found["min"].as_py()
-    if low is None or low != low:
+def _min_max_valid(values):
+    """(min, max) of an array("d") of a key's valid values, NaN ignored; (None, None) when
+    nothing but NaN is left. NumPy's fmin/fmax when pyarrow or the script loaded it (no import
+    here, as in _micros); else min()/max(), which skip a NaN unless it comes first."""
+    if not values:
         return None, None
-    return low, found["max"].as_py()
+    np_ = sys.modules.get("numpy")
+    if np_ is not None and len(values) > 32:
+        data = np_.frombuffer(values, dtype=np_.float64)
+        low, high = float(np_.fmin.reduce(data)), float(np_.fmax.reduce(data))
+    else:
+        low, high = min(values), max(values)
+    if low != low or high != high:   # a NaN first (or only NaN): drop them and look again
+        values = [v for v in values if v == v]
+        if not values:
+            return None, None
+        low, high = min(values), max(values)
+    return low, high
 
 
 def _last_valid(column):
@@ -3080,37 +3234,50 @@ def _histogram_row(item):
     NumPy bins NumPy arrays and tensors; lists are binned in pure Python unless the script
     imported NumPy already. Non-finite values are left out (and counted by no bin)."""
     form, data, bins = item.form, item.payload, item.bins
+    head = (item.tag, item.step, item.time)
     if form == "edges":
         edges, counts = data
-        return (item.tag, item.step, item.time, edges, counts, edges[0], edges[-1], None,
-                sum(counts))
+        return (*head, edges, counts, edges[0], edges[-1], None, sum(counts))
     np_ = sys.modules.get("numpy") if _loaded("numpy", "histogram") else None
     if form == "tensor":
-        data = data.detach().float().cpu()
-        if np_ is not None:
-            try:
-                data, form = data.numpy(), "array"
-            except Exception:  # noqa: BLE001 - torch without NumPy support
-                data, form = data.tolist(), "values"
-        else:
-            data, form = data.reshape(-1).tolist(), "values"
+        data, form = _tensor_values(data, np_)
     if form == "values" and np_ is not None:
         try:
             data, form = np_.asarray(data, dtype=np_.float64), "array"
         except (TypeError, ValueError) as exc:
             raise ValueError(f"values are not numbers ({exc})") from None
     if form == "array":
-        arr = data.astype(np_.float64, copy=False).reshape(-1)
-        arr = arr[np_.isfinite(arr)]
-        if not arr.size:
-            raise ValueError("no finite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo == hi:
-            lo, hi = lo - 0.5, hi + 0.5
-        counts, edges = np_.histogram(arr, bins=bins, range=(lo, hi))
-        return (item.tag, item.step, item.time, edges.tolist(),
-                [float(c) for c in counts.tolist()], float(arr.min()), float(arr.max()),
-                float(arr.sum()), int(arr.size))
+        return (*head, *_numpy_bins(np_, data, bins))
+    return (*head, *_python_bins(data, bins))
+
+
+def _tensor_values(tensor, np_):
+    """(data, form) of a tensor copied to the host: an array with NumPy, else a list."""
+    data = tensor.detach().float().cpu()
+    if np_ is not None:
+        try:
+            return data.numpy(), "array"
+        except Exception:  # noqa: BLE001 - torch without NumPy support
+            return data.tolist(), "values"
+    return data.reshape(-1).tolist(), "values"
+
+
+def _numpy_bins(np_, data, bins):
+    """(edges, counts, min, max, sum, count) of the finite values of a NumPy array."""
+    arr = data.astype(np_.float64, copy=False).reshape(-1)
+    arr = arr[np_.isfinite(arr)]
+    if not arr.size:
+        raise ValueError("no finite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np_.histogram(arr, bins=bins, range=(lo, hi))
+    return (edges.tolist(), [float(c) for c in counts.tolist()], float(arr.min()),
+            float(arr.max()), float(arr.sum()), int(arr.size))
+
+
+def _python_bins(data, bins):
+    """(edges, counts, min, max, sum, count) of the finite values of a list, without NumPy."""
     try:
         values = [float(v) for v in data]
     except (TypeError, ValueError) as exc:
@@ -3126,8 +3293,7 @@ def _histogram_row(item):
         i = int((v - lo) * scale)
         counts[i if i < last else last] += 1
     edges = [lo + (hi - lo) * k / bins for k in range(bins + 1)]
-    return (item.tag, item.step, item.time, edges, [float(c) for c in counts], vmin, vmax,
-            math.fsum(values), len(values))
+    return edges, [float(c) for c in counts], vmin, vmax, math.fsum(values), len(values)
 
 
 _HISTOGRAM_NAMES = ("tag", "step", "timestamp", "edges", "counts", "min", "max", "sum", "count")
@@ -3164,6 +3330,213 @@ def _str_array(texts):
         offsets.append(total)
     return pa.Array.from_buffers(pa.string(), len(data),
                                  [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
+# -- 7.3 plain Parquet: the writer's segments, written without pyarrow ----------------------------
+#
+# A segment is one row group: step (int64), timestamp (int64, TIMESTAMP(MICROS, UTC)) and a
+# float64 column per key, every column OPTIONAL (as pyarrow writes nullable columns), one
+# PLAIN uncompressed data page per column, definition levels as the RLE/bit-packed hybrid
+# (an Arrow validity bitmap is already its bit-packed form). Any Parquet reader reads it.
+# Building it is a few bytes joins: the writer thread holds the GIL for less than pyarrow's
+# table + ParquetWriter took, and a short run never imports pyarrow (~60 MB and 0.1-0.3 s).
+# Merges and compaction (which read segments back) still use pyarrow, and rewrite snappy.
+
+_PQ_INT64, _PQ_DOUBLE = 2, 5
+_PQ_LITTLE = sys.byteorder == "little"
+
+
+def _varint(n):
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return out
+
+
+class _Thrift:
+    """Thrift's compact protocol, as much of it as a Parquet footer and page header need
+    (field ids grow by 1..15 in every struct written here)."""
+
+    def __init__(self):
+        self.out, self.last = bytearray(), [0]
+
+    def field(self, fid, ftype):
+        self.out.append((fid - self.last[-1]) << 4 | ftype)
+        self.last[-1] = fid
+
+    def int(self, fid, value, ftype=5):      # 5: i32, 6: i64 (both zigzag varints)
+        self.field(fid, ftype)
+        self.out += _varint(value << 1 if value >= 0 else (-value << 1) - 1)
+
+    def text(self, fid, value):
+        value = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        self.field(fid, 8)
+        self.out += _varint(len(value)) + value
+
+    def struct(self, fid=None):              # fid None: the next element of a list
+        if fid is not None:
+            self.field(fid, 12)
+        self.last.append(0)
+
+    def end(self):
+        self.out.append(0)
+        self.last.pop()
+
+    def list(self, fid, etype, n):
+        self.field(fid, 9)
+        self.out += bytes([n << 4 | etype]) if n < 15 else bytes([0xF0 | etype]) + _varint(n)
+
+
+def _pq_levels(n, valid):
+    """Definition levels of n rows: one RLE run when all are valid (valid None) or none
+    (valid False); else the bitmap's whole bytes bit-packed, and the last n % 8 rows as
+    one-value RLE runs, so batches of any length join into one page."""
+    if valid is None or valid is False:
+        return _varint(n << 1) + (b"\x00" if valid is False else b"\x01")
+    full = n >> 3
+    out = _varint(full << 1 | 1) + valid[:full] if full else bytearray()
+    for i in range(full << 3, n):
+        out += b"\x02\x01" if valid[i >> 3] >> (i & 7) & 1 else b"\x02\x00"
+    return out
+
+
+def _pq_page(out, name, ptype, n, levels, values, chunks):
+    """Append one column chunk (one data page) to out; its footer entry goes to chunks."""
+    body = len(levels).to_bytes(4, "little") + levels + values
+    head = _Thrift()
+    head.int(1, 0)                       # DATA_PAGE
+    head.int(2, len(body))
+    head.int(3, len(body))
+    head.struct(5)
+    head.int(1, n)
+    head.int(2, 0)                       # PLAIN
+    head.int(3, 3)                       # RLE
+    head.int(4, 3)
+    head.end()
+    head.out.append(0)
+    chunks.append((name, ptype, n, len(out), len(head.out) + len(body)))
+    out += head.out
+    out += body
+
+
+def _le(buf):
+    if _PQ_LITTLE:
+        return buf.tobytes()
+    buf = array.array(buf.typecode, buf)
+    buf.byteswap()
+    return buf.tobytes()
+
+
+def _plain_parquet(staged, order, rows, layout=None):
+    """The bytes of one Parquet file holding the staged batches (see _Writer._stage) as one
+    row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY).
+    ``layout`` (a list) receives (rows, column chunks) for _join_plain."""
+    present = set().union(*(b[3] for b in staged)) if staged else set()
+    keys = [k for k in order if k in present] if len(present) < len(order) else list(order)
+    n = sum(b[0] for b in staged)
+    out, chunks = bytearray(b"PAR1"), []
+    if n:
+        _pq_columns(out, staged, keys, n, chunks)
+    if layout is not None:
+        layout.append((n, chunks))
+    return _pq_finish(out, keys, [(n, chunks)] if n else [], rows)
+
+
+def _join_plain(parts, keys, rows):
+    """One Parquet file of the writer's plain segments, byte for byte: [(file bytes, rows,
+    chunks)] in row order -> a row group each, a key a segment lacks as an all-null page."""
+    out, groups = bytearray(b"PAR1"), []
+    for data, n, chunks in parts:
+        shift = len(out) - 4
+        out += memoryview(data)[4:max(c[3] + c[4] for c in chunks)]
+        have = {c[0]: (c[0], c[1], c[2], c[3] + shift, c[4]) for c in chunks}
+        group = [have["step"], have["timestamp"]]
+        for key in keys:
+            if key not in have:
+                _pq_page(out, key, _PQ_DOUBLE, n, _pq_levels(n, False), b"", group)
+            else:
+                group.append(have[key])
+        groups.append((n, group))
+    return _pq_finish(out, keys, groups, rows)
+
+
+def _pq_finish(out, keys, groups, rows):
+    """out (PAR1 and the pages) + the footer describing groups [(rows, chunks)]."""
+    foot = _Thrift()
+    foot.int(1, 1)
+    _pq_schema(foot, ["step", "timestamp", *keys])
+    foot.int(3, sum(n for n, _c in groups), 6)
+    foot.list(4, 12, len(groups))
+    for n, chunks in groups:
+        _pq_row_group(foot, n, chunks)
+    foot.list(5, 12, 1)
+    foot.struct()
+    foot.text(1, _ROWS_KEY)
+    foot.text(2, f"{rows[0]} {rows[1]}")
+    foot.end()
+    foot.text(6, f"expman version {__version__}")
+    foot.out.append(0)
+    out += foot.out
+    out += len(foot.out).to_bytes(4, "little") + b"PAR1"
+    return bytes(out)
+
+
+def _pq_columns(out, staged, keys, n, chunks):
+    full = _varint(n << 1) + b"\x01"
+    _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks)
+    _pq_page(out, "timestamp", _PQ_INT64, n, full, b"".join(_le(b[2]) for b in staged),
+             chunks)
+    missing = (None, False)
+    for key in keys:
+        parts = [(b[0], b[3].get(key, missing)) for b in staged]
+        levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
+        values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)
+        _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks)
+
+
+def _pq_schema(foot, names):
+    foot.list(2, 12, len(names) + 1)
+    foot.struct()
+    foot.text(4, "schema")
+    foot.int(5, len(names))
+    foot.end()
+    for i, name in enumerate(names):
+        foot.struct()
+        foot.int(1, _PQ_INT64 if i < 2 else _PQ_DOUBLE)
+        foot.int(3, 1)                   # OPTIONAL
+        foot.text(4, name)
+        if i == 1:                       # TIMESTAMP_MICROS; logicalType TIMESTAMP(UTC, MICROS)
+            foot.int(6, 10)
+            foot.out += b"\x4c\x8c\x11\x1c\x2c\x00\x00\x00\x00"
+            foot.last[-1] = 10
+        foot.end()
+
+
+def _pq_row_group(foot, n, chunks):
+    foot.struct()
+    foot.list(1, 12, len(chunks))
+    for name, ptype, count, offset, length in chunks:
+        foot.struct()
+        foot.int(2, offset, 6)
+        foot.struct(3)
+        foot.int(1, ptype)
+        foot.list(2, 5, 2)
+        foot.out += b"\x00\x06"          # PLAIN, RLE
+        foot.list(3, 8, 1)
+        raw = name.encode("utf-8", "surrogatepass")
+        foot.out += _varint(len(raw)) + raw
+        foot.int(4, 0)                   # UNCOMPRESSED
+        foot.int(5, count, 6)
+        foot.int(6, length, 6)
+        foot.int(7, length, 6)
+        foot.int(9, offset, 6)
+        foot.end()
+        foot.end()
+    foot.int(2, sum(c[4] for c in chunks), 6)
+    foot.int(3, n, 6)
+    foot.end()
 
 
 # 8 Public logging API #######################################################################
@@ -3214,19 +3587,23 @@ def _distributed(environ=None, rank=None, group=None):
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
         raise InvalidInputError(f"rank must be a non-negative int, got {rank!r}")
     if group is None:
-        for name in _JOB_VARS:
-            value = (environ.get(name) or "").strip()
-            if value and value.lower() != "none":  # torchrun's default --rdzv-id
-                group = value
-                step = environ.get("SLURM_STEP_ID", "")
-                if name == "SLURM_JOB_ID" and step.isdigit() and 0 < int(step) < 1 << 31:
-                    group += f".{step}"  # a second `srun` in one allocation: another job
-                break
-    if group is None:
-        group = _launch_group(environ)
+        group = _job_group(environ) or _launch_group(environ)
     group = _safe_name(str(group), "group")
     local, _ = _env_int(environ, _LOCAL_RANK_VARS)
     return {"rank": rank, "local_rank": local, "world_size": world, "group": group}
+
+
+def _job_group(environ):
+    """The scheduler's job id every rank sees alike (SLURM_JOB_ID.step for a second `srun`
+    in one allocation), or None."""
+    for name in _JOB_VARS:
+        value = (environ.get(name) or "").strip()
+        if value and value.lower() != "none":  # torchrun's default --rdzv-id
+            step = environ.get("SLURM_STEP_ID", "")
+            if name == "SLURM_JOB_ID" and step.isdigit() and 0 < int(step) < 1 << 31:
+                return f"{value}.{step}"  # a second `srun` in one allocation: another job
+            return value
+    return None
 
 
 def _launch_group(environ):
@@ -3362,26 +3739,11 @@ class Experiment:
         if capture_diff is not None:
             save_git_diff = capture_diff
         self.experiment = _safe_name(name, "experiment name")
-        if project is None:
-            project = os.environ.get(ENV_PROJECT) or None
-        self.project = None if project is None else _safe_name(project, "project")
+        self.project = _project_name(project)
         self._dist = _distributed(rank=rank, group=group)
-        env_tags = _normalize_tags(os.environ.get(ENV_TAGS))
-        if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
-            raise InvalidInputError(f"flush_interval_ms must be a positive number, "
-                                    f"got {flush_interval_ms!r}")
-        if flush_interval_rows is not None and (
-                not isinstance(flush_interval_rows, int) or isinstance(flush_interval_rows, bool)
-                or flush_interval_rows < 0):
-            raise InvalidInputError(f"flush_interval_rows must be a positive int or None, got "
-                                    f"{flush_interval_rows!r}")
-        flush_rows = flush_interval_rows or None  # 0: the timer alone, as None
-        tags = _normalize_tags(tags)
-        tags += [t for t in env_tags if t not in tags]  # EXPMAN_TAGS adds, never duplicates
-        if description is not None and not isinstance(description, str):
-            raise InvalidInputError("description must be a string")
-        if config is not None and not isinstance(config, dict):
-            raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
+        flush_rows = _check_flush_args(flush_interval_ms, flush_interval_rows)
+        tags = _run_tags(tags)
+        _check_run_args(description, config)
         flush_interval = flush_interval_ms / 1000.0
         system_metrics_secs = _system_metrics_interval(system_metrics)
         provenance = bool(provenance)
@@ -3389,10 +3751,9 @@ class Experiment:
         save_git_diff = bool(save_git_diff) and capture_git
         cwd = os.getcwd()
         self._clock = clock or time.time
-        # pyarrow's import and first-call set-up (0.1-0.3 s) happen here, on the caller's
-        # thread, before the training loop starts: on the writer thread they held the GIL
-        # for up to 300 ms inside the loop's first seconds, and a process forked meanwhile
-        # (DataLoader workers) inherited the import lock held and hung on its first import.
+        # What the writer thread needs is imported here, on the caller's thread: imports on
+        # the writer held the GIL inside the loop's first seconds. pyarrow is not among
+        # them any more: see _warm_up.
         _warm_up(bool(system_metrics_secs))
         self._store, root = _open_store(base_dir or _default_root())
         self._root = root
@@ -3405,7 +3766,34 @@ class Experiment:
         self.status = "running"
 
         store = self._store
-        exp_path = store.join(root, self.experiment)
+        self._make_run_dir(name, run_name)
+        started = time.time()
+        meta = self._initial_meta(started, heartbeat_secs, description, tags, cwd, provenance)
+        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(meta))
+        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(config))
+        store.append(store.join(self._path, RUN_LOG), b"")
+        writer = self._writer = _Writer(_WriterOptions(
+            store, self._path, meta, config, flush_interval=flush_interval,
+            flush_interval_rows=flush_rows, heartbeat_secs=heartbeat_secs,
+            system_metrics_secs=system_metrics_secs, clock=self._clock, started=started,
+            git_cwd=cwd if capture_git else None, save_git_diff=save_git_diff))
+        # the hot path's state (see log_metrics): the queue, and the queue length at which a
+        # log call next looks at the backlog (every flush_interval_rows rows, when given)
+        self._rows, self._enqueue = writer.rows, writer.enqueue
+        self._flush_rows = flush_rows
+        self._check_at = flush_rows or PENDING_CHECK_ROWS
+        self._row_bytes, self._sampled_keys = 0, None
+        _install_hooks(remote=not store.is_local)
+        _OPEN_RUNS.add(self)
+        writer.start()
+        self._capture = (_OutputCapture(self) if capture_output or redirect_console
+                         else None)
+
+    # -- setup helpers -------------------------------------------------------------------
+    def _make_run_dir(self, name, run_name):
+        """Create the experiment (and its experiment.yaml) and claim this run's directory."""
+        store = self._store
+        exp_path = store.join(self._root, self.experiment)
         try:
             store.mkdir(exp_path)
             self._write_experiment_yaml(exp_path, name)
@@ -3415,7 +3803,9 @@ class Experiment:
         except OSError as exc:
             raise ExpmanError(f"cannot create a run under {store.display(exp_path)}: "
                               f"{exc.strerror or exc}") from None
-        started = time.time()
+
+    def _initial_meta(self, started, heartbeat_secs, description, tags, cwd, provenance):
+        """run.yaml as init() writes it."""
         meta = {
             "name": self.run_name, "experiment": self.experiment, "status": "running",
             "started_at": _iso(started), "finished_at": None, "duration_secs": None,
@@ -3432,34 +3822,16 @@ class Experiment:
             meta.update(self._dist)
         if provenance:
             meta["packages"] = _loaded_packages()
-            meta["packages"]["pyarrow"] = pa.__version__  # expman's own, imported above
+            if "pyarrow" in sys.modules:  # else the writer looks it up (_pyarrow_version)
+                meta["packages"]["pyarrow"] = sys.modules["pyarrow"].__version__
             scheduler = _scheduler_ids()
             if scheduler:
                 meta["scheduler"] = scheduler
         else:  # the command line may hold secrets: provenance=False keeps what status needs
             for key in ("user", "command", "cwd", "platform"):
                 del meta[key]
-        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(meta))
-        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(config))
-        store.append(store.join(self._path, RUN_LOG), b"")
-        writer = self._writer = _Writer(_WriterOptions(
-            store, self._path, meta, config, flush_interval=flush_interval,
-            flush_interval_rows=flush_rows, heartbeat_secs=heartbeat_secs,
-            system_metrics_secs=system_metrics_secs, clock=self._clock, started=started,
-            git_cwd=cwd if capture_git else None, save_git_diff=save_git_diff))
-        # the hot path's state (see log_metrics): the queue, and the queue length at which a
-        # log call next looks at the backlog (every flush_interval_rows rows, when given)
-        self._rows, self._enqueue = writer.rows, writer.enqueue
-        self._flush_rows = flush_rows
-        self._check_at = flush_rows or PENDING_CHECK_ROWS
-        self._row_bytes = 0
-        _install_hooks(remote=not store.is_local)
-        _OPEN_RUNS.add(self)
-        writer.start()
-        self._capture = (_OutputCapture(self) if capture_output or redirect_console
-                         else None)
+        return meta
 
-    # -- setup helpers -------------------------------------------------------------------
     def _write_experiment_yaml(self, exp_path, display_name):
         path = self._store.join(exp_path, EXPERIMENT_YAML)
         if self._store.exists(path):
@@ -3574,8 +3946,9 @@ class Experiment:
         rows, and keep the queued rows under MAX_PENDING_BYTES by waiting for the writer in
         slices of BACKPRESSURE_SLICE_SECS, so no single call waits longer than that.
 
-        The rows' size is estimated from the newest row (the largest seen is kept), so the
-        bound holds for 5 keys a row and for 5,000; the check runs again after at most
+        The rows' size is estimated from the newest row (the largest seen is kept, see
+        _row_size), so the bound holds for 5 keys a row and for 5,000, with keys shared by
+        every row or made anew for each; the check runs again after at most
         PENDING_CHECK_ROWS more rows, so its cost is amortised to nothing.
         """
         rows, writer = self._rows, self._writer
@@ -3585,7 +3958,7 @@ class Experiment:
         except IndexError:  # the writer took them all meanwhile
             return
         if type(newest) is dict:
-            size = sys.getsizeof(newest) + 24 * len(newest)  # the dict and its float values
+            size = self._row_size(newest)
             if size > self._row_bytes:
                 self._row_bytes = size
         limit = max(PENDING_CHECK_ROWS, MAX_PENDING_BYTES // max(self._row_bytes, 64))
@@ -3604,6 +3977,20 @@ class Experiment:
             self._check_at = min(self._flush_rows, limit)
         else:
             self._check_at = min(limit, n + PENDING_CHECK_ROWS)
+
+    def _row_size(self, row):
+        """Bytes a queued row holds (within ~5%): the dict, a float per value, the queue's
+        pointer, and the keys' strings when they are not the objects the previous sample
+        had: a loop's literal keys are shared by every row, but keys decoded per row (an
+        import reading event files) cost ~60 B each, and without them a queue estimated at
+        64 MB held ~100 MB."""
+        keys, prev = tuple(row), self._sampled_keys
+        self._sampled_keys = keys
+        size = sys.getsizeof(row) + 24 * len(row) + 8
+        if prev is not None and (len(prev) != len(keys) or
+                                 any(a is not b for a, b in zip(keys, prev))):
+            size += sum(map(sys.getsizeof, keys))
+        return size
 
     def log_params(self, params):
         """Merge params into config.yaml (nested dicts stay nested).
@@ -3881,6 +4268,39 @@ class Experiment:
 
     def __del__(self):  # pragma: no cover - best effort; atexit is the real guarantee
         pass
+
+
+def _check_flush_args(flush_interval_ms, flush_interval_rows):
+    """flush_interval_rows as the writer takes it (None: the timer alone), both checked."""
+    if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
+        raise InvalidInputError(f"flush_interval_ms must be a positive number, "
+                                f"got {flush_interval_ms!r}")
+    if flush_interval_rows is not None and (
+            not isinstance(flush_interval_rows, int) or isinstance(flush_interval_rows, bool)
+            or flush_interval_rows < 0):
+        raise InvalidInputError(f"flush_interval_rows must be a positive int or None, got "
+                                f"{flush_interval_rows!r}")
+    return flush_interval_rows or None  # 0: the timer alone, as None
+
+
+def _project_name(project):
+    """The run's project: the argument, else $EXPMAN_PROJECT, else None."""
+    if project is None:
+        project = os.environ.get(ENV_PROJECT) or None
+    return None if project is None else _safe_name(project, "project")
+
+
+def _check_run_args(description, config):
+    if description is not None and not isinstance(description, str):
+        raise InvalidInputError("description must be a string")
+    if config is not None and not isinstance(config, dict):
+        raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
+
+
+def _run_tags(tags):
+    """The run's tags, then EXPMAN_TAGS's (added, never duplicated)."""
+    tags = _normalize_tags(tags)
+    return tags + [t for t in _normalize_tags(os.environ.get(ENV_TAGS)) if t not in tags]
 
 
 def _system_metrics_interval(value):
@@ -4805,6 +5225,20 @@ def _catch_up_crashed(store, run_path, row):
     disk: take the row count, last step, last values and duration from the data (only the
     rows after the heartbeat's count are read)."""
     since = row["rows"] or 0
+    tail = _rows_after(store, run_path, since)
+    if tail is None or not tail.num_rows:
+        return
+    row["rows"] = since + tail.num_rows
+    steps = [s for s in tail.column("step").to_pylist() if s is not None]
+    if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
+        row["last_step"] = max(steps)
+    row["summary"] = {**row["summary"], **_last_values(tail)}
+    _fold_min_max(row, tail)
+    _catch_up_duration(row, tail)
+
+
+def _rows_after(store, run_path, since):
+    """The run's metric rows after the first `since` (None when its files cannot be listed)."""
     tables = []
     try:
         for start, end, fpath in _metric_files(store, run_path):
@@ -4815,15 +5249,24 @@ def _catch_up_crashed(store, run_path, row):
             except Exception:  # noqa: BLE001 - a half-written last segment: the rest counts
                 continue
     except (OSError, ExpmanError):
-        return
-    tail = _unify(tables)
-    if not tail.num_rows:
-        return
-    row["rows"] = since + tail.num_rows
-    steps = [s for s in tail.column("step").to_pylist() if s is not None]
-    if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
-        row["last_step"] = max(steps)
-    _fold_summaries(row, tail)
+        return None
+    return _unify(tables)
+
+
+def _last_values(table):
+    """{metric: its last non-null value} over the table's metric columns."""
+    last = {}
+    for key in table.column_names:
+        if key in ("step", "timestamp"):
+            continue
+        values = [v for v in table.column(key).to_pylist() if v is not None]
+        if values:
+            last[key] = values[-1]
+    return last
+
+
+def _catch_up_duration(row, tail):
+    """Stretch row's duration to the tail's last timestamp when that is later."""
     started = _parse_iso(row["started_at"])
     last = _last_valid(tail.column("timestamp")) if started is not None else None
     last = last.timestamp() if hasattr(last, "timestamp") else None
@@ -4831,21 +5274,20 @@ def _catch_up_crashed(store, run_path, row):
         row["duration_secs"] = round(last - started, 3)
 
 
-def _fold_summaries(row, tail):
-    """Fold the rows of ``tail`` into the row's last value, min and max of each metric (min
-    and max only where the row knows them: None is unknown, not empty)."""
-    summary = dict(row["summary"])
+def _fold_min_max(row, tail):
+    """Fold the rows of ``tail`` into the row's min and max of each metric, NaN ignored (only
+    where the row knows them: None is unknown, not empty)."""
     low, high = row["summary_min"], row["summary_max"]
+    if low is None or high is None:
+        return
     for key in tail.column_names:
         if key in RESERVED_COLUMNS:
             continue
-        col = tail.column(key)
-        if col.null_count < len(col):
-            summary[key] = _last_valid(col)
-        least, most = _min_max_valid(col)
-        if least is not None and low is not None and high is not None:
-            low[key], high[key] = min(low.get(key, least), least), max(high.get(key, most), most)
-    row["summary"] = summary
+        found = pc.min_max(tail.column(key))
+        least, most = found["min"].as_py(), found["max"].as_py()
+        if least is not None and least == least:  # NaN: only NaN logged (kernels skip NaN)
+            low[key] = least if key not in low else min(low[key], least)
+            high[key] = most if key not in high else max(high[key], most)
 
 
 def list_runs(root=None, experiment=None):
@@ -4862,6 +5304,8 @@ def list_runs(root=None, experiment=None):
         raise InvalidInputError(f"no experiment {experiment!r} in {store.display(root_path)}")
     return _scan_runs(store, exp_path, time.time(), with_config=True)
 
+
+# -- 9.2 one run's data: load_metrics, metric_keys, metric_stats, load_log, artifacts --------------
 
 def _metric_files(store, path):
     """[(start, end, file path)] of the run's metric rows, whatever state the run is in."""
@@ -5048,7 +5492,7 @@ def list_artifacts(run_dir):
             for rel, size, mtime in sorted(files)]
 
 
-# -- 9.2 expman-rs runs, read as they are ----------------------------------------------------------
+# -- 9.3 expman-rs runs, read as they are ----------------------------------------------------------
 # expman-rs, the Rust tool expman succeeds, keeps the same tree (experiment/run/run.yaml,
 # config.yaml, run.log, artifacts/) and the same metrics table (step int64, null when logged
 # without a step; timestamp us UTC; one float64 per key), under other file names:
@@ -5146,7 +5590,7 @@ _RowGroup = collections.namedtuple("_RowGroup", "num_rows")
 _RowGroups = collections.namedtuple("_RowGroups", "num_rows num_row_groups row_group")
 
 
-# -- 9.3 media and histograms ----------------------------------------------------------------------
+# -- 9.4 media and histograms ----------------------------------------------------------------------
 
 MEDIA_KINDS = ("image", "audio", "video", "text")
 _MEDIA_TYPES = {**IMAGE_TYPES, **AUDIO_TYPES, **VIDEO_TYPES}
@@ -5308,6 +5752,8 @@ def _media_summary(store, path):
     return {"media": media, "histograms": hists}
 
 
+# -- 9.5 many runs in one table: load_experiment(s), one pyarrow.dataset scan ----------------------
+
 def load_experiment(root=None, experiment=None, keys=None):
     """Every metric row of every run of an experiment as one ``pyarrow.Table``, with
     ``experiment`` and ``run`` columns first, then ``step``, ``timestamp`` and the metrics.
@@ -5396,40 +5842,60 @@ def _scan_metric_files(store, files, keys):
     """One table from [(experiment, run, path)], scanned by pyarrow.dataset."""
     if any(f.endswith(".arrow") for _e, _r, f in files):  # expman-rs segments: not Parquet
         return _read_metric_files_one_by_one(store, files, keys)
-    good = []
-    if files:
-        fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
-        paths = [f for _e, _r, f in files]
-        factory = pads.FileSystemDatasetFactory(fs, paths, pads.ParquetFileFormat())
-        try:
-            schema = factory.inspect(fragments=None)  # every footer: schemas differ per run
-            good = files
-        except (pa.ArrowInvalid, OSError, TypeError) as exc:
-            # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
-            # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
-            if _is_missing(exc):
-                raise
-            good, schemas = [], []
-            for item in files:  # find the bad files one by one; keep the rest
-                try:
-                    schemas.append(store.parquet_file(item[2]).schema_arrow)
-                    good.append(item)
-                except Exception as err:  # noqa: BLE001 - a half-written file from a crash
-                    if _is_missing(err):
-                        raise
-                    _warn(f"expman: skipped unreadable metrics file "
-                          f"{store.display(item[2])}: {err}")
-            schema = pa.unify_schemas(schemas) if schemas else None
+    if not files:
+        return _empty_scan(keys)
+    fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
+    good, schema = _readable_metric_files(store, fs, files)
     if not good:
-        empty = _empty_metrics_table()
-        if keys is not None:
-            empty = empty.select(list(RESERVED_COLUMNS))
-        return empty.add_column(0, "run", pa.array([], pa.string())).add_column(
-            0, "experiment", pa.array([], pa.string()))
+        return _empty_scan(keys)
     metric_names = [n for n in schema.names if n not in RESERVED_COLUMNS]
     if keys is not None:
         metric_names = [k for k in keys if k in schema.names and k not in RESERVED_COLUMNS]
     columns = [c for c in RESERVED_COLUMNS if c in schema.names] + metric_names
+    table, index = _scan_in_file_order(store, fs, good, schema, columns)
+    exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
+    run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
+    names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
+    table = _strip_rows_key(table.select(columns).rename_columns(names))
+    return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+
+
+def _readable_metric_files(store, fs, files):
+    """(the files whose footers read, their unified schema): every footer is inspected, since
+    schemas differ per run; a file cut by a crash is skipped with a warning."""
+    paths = [f for _e, _r, f in files]
+    factory = pads.FileSystemDatasetFactory(fs, paths, pads.ParquetFileFormat())
+    try:
+        return files, factory.inspect(fragments=None)
+    except (pa.ArrowInvalid, OSError, TypeError) as exc:
+        # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
+        # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
+        if _is_missing(exc):
+            raise
+    good, schemas = [], []
+    for item in files:  # find the bad files one by one; keep the rest
+        try:
+            schemas.append(store.parquet_file(item[2]).schema_arrow)
+            good.append(item)
+        except Exception as err:  # noqa: BLE001 - a half-written file from a crash
+            if _is_missing(err):
+                raise
+            _warn(f"expman: skipped unreadable metrics file "
+                  f"{store.display(item[2])}: {err}")
+    return good, pa.unify_schemas(schemas) if schemas else None
+
+
+def _empty_scan(keys):
+    """What _scan_metric_files returns when no file could be read."""
+    empty = _empty_metrics_table()
+    if keys is not None:
+        empty = empty.select(list(RESERVED_COLUMNS))
+    return empty.add_column(0, "run", pa.array([], pa.string())).add_column(
+        0, "experiment", pa.array([], pa.string()))
+
+
+def _scan_in_file_order(store, fs, good, schema, columns):
+    """(the columns of every file in one table, rows in file order; each row's file index)."""
     fmt = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(
         pre_buffer=not store.is_local))  # coalesced reads pay off on object stores only
     dataset = pads.FileSystemDataset.from_paths([f for _e, _r, f in good], schema=schema,
@@ -5443,11 +5909,7 @@ def _scan_metric_files(store, files, keys):
         # files came back out of order: restore file order (a stable sort keeps rows in order)
         table = table.sort_by([("__fragment_index", "ascending"), ("__batch_index", "ascending")])
         index = table.column("__fragment_index").combine_chunks()
-    exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
-    run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
-    names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
-    table = _strip_rows_key(table.select(columns).rename_columns(names))
-    return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+    return table, index
 
 
 def _read_metric_files_one_by_one(store, files, keys):
@@ -5472,7 +5934,7 @@ def _read_metric_files_one_by_one(store, files, keys):
     return pa.concat_tables(tables, promote_options="default")
 
 
-# -- 9.4 run filters and tag expressions: "lr>0.01 AND (tag:base OR NOT status=failed)" ---------
+# -- 9.6 load_runs and run filters: "lr>0.01 AND (tag:base OR NOT status=failed)" ------------------
 #
 # One recursive-descent parser (no eval) reads two dialects:
 #   tags   (--tags, tags=)   a bare word is a tag, matched exactly; "a b" is an error.
@@ -5723,7 +6185,7 @@ def _filter_haystack(r):
 
 
 def _filter_getter(key):
-    """RUN_ROW -> [values] for a term's key (see the table at the top of 9.4)."""
+    """RUN_ROW -> [values] for a term's key (see the table at the top of 9.6)."""
     if key.lower() in _FILTER_FIELDS:
         return _FILTER_FIELDS[key.lower()]
     prefix, sep, rest = key.partition(":")
@@ -5741,7 +6203,7 @@ def _filter_getter(key):
 
 
 def _filter_term(term, text, at):
-    """The predicate of ``key OP value`` (see the table at the top of 9.4)."""
+    """The predicate of ``key OP value`` (see the table at the top of 9.6)."""
     key, op, value, regex, value_at, _end = term
     get = _filter_getter(key)
     number = None
@@ -5827,7 +6289,7 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     >>> expman.load_runs("experiments", "resnet", where="lr>0.01 AND min:val/loss<0.3")
 
     ``experiment`` is a name or a list of names (default: all); ``status`` a status or a
-    list; ``where`` a filter expression (section 9.4: params, metric last/min/max, status,
+    list; ``where`` a filter expression (section 9.6: params, metric last/min/max, status,
     tags, name ...). A metric named like one of the fixed columns is stored as
     ``metrics.<key>``.
     """
@@ -5888,7 +6350,7 @@ def _runs_table(records):
     return pa.table(data)
 
 
-# -- 9.5 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
+# -- 9.7 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
 
 def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     """Mark one run crashed if its heartbeat is stale and its process gone; returns a dict
@@ -5912,36 +6374,51 @@ def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     if not isinstance(status, str) or status.lower() != "running":
         return {**entry, "action": "skipped", "reason": f"status is {status!r}"}
     beat = _parse_iso(meta.get("heartbeat_at")) or _parse_iso(meta.get("started_at"))
-    interval = meta.get("heartbeat_secs")
-    if type(interval) not in (int, float) or interval <= 0:
-        interval = DEFAULT_HEARTBEAT_SECS
-    limit = STALE_HEARTBEATS * interval + 5 if stale is None else stale
     age = None if beat is None else round(now - beat, 1)
     entry.update(hostname=_text(meta.get("hostname")), pid=meta.get("pid"), heartbeat_age=age)
-    if age is not None and age < limit:
-        return {**entry, "action": "alive", "reason": f"heartbeat {age:.0f}s old"}
-    if meta.get("hostname") == _HOSTNAME and _pid_alive(meta.get("pid")):
-        return {**entry, "action": "alive", "reason": f"pid {meta.get('pid')} is running"}
-    why = (f"pid {meta.get('pid')} is gone" if meta.get("hostname") == _HOSTNAME
-           else f"heartbeat {age if age is not None else '?'}s old, from host "
-                f"{meta.get('hostname')}")
+    alive, why = _reap_verdict(meta, age, stale)
+    if alive:
+        return {**entry, "action": "alive", "reason": why}
     if dry_run:
         return {**entry, "action": "would-reap", "reason": why}
     if store.stat(meta_path) != stamp:
         return {**entry, "action": "alive", "reason": "run.yaml changed while reaping"}
+    store.write_atomic(meta_path, _yaml_dump(_crashed_meta(meta, beat, now)))
+    entry = {**entry, "action": "reaped", "reason": why}
+    if compact:
+        entry["compacted_segments"] = _compact_leftovers(store, path)
+    return entry
+
+
+def _reap_verdict(meta, age, stale):
+    """(alive, reason) for a run whose run.yaml says running and whose heartbeat is `age`
+    seconds old (None: unknown): alive while the heartbeat is fresher than `stale` seconds
+    (default: STALE_HEARTBEATS of its intervals + 5 s) or its pid runs on this host."""
+    interval = meta.get("heartbeat_secs")
+    if type(interval) not in (int, float) or interval <= 0:
+        interval = DEFAULT_HEARTBEAT_SECS
+    limit = STALE_HEARTBEATS * interval + 5 if stale is None else stale
+    if age is not None and age < limit:
+        return True, f"heartbeat {age:.0f}s old"
+    if meta.get("hostname") != _HOSTNAME:   # a pid on another host means nothing here
+        return False, (f"heartbeat {age if age is not None else '?'}s old, from host "
+                       f"{meta.get('hostname')}")
+    if _pid_alive(meta.get("pid")):
+        return True, f"pid {meta.get('pid')} is running"
+    return False, f"pid {meta.get('pid')} is gone"
+
+
+def _crashed_meta(meta, beat, now):
+    """meta (a running run's run.yaml), marked crashed at its last heartbeat by this process."""
     started = _parse_iso(meta.get("started_at"))
     # in the file's case: expman-rs cannot parse its run.yaml with a lower-case status
-    meta["status"] = "CRASHED" if status.isupper() else "crashed"
+    meta["status"] = "CRASHED" if meta["status"].isupper() else "crashed"
     meta["finished_at"] = meta.get("heartbeat_at") or _iso(now)
     if started is not None and beat is not None:
         meta["duration_secs"] = round(beat - started, 3)
     meta["reaped_at"] = _iso(now)
     meta["reaped_by"] = f"{_HOSTNAME} pid {os.getpid()}"
-    store.write_atomic(meta_path, _yaml_dump(meta))
-    entry = {**entry, "action": "reaped", "reason": why}
-    if compact:
-        entry["compacted_segments"] = _compact_leftovers(store, path)
-    return entry
+    return meta
 
 
 def _compact_leftovers(store, path):
@@ -5952,7 +6429,7 @@ def _compact_leftovers(store, path):
     return done + _SegmentLog.histograms(store, path).compact()
 
 
-# -- 9.6 streaming reads: export walks a run's rows a batch at a time ------------------------------
+# -- 9.8 streaming reads: export walks a run's rows a batch at a time ------------------------------
 
 class _MetricStream:
     """The rows load_metrics(run_dir) gives, as RecordBatches of at most ``batch_rows`` rows,
@@ -6341,9 +6818,6 @@ def _tb_import_plan(logdir):
     return logdir, dirs, [d for d in dirs if d not in merged], children
 
 
-_TB_IMPORT_FLUSH_ROWS = 16_384
-
-
 class _TBImport:
     """The write half of importing one directory: rows, texts and config go into one run as
     the reader (_TBRun) hands them over, so no more than _TBRows' window is held. The run is
@@ -6378,12 +6852,10 @@ class _TBImport:
 
     def row(self, step, wall, values):
         self.clock.now = _exact_micros(wall)
+        # a reading loop outruns the writer: the log call's backpressure (an honest byte
+        # estimate, waits of at most 2 ms) keeps the queue under MAX_PENDING_BYTES
         self.exp.log_metrics(values, step=step)
         self.rows += 1
-        if self.rows % _TB_IMPORT_FLUSH_ROWS == 0:
-            # a reading loop outruns the writer: let it catch up now and then, so the queue
-            # (not only the merge window) stays small whatever the file's size
-            self.exp.flush()
 
     def text(self, wall, step, tag, text):
         self._open(wall)
@@ -8190,7 +8662,7 @@ class _Api:
                                             if where is None or where(r)]}
 
     def where(self):
-        """The ``where`` query parameter as a RUN_ROW predicate (section 9.4), or None; a
+        """The ``where`` query parameter as a RUN_ROW predicate (section 9.6), or None; a
         malformed one is a 400 with ``error``, ``position`` (from 0) and ``expression``."""
         text = self.bottle.request.query.getunicode("where")
         try:
@@ -13483,7 +13955,7 @@ async function catchUp(rd) {
   finally { rd.catching = false; }
 }
 
-// --- 13.11 chart panel
+// --- 13.11 chart panel: one card per metric key, grouped by prefix (13.4 Charts draws them)
 const cards = new Map();        // metric key -> card {key, el, chart, loaded: Map(run -> version), zoom}
 const groups = new Map();       // prefix -> {el, grid, count}
 let chartsTimer = 0;
