@@ -747,6 +747,7 @@ def _image_size(data, ext):
 #   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
 #   └── <experiment>/
 #       ├── experiment.yaml             display_name, description, tags, created_at
+#       ├── .views/<name>.json          the dashboard's saved views (a URL hash each)
 #       ├── .catalog/                   the run catalog: one summary row per closed run
 #       │   ├── base-<ns>-<id>.jsonl    compacted rows (JSON lines), rewritten now and then
 #       │   └── part-<ns>-<id>.jsonl    rows added since: one file per close or listing
@@ -796,6 +797,10 @@ HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
 CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catalog" in section 9
 CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
+VIEWS_DIR = ".views"                    # <experiment>/.views/<name>.json: the page's saved views
+VIEW_MAX_BYTES = 16_384                 # one view: a URL hash and its name
+VIEW_NAME_RULE = ("a view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts "
+                  "with a letter or digit and does not end with a space or a dot")
 
 
 def _segment_name(start, end):
@@ -8476,6 +8481,10 @@ _ROUTES = (
     ("GET", "/api/projects", "_api_projects"),
     ("GET", "/api/experiments/<exp>/runs", "_api_runs"),
     ("GET", "/api/experiments/<exp>/metadata", "_api_experiment_meta"),
+    ("GET", "/api/experiments/<exp>/views", "_api_views"),
+    ("PUT", "/api/experiments/<exp>/views/<name>", "_api_view_save"),
+    ("POST", "/api/experiments/<exp>/views/<name>", "_api_view_save"),
+    ("DELETE", "/api/experiments/<exp>/views/<name>", "_api_view_delete"),
     ("GET", _RUN + "/metadata", "_api_run_meta"),
     ("PATCH", _RUN + "/metadata", "_api_run_meta_patch"),
     ("GET", _RUN + "/config", "_api_config"),
@@ -8681,6 +8690,78 @@ class _Api:
             self.fail(403, f"{EXPERIMENT_YAML} of {exp} is a link out of the experiment; "
                            f"not served")
         return _read_yaml(store, store.join(exp_path, EXPERIMENT_YAML))
+
+    # -- saved views: <experiment>/.views/<name>.json, one small file each -----------------
+    # One file per view, written whole (temp + rename; one PUT on object stores): two people
+    # saving different views never touch the same file, and the same view is last-writer-wins
+    # with no torn file. experiment.yaml would need a read-modify-write, and lose one of two.
+    def views_dir(self, exp):
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        if not _name_ok(exp) or not store.isdir(exp_path):
+            self.fail(404, f"no such experiment: {exp}")
+        return store.join(exp_path, VIEWS_DIR)
+
+    def view_name(self, name):
+        if not _view_name_ok(name):
+            self.fail(400, VIEW_NAME_RULE)
+        return name
+
+    def same_origin(self):
+        """Refuse a cross-site write: the Origin a browser sends must be this server."""
+        req = self.bottle.request
+        origin = req.get_header("Origin")
+        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
+            self.fail(403, f"cross-site request from {origin} refused")
+
+    def _api_views(self, exp):
+        store, folder = self.store, self.views_dir(exp)
+        views = []
+        for entry in sorted(store.listdir(folder), key=lambda e: e.name):
+            name = entry.name[:-5] if entry.name.endswith(".json") else None
+            if entry.is_dir or not _view_name_ok(name) or entry.size > VIEW_MAX_BYTES:
+                continue
+            path = store.join(folder, entry.name)
+            if _links_out(store, path):
+                continue
+            try:
+                view = json.loads(store.read_bytes(path))
+            except (OSError, ValueError):
+                continue  # deleted meanwhile, or not ours: the list skips it
+            if isinstance(view, dict) and isinstance(view.get("hash"), str):
+                views.append({"name": name, "hash": view["hash"],
+                              "saved_at": view.get("saved_at")})
+        return {"experiment": exp, "views": views}
+
+    def _api_view_save(self, exp, name):
+        req = self.bottle.request
+        self.same_origin()
+        if not (req.content_type or "").startswith("application/json"):
+            self.fail(415, "saving a view needs Content-Type: application/json")
+        folder, name = self.views_dir(exp), self.view_name(name)
+        try:
+            body = json.loads(req.body.read(VIEW_MAX_BYTES + 1) or b"{}")
+        except ValueError:
+            self.fail(400, "body is not valid JSON")
+        state = body.get("hash") if isinstance(body, dict) else None
+        if not isinstance(state, str) or len(state) > VIEW_MAX_BYTES - 200:
+            self.fail(400, "send an object {\"hash\": \"#exp=...\"} (the page's URL hash)")
+        if state and not state.startswith("#"):
+            state = "#" + state
+        view = {"name": name, "hash": state, "saved_at": _iso()}
+        self.store.mkdir(folder)
+        self.store.write_atomic(self.store.join(folder, name + ".json"),
+                                json.dumps(view, indent=1).encode())
+        return view
+
+    def _api_view_delete(self, exp, name):
+        self.same_origin()
+        folder, name = self.views_dir(exp), self.view_name(name)
+        path = self.store.join(folder, name + ".json")
+        if self.store.stat(path) is None:
+            self.fail(404, f"no view named {name!r} in {exp}")
+        self.store.delete(path)
+        return {"deleted": name}
 
     # -- one run: metadata, config, metrics, log -----------------------------------------
     def _api_run_meta(self, exp, run):
@@ -9111,6 +9192,15 @@ def _name_ok(name):
         return _safe_name(name) == name
     except InvalidInputError:  # '___', 300 characters: a clean 404 (it was a 500)
         return False
+
+
+_VIEW_NAME = re.compile(r"[^\W_][\w .,+=@()-]{0,79}")
+
+
+def _view_name_ok(name):
+    """True for a saved view's name: one safe file name, no leading dot, no trailing space."""
+    return (isinstance(name, str) and _VIEW_NAME.fullmatch(name) is not None
+            and not name.endswith((" ", ".")))
 
 
 def _links_out(store, path):
@@ -11805,6 +11895,32 @@ table.data th small { display: block; font-weight: 400; color: var(--muted); fon
 table.data td.num { text-align: right; font-family: var(--mono); }
 .preview-foot { font-size: 11.5px; color: var(--muted); margin-top: 6px; }
 .preview-binary { padding: 22px; text-align: center; color: var(--muted); }
+/* saved views, group by, params vs results (13.19-13.21) */
+#views { display: flex; align-items: center; gap: 6px; margin-left: 8px; }
+#view-picker { height: 26px; padding: 2px 6px; max-width: 220px; font-size: 12.5px; }
+#view-form { width: 280px; }
+#view-form input { width: 100%; }
+#view-error { color: var(--err); font-size: 12px; margin-top: 6px; }
+#view-error:empty { display: none; }
+.chart-head .x-label { font-size: 11px; color: var(--muted); white-space: nowrap; }
+.chart-head .x-label:empty { display: none; }
+#group-legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px; padding: 10px 12px 0; }
+#group-legend .group-by-name { font-size: 12px; color: var(--muted); margin-right: 2px; }
+#group-legend .chip i { height: 8px; width: 14px; border-radius: 3px; }
+#group-legend .chip .count { color: var(--muted); font-variant-numeric: tabular-nums; }
+#pvr-panel .panel-head { border-bottom: 0; }
+#pvr-panel.open .panel-head { border-bottom: 1px solid var(--border); }
+#pvr-panel:not(.open) .pvr-ctl { display: none; }
+#pvr-toggle .ico { transition: transform .15s; }
+#pvr-panel.open #pvr-toggle .ico { transform: rotate(90deg); }
+.seg { display: inline-flex; }
+.seg .btn { border-radius: 0; }
+.seg .btn:first-child { border-radius: 6px 0 0 6px; }
+.seg .btn:last-child { border-radius: 0 6px 6px 0; margin-left: -1px; }
+.seg .btn.on { background: var(--accent-soft); border-color: var(--accent); color: var(--accent); position: relative; }
+.pvr-wrap { position: relative; height: 320px; margin: 10px 12px 4px; }
+.pvr-wrap canvas { position: absolute; inset: 0; width: 100%; height: 100%; display: block; cursor: crosshair; }
+.pvr-hint { font-size: 11.5px; padding: 0 12px 10px; }
 @media (max-width: 900px) { #layout { grid-template-columns: 180px minmax(0, 1fr); } #filter { width: 200px; } }
 </style>
 </head>
@@ -11812,6 +11928,13 @@ table.data td.num { text-align: right; font-family: var(--mono); }
 <header id="topbar">
   <div class="brand"><span class="logo"><svg class="ico" width="15" height="15" viewBox="0 0 24 24"><path d="M4 17l5-6 4 3 7-9"/></svg></span>expman</div>
   <nav id="crumbs" aria-label="breadcrumb"><span class="sep" id="crumb-sep" hidden>/</span><span id="crumb-exp" data-testid="crumb-exp"></span></nav>
+  <div id="views" data-testid="views" hidden>
+    <select id="view-picker" data-testid="view-picker" aria-label="Saved views" title="Views saved into this experiment: open one to restore its runs, filter and chart settings"><option value="">Saved views</option></select>
+    <button id="view-save" class="btn small" type="button" data-testid="view-save" title="Save what you see (the URL's state) into the experiment, for everyone who opens it">Save view</button>
+    <button id="view-delete" class="icon-btn" type="button" data-testid="view-delete" title="Delete the chosen view" aria-label="Delete the chosen view" hidden>
+      <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M5 7h14M10 11v6M14 11v6M6 7l1 12h10l1-12M9 7V4h6v3"/></svg>
+    </button>
+  </div>
   <div class="spacer"></div>
   <span id="live-indicator" data-testid="live-indicator" data-state="connecting" title="Live updates"><i></i><span id="live-text">Connecting</span></span>
   <button id="theme-toggle" class="icon-btn" type="button" title="Toggle dark mode" aria-label="Toggle dark mode">
@@ -11870,6 +11993,22 @@ with expman.Experiment("my-experiment") as exp:
       </div>
       <div class="diff-scroll"><table id="diff-table" class="data" data-testid="diff-table"></table></div>
     </section>
+    <section id="pvr-panel" class="panel" data-testid="pvr-panel" hidden>
+      <div class="panel-head charts-toolbar">
+        <button id="pvr-toggle" class="icon-btn" type="button" aria-expanded="false" aria-label="Show params vs results" data-testid="pvr-toggle"><svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M9 6l6 6-6 6"/></svg></button>
+        <div class="title"><h2>Params vs results</h2><span id="pvr-note" class="muted" data-testid="pvr-note"></span></div>
+        <span class="pvr-ctl seg" role="group" aria-label="View">
+          <button type="button" class="btn small" data-pvr-mode="scatter" data-testid="pvr-scatter">Scatter</button><button type="button" class="btn small" data-pvr-mode="parallel" data-testid="pvr-parallel">Parallel coordinates</button>
+        </span>
+        <label class="pvr-ctl" id="pvr-x-label">X <select id="pvr-x" data-testid="pvr-x"></select></label>
+        <label class="pvr-ctl">Y <select id="pvr-y" data-testid="pvr-y"></select></label>
+        <button id="pvr-clear" class="btn small pvr-ctl" type="button" data-testid="pvr-clear" title="Remove the brushed ranges from the runs filter" hidden>Clear brush</button>
+      </div>
+      <div id="pvr-body" hidden>
+        <div class="pvr-wrap"><canvas id="pvr-canvas" data-testid="pvr-canvas"></canvas><div id="pvr-empty" class="empty-state" hidden></div></div>
+        <div class="pvr-hint muted">Drag across an axis (or a box on the scatter) to filter the runs to that range; click a point to select its run.</div>
+      </div>
+    </section>
     <section id="charts-panel" class="panel" data-testid="charts-panel" hidden>
       <div class="panel-head charts-toolbar">
         <div class="title"><h2>Charts</h2></div>
@@ -11884,7 +12023,14 @@ with expman.Experiment("my-experiment") as exp:
           <select id="xaxis" data-testid="xaxis">
             <option value="step">Step</option><option value="wall">Wall time</option>
             <option value="relative">Relative time</option>
+            <optgroup id="xaxis-metrics" label="Metric (joined by step)"></optgroup>
           </select>
+        </label>
+        <label title="Runs with the same value of a param (or the same tags) are drawn as one mean line with a band">Group by
+          <select id="group-by" data-testid="group-by"><option value="">None</option><option value="tags">Tags</option></select>
+        </label>
+        <label id="group-band-label" title="The band around a group's mean" hidden>Band
+          <select id="group-band" data-testid="group-band"><option value="minmax">Min / max</option><option value="std">± 1 std</option></select>
         </label>
         <label id="job-mode-label" title="How the selected ranks of one distributed job are drawn" hidden>Ranks
           <select id="job-mode" data-testid="job-mode">
@@ -11893,6 +12039,7 @@ with expman.Experiment("my-experiment") as exp:
         </label>
       </div>
       <div id="legend" data-testid="legend"></div>
+      <div id="group-legend" data-testid="group-legend" hidden></div>
       <div id="charts-notes" data-testid="charts-notes" hidden></div>
       <div id="charts" data-testid="charts"></div>
       <div id="charts-empty" class="empty-state" hidden></div>
@@ -11935,6 +12082,12 @@ with expman.Experiment("my-experiment") as exp:
   </div>
 </aside>
 <div id="columns-popover" class="popover" data-testid="columns-popover" hidden></div>
+<form id="view-form" class="popover" data-testid="view-form" hidden>
+  <h4>Save view</h4>
+  <input id="view-name" data-testid="view-name" type="text" maxlength="80" placeholder="Name, e.g. lr sweep" autocomplete="off" spellcheck="false">
+  <div class="row-actions"><button class="btn small primary" type="submit" data-testid="view-name-ok">Save</button><button class="btn small" type="button" id="view-cancel">Cancel</button></div>
+  <div id="view-error" data-testid="view-error" role="status"></div>
+</form>
 <div id="shortcuts" class="popover" data-testid="shortcuts" role="dialog" aria-label="Keyboard shortcuts" hidden>
   <h4>Keyboard</h4>
   <table class="kv">
@@ -12185,13 +12338,15 @@ const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : 
 //   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}),
 //   appendPoints(id, xs, ys), removeSeries(id), setXRange([x0, x1] | null),
 //   setYRange([y0, y1] | null), setGoal('min' | 'max' | null), hover(x | null), points(),
-//   yLabels(), bestPoints(), toCsv(), destroy(),
+//   yLabels(), xLabels(), bestPoints(), toCsv(), destroy(),
 //   callbacks chart.onZoom(x0, x1) / chart.onYZoom(y0, y1) / chart.onReset(),
-// plus Charts.configure({smoothing, logy, xFormat, hidden, highlight, clipOutliers}) shared by
-// every chart, and Charts.drawHeatmap / Charts.heatmapCell for the histogram panel.
+// plus Charts.configure({smoothing, logy, xFormat, xLabel, hidden, highlight, clipOutliers}) shared by
+// every chart (xFormat 'step' | 'wall' | 'relative' | 'metric': x is another metric named xLabel),
+// Charts.drawHeatmap / Charts.heatmapCell for the histogram panel, and Charts.drawScatter /
+// Charts.drawParallel for params vs results (13.19).
 // Charts draw only while on screen (IntersectionObserver) and at most once per frame.
 const Charts = (function () {
-  const options = { smoothing: 0, logy: false, xFormat: 'step', hidden: new Set(), highlight: null, clipOutliers: false };
+  const options = { smoothing: 0, logy: false, xFormat: 'step', xLabel: '', hidden: new Set(), highlight: null, clipOutliers: false };
   const dirtyCharts = new Set();
   const allCharts = new Set();
   let frameRequest = 0;
@@ -12344,6 +12499,7 @@ const Charts = (function () {
   }
   function fmtTickX(value, step) {
     if (options.xFormat === 'step') return compact(value);
+    if (options.xFormat === 'metric') return fmtTickY(value, { step: step });
     if (step < 1) {
       const decimals = Math.min(6, Math.max(1, -Math.floor(Math.log10(step) + 1e-9)));
       return (options.xFormat === 'relative' ? value : value % 60).toFixed(decimals) + 's';
@@ -12354,6 +12510,7 @@ const Charts = (function () {
     return fmtClock(date, step < 60);
   }
   function fmtX(value) {
+    if (options.xFormat === 'metric') return options.xLabel + ' ' + fmtNum(value);
     if (options.xFormat === 'step') return 'Step ' + (Number.isInteger(value) ? value.toLocaleString('en-US') : fmtNum(value));
     if (options.xFormat === 'relative') {
       return (Math.abs(value) < 10 ? fmtNum(Number(value.toPrecision(3))) + 's' : fmtDur(value)) + ' after start';
@@ -12584,6 +12741,7 @@ const Charts = (function () {
     this.bestShown = [];
     this.layout = null;
     this.shownLabels = [];
+    this.shownXLabels = [];
     this.visible = !seenObserver;
     this.stale = true;
     this.alive = true;
@@ -12662,6 +12820,10 @@ const Charts = (function () {
   Chart.prototype.yLabels = function () {
     return this.shownLabels.slice();
   };
+  // The x labels as last drawn: [{text, x}] (x in CSS px from the canvas left).
+  Chart.prototype.xLabels = function () {
+    return this.shownXLabels.slice();
+  };
   Chart.prototype.destroy = function () {
     this.alive = false;
     dirtyCharts.delete(this);
@@ -12693,6 +12855,7 @@ const Charts = (function () {
         continue;
       }
       for (let i = 0; i < count; i++) {
+        if (!isFiniteNumber(series.x[i])) continue;   // x from another metric: none before its first row
         x0 = Math.min(x0, series.x[i]);
         x1 = Math.max(x1, series.x[i]);
       }
@@ -12747,6 +12910,7 @@ const Charts = (function () {
     ctx.font = colours.font;
     ctx.textBaseline = 'middle';
     this.shownLabels = [];
+    this.shownXLabels = [];
     const list = [];
     for (const series of this.series.values()) {
       if (!options.hidden.has(series.id) && series.x.length) list.push(series);
@@ -12760,7 +12924,7 @@ const Charts = (function () {
       return;
     }
     if (x1 === x0) {
-      const pad = options.xFormat === 'step' ? 1 : Math.max(1, Math.abs(x0) * 1e-9);
+      const pad = options.xFormat === 'step' ? 1 : options.xFormat === 'metric' ? Math.abs(x0) * 0.1 || 1 : Math.max(1, Math.abs(x0) * 1e-9);
       x0 -= pad;
       x1 += pad;
     }
@@ -12804,7 +12968,8 @@ const Charts = (function () {
         : value => top + (1 - (value - low) / (high - low)) * plotHeight
     };
     const xTicks = options.xFormat === 'step' ? linTicks(x0, x1, plotWidth / 80, 1)
-      : timeTicks(x0, x1, plotWidth / 95, options.xFormat === 'wall');
+      : options.xFormat === 'metric' ? linTicks(x0, x1, plotWidth / 80)
+        : timeTicks(x0, x1, plotWidth / 95, options.xFormat === 'wall');
     const inPlotY = py => py >= top && py <= top + plotHeight + 1;
     // grid: minor log ticks faint, then the labelled lines
     ctx.lineWidth = 1;
@@ -12865,6 +13030,7 @@ const Charts = (function () {
       const centre = Math.min(Math.max(px, left + labelW / 2), width - labelW / 2 - 1);
       if (centre - labelW / 2 < lastRight + 8) continue;
       ctx.fillText(label, centre, top + plotHeight + 12);
+      this.shownXLabels.push({ text: label, x: centre });
       lastRight = centre + labelW / 2;
     }
     // series: bands, faint raw curves, then the (smoothed) curves on top
@@ -13236,8 +13402,171 @@ const Charts = (function () {
     theme = null;
     for (const chart of allCharts) request(chart);
   }
+
+  // Params vs results (13.19 owns the data and the brushing; this only draws). A spec holds
+  // axes [{label, ticks: [{u, text}]}] and marks in unit coordinates (0..1 along each axis):
+  // points [{id, units: [u per axis], color}] (color null: drawn faint, under the others) and
+  // boxes [{axis, from, to}] (parallel: a range on axis `axis`) or [{x0, x1, y0, y1}] (scatter).
+  // Both return the layout: unit <-> pixel functions and each mark's pixel position.
+  function prepareCanvas(canvas) {
+    const width = canvas.parentNode.clientWidth;
+    const height = canvas.parentNode.clientHeight;
+    const dpr = window.devicePixelRatio || 1;
+    fitCanvas(canvas, width, height, dpr);
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    ctx.font = getTheme().font;
+    return { ctx: ctx, width: width, height: height };
+  }
+  function styleVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+  function drawBoxes(ctx, rects) {
+    const colours = getTheme();
+    ctx.fillStyle = colours.zoom;
+    ctx.strokeStyle = colours.cross;
+    ctx.lineWidth = 1;
+    for (const rect of rects) {
+      ctx.fillRect(rect[0], rect[1], rect[2], rect[3]);
+      ctx.strokeRect(rect[0] + 0.5, rect[1] + 0.5, rect[2], rect[3]);
+    }
+  }
+  function markColour(mark, faint) {
+    return mark.color || faint;
+  }
+  function drawScatter(canvas, spec) {
+    const surface = prepareCanvas(canvas);
+    const ctx = surface.ctx;
+    const colours = getTheme();
+    const left = 64;
+    const top = 10;
+    const plotWidth = surface.width - left - 16;
+    const plotHeight = surface.height - top - 40;
+    const toX = unit => left + unit * plotWidth;
+    const toY = unit => top + (1 - unit) * plotHeight;
+    const layout = { left: left, top: top, plotWidth: plotWidth, plotHeight: plotHeight, toX: toX, toY: toY, marks: [] };
+    if (plotWidth < 20 || plotHeight < 20) return layout;
+    ctx.strokeStyle = colours.grid;
+    ctx.lineWidth = 1;
+    ctx.fillStyle = colours.text;
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'right';
+    ctx.beginPath();
+    let lastY = Infinity;
+    for (const tick of spec.axes[1].ticks) {
+      const py = Math.round(toY(tick.u)) + 0.5;
+      ctx.moveTo(left, py);
+      ctx.lineTo(left + plotWidth, py);
+      if (lastY - py < LABEL_GAP) continue;
+      ctx.fillText(tick.text, left - 6, py);
+      lastY = py;
+    }
+    ctx.textAlign = 'center';
+    let lastRight = -Infinity;
+    for (const tick of spec.axes[0].ticks) {
+      const px = Math.round(toX(tick.u)) + 0.5;
+      const labelWidth = ctx.measureText(tick.text).width;
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + plotHeight);
+      if (px - labelWidth / 2 < lastRight + 6) continue;
+      ctx.fillText(tick.text, px, top + plotHeight + 12);
+      lastRight = px + labelWidth / 2;
+    }
+    ctx.stroke();
+    ctx.strokeStyle = colours.axis;
+    ctx.strokeRect(left + 0.5, top + 0.5, plotWidth, plotHeight);
+    ctx.fillStyle = styleVar('--fg-2');
+    ctx.fillText(spec.axes[0].label, left + plotWidth / 2, surface.height - 8);
+    ctx.save();
+    ctx.translate(12, top + plotHeight / 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.fillText(spec.axes[1].label, 0, 0);
+    ctx.restore();
+    const faint = styleVar('--faint');
+    for (const mark of spec.points) {
+      const px = toX(mark.units[0]);
+      const py = toY(mark.units[1]);
+      ctx.globalAlpha = mark.color ? 0.9 : 0.6;
+      ctx.fillStyle = markColour(mark, faint);
+      ctx.beginPath();
+      ctx.arc(px, py, mark.color ? 4.5 : 3.5, 0, Math.PI * 2);
+      ctx.fill();
+      layout.marks.push({ id: mark.id, x: px, y: py, matched: !!mark.color });
+    }
+    ctx.globalAlpha = 1;
+    drawBoxes(ctx, spec.boxes.map(box => {
+      const x0 = toX(box.x0);
+      const y0 = toY(box.y1);
+      return [x0, y0, toX(box.x1) - x0, toY(box.y0) - y0];
+    }));
+    return layout;
+  }
+  function drawParallel(canvas, spec) {
+    const surface = prepareCanvas(canvas);
+    const ctx = surface.ctx;
+    const colours = getTheme();
+    const count = spec.axes.length;
+    const top = 26;
+    const plotHeight = surface.height - top - 24;
+    const gap = (surface.width - 112) / Math.max(1, count - 1);
+    const axisX = index => 56 + index * gap;
+    const toY = unit => top + (1 - unit) * plotHeight;
+    const layout = { top: top, plotHeight: plotHeight, gap: gap, axisX: axisX, toY: toY, marks: [] };
+    if (plotHeight < 20 || gap < 10) return layout;
+    const faint = styleVar('--faint');
+    ctx.lineWidth = 1.4;
+    for (const mark of spec.points) {
+      const ys = mark.units.map(toY);
+      ctx.globalAlpha = mark.color ? 0.8 : 0.45;
+      ctx.strokeStyle = markColour(mark, faint);
+      ctx.beginPath();
+      let penDown = false;
+      for (let i = 0; i < count; i++) {
+        if (!isFiniteNumber(ys[i])) {
+          penDown = false;
+          continue;
+        }
+        if (penDown) ctx.lineTo(axisX(i), ys[i]);
+        else ctx.moveTo(axisX(i), ys[i]);
+        penDown = true;
+      }
+      ctx.stroke();
+      layout.marks.push({ id: mark.id, x: axisX(count - 1), y: ys[count - 1], ys: ys, matched: !!mark.color });
+    }
+    ctx.globalAlpha = 1;
+    ctx.textBaseline = 'middle';
+    const labelColour = styleVar('--fg-2');
+    const shorten = (text, most) => text.length > most ? text.slice(0, most - 1) + '\u2026' : text;
+    for (let i = 0; i < count; i++) {
+      const axis = spec.axes[i];
+      const px = Math.round(axisX(i)) + 0.5;
+      const last = i === count - 1;
+      ctx.strokeStyle = colours.axis;
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + plotHeight);
+      ctx.stroke();
+      ctx.fillStyle = labelColour;
+      ctx.textAlign = 'center';
+      ctx.fillText(shorten(axis.label, 22), Math.min(surface.width - 40, Math.max(40, px)), 10);
+      ctx.fillStyle = colours.text;
+      ctx.textAlign = last ? 'left' : 'right';
+      let lastY = -Infinity;
+      for (const tick of axis.ticks.slice().sort((above, below) => below.u - above.u)) {
+        const py = toY(tick.u);
+        if (py - lastY < LABEL_GAP - 1) continue;
+        ctx.fillText(shorten(tick.text, 10), px + (last ? 5 : -5), py);
+        lastY = py;
+      }
+    }
+    drawBoxes(ctx, spec.boxes.map(box => [axisX(box.axis) - 7, toY(box.to), 14, toY(box.from) - toY(box.to)]));
+    return layout;
+  }
   return { create: canvas => new Chart(canvas), configure: configure, refreshTheme: refreshTheme,
-    drawHeatmap: drawHeatmap, heatmapCell: heatmapCell };
+    drawHeatmap: drawHeatmap, heatmapCell: heatmapCell,
+    drawScatter: drawScatter, drawParallel: drawParallel };
 })();
 
 // --- 13.5 state
@@ -13254,7 +13583,9 @@ const S = {
   smoothing: 0, logy: false, clipOutliers: false, xaxis: 'step', chartFilter: '',
   detail: null, detailToken: 0, editingDesc: false, prefetch: null,
   project: '', jobMode: 'overlay', openJobs: new Set(),
-  goals: new Map()              // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
+  goals: new Map(),             // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
+  groupBy: '', groupBand: 'minmax',   // 13.20: 'p:<param>' | 'tags' | ''; band 'minmax' | 'std'
+  pvr: { open: false, mode: 'scatter', x: '', y: '' }   // 13.19 params vs results (URL: pvr=)
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
@@ -13267,7 +13598,9 @@ function readHash() {
   const list = k => p.has(k) ? p.get(k).split(',').filter(Boolean) : null;
   const sm = parseFloat(p.get('smooth'));
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
-    logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
+    logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip',
+    x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 || /^m:./.test(p.get('x') || '') ? p.get('x') : 'step',
+    group: /^(p:.|tags$)/.test(p.get('group') || '') ? p.get('group') : '', gband: p.get('gband') === 'std' ? 'std' : 'minmax', pvr: readPvr(p.get('pvr')),
     run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
     project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay', goals: readGoals(p.get('goal')) };
 }
@@ -13299,6 +13632,9 @@ function writeHash(push) {
     if (S.project) put('project', S.project);
     if (S.jobMode !== 'overlay') put('ranks', S.jobMode);
     if (S.goals.size) put('goal', Array.from(S.goals).map(e => e[0] + ':' + (e[1] || 'none')).join(','));
+    if (S.groupBy) put('group', S.groupBy);
+    if (S.groupBy && S.groupBand !== 'minmax') put('gband', S.groupBand);
+    if (S.pvr.open) put('pvr', writePvr());
     const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
     if ((parts.length ? hs : '') === location.hash) return;
     if (push) history.pushState(null, '', hs); else history.replaceState(null, '', hs);
@@ -13322,8 +13658,9 @@ function applyChartSettings(hs) {
   $('#clip-outliers').checked = S.clipOutliers;
   $('#smoothing').value = String(S.smoothing); $('#smoothing-value').textContent = S.smoothing.toFixed(2);
   $('#logy').checked = S.logy;
-  if (S.xaxis !== hs.x) { S.xaxis = hs.x; $('#xaxis').value = hs.x; resetAllZoom(); }
-  Charts.configure({ smoothing: S.smoothing, logy: S.logy, clipOutliers: S.clipOutliers, xFormat: S.xaxis });
+  if (S.xaxis !== hs.x) { S.xaxis = hs.x; showXAxis(); resetAllZoom(); }
+  Charts.configure({ smoothing: S.smoothing, logy: S.logy, clipOutliers: S.clipOutliers, xFormat: xFormat(), xLabel: xMetric() });
+  applyGroupSettings(hs); applyPvrSettings(hs.pvr);
 }
 
 // --- 13.7 experiments
@@ -13359,7 +13696,7 @@ function renderExperiments() {
   }));
 }
 function showWelcome() {
-  $('#empty').hidden = false; $('#runs-panel').hidden = true; $('#charts-panel').hidden = true;
+  $('#empty').hidden = false; $('#runs-panel').hidden = true; $('#charts-panel').hidden = true; $('#pvr-panel').hidden = true;
   $('#media-panel').hidden = true; $('#hist-panel').hidden = true;
   $('#crumb-exp').textContent = '';
   if (S.health && S.health.root) $('#empty-root').textContent = S.health.root;
@@ -13369,12 +13706,13 @@ async function selectExperiment(name, opts) {
   const token = ++S.expToken;
   S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); colsCache = null;
   S.colPrefs = loadColPrefs(name); S.colWidths = loadColWidths(name);
-  $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
+  $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false; $('#pvr-panel').hidden = false;
   $('#crumb-exp').textContent = name; $('#crumb-sep').hidden = false; $('#exp-title').textContent = name;
   document.title = name + ' \u00b7 expman';
   const meta = S.experiments.find(e => e.name === name);
   $('#exp-desc').textContent = (meta && meta.description) || '';
   renderExperiments();
+  loadViews(name);
   // nothing of the previous experiment stays on screen, whether or not this one loads (the
   // stream is left alone: reopening it here would race the runs' first metric fetches)
   clearSelection();
@@ -13880,6 +14218,7 @@ function startTime(k, rd) {
 }
 function xsOf(rd, step, time) {
   if (S.xaxis === 'step') return step;
+  if (xMetric()) return joinX(rd, step);
   if (S.xaxis === 'wall') return time;
   const t0 = rd.t0 || 0; return time.map(t => t - t0);
 }
@@ -13892,7 +14231,7 @@ function applyRows(rd, series, next) {
     if (!s) { s = { step: [], time: [], value: [] }; rd.series.set(key, s); newKey = true; }
     for (let i = 0; i < add.step.length; i++) { s.step.push(add.step[i]); s.time.push(add.time[i]); s.value.push(add.value[i]); }
     if (s.step.length > COMPACT_AT) { compactSeries(s); rd.version = ++versionSeq; newKey = true; continue; }
-    if (inBand(rd.key)) { rd.version = ++versionSeq; newKey = true; continue; }
+    if (inBand(rd.key) || xMetric()) { rd.version = ++versionSeq; newKey = true; continue; }
     const c = cards.get(key);
     if (c && c.loaded.get(rd.key) === rd.version) c.chart.appendPoints(rd.key, xsOf(rd, add.step, add.time), add.value);
   }
@@ -13982,6 +14321,7 @@ function makeCard(k) {
     h('div', { class: 'chart-head' },
       h('span', { class: 'chart-title', title: k },
         i > 0 ? h('span', { class: 'chart-prefix', text: k.slice(0, i + 1) }) : null, i > 0 ? k.slice(i + 1) : k),
+      h('span', { class: 'x-label', 'data-testid': 'x-label', text: xMetric() ? 'vs ' + xMetric() : '' }),
       goal,
       h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'full', title: 'Full screen (f; Esc to leave)', text: '\u2922' }),
       h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'png', title: 'Download the chart as PNG', text: 'PNG' }),
@@ -13993,7 +14333,7 @@ function makeCard(k) {
   el.addEventListener('mouseenter', () => { hoveredCard = c; });
   el.querySelector('[data-tool=full]').addEventListener('click', () => toggleFull(c));
   el.querySelector('[data-tool=png]').addEventListener('click', () => canvas.toBlob(b => { if (b) download(b, fileName(k) + '.png'); }));
-  el.querySelector('[data-tool=csv]').addEventListener('click', () => download(new Blob([chart.toCsv(S.xaxis === 'step' ? 'step' : S.xaxis === 'wall' ? 'unix_time' : 'seconds')], { type: 'text/csv' }), fileName(k) + '.csv'));
+  el.querySelector('[data-tool=csv]').addEventListener('click', () => download(new Blob([chart.toCsv(xMetric() || (S.xaxis === 'step' ? 'step' : S.xaxis === 'wall' ? 'unix_time' : 'seconds'))], { type: 'text/csv' }), fileName(k) + '.csv'));
   goal.addEventListener('click', () => {
     const next = { min: 'max', max: null }[goalOf(k)];   // min -> max -> none -> min
     S.goals.set(k, next === undefined ? 'min' : next);
@@ -14069,6 +14409,7 @@ function syncCharts() {
     }
   }
   for (const c of cards.values()) syncCardSeries(c);
+  syncXAxisOptions(keys); syncGroupPicker(); renderGroupLegend();
   const empty = $('#charts-empty');
   let msg = null;
   if (!S.selected.length) msg = ['No runs selected', 'Tick runs in the table above to compare their metrics here.'];
@@ -14087,7 +14428,7 @@ function syncCharts() {
   notes.textContent = bad.length ? '\u26a0 Metrics unreadable, nothing drawn for ' + bad.join('; ') : '';
 }
 function syncCardSeries(c) {
-  const present = new Set(), bands = bandJobs();
+  const present = new Set(), bands = groupBands() || bandJobs();
   syncBandSeries(c, bands, present);
   for (const k of S.selected) {
     if (bands.members.has(k)) continue;
@@ -14114,6 +14455,7 @@ async function zoomCard(c, x0, x1) {
   const token = ++c.zoomToken;
   c.el.classList.add('zoomed');
   c.zoom = { x0: x0, x1: x1, fine: new Map() };
+  if (xMetric()) return;   // x is another metric: no step range to ask the server for
   const mp = maxPoints(), jobs = [];
   for (const k of Array.from(c.loaded.keys())) {
     const rd = data.get(k); if (!rd || !rd.downsampled) continue;
@@ -14184,6 +14526,7 @@ function toggleHidden(keys, hide) {
   for (const k of keys) { if (hide) S.hidden.add(k); else S.hidden.delete(k); }
   Charts.configure({ hidden: new Set(S.hidden), highlight: null });
   renderLegend(); writeHash();
+  if (S.groupBy) scheduleCharts();   // a group's band is redrawn from the runs still shown
 }
 
 // --- 13.12 media panel
@@ -14489,29 +14832,35 @@ function bandJobs(withHidden) {
   $('#job-mode-label').hidden = !S.selected.some(k => jobId(known.get(k)));
   return { jobs: jobs, members: members };
 }
-function inBand(k) { return S.jobMode === 'band' && bandJobs().members.has(k); }
+function inBand(k) { return (!!S.groupBy && S.selectedSet.has(k)) || (S.jobMode === 'band' && bandJobs().members.has(k)); }
 // Ranks log the same steps: aggregate by step (x is the mean x of the ranks at that step).
+// Groups of runs (13.20 group by) come through here too: bands.prefix/colorFor/labelFor name
+// and colour their series, bands.std draws mean +- one standard deviation instead of min/max.
 function syncBandSeries(c, bands, present) {
   for (const [g, keys] of bands.jobs) {
-    const id = 'job:' + g, version = keys.map(k => k + '@' + data.get(k).version).join(',');
+    const id = (bands.prefix || 'job:') + g, version = (bands.std ? 'std:' : '') + (bands.colorFor ? bands.colorFor(g) : '') + keys.map(k => k + '@' + data.get(k).version).join(',');
     const acc = new Map();
     for (const k of keys) {
       const rd = data.get(k), s = rd.series.get(c.key); if (!s) continue;
       const xs = xsOf(rd, s.step, s.time);
       for (let i = 0; i < s.step.length; i++) {
         const v = s.value[i]; let a = acc.get(s.step[i]);
-        if (!a) { a = { x: 0, n: 0, sum: 0, k: 0, lo: Infinity, hi: -Infinity }; acc.set(s.step[i], a); }
+        if (!a) { a = { x: 0, n: 0, sum: 0, sq: 0, k: 0, lo: Infinity, hi: -Infinity }; acc.set(s.step[i], a); }
         a.x += xs[i]; a.n++;
-        if (v > -Infinity && v < Infinity) { a.sum += v; a.k++; if (v < a.lo) a.lo = v; if (v > a.hi) a.hi = v; }
+        if (v > -Infinity && v < Infinity) { a.sum += v; a.sq += v * v; a.k++; if (v < a.lo) a.lo = v; if (v > a.hi) a.hi = v; }
       }
     }
     if (!acc.size) continue;
     present.add(id);
     if (c.loaded.get(id) === version) continue;
     const steps = Array.from(acc.keys()).sort((a, b) => a - b), d = { x: [], y: [], lo: [], hi: [] };
-    for (const st of steps) { const a = acc.get(st); d.x.push(a.x / a.n); d.y.push(a.k ? a.sum / a.k : NaN); d.lo.push(a.k ? a.lo : NaN); d.hi.push(a.k ? a.hi : NaN); }
+    for (const st of steps) {
+      const a = acc.get(st), mean = a.k ? a.sum / a.k : NaN, sd = a.k ? Math.sqrt(Math.max(0, a.sq / a.k - mean * mean)) : NaN;
+      d.x.push(a.x / a.n); d.y.push(mean); d.lo.push(!a.k ? NaN : bands.std ? mean - sd : a.lo); d.hi.push(!a.k ? NaN : bands.std ? mean + sd : a.hi);
+    }
     const first = known.get(keys[0]) || {};
-    c.chart.setSeries(id, { x: d.x, y: d.y, lo: d.lo, hi: d.hi, color: colorOf(keys[0]), label: (first.group || g) + ' (mean of ' + keys.length + ' ranks)' });
+    c.chart.setSeries(id, { x: d.x, y: d.y, lo: d.lo, hi: d.hi, color: bands.colorFor ? bands.colorFor(g) : colorOf(keys[0]),
+      label: bands.labelFor ? bands.labelFor(g, keys) : (first.group || g) + ' (mean of ' + keys.length + ' ranks)' });
     c.loaded.set(id, version);
   }
 }
@@ -14952,6 +15301,453 @@ async function previewArtifact(k, a) {
   box.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
 }
 
+// --- 13.19 params vs results
+// A scatter (a param or a metric's last value on x, a metric on y) and parallel coordinates
+// (the params that vary, then the y metric) over the experiment's runs, drawn on one canvas
+// by hand. Runs the runs filter matches are drawn in colour (a selected run in its own
+// colour), the others faint, so brushing does not move the axes under the pointer. Dragging
+// along an axis (or a box on the scatter) brushes a range; the brushes become terms of the runs
+// filter, e.g. "lr>=0.001 lr<=0.01" (side by side: AND), which the table applies.
+const PVR_MAX_AXES = 8;
+const pvr = { brushes: new Map(), base: null, expr: '', layout: null, drag: null, frame: 0, fields: [] };
+let pvrShown = [];              // [{run, x, y}] of the points as last drawn (CSS px; tests read it)
+function readPvr(text) {
+  const out = { open: false, mode: 'scatter', x: '', y: '' };
+  if (!text) return out;
+  const parts = text.split(',');
+  out.open = true; out.mode = parts[0] === 'parallel' ? 'parallel' : 'scatter';
+  out.x = parts[1] ? decodeURIComponent(parts[1]) : ''; out.y = parts[2] ? decodeURIComponent(parts[2]) : '';
+  return out;
+}
+function writePvr() { return [S.pvr.mode, enc(S.pvr.x), enc(S.pvr.y)].join(','); }
+function applyPvrSettings(p) {
+  if (p.open === S.pvr.open && p.mode === S.pvr.mode && p.x === S.pvr.x && p.y === S.pvr.y) return;
+  S.pvr = { open: p.open, mode: p.mode, x: p.x, y: p.y };
+  showPvr();
+}
+function pvrRows() { return Array.from(S.rows.values()); }
+function pvrMatched() { return new Set((S.matchedRows || pvrRows()).map(r => r.name)); }
+// The fields a run can be placed by: 'p:<param>' (numbers; strings and bools as categories)
+// and 'm:<metric>' (its last value).
+function pvrFields(rows) {
+  const params = [], metrics = [];
+  for (const k of Array.from(S.paramKeys).sort(natural)) {
+    const seen = new Set();
+    for (const r of rows) { const v = r.params ? r.params[k] : undefined; if (!isNull(v) && typeof v !== 'object') seen.add(fmtValue(v)); }
+    if (seen.size) params.push({ id: 'p:' + k, key: k, kind: 'param', varies: seen.size > 1 });
+  }
+  for (const k of Array.from(S.metricKeys).sort(natural)) metrics.push({ id: 'm:' + k, key: k, kind: 'metric', varies: true });
+  return { params: params, metrics: metrics };
+}
+function pvrValue(r, id) {
+  const v = id.slice(0, 2) === 'p:' ? (r.params ? r.params[id.slice(2)] : undefined) : (r.summary ? r.summary[id.slice(2)] : undefined);
+  if (isNull(v) || typeof v === 'object') return null;
+  if (typeof v === 'number' || (id.slice(0, 2) === 'm:' && isFinite(num(v)))) return num(v);
+  return fmtValue(v);
+}
+// The name the runs filter knows a field by: the bare key, or p:/m: when a param and a metric share it.
+const OWN_KEYS = new Set(['name', 'status', 'tag', 'tags', 'project', 'group', 'host', 'description', 'rank', 'step', 'rows', 'duration']);
+function pvrFilterKey(id) {
+  const key = id.slice(2), prefix = (S.paramKeys.has(key) && S.metricKeys.has(key)) || OWN_KEYS.has(key.toLowerCase()) ? id.slice(0, 2) : '';
+  return prefix + (/^[\w./-]+$/.test(key) ? key : '"' + key.replace(/"/g, '\\"') + '"');
+}
+// One axis: numbers on a linear scale padded 5 %, or categories spread evenly.
+function pvrAxis(id, rows) {
+  const values = rows.map(r => pvrValue(r, id)), nums = values.filter(v => typeof v === 'number' && isFinite(v));
+  const cats = Array.from(new Set(values.filter(v => typeof v === 'string'))).sort(natural);
+  if (cats.length && cats.length >= nums.length) {
+    return { id: id, cats: cats, toUnit: v => cats.length < 2 ? 0.5 : cats.indexOf(String(v)) / (cats.length - 1), label: id.slice(2) };
+  }
+  let lo = Math.min.apply(null, nums), hi = Math.max.apply(null, nums);
+  if (nums.length > 1 && lo > 0 && hi / lo >= 50) {   // learning rates and the like: a log axis
+    const l0 = Math.log10(lo) - 0.05 * Math.log10(hi / lo), l1 = Math.log10(hi) + 0.05 * Math.log10(hi / lo);
+    return { id: id, log: true, lo: l0, hi: l1, toUnit: v => typeof v === 'number' && v > 0 ? (Math.log10(v) - l0) / (l1 - l0) : NaN,
+      fromUnit: u => Math.pow(10, l0 + u * (l1 - l0)), label: id.slice(2) + ' (log)' };
+  }
+  if (!nums.length) { lo = 0; hi = 1; }
+  if (hi === lo) { lo -= Math.abs(lo) * 0.1 || 1; hi += Math.abs(hi) * 0.1 || 1; }
+  const pad = (hi - lo) * 0.05;
+  lo -= pad; hi += pad;
+  return { id: id, lo: lo, hi: hi, toUnit: v => typeof v === 'number' && isFinite(v) ? (v - lo) / (hi - lo) : NaN,
+    fromUnit: u => lo + u * (hi - lo), label: id.slice(2) };
+}
+function pvrTicks(axis, count) {
+  if (axis.cats) return axis.cats.map(c => ({ u: axis.toUnit(c), text: c }));
+  if (axis.log) {
+    const out = [], every = Math.max(1, Math.ceil((axis.hi - axis.lo) / Math.max(1, count)));
+    for (let d = Math.ceil(axis.lo); d <= axis.hi; d++) {
+      for (const m of (axis.hi - axis.lo) * 3 <= count ? [1, 2, 5] : [1]) {
+        const v = m * Math.pow(10, d), u = axis.toUnit(v);
+        if (u >= 0 && u <= 1 && (m > 1 || d % every === 0)) out.push({ u: u, text: fmtNum(v) });
+      }
+    }
+    return out;
+  }
+  const span = axis.hi - axis.lo, raw = span / Math.max(1, count), p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+  const step = (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * p, out = [];
+  const decimals = Math.max(0, Math.min(10, -Math.floor(Math.log10(step) + 1e-9)));
+  for (let v = Math.ceil(axis.lo / step) * step; v <= axis.hi + 1e-9 * span && out.length < 30; v += step) {
+    const a = Math.abs(v);
+    out.push({ u: axis.toUnit(v), text: a && (a >= 1e5 || a < 1e-4) ? Number(v.toPrecision(3)).toExponential().replace('e+', 'e') : v.toFixed(decimals) });
+  }
+  return out;
+}
+function showPvr() {
+  const panel = $('#pvr-panel');
+  panel.classList.toggle('open', S.pvr.open);
+  $('#pvr-body').hidden = !S.pvr.open;
+  $('#pvr-toggle').setAttribute('aria-expanded', S.pvr.open ? 'true' : 'false');
+  for (const b of document.querySelectorAll('[data-pvr-mode]')) b.classList.toggle('on', b.getAttribute('data-pvr-mode') === S.pvr.mode);
+  $('#pvr-x-label').hidden = S.pvr.mode !== 'scatter';
+  schedulePvr();
+}
+function schedulePvr() {
+  if (pvr.frame || !S.pvr.open || $('#pvr-panel').hidden) return;
+  pvr.frame = requestAnimationFrame(() => { pvr.frame = 0; drawPvr(); });
+}
+function syncPvrPickers(fields) {
+  const all = fields.params.concat(fields.metrics), ids = new Set(all.map(f => f.id));
+  const fill = (sel, list, want) => {
+    const sig = list.map(f => f.id).join('\n');
+    if (sel.getAttribute('data-sig') !== sig) {
+      const group = (label, items) => items.length ? h('optgroup', { label: label }, items.map(f => h('option', { value: f.id, text: f.key }))) : null;
+      sel.replaceChildren.apply(sel, [group('Params', list.filter(f => f.kind === 'param')), group('Metrics (last value)', list.filter(f => f.kind === 'metric'))].filter(Boolean));
+      sel.setAttribute('data-sig', sig);
+    }
+    sel.value = want;
+  };
+  // defaults: the first param that varies against the first metric with a goal
+  // (S.pvr keeps what the URL or the user asked for, even while the runs are still loading)
+  const x = ids.has(S.pvr.x) ? S.pvr.x : (fields.params.find(f => f.varies) || all[0] || { id: '' }).id;
+  const y = ids.has(S.pvr.y) && S.pvr.y.slice(0, 2) === 'm:' ? S.pvr.y : (fields.metrics.find(f => goalOf(f.key)) || fields.metrics[0] || { id: '' }).id;
+  fill($('#pvr-x'), all, x);
+  fill($('#pvr-y'), fields.metrics, y);
+  return [x, y];
+}
+function drawPvr() {
+  const canvas = $('#pvr-canvas');
+  const rows = pvrRows(), fields = pvrFields(rows);
+  const xy = syncPvrPickers(fields);
+  const matched = pvrMatched();
+  $('#pvr-note').textContent = rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' : '';
+  $('#pvr-clear').hidden = !pvr.brushes.size;
+  const ids = S.pvr.mode === 'scatter' ? xy
+    : fields.params.filter(f => f.varies).slice(0, PVR_MAX_AXES - 1).map(f => f.id).concat(xy[1] ? [xy[1]] : []);
+  const ok = rows.length && ids.length >= 2 && ids.every(Boolean);
+  $('#pvr-empty').hidden = !!ok;
+  $('#pvr-empty').textContent = rows.length ? 'Params vs results needs a param that varies between the runs and a metric.' : 'No runs.';
+  canvas.hidden = !ok;
+  pvrShown = [];
+  if (!ok) { pvr.layout = null; return; }
+  const axes = ids.map(id => pvrAxis(id, rows)), accent = getComputedStyle(document.documentElement).getPropertyValue('--accent').trim();
+  const points = rows.map(r => ({ id: r.name, units: axes.map(a => a.toUnit(pvrValue(r, a.id))), color: pvrColor(r, matched, accent) }))
+    .filter(p => S.pvr.mode !== 'scatter' || (isFinite(p.units[0]) && isFinite(p.units[1])))
+    .sort((a, b) => (a.color ? 1 : 0) - (b.color ? 1 : 0));   // the runs the filter matches on top
+  const spec = { axes: axes.map(a => ({ label: a.label, ticks: pvrTicks(a, S.pvr.mode === 'scatter' ? 8 : 7) })), points: points, boxes: pvrBoxes(axes) };
+  const layout = S.pvr.mode === 'scatter' ? Charts.drawScatter(canvas, spec) : Charts.drawParallel(canvas, spec);
+  pvr.layout = Object.assign({ mode: S.pvr.mode, axes: axes }, layout);
+  pvrShown = layout.marks.map(m => Object.assign({ run: m.id }, m));
+}
+// a run the filter matches: its own colour when selected, else the accent; the others faint (null)
+function pvrColor(r, matched, accent) {
+  const k = S.exp + '/' + r.name;
+  return !matched.has(r.name) ? null : S.selectedSet.has(k) ? colorOf(k) : accent;
+}
+// The brushes (and a drag in progress) in unit coordinates, for the drawing.
+function pvrBoxes(axes) {
+  const boxes = [], d = pvr.drag;
+  if (S.pvr.mode === 'scatter') {
+    const span = (a, b) => b ? [a.toUnit(b[0]), a.toUnit(b[1])] : [0, 1];
+    if (pvr.brushes.has(axes[0].id) || pvr.brushes.has(axes[1].id)) {
+      const sx = span(axes[0], pvr.brushes.get(axes[0].id)), sy = span(axes[1], pvr.brushes.get(axes[1].id));
+      boxes.push({ x0: sx[0], x1: sx[1], y0: sy[0], y1: sy[1] });
+    }
+    if (d) boxes.push({ x0: Math.min(d.from[0], d.to[0]), x1: Math.max(d.from[0], d.to[0]), y0: Math.min(d.from[1], d.to[1]), y1: Math.max(d.from[1], d.to[1]) });
+  } else {
+    axes.forEach((a, i) => { const b = pvr.brushes.get(a.id); if (b) boxes.push({ axis: i, from: a.toUnit(b[0]), to: a.toUnit(b[1]) }); });
+    if (d) boxes.push({ axis: d.axis, from: Math.min(d.from[1], d.to[1]), to: Math.max(d.from[1], d.to[1]) });
+  }
+  return boxes;
+}
+// Ends of a brushed range, rounded outwards to 4 significant digits so the filter text stays short.
+function roundOut(value, up) {
+  if (!value || !isFinite(value)) return value;
+  const p = Math.pow(10, Math.floor(Math.log10(Math.abs(value))) - 3);
+  return Number(((up ? Math.ceil(value / p) : Math.floor(value / p)) * p).toPrecision(4));
+}
+function setBrush(axis, u0, u1) {
+  if (axis.cats || Math.abs(u1 - u0) < 0.01) { pvr.brushes.delete(axis.id); return; }
+  const lo = axis.fromUnit(Math.max(0, Math.min(u0, u1))), hi = axis.fromUnit(Math.min(1, Math.max(u0, u1)));
+  pvr.brushes.set(axis.id, [roundOut(lo, false), roundOut(hi, true)]);
+}
+// The brushes as runs-filter terms, ANDed onto whatever the filter held before brushing began.
+function applyBrushes() {
+  if (pvr.base === null || S.filter !== pvr.expr) pvr.base = S.filter === pvr.expr ? '' : S.filter;
+  const terms = [];
+  for (const [id, b] of pvr.brushes) { const k = pvrFilterKey(id); terms.push(k + '>=' + fmtNum(b[0]), k + '<=' + fmtNum(b[1])); }
+  // Terms side by side: the page's own filter (13.8) and the server's where= language (9.4)
+  // both read them as AND; the latter also reads an explicit AND, which the former does not.
+  const brush = terms.join(' ');
+  const base = / OR |\|\|/i.test(pvr.base || '') ? '(' + pvr.base + ')' : pvr.base;
+  const text = [base, brush].filter(Boolean).join(' ');
+  pvr.expr = text;
+  if (!pvr.brushes.size) pvr.base = null;
+  S.filter = text; $('#filter').value = text;
+  renderTable(); writeHash();
+  schedulePvr();
+}
+function bindPvr() {
+  const canvas = $('#pvr-canvas');
+  $('#pvr-toggle').addEventListener('click', () => { S.pvr.open = !S.pvr.open; showPvr(); writeHash(); });
+  for (const b of document.querySelectorAll('[data-pvr-mode]')) {
+    b.addEventListener('click', () => { S.pvr.mode = b.getAttribute('data-pvr-mode'); showPvr(); writeHash(); });
+  }
+  $('#pvr-x').addEventListener('change', e => { S.pvr.x = e.target.value; schedulePvr(); writeHash(); });
+  $('#pvr-y').addEventListener('change', e => { S.pvr.y = e.target.value; schedulePvr(); writeHash(); });
+  $('#pvr-clear').addEventListener('click', () => { pvr.brushes.clear(); applyBrushes(); });
+  const local = e => { const b = canvas.getBoundingClientRect(); return [e.clientX - b.left, e.clientY - b.top]; };
+  // pixel -> units of the plot's axes (x along the scatter's x, y along every vertical axis)
+  const units = (L, at) => [L.mode === 'scatter' ? (at[0] - L.left) / L.plotWidth : 0, 1 - (at[1] - L.top) / L.plotHeight];
+  canvas.addEventListener('mousedown', e => {
+    const L = pvr.layout; if (!L || e.button !== 0) return;
+    e.preventDefault();
+    const start = local(e);
+    let axis = -1;
+    if (L.mode === 'parallel') {
+      L.axes.forEach((a, i) => { if (Math.abs(L.axisX(i) - start[0]) < 16) axis = i; });
+      if (axis < 0) return;
+    }
+    const clamp = u => [Math.max(0, Math.min(1, u[0])), Math.max(0, Math.min(1, u[1]))];
+    const d = { axis: axis, start: start, end: start, from: clamp(units(L, start)), to: clamp(units(L, start)) };
+    pvr.drag = d;
+    const move = ev => { d.end = local(ev); d.to = clamp(units(L, d.end)); drawPvr(); };
+    const up = () => {
+      window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up);
+      pvr.drag = null;
+      const dx = Math.abs(d.end[0] - d.start[0]), dy = Math.abs(d.end[1] - d.start[1]);
+      if (dx < 4 && dy < 4) { pvrClick(L, d.start); drawPvr(); return; }
+      if (L.mode === 'scatter') {
+        if (dx >= 4) setBrush(L.axes[0], d.from[0], d.to[0]); else pvr.brushes.delete(L.axes[0].id);
+        if (dy >= 4) setBrush(L.axes[1], d.from[1], d.to[1]); else pvr.brushes.delete(L.axes[1].id);
+      } else setBrush(L.axes[axis], d.from[1], d.to[1]);
+      applyBrushes();
+    };
+    window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
+  });
+  canvas.addEventListener('mousemove', e => {
+    if (pvr.drag || !pvr.layout) return;
+    const hit = pvrHit(pvr.layout, local(e));
+    canvas.title = hit ? hit.name + ' \u00b7 ' + pvr.layout.axes.map(a => a.label + ' ' + fmtValue(pvrValue(hit, a.id))).join(', ') : '';
+  });
+  // the table's filter or rows changed: redraw (the table re-renders its body then)
+  if (window.MutationObserver) new window.MutationObserver(schedulePvr).observe($('#runs-table'), { childList: true, subtree: true });
+  window.addEventListener('resize', schedulePvr);
+}
+function pvrHit(L, at) {
+  let best = null, bestD = 64;
+  if (L.mode === 'scatter') {
+    for (const p of pvrShown) { const d = (p.x - at[0]) ** 2 + (p.y - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(p.run); } }
+  } else {
+    const i = Math.round((at[0] - L.axisX(0)) / L.gap);
+    if (i < 0 || i >= L.axes.length || Math.abs(L.axisX(i) - at[0]) > 12) return null;
+    for (const s of pvrShown) { const d = (s.ys[i] - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(s.run); } }
+  }
+  return best;
+}
+function pvrClick(L, at) {
+  const r = pvrHit(L, at);
+  if (r) { const k = S.exp + '/' + r.name; toggleRun(k, !S.selectedSet.has(k)); }
+}
+
+// --- 13.20 group by
+// Runs of the selection with the same value of a param (or the same tags) are drawn as one
+// series per group: their mean by step with a min/max or +-1 std band, through the ranks' band
+// code (syncBandSeries). A group legend lists the value, the runs in it and its colour.
+let groupList = [];             // [{value, keys, color}] as last drawn
+function groupValue(k) {
+  const r = known.get(k) || {};
+  if (S.groupBy === 'tags') return (r.tags || []).slice().sort(natural).join(', ') || '(no tags)';
+  const v = r.params ? r.params[S.groupBy.slice(2)] : undefined;
+  return isNull(v) ? '(not set)' : fmtValue(v);
+}
+function groupBands(withHidden) {
+  if (!S.groupBy) return null;
+  const jobs = new Map(), members = new Set(), raw = new Map();
+  for (const k of S.selected) {
+    const rd = data.get(k);
+    if (!rd || !rd.ready || rd.error) continue;
+    const g = groupValue(k);
+    const params = S.groupBy !== 'tags' && known.get(k) ? known.get(k).params : null;   // numbers sort as numbers
+    if (!raw.has(g)) raw.set(g, params && !isNull(params[S.groupBy.slice(2)]) ? params[S.groupBy.slice(2)] : g);
+    members.add(k);
+    if (S.hidden.has(k) && !withHidden) continue;
+    if (!jobs.has(g)) jobs.set(g, []);
+    jobs.get(g).push(k);
+  }
+  const order = Array.from(raw.keys()).sort((a, b) => cmpValues(raw.get(a), raw.get(b)));
+  const colour = new Map(order.map((g, i) => [g, PALETTE[i % PALETTE.length]]));
+  const sorted = new Map(order.filter(g => jobs.has(g)).map(g => [g, jobs.get(g)]));
+  groupList = order.map(g => ({ value: g, keys: S.selected.filter(k => members.has(k) && groupValue(k) === g), color: colour.get(g) }));
+  const name = S.groupBy === 'tags' ? 'tags' : S.groupBy.slice(2);
+  return { jobs: sorted, members: members, prefix: 'grp:', std: S.groupBand === 'std', colorFor: g => colour.get(g),
+    labelFor: (g, keys) => name + ' = ' + g + ' (mean of ' + keys.length + (keys.length === 1 ? ' run)' : ' runs)') };
+}
+function resetSeries() {
+  for (const c of cards.values()) { c.chart.setXRange(null); c.zoomToken++; c.zoom = null; c.el.classList.remove('zoomed'); for (const id of c.loaded.keys()) c.chart.removeSeries(id); c.loaded.clear(); }
+  scheduleCharts();
+}
+function setGroupBy(by, band) {
+  if (S.groupBy === by && S.groupBand === band) return;
+  S.groupBy = by; S.groupBand = band;
+  $('#group-by').value = by; $('#group-band').value = band; $('#group-band-label').hidden = !by;
+  resetSeries(); renderLegend(); renderGroupLegend();
+}
+function applyGroupSettings(hs) { syncGroupPicker(hs.group); setGroupBy(hs.group, hs.gband); }
+function syncGroupPicker(extra) {
+  const sel = $('#group-by'), keys = Array.from(S.paramKeys).sort(natural);
+  const want = extra !== undefined ? extra : S.groupBy;
+  if (want && want.slice(0, 2) === 'p:' && keys.indexOf(want.slice(2)) < 0) keys.push(want.slice(2));
+  const sig = keys.join('\n');
+  if (sel.getAttribute('data-sig') !== sig) {
+    sel.replaceChildren(h('option', { value: '', text: 'None' }), h('option', { value: 'tags', text: 'Tags' }),
+      keys.length ? h('optgroup', { label: 'Params' }, keys.map(k => h('option', { value: 'p:' + k, text: k }))) : null);
+    sel.setAttribute('data-sig', sig);
+  }
+  sel.value = want;
+}
+let groupSig = '';
+function renderGroupLegend() {
+  const box = $('#group-legend'), on = !!S.groupBy;
+  $('#legend').hidden = on; box.hidden = !on;
+  if (!on) { groupSig = ''; return; }
+  groupBands(true);
+  const sig = S.groupBy + '|' + groupList.map(g => g.value + ':' + g.keys.length + ':' + g.color + ':' + g.keys.every(k => S.hidden.has(k))).join('|');
+  if (sig === groupSig) return;
+  groupSig = sig;
+  const name = S.groupBy === 'tags' ? 'tags' : S.groupBy.slice(2);
+  box.replaceChildren.apply(box, [h('span', { class: 'group-by-name', text: 'Grouped by ' + name + ':' }),
+    groupList.length ? '' : h('span', { class: 'muted', text: 'no loaded runs yet' })].concat(groupList.map(g => {
+      const off = g.keys.every(k => S.hidden.has(k));
+      return h('span', { class: 'chip' + (off ? ' off' : ''), 'data-group-value': g.value, role: 'button', tabindex: '0',
+        title: g.keys.map(labelOf).join(', '),
+        onclick: () => toggleHidden(g.keys, !off),
+        onmouseenter: () => Charts.configure({ highlight: off ? null : 'grp:' + g.value }), onmouseleave: () => Charts.configure({ highlight: null }) },
+      h('i', { style: 'background:' + g.color }), h('span', { class: 'chip-label', text: g.value }),
+      h('span', { class: 'count', text: g.keys.length + (g.keys.length === 1 ? ' run' : ' runs') }));
+    })));
+}
+function bindGroups() {
+  $('#group-by').addEventListener('change', e => { setGroupBy(e.target.value, S.groupBand); writeHash(); });
+  $('#group-band').addEventListener('change', e => { setGroupBy(S.groupBy, e.target.value === 'std' ? 'std' : 'minmax'); writeHash(); });
+}
+
+// --- 13.21 saved views
+// Named views saved into the experiment (<exp>/.views/<name>.json through the API): a view is
+// the page's URL hash, so opening one is navigating to it, and a teammate's page opens the same
+// runs, filter and chart settings.
+let viewsList = [], viewsToken = 0;
+async function loadViews(exp) {
+  const token = ++viewsToken;
+  $('#views').hidden = false;
+  try {
+    const j = await api(expPath(exp) + '/views');
+    if (token !== viewsToken) return;
+    viewsList = j.views || [];
+  } catch (e) { if (token === viewsToken) viewsList = []; }
+  renderViews();
+}
+function renderViews(chosen) {
+  const sel = $('#view-picker');
+  const current = chosen !== undefined ? chosen : sel.value;
+  sel.replaceChildren.apply(sel, [h('option', { value: '', text: viewsList.length ? 'Saved views (' + viewsList.length + ')' : 'No saved views' })]
+    .concat(viewsList.map(v => h('option', { value: v.name, text: v.name, title: v.hash }))));
+  sel.value = viewsList.some(v => v.name === current) ? current : '';
+  $('#view-delete').hidden = !sel.value;
+}
+function openView(name) {
+  const v = viewsList.find(x => x.name === name);
+  $('#view-delete').hidden = !v;
+  if (!v) return;
+  if (v.hash !== location.hash) { history.pushState(null, '', v.hash || location.pathname + location.search); applyHash(); }
+}
+// the server's rule (_view_name_ok), checked here first so a typo costs no request
+const VIEW_NAME = /^[\p{L}\p{N}][\p{L}\p{N}_ .,+=@()-]{0,79}$/u;
+async function saveView(name) {
+  const err = $('#view-error');
+  err.textContent = '';
+  if (!S.exp) return;
+  if (!VIEW_NAME.test(name) || /[ .]$/.test(name)) {
+    err.textContent = 'A view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts with a letter or digit and does not end with a space or a dot.';
+    return;
+  }
+  clearTimeout(hashTimer); writeHash(true);
+  try {
+    const v = await api(expPath(S.exp) + '/views/' + enc(name), { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ hash: location.hash }) });
+    viewsList = viewsList.filter(x => x.name !== v.name).concat([v]).sort((a, b) => natural(a.name, b.name));
+    renderViews(v.name);
+    $('#view-form').hidden = true;
+    showBanner('Saved the view \u201c' + v.name + '\u201d into ' + S.exp, true);
+  } catch (e) { err.textContent = e.message; }
+}
+async function deleteView(name) {
+  try {
+    await api(expPath(S.exp) + '/views/' + enc(name), { method: 'DELETE' });
+    viewsList = viewsList.filter(x => x.name !== name);
+    renderViews('');
+  } catch (e) { showError('Could not delete the view', e); }
+}
+function bindViews() {
+  $('#view-picker').addEventListener('change', e => openView(e.target.value));
+  $('#view-save').addEventListener('click', e => {
+    e.stopPropagation();
+    const form = $('#view-form'), box = e.currentTarget.getBoundingClientRect();
+    form.hidden = !form.hidden;
+    if (form.hidden) return;
+    form.style.left = Math.max(8, Math.min(innerWidth - 290, box.left)) + 'px'; form.style.top = (box.bottom + 6) + 'px';
+    $('#view-error').textContent = '';
+    $('#view-name').value = $('#view-picker').value || '';
+    $('#view-name').focus();
+  });
+  $('#view-cancel').addEventListener('click', () => { $('#view-form').hidden = true; });
+  $('#view-form').addEventListener('submit', e => { e.preventDefault(); const n = $('#view-name').value.trim(); if (n) saveView(n); });
+  $('#view-delete').addEventListener('click', () => { const n = $('#view-picker').value; if (n) deleteView(n); });
+  document.addEventListener('mousedown', e => { const f = $('#view-form'); if (!f.hidden && !f.contains(e.target) && !e.target.closest('#view-save')) f.hidden = true; });
+}
+
+// --- 13.22 x = another metric
+// The x-axis chooser also lists the metrics: each point's x is then the value the run logged
+// for that metric at the same step (or the last one before it: a token counter logged less
+// often still lines up), e.g. loss against tokens seen.
+function xMetric() { return S.xaxis.slice(0, 2) === 'm:' ? S.xaxis.slice(2) : ''; }
+function xFormat() { return xMetric() ? 'metric' : S.xaxis; }
+function joinX(rd, step) {
+  const key = xMetric(), s = rd.series.get(key), out = new Array(step.length);
+  if (!s || !s.step.length) return out.fill(NaN);
+  for (let i = 0; i < step.length; i++) {
+    let j = lowerBound(s.step, step[i]);
+    if (j >= s.step.length || s.step[j] !== step[i]) j--;
+    out[i] = j >= 0 ? s.value[j] : NaN;
+  }
+  return out;
+}
+function showXAxis() {
+  const sel = $('#xaxis');
+  if (xMetric() && !sel.querySelector('option[value="' + window.CSS.escape(S.xaxis) + '"]')) {
+    $('#xaxis-metrics').append(h('option', { value: S.xaxis, text: xMetric() }));
+  }
+  sel.value = S.xaxis;
+  for (const c of cards.values()) { const l = c.el.querySelector('.x-label'); if (l) l.textContent = xMetric() ? 'vs ' + xMetric() : ''; }
+}
+function syncXAxisOptions(keys) {
+  const box = $('#xaxis-metrics'), list = Array.from(new Set(Array.from(keys).concat(Array.from(S.metricKeys)))).sort(natural);
+  if (xMetric() && list.indexOf(xMetric()) < 0) list.push(xMetric());
+  const sig = list.join('\n');
+  if (box.getAttribute('data-sig') === sig) return;
+  box.setAttribute('data-sig', sig);
+  box.replaceChildren.apply(box, list.map(k => h('option', { value: 'm:' + k, text: k })));
+  $('#xaxis').value = S.xaxis;
+}
+
 // --- 13.17 theme
 function currentTheme() { return document.documentElement.getAttribute('data-theme') || (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'); }
 function applyTheme(t) {
@@ -14990,9 +15786,11 @@ function bindControls() {
   $('#clip-outliers').addEventListener('change', e => { S.clipOutliers = e.target.checked; Charts.configure({ clipOutliers: S.clipOutliers }); writeHash(); });
   $('#xaxis').addEventListener('change', e => {
     S.xaxis = e.target.value;
+    showXAxis();
     resetAllZoom();   // also re-sends every series with the new x values
-    Charts.configure({ xFormat: S.xaxis }); writeHash();
+    Charts.configure({ xFormat: xFormat(), xLabel: xMetric() }); writeHash();
   });
+  bindGroups(); bindPvr(); bindViews();
   $('#columns-button').addEventListener('click', e => { e.stopPropagation(); openColumns(); });
   $('#diff-button').addEventListener('click', () => { const p = $('#diff-panel'); p.hidden = !p.hidden; renderDiff(); });
   $('#diff-close').addEventListener('click', () => { $('#diff-panel').hidden = true; });
@@ -15077,6 +15875,8 @@ window.expman = Object.freeze({
   chartPoints: key => { const c = cards.get(key); return c ? c.chart.points() : {}; },
   chartHover: (key, x) => { const c = cards.get(key); return c ? c.chart.hover(x) : []; },
   chartYLabels: key => { const c = cards.get(key); return c ? c.chart.yLabels() : []; },
+  chartXLabels: key => { const c = cards.get(key); return c ? c.chart.xLabels() : []; },
+  pvrPoints: () => pvrShown.slice(),
   chartBest: key => { const c = cards.get(key); return c ? c.chart.bestPoints() : []; },
   metricGoal: key => inferGoal(key),
   selected: () => S.selected.slice(),
