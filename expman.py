@@ -2504,6 +2504,7 @@ class _Writer(threading.Thread):
         self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
                                                made=True)  # Experiment made metrics/
         self.summary = {}                  # key -> last value
+        self.summary_min, self.summary_max = {}, {}   # key -> min / max, NaN ignored
         self.scalars = {}
         self.keys = []                     # metric keys in order of first appearance
         self.known_keys = set()
@@ -2809,9 +2810,13 @@ class _Writer(threading.Thread):
         ordered, rejected = self._batch_keys(batch)
         columns = self._columns(batch, ordered, step_buf, checked, rejected)
         micros = _micros(array.array("d", map(_GET_TIME, batch)))
-        summary = self.summary
+        summary, low, high = self.summary, self.summary_min, self.summary_max
         for key, (values, _valid) in columns.items():
             summary[key] = values[-1]
+            least, most = _min_max_valid(values)
+            if least is not None:
+                low[key] = least if key not in low else min(low[key], least)
+                high[key] = most if key not in high else max(high[key], most)
         self.staged.append((len(batch), step_buf, micros, columns))
         self.staged_rows += len(batch)
         if self.staged_rows > MAX_STAGED_ROWS:
@@ -3144,6 +3149,8 @@ class _Writer(threading.Thread):
         # expman-rs 0.5.3's sections, so its readers and scripts find them: log_scalar values
         # and the last value of each metric
         meta["scalars"], meta["vectors"] = dict(self.scalars), dict(self.summary)
+        # best-run finding reads these (issue 14); absent: an older writer, so unknown
+        meta["summary_min"], meta["summary_max"] = dict(self.summary_min), dict(self.summary_max)
         if self.dropped_rows:
             meta["dropped_rows"] = self.dropped_rows
         if self.dropped_media:
@@ -3527,6 +3534,26 @@ def _micros(seconds):
     except (ValueError, OverflowError):  # NaN or inf from an injected clock
         return array.array("q", [int(t * 1e6) if math.isfinite(t * 1e6) else 0
                                  for t in seconds])
+
+
+def _min_max_valid(values):
+    """(min, max) of an array("d") of a key's valid values, NaN ignored; (None, None) when
+    nothing but NaN is left. NumPy's fmin/fmax when pyarrow or the script loaded it (no import
+    here, as in _micros); else min()/max(), which skip a NaN unless it comes first."""
+    if not values:
+        return None, None
+    np_ = sys.modules.get("numpy")
+    if np_ is not None and len(values) > 32:
+        data = np_.frombuffer(values, dtype=np_.float64)
+        low, high = float(np_.fmin.reduce(data)), float(np_.fmax.reduce(data))
+    else:
+        low, high = min(values), max(values)
+    if low != low or high != high:   # a NaN first (or only NaN): drop them and look again
+        values = [v for v in values if v == v]
+        if not values:
+            return None, None
+        low, high = min(values), max(values)
+    return low, high
 
 
 def _last_valid(column):
@@ -5120,25 +5147,17 @@ def _run_row(store, path, meta, config=None, now=None):
     Every field has its documented type whatever run.yaml holds: a hand-edited or foreign
     file (duration_secs: "long", a bare YAML timestamp, description: 42) used to reach the
     CLI's formatting and the JSON encoder as is, and one such run broke `expman list` and
-    the dashboard's runs table for every run of the experiment.
+    the dashboard's runs table for every run of the experiment. ``summary_min`` and
+    ``summary_max`` are None where run.yaml does not hold them (runs of older writers).
     """
     status = _effective_status(meta, now)
-    started = _parse_iso(meta.get("started_at"))
-    duration = _number_or_none(meta.get("duration_secs"))
-    if status == "running" and started is not None:
-        duration = round((now or time.time()) - started, 3)
-    elif status == "crashed" and duration is None and started is not None:
-        beat = _parse_iso(meta.get("heartbeat_at"))
-        duration = round(beat - started, 3) if beat else None
     git = meta.get("git") if isinstance(meta.get("git"), dict) else {}
     summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else \
         _expman_rs_summary(meta)
-    tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
     command = meta.get("command")
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
-    rows, last_step, pid = meta.get("rows"), meta.get("last_step"), meta.get("pid")
-    rank, world = meta.get("rank"), meta.get("world_size")
+    rows = meta.get("rows")
     return {
         "name": str(meta.get("name") or path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]),
         "experiment": str(meta.get("experiment") or ""),
@@ -5146,24 +5165,55 @@ def _run_row(store, path, meta, config=None, now=None):
         "status": status,
         "started_at": _time_text(meta.get("started_at")),
         "finished_at": _time_text(meta.get("finished_at")),
-        "duration_secs": duration,
+        "duration_secs": _run_duration(meta, status, now),
         "heartbeat_at": _time_text(meta.get("heartbeat_at")),
         "description": _text(meta.get("description")) or "",
-        "tags": [str(t) for t in tags],
+        "tags": [str(t) for t in meta.get("tags")] if isinstance(meta.get("tags"), list) else [],
         "hostname": _text(meta.get("hostname")),
-        "pid": pid if type(pid) is int else None,
+        "pid": _int_or_none(meta.get("pid")),
         "command": _text(command),
         "git_commit": _text(git.get("commit")),
         "rows": rows if type(rows) is int and rows >= 0 else 0,
-        "last_step": last_step if type(last_step) is int else None,
+        "last_step": _int_or_none(meta.get("last_step")),
         "params": _flatten(config) if isinstance(config, dict) else {},
-        "summary": {str(k): v if v is None or type(v) in (int, float) else _text(v)
-                    for k, v in summary.items()},
+        "summary": _summary_values(summary),
+        "summary_min": _summary_numbers(meta.get("summary_min")),
+        "summary_max": _summary_numbers(meta.get("summary_max")),
         "project": _text(meta.get("project")),
         "group": _text(meta.get("group")),
-        "rank": rank if type(rank) is int else None,
-        "world_size": world if type(world) is int else None,
+        "rank": _int_or_none(meta.get("rank")),
+        "world_size": _int_or_none(meta.get("world_size")),
     }
+
+
+def _run_duration(meta, status, now=None):
+    """Seconds the run has taken: so far for a live run, to its last heartbeat for a crashed
+    one that never wrote its end."""
+    started = _parse_iso(meta.get("started_at"))
+    duration = _number_or_none(meta.get("duration_secs"))
+    if status == "running" and started is not None:
+        return round((now or time.time()) - started, 3)
+    if status == "crashed" and duration is None and started is not None:
+        beat = _parse_iso(meta.get("heartbeat_at"))
+        return round(beat - started, 3) if beat else None
+    return duration
+
+
+def _int_or_none(value):
+    return value if type(value) is int else None
+
+
+def _summary_values(summary):
+    """{key: number, text or None} of a summary mapping from YAML."""
+    return {str(k): v if v is None or type(v) in (int, float) else _text(v)
+            for k, v in summary.items()}
+
+
+def _summary_numbers(values):
+    """{key: number} of run.yaml's summary_min/summary_max, or None when it has none."""
+    if not isinstance(values, dict):
+        return None
+    return {str(k): v for k, v in values.items() if type(v) in (int, float)}
 
 
 def _number_or_none(value):
@@ -5524,7 +5574,34 @@ def _listed_run_row(store, run_path, name, meta, config, now=None):
         problem = _unreadable_metrics(store, run_path)
         if problem:
             row["metrics_error"] = problem
+        elif row["summary_min"] is None:  # an older writer's or expman-rs's run.yaml
+            row["summary_min"], row["summary_max"] = _metrics_min_max(store, run_path)
     return row
+
+
+def _metrics_min_max(store, run_path):
+    """({key: min}, {key: max}) of a closed run read off its metrics file's Parquet
+    statistics (the footer only, no rows; NaN is not counted in them), or (None, None) when
+    the file has none. The listing of a closed run is cached in the catalog: read once."""
+    try:
+        files = _metric_files(store, run_path)
+        if len(files) != 1 or not files[0][2].endswith(".parquet"):
+            return None, None
+        meta = store.parquet_file(files[0][2]).metadata
+        low, high = {}, {}
+        for group in map(meta.row_group, range(meta.num_row_groups)):
+            for col in map(group.column, range(group.num_columns)):
+                key, stats = col.path_in_schema, col.statistics
+                if key in RESERVED_COLUMNS or col.physical_type != "DOUBLE":
+                    continue
+                if stats is None:
+                    return None, None  # written without statistics: unknown, not empty
+                if stats.has_min_max:  # (none when every value is null or NaN)
+                    low[key] = min(low.get(key, stats.min), stats.min)
+                    high[key] = max(high.get(key, stats.max), stats.max)
+        return low, high
+    except (OSError, ExpmanError, ValueError, pa.ArrowException):
+        return None, None
 
 
 _FOOTER_CHECKS = {}  # (display path, size, mtime) -> problem or None: a closed file never changes
@@ -5572,6 +5649,7 @@ def _catch_up_crashed(store, run_path, row):
     if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
         row["last_step"] = max(steps)
     row["summary"] = {**row["summary"], **_last_values(tail)}
+    _fold_min_max(row, tail)
     _catch_up_duration(row, tail)
 
 
@@ -5606,11 +5684,26 @@ def _last_values(table):
 def _catch_up_duration(row, tail):
     """Stretch row's duration to the tail's last timestamp when that is later."""
     started = _parse_iso(row["started_at"])
-    stamps = [t for t in tail.column("timestamp").to_pylist() if t is not None]
-    if started is not None and stamps:
-        last = stamps[-1].timestamp() if hasattr(stamps[-1], "timestamp") else None
-        if last is not None and (row["duration_secs"] is None or last - started > row["duration_secs"]):
-            row["duration_secs"] = round(last - started, 3)
+    last = _last_valid(tail.column("timestamp")) if started is not None else None
+    last = last.timestamp() if hasattr(last, "timestamp") else None
+    if last is not None and (row["duration_secs"] is None or last - started > row["duration_secs"]):
+        row["duration_secs"] = round(last - started, 3)
+
+
+def _fold_min_max(row, tail):
+    """Fold the rows of ``tail`` into the row's min and max of each metric, NaN ignored (only
+    where the row knows them: None is unknown, not empty)."""
+    low, high = row["summary_min"], row["summary_max"]
+    if low is None or high is None:
+        return
+    for key in tail.column_names:
+        if key in RESERVED_COLUMNS:
+            continue
+        found = pc.min_max(tail.column(key))
+        least, most = found["min"].as_py(), found["max"].as_py()
+        if least is not None and least == least:  # NaN: only NaN logged (kernels skip NaN)
+            low[key] = least if key not in low else min(low[key], least)
+            high[key] = most if key not in high else max(high[key], most)
 
 
 def list_runs(root=None, experiment=None):
@@ -6257,52 +6350,151 @@ def _read_metric_files_one_by_one(store, files, keys):
     return pa.concat_tables(tables, promote_options="default")
 
 
-# -- 9.6 load_runs: one row per run, filtered by status, project and tags ("a AND (b OR NOT c)") ---
+# -- 9.6 load_runs and run filters: "lr>0.01 AND (tag:base OR NOT status=failed)" ------------------
+#
+# One recursive-descent parser (no eval) reads two dialects:
+#   tags   (--tags, tags=)   a bare word is a tag, matched exactly; "a b" is an error.
+#   where  (--where, where=, ?where=)   a bare word matches anywhere (name, status, tags, host,
+#          description, project, group, param=value), case-insensitively; `key OP value` terms;
+#          terms side by side must all hold (as in the page's filter box).
+# Operators: NOT ! (tightest), AND && (or nothing, in `where`), OR || ; parentheses; any case.
+# Terms:  key=v key==v exact (numbers as numbers: lr=0.01 matches 0.010; =null: missing)
+#         key!=v (NOT key=v) · key~text substring, any case · key~/re/ key~/re/i regex search
+#         key!~v · key>n key>=n key<n key<=n (numbers only; a run without the key never holds)
+# Keys:   name status tag project group host description rank step rows duration (the run's
+#         own fields, first); p:KEY (param), m:KEY (last value of a metric or scalar),
+#         min:KEY max:KEY (of a metric over the run); a bare KEY is the param when the run has
+#         one by that name, else the metric. tag:NAME alone is NAME among the tags.
 
-_TAG_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
-_TAG_OPS = {"AND", "OR", "NOT"}
+_FILTER_OPS = ("==", ">=", "<=", "!=", "!~", ">", "<", "=", "~")
+_FILTER_WORD = re.compile(r'(?:[^\s()"<>=!~&|]|&(?!&)|\|(?!\|))+')
+_FILTER_VALUE = re.compile(r'(?:[^\s()"&|]|&(?!&)|\|(?!\|))+')
+_FILTER_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_FILTER_REGEX = re.compile(r'/((?:[^/\\]|\\.)*)/(i?)')
+_TAG_WORD = re.compile(r'[^\s()"]+')
+_FILTER_KEYWORDS = {"AND": "AND", "OR": "OR", "NOT": "NOT", "&&": "AND", "||": "OR", "!": "NOT"}
+# run fields a key names before any param or metric (p:KEY reaches a param named like one)
+_FILTER_FIELDS = {
+    "name": lambda r: [r.get("name")], "status": lambda r: [r.get("status")],
+    "tag": lambda r: r.get("tags") or [], "tags": lambda r: r.get("tags") or [],
+    "project": lambda r: [r.get("project")], "group": lambda r: [r.get("group")],
+    "host": lambda r: [r.get("hostname")], "hostname": lambda r: [r.get("hostname")],
+    "description": lambda r: [r.get("description")], "rank": lambda r: [r.get("rank")],
+    "step": lambda r: [r.get("last_step")], "rows": lambda r: [r.get("rows")],
+    "duration": lambda r: [r.get("duration_secs")],
+}
+# KEY prefixes: which RUN_ROW mapping a prefixed key reads
+_FILTER_PREFIXES = {"p": "params", "param": "params", "m": "summary", "metric": "summary",
+                    "last": "summary", "min": "summary_min", "max": "summary_max"}
 
 
-def _parse_tag_expr(text):
-    """A predicate on a set of tags from an expression such as ``a AND (b OR NOT c)``.
+class _ExpressionError(InvalidInputError):
+    """A malformed filter or tag expression; ``position`` (from 0) is where reading stopped."""
 
-    Operators AND, OR, NOT (any case; NOT binds tightest, then AND, then OR) and parentheses;
-    anything else is a tag, matched exactly. A tag with spaces or named like an operator is
-    written in double quotes: ``"and" OR "my tag"``. No eval: a recursive-descent parser
-    that raises InvalidInputError naming the position of the first thing it cannot read.
-    """
-    if not isinstance(text, str):
-        raise InvalidInputError(f"tags must be a string expression or a list of tags, "
-                                f"got {type(text).__name__}")
-    tokens, pos = [], 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
+    def __init__(self, message, expression, position):
+        super().__init__(message)
+        self.expression, self.position = expression, position
+
+    def caret(self):
+        """The expression and a caret under the position, two lines for a terminal."""
+        line = self.expression.replace("\t", " ").replace("\n", " ")
+        return f"  {line}\n  {' ' * self.position}^"
+
+
+def _lex_filter(text, what, where):
+    """[(kind, value, position)]: kinds (, ), AND, OR, NOT, word, quoted, term, end."""
+    tokens, pos, end = [], 0, len(text)
+
+    def fail(message, at):
+        raise _ExpressionError(f"{what} {text!r}: {message} at position {at}", text, at)
+
+    while True:
+        while pos < end and text[pos].isspace():
+            pos += 1
+        if pos >= end:
             break
-        match = _TAG_TOKEN.match(text, pos)
-        if not match:
-            quote = text.index(chr(34), pos)
-            raise InvalidInputError(f"tag expression {text!r}: unterminated quote at "
-                                    f"position {quote}")
-        at = match.start() + len(match.group(0)) - len(match.group(0).lstrip())
-        if match.group(1):
-            tokens.append(("(", None, at))
-        elif match.group(2):
-            tokens.append((")", None, at))
-        elif match.group(3) is not None:
-            tokens.append(("tag", re.sub(r"\\(.)", r"\1", match.group(3)), at))
-        elif match.group(4).upper() in _TAG_OPS:
-            tokens.append((match.group(4).upper(), None, at))
-        else:
-            tokens.append(("tag", match.group(4), at))
-        pos = match.end()
+        at, char = pos, text[pos]
+        if char in "()":
+            tokens.append((char, None, at))
+            pos += 1
+            continue
+        if text.startswith(("&&", "||"), pos):
+            tokens.append((_FILTER_KEYWORDS[text[pos:pos + 2]], None, at))
+            pos += 2
+            continue
+        after = text[pos + 1:pos + 2]
+        if char == "!" and (where or after.isspace() or not after) and after not in ("=", "~"):
+            tokens.append(("NOT", None, at))  # in tags, !x is a tag as it always was
+            pos += 1
+            continue
+        kind, word, pos = _lex_word(text, pos, where, fail)
+        if kind == "word" and word.upper() in _FILTER_KEYWORDS:
+            tokens.append((word.upper(), None, at))
+            continue
+        op = next((o for o in _FILTER_OPS if text.startswith(o, pos)), None) if where else None
+        if op is None:
+            tokens.append((kind, word, at))
+            continue
+        pos += len(op)
+        tokens.append(("term", (word, op) + _lex_value(text, pos, op, fail), at))
+        pos = tokens[-1][1][-1]
     tokens.append(("end", None, len(text)))
-    index = [0]
+    return tokens
 
-    def fail(what):
+
+def _lex_word(text, pos, where, fail):
+    """(word or quoted, text, end) of the word at pos."""
+    if text[pos] == '"':
+        match = _FILTER_QUOTED.match(text, pos)
+        if not match:
+            fail("unterminated quote", pos)
+        return "quoted", re.sub(r"\\(.)", r"\1", match.group(1)), match.end()
+    match = (_FILTER_WORD if where else _TAG_WORD).match(text, pos)
+    if not match:
+        fail(f"unexpected {text[pos]!r}", pos)
+    return "word", match.group(0), match.end()
+
+
+def _lex_value(text, pos, op, fail):
+    """(value, regex or None, value position, end) of the value after a term's operator."""
+    char = text[pos:pos + 1]
+    if char == '"':
+        match = _FILTER_QUOTED.match(text, pos)
+        if not match:
+            fail("unterminated quote", pos)
+        return re.sub(r"\\(.)", r"\1", match.group(1)), None, pos, match.end()
+    if char == "/" and op in ("~", "!~"):
+        match = _FILTER_REGEX.match(text, pos)
+        if not match:
+            fail("unterminated /regex/", pos)
+        try:
+            regex = re.compile(match.group(1), re.IGNORECASE if match.group(2) else 0)
+        except re.error as exc:
+            fail(f"bad regex ({exc.msg})", pos + 1 + (exc.pos or 0))
+        return match.group(1), regex, pos, match.end()
+    match = _FILTER_VALUE.match(text, pos)
+    if not match or match.group(0)[0] in "<>=!~":
+        fail(f"expected a value after {op!r}", pos)
+    return match.group(0), None, pos, match.end()
+
+
+def _parse_filter(text, where=True):
+    """A predicate from a filter (``where``: on a RUN_ROW) or tag expression (on a tag set).
+
+    Raises _ExpressionError (an InvalidInputError) naming the position of the first thing it
+    cannot read; nesting deeper than 100 levels is refused rather than a RecursionError.
+    """
+    what = "filter" if where else "tag expression"
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(text).__name__}")
+    tokens, index = _lex_filter(text, what, where), [0]
+    starts = {"(", "NOT", "word", "quoted", "term"}
+
+    def fail(expected):
         kind, _value, at = tokens[index[0]]
         found = "the end" if kind == "end" else repr(text[at:at + 20].split()[0])
-        raise InvalidInputError(f"tag expression {text!r}: expected {what} at position {at}, "
-                                f"found {found}")
+        raise _ExpressionError(f"{what} {text!r}: expected {expected} at position {at}, "
+                               f"found {found}", text, at)
 
     def peek():
         return tokens[index[0]][0]
@@ -6311,23 +6503,24 @@ def _parse_tag_expr(text):
         node = parse_and(depth)
         while peek() == "OR":
             index[0] += 1
-            node = ("or", node, parse_and(depth))
+            node = _filter_or(node, parse_and(depth))
         return node
 
     def parse_and(depth):
         node = parse_not(depth)
-        while peek() == "AND":
-            index[0] += 1
-            node = ("and", node, parse_not(depth))
+        while peek() == "AND" or (where and peek() in starts):
+            index[0] += peek() == "AND"
+            node = _filter_and(node, parse_not(depth))
         return node
 
     def parse_not(depth):
         if depth > 100:
             fail("a shallower expression (more than 100 levels of nesting)")
-        kind, value, _at = tokens[index[0]]
+        kind, value, at = tokens[index[0]]
         if kind == "NOT":
             index[0] += 1
-            return ("not", parse_not(depth + 1))
+            inner = parse_not(depth + 1)
+            return lambda x: not inner(x)
         if kind == "(":
             index[0] += 1
             node = parse_or(depth + 1)
@@ -6335,28 +6528,153 @@ def _parse_tag_expr(text):
                 fail("')'")
             index[0] += 1
             return node
-        if kind == "tag":
+        if kind in ("word", "quoted", "term"):
             index[0] += 1
-            return ("tag", value)
-        fail("a tag, NOT or '('")
+            if not where:
+                return lambda tags: value in tags
+            return _filter_term(value, text, at) if kind == "term" else _filter_word(value, kind)
+        fail("a term, NOT or '('" if where else "a tag, NOT or '('")
 
     if peek() == "end":
-        raise InvalidInputError(f"tag expression {text!r} is empty")
+        if where:
+            return None
+        raise _ExpressionError(f"{what} {text!r} is empty", text, 0)
     tree = parse_or(0)
     if peek() != "end":
-        fail("AND, OR or the end")
-    return lambda tags: _eval_tag_expr(tree, tags)
+        fail("AND, OR or the end" if not where else "a term, AND, OR or the end")
+    return tree
 
 
-def _eval_tag_expr(node, tags):
-    kind = node[0]
-    if kind == "tag":
-        return node[1] in tags
-    if kind == "not":
-        return not _eval_tag_expr(node[1], tags)
-    if kind == "and":
-        return _eval_tag_expr(node[1], tags) and _eval_tag_expr(node[2], tags)
-    return _eval_tag_expr(node[1], tags) or _eval_tag_expr(node[2], tags)
+def _filter_and(a, b):
+    return lambda x: a(x) and b(x)
+
+
+def _filter_or(a, b):
+    return lambda x: a(x) or b(x)
+
+
+def _parse_tag_expr(text):
+    """A predicate on a set of tags from an expression such as ``a AND (b OR NOT c)``.
+
+    Operators AND, OR, NOT (any case; NOT binds tightest, then AND, then OR; also && || !)
+    and parentheses; anything else is a tag, matched exactly. A tag with spaces or named like
+    an operator is written in double quotes: ``"and" OR "my tag"``. The tags dialect of
+    _parse_filter: no eval, and an error names the position of what it cannot read.
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"tags must be a string expression or a list of tags, "
+                                f"got {type(text).__name__}")
+    return _parse_filter(text, where=False)
+
+
+def _filter_text(value):
+    """A value as the filter's text comparisons see it (true/false/null as YAML writes them)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _filter_number(value):
+    """A param or metric value as a float for comparisons, or None (bools and text are not
+    numbers: "lr>0.01" on a string lr never holds, rather than comparing text)."""
+    return float(value) if type(value) in (int, float) else None
+
+
+def _filter_word(word, kind):
+    """A bare word: found anywhere in the run's text, any case; tag:NAME is a tag exactly."""
+    if kind == "word" and word.lower().startswith("tag:") and len(word) > 4:
+        tag = word[4:]
+        return lambda r: tag in (r.get("tags") or ())
+    needle = word.lower()
+    return lambda r: needle in _filter_haystack(r)
+
+
+def _filter_haystack(r):
+    parts = [r.get("name"), r.get("status"), r.get("description"), r.get("hostname"),
+             r.get("project"), r.get("group"), *(r.get("tags") or ())]
+    parts += [f"{k}={_filter_text(v)}" for k, v in (r.get("params") or {}).items()]
+    return "\n".join(str(p) for p in parts if p).lower()
+
+
+def _filter_getter(key):
+    """RUN_ROW -> [values] for a term's key (see the table at the top of 9.6)."""
+    if key.lower() in _FILTER_FIELDS:
+        return _FILTER_FIELDS[key.lower()]
+    prefix, sep, rest = key.partition(":")
+    if sep and rest and prefix.lower() in _FILTER_PREFIXES:
+        field = _FILTER_PREFIXES[prefix.lower()]
+        return lambda r: [r[field][rest]] if rest in (r.get(field) or ()) else []
+
+    def bare(r):  # the param first, then the metric of that name (issue 14 defect 11)
+        for field in ("params", "summary"):
+            values = r.get(field) or ()
+            if key in values:
+                return [values[key]]
+        return []
+    return bare
+
+
+def _filter_term(term, text, at):
+    """The predicate of ``key OP value`` (see the table at the top of 9.6)."""
+    key, op, value, regex, value_at, _end = term
+    get = _filter_getter(key)
+    number = None
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    if op in ("<", "<=", ">", ">="):
+        if number is None or not math.isfinite(number):
+            raise _ExpressionError(f"filter {text!r}: {op} needs a number, not {value!r} at "
+                                   f"position {value_at}", text, value_at)
+        compare = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op]
+
+        def ordered(r):
+            for v in get(r):
+                n = _filter_number(v)
+                if n is not None and compare(n, number):
+                    return True
+            return False
+        return ordered
+    if op in ("~", "!~"):
+        needle = value.lower()
+
+        def hit(v):
+            if v is None:
+                return False
+            return needle in _filter_text(v).lower() if regex is None else \
+                regex.search(_filter_text(v)) is not None
+        if op == "~":
+            return lambda r: any(hit(v) for v in get(r))
+        return lambda r: not any(hit(v) for v in get(r))
+    null = value.lower() in ("null", "none")
+
+    def equal(r):
+        values = get(r)
+        if null and (not values or None in values):
+            return True
+        for v in values:
+            n = _filter_number(v)
+            if n is not None and number is not None:
+                if n == number or (n != n and number != number):
+                    return True
+            elif isinstance(v, bool) and _filter_text(v) == value.lower():
+                return True   # YAML's True, true and TRUE are one value
+            elif v is not None and _filter_text(v) == value:
+                return True
+        return False
+    return equal if op in ("=", "==") else lambda r: not equal(r)
+
+
+def _run_filter(where):
+    """A predicate on RUN_ROWs from a ``where`` expression, or None for no filter."""
+    if where is None:
+        return None
+    return _parse_filter(where, where=True)
 
 
 def _tag_filter(tags):
@@ -6376,7 +6694,7 @@ _RUN_TABLE_TYPES = {"rank": "int64", "duration_secs": "float64", "rows": "int64"
 
 
 def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
-              to_pandas=False):
+              to_pandas=False, where=None):
     """One row per run as a ``pyarrow.Table`` (or a pandas DataFrame with ``to_pandas=True``):
     experiment, run, project, group, rank, status, started_at, duration_secs, rows, tags,
     then ``params.<key>`` (flattened config) and the last value of every metric and scalar.
@@ -6384,12 +6702,23 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     >>> expman.load_runs("experiments", status="finished", to_pandas=True)
     >>> expman.load_runs("experiments", "resnet", tags="baseline AND (cifar OR NOT tiny)")
     >>> expman.load_runs(project="vision", tags=["ablation"])         # a list: all of them
+    >>> expman.load_runs("experiments", "resnet", where="lr>0.01 AND min:val/loss<0.3")
 
     ``experiment`` is a name or a list of names (default: all); ``status`` a status or a
-    list. A metric named like one of the fixed columns is stored as ``metrics.<key>``.
+    list; ``where`` a filter expression (section 9.6: params, metric last/min/max, status,
+    tags, name ...). A metric named like one of the fixed columns is stored as
+    ``metrics.<key>``.
     """
-    store, root_path = _resolve_root(root)
-    match = _tag_filter(tags)
+    records = [_run_record(exp, row) for exp, row in
+               _matching_runs(root, experiment, status, tags, project, where)]
+    table = _runs_table(records)
+    return table.to_pandas() if to_pandas else table
+
+
+def _matching_runs(root, experiment, status, tags, project, where):
+    """(experiment, RUN_ROW) of every run load_runs keeps, experiment by experiment."""
+    _resolve_root(root)
+    checks = [_tag_filter(tags), _run_filter(where)]
     if project is not None and not isinstance(project, str):
         raise InvalidInputError(f"project must be a string, got {type(project).__name__}")
     if experiment is None:
@@ -6398,24 +6727,33 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
         names = [experiment] if isinstance(experiment, str) else list(experiment)
     wanted = None if status is None else {_normalize_status(s) for s in (
         [status] if isinstance(status, str) else status)}
-    records = []
     for exp in names:
         for row in list_runs(root, exp):
-            if wanted and row["status"] not in wanted:
+            if (wanted and row["status"] not in wanted) or \
+                    (project is not None and row["project"] != project):
                 continue
-            if project is not None and row["project"] != project:
+            if checks[0] is not None and not checks[0](set(row["tags"])):
                 continue
-            if match is not None and not match(set(row["tags"])):
-                continue
-            record = {"experiment": exp, "run": row["name"], "project": row["project"],
-                      "group": row["group"], "rank": row["rank"], "status": row["status"],
-                      "started_at": row["started_at"], "duration_secs": row["duration_secs"],
-                      "rows": row["rows"], "tags": ",".join(row["tags"])}
-            record.update({f"params.{k}": v for k, v in row["params"].items()})
-            record.update({(f"metrics.{k}" if k in _RUN_TABLE_COLUMNS or
-                            k.startswith(("params.", "metrics.")) else k): v
-                           for k, v in row["summary"].items()})
-            records.append(record)
+            if checks[1] is None or checks[1](row):
+                yield exp, row
+
+
+def _run_record(exp, row):
+    """A RUN_ROW as one row of load_runs' table."""
+    record = {"experiment": exp, "run": row["name"], "project": row["project"],
+              "group": row["group"], "rank": row["rank"], "status": row["status"],
+              "started_at": row["started_at"], "duration_secs": row["duration_secs"],
+              "rows": row["rows"], "tags": ",".join(row["tags"])}
+    record.update({f"params.{k}": v for k, v in row["params"].items()})
+    record.update({(f"metrics.{k}" if k in _RUN_TABLE_COLUMNS or
+                    k.startswith(("params.", "metrics.")) else k): v
+                   for k, v in row["summary"].items()})
+    return record
+
+
+def _runs_table(records):
+    """load_runs' records as a table: fixed columns typed, others as Arrow infers (text when
+    the runs disagree)."""
     columns = list(dict.fromkeys([*_RUN_TABLE_COLUMNS, *(k for r in records for k in r)]))
     data = {}
     for col in columns:
@@ -6425,8 +6763,7 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
             data[col] = pa.array(values, type=kind and pa.type_for_alias(kind))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    table = pa.table(data)
-    return table.to_pandas() if to_pandas else table
+    return pa.table(data)
 
 
 # -- 9.7 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
@@ -8925,13 +9262,27 @@ class _Api:
 
     def _api_runs(self, exp):
         store, hub = self.store, self.hub
+        where = self.where()
         if hub.cached() and exp in hub.experiments:
-            return {"experiment": exp, "runs": hub.run_rows(exp)}
+            return {"experiment": exp, "runs": [r for r in hub.run_rows(exp)
+                                                if where is None or where(r)]}
         exp_path = store.join(self.root_path, exp)
         if not _name_ok(exp) or not store.isdir(exp_path):
             self.fail(404, f"no such experiment: {exp}")
         runs = _scan_runs(store, exp_path, time.time(), with_config=True)
-        return {"experiment": exp, "runs": [_confined_row(store, exp_path, r) for r in runs]}
+        return {"experiment": exp, "runs": [_confined_row(store, exp_path, r) for r in runs
+                                            if where is None or where(r)]}
+
+    def where(self):
+        """The ``where`` query parameter as a RUN_ROW predicate (section 9.6), or None; a
+        malformed one is a 400 with ``error``, ``position`` (from 0) and ``expression``."""
+        text = self.bottle.request.query.getunicode("where")
+        try:
+            return _run_filter(text or None)
+        except _ExpressionError as exc:
+            raise self.bottle.HTTPResponse(json.dumps(
+                {"error": str(exc), "position": exc.position, "expression": exc.expression}),
+                status=400, headers=_JSON_HEADERS)
 
     def _api_experiment_meta(self, exp):
         store = self.store
@@ -10198,12 +10549,21 @@ def _cmd_list(args):
     root = args.dir if args.dir is not None else _default_root()
     root, experiment = _list_target(root, args.experiment)
     if experiment is None:
-        if args.tags is not None:
-            raise _UsageError("--tags filters the runs of one experiment: add -e EXPERIMENT")
+        for flag in ("tags", "where"):
+            if getattr(args, flag) is not None:
+                raise _UsageError(f"--{flag} filters the runs of one experiment: add -e "
+                                  f"EXPERIMENT")
         model = _experiments_model(root, args.project)
         render = _print_experiments
     else:
-        model = _runs_model(root, experiment, args.project, args.tags)
+        try:
+            where = _run_filter(args.where)
+        except _ExpressionError as exc:  # bad usage: the message, then where it went wrong
+            _cli_error(exc)
+            print(exc.caret(), file=sys.stderr)
+            return _EXIT_USAGE
+        model = _runs_model(root, experiment, args.project, args.tags, where)
+        model["filtered"] = model["filtered"] or where is not None
         render = _print_runs
     if args.json:
         _print_json({k: v for k, v in model.items() if k != "filtered"})
@@ -10264,8 +10624,9 @@ def _print_experiments(model, color, width=None):
     _print_lines(lines)
 
 
-def _runs_model(root, experiment, project=None, tags=None):
-    """The runs `expman list -e` shows (newest first), filtered by project and tags."""
+def _runs_model(root, experiment, project=None, tags=None, where=None):
+    """The runs `expman list -e` shows (newest first), filtered by project, tags and a
+    ``where`` predicate (_run_filter)."""
     store, root_path = _resolve_root(root)
     runs = list_runs(root, experiment)
     match = _tag_filter(tags)
@@ -10273,13 +10634,18 @@ def _runs_model(root, experiment, project=None, tags=None):
         runs = [r for r in runs if r["project"] == project]
     if match is not None:
         runs = [r for r in runs if match(set(r["tags"]))]
+    if where is not None:
+        runs = [r for r in runs if where(r)]
     return {"root": store.display(root_path), "experiment": experiment, "runs": runs,
             "filtered": project is not None or tags is not None}
 
 
 def _run_columns(runs):
     """The optional columns of the runs table, [(header, cells, kind, rank)]: each metric's
-    last value, and the params that tell the runs apart (all of them for a single run).
+    last value (and its best over the run, ``min:KEY``/``max:KEY``, for a metric whose name
+    says which way is better, where that differs from the last), and the params that tell
+    the runs apart (all of them for a single run). A param and a metric of one name are
+    headed ``p:KEY`` and ``m:KEY``, as the filter language names them (issue 14 defect 11).
     Lower rank = more useful, kept first on a narrow terminal: metrics with a goal (val/test
     ones before the others), then params, then other metrics, then ROWS (STEP tells most of
     it)."""
@@ -10289,14 +10655,26 @@ def _run_columns(runs):
         param_keys = [k for k in param_keys
                       if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
                               for r in runs}) > 1]
+    shared = set(metric_keys) & set(param_keys)
     columns = [("ROWS", [str(r["rows"]) for r in runs], "column", 4)]
     for key in metric_keys:
-        held_out = key.lower().startswith(("val", "test", "eval", "best"))
-        rank = (0 if held_out else 1) if _metric_goal(key) else 3
-        columns.append((key, [_fmt_num(r["summary"].get(key), ".5g") for r in runs],
-                        "metric", rank))
-    columns += [(k, [_fmt_param(r["params"].get(k, _MISSING), limit=24) for r in runs],
+        columns += _metric_columns(runs, key, f"m:{key}" if key in shared else key)
+    columns += [(f"p:{k}" if k in shared else k,
+                 [_fmt_param(r["params"].get(k, _MISSING), limit=24) for r in runs],
                  "param", 2) for k in param_keys]
+    return columns
+
+
+def _metric_columns(runs, key, header):
+    """The last-value column of a metric, and its best-value column when that tells more."""
+    held_out = key.lower().startswith(("val", "test", "eval", "best"))
+    goal = _metric_goal(key)
+    rank = (0 if held_out else 1) if goal else 3
+    last = [r["summary"].get(key) for r in runs]
+    columns = [(header, [_fmt_num(v, ".5g") for v in last], "metric", rank)]
+    best = [(r.get(f"summary_{goal}") or {}).get(key) for r in runs] if goal else []
+    if any(b is not None and b != v for b, v in zip(best, last)):
+        columns.append((f"{goal}:{key}", [_fmt_num(b, ".5g") for b in best], "metric", rank))
     return columns
 
 
@@ -11284,6 +11662,9 @@ def _build_parser():
     p.add_argument("--project", metavar="P", help="only experiments (or runs) of this project")
     p.add_argument("--tags", metavar="EXPR", help="with -e: only runs whose tags match, e.g. "
                    "'baseline AND (cifar OR NOT tiny)'")
+    p.add_argument("--where", metavar="EXPR", help="with -e: only runs the filter holds for, "
+                   "e.g. 'lr>0.01 AND min:val/loss<0.3 AND (tag:base OR status=running)'; "
+                   "p:KEY / m:KEY pick the param / metric of a shared name (bare: the param)")
     json_flag(p)
 
     p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "
