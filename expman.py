@@ -12619,6 +12619,10 @@ const Charts = (function () {
 
 // --- 13.5 state
 const AUTO_SELECT = 5;          // runs shown in the charts when a link names none
+const PAGE_ALL = 500;           // an experiment with at most this many runs is held whole (sorted,
+                                // filtered and folded into jobs in the page); past it, paged
+const PAGE = 200;               // rows per window the paged table asks for
+const SELECT_CAP = 100;         // "select all" selects at most this many runs (each is charted)
 const COMPACT_AT = 60000;       // live points per series before the page thins them out
 const S = {
   health: null, experiments: [], exp: null, expToken: 0,
@@ -12631,7 +12635,10 @@ const S = {
   smoothing: 0, logy: false, clipOutliers: false, xaxis: 'step', chartFilter: '',
   detail: null, detailToken: 0, editingDesc: false, prefetch: null,
   project: '', jobMode: 'overlay', openJobs: new Set(),
-  goals: new Map()              // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
+  goals: new Map(),             // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
+  paged: false,                 // more runs than PAGE_ALL: the server sorts, counts and pages (S.win)
+  total: 0,                     // runs in the experiment (paged: the server's count)
+  win: null                     // paged: { sig, matched, rows: sparse array by position, index, pages }
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
@@ -12745,6 +12752,7 @@ async function selectExperiment(name, opts) {
   opts = opts || {};
   const token = ++S.expToken;
   S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); colsCache = null;
+  S.paged = false; S.win = null; S.total = 0; clearTimeout(winRefreshTimer); winRefreshTimer = 0;
   S.colPrefs = loadColPrefs(name); S.colWidths = loadColWidths(name);
   $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
   $('#crumb-exp').textContent = name; $('#crumb-sep').hidden = false; $('#exp-title').textContent = name;
@@ -12759,7 +12767,7 @@ async function selectExperiment(name, opts) {
   renderTable();
   let j;
   const pre = S.prefetch; S.prefetch = null;
-  try { j = await (pre && pre.exp === name ? pre.promise : api(expPath(name) + '/runs')); }
+  try { j = await (pre && pre.exp === name ? pre.promise : api(firstRunsUrl(name))); }
   catch (e) {
     if (token !== S.expToken) return;
     const why = e.status === 404 ? 'No experiment named \u201c' + name + '\u201d was found here.'
@@ -12770,7 +12778,16 @@ async function selectExperiment(name, opts) {
     showError(why); scheduleStream(); return;
   }
   if (token !== S.expToken) return;
-  for (const r of (j.runs || [])) addRow(r);
+  takeFirstRuns(j);
+  if (opts.runs && S.paged) {
+    // runs a link names that are not on the first page: their rows, by name
+    const want = opts.runs.filter(k => splitKey(k)[0] === name && !S.rows.has(splitKey(k)[1])).map(k => splitKey(k)[1]);
+    if (want.length) {
+      try { for (const r of decodeRuns(await api(expPath(name) + '/runs?format=columns&names=' + enc(want.join(','))))) addRow(r); }
+      catch (e) { showError('Could not load the linked runs', e); }
+      if (token !== S.expToken) return;
+    }
+  }
   if (opts.runs) {
     // runs a link names that this experiment does not have: say so, do not keep a legend entry
     const missing = opts.runs.filter(k => splitKey(k)[0] === name && !S.rows.has(splitKey(k)[1]));
@@ -12802,6 +12819,143 @@ function addRow(r) {
   for (const k of Object.keys(r.params || {})) if (!S.paramKeys.has(k)) { S.paramKeys.add(k); fresh = true; }
   for (const k of Object.keys(r.summary || {})) if (!S.metricKeys.has(k)) { S.metricKeys.add(k); fresh = true; }
   if (fresh) colsCache = null;
+}
+// The runs route answers a query: sorted on the server, a window [offset, offset+limit), and
+// columns (each field named once). An experiment of up to PAGE_ALL runs comes whole in the first
+// answer and the page sorts, filters and folds it itself; a bigger one is paged: S.win holds
+// the windows fetched for the current sort (holes elsewhere), renderBody asks for the pages it
+// is about to show, and a sort asks the server for the rows on screen in the new order.
+function runsUrl(exp, extra) {
+  const q = ['format=columns', 'sort=' + enc(S.sort.col), 'order=' + (S.sort.dir > 0 ? 'asc' : 'desc')];
+  for (const k of Object.keys(extra || {})) q.push(k + '=' + enc(String(extra[k])));
+  return expPath(exp) + '/runs?' + q.join('&');
+}
+function firstRunsUrl(exp) { return runsUrl(exp, { limit: PAGE_ALL }); }
+function decodeRuns(j) {
+  if (!j || !j.columns) return (j && j.runs) || [];
+  const rows = [];
+  for (let i = 0; i < j.count; i++) rows.push({});
+  const put = (col, set) => {
+    if (Array.isArray(col)) { for (let i = 0; i < col.length; i++) set(i, col[i]); }
+    else if (col && col.sparse) { for (let x = 0; x < col.sparse.length; x++) set(col.sparse[x], col.values[x]); }
+  };
+  for (const f of Object.keys(j.columns)) {
+    const col = j.columns[f];
+    if (col && !Array.isArray(col) && col.fields) {
+      for (const r of rows) r[f] = {};
+      for (const k of Object.keys(col.fields)) put(col.fields[k], (i, v) => { rows[i][f][k] = v; });
+    } else put(col, (i, v) => { rows[i][f] = v; });
+  }
+  return rows;
+}
+function takeKeys(j) {
+  let fresh = false;
+  for (const k of j.param_keys || []) if (!S.paramKeys.has(k)) { S.paramKeys.add(k); fresh = true; }
+  for (const k of j.metric_keys || []) if (!S.metricKeys.has(k)) { S.metricKeys.add(k); fresh = true; }
+  if (fresh) colsCache = null;
+}
+// The first answer of an experiment: all of it (held whole), or its first page (paged).
+function takeFirstRuns(j) {
+  const rows = decodeRuns(j);
+  S.paged = !!j.columns && j.total > rows.length;
+  S.total = S.paged ? j.total : rows.length;
+  takeKeys(j);
+  for (const r of rows) addRow(r);
+  if (S.paged) { S.win = newWindow(j.matched); fillWindow(S.win, j.offset || 0, rows, 0); }
+}
+function querySig() { return S.sort.col + '|' + S.sort.dir; }
+function newWindow(matched) { return { sig: querySig(), matched: matched, rows: new Array(matched), index: new Map(), pages: new Set() }; }
+// Rows of a window answer into w; a row the stream changed after the request went out is newer.
+function fillWindow(w, offset, rows, sentAt) {
+  rows.forEach((r, i) => {
+    const cur = S.rows.get(r.name);
+    const row = cur && cur._sse && cur._recv > sentAt ? cur : (addRow(r), S.rows.get(r.name));
+    const old = w.rows[offset + i];
+    if (old && w.index.get(old.name) === offset + i) w.index.delete(old.name);
+    w.rows[offset + i] = row; w.index.set(r.name, offset + i);
+  });
+  const end = offset + rows.length;   // a page counts as held when all its rows are (or it is the last)
+  for (let p = Math.ceil(offset / PAGE); p * PAGE < end; p++) if ((p + 1) * PAGE <= end || end >= w.matched) w.pages.add(p);
+}
+async function fetchPage(w, page) {
+  const sentAt = Date.now(), exp = S.exp;
+  const j = await api(runsUrl(exp, { offset: page * PAGE, limit: PAGE }));
+  return { j: j, rows: decodeRuns(j), sentAt: sentAt, exp: exp };
+}
+// The pages of rows [start, end) that w has not got yet, fetched (renderBody calls this).
+const pageLoads = new Map();
+function needRows(start, end) {
+  const w = S.win; if (!w) return;
+  for (let p = Math.floor(start / PAGE); p * PAGE < end; p++) {
+    const id = w.sig + '#' + p;
+    if (w.pages.has(p) || pageLoads.has(id)) continue;
+    pageLoads.set(id, fetchPage(w, p).then(res => {
+      pageLoads.delete(id);
+      if (S.win !== w || res.exp !== S.exp) return;
+      takeKeys(res.j);
+      if (res.j.matched !== w.matched) { w.matched = res.j.matched; w.rows.length = res.j.matched; }
+      S.total = res.j.total;
+      fillWindow(w, p * PAGE, res.rows, res.sentAt);
+      scheduleTable();
+    }, e => { pageLoads.delete(id); showError('Could not load runs', e); }));
+  }
+}
+function visibleRange() {
+  const sc = $('#runs-scroll'), top = Math.max(0, sc.scrollTop - 32), vh = sc.clientHeight || 400;
+  return [Math.max(0, Math.floor(top / ROW_H) - 8), Math.ceil((top + vh) / ROW_H) + 8];
+}
+// A new sort (or fresh counts after new runs): the rows on screen in one go, then swap windows,
+// so the table never shows an empty page between two orders.
+let requeryToken = 0;
+async function requery() {
+  const token = ++requeryToken, exp = S.exp, range = visibleRange(), w = newWindow(S.win ? S.win.matched : 0);
+  const pages = [];
+  for (let p = Math.floor(range[0] / PAGE); p * PAGE < Math.max(range[1], 1); p++) pages.push(p);
+  let got;
+  try { got = await Promise.all(pages.map(p => fetchPage(w, p))); }
+  catch (e) { if (token === requeryToken) showError('Could not load runs', e); return; }
+  if (token !== requeryToken || exp !== S.exp || !S.paged) return;
+  const last = got[got.length - 1].j;
+  w.matched = last.matched; w.rows.length = last.matched; S.total = last.total;
+  got.forEach((res, i) => { takeKeys(res.j); fillWindow(w, pages[i] * PAGE, res.rows, res.sentAt); });
+  S.win = w;
+  renderTable();
+}
+// "Select all" of a paged table: the first SELECT_CAP matching runs in table order, said so.
+async function selectAllPaged(on) {
+  const exp = S.exp;
+  if (!on) { setSelection(S.selected.filter(k => splitKey(k)[0] !== exp), true); return; }
+  let j;
+  try { j = await api(runsUrl(exp, { limit: SELECT_CAP })); } catch (e) { showError('Could not select the runs', e); return; }
+  if (exp !== S.exp) return;
+  const rows = decodeRuns(j);
+  for (const r of rows) if (!S.rows.has(r.name)) addRow(r);
+  const add = rows.map(r => exp + '/' + r.name).filter(k => !S.selectedSet.has(k)).slice(0, Math.max(0, SELECT_CAP - S.selected.length));
+  const now = S.selected.length + add.length;
+  if (j.matched > now) showBanner('Selected ' + now + ' of ' + j.matched + ' matching runs: at most ' + SELECT_CAP + ' are charted at once; select others one by one.', true);
+  setSelection(S.selected.concat(add), true);
+}
+// Filtering a paged table in the page needs every row: fetched once, then the table is held whole.
+let wholeLoading = null;
+function loadWhole() {
+  if (wholeLoading && wholeLoading.exp === S.exp) return;
+  const exp = S.exp;
+  wholeLoading = { exp: exp };
+  $('#runs-count').textContent = 'Loading all ' + S.total + ' runs to filter\u2026';
+  api(runsUrl(exp)).then(j => {
+    wholeLoading = null;
+    if (exp !== S.exp || !S.paged) return;
+    takeKeys(j);
+    for (const r of decodeRuns(j)) { const cur = S.rows.get(r.name); if (!(cur && cur._sse)) addRow(r); }
+    S.paged = false; S.win = null;
+    renderTable();
+  }, e => { wholeLoading = null; showError('Could not load the runs to filter', e); });
+}
+// New runs in a paged table: the rows on screen and the counts again, at most once a second.
+let winRefreshTimer = 0;
+function refreshWindowSoon() {
+  if (winRefreshTimer) return;
+  winRefreshTimer = setTimeout(() => { winRefreshTimer = 0; if (S.paged) requery(); }, 800);
 }
 const STATUS_ORDER = { running: 0, failed: 1, crashed: 2, interrupted: 3, finished: 4 };
 function statusEl(st) {
@@ -12934,6 +13088,13 @@ function showFilterError(parsed) {
 function computeView() {
   const parsed = parseFilter(S.filter);
   showFilterError(parsed);
+  if (S.paged && parsed.terms.length) loadWhole();
+  if (S.paged) {
+    // the server sorted and counted; best marks and job folding need every row (held whole)
+    const w = S.win;
+    S.view = w.rows; S.matched = w.matched; S.matchedRows = w.rows.filter(Boolean); S.best = new Map(); jobMembers = new Set();
+    return;
+  }
   let rows = Array.from(S.rows.values());
   if (parsed.terms.length) rows = rows.filter(r => parsed.terms.every(t => termHolds(t, r)));
   const col = S.sort.col === 'name' ? { get: r => r.name } : allColumns().all.find(c => c.id === S.sort.col) || allColumns().base[1];
@@ -12964,15 +13125,15 @@ function renderTable() {
   headCols = cols;
   renderHead(cols);
   renderBody();
-  const total = S.rows.size, shown = S.matched, sel = S.selected.length;
+  const total = S.paged ? S.total : S.rows.size, shown = S.matched, sel = S.selected.length;
   $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + (sel ? ' \u00b7 ' + sel + ' selected' : '');
   const empty = $('#runs-empty');
-  if (S.rows.size && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
+  if (total && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
   else if (!S.rows.size && S.exp && empty.textContent.indexOf('Loading') < 0) {
     empty.hidden = false;
     empty.textContent = 'No runs in this experiment yet. New runs appear here as soon as they start.';
   }
-  else if (S.rows.size) empty.hidden = true;
+  else if (total) empty.hidden = true;
   renderLegend();
 }
 // Column widths: wide enough for the widest cell shown (numbers are never cut off), or what
@@ -12998,6 +13159,7 @@ function columnWidth(c) {
   if (c.id === 'tags' || c.id === 'description' || c.id === 'status' || c.id === 'started') return w;
   const rows = S.view.length > 400 ? S.view.slice(0, 400) : S.view;
   for (const r of rows) {
+    if (!r) continue;
     const text = cellText(c.cell(r));
     if (text.length * 9 + 24 > w) w = Math.max(w, Math.ceil(textWidth(text)) + 24);   // no glyph is wider than 9 px
   }
@@ -13010,8 +13172,11 @@ function renderHead(cols) {
   table.style.width = widths.reduce((a, b) => a + b, 0) + 'px';
   const arrow = id => S.sort.col === id ? h('span', { class: 'arrow', text: S.sort.dir > 0 ? '\u25b2' : '\u25bc' }) : null;
   const shownRuns = viewRuns(), inView = shownRuns.filter(r => S.selectedSet.has(S.exp + '/' + r.name)).length;
+  // paged: every run matches (a filter holds the table whole), so count this experiment's selected
+  const ofExp = S.paged ? S.selected.filter(k => splitKey(k)[0] === S.exp).length : 0, want = Math.min(S.matched, SELECT_CAP);
   const all = h('input', { type: 'checkbox', class: 'select-all', title: 'Select all shown runs', 'aria-label': 'Select all shown runs',
-    checked: inView > 0 && inView === shownRuns.length, indeterminate: inView > 0 && inView < shownRuns.length });
+    checked: S.paged ? ofExp > 0 && ofExp >= want : inView > 0 && inView === shownRuns.length,
+    indeterminate: S.paged ? ofExp > 0 && ofExp < want : inView > 0 && inView < shownRuns.length });
   const tr = h('tr', null,
     h('th', { class: 'c-sel' }, all),
     h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name'), h('span', { class: 'col-resize', 'data-resize': 'name', title: 'Drag to resize' })),
@@ -13027,7 +13192,8 @@ function renderBody() {
   const start = Math.max(0, Math.floor(top / ROW_H) - 8), end = Math.min(n, Math.ceil((top + vh) / ROW_H) + 8);
   const span = cols.length + 2, out = [];
   if (start > 0) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + start * ROW_H + 'px' })));
-  for (let i = start; i < end; i++) out.push(renderRow(S.view[i], cols));
+  for (let i = start; i < end; i++) out.push(S.view[i] ? renderRow(S.view[i], cols) : h('tr', { class: 'pending', 'data-index': String(i) }, h('td', { colspan: span, text: '\u2026' })));
+  if (S.paged) needRows(start, end);
   if (end < n) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + (n - end) * ROW_H + 'px' })));
   tbody.replaceChildren.apply(tbody, out);
 }
@@ -13060,11 +13226,11 @@ function bindTable() {
     const k = S.exp + '/' + tr.getAttribute('data-run');
     if (e.target.closest('.run-link')) { openDetail(k, true); return; }
     if (e.target.classList.contains('run-select')) {
-      const idx = S.view.findIndex(r => !r._job && r.name === tr.getAttribute('data-run'));
+      const idx = S.view.findIndex(r => r && !r._job && r.name === tr.getAttribute('data-run'));
       if (e.shiftKey && lastClicked >= 0 && idx >= 0) {
         const on = e.target.checked, [a, b] = [Math.min(lastClicked, idx), Math.max(lastClicked, idx)];
         const set = new Set(S.selected);
-        for (let i = a; i <= b; i++) { if (S.view[i]._job) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
+        for (let i = a; i <= b; i++) { if (!S.view[i] || S.view[i]._job) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
         setSelection(S.selected.filter(x => set.has(x)).concat(Array.from(set).filter(x => S.selected.indexOf(x) < 0)), true);
       } else toggleRun(k, e.target.checked);
       lastClicked = idx;
@@ -13072,6 +13238,7 @@ function bindTable() {
   });
   $('#runs-table').tHead.addEventListener('click', e => {
     if (e.target.classList.contains('select-all')) {
+      if (S.paged) { selectAllPaged(e.target.checked); return; }
       const keys = viewRuns().map(r => S.exp + '/' + r.name);
       if (e.target.checked) {
         const addKeys = keys.filter(k => !S.selectedSet.has(k)).slice(0, Math.max(0, 100 - S.selected.length));
@@ -13085,7 +13252,7 @@ function bindTable() {
     const id = th.getAttribute('data-col');
     if (S.sort.col === id) S.sort.dir = -S.sort.dir;
     else S.sort = { col: id, dir: id === 'name' || id === 'status' || id.slice(0, 2) === 'p:' ? 1 : -1 };
-    renderTable();
+    if (S.paged) requery(); else renderTable();
   });
   // drag a header's right edge to resize its column
   $('#runs-table').tHead.addEventListener('mousedown', e => {
@@ -13981,7 +14148,8 @@ function openStream(force) {
 // after a broken connection: fetch what the stream could not tell us
 function resync() {
   loadExperiments();
-  if (S.exp) api(expPath(S.exp) + '/runs').then(j => { for (const r of j.runs || []) upsertRow(r, false); }).catch(() => {});
+  if (S.exp && S.paged) requery();
+  else if (S.exp) api(runsUrl(S.exp)).then(j => { for (const r of decodeRuns(j)) upsertRow(r, false); }).catch(() => {});
   if (S.detail && logS.next !== null) logCatchUp();
   for (const k of S.selected) { const rd = data.get(k); if (rd && rd.error) { data.delete(k); loadRun(k); } }
   for (const [k, m] of mediaRuns) { fetchMedia(k, m); fetchHists(k, m); }
@@ -13991,7 +14159,13 @@ function upsertRow(row, isNew) {
   const exp = row.experiment, k = exp + '/' + row.name, prev = known.get(k);
   if (exp === S.exp) {
     const had = S.rows.has(row.name);
+    row._sse = true;   // newer than any window answer asked for before now (fillWindow)
     addRow(row);
+    if (S.paged && S.win) {
+      const i = S.win.index.get(row.name);
+      if (i !== undefined && S.win.rows[i] && S.win.rows[i].name === row.name) S.win.rows[i] = S.rows.get(row.name);
+      if (isNew && !had) { S.total++; refreshWindowSoon(); }
+    }
     if (isNew && !had) {
       flash.add(k); setTimeout(() => { flash.delete(k); scheduleTable(); }, 2500);
       if (S.autoSelect && S.selected.length < AUTO_SELECT) setSelection(S.selected.concat([k]), false);
@@ -14435,7 +14609,7 @@ async function boot() {
   S.chartFilter = hs.metrics; $('#chart-filter').value = hs.metrics;
   S.hidden = new Set(hs.hide); Charts.configure({ hidden: new Set(S.hidden) });
   // the three first requests go out together; the runs of a linked experiment need not wait
-  if (hs.exp) { S.prefetch = { exp: hs.exp, promise: api(expPath(hs.exp) + '/runs') }; S.prefetch.promise.catch(() => {}); }
+  if (hs.exp) { S.prefetch = { exp: hs.exp, promise: api(firstRunsUrl(hs.exp)) }; S.prefetch.promise.catch(() => {}); }
   const health = api('/api/health');
   const exps = loadExperiments();
   try { S.health = await health; }
