@@ -5394,52 +5394,151 @@ def _read_metric_files_one_by_one(store, files, keys):
     return pa.concat_tables(tables, promote_options="default")
 
 
-# -- 9.4 tag expressions: "a AND (b OR NOT c)" -----------------------------------------------------
+# -- 9.4 run filters and tag expressions: "lr>0.01 AND (tag:base OR NOT status=failed)" ---------
+#
+# One recursive-descent parser (no eval) reads two dialects:
+#   tags   (--tags, tags=)   a bare word is a tag, matched exactly; "a b" is an error.
+#   where  (--where, where=, ?where=)   a bare word matches anywhere (name, status, tags, host,
+#          description, project, group, param=value), case-insensitively; `key OP value` terms;
+#          terms side by side must all hold (as in the page's filter box).
+# Operators: NOT ! (tightest), AND && (or nothing, in `where`), OR || ; parentheses; any case.
+# Terms:  key=v key==v exact (numbers as numbers: lr=0.01 matches 0.010; =null: missing)
+#         key!=v (NOT key=v) · key~text substring, any case · key~/re/ key~/re/i regex search
+#         key!~v · key>n key>=n key<n key<=n (numbers only; a run without the key never holds)
+# Keys:   name status tag project group host description rank step rows duration (the run's
+#         own fields, first); p:KEY (param), m:KEY (last value of a metric or scalar),
+#         min:KEY max:KEY (of a metric over the run); a bare KEY is the param when the run has
+#         one by that name, else the metric. tag:NAME alone is NAME among the tags.
 
-_TAG_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
-_TAG_OPS = {"AND", "OR", "NOT"}
+_FILTER_OPS = ("==", ">=", "<=", "!=", "!~", ">", "<", "=", "~")
+_FILTER_WORD = re.compile(r'(?:[^\s()"<>=!~&|]|&(?!&)|\|(?!\|))+')
+_FILTER_VALUE = re.compile(r'(?:[^\s()"&|]|&(?!&)|\|(?!\|))+')
+_FILTER_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_FILTER_REGEX = re.compile(r'/((?:[^/\\]|\\.)*)/(i?)')
+_TAG_WORD = re.compile(r'[^\s()"]+')
+_FILTER_KEYWORDS = {"AND": "AND", "OR": "OR", "NOT": "NOT", "&&": "AND", "||": "OR", "!": "NOT"}
+# run fields a key names before any param or metric (p:KEY reaches a param named like one)
+_FILTER_FIELDS = {
+    "name": lambda r: [r.get("name")], "status": lambda r: [r.get("status")],
+    "tag": lambda r: r.get("tags") or [], "tags": lambda r: r.get("tags") or [],
+    "project": lambda r: [r.get("project")], "group": lambda r: [r.get("group")],
+    "host": lambda r: [r.get("hostname")], "hostname": lambda r: [r.get("hostname")],
+    "description": lambda r: [r.get("description")], "rank": lambda r: [r.get("rank")],
+    "step": lambda r: [r.get("last_step")], "rows": lambda r: [r.get("rows")],
+    "duration": lambda r: [r.get("duration_secs")],
+}
+# KEY prefixes: which RUN_ROW mapping a prefixed key reads
+_FILTER_PREFIXES = {"p": "params", "param": "params", "m": "summary", "metric": "summary",
+                    "last": "summary", "min": "summary_min", "max": "summary_max"}
 
 
-def _parse_tag_expr(text):
-    """A predicate on a set of tags from an expression such as ``a AND (b OR NOT c)``.
+class _ExpressionError(InvalidInputError):
+    """A malformed filter or tag expression; ``position`` (from 0) is where reading stopped."""
 
-    Operators AND, OR, NOT (any case; NOT binds tightest, then AND, then OR) and parentheses;
-    anything else is a tag, matched exactly. A tag with spaces or named like an operator is
-    written in double quotes: ``"and" OR "my tag"``. No eval: a recursive-descent parser
-    that raises InvalidInputError naming the position of the first thing it cannot read.
-    """
-    if not isinstance(text, str):
-        raise InvalidInputError(f"tags must be a string expression or a list of tags, "
-                                f"got {type(text).__name__}")
-    tokens, pos = [], 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
+    def __init__(self, message, expression, position):
+        super().__init__(message)
+        self.expression, self.position = expression, position
+
+    def caret(self):
+        """The expression and a caret under the position, two lines for a terminal."""
+        line = self.expression.replace("\t", " ").replace("\n", " ")
+        return f"  {line}\n  {' ' * self.position}^"
+
+
+def _lex_filter(text, what, where):
+    """[(kind, value, position)]: kinds (, ), AND, OR, NOT, word, quoted, term, end."""
+    tokens, pos, end = [], 0, len(text)
+
+    def fail(message, at):
+        raise _ExpressionError(f"{what} {text!r}: {message} at position {at}", text, at)
+
+    while True:
+        while pos < end and text[pos].isspace():
+            pos += 1
+        if pos >= end:
             break
-        match = _TAG_TOKEN.match(text, pos)
-        if not match:
-            quote = text.index(chr(34), pos)
-            raise InvalidInputError(f"tag expression {text!r}: unterminated quote at "
-                                    f"position {quote}")
-        at = match.start() + len(match.group(0)) - len(match.group(0).lstrip())
-        if match.group(1):
-            tokens.append(("(", None, at))
-        elif match.group(2):
-            tokens.append((")", None, at))
-        elif match.group(3) is not None:
-            tokens.append(("tag", re.sub(r"\\(.)", r"\1", match.group(3)), at))
-        elif match.group(4).upper() in _TAG_OPS:
-            tokens.append((match.group(4).upper(), None, at))
-        else:
-            tokens.append(("tag", match.group(4), at))
-        pos = match.end()
+        at, char = pos, text[pos]
+        if char in "()":
+            tokens.append((char, None, at))
+            pos += 1
+            continue
+        if text.startswith(("&&", "||"), pos):
+            tokens.append((_FILTER_KEYWORDS[text[pos:pos + 2]], None, at))
+            pos += 2
+            continue
+        after = text[pos + 1:pos + 2]
+        if char == "!" and (where or after.isspace() or not after) and after not in ("=", "~"):
+            tokens.append(("NOT", None, at))  # in tags, !x is a tag as it always was
+            pos += 1
+            continue
+        kind, word, pos = _lex_word(text, pos, where, fail)
+        if kind == "word" and word.upper() in _FILTER_KEYWORDS:
+            tokens.append((word.upper(), None, at))
+            continue
+        op = next((o for o in _FILTER_OPS if text.startswith(o, pos)), None) if where else None
+        if op is None:
+            tokens.append((kind, word, at))
+            continue
+        pos += len(op)
+        tokens.append(("term", (word, op) + _lex_value(text, pos, op, fail), at))
+        pos = tokens[-1][1][-1]
     tokens.append(("end", None, len(text)))
-    index = [0]
+    return tokens
 
-    def fail(what):
+
+def _lex_word(text, pos, where, fail):
+    """(word or quoted, text, end) of the word at pos."""
+    if text[pos] == '"':
+        match = _FILTER_QUOTED.match(text, pos)
+        if not match:
+            fail("unterminated quote", pos)
+        return "quoted", re.sub(r"\\(.)", r"\1", match.group(1)), match.end()
+    match = (_FILTER_WORD if where else _TAG_WORD).match(text, pos)
+    if not match:
+        fail(f"unexpected {text[pos]!r}", pos)
+    return "word", match.group(0), match.end()
+
+
+def _lex_value(text, pos, op, fail):
+    """(value, regex or None, value position, end) of the value after a term's operator."""
+    char = text[pos:pos + 1]
+    if char == '"':
+        match = _FILTER_QUOTED.match(text, pos)
+        if not match:
+            fail("unterminated quote", pos)
+        return re.sub(r"\\(.)", r"\1", match.group(1)), None, pos, match.end()
+    if char == "/" and op in ("~", "!~"):
+        match = _FILTER_REGEX.match(text, pos)
+        if not match:
+            fail("unterminated /regex/", pos)
+        try:
+            regex = re.compile(match.group(1), re.IGNORECASE if match.group(2) else 0)
+        except re.error as exc:
+            fail(f"bad regex ({exc.msg})", pos + 1 + (exc.pos or 0))
+        return match.group(1), regex, pos, match.end()
+    match = _FILTER_VALUE.match(text, pos)
+    if not match or match.group(0)[0] in "<>=!~":
+        fail(f"expected a value after {op!r}", pos)
+    return match.group(0), None, pos, match.end()
+
+
+def _parse_filter(text, where=True):
+    """A predicate from a filter (``where``: on a RUN_ROW) or tag expression (on a tag set).
+
+    Raises _ExpressionError (an InvalidInputError) naming the position of the first thing it
+    cannot read; nesting deeper than 100 levels is refused rather than a RecursionError.
+    """
+    what = "filter" if where else "tag expression"
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(text).__name__}")
+    tokens, index = _lex_filter(text, what, where), [0]
+    starts = {"(", "NOT", "word", "quoted", "term"}
+
+    def fail(expected):
         kind, _value, at = tokens[index[0]]
         found = "the end" if kind == "end" else repr(text[at:at + 20].split()[0])
-        raise InvalidInputError(f"tag expression {text!r}: expected {what} at position {at}, "
-                                f"found {found}")
+        raise _ExpressionError(f"{what} {text!r}: expected {expected} at position {at}, "
+                               f"found {found}", text, at)
 
     def peek():
         return tokens[index[0]][0]
@@ -5448,23 +5547,24 @@ def _parse_tag_expr(text):
         node = parse_and(depth)
         while peek() == "OR":
             index[0] += 1
-            node = ("or", node, parse_and(depth))
+            node = _filter_or(node, parse_and(depth))
         return node
 
     def parse_and(depth):
         node = parse_not(depth)
-        while peek() == "AND":
-            index[0] += 1
-            node = ("and", node, parse_not(depth))
+        while peek() == "AND" or (where and peek() in starts):
+            index[0] += peek() == "AND"
+            node = _filter_and(node, parse_not(depth))
         return node
 
     def parse_not(depth):
         if depth > 100:
             fail("a shallower expression (more than 100 levels of nesting)")
-        kind, value, _at = tokens[index[0]]
+        kind, value, at = tokens[index[0]]
         if kind == "NOT":
             index[0] += 1
-            return ("not", parse_not(depth + 1))
+            inner = parse_not(depth + 1)
+            return lambda x: not inner(x)
         if kind == "(":
             index[0] += 1
             node = parse_or(depth + 1)
@@ -5472,28 +5572,153 @@ def _parse_tag_expr(text):
                 fail("')'")
             index[0] += 1
             return node
-        if kind == "tag":
+        if kind in ("word", "quoted", "term"):
             index[0] += 1
-            return ("tag", value)
-        fail("a tag, NOT or '('")
+            if not where:
+                return lambda tags: value in tags
+            return _filter_term(value, text, at) if kind == "term" else _filter_word(value, kind)
+        fail("a term, NOT or '('" if where else "a tag, NOT or '('")
 
     if peek() == "end":
-        raise InvalidInputError(f"tag expression {text!r} is empty")
+        if where:
+            return None
+        raise _ExpressionError(f"{what} {text!r} is empty", text, 0)
     tree = parse_or(0)
     if peek() != "end":
-        fail("AND, OR or the end")
-    return lambda tags: _eval_tag_expr(tree, tags)
+        fail("AND, OR or the end" if not where else "a term, AND, OR or the end")
+    return tree
 
 
-def _eval_tag_expr(node, tags):
-    kind = node[0]
-    if kind == "tag":
-        return node[1] in tags
-    if kind == "not":
-        return not _eval_tag_expr(node[1], tags)
-    if kind == "and":
-        return _eval_tag_expr(node[1], tags) and _eval_tag_expr(node[2], tags)
-    return _eval_tag_expr(node[1], tags) or _eval_tag_expr(node[2], tags)
+def _filter_and(a, b):
+    return lambda x: a(x) and b(x)
+
+
+def _filter_or(a, b):
+    return lambda x: a(x) or b(x)
+
+
+def _parse_tag_expr(text):
+    """A predicate on a set of tags from an expression such as ``a AND (b OR NOT c)``.
+
+    Operators AND, OR, NOT (any case; NOT binds tightest, then AND, then OR; also && || !)
+    and parentheses; anything else is a tag, matched exactly. A tag with spaces or named like
+    an operator is written in double quotes: ``"and" OR "my tag"``. The tags dialect of
+    _parse_filter: no eval, and an error names the position of what it cannot read.
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"tags must be a string expression or a list of tags, "
+                                f"got {type(text).__name__}")
+    return _parse_filter(text, where=False)
+
+
+def _filter_text(value):
+    """A value as the filter's text comparisons see it (true/false/null as YAML writes them)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _filter_number(value):
+    """A param or metric value as a float for comparisons, or None (bools and text are not
+    numbers: "lr>0.01" on a string lr never holds, rather than comparing text)."""
+    return float(value) if type(value) in (int, float) else None
+
+
+def _filter_word(word, kind):
+    """A bare word: found anywhere in the run's text, any case; tag:NAME is a tag exactly."""
+    if kind == "word" and word.lower().startswith("tag:") and len(word) > 4:
+        tag = word[4:]
+        return lambda r: tag in (r.get("tags") or ())
+    needle = word.lower()
+    return lambda r: needle in _filter_haystack(r)
+
+
+def _filter_haystack(r):
+    parts = [r.get("name"), r.get("status"), r.get("description"), r.get("hostname"),
+             r.get("project"), r.get("group"), *(r.get("tags") or ())]
+    parts += [f"{k}={_filter_text(v)}" for k, v in (r.get("params") or {}).items()]
+    return "\n".join(str(p) for p in parts if p).lower()
+
+
+def _filter_getter(key):
+    """RUN_ROW -> [values] for a term's key (see the table at the top of 9.4)."""
+    if key.lower() in _FILTER_FIELDS:
+        return _FILTER_FIELDS[key.lower()]
+    prefix, sep, rest = key.partition(":")
+    if sep and rest and prefix.lower() in _FILTER_PREFIXES:
+        field = _FILTER_PREFIXES[prefix.lower()]
+        return lambda r: [r[field][rest]] if rest in (r.get(field) or ()) else []
+
+    def bare(r):  # the param first, then the metric of that name (issue 14 defect 11)
+        for field in ("params", "summary"):
+            values = r.get(field) or ()
+            if key in values:
+                return [values[key]]
+        return []
+    return bare
+
+
+def _filter_term(term, text, at):
+    """The predicate of ``key OP value`` (see the table at the top of 9.4)."""
+    key, op, value, regex, value_at, _end = term
+    get = _filter_getter(key)
+    number = None
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    if op in ("<", "<=", ">", ">="):
+        if number is None or not math.isfinite(number):
+            raise _ExpressionError(f"filter {text!r}: {op} needs a number, not {value!r} at "
+                                   f"position {value_at}", text, value_at)
+        compare = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op]
+
+        def ordered(r):
+            for v in get(r):
+                n = _filter_number(v)
+                if n is not None and compare(n, number):
+                    return True
+            return False
+        return ordered
+    if op in ("~", "!~"):
+        needle = value.lower()
+
+        def hit(v):
+            if v is None:
+                return False
+            return needle in _filter_text(v).lower() if regex is None else \
+                regex.search(_filter_text(v)) is not None
+        if op == "~":
+            return lambda r: any(hit(v) for v in get(r))
+        return lambda r: not any(hit(v) for v in get(r))
+    null = value.lower() in ("null", "none")
+
+    def equal(r):
+        values = get(r)
+        if null and (not values or None in values):
+            return True
+        for v in values:
+            n = _filter_number(v)
+            if n is not None and number is not None:
+                if n == number or (n != n and number != number):
+                    return True
+            elif isinstance(v, bool) and _filter_text(v) == value.lower():
+                return True   # YAML's True, true and TRUE are one value
+            elif v is not None and _filter_text(v) == value:
+                return True
+        return False
+    return equal if op in ("=", "==") else lambda r: not equal(r)
+
+
+def _run_filter(where):
+    """A predicate on RUN_ROWs from a ``where`` expression, or None for no filter."""
+    if where is None:
+        return None
+    return _parse_filter(where, where=True)
 
 
 def _tag_filter(tags):
@@ -5513,7 +5738,7 @@ _RUN_TABLE_TYPES = {"rank": "int64", "duration_secs": "float64", "rows": "int64"
 
 
 def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
-              to_pandas=False):
+              to_pandas=False, where=None):
     """One row per run as a ``pyarrow.Table`` (or a pandas DataFrame with ``to_pandas=True``):
     experiment, run, project, group, rank, status, started_at, duration_secs, rows, tags,
     then ``params.<key>`` (flattened config) and the last value of every metric and scalar.
@@ -5521,12 +5746,23 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     >>> expman.load_runs("experiments", status="finished", to_pandas=True)
     >>> expman.load_runs("experiments", "resnet", tags="baseline AND (cifar OR NOT tiny)")
     >>> expman.load_runs(project="vision", tags=["ablation"])         # a list: all of them
+    >>> expman.load_runs("experiments", "resnet", where="lr>0.01 AND min:val/loss<0.3")
 
     ``experiment`` is a name or a list of names (default: all); ``status`` a status or a
-    list. A metric named like one of the fixed columns is stored as ``metrics.<key>``.
+    list; ``where`` a filter expression (section 9.4: params, metric last/min/max, status,
+    tags, name ...). A metric named like one of the fixed columns is stored as
+    ``metrics.<key>``.
     """
-    store, root_path = _resolve_root(root)
-    match = _tag_filter(tags)
+    records = [_run_record(exp, row) for exp, row in
+               _matching_runs(root, experiment, status, tags, project, where)]
+    table = _runs_table(records)
+    return table.to_pandas() if to_pandas else table
+
+
+def _matching_runs(root, experiment, status, tags, project, where):
+    """(experiment, RUN_ROW) of every run load_runs keeps, experiment by experiment."""
+    _resolve_root(root)
+    checks = [_tag_filter(tags), _run_filter(where)]
     if project is not None and not isinstance(project, str):
         raise InvalidInputError(f"project must be a string, got {type(project).__name__}")
     if experiment is None:
@@ -5535,24 +5771,33 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
         names = [experiment] if isinstance(experiment, str) else list(experiment)
     wanted = None if status is None else {_normalize_status(s) for s in (
         [status] if isinstance(status, str) else status)}
-    records = []
     for exp in names:
         for row in list_runs(root, exp):
-            if wanted and row["status"] not in wanted:
+            if (wanted and row["status"] not in wanted) or \
+                    (project is not None and row["project"] != project):
                 continue
-            if project is not None and row["project"] != project:
+            if checks[0] is not None and not checks[0](set(row["tags"])):
                 continue
-            if match is not None and not match(set(row["tags"])):
-                continue
-            record = {"experiment": exp, "run": row["name"], "project": row["project"],
-                      "group": row["group"], "rank": row["rank"], "status": row["status"],
-                      "started_at": row["started_at"], "duration_secs": row["duration_secs"],
-                      "rows": row["rows"], "tags": ",".join(row["tags"])}
-            record.update({f"params.{k}": v for k, v in row["params"].items()})
-            record.update({(f"metrics.{k}" if k in _RUN_TABLE_COLUMNS or
-                            k.startswith(("params.", "metrics.")) else k): v
-                           for k, v in row["summary"].items()})
-            records.append(record)
+            if checks[1] is None or checks[1](row):
+                yield exp, row
+
+
+def _run_record(exp, row):
+    """A RUN_ROW as one row of load_runs' table."""
+    record = {"experiment": exp, "run": row["name"], "project": row["project"],
+              "group": row["group"], "rank": row["rank"], "status": row["status"],
+              "started_at": row["started_at"], "duration_secs": row["duration_secs"],
+              "rows": row["rows"], "tags": ",".join(row["tags"])}
+    record.update({f"params.{k}": v for k, v in row["params"].items()})
+    record.update({(f"metrics.{k}" if k in _RUN_TABLE_COLUMNS or
+                    k.startswith(("params.", "metrics.")) else k): v
+                   for k, v in row["summary"].items()})
+    return record
+
+
+def _runs_table(records):
+    """load_runs' records as a table: fixed columns typed, others as Arrow infers (text when
+    the runs disagree)."""
     columns = list(dict.fromkeys([*_RUN_TABLE_COLUMNS, *(k for r in records for k in r)]))
     data = {}
     for col in columns:
@@ -5562,8 +5807,7 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
             data[col] = pa.array(values, type=kind and pa.type_for_alias(kind))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    table = pa.table(data)
-    return table.to_pandas() if to_pandas else table
+    return pa.table(data)
 
 
 # -- 9.5 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
@@ -7860,12 +8104,15 @@ class _Api:
                 "unassigned": sum(1 for e in rows if not e["projects"])}
 
     def _api_runs(self, exp):
-        """RUN_ROWs of an experiment, newest first. With any of sort=, order=, offset=,
-        limit=, names=, format= it is a query (see runs_query): the page asks for the rows
-        it shows, sorted and counted on the server, from a list kept for a moment."""
+        """RUN_ROWs of an experiment, newest first (only those ?where= holds for). With any
+        of sort=, order=, offset=, limit=, names=, format= it is a query (see runs_query): the
+        page asks for the rows it shows, sorted and counted on the server, from a list kept
+        for a moment."""
+        where = self.where()
         if self.runs_query_asked():
-            return self.runs_query(exp)
-        return {"experiment": exp, "runs": self.run_rows(exp)}
+            return self.runs_query(exp, where)
+        return {"experiment": exp, "runs": [r for r in self.run_rows(exp)
+                                            if where is None or where(r)]}
 
     def run_rows(self, exp):
         store, hub = self.store, self.hub
@@ -7911,12 +8158,13 @@ class _Api:
                         del self.run_lists[name]  # memory back once nobody asks
             return runs
 
-    def runs_query(self, exp):
-        """?sort=COLUMN&order=asc|desc&offset=&limit=&names=a,b&format=rows|columns.
+    def runs_query(self, exp, where=None):
+        """?sort=COLUMN&order=asc|desc&offset=&limit=&names=a,b&format=rows|columns&where=.
 
         COLUMN is a runs-table column id: name, status, started, duration, steps, tags,
-        description, hostname, git, p:<param>, m:<metric> (its last value); empty values sort
-        last either way, ties by name. names= keeps only the runs named. The answer counts
+        description, hostname, git, p:<param>, m:<metric> (its last value), min:<metric>,
+        max:<metric>; empty values sort last either way, ties by name. names= keeps only the
+        runs named, where= those its filter holds for (self.where). The answer counts
         the experiment's runs (total) and those that matched (matched), carries the param
         and metric keys of all runs (the page's column chooser), and the rows [offset,
         offset+limit) as a list or, with format=columns, as columns (see _columns_json).
@@ -7936,9 +8184,11 @@ class _Api:
         if key is None:
             self.fail(400, f"sort must be a runs-table column (name, status, started, "
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
-                           f"m:<metric>), not {sort[:60]!r}")
+                           f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
         runs = self.cached_run_rows(exp)
         rows = runs.by_name
+        if where is not None:
+            rows = [r for r in rows if where(r)]
         names = q.getunicode("names")
         if names is not None:
             wanted = set(names.split(","))
@@ -7954,6 +8204,17 @@ class _Api:
         else:
             out["runs"] = window
         return out
+
+    def where(self):
+        """The ``where`` query parameter as a RUN_ROW predicate (section 9.4), or None; a
+        malformed one is a 400 with ``error``, ``position`` (from 0) and ``expression``."""
+        text = self.bottle.request.query.getunicode("where")
+        try:
+            return _run_filter(text or None)
+        except _ExpressionError as exc:
+            raise self.bottle.HTTPResponse(json.dumps(
+                {"error": str(exc), "position": exc.position, "expression": exc.expression}),
+                status=400, headers=_JSON_HEADERS)
 
     def _api_experiment_meta(self, exp):
         store = self.store
@@ -8236,6 +8497,9 @@ def _run_sort_key(column):
         return lambda r: (r.get("params") or {}).get(name)
     if kind == "m" and name:
         return lambda r: _sort_number((r.get("summary") or {}).get(name))
+    if kind in ("min", "max") and name:   # summary_min / summary_max (None: not recorded)
+        field = "summary_" + kind
+        return lambda r: _sort_number((r.get(field) or {}).get(name))
     return None
 
 
@@ -9257,12 +9521,21 @@ def _cmd_list(args):
     root = args.dir if args.dir is not None else _default_root()
     root, experiment = _list_target(root, args.experiment)
     if experiment is None:
-        if args.tags is not None:
-            raise _UsageError("--tags filters the runs of one experiment: add -e EXPERIMENT")
+        for flag in ("tags", "where"):
+            if getattr(args, flag) is not None:
+                raise _UsageError(f"--{flag} filters the runs of one experiment: add -e "
+                                  f"EXPERIMENT")
         model = _experiments_model(root, args.project)
         render = _print_experiments
     else:
-        model = _runs_model(root, experiment, args.project, args.tags)
+        try:
+            where = _run_filter(args.where)
+        except _ExpressionError as exc:  # bad usage: the message, then where it went wrong
+            _cli_error(exc)
+            print(exc.caret(), file=sys.stderr)
+            return _EXIT_USAGE
+        model = _runs_model(root, experiment, args.project, args.tags, where)
+        model["filtered"] = model["filtered"] or where is not None
         render = _print_runs
     if args.json:
         _print_json({k: v for k, v in model.items() if k != "filtered"})
@@ -9323,8 +9596,9 @@ def _print_experiments(model, color, width=None):
     _print_lines(lines)
 
 
-def _runs_model(root, experiment, project=None, tags=None):
-    """The runs `expman list -e` shows (newest first), filtered by project and tags."""
+def _runs_model(root, experiment, project=None, tags=None, where=None):
+    """The runs `expman list -e` shows (newest first), filtered by project, tags and a
+    ``where`` predicate (_run_filter)."""
     store, root_path = _resolve_root(root)
     runs = list_runs(root, experiment)
     match = _tag_filter(tags)
@@ -9332,6 +9606,8 @@ def _runs_model(root, experiment, project=None, tags=None):
         runs = [r for r in runs if r["project"] == project]
     if match is not None:
         runs = [r for r in runs if match(set(r["tags"]))]
+    if where is not None:
+        runs = [r for r in runs if where(r)]
     return {"root": store.display(root_path), "experiment": experiment, "runs": runs,
             "filtered": project is not None or tags is not None}
 
@@ -10343,6 +10619,9 @@ def _build_parser():
     p.add_argument("--project", metavar="P", help="only experiments (or runs) of this project")
     p.add_argument("--tags", metavar="EXPR", help="with -e: only runs whose tags match, e.g. "
                    "'baseline AND (cifar OR NOT tiny)'")
+    p.add_argument("--where", metavar="EXPR", help="with -e: only runs the filter holds for, "
+                   "e.g. 'lr>0.01 AND min:val/loss<0.3 AND (tag:base OR status=running)'; "
+                   "p:KEY / m:KEY pick the param / metric of a shared name (bare: the param)")
     json_flag(p)
 
     p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "
@@ -12827,6 +13106,7 @@ function addRow(r) {
 // is about to show, and a sort asks the server for the rows on screen in the new order.
 function runsUrl(exp, extra) {
   const q = ['format=columns', 'sort=' + enc(S.sort.col), 'order=' + (S.sort.dir > 0 ? 'asc' : 'desc')];
+  if (S.paged && S.filter) q.push('where=' + enc(S.filter));   // the server's filter language (9.4)
   for (const k of Object.keys(extra || {})) q.push(k + '=' + enc(String(extra[k])));
   return expPath(exp) + '/runs?' + q.join('&');
 }
@@ -12863,7 +13143,7 @@ function takeFirstRuns(j) {
   for (const r of rows) addRow(r);
   if (S.paged) { S.win = newWindow(j.matched); fillWindow(S.win, j.offset || 0, rows, 0); }
 }
-function querySig() { return S.sort.col + '|' + S.sort.dir; }
+function querySig() { return S.sort.col + '|' + S.sort.dir + '|' + (S.filter || ''); }
 function newWindow(matched) { return { sig: querySig(), matched: matched, rows: new Array(matched), index: new Map(), pages: new Set() }; }
 // Rows of a window answer into w; a row the stream changed after the request went out is newer.
 function fillWindow(w, offset, rows, sentAt) {
@@ -12906,15 +13186,22 @@ function visibleRange() {
 }
 // A new sort (or fresh counts after new runs): the rows on screen in one go, then swap windows,
 // so the table never shows an empty page between two orders.
-let requeryToken = 0;
+let requeryToken = 0, requerySig = null;
 async function requery() {
   const token = ++requeryToken, exp = S.exp, range = visibleRange(), w = newWindow(S.win ? S.win.matched : 0);
+  requerySig = w.sig;
   const pages = [];
   for (let p = Math.floor(range[0] / PAGE); p * PAGE < Math.max(range[1], 1); p++) pages.push(p);
   let got;
   try { got = await Promise.all(pages.map(p => fetchPage(w, p))); }
-  catch (e) { if (token === requeryToken) showError('Could not load runs', e); return; }
+  catch (e) {
+    if (token !== requeryToken) return;   // requerySig stays: the same query is not asked again
+    if (e.status === 400 && S.filter) { filterProblem = e.message; renderTable(); }   // a malformed where=
+    else showError('Could not load runs', e);
+    return;
+  }
   if (token !== requeryToken || exp !== S.exp || !S.paged) return;
+  requerySig = null; filterProblem = '';
   const last = got[got.length - 1].j;
   w.matched = last.matched; w.rows.length = last.matched; S.total = last.total;
   got.forEach((res, i) => { takeKeys(res.j); fillWindow(w, pages[i] * PAGE, res.rows, res.sentAt); });
@@ -12924,7 +13211,16 @@ async function requery() {
 // "Select all" of a paged table: the first SELECT_CAP matching runs in table order, said so.
 async function selectAllPaged(on) {
   const exp = S.exp;
-  if (!on) { setSelection(S.selected.filter(k => splitKey(k)[0] !== exp), true); return; }
+  if (!on) {
+    let drop = S.selected.filter(k => splitKey(k)[0] === exp);
+    if (S.filter && drop.length) {   // only the selected runs the filter matches
+      try { drop = decodeRuns(await api(runsUrl(exp, { names: drop.map(k => splitKey(k)[1]).join(',') }))).map(r => exp + '/' + r.name); }
+      catch (e) { showError('Could not unselect the runs', e); return; }
+    }
+    const gone = new Set(drop);
+    setSelection(S.selected.filter(k => !gone.has(k)), true);
+    return;
+  }
   let j;
   try { j = await api(runsUrl(exp, { limit: SELECT_CAP })); } catch (e) { showError('Could not select the runs', e); return; }
   if (exp !== S.exp) return;
@@ -12934,22 +13230,6 @@ async function selectAllPaged(on) {
   const now = S.selected.length + add.length;
   if (j.matched > now) showBanner('Selected ' + now + ' of ' + j.matched + ' matching runs: at most ' + SELECT_CAP + ' are charted at once; select others one by one.', true);
   setSelection(S.selected.concat(add), true);
-}
-// Filtering a paged table in the page needs every row: fetched once, then the table is held whole.
-let wholeLoading = null;
-function loadWhole() {
-  if (wholeLoading && wholeLoading.exp === S.exp) return;
-  const exp = S.exp;
-  wholeLoading = { exp: exp };
-  $('#runs-count').textContent = 'Loading all ' + S.total + ' runs to filter\u2026';
-  api(runsUrl(exp)).then(j => {
-    wholeLoading = null;
-    if (exp !== S.exp || !S.paged) return;
-    takeKeys(j);
-    for (const r of decodeRuns(j)) { const cur = S.rows.get(r.name); if (!(cur && cur._sse)) addRow(r); }
-    S.paged = false; S.win = null;
-    renderTable();
-  }, e => { wholeLoading = null; showError('Could not load the runs to filter', e); });
 }
 // New runs in a paged table: the rows on screen and the counts again, at most once a second.
 let winRefreshTimer = 0;
@@ -13085,16 +13365,20 @@ function showFilterError(parsed) {
   box.textContent = parsed.error ? 'Filter, column ' + parsed.pos + ': ' + parsed.error : '';
   $('#filter').classList.toggle('bad', !!parsed.error);
 }
+let filterProblem = '';   // paged: the server's word on a malformed filter
 function computeView() {
-  const parsed = parseFilter(S.filter);
-  showFilterError(parsed);
-  if (S.paged && parsed.terms.length) loadWhole();
   if (S.paged) {
+    // the filter box's text goes to the server as where= (its parser, section 9.4, says what is wrong)
+    showFilterError({ error: null });
+    if (filterProblem) { $('#filter-error').hidden = false; $('#filter-error').textContent = 'Filter: ' + filterProblem; $('#filter').classList.add('bad'); }
+    if (S.win.sig !== querySig() && requerySig !== querySig()) requery();
     // the server sorted and counted; best marks and job folding need every row (held whole)
     const w = S.win;
     S.view = w.rows; S.matched = w.matched; S.matchedRows = w.rows.filter(Boolean); S.best = new Map(); jobMembers = new Set();
     return;
   }
+  const parsed = parseFilter(S.filter);
+  showFilterError(parsed);
   let rows = Array.from(S.rows.values());
   if (parsed.terms.length) rows = rows.filter(r => parsed.terms.every(t => termHolds(t, r)));
   const col = S.sort.col === 'name' ? { get: r => r.name } : allColumns().all.find(c => c.id === S.sort.col) || allColumns().base[1];
