@@ -12908,6 +12908,7 @@ const S = {
   rows: new Map(),              // run name -> RUN_ROW of the current experiment
   view: [],                     // filtered, sorted rows
   paramKeys: new Set(), metricKeys: new Set(),
+  rangeKeys: new Set(),         // metrics whose min/max over the run rows carry (summary_min/_max)
   sort: { col: 'started', dir: -1 }, filter: '',
   colPrefs: null,               // Set of visible column ids, or null for the defaults
   selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
@@ -13030,7 +13031,7 @@ function showWelcome() {
 async function selectExperiment(name, opts) {
   opts = opts || {};
   const token = ++S.expToken;
-  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); colsCache = null;
+  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); S.rangeKeys = new Set(); colsCache = null;
   S.paged = false; S.win = null; S.total = 0; clearTimeout(winRefreshTimer); winRefreshTimer = 0;
   S.colPrefs = loadColPrefs(name); S.colWidths = loadColWidths(name);
   $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
@@ -13097,6 +13098,10 @@ function addRow(r) {
   let fresh = false;
   for (const k of Object.keys(r.params || {})) if (!S.paramKeys.has(k)) { S.paramKeys.add(k); fresh = true; }
   for (const k of Object.keys(r.summary || {})) if (!S.metricKeys.has(k)) { S.metricKeys.add(k); fresh = true; }
+  for (const f of ['summary_min', 'summary_max']) {
+    const o = r[f] && typeof r[f] === 'object' ? r[f] : {};
+    for (const k of Object.keys(o)) if (!S.rangeKeys.has(k)) { S.rangeKeys.add(k); fresh = true; }
+  }
   if (fresh) colsCache = null;
 }
 // The runs route answers a query: sorted on the server, a window [offset, offset+limit), and
@@ -13268,11 +13273,26 @@ function allColumns() {
     get: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : v; },
     cell: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : fmtValue(v); }, numish: true
   }));
-  const metrics = Array.from(S.metricKeys).sort(natural).map((k, i) => ({
-    id: 'm:' + k, label: k, kind: 'metric', tag: clash(k) ? 'metric' : null, goal: goalOf(k), first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
-    get: r => { const v = num(r.summary ? r.summary[k] : null); return Number.isNaN(v) ? null : v; },
-    cell: r => { const v = r.summary ? r.summary[k] : undefined; return v === null || v === undefined ? null : fmtNum(v); }
-  }));
+  // per metric: its last value (shown by default), and its min and max over the run (chosen in
+  // the column chooser; best-run finding). Ids m:KEY, min:KEY, max:KEY are the server's sort keys.
+  const stat = (k, which) => {
+    const field = which === 'last' ? 'summary' : 'summary_' + which;
+    return r => { const o = r[field]; return o && typeof o === 'object' ? o[k] : undefined; };
+  };
+  const metrics = [];
+  Array.from(new Set(Array.from(S.metricKeys).concat(Array.from(S.rangeKeys)))).sort(natural).forEach(k => {
+    for (const which of ['last', 'min', 'max']) {
+      if (which === 'last' ? !S.metricKeys.has(k) : !S.rangeKeys.has(k)) continue;
+      const raw = stat(k, which), label = which === 'last' ? k : k + ' (' + which + ')';
+      metrics.push({
+        id: (which === 'last' ? 'm' : which) + ':' + k, label: label, key: k, stat: which, opt: which !== 'last',
+        kind: 'metric', tag: which === 'last' && clash(k) ? 'metric' : null, goal: goalOf(k), first: !metrics.length, num: true,
+        w: Math.max(84, Math.min(190, 7 * label.length + 30)),
+        get: r => { const v = num(raw(r)); return Number.isNaN(v) ? null : v; },
+        cell: r => { const v = raw(r); return v === null || v === undefined ? null : fmtNum(v); }
+      });
+    }
+  });
   colsCache = { base: base, params: params, metrics: metrics, all: base.concat(params, metrics) };
   return colsCache;
 }
@@ -13282,7 +13302,7 @@ function defaultColumns() {
   if (rows.some(r => r.tags && r.tags.length)) out.add('tags');
   const varying = c.params.filter(p => { const seen = new Set(); for (const r of rows) { seen.add(JSON.stringify(p.get(r))); if (seen.size > 1) return true; } return false; });
   (varying.length ? varying : c.params).slice(0, 8).forEach(p => out.add(p.id));
-  c.metrics.slice(0, 8).forEach(m => out.add(m.id));
+  c.metrics.filter(m => m.stat === 'last').slice(0, 8).forEach(m => out.add(m.id));
   return out;
 }
 function visibleColumns() {
