@@ -2019,6 +2019,7 @@ class _Writer(threading.Thread):
         self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
                                                made=True)  # Experiment made metrics/
         self.summary = {}                  # key -> last value
+        self.summary_min, self.summary_max = {}, {}   # key -> min / max, NaN ignored
         self.scalars = {}
         self.keys = []                     # metric keys in order of first appearance
         self.known_keys = set()
@@ -2501,6 +2502,10 @@ class _Writer(threading.Thread):
             if col.null_count == len(col):
                 continue
             self.summary[key] = _last_valid(col)
+            low, high = _min_max_valid(col)
+            if low is not None:
+                old = self.summary_min.get(key, low), self.summary_max.get(key, high)
+                self.summary_min[key], self.summary_max[key] = min(old[0], low), max(old[1], high)
 
     def _reject(self, key, reason, where):
         self._warn_once(f"reject:{key!r}:{reason.split(' (step')[0]}",
@@ -2629,6 +2634,8 @@ class _Writer(threading.Thread):
         # expman-rs 0.5.3's sections, so its readers and scripts find them: log_scalar values
         # and the last value of each metric
         meta["scalars"], meta["vectors"] = dict(self.scalars), dict(self.summary)
+        # best-run finding reads these (issue 14); absent: an older writer, so unknown
+        meta["summary_min"], meta["summary_max"] = dict(self.summary_min), dict(self.summary_max)
         if self.dropped_rows:
             meta["dropped_rows"] = self.dropped_rows
         if self.dropped_media:
@@ -2965,6 +2972,33 @@ def _micros(seconds):
     except (ValueError, OverflowError):  # NaN or inf from an injected clock
         return array.array("q", [int(t * 1e6) if math.isfinite(t * 1e6) else 0
                                  for t in seconds])
+
+
+def _min_max_valid(column):
+    """(min, max) of a float64 ChunkedArray over its non-null, non-NaN values, or (None, None).
+    Plain Python over the data buffers, as _last_valid: pyarrow.compute stays unimported on the
+    writer's path (see _micros)."""
+    low = high = None
+    for chunk in column.chunks:
+        n = len(chunk)
+        if chunk.null_count == n:
+            continue
+        validity, data = chunk.buffers()[:2]
+        values = memoryview(data)[chunk.offset * 8:(chunk.offset + n) * 8].cast("d")
+        if chunk.null_count:
+            bits, offset = validity.to_pybytes(), chunk.offset
+            values = [values[i] for i in range(n)
+                      if bits[(i + offset) >> 3] >> ((i + offset) & 7) & 1]
+        # min/max skip a NaN unless it comes first (every comparison with NaN is False)
+        lo, hi = min(values), max(values)
+        if lo != lo or hi != hi:
+            values = [v for v in values if v == v]
+            if not values:
+                continue
+            lo, hi = min(values), max(values)
+        low = lo if low is None or lo < low else low
+        high = hi if high is None or hi > high else high
+    return low, high
 
 
 def _last_valid(column):
@@ -4292,25 +4326,17 @@ def _run_row(store, path, meta, config=None, now=None):
     Every field has its documented type whatever run.yaml holds: a hand-edited or foreign
     file (duration_secs: "long", a bare YAML timestamp, description: 42) used to reach the
     CLI's formatting and the JSON encoder as is, and one such run broke `expman list` and
-    the dashboard's runs table for every run of the experiment.
+    the dashboard's runs table for every run of the experiment. ``summary_min`` and
+    ``summary_max`` are None where run.yaml does not hold them (runs of older writers).
     """
     status = _effective_status(meta, now)
-    started = _parse_iso(meta.get("started_at"))
-    duration = _number_or_none(meta.get("duration_secs"))
-    if status == "running" and started is not None:
-        duration = round((now or time.time()) - started, 3)
-    elif status == "crashed" and duration is None and started is not None:
-        beat = _parse_iso(meta.get("heartbeat_at"))
-        duration = round(beat - started, 3) if beat else None
     git = meta.get("git") if isinstance(meta.get("git"), dict) else {}
     summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else \
         _expman_rs_summary(meta)
-    tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
     command = meta.get("command")
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
-    rows, last_step, pid = meta.get("rows"), meta.get("last_step"), meta.get("pid")
-    rank, world = meta.get("rank"), meta.get("world_size")
+    rows = meta.get("rows")
     return {
         "name": str(meta.get("name") or path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]),
         "experiment": str(meta.get("experiment") or ""),
@@ -4318,24 +4344,55 @@ def _run_row(store, path, meta, config=None, now=None):
         "status": status,
         "started_at": _time_text(meta.get("started_at")),
         "finished_at": _time_text(meta.get("finished_at")),
-        "duration_secs": duration,
+        "duration_secs": _run_duration(meta, status, now),
         "heartbeat_at": _time_text(meta.get("heartbeat_at")),
         "description": _text(meta.get("description")) or "",
-        "tags": [str(t) for t in tags],
+        "tags": [str(t) for t in meta.get("tags")] if isinstance(meta.get("tags"), list) else [],
         "hostname": _text(meta.get("hostname")),
-        "pid": pid if type(pid) is int else None,
+        "pid": _int_or_none(meta.get("pid")),
         "command": _text(command),
         "git_commit": _text(git.get("commit")),
         "rows": rows if type(rows) is int and rows >= 0 else 0,
-        "last_step": last_step if type(last_step) is int else None,
+        "last_step": _int_or_none(meta.get("last_step")),
         "params": _flatten(config) if isinstance(config, dict) else {},
-        "summary": {str(k): v if v is None or type(v) in (int, float) else _text(v)
-                    for k, v in summary.items()},
+        "summary": _summary_values(summary),
+        "summary_min": _summary_numbers(meta.get("summary_min")),
+        "summary_max": _summary_numbers(meta.get("summary_max")),
         "project": _text(meta.get("project")),
         "group": _text(meta.get("group")),
-        "rank": rank if type(rank) is int else None,
-        "world_size": world if type(world) is int else None,
+        "rank": _int_or_none(meta.get("rank")),
+        "world_size": _int_or_none(meta.get("world_size")),
     }
+
+
+def _run_duration(meta, status, now=None):
+    """Seconds the run has taken: so far for a live run, to its last heartbeat for a crashed
+    one that never wrote its end."""
+    started = _parse_iso(meta.get("started_at"))
+    duration = _number_or_none(meta.get("duration_secs"))
+    if status == "running" and started is not None:
+        return round((now or time.time()) - started, 3)
+    if status == "crashed" and duration is None and started is not None:
+        beat = _parse_iso(meta.get("heartbeat_at"))
+        return round(beat - started, 3) if beat else None
+    return duration
+
+
+def _int_or_none(value):
+    return value if type(value) is int else None
+
+
+def _summary_values(summary):
+    """{key: number, text or None} of a summary mapping from YAML."""
+    return {str(k): v if v is None or type(v) in (int, float) else _text(v)
+            for k, v in summary.items()}
+
+
+def _summary_numbers(values):
+    """{key: number} of run.yaml's summary_min/summary_max, or None when it has none."""
+    if not isinstance(values, dict):
+        return None
+    return {str(k): v for k, v in values.items() if type(v) in (int, float)}
 
 
 def _number_or_none(value):
@@ -4696,7 +4753,34 @@ def _listed_run_row(store, run_path, name, meta, config, now=None):
         problem = _unreadable_metrics(store, run_path)
         if problem:
             row["metrics_error"] = problem
+        elif row["summary_min"] is None:  # an older writer's or expman-rs's run.yaml
+            row["summary_min"], row["summary_max"] = _metrics_min_max(store, run_path)
     return row
+
+
+def _metrics_min_max(store, run_path):
+    """({key: min}, {key: max}) of a closed run read off its metrics file's Parquet
+    statistics (the footer only, no rows; NaN is not counted in them), or (None, None) when
+    the file has none. The listing of a closed run is cached in the catalog: read once."""
+    try:
+        files = _metric_files(store, run_path)
+        if len(files) != 1 or not files[0][2].endswith(".parquet"):
+            return None, None
+        meta = store.parquet_file(files[0][2]).metadata
+        low, high = {}, {}
+        for group in map(meta.row_group, range(meta.num_row_groups)):
+            for col in map(group.column, range(group.num_columns)):
+                key, stats = col.path_in_schema, col.statistics
+                if key in RESERVED_COLUMNS or col.physical_type != "DOUBLE":
+                    continue
+                if stats is None:
+                    return None, None  # written without statistics: unknown, not empty
+                if stats.has_min_max:  # (none when every value is null or NaN)
+                    low[key] = min(low.get(key, stats.min), stats.min)
+                    high[key] = max(high.get(key, stats.max), stats.max)
+        return low, high
+    except (OSError, ExpmanError, ValueError, pa.ArrowException):
+        return None, None
 
 
 _FOOTER_CHECKS = {}  # (display path, size, mtime) -> problem or None: a closed file never changes
@@ -4755,12 +4839,17 @@ def _catch_up_crashed(store, run_path, row):
     if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
         row["last_step"] = max(steps)
     summary = dict(row["summary"])
+    low, high = row["summary_min"], row["summary_max"]  # None: unknown, so not folded
     for key in tail.column_names:
         if key in ("step", "timestamp"):
             continue
         values = [v for v in tail.column(key).to_pylist() if v is not None]
         if values:
             summary[key] = values[-1]
+        values = [v for v in values if v == v]
+        if values and low is not None and high is not None:
+            low[key] = min(values + ([low[key]] if key in low else []))
+            high[key] = max(values + ([high[key]] if key in high else []))
     row["summary"] = summary
     started = _parse_iso(row["started_at"])
     stamps = [t for t in tail.column("timestamp").to_pylist() if t is not None]
@@ -9614,7 +9703,10 @@ def _runs_model(root, experiment, project=None, tags=None, where=None):
 
 def _run_columns(runs):
     """The optional columns of the runs table, [(header, cells, kind, rank)]: each metric's
-    last value, and the params that tell the runs apart (all of them for a single run).
+    last value (and its best over the run, ``min:KEY``/``max:KEY``, for a metric whose name
+    says which way is better, where that differs from the last), and the params that tell
+    the runs apart (all of them for a single run). A param and a metric of one name are
+    headed ``p:KEY`` and ``m:KEY``, as the filter language names them (issue 14 defect 11).
     Lower rank = more useful, kept first on a narrow terminal: metrics with a goal (val/test
     ones before the others), then params, then other metrics, then ROWS (STEP tells most of
     it)."""
@@ -9624,14 +9716,26 @@ def _run_columns(runs):
         param_keys = [k for k in param_keys
                       if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
                               for r in runs}) > 1]
+    shared = set(metric_keys) & set(param_keys)
     columns = [("ROWS", [str(r["rows"]) for r in runs], "column", 4)]
     for key in metric_keys:
-        held_out = key.lower().startswith(("val", "test", "eval", "best"))
-        rank = (0 if held_out else 1) if _metric_goal(key) else 3
-        columns.append((key, [_fmt_num(r["summary"].get(key), ".5g") for r in runs],
-                        "metric", rank))
-    columns += [(k, [_fmt_param(r["params"].get(k, _MISSING), limit=24) for r in runs],
+        columns += _metric_columns(runs, key, f"m:{key}" if key in shared else key)
+    columns += [(f"p:{k}" if k in shared else k,
+                 [_fmt_param(r["params"].get(k, _MISSING), limit=24) for r in runs],
                  "param", 2) for k in param_keys]
+    return columns
+
+
+def _metric_columns(runs, key, header):
+    """The last-value column of a metric, and its best-value column when that tells more."""
+    held_out = key.lower().startswith(("val", "test", "eval", "best"))
+    goal = _metric_goal(key)
+    rank = (0 if held_out else 1) if goal else 3
+    last = [r["summary"].get(key) for r in runs]
+    columns = [(header, [_fmt_num(v, ".5g") for v in last], "metric", rank)]
+    best = [(r.get(f"summary_{goal}") or {}).get(key) for r in runs] if goal else []
+    if any(b is not None and b != v for b, v in zip(best, last)):
+        columns.append((f"{goal}:{key}", [_fmt_num(b, ".5g") for b in best], "metric", rank))
     return columns
 
 

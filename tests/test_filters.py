@@ -379,3 +379,104 @@ def test_api_runs_where(server):
     assert "position 12" in body["error"]
     assert names("epochs=5") == ["r2"]
     assert get(server, "/api/experiments/nope/runs?where=lr>1")[0] == 404
+
+
+# -- min / max of each metric (issue 14 "best-run finding") -------------------------------------
+
+FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                   st.sampled_from([float("nan"), 0.0, -0.0, 1.5, -1e300]))
+
+
+def brute_min_max(batches):
+    """{key: (min, max)} over every logged value, NaN ignored; keys with no other value out."""
+    seen = {}
+    for batch in batches:
+        for row in batch:
+            for key, value in row.items():
+                if value == value:
+                    seen.setdefault(key, []).append(value)
+    return {k: (min(v), max(v)) for k, v in seen.items()}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.dictionaries(st.sampled_from(["loss", "acc", "val/loss"]), FLOATS,
+                                         min_size=1), min_size=1, max_size=30),
+                min_size=1, max_size=4))
+def test_min_max_equal_brute_force(tmp_path_factory, batches):
+    root = tmp_path_factory.mktemp("mm")
+    with make_experiment(root, "exp", run_name="r") as exp:
+        step = 0
+        for batch in batches:      # each batch flushed on its own: min/max fold across flushes
+            for row in batch:
+                exp.log_metrics(row, step=step)
+                step += 1
+            exp.flush()
+        live = expman.list_runs(root, "exp")[0]
+    expected = brute_min_max(batches)
+    run = expman.list_runs(root, "exp")[0]
+    for row in (live, run):
+        assert row["summary_min"] == {k: v[0] for k, v in expected.items()}
+        assert row["summary_max"] == {k: v[1] for k, v in expected.items()}
+    # a run.yaml without them (an older writer): read off metrics.parquet's statistics
+    meta_path = root / "exp" / "r" / "run.yaml"
+    import yaml
+    meta = yaml.safe_load(meta_path.read_text())
+    del meta["summary_min"], meta["summary_max"]
+    meta_path.write_text(yaml.safe_dump(meta))
+    old = expman.list_runs(root, "exp")[0]
+    assert old["summary_min"] == run["summary_min"] and old["summary_max"] == run["summary_max"]
+
+
+def test_min_max_reach_the_catalog_the_api_and_the_filters(filled, server):
+    runs = {r["name"]: r for r in expman.list_runs(filled, "exp")}   # now from the catalog
+    assert runs["r1"]["summary_min"] == {"val/loss": 0.3, "lr": 0.4}
+    assert runs["r1"]["summary_max"] == {"val/loss": 0.9, "lr": 0.5}
+    table = expman.load_runs(filled, "exp", where="min:val/loss<0.25 OR max:val/loss>=1")
+    assert sorted(table.column("run").to_pylist()) == ["r2", "r3"]
+    status, body = get(server, "/api/experiments/exp/runs?where=" +
+                       urllib.parse.quote("max:lr>=0.5 AND min:lr<0.25"))
+    assert status == 200 and [r["name"] for r in body["runs"]] == ["r3"]
+    assert body["runs"][0]["summary_min"] == {"val/loss": 0.6, "lr": 0.2}
+    assert body["runs"][0]["summary_max"] == {"val/loss": 1.0, "lr": 0.5}
+
+
+def test_runs_without_min_max_show_nothing(root):
+    """An expman-rs run.yaml (vectors:, no summary_min) with no metrics file: None, not {}."""
+    run = root / "exp" / "rs"
+    run.mkdir(parents=True)
+    (run / "run.yaml").write_text("name: rs\nstatus: FINISHED\nvectors: {loss: 0.5}\n")
+    row = expman.list_runs(root, "exp")[0]
+    assert row["summary"] == {"loss": 0.5}
+    assert row["summary_min"] is None and row["summary_max"] is None
+    assert expman._run_filter("min:loss<1")(row) is False
+    assert expman._run_filter("m:loss<1")(row) is True
+
+
+def test_list_heads_a_shared_name_apart_and_shows_the_best(filled, capsys):
+    """`expman list`: the lr param and the lr metric get p:lr and m:lr (issue 14 defect 11);
+    val/loss, whose name says lower is better, gets a min:val/loss column beside its last
+    value once some run's best is not its last; --json carries summary_min/summary_max."""
+    import re
+
+    def table():
+        assert expman.main(["list", str(filled), "-e", "exp"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        header = re.split(r"\s{2,}", lines[0].strip())
+        return header, {line.split()[0]: dict(zip(header, re.split(r"\s{2,}", line.strip())))
+                        for line in lines[1:]}
+    header, cells = table()
+    assert "p:lr" in header and "m:lr" in header and "lr" not in header
+    assert "val/loss" in header and "min:val/loss" not in header   # every best is the last
+    assert cells["r1"]["p:lr"] == "0.1" and cells["r1"]["m:lr"] == "0.4"
+    with make_experiment(filled, "exp", run_name="r4", config={"lr": 0.5}) as exp:
+        for step, loss in enumerate([0.7, 0.1, 0.4]):
+            exp.log_metrics({"val/loss": loss}, step=step)
+    header, cells = table()
+    assert "min:val/loss" in header
+    assert cells["r4"]["val/loss"] == "0.4" and cells["r4"]["min:val/loss"] == "0.1"
+    assert cells["r3"]["val/loss"] == "0.6" and cells["r3"]["min:val/loss"] == "0.6"
+    assert cells["r4"]["m:lr"] == "-"
+    assert expman.main(["list", str(filled), "-e", "exp", "--json"]) == 0
+    runs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert runs["r2"]["summary_min"] == {"val/loss": 0.2, "lr": 0.3}
+    assert runs["r2"]["summary_max"] == {"val/loss": 0.8, "lr": 0.5}
