@@ -6,7 +6,6 @@ filter, selection across pages, live updates while scrolled) against a real Wait
 import json
 import os
 import re
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 import expman
-from _util import wait_for
+from _util import Page, serving, wait_for
 
 RUNS = 2000
 BASE_T = 1_760_000_000   # run i started BASE_T + 60 i: newest first is the highest i
@@ -43,7 +42,8 @@ def _write_run(exp_dir, i, status=None, table=None):
             "status": status or ("failed" if i % 50 == 49 else "finished"),
             "started_at": started.isoformat(), "finished_at": started.isoformat(),
             "duration_secs": 10.0 + i % 7, "hostname": "h", "pid": 1, "rows": 5,
-            "last_step": 4, "tags": ["odd"] if i % 2 else ["even"], "summary": summary}
+            "last_step": 4, "tags": ["odd"] if i % 2 else ["even"], "summary": summary,
+            "summary_min": {"loss": 0.5 / (i + 1)}, "summary_max": {"loss": float(i % 13)}}
     with open(os.path.join(path, "run.yaml.tmp"), "w") as f:
         yaml.safe_dump(meta, f, sort_keys=False)
     config = {"lr": [0.1, 0.01, 0.001, 0.0001][i % 4], "seed": i,
@@ -76,19 +76,10 @@ def big_root(tmp_path_factory):
     return root
 
 
-def _serve(root, live=True):
-    server = expman.make_server(root, host="127.0.0.1", port=0, live=live)
-    thread = threading.Thread(target=server.run, name="runs-table-server", daemon=True)
-    thread.start()
-    return server, thread
-
-
 @pytest.fixture(scope="module")
 def api_server(big_root):
-    srv, thread = _serve(big_root, live=False)
-    yield srv
-    srv.close()
-    thread.join(10)
+    with serving(big_root, live=False) as srv:
+        yield srv
 
 
 def get(server, path, expect=200):
@@ -148,7 +139,9 @@ def test_plain_answer_is_unchanged_and_queries_page_the_same_rows(api_server):
              ("m:acc", "desc", lambda r: r["summary"].get("acc")),
              ("m:acc", "asc", lambda r: r["summary"].get("acc")),
              ("p:extra", "desc", lambda r: r["params"].get("extra")),
-             ("duration", "asc", lambda r: r["duration_secs"])]
+             ("duration", "asc", lambda r: r["duration_secs"]),
+             ("min:loss", "asc", lambda r: r["summary_min"]["loss"]),
+             ("max:loss", "desc", lambda r: r["summary_max"]["loss"])]
     for sort, order, key in cases:
         want = expected_order(full["runs"], key, order == "desc")
         got, offset = [], 0
@@ -212,24 +205,16 @@ def test_a_new_run_is_counted_at_once(tmp_path):
     exp_dir = str(root / "small")
     for i in range(3):
         _write_run(exp_dir, i)
-    srv, thread = _serve(root, live=False)
-    try:
+    with serving(root, live=False) as srv:
         first, _ = get(srv, "/api/experiments/small/runs?limit=1")
         assert first["total"] == 3 and first["runs"][0]["name"] == "r00002"
         _write_run(exp_dir, 3)
         again, _ = get(srv, "/api/experiments/small/runs?limit=1")
         assert again["total"] == 4 and again["runs"][0]["name"] == "r00003"
-    finally:
-        srv.close()
-        thread.join(10)
 
 
 # -- the page --------------------------------------------------------------------------------
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 ROW_H = 30
 RUNS_ROUTE = re.compile(r"/api/experiments/[^/]+/runs(\?|$)")   # the list, not one run
 
@@ -245,42 +230,25 @@ def live_root(tmp_path_factory, big_root):
 
 @pytest.fixture(scope="module")
 def page_server(live_root):
-    srv, thread = _serve(live_root)
-    yield srv
-    srv.close()
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    with serving(live_root) as srv:
+        yield srv
 
 
 @pytest.fixture
 def page(browser, page_server):
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    p = context.new_page()
-    p.set_default_timeout(30_000)
-    problems, urls = [], []
-    p.on("console", lambda m: m.type == "error" and problems.append(m.text))
-    p.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    ui = Page(browser)
+    p = ui.page
+    urls = []
     p.on("request", lambda r: RUNS_ROUTE.search(r.url) and urls.append(r.url))
     p.runs_requests = urls
     p.expect_400 = 0
     p.goto(page_server.url + "/#exp=big")
     p.locator("#runs-table tbody tr[data-run]").first.wait_for()
     yield p
-    context.close()
     if p.expect_400:   # the browser logs the answer to a malformed filter: once, no more
-        bad = [m for m in problems if "status of 400" in m]
-        assert len(bad) == p.expect_400, problems
-        problems = [m for m in problems if m not in bad]
-    assert not problems, problems
+        bad = [m for m in ui.problems if "status of 400" in m]
+        assert len(bad) == p.expect_400, ui.problems
+    ui.check(allowed=("status of 400",) if p.expect_400 else ())
 
 
 def shown_rows(p):
@@ -364,6 +332,23 @@ def test_filter_is_done_by_the_server(page):
     page.fill("#filter", "")
     wait_for(lambda: count_text(page).startswith(f"{RUNS} runs"), timeout=30)
     assert not error.is_visible()
+
+
+def test_min_and_max_columns_are_chosen_and_sorted_by_the_server(page):
+    assert page.locator("th[data-col='max:loss']").count() == 0     # not shown by default
+    page.locator("#columns-button").click()
+    box = page.locator("#columns-popover label[data-col='max:loss'] input")
+    assert page.locator("#columns-popover label[data-col='min:loss']").count() == 1
+    box.check()
+    page.keyboard.press("Escape")
+    header = page.locator("th[data-col='max:loss']")
+    assert "loss (max)" in header.text_content()
+    header.click()                                                  # highest max first
+    want = [_name(i) for i in sorted(range(RUNS), key=lambda i: (-(i % 13), i))]
+    wait_rows(page, want[:6], 0)
+    cell = page.locator(f"tr[data-run='{want[0]}'] td[data-col='max:loss']")
+    assert cell.text_content() == "12"
+    assert any("sort=max%3Aloss" in u for u in page.runs_requests), page.runs_requests
 
 
 def test_selection_survives_paging_sorting_and_select_all_says_its_cap(page):
