@@ -8275,14 +8275,22 @@ class _Api:
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
                            f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
         runs = self.cached_run_rows(exp)
-        rows = runs.by_name
-        if where is not None:
-            rows = [r for r in rows if where(r)]
         names = q.getunicode("names")
-        if names is not None:
-            wanted = set(names.split(","))
-            rows = [r for r in rows if r["name"] in wanted]
-        ordered = _sorted_runs(rows, key, order == "desc")
+        # scrolling asks for page after page of one order: sort once per list, not per page
+        memo = (sort, order, q.getunicode("where") or "", names)
+        ordered = runs.orders.get(memo)
+        if ordered is None:
+            rows = runs.by_name
+            if where is not None:
+                rows = [r for r in rows if where(r)]
+            if names is not None:
+                wanted = set(names.split(","))
+                rows = [r for r in rows if r["name"] in wanted]
+            ordered = _sorted_runs(rows, key, order == "desc")
+            with self.lists_lock:
+                runs.orders[memo] = ordered
+                while len(runs.orders) > 8:
+                    del runs.orders[next(iter(runs.orders))]
         window = ordered[offset:offset + limit if limit is not None else None]
         out = {"experiment": exp, "total": len(runs.by_name), "matched": len(ordered),
                "offset": offset, "sort": sort, "order": order, "param_keys": runs.param_keys,
@@ -8627,11 +8635,13 @@ def _sorted_runs(rows, key, descending):
 
 class _RunList:
     """An experiment's RUN_ROWs as a runs query reads them: in name order (every sort's tie
-    order), with the param and metric keys of all of them, made once per scan."""
-    __slots__ = ("made", "stamp", "by_name", "param_keys", "metric_keys")
+    order), with the param and metric keys of all of them, made once per scan, and the
+    orders asked for since."""
+    __slots__ = ("made", "stamp", "by_name", "param_keys", "metric_keys", "orders")
 
     def __init__(self, rows, stamp):
         self.made, self.stamp = time.monotonic(), stamp
+        self.orders = {}  # (sort, order, where, names) -> rows in that order, the last 8
         self.by_name = sorted(rows, key=lambda r: _natural_key(str(r["name"])))
         params, metrics = set(), set()
         for row in rows:
