@@ -13146,7 +13146,7 @@ async function selectExperiment(name, opts) {
   opts = opts || {};
   const token = ++S.expToken;
   S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); S.rangeKeys = new Set(); colsCache = null;
-  S.paged = false; S.win = null; S.total = 0; clearTimeout(winRefreshTimer); winRefreshTimer = 0;
+  S.paged = false; S.win = null; S.total = 0; clearTimeout(winRefreshTimer); winRefreshTimer = 0; requerySig = null; filterProblem = '';
   S.colPrefs = loadColPrefs(name); S.colWidths = loadColWidths(name);
   $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
   $('#crumb-exp').textContent = name; $('#crumb-sep').hidden = false; $('#exp-title').textContent = name;
@@ -13260,7 +13260,10 @@ function takeFirstRuns(j) {
   S.total = S.paged ? j.total : rows.length;
   takeKeys(j);
   for (const r of rows) addRow(r);
-  if (S.paged) { S.win = newWindow(j.matched); fillWindow(S.win, j.offset || 0, rows, 0); }
+  if (S.paged) {
+    S.win = newWindow(j.matched); fillWindow(S.win, j.offset || 0, rows, 0);
+    if (S.filter) S.win.sig = '';   // asked before it was known to be paged: unfiltered, so ask again
+  }
 }
 function querySig() { return S.sort.col + '|' + S.sort.dir + '|' + (S.filter || ''); }
 function newWindow(matched) { return { sig: querySig(), matched: matched, rows: new Array(matched), index: new Map(), pages: new Set() }; }

@@ -334,6 +334,16 @@ def test_filter_is_done_by_the_server(page):
     assert not error.is_visible()
 
 
+def test_a_link_with_a_filter_opens_filtered(page, page_server):
+    page.goto("about:blank")                                    # a fresh load, not a hash change
+    page.goto(page_server.url + "/#exp=big&q=" + urllib.parse.quote("seed<=3 OR seed>=1998"))
+    want = [_name(i) for i in (1999, 1998, 3, 2, 1, 0)]
+    wait_for(lambda: count_text(page).startswith(f"6 of {RUNS} runs"), timeout=30,
+             message=f"count is {count_text(page)!r}")
+    wait_rows(page, want, 0)
+    assert page.locator("#runs-table tbody tr[data-run]").count() == 6
+
+
 def test_min_and_max_columns_are_chosen_and_sorted_by_the_server(page):
     assert page.locator("th[data-col='max:loss']").count() == 0     # not shown by default
     page.locator("#columns-button").click()
