@@ -13218,7 +13218,11 @@ async function selectExperiment(name, opts) {
   renderTable();
   let j;
   const pre = S.prefetch; S.prefetch = null;
-  try { j = await (pre && pre.exp === name ? pre.promise : api(firstRunsUrl(name))); }
+  try {
+    j = await (pre && pre.exp === name ? pre.promise : api(firstRunsUrl(name)));
+    // more than a page but few enough to hold whole: the rest in one more (cached) answer
+    if (j.columns && j.total > j.count && j.total <= PAGE_ALL && token === S.expToken) j = await api(runsUrl(name));
+  }
   catch (e) {
     if (token !== S.expToken) return;
     const why = e.status === 404 ? 'No experiment named \u201c' + name + '\u201d was found here.'
@@ -13276,8 +13280,9 @@ function addRow(r) {
   if (fresh) colsCache = null;
 }
 // The runs route answers a query: sorted on the server, a window [offset, offset+limit), and
-// columns (each field named once). An experiment of up to PAGE_ALL runs comes whole in the first
-// answer and the page sorts, filters and folds it itself; a bigger one is paged: S.win holds
+// columns (each field named once). The first answer is one page; an experiment of up to PAGE_ALL
+// runs is then held whole (a second answer if it has more than a page) and the page sorts,
+// filters and folds it itself; a bigger one is paged: S.win holds
 // the windows fetched for the current sort (holes elsewhere), renderBody asks for the pages it
 // is about to show, and a sort asks the server for the rows on screen in the new order.
 function runsUrl(exp, extra) {
@@ -13286,7 +13291,7 @@ function runsUrl(exp, extra) {
   for (const k of Object.keys(extra || {})) q.push(k + '=' + enc(String(extra[k])));
   return expPath(exp) + '/runs?' + q.join('&');
 }
-function firstRunsUrl(exp) { return runsUrl(exp, { limit: PAGE_ALL }); }
+function firstRunsUrl(exp) { return runsUrl(exp, { limit: PAGE }); }
 function decodeRuns(j) {
   if (!j || !j.columns) return (j && j.runs) || [];
   const rows = [];

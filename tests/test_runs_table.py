@@ -417,3 +417,25 @@ def test_live_updates_arrive_while_scrolled(page, live_root):
     assert new and all("limit=" in u for u in new), new
     assert page.locator(f"tr[data-run='{_name(target)}'] [data-status]").get_attribute(
         "data-status") == "failed"
+
+
+def test_a_few_hundred_runs_are_held_whole_and_sorted_in_the_page(browser, tmp_path):
+    """Past one page (200) but within PAGE_ALL (500): a second answer brings the rest, and
+    sorting and filtering are the page's own (no request), as for a small experiment."""
+    root = tmp_path / "experiments"
+    for i in range(300):
+        _write_run(str(root / "mid"), i)
+    with serving(root, live=False) as srv:
+        ui = Page(browser)
+        p = ui.page
+        urls = []
+        p.on("request", lambda r: RUNS_ROUTE.search(r.url) and urls.append(r.url))
+        p.goto(srv.url + "/#exp=mid")
+        wait_for(lambda: count_text(p).startswith("300 runs"), timeout=30)
+        assert len(urls) == 2 and "limit=200" in urls[0] and "limit=" not in urls[1], urls
+        p.locator("th[data-col='p:seed']").click()
+        wait_rows(p, [_name(i) for i in range(5)], 0)
+        p.fill("#filter", "seed>=297")
+        wait_for(lambda: count_text(p).startswith("3 of 300 runs"), timeout=30)
+        assert len(urls) == 2, urls
+        ui.check()
