@@ -13361,7 +13361,7 @@ function needRows(start, end) {
       S.total = res.j.total;
       fillWindow(w, p * PAGE, res.rows, res.sentAt);
       scheduleTable();
-    }, e => { pageLoads.delete(id); showError('Could not load runs', e); }));
+    }, e => { showError('Could not load runs', e); setTimeout(() => pageLoads.delete(id), 3000); }));   // no retry storm while the server is away
   }
 }
 function visibleRange() {
