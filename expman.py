@@ -8349,9 +8349,13 @@ class _Api:
                 while len(runs.orders) > 8:
                     del runs.orders[next(iter(runs.orders))]
         window = ordered[offset:offset + limit if limit is not None else None]
+        memo = ("extremes", q.getunicode("where") or "", names)
+        extremes = runs.orders.get(memo)
+        if extremes is None:   # the same for every order of these rows: once
+            extremes = runs.orders[memo] = _run_extremes(ordered)
         out = {"experiment": exp, "total": len(runs.by_name), "matched": len(ordered),
                "offset": offset, "sort": sort, "order": order, "param_keys": runs.param_keys,
-               "metric_keys": runs.metric_keys}
+               "metric_keys": runs.metric_keys, "extremes": extremes}
         if form == "columns":
             out["format"], out["count"], out["columns"] = "columns", len(window), \
                 _columns_json(window)
@@ -8705,6 +8709,27 @@ class _RunList:
             params.update(row.get("params") or ())
             metrics.update(row.get("summary") or ())
         self.param_keys, self.metric_keys = sorted(params), sorted(metrics)
+
+
+def _run_extremes(rows):
+    """{column id: [lowest, highest]} of the metric columns (m:KEY, min:KEY, max:KEY) over
+    rows: the paged table marks the best value of a column among every matching run, not
+    only among the rows it holds."""
+    out = {}
+    for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
+        for row in rows:
+            for key, value in (row.get(field) or {}).items():
+                value = _sort_number(value)
+                if value is None or value in (math.inf, -math.inf):
+                    continue
+                low_high = out.get(prefix + key)
+                if low_high is None:
+                    out[prefix + key] = [value, value]
+                elif value < low_high[0]:
+                    low_high[0] = value
+                elif value > low_high[1]:
+                    low_high[1] = value
+    return out
 
 
 def _columns_json(rows):
@@ -13323,7 +13348,7 @@ function takeFirstRuns(j) {
   takeKeys(j);
   for (const r of rows) addRow(r);
   if (S.paged) {
-    S.win = newWindow(j.matched); fillWindow(S.win, j.offset || 0, rows, 0);
+    S.win = newWindow(j.matched); fillWindow(S.win, j.offset || 0, rows, 0); S.win.extremes = j.extremes || null;
     if (S.filter) S.win.sig = '';   // asked before it was known to be paged: unfiltered, so ask again
   }
 }
@@ -13358,7 +13383,7 @@ function needRows(start, end) {
       if (S.win !== w || res.exp !== S.exp) return;
       takeKeys(res.j);
       if (res.j.matched !== w.matched) { w.matched = res.j.matched; w.rows.length = res.j.matched; }
-      S.total = res.j.total;
+      S.total = res.j.total; if (res.j.extremes) w.extremes = res.j.extremes;
       fillWindow(w, p * PAGE, res.rows, res.sentAt);
       scheduleTable();
     }, e => { showError('Could not load runs', e); setTimeout(() => pageLoads.delete(id), 3000); }));   // no retry storm while the server is away
@@ -13387,7 +13412,7 @@ async function requery() {
   if (token !== requeryToken || exp !== S.exp || !S.paged) return;
   requerySig = null; filterProblem = '';
   const last = got[got.length - 1].j;
-  w.matched = last.matched; w.rows.length = last.matched; S.total = last.total;
+  w.matched = last.matched; w.rows.length = last.matched; S.total = last.total; w.extremes = last.extremes || null;
   got.forEach((res, i) => { takeKeys(res.j); fillWindow(w, pages[i] * PAGE, res.rows, res.sentAt); });
   S.win = w;
   renderTable();
@@ -13571,9 +13596,11 @@ function computeView() {
     showFilterError({ error: null });
     if (filterProblem) { $('#filter-error').hidden = false; $('#filter-error').textContent = 'Filter: ' + filterProblem; $('#filter').classList.add('bad'); }
     if (S.win.sig !== querySig() && requerySig !== querySig()) requery();
-    // the server sorted and counted; best marks and job folding need every row (held whole)
+    // the server sorted and counted; job folding needs every row (held whole)
     const w = S.win;
-    S.view = w.rows; S.matched = w.matched; S.matchedRows = w.rows.filter(Boolean); S.best = new Map(); jobMembers = new Set();
+    S.view = w.rows; S.matched = w.matched; S.matchedRows = w.rows.filter(Boolean); jobMembers = new Set();
+    S.best = new Map();   // over every matching run: the server's lowest and highest of each column
+    for (const c of allColumns().metrics) { const e = w.extremes && w.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
     return;
   }
   const parsed = parseFilter(S.filter);

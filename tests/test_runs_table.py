@@ -419,6 +419,24 @@ def test_live_updates_arrive_while_scrolled(page, live_root):
         "data-status") == "failed"
 
 
+def test_best_values_are_marked_among_every_matching_run(page, api_server):
+    accs = [a for a in map(_acc, range(RUNS)) if a is not None]
+    got, _ = get(api_server, "/api/experiments/big/runs?limit=1")
+    assert got["extremes"]["m:acc"] == [min(accs), max(accs)]
+    assert got["extremes"]["max:loss"] == [0.0, 12.0]
+    # loss: lower is better; the lowest last loss is the newest run's, on the first page
+    best = page.locator(f"tr[data-run='{_name(RUNS - 1)}'] td[data-col='m:loss']")
+    wait_for(lambda: "best" in best.get_attribute("class"), timeout=30)
+    assert page.locator("td.best[data-col='m:loss']").count() == 1
+    # acc: higher is better; the best runs are not on the first page until sorted by it
+    top = next(i for i in range(RUNS) if _acc(i) == max(accs))
+    assert RUNS - 1 - top >= 200
+    page.locator("th[data-col='m:acc']").click()
+    wait_rows(page, [_name(top)], 0)
+    cell = page.locator(f"tr[data-run='{_name(top)}'] td[data-col='m:acc']")
+    assert "best" in cell.get_attribute("class")
+
+
 def test_a_few_hundred_runs_are_held_whole_and_sorted_in_the_page(browser, tmp_path):
     """Past one page (200) but within PAGE_ALL (500): a second answer brings the rest, and
     sorting and filtering are the page's own (no request), as for a small experiment."""
