@@ -25,7 +25,7 @@ Where things are (``grep -n '^# [0-9]\\|^# --\\|^// --- [0-9]' expman.py`` print
     6 Data model               statuses, metric values, 6.1 metric goals, 6.2 media items
     7 Writer engine            _Writer: the thread a log call's row goes to, flushes, close
     8 Public logging API       8.2 Experiment (log_metrics...), 8.3 exit hooks, 8.5 shortcuts
-    9 Readers & queries        load_*/list_*, 9.1 run catalog, 9.2 expman-rs runs, 9.5 reap
+    9 Readers & queries        9.1 run catalog, 9.2 load_metrics, 9.5 load_experiment, 9.7 reap
     10 Integrations            TensorBoard import/export, SummaryWriter, framework callbacks
     11 Server & JSON API       11.3 routes, 11.4 the SSE stream, 11.5 security, 11.6 serving
     12 CLI                     one subsection per command, 12.12 the parser, main()
@@ -4900,6 +4900,8 @@ def list_runs(root=None, experiment=None):
     return _scan_runs(store, exp_path, time.time(), with_config=True)
 
 
+# -- 9.2 one run's data: load_metrics, metric_keys, metric_stats, load_log, artifacts --------------
+
 def _metric_files(store, path):
     """[(start, end, file path)] of the run's metric rows, whatever state the run is in."""
     return _SegmentLog.metrics(store, path).files()
@@ -5085,7 +5087,7 @@ def list_artifacts(run_dir):
             for rel, size, mtime in sorted(files)]
 
 
-# -- 9.2 expman-rs runs, read as they are ----------------------------------------------------------
+# -- 9.3 expman-rs runs, read as they are ----------------------------------------------------------
 # expman-rs, the Rust tool expman succeeds, keeps the same tree (experiment/run/run.yaml,
 # config.yaml, run.log, artifacts/) and the same metrics table (step int64, null when logged
 # without a step; timestamp us UTC; one float64 per key), under other file names:
@@ -5183,7 +5185,7 @@ _RowGroup = collections.namedtuple("_RowGroup", "num_rows")
 _RowGroups = collections.namedtuple("_RowGroups", "num_rows num_row_groups row_group")
 
 
-# -- 9.3 media and histograms ----------------------------------------------------------------------
+# -- 9.4 media and histograms ----------------------------------------------------------------------
 
 MEDIA_KINDS = ("image", "audio", "video", "text")
 _MEDIA_TYPES = {**IMAGE_TYPES, **AUDIO_TYPES, **VIDEO_TYPES}
@@ -5344,6 +5346,8 @@ def _media_summary(store, path):
         entry["last_step"] = step
     return {"media": media, "histograms": hists}
 
+
+# -- 9.5 many runs in one table: load_experiment(s), one pyarrow.dataset scan ----------------------
 
 def load_experiment(root=None, experiment=None, keys=None):
     """Every metric row of every run of an experiment as one ``pyarrow.Table``, with
@@ -5525,7 +5529,7 @@ def _read_metric_files_one_by_one(store, files, keys):
     return pa.concat_tables(tables, promote_options="default")
 
 
-# -- 9.4 run filters and tag expressions: "lr>0.01 AND (tag:base OR NOT status=failed)" ---------
+# -- 9.6 run filters and load_runs: "lr>0.01 AND (tag:base OR NOT status=failed)" ---------------
 #
 # One recursive-descent parser (no eval) reads two dialects:
 #   tags   (--tags, tags=)   a bare word is a tag, matched exactly; "a b" is an error.
@@ -5776,7 +5780,7 @@ def _filter_haystack(r):
 
 
 def _filter_getter(key):
-    """RUN_ROW -> [values] for a term's key (see the table at the top of 9.4)."""
+    """RUN_ROW -> [values] for a term's key (see the table at the top of 9.6)."""
     if key.lower() in _FILTER_FIELDS:
         return _FILTER_FIELDS[key.lower()]
     prefix, sep, rest = key.partition(":")
@@ -5794,7 +5798,7 @@ def _filter_getter(key):
 
 
 def _filter_term(term, text, at):
-    """The predicate of ``key OP value`` (see the table at the top of 9.4)."""
+    """The predicate of ``key OP value`` (see the table at the top of 9.6)."""
     key, op, value, regex, value_at, _end = term
     get = _filter_getter(key)
     number = None
@@ -5880,7 +5884,7 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     >>> expman.load_runs("experiments", "resnet", where="lr>0.01 AND min:val/loss<0.3")
 
     ``experiment`` is a name or a list of names (default: all); ``status`` a status or a
-    list; ``where`` a filter expression (section 9.4: params, metric last/min/max, status,
+    list; ``where`` a filter expression (section 9.6: params, metric last/min/max, status,
     tags, name ...). A metric named like one of the fixed columns is stored as
     ``metrics.<key>``.
     """
@@ -5941,7 +5945,7 @@ def _runs_table(records):
     return pa.table(data)
 
 
-# -- 9.5 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
+# -- 9.7 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
 
 def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     """Mark one run crashed if its heartbeat is stale and its process gone; returns a dict
@@ -6020,7 +6024,7 @@ def _compact_leftovers(store, path):
     return done + _SegmentLog.histograms(store, path).compact()
 
 
-# -- 9.6 streaming reads: export walks a run's rows a batch at a time ------------------------------
+# -- 9.8 streaming reads: export walks a run's rows a batch at a time ------------------------------
 
 class _MetricStream:
     """The rows load_metrics(run_dir) gives, as RecordBatches of at most ``batch_rows`` rows,
@@ -8364,7 +8368,7 @@ class _Api:
         return out
 
     def where(self):
-        """The ``where`` query parameter as a RUN_ROW predicate (section 9.4), or None; a
+        """The ``where`` query parameter as a RUN_ROW predicate (section 9.6), or None; a
         malformed one is a 400 with ``error``, ``position`` (from 0) and ``expression``."""
         text = self.bottle.request.query.getunicode("where")
         try:
@@ -13312,7 +13316,7 @@ function addRow(r) {
 // is about to show, and a sort asks the server for the rows on screen in the new order.
 function runsUrl(exp, extra) {
   const q = ['format=columns', 'sort=' + enc(S.sort.col), 'order=' + (S.sort.dir > 0 ? 'asc' : 'desc')];
-  if (S.paged && S.filter) q.push('where=' + enc(S.filter));   // the server's filter language (9.4)
+  if (S.paged && S.filter) q.push('where=' + enc(S.filter));   // the server's filter language (9.6)
   for (const k of Object.keys(extra || {})) q.push(k + '=' + enc(String(extra[k])));
   return expPath(exp) + '/runs?' + q.join('&');
 }
@@ -13592,7 +13596,7 @@ function showFilterError(parsed) {
 let filterProblem = '';   // paged: the server's word on a malformed filter
 function computeView() {
   if (S.paged) {
-    // the filter box's text goes to the server as where= (its parser, section 9.4, says what is wrong)
+    // the filter box's text goes to the server as where= (its parser, section 9.6, says what is wrong)
     showFilterError({ error: null });
     if (filterProblem) { $('#filter-error').hidden = false; $('#filter-error').textContent = 'Filter: ' + filterProblem; $('#filter').classList.add('bad'); }
     if (S.win.sig !== querySig() && requerySig !== querySig()) requery();
@@ -14009,7 +14013,7 @@ async function catchUp(rd) {
   finally { rd.catching = false; }
 }
 
-// --- 13.11 chart panel
+// --- 13.11 chart panel: one card per metric key, grouped by prefix (13.4 Charts draws them)
 const cards = new Map();        // metric key -> card {key, el, chart, loaded: Map(run -> version), zoom}
 const groups = new Map();       // prefix -> {el, grid, count}
 let chartsTimer = 0;
