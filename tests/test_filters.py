@@ -1,4 +1,4 @@
-"""The run filter language (section 9.4): the parser against a plain reference evaluation,
+"""The run filter language (section 9.6): the parser against a plain reference evaluation,
 its errors and their positions, and the places it is used: load_runs(where=), `expman list
 --where` in a real subprocess, and /api/experiments/<exp>/runs?where= on a real Waitress server.
 """
@@ -398,10 +398,13 @@ def brute_min_max(batches):
     return {k: (min(v), max(v)) for k, v in seen.items()}
 
 
+BATCHES = st.lists(st.lists(st.dictionaries(st.sampled_from(["loss", "acc", "val/loss"]), FLOATS,
+                                            min_size=1), min_size=1, max_size=30),
+                   min_size=1, max_size=4)
+
+
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.lists(st.dictionaries(st.sampled_from(["loss", "acc", "val/loss"]), FLOATS,
-                                         min_size=1), min_size=1, max_size=30),
-                min_size=1, max_size=4))
+@given(BATCHES)
 def test_min_max_equal_brute_force(tmp_path_factory, batches):
     root = tmp_path_factory.mktemp("mm")
     with make_experiment(root, "exp", run_name="r") as exp:
@@ -417,14 +420,33 @@ def test_min_max_equal_brute_force(tmp_path_factory, batches):
     for row in (live, run):
         assert row["summary_min"] == {k: v[0] for k, v in expected.items()}
         assert row["summary_max"] == {k: v[1] for k, v in expected.items()}
-    # a run.yaml without them (an older writer): read off metrics.parquet's statistics
-    meta_path = root / "exp" / "r" / "run.yaml"
-    import yaml
-    meta = yaml.safe_load(meta_path.read_text())
-    del meta["summary_min"], meta["summary_max"]
-    meta_path.write_text(yaml.safe_dump(meta))
-    old = expman.list_runs(root, "exp")[0]
-    assert old["summary_min"] == run["summary_min"] and old["summary_max"] == run["summary_max"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(BATCHES)
+def test_min_max_of_older_runs_from_parquet_statistics(tmp_path_factory, batches):
+    """A run.yaml without them (an older expman, expman-rs): read off the Parquet statistics
+    of its metrics file (one row group per batch here), or nothing when it has none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    root = tmp_path_factory.mktemp("old")
+    expected = brute_min_max(batches)
+    for name, stats in (("with", True), ("without", False)):
+        run = root / "exp" / name
+        run.mkdir(parents=True)
+        (run / "run.yaml").write_text(f"name: {name}\nstatus: finished\nrows: 1\n")
+        keys = sorted({k for batch in batches for row in batch for k in row})
+        with pq.ParquetWriter(run / "metrics.parquet", pa.schema(
+                [("step", pa.int64())] + [(k, pa.float64()) for k in keys]),
+                write_statistics=stats) as writer:
+            for batch in batches:
+                writer.write_table(pa.table({"step": pa.array(range(len(batch)), pa.int64()),
+                                             **{k: pa.array([row.get(k) for row in batch],
+                                                            pa.float64()) for k in keys}}))
+    rows = {r["name"]: r for r in expman.list_runs(root, "exp")}
+    assert rows["with"]["summary_min"] == {k: v[0] for k, v in expected.items()}
+    assert rows["with"]["summary_max"] == {k: v[1] for k, v in expected.items()}
+    assert rows["without"]["summary_min"] is None and rows["without"]["summary_max"] is None
 
 
 def test_min_max_reach_the_catalog_the_api_and_the_filters(filled, server):
@@ -480,3 +502,49 @@ def test_list_heads_a_shared_name_apart_and_shows_the_best(filled, capsys):
     runs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
     assert runs["r2"]["summary_min"] == {"val/loss": 0.2, "lr": 0.3}
     assert runs["r2"]["summary_max"] == {"val/loss": 0.8, "lr": 0.5}
+
+
+def test_a_crashed_runs_min_max_take_in_the_rows_after_its_last_heartbeat(root):
+    """A crashed run's run.yaml stops at its last heartbeat; the rows on disk after it count
+    for min/max as they do for the last value (issue 14 defect 7)."""
+    import yaml
+    with make_experiment(root, "exp", run_name="k") as exp:
+        for step, loss in enumerate([2.0, 1.0, 3.0]):
+            exp.log_metrics({"loss": loss}, step=step)
+        exp.flush()
+        early = yaml.safe_load((root / "exp" / "k" / "run.yaml").read_text())
+        for step, loss in enumerate([0.5, 4.0, 1.5], start=3):
+            exp.log_metrics({"loss": loss}, step=step)
+    assert early["rows"] == 3 and early["summary_min"] == {"loss": 1.0}
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    early.update(status="running", pid=proc.pid, finished_at=None)
+    (root / "exp" / "k" / "run.yaml").write_text(yaml.safe_dump(early))
+    row = expman.list_runs(root, "exp")[0]
+    assert row["status"] == "crashed" and row["rows"] == 6
+    assert row["summary"] == {"loss": 1.5}
+    assert row["summary_min"] == {"loss": 0.5} and row["summary_max"] == {"loss": 4.0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(FLOATS, max_size=200))
+def test_writer_min_max_helper_both_paths(values):
+    """_min_max_valid: NumPy's fmin/fmax past 32 values (when NumPy is loaded), min()/max()
+    below; both equal the plain answer, NaN ignored."""
+    import array
+
+    import numpy  # noqa: F401 - loaded, so lists past 32 values take the NumPy path
+    finite = [v for v in values if v == v]
+    want = (min(finite), max(finite)) if finite else (None, None)
+    assert expman._min_max_valid(array.array("d", values)) == want
+
+
+def test_min_max_of_a_big_batch_with_nan_first(root):
+    with make_experiment(root, "exp", run_name="big") as exp:
+        for step in range(2000):
+            exp.log_metrics({"loss": float("nan") if step % 7 == 0 else (step - 900) ** 2 / 1e3,
+                             "acc": float("nan")}, step=step)
+    row = expman.list_runs(root, "exp")[0]
+    losses = [(step - 900) ** 2 / 1e3 for step in range(2000) if step % 7]
+    assert row["summary_min"] == {"loss": min(losses)} == {"loss": 0.0}
+    assert row["summary_max"] == {"loss": max(losses)}
