@@ -5681,6 +5681,21 @@ def _last_values(table):
     return last
 
 
+def _fold_min_max(row, table):
+    """Widen row's summary_min/summary_max by the table's values (NaN ignored); None there
+    means unknown, so nothing is folded."""
+    low, high = row["summary_min"], row["summary_max"]
+    if low is None or high is None:
+        return
+    for key in table.column_names:
+        if key in ("step", "timestamp"):
+            continue
+        values = [v for v in table.column(key).to_pylist() if v is not None and v == v]
+        if values:
+            low[key] = min(values + ([low[key]] if key in low else []))
+            high[key] = max(values + ([high[key]] if key in high else []))
+
+
 def _catch_up_duration(row, tail):
     """Stretch row's duration to the tail's last timestamp when that is later."""
     started = _parse_iso(row["started_at"])
@@ -9076,6 +9091,8 @@ def _histograms_json(table, max_steps):
 
 # -- 11.3 routes: the JSON API as a table of (method, path, handler) -------------------------------
 
+RUNS_LIST_SECS = 10.0         # a runs query reuses an experiment's rows this long (see _Api)
+RUNS_LIST_EXPERIMENTS = 4     # ... of this many experiments at most
 _RUN = "/api/experiments/<exp>/runs/<run>"
 _ROUTES = (
     ("GET", "/", "_page"),
@@ -9142,6 +9159,9 @@ class _Api:
         self.streams = 0   # open /api/stream responses (each holds a worker thread)
         self.max_streams = SERVER_THREADS - SERVER_RESERVED_THREADS   # make_server sets it
         self.streams_lock = threading.Lock()
+        self.run_lists = collections.OrderedDict()  # exp -> _RunList
+        self.list_locks = {}
+        self.lists_lock = threading.Lock()
 
     # -- shared pieces -----------------------------------------------------------------
     def fail(self, status, message, headers=None):
@@ -9261,17 +9281,118 @@ class _Api:
                 "unassigned": sum(1 for e in rows if not e["projects"])}
 
     def _api_runs(self, exp):
-        store, hub = self.store, self.hub
+        """RUN_ROWs of an experiment, newest first (only those ?where= holds for). With any
+        of sort=, order=, offset=, limit=, names=, format= it is a query (see runs_query): the
+        page asks for the rows it shows, sorted and counted on the server, from a list kept
+        for a moment."""
         where = self.where()
+        if self.runs_query_asked():
+            return self.runs_query(exp, where)
+        return {"experiment": exp, "runs": [r for r in self.run_rows(exp)
+                                            if where is None or where(r)]}
+
+    def run_rows(self, exp):
+        store, hub = self.store, self.hub
         if hub.cached() and exp in hub.experiments:
-            return {"experiment": exp, "runs": [r for r in hub.run_rows(exp)
-                                                if where is None or where(r)]}
+            return hub.run_rows(exp)
         exp_path = store.join(self.root_path, exp)
         if not _name_ok(exp) or not store.isdir(exp_path):
             self.fail(404, f"no such experiment: {exp}")
         runs = _scan_runs(store, exp_path, time.time(), with_config=True)
-        return {"experiment": exp, "runs": [_confined_row(store, exp_path, r) for r in runs
-                                            if where is None or where(r)]}
+        return [_confined_row(store, exp_path, r) for r in runs]
+
+    # -- the runs table's queries: sorted, filtered, a window at a time, columnar ----------
+    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format")
+
+    def runs_query_asked(self):
+        query = self.bottle.request.query
+        return any(name in query for name in self._RUNS_QUERY)
+
+    def cached_run_rows(self, exp):
+        """run_rows(exp), reused for RUNS_LIST_SECS while the experiment directory's mtime
+        holds (a new or deleted run changes it at once; a run.yaml rewrite does not, and the
+        page hears of those over the stream). Scanning 10,000 runs takes ~0.5 s; a sort, a
+        filter or a scroll must not pay it again. A few experiments are kept, no more."""
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        stamp = store.stat(exp_path) if store.is_local and _name_ok(exp) else None
+        with self.lists_lock:
+            lock = self.list_locks.setdefault(exp, threading.Lock())
+        with lock:  # two requests for one experiment: one scan
+            now = time.monotonic()
+            with self.lists_lock:
+                hit = self.run_lists.get(exp)
+                if hit and now - hit.made < RUNS_LIST_SECS and hit.stamp == stamp:
+                    return hit
+            runs = _RunList(self.run_rows(exp), stamp)
+            with self.lists_lock:
+                self.run_lists[exp] = runs
+                self.run_lists.move_to_end(exp)
+                while len(self.run_lists) > RUNS_LIST_EXPERIMENTS:
+                    self.run_lists.popitem(last=False)
+                for name, old in list(self.run_lists.items()):
+                    if time.monotonic() - old.made > RUNS_LIST_SECS:
+                        del self.run_lists[name]  # memory back once nobody asks
+            return runs
+
+    def runs_query(self, exp, where=None):
+        """?sort=COLUMN&order=asc|desc&offset=&limit=&names=a,b&format=rows|columns&where=.
+
+        COLUMN is a runs-table column id: name, status, started, duration, steps, tags,
+        description, hostname, git, p:<param>, m:<metric> (its last value), min:<metric>,
+        max:<metric>; empty values sort last either way, ties by name. names= keeps only the
+        runs named, where= those its filter holds for (self.where). The answer counts
+        the experiment's runs (total) and those that matched (matched), carries the param
+        and metric keys of all runs (the page's column chooser), and the rows [offset,
+        offset+limit) as a list or, with format=columns, as columns (see _columns_json).
+        """
+        q = self.bottle.request.query
+        sort = q.getunicode("sort") or "started"
+        order = q.get("order") or ("asc" if sort in ("name", "status") or sort[:2] == "p:"
+                                   else "desc")
+        if order not in ("asc", "desc"):
+            self.fail(400, "order must be asc or desc")
+        form = q.get("format") or "rows"
+        if form not in ("rows", "columns"):
+            self.fail(400, "format must be rows or columns")
+        offset = self.param("offset", default=0, low=0)
+        limit = self.param("limit", default=None, low=0)
+        key = _run_sort_key(sort)
+        if key is None:
+            self.fail(400, f"sort must be a runs-table column (name, status, started, "
+                           f"duration, steps, tags, description, hostname, git, p:<param>, "
+                           f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
+        runs = self.cached_run_rows(exp)
+        names = q.getunicode("names")
+        # scrolling asks for page after page of one order: sort once per list, not per page
+        memo = (sort, order, q.getunicode("where") or "", names)
+        ordered = runs.orders.get(memo)
+        if ordered is None:
+            rows = runs.by_name
+            if where is not None:
+                rows = [r for r in rows if where(r)]
+            if names is not None:
+                wanted = set(names.split(","))
+                rows = [r for r in rows if r["name"] in wanted]
+            ordered = _sorted_runs(rows, key, order == "desc")
+            with self.lists_lock:
+                runs.orders[memo] = ordered
+                while len(runs.orders) > 8:
+                    del runs.orders[next(iter(runs.orders))]
+        window = ordered[offset:offset + limit if limit is not None else None]
+        memo = ("extremes", q.getunicode("where") or "", names)
+        extremes = runs.orders.get(memo)
+        if extremes is None:   # the same for every order of these rows: once
+            extremes = runs.orders[memo] = _run_extremes(ordered)
+        out = {"experiment": exp, "total": len(runs.by_name), "matched": len(ordered),
+               "offset": offset, "sort": sort, "order": order, "param_keys": runs.param_keys,
+               "metric_keys": runs.metric_keys, "extremes": extremes}
+        if form == "columns":
+            out["format"], out["count"], out["columns"] = "columns", len(window), \
+                _columns_json(window)
+        else:
+            out["runs"] = window
+        return out
 
     def where(self):
         """The ``where`` query parameter as a RUN_ROW predicate (section 9.6), or None; a
@@ -9604,6 +9725,156 @@ class _Api:
                 self.fail(400, f"bad run in runs=: {item}")
             cursors[name] = _StreamCursor(name, path, start)
         return list(cursors.values())
+
+
+# The runs table sorts on the server as the page sorted it: empty values (None, "", NaN) last
+# whichever the order, numbers before text (after it, descending), text compared without case
+# and with digits as numbers (run2 < run10), ties by name.
+_RUN_STATUS_ORDER = {"running": 0, "failed": 1, "crashed": 2, "interrupted": 3, "finished": 4}
+_NATURAL_PARTS = re.compile(r"(\d+)")
+
+
+def _natural_key(text):
+    parts = _NATURAL_PARTS.split(text.casefold())
+    return tuple((0, int(p), "") if i % 2 else (1, 0, p) for i, p in enumerate(parts) if p)
+
+
+def _run_name(row):
+    return row["name"]
+
+
+def _run_sort_key(column):
+    """A function of a RUN_ROW giving the value the page sorts the column by, or None for a
+    column the table does not have."""
+    fields = {"duration": "duration_secs", "steps": "last_step", "description": "description",
+              "hostname": "hostname", "git": "git_commit"}
+    if column == "name":
+        return _run_name
+    if column == "status":
+        return lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9)
+    if column == "started":
+        return lambda r: _parse_iso(r.get("started_at"))
+    if column == "tags":
+        return lambda r: " ".join(str(t) for t in r.get("tags") or ()) or None
+    if column in fields:
+        field = fields[column]
+        return lambda r: r.get(field)
+    kind, _, name = column.partition(":")
+    if kind == "p" and name:
+        return lambda r: (r.get("params") or {}).get(name)
+    if kind == "m" and name:
+        return lambda r: _sort_number((r.get("summary") or {}).get(name))
+    if kind in ("min", "max") and name:   # summary_min / summary_max (None: not recorded)
+        field = "summary_" + kind
+        return lambda r: _sort_number((r.get(field) or {}).get(name))
+    return None
+
+
+def _sort_number(value):
+    """A metric's value as the page reads it (Number(text)); NaN and unreadable are empty."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if value != value else value
+
+
+def _sorted_runs(rows, key, descending):
+    """rows (in name order) sorted by key(row) as the runs table sorts them."""
+    if key is _run_name:  # already in that order
+        return rows[::-1] if descending else list(rows)
+    numbers, texts, empty = [], [], []
+    for row in rows:
+        value = key(row)
+        if value is None or value == "" or (isinstance(value, float) and value != value):
+            empty.append(row)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers.append((value, row))
+        else:
+            text = ("true" if value else "false") if isinstance(value, bool) else (
+                value if isinstance(value, str) else _json_dumps(value))
+            texts.append((_natural_key(text), row))
+    numbers.sort(key=lambda p: p[0], reverse=descending)   # stable: ties stay in name order
+    texts.sort(key=lambda p: p[0], reverse=descending)
+    first, then = (texts, numbers) if descending else (numbers, texts)
+    return [r for _v, r in first] + [r for _v, r in then] + empty
+
+
+class _RunList:
+    """An experiment's RUN_ROWs as a runs query reads them: in name order (every sort's tie
+    order), with the param and metric keys of all of them, made once per scan, and the
+    orders asked for since."""
+    __slots__ = ("made", "stamp", "by_name", "param_keys", "metric_keys", "orders")
+
+    def __init__(self, rows, stamp):
+        self.made, self.stamp = time.monotonic(), stamp
+        self.orders = {}  # (sort, order, where, names) -> rows in that order, the last 8
+        self.by_name = sorted(rows, key=lambda r: _natural_key(str(r["name"])))
+        params, metrics = set(), set()
+        for row in rows:
+            params.update(row.get("params") or ())
+            metrics.update(row.get("summary") or ())
+        self.param_keys, self.metric_keys = sorted(params), sorted(metrics)
+
+
+def _run_extremes(rows):
+    """{column id: [lowest, highest]} of the metric columns (m:KEY, min:KEY, max:KEY) over
+    rows: the paged table marks the best value of a column among every matching run, not
+    only among the rows it holds."""
+    out = {}
+    for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
+        for row in rows:
+            for key, value in (row.get(field) or {}).items():
+                value = _sort_number(value)
+                if value is None or value in (math.inf, -math.inf):
+                    continue
+                low_high = out.get(prefix + key)
+                if low_high is None:
+                    out[prefix + key] = [value, value]
+                elif value < low_high[0]:
+                    low_high[0] = value
+                elif value > low_high[1]:
+                    low_high[1] = value
+    return out
+
+
+def _columns_json(rows):
+    """RUN_ROWs as columns: {field: COLUMN}, each field named once, not once per run.
+
+    A COLUMN is a list of the rows' values when every row has the field, else
+    {"sparse": [row indices], "values": [their values]}; a field that is a dict in every row
+    (params, summary) is {"fields": {key: COLUMN}}, so 10,000 runs' params cost their values,
+    not 10,000 copies of their names. Decoding it gives the rows back exactly."""
+    n = len(rows)
+    fields = {}
+    for row in rows:
+        for name in row:
+            fields.setdefault(name, None)
+    out = {}
+    for name in fields:
+        present = [i for i, row in enumerate(rows) if name in row]
+        values = [rows[i][name] for i in present]
+        if len(present) == n and n and all(isinstance(v, dict) for v in values):
+            keys = {}
+            for v in values:
+                for k in v:
+                    keys.setdefault(k, None)
+            out[name] = {"fields": {k: _column(values, k) for k in keys}}
+        elif len(present) == n:
+            out[name] = values
+        else:
+            out[name] = {"sparse": present, "values": values}
+    return out
+
+
+def _column(dicts, key):
+    present = [i for i, d in enumerate(dicts) if key in d]
+    if len(present) == len(dicts):
+        return [d[key] for d in dicts]
+    return {"sparse": present, "values": [dicts[i][key] for i in present]}
 
 
 def _table_preview(store, full, rel, limit=100):
@@ -14220,12 +14491,17 @@ const Charts = (function () {
 
 // --- 13.5 state
 const AUTO_SELECT = 5;          // runs shown in the charts when a link names none
+const PAGE_ALL = 500;           // an experiment with at most this many runs is held whole (sorted,
+                                // filtered and folded into jobs in the page); past it, paged
+const PAGE = 200;               // rows per window the paged table asks for
+const SELECT_CAP = 100;         // "select all" selects at most this many runs (each is charted)
 const COMPACT_AT = 60000;       // live points per series before the page thins them out
 const S = {
   health: null, experiments: [], exp: null, expToken: 0,
   rows: new Map(),              // run name -> RUN_ROW of the current experiment
   view: [],                     // filtered, sorted rows
   paramKeys: new Set(), metricKeys: new Set(),
+  rangeKeys: new Set(),         // metrics whose min/max over the run rows carry (summary_min/_max)
   sort: { col: 'started', dir: -1 }, filter: '',
   colPrefs: null,               // Set of visible column ids, or null for the defaults
   selected: [], selectedSet: new Set(), autoSelect: true, hidden: new Set(),
@@ -14234,7 +14510,10 @@ const S = {
   project: '', jobMode: 'overlay', openJobs: new Set(),
   goals: new Map(),             // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
   groupBy: '', groupBand: 'minmax',   // 13.20: 'p:<param>' | 'tags' | ''; band 'minmax' | 'std'
-  pvr: { open: false, mode: 'scatter', x: '', y: '' }   // 13.19 params vs results (URL: pvr=)
+  pvr: { open: false, mode: 'scatter', x: '', y: '' },  // 13.19 params vs results (URL: pvr=)
+  paged: false,                 // more runs than PAGE_ALL: the server sorts, counts and pages (S.win)
+  total: 0,                     // runs in the experiment (paged: the server's count)
+  win: null                     // paged: { sig, matched, rows: sparse array by position, index, pages }
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
@@ -14353,7 +14632,8 @@ function showWelcome() {
 async function selectExperiment(name, opts) {
   opts = opts || {};
   const token = ++S.expToken;
-  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); colsCache = null;
+  S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); S.rangeKeys = new Set(); colsCache = null;
+  S.paged = false; S.win = null; S.total = 0; clearTimeout(winRefreshTimer); winRefreshTimer = 0; requerySig = null; filterProblem = '';
   S.colPrefs = loadColPrefs(name); S.colWidths = loadColWidths(name);
   $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false; $('#pvr-panel').hidden = false;
   $('#crumb-exp').textContent = name; $('#crumb-sep').hidden = false; $('#exp-title').textContent = name;
@@ -14369,7 +14649,11 @@ async function selectExperiment(name, opts) {
   renderTable();
   let j;
   const pre = S.prefetch; S.prefetch = null;
-  try { j = await (pre && pre.exp === name ? pre.promise : api(expPath(name) + '/runs')); }
+  try {
+    j = await (pre && pre.exp === name ? pre.promise : api(firstRunsUrl(name)));
+    // more than a page but few enough to hold whole: the rest in one more (cached) answer
+    if (j.columns && j.total > j.count && j.total <= PAGE_ALL && token === S.expToken) j = await api(runsUrl(name));
+  }
   catch (e) {
     if (token !== S.expToken) return;
     const why = e.status === 404 ? 'No experiment named \u201c' + name + '\u201d was found here.'
@@ -14380,7 +14664,16 @@ async function selectExperiment(name, opts) {
     showError(why); scheduleStream(); return;
   }
   if (token !== S.expToken) return;
-  for (const r of (j.runs || [])) addRow(r);
+  takeFirstRuns(j);
+  if (opts.runs && S.paged) {
+    // runs a link names that are not on the first page: their rows, by name
+    const want = opts.runs.filter(k => splitKey(k)[0] === name && !S.rows.has(splitKey(k)[1])).map(k => splitKey(k)[1]);
+    if (want.length) {
+      try { for (const r of decodeRuns(await api(expPath(name) + '/runs?format=columns&names=' + enc(want.join(','))))) addRow(r); }
+      catch (e) { showError('Could not load the linked runs', e); }
+      if (token !== S.expToken) return;
+    }
+  }
   if (opts.runs) {
     // runs a link names that this experiment does not have: say so, do not keep a legend entry
     const missing = opts.runs.filter(k => splitKey(k)[0] === name && !S.rows.has(splitKey(k)[1]));
@@ -14411,7 +14704,153 @@ function addRow(r) {
   let fresh = false;
   for (const k of Object.keys(r.params || {})) if (!S.paramKeys.has(k)) { S.paramKeys.add(k); fresh = true; }
   for (const k of Object.keys(r.summary || {})) if (!S.metricKeys.has(k)) { S.metricKeys.add(k); fresh = true; }
+  for (const f of ['summary_min', 'summary_max']) {
+    const o = r[f] && typeof r[f] === 'object' ? r[f] : {};
+    for (const k of Object.keys(o)) if (!S.rangeKeys.has(k)) { S.rangeKeys.add(k); fresh = true; }
+  }
   if (fresh) colsCache = null;
+}
+// The runs route answers a query: sorted on the server, a window [offset, offset+limit), and
+// columns (each field named once). The first answer is one page; an experiment of up to PAGE_ALL
+// runs is then held whole (a second answer if it has more than a page) and the page sorts,
+// filters and folds it itself; a bigger one is paged: S.win holds
+// the windows fetched for the current sort (holes elsewhere), renderBody asks for the pages it
+// is about to show, and a sort asks the server for the rows on screen in the new order.
+function runsUrl(exp, extra) {
+  const q = ['format=columns', 'sort=' + enc(S.sort.col), 'order=' + (S.sort.dir > 0 ? 'asc' : 'desc')];
+  if (S.paged && S.filter) q.push('where=' + enc(S.filter));   // the server's filter language (9.6)
+  for (const k of Object.keys(extra || {})) q.push(k + '=' + enc(String(extra[k])));
+  return expPath(exp) + '/runs?' + q.join('&');
+}
+function firstRunsUrl(exp) { return runsUrl(exp, { limit: PAGE }); }
+function decodeRuns(j) {
+  if (!j || !j.columns) return (j && j.runs) || [];
+  const rows = [];
+  for (let i = 0; i < j.count; i++) rows.push({});
+  const put = (col, set) => {
+    if (Array.isArray(col)) { for (let i = 0; i < col.length; i++) set(i, col[i]); }
+    else if (col && col.sparse) { for (let x = 0; x < col.sparse.length; x++) set(col.sparse[x], col.values[x]); }
+  };
+  for (const f of Object.keys(j.columns)) {
+    const col = j.columns[f];
+    if (col && !Array.isArray(col) && col.fields) {
+      for (const r of rows) r[f] = {};
+      for (const k of Object.keys(col.fields)) put(col.fields[k], (i, v) => { rows[i][f][k] = v; });
+    } else put(col, (i, v) => { rows[i][f] = v; });
+  }
+  return rows;
+}
+function takeKeys(j) {
+  let fresh = false;
+  for (const k of j.param_keys || []) if (!S.paramKeys.has(k)) { S.paramKeys.add(k); fresh = true; }
+  for (const k of j.metric_keys || []) if (!S.metricKeys.has(k)) { S.metricKeys.add(k); fresh = true; }
+  if (fresh) colsCache = null;
+}
+// The first answer of an experiment: all of it (held whole), or its first page (paged).
+function takeFirstRuns(j) {
+  const rows = decodeRuns(j);
+  S.paged = !!j.columns && j.total > rows.length;
+  S.total = S.paged ? j.total : rows.length;
+  takeKeys(j);
+  for (const r of rows) addRow(r);
+  if (S.paged) {
+    S.win = newWindow(j.matched); fillWindow(S.win, j.offset || 0, rows, 0); S.win.extremes = j.extremes || null;
+    if (S.filter) S.win.sig = '';   // asked before it was known to be paged: unfiltered, so ask again
+  }
+}
+function querySig() { return S.sort.col + '|' + S.sort.dir + '|' + (S.filter || ''); }
+function newWindow(matched) { return { sig: querySig(), matched: matched, rows: new Array(matched), index: new Map(), pages: new Set() }; }
+// Rows of a window answer into w; a row the stream changed after the request went out is newer.
+function fillWindow(w, offset, rows, sentAt) {
+  rows.forEach((r, i) => {
+    const cur = S.rows.get(r.name);
+    const row = cur && cur._sse && cur._recv > sentAt ? cur : (addRow(r), S.rows.get(r.name));
+    const old = w.rows[offset + i];
+    if (old && w.index.get(old.name) === offset + i) w.index.delete(old.name);
+    w.rows[offset + i] = row; w.index.set(r.name, offset + i);
+  });
+  const end = offset + rows.length;   // a page counts as held when all its rows are (or it is the last)
+  for (let p = Math.ceil(offset / PAGE); p * PAGE < end; p++) if ((p + 1) * PAGE <= end || end >= w.matched) w.pages.add(p);
+}
+async function fetchPage(w, page) {
+  const sentAt = Date.now(), exp = S.exp;
+  const j = await api(runsUrl(exp, { offset: page * PAGE, limit: PAGE }));
+  return { j: j, rows: decodeRuns(j), sentAt: sentAt, exp: exp };
+}
+// The pages of rows [start, end) that w has not got yet, fetched (renderBody calls this).
+const pageLoads = new Map();
+function needRows(start, end) {
+  const w = S.win; if (!w) return;
+  for (let p = Math.floor(start / PAGE); p * PAGE < end; p++) {
+    const id = w.sig + '#' + p;
+    if (w.pages.has(p) || pageLoads.has(id)) continue;
+    pageLoads.set(id, fetchPage(w, p).then(res => {
+      pageLoads.delete(id);
+      if (S.win !== w || res.exp !== S.exp) return;
+      takeKeys(res.j);
+      if (res.j.matched !== w.matched) { w.matched = res.j.matched; w.rows.length = res.j.matched; }
+      S.total = res.j.total; if (res.j.extremes) w.extremes = res.j.extremes;
+      fillWindow(w, p * PAGE, res.rows, res.sentAt);
+      scheduleTable();
+    }, e => { showError('Could not load runs', e); setTimeout(() => pageLoads.delete(id), 3000); }));   // no retry storm while the server is away
+  }
+}
+function visibleRange() {
+  const sc = $('#runs-scroll'), top = Math.max(0, sc.scrollTop - 32), vh = sc.clientHeight || 400;
+  return [Math.max(0, Math.floor(top / ROW_H) - 8), Math.ceil((top + vh) / ROW_H) + 8];
+}
+// A new sort (or fresh counts after new runs): the rows on screen in one go, then swap windows,
+// so the table never shows an empty page between two orders.
+let requeryToken = 0, requerySig = null;
+async function requery() {
+  const token = ++requeryToken, exp = S.exp, range = visibleRange(), w = newWindow(S.win ? S.win.matched : 0);
+  requerySig = w.sig;
+  const pages = [];
+  for (let p = Math.floor(range[0] / PAGE); p * PAGE < Math.max(range[1], 1); p++) pages.push(p);
+  let got;
+  try { got = await Promise.all(pages.map(p => fetchPage(w, p))); }
+  catch (e) {
+    if (token !== requeryToken) return;   // requerySig stays: the same query is not asked again
+    if (e.status === 400 && S.filter) { filterProblem = e.message; renderTable(); }   // a malformed where=
+    else showError('Could not load runs', e);
+    return;
+  }
+  if (token !== requeryToken || exp !== S.exp || !S.paged) return;
+  requerySig = null; filterProblem = '';
+  const last = got[got.length - 1].j;
+  w.matched = last.matched; w.rows.length = last.matched; S.total = last.total; w.extremes = last.extremes || null;
+  got.forEach((res, i) => { takeKeys(res.j); fillWindow(w, pages[i] * PAGE, res.rows, res.sentAt); });
+  S.win = w;
+  renderTable();
+}
+// "Select all" of a paged table: the first SELECT_CAP matching runs in table order, said so.
+async function selectAllPaged(on) {
+  const exp = S.exp;
+  if (!on) {
+    let drop = S.selected.filter(k => splitKey(k)[0] === exp);
+    if (S.filter && drop.length) {   // only the selected runs the filter matches
+      try { drop = decodeRuns(await api(runsUrl(exp, { names: drop.map(k => splitKey(k)[1]).join(',') }))).map(r => exp + '/' + r.name); }
+      catch (e) { showError('Could not unselect the runs', e); return; }
+    }
+    const gone = new Set(drop);
+    setSelection(S.selected.filter(k => !gone.has(k)), true);
+    return;
+  }
+  let j;
+  try { j = await api(runsUrl(exp, { limit: SELECT_CAP })); } catch (e) { showError('Could not select the runs', e); return; }
+  if (exp !== S.exp) return;
+  const rows = decodeRuns(j);
+  for (const r of rows) if (!S.rows.has(r.name)) addRow(r);
+  const add = rows.map(r => exp + '/' + r.name).filter(k => !S.selectedSet.has(k)).slice(0, Math.max(0, SELECT_CAP - S.selected.length));
+  const now = S.selected.length + add.length;
+  if (j.matched > now) showBanner('Selected ' + now + ' of ' + j.matched + ' matching runs: at most ' + SELECT_CAP + ' are charted at once; select others one by one.', true);
+  setSelection(S.selected.concat(add), true);
+}
+// New runs in a paged table: the rows on screen and the counts again, at most once a second.
+let winRefreshTimer = 0;
+function refreshWindowSoon() {
+  if (winRefreshTimer) return;
+  winRefreshTimer = setTimeout(() => { winRefreshTimer = 0; if (S.paged) requery(); }, 800);
 }
 const STATUS_ORDER = { running: 0, failed: 1, crashed: 2, interrupted: 3, finished: 4 };
 function statusEl(st) {
@@ -14444,11 +14883,26 @@ function allColumns() {
     get: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : v; },
     cell: r => { const v = r.params ? r.params[k] : undefined; return isNull(v) ? null : fmtValue(v); }, numish: true
   }));
-  const metrics = Array.from(S.metricKeys).sort(natural).map((k, i) => ({
-    id: 'm:' + k, label: k, kind: 'metric', tag: clash(k) ? 'metric' : null, goal: goalOf(k), first: i === 0, num: true, w: Math.max(84, Math.min(170, 7 * k.length + 30)),
-    get: r => { const v = num(r.summary ? r.summary[k] : null); return Number.isNaN(v) ? null : v; },
-    cell: r => { const v = r.summary ? r.summary[k] : undefined; return v === null || v === undefined ? null : fmtNum(v); }
-  }));
+  // per metric: its last value (shown by default), and its min and max over the run (chosen in
+  // the column chooser; best-run finding). Ids m:KEY, min:KEY, max:KEY are the server's sort keys.
+  const stat = (k, which) => {
+    const field = which === 'last' ? 'summary' : 'summary_' + which;
+    return r => { const o = r[field]; return o && typeof o === 'object' ? o[k] : undefined; };
+  };
+  const metrics = [];
+  Array.from(new Set(Array.from(S.metricKeys).concat(Array.from(S.rangeKeys)))).sort(natural).forEach(k => {
+    for (const which of ['last', 'min', 'max']) {
+      if (which === 'last' ? !S.metricKeys.has(k) : !S.rangeKeys.has(k)) continue;
+      const raw = stat(k, which), label = which === 'last' ? k : k + ' (' + which + ')';
+      metrics.push({
+        id: (which === 'last' ? 'm' : which) + ':' + k, label: label, key: k, stat: which, opt: which !== 'last',
+        kind: 'metric', tag: which === 'last' && clash(k) ? 'metric' : null, goal: goalOf(k), first: !metrics.length, num: true,
+        w: Math.max(84, Math.min(190, 7 * label.length + 30)),
+        get: r => { const v = num(raw(r)); return Number.isNaN(v) ? null : v; },
+        cell: r => { const v = raw(r); return v === null || v === undefined ? null : fmtNum(v); }
+      });
+    }
+  });
   colsCache = { base: base, params: params, metrics: metrics, all: base.concat(params, metrics) };
   return colsCache;
 }
@@ -14458,7 +14912,7 @@ function defaultColumns() {
   if (rows.some(r => r.tags && r.tags.length)) out.add('tags');
   const varying = c.params.filter(p => { const seen = new Set(); for (const r of rows) { seen.add(JSON.stringify(p.get(r))); if (seen.size > 1) return true; } return false; });
   (varying.length ? varying : c.params).slice(0, 8).forEach(p => out.add(p.id));
-  c.metrics.slice(0, 8).forEach(m => out.add(m.id));
+  c.metrics.filter(m => m.stat === 'last').slice(0, 8).forEach(m => out.add(m.id));
   return out;
 }
 function visibleColumns() {
@@ -14541,7 +14995,20 @@ function showFilterError(parsed) {
   box.textContent = parsed.error ? 'Filter, column ' + parsed.pos + ': ' + parsed.error : '';
   $('#filter').classList.toggle('bad', !!parsed.error);
 }
+let filterProblem = '';   // paged: the server's word on a malformed filter
 function computeView() {
+  if (S.paged) {
+    // the filter box's text goes to the server as where= (its parser, section 9.6, says what is wrong)
+    showFilterError({ error: null });
+    if (filterProblem) { $('#filter-error').hidden = false; $('#filter-error').textContent = 'Filter: ' + filterProblem; $('#filter').classList.add('bad'); }
+    if (S.win.sig !== querySig() && requerySig !== querySig()) requery();
+    // the server sorted and counted; job folding needs every row (held whole)
+    const w = S.win;
+    S.view = w.rows; S.matched = w.matched; S.matchedRows = w.rows.filter(Boolean); jobMembers = new Set();
+    S.best = new Map();   // over every matching run: the server's lowest and highest of each column
+    for (const c of allColumns().metrics) { const e = w.extremes && w.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
+    return;
+  }
   const parsed = parseFilter(S.filter);
   showFilterError(parsed);
   let rows = Array.from(S.rows.values());
@@ -14574,15 +15041,15 @@ function renderTable() {
   headCols = cols;
   renderHead(cols);
   renderBody();
-  const total = S.rows.size, shown = S.matched, sel = S.selected.length;
+  const total = S.paged ? S.total : S.rows.size, shown = S.matched, sel = S.selected.length;
   $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + (sel ? ' \u00b7 ' + sel + ' selected' : '');
   const empty = $('#runs-empty');
-  if (S.rows.size && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
+  if (total && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
   else if (!S.rows.size && S.exp && empty.textContent.indexOf('Loading') < 0) {
     empty.hidden = false;
     empty.textContent = 'No runs in this experiment yet. New runs appear here as soon as they start.';
   }
-  else if (S.rows.size) empty.hidden = true;
+  else if (total) empty.hidden = true;
   renderLegend();
 }
 // Column widths: wide enough for the widest cell shown (numbers are never cut off), or what
@@ -14608,6 +15075,7 @@ function columnWidth(c) {
   if (c.id === 'tags' || c.id === 'description' || c.id === 'status' || c.id === 'started') return w;
   const rows = S.view.length > 400 ? S.view.slice(0, 400) : S.view;
   for (const r of rows) {
+    if (!r) continue;
     const text = cellText(c.cell(r));
     if (text.length * 9 + 24 > w) w = Math.max(w, Math.ceil(textWidth(text)) + 24);   // no glyph is wider than 9 px
   }
@@ -14620,8 +15088,11 @@ function renderHead(cols) {
   table.style.width = widths.reduce((a, b) => a + b, 0) + 'px';
   const arrow = id => S.sort.col === id ? h('span', { class: 'arrow', text: S.sort.dir > 0 ? '\u25b2' : '\u25bc' }) : null;
   const shownRuns = viewRuns(), inView = shownRuns.filter(r => S.selectedSet.has(S.exp + '/' + r.name)).length;
+  // paged: every run matches (a filter holds the table whole), so count this experiment's selected
+  const ofExp = S.paged ? S.selected.filter(k => splitKey(k)[0] === S.exp).length : 0, want = Math.min(S.matched, SELECT_CAP);
   const all = h('input', { type: 'checkbox', class: 'select-all', title: 'Select all shown runs', 'aria-label': 'Select all shown runs',
-    checked: inView > 0 && inView === shownRuns.length, indeterminate: inView > 0 && inView < shownRuns.length });
+    checked: S.paged ? ofExp > 0 && ofExp >= want : inView > 0 && inView === shownRuns.length,
+    indeterminate: S.paged ? ofExp > 0 && ofExp < want : inView > 0 && inView < shownRuns.length });
   const tr = h('tr', null,
     h('th', { class: 'c-sel' }, all),
     h('th', { class: 'c-name', 'data-col': 'name' }, 'Name', arrow('name'), h('span', { class: 'col-resize', 'data-resize': 'name', title: 'Drag to resize' })),
@@ -14637,7 +15108,8 @@ function renderBody() {
   const start = Math.max(0, Math.floor(top / ROW_H) - 8), end = Math.min(n, Math.ceil((top + vh) / ROW_H) + 8);
   const span = cols.length + 2, out = [];
   if (start > 0) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + start * ROW_H + 'px' })));
-  for (let i = start; i < end; i++) out.push(renderRow(S.view[i], cols));
+  for (let i = start; i < end; i++) out.push(S.view[i] ? renderRow(S.view[i], cols) : h('tr', { class: 'pending', 'data-index': String(i) }, h('td', { colspan: span, text: '\u2026' })));
+  if (S.paged) needRows(start, end);
   if (end < n) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + (n - end) * ROW_H + 'px' })));
   tbody.replaceChildren.apply(tbody, out);
 }
@@ -14670,11 +15142,11 @@ function bindTable() {
     const k = S.exp + '/' + tr.getAttribute('data-run');
     if (e.target.closest('.run-link')) { openDetail(k, true); return; }
     if (e.target.classList.contains('run-select')) {
-      const idx = S.view.findIndex(r => !r._job && r.name === tr.getAttribute('data-run'));
+      const idx = S.view.findIndex(r => r && !r._job && r.name === tr.getAttribute('data-run'));
       if (e.shiftKey && lastClicked >= 0 && idx >= 0) {
         const on = e.target.checked, [a, b] = [Math.min(lastClicked, idx), Math.max(lastClicked, idx)];
         const set = new Set(S.selected);
-        for (let i = a; i <= b; i++) { if (S.view[i]._job) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
+        for (let i = a; i <= b; i++) { if (!S.view[i] || S.view[i]._job) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
         setSelection(S.selected.filter(x => set.has(x)).concat(Array.from(set).filter(x => S.selected.indexOf(x) < 0)), true);
       } else toggleRun(k, e.target.checked);
       lastClicked = idx;
@@ -14682,6 +15154,7 @@ function bindTable() {
   });
   $('#runs-table').tHead.addEventListener('click', e => {
     if (e.target.classList.contains('select-all')) {
+      if (S.paged) { selectAllPaged(e.target.checked); return; }
       const keys = viewRuns().map(r => S.exp + '/' + r.name);
       if (e.target.checked) {
         const addKeys = keys.filter(k => !S.selectedSet.has(k)).slice(0, Math.max(0, 100 - S.selected.length));
@@ -14695,7 +15168,7 @@ function bindTable() {
     const id = th.getAttribute('data-col');
     if (S.sort.col === id) S.sort.dir = -S.sort.dir;
     else S.sort = { col: id, dir: id === 'name' || id === 'status' || id.slice(0, 2) === 'p:' ? 1 : -1 };
-    renderTable();
+    if (S.paged) requery(); else renderTable();
   });
   // drag a header's right edge to resize its column
   $('#runs-table').tHead.addEventListener('mousedown', e => {
@@ -15617,7 +16090,8 @@ function openStream(force) {
 // after a broken connection: fetch what the stream could not tell us
 function resync() {
   loadExperiments();
-  if (S.exp) api(expPath(S.exp) + '/runs').then(j => { for (const r of j.runs || []) upsertRow(r, false); }).catch(() => {});
+  if (S.exp && S.paged) requery();
+  else if (S.exp) api(runsUrl(S.exp)).then(j => { for (const r of decodeRuns(j)) upsertRow(r, false); }).catch(() => {});
   if (S.detail && logS.next !== null) logCatchUp();
   for (const k of S.selected) { const rd = data.get(k); if (rd && rd.error) { data.delete(k); loadRun(k); } }
   for (const [k, m] of mediaRuns) { fetchMedia(k, m); fetchHists(k, m); }
@@ -15627,7 +16101,13 @@ function upsertRow(row, isNew) {
   const exp = row.experiment, k = exp + '/' + row.name, prev = known.get(k);
   if (exp === S.exp) {
     const had = S.rows.has(row.name);
+    row._sse = true;   // newer than any window answer asked for before now (fillWindow)
     addRow(row);
+    if (S.paged && S.win) {
+      const i = S.win.index.get(row.name);
+      if (i !== undefined && S.win.rows[i] && S.win.rows[i].name === row.name) S.win.rows[i] = S.rows.get(row.name);
+      if (isNew && !had) { S.total++; refreshWindowSoon(); }
+    }
     if (isNew && !had) {
       flash.add(k); setTimeout(() => { flash.delete(k); scheduleTable(); }, 2500);
       if (S.autoSelect && S.selected.length < AUTO_SELECT) setSelection(S.selected.concat([k]), false);
@@ -16520,7 +17000,7 @@ async function boot() {
   S.chartFilter = hs.metrics; $('#chart-filter').value = hs.metrics;
   S.hidden = new Set(hs.hide); Charts.configure({ hidden: new Set(S.hidden) });
   // the three first requests go out together; the runs of a linked experiment need not wait
-  if (hs.exp) { S.prefetch = { exp: hs.exp, promise: api(expPath(hs.exp) + '/runs') }; S.prefetch.promise.catch(() => {}); }
+  if (hs.exp) { S.prefetch = { exp: hs.exp, promise: api(firstRunsUrl(hs.exp)) }; S.prefetch.promise.catch(() => {}); }
   const health = api('/api/health');
   const exps = loadExperiments();
   try { S.health = await health; }

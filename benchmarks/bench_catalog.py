@@ -4,6 +4,7 @@
     python benchmarks/bench_catalog.py                       # 10,000 runs, cached in /tmp
     python benchmarks/bench_catalog.py --runs 2000 --repeat 3
     python benchmarks/bench_catalog.py --baseline /tmp/old_expman.py   # side by side
+    python benchmarks/bench_catalog.py --page --baseline /tmp/main_expman.py   # the runs table
 
 The experiment is written straight into the storage layout (what a finished sweep leaves:
 run.yaml, config.yaml with 5 params, metrics.parquet of 200 steps x 5 metrics), once, into a
@@ -13,6 +14,17 @@ process (interpreter start, imports, listing, printing to a pipe), wall clock fr
 exit. "cold" is the first listing with no catalog (it builds one), "warm" the median of the
 next N. With `--baseline FILE`, the same commands run against that copy of expman.py (e.g.
 main before the catalog), alternating, so both see the same machine load.
+
+`--page` times the dashboard's runs table on the experiment instead, in headless Chromium
+(Playwright, /usr/bin/chromium): `expman serve` is started in a child (its catalog left as
+it is), and once /api/health answers a fresh page opens `/#exp=sweep`. "first paint" is from
+navigation until the first run row is in the table; "settled" until the sidebar lists the
+experiments and a chart of the auto-selected runs is in (sort and filter are timed after
+that, as a person would use them); "sort" from a click on the seed column's header until the
+first row is another run (measured inside the page: performance.now() then
+polling each animation frame); "filter" from an input event on the filter box (its 80 ms
+debounce included) until the run count says "N of"; "runs JSON" the bytes of every answer of
+the runs route the page received during the open (sizes of the bodies, not compressed).
 """
 import argparse
 import json
@@ -63,6 +75,111 @@ def timed(cmd):
     return time.perf_counter() - t0, len(proc.stdout)
 
 
+def _serve(module, root):
+    """(process, url) of `expman serve root --port 0` once it answers /api/health."""
+    import re
+    import urllib.request
+    proc = subprocess.Popen([sys.executable, module, "serve", root, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        if found:
+            url = found.group(1)
+            break
+    else:
+        raise SystemExit(f"{module} serve printed no URL")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/api/health", timeout=5).read()
+            return proc, url
+        except OSError:
+            time.sleep(0.05)  # polling with a deadline
+    raise SystemExit(f"{module} serve did not answer")
+
+
+_UNTIL_FIRST_ROW_CHANGES = """async sel => {
+  const first = () => { const tr = document.querySelector('#runs-table tbody tr[data-run]');
+                        return tr && tr.getAttribute('data-run'); };
+  const before = first(), t0 = performance.now();
+  document.querySelector(sel).click();
+  while (first() === before) await new Promise(r => requestAnimationFrame(r));
+  return performance.now() - t0;
+}"""
+_UNTIL_FILTERED = """async text => {
+  const box = document.querySelector('#filter'), t0 = performance.now();
+  box.value = text; box.dispatchEvent(new Event('input', { bubbles: true }));
+  const count = () => document.querySelector('#runs-count').textContent;
+  while (!/^\\d+ of /.test(count())) await new Promise(r => requestAnimationFrame(r));
+  return [performance.now() - t0, count()];
+}"""
+
+
+def page_bench(args, root, modules):
+    """First paint, sort and filter of the runs table, each expman side by side."""
+    from playwright.sync_api import sync_playwright
+    results = {which: [] for which in modules}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                     args=["--no-sandbox", "--disable-gpu"])
+        for _ in range(args.repeat):
+            for which, module in modules.items():  # alternating: the same load for both
+                proc, url = _serve(module, root)
+                try:
+                    context = browser.new_context(viewport={"width": 1440, "height": 900})
+                    page = context.new_page()
+                    page.set_default_timeout(300_000)
+                    sizes = []
+
+                    def on_response(resp, sizes=sizes):
+                        if "/api/experiments/sweep/runs" in resp.url and \
+                                "/runs/" not in resp.url.split("?")[0][-7:]:
+                            try:
+                                sizes.append(len(resp.body()))
+                            except Exception:  # noqa: BLE001 - a page gone away
+                                pass
+                    page.on("response", on_response)
+                    t0 = time.perf_counter()
+                    page.goto(url + "/#exp=sweep")
+                    page.locator("#runs-table tbody tr[data-run]").first.wait_for()
+                    first = time.perf_counter() - t0
+                    opened = sum(sizes)
+                    # settled: the sidebar's experiments and the selected runs' charts are in
+                    page.locator("#experiments [data-exp]").first.wait_for()
+                    page.locator("#charts [data-key]").first.wait_for()
+                    settled = time.perf_counter() - t0
+                    sort_ms = page.evaluate(_UNTIL_FIRST_ROW_CHANGES, "th[data-col='p:seed']")
+                    sort2_ms = page.evaluate(_UNTIL_FIRST_ROW_CHANGES, "th[data-col='p:seed']")
+                    filter_ms, count = page.evaluate(_UNTIL_FILTERED, args.filter)
+                    results[which].append({"first_paint_s": first, "settled_s": settled,
+                                           "sort_ms": sort_ms,
+                                           "sort_again_ms": sort2_ms, "filter_ms": filter_ms,
+                                           "filter_count": count, "open_json_bytes": opened,
+                                           "all_json_bytes": int(sum(sizes))})
+                    context.close()
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+        browser.close()
+    load = os.getloadavg()
+    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+    out = [{"expman": which, "runs": args.runs, **{k: round(med(rs, k), 3) for k in (
+        "first_paint_s", "settled_s", "sort_ms", "sort_again_ms", "filter_ms", "open_json_bytes",
+        "all_json_bytes")}, "filter_count": rs[-1]["filter_count"], "repeats": len(rs)}
+        for which, rs in results.items()]
+    if args.json:
+        print(json.dumps({"load_avg": load, "results": out}, indent=1))
+        return
+    print(f"runs table, {args.runs} runs, load average {load[0]:.2f} {load[1]:.2f} "
+          f"{load[2]:.2f}, median of {args.repeat}")
+    print(f"{'expman':<9} {'first paint s':>13} {'settled s':>9} {'sort ms':>8} {'again ms':>9} "
+          f"{'filter ms':>10} {'JSON on open':>13} {'JSON in all':>12}")
+    for r in out:
+        print(f"{r['expman']:<9} {r['first_paint_s']:>13.3f} {r['settled_s']:>9.3f} {r['sort_ms']:>8.0f} "
+              f"{r['sort_again_ms']:>9.0f} {r['filter_ms']:>10.0f} {r['open_json_bytes']:>13,} "
+              f"{r['all_json_bytes']:>12,}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=10_000)
@@ -70,6 +187,9 @@ def main():
     ap.add_argument("--data", default="/tmp/expman-bench-catalog")
     ap.add_argument("--baseline", help="another expman.py to time side by side")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--page", action="store_true",
+                    help="time the dashboard's runs table instead of the CLI")
+    ap.add_argument("--filter", default="seed>9990", help="what --page types in the filter")
     args = ap.parse_args()
 
     root = os.path.join(args.data, f"runs{args.runs}")
@@ -82,6 +202,8 @@ def main():
     modules = {"this": os.path.join(REPO, "expman.py")}
     if args.baseline:
         modules["baseline"] = args.baseline
+    if args.page:
+        return page_bench(args, root, modules)
     commands = {"list -e": ["list", root, "-e", "sweep"], "list": ["list", root],
                 "list -e --json": ["list", root, "-e", "sweep", "--json"]}
     results = {}
