@@ -1866,19 +1866,8 @@ class _Summary:
 
     def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
         """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket."""
-        picks = []
-        for i, (keys, levels, buckets, smins, smaxs) in enumerate(self.groups):
-            if not (_in_stats(keys, key) and _in_stats(levels, level)):
-                continue
-            if b_lo is not None and buckets and buckets[1] < b_lo:
-                continue
-            if b_hi is not None and buckets and buckets[0] > b_hi:
-                continue
-            if s_lo is not None and smaxs and smaxs[1] < s_lo:
-                continue
-            if s_hi is not None and smins and smins[0] > s_hi:
-                continue
-            picks.append(i)
+        picks = [i for i, bounds in enumerate(self.groups)
+                 if _group_may_hold(bounds, key, level, b_lo, b_hi, s_lo, s_hi)]
         names = list(_M4_FIELDS) if columns is None else list(columns)
         if not picks:
             return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
@@ -1901,6 +1890,26 @@ def _m4_type(field):
 
 def _in_stats(bounds, value):
     return not bounds or bounds[0] <= value <= bounds[1]
+
+
+def _group_may_hold(bounds, key, level, b_lo, b_hi, s_lo, s_hi):
+    """Whether a row group's statistics (a _group_bounds entry) leave room for records of key
+    and level in buckets [b_lo, b_hi] and steps [s_lo, s_hi]; missing statistics always do."""
+    keys, levels, buckets, smins, smaxs = bounds
+    if not (_in_stats(keys, key) and _in_stats(levels, level)):
+        return False
+    return not (_all_below(buckets, b_lo) or _all_above(buckets, b_hi)
+                or _all_below(smaxs, s_lo) or _all_above(smins, s_hi))
+
+
+def _all_below(bounds, lo):
+    """Whether statistics (min, max) show every value below lo (None: no bound)."""
+    return lo is not None and bool(bounds) and bounds[1] < lo
+
+
+def _all_above(bounds, hi):
+    """Whether statistics (min, max) show every value above hi (None: no bound)."""
+    return hi is not None and bool(bounds) and bounds[0] > hi
 
 
 _SUMMARIES = collections.OrderedDict()  # (summary, final) stamps -> _Summary or None
