@@ -8879,6 +8879,27 @@ def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0
 
 
 def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since):
+    sources, seen, rows = _chart_sources(store, path, files, since)
+    all_keys = list(seen)
+    if since:
+        all_keys = _metric_keys(store, path)
+    lo = None if x_min is None else math.ceil(x_min)
+    hi = None if x_max is None else math.floor(x_max)
+    summary = _chart_summary(store, path, files, sources, since)
+    out, downsampled = {}, False
+    for key in keys or all_keys:
+        if key not in seen or not _is_number_type(seen[key]):
+            continue
+        points, reduced = _key_points(summary, sources, key, max_points, lo, hi, since, rows)
+        downsampled = downsampled or reduced
+        out[key] = _points_json(points)
+    return out, downsampled, rows, all_keys
+
+
+def _chart_sources(store, path, files, since):
+    """(sources, seen, rows) of the metrics files a chart reads: (start, parquet file, path)
+    of each readable file not wholly before row `since`, the type of every non-reserved
+    column they hold (first seen wins), and the run's row count."""
     sources, seen, rows = [], {}, 0
     for start, end, fpath in files:
         if _link_out_of(store, path, fpath):
@@ -8900,31 +8921,33 @@ def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since
         for name in schema.names:
             if name not in RESERVED_COLUMNS:
                 seen.setdefault(name, schema.field(name).type)
-    all_keys = list(seen)
-    if since:
-        all_keys = _metric_keys(store, path)
-    lo = None if x_min is None else math.ceil(x_min)
-    hi = None if x_max is None else math.floor(x_max)
-    summary = None
-    if since == 0 and len(files) == 1 and files[0][1] is None and sources:
-        spath = store.join(path, SUMMARY_FILE)
-        if not _link_out_of(store, path, spath):
-            summary = _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
-    out, downsampled = {}, False
-    for key in keys or all_keys:
-        if key not in seen:
-            continue
-        if not (pa.types.is_floating(seen[key]) or pa.types.is_integer(seen[key])):
-            continue
-        found = None
-        if summary is not None:
-            found = _summary_points(summary, sources, key, max_points, lo, hi)
-        if found is None:
-            found = _exact_points(sources, key, max_points, lo, hi, since, rows)
-        points, reduced = found
-        downsampled = downsampled or reduced
-        out[key] = _points_json(points)
-    return out, downsampled, rows, all_keys
+    return sources, seen, rows
+
+
+def _chart_summary(store, path, files, sources, since):
+    """The run's chart summary when it may answer: a whole read (since 0) of a closed run's
+    one readable metrics.parquet, and the summary not a link out of the run; else None."""
+    if not (since == 0 and len(files) == 1 and files[0][1] is None and sources):
+        return None
+    spath = store.join(path, SUMMARY_FILE)
+    if _link_out_of(store, path, spath):
+        return None
+    return _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
+
+
+def _is_number_type(dtype):
+    return pa.types.is_floating(dtype) or pa.types.is_integer(dtype)
+
+
+def _key_points(summary, sources, key, max_points, lo, hi, since, rows):
+    """(points, downsampled) of one key: from the chart summary when there is one and it can
+    answer, else from the rows."""
+    found = None
+    if summary is not None:
+        found = _summary_points(summary, sources, key, max_points, lo, hi)
+    if found is None:
+        found = _exact_points(sources, key, max_points, lo, hi, since, rows)
+    return found
 
 
 def _scan_key(sources, key, lo, hi, row_lo, row_hi, shift):
