@@ -8957,40 +8957,54 @@ def _scan_key(sources, key, lo, hi, row_lo, row_hi, shift):
     buckets)."""
     parts = []
     for start, pf, _path in sources:
-        names = pf.schema_arrow.names
-        if key not in names:
-            continue
-        meta, groups, at, first = pf.metadata, [], start, None
-        for i in range(meta.num_row_groups):
-            n = meta.row_group(i).num_rows
-            if (row_hi is None or at < row_hi) and (row_lo is None or at + n > row_lo):
-                groups.append(i)
-                first = at if first is None else first
-            at += n
-        if not groups:
-            continue
-        cols = [c for c in ("step", "timestamp") if c in names] + [key]
-        at = first
-        batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
-        if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
-            batches = pf.read_row_groups(groups, columns=cols).to_batches()
-        else:
-            batches = pf.iter_batches(batch_rows, row_groups=groups, columns=cols,
-                                      use_threads=False)
-        for batch in batches:
-            raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
-            at += batch.num_rows
-            if raw is None:
-                continue
+        for raw in _scan_file(pf, start, key, lo, hi, row_lo, row_hi):
             parts.append(raw if shift is None else _m4_combine(raw, shift))
             if shift is not None and len(parts) > 64:
                 parts = [_m4_combine(pa.concat_tables(parts), 0)]
-            if row_hi is not None and at >= row_hi:
-                break
     if not parts:
         return None
     table = pa.concat_tables(parts)
     return table if shift is None else _m4_combine(table, 0)
+
+
+def _scan_file(pf, start, key, lo, hi, row_lo, row_hi):
+    """Yield the level-0 records of key in steps [lo, hi] and rows [row_lo, row_hi) of one
+    file whose first row is `start`, one batch at a time, stopping past row_hi."""
+    names = pf.schema_arrow.names
+    if key not in names:
+        return
+    groups, at = _groups_in_rows(pf.metadata, start, row_lo, row_hi)
+    if not groups:
+        return
+    cols = [c for c in ("step", "timestamp") if c in names] + [key]
+    for batch in _scan_batches(pf, groups, cols):
+        raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
+        at += batch.num_rows
+        if raw is None:
+            continue
+        yield raw
+        if row_hi is not None and at >= row_hi:
+            break
+
+
+def _groups_in_rows(meta, start, row_lo, row_hi):
+    """(row groups holding rows of [row_lo, row_hi), the first row of the first of them) of
+    a file whose first row is `start`; None bounds are open."""
+    groups, at, first = [], start, None
+    for i in range(meta.num_row_groups):
+        n = meta.row_group(i).num_rows
+        if (row_hi is None or at < row_hi) and (row_lo is None or at + n > row_lo):
+            groups.append(i)
+            first = at if first is None else first
+        at += n
+    return groups, first
+
+
+def _scan_batches(pf, groups, cols):
+    if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
+        return pf.read_row_groups(groups, columns=cols).to_batches()
+    batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
+    return pf.iter_batches(batch_rows, row_groups=groups, columns=cols, use_threads=False)
 
 
 def _exact_points(sources, key, max_points, lo, hi, since, rows):
