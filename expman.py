@@ -9035,45 +9035,70 @@ def _summary_points(summary, sources, key, max_points, lo, hi):
     order that too many buckets straddle the range): the caller reads the rows."""
     k0 = summary.k0
     if lo is None and hi is None:
-        top = summary.records(key, summary.top, columns=("count", "first_row", "last_row"))
-        if not top.num_rows:
-            return None  # not a key the summary covers
-        count = pc.sum(top.column("count")).as_py()
-        first, last = top.column("first_row")[0].as_py(), top.column("last_row")[-1].as_py()
+        span = _summary_span(summary, key)
     else:
-        cols = ("bucket", "count", "first_row", "last_row", "step_min", "step_max")
-        recs = summary.records(key, k0, s_lo=lo, s_hi=hi, columns=cols)
-        inside, partial = _split_range(recs, lo, hi)
-        if partial.num_rows > _SUMMARY_MAX_PARTIAL:
-            return None
-        exact = [_scan_key(sources, key, lo, hi, b << k0, (b + 1) << k0, None)
-                 for b in partial.column("bucket").to_pylist()]
-        exact = [t for t in exact if t is not None]
-        count = pc.sum(inside.column("count")).as_py() or 0
-        bounds = [t.column("first_row")[0].as_py() for t in exact]
-        ends = [t.column("last_row")[-1].as_py() for t in exact]
-        count += sum(t.num_rows for t in exact)
-        if inside.num_rows:
-            bounds.append(inside.column("first_row")[0].as_py())
-            ends.append(inside.column("last_row")[-1].as_py())
-        if not count:
-            return _m4_no_points(), False
-        first, last = min(bounds), max(ends)
+        span = _summary_span_in(summary, sources, key, lo, hi)
+    if not span:
+        return None if span is None else (_m4_no_points(), False)
+    count, first, last = span
     if count <= max_points:
         return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, None)), False
     level = _m4_level(first, last, max_points)
     if level < k0:  # zoomed in past the finest buckets: the rows (fewer than 2^(k0+1) * q)
         return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, level)), True
     recs = summary.records(key, level, first >> level, last >> level)
-    if lo is not None or hi is not None:
-        inside, partial = _split_range(recs, lo, hi)
-        if partial.num_rows > _SUMMARY_MAX_PARTIAL:
-            return None
-        fixed = [_scan_key(sources, key, lo, hi, b << level, (b + 1) << level, level)
-                 for b in partial.column("bucket").to_pylist()]
-        recs = pa.concat_tables([inside] + [t for t in fixed if t is not None])
-        recs = recs.take(pc.sort_indices(recs.column("bucket")))
-    return _m4_points(recs), True
+    if lo is None and hi is None:
+        return _m4_points(recs), True
+    recs = _mend_edges(recs, sources, key, lo, hi, level)
+    return None if recs is None else (_m4_points(recs), True)
+
+
+def _summary_span(summary, key):
+    """(count, first row, last row) of all of key's values from the summary's top level;
+    None when the summary does not cover key."""
+    top = summary.records(key, summary.top, columns=("count", "first_row", "last_row"))
+    if not top.num_rows:
+        return None  # not a key the summary covers
+    count = pc.sum(top.column("count")).as_py()
+    return count, top.column("first_row")[0].as_py(), top.column("last_row")[-1].as_py()
+
+
+def _summary_span_in(summary, sources, key, lo, hi):
+    """(count, first row, last row) of key's values in steps [lo, hi]: the finest summary
+    buckets wholly inside, and the rows of those straddling an edge. () when none is in the
+    range; None when too many buckets straddle (the summary cannot answer)."""
+    k0 = summary.k0
+    cols = ("bucket", "count", "first_row", "last_row", "step_min", "step_max")
+    recs = summary.records(key, k0, s_lo=lo, s_hi=hi, columns=cols)
+    inside, partial = _split_range(recs, lo, hi)
+    if partial.num_rows > _SUMMARY_MAX_PARTIAL:
+        return None
+    exact = [_scan_key(sources, key, lo, hi, b << k0, (b + 1) << k0, None)
+             for b in partial.column("bucket").to_pylist()]
+    exact = [t for t in exact if t is not None]
+    count = pc.sum(inside.column("count")).as_py() or 0
+    bounds = [t.column("first_row")[0].as_py() for t in exact]
+    ends = [t.column("last_row")[-1].as_py() for t in exact]
+    count += sum(t.num_rows for t in exact)
+    if inside.num_rows:
+        bounds.append(inside.column("first_row")[0].as_py())
+        ends.append(inside.column("last_row")[-1].as_py())
+    if not count:
+        return ()
+    return count, min(bounds), max(ends)
+
+
+def _mend_edges(recs, sources, key, lo, hi, level):
+    """Records of level `level` limited to steps [lo, hi]: those wholly inside as they are,
+    those straddling an edge rebuilt from their rows, sorted by bucket. None when too many
+    straddle (the summary cannot answer)."""
+    inside, partial = _split_range(recs, lo, hi)
+    if partial.num_rows > _SUMMARY_MAX_PARTIAL:
+        return None
+    fixed = [_scan_key(sources, key, lo, hi, b << level, (b + 1) << level, level)
+             for b in partial.column("bucket").to_pylist()]
+    recs = pa.concat_tables([inside] + [t for t in fixed if t is not None])
+    return recs.take(pc.sort_indices(recs.column("bucket")))
 
 
 def _split_range(recs, lo, hi):
