@@ -9395,18 +9395,53 @@ def _run_columns(runs):
     metric_keys = list(dict.fromkeys(k for r in runs for k in r["summary"]))
     param_keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
     if len(runs) > 1:  # the main params are the ones that tell runs apart
-        param_keys = [k for k in param_keys
-                      if len({json.dumps(r["params"].get(k, None), sort_keys=True, default=str)
-                              for r in runs}) > 1]
+        param_keys = [k for k in param_keys if _param_differs(runs, k)]
     columns = [("ROWS", [str(r["rows"]) for r in runs], "column", 4)]
     for key in metric_keys:
         held_out = key.lower().startswith(("val", "test", "eval", "best"))
         rank = (0 if held_out else 1) if _metric_goal(key) else 3
-        columns.append((key, [_fmt_num(r["summary"].get(key), ".5g") for r in runs],
-                        "metric", rank))
-    columns += [(k, [_fmt_param(r["params"].get(k, _MISSING), limit=24) for r in runs],
-                 "param", 2) for k in param_keys]
+        columns.append((key, _memo_cells(runs, "summary", key, None,
+                                         lambda v: _fmt_num(v, ".5g")), "metric", rank))
+    for k in param_keys:
+        columns.append((k, _memo_cells(runs, "params", k, _MISSING,
+                                       lambda v: _fmt_param(v, limit=24)), "param", 2))
     return columns
+
+
+def _memo_cells(runs, field, key, missing, fmt):
+    """[fmt(run[field].get(key, missing))] for the runs, each distinct value formatted once
+    (a sweep's 10,000 runs share most of their values)."""
+    texts, cells = {}, []
+    for r in runs:
+        value = r[field].get(key, missing)
+        memo = _value_key(value) if value is not missing else missing
+        text = texts.get(memo) if memo is not None else None
+        if text is None:
+            text = fmt(value)
+            if memo is not None:
+                texts[memo] = text
+        cells.append(text)
+    return cells
+
+
+def _value_key(value):
+    """A hashable key equal for two values exactly when their JSON texts are (floats by
+    repr: 0.0 and -0.0 differ), or None for lists, dicts and others."""
+    kind = type(value)
+    if kind is float:
+        return kind, repr(value)
+    if value is None or kind in (str, int, bool):
+        return kind, value
+    return None
+
+
+def _param_differs(runs, key):
+    """Whether the runs hold more than one value of a param (a missing one counts as null),
+    as their JSON text would tell; stops at the first difference."""
+    def comparable(value):
+        return _value_key(value) or json.dumps(value, sort_keys=True, default=str)
+    first = comparable(runs[0]["params"].get(key, None))
+    return any(comparable(r["params"].get(key, None)) != first for r in runs)
 
 
 def _choose_columns(fixed_width, columns, width, cap=16):
@@ -9434,7 +9469,14 @@ def _fixed_run_rows(runs, color, time_format=None):
 
 
 def _table_width(headers, rows):
-    return max(len(_ANSI_ESCAPE.sub("", line)) for line in _table(headers, rows))
+    """The width of _table(headers, rows)'s widest line, from the column widths (rendering
+    10,000 rows to measure them cost more than printing them)."""
+    widths = [len(h) for h in headers]
+    for i, column in enumerate(zip(*rows)):
+        widths[i] = max(widths[i], max(len(c.text if isinstance(c, _Cell) else str(c))
+                                       for c in column))
+    # the last column's padding is stripped: its widest cell (or header) ends the widest line
+    return sum(widths) + 2 * (len(widths) - 1)
 
 
 def _runs_layout(runs, color, width):
@@ -9450,6 +9492,19 @@ def _runs_layout(runs, color, width):
     return rows, columns, hidden
 
 
+def _plain_table(headers, columns, right):
+    """_table's lines for plain cells given column by column, with no width to fit: each
+    column padded in one pass, then joined row by row (10,000 runs x 15 columns as cell
+    objects took a second)."""
+    padded = []
+    for i, (header, cells) in enumerate(zip(headers, columns)):
+        cells = [c.text if isinstance(c, _Cell) else c for c in cells]
+        width = max(len(header), max(map(len, cells), default=0))
+        pad = str.rjust if i in right else str.ljust
+        padded.append([pad(header, width)] + [pad(c, width) for c in cells])
+    return ["  ".join(parts).rstrip() for parts in zip(*padded)]
+
+
 def _print_runs(model, color, width=None):
     runs = model["runs"]
     if not runs:
@@ -9458,9 +9513,14 @@ def _print_runs(model, color, width=None):
         return
     rows, columns, hidden = _runs_layout(runs, color, width)
     right = {3, 4} | {len(_RUN_FIXED) + i for i, c in enumerate(columns) if c[2] != "param"}
-    _print_lines(_table(_RUN_FIXED + [c[0] for c in columns],
-                        [row + [c[1][i] for c in columns] for i, row in enumerate(rows)],
-                        right=right, width=width))
+    headers = _RUN_FIXED + [c[0] for c in columns]
+    if width is None and not color:   # a pipe or a file: every row, whole, plain
+        _print_lines(_plain_table(headers, [list(col) for col in zip(*rows)] +
+                                  [c[1] for c in columns], right))
+    else:
+        _print_lines(_table(headers,
+                            [row + [c[1][i] for c in columns] for i, row in enumerate(rows)],
+                            right=right, width=width))
     if hidden:
         parts = [f"{hidden[k]} {k}{'s' if hidden[k] > 1 else ''}" for k in ("metric", "param")
                  if hidden[k]] + (["ROWS"] if hidden["column"] else [])
