@@ -8906,7 +8906,11 @@ def serve(root=None, host="127.0.0.1", port=8000, live=True, token=None, open_br
                         f"characters, or leave it out on a non-loopback host for a made-up one")
     if warnings:  # one line: scripts and tests look for one warning
         print("expman: warning: " + "; ".join(warnings), file=sys.stderr)
-    _use_system_memory_pool()
+    _return_freed_memory()
+    # importing pyarrow (0.3 s and more) to switch its pool is not needed to answer the first
+    # requests (the page, /api/health, the lists): it happens beside them. Buffers allocated
+    # before the switch stay valid and go back to the pool they came from.
+    threading.Thread(target=_use_system_memory_pool, name="expman-pool", daemon=True).start()
     server = make_server(root, host=host, port=port, live=live, token=token)
     url = server.url + (f"/?token={token}" if token else "/")
     store, root_path = _open_store(root if root is not None else _default_root())
@@ -9403,8 +9407,7 @@ def _run_columns(runs):
         columns.append((key, _memo_cells(runs, "summary", key, None,
                                          lambda v: _fmt_num(v, ".5g")), "metric", rank))
     for k in param_keys:
-        columns.append((k, _memo_cells(runs, "params", k, _MISSING,
-                                       lambda v: _fmt_param(v, limit=24)), "param", 2))
+        columns.append((k, _memo_cells(runs, "params", k, _MISSING, _param_text), "param", 2))
     return columns
 
 
@@ -9422,6 +9425,15 @@ def _memo_cells(runs, field, key, missing, fmt):
                 texts[memo] = text
         cells.append(text)
     return cells
+
+
+def _param_text(value):
+    """_fmt_param(value, limit=24); an int (a seed: a new value per run) without json."""
+    if type(value) is int:
+        text = str(value)
+        if len(text) <= 24:
+            return text
+    return _fmt_param(value, limit=24)
 
 
 def _value_key(value):
