@@ -4711,11 +4711,25 @@ def _run_stamps(store, exp_path, names, cached):
             if name in cached:
                 out[name] = (None, None)
         return out
+    names = [n for n in names if n in cached]
+    if len(names) < 2000:
+        return _local_stamps(exp_path, names, cached)
+    # From a cold page cache each stat waits on the disk (10,000 runs: 1.8 s in a row here);
+    # eight at once keep the disk's queue full (0.9 s). Warm, it costs the same as one.
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        parts = list(pool.map(lambda part: _local_stamps(exp_path, part, cached),
+                              [names[i::8] for i in range(8)]))
+    for part in parts:
+        out.update(part)
+    return out
+
+
+def _local_stamps(exp_path, names, cached):
+    out = {}
     stat, sep = os.stat, os.sep
     for name in names:
-        entry = cached.get(name)
-        if entry is None:
-            continue
+        entry = cached[name]
         base = f"{exp_path}{sep}{name}{sep}"
         try:
             st = stat(base + RUN_YAML)
@@ -9413,18 +9427,25 @@ def _run_columns(runs):
 
 def _memo_cells(runs, field, key, missing, fmt):
     """[fmt(run[field].get(key, missing))] for the runs, each distinct value formatted once
-    (a sweep's 10,000 runs share most of their values)."""
+    (a sweep's 10,000 runs share most of their values). Keyed by (type, value), so 1, 1.0
+    and True stay apart; float zeros and NaN are formatted each time (-0.0 == 0.0)."""
     texts, cells = {}, []
+    append = cells.append
     for r in runs:
         value = r[field].get(key, missing)
-        memo = _value_key(value) if value is not missing else missing
-        text = texts.get(memo) if memo is not None else None
-        if text is None:
+        kind = type(value)
+        if kind in _MEMO_KINDS or (kind is float and value != 0.0 and value == value):
+            memo = (kind, value)
+            text = texts.get(memo)
+            if text is None:
+                text = texts[memo] = fmt(value)
+        else:
             text = fmt(value)
-            if memo is not None:
-                texts[memo] = text
-        cells.append(text)
+        append(text)
     return cells
+
+
+_MEMO_KINDS = frozenset((str, int, bool, type(None)))
 
 
 def _param_text(value):
