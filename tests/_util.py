@@ -1,10 +1,15 @@
-"""Helpers shared by the test files: polling with a deadline, and Python child processes."""
+"""Helpers shared by the test files: polling with a deadline, Python child processes, a live
+server on an ephemeral port, and the browser page that the `browser` and `ui` fixtures of
+conftest.py hand to dashboard tests."""
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,3 +114,100 @@ def columns(run_dir, **kwargs):
     """The run's metrics as {column: [values]} without the timestamp column."""
     import expman
     return expman.load_metrics(run_dir, **kwargs).drop_columns(["timestamp"]).to_pydict()
+
+
+def filled_root(tmp_path_factory, name, fill):
+    """A module's experiments root: <tmp>/<name>N/experiments, written by fill(root, scratch)
+    where scratch is an empty folder beside it for files the runs save."""
+    base = tmp_path_factory.mktemp(name)
+    root, scratch = base / "experiments", base / "scratch"
+    root.mkdir()
+    scratch.mkdir()
+    fill(root, scratch)
+    return root
+
+
+# -- a live server ----------------------------------------------------------------------------
+
+def start_server(root, **kwargs):
+    """An expman server on an ephemeral loopback port, served by a daemon thread: (server, thread).
+    Its URL is server.url; end it with stop_server(server, thread), or use serving()."""
+    import expman
+    kwargs.setdefault("host", "127.0.0.1")
+    server = expman.make_server(root, port=0, **kwargs)
+    thread = threading.Thread(target=server.run, name="expman-test-server", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop_server(server, thread, timeout=10):
+    server.close()
+    thread.join(timeout)
+
+
+@contextlib.contextmanager
+def serving(root, **kwargs):
+    """`with serving(root) as server:` a started server, stopped when the block ends (a module
+    fixture: `with serving(data_root) as srv: yield srv`)."""
+    server, thread = start_server(root, **kwargs)
+    try:
+        yield server
+    finally:
+        stop_server(server, thread)
+
+
+# -- a real browser (Debian's Chromium through Playwright) -----------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+BROWSER_TIMEOUT_MS = 30_000
+
+
+def playwright_or_skip():
+    """playwright.sync_api, or skip the calling test module when it or Debian's chromium is
+    missing (call it at module level: `sync_api = playwright_or_skip()`)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium",
+                    allow_module_level=True)
+    return sync_api
+
+
+def launch_chromium(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+class Page:
+    """A fresh browser context and page that records console errors, page errors and dialogs;
+    check() (run by the `ui` fixture at teardown) fails the test if any appeared."""
+
+    def __init__(self, browser, scheme="light"):
+        self.context = browser.new_context(viewport={"width": 1440, "height": 900},
+                                           color_scheme=scheme)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(BROWSER_TIMEOUT_MS)
+        self.problems, self.dialogs = [], []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def check(self, allowed=()):
+        """Close the context, then fail on any dialog, or on any console problem that contains
+        none of the allowed substrings."""
+        self.context.close()
+        assert not self.dialogs, f"the page opened dialogs: {self.dialogs}"
+        problems = [m for m in self.problems if not any(a in m for a in allowed)]
+        assert not problems, f"browser console errors: {problems}"
+
+
+def open_page(ui, server, fragment="", rows="#runs-table tbody tr[data-run]"):
+    """Load the dashboard at fragment and wait until the runs table shows a row."""
+    from playwright.sync_api import expect
+    ui.page.goto(server.url + "/" + fragment)
+    expect(ui.page.locator(rows).first).to_be_visible()
+    return ui.page

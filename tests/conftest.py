@@ -1,4 +1,6 @@
-"""Shared fixtures: a fresh experiments root per test, and a guard against leaked writers."""
+"""Shared fixtures: a fresh experiments root per test, a guard against leaked writers, and a
+real browser for the dashboard tests (`browser`: one Chromium per test module; `ui`: a fresh
+page per test that fails the test on console errors or dialogs)."""
 import os
 import sys
 import threading
@@ -10,6 +12,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import expman  # noqa: E402
+from _util import Page, launch_chromium, playwright_or_skip  # noqa: E402
 
 
 @pytest.fixture
@@ -36,3 +39,23 @@ def no_leaked_writers():
     assert not [t for t in threading.enumerate()
                 if t.name == "expman-writer" and t not in before and t.is_alive()], \
         "a test left an expman-writer thread running"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium through Playwright, shared by one module's tests (skips the
+    test when either is missing)."""
+    sync_api = playwright_or_skip()
+    with sync_api.sync_playwright() as pw:
+        chromium = launch_chromium(pw)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def ui(browser):
+    """A fresh page (a util.Page: .page, .context, .problems, .dialogs) in its own context;
+    the test fails if the page logged a console error or opened a dialog."""
+    page = Page(browser)
+    yield page
+    page.check()

@@ -5,27 +5,26 @@ Screenshots land in each test's tmp_path (pytest prints it on failure): look at 
 """
 import os
 import struct
-import threading
 import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+from _util import Page, filled_root, open_page, playwright_or_skip, serving
+# old import paths of the shared helpers, for test files written against them; new tests take
+# the `browser` and `ui` fixtures from conftest.py and the helpers from _util.py
+from _util import CHROMIUM, CHROMIUM_ARGS, start_server as _serve  # noqa: F401
+
+sync_api = playwright_or_skip()
 
 import expman  # noqa: E402
 from _util import Child, child_env  # noqa: E402
+from conftest import browser, ui  # noqa: E402,F401 - see above
 
 expect = sync_api.expect
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 XSS = '<img src=x onerror="window.__pwned=1;alert(1)">'
 XSS_FILE = "<img src=x onerror=alert(1)>.txt"
-TIMEOUT_MS = 30_000
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -94,69 +93,13 @@ def _make_data(root, scratch):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dashboard")
-    root, scratch = base / "experiments", base / "scratch"
-    root.mkdir()
-    scratch.mkdir()
-    _make_data(root, scratch)
-    return root
-
-
-def _serve(root):
-    server = expman.make_server(root, host="127.0.0.1", port=0)
-    thread = threading.Thread(target=server.run, name="dashboard-test-server", daemon=True)
-    thread.start()
-    return server, thread
+    return filled_root(tmp_path_factory, "dashboard", _make_data)
 
 
 @pytest.fixture(scope="module")
 def server(data_root):
-    srv, thread = _serve(data_root)
-    yield srv
-    srv.close()
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-class Page:
-    """A fresh browser context and page that records console errors, page errors and dialogs;
-    the test fails at teardown if any appeared."""
-
-    def __init__(self, browser, scheme="light"):
-        self.context = browser.new_context(viewport={"width": 1440, "height": 900},
-                                           color_scheme=scheme)
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(TIMEOUT_MS)
-        self.problems, self.dialogs = [], []
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
-        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        self.page.on("dialog", self._dialog)
-
-    def _dialog(self, dialog):
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-
-@pytest.fixture
-def ui(browser):
-    p = Page(browser)
-    yield p
-    p.context.close()
-    assert not p.dialogs, f"the page opened dialogs: {p.dialogs}"
-    assert not p.problems, f"browser console errors: {p.problems}"
-
-
-def open_page(ui, server, fragment=""):
-    ui.page.goto(server.url + "/" + fragment)
-    expect(ui.page.locator("#runs-table tbody tr[data-run]").first).to_be_visible()
-    return ui.page
+    with serving(data_root) as srv:
+        yield srv
 
 
 def chart_points(page, key):
@@ -486,8 +429,7 @@ def test_dark_mode_toggle(browser, server, tmp_path):
 def test_empty_root_explains_how_to_log(ui, tmp_path):
     root = tmp_path / "experiments"
     root.mkdir()
-    srv, thread = _serve(root)
-    try:
+    with serving(root) as srv:
         page = ui.page
         page.goto(srv.url + "/")
         expect(page.locator("#empty")).to_be_visible()
@@ -495,7 +437,4 @@ def test_empty_root_explains_how_to_log(ui, tmp_path):
         expect(page.locator("#empty-root")).to_have_text(str(root))
         page.screenshot(path=str(tmp_path / "empty.png"))
         page.goto("about:blank")   # leave before the server goes, so no reconnect is attempted
-    finally:
-        srv.close()
-        thread.join(10)
 

@@ -9,11 +9,15 @@ import subprocess
 import pytest
 import yaml
 
-from test_dashboard import CHROMIUM, CHROMIUM_ARGS, Page, _png, _serve, browser, expect, ui  # noqa: F401
+from _util import Page, filled_root, playwright_or_skip, serving, start_server
+from _util import open_page as _open_page
+
+sync_api = playwright_or_skip()
+from test_dashboard import _png  # noqa: E402
 
 import expman  # noqa: E402
 
-sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -82,20 +86,13 @@ def _make_data(root, scratch):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    base = tmp_path_factory.mktemp("analysis")
-    root, scratch = base / "experiments", base / "scratch"
-    root.mkdir()
-    scratch.mkdir()
-    _make_data(root, scratch)
-    return root
+    return filled_root(tmp_path_factory, "analysis", _make_data)
 
 
 @pytest.fixture(scope="module")
 def server(data_root):
-    srv, thread = _serve(data_root)
-    yield srv
-    srv.close()
-    thread.join(10)
+    with serving(data_root) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -104,17 +101,13 @@ def ui_404(browser):
     experiment or run), and nothing else."""
     p = Page(browser)
     yield p
-    p.context.close()
-    assert not p.dialogs, p.dialogs
-    other = [m for m in p.problems if "status of 404" not in m]
-    assert not other, f"browser console errors: {other}"
+    p.check(allowed=("status of 404",))
 
 
 def open_page(ui, server, fragment):
-    ui.page.goto(server.url + "/" + fragment)
-    expect(ui.page.locator("#runs-table tbody tr[data-run], #runs-table tbody tr[data-job]")
-           .first).to_be_visible()
-    return ui.page
+    """The dashboard at fragment, once the runs table shows a run's or a job's row."""
+    return _open_page(ui, server, fragment,
+                      rows="#runs-table tbody tr[data-run], #runs-table tbody tr[data-job]")
 
 
 def y_labels(page, key):
@@ -479,7 +472,7 @@ def test_legend_follows_the_table_order(ui, server):
 
 
 def test_a_server_that_stops_answering_is_shown_and_a_switch_says_so(browser, data_root):
-    srv, thread = _serve(data_root)
+    srv, thread = start_server(data_root)
     ui = Page(browser)
     try:
         page = ui.page

@@ -2,7 +2,9 @@
 (same setup as test_dashboard.py: Debian Chromium through Playwright, a real Waitress server)."""
 import pytest
 
-from test_dashboard import _serve, browser, expect, ui  # noqa: F401 - fixtures
+from _util import playwright_or_skip, serving, start_server, stop_server
+
+expect = playwright_or_skip().expect
 
 import expman  # noqa: E402
 
@@ -30,10 +32,8 @@ def jobs_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(jobs_root):
-    srv, thread = _serve(jobs_root)
-    yield srv
-    srv.close()
-    thread.join(10)
+    with serving(jobs_root) as srv:
+        yield srv
 
 
 def test_a_jobs_ranks_fold_into_one_row_and_draw_as_a_band(ui, server, tmp_path):
@@ -119,7 +119,7 @@ def test_a_live_rank_joins_its_job_and_its_band_grows(ui, tmp_path):
         with expman.Experiment("ddp", base_dir=root, rank=rank, group="j", capture_git=False) as exp:
             for step in range(20):
                 exp.log_metrics({"loss": 1.0}, step=step)
-    srv, thread = _serve(root)
+    srv, thread = start_server(root)
     live = None
     try:
         page = ui.page
@@ -151,5 +151,4 @@ def test_a_live_rank_joins_its_job_and_its_band_grows(ui, tmp_path):
         ui.page.goto("about:blank")  # drop the live stream before its server goes
         if live is not None:
             live.close()
-        srv.close()
-        thread.join(10)
+        stop_server(srv, thread)

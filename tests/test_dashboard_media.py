@@ -4,18 +4,14 @@ audio, histogram heat maps drawn on canvas, and media arriving live over the str
 
 Screenshots land in each test's tmp_path: look at them.
 """
-import os
-
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api")
-from test_dashboard import CHROMIUM, XSS, _serve, browser, ui  # noqa: F401 - fixtures
+from _util import Child, child_env, open_page, playwright_or_skip, serving
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+sync_api = playwright_or_skip()
+from test_dashboard import XSS  # noqa: E402
 
 import expman  # noqa: E402
-from _util import Child, child_env  # noqa: E402
 
 expect = sync_api.expect
 
@@ -46,17 +42,9 @@ def media_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("dash_media") / "experiments"
     root.mkdir()
     _make_data(root)
-    srv, thread = _serve(root)
-    srv.root = root
-    yield srv
-    srv.close()
-    thread.join(10)
-
-
-def _open(ui, server, fragment):
-    ui.page.goto(server.url + "/" + fragment)
-    expect(ui.page.locator("#runs-table tbody tr[data-run]").first).to_be_visible()
-    return ui.page
+    with serving(root) as srv:
+        srv.root = root
+        yield srv
 
 
 CARD = "#media [data-testid=media-card][data-tag='{}']"
@@ -83,7 +71,7 @@ def _set_slider(page, tag, index):
 
 
 def test_media_panel_images_slider_text_and_histograms(ui, media_server, tmp_path):
-    page = _open(ui, media_server, "#exp=media&runs=media/r1,media/r2")
+    page = open_page(ui, media_server, "#exp=media&runs=media/r1,media/r2")
     expect(page.locator("[data-testid=media-panel]")).to_be_visible()
     samples = page.locator(CARD.format("samples"))
     expect(samples).to_be_visible()
@@ -165,7 +153,7 @@ def test_media_arrives_live_over_the_stream(ui, media_server, tmp_path):
     """, cwd=str(tmp_path), env=child_env())
     try:
         child.wait_line(lambda line: line == "first")
-        page = _open(ui, media_server, "#exp=media&runs=media/live")
+        page = open_page(ui, media_server, "#exp=media&runs=media/live")
         samples = page.locator(CARD.format("samples"))
         expect(samples.locator("[data-testid=media-step]")).to_have_text("0")
         expect(page.locator("[data-testid=hist-card]")).to_have_count(1)

@@ -1,13 +1,14 @@
 """The dashboard in a real browser on runs written by the real expman-rs (0.5.3 and 1.3.0):
 their curves are drawn. Kept apart from test_expman_rs_compat.py so that a machine without
 Chromium skips only this file (CI installs it)."""
-from test_dashboard import COLOURED_PIXELS, _serve, browser, expect, ui  # noqa: F401
+from _util import start_server, stop_server
+from test_dashboard import COLOURED_PIXELS, expect
 from test_expman_rs_compat import rs_runs  # noqa: F401 - the fixture
 
 
 def test_dashboard_draws_their_curves(ui, rs_runs):  # noqa: F811
     _version, root = rs_runs
-    server, thread = _serve(root)
+    server, thread = start_server(root)
     try:
         page = ui.page
         page.goto(server.url + "/#exp=exp")
@@ -22,5 +23,4 @@ def test_dashboard_draws_their_curves(ui, rs_runs):  # noqa: F811
         expect(page.locator("#charts [data-key='nostep']")).to_have_count(1)
     finally:
         ui.page.goto("about:blank")   # leave the page before its server goes away
-        server.close()
-        thread.join(10)
+        stop_server(server, thread)

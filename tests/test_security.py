@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import expman
-from _util import REPO, child_env, wait_for
+from _util import REPO, child_env, serving, start_server, wait_for
 
 EXPMAN_PY = os.path.join(REPO, "expman.py")
 SECRET = "TOP-SECRET-d41d8cd9"
@@ -40,13 +40,6 @@ def request(url, path, method="GET", body=None, headers=None, read=True):
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
     finally:
         conn.close()
-
-
-def start(root, **kwargs):
-    server = expman.make_server(root, port=0, **kwargs)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    return server, thread
 
 
 @pytest.fixture
@@ -89,10 +82,8 @@ def hostile(root, tmp_path):
 
 @pytest.fixture
 def server(hostile):
-    srv, thread = start(hostile)
-    yield srv
-    srv.close()
-    thread.join(10)
+    with serving(hostile) as srv:
+        yield srv
 
 
 def assert_refused(status, body, what):
@@ -366,7 +357,7 @@ def test_patch_refuses_cross_site_requests(server, content_type, origin, expecte
 # -- headers and active content -----------------------------------------------------------------
 
 def test_every_response_carries_csp_and_nosniff(hostile, server):
-    token_srv, thread = start(hostile, token="tok")
+    token_srv, thread = start_server(hostile, token="tok")
     try:
         cases = [(server.url, "/"), (server.url, "/api/health"), (server.url, "/api/nothing"),
                  (server.url, "/api/experiments/exp/runs/run/metrics?since=x"),
@@ -397,7 +388,7 @@ def test_active_artifacts_only_download(root, tmp_path):
     with expman.Experiment("exp", base_dir=root, run_name="run", capture_git=False) as e:
         for name in ACTIVE + ["fake.png"]:
             e.save_artifact(src, name)
-    srv, thread = start(root)
+    srv, thread = start_server(root)
     try:
         for name in ACTIVE:
             quoted = urllib.parse.quote(name, safe="")
@@ -429,14 +420,6 @@ def test_active_artifacts_only_download(root, tmp_path):
 
 # -- stored XSS in the real browser: table cells and everything else a user can write --------------
 
-try:
-    from playwright import sync_api
-except ImportError:  # pragma: no cover - a dev requirement
-    sync_api = None
-if not os.path.exists("/usr/bin/chromium"):
-    sync_api = None
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 XSS = '<img src=x onerror="window.__pwned=1;alert(1)">'
 XSS2 = "<script>window.__pwned=2</script>"
 XSS3 = '"><svg onload="window.__pwned=3">'
@@ -476,58 +459,40 @@ def _xss_root(root, scratch):
     meta.write_text(yaml.safe_dump(data))
 
 
-@pytest.mark.skipif(sync_api is None, reason="needs Playwright and /usr/bin/chromium")
-def test_table_cells_and_every_other_string_render_as_text(root, tmp_path):
+def test_table_cells_and_every_other_string_render_as_text(root, tmp_path, ui):
+    from playwright.sync_api import expect
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     _xss_root(root, scratch)
-    srv, thread = start(root)
-    problems, dialogs = [], []
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                         args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1440, "height": 900})
-                page.set_default_timeout(30_000)
-                page.on("console", lambda m: m.type == "error" and problems.append(m.text))
-                page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                page.goto(srv.url + "/#exp=cells&run=cells/r")
-                expect = sync_api.expect
-                expect(page.locator("#run-detail")).to_be_visible()
-                expect(page.locator("#experiments")).to_contain_text(XSS)   # display name
-                expect(page.locator("#detail-meta")).to_contain_text("RuntimeError")
-                expect(page.locator("#detail-desc")).to_contain_text(XSS2)
-                expect(page.locator("#log")).to_contain_text(XSS3)
-                preview = page.locator("#artifact-preview")
-                for name in ("cells.parquet", "cells.csv", "cells.arrow"):
-                    page.locator(f"#artifacts .af-file[data-path='{name}']").click()
-                    table = preview.locator("table.data")
-                    expect(table).to_be_visible()
-                    cells = table.locator("td, th")
-                    expect(cells.first).to_be_visible()
-                    texts = [t for t in cells.all_text_contents()]
-                    assert any(XSS in t for t in texts), (name, texts)
-                    assert any(XSS2 in t for t in texts), (name, texts)
-                for name in ("page.html", "pic.svg"):
-                    page.locator(f"#artifacts .af-file[data-path='{name}']").click()
-                    expect(preview.locator("pre")).to_contain_text("__pwned")
-                page.screenshot(path=str(tmp_path / "xss-cells.png"))
-                made = page.evaluate("""() => document.querySelectorAll(
-                    '#run-detail img, #run-detail iframe, #run-detail svg[onload], '
-                    + 'script:not(:first-of-type), #artifact-preview b, [onerror], [onload]'
-                    ).length""")
-                assert made == 0
-                assert page.evaluate("window.__pwned") is None
-                page.goto("about:blank")
-            finally:
-                browser.close()
-    finally:
-        srv.close()
-        thread.join(10)
-    assert not dialogs, dialogs
-    assert not problems, problems
+    with serving(root) as srv:      # ui fails the test on a console error or a dialog
+        page = ui.page
+        page.goto(srv.url + "/#exp=cells&run=cells/r")
+        expect(page.locator("#run-detail")).to_be_visible()
+        expect(page.locator("#experiments")).to_contain_text(XSS)   # display name
+        expect(page.locator("#detail-meta")).to_contain_text("RuntimeError")
+        expect(page.locator("#detail-desc")).to_contain_text(XSS2)
+        expect(page.locator("#log")).to_contain_text(XSS3)
+        preview = page.locator("#artifact-preview")
+        for name in ("cells.parquet", "cells.csv", "cells.arrow"):
+            page.locator(f"#artifacts .af-file[data-path='{name}']").click()
+            table = preview.locator("table.data")
+            expect(table).to_be_visible()
+            cells = table.locator("td, th")
+            expect(cells.first).to_be_visible()
+            texts = [t for t in cells.all_text_contents()]
+            assert any(XSS in t for t in texts), (name, texts)
+            assert any(XSS2 in t for t in texts), (name, texts)
+        for name in ("page.html", "pic.svg"):
+            page.locator(f"#artifacts .af-file[data-path='{name}']").click()
+            expect(preview.locator("pre")).to_contain_text("__pwned")
+        page.screenshot(path=str(tmp_path / "xss-cells.png"))
+        made = page.evaluate("""() => document.querySelectorAll(
+            '#run-detail img, #run-detail iframe, #run-detail svg[onload], '
+            + 'script:not(:first-of-type), #artifact-preview b, [onerror], [onload]'
+            ).length""")
+        assert made == 0
+        assert page.evaluate("window.__pwned") is None
+        page.goto("about:blank")
 
 
 # -- issue 20: links out of every file read, bad numbers, tokens, slowloris --------------------
@@ -565,7 +530,7 @@ def _live_linked_run(root, tmp_path, what):
 @pytest.mark.parametrize("what", ["segment", "media", "histogram"])
 def test_every_run_file_that_links_out_is_refused(root, tmp_path, what):
     e = _live_linked_run(root, tmp_path, what)
-    srv, thread = start(root)
+    srv, thread = start_server(root)
     try:
         base = f"/api/experiments/exp/runs/{what}"
         for route in ("metrics", "metrics?since=0&max_points=10", "media", "histograms", "log",
@@ -585,7 +550,7 @@ def test_a_segment_linked_after_the_stream_opened_is_not_streamed(root, tmp_path
     """The stream checks what it reads, not only the run at open time."""
     with expman.Experiment("exp", base_dir=root, run_name="late", capture_git=False) as e:
         e.log_metrics({"x": 1.0}, step=0)
-    srv, thread = start(root)
+    srv, thread = start_server(root)
     try:
         hub = srv.app.config["expman.hub"]
         path = str(root / "exp" / "late")
@@ -618,7 +583,7 @@ def test_out_of_range_numbers_and_negative_offsets_are_400(server):
 def test_wrong_tokens_are_rate_limited_per_client(root):
     with expman.Experiment("exp", base_dir=root, run_name="r", capture_git=False) as e:
         e.log_metrics({"x": 1.0})
-    srv, thread = start(root, token="a-long-enough-token-123")
+    srv, thread = start_server(root, token="a-long-enough-token-123")
     try:
         statuses = [request(srv.url, "/api/health",
                             headers={"Authorization": f"Bearer guess{i}"})[0] for i in range(40)]
@@ -640,7 +605,7 @@ def test_wrong_tokens_are_rate_limited_per_client(root):
 
 
 def test_the_token_page_is_never_stored(root):
-    srv, thread = start(root, token="a-long-enough-token-456")
+    srv, thread = start_server(root, token="a-long-enough-token-456")
     try:
         status, headers, _ = request(srv.url, "/?token=a-long-enough-token-456")
         assert status == 200 and headers["cache-control"] == "no-store"
@@ -712,7 +677,7 @@ def test_slowloris_does_not_lock_anyone_out(root, monkeypatch):
     all that 99 such sockets needed to lock everyone out): the server keeps answering, and
     closes them once SERVER_REQUEST_SECS have passed."""
     monkeypatch.setattr(expman, "SERVER_REQUEST_SECS", 1.0)
-    srv, thread = start(root)
+    srv, thread = start_server(root)
     socks = []
     try:
         socks = _slow_sockets(srv.url, 150)
@@ -758,14 +723,14 @@ def test_one_remote_client_gets_a_bounded_share_of_connections(root, monkeypatch
     if address is None:
         pytest.skip("no non-loopback interface to connect from")
     monkeypatch.setattr(expman, "SERVER_CLIENT_CONNECTIONS", 5)
-    srv, thread = start(root, host=address)
+    srv, thread = start_server(root, host=address)
     socks = []
     try:
         socks = _slow_sockets(srv.url, 8, host=address)
         assert wait_for(lambda: sum(_closed_by_server(s) for s in socks) >= 3, timeout=10)
         assert sum(not _closed_by_server(s) for s in socks) == 5
         # loopback clients are not that client: a loopback server still answers them
-        local, local_thread = start(root)
+        local, local_thread = start_server(root)
         try:
             more = _slow_sockets(local.url, 8)
             assert request(local.url, "/api/health")[0] == 200

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import expman
-from _util import wait_for
+from _util import serving, start_server, wait_for  # start_server: imported from here too
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,19 +41,10 @@ class Client:
         return json.loads(body)
 
 
-def start_server(root, **kwargs):
-    server = expman.make_server(root, host="127.0.0.1", port=0, **kwargs)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    return server, thread
-
-
 @pytest.fixture
 def live_server(root):
-    server, thread = start_server(root)
-    yield server
-    server.close()
-    thread.join(5)
+    with serving(root) as server:
+        yield server
 
 
 @pytest.fixture
