@@ -82,8 +82,14 @@ def test_new_and_deleted_runs_reach_an_open_stream(root, serve):
         wait_for(lambda: [d["run"]["name"] for d in reader.of("runs")] == ["new"],
                  message="runs event for the new run (and only for it)")
         [event] = reader.of("runs")
-        assert event["experiment"] == "sweep" and event["run"]["status"] == "finished"
-        assert event["run"]["params"] == {"lr": 0.1}
+        assert event["experiment"] == "sweep"
+
+        def latest_new():  # announced when its run.yaml appeared; its close comes as status
+            rows = [e[1]["run"] if e[0] == "runs" else e[1] for e in reader.events
+                    if e[0] in ("runs", "status")]
+            return [r for r in rows if r["name"] == "new"][-1]
+        wait_for(lambda: latest_new()["status"] == "finished", message="new run closed")
+        assert latest_new()["params"] == {"lr": 0.1}
         shutil.rmtree(gone)
         wait_for(lambda: reader.of("removed") == [{"experiment": "sweep", "run": "doomed"}],
                  message="removed event for the deleted run")
@@ -155,3 +161,62 @@ def test_a_closed_run_lists_with_no_footer_read(tmp_path):
     assert rows["r1"]["metrics_error"].startswith("metrics.parquet is truncated")
     assert "metrics_error" not in rows["r0"] and "metrics_error" not in rows["r2"]
     assert list(expman._FOOTER_CHECKS) == [(str(bad), 40, bad.stat().st_mtime)]
+
+
+# -- the listing's YAML reader: PyYAML's result, or PyYAML itself ------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import yaml  # noqa: E402
+
+TRICKY = ["yes", "No", "ON", "off", "y", "n", "null", "Null", "~", "", " ", "1e5", "1.0e-05",
+          "0x1F", "0o17", "010", "1_000", "2026-01-01", "2026-01-01 10:00:00", "12:30",
+          ".5", "5.", "-.inf", ".NaN", "+1", "-0", "-0.0", "=", "<<", "- x", "a: b", "a:b",
+          "'q'", "it's", "#x", "a #b", "[1]", "{}", "[]", "!tag", "&a", "*a", "|", ">", "%",
+          "@x", "`x", "?x", ":x", "-x", "a\tb", "line\nbreak", "é ü 日本", "\u2028", "\x85",
+          "trailing ", " leading", "a''b", "'", "''", "a'", "x" * 120 + " " + "y" * 50]
+scalars = (st.none() | st.booleans() | st.integers() |
+           st.floats(allow_nan=False) | st.sampled_from(TRICKY) | st.text(max_size=30))
+keys = st.sampled_from(TRICKY) | st.text(min_size=1, max_size=12) | st.integers()
+values = st.recursive(scalars | st.lists(scalars, max_size=4),
+                      lambda inner: st.dictionaries(keys, inner, max_size=4), max_leaves=20)
+
+
+def pyyaml(data):
+    return yaml.load(data, Loader=yaml.CSafeLoader)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(keys, values, max_size=6))
+def test_simple_yaml_reads_what_the_dumper_writes_as_pyyaml_does(doc):
+    data = expman._yaml_dump(doc)
+    try:
+        fast = expman._simple_yaml(data)
+    except expman._NotSimple:
+        return   # left to PyYAML
+    expected = pyyaml(data)
+    assert fast == expected and repr(fast) == repr(expected)   # -0.0, 1 vs 1.0 vs True
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab:'- \n#\"[]{}01.e~?|>yn")), max_size=40))
+def test_simple_yaml_never_differs_on_any_text(text):
+    try:
+        fast = expman._simple_yaml(text.encode())
+    except expman._NotSimple:
+        return
+    try:
+        expected = pyyaml(text)
+    except yaml.YAMLError:
+        raise AssertionError(f"PyYAML refuses {text!r}; _simple_yaml read {fast!r}")
+    assert repr(fast) == repr(expected)
+
+
+def test_run_files_listed_through_the_fast_reader_equal_pyyaml(tmp_path):
+    run = make_run(tmp_path, run="r")
+    for name in ("run.yaml", "config.yaml"):   # what expman writes takes the fast path
+        data = (run / name).read_bytes()
+        assert expman._simple_yaml(data) == pyyaml(data)
+    data = b"command:\n- python\n- -q\n- --lr=0.1\n- no:cache\n- '-1'\n"
+    assert expman._simple_yaml(data) == pyyaml(data)
