@@ -4891,6 +4891,20 @@ def _simple_scalar(text, key=False):
         return {}
     if first in "!&*|>%@`{[]},?:#\"" or text == "-" or text.startswith("- "):
         raise _NotSimple()   # an indicator: not a plain scalar
+    hit = _PLAIN_SCALARS.get(text, _MISSING)
+    if hit is not _MISSING:
+        return hit
+    value = _plain_scalar(text, first)
+    if len(_PLAIN_SCALARS) > 50_000:
+        _PLAIN_SCALARS.clear()
+    _PLAIN_SCALARS[text] = value   # immutable: int, float, bool, None or str
+    return value
+
+
+_PLAIN_SCALARS = {}   # plain scalar text -> value: 10,000 run.yaml files repeat most of theirs
+
+
+def _plain_scalar(text, first):
     # PyYAML's own implicit resolvers say what a plain scalar is (the ones CSafeLoader uses):
     # the first that matches wins; none, a string. Only the plainest ints and floats, bools
     # and nulls are built here; a match of anything else (a timestamp, 0x1F, 1_000, 1:30,
