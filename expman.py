@@ -25,7 +25,7 @@ Where things are (``grep -n '^# [0-9]\\|^# --\\|^// --- [0-9]' expman.py`` print
     6 Data model               statuses, metric values, 6.1 metric goals, 6.2 media items
     7 Writer engine            _Writer: the thread a log call's row goes to, flushes, close
     8 Public logging API       8.2 Experiment (log_metrics...), 8.3 exit hooks, 8.5 shortcuts
-    9 Readers & queries        load_*/list_*, 9.1 run catalog, 9.2 expman-rs runs, 9.5 reap
+    9 Readers & queries        9.1 run catalog, 9.2 load_metrics, 9.5 load_experiment, 9.7 reap
     10 Integrations            TensorBoard import/export, SummaryWriter, framework callbacks
     11 Server & JSON API       11.3 routes, 11.4 the SSE stream, 11.5 security, 11.6 serving
     12 CLI                     one subsection per command, 12.12 the parser, main()
@@ -5035,6 +5035,19 @@ def _catch_up_crashed(store, run_path, row):
     disk: take the row count, last step, last values and duration from the data (only the
     rows after the heartbeat's count are read)."""
     since = row["rows"] or 0
+    tail = _rows_after(store, run_path, since)
+    if tail is None or not tail.num_rows:
+        return
+    row["rows"] = since + tail.num_rows
+    steps = [s for s in tail.column("step").to_pylist() if s is not None]
+    if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
+        row["last_step"] = max(steps)
+    row["summary"] = {**row["summary"], **_last_values(tail)}
+    _catch_up_duration(row, tail)
+
+
+def _rows_after(store, run_path, since):
+    """The run's metric rows after the first `since` (None when its files cannot be listed)."""
     tables = []
     try:
         for start, end, fpath in _metric_files(store, run_path):
@@ -5045,22 +5058,24 @@ def _catch_up_crashed(store, run_path, row):
             except Exception:  # noqa: BLE001 - a half-written last segment: the rest counts
                 continue
     except (OSError, ExpmanError):
-        return
-    tail = _unify(tables)
-    if not tail.num_rows:
-        return
-    row["rows"] = since + tail.num_rows
-    steps = [s for s in tail.column("step").to_pylist() if s is not None]
-    if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
-        row["last_step"] = max(steps)
-    summary = dict(row["summary"])
-    for key in tail.column_names:
+        return None
+    return _unify(tables)
+
+
+def _last_values(table):
+    """{metric: its last non-null value} over the table's metric columns."""
+    last = {}
+    for key in table.column_names:
         if key in ("step", "timestamp"):
             continue
-        values = [v for v in tail.column(key).to_pylist() if v is not None]
+        values = [v for v in table.column(key).to_pylist() if v is not None]
         if values:
-            summary[key] = values[-1]
-    row["summary"] = summary
+            last[key] = values[-1]
+    return last
+
+
+def _catch_up_duration(row, tail):
+    """Stretch row's duration to the tail's last timestamp when that is later."""
     started = _parse_iso(row["started_at"])
     stamps = [t for t in tail.column("timestamp").to_pylist() if t is not None]
     if started is not None and stamps:
@@ -5083,6 +5098,8 @@ def list_runs(root=None, experiment=None):
         raise InvalidInputError(f"no experiment {experiment!r} in {store.display(root_path)}")
     return _scan_runs(store, exp_path, time.time(), with_config=True)
 
+
+# -- 9.2 one run's data: load_metrics, metric_keys, metric_stats, load_log, artifacts --------------
 
 def _metric_files(store, path):
     """[(start, end, file path)] of the run's metric rows, whatever state the run is in."""
@@ -5269,7 +5286,7 @@ def list_artifacts(run_dir):
             for rel, size, mtime in sorted(files)]
 
 
-# -- 9.2 expman-rs runs, read as they are ----------------------------------------------------------
+# -- 9.3 expman-rs runs, read as they are ----------------------------------------------------------
 # expman-rs, the Rust tool expman succeeds, keeps the same tree (experiment/run/run.yaml,
 # config.yaml, run.log, artifacts/) and the same metrics table (step int64, null when logged
 # without a step; timestamp us UTC; one float64 per key), under other file names:
@@ -5367,7 +5384,7 @@ _RowGroup = collections.namedtuple("_RowGroup", "num_rows")
 _RowGroups = collections.namedtuple("_RowGroups", "num_rows num_row_groups row_group")
 
 
-# -- 9.3 media and histograms ----------------------------------------------------------------------
+# -- 9.4 media and histograms ----------------------------------------------------------------------
 
 MEDIA_KINDS = ("image", "audio", "video", "text")
 _MEDIA_TYPES = {**IMAGE_TYPES, **AUDIO_TYPES, **VIDEO_TYPES}
@@ -5529,6 +5546,8 @@ def _media_summary(store, path):
     return {"media": media, "histograms": hists}
 
 
+# -- 9.5 many runs in one table: load_experiment(s), one pyarrow.dataset scan ----------------------
+
 def load_experiment(root=None, experiment=None, keys=None):
     """Every metric row of every run of an experiment as one ``pyarrow.Table``, with
     ``experiment`` and ``run`` columns first, then ``step``, ``timestamp`` and the metrics.
@@ -5617,40 +5636,60 @@ def _scan_metric_files(store, files, keys):
     """One table from [(experiment, run, path)], scanned by pyarrow.dataset."""
     if any(f.endswith(".arrow") for _e, _r, f in files):  # expman-rs segments: not Parquet
         return _read_metric_files_one_by_one(store, files, keys)
-    good = []
-    if files:
-        fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
-        paths = [f for _e, _r, f in files]
-        factory = pads.FileSystemDatasetFactory(fs, paths, pads.ParquetFileFormat())
-        try:
-            schema = factory.inspect(fragments=None)  # every footer: schemas differ per run
-            good = files
-        except (pa.ArrowInvalid, OSError, TypeError) as exc:
-            # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
-            # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
-            if _is_missing(exc):
-                raise
-            good, schemas = [], []
-            for item in files:  # find the bad files one by one; keep the rest
-                try:
-                    schemas.append(store.parquet_file(item[2]).schema_arrow)
-                    good.append(item)
-                except Exception as err:  # noqa: BLE001 - a half-written file from a crash
-                    if _is_missing(err):
-                        raise
-                    _warn(f"expman: skipped unreadable metrics file "
-                          f"{store.display(item[2])}: {err}")
-            schema = pa.unify_schemas(schemas) if schemas else None
+    if not files:
+        return _empty_scan(keys)
+    fs = store.fs if store.fs is not None else pafs.LocalFileSystem()
+    good, schema = _readable_metric_files(store, fs, files)
     if not good:
-        empty = _empty_metrics_table()
-        if keys is not None:
-            empty = empty.select(list(RESERVED_COLUMNS))
-        return empty.add_column(0, "run", pa.array([], pa.string())).add_column(
-            0, "experiment", pa.array([], pa.string()))
+        return _empty_scan(keys)
     metric_names = [n for n in schema.names if n not in RESERVED_COLUMNS]
     if keys is not None:
         metric_names = [k for k in keys if k in schema.names and k not in RESERVED_COLUMNS]
     columns = [c for c in RESERVED_COLUMNS if c in schema.names] + metric_names
+    table, index = _scan_in_file_order(store, fs, good, schema, columns)
+    exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
+    run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
+    names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
+    table = _strip_rows_key(table.select(columns).rename_columns(names))
+    return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+
+
+def _readable_metric_files(store, fs, files):
+    """(the files whose footers read, their unified schema): every footer is inspected, since
+    schemas differ per run; a file cut by a crash is skipped with a warning."""
+    paths = [f for _e, _r, f in files]
+    factory = pads.FileSystemDatasetFactory(fs, paths, pads.ParquetFileFormat())
+    try:
+        return files, factory.inspect(fragments=None)
+    except (pa.ArrowInvalid, OSError, TypeError) as exc:
+        # TypeError: a pyarrow whose inspect() takes no arguments (it reads one footer);
+        # ArrowInvalid/OSError: a file cut by a crash. Both: read the footers one by one.
+        if _is_missing(exc):
+            raise
+    good, schemas = [], []
+    for item in files:  # find the bad files one by one; keep the rest
+        try:
+            schemas.append(store.parquet_file(item[2]).schema_arrow)
+            good.append(item)
+        except Exception as err:  # noqa: BLE001 - a half-written file from a crash
+            if _is_missing(err):
+                raise
+            _warn(f"expman: skipped unreadable metrics file "
+                  f"{store.display(item[2])}: {err}")
+    return good, pa.unify_schemas(schemas) if schemas else None
+
+
+def _empty_scan(keys):
+    """What _scan_metric_files returns when no file could be read."""
+    empty = _empty_metrics_table()
+    if keys is not None:
+        empty = empty.select(list(RESERVED_COLUMNS))
+    return empty.add_column(0, "run", pa.array([], pa.string())).add_column(
+        0, "experiment", pa.array([], pa.string()))
+
+
+def _scan_in_file_order(store, fs, good, schema, columns):
+    """(the columns of every file in one table, rows in file order; each row's file index)."""
     fmt = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(
         pre_buffer=not store.is_local))  # coalesced reads pay off on object stores only
     dataset = pads.FileSystemDataset.from_paths([f for _e, _r, f in good], schema=schema,
@@ -5664,11 +5703,7 @@ def _scan_metric_files(store, files, keys):
         # files came back out of order: restore file order (a stable sort keeps rows in order)
         table = table.sort_by([("__fragment_index", "ascending"), ("__batch_index", "ascending")])
         index = table.column("__fragment_index").combine_chunks()
-    exp_col = pa.array([e for e, _r, _f in good], pa.string()).take(index)
-    run_col = pa.array([r for _e, r, _f in good], pa.string()).take(index)
-    names = [f"metrics.{c}" if c in _ADDED_COLUMNS else c for c in columns]
-    table = _strip_rows_key(table.select(columns).rename_columns(names))
-    return table.add_column(0, "run", run_col).add_column(0, "experiment", exp_col)
+    return table, index
 
 
 def _read_metric_files_one_by_one(store, files, keys):
@@ -5693,7 +5728,7 @@ def _read_metric_files_one_by_one(store, files, keys):
     return pa.concat_tables(tables, promote_options="default")
 
 
-# -- 9.4 tag expressions: "a AND (b OR NOT c)" -----------------------------------------------------
+# -- 9.6 load_runs: one row per run, filtered by status, project and tags ("a AND (b OR NOT c)") ---
 
 _TAG_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
 _TAG_OPS = {"AND", "OR", "NOT"}
@@ -5865,7 +5900,7 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     return table.to_pandas() if to_pandas else table
 
 
-# -- 9.5 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
+# -- 9.7 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
 
 def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     """Mark one run crashed if its heartbeat is stale and its process gone; returns a dict
@@ -5889,36 +5924,51 @@ def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     if not isinstance(status, str) or status.lower() != "running":
         return {**entry, "action": "skipped", "reason": f"status is {status!r}"}
     beat = _parse_iso(meta.get("heartbeat_at")) or _parse_iso(meta.get("started_at"))
-    interval = meta.get("heartbeat_secs")
-    if type(interval) not in (int, float) or interval <= 0:
-        interval = DEFAULT_HEARTBEAT_SECS
-    limit = STALE_HEARTBEATS * interval + 5 if stale is None else stale
     age = None if beat is None else round(now - beat, 1)
     entry.update(hostname=_text(meta.get("hostname")), pid=meta.get("pid"), heartbeat_age=age)
-    if age is not None and age < limit:
-        return {**entry, "action": "alive", "reason": f"heartbeat {age:.0f}s old"}
-    if meta.get("hostname") == _HOSTNAME and _pid_alive(meta.get("pid")):
-        return {**entry, "action": "alive", "reason": f"pid {meta.get('pid')} is running"}
-    why = (f"pid {meta.get('pid')} is gone" if meta.get("hostname") == _HOSTNAME
-           else f"heartbeat {age if age is not None else '?'}s old, from host "
-                f"{meta.get('hostname')}")
+    alive, why = _reap_verdict(meta, age, stale)
+    if alive:
+        return {**entry, "action": "alive", "reason": why}
     if dry_run:
         return {**entry, "action": "would-reap", "reason": why}
     if store.stat(meta_path) != stamp:
         return {**entry, "action": "alive", "reason": "run.yaml changed while reaping"}
+    store.write_atomic(meta_path, _yaml_dump(_crashed_meta(meta, beat, now)))
+    entry = {**entry, "action": "reaped", "reason": why}
+    if compact:
+        entry["compacted_segments"] = _compact_leftovers(store, path)
+    return entry
+
+
+def _reap_verdict(meta, age, stale):
+    """(alive, reason) for a run whose run.yaml says running and whose heartbeat is `age`
+    seconds old (None: unknown): alive while the heartbeat is fresher than `stale` seconds
+    (default: STALE_HEARTBEATS of its intervals + 5 s) or its pid runs on this host."""
+    interval = meta.get("heartbeat_secs")
+    if type(interval) not in (int, float) or interval <= 0:
+        interval = DEFAULT_HEARTBEAT_SECS
+    limit = STALE_HEARTBEATS * interval + 5 if stale is None else stale
+    if age is not None and age < limit:
+        return True, f"heartbeat {age:.0f}s old"
+    if meta.get("hostname") != _HOSTNAME:   # a pid on another host means nothing here
+        return False, (f"heartbeat {age if age is not None else '?'}s old, from host "
+                       f"{meta.get('hostname')}")
+    if _pid_alive(meta.get("pid")):
+        return True, f"pid {meta.get('pid')} is running"
+    return False, f"pid {meta.get('pid')} is gone"
+
+
+def _crashed_meta(meta, beat, now):
+    """meta (a running run's run.yaml), marked crashed at its last heartbeat by this process."""
     started = _parse_iso(meta.get("started_at"))
     # in the file's case: expman-rs cannot parse its run.yaml with a lower-case status
-    meta["status"] = "CRASHED" if status.isupper() else "crashed"
+    meta["status"] = "CRASHED" if meta["status"].isupper() else "crashed"
     meta["finished_at"] = meta.get("heartbeat_at") or _iso(now)
     if started is not None and beat is not None:
         meta["duration_secs"] = round(beat - started, 3)
     meta["reaped_at"] = _iso(now)
     meta["reaped_by"] = f"{_HOSTNAME} pid {os.getpid()}"
-    store.write_atomic(meta_path, _yaml_dump(meta))
-    entry = {**entry, "action": "reaped", "reason": why}
-    if compact:
-        entry["compacted_segments"] = _compact_leftovers(store, path)
-    return entry
+    return meta
 
 
 def _compact_leftovers(store, path):
@@ -5929,7 +5979,7 @@ def _compact_leftovers(store, path):
     return done + _SegmentLog.histograms(store, path).compact()
 
 
-# -- 9.6 streaming reads: export walks a run's rows a batch at a time ------------------------------
+# -- 9.8 streaming reads: export walks a run's rows a batch at a time ------------------------------
 
 class _MetricStream:
     """The rows load_metrics(run_dir) gives, as RecordBatches of at most ``batch_rows`` rows,
@@ -13682,7 +13732,7 @@ async function catchUp(rd) {
   finally { rd.catching = false; }
 }
 
-// --- 13.11 chart panel
+// --- 13.11 chart panel: one card per metric key, grouped by prefix (13.4 Charts draws them)
 const cards = new Map();        // metric key -> card {key, el, chart, loaded: Map(run -> version), zoom}
 const groups = new Map();       // prefix -> {el, grid, count}
 let chartsTimer = 0;

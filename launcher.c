@@ -59,17 +59,23 @@ static uint64_t le64(const unsigned char *p) {
     return v;
 }
 
-/* A private directory: a real directory (lstat), owned by us, no group/other bits. */
-static int private_dir(const char *path) {
+/* The ownership check, the one place it is written: `path` is a real directory (lstat: not a
+ * symlink) owned by us. Returns its permission bits, or -1 when it is not (or is not there). */
+static int owned_dir_mode(const char *path) {
     struct stat st;
-    if (lstat(path, &st) != 0) return 0;
-    return S_ISDIR(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 077) == 0;
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) return -1;
+    return (int)(st.st_mode & 07777);
+}
+
+/* A private directory: owned by us (above) and closed to group and others. */
+static int private_dir(const char *path) {
+    int mode = owned_dir_mode(path);
+    return mode >= 0 && (mode & 077) == 0;
 }
 
 /* Make `path` a private directory, creating missing parents (0700). 0 on success. */
 static int make_private(const char *path) {
     char buf[4096];
-    struct stat st;
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return -1;
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
@@ -78,11 +84,12 @@ static int make_private(const char *path) {
         *p = '/';
     }
     if (mkdir(buf, 0700) != 0 && errno != EEXIST) return -1;
-    if (lstat(buf, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+    int mode = owned_dir_mode(buf);
+    if (mode < 0) {
         errno = EPERM;
         return -1;
     }
-    if ((st.st_mode & 077) != 0 && chmod(buf, 0700) != 0) return -1;
+    if ((mode & 077) != 0 && chmod(buf, 0700) != 0) return -1;
     return 0;
 }
 
@@ -96,18 +103,23 @@ struct reader {
     unsigned char in[1 << 16];
 };
 
+/* Read the next block of compressed input once liblzma has used up the last one. */
+static int refill(struct reader *r) {
+    if (r->strm.avail_in || !r->left) return 0;
+    size_t want = r->left < sizeof r->in ? (size_t)r->left : sizeof r->in;
+    ssize_t got = read(r->fd, r->in, want);
+    if (got <= 0) return -1;
+    r->strm.next_in = r->in;
+    r->strm.avail_in = (size_t)got;
+    r->left -= (uint64_t)got;
+    return 0;
+}
+
 static int xread(struct reader *r, void *dst, size_t n) {
     r->strm.next_out = dst;
     r->strm.avail_out = n;
     while (r->strm.avail_out) {
-        if (r->strm.avail_in == 0 && r->left) {
-            size_t want = r->left < sizeof r->in ? (size_t)r->left : sizeof r->in;
-            ssize_t got = read(r->fd, r->in, want);
-            if (got <= 0) return -1;
-            r->strm.next_in = r->in;
-            r->strm.avail_in = (size_t)got;
-            r->left -= (uint64_t)got;
-        }
+        if (refill(r) != 0) return -1;
         lzma_action action = (r->left || r->strm.avail_in) ? LZMA_RUN : LZMA_FINISH;
         lzma_ret ret = lzma_code(&r->strm, action);
         if (ret == LZMA_STREAM_END) {
@@ -125,14 +137,7 @@ static int xfinish(struct reader *r) {
     while (!r->ended) {
         r->strm.next_out = &extra;
         r->strm.avail_out = 1;
-        if (r->strm.avail_in == 0 && r->left) {
-            size_t want = r->left < sizeof r->in ? (size_t)r->left : sizeof r->in;
-            ssize_t got = read(r->fd, r->in, want);
-            if (got <= 0) return -1;
-            r->strm.next_in = r->in;
-            r->strm.avail_in = (size_t)got;
-            r->left -= (uint64_t)got;
-        }
+        if (refill(r) != 0) return -1;
         lzma_ret ret = lzma_code(&r->strm, (r->left || r->strm.avail_in) ? LZMA_RUN : LZMA_FINISH);
         if (r->strm.avail_out == 0) return -1;  /* data after the end entry */
         if (ret == LZMA_STREAM_END) r->ended = 1;
