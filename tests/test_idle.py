@@ -220,3 +220,20 @@ def test_run_files_listed_through_the_fast_reader_equal_pyyaml(tmp_path):
         assert expman._simple_yaml(data) == pyyaml(data)
     data = b"command:\n- python\n- -q\n- --lr=0.1\n- no:cache\n- '-1'\n"
     assert expman._simple_yaml(data) == pyyaml(data)
+
+
+# -- the page: a deleted run leaves the table --------------------------------------------------
+
+def test_page_drops_a_deleted_run(root, serve, ui):
+    from _util import open_page
+    from playwright.sync_api import expect
+    make_run(root, run="keep")
+    gone = make_run(root, run="gone")
+    server = serve()
+    page = open_page(ui, server, "#exp=sweep")
+    expect(page.locator("tr[data-run='gone']")).to_be_visible()
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
+    wait_for(lambda: watch(Client(server.url))["scans"] >= 2, message="watcher never scanned")
+    shutil.rmtree(gone)
+    expect(page.locator("tr[data-run='gone']")).to_have_count(0)
+    expect(page.locator("tr[data-run='keep']")).to_be_visible()
