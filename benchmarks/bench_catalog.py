@@ -151,6 +151,8 @@ def main():
     ap.add_argument("--idle-secs", type=float, default=60.0,
                     help="how long an idle server's CPU is measured (0: no serving figures)")
     ap.add_argument("--only-serve", action="store_true", help="serving figures only")
+    ap.add_argument("--commands", default="list -e,list,list -e --json",
+                    help="which listings to time, comma-separated")
     args = ap.parse_args()
 
     root = os.path.join(args.data, f"runs{args.runs}")
@@ -165,6 +167,8 @@ def main():
         modules["baseline"] = args.baseline
     commands = {"list -e": ["list", root, "-e", "sweep"], "list": ["list", root],
                 "list -e --json": ["list", root, "-e", "sweep", "--json"]}
+    wanted = [c.strip() for c in args.commands.split(",")]
+    commands = {label: cmd for label, cmd in commands.items() if label in wanted}
     if args.only_serve:
         commands = {}
     results = {}
