@@ -171,6 +171,7 @@ MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond whic
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
 BACKPRESSURE_SLICE_SECS = 0.002        # the longest one log call waits for the writer
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
+PLAIN_FINAL_MAX_CELLS = 1 << 21        # a run with fewer values closes without pyarrow
 SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
 SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
 MERGE_MAX_ROWS = 2_000_000             # segments are not merged past this many rows
@@ -746,6 +747,7 @@ def _image_size(data, ext):
 #   experiments/                        root (EXPMAN_DIR, or a URI such as s3://bucket/prefix)
 #   └── <experiment>/
 #       ├── experiment.yaml             display_name, description, tags, created_at
+#       ├── .views/<name>.json          the dashboard's saved views (a URL hash each)
 #       ├── .catalog/                   the run catalog: one summary row per closed run
 #       │   ├── base-<ns>-<id>.jsonl    compacted rows (JSON lines), rewritten now and then
 #       │   └── part-<ns>-<id>.jsonl    rows added since: one file per close or listing
@@ -795,6 +797,10 @@ HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
 CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catalog" in section 9
 CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
+VIEWS_DIR = ".views"                    # <experiment>/.views/<name>.json: the page's saved views
+VIEW_MAX_BYTES = 16_384                 # one view: a URL hash and its name
+VIEW_NAME_RULE = ("a view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts "
+                  "with a letter or digit and does not end with a space or a dot")
 
 
 def _segment_name(start, end):
@@ -1284,8 +1290,9 @@ class _SegmentLog:
         return self.store.join(self.dir, _segment_name(start, end))
 
     # -- writing (the writer thread) -------------------------------------------------------
-    def write(self, start, end, tables):
-        """Write tables as the segment of rows [start, end), then merge what is due."""
+    def write(self, start, end, tables, merge=True):
+        """Write tables (or a whole file's bytes) as the segment of rows [start, end), then
+        merge what is due (unless merge is False: the writer defers it, see _Writer._flush)."""
         if not self.made:
             self.store.mkdir(self.dir)
             self.made = True
@@ -1298,7 +1305,8 @@ class _SegmentLog:
             self._recreate()  # the folder was deleted under a live run
             self._write_file(path, tables, (start, end))
         self.segments.append([start, end, 0])
-        self.merge()
+        if merge:
+            self.merge()
 
     def _recreate(self):
         lost = sum(e - s for s, e, _t in self.segments)
@@ -1366,6 +1374,9 @@ class _SegmentLog:
         from a source are one shared all-null array, so a run with 20,000 keys, each in a few
         rows, costs O(rows x keys) once, not per segment and key (_conform).
         """
+        if isinstance(sources, bytes):  # a whole file already (the writer's _plain_parquet)
+            self.store.write_atomic(path, sources)
+            return
         schemas = [s.schema if isinstance(s, pa.Table) else s[1].schema_arrow for s in sources]
         schema = _unify_schemas(schemas) if len(schemas) > 1 else schemas[0]
         meta = dict(schema.metadata or {})
@@ -1440,10 +1451,13 @@ class _SegmentLog:
                 last = e
         if not sources:
             if empty is not None and have is None:
-                self._write_file(self.final, [empty], (0, 0))
+                self._write_file(self.final, empty if isinstance(empty, bytes) else [empty],
+                                 (0, 0))
             self._delete_segments(names)
             return 0
-        if len(sources) == 1 and have is None:  # already one whole file: no re-write
+        # already one whole file: no re-write, unless the writer wrote it uncompressed
+        # (_plain_parquet; _Writer renames a short run's one segment itself)
+        if len(sources) == 1 and have is None and not _plain_file(sources[0][1]):
             path, pf = sources[0]
             with contextlib.suppress(Exception):
                 pf.close()  # let go of the memory map before the rename
@@ -1452,6 +1466,22 @@ class _SegmentLog:
             self._write_file(self.final, sources, (first, last))
         self._delete_segments(names)
         return used
+
+    def rename_single(self, max_rows):
+        """Close of a short run: the one segment this log wrote (at most max_rows rows, from
+        row 0), alone in its folder, with no final file, is renamed into place without a
+        footer read, so closing it imports no pyarrow. False in any other state, for
+        compact() to decide."""
+        if len(self.segments) != 1 or self.segments[0][0] != 0 or \
+                self.segments[0][1] > max_rows:
+            return False
+        start, end, _tier = self.segments[0]
+        if self.store.listnames(self.dir) != [_segment_name(start, end)] or \
+                self.store.stat(self.final) is not None:
+            return False
+        self.store.rename(self.path(start, end), self.final)
+        self._delete_segments([])
+        return True
 
     def _delete_segments(self, names):
         for name in sorted(names):  # first rows first: see files()
@@ -1498,6 +1528,12 @@ class _SegmentLog:
                     time.sleep(0.001 * attempt)
         raise ExpmanError(f"the files of {self.store.display(self.dir)} kept changing while "
                           f"they were read; try again")
+
+
+def _plain_file(pf):
+    """Whether a ParquetFile is one the writer wrote itself, uncompressed (section 7.3)."""
+    created = getattr(getattr(pf, "metadata", None), "created_by", None) or ""
+    return created.startswith("expman version")
 
 
 def _unify_schemas(schemas):
@@ -1862,33 +1898,42 @@ def _histogram_payload(values, bins, edges, counts, where):
     if edges is not None or counts is not None:
         if values is not None:
             raise InvalidInputError(f"{where}: pass values, or edges= and counts=, not both")
-        if edges is None or counts is None:
-            raise InvalidInputError(f"{where}: edges= and counts= go together "
-                                    f"(got only {'edges' if counts is None else 'counts'})")
-        e, c = _number_list(edges, "edges", where), _number_list(counts, "counts", where)
-        if not c or len(e) != len(c) + 1:
-            raise InvalidInputError(f"{where}: edges must have len(counts) + 1 values, got "
-                                    f"{len(e)} edges for {len(c)} counts")
-        if any(b <= a for a, b in zip(e, e[1:])):
-            raise InvalidInputError(f"{where}: edges must increase strictly")
-        if any(v < 0 for v in c):
-            raise InvalidInputError(f"{where}: counts must not be negative")
-        if len(c) > MAX_HISTOGRAM_BINS:
-            raise InvalidInputError(f"{where}: at most {MAX_HISTOGRAM_BINS} bins")
-        return "edges", (e, c)
+        return "edges", _histogram_edges(edges, counts, where)
     if values is None:
         raise InvalidInputError(f"{where}: values is required (or edges= and counts=)")
     if type(bins) is not int or not 1 <= bins <= MAX_HISTOGRAM_BINS:
         raise InvalidInputError(f"{where}: bins must be an integer from 1 to "
                                 f"{MAX_HISTOGRAM_BINS}, got {_short_repr(bins)}")
-    np_ = sys.modules.get("numpy")
+    return _histogram_values(values, where)
+
+
+def _histogram_edges(edges, counts, where):
+    """(edges, counts) of a histogram the script computed, checked."""
+    if edges is None or counts is None:
+        raise InvalidInputError(f"{where}: edges= and counts= go together "
+                                f"(got only {'edges' if counts is None else 'counts'})")
+    e, c = _number_list(edges, "edges", where), _number_list(counts, "counts", where)
+    if not c or len(e) != len(c) + 1:
+        raise InvalidInputError(f"{where}: edges must have len(counts) + 1 values, got "
+                                f"{len(e)} edges for {len(c)} counts")
+    if any(b <= a for a, b in zip(e, e[1:])):
+        raise InvalidInputError(f"{where}: edges must increase strictly")
+    if any(v < 0 for v in c):
+        raise InvalidInputError(f"{where}: counts must not be negative")
+    if len(c) > MAX_HISTOGRAM_BINS:
+        raise InvalidInputError(f"{where}: at most {MAX_HISTOGRAM_BINS} bins")
+    return e, c
+
+
+def _histogram_values(values, where):
+    """(form, copy) of the values to bin: a NumPy array, a tensor or a list."""
     ndarray = _loaded("numpy", "ndarray")
     if ndarray is not None and isinstance(values, ndarray):
         if values.dtype.kind not in "biuf":
             raise InvalidInputError(f"{where}: values of dtype {values.dtype} are not numbers")
         if values.size == 0:
             raise InvalidInputError(f"{where}: values is empty")
-        return "array", np_.array(values, copy=True).reshape(-1)
+        return "array", sys.modules["numpy"].array(values, copy=True).reshape(-1)
     if hasattr(values, "detach") and hasattr(values, "clone"):  # a tensor, maybe on a GPU
         if values.numel() == 0:
             raise InvalidInputError(f"{where}: values is empty")
@@ -1911,26 +1956,53 @@ _WARMED = []                # [True] once _warm_up ran in this process
 
 
 def _warm_up(system_metrics=False):
-    """Import everything a writer thread uses, here on the caller's thread, once a process.
+    """Import, on the caller's thread and once a process, what every writer thread uses.
 
-    A writer thread then never imports: it never holds the GIL for an import while the
-    training loop runs, and never holds an import lock that a child forked at that moment
-    (a DataLoader worker) would inherit held forever. pyarrow.compute is imported (Array.cast
-    imports it) but not called: see _bitmap. Cost when pyarrow is not imported yet: its
-    import (0.1-0.3 s), once, in init().
+    Cheap modules only (yaml, subprocess for git, platform: ~25 ms together): pyarrow is not
+    imported here any more. A writer writes its segments as plain Parquet itself (section
+    7.3), so a short run never imports pyarrow (0.1-0.3 s, ~60 MB); a long run imports it on
+    the writer thread at its first merge or at close, holding fork_lock (a fork waits for
+    the import to end, see _pause_writers), and collects garbage right after, so the full
+    collection that a big import makes due does not land in the training loop later.
     """
     if not _WARMED:
         import struct  # noqa: F401 - media encoding, event files
         import zlib  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-        import pyarrow.compute  # noqa: F401
-        # replace the lazy proxies the writer uses (git: subprocess; warnings: logging)
-        for proxy in (pa, pq, pc, subprocess, logging, _log, platform, yaml):
+        # replace the lazy proxies the writer uses (git: subprocess)
+        for proxy in (subprocess, platform, yaml):
             getattr(proxy, "__name__", None)
         _WARMED.append(True)
     if system_metrics:
         import ctypes  # noqa: F401 - NVML
         import resource  # noqa: F401
+
+
+def _arrow_for_writer():
+    """pyarrow.parquet for a merge or compaction on the writer thread: imported the first
+    time (holding the GIL in slices of up to tens of ms, once a process), then a full
+    garbage collection, since the import's ~100k new objects make one due at the next
+    allocation burst, which would otherwise be the training loop's."""
+    if "pyarrow.parquet" not in sys.modules:
+        import pyarrow.parquet  # noqa: F401
+        import gc
+        gc.collect()
+
+
+def _pyarrow_version():
+    """pyarrow's version without importing it: its __version__ when loaded, else the name
+    of its .dist-info folder on sys.path (None when not found)."""
+    module = sys.modules.get("pyarrow")
+    if module is not None:
+        return getattr(module, "__version__", None)
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("pyarrow-") and name.endswith(".dist-info"):
+                return name[len("pyarrow-"):-len(".dist-info")]
+    return None
 
 
 _LIVE_WRITERS = set()       # writer threads running in this process
@@ -2014,6 +2086,8 @@ class _Writer(threading.Thread):
         self.warned = set()
         self.staged = []                   # Arrow tables not yet on disk
         self.staged_rows = 0
+        self.drained_rows = 0              # rows the last drain took (a quiet loop: few)
+        self.plain_layouts = {}            # (start, end) -> (rows, chunks); None: too big
         self.next_row = 0                  # absolute index of the next row to write
         self.last_step = -1
         self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
@@ -2129,7 +2203,7 @@ class _Writer(threading.Thread):
                 self._prepare()
         except Exception as exc:  # noqa: BLE001 - keep logging even if git/pyarrow act up
             self._warn_once("prepare", f"expman: could not prepare the run: {exc}")
-        timeout, last_flush = self.interval, time.monotonic()
+        timeout, self.last_flush = self.interval, time.monotonic()
         while True:
             self.wake.wait(timeout)
             self.wake.clear()
@@ -2143,60 +2217,70 @@ class _Writer(threading.Thread):
                     if closing:
                         self._finish()
                         break
-                    now = time.monotonic()
-                    if self.sampler is not None and self.sampler.due(now):
-                        self._sample_system(now)
-                    # After a failure the store is retried only at the backoff time, but rows keep
-                    # moving from the queue into Arrow (compact, bounded by MAX_STAGED_ROWS) every
-                    # interval meanwhile, so log calls never meet backpressure from a failing store.
-                    retry = now >= self.retry_at or self.flush_waiters
-                    self.io_since = now if retry else None
-                    if retry and (now - last_flush >= self.interval or self.flush_waiters
-                                  or self.staged_rows >= SEGMENT_MAX_ROWS
-                                  or (self.flush_rows and self.staged_rows >= self.flush_rows)):
-                        self._flush()
-                        last_flush = now
-                    # flush() promises everything is on disk: that includes run.yaml's rows and
-                    # summary, which otherwise lag until the next heartbeat.
-                    if retry and (self.meta_dirty or self.flush_waiters
-                                  or now - self.last_beat >= self.opts.heartbeat_secs):
-                        self._write_meta()
-                    self.io_since = None
-                    self._release_flush_waiters()
-                    if self.failures and retry:  # recovered: say so, warn again if it fails again
-                        self.failures = 0
-                        self.warned = {t for t in self.warned if not t.startswith("io:")}
-                        message = f"expman: writing {self.store.display(self.path)} works again"
-                        _log.warning("%s", message)
-                        self.log_buffer.append(f"{_iso()} INFO  {message}\n")
+                    self._tick(time.monotonic())
                 except Exception as exc:  # noqa: BLE001 - the training loop must never die of us
-                    self.io_since = None
-                    self.failures += 1
-                    self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(
-                        self.failures, 6))
-                    self.error = exc
-                    self._warn_once(f"io:{type(exc).__name__}",
-                                    f"expman: cannot write {self.store.display(self.path)}: {exc}; "
-                                    f"rows are kept in memory and writing will be retried")
+                    self._failed(exc)
                     if closing:
                         self._finish_after_error()
                         break
-                # A big backlog means a tight logging loop: come back soon so memory stays small.
-                if drained >= 5_000 or len(self.rows) >= 5_000:
-                    timeout = 0.01
-                elif self.failures:
-                    timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
-                else:
-                    timeout = max(0.0, self.interval - (time.monotonic() - last_flush))
-                if self.sampler is not None:
-                    timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
+                timeout = self._next_timeout(drained)
         self.done.set()
         self._release_flush_waiters()
 
+    def _tick(self, now):
+        """One wake-up's work after the drain: system metrics, a flush when due, run.yaml."""
+        if self.sampler is not None and self.sampler.due(now):
+            self._sample_system(now)
+        # After a failure the store is retried only at the backoff time, but rows keep moving
+        # from the queue into column buffers (compact, bounded by MAX_STAGED_ROWS) every
+        # interval meanwhile, so log calls never meet backpressure from a failing store.
+        retry = now >= self.retry_at or self.flush_waiters
+        self.io_since = now if retry else None
+        if retry and (now - self.last_flush >= self.interval or self.flush_waiters
+                      or self.staged_rows >= SEGMENT_MAX_ROWS
+                      or (self.flush_rows and self.staged_rows >= self.flush_rows)):
+            self._flush()
+            self.last_flush = now
+        # flush() promises everything is on disk: that includes run.yaml's rows and summary,
+        # which otherwise lag until the next heartbeat.
+        if retry and (self.meta_dirty or self.flush_waiters
+                      or now - self.last_beat >= self.opts.heartbeat_secs):
+            self._write_meta()
+        self.io_since = None
+        self._release_flush_waiters()
+        if self.failures and retry:  # recovered: say so, warn again if it fails again
+            self.failures = 0
+            self.warned = {t for t in self.warned if not t.startswith("io:")}
+            message = f"expman: writing {self.store.display(self.path)} works again"
+            _log.warning("%s", message)
+            self.log_buffer.append(f"{_iso()} INFO  {message}\n")
+
+    def _failed(self, exc):
+        """A store error: keep the rows, back off, warn once per kind of error."""
+        self.io_since = None
+        self.failures += 1
+        self.retry_at = time.monotonic() + min(30.0, self.interval * 2 ** min(self.failures, 6))
+        self.error = exc
+        self._warn_once(f"io:{type(exc).__name__}",
+                        f"expman: cannot write {self.store.display(self.path)}: {exc}; "
+                        f"rows are kept in memory and writing will be retried")
+
+    def _next_timeout(self, drained):
+        """Seconds until the next wake-up, unless a log call or close() wakes us first."""
+        # A big backlog means a tight logging loop: come back soon so memory stays small.
+        if drained >= 5_000 or len(self.rows) >= 5_000:
+            timeout = 0.01
+        elif self.failures:
+            timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
+        else:
+            timeout = max(0.0, self.interval - (time.monotonic() - self.last_flush))
+        if self.sampler is not None:
+            timeout = min(timeout, max(0.0, self.sampler.next_at - time.monotonic()))
+        return timeout
+
     def _prepare(self):
-        # No import here: init() imported pyarrow already (_warm_up), so this thread never
-        # holds an import lock a forked child would inherit, nor the GIL for an import while
-        # the training loop runs. git runs in subprocesses, which release the GIL.
+        # git runs in subprocesses, which release the GIL; pyarrow's version is looked up
+        # without importing it (a short run never imports pyarrow, see _warm_up).
         opts = self.opts
         git = _git_info(opts.git_cwd, diff=opts.save_git_diff) if opts.git_cwd else {}
         patch = git.pop("_diff", None)
@@ -2210,6 +2294,12 @@ class _Writer(threading.Thread):
         if git:
             self.meta["git"] = git
             self.meta_dirty = True
+        packages = self.meta.get("packages")
+        if packages is not None and "pyarrow" not in packages:
+            version = _pyarrow_version()
+            if version:
+                packages["pyarrow"] = version
+                self.meta_dirty = True
 
     # -- draining ------------------------------------------------------------------------
     def _drain(self):
@@ -2251,6 +2341,7 @@ class _Writer(threading.Thread):
                 self._place_media(media, before_batch)
         for _ in range(n_ctrl):  # newer messages wait for the next pass (their wake is set)
             self._handle(self.ctrl.popleft())
+        self.drained_rows = n
         return n
 
     def _sample_system(self, now):
@@ -2299,8 +2390,23 @@ class _Writer(threading.Thread):
             self.flush_waiters.append(msg[1])
 
     def _stage(self, batch, checked=False):
-        """Turn [(step, time, dict), ...] into one Arrow table and keep it for the flush."""
-        dicts = batch
+        """Turn queued rows into column buffers and keep them for the next flush: (rows,
+        steps array("q"), microseconds array("q"), {key: (values array("d"), validity)}),
+        where values holds the valid values only and validity is None (all valid) or an
+        LSB-first bitmap, the form a plain Parquet page takes (_plain_parquet)."""
+        step_buf = self._steps(batch, checked)
+        ordered, rejected = self._batch_keys(batch)
+        columns = self._columns(batch, ordered, step_buf, checked, rejected)
+        micros = _micros(array.array("d", map(_GET_TIME, batch)))
+        summary = self.summary
+        for key, (values, _valid) in columns.items():
+            summary[key] = values[-1]
+        self.staged.append((len(batch), step_buf, micros, columns))
+        self.staged_rows += len(batch)
+        if self.staged_rows > MAX_STAGED_ROWS:
+            self._drop_oldest_staged()
+
+    def _steps(self, batch, checked):
         steps = list(map(_GET_STEP, batch))
         try:
             if checked:
@@ -2310,12 +2416,17 @@ class _Writer(threading.Thread):
             step_buf = array.array("q", self._fill_steps(steps))
         self.last_step = step_buf[-1]
         self.step_buf = step_buf
+        return step_buf
+
+    def _batch_keys(self, dicts):
+        """(the batch's keys in logging order, whether one was refused); new keys are
+        checked and remembered in order of first appearance, so columns read in that order."""
         union = set().union(*dicts)
         union.discard(_STEP)
         union.discard(_TIME)
         new = union.difference(self.known_keys)
         rejected = False
-        if new:  # order new keys by first appearance, so columns read in logging order
+        if new:
             for d in dicts:
                 for key in d:
                     if key in new and key is not _STEP and key is not _TIME:
@@ -2330,54 +2441,48 @@ class _Writer(threading.Thread):
                             rejected = True
                 if not new:
                     break
-        ordered = [k for k in self.keys if k in union] if len(union) < len(self.keys) \
-            else self.keys[:]
+        if len(union) < len(self.keys):
+            return [k for k in self.keys if k in union], rejected
+        return self.keys[:], rejected
+
+    def _columns(self, dicts, ordered, steps, checked, rejected):
+        """{key: (values, validity)} of the keys with at least one value kept."""
         total = sum(map(len, dicts)) - 2 * len(dicts)
+        out = {}
         # A refused key still counts in total, so without `rejected` a batch such as
         # [{"a", "step"}, {"a", "b"}] looked complete, itemgetter("b") raised KeyError and
         # the whole batch, good rows included, was dropped.
-        if total == len(union) * len(dicts) and not rejected:
+        if total == len(ordered) * len(dicts) and not rejected:
             # every row logged every key (the usual case): C-level passes, no new objects
-            columns = {k: list(map(operator.itemgetter(k), dicts)) for k in ordered}
+            for key in ordered:
+                out[key] = self._column(key, list(map(operator.itemgetter(key), dicts)),
+                                        steps, checked)
         elif len(ordered) * len(dicts) <= 4 * total:   # dense: most rows log most keys
-            columns = {k: [d.get(k, _MISSING) for d in dicts] for k in ordered}
+            for key in ordered:
+                out[key] = self._column(key, [d.get(key, _MISSING) for d in dicts], steps,
+                                        checked)
         else:                                        # sparse: thousands of keys, few per row
             # Only the (row, value) pairs each key has: a list per key and row, checked value
             # by value, cost 1 us per cell and a 20,000-key run took minutes to close.
-            sparse, lanes = {k: ([], []) for k in ordered}, []
+            sparse = {k: ([], []) for k in ordered}
             for i, d in enumerate(dicts):
                 for k, v in d.items():
                     slot = sparse.get(k)
                     if slot is not None:
                         slot[0].append(i)
                         slot[1].append(v)
-            columns = None
-        arrays = [_buffer_array(pa.int64(), step_buf),
-                  _buffer_array(pa.timestamp("us", tz="UTC"),
-                                _micros(array.array("d", map(_GET_TIME, batch))))]
-        names = ["step", "timestamp"]
-        for key in ordered:
-            if columns is None:
-                column = self._sparse_column(key, len(dicts), *sparse[key], step_buf, checked,
-                                             lanes)
-            else:
-                column = self._column(key, columns[key], step_buf, checked)
-            if column.null_count < len(column):  # every value refused: no empty column
-                arrays.append(column)
-                names.append(key)
-        ordered = names[2:]
-        table = pa.Table.from_arrays(arrays, names=names)
-        self._summarize(table, ordered)
-        self.staged.append(table)
-        self.staged_rows += len(table)
-        if self.staged_rows > MAX_STAGED_ROWS:
-            drop = self.staged.pop(0)
-            self.staged_rows -= len(drop)
-            self.dropped_rows += len(drop)
-            self.next_row += len(drop)  # keep row numbers honest: the gap shows in the names
-            self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
-                                       f"refused writes for too long (kept {MAX_STAGED_ROWS} "
-                                       f"rows in memory)", always=True)
+            for key in ordered:
+                out[key] = self._sparse_column(key, len(dicts), *sparse[key], steps, checked)
+        return {k: c for k, c in out.items() if len(c[0])}  # every value refused: no column
+
+    def _drop_oldest_staged(self):
+        drop = self.staged.pop(0)
+        self.staged_rows -= drop[0]
+        self.dropped_rows += drop[0]
+        self.next_row += drop[0]  # keep row numbers honest: the gap shows in the names
+        self._warn_once("dropped", f"expman: {self.dropped_rows} rows dropped: the disk has "
+                                   f"refused writes for too long (kept {MAX_STAGED_ROWS} "
+                                   f"rows in memory)", always=True)
 
     def _split_media(self, batch):
         """(rows, [(rows before it, _MediaItem), ...]) of a popped batch."""
@@ -2431,9 +2536,10 @@ class _Writer(threading.Thread):
         return out
 
     def _column(self, key, values, steps, checked=False):
-        """A float64 column. Fast path: one C-level conversion when every value is a float,
-        int, bool or NumPy real scalar and no int is beyond 2**53; anything else (None,
-        tensors, complex, strings, objects) takes the checked path, value by value.
+        """(array("d") of the valid values, validity bitmap or None). Fast path: one C-level
+        conversion when every value is a float, int, bool or NumPy real scalar and no int is
+        beyond 2**53; anything else (None, tensors, complex, strings, objects, _MISSING)
+        takes the checked path, value by value.
 
         The types are checked first because array("d") calls __float__ on anything: NumPy
         complex became its real part, and a column with an inf in it waved ints beyond 2**53
@@ -2443,64 +2549,43 @@ class _Writer(threading.Thread):
             kinds = set(map(_fast_kind, set(map(type, values))))
             if None not in kinds:
                 try:
-                    arr = _f64_array(array.array("d", values))
+                    arr = array.array("d", values)
                 except (TypeError, ValueError, OverflowError):
                     arr = None
                 if arr is not None:
                     if "int" not in kinds:
-                        return arr
-                    # (in Python, not pyarrow.compute: see _micros) NaN, inf and 2**53 all
-                    # take the checked path
+                        return arr, None
+                    # NaN, inf and 2**53 all take the checked path
                     big = max(map(abs, (v for v in values if type(v) is not float)),
                               default=0.0)
                     if big < _MAX_EXACT_INT:
-                        return arr
-        floats, valid = [], []
+                        return arr, None
+        floats, valid = array.array("d"), []
         for value, step in zip(values, steps):
             if value is _MISSING:
-                floats.append(0.0)
                 valid.append(False)
                 continue
             coerced = _coerce_value(value)
             if isinstance(coerced, _Rejected):
                 self._reject(key, f"{coerced.reason} (step {step})", "log_metrics")
-                floats.append(0.0)
                 valid.append(False)
             else:
                 floats.append(coerced)
                 valid.append(True)
-        return _f64_array(array.array("d", floats), valid)
+        return floats, (None if len(floats) == len(valid) else _bitmap(valid))
 
-    def _sparse_column(self, key, n, rows, values, steps, checked, lanes):
+    def _sparse_column(self, key, n, rows, values, steps, checked):
         """The n-row column of a key logged at a few rows: only its values go through
-        _column's checks, and the column shares its data buffer with other keys whose rows
-        differ (a "lane"; Arrow ignores the data under a null). A run logging one key per row
-        then holds one buffer of n floats per batch, not one per key (gigabytes at 20k keys)."""
-        logged = self._column(key, values, [steps[i] for i in rows], checked)
+        _column's checks; the column is its valid values and a bitmap of n bits (no buffer
+        of n floats per key: gigabytes at 20k keys)."""
+        logged, valid = self._column(key, values, [steps[i] for i in rows], checked)
         if len(rows) == n:
-            return logged
-        for data, taken in lanes[-4:]:
-            if not any(taken[i] for i in rows):
-                break
-        else:
-            data, taken = array.array("d", bytes(8 * n)), bytearray(n)
-            lanes.append((data, taken))
-        bitmap, count = bytearray((n + 7) >> 3), 0
-        for i, value in zip(rows, logged.to_pylist()):
-            if value is not None:  # None: refused by _column (it warned)
-                data[i] = value
-                taken[i] = 1
+            return logged, valid
+        bitmap = bytearray((n + 7) >> 3)
+        for j, i in enumerate(rows):
+            if valid is None or valid[j >> 3] >> (j & 7) & 1:  # else refused (it warned)
                 bitmap[i >> 3] |= 1 << (i & 7)
-                count += 1
-        return pa.Array.from_buffers(pa.float64(), n, [pa.py_buffer(bitmap),
-                                                       pa.py_buffer(data)], null_count=n - count)
-
-    def _summarize(self, table, keys):
-        for key in keys:
-            col = table.column(key)
-            if col.null_count == len(col):
-                continue
-            self.summary[key] = _last_valid(col)
+        return logged, bytes(bitmap)
 
     def _reject(self, key, reason, where):
         self._warn_once(f"reject:{key!r}:{reason.split(' (step')[0]}",
@@ -2514,12 +2599,30 @@ class _Writer(threading.Thread):
         self.log_buffer.append(f"{_iso()} WARN  {message}\n")
 
     # -- flushing ------------------------------------------------------------------------
-    def _flush(self):
+    def _may_merge(self):
+        """Whether this flush may merge segments. A merge reads segments back, so the first
+        one imports pyarrow on this thread (0.1-0.3 s, GIL held in slices of tens of ms):
+        it waits for a quiet moment (the last drain took few rows and none are queued), so
+        a training loop that logs back to back never meets it, unless 4 x SEGMENT_FAN_IN
+        segments pile up. Close compacts every segment anyway (final=True: no merge)."""
+        if "pyarrow.parquet" in sys.modules:
+            return True
+        segments = len(self.metrics_log.segments) + 1
+        if segments < SEGMENT_FAN_IN:
+            return False
+        if segments < 4 * SEGMENT_FAN_IN and (self.drained_rows > 1000 or self.rows):
+            return False
+        _arrow_for_writer()
+        return True
+
+    def _flush(self, final=False):
         if self.staged:
-            # the tables as they are, not concatenated: promoting their schemas materialized
-            # a null column per key missing from a batch (gigabytes for 20,000 sparse keys)
-            start, end = self.next_row, self.next_row + sum(map(len, self.staged))
-            self.metrics_log.write(start, end, self.staged)
+            merge = not final and self._may_merge()
+            start, end = self.next_row, self.next_row + sum(b[0] for b in self.staged)
+            layout = []
+            data = _plain_parquet(self.staged, self.keys, (start, end), layout)
+            self.metrics_log.write(start, end, data, merge=merge)
+            self._keep_layout(start, end, layout[0])
             self.staged, self.staged_rows, self.next_row = [], 0, end
         if self.media_pending:
             self._flush_media()
@@ -2581,6 +2684,7 @@ class _Writer(threading.Thread):
         if rows:
             self.hist_pending.extend(rows)
         if self.hist_pending:
+            _arrow_for_writer()
             table = _histogram_table(self.hist_pending)
             start, end = self.hist_next_row, self.hist_next_row + len(table)
             self.hist_log.write(start, end, [table])
@@ -2646,7 +2750,7 @@ class _Writer(threading.Thread):
     # -- closing -------------------------------------------------------------------------
     def _finish(self):
         """Flush everything, compact segments into metrics.parquet, write the final status."""
-        self._flush()
+        self._flush(final=True)
         self._compact_logs()
         self._write_final_meta(self.stop_status)
         _catalog_closed_run(self.store, self.path, self.meta, self.config)
@@ -2654,7 +2758,7 @@ class _Writer(threading.Thread):
     def _finish_after_error(self):
         """Closing while the disk refuses writes: try once more, then record what we can."""
         try:
-            self._flush()
+            self._flush(final=True)
             self._compact_logs()
         except Exception as exc:  # noqa: BLE001
             self._warn_once("close", f"expman: could not write the last rows of "
@@ -2665,13 +2769,60 @@ class _Writer(threading.Thread):
             pass
 
     def _compact_logs(self):
-        self.metrics_log.compact(empty=_empty_metrics_table())
+        # a short run's segments become metrics.parquet without pyarrow: one is renamed,
+        # several are joined (_join_plain_segments)
+        max_rows = PLAIN_FINAL_MAX_CELLS // (len(self.keys) + 2)
+        if not (self.metrics_log.rename_single(max_rows) or self._join_plain_segments()):
+            _arrow_for_writer()
+            self.metrics_log.compact(empty=_plain_parquet([], (), (0, 0)))
         if self.hist_log.made:
             self.hist_log.compact()
         if self.log_buffer:  # what compaction warned about (rows lost, unreadable segments)
             data = "".join(self.log_buffer).encode("utf-8", "replace")
             self.store.append(self.store.join(self.path, RUN_LOG), data)
             self.log_buffer = []
+
+    def _keep_layout(self, start, end, layout):
+        """Remember a segment's layout for _join_plain_segments while the run is small
+        enough to be joined at close (later: forget them all, and stop)."""
+        layouts = self.plain_layouts
+        if layouts is None:
+            return
+        current = {(s, e) for s, e, _t in self.metrics_log.segments}
+        layouts = {k: v for k, v in layouts.items() if k in current}  # merged away: gone
+        layouts[(start, end)] = layout
+        chunks = sum(len(c) for _n, c in layouts.values())
+        if end * (len(self.keys) + 2) > PLAIN_FINAL_MAX_CELLS or chunks > 1 << 16:
+            layouts = None
+        self.plain_layouts = layouts
+
+    def _join_plain_segments(self):
+        """Close of a run whose segments are all this writer's plain ones, tiling the rows
+        from 0, with at most PLAIN_FINAL_MAX_CELLS values: metrics.parquet is their row
+        groups joined byte for byte (one per segment), written whole before any segment
+        goes (rule 2 of section 5.1). False in any other state (compact() then decides)."""
+        log = self.metrics_log
+        segs = log.segments
+        if self.plain_layouts is None:
+            return False
+        layouts = [self.plain_layouts.get((s, e)) for s, e, _t in segs]
+        if not segs or None in layouts or segs[0][0] != 0 or any(
+                a[1] != b[0] for a, b in zip(segs, segs[1:])):
+            return False
+        present = set().union(*({c[0] for c in chunks} for _n, chunks in layouts))
+        keys = [k for k in self.keys if k in present]
+        if segs[-1][1] * (len(keys) + 2) > PLAIN_FINAL_MAX_CELLS:
+            return False
+        store = self.store
+        names = store.listnames(log.dir)
+        if sorted(names) != sorted(_segment_name(s, e) for s, e, _t in segs) or \
+                store.stat(log.final) is not None:
+            return False
+        parts = [(store.read_bytes(log.path(s, e)), *lay) for (s, e, _t), lay in
+                 zip(segs, layouts)]
+        store.write_atomic(log.final, _join_plain(parts, keys, (0, segs[-1][1])))
+        log._delete_segments(names)
+        return True
 
     def _write_final_meta(self, status):
         meta = self.meta
@@ -3061,37 +3212,50 @@ def _histogram_row(item):
     NumPy bins NumPy arrays and tensors; lists are binned in pure Python unless the script
     imported NumPy already. Non-finite values are left out (and counted by no bin)."""
     form, data, bins = item.form, item.payload, item.bins
+    head = (item.tag, item.step, item.time)
     if form == "edges":
         edges, counts = data
-        return (item.tag, item.step, item.time, edges, counts, edges[0], edges[-1], None,
-                sum(counts))
+        return (*head, edges, counts, edges[0], edges[-1], None, sum(counts))
     np_ = sys.modules.get("numpy") if _loaded("numpy", "histogram") else None
     if form == "tensor":
-        data = data.detach().float().cpu()
-        if np_ is not None:
-            try:
-                data, form = data.numpy(), "array"
-            except Exception:  # noqa: BLE001 - torch without NumPy support
-                data, form = data.tolist(), "values"
-        else:
-            data, form = data.reshape(-1).tolist(), "values"
+        data, form = _tensor_values(data, np_)
     if form == "values" and np_ is not None:
         try:
             data, form = np_.asarray(data, dtype=np_.float64), "array"
         except (TypeError, ValueError) as exc:
             raise ValueError(f"values are not numbers ({exc})") from None
     if form == "array":
-        arr = data.astype(np_.float64, copy=False).reshape(-1)
-        arr = arr[np_.isfinite(arr)]
-        if not arr.size:
-            raise ValueError("no finite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo == hi:
-            lo, hi = lo - 0.5, hi + 0.5
-        counts, edges = np_.histogram(arr, bins=bins, range=(lo, hi))
-        return (item.tag, item.step, item.time, edges.tolist(),
-                [float(c) for c in counts.tolist()], float(arr.min()), float(arr.max()),
-                float(arr.sum()), int(arr.size))
+        return (*head, *_numpy_bins(np_, data, bins))
+    return (*head, *_python_bins(data, bins))
+
+
+def _tensor_values(tensor, np_):
+    """(data, form) of a tensor copied to the host: an array with NumPy, else a list."""
+    data = tensor.detach().float().cpu()
+    if np_ is not None:
+        try:
+            return data.numpy(), "array"
+        except Exception:  # noqa: BLE001 - torch without NumPy support
+            return data.tolist(), "values"
+    return data.reshape(-1).tolist(), "values"
+
+
+def _numpy_bins(np_, data, bins):
+    """(edges, counts, min, max, sum, count) of the finite values of a NumPy array."""
+    arr = data.astype(np_.float64, copy=False).reshape(-1)
+    arr = arr[np_.isfinite(arr)]
+    if not arr.size:
+        raise ValueError("no finite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np_.histogram(arr, bins=bins, range=(lo, hi))
+    return (edges.tolist(), [float(c) for c in counts.tolist()], float(arr.min()),
+            float(arr.max()), float(arr.sum()), int(arr.size))
+
+
+def _python_bins(data, bins):
+    """(edges, counts, min, max, sum, count) of the finite values of a list, without NumPy."""
     try:
         values = [float(v) for v in data]
     except (TypeError, ValueError) as exc:
@@ -3107,8 +3271,7 @@ def _histogram_row(item):
         i = int((v - lo) * scale)
         counts[i if i < last else last] += 1
     edges = [lo + (hi - lo) * k / bins for k in range(bins + 1)]
-    return (item.tag, item.step, item.time, edges, [float(c) for c in counts], vmin, vmax,
-            math.fsum(values), len(values))
+    return edges, [float(c) for c in counts], vmin, vmax, math.fsum(values), len(values)
 
 
 _HISTOGRAM_NAMES = ("tag", "step", "timestamp", "edges", "counts", "min", "max", "sum", "count")
@@ -3145,6 +3308,213 @@ def _str_array(texts):
         offsets.append(total)
     return pa.Array.from_buffers(pa.string(), len(data),
                                  [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
+# -- 7.3 plain Parquet: the writer's segments, written without pyarrow ----------------------------
+#
+# A segment is one row group: step (int64), timestamp (int64, TIMESTAMP(MICROS, UTC)) and a
+# float64 column per key, every column OPTIONAL (as pyarrow writes nullable columns), one
+# PLAIN uncompressed data page per column, definition levels as the RLE/bit-packed hybrid
+# (an Arrow validity bitmap is already its bit-packed form). Any Parquet reader reads it.
+# Building it is a few bytes joins: the writer thread holds the GIL for less than pyarrow's
+# table + ParquetWriter took, and a short run never imports pyarrow (~60 MB and 0.1-0.3 s).
+# Merges and compaction (which read segments back) still use pyarrow, and rewrite snappy.
+
+_PQ_INT64, _PQ_DOUBLE = 2, 5
+_PQ_LITTLE = sys.byteorder == "little"
+
+
+def _varint(n):
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return out
+
+
+class _Thrift:
+    """Thrift's compact protocol, as much of it as a Parquet footer and page header need
+    (field ids grow by 1..15 in every struct written here)."""
+
+    def __init__(self):
+        self.out, self.last = bytearray(), [0]
+
+    def field(self, fid, ftype):
+        self.out.append((fid - self.last[-1]) << 4 | ftype)
+        self.last[-1] = fid
+
+    def int(self, fid, value, ftype=5):      # 5: i32, 6: i64 (both zigzag varints)
+        self.field(fid, ftype)
+        self.out += _varint(value << 1 if value >= 0 else (-value << 1) - 1)
+
+    def text(self, fid, value):
+        value = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        self.field(fid, 8)
+        self.out += _varint(len(value)) + value
+
+    def struct(self, fid=None):              # fid None: the next element of a list
+        if fid is not None:
+            self.field(fid, 12)
+        self.last.append(0)
+
+    def end(self):
+        self.out.append(0)
+        self.last.pop()
+
+    def list(self, fid, etype, n):
+        self.field(fid, 9)
+        self.out += bytes([n << 4 | etype]) if n < 15 else bytes([0xF0 | etype]) + _varint(n)
+
+
+def _pq_levels(n, valid):
+    """Definition levels of n rows: one RLE run when all are valid (valid None) or none
+    (valid False); else the bitmap's whole bytes bit-packed, and the last n % 8 rows as
+    one-value RLE runs, so batches of any length join into one page."""
+    if valid is None or valid is False:
+        return _varint(n << 1) + (b"\x00" if valid is False else b"\x01")
+    full = n >> 3
+    out = _varint(full << 1 | 1) + valid[:full] if full else bytearray()
+    for i in range(full << 3, n):
+        out += b"\x02\x01" if valid[i >> 3] >> (i & 7) & 1 else b"\x02\x00"
+    return out
+
+
+def _pq_page(out, name, ptype, n, levels, values, chunks):
+    """Append one column chunk (one data page) to out; its footer entry goes to chunks."""
+    body = len(levels).to_bytes(4, "little") + levels + values
+    head = _Thrift()
+    head.int(1, 0)                       # DATA_PAGE
+    head.int(2, len(body))
+    head.int(3, len(body))
+    head.struct(5)
+    head.int(1, n)
+    head.int(2, 0)                       # PLAIN
+    head.int(3, 3)                       # RLE
+    head.int(4, 3)
+    head.end()
+    head.out.append(0)
+    chunks.append((name, ptype, n, len(out), len(head.out) + len(body)))
+    out += head.out
+    out += body
+
+
+def _le(buf):
+    if _PQ_LITTLE:
+        return buf.tobytes()
+    buf = array.array(buf.typecode, buf)
+    buf.byteswap()
+    return buf.tobytes()
+
+
+def _plain_parquet(staged, order, rows, layout=None):
+    """The bytes of one Parquet file holding the staged batches (see _Writer._stage) as one
+    row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY).
+    ``layout`` (a list) receives (rows, column chunks) for _join_plain."""
+    present = set().union(*(b[3] for b in staged)) if staged else set()
+    keys = [k for k in order if k in present] if len(present) < len(order) else list(order)
+    n = sum(b[0] for b in staged)
+    out, chunks = bytearray(b"PAR1"), []
+    if n:
+        _pq_columns(out, staged, keys, n, chunks)
+    if layout is not None:
+        layout.append((n, chunks))
+    return _pq_finish(out, keys, [(n, chunks)] if n else [], rows)
+
+
+def _join_plain(parts, keys, rows):
+    """One Parquet file of the writer's plain segments, byte for byte: [(file bytes, rows,
+    chunks)] in row order -> a row group each, a key a segment lacks as an all-null page."""
+    out, groups = bytearray(b"PAR1"), []
+    for data, n, chunks in parts:
+        shift = len(out) - 4
+        out += memoryview(data)[4:max(c[3] + c[4] for c in chunks)]
+        have = {c[0]: (c[0], c[1], c[2], c[3] + shift, c[4]) for c in chunks}
+        group = [have["step"], have["timestamp"]]
+        for key in keys:
+            if key not in have:
+                _pq_page(out, key, _PQ_DOUBLE, n, _pq_levels(n, False), b"", group)
+            else:
+                group.append(have[key])
+        groups.append((n, group))
+    return _pq_finish(out, keys, groups, rows)
+
+
+def _pq_finish(out, keys, groups, rows):
+    """out (PAR1 and the pages) + the footer describing groups [(rows, chunks)]."""
+    foot = _Thrift()
+    foot.int(1, 1)
+    _pq_schema(foot, ["step", "timestamp", *keys])
+    foot.int(3, sum(n for n, _c in groups), 6)
+    foot.list(4, 12, len(groups))
+    for n, chunks in groups:
+        _pq_row_group(foot, n, chunks)
+    foot.list(5, 12, 1)
+    foot.struct()
+    foot.text(1, _ROWS_KEY)
+    foot.text(2, f"{rows[0]} {rows[1]}")
+    foot.end()
+    foot.text(6, f"expman version {__version__}")
+    foot.out.append(0)
+    out += foot.out
+    out += len(foot.out).to_bytes(4, "little") + b"PAR1"
+    return bytes(out)
+
+
+def _pq_columns(out, staged, keys, n, chunks):
+    full = _varint(n << 1) + b"\x01"
+    _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks)
+    _pq_page(out, "timestamp", _PQ_INT64, n, full, b"".join(_le(b[2]) for b in staged),
+             chunks)
+    missing = (None, False)
+    for key in keys:
+        parts = [(b[0], b[3].get(key, missing)) for b in staged]
+        levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
+        values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)
+        _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks)
+
+
+def _pq_schema(foot, names):
+    foot.list(2, 12, len(names) + 1)
+    foot.struct()
+    foot.text(4, "schema")
+    foot.int(5, len(names))
+    foot.end()
+    for i, name in enumerate(names):
+        foot.struct()
+        foot.int(1, _PQ_INT64 if i < 2 else _PQ_DOUBLE)
+        foot.int(3, 1)                   # OPTIONAL
+        foot.text(4, name)
+        if i == 1:                       # TIMESTAMP_MICROS; logicalType TIMESTAMP(UTC, MICROS)
+            foot.int(6, 10)
+            foot.out += b"\x4c\x8c\x11\x1c\x2c\x00\x00\x00\x00"
+            foot.last[-1] = 10
+        foot.end()
+
+
+def _pq_row_group(foot, n, chunks):
+    foot.struct()
+    foot.list(1, 12, len(chunks))
+    for name, ptype, count, offset, length in chunks:
+        foot.struct()
+        foot.int(2, offset, 6)
+        foot.struct(3)
+        foot.int(1, ptype)
+        foot.list(2, 5, 2)
+        foot.out += b"\x00\x06"          # PLAIN, RLE
+        foot.list(3, 8, 1)
+        raw = name.encode("utf-8", "surrogatepass")
+        foot.out += _varint(len(raw)) + raw
+        foot.int(4, 0)                   # UNCOMPRESSED
+        foot.int(5, count, 6)
+        foot.int(6, length, 6)
+        foot.int(7, length, 6)
+        foot.int(9, offset, 6)
+        foot.end()
+        foot.end()
+    foot.int(2, sum(c[4] for c in chunks), 6)
+    foot.int(3, n, 6)
+    foot.end()
 
 
 # 8 Public logging API #######################################################################
@@ -3195,19 +3565,23 @@ def _distributed(environ=None, rank=None, group=None):
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
         raise InvalidInputError(f"rank must be a non-negative int, got {rank!r}")
     if group is None:
-        for name in _JOB_VARS:
-            value = (environ.get(name) or "").strip()
-            if value and value.lower() != "none":  # torchrun's default --rdzv-id
-                group = value
-                step = environ.get("SLURM_STEP_ID", "")
-                if name == "SLURM_JOB_ID" and step.isdigit() and 0 < int(step) < 1 << 31:
-                    group += f".{step}"  # a second `srun` in one allocation: another job
-                break
-    if group is None:
-        group = _launch_group(environ)
+        group = _job_group(environ) or _launch_group(environ)
     group = _safe_name(str(group), "group")
     local, _ = _env_int(environ, _LOCAL_RANK_VARS)
     return {"rank": rank, "local_rank": local, "world_size": world, "group": group}
+
+
+def _job_group(environ):
+    """The scheduler's job id every rank sees alike (SLURM_JOB_ID.step for a second `srun`
+    in one allocation), or None."""
+    for name in _JOB_VARS:
+        value = (environ.get(name) or "").strip()
+        if value and value.lower() != "none":  # torchrun's default --rdzv-id
+            step = environ.get("SLURM_STEP_ID", "")
+            if name == "SLURM_JOB_ID" and step.isdigit() and 0 < int(step) < 1 << 31:
+                return f"{value}.{step}"  # a second `srun` in one allocation: another job
+            return value
+    return None
 
 
 def _launch_group(environ):
@@ -3343,26 +3717,11 @@ class Experiment:
         if capture_diff is not None:
             save_git_diff = capture_diff
         self.experiment = _safe_name(name, "experiment name")
-        if project is None:
-            project = os.environ.get(ENV_PROJECT) or None
-        self.project = None if project is None else _safe_name(project, "project")
+        self.project = _project_name(project)
         self._dist = _distributed(rank=rank, group=group)
-        env_tags = _normalize_tags(os.environ.get(ENV_TAGS))
-        if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
-            raise InvalidInputError(f"flush_interval_ms must be a positive number, "
-                                    f"got {flush_interval_ms!r}")
-        if flush_interval_rows is not None and (
-                not isinstance(flush_interval_rows, int) or isinstance(flush_interval_rows, bool)
-                or flush_interval_rows < 0):
-            raise InvalidInputError(f"flush_interval_rows must be a positive int or None, got "
-                                    f"{flush_interval_rows!r}")
-        flush_rows = flush_interval_rows or None  # 0: the timer alone, as None
-        tags = _normalize_tags(tags)
-        tags += [t for t in env_tags if t not in tags]  # EXPMAN_TAGS adds, never duplicates
-        if description is not None and not isinstance(description, str):
-            raise InvalidInputError("description must be a string")
-        if config is not None and not isinstance(config, dict):
-            raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
+        flush_rows = _check_flush_args(flush_interval_ms, flush_interval_rows)
+        tags = _run_tags(tags)
+        _check_run_args(description, config)
         flush_interval = flush_interval_ms / 1000.0
         system_metrics_secs = _system_metrics_interval(system_metrics)
         provenance = bool(provenance)
@@ -3370,10 +3729,9 @@ class Experiment:
         save_git_diff = bool(save_git_diff) and capture_git
         cwd = os.getcwd()
         self._clock = clock or time.time
-        # pyarrow's import and first-call set-up (0.1-0.3 s) happen here, on the caller's
-        # thread, before the training loop starts: on the writer thread they held the GIL
-        # for up to 300 ms inside the loop's first seconds, and a process forked meanwhile
-        # (DataLoader workers) inherited the import lock held and hung on its first import.
+        # What the writer thread needs is imported here, on the caller's thread: imports on
+        # the writer held the GIL inside the loop's first seconds. pyarrow is not among
+        # them any more: see _warm_up.
         _warm_up(bool(system_metrics_secs))
         self._store, root = _open_store(base_dir or _default_root())
         self._root = root
@@ -3386,7 +3744,34 @@ class Experiment:
         self.status = "running"
 
         store = self._store
-        exp_path = store.join(root, self.experiment)
+        self._make_run_dir(name, run_name)
+        started = time.time()
+        meta = self._initial_meta(started, heartbeat_secs, description, tags, cwd, provenance)
+        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(meta))
+        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(config))
+        store.append(store.join(self._path, RUN_LOG), b"")
+        writer = self._writer = _Writer(_WriterOptions(
+            store, self._path, meta, config, flush_interval=flush_interval,
+            flush_interval_rows=flush_rows, heartbeat_secs=heartbeat_secs,
+            system_metrics_secs=system_metrics_secs, clock=self._clock, started=started,
+            git_cwd=cwd if capture_git else None, save_git_diff=save_git_diff))
+        # the hot path's state (see log_metrics): the queue, and the queue length at which a
+        # log call next looks at the backlog (every flush_interval_rows rows, when given)
+        self._rows, self._enqueue = writer.rows, writer.enqueue
+        self._flush_rows = flush_rows
+        self._check_at = flush_rows or PENDING_CHECK_ROWS
+        self._row_bytes, self._sampled_keys = 0, None
+        _install_hooks(remote=not store.is_local)
+        _OPEN_RUNS.add(self)
+        writer.start()
+        self._capture = (_OutputCapture(self) if capture_output or redirect_console
+                         else None)
+
+    # -- setup helpers -------------------------------------------------------------------
+    def _make_run_dir(self, name, run_name):
+        """Create the experiment (and its experiment.yaml) and claim this run's directory."""
+        store = self._store
+        exp_path = store.join(self._root, self.experiment)
         try:
             store.mkdir(exp_path)
             self._write_experiment_yaml(exp_path, name)
@@ -3396,7 +3781,9 @@ class Experiment:
         except OSError as exc:
             raise ExpmanError(f"cannot create a run under {store.display(exp_path)}: "
                               f"{exc.strerror or exc}") from None
-        started = time.time()
+
+    def _initial_meta(self, started, heartbeat_secs, description, tags, cwd, provenance):
+        """run.yaml as init() writes it."""
         meta = {
             "name": self.run_name, "experiment": self.experiment, "status": "running",
             "started_at": _iso(started), "finished_at": None, "duration_secs": None,
@@ -3413,34 +3800,16 @@ class Experiment:
             meta.update(self._dist)
         if provenance:
             meta["packages"] = _loaded_packages()
-            meta["packages"]["pyarrow"] = pa.__version__  # expman's own, imported above
+            if "pyarrow" in sys.modules:  # else the writer looks it up (_pyarrow_version)
+                meta["packages"]["pyarrow"] = sys.modules["pyarrow"].__version__
             scheduler = _scheduler_ids()
             if scheduler:
                 meta["scheduler"] = scheduler
         else:  # the command line may hold secrets: provenance=False keeps what status needs
             for key in ("user", "command", "cwd", "platform"):
                 del meta[key]
-        store.write_atomic(store.join(self._path, RUN_YAML), _yaml_dump(meta))
-        store.write_atomic(store.join(self._path, CONFIG_YAML), _yaml_dump(config))
-        store.append(store.join(self._path, RUN_LOG), b"")
-        writer = self._writer = _Writer(_WriterOptions(
-            store, self._path, meta, config, flush_interval=flush_interval,
-            flush_interval_rows=flush_rows, heartbeat_secs=heartbeat_secs,
-            system_metrics_secs=system_metrics_secs, clock=self._clock, started=started,
-            git_cwd=cwd if capture_git else None, save_git_diff=save_git_diff))
-        # the hot path's state (see log_metrics): the queue, and the queue length at which a
-        # log call next looks at the backlog (every flush_interval_rows rows, when given)
-        self._rows, self._enqueue = writer.rows, writer.enqueue
-        self._flush_rows = flush_rows
-        self._check_at = flush_rows or PENDING_CHECK_ROWS
-        self._row_bytes = 0
-        _install_hooks(remote=not store.is_local)
-        _OPEN_RUNS.add(self)
-        writer.start()
-        self._capture = (_OutputCapture(self) if capture_output or redirect_console
-                         else None)
+        return meta
 
-    # -- setup helpers -------------------------------------------------------------------
     def _write_experiment_yaml(self, exp_path, display_name):
         path = self._store.join(exp_path, EXPERIMENT_YAML)
         if self._store.exists(path):
@@ -3555,8 +3924,9 @@ class Experiment:
         rows, and keep the queued rows under MAX_PENDING_BYTES by waiting for the writer in
         slices of BACKPRESSURE_SLICE_SECS, so no single call waits longer than that.
 
-        The rows' size is estimated from the newest row (the largest seen is kept), so the
-        bound holds for 5 keys a row and for 5,000; the check runs again after at most
+        The rows' size is estimated from the newest row (the largest seen is kept, see
+        _row_size), so the bound holds for 5 keys a row and for 5,000, with keys shared by
+        every row or made anew for each; the check runs again after at most
         PENDING_CHECK_ROWS more rows, so its cost is amortised to nothing.
         """
         rows, writer = self._rows, self._writer
@@ -3566,7 +3936,7 @@ class Experiment:
         except IndexError:  # the writer took them all meanwhile
             return
         if type(newest) is dict:
-            size = sys.getsizeof(newest) + 24 * len(newest)  # the dict and its float values
+            size = self._row_size(newest)
             if size > self._row_bytes:
                 self._row_bytes = size
         limit = max(PENDING_CHECK_ROWS, MAX_PENDING_BYTES // max(self._row_bytes, 64))
@@ -3585,6 +3955,20 @@ class Experiment:
             self._check_at = min(self._flush_rows, limit)
         else:
             self._check_at = min(limit, n + PENDING_CHECK_ROWS)
+
+    def _row_size(self, row):
+        """Bytes a queued row holds (within ~5%): the dict, a float per value, the queue's
+        pointer, and the keys' strings when they are not the objects the previous sample
+        had: a loop's literal keys are shared by every row, but keys decoded per row (an
+        import reading event files) cost ~60 B each, and without them a queue estimated at
+        64 MB held ~100 MB."""
+        keys, prev = tuple(row), self._sampled_keys
+        self._sampled_keys = keys
+        size = sys.getsizeof(row) + 24 * len(row) + 8
+        if prev is not None and (len(prev) != len(keys) or
+                                 any(a is not b for a, b in zip(keys, prev))):
+            size += sum(map(sys.getsizeof, keys))
+        return size
 
     def log_params(self, params):
         """Merge params into config.yaml (nested dicts stay nested).
@@ -3862,6 +4246,39 @@ class Experiment:
 
     def __del__(self):  # pragma: no cover - best effort; atexit is the real guarantee
         pass
+
+
+def _check_flush_args(flush_interval_ms, flush_interval_rows):
+    """flush_interval_rows as the writer takes it (None: the timer alone), both checked."""
+    if not isinstance(flush_interval_ms, (int, float)) or flush_interval_ms <= 0:
+        raise InvalidInputError(f"flush_interval_ms must be a positive number, "
+                                f"got {flush_interval_ms!r}")
+    if flush_interval_rows is not None and (
+            not isinstance(flush_interval_rows, int) or isinstance(flush_interval_rows, bool)
+            or flush_interval_rows < 0):
+        raise InvalidInputError(f"flush_interval_rows must be a positive int or None, got "
+                                f"{flush_interval_rows!r}")
+    return flush_interval_rows or None  # 0: the timer alone, as None
+
+
+def _project_name(project):
+    """The run's project: the argument, else $EXPMAN_PROJECT, else None."""
+    if project is None:
+        project = os.environ.get(ENV_PROJECT) or None
+    return None if project is None else _safe_name(project, "project")
+
+
+def _check_run_args(description, config):
+    if description is not None and not isinstance(description, str):
+        raise InvalidInputError("description must be a string")
+    if config is not None and not isinstance(config, dict):
+        raise InvalidInputError(f"config must be a dict, got {type(config).__name__}")
+
+
+def _run_tags(tags):
+    """The run's tags, then EXPMAN_TAGS's (added, never duplicated)."""
+    tags = _normalize_tags(tags)
+    return tags + [t for t in _normalize_tags(os.environ.get(ENV_TAGS)) if t not in tags]
 
 
 def _system_metrics_interval(value):
@@ -6368,9 +6785,6 @@ def _tb_import_plan(logdir):
     return logdir, dirs, [d for d in dirs if d not in merged], children
 
 
-_TB_IMPORT_FLUSH_ROWS = 16_384
-
-
 class _TBImport:
     """The write half of importing one directory: rows, texts and config go into one run as
     the reader (_TBRun) hands them over, so no more than _TBRows' window is held. The run is
@@ -6405,12 +6819,10 @@ class _TBImport:
 
     def row(self, step, wall, values):
         self.clock.now = _exact_micros(wall)
+        # a reading loop outruns the writer: the log call's backpressure (an honest byte
+        # estimate, waits of at most 2 ms) keeps the queue under MAX_PENDING_BYTES
         self.exp.log_metrics(values, step=step)
         self.rows += 1
-        if self.rows % _TB_IMPORT_FLUSH_ROWS == 0:
-            # a reading loop outruns the writer: let it catch up now and then, so the queue
-            # (not only the merge window) stays small whatever the file's size
-            self.exp.flush()
 
     def text(self, wall, step, tag, text):
         self._open(wall)
@@ -8217,6 +8629,10 @@ _ROUTES = (
     ("GET", "/api/projects", "_api_projects"),
     ("GET", "/api/experiments/<exp>/runs", "_api_runs"),
     ("GET", "/api/experiments/<exp>/metadata", "_api_experiment_meta"),
+    ("GET", "/api/experiments/<exp>/views", "_api_views"),
+    ("PUT", "/api/experiments/<exp>/views/<name>", "_api_view_save"),
+    ("POST", "/api/experiments/<exp>/views/<name>", "_api_view_save"),
+    ("DELETE", "/api/experiments/<exp>/views/<name>", "_api_view_delete"),
     ("GET", _RUN + "/metadata", "_api_run_meta"),
     ("PATCH", _RUN + "/metadata", "_api_run_meta_patch"),
     ("GET", _RUN + "/config", "_api_config"),
@@ -8409,6 +8825,78 @@ class _Api:
             self.fail(403, f"{EXPERIMENT_YAML} of {exp} is a link out of the experiment; "
                            f"not served")
         return _read_yaml(store, store.join(exp_path, EXPERIMENT_YAML))
+
+    # -- saved views: <experiment>/.views/<name>.json, one small file each -----------------
+    # One file per view, written whole (temp + rename; one PUT on object stores): two people
+    # saving different views never touch the same file, and the same view is last-writer-wins
+    # with no torn file. experiment.yaml would need a read-modify-write, and lose one of two.
+    def views_dir(self, exp):
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        if not _name_ok(exp) or not store.isdir(exp_path):
+            self.fail(404, f"no such experiment: {exp}")
+        return store.join(exp_path, VIEWS_DIR)
+
+    def view_name(self, name):
+        if not _view_name_ok(name):
+            self.fail(400, VIEW_NAME_RULE)
+        return name
+
+    def same_origin(self):
+        """Refuse a cross-site write: the Origin a browser sends must be this server."""
+        req = self.bottle.request
+        origin = req.get_header("Origin")
+        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
+            self.fail(403, f"cross-site request from {origin} refused")
+
+    def _api_views(self, exp):
+        store, folder = self.store, self.views_dir(exp)
+        views = []
+        for entry in sorted(store.listdir(folder), key=lambda e: e.name):
+            name = entry.name[:-5] if entry.name.endswith(".json") else None
+            if entry.is_dir or not _view_name_ok(name) or entry.size > VIEW_MAX_BYTES:
+                continue
+            path = store.join(folder, entry.name)
+            if _links_out(store, path):
+                continue
+            try:
+                view = json.loads(store.read_bytes(path))
+            except (OSError, ValueError):
+                continue  # deleted meanwhile, or not ours: the list skips it
+            if isinstance(view, dict) and isinstance(view.get("hash"), str):
+                views.append({"name": name, "hash": view["hash"],
+                              "saved_at": view.get("saved_at")})
+        return {"experiment": exp, "views": views}
+
+    def _api_view_save(self, exp, name):
+        req = self.bottle.request
+        self.same_origin()
+        if not (req.content_type or "").startswith("application/json"):
+            self.fail(415, "saving a view needs Content-Type: application/json")
+        folder, name = self.views_dir(exp), self.view_name(name)
+        try:
+            body = json.loads(req.body.read(VIEW_MAX_BYTES + 1) or b"{}")
+        except ValueError:
+            self.fail(400, "body is not valid JSON")
+        state = body.get("hash") if isinstance(body, dict) else None
+        if not isinstance(state, str) or len(state) > VIEW_MAX_BYTES - 200:
+            self.fail(400, "send an object {\"hash\": \"#exp=...\"} (the page's URL hash)")
+        if state and not state.startswith("#"):
+            state = "#" + state
+        view = {"name": name, "hash": state, "saved_at": _iso()}
+        self.store.mkdir(folder)
+        self.store.write_atomic(self.store.join(folder, name + ".json"),
+                                json.dumps(view, indent=1).encode())
+        return view
+
+    def _api_view_delete(self, exp, name):
+        self.same_origin()
+        folder, name = self.views_dir(exp), self.view_name(name)
+        path = self.store.join(folder, name + ".json")
+        if self.store.stat(path) is None:
+            self.fail(404, f"no view named {name!r} in {exp}")
+        self.store.delete(path)
+        return {"deleted": name}
 
     # -- one run: metadata, config, metrics, log -----------------------------------------
     def _api_run_meta(self, exp, run):
@@ -8839,6 +9327,15 @@ def _name_ok(name):
         return _safe_name(name) == name
     except InvalidInputError:  # '___', 300 characters: a clean 404 (it was a 500)
         return False
+
+
+_VIEW_NAME = re.compile(r"[^\W_][\w .,+=@()-]{0,79}")
+
+
+def _view_name_ok(name):
+    """True for a saved view's name: one safe file name, no leading dot, no trailing space."""
+    return (isinstance(name, str) and _VIEW_NAME.fullmatch(name) is not None
+            and not name.endswith((" ", ".")))
 
 
 def _links_out(store, path):
@@ -11582,6 +12079,32 @@ table.data th small { display: block; font-weight: 400; color: var(--muted); fon
 table.data td.num { text-align: right; font-family: var(--mono); }
 .preview-foot { font-size: 11.5px; color: var(--muted); margin-top: 6px; }
 .preview-binary { padding: 22px; text-align: center; color: var(--muted); }
+/* saved views, group by, params vs results (13.19-13.21) */
+#views { display: flex; align-items: center; gap: 6px; margin-left: 8px; }
+#view-picker { height: 26px; padding: 2px 6px; max-width: 220px; font-size: 12.5px; }
+#view-form { width: 280px; }
+#view-form input { width: 100%; }
+#view-error { color: var(--err); font-size: 12px; margin-top: 6px; }
+#view-error:empty { display: none; }
+.chart-head .x-label { font-size: 11px; color: var(--muted); white-space: nowrap; }
+.chart-head .x-label:empty { display: none; }
+#group-legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px; padding: 10px 12px 0; }
+#group-legend .group-by-name { font-size: 12px; color: var(--muted); margin-right: 2px; }
+#group-legend .chip i { height: 8px; width: 14px; border-radius: 3px; }
+#group-legend .chip .count { color: var(--muted); font-variant-numeric: tabular-nums; }
+#pvr-panel .panel-head { border-bottom: 0; }
+#pvr-panel.open .panel-head { border-bottom: 1px solid var(--border); }
+#pvr-panel:not(.open) .pvr-ctl { display: none; }
+#pvr-toggle .ico { transition: transform .15s; }
+#pvr-panel.open #pvr-toggle .ico { transform: rotate(90deg); }
+.seg { display: inline-flex; }
+.seg .btn { border-radius: 0; }
+.seg .btn:first-child { border-radius: 6px 0 0 6px; }
+.seg .btn:last-child { border-radius: 0 6px 6px 0; margin-left: -1px; }
+.seg .btn.on { background: var(--accent-soft); border-color: var(--accent); color: var(--accent); position: relative; }
+.pvr-wrap { position: relative; height: 320px; margin: 10px 12px 4px; }
+.pvr-wrap canvas { position: absolute; inset: 0; width: 100%; height: 100%; display: block; cursor: crosshair; }
+.pvr-hint { font-size: 11.5px; padding: 0 12px 10px; }
 @media (max-width: 900px) { #layout { grid-template-columns: 180px minmax(0, 1fr); } #filter { width: 200px; } }
 </style>
 </head>
@@ -11589,6 +12112,13 @@ table.data td.num { text-align: right; font-family: var(--mono); }
 <header id="topbar">
   <div class="brand"><span class="logo"><svg class="ico" width="15" height="15" viewBox="0 0 24 24"><path d="M4 17l5-6 4 3 7-9"/></svg></span>expman</div>
   <nav id="crumbs" aria-label="breadcrumb"><span class="sep" id="crumb-sep" hidden>/</span><span id="crumb-exp" data-testid="crumb-exp"></span></nav>
+  <div id="views" data-testid="views" hidden>
+    <select id="view-picker" data-testid="view-picker" aria-label="Saved views" title="Views saved into this experiment: open one to restore its runs, filter and chart settings"><option value="">Saved views</option></select>
+    <button id="view-save" class="btn small" type="button" data-testid="view-save" title="Save what you see (the URL's state) into the experiment, for everyone who opens it">Save view</button>
+    <button id="view-delete" class="icon-btn" type="button" data-testid="view-delete" title="Delete the chosen view" aria-label="Delete the chosen view" hidden>
+      <svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M5 7h14M10 11v6M14 11v6M6 7l1 12h10l1-12M9 7V4h6v3"/></svg>
+    </button>
+  </div>
   <div class="spacer"></div>
   <span id="live-indicator" data-testid="live-indicator" data-state="connecting" title="Live updates"><i></i><span id="live-text">Connecting</span></span>
   <button id="theme-toggle" class="icon-btn" type="button" title="Toggle dark mode" aria-label="Toggle dark mode">
@@ -11647,6 +12177,22 @@ with expman.Experiment("my-experiment") as exp:
       </div>
       <div class="diff-scroll"><table id="diff-table" class="data" data-testid="diff-table"></table></div>
     </section>
+    <section id="pvr-panel" class="panel" data-testid="pvr-panel" hidden>
+      <div class="panel-head charts-toolbar">
+        <button id="pvr-toggle" class="icon-btn" type="button" aria-expanded="false" aria-label="Show params vs results" data-testid="pvr-toggle"><svg class="ico" width="14" height="14" viewBox="0 0 24 24"><path d="M9 6l6 6-6 6"/></svg></button>
+        <div class="title"><h2>Params vs results</h2><span id="pvr-note" class="muted" data-testid="pvr-note"></span></div>
+        <span class="pvr-ctl seg" role="group" aria-label="View">
+          <button type="button" class="btn small" data-pvr-mode="scatter" data-testid="pvr-scatter">Scatter</button><button type="button" class="btn small" data-pvr-mode="parallel" data-testid="pvr-parallel">Parallel coordinates</button>
+        </span>
+        <label class="pvr-ctl" id="pvr-x-label">X <select id="pvr-x" data-testid="pvr-x"></select></label>
+        <label class="pvr-ctl">Y <select id="pvr-y" data-testid="pvr-y"></select></label>
+        <button id="pvr-clear" class="btn small pvr-ctl" type="button" data-testid="pvr-clear" title="Remove the brushed ranges from the runs filter" hidden>Clear brush</button>
+      </div>
+      <div id="pvr-body" hidden>
+        <div class="pvr-wrap"><canvas id="pvr-canvas" data-testid="pvr-canvas"></canvas><div id="pvr-empty" class="empty-state" hidden></div></div>
+        <div class="pvr-hint muted">Drag across an axis (or a box on the scatter) to filter the runs to that range; click a point to select its run.</div>
+      </div>
+    </section>
     <section id="charts-panel" class="panel" data-testid="charts-panel" hidden>
       <div class="panel-head charts-toolbar">
         <div class="title"><h2>Charts</h2></div>
@@ -11661,7 +12207,14 @@ with expman.Experiment("my-experiment") as exp:
           <select id="xaxis" data-testid="xaxis">
             <option value="step">Step</option><option value="wall">Wall time</option>
             <option value="relative">Relative time</option>
+            <optgroup id="xaxis-metrics" label="Metric (joined by step)"></optgroup>
           </select>
+        </label>
+        <label title="Runs with the same value of a param (or the same tags) are drawn as one mean line with a band">Group by
+          <select id="group-by" data-testid="group-by"><option value="">None</option><option value="tags">Tags</option></select>
+        </label>
+        <label id="group-band-label" title="The band around a group's mean" hidden>Band
+          <select id="group-band" data-testid="group-band"><option value="minmax">Min / max</option><option value="std">± 1 std</option></select>
         </label>
         <label id="job-mode-label" title="How the selected ranks of one distributed job are drawn" hidden>Ranks
           <select id="job-mode" data-testid="job-mode">
@@ -11670,6 +12223,7 @@ with expman.Experiment("my-experiment") as exp:
         </label>
       </div>
       <div id="legend" data-testid="legend"></div>
+      <div id="group-legend" data-testid="group-legend" hidden></div>
       <div id="charts-notes" data-testid="charts-notes" hidden></div>
       <div id="charts" data-testid="charts"></div>
       <div id="charts-empty" class="empty-state" hidden></div>
@@ -11712,6 +12266,12 @@ with expman.Experiment("my-experiment") as exp:
   </div>
 </aside>
 <div id="columns-popover" class="popover" data-testid="columns-popover" hidden></div>
+<form id="view-form" class="popover" data-testid="view-form" hidden>
+  <h4>Save view</h4>
+  <input id="view-name" data-testid="view-name" type="text" maxlength="80" placeholder="Name, e.g. lr sweep" autocomplete="off" spellcheck="false">
+  <div class="row-actions"><button class="btn small primary" type="submit" data-testid="view-name-ok">Save</button><button class="btn small" type="button" id="view-cancel">Cancel</button></div>
+  <div id="view-error" data-testid="view-error" role="status"></div>
+</form>
 <div id="shortcuts" class="popover" data-testid="shortcuts" role="dialog" aria-label="Keyboard shortcuts" hidden>
   <h4>Keyboard</h4>
   <table class="kv">
@@ -11962,13 +12522,15 @@ const showError = (what, e) => showBanner(what + (e ? ': ' + (e.message || e) : 
 //   Charts.create(canvas) -> chart with setSeries(id, {x, y, color, label, [lo, hi]}),
 //   appendPoints(id, xs, ys), removeSeries(id), setXRange([x0, x1] | null),
 //   setYRange([y0, y1] | null), setGoal('min' | 'max' | null), hover(x | null), points(),
-//   yLabels(), bestPoints(), toCsv(), destroy(),
+//   yLabels(), xLabels(), bestPoints(), toCsv(), destroy(),
 //   callbacks chart.onZoom(x0, x1) / chart.onYZoom(y0, y1) / chart.onReset(),
-// plus Charts.configure({smoothing, logy, xFormat, hidden, highlight, clipOutliers}) shared by
-// every chart, and Charts.drawHeatmap / Charts.heatmapCell for the histogram panel.
+// plus Charts.configure({smoothing, logy, xFormat, xLabel, hidden, highlight, clipOutliers}) shared by
+// every chart (xFormat 'step' | 'wall' | 'relative' | 'metric': x is another metric named xLabel),
+// Charts.drawHeatmap / Charts.heatmapCell for the histogram panel, and Charts.drawScatter /
+// Charts.drawParallel for params vs results (13.19).
 // Charts draw only while on screen (IntersectionObserver) and at most once per frame.
 const Charts = (function () {
-  const options = { smoothing: 0, logy: false, xFormat: 'step', hidden: new Set(), highlight: null, clipOutliers: false };
+  const options = { smoothing: 0, logy: false, xFormat: 'step', xLabel: '', hidden: new Set(), highlight: null, clipOutliers: false };
   const dirtyCharts = new Set();
   const allCharts = new Set();
   let frameRequest = 0;
@@ -12121,6 +12683,7 @@ const Charts = (function () {
   }
   function fmtTickX(value, step) {
     if (options.xFormat === 'step') return compact(value);
+    if (options.xFormat === 'metric') return fmtTickY(value, { step: step });
     if (step < 1) {
       const decimals = Math.min(6, Math.max(1, -Math.floor(Math.log10(step) + 1e-9)));
       return (options.xFormat === 'relative' ? value : value % 60).toFixed(decimals) + 's';
@@ -12131,6 +12694,7 @@ const Charts = (function () {
     return fmtClock(date, step < 60);
   }
   function fmtX(value) {
+    if (options.xFormat === 'metric') return options.xLabel + ' ' + fmtNum(value);
     if (options.xFormat === 'step') return 'Step ' + (Number.isInteger(value) ? value.toLocaleString('en-US') : fmtNum(value));
     if (options.xFormat === 'relative') {
       return (Math.abs(value) < 10 ? fmtNum(Number(value.toPrecision(3))) + 's' : fmtDur(value)) + ' after start';
@@ -12361,6 +12925,7 @@ const Charts = (function () {
     this.bestShown = [];
     this.layout = null;
     this.shownLabels = [];
+    this.shownXLabels = [];
     this.visible = !seenObserver;
     this.stale = true;
     this.alive = true;
@@ -12439,6 +13004,10 @@ const Charts = (function () {
   Chart.prototype.yLabels = function () {
     return this.shownLabels.slice();
   };
+  // The x labels as last drawn: [{text, x}] (x in CSS px from the canvas left).
+  Chart.prototype.xLabels = function () {
+    return this.shownXLabels.slice();
+  };
   Chart.prototype.destroy = function () {
     this.alive = false;
     dirtyCharts.delete(this);
@@ -12470,6 +13039,7 @@ const Charts = (function () {
         continue;
       }
       for (let i = 0; i < count; i++) {
+        if (!isFiniteNumber(series.x[i])) continue;   // x from another metric: none before its first row
         x0 = Math.min(x0, series.x[i]);
         x1 = Math.max(x1, series.x[i]);
       }
@@ -12524,6 +13094,7 @@ const Charts = (function () {
     ctx.font = colours.font;
     ctx.textBaseline = 'middle';
     this.shownLabels = [];
+    this.shownXLabels = [];
     const list = [];
     for (const series of this.series.values()) {
       if (!options.hidden.has(series.id) && series.x.length) list.push(series);
@@ -12537,7 +13108,7 @@ const Charts = (function () {
       return;
     }
     if (x1 === x0) {
-      const pad = options.xFormat === 'step' ? 1 : Math.max(1, Math.abs(x0) * 1e-9);
+      const pad = options.xFormat === 'step' ? 1 : options.xFormat === 'metric' ? Math.abs(x0) * 0.1 || 1 : Math.max(1, Math.abs(x0) * 1e-9);
       x0 -= pad;
       x1 += pad;
     }
@@ -12581,7 +13152,8 @@ const Charts = (function () {
         : value => top + (1 - (value - low) / (high - low)) * plotHeight
     };
     const xTicks = options.xFormat === 'step' ? linTicks(x0, x1, plotWidth / 80, 1)
-      : timeTicks(x0, x1, plotWidth / 95, options.xFormat === 'wall');
+      : options.xFormat === 'metric' ? linTicks(x0, x1, plotWidth / 80)
+        : timeTicks(x0, x1, plotWidth / 95, options.xFormat === 'wall');
     const inPlotY = py => py >= top && py <= top + plotHeight + 1;
     // grid: minor log ticks faint, then the labelled lines
     ctx.lineWidth = 1;
@@ -12642,6 +13214,7 @@ const Charts = (function () {
       const centre = Math.min(Math.max(px, left + labelW / 2), width - labelW / 2 - 1);
       if (centre - labelW / 2 < lastRight + 8) continue;
       ctx.fillText(label, centre, top + plotHeight + 12);
+      this.shownXLabels.push({ text: label, x: centre });
       lastRight = centre + labelW / 2;
     }
     // series: bands, faint raw curves, then the (smoothed) curves on top
@@ -13013,8 +13586,171 @@ const Charts = (function () {
     theme = null;
     for (const chart of allCharts) request(chart);
   }
+
+  // Params vs results (13.19 owns the data and the brushing; this only draws). A spec holds
+  // axes [{label, ticks: [{u, text}]}] and marks in unit coordinates (0..1 along each axis):
+  // points [{id, units: [u per axis], color}] (color null: drawn faint, under the others) and
+  // boxes [{axis, from, to}] (parallel: a range on axis `axis`) or [{x0, x1, y0, y1}] (scatter).
+  // Both return the layout: unit <-> pixel functions and each mark's pixel position.
+  function prepareCanvas(canvas) {
+    const width = canvas.parentNode.clientWidth;
+    const height = canvas.parentNode.clientHeight;
+    const dpr = window.devicePixelRatio || 1;
+    fitCanvas(canvas, width, height, dpr);
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    ctx.font = getTheme().font;
+    return { ctx: ctx, width: width, height: height };
+  }
+  function styleVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+  function drawBoxes(ctx, rects) {
+    const colours = getTheme();
+    ctx.fillStyle = colours.zoom;
+    ctx.strokeStyle = colours.cross;
+    ctx.lineWidth = 1;
+    for (const rect of rects) {
+      ctx.fillRect(rect[0], rect[1], rect[2], rect[3]);
+      ctx.strokeRect(rect[0] + 0.5, rect[1] + 0.5, rect[2], rect[3]);
+    }
+  }
+  function markColour(mark, faint) {
+    return mark.color || faint;
+  }
+  function drawScatter(canvas, spec) {
+    const surface = prepareCanvas(canvas);
+    const ctx = surface.ctx;
+    const colours = getTheme();
+    const left = 64;
+    const top = 10;
+    const plotWidth = surface.width - left - 16;
+    const plotHeight = surface.height - top - 40;
+    const toX = unit => left + unit * plotWidth;
+    const toY = unit => top + (1 - unit) * plotHeight;
+    const layout = { left: left, top: top, plotWidth: plotWidth, plotHeight: plotHeight, toX: toX, toY: toY, marks: [] };
+    if (plotWidth < 20 || plotHeight < 20) return layout;
+    ctx.strokeStyle = colours.grid;
+    ctx.lineWidth = 1;
+    ctx.fillStyle = colours.text;
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'right';
+    ctx.beginPath();
+    let lastY = Infinity;
+    for (const tick of spec.axes[1].ticks) {
+      const py = Math.round(toY(tick.u)) + 0.5;
+      ctx.moveTo(left, py);
+      ctx.lineTo(left + plotWidth, py);
+      if (lastY - py < LABEL_GAP) continue;
+      ctx.fillText(tick.text, left - 6, py);
+      lastY = py;
+    }
+    ctx.textAlign = 'center';
+    let lastRight = -Infinity;
+    for (const tick of spec.axes[0].ticks) {
+      const px = Math.round(toX(tick.u)) + 0.5;
+      const labelWidth = ctx.measureText(tick.text).width;
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + plotHeight);
+      if (px - labelWidth / 2 < lastRight + 6) continue;
+      ctx.fillText(tick.text, px, top + plotHeight + 12);
+      lastRight = px + labelWidth / 2;
+    }
+    ctx.stroke();
+    ctx.strokeStyle = colours.axis;
+    ctx.strokeRect(left + 0.5, top + 0.5, plotWidth, plotHeight);
+    ctx.fillStyle = styleVar('--fg-2');
+    ctx.fillText(spec.axes[0].label, left + plotWidth / 2, surface.height - 8);
+    ctx.save();
+    ctx.translate(12, top + plotHeight / 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.fillText(spec.axes[1].label, 0, 0);
+    ctx.restore();
+    const faint = styleVar('--faint');
+    for (const mark of spec.points) {
+      const px = toX(mark.units[0]);
+      const py = toY(mark.units[1]);
+      ctx.globalAlpha = mark.color ? 0.9 : 0.6;
+      ctx.fillStyle = markColour(mark, faint);
+      ctx.beginPath();
+      ctx.arc(px, py, mark.color ? 4.5 : 3.5, 0, Math.PI * 2);
+      ctx.fill();
+      layout.marks.push({ id: mark.id, x: px, y: py, matched: !!mark.color });
+    }
+    ctx.globalAlpha = 1;
+    drawBoxes(ctx, spec.boxes.map(box => {
+      const x0 = toX(box.x0);
+      const y0 = toY(box.y1);
+      return [x0, y0, toX(box.x1) - x0, toY(box.y0) - y0];
+    }));
+    return layout;
+  }
+  function drawParallel(canvas, spec) {
+    const surface = prepareCanvas(canvas);
+    const ctx = surface.ctx;
+    const colours = getTheme();
+    const count = spec.axes.length;
+    const top = 26;
+    const plotHeight = surface.height - top - 24;
+    const gap = (surface.width - 112) / Math.max(1, count - 1);
+    const axisX = index => 56 + index * gap;
+    const toY = unit => top + (1 - unit) * plotHeight;
+    const layout = { top: top, plotHeight: plotHeight, gap: gap, axisX: axisX, toY: toY, marks: [] };
+    if (plotHeight < 20 || gap < 10) return layout;
+    const faint = styleVar('--faint');
+    ctx.lineWidth = 1.4;
+    for (const mark of spec.points) {
+      const ys = mark.units.map(toY);
+      ctx.globalAlpha = mark.color ? 0.8 : 0.45;
+      ctx.strokeStyle = markColour(mark, faint);
+      ctx.beginPath();
+      let penDown = false;
+      for (let i = 0; i < count; i++) {
+        if (!isFiniteNumber(ys[i])) {
+          penDown = false;
+          continue;
+        }
+        if (penDown) ctx.lineTo(axisX(i), ys[i]);
+        else ctx.moveTo(axisX(i), ys[i]);
+        penDown = true;
+      }
+      ctx.stroke();
+      layout.marks.push({ id: mark.id, x: axisX(count - 1), y: ys[count - 1], ys: ys, matched: !!mark.color });
+    }
+    ctx.globalAlpha = 1;
+    ctx.textBaseline = 'middle';
+    const labelColour = styleVar('--fg-2');
+    const shorten = (text, most) => text.length > most ? text.slice(0, most - 1) + '\u2026' : text;
+    for (let i = 0; i < count; i++) {
+      const axis = spec.axes[i];
+      const px = Math.round(axisX(i)) + 0.5;
+      const last = i === count - 1;
+      ctx.strokeStyle = colours.axis;
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + plotHeight);
+      ctx.stroke();
+      ctx.fillStyle = labelColour;
+      ctx.textAlign = 'center';
+      ctx.fillText(shorten(axis.label, 22), Math.min(surface.width - 40, Math.max(40, px)), 10);
+      ctx.fillStyle = colours.text;
+      ctx.textAlign = last ? 'left' : 'right';
+      let lastY = -Infinity;
+      for (const tick of axis.ticks.slice().sort((above, below) => below.u - above.u)) {
+        const py = toY(tick.u);
+        if (py - lastY < LABEL_GAP - 1) continue;
+        ctx.fillText(shorten(tick.text, 10), px + (last ? 5 : -5), py);
+        lastY = py;
+      }
+    }
+    drawBoxes(ctx, spec.boxes.map(box => [axisX(box.axis) - 7, toY(box.to), 14, toY(box.from) - toY(box.to)]));
+    return layout;
+  }
   return { create: canvas => new Chart(canvas), configure: configure, refreshTheme: refreshTheme,
-    drawHeatmap: drawHeatmap, heatmapCell: heatmapCell };
+    drawHeatmap: drawHeatmap, heatmapCell: heatmapCell,
+    drawScatter: drawScatter, drawParallel: drawParallel };
 })();
 
 // --- 13.5 state
@@ -13031,7 +13767,9 @@ const S = {
   smoothing: 0, logy: false, clipOutliers: false, xaxis: 'step', chartFilter: '',
   detail: null, detailToken: 0, editingDesc: false, prefetch: null,
   project: '', jobMode: 'overlay', openJobs: new Set(),
-  goals: new Map()              // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
+  goals: new Map(),             // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
+  groupBy: '', groupBand: 'minmax',   // 13.20: 'p:<param>' | 'tags' | ''; band 'minmax' | 'std'
+  pvr: { open: false, mode: 'scatter', x: '', y: '' }   // 13.19 params vs results (URL: pvr=)
 };
 const data = new Map();         // "exp/run" -> metrics held by the page for a selected run
 const known = new Map();        // "exp/run" -> latest RUN_ROW (plus metadata) seen anywhere
@@ -13044,7 +13782,9 @@ function readHash() {
   const list = k => p.has(k) ? p.get(k).split(',').filter(Boolean) : null;
   const sm = parseFloat(p.get('smooth'));
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
-    logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip', x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 ? p.get('x') : 'step',
+    logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip',
+    x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 || /^m:./.test(p.get('x') || '') ? p.get('x') : 'step',
+    group: /^(p:.|tags$)/.test(p.get('group') || '') ? p.get('group') : '', gband: p.get('gband') === 'std' ? 'std' : 'minmax', pvr: readPvr(p.get('pvr')),
     run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
     project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay', goals: readGoals(p.get('goal')) };
 }
@@ -13076,6 +13816,9 @@ function writeHash(push) {
     if (S.project) put('project', S.project);
     if (S.jobMode !== 'overlay') put('ranks', S.jobMode);
     if (S.goals.size) put('goal', Array.from(S.goals).map(e => e[0] + ':' + (e[1] || 'none')).join(','));
+    if (S.groupBy) put('group', S.groupBy);
+    if (S.groupBy && S.groupBand !== 'minmax') put('gband', S.groupBand);
+    if (S.pvr.open) put('pvr', writePvr());
     const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
     if ((parts.length ? hs : '') === location.hash) return;
     if (push) history.pushState(null, '', hs); else history.replaceState(null, '', hs);
@@ -13099,8 +13842,9 @@ function applyChartSettings(hs) {
   $('#clip-outliers').checked = S.clipOutliers;
   $('#smoothing').value = String(S.smoothing); $('#smoothing-value').textContent = S.smoothing.toFixed(2);
   $('#logy').checked = S.logy;
-  if (S.xaxis !== hs.x) { S.xaxis = hs.x; $('#xaxis').value = hs.x; resetAllZoom(); }
-  Charts.configure({ smoothing: S.smoothing, logy: S.logy, clipOutliers: S.clipOutliers, xFormat: S.xaxis });
+  if (S.xaxis !== hs.x) { S.xaxis = hs.x; showXAxis(); resetAllZoom(); }
+  Charts.configure({ smoothing: S.smoothing, logy: S.logy, clipOutliers: S.clipOutliers, xFormat: xFormat(), xLabel: xMetric() });
+  applyGroupSettings(hs); applyPvrSettings(hs.pvr);
 }
 
 // --- 13.7 experiments
@@ -13136,7 +13880,7 @@ function renderExperiments() {
   }));
 }
 function showWelcome() {
-  $('#empty').hidden = false; $('#runs-panel').hidden = true; $('#charts-panel').hidden = true;
+  $('#empty').hidden = false; $('#runs-panel').hidden = true; $('#charts-panel').hidden = true; $('#pvr-panel').hidden = true;
   $('#media-panel').hidden = true; $('#hist-panel').hidden = true;
   $('#crumb-exp').textContent = '';
   if (S.health && S.health.root) $('#empty-root').textContent = S.health.root;
@@ -13146,12 +13890,13 @@ async function selectExperiment(name, opts) {
   const token = ++S.expToken;
   S.exp = name; S.rows = new Map(); S.view = []; S.paramKeys = new Set(); S.metricKeys = new Set(); colsCache = null;
   S.colPrefs = loadColPrefs(name); S.colWidths = loadColWidths(name);
-  $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false;
+  $('#empty').hidden = true; $('#runs-panel').hidden = false; $('#charts-panel').hidden = false; $('#pvr-panel').hidden = false;
   $('#crumb-exp').textContent = name; $('#crumb-sep').hidden = false; $('#exp-title').textContent = name;
   document.title = name + ' \u00b7 expman';
   const meta = S.experiments.find(e => e.name === name);
   $('#exp-desc').textContent = (meta && meta.description) || '';
   renderExperiments();
+  loadViews(name);
   // nothing of the previous experiment stays on screen, whether or not this one loads (the
   // stream is left alone: reopening it here would race the runs' first metric fetches)
   clearSelection();
@@ -13657,6 +14402,7 @@ function startTime(k, rd) {
 }
 function xsOf(rd, step, time) {
   if (S.xaxis === 'step') return step;
+  if (xMetric()) return joinX(rd, step);
   if (S.xaxis === 'wall') return time;
   const t0 = rd.t0 || 0; return time.map(t => t - t0);
 }
@@ -13669,7 +14415,7 @@ function applyRows(rd, series, next) {
     if (!s) { s = { step: [], time: [], value: [] }; rd.series.set(key, s); newKey = true; }
     for (let i = 0; i < add.step.length; i++) { s.step.push(add.step[i]); s.time.push(add.time[i]); s.value.push(add.value[i]); }
     if (s.step.length > COMPACT_AT) { compactSeries(s); rd.version = ++versionSeq; newKey = true; continue; }
-    if (inBand(rd.key)) { rd.version = ++versionSeq; newKey = true; continue; }
+    if (inBand(rd.key) || xMetric()) { rd.version = ++versionSeq; newKey = true; continue; }
     const c = cards.get(key);
     if (c && c.loaded.get(rd.key) === rd.version) c.chart.appendPoints(rd.key, xsOf(rd, add.step, add.time), add.value);
   }
@@ -13759,6 +14505,7 @@ function makeCard(k) {
     h('div', { class: 'chart-head' },
       h('span', { class: 'chart-title', title: k },
         i > 0 ? h('span', { class: 'chart-prefix', text: k.slice(0, i + 1) }) : null, i > 0 ? k.slice(i + 1) : k),
+      h('span', { class: 'x-label', 'data-testid': 'x-label', text: xMetric() ? 'vs ' + xMetric() : '' }),
       goal,
       h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'full', title: 'Full screen (f; Esc to leave)', text: '\u2922' }),
       h('button', { type: 'button', class: 'chart-tool', 'data-tool': 'png', title: 'Download the chart as PNG', text: 'PNG' }),
@@ -13770,7 +14517,7 @@ function makeCard(k) {
   el.addEventListener('mouseenter', () => { hoveredCard = c; });
   el.querySelector('[data-tool=full]').addEventListener('click', () => toggleFull(c));
   el.querySelector('[data-tool=png]').addEventListener('click', () => canvas.toBlob(b => { if (b) download(b, fileName(k) + '.png'); }));
-  el.querySelector('[data-tool=csv]').addEventListener('click', () => download(new Blob([chart.toCsv(S.xaxis === 'step' ? 'step' : S.xaxis === 'wall' ? 'unix_time' : 'seconds')], { type: 'text/csv' }), fileName(k) + '.csv'));
+  el.querySelector('[data-tool=csv]').addEventListener('click', () => download(new Blob([chart.toCsv(xMetric() || (S.xaxis === 'step' ? 'step' : S.xaxis === 'wall' ? 'unix_time' : 'seconds'))], { type: 'text/csv' }), fileName(k) + '.csv'));
   goal.addEventListener('click', () => {
     const next = { min: 'max', max: null }[goalOf(k)];   // min -> max -> none -> min
     S.goals.set(k, next === undefined ? 'min' : next);
@@ -13846,6 +14593,7 @@ function syncCharts() {
     }
   }
   for (const c of cards.values()) syncCardSeries(c);
+  syncXAxisOptions(keys); syncGroupPicker(); renderGroupLegend();
   const empty = $('#charts-empty');
   let msg = null;
   if (!S.selected.length) msg = ['No runs selected', 'Tick runs in the table above to compare their metrics here.'];
@@ -13864,7 +14612,7 @@ function syncCharts() {
   notes.textContent = bad.length ? '\u26a0 Metrics unreadable, nothing drawn for ' + bad.join('; ') : '';
 }
 function syncCardSeries(c) {
-  const present = new Set(), bands = bandJobs();
+  const present = new Set(), bands = groupBands() || bandJobs();
   syncBandSeries(c, bands, present);
   for (const k of S.selected) {
     if (bands.members.has(k)) continue;
@@ -13891,6 +14639,7 @@ async function zoomCard(c, x0, x1) {
   const token = ++c.zoomToken;
   c.el.classList.add('zoomed');
   c.zoom = { x0: x0, x1: x1, fine: new Map() };
+  if (xMetric()) return;   // x is another metric: no step range to ask the server for
   const mp = maxPoints(), jobs = [];
   for (const k of Array.from(c.loaded.keys())) {
     const rd = data.get(k); if (!rd || !rd.downsampled) continue;
@@ -13961,6 +14710,7 @@ function toggleHidden(keys, hide) {
   for (const k of keys) { if (hide) S.hidden.add(k); else S.hidden.delete(k); }
   Charts.configure({ hidden: new Set(S.hidden), highlight: null });
   renderLegend(); writeHash();
+  if (S.groupBy) scheduleCharts();   // a group's band is redrawn from the runs still shown
 }
 
 // --- 13.12 media panel
@@ -14266,29 +15016,35 @@ function bandJobs(withHidden) {
   $('#job-mode-label').hidden = !S.selected.some(k => jobId(known.get(k)));
   return { jobs: jobs, members: members };
 }
-function inBand(k) { return S.jobMode === 'band' && bandJobs().members.has(k); }
+function inBand(k) { return (!!S.groupBy && S.selectedSet.has(k)) || (S.jobMode === 'band' && bandJobs().members.has(k)); }
 // Ranks log the same steps: aggregate by step (x is the mean x of the ranks at that step).
+// Groups of runs (13.20 group by) come through here too: bands.prefix/colorFor/labelFor name
+// and colour their series, bands.std draws mean +- one standard deviation instead of min/max.
 function syncBandSeries(c, bands, present) {
   for (const [g, keys] of bands.jobs) {
-    const id = 'job:' + g, version = keys.map(k => k + '@' + data.get(k).version).join(',');
+    const id = (bands.prefix || 'job:') + g, version = (bands.std ? 'std:' : '') + (bands.colorFor ? bands.colorFor(g) : '') + keys.map(k => k + '@' + data.get(k).version).join(',');
     const acc = new Map();
     for (const k of keys) {
       const rd = data.get(k), s = rd.series.get(c.key); if (!s) continue;
       const xs = xsOf(rd, s.step, s.time);
       for (let i = 0; i < s.step.length; i++) {
         const v = s.value[i]; let a = acc.get(s.step[i]);
-        if (!a) { a = { x: 0, n: 0, sum: 0, k: 0, lo: Infinity, hi: -Infinity }; acc.set(s.step[i], a); }
+        if (!a) { a = { x: 0, n: 0, sum: 0, sq: 0, k: 0, lo: Infinity, hi: -Infinity }; acc.set(s.step[i], a); }
         a.x += xs[i]; a.n++;
-        if (v > -Infinity && v < Infinity) { a.sum += v; a.k++; if (v < a.lo) a.lo = v; if (v > a.hi) a.hi = v; }
+        if (v > -Infinity && v < Infinity) { a.sum += v; a.sq += v * v; a.k++; if (v < a.lo) a.lo = v; if (v > a.hi) a.hi = v; }
       }
     }
     if (!acc.size) continue;
     present.add(id);
     if (c.loaded.get(id) === version) continue;
     const steps = Array.from(acc.keys()).sort((a, b) => a - b), d = { x: [], y: [], lo: [], hi: [] };
-    for (const st of steps) { const a = acc.get(st); d.x.push(a.x / a.n); d.y.push(a.k ? a.sum / a.k : NaN); d.lo.push(a.k ? a.lo : NaN); d.hi.push(a.k ? a.hi : NaN); }
+    for (const st of steps) {
+      const a = acc.get(st), mean = a.k ? a.sum / a.k : NaN, sd = a.k ? Math.sqrt(Math.max(0, a.sq / a.k - mean * mean)) : NaN;
+      d.x.push(a.x / a.n); d.y.push(mean); d.lo.push(!a.k ? NaN : bands.std ? mean - sd : a.lo); d.hi.push(!a.k ? NaN : bands.std ? mean + sd : a.hi);
+    }
     const first = known.get(keys[0]) || {};
-    c.chart.setSeries(id, { x: d.x, y: d.y, lo: d.lo, hi: d.hi, color: colorOf(keys[0]), label: (first.group || g) + ' (mean of ' + keys.length + ' ranks)' });
+    c.chart.setSeries(id, { x: d.x, y: d.y, lo: d.lo, hi: d.hi, color: bands.colorFor ? bands.colorFor(g) : colorOf(keys[0]),
+      label: bands.labelFor ? bands.labelFor(g, keys) : (first.group || g) + ' (mean of ' + keys.length + ' ranks)' });
     c.loaded.set(id, version);
   }
 }
@@ -14738,6 +15494,453 @@ async function previewArtifact(k, a) {
   box.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
 }
 
+// --- 13.19 params vs results
+// A scatter (a param or a metric's last value on x, a metric on y) and parallel coordinates
+// (the params that vary, then the y metric) over the experiment's runs, drawn on one canvas
+// by hand. Runs the runs filter matches are drawn in colour (a selected run in its own
+// colour), the others faint, so brushing does not move the axes under the pointer. Dragging
+// along an axis (or a box on the scatter) brushes a range; the brushes become terms of the runs
+// filter, e.g. "lr>=0.001 lr<=0.01" (side by side: AND), which the table applies.
+const PVR_MAX_AXES = 8;
+const pvr = { brushes: new Map(), base: null, expr: '', layout: null, drag: null, frame: 0, fields: [] };
+let pvrShown = [];              // [{run, x, y}] of the points as last drawn (CSS px; tests read it)
+function readPvr(text) {
+  const out = { open: false, mode: 'scatter', x: '', y: '' };
+  if (!text) return out;
+  const parts = text.split(',');
+  out.open = true; out.mode = parts[0] === 'parallel' ? 'parallel' : 'scatter';
+  out.x = parts[1] ? decodeURIComponent(parts[1]) : ''; out.y = parts[2] ? decodeURIComponent(parts[2]) : '';
+  return out;
+}
+function writePvr() { return [S.pvr.mode, enc(S.pvr.x), enc(S.pvr.y)].join(','); }
+function applyPvrSettings(p) {
+  if (p.open === S.pvr.open && p.mode === S.pvr.mode && p.x === S.pvr.x && p.y === S.pvr.y) return;
+  S.pvr = { open: p.open, mode: p.mode, x: p.x, y: p.y };
+  showPvr();
+}
+function pvrRows() { return Array.from(S.rows.values()); }
+function pvrMatched() { return new Set((S.matchedRows || pvrRows()).map(r => r.name)); }
+// The fields a run can be placed by: 'p:<param>' (numbers; strings and bools as categories)
+// and 'm:<metric>' (its last value).
+function pvrFields(rows) {
+  const params = [], metrics = [];
+  for (const k of Array.from(S.paramKeys).sort(natural)) {
+    const seen = new Set();
+    for (const r of rows) { const v = r.params ? r.params[k] : undefined; if (!isNull(v) && typeof v !== 'object') seen.add(fmtValue(v)); }
+    if (seen.size) params.push({ id: 'p:' + k, key: k, kind: 'param', varies: seen.size > 1 });
+  }
+  for (const k of Array.from(S.metricKeys).sort(natural)) metrics.push({ id: 'm:' + k, key: k, kind: 'metric', varies: true });
+  return { params: params, metrics: metrics };
+}
+function pvrValue(r, id) {
+  const v = id.slice(0, 2) === 'p:' ? (r.params ? r.params[id.slice(2)] : undefined) : (r.summary ? r.summary[id.slice(2)] : undefined);
+  if (isNull(v) || typeof v === 'object') return null;
+  if (typeof v === 'number' || (id.slice(0, 2) === 'm:' && isFinite(num(v)))) return num(v);
+  return fmtValue(v);
+}
+// The name the runs filter knows a field by: the bare key, or p:/m: when a param and a metric share it.
+const OWN_KEYS = new Set(['name', 'status', 'tag', 'tags', 'project', 'group', 'host', 'description', 'rank', 'step', 'rows', 'duration']);
+function pvrFilterKey(id) {
+  const key = id.slice(2), prefix = (S.paramKeys.has(key) && S.metricKeys.has(key)) || OWN_KEYS.has(key.toLowerCase()) ? id.slice(0, 2) : '';
+  return prefix + (/^[\w./-]+$/.test(key) ? key : '"' + key.replace(/"/g, '\\"') + '"');
+}
+// One axis: numbers on a linear scale padded 5 %, or categories spread evenly.
+function pvrAxis(id, rows) {
+  const values = rows.map(r => pvrValue(r, id)), nums = values.filter(v => typeof v === 'number' && isFinite(v));
+  const cats = Array.from(new Set(values.filter(v => typeof v === 'string'))).sort(natural);
+  if (cats.length && cats.length >= nums.length) {
+    return { id: id, cats: cats, toUnit: v => cats.length < 2 ? 0.5 : cats.indexOf(String(v)) / (cats.length - 1), label: id.slice(2) };
+  }
+  let lo = Math.min.apply(null, nums), hi = Math.max.apply(null, nums);
+  if (nums.length > 1 && lo > 0 && hi / lo >= 50) {   // learning rates and the like: a log axis
+    const l0 = Math.log10(lo) - 0.05 * Math.log10(hi / lo), l1 = Math.log10(hi) + 0.05 * Math.log10(hi / lo);
+    return { id: id, log: true, lo: l0, hi: l1, toUnit: v => typeof v === 'number' && v > 0 ? (Math.log10(v) - l0) / (l1 - l0) : NaN,
+      fromUnit: u => Math.pow(10, l0 + u * (l1 - l0)), label: id.slice(2) + ' (log)' };
+  }
+  if (!nums.length) { lo = 0; hi = 1; }
+  if (hi === lo) { lo -= Math.abs(lo) * 0.1 || 1; hi += Math.abs(hi) * 0.1 || 1; }
+  const pad = (hi - lo) * 0.05;
+  lo -= pad; hi += pad;
+  return { id: id, lo: lo, hi: hi, toUnit: v => typeof v === 'number' && isFinite(v) ? (v - lo) / (hi - lo) : NaN,
+    fromUnit: u => lo + u * (hi - lo), label: id.slice(2) };
+}
+function pvrTicks(axis, count) {
+  if (axis.cats) return axis.cats.map(c => ({ u: axis.toUnit(c), text: c }));
+  if (axis.log) {
+    const out = [], every = Math.max(1, Math.ceil((axis.hi - axis.lo) / Math.max(1, count)));
+    for (let d = Math.ceil(axis.lo); d <= axis.hi; d++) {
+      for (const m of (axis.hi - axis.lo) * 3 <= count ? [1, 2, 5] : [1]) {
+        const v = m * Math.pow(10, d), u = axis.toUnit(v);
+        if (u >= 0 && u <= 1 && (m > 1 || d % every === 0)) out.push({ u: u, text: fmtNum(v) });
+      }
+    }
+    return out;
+  }
+  const span = axis.hi - axis.lo, raw = span / Math.max(1, count), p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+  const step = (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * p, out = [];
+  const decimals = Math.max(0, Math.min(10, -Math.floor(Math.log10(step) + 1e-9)));
+  for (let v = Math.ceil(axis.lo / step) * step; v <= axis.hi + 1e-9 * span && out.length < 30; v += step) {
+    const a = Math.abs(v);
+    out.push({ u: axis.toUnit(v), text: a && (a >= 1e5 || a < 1e-4) ? Number(v.toPrecision(3)).toExponential().replace('e+', 'e') : v.toFixed(decimals) });
+  }
+  return out;
+}
+function showPvr() {
+  const panel = $('#pvr-panel');
+  panel.classList.toggle('open', S.pvr.open);
+  $('#pvr-body').hidden = !S.pvr.open;
+  $('#pvr-toggle').setAttribute('aria-expanded', S.pvr.open ? 'true' : 'false');
+  for (const b of document.querySelectorAll('[data-pvr-mode]')) b.classList.toggle('on', b.getAttribute('data-pvr-mode') === S.pvr.mode);
+  $('#pvr-x-label').hidden = S.pvr.mode !== 'scatter';
+  schedulePvr();
+}
+function schedulePvr() {
+  if (pvr.frame || !S.pvr.open || $('#pvr-panel').hidden) return;
+  pvr.frame = requestAnimationFrame(() => { pvr.frame = 0; drawPvr(); });
+}
+function syncPvrPickers(fields) {
+  const all = fields.params.concat(fields.metrics), ids = new Set(all.map(f => f.id));
+  const fill = (sel, list, want) => {
+    const sig = list.map(f => f.id).join('\n');
+    if (sel.getAttribute('data-sig') !== sig) {
+      const group = (label, items) => items.length ? h('optgroup', { label: label }, items.map(f => h('option', { value: f.id, text: f.key }))) : null;
+      sel.replaceChildren.apply(sel, [group('Params', list.filter(f => f.kind === 'param')), group('Metrics (last value)', list.filter(f => f.kind === 'metric'))].filter(Boolean));
+      sel.setAttribute('data-sig', sig);
+    }
+    sel.value = want;
+  };
+  // defaults: the first param that varies against the first metric with a goal
+  // (S.pvr keeps what the URL or the user asked for, even while the runs are still loading)
+  const x = ids.has(S.pvr.x) ? S.pvr.x : (fields.params.find(f => f.varies) || all[0] || { id: '' }).id;
+  const y = ids.has(S.pvr.y) && S.pvr.y.slice(0, 2) === 'm:' ? S.pvr.y : (fields.metrics.find(f => goalOf(f.key)) || fields.metrics[0] || { id: '' }).id;
+  fill($('#pvr-x'), all, x);
+  fill($('#pvr-y'), fields.metrics, y);
+  return [x, y];
+}
+function drawPvr() {
+  const canvas = $('#pvr-canvas');
+  const rows = pvrRows(), fields = pvrFields(rows);
+  const xy = syncPvrPickers(fields);
+  const matched = pvrMatched();
+  $('#pvr-note').textContent = rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' : '';
+  $('#pvr-clear').hidden = !pvr.brushes.size;
+  const ids = S.pvr.mode === 'scatter' ? xy
+    : fields.params.filter(f => f.varies).slice(0, PVR_MAX_AXES - 1).map(f => f.id).concat(xy[1] ? [xy[1]] : []);
+  const ok = rows.length && ids.length >= 2 && ids.every(Boolean);
+  $('#pvr-empty').hidden = !!ok;
+  $('#pvr-empty').textContent = rows.length ? 'Params vs results needs a param that varies between the runs and a metric.' : 'No runs.';
+  canvas.hidden = !ok;
+  pvrShown = [];
+  if (!ok) { pvr.layout = null; return; }
+  const axes = ids.map(id => pvrAxis(id, rows)), accent = getComputedStyle(document.documentElement).getPropertyValue('--accent').trim();
+  const points = rows.map(r => ({ id: r.name, units: axes.map(a => a.toUnit(pvrValue(r, a.id))), color: pvrColor(r, matched, accent) }))
+    .filter(p => S.pvr.mode !== 'scatter' || (isFinite(p.units[0]) && isFinite(p.units[1])))
+    .sort((a, b) => (a.color ? 1 : 0) - (b.color ? 1 : 0));   // the runs the filter matches on top
+  const spec = { axes: axes.map(a => ({ label: a.label, ticks: pvrTicks(a, S.pvr.mode === 'scatter' ? 8 : 7) })), points: points, boxes: pvrBoxes(axes) };
+  const layout = S.pvr.mode === 'scatter' ? Charts.drawScatter(canvas, spec) : Charts.drawParallel(canvas, spec);
+  pvr.layout = Object.assign({ mode: S.pvr.mode, axes: axes }, layout);
+  pvrShown = layout.marks.map(m => Object.assign({ run: m.id }, m));
+}
+// a run the filter matches: its own colour when selected, else the accent; the others faint (null)
+function pvrColor(r, matched, accent) {
+  const k = S.exp + '/' + r.name;
+  return !matched.has(r.name) ? null : S.selectedSet.has(k) ? colorOf(k) : accent;
+}
+// The brushes (and a drag in progress) in unit coordinates, for the drawing.
+function pvrBoxes(axes) {
+  const boxes = [], d = pvr.drag;
+  if (S.pvr.mode === 'scatter') {
+    const span = (a, b) => b ? [a.toUnit(b[0]), a.toUnit(b[1])] : [0, 1];
+    if (pvr.brushes.has(axes[0].id) || pvr.brushes.has(axes[1].id)) {
+      const sx = span(axes[0], pvr.brushes.get(axes[0].id)), sy = span(axes[1], pvr.brushes.get(axes[1].id));
+      boxes.push({ x0: sx[0], x1: sx[1], y0: sy[0], y1: sy[1] });
+    }
+    if (d) boxes.push({ x0: Math.min(d.from[0], d.to[0]), x1: Math.max(d.from[0], d.to[0]), y0: Math.min(d.from[1], d.to[1]), y1: Math.max(d.from[1], d.to[1]) });
+  } else {
+    axes.forEach((a, i) => { const b = pvr.brushes.get(a.id); if (b) boxes.push({ axis: i, from: a.toUnit(b[0]), to: a.toUnit(b[1]) }); });
+    if (d) boxes.push({ axis: d.axis, from: Math.min(d.from[1], d.to[1]), to: Math.max(d.from[1], d.to[1]) });
+  }
+  return boxes;
+}
+// Ends of a brushed range, rounded outwards to 4 significant digits so the filter text stays short.
+function roundOut(value, up) {
+  if (!value || !isFinite(value)) return value;
+  const p = Math.pow(10, Math.floor(Math.log10(Math.abs(value))) - 3);
+  return Number(((up ? Math.ceil(value / p) : Math.floor(value / p)) * p).toPrecision(4));
+}
+function setBrush(axis, u0, u1) {
+  if (axis.cats || Math.abs(u1 - u0) < 0.01) { pvr.brushes.delete(axis.id); return; }
+  const lo = axis.fromUnit(Math.max(0, Math.min(u0, u1))), hi = axis.fromUnit(Math.min(1, Math.max(u0, u1)));
+  pvr.brushes.set(axis.id, [roundOut(lo, false), roundOut(hi, true)]);
+}
+// The brushes as runs-filter terms, ANDed onto whatever the filter held before brushing began.
+function applyBrushes() {
+  if (pvr.base === null || S.filter !== pvr.expr) pvr.base = S.filter === pvr.expr ? '' : S.filter;
+  const terms = [];
+  for (const [id, b] of pvr.brushes) { const k = pvrFilterKey(id); terms.push(k + '>=' + fmtNum(b[0]), k + '<=' + fmtNum(b[1])); }
+  // Terms side by side: the page's own filter (13.8) and the server's where= language (9.4)
+  // both read them as AND; the latter also reads an explicit AND, which the former does not.
+  const brush = terms.join(' ');
+  const base = / OR |\|\|/i.test(pvr.base || '') ? '(' + pvr.base + ')' : pvr.base;
+  const text = [base, brush].filter(Boolean).join(' ');
+  pvr.expr = text;
+  if (!pvr.brushes.size) pvr.base = null;
+  S.filter = text; $('#filter').value = text;
+  renderTable(); writeHash();
+  schedulePvr();
+}
+function bindPvr() {
+  const canvas = $('#pvr-canvas');
+  $('#pvr-toggle').addEventListener('click', () => { S.pvr.open = !S.pvr.open; showPvr(); writeHash(); });
+  for (const b of document.querySelectorAll('[data-pvr-mode]')) {
+    b.addEventListener('click', () => { S.pvr.mode = b.getAttribute('data-pvr-mode'); showPvr(); writeHash(); });
+  }
+  $('#pvr-x').addEventListener('change', e => { S.pvr.x = e.target.value; schedulePvr(); writeHash(); });
+  $('#pvr-y').addEventListener('change', e => { S.pvr.y = e.target.value; schedulePvr(); writeHash(); });
+  $('#pvr-clear').addEventListener('click', () => { pvr.brushes.clear(); applyBrushes(); });
+  const local = e => { const b = canvas.getBoundingClientRect(); return [e.clientX - b.left, e.clientY - b.top]; };
+  // pixel -> units of the plot's axes (x along the scatter's x, y along every vertical axis)
+  const units = (L, at) => [L.mode === 'scatter' ? (at[0] - L.left) / L.plotWidth : 0, 1 - (at[1] - L.top) / L.plotHeight];
+  canvas.addEventListener('mousedown', e => {
+    const L = pvr.layout; if (!L || e.button !== 0) return;
+    e.preventDefault();
+    const start = local(e);
+    let axis = -1;
+    if (L.mode === 'parallel') {
+      L.axes.forEach((a, i) => { if (Math.abs(L.axisX(i) - start[0]) < 16) axis = i; });
+      if (axis < 0) return;
+    }
+    const clamp = u => [Math.max(0, Math.min(1, u[0])), Math.max(0, Math.min(1, u[1]))];
+    const d = { axis: axis, start: start, end: start, from: clamp(units(L, start)), to: clamp(units(L, start)) };
+    pvr.drag = d;
+    const move = ev => { d.end = local(ev); d.to = clamp(units(L, d.end)); drawPvr(); };
+    const up = () => {
+      window.removeEventListener('mousemove', move); window.removeEventListener('mouseup', up);
+      pvr.drag = null;
+      const dx = Math.abs(d.end[0] - d.start[0]), dy = Math.abs(d.end[1] - d.start[1]);
+      if (dx < 4 && dy < 4) { pvrClick(L, d.start); drawPvr(); return; }
+      if (L.mode === 'scatter') {
+        if (dx >= 4) setBrush(L.axes[0], d.from[0], d.to[0]); else pvr.brushes.delete(L.axes[0].id);
+        if (dy >= 4) setBrush(L.axes[1], d.from[1], d.to[1]); else pvr.brushes.delete(L.axes[1].id);
+      } else setBrush(L.axes[axis], d.from[1], d.to[1]);
+      applyBrushes();
+    };
+    window.addEventListener('mousemove', move); window.addEventListener('mouseup', up);
+  });
+  canvas.addEventListener('mousemove', e => {
+    if (pvr.drag || !pvr.layout) return;
+    const hit = pvrHit(pvr.layout, local(e));
+    canvas.title = hit ? hit.name + ' \u00b7 ' + pvr.layout.axes.map(a => a.label + ' ' + fmtValue(pvrValue(hit, a.id))).join(', ') : '';
+  });
+  // the table's filter or rows changed: redraw (the table re-renders its body then)
+  if (window.MutationObserver) new window.MutationObserver(schedulePvr).observe($('#runs-table'), { childList: true, subtree: true });
+  window.addEventListener('resize', schedulePvr);
+}
+function pvrHit(L, at) {
+  let best = null, bestD = 64;
+  if (L.mode === 'scatter') {
+    for (const p of pvrShown) { const d = (p.x - at[0]) ** 2 + (p.y - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(p.run); } }
+  } else {
+    const i = Math.round((at[0] - L.axisX(0)) / L.gap);
+    if (i < 0 || i >= L.axes.length || Math.abs(L.axisX(i) - at[0]) > 12) return null;
+    for (const s of pvrShown) { const d = (s.ys[i] - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(s.run); } }
+  }
+  return best;
+}
+function pvrClick(L, at) {
+  const r = pvrHit(L, at);
+  if (r) { const k = S.exp + '/' + r.name; toggleRun(k, !S.selectedSet.has(k)); }
+}
+
+// --- 13.20 group by
+// Runs of the selection with the same value of a param (or the same tags) are drawn as one
+// series per group: their mean by step with a min/max or +-1 std band, through the ranks' band
+// code (syncBandSeries). A group legend lists the value, the runs in it and its colour.
+let groupList = [];             // [{value, keys, color}] as last drawn
+function groupValue(k) {
+  const r = known.get(k) || {};
+  if (S.groupBy === 'tags') return (r.tags || []).slice().sort(natural).join(', ') || '(no tags)';
+  const v = r.params ? r.params[S.groupBy.slice(2)] : undefined;
+  return isNull(v) ? '(not set)' : fmtValue(v);
+}
+function groupBands(withHidden) {
+  if (!S.groupBy) return null;
+  const jobs = new Map(), members = new Set(), raw = new Map();
+  for (const k of S.selected) {
+    const rd = data.get(k);
+    if (!rd || !rd.ready || rd.error) continue;
+    const g = groupValue(k);
+    const params = S.groupBy !== 'tags' && known.get(k) ? known.get(k).params : null;   // numbers sort as numbers
+    if (!raw.has(g)) raw.set(g, params && !isNull(params[S.groupBy.slice(2)]) ? params[S.groupBy.slice(2)] : g);
+    members.add(k);
+    if (S.hidden.has(k) && !withHidden) continue;
+    if (!jobs.has(g)) jobs.set(g, []);
+    jobs.get(g).push(k);
+  }
+  const order = Array.from(raw.keys()).sort((a, b) => cmpValues(raw.get(a), raw.get(b)));
+  const colour = new Map(order.map((g, i) => [g, PALETTE[i % PALETTE.length]]));
+  const sorted = new Map(order.filter(g => jobs.has(g)).map(g => [g, jobs.get(g)]));
+  groupList = order.map(g => ({ value: g, keys: S.selected.filter(k => members.has(k) && groupValue(k) === g), color: colour.get(g) }));
+  const name = S.groupBy === 'tags' ? 'tags' : S.groupBy.slice(2);
+  return { jobs: sorted, members: members, prefix: 'grp:', std: S.groupBand === 'std', colorFor: g => colour.get(g),
+    labelFor: (g, keys) => name + ' = ' + g + ' (mean of ' + keys.length + (keys.length === 1 ? ' run)' : ' runs)') };
+}
+function resetSeries() {
+  for (const c of cards.values()) { c.chart.setXRange(null); c.zoomToken++; c.zoom = null; c.el.classList.remove('zoomed'); for (const id of c.loaded.keys()) c.chart.removeSeries(id); c.loaded.clear(); }
+  scheduleCharts();
+}
+function setGroupBy(by, band) {
+  if (S.groupBy === by && S.groupBand === band) return;
+  S.groupBy = by; S.groupBand = band;
+  $('#group-by').value = by; $('#group-band').value = band; $('#group-band-label').hidden = !by;
+  resetSeries(); renderLegend(); renderGroupLegend();
+}
+function applyGroupSettings(hs) { syncGroupPicker(hs.group); setGroupBy(hs.group, hs.gband); }
+function syncGroupPicker(extra) {
+  const sel = $('#group-by'), keys = Array.from(S.paramKeys).sort(natural);
+  const want = extra !== undefined ? extra : S.groupBy;
+  if (want && want.slice(0, 2) === 'p:' && keys.indexOf(want.slice(2)) < 0) keys.push(want.slice(2));
+  const sig = keys.join('\n');
+  if (sel.getAttribute('data-sig') !== sig) {
+    sel.replaceChildren(h('option', { value: '', text: 'None' }), h('option', { value: 'tags', text: 'Tags' }),
+      keys.length ? h('optgroup', { label: 'Params' }, keys.map(k => h('option', { value: 'p:' + k, text: k }))) : null);
+    sel.setAttribute('data-sig', sig);
+  }
+  sel.value = want;
+}
+let groupSig = '';
+function renderGroupLegend() {
+  const box = $('#group-legend'), on = !!S.groupBy;
+  $('#legend').hidden = on; box.hidden = !on;
+  if (!on) { groupSig = ''; return; }
+  groupBands(true);
+  const sig = S.groupBy + '|' + groupList.map(g => g.value + ':' + g.keys.length + ':' + g.color + ':' + g.keys.every(k => S.hidden.has(k))).join('|');
+  if (sig === groupSig) return;
+  groupSig = sig;
+  const name = S.groupBy === 'tags' ? 'tags' : S.groupBy.slice(2);
+  box.replaceChildren.apply(box, [h('span', { class: 'group-by-name', text: 'Grouped by ' + name + ':' }),
+    groupList.length ? '' : h('span', { class: 'muted', text: 'no loaded runs yet' })].concat(groupList.map(g => {
+      const off = g.keys.every(k => S.hidden.has(k));
+      return h('span', { class: 'chip' + (off ? ' off' : ''), 'data-group-value': g.value, role: 'button', tabindex: '0',
+        title: g.keys.map(labelOf).join(', '),
+        onclick: () => toggleHidden(g.keys, !off),
+        onmouseenter: () => Charts.configure({ highlight: off ? null : 'grp:' + g.value }), onmouseleave: () => Charts.configure({ highlight: null }) },
+      h('i', { style: 'background:' + g.color }), h('span', { class: 'chip-label', text: g.value }),
+      h('span', { class: 'count', text: g.keys.length + (g.keys.length === 1 ? ' run' : ' runs') }));
+    })));
+}
+function bindGroups() {
+  $('#group-by').addEventListener('change', e => { setGroupBy(e.target.value, S.groupBand); writeHash(); });
+  $('#group-band').addEventListener('change', e => { setGroupBy(S.groupBy, e.target.value === 'std' ? 'std' : 'minmax'); writeHash(); });
+}
+
+// --- 13.21 saved views
+// Named views saved into the experiment (<exp>/.views/<name>.json through the API): a view is
+// the page's URL hash, so opening one is navigating to it, and a teammate's page opens the same
+// runs, filter and chart settings.
+let viewsList = [], viewsToken = 0;
+async function loadViews(exp) {
+  const token = ++viewsToken;
+  $('#views').hidden = false;
+  try {
+    const j = await api(expPath(exp) + '/views');
+    if (token !== viewsToken) return;
+    viewsList = j.views || [];
+  } catch (e) { if (token === viewsToken) viewsList = []; }
+  renderViews();
+}
+function renderViews(chosen) {
+  const sel = $('#view-picker');
+  const current = chosen !== undefined ? chosen : sel.value;
+  sel.replaceChildren.apply(sel, [h('option', { value: '', text: viewsList.length ? 'Saved views (' + viewsList.length + ')' : 'No saved views' })]
+    .concat(viewsList.map(v => h('option', { value: v.name, text: v.name, title: v.hash }))));
+  sel.value = viewsList.some(v => v.name === current) ? current : '';
+  $('#view-delete').hidden = !sel.value;
+}
+function openView(name) {
+  const v = viewsList.find(x => x.name === name);
+  $('#view-delete').hidden = !v;
+  if (!v) return;
+  if (v.hash !== location.hash) { history.pushState(null, '', v.hash || location.pathname + location.search); applyHash(); }
+}
+// the server's rule (_view_name_ok), checked here first so a typo costs no request
+const VIEW_NAME = /^[\p{L}\p{N}][\p{L}\p{N}_ .,+=@()-]{0,79}$/u;
+async function saveView(name) {
+  const err = $('#view-error');
+  err.textContent = '';
+  if (!S.exp) return;
+  if (!VIEW_NAME.test(name) || /[ .]$/.test(name)) {
+    err.textContent = 'A view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts with a letter or digit and does not end with a space or a dot.';
+    return;
+  }
+  clearTimeout(hashTimer); writeHash(true);
+  try {
+    const v = await api(expPath(S.exp) + '/views/' + enc(name), { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ hash: location.hash }) });
+    viewsList = viewsList.filter(x => x.name !== v.name).concat([v]).sort((a, b) => natural(a.name, b.name));
+    renderViews(v.name);
+    $('#view-form').hidden = true;
+    showBanner('Saved the view \u201c' + v.name + '\u201d into ' + S.exp, true);
+  } catch (e) { err.textContent = e.message; }
+}
+async function deleteView(name) {
+  try {
+    await api(expPath(S.exp) + '/views/' + enc(name), { method: 'DELETE' });
+    viewsList = viewsList.filter(x => x.name !== name);
+    renderViews('');
+  } catch (e) { showError('Could not delete the view', e); }
+}
+function bindViews() {
+  $('#view-picker').addEventListener('change', e => openView(e.target.value));
+  $('#view-save').addEventListener('click', e => {
+    e.stopPropagation();
+    const form = $('#view-form'), box = e.currentTarget.getBoundingClientRect();
+    form.hidden = !form.hidden;
+    if (form.hidden) return;
+    form.style.left = Math.max(8, Math.min(innerWidth - 290, box.left)) + 'px'; form.style.top = (box.bottom + 6) + 'px';
+    $('#view-error').textContent = '';
+    $('#view-name').value = $('#view-picker').value || '';
+    $('#view-name').focus();
+  });
+  $('#view-cancel').addEventListener('click', () => { $('#view-form').hidden = true; });
+  $('#view-form').addEventListener('submit', e => { e.preventDefault(); const n = $('#view-name').value.trim(); if (n) saveView(n); });
+  $('#view-delete').addEventListener('click', () => { const n = $('#view-picker').value; if (n) deleteView(n); });
+  document.addEventListener('mousedown', e => { const f = $('#view-form'); if (!f.hidden && !f.contains(e.target) && !e.target.closest('#view-save')) f.hidden = true; });
+}
+
+// --- 13.22 x = another metric
+// The x-axis chooser also lists the metrics: each point's x is then the value the run logged
+// for that metric at the same step (or the last one before it: a token counter logged less
+// often still lines up), e.g. loss against tokens seen.
+function xMetric() { return S.xaxis.slice(0, 2) === 'm:' ? S.xaxis.slice(2) : ''; }
+function xFormat() { return xMetric() ? 'metric' : S.xaxis; }
+function joinX(rd, step) {
+  const key = xMetric(), s = rd.series.get(key), out = new Array(step.length);
+  if (!s || !s.step.length) return out.fill(NaN);
+  for (let i = 0; i < step.length; i++) {
+    let j = lowerBound(s.step, step[i]);
+    if (j >= s.step.length || s.step[j] !== step[i]) j--;
+    out[i] = j >= 0 ? s.value[j] : NaN;
+  }
+  return out;
+}
+function showXAxis() {
+  const sel = $('#xaxis');
+  if (xMetric() && !sel.querySelector('option[value="' + window.CSS.escape(S.xaxis) + '"]')) {
+    $('#xaxis-metrics').append(h('option', { value: S.xaxis, text: xMetric() }));
+  }
+  sel.value = S.xaxis;
+  for (const c of cards.values()) { const l = c.el.querySelector('.x-label'); if (l) l.textContent = xMetric() ? 'vs ' + xMetric() : ''; }
+}
+function syncXAxisOptions(keys) {
+  const box = $('#xaxis-metrics'), list = Array.from(new Set(Array.from(keys).concat(Array.from(S.metricKeys)))).sort(natural);
+  if (xMetric() && list.indexOf(xMetric()) < 0) list.push(xMetric());
+  const sig = list.join('\n');
+  if (box.getAttribute('data-sig') === sig) return;
+  box.setAttribute('data-sig', sig);
+  box.replaceChildren.apply(box, list.map(k => h('option', { value: 'm:' + k, text: k })));
+  $('#xaxis').value = S.xaxis;
+}
+
 // --- 13.17 theme
 function currentTheme() { return document.documentElement.getAttribute('data-theme') || (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'); }
 function applyTheme(t) {
@@ -14776,9 +15979,11 @@ function bindControls() {
   $('#clip-outliers').addEventListener('change', e => { S.clipOutliers = e.target.checked; Charts.configure({ clipOutliers: S.clipOutliers }); writeHash(); });
   $('#xaxis').addEventListener('change', e => {
     S.xaxis = e.target.value;
+    showXAxis();
     resetAllZoom();   // also re-sends every series with the new x values
-    Charts.configure({ xFormat: S.xaxis }); writeHash();
+    Charts.configure({ xFormat: xFormat(), xLabel: xMetric() }); writeHash();
   });
+  bindGroups(); bindPvr(); bindViews();
   $('#columns-button').addEventListener('click', e => { e.stopPropagation(); openColumns(); });
   $('#diff-button').addEventListener('click', () => { const p = $('#diff-panel'); p.hidden = !p.hidden; renderDiff(); });
   $('#diff-close').addEventListener('click', () => { $('#diff-panel').hidden = true; });
@@ -14863,6 +16068,8 @@ window.expman = Object.freeze({
   chartPoints: key => { const c = cards.get(key); return c ? c.chart.points() : {}; },
   chartHover: (key, x) => { const c = cards.get(key); return c ? c.chart.hover(x) : []; },
   chartYLabels: key => { const c = cards.get(key); return c ? c.chart.yLabels() : []; },
+  chartXLabels: key => { const c = cards.get(key); return c ? c.chart.xLabels() : []; },
+  pvrPoints: () => pvrShown.slice(),
   chartBest: key => { const c = cards.get(key); return c ? c.chart.bestPoints() : []; },
   metricGoal: key => inferGoal(key),
   selected: () => S.selected.slice(),

@@ -14,7 +14,9 @@ expman-rs==1.3.0`` there), and is left out when that venv is missing. Probes:
   floats, ``perf_counter_ns`` around every call (timer cost subtracted), then ``close()``.
   Median, mean, p99, p99.9, the worst call and the five worst with their index in the loop
   (a stall right after init or at a fixed row count shows as an index), loop overhead per
-  step (loop minus the same loop without the call, run before init), close, and import/init.
+  step (loop minus the same loop without the call, run before init), close, and import/init;
+  and the floor: ``deque.append(dict(d))`` in a method, timed by the same loop before init
+  (the least a call that keeps the row can cost), with the call median as a multiple of it.
 * ``threads``: 4 threads x 25k rows into one run, every call timed: worst call and p99.
 * ``wide``: 20k steps of 50 metrics per row: median/mean/worst call, loop+close per step.
 * ``tiny``: a whole script -- import, init, 100 logs, close -- as a fresh process, wall time
@@ -54,6 +56,17 @@ def _tool(cfg):
     return expman, make, call, time.perf_counter() - t0
 
 
+class _Floor:
+    """The least a log call that keeps the row can do: copy the dict onto a deque."""
+
+    def __init__(self):
+        import collections
+        self.q = collections.deque()
+
+    def log_metrics(self, d, step=None):
+        self.q.append(dict(d))
+
+
 def probe_loop(cfg):
     n = cfg["n"]
     lat, elat = H.timing_arrays(n)
@@ -61,6 +74,9 @@ def probe_loop(cfg):
     far = time.perf_counter_ns() + 10 ** 15
     e_ns, _ = empty(n, far, None, elat)            # before init: the writer does not exist yet
     timer = H.percentile(sorted(elat), 50)
+    floor = H.make_loop("obj.log_metrics(d, step=i)", True)
+    floor(min(n, 100_000), far, _Floor(), elat)    # the floor, timed the same way
+    floor_ns = H.percentile(sorted(elat[:min(n, 100_000)]), 50) - timer
     _mod, make, call, import_s = _tool(cfg)
     tmp = tempfile.mkdtemp(prefix="probe-")
     t0 = time.perf_counter()
@@ -72,7 +88,7 @@ def probe_loop(cfg):
     run.close()
     close_s = time.perf_counter() - t1
     st = H.latency_stats(lat, done, timer)
-    H.emit({"import_s": import_s, "init_s": init_s, "close_s": close_s,
+    H.emit({"import_s": import_s, "init_s": init_s, "close_s": close_s, "floor_ns": floor_ns,
             "overhead_loop_us": (loop_ns - e_ns) / n / 1e3,
             "overhead_total_us": (loop_ns - e_ns + close_s * 1e9) / n / 1e3, **st})
 
@@ -250,7 +266,9 @@ def report(results, labels, bare, info):
                          H.fmt_ns(max(r["max_ns"] for r in rs))]
                 extra = []
                 if probe == "loop":
-                    extra = [f"loop {_med(rs, 'overhead_loop_us'):.2f} µs/step, +close "
+                    extra = [f"floor {H.fmt_ns(_med(rs, 'floor_ns'))} (median "
+                             f"{_med(rs, 'median_ns') / _med(rs, 'floor_ns'):.2f}x)",
+                             f"loop {_med(rs, 'overhead_loop_us'):.2f} µs/step, +close "
                              f"{_med(rs, 'overhead_total_us'):.2f}",
                              f"close {_med(rs, 'close_s') * 1e3:.0f} ms, init "
                              f"{_med(rs, 'init_s') * 1e3:.0f} ms, import "

@@ -41,7 +41,8 @@ def test_system_metrics_sample_cpu_and_memory_without_touching_steps(root):
     sys_rows = [i for i, v in enumerate(table["sys/rss_mb"]) if v is not None]
     assert len(sys_rows) >= 3, table.keys()   # 2.5 s at 0.1 s, minus the writer's start
     rss = [table["sys/rss_mb"][i] for i in sys_rows]
-    assert all(20 < r < 4000 for r in rss), rss
+    # in MB (KB or bytes would be > 4000); a run that never imports pyarrow is ~18 MB
+    assert all(5 < r < 4000 for r in rss), rss
     cpu = [table["sys/cpu_percent"][i] for i in sys_rows if table["sys/cpu_percent"][i]]
     assert cpu and max(cpu) > 5, cpu                # the loop above keeps a core busy
     assert all(0 <= table["sys/host_memory_percent"][i] <= 100 for i in sys_rows)

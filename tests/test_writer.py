@@ -577,15 +577,21 @@ def test_segments_dir_replaced_by_a_file_mid_run(root):
 def test_disk_full_for_a_while_loses_nothing(root, monkeypatch):
     exp = make(root, flush_interval_ms=20)
     store = exp._store
-    real_open_atomic = store.open_atomic
+    real_open_atomic, real_write_atomic = store.open_atomic, store.write_atomic
     full = threading.Event()
 
-    def open_atomic(path):
+    def open_atomic(path):   # files pyarrow writes: merges, compaction
         if full.is_set():
             raise OSError(errno.ENOSPC, "No space left on device", path)
         return real_open_atomic(path)
 
+    def write_atomic(path, data):   # the writer's own segments (plain Parquet bytes)
+        if full.is_set() and path.endswith(".parquet"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_write_atomic(path, data)
+
     monkeypatch.setattr(store, "open_atomic", open_atomic)
+    monkeypatch.setattr(store, "write_atomic", write_atomic)
     try:
         with pytest.warns(expman.ExpmanWarning) as rec:
             full.set()

@@ -1,0 +1,272 @@
+"""Group by, params vs results and x = another metric (issue 14), in a real browser: Debian
+Chromium through Playwright against a real Waitress server on port 0, as in test_dashboard.py.
+Each test checks what a person sees: a band's pixels in its group's colour, the group legend's
+text, a scatter point where its values put it, the runs the table shows after a brush, the
+x axis's tick labels.
+"""
+import pytest
+
+from _util import playwright_or_skip, start_server, stop_server
+
+import expman  # noqa: E402
+
+sync_api = playwright_or_skip()
+expect = sync_api.expect
+
+LRS = (0.001, 0.01, 0.1)
+BASE = {0.001: 0.0, 0.01: 4.0, 0.1: 8.0}          # each lr group's loss: BASE + seed, flat
+ACC = {0.001: 0.5, 0.01: 0.7, 0.1: 0.6}           # each run's last acc: ACC + 0.02 * seed
+
+
+def _name(lr, seed):
+    return f"lr{lr}_s{seed}"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("groups") / "experiments"
+    root.mkdir()
+    for lr in LRS:
+        for seed in range(3):
+            with expman.Experiment("sweep", base_dir=root, run_name=_name(lr, seed),
+                                   capture_git=False, config={"lr": lr, "seed": seed},
+                                   tags=["big" if lr > 0.005 else "small"]) as run:
+                for step in range(20):        # tokens from step 2 on: no x for steps 0, 1
+                    row = {"loss": BASE[lr] + seed}
+                    if step >= 2:
+                        row["tokens"] = 1000.0 * step + 500
+                    run.log_metrics(row, step=step)
+                run.log_metrics({"acc": ACC[lr] + 0.02 * seed}, step=19)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(data_root):
+    srv, thread = start_server(data_root)
+    yield srv
+    stop_server(srv, thread)
+
+
+ALL = ",".join(f"sweep/{_name(lr, s)}" for lr in LRS for s in range(3))
+
+
+def open_page(ui, fragment):
+    ui.page.goto(ui.url + "/" + fragment)
+    expect(ui.page.locator("#runs-table tbody tr[data-run]").first).to_be_visible()
+    return ui.page
+
+
+@pytest.fixture
+def page(ui, server):
+    ui.url = server.url
+    return ui
+
+
+# The colour a person sees at a chart's pixel for a value: the canvas over the card's background.
+SEEN_AT = """([key, frac, value]) => {
+  const card = Array.from(document.querySelectorAll('#charts [data-key]')).find(e => e.dataset.key === key);
+  const c = card.querySelector('canvas.plot'), dpr = devicePixelRatio;
+  const labels = window.expman.chartYLabels(key).map(l => [Number(l.text), l.y]);
+  const [v0, y0] = labels[0], [v1, y1] = labels[labels.length - 1];
+  const y = y0 + (value - v0) * (y1 - y0) / (v1 - v0);
+  const p = c.getContext('2d').getImageData(Math.round(c.width * frac), Math.round(y * dpr), 1, 1).data;
+  const bg = getComputedStyle(card).backgroundColor.match(/\\d+/g).map(Number);
+  const a = p[3] / 255;
+  return [0, 1, 2].map(i => p[i] * a + bg[i] * (1 - a));
+}"""
+
+
+def _rgb(css):
+    return [int(v) for v in css[css.index("(") + 1:css.index(")")].split(",")[:3]]
+
+
+def _near(seen, want, tolerance):
+    return sum(abs(a - b) for a, b in zip(seen, want)) <= tolerance
+
+
+def test_group_by_param_draws_one_band_per_value_with_a_legend(page):
+    # two groups first, then a third that sorts before them: colours move, the bands follow
+    two = ",".join(f"sweep/{_name(lr, s)}" for lr in LRS[1:] for s in range(3))
+    p = open_page(page, f"#exp=sweep&runs={two}&group=p:lr")
+    chips = p.locator("#group-legend .chip")
+    expect(chips).to_have_count(2)
+    p.wait_for_function("() => Object.keys(window.expman.chartPoints('loss')).length == 2")
+    p.evaluate("h => { location.hash = h; }", f"#exp=sweep&runs={ALL}&group=p:lr")
+    expect(chips).to_have_count(3)
+    expect(p.locator("#legend")).to_be_hidden()
+    expect(p.locator("#group-legend")).to_contain_text("Grouped by lr:")
+    for i, lr in enumerate(LRS):
+        expect(chips.nth(i).locator(".chip-label")).to_have_text(str(lr))
+        expect(chips.nth(i).locator(".count")).to_have_text("3 runs")
+    p.wait_for_function("() => Object.keys(window.expman.chartPoints('loss')).length == 3")
+    assert sorted(p.evaluate("() => Object.keys(window.expman.chartPoints('loss'))")) == \
+        [f"grp:{lr}" for lr in LRS]
+    assert p.evaluate("() => window.expman.selected().length") == 9
+    bg = p.evaluate("() => getComputedStyle(document.querySelector('.chart')).backgroundColor")
+    bg = _rgb(bg)
+    # full screen: about 75 px per unit of loss, so a pixel a tenth inside a band is well inside
+    p.locator("#charts [data-key='loss'] [data-tool=full]").click()
+    p.wait_for_function("() => Math.max(...window.expman.chartYLabels('loss').map(l => l.y)) > 500")
+    for i, lr in enumerate(LRS):
+        colour = _rgb(chips.nth(i).locator("i").evaluate("e => getComputedStyle(e).backgroundColor"))
+        # min/max band: BASE .. BASE + 2 around the mean BASE + 1, filled at alpha 0.24
+        seen = p.evaluate(SEEN_AT, ["loss", 0.6, BASE[lr] + 0.09])
+        want = [0.24 * c + 0.76 * b for c, b in zip(colour, bg)]
+        assert _near(seen, want, 30), (lr, seen, want, colour)
+        outside = p.evaluate(SEEN_AT, ["loss", 0.6, BASE[lr] - 0.9])
+        assert _near(outside, bg, 12), (lr, outside, bg)
+    # +-1 std: sqrt(2/3) = 0.82 either side of the mean, so BASE + 0.09 is outside now
+    p.locator("#group-band").select_option("std")
+    p.wait_for_function("() => location.hash.indexOf('gband=std') >= 0")
+    for i, lr in enumerate(LRS):
+        p.wait_for_function(
+            "a => { const s = (" + SEEN_AT + ")(a), b = a[3]; "
+            "return Math.abs(s[0] - b[0]) + Math.abs(s[1] - b[1]) + Math.abs(s[2] - b[2]) <= 12; }",
+            arg=["loss", 0.6, BASE[lr] + 0.09, bg])
+        colour = _rgb(chips.nth(i).locator("i").evaluate("e => getComputedStyle(e).backgroundColor"))
+        seen = p.evaluate(SEEN_AT, ["loss", 0.6, BASE[lr] + 0.4])
+        assert _near(seen, [0.24 * c + 0.76 * b for c, b in zip(colour, bg)], 30), (lr, seen)
+    # a click on a group hides it; grouping off brings the run legend back
+    p.keyboard.press("Escape")
+    chips.nth(0).click()
+    expect(chips.nth(0)).to_have_class("chip off")
+    p.wait_for_function("() => !('grp:0.001' in window.expman.chartPoints('loss'))")
+    p.locator("#group-by").select_option("")
+    expect(p.locator("#group-legend")).to_be_hidden()
+    expect(p.locator("#legend .chip")).to_have_count(9)
+
+
+def test_group_by_tags_and_the_setting_survives_a_reload(page):
+    p = open_page(page, f"#exp=sweep&runs={ALL}")
+    p.locator("#group-by").select_option("tags")
+    chips = p.locator("#group-legend .chip")
+    expect(chips).to_have_count(2)
+    expect(chips.nth(0).locator(".chip-label")).to_have_text("big")
+    expect(chips.nth(0).locator(".count")).to_have_text("6 runs")
+    expect(chips.nth(1).locator(".chip-label")).to_have_text("small")
+    expect(chips.nth(1).locator(".count")).to_have_text("3 runs")
+    p.wait_for_function("() => location.hash.indexOf('group=tags') >= 0")
+    p.reload()
+    expect(p.locator("#group-legend .chip")).to_have_count(2)
+    expect(p.locator("#group-by")).to_have_value("tags")
+    p.wait_for_function("() => Object.keys(window.expman.chartPoints('loss')).sort().join() == "
+                        "'grp:big,grp:small'")
+
+
+def test_x_axis_can_be_another_metric(page):
+    p = open_page(page, f"#exp=sweep&runs=sweep/{_name(0.01, 0)}")
+    p.wait_for_function("() => (window.expman.chartPoints('loss')['sweep/lr0.01_s0'] || 0) == 20")
+    p.locator("#xaxis").select_option("m:tokens")
+    card = p.locator("#charts [data-key='loss']")
+    expect(card.locator("[data-testid=x-label]")).to_have_text("vs tokens")
+    p.wait_for_function("() => location.hash.indexOf('x=m:tokens') >= 0")
+    # tokens run 2,500 .. 19,500: the tick labels are token counts, not steps (0 .. 19)
+    p.wait_for_function("() => window.expman.chartXLabels('loss').some(l => Number(l.text) >= 5000)")
+    labels = p.evaluate("() => window.expman.chartXLabels('loss')")
+    values = [float(label["text"]) for label in labels]
+    assert values == sorted(values) and values[0] >= 2500 and values[-1] <= 19500, values
+    assert all(v % 1000 == 0 for v in values), values       # round ticks on a linear axis
+    # the hover reads the point at a token count
+    hit = p.evaluate("() => window.expman.chartHover('loss', 10500)")
+    assert hit and hit[0]["x"] == 10500 and hit[0]["value"] == 4.0, hit
+    tip = p.locator("[data-testid=chart-tooltip]")
+    expect(tip).to_contain_text("tokens 10500")
+    p.reload()
+    expect(p.locator("#xaxis")).to_have_value("m:tokens")
+    expect(p.locator("#charts [data-key='loss'] [data-testid=x-label]")).to_have_text("vs tokens")
+
+
+def _points(p):
+    return {pt["run"]: pt for pt in p.evaluate("() => window.expman.pvrPoints()")}
+
+
+def test_scatter_puts_points_at_their_values_and_a_brush_filters_the_table(page):
+    p = open_page(page, "#exp=sweep&runs=&pvr=scatter,p%253Alr,m%253Aacc")
+    expect(p.locator("#pvr-body")).to_be_visible()
+    expect(p.locator("#pvr-x")).to_have_value("p:lr")
+    expect(p.locator("#pvr-y")).to_have_value("m:acc")
+    p.wait_for_function("() => window.expman.pvrPoints().length == 9")
+    pts = _points(p)
+    width = p.locator("#pvr-canvas").evaluate("c => c.clientWidth")
+    # lr spans two decades: a log axis, 0.01 in the middle of the plot (64 px left, 16 right)
+    for seed in range(3):
+        assert abs(pts[_name(0.01, seed)]["x"] - (64 + (width - 80) / 2)) < 0.6
+        assert pts[_name(0.001, seed)]["x"] == pytest.approx(pts[_name(0.001, 0)]["x"])
+    step = pts[_name(0.01, 0)]["x"] - pts[_name(0.001, 0)]["x"]
+    assert pts[_name(0.1, 0)]["x"] - pts[_name(0.01, 0)]["x"] == pytest.approx(step, abs=0.5)
+    # y is linear in acc: every run sits on one line through (acc, y)
+    a, b = pts[_name(0.001, 0)], pts[_name(0.01, 2)]
+    per = (b["y"] - a["y"]) / ((ACC[0.01] + 0.04) - ACC[0.001])
+    assert per < 0                                    # higher acc is higher on screen
+    for lr in LRS:
+        for seed in range(3):
+            want = a["y"] + per * (ACC[lr] + 0.02 * seed - ACC[0.001])
+            assert pts[_name(lr, seed)]["y"] == pytest.approx(want, abs=0.6)
+    # and each point is drawn: its pixel has the accent colour
+    accent = p.evaluate("() => getComputedStyle(document.documentElement).getPropertyValue('--accent')")
+    colour = [int(accent.strip()[i:i + 2], 16) for i in (1, 3, 5)]
+    for pt in pts.values():
+        px = p.evaluate("([x, y]) => { const c = document.querySelector('#pvr-canvas'), d = devicePixelRatio;"
+                        " return Array.from(c.getContext('2d').getImageData(Math.round(x * d), Math.round(y * d), 1, 1).data); }",
+                        [pt["x"], pt["y"]])
+        assert px[3] > 200 and _near(px[:3], colour, 40), (pt, px, colour)
+    # brush a box around the lr=0.01 column: the filter holds its ranges, the table its 3 runs
+    box = p.locator("#pvr-canvas").bounding_box()
+    x0 = box["x"] + (pts[_name(0.001, 0)]["x"] + pts[_name(0.01, 0)]["x"]) / 2
+    x1 = box["x"] + (pts[_name(0.01, 0)]["x"] + pts[_name(0.1, 0)]["x"]) / 2
+    y0, y1 = box["y"] + 14, box["y"] + box["height"] - 44
+    p.mouse.move(x0, y0)
+    p.mouse.down()
+    p.mouse.move((x0 + x1) / 2, (y0 + y1) / 2)
+    p.mouse.move(x1, y1)
+    p.mouse.up()
+    text = p.locator("#filter").input_value()
+    terms = text.split(" ")          # side by side: AND, for the page's filter and the server's
+    assert [t.split(">=")[0].split("<=")[0] for t in terms] == ["lr", "lr", "acc", "acc"], text
+    lo, hi = float(terms[0].split(">=")[1]), float(terms[1].split("<=")[1])
+    assert 0.001 < lo < 0.01 < hi < 0.1, text
+    rows = p.locator("#runs-table tbody tr[data-run]")
+    expect(rows).to_have_count(3)
+    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.run)")) == \
+        [_name(0.01, s) for s in range(3)]
+    # the points outside the brush stay on the plot, faint: the axes do not move under the pointer
+    p.wait_for_function("() => window.expman.pvrPoints().filter(p => p.matched).length == 3")
+    assert len(_points(p)) == 9
+    p.locator("#pvr-clear").click()
+    expect(p.locator("#filter")).to_have_value("")
+    expect(rows).to_have_count(9)
+
+
+def test_parallel_coordinates_brush_an_axis(page):
+    p = open_page(page, "#exp=sweep&pvr=parallel,,m%253Aacc")
+    p.wait_for_function("() => window.expman.pvrPoints().length == 9")
+    pts = _points(p)
+    # axes: lr (log), seed, acc; every run's line ends on the acc axis at its acc
+    ys = {n: pt["ys"] for n, pt in pts.items()}
+    assert ys[_name(0.1, 0)][0] < ys[_name(0.01, 0)][0] < ys[_name(0.001, 0)][0]
+    assert ys[_name(0.01, 2)][2] < ys[_name(0.01, 0)][2]
+    width = p.locator("#pvr-canvas").evaluate("c => c.clientWidth")
+    box = p.locator("#pvr-canvas").bounding_box()
+    seed_x = box["x"] + 56 + (width - 112) / 2          # the middle of three axes
+    top = box["y"] + ys[_name(0.01, 2)][1] - 6          # seed 2 is highest on its axis
+    bottom = box["y"] + ys[_name(0.01, 1)][1] + 6
+    p.mouse.move(seed_x, top)
+    p.mouse.down()
+    p.mouse.move(seed_x, bottom)
+    p.mouse.up()
+    text = p.locator("#filter").input_value()
+    assert text.startswith("seed>=") and " seed<=" in text and "AND" not in text, text
+    lo, hi = float(text.split("seed>=")[1].split(" ")[0]), float(text.split("seed<=")[1])
+    assert 0 < lo < 1 and 2 < hi < 3, text
+    rows = p.locator("#runs-table tbody tr[data-run]")
+    expect(rows).to_have_count(6)
+    p.locator("#pvr-clear").click()
+    expect(rows).to_have_count(9)
+    # a click on a line where it crosses an axis selects its run
+    p.wait_for_function("() => window.expman.pvrPoints().length == 9")
+    key = f"sweep/{_name(0.001, 0)}"                    # the oldest run: not auto-selected
+    assert key not in p.evaluate("() => window.expman.selected()")
+    target = _points(p)[_name(0.001, 0)]
+    p.mouse.click(box["x"] + target["x"], box["y"] + target["ys"][2])
+    p.wait_for_function("r => window.expman.selected().indexOf(r) >= 0", arg=key)
+    expect(p.locator(f"#legend .chip[data-run-key='{key}']")).to_have_count(1)
