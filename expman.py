@@ -15163,8 +15163,11 @@ function upsertRow(row, isNew) {
 // a run folder deleted (expman clean, rm -r): out of the table and the experiment counts
 function dropRow(exp, name) {
   if (typeof exp !== 'string' || typeof name !== 'string') return;
-  known.delete(exp + '/' + name);
+  const k = exp + '/' + name;
+  known.delete(k);
   if (exp === S.exp && S.rows.delete(name)) scheduleTable();
+  // a stream naming a run that is gone is refused: reopen it without the run
+  if (S.selectedSet.has(k)) setSelection(S.selected.filter(x => x !== k), false);
   refreshExperimentsSoon();
 }
 

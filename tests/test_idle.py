@@ -230,10 +230,15 @@ def test_page_drops_a_deleted_run(root, serve, ui):
     make_run(root, run="keep")
     gone = make_run(root, run="gone")
     server = serve()
-    page = open_page(ui, server, "#exp=sweep")
+    page = open_page(ui, server, "#exp=sweep&runs=sweep/keep,sweep/gone")
+    wait_for(lambda: "sweep/gone" in page.evaluate("location.hash"), message="not selected")
     expect(page.locator("tr[data-run='gone']")).to_be_visible()
     expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
     wait_for(lambda: watch(Client(server.url))["scans"] >= 2, message="watcher never scanned")
     shutil.rmtree(gone)
     expect(page.locator("tr[data-run='gone']")).to_have_count(0)
     expect(page.locator("tr[data-run='keep']")).to_be_visible()
+    # the gone run left the selection too: the stream reopened without it, still live
+    wait_for(lambda: "sweep/gone" not in page.evaluate("location.hash"),
+             message="still selected")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
