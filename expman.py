@@ -21,7 +21,8 @@ Where things are (``grep -n '^# [0-9]\\|^# --\\|^// --- [0-9]' expman.py`` print
     2 Constants & environment  every EXPMAN_* variable and every limit
     3 Errors                   ExpmanError, InvalidInputError, ExpmanWarning
     4 Small utilities          names, time, JSON, _Progress, PNG encoding
-    5 Storage layout           the folder drawing, stores (local, s3://), 5.1 _SegmentLog
+    5 Storage layout           the folder drawing, stores (local, s3://), 5.1 _SegmentLog,
+                               5.2 chart summaries
     6 Data model               statuses, metric values, 6.1 metric goals, 6.2 media items
     7 Writer engine            _Writer: the thread a log call's row goes to, flushes, close
     8 Public logging API       8.2 Experiment (log_metrics...), 8.3 exit hooks, 8.5 shortcuts
@@ -760,6 +761,7 @@ def _image_size(data, ext):
 #           │   ├── seg-000000000000-000000004096.parquet   rows [0, 4096)
 #           │   └── seg-000000004096-000000004211.parquet   rows [4096, 4211)
 #           ├── metrics.parquet         once the run is closed: every row, one file
+#           ├── metrics.summary.parquet chart summary of metrics.parquet (section 5.2)
 #           ├── media/                  log_image/log_figure/log_audio/log_video/log_text
 #           │   ├── index.jsonl         one JSON line per item, appended once per flush
 #           │   └── <tag>/<step>-<seq>.<ext>    one file per image/audio/video item
@@ -776,6 +778,11 @@ def _image_size(data, ext):
 # which wins once the segments no longer tile from row 0. Every file records the rows it holds
 # in its schema metadata ("expman.rows": "start end"), so compaction (at close, or
 # `reap --compact` after a crash) decides from ranges and is safe to kill and rerun: _SegmentLog.
+#
+# The chart summary is a cache too: per key, for buckets of 2^k rows (k = 8, 9, ...), the
+# first, last, min, max and first NaN with their row, step and time, so a chart of a 100M-row
+# run reads a few thousand summary rows (section 5.2). It names the metrics.parquet it was
+# made from (rows and bytes); a missing, stale or unreadable one means the exact rows are read.
 #
 # The catalog is a cache, never the truth: a listing reads it instead of every closed run's
 # run.yaml and config.yaml, and rebuilds any row it cannot trust (no row, run.yaml changed
@@ -797,6 +804,10 @@ HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
 CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catalog" in section 9
 CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
+SUMMARY_FILE = "metrics.summary.parquet"  # chart summary of metrics.parquet (section 5.2)
+SUMMARY_MIN_LEVEL = 8                   # finest summary buckets: 2^8 rows (exact reads below)
+SUMMARY_MIN_ROWS = 1 << 16              # smaller runs get no summary: their rows are cheap
+SUMMARY_BUDGET = 1 << 18                # finest-level records held while building one
 VIEWS_DIR = ".views"                    # <experiment>/.views/<name>.json: the page's saved views
 VIEW_MAX_BYTES = 16_384                 # one view: a URL hash and its name
 VIEW_NAME_RULE = ("a view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts "
@@ -1265,8 +1276,11 @@ class _SegmentLog:
     close, again by reap after a crash, and knows the final file's row range.
     """
 
-    def __init__(self, store, run_path, folder, final, warn=None, made=False, foreign=None):
+    def __init__(self, store, run_path, folder, final, warn=None, made=False, foreign=None,
+                 summary=None):
         self.store = store
+        # the chart summary written beside the final file at compaction (metrics only)
+        self.summary = store.join(run_path, summary) if summary else None
         self.run_path = run_path
         self.foreign = foreign     # files(store, run_path) of another tool's layout, or None
         self.folder = folder
@@ -1280,6 +1294,7 @@ class _SegmentLog:
     def metrics(cls, store, run_path, **kwargs):
         # a run with none of our files may be one expman-rs wrote (see section 9)
         kwargs.setdefault("foreign", _expman_rs_metric_files)
+        kwargs.setdefault("summary", SUMMARY_FILE)
         return cls(store, run_path, SEGMENTS_DIR, METRICS_FILE, **kwargs)
 
     @classmethod
@@ -1432,6 +1447,7 @@ class _SegmentLog:
         if have is not None:
             start, end = have
             if end is None or all(e <= end for _s, e, _n in chosen):
+                self._summarize(missing_only=True)  # a compaction killed before its summary
                 self._delete_segments(names)  # the final file already holds every row
                 return 0
             # rows past the final file (not written by expman today, but never lose them)
@@ -1464,8 +1480,24 @@ class _SegmentLog:
             self.store.rename(path, self.final)
         else:
             self._write_file(self.final, sources, (first, last))
+        self._summarize()  # before the segments go: a crash here leaves a run reap finishes
         self._delete_segments(names)
         return used
+
+    def _summarize(self, missing_only=False):
+        """Write the chart summary of the final file (section 5.2). A summary is a cache: one
+        that fails is reported and left out (charts then read the exact rows), never a reason
+        for a close to fail."""
+        if self.summary is None:
+            return
+        try:
+            if missing_only and _open_summary(self.store, self.final, self.summary):
+                return
+            _write_summary(self.store, self.final, self.summary)
+        except Exception as exc:  # noqa: BLE001
+            self.warn(f"summary:{self.summary}",
+                      f"expman: could not write the chart summary "
+                      f"{self.store.display(self.summary)} ({exc}); charts read the rows")
 
     def rename_single(self, max_rows):
         """Close of a short run: the one segment this log wrote (at most max_rows rows, from
@@ -1543,6 +1575,385 @@ def _unify_schemas(schemas):
         if not any(schema.equals(u) for u in unique):
             unique.append(schema)
     return unique[0] if len(unique) == 1 else pa.unify_schemas(unique)
+
+
+# -- 5.2 chart summaries: first/last/min/max per 2^k rows, written when a run compacts -------------
+#
+# A chart of N points needs, per bucket of rows, the first, last, min and max point (M4) and the
+# first NaN (where the line breaks). Buckets are aligned blocks of table rows: bucket b of level
+# k holds rows [b*2^k, (b+1)*2^k), so two buckets of level k make one of level k+1 and a bucket
+# read from the summary is the bucket computed from the rows: _m4_combine is the one function
+# both use (the server's exact path too), so a chart is the same with or without a summary.
+# metrics.summary.parquet has one row per (key, level, bucket) holding at least one value:
+#
+#   key string, level int8, bucket int64, count int64         values of key in the bucket
+#   first_row, last_row int64                                 their first and last table row
+#   step_min, step_max int64                                  the steps they span (zoom ranges)
+#   first_step, first_time, first_value, last_...             the first and last point
+#   min_row, min_step, min_time, min_value, max_...           first point with the min / max
+#                                                             (NaN skipped; null: only NaN)
+#   nan_row, nan_step, nan_time                               first NaN (null: none)
+#
+# sorted by key, level and bucket, levels k0 (SUMMARY_MIN_LEVEL, higher for very big runs, so
+# that building it holds at most SUMMARY_BUDGET records) up to the level where each key is one
+# bucket. Its schema metadata "expman.summary" is {"version", "rows", "bytes", "min_level",
+# "top_level"}: rows and bytes of the metrics.parquet it was made from; a reader finding
+# another file there ignores the summary (stale), as it does a missing or unreadable one.
+
+_SUMMARY_META = b"expman.summary"
+_SUMMARY_GROUP = 4096             # summary records per row group (pruned by their statistics)
+_SUMMARY_MAX_PARTIAL = 64         # zoom-range edge buckets read exactly before giving up
+_M4_FIELDS = ("bucket", "count", "first_row", "last_row", "step_min", "step_max",
+              "first_step", "first_time", "first_value", "last_step", "last_time", "last_value",
+              "min_row", "min_step", "min_time", "min_value", "max_row", "max_step", "max_time",
+              "max_value", "nan_row", "nan_step", "nan_time")
+
+
+def _m4_rows(rows, steps, times, values):
+    """Level-0 records, one per value: rows are the values' table rows (int64), steps int64,
+    times timestamps, values float64 without nulls (NaN and inf welcome)."""
+    rows, steps, times, values = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+                                  for a in (rows, steps, times, values))
+    n = len(rows)
+    i64_null = _lit(pa.int64(), None)
+    ones = _buffer_array(pa.int64(), array.array("q", [1]) * n)
+    nan = pc.is_nan(values)
+    if not pc.any(nan).as_py():
+        num, num_rows, num_steps, num_times = values, rows, steps, times
+        nan_rows, nan_steps, nan_times = (pa.nulls(n, pa.int64()), pa.nulls(n, pa.int64()),
+                                          pa.nulls(n, times.type))
+    else:
+        time_null = _lit(times.type, None)
+        num = pc.if_else(nan, _lit(pa.float64(), None), values)
+        num_rows = pc.if_else(nan, i64_null, rows)
+        num_steps = pc.if_else(nan, i64_null, steps)
+        num_times = pc.if_else(nan, time_null, times)
+        nan_rows = pc.if_else(nan, rows, i64_null)
+        nan_steps = pc.if_else(nan, steps, i64_null)
+        nan_times = pc.if_else(nan, times, time_null)
+    cols = [rows, ones, rows, rows, steps, steps, steps, times, values, steps, times, values,
+            num_rows, num_steps, num_times, num, num_rows, num_steps, num_times, num,
+            nan_rows, nan_steps, nan_times]
+    return pa.Table.from_arrays(cols, names=_M4_FIELDS)
+
+
+def _lit(arrow_type, value):
+    """An Arrow scalar made from a buffer: pa.scalar() and pa.array() of Python values import
+    pandas on first use (see _buffer_array), and summaries are built on the writer thread."""
+    if value is None:
+        return pa.nulls(1, arrow_type)[0]
+    if pa.types.is_string(arrow_type):
+        data = value.encode("utf-8", "surrogatepass")
+        return pa.Array.from_buffers(arrow_type, 1, [None, pa.py_buffer(array.array(
+            "i", [0, len(data)])), pa.py_buffer(data)])[0]
+    code = "d" if pa.types.is_floating(arrow_type) else "b" if arrow_type == pa.int8() else "q"
+    return _buffer_array(arrow_type, array.array(code, [value]))[0]
+
+
+def _i64s(values):
+    return _buffer_array(pa.int64(), array.array("q", values))
+
+
+def _bools(n, value):
+    """n times value, as a boolean array (no Python values converted)."""
+    nulls = pa.nulls(n, pa.int8())
+    return pc.is_null(nulls) if value else pc.is_valid(nulls)
+
+
+def _arange(start, n):
+    """int64 [start, start + n) without a Python loop."""
+    ones = _buffer_array(pa.int64(), array.array("q", [1]) * n)
+    return pc.add(pc.cumulative_sum(ones), _lit(pa.int64(), start - 1))
+
+
+def _m4_combine(rec, shift):
+    """Records (sorted by bucket) -> records of buckets `bucket >> shift`: per new bucket, the
+    first record's first point, the last's last point, the first record holding the min (max,
+    first NaN) for those. shift 0 merges the pieces of one bucket (from two batches or files).
+
+    Per-bucket extremes come from stable sorts by (bucket, value), nulls last: each bucket
+    keeps its block of positions, and its first position then holds the first record with
+    the extreme. (group_by would do, but imports pyarrow.dataset and with it pandas, on the
+    writer thread, possibly during interpreter exit.)"""
+    rec = rec.combine_chunks()
+    n = rec.num_rows
+    if not n:
+        return rec
+    bucket = rec.column("bucket")
+    if shift >= 62:  # rows are below 2^62; a shift past the width is undefined in Arrow
+        bucket = pc.multiply(bucket, _lit(pa.int64(), 0))
+    elif shift:
+        bucket = pc.shift_right(bucket, _lit(pa.int64(), shift))
+    bucket = bucket.combine_chunks() if isinstance(bucket, pa.ChunkedArray) else bucket
+    if n > 1:
+        change = pc.not_equal(bucket.slice(1), bucket.slice(0, n - 1))
+        one = _lit(pa.int64(), 1)
+        starts = pa.concat_arrays([_i64s([0]),
+                                   pc.add(pc.indices_nonzero(change).cast(pa.int64()), one)])
+        ends = pa.concat_arrays([pc.subtract(starts.slice(1), one), _i64s([n - 1])])
+    else:
+        starts = ends = _i64s([0])
+    col = rec.column
+    counts = pc.cumulative_sum(col("count"))
+    count = pc.add(pc.subtract(pc.take(counts, ends), pc.take(counts, starts)),
+                   pc.take(col("count"), starts))
+
+    def first_with(name, order):
+        if n == 1:
+            return starts
+        by = pa.Table.from_arrays([bucket, col(name)], names=["b", "v"])
+        return pc.take(pc.sort_indices(by, sort_keys=[("b", "ascending"), ("v", order)]),
+                       starts)
+
+    def first_valid(name):  # first record with name set: no sort needed
+        idx = pc.indices_nonzero(pc.is_valid(col(name))).cast(pa.int64())
+        m = len(idx)
+        if m == n:
+            return starts
+        if not m:
+            return pa.nulls(len(starts), pa.int64())
+        owner = pc.take(bucket, idx)
+        firsts = pa.concat_arrays([_bools(1, True), pc.not_equal(owner.slice(1),
+                                                                 owner.slice(0, m - 1))])
+        sel, owners = pc.filter(idx, firsts), pc.filter(owner, firsts)
+        return pc.take(sel, pc.index_in(pc.take(bucket, starts), owners))
+
+    take = pc.take
+    smin, smax = col("step_min"), col("step_max")
+    if n > 1 and not smin.null_count and not smax.null_count and pc.all(pc.less_equal(
+            smax.slice(0, n - 1), smin.slice(1))).as_py():
+        steps = [take(smin, starts), take(smax, ends)]  # steps in order (the usual case)
+    else:
+        steps = [take(smin, first_with("step_min", "ascending")),
+                 take(smax, first_with("step_max", "descending"))]
+    cols = [take(bucket, starts), count, take(col("first_row"), starts),
+            take(col("last_row"), ends)] + steps
+    cols += [take(col(f), starts) for f in ("first_step", "first_time", "first_value")]
+    cols += [take(col(f), ends) for f in ("last_step", "last_time", "last_value")]
+    for pre, order in (("min_", "ascending"), ("max_", "descending")):
+        at = first_with(pre + "value", order)
+        cols += [take(col(pre + f), at) for f in ("row", "step", "time", "value")]
+    at = first_valid("nan_row")
+    cols += [take(col(f), at) for f in ("nan_row", "nan_step", "nan_time")]
+    return pa.Table.from_arrays(cols, names=_M4_FIELDS)
+
+
+def _m4_level(first, last, max_points):
+    """The bucket level for a chart of at most max_points points of the values in table rows
+    [first, last]: the finest whose buckets there number at most max_points/4 (4 points
+    each). That is more than max_points/8 buckets: up to half the x resolution of buckets cut
+    to measure, the price of buckets that a summary can hold ready."""
+    most, level = max(1, max_points // 4), 0
+    while (last >> level) - (first >> level) + 1 > most:
+        level += 1
+    return level
+
+
+def _m4_points(rec):
+    """The points records keep, (row, step, time, value) columns in row order, each once."""
+    parts = []
+    for pre in ("first_", "last_", "min_", "max_", "nan_"):
+        value = rec.column(pre + "value") if pre != "nan_" else pc.if_else(
+            pc.is_valid(rec.column("nan_row")), _lit(pa.float64(), math.nan),
+            _lit(pa.float64(), None))
+        parts.append(pa.Table.from_arrays(
+            [rec.column(pre + "row"), rec.column(pre + "step"), rec.column(pre + "time"), value],
+            names=["row", "step", "time", "value"]))
+    table = pa.concat_tables(parts).combine_chunks()
+    table = table.filter(pc.is_valid(table.column("row")))
+    table = table.take(pc.sort_indices(table.column("row")))
+    rows = table.column("row").combine_chunks()
+    if len(rows) > 1:
+        keep = pa.concat_arrays([_bools(1, True), pc.not_equal(rows.slice(1),
+                                                                rows.slice(0, len(rows) - 1))])
+        table = table.filter(keep)
+    return table
+
+
+def _m4_batch(batch, key, at, lo=None, hi=None, row_lo=None, row_hi=None):
+    """Level-0 records of key's values in a batch whose first row is table row `at`, kept to
+    steps [lo, hi] and rows [row_lo, row_hi) where given. None when the batch has none."""
+    values = batch.column(key)
+    if not pa.types.is_float64(values.type):
+        values = values.cast(pa.float64())
+    mask = pc.is_valid(values) if values.null_count else None
+    steps = batch.column("step")
+    for bound, test in ((lo, pc.greater_equal), (hi, pc.less_equal)):
+        if bound is not None:
+            m = pc.fill_null(test(steps, _lit(pa.int64(), bound)), _bools(1, False)[0])
+            mask = m if mask is None else pc.and_(mask, m)
+    n = batch.num_rows
+    a, b = max(0, (row_lo or 0) - at), n if row_hi is None else min(n, row_hi - at)
+    if b <= a:
+        return None
+    if (a, b) != (0, n):
+        inside = pa.concat_arrays([_bools(a, False), _bools(b - a, True), _bools(n - b, False)])
+        mask = inside if mask is None else pc.and_(mask, inside)
+    times = batch.column("timestamp") if "timestamp" in batch.schema.names else pa.nulls(
+        n, pa.timestamp("us", tz="UTC"))
+    if times.type != pa.timestamp("us", tz="UTC"):
+        times = times.cast(pa.timestamp("us", tz="UTC"))
+    if mask is None:
+        rows = _arange(at, n)
+    else:
+        rows = pc.add(pc.indices_nonzero(mask).cast(pa.int64()), _lit(pa.int64(), at))
+        steps, times, values = (pc.filter(x, mask) for x in (steps, times, values))
+    if not len(rows):
+        return None
+    return _m4_rows(rows, steps.cast(pa.int64()), times, values)
+
+
+def _summary_keys(schema):
+    """The columns of a metrics file a summary covers: every numeric non-reserved column."""
+    return sorted(f.name for f in schema if f.name not in RESERVED_COLUMNS and (
+        pa.types.is_floating(f.type) or pa.types.is_integer(f.type)))
+
+
+def _write_summary(store, final, out):
+    """Build the chart summary of a closed run's metrics.parquet (one streaming pass, memory
+    bounded by SUMMARY_BUDGET records and one batch) and write it whole at `out`. Returns
+    whether one was written (runs under SUMMARY_MIN_ROWS rows get none)."""
+    st = store.stat(final)
+    pf = store.parquet_file(final)
+    n = pf.metadata.num_rows
+    keys = _summary_keys(pf.schema_arrow)
+    if st is None or n < SUMMARY_MIN_ROWS or not keys:
+        return False
+    k0 = SUMMARY_MIN_LEVEL
+    while (n * len(keys)) >> k0 > SUMMARY_BUDGET:
+        k0 += 1
+    top = max(k0, (n - 1).bit_length())
+    cols = ["step"] + (["timestamp"] if "timestamp" in pf.schema_arrow.names else []) + keys
+    parts, at = {key: [] for key in keys}, 0
+    step = max(1 << 12, min(1 << 20, _CELL_BUDGET // len(cols)))
+    for batch in pf.iter_batches(step, columns=cols, use_threads=False):
+        for key in keys:
+            raw = _m4_batch(batch, key, at)
+            if raw is not None:
+                parts[key].append(_m4_combine(raw, k0))
+        at += batch.num_rows
+    del pf
+    tables = []
+    for key in keys:
+        if not parts[key]:
+            continue
+        level = _m4_combine(pa.concat_tables(parts.pop(key)), 0)
+        for k in range(k0, top + 1):
+            tables.append(level.add_column(0, "level", pa.repeat(_lit(pa.int8(), k),
+                                                                  level.num_rows))
+                          .add_column(0, "key", pa.repeat(_lit(pa.string(), key),
+                                                          level.num_rows)))
+            if k < top:
+                level = _m4_combine(level, 1)
+    if not tables:
+        return False
+    table = pa.concat_tables(tables)
+    meta = {"version": 1, "rows": n, "bytes": st[0], "min_level": k0, "top_level": top}
+    table = table.replace_schema_metadata({_SUMMARY_META: json.dumps(meta).encode()})
+    with store.open_atomic(out) as sink:
+        pq.write_table(table, sink, row_group_size=_SUMMARY_GROUP, compression="snappy")
+    return True
+
+
+class _Summary:
+    """An open chart summary that matches its metrics.parquet: levels, and per row group the
+    (key, level, bucket, step) ranges its statistics give, to read only the groups asked."""
+
+    def __init__(self, store, path, meta, groups):
+        self.store, self.path = store, path
+        self.k0, self.top = meta["min_level"], meta["top_level"]
+        self.groups = groups
+
+    def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
+        """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket."""
+        picks = []
+        for i, (keys, levels, buckets, smins, smaxs) in enumerate(self.groups):
+            if not (_in_stats(keys, key) and _in_stats(levels, level)):
+                continue
+            if b_lo is not None and buckets and buckets[1] < b_lo:
+                continue
+            if b_hi is not None and buckets and buckets[0] > b_hi:
+                continue
+            if s_lo is not None and smaxs and smaxs[1] < s_lo:
+                continue
+            if s_hi is not None and smins and smins[0] > s_hi:
+                continue
+            picks.append(i)
+        names = list(_M4_FIELDS) if columns is None else list(columns)
+        if not picks:
+            return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
+        pf = self.store.parquet_file(self.path)
+        table = pf.read_row_groups(picks, columns=["key", "level"] + names, use_threads=False)
+        mask = pc.and_(pc.equal(table.column("key"), _lit(pa.string(), key)),
+                       pc.equal(table.column("level"), _lit(pa.int8(), level)))
+        if b_lo is not None:
+            mask = pc.and_(mask, pc.greater_equal(table.column("bucket"), _i64_scalar(b_lo)))
+        if b_hi is not None:
+            mask = pc.and_(mask, pc.less_equal(table.column("bucket"), _i64_scalar(b_hi)))
+        return table.filter(mask).select(names)
+
+
+def _m4_type(field):
+    if field.endswith("_value"):
+        return pa.float64()
+    return pa.timestamp("us", tz="UTC") if field.endswith("_time") else pa.int64()
+
+
+def _in_stats(bounds, value):
+    return not bounds or bounds[0] <= value <= bounds[1]
+
+
+_SUMMARIES = collections.OrderedDict()  # (summary, final) stamps -> _Summary or None
+_SUMMARIES_MAX = 64                     # open summaries remembered (their footers only)
+_SUMMARIES_LOCK = threading.Lock()
+
+
+def _open_summary(store, final, path, final_rows=None):
+    """The _Summary at path if it was made from the metrics.parquet at final as it is now;
+    None when it is missing, stale (another metrics.parquet) or unreadable."""
+    st, fst = store.stat(path), store.stat(final)
+    if st is None or fst is None:
+        return None
+    stamp = (store.display(path), st, fst)
+    with _SUMMARIES_LOCK:
+        if stamp in _SUMMARIES:
+            _SUMMARIES.move_to_end(stamp)
+            return _SUMMARIES[stamp]
+    found = None
+    try:
+        pf = store.parquet_file(path)
+        meta = json.loads(pf.schema_arrow.metadata[_SUMMARY_META])
+        if final_rows is None:
+            final_rows = store.parquet_file(final).metadata.num_rows
+        if (meta.get("version") == 1 and meta.get("bytes") == fst[0]
+                and meta.get("rows") == final_rows
+                and all(f in pf.schema_arrow.names for f in _M4_FIELDS)):
+            found = _Summary(store, path, meta, _group_bounds(pf))
+    except Exception as exc:  # noqa: BLE001 - damaged by hand or cut by a crash: rows, then
+        _log.debug("expman: ignoring chart summary %s: %s", store.display(path), exc)
+    with _SUMMARIES_LOCK:
+        _SUMMARIES[stamp] = found
+        while len(_SUMMARIES) > _SUMMARIES_MAX:
+            _SUMMARIES.popitem(last=False)
+    return found
+
+
+def _group_bounds(pf):
+    """Per row group, (min, max) of key, level, bucket, step_min, step_max from its statistics
+    (an empty tuple where there are none: that group is always read)."""
+    names = pf.schema_arrow.names
+    wanted = [names.index(c) for c in ("key", "level", "bucket", "step_min", "step_max")]
+    out = []
+    meta = pf.metadata
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        bounds = []
+        for j in wanted:
+            stats = rg.column(j).statistics
+            bounds.append((stats.min, stats.max) if stats is not None and stats.has_min_max
+                          else ())
+        out.append(tuple(bounds))
+    return out
 
 
 # 6 Data model ###############################################################################
@@ -2093,6 +2504,7 @@ class _Writer(threading.Thread):
         self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
                                                made=True)  # Experiment made metrics/
         self.summary = {}                  # key -> last value
+        self.summary_min, self.summary_max = {}, {}   # key -> min / max, NaN ignored
         self.scalars = {}
         self.keys = []                     # metric keys in order of first appearance
         self.known_keys = set()
@@ -2398,9 +2810,13 @@ class _Writer(threading.Thread):
         ordered, rejected = self._batch_keys(batch)
         columns = self._columns(batch, ordered, step_buf, checked, rejected)
         micros = _micros(array.array("d", map(_GET_TIME, batch)))
-        summary = self.summary
+        summary, low, high = self.summary, self.summary_min, self.summary_max
         for key, (values, _valid) in columns.items():
             summary[key] = values[-1]
+            least, most = _min_max_valid(values)
+            if least is not None:
+                low[key] = least if key not in low else min(low[key], least)
+                high[key] = most if key not in high else max(high[key], most)
         self.staged.append((len(batch), step_buf, micros, columns))
         self.staged_rows += len(batch)
         if self.staged_rows > MAX_STAGED_ROWS:
@@ -2733,6 +3149,8 @@ class _Writer(threading.Thread):
         # expman-rs 0.5.3's sections, so its readers and scripts find them: log_scalar values
         # and the last value of each metric
         meta["scalars"], meta["vectors"] = dict(self.scalars), dict(self.summary)
+        # best-run finding reads these (issue 14); absent: an older writer, so unknown
+        meta["summary_min"], meta["summary_max"] = dict(self.summary_min), dict(self.summary_max)
         if self.dropped_rows:
             meta["dropped_rows"] = self.dropped_rows
         if self.dropped_media:
@@ -3116,6 +3534,26 @@ def _micros(seconds):
     except (ValueError, OverflowError):  # NaN or inf from an injected clock
         return array.array("q", [int(t * 1e6) if math.isfinite(t * 1e6) else 0
                                  for t in seconds])
+
+
+def _min_max_valid(values):
+    """(min, max) of an array("d") of a key's valid values, NaN ignored; (None, None) when
+    nothing but NaN is left. NumPy's fmin/fmax when pyarrow or the script loaded it (no import
+    here, as in _micros); else min()/max(), which skip a NaN unless it comes first."""
+    if not values:
+        return None, None
+    np_ = sys.modules.get("numpy")
+    if np_ is not None and len(values) > 32:
+        data = np_.frombuffer(values, dtype=np_.float64)
+        low, high = float(np_.fmin.reduce(data)), float(np_.fmax.reduce(data))
+    else:
+        low, high = min(values), max(values)
+    if low != low or high != high:   # a NaN first (or only NaN): drop them and look again
+        values = [v for v in values if v == v]
+        if not values:
+            return None, None
+        low, high = min(values), max(values)
+    return low, high
 
 
 def _last_valid(column):
@@ -4709,25 +5147,17 @@ def _run_row(store, path, meta, config=None, now=None):
     Every field has its documented type whatever run.yaml holds: a hand-edited or foreign
     file (duration_secs: "long", a bare YAML timestamp, description: 42) used to reach the
     CLI's formatting and the JSON encoder as is, and one such run broke `expman list` and
-    the dashboard's runs table for every run of the experiment.
+    the dashboard's runs table for every run of the experiment. ``summary_min`` and
+    ``summary_max`` are None where run.yaml does not hold them (runs of older writers).
     """
     status = _effective_status(meta, now)
-    started = _parse_iso(meta.get("started_at"))
-    duration = _number_or_none(meta.get("duration_secs"))
-    if status == "running" and started is not None:
-        duration = round((now or time.time()) - started, 3)
-    elif status == "crashed" and duration is None and started is not None:
-        beat = _parse_iso(meta.get("heartbeat_at"))
-        duration = round(beat - started, 3) if beat else None
     git = meta.get("git") if isinstance(meta.get("git"), dict) else {}
     summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else \
         _expman_rs_summary(meta)
-    tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
     command = meta.get("command")
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
-    rows, last_step, pid = meta.get("rows"), meta.get("last_step"), meta.get("pid")
-    rank, world = meta.get("rank"), meta.get("world_size")
+    rows = meta.get("rows")
     return {
         "name": str(meta.get("name") or path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]),
         "experiment": str(meta.get("experiment") or ""),
@@ -4735,24 +5165,55 @@ def _run_row(store, path, meta, config=None, now=None):
         "status": status,
         "started_at": _time_text(meta.get("started_at")),
         "finished_at": _time_text(meta.get("finished_at")),
-        "duration_secs": duration,
+        "duration_secs": _run_duration(meta, status, now),
         "heartbeat_at": _time_text(meta.get("heartbeat_at")),
         "description": _text(meta.get("description")) or "",
-        "tags": [str(t) for t in tags],
+        "tags": [str(t) for t in meta.get("tags")] if isinstance(meta.get("tags"), list) else [],
         "hostname": _text(meta.get("hostname")),
-        "pid": pid if type(pid) is int else None,
+        "pid": _int_or_none(meta.get("pid")),
         "command": _text(command),
         "git_commit": _text(git.get("commit")),
         "rows": rows if type(rows) is int and rows >= 0 else 0,
-        "last_step": last_step if type(last_step) is int else None,
+        "last_step": _int_or_none(meta.get("last_step")),
         "params": _flatten(config) if isinstance(config, dict) else {},
-        "summary": {str(k): v if v is None or type(v) in (int, float) else _text(v)
-                    for k, v in summary.items()},
+        "summary": _summary_values(summary),
+        "summary_min": _summary_numbers(meta.get("summary_min")),
+        "summary_max": _summary_numbers(meta.get("summary_max")),
         "project": _text(meta.get("project")),
         "group": _text(meta.get("group")),
-        "rank": rank if type(rank) is int else None,
-        "world_size": world if type(world) is int else None,
+        "rank": _int_or_none(meta.get("rank")),
+        "world_size": _int_or_none(meta.get("world_size")),
     }
+
+
+def _run_duration(meta, status, now=None):
+    """Seconds the run has taken: so far for a live run, to its last heartbeat for a crashed
+    one that never wrote its end."""
+    started = _parse_iso(meta.get("started_at"))
+    duration = _number_or_none(meta.get("duration_secs"))
+    if status == "running" and started is not None:
+        return round((now or time.time()) - started, 3)
+    if status == "crashed" and duration is None and started is not None:
+        beat = _parse_iso(meta.get("heartbeat_at"))
+        return round(beat - started, 3) if beat else None
+    return duration
+
+
+def _int_or_none(value):
+    return value if type(value) is int else None
+
+
+def _summary_values(summary):
+    """{key: number, text or None} of a summary mapping from YAML."""
+    return {str(k): v if v is None or type(v) in (int, float) else _text(v)
+            for k, v in summary.items()}
+
+
+def _summary_numbers(values):
+    """{key: number} of run.yaml's summary_min/summary_max, or None when it has none."""
+    if not isinstance(values, dict):
+        return None
+    return {str(k): v for k, v in values.items() if type(v) in (int, float)}
 
 
 def _number_or_none(value):
@@ -5412,7 +5873,34 @@ def _listed_run_row(store, run_path, name, meta, config, now=None):
         problem = _unreadable_metrics(store, run_path)
         if problem:
             row["metrics_error"] = problem
+        elif row["summary_min"] is None:  # an older writer's or expman-rs's run.yaml
+            row["summary_min"], row["summary_max"] = _metrics_min_max(store, run_path)
     return row
+
+
+def _metrics_min_max(store, run_path):
+    """({key: min}, {key: max}) of a closed run read off its metrics file's Parquet
+    statistics (the footer only, no rows; NaN is not counted in them), or (None, None) when
+    the file has none. The listing of a closed run is cached in the catalog: read once."""
+    try:
+        files = _metric_files(store, run_path)
+        if len(files) != 1 or not files[0][2].endswith(".parquet"):
+            return None, None
+        meta = store.parquet_file(files[0][2]).metadata
+        low, high = {}, {}
+        for group in map(meta.row_group, range(meta.num_row_groups)):
+            for col in map(group.column, range(group.num_columns)):
+                key, stats = col.path_in_schema, col.statistics
+                if key in RESERVED_COLUMNS or col.physical_type != "DOUBLE":
+                    continue
+                if stats is None:
+                    return None, None  # written without statistics: unknown, not empty
+                if stats.has_min_max:  # (none when every value is null or NaN)
+                    low[key] = min(low.get(key, stats.min), stats.min)
+                    high[key] = max(high.get(key, stats.max), stats.max)
+        return low, high
+    except (OSError, ExpmanError, ValueError, pa.ArrowException):
+        return None, None
 
 
 _FOOTER_CHECKS = {}  # (display path, size, mtime) -> problem or None: a closed file never changes
@@ -5460,6 +5948,7 @@ def _catch_up_crashed(store, run_path, row):
     if steps and (row["last_step"] is None or max(steps) > row["last_step"]):
         row["last_step"] = max(steps)
     row["summary"] = {**row["summary"], **_last_values(tail)}
+    _fold_min_max(row, tail)
     _catch_up_duration(row, tail)
 
 
@@ -5494,11 +5983,26 @@ def _last_values(table):
 def _catch_up_duration(row, tail):
     """Stretch row's duration to the tail's last timestamp when that is later."""
     started = _parse_iso(row["started_at"])
-    stamps = [t for t in tail.column("timestamp").to_pylist() if t is not None]
-    if started is not None and stamps:
-        last = stamps[-1].timestamp() if hasattr(stamps[-1], "timestamp") else None
-        if last is not None and (row["duration_secs"] is None or last - started > row["duration_secs"]):
-            row["duration_secs"] = round(last - started, 3)
+    last = _last_valid(tail.column("timestamp")) if started is not None else None
+    last = last.timestamp() if hasattr(last, "timestamp") else None
+    if last is not None and (row["duration_secs"] is None or last - started > row["duration_secs"]):
+        row["duration_secs"] = round(last - started, 3)
+
+
+def _fold_min_max(row, tail):
+    """Fold the rows of ``tail`` into the row's min and max of each metric, NaN ignored (only
+    where the row knows them: None is unknown, not empty)."""
+    low, high = row["summary_min"], row["summary_max"]
+    if low is None or high is None:
+        return
+    for key in tail.column_names:
+        if key in RESERVED_COLUMNS:
+            continue
+        found = pc.min_max(tail.column(key))
+        least, most = found["min"].as_py(), found["max"].as_py()
+        if least is not None and least == least:  # NaN: only NaN logged (kernels skip NaN)
+            low[key] = least if key not in low else min(low[key], least)
+            high[key] = most if key not in high else max(high[key], most)
 
 
 def list_runs(root=None, experiment=None):
@@ -6145,52 +6649,151 @@ def _read_metric_files_one_by_one(store, files, keys):
     return pa.concat_tables(tables, promote_options="default")
 
 
-# -- 9.6 load_runs: one row per run, filtered by status, project and tags ("a AND (b OR NOT c)") ---
+# -- 9.6 load_runs and run filters: "lr>0.01 AND (tag:base OR NOT status=failed)" ------------------
+#
+# One recursive-descent parser (no eval) reads two dialects:
+#   tags   (--tags, tags=)   a bare word is a tag, matched exactly; "a b" is an error.
+#   where  (--where, where=, ?where=)   a bare word matches anywhere (name, status, tags, host,
+#          description, project, group, param=value), case-insensitively; `key OP value` terms;
+#          terms side by side must all hold (as in the page's filter box).
+# Operators: NOT ! (tightest), AND && (or nothing, in `where`), OR || ; parentheses; any case.
+# Terms:  key=v key==v exact (numbers as numbers: lr=0.01 matches 0.010; =null: missing)
+#         key!=v (NOT key=v) · key~text substring, any case · key~/re/ key~/re/i regex search
+#         key!~v · key>n key>=n key<n key<=n (numbers only; a run without the key never holds)
+# Keys:   name status tag project group host description rank step rows duration (the run's
+#         own fields, first); p:KEY (param), m:KEY (last value of a metric or scalar),
+#         min:KEY max:KEY (of a metric over the run); a bare KEY is the param when the run has
+#         one by that name, else the metric. tag:NAME alone is NAME among the tags.
 
-_TAG_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
-_TAG_OPS = {"AND", "OR", "NOT"}
+_FILTER_OPS = ("==", ">=", "<=", "!=", "!~", ">", "<", "=", "~")
+_FILTER_WORD = re.compile(r'(?:[^\s()"<>=!~&|]|&(?!&)|\|(?!\|))+')
+_FILTER_VALUE = re.compile(r'(?:[^\s()"&|]|&(?!&)|\|(?!\|))+')
+_FILTER_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_FILTER_REGEX = re.compile(r'/((?:[^/\\]|\\.)*)/(i?)')
+_TAG_WORD = re.compile(r'[^\s()"]+')
+_FILTER_KEYWORDS = {"AND": "AND", "OR": "OR", "NOT": "NOT", "&&": "AND", "||": "OR", "!": "NOT"}
+# run fields a key names before any param or metric (p:KEY reaches a param named like one)
+_FILTER_FIELDS = {
+    "name": lambda r: [r.get("name")], "status": lambda r: [r.get("status")],
+    "tag": lambda r: r.get("tags") or [], "tags": lambda r: r.get("tags") or [],
+    "project": lambda r: [r.get("project")], "group": lambda r: [r.get("group")],
+    "host": lambda r: [r.get("hostname")], "hostname": lambda r: [r.get("hostname")],
+    "description": lambda r: [r.get("description")], "rank": lambda r: [r.get("rank")],
+    "step": lambda r: [r.get("last_step")], "rows": lambda r: [r.get("rows")],
+    "duration": lambda r: [r.get("duration_secs")],
+}
+# KEY prefixes: which RUN_ROW mapping a prefixed key reads
+_FILTER_PREFIXES = {"p": "params", "param": "params", "m": "summary", "metric": "summary",
+                    "last": "summary", "min": "summary_min", "max": "summary_max"}
 
 
-def _parse_tag_expr(text):
-    """A predicate on a set of tags from an expression such as ``a AND (b OR NOT c)``.
+class _ExpressionError(InvalidInputError):
+    """A malformed filter or tag expression; ``position`` (from 0) is where reading stopped."""
 
-    Operators AND, OR, NOT (any case; NOT binds tightest, then AND, then OR) and parentheses;
-    anything else is a tag, matched exactly. A tag with spaces or named like an operator is
-    written in double quotes: ``"and" OR "my tag"``. No eval: a recursive-descent parser
-    that raises InvalidInputError naming the position of the first thing it cannot read.
-    """
-    if not isinstance(text, str):
-        raise InvalidInputError(f"tags must be a string expression or a list of tags, "
-                                f"got {type(text).__name__}")
-    tokens, pos = [], 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
+    def __init__(self, message, expression, position):
+        super().__init__(message)
+        self.expression, self.position = expression, position
+
+    def caret(self):
+        """The expression and a caret under the position, two lines for a terminal."""
+        line = self.expression.replace("\t", " ").replace("\n", " ")
+        return f"  {line}\n  {' ' * self.position}^"
+
+
+def _lex_filter(text, what, where):
+    """[(kind, value, position)]: kinds (, ), AND, OR, NOT, word, quoted, term, end."""
+    tokens, pos, end = [], 0, len(text)
+
+    def fail(message, at):
+        raise _ExpressionError(f"{what} {text!r}: {message} at position {at}", text, at)
+
+    while True:
+        while pos < end and text[pos].isspace():
+            pos += 1
+        if pos >= end:
             break
-        match = _TAG_TOKEN.match(text, pos)
-        if not match:
-            quote = text.index(chr(34), pos)
-            raise InvalidInputError(f"tag expression {text!r}: unterminated quote at "
-                                    f"position {quote}")
-        at = match.start() + len(match.group(0)) - len(match.group(0).lstrip())
-        if match.group(1):
-            tokens.append(("(", None, at))
-        elif match.group(2):
-            tokens.append((")", None, at))
-        elif match.group(3) is not None:
-            tokens.append(("tag", re.sub(r"\\(.)", r"\1", match.group(3)), at))
-        elif match.group(4).upper() in _TAG_OPS:
-            tokens.append((match.group(4).upper(), None, at))
-        else:
-            tokens.append(("tag", match.group(4), at))
-        pos = match.end()
+        at, char = pos, text[pos]
+        if char in "()":
+            tokens.append((char, None, at))
+            pos += 1
+            continue
+        if text.startswith(("&&", "||"), pos):
+            tokens.append((_FILTER_KEYWORDS[text[pos:pos + 2]], None, at))
+            pos += 2
+            continue
+        after = text[pos + 1:pos + 2]
+        if char == "!" and (where or after.isspace() or not after) and after not in ("=", "~"):
+            tokens.append(("NOT", None, at))  # in tags, !x is a tag as it always was
+            pos += 1
+            continue
+        kind, word, pos = _lex_word(text, pos, where, fail)
+        if kind == "word" and word.upper() in _FILTER_KEYWORDS:
+            tokens.append((word.upper(), None, at))
+            continue
+        op = next((o for o in _FILTER_OPS if text.startswith(o, pos)), None) if where else None
+        if op is None:
+            tokens.append((kind, word, at))
+            continue
+        pos += len(op)
+        tokens.append(("term", (word, op) + _lex_value(text, pos, op, fail), at))
+        pos = tokens[-1][1][-1]
     tokens.append(("end", None, len(text)))
-    index = [0]
+    return tokens
 
-    def fail(what):
+
+def _lex_word(text, pos, where, fail):
+    """(word or quoted, text, end) of the word at pos."""
+    if text[pos] == '"':
+        match = _FILTER_QUOTED.match(text, pos)
+        if not match:
+            fail("unterminated quote", pos)
+        return "quoted", re.sub(r"\\(.)", r"\1", match.group(1)), match.end()
+    match = (_FILTER_WORD if where else _TAG_WORD).match(text, pos)
+    if not match:
+        fail(f"unexpected {text[pos]!r}", pos)
+    return "word", match.group(0), match.end()
+
+
+def _lex_value(text, pos, op, fail):
+    """(value, regex or None, value position, end) of the value after a term's operator."""
+    char = text[pos:pos + 1]
+    if char == '"':
+        match = _FILTER_QUOTED.match(text, pos)
+        if not match:
+            fail("unterminated quote", pos)
+        return re.sub(r"\\(.)", r"\1", match.group(1)), None, pos, match.end()
+    if char == "/" and op in ("~", "!~"):
+        match = _FILTER_REGEX.match(text, pos)
+        if not match:
+            fail("unterminated /regex/", pos)
+        try:
+            regex = re.compile(match.group(1), re.IGNORECASE if match.group(2) else 0)
+        except re.error as exc:
+            fail(f"bad regex ({exc.msg})", pos + 1 + (exc.pos or 0))
+        return match.group(1), regex, pos, match.end()
+    match = _FILTER_VALUE.match(text, pos)
+    if not match or match.group(0)[0] in "<>=!~":
+        fail(f"expected a value after {op!r}", pos)
+    return match.group(0), None, pos, match.end()
+
+
+def _parse_filter(text, where=True):
+    """A predicate from a filter (``where``: on a RUN_ROW) or tag expression (on a tag set).
+
+    Raises _ExpressionError (an InvalidInputError) naming the position of the first thing it
+    cannot read; nesting deeper than 100 levels is refused rather than a RecursionError.
+    """
+    what = "filter" if where else "tag expression"
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(text).__name__}")
+    tokens, index = _lex_filter(text, what, where), [0]
+    starts = {"(", "NOT", "word", "quoted", "term"}
+
+    def fail(expected):
         kind, _value, at = tokens[index[0]]
         found = "the end" if kind == "end" else repr(text[at:at + 20].split()[0])
-        raise InvalidInputError(f"tag expression {text!r}: expected {what} at position {at}, "
-                                f"found {found}")
+        raise _ExpressionError(f"{what} {text!r}: expected {expected} at position {at}, "
+                               f"found {found}", text, at)
 
     def peek():
         return tokens[index[0]][0]
@@ -6199,23 +6802,24 @@ def _parse_tag_expr(text):
         node = parse_and(depth)
         while peek() == "OR":
             index[0] += 1
-            node = ("or", node, parse_and(depth))
+            node = _filter_or(node, parse_and(depth))
         return node
 
     def parse_and(depth):
         node = parse_not(depth)
-        while peek() == "AND":
-            index[0] += 1
-            node = ("and", node, parse_not(depth))
+        while peek() == "AND" or (where and peek() in starts):
+            index[0] += peek() == "AND"
+            node = _filter_and(node, parse_not(depth))
         return node
 
     def parse_not(depth):
         if depth > 100:
             fail("a shallower expression (more than 100 levels of nesting)")
-        kind, value, _at = tokens[index[0]]
+        kind, value, at = tokens[index[0]]
         if kind == "NOT":
             index[0] += 1
-            return ("not", parse_not(depth + 1))
+            inner = parse_not(depth + 1)
+            return lambda x: not inner(x)
         if kind == "(":
             index[0] += 1
             node = parse_or(depth + 1)
@@ -6223,28 +6827,153 @@ def _parse_tag_expr(text):
                 fail("')'")
             index[0] += 1
             return node
-        if kind == "tag":
+        if kind in ("word", "quoted", "term"):
             index[0] += 1
-            return ("tag", value)
-        fail("a tag, NOT or '('")
+            if not where:
+                return lambda tags: value in tags
+            return _filter_term(value, text, at) if kind == "term" else _filter_word(value, kind)
+        fail("a term, NOT or '('" if where else "a tag, NOT or '('")
 
     if peek() == "end":
-        raise InvalidInputError(f"tag expression {text!r} is empty")
+        if where:
+            return None
+        raise _ExpressionError(f"{what} {text!r} is empty", text, 0)
     tree = parse_or(0)
     if peek() != "end":
-        fail("AND, OR or the end")
-    return lambda tags: _eval_tag_expr(tree, tags)
+        fail("AND, OR or the end" if not where else "a term, AND, OR or the end")
+    return tree
 
 
-def _eval_tag_expr(node, tags):
-    kind = node[0]
-    if kind == "tag":
-        return node[1] in tags
-    if kind == "not":
-        return not _eval_tag_expr(node[1], tags)
-    if kind == "and":
-        return _eval_tag_expr(node[1], tags) and _eval_tag_expr(node[2], tags)
-    return _eval_tag_expr(node[1], tags) or _eval_tag_expr(node[2], tags)
+def _filter_and(a, b):
+    return lambda x: a(x) and b(x)
+
+
+def _filter_or(a, b):
+    return lambda x: a(x) or b(x)
+
+
+def _parse_tag_expr(text):
+    """A predicate on a set of tags from an expression such as ``a AND (b OR NOT c)``.
+
+    Operators AND, OR, NOT (any case; NOT binds tightest, then AND, then OR; also && || !)
+    and parentheses; anything else is a tag, matched exactly. A tag with spaces or named like
+    an operator is written in double quotes: ``"and" OR "my tag"``. The tags dialect of
+    _parse_filter: no eval, and an error names the position of what it cannot read.
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"tags must be a string expression or a list of tags, "
+                                f"got {type(text).__name__}")
+    return _parse_filter(text, where=False)
+
+
+def _filter_text(value):
+    """A value as the filter's text comparisons see it (true/false/null as YAML writes them)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _filter_number(value):
+    """A param or metric value as a float for comparisons, or None (bools and text are not
+    numbers: "lr>0.01" on a string lr never holds, rather than comparing text)."""
+    return float(value) if type(value) in (int, float) else None
+
+
+def _filter_word(word, kind):
+    """A bare word: found anywhere in the run's text, any case; tag:NAME is a tag exactly."""
+    if kind == "word" and word.lower().startswith("tag:") and len(word) > 4:
+        tag = word[4:]
+        return lambda r: tag in (r.get("tags") or ())
+    needle = word.lower()
+    return lambda r: needle in _filter_haystack(r)
+
+
+def _filter_haystack(r):
+    parts = [r.get("name"), r.get("status"), r.get("description"), r.get("hostname"),
+             r.get("project"), r.get("group"), *(r.get("tags") or ())]
+    parts += [f"{k}={_filter_text(v)}" for k, v in (r.get("params") or {}).items()]
+    return "\n".join(str(p) for p in parts if p).lower()
+
+
+def _filter_getter(key):
+    """RUN_ROW -> [values] for a term's key (see the table at the top of 9.6)."""
+    if key.lower() in _FILTER_FIELDS:
+        return _FILTER_FIELDS[key.lower()]
+    prefix, sep, rest = key.partition(":")
+    if sep and rest and prefix.lower() in _FILTER_PREFIXES:
+        field = _FILTER_PREFIXES[prefix.lower()]
+        return lambda r: [r[field][rest]] if rest in (r.get(field) or ()) else []
+
+    def bare(r):  # the param first, then the metric of that name (issue 14 defect 11)
+        for field in ("params", "summary"):
+            values = r.get(field) or ()
+            if key in values:
+                return [values[key]]
+        return []
+    return bare
+
+
+def _filter_term(term, text, at):
+    """The predicate of ``key OP value`` (see the table at the top of 9.6)."""
+    key, op, value, regex, value_at, _end = term
+    get = _filter_getter(key)
+    number = None
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    if op in ("<", "<=", ">", ">="):
+        if number is None or not math.isfinite(number):
+            raise _ExpressionError(f"filter {text!r}: {op} needs a number, not {value!r} at "
+                                   f"position {value_at}", text, value_at)
+        compare = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op]
+
+        def ordered(r):
+            for v in get(r):
+                n = _filter_number(v)
+                if n is not None and compare(n, number):
+                    return True
+            return False
+        return ordered
+    if op in ("~", "!~"):
+        needle = value.lower()
+
+        def hit(v):
+            if v is None:
+                return False
+            return needle in _filter_text(v).lower() if regex is None else \
+                regex.search(_filter_text(v)) is not None
+        if op == "~":
+            return lambda r: any(hit(v) for v in get(r))
+        return lambda r: not any(hit(v) for v in get(r))
+    null = value.lower() in ("null", "none")
+
+    def equal(r):
+        values = get(r)
+        if null and (not values or None in values):
+            return True
+        for v in values:
+            n = _filter_number(v)
+            if n is not None and number is not None:
+                if n == number or (n != n and number != number):
+                    return True
+            elif isinstance(v, bool) and _filter_text(v) == value.lower():
+                return True   # YAML's True, true and TRUE are one value
+            elif v is not None and _filter_text(v) == value:
+                return True
+        return False
+    return equal if op in ("=", "==") else lambda r: not equal(r)
+
+
+def _run_filter(where):
+    """A predicate on RUN_ROWs from a ``where`` expression, or None for no filter."""
+    if where is None:
+        return None
+    return _parse_filter(where, where=True)
 
 
 def _tag_filter(tags):
@@ -6264,7 +6993,7 @@ _RUN_TABLE_TYPES = {"rank": "int64", "duration_secs": "float64", "rows": "int64"
 
 
 def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
-              to_pandas=False):
+              to_pandas=False, where=None):
     """One row per run as a ``pyarrow.Table`` (or a pandas DataFrame with ``to_pandas=True``):
     experiment, run, project, group, rank, status, started_at, duration_secs, rows, tags,
     then ``params.<key>`` (flattened config) and the last value of every metric and scalar.
@@ -6272,12 +7001,23 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
     >>> expman.load_runs("experiments", status="finished", to_pandas=True)
     >>> expman.load_runs("experiments", "resnet", tags="baseline AND (cifar OR NOT tiny)")
     >>> expman.load_runs(project="vision", tags=["ablation"])         # a list: all of them
+    >>> expman.load_runs("experiments", "resnet", where="lr>0.01 AND min:val/loss<0.3")
 
     ``experiment`` is a name or a list of names (default: all); ``status`` a status or a
-    list. A metric named like one of the fixed columns is stored as ``metrics.<key>``.
+    list; ``where`` a filter expression (section 9.6: params, metric last/min/max, status,
+    tags, name ...). A metric named like one of the fixed columns is stored as
+    ``metrics.<key>``.
     """
-    store, root_path = _resolve_root(root)
-    match = _tag_filter(tags)
+    records = [_run_record(exp, row) for exp, row in
+               _matching_runs(root, experiment, status, tags, project, where)]
+    table = _runs_table(records)
+    return table.to_pandas() if to_pandas else table
+
+
+def _matching_runs(root, experiment, status, tags, project, where):
+    """(experiment, RUN_ROW) of every run load_runs keeps, experiment by experiment."""
+    _resolve_root(root)
+    checks = [_tag_filter(tags), _run_filter(where)]
     if project is not None and not isinstance(project, str):
         raise InvalidInputError(f"project must be a string, got {type(project).__name__}")
     if experiment is None:
@@ -6286,24 +7026,33 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
         names = [experiment] if isinstance(experiment, str) else list(experiment)
     wanted = None if status is None else {_normalize_status(s) for s in (
         [status] if isinstance(status, str) else status)}
-    records = []
     for exp in names:
         for row in list_runs(root, exp):
-            if wanted and row["status"] not in wanted:
+            if (wanted and row["status"] not in wanted) or \
+                    (project is not None and row["project"] != project):
                 continue
-            if project is not None and row["project"] != project:
+            if checks[0] is not None and not checks[0](set(row["tags"])):
                 continue
-            if match is not None and not match(set(row["tags"])):
-                continue
-            record = {"experiment": exp, "run": row["name"], "project": row["project"],
-                      "group": row["group"], "rank": row["rank"], "status": row["status"],
-                      "started_at": row["started_at"], "duration_secs": row["duration_secs"],
-                      "rows": row["rows"], "tags": ",".join(row["tags"])}
-            record.update({f"params.{k}": v for k, v in row["params"].items()})
-            record.update({(f"metrics.{k}" if k in _RUN_TABLE_COLUMNS or
-                            k.startswith(("params.", "metrics.")) else k): v
-                           for k, v in row["summary"].items()})
-            records.append(record)
+            if checks[1] is None or checks[1](row):
+                yield exp, row
+
+
+def _run_record(exp, row):
+    """A RUN_ROW as one row of load_runs' table."""
+    record = {"experiment": exp, "run": row["name"], "project": row["project"],
+              "group": row["group"], "rank": row["rank"], "status": row["status"],
+              "started_at": row["started_at"], "duration_secs": row["duration_secs"],
+              "rows": row["rows"], "tags": ",".join(row["tags"])}
+    record.update({f"params.{k}": v for k, v in row["params"].items()})
+    record.update({(f"metrics.{k}" if k in _RUN_TABLE_COLUMNS or
+                    k.startswith(("params.", "metrics.")) else k): v
+                   for k, v in row["summary"].items()})
+    return record
+
+
+def _runs_table(records):
+    """load_runs' records as a table: fixed columns typed, others as Arrow infers (text when
+    the runs disagree)."""
     columns = list(dict.fromkeys([*_RUN_TABLE_COLUMNS, *(k for r in records for k in r)]))
     data = {}
     for col in columns:
@@ -6313,8 +7062,7 @@ def load_runs(root=None, experiment=None, status=None, tags=None, project=None,
             data[col] = pa.array(values, type=kind and pa.type_for_alias(kind))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    table = pa.table(data)
-    return table.to_pandas() if to_pandas else table
+    return pa.table(data)
 
 
 # -- 9.7 reaping: record 'crashed' in the run.yaml of runs whose process is gone -------------------
@@ -7907,7 +8655,7 @@ class KerasCallback(metaclass=_LazyIntegration):
 # stream tails the metrics and log of the runs its page shows, reading only what is new.
 #
 #   11.1 cache and hub    _RunCache (row counts, shared stream events), _Hub (the watcher)
-#   11.2 series           metrics and histograms as JSON, M4 downsampling
+#   11.2 series           metrics and histograms as JSON, M4 from the chart summary or rows
 #   11.3 routes           _ROUTES -> _Api._api_<resource>, one query-parameter parser
 #   11.4 SSE              _StreamCursor, _stream, _tail_run: bounded work per tick
 #   11.5 security         tokens (rate-limited), names, links out of a run, hosts, CSP
@@ -8527,17 +9275,17 @@ def _sse(event, data):
 
 # -- 11.2 series: metrics and histograms as JSON, downsampled for a chart --------------------------
 
-def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
+def _series_json(table, keys, max_points=0, x_min=None, x_max=None, first_row=0):
     """{key: {"step": [...], "time": [...], "value": [...]}} for the rows where key is set.
 
-    With max_points, each series is reduced to about that many points: the x range is cut
-    into max_points/4 buckets and each keeps its first, min, max and last point, so spikes
-    survive (an M4-style reduction, done in Arrow compute: a million rows in tens of ms).
+    With max_points, each series is reduced as _chart_series reduces it (the same points:
+    buckets of 2^k table rows, first_row being the table row of the table's first row, each
+    keeping its first, min, max and last point and first NaN), so spikes and gaps survive.
     Times are seconds since the epoch.
     """
     out = {}
     steps_all = table.column("step")
-    micros_all = table.column("timestamp").cast(pa.int64())
+    times_all = table.column("timestamp")
     downsampled = False
     for key in keys:
         if key not in table.column_names:
@@ -8552,12 +9300,20 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
         if x_max is not None:
             below = pc.less_equal(steps_all, _i64_scalar(math.floor(x_max)))
             mask = below if mask is None else pc.and_(mask, below)
-        steps, micros = steps_all, micros_all
+        steps, times = steps_all, times_all
         if mask is not None:
-            steps, micros, values = (pc.filter(a, mask) for a in (steps, micros, values))
+            mask = pc.fill_null(mask, _bools(1, False)[0])
+            steps, times, values = (pc.filter(a, mask) for a in (steps, times, values))
         if max_points and len(steps) > max_points:
-            steps, micros, values = _downsample(steps, micros, values, max_points)
+            rows = _arange(first_row, table.num_rows) if mask is None else pc.add(
+                pc.indices_nonzero(mask).cast(pa.int64()), _i64_scalar(first_row))
+            raw = _m4_rows(rows, steps.cast(pa.int64()), times.cast(pa.timestamp(
+                "us", tz="UTC")), values.cast(pa.float64()))
+            level = _m4_level(rows[0].as_py(), rows[-1].as_py(), max_points)
+            out[key] = _points_json(_m4_points(_m4_combine(raw, level)))
             downsampled = True
+            continue
+        micros = times.cast(pa.int64())
         finite = pc.all(pc.is_finite(values)).as_py() is not False
         out[key] = {"step": steps.to_pylist(),
                     "time": pc.divide(micros.cast(pa.float64()), 1e6).to_pylist(),
@@ -8566,34 +9322,218 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None):
     return out, downsampled
 
 
+def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0):
+    """(series, downsampled, rows, all_keys) of /metrics?max_points=: each series reduced to
+    the points _m4_points keeps of buckets of 2^k rows (k from _m4_level), read from the
+    run's chart summary where one matches (section 5.2), else from the rows, streamed one
+    batch and only the needed columns and row groups at a time. Same points either way."""
+    log = _SegmentLog.metrics(store, path)
+    try:
+        return log.read(lambda files: _chart_series_once(store, path, files, keys, max_points,
+                                                         x_min, x_max, since))
+    finally:
+        # Arrow's allocator keeps freed pages per thread for reuse; a server answers charts
+        # from many threads, and kept them all (+100 MB after a page, until restarted).
+        # Handing them back costs well under a millisecond per request.
+        with contextlib.suppress(Exception):
+            pa.default_memory_pool().release_unused()
+
+
+def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since):
+    sources, seen, rows = [], {}, 0
+    for start, end, fpath in files:
+        if _link_out_of(store, path, fpath):
+            raise InvalidInputError(f"{store.display(fpath)} is a link out of the run")
+        if end is not None and end <= since:
+            rows = max(rows, end)
+            continue
+        try:
+            pf = store.parquet_file(fpath)
+            schema = pf.schema_arrow
+        except Exception as exc:  # noqa: BLE001 - a half-written file from a crash
+            if _is_missing(exc):
+                raise
+            _warn(f"expman: skipped unreadable metrics file {store.display(fpath)}: {exc}")
+            continue
+        n = pf.metadata.num_rows
+        sources.append((start, pf, fpath))
+        rows = max(rows, start + n if end is None else end)
+        for name in schema.names:
+            if name not in RESERVED_COLUMNS:
+                seen.setdefault(name, schema.field(name).type)
+    all_keys = list(seen)
+    if since:
+        all_keys = _metric_keys(store, path)
+    lo = None if x_min is None else math.ceil(x_min)
+    hi = None if x_max is None else math.floor(x_max)
+    summary = None
+    if since == 0 and len(files) == 1 and files[0][1] is None and sources:
+        spath = store.join(path, SUMMARY_FILE)
+        if not _link_out_of(store, path, spath):
+            summary = _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
+    out, downsampled = {}, False
+    for key in keys or all_keys:
+        if key not in seen:
+            continue
+        if not (pa.types.is_floating(seen[key]) or pa.types.is_integer(seen[key])):
+            continue
+        found = None
+        if summary is not None:
+            found = _summary_points(summary, sources, key, max_points, lo, hi)
+        if found is None:
+            found = _exact_points(sources, key, max_points, lo, hi, since, rows)
+        points, reduced = found
+        downsampled = downsampled or reduced
+        out[key] = _points_json(points)
+    return out, downsampled, rows, all_keys
+
+
+def _scan_key(sources, key, lo, hi, row_lo, row_hi, shift):
+    """key's values in steps [lo, hi] and rows [row_lo, row_hi) of the files, read a batch at
+    a time (only step, timestamp and key; only the row groups in the rows): level-0 records
+    when shift is None, else records of buckets of 2^shift rows (memory: one batch and the
+    buckets)."""
+    parts = []
+    for start, pf, _path in sources:
+        names = pf.schema_arrow.names
+        if key not in names:
+            continue
+        meta, groups, at, first = pf.metadata, [], start, None
+        for i in range(meta.num_row_groups):
+            n = meta.row_group(i).num_rows
+            if (row_hi is None or at < row_hi) and (row_lo is None or at + n > row_lo):
+                groups.append(i)
+                first = at if first is None else first
+            at += n
+        if not groups:
+            continue
+        cols = [c for c in ("step", "timestamp") if c in names] + [key]
+        at = first
+        batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
+        if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
+            batches = pf.read_row_groups(groups, columns=cols).to_batches()
+        else:
+            batches = pf.iter_batches(batch_rows, row_groups=groups, columns=cols,
+                                      use_threads=False)
+        for batch in batches:
+            raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
+            at += batch.num_rows
+            if raw is None:
+                continue
+            parts.append(raw if shift is None else _m4_combine(raw, shift))
+            if shift is not None and len(parts) > 64:
+                parts = [_m4_combine(pa.concat_tables(parts), 0)]
+            if row_hi is not None and at >= row_hi:
+                break
+    if not parts:
+        return None
+    table = pa.concat_tables(parts)
+    return table if shift is None else _m4_combine(table, 0)
+
+
+def _exact_points(sources, key, max_points, lo, hi, since, rows):
+    """(points, downsampled) of one key from the rows: one pass building buckets of 2^k rows
+    (k: at most 65,536 of them) that give the count and span of the values in range and,
+    combined, the chart's buckets; a second pass only over the span when the chart needs
+    finer buckets or every value (few values, or zoomed in far)."""
+    k = SUMMARY_MIN_LEVEL
+    while (max(0, rows - since) >> k) > 65536:
+        k += 1
+    recs = _scan_key(sources, key, lo, hi, since, None, k)
+    if recs is None:
+        return _m4_no_points(), False
+    count = pc.sum(recs.column("count")).as_py()
+    first, last = recs.column("first_row")[0].as_py(), recs.column("last_row")[-1].as_py()
+    if not max_points or count <= max_points:
+        return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, None)), False
+    level = _m4_level(first, last, max_points)
+    if level >= k:
+        return _m4_points(_m4_combine(recs, level - k)), True
+    return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, level)), True
+
+
+def _summary_points(summary, sources, key, max_points, lo, hi):
+    """(points, downsampled) of one key of a closed run from its summary: the same points
+    _exact_points finds, reading summary records and, where a bucket straddles the edge of
+    a zoom range, that bucket's rows. None when the summary cannot answer (steps so out of
+    order that too many buckets straddle the range): the caller reads the rows."""
+    k0 = summary.k0
+    if lo is None and hi is None:
+        top = summary.records(key, summary.top, columns=("count", "first_row", "last_row"))
+        if not top.num_rows:
+            return None  # not a key the summary covers
+        count = pc.sum(top.column("count")).as_py()
+        first, last = top.column("first_row")[0].as_py(), top.column("last_row")[-1].as_py()
+    else:
+        cols = ("bucket", "count", "first_row", "last_row", "step_min", "step_max")
+        recs = summary.records(key, k0, s_lo=lo, s_hi=hi, columns=cols)
+        inside, partial = _split_range(recs, lo, hi)
+        if partial.num_rows > _SUMMARY_MAX_PARTIAL:
+            return None
+        exact = [_scan_key(sources, key, lo, hi, b << k0, (b + 1) << k0, None)
+                 for b in partial.column("bucket").to_pylist()]
+        exact = [t for t in exact if t is not None]
+        count = pc.sum(inside.column("count")).as_py() or 0
+        bounds = [t.column("first_row")[0].as_py() for t in exact]
+        ends = [t.column("last_row")[-1].as_py() for t in exact]
+        count += sum(t.num_rows for t in exact)
+        if inside.num_rows:
+            bounds.append(inside.column("first_row")[0].as_py())
+            ends.append(inside.column("last_row")[-1].as_py())
+        if not count:
+            return _m4_no_points(), False
+        first, last = min(bounds), max(ends)
+    if count <= max_points:
+        return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, None)), False
+    level = _m4_level(first, last, max_points)
+    if level < k0:  # zoomed in past the finest buckets: the rows (fewer than 2^(k0+1) * q)
+        return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, level)), True
+    recs = summary.records(key, level, first >> level, last >> level)
+    if lo is not None or hi is not None:
+        inside, partial = _split_range(recs, lo, hi)
+        if partial.num_rows > _SUMMARY_MAX_PARTIAL:
+            return None
+        fixed = [_scan_key(sources, key, lo, hi, b << level, (b + 1) << level, level)
+                 for b in partial.column("bucket").to_pylist()]
+        recs = pa.concat_tables([inside] + [t for t in fixed if t is not None])
+        recs = recs.take(pc.sort_indices(recs.column("bucket")))
+    return _m4_points(recs), True
+
+
+def _split_range(recs, lo, hi):
+    """(records wholly inside steps [lo, hi], records partly inside): the rest hold none."""
+    smin, smax = recs.column("step_min"), recs.column("step_max")
+    inside = overlap = None
+    if lo is not None:
+        inside = pc.greater_equal(smin, _i64_scalar(lo))
+        overlap = pc.greater_equal(smax, _i64_scalar(lo))
+    if hi is not None:
+        a, b = pc.less_equal(smax, _i64_scalar(hi)), pc.less_equal(smin, _i64_scalar(hi))
+        inside = a if inside is None else pc.and_(inside, a)
+        overlap = b if overlap is None else pc.and_(overlap, b)
+    return recs.filter(inside), recs.filter(pc.and_(overlap, pc.invert(inside)))
+
+
+def _points_json(points):
+    """{"step", "time" (seconds), "value"} of _m4_points' table; NaN/inf as JSON allows."""
+    values = points.column("value")
+    finite = pc.all(pc.is_finite(values)).as_py() is not False
+    micros = points.column("time").cast(pa.int64())
+    return {"step": points.column("step").to_pylist(),
+            "time": pc.divide(micros.cast(pa.float64()), _lit(pa.float64(), 1e6)).to_pylist(),
+            "value": values.to_pylist() if finite else
+            [_json_number(v) for v in values.to_pylist()]}
+
+
+def _m4_no_points():
+    return pa.Table.from_arrays(
+        [pa.nulls(0, pa.int64()), pa.nulls(0, pa.int64()),
+         pa.nulls(0, pa.timestamp("us", tz="UTC")), pa.nulls(0, pa.float64())],
+        names=["row", "step", "time", "value"])
+
+
 def _i64_scalar(value):
     return _buffer_array(pa.int64(), array.array("q", [int(value)]))[0]
-
-
-def _downsample(steps, micros, values, max_points):
-    """Cut the rows into max_points/4 equal runs; keep each run's first, min, max and last
-    point, in row order (M4). Exact x for the extremes, so a one-step spike survives, and the
-    first NaN of a run is kept too, so the chart still shows a gap where the metric broke."""
-    n = len(values)
-    steps, micros, values = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
-                             for a in (steps, micros, values))
-    has_nan = pc.any(pc.is_nan(values)).as_py()
-    size = -(-n // max(1, max_points // 4))
-    picks = []
-    for start in range(0, n, size):
-        seg = values.slice(start, size)
-        idx = {start, start + len(seg) - 1}
-        extremes = pc.min_max(seg)  # skips NaN
-        for which in ("min", "max"):
-            if extremes[which].is_valid:
-                idx.add(start + pc.index(seg, extremes[which]).as_py())
-        if has_nan:
-            first_nan = pc.index(pc.is_nan(seg), True).as_py()
-            if first_nan >= 0:
-                idx.add(start + first_nan)
-        picks.extend(sorted(idx))
-    take = _buffer_array(pa.int64(), array.array("q", picks))
-    return steps.take(take), micros.take(take), values.take(take)
 
 
 def _histograms_json(table, max_steps):
@@ -8808,13 +9748,27 @@ class _Api:
 
     def _api_runs(self, exp):
         store, hub = self.store, self.hub
+        where = self.where()
         if hub.cached() and exp in hub.experiments:
-            return {"experiment": exp, "runs": hub.run_rows(exp)}
+            return {"experiment": exp, "runs": [r for r in hub.run_rows(exp)
+                                                if where is None or where(r)]}
         exp_path = store.join(self.root_path, exp)
         if not _name_ok(exp) or not store.isdir(exp_path):
             self.fail(404, f"no such experiment: {exp}")
         runs = _scan_runs(store, exp_path, time.time(), with_config=True)
-        return {"experiment": exp, "runs": [_confined_row(store, exp_path, r) for r in runs]}
+        return {"experiment": exp, "runs": [_confined_row(store, exp_path, r) for r in runs
+                                            if where is None or where(r)]}
+
+    def where(self):
+        """The ``where`` query parameter as a RUN_ROW predicate (section 9.6), or None; a
+        malformed one is a 400 with ``error``, ``position`` (from 0) and ``expression``."""
+        text = self.bottle.request.query.getunicode("where")
+        try:
+            return _run_filter(text or None)
+        except _ExpressionError as exc:
+            raise self.bottle.HTTPResponse(json.dumps(
+                {"error": str(exc), "position": exc.position, "expression": exc.expression}),
+                status=400, headers=_JSON_HEADERS)
 
     def _api_experiment_meta(self, exp):
         store = self.store
@@ -8951,6 +9905,12 @@ class _Api:
         x_max = self.param("x_max", float, None, *_STEP_LIMITS)
         q = self.bottle.request.query
         keys = [k for k in (q.getunicode("keys") or "").split(",") if k]
+        if max_points:  # a chart: the summary's buckets, or the rows a batch at a time
+            series, downsampled, rows, all_keys = _chart_series(
+                self.store, path, keys, max_points, x_min, x_max, since)
+            return {"run": f"{exp}/{run}", "keys": all_keys, "rows": max(rows, since),
+                    "next_since": max(rows, since), "downsampled": downsampled,
+                    "series": series}
         table = load_metrics(self.location(path), keys=keys or None, since_row=since)
         if keys or since:
             all_keys = _metric_keys(self.store, path)
@@ -10079,12 +11039,21 @@ def _cmd_list(args):
     root = args.dir if args.dir is not None else _default_root()
     root, experiment = _list_target(root, args.experiment)
     if experiment is None:
-        if args.tags is not None:
-            raise _UsageError("--tags filters the runs of one experiment: add -e EXPERIMENT")
+        for flag in ("tags", "where"):
+            if getattr(args, flag) is not None:
+                raise _UsageError(f"--{flag} filters the runs of one experiment: add -e "
+                                  f"EXPERIMENT")
         model = _experiments_model(root, args.project)
         render = _print_experiments
     else:
-        model = _runs_model(root, experiment, args.project, args.tags)
+        try:
+            where = _run_filter(args.where)
+        except _ExpressionError as exc:  # bad usage: the message, then where it went wrong
+            _cli_error(exc)
+            print(exc.caret(), file=sys.stderr)
+            return _EXIT_USAGE
+        model = _runs_model(root, experiment, args.project, args.tags, where)
+        model["filtered"] = model["filtered"] or where is not None
         render = _print_runs
     if args.json:
         _print_json({k: v for k, v in model.items() if k != "filtered"})
@@ -10145,8 +11114,9 @@ def _print_experiments(model, color, width=None):
     _print_lines(lines)
 
 
-def _runs_model(root, experiment, project=None, tags=None):
-    """The runs `expman list -e` shows (newest first), filtered by project and tags."""
+def _runs_model(root, experiment, project=None, tags=None, where=None):
+    """The runs `expman list -e` shows (newest first), filtered by project, tags and a
+    ``where`` predicate (_run_filter)."""
     store, root_path = _resolve_root(root)
     runs = list_runs(root, experiment)
     match = _tag_filter(tags)
@@ -10154,13 +11124,18 @@ def _runs_model(root, experiment, project=None, tags=None):
         runs = [r for r in runs if r["project"] == project]
     if match is not None:
         runs = [r for r in runs if match(set(r["tags"]))]
+    if where is not None:
+        runs = [r for r in runs if where(r)]
     return {"root": store.display(root_path), "experiment": experiment, "runs": runs,
             "filtered": project is not None or tags is not None}
 
 
 def _run_columns(runs):
     """The optional columns of the runs table, [(header, cells, kind, rank)]: each metric's
-    last value, and the params that tell the runs apart (all of them for a single run).
+    last value (and its best over the run, ``min:KEY``/``max:KEY``, for a metric whose name
+    says which way is better, where that differs from the last), and the params that tell
+    the runs apart (all of them for a single run). A param and a metric of one name are
+    headed ``p:KEY`` and ``m:KEY``, as the filter language names them (issue 14 defect 11).
     Lower rank = more useful, kept first on a narrow terminal: metrics with a goal (val/test
     ones before the others), then params, then other metrics, then ROWS (STEP tells most of
     it)."""
@@ -10168,15 +11143,33 @@ def _run_columns(runs):
     param_keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
     if len(runs) > 1:  # the main params are the ones that tell runs apart
         param_keys = [k for k in param_keys if _param_differs(runs, k)]
+    shared = set(metric_keys) & set(param_keys)
     columns = [("ROWS", [str(r["rows"]) for r in runs], "column", 4)]
     for key in metric_keys:
-        held_out = key.lower().startswith(("val", "test", "eval", "best"))
-        rank = (0 if held_out else 1) if _metric_goal(key) else 3
-        columns.append((key, _memo_cells(runs, "summary", key, None,
-                                         lambda v: _fmt_num(v, ".5g")), "metric", rank))
-    for k in param_keys:
-        columns.append((k, _memo_cells(runs, "params", k, _MISSING, _param_text), "param", 2))
+        columns += _metric_columns(runs, key, f"m:{key}" if key in shared else key)
+    columns += [(f"p:{k}" if k in shared else k,
+                 _memo_cells(runs, "params", k, _MISSING, _param_text), "param", 2)
+                for k in param_keys]
     return columns
+
+
+def _metric_columns(runs, key, header):
+    """The last-value column of a metric, and its best-value column when that tells more."""
+    held_out = key.lower().startswith(("val", "test", "eval", "best"))
+    goal = _metric_goal(key)
+    rank = (0 if held_out else 1) if goal else 3
+    columns = [(header, _memo_cells(runs, "summary", key, None, _metric_text), "metric", rank)]
+    if goal:
+        last = [r["summary"].get(key) for r in runs]
+        best = [(r.get(f"summary_{goal}") or {}).get(key) for r in runs]
+        if any(b is not None and b != v for b, v in zip(best, last)):
+            columns.append((f"{goal}:{key}", [_fmt_num(b, ".5g") for b in best], "metric",
+                            rank))
+    return columns
+
+
+def _metric_text(value):
+    return _fmt_num(value, ".5g")
 
 
 def _memo_cells(runs, field, key, missing, fmt):
@@ -11240,6 +12233,9 @@ def _build_parser():
     p.add_argument("--project", metavar="P", help="only experiments (or runs) of this project")
     p.add_argument("--tags", metavar="EXPR", help="with -e: only runs whose tags match, e.g. "
                    "'baseline AND (cifar OR NOT tiny)'")
+    p.add_argument("--where", metavar="EXPR", help="with -e: only runs the filter holds for, "
+                   "e.g. 'lr>0.01 AND min:val/loss<0.3 AND (tag:base OR status=running)'; "
+                   "p:KEY / m:KEY pick the param / metric of a shared name (bare: the param)")
     json_flag(p)
 
     p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "

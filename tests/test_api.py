@@ -64,7 +64,7 @@ SIGNATURES = {
     "list_artifacts": "(run_dir)",
     "load_experiment": "(root=None, experiment=None, keys=None)",
     "load_runs": "(root=None, experiment=None, status=None, tags=None, project=None, "
-                 "to_pandas=False)",
+                 "to_pandas=False, where=None)",
     "main": "(argv=None)",
     "make_app": "(root=None, live=True, token=None)",
     "make_server": "(root=None, host='127.0.0.1', port=8000, live=True, token=None, threads=48)",

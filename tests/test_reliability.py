@@ -862,8 +862,8 @@ def test_server_under_sse_and_api_load(root, tmp_path):
                        timeout=30, message=f"no URL from the server: {server.stderr}").split()[1]
         host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
         wait_for(lambda: (root / "load" / "live" / "run.yaml").exists(), timeout=30)
-        subs = lambda: int(next(l for l in reversed(server.lines)  # noqa: E731
-                                if l.startswith("subs")).split()[1])
+        subs = lambda: int(next((l for l in reversed(server.lines)  # noqa: E731
+                                 if l.startswith("subs")), "subs -1").split()[1])
         stream = "/api/stream?runs=" + ",".join(f"load/{r}" for r in ("live", "r00", "r01"))
         clients = [RawSSE(host, port, stream) for _ in range(LOAD_SSE_CLIENTS)]
         wait_for(lambda: subs() == LOAD_SSE_CLIENTS, timeout=30)
