@@ -804,6 +804,7 @@ HISTOGRAMS_DIR, HISTOGRAMS_FILE = "histograms", "histograms.parquet"
 GIT_DIFF_FILE = "git.diff"              # artifacts/git.diff: init(save_git_diff=True)
 CATALOG_DIR = ".catalog"                # <experiment>/.catalog/: see "run catalog" in section 9
 CATALOG_MAX_PARTS = 16                  # a listing that finds more part files compacts them
+CATALOG_ROW_VERSION = 2                 # bumped when RUN_ROW gains fields: older entries are re-read
 SUMMARY_FILE = "metrics.summary.parquet"  # chart summary of metrics.parquet (section 5.2)
 SUMMARY_MIN_LEVEL = 8                   # finest summary buckets: 2^8 rows (exact reads below)
 SUMMARY_MIN_ROWS = 1 << 16              # smaller runs get no summary: their rows are cheap
@@ -5431,11 +5432,13 @@ def _is_dir_entry(entry):
 class _Catalog:
     """The summary rows of an experiment's closed runs, in ``<experiment>/.catalog/``.
 
-    Files are JSON lines (as Python's json module writes them) of entries ``{"name", "stamp",
-    "metrics", "row"}``: ``row`` is the run's RUN_ROW (params included), ``stamp`` the (size,
-    mtime) of the run.yaml it was made from and ``metrics`` that of its metrics.parquet when
-    the row's ``metrics_error`` was decided (both None on object stores, where a stat per run
-    would cost a request per run; ``metrics`` absent in entries of older versions). Every file is written
+    Files are JSON lines (as Python's json module writes them) of entries ``{"name", "v",
+    "stamp", "metrics", "row"}``: ``row`` is the run's RUN_ROW (params included), ``v`` the
+    CATALOG_ROW_VERSION it was made by (an entry of another version is read as missing, so a
+    RUN_ROW that gained fields is re-read once), ``stamp`` the (size, mtime) of the run.yaml it
+    was made from and ``metrics`` that of its metrics.parquet when the row's
+    ``metrics_error`` was decided (both None on object stores, where a stat per run would cost
+    a request per run). Every file is written
     whole under a unique name (``part-`` or ``base-``, then the time in ns, then an id) and
     never changed, so concurrent writers need no lock: a later file's entry for a run wins,
     a compaction writes one ``base-`` file holding every entry it read and then deletes just
@@ -5471,7 +5474,8 @@ class _Catalog:
                         continue  # a foreign or damaged line: that run is read from its files
             for entry in found:
                 if isinstance(entry, dict) and isinstance(entry.get("name"), str) and \
-                        isinstance(entry.get("row"), dict):
+                        isinstance(entry.get("row"), dict) and \
+                        entry.get("v") == CATALOG_ROW_VERSION:  # older rows lack newer fields
                     entries[entry["name"]] = entry
         return entries
 
@@ -5534,7 +5538,8 @@ def _catalog_entry(meta, row, stamp, metrics=None):
         return None
     # empty fields and the path (the folder may move) are left out: a third of the bytes
     kept = {k: v for k, v in row.items() if v is not None and k != "path"}
-    return {"name": row["name"], "stamp": list(stamp) if stamp else None,
+    return {"name": row["name"], "v": CATALOG_ROW_VERSION,
+            "stamp": list(stamp) if stamp else None,
             "metrics": list(metrics) if metrics else None, "row": kept}
 
 
