@@ -9346,6 +9346,14 @@ class _Api:
         and metric keys of all runs (the page's column chooser), and the rows [offset,
         offset+limit) as a list or, with format=columns, as columns (see _columns_json).
         """
+        ask = self.runs_query_args()
+        runs = self.cached_run_rows(exp)
+        ordered = self.ordered_runs(runs, ask, where)
+        return self.runs_answer(exp, runs, ordered, ask)
+
+    def runs_query_args(self):
+        """A runs query's parameters as a dict (sort, order, format, offset, limit, key: the
+        sort key, names, where: its text), each checked: a bad one is a 400 naming it."""
         q = self.bottle.request.query
         sort = q.getunicode("sort") or "started"
         order = q.get("order") or ("asc" if sort in ("name", "status") or sort[:2] == "p:"
@@ -9362,32 +9370,39 @@ class _Api:
             self.fail(400, f"sort must be a runs-table column (name, status, started, "
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
                            f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
-        runs = self.cached_run_rows(exp)
-        names = q.getunicode("names")
-        # scrolling asks for page after page of one order: sort once per list, not per page
-        memo = (sort, order, q.getunicode("where") or "", names)
+        return {"sort": sort, "order": order, "format": form, "offset": offset,
+                "limit": limit, "key": key, "names": q.getunicode("names"),
+                "where": q.getunicode("where") or ""}
+
+    def ordered_runs(self, runs, ask, where):
+        """The rows of a _RunList that where and names= keep, in the order asked for. Scrolling
+        asks for page after page of one order: sort once per list, not per page."""
+        memo = (ask["sort"], ask["order"], ask["where"], ask["names"])
         ordered = runs.orders.get(memo)
         if ordered is None:
-            rows = runs.by_name
-            if where is not None:
-                rows = [r for r in rows if where(r)]
-            if names is not None:
-                wanted = set(names.split(","))
-                rows = [r for r in rows if r["name"] in wanted]
-            ordered = _sorted_runs(rows, key, order == "desc")
+            rows = _picked_runs(runs.by_name, where, ask["names"])
+            ordered = _sorted_runs(rows, ask["key"], ask["order"] == "desc")
             with self.lists_lock:
                 runs.orders[memo] = ordered
                 while len(runs.orders) > 8:
                     del runs.orders[next(iter(runs.orders))]
+        return ordered
+
+    def runs_answer(self, exp, runs, ordered, ask):
+        """The answer to a runs query: counts, keys and extremes of all the ordered rows, and
+        the window [offset, offset+limit) of them as a list or, with format=columns, as
+        columns."""
+        offset, limit = ask["offset"], ask["limit"]
         window = ordered[offset:offset + limit if limit is not None else None]
-        memo = ("extremes", q.getunicode("where") or "", names)
+        memo = ("extremes", ask["where"], ask["names"])
         extremes = runs.orders.get(memo)
         if extremes is None:   # the same for every order of these rows: once
             extremes = runs.orders[memo] = _run_extremes(ordered)
         out = {"experiment": exp, "total": len(runs.by_name), "matched": len(ordered),
-               "offset": offset, "sort": sort, "order": order, "param_keys": runs.param_keys,
-               "metric_keys": runs.metric_keys, "extremes": extremes}
-        if form == "columns":
+               "offset": offset, "sort": ask["sort"], "order": ask["order"],
+               "param_keys": runs.param_keys, "metric_keys": runs.metric_keys,
+               "extremes": extremes}
+        if ask["format"] == "columns":
             out["format"], out["count"], out["columns"] = "columns", len(window), \
                 _columns_json(window)
         else:
@@ -9818,6 +9833,17 @@ class _RunList:
             params.update(row.get("params") or ())
             metrics.update(row.get("summary") or ())
         self.param_keys, self.metric_keys = sorted(params), sorted(metrics)
+
+
+def _picked_runs(rows, where, names):
+    """The rows the where predicate (or None) holds for, and, with names (comma-separated,
+    or None), only the runs it names; in the order given."""
+    if where is not None:
+        rows = [r for r in rows if where(r)]
+    if names is not None:
+        wanted = set(names.split(","))
+        rows = [r for r in rows if r["name"] in wanted]
+    return rows
 
 
 def _run_extremes(rows):
