@@ -9512,20 +9512,30 @@ class _Api:
 
     def _api_run_meta_patch(self, exp, run):
         path = self.run_path(exp, run)
+        body = self.meta_patch_body()
+        meta_path = self.store.join(path, RUN_YAML)
+        meta = _read_yaml(self.store, meta_path)
+        self.patch_meta(meta, body)
+        self.store.write_atomic(meta_path, _yaml_dump(meta))
+        self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
+        return _json_safe(load_run(self.location(path)))
+
+    def meta_patch_body(self):
+        """A metadata PATCH's body: a same-origin JSON object of description and/or tags."""
         req = self.bottle.request
         if not (req.content_type or "").startswith("application/json"):
             self.fail(415, "PATCH needs Content-Type: application/json")
-        origin = req.get_header("Origin")
-        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
-            self.fail(403, f"cross-site request from {origin} refused")
+        self.same_origin()
         try:
             body = json.loads(req.body.read(1 << 20) or b"{}")
         except ValueError:
             self.fail(400, "body is not valid JSON")
         if not isinstance(body, dict) or not body.keys() <= {"description", "tags"}:
             self.fail(400, "send an object with 'description' and/or 'tags'")
-        meta_path = self.store.join(path, RUN_YAML)
-        meta = _read_yaml(self.store, meta_path)
+        return body
+
+    def patch_meta(self, meta, body):
+        """The run.yaml dict meta with the body's description and tags, checked and clipped."""
         if "description" in body:
             if not isinstance(body["description"], str):
                 self.fail(400, "description must be a string")
@@ -9535,9 +9545,6 @@ class _Api:
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 self.fail(400, "tags must be a list of strings")
             meta["tags"] = [t.strip()[:100] for t in tags if t.strip()][:100]
-        self.store.write_atomic(meta_path, _yaml_dump(meta))
-        self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
-        return _json_safe(load_run(self.location(path)))
 
     def _api_config(self, exp, run):
         path = self.run_path(exp, run)
