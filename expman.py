@@ -9768,28 +9768,35 @@ def _run_name(row):
 def _run_sort_key(column):
     """A function of a RUN_ROW giving the value the page sorts the column by, or None for a
     column the table does not have."""
+    fixed = {"name": _run_name,
+             "status": lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9),
+             "started": lambda r: _parse_iso(r.get("started_at")),
+             "tags": _run_tags_text}
     fields = {"duration": "duration_secs", "steps": "last_step", "description": "description",
               "hostname": "hostname", "git": "git_commit"}
-    if column == "name":
-        return _run_name
-    if column == "status":
-        return lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9)
-    if column == "started":
-        return lambda r: _parse_iso(r.get("started_at"))
-    if column == "tags":
-        return lambda r: " ".join(str(t) for t in r.get("tags") or ()) or None
+    if column in fixed:
+        return fixed[column]
     if column in fields:
         field = fields[column]
         return lambda r: r.get(field)
     kind, _, name = column.partition(":")
-    if kind == "p" and name:
+    return _run_keyed_sort_key(kind, name) if name else None
+
+
+def _run_tags_text(row):
+    """The tags column's sort value: the tags joined by spaces; no tags is empty."""
+    return " ".join(str(t) for t in row.get("tags") or ()) or None
+
+
+def _run_keyed_sort_key(kind, name):
+    """The sort key of a column named by kind and key (p:<param>, m:<metric>, min:<metric>,
+    max:<metric>), or None for another kind."""
+    if kind == "p":
         return lambda r: (r.get("params") or {}).get(name)
-    if kind == "m" and name:
-        return lambda r: _sort_number((r.get("summary") or {}).get(name))
-    if kind in ("min", "max") and name:   # summary_min / summary_max (None: not recorded)
-        field = "summary_" + kind
-        return lambda r: _sort_number((r.get(field) or {}).get(name))
-    return None
+    if kind not in ("m", "min", "max"):
+        return None
+    field = "summary" if kind == "m" else "summary_" + kind  # summary_min/max: None unrecorded
+    return lambda r: _sort_number((r.get(field) or {}).get(name))
 
 
 def _sort_number(value):
