@@ -9720,21 +9720,9 @@ class _Api:
             self.streams -= 1
 
     def stream_cursors(self, query):
-        runs = query.getunicode("runs")
-        if runs is None and query.get("runs"):  # bottle gives None for bad UTF-8: it
-            self.fail(400, "runs= is not valid UTF-8")  # was taken for "no runs" (an empty 200)
-        items = [item for item in (runs or "").split(",") if item]
-        if len(set(items)) > 500:
-            self.fail(400, "at most 500 runs per stream")
         cursors = {}
-        for item in items:
-            name, _, since = item.partition(":")
-            try:
-                start = int(since) if since else None
-            except ValueError:
-                self.fail(400, f"bad run in runs=: {item}")
-            if start is not None and not 0 <= start <= _STEP_LIMITS[1]:
-                self.fail(400, f"bad run in runs=: {item}")
+        for item in self.stream_items(query):
+            name, start = self.stream_item(item)
             known = cursors.get(name)
             if known is not None:  # named again: one cursor, from the earlier row
                 if start is not None and (known.rows is None or start < known.rows):
@@ -9747,6 +9735,27 @@ class _Api:
                 self.fail(400, f"bad run in runs=: {item}")
             cursors[name] = _StreamCursor(name, path, start)
         return list(cursors.values())
+
+    def stream_items(self, query):
+        """The items of runs= (exp/run or exp/run:row), 500 different ones at most."""
+        runs = query.getunicode("runs")
+        if runs is None and query.get("runs"):  # bottle gives None for bad UTF-8: it
+            self.fail(400, "runs= is not valid UTF-8")  # was taken for "no runs" (an empty 200)
+        items = [item for item in (runs or "").split(",") if item]
+        if len(set(items)) > 500:
+            self.fail(400, "at most 500 runs per stream")
+        return items
+
+    def stream_item(self, item):
+        """One item of runs= as (exp/run, the row to start from or None)."""
+        name, _, since = item.partition(":")
+        try:
+            start = int(since) if since else None
+        except ValueError:
+            self.fail(400, f"bad run in runs=: {item}")
+        if start is not None and not 0 <= start <= _STEP_LIMITS[1]:
+            self.fail(400, f"bad run in runs=: {item}")
+        return name, start
 
 
 # The runs table sorts on the server as the page sorted it: empty values (None, "", NaN) last
