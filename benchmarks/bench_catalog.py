@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Listing 10,000 runs: `expman list DIR -e E`, `expman list DIR`, list_runs(), before/after.
+"""Listing and serving 10,000 runs: `expman list DIR -e E`, `expman list DIR`, `expman serve`
+(time to the first answer, CPU while idle), before/after.
 
     python benchmarks/bench_catalog.py                       # 10,000 runs, cached in /tmp
     python benchmarks/bench_catalog.py --runs 2000 --repeat 3
     python benchmarks/bench_catalog.py --baseline /tmp/old_expman.py   # side by side
     python benchmarks/bench_catalog.py --page --baseline /tmp/main_expman.py   # the runs table
+    python benchmarks/bench_catalog.py --baseline OLD --drop-caches --idle-secs 60
 
 The experiment is written straight into the storage layout (what a finished sweep leaves:
 run.yaml, config.yaml with 5 params, metrics.parquet of 200 steps x 5 metrics), once, into a
@@ -25,15 +27,23 @@ first row is another run (measured inside the page: performance.now() then
 polling each animation frame); "filter" from an input event on the filter box (its 80 ms
 debounce included) until the run count says "N of"; "runs JSON" the bytes of every answer of
 the runs route the page received during the open (sizes of the bodies, not compressed).
+`--drop-caches` (root only) adds "cold cache": the catalog is there, but the kernel's page
+cache is dropped first (echo 3 > /proc/sys/vm/drop_caches), so every file is read from disk.
+Serving: `expman serve DIR --port 0` is started for each expman side by side; "ready" is the
+wall clock from spawn until GET /api/health answers, "experiments" until GET
+/api/experiments (10,000 runs listed) answers; then, with no page open, the CPU the process
+burns over `--idle-secs` is read from /proc/<pid>/stat (utime + stime), as % of one core.
 """
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -178,6 +188,69 @@ def page_bench(args, root, modules):
         print(f"{r['expman']:<9} {r['first_paint_s']:>13.3f} {r['settled_s']:>9.3f} {r['sort_ms']:>8.0f} "
               f"{r['sort_again_ms']:>9.0f} {r['filter_ms']:>10.0f} {r['open_json_bytes']:>13,} "
               f"{r['all_json_bytes']:>12,}")
+def drop_caches():
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def cpu_secs(pid):
+    """utime + stime of a process, in seconds (/proc/<pid>/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def get(url, timeout=60):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read()
+
+
+def start_serving(module, root):
+    """(process, url, seconds to /api/health, seconds to /api/experiments)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, module, "serve", root, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    match = re.search(r"(http://[^\s/]+)", line)
+    if not match:
+        proc.kill()
+        raise SystemExit(f"{module} serve printed {line!r}")
+    url = match.group(1)
+    while True:
+        try:
+            get(url + "/api/health", timeout=5)
+            break
+        except OSError:
+            time.sleep(0.01)
+    ready = time.perf_counter() - t0
+    get(url + "/api/experiments")
+    return proc, url, ready, time.perf_counter() - t0
+
+
+def bench_serve(modules, root, idle_secs):
+    """{which: {"ready_s", "experiments_s", "idle_cpu_pct"}}: servers measured one after the
+    other for start-up (each alone on the machine), then idle side by side."""
+    out, procs = {}, {}
+    try:
+        for which, module in modules.items():
+            proc, url, ready, listed = start_serving(module, root)
+            procs[which] = proc
+            out[which] = {"ready_s": round(ready, 3), "experiments_s": round(listed, 3)}
+        time.sleep(2.0)  # past start-up work (a watcher's first pass, catalog writes)
+        before = {w: cpu_secs(p.pid) for w, p in procs.items()}
+        t0 = time.perf_counter()
+        time.sleep(idle_secs)
+        wall = time.perf_counter() - t0
+        for which, proc in procs.items():
+            out[which]["idle_cpu_pct"] = round(100 * (cpu_secs(proc.pid) - before[which]) / wall,
+                                               2)
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+    return out
 
 
 def main():
@@ -190,6 +263,13 @@ def main():
     ap.add_argument("--page", action="store_true",
                     help="time the dashboard's runs table instead of the CLI")
     ap.add_argument("--filter", default="seed>9990", help="what --page types in the filter")
+    ap.add_argument("--drop-caches", action="store_true",
+                    help="also time a listing after dropping the page cache (root only)")
+    ap.add_argument("--idle-secs", type=float, default=60.0,
+                    help="how long an idle server's CPU is measured (0: no serving figures)")
+    ap.add_argument("--only-serve", action="store_true", help="serving figures only")
+    ap.add_argument("--commands", default="list -e,list,list -e --json",
+                    help="which listings to time, comma-separated")
     args = ap.parse_args()
 
     root = os.path.join(args.data, f"runs{args.runs}")
@@ -206,12 +286,20 @@ def main():
         return page_bench(args, root, modules)
     commands = {"list -e": ["list", root, "-e", "sweep"], "list": ["list", root],
                 "list -e --json": ["list", root, "-e", "sweep", "--json"]}
+    wanted = [c.strip() for c in args.commands.split(",")]
+    commands = {label: cmd for label, cmd in commands.items() if label in wanted}
+    if args.only_serve:
+        commands = {}
     results = {}
     for label, cmd in commands.items():
         for which, module in modules.items():
             shutil.rmtree(os.path.join(exp_dir, ".catalog"), ignore_errors=True)
             cold, size = timed([sys.executable, module, *cmd])
-            results[(label, which)] = {"cold": cold, "warm": [], "bytes": size}
+            results[(label, which)] = {"cold": cold, "warm": [], "bytes": size,
+                                       "cold_cache": None}
+            if args.drop_caches:  # the catalog this expman just wrote, read from disk
+                drop_caches()
+                results[(label, which)]["cold_cache"] = timed([sys.executable, module, *cmd])[0]
         for _ in range(args.repeat):
             for which, module in modules.items():  # alternating: the same load for both
                 results[(label, which)]["warm"].append(timed([sys.executable, module, *cmd])[0])
@@ -220,16 +308,30 @@ def main():
     for (label, which), r in results.items():
         out.append({"command": f"expman {label}", "expman": which, "runs": args.runs,
                     "cold_s": round(r["cold"], 3),
+                    "cold_cache_s": r["cold_cache"] and round(r["cold_cache"], 3),
                     "warm_median_s": round(statistics.median(r["warm"]), 3),
                     "warm_min_s": round(min(r["warm"]), 3), "stdout_bytes": r["bytes"]})
+    serving = bench_serve(modules, root, args.idle_secs) if args.idle_secs > 0 else {}
+    load_after = os.getloadavg()
     if args.json:
-        print(json.dumps({"load_avg": load, "results": out}, indent=1))
+        print(json.dumps({"load_avg": load, "results": out, "serve": serving,
+                          "load_avg_after_serve": load_after}, indent=1))
         return
-    print(f"{args.runs} runs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"{'command':<26} {'expman':<9} {'cold s':>8} {'warm s':>8} {'min s':>8}")
-    for r in out:
-        print(f"{r['command']:<26} {r['expman']:<9} {r['cold_s']:>8.3f} "
-              f"{r['warm_median_s']:>8.3f} {r['warm_min_s']:>8.3f}")
+    if out:
+        print(f"{args.runs} runs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        print(f"{'command':<26} {'expman':<9} {'no catalog s':>13} {'cold cache s':>13} "
+              f"{'warm s':>8} {'min s':>8}")
+        for r in out:
+            cc = f"{r['cold_cache_s']:>13.3f}" if r["cold_cache_s"] is not None else f"{'-':>13}"
+            print(f"{r['command']:<26} {r['expman']:<9} {r['cold_s']:>13.3f} {cc} "
+                  f"{r['warm_median_s']:>8.3f} {r['warm_min_s']:>8.3f}")
+    if serving:
+        print(f"serve, {args.runs} runs, idle {args.idle_secs:.0f} s, load average after "
+              f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+        print(f"{'expman':<9} {'ready s':>8} {'experiments s':>14} {'idle CPU %':>11}")
+        for which, r in serving.items():
+            print(f"{which:<9} {r['ready_s']:>8.3f} {r['experiments_s']:>14.3f} "
+                  f"{r['idle_cpu_pct']:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -288,3 +288,22 @@ def test_a_closing_run_adds_its_own_row(tmp_path):
     os.remove(tmp_path / "sweep" / "r0" / "config.yaml")  # the listing needs only the row
     (row,) = expman.list_runs(str(tmp_path), "sweep")
     assert row["params"] == {"lr": 0.3}
+
+
+def test_entries_of_an_older_catalog_version_are_read_again(tmp_path):
+    """A catalog written before RUN_ROW gained summary_min/summary_max (no "v") is not trusted:
+    the run is read from its files once and listed with the new fields."""
+    with expman.Experiment("vers", base_dir=str(tmp_path), run_name="r", capture_git=False) as e:
+        for i in range(5):
+            e.log_metrics({"loss": 5.0 - i}, step=i)
+    assert expman.list_runs(str(tmp_path), "vers")[0]["summary_min"] == {"loss": 1.0}
+    folder = tmp_path / "vers" / expman.CATALOG_DIR
+    entries = [json.loads(line) for f in sorted(folder.iterdir())
+               for line in f.read_text().splitlines()]
+    assert entries and all(e["v"] == expman.CATALOG_ROW_VERSION for e in entries)
+    for f in folder.iterdir():   # as an older expman left it: no version, no min/max
+        f.unlink()
+    old = {k: v for k, v in entries[-1].items() if k != "v"}
+    old["row"] = {k: v for k, v in old["row"].items() if k not in ("summary_min", "summary_max")}
+    (folder / "base-00000000000000000001-1-old.jsonl").write_text(json.dumps(old) + "\n")
+    assert expman.list_runs(str(tmp_path), "vers")[0]["summary_min"] == {"loss": 1.0}
