@@ -9908,6 +9908,14 @@ class _Api:
         and metric keys of all runs (the page's column chooser), and the rows [offset,
         offset+limit) as a list or, with format=columns, as columns (see _columns_json).
         """
+        ask = self.runs_query_args()
+        runs = self.cached_run_rows(exp)
+        ordered = self.ordered_runs(runs, ask, where)
+        return self.runs_answer(exp, runs, ordered, ask)
+
+    def runs_query_args(self):
+        """A runs query's parameters as a dict (sort, order, format, offset, limit, key: the
+        sort key, names, where: its text), each checked: a bad one is a 400 naming it."""
         q = self.bottle.request.query
         sort = q.getunicode("sort") or "started"
         order = q.get("order") or ("asc" if sort in ("name", "status") or sort[:2] == "p:"
@@ -9924,32 +9932,39 @@ class _Api:
             self.fail(400, f"sort must be a runs-table column (name, status, started, "
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
                            f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
-        runs = self.cached_run_rows(exp)
-        names = q.getunicode("names")
-        # scrolling asks for page after page of one order: sort once per list, not per page
-        memo = (sort, order, q.getunicode("where") or "", names)
+        return {"sort": sort, "order": order, "format": form, "offset": offset,
+                "limit": limit, "key": key, "names": q.getunicode("names"),
+                "where": q.getunicode("where") or ""}
+
+    def ordered_runs(self, runs, ask, where):
+        """The rows of a _RunList that where and names= keep, in the order asked for. Scrolling
+        asks for page after page of one order: sort once per list, not per page."""
+        memo = (ask["sort"], ask["order"], ask["where"], ask["names"])
         ordered = runs.orders.get(memo)
         if ordered is None:
-            rows = runs.by_name
-            if where is not None:
-                rows = [r for r in rows if where(r)]
-            if names is not None:
-                wanted = set(names.split(","))
-                rows = [r for r in rows if r["name"] in wanted]
-            ordered = _sorted_runs(rows, key, order == "desc")
+            rows = _picked_runs(runs.by_name, where, ask["names"])
+            ordered = _sorted_runs(rows, ask["key"], ask["order"] == "desc")
             with self.lists_lock:
                 runs.orders[memo] = ordered
                 while len(runs.orders) > 8:
                     del runs.orders[next(iter(runs.orders))]
+        return ordered
+
+    def runs_answer(self, exp, runs, ordered, ask):
+        """The answer to a runs query: counts, keys and extremes of all the ordered rows, and
+        the window [offset, offset+limit) of them as a list or, with format=columns, as
+        columns."""
+        offset, limit = ask["offset"], ask["limit"]
         window = ordered[offset:offset + limit if limit is not None else None]
-        memo = ("extremes", q.getunicode("where") or "", names)
+        memo = ("extremes", ask["where"], ask["names"])
         extremes = runs.orders.get(memo)
         if extremes is None:   # the same for every order of these rows: once
             extremes = runs.orders[memo] = _run_extremes(ordered)
         out = {"experiment": exp, "total": len(runs.by_name), "matched": len(ordered),
-               "offset": offset, "sort": sort, "order": order, "param_keys": runs.param_keys,
-               "metric_keys": runs.metric_keys, "extremes": extremes}
-        if form == "columns":
+               "offset": offset, "sort": ask["sort"], "order": ask["order"],
+               "param_keys": runs.param_keys, "metric_keys": runs.metric_keys,
+               "extremes": extremes}
+        if ask["format"] == "columns":
             out["format"], out["count"], out["columns"] = "columns", len(window), \
                 _columns_json(window)
         else:
@@ -10059,20 +10074,30 @@ class _Api:
 
     def _api_run_meta_patch(self, exp, run):
         path = self.run_path(exp, run)
+        body = self.meta_patch_body()
+        meta_path = self.store.join(path, RUN_YAML)
+        meta = _read_yaml(self.store, meta_path)
+        self.patch_meta(meta, body)
+        self.store.write_atomic(meta_path, _yaml_dump(meta))
+        self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
+        return _json_safe(load_run(self.location(path)))
+
+    def meta_patch_body(self):
+        """A metadata PATCH's body: a same-origin JSON object of description and/or tags."""
         req = self.bottle.request
         if not (req.content_type or "").startswith("application/json"):
             self.fail(415, "PATCH needs Content-Type: application/json")
-        origin = req.get_header("Origin")
-        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
-            self.fail(403, f"cross-site request from {origin} refused")
+        self.same_origin()
         try:
             body = json.loads(req.body.read(1 << 20) or b"{}")
         except ValueError:
             self.fail(400, "body is not valid JSON")
         if not isinstance(body, dict) or not body.keys() <= {"description", "tags"}:
             self.fail(400, "send an object with 'description' and/or 'tags'")
-        meta_path = self.store.join(path, RUN_YAML)
-        meta = _read_yaml(self.store, meta_path)
+        return body
+
+    def patch_meta(self, meta, body):
+        """The run.yaml dict meta with the body's description and tags, checked and clipped."""
         if "description" in body:
             if not isinstance(body["description"], str):
                 self.fail(400, "description must be a string")
@@ -10082,9 +10107,6 @@ class _Api:
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 self.fail(400, "tags must be a list of strings")
             meta["tags"] = [t.strip()[:100] for t in tags if t.strip()][:100]
-        self.store.write_atomic(meta_path, _yaml_dump(meta))
-        self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
-        return _json_safe(load_run(self.location(path)))
 
     def _api_config(self, exp, run):
         path = self.run_path(exp, run)
@@ -10260,21 +10282,9 @@ class _Api:
             self.streams -= 1
 
     def stream_cursors(self, query):
-        runs = query.getunicode("runs")
-        if runs is None and query.get("runs"):  # bottle gives None for bad UTF-8: it
-            self.fail(400, "runs= is not valid UTF-8")  # was taken for "no runs" (an empty 200)
-        items = [item for item in (runs or "").split(",") if item]
-        if len(set(items)) > 500:
-            self.fail(400, "at most 500 runs per stream")
         cursors = {}
-        for item in items:
-            name, _, since = item.partition(":")
-            try:
-                start = int(since) if since else None
-            except ValueError:
-                self.fail(400, f"bad run in runs=: {item}")
-            if start is not None and not 0 <= start <= _STEP_LIMITS[1]:
-                self.fail(400, f"bad run in runs=: {item}")
+        for item in self.stream_items(query):
+            name, start = self.stream_item(item)
             known = cursors.get(name)
             if known is not None:  # named again: one cursor, from the earlier row
                 if start is not None and (known.rows is None or start < known.rows):
@@ -10287,6 +10297,27 @@ class _Api:
                 self.fail(400, f"bad run in runs=: {item}")
             cursors[name] = _StreamCursor(name, path, start)
         return list(cursors.values())
+
+    def stream_items(self, query):
+        """The items of runs= (exp/run or exp/run:row), 500 different ones at most."""
+        runs = query.getunicode("runs")
+        if runs is None and query.get("runs"):  # bottle gives None for bad UTF-8: it
+            self.fail(400, "runs= is not valid UTF-8")  # was taken for "no runs" (an empty 200)
+        items = [item for item in (runs or "").split(",") if item]
+        if len(set(items)) > 500:
+            self.fail(400, "at most 500 runs per stream")
+        return items
+
+    def stream_item(self, item):
+        """One item of runs= as (exp/run, the row to start from or None)."""
+        name, _, since = item.partition(":")
+        try:
+            start = int(since) if since else None
+        except ValueError:
+            self.fail(400, f"bad run in runs=: {item}")
+        if start is not None and not 0 <= start <= _STEP_LIMITS[1]:
+            self.fail(400, f"bad run in runs=: {item}")
+        return name, start
 
 
 # The runs table sorts on the server as the page sorted it: empty values (None, "", NaN) last
@@ -10308,28 +10339,35 @@ def _run_name(row):
 def _run_sort_key(column):
     """A function of a RUN_ROW giving the value the page sorts the column by, or None for a
     column the table does not have."""
+    fixed = {"name": _run_name,
+             "status": lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9),
+             "started": lambda r: _parse_iso(r.get("started_at")),
+             "tags": _run_tags_text}
     fields = {"duration": "duration_secs", "steps": "last_step", "description": "description",
               "hostname": "hostname", "git": "git_commit"}
-    if column == "name":
-        return _run_name
-    if column == "status":
-        return lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9)
-    if column == "started":
-        return lambda r: _parse_iso(r.get("started_at"))
-    if column == "tags":
-        return lambda r: " ".join(str(t) for t in r.get("tags") or ()) or None
+    if column in fixed:
+        return fixed[column]
     if column in fields:
         field = fields[column]
         return lambda r: r.get(field)
     kind, _, name = column.partition(":")
-    if kind == "p" and name:
+    return _run_keyed_sort_key(kind, name) if name else None
+
+
+def _run_tags_text(row):
+    """The tags column's sort value: the tags joined by spaces; no tags is empty."""
+    return " ".join(str(t) for t in row.get("tags") or ()) or None
+
+
+def _run_keyed_sort_key(kind, name):
+    """The sort key of a column named by kind and key (p:<param>, m:<metric>, min:<metric>,
+    max:<metric>), or None for another kind."""
+    if kind == "p":
         return lambda r: (r.get("params") or {}).get(name)
-    if kind == "m" and name:
-        return lambda r: _sort_number((r.get("summary") or {}).get(name))
-    if kind in ("min", "max") and name:   # summary_min / summary_max (None: not recorded)
-        field = "summary_" + kind
-        return lambda r: _sort_number((r.get(field) or {}).get(name))
-    return None
+    if kind not in ("m", "min", "max"):
+        return None
+    field = "summary" if kind == "m" else "summary_" + kind  # summary_min/max: None unrecorded
+    return lambda r: _sort_number((r.get(field) or {}).get(name))
 
 
 def _sort_number(value):
@@ -10380,6 +10418,17 @@ class _RunList:
             params.update(row.get("params") or ())
             metrics.update(row.get("summary") or ())
         self.param_keys, self.metric_keys = sorted(params), sorted(metrics)
+
+
+def _picked_runs(rows, where, names):
+    """The rows the where predicate (or None) holds for, and, with names (comma-separated,
+    or None), only the runs it names; in the order given."""
+    if where is not None:
+        rows = [r for r in rows if where(r)]
+    if names is not None:
+        wanted = set(names.split(","))
+        rows = [r for r in rows if r["name"] in wanted]
+    return rows
 
 
 def _run_extremes(rows):
