@@ -169,6 +169,7 @@ DEFAULT_HEARTBEAT_SECS = 5.0
 STALE_HEARTBEATS = 6                   # a heartbeat older than this many intervals: crashed
 DRAIN_CHUNK_ROWS = 10_000              # the writer converts queued rows this many at a time
 MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond which log calls wait
+IMPORT_PENDING_BYTES = 8 << 20         # the same for an import: no training loop to keep moving
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
 BACKPRESSURE_SLICE_SECS = 0.002        # the longest one log call waits for the writer
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
@@ -4209,6 +4210,7 @@ class Experiment:
         self._flush_rows = flush_rows
         self._check_at = flush_rows or PENDING_CHECK_ROWS
         self._row_bytes, self._sampled_keys = 0, None
+        self._max_pending = MAX_PENDING_BYTES   # an import lowers it (nothing waits on it)
         _install_hooks(remote=not store.is_local)
         _OPEN_RUNS.add(self)
         writer.start()
@@ -4387,11 +4389,11 @@ class Experiment:
             size = self._row_size(newest)
             if size > self._row_bytes:
                 self._row_bytes = size
-        limit = max(PENDING_CHECK_ROWS, MAX_PENDING_BYTES // max(self._row_bytes, 64))
+        limit = max(PENDING_CHECK_ROWS, self._max_pending // max(self._row_bytes, 64))
         if n > limit:
             if writer.first_time("backpressure"):
                 _warn(f"expman: logging faster than the writer can store ({n} rows, about "
-                      f"{MAX_PENDING_BYTES >> 20} MB, pending); log calls now wait up to "
+                      f"{self._max_pending >> 20} MB, pending); log calls now wait up to "
                       f"{BACKPRESSURE_SLICE_SECS * 1e3:.0f} ms each for it so memory stays "
                       f"bounded")
             writer.wait_for_room(BACKPRESSURE_SLICE_SECS)
@@ -7586,6 +7588,9 @@ class _TBImport:
                                   config=self.config or None,
                                   description=f"imported from TensorBoard: {self.directory}",
                                   tags=["tensorboard"], capture_git=False, clock=self.clock)
+            # a reading loop has no training step to keep moving: waiting for the writer
+            # early costs nothing and keeps the import's memory flat whatever the file's size
+            self.exp._max_pending = IMPORT_PENDING_BYTES
         return self.exp
 
     def points(self, wall, step, points):
@@ -7597,7 +7602,7 @@ class _TBImport:
     def row(self, step, wall, values):
         self.clock.now = _exact_micros(wall)
         # a reading loop outruns the writer: the log call's backpressure (an honest byte
-        # estimate, waits of at most 2 ms) keeps the queue under MAX_PENDING_BYTES
+        # estimate, waits of at most 2 ms) keeps the queue under IMPORT_PENDING_BYTES
         self.exp.log_metrics(values, step=step)
         self.rows += 1
 
