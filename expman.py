@@ -10913,9 +10913,17 @@ def _use_system_memory_pool():
     4 min, benchmarks/bench_load.py); with the system allocator it grew ~8 MB a minute while
     that run kept growing, and stayed flat on finished runs.
     Only for a process that serves: a library call must not change a training script's pool.
+    Before pyarrow is imported the choice goes through ARROW_DEFAULT_MEMORY_POOL, which also
+    sets the pool Arrow's C++ code uses by itself (the Parquet reader's buffers): with
+    set_memory_pool alone those stayed on mimalloc, and a server answering charts of a live
+    run grew ~0.5 MB a second (tests/test_reliability.py's load test).
     """
     _return_freed_memory()
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    if "pyarrow" not in sys.modules:
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+        pa.default_memory_pool()   # imports it now, with that pool, beside the first requests
         return
     try:
         pa.set_memory_pool(pa.system_memory_pool())
