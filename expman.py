@@ -13434,7 +13434,7 @@ with expman.Experiment("my-experiment") as exp:
     <section id="runs-panel" class="panel" data-testid="runs-panel" hidden>
       <div class="panel-head">
         <div class="title"><h2 id="exp-title"></h2><span id="exp-desc"></span></div>
-        <input id="filter" data-testid="filter" type="search" placeholder="Filter: name, tag, lr>0.01, optimizer=adam, name~abc   ( / )" autocomplete="off" spellcheck="false" title="Words match anywhere; key=value is exact, key~text a substring; > >= < <= != compare numbers. Space-separated terms must all hold.">
+        <input id="filter" data-testid="filter" type="search" placeholder="Filter: name, tag, lr>0.01, optimizer=adam, name~abc   ( / )" autocomplete="off" spellcheck="false" title="Words match anywhere; key=value is exact, key~text a substring (key~/regex/i), key!=v key!~v; > >= < <= compare numbers; p: m: min: max: pick a param or metric; tag:NAME; AND OR NOT ( ), terms side by side must all hold (as expman list --where).">
         <span id="filter-error" data-testid="filter-error" role="status" hidden></span>
         <span id="runs-count" data-testid="runs-count"></span>
         <button id="diff-button" class="btn" type="button" data-testid="diff-button" title="Params that differ between the selected runs" disabled>Diff params</button>
