@@ -1867,19 +1867,8 @@ class _Summary:
 
     def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
         """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket."""
-        picks = []
-        for i, (keys, levels, buckets, smins, smaxs) in enumerate(self.groups):
-            if not (_in_stats(keys, key) and _in_stats(levels, level)):
-                continue
-            if b_lo is not None and buckets and buckets[1] < b_lo:
-                continue
-            if b_hi is not None and buckets and buckets[0] > b_hi:
-                continue
-            if s_lo is not None and smaxs and smaxs[1] < s_lo:
-                continue
-            if s_hi is not None and smins and smins[0] > s_hi:
-                continue
-            picks.append(i)
+        picks = [i for i, bounds in enumerate(self.groups)
+                 if _group_may_hold(bounds, key, level, b_lo, b_hi, s_lo, s_hi)]
         names = list(_M4_FIELDS) if columns is None else list(columns)
         if not picks:
             return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
@@ -1902,6 +1891,26 @@ def _m4_type(field):
 
 def _in_stats(bounds, value):
     return not bounds or bounds[0] <= value <= bounds[1]
+
+
+def _group_may_hold(bounds, key, level, b_lo, b_hi, s_lo, s_hi):
+    """Whether a row group's statistics (a _group_bounds entry) leave room for records of key
+    and level in buckets [b_lo, b_hi] and steps [s_lo, s_hi]; missing statistics always do."""
+    keys, levels, buckets, smins, smaxs = bounds
+    if not (_in_stats(keys, key) and _in_stats(levels, level)):
+        return False
+    return not (_all_below(buckets, b_lo) or _all_above(buckets, b_hi)
+                or _all_below(smaxs, s_lo) or _all_above(smins, s_hi))
+
+
+def _all_below(bounds, lo):
+    """Whether statistics (min, max) show every value below lo (None: no bound)."""
+    return lo is not None and bool(bounds) and bounds[1] < lo
+
+
+def _all_above(bounds, hi):
+    """Whether statistics (min, max) show every value above hi (None: no bound)."""
+    return hi is not None and bool(bounds) and bounds[0] > hi
 
 
 _SUMMARIES = collections.OrderedDict()  # (summary, final) stamps -> _Summary or None
@@ -9360,6 +9369,27 @@ def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0
 
 
 def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since):
+    sources, seen, rows = _chart_sources(store, path, files, since)
+    all_keys = list(seen)
+    if since:
+        all_keys = _metric_keys(store, path)
+    lo = None if x_min is None else math.ceil(x_min)
+    hi = None if x_max is None else math.floor(x_max)
+    summary = _chart_summary(store, path, files, sources, since)
+    out, downsampled = {}, False
+    for key in keys or all_keys:
+        if key not in seen or not _is_number_type(seen[key]):
+            continue
+        points, reduced = _key_points(summary, sources, key, max_points, lo, hi, since, rows)
+        downsampled = downsampled or reduced
+        out[key] = _points_json(points)
+    return out, downsampled, rows, all_keys
+
+
+def _chart_sources(store, path, files, since):
+    """(sources, seen, rows) of the metrics files a chart reads: (start, parquet file, path)
+    of each readable file not wholly before row `since`, the type of every non-reserved
+    column they hold (first seen wins), and the run's row count."""
     sources, seen, rows = [], {}, 0
     for start, end, fpath in files:
         if _link_out_of(store, path, fpath):
@@ -9381,31 +9411,33 @@ def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since
         for name in schema.names:
             if name not in RESERVED_COLUMNS:
                 seen.setdefault(name, schema.field(name).type)
-    all_keys = list(seen)
-    if since:
-        all_keys = _metric_keys(store, path)
-    lo = None if x_min is None else math.ceil(x_min)
-    hi = None if x_max is None else math.floor(x_max)
-    summary = None
-    if since == 0 and len(files) == 1 and files[0][1] is None and sources:
-        spath = store.join(path, SUMMARY_FILE)
-        if not _link_out_of(store, path, spath):
-            summary = _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
-    out, downsampled = {}, False
-    for key in keys or all_keys:
-        if key not in seen:
-            continue
-        if not (pa.types.is_floating(seen[key]) or pa.types.is_integer(seen[key])):
-            continue
-        found = None
-        if summary is not None:
-            found = _summary_points(summary, sources, key, max_points, lo, hi)
-        if found is None:
-            found = _exact_points(sources, key, max_points, lo, hi, since, rows)
-        points, reduced = found
-        downsampled = downsampled or reduced
-        out[key] = _points_json(points)
-    return out, downsampled, rows, all_keys
+    return sources, seen, rows
+
+
+def _chart_summary(store, path, files, sources, since):
+    """The run's chart summary when it may answer: a whole read (since 0) of a closed run's
+    one readable metrics.parquet, and the summary not a link out of the run; else None."""
+    if not (since == 0 and len(files) == 1 and files[0][1] is None and sources):
+        return None
+    spath = store.join(path, SUMMARY_FILE)
+    if _link_out_of(store, path, spath):
+        return None
+    return _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
+
+
+def _is_number_type(dtype):
+    return pa.types.is_floating(dtype) or pa.types.is_integer(dtype)
+
+
+def _key_points(summary, sources, key, max_points, lo, hi, since, rows):
+    """(points, downsampled) of one key: from the chart summary when there is one and it can
+    answer, else from the rows."""
+    found = None
+    if summary is not None:
+        found = _summary_points(summary, sources, key, max_points, lo, hi)
+    if found is None:
+        found = _exact_points(sources, key, max_points, lo, hi, since, rows)
+    return found
 
 
 def _scan_key(sources, key, lo, hi, row_lo, row_hi, shift):
@@ -9415,40 +9447,54 @@ def _scan_key(sources, key, lo, hi, row_lo, row_hi, shift):
     buckets)."""
     parts = []
     for start, pf, _path in sources:
-        names = pf.schema_arrow.names
-        if key not in names:
-            continue
-        meta, groups, at, first = pf.metadata, [], start, None
-        for i in range(meta.num_row_groups):
-            n = meta.row_group(i).num_rows
-            if (row_hi is None or at < row_hi) and (row_lo is None or at + n > row_lo):
-                groups.append(i)
-                first = at if first is None else first
-            at += n
-        if not groups:
-            continue
-        cols = [c for c in ("step", "timestamp") if c in names] + [key]
-        at = first
-        batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
-        if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
-            batches = pf.read_row_groups(groups, columns=cols).to_batches()
-        else:
-            batches = pf.iter_batches(batch_rows, row_groups=groups, columns=cols,
-                                      use_threads=False)
-        for batch in batches:
-            raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
-            at += batch.num_rows
-            if raw is None:
-                continue
+        for raw in _scan_file(pf, start, key, lo, hi, row_lo, row_hi):
             parts.append(raw if shift is None else _m4_combine(raw, shift))
             if shift is not None and len(parts) > 64:
                 parts = [_m4_combine(pa.concat_tables(parts), 0)]
-            if row_hi is not None and at >= row_hi:
-                break
     if not parts:
         return None
     table = pa.concat_tables(parts)
     return table if shift is None else _m4_combine(table, 0)
+
+
+def _scan_file(pf, start, key, lo, hi, row_lo, row_hi):
+    """Yield the level-0 records of key in steps [lo, hi] and rows [row_lo, row_hi) of one
+    file whose first row is `start`, one batch at a time, stopping past row_hi."""
+    names = pf.schema_arrow.names
+    if key not in names:
+        return
+    groups, at = _groups_in_rows(pf.metadata, start, row_lo, row_hi)
+    if not groups:
+        return
+    cols = [c for c in ("step", "timestamp") if c in names] + [key]
+    for batch in _scan_batches(pf, groups, cols):
+        raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
+        at += batch.num_rows
+        if raw is None:
+            continue
+        yield raw
+        if row_hi is not None and at >= row_hi:
+            break
+
+
+def _groups_in_rows(meta, start, row_lo, row_hi):
+    """(row groups holding rows of [row_lo, row_hi), the first row of the first of them) of
+    a file whose first row is `start`; None bounds are open."""
+    groups, at, first = [], start, None
+    for i in range(meta.num_row_groups):
+        n = meta.row_group(i).num_rows
+        if (row_hi is None or at < row_hi) and (row_lo is None or at + n > row_lo):
+            groups.append(i)
+            first = at if first is None else first
+        at += n
+    return groups, first
+
+
+def _scan_batches(pf, groups, cols):
+    if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
+        return pf.read_row_groups(groups, columns=cols).to_batches()
+    batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
+    return pf.iter_batches(batch_rows, row_groups=groups, columns=cols, use_threads=False)
 
 
 def _exact_points(sources, key, max_points, lo, hi, since, rows):
@@ -9479,45 +9525,70 @@ def _summary_points(summary, sources, key, max_points, lo, hi):
     order that too many buckets straddle the range): the caller reads the rows."""
     k0 = summary.k0
     if lo is None and hi is None:
-        top = summary.records(key, summary.top, columns=("count", "first_row", "last_row"))
-        if not top.num_rows:
-            return None  # not a key the summary covers
-        count = pc.sum(top.column("count")).as_py()
-        first, last = top.column("first_row")[0].as_py(), top.column("last_row")[-1].as_py()
+        span = _summary_span(summary, key)
     else:
-        cols = ("bucket", "count", "first_row", "last_row", "step_min", "step_max")
-        recs = summary.records(key, k0, s_lo=lo, s_hi=hi, columns=cols)
-        inside, partial = _split_range(recs, lo, hi)
-        if partial.num_rows > _SUMMARY_MAX_PARTIAL:
-            return None
-        exact = [_scan_key(sources, key, lo, hi, b << k0, (b + 1) << k0, None)
-                 for b in partial.column("bucket").to_pylist()]
-        exact = [t for t in exact if t is not None]
-        count = pc.sum(inside.column("count")).as_py() or 0
-        bounds = [t.column("first_row")[0].as_py() for t in exact]
-        ends = [t.column("last_row")[-1].as_py() for t in exact]
-        count += sum(t.num_rows for t in exact)
-        if inside.num_rows:
-            bounds.append(inside.column("first_row")[0].as_py())
-            ends.append(inside.column("last_row")[-1].as_py())
-        if not count:
-            return _m4_no_points(), False
-        first, last = min(bounds), max(ends)
+        span = _summary_span_in(summary, sources, key, lo, hi)
+    if not span:
+        return None if span is None else (_m4_no_points(), False)
+    count, first, last = span
     if count <= max_points:
         return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, None)), False
     level = _m4_level(first, last, max_points)
     if level < k0:  # zoomed in past the finest buckets: the rows (fewer than 2^(k0+1) * q)
         return _m4_points(_scan_key(sources, key, lo, hi, first, last + 1, level)), True
     recs = summary.records(key, level, first >> level, last >> level)
-    if lo is not None or hi is not None:
-        inside, partial = _split_range(recs, lo, hi)
-        if partial.num_rows > _SUMMARY_MAX_PARTIAL:
-            return None
-        fixed = [_scan_key(sources, key, lo, hi, b << level, (b + 1) << level, level)
-                 for b in partial.column("bucket").to_pylist()]
-        recs = pa.concat_tables([inside] + [t for t in fixed if t is not None])
-        recs = recs.take(pc.sort_indices(recs.column("bucket")))
-    return _m4_points(recs), True
+    if lo is None and hi is None:
+        return _m4_points(recs), True
+    recs = _mend_edges(recs, sources, key, lo, hi, level)
+    return None if recs is None else (_m4_points(recs), True)
+
+
+def _summary_span(summary, key):
+    """(count, first row, last row) of all of key's values from the summary's top level;
+    None when the summary does not cover key."""
+    top = summary.records(key, summary.top, columns=("count", "first_row", "last_row"))
+    if not top.num_rows:
+        return None  # not a key the summary covers
+    count = pc.sum(top.column("count")).as_py()
+    return count, top.column("first_row")[0].as_py(), top.column("last_row")[-1].as_py()
+
+
+def _summary_span_in(summary, sources, key, lo, hi):
+    """(count, first row, last row) of key's values in steps [lo, hi]: the finest summary
+    buckets wholly inside, and the rows of those straddling an edge. () when none is in the
+    range; None when too many buckets straddle (the summary cannot answer)."""
+    k0 = summary.k0
+    cols = ("bucket", "count", "first_row", "last_row", "step_min", "step_max")
+    recs = summary.records(key, k0, s_lo=lo, s_hi=hi, columns=cols)
+    inside, partial = _split_range(recs, lo, hi)
+    if partial.num_rows > _SUMMARY_MAX_PARTIAL:
+        return None
+    exact = [_scan_key(sources, key, lo, hi, b << k0, (b + 1) << k0, None)
+             for b in partial.column("bucket").to_pylist()]
+    exact = [t for t in exact if t is not None]
+    count = pc.sum(inside.column("count")).as_py() or 0
+    bounds = [t.column("first_row")[0].as_py() for t in exact]
+    ends = [t.column("last_row")[-1].as_py() for t in exact]
+    count += sum(t.num_rows for t in exact)
+    if inside.num_rows:
+        bounds.append(inside.column("first_row")[0].as_py())
+        ends.append(inside.column("last_row")[-1].as_py())
+    if not count:
+        return ()
+    return count, min(bounds), max(ends)
+
+
+def _mend_edges(recs, sources, key, lo, hi, level):
+    """Records of level `level` limited to steps [lo, hi]: those wholly inside as they are,
+    those straddling an edge rebuilt from their rows, sorted by bucket. None when too many
+    straddle (the summary cannot answer)."""
+    inside, partial = _split_range(recs, lo, hi)
+    if partial.num_rows > _SUMMARY_MAX_PARTIAL:
+        return None
+    fixed = [_scan_key(sources, key, lo, hi, b << level, (b + 1) << level, level)
+             for b in partial.column("bucket").to_pylist()]
+    recs = pa.concat_tables([inside] + [t for t in fixed if t is not None])
+    return recs.take(pc.sort_indices(recs.column("bucket")))
 
 
 def _split_range(recs, lo, hi):
@@ -9837,6 +9908,14 @@ class _Api:
         and metric keys of all runs (the page's column chooser), and the rows [offset,
         offset+limit) as a list or, with format=columns, as columns (see _columns_json).
         """
+        ask = self.runs_query_args()
+        runs = self.cached_run_rows(exp)
+        ordered = self.ordered_runs(runs, ask, where)
+        return self.runs_answer(exp, runs, ordered, ask)
+
+    def runs_query_args(self):
+        """A runs query's parameters as a dict (sort, order, format, offset, limit, key: the
+        sort key, names, where: its text), each checked: a bad one is a 400 naming it."""
         q = self.bottle.request.query
         sort = q.getunicode("sort") or "started"
         order = q.get("order") or ("asc" if sort in ("name", "status") or sort[:2] == "p:"
@@ -9853,32 +9932,39 @@ class _Api:
             self.fail(400, f"sort must be a runs-table column (name, status, started, "
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
                            f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
-        runs = self.cached_run_rows(exp)
-        names = q.getunicode("names")
-        # scrolling asks for page after page of one order: sort once per list, not per page
-        memo = (sort, order, q.getunicode("where") or "", names)
+        return {"sort": sort, "order": order, "format": form, "offset": offset,
+                "limit": limit, "key": key, "names": q.getunicode("names"),
+                "where": q.getunicode("where") or ""}
+
+    def ordered_runs(self, runs, ask, where):
+        """The rows of a _RunList that where and names= keep, in the order asked for. Scrolling
+        asks for page after page of one order: sort once per list, not per page."""
+        memo = (ask["sort"], ask["order"], ask["where"], ask["names"])
         ordered = runs.orders.get(memo)
         if ordered is None:
-            rows = runs.by_name
-            if where is not None:
-                rows = [r for r in rows if where(r)]
-            if names is not None:
-                wanted = set(names.split(","))
-                rows = [r for r in rows if r["name"] in wanted]
-            ordered = _sorted_runs(rows, key, order == "desc")
+            rows = _picked_runs(runs.by_name, where, ask["names"])
+            ordered = _sorted_runs(rows, ask["key"], ask["order"] == "desc")
             with self.lists_lock:
                 runs.orders[memo] = ordered
                 while len(runs.orders) > 8:
                     del runs.orders[next(iter(runs.orders))]
+        return ordered
+
+    def runs_answer(self, exp, runs, ordered, ask):
+        """The answer to a runs query: counts, keys and extremes of all the ordered rows, and
+        the window [offset, offset+limit) of them as a list or, with format=columns, as
+        columns."""
+        offset, limit = ask["offset"], ask["limit"]
         window = ordered[offset:offset + limit if limit is not None else None]
-        memo = ("extremes", q.getunicode("where") or "", names)
+        memo = ("extremes", ask["where"], ask["names"])
         extremes = runs.orders.get(memo)
         if extremes is None:   # the same for every order of these rows: once
             extremes = runs.orders[memo] = _run_extremes(ordered)
         out = {"experiment": exp, "total": len(runs.by_name), "matched": len(ordered),
-               "offset": offset, "sort": sort, "order": order, "param_keys": runs.param_keys,
-               "metric_keys": runs.metric_keys, "extremes": extremes}
-        if form == "columns":
+               "offset": offset, "sort": ask["sort"], "order": ask["order"],
+               "param_keys": runs.param_keys, "metric_keys": runs.metric_keys,
+               "extremes": extremes}
+        if ask["format"] == "columns":
             out["format"], out["count"], out["columns"] = "columns", len(window), \
                 _columns_json(window)
         else:
@@ -9988,20 +10074,30 @@ class _Api:
 
     def _api_run_meta_patch(self, exp, run):
         path = self.run_path(exp, run)
+        body = self.meta_patch_body()
+        meta_path = self.store.join(path, RUN_YAML)
+        meta = _read_yaml(self.store, meta_path)
+        self.patch_meta(meta, body)
+        self.store.write_atomic(meta_path, _yaml_dump(meta))
+        self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
+        return _json_safe(load_run(self.location(path)))
+
+    def meta_patch_body(self):
+        """A metadata PATCH's body: a same-origin JSON object of description and/or tags."""
         req = self.bottle.request
         if not (req.content_type or "").startswith("application/json"):
             self.fail(415, "PATCH needs Content-Type: application/json")
-        origin = req.get_header("Origin")
-        if origin and origin.split("://", 1)[-1] != req.get_header("Host"):
-            self.fail(403, f"cross-site request from {origin} refused")
+        self.same_origin()
         try:
             body = json.loads(req.body.read(1 << 20) or b"{}")
         except ValueError:
             self.fail(400, "body is not valid JSON")
         if not isinstance(body, dict) or not body.keys() <= {"description", "tags"}:
             self.fail(400, "send an object with 'description' and/or 'tags'")
-        meta_path = self.store.join(path, RUN_YAML)
-        meta = _read_yaml(self.store, meta_path)
+        return body
+
+    def patch_meta(self, meta, body):
+        """The run.yaml dict meta with the body's description and tags, checked and clipped."""
         if "description" in body:
             if not isinstance(body["description"], str):
                 self.fail(400, "description must be a string")
@@ -10011,9 +10107,6 @@ class _Api:
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 self.fail(400, "tags must be a list of strings")
             meta["tags"] = [t.strip()[:100] for t in tags if t.strip()][:100]
-        self.store.write_atomic(meta_path, _yaml_dump(meta))
-        self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
-        return _json_safe(load_run(self.location(path)))
 
     def _api_config(self, exp, run):
         path = self.run_path(exp, run)
@@ -10189,21 +10282,9 @@ class _Api:
             self.streams -= 1
 
     def stream_cursors(self, query):
-        runs = query.getunicode("runs")
-        if runs is None and query.get("runs"):  # bottle gives None for bad UTF-8: it
-            self.fail(400, "runs= is not valid UTF-8")  # was taken for "no runs" (an empty 200)
-        items = [item for item in (runs or "").split(",") if item]
-        if len(set(items)) > 500:
-            self.fail(400, "at most 500 runs per stream")
         cursors = {}
-        for item in items:
-            name, _, since = item.partition(":")
-            try:
-                start = int(since) if since else None
-            except ValueError:
-                self.fail(400, f"bad run in runs=: {item}")
-            if start is not None and not 0 <= start <= _STEP_LIMITS[1]:
-                self.fail(400, f"bad run in runs=: {item}")
+        for item in self.stream_items(query):
+            name, start = self.stream_item(item)
             known = cursors.get(name)
             if known is not None:  # named again: one cursor, from the earlier row
                 if start is not None and (known.rows is None or start < known.rows):
@@ -10216,6 +10297,27 @@ class _Api:
                 self.fail(400, f"bad run in runs=: {item}")
             cursors[name] = _StreamCursor(name, path, start)
         return list(cursors.values())
+
+    def stream_items(self, query):
+        """The items of runs= (exp/run or exp/run:row), 500 different ones at most."""
+        runs = query.getunicode("runs")
+        if runs is None and query.get("runs"):  # bottle gives None for bad UTF-8: it
+            self.fail(400, "runs= is not valid UTF-8")  # was taken for "no runs" (an empty 200)
+        items = [item for item in (runs or "").split(",") if item]
+        if len(set(items)) > 500:
+            self.fail(400, "at most 500 runs per stream")
+        return items
+
+    def stream_item(self, item):
+        """One item of runs= as (exp/run, the row to start from or None)."""
+        name, _, since = item.partition(":")
+        try:
+            start = int(since) if since else None
+        except ValueError:
+            self.fail(400, f"bad run in runs=: {item}")
+        if start is not None and not 0 <= start <= _STEP_LIMITS[1]:
+            self.fail(400, f"bad run in runs=: {item}")
+        return name, start
 
 
 # The runs table sorts on the server as the page sorted it: empty values (None, "", NaN) last
@@ -10237,28 +10339,35 @@ def _run_name(row):
 def _run_sort_key(column):
     """A function of a RUN_ROW giving the value the page sorts the column by, or None for a
     column the table does not have."""
+    fixed = {"name": _run_name,
+             "status": lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9),
+             "started": lambda r: _parse_iso(r.get("started_at")),
+             "tags": _run_tags_text}
     fields = {"duration": "duration_secs", "steps": "last_step", "description": "description",
               "hostname": "hostname", "git": "git_commit"}
-    if column == "name":
-        return _run_name
-    if column == "status":
-        return lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9)
-    if column == "started":
-        return lambda r: _parse_iso(r.get("started_at"))
-    if column == "tags":
-        return lambda r: " ".join(str(t) for t in r.get("tags") or ()) or None
+    if column in fixed:
+        return fixed[column]
     if column in fields:
         field = fields[column]
         return lambda r: r.get(field)
     kind, _, name = column.partition(":")
-    if kind == "p" and name:
+    return _run_keyed_sort_key(kind, name) if name else None
+
+
+def _run_tags_text(row):
+    """The tags column's sort value: the tags joined by spaces; no tags is empty."""
+    return " ".join(str(t) for t in row.get("tags") or ()) or None
+
+
+def _run_keyed_sort_key(kind, name):
+    """The sort key of a column named by kind and key (p:<param>, m:<metric>, min:<metric>,
+    max:<metric>), or None for another kind."""
+    if kind == "p":
         return lambda r: (r.get("params") or {}).get(name)
-    if kind == "m" and name:
-        return lambda r: _sort_number((r.get("summary") or {}).get(name))
-    if kind in ("min", "max") and name:   # summary_min / summary_max (None: not recorded)
-        field = "summary_" + kind
-        return lambda r: _sort_number((r.get(field) or {}).get(name))
-    return None
+    if kind not in ("m", "min", "max"):
+        return None
+    field = "summary" if kind == "m" else "summary_" + kind  # summary_min/max: None unrecorded
+    return lambda r: _sort_number((r.get(field) or {}).get(name))
 
 
 def _sort_number(value):
@@ -10309,6 +10418,17 @@ class _RunList:
             params.update(row.get("params") or ())
             metrics.update(row.get("summary") or ())
         self.param_keys, self.metric_keys = sorted(params), sorted(metrics)
+
+
+def _picked_runs(rows, where, names):
+    """The rows the where predicate (or None) holds for, and, with names (comma-separated,
+    or None), only the runs it names; in the order given."""
+    if where is not None:
+        rows = [r for r in rows if where(r)]
+    if names is not None:
+        wanted = set(names.split(","))
+        rows = [r for r in rows if r["name"] in wanted]
+    return rows
 
 
 def _run_extremes(rows):
