@@ -13567,7 +13567,7 @@ with expman.Experiment("my-experiment") as exp:
     <section id="runs-panel" class="panel" data-testid="runs-panel" hidden>
       <div class="panel-head">
         <div class="title"><h2 id="exp-title"></h2><span id="exp-desc"></span></div>
-        <input id="filter" data-testid="filter" type="search" placeholder="Filter: name, tag, lr>0.01, optimizer=adam, name~abc   ( / )" autocomplete="off" spellcheck="false" title="Words match anywhere; key=value is exact, key~text a substring; > >= < <= != compare numbers. Space-separated terms must all hold.">
+        <input id="filter" data-testid="filter" type="search" placeholder="Filter: name, tag, lr>0.01, optimizer=adam, name~abc   ( / )" autocomplete="off" spellcheck="false" title="Words match anywhere; key=value is exact, key~text a substring (key~/regex/i), key!=v key!~v; > >= < <= compare numbers; p: m: min: max: pick a param or metric; tag:NAME; AND OR NOT ( ), terms side by side must all hold (as expman list --where).">
         <span id="filter-error" data-testid="filter-error" role="status" hidden></span>
         <span id="runs-count" data-testid="runs-count"></span>
         <button id="diff-button" class="btn" type="button" data-testid="diff-button" title="Params that differ between the selected runs" disabled>Diff params</button>
@@ -15633,70 +15633,322 @@ function visibleColumns() {
 function loadColPrefs(exp) { try { const v = JSON.parse(store('expman.cols.' + exp) || 'null'); return Array.isArray(v) ? new Set(v) : null; } catch (e) { return null; } }
 function saveColPrefs() { store('expman.cols.' + S.exp, S.colPrefs ? JSON.stringify(Array.from(S.colPrefs)) : null); }
 
+// The runs filter: section 9.6's _parse_filter (its `where` dialect) ported line for line, so
+// the page, `expman list --where`, load_runs(where=) and ?where= keep the same runs. No eval:
+// a recursive-descent parser over tokens builds closures over RUN_ROWs.
+//   NOT ! (tightest), AND && (or nothing: terms side by side), OR ||, parentheses, any case.
+//   key=v key==v exact (numbers as numbers, text case-sensitive, =null: missing), key!=v,
+//   key~text substring any case, key~/re/ key~/re/i regex, key!~v, key>n >= < <= numbers only.
+//   Keys: name status tag project group host description rank step rows duration, then
+//   p:KEY param, m:KEY metric:KEY last:KEY last value, min:KEY max:KEY; a bare KEY is the
+//   param, else the metric. A bare word matches anywhere, any case; tag:NAME is a tag exactly.
+// A malformed expression gives {error, pos}: pos counts from 1 (Python's position + 1) and the
+// table stays unfiltered.
+const FILTER_OPS = ['==', '>=', '<=', '!=', '!~', '>', '<', '=', '~'];
+const FILTER_WORD = /(?:[^\s()"<>=!~&|]|&(?!&)|\|(?!\|))+/y;
+const FILTER_VALUE = /(?:[^\s()"&|]|&(?!&)|\|(?!\|))+/y;
+const FILTER_QUOTED = /"((?:[^"\\]|\\[^\n])*)"/y;
+const FILTER_REGEX = /\/((?:[^/\\]|\\[^\n])*)\/(i?)/y;
+const FILTER_KEYWORDS = { 'AND': 'AND', 'OR': 'OR', 'NOT': 'NOT', '&&': 'AND', '||': 'OR', '!': 'NOT' };
+const FILTER_FIELDS = {
+  name: r => [r.name],
+  status: r => [r.status],
+  tag: r => r.tags || [],
+  tags: r => r.tags || [],
+  project: r => [r.project],
+  group: r => [r.group],
+  host: r => [r.hostname],
+  hostname: r => [r.hostname],
+  description: r => [r.description],
+  rank: r => [r.rank],
+  step: r => [r.last_step],
+  rows: r => [r.rows],
+  duration: r => [r.duration_secs]
+};
+const FILTER_PREFIXES = { p: 'params', param: 'params', m: 'summary', metric: 'summary', last: 'summary', min: 'summary_min', max: 'summary_max' };
+const PY_FLOAT = /^\s*[+-]?(?:(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d(?:_?\d)*)?|inf|infinity|nan)\s*$/i;
+
+function FilterError(message, pos) {
+  this.message = message;
+  this.pos = pos;
+}
+function stickyMatch(pattern, text, pos) {
+  pattern.lastIndex = pos;
+  return pattern.exec(text);
+}
+function unescapeQuoted(body) {
+  return body.replace(/\\(.)/g, '$1');
+}
+function pyRepr(text) {
+  return "'" + text + "'";
+}
+// float(text) as Python reads it, or null
+function pyFloat(text) {
+  if (!PY_FLOAT.test(text)) return null;
+  const plain = text.trim().replace(/_/g, '').toLowerCase();
+  const sign = plain.charAt(0) === '-' ? -1 : 1;
+  const bare = plain.replace(/^[+-]/, '');
+  if (bare === 'nan') return NaN;
+  if (bare === 'inf' || bare === 'infinity') return sign * Infinity;
+  return Number(plain);
+}
+// str(number) as Python writes a float (1e-05, 0.01), an integral value as an int
+function pyNumberText(n) {
+  if (Number.isNaN(n)) return 'nan';
+  if (n === Infinity) return 'inf';
+  if (n === -Infinity) return '-inf';
+  if (Number.isInteger(n)) return String(n);
+  const parts = n.toExponential().split('e');
+  const exponent = Number(parts[1]);
+  if (exponent >= -4 && exponent < 16) return String(n);
+  const digits = String(Math.abs(exponent)).padStart(2, '0');
+  return parts[0] + 'e' + (exponent < 0 ? '-' : '+') + digits;
+}
+// json.dumps(value, sort_keys=True) as Python writes it
+function pyJson(value) {
+  if (value === null || value === undefined) return 'null';
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  if (typeof value === 'number') return Number.isFinite(value) ? pyNumberText(value) : Number.isNaN(value) ? 'NaN' : value > 0 ? 'Infinity' : '-Infinity';
+  if (typeof value === 'string') return JSON.stringify(value).replace(/[\u0080-\uffff]/g, c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
+  if (Array.isArray(value)) return '[' + value.map(pyJson).join(', ') + ']';
+  const keys = Object.keys(value).sort();
+  return '{' + keys.map(k => pyJson(k) + ': ' + pyJson(value[k])).join(', ') + '}';
+}
+// a value as the filter's text comparisons see it (_filter_text)
+function filterText(value) {
+  if (value === null || value === undefined) return 'null';
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number') return pyNumberText(value);
+  return pyJson(value);
+}
+// a param or metric value as a number for comparisons, or null (bools and text are not numbers)
+function filterNumber(value) {
+  return typeof value === 'number' ? value : null;
+}
+
+function lexFilter(text) {
+  const tokens = [];
+  let pos = 0;
+  while (true) {
+    while (pos < text.length && /\s/.test(text.charAt(pos))) pos += 1;
+    if (pos >= text.length) break;
+    const at = pos;
+    const char = text.charAt(pos);
+    if (char === '(' || char === ')') {
+      tokens.push({ kind: char, value: null, at: at });
+      pos += 1;
+      continue;
+    }
+    const pair = text.slice(pos, pos + 2);
+    if (pair === '&&' || pair === '||') {
+      tokens.push({ kind: FILTER_KEYWORDS[pair], value: null, at: at });
+      pos += 2;
+      continue;
+    }
+    const after = text.slice(pos + 1, pos + 2);
+    if (char === '!' && after !== '=' && after !== '~') {
+      tokens.push({ kind: 'NOT', value: null, at: at });
+      pos += 1;
+      continue;
+    }
+    const word = lexWord(text, pos);
+    pos = word.end;
+    if (word.kind === 'word' && Object.prototype.hasOwnProperty.call(FILTER_KEYWORDS, word.text.toUpperCase())) {
+      tokens.push({ kind: FILTER_KEYWORDS[word.text.toUpperCase()], value: null, at: at });
+      continue;
+    }
+    const op = FILTER_OPS.find(o => text.startsWith(o, pos));
+    if (op === undefined) {
+      tokens.push({ kind: word.kind, value: word.text, at: at });
+      continue;
+    }
+    pos += op.length;
+    const value = lexValue(text, pos, op);
+    tokens.push({ kind: 'term', value: { key: word.text, op: op, value: value.text, regex: value.regex, at: value.at }, at: at });
+    pos = value.end;
+  }
+  tokens.push({ kind: 'end', value: null, at: text.length });
+  return tokens;
+}
+function lexWord(text, pos) {
+  if (text.charAt(pos) === '"') {
+    const quoted = stickyMatch(FILTER_QUOTED, text, pos);
+    if (!quoted) throw new FilterError('unterminated quote', pos);
+    return { kind: 'quoted', text: unescapeQuoted(quoted[1]), end: pos + quoted[0].length };
+  }
+  const match = stickyMatch(FILTER_WORD, text, pos);
+  if (!match) throw new FilterError('unexpected ' + pyRepr(text.charAt(pos)), pos);
+  return { kind: 'word', text: match[0], end: pos + match[0].length };
+}
+function lexValue(text, pos, op) {
+  const char = text.charAt(pos);
+  if (char === '"') {
+    const quoted = stickyMatch(FILTER_QUOTED, text, pos);
+    if (!quoted) throw new FilterError('unterminated quote', pos);
+    return { text: unescapeQuoted(quoted[1]), regex: null, at: pos, end: pos + quoted[0].length };
+  }
+  if (char === '/' && (op === '~' || op === '!~')) {
+    const slashed = stickyMatch(FILTER_REGEX, text, pos);
+    if (!slashed) throw new FilterError('unterminated /regex/', pos);
+    let regex = null;
+    try {
+      regex = new RegExp(slashed[1], slashed[2] ? 'i' : '');
+    } catch (e) {
+      throw new FilterError('bad regex (' + e.message + ')', pos + 1);
+    }
+    return { text: slashed[1], regex: regex, at: pos, end: pos + slashed[0].length };
+  }
+  const match = stickyMatch(FILTER_VALUE, text, pos);
+  if (!match || '<>=!~'.indexOf(match[0].charAt(0)) >= 0) {
+    const key = text.slice(0, pos).replace(/^[\s\S]*[\s()]/, '');
+    throw new FilterError('a value is missing after \u201c' + key + '\u201d', pos);
+  }
+  return { text: match[0], regex: null, at: pos, end: pos + match[0].length };
+}
+
+// {test: predicate on a RUN_ROW or null for none, error, pos (from 1)}
+function parseFilter(text) {
+  try {
+    return { test: parseFilterTokens(text, lexFilter(text)), error: null, pos: 0 };
+  } catch (e) {
+    if (!(e instanceof FilterError)) throw e;
+    return { test: null, error: e.message, pos: e.pos + 1 };
+  }
+}
+function parseFilterTokens(text, tokens) {
+  const starts = new Set(['(', 'NOT', 'word', 'quoted', 'term']);
+  let index = 0;
+  const peek = () => tokens[index].kind;
+  const fail = expected => {
+    const token = tokens[index];
+    const found = token.kind === 'end' ? 'the end' : pyRepr(text.slice(token.at, token.at + 20).trim().split(/\s+/)[0]);
+    throw new FilterError('expected ' + expected + ', found ' + found, token.at);
+  };
+  const parseOr = depth => {
+    let node = parseAnd(depth);
+    while (peek() === 'OR') {
+      index += 1;
+      const left = node;
+      const right = parseAnd(depth);
+      node = r => left(r) || right(r);
+    }
+    return node;
+  };
+  const parseAnd = depth => {
+    let node = parseNot(depth);
+    while (peek() === 'AND' || starts.has(peek())) {
+      if (peek() === 'AND') index += 1;
+      const left = node;
+      const right = parseNot(depth);
+      node = r => left(r) && right(r);
+    }
+    return node;
+  };
+  const parseNot = depth => {
+    if (depth > 100) fail('a shallower expression (more than 100 levels of nesting)');
+    const token = tokens[index];
+    if (token.kind === 'NOT') {
+      index += 1;
+      const inner = parseNot(depth + 1);
+      return r => !inner(r);
+    }
+    if (token.kind === '(') {
+      index += 1;
+      const node = parseOr(depth + 1);
+      if (peek() !== ')') fail("')'");
+      index += 1;
+      return node;
+    }
+    if (token.kind === 'word' || token.kind === 'quoted' || token.kind === 'term') {
+      index += 1;
+      return token.kind === 'term' ? filterTerm(token.value) : filterWord(token.value, token.kind);
+    }
+    return fail("a term, NOT or '('");
+  };
+  if (peek() === 'end') return null;
+  const tree = parseOr(0);
+  if (peek() !== 'end') fail('a term, AND, OR or the end');
+  return tree;
+}
+
 const haystacks = new WeakMap();
 function haystack(r) {
-  let s = haystacks.get(r);
-  if (s === undefined) {
-    const parts = [r.name, r.status, r.description || '', r.hostname || ''].concat(r.tags || []);
-    for (const k of Object.keys(r.params || {})) parts.push(k + '=' + fmtValue(r.params[k]));
-    s = parts.join('\n').toLowerCase(); haystacks.set(r, s);
+  let text = haystacks.get(r);
+  if (text === undefined) {
+    const parts = [r.name, r.status, r.description, r.hostname, r.project, r.group].concat(r.tags || []);
+    for (const k of Object.keys(r.params || {})) parts.push(k + '=' + filterText(r.params[k]));
+    text = parts.filter(p => p !== null && p !== undefined && p !== '').map(String).join('\n').toLowerCase();
+    haystacks.set(r, text);
   }
-  return s;
+  return text;
 }
-// The runs filter: space-separated terms that must all hold. A bare word matches anywhere
-// (name, status, tags, host, description, param=value); key=value is an exact match (numbers
-// compare as numbers: lr=0.01 matches 0.010 but not 0.015), key!=value its negation, key~text a
-// substring, and key>n key>=n key<n key<=n numeric comparisons. A key is a param (dotted for
-// nested ones), a metric's last value (p:lr / m:lr when both exist), name, status or tag. No eval: a malformed term gives
-// {error, pos} (pos counts from 1) and the table stays unfiltered.
-const FILTER_TERM = /^([^<>=!~]*)(>=|<=|!=|>|<|=|~)(.*)$/;
-function parseFilter(text) {
-  const terms = [], re = /\S+/g;
-  let m;
-  while ((m = re.exec(text)) !== null) {
-    const word = m[0], at = m.index, op = FILTER_TERM.exec(word);
-    if (!op) { terms.push({ kind: 'word', value: word.toLowerCase() }); continue; }
-    const key = op[1], sign = op[2], value = op[3];
-    if (!key) return { terms: [], error: 'a name is missing before \u201c' + sign + '\u201d', pos: at + 1 };
-    if (!value) return { terms: [], error: 'a value is missing after \u201c' + key + sign + '\u201d', pos: at + key.length + sign.length + 1 };
-    if (/[<>=!~]/.test(value.charAt(0))) return { terms: [], error: 'unexpected \u201c' + value.charAt(0) + '\u201d', pos: at + key.length + sign.length + 1 };
-    const numeric = sign.charAt(0) === '>' || sign.charAt(0) === '<';
-    if (numeric && !isFinite(Number(value))) return { terms: [], error: '\u201c' + value + '\u201d is not a number', pos: at + key.length + sign.length + 1 };
-    terms.push({ kind: 'compare', key: key, op: sign, value: value, number: Number(value) });
+function filterWord(word, kind) {
+  if (kind === 'word' && word.toLowerCase().startsWith('tag:') && word.length > 4) {
+    const tag = word.slice(4);
+    return r => (r.tags || []).indexOf(tag) >= 0;
   }
-  return { terms: terms, error: null, pos: 0 };
+  const needle = word.toLowerCase();
+  return r => haystack(r).indexOf(needle) >= 0;
 }
-function fieldValues(r, key) {
-  const k = key.toLowerCase();
-  if (k === 'name') return [r.name];
-  if (k === 'status') return [r.status];
-  if (k === 'tag' || k === 'tags') return r.tags || [];
-  // p:lr / m:lr pick the param or the metric of a shared name; a bare lr is the param if any
-  const kind = key.slice(0, 2), bare = kind === 'p:' || kind === 'm:' ? key.slice(2) : key;
-  if (kind !== 'm:' && r.params && bare in r.params) return [r.params[bare]];
-  if (kind !== 'p:' && r.summary && bare in r.summary) return [r.summary[bare]];
-  return [];
+function has(mapping, key) {
+  return !!mapping && Object.prototype.hasOwnProperty.call(mapping, key);
 }
-function termHolds(term, r) {
-  if (term.kind === 'word') return haystack(r).indexOf(term.value) >= 0;
-  const values = fieldValues(r, term.key), want = term.value.toLowerCase();
-  const equal = v => {
-    if (isNull(v)) return want === 'null' || want === 'none';
-    const n = num(v);
-    if (typeof v !== 'string' && !Number.isNaN(n) && isFinite(term.number)) return n === term.number;
-    return fmtValue(v).toLowerCase() === want;
+// RUN_ROW -> [values] for a term's key
+function filterGetter(key) {
+  const lower = key.toLowerCase();
+  const plain = get => r => get(r).map(v => (v === undefined ? null : v));
+  if (has(FILTER_FIELDS, lower)) return plain(FILTER_FIELDS[lower]);
+  const colon = key.indexOf(':');
+  const prefix = colon >= 0 ? key.slice(0, colon).toLowerCase() : '';
+  const rest = colon >= 0 ? key.slice(colon + 1) : '';
+  if (colon >= 0 && rest && has(FILTER_PREFIXES, prefix)) {
+    const field = FILTER_PREFIXES[prefix];
+    return r => (has(r[field], rest) ? [r[field][rest]] : []);
+  }
+  return r => {
+    if (has(r.params, key)) return [r.params[key]];
+    if (has(r.summary, key)) return [r.summary[key]];
+    return [];
   };
-  switch (term.op) {
-    case '=': return values.some(equal);
-    case '!=': return !values.some(equal);
-    case '~': return values.some(v => !isNull(v) && fmtValue(v).toLowerCase().indexOf(want) >= 0);
-    default: return values.some(v => {
-      if (typeof v === 'string' || typeof v === 'boolean') return false;
-      const n = num(v);
-      if (Number.isNaN(n)) return false;
-      return term.op === '>' ? n > term.number : term.op === '>=' ? n >= term.number : term.op === '<' ? n < term.number : n <= term.number;
-    });
+}
+function filterTerm(term) {
+  const get = filterGetter(term.key);
+  const value = term.value;
+  const number = pyFloat(value);
+  if (term.op === '<' || term.op === '<=' || term.op === '>' || term.op === '>=') {
+    if (number === null || !Number.isFinite(number)) throw new FilterError('\u201c' + value + '\u201d is not a number (' + term.op + ' compares numbers)', term.at);
+    const op = term.op;
+    const holds = n => (op === '<' ? n < number : op === '<=' ? n <= number : op === '>' ? n > number : n >= number);
+    return r => get(r).some(v => filterNumber(v) !== null && holds(filterNumber(v)));
   }
+  if (term.op === '~' || term.op === '!~') {
+    const needle = value.toLowerCase();
+    const regex = term.regex;
+    const hit = v => {
+      if (v === null) return false;
+      return regex === null ? filterText(v).toLowerCase().indexOf(needle) >= 0 : regex.test(filterText(v));
+    };
+    if (term.op === '~') return r => get(r).some(hit);
+    return r => !get(r).some(hit);
+  }
+  const nullWanted = value.toLowerCase() === 'null' || value.toLowerCase() === 'none';
+  const equal = r => {
+    const values = get(r);
+    if (nullWanted && (values.length === 0 || values.indexOf(null) >= 0)) return true;
+    for (const v of values) {
+      const n = filterNumber(v);
+      if (n !== null && number !== null) {
+        if (n === number || (Number.isNaN(n) && Number.isNaN(number))) return true;
+      } else if (typeof v === 'boolean') {
+        if (filterText(v) === value.toLowerCase()) return true;
+      } else if (v !== null && filterText(v) === value) {
+        return true;
+      }
+    }
+    return false;
+  };
+  return term.op === '=' || term.op === '==' ? equal : r => !equal(r);
 }
 function showFilterError(parsed) {
   const box = $('#filter-error');
@@ -15721,7 +15973,7 @@ function computeView() {
   const parsed = parseFilter(S.filter);
   showFilterError(parsed);
   let rows = Array.from(S.rows.values());
-  if (parsed.terms.length) rows = rows.filter(r => parsed.terms.every(t => termHolds(t, r)));
+  if (parsed.test) rows = rows.filter(parsed.test);
   const col = S.sort.col === 'name' ? { get: r => r.name } : allColumns().all.find(c => c.id === S.sort.col) || allColumns().base[1];
   const dir = S.sort.dir;
   const keyed = rows.map(r => [col.get(r), r]);
@@ -17748,7 +18000,14 @@ window.expman = Object.freeze({
   selected: () => S.selected.slice(),
   experiment: () => S.exp,
   liveState: () => live.state,
-  settings: () => ({ smoothing: S.smoothing, logy: S.logy, xaxis: S.xaxis, filter: S.filter })
+  settings: () => ({ smoothing: S.smoothing, logy: S.logy, xaxis: S.xaxis, filter: S.filter }),
+  // the names of the loaded runs a filter keeps, or its error and column (as under the box)
+  filterRuns: text => {
+    const parsed = parseFilter(text);
+    if (parsed.error) return { names: null, error: parsed.error, pos: parsed.pos };
+    const rows = Array.from(S.rows.values());
+    return { names: rows.filter(parsed.test || (() => true)).map(r => r.name).sort(), error: null, pos: 0 };
+  }
 });
 boot();
 })();
