@@ -11703,12 +11703,9 @@ def _plain_table(headers, columns, right):
     return ["  ".join(parts).rstrip() for parts in zip(*padded)]
 
 
-def _print_runs(model, color, width=None):
-    runs = model["runs"]
-    if not runs:
-        what = " matching the filters" if model["filtered"] else ""
-        print(f"no runs{what} in experiment {model['experiment']!r}")
-        return
+def _print_run_table(runs, color, width):
+    """Print the runs table (every row, whole and plain, to a pipe or a file; fitted to the
+    terminal otherwise); the Counter of what was left out to fit."""
     rows, columns, hidden = _runs_layout(runs, color, width)
     right = {3, 4} | {len(_RUN_FIXED) + i for i, c in enumerate(columns) if c[2] != "param"}
     headers = _RUN_FIXED + [c[0] for c in columns]
@@ -11719,11 +11716,26 @@ def _print_runs(model, color, width=None):
         _print_lines(_table(headers,
                             [row + [c[1][i] for c in columns] for i, row in enumerate(rows)],
                             right=right, width=width))
+    return hidden
+
+
+def _hidden_note(hidden, width):
+    """'(3 metrics and 1 param not shown to fit the terminal; see --json)', clipped."""
+    parts = [f"{hidden[k]} {k}{'s' if hidden[k] > 1 else ''}" for k in ("metric", "param")
+             if hidden[k]] + (["ROWS"] if hidden["column"] else [])
+    what = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    return _clip(f"({what} not shown to fit the terminal; see --json)", width)
+
+
+def _print_runs(model, color, width=None):
+    runs = model["runs"]
+    if not runs:
+        what = " matching the filters" if model["filtered"] else ""
+        print(f"no runs{what} in experiment {model['experiment']!r}")
+        return
+    hidden = _print_run_table(runs, color, width)
     if hidden:
-        parts = [f"{hidden[k]} {k}{'s' if hidden[k] > 1 else ''}" for k in ("metric", "param")
-                 if hidden[k]] + (["ROWS"] if hidden["column"] else [])
-        what = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-        print(_clip(f"({what} not shown to fit the terminal; see --json)", width))
+        print(_hidden_note(hidden, width))
     for run in runs:  # a garbled run.yaml was already reported by the reader; not this one
         if _is_corrupt(run) and run["error"] == "empty run.yaml":
             print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)
