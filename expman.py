@@ -9072,11 +9072,22 @@ class _Hub:
         """
         now = time.time()
         known = dict(self.known or {})
-        changed = self._list_local()
+        self._diff_names(self._list_local(), known)
+        self._drop_gone(known)
+        for exp in sorted(set(self.names) - self.filled):
+            self._fill(exp, known)   # not in the baseline: new since, every run is new
+            self.filled.add(exp)
+        self._settle_pending(known, now)
+        self._stat_picked(self._local_to_check(known), known, now)
+        self.known = known
+
+    def _diff_names(self, changed, known):
+        """Act on the re-listed experiments (filled ones): new names wait in pending for
+        their run.yaml, removed ones are dropped and announced."""
         for exp in changed:
             names = self.names.get(exp, set())
             if exp not in self.filled or exp not in self.names:
-                continue  # not filled yet (below), or gone (below)
+                continue  # not filled yet (_fill), or gone (_drop_gone)
             have = {r for (e, r) in known if e == exp} | \
                 {r for (e, r) in self.pending if e == exp}
             for name in sorted(names - have):
@@ -9085,15 +9096,19 @@ class _Hub:
                 self.pending.discard((exp, name))
                 if known.pop((exp, name), None) is not None:
                     self.publish("removed", {"experiment": exp, "run": name})
+
+    def _drop_gone(self, known):
+        """Forget the experiments whose folder went away, announcing each of their runs."""
         for gone in self.filled - set(self.names):
             self.filled.discard(gone)
             for key in [k for k in known if k[0] == gone]:
                 del known[key]
                 self.publish("removed", {"experiment": key[0], "run": key[1]})
-        for exp in sorted(set(self.names) - self.filled):
-            self._fill(exp, known)   # not in the baseline: new since, every run is new
-            self.filled.add(exp)
-        for key in sorted(self.pending):   # folders whose run.yaml had not arrived
+
+    def _settle_pending(self, known, now):
+        """Folders whose run.yaml had not arrived: read the ones that have it now (announced
+        as new runs), forget the ones removed meanwhile."""
+        for key in sorted(self.pending):
             if key[1] not in self.names.get(key[0], ()):
                 self.pending.discard(key)
                 continue
@@ -9102,11 +9117,19 @@ class _Hub:
                 self.pending.discard(key)
                 known[key] = _restatus(entry, None, now)
                 self._announce(key, entry, now, "runs")
+
+    def _local_to_check(self, known):
+        """The runs whose run.yaml this scan stats, in order: every live one, the ones edited
+        through this server, then LOCAL_SWEEP_RUNS closed ones in turn."""
         recheck, self.recheck = self.recheck, set()
         live = [k for k, e in known.items() if e.meta is not None and not _closed_meta(e.meta)]
         closed = [k for k, e in known.items() if e.meta is None or _closed_meta(e.meta)]
-        check = dict.fromkeys(live + [k for k in recheck if k in known] +
-                              self._turn(closed, "idle", LOCAL_SWEEP_RUNS))
+        return dict.fromkeys(live + [k for k in recheck if k in known] +
+                             self._turn(closed, "idle", LOCAL_SWEEP_RUNS))
+
+    def _stat_picked(self, check, known, now):
+        """Stat the picked runs: a gone run.yaml waits in pending again, a changed stamp or
+        status is announced."""
         for key in check:
             old = known[key]
             _key, entry = self._look(key, {key: old})
@@ -9117,7 +9140,6 @@ class _Hub:
             entry = known[key] = _restatus(entry, old, now)
             if old.stamp != entry.stamp or old.status != entry.status:
                 self._announce(key, entry, now, "status")
-        self.known = known
 
     def _fill(self, exp, known):
         """Entries for every run of an experiment seen for the first time: closed runs from
@@ -11694,12 +11716,9 @@ def _plain_table(headers, columns, right):
     return ["  ".join(parts).rstrip() for parts in zip(*padded)]
 
 
-def _print_runs(model, color, width=None):
-    runs = model["runs"]
-    if not runs:
-        what = " matching the filters" if model["filtered"] else ""
-        print(f"no runs{what} in experiment {model['experiment']!r}")
-        return
+def _print_run_table(runs, color, width):
+    """Print the runs table (every row, whole and plain, to a pipe or a file; fitted to the
+    terminal otherwise); the Counter of what was left out to fit."""
     rows, columns, hidden = _runs_layout(runs, color, width)
     right = {3, 4} | {len(_RUN_FIXED) + i for i, c in enumerate(columns) if c[2] != "param"}
     headers = _RUN_FIXED + [c[0] for c in columns]
@@ -11710,11 +11729,26 @@ def _print_runs(model, color, width=None):
         _print_lines(_table(headers,
                             [row + [c[1][i] for c in columns] for i, row in enumerate(rows)],
                             right=right, width=width))
+    return hidden
+
+
+def _hidden_note(hidden, width):
+    """'(3 metrics and 1 param not shown to fit the terminal; see --json)', clipped."""
+    parts = [f"{hidden[k]} {k}{'s' if hidden[k] > 1 else ''}" for k in ("metric", "param")
+             if hidden[k]] + (["ROWS"] if hidden["column"] else [])
+    what = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    return _clip(f"({what} not shown to fit the terminal; see --json)", width)
+
+
+def _print_runs(model, color, width=None):
+    runs = model["runs"]
+    if not runs:
+        what = " matching the filters" if model["filtered"] else ""
+        print(f"no runs{what} in experiment {model['experiment']!r}")
+        return
+    hidden = _print_run_table(runs, color, width)
     if hidden:
-        parts = [f"{hidden[k]} {k}{'s' if hidden[k] > 1 else ''}" for k in ("metric", "param")
-                 if hidden[k]] + (["ROWS"] if hidden["column"] else [])
-        what = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-        print(_clip(f"({what} not shown to fit the terminal; see --json)", width))
+        print(_hidden_note(hidden, width))
     for run in runs:  # a garbled run.yaml was already reported by the reader; not this one
         if _is_corrupt(run) and run["error"] == "empty run.yaml":
             print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)
