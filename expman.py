@@ -12589,26 +12589,26 @@ def _port(text):
     return value
 
 
-def _interval(text):
+def _number_of_seconds(text, holds, rule):
+    """float(text) when holds(value), else argparse's error naming the rule."""
     import argparse
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 3600 seconds")
+    if not holds(value):
+        raise argparse.ArgumentTypeError(f"{text} must be {rule}")
     return value
+
+
+def _interval(text):
+    return _number_of_seconds(text, lambda v: 0 < v <= 3600,
+                              "more than 0 and at most 3600 seconds")
 
 
 def _seconds(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds >= 0")
-    return value
+    return _number_of_seconds(text, lambda v: v >= 0 and v != float("inf"),
+                              "a number of seconds >= 0")
 
 
 def _prog_name():
