@@ -188,11 +188,12 @@ def test_twenty_two_runs_get_distinct_colours_that_read_on_the_theme(browser, se
 
 def test_colours_are_handed_out_in_selection_order_and_kept(ui, server):
     page = open_page(ui, server, "#exp=many&runs=many/m05")
-    expect(page.locator("#legend .chip")).to_have_count(1)
+    # a chip shows a spinner until its run's data is in, then the colour swatch <i>
+    expect(page.locator("#legend .chip i")).to_have_count(1)
     first = legend_colours(page)[0]
     page.locator("tr[data-run='m02'] .run-select").check()
     page.locator("tr[data-run='m17'] .run-select").check()
-    expect(page.locator("#legend .chip")).to_have_count(3)
+    expect(page.locator("#legend .chip i")).to_have_count(3)
     swatch = "k => getComputedStyle(document.querySelector(`#legend .chip[data-run-key='${k}'] i`)).backgroundColor"
     assert rgb(first) == (0x3b, 0x7d, 0xd8)                     # the palette's first colour
     assert rgb(page.evaluate(swatch, "many/m02")) == (0xe8, 0x85, 0x0c)
