@@ -53,6 +53,20 @@ def catalog_files(root, exp="sweep"):
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
+def catalog_entries(root, exp="sweep"):
+    """Every entry of every catalog file, oldest file first: part files are JSON lines of
+    entries, bases hold theirs by column (read with the catalog's own decoder)."""
+    folder = root / exp / expman.CATALOG_DIR
+    out = []
+    for name in catalog_files(root, exp):
+        data = (folder / name).read_bytes()
+        if name.endswith(expman._CATALOG_BASE):
+            out += list(expman._ColumnBase.parse(data).entries().values())
+        else:
+            out += [json.loads(line) for line in data.splitlines()]
+    return out
+
+
 def test_second_listing_reads_the_catalog_not_the_runs(tmp_path):
     for i in range(5):
         make_run(tmp_path, f"r{i}", status="failed" if i == 3 else "finished", lr=i / 10)
@@ -87,9 +101,7 @@ def test_listing_equals_a_fresh_scan_with_live_and_crashed_runs(tmp_path):
             assert {r["name"]: r["status"] for r in rows} == {
                 "done": "finished", "live": "running", "dead": "crashed"}
         # only the closed run is in the catalog: the others can still change by themselves
-        entries = [json.loads(line) for f in catalog_files(tmp_path)
-                   for line in (tmp_path / "sweep" / ".catalog" / f).read_text().splitlines()]
-        assert [e["name"] for e in entries] == ["done"]
+        assert [e["name"] for e in catalog_entries(tmp_path)] == ["done"]
     finally:
         live.close()
     rows = expman.list_runs(str(tmp_path), "sweep")
@@ -127,7 +139,8 @@ def test_damaged_or_deleted_catalog_is_rebuilt(tmp_path):
         data = (folder / name).read_bytes()
         (folder / name).write_bytes(b"\x00garbage\n{\"no\": \"name\"}\n[1,2]\n" +
                                     data[:len(data) // 2])
-    (folder / "part-99999999999999999999-1-zz.jsonl").write_text("not json at all\n")
+    garbage = "part-99999999999999999999-1-zz" + expman._CATALOG_PART
+    (folder / garbage).write_text("not json at all\n")
     assert comparable(expman.list_runs(str(tmp_path), "sweep")) == expected
     shutil.rmtree(folder)
     assert comparable(expman.list_runs(str(tmp_path), "sweep")) == expected
@@ -144,8 +157,7 @@ def test_parts_are_compacted_and_deleted_runs_dropped(tmp_path):
     files = catalog_files(tmp_path)
     assert len(files) <= expman.CATALOG_MAX_PARTS + 1
     assert any(f.startswith("base-") for f in files)
-    names = {json.loads(line)["name"] for f in files
-             for line in (tmp_path / "sweep" / ".catalog" / f).read_text().splitlines()}
+    names = {e["name"] for e in catalog_entries(tmp_path)}
     assert "r00" not in names and len(names) == n - 1
     assert comparable(expman.list_runs(str(tmp_path), "sweep")) == comparable(fresh_rows(tmp_path))
 
@@ -305,5 +317,6 @@ def test_entries_of_an_older_catalog_version_are_read_again(tmp_path):
         f.unlink()
     old = {k: v for k, v in entries[-1].items() if k != "v"}
     old["row"] = {k: v for k, v in old["row"].items() if k not in ("summary_min", "summary_max")}
-    (folder / "base-00000000000000000001-1-old.jsonl").write_text(json.dumps(old) + "\n")
+    older = "part-00000000000000000001-1-old" + expman._CATALOG_PART
+    (folder / older).write_text(json.dumps(old) + "\n")
     assert expman.list_runs(str(tmp_path), "vers")[0]["summary_min"] == {"loss": 1.0}
