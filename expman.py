@@ -5301,11 +5301,26 @@ def list_experiments(root=None, project=None):
         except ExpmanError as exc:
             _log.warning("%s", exc)
             meta = {}
-        runs = _scan_runs(store, exp_path, now)
+        runs = _experiment_runs(store, exp_path, now)
         if not runs and not meta:
             continue  # some other directory, not an experiment
         out.append(_experiment_row(entry.name, meta, runs))
     return _in_project(out, project)
+
+
+_ACTIVITY_FIELDS = ("status", "project", "heartbeat_at", "finished_at", "started_at")
+
+
+def _experiment_runs(store, exp_path, now):
+    """What _experiment_row needs of each run of an experiment: the live, new and changed
+    ones read from their files (as _scan_runs does), the closed runs' status, project and
+    times straight from the catalog's columns, with no RUN_ROW made and no stat per run
+    (an edit in place of a closed run's run.yaml shows when its experiment is listed)."""
+    rows, beyond, cached = _scan_window(store, exp_path, now, limit=0)
+    if not beyond:
+        return rows
+    columns = [cached.column(field) for field in _ACTIVITY_FIELDS]
+    return rows + [dict(zip(_ACTIVITY_FIELDS, [c[name] for c in columns])) for name in beyond]
 
 
 def _in_project(experiments, project):
@@ -5367,8 +5382,9 @@ def _scan_runs(store, exp_path, now, with_config=False):
 
 
 def _scan_window(store, exp_path, now, with_config=False, limit=None):
-    """(RUN_ROWs newest first, how many runs there are): every run, or with ``limit`` the
-    newest ``limit`` of them. What is listed is exact: the folder listing (new and deleted
+    """(RUN_ROWs newest first, the names of the runs beyond them, the catalog's entries):
+    every run, or with ``limit`` at least the newest ``limit`` of them (and whatever had to
+    be read from its files) and the other closed runs by name only. What is listed is exact: the folder listing (new and deleted
     runs), every run the catalog does not hold (live, crashed, new: read from their files)
     and, locally, each catalog row returned checked against its files' stamps (two stats).
     With a limit only the rows returned are checked, so a terminal's 50 rows of 10,000 runs
@@ -5377,9 +5393,9 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
     names = _run_names(store, exp_path)
     catalog = _Catalog(store, exp_path)
     cached = catalog.load()
-    listed, unread = [], []
-    for name in names:
-        (listed if name in cached else unread).append(name)
+    known = set(cached)
+    listed = [n for n in names if n in known]
+    unread = [n for n in names if n not in known]
     # what a run's path looks like, once: store.join and display per row cost more than the
     # rest of a catalog row together
     prefix = store.display(store.join(exp_path, "\0"))[:-1]
@@ -5395,29 +5411,30 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
         row = _listed_run_row(store, run_path, name, *found, now)
         return row, _catalog_entry(found[0], row, stamp, metrics)
 
-    rows, stale, beyond = [], [], 0
+    rows, stale, beyond = [], [], []
 
-    def take(batch, table):
-        stamps = _run_stamps(store, exp_path, batch, cached)
-        for name in batch:
+    def take(table):
+        stamps = _run_stamps(store, exp_path, table, table)
+        for name, entry in table.items():
             stamp = stamps.get(name)
-            entry = table[name] if stamp is not None and \
-                cached.stamps(name)[0] == stamp[0] else None
-            if entry is not None:
+            if stamp is not None and entry.get("stamp") == stamp[0]:
                 rows.append(_catalog_row(store, exp_path, entry, stamp[1], prefix))
             else:
                 stale.append(name)
 
     if limit is None:
-        take(listed, cached.all_entries() if listed else {})
+        table = cached.all_entries() if listed else {}
+        take({name: table[name] for name in listed})
     else:  # newest first by the catalog's start times; check rows until the window is full
-        listed.sort(key=lambda n: _start_key(cached.started_at(n), n), reverse=True)
+        if limit > 0:
+            started = cached.column("started_at")
+            listed.sort(key=lambda n: _start_key(started[n], n), reverse=True)
         pos = 0
         while pos < len(listed) and len(rows) < limit:
             batch = listed[pos:pos + limit - len(rows)]
             pos += len(batch)
-            take(batch, cached)
-        beyond = len(listed) - pos
+            take({name: cached[name] for name in batch})
+        beyond = listed[pos:]
     unread += stale
     if store.is_local or len(unread) < 8:
         found = list(map(read, unread))
@@ -5432,7 +5449,7 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
         for row in rows:
             row["params"] = {}
     rows.sort(key=_newest_first_key, reverse=True)
-    return (rows if limit is None else rows[:limit]), len(rows) + beyond
+    return rows, beyond, cached
 
 
 _START_TIMES = {}  # started_at text -> seconds: a server sorts the same 10,000 rows again
@@ -5607,40 +5624,34 @@ def _parse_catalog_part(data):
 
 
 class _ColumnBase:
-    """A compacted catalog file, read lazily: the header is decoded at once (names, stamps,
-    the columns), a column's line when a row or a column needs it. A column is a field of
-    RUN_ROW (``["status", null]``) or a key of one of its mappings (``["params", "lr"]``);
-    its line is ``[null, values]`` when every row has it, else ``[row indices, values]``."""
+    """A compacted catalog file, read lazily. Line 1 is a header: the run names, their
+    stamps, the list of index columns and a CRC of the rest. Then one JSON line per index
+    column (a few top-level RUN_ROW fields: status, times, project; ``[null, values]`` when
+    every row has the field, else ``[row indices, values]``), then one JSON line per row
+    (its RUN_ROW), in the order of the names. A listing sorts and counts on the columns and
+    decodes only the rows it shows; all 10,000 rows decode in one json.loads."""
 
-    __slots__ = ("names", "index", "stamps", "metrics", "keys", "where", "lines", "decoded")
+    __slots__ = ("names", "index", "stamps", "metrics", "where", "lines", "rows", "decoded")
 
     @staticmethod
     def encode(entries):
         names = [e["name"] for e in entries]
-        columns = {}   # (field, key) -> ([row index], [value])
-        for i, entry in enumerate(entries):
-            for field, value in entry["row"].items():
-                if isinstance(value, dict):
-                    col = columns.setdefault((field, None), ([], []))
-                    col[0].append(i)
-                    col[1].append({})
-                    for key, item in value.items():
-                        col = columns.setdefault((field, str(key)), ([], []))
-                        col[0].append(i)
-                        col[1].append(item)
-                else:
-                    col = columns.setdefault((field, None), ([], []))
-                    col[0].append(i)
-                    col[1].append(value)
-        keys = sorted(columns, key=lambda k: (k[0], k[1] is not None, k[1] or ""))
-        lines = [json.dumps([None if len(columns[k][0]) == len(entries) else columns[k][0],
-                             columns[k][1]], separators=(",", ":"), default=str)
-                 for k in keys]
+        lines = []
+        for field in _CATALOG_INDEXED:
+            at, values = [], []
+            for i, entry in enumerate(entries):
+                value = entry["row"].get(field, _MISSING)
+                if value is not _MISSING:
+                    at.append(i)
+                    values.append(value)
+            lines.append(json.dumps([None if len(at) == len(entries) else at, values],
+                                    separators=(",", ":"), default=str))
+        lines += [json.dumps(e["row"], separators=(",", ":"), default=str) for e in entries]
         body = "\n".join(lines).encode()
         header = {"format": _CATALOG_FORMAT, "v": CATALOG_ROW_VERSION, "names": names,
                   "stamp": [e.get("stamp") for e in entries],
                   "metrics": [e.get("metrics") for e in entries],
-                  "columns": [list(k) for k in keys], "crc32": zlib.crc32(body)}
+                  "columns": list(_CATALOG_INDEXED), "crc32": zlib.crc32(body)}
         return json.dumps(header, separators=(",", ":"), default=str).encode() + b"\n" + body
 
     @classmethod
@@ -5653,81 +5664,55 @@ class _ColumnBase:
                     header.get("v") != CATALOG_ROW_VERSION or \
                     header.get("crc32") != zlib.crc32(body):
                 return None
-            names, keys = header["names"], [tuple(k) for k in header["columns"]]
+            names, columns = header["names"], header["columns"]
             stamps, metrics = header["stamp"], header["metrics"]
             lines = body.split(b"\n") if body else []
-            if len(lines) != len(keys) or not len(names) == len(stamps) == len(metrics) or \
-                    not all(isinstance(n, str) for n in names):
+            if len(lines) != len(columns) + len(names) or \
+                    not len(names) == len(stamps) == len(metrics) or \
+                    not all(isinstance(n, str) for n in names + columns):
                 return None
         except (ValueError, KeyError, TypeError):
             return None
         self = cls()
-        self.names, self.stamps, self.metrics, self.keys = names, stamps, metrics, keys
+        self.names, self.stamps, self.metrics = names, stamps, metrics
         self.index = {n: i for i, n in enumerate(names)}
-        self.where = {k: j for j, k in enumerate(keys)}
-        self.lines, self.decoded = lines, {}
+        self.where = {field: j for j, field in enumerate(columns)}
+        self.lines, self.rows, self.decoded = lines[:len(columns)], lines[len(columns):], {}
         return self
 
-    def column(self, j):
-        """(None, values) of a column every row has, else ({row index: value}, None)."""
+    def value(self, i, field, default=None):
+        """One top-level field of row i: from its column when indexed, else from the row."""
+        j = self.where.get(field)
+        if j is None:
+            return self._row(i).get(field, default)
         found = self.decoded.get(j)
         if found is None:
             at, values = json.loads(self.lines[j])
             found = self.decoded[j] = (None, values) if at is None else \
                 (dict(zip(at, values)), None)
-        return found
-
-    def value(self, i, field, key=None, default=None):
-        """One field (or one key of a mapping field) of row i, decoding just that column."""
-        j = self.where.get((field, key))
-        if j is None:
-            return default
-        at, values = self.column(j)
+        at, values = found
         return values[i] if at is None else at.get(i, default)
 
+    def _row(self, i):
+        row = json.loads(self.rows[i])
+        if not isinstance(row, dict):
+            raise ValueError("a catalog row that is not a mapping")
+        return row
+
     def entry(self, i):
-        row = {}
-        for j, (field, key) in enumerate(self.keys):
-            at, values = self.column(j)
-            if at is None:
-                value = values[i]
-            else:
-                value = at.get(i, _MISSING)
-                if value is _MISSING:
-                    continue
-            if key is None:
-                row[field] = {} if type(value) is dict else value
-            else:
-                row[field][key] = value
-        return self._entry(i, row)
+        return self._entry(i, self._row(i))
 
     def _entry(self, i, row):
         return {"name": self.names[i], "v": CATALOG_ROW_VERSION, "stamp": self.stamps[i],
                 "metrics": self.metrics[i], "row": row}
 
     def entries(self):
-        """{name: entry} of every row, built a column at a time."""
-        rows = [{} for _ in self.names]
-        for j, (field, key) in enumerate(self.keys):
-            at, values = self.column(j)
-            if key is None:
-                if at is None:
-                    if values and type(values[0]) is dict:
-                        for row in rows:
-                            row[field] = {}
-                    else:
-                        for row, value in zip(rows, values):
-                            row[field] = value
-                else:
-                    for i, value in at.items():
-                        rows[i][field] = {} if type(value) is dict else value
-            elif at is None:
-                for row, value in zip(rows, values):
-                    row[field][key] = value
-            else:
-                for i, value in at.items():
-                    rows[i][field][key] = value
+        """{name: entry} of every row (one json.loads for all of them)."""
+        rows = json.loads(b"[" + b",".join(self.rows) + b"]")
         return {n: self._entry(i, row) for i, (n, row) in enumerate(zip(self.names, rows))}
+
+
+_CATALOG_INDEXED = ("status", "started_at", "finished_at", "heartbeat_at", "project")
 
 
 class _CatalogEntries(collections.abc.Mapping):
@@ -5787,6 +5772,34 @@ class _CatalogEntries(collections.abc.Mapping):
         if isinstance(layer, dict):
             return layer[at]["row"].get("started_at")
         return layer.value(at, "started_at")
+
+    def column(self, field):
+        """{run name: its row's top-level field} over every entry (None where absent), from
+        the bases' index columns when the field is one, without making rows."""
+        out = {}
+        for layer in reversed(self.layers):
+            if isinstance(layer, dict):
+                out.update((n, e["row"].get(field)) for n, e in layer.items())
+            elif field in layer.where:
+                layer.value(0, field)   # decodes the column
+                at, values = layer.decoded[layer.where[field]]
+                if at is None:
+                    out.update(zip(layer.names, values))
+                else:
+                    names = layer.names
+                    out.update((n, None) for n in names)
+                    out.update((names[i], v) for i, v in at.items())
+            else:
+                out.update((n, layer.value(i, field)) for i, n in enumerate(layer.names))
+        return out
+
+    def fields(self, name, fields):
+        """{field: value} of a few top-level fields of an entry's row (None where absent)."""
+        layer, at = self._where(name)
+        if isinstance(layer, dict):
+            row = layer[at]["row"]
+            return {f: row.get(f) for f in fields}
+        return {f: layer.value(at, f) for f in fields}
 
     def all_entries(self):
         """{name: entry} of every run, as a plain dict (bases built column by column)."""
@@ -5893,7 +5906,7 @@ def _local_stamps(exp_path, names, cached):
     out = {}
     stat, sep = os.stat, os.sep
     for name in names:
-        known = cached.stamps(name)[0]
+        known = cached[name].get("stamp")
         base = f"{exp_path}{sep}{name}{sep}"
         try:
             st = stat(base + RUN_YAML)
@@ -11763,10 +11776,10 @@ def _cmd_list(args):
     root = args.dir if args.dir is not None else _default_root()
     root, experiment = _list_target(root, args.experiment)
     if experiment is None:
-        for flag in ("tags", "where"):
+        for flag in ("tags", "where", "limit"):
             if getattr(args, flag) is not None:
-                raise _UsageError(f"--{flag} filters the runs of one experiment: add -e "
-                                  f"EXPERIMENT")
+                raise _UsageError(f"--{flag} {'limits' if flag == 'limit' else 'filters'} "
+                                  f"the runs of one experiment: add -e EXPERIMENT")
         model = _experiments_model(root, args.project)
         render = _print_experiments
     else:
@@ -11776,11 +11789,13 @@ def _cmd_list(args):
             _cli_error(exc)
             print(exc.caret(), file=sys.stderr)
             return _EXIT_USAGE
-        model = _runs_model(root, experiment, args.project, args.tags, where)
+        model = _runs_model(root, experiment, args.project, args.tags, where,
+                            _runs_limit(args))
         model["filtered"] = model["filtered"] or where is not None
         render = _print_runs
     if args.json:
-        _print_json_rows({k: v for k, v in model.items() if k != "filtered"})
+        _print_json_rows({k: v for k, v in model.items() if k != "filtered" and
+                          (k != "total" or v > len(model["runs"]))})
     else:
         render(model, _use_color(), _fit_width())
     return _EXIT_OK
@@ -11838,10 +11853,36 @@ def _print_experiments(model, color, width=None):
     _print_lines(lines)
 
 
-def _runs_model(root, experiment, project=None, tags=None, where=None):
+_TTY_RUNS = 50   # runs `expman list -e` shows on a terminal without --limit or --all
+
+
+def _runs_limit(args):
+    """How many runs `list -e` shows: --limit, or every run with --all, to a pipe, a file
+    or as --json (a script wants them all), and on a terminal the newest _TTY_RUNS, with a
+    footer saying how many more there are (10,000 rows scroll past unread, as gh run list
+    and docker's --last know)."""
+    if args.all:
+        if args.limit is not None:
+            raise _UsageError("--all and --limit say different things: pick one")
+        return None
+    if args.limit is not None:
+        return args.limit
+    return _TTY_RUNS if not args.json and _isatty(sys.stdout) else None
+
+
+def _runs_model(root, experiment, project=None, tags=None, where=None, limit=None):
     """The runs `expman list -e` shows (newest first), filtered by project, tags and a
-    ``where`` predicate (_run_filter)."""
+    ``where`` predicate (_run_filter); the newest ``limit`` of them when it is given, and
+    ``total``, how many there are. Unfiltered, a limit reads just the rows shown."""
     store, root_path = _resolve_root(root)
+    if limit is not None and project is None and tags is None and where is None:
+        exp_path = store.join(root_path, _safe_name(experiment, "experiment name"))
+        if not store.isdir(exp_path):
+            raise InvalidInputError(f"no experiment {experiment!r} in "
+                                    f"{store.display(root_path)}")
+        runs, beyond, _entries = _scan_window(store, exp_path, time.time(), True, limit)
+        return {"root": store.display(root_path), "experiment": experiment,
+                "runs": runs[:limit], "total": len(runs) + len(beyond), "filtered": False}
     runs = list_runs(root, experiment)
     match = _tag_filter(tags)
     if project is not None:
@@ -11850,7 +11891,8 @@ def _runs_model(root, experiment, project=None, tags=None, where=None):
         runs = [r for r in runs if match(set(r["tags"]))]
     if where is not None:
         runs = [r for r in runs if where(r)]
-    return {"root": store.display(root_path), "experiment": experiment, "runs": runs,
+    return {"root": store.display(root_path), "experiment": experiment,
+            "runs": runs if limit is None else runs[:limit], "total": len(runs),
             "filtered": project is not None or tags is not None}
 
 
@@ -12042,6 +12084,10 @@ def _print_runs(model, color, width=None):
     hidden = _print_run_table(runs, color, width)
     if hidden:
         print(_hidden_note(hidden, width))
+    more = model.get("total", len(runs)) - len(runs)
+    if more > 0:
+        print(f"\u2026 {more:,} more run{'s' if more > 1 else ''} (the newest {len(runs):,} of "
+              f"{model['total']:,} shown): --all or --limit N")
     for run in runs:  # a garbled run.yaml was already reported by the reader; not this one
         if _is_corrupt(run) and run["error"] == "empty run.yaml":
             print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)
@@ -12972,6 +13018,10 @@ def _build_parser():
     p.add_argument("--where", metavar="EXPR", help="with -e: only runs the filter holds for, "
                    "e.g. 'lr>0.01 AND min:val/loss<0.3 AND (tag:base OR status=running)'; "
                    "p:KEY / m:KEY pick the param / metric of a shared name (bare: the param)")
+    p.add_argument("--limit", type=_int_at_least(1), metavar="N",
+                   help=f"with -e: the newest N runs only (on a terminal the newest "
+                   f"{_TTY_RUNS} are shown unless --all; to a pipe or as --json, every run)")
+    p.add_argument("--all", action="store_true", help="with -e: every run, on a terminal too")
     json_flag(p)
 
     p = command("inspect", _cmd_inspect, "show a run: metadata, params, metric stats, "
