@@ -77,6 +77,7 @@ __all__ = [
 import array
 import atexit
 import collections
+import collections.abc
 import contextlib
 import copy
 import datetime as _dt
@@ -91,12 +92,12 @@ import pathlib
 import re
 import shutil
 import signal
+import struct
 import sys
 import threading
 import time
 import warnings
 import zlib
-import collections.abc
 
 _PY_VERSION = sys.version.split()[0]   # platform.python_version(), without platform
 _IS_WINDOWS = os.name == "nt"
@@ -6185,6 +6186,11 @@ def _metrics_min_max(store, run_path):
         files = _metric_files(store, run_path)
         if len(files) != 1 or not files[0][2].endswith(".parquet"):
             return None, None
+        if store.is_local:
+            try:
+                return _footer_min_max(_parquet_footer(files[0][2]))
+            except (ValueError, IndexError, UnicodeDecodeError, struct.error):
+                pass   # something the hand reader does not follow: pyarrow's word
         meta = store.parquet_file(files[0][2]).metadata
         low, high = {}, {}
         for group in map(meta.row_group, range(meta.num_row_groups)):
@@ -6200,6 +6206,164 @@ def _metrics_min_max(store, run_path):
         return low, high
     except (OSError, ExpmanError, ValueError, pa.ArrowException):
         return None, None
+
+
+def _parquet_footer(path):
+    """The thrift FileMetaData bytes of a local Parquet file (ValueError if it has none)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if size < 12:
+            raise ValueError("too short for Parquet")
+        fh.seek(size - 8)
+        tail = fh.read(8)
+        length = int.from_bytes(tail[:4], "little")
+        if tail[4:] != b"PAR1" or length > size - 12:
+            raise ValueError("no Parquet footer")
+        fh.seek(size - 8 - length)
+        return fh.read(length)
+
+
+def _footer_min_max(footer):
+    """({key: min}, {key: max}) of the DOUBLE columns in a Parquet footer (the thrift
+    FileMetaData, compact protocol), as pyarrow's column statistics give them; (None, None)
+    when a DOUBLE column has no statistics. Read by hand: opening each of 10,000 files with
+    pyarrow to read five numbers cost most of a catalog rebuild (0.15 ms a file, against
+    ~20 µs here). Raises ValueError on anything it does not follow (the caller then asks
+    pyarrow)."""
+    buf, pos = footer, 0
+    end = len(buf)
+
+    def varint():
+        nonlocal pos
+        shift = out = 0
+        while True:
+            if pos >= end:
+                raise ValueError("truncated footer")
+            b = buf[pos]
+            pos += 1
+            out |= (b & 0x7F) << shift
+            if b < 0x80:
+                return out
+            shift += 7
+
+    def zigzag():
+        n = varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def binary():
+        nonlocal pos
+        n = varint()
+        if pos + n > end:
+            raise ValueError("truncated footer")
+        pos += n
+        return buf[pos - n:pos]
+
+    def skip(kind):
+        nonlocal pos
+        if kind in (1, 2):
+            return
+        if kind == 3:
+            pos += 1
+        elif kind in (4, 5, 6):
+            varint()
+        elif kind == 7:
+            pos += 8
+        elif kind == 8:
+            binary()
+        elif kind in (9, 10):
+            size, elem = list_header()
+            for _ in range(size):
+                if elem in (1, 2):
+                    pos += 1
+                else:
+                    skip(elem)
+        elif kind == 11:
+            size = varint()
+            if size:
+                types = buf[pos]
+                pos += 1
+                for _ in range(size):
+                    skip(types >> 4)
+                    skip(types & 0x0F)
+        elif kind == 12:
+            for _fid, ftype in fields():
+                skip(ftype)
+        else:
+            raise ValueError(f"thrift type {kind}")
+
+    def list_header():
+        nonlocal pos
+        b = buf[pos]
+        pos += 1
+        size = b >> 4
+        return (varint() if size == 15 else size), b & 0x0F
+
+    def fields():
+        nonlocal pos
+        fid = 0
+        while True:
+            if pos >= end:
+                raise ValueError("truncated footer")
+            b = buf[pos]
+            pos += 1
+            if b == 0:
+                return
+            delta, kind = b >> 4, b & 0x0F
+            fid = fid + delta if delta else zigzag()
+            yield fid, kind
+
+    low, high = {}, {}
+    for fid, kind in fields():                      # FileMetaData
+        if fid != 4 or kind != 9:
+            skip(kind)
+            continue
+        groups, _ = list_header()
+        for _ in range(groups):
+            for gid, gkind in fields():             # RowGroup
+                if gid != 1 or gkind != 9:
+                    skip(gkind)
+                    continue
+                columns, _ = list_header()
+                for _ in range(columns):
+                    for cid, ckind in fields():     # ColumnChunk
+                        if cid != 3 or ckind != 12:
+                            skip(ckind)
+                            continue
+                        ptype, path, stats = None, None, None
+                        for mid, mkind in fields():  # ColumnMetaData
+                            if mid == 1 and mkind == 5:
+                                ptype = zigzag()
+                            elif mid == 3 and mkind == 9:
+                                n, _ = list_header()
+                                path = [binary().decode() for _ in range(n)]
+                            elif mid == 12 and mkind == 12:
+                                stats = {}
+                                for sid, skind in fields():  # Statistics
+                                    if sid in (1, 2, 5, 6) and skind == 8:
+                                        stats[sid] = binary()
+                                    else:
+                                        skip(skind)
+                            else:
+                                skip(mkind)
+                        if ptype != 5 or path is None or len(path) != 1 or \
+                                path[0] in RESERVED_COLUMNS:
+                            continue
+                        if stats is None:
+                            return None, None   # written without statistics: unknown
+                        least, most = stats.get(6), stats.get(5)
+                        if least is None or most is None:
+                            least, most = stats.get(2), stats.get(1)
+                        if least is None or most is None or len(least) != 8 or len(most) != 8:
+                            continue   # every value null or NaN
+                        key = path[0]
+                        least, most = _DOUBLE.unpack(least)[0], _DOUBLE.unpack(most)[0]
+                        low[key] = min(low.get(key, least), least)
+                        high[key] = max(high.get(key, most), most)
+    return low, high
+
+
+_DOUBLE = struct.Struct("<d")
 
 
 _FOOTER_CHECKS = {}  # (display path, size, mtime) -> problem or None: a closed file never changes
