@@ -5437,12 +5437,19 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
             take({name: cached[name] for name in batch})
         beyond = listed[pos:]
     unread += stale
-    if store.is_local or len(unread) < 8:
-        found = list(map(read, unread))
-    else:  # one request per file at ~10-50 ms each: 1,000 runs would take a minute in a row
-        import concurrent.futures
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            found = list(pool.map(read, unread))
+    with _Progress(f"reading the runs of {store.display(exp_path)}", total=len(unread),
+                   unit="runs", enabled=_SCAN_PROGRESS[0] and len(unread) >= 256) as bar:
+        def counted(name):
+            got = read(name)
+            bar.update()
+            return got
+
+        if store.is_local or len(unread) < 8:
+            found = list(map(counted, unread))
+        else:  # one request per file at ~10-50 ms each: 1,000 runs would take a minute
+            import concurrent.futures
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                found = list(pool.map(counted, unread))
     rows += [row for row, _entry in found if row is not None]
     catalog.update([entry for _row, entry in found if entry is not None], keep=names,
                    cached=cached)
@@ -5452,6 +5459,11 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
     rows.sort(key=_newest_first_key, reverse=True)
     return rows, beyond, cached
 
+
+# A catalog (re)build reads every run's files (10,000 runs: seconds): `expman list` turns
+# this on so the reading shows as a progress line on a terminal's stderr; the library as
+# such never prints.
+_SCAN_PROGRESS = [False]
 
 _START_TIMES = {}  # started_at text -> seconds: a server sorts the same 10,000 rows again
 
@@ -5755,6 +5767,12 @@ class _CatalogEntries(collections.abc.Mapping):
 
     def __len__(self):
         return sum(1 for _ in self)
+
+    def items(self):   # every entry: one json.loads per base, not one per row
+        return self.all_entries().items()
+
+    def values(self):
+        return self.all_entries().values()
 
     def stamps(self, name):
         """(run.yaml stamp, metrics stamp) the entry was made with, or None if no entry."""
@@ -11937,6 +11955,14 @@ def _is_corrupt(row):
 
 
 def _cmd_list(args):
+    _SCAN_PROGRESS[0] = not args.json
+    try:
+        return _list(args)
+    finally:
+        _SCAN_PROGRESS[0] = False
+
+
+def _list(args):
     root = args.dir if args.dir is not None else _default_root()
     root, experiment = _list_target(root, args.experiment)
     if experiment is None:
