@@ -5437,7 +5437,7 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
             take({name: cached[name] for name in batch})
         beyond = listed[pos:]
     unread += stale
-    with _Progress(f"reading the runs of {store.display(exp_path)}", total=len(unread),
+    with _Progress(f"reading runs of {_split_parent(store, exp_path)[1]}", total=len(unread),
                    unit="runs", enabled=_SCAN_PROGRESS[0] and len(unread) >= 256) as bar:
         def counted(name):
             got = read(name)
@@ -6378,6 +6378,7 @@ def _footer_min_max(footer):
                         least, most = _DOUBLE.unpack(least)[0], _DOUBLE.unpack(most)[0]
                         low[key] = min(low.get(key, least), least)
                         high[key] = max(high.get(key, most), most)
+        return low, high   # what follows the row groups (key-value metadata ...) is not needed
     return low, high
 
 
