@@ -5437,7 +5437,8 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
             take({name: cached[name] for name in batch})
         beyond = listed[pos:]
     unread += stale
-    with _Progress(f"reading runs of {_split_parent(store, exp_path)[1]}", total=len(unread),
+    experiment = exp_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    with _Progress(f"reading runs of {experiment}", total=len(unread),
                    unit="runs", enabled=_SCAN_PROGRESS[0] and len(unread) >= 256) as bar:
         def counted(name):
             got = read(name)
