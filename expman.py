@@ -9572,10 +9572,12 @@ def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0
     run's chart summary where one matches (section 5.2), else from the rows, streamed one
     batch and only the needed columns and row groups at a time. Same points either way."""
     log = _SegmentLog.metrics(store, path)
+    _SCAN_CACHE.groups = {}  # this request's decoded edge row groups (see _scan_batches)
     try:
         return log.read(lambda files: _chart_series_once(store, path, files, keys, max_points,
                                                          x_min, x_max, since))
     finally:
+        _SCAN_CACHE.groups = None
         # Arrow's allocator keeps freed pages per thread for reuse; a server answers charts
         # from many threads, and kept them all (+100 MB after a page, until restarted).
         # Handing them back costs well under a millisecond per request.
@@ -9760,12 +9762,21 @@ def _scan_file(pf, start, key, lo, hi, row_lo, row_hi):
     if not groups:
         return
     cols = [c for c in ("step", "timestamp") if c in names] + [key]
-    for batch in _scan_batches(pf, groups, cols):
-        raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
-        at += batch.num_rows
-        if raw is None:
+    small = row_lo is not None and row_hi is not None and row_hi - row_lo <= _EDGE_ROWS
+    for batch in _scan_batches(pf, groups, cols, small):
+        first, n = at, batch.num_rows
+        at += n
+        if row_lo is not None and at <= row_lo:
             continue
-        yield raw
+        # only the rows asked go through _m4_batch: a zoom's edge bucket is a few hundred
+        # rows of a row group of 65,536 or more
+        a = 0 if row_lo is None else max(0, row_lo - first)
+        b = n if row_hi is None else min(n, row_hi - first)
+        if b > a:
+            raw = _m4_batch(batch if (a, b) == (0, n) else batch.slice(a, b - a), key,
+                            first + a, lo, hi)
+            if raw is not None:
+                yield raw
         if row_hi is not None and at >= row_hi:
             break
 
@@ -9783,11 +9794,41 @@ def _groups_in_rows(meta, start, row_lo, row_hi):
     return groups, first
 
 
-def _scan_batches(pf, groups, cols):
+_EDGE_ROWS = 1 << 16      # a scan of at most this many rows reads whole row groups, kept
+_SCAN_CACHE_ROWS = 1 << 20  # rows of such row groups one chart request keeps (its edges)
+_SCAN_CACHE = threading.local()
+
+
+def _scan_batches(pf, groups, cols, small=False):
+    """The batches of row groups of one file. A small scan (a zoom's edge buckets: the same
+    few row groups, asked for the span and again for the points) goes through the request's
+    cache of decoded row groups, when _chart_series set one up."""
     if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
         return pf.read_row_groups(groups, columns=cols).to_batches()
+    cache = getattr(_SCAN_CACHE, "groups", None)
+    if small and cache is not None:
+        return _cached_groups(cache, pf, groups, cols)
     batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
     return pf.iter_batches(batch_rows, row_groups=groups, columns=cols, use_threads=False)
+
+
+def _cached_groups(cache, pf, groups, cols):
+    """Row groups from the cache, step and timestamp apart from the key's column (shared by
+    every key of the request)."""
+    for group in groups:
+        parts = []
+        for part in (cols[:-1], cols[-1:]):
+            key = (id(pf), group, tuple(part))
+            table = cache.get(key)
+            if table is None:
+                table = pf.read_row_group(group, columns=part, use_threads=False)
+                cache[key] = table
+                while len(cache) > 2 and sum(t.num_rows for t in cache.values()) > \
+                        _SCAN_CACHE_ROWS:
+                    cache.pop(next(iter(cache)))
+            parts.append(table)
+        yield from pa.Table.from_arrays(parts[0].columns + parts[1].columns,
+                                        names=cols).to_batches()
 
 
 def _exact_points(sources, key, max_points, lo, hi, since, rows):
