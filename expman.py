@@ -2003,6 +2003,19 @@ class _Summary:
         self.store, self.path = store, path
         self.k0, self.top = meta["min_level"], meta["top_level"]
         self.groups = groups
+        self.pinned, self._pf = False, None
+
+    def pin(self):
+        """A copy for one request (one thread) that opens its file once, not per call."""
+        twin = copy.copy(self)
+        twin.pinned = True
+        return twin
+
+    def _file(self):
+        pf = self._pf or self.store.parquet_file(self.path)
+        if self.pinned:
+            self._pf = pf
+        return pf
 
     def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
         """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket."""
@@ -2011,8 +2024,8 @@ class _Summary:
         names = list(_M4_FIELDS) if columns is None else list(columns)
         if not picks:
             return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
-        pf = self.store.parquet_file(self.path)
-        table = pf.read_row_groups(picks, columns=["key", "level"] + names, use_threads=False)
+        table = self._file().read_row_groups(picks, columns=["key", "level"] + names,
+                                             use_threads=False)
         mask = pc.and_(pc.equal(table.column("key"), _lit(pa.string(), key)),
                        pc.equal(table.column("level"), _lit(pa.int8(), level)))
         if b_lo is not None:
@@ -2026,7 +2039,7 @@ class _Summary:
         picks = [i for i, bounds in enumerate(self.groups) if _in_stats(bounds[1], level)]
         if not picks:
             return {}
-        table = self.store.parquet_file(self.path).read_row_groups(
+        table = self._file().read_row_groups(
             picks, columns=["key", "level"] + list(_M4_FIELDS), use_threads=False)
         table = table.filter(pc.equal(table.column("level"), _lit(pa.int8(), level)))
         keys = table.column("key").combine_chunks()
@@ -2072,7 +2085,8 @@ def _all_above(bounds, hi):
 
 
 _SUMMARIES = collections.OrderedDict()  # (summary, final) stamps -> _Summary or None
-_SUMMARIES_MAX = 64                     # open summaries remembered (their footers only)
+_SUMMARIES_MAX = 1024                   # open summaries remembered (their footers only;
+                                        # a live run has one per big segment)
 _SUMMARIES_LOCK = threading.Lock()
 
 
@@ -9642,7 +9656,8 @@ def _chart_summary(store, path, files, sources, since):
         spath = store.join(path, SUMMARY_FILE)
         if _link_out_of(store, path, spath):
             return None
-        return _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
+        found = _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
+        return found and found.pin()
     if files[0][0] != 0 or any(a[1] != b[0] for a, b in zip(files, files[1:])) or \
             files[-1][1] is None or files[-1][1] < SEGMENT_SUMMARY_MIN_ROWS:
         return None
@@ -9671,7 +9686,7 @@ class _LiveSummary:
     being a _chart_sources entry (start, ParquetFile, path)."""
 
     def __init__(self, pieces, rows):
-        self.pieces = pieces
+        self.pieces = [(s, e, summ and summ.pin(), src) for s, e, summ, src in pieces]
         self.k0 = max([SUMMARY_MIN_LEVEL] + [p[2].k0 for p in pieces if p[2] is not None])
         self.top = max(self.k0, (rows - 1).bit_length())
         self._rows_of = (None, {})  # (key, {piece index: its level-k0 records or None})
