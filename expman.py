@@ -1959,18 +1959,9 @@ def _summary_table(pieces, start, end, keys, meta):
                 if key in parts:
                     parts[key].append(_m4_combine(recs, k0 - level) if k0 > level else recs)
             continue
-        names = pf.schema_arrow.names
         fkeys = [k for k in _summary_keys(pf.schema_arrow) if k in parts]
-        if not fkeys:
-            continue
-        cols = ["step"] + (["timestamp"] if "timestamp" in names else []) + fkeys
-        at, step = s, max(1 << 12, min(1 << 20, _CELL_BUDGET // len(cols)))
-        for batch in pf.iter_batches(step, columns=cols, use_threads=False):
-            for key in fkeys:
-                raw = _m4_batch(batch, key, at)
-                if raw is not None:
-                    parts[key].append(_m4_combine(raw, k0))
-            at += batch.num_rows
+        for key, recs in _summary_table_parts(pf, s, fkeys, k0).items():
+            parts[key].append(recs)
     tables = []
     for key in keys:
         if not parts[key]:
@@ -1990,6 +1981,28 @@ def _summary_table(pieces, start, end, keys, meta):
         {_SUMMARY_META: json.dumps(meta).encode()})
 
 
+def _summary_table_parts(pf, start, keys, k0):
+    """{key: records of buckets of 2^k0 rows} of keys in a file whose first row is `start`:
+    one pass, a batch at a time (keys: numeric columns of the file)."""
+    if not keys:
+        return {}
+    names = pf.schema_arrow.names
+    cols = ["step"] + (["timestamp"] if "timestamp" in names else []) + list(keys)
+    # never a batch larger than the file: the reader allocates the whole batch up front, and
+    # a live run's small segments would each pay for a million rows
+    at, step = start, max(1, min(pf.metadata.num_rows, max(1 << 12, min(
+        1 << 20, _CELL_BUDGET // len(cols)))))
+    parts = {key: [] for key in keys}
+    for batch in pf.iter_batches(step, columns=cols, use_threads=False):
+        for key in keys:
+            raw = _m4_batch(batch, key, at)
+            if raw is not None:
+                parts[key].append(_m4_combine(raw, k0))
+        at += batch.num_rows
+    return {key: recs[0] if len(recs) == 1 else _m4_combine(pa.concat_tables(recs), 0)
+            for key, recs in parts.items() if recs}
+
+
 def _write_summary_table(store, out, table):
     with store.open_atomic(out) as sink:
         pq.write_table(table, sink, row_group_size=_SUMMARY_GROUP, compression="snappy")
@@ -2004,6 +2017,20 @@ class _Summary:
         self.k0, self.top = meta["min_level"], meta["top_level"]
         self.groups = groups
         self.pinned, self._pf = False, None
+        self.spans = {}  # key -> (count, first row, last row) or None, shared by pinned copies
+
+    def span(self, key):
+        """(count, first row, last row) of key's values here (None: none), remembered: a
+        live chart asks it of every segment summary, and their files never change."""
+        found = self.spans.get(key, False)
+        if found is False:
+            top = self.records(key, self.top, columns=("count", "first_row", "last_row"))
+            found = None if not top.num_rows else (
+                pc.sum(top.column("count")).as_py(), top.column("first_row")[0].as_py(),
+                top.column("last_row")[-1].as_py())
+            if len(self.spans) < 4096:
+                self.spans[key] = found
+        return found
 
     def pin(self):
         """A copy for one request (one thread) that opens its file once, not per call."""
@@ -9606,7 +9633,8 @@ def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since
         all_keys = _metric_keys(store, path)
     lo = None if x_min is None else math.ceil(x_min)
     hi = None if x_max is None else math.floor(x_max)
-    summary = _chart_summary(store, path, files, sources, since)
+    summary = _chart_summary(store, path, files, sources, since,
+                             [k for k in keys or all_keys if k in seen])
     out, downsampled = {}, False
     for key in keys or all_keys:
         if key not in seen or not _is_number_type(seen[key]):
@@ -9645,7 +9673,7 @@ def _chart_sources(store, path, files, since):
     return sources, seen, rows
 
 
-def _chart_summary(store, path, files, sources, since):
+def _chart_summary(store, path, files, sources, since, keys=None):
     """The run's chart summary when it may answer a whole read (since 0): a closed run's one
     readable metrics.parquet with its summary; a live (or crashed) run's segments, all
     readable and tiling from row 0, of which some have a summary (a _LiveSummary); None
@@ -9673,36 +9701,63 @@ def _chart_summary(store, path, files, sources, since):
         pieces.append((start, end, summ, source))
     if all(p[2] is None for p in pieces):
         return None
-    return _LiveSummary(pieces, files[-1][1])
+    return _LiveSummary(pieces, files[-1][1], keys)
 
 
 class _LiveSummary:
     """The chart summary of a run still in segments: the summaries of its big segments and,
-    for the rows of the others, records computed from those rows when asked (one key's at a
-    time, kept for the next call about the same key). Answers records() as _Summary does, so
-    _summary_points serves live and closed runs alike.
+    for the rows of the others, records computed from those rows when first asked (every
+    key of the request in one read of each such file, kept for the request). Answers
+    records() as _Summary does, so _summary_points serves live and closed runs alike.
 
     pieces: (start, end, _Summary or None, source) tiling rows [0, rows) in order, source
-    being a _chart_sources entry (start, ParquetFile, path)."""
+    being a _chart_sources entry (start, ParquetFile, path); keys: the keys the request
+    charts (None: every numeric column)."""
 
-    def __init__(self, pieces, rows):
+    def __init__(self, pieces, rows, keys=None):
         self.pieces = [(s, e, summ and summ.pin(), src) for s, e, summ, src in pieces]
         self.k0 = max([SUMMARY_MIN_LEVEL] + [p[2].k0 for p in pieces if p[2] is not None])
         self.top = max(self.k0, (rows - 1).bit_length())
-        self._rows_of = (None, {})  # (key, {piece index: its level-k0 records or None})
+        self.keys = keys
+        self._rows_of = {}  # piece index -> {key: its level-k0 records}
 
     def _row_records(self, key, i):
-        if self._rows_of[0] != key:
-            self._rows_of = (key, {})
-        cache = self._rows_of[1]
-        if i not in cache:
-            cache[i] = _scan_key([self.pieces[i][3]], key, None, None, None, None, self.k0)
-        return cache[i]
+        found = self._rows_of.get(i)
+        if found is None:
+            start, pf, _path = self.pieces[i][3]
+            keys = [k for k in _summary_keys(pf.schema_arrow)
+                    if self.keys is None or k in self.keys]
+            found = self._rows_of[i] = {}
+            if keys:
+                found.update(_summary_table_parts(pf, start, keys, self.k0))
+        return found.get(key)
+
+    def _span(self, key, columns):
+        """records(key, top) when only the span is asked: from the summaries' spans."""
+        count, first, last = 0, None, None
+        for i, (_s, _e, summ, _src) in enumerate(self.pieces):
+            if summ is not None:
+                span = summ.span(key)
+            else:
+                recs = self._row_records(key, i)
+                span = None if recs is None or not recs.num_rows else (
+                    pc.sum(recs.column("count")).as_py(), recs.column("first_row")[0].as_py(),
+                    recs.column("last_row")[-1].as_py())
+            if span:
+                count += span[0]
+                first = span[1] if first is None else first
+                last = span[2]
+        values = {"bucket": 0, "count": count, "first_row": first, "last_row": last}
+        return pa.Table.from_arrays([_i64s([values[c]] if count else []) for c in columns],
+                                    names=list(columns))
 
     def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
         """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket (s_lo and
         s_hi, a pruning hint to _Summary, are not needed here)."""
         names = list(_M4_FIELDS) if columns is None else list(columns)
+        if level >= self.top and set(names) <= {"bucket", "count", "first_row", "last_row"} \
+                and b_lo in (None, 0) and b_hi is None:
+            return self._span(key, names)
         parts = []
         for i, (start, end, summ, _src) in enumerate(self.pieces):
             if (b_lo is not None and (end - 1) >> level < b_lo) or (
@@ -9823,7 +9878,9 @@ def _scan_batches(pf, groups, cols, small=False):
     cache = getattr(_SCAN_CACHE, "groups", None)
     if small and cache is not None:
         return _cached_groups(cache, pf, groups, cols)
-    batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
+    meta = pf.metadata  # no batch larger than the groups read (see _summary_table_parts)
+    batch_rows = max(1, min(sum(meta.row_group(g).num_rows for g in groups),
+                            max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))))
     return pf.iter_batches(batch_rows, row_groups=groups, columns=cols, use_threads=False)
 
 
