@@ -2020,14 +2020,17 @@ class _Summary:
         self.spans = {}  # key -> (count, first row, last row) or None, shared by pinned copies
 
     def span(self, key):
-        """(count, first row, last row) of key's values here (None: none), remembered: a
-        live chart asks it of every segment summary, and their files never change."""
+        """(count, first row, last row, least step, greatest step) of key's values here
+        (None: none), remembered: a live chart asks it of every segment summary, and their
+        files never change."""
         found = self.spans.get(key, False)
         if found is False:
-            top = self.records(key, self.top, columns=("count", "first_row", "last_row"))
+            top = self.records(key, self.top, columns=("count", "first_row", "last_row",
+                                                       "step_min", "step_max"))
             found = None if not top.num_rows else (
                 pc.sum(top.column("count")).as_py(), top.column("first_row")[0].as_py(),
-                top.column("last_row")[-1].as_py())
+                top.column("last_row")[-1].as_py(), pc.min(top.column("step_min")).as_py(),
+                pc.max(top.column("step_max")).as_py())
             if len(self.spans) < 4096:
                 self.spans[key] = found
         return found
@@ -9720,6 +9723,7 @@ class _LiveSummary:
         self.top = max(self.k0, (rows - 1).bit_length())
         self.keys = keys
         self._rows_of = {}  # piece index -> {key: its level-k0 records}
+        self._levels = {}   # (piece index, level) -> {key: records}, when several keys are asked
 
     def _row_records(self, key, i):
         found = self._rows_of.get(i)
@@ -9752,8 +9756,10 @@ class _LiveSummary:
                                     names=list(columns))
 
     def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
-        """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket (s_lo and
-        s_hi, a pruning hint to _Summary, are not needed here)."""
+        """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket. Given s_lo
+        or s_hi, segment summaries with no value in steps [s_lo, s_hi] are left out (as a
+        _Summary prunes row groups): the caller keeps only the records in that range, and
+        one cut by a piece boundary is read from its rows when its other part is out."""
         names = list(_M4_FIELDS) if columns is None else list(columns)
         if level >= self.top and set(names) <= {"bucket", "count", "first_row", "last_row"} \
                 and b_lo in (None, 0) and b_hi is None:
@@ -9764,10 +9770,25 @@ class _LiveSummary:
                     b_hi is not None and start >> level > b_hi):
                 continue
             if summ is not None:
+                span = summ.span(key) if s_lo is not None or s_hi is not None else ()
+                if span is None or (span and ((s_lo is not None and span[4] < s_lo) or (
+                        s_hi is not None and span[3] > s_hi))):
+                    continue  # no value of key here, or none in the steps asked (a hint)
                 have = min(level, summ.top)  # level >= k0 >= summ.k0
                 shift = level - have
-                recs = summ.records(key, have, None if b_lo is None else b_lo << shift,
-                                    None if b_hi is None else ((b_hi + 1) << shift) - 1)
+                if self.keys is not None and len(self.keys) > 1 and \
+                        ((end - 1) >> have) - (start >> have) < _SUMMARY_GROUP:
+                    # every key of a segment summary's level in one read (one row group
+                    # mostly holds them all), not one read of the same group per key
+                    found = self._levels.get((i, have))
+                    if found is None:
+                        found = self._levels[(i, have)] = summ.level_records(have)
+                    recs = found.get(key)
+                    if recs is None:
+                        continue
+                else:
+                    recs = summ.records(key, have, None if b_lo is None else b_lo << shift,
+                                        None if b_hi is None else ((b_hi + 1) << shift) - 1)
             else:
                 recs, shift = self._row_records(key, i), level - self.k0
                 if recs is None:

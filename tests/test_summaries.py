@@ -714,6 +714,34 @@ os.kill(os.getpid(), 9)
     assert same_table(pq.read_table(made), pq.read_table(made + ".rows"))
 
 
+def test_a_live_run_with_steps_out_of_order(root, live_summaries):
+    """Steps that go back and repeat (a resumed run, a metric logged with its own counter):
+    segment summaries are pruned by their steps on a zoom, and the points still equal the
+    rows' own."""
+    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
+                          flush_interval_ms=60_000)
+    try:
+        for i in range(900):
+            e.log_metrics(live_row(i), step=(i * 37) % 300 if i % 200 < 150 else 1000 + i)
+            if i % 35 == 34:
+                assert e.flush(30)
+        assert e.flush(30)
+        store, path = expman._open_store(e.run_dir)
+        check_live_levels(store, path, 900)
+        table = expman.load_metrics(e.run_dir)
+        for max_points, lo, hi in ((12, 0, 100), (40, 50, 250), (8, 1100, 1900), (20, 290, 1300),
+                                   (6, 299, 299), (4000, 10, 20)):
+            got, down, _n, _keys = expman._chart_series(store, path, [], max_points, lo, hi)
+            want, want_down = expman._series_json(table, ["loss", "acc"], max_points, lo, hi)
+            assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), \
+                (max_points, lo, hi)
+            assert down == want_down
+            got1 = expman._chart_series(store, path, ["loss"], max_points, lo, hi)[0]
+            assert json.dumps(got1) == json.dumps({"loss": want["loss"]})
+    finally:
+        e.close()
+
+
 def test_a_live_run_without_segment_summaries_reads_its_rows(root, live_summaries):
     """Segments written by an expman without segment summaries (or whose summaries were
     deleted): the chart reads the rows, the same points."""
