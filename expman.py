@@ -1960,7 +1960,7 @@ def _summary_table(pieces, start, end, keys, meta):
                     parts[key].append(_m4_combine(recs, k0 - level) if k0 > level else recs)
             continue
         fkeys = [k for k in _summary_keys(pf.schema_arrow) if k in parts]
-        for key, recs in _summary_table_parts(pf, s, fkeys, k0).items():
+        for key, recs in _summary_table_parts([(s, pf)], fkeys, k0).items():
             parts[key].append(recs)
     tables = []
     for key in keys:
@@ -1981,24 +1981,47 @@ def _summary_table(pieces, start, end, keys, meta):
         {_SUMMARY_META: json.dumps(meta).encode()})
 
 
-def _summary_table_parts(pf, start, keys, k0):
-    """{key: records of buckets of 2^k0 rows} of keys in a file whose first row is `start`:
-    one pass, a batch at a time (keys: numeric columns of the file)."""
-    if not keys:
-        return {}
-    names = pf.schema_arrow.names
-    cols = ["step"] + (["timestamp"] if "timestamp" in names else []) + list(keys)
-    # never a batch larger than the file: the reader allocates the whole batch up front, and
-    # a live run's small segments would each pay for a million rows
-    at, step = start, max(1, min(pf.metadata.num_rows, max(1 << 12, min(
-        1 << 20, _CELL_BUDGET // len(cols)))))
-    parts = {key: [] for key in keys}
-    for batch in pf.iter_batches(step, columns=cols, use_threads=False):
+def _summary_table_parts(files, keys, k0):
+    """{key: records of buckets of 2^k0 rows} of keys (numeric columns) in files, (first
+    row, ParquetFile) in row order: one pass, a batch at a time. Small batches (a live run's
+    newest segments) are bucketed together, one _m4_combine per key for many of them."""
+    parts, raws = {key: [] for key in keys}, {key: [] for key in keys}
+    pending = 0
+
+    def bucket_raws():
         for key in keys:
-            raw = _m4_batch(batch, key, at)
-            if raw is not None:
-                parts[key].append(_m4_combine(raw, k0))
-        at += batch.num_rows
+            if raws[key]:
+                parts[key].append(_m4_combine(pa.concat_tables(raws[key]), k0))
+                raws[key] = []
+
+    for start, pf in files:
+        names = pf.schema_arrow.names
+        fkeys = [k for k in keys if k in names]
+        if not fkeys:
+            continue
+        cols = ["step"] + (["timestamp"] if "timestamp" in names else []) + fkeys
+        # never a batch larger than the file: the reader allocates the whole batch up
+        # front, and each small segment would pay for a million rows
+        at, step = start, max(1, min(pf.metadata.num_rows, max(1 << 12, min(
+            1 << 20, _CELL_BUDGET // len(cols)))))
+        for batch in pf.iter_batches(step, columns=cols, use_threads=False):
+            big = batch.num_rows >= 1 << 14  # bucketed at once, one key at a time
+            if big:
+                bucket_raws()
+                pending = 0
+            for key in fkeys:
+                raw = _m4_batch(batch, key, at)
+                if raw is not None:
+                    if big:
+                        parts[key].append(_m4_combine(raw, k0))
+                    else:
+                        raws[key].append(raw)
+            at += batch.num_rows
+            pending += 0 if big else batch.num_rows
+            if pending >= 1 << 14:
+                bucket_raws()
+                pending = 0
+    bucket_raws()
     return {key: recs[0] if len(recs) == 1 else _m4_combine(pa.concat_tables(recs), 0)
             for key, recs in parts.items() if recs}
 
@@ -9718,7 +9741,15 @@ class _LiveSummary:
     charts (None: every numeric column)."""
 
     def __init__(self, pieces, rows, keys=None):
-        self.pieces = [(s, e, summ and summ.pin(), src) for s, e, summ, src in pieces]
+        # consecutive segments without a summary are one piece, read in one pass: a live
+        # run's newest segments are many and small, and each pass costs a few ms per key
+        self.pieces = []
+        for s, e, summ, src in pieces:
+            last = self.pieces[-1] if self.pieces else None
+            if summ is None and last is not None and last[2] is None:
+                self.pieces[-1] = (last[0], e, None, last[3] + [src])
+            else:
+                self.pieces.append((s, e, summ and summ.pin(), [src]))
         self.k0 = max([SUMMARY_MIN_LEVEL] + [p[2].k0 for p in pieces if p[2] is not None])
         self.top = max(self.k0, (rows - 1).bit_length())
         self.keys = keys
@@ -9728,12 +9759,11 @@ class _LiveSummary:
     def _row_records(self, key, i):
         found = self._rows_of.get(i)
         if found is None:
-            start, pf, _path = self.pieces[i][3]
-            keys = [k for k in _summary_keys(pf.schema_arrow)
-                    if self.keys is None or k in self.keys]
             found = self._rows_of[i] = {}
-            if keys:
-                found.update(_summary_table_parts(pf, start, keys, self.k0))
+            files = [(start, pf) for start, pf, _path in self.pieces[i][3]]
+            keys = set().union(*(_summary_keys(pf.schema_arrow) for _s, pf in files))
+            keys = sorted(k for k in keys if self.keys is None or k in self.keys)
+            found.update(_summary_table_parts(files, keys, self.k0))
         return found.get(key)
 
     def _span(self, key, columns):

@@ -661,9 +661,9 @@ print("done", flush=True)
         answers, made = 0, []
         init = expman._LiveSummary.__init__
 
-        def spy(self, pieces, rows):  # counts the answers that came from segment summaries
+        def spy(self, pieces, rows, *args):  # counts the answers made from segment summaries
             made.append(rows)
-            init(self, pieces, rows)
+            init(self, pieces, rows, *args)
 
         monkeypatch.setattr(expman._LiveSummary, "__init__", spy)
         while proc.poll() is None or answers < 3:
