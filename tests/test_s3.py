@@ -4,8 +4,9 @@ EXPMAN_TEST_S3=moto runs the same against moto_server, whose listings are AWS-li
 One server serves the whole session; each test works under its own s3://expman/<prefix>.
 Covered: the logging API and every reader over an s3:// URI, unique run names under a race,
 the CLI and the server (SSE too), a store outage in the middle of a run, eight "hosts"
-logging into one experiment, the request budget of a dashboard on a bucket of 300 runs, and
-the README's DuckDB and Polars recipes.
+logging into one experiment, the request budget of a dashboard on a bucket of 300 runs, the
+README's DuckDB and Polars recipes, and the run catalog (concurrent closers and listers,
+damage and rebuild, a dashboard edit reaching the listings).
 """
 import glob
 import json

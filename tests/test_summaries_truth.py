@@ -14,7 +14,6 @@ every answer is compared with plain Python over the rows read back by load_metri
 """
 import json
 import math
-import os
 import urllib.request
 
 import pytest
