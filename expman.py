@@ -9891,7 +9891,7 @@ class _Api:
         return [_confined_row(store, exp_path, r) for r in runs]
 
     # -- the runs table's queries: sorted, filtered, a window at a time, columnar ----------
-    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format")
+    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format", "group")
 
     def runs_query_asked(self):
         query = self.bottle.request.query
@@ -9938,6 +9938,8 @@ class _Api:
         ask = self.runs_query_args()
         runs = self.cached_run_rows(exp)
         ordered = self.ordered_runs(runs, ask, where)
+        if ask["group"]:
+            return self.runs_grouped(exp, runs, ordered, ask)
         return self.runs_answer(exp, runs, ordered, ask)
 
     def runs_query_args(self):
@@ -9959,9 +9961,12 @@ class _Api:
             self.fail(400, f"sort must be a runs-table column (name, status, started, "
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
                            f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
+        group = q.getunicode("group") or ""
+        if group and group != "tags" and not (group[:2] == "p:" and len(group) > 2):
+            self.fail(400, f"group must be tags or p:<param>, not {group[:60]!r}")
         return {"sort": sort, "order": order, "format": form, "offset": offset,
                 "limit": limit, "key": key, "names": q.getunicode("names"),
-                "where": q.getunicode("where") or ""}
+                "where": q.getunicode("where") or "", "group": group}
 
     def ordered_runs(self, runs, ask, where):
         """The rows of a _RunList that where and names= keep, in the order asked for. Scrolling
@@ -9996,6 +10001,25 @@ class _Api:
                 _columns_json(window)
         else:
             out["runs"] = window
+        return out
+
+    def runs_grouped(self, exp, runs, ordered, ask):
+        """A runs query with group=tags|p:<param>: the matching runs folded into one row per
+        value (see _run_groups), every group in the order asked for (the group value for
+        sort=name); offset and limit do not apply, since the groups of 10,000 runs are few
+        and the page holds them all. Counts, keys and extremes are those of the runs."""
+        memo = ("group", ask["group"], ask["sort"], ask["order"], ask["where"], ask["names"])
+        groups = runs.orders.get(memo)
+        if groups is None:
+            groups = _run_groups(ordered, ask["group"], ask["key"], ask["order"] == "desc")
+            with self.lists_lock:
+                runs.orders[memo] = groups
+                while len(runs.orders) > 8:
+                    del runs.orders[next(iter(runs.orders))]
+        out = self.runs_answer(exp, runs, ordered, dict(ask, offset=0, limit=0))
+        for name in ("offset", "count", "columns", "runs", "format"):
+            out.pop(name, None)
+        out["group"], out["groups"] = ask["group"], groups
         return out
 
     def where(self):
@@ -10476,6 +10500,74 @@ def _run_extremes(rows):
                     low_high[0] = value
                 elif value > low_high[1]:
                     low_high[1] = value
+    return out
+
+
+def _run_group_value(row, by):
+    """A run's value for group=: its param p:<key> (None when not set), or for tags its tags
+    sorted and joined by ", " (None when it has none)."""
+    if by == "tags":
+        tags = sorted((str(t) for t in row.get("tags") or ()), key=_natural_key)
+        return ", ".join(tags) or None
+    value = (row.get("params") or {}).get(by[2:])
+    return None if value == "" else value
+
+
+def _run_groups(rows, by, key, descending):
+    """rows (in table order) folded by their group value (_run_group_value) into one row per
+    group, a RUN_ROW-like dict the runs table's columns read as they read a run's:
+
+      value, count, names   the group's value, its runs' number and names (in table order)
+      status                the most urgent of its runs' (running first, as the table sorts)
+      started_at            the earliest start; duration_secs, last_step: the largest; rows: sum
+      tags                  every tag of its runs; params: those all its runs share
+      summary, summary_min, summary_max   per metric, the mean over its runs that have one
+      spread                {column id: [lowest, highest, runs with a value]} of m:, min:, max:
+
+    The groups are sorted with key (a runs-table column's) applied to these rows, by value
+    for the name column; like runs, groups with no value for the column come last."""
+    folded = {}
+    for row in rows:
+        value = _run_group_value(row, by)
+        folded.setdefault(_json_dumps(value), (value, []))[1].append(row)
+    groups = [_run_group_row(value, members) for value, members in folded.values()]
+    if key is _run_name:
+        key = lambda g: g["value"]  # noqa: E731 (the group's value, not its display name)
+        in_value_order = _sorted_runs(groups, key, False)
+        return in_value_order[::-1] if descending else in_value_order
+    by_value = _sorted_runs(groups, lambda g: g["value"], False)   # ties in value order
+    return _sorted_runs(by_value, key, descending)
+
+
+def _run_group_row(value, members):
+    urgent = min(members, key=lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9))
+    starts = [(t, r.get("started_at")) for r in members
+              for t in [_parse_iso(r.get("started_at"))] if t is not None]
+    numbers = lambda field: [v for r in members for v in [_sort_number(r.get(field))]  # noqa: E731
+                             if v is not None]
+    durations, steps = numbers("duration_secs"), numbers("last_step")
+    tags = list(dict.fromkeys(str(t) for r in members for t in r.get("tags") or ()))
+    first = members[0].get("params") or {}
+    shared = {k: v for k, v in first.items()
+              if all(k in (r.get("params") or {}) and
+                     _json_dumps(r["params"][k]) == _json_dumps(v) for r in members[1:])}
+    out = {"name": "" if value is None else (value if isinstance(value, str) else _json_dumps(value)),
+           "value": value, "count": len(members), "names": [r["name"] for r in members],
+           "status": urgent.get("status"), "started_at": min(starts)[1] if starts else None,
+           "duration_secs": max(durations) if durations else None,
+           "last_step": max(steps) if steps else None,
+           "rows": sum(r.get("rows") or 0 for r in members if isinstance(r.get("rows"), int)),
+           "tags": tags, "params": shared, "spread": {}}
+    for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
+        values = {}
+        for row in members:
+            for k, v in (row.get(field) or {}).items():
+                v = _sort_number(v)
+                if v is not None and v not in (math.inf, -math.inf):
+                    values.setdefault(k, []).append(v)
+        out[field] = {k: math.fsum(vs) / len(vs) for k, vs in values.items()}
+        for k, vs in values.items():
+            out["spread"][prefix + k] = [min(vs), max(vs), len(vs)]
     return out
 
 
