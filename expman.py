@@ -13393,11 +13393,14 @@ kbd { font-family: var(--mono); font-size: 11px; border: 1px solid var(--border-
 #runs-table tbody tr.flash td { animation: flash 2.4s ease-out; }
 #runs-table tr.spacer td { padding: 0; border: 0; height: auto; background: transparent; }
 /* a distributed job's ranks: one group row that expands */
-#runs-table tr.job-row td { font-weight: 560; }
+#runs-table tr.job-row td, #runs-table tr.group-row td { font-weight: 560; }
+#runs-table tr.group-row td .spread { color: var(--muted); font-weight: 400; font-size: 11px; margin-left: 6px; }
+#runs-table tr.group-row td .varies { color: var(--muted); font-weight: 400; font-style: italic; }
+#runs-table tr.group-more td { font-size: 12px; padding-left: 30px; }
 #runs-table tr.job-member td.c-name { padding-left: 30px; }
 .job-toggle { border: 0; background: none; padding: 0 4px 0 0; cursor: pointer; color: var(--muted); vertical-align: middle; }
 .job-toggle .ico { transition: transform .12s; }
-.job-row.open .job-toggle .ico { transform: rotate(90deg); }
+.job-row.open .job-toggle .ico, .group-row.open .job-toggle .ico { transform: rotate(90deg); }
 .job-count { color: var(--muted); font-weight: 450; margin-left: 6px; font-size: 11.5px; }
 #project-filter { margin: 0 8px 8px; width: calc(100% - 16px); }
 .swatch {
@@ -15638,6 +15641,7 @@ function visibleRange() {
 // so the table never shows an empty page between two orders.
 let requeryToken = 0, requerySig = null;
 async function requery() {
+  if (S.groupBy) { refreshGroups(); return; }   // grouped: the groups are asked again (13.20)
   const token = ++requeryToken, exp = S.exp, range = visibleRange(), w = newWindow(S.win ? S.win.matched : 0);
   requerySig = w.sig;
   const pages = [];
@@ -16088,6 +16092,7 @@ function computeView() {
     // the filter box's text goes to the server as where= (its parser, section 9.6, says what is wrong)
     showFilterError({ error: null });
     if (filterProblem) { $('#filter-error').hidden = false; $('#filter-error').textContent = 'Filter: ' + filterProblem; $('#filter').classList.add('bad'); }
+    if (S.groupBy) { pagedGroupView(); return; }   // 13.20: the server's groups of every matching run
     if (S.win.sig !== querySig() && requerySig !== querySig()) requery();
     // the server sorted and counted; job folding needs every row (held whole)
     const w = S.win;
@@ -16116,7 +16121,7 @@ function computeView() {
     for (const r of S.matchedRows) { const v = c.get(r); if (v !== null && isFinite(v) && (best === null || (c.goal === 'min' ? v < best : v > best))) best = v; }
     if (best !== null) S.best.set(c.id, best);
   }
-  S.view = jobView(keyed.map(x => x[1]));
+  S.view = S.groupBy ? groupedView(S.matchedRows) : jobView(keyed.map(x => x[1]));
 }
 const ROW_H = 30;
 let tableFrame = 0;
@@ -16162,8 +16167,8 @@ function columnWidth(c) {
   if (c.id === 'tags' || c.id === 'description' || c.id === 'status' || c.id === 'started') return w;
   const rows = S.view.length > 400 ? S.view.slice(0, 400) : S.view;
   for (const r of rows) {
-    if (!r) continue;
-    const text = cellText(c.cell(r));
+    if (!r || r._more) continue;
+    const text = cellText(r._grp !== undefined ? groupCell(c, r) : c.cell(r));
     if (text.length * 9 + 24 > w) w = Math.max(w, Math.ceil(textWidth(text)) + 24);   // no glyph is wider than 9 px
   }
   return Math.min(w, 420);
@@ -16196,12 +16201,13 @@ function renderBody() {
   const span = cols.length + 2, out = [];
   if (start > 0) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + start * ROW_H + 'px' })));
   for (let i = start; i < end; i++) out.push(S.view[i] ? renderRow(S.view[i], cols) : h('tr', { class: 'pending', 'data-index': String(i) }, h('td', { colspan: span, text: '\u2026' })));
-  if (S.paged) needRows(start, end);
+  if (S.paged && !S.groupBy) needRows(start, end);
   if (end < n) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + (n - end) * ROW_H + 'px' })));
   tbody.replaceChildren.apply(tbody, out);
 }
 function renderRow(r, cols) {
   if (r._job) return renderJobRow(r, cols);
+  if (r._grp !== undefined || r._more) return renderGroupRow(r, cols);
   const k = S.exp + '/' + r.name, sel = S.selectedSet.has(k);
   const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') + (cursorRun === r.name ? ' cursor' : '') });
   tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
@@ -16233,7 +16239,7 @@ function bindTable() {
       if (e.shiftKey && lastClicked >= 0 && idx >= 0) {
         const on = e.target.checked, [a, b] = [Math.min(lastClicked, idx), Math.max(lastClicked, idx)];
         const set = new Set(S.selected);
-        for (let i = a; i <= b; i++) { if (!S.view[i] || S.view[i]._job) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
+        for (let i = a; i <= b; i++) { if (!S.view[i] || S.view[i]._job || S.view[i]._grp !== undefined || S.view[i]._more) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
         setSelection(S.selected.filter(x => set.has(x)).concat(Array.from(set).filter(x => S.selected.indexOf(x) < 0)), true);
       } else toggleRun(k, e.target.checked);
       lastClicked = idx;
@@ -17844,7 +17850,7 @@ function setGroupBy(by, band) {
   if (S.groupBy === by && S.groupBand === band) return;
   S.groupBy = by; S.groupBand = band;
   $('#group-by').value = by; $('#group-band').value = band; $('#group-band-label').hidden = !by;
-  resetSeries(); renderLegend(); renderGroupLegend();
+  resetSeries(); renderLegend(); renderGroupLegend(); scheduleTable();
 }
 function applyGroupSettings(hs) { syncGroupPicker(hs.group); setGroupBy(hs.group, hs.gband); }
 function syncGroupPicker(extra) {
@@ -17868,6 +17874,7 @@ function renderGroupLegend() {
   const sig = S.groupBy + '|' + groupList.map(g => g.value + ':' + g.keys.length + ':' + g.color + ':' + g.keys.every(k => S.hidden.has(k))).join('|');
   if (sig === groupSig) return;
   groupSig = sig;
+  scheduleTable();   // the group rows' swatches take the legend's colours
   const name = S.groupBy === 'tags' ? 'tags' : S.groupBy.slice(2);
   box.replaceChildren.apply(box, [h('span', { class: 'group-by-name', text: 'Grouped by ' + name + ':' }),
     groupList.length ? '' : h('span', { class: 'muted', text: 'no loaded runs yet' })].concat(groupList.map(g => {
@@ -17883,6 +17890,190 @@ function renderGroupLegend() {
 function bindGroups() {
   $('#group-by').addEventListener('change', e => { setGroupBy(e.target.value, S.groupBand); writeHash(); });
   $('#group-band').addEventListener('change', e => { setGroupBy(S.groupBy, e.target.value === 'std' ? 'std' : 'minmax'); writeHash(); });
+  bindGroupRows();
+}
+
+// Group rows in the runs table: with a group-by set the table shows one row per group (its
+// value, its number of runs, and per column the mean of its runs' values with their lowest and
+// highest in small text; params its runs share), sorted by the table's sort, each unfolding
+// (the triangle) into its runs; its checkbox selects them. A table held whole folds its rows
+// here; a paged one asks the server (runs query group=, section 11) so the groups cover every
+// matching run, and fetches an open group's runs by name. Hooks: computeView -> groupedView /
+// pagedGroupView, renderRow -> renderGroupRow, requery -> grpAnswer refresh.
+const openGroups = new Set();            // exp + '\n' + value key of the unfolded groups
+const grpMembers = new Map();            // paged: exp\nkey -> rows of an open group, or null while asked
+let grpAnswer = null, grpAsked = '', grpToken = 0;   // paged: the server's groups for a query
+function groupKey(v) { return JSON.stringify(isNull(v) ? null : v); }
+// a run's raw group value, as the server's _run_group_value: a param, or its sorted tags
+function rowGroupValue(r) {
+  if (S.groupBy === 'tags') { const t = (r.tags || []).map(String).sort(natural); return t.length ? t.join(', ') : null; }
+  const v = r.params ? r.params[S.groupBy.slice(2)] : undefined;
+  return isNull(v) ? null : v;
+}
+function groupLabel(v) { return isNull(v) ? (S.groupBy === 'tags' ? '(no tags)' : '(not set)') : S.groupBy === 'tags' ? String(v) : fmtValue(v); }
+// One row for a group of runs, the shape of the server's _run_group_row.
+function groupRowOf(value, members) {
+  const order = m => STATUS_ORDER[m.status] === undefined ? 9 : STATUS_ORDER[m.status];
+  const nums = f => members.map(m => num(m[f])).filter(v => isFinite(v));
+  const starts = members.map(m => [parseTime(m.started_at), m.started_at]).filter(p => p[0] !== null).sort((a, b) => a[0] - b[0]);
+  const durs = nums('duration_secs'), steps = nums('last_step'), first = members[0].params || {}, shared = {};
+  for (const k of Object.keys(first)) if (members.every(m => m.params && k in m.params && pyJson(m.params[k]) === pyJson(first[k]))) shared[k] = first[k];
+  const g = { _grp: groupKey(value), value: value, name: groupLabel(value), count: members.length, names: members.map(m => m.name), members: members,
+    experiment: members[0].experiment, status: members.reduce((a, m) => order(m) < order(a) ? m : a, members[0]).status,
+    started_at: starts.length ? starts[0][1] : null, duration_secs: durs.length ? Math.max.apply(null, durs) : null,
+    last_step: steps.length ? Math.max.apply(null, steps) : null, rows: members.reduce((a, m) => a + (m.rows || 0), 0),
+    tags: Array.from(new Set([].concat.apply([], members.map(m => (m.tags || []).map(String))))), params: shared, spread: {} };
+  for (const [prefix, field] of [['m:', 'summary'], ['min:', 'summary_min'], ['max:', 'summary_max']]) {
+    const vals = new Map();
+    for (const m of members) {
+      const o = m[field] && typeof m[field] === 'object' ? m[field] : {};
+      for (const k of Object.keys(o)) { const v = num(o[k]); if (isFinite(v)) { if (!vals.has(k)) vals.set(k, []); vals.get(k).push(v); } }
+    }
+    g[field] = {};
+    for (const [k, vs] of vals) { g[field][k] = vs.reduce((a, b) => a + b, 0) / vs.length; g.spread[prefix + k] = [Math.min.apply(null, vs), Math.max.apply(null, vs), vs.length]; }
+  }
+  return g;
+}
+// Groups in the table's order: by the sort column's value of each group row (its mean for a
+// metric), by group value for the name column; empty last, ties by group value.
+function sortGroups(groups) {
+  const id = S.sort.col, col = id === 'name' ? null : allColumns().all.find(c => c.id === id) || allColumns().base[1];
+  const get = g => col ? col.get(g) : g.value, dir = S.sort.dir;
+  const byValue = (a, b) => isNull(a.value) || isNull(b.value) ? (isNull(a.value) ? 1 : 0) - (isNull(b.value) ? 1 : 0) : cmpValues(a.value, b.value);
+  return groups.map(g => [get(g), g]).sort((p, q) => {
+    const a = p[0], b = q[0], na = isNull(a), nb = isNull(b);
+    if (na || nb) return na === nb ? byValue(p[1], q[1]) : na ? 1 : -1;
+    return dir * cmpValues(a, b) || byValue(p[1], q[1]);
+  }).map(x => x[1]);
+}
+// The best group of each metric column with a goal: its mean is the best mean.
+function groupBest(groups) {
+  const best = new Map();
+  for (const c of allColumns().metrics) {
+    if (!c.goal) continue;
+    for (const g of groups) { const v = c.get(g); if (v !== null && isFinite(v) && (!best.has(c.id) || (c.goal === 'min' ? v < best.get(c.id) : v > best.get(c.id)))) best.set(c.id, v); }
+  }
+  return best;
+}
+// The view: each group's row, then its runs when it is open (their rows indented, as a job's).
+function unfoldGroups(groups, membersOf) {
+  const out = [];
+  jobMembers = new Set();
+  for (const g of groups) {
+    out.push(g);
+    if (!openGroups.has(S.exp + '\n' + g._grp)) continue;
+    const ms = membersOf(g);
+    for (const m of ms) { jobMembers.add(m); out.push(m); }
+    if (g.count > ms.length && S.paged) out.push({ _more: g.count - ms.length, name: '' });
+  }
+  S.groupRows = groups; S.groupBest = groupBest(groups);
+  return out;
+}
+function groupedView(rows) {
+  const by = new Map();
+  for (const r of rows) { const v = rowGroupValue(r), id = groupKey(v); if (!by.has(id)) by.set(id, [v, []]); by.get(id)[1].push(r); }
+  return unfoldGroups(sortGroups(Array.from(by.values()).map(p => groupRowOf(p[0], p[1]))), g => g.members);
+}
+// Paged: the server's groups for this query (asked once per query; the last answer stays on
+// screen while a new one is on its way).
+function pagedGroupView() {
+  const sig = S.exp + '|' + S.groupBy + '|' + querySig();
+  if ((!grpAnswer || grpAnswer.sig !== sig) && grpAsked !== sig) fetchGroups(sig);
+  const a = grpAnswer && grpAnswer.exp === S.exp && grpAnswer.by === S.groupBy ? grpAnswer : null;
+  S.matched = a ? a.matched : 0; S.matchedRows = [];
+  S.best = new Map();
+  for (const c of allColumns().metrics) { const e = a && a.extremes && a.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
+  S.view = unfoldGroups(a ? a.groups : [], pagedMembers);
+}
+async function fetchGroups(sig) {
+  grpAsked = sig;
+  const token = ++grpToken, exp = S.exp, by = S.groupBy;
+  let j;
+  try { j = await api(runsUrl(exp, { group: by })); }
+  catch (e) {
+    if (token !== grpToken) return;   // grpAsked stays: the same query is not asked again at once
+    if (e.status === 400 && S.filter) { filterProblem = e.message; renderTable(); } else showError('Could not load runs', e);
+    return;
+  }
+  if (token !== grpToken || exp !== S.exp) return;
+  grpAsked = ''; filterProblem = '';
+  takeKeys(j); S.total = j.total;
+  for (const g of j.groups) { g._grp = groupKey(g.value); g.name = groupLabel(g.value); }
+  grpAnswer = { sig: sig, exp: exp, by: by, groups: j.groups, matched: j.matched, extremes: j.extremes || null };
+  grpMembers.clear();
+  renderTable();
+}
+function refreshGroups() { if (grpAnswer) grpAnswer.sig = ''; grpAsked = ''; scheduleTable(); }
+// An open group's runs in a paged table: its first PAGE runs, by name, in the table's order.
+function pagedMembers(g) {
+  const id = S.exp + '\n' + g._grp;
+  if (grpMembers.has(id)) return grpMembers.get(id) || [];
+  grpMembers.set(id, null);
+  const answer = grpAnswer, exp = S.exp;
+  api(runsUrl(exp, { names: g.names.slice(0, PAGE).join(',') })).then(j => {
+    if (grpAnswer !== answer || exp !== S.exp) return;
+    const rows = decodeRuns(j);
+    for (const r of rows) addRow(r);
+    grpMembers.set(id, rows.map(r => S.rows.get(r.name)));
+    scheduleTable();
+  }, e => { grpMembers.delete(id); showError('Could not load the runs of ' + g.name, e); });
+  return [];
+}
+// A group row's cell: the column's value of the group row (a metric's mean), and for a metric
+// the lowest and highest of its runs' values in small text; a param its runs do not share
+// says so.
+function groupCell(c, g) {
+  const sp = g.spread && g.spread[c.id];
+  if (c.kind === 'param' && !(c.id.slice(2) in (g.params || {}))) return h('span', { class: 'varies', text: 'varies' });
+  const v = c.cell(g);
+  if (c.kind !== 'metric' || !sp || sp[2] < 2 || isNull(v)) return v;
+  return [v, h('span', { class: 'spread', text: fmtNum(sp[0]) + '\u2013' + fmtNum(sp[1]) })];
+}
+function groupCellTitle(c, g) {
+  const sp = g.spread && g.spread[c.id];
+  if (c.kind === 'param' && !(c.id.slice(2) in (g.params || {}))) return 'the ' + g.count + ' runs of this group have different values';
+  if (c.kind !== 'metric' || !sp) return null;
+  return 'mean of ' + sp[2] + (sp[2] === 1 ? ' run: ' : ' runs: ') + fmtNum(c.get(g)) + '\nlowest ' + fmtNum(sp[0]) + ', highest ' + fmtNum(sp[1]) +
+    (c.goal ? '\nbest run: ' + fmtNum(c.goal === 'min' ? sp[0] : sp[1]) : '');
+}
+function renderGroupRow(g, cols) {
+  if (g._more) return h('tr', { class: 'group-more' }, h('td', { colspan: cols.length + 2, class: 'muted', text: '\u2026 and ' + g._more + ' more runs in this group (filter to see them)' }));
+  const keys = g.names.map(n => S.exp + '/' + n), on = keys.filter(k => S.selectedSet.has(k)).length, open = openGroups.has(S.exp + '\n' + g._grp);
+  const chip = on ? groupList.find(x => x.value === g.name) : null;
+  const tr = h('tr', { class: 'group-row' + (open ? ' open' : '') + (on ? ' selected' : ''), 'data-group': g.name, 'data-group-key': g._grp, 'data-status': g.status });
+  tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'group-select', checked: on > 0 && on === keys.length,
+    indeterminate: on > 0 && on < keys.length, 'aria-label': 'Select the runs of ' + g.name })));
+  tr.append(h('td', { class: 'c-name', title: (S.groupBy === 'tags' ? 'tags' : S.groupBy.slice(2)) + ' = ' + g.name + ': ' + g.count + (g.count === 1 ? ' run' : ' runs') + ' (means of their values)' },
+    h('button', { type: 'button', class: 'job-toggle group-toggle', 'aria-expanded': open ? 'true' : 'false', 'aria-label': (open ? 'Hide' : 'Show') + ' the runs of ' + g.name }, icon('chev', 12)),
+    h('span', { class: 'swatch', style: chip ? 'background:' + chip.color : '' }),
+    h('span', { class: 'group-name', text: g.name }), h('span', { class: 'job-count', text: g.count + (g.count === 1 ? ' run' : ' runs') })));
+  for (const c of cols) {
+    const v = groupCell(c, g);
+    const best = c.goal && S.groupBest && S.groupBest.has(c.id) && c.get(g) === S.groupBest.get(c.id) && S.groupRows.length > 1;
+    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : '') + (best ? ' best' : ''), 'data-col': c.id });
+    if (v === null || v === undefined || v === '') td.append(h('span', { class: 'null', text: '\u2013' })); else add(td, v);
+    const t = groupCellTitle(c, g);
+    if (t) td.title = t;
+    tr.append(td);
+  }
+  return tr;
+}
+function bindGroupRows() {
+  $('#runs-table').tBodies[0].addEventListener('click', e => {
+    const tr = e.target.closest('tr[data-group-key]'); if (!tr) return;
+    const id = tr.getAttribute('data-group-key'), g = S.view.find(r => r && r._grp === id); if (!g) return;
+    if (e.target.classList.contains('group-select')) {
+      const keys = g.names.map(n => S.exp + '/' + n), drop = new Set(keys);
+      if (!e.target.checked) { setSelection(S.selected.filter(k => !drop.has(k)), true); return; }
+      const add = keys.filter(k => !S.selectedSet.has(k)), room = Math.max(0, SELECT_CAP - S.selected.length);
+      if (add.length > room) showBanner('Selected ' + room + ' of the ' + add.length + ' runs of ' + g.name + ': at most ' + SELECT_CAP + ' are charted at once.', true);
+      setSelection(S.selected.concat(add.slice(0, room)), true);
+      return;
+    }
+    const open = S.exp + '\n' + id;
+    if (openGroups.has(open)) openGroups.delete(open); else openGroups.add(open);
+    renderTable();
+  });
 }
 
 // --- 13.21 saved views
@@ -18067,7 +18258,7 @@ function onShortcut(e) {
     if (c) toggleFull(c);
     return;
   }
-  const runs = S.view.filter(r => !r._job);
+  const runs = S.view.filter(r => r && !r._job && r._grp === undefined && !r._more);
   if (!runs.length) return;
   const at = runs.findIndex(r => r.name === cursorRun);
   if (e.key === 'j' || e.key === 'k') {

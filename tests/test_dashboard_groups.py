@@ -52,7 +52,8 @@ ALL = ",".join(f"sweep/{_name(lr, s)}" for lr in LRS for s in range(3))
 
 def open_page(ui, fragment):
     ui.page.goto(ui.url + "/" + fragment)
-    expect(ui.page.locator("#runs-table tbody tr[data-run]").first).to_be_visible()
+    # grouped, the table's first rows are its groups' (13.20)
+    expect(ui.page.locator("#runs-table tbody tr[data-run], #runs-table tbody tr[data-group]").first).to_be_visible()
     return ui.page
 
 
@@ -270,3 +271,88 @@ def test_parallel_coordinates_brush_an_axis(page):
     p.mouse.click(box["x"] + target["x"], box["y"] + target["ys"][2])
     p.wait_for_function("r => window.expman.selected().indexOf(r) >= 0", arg=key)
     expect(p.locator(f"#legend .chip[data-run-key='{key}']")).to_have_count(1)
+
+
+# -- group rows in the runs table ------------------------------------------------------------
+
+def _cells(row, col):
+    return row.locator(f"td[data-col='{col}']")
+
+
+def test_group_by_folds_the_runs_table_into_one_row_per_value(page):
+    p = open_page(page, f"#exp=sweep&runs=sweep/{_name(0.01, 0)}&group=p:lr")
+    groups = p.locator("#runs-table tbody tr[data-group]")
+    expect(groups).to_have_count(3)
+    expect(p.locator("#runs-table tbody tr[data-run]")).to_have_count(0)
+    # sorted by lr (the group's own column, ascending)
+    p.locator("#runs-table th[data-col='p:lr']").click()
+    expect(groups.nth(0)).to_have_attribute("data-group", "0.001")
+    for i, lr in enumerate(LRS):
+        row = groups.nth(i)
+        expect(row.locator(".group-name")).to_have_text(str(lr))
+        expect(row.locator(".job-count")).to_have_text("3 runs")
+        expect(_cells(row, "p:lr")).to_have_text(str(lr))
+        expect(_cells(row, "p:seed")).to_have_text("varies")
+        # acc: the mean of ACC + 0, .02, .04 and, in small text, the lowest and highest
+        mean, lo, hi = ACC[lr] + 0.02, ACC[lr], ACC[lr] + 0.04
+        cell = _cells(row, "m:acc")
+        expect(cell).to_have_text(f"{mean:g}{lo:g}\u2013{hi:g}")
+        assert cell.get_attribute("title").startswith(f"mean of 3 runs: {mean:g}")
+        expect(_cells(row, "m:loss")).to_have_text(f"{BASE[lr] + 1:g}{BASE[lr]:g}\u2013{BASE[lr] + 2:g}")
+    # acc goes up: the lr=0.01 group's mean is the best one, loss goes down: lr=0.001's
+    expect(_cells(groups.nth(1), "m:acc")).to_have_class("num grp-metric first best")
+    expect(p.locator("#runs-table tbody tr[data-group] td.best[data-col='m:acc']")).to_have_count(1)
+    expect(p.locator("#runs-table tbody tr[data-group] td.best[data-col='m:loss']")).to_have_count(1)
+    expect(_cells(groups.nth(0), "m:loss")).to_have_class("num grp-metric best")
+    # sorting works on the groups: by mean acc, highest first
+    acc = p.locator("#runs-table th[data-col='m:acc']")
+    acc.click()
+    expect(groups.nth(0)).to_have_attribute("data-group", "0.01")
+    expect(groups.nth(1)).to_have_attribute("data-group", "0.1")
+    expect(groups.nth(2)).to_have_attribute("data-group", "0.001")
+    acc.click()
+    expect(groups.nth(0)).to_have_attribute("data-group", "0.001")
+    # the triangle unfolds a group into its runs, in the table's order (acc, lowest first)
+    groups.nth(0).locator(".group-toggle").click()
+    runs = p.locator("#runs-table tbody tr[data-run]")
+    expect(runs).to_have_count(3)
+    assert runs.evaluate_all("rs => rs.map(r => r.dataset.run)") == [_name(0.001, s) for s in range(3)]
+    assert p.locator("#runs-table tbody tr").nth(1).get_attribute("data-run") == _name(0.001, 0)
+    expect(groups.nth(0).locator(".group-toggle")).to_have_attribute("aria-expanded", "true")
+    groups.nth(0).locator(".group-toggle").click()
+    expect(runs).to_have_count(0)
+    # the group's checkbox selects its runs; the row says how many of them are selected
+    g01 = p.locator("#runs-table tbody tr[data-group='0.1']")
+    box = g01.locator(".group-select")                  # lr=0.1: none selected yet
+    expect(box).not_to_be_checked()
+    box.check()
+    p.wait_for_function("() => window.expman.selected().filter(k => k.indexOf('/lr0.1_') > 0).length == 3")
+    expect(box).to_be_checked()
+    expect(g01).to_have_class("group-row selected")
+    expect(p.locator("#runs-count")).to_contain_text("4 selected")
+    # the group row's swatch has its group's colour in the charts' legend
+    chip = p.locator("#group-legend .chip[data-group-value='0.1'] i")
+    expect(chip).to_be_visible()
+    want = chip.evaluate("e => getComputedStyle(e).backgroundColor")
+    expect(g01.locator(".swatch")).to_have_css("background-color", want)
+    box.uncheck()
+    p.wait_for_function("() => window.expman.selected().length == 1")
+    # the filter narrows the groups and their counts; grouping off lists the runs again
+    p.locator("#filter").fill("seed<2")
+    expect(groups.nth(0).locator(".job-count")).to_have_text("2 runs")
+    p.locator("#filter").fill("")
+    p.locator("#group-by").select_option("")
+    expect(groups).to_have_count(0)
+    expect(runs).to_have_count(9)
+
+
+def test_group_by_tags_folds_the_table(page):
+    p = open_page(page, f"#exp=sweep&runs=sweep/{_name(0.01, 0)}&group=tags")
+    groups = p.locator("#runs-table tbody tr[data-group]")
+    expect(groups).to_have_count(2)
+    p.locator("#runs-table th[data-col='name']").click()
+    expect(groups.nth(0).locator(".group-name")).to_have_text("big")
+    expect(groups.nth(0).locator(".job-count")).to_have_text("6 runs")
+    expect(groups.nth(1).locator(".group-name")).to_have_text("small")
+    expect(_cells(groups.nth(1), "p:lr")).to_have_text("0.001")     # shared by its runs
+    expect(_cells(groups.nth(0), "p:lr")).to_have_text("varies")
