@@ -6,7 +6,7 @@ x axis's tick labels.
 """
 import pytest
 
-from _util import playwright_or_skip, start_server, stop_server
+from _util import playwright_or_skip, serving, start_server, stop_server
 
 import expman  # noqa: E402
 
@@ -356,3 +356,114 @@ def test_group_by_tags_folds_the_table(page):
     expect(groups.nth(1).locator(".group-name")).to_have_text("small")
     expect(_cells(groups.nth(1), "p:lr")).to_have_text("0.001")     # shared by its runs
     expect(_cells(groups.nth(0), "p:lr")).to_have_text("varies")
+
+
+# -- grouping a paged table (more runs than the page holds): the server folds every run ------
+
+BIG = 1200
+BIG_LRS = (0.1, 0.01, 0.001, 0.0001)
+
+
+def _big_acc(i):
+    return (i * 37 % 100) / 100
+
+
+def _write_big_run(exp_dir, i):
+    import os
+    import yaml
+    path = os.path.join(exp_dir, f"r{i:05d}")
+    os.makedirs(path)
+    started = expman._dt.datetime.fromtimestamp(1_760_000_000 + 60 * i, expman._dt.timezone.utc)
+    meta = {"name": f"r{i:05d}", "experiment": "big", "status": "finished",
+            "started_at": started.isoformat(), "finished_at": started.isoformat(),
+            "duration_secs": 10.0, "hostname": "h", "pid": 1, "rows": 5, "last_step": 4,
+            "tags": [], "summary": {"acc": _big_acc(i)}}
+    with open(os.path.join(path, "config.yaml"), "w") as f:
+        yaml.safe_dump({"lr": BIG_LRS[i % 4], "seed": i}, f)
+    with open(os.path.join(path, "run.yaml"), "w") as f:
+        yaml.safe_dump(meta, f, sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def big_server(tmp_path_factory):
+    import os
+    root = tmp_path_factory.mktemp("groups_big") / "experiments"
+    os.makedirs(root / "big")
+    for i in range(BIG):
+        _write_big_run(str(root / "big"), i)
+    with serving(root, live=False) as srv:
+        yield srv
+
+
+def _get_json(url):
+    import json
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def test_runs_query_answers_groups_of_every_matching_run(big_server):
+    base = big_server.url + "/api/experiments/big/runs?format=columns&limit=200"
+    j = _get_json(base + "&group=p:lr&sort=m:acc&order=desc")
+    assert j["matched"] == BIG and j["total"] == BIG and "columns" not in j
+    by_lr = {g["value"]: g for g in j["groups"]}
+    assert sorted(by_lr) == sorted(BIG_LRS)
+    for k, lr in enumerate(BIG_LRS):
+        accs = [_big_acc(i) for i in range(k, BIG, 4)]
+        g = by_lr[lr]
+        assert g["count"] == BIG // 4 and len(g["names"]) == BIG // 4
+        assert g["params"] == {"lr": lr}                   # seed differs: not shared
+        assert g["summary"]["acc"] == pytest.approx(sum(accs) / len(accs))
+        assert g["spread"]["m:acc"] == [min(accs), max(accs), len(accs)]
+        # its runs' names in the table's order: acc, highest first
+        ranked = sorted(range(k, BIG, 4), key=lambda i: (-_big_acc(i), i))
+        assert g["names"][:5] == [f"r{i:05d}" for i in ranked[:5]]
+    means = [g["summary"]["acc"] for g in j["groups"]]
+    assert means == sorted(means, reverse=True)
+    # where= narrows the groups; sort=name orders them by value
+    j = _get_json(base + "&group=p:lr&sort=name&order=asc&where=" + "seed%3C8")
+    assert [g["value"] for g in j["groups"]] == sorted(BIG_LRS)
+    assert [g["count"] for g in j["groups"]] == [2, 2, 2, 2] and j["matched"] == 8
+    import urllib.error
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _get_json(base + "&group=lr")
+    assert err.value.code == 400
+    err.value.close()
+
+
+def test_group_by_folds_a_paged_table_over_every_run(ui, big_server):
+    ui.url = big_server.url
+    p = open_page(ui, "#exp=big&runs=&group=p:lr")
+    groups = p.locator("#runs-table tbody tr[data-group]")
+    expect(groups).to_have_count(4)
+    expect(p.locator("#runs-count")).to_have_text(f"{BIG} runs")
+    p.locator("#runs-table th[data-col='p:lr']").click()
+    for k, lr in enumerate(sorted(BIG_LRS)):
+        row = groups.nth(k)
+        expect(row.locator(".group-name")).to_have_text(str(lr))
+        expect(row.locator(".job-count")).to_have_text(f"{BIG // 4} runs")   # all, not a page's
+        accs = [_big_acc(i) for i in range(BIG_LRS.index(lr), BIG, 4)]
+        cell = _cells(row, "m:acc")
+        assert cell.get_attribute("title").startswith(f"mean of {BIG // 4} runs: ")
+        mean = float(cell.get_attribute("title").split(": ")[1].split("\n")[0])
+        assert mean == pytest.approx(sum(accs) / len(accs), rel=1e-4)
+    # unfolded, a group lists its first page of runs and says how many more it has
+    groups.nth(0).locator(".group-toggle").click()
+    runs = p.locator("#runs-table tbody tr[data-run]")
+    expect(runs.first).to_be_visible()
+    names = runs.evaluate_all("rs => rs.map(r => r.dataset.run)")
+    assert len(names) > 5 and all(int(n[1:]) % 4 == 3 for n in names)   # lr=0.0001: 3, 7, 11, ...
+    # (the table is virtualised: scrolled down, the group's 200th run and the note below it)
+    p.locator("#runs-scroll").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    expect(p.locator("#runs-table tbody tr.group-more")).to_have_text(
+        f"\u2026 and {BIG // 4 - 200} more runs in this group (filter to see them)")
+    expect(p.locator("#runs-table tbody tr[data-group]")).to_have_count(3)   # the 3 below it
+    last = [n for n in runs.evaluate_all("rs => rs.map(r => r.dataset.run)") if int(n[1:]) % 4 == 3]
+    assert len(set(names) | set(last)) > 20
+    p.locator("#runs-scroll").evaluate("e => { e.scrollTop = 0; }")
+    groups.nth(0).locator(".group-toggle").click()
+    expect(runs).to_have_count(0)
+    # its checkbox selects its runs: at most 100 are charted, and the page says so
+    groups.nth(1).locator(".group-select").check()
+    p.wait_for_function("() => window.expman.selected().length == 100")
+    expect(p.locator("#banner")).to_contain_text("at most 100")
