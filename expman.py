@@ -13633,6 +13633,11 @@ table.data td.num { text-align: right; font-family: var(--mono); }
 #group-legend .group-by-name { font-size: 12px; color: var(--muted); margin-right: 2px; }
 #group-legend .chip i { height: 8px; width: 14px; border-radius: 3px; }
 #group-legend .chip .count { color: var(--muted); font-variant-numeric: tabular-nums; }
+#color-legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 8px; padding: 8px 12px 0; font-size: 12px; }
+#color-legend .group-by-name { color: var(--muted); }
+#color-legend .cbar { display: inline-block; width: 160px; height: 10px; border-radius: 3px; }
+#color-legend .ckey { display: inline-flex; align-items: center; gap: 5px; }
+#color-legend .ckey i { display: inline-block; width: 14px; height: 8px; border-radius: 3px; }
 #pvr-panel .panel-head { border-bottom: 0; }
 #pvr-panel.open .panel-head { border-bottom: 1px solid var(--border); }
 #pvr-panel:not(.open) .pvr-ctl { display: none; }
@@ -13754,6 +13759,9 @@ with expman.Experiment("my-experiment") as exp:
         <label title="Runs with the same value of a param (or the same tags) are drawn as one mean line with a band">Group by
           <select id="group-by" data-testid="group-by"><option value="">None</option><option value="tags">Tags</option></select>
         </label>
+        <label title="Colour each run's line by a param's value: a cool-to-warm ramp for numbers, distinct colours for text">Colour by
+          <select id="color-by" data-testid="color-by"><option value="">Run</option></select>
+        </label>
         <label id="group-band-label" title="The band around a group's mean" hidden>Band
           <select id="group-band" data-testid="group-band"><option value="minmax">Min / max</option><option value="std">± 1 std</option></select>
         </label>
@@ -13765,6 +13773,7 @@ with expman.Experiment("my-experiment") as exp:
       </div>
       <div id="legend" data-testid="legend"></div>
       <div id="group-legend" data-testid="group-legend" hidden></div>
+      <div id="color-legend" data-testid="color-legend" hidden></div>
       <div id="charts-notes" data-testid="charts-notes" hidden></div>
       <div id="charts" data-testid="charts"></div>
       <div id="charts-empty" class="empty-state" hidden></div>
@@ -13988,7 +13997,7 @@ function assignColors(keys) {
   }
 }
 // a run that is not selected (a job's rank, a run detail) still gets a steady colour
-function colorOf(key) { const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
+function colorOf(key) { const byParam = S.colorBy ? paramColor(key) : null; if (byParam) return byParam; const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
 // Which way is better for a metric: the same words as _metric_goal in Python (`expman
 // compare`); keep the two lists in step. A key with neither or both kinds of word has no goal.
 const GOAL_MIN_WORDS = new Set(['loss', 'error', 'err', 'perplexity', 'ppl', 'mse', 'mae', 'rmse', 'nll', 'wer', 'cer']);
@@ -15348,6 +15357,7 @@ const S = {
   project: '', jobMode: 'overlay', openJobs: new Set(),
   goals: new Map(),             // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
   groupBy: '', groupBand: 'minmax',   // 13.20: 'p:<param>' | 'tags' | ''; band 'minmax' | 'std'
+  colorBy: '',                  // 13.20 colour by: 'p:<param>' | ''
   pvr: { open: false, mode: 'scatter', x: '', y: '' },  // 13.19 params vs results (URL: pvr=)
   paged: false,                 // more runs than PAGE_ALL: the server sorts, counts and pages (S.win)
   total: 0,                     // runs in the experiment (paged: the server's count)
@@ -15366,7 +15376,7 @@ function readHash() {
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
     logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip',
     x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 || /^m:./.test(p.get('x') || '') ? p.get('x') : 'step',
-    group: /^(p:.|tags$)/.test(p.get('group') || '') ? p.get('group') : '', gband: p.get('gband') === 'std' ? 'std' : 'minmax', pvr: readPvr(p.get('pvr')),
+    group: /^(p:.|tags$)/.test(p.get('group') || '') ? p.get('group') : '', gband: p.get('gband') === 'std' ? 'std' : 'minmax', cby: /^p:./.test(p.get('cby') || '') ? p.get('cby') : '', pvr: readPvr(p.get('pvr')),
     run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
     project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay', goals: readGoals(p.get('goal')) };
 }
@@ -15400,6 +15410,7 @@ function writeHash(push) {
     if (S.goals.size) put('goal', Array.from(S.goals).map(e => e[0] + ':' + (e[1] || 'none')).join(','));
     if (S.groupBy) put('group', S.groupBy);
     if (S.groupBy && S.groupBand !== 'minmax') put('gband', S.groupBand);
+    if (S.colorBy) put('cby', S.colorBy);
     if (S.pvr.open) put('pvr', writePvr());
     const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
     if ((parts.length ? hs : '') === location.hash) return;
@@ -16721,6 +16732,7 @@ function legendOrder() {
 }
 let legendSig = '';
 function renderLegend() {
+  recolourRuns(); renderColorLegend();   // 13.20 colour by
   const box = $('#legend'), bands = bandJobs(true), jobOf = new Map();
   for (const [g, keys] of bands.jobs) for (const k of keys) jobOf.set(k, [g, keys]);
   const entries = [], done = new Set();
@@ -17852,7 +17864,7 @@ function setGroupBy(by, band) {
   $('#group-by').value = by; $('#group-band').value = band; $('#group-band-label').hidden = !by;
   resetSeries(); renderLegend(); renderGroupLegend(); scheduleTable();
 }
-function applyGroupSettings(hs) { syncGroupPicker(hs.group); setGroupBy(hs.group, hs.gband); }
+function applyGroupSettings(hs) { syncGroupPicker(hs.group); setGroupBy(hs.group, hs.gband); setColorBy(hs.cby); }
 function syncGroupPicker(extra) {
   const sel = $('#group-by'), keys = Array.from(S.paramKeys).sort(natural);
   const want = extra !== undefined ? extra : S.groupBy;
@@ -17864,6 +17876,7 @@ function syncGroupPicker(extra) {
     sel.setAttribute('data-sig', sig);
   }
   sel.value = want;
+  syncColorPicker();
 }
 let groupSig = '';
 function renderGroupLegend() {
@@ -17890,7 +17903,7 @@ function renderGroupLegend() {
 function bindGroups() {
   $('#group-by').addEventListener('change', e => { setGroupBy(e.target.value, S.groupBand); writeHash(); });
   $('#group-band').addEventListener('change', e => { setGroupBy(S.groupBy, e.target.value === 'std' ? 'std' : 'minmax'); writeHash(); });
-  bindGroupRows();
+  bindGroupRows(); bindColorBy();
 }
 
 // Group rows in the runs table: with a group-by set the table shows one row per group (its
@@ -18074,6 +18087,101 @@ function bindGroupRows() {
     if (openGroups.has(open)) openGroups.delete(open); else openGroups.add(open);
     renderTable();
   });
+}
+
+// Colour by param: each selected run's line (its legend chip, its table swatch) takes the colour
+// of its value of a param: a ramp from cool to warm for numbers (log-spaced when they are all
+// positive and span 20x or more), the categorical palette in value order for anything else,
+// grey for a run without the param. A colour bar (numbers) or a key (values) says which is
+// which. Group by, when set, colours the groups instead. URL: cby=p:<param>.
+const RAMP = ['#3b4cc0', '#2f7fd8', '#17a2a0', '#5fb43c', '#e0a413', '#e0562a'];
+const NO_VALUE = '#8c939d';
+let cbyCache = null;
+function rampAt(t) {
+  t = Math.max(0, Math.min(1, isFinite(t) ? t : 0.5));
+  const x = t * (RAMP.length - 1), i = Math.min(RAMP.length - 2, Math.floor(x)), f = x - i;
+  const a = RAMP[i], b = RAMP[i + 1], hex = (c, o) => parseInt(c.slice(o, o + 2), 16);
+  return '#' + [1, 3, 5].map(o => Math.round(hex(a, o) + (hex(b, o) - hex(a, o)) * f).toString(16).padStart(2, '0')).join('');
+}
+// The scale of the selected runs' values, remade when the selection or the runs known change.
+function colorScale() {
+  if (!S.colorBy || S.groupBy) return null;
+  const c = cbyCache;
+  if (c && c.by === S.colorBy && c.sel === S.selected && c.size === known.size && c.rows === S.rows.size) return c.scale;
+  const name = S.colorBy.slice(2), of = new Map();
+  for (const k of S.selected) { const r = known.get(k), v = r && r.params ? r.params[name] : undefined; of.set(k, isNull(v) ? null : v); }
+  const present = Array.from(of.values()).filter(v => v !== null);
+  let scale;
+  if (present.length && present.every(v => typeof v === 'number' && isFinite(v))) {
+    const lo = Math.min.apply(null, present), hi = Math.max.apply(null, present), log = lo > 0 && hi / lo >= 20;
+    const f = v => log ? Math.log10(v) : v;
+    scale = { kind: 'num', lo: lo, hi: hi, log: log, at: v => v === null ? NO_VALUE : rampAt(hi === lo ? 0.5 : (f(v) - f(lo)) / (f(hi) - f(lo))) };
+  } else {
+    const distinct = Array.from(new Map(present.map(v => [pyJson(v), v])).values()).sort(cmpValues);
+    const slot = new Map(distinct.map((v, i) => [pyJson(v), i]));
+    scale = { kind: 'cat', values: distinct, at: v => v === null ? NO_VALUE : PALETTE[slot.get(pyJson(v)) % PALETTE.length] };
+  }
+  scale.name = name; scale.of = of; scale.missing = present.length < of.size;
+  cbyCache = { by: S.colorBy, sel: S.selected, size: known.size, rows: S.rows.size, scale: scale };
+  return scale;
+}
+// colorOf's answer for a selected run while colouring by a param, else null
+function paramColor(k) { const sc = colorScale(); return sc && sc.of.has(k) ? sc.at(sc.of.get(k)) : null; }
+// Lines already drawn in another colour are drawn again (the charts cache series by data version).
+const drawnColours = new Map();
+function recolourRuns() {
+  let changed = false;
+  for (const k of Array.from(drawnColours.keys())) if (!S.selectedSet.has(k)) drawnColours.delete(k);
+  for (const k of S.selected) {
+    const col = colorOf(k), was = drawnColours.get(k);
+    drawnColours.set(k, col);
+    if (was === undefined || was === col) continue;
+    for (const c of cards.values()) c.loaded.delete(k);
+    changed = true;
+  }
+  if (changed) scheduleCharts();
+}
+function syncColorPicker(extra) {
+  const sel = $('#color-by'), keys = Array.from(S.paramKeys).sort(natural);
+  const want = extra !== undefined ? extra : S.colorBy;
+  if (want && keys.indexOf(want.slice(2)) < 0) keys.push(want.slice(2));
+  const sig = keys.join('\n');
+  if (sel.getAttribute('data-sig') !== sig) {
+    sel.replaceChildren(h('option', { value: '', text: 'Run' }), keys.length ? h('optgroup', { label: 'Params' }, keys.map(k => h('option', { value: 'p:' + k, text: k }))) : null);
+    sel.setAttribute('data-sig', sig);
+  }
+  sel.value = want;
+}
+function setColorBy(by) {
+  by = /^p:./.test(by || '') ? by : '';
+  syncColorPicker(by);
+  if (S.colorBy === by) return;
+  S.colorBy = by; cbyCache = null;
+  renderLegend(); scheduleTable();
+}
+let colorLegendSig = '';
+function renderColorLegend() {
+  const box = $('#color-legend'), sc = colorScale();
+  box.hidden = !sc;
+  if (!sc) { colorLegendSig = ''; return; }
+  const sig = sc.name + '|' + sc.kind + '|' + (sc.kind === 'num' ? sc.lo + ':' + sc.hi + ':' + sc.log : sc.values.map(pyJson).join(',')) + '|' + sc.missing;
+  if (sig === colorLegendSig) return;
+  colorLegendSig = sig;
+  const parts = [h('span', { class: 'group-by-name', text: 'Colour by ' + sc.name + ':' })];
+  if (sc.kind === 'num') {
+    const stops = [0, 0.2, 0.4, 0.6, 0.8, 1].map(t => rampAt(t) + ' ' + Math.round(t * 100) + '%').join(', ');
+    parts.push(h('span', { class: 'cbar-lo', 'data-testid': 'color-lo', text: fmtValue(sc.lo) }),
+      h('span', { class: 'cbar', 'data-testid': 'color-bar', title: sc.name + (sc.log ? ', log scale' : ''), style: 'background:linear-gradient(to right, ' + stops + ')' }),
+      h('span', { class: 'cbar-hi', 'data-testid': 'color-hi', text: fmtValue(sc.hi) }),
+      sc.log ? h('span', { class: 'muted', text: '(log)' }) : null);
+  } else {
+    for (const v of sc.values) parts.push(h('span', { class: 'ckey', 'data-value': fmtValue(v) }, h('i', { style: 'background:' + sc.at(v) }), h('span', { text: fmtValue(v) })));
+  }
+  if (sc.missing) parts.push(h('span', { class: 'ckey', 'data-value': '' }, h('i', { style: 'background:' + NO_VALUE }), h('span', { text: '(not set)' })));
+  box.replaceChildren.apply(box, parts);
+}
+function bindColorBy() {
+  $('#color-by').addEventListener('change', e => { setColorBy(e.target.value); writeHash(); });
 }
 
 // --- 13.21 saved views

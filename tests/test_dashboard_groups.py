@@ -16,6 +16,7 @@ expect = sync_api.expect
 LRS = (0.001, 0.01, 0.1)
 BASE = {0.001: 0.0, 0.01: 4.0, 0.1: 8.0}          # each lr group's loss: BASE + seed, flat
 ACC = {0.001: 0.5, 0.01: 0.7, 0.1: 0.6}           # each run's last acc: ACC + 0.02 * seed
+OPTS = ("sgd", "adam", "sgd", None)               # experiment "opts": run o<i> has opt OPTS[i]
 
 
 def _name(lr, seed):
@@ -37,6 +38,11 @@ def data_root(tmp_path_factory):
                         row["tokens"] = 1000.0 * step + 500
                     run.log_metrics(row, step=step)
                 run.log_metrics({"acc": ACC[lr] + 0.02 * seed}, step=19)
+    for i, opt in enumerate(OPTS):   # a text param, for colour by
+        with expman.Experiment("opts", base_dir=root, run_name=f"o{i}", capture_git=False,
+                               config={"opt": opt} if opt else {"other": 1}) as run:
+            for step in range(5):
+                run.log_metrics({"loss": float(i)}, step=step)
     return root
 
 
@@ -467,3 +473,105 @@ def test_group_by_folds_a_paged_table_over_every_run(ui, big_server):
     groups.nth(1).locator(".group-select").check()
     p.wait_for_function("() => window.expman.selected().length == 100")
     expect(p.locator("#banner")).to_contain_text("at most 100")
+
+
+# -- colour by param -------------------------------------------------------------------------
+
+# Of the opaque pixels within 3 px of a value's height on a chart, the nearest to a colour
+# (a line at the plot's edge shares its pixels with the frame and the best-value marker).
+LINE_AT = """([key, frac, value, want]) => {
+  const card = Array.from(document.querySelectorAll('#charts [data-key]')).find(e => e.dataset.key === key);
+  const c = card.querySelector('canvas.plot'), dpr = devicePixelRatio;
+  const labels = window.expman.chartYLabels(key).map(l => [Number(l.text), l.y]);
+  const [v0, y0] = labels[0], [v1, y1] = labels[labels.length - 1];
+  const y = Math.round((y0 + (value - v0) * (y1 - y0) / (v1 - v0)) * dpr), x = Math.round(c.width * frac);
+  const d = c.getContext('2d').getImageData(x, y - 3 * dpr, 1, 6 * dpr + 1).data;
+  const off = i => d[i + 3] < 200 ? 1e9 : Math.abs(d[i] - want[0]) + Math.abs(d[i + 1] - want[1]) + Math.abs(d[i + 2] - want[2]);
+  let best = 0;
+  for (let i = 4; i < d.length; i += 4) if (off(i) < off(best)) best = i;
+  return [d[best], d[best + 1], d[best + 2], d[best + 3]];
+}"""
+
+RAMP_LOW, RAMP_MID, RAMP_HIGH = (59, 76, 192), (59, 171, 110), (224, 86, 42)
+
+
+def test_colour_by_param_colours_each_line_by_its_value(page):
+    # seed 1 of each lr (loss 1, 5, 9) inside the y range the outer two (0 and 10) set
+    five = ",".join(f"sweep/{_name(lr, s)}" for lr, s in
+                    [(0.001, 0), (0.001, 1), (0.01, 1), (0.1, 1), (0.1, 2)])
+    p = open_page(page, f"#exp=sweep&runs={five}")
+    p.wait_for_function("() => Object.keys(window.expman.chartPoints('loss')).length == 5")
+    expect(p.locator("#color-legend")).to_be_hidden()
+    p.locator("#color-by").select_option("p:lr")
+    p.wait_for_function("() => location.hash.indexOf('cby=p:lr') >= 0")
+    legend = p.locator("#color-legend")
+    expect(legend).to_be_visible()
+    expect(legend).to_contain_text("Colour by lr:")
+    expect(legend.locator("[data-testid=color-lo]")).to_have_text("0.001")
+    expect(legend.locator("[data-testid=color-hi]")).to_have_text("0.1")
+    expect(legend).to_contain_text("(log)")             # 0.001 .. 0.1: log-spaced, 0.01 mid-way
+    for lr, want in zip(LRS, (RAMP_LOW, RAMP_MID, RAMP_HIGH)):
+        key = f"sweep/{_name(lr, 1)}"
+        p.wait_for_function(
+            "a => { const s = (" + LINE_AT + ")(a), w = a[3]; return s[3] > 200 && "
+            "Math.abs(s[0] - w[0]) + Math.abs(s[1] - w[1]) + Math.abs(s[2] - w[2]) <= 30; }",
+            arg=["loss", 0.55, BASE[lr] + 1, list(want)])
+        chip = p.locator(f"#legend .chip[data-run-key='{key}'] i")
+        expect(chip).to_have_css("background-color", "rgb(%d, %d, %d)" % want)
+        swatch = p.locator(f"#runs-table tr[data-run='{_name(lr, 1)}'] .swatch")
+        expect(swatch).to_have_css("background-color", "rgb(%d, %d, %d)" % want)
+    # the setting survives a reload; back to "Run", each run has its own colour again
+    p.reload()
+    expect(p.locator("#color-by")).to_have_value("p:lr")
+    expect(p.locator("#color-legend [data-testid=color-hi]")).to_have_text("0.1")
+    p.locator("#color-by").select_option("")
+    expect(p.locator("#color-legend")).to_be_hidden()
+    key = f"sweep/{_name(0.1, 1)}"
+    own = _rgb(p.wait_for_function(
+        "k => { const e = document.querySelector(`#legend .chip[data-run-key='${k}'] i`);"
+        " const c = e && getComputedStyle(e).backgroundColor;"
+        " return c && c !== 'rgb(224, 86, 42)' ? c : null; }", arg=key).json_value())
+    assert not _near(own, RAMP_HIGH, 30)
+    p.wait_for_function(
+        "a => { const s = (" + LINE_AT + ")(a), w = a[3]; return s[3] > 200 && "
+        "Math.abs(s[0] - w[0]) + Math.abs(s[1] - w[1]) + Math.abs(s[2] - w[2]) <= 30; }",
+        arg=["loss", 0.55, BASE[0.1] + 1, own])
+
+
+def test_colour_by_a_number_is_linear_when_it_spans_little(page):
+    p = open_page(page, f"#exp=sweep&runs={ALL}&cby=p:seed")
+    legend = p.locator("#color-legend")
+    expect(legend).to_contain_text("Colour by seed:")
+    expect(legend.locator("[data-testid=color-lo]")).to_have_text("0")
+    expect(legend.locator("[data-testid=color-hi]")).to_have_text("2")
+    expect(legend).not_to_contain_text("(log)")
+    for lr in LRS:                       # runs of one seed share a colour, across lrs
+        for seed, want in enumerate((RAMP_LOW, RAMP_MID, RAMP_HIGH)):
+            expect(p.locator(f"#legend .chip[data-run-key='sweep/{_name(lr, seed)}'] i")) \
+                .to_have_css("background-color", "rgb(%d, %d, %d)" % want)
+
+
+def test_colour_by_a_text_param_uses_distinct_colours_with_a_key(page):
+    runs = ",".join(f"opts/o{i}" for i in range(len(OPTS)))
+    p = open_page(page, f"#exp=opts&runs={runs}&cby=p:opt")
+    legend = p.locator("#color-legend")
+    expect(legend.locator(".ckey")).to_have_count(3)
+    expect(legend.locator(".ckey").nth(0)).to_have_text("adam")
+    expect(legend.locator(".ckey").nth(1)).to_have_text("sgd")
+    expect(legend.locator(".ckey").nth(2)).to_have_text("(not set)")
+    p.wait_for_function("() => document.querySelectorAll('#legend .chip i').length == 4")
+    seen = p.evaluate("""() => {
+      const bg = e => getComputedStyle(e).backgroundColor;
+      return { key: Array.from(document.querySelectorAll('#color-legend .ckey i')).map(bg),
+               chip: [0, 1, 2, 3].map(i => bg(document.querySelector(`#legend .chip[data-run-key='opts/o${i}'] i`))) };
+    }""")
+    key_colour, chip = seen["key"], seen["chip"]
+    assert chip[0] == chip[2] == key_colour[1]          # sgd
+    assert chip[1] == key_colour[0] != chip[0]          # adam
+    assert chip[3] == key_colour[2]                     # no opt: grey
+    # and the line of o1 (loss 1, between o0's 0 and o3's 3) is drawn in adam's colour
+    want = _rgb(key_colour[0])
+    p.wait_for_function(
+        "a => { const s = (" + LINE_AT + ")(a), w = a[3]; return s[3] > 200 && "
+        "Math.abs(s[0] - w[0]) + Math.abs(s[1] - w[1]) + Math.abs(s[2] - w[2]) <= 30; }",
+        arg=["loss", 0.55, 1.0, want])
