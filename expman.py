@@ -13465,6 +13465,9 @@ kbd { font-family: var(--mono); font-size: 11px; border: 1px solid var(--border-
 .chip.off .chip-label { text-decoration: line-through; }
 .chip .x { border: 0; background: none; padding: 0; width: 18px; height: 18px; border-radius: 9px; display: grid; place-items: center; color: var(--muted); cursor: pointer; }
 .chip .x:hover { background: var(--border); color: var(--fg); }
+.chip .only { opacity: 0; }
+.chip:hover .only, .chip .only:focus-visible, .chip.solo .only { opacity: 1; }
+.chip.solo .only { color: var(--accent); }
 .chip .spin { width: 10px; height: 10px; border: 2px solid var(--border-2); border-top-color: var(--accent); border-radius: 50%; animation: spin .8s linear infinite; }
 @keyframes spin { to { transform: rotate(360deg); } }
 #charts { padding: 4px 12px 12px; }
@@ -13879,7 +13882,8 @@ const ICONS = {
   reset: 'M4 12a8 8 0 1 0 2.4-5.7M4 4v5h5',
   sun: 'M12 4V2M12 22v-2M4 12H2M22 12h-2M5.6 5.6 4.2 4.2M19.8 19.8l-1.4-1.4M5.6 18.4l-1.4 1.4M19.8 4.2l-1.4 1.4M12 8a4 4 0 1 0 0 8 4 4 0 0 0 0-8z',
   moon: 'M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z',
-  plus: 'M12 5v14M5 12h14'
+  plus: 'M12 5v14M5 12h14',
+  solo: 'M12 9a3 3 0 1 0 0 6a3 3 0 1 0 0-6M12 2v4M12 18v4M2 12h4M18 12h4'
 };
 function icon(name, size, cls) {
   const s = document.createElementNS(SVGNS, 'svg');
@@ -16751,18 +16755,31 @@ function renderLegend() {
   box.replaceChildren.apply(box, entries.map(e => {
     const k = e.keys[0], rd = data.get(k), row = known.get(k), off = e.keys.every(x => S.hidden.has(x));
     const problem = e.keys.map(x => known.get(x)).find(r => r && r.metrics_error);
-    const flip = () => toggleHidden(e.keys, !off);
-    return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
-      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k),
-      onclick: ev => { if (ev.target.closest('.x')) return; flip(); },
-      onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(); } },
+    const flip = ev => { if (ev.altKey || ev.shiftKey) showOnly(e.keys); else toggleHidden(e.keys, !off); };
+    const solo = shownAlone(e.keys), what = e.job ? 'job' : 'run';
+    return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : '') + (solo ? ' solo' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
+      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k) + ' (Alt-click: ' + (solo ? 'show all runs)' : 'show only this ' + what + ')'),
+      onclick: ev => { if (ev.target.closest('.x') || ev.target.closest('.only')) return; flip(ev); },
+      onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(ev); } },
       onmouseenter: () => Charts.configure({ highlight: off ? null : e.id }), onmouseleave: () => Charts.configure({ highlight: null }) },
     rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
     h('span', { class: 'chip-label', text: e.label + (problem ? ' \u00b7 metrics unreadable' : '') }),
     row && row.status === 'running' ? h('span', { class: 'status running', title: 'running' }, h('span', { class: 'dot' })) : null,
+    S.selected.length > 1 ? h('button', { type: 'button', class: 'x only', 'data-testid': 'show-only', title: solo ? 'Show all runs' : 'Show only this ' + what,
+      'aria-label': solo ? 'Show all runs' : 'Show only ' + (e.job ? e.label : k), 'aria-pressed': solo ? 'true' : 'false', onclick: () => showOnly(e.keys) }, icon('solo', 11)) : null,
     h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + (e.job ? e.label : k),
       onclick: () => { Charts.configure({ highlight: null }); setSelection(S.selected.filter(x => e.keys.indexOf(x) < 0), true); } }, icon('close', 11)));
   }));
+}
+// "Show only this run": every other selected run hidden; on the run already shown alone, all
+// shown again.
+function shownAlone(keys) {
+  return S.selected.length > keys.length && keys.every(k => !S.hidden.has(k)) && S.selected.every(k => keys.indexOf(k) >= 0 || S.hidden.has(k));
+}
+function showOnly(keys) {
+  if (shownAlone(keys)) { toggleHidden(S.selected, false); return; }
+  for (const k of S.selected) { if (keys.indexOf(k) >= 0) S.hidden.delete(k); else S.hidden.add(k); }
+  toggleHidden([], false);
 }
 function toggleHidden(keys, hide) {
   for (const k of keys) { if (hide) S.hidden.add(k); else S.hidden.delete(k); }
@@ -17893,8 +17910,8 @@ function renderGroupLegend() {
     groupList.length ? '' : h('span', { class: 'muted', text: 'no loaded runs yet' })].concat(groupList.map(g => {
       const off = g.keys.every(k => S.hidden.has(k));
       return h('span', { class: 'chip' + (off ? ' off' : ''), 'data-group-value': g.value, role: 'button', tabindex: '0',
-        title: g.keys.map(labelOf).join(', '),
-        onclick: () => toggleHidden(g.keys, !off),
+        title: g.keys.map(labelOf).join(', ') + '\n(Alt-click: show only this group)',
+        onclick: ev => { if (ev.altKey || ev.shiftKey) showOnly(g.keys); else toggleHidden(g.keys, !off); },
         onmouseenter: () => Charts.configure({ highlight: off ? null : 'grp:' + g.value }), onmouseleave: () => Charts.configure({ highlight: null }) },
       h('i', { style: 'background:' + g.color }), h('span', { class: 'chip-label', text: g.value }),
       h('span', { class: 'count', text: g.keys.length + (g.keys.length === 1 ? ' run' : ' runs') }));

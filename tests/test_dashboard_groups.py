@@ -575,3 +575,52 @@ def test_colour_by_a_text_param_uses_distinct_colours_with_a_key(page):
         "a => { const s = (" + LINE_AT + ")(a), w = a[3]; return s[3] > 200 && "
         "Math.abs(s[0] - w[0]) + Math.abs(s[1] - w[1]) + Math.abs(s[2] - w[2]) <= 30; }",
         arg=["loss", 0.55, 1.0, want])
+
+
+# -- show only this run ----------------------------------------------------------------------
+
+def test_show_only_this_run_from_the_legend(page):
+    # seed 1 of each lr (loss 1, 5, 9) between seed 0 of lr 0.001 (0) and seed 2 of lr 0.1 (10)
+    picked = [(0.001, 0), (0.001, 1), (0.01, 1), (0.1, 1), (0.1, 2)]
+    p = open_page(page, "#exp=sweep&runs=" + ",".join(f"sweep/{_name(lr, s)}" for lr, s in picked))
+    p.wait_for_function("() => document.querySelectorAll('#legend .chip i').length == 5")
+    chip = lambda lr, s: p.locator(f"#legend .chip[data-run-key='sweep/{_name(lr, s)}']")  # noqa: E731
+    colour = {(lr, s): _rgb(chip(lr, s).locator("i").evaluate("e => getComputedStyle(e).backgroundColor"))
+              for lr, s in picked}
+
+    def line_drawn(lr, s, drawn):
+        p.wait_for_function(
+            "a => { const s = (" + LINE_AT + ")(a), w = a[3], d = Math.abs(s[0] - w[0]) + "
+            "Math.abs(s[1] - w[1]) + Math.abs(s[2] - w[2]); return a[4] ? s[3] > 200 && d <= 30 : d > 90; }",
+            arg=["loss", 0.55, BASE[lr] + s, colour[(lr, s)], drawn])
+
+    for lr, s in picked[1:4]:
+        line_drawn(lr, s, True)
+    # the chip's "only" button: the other four are hidden, their lines gone
+    target = chip(0.01, 1)
+    target.hover()
+    target.locator("[data-testid=show-only]").click()
+    for lr, s in picked:
+        expect(chip(lr, s)).to_have_class("chip solo" if (lr, s) == (0.01, 1) else "chip off")
+    line_drawn(0.01, 1, True)
+    line_drawn(0.001, 1, False)
+    line_drawn(0.1, 1, False)
+    assert p.evaluate("() => location.hash").count("hide=") == 1
+    # again: every run is shown (the pointer off the legend: a hovered chip highlights its line)
+    target.locator("[data-testid=show-only]").click()
+    p.mouse.move(5, 5)
+    for lr, s in picked:
+        expect(chip(lr, s)).to_have_class("chip")
+    line_drawn(0.001, 1, True)
+    # alt-click on a chip does the same, and a plain click still hides just that run
+    chip(0.1, 1).click(modifiers=["Alt"])
+    expect(chip(0.1, 1)).to_have_class("chip solo")
+    expect(chip(0.01, 1)).to_have_class("chip off")
+    p.mouse.move(5, 5)
+    line_drawn(0.1, 1, True)
+    line_drawn(0.01, 1, False)
+    chip(0.1, 1).click(modifiers=["Alt"])
+    expect(chip(0.01, 1)).to_have_class("chip")
+    chip(0.01, 1).click()
+    expect(chip(0.01, 1)).to_have_class("chip off")
+    expect(chip(0.1, 1)).to_have_class("chip")
