@@ -16226,7 +16226,7 @@ function renderRow(r, cols) {
   const k = S.exp + '/' + r.name, sel = S.selectedSet.has(k);
   const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') + (cursorRun === r.name ? ' cursor' : '') });
   tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
-  tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + colorOf(k) : '' }),
+  tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + (S.groupBy ? groupColorOf(k) : colorOf(k)) : '' }),
     h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name }),
     r.metrics_error ? h('span', { class: 'run-problem', 'data-testid': 'run-problem', title: r.metrics_error, text: '\u26a0 metrics unreadable' }) : null));
   for (const c of cols) {
@@ -17940,6 +17940,8 @@ function rowGroupValue(r) {
   const v = r.params ? r.params[S.groupBy.slice(2)] : undefined;
   return isNull(v) ? null : v;
 }
+// a selected run's colour while grouped: its group's in the group legend (the charts draw that)
+function groupColorOf(k) { const g = groupList.find(x => x.keys.indexOf(k) >= 0); return g ? g.color : colorOf(k); }
 function groupLabel(v) { return isNull(v) ? (S.groupBy === 'tags' ? '(no tags)' : '(not set)') : S.groupBy === 'tags' ? String(v) : fmtValue(v); }
 // One row for a group of runs, the shape of the server's _run_group_row.
 function groupRowOf(value, members) {

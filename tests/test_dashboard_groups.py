@@ -341,6 +341,9 @@ def test_group_by_folds_the_runs_table_into_one_row_per_value(page):
     expect(chip).to_be_visible()
     want = chip.evaluate("e => getComputedStyle(e).backgroundColor")
     expect(g01.locator(".swatch")).to_have_css("background-color", want)
+    g01.locator(".group-toggle").click()                # and so do its runs' swatches
+    expect(p.locator(f"#runs-table tr[data-run='{_name(0.1, 2)}'] .swatch")).to_have_css("background-color", want)
+    g01.locator(".group-toggle").click()
     box.uncheck()
     p.wait_for_function("() => window.expman.selected().length == 1")
     # the filter narrows the groups and their counts; grouping off lists the runs again
