@@ -628,3 +628,19 @@ def test_show_only_this_run_from_the_legend(page):
     chip(0.01, 1).click()
     expect(chip(0.01, 1)).to_have_class("chip off")
     expect(chip(0.1, 1)).to_have_class("chip")
+
+
+def test_alt_click_on_a_group_shows_only_that_group(page):
+    p = open_page(page, f"#exp=sweep&runs={ALL}&group=p:lr")
+    chips = p.locator("#group-legend .chip")
+    expect(chips).to_have_count(3)
+    p.wait_for_function("() => Object.keys(window.expman.chartPoints('loss')).length == 3")
+    chips.nth(1).click(modifiers=["Alt"])
+    expect(chips.nth(0)).to_have_class("chip off")
+    expect(chips.nth(1)).to_have_class("chip")
+    expect(chips.nth(2)).to_have_class("chip off")
+    p.wait_for_function("() => Object.keys(window.expman.chartPoints('loss')).join() == 'grp:0.01'")
+    chips.nth(1).click(modifiers=["Alt"])
+    for i in range(3):
+        expect(chips.nth(i)).to_have_class("chip")
+    p.wait_for_function("() => Object.keys(window.expman.chartPoints('loss')).length == 3")
