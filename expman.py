@@ -10531,20 +10531,23 @@ def _run_groups(rows, by, key, descending):
         value = _run_group_value(row, by)
         folded.setdefault(_json_dumps(value), (value, []))[1].append(row)
     groups = [_run_group_row(value, members) for value, members in folded.values()]
-    if key is _run_name:
-        key = lambda g: g["value"]  # noqa: E731 (the group's value, not its display name)
-        in_value_order = _sorted_runs(groups, key, False)
-        return in_value_order[::-1] if descending else in_value_order
-    by_value = _sorted_runs(groups, lambda g: g["value"], False)   # ties in value order
+    if key is _run_name:  # the group's value, not a run's name; no value last either way
+        return _sorted_runs(groups, _group_value, descending)
+    by_value = _sorted_runs(groups, _group_value, False)   # ties in value order
     return _sorted_runs(by_value, key, descending)
+
+
+def _group_value(group):
+    return group["value"]
 
 
 def _run_group_row(value, members):
     urgent = min(members, key=lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9))
     starts = [(t, r.get("started_at")) for r in members
               for t in [_parse_iso(r.get("started_at"))] if t is not None]
-    numbers = lambda field: [v for r in members for v in [_sort_number(r.get(field))]  # noqa: E731
-                             if v is not None]
+    def numbers(field):
+        return [v for v in (_sort_number(r.get(field)) for r in members) if v is not None]
+
     durations, steps = numbers("duration_secs"), numbers("last_step")
     tags = list(dict.fromkeys(str(t) for r in members for t in r.get("tags") or ()))
     first = members[0].get("params") or {}

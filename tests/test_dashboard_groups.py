@@ -433,6 +433,10 @@ def test_runs_query_answers_groups_of_every_matching_run(big_server):
     j = _get_json(base + "&group=p:lr&sort=name&order=asc&where=" + "seed%3C8")
     assert [g["value"] for g in j["groups"]] == sorted(BIG_LRS)
     assert [g["count"] for g in j["groups"]] == [2, 2, 2, 2] and j["matched"] == 8
+    j = _get_json(base + "&group=p:lr&sort=name&order=desc")
+    assert [g["value"] for g in j["groups"]] == sorted(BIG_LRS, reverse=True)
+    j = _get_json(base + "&group=tags")          # no run has tags: one group, value null
+    assert [(g["value"], g["count"]) for g in j["groups"]] == [(None, BIG)]
     import urllib.error
     with pytest.raises(urllib.error.HTTPError) as err:
         _get_json(base + "&group=lr")
