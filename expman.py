@@ -16152,7 +16152,8 @@ function renderTable() {
   renderHead(cols);
   renderBody();
   const total = S.paged ? S.total : S.rows.size, shown = S.matched, sel = S.selected.length;
-  $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + (sel ? ' \u00b7 ' + sel + ' selected' : '');
+  const groups = S.groupBy && S.groupRows ? ' in ' + S.groupRows.length + (S.groupRows.length === 1 ? ' group' : ' groups') : '';   // 13.20
+  $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + groups + (sel ? ' \u00b7 ' + sel + ' selected' : '');
   const empty = $('#runs-empty');
   if (total && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
   else if (!S.rows.size && S.exp && empty.textContent.indexOf('Loading') < 0) {

@@ -335,7 +335,7 @@ def test_group_by_folds_the_runs_table_into_one_row_per_value(page):
     p.wait_for_function("() => window.expman.selected().filter(k => k.indexOf('/lr0.1_') > 0).length == 3")
     expect(box).to_be_checked()
     expect(g01).to_have_class("group-row selected")
-    expect(p.locator("#runs-count")).to_contain_text("4 selected")
+    expect(p.locator("#runs-count")).to_have_text("9 runs in 3 groups \u00b7 4 selected")
     # the group row's swatch has its group's colour in the charts' legend
     chip = p.locator("#group-legend .chip[data-group-value='0.1'] i")
     expect(chip).to_be_visible()
@@ -449,7 +449,7 @@ def test_group_by_folds_a_paged_table_over_every_run(ui, big_server):
     p = open_page(ui, "#exp=big&runs=&group=p:lr")
     groups = p.locator("#runs-table tbody tr[data-group]")
     expect(groups).to_have_count(4)
-    expect(p.locator("#runs-count")).to_have_text(f"{BIG} runs")
+    expect(p.locator("#runs-count")).to_have_text(f"{BIG} runs in 4 groups")
     p.locator("#runs-table th[data-col='p:lr']").click()
     for k, lr in enumerate(sorted(BIG_LRS)):
         row = groups.nth(k)
