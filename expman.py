@@ -10789,7 +10789,7 @@ class _Api:
         return [_confined_row(store, exp_path, r) for r in runs]
 
     # -- the runs table's queries: sorted, filtered, a window at a time, columnar ----------
-    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format")
+    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format", "group")
 
     def runs_query_asked(self):
         query = self.bottle.request.query
@@ -10836,6 +10836,8 @@ class _Api:
         ask = self.runs_query_args()
         runs = self.cached_run_rows(exp)
         ordered = self.ordered_runs(runs, ask, where)
+        if ask["group"]:
+            return self.runs_grouped(exp, runs, ordered, ask)
         return self.runs_answer(exp, runs, ordered, ask)
 
     def runs_query_args(self):
@@ -10857,9 +10859,12 @@ class _Api:
             self.fail(400, f"sort must be a runs-table column (name, status, started, "
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
                            f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
+        group = q.getunicode("group") or ""
+        if group and group != "tags" and not (group[:2] == "p:" and len(group) > 2):
+            self.fail(400, f"group must be tags or p:<param>, not {group[:60]!r}")
         return {"sort": sort, "order": order, "format": form, "offset": offset,
                 "limit": limit, "key": key, "names": q.getunicode("names"),
-                "where": q.getunicode("where") or ""}
+                "where": q.getunicode("where") or "", "group": group}
 
     def ordered_runs(self, runs, ask, where):
         """The rows of a _RunList that where and names= keep, in the order asked for. Scrolling
@@ -10894,6 +10899,25 @@ class _Api:
                 _columns_json(window)
         else:
             out["runs"] = window
+        return out
+
+    def runs_grouped(self, exp, runs, ordered, ask):
+        """A runs query with group=tags|p:<param>: the matching runs folded into one row per
+        value (see _run_groups), every group in the order asked for (the group value for
+        sort=name); offset and limit do not apply, since the groups of 10,000 runs are few
+        and the page holds them all. Counts, keys and extremes are those of the runs."""
+        memo = ("group", ask["group"], ask["sort"], ask["order"], ask["where"], ask["names"])
+        groups = runs.orders.get(memo)
+        if groups is None:
+            groups = _run_groups(ordered, ask["group"], ask["key"], ask["order"] == "desc")
+            with self.lists_lock:
+                runs.orders[memo] = groups
+                while len(runs.orders) > 8:
+                    del runs.orders[next(iter(runs.orders))]
+        out = self.runs_answer(exp, runs, ordered, dict(ask, offset=0, limit=0))
+        for name in ("offset", "count", "columns", "runs", "format"):
+            out.pop(name, None)
+        out["group"], out["groups"] = ask["group"], groups
         return out
 
     def where(self):
@@ -11374,6 +11398,77 @@ def _run_extremes(rows):
                     low_high[0] = value
                 elif value > low_high[1]:
                     low_high[1] = value
+    return out
+
+
+def _run_group_value(row, by):
+    """A run's value for group=: its param p:<key> (None when not set), or for tags its tags
+    sorted and joined by ", " (None when it has none)."""
+    if by == "tags":
+        tags = sorted((str(t) for t in row.get("tags") or ()), key=_natural_key)
+        return ", ".join(tags) or None
+    value = (row.get("params") or {}).get(by[2:])
+    return None if value == "" else value
+
+
+def _run_groups(rows, by, key, descending):
+    """rows (in table order) folded by their group value (_run_group_value) into one row per
+    group, a RUN_ROW-like dict the runs table's columns read as they read a run's:
+
+      value, count, names   the group's value, its runs' number and names (in table order)
+      status                the most urgent of its runs' (running first, as the table sorts)
+      started_at            the earliest start; duration_secs, last_step: the largest; rows: sum
+      tags                  every tag of its runs; params: those all its runs share
+      summary, summary_min, summary_max   per metric, the mean over its runs that have one
+      spread                {column id: [lowest, highest, runs with a value]} of m:, min:, max:
+
+    The groups are sorted with key (a runs-table column's) applied to these rows, by value
+    for the name column; like runs, groups with no value for the column come last."""
+    folded = {}
+    for row in rows:
+        value = _run_group_value(row, by)
+        folded.setdefault(_json_dumps(value), (value, []))[1].append(row)
+    groups = [_run_group_row(value, members) for value, members in folded.values()]
+    if key is _run_name:  # the group's value, not a run's name; no value last either way
+        return _sorted_runs(groups, _group_value, descending)
+    by_value = _sorted_runs(groups, _group_value, False)   # ties in value order
+    return _sorted_runs(by_value, key, descending)
+
+
+def _group_value(group):
+    return group["value"]
+
+
+def _run_group_row(value, members):
+    urgent = min(members, key=lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9))
+    starts = [(t, r.get("started_at")) for r in members
+              for t in [_parse_iso(r.get("started_at"))] if t is not None]
+    def numbers(field):
+        return [v for v in (_sort_number(r.get(field)) for r in members) if v is not None]
+
+    durations, steps = numbers("duration_secs"), numbers("last_step")
+    tags = list(dict.fromkeys(str(t) for r in members for t in r.get("tags") or ()))
+    first = members[0].get("params") or {}
+    shared = {k: v for k, v in first.items()
+              if all(k in (r.get("params") or {}) and
+                     _json_dumps(r["params"][k]) == _json_dumps(v) for r in members[1:])}
+    out = {"name": "" if value is None else (value if isinstance(value, str) else _json_dumps(value)),
+           "value": value, "count": len(members), "names": [r["name"] for r in members],
+           "status": urgent.get("status"), "started_at": min(starts)[1] if starts else None,
+           "duration_secs": max(durations) if durations else None,
+           "last_step": max(steps) if steps else None,
+           "rows": sum(r.get("rows") or 0 for r in members if isinstance(r.get("rows"), int)),
+           "tags": tags, "params": shared, "spread": {}}
+    for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
+        values = {}
+        for row in members:
+            for k, v in (row.get(field) or {}).items():
+                v = _sort_number(v)
+                if v is not None and v not in (math.inf, -math.inf):
+                    values.setdefault(k, []).append(v)
+        out[field] = {k: math.fsum(vs) / len(vs) for k, vs in values.items()}
+        for k, vs in values.items():
+            out["spread"][prefix + k] = [min(vs), max(vs), len(vs)]
     return out
 
 
@@ -14267,11 +14362,14 @@ kbd { font-family: var(--mono); font-size: 11px; border: 1px solid var(--border-
 #runs-table tbody tr.flash td { animation: flash 2.4s ease-out; }
 #runs-table tr.spacer td { padding: 0; border: 0; height: auto; background: transparent; }
 /* a distributed job's ranks: one group row that expands */
-#runs-table tr.job-row td { font-weight: 560; }
+#runs-table tr.job-row td, #runs-table tr.group-row td { font-weight: 560; }
+#runs-table tr.group-row td .spread { color: var(--muted); font-weight: 400; font-size: 11px; margin-left: 6px; }
+#runs-table tr.group-row td .varies { color: var(--muted); font-weight: 400; font-style: italic; }
+#runs-table tr.group-more td { font-size: 12px; padding-left: 30px; }
 #runs-table tr.job-member td.c-name { padding-left: 30px; }
 .job-toggle { border: 0; background: none; padding: 0 4px 0 0; cursor: pointer; color: var(--muted); vertical-align: middle; }
 .job-toggle .ico { transition: transform .12s; }
-.job-row.open .job-toggle .ico { transform: rotate(90deg); }
+.job-row.open .job-toggle .ico, .group-row.open .job-toggle .ico { transform: rotate(90deg); }
 .job-count { color: var(--muted); font-weight: 450; margin-left: 6px; font-size: 11.5px; }
 #project-filter { margin: 0 8px 8px; width: calc(100% - 16px); }
 .swatch {
@@ -14336,6 +14434,9 @@ kbd { font-family: var(--mono); font-size: 11px; border: 1px solid var(--border-
 .chip.off .chip-label { text-decoration: line-through; }
 .chip .x { border: 0; background: none; padding: 0; width: 18px; height: 18px; border-radius: 9px; display: grid; place-items: center; color: var(--muted); cursor: pointer; }
 .chip .x:hover { background: var(--border); color: var(--fg); }
+.chip .only { opacity: 0; }
+.chip:hover .only, .chip .only:focus-visible, .chip.solo .only { opacity: 1; }
+.chip.solo .only { color: var(--accent); }
 .chip .spin { width: 10px; height: 10px; border: 2px solid var(--border-2); border-top-color: var(--accent); border-radius: 50%; animation: spin .8s linear infinite; }
 @keyframes spin { to { transform: rotate(360deg); } }
 #charts { padding: 4px 12px 12px; }
@@ -14504,6 +14605,11 @@ table.data td.num { text-align: right; font-family: var(--mono); }
 #group-legend .group-by-name { font-size: 12px; color: var(--muted); margin-right: 2px; }
 #group-legend .chip i { height: 8px; width: 14px; border-radius: 3px; }
 #group-legend .chip .count { color: var(--muted); font-variant-numeric: tabular-nums; }
+#color-legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 8px; padding: 8px 12px 0; font-size: 12px; }
+#color-legend .group-by-name { color: var(--muted); }
+#color-legend .cbar { display: inline-block; width: 160px; height: 10px; border-radius: 3px; }
+#color-legend .ckey { display: inline-flex; align-items: center; gap: 5px; }
+#color-legend .ckey i { display: inline-block; width: 14px; height: 8px; border-radius: 3px; }
 #pvr-panel .panel-head { border-bottom: 0; }
 #pvr-panel.open .panel-head { border-bottom: 1px solid var(--border); }
 #pvr-panel:not(.open) .pvr-ctl { display: none; }
@@ -14625,6 +14731,9 @@ with expman.Experiment("my-experiment") as exp:
         <label title="Runs with the same value of a param (or the same tags) are drawn as one mean line with a band">Group by
           <select id="group-by" data-testid="group-by"><option value="">None</option><option value="tags">Tags</option></select>
         </label>
+        <label title="Colour each run's line by a param's value: a cool-to-warm ramp for numbers, distinct colours for text">Colour by
+          <select id="color-by" data-testid="color-by"><option value="">Run</option></select>
+        </label>
         <label id="group-band-label" title="The band around a group's mean" hidden>Band
           <select id="group-band" data-testid="group-band"><option value="minmax">Min / max</option><option value="std">± 1 std</option></select>
         </label>
@@ -14636,6 +14745,7 @@ with expman.Experiment("my-experiment") as exp:
       </div>
       <div id="legend" data-testid="legend"></div>
       <div id="group-legend" data-testid="group-legend" hidden></div>
+      <div id="color-legend" data-testid="color-legend" hidden></div>
       <div id="charts-notes" data-testid="charts-notes" hidden></div>
       <div id="charts" data-testid="charts"></div>
       <div id="charts-empty" class="empty-state" hidden></div>
@@ -14741,7 +14851,8 @@ const ICONS = {
   reset: 'M4 12a8 8 0 1 0 2.4-5.7M4 4v5h5',
   sun: 'M12 4V2M12 22v-2M4 12H2M22 12h-2M5.6 5.6 4.2 4.2M19.8 19.8l-1.4-1.4M5.6 18.4l-1.4 1.4M19.8 4.2l-1.4 1.4M12 8a4 4 0 1 0 0 8 4 4 0 0 0 0-8z',
   moon: 'M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z',
-  plus: 'M12 5v14M5 12h14'
+  plus: 'M12 5v14M5 12h14',
+  solo: 'M12 9a3 3 0 1 0 0 6a3 3 0 1 0 0-6M12 2v4M12 18v4M2 12h4M18 12h4'
 };
 function icon(name, size, cls) {
   const s = document.createElementNS(SVGNS, 'svg');
@@ -14859,7 +14970,7 @@ function assignColors(keys) {
   }
 }
 // a run that is not selected (a job's rank, a run detail) still gets a steady colour
-function colorOf(key) { const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
+function colorOf(key) { const byParam = S.colorBy ? paramColor(key) : null; if (byParam) return byParam; const i = colorSlots.get(key); return PALETTE[i === undefined ? hashSlot(key) : i]; }
 // Which way is better for a metric: the same words as _metric_goal in Python (`expman
 // compare`); keep the two lists in step. A key with neither or both kinds of word has no goal.
 const GOAL_MIN_WORDS = new Set(['loss', 'error', 'err', 'perplexity', 'ppl', 'mse', 'mae', 'rmse', 'nll', 'wer', 'cer']);
@@ -16219,6 +16330,7 @@ const S = {
   project: '', jobMode: 'overlay', openJobs: new Set(),
   goals: new Map(),             // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
   groupBy: '', groupBand: 'minmax',   // 13.20: 'p:<param>' | 'tags' | ''; band 'minmax' | 'std'
+  colorBy: '',                  // 13.20 colour by: 'p:<param>' | ''
   pvr: { open: false, mode: 'scatter', x: '', y: '' },  // 13.19 params vs results (URL: pvr=)
   paged: false,                 // more runs than PAGE_ALL: the server sorts, counts and pages (S.win)
   total: 0,                     // runs in the experiment (paged: the server's count)
@@ -16237,7 +16349,7 @@ function readHash() {
   return { exp: p.get('exp'), runs: list('runs'), hide: list('hide') || [], smooth: isFinite(sm) ? Math.max(0, Math.min(0.99, sm)) : 0,
     logy: p.get('logy') === '1', outliers: p.get('outliers') === 'clip',
     x: ['step', 'wall', 'relative'].indexOf(p.get('x')) >= 0 || /^m:./.test(p.get('x') || '') ? p.get('x') : 'step',
-    group: /^(p:.|tags$)/.test(p.get('group') || '') ? p.get('group') : '', gband: p.get('gband') === 'std' ? 'std' : 'minmax', pvr: readPvr(p.get('pvr')),
+    group: /^(p:.|tags$)/.test(p.get('group') || '') ? p.get('group') : '', gband: p.get('gband') === 'std' ? 'std' : 'minmax', cby: /^p:./.test(p.get('cby') || '') ? p.get('cby') : '', pvr: readPvr(p.get('pvr')),
     run: p.get('run'), q: p.get('q') || '', metrics: p.get('metrics') || '',
     project: p.get('project') || '', jobs: p.get('ranks') === 'band' ? 'band' : 'overlay', goals: readGoals(p.get('goal')) };
 }
@@ -16271,6 +16383,7 @@ function writeHash(push) {
     if (S.goals.size) put('goal', Array.from(S.goals).map(e => e[0] + ':' + (e[1] || 'none')).join(','));
     if (S.groupBy) put('group', S.groupBy);
     if (S.groupBy && S.groupBand !== 'minmax') put('gband', S.groupBand);
+    if (S.colorBy) put('cby', S.colorBy);
     if (S.pvr.open) put('pvr', writePvr());
     const hs = parts.length ? '#' + parts.join('&') : location.pathname + location.search;
     if ((parts.length ? hs : '') === location.hash) return;
@@ -16512,6 +16625,7 @@ function visibleRange() {
 // so the table never shows an empty page between two orders.
 let requeryToken = 0, requerySig = null;
 async function requery() {
+  if (S.groupBy) { refreshGroups(); return; }   // grouped: the groups are asked again (13.20)
   const token = ++requeryToken, exp = S.exp, range = visibleRange(), w = newWindow(S.win ? S.win.matched : 0);
   requerySig = w.sig;
   const pages = [];
@@ -16962,6 +17076,7 @@ function computeView() {
     // the filter box's text goes to the server as where= (its parser, section 9.6, says what is wrong)
     showFilterError({ error: null });
     if (filterProblem) { $('#filter-error').hidden = false; $('#filter-error').textContent = 'Filter: ' + filterProblem; $('#filter').classList.add('bad'); }
+    if (S.groupBy) { pagedGroupView(); return; }   // 13.20: the server's groups of every matching run
     if (S.win.sig !== querySig() && requerySig !== querySig()) requery();
     // the server sorted and counted; job folding needs every row (held whole)
     const w = S.win;
@@ -16990,7 +17105,7 @@ function computeView() {
     for (const r of S.matchedRows) { const v = c.get(r); if (v !== null && isFinite(v) && (best === null || (c.goal === 'min' ? v < best : v > best))) best = v; }
     if (best !== null) S.best.set(c.id, best);
   }
-  S.view = jobView(keyed.map(x => x[1]));
+  S.view = S.groupBy ? groupedView(S.matchedRows) : jobView(keyed.map(x => x[1]));
 }
 const ROW_H = 30;
 let tableFrame = 0;
@@ -17003,7 +17118,8 @@ function renderTable() {
   renderHead(cols);
   renderBody();
   const total = S.paged ? S.total : S.rows.size, shown = S.matched, sel = S.selected.length;
-  $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + (sel ? ' \u00b7 ' + sel + ' selected' : '');
+  const groups = S.groupBy && S.groupRows ? ' in ' + S.groupRows.length + (S.groupRows.length === 1 ? ' group' : ' groups') : '';   // 13.20
+  $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + groups + (sel ? ' \u00b7 ' + sel + ' selected' : '');
   const empty = $('#runs-empty');
   if (total && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
   else if (!S.rows.size && S.exp && empty.textContent.indexOf('Loading') < 0) {
@@ -17036,8 +17152,8 @@ function columnWidth(c) {
   if (c.id === 'tags' || c.id === 'description' || c.id === 'status' || c.id === 'started') return w;
   const rows = S.view.length > 400 ? S.view.slice(0, 400) : S.view;
   for (const r of rows) {
-    if (!r) continue;
-    const text = cellText(c.cell(r));
+    if (!r || r._more) continue;
+    const text = cellText(r._grp !== undefined ? groupCell(c, r) : c.cell(r));
     if (text.length * 9 + 24 > w) w = Math.max(w, Math.ceil(textWidth(text)) + 24);   // no glyph is wider than 9 px
   }
   return Math.min(w, 420);
@@ -17070,16 +17186,17 @@ function renderBody() {
   const span = cols.length + 2, out = [];
   if (start > 0) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + start * ROW_H + 'px' })));
   for (let i = start; i < end; i++) out.push(S.view[i] ? renderRow(S.view[i], cols) : h('tr', { class: 'pending', 'data-index': String(i) }, h('td', { colspan: span, text: '\u2026' })));
-  if (S.paged) needRows(start, end);
+  if (S.paged && !S.groupBy) needRows(start, end);
   if (end < n) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + (n - end) * ROW_H + 'px' })));
   tbody.replaceChildren.apply(tbody, out);
 }
 function renderRow(r, cols) {
   if (r._job) return renderJobRow(r, cols);
+  if (r._grp !== undefined || r._more) return renderGroupRow(r, cols);
   const k = S.exp + '/' + r.name, sel = S.selectedSet.has(k);
   const tr = h('tr', { 'data-run': r.name, 'data-status': r.status, class: (sel ? 'selected' : '') + (flash.has(k) ? ' flash' : '') + (jobMembers.has(r) ? ' job-member' : '') + (cursorRun === r.name ? ' cursor' : '') });
   tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'run-select', checked: sel, 'aria-label': 'Select run ' + r.name })));
-  tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + colorOf(k) : '' }),
+  tr.append(h('td', { class: 'c-name' }, h('span', { class: 'swatch', style: sel ? 'background:' + (S.groupBy ? groupColorOf(k) : colorOf(k)) : '' }),
     h('button', { type: 'button', class: 'run-link', text: r.name, title: r.description ? r.name + '\n' + r.description : r.name }),
     r.metrics_error ? h('span', { class: 'run-problem', 'data-testid': 'run-problem', title: r.metrics_error, text: '\u26a0 metrics unreadable' }) : null));
   for (const c of cols) {
@@ -17107,7 +17224,7 @@ function bindTable() {
       if (e.shiftKey && lastClicked >= 0 && idx >= 0) {
         const on = e.target.checked, [a, b] = [Math.min(lastClicked, idx), Math.max(lastClicked, idx)];
         const set = new Set(S.selected);
-        for (let i = a; i <= b; i++) { if (!S.view[i] || S.view[i]._job) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
+        for (let i = a; i <= b; i++) { if (!S.view[i] || S.view[i]._job || S.view[i]._grp !== undefined || S.view[i]._more) continue; const kk = S.exp + '/' + S.view[i].name; if (on) set.add(kk); else set.delete(kk); }
         setSelection(S.selected.filter(x => set.has(x)).concat(Array.from(set).filter(x => S.selected.indexOf(x) < 0)), true);
       } else toggleRun(k, e.target.checked);
       lastClicked = idx;
@@ -17589,6 +17706,7 @@ function legendOrder() {
 }
 let legendSig = '';
 function renderLegend() {
+  recolourRuns(); renderColorLegend();   // 13.20 colour by
   const box = $('#legend'), bands = bandJobs(true), jobOf = new Map();
   for (const [g, keys] of bands.jobs) for (const k of keys) jobOf.set(k, [g, keys]);
   const entries = [], done = new Set();
@@ -17607,18 +17725,31 @@ function renderLegend() {
   box.replaceChildren.apply(box, entries.map(e => {
     const k = e.keys[0], rd = data.get(k), row = known.get(k), off = e.keys.every(x => S.hidden.has(x));
     const problem = e.keys.map(x => known.get(x)).find(r => r && r.metrics_error);
-    const flip = () => toggleHidden(e.keys, !off);
-    return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
-      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k),
-      onclick: ev => { if (ev.target.closest('.x')) return; flip(); },
-      onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(); } },
+    const flip = ev => { if (ev.altKey || ev.shiftKey) showOnly(e.keys); else toggleHidden(e.keys, !off); };
+    const solo = shownAlone(e.keys), what = e.job ? 'job' : 'run';
+    return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : '') + (solo ? ' solo' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
+      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k) + ' (Alt-click: ' + (solo ? 'show all runs)' : 'show only this ' + what + ')'),
+      onclick: ev => { if (ev.target.closest('.x') || ev.target.closest('.only')) return; flip(ev); },
+      onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(ev); } },
       onmouseenter: () => Charts.configure({ highlight: off ? null : e.id }), onmouseleave: () => Charts.configure({ highlight: null }) },
     rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
     h('span', { class: 'chip-label', text: e.label + (problem ? ' \u00b7 metrics unreadable' : '') }),
     row && row.status === 'running' ? h('span', { class: 'status running', title: 'running' }, h('span', { class: 'dot' })) : null,
+    S.selected.length > 1 ? h('button', { type: 'button', class: 'x only', 'data-testid': 'show-only', title: solo ? 'Show all runs' : 'Show only this ' + what,
+      'aria-label': solo ? 'Show all runs' : 'Show only ' + (e.job ? e.label : k), 'aria-pressed': solo ? 'true' : 'false', onclick: () => showOnly(e.keys) }, icon('solo', 11)) : null,
     h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + (e.job ? e.label : k),
       onclick: () => { Charts.configure({ highlight: null }); setSelection(S.selected.filter(x => e.keys.indexOf(x) < 0), true); } }, icon('close', 11)));
   }));
+}
+// "Show only this run": every other selected run hidden; on the run already shown alone, all
+// shown again.
+function shownAlone(keys) {
+  return S.selected.length > keys.length && keys.every(k => !S.hidden.has(k)) && S.selected.every(k => keys.indexOf(k) >= 0 || S.hidden.has(k));
+}
+function showOnly(keys) {
+  if (shownAlone(keys)) { toggleHidden(S.selected, false); return; }
+  for (const k of S.selected) { if (keys.indexOf(k) >= 0) S.hidden.delete(k); else S.hidden.add(k); }
+  toggleHidden([], false);
 }
 function toggleHidden(keys, hide) {
   for (const k of keys) { if (hide) S.hidden.add(k); else S.hidden.delete(k); }
@@ -18718,9 +18849,9 @@ function setGroupBy(by, band) {
   if (S.groupBy === by && S.groupBand === band) return;
   S.groupBy = by; S.groupBand = band;
   $('#group-by').value = by; $('#group-band').value = band; $('#group-band-label').hidden = !by;
-  resetSeries(); renderLegend(); renderGroupLegend();
+  resetSeries(); renderLegend(); renderGroupLegend(); scheduleTable();
 }
-function applyGroupSettings(hs) { syncGroupPicker(hs.group); setGroupBy(hs.group, hs.gband); }
+function applyGroupSettings(hs) { syncGroupPicker(hs.group); setGroupBy(hs.group, hs.gband); setColorBy(hs.cby); }
 function syncGroupPicker(extra) {
   const sel = $('#group-by'), keys = Array.from(S.paramKeys).sort(natural);
   const want = extra !== undefined ? extra : S.groupBy;
@@ -18732,6 +18863,7 @@ function syncGroupPicker(extra) {
     sel.setAttribute('data-sig', sig);
   }
   sel.value = want;
+  syncColorPicker();
 }
 let groupSig = '';
 function renderGroupLegend() {
@@ -18742,13 +18874,14 @@ function renderGroupLegend() {
   const sig = S.groupBy + '|' + groupList.map(g => g.value + ':' + g.keys.length + ':' + g.color + ':' + g.keys.every(k => S.hidden.has(k))).join('|');
   if (sig === groupSig) return;
   groupSig = sig;
+  scheduleTable();   // the group rows' swatches take the legend's colours
   const name = S.groupBy === 'tags' ? 'tags' : S.groupBy.slice(2);
   box.replaceChildren.apply(box, [h('span', { class: 'group-by-name', text: 'Grouped by ' + name + ':' }),
     groupList.length ? '' : h('span', { class: 'muted', text: 'no loaded runs yet' })].concat(groupList.map(g => {
       const off = g.keys.every(k => S.hidden.has(k));
       return h('span', { class: 'chip' + (off ? ' off' : ''), 'data-group-value': g.value, role: 'button', tabindex: '0',
-        title: g.keys.map(labelOf).join(', '),
-        onclick: () => toggleHidden(g.keys, !off),
+        title: g.keys.map(labelOf).join(', ') + '\n(Alt-click: show only this group)',
+        onclick: ev => { if (ev.altKey || ev.shiftKey) showOnly(g.keys); else toggleHidden(g.keys, !off); },
         onmouseenter: () => Charts.configure({ highlight: off ? null : 'grp:' + g.value }), onmouseleave: () => Charts.configure({ highlight: null }) },
       h('i', { style: 'background:' + g.color }), h('span', { class: 'chip-label', text: g.value }),
       h('span', { class: 'count', text: g.keys.length + (g.keys.length === 1 ? ' run' : ' runs') }));
@@ -18757,6 +18890,287 @@ function renderGroupLegend() {
 function bindGroups() {
   $('#group-by').addEventListener('change', e => { setGroupBy(e.target.value, S.groupBand); writeHash(); });
   $('#group-band').addEventListener('change', e => { setGroupBy(S.groupBy, e.target.value === 'std' ? 'std' : 'minmax'); writeHash(); });
+  bindGroupRows(); bindColorBy();
+}
+
+// Group rows in the runs table: with a group-by set the table shows one row per group (its
+// value, its number of runs, and per column the mean of its runs' values with their lowest and
+// highest in small text; params its runs share), sorted by the table's sort, each unfolding
+// (the triangle) into its runs; its checkbox selects them. A table held whole folds its rows
+// here; a paged one asks the server (runs query group=, section 11) so the groups cover every
+// matching run, and fetches an open group's runs by name. Hooks: computeView -> groupedView /
+// pagedGroupView, renderRow -> renderGroupRow, requery -> grpAnswer refresh.
+const openGroups = new Set();            // exp + '\n' + value key of the unfolded groups
+const grpMembers = new Map();            // paged: exp\nkey -> rows of an open group, or null while asked
+let grpAnswer = null, grpAsked = '', grpToken = 0;   // paged: the server's groups for a query
+function groupKey(v) { return JSON.stringify(isNull(v) ? null : v); }
+// a run's raw group value, as the server's _run_group_value: a param, or its sorted tags
+function rowGroupValue(r) {
+  if (S.groupBy === 'tags') { const t = (r.tags || []).map(String).sort(natural); return t.length ? t.join(', ') : null; }
+  const v = r.params ? r.params[S.groupBy.slice(2)] : undefined;
+  return isNull(v) ? null : v;
+}
+// a selected run's colour while grouped: its group's in the group legend (the charts draw that)
+function groupColorOf(k) { const g = groupList.find(x => x.keys.indexOf(k) >= 0); return g ? g.color : colorOf(k); }
+function groupLabel(v) { return isNull(v) ? (S.groupBy === 'tags' ? '(no tags)' : '(not set)') : S.groupBy === 'tags' ? String(v) : fmtValue(v); }
+// One row for a group of runs, the shape of the server's _run_group_row.
+function groupRowOf(value, members) {
+  const order = m => STATUS_ORDER[m.status] === undefined ? 9 : STATUS_ORDER[m.status];
+  const nums = f => members.map(m => num(m[f])).filter(v => isFinite(v));
+  const starts = members.map(m => [parseTime(m.started_at), m.started_at]).filter(p => p[0] !== null).sort((a, b) => a[0] - b[0]);
+  const durs = nums('duration_secs'), steps = nums('last_step'), first = members[0].params || {}, shared = {};
+  for (const k of Object.keys(first)) if (members.every(m => m.params && k in m.params && pyJson(m.params[k]) === pyJson(first[k]))) shared[k] = first[k];
+  const g = { _grp: groupKey(value), value: value, name: groupLabel(value), count: members.length, names: members.map(m => m.name), members: members,
+    experiment: members[0].experiment, status: members.reduce((a, m) => order(m) < order(a) ? m : a, members[0]).status,
+    started_at: starts.length ? starts[0][1] : null, duration_secs: durs.length ? Math.max.apply(null, durs) : null,
+    last_step: steps.length ? Math.max.apply(null, steps) : null, rows: members.reduce((a, m) => a + (m.rows || 0), 0),
+    tags: Array.from(new Set([].concat.apply([], members.map(m => (m.tags || []).map(String))))), params: shared, spread: {} };
+  for (const [prefix, field] of [['m:', 'summary'], ['min:', 'summary_min'], ['max:', 'summary_max']]) {
+    const vals = new Map();
+    for (const m of members) {
+      const o = m[field] && typeof m[field] === 'object' ? m[field] : {};
+      for (const k of Object.keys(o)) { const v = num(o[k]); if (isFinite(v)) { if (!vals.has(k)) vals.set(k, []); vals.get(k).push(v); } }
+    }
+    g[field] = {};
+    for (const [k, vs] of vals) { g[field][k] = vs.reduce((a, b) => a + b, 0) / vs.length; g.spread[prefix + k] = [Math.min.apply(null, vs), Math.max.apply(null, vs), vs.length]; }
+  }
+  return g;
+}
+// Groups in the table's order: by the sort column's value of each group row (its mean for a
+// metric), by group value for the name column; empty last, ties by group value.
+function sortGroups(groups) {
+  const id = S.sort.col, col = id === 'name' ? null : allColumns().all.find(c => c.id === id) || allColumns().base[1];
+  const get = g => col ? col.get(g) : g.value, dir = S.sort.dir;
+  const byValue = (a, b) => isNull(a.value) || isNull(b.value) ? (isNull(a.value) ? 1 : 0) - (isNull(b.value) ? 1 : 0) : cmpValues(a.value, b.value);
+  return groups.map(g => [get(g), g]).sort((p, q) => {
+    const a = p[0], b = q[0], na = isNull(a), nb = isNull(b);
+    if (na || nb) return na === nb ? byValue(p[1], q[1]) : na ? 1 : -1;
+    return dir * cmpValues(a, b) || byValue(p[1], q[1]);
+  }).map(x => x[1]);
+}
+// The best group of each metric column with a goal: its mean is the best mean.
+function groupBest(groups) {
+  const best = new Map();
+  for (const c of allColumns().metrics) {
+    if (!c.goal) continue;
+    for (const g of groups) { const v = c.get(g); if (v !== null && isFinite(v) && (!best.has(c.id) || (c.goal === 'min' ? v < best.get(c.id) : v > best.get(c.id)))) best.set(c.id, v); }
+  }
+  return best;
+}
+// The view: each group's row, then its runs when it is open (their rows indented, as a job's).
+function unfoldGroups(groups, membersOf) {
+  const out = [];
+  jobMembers = new Set();
+  for (const g of groups) {
+    out.push(g);
+    if (!openGroups.has(S.exp + '\n' + g._grp)) continue;
+    const ms = membersOf(g);
+    for (const m of ms) { jobMembers.add(m); out.push(m); }
+    if (g.count > ms.length && S.paged) out.push({ _more: g.count - ms.length, name: '' });
+  }
+  S.groupRows = groups; S.groupBest = groupBest(groups);
+  return out;
+}
+function groupedView(rows) {
+  const by = new Map();
+  for (const r of rows) { const v = rowGroupValue(r), id = groupKey(v); if (!by.has(id)) by.set(id, [v, []]); by.get(id)[1].push(r); }
+  return unfoldGroups(sortGroups(Array.from(by.values()).map(p => groupRowOf(p[0], p[1]))), g => g.members);
+}
+// Paged: the server's groups for this query (asked once per query; the last answer stays on
+// screen while a new one is on its way).
+function pagedGroupView() {
+  const sig = S.exp + '|' + S.groupBy + '|' + querySig();
+  if ((!grpAnswer || grpAnswer.sig !== sig) && grpAsked !== sig) fetchGroups(sig);
+  const a = grpAnswer && grpAnswer.exp === S.exp && grpAnswer.by === S.groupBy ? grpAnswer : null;
+  S.matched = a ? a.matched : 0; S.matchedRows = [];
+  S.best = new Map();
+  for (const c of allColumns().metrics) { const e = a && a.extremes && a.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
+  S.view = unfoldGroups(a ? a.groups : [], pagedMembers);
+}
+async function fetchGroups(sig) {
+  grpAsked = sig;
+  const token = ++grpToken, exp = S.exp, by = S.groupBy;
+  let j;
+  try { j = await api(runsUrl(exp, { group: by })); }
+  catch (e) {
+    if (token !== grpToken) return;   // grpAsked stays: the same query is not asked again at once
+    if (e.status === 400 && S.filter) { filterProblem = e.message; renderTable(); } else showError('Could not load runs', e);
+    return;
+  }
+  if (token !== grpToken || exp !== S.exp) return;
+  grpAsked = ''; filterProblem = '';
+  takeKeys(j); S.total = j.total;
+  for (const g of j.groups) { g._grp = groupKey(g.value); g.name = groupLabel(g.value); }
+  grpAnswer = { sig: sig, exp: exp, by: by, groups: j.groups, matched: j.matched, extremes: j.extremes || null };
+  grpMembers.clear();
+  renderTable();
+}
+function refreshGroups() { if (grpAnswer) grpAnswer.sig = ''; grpAsked = ''; scheduleTable(); }
+// An open group's runs in a paged table: its first PAGE runs, by name, in the table's order.
+function pagedMembers(g) {
+  const id = S.exp + '\n' + g._grp;
+  if (grpMembers.has(id)) return grpMembers.get(id) || [];
+  grpMembers.set(id, null);
+  const answer = grpAnswer, exp = S.exp;
+  api(runsUrl(exp, { names: g.names.slice(0, PAGE).join(',') })).then(j => {
+    if (grpAnswer !== answer || exp !== S.exp) return;
+    const rows = decodeRuns(j);
+    for (const r of rows) addRow(r);
+    grpMembers.set(id, rows.map(r => S.rows.get(r.name)));
+    scheduleTable();
+  }, e => { grpMembers.delete(id); showError('Could not load the runs of ' + g.name, e); });
+  return [];
+}
+// A group row's cell: the column's value of the group row (a metric's mean), and for a metric
+// the lowest and highest of its runs' values in small text; a param its runs do not share
+// says so.
+function groupCell(c, g) {
+  const sp = g.spread && g.spread[c.id];
+  if (c.kind === 'param' && !(c.id.slice(2) in (g.params || {}))) return h('span', { class: 'varies', text: 'varies' });
+  const v = c.cell(g);
+  if (c.kind !== 'metric' || !sp || sp[2] < 2 || isNull(v)) return v;
+  return [v, h('span', { class: 'spread', text: fmtNum(sp[0]) + '\u2013' + fmtNum(sp[1]) })];
+}
+function groupCellTitle(c, g) {
+  const sp = g.spread && g.spread[c.id];
+  if (c.kind === 'param' && !(c.id.slice(2) in (g.params || {}))) return 'the ' + g.count + ' runs of this group have different values';
+  if (c.kind !== 'metric' || !sp) return null;
+  return 'mean of ' + sp[2] + (sp[2] === 1 ? ' run: ' : ' runs: ') + fmtNum(c.get(g)) + '\nlowest ' + fmtNum(sp[0]) + ', highest ' + fmtNum(sp[1]) +
+    (c.goal ? '\nbest run: ' + fmtNum(c.goal === 'min' ? sp[0] : sp[1]) : '');
+}
+function renderGroupRow(g, cols) {
+  if (g._more) return h('tr', { class: 'group-more' }, h('td', { colspan: cols.length + 2, class: 'muted', text: '\u2026 and ' + g._more + ' more runs in this group (filter to see them)' }));
+  const keys = g.names.map(n => S.exp + '/' + n), on = keys.filter(k => S.selectedSet.has(k)).length, open = openGroups.has(S.exp + '\n' + g._grp);
+  const chip = on ? groupList.find(x => x.value === g.name) : null;
+  const tr = h('tr', { class: 'group-row' + (open ? ' open' : '') + (on ? ' selected' : ''), 'data-group': g.name, 'data-group-key': g._grp, 'data-status': g.status });
+  tr.append(h('td', { class: 'c-sel' }, h('input', { type: 'checkbox', class: 'group-select', checked: on > 0 && on === keys.length,
+    indeterminate: on > 0 && on < keys.length, 'aria-label': 'Select the runs of ' + g.name })));
+  tr.append(h('td', { class: 'c-name', title: (S.groupBy === 'tags' ? 'tags' : S.groupBy.slice(2)) + ' = ' + g.name + ': ' + g.count + (g.count === 1 ? ' run' : ' runs') + ' (means of their values)' },
+    h('button', { type: 'button', class: 'job-toggle group-toggle', 'aria-expanded': open ? 'true' : 'false', 'aria-label': (open ? 'Hide' : 'Show') + ' the runs of ' + g.name }, icon('chev', 12)),
+    h('span', { class: 'swatch', style: chip ? 'background:' + chip.color : '' }),
+    h('span', { class: 'group-name', text: g.name }), h('span', { class: 'job-count', text: g.count + (g.count === 1 ? ' run' : ' runs') })));
+  for (const c of cols) {
+    const v = groupCell(c, g);
+    const best = c.goal && S.groupBest && S.groupBest.has(c.id) && c.get(g) === S.groupBest.get(c.id) && S.groupRows.length > 1;
+    const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : '') + (best ? ' best' : ''), 'data-col': c.id });
+    if (v === null || v === undefined || v === '') td.append(h('span', { class: 'null', text: '\u2013' })); else add(td, v);
+    const t = groupCellTitle(c, g);
+    if (t) td.title = t;
+    tr.append(td);
+  }
+  return tr;
+}
+function bindGroupRows() {
+  $('#runs-table').tBodies[0].addEventListener('click', e => {
+    const tr = e.target.closest('tr[data-group-key]'); if (!tr) return;
+    const id = tr.getAttribute('data-group-key'), g = S.view.find(r => r && r._grp === id); if (!g) return;
+    if (e.target.classList.contains('group-select')) {
+      const keys = g.names.map(n => S.exp + '/' + n), drop = new Set(keys);
+      if (!e.target.checked) { setSelection(S.selected.filter(k => !drop.has(k)), true); return; }
+      const add = keys.filter(k => !S.selectedSet.has(k)), room = Math.max(0, SELECT_CAP - S.selected.length);
+      if (add.length > room) showBanner('Selected ' + room + ' of the ' + add.length + ' runs of ' + g.name + ': at most ' + SELECT_CAP + ' are charted at once.', true);
+      setSelection(S.selected.concat(add.slice(0, room)), true);
+      return;
+    }
+    const open = S.exp + '\n' + id;
+    if (openGroups.has(open)) openGroups.delete(open); else openGroups.add(open);
+    renderTable();
+  });
+}
+
+// Colour by param: each selected run's line (its legend chip, its table swatch) takes the colour
+// of its value of a param: a ramp from cool to warm for numbers (log-spaced when they are all
+// positive and span 20x or more), the categorical palette in value order for anything else,
+// grey for a run without the param. A colour bar (numbers) or a key (values) says which is
+// which. Group by, when set, colours the groups instead. URL: cby=p:<param>.
+const RAMP = ['#3b4cc0', '#2f7fd8', '#17a2a0', '#5fb43c', '#e0a413', '#e0562a'];
+const NO_VALUE = '#8c939d';
+let cbyCache = null;
+function rampAt(t) {
+  t = Math.max(0, Math.min(1, isFinite(t) ? t : 0.5));
+  const x = t * (RAMP.length - 1), i = Math.min(RAMP.length - 2, Math.floor(x)), f = x - i;
+  const a = RAMP[i], b = RAMP[i + 1], hex = (c, o) => parseInt(c.slice(o, o + 2), 16);
+  return '#' + [1, 3, 5].map(o => Math.round(hex(a, o) + (hex(b, o) - hex(a, o)) * f).toString(16).padStart(2, '0')).join('');
+}
+// The scale of the selected runs' values, remade when the selection or the runs known change.
+function colorScale() {
+  if (!S.colorBy || S.groupBy) return null;
+  const c = cbyCache;
+  if (c && c.by === S.colorBy && c.sel === S.selected && c.size === known.size && c.rows === S.rows.size) return c.scale;
+  const name = S.colorBy.slice(2), of = new Map();
+  for (const k of S.selected) { const r = known.get(k), v = r && r.params ? r.params[name] : undefined; of.set(k, isNull(v) ? null : v); }
+  const present = Array.from(of.values()).filter(v => v !== null);
+  let scale;
+  if (present.length && present.every(v => typeof v === 'number' && isFinite(v))) {
+    const lo = Math.min.apply(null, present), hi = Math.max.apply(null, present), log = lo > 0 && hi / lo >= 20;
+    const f = v => log ? Math.log10(v) : v;
+    scale = { kind: 'num', lo: lo, hi: hi, log: log, at: v => v === null ? NO_VALUE : rampAt(hi === lo ? 0.5 : (f(v) - f(lo)) / (f(hi) - f(lo))) };
+  } else {
+    const distinct = Array.from(new Map(present.map(v => [pyJson(v), v])).values()).sort(cmpValues);
+    const slot = new Map(distinct.map((v, i) => [pyJson(v), i]));
+    scale = { kind: 'cat', values: distinct, at: v => v === null ? NO_VALUE : PALETTE[slot.get(pyJson(v)) % PALETTE.length] };
+  }
+  scale.name = name; scale.of = of; scale.missing = present.length < of.size;
+  cbyCache = { by: S.colorBy, sel: S.selected, size: known.size, rows: S.rows.size, scale: scale };
+  return scale;
+}
+// colorOf's answer for a selected run while colouring by a param, else null
+function paramColor(k) { const sc = colorScale(); return sc && sc.of.has(k) ? sc.at(sc.of.get(k)) : null; }
+// Lines already drawn in another colour are drawn again (the charts cache series by data version).
+const drawnColours = new Map();
+function recolourRuns() {
+  let changed = false;
+  for (const k of Array.from(drawnColours.keys())) if (!S.selectedSet.has(k)) drawnColours.delete(k);
+  for (const k of S.selected) {
+    const col = colorOf(k), was = drawnColours.get(k);
+    drawnColours.set(k, col);
+    if (was === undefined || was === col) continue;
+    for (const c of cards.values()) c.loaded.delete(k);
+    changed = true;
+  }
+  if (changed) scheduleCharts();
+}
+function syncColorPicker(extra) {
+  const sel = $('#color-by'), keys = Array.from(S.paramKeys).sort(natural);
+  const want = extra !== undefined ? extra : S.colorBy;
+  if (want && keys.indexOf(want.slice(2)) < 0) keys.push(want.slice(2));
+  const sig = keys.join('\n');
+  if (sel.getAttribute('data-sig') !== sig) {
+    sel.replaceChildren(h('option', { value: '', text: 'Run' }), keys.length ? h('optgroup', { label: 'Params' }, keys.map(k => h('option', { value: 'p:' + k, text: k }))) : null);
+    sel.setAttribute('data-sig', sig);
+  }
+  sel.value = want;
+}
+function setColorBy(by) {
+  by = /^p:./.test(by || '') ? by : '';
+  syncColorPicker(by);
+  if (S.colorBy === by) return;
+  S.colorBy = by; cbyCache = null;
+  renderLegend(); scheduleTable();
+}
+let colorLegendSig = '';
+function renderColorLegend() {
+  const box = $('#color-legend'), sc = colorScale();
+  box.hidden = !sc;
+  if (!sc) { colorLegendSig = ''; return; }
+  const sig = sc.name + '|' + sc.kind + '|' + (sc.kind === 'num' ? sc.lo + ':' + sc.hi + ':' + sc.log : sc.values.map(pyJson).join(',')) + '|' + sc.missing;
+  if (sig === colorLegendSig) return;
+  colorLegendSig = sig;
+  const parts = [h('span', { class: 'group-by-name', text: 'Colour by ' + sc.name + ':' })];
+  if (sc.kind === 'num') {
+    const stops = [0, 0.2, 0.4, 0.6, 0.8, 1].map(t => rampAt(t) + ' ' + Math.round(t * 100) + '%').join(', ');
+    parts.push(h('span', { class: 'cbar-lo', 'data-testid': 'color-lo', text: fmtValue(sc.lo) }),
+      h('span', { class: 'cbar', 'data-testid': 'color-bar', title: sc.name + (sc.log ? ', log scale' : ''), style: 'background:linear-gradient(to right, ' + stops + ')' }),
+      h('span', { class: 'cbar-hi', 'data-testid': 'color-hi', text: fmtValue(sc.hi) }),
+      sc.log ? h('span', { class: 'muted', text: '(log)' }) : null);
+  } else {
+    for (const v of sc.values) parts.push(h('span', { class: 'ckey', 'data-value': fmtValue(v) }, h('i', { style: 'background:' + sc.at(v) }), h('span', { text: fmtValue(v) })));
+  }
+  if (sc.missing) parts.push(h('span', { class: 'ckey', 'data-value': '' }, h('i', { style: 'background:' + NO_VALUE }), h('span', { text: '(not set)' })));
+  box.replaceChildren.apply(box, parts);
+}
+function bindColorBy() {
+  $('#color-by').addEventListener('change', e => { setColorBy(e.target.value); writeHash(); });
 }
 
 // --- 13.21 saved views
@@ -18941,7 +19355,7 @@ function onShortcut(e) {
     if (c) toggleFull(c);
     return;
   }
-  const runs = S.view.filter(r => !r._job);
+  const runs = S.view.filter(r => r && !r._job && r._grp === undefined && !r._more);
   if (!runs.length) return;
   const at = runs.findIndex(r => r.name === cursorRun);
   if (e.key === 'j' || e.key === 'k') {
