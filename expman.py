@@ -9891,7 +9891,7 @@ class _Api:
         return [_confined_row(store, exp_path, r) for r in runs]
 
     # -- the runs table's queries: sorted, filtered, a window at a time, columnar ----------
-    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format")
+    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format", "columns")
 
     def runs_query_asked(self):
         query = self.bottle.request.query
@@ -9925,7 +9925,8 @@ class _Api:
             return runs
 
     def runs_query(self, exp, where=None):
-        """?sort=COLUMN&order=asc|desc&offset=&limit=&names=a,b&format=rows|columns&where=.
+        """?sort=COLUMN&order=asc|desc&offset=&limit=&names=a,b&format=rows|columns&where=
+        &columns=ID,ID.
 
         COLUMN is a runs-table column id: name, status, started, duration, steps, tags,
         description, hostname, git, p:<param>, m:<metric> (its last value), min:<metric>,
@@ -9934,6 +9935,9 @@ class _Api:
         the experiment's runs (total) and those that matched (matched), carries the param
         and metric keys of all runs (the page's column chooser), and the rows [offset,
         offset+limit) as a list or, with format=columns, as columns (see _columns_json).
+        columns= keeps only the fields named (see _run_projection), and adds ``varying``:
+        the params that take more than one value among the matched runs. The page's params
+        vs results view draws 3 fields of 10,000 runs: it asks for those, not 10,000 rows.
         """
         ask = self.runs_query_args()
         runs = self.cached_run_rows(exp)
@@ -9955,13 +9959,18 @@ class _Api:
         offset = self.param("offset", default=0, low=0)
         limit = self.param("limit", default=None, low=0)
         key = _run_sort_key(sort)
+        pick = q.getunicode("columns")
+        try:
+            pick = None if pick is None else _run_projection(pick)
+        except ValueError as exc:
+            self.fail(400, str(exc))
         if key is None:
             self.fail(400, f"sort must be a runs-table column (name, status, started, "
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
                            f"m:<metric>, min:<metric>, max:<metric>), not {sort[:60]!r}")
         return {"sort": sort, "order": order, "format": form, "offset": offset,
                 "limit": limit, "key": key, "names": q.getunicode("names"),
-                "where": q.getunicode("where") or ""}
+                "where": q.getunicode("where") or "", "columns": pick}
 
     def ordered_runs(self, runs, ask, where):
         """The rows of a _RunList that where and names= keep, in the order asked for. Scrolling
@@ -9991,6 +10000,13 @@ class _Api:
                "offset": offset, "sort": ask["sort"], "order": ask["order"],
                "param_keys": runs.param_keys, "metric_keys": runs.metric_keys,
                "extremes": extremes}
+        if ask["columns"] is not None:
+            memo = ("varying", ask["where"], ask["names"])
+            varying = runs.orders.get(memo)
+            if varying is None:
+                varying = runs.orders[memo] = _varying_params(ordered)
+            out["varying"] = varying
+            window = [ask["columns"](row) for row in window]
         if ask["format"] == "columns":
             out["format"], out["count"], out["columns"] = "columns", len(window), \
                 _columns_json(window)
@@ -10477,6 +10493,56 @@ def _run_extremes(rows):
                 elif value > low_high[1]:
                     low_high[1] = value
     return out
+
+
+# columns=: the RUN_ROW fields a runs query answers with. An id is a field of the row (status,
+# tags, params, ...) or one key of its dicts: p:KEY (params), m:KEY (summary, the last value),
+# min:KEY, max:KEY (summary_min/summary_max); the run's name always comes. Ids are split at
+# commas, so a key with a comma in it cannot be picked alone (ask for "params" whole).
+_RUN_ROW_DICTS = {"p": "params", "m": "summary", "min": "summary_min", "max": "summary_max"}
+_RUN_ROW_FIELDS = ("name", "experiment", "path", "status", "started_at", "finished_at",
+                   "duration_secs", "heartbeat_at", "description", "tags", "hostname", "pid",
+                   "command", "git_commit", "rows", "last_step", "params", "summary",
+                   "summary_min", "summary_max", "project", "group", "rank", "world_size")
+
+
+def _run_projection(text):
+    """A function RUN_ROW -> the row with only the fields of columns= text; ValueError names
+    an id that is no field (a typo would otherwise answer with nothing, silently)."""
+    whole, keyed = ["name"], {}
+    for part in text.split(","):
+        kind, colon, key = part.partition(":")
+        if colon and kind in _RUN_ROW_DICTS and key:
+            keyed.setdefault(_RUN_ROW_DICTS[kind], []).append(key)
+        elif not colon and part in _RUN_ROW_FIELDS:
+            whole.append(part)
+        else:
+            raise ValueError(f"columns: {part[:60]!r} is not a run field ("
+                             f"{', '.join(_RUN_ROW_FIELDS)}) nor p:/m:/min:/max:<key>")
+    keyed = {f: keys for f, keys in keyed.items() if f not in whole}
+
+    def project(row):
+        out = {f: row.get(f) for f in whole}
+        for field, keys in keyed.items():
+            have = row.get(field) or {}
+            out[field] = {k: have[k] for k in keys if k in have}
+        return out
+    return project
+
+
+def _varying_params(rows):
+    """The param keys with more than one value among rows (missing and null not counted, as
+    the page counts them: 1 and 1.0 are one value, true and 1 two)."""
+    first, varying = {}, set()
+    for row in rows:
+        for key, value in (row.get("params") or {}).items():
+            if value is None or key in varying or isinstance(value, (dict, list)):
+                continue   # the page's axes skip lists and dicts too
+            mark = (type(value) is bool, value) if value == value else "nan"
+            seen = first.setdefault(key, mark)
+            if seen != mark:
+                varying.add(key)
+    return sorted(varying, key=_natural_key)
 
 
 def _columns_json(rows):
@@ -17477,13 +17543,63 @@ function applyPvrSettings(p) {
   S.pvr = { open: p.open, mode: p.mode, x: p.x, y: p.y };
   showPvr();
 }
-function pvrRows() { return Array.from(S.rows.values()); }
-function pvrMatched() { return new Set((S.matchedRows || pvrRows()).map(r => r.name)); }
+// A paged table (more than PAGE_ALL runs) holds a few pages of rows: the view then asks the
+// server for the fields it draws of every run (columns=, ~40 bytes a run) and, under a filter,
+// for the names of the runs it matches (where=); again when the fields, the filter or the runs
+// change. A row the stream changed since is taken from S.rows (it is newer).
+const pvrData = { sig: '', exp: null, rows: null, byName: new Map(), varying: null, at: 0,
+  matchSig: '', matched: null, busy: false, failed: '' };
+function pvrRows() {
+  if (!S.paged) return Array.from(S.rows.values());
+  if (!pvrData.rows || pvrData.exp !== S.exp) return [];
+  return pvrData.rows.map(r => { const cur = S.rows.get(r.name); return cur && cur._sse && cur._recv > pvrData.at ? cur : r; });
+}
+function pvrMatched(rows) {
+  if (S.paged) return pvrData.matched && S.filter ? pvrData.matched : new Set(rows.map(r => r.name));
+  return new Set((S.matchedRows || rows).map(r => r.name));
+}
+function pvrRow(name) { return S.rows.get(name) || pvrData.byName.get(name); }
+// Fetch what the view draws when it is not what the page holds; schedulePvr again once in.
+function pvrFetch(ids) {
+  if (!S.paged || pvrData.busy) return;
+  const exp = S.exp, cols = ids.filter(Boolean), gen = S.total + '|' + exp;
+  const sig = gen + '|' + cols.join(',');
+  const matchSig = gen + '|' + (S.filter || '');
+  const wantRows = pvrData.sig !== sig, wantMatch = !!S.filter && pvrData.matchSig !== matchSig;
+  if (!wantRows && !wantMatch) return;
+  const base = expPath(exp) + '/runs?format=columns&sort=name&order=asc';
+  // a key with a comma in it cannot be named in columns=: then every param and metric comes
+  const pick = cols.some(id => id.indexOf(',') >= 0) ? 'params,summary' : cols.join(',');
+  const at = Date.now();
+  pvrData.busy = true;
+  Promise.all([
+    wantRows ? api(base + '&columns=' + enc(pick || 'name')) : null,
+    wantMatch ? api(base + '&columns=name&where=' + enc(S.filter)).catch(e => { if (e.status === 400) return { bad: e.message }; throw e; }) : null
+  ]).then(got => {
+    pvrData.busy = false;
+    if (exp !== S.exp) { schedulePvr(); return; }
+    if (got[0]) {
+      const rows = decodeRuns(got[0]);
+      pvrData.rows = rows; pvrData.exp = exp; pvrData.byName = new Map(rows.map(r => [r.name, r]));
+      pvrData.varying = new Set(got[0].varying || []); pvrData.sig = sig; pvrData.at = at;
+    }
+    if (got[1]) { pvrData.matched = got[1].bad ? null : new Set(decodeRuns(got[1]).map(r => r.name)); pvrData.matchSig = matchSig; }
+    pvrData.failed = '';
+    schedulePvr();
+  }, e => {
+    pvrData.busy = false; pvrData.failed = e.message || String(e);
+    schedulePvr();
+    // no retry storm while the server is away: the next change of runs or filter asks again
+    pvrData.sig = sig; pvrData.matchSig = matchSig;
+  });
+}
 // The fields a run can be placed by: 'p:<param>' (numbers; strings and bools as categories)
 // and 'm:<metric>' (its last value).
 function pvrFields(rows) {
   const params = [], metrics = [];
   for (const k of Array.from(S.paramKeys).sort(natural)) {
+    // paged: the server says which params vary (the rows hold only the drawn fields)
+    if (S.paged) { params.push({ id: 'p:' + k, key: k, kind: 'param', varies: !!pvrData.varying && pvrData.varying.has(k) }); continue; }
     const seen = new Set();
     for (const r of rows) { const v = r.params ? r.params[k] : undefined; if (!isNull(v) && typeof v !== 'object') seen.add(fmtValue(v)); }
     if (seen.size) params.push({ id: 'p:' + k, key: k, kind: 'param', varies: seen.size > 1 });
@@ -17580,14 +17696,18 @@ function drawPvr() {
   const canvas = $('#pvr-canvas');
   const rows = pvrRows(), fields = pvrFields(rows);
   const xy = syncPvrPickers(fields);
-  const matched = pvrMatched();
-  $('#pvr-note').textContent = rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' : '';
-  $('#pvr-clear').hidden = !pvr.brushes.size;
   const ids = S.pvr.mode === 'scatter' ? xy
     : fields.params.filter(f => f.varies).slice(0, PVR_MAX_AXES - 1).map(f => f.id).concat(xy[1] ? [xy[1]] : []);
+  pvrFetch(ids);
+  const matched = pvrMatched(rows), loading = S.paged && (!rows.length || pvrData.busy) && !pvrData.failed;
+  $('#pvr-note').textContent = pvrData.failed && S.paged ? 'Could not load the runs: ' + pvrData.failed
+    : rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' + (loading ? ' \u00b7 loading\u2026' : '') : '';
+  $('#pvr-note').setAttribute('data-loading', loading ? 'true' : 'false');
+  $('#pvr-clear').hidden = !pvr.brushes.size;
   const ok = rows.length && ids.length >= 2 && ids.every(Boolean);
   $('#pvr-empty').hidden = !!ok;
-  $('#pvr-empty').textContent = rows.length ? 'Params vs results needs a param that varies between the runs and a metric.' : 'No runs.';
+  $('#pvr-empty').textContent = rows.length ? 'Params vs results needs a param that varies between the runs and a metric.'
+    : loading ? 'Loading the runs\u2026' : 'No runs.';
   canvas.hidden = !ok;
   pvrShown = [];
   if (!ok) { pvr.layout = null; return; }
@@ -17698,11 +17818,11 @@ function bindPvr() {
 function pvrHit(L, at) {
   let best = null, bestD = 64;
   if (L.mode === 'scatter') {
-    for (const p of pvrShown) { const d = (p.x - at[0]) ** 2 + (p.y - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(p.run); } }
+    for (const p of pvrShown) { const d = (p.x - at[0]) ** 2 + (p.y - at[1]) ** 2; if (d < bestD) { bestD = d; best = pvrRow(p.run); } }
   } else {
     const i = Math.round((at[0] - L.axisX(0)) / L.gap);
     if (i < 0 || i >= L.axes.length || Math.abs(L.axisX(i) - at[0]) > 12) return null;
-    for (const s of pvrShown) { const d = (s.ys[i] - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(s.run); } }
+    for (const s of pvrShown) { const d = (s.ys[i] - at[1]) ** 2; if (d < bestD) { bestD = d; best = pvrRow(s.run); } }
   }
   return best;
 }
@@ -18029,6 +18149,7 @@ window.expman = Object.freeze({
   chartYLabels: key => { const c = cards.get(key); return c ? c.chart.yLabels() : []; },
   chartXLabels: key => { const c = cards.get(key); return c ? c.chart.xLabels() : []; },
   pvrPoints: () => pvrShown.slice(),
+  pvrAxes: () => (pvr.layout ? pvr.layout.axes.map(a => a.label) : []),
   chartBest: key => { const c = cards.get(key); return c ? c.chart.bestPoints() : []; },
   metricGoal: key => inferGoal(key),
   selected: () => S.selected.slice(),
