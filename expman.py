@@ -12069,12 +12069,16 @@ def _split_params(runs):
 
 
 def _compare_metric(per_run_stats, goal):
-    """{"best_is": goal, "best_run": index or None, "runs": [per-run cell or None]}; the best
-    run is the one with the best finite value, and only when there is a goal."""
+    """{"best_is": goal, "best_run": index or None, "runs": [per-run cell or None]}; a cell
+    holds the run's last value, its min and max (finite values; taken from the rows, as last
+    is, so a crashed run's run.yaml lagging behind its data cannot disagree with it) and best:
+    its min or max by the goal. The best run is the one with the best finite value, and only
+    when there is a goal."""
     cells = []
     for st in per_run_stats:
         best = None if st is None or goal is None else st[goal]
-        cells.append(None if st is None else {"last": st["last"], "best": best,
+        cells.append(None if st is None else {"last": st["last"], "min": st["min"],
+                                              "max": st["max"], "best": best,
                                               "count": st["count"],
                                               "last_step": st["last_step"]})
     finite = [c["best"] for c in cells
@@ -12125,15 +12129,19 @@ def _print_compare(model, color, width=None):
     print("metrics (best: min for loss/error-like keys, max for acc/f1/auc-like ones)")
     rows = []
     for key, info in model["metrics"].items():
-        cells = info["runs"]
+        cells, goal = info["runs"], info["best_is"]
         rows.append([key, "last"] + [(_fmt_num(c["last"]) if c else "-") + "  "
                                      for c in cells])
-        if info["best_is"] is not None:
-            winner = None if info["best_run"] is None else cells[info["best_run"]]["best"]
-            rows.append(["", f"best ({info['best_is']})"] +
-                        [(_fmt_num(c["best"]) + (" *" if winner is not None and
-                                                 c["best"] == winner else "  "))
-                         if c else "-  " for c in cells])
+        winner = None if info["best_run"] is None else cells[info["best_run"]]["best"]
+        for which in ("min", "max"):   # the goal's extreme is the best, starred on the winner
+            if which == goal:
+                rows.append(["", f"best ({goal})"] +
+                            [(_fmt_num(c["best"]) + (" *" if winner is not None and
+                                                     c["best"] == winner else "  "))
+                             if c else "-  " for c in cells])
+            else:
+                rows.append(["", which] + [(_fmt_num(c[which]) if c else "-") + "  "
+                                           for c in cells])
     _print_lines(_table(["METRIC", ""] + labels, rows, right=right, indent="  ", width=width))
     print("  (* the best run)")
 
@@ -12756,7 +12764,7 @@ def _build_parser():
     json_flag(p)
 
     p = command("compare", _cmd_compare, "compare runs: params that differ and each metric's "
-                "last and best value (min for loss/error-like keys, max for acc/f1/auc-like keys, "
+                "last, min and max, the best marked (min for loss/error-like keys, max for acc/f1/auc-like keys, "
                 "none for others unless --minimize/--maximize)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN", help=run_help)
     p.add_argument("--dir", metavar="DIR", help=root_help)
