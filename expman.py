@@ -16323,13 +16323,28 @@ function setSelection(keys, manual) {
   $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
   scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); renderDiff(); writeHash();
 }
-// Config diff: the params (and provenance) that differ between the selected runs.
+// Config diff: the params (and provenance) that differ between the selected runs. A runs row
+// has the git commit but not whether the tree was dirty: that is in run.yaml (/metadata),
+// fetched once per run the diff shows.
+const diffGit = new Map();      // run key -> 'loading' | 'done'
+function diffProvenance(keys) {
+  for (const k of keys) {
+    if (diffGit.has(k)) continue;
+    diffGit.set(k, 'loading');
+    api(runPath(k) + '/metadata').then(m => {
+      const git = m && m.git && typeof m.git === 'object' ? m.git : null;
+      known.set(k, Object.assign({}, known.get(k) || {}, { git: git }));
+    }, () => {}).then(() => { diffGit.set(k, 'done'); renderDiff(); });
+  }
+}
 function renderDiff() {
   $('#diff-button').disabled = S.selected.length < 2;
   const panel = $('#diff-panel');
   if (panel.hidden) return;
   if (S.selected.length < 2) { panel.hidden = true; return; }
   const runs = legendOrder(), rows = runs.map(k => known.get(k) || {});
+  diffProvenance(runs);
+  panel.setAttribute('data-loading', runs.some(k => diffGit.get(k) !== 'done') ? 'true' : 'false');
   const keys = new Set();
   for (const r of rows) for (const key of Object.keys(r.params || {})) keys.add(key);
   const show = v => v === undefined ? '\u2013' : fmtValue(v);
@@ -16341,7 +16356,7 @@ function renderDiff() {
   };
   for (const key of Array.from(keys).sort(natural)) line(key, rows.map(r => (r.params || {})[key]), 'param');
   line('git commit', rows.map(r => r.git_commit ? String(r.git_commit).slice(0, 12) : undefined), 'provenance');
-  line('git dirty', rows.map(r => r.git && typeof r.git === 'object' ? r.git.dirty : undefined), 'provenance');
+  line('git dirty', rows.map(r => r.git && typeof r.git === 'object' && typeof r.git.dirty === 'boolean' ? (r.git.dirty ? 'dirty' : 'clean') : undefined), 'provenance');
   line('host', rows.map(r => r.hostname || undefined), 'provenance');
   const head = h('tr', null, h('th', { text: 'param' }), runs.map(k => h('th', { title: k }, h('i', { style: 'background:' + colorOf(k) }), labelOf(k))));
   $('#diff-table').replaceChildren(h('thead', null, head), h('tbody', null, lines.length ? lines

@@ -56,7 +56,31 @@ def big_root(tmp_path_factory):
     exp_dir.mkdir(parents=True)
     for i in range(RUNS):
         _write_run(str(exp_dir), i)
+    _write_cfg(root / "cfg")
     return root
+
+
+# three runs for the config diff: a and b differ in lr and commit, b's tree was dirty; c is a's
+# twin but for its seed; every run has the same width and optimizer
+CFG = {"a": ({"lr": 0.1, "seed": 1, "opt": {"name": "adam", "width": 64}},
+             {"commit": "1111111111aaaaaaaaaa", "dirty": False, "branch": "main"}),
+       "b": ({"lr": 0.01, "seed": 1, "opt": {"name": "adam", "width": 64}},
+             {"commit": "2222222222bbbbbbbbbb", "dirty": True, "branch": "main"}),
+       "c": ({"lr": 0.1, "seed": 2, "opt": {"name": "adam", "width": 64}},
+             {"commit": "1111111111aaaaaaaaaa", "dirty": False, "branch": "main"})}
+
+
+def _write_cfg(exp_dir):
+    for i, (name, (config, git)) in enumerate(CFG.items()):
+        run = exp_dir / name
+        run.mkdir(parents=True)
+        started = expman._dt.datetime.fromtimestamp(BASE_T + 60 * i, expman._dt.timezone.utc)
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        meta = {"name": name, "experiment": "cfg", "status": "finished",
+                "started_at": started.isoformat(), "finished_at": started.isoformat(),
+                "duration_secs": 1.0, "hostname": "h", "pid": 1, "rows": 0, "git": git,
+                "summary": {"loss": 0.5 + i}}
+        (run / "run.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +239,39 @@ def test_parallel_coordinates_of_a_paged_table_use_the_params_that_vary(pw, ui, 
     pts = {pt["run"]: pt for pt in p.evaluate("() => window.expman.pvrPoints()")}
     # seed i on its axis: the highest seed highest on screen, the lowest lowest
     assert pts[_name(RUNS - 1)]["ys"][2] < pts[_name(0)]["ys"][2]
+
+
+def test_config_diff_shows_the_params_and_provenance_that_differ(pw, ui, server):
+    """Select two runs, open Diff params: only lr and the provenance that differs (commit,
+    and dirty, which run.yaml holds and the runs rows do not) are rows; a third run adds a
+    column and seed; equal params stay hidden."""
+    expect = pw.expect
+    p = ui.page
+    p.goto(server.url + "/#exp=cfg&runs=cfg/a,cfg/b")
+    expect(p.locator("#legend .chip")).to_have_count(2)
+    p.locator("#diff-button").click()
+    table = p.locator("[data-testid=diff-table]")
+    expect(p.locator("#diff-panel")).to_have_attribute("data-loading", "false")
+    expect(table.locator("thead th")).to_have_text(["param", "b", "a"])   # the table's order
+
+    def rows():
+        return table.locator("tbody tr").evaluate_all(
+            "trs => trs.map(tr => [tr.dataset.param, tr.dataset.kind]"
+            ".concat(Array.from(tr.querySelectorAll('td')).map(td => td.textContent)))")
+
+    assert rows() == [["lr", "param", "0.01", "0.1"],
+                      ["git commit", "provenance", "2222222222bb", "1111111111aa"],
+                      ["git dirty", "provenance", "dirty", "clean"]]
+    expect(p.locator("#diff-note")).to_have_text("2 runs \u00b7 3 differ \u00b7 4 equal, hidden")
+    p.locator("tr[data-run='c'] .run-select").check()
+    expect(table.locator("thead th")).to_have_text(["param", "c", "b", "a"])
+    expect(p.locator("#diff-panel")).to_have_attribute("data-loading", "false")
+    expect(table.locator("tbody tr")).to_have_count(4)
+    assert rows() == [["lr", "param", "0.1", "0.01", "0.1"],
+                      ["seed", "param", "2", "1", "1"],
+                      ["git commit", "provenance", "1111111111aa", "2222222222bb", "1111111111aa"],
+                      ["git dirty", "provenance", "clean", "dirty", "clean"]]
+    # two runs alike in provenance: only their params differ
+    p.locator("tr[data-run='b'] .run-select").uncheck()
+    expect(table.locator("tbody tr")).to_have_count(1)
+    assert rows() == [["seed", "param", "2", "1"]]
