@@ -16732,8 +16732,9 @@ function renderLegend() {
     const problem = e.keys.map(x => known.get(x)).find(r => r && r.metrics_error);
     const flip = () => toggleHidden(e.keys, !off);
     return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
-      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k),
-      onclick: ev => { if (ev.target.closest('.x')) return; flip(); },
+      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k) + ' (double-click or Alt+click: show only this)',
+      onclick: ev => { if (ev.target.closest('.x')) return; if (ev.altKey) showOnly(e.keys); else if (ev.detail < 2) flip(); },
+      ondblclick: ev => { if (!ev.target.closest('.x')) showOnly(e.keys); },
       onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(); } },
       onmouseenter: () => Charts.configure({ highlight: off ? null : e.id }), onmouseleave: () => Charts.configure({ highlight: null }) },
     rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
@@ -16742,6 +16743,14 @@ function renderLegend() {
     h('button', { type: 'button', class: 'x', title: 'Remove from comparison', 'aria-label': 'Remove ' + (e.job ? e.label : k),
       onclick: () => { Charts.configure({ highlight: null }); setSelection(S.selected.filter(x => e.keys.indexOf(x) < 0), true); } }, icon('close', 11)));
   }));
+}
+// "Show only this run": hide every other selected run; again on the only one shown: show all.
+// (A double-click's first click has flipped the chip already; its second click is ignored.)
+function showOnly(keys) {
+  const others = S.selected.filter(k => keys.indexOf(k) < 0);
+  const alone = others.every(k => S.hidden.has(k)) && keys.every(k => !S.hidden.has(k) || S.hidden.size === S.selected.length);
+  S.hidden = new Set(alone && others.length ? [] : others);
+  toggleHidden([], false);
 }
 function toggleHidden(keys, hide) {
   for (const k of keys) { if (hide) S.hidden.add(k); else S.hidden.delete(k); }
