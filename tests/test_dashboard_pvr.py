@@ -178,7 +178,7 @@ def test_scatter_draws_every_run_of_a_paged_table_and_a_brush_narrows_it(pw, ui,
     expect = pw.expect
     p = ui.page
     p.goto(server.url + "/#exp=sweep&runs=&pvr=scatter,p%253Alr,m%253Aacc")
-    expect(p.locator("#runs-table tbody tr[data-run]").first).to_be_visible()
+    expect(p.locator("#runs-table tbody tr[data-run]").first).to_be_visible(timeout=30_000)
     expect(p.locator("#runs-count")).to_have_text(f"{RUNS} runs")
     # the table holds a page or two; the scatter every run, each where its values put it
     assert p.evaluate("() => document.querySelectorAll('#runs-table tbody tr[data-run]').length") < RUNS
@@ -232,7 +232,7 @@ def test_scatter_draws_every_run_of_a_paged_table_and_a_brush_narrows_it(pw, ui,
 def test_parallel_coordinates_of_a_paged_table_use_the_params_that_vary(pw, ui, server):
     p = ui.page
     p.goto(server.url + "/#exp=sweep&runs=&pvr=parallel,,m%253Aacc")
-    pw.expect(p.locator("#runs-table tbody tr[data-run]").first).to_be_visible()
+    pw.expect(p.locator("#runs-table tbody tr[data-run]").first).to_be_visible(timeout=30_000)
     p.wait_for_function(f"() => window.expman.pvrPoints().length == {RUNS}")
     # the axes: lr, opt, seed (width is 64 in every run) and acc, over every run
     assert p.evaluate("() => window.expman.pvrAxes()") == ["lr (log)", "opt", "seed", "acc"]
@@ -301,3 +301,16 @@ def test_a_legend_chip_shows_only_its_run(pw, ui, server):
     chip["a"].click()                          # a plain click still flips one chip
     expect(chip["a"]).to_have_class("chip")
     expect(chip["b"]).to_have_class("chip off")
+
+
+def test_a_new_run_joins_the_scatter_of_a_paged_table(pw, ui, server, big_root):
+    """Runs that arrive while the page is open are drawn too (the view asks again when the
+    run count changes). Last in this module: it adds run 1200 to the sweep."""
+    p = ui.page
+    p.goto(server.url + "/#exp=sweep&runs=&pvr=scatter,p%253Alr,m%253Aacc")
+    pw.expect(p.locator("#runs-table tbody tr[data-run]").first).to_be_visible(timeout=30_000)
+    p.wait_for_function(f"() => window.expman.pvrPoints().length == {RUNS}")
+    _write_run(str(big_root / "sweep"), RUNS)
+    p.wait_for_function(f"() => window.expman.pvrPoints().length == {RUNS + 1}", timeout=60_000)
+    new = [pt for pt in p.evaluate("() => window.expman.pvrPoints()") if pt["run"] == _name(RUNS)]
+    assert len(new) == 1 and new[0]["matched"]
