@@ -303,6 +303,19 @@ def test_a_legend_chip_shows_only_its_run(pw, ui, server):
     expect(chip["b"]).to_have_class("chip off")
 
 
+def test_slash_moves_to_the_filter(pw, ui, server):
+    """The shortcut list's "/": focus the runs filter from anywhere (keyboard item of #14)."""
+    p = ui.page
+    p.goto(server.url + "/#exp=cfg")
+    pw.expect(p.locator("#runs-table tbody tr[data-run]").first).to_be_visible(timeout=30_000)
+    p.locator("body").click(position={"x": 5, "y": 5})
+    assert p.evaluate("() => document.activeElement.id") != "filter"
+    p.keyboard.press("/")
+    p.wait_for_function("() => document.activeElement.id == 'filter'")
+    p.keyboard.type("seed=2")
+    pw.expect(p.locator("#runs-table tbody tr[data-run]")).to_have_count(1)
+    pw.expect(p.locator("#filter")).to_have_value("seed=2")       # the "/" was not typed in
+
 def test_a_new_run_joins_the_scatter_of_a_paged_table(pw, ui, server, big_root):
     """Runs that arrive while the page is open are drawn too (the view asks again when the
     run count changes). Last in this module: it adds run 1200 to the sweep."""
