@@ -15291,9 +15291,14 @@ const Charts = (function () {
       ctx.fillStyle = colours.text;
       ctx.textAlign = last ? 'left' : 'right';
       let lastY = -Infinity;
+      // a halo of the panel's colour: the lines meet a category's label right where it sits
+      ctx.lineWidth = 3;
+      ctx.lineJoin = 'round';
+      ctx.strokeStyle = colours.bg;
       for (const tick of axis.ticks.slice().sort((above, below) => below.u - above.u)) {
         const py = toY(tick.u);
         if (py - lastY < LABEL_GAP - 1) continue;
+        ctx.strokeText(shorten(tick.text, 10), px + (last ? 5 : -5), py);
         ctx.fillText(shorten(tick.text, 10), px + (last ? 5 : -5), py);
         lastY = py;
       }
@@ -16352,7 +16357,12 @@ function renderDiff() {
   const line = (label, values, kind) => {
     const texts = values.map(show);
     if (texts.every(t => t === texts[0])) { same.push(label); return; }
-    lines.push(h('tr', { 'data-param': label, 'data-kind': kind }, h('th', { text: label }), texts.map(t => h('td', { class: 'differs', text: t }))));
+    // mark the runs that stray from what most of them have (all, when no value is the most common)
+    const count = new Map();
+    for (const t of texts) count.set(t, (count.get(t) || 0) + 1);
+    const most = Math.max.apply(null, Array.from(count.values()));
+    const common = most > 1 && Array.from(count.values()).filter(n => n === most).length === 1 ? texts.find(t => count.get(t) === most) : null;
+    lines.push(h('tr', { 'data-param': label, 'data-kind': kind }, h('th', { text: label }), texts.map(t => h('td', { class: t === common ? null : 'differs', text: t }))));
   };
   for (const key of Array.from(keys).sort(natural)) line(key, rows.map(r => (r.params || {})[key]), 'param');
   line('git commit', rows.map(r => r.git_commit ? String(r.git_commit).slice(0, 12) : undefined), 'provenance');
@@ -17747,6 +17757,9 @@ function drawPvr() {
   const points = rows.map(r => ({ id: r.name, units: axes.map(a => a.toUnit(pvrValue(r, a.id))), color: pvrColor(r, matched, accent) }))
     .filter(p => S.pvr.mode !== 'scatter' || (isFinite(p.units[0]) && isFinite(p.units[1])))
     .sort((a, b) => (a.color ? 1 : 0) - (b.color ? 1 : 0));   // the runs the filter matches on top
+  // a run without a value on an axis (a diverged run's NaN) is left off the scatter: say so
+  const missing = S.pvr.mode === 'scatter' ? rows.length - points.length : 0;
+  if (missing > 0) $('#pvr-note').textContent += ' \u00b7 ' + missing + (missing === 1 ? ' run has' : ' runs have') + ' no value for ' + axes.map(a => a.id.slice(2)).join(' or ') + ', not drawn';
   const spec = { axes: axes.map(a => ({ label: a.label, ticks: pvrTicks(a, S.pvr.mode === 'scatter' ? 8 : 7) })), points: points, boxes: pvrBoxes(axes) };
   const layout = S.pvr.mode === 'scatter' ? Charts.drawScatter(canvas, spec) : Charts.drawParallel(canvas, spec);
   pvr.layout = Object.assign({ mode: S.pvr.mode, axes: axes }, layout);

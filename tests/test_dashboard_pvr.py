@@ -79,7 +79,7 @@ def _write_cfg(exp_dir):
         meta = {"name": name, "experiment": "cfg", "status": "finished",
                 "started_at": started.isoformat(), "finished_at": started.isoformat(),
                 "duration_secs": 1.0, "hostname": "h", "pid": 1, "rows": 0, "git": git,
-                "summary": {"loss": 0.5 + i}}
+                "summary": {"loss": 0.5 + i if name != "c" else float("nan")}}   # c diverged
         (run / "run.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
 
@@ -271,6 +271,11 @@ def test_config_diff_shows_the_params_and_provenance_that_differ(pw, ui, server)
                       ["seed", "param", "2", "1", "1"],
                       ["git commit", "provenance", "1111111111aa", "2222222222bb", "1111111111aa"],
                       ["git dirty", "provenance", "clean", "dirty", "clean"]]
+    # the cells marked are the runs that stray from what most of them have
+    marked = table.locator("tbody tr").evaluate_all(
+        "trs => trs.map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.classList.contains('differs')))")
+    assert marked == [[False, True, False], [True, False, False], [False, True, False],
+                      [False, True, False]]
     # two runs alike in provenance: only their params differ
     p.locator("tr[data-run='b'] .run-select").uncheck()
     expect(table.locator("tbody tr")).to_have_count(1)
@@ -315,6 +320,17 @@ def test_slash_moves_to_the_filter(pw, ui, server):
     p.keyboard.type("seed=2")
     pw.expect(p.locator("#runs-table tbody tr[data-run]")).to_have_count(1)
     pw.expect(p.locator("#filter")).to_have_value("seed=2")       # the "/" was not typed in
+
+def test_the_scatter_says_which_runs_it_leaves_off(pw, ui, server):
+    """A run with no number on an axis (c's loss is NaN) has no place on the scatter: the
+    note says one run is not drawn, rather than showing 2 points for 3 matching runs."""
+    p = ui.page
+    p.goto(server.url + "/#exp=cfg&pvr=scatter,p%253Alr,m%253Aloss")
+    pw.expect(p.locator("#runs-table tbody tr[data-run]").first).to_be_visible(timeout=30_000)
+    p.wait_for_function("() => window.expman.pvrPoints().length == 2")
+    assert sorted(pt["run"] for pt in p.evaluate("() => window.expman.pvrPoints()")) == ["a", "b"]
+    pw.expect(p.locator("#pvr-note")).to_have_text(
+        "3 of 3 runs match the filter \u00b7 1 run has no value for lr or loss, not drawn")
 
 def test_a_new_run_joins_the_scatter_of_a_paged_table(pw, ui, server, big_root):
     """Runs that arrive while the page is open are drawn too (the view asks again when the
