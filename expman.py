@@ -17758,8 +17758,10 @@ function drawPvr() {
     .filter(p => S.pvr.mode !== 'scatter' || (isFinite(p.units[0]) && isFinite(p.units[1])))
     .sort((a, b) => (a.color ? 1 : 0) - (b.color ? 1 : 0));   // the runs the filter matches on top
   // a run without a value on an axis (a diverged run's NaN) is left off the scatter: say so
-  const missing = S.pvr.mode === 'scatter' ? rows.length - points.length : 0;
-  if (missing > 0) $('#pvr-note').textContent += ' \u00b7 ' + missing + (missing === 1 ? ' run has' : ' runs have') + ' no value for ' + axes.map(a => a.id.slice(2)).join(' or ') + ', not drawn';
+  // (short, so the panel's title keeps its line; the names and why in the note's tooltip)
+  const drawn = new Set(points.map(p => p.id)), left = S.pvr.mode === 'scatter' ? rows.filter(r => !drawn.has(r.name)).map(r => r.name) : [];
+  if (left.length) $('#pvr-note').textContent += ' \u00b7 ' + left.length + ' not drawn';
+  $('#pvr-note').title = left.length ? 'No value for ' + axes.map(a => a.id.slice(2)).join(' or ') + ': ' + left.slice(0, 20).join(', ') + (left.length > 20 ? ', \u2026' : '') : '';
   const spec = { axes: axes.map(a => ({ label: a.label, ticks: pvrTicks(a, S.pvr.mode === 'scatter' ? 8 : 7) })), points: points, boxes: pvrBoxes(axes) };
   const layout = S.pvr.mode === 'scatter' ? Charts.drawScatter(canvas, spec) : Charts.drawParallel(canvas, spec);
   pvr.layout = Object.assign({ mode: S.pvr.mode, axes: axes }, layout);

@@ -329,8 +329,9 @@ def test_the_scatter_says_which_runs_it_leaves_off(pw, ui, server):
     pw.expect(p.locator("#runs-table tbody tr[data-run]").first).to_be_visible(timeout=30_000)
     p.wait_for_function("() => window.expman.pvrPoints().length == 2")
     assert sorted(pt["run"] for pt in p.evaluate("() => window.expman.pvrPoints()")) == ["a", "b"]
-    pw.expect(p.locator("#pvr-note")).to_have_text(
-        "3 of 3 runs match the filter \u00b7 1 run has no value for lr or loss, not drawn")
+    note = p.locator("#pvr-note")
+    pw.expect(note).to_have_text("3 of 3 runs match the filter \u00b7 1 not drawn")
+    pw.expect(note).to_have_attribute("title", "No value for lr or loss: c")
 
 def test_a_new_run_joins_the_scatter_of_a_paged_table(pw, ui, server, big_root):
     """Runs that arrive while the page is open are drawn too (the view asks again when the
