@@ -15221,10 +15221,11 @@ const Charts = (function () {
     ctx.fillText(spec.axes[1].label, 0, 0);
     ctx.restore();
     const faint = styleVar('--faint');
+    const ink = Math.min(1, 14 / Math.sqrt(Math.max(1, spec.points.length)));   // as drawParallel's
     for (const mark of spec.points) {
       const px = toX(mark.units[0]);
       const py = toY(mark.units[1]);
-      ctx.globalAlpha = mark.color ? 0.9 : 0.6;
+      ctx.globalAlpha = (mark.color ? 0.9 : 0.6) * Math.max(0.4, ink);
       ctx.fillStyle = markColour(mark, faint);
       ctx.beginPath();
       ctx.arc(px, py, mark.color ? 4.5 : 3.5, 0, Math.PI * 2);
@@ -15253,9 +15254,11 @@ const Charts = (function () {
     if (plotHeight < 20 || gap < 10) return layout;
     const faint = styleVar('--faint');
     ctx.lineWidth = 1.4;
+    // a thousand lines at 0.8 are one solid block: thinner ink the more runs, so density shows
+    const ink = Math.min(1, 14 / Math.sqrt(Math.max(1, spec.points.length)));
     for (const mark of spec.points) {
       const ys = mark.units.map(toY);
-      ctx.globalAlpha = mark.color ? 0.8 : 0.45;
+      ctx.globalAlpha = (mark.color ? 0.8 : 0.45) * Math.max(0.3, ink);
       ctx.strokeStyle = markColour(mark, faint);
       ctx.beginPath();
       let penDown = false;
@@ -17589,7 +17592,7 @@ function applyPvrSettings(p) {
 // server for the fields it draws of every run (columns=, ~40 bytes a run) and, under a filter,
 // for the names of the runs it matches (where=); again when the fields, the filter or the runs
 // change. A row the stream changed since is taken from S.rows (it is newer).
-const pvrData = { sig: '', exp: null, rows: null, byName: new Map(), varying: null, at: 0,
+const pvrData = { sig: '', exp: null, rows: null, cols: new Set(), byName: new Map(), varying: null, at: 0,
   matchSig: '', matched: null, busy: false, failed: '' };
 function pvrRows() {
   if (!S.paged) return Array.from(S.rows.values());
@@ -17622,7 +17625,7 @@ function pvrFetch(ids) {
     if (exp !== S.exp) { schedulePvr(); return; }
     if (got[0]) {
       const rows = decodeRuns(got[0]);
-      pvrData.rows = rows; pvrData.exp = exp; pvrData.byName = new Map(rows.map(r => [r.name, r]));
+      pvrData.rows = rows; pvrData.exp = exp; pvrData.cols = new Set(pick === 'params,summary' ? ['*'] : cols); pvrData.byName = new Map(rows.map(r => [r.name, r]));
       pvrData.varying = new Set(got[0].varying || []); pvrData.sig = sig; pvrData.at = at;
     }
     if (got[1]) { pvrData.matched = got[1].bad ? null : new Set(decodeRuns(got[1]).map(r => r.name)); pvrData.matchSig = matchSig; }
@@ -17741,14 +17744,16 @@ function drawPvr() {
   const ids = S.pvr.mode === 'scatter' ? xy
     : fields.params.filter(f => f.varies).slice(0, PVR_MAX_AXES - 1).map(f => f.id).concat(xy[1] ? [xy[1]] : []);
   pvrFetch(ids);
-  const matched = pvrMatched(rows), loading = S.paged && (!rows.length || pvrData.busy) && !pvrData.failed;
+  // paged: rows fetched for other fields have none of these (an axis of nothing): wait for them
+  const covered = !S.paged || pvrData.cols.has('*') || ids.every(id => !id || pvrData.cols.has(id));
+  const matched = pvrMatched(rows), loading = S.paged && (!rows.length || !covered || pvrData.busy) && !pvrData.failed;
   $('#pvr-note').textContent = pvrData.failed && S.paged ? 'Could not load the runs: ' + pvrData.failed
     : rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' + (loading ? ' \u00b7 loading\u2026' : '') : '';
   $('#pvr-note').setAttribute('data-loading', loading ? 'true' : 'false');
   $('#pvr-clear').hidden = !pvr.brushes.size;
-  const ok = rows.length && ids.length >= 2 && ids.every(Boolean);
+  const ok = rows.length && covered && ids.length >= 2 && ids.every(Boolean);
   $('#pvr-empty').hidden = !!ok;
-  $('#pvr-empty').textContent = rows.length ? 'Params vs results needs a param that varies between the runs and a metric.'
+  $('#pvr-empty').textContent = rows.length && covered ? 'Params vs results needs a param that varies between the runs and a metric.'
     : loading ? 'Loading the runs\u2026' : 'No runs.';
   canvas.hidden = !ok;
   pvrShown = [];
