@@ -10789,7 +10789,8 @@ class _Api:
         return [_confined_row(store, exp_path, r) for r in runs]
 
     # -- the runs table's queries: sorted, filtered, a window at a time, columnar ----------
-    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format", "group")
+    _RUNS_QUERY = ("sort", "order", "offset", "limit", "names", "format", "group",
+                   "columns")
 
     def runs_query_asked(self):
         query = self.bottle.request.query
@@ -10823,7 +10824,8 @@ class _Api:
             return runs
 
     def runs_query(self, exp, where=None):
-        """?sort=COLUMN&order=asc|desc&offset=&limit=&names=a,b&format=rows|columns&where=.
+        """?sort=COLUMN&order=asc|desc&offset=&limit=&names=a,b&format=rows|columns&where=
+        &columns=ID,ID.
 
         COLUMN is a runs-table column id: name, status, started, duration, steps, tags,
         description, hostname, git, p:<param>, m:<metric> (its last value), min:<metric>,
@@ -10832,6 +10834,9 @@ class _Api:
         the experiment's runs (total) and those that matched (matched), carries the param
         and metric keys of all runs (the page's column chooser), and the rows [offset,
         offset+limit) as a list or, with format=columns, as columns (see _columns_json).
+        columns= keeps only the fields named (see _run_projection), and adds ``varying``:
+        the params that take more than one value among the matched runs. The page's params
+        vs results view draws 3 fields of 10,000 runs: it asks for those, not 10,000 rows.
         """
         ask = self.runs_query_args()
         runs = self.cached_run_rows(exp)
@@ -10855,6 +10860,11 @@ class _Api:
         offset = self.param("offset", default=0, low=0)
         limit = self.param("limit", default=None, low=0)
         key = _run_sort_key(sort)
+        pick = q.getunicode("columns")
+        try:
+            pick = None if pick is None else _run_projection(pick)
+        except ValueError as exc:
+            self.fail(400, str(exc))
         if key is None:
             self.fail(400, f"sort must be a runs-table column (name, status, started, "
                            f"duration, steps, tags, description, hostname, git, p:<param>, "
@@ -10864,7 +10874,7 @@ class _Api:
             self.fail(400, f"group must be tags or p:<param>, not {group[:60]!r}")
         return {"sort": sort, "order": order, "format": form, "offset": offset,
                 "limit": limit, "key": key, "names": q.getunicode("names"),
-                "where": q.getunicode("where") or "", "group": group}
+                "where": q.getunicode("where") or "", "group": group, "columns": pick}
 
     def ordered_runs(self, runs, ask, where):
         """The rows of a _RunList that where and names= keep, in the order asked for. Scrolling
@@ -10894,6 +10904,13 @@ class _Api:
                "offset": offset, "sort": ask["sort"], "order": ask["order"],
                "param_keys": runs.param_keys, "metric_keys": runs.metric_keys,
                "extremes": extremes}
+        if ask["columns"] is not None:
+            memo = ("varying", ask["where"], ask["names"])
+            varying = runs.orders.get(memo)
+            if varying is None:
+                varying = runs.orders[memo] = _varying_params(ordered)
+            out["varying"] = varying
+            window = [ask["columns"](row) for row in window]
         if ask["format"] == "columns":
             out["format"], out["count"], out["columns"] = "columns", len(window), \
                 _columns_json(window)
@@ -11470,6 +11487,56 @@ def _run_group_row(value, members):
         for k, vs in values.items():
             out["spread"][prefix + k] = [min(vs), max(vs), len(vs)]
     return out
+
+
+# columns=: the RUN_ROW fields a runs query answers with. An id is a field of the row (status,
+# tags, params, ...) or one key of its dicts: p:KEY (params), m:KEY (summary, the last value),
+# min:KEY, max:KEY (summary_min/summary_max); the run's name always comes. Ids are split at
+# commas, so a key with a comma in it cannot be picked alone (ask for "params" whole).
+_RUN_ROW_DICTS = {"p": "params", "m": "summary", "min": "summary_min", "max": "summary_max"}
+_RUN_ROW_FIELDS = ("name", "experiment", "path", "status", "started_at", "finished_at",
+                   "duration_secs", "heartbeat_at", "description", "tags", "hostname", "pid",
+                   "command", "git_commit", "rows", "last_step", "params", "summary",
+                   "summary_min", "summary_max", "project", "group", "rank", "world_size")
+
+
+def _run_projection(text):
+    """A function RUN_ROW -> the row with only the fields of columns= text; ValueError names
+    an id that is no field (a typo would otherwise answer with nothing, silently)."""
+    whole, keyed = ["name"], {}
+    for part in text.split(","):
+        kind, colon, key = part.partition(":")
+        if colon and kind in _RUN_ROW_DICTS and key:
+            keyed.setdefault(_RUN_ROW_DICTS[kind], []).append(key)
+        elif not colon and part in _RUN_ROW_FIELDS:
+            whole.append(part)
+        else:
+            raise ValueError(f"columns: {part[:60]!r} is not a run field ("
+                             f"{', '.join(_RUN_ROW_FIELDS)}) nor p:/m:/min:/max:<key>")
+    keyed = {f: keys for f, keys in keyed.items() if f not in whole}
+
+    def project(row):
+        out = {f: row.get(f) for f in whole}
+        for field, keys in keyed.items():
+            have = row.get(field) or {}
+            out[field] = {k: have[k] for k in keys if k in have}
+        return out
+    return project
+
+
+def _varying_params(rows):
+    """The param keys with more than one value among rows (missing and null not counted, as
+    the page counts them: 1 and 1.0 are one value, true and 1 two)."""
+    first, varying = {}, set()
+    for row in rows:
+        for key, value in (row.get("params") or {}).items():
+            if value is None or key in varying or isinstance(value, (dict, list)):
+                continue   # the page's axes skip lists and dicts too
+            mark = (type(value) is bool, value) if value == value else "nan"
+            seen = first.setdefault(key, mark)
+            if seen != mark:
+                varying.add(key)
+    return sorted(varying, key=_natural_key)
 
 
 def _columns_json(rows):
@@ -13060,12 +13127,16 @@ def _split_params(runs):
 
 
 def _compare_metric(per_run_stats, goal):
-    """{"best_is": goal, "best_run": index or None, "runs": [per-run cell or None]}; the best
-    run is the one with the best finite value, and only when there is a goal."""
+    """{"best_is": goal, "best_run": index or None, "runs": [per-run cell or None]}; a cell
+    holds the run's last value, its min and max (finite values; taken from the rows, as last
+    is, so a crashed run's run.yaml lagging behind its data cannot disagree with it) and best:
+    its min or max by the goal. The best run is the one with the best finite value, and only
+    when there is a goal."""
     cells = []
     for st in per_run_stats:
         best = None if st is None or goal is None else st[goal]
-        cells.append(None if st is None else {"last": st["last"], "best": best,
+        cells.append(None if st is None else {"last": st["last"], "min": st["min"],
+                                              "max": st["max"], "best": best,
                                               "count": st["count"],
                                               "last_step": st["last_step"]})
     finite = [c["best"] for c in cells
@@ -13116,15 +13187,19 @@ def _print_compare(model, color, width=None):
     print("metrics (best: min for loss/error-like keys, max for acc/f1/auc-like ones)")
     rows = []
     for key, info in model["metrics"].items():
-        cells = info["runs"]
+        cells, goal = info["runs"], info["best_is"]
         rows.append([key, "last"] + [(_fmt_num(c["last"]) if c else "-") + "  "
                                      for c in cells])
-        if info["best_is"] is not None:
-            winner = None if info["best_run"] is None else cells[info["best_run"]]["best"]
-            rows.append(["", f"best ({info['best_is']})"] +
-                        [(_fmt_num(c["best"]) + (" *" if winner is not None and
-                                                 c["best"] == winner else "  "))
-                         if c else "-  " for c in cells])
+        winner = None if info["best_run"] is None else cells[info["best_run"]]["best"]
+        for which in ("min", "max"):   # the goal's extreme is the best, starred on the winner
+            if which == goal:
+                rows.append(["", f"best ({goal})"] +
+                            [(_fmt_num(c["best"]) + (" *" if winner is not None and
+                                                     c["best"] == winner else "  "))
+                             if c else "-  " for c in cells])
+            else:
+                rows.append(["", which] + [(_fmt_num(c[which]) if c else "-") + "  "
+                                           for c in cells])
     _print_lines(_table(["METRIC", ""] + labels, rows, right=right, indent="  ", width=width))
     print("  (* the best run)")
 
@@ -13751,7 +13826,7 @@ def _build_parser():
     json_flag(p)
 
     p = command("compare", _cmd_compare, "compare runs: params that differ and each metric's "
-                "last and best value (min for loss/error-like keys, max for acc/f1/auc-like keys, "
+                "last, min and max, the best marked (min for loss/error-like keys, max for acc/f1/auc-like keys, "
                 "none for others unless --minimize/--maximize)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN", help=run_help)
     p.add_argument("--dir", metavar="DIR", help=root_help)
@@ -16224,10 +16299,11 @@ const Charts = (function () {
     ctx.fillText(spec.axes[1].label, 0, 0);
     ctx.restore();
     const faint = styleVar('--faint');
+    const ink = Math.min(1, 14 / Math.sqrt(Math.max(1, spec.points.length)));   // as drawParallel's
     for (const mark of spec.points) {
       const px = toX(mark.units[0]);
       const py = toY(mark.units[1]);
-      ctx.globalAlpha = mark.color ? 0.9 : 0.6;
+      ctx.globalAlpha = (mark.color ? 0.9 : 0.6) * Math.max(0.4, ink);
       ctx.fillStyle = markColour(mark, faint);
       ctx.beginPath();
       ctx.arc(px, py, mark.color ? 4.5 : 3.5, 0, Math.PI * 2);
@@ -16256,9 +16332,11 @@ const Charts = (function () {
     if (plotHeight < 20 || gap < 10) return layout;
     const faint = styleVar('--faint');
     ctx.lineWidth = 1.4;
+    // a thousand lines at 0.8 are one solid block: thinner ink the more runs, so density shows
+    const ink = Math.min(1, 14 / Math.sqrt(Math.max(1, spec.points.length)));
     for (const mark of spec.points) {
       const ys = mark.units.map(toY);
-      ctx.globalAlpha = mark.color ? 0.8 : 0.45;
+      ctx.globalAlpha = (mark.color ? 0.8 : 0.45) * Math.max(0.3, ink);
       ctx.strokeStyle = markColour(mark, faint);
       ctx.beginPath();
       let penDown = false;
@@ -16294,9 +16372,14 @@ const Charts = (function () {
       ctx.fillStyle = colours.text;
       ctx.textAlign = last ? 'left' : 'right';
       let lastY = -Infinity;
+      // a halo of the panel's colour: the lines meet a category's label right where it sits
+      ctx.lineWidth = 3;
+      ctx.lineJoin = 'round';
+      ctx.strokeStyle = colours.bg;
       for (const tick of axis.ticks.slice().sort((above, below) => below.u - above.u)) {
         const py = toY(tick.u);
         if (py - lastY < LABEL_GAP - 1) continue;
+        ctx.strokeText(shorten(tick.text, 10), px + (last ? 5 : -5), py);
         ctx.fillText(shorten(tick.text, 10), px + (last ? 5 : -5), py);
         lastY = py;
       }
@@ -17332,13 +17415,28 @@ function setSelection(keys, manual) {
   $('#detail-select').checked = !!S.detail && S.selectedSet.has(S.detail);
   scheduleTable(); renderLegend(); scheduleCharts(); scheduleStream(); syncMediaRuns(); renderDiff(); writeHash();
 }
-// Config diff: the params (and provenance) that differ between the selected runs.
+// Config diff: the params (and provenance) that differ between the selected runs. A runs row
+// has the git commit but not whether the tree was dirty: that is in run.yaml (/metadata),
+// fetched once per run the diff shows.
+const diffGit = new Map();      // run key -> 'loading' | 'done'
+function diffProvenance(keys) {
+  for (const k of keys) {
+    if (diffGit.has(k)) continue;
+    diffGit.set(k, 'loading');
+    api(runPath(k) + '/metadata').then(m => {
+      const git = m && m.git && typeof m.git === 'object' ? m.git : null;
+      known.set(k, Object.assign({}, known.get(k) || {}, { git: git }));
+    }, () => {}).then(() => { diffGit.set(k, 'done'); renderDiff(); });
+  }
+}
 function renderDiff() {
   $('#diff-button').disabled = S.selected.length < 2;
   const panel = $('#diff-panel');
   if (panel.hidden) return;
   if (S.selected.length < 2) { panel.hidden = true; return; }
   const runs = legendOrder(), rows = runs.map(k => known.get(k) || {});
+  diffProvenance(runs);
+  panel.setAttribute('data-loading', runs.some(k => diffGit.get(k) !== 'done') ? 'true' : 'false');
   const keys = new Set();
   for (const r of rows) for (const key of Object.keys(r.params || {})) keys.add(key);
   const show = v => v === undefined ? '\u2013' : fmtValue(v);
@@ -17346,11 +17444,16 @@ function renderDiff() {
   const line = (label, values, kind) => {
     const texts = values.map(show);
     if (texts.every(t => t === texts[0])) { same.push(label); return; }
-    lines.push(h('tr', { 'data-param': label, 'data-kind': kind }, h('th', { text: label }), texts.map(t => h('td', { class: 'differs', text: t }))));
+    // mark the runs that stray from what most of them have (all, when no value is the most common)
+    const count = new Map();
+    for (const t of texts) count.set(t, (count.get(t) || 0) + 1);
+    const most = Math.max.apply(null, Array.from(count.values()));
+    const common = most > 1 && Array.from(count.values()).filter(n => n === most).length === 1 ? texts.find(t => count.get(t) === most) : null;
+    lines.push(h('tr', { 'data-param': label, 'data-kind': kind }, h('th', { text: label }), texts.map(t => h('td', { class: t === common ? null : 'differs', text: t }))));
   };
   for (const key of Array.from(keys).sort(natural)) line(key, rows.map(r => (r.params || {})[key]), 'param');
   line('git commit', rows.map(r => r.git_commit ? String(r.git_commit).slice(0, 12) : undefined), 'provenance');
-  line('git dirty', rows.map(r => r.git && typeof r.git === 'object' ? r.git.dirty : undefined), 'provenance');
+  line('git dirty', rows.map(r => r.git && typeof r.git === 'object' && typeof r.git.dirty === 'boolean' ? (r.git.dirty ? 'dirty' : 'clean') : undefined), 'provenance');
   line('host', rows.map(r => r.hostname || undefined), 'provenance');
   const head = h('tr', null, h('th', { text: 'param' }), runs.map(k => h('th', { title: k }, h('i', { style: 'background:' + colorOf(k) }), labelOf(k))));
   $('#diff-table').replaceChildren(h('thead', null, head), h('tbody', null, lines.length ? lines
@@ -17728,8 +17831,9 @@ function renderLegend() {
     const flip = ev => { if (ev.altKey || ev.shiftKey) showOnly(e.keys); else toggleHidden(e.keys, !off); };
     const solo = shownAlone(e.keys), what = e.job ? 'job' : 'run';
     return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : '') + (solo ? ' solo' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
-      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k) + ' (Alt-click: ' + (solo ? 'show all runs)' : 'show only this ' + what + ')'),
-      onclick: ev => { if (ev.target.closest('.x') || ev.target.closest('.only')) return; flip(ev); },
+      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k) + ' (double-click or Alt-click: ' + (solo ? 'show all runs)' : 'show only this ' + what + ')'),
+      onclick: ev => { if (ev.target.closest('.x') || ev.target.closest('.only') || ev.detail > 1) return; flip(ev); },
+      ondblclick: ev => { if (!ev.target.closest('.x') && !ev.target.closest('.only')) showOnly(e.keys); },
       onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(ev); } },
       onmouseenter: () => Charts.configure({ highlight: off ? null : e.id }), onmouseleave: () => Charts.configure({ highlight: null }) },
     rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
@@ -18574,13 +18678,63 @@ function applyPvrSettings(p) {
   S.pvr = { open: p.open, mode: p.mode, x: p.x, y: p.y };
   showPvr();
 }
-function pvrRows() { return Array.from(S.rows.values()); }
-function pvrMatched() { return new Set((S.matchedRows || pvrRows()).map(r => r.name)); }
+// A paged table (more than PAGE_ALL runs) holds a few pages of rows: the view then asks the
+// server for the fields it draws of every run (columns=, ~40 bytes a run) and, under a filter,
+// for the names of the runs it matches (where=); again when the fields, the filter or the runs
+// change. A row the stream changed since is taken from S.rows (it is newer).
+const pvrData = { sig: '', exp: null, rows: null, cols: new Set(), byName: new Map(), varying: null, at: 0,
+  matchSig: '', matched: null, busy: false, failed: '' };
+function pvrRows() {
+  if (!S.paged) return Array.from(S.rows.values());
+  if (!pvrData.rows || pvrData.exp !== S.exp) return [];
+  return pvrData.rows.map(r => { const cur = S.rows.get(r.name); return cur && cur._sse && cur._recv > pvrData.at ? cur : r; });
+}
+function pvrMatched(rows) {
+  if (S.paged) return pvrData.matched && S.filter ? pvrData.matched : new Set(rows.map(r => r.name));
+  return new Set((S.matchedRows || rows).map(r => r.name));
+}
+function pvrRow(name) { return S.rows.get(name) || pvrData.byName.get(name); }
+// Fetch what the view draws when it is not what the page holds; schedulePvr again once in.
+function pvrFetch(ids) {
+  if (!S.paged || pvrData.busy) return;
+  const exp = S.exp, cols = ids.filter(Boolean), gen = S.total + '|' + exp;
+  const sig = gen + '|' + cols.join(',');
+  const matchSig = gen + '|' + (S.filter || '');
+  const wantRows = pvrData.sig !== sig, wantMatch = !!S.filter && pvrData.matchSig !== matchSig;
+  if (!wantRows && !wantMatch) return;
+  const base = expPath(exp) + '/runs?format=columns&sort=name&order=asc';
+  // a key with a comma in it cannot be named in columns=: then every param and metric comes
+  const pick = cols.some(id => id.indexOf(',') >= 0) ? 'params,summary' : cols.join(',');
+  const at = Date.now();
+  pvrData.busy = true;
+  Promise.all([
+    wantRows ? api(base + '&columns=' + enc(pick || 'name')) : null,
+    wantMatch ? api(base + '&columns=name&where=' + enc(S.filter)).catch(e => { if (e.status === 400) return { bad: e.message }; throw e; }) : null
+  ]).then(got => {
+    pvrData.busy = false;
+    if (exp !== S.exp) { schedulePvr(); return; }
+    if (got[0]) {
+      const rows = decodeRuns(got[0]);
+      pvrData.rows = rows; pvrData.exp = exp; pvrData.cols = new Set(pick === 'params,summary' ? ['*'] : cols); pvrData.byName = new Map(rows.map(r => [r.name, r]));
+      pvrData.varying = new Set(got[0].varying || []); pvrData.sig = sig; pvrData.at = at;
+    }
+    if (got[1]) { pvrData.matched = got[1].bad ? null : new Set(decodeRuns(got[1]).map(r => r.name)); pvrData.matchSig = matchSig; }
+    pvrData.failed = '';
+    schedulePvr();
+  }, e => {
+    pvrData.busy = false; pvrData.failed = e.message || String(e);
+    schedulePvr();
+    // no retry storm while the server is away: the next change of runs or filter asks again
+    pvrData.sig = sig; pvrData.matchSig = matchSig;
+  });
+}
 // The fields a run can be placed by: 'p:<param>' (numbers; strings and bools as categories)
 // and 'm:<metric>' (its last value).
 function pvrFields(rows) {
   const params = [], metrics = [];
   for (const k of Array.from(S.paramKeys).sort(natural)) {
+    // paged: the server says which params vary (the rows hold only the drawn fields)
+    if (S.paged) { params.push({ id: 'p:' + k, key: k, kind: 'param', varies: !!pvrData.varying && pvrData.varying.has(k) }); continue; }
     const seen = new Set();
     for (const r of rows) { const v = r.params ? r.params[k] : undefined; if (!isNull(v) && typeof v !== 'object') seen.add(fmtValue(v)); }
     if (seen.size) params.push({ id: 'p:' + k, key: k, kind: 'param', varies: seen.size > 1 });
@@ -18677,14 +18831,20 @@ function drawPvr() {
   const canvas = $('#pvr-canvas');
   const rows = pvrRows(), fields = pvrFields(rows);
   const xy = syncPvrPickers(fields);
-  const matched = pvrMatched();
-  $('#pvr-note').textContent = rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' : '';
-  $('#pvr-clear').hidden = !pvr.brushes.size;
   const ids = S.pvr.mode === 'scatter' ? xy
     : fields.params.filter(f => f.varies).slice(0, PVR_MAX_AXES - 1).map(f => f.id).concat(xy[1] ? [xy[1]] : []);
-  const ok = rows.length && ids.length >= 2 && ids.every(Boolean);
+  pvrFetch(ids);
+  // paged: rows fetched for other fields have none of these (an axis of nothing): wait for them
+  const covered = !S.paged || pvrData.cols.has('*') || ids.every(id => !id || pvrData.cols.has(id));
+  const matched = pvrMatched(rows), loading = S.paged && (!rows.length || !covered || pvrData.busy) && !pvrData.failed;
+  $('#pvr-note').textContent = pvrData.failed && S.paged ? 'Could not load the runs: ' + pvrData.failed
+    : rows.length ? matched.size + ' of ' + rows.length + ' runs match the filter' + (loading ? ' \u00b7 loading\u2026' : '') : '';
+  $('#pvr-note').setAttribute('data-loading', loading ? 'true' : 'false');
+  $('#pvr-clear').hidden = !pvr.brushes.size;
+  const ok = rows.length && covered && ids.length >= 2 && ids.every(Boolean);
   $('#pvr-empty').hidden = !!ok;
-  $('#pvr-empty').textContent = rows.length ? 'Params vs results needs a param that varies between the runs and a metric.' : 'No runs.';
+  $('#pvr-empty').textContent = rows.length && covered ? 'Params vs results needs a param that varies between the runs and a metric.'
+    : loading ? 'Loading the runs\u2026' : 'No runs.';
   canvas.hidden = !ok;
   pvrShown = [];
   if (!ok) { pvr.layout = null; return; }
@@ -18692,6 +18852,11 @@ function drawPvr() {
   const points = rows.map(r => ({ id: r.name, units: axes.map(a => a.toUnit(pvrValue(r, a.id))), color: pvrColor(r, matched, accent) }))
     .filter(p => S.pvr.mode !== 'scatter' || (isFinite(p.units[0]) && isFinite(p.units[1])))
     .sort((a, b) => (a.color ? 1 : 0) - (b.color ? 1 : 0));   // the runs the filter matches on top
+  // a run without a value on an axis (a diverged run's NaN) is left off the scatter: say so
+  // (short, so the panel's title keeps its line; the names and why in the note's tooltip)
+  const drawn = new Set(points.map(p => p.id)), left = S.pvr.mode === 'scatter' ? rows.filter(r => !drawn.has(r.name)).map(r => r.name) : [];
+  if (left.length) $('#pvr-note').textContent += ' \u00b7 ' + left.length + ' not drawn';
+  $('#pvr-note').title = left.length ? 'No value for ' + axes.map(a => a.id.slice(2)).join(' or ') + ': ' + left.slice(0, 20).join(', ') + (left.length > 20 ? ', \u2026' : '') : '';
   const spec = { axes: axes.map(a => ({ label: a.label, ticks: pvrTicks(a, S.pvr.mode === 'scatter' ? 8 : 7) })), points: points, boxes: pvrBoxes(axes) };
   const layout = S.pvr.mode === 'scatter' ? Charts.drawScatter(canvas, spec) : Charts.drawParallel(canvas, spec);
   pvr.layout = Object.assign({ mode: S.pvr.mode, axes: axes }, layout);
@@ -18795,11 +18960,11 @@ function bindPvr() {
 function pvrHit(L, at) {
   let best = null, bestD = 64;
   if (L.mode === 'scatter') {
-    for (const p of pvrShown) { const d = (p.x - at[0]) ** 2 + (p.y - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(p.run); } }
+    for (const p of pvrShown) { const d = (p.x - at[0]) ** 2 + (p.y - at[1]) ** 2; if (d < bestD) { bestD = d; best = pvrRow(p.run); } }
   } else {
     const i = Math.round((at[0] - L.axisX(0)) / L.gap);
     if (i < 0 || i >= L.axes.length || Math.abs(L.axisX(i) - at[0]) > 12) return null;
-    for (const s of pvrShown) { const d = (s.ys[i] - at[1]) ** 2; if (d < bestD) { bestD = d; best = S.rows.get(s.run); } }
+    for (const s of pvrShown) { const d = (s.ys[i] - at[1]) ** 2; if (d < bestD) { bestD = d; best = pvrRow(s.run); } }
   }
   return best;
 }
@@ -19409,6 +19574,7 @@ window.expman = Object.freeze({
   chartYLabels: key => { const c = cards.get(key); return c ? c.chart.yLabels() : []; },
   chartXLabels: key => { const c = cards.get(key); return c ? c.chart.xLabels() : []; },
   pvrPoints: () => pvrShown.slice(),
+  pvrAxes: () => (pvr.layout ? pvr.layout.axes.map(a => a.label) : []),
   chartBest: key => { const c = cards.get(key); return c ? c.chart.bestPoints() : []; },
   metricGoal: key => inferGoal(key),
   selected: () => S.selected.slice(),
