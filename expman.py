@@ -17831,9 +17831,8 @@ function renderLegend() {
     const flip = ev => { if (ev.altKey || ev.shiftKey) showOnly(e.keys); else toggleHidden(e.keys, !off); };
     const solo = shownAlone(e.keys), what = e.job ? 'job' : 'run';
     return h('span', { class: 'chip' + (off ? ' off' : '') + (problem ? ' problem' : '') + (solo ? ' solo' : ''), 'data-run-key': e.job ? null : k, 'data-job': e.job ? e.id.slice(4) : null,
-      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k) + ' (double-click or Alt-click: ' + (solo ? 'show all runs)' : 'show only this ' + what + ')'),
-      onclick: ev => { if (ev.target.closest('.x') || ev.target.closest('.only') || ev.detail > 1) return; flip(ev); },
-      ondblclick: ev => { if (!ev.target.closest('.x') && !ev.target.closest('.only')) showOnly(e.keys); },
+      role: 'button', tabindex: '0', title: problem ? k + ': ' + problem.metrics_error : (off ? 'Show ' : 'Hide ') + (e.job ? e.label : k) + ' (Alt-click: ' + (solo ? 'show all runs)' : 'show only this ' + what + ')'),
+      onclick: ev => { if (ev.target.closest('.x') || ev.target.closest('.only')) return; flip(ev); },
       onkeydown: ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); flip(ev); } },
       onmouseenter: () => Charts.configure({ highlight: off ? null : e.id }), onmouseleave: () => Charts.configure({ highlight: null }) },
     rd && !rd.ready ? h('span', { class: 'spin' }) : h('i', { style: 'background:' + colorOf(k) }),
