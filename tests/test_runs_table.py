@@ -213,6 +213,67 @@ def test_a_new_run_is_counted_at_once(tmp_path):
         assert again["total"] == 4 and again["runs"][0]["name"] == "r00003"
 
 
+def test_experiments_list_and_runs_query_share_one_scan(tmp_path, monkeypatch):
+    """The page asks for the experiments and the first runs page at once: one scan of the
+    experiment answers both, and the sidebar asks again without a scan while nothing changed;
+    a new run, a run that closes and an edited experiment.yaml show at once."""
+    scans = []
+    scan = expman._scan_runs
+
+    def counted(store, exp_path, *args, **kwargs):   # the real scan, counted
+        scans.append(os.path.basename(exp_path))
+        return scan(store, exp_path, *args, **kwargs)
+    monkeypatch.setattr(expman, "_scan_runs", counted)
+    root = tmp_path / "experiments"
+    for i in range(30):
+        _write_run(str(root / "small"), i)
+    _write_run(str(root / "other"), 0)
+    with serving(root, live=False) as srv:
+        exps, _ = get(srv, "/api/experiments")
+        assert [(e["name"], e["runs"]) for e in exps["experiments"]] == [("other", 1),
+                                                                         ("small", 30)]
+        assert exps["experiments"][1]["status_counts"] == {"finished": 30 - 30 // 50}
+        assert sorted(scans) == ["other", "small"]
+        page, _ = get(srv, "/api/experiments/small/runs?format=columns&limit=5")
+        assert page["total"] == 30 and decode_columns(page)[0]["name"] == "r00029"
+        again, _ = get(srv, "/api/experiments")
+        assert again == exps
+        assert sorted(scans) == ["other", "small"], "a second scan for the same answer"
+
+        _write_run(str(root / "small"), 30)                    # a new run folder
+        got, _ = get(srv, "/api/experiments")
+        assert got["experiments"][1]["runs"] == 31
+        with expman.Experiment("small", base_dir=str(root), run_name="live",
+                               capture_git=False) as run:   # a live run: counted as running
+            run.log_metrics({"loss": 1.0}, step=0)
+            got, _ = get(srv, "/api/experiments")
+            assert got["experiments"][1]["status_counts"].get("running") == 1
+        got, _ = get(srv, "/api/experiments")                   # closed: at once
+        assert got["experiments"][1]["status_counts"] == {"finished": 32}
+        assert got["experiments"][1]["runs"] == 32
+        (root / "other" / "experiment.yaml").write_text("display_name: Other one\n")
+        got, _ = get(srv, "/api/experiments")
+        assert got["experiments"][0]["display_name"] == "Other one"
+
+
+def test_a_kept_list_answers_every_sort_and_filter_as_a_fresh_one(api_server):
+    """Sort values and filter picks are kept with the list: a column sorted one way, then the
+    other, then filtered, then sorted again, answers what the plain list says."""
+    full, _ = get(api_server, "/api/experiments/big/runs")
+    for sort, order, key in [("m:acc", "asc", lambda r: r["summary"].get("acc")),
+                             ("m:acc", "desc", lambda r: r["summary"].get("acc")),
+                             ("p:opt", "desc", lambda r: r["params"]["opt"].lower()),
+                             ("m:acc", "asc", lambda r: r["summary"].get("acc"))]:
+        for where in ("", "tag:odd", "m:acc>0.5"):
+            plain, _ = get(api_server, "/api/experiments/big/runs?where="
+                           + urllib.parse.quote(where)) if where else (full, 0)
+            want = expected_order(plain["runs"], key, order == "desc")
+            page, _ = get(api_server, f"/api/experiments/big/runs?sort={sort}&order={order}"
+                                      f"&format=columns&limit=2000&where="
+                                      + urllib.parse.quote(where))
+            assert [r["name"] for r in decode_columns(page)] == want, (sort, order, where)
+
+
 # -- the page --------------------------------------------------------------------------------
 
 ROW_H = 30
