@@ -9886,15 +9886,15 @@ class _Api:
             for gone in set(self.exp_rows) - set(names):
                 del self.exp_rows[gone]
         for _activity, name, runs in scanned:   # the page opens the most recent: keep those
-            self.keep_list(name, runs)
+            self.keep_list(name, runs)          # (kept last, whatever the walk evicted)
         return rows
 
     def experiment_row(self, exp, scanned):
         """One experiment's row (None: a folder that is no experiment). Kept while its folder,
         its catalog folder and experiment.yaml keep their stamps and none of its runs was
         live (a live run's heartbeat and status move by themselves), for RUNS_LIST_SECS.
-        A list scanned here goes into `scanned` ([(last activity, exp, list)], ascending)
-        if it is among the RUNS_LIST_EXPERIMENTS most recently active."""
+        Its list goes into `scanned` ([(last activity, exp, list)], ascending) if it is among
+        the RUNS_LIST_EXPERIMENTS most recently active."""
         store = self.store
         exp_path = store.join(self.root_path, exp)
         yaml_path = store.join(exp_path, EXPERIMENT_YAML)
@@ -9911,7 +9911,7 @@ class _Api:
         except ExpmanError as exc:
             _log.warning("%s", exc)
             meta = {}
-        runs = self.cached_run_rows(exp, keep=False)
+        runs = self.cached_run_rows(exp)
         row = runs.experiment_row(exp, meta)
         if row is not None:
             scanned.append((_parse_iso(row["last_activity"]) or 0, exp, runs))
@@ -9971,13 +9971,12 @@ class _Api:
             return None
         return (store.stat(exp_path), store.stat(store.join(exp_path, CATALOG_DIR)))
 
-    def cached_run_rows(self, exp, keep=True):
+    def cached_run_rows(self, exp):
         """run_rows(exp) as a _RunList, reused for RUNS_LIST_SECS while list_stamp holds (a
         new or deleted run changes it at once; a run.yaml rewrite does not, and the page
         hears of those over the stream). Scanning 10,000 runs takes ~0.5 s; a sort, a
         filter, a scroll or the experiments list must not pay it again, and requests asking
-        at once wait for one scan. With keep=False (the experiments list walks every
-        experiment) a new list is not kept here: the caller keeps the ones worth it."""
+        at once wait for one scan. The last RUNS_LIST_EXPERIMENTS lists made are kept."""
         store = self.store
         exp_path = store.join(self.root_path, exp)
         stamp = self.list_stamp(exp_path) if _name_ok(exp) else None
@@ -9991,8 +9990,7 @@ class _Api:
                     return hit
             runs = _RunList(self.run_rows(exp), stamp)
             runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
-            if keep or hit:
-                self.keep_list(exp, runs)
+            self.keep_list(exp, runs)
             return runs
 
     def stamp_after_scan(self, exp_path, before, runs):
