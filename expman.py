@@ -9760,6 +9760,7 @@ class _Api:
         self.streams_lock = threading.Lock()
         self.run_lists = collections.OrderedDict()  # exp -> _RunList
         self.exp_rows = {}  # exp -> (stamp, made, its /api/experiments row)
+        self.refreshing = set()  # experiments whose list is being made again (refresh_list)
         self.list_locks = {}
         self.lists_lock = threading.Lock()
         hub.closed_runs = self.closed_runs
@@ -9972,26 +9973,80 @@ class _Api:
         return (store.stat(exp_path), store.stat(store.join(exp_path, CATALOG_DIR)))
 
     def cached_run_rows(self, exp):
-        """run_rows(exp) as a _RunList, reused for RUNS_LIST_SECS while list_stamp holds (a
-        new or deleted run changes it at once; a run.yaml rewrite does not, and the page
+        """run_rows(exp) as a _RunList, reused while list_stamp holds (a new or deleted run
+        changes it at once, a closing run too; a run.yaml rewrite does not, and the page
         hears of those over the stream). Scanning 10,000 runs takes ~0.5 s; a sort, a
         filter, a scroll or the experiments list must not pay it again, and requests asking
-        at once wait for one scan. The last RUNS_LIST_EXPERIMENTS lists made are kept."""
+        at once wait for one scan. A list older than RUNS_LIST_SECS still answers at once
+        when none of its runs was live, and is made again beside (refresh_list): edits in
+        place made by other processes show a moment later. The last RUNS_LIST_EXPERIMENTS
+        lists made are kept."""
         store = self.store
         exp_path = store.join(self.root_path, exp)
         stamp = self.list_stamp(exp_path) if _name_ok(exp) else None
         with self.lists_lock:
             lock = self.list_locks.setdefault(exp, threading.Lock())
+            hit = self.run_lists.get(exp)
+        if hit and hit.stamp == stamp and stamp is not None and not hit.live and \
+                time.monotonic() - hit.made >= RUNS_LIST_SECS:
+            self.refresh_list(exp)   # (not waiting for a refresh under way either)
+            return hit
         with lock:  # two requests for one experiment: one scan
-            now = time.monotonic()
             with self.lists_lock:
                 hit = self.run_lists.get(exp)
-                if hit and now - hit.made < RUNS_LIST_SECS and hit.stamp == stamp:
-                    return hit
-            runs = _RunList(self.run_rows(exp), stamp)
-            runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
-            self.keep_list(exp, runs)
-            return runs
+            if hit and hit.stamp == stamp and time.monotonic() - hit.made < RUNS_LIST_SECS:
+                return hit
+            return self.scan_list(exp, exp_path, stamp)
+
+    def scan_list(self, exp, exp_path, stamp):
+        runs = _RunList(self.run_rows(exp), stamp)
+        runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
+        self.keep_list(exp, runs)
+        return runs
+
+    def refresh_list(self, exp):
+        """Make an experiment's kept list again in a thread of its own (one at a time per
+        experiment), and tell open streams what changed: a request asked, so this is no
+        periodic work, and the request did not wait for it."""
+        with self.lists_lock:
+            if exp in self.refreshing:
+                return
+            self.refreshing.add(exp)
+        threading.Thread(target=self._refresh_list, args=(exp,), name="expman-list",
+                         daemon=True).start()
+
+    def _refresh_list(self, exp):
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        try:
+            with self.lists_lock:
+                lock = self.list_locks.setdefault(exp, threading.Lock())
+            with lock:
+                with self.lists_lock:
+                    old = self.run_lists.get(exp)
+                runs = self.scan_list(exp, exp_path, self.list_stamp(exp_path))
+            if old is not None:
+                self.publish_changes(exp, old, runs)
+        except Exception as exc:  # noqa: BLE001 - a vanished experiment: the next request says
+            _log.debug("expman: run list of %s not refreshed: %s", exp, exc)
+        finally:
+            with self.lists_lock:
+                self.refreshing.discard(exp)
+
+    def publish_changes(self, exp, old, new):
+        """Streams hear of the runs whose rows a refreshed list changed, as the watcher's
+        events (runs, status, removed)."""
+        if not self.hub.subscribers:
+            return
+        before = {r["name"]: r for r in old.by_name}
+        for row in new.by_name:
+            was = before.pop(row["name"], None)
+            if was is None:
+                self.hub.publish("runs", {"experiment": exp, "run": row})
+            elif was != row:
+                self.hub.publish("status", row)
+        for name in before:
+            self.hub.publish("removed", {"experiment": exp, "run": name})
 
     def stamp_after_scan(self, exp_path, before, runs):
         """The stamp a new list is kept with: the one taken before the scan, unless the scan
@@ -10008,9 +10063,6 @@ class _Api:
     def keep_list(self, exp, runs):
         """Keep an experiment's list as the newest of at most RUNS_LIST_EXPERIMENTS."""
         with self.lists_lock:
-            for name, old in list(self.run_lists.items()):
-                if time.monotonic() - old.made > RUNS_LIST_SECS:
-                    del self.run_lists[name]  # memory back once nobody asks
             kept = self.run_lists.get(exp)
             if kept is None or kept.made <= runs.made:
                 self.run_lists[exp] = runs

@@ -8,6 +8,7 @@ import os
 import re
 import urllib.error
 import urllib.parse
+import time
 import urllib.request
 
 import pyarrow as pa
@@ -254,6 +255,46 @@ def test_experiments_list_and_runs_query_share_one_scan(tmp_path, monkeypatch):
         (root / "other" / "experiment.yaml").write_text("display_name: Other one\n")
         got, _ = get(srv, "/api/experiments")
         assert got["experiments"][0]["display_name"] == "Other one"
+
+
+def test_an_old_list_answers_at_once_and_is_made_again_beside(tmp_path, monkeypatch):
+    """Past RUNS_LIST_SECS a list of closed runs whose folders did not change still answers
+    at once (the page does not wait for a scan of every run), and is made again in the
+    background: an edit in place made by another process shows a moment later."""
+    import threading
+    monkeypatch.setattr(expman, "RUNS_LIST_SECS", 0.2)
+    gate, scanning = threading.Event(), threading.Event()
+    gate.set()
+    scan = expman._scan_runs
+
+    def gated(*args, **kwargs):   # the real scan, held while the test closes the gate
+        scanning.set()
+        assert gate.wait(30)
+        return scan(*args, **kwargs)
+    monkeypatch.setattr(expman, "_scan_runs", gated)
+    root = tmp_path / "experiments"
+    for i in range(20):
+        _write_run(str(root / "small"), i)
+    with serving(root, live=False) as srv:
+        url = "/api/experiments/small/runs?format=columns&sort=name&where=tag:edited"
+        first, _ = get(srv, url)
+        made = time.monotonic()
+        assert first["matched"] == 0
+        run = root / "small" / _name(3)
+        meta = yaml.safe_load((run / "run.yaml").read_text())
+        meta["tags"] = ["edited"]
+        (run / "run.yaml").write_text(yaml.safe_dump(meta))   # in place: no folder moves
+        wait_for(lambda: time.monotonic() - made > 0.3, message="the list never aged")
+        gate.clear()
+        scanning.clear()
+        with urllib.request.urlopen(srv.url + url, timeout=10) as resp:   # the scan is held
+            stale = json.loads(resp.read())
+        assert stale["matched"] == 0
+        assert scanning.wait(10), "no scan beside the old answer"
+        gate.set()
+        wait_for(lambda: get(srv, url)[0]["matched"] == 1, timeout=20,
+                 message="the edit never showed")
+        assert get(srv, url)[0]["columns"]["name"] == [_name(3)]
 
 
 def test_a_kept_list_answers_every_sort_and_filter_as_a_fresh_one(api_server):
