@@ -15564,12 +15564,13 @@ function applyChartSettings(hs) {
 }
 
 // --- 13.7 experiments
-let expRefreshTimer = 0, expRefreshAt = 0;
+let expRefreshTimer = 0, expRefreshAt = 0, expsLoaded = false;
 async function loadExperiments() {
   try {
     const j = await api('/api/experiments');
     S.experiments = (j && j.experiments) || [];
   } catch (e) { showError('Could not load experiments', e); }
+  expsLoaded = true;
   renderExperiments();
 }
 function refreshExperimentsSoon() {
@@ -15582,7 +15583,8 @@ function renderExperiments() {
   renderProjectFilter();
   const list = S.experiments.filter(inProject).sort((a, b) => (parseTime(b.last_activity) || 0) - (parseTime(a.last_activity) || 0) || natural(a.name, b.name));
   $('#exp-count').textContent = list.length ? String(list.length) : '';
-  if (!list.length) { ul.replaceChildren(h('li', { class: 'side-empty', text: 'No experiments yet' })); return; }
+  // (a linked experiment's table may come first: the list is not known to be empty yet)
+  if (!list.length) { ul.replaceChildren(h('li', { class: 'side-empty', text: expsLoaded ? 'No experiments yet' : 'Loading\u2026' })); return; }
   ul.replaceChildren.apply(ul, list.map(e => {
     const running = (e.status_counts && e.status_counts.running) || 0;
     const failed = ((e.status_counts && e.status_counts.failed) || 0) + ((e.status_counts && e.status_counts.crashed) || 0);

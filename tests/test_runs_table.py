@@ -561,3 +561,23 @@ def test_a_few_hundred_runs_are_held_whole_and_sorted_in_the_page(browser, tmp_p
         wait_for(lambda: count_text(p).startswith("3 of 300 runs"), timeout=30)
         assert len(urls) == 2, urls
         ui.check()
+
+
+def test_a_linked_experiment_fills_its_table_before_the_experiments_list(browser, page_server):
+    """The page asks for the experiments and a linked experiment's first runs page at once,
+    and shows the runs as soon as they are in: the experiments list (held back here by the
+    test, as a slow answer) fills the sidebar when it comes."""
+    ui = Page(browser)
+    p = ui.page
+    held = []
+    p.route(re.compile(r"/api/experiments$"), lambda route: held.append(route))
+    p.goto(page_server.url + "/#exp=big")
+    p.locator("#runs-table tbody tr[data-run]").first.wait_for()
+    assert len(held) == 1 and p.locator("#experiments [data-exp]").count() == 0
+    assert p.locator("#experiments").inner_text().strip() == "Loading\u2026"
+    assert p.locator("#runs-count").inner_text().startswith(f"{RUNS} runs")
+    held[0].continue_()
+    p.locator("#experiments [data-exp='big']").wait_for()
+    assert p.evaluate("expman.experiment()") == "big"
+    wait_for(lambda: len(p.evaluate("expman.selected()")) > 0, message="no auto-selection")
+    ui.check()
