@@ -9996,7 +9996,13 @@ class _Api:
                 hit = self.run_lists.get(exp)
             if hit and hit.stamp == stamp and time.monotonic() - hit.made < RUNS_LIST_SECS:
                 return hit
-            return self.scan_list(exp, exp_path, stamp)
+            try:
+                return self.scan_list(exp, exp_path, stamp)
+            except BaseException:
+                with self.lists_lock:   # no lock kept per name that was never an experiment
+                    if exp not in self.run_lists:
+                        self.list_locks.pop(exp, None)
+                raise
 
     def scan_list(self, exp, exp_path, stamp):
         runs = _RunList(self.run_rows(exp), stamp)

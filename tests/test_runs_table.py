@@ -297,6 +297,19 @@ def test_an_old_list_answers_at_once_and_is_made_again_beside(tmp_path, monkeypa
         assert get(srv, url)[0]["columns"]["name"] == [_name(3)]
 
 
+def test_asking_for_missing_experiments_keeps_nothing_per_name(tmp_path):
+    """A 404 leaves no per-experiment lock or list behind: a client making up names cannot
+    grow the server."""
+    root = tmp_path / "experiments"
+    _write_run(str(root / "small"), 0)
+    with serving(root, live=False) as srv:
+        for i in range(50):
+            get(srv, f"/api/experiments/nope{i}/runs?format=columns&limit=5", expect=404)
+        get(srv, "/api/experiments/small/runs?format=columns&limit=5")
+        api = srv.app.config["expman.api"]
+        assert set(api.list_locks) == {"small"} and set(api.run_lists) == {"small"}
+
+
 def test_a_kept_list_answers_every_sort_and_filter_as_a_fresh_one(api_server):
     """Sort values and filter picks are kept with the list: a column sorted one way, then the
     other, then filtered, then sorted again, answers what the plain list says."""
