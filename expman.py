@@ -10044,8 +10044,8 @@ class _Api:
         events (runs, status, removed)."""
         if not self.hub.subscribers:
             return
-        before = {r["name"]: r for r in old.by_name}
-        for row in new.by_name:
+        before = {r["name"]: r for r in old.rows}
+        for row in new.rows:
             was = before.pop(row["name"], None)
             if was is None:
                 self.hub.publish("runs", {"experiment": exp, "run": row})
@@ -10062,7 +10062,7 @@ class _Api:
         if after == before or runs.live or after is None or after[0] is None:
             return before
         names = _run_names(self.store, exp_path)
-        if len(names) == len(runs.by_name) and set(names) == {r["name"] for r in runs.by_name}:
+        if len(names) == len(runs.rows) and set(names) == {r["name"] for r in runs.rows}:
             return after
         return before
 
@@ -10091,7 +10091,7 @@ class _Api:
         runs = self.kept_list(exp)
         if runs is None:
             return None
-        return {r["name"]: (r["status"], None) for r in runs.by_name
+        return {r["name"]: (r["status"], None) for r in runs.rows
                 if r["status"] in _FINAL_STATUSES and not r.get("corrupt")}
 
     def forget_list(self, exp):
@@ -10165,7 +10165,7 @@ class _Api:
         extremes = runs.orders.get(memo)
         if extremes is None:   # the same for every order of these rows: once
             extremes = runs.orders[memo] = _run_extremes(ordered)
-        out = {"experiment": exp, "total": len(runs.by_name), "matched": len(ordered),
+        out = {"experiment": exp, "total": len(runs.rows), "matched": len(ordered),
                "offset": offset, "sort": ask["sort"], "order": ask["order"],
                "param_keys": runs.param_keys, "metric_keys": runs.metric_keys,
                "extremes": extremes}
@@ -10622,9 +10622,11 @@ class _RunList:
     """An experiment's RUN_ROWs as a runs query reads them: in name order (every sort's tie
     order), with the param and metric keys of all of them, made once per scan, and the
     orders asked for since, each column's sort values, the rows each filter keeps, and the
-    experiment's /api/experiments row. All of it goes with the list (RUNS_LIST_SECS)."""
-    __slots__ = ("made", "stamp", "by_name", "param_keys", "metric_keys", "orders", "values",
-                 "picks", "live", "summary", "lock")
+    experiment's /api/experiments row. All of it goes with the list (RUNS_LIST_SECS). The
+    name order and the keys are made when a query first asks: the experiments list alone
+    (the sidebar, the watcher) never needs them."""
+    __slots__ = ("made", "stamp", "rows", "_by_name", "_keys", "orders", "values", "picks",
+                 "live", "summary", "lock")
 
     def __init__(self, rows, stamp):
         self.made, self.stamp = time.monotonic(), stamp
@@ -10633,15 +10635,37 @@ class _RunList:
         self.picks = {}   # (where, names) -> positions in by_name that they keep, the last 8
         self.summary = None  # (experiment.yaml it was made with, the experiment's row)
         self.lock = threading.Lock()   # requests of one page come on several threads
-        self.by_name = sorted(rows, key=lambda r: _natural_key(str(r["name"])))
-        params, metrics = set(), set()
-        live = False
-        for row in rows:
-            params.update(row.get("params") or ())
-            metrics.update(row.get("summary") or ())
-            live = live or row.get("status") == "running"
-        self.param_keys, self.metric_keys = sorted(params), sorted(metrics)
-        self.live = live  # a running run's row moves by itself (heartbeat, status)
+        self.rows = rows   # as the scan gave them
+        self._by_name = self._keys = None
+        # a running run's row moves by itself (heartbeat, status)
+        self.live = any(row.get("status") == "running" for row in rows)
+
+    @property
+    def by_name(self):
+        if self._by_name is None:
+            by_name = sorted(self.rows, key=lambda r: _natural_key(str(r["name"])))
+            with self.lock:
+                if self._by_name is None:
+                    self._by_name = by_name
+        return self._by_name
+
+    @property
+    def param_keys(self):
+        return self.keys()[0]
+
+    @property
+    def metric_keys(self):
+        return self.keys()[1]
+
+    def keys(self):
+        """(param keys, metric keys) of all the runs, sorted."""
+        if self._keys is None:
+            params, metrics = set(), set()
+            for row in self.rows:
+                params.update(row.get("params") or ())
+                metrics.update(row.get("summary") or ())
+            self._keys = (sorted(params), sorted(metrics))
+        return self._keys
 
     def picked(self, text, where, names):
         """Positions (ascending) of the rows that the filter `where` (made from `text`, or
@@ -10680,7 +10704,7 @@ class _RunList:
         experiment.yaml), made once per list and experiment.yaml."""
         hit = self.summary
         if hit is None or hit[0] != meta:
-            row = _experiment_row(exp, meta, self.by_name) if self.by_name or meta else None
+            row = _experiment_row(exp, meta, self.rows) if self.rows or meta else None
             hit = self.summary = (meta, row)
         return hit[1]
 
