@@ -9221,10 +9221,7 @@ class _Hub:
         old = previous.get(key)
         if stamp is None:
             return key, None
-        if old is not None and (old.stamp == stamp or (old.stamp is None and old.meta is None
-                                                       and old.status in _FINAL_STATUSES)):
-            # (a closed run filled from a run list, stamp not known: its status was read
-            # through the catalog when the list was made; this stamp is the one to watch)
+        if old is not None and old.stamp == stamp:
             return key, _RunEntry(stamp, old.status, old.meta, old.config)
         found = _read_run_files(store, path, key[1])
         if found is None:
@@ -10005,7 +10002,9 @@ class _Api:
                 raise
 
     def scan_list(self, exp, exp_path, stamp):
+        scanned_at = time.time()
         runs = _RunList(self.run_rows(exp), stamp)
+        runs.scanned_at = scanned_at
         runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
         self.keep_list(exp, runs)
         return runs
@@ -10086,13 +10085,24 @@ class _Api:
         return None
 
     def closed_runs(self, exp):
-        """{run: (status, None)} of an experiment's closed runs from its kept run list, for
-        the watcher's first look at it (_Hub._fill); None when no list is kept."""
+        """{run: (status, run.yaml's stamp)} of an experiment's closed runs from its kept run
+        list, for the watcher's first look at it (_Hub._fill); None when no list is kept.
+        A stat per run, no read (a parse of the catalog holds the GIL for its whole length;
+        stats let the requests in between). A run.yaml changed since the scan began (or
+        within the file system's coarse mtimes of it) gets a stamp that matches nothing,
+        so the watcher reads it and announces what it holds."""
         runs = self.kept_list(exp)
         if runs is None:
             return None
-        return {r["name"]: (r["status"], None) for r in runs.rows
-                if r["status"] in _FINAL_STATUSES and not r.get("corrupt")}
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        since, out = runs.scanned_at - 2.0, {}
+        for r in runs.rows:
+            if r["status"] in _FINAL_STATUSES and not r.get("corrupt"):
+                stamp = store.stat(store.join(exp_path, r["name"], RUN_YAML))
+                if stamp is not None:
+                    out[r["name"]] = (r["status"], stamp if stamp[1] < since else (-1, -1.0))
+        return out
 
     def forget_list(self, exp):
         """Drop the kept list and row of an experiment (a run of it was edited here)."""
@@ -10626,7 +10636,7 @@ class _RunList:
     name order and the keys are made when a query first asks: the experiments list alone
     (the sidebar, the watcher) never needs them."""
     __slots__ = ("made", "stamp", "rows", "_by_name", "_keys", "orders", "values", "picks",
-                 "live", "summary", "lock")
+                 "live", "summary", "lock", "scanned_at")
 
     def __init__(self, rows, stamp):
         self.made, self.stamp = time.monotonic(), stamp
@@ -10636,6 +10646,7 @@ class _RunList:
         self.summary = None  # (experiment.yaml it was made with, the experiment's row)
         self.lock = threading.Lock()   # requests of one page come on several threads
         self.rows = rows   # as the scan gave them
+        self.scanned_at = time.time()   # (wall clock) when the scan began: scan_list sets it
         self._by_name = self._keys = None
         # a running run's row moves by itself (heartbeat, status)
         self.live = any(row.get("status") == "running" for row in rows)

@@ -139,6 +139,8 @@ def test_a_page_opened_first_costs_the_watcher_no_catalog_read_and_no_false_even
     run = make_run(root, run="a")
     for i in range(5):
         make_run(root, run=f"b{i}")
+    for path in (root / "sweep").glob("*/run.yaml"):   # written a minute ago, not just now
+        os.utime(path, (time.time() - 60, time.time() - 60))
     server = serve()
     client = Client(server.url)
     assert client.json("/api/experiments/sweep/runs?format=columns&limit=2")["total"] == 6
@@ -160,6 +162,27 @@ def test_a_page_opened_first_costs_the_watcher_no_catalog_read_and_no_false_even
         wait_for(lambda: any(d["name"] == "a" and d["tags"] == ["edited"]
                              for d in reader.of("status")), message="edited tags")
         assert {d["name"] for d in reader.of("status")} == {"a"}
+    finally:
+        reader.close()
+
+
+def test_an_edit_between_the_page_and_its_stream_is_announced(root, serve, monkeypatch):
+    """A closed run edited after the page's runs query made the list, before the watcher's
+    first look: the watcher does not take the edited file for the listed one."""
+    monkeypatch.setattr(expman, "LOCAL_SWEEP_RUNS", 1)   # one closed run a scan: in turn
+    run = make_run(root, run="a")
+    for i in range(5):
+        make_run(root, run=f"b{i}")
+    server = serve()
+    client = Client(server.url)
+    assert client.json("/api/experiments/sweep/runs?format=columns&limit=2")["total"] == 6
+    meta = expman._read_yaml(expman._open_store(str(run))[0], str(run / "run.yaml"))
+    meta["tags"] = ["edited"]
+    (run / "run.yaml").write_bytes(expman._yaml_dump(meta))   # in place
+    reader = SSEReader(server.url + "/api/stream")
+    try:
+        wait_for(lambda: any(d["name"] == "a" and d["tags"] == ["edited"]
+                             for d in reader.of("status")), message="edited tags")
     finally:
         reader.close()
 

@@ -588,7 +588,8 @@ def test_a_linked_experiment_fills_its_table_before_the_experiments_list(browser
     p.locator("#runs-table tbody tr[data-run]").first.wait_for()
     assert len(held) == 1 and p.locator("#experiments [data-exp]").count() == 0
     assert p.locator("#experiments").inner_text().strip() == "Loading\u2026"
-    assert p.locator("#runs-count").inner_text().startswith(f"{RUNS} runs")
+    count = re.match(r"(\d+) runs", p.locator("#runs-count").inner_text())
+    assert count and int(count.group(1)) >= RUNS   # (the live test may have added one)
     held[0].continue_()
     p.locator("#experiments [data-exp='big']").wait_for()
     assert p.evaluate("expman.experiment()") == "big"
