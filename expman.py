@@ -8933,7 +8933,7 @@ class _Hub:
         self.baseline = {}           # exp -> run names that existed before anyone watched
         self.pending = set()         # (exp, run) folders listed without a run.yaml yet
         self.filled = set()          # experiments whose runs have entries in known
-        self.closed_runs = None      # exp -> {run: status} of its closed runs (the API's list)
+        self.closed_runs = None      # exp -> {run: (status, stamp)} of closed runs, or None
 
     def start(self):
         """Start the watcher thread. It takes a baseline of the run names (listings, no file
