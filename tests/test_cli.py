@@ -591,12 +591,37 @@ def test_compare_params_that_differ_and_last_best(capsys, runs):
     rows = {l.split()[0]: l.split()[1:] for l in params.splitlines()[2:]}
     assert rows == {"lr": ["0.1", "0.01", "0.001"], "opt.name": ["sgd", "adam", "adam"]}
     metrics = out.split("metrics (", 1)[1].splitlines()[2:]
-    loss_last, loss_best = metrics[0].split(), metrics[1].split()
+    loss_last, loss_best, loss_max = (m.split() for m in metrics[0:3])
     assert loss_last == ["train/loss", "last", "0.75", "inf", "0.05"]
     assert loss_best[:2] == ["best", "(min)"] and loss_best[2:] == ["0.5", "3", "0.05", "*"]
-    acc_last, acc_best = metrics[2].split(), metrics[3].split()
+    assert loss_max == ["max", "2", "3", "1"]       # finite values: b's inf is its last only
+    acc_last, acc_min, acc_best = (m.split() for m in metrics[3:6])
     assert acc_last == ["val/acc", "last", "0.8", "0.25", "-"]
+    assert acc_min == ["min", "0.5", "0.25", "-"]
     assert acc_best == ["best", "(max)", "0.8", "*", "0.25", "-"]
+
+
+def test_compare_min_max_and_best_in_a_real_subprocess(runs):
+    """`expman compare` run as a user runs it: each metric's last, min and max per run, the
+    goal's extreme labelled best with the best run starred; --json holds the same numbers."""
+    cmd = [sys.executable, EXPMAN_PY, "compare", str(runs["a"]), str(runs["b"]), str(runs["c"])]
+    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    metrics = proc.stdout.split("metrics (", 1)[1].splitlines()[2:]
+    table = [m.split() for m in metrics[:6]]
+    assert table == [["train/loss", "last", "0.75", "inf", "0.05"],
+                     ["best", "(min)", "0.5", "3", "0.05", "*"],
+                     ["max", "2", "3", "1"],
+                     ["val/acc", "last", "0.8", "0.25", "-"],
+                     ["min", "0.5", "0.25", "-"],
+                     ["best", "(max)", "0.8", "*", "0.25", "-"]], proc.stdout
+    proc = subprocess.run(cmd + ["--json", "--maximize", "train/loss"], env=child_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loss = json.loads(proc.stdout)["metrics"]["train/loss"]
+    assert [(c["min"], c["max"], c["best"]) for c in loss["runs"]] == \
+        [(0.5, 2.0, 2.0), (3.0, 3.0, 3.0), (0.05, 1.0, 1.0)]
+    assert loss["best_is"] == "max" and loss["best_run"] == "b"
 
 
 def test_compare_json(capsys, runs):
@@ -608,7 +633,8 @@ def test_compare_json(capsys, runs):
     assert data["same_params"] == {"opt.momentum": 0.9, "seed": 1}
     loss = data["metrics"]["train/loss"]
     assert loss["best_is"] == "min"
-    assert loss["runs"][0] == {"last": 0.75, "best": 0.5, "count": 4, "last_step": 3}
+    assert loss["runs"][0] == {"last": 0.75, "min": 0.5, "max": 2.0, "best": 0.5, "count": 4,
+                               "last_step": 3}
     assert loss["runs"][1]["last"] == "Infinity" and loss["runs"][1]["best"] == 3.0
     assert data["metrics"]["val/acc"]["best_is"] == "max"
     assert data["metrics"]["val/acc"]["runs"][1]["best"] == 0.25
@@ -633,8 +659,9 @@ def test_compare_has_no_best_for_a_metric_without_a_goal(capsys, root):
     two = make_run(root, name="q", rows=[(0, {"train/lr": 0.3, "val/acc": 0.7})])
     rc, out, _ = cli(capsys, "compare", one, two)
     metrics = out.split("metrics (", 1)[1].splitlines()[2:]
-    assert [l.split()[:2] for l in metrics[:3]] == [["train/lr", "last"], ["val/acc", "last"],
-                                                    ["best", "(max)"]]
+    assert [l.split()[:2] for l in metrics[:6]] == [["train/lr", "last"], ["min", "0.1"],
+                                                    ["max", "0.1"], ["val/acc", "last"],
+                                                    ["min", "0.5"], ["best", "(max)"]]
     data = json.loads(cli(capsys, "compare", one, two, "--json")[1])["metrics"]
     assert data["train/lr"]["best_is"] is None and data["train/lr"]["best_run"] is None
     assert data["train/lr"]["runs"][1]["best"] is None
