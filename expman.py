@@ -9656,6 +9656,7 @@ class _Hub:
         self.baseline = {}           # exp -> run names that existed before anyone watched
         self.pending = set()         # (exp, run) folders listed without a run.yaml yet
         self.filled = set()          # experiments whose runs have entries in known
+        self.closed_runs = None      # exp -> {run: (status, stamp)} of closed runs, or None
 
     def start(self):
         """Start the watcher thread. It takes a baseline of the run names (listings, no file
@@ -9861,7 +9862,8 @@ class _Hub:
                 self.pending.add(key)
                 continue
             entry = known[key] = _restatus(entry, old, now)
-            if old.stamp != entry.stamp or old.status != entry.status:
+            if (old.stamp is not None and old.stamp != entry.stamp) or \
+                    old.status != entry.status:   # (None: a stamp first taken now)
                 self._announce(key, entry, now, "status")
 
     def _fill(self, exp, known):
@@ -9878,16 +9880,22 @@ class _Hub:
                     isinstance(e["row"].get("status"), str) and
                     e["row"]["status"] in _FINAL_STATUSES}
 
-        done = closed(_Catalog(store, exp_path).load())
-        if len(names) - len(done) > 64:   # never listed through the catalog: build it once
-            _scan_runs(store, exp_path, time.time())
+        # the run list the page's queries read (made moments ago when the page opened): no
+        # second parse of the catalog, which holds the GIL for as long as it takes
+        statuses = self.closed_runs(exp) if self.closed_runs is not None else None
+        if statuses is None:
             done = closed(_Catalog(store, exp_path).load())
-        for name in names:
-            entry = done.get(name)
-            if entry is not None and name in old:
+            if len(names) - len(done) > 64:   # never listed through the catalog: build it once
+                _scan_runs(store, exp_path, time.time())
+                done = closed(_Catalog(store, exp_path).load())
+            statuses = {}
+            for name, entry in done.items():
                 stamp = entry.get("stamp")
-                known[(exp, name)] = _RunEntry(tuple(stamp) if stamp else None,
-                                               entry["row"]["status"], None, None)
+                statuses[name] = (entry["row"]["status"], tuple(stamp) if stamp else None)
+        for name in names:
+            found = statuses.get(name)
+            if found is not None and name in old:
+                known[(exp, name)] = _RunEntry(found[1], found[0], None, None)
             else:
                 self.pending.add((exp, name))
         for key in [k for k in self.pending if k[0] == exp and k[1] in old]:
@@ -10646,8 +10654,11 @@ class _Api:
         self.max_streams = SERVER_THREADS - SERVER_RESERVED_THREADS   # make_server sets it
         self.streams_lock = threading.Lock()
         self.run_lists = collections.OrderedDict()  # exp -> _RunList
+        self.exp_rows = {}  # exp -> (stamp, made, its /api/experiments row)
+        self.refreshing = set()  # experiments whose list is being made again (refresh_list)
         self.list_locks = {}
         self.lists_lock = threading.Lock()
+        hub.closed_runs = self.closed_runs
 
     # -- shared pieces -----------------------------------------------------------------
     def fail(self, status, message, headers=None):
@@ -10751,11 +10762,63 @@ class _Api:
                 "watch": self.hub.stats()}
 
     def experiment_rows(self):
+        """The rows of /api/experiments: each experiment's from the run list a runs query
+        reads too (one scan of an experiment serves both the sidebar and the table, and the
+        page asks for both at once), or, while nothing in it can have changed, from the row
+        made last time: no scan at all (see experiment_row)."""
         if self.hub.cached():  # object store: the watcher's cache, not a request per run
             return self.hub.experiment_rows()
-        if not self.store.isdir(self.root_path):
+        store = self.store
+        if not store.isdir(self.root_path):
             return []
-        return list_experiments(self.location(self.root_path))
+        names = sorted(e.name for e in store.listdir(self.root_path)
+                       if e.is_dir and not e.name.startswith(".") and _name_ok(e.name))
+        rows, scanned = [], []
+        for name in names:
+            row = self.experiment_row(name, scanned)
+            if row is not None:
+                rows.append(row)
+        with self.lists_lock:
+            for gone in set(self.exp_rows) - set(names):
+                del self.exp_rows[gone]
+        for _activity, name, runs in scanned:   # the page opens the most recent: keep those
+            self.keep_list(name, runs)          # (kept last, whatever the walk evicted)
+        return rows
+
+    def experiment_row(self, exp, scanned):
+        """One experiment's row (None: a folder that is no experiment). Kept while its folder,
+        its catalog folder and experiment.yaml keep their stamps and none of its runs was
+        live (a live run's heartbeat and status move by themselves), for RUNS_LIST_SECS.
+        Its list goes into `scanned` ([(last activity, exp, list)], ascending) if it is among
+        the RUNS_LIST_EXPERIMENTS most recently active."""
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        yaml_path = store.join(exp_path, EXPERIMENT_YAML)
+        yaml_stamp = store.stat(yaml_path)
+        stamp = self.list_stamp(exp_path)
+        stamp = stamp and stamp + (yaml_stamp,)
+        with self.lists_lock:
+            hit = self.exp_rows.get(exp)
+        if hit and stamp is not None and hit[0] == stamp and \
+                time.monotonic() - hit[1] < RUNS_LIST_SECS:
+            return hit[2]
+        try:
+            meta = _read_yaml(store, yaml_path)
+        except ExpmanError as exc:
+            _log.warning("%s", exc)
+            meta = {}
+        runs = self.cached_run_rows(exp)
+        row = runs.experiment_row(exp, meta)
+        if row is not None:
+            scanned.append((_parse_iso(row["last_activity"]) or 0, exp, runs))
+            scanned.sort(key=lambda t: t[:2])
+            del scanned[:-RUNS_LIST_EXPERIMENTS]
+        with self.lists_lock:
+            if runs.live:
+                self.exp_rows.pop(exp, None)
+            else:   # (the list's stamp: the one its scan left, see stamp_after_scan)
+                self.exp_rows[exp] = (runs.stamp and runs.stamp + (yaml_stamp,), runs.made, row)
+        return row
 
     def _api_experiments(self):
         project = self.bottle.request.query.getunicode("project")
@@ -10796,32 +10859,155 @@ class _Api:
         query = self.bottle.request.query
         return any(name in query for name in self._RUNS_QUERY)
 
+    def list_stamp(self, exp_path):
+        """What a kept run list of an experiment is checked against: the (size, mtime) of its
+        folder (a run created or deleted moves it) and of its catalog folder (a run that
+        closes adds a catalog part); None on object stores (a request each: the TTL alone)."""
+        store = self.store
+        if not store.is_local:
+            return None
+        return (store.stat(exp_path), store.stat(store.join(exp_path, CATALOG_DIR)))
+
     def cached_run_rows(self, exp):
-        """run_rows(exp), reused for RUNS_LIST_SECS while the experiment directory's mtime
-        holds (a new or deleted run changes it at once; a run.yaml rewrite does not, and the
-        page hears of those over the stream). Scanning 10,000 runs takes ~0.5 s; a sort, a
-        filter or a scroll must not pay it again. A few experiments are kept, no more."""
+        """run_rows(exp) as a _RunList, reused while list_stamp holds (a new or deleted run
+        changes it at once, a closing run too; a run.yaml rewrite does not, and the page
+        hears of those over the stream). Scanning 10,000 runs takes ~0.5 s; a sort, a
+        filter, a scroll or the experiments list must not pay it again, and requests asking
+        at once wait for one scan. A list older than RUNS_LIST_SECS still answers at once
+        when none of its runs was live, and is made again beside (refresh_list): edits in
+        place made by other processes show a moment later. The last RUNS_LIST_EXPERIMENTS
+        lists made are kept."""
         store = self.store
         exp_path = store.join(self.root_path, exp)
-        stamp = store.stat(exp_path) if store.is_local and _name_ok(exp) else None
+        stamp = self.list_stamp(exp_path) if _name_ok(exp) else None
         with self.lists_lock:
             lock = self.list_locks.setdefault(exp, threading.Lock())
+            hit = self.run_lists.get(exp)
+        if hit and hit.stamp == stamp and stamp is not None and not hit.live and \
+                time.monotonic() - hit.made >= RUNS_LIST_SECS:
+            self.refresh_list(exp)   # (not waiting for a refresh under way either)
+            return hit
         with lock:  # two requests for one experiment: one scan
-            now = time.monotonic()
             with self.lists_lock:
                 hit = self.run_lists.get(exp)
-                if hit and now - hit.made < RUNS_LIST_SECS and hit.stamp == stamp:
-                    return hit
-            runs = _RunList(self.run_rows(exp), stamp)
+            if hit and hit.stamp == stamp and time.monotonic() - hit.made < RUNS_LIST_SECS:
+                return hit
+            try:
+                return self.scan_list(exp, exp_path, stamp)
+            except BaseException:
+                with self.lists_lock:   # no lock kept per name that was never an experiment
+                    if exp not in self.run_lists:
+                        self.list_locks.pop(exp, None)
+                raise
+
+    def scan_list(self, exp, exp_path, stamp):
+        scanned_at = time.time()
+        runs = _RunList(self.run_rows(exp), stamp)
+        runs.scanned_at = scanned_at
+        runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
+        self.keep_list(exp, runs)
+        return runs
+
+    def refresh_list(self, exp):
+        """Make an experiment's kept list again in a thread of its own (one at a time per
+        experiment), and tell open streams what changed: a request asked, so this is no
+        periodic work, and the request did not wait for it."""
+        with self.lists_lock:
+            if exp in self.refreshing:
+                return
+            self.refreshing.add(exp)
+        threading.Thread(target=self._refresh_list, args=(exp,), name="expman-list",
+                         daemon=True).start()
+
+    def _refresh_list(self, exp):
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        try:
             with self.lists_lock:
+                lock = self.list_locks.setdefault(exp, threading.Lock())
+            with lock:
+                with self.lists_lock:
+                    old = self.run_lists.get(exp)
+                runs = self.scan_list(exp, exp_path, self.list_stamp(exp_path))
+            if old is not None:
+                self.publish_changes(exp, old, runs)
+        except Exception as exc:  # noqa: BLE001 - a vanished experiment: the next request says
+            _log.debug("expman: run list of %s not refreshed: %s", exp, exc)
+        finally:
+            with self.lists_lock:
+                self.refreshing.discard(exp)
+
+    def publish_changes(self, exp, old, new):
+        """Streams hear of the runs whose rows a refreshed list changed, as the watcher's
+        events (runs, status, removed)."""
+        if not self.hub.subscribers:
+            return
+        before = {r["name"]: r for r in old.rows}
+        for row in new.rows:
+            was = before.pop(row["name"], None)
+            if was is None:
+                self.hub.publish("runs", {"experiment": exp, "run": row})
+            elif was != row:
+                self.hub.publish("status", row)
+        for name in before:
+            self.hub.publish("removed", {"experiment": exp, "run": name})
+
+    def stamp_after_scan(self, exp_path, before, runs):
+        """The stamp a new list is kept with: the one taken before the scan, unless the scan
+        itself moved it (its first catalog write makes the catalog folder) and nothing else
+        did: the same run folders as listed, and no live run that may have closed since."""
+        after = self.list_stamp(exp_path) if before is not None else None
+        if after == before or runs.live or after is None or after[0] is None:
+            return before
+        names = _run_names(self.store, exp_path)
+        if len(names) == len(runs.rows) and set(names) == {r["name"] for r in runs.rows}:
+            return after
+        return before
+
+    def keep_list(self, exp, runs):
+        """Keep an experiment's list as the newest of at most RUNS_LIST_EXPERIMENTS."""
+        with self.lists_lock:
+            kept = self.run_lists.get(exp)
+            if kept is None or kept.made <= runs.made:
                 self.run_lists[exp] = runs
-                self.run_lists.move_to_end(exp)
-                while len(self.run_lists) > RUNS_LIST_EXPERIMENTS:
-                    self.run_lists.popitem(last=False)
-                for name, old in list(self.run_lists.items()):
-                    if time.monotonic() - old.made > RUNS_LIST_SECS:
-                        del self.run_lists[name]  # memory back once nobody asks
-            return runs
+            self.run_lists.move_to_end(exp)
+            while len(self.run_lists) > RUNS_LIST_EXPERIMENTS:
+                self.run_lists.popitem(last=False)
+
+    def kept_list(self, exp):
+        """The kept run list of an experiment if it still holds, else None (nothing read)."""
+        stamp = self.list_stamp(self.store.join(self.root_path, exp)) if _name_ok(exp) else None
+        with self.lists_lock:
+            hit = self.run_lists.get(exp)
+        if hit and time.monotonic() - hit.made < RUNS_LIST_SECS and hit.stamp == stamp:
+            return hit
+        return None
+
+    def closed_runs(self, exp):
+        """{run: (status, run.yaml's stamp)} of an experiment's closed runs from its kept run
+        list, for the watcher's first look at it (_Hub._fill); None when no list is kept.
+        A stat per run, no read (a parse of the catalog holds the GIL for its whole length;
+        stats let the requests in between). A run.yaml changed since the scan began (or
+        within the file system's coarse mtimes of it) gets a stamp that matches nothing,
+        so the watcher reads it and announces what it holds."""
+        runs = self.kept_list(exp)
+        if runs is None:
+            return None
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        since, out = runs.scanned_at - 2.0, {}
+        for r in runs.rows:
+            if r["status"] in _FINAL_STATUSES and not r.get("corrupt"):
+                stamp = store.stat(store.join(exp_path, r["name"], RUN_YAML))
+                if stamp is not None:
+                    out[r["name"]] = (r["status"], stamp if stamp[1] < since else (-1, -1.0))
+        return out
+
+    def forget_list(self, exp):
+        """Drop the kept list and row of an experiment (a run of it was edited here)."""
+        with self.lists_lock:
+            self.run_lists.pop(exp, None)
+            self.exp_rows.pop(exp, None)
 
     def runs_query(self, exp, where=None):
         """?sort=COLUMN&order=asc|desc&offset=&limit=&names=a,b&format=rows|columns&where=
@@ -10878,12 +11064,14 @@ class _Api:
 
     def ordered_runs(self, runs, ask, where):
         """The rows of a _RunList that where and names= keep, in the order asked for. Scrolling
-        asks for page after page of one order: sort once per list, not per page."""
+        asks for page after page of one order: sort once per list, not per page; and each
+        column's sort values are made once per list, so another order of it is one sort of
+        numbers (see _RunList.ordered)."""
         memo = (ask["sort"], ask["order"], ask["where"], ask["names"])
         ordered = runs.orders.get(memo)
         if ordered is None:
-            rows = _picked_runs(runs.by_name, where, ask["names"])
-            ordered = _sorted_runs(rows, ask["key"], ask["order"] == "desc")
+            picked = runs.picked(ask["where"], where, ask["names"])
+            ordered = runs.ordered(ask["sort"], ask["key"], ask["order"] == "desc", picked)
             with self.lists_lock:
                 runs.orders[memo] = ordered
                 while len(runs.orders) > 8:
@@ -10900,7 +11088,7 @@ class _Api:
         extremes = runs.orders.get(memo)
         if extremes is None:   # the same for every order of these rows: once
             extremes = runs.orders[memo] = _run_extremes(ordered)
-        out = {"experiment": exp, "total": len(runs.by_name), "matched": len(ordered),
+        out = {"experiment": exp, "total": len(runs.rows), "matched": len(ordered),
                "offset": offset, "sort": ask["sort"], "order": ask["order"],
                "param_keys": runs.param_keys, "metric_keys": runs.metric_keys,
                "extremes": extremes}
@@ -11046,6 +11234,7 @@ class _Api:
         self.patch_meta(meta, body)
         self.store.write_atomic(meta_path, _yaml_dump(meta))
         self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
+        self.forget_list(exp)   # and the runs queries at once
         return _json_safe(load_run(self.location(path)))
 
     def meta_patch_body(self):
@@ -11348,73 +11537,154 @@ def _sort_number(value):
     return None if value != value else value
 
 
-def _sorted_runs(rows, key, descending):
-    """rows (in name order) sorted by key(row) as the runs table sorts them."""
-    if key is _run_name:  # already in that order
-        return rows[::-1] if descending else list(rows)
-    numbers, texts, empty = [], [], []
+def _sort_values(rows, key):
+    """[(kind, value)] of rows as the runs table sorts them: kind 0 a number, 1 a text (its
+    natural key), 2 empty (None, "", NaN: last either way)."""
+    out = []
     for row in rows:
         value = key(row)
         if value is None or value == "" or (isinstance(value, float) and value != value):
-            empty.append(row)
+            out.append((2, None))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            numbers.append((value, row))
+            out.append((0, value))
         else:
             text = ("true" if value else "false") if isinstance(value, bool) else (
                 value if isinstance(value, str) else _json_dumps(value))
-            texts.append((_natural_key(text), row))
-    numbers.sort(key=lambda p: p[0], reverse=descending)   # stable: ties stay in name order
-    texts.sort(key=lambda p: p[0], reverse=descending)
+            out.append((1, _natural_key(text)))
+    return out
+
+
+def _sorted_positions(values, positions, descending):
+    """positions (ascending) ordered by values[p]: numbers, then texts (texts first when
+    descending), empty last; ties keep their order (name order)."""
+    numbers, texts, empty = [], [], []
+    for p in positions:
+        kind = values[p][0]
+        (numbers if kind == 0 else texts if kind == 1 else empty).append(p)
+    numbers.sort(key=lambda p: values[p][1], reverse=descending)   # stable: ties by name
+    texts.sort(key=lambda p: values[p][1], reverse=descending)
     first, then = (texts, numbers) if descending else (numbers, texts)
-    return [r for _v, r in first] + [r for _v, r in then] + empty
+    return first + then + empty
 
 
 class _RunList:
     """An experiment's RUN_ROWs as a runs query reads them: in name order (every sort's tie
     order), with the param and metric keys of all of them, made once per scan, and the
-    orders asked for since."""
-    __slots__ = ("made", "stamp", "by_name", "param_keys", "metric_keys", "orders")
+    orders asked for since, each column's sort values, the rows each filter keeps, and the
+    experiment's /api/experiments row. All of it goes with the list (RUNS_LIST_SECS). The
+    name order and the keys are made when a query first asks: the experiments list alone
+    (the sidebar, the watcher) never needs them."""
+    __slots__ = ("made", "stamp", "rows", "_by_name", "_keys", "orders", "values", "picks",
+                 "live", "summary", "lock", "scanned_at")
 
     def __init__(self, rows, stamp):
         self.made, self.stamp = time.monotonic(), stamp
         self.orders = {}  # (sort, order, where, names) -> rows in that order, the last 8
-        self.by_name = sorted(rows, key=lambda r: _natural_key(str(r["name"])))
-        params, metrics = set(), set()
-        for row in rows:
-            params.update(row.get("params") or ())
-            metrics.update(row.get("summary") or ())
-        self.param_keys, self.metric_keys = sorted(params), sorted(metrics)
+        self.values = {}  # column -> _sort_values of by_name, the last 16 columns
+        self.picks = {}   # (where, names) -> positions in by_name that they keep, the last 8
+        self.summary = None  # (experiment.yaml it was made with, the experiment's row)
+        self.lock = threading.Lock()   # requests of one page come on several threads
+        self.rows = rows   # as the scan gave them
+        self.scanned_at = time.time()   # (wall clock) when the scan began: scan_list sets it
+        self._by_name = self._keys = None
+        # a running run's row moves by itself (heartbeat, status)
+        self.live = any(row.get("status") == "running" for row in rows)
 
+    @property
+    def by_name(self):
+        if self._by_name is None:
+            by_name = sorted(self.rows, key=lambda r: _natural_key(str(r["name"])))
+            with self.lock:
+                if self._by_name is None:
+                    self._by_name = by_name
+        return self._by_name
 
-def _picked_runs(rows, where, names):
-    """The rows the where predicate (or None) holds for, and, with names (comma-separated,
-    or None), only the runs it names; in the order given."""
-    if where is not None:
-        rows = [r for r in rows if where(r)]
-    if names is not None:
-        wanted = set(names.split(","))
-        rows = [r for r in rows if r["name"] in wanted]
-    return rows
+    @property
+    def param_keys(self):
+        return self.keys()[0]
+
+    @property
+    def metric_keys(self):
+        return self.keys()[1]
+
+    def keys(self):
+        """(param keys, metric keys) of all the runs, sorted."""
+        if self._keys is None:
+            params, metrics = set(), set()
+            for row in self.rows:
+                params.update(row.get("params") or ())
+                metrics.update(row.get("summary") or ())
+            self._keys = (sorted(params), sorted(metrics))
+        return self._keys
+
+    def picked(self, text, where, names):
+        """Positions (ascending) of the rows that the filter `where` (made from `text`, or
+        None) and names= (comma-separated, or None) keep."""
+        memo = (text, names)
+        hit = self.picks.get(memo)
+        if hit is None:
+            rows, hit = self.by_name, range(len(self.by_name))
+            if where is not None:
+                hit = [i for i in hit if where(rows[i])]
+            if names is not None:
+                wanted = set(names.split(","))
+                hit = [i for i in hit if rows[i]["name"] in wanted]
+            with self.lock:
+                self.picks[memo] = hit
+                while len(self.picks) > 8:
+                    del self.picks[next(iter(self.picks))]
+        return hit
+
+    def ordered(self, column, key, descending, positions):
+        """The rows at positions, sorted by the column (its key function) as the table sorts."""
+        rows = self.by_name
+        if key is _run_name:  # already in that order
+            return [rows[i] for i in (reversed(positions) if descending else positions)]
+        values = self.values.get(column)
+        if values is None:
+            values = _sort_values(rows, key)
+            with self.lock:
+                self.values[column] = values
+                while len(self.values) > 16:
+                    del self.values[next(iter(self.values))]
+        return [rows[i] for i in _sorted_positions(values, positions, descending)]
+
+    def experiment_row(self, exp, meta):
+        """The experiment's /api/experiments row (None for a folder with neither runs nor an
+        experiment.yaml), made once per list and experiment.yaml."""
+        hit = self.summary
+        if hit is None or hit[0] != meta:
+            row = _experiment_row(exp, meta, self.rows) if self.rows or meta else None
+            hit = self.summary = (meta, row)
+        return hit[1]
 
 
 def _run_extremes(rows):
     """{column id: [lowest, highest]} of the metric columns (m:KEY, min:KEY, max:KEY) over
     rows: the paged table marks the best value of a column among every matching run, not
-    only among the rows it holds."""
-    out = {}
+    only among the rows it holds. Values as the table reads them (_sort_number); NaN and
+    infinities left out."""
+    out, number = {}, (int, float)
     for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
+        columns = {}
         for row in rows:
-            for key, value in (row.get(field) or {}).items():
-                value = _sort_number(value)
-                if value is None or value in (math.inf, -math.inf):
-                    continue
-                low_high = out.get(prefix + key)
-                if low_high is None:
-                    out[prefix + key] = [value, value]
-                elif value < low_high[0]:
-                    low_high[0] = value
-                elif value > low_high[1]:
-                    low_high[1] = value
+            values = row.get(field)
+            if values:
+                for key, value in values.items():
+                    column = columns.get(key)
+                    if column is None:
+                        column = columns[key] = []
+                    column.append(value)
+        for key, column in columns.items():
+            # the common case (floats and ints) without a call per value; bools are not numbers
+            found = [v for v in column if type(v) in number]
+            if len(found) < len(column):
+                found += [v for v in map(_sort_number, (v for v in column
+                                                         if type(v) not in number))
+                          if v is not None]
+            found = [v for v in found if v == v and v != math.inf and v != -math.inf]
+            if found:
+                out[prefix + key] = [min(found), max(found)]
     return out
 
 
@@ -16497,12 +16767,13 @@ function applyChartSettings(hs) {
 }
 
 // --- 13.7 experiments
-let expRefreshTimer = 0, expRefreshAt = 0;
+let expRefreshTimer = 0, expRefreshAt = 0, expsLoaded = false;
 async function loadExperiments() {
   try {
     const j = await api('/api/experiments');
     S.experiments = (j && j.experiments) || [];
   } catch (e) { showError('Could not load experiments', e); }
+  expsLoaded = true;
   renderExperiments();
 }
 function refreshExperimentsSoon() {
@@ -16515,7 +16786,8 @@ function renderExperiments() {
   renderProjectFilter();
   const list = S.experiments.filter(inProject).sort((a, b) => (parseTime(b.last_activity) || 0) - (parseTime(a.last_activity) || 0) || natural(a.name, b.name));
   $('#exp-count').textContent = list.length ? String(list.length) : '';
-  if (!list.length) { ul.replaceChildren(h('li', { class: 'side-empty', text: 'No experiments yet' })); return; }
+  // (a linked experiment's table may come first: the list is not known to be empty yet)
+  if (!list.length) { ul.replaceChildren(h('li', { class: 'side-empty', text: expsLoaded ? 'No experiments yet' : 'Loading\u2026' })); return; }
   ul.replaceChildren.apply(ul, list.map(e => {
     const running = (e.status_counts && e.status_counts.running) || 0;
     const failed = ((e.status_counts && e.status_counts.failed) || 0) + ((e.status_counts && e.status_counts.crashed) || 0);
@@ -19466,10 +19738,13 @@ function bindControls() {
   bindTable();
   bindJobs();
   $('#banner-close').addEventListener('click', () => { $('#banner').hidden = true; });
-  let ft = 0;
+  // the first key after a pause filters at once (a paged table asks the server: ~20 ms at
+  // 10,000 runs); keys typed in a burst wait for a pause of 80 ms, so a word is one query
+  let ft = 0, fAt = -1e9;
   $('#filter').addEventListener('input', e => {
-    clearTimeout(ft);
-    ft = setTimeout(() => { S.filter = e.target.value.trim(); $('#runs-scroll').scrollTop = 0; renderTable(); writeHash(); }, 80);
+    clearTimeout(ft); ft = 0;
+    const apply = () => { ft = 0; fAt = Date.now(); S.filter = e.target.value.trim(); $('#runs-scroll').scrollTop = 0; renderTable(); writeHash(); };
+    if (Date.now() - fAt > 300) apply(); else ft = setTimeout(apply, 80);
   });
   let cft = 0;
   $('#chart-filter').addEventListener('input', e => { clearTimeout(cft); cft = setTimeout(() => { S.chartFilter = e.target.value.trim(); syncCharts(); writeHash(); }, 120); });
@@ -19555,11 +19830,17 @@ async function boot() {
   if (hs.exp) { S.prefetch = { exp: hs.exp, promise: api(firstRunsUrl(hs.exp)) }; S.prefetch.promise.catch(() => {}); }
   const health = api('/api/health');
   const exps = loadExperiments();
+  // a linked experiment's table fills as soon as its first page is in, not after the list of
+  // experiments (which may be slower: it counts every experiment's runs)
+  const early = hs.exp ? selectExperiment(hs.exp, { runs: hs.runs, hide: hs.hide }) : null;
   try { S.health = await health; }
   catch (e) { showError('Cannot reach the expman server', e); setLive('reconnecting', 'Offline'); }
   $('#version').textContent = 'v' + ((S.health && S.health.version) || VERSION);
   await exps;
-  await start();
+  if (early) await early;
+  const linked = early && S.experiments.find(e => e.name === hs.exp);
+  if (linked) { if (S.exp === hs.exp && !$('#exp-desc').textContent) $('#exp-desc').textContent = linked.description || ''; }
+  else await start();
   if (hs.run) openDetail(hs.run);
   openStream(true);
 }

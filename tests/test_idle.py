@@ -131,6 +131,62 @@ def test_an_edit_made_elsewhere_reaches_the_stream(root, serve):
         reader.close()
 
 
+def test_a_page_opened_first_costs_the_watcher_no_catalog_read_and_no_false_events(
+        root, serve, monkeypatch):
+    """The page asks for the runs before it opens its stream: the watcher's first look at
+    the experiment takes its closed runs from the list kept for those queries (the catalog
+    is not parsed a second time), announces none of them, and still sees a later edit."""
+    run = make_run(root, run="a")
+    for i in range(5):
+        make_run(root, run=f"b{i}")
+    for path in (root / "sweep").glob("*/run.yaml"):   # written a minute ago, not just now
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    server = serve()
+    client = Client(server.url)
+    assert client.json("/api/experiments/sweep/runs?format=columns&limit=2")["total"] == 6
+    loads = []
+    load = expman._Catalog.load
+
+    def counted(self):   # the real load, counted
+        loads.append(self.folder)
+        return load(self)
+    monkeypatch.setattr(expman._Catalog, "load", counted)
+    reader = SSEReader(server.url + "/api/stream")
+    try:
+        wait_for(lambda: watch(client)["scans"] >= 3, message="watcher never scanned")
+        assert loads == []
+        assert reader.of("status") == [] and reader.of("runs") == []
+        meta = expman._read_yaml(expman._open_store(str(run))[0], str(run / "run.yaml"))
+        meta["tags"] = ["edited"]
+        (run / "run.yaml").write_bytes(expman._yaml_dump(meta))   # in place, as elsewhere
+        wait_for(lambda: any(d["name"] == "a" and d["tags"] == ["edited"]
+                             for d in reader.of("status")), message="edited tags")
+        assert {d["name"] for d in reader.of("status")} == {"a"}
+    finally:
+        reader.close()
+
+
+def test_an_edit_between_the_page_and_its_stream_is_announced(root, serve, monkeypatch):
+    """A closed run edited after the page's runs query made the list, before the watcher's
+    first look: the watcher does not take the edited file for the listed one."""
+    monkeypatch.setattr(expman, "LOCAL_SWEEP_RUNS", 1)   # one closed run a scan: in turn
+    run = make_run(root, run="a")
+    for i in range(5):
+        make_run(root, run=f"b{i}")
+    server = serve()
+    client = Client(server.url)
+    assert client.json("/api/experiments/sweep/runs?format=columns&limit=2")["total"] == 6
+    meta = expman._read_yaml(expman._open_store(str(run))[0], str(run / "run.yaml"))
+    meta["tags"] = ["edited"]
+    (run / "run.yaml").write_bytes(expman._yaml_dump(meta))   # in place
+    reader = SSEReader(server.url + "/api/stream")
+    try:
+        wait_for(lambda: any(d["name"] == "a" and d["tags"] == ["edited"]
+                             for d in reader.of("status")), message="edited tags")
+    finally:
+        reader.close()
+
+
 def test_startup_reads_no_run_file(root, serve):
     """A run.yaml that is a FIFO blocks whoever reads it: the server must answer anyway
     (the watcher's baseline lists names; it reads nothing until a stream opens)."""

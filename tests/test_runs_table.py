@@ -8,6 +8,7 @@ import os
 import re
 import urllib.error
 import urllib.parse
+import time
 import urllib.request
 
 import pyarrow as pa
@@ -211,6 +212,120 @@ def test_a_new_run_is_counted_at_once(tmp_path):
         _write_run(exp_dir, 3)
         again, _ = get(srv, "/api/experiments/small/runs?limit=1")
         assert again["total"] == 4 and again["runs"][0]["name"] == "r00003"
+
+
+def test_experiments_list_and_runs_query_share_one_scan(tmp_path, monkeypatch):
+    """The page asks for the experiments and the first runs page at once: one scan of the
+    experiment answers both, and the sidebar asks again without a scan while nothing changed;
+    a new run, a run that closes and an edited experiment.yaml show at once."""
+    scans = []
+    scan = expman._scan_runs
+
+    def counted(store, exp_path, *args, **kwargs):   # the real scan, counted
+        scans.append(os.path.basename(exp_path))
+        return scan(store, exp_path, *args, **kwargs)
+    monkeypatch.setattr(expman, "_scan_runs", counted)
+    root = tmp_path / "experiments"
+    for i in range(30):
+        _write_run(str(root / "small"), i)
+    _write_run(str(root / "other"), 0)
+    with serving(root, live=False) as srv:
+        exps, _ = get(srv, "/api/experiments")
+        assert [(e["name"], e["runs"]) for e in exps["experiments"]] == [("other", 1),
+                                                                         ("small", 30)]
+        assert exps["experiments"][1]["status_counts"] == {"finished": 30 - 30 // 50}
+        assert sorted(scans) == ["other", "small"]
+        page, _ = get(srv, "/api/experiments/small/runs?format=columns&limit=5")
+        assert page["total"] == 30 and decode_columns(page)[0]["name"] == "r00029"
+        again, _ = get(srv, "/api/experiments")
+        assert again == exps
+        assert sorted(scans) == ["other", "small"], "a second scan for the same answer"
+
+        _write_run(str(root / "small"), 30)                    # a new run folder
+        got, _ = get(srv, "/api/experiments")
+        assert got["experiments"][1]["runs"] == 31
+        with expman.Experiment("small", base_dir=str(root), run_name="live",
+                               capture_git=False) as run:   # a live run: counted as running
+            run.log_metrics({"loss": 1.0}, step=0)
+            got, _ = get(srv, "/api/experiments")
+            assert got["experiments"][1]["status_counts"].get("running") == 1
+        got, _ = get(srv, "/api/experiments")                   # closed: at once
+        assert got["experiments"][1]["status_counts"] == {"finished": 32}
+        assert got["experiments"][1]["runs"] == 32
+        (root / "other" / "experiment.yaml").write_text("display_name: Other one\n")
+        got, _ = get(srv, "/api/experiments")
+        assert got["experiments"][0]["display_name"] == "Other one"
+
+
+def test_an_old_list_answers_at_once_and_is_made_again_beside(tmp_path, monkeypatch):
+    """Past RUNS_LIST_SECS a list of closed runs whose folders did not change still answers
+    at once (the page does not wait for a scan of every run), and is made again in the
+    background: an edit in place made by another process shows a moment later."""
+    import threading
+    monkeypatch.setattr(expman, "RUNS_LIST_SECS", 0.2)
+    gate, scanning = threading.Event(), threading.Event()
+    gate.set()
+    scan = expman._scan_runs
+
+    def gated(*args, **kwargs):   # the real scan, held while the test closes the gate
+        scanning.set()
+        assert gate.wait(30)
+        return scan(*args, **kwargs)
+    monkeypatch.setattr(expman, "_scan_runs", gated)
+    root = tmp_path / "experiments"
+    for i in range(20):
+        _write_run(str(root / "small"), i)
+    with serving(root, live=False) as srv:
+        url = "/api/experiments/small/runs?format=columns&sort=name&where=tag:edited"
+        first, _ = get(srv, url)
+        made = time.monotonic()
+        assert first["matched"] == 0
+        run = root / "small" / _name(3)
+        meta = yaml.safe_load((run / "run.yaml").read_text())
+        meta["tags"] = ["edited"]
+        (run / "run.yaml").write_text(yaml.safe_dump(meta))   # in place: no folder moves
+        wait_for(lambda: time.monotonic() - made > 0.3, message="the list never aged")
+        gate.clear()
+        scanning.clear()
+        with urllib.request.urlopen(srv.url + url, timeout=10) as resp:   # the scan is held
+            stale = json.loads(resp.read())
+        assert stale["matched"] == 0
+        assert scanning.wait(10), "no scan beside the old answer"
+        gate.set()
+        wait_for(lambda: get(srv, url)[0]["matched"] == 1, timeout=20,
+                 message="the edit never showed")
+        assert get(srv, url)[0]["columns"]["name"] == [_name(3)]
+
+
+def test_asking_for_missing_experiments_keeps_nothing_per_name(tmp_path):
+    """A 404 leaves no per-experiment lock or list behind: a client making up names cannot
+    grow the server."""
+    root = tmp_path / "experiments"
+    _write_run(str(root / "small"), 0)
+    with serving(root, live=False) as srv:
+        for i in range(50):
+            get(srv, f"/api/experiments/nope{i}/runs?format=columns&limit=5", expect=404)
+        get(srv, "/api/experiments/small/runs?format=columns&limit=5")
+        api = srv.app.config["expman.api"]
+        assert set(api.list_locks) == {"small"} and set(api.run_lists) == {"small"}
+
+
+def test_a_kept_list_answers_every_sort_and_filter_as_a_fresh_one(api_server):
+    """Sort values and filter picks are kept with the list: a column sorted one way, then the
+    other, then filtered, then sorted again, answers what the plain list says."""
+    full, _ = get(api_server, "/api/experiments/big/runs")
+    for sort, order, key in [("m:acc", "asc", lambda r: r["summary"].get("acc")),
+                             ("m:acc", "desc", lambda r: r["summary"].get("acc")),
+                             ("p:opt", "desc", lambda r: r["params"]["opt"].lower()),
+                             ("m:acc", "asc", lambda r: r["summary"].get("acc"))]:
+        for where in ("", "tag:odd", "m:acc>0.5"):
+            plain, _ = get(api_server, "/api/experiments/big/runs?where="
+                           + urllib.parse.quote(where)) if where else (full, 0)
+            want = expected_order(plain["runs"], key, order == "desc")
+            page, _ = get(api_server, f"/api/experiments/big/runs?sort={sort}&order={order}"
+                                      f"&format=columns&limit=2000&where="
+                                      + urllib.parse.quote(where))
+            assert [r["name"] for r in decode_columns(page)] == want, (sort, order, where)
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -459,3 +574,24 @@ def test_a_few_hundred_runs_are_held_whole_and_sorted_in_the_page(browser, tmp_p
         wait_for(lambda: count_text(p).startswith("3 of 300 runs"), timeout=30)
         assert len(urls) == 2, urls
         ui.check()
+
+
+def test_a_linked_experiment_fills_its_table_before_the_experiments_list(browser, page_server):
+    """The page asks for the experiments and a linked experiment's first runs page at once,
+    and shows the runs as soon as they are in: the experiments list (held back here by the
+    test, as a slow answer) fills the sidebar when it comes."""
+    ui = Page(browser)
+    p = ui.page
+    held = []
+    p.route(re.compile(r"/api/experiments$"), lambda route: held.append(route))
+    p.goto(page_server.url + "/#exp=big")
+    p.locator("#runs-table tbody tr[data-run]").first.wait_for()
+    assert len(held) == 1 and p.locator("#experiments [data-exp]").count() == 0
+    assert p.locator("#experiments").inner_text().strip() == "Loading\u2026"
+    count = re.match(r"(\d+) runs", p.locator("#runs-count").inner_text())
+    assert count and int(count.group(1)) >= RUNS   # (the live test may have added one)
+    held[0].continue_()
+    p.locator("#experiments [data-exp='big']").wait_for()
+    assert p.evaluate("expman.experiment()") == "big"
+    wait_for(lambda: len(p.evaluate("expman.selected()")) > 0, message="no auto-selection")
+    ui.check()
