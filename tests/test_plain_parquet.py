@@ -131,7 +131,9 @@ def test_segments_join_into_metrics_parquet_without_pyarrow(tmp_path):
     loaded, run_dir = json.loads(out.strip().splitlines()[-1])
     assert loaded == []
     meta = pq.ParquetFile(f"{run_dir}/metrics.parquet").metadata
-    assert meta.num_rows == 1000 and meta.num_row_groups == 5
+    # the five 200-row segments' row groups are coalesced into one (small groups would make
+    # readers pay per group); the pages are joined, not re-encoded
+    assert meta.num_rows == 1000 and meta.num_row_groups == 1
     data = columns(run_dir)
     assert data["step"] == list(range(1000))
     assert data["a"] == [None if i == 600 else float(i) for i in range(1000)]
@@ -139,8 +141,36 @@ def test_segments_join_into_metrics_parquet_without_pyarrow(tmp_path):
     assert not (expman._RunPath(run_dir) / "metrics").exists()
 
 
-def test_a_big_run_is_compacted_compressed(root):
+def test_a_big_run_is_joined_byte_for_byte(root):
+    # a run past SUMMARY_MIN_ROWS, in several segments and a merge: close joins the writer's
+    # pages without decoding them (uncompressed, as written), big row groups copied whole,
+    # and still writes the chart summary
+    exp = make_experiment(root, flush_interval_ms=60_000)
+    n = 3 * expman.SEGMENT_MAX_ROWS + 123
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", expman.ExpmanWarning)  # a tight loop meets the bound
+        for i in range(n):
+            exp.log_metrics({"x": float(i % 7), **({"y": -float(i)} if i % 3 else {})},
+                            step=i)
+    exp.close()
+    pf = pq.ParquetFile(exp.run_dir / "metrics.parquet")
+    meta = pf.metadata
+    assert meta.num_rows == n and meta.row_group(0).column(0).compression == "UNCOMPRESSED"
+    # each flush's segment (>= SEGMENT_MAX_ROWS rows in a tight loop) is one row group, copied
+    # whole: not re-cut into 64k-row groups as a pyarrow compaction would
+    assert 2 <= meta.num_row_groups <= n // expman.SEGMENT_MAX_ROWS
+    table = pf.read()
+    assert table.column("step").to_pylist() == list(range(n))
+    assert table.column("x").to_pylist() == [float(i % 7) for i in range(n)]
+    assert table.column("y").to_pylist() == [-float(i) if i % 3 else None for i in range(n)]
+    assert pf.schema_arrow.metadata[b"expman.rows"] == f"0 {n}".encode()
+    assert (exp.run_dir / expman.SUMMARY_FILE).exists()
+    assert not (exp.run_dir / "metrics").exists()
+
+
+def test_a_run_past_the_join_limit_is_compacted_compressed(root, monkeypatch):
     # past PLAIN_FINAL_MAX_CELLS, close compacts with pyarrow (snappy), even one segment
+    monkeypatch.setattr(expman, "PLAIN_FINAL_MAX_CELLS", 3000)
     exp = make_experiment(root, flush_interval_ms=60_000)
     n = expman.PLAIN_FINAL_MAX_CELLS // 3 + 10
     with warnings.catch_warnings():
@@ -162,7 +192,7 @@ def test_backlog_estimate_counts_keys_made_per_row(root):
             shared.log_metrics({k: i + 0.5 for k in keys}, step=i)
             # keys decoded per row, as an import reading event files makes them
             fresh.log_metrics({k.encode().decode(): i + 0.5 for k in keys}, step=i)
-        base = sys.getsizeof({**dict.fromkeys(keys, 0.5), 1: 0, 2: 0}) + 24 * 7
+        base = sys.getsizeof(dict.fromkeys(keys, 0.5)) + 24 * 5 + 28 + 24 + 3 * 8
         assert base <= shared._row_bytes < base * 1.1
         assert fresh._row_bytes >= shared._row_bytes + 5 * 55
     finally:
