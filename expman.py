@@ -3577,8 +3577,8 @@ def _micros(seconds):
             values = np_.frombuffer(seconds, dtype=np_.float64) * 1e6
             values[~np_.isfinite(values)] = 0.0
             return array.array("q", values.astype(np_.int64).tobytes())
-    try:
-        return array.array("q", map(int, map((1e6).__mul__, seconds)))
+    try:  # float.__trunc__ is int() without its type dispatch: ~1/3 of this loop's cost
+        return array.array("q", map(float.__trunc__, map((1e6).__mul__, seconds)))
     except (ValueError, OverflowError):  # NaN or inf from an injected clock
         return array.array("q", [int(t * 1e6) if math.isfinite(t * 1e6) else 0
                                  for t in seconds])
@@ -3594,7 +3594,8 @@ def _min_max_valid(values):
     if np_ is not None and len(values) > 32:
         data = np_.frombuffer(values, dtype=np_.float64)
         low, high = float(np_.fmin.reduce(data)), float(np_.fmax.reduce(data))
-    else:
+    else:  # one list: each value boxed once, not once per pass
+        values = values.tolist()
         low, high = min(values), max(values)
     if low != low or high != high:   # a NaN first (or only NaN): drop them and look again
         values = [v for v in values if v == v]
