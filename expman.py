@@ -175,6 +175,7 @@ PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every t
 BACKPRESSURE_SLICE_SECS = 0.002        # the longest one log call waits for the writer
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
 PLAIN_FINAL_MAX_CELLS = 1 << 40        # a run with fewer values closes without pyarrow
+PLAIN_SUMMARY_MIN_CELLS = 1 << 21      # a run joined at close gets a chart summary past this
 SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
 SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
 MERGE_MAX_ROWS = 2_000_000             # segments are not merged past this many rows
@@ -3285,8 +3286,11 @@ class _Writer(threading.Thread):
             return False
         if not self._join_segments(segs, log.final, (0, segs[-1][1])):
             return False
-        if segs[-1][1] >= SUMMARY_MIN_ROWS:  # (a smaller run gets none: no pyarrow import)
-            log._summarize()  # before the segments go, as in compact()
+        # a chart summary, before the segments go (as in compact()), once the rows are
+        # not cheap to read; a smaller run gets none and imports no pyarrow
+        end = segs[-1][1]
+        if end >= SUMMARY_MIN_ROWS and end * (len(self.keys) + 2) > PLAIN_SUMMARY_MIN_CELLS:
+            log._summarize()
         log._delete_segments(names)
         return True
 

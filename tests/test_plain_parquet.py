@@ -198,3 +198,72 @@ def test_backlog_estimate_counts_keys_made_per_row(root):
     finally:
         shared.close()
         fresh.close()
+
+
+@pytest.mark.parametrize("group_rows", [1, 20, 10_000])
+def test_join_plain_coalesces_small_row_groups_and_copies_big_ones(group_rows):
+    # three plain files, the second lacking "b", the third with a key of its own, nulls in
+    # odd places and lengths that are not multiples of 8: the join reads back exactly, row
+    # groups of >= group_rows rows are copied, smaller neighbours coalesced into one page
+    parts, expect = [], {"step": [], "a": [], "b": [], "late": []}
+    at = 0
+    for n, cols in [(13, {"a": True, "b": True}), (7, {"a": True}), (21, {"a": True,
+                                                                          "late": True})]:
+        steps = list(range(at, at + n))
+        values = {k: [None if (k == "a" and i % 5 == 2) else float(i * (1 + j))
+                      for i in steps] for j, k in enumerate(cols)}
+        layout = []
+        data = expman._plain_parquet([_batch(steps, values)], ["a", "b", "late"],
+                                     (at, at + n), layout)
+        parts.append((data, layout))
+        for key in ("a", "b", "late"):
+            expect[key] += values.get(key, [None] * n)
+        expect["step"] += steps
+        at += n
+    layout = []
+    data = expman._join_plain(parts, ["a", "b", "late"], (0, at), group_rows, layout)
+    table = _read(data)
+    assert {k: table.column(k).to_pylist() for k in expect} == expect
+    assert table.schema.metadata[b"expman.rows"] == f"0 {at}".encode()
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes == {1: [13, 7, 21], 20: [20, 21], 10_000: [41]}[group_rows]
+    assert [n for n, _c in layout[0]] == sizes
+    # the result joins again (a merge of merges), into what it already is
+    again = expman._join_plain([(data, layout[0])], ["a", "b", "late"], (0, at), group_rows)
+    assert _read(again).equals(table)
+
+
+def test_merges_join_segments_byte_for_byte_without_pyarrow(tmp_path):
+    # 40 flushes of 25 rows: tiered merges (16 segments -> 1) run while the run is live,
+    # byte for byte, in a process that never imports pyarrow; readers see every row then
+    # and after close
+    out = run_python(f"""
+        import json, os, sys, warnings, expman
+        warnings.simplefilter("ignore")
+        exp = expman.Experiment("merge", base_dir={str(tmp_path)!r}, capture_git=False,
+                                flush_interval_ms=10 ** 6)
+        for i in range(1000):
+            row = {{"a": float(i)}}
+            if i >= 330:
+                row["late"] = -float(i)
+            if 500 <= i < 600:
+                del row["a"]
+            exp.log_metrics(row, step=i)
+            if i % 25 == 24:
+                exp.flush()
+        live = sorted(os.listdir(os.path.join(str(exp.run_dir), "metrics")))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "pyarrow")
+        exp.close()
+        print(json.dumps([live, loaded, str(exp.run_dir)]))
+    """, cwd=tmp_path).stdout
+    live, loaded, run_dir = json.loads(out.strip().splitlines()[-1])
+    assert loaded == []
+    assert live == ["seg-000000000000-000000000400.parquet",     # 16 segments, merged
+                    "seg-000000000400-000000000800.parquet"] + [
+        f"seg-{s:012d}-{s + 25:012d}.parquet" for s in range(800, 1000, 25)]
+    data = columns(run_dir)
+    assert data["step"] == list(range(1000))
+    assert data["a"] == [None if 500 <= i < 600 else float(i) for i in range(1000)]
+    assert data["late"] == [None] * 330 + [-float(i) for i in range(330, 1000)]
+    assert pq.ParquetFile(f"{run_dir}/metrics.parquet").metadata.num_row_groups == 1
