@@ -141,10 +141,11 @@ def test_segments_join_into_metrics_parquet_without_pyarrow(tmp_path):
     assert not (expman._RunPath(run_dir) / "metrics").exists()
 
 
-def test_a_big_run_is_joined_byte_for_byte(root):
-    # a run past SUMMARY_MIN_ROWS, in several segments and a merge: close joins the writer's
-    # pages without decoding them (uncompressed, as written), big row groups copied whole,
-    # and still writes the chart summary
+def test_a_big_run_is_joined_byte_for_byte(root, monkeypatch):
+    # a run past SUMMARY_MIN_ROWS, in several segments: close joins the writer's pages
+    # without decoding them (uncompressed, as written), big row groups copied whole, and
+    # still writes the chart summary of a run past PLAIN_SUMMARY_MIN_CELLS (lowered here)
+    monkeypatch.setattr(expman, "PLAIN_SUMMARY_MIN_CELLS", 1 << 20)
     exp = make_experiment(root, flush_interval_ms=60_000)
     n = 3 * expman.SEGMENT_MAX_ROWS + 123
     with warnings.catch_warnings():
