@@ -3823,7 +3823,10 @@ def _str_array(texts):
 # (an Arrow validity bitmap is already its bit-packed form). Any Parquet reader reads it.
 # Building it is a few bytes joins: the writer thread holds the GIL for less than pyarrow's
 # table + ParquetWriter took, and a short run never imports pyarrow (~60 MB and 0.1-0.3 s).
-# Merges and compaction (which read segments back) still use pyarrow, and rewrite snappy.
+# Merges and close join these files byte for byte (_pq_join: pages copied, small row groups
+# coalesced, the footer rewritten), so a closed run's metrics.parquet is uncompressed, as
+# written; only files the writer does not know (a crashed run's, compacted by reap) go
+# through pyarrow, and come out snappy-compressed.
 
 _PQ_INT64, _PQ_DOUBLE = 2, 5
 _PQ_LITTLE = sys.byteorder == "little"
