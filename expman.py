@@ -168,10 +168,7 @@ DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
 STALE_HEARTBEATS = 6                   # a heartbeat older than this many intervals: crashed
-# The writer converts queued rows this many at a time: each chunk's C-level passes (pops, key
-# union, the dicts' deallocation) hold the GIL in one go, ~0.3-0.5 ms at 4096 rows of 5 keys.
-DRAIN_CHUNK_ROWS = 4096
-HANDOFF_SECS = 0.0005                  # the writer's pause that lets a waiting log call run
+DRAIN_CHUNK_ROWS = 10_000              # the writer converts queued rows this many at a time
 MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond which log calls wait
 IMPORT_PENDING_BYTES = 8 << 20         # the same for an import: no training loop to keep moving
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
@@ -2511,7 +2508,6 @@ class _Writer(threading.Thread):
         self.wake = threading.Event()
         self.fork_lock = threading.Lock()  # held while this thread works (not while it waits)
         self.drained = threading.Condition()
-        self.room_waiters = 0              # log calls inside wait_for_room (under drained)
         self.interval = opts.flush_interval
         self.flush_rows = opts.flush_interval_rows
         self.stop_status = None            # set by stop(): the final status
@@ -2590,11 +2586,7 @@ class _Writer(threading.Thread):
             return
         if self.is_alive():
             with self.drained:
-                self.room_waiters += 1
-                try:
-                    self.drained.wait(budget)
-                finally:
-                    self.room_waiters -= 1
+                self.drained.wait(budget)
 
     def queue_media(self, item):
         """Queue a media item behind the rows logged before it; False when the media backlog
@@ -2764,12 +2756,6 @@ class _Writer(threading.Thread):
             n += len(batch)
             with self.drained:
                 self.drained.notify_all()
-                handoff = self.room_waiters
-            if handoff:
-                # A log call waits for room: let it have the GIL now. Otherwise it wakes,
-                # then waits for this thread's switch interval (5 ms) or longer, and the
-                # bound's short waits became 5-30 ms stalls.
-                time.sleep(HANDOFF_SECS)
             media, before_batch = None, self.last_step
             if self.media_tickets:
                 batch, steps, times, media = self._split_media(batch, steps, times)
