@@ -53,6 +53,20 @@ def catalog_files(root, exp="sweep"):
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
+def catalog_entries(root, exp="sweep"):
+    """Every entry of every catalog file, oldest file first: part files are JSON lines of
+    entries, bases hold theirs by column (read with the catalog's own decoder)."""
+    folder = root / exp / expman.CATALOG_DIR
+    out = []
+    for name in catalog_files(root, exp):
+        data = (folder / name).read_bytes()
+        if name.endswith(expman._CATALOG_BASE):
+            out += list(expman._ColumnBase.parse(data).entries().values())
+        else:
+            out += [json.loads(line) for line in data.splitlines()]
+    return out
+
+
 def test_second_listing_reads_the_catalog_not_the_runs(tmp_path):
     for i in range(5):
         make_run(tmp_path, f"r{i}", status="failed" if i == 3 else "finished", lr=i / 10)
@@ -87,9 +101,7 @@ def test_listing_equals_a_fresh_scan_with_live_and_crashed_runs(tmp_path):
             assert {r["name"]: r["status"] for r in rows} == {
                 "done": "finished", "live": "running", "dead": "crashed"}
         # only the closed run is in the catalog: the others can still change by themselves
-        entries = [json.loads(line) for f in catalog_files(tmp_path)
-                   for line in (tmp_path / "sweep" / ".catalog" / f).read_text().splitlines()]
-        assert [e["name"] for e in entries] == ["done"]
+        assert [e["name"] for e in catalog_entries(tmp_path)] == ["done"]
     finally:
         live.close()
     rows = expman.list_runs(str(tmp_path), "sweep")
@@ -127,7 +139,8 @@ def test_damaged_or_deleted_catalog_is_rebuilt(tmp_path):
         data = (folder / name).read_bytes()
         (folder / name).write_bytes(b"\x00garbage\n{\"no\": \"name\"}\n[1,2]\n" +
                                     data[:len(data) // 2])
-    (folder / "part-99999999999999999999-1-zz.jsonl").write_text("not json at all\n")
+    garbage = "part-99999999999999999999-1-zz" + expman._CATALOG_PART
+    (folder / garbage).write_text("not json at all\n")
     assert comparable(expman.list_runs(str(tmp_path), "sweep")) == expected
     shutil.rmtree(folder)
     assert comparable(expman.list_runs(str(tmp_path), "sweep")) == expected
@@ -144,8 +157,7 @@ def test_parts_are_compacted_and_deleted_runs_dropped(tmp_path):
     files = catalog_files(tmp_path)
     assert len(files) <= expman.CATALOG_MAX_PARTS + 1
     assert any(f.startswith("base-") for f in files)
-    names = {json.loads(line)["name"] for f in files
-             for line in (tmp_path / "sweep" / ".catalog" / f).read_text().splitlines()}
+    names = {e["name"] for e in catalog_entries(tmp_path)}
     assert "r00" not in names and len(names) == n - 1
     assert comparable(expman.list_runs(str(tmp_path), "sweep")) == comparable(fresh_rows(tmp_path))
 
@@ -305,5 +317,60 @@ def test_entries_of_an_older_catalog_version_are_read_again(tmp_path):
         f.unlink()
     old = {k: v for k, v in entries[-1].items() if k != "v"}
     old["row"] = {k: v for k, v in old["row"].items() if k not in ("summary_min", "summary_max")}
-    (folder / "base-00000000000000000001-1-old.jsonl").write_text(json.dumps(old) + "\n")
+    older = "part-00000000000000000001-1-old" + expman._CATALOG_PART
+    (folder / older).write_text(json.dumps(old) + "\n")
     assert expman.list_runs(str(tmp_path), "vers")[0]["summary_min"] == {"loss": 1.0}
+
+
+def _pyarrow_min_max(path):
+    """What pyarrow's column statistics say: the reference for the hand-read footer."""
+    import pyarrow.parquet as pq
+    meta = pq.ParquetFile(path).metadata
+    low, high = {}, {}
+    for g in range(meta.num_row_groups):
+        for c in range(meta.row_group(g).num_columns):
+            col = meta.row_group(g).column(c)
+            if col.path_in_schema in expman.RESERVED_COLUMNS or col.physical_type != "DOUBLE":
+                continue
+            if col.statistics is None:
+                return None, None
+            if col.statistics.has_min_max:
+                key, stats = col.path_in_schema, col.statistics
+                low[key] = min(low.get(key, stats.min), stats.min)
+                high[key] = max(high.get(key, stats.max), stats.max)
+    return low, high
+
+
+@pytest.mark.parametrize("case", ["plain", "groups", "nan_and_null", "no_stats", "ints",
+                                  "run"])
+def test_min_max_read_off_the_footer_by_hand_equals_pyarrow(tmp_path, case):
+    """A catalog rebuild reads the min/max of older runs' metrics off their Parquet footers
+    by hand (pyarrow per file cost most of the rebuild): it must say what pyarrow says."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path = tmp_path / "metrics.parquet"
+    if case == "run":   # what expman's own writer leaves at close
+        make_run(tmp_path, "r", steps=40)
+        path = tmp_path / "sweep" / "r" / "metrics.parquet"
+    else:
+        n = 1000
+        cols = {"step": pa.array(range(n), pa.int64()),
+                "train/loss": pa.array([1.0 / (i + 1) - 0.3 for i in range(n)]),
+                "val/acc": pa.array([None if i % 3 else float(i) for i in range(n)]),
+                "weird key.with dots": pa.array([-0.0 if i == 5 else i * 1e300
+                                                 for i in range(n)])}
+        if case == "nan_and_null":
+            cols["all_nan"] = pa.array([float("nan")] * n)
+            cols["all_null"] = pa.array([None] * n, pa.float64())
+            cols["some_nan"] = pa.array([float("nan") if i % 2 else -float(i)
+                                         for i in range(n)])
+        if case == "ints":
+            cols["count"] = pa.array(range(n), pa.int64())
+        pq.write_table(pa.table(cols), path, row_group_size=128 if case == "groups" else n,
+                       write_statistics=case != "no_stats")
+    mine = expman._footer_min_max(expman._parquet_footer(str(path)))
+    assert repr(mine) == repr(_pyarrow_min_max(str(path)))
+    if case == "no_stats":
+        assert mine == (None, None)
+    elif case != "run":
+        assert mine[0]["train/loss"] == pytest.approx(1.0 / n - 0.3)
