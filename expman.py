@@ -84,6 +84,7 @@ import datetime as _dt
 import getpass
 import importlib
 import io
+import itertools
 import json
 import math
 import operator
@@ -176,7 +177,8 @@ IMPORT_PENDING_BYTES = 8 << 20         # the same for an import: no training loo
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
 BACKPRESSURE_SLICE_SECS = 0.002        # the longest one log call waits for the writer
 MAX_STAGED_ROWS = 2_000_000            # rows kept in memory while the disk refuses writes
-PLAIN_FINAL_MAX_CELLS = 1 << 21        # a run with fewer values closes without pyarrow
+PLAIN_FINAL_MAX_CELLS = 1 << 40        # a run with fewer values closes without pyarrow
+PLAIN_SUMMARY_MIN_CELLS = 1 << 21      # a run joined at close gets a chart summary past this
 SEGMENT_FAN_IN = 16                    # this many same-tier segments merge into one
 SEGMENT_MAX_ROWS = 100_000             # a staged batch this large is flushed at once
 MERGE_MAX_ROWS = 2_000_000             # segments are not merged past this many rows
@@ -1306,6 +1308,9 @@ class _SegmentLog:
         self.made = made           # the folder is known to exist (created by us)
         self.segments = []
         self.summary_failed, self.summary_made = set(), False
+        # joiner(group, path, (start, end)): the writer's byte-level merge of its own plain
+        # segments (section 7.3); True when it wrote path, False to merge with pyarrow here
+        self.joiner = None
 
     @classmethod
     def metrics(cls, store, run_path, **kwargs):
@@ -1372,15 +1377,23 @@ class _SegmentLog:
                     seg[2] = -1
                 break
             paths = [self.path(s, e) for s, e, _t in group]
-            files = self._open_checked(paths, "merge")
-            if files is None:  # a segment is gone or unreadable: leave this group as it is
-                names = self.store.listnames(self.dir)
-                self._forget_missing(names)
-                for seg in segs[-SEGMENT_FAN_IN:]:
-                    seg[2] = -1
-                break
-            self._write_file(self.path(start, end), files, (start, end))
-            self._summarize_segment(start, end, group, files)  # from its parts' summaries
+            files = None
+            if self.joiner is None or not self.joiner(group, self.path(start, end),
+                                                      (start, end)):
+                files = self._open_checked(paths, "merge")
+                if files is None:  # a segment is gone or unreadable: leave this group as is
+                    names = self.store.listnames(self.dir)
+                    self._forget_missing(names)
+                    for seg in segs[-SEGMENT_FAN_IN:]:
+                        seg[2] = -1
+                    break
+                self._write_file(self.path(start, end), files, (start, end))
+            elif self.summary_dir is not None and end - start >= SEGMENT_SUMMARY_MIN_ROWS:
+                files = self._open_checked(paths, "merge")  # joined: footers for the summary
+            if files is not None:
+                self._summarize_segment(start, end, group, files)  # from its parts' summaries
+            else:
+                self._summarize_segment(start, end)  # (returns at once when too small)
             for path in paths:  # the merged file exists first: readers never miss rows
                 self.store.delete(path)
             self._drop_segment_summaries(group)
@@ -2227,12 +2240,11 @@ def _group_bounds(pf):
 
 # 6 Data model ###############################################################################
 
-# A queued row is the user's dict, copied, plus these two private keys for its step and time.
-_STEP, _TIME = object(), object()
+# A queued row is three queue entries: the user's dict (copied), its step and its time.
+_ROW_EXTRA_BYTES = 28 + 24 + 3 * 8   # the step, the time and the three entries, in bytes
 # A key a row did not log. Not None: a logged None is a bad value that must be warned about
 # (it used to be taken for "not logged" and vanished silently).
 _MISSING = object()
-_GET_STEP, _GET_TIME = operator.itemgetter(_STEP), operator.itemgetter(_TIME)
 
 def _index_step(value):
     """An int step from ints, NumPy integers and integral tensors/floats."""
@@ -2731,7 +2743,8 @@ class _Writer(threading.Thread):
     """The thread that turns queued rows into Parquet segments and keeps run.yaml fresh.
 
     Its interface to the run (``Experiment``), all callable from the training thread:
-    ``enqueue(row)`` (the hot path: a bound ``deque.append``, ~50 ns, no lock), ``pending()``
+    ``enqueue((row, step, time))`` (the hot path: a bound ``deque.extend``, no lock; a row
+    is three queue entries, see Experiment.log_metrics), ``pending()``
     (rows waiting), ``wait_for_room(budget)`` (backpressure: wait at most ``budget`` seconds),
     ``queue_media(item)``, ``send(msg)`` (log lines, scalars, config and meta updates),
     ``request_flush(timeout)``, ``stop(status, timeout)``, ``take_error()`` and
@@ -2751,8 +2764,9 @@ class _Writer(threading.Thread):
         self.store, self.path = opts.store, opts.path
         self.meta, self.config = opts.meta, opts.config
         self.clock = opts.clock
+        # (row, step, time) triples, one extend each (atomic: threads may share a run)
         self.rows = collections.deque()
-        self.enqueue = self.rows.append    # the log call's whole cost, besides its dict copy
+        self.enqueue = self.rows.extend    # the log call's whole cost, besides its dict copy
         self.ctrl = collections.deque()
         self.send = self.ctrl.append
         self.wake = threading.Event()
@@ -2767,11 +2781,15 @@ class _Writer(threading.Thread):
         self.staged = []                   # Arrow tables not yet on disk
         self.staged_rows = 0
         self.drained_rows = 0              # rows the last drain took (a quiet loop: few)
-        self.plain_layouts = {}            # (start, end) -> (rows, chunks); None: too big
+        # (start, end) -> [(rows, chunks)] of every plain file this writer wrote and has not
+        # merged away (section 7.3): merges and close join them byte for byte. None: forgot
+        # them (too many column chunks to keep); pyarrow merges and compacts from then on.
+        self.plain_layouts = {}
         self.next_row = 0                  # absolute index of the next row to write
         self.last_step = -1
         self.metrics_log = _SegmentLog.metrics(self.store, self.path, warn=self._warn_once,
                                                made=True)  # Experiment made metrics/
+        self.metrics_log.joiner = self._join_segments
         self.summary = {}                  # key -> last value
         self.summary_min, self.summary_max = {}, {}   # key -> min / max, NaN ignored
         self.scalars = {}
@@ -2809,7 +2827,7 @@ class _Writer(threading.Thread):
     # -- the run's side: called on the training thread -------------------------------------
     def pending(self):
         """Rows (and media items) queued and not yet taken by this thread."""
-        return len(self.rows)
+        return len(self.rows) // 3
 
     def nudge(self):
         """Wake this thread now (flush_interval_rows reached) unless it is awake already."""
@@ -2843,7 +2861,7 @@ class _Writer(threading.Thread):
         self.media_queued += item.size
         # the ticket first: a drain that pops the item then always looks for it
         self.media_tickets.append(None)
-        self.rows.append(item)
+        self.rows.extend((item, None, None))
         return True
 
     def request_flush(self, timeout):
@@ -2949,7 +2967,7 @@ class _Writer(threading.Thread):
     def _next_timeout(self, drained):
         """Seconds until the next wake-up, unless a log call or close() wakes us first."""
         # A big backlog means a tight logging loop: come back soon so memory stays small.
-        if drained >= 5_000 or len(self.rows) >= 5_000:
+        if drained >= 5_000 or len(self.rows) >= 15_000:
             timeout = 0.01
         elif self.failures:
             timeout = max(0.0, min(self.interval, self.retry_at - time.monotonic()))
@@ -2992,28 +3010,30 @@ class _Writer(threading.Thread):
         # used to be released with rows still queued behind the snapshot: flush() returned
         # True with 50,000 rows not yet written.
         n_ctrl = len(self.ctrl)
-        n, todo = 0, len(rows)  # only what is queued now: a firehose must not starve flushes
+        n, todo = 0, len(rows) // 3  # only what is queued now: a firehose must not starve flushes
+        popleft = collections.deque.popleft
         while todo > 0:
-            popleft = rows.popleft
-            batch = [popleft() for _ in range(min(todo, DRAIN_CHUNK_ROWS))]
+            flat = list(map(popleft, itertools.repeat(rows, 3 * min(todo, DRAIN_CHUNK_ROWS))))
+            batch, steps, times = flat[0::3], flat[1::3], flat[2::3]
+            del flat
             todo -= len(batch)
             n += len(batch)
             with self.drained:
                 self.drained.notify_all()
             media, before_batch = None, self.last_step
             if self.media_tickets:
-                batch, media = self._split_media(batch)
+                batch, steps, times, media = self._split_media(batch, steps, times)
                 if not batch:
                     self._place_media(media, before_batch)
                     continue
             try:
-                self._stage(batch)
+                self._stage(batch, steps, times)
             except Exception as exc:  # noqa: BLE001 - a bug in the fast path must lose nothing
                 self._warn_once(f"stage:{type(exc).__name__}",
                                 f"expman: converting {len(batch)} rows failed ({exc!r}); "
                                 f"retrying value by value", always=True)
                 try:
-                    self._stage(batch, checked=True)
+                    self._stage(batch, steps, times, checked=True)
                 except Exception as exc2:  # noqa: BLE001
                     self.dropped_rows += len(batch)
                     self._warn_once("stage-drop", f"expman: {len(batch)} rows could not be "
@@ -3043,8 +3063,7 @@ class _Writer(threading.Thread):
         self.sampler.notes.clear()
         if values:
             last = self.last_step
-            values[_STEP], values[_TIME] = max(last, 0), self.clock()
-            self._stage([values])
+            self._stage([values], [max(last, 0)], [self.clock()])
             self.last_step = last
 
     def _handle(self, msg):
@@ -3070,15 +3089,16 @@ class _Writer(threading.Thread):
         elif kind == "flush":
             self.flush_waiters.append(msg[1])
 
-    def _stage(self, batch, checked=False):
-        """Turn queued rows into column buffers and keep them for the next flush: (rows,
-        steps array("q"), microseconds array("q"), {key: (values array("d"), validity)}),
-        where values holds the valid values only and validity is None (all valid) or an
-        LSB-first bitmap, the form a plain Parquet page takes (_plain_parquet)."""
-        step_buf = self._steps(batch, checked)
+    def _stage(self, batch, steps, times, checked=False):
+        """Turn queued rows (dicts of metrics, their steps and times) into column buffers and
+        keep them for the next flush: (rows, steps array("q"), microseconds array("q"),
+        {key: (values array("d"), validity)}), where values holds the valid values only and
+        validity is None (all valid) or an LSB-first bitmap, the form a plain Parquet page
+        takes (_plain_parquet)."""
+        step_buf = self._steps(steps, checked)
         ordered, rejected = self._batch_keys(batch)
         columns = self._columns(batch, ordered, step_buf, checked, rejected)
-        micros = _micros(array.array("d", map(_GET_TIME, batch)))
+        micros = _micros(array.array("d", times))
         summary, low, high = self.summary, self.summary_min, self.summary_max
         for key, (values, _valid) in columns.items():
             summary[key] = values[-1]
@@ -3091,8 +3111,7 @@ class _Writer(threading.Thread):
         if self.staged_rows > MAX_STAGED_ROWS:
             self._drop_oldest_staged()
 
-    def _steps(self, batch, checked):
-        steps = list(map(_GET_STEP, batch))
+    def _steps(self, steps, checked):
         try:
             if checked:
                 raise TypeError("checked")
@@ -3107,14 +3126,12 @@ class _Writer(threading.Thread):
         """(the batch's keys in logging order, whether one was refused); new keys are
         checked and remembered in order of first appearance, so columns read in that order."""
         union = set().union(*dicts)
-        union.discard(_STEP)
-        union.discard(_TIME)
         new = union.difference(self.known_keys)
         rejected = False
         if new:
             for d in dicts:
                 for key in d:
-                    if key in new and key is not _STEP and key is not _TIME:
+                    if key in new:
                         new.discard(key)
                         reason = _check_key(key)
                         if reason is None:
@@ -3132,7 +3149,7 @@ class _Writer(threading.Thread):
 
     def _columns(self, dicts, ordered, steps, checked, rejected):
         """{key: (values, validity)} of the keys with at least one value kept."""
-        total = sum(map(len, dicts)) - 2 * len(dicts)
+        total = sum(map(len, dicts))
         out = {}
         # A refused key still counts in total, so without `rejected` a batch such as
         # [{"a", "step"}, {"a", "b"}] looked complete, itemgetter("b") raised KeyError and
@@ -3169,19 +3186,22 @@ class _Writer(threading.Thread):
                                    f"refused writes for too long (kept {MAX_STAGED_ROWS} "
                                    f"rows in memory)", always=True)
 
-    def _split_media(self, batch):
-        """(rows, [(rows before it, _MediaItem), ...]) of a popped batch."""
-        rows, media = [], []
-        for item in batch:
+    def _split_media(self, batch, steps, times):
+        """(rows, their steps, their times, [(rows before it, _MediaItem), ...]) of a popped
+        batch."""
+        rows, kept_steps, kept_times, media = [], [], [], []
+        for item, step, at in zip(batch, steps, times):
             if type(item) is _MediaItem:
                 media.append((len(rows), item))
             else:
                 rows.append(item)
+                kept_steps.append(step)
+                kept_times.append(at)
         tickets = self.media_tickets
         for _ in media:  # each item's ticket was queued before the item itself
             tickets.popleft()
         self.step_buf = None
-        return rows, media
+        return rows, kept_steps, kept_times, media
 
     def _place_media(self, media, before_batch):
         """Give step=None items the step of the last row logged before them (0 if none)."""
@@ -3285,13 +3305,19 @@ class _Writer(threading.Thread):
 
     # -- flushing ------------------------------------------------------------------------
     def _may_merge(self):
-        """Whether this flush may merge segments. A merge reads segments back, so the first
-        one imports pyarrow on this thread (0.1-0.3 s, GIL held in slices of tens of ms):
-        it waits for a quiet moment (the last drain took few rows and none are queued), so
+        """Whether this flush may merge segments. The writer's own plain segments merge byte
+        for byte (_join_segments: no pyarrow, the GIL held only to slice a few pages, file
+        I/O without it), but a merge also writes the live chart summaries of big segments
+        (section 5.2), which need pyarrow: so only a run too small for one merges at once.
+        Otherwise the first merge imports pyarrow on this thread (0.1-0.3 s, GIL held in slices of tens of ms): it
+        waits for a quiet moment (the last drain took few rows and none are queued), so
         a training loop that logs back to back never meets it, unless 4 x SEGMENT_FAN_IN
         segments pile up. Close compacts every segment anyway (final=True: no merge)."""
         if "pyarrow.parquet" in sys.modules:
             return True
+        if self.plain_layouts is not None and \
+                self.next_row + self.staged_rows < SEGMENT_SUMMARY_MIN_ROWS:
+            return True  # byte-level merges, and no segment big enough for a live summary
         segments = len(self.metrics_log.segments) + 1
         if segments < SEGMENT_FAN_IN:
             return False
@@ -3306,8 +3332,8 @@ class _Writer(threading.Thread):
             start, end = self.next_row, self.next_row + sum(b[0] for b in self.staged)
             layout = []
             data = _plain_parquet(self.staged, self.keys, (start, end), layout)
+            self._keep_layout(start, end, [layout])  # before write(): its merge joins it
             self.metrics_log.write(start, end, data, merge=merge)
-            self._keep_layout(start, end, layout[0])
             self.staged, self.staged_rows, self.next_row = [], 0, end
         if self.media_pending:
             self._flush_media()
@@ -3456,8 +3482,9 @@ class _Writer(threading.Thread):
             pass
 
     def _compact_logs(self):
-        # a short run's segments become metrics.parquet without pyarrow: one is renamed,
-        # several are joined (_join_plain_segments)
+        # the writer's plain segments become metrics.parquet without pyarrow and without
+        # decoding a value: one is renamed, several are joined byte for byte
+        # (_join_plain_segments); anything else (segments of a crashed process) is compacted
         max_rows = PLAIN_FINAL_MAX_CELLS // (len(self.keys) + 2)
         if not (self.metrics_log.rename_single(max_rows) or self._join_plain_segments()):
             _arrow_for_writer()
@@ -3470,44 +3497,68 @@ class _Writer(threading.Thread):
             self.log_buffer = []
 
     def _keep_layout(self, start, end, layout):
-        """Remember a segment's layout for _join_plain_segments while the run is small
-        enough to be joined at close (later: forget them all, and stop)."""
+        """Remember a plain file's row groups for _join_segments, until the run has so many
+        column chunks that keeping them costs real memory (then forget them all, and stop)."""
         layouts = self.plain_layouts
         if layouts is None:
             return
-        current = {(s, e) for s, e, _t in self.metrics_log.segments}
-        layouts = {k: v for k, v in layouts.items() if k in current}  # merged away: gone
-        layouts[(start, end)] = layout
-        chunks = sum(len(c) for _n, c in layouts.values())
-        if end * (len(self.keys) + 2) > PLAIN_FINAL_MAX_CELLS or chunks > 1 << 16:
-            layouts = None
-        self.plain_layouts = layouts
+        layouts[(start, end)] = layout[0]
+        if sum(len(c) for groups in layouts.values() for _n, c in groups) > 1 << 20:
+            self.plain_layouts = None
+
+    def _join_segments(self, segs, path, rows):
+        """Write the segments segs ([start, end, tier], tiling rows) as one file at path,
+        byte for byte (_pq_join): _SegmentLog.merge's joiner, and close's. False (nothing
+        written) when one is not a plain file this writer knows, or is gone."""
+        layouts = self.plain_layouts
+        known = layouts and [layouts.get((s[0], s[1])) for s in segs]
+        if not known or None in known:
+            return False
+        present = set()
+        for groups in known:
+            for _n, chunks in groups:
+                present.update(c[0] for c in chunks)
+        keys = [k for k in self.keys if k in present]
+        log, store = self.metrics_log, self.store
+        parts = ((store.read_bytes(log.path(s[0], s[1])), groups)
+                 for s, groups in zip(segs, known))
+        layout = []
+        try:
+            _pq_write(store, path, _pq_join(parts, keys, rows, layout=layout))
+        except OSError as exc:
+            if not _is_missing(exc):
+                raise
+            return False  # a segment was deleted under us: merge/compact say what is lost
+        for s in segs:
+            layouts.pop((s[0], s[1]), None)
+        if path != log.final:
+            self._keep_layout(rows[0], rows[1], layout)
+        return True
 
     def _join_plain_segments(self):
         """Close of a run whose segments are all this writer's plain ones, tiling the rows
         from 0, with at most PLAIN_FINAL_MAX_CELLS values: metrics.parquet is their row
-        groups joined byte for byte (one per segment), written whole before any segment
-        goes (rule 2 of section 5.1). False in any other state (compact() then decides)."""
+        groups joined byte for byte (small ones coalesced), written whole before any segment
+        goes (rule 2 of section 5.1), its chart summary written as compact() does. False in
+        any other state (compact() then decides)."""
         log = self.metrics_log
         segs = log.segments
-        if self.plain_layouts is None:
+        if not segs or segs[0][0] != 0 or any(a[1] != b[0] for a, b in zip(segs, segs[1:])):
             return False
-        layouts = [self.plain_layouts.get((s, e)) for s, e, _t in segs]
-        if not segs or None in layouts or segs[0][0] != 0 or any(
-                a[1] != b[0] for a, b in zip(segs, segs[1:])):
-            return False
-        present = set().union(*({c[0] for c in chunks} for _n, chunks in layouts))
-        keys = [k for k in self.keys if k in present]
-        if segs[-1][1] * (len(keys) + 2) > PLAIN_FINAL_MAX_CELLS:
+        if segs[-1][1] * (len(self.keys) + 2) > PLAIN_FINAL_MAX_CELLS:
             return False
         store = self.store
         names = store.listnames(log.dir)
         if sorted(names) != sorted(_segment_name(s, e) for s, e, _t in segs) or \
                 store.stat(log.final) is not None:
             return False
-        parts = [(store.read_bytes(log.path(s, e)), *lay) for (s, e, _t), lay in
-                 zip(segs, layouts)]
-        store.write_atomic(log.final, _join_plain(parts, keys, (0, segs[-1][1])))
+        if not self._join_segments(segs, log.final, (0, segs[-1][1])):
+            return False
+        # a chart summary, before the segments go (as in compact()), once the rows are
+        # not cheap to read; a smaller run gets none and imports no pyarrow
+        end = segs[-1][1]
+        if end >= SUMMARY_MIN_ROWS and end * (len(self.keys) + 2) > PLAIN_SUMMARY_MIN_CELLS:
+            log._summarize(pieces=[(s, e, _segment_name(s, e)) for s, e, _t in segs])
         log._delete_segments(names)
         return True
 
@@ -3798,8 +3849,8 @@ def _micros(seconds):
             values = np_.frombuffer(seconds, dtype=np_.float64) * 1e6
             values[~np_.isfinite(values)] = 0.0
             return array.array("q", values.astype(np_.int64).tobytes())
-    try:
-        return array.array("q", map(int, map((1e6).__mul__, seconds)))
+    try:  # float.__trunc__ is int() without its type dispatch: ~1/3 of this loop's cost
+        return array.array("q", map(float.__trunc__, map((1e6).__mul__, seconds)))
     except (ValueError, OverflowError):  # NaN or inf from an injected clock
         return array.array("q", [int(t * 1e6) if math.isfinite(t * 1e6) else 0
                                  for t in seconds])
@@ -3815,7 +3866,8 @@ def _min_max_valid(values):
     if np_ is not None and len(values) > 32:
         data = np_.frombuffer(values, dtype=np_.float64)
         low, high = float(np_.fmin.reduce(data)), float(np_.fmax.reduce(data))
-    else:
+    else:  # one list: each value boxed once, not once per pass
+        values = values.tolist()
         low, high = min(values), max(values)
     if low != low or high != high:   # a NaN first (or only NaN): drop them and look again
         values = [v for v in values if v == v]
@@ -4025,7 +4077,10 @@ def _str_array(texts):
 # (an Arrow validity bitmap is already its bit-packed form). Any Parquet reader reads it.
 # Building it is a few bytes joins: the writer thread holds the GIL for less than pyarrow's
 # table + ParquetWriter took, and a short run never imports pyarrow (~60 MB and 0.1-0.3 s).
-# Merges and compaction (which read segments back) still use pyarrow, and rewrite snappy.
+# Merges and close join these files byte for byte (_pq_join: pages copied, small row groups
+# coalesced, the footer rewritten), so a closed run's metrics.parquet is uncompressed, as
+# written; only files the writer does not know (a crashed run's, compacted by reap) go
+# through pyarrow, and come out snappy-compressed.
 
 _PQ_INT64, _PQ_DOUBLE = 2, 5
 _PQ_LITTLE = sys.byteorder == "little"
@@ -4088,7 +4143,8 @@ def _pq_levels(n, valid):
 
 
 def _pq_page(out, name, ptype, n, levels, values, chunks):
-    """Append one column chunk (one data page) to out; its footer entry goes to chunks."""
+    """Append one column chunk (one data page) to out; its footer entry goes to chunks:
+    (name, type, rows, offset in out, bytes, bytes of the page header)."""
     body = len(levels).to_bytes(4, "little") + levels + values
     head = _Thrift()
     head.int(1, 0)                       # DATA_PAGE
@@ -4101,7 +4157,7 @@ def _pq_page(out, name, ptype, n, levels, values, chunks):
     head.int(4, 3)
     head.end()
     head.out.append(0)
-    chunks.append((name, ptype, n, len(out), len(head.out) + len(body)))
+    chunks.append((name, ptype, n, len(out), len(head.out) + len(body), len(head.out)))
     out += head.out
     out += body
 
@@ -4129,26 +4185,116 @@ def _plain_parquet(staged, order, rows, layout=None):
     return _pq_finish(out, keys, [(n, chunks)] if n else [], rows)
 
 
-def _join_plain(parts, keys, rows):
-    """One Parquet file of the writer's plain segments, byte for byte: [(file bytes, rows,
-    chunks)] in row order -> a row group each, a key a segment lacks as an all-null page."""
-    out, groups = bytearray(b"PAR1"), []
-    for data, n, chunks in parts:
-        shift = len(out) - 4
-        out += memoryview(data)[4:max(c[3] + c[4] for c in chunks)]
-        have = {c[0]: (c[0], c[1], c[2], c[3] + shift, c[4]) for c in chunks}
-        group = [have["step"], have["timestamp"]]
-        for key in keys:
-            if key not in have:
-                _pq_page(out, key, _PQ_DOUBLE, n, _pq_levels(n, False), b"", group)
-            else:
-                group.append(have[key])
-        groups.append((n, group))
-    return _pq_finish(out, keys, groups, rows)
+def _join_plain(parts, keys, rows, group_rows=None, layout=None):
+    """The bytes of one Parquet file made of the writer's plain files (see _pq_join)."""
+    return b"".join(_pq_join(parts, keys, rows, group_rows, layout))
+
+
+def _pq_join(parts, keys, rows, group_rows=None, layout=None):
+    """Yield, piece by piece, one Parquet file made of plain files (the writer's segments and
+    earlier joins of them) without decoding a value: ``parts`` is an iterable of (file
+    bytes, [(rows, chunks)] of its row groups), in row order, taken one at a time (a merge
+    or a close holds one file and a few small row groups in memory, not the run).
+
+    A row group of at least ``group_rows`` rows is copied byte for byte (its footer entry
+    moved); consecutive smaller ones are coalesced into one, page by page: PLAIN values and
+    the definition levels of each part concatenate (_pq_levels ends every part on a whole
+    run), so a run that flushed 5 rows at a time ends in row groups of ~64k rows, as a
+    pyarrow compaction made them. A key a part lacks is an all-null page. ``layout`` (a
+    list) receives the result's [(rows, chunks)], for the next join.
+    """
+    names = ["step", "timestamp", *keys]
+    if group_rows is None:
+        group_rows = max(1024, min(1 << 16, _CELL_BUDGET // len(names)))
+    pos, groups, pending, pending_rows = 4, [], [], 0
+    yield b"PAR1"
+    for data, src_groups in parts:
+        view = memoryview(data)
+        for n, chunks in src_groups:
+            if pending and pending_rows + n > group_rows:
+                piece, group = _pq_group(pending, names, pos)
+                pos += len(piece)
+                groups.append(group)
+                yield piece
+                pending, pending_rows = [], 0
+            pending.append((view, n, chunks))
+            pending_rows += n
+    if pending:
+        piece, group = _pq_group(pending, names, pos)
+        groups.append(group)
+        yield piece
+    if layout is not None:
+        layout.append(groups)
+    yield _pq_footer(keys, groups, rows)
+
+
+def _pq_group(pending, names, pos):
+    """(bytes, (rows, chunks)) of one row group at file offset pos, made of the source row
+    groups in pending [(file view, rows, chunks)]: the one source copied whole, or several
+    coalesced into one page per column."""
+    if len(pending) == 1:
+        view, n, chunks = pending[0]
+        lo = min(c[3] for c in chunks)
+        hi = max(c[3] + c[4] for c in chunks)
+        out = bytearray(view[lo:hi])
+        have = {c[0]: (c[0], c[1], c[2], c[3] - lo + pos, c[4], c[5]) for c in chunks}
+        group = []
+        for i, name in enumerate(names):
+            chunk = have.get(name)
+            if chunk is None:
+                _pq_page(out, name, _PQ_INT64 if i < 2 else _PQ_DOUBLE, n,
+                         _pq_levels(n, False), b"", group)
+                c = group.pop()
+                chunk = (c[0], c[1], c[2], c[3] + pos, c[4], c[5])
+            group.append(chunk)
+        return out, (n, group)
+    total = sum(p[1] for p in pending)
+    sources = [(view, n, {c[0]: c for c in chunks}) for view, n, chunks in pending]
+    out, group = bytearray(), []
+    for i, name in enumerate(names):
+        levels, values = [], []
+        for view, n, have in sources:
+            chunk = have.get(name)
+            if chunk is None:
+                levels.append(_pq_levels(n, False))
+                continue
+            body = view[chunk[3] + chunk[5]:chunk[3] + chunk[4]]
+            size = int.from_bytes(body[:4], "little")
+            levels.append(body[4:4 + size])
+            values.append(body[4 + size:])
+        _pq_page(out, name, _PQ_INT64 if i < 2 else _PQ_DOUBLE, total, b"".join(levels),
+                 b"".join(values), group)
+    return out, (total, [(c[0], c[1], c[2], c[3] + pos, c[4], c[5]) for c in group])
+
+
+def _pq_write(store, path, pieces):
+    """Write the pieces of a file (a generator: each made when its turn comes) so that it
+    appears whole: a temp file and a rename locally, one PUT on object stores. No pyarrow:
+    a merge or a close of the writer's plain files never imports it."""
+    if not store.is_local:
+        store.write_atomic(path, b"".join(pieces))
+        return
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        with open(tmp, "wb") as fh:
+            for piece in pieces:
+                fh.write(piece)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _pq_finish(out, keys, groups, rows):
     """out (PAR1 and the pages) + the footer describing groups [(rows, chunks)]."""
+    out += _pq_footer(keys, groups, rows)
+    return bytes(out)
+
+
+def _pq_footer(keys, groups, rows):
+    """The footer (FileMetaData, its length, PAR1) of a file with row groups [(rows,
+    chunks)] and the schema step, timestamp, *keys."""
     foot = _Thrift()
     foot.int(1, 1)
     _pq_schema(foot, ["step", "timestamp", *keys])
@@ -4163,9 +4309,7 @@ def _pq_finish(out, keys, groups, rows):
     foot.end()
     foot.text(6, f"expman version {__version__}")
     foot.out.append(0)
-    out += foot.out
-    out += len(foot.out).to_bytes(4, "little") + b"PAR1"
-    return bytes(out)
+    return bytes(foot.out + len(foot.out).to_bytes(4, "little") + b"PAR1")
 
 
 def _pq_columns(out, staged, keys, n, chunks):
@@ -4202,7 +4346,7 @@ def _pq_schema(foot, names):
 def _pq_row_group(foot, n, chunks):
     foot.struct()
     foot.list(1, 12, len(chunks))
-    for name, ptype, count, offset, length in chunks:
+    for name, ptype, count, offset, length, _head in chunks:
         foot.struct()
         foot.int(2, offset, 6)
         foot.struct(3)
@@ -4466,7 +4610,7 @@ class Experiment:
         # log call next looks at the backlog (every flush_interval_rows rows, when given)
         self._rows, self._enqueue = writer.rows, writer.enqueue
         self._flush_rows = flush_rows
-        self._check_at = flush_rows or PENDING_CHECK_ROWS
+        self._check_at = 3 * (flush_rows or PENDING_CHECK_ROWS)  # queue entries, 3 a row
         self._row_bytes, self._sampled_keys = 0, None
         self._max_pending = MAX_PENDING_BYTES   # an import lowers it (nothing waits on it)
         _install_hooks(remote=not store.is_local)
@@ -4614,13 +4758,13 @@ class Experiment:
             _warn(f"expman: log_metrics needs a dict of metrics, got "
                   f"{type(metrics).__name__}; nothing logged")
             return None
-        # step and time ride in the copied dict under private keys: a (step, time, dict) tuple
-        # would be one more GC-tracked object per row, and a backlog of those made full
-        # garbage collections cost ~1 us per logged row in a tight loop.
-        row[_STEP] = step
-        row[_TIME] = self._clock()
+        # The row, its step and its time are three queue entries, added by one extend
+        # (atomic: threads logging to one run never interleave them). Not a (step, time,
+        # row) tuple kept in the queue (one more GC-tracked object per row: a backlog of
+        # those made full collections cost ~1 us per row), and not two private keys in the
+        # copied dict either: a 6th key resizes the dict (~40% of the call with 5 metrics).
         rows = self._rows
-        rows.append(row)
+        rows.extend((row, step, self._clock()))
         if len(rows) > self._check_at:  # the only other cost: a length and a compare
             self._backlog()
         return None
@@ -4638,9 +4782,9 @@ class Experiment:
         PENDING_CHECK_ROWS more rows, so its cost is amortised to nothing.
         """
         rows, writer = self._rows, self._writer
-        n = len(rows)
+        n = len(rows) // 3  # rows: three queue entries each (see log_metrics)
         try:
-            newest = rows[-1]
+            newest = rows[-3]
         except IndexError:  # the writer took them all meanwhile
             return
         if type(newest) is dict:
@@ -4655,24 +4799,24 @@ class Experiment:
                       f"{BACKPRESSURE_SLICE_SECS * 1e3:.0f} ms each for it so memory stays "
                       f"bounded")
             writer.wait_for_room(BACKPRESSURE_SLICE_SECS)
-            self._check_at = min(self._check_at, limit)
+            self._check_at = min(self._check_at, 3 * limit)
             return
         if self._flush_rows:
             if n >= self._flush_rows:
                 writer.nudge()
-            self._check_at = min(self._flush_rows, limit)
+            self._check_at = 3 * min(self._flush_rows, limit)
         else:
-            self._check_at = min(limit, n + PENDING_CHECK_ROWS)
+            self._check_at = 3 * min(limit, n + PENDING_CHECK_ROWS)
 
     def _row_size(self, row):
-        """Bytes a queued row holds (within ~5%): the dict, a float per value, the queue's
-        pointer, and the keys' strings when they are not the objects the previous sample
-        had: a loop's literal keys are shared by every row, but keys decoded per row (an
-        import reading event files) cost ~60 B each, and without them a queue estimated at
-        64 MB held ~100 MB."""
+        """Bytes a queued row holds (within ~5%): the dict, a float per value, its step (an
+        int) and time (a float), the queue's three pointers, and the keys' strings when they
+        are not the objects the previous sample had: a loop's literal keys are shared by
+        every row, but keys decoded per row (an import reading event files) cost ~60 B each,
+        and without them a queue estimated at 64 MB held ~100 MB."""
         keys, prev = tuple(row), self._sampled_keys
         self._sampled_keys = keys
-        size = sys.getsizeof(row) + 24 * len(row) + 8
+        size = sys.getsizeof(row) + 24 * len(row) + _ROW_EXTRA_BYTES
         if prev is not None and (len(prev) != len(keys) or
                                  any(a is not b for a, b in zip(keys, prev))):
             size += sum(map(sys.getsizeof, keys))
@@ -8822,11 +8966,8 @@ def _log_row_at(exp, row, step, wall):
     """log_metrics with an explicit wall time (SummaryWriter's walltime=)."""
     if exp._closed:
         return exp._after_close("log_metrics")
-    row = dict(row)
-    row[_STEP] = step
-    row[_TIME] = float(wall)
     rows = exp._rows
-    rows.append(row)
+    rows.extend((dict(row), step, float(wall)))  # a row is three entries (log_metrics)
     if len(rows) > exp._check_at:
         exp._backlog()
     return None

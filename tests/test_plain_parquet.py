@@ -131,7 +131,9 @@ def test_segments_join_into_metrics_parquet_without_pyarrow(tmp_path):
     loaded, run_dir = json.loads(out.strip().splitlines()[-1])
     assert loaded == []
     meta = pq.ParquetFile(f"{run_dir}/metrics.parquet").metadata
-    assert meta.num_rows == 1000 and meta.num_row_groups == 5
+    # the five 200-row segments' row groups are coalesced into one (small groups would make
+    # readers pay per group); the pages are joined, not re-encoded
+    assert meta.num_rows == 1000 and meta.num_row_groups == 1
     data = columns(run_dir)
     assert data["step"] == list(range(1000))
     assert data["a"] == [None if i == 600 else float(i) for i in range(1000)]
@@ -139,8 +141,37 @@ def test_segments_join_into_metrics_parquet_without_pyarrow(tmp_path):
     assert not (expman._RunPath(run_dir) / "metrics").exists()
 
 
-def test_a_big_run_is_compacted_compressed(root):
+def test_a_big_run_is_joined_byte_for_byte(root, monkeypatch):
+    # a run past SUMMARY_MIN_ROWS, in several segments: close joins the writer's pages
+    # without decoding them (uncompressed, as written), big row groups copied whole, and
+    # still writes the chart summary of a run past PLAIN_SUMMARY_MIN_CELLS (lowered here)
+    monkeypatch.setattr(expman, "PLAIN_SUMMARY_MIN_CELLS", 1 << 20)
+    exp = make_experiment(root, flush_interval_ms=60_000)
+    n = 3 * expman.SEGMENT_MAX_ROWS + 123
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", expman.ExpmanWarning)  # a tight loop meets the bound
+        for i in range(n):
+            exp.log_metrics({"x": float(i % 7), **({"y": -float(i)} if i % 3 else {})},
+                            step=i)
+    exp.close()
+    pf = pq.ParquetFile(exp.run_dir / "metrics.parquet")
+    meta = pf.metadata
+    assert meta.num_rows == n and meta.row_group(0).column(0).compression == "UNCOMPRESSED"
+    # each flush's segment (>= SEGMENT_MAX_ROWS rows in a tight loop) is one row group, copied
+    # whole: not re-cut into 64k-row groups as a pyarrow compaction would
+    assert 2 <= meta.num_row_groups <= n // expman.SEGMENT_MAX_ROWS
+    table = pf.read()
+    assert table.column("step").to_pylist() == list(range(n))
+    assert table.column("x").to_pylist() == [float(i % 7) for i in range(n)]
+    assert table.column("y").to_pylist() == [-float(i) if i % 3 else None for i in range(n)]
+    assert pf.schema_arrow.metadata[b"expman.rows"] == f"0 {n}".encode()
+    assert (exp.run_dir / expman.SUMMARY_FILE).exists()
+    assert not (exp.run_dir / "metrics").exists()
+
+
+def test_a_run_past_the_join_limit_is_compacted_compressed(root, monkeypatch):
     # past PLAIN_FINAL_MAX_CELLS, close compacts with pyarrow (snappy), even one segment
+    monkeypatch.setattr(expman, "PLAIN_FINAL_MAX_CELLS", 3000)
     exp = make_experiment(root, flush_interval_ms=60_000)
     n = expman.PLAIN_FINAL_MAX_CELLS // 3 + 10
     with warnings.catch_warnings():
@@ -162,9 +193,78 @@ def test_backlog_estimate_counts_keys_made_per_row(root):
             shared.log_metrics({k: i + 0.5 for k in keys}, step=i)
             # keys decoded per row, as an import reading event files makes them
             fresh.log_metrics({k.encode().decode(): i + 0.5 for k in keys}, step=i)
-        base = sys.getsizeof({**dict.fromkeys(keys, 0.5), 1: 0, 2: 0}) + 24 * 7
+        base = sys.getsizeof(dict.fromkeys(keys, 0.5)) + 24 * 5 + 28 + 24 + 3 * 8
         assert base <= shared._row_bytes < base * 1.1
         assert fresh._row_bytes >= shared._row_bytes + 5 * 55
     finally:
         shared.close()
         fresh.close()
+
+
+@pytest.mark.parametrize("group_rows", [1, 20, 10_000])
+def test_join_plain_coalesces_small_row_groups_and_copies_big_ones(group_rows):
+    # three plain files, the second lacking "b", the third with a key of its own, nulls in
+    # odd places and lengths that are not multiples of 8: the join reads back exactly, row
+    # groups of >= group_rows rows are copied, smaller neighbours coalesced into one page
+    parts, expect = [], {"step": [], "a": [], "b": [], "late": []}
+    at = 0
+    for n, cols in [(13, {"a": True, "b": True}), (7, {"a": True}), (21, {"a": True,
+                                                                          "late": True})]:
+        steps = list(range(at, at + n))
+        values = {k: [None if (k == "a" and i % 5 == 2) else float(i * (1 + j))
+                      for i in steps] for j, k in enumerate(cols)}
+        layout = []
+        data = expman._plain_parquet([_batch(steps, values)], ["a", "b", "late"],
+                                     (at, at + n), layout)
+        parts.append((data, layout))
+        for key in ("a", "b", "late"):
+            expect[key] += values.get(key, [None] * n)
+        expect["step"] += steps
+        at += n
+    layout = []
+    data = expman._join_plain(parts, ["a", "b", "late"], (0, at), group_rows, layout)
+    table = _read(data)
+    assert {k: table.column(k).to_pylist() for k in expect} == expect
+    assert table.schema.metadata[b"expman.rows"] == f"0 {at}".encode()
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes == {1: [13, 7, 21], 20: [20, 21], 10_000: [41]}[group_rows]
+    assert [n for n, _c in layout[0]] == sizes
+    # the result joins again (a merge of merges), into what it already is
+    again = expman._join_plain([(data, layout[0])], ["a", "b", "late"], (0, at), group_rows)
+    assert _read(again).equals(table)
+
+
+def test_merges_join_segments_byte_for_byte_without_pyarrow(tmp_path):
+    # 40 flushes of 25 rows: tiered merges (16 segments -> 1) run while the run is live,
+    # byte for byte, in a process that never imports pyarrow; readers see every row then
+    # and after close
+    out = run_python(f"""
+        import json, os, sys, warnings, expman
+        warnings.simplefilter("ignore")
+        exp = expman.Experiment("merge", base_dir={str(tmp_path)!r}, capture_git=False,
+                                flush_interval_ms=10 ** 6)
+        for i in range(1000):
+            row = {{"a": float(i)}}
+            if i >= 330:
+                row["late"] = -float(i)
+            if 500 <= i < 600:
+                del row["a"]
+            exp.log_metrics(row, step=i)
+            if i % 25 == 24:
+                exp.flush()
+        live = sorted(os.listdir(os.path.join(str(exp.run_dir), "metrics")))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "pyarrow")
+        exp.close()
+        print(json.dumps([live, loaded, str(exp.run_dir)]))
+    """, cwd=tmp_path).stdout
+    live, loaded, run_dir = json.loads(out.strip().splitlines()[-1])
+    assert loaded == []
+    assert live == ["seg-000000000000-000000000400.parquet",     # 16 segments, merged
+                    "seg-000000000400-000000000800.parquet"] + [
+        f"seg-{s:012d}-{s + 25:012d}.parquet" for s in range(800, 1000, 25)]
+    data = columns(run_dir)
+    assert data["step"] == list(range(1000))
+    assert data["a"] == [None if 500 <= i < 600 else float(i) for i in range(1000)]
+    assert data["late"] == [None] * 330 + [-float(i) for i in range(330, 1000)]
+    assert pq.ParquetFile(f"{run_dir}/metrics.parquet").metadata.num_row_groups == 1

@@ -298,6 +298,64 @@ def test_sigkill_after_the_nth_segment_delete_of_close_then_reap_loses_nothing(
     _reap_and_check(run, 1000, capsys)
 
 
+JOIN_KILL_CHILD = r"""
+import os, signal, expman
+root, kill_at = ROOT, KILL_AT
+# A real SIGKILL once close's byte-level join of the segments has written kill_at pieces of
+# metrics.parquet (at its temp name): the pieces are the join's own, no seam in expman.
+real_write = expman._pq_write
+def pq_write(store, path, pieces):
+    def cut():
+        final = path.endswith("metrics.parquet")
+        for i, piece in enumerate(pieces):
+            if i == kill_at and final:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield piece
+        if kill_at < 0 and final:   # every piece written, the rename not yet made
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(store, path, cut())
+expman._pq_write = pq_write
+exp = expman.Experiment("crashy", base_dir=root, flush_interval_ms=10 ** 6, capture_git=False)
+print("ready", exp.run_name, flush=True)
+for i in range(3000):
+    exp.log_metrics({"i": i, **({"odd": -i} if i % 2 else {})})
+    if i % 10 == 9:
+        exp.flush()                  # 300 segments, merged in tiers of 16 while the run is live
+print("closing", flush=True)
+exp.close()
+print("closed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, -1])  # pieces: PAR1, the row group, the footer
+def test_sigkill_inside_the_byte_join_of_close_then_reap_loses_nothing(
+        root, tmp_path, capsys, kill_at):
+    """Close joins the segments byte for byte into metrics.parquet; killed at any piece of
+    that join, the file never appears half-written, the segments still hold every row, and
+    `reap --compact` finishes the run."""
+    child = Child(JOIN_KILL_CHILD.replace("ROOT", repr(str(root)))
+                  .replace("KILL_AT", str(kill_at)), cwd=tmp_path)
+    try:
+        run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
+        code = child.wait(timeout=120)
+    finally:
+        child.kill()
+    run = root / "crashy" / run_name
+    assert code == -signal.SIGKILL, child.stderr
+    assert not (run / "metrics.parquet").exists() and (run / "metrics").exists()
+    expect_odd = [float(-i) if i % 2 else None for i in range(3000)]
+    for when in ("before reap", "after reap"):
+        data = expman.load_metrics(run).to_pydict()
+        assert data["step"] == list(range(3000)), when
+        assert data["i"] == [float(i) for i in range(3000)], when
+        assert data["odd"] == expect_odd, when
+        if when == "before reap":
+            rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
+            assert rc == 0 and "Traceback" not in err, out + err
+    assert not (run / "metrics").exists()
+    assert pq.ParquetFile(run / "metrics.parquet").metadata.num_rows == 3000
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_of_close_then_reap_loses_nothing(root, tmp_path, capsys):
     seed = int(os.environ.get("EXPMAN_KILL_SEED") or random.randrange(1 << 30))

@@ -124,9 +124,9 @@ def test_overload_waits_in_short_slices_loses_nothing_and_stays_bounded(root, mo
     monkeypatch.setattr(expman, "MAX_PENDING_BYTES", 1 << 20)   # ~2,000 rows of this size
     slow_stage = expman._Writer._stage
 
-    def stage(self, batch, checked=False):
+    def stage(self, *args, **kwargs):
         time.sleep(0.3)  # the writer (not the log call) is slow: a slow disk, a busy CPU
-        return slow_stage(self, batch, checked)
+        return slow_stage(self, *args, **kwargs)
 
     monkeypatch.setattr(expman._Writer, "_stage", stage)
     n, waits, most = 30_000, [], 0
