@@ -11708,6 +11708,15 @@ def _sorted_positions(values, positions, descending):
     return first + then + empty
 
 
+def _sorted_runs(rows, key, descending):
+    """rows (in name order) sorted by key(row) as the runs table sorts them (the group rows
+    of group=, which are made per query and so have no kept sort values)."""
+    if key is _run_name:  # already in that order
+        return rows[::-1] if descending else list(rows)
+    return [rows[i] for i in _sorted_positions(_sort_values(rows, key), range(len(rows)),
+                                               descending)]
+
+
 class _RunList:
     """An experiment's RUN_ROWs as a runs query reads them: in name order (every sort's tie
     order), with the param and metric keys of all of them, made once per scan, and the
