@@ -5404,13 +5404,12 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
     def read(name):
         run_path = store.join(exp_path, name)
         # stamped before the read: a change during it leaves a stamp that no longer matches
-        stamp = store.stat(store.join(run_path, RUN_YAML)) if store.is_local else None
-        metrics = store.stat(store.join(run_path, METRICS_FILE)) if store.is_local else None
+        stamp, metrics, config = _file_stamps(store, run_path)
         found = _read_run_files(store, run_path, name, True)
         if found is None:
             return None, None
         row = _listed_run_row(store, run_path, name, *found, now)
-        return row, _catalog_entry(found[0], row, stamp, metrics)
+        return row, _catalog_entry(found[0], row, stamp, metrics, config)
 
     rows, stale, beyond = [], [], []
 
@@ -5509,12 +5508,14 @@ def _is_dir_entry(entry):
 class _Catalog:
     """The summary rows of an experiment's closed runs, in ``<experiment>/.catalog/``.
 
-    An entry is ``{"name", "v", "stamp", "metrics", "row"}``: ``row`` is the run's RUN_ROW
-    (params included), ``v`` the CATALOG_ROW_VERSION it was made by (an entry of another
-    version is read as missing, so a RUN_ROW that gained fields is re-read once), ``stamp``
-    the (size, mtime) of the run.yaml it was made from and ``metrics`` that of its
-    metrics.parquet when the row's ``metrics_error`` was decided (both None on object stores,
-    where a stat per run would cost a request per run).
+    An entry is ``{"name", "v", "stamp", "config", "metrics", "row"}``: ``row`` is the run's
+    RUN_ROW (params included), ``v`` the CATALOG_ROW_VERSION it was made by (an entry of
+    another version is read as missing, so a RUN_ROW that gained fields is re-read once),
+    ``stamp`` the (size, mtime) of the run.yaml it was made from, ``config`` that of its
+    config.yaml (a field of its own: the server's watcher reads ``stamp`` as run.yaml's; an
+    entry without it is read again once) and ``metrics`` that of its metrics.parquet when
+    the row's ``metrics_error`` was decided (all None on object stores, where a stat per run
+    would cost a request per run).
 
     Two kinds of file, each written whole under a unique name (``part-`` or ``base-``, then
     the time in ns, then an id) and never changed, so concurrent writers need no lock:
@@ -5645,7 +5646,8 @@ class _ColumnBase:
     (its RUN_ROW), in the order of the names. A listing sorts and counts on the columns and
     decodes only the rows it shows; all 10,000 rows decode in one json.loads."""
 
-    __slots__ = ("names", "index", "stamps", "metrics", "where", "lines", "rows", "decoded")
+    __slots__ = ("names", "index", "stamps", "configs", "metrics", "where", "lines", "rows",
+                 "decoded")
 
     @staticmethod
     def encode(entries):
@@ -5664,6 +5666,7 @@ class _ColumnBase:
         body = "\n".join(lines).encode()
         header = {"format": _CATALOG_FORMAT, "v": CATALOG_ROW_VERSION, "names": names,
                   "stamp": [e.get("stamp") for e in entries],
+                  "config": [e.get("config") for e in entries],
                   "metrics": [e.get("metrics") for e in entries],
                   "columns": list(_CATALOG_INDEXED), "crc32": zlib.crc32(body)}
         return json.dumps(header, separators=(",", ":"), default=str).encode() + b"\n" + body
@@ -5680,15 +5683,16 @@ class _ColumnBase:
                 return None
             names, columns = header["names"], header["columns"]
             stamps, metrics = header["stamp"], header["metrics"]
+            configs = header.get("config") or [None] * len(names)   # None: checked again
             lines = body.split(b"\n") if body else []
             if len(lines) != len(columns) + len(names) or \
-                    not len(names) == len(stamps) == len(metrics) or \
+                    not len(names) == len(stamps) == len(metrics) == len(configs) or \
                     not all(isinstance(n, str) for n in names + columns):
                 return None
         except (ValueError, KeyError, TypeError):
             return None
         self = cls()
-        self.names, self.stamps, self.metrics = names, stamps, metrics
+        self.names, self.stamps, self.configs, self.metrics = names, stamps, configs, metrics
         self.index = {n: i for i, n in enumerate(names)}
         self.where = {field: j for j, field in enumerate(columns)}
         self.lines, self.rows, self.decoded = lines[:len(columns)], lines[len(columns):], {}
@@ -5718,7 +5722,7 @@ class _ColumnBase:
 
     def _entry(self, i, row):
         return {"name": self.names[i], "v": CATALOG_ROW_VERSION, "stamp": self.stamps[i],
-                "metrics": self.metrics[i], "row": row}
+                "config": self.configs[i], "metrics": self.metrics[i], "row": row}
 
     def entries(self):
         """{name: entry} of every row (one json.loads for all of them)."""
@@ -5839,17 +5843,19 @@ def _closed_meta(meta):
         status.lower() in _FINAL_STATUSES
 
 
-def _catalog_entry(meta, row, stamp, metrics=None):
+def _catalog_entry(meta, row, stamp, metrics=None, config=None):
     """The catalog entry of a listed run, or None while it can still change by itself (live,
     crashed-looking, corrupt): only what run.yaml itself records as closed is cached.
-    ``stamp`` and ``metrics`` are the (size, mtime) of run.yaml and metrics.parquet taken
-    before the row was made from them (None: not stat'ed, or no such file)."""
+    ``stamp``, ``metrics`` and ``config`` are the (size, mtime) of run.yaml, metrics.parquet
+    and config.yaml taken before the row was made from them (None: not stat'ed, or no such
+    file)."""
     if not _closed_meta(meta):
         return None
     # empty fields and the path (the folder may move) are left out: a third of the bytes
     kept = {k: v for k, v in row.items() if v is not None and k != "path"}
     return {"name": row["name"], "v": CATALOG_ROW_VERSION,
             "stamp": list(stamp) if stamp else None,
+            "config": list(config) if config else None,
             "metrics": list(metrics) if metrics else None, "row": kept}
 
 
@@ -5859,15 +5865,23 @@ def _catalog_closed_run(store, run_path, meta, config):
     a listing rebuilds whatever is missing."""
     try:
         name = run_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-        stamp = store.stat(store.join(run_path, RUN_YAML)) if store.is_local else None
-        metrics = store.stat(store.join(run_path, METRICS_FILE)) if store.is_local else None
+        stamp, metrics, config_stamp = _file_stamps(store, run_path)
         entry = _catalog_entry(meta, _listed_run_row(store, run_path, name, meta, config),
-                               stamp, metrics)
+                               stamp, metrics, config_stamp)
         if entry is not None:
             exp_path = run_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[0]
             _Catalog(store, exp_path).add([entry])
     except Exception as exc:  # noqa: BLE001 - the run is closed and safe; this is a cache
         _log.debug("expman: no catalog row for %s: %s", store.display(run_path), exc)
+
+
+def _file_stamps(store, run_path):
+    """(run.yaml, metrics.parquet, config.yaml) (size, mtime) of a run folder, each None when
+    the file is missing; all None on an object store (no stat per run there)."""
+    if not store.is_local:
+        return None, None, None
+    return tuple(store.stat(store.join(run_path, f)) for f in (RUN_YAML, METRICS_FILE,
+                                                               CONFIG_YAML))
 
 
 _EMPTY_RUN_ROW = []
@@ -5893,11 +5907,12 @@ def _catalog_row(store, exp_path, entry, metrics=None, prefix=None):
 
 def _run_stamps(store, exp_path, names, cached):
     """{run: ([size, mtime] of run.yaml, [size, mtime] of metrics.parquet or None)} of the
-    cached runs, to check their catalog rows against. Locally two stats of a closed run (an
-    edit in place moves run.yaml's, a file cut short after the run closed moves the metrics
-    file's; the folder's mtime sees neither), and no read; on an object store nothing is
-    checked (a request per run is what the catalog saves): edits made through expman there
-    write a fresh catalog row themselves."""
+    cached runs, to check their catalog rows against; a run left out is read again. Locally
+    three stats of a closed run (an edit in place moves run.yaml's or config.yaml's, a file
+    cut short after the run closed moves the metrics file's; the folder's mtime sees none of
+    them), and no read; on an object store nothing is checked (a request per run is what
+    the catalog saves): edits made through expman there write a fresh catalog row
+    themselves."""
     if not store.is_local:
         return {name: (None, None) for name in names if name in cached}
     names = [n for n in names if n in cached]
@@ -5936,6 +5951,13 @@ def _local_stamps(exp_path, names, cached):
         if stamp != known:
             out[name] = (stamp, None)
             continue  # read again anyway
+        try:
+            st = stat(base + CONFIG_YAML)
+            config = [st.st_size, st.st_mtime]
+        except OSError:
+            config = None
+        if config != cached[name].get("config"):
+            continue  # config.yaml edited (or an entry made before it was stamped): read again
         try:
             st = stat(base + METRICS_FILE)
             metrics = [st.st_size, st.st_mtime]

@@ -351,11 +351,6 @@ def test_deleted_or_damaged_catalog_rebuilt_by_the_cli(tmp_path):
             folder.unlink()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "catalog bug (9.1): a closed run's catalog row is checked against run.yaml's (size, "
-    "mtime) only (_local_stamps), so a hand edit of its config.yaml is never seen: "
-    "list_runs, load_runs and `expman list` keep the old params until run.yaml changes or "
-    "the catalog is deleted"))
 def test_a_hand_edit_of_config_yaml_is_seen(tmp_path):
     root, scratch = tmp_path / "root", tmp_path / "fresh"
     make_run(root, "a", lr=0.1)
