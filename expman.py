@@ -10596,6 +10596,14 @@ class _Api:
         self.patch_meta(meta, body)
         self.store.write_atomic(meta_path, _yaml_dump(meta))
         self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
+        if _closed_meta(meta):  # a fresh catalog row: on object stores rows are not stat'ed
+            try:
+                config = _read_listed_yaml(self.store, self.store.join(path, CONFIG_YAML))
+            except ExpmanError:
+                config = {}
+            _catalog_closed_run(self.store, path, meta, config)
+        with self.lists_lock:  # the kept runs list of this experiment holds the old row
+            self.run_lists.pop(exp, None)
         return _json_safe(load_run(self.location(path)))
 
     def meta_patch_body(self):
