@@ -5530,7 +5530,11 @@ class _Catalog:
 
     A later file's entry for a run wins; a compaction writes one base holding every entry
     it read and then deletes just the files it read (a part written meanwhile survives it),
-    and two compactions racing leave two bases that the next one merges. A missing,
+    and two compactions racing leave two bases that the next one merges. The base is named
+    just after the newest file it read, not with the time it is written: a part a closer
+    (or a dashboard edit) writes between the compaction's read and its write is newer than
+    what the base holds and must keep winning over it (on an object store no stat would
+    catch the base's older row). A missing,
     unreadable or foreign file only costs a re-read of the runs it would have covered. The
     ``*.jsonl`` files of expman before the columnar base are neither read nor deleted here
     (an older expman sharing the folder keeps its own).
@@ -5581,7 +5585,8 @@ class _Catalog:
             for entry in entries:
                 current[entry["name"]] = entry
             keep = set(keep)
-            self._write("base", [e for n, e in sorted(current.items()) if n in keep])
+            self._write("base", [e for n, e in sorted(current.items()) if n in keep],
+                        self._after_read())
             for name in self.files:
                 try:
                     store.delete(store.join(self.folder, name))
@@ -5599,10 +5604,22 @@ class _Catalog:
         """One new part file holding the entries (a closing run adds its own)."""
         self._write("part", entries)
 
-    def _write(self, kind, entries):
+    def _after_read(self):
+        """The time a compacted base is named with: 1 ns after the newest file load() read
+        (1 when it read none: then every part written since wins over it), never later than
+        now (a file named from the future, or a foreign name, does not push it there)."""
+        newest = 0
+        for name in self.files:
+            stamp = name.split("-", 2)[1:2]
+            if stamp and len(stamp[0]) == 20 and stamp[0].isdigit():
+                newest = max(newest, int(stamp[0]))
+        return min(newest + 1, time.time_ns())
+
+    def _write(self, kind, entries, at=None):
         store = self.store
         store.mkdir(self.folder)
-        name = (f"{kind}-{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}" +
+        at = time.time_ns() if at is None else at
+        name = (f"{kind}-{at:020d}-{os.getpid()}-{os.urandom(4).hex()}" +
                 (_CATALOG_BASE if kind == "base" else _CATALOG_PART))
         if kind == "base":
             data = _ColumnBase.encode(entries)

@@ -389,3 +389,35 @@ def test_min_max_read_off_the_footer_by_hand_equals_pyarrow(tmp_path, case):
     elif case != "run":
         assert mine[0]["train/loss"] == pytest.approx(1.0 / n - 0.3)
 
+
+def test_a_part_written_during_a_compaction_keeps_winning_over_its_base(tmp_path, monkeypatch):
+    """A compaction reads the catalog, and before it writes its base another process writes a
+    newer row for a run (the dashboard's PATCH of a closed run, a run closing under the name
+    of a deleted one). The base holds the older row it read; named with the time it was
+    written it sorted after that part and won for good (locally a stat hid it, on an object
+    store nothing would). Interleaved by hand: read, other writer, compaction's write."""
+    run = make_run(tmp_path, "a")
+    make_run(tmp_path, "b")
+    assert [r["tags"] for r in expman.list_runs(str(tmp_path), "sweep")] == [[], []]
+    store, exp_path = expman._open_store(str(tmp_path / "sweep"))
+    compactor = expman._Catalog(store, exp_path)
+    cached = compactor.load()                      # the compaction's read
+    read = set(compactor.files)
+    assert read and cached["a"]["row"]["tags"] == []
+    # meanwhile, another process: a's tags edited in run.yaml and its fresh row added
+    meta = yaml.safe_load((run / "run.yaml").read_text())
+    meta["tags"] = ["new"]
+    store.write_atomic(str(run / "run.yaml"), expman._yaml_dump(meta))
+    expman._catalog_closed_run(store, str(run), meta, {"lr": 0.1})
+    edit = set(catalog_files(tmp_path)) - read
+    assert len(edit) == 1
+    monkeypatch.setattr(expman, "CATALOG_MAX_PARTS", 0)   # this update compacts
+    compactor.update([], keep=["a", "b"], cached=cached)
+    files = set(catalog_files(tmp_path))
+    assert not files & read and edit <= files      # the read files went, the edit stayed
+    assert any(f.endswith(expman._CATALOG_BASE) for f in files)
+    entries = expman._Catalog(store, exp_path).load()
+    assert entries["a"]["row"]["tags"] == ["new"]
+    assert entries["b"]["row"]["tags"] == []
+    assert {r["name"]: r["tags"] for r in expman.list_runs(str(tmp_path), "sweep")} == \
+        {"a": ["new"], "b": []}
