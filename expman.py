@@ -5385,9 +5385,10 @@ def _scan_runs(store, exp_path, now, with_config=False):
 def _scan_window(store, exp_path, now, with_config=False, limit=None):
     """(RUN_ROWs newest first, the names of the runs beyond them, the catalog's entries):
     every run, or with ``limit`` at least the newest ``limit`` of them (and whatever had to
-    be read from its files) and the other closed runs by name only. What is listed is exact: the folder listing (new and deleted
-    runs), every run the catalog does not hold (live, crashed, new: read from their files)
-    and, locally, each catalog row returned checked against its files' stamps (two stats).
+    be read from its files) and the other closed runs by name only. What is listed is
+    exact: the folder listing (new and deleted runs), every run the catalog does not hold
+    (live, crashed, new: read from their files) and, locally, each catalog row returned
+    checked against its files' stamps (two stats).
     With a limit only the rows returned are checked, so a terminal's 50 rows of 10,000 runs
     cost 100 stats, not 20,000; the runs beyond the window are counted as the catalog has
     them (a hand-edited start time of one of them is seen when it is shown)."""
