@@ -764,6 +764,8 @@ def _image_size(data, ext):
 #           ├── metrics/                while the run is live: immutable segments
 #           │   ├── seg-000000000000-000000004096.parquet   rows [0, 4096)
 #           │   └── seg-000000004096-000000004211.parquet   rows [4096, 4211)
+#           ├── metrics.summary/        while live: chart summaries of the big segments
+#           │   └── sum-000000000000-000000327680.parquet  summary of rows [0, 327680)
 #           ├── metrics.parquet         once the run is closed: every row, one file
 #           ├── metrics.summary.parquet chart summary of metrics.parquet (section 5.2)
 #           ├── media/                  log_image/log_figure/log_audio/log_video/log_text
@@ -787,6 +789,10 @@ def _image_size(data, ext):
 # first, last, min, max and first NaN with their row, step and time, so a chart of a 100M-row
 # run reads a few thousand summary rows (section 5.2). It names the metrics.parquet it was
 # made from (rows and bytes); a missing, stale or unreadable one means the exact rows are read.
+# While a run is live, each segment of SEGMENT_SUMMARY_MIN_ROWS rows or more gets its own
+# summary in metrics.summary/, named after the segment's rows (made when the segment is merged,
+# mostly from its parts' summaries); a chart of a live run combines them with the rows of the
+# small segments, and close builds metrics.summary.parquet from them instead of every row.
 #
 # The catalog is a cache, never the truth: a listing reads it instead of every closed run's
 # run.yaml and config.yaml, and rebuilds any row it cannot trust (no row, run.yaml changed
@@ -813,6 +819,8 @@ SUMMARY_FILE = "metrics.summary.parquet"  # chart summary of metrics.parquet (se
 SUMMARY_MIN_LEVEL = 8                   # finest summary buckets: 2^8 rows (exact reads below)
 SUMMARY_MIN_ROWS = 1 << 16              # smaller runs get no summary: their rows are cheap
 SUMMARY_BUDGET = 1 << 18                # finest-level records held while building one
+SUMMARY_DIR = "metrics.summary"         # while live: a chart summary per big segment (5.2)
+SEGMENT_SUMMARY_MIN_ROWS = 1 << 14      # segments this big get one (charts read smaller ones)
 VIEWS_DIR = ".views"                    # <experiment>/.views/<name>.json: the page's saved views
 VIEW_MAX_BYTES = 16_384                 # one view: a URL hash and its name
 VIEW_NAME_RULE = ("a view name is 1 to 80 letters, digits, spaces and _ . , - + = @ ( ), starts "
@@ -1286,6 +1294,9 @@ class _SegmentLog:
         self.store = store
         # the chart summary written beside the final file at compaction (metrics only)
         self.summary = store.join(run_path, summary) if summary else None
+        # and, while live, the summaries of big segments (see _summarize_segments)
+        self.summary_dir = store.join(run_path, SUMMARY_DIR) if summary else None
+        self.summarized = set()    # (start, end) of the segments we wrote a summary of
         self.run_path = run_path
         self.foreign = foreign     # files(store, run_path) of another tool's layout, or None
         self.folder = folder
@@ -1294,6 +1305,7 @@ class _SegmentLog:
         self.warn = warn or (lambda _tag, message: _warn(message))
         self.made = made           # the folder is known to exist (created by us)
         self.segments = []
+        self.summary_failed, self.summary_made = set(), False
 
     @classmethod
     def metrics(cls, store, run_path, **kwargs):
@@ -1332,6 +1344,7 @@ class _SegmentLog:
         lost = sum(e - s for s, e, _t in self.segments)
         self.store.mkdir(self.dir)
         self.segments = []
+        self.summarized = set()
         self.warn(f"lost:{self.folder}",
                   f"expman: {self.store.display(self.dir)} was deleted while the run was live; "
                   f"the {lost} rows written there before are lost. Recreated it: rows from now "
@@ -1367,10 +1380,13 @@ class _SegmentLog:
                     seg[2] = -1
                 break
             self._write_file(self.path(start, end), files, (start, end))
+            self._summarize_segment(start, end, group, files)  # from its parts' summaries
             for path in paths:  # the merged file exists first: readers never miss rows
                 self.store.delete(path)
+            self._drop_segment_summaries(group)
             del segs[-SEGMENT_FAN_IN:]
             segs.append([start, end, tier + 1])
+        self._summarize_segments()
 
     def _open_checked(self, paths, why):
         """[(path, ParquetFile)] with every footer read (a whole file has one); None when one
@@ -1485,24 +1501,106 @@ class _SegmentLog:
             self.store.rename(path, self.final)
         else:
             self._write_file(self.final, sources, (first, last))
-        self._summarize()  # before the segments go: a crash here leaves a run reap finishes
+        # before the segments go (a crash here leaves a run reap finishes), from their own
+        # summaries where they have them
+        self._summarize(pieces=chosen if have is None else None)
         self._delete_segments(names)
         return used
 
-    def _summarize(self, missing_only=False):
-        """Write the chart summary of the final file (section 5.2). A summary is a cache: one
-        that fails is reported and left out (charts then read the exact rows), never a reason
-        for a close to fail."""
+    def _summarize(self, missing_only=False, pieces=None):
+        """Write the chart summary of the final file (section 5.2); pieces, the (start, end,
+        name) segments it was just made of, lend theirs. A summary is a cache: one that fails
+        is reported and left out (charts then read the exact rows), never a reason for a
+        close to fail."""
         if self.summary is None:
             return
         try:
             if missing_only and _open_summary(self.store, self.final, self.summary):
                 return
-            _write_summary(self.store, self.final, self.summary)
+            if not (pieces and self._summarize_from_segments(pieces)):
+                _write_summary(self.store, self.final, self.summary)
         except Exception as exc:  # noqa: BLE001
             self.warn(f"summary:{self.summary}",
                       f"expman: could not write the chart summary "
                       f"{self.store.display(self.summary)} ({exc}); charts read the rows")
+
+    # -- chart summaries of big segments while live (section 5.2) ---------------------------
+    # Only these methods, merge() and _delete_segments() know of metrics.summary/: a segment
+    # of SEGMENT_SUMMARY_MIN_ROWS or more gets sum-<start>-<end>.parquet once it is written
+    # (merges: built from the parts' summaries), it goes when its segment is merged away, the
+    # folder goes with the segments, and compaction builds the final summary from them.
+    def _segment_summary_path(self, start, end):
+        return self.store.join(self.summary_dir, _segment_summary_name(start, end))
+
+    def _summarize_segment(self, start, end, parts=None, files=None):
+        """Write the summary of segment [start, end) if it is big enough: from the summaries
+        of its parts (the merged [s, e, tier] and their open (path, ParquetFile)) where we
+        wrote them, the rows of the others; parts None: from the segment's own rows."""
+        if self.summary_dir is None or end - start < SEGMENT_SUMMARY_MIN_ROWS or \
+                (start, end) in self.summarized or (start, end) in self.summary_failed:
+            return
+        store = self.store
+        try:
+            if parts is None:
+                pieces = [(start, end, None, store.parquet_file(self.path(start, end)))]
+            else:
+                pieces = [(s, e, _open_segment_summary(store, self._segment_summary_path(s, e),
+                                                       s, e) if (s, e) in self.summarized
+                           else None, pf) for (s, e, _t), (_path, pf) in zip(parts, files)]
+            keys = sorted(set().union(*(_summary_keys(p[3].schema_arrow) for p in pieces)))
+            table = _summary_table(pieces, start, end, keys, {"start": start, "end": end})
+            if table is None:
+                return
+            if not self.summary_made:
+                store.mkdir(self.summary_dir)
+                self.summary_made = True
+            _write_summary_table(store, self._segment_summary_path(start, end), table)
+            self.summarized.add((start, end))
+        except Exception as exc:  # noqa: BLE001 - a cache: charts read this segment's rows
+            self.summary_failed.add((start, end))
+            self.warn(f"summary:{self.summary_dir}",
+                      f"expman: could not write the chart summary of segment "
+                      f"{_segment_name(start, end)} ({exc}); charts read its rows")
+
+    def _summarize_segments(self):
+        """Summaries of the big segments that have none yet (a flush of many rows)."""
+        if self.summary_dir is None:
+            return
+        for start, end, _tier in list(self.segments):
+            if end - start >= SEGMENT_SUMMARY_MIN_ROWS and (start, end) not in self.summarized:
+                self._summarize_segment(start, end)
+
+    def _drop_segment_summaries(self, group):
+        for start, end, _tier in group:
+            if (start, end) in self.summarized:
+                self.store.delete(self._segment_summary_path(start, end))
+                self.summarized.discard((start, end))
+
+    def _summarize_from_segments(self, chosen):
+        """Write the final file's summary from the summaries of the segments it was made of
+        (chosen: their (start, end, name), tiling from row 0) and the rows of those without
+        one. False when there is no segment summary to use or a segment is gone (a lone
+        segment renamed into place): the caller reads the final file instead."""
+        if self.summary_dir is None or not chosen or chosen[0][0] != 0 or any(
+                a[1] != b[0] for a, b in zip(chosen, chosen[1:])):
+            return False
+        store = self.store
+        listed = {f.name: f for f in store.listdir(self.summary_dir)}
+        pieces = []
+        try:
+            for s, e, name in chosen:
+                info = listed.get(_segment_summary_name(s, e))
+                summ = info and _open_segment_summary(
+                    store, store.join(self.summary_dir, info.name), s, e, (info.size, info.mtime))
+                pieces.append((s, e, summ or None, None if summ else
+                               store.parquet_file(store.join(self.dir, name))))
+        except Exception as exc:  # noqa: BLE001
+            if _is_missing(exc):
+                return False
+            raise
+        if all(p[2] is None for p in pieces):
+            return False
+        return _write_summary(store, self.final, self.summary, pieces)
 
     def rename_single(self, max_rows):
         """Close of a short run: the one segment this log wrote (at most max_rows rows, from
@@ -1529,6 +1627,10 @@ class _SegmentLog:
                 self.store.delete_tree(self.dir)
             except OSError:
                 pass
+        if self.summary_dir is not None and (self.summarized or not self.made):
+            with contextlib.suppress(OSError):  # after the segments: the summaries of rows
+                self.store.delete_tree(self.summary_dir)
+            self.summarized = set()
         self.segments = []
 
     # -- reading ---------------------------------------------------------------------------
@@ -1814,30 +1916,55 @@ def _summary_keys(schema):
         pa.types.is_floating(f.type) or pa.types.is_integer(f.type)))
 
 
-def _write_summary(store, final, out):
-    """Build the chart summary of a closed run's metrics.parquet (one streaming pass, memory
-    bounded by SUMMARY_BUDGET records and one batch) and write it whole at `out`. Returns
-    whether one was written (runs under SUMMARY_MIN_ROWS rows get none)."""
+def _write_summary(store, final, out, pieces=None):
+    """Build the chart summary of a closed run's metrics.parquet and write it whole at `out`:
+    from the rows (one streaming pass, memory bounded by SUMMARY_BUDGET records and one
+    batch), or from pieces, (start, end, _Summary or None, ParquetFile or None) tiling its
+    rows, the summaries of its segments (section 5.1). Returns whether one was written (runs
+    under SUMMARY_MIN_ROWS rows get none; pieces that do not tile it: False)."""
     st = store.stat(final)
     pf = store.parquet_file(final)
     n = pf.metadata.num_rows
     keys = _summary_keys(pf.schema_arrow)
     if st is None or n < SUMMARY_MIN_ROWS or not keys:
         return False
+    if pieces is None:
+        pieces = [(0, n, None, pf)]
+    elif pieces[-1][1] != n or _file_rows(pf) not in (None, (0, n)):
+        return False
+    table = _summary_table(pieces, 0, n, keys, {"rows": n, "bytes": st[0]})
+    del pf, pieces
+    if table is None:
+        return False
+    _write_summary_table(store, out, table)
+    return True
+
+
+def _segment_summary_name(start, end):
+    return f"sum-{start:012d}-{end:012d}.parquet"
+
+
+def _summary_table(pieces, start, end, keys, meta):
+    """The summary records of rows [start, end) (every level) from pieces tiling them in row
+    order: (start, end, _Summary of those rows or None, ParquetFile read when there is none).
+    Buckets are aligned to table rows, so a bucket cut by a piece boundary comes in two
+    records that _m4_combine(..., 0) makes one, exactly as from the rows. None: no values."""
     k0 = SUMMARY_MIN_LEVEL
-    while (n * len(keys)) >> k0 > SUMMARY_BUDGET:
+    while ((end - start) * max(1, len(keys))) >> k0 > SUMMARY_BUDGET:
         k0 += 1
-    top = max(k0, (n - 1).bit_length())
-    cols = ["step"] + (["timestamp"] if "timestamp" in pf.schema_arrow.names else []) + keys
-    parts, at = {key: [] for key in keys}, 0
-    step = max(1 << 12, min(1 << 20, _CELL_BUDGET // len(cols)))
-    for batch in pf.iter_batches(step, columns=cols, use_threads=False):
-        for key in keys:
-            raw = _m4_batch(batch, key, at)
-            if raw is not None:
-                parts[key].append(_m4_combine(raw, k0))
-        at += batch.num_rows
-    del pf
+    k0 = max([k0] + [p[2].k0 for p in pieces if p[2] is not None])
+    top = max(k0, (start ^ (end - 1)).bit_length())
+    parts = {key: [] for key in keys}
+    for s, _e, summ, pf in pieces:
+        if summ is not None:
+            level = min(k0, summ.top)
+            for key, recs in summ.level_records(level).items():
+                if key in parts:
+                    parts[key].append(_m4_combine(recs, k0 - level) if k0 > level else recs)
+            continue
+        fkeys = [k for k in _summary_keys(pf.schema_arrow) if k in parts]
+        for key, recs in _summary_table_parts([(s, pf)], fkeys, k0).items():
+            parts[key].append(recs)
     tables = []
     for key in keys:
         if not parts[key]:
@@ -1851,13 +1978,60 @@ def _write_summary(store, final, out):
             if k < top:
                 level = _m4_combine(level, 1)
     if not tables:
-        return False
-    table = pa.concat_tables(tables)
-    meta = {"version": 1, "rows": n, "bytes": st[0], "min_level": k0, "top_level": top}
-    table = table.replace_schema_metadata({_SUMMARY_META: json.dumps(meta).encode()})
+        return None
+    meta = {"version": 1, **meta, "min_level": k0, "top_level": top}
+    return pa.concat_tables(tables).replace_schema_metadata(
+        {_SUMMARY_META: json.dumps(meta).encode()})
+
+
+def _summary_table_parts(files, keys, k0):
+    """{key: records of buckets of 2^k0 rows} of keys (numeric columns) in files, (first
+    row, ParquetFile) in row order: one pass, a batch at a time. Small batches (a live run's
+    newest segments) are bucketed together, one _m4_combine per key for many of them."""
+    parts, raws = {key: [] for key in keys}, {key: [] for key in keys}
+    pending = 0
+
+    def bucket_raws():
+        for key in keys:
+            if raws[key]:
+                parts[key].append(_m4_combine(pa.concat_tables(raws[key]), k0))
+                raws[key] = []
+
+    for start, pf in files:
+        names = pf.schema_arrow.names
+        fkeys = [k for k in keys if k in names]
+        if not fkeys:
+            continue
+        cols = ["step"] + (["timestamp"] if "timestamp" in names else []) + fkeys
+        # never a batch larger than the file: the reader allocates the whole batch up
+        # front, and each small segment would pay for a million rows
+        at, step = start, max(1, min(pf.metadata.num_rows, max(1 << 12, min(
+            1 << 20, _CELL_BUDGET // len(cols)))))
+        for batch in pf.iter_batches(step, columns=cols, use_threads=False):
+            big = batch.num_rows >= 1 << 14  # bucketed at once, one key at a time
+            if big:
+                bucket_raws()
+                pending = 0
+            for key in fkeys:
+                raw = _m4_batch(batch, key, at)
+                if raw is not None:
+                    if big:
+                        parts[key].append(_m4_combine(raw, k0))
+                    else:
+                        raws[key].append(raw)
+            at += batch.num_rows
+            pending += 0 if big else batch.num_rows
+            if pending >= 1 << 14:
+                bucket_raws()
+                pending = 0
+    bucket_raws()
+    return {key: recs[0] if len(recs) == 1 else _m4_combine(pa.concat_tables(recs), 0)
+            for key, recs in parts.items() if recs}
+
+
+def _write_summary_table(store, out, table):
     with store.open_atomic(out) as sink:
         pq.write_table(table, sink, row_group_size=_SUMMARY_GROUP, compression="snappy")
-    return True
 
 
 class _Summary:
@@ -1868,6 +2042,36 @@ class _Summary:
         self.store, self.path = store, path
         self.k0, self.top = meta["min_level"], meta["top_level"]
         self.groups = groups
+        self.pinned, self._pf = False, None
+        self.spans = {}  # key -> (count, first row, last row) or None, shared by pinned copies
+
+    def span(self, key):
+        """(count, first row, last row, least step, greatest step) of key's values here
+        (None: none), remembered: a live chart asks it of every segment summary, and their
+        files never change."""
+        found = self.spans.get(key, False)
+        if found is False:
+            top = self.records(key, self.top, columns=("count", "first_row", "last_row",
+                                                       "step_min", "step_max"))
+            found = None if not top.num_rows else (
+                pc.sum(top.column("count")).as_py(), top.column("first_row")[0].as_py(),
+                top.column("last_row")[-1].as_py(), pc.min(top.column("step_min")).as_py(),
+                pc.max(top.column("step_max")).as_py())
+            if len(self.spans) < 4096:
+                self.spans[key] = found
+        return found
+
+    def pin(self):
+        """A copy for one request (one thread) that opens its file once, not per call."""
+        twin = copy.copy(self)
+        twin.pinned = True
+        return twin
+
+    def _file(self):
+        pf = self._pf or self.store.parquet_file(self.path)
+        if self.pinned:
+            self._pf = pf
+        return pf
 
     def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
         """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket."""
@@ -1876,8 +2080,8 @@ class _Summary:
         names = list(_M4_FIELDS) if columns is None else list(columns)
         if not picks:
             return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
-        pf = self.store.parquet_file(self.path)
-        table = pf.read_row_groups(picks, columns=["key", "level"] + names, use_threads=False)
+        table = self._file().read_row_groups(picks, columns=["key", "level"] + names,
+                                             use_threads=False)
         mask = pc.and_(pc.equal(table.column("key"), _lit(pa.string(), key)),
                        pc.equal(table.column("level"), _lit(pa.int8(), level)))
         if b_lo is not None:
@@ -1885,6 +2089,25 @@ class _Summary:
         if b_hi is not None:
             mask = pc.and_(mask, pc.less_equal(table.column("bucket"), _i64_scalar(b_hi)))
         return table.filter(mask).select(names)
+
+    def level_records(self, level):
+        """{key: its records of one level} for every key, in one read."""
+        picks = [i for i, bounds in enumerate(self.groups) if _in_stats(bounds[1], level)]
+        if not picks:
+            return {}
+        table = self._file().read_row_groups(
+            picks, columns=["key", "level"] + list(_M4_FIELDS), use_threads=False)
+        table = table.filter(pc.equal(table.column("level"), _lit(pa.int8(), level)))
+        keys = table.column("key").combine_chunks()
+        n, out = len(keys), {}
+        if not n:
+            return out
+        cuts = pc.indices_nonzero(pc.not_equal(keys.slice(1), keys.slice(0, n - 1)))
+        starts = [0] + [i + 1 for i in cuts.to_pylist()]
+        table = table.select(list(_M4_FIELDS))
+        for a, b in zip(starts, starts[1:] + [n]):
+            out[keys[a].as_py()] = table.slice(a, b - a)
+        return out
 
 
 def _m4_type(field):
@@ -1918,7 +2141,8 @@ def _all_above(bounds, hi):
 
 
 _SUMMARIES = collections.OrderedDict()  # (summary, final) stamps -> _Summary or None
-_SUMMARIES_MAX = 64                     # open summaries remembered (their footers only)
+_SUMMARIES_MAX = 1024                   # open summaries remembered (their footers only;
+                                        # a live run has one per big segment)
 _SUMMARIES_LOCK = threading.Lock()
 
 
@@ -1947,6 +2171,37 @@ def _open_summary(store, final, path, final_rows=None):
         _log.debug("expman: ignoring chart summary %s: %s", store.display(path), exc)
     with _SUMMARIES_LOCK:
         _SUMMARIES[stamp] = found
+        while len(_SUMMARIES) > _SUMMARIES_MAX:
+            _SUMMARIES.popitem(last=False)
+    return found
+
+
+def _open_segment_summary(store, path, start, end, stamp=None):
+    """The _Summary of segment [start, end) at path (stamp: its (size, mtime) from a listing,
+    else a stat); None when missing, unreadable or of other rows. Segments and their
+    summaries are immutable, so an open one is remembered by name and stamp."""
+    if stamp is None:
+        stamp = store.stat(path)
+        if stamp is None:
+            return None
+    key = ("segment", store.display(path), tuple(stamp))
+    with _SUMMARIES_LOCK:
+        if key in _SUMMARIES:
+            _SUMMARIES.move_to_end(key)
+            return _SUMMARIES[key]
+    found = None
+    try:
+        pf = store.parquet_file(path)
+        meta = json.loads(pf.schema_arrow.metadata[_SUMMARY_META])
+        if (meta.get("version") == 1 and meta.get("start") == start and meta.get("end") == end
+                and all(f in pf.schema_arrow.names for f in _M4_FIELDS)):
+            found = _Summary(store, path, meta, _group_bounds(pf))
+    except Exception as exc:  # noqa: BLE001
+        if _is_missing(exc):
+            raise  # merged away since it was listed: the reader lists again
+        _log.debug("expman: ignoring chart summary %s: %s", store.display(path), exc)
+    with _SUMMARIES_LOCK:
+        _SUMMARIES[key] = found
         while len(_SUMMARIES) > _SUMMARIES_MAX:
             _SUMMARIES.popitem(last=False)
     return found
@@ -9891,10 +10146,12 @@ def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0
     run's chart summary where one matches (section 5.2), else from the rows, streamed one
     batch and only the needed columns and row groups at a time. Same points either way."""
     log = _SegmentLog.metrics(store, path)
+    _SCAN_CACHE.groups = {}  # this request's decoded edge row groups (see _scan_batches)
     try:
         return log.read(lambda files: _chart_series_once(store, path, files, keys, max_points,
                                                          x_min, x_max, since))
     finally:
+        _SCAN_CACHE.groups = None
         # Arrow's allocator keeps freed pages per thread for reuse; a server answers charts
         # from many threads, and kept them all (+100 MB after a page, until restarted).
         # Handing them back costs well under a millisecond per request.
@@ -9909,7 +10166,8 @@ def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since
         all_keys = _metric_keys(store, path)
     lo = None if x_min is None else math.ceil(x_min)
     hi = None if x_max is None else math.floor(x_max)
-    summary = _chart_summary(store, path, files, sources, since)
+    summary = _chart_summary(store, path, files, sources, since,
+                             [k for k in keys or all_keys if k in seen])
     out, downsampled = {}, False
     for key in keys or all_keys:
         if key not in seen or not _is_number_type(seen[key]):
@@ -9948,15 +10206,146 @@ def _chart_sources(store, path, files, since):
     return sources, seen, rows
 
 
-def _chart_summary(store, path, files, sources, since):
-    """The run's chart summary when it may answer: a whole read (since 0) of a closed run's
-    one readable metrics.parquet, and the summary not a link out of the run; else None."""
-    if not (since == 0 and len(files) == 1 and files[0][1] is None and sources):
+def _chart_summary(store, path, files, sources, since, keys=None):
+    """The run's chart summary when it may answer a whole read (since 0): a closed run's one
+    readable metrics.parquet with its summary; a live (or crashed) run's segments, all
+    readable and tiling from row 0, of which some have a summary (a _LiveSummary); None
+    otherwise, or when a summary is a link out of the run."""
+    if not (since == 0 and sources and len(sources) == len(files)):
         return None
-    spath = store.join(path, SUMMARY_FILE)
-    if _link_out_of(store, path, spath):
+    if len(files) == 1 and files[0][1] is None:
+        spath = store.join(path, SUMMARY_FILE)
+        if _link_out_of(store, path, spath):
+            return None
+        found = _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
+        return found and found.pin()
+    if files[0][0] != 0 or any(a[1] != b[0] for a, b in zip(files, files[1:])) or \
+            files[-1][1] is None or files[-1][1] < SEGMENT_SUMMARY_MIN_ROWS:
         return None
-    return _open_summary(store, sources[0][2], spath, sources[0][1].metadata.num_rows)
+    sdir = store.join(path, SUMMARY_DIR)
+    listed = {f.name: f for f in store.listdir(sdir)}
+    pieces = []
+    for (start, end, _fpath), source in zip(files, sources):
+        info = listed.get(_segment_summary_name(start, end))
+        summ = None
+        if info is not None and not _link_out_of(store, path, store.join(sdir, info.name)):
+            summ = _open_segment_summary(store, store.join(sdir, info.name), start, end,
+                                         (info.size, info.mtime))
+        pieces.append((start, end, summ, source))
+    if all(p[2] is None for p in pieces):
+        return None
+    return _LiveSummary(pieces, files[-1][1], keys)
+
+
+class _LiveSummary:
+    """The chart summary of a run still in segments: the summaries of its big segments and,
+    for the rows of the others, records computed from those rows when first asked (every
+    key of the request in one read of each such file, kept for the request). Answers
+    records() as _Summary does, so _summary_points serves live and closed runs alike.
+
+    pieces: (start, end, _Summary or None, source) tiling rows [0, rows) in order, source
+    being a _chart_sources entry (start, ParquetFile, path); keys: the keys the request
+    charts (None: every numeric column)."""
+
+    def __init__(self, pieces, rows, keys=None):
+        # consecutive segments without a summary are one piece, read in one pass: a live
+        # run's newest segments are many and small, and each pass costs a few ms per key
+        self.pieces = []
+        for s, e, summ, src in pieces:
+            last = self.pieces[-1] if self.pieces else None
+            if summ is None and last is not None and last[2] is None:
+                self.pieces[-1] = (last[0], e, None, last[3] + [src])
+            else:
+                self.pieces.append((s, e, summ and summ.pin(), [src]))
+        self.k0 = max([SUMMARY_MIN_LEVEL] + [p[2].k0 for p in pieces if p[2] is not None])
+        self.top = max(self.k0, (rows - 1).bit_length())
+        self.keys = keys
+        self._rows_of = {}  # piece index -> {key: its level-k0 records}
+        self._levels = {}   # (piece index, level) -> {key: records}, when several keys are asked
+
+    def _row_records(self, key, i):
+        found = self._rows_of.get(i)
+        if found is None:
+            found = self._rows_of[i] = {}
+            files = [(start, pf) for start, pf, _path in self.pieces[i][3]]
+            keys = set().union(*(_summary_keys(pf.schema_arrow) for _s, pf in files))
+            keys = sorted(k for k in keys if self.keys is None or k in self.keys)
+            found.update(_summary_table_parts(files, keys, self.k0))
+        return found.get(key)
+
+    def _span(self, key, columns):
+        """records(key, top) when only the span is asked: from the summaries' spans."""
+        count, first, last = 0, None, None
+        for i, (_s, _e, summ, _src) in enumerate(self.pieces):
+            if summ is not None:
+                span = summ.span(key)
+            else:
+                recs = self._row_records(key, i)
+                span = None if recs is None or not recs.num_rows else (
+                    pc.sum(recs.column("count")).as_py(), recs.column("first_row")[0].as_py(),
+                    recs.column("last_row")[-1].as_py())
+            if span:
+                count += span[0]
+                first = span[1] if first is None else first
+                last = span[2]
+        values = {"bucket": 0, "count": count, "first_row": first, "last_row": last}
+        return pa.Table.from_arrays([_i64s([values[c]] if count else []) for c in columns],
+                                    names=list(columns))
+
+    def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
+        """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket. Given s_lo
+        or s_hi, segment summaries with no value in steps [s_lo, s_hi] are left out (as a
+        _Summary prunes row groups): the caller keeps only the records in that range, and
+        one cut by a piece boundary is read from its rows when its other part is out."""
+        names = list(_M4_FIELDS) if columns is None else list(columns)
+        if level >= self.top and set(names) <= {"bucket", "count", "first_row", "last_row"} \
+                and b_lo in (None, 0) and b_hi is None:
+            return self._span(key, names)
+        parts = []
+        for i, (start, end, summ, _src) in enumerate(self.pieces):
+            if (b_lo is not None and (end - 1) >> level < b_lo) or (
+                    b_hi is not None and start >> level > b_hi):
+                continue
+            if summ is not None:
+                span = summ.span(key) if s_lo is not None or s_hi is not None else ()
+                if span is None or (span and ((s_lo is not None and span[4] < s_lo) or (
+                        s_hi is not None and span[3] > s_hi))):
+                    continue  # no value of key here, or none in the steps asked (a hint)
+                have = min(level, summ.top)  # level >= k0 >= summ.k0
+                shift = level - have
+                if self.keys is not None and len(self.keys) > 1 and \
+                        ((end - 1) >> have) - (start >> have) < _SUMMARY_GROUP:
+                    # every key of a segment summary's level in one read (one row group
+                    # mostly holds them all), not one read of the same group per key
+                    found = self._levels.get((i, have))
+                    if found is None:
+                        found = self._levels[(i, have)] = summ.level_records(have)
+                    recs = found.get(key)
+                    if recs is None:
+                        continue
+                else:
+                    recs = summ.records(key, have, None if b_lo is None else b_lo << shift,
+                                        None if b_hi is None else ((b_hi + 1) << shift) - 1)
+            else:
+                recs, shift = self._row_records(key, i), level - self.k0
+                if recs is None:
+                    continue
+            if recs.num_rows:
+                parts.append(_m4_combine(recs, shift) if shift else recs)
+        if not parts:
+            return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
+        recs = _m4_combine(pa.concat_tables(parts), 0)
+        if b_lo is not None or b_hi is not None:
+            bucket = recs.column("bucket")
+            mask = _bools(recs.num_rows, True)
+            if b_lo is not None:
+                mask = pc.and_(mask, pc.greater_equal(bucket, _i64_scalar(b_lo)))
+            if b_hi is not None:
+                mask = pc.and_(mask, pc.less_equal(bucket, _i64_scalar(b_hi)))
+            recs = recs.filter(mask)
+        return recs.select(names)
+
+
 
 
 def _is_number_type(dtype):
@@ -10001,12 +10390,21 @@ def _scan_file(pf, start, key, lo, hi, row_lo, row_hi):
     if not groups:
         return
     cols = [c for c in ("step", "timestamp") if c in names] + [key]
-    for batch in _scan_batches(pf, groups, cols):
-        raw = _m4_batch(batch, key, at, lo, hi, row_lo, row_hi)
-        at += batch.num_rows
-        if raw is None:
+    small = row_lo is not None and row_hi is not None and row_hi - row_lo <= _EDGE_ROWS
+    for batch in _scan_batches(pf, groups, cols, small):
+        first, n = at, batch.num_rows
+        at += n
+        if row_lo is not None and at <= row_lo:
             continue
-        yield raw
+        # only the rows asked go through _m4_batch: a zoom's edge bucket is a few hundred
+        # rows of a row group of 65,536 or more
+        a = 0 if row_lo is None else max(0, row_lo - first)
+        b = n if row_hi is None else min(n, row_hi - first)
+        if b > a:
+            raw = _m4_batch(batch if (a, b) == (0, n) else batch.slice(a, b - a), key,
+                            first + a, lo, hi)
+            if raw is not None:
+                yield raw
         if row_hi is not None and at >= row_hi:
             break
 
@@ -10024,11 +10422,43 @@ def _groups_in_rows(meta, start, row_lo, row_hi):
     return groups, first
 
 
-def _scan_batches(pf, groups, cols):
+_EDGE_ROWS = 1 << 16      # a scan of at most this many rows reads whole row groups, kept
+_SCAN_CACHE_ROWS = 1 << 20  # rows of such row groups one chart request keeps (its edges)
+_SCAN_CACHE = threading.local()
+
+
+def _scan_batches(pf, groups, cols, small=False):
+    """The batches of row groups of one file. A small scan (a zoom's edge buckets: the same
+    few row groups, asked for the span and again for the points) goes through the request's
+    cache of decoded row groups, when _chart_series set one up."""
     if isinstance(pf, _ArrowStreamFile):  # an expman-rs segment: batches in memory
         return pf.read_row_groups(groups, columns=cols).to_batches()
-    batch_rows = max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))
+    cache = getattr(_SCAN_CACHE, "groups", None)
+    if small and cache is not None:
+        return _cached_groups(cache, pf, groups, cols)
+    meta = pf.metadata  # no batch larger than the groups read (see _summary_table_parts)
+    batch_rows = max(1, min(sum(meta.row_group(g).num_rows for g in groups),
+                            max(1 << 12, min(1 << 18, _CELL_BUDGET // 8))))
     return pf.iter_batches(batch_rows, row_groups=groups, columns=cols, use_threads=False)
+
+
+def _cached_groups(cache, pf, groups, cols):
+    """Row groups from the cache, step and timestamp apart from the key's column (shared by
+    every key of the request)."""
+    for group in groups:
+        parts = []
+        for part in (cols[:-1], cols[-1:]):
+            key = (id(pf), group, tuple(part))
+            table = cache.get(key)
+            if table is None:
+                table = pf.read_row_group(group, columns=part, use_threads=False)
+                cache[key] = table
+                while len(cache) > 2 and sum(t.num_rows for t in cache.values()) > \
+                        _SCAN_CACHE_ROWS:
+                    cache.pop(next(iter(cache)))
+            parts.append(table)
+        yield from pa.Table.from_arrays(parts[0].columns + parts[1].columns,
+                                        names=cols).to_batches()
 
 
 def _exact_points(sources, key, max_points, lo, hi, since, rows):

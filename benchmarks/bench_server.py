@@ -295,8 +295,8 @@ def page_versions(ref):
 class ServedPage:
     """This tree's server in a child process, serving the page of `page_path`'s expman.py."""
 
-    def __init__(self, root, page_path):
-        here = os.path.join(os.path.dirname(HERE), "expman.py")
+    def __init__(self, root, page_path, server_path=None):
+        here = server_path or os.path.join(os.path.dirname(HERE), "expman.py")
         self.proc = subprocess.Popen([sys.executable, "-c", SERVE_CHILD, here, page_path, root],
                                      stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
@@ -377,15 +377,25 @@ def select_all_once(browser, url, exp, runs, keys):
             "zoom_longest_task_ms": max([d for _, d in zoom_tasks], default=0)}
 
 
-def bench_select_all(root, ref, rounds, runs=50, rows=1_000_000):
+def bench_select_all(root, ref, rounds, runs=50, rows=1_000_000, whole=False, exp_dir=None):
     """50 runs x 1M steps x 3 metrics, select all: main's page against this tree's, served
-    by this tree's server (one fresh server per measurement), alternating A B A B."""
+    by this tree's server (one fresh server per measurement), alternating A B A B. whole:
+    the baseline's page served by the baseline's own server (old against new end to end).
+    exp_dir: an experiment of `runs` runs made elsewhere (e.g. bench_summaries.py --live's
+    live_fifty: runs still in segments) instead of big50; its keys from its first run."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return {"skipped": "playwright is not installed"}
-    make_big_runs(root, "big50", runs, rows)
-    keys = [f"train/m{k}" for k in range(3)]
+    exp = "big50"
+    if exp_dir:
+        root, exp = os.path.split(os.path.abspath(exp_dir))
+        first = sorted(n for n in os.listdir(exp_dir) if not n.startswith("."))[0]
+        schema = expman.load_metrics(os.path.join(exp_dir, first)).schema
+        keys = [n for n in schema.names if n not in ("step", "timestamp")]
+    else:
+        make_big_runs(root, exp, runs, rows)
+        keys = [f"train/m{k}" for k in range(3)]
     versions = page_versions(ref)
     out = {label: [] for label in versions}
     with sync_playwright() as p:
@@ -394,9 +404,9 @@ def bench_select_all(root, ref, rounds, runs=50, rows=1_000_000):
             "--disable-component-update", "--no-first-run", "--disable-sync"])
         for attempt in range(rounds):
             for label, path in versions.items():
-                served = ServedPage(root, path)
+                served = ServedPage(root, path, path if whole and label != "this" else None)
                 try:
-                    result = select_all_once(browser, served.url, "big50", runs, keys)
+                    result = select_all_once(browser, served.url, exp, runs, keys)
                 finally:
                     served.close()
                 result["load_average"] = load_average()
@@ -423,6 +433,10 @@ def main():
                         help="git ref whose page the page figures are compared with ('' for none)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="select-all rounds per page version (alternating)")
+    parser.add_argument("--baseline-server", action="store_true",
+                        help="select-all: serve the baseline's page with the baseline's server")
+    parser.add_argument("--select-exp", help="select-all on this experiment folder instead of "
+                        "big50 (e.g. DATA/live_fifty from bench_summaries.py --live)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if args.skip_page:
@@ -448,7 +462,7 @@ def main():
             print("select all ...", flush=True)
             results["select_all"] = bench_select_all(
                 root, args.baseline, args.rounds, 10 if args.quick else 50,
-                100_000 if args.quick else 1_000_000)
+                100_000 if args.quick else 1_000_000, args.baseline_server, args.select_exp)
     finally:
         if args.keep or args.data:
             print("data kept in", tmp)

@@ -4,6 +4,11 @@
 
     python benchmarks/bench_summaries.py --before /tmp/main --data /tmp/summ_bench
     python benchmarks/bench_summaries.py --quick          # small data, a smoke run
+    python benchmarks/bench_summaries.py --live --before /tmp/main --data DIR   # live runs
+
+--live: the same charts of runs still being logged: a 5M-step run and 50 x 1M, in the
+segments a writer logging 20 rows a flush leaves (live_layout: tiers of 16), with the
+summaries of their big segments (metrics.summary/) made by this expman.py's writer code.
 
 --before DIR: a directory holding the other expman.py (e.g. `git show main:expman.py`);
 without it only this worktree's is measured. The data is generated straight into the run
@@ -81,6 +86,76 @@ def write_run(root, exp, run, rows, keys, seed):
                  f"finished_at: '2026-12-01T10:00:00+00:00'\nduration_secs: 36000.0\n"
                  f"rows: {rows}\nlast_step: {rows - 1}\n")
     return path, True
+
+
+def live_layout(rows, per_flush=20):
+    """The (start, end) segments a live writer leaves after `rows` rows logged `per_flush`
+    rows a flush (default: 40 steps/s at the 500 ms flush): _SegmentLog.merge's tiers."""
+    segs = []
+    for start in range(0, rows, per_flush):
+        segs.append([start, min(rows, start + per_flush), 0])
+        while len(segs) >= 16 and len({t for _s, _e, t in segs[-16:]}) == 1:
+            group = segs[-16:]
+            first, last, tier = group[0][0], group[-1][1], group[0][2]
+            if tier < 0 or last - first > 2_000_000:
+                for seg in group:
+                    seg[2] = -1
+                break
+            del segs[-16:]
+            segs.append([first, last, tier + 1])
+    return [(a, b) for a, b, _t in segs]
+
+
+def write_live_run(root, exp, run, rows, keys, seed):
+    """One run still being logged: the segments (metrics/) a live writer leaves after `rows`
+    rows (live_layout), the values of write_run, and the summaries of its big segments made
+    by this expman.py's writer code (_SegmentLog._summarize_segment, from each segment's rows;
+    a real writer builds most from the parts' summaries). (path, seconds the summaries took,
+    or None when the run was there already)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path = os.path.join(root, exp, run)
+    if os.path.exists(os.path.join(path, "run.yaml")):
+        return path, None
+    closed, _ = write_run(os.path.join(root, ".tmp-live"), exp, run, rows, keys, seed)
+    table = pq.read_table(os.path.join(closed, "metrics.parquet"))
+    seg_dir = os.path.join(path, "metrics")
+    os.makedirs(seg_dir, exist_ok=True)
+    for start, end in live_layout(rows):
+        part = table.slice(start, end - start).replace_schema_metadata(
+            {b"expman.rows": f"{start} {end}".encode()})
+        pq.write_table(part, os.path.join(seg_dir, expman._segment_name(start, end)),
+                       compression="snappy", use_dictionary=False, row_group_size=1 << 20)
+    del table
+    t = time.perf_counter()
+    log = expman._SegmentLog.metrics(expman._LOCAL_STORE, path)
+    for start, end in live_layout(rows):
+        log._summarize_segment(start, end)
+    took = time.perf_counter() - t
+    for name in ("config.yaml",):
+        os.replace(os.path.join(closed, name), os.path.join(path, name))
+    with open(os.path.join(closed, "run.yaml")) as fh:
+        meta = fh.read().replace("status: finished", "status: running")
+    with open(os.path.join(path, "run.yaml"), "w") as fh:
+        fh.write(meta)
+    import shutil
+    shutil.rmtree(closed)
+    return path, took
+
+
+def make_live_data(data, quick):
+    """A 5M-step run and 50 x 1M-step runs, live (in segments)."""
+    scale = 100 if quick else 1
+    t = time.perf_counter()
+    one, b1 = write_live_run(data, "live_one", "r", 5_000_000 // scale, KEYS, 1)
+    fifty = [write_live_run(data, "live_fifty", f"r{i:02d}", 1_000_000 // scale, KEYS, 100 + i)
+             for i in range(50)]
+    builds = [b for _p, b in fifty if b is not None]
+    print(f"live data in {data}: made in {time.perf_counter() - t:.1f}s; segment summaries "
+          f"(from rows) 5M run {b1 or 0:.1f}s, 1M runs {sum(builds):.1f}s in all "
+          f"(0: cached); {len(os.listdir(os.path.join(one, 'metrics')))} segments and "
+          f"{len(os.listdir(os.path.join(one, expman.SUMMARY_DIR)))} segment summaries in the "
+          f"5M run; load {load()}", flush=True)
 
 
 def summarize(path):
@@ -198,13 +273,13 @@ def bench_one(code_dir, root, exp, rows, timeout):
         s.close()
 
 
-def bench_fifty(code_dir, root, timeout):
+def bench_fifty(code_dir, root, timeout, exp="fifty"):
     """All 50 runs asked at once, four at a time (the page's limit), as selecting all does."""
     s = Server(code_dir, root)
     try:
         base = s.rss()[0]
         warm = s.warm()
-        urls = [f"{s.url}/api/experiments/fifty/runs/r{i:02d}/metrics?since=0&max_points=2000"
+        urls = [f"{s.url}/api/experiments/{exp}/runs/r{i:02d}/metrics?since=0&max_points=2000"
                 for i in range(50)]
         t = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -234,11 +309,28 @@ def main():
                         help="do not ask the old version for the 100M-row chart")
     parser.add_argument("--skip-huge", action="store_true", help="no 100M-row chart at all")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--live", action="store_true", help="only the live runs: a 5M-step "
+                        "run and 50 x 1M, still in segments (metrics/ + metrics.summary/)")
     args = parser.parse_args()
     data = args.data + ("-quick" if args.quick else "")
     if args.quick:  # runs this small get no summary otherwise
         expman.SUMMARY_MIN_ROWS = 1
     print(f"load average {load()}", flush=True)
+    versions = [("after", args.after)] + ([("before", args.before)] if args.before else [])
+    scale = 100 if args.quick else 1
+    if args.live:
+        if args.quick:
+            expman.SEGMENT_SUMMARY_MIN_ROWS = 1 << 10
+        make_live_data(data, args.quick)
+        write_run(data, "warm", "r", 10_000, KEYS[:1], 3)
+        for label, code in versions:
+            print(f"[{label}] live 5M run: "
+                  f"{fmt(bench_one(code, data, 'live_one', 5_000_000 // scale, args.timeout))}",
+                  flush=True)
+        for label, code in versions:
+            print(f"[{label}] live 50 x 1M x 3: "
+                  f"{fmt(bench_fifty(code, data, args.timeout, 'live_fifty'))}", flush=True)
+        return
     made, gen, builds = make_data(data, args.quick)
     print(f"data in {data}: generated in {gen:.1f}s; summaries built in "
           f"one {builds['one']:.1f}s, fifty {sum(builds['fifty']):.1f}s in all "
@@ -250,8 +342,6 @@ def main():
         sizes[name] = (os.path.getsize(os.path.join(p, "metrics.parquet")),
                        os.path.getsize(os.path.join(p, expman.SUMMARY_FILE)))
     print(f"file sizes (metrics, summary) bytes: {sizes}", flush=True)
-    versions = [("after", args.after)] + ([("before", args.before)] if args.before else [])
-    scale = 100 if args.quick else 1
     for label, code in versions:
         print(f"[{label}] 5M run: {fmt(bench_one(code, data, 'one', 5_000_000 // scale, args.timeout))}",
               flush=True)

