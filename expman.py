@@ -5799,11 +5799,14 @@ class _Catalog:
     def __init__(self, store, exp_path):
         self.store, self.folder = store, store.join(exp_path, CATALOG_DIR)
         self.files = []            # the files load() read, oldest first
+        self.loaded_at = None      # time.time_ns() as load() began: before any run was read
 
     def load(self):
         """{run name: entry} (a _CatalogEntries mapping) from every catalog file, later files
         winning. Rows of a base are built when asked for."""
         store, layers = self.store, []
+        if self.loaded_at is None:
+            self.loaded_at = time.time_ns()
         names = sorted((n for n in store.listnames(self.folder)
                         if n.endswith((_CATALOG_PART, _CATALOG_BASE))),
                        key=lambda n: n.split("-", 2)[1:2])
@@ -5834,8 +5837,9 @@ class _Catalog:
         try:
             parts = sum(1 for n in self.files if n.startswith("part-")) + bool(entries)
             if parts <= CATALOG_MAX_PARTS and len(entries) < _CATALOG_BASE_MIN:
-                if entries:
-                    self.add(entries)
+                if entries:  # read after load(): named then, so a part written since by a
+                    # closer or a dashboard edit (newer than what was read) still wins
+                    self._write("part", entries, self.loaded_at)
                 return
             current = (cached if cached is not None else self.load_fresh()).all_entries()
             for entry in entries:
@@ -5853,7 +5857,7 @@ class _Catalog:
                        exc)
 
     def load_fresh(self):
-        self.files = []
+        self.files, self.loaded_at = [], None
         return self.load()
 
     def add(self, entries):

@@ -421,3 +421,24 @@ def test_a_part_written_during_a_compaction_keeps_winning_over_its_base(tmp_path
     assert entries["b"]["row"]["tags"] == []
     assert {r["name"]: r["tags"] for r in expman.list_runs(str(tmp_path), "sweep")} == \
         {"a": ["new"], "b": []}
+
+
+def test_a_part_written_during_a_listing_keeps_winning_over_its_reads(tmp_path):
+    """A listing reads a run from its files, and before it writes its part another process
+    writes a newer row for that run (the dashboard's PATCH). The listing's part holds what
+    it read before the edit: named with the time it was written it won over the edit's row
+    (locally a stat hid it, on an object store nothing would). Interleaved by hand."""
+    run = make_run(tmp_path, "a")
+    store, exp_path = expman._open_store(str(tmp_path / "sweep"))
+    lister = expman._Catalog(store, exp_path)
+    cached = lister.load()                         # the listing's read of the catalog ...
+    found = expman._read_run_files(store, str(run), "a")
+    stale = expman._catalog_entry(found[0], expman._listed_run_row(store, str(run), "a", *found),
+                                  None)            # ... and of the run's files
+    meta = dict(found[0], tags=["new"])            # meanwhile, another process edits a's tags
+    store.write_atomic(str(run / "run.yaml"), expman._yaml_dump(meta))
+    expman._catalog_closed_run(store, str(run), meta, found[1])
+    lister.update([stale], keep=["a"], cached=cached)
+    assert len(catalog_files(tmp_path)) == 3 and \
+        not any(f.endswith(expman._CATALOG_BASE) for f in catalog_files(tmp_path))
+    assert expman._Catalog(store, exp_path).load()["a"]["row"]["tags"] == ["new"]
