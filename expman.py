@@ -5804,13 +5804,12 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
     def read(name):
         run_path = store.join(exp_path, name)
         # stamped before the read: a change during it leaves a stamp that no longer matches
-        stamp = store.stat(store.join(run_path, RUN_YAML)) if store.is_local else None
-        metrics = store.stat(store.join(run_path, METRICS_FILE)) if store.is_local else None
+        stamp, metrics, config = _file_stamps(store, run_path)
         found = _read_run_files(store, run_path, name, True)
         if found is None:
             return None, None
         row = _listed_run_row(store, run_path, name, *found, now)
-        return row, _catalog_entry(found[0], row, stamp, metrics)
+        return row, _catalog_entry(found[0], row, stamp, metrics, config)
 
     rows, stale, beyond = [], [], []
 
@@ -5909,12 +5908,14 @@ def _is_dir_entry(entry):
 class _Catalog:
     """The summary rows of an experiment's closed runs, in ``<experiment>/.catalog/``.
 
-    An entry is ``{"name", "v", "stamp", "metrics", "row"}``: ``row`` is the run's RUN_ROW
-    (params included), ``v`` the CATALOG_ROW_VERSION it was made by (an entry of another
-    version is read as missing, so a RUN_ROW that gained fields is re-read once), ``stamp``
-    the (size, mtime) of the run.yaml it was made from and ``metrics`` that of its
-    metrics.parquet when the row's ``metrics_error`` was decided (both None on object stores,
-    where a stat per run would cost a request per run).
+    An entry is ``{"name", "v", "stamp", "config", "metrics", "row"}``: ``row`` is the run's
+    RUN_ROW (params included), ``v`` the CATALOG_ROW_VERSION it was made by (an entry of
+    another version is read as missing, so a RUN_ROW that gained fields is re-read once),
+    ``stamp`` the (size, mtime) of the run.yaml it was made from, ``config`` that of its
+    config.yaml (a field of its own: the server's watcher reads ``stamp`` as run.yaml's; an
+    entry without it is read again once) and ``metrics`` that of its metrics.parquet when
+    the row's ``metrics_error`` was decided (all None on object stores, where a stat per run
+    would cost a request per run).
 
     Two kinds of file, each written whole under a unique name (``part-`` or ``base-``, then
     the time in ns, then an id) and never changed, so concurrent writers need no lock:
@@ -5929,7 +5930,11 @@ class _Catalog:
 
     A later file's entry for a run wins; a compaction writes one base holding every entry
     it read and then deletes just the files it read (a part written meanwhile survives it),
-    and two compactions racing leave two bases that the next one merges. A missing,
+    and two compactions racing leave two bases that the next one merges. The base is named
+    just after the newest file it read, not with the time it is written: a part a closer
+    (or a dashboard edit) writes between the compaction's read and its write is newer than
+    what the base holds and must keep winning over it (on an object store no stat would
+    catch the base's older row). A missing,
     unreadable or foreign file only costs a re-read of the runs it would have covered. The
     ``*.jsonl`` files of expman before the columnar base are neither read nor deleted here
     (an older expman sharing the folder keeps its own).
@@ -5938,11 +5943,14 @@ class _Catalog:
     def __init__(self, store, exp_path):
         self.store, self.folder = store, store.join(exp_path, CATALOG_DIR)
         self.files = []            # the files load() read, oldest first
+        self.loaded_at = None      # time.time_ns() as load() began: before any run was read
 
     def load(self):
         """{run name: entry} (a _CatalogEntries mapping) from every catalog file, later files
         winning. Rows of a base are built when asked for."""
         store, layers = self.store, []
+        if self.loaded_at is None:
+            self.loaded_at = time.time_ns()
         names = sorted((n for n in store.listnames(self.folder)
                         if n.endswith((_CATALOG_PART, _CATALOG_BASE))),
                        key=lambda n: n.split("-", 2)[1:2])
@@ -5973,14 +5981,16 @@ class _Catalog:
         try:
             parts = sum(1 for n in self.files if n.startswith("part-")) + bool(entries)
             if parts <= CATALOG_MAX_PARTS and len(entries) < _CATALOG_BASE_MIN:
-                if entries:
-                    self.add(entries)
+                if entries:  # read after load(): named then, so a part written since by a
+                    # closer or a dashboard edit (newer than what was read) still wins
+                    self._write("part", entries, self.loaded_at)
                 return
             current = (cached if cached is not None else self.load_fresh()).all_entries()
             for entry in entries:
                 current[entry["name"]] = entry
             keep = set(keep)
-            self._write("base", [e for n, e in sorted(current.items()) if n in keep])
+            self._write("base", [e for n, e in sorted(current.items()) if n in keep],
+                        self._after_read())
             for name in self.files:
                 try:
                     store.delete(store.join(self.folder, name))
@@ -5991,17 +6001,29 @@ class _Catalog:
                        exc)
 
     def load_fresh(self):
-        self.files = []
+        self.files, self.loaded_at = [], None
         return self.load()
 
     def add(self, entries):
         """One new part file holding the entries (a closing run adds its own)."""
         self._write("part", entries)
 
-    def _write(self, kind, entries):
+    def _after_read(self):
+        """The time a compacted base is named with: 1 ns after the newest file load() read
+        (1 when it read none: then every part written since wins over it), never later than
+        now (a file named from the future, or a foreign name, does not push it there)."""
+        newest = 0
+        for name in self.files:
+            stamp = name.split("-", 2)[1:2]
+            if stamp and len(stamp[0]) == 20 and stamp[0].isdigit():
+                newest = max(newest, int(stamp[0]))
+        return min(newest + 1, time.time_ns())
+
+    def _write(self, kind, entries, at=None):
         store = self.store
         store.mkdir(self.folder)
-        name = (f"{kind}-{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}" +
+        at = time.time_ns() if at is None else at
+        name = (f"{kind}-{at:020d}-{os.getpid()}-{os.urandom(4).hex()}" +
                 (_CATALOG_BASE if kind == "base" else _CATALOG_PART))
         if kind == "base":
             data = _ColumnBase.encode(entries)
@@ -6045,7 +6067,8 @@ class _ColumnBase:
     (its RUN_ROW), in the order of the names. A listing sorts and counts on the columns and
     decodes only the rows it shows; all 10,000 rows decode in one json.loads."""
 
-    __slots__ = ("names", "index", "stamps", "metrics", "where", "lines", "rows", "decoded")
+    __slots__ = ("names", "index", "stamps", "configs", "metrics", "where", "lines", "rows",
+                 "decoded")
 
     @staticmethod
     def encode(entries):
@@ -6064,6 +6087,7 @@ class _ColumnBase:
         body = "\n".join(lines).encode()
         header = {"format": _CATALOG_FORMAT, "v": CATALOG_ROW_VERSION, "names": names,
                   "stamp": [e.get("stamp") for e in entries],
+                  "config": [e.get("config") for e in entries],
                   "metrics": [e.get("metrics") for e in entries],
                   "columns": list(_CATALOG_INDEXED), "crc32": zlib.crc32(body)}
         return json.dumps(header, separators=(",", ":"), default=str).encode() + b"\n" + body
@@ -6080,15 +6104,16 @@ class _ColumnBase:
                 return None
             names, columns = header["names"], header["columns"]
             stamps, metrics = header["stamp"], header["metrics"]
+            configs = header.get("config") or [None] * len(names)   # None: checked again
             lines = body.split(b"\n") if body else []
             if len(lines) != len(columns) + len(names) or \
-                    not len(names) == len(stamps) == len(metrics) or \
+                    not len(names) == len(stamps) == len(metrics) == len(configs) or \
                     not all(isinstance(n, str) for n in names + columns):
                 return None
         except (ValueError, KeyError, TypeError):
             return None
         self = cls()
-        self.names, self.stamps, self.metrics = names, stamps, metrics
+        self.names, self.stamps, self.configs, self.metrics = names, stamps, configs, metrics
         self.index = {n: i for i, n in enumerate(names)}
         self.where = {field: j for j, field in enumerate(columns)}
         self.lines, self.rows, self.decoded = lines[:len(columns)], lines[len(columns):], {}
@@ -6118,7 +6143,7 @@ class _ColumnBase:
 
     def _entry(self, i, row):
         return {"name": self.names[i], "v": CATALOG_ROW_VERSION, "stamp": self.stamps[i],
-                "metrics": self.metrics[i], "row": row}
+                "config": self.configs[i], "metrics": self.metrics[i], "row": row}
 
     def entries(self):
         """{name: entry} of every row (one json.loads for all of them)."""
@@ -6239,17 +6264,19 @@ def _closed_meta(meta):
         status.lower() in _FINAL_STATUSES
 
 
-def _catalog_entry(meta, row, stamp, metrics=None):
+def _catalog_entry(meta, row, stamp, metrics=None, config=None):
     """The catalog entry of a listed run, or None while it can still change by itself (live,
     crashed-looking, corrupt): only what run.yaml itself records as closed is cached.
-    ``stamp`` and ``metrics`` are the (size, mtime) of run.yaml and metrics.parquet taken
-    before the row was made from them (None: not stat'ed, or no such file)."""
+    ``stamp``, ``metrics`` and ``config`` are the (size, mtime) of run.yaml, metrics.parquet
+    and config.yaml taken before the row was made from them (None: not stat'ed, or no such
+    file)."""
     if not _closed_meta(meta):
         return None
     # empty fields and the path (the folder may move) are left out: a third of the bytes
     kept = {k: v for k, v in row.items() if v is not None and k != "path"}
     return {"name": row["name"], "v": CATALOG_ROW_VERSION,
             "stamp": list(stamp) if stamp else None,
+            "config": list(config) if config else None,
             "metrics": list(metrics) if metrics else None, "row": kept}
 
 
@@ -6259,15 +6286,23 @@ def _catalog_closed_run(store, run_path, meta, config):
     a listing rebuilds whatever is missing."""
     try:
         name = run_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-        stamp = store.stat(store.join(run_path, RUN_YAML)) if store.is_local else None
-        metrics = store.stat(store.join(run_path, METRICS_FILE)) if store.is_local else None
+        stamp, metrics, config_stamp = _file_stamps(store, run_path)
         entry = _catalog_entry(meta, _listed_run_row(store, run_path, name, meta, config),
-                               stamp, metrics)
+                               stamp, metrics, config_stamp)
         if entry is not None:
             exp_path = run_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[0]
             _Catalog(store, exp_path).add([entry])
     except Exception as exc:  # noqa: BLE001 - the run is closed and safe; this is a cache
         _log.debug("expman: no catalog row for %s: %s", store.display(run_path), exc)
+
+
+def _file_stamps(store, run_path):
+    """(run.yaml, metrics.parquet, config.yaml) (size, mtime) of a run folder, each None when
+    the file is missing; all None on an object store (no stat per run there)."""
+    if not store.is_local:
+        return None, None, None
+    return tuple(store.stat(store.join(run_path, f)) for f in (RUN_YAML, METRICS_FILE,
+                                                               CONFIG_YAML))
 
 
 _EMPTY_RUN_ROW = []
@@ -6293,11 +6328,12 @@ def _catalog_row(store, exp_path, entry, metrics=None, prefix=None):
 
 def _run_stamps(store, exp_path, names, cached):
     """{run: ([size, mtime] of run.yaml, [size, mtime] of metrics.parquet or None)} of the
-    cached runs, to check their catalog rows against. Locally two stats of a closed run (an
-    edit in place moves run.yaml's, a file cut short after the run closed moves the metrics
-    file's; the folder's mtime sees neither), and no read; on an object store nothing is
-    checked (a request per run is what the catalog saves): edits made through expman there
-    write a fresh catalog row themselves."""
+    cached runs, to check their catalog rows against; a run left out is read again. Locally
+    three stats of a closed run (an edit in place moves run.yaml's or config.yaml's, a file
+    cut short after the run closed moves the metrics file's; the folder's mtime sees none of
+    them), and no read; on an object store nothing is checked (a request per run is what
+    the catalog saves): edits made through expman there write a fresh catalog row
+    themselves."""
     if not store.is_local:
         return {name: (None, None) for name in names if name in cached}
     names = [n for n in names if n in cached]
@@ -6336,6 +6372,13 @@ def _local_stamps(exp_path, names, cached):
         if stamp != known:
             out[name] = (stamp, None)
             continue  # read again anyway
+        try:
+            st = stat(base + CONFIG_YAML)
+            config = [st.st_size, st.st_mtime]
+        except OSError:
+            config = None
+        if config != cached[name].get("config"):
+            continue  # config.yaml edited (or an entry made before it was stamped): read again
         try:
             st = stat(base + METRICS_FILE)
             metrics = [st.st_size, st.st_mtime]
@@ -11375,7 +11418,13 @@ class _Api:
         self.patch_meta(meta, body)
         self.store.write_atomic(meta_path, _yaml_dump(meta))
         self.hub.recheck.add((exp, run))  # the cached lists show the edit after the next scan
-        self.forget_list(exp)   # and the runs queries at once
+        if _closed_meta(meta):  # a fresh catalog row: on object stores rows are not stat'ed
+            try:
+                config = _read_listed_yaml(self.store, self.store.join(path, CONFIG_YAML))
+            except ExpmanError:
+                config = {}
+            _catalog_closed_run(self.store, path, meta, config)
+        self.forget_list(exp)   # the kept list holds the old row: the runs queries see it at once
         return _json_safe(load_run(self.location(path)))
 
     def meta_patch_body(self):

@@ -48,6 +48,19 @@ def comparable(rows):
             for r in rows]
 
 
+def blank_config(run_path):
+    """config.yaml emptied of its params (a YAML comment of the same length) with its size
+    and mtime kept: a listing that reads it lists no params, while nothing a stat sees has
+    changed, so a listing that shows the params took them from the catalog row. (Deleting
+    config.yaml is a change a listing sees: the row is read again.)"""
+    path = os.path.join(run_path, "config.yaml")
+    st = os.stat(path)
+    with open(path, "r+b") as fh:
+        fh.write(b"#" * (st.st_size - 1) + b"\n")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime) == (st.st_size, st.st_mtime)
+
+
 def catalog_files(root, exp="sweep"):
     folder = root / exp / expman.CATALOG_DIR
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
@@ -72,9 +85,10 @@ def test_second_listing_reads_the_catalog_not_the_runs(tmp_path):
         make_run(tmp_path, f"r{i}", status="failed" if i == 3 else "finished", lr=i / 10)
     first = expman.list_runs(str(tmp_path), "sweep")
     assert {f.split("-")[0] for f in catalog_files(tmp_path)} == {"part"}
-    # with every config.yaml gone, only the catalog can still know the params
+    # with every config.yaml blanked (size and mtime kept), only the catalog still knows the
+    # params
     for i in range(5):
-        os.remove(tmp_path / "sweep" / f"r{i}" / "config.yaml")
+        blank_config(tmp_path / "sweep" / f"r{i}")
     second = expman.list_runs(str(tmp_path), "sweep")
     assert second == first
     assert {r["name"]: r["params"]["lr"] for r in second} == {f"r{i}": i / 10 for i in range(5)}
@@ -297,7 +311,7 @@ def test_a_closing_run_adds_its_own_row(tmp_path):
                 (tmp_path / "sweep" / ".catalog" / name).read_text().splitlines()]
     assert entry["name"] == "r0" and entry["row"]["params"] == {"lr": 0.3}
     assert entry["row"]["status"] == "finished"
-    os.remove(tmp_path / "sweep" / "r0" / "config.yaml")  # the listing needs only the row
+    blank_config(tmp_path / "sweep" / "r0")  # the listing needs only the row
     (row,) = expman.list_runs(str(tmp_path), "sweep")
     assert row["params"] == {"lr": 0.3}
 
@@ -374,3 +388,57 @@ def test_min_max_read_off_the_footer_by_hand_equals_pyarrow(tmp_path, case):
         assert mine == (None, None)
     elif case != "run":
         assert mine[0]["train/loss"] == pytest.approx(1.0 / n - 0.3)
+
+
+def test_a_part_written_during_a_compaction_keeps_winning_over_its_base(tmp_path, monkeypatch):
+    """A compaction reads the catalog, and before it writes its base another process writes a
+    newer row for a run (the dashboard's PATCH of a closed run, a run closing under the name
+    of a deleted one). The base holds the older row it read; named with the time it was
+    written it sorted after that part and won for good (locally a stat hid it, on an object
+    store nothing would). Interleaved by hand: read, other writer, compaction's write."""
+    run = make_run(tmp_path, "a")
+    make_run(tmp_path, "b")
+    assert [r["tags"] for r in expman.list_runs(str(tmp_path), "sweep")] == [[], []]
+    store, exp_path = expman._open_store(str(tmp_path / "sweep"))
+    compactor = expman._Catalog(store, exp_path)
+    cached = compactor.load()                      # the compaction's read
+    read = set(compactor.files)
+    assert read and cached["a"]["row"]["tags"] == []
+    # meanwhile, another process: a's tags edited in run.yaml and its fresh row added
+    meta = yaml.safe_load((run / "run.yaml").read_text())
+    meta["tags"] = ["new"]
+    store.write_atomic(str(run / "run.yaml"), expman._yaml_dump(meta))
+    expman._catalog_closed_run(store, str(run), meta, {"lr": 0.1})
+    edit = set(catalog_files(tmp_path)) - read
+    assert len(edit) == 1
+    monkeypatch.setattr(expman, "CATALOG_MAX_PARTS", 0)   # this update compacts
+    compactor.update([], keep=["a", "b"], cached=cached)
+    files = set(catalog_files(tmp_path))
+    assert not files & read and edit <= files      # the read files went, the edit stayed
+    assert any(f.endswith(expman._CATALOG_BASE) for f in files)
+    entries = expman._Catalog(store, exp_path).load()
+    assert entries["a"]["row"]["tags"] == ["new"]
+    assert entries["b"]["row"]["tags"] == []
+    assert {r["name"]: r["tags"] for r in expman.list_runs(str(tmp_path), "sweep")} == \
+        {"a": ["new"], "b": []}
+
+
+def test_a_part_written_during_a_listing_keeps_winning_over_its_reads(tmp_path):
+    """A listing reads a run from its files, and before it writes its part another process
+    writes a newer row for that run (the dashboard's PATCH). The listing's part holds what
+    it read before the edit: named with the time it was written it won over the edit's row
+    (locally a stat hid it, on an object store nothing would). Interleaved by hand."""
+    run = make_run(tmp_path, "a")
+    store, exp_path = expman._open_store(str(tmp_path / "sweep"))
+    lister = expman._Catalog(store, exp_path)
+    cached = lister.load()                         # the listing's read of the catalog ...
+    found = expman._read_run_files(store, str(run), "a")
+    stale = expman._catalog_entry(found[0], expman._listed_run_row(store, str(run), "a", *found),
+                                  None)            # ... and of the run's files
+    meta = dict(found[0], tags=["new"])            # meanwhile, another process edits a's tags
+    store.write_atomic(str(run / "run.yaml"), expman._yaml_dump(meta))
+    expman._catalog_closed_run(store, str(run), meta, found[1])
+    lister.update([stale], keep=["a"], cached=cached)
+    assert len(catalog_files(tmp_path)) == 3 and \
+        not any(f.endswith(expman._CATALOG_BASE) for f in catalog_files(tmp_path))
+    assert expman._Catalog(store, exp_path).load()["a"]["row"]["tags"] == ["new"]
