@@ -6906,21 +6906,6 @@ def _last_values(table):
     return last
 
 
-def _fold_min_max(row, table):
-    """Widen row's summary_min/summary_max by the table's values (NaN ignored); None there
-    means unknown, so nothing is folded."""
-    low, high = row["summary_min"], row["summary_max"]
-    if low is None or high is None:
-        return
-    for key in table.column_names:
-        if key in ("step", "timestamp"):
-            continue
-        values = [v for v in table.column(key).to_pylist() if v is not None and v == v]
-        if values:
-            low[key] = min(values + ([low[key]] if key in low else []))
-            high[key] = max(values + ([high[key]] if key in high else []))
-
-
 def _catch_up_duration(row, tail):
     """Stretch row's duration to the tail's last timestamp when that is later."""
     started = _parse_iso(row["started_at"])
