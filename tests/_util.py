@@ -211,3 +211,43 @@ def open_page(ui, server, fragment="", rows="#runs-table tbody tr[data-run]"):
     ui.page.goto(server.url + "/" + fragment)
     expect(ui.page.locator(rows).first).to_be_visible()
     return ui.page
+
+
+# -- the runs API as the page reads it ----------------------------------------------------------
+
+def get_json(server, path, expect=200):
+    """(decoded JSON, body size) of a GET that must answer `expect` (an error's body closed too)."""
+    import json
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(server.url + path, timeout=60) as resp:
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            status, body = err.code, err.read()
+    assert status == expect, (status, body[:300])
+    return json.loads(body), len(body)
+
+
+def decode_columns(answer):
+    """Rows back from format=columns (the page's decodeRuns, in Python)."""
+    rows = [{} for _ in range(answer["count"])]
+
+    def put(col, setter):
+        if isinstance(col, list):
+            for i, v in enumerate(col):
+                setter(i, v)
+        else:
+            for i, v in zip(col["sparse"], col["values"]):
+                setter(i, v)
+
+    for field, col in answer["columns"].items():
+        if isinstance(col, dict) and "fields" in col:
+            for r in rows:
+                r[field] = {}
+            for key, sub in col["fields"].items():
+                put(sub, lambda i, v, f=field, k=key: rows[i][f].__setitem__(k, v))
+        else:
+            put(col, lambda i, v, f=field: rows[i].__setitem__(f, v))
+    return rows

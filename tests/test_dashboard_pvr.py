@@ -4,17 +4,14 @@ Chromium against a real Waitress server, a 1,200-run experiment (more than PAGE_
 runs table is paged): the scatter draws a point for every run, not only the pages the table
 fetched, and a brush narrows the table's matched count through the server's where=.
 """
-import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pytest
 import yaml
 
 import expman
-from _util import playwright_or_skip, serving
+from _util import decode_columns, get_json as get, playwright_or_skip, serving
 
 RUNS = 1200
 LRS = (0.0001, 0.001, 0.01, 0.1)
@@ -87,39 +84,6 @@ def _write_cfg(exp_dir):
 def server(big_root):
     with serving(big_root) as srv:
         yield srv
-
-
-def get(server, path, expect=200):
-    try:
-        with urllib.request.urlopen(server.url + path, timeout=60) as resp:
-            status, body = resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        status, body = err.code, err.read()
-    assert status == expect, (status, body[:300])
-    return json.loads(body), len(body)
-
-
-def decode_columns(answer):
-    """Rows back from format=columns (the page's decodeRuns, in Python)."""
-    rows = [{} for _ in range(answer["count"])]
-
-    def put(col, setter):
-        if isinstance(col, list):
-            for i, v in enumerate(col):
-                setter(i, v)
-        else:
-            for i, v in zip(col["sparse"], col["values"]):
-                setter(i, v)
-
-    for field, col in answer["columns"].items():
-        if isinstance(col, dict) and "fields" in col:
-            for r in rows:
-                r[field] = {}
-            for key, sub in col["fields"].items():
-                put(sub, lambda i, v, f=field, k=key: rows[i][f].__setitem__(k, v))
-        else:
-            put(col, lambda i, v, f=field: rows[i].__setitem__(f, v))
-    return rows
 
 
 # -- the API: columns= ------------------------------------------------------------------------

@@ -6,7 +6,6 @@ filter, selection across pages, live updates while scrolled) against a real Wait
 import json
 import os
 import re
-import urllib.error
 import urllib.parse
 import time
 import urllib.request
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 import expman
-from _util import Page, serving, wait_for
+from _util import Page, decode_columns, get_json as get, serving, wait_for
 
 RUNS = 2000
 BASE_T = 1_760_000_000   # run i started BASE_T + 60 i: newest first is the highest i
@@ -81,39 +80,6 @@ def big_root(tmp_path_factory):
 def api_server(big_root):
     with serving(big_root, live=False) as srv:
         yield srv
-
-
-def get(server, path, expect=200):
-    try:
-        with urllib.request.urlopen(server.url + path, timeout=60) as resp:
-            status, body = resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        status, body = err.code, err.read()
-    assert status == expect, (status, body[:300])
-    return json.loads(body), len(body)
-
-
-def decode_columns(answer):
-    """Rows back from format=columns (the page's decodeRuns, in Python)."""
-    rows = [{} for _ in range(answer["count"])]
-
-    def put(col, setter):
-        if isinstance(col, list):
-            for i, v in enumerate(col):
-                setter(i, v)
-        else:
-            for i, v in zip(col["sparse"], col["values"]):
-                setter(i, v)
-
-    for field, col in answer["columns"].items():
-        if isinstance(col, dict) and "fields" in col:
-            for r in rows:
-                r[field] = {}
-            for key, sub in col["fields"].items():
-                put(sub, lambda i, v, f=field, k=key: rows[i][f].__setitem__(k, v))
-        else:
-            put(col, lambda i, v, f=field: rows[i].__setitem__(f, v))
-    return rows
 
 
 def expected_order(rows, key, descending):
