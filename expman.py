@@ -2064,15 +2064,29 @@ class _Summary:
         files never change."""
         found = self.spans.get(key, False)
         if found is False:
-            top = self.records(key, self.top, columns=("count", "first_row", "last_row",
-                                                       "step_min", "step_max"))
-            found = None if not top.num_rows else (
-                pc.sum(top.column("count")).as_py(), top.column("first_row")[0].as_py(),
-                top.column("last_row")[-1].as_py(), pc.min(top.column("step_min")).as_py(),
-                pc.max(top.column("step_max")).as_py())
+            spans = self._top_spans()
+            found = spans.get(key)
             if len(self.spans) < 4096:
-                self.spans[key] = found
+                self.spans.update(spans)  # every key's, from the one read
+                self.spans.setdefault(key, found)
         return found
+
+    def _top_spans(self):
+        """{key: span} of every key, from one read of the top level's records (a live
+        chart asks the span of each key of each segment summary: one read, not one a key)."""
+        picks = [i for i, bounds in enumerate(self.groups) if _in_stats(bounds[1], self.top)]
+        if not picks:
+            return {}
+        cols = ["key", "level", "count", "first_row", "last_row", "step_min", "step_max"]
+        table = self._file().read_row_groups(picks, columns=cols, use_threads=False)
+        table = table.filter(pc.equal(table.column("level"), _lit(pa.int8(), self.top)))
+        out = {}
+        for key, count, first, last, smin, smax in zip(*(table.column(c).to_pylist()
+                                                         for c in cols if c != "level")):
+            had = out.get(key)
+            out[key] = (count, first, last, smin, smax) if had is None else (
+                had[0] + count, had[1], last, min(had[3], smin), max(had[4], smax))
+        return out
 
     def pin(self):
         """A copy for one request (one thread) that opens its file once, not per call."""
@@ -2176,9 +2190,9 @@ def _open_summary(store, final, path, final_rows=None):
         meta = json.loads(pf.schema_arrow.metadata[_SUMMARY_META])
         if final_rows is None:
             final_rows = store.parquet_file(final).metadata.num_rows
+        names = set(pf.schema_arrow.names)
         if (meta.get("version") == 1 and meta.get("bytes") == fst[0]
-                and meta.get("rows") == final_rows
-                and all(f in pf.schema_arrow.names for f in _M4_FIELDS)):
+                and meta.get("rows") == final_rows and names.issuperset(_M4_FIELDS)):
             found = _Summary(store, path, meta, _group_bounds(pf))
     except Exception as exc:  # noqa: BLE001 - damaged by hand or cut by a crash: rows, then
         _log.debug("expman: ignoring chart summary %s: %s", store.display(path), exc)
@@ -2207,7 +2221,7 @@ def _open_segment_summary(store, path, start, end, stamp=None):
         pf = store.parquet_file(path)
         meta = json.loads(pf.schema_arrow.metadata[_SUMMARY_META])
         if (meta.get("version") == 1 and meta.get("start") == start and meta.get("end") == end
-                and all(f in pf.schema_arrow.names for f in _M4_FIELDS)):
+                and set(pf.schema_arrow.names).issuperset(_M4_FIELDS)):
             found = _Summary(store, path, meta, _group_bounds(pf))
     except Exception as exc:  # noqa: BLE001
         if _is_missing(exc):
@@ -10278,16 +10292,22 @@ def _series_json(table, keys, max_points=0, x_min=None, x_max=None, first_row=0)
     return out, downsampled
 
 
-def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0):
+def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0,
+                  snap=False):
     """(series, downsampled, rows, all_keys) of /metrics?max_points=: each series reduced to
     the points _m4_points keeps of buckets of 2^k rows (k from _m4_level), read from the
     run's chart summary where one matches (section 5.2), else from the rows, streamed one
-    batch and only the needed columns and row groups at a time. Same points either way."""
+    batch and only the needed columns and row groups at a time. Same points either way.
+
+    snap: a zoom ([x_min, x_max]) may be widened to the edges of the summary's buckets, so
+    that it is answered from summary records alone, without decoding the row groups where
+    the range's edges fall (see _summary_zoom); a series so widened says the steps it
+    covers in "range"."""
     log = _SegmentLog.metrics(store, path)
     _SCAN_CACHE.groups = {}  # this request's decoded edge row groups (see _scan_batches)
     try:
         return log.read(lambda files: _chart_series_once(store, path, files, keys, max_points,
-                                                         x_min, x_max, since))
+                                                         x_min, x_max, since, snap))
     finally:
         _SCAN_CACHE.groups = None
         # Arrow's allocator keeps freed pages per thread for reuse; a server answers charts
@@ -10297,7 +10317,7 @@ def _chart_series(store, path, keys, max_points, x_min=None, x_max=None, since=0
             pa.default_memory_pool().release_unused()
 
 
-def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since):
+def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since, snap=False):
     sources, seen, rows = _chart_sources(store, path, files, since)
     all_keys = list(seen)
     if since:
@@ -10310,9 +10330,19 @@ def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since
     for key in keys or all_keys:
         if key not in seen or not _is_number_type(seen[key]):
             continue
-        points, reduced = _key_points(summary, sources, key, max_points, lo, hi, since, rows)
+        widened = None
+        if snap and summary is not None and (lo is not None or hi is not None):
+            widened = _summary_zoom(summary, key, max_points, lo, hi)
+        if widened is not None:
+            points, reduced, covered = widened
+        else:
+            points, reduced = _key_points(summary, sources, key, max_points, lo, hi, since,
+                                          rows)
+            covered = None
         downsampled = downsampled or reduced
         out[key] = _points_json(points)
+        if covered is not None:
+            out[key]["range"] = covered
     return out, downsampled, rows, all_keys
 
 
@@ -10321,8 +10351,9 @@ def _chart_sources(store, path, files, since):
     of each readable file not wholly before row `since`, the type of every non-reserved
     column they hold (first seen wins), and the run's row count."""
     sources, seen, rows = [], {}, 0
+    link_out = _link_checker(store, path)
     for start, end, fpath in files:
-        if _link_out_of(store, path, fpath):
+        if link_out(fpath):
             raise InvalidInputError(f"{store.display(fpath)} is a link out of the run")
         if end is not None and end <= since:
             rows = max(rows, end)
@@ -10363,10 +10394,11 @@ def _chart_summary(store, path, files, sources, since, keys=None):
     sdir = store.join(path, SUMMARY_DIR)
     listed = {f.name: f for f in store.listdir(sdir)}
     pieces = []
+    link_out = _link_checker(store, path)
     for (start, end, _fpath), source in zip(files, sources):
         info = listed.get(_segment_summary_name(start, end))
         summ = None
-        if info is not None and not _link_out_of(store, path, store.join(sdir, info.name)):
+        if info is not None and not link_out(store.join(sdir, info.name)):
             summ = _open_segment_summary(store, store.join(sdir, info.name), start, end,
                                          (info.size, info.mtime))
         pieces.append((start, end, summ, source))
@@ -10399,6 +10431,7 @@ class _LiveSummary:
         self.top = max(self.k0, (rows - 1).bit_length())
         self.keys = keys
         self._rows_of = {}  # piece index -> {key: its level-k0 records}
+        self._steps_of = {}  # piece index -> (least, greatest step) of its rows, or None
         self._levels = {}   # (piece index, level) -> {key: records}, when several keys are asked
 
     def _row_records(self, key, i):
@@ -10408,8 +10441,42 @@ class _LiveSummary:
             files = [(start, pf) for start, pf, _path in self.pieces[i][3]]
             keys = set().union(*(_summary_keys(pf.schema_arrow) for _s, pf in files))
             keys = sorted(k for k in keys if self.keys is None or k in self.keys)
-            found.update(_summary_table_parts(files, keys, self.k0))
+            found.update(_summary_table_parts(_joined_small_files(files, keys), keys, self.k0))
         return found.get(key)
+
+    def _row_steps(self, i):
+        """(least, greatest step) of the rows of piece i (a piece without a summary), from
+        its step column alone: a zoom skips the piece when the range misses it. None: no
+        rows."""
+        found = self._steps_of.get(i, False)
+        if found is False:
+            lows, highs = [], []
+            for _start, pf, _path in self.pieces[i][3]:
+                step = _read_columns(pf, ["step"]).column("step")
+                if len(step) and step.null_count < len(step):
+                    bounds = pc.min_max(step)
+                    lows.append(bounds["min"].as_py())
+                    highs.append(bounds["max"].as_py())
+            found = self._steps_of[i] = (min(lows), max(highs)) if lows else None
+        return found
+
+    def steps_rise(self, key):
+        """Whether key's steps rise strictly from piece to piece: each piece's least step
+        above the greatest of the pieces before it (a piece without a summary: the steps of
+        all its rows)."""
+        before = None
+        for i, (_s, _e, summ, _src) in enumerate(self.pieces):
+            if summ is not None:
+                span = summ.span(key)
+                span = span and span[3:5]
+            else:
+                span = self._row_steps(i)
+            if not span:
+                continue
+            if before is not None and span[0] <= before:
+                return False
+            before = span[1]
+        return True
 
     def _span(self, key, columns):
         """records(key, top) when only the span is asked: from the summaries' spans."""
@@ -10432,58 +10499,141 @@ class _LiveSummary:
 
     def records(self, key, level, b_lo=None, b_hi=None, s_lo=None, s_hi=None, columns=None):
         """Records of one key and level, buckets [b_lo, b_hi], sorted by bucket. Given s_lo
-        or s_hi, segment summaries with no value in steps [s_lo, s_hi] are left out (as a
-        _Summary prunes row groups): the caller keeps only the records in that range, and
-        one cut by a piece boundary is read from its rows when its other part is out."""
+        or s_hi, pieces with no value in steps [s_lo, s_hi] are left out (as a _Summary
+        prunes row groups): the caller keeps only the records in that range, and one cut by
+        a piece boundary is read from its rows when its other part is out."""
         names = list(_M4_FIELDS) if columns is None else list(columns)
         if level >= self.top and set(names) <= {"bucket", "count", "first_row", "last_row"} \
                 and b_lo in (None, 0) and b_hi is None:
             return self._span(key, names)
         parts = []
-        for i, (start, end, summ, _src) in enumerate(self.pieces):
+        for i, (start, end, _summ, _src) in enumerate(self.pieces):
             if (b_lo is not None and (end - 1) >> level < b_lo) or (
                     b_hi is not None and start >> level > b_hi):
+                continue  # no bucket asked here
+            if (s_lo is not None or s_hi is not None) and self._misses(i, key, s_lo, s_hi):
                 continue
-            if summ is not None:
-                span = summ.span(key) if s_lo is not None or s_hi is not None else ()
-                if span is None or (span and ((s_lo is not None and span[4] < s_lo) or (
-                        s_hi is not None and span[3] > s_hi))):
-                    continue  # no value of key here, or none in the steps asked (a hint)
-                have = min(level, summ.top)  # level >= k0 >= summ.k0
-                shift = level - have
-                if self.keys is not None and len(self.keys) > 1 and \
-                        ((end - 1) >> have) - (start >> have) < _SUMMARY_GROUP:
-                    # every key of a segment summary's level in one read (one row group
-                    # mostly holds them all), not one read of the same group per key
-                    found = self._levels.get((i, have))
-                    if found is None:
-                        found = self._levels[(i, have)] = summ.level_records(have)
-                    recs = found.get(key)
-                    if recs is None:
-                        continue
-                else:
-                    recs = summ.records(key, have, None if b_lo is None else b_lo << shift,
-                                        None if b_hi is None else ((b_hi + 1) << shift) - 1)
-            else:
-                recs, shift = self._row_records(key, i), level - self.k0
-                if recs is None:
-                    continue
-            if recs.num_rows:
-                parts.append(_m4_combine(recs, shift) if shift else recs)
+            recs = self._piece_records(i, key, level, b_lo, b_hi)
+            if recs is not None and recs.num_rows:
+                parts.append(recs)
         if not parts:
-            return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
-        recs = _m4_combine(pa.concat_tables(parts), 0)
-        if b_lo is not None or b_hi is not None:
-            bucket = recs.column("bucket")
-            mask = _bools(recs.num_rows, True)
-            if b_lo is not None:
-                mask = pc.and_(mask, pc.greater_equal(bucket, _i64_scalar(b_lo)))
-            if b_hi is not None:
-                mask = pc.and_(mask, pc.less_equal(bucket, _i64_scalar(b_hi)))
-            recs = recs.filter(mask)
-        return recs.select(names)
+            return _no_records(names)
+        # each part's buckets are already those of `level` (see _piece_records): one
+        # combine merges a bucket cut by a piece boundary
+        return _buckets_in(_m4_combine(pa.concat_tables(parts), 0), b_lo, b_hi).select(names)
+
+    def _misses(self, i, key, s_lo, s_hi):
+        """Whether piece i holds no value of key in steps [s_lo, s_hi] (None: open)."""
+        summ = self.pieces[i][2]
+        if summ is not None:
+            span = summ.span(key)
+            steps = span and span[3:5]
+        else:
+            steps = self._row_steps(i)
+        return not steps or (s_lo is not None and steps[1] < s_lo) or (
+            s_hi is not None and steps[0] > s_hi)
+
+    def _piece_records(self, i, key, level, b_lo, b_hi):
+        """Piece i's records of key, made buckets of `level` (bucket numbers shifted: the
+        caller's one _m4_combine merges each bucket's records). None: no value of key."""
+        start, end, summ, _src = self.pieces[i]
+        if summ is None:
+            recs, have = self._row_records(key, i), self.k0
+        else:
+            have = min(level, summ.top)  # level >= k0 >= summ.k0
+            if self.keys is not None and len(self.keys) > 1 and \
+                    ((end - 1) >> have) - (start >> have) < _SUMMARY_GROUP:
+                # every key of a segment summary's level in one read (one row group mostly
+                # holds them all), not one read of the same group per key
+                found = self._levels.get((i, have))
+                if found is None:
+                    found = self._levels[(i, have)] = summ.level_records(have)
+                recs = found.get(key)
+            else:
+                shift = level - have
+                recs = summ.records(key, have, None if b_lo is None else b_lo << shift,
+                                    None if b_hi is None else ((b_hi + 1) << shift) - 1)
+        if recs is None or level == have or not recs.num_rows:
+            return recs
+        bucket = pc.shift_right(recs.column("bucket"), _lit(pa.int64(), level - have))
+        return recs.set_column(recs.schema.get_field_index("bucket"), "bucket", bucket)
 
 
+def _no_records(names):
+    return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
+
+
+def _buckets_in(recs, b_lo, b_hi):
+    """The records of buckets [b_lo, b_hi] (None: open)."""
+    if b_lo is None and b_hi is None:
+        return recs
+    bucket = recs.column("bucket")
+    mask = _bools(recs.num_rows, True)
+    if b_lo is not None:
+        mask = pc.and_(mask, pc.greater_equal(bucket, _i64_scalar(b_lo)))
+    if b_hi is not None:
+        mask = pc.and_(mask, pc.less_equal(bucket, _i64_scalar(b_hi)))
+    return recs.filter(mask)
+
+
+def _link_checker(store, run_path):
+    """_link_out_of for the many files of one run a chart reads: a file that is not itself a
+    link, in a directory that resolves inside the run, is inside it (one lstat per file and a
+    realpath per directory, not a realpath per file: a live run has dozens of files)."""
+    if not store.is_local:
+        return lambda full: False
+    run_real = os.path.realpath(run_path) + os.sep
+    inside = {}
+
+    def link_out(full):
+        folder = os.path.dirname(full)
+        ok = inside.get(folder)
+        if ok is None:
+            ok = inside[folder] = (os.path.realpath(folder) + os.sep).startswith(run_real)
+        if ok and not os.path.islink(full):
+            return False
+        return _link_out_of(store, run_path, full)
+    return link_out
+
+
+def _read_columns(pf, columns):
+    """The named columns of a whole metrics file, those it has (a ParquetFile, or an
+    expman-rs segment's stand-in)."""
+    names = pf.schema_arrow.names
+    columns = [c for c in columns if c in names]
+    if isinstance(pf, _ArrowStreamFile):
+        return pf.read(columns=columns)
+    return pf.read(columns=columns, use_threads=False)
+
+
+class _TableFile:
+    """A table in memory behind the ParquetFile members _summary_table_parts uses."""
+
+    def __init__(self, table):
+        self.table, self.schema_arrow = table, table.schema
+        self.metadata = _RowGroups(table.num_rows, 1, lambda i: _RowGroup(table.num_rows))
+
+    def iter_batches(self, batch_size=None, columns=None, use_threads=False):
+        table = self.table if columns is None else self.table.select(columns)
+        yield from table.combine_chunks().to_batches()
+
+
+def _joined_small_files(files, keys):
+    """files ((first row, ParquetFile) in row order, tiling their rows) as one in-memory file
+    when they are small together (a live run's newest segments: a reader pass and a bucketing
+    per file cost more than their rows), else as they are."""
+    if len(files) < 2:
+        return files
+    cols = ["step", "timestamp"] + list(keys)
+    rows = sum(pf.metadata.num_rows for _s, pf in files)
+    if rows * len(cols) > _CELL_BUDGET // 4 or any(
+            a[0] + a[1].metadata.num_rows != b[0] for a, b in zip(files, files[1:])):
+        return files
+    try:
+        table = _unify([_read_columns(pf, cols) for _s, pf in files])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a key of another type in one of them
+        return files
+    return [(files[0][0], _TableFile(table))]
 
 
 def _is_number_type(dtype):
@@ -10645,6 +10795,77 @@ def _summary_points(summary, sources, key, max_points, lo, hi):
     return None if recs is None else (_m4_points(recs), True)
 
 
+_ZOOM_FINER = 3  # summary levels between a snapped zoom's records and the chart's buckets
+_SPAN_FIELDS = ("bucket", "count", "first_row", "last_row", "step_min", "step_max")
+
+
+def _summary_zoom(summary, key, max_points, lo, hi):
+    """(points, downsampled, [first step, last step]) of a zoom to steps [lo, hi] from
+    summary records alone: the records of a level 2^_ZOOM_FINER times finer than the chart's
+    buckets (or the finest) that hold a value in [lo, hi], whole, combined into the chart's
+    buckets. The range is thus widened to those records' edges (at most one record each
+    side, an eighth of a chart bucket when the summary is fine enough), and the points are
+    exactly those the rows of the widened range give: extremes and NaN gaps included.
+
+    That holds when steps rise from bucket to bucket (no row outside the records has a step
+    inside the widened range): checked on every key's record of a coarse level, then on the
+    finer records read. None when the summary cannot answer so (steps out of order, or few
+    enough values or a range narrow enough that the chart wants the rows themselves): the
+    caller then reads the rows (_key_points)."""
+    k0 = summary.k0
+    level = max(k0, summary.top - 6)
+    # every record of a coarse level (a few dozen): steps in order, and the buckets to refine;
+    # of a live run's pieces only those holding steps in the range, when their steps rise
+    # from piece to piece (the others then hold none inside the widened range either)
+    live = isinstance(summary, _LiveSummary)
+    if live and not summary.steps_rise(key):
+        return None
+    block = _zoom_block(summary.records(key, level, s_lo=lo if live else None,
+                                        s_hi=hi if live else None, columns=_SPAN_FIELDS),
+                        lo, hi)
+    while True:
+        if block is None:
+            return None
+        if not block.num_rows:
+            return _m4_no_points(), False, [lo, hi]
+        if pc.sum(block.column("count")).as_py() <= max_points:
+            return None  # zoomed in far: every value of the range, from the rows
+        first, last = block.column("first_row")[0].as_py(), block.column("last_row")[-1].as_py()
+        chart = _m4_level(first, last, max_points)
+        if chart < k0:
+            return None  # finer buckets than the summary holds: the rows
+        finer = max(k0, chart - _ZOOM_FINER)
+        if finer >= level and block.num_columns == len(_M4_FIELDS):
+            break
+        finer = min(finer, level)
+        shift = level - finer
+        bucket = block.column("bucket")
+        b_lo, b_hi = bucket[0].as_py() << shift, ((bucket[-1].as_py() + 1) << shift) - 1
+        # the finer records of those buckets, all of them: in order too
+        block = _zoom_block(summary.records(key, finer, b_lo, b_hi), lo, hi)
+        level = finer
+    covered = [block.column("step_min")[0].as_py(), block.column("step_max")[-1].as_py()]
+    return _m4_points(_m4_combine(block, chart - level)), True, covered
+
+
+def _zoom_block(recs, lo, hi):
+    """The records (sorted by bucket) holding a value in steps [lo, hi]: one block of them,
+    as all of recs have steps rising strictly from one to the next. None when they do not
+    (or a step is missing)."""
+    n = recs.num_rows
+    smin, smax = recs.column("step_min"), recs.column("step_max")
+    if smin.null_count or smax.null_count:
+        return None
+    if n > 1 and not pc.all(pc.less(smax.slice(0, n - 1), smin.slice(1))).as_py():
+        return None
+    touch = _bools(n, True)
+    if lo is not None:
+        touch = pc.and_(touch, pc.greater_equal(smax, _i64_scalar(lo)))
+    if hi is not None:
+        touch = pc.and_(touch, pc.less_equal(smin, _i64_scalar(hi)))
+    return recs.filter(touch)
+
+
 def _summary_span(summary, key):
     """(count, first row, last row) of all of key's values from the summary's top level;
     None when the summary does not cover key."""
@@ -10772,6 +10993,7 @@ _ROUTES = (
     ("PATCH", _RUN + "/metadata", "_api_run_meta_patch"),
     ("GET", _RUN + "/config", "_api_config"),
     ("GET", _RUN + "/metrics", "_api_metrics"),
+    ("GET", "/api/experiments/<exp>/metrics", "_api_metrics_many"),
     ("GET", _RUN + "/log", "_api_log"),
     ("GET", _RUN + "/artifacts", "_api_artifacts"),
     ("GET", _RUN + "/artifacts/content", "_api_artifact_content"),
@@ -10782,6 +11004,7 @@ _ROUTES = (
     ("GET", "/api/stream", "_api_stream"),
 )
 _STEP_LIMITS = (-2 ** 63, 2 ** 63 - 1)  # what an int64 step column can hold
+_MANY_RUNS_MAX = 64  # runs one /api/experiments/<exp>/metrics request may name
 
 
 def make_app(root=None, live=True, token=None):
@@ -11454,9 +11677,10 @@ class _Api:
         x_max = self.param("x_max", float, None, *_STEP_LIMITS)
         q = self.bottle.request.query
         keys = [k for k in (q.getunicode("keys") or "").split(",") if k]
+        snap = self.param("snap", default=0, low=0, high=1)
         if max_points:  # a chart: the summary's buckets, or the rows a batch at a time
             series, downsampled, rows, all_keys = _chart_series(
-                self.store, path, keys, max_points, x_min, x_max, since)
+                self.store, path, keys, max_points, x_min, x_max, since, snap=bool(snap))
             return {"run": f"{exp}/{run}", "keys": all_keys, "rows": max(rows, since),
                     "next_since": max(rows, since), "downsampled": downsampled,
                     "series": series}
@@ -11470,6 +11694,28 @@ class _Api:
         return {"run": f"{exp}/{run}", "keys": all_keys, "rows": since + table.num_rows,
                 "next_since": since + table.num_rows, "downsampled": downsampled,
                 "series": series}
+
+    def _api_metrics_many(self, exp):
+        """The charts of several runs of exp at once: ?run=a&run=b&max_points=N and the rest
+        of /runs/<run>/metrics' parameters -> {"runs": {run: what that route answers, or
+        {"error", "status"}}}. A zoom of a chart of 50 runs is a few requests, not 50 (each
+        a place in the page's queue, a worker and a round trip)."""
+        runs = list(dict.fromkeys(self.bottle.request.query.decode().getall("run")))
+        if not runs or len(runs) > _MANY_RUNS_MAX:
+            self.fail(400, f"name 1 to {_MANY_RUNS_MAX} runs with run=")
+        if not self.param("max_points", default=0, low=0, high=_STEP_LIMITS[1]):
+            self.fail(400, "max_points must be set: this route answers charts")
+        out = {}
+        for run in runs:
+            try:
+                out[run] = self._api_metrics(exp, run)
+            except self.bottle.HTTPResponse as exc:
+                if exc.status_code == 400:
+                    raise  # a bad parameter: the same for every run
+                out[run] = {"error": json.loads(exc.body)["error"], "status": exc.status_code}
+            except ExpmanError as exc:  # one run's files (a link out of it): that run only
+                out[run] = {"error": str(exc), "status": 500}
+        return {"runs": out}
 
     def _api_log(self, exp, run):
         """?since=<byte offset> (never negative, as for metrics) or ?tail=<bytes>: the end."""
@@ -15543,11 +15789,12 @@ function runPath(key) { const p = splitKey(key); return expPath(p[0]) + '/runs/'
 function rawUrl(key, path) { return withToken(runPath(key) + '/artifacts/raw?path=' + enc(path)); }
 function safeUrl(u, key, path) { return typeof u === 'string' && u.slice(0, 5) === '/api/' ? withToken(u) : rawUrl(key, path); }
 // At most a few metric fetches at once: the EventSource holds one of the browser's six connections.
-let inflight = 0; const waiting = [];
-function limited(fn) {
+// first: ahead of the queue (the charts a person waits for, before media and histograms still loading).
+let inflight = 0; const waiting = [], waitingFirst = [];
+function limited(fn, first) {
   return new Promise((resolve, reject) => {
-    const go = () => { inflight++; fn().then(resolve, reject).finally(() => { inflight--; if (waiting.length) waiting.shift()(); }); };
-    if (inflight < 4) go(); else waiting.push(go);
+    const go = () => { inflight++; fn().then(resolve, reject).finally(() => { inflight--; const next = waitingFirst.shift() || waiting.shift(); if (next) next(); }); };
+    if (inflight < 4) go(); else (first ? waitingFirst : waiting).push(go);
   });
 }
 
@@ -17956,7 +18203,7 @@ async function loadRun(k) {
   if (nkeys > 40) mp = Math.max(150, Math.min(mp, Math.floor(120000 / nkeys)));
   try {
     // queued behind at most a few others; a run deselected meanwhile is never asked for
-    const j = await limited(() => data.get(k) === rd ? api(runPath(k) + '/metrics?since=0&max_points=' + mp) : Promise.resolve(null));
+    const j = await limited(() => data.get(k) === rd ? api(runPath(k) + '/metrics?since=0&max_points=' + mp) : Promise.resolve(null), true);
     if (data.get(k) !== rd) return;
     for (const key of Object.keys(j.series || {})) rd.series.set(key, convertSeries(j.series[key]));
     rd.since = j.next_since || 0; rd.downsampled = !!j.downsampled;
@@ -18221,7 +18468,11 @@ function seriesFor(c, rd, s) {
   }
   return { x: xsOf(rd, d.step, d.time), y: d.value, color: colorOf(rd.key), label: labelOf(rd.key) };
 }
-// Zooming asks the server for the finer data of the range (x_min/x_max are steps).
+// Zooming asks the server for the finer data of the range (x_min/x_max are steps), the runs of a
+// chart in at most ZOOM_REQUESTS requests (a few runs each when there are many), ahead of the queue.
+// snap=1 lets the server widen the range to its summary's bucket edges (no rows read for the edges):
+// each series then says the steps it covers, and replaces the coarse points of those.
+const ZOOM_REQUESTS = 8;
 async function zoomCard(c, x0, x1) {
   const token = ++c.zoomToken;
   c.el.classList.add('zoomed');
@@ -18229,20 +18480,44 @@ async function zoomCard(c, x0, x1) {
   if (xMetric()) return;   // x is another metric: no step range to ask the server for
   // only the visible range, with as many points as the runs shown share; the coarse curves stay
   // drawn until each run's finer range arrives, and a newer zoom drops the queued older asks
-  const mp = maxPoints(c.loaded.size), jobs = [];
+  const mp = maxPoints(c.loaded.size), asks = new Map();
+  let count = 0;
   for (const k of Array.from(c.loaded.keys())) {
     const rd = data.get(k); if (!rd || !rd.downsampled) continue;
     const s = rd.series.get(c.key); if (!s || !s.step.length) continue;
-    const r = stepRange(rd, s, x0, x1);
-    const current = () => token === c.zoomToken && data.get(k) === rd;
-    jobs.push(limited(() => current() ? api(runPath(k) + '/metrics?keys=' + enc(c.key) + '&since=0&max_points=' + mp + '&x_min=' + r[0] + '&x_max=' + r[1]) : Promise.resolve(null)).then(j => {
-      if (!j || !current()) return;
-      const f = convertSeries(j.series && j.series[c.key]); f.s0 = r[0]; f.s1 = r[1];
-      c.zoom.fine.set(k, f);
-      c.chart.setSeries(k, seriesFor(c, rd, s));
-    }).catch(e => showError('Could not load the zoomed range', e)));
+    const r = stepRange(rd, s, x0, x1), ask = splitKey(k)[0] + '\n' + r[0] + '\n' + r[1];
+    if (!asks.has(ask)) asks.set(ask, { range: r, runs: [] });
+    asks.get(ask).runs.push({ key: k, rd: rd, s: s });
+    count++;
+  }
+  const per = Math.max(1, Math.ceil(count / ZOOM_REQUESTS)), jobs = [];
+  for (const a of asks.values()) {
+    for (let i = 0; i < a.runs.length; i += per) jobs.push(zoomAsk(c, token, mp, a.range, a.runs.slice(i, i + per)));
   }
   await Promise.all(jobs);
+}
+function zoomAsk(c, token, mp, r, runs) {
+  const current = run => token === c.zoomToken && data.get(run.key) === run.rd;
+  const query = '?keys=' + enc(c.key) + '&since=0&max_points=' + mp + '&x_min=' + r[0] + '&x_max=' + r[1] + '&snap=1';
+  const ask = () => {
+    const now = runs.filter(current);
+    if (!now.length) return Promise.resolve(null);
+    if (now.length === 1) return api(runPath(now[0].key) + '/metrics' + query).then(j => ({ [splitKey(now[0].key)[1]]: j }));
+    return api(expPath(splitKey(now[0].key)[0]) + '/metrics' + query + now.map(run => '&run=' + enc(splitKey(run.key)[1])).join('')).then(j => j.runs || {});
+  };
+  return limited(ask, true).then(byRun => {
+    if (!byRun) return;
+    for (const run of runs) {
+      const j = byRun[splitKey(run.key)[1]];
+      if (!j || !current(run)) continue;
+      if (j.error) { if (j.status !== 404) showError('Could not load the zoomed range of ' + run.key, new Error(j.error)); continue; }
+      const ser = j.series && j.series[c.key], f = convertSeries(ser), wide = ser && ser.range;
+      f.s0 = wide && wide[0] !== null ? Math.min(r[0], wide[0]) : r[0];
+      f.s1 = wide && wide[1] !== null ? Math.max(r[1], wide[1]) : r[1];
+      c.zoom.fine.set(run.key, f);
+      c.chart.setSeries(run.key, seriesFor(c, run.rd, run.s));
+    }
+  }).catch(e => showError('Could not load the zoomed range', e));
 }
 function stepRange(rd, s, x0, x1) {
   if (S.xaxis === 'step') return [Math.floor(x0), Math.ceil(x1)];

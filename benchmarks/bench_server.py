@@ -337,7 +337,9 @@ def select_all_once(browser, url, exp, runs, keys):
     requests = []
     zoomed = []
     page.on("request", lambda r: requests.append(r.url) if "/metrics?" in r.url else None)
-    page.on("requestfinished", lambda r: zoomed.append(r.url) if "x_min=" in r.url else None)
+    # a zoom asks per run (/runs/<run>/metrics) or for several runs at once (&run=a&run=b)
+    page.on("requestfinished", lambda r: zoomed.extend(
+        [r.url] * (1 if "/runs/" in r.url else r.url.count("&run="))) if "x_min=" in r.url else None)
     page.goto(url + "/#exp=" + exp)
     page.wait_for_selector("tr[data-run]", timeout=60_000)
     page.wait_for_function("() => window.expman && Object.values(window.expman.chartPoints("
