@@ -287,3 +287,52 @@ def test_no_long_task_while_many_long_runs_load(page, big_root):
             assert draws(page)["repeats"] == 0
         finally:
             page.goto("about:blank")   # before the server goes: no reconnecting stream
+
+
+def _runs_of(url):
+    """Runs a zoom request asks for: one (/runs/<run>/metrics) or each run= of a batch."""
+    return 1 if "/runs/" in url else url.count("&run=")
+
+
+def test_a_zoom_of_many_runs_is_a_few_requests_ahead_of_media(page, server):
+    """24 runs zoomed: at most 8 requests (several runs each, snap=1), sent before the media
+    and histogram requests still queued, and every run's finer range replaces its coarse one."""
+    held, seen = [], []
+    page.route(lambda url: "/media?" in url or "/histograms?" in url,
+               lambda route: held.append(route))
+    page.on("request", lambda r: seen.append(r.url))
+    try:
+        page.goto(server.url + "/#exp=many&runs=many/run00")
+        page.wait_for_function(ALL_DRAWN, arg=[KEYS, 1])
+        page.click("input.select-all")
+        page.wait_for_function(ALL_DRAWN, arg=[KEYS, MANY])
+        _wait_count(page, held, 4)      # the queue's four places: media the server holds
+        page.evaluate(TWO_FRAMES)
+        coarse = page.evaluate("k => window.expman.chartPoints(k)", KEYS[0])
+        mark = len(seen)
+        _drag(page, KEYS[0], 0.3, 0.7)
+        page.evaluate(TWO_FRAMES)
+        assert not [u for u in seen[mark:] if "x_min=" in u]   # queued behind the four
+        released, deadline = 0, time.monotonic() + 30
+        while sum(_runs_of(u) for u in seen[mark:] if "x_min=" in u) < MANY:
+            assert time.monotonic() < deadline, seen[mark:]
+            if released < len(held):   # one of the four places is free again
+                held[released].continue_()
+                released += 1
+            page.wait_for_timeout(50)
+        after = seen[mark:]
+        zooms = [i for i, u in enumerate(after) if "x_min=" in u]
+        media = [i for i, u in enumerate(after) if "/media?" in u or "/histograms?" in u]
+        assert len(zooms) <= 8 and all("snap=1" in after[i] for i in zooms)
+        assert not media or max(zooms) < min(media), after   # the zoom went first
+        page.wait_for_function("([k, c]) => Object.keys(c)"
+                               ".every(r => window.expman.chartPoints(k)[r] !== c[r])",
+                               arg=[KEYS[0], coarse])
+        assert draws(page)["repeats"] == 0
+    finally:
+        page.unroute_all(behavior="ignoreErrors")
+        for route in held:
+            try:
+                route.continue_()
+            except Exception:   # already continued
+                pass
