@@ -2467,7 +2467,19 @@ def _loaded(module, attr):
     """module.attr if the script imported that module already, else None. Never imports, and
     a module half-way through its import (pyarrow imports NumPy on the writer thread) is
     taken as absent."""
-    return getattr(sys.modules.get(module), attr, None)
+    return getattr(_imported(module), attr, None)
+
+
+def _imported(name):
+    """sys.modules[name] once its import has finished, else None; never imports. A module
+    that another thread is still importing is in sys.modules already with only some of its
+    names (its __spec__._initializing is set, as CPython's own "partially initialized module"
+    check reads it): the writer took such a NumPy for loaded, and every row of the batch it
+    was converting was lost to an AttributeError."""
+    module = sys.modules.get(name)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
 
 
 def _image_payload(image, where):
@@ -2492,7 +2504,7 @@ def _image_payload(image, where):
         if _sniff_image(data[:12]) is None:
             raise InvalidInputError(f"{where}: image file {path} is not PNG, JPEG, GIF or WebP")
         return "bytes", data, len(data)
-    np_ = sys.modules.get("numpy")
+    np_ = _imported("numpy")
     ndarray = _loaded("numpy", "ndarray")
     if ndarray is not None and isinstance(image, ndarray):
         return "array", _check_image_array(image, where, np_), image.nbytes
@@ -3795,7 +3807,7 @@ def _fast_kind(value_type):
     kind = _FAST_KINDS.get(value_type, False)
     if kind is not False:
         return kind
-    np_ = sys.modules.get("numpy")
+    np_ = _imported("numpy")
     kind = None
     if issubclass(value_type, int):
         kind = "int"
@@ -3843,7 +3855,7 @@ def _bitmap(valid):
 
 def _micros(seconds):
     """array("q") of int(t * 1e6) for an array("d") of POSIX times (non-finite ones -> 0)."""
-    np_ = sys.modules.get("numpy")  # loaded by pyarrow when installed: no import here
+    np_ = _imported("numpy")  # loaded by pyarrow when installed: no import here
     if np_ is not None:
         with np_.errstate(all="ignore"):
             values = np_.frombuffer(seconds, dtype=np_.float64) * 1e6
@@ -3862,7 +3874,7 @@ def _min_max_valid(values):
     here, as in _micros); else min()/max(), which skip a NaN unless it comes first."""
     if not values:
         return None, None
-    np_ = sys.modules.get("numpy")
+    np_ = _imported("numpy")
     if np_ is not None and len(values) > 32:
         data = np_.frombuffer(values, dtype=np_.float64)
         low, high = float(np_.fmin.reduce(data)), float(np_.fmax.reduce(data))
@@ -3975,7 +3987,7 @@ def _histogram_row(item):
     if form == "edges":
         edges, counts = data
         return (*head, edges, counts, edges[0], edges[-1], None, sum(counts))
-    np_ = sys.modules.get("numpy") if _loaded("numpy", "histogram") else None
+    np_ = _imported("numpy") if _loaded("numpy", "histogram") else None
     if form == "tensor":
         data, form = _tensor_values(data, np_)
     if form == "values" and np_ is not None:
