@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 import expman
 from _util import start_server, stop_server
 from test_server import Client
-from test_summaries import brute_m4, live_row, live_summaries, tables, write_run  # noqa: F401
+from test_summaries import (brute_m4, live_row, live_summaries, small_summaries,  # noqa: F401
+                           tables, write_run)
 
 NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 STORE = expman._LOCAL_STORE
