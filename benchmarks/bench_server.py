@@ -303,6 +303,14 @@ class ServedPage:
         if not self.url.startswith("http"):
             raise RuntimeError("the server did not start")
 
+    def rss_mb(self, field="VmRSS"):
+        """The server's resident memory (VmHWM: its peak so far), MB."""
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+        return None
+
     def close(self):
         self.proc.terminate()
         self.proc.wait(30)
@@ -328,7 +336,7 @@ ALL_DRAWN = """([keys, runs]) => keys.every(key => {
 TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(performance.now()))))"
 
 
-def select_all_once(browser, url, exp, runs, keys):
+def select_all_once(browser, url, exp, runs, keys, rss=None):
     """Open the page on exp, then tick "select all": seconds until every run's curve is in
     every chart and drawn, the long tasks meanwhile, then a drag-zoom on the first chart:
     seconds until every run's zoomed range has arrived and is drawn."""
@@ -345,6 +353,7 @@ def select_all_once(browser, url, exp, runs, keys):
     page.wait_for_function("() => window.expman && Object.values(window.expman.chartPoints("
                            f"{json.dumps(keys[0])}) || {{}}).some(n => n > 0)", timeout=120_000)
     page.evaluate(TWO_FRAMES)
+    warm = rss() if rss else None   # the server with the page open on 5 runs' charts
     before = len(requests)
     t0 = page.evaluate("() => { window.__longTasks.length = 0; return performance.now(); }")
     page.click("input.select-all")
@@ -376,7 +385,8 @@ def select_all_once(browser, url, exp, runs, keys):
     return {"drawn_s": drawn / 1e3, "longest_task_ms": max([d for _, d in tasks], default=0),
             "long_tasks_ms": sum(d for _, d in tasks), "requests": len(points),
             "max_points": sorted(set(points)), "zoom_s": zoom_s, "zoom_requests": len(zoomed),
-            "zoom_longest_task_ms": max([d for _, d in zoom_tasks], default=0)}
+            "zoom_longest_task_ms": max([d for _, d in zoom_tasks], default=0),
+            "server_warm_rss_mb": warm}
 
 
 def bench_select_all(root, ref, rounds, runs=50, rows=1_000_000, whole=False, exp_dir=None):
@@ -408,7 +418,14 @@ def bench_select_all(root, ref, rounds, runs=50, rows=1_000_000, whole=False, ex
             for label, path in versions.items():
                 served = ServedPage(root, path, path if whole and label != "this" else None)
                 try:
-                    result = select_all_once(browser, served.url, exp, runs, keys)
+                    started = served.rss_mb()
+                    result = select_all_once(browser, served.url, exp, runs, keys, served.rss_mb)
+                    # the page is closed: what the server keeps 10 s later, and its peak
+                    time.sleep(10)
+                    result["server_rss_mb"] = {"started": started,
+                                               "warm": result.pop("server_warm_rss_mb"),
+                                               "peak": served.rss_mb("VmHWM"),
+                                               "page_closed_10s": served.rss_mb()}
                 finally:
                     served.close()
                 result["load_average"] = load_average()
@@ -417,7 +434,8 @@ def bench_select_all(root, ref, rounds, runs=50, rows=1_000_000, whole=False, ex
                       f"task {result['longest_task_ms']:.0f} ms (sum {result['long_tasks_ms']:.0f}), "
                       f"{result['requests']} requests, max_points {result['max_points']}; zoom "
                       f"{result['zoom_s']:.2f} s ({result['zoom_requests']} requests, longest task "
-                      f"{result['zoom_longest_task_ms']:.0f} ms); load {result['load_average']}",
+                      f"{result['zoom_longest_task_ms']:.0f} ms); server RSS "
+                      f"{result['server_rss_mb']}; load {result['load_average']}",
                       flush=True)
         browser.close()
     return {"runs": runs, "rows": rows, "metrics": len(keys), "versions": out}
