@@ -10352,7 +10352,8 @@ def _chart_series_once(store, path, files, keys, max_points, x_min, x_max, since
     lo = None if x_min is None else math.ceil(x_min)
     hi = None if x_max is None else math.floor(x_max)
     summary = _chart_summary(store, path, files, sources, since,
-                             [k for k in keys or all_keys if k in seen])
+                             [k for k in keys or all_keys if k in seen],
+                             max_points if lo is None and hi is None else None)
     out, downsampled = {}, False
     for key in keys or all_keys:
         if key not in seen or not _is_number_type(seen[key]):
@@ -10402,7 +10403,7 @@ def _chart_sources(store, path, files, since):
     return sources, seen, rows
 
 
-def _chart_summary(store, path, files, sources, since, keys=None):
+def _chart_summary(store, path, files, sources, since, keys=None, max_points=None):
     """The run's chart summary when it may answer a whole read (since 0): a closed run's one
     readable metrics.parquet with its summary; a live (or crashed) run's segments, all
     readable and tiling from row 0, of which some have a summary (a _LiveSummary); None
@@ -10431,7 +10432,7 @@ def _chart_summary(store, path, files, sources, since, keys=None):
         pieces.append((start, end, summ, source))
     if all(p[2] is None for p in pieces):
         return None
-    return _LiveSummary(pieces, files[-1][1], keys)
+    return _LiveSummary(pieces, files[-1][1], keys, max_points)
 
 
 class _LiveSummary:
@@ -10442,9 +10443,10 @@ class _LiveSummary:
 
     pieces: (start, end, _Summary or None, source) tiling rows [0, rows) in order, source
     being a _chart_sources entry (start, ParquetFile, path); keys: the keys the request
-    charts (None: every numeric column)."""
+    charts (None: every numeric column); max_points: an overview's, when the request is one
+    (the level it will read is then known before the spans: they come from its records)."""
 
-    def __init__(self, pieces, rows, keys=None):
+    def __init__(self, pieces, rows, keys=None, max_points=None):
         # consecutive segments without a summary are one piece, read in one pass: a live
         # run's newest segments are many and small, and each pass costs a few ms per key
         self.pieces = []
@@ -10460,6 +10462,10 @@ class _LiveSummary:
         self._rows_of = {}  # piece index -> {key: its level-k0 records}
         self._steps_of = {}  # piece index -> (least, greatest step) of its rows, or None
         self._levels = {}   # (piece index, level) -> {key: records}, when several keys are asked
+        # an overview's level, were a key to span every row (most do): its records give each
+        # piece's span too, so a piece is read once, not once for the spans and once more
+        self.guess = None if not max_points else max(self.k0, _m4_level(0, rows - 1,
+                                                                         max_points))
 
     def _row_records(self, key, i):
         found = self._rows_of.get(i)
@@ -10487,6 +10493,37 @@ class _LiveSummary:
             found = self._steps_of[i] = (min(lows), max(highs)) if lows else None
         return found
 
+    def _batched(self, i, have):
+        """Whether piece i's records of level `have` are read for every key at once."""
+        start, end = self.pieces[i][:2]
+        return (self.keys is None or len(self.keys) > 1) and \
+            ((end - 1) >> have) - (start >> have) < _SUMMARY_GROUP
+
+    def _level_of(self, i, have):
+        """{key: records} of level `have` of piece i's segment summary, read once a request."""
+        found = self._levels.get((i, have))
+        if found is None:
+            found = self._levels[(i, have)] = self.pieces[i][2].level_records(have)
+        return found
+
+    def _piece_span(self, i, key):
+        """The span of key in piece i's segment summary (as _Summary.span): from the records
+        of the level an overview will read, when it reads them for every key anyway."""
+        summ = self.pieces[i][2]
+        have = None if self.guess is None else min(self.guess, summ.top)
+        if key in summ.spans or have is None or not self._batched(i, have):
+            return summ.span(key)
+        recs = self._level_of(i, have).get(key)
+        if recs is None or not recs.num_rows:
+            return None
+        col = recs.column
+        span = (pc.sum(col("count")).as_py(), col("first_row")[0].as_py(),
+                col("last_row")[-1].as_py(), pc.min(col("step_min")).as_py(),
+                pc.max(col("step_max")).as_py())
+        if len(summ.spans) < 4096:
+            summ.spans[key] = span
+        return span
+
     def steps_rise(self, key):
         """Whether key's steps rise strictly from piece to piece: each piece's least step
         above the greatest of the pieces before it (a piece without a summary: the steps of
@@ -10494,7 +10531,7 @@ class _LiveSummary:
         before = None
         for i, (_s, _e, summ, _src) in enumerate(self.pieces):
             if summ is not None:
-                span = summ.span(key)
+                span = self._piece_span(i, key)
                 span = span and span[3:5]
             else:
                 span = self._row_steps(i)
@@ -10510,7 +10547,7 @@ class _LiveSummary:
         count, first, last = 0, None, None
         for i, (_s, _e, summ, _src) in enumerate(self.pieces):
             if summ is not None:
-                span = summ.span(key)
+                span = self._piece_span(i, key)
             else:
                 recs = self._row_records(key, i)
                 span = None if recs is None or not recs.num_rows else (
@@ -10553,7 +10590,7 @@ class _LiveSummary:
         """Whether piece i holds no value of key in steps [s_lo, s_hi] (None: open)."""
         summ = self.pieces[i][2]
         if summ is not None:
-            span = summ.span(key)
+            span = self._piece_span(i, key)
             steps = span and span[3:5]
         else:
             steps = self._row_steps(i)
@@ -10568,14 +10605,10 @@ class _LiveSummary:
             recs, have = self._row_records(key, i), self.k0
         else:
             have = min(level, summ.top)  # level >= k0 >= summ.k0
-            if self.keys is not None and len(self.keys) > 1 and \
-                    ((end - 1) >> have) - (start >> have) < _SUMMARY_GROUP:
+            if self._batched(i, have):
                 # every key of a segment summary's level in one read (one row group mostly
                 # holds them all), not one read of the same group per key
-                found = self._levels.get((i, have))
-                if found is None:
-                    found = self._levels[(i, have)] = summ.level_records(have)
-                recs = found.get(key)
+                recs = self._level_of(i, have).get(key)
             else:
                 shift = level - have
                 recs = summ.records(key, have, None if b_lo is None else b_lo << shift,
