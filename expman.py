@@ -1923,6 +1923,92 @@ def _m4_batch(batch, key, at, lo=None, hi=None, row_lo=None, row_hi=None):
     return _m4_rows(rows, steps.cast(pa.int64()), times, values)
 
 
+def _m4_bucketed(batch, key, at, k0):
+    """Records of buckets of 2^k0 rows of key's values in a batch whose first row is table
+    row `at` (None: no values): _m4_combine(_m4_batch(...), k0), the same records. A column
+    without nulls (every row logged the key: the usual case) is bucketed with NumPy when
+    pyarrow has loaded it, argmin/argmax over a (buckets, 2^k0) view instead of two sorts of
+    every value (~20x less work at close); its edge buckets and sparse columns take the
+    general path."""
+    np_ = sys.modules.get("numpy")
+    n, w = batch.num_rows, 1 << k0
+    head = min(n, -at % w)
+    body = (n - head) >> k0 << k0
+    cols = [batch.column("step")]
+    if "timestamp" in batch.schema.names:
+        cols.append(batch.column("timestamp"))
+    cols.append(batch.column(key))
+    if np_ is None or body < w or any(c.null_count for c in cols) or len(cols) < 3 or \
+            cols[0].type != pa.int64() or cols[1].type != pa.timestamp("us", tz="UTC") or \
+            not pa.types.is_float64(cols[2].type):
+        raw = _m4_batch(batch, key, at)
+        return None if raw is None else _m4_combine(raw, k0)
+    parts = []
+    if head:
+        parts.append(_m4_combine(_m4_batch(batch.slice(0, head), key, at), k0))
+    parts.append(_m4_dense(np_, at + head, *(_np_view(np_, c, head, body) for c in cols), k0))
+    if head + body < n:
+        parts.append(_m4_combine(_m4_batch(batch.slice(head + body), key, at + head + body),
+                                 k0))
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+def _np_view(np_, arr, offset, n):
+    """n values of a null-free 8-byte Arrow array from offset, as a NumPy view (no copy)."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    dtype = np_.float64 if pa.types.is_floating(arr.type) else np_.int64
+    return np_.frombuffer(arr.buffers()[1], dtype=dtype, count=n, offset=(arr.offset + offset) * 8)
+
+
+def _m4_dense(np_, first, steps, times, values, k0):
+    """Records of buckets of 2^k0 rows made of rows [first, first + len(values)), every one
+    holding a value (first aligned to 2^k0, the length a multiple of it): what _m4_rows and
+    _m4_combine give for them, from NumPy reductions over a (buckets, 2^k0) view. Ties keep
+    the first row (argmin/argmax do), NaN is skipped by min/max and recorded as the bucket's
+    first NaN; a bucket whose min (max) is +inf (-inf) or missing is fixed up apart."""
+    w = 1 << k0
+    nb = len(values) >> k0
+    v = values.reshape(nb, w)
+    base = np_.arange(nb, dtype=np_.int64) * w
+    nan = np_.isnan(v)
+    picks = []
+    if nan.any():
+        has_nan = nan.any(axis=1)
+        for fill, arg in ((np_.inf, "argmin"), (-np_.inf, "argmax")):
+            idx = getattr(np_.where(nan, fill, v), arg)(axis=1)
+            bad = nan[np_.arange(nb), idx]   # a NaN came first: only NaN, or NaN before +-inf
+            if bad.any():
+                hit = v[bad] == fill
+                idx[bad] = np_.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+            picks.append(idx)
+        picks.append(np_.where(has_nan, nan.argmax(axis=1), -1))
+    else:
+        picks += [v.argmin(axis=1), v.argmax(axis=1), None]
+    s = steps.reshape(nb, w)
+    ts = pa.timestamp("us", tz="UTC")
+    i64 = pa.int64()
+    cols = [_buffer_array(i64, (base + first) >> k0), _buffer_array(i64, np_.full(nb, w, dtype=np_.int64)),
+            _buffer_array(i64, base + first), _buffer_array(i64, base + (first + w - 1)),
+            _buffer_array(i64, s.min(axis=1)), _buffer_array(i64, s.max(axis=1))]
+    for at in (base, base + (w - 1)):
+        cols += [_buffer_array(i64, steps[at]), _buffer_array(ts, times[at]),
+                 _buffer_array(pa.float64(), values[at])]
+    for j, idx in enumerate(picks):
+        if idx is None:
+            cols += [pa.nulls(nb, i64), pa.nulls(nb, i64), pa.nulls(nb, ts)]
+            continue
+        valid = idx >= 0
+        at = base + np_.where(valid, idx, 0)
+        bits, nulls = None, nb - int(np_.count_nonzero(valid))
+        if nulls:
+            bits = pa.py_buffer(np_.packbits(valid, bitorder="little"))
+        parts = [(i64, at + first), (i64, steps[at]), (ts, times[at])]
+        if j < 2:
+            parts.append((pa.float64(), values[at]))
+        cols += [_buffer_array(t, np_.ascontiguousarray(x), bits, nulls) for t, x in parts]
+    return pa.Table.from_arrays(cols, names=_M4_FIELDS)
+
+
 def _summary_keys(schema):
     """The columns of a metrics file a summary covers: every numeric non-reserved column."""
     return sorted(f.name for f in schema if f.name not in RESERVED_COLUMNS and (
@@ -2017,21 +2103,25 @@ def _summary_table_parts(files, keys, k0):
             continue
         cols = ["step"] + (["timestamp"] if "timestamp" in names else []) + fkeys
         # never a batch larger than the file: the reader allocates the whole batch up
-        # front, and each small segment would pay for a million rows
+        # front, and each small segment would pay for a million rows. 2^16 rows at most:
+        # a batch the memory pool reuses reads 3x faster than fresh 1M-row ones (page
+        # faults), and bucketing costs no more per batch (_m4_bucketed)
         at, step = start, max(1, min(pf.metadata.num_rows, max(1 << 12, min(
-            1 << 20, _CELL_BUDGET // len(cols)))))
+            1 << 16, _CELL_BUDGET // len(cols)))))
         for batch in pf.iter_batches(step, columns=cols, use_threads=False):
             big = batch.num_rows >= 1 << 14  # bucketed at once, one key at a time
             if big:
                 bucket_raws()
                 pending = 0
             for key in fkeys:
+                if big:
+                    recs = _m4_bucketed(batch, key, at, k0)
+                    if recs is not None:
+                        parts[key].append(recs)
+                    continue
                 raw = _m4_batch(batch, key, at)
                 if raw is not None:
-                    if big:
-                        parts[key].append(_m4_combine(raw, k0))
-                    else:
-                        raws[key].append(raw)
+                    raws[key].append(raw)
             at += batch.num_rows
             pending += 0 if big else batch.num_rows
             if pending >= 1 << 14:
