@@ -1469,6 +1469,7 @@ class _SegmentLog:
         complete file. One segment and no final file: renamed, not rewritten (short runs).
         ``empty``: the table to write when there are no rows at all (None: write nothing).
         """
+        self._sweep_temps()
         names = self.store.listnames(self.dir)
         self._forget_missing(names)
         chosen = _choose_segments(names)
@@ -1519,6 +1520,26 @@ class _SegmentLog:
         self._summarize(pieces=chosen if have is None else None)
         self._delete_segments(names)
         return used
+
+    def _sweep_temps(self):
+        """Delete what a process killed while writing the final file or its summary left:
+        their temp names (<name>.tmp-<pid>-<thread>, _pq_write and the local store's atomic
+        writes), once that pid is gone from this host. Rule 1 keeps them from ever being read;
+        this keeps them from staying. Local stores only: object stores write with one PUT."""
+        if not self.store.is_local:
+            return
+        prefixes = tuple(f"{os.path.basename(p)}.tmp-" for p in (self.final, self.summary) if p)
+        try:
+            names = os.listdir(self.run_path)
+        except OSError:
+            return
+        for name in names:
+            if not name.startswith(prefixes):
+                continue
+            pid = name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.run_path, name))
 
     def _summarize(self, missing_only=False, pieces=None):
         """Write the chart summary of the final file (section 5.2); pieces, the (start, end,

@@ -1,21 +1,34 @@
 """What close() leaves behind, built cheaply (issue 19: loop + close): metrics.parquet and its
 chart summary.
 
+- metrics.parquet's pages are GZIP-compressed where that shrinks them (step, timestamp,
+  floats that deflate: a float32 loss, fractions, constants), by the flush or merge that
+  makes them; every Arrow reader reads the file back equal to the rows logged, joins copy
+  or coalesce compressed pages exactly, and a SIGKILL inside close's join of compressed
+  segments leaves no half-written file and loses no row.
 - The chart summary of rows without nulls is bucketed with NumPy (_m4_bucketed): its
   records must be the general path's (_m4_combine over _m4_rows, sorts) exactly, NaN, inf,
   -0.0, all-NaN buckets and batches cut anywhere included, and a closed run's summary file
   must hold every bucket of its rows by hand (brute force from test_summaries).
 """
+import array
+import importlib
 import math
 import random
+import signal
 import sys
+import warnings
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import expman
+from _util import Child, make_experiment
+from test_plain_parquet import _batch, _read
+from test_reliability import JOIN_KILL_CHILD, cli
 from test_summaries import brute_records, same, summary_records
 
 SPECIAL = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, -1.0, 2.0]
@@ -91,3 +104,159 @@ def test_a_closed_run_s_summary_from_dense_batches_is_every_bucket(root, monkeyp
                 assert same(have, rec), (key, level, bucket)
                 checked += 1
     assert checked > 10_000
+
+
+# -- compressed pages ----------------------------------------------------------------------------
+
+def f32(x):
+    return array.array("f", [x])[0]   # what float(tensor.item()) of a float32 loss gives
+
+
+def realistic_row(i, rng):
+    """A training step: a float32 loss, an accuracy of k/256, a warm-up lr, a noisy float64
+    gradient norm (does not shrink), and a validation loss every 100 steps."""
+    row = {"train/loss": f32(2.3 * math.exp(-i / 4000) + 0.05 * rng.gauss(0, 1)),
+           "train/acc": rng.randint(0, 256) / 256, "lr": 1e-3 * min(1.0, i / 1000),
+           "grad_norm": abs(rng.gauss(1, 0.3))}
+    if i % 100 == 99:
+        row["val/loss"] = f32(2.0 * math.exp(-i / 4000))
+    return row
+
+
+def codecs(path):
+    """{column: set of codecs over its row groups}."""
+    meta = pq.ParquetFile(path).metadata
+    out = {}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for j in range(group.num_columns):
+            col = group.column(j)
+            out.setdefault(col.path_in_schema, set()).add(col.compression)
+    return out
+
+
+def test_the_final_file_is_compressed_where_that_pays_and_reads_equal(root):
+    """20,000 steps: a 12,000-row flush (compressed where it is written), then 8,000 rows in
+    flushes of 250 (merged 16 at a time into 4,000-row files: coalesced, compressed at
+    close's join). Every reader reads back exactly the rows logged."""
+    rng = random.Random(3)
+    exp = make_experiment(root, flush_interval_ms=10 ** 6)
+    rows = [realistic_row(i, rng) for i in range(20_000)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", expman.ExpmanWarning)  # a tight loop meets the bound
+        for i, row in enumerate(rows):
+            exp.log_metrics(row, step=i)
+            if i == 11_999 or (i > 12_000 and i % 250 == 249):
+                assert exp.flush(60)
+    exp.close()
+    path = exp.run_dir / "metrics.parquet"
+    found = codecs(path)
+    for name in ("step", "timestamp", "train/loss", "train/acc", "lr"):
+        assert found[name] == {"GZIP"}, (name, found)
+    assert found["grad_norm"] == {"UNCOMPRESSED"}       # random float64 bits: left as is
+    keys = ["train/loss", "train/acc", "lr", "grad_norm", "val/loss"]
+    want = {"step": list(range(len(rows)))}
+    want.update({k: [r.get(k) for r in rows] for k in keys})
+    table = pq.read_table(path)
+    assert {k: table.column(k).to_pylist() for k in want} == want
+    assert table.schema.metadata[b"expman.rows"] == b"0 20000"
+    stamps = table.column("timestamp").cast(pa.int64()).to_pylist()
+    assert stamps == sorted(stamps) and stamps[0] > 1.7e15
+    # other Arrow readers, where installed (requirements-dev.txt has both)
+    for name, read in (("duckdb", lambda m: m.sql(
+            f"SELECT * FROM read_parquet('{path}') ORDER BY step").arrow()),
+                       ("polars", lambda m: m.read_parquet(str(path)).to_arrow())):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        other = read(module)
+        other = other.read_all() if hasattr(other, "read_all") else other
+        assert {k: other.column(k).to_pylist() for k in want} == want, name
+        assert other.column("timestamp").cast(pa.int64()).to_pylist() == stamps, name
+    assert expman.load_metrics(exp.run_dir).drop_columns(["timestamp"]).to_pydict() == want
+
+
+@pytest.mark.parametrize("group_rows", [1, 300, 100_000])
+def test_joins_copy_and_coalesce_compressed_pages_exactly(monkeypatch, group_rows):
+    """Plain files with compressed pages (lowered threshold), joined: groups copied whole
+    keep their compressed bytes, coalesced ones are decompressed, joined and compressed
+    again, and a join of the join reads the same."""
+    monkeypatch.setattr(expman, "PLAIN_GZIP_MIN_ROWS", 100)
+    parts, expect, at = [], {"step": [], "a": [], "b": [], "noise": []}, 0
+    rng = random.Random(9)
+    for n, keys in [(400, ("a", "b", "noise")), (150, ("a",)), (40, ("a", "noise")),
+                    (700, ("a", "b"))]:
+        steps = list(range(at, at + n))
+        values = {"a": [float(i % 5) for i in steps],
+                  "b": [None if i % 3 == 0 else 0.25 for i in steps],
+                  "noise": [rng.random() for _ in steps]}
+        values = {k: v for k, v in values.items() if k in keys}
+        layout = []
+        data = expman._plain_parquet([_batch(steps, values)], ["a", "b", "noise"],
+                                     (at, at + n), layout)
+        parts.append((data, layout))
+        for key in ("a", "b", "noise"):
+            expect[key] += values.get(key, [None] * n)
+        expect["step"] += steps
+        at += n
+    first = pq.ParquetFile(pa.BufferReader(parts[0][0])).metadata.row_group(0)
+    assert [first.column(j).compression for j in range(5)] == [
+        "GZIP", "GZIP", "GZIP", "GZIP", "UNCOMPRESSED"]   # step, timestamp, a, b, noise
+    layout = []
+    data = expman._join_plain(parts, ["a", "b", "noise"], (0, at), group_rows, layout)
+    table = _read(data)
+    assert {k: table.column(k).to_pylist() for k in expect} == expect
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes == {1: [400, 150, 40, 700], 300: [400, 190, 700], 100_000: [1290]}[group_rows]
+    assert [meta.row_group(g).column(0).compression for g in range(len(sizes))] == [
+        "GZIP" if n >= 100 else "UNCOMPRESSED" for n in sizes]   # the 40 rows: too few
+    if group_rows == 1:   # copied whole: the very bytes of the source pages
+        src = parts[0][1][0][1]
+        lo, hi = min(c[3] for c in src), max(c[3] + c[4] for c in src)
+        assert parts[0][0][lo:hi] in data
+    again = expman._join_plain([(data, layout[0])], ["a", "b", "noise"], (0, at), 200)
+    assert _read(again).equals(table)
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, -1])  # pieces: PAR1, a row group, the footer
+def test_sigkill_inside_the_join_of_compressed_segments_loses_nothing(root, tmp_path, capsys,
+                                                                       kill_at):
+    """test_reliability's kill inside close's byte join, with segments whose pages are
+    compressed (threshold lowered, 200-row flushes, values that deflate) and a merge that
+    coalesced them: killed at any piece, no metrics.parquet appears, every row reads from
+    the segments, and `reap --compact` finishes the run."""
+    rows = 5000
+    code = (JOIN_KILL_CHILD.replace("ROOT", repr(str(root))).replace("KILL_AT", str(kill_at))
+            .replace("import os, signal, expman",
+                     "import os, signal, expman\nexpman.PLAIN_GZIP_MIN_ROWS = 64")
+            .replace("range(3000)", f"range({rows})").replace("i % 10 == 9", "i % 200 == 199"))
+    assert "PLAIN_GZIP_MIN_ROWS = 64" in code and f"range({rows})" in code
+    child = Child(code, cwd=tmp_path)
+    try:
+        run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
+        code = child.wait(timeout=120)
+    finally:
+        child.kill()
+    run = root / "crashy" / run_name
+    assert code == -signal.SIGKILL, child.stderr
+    assert not (run / "metrics.parquet").exists() and (run / "metrics").exists()
+    assert [p.name for p in run.glob("metrics.parquet.tmp-*")]  # cut short, never renamed
+    segs = sorted((run / "metrics").iterdir())
+    merged = [p for p in segs if p.name.startswith("seg-000000000000-000000003200")]
+    assert merged and codecs(merged[0])["i"] == {"GZIP"}    # the merge's coalesced pages
+    expect_odd = [float(-i) if i % 2 else None for i in range(rows)]
+    for when in ("before reap", "after reap"):
+        data = expman.load_metrics(run).to_pydict()
+        assert data["step"] == list(range(rows)), when
+        assert data["i"] == [float(i) for i in range(rows)], when
+        assert data["odd"] == expect_odd, when
+        if when == "before reap":
+            rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
+            assert rc == 0 and "Traceback" not in err, out + err
+    assert not (run / "metrics").exists()
+    assert pq.ParquetFile(run / "metrics.parquet").metadata.num_rows == rows
+    # the killed join's temp file (metrics.parquet.tmp-<pid>-<thread>) is gone with it
+    assert sorted(p.name for p in run.iterdir()) == [
+        "artifacts", "config.yaml", "metrics.parquet", "run.log", "run.yaml"]
