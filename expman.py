@@ -1951,7 +1951,7 @@ def _m4_bucketed(batch, key, at, k0):
     pyarrow has loaded it, argmin/argmax over a (buckets, 2^k0) view instead of two sorts of
     every value (~20x less work at close); its edge buckets and sparse columns take the
     general path."""
-    np_ = sys.modules.get("numpy")
+    np_ = _imported("numpy")
     n, w = batch.num_rows, 1 << k0
     head = min(n, -at % w)
     body = (n - head) >> k0 << k0
