@@ -3454,7 +3454,9 @@ class _Writer(threading.Thread):
             merge = not final and self._may_merge()
             start, end = self.next_row, self.next_row + sum(b[0] for b in self.staged)
             layout = []
-            data = _plain_parquet(self.staged, self.keys, (start, end), layout)
+            # close compresses nothing (section 7.3): the last flush's pages stay plain
+            data = _plain_parquet(self.staged, self.keys, (start, end), layout,
+                                  compress=not final)
             self._keep_layout(start, end, [layout])  # before write(): its merge joins it
             self.metrics_log.write(start, end, data, merge=merge)
             self.staged, self.staged_rows, self.next_row = [], 0, end
@@ -3629,7 +3631,7 @@ class _Writer(threading.Thread):
         if sum(len(c) for groups in layouts.values() for _n, c in groups) > 1 << 20:
             self.plain_layouts = None
 
-    def _join_segments(self, segs, path, rows):
+    def _join_segments(self, segs, path, rows, compress=True):
         """Write the segments segs ([start, end, tier], tiling rows) as one file at path,
         byte for byte (_pq_join): _SegmentLog.merge's joiner, and close's. False (nothing
         written) when one is not a plain file this writer knows, or is gone."""
@@ -3647,7 +3649,8 @@ class _Writer(threading.Thread):
                  for s, groups in zip(segs, known))
         layout = []
         try:
-            _pq_write(store, path, _pq_join(parts, keys, rows, layout=layout))
+            _pq_write(store, path, _pq_join(parts, keys, rows, layout=layout,
+                                            compress=compress))
         except OSError as exc:
             if not _is_missing(exc):
                 raise
@@ -3675,7 +3678,7 @@ class _Writer(threading.Thread):
         if sorted(names) != sorted(_segment_name(s, e) for s, e, _t in segs) or \
                 store.stat(log.final) is not None:
             return False
-        if not self._join_segments(segs, log.final, (0, segs[-1][1])):
+        if not self._join_segments(segs, log.final, (0, segs[-1][1]), compress=False):
             return False
         # a chart summary, before the segments go (as in compact()), once the rows are
         # not cheap to read; a smaller run gets none and imports no pyarrow
@@ -4211,8 +4214,10 @@ def _str_array(texts):
 # not shrink and are left as they are). It happens where the page is made: a flush of many
 # rows, or a merge coalescing small row groups, on the writer thread, and zlib releases the
 # GIL while it deflates, so the training thread does not wait for it. A compressed page is
-# then copied as it is by every later join (decompressed only in the rare case a small
-# compressed row group is coalesced again); close compresses only the rows it coalesces.
+# then copied as it is by every later join, its row group never coalesced again (so never
+# decompressed: _pq_body can, for files made otherwise). close() compresses nothing: its last flush and
+# the row groups its join coalesces stay plain, so what close costs does not grow (the
+# tail of a run, the rows since its last merge, is the uncompressed part of the file).
 
 _PQ_INT64, _PQ_DOUBLE = 2, 5
 _PQ_LITTLE = sys.byteorder == "little"
@@ -4325,7 +4330,7 @@ def _le(buf):
     return buf.tobytes()
 
 
-def _plain_parquet(staged, order, rows, layout=None):
+def _plain_parquet(staged, order, rows, layout=None, compress=True):
     """The bytes of one Parquet file holding the staged batches (see _Writer._stage) as one
     row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY).
     ``layout`` (a list) receives (rows, column chunks) for _join_plain."""
@@ -4334,29 +4339,31 @@ def _plain_parquet(staged, order, rows, layout=None):
     n = sum(b[0] for b in staged)
     out, chunks = bytearray(b"PAR1"), []
     if n:
-        _pq_columns(out, staged, keys, n, chunks)
+        _pq_columns(out, staged, keys, n, chunks, n if compress else 0)
     if layout is not None:
         layout.append((n, chunks))
     return _pq_finish(out, keys, [(n, chunks)] if n else [], rows)
 
 
-def _join_plain(parts, keys, rows, group_rows=None, layout=None):
+def _join_plain(parts, keys, rows, group_rows=None, layout=None, compress=True):
     """The bytes of one Parquet file made of the writer's plain files (see _pq_join)."""
-    return b"".join(_pq_join(parts, keys, rows, group_rows, layout))
+    return b"".join(_pq_join(parts, keys, rows, group_rows, layout, compress))
 
 
-def _pq_join(parts, keys, rows, group_rows=None, layout=None):
+def _pq_join(parts, keys, rows, group_rows=None, layout=None, compress=True):
     """Yield, piece by piece, one Parquet file made of plain files (the writer's segments and
     earlier joins of them) without decoding a value: ``parts`` is an iterable of (file
     bytes, [(rows, chunks)] of its row groups), in row order, taken one at a time (a merge
     or a close holds one file and a few small row groups in memory, not the run).
 
-    A row group of at least ``group_rows`` rows is copied byte for byte (its footer entry
-    moved); consecutive smaller ones are coalesced into one, page by page: PLAIN values and
+    A row group of at least ``group_rows`` rows, or with a compressed page (those have
+    PLAIN_GZIP_MIN_ROWS rows or more), is copied byte for byte (its footer entry moved):
+    consecutive smaller ones are coalesced into one, page by page: PLAIN values and
     the definition levels of each part concatenate (_pq_levels ends every part on a whole
     run), so a run that flushed 5 rows at a time ends in row groups of ~64k rows, as a
     pyarrow compaction made them. A key a part lacks is an all-null page. ``layout`` (a
-    list) receives the result's [(rows, chunks)], for the next join.
+    list) receives the result's [(rows, chunks)], for the next join. ``compress``: whether
+    coalesced pages may be compressed (close passes False: it compresses nothing).
     """
     names = ["step", "timestamp", *keys]
     if group_rows is None:
@@ -4366,16 +4373,23 @@ def _pq_join(parts, keys, rows, group_rows=None, layout=None):
     for data, src_groups in parts:
         view = memoryview(data)
         for n, chunks in src_groups:
-            if pending and pending_rows + n > group_rows:
-                piece, group = _pq_group(pending, names, pos)
+            sealed = n >= group_rows or any(c[6] for c in chunks)  # copied whole
+            if pending and (sealed or pending_rows + n > group_rows):
+                piece, group = _pq_group(pending, names, pos, compress)
                 pos += len(piece)
                 groups.append(group)
                 yield piece
                 pending, pending_rows = [], 0
             pending.append((view, n, chunks))
             pending_rows += n
+            if sealed:
+                piece, group = _pq_group(pending, names, pos, compress)
+                pos += len(piece)
+                groups.append(group)
+                yield piece
+                pending, pending_rows = [], 0
     if pending:
-        piece, group = _pq_group(pending, names, pos)
+        piece, group = _pq_group(pending, names, pos, compress)
         groups.append(group)
         yield piece
     if layout is not None:
@@ -4383,7 +4397,7 @@ def _pq_join(parts, keys, rows, group_rows=None, layout=None):
     yield _pq_footer(keys, groups, rows)
 
 
-def _pq_group(pending, names, pos):
+def _pq_group(pending, names, pos, compress=True):
     """(bytes, (rows, chunks)) of one row group at file offset pos, made of the source row
     groups in pending [(file view, rows, chunks)]: the one source copied whole, or several
     coalesced into one page per column."""
@@ -4418,7 +4432,7 @@ def _pq_group(pending, names, pos):
             levels.append(body[4:4 + size])
             values.append(body[4 + size:])
         _pq_page(out, name, _PQ_INT64 if i < 2 else _PQ_DOUBLE, total, b"".join(levels),
-                 b"".join(values), group, total)
+                 b"".join(values), group, total if compress else 0)
     return out, (total, [(*c[:3], c[3] + pos, *c[4:]) for c in group])
 
 
@@ -4467,17 +4481,18 @@ def _pq_footer(keys, groups, rows):
     return bytes(foot.out + len(foot.out).to_bytes(4, "little") + b"PAR1")
 
 
-def _pq_columns(out, staged, keys, n, chunks):
+def _pq_columns(out, staged, keys, n, chunks, rows):
     full = _varint(n << 1) + b"\x01"
-    _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks, n)
+    _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks,
+             rows)
     _pq_page(out, "timestamp", _PQ_INT64, n, full, b"".join(_le(b[2]) for b in staged),
-             chunks, n)
+             chunks, rows)
     missing = (None, False)
     for key in keys:
         parts = [(b[0], b[3].get(key, missing)) for b in staged]
         levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
         values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)
-        _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks, n)
+        _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks, rows)
 
 
 def _pq_schema(foot, names):

@@ -136,30 +136,40 @@ def codecs(path):
 
 
 def test_the_final_file_is_compressed_where_that_pays_and_reads_equal(root):
-    """20,000 steps: a 12,000-row flush (compressed where it is written), then 8,000 rows in
-    flushes of 250 (merged 16 at a time into 4,000-row files: coalesced, compressed at
-    close's join). Every reader reads back exactly the rows logged."""
+    """A 12,000-row flush (compressed where it is written), 16 flushes of 625 rows (the
+    first 15 merged with it, 16 segments to a merge: its group copied, theirs coalesced
+    into one 9,375-row group that the merge compresses), then 625 + 1,000 rows in 5 flushes
+    that close joins (coalesced, left plain: close compresses nothing). Every reader reads
+    back exactly the rows logged."""
     rng = random.Random(3)
     exp = make_experiment(root, flush_interval_ms=10 ** 6)
-    rows = [realistic_row(i, rng) for i in range(20_000)]
+    rows = [realistic_row(i, rng) for i in range(23_000)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", expman.ExpmanWarning)  # a tight loop meets the bound
         for i, row in enumerate(rows):
             exp.log_metrics(row, step=i)
-            if i == 11_999 or (i > 12_000 and i % 250 == 249):
+            if i == 11_999 or (12_000 < i < 22_000 and (i - 12_000) % 625 == 624) or (
+                    i > 22_000 and i % 250 == 249):
                 assert exp.flush(60)
     exp.close()
     path = exp.run_dir / "metrics.parquet"
-    found = codecs(path)
-    for name in ("step", "timestamp", "train/loss", "train/acc", "lr"):
-        assert found[name] == {"GZIP"}, (name, found)
-    assert found["grad_norm"] == {"UNCOMPRESSED"}       # random float64 bits: left as is
+    meta = pq.ParquetFile(path).metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [
+        12_000, 9_375, 1_625]
+    names = [meta.row_group(0).column(j).path_in_schema for j in range(meta.num_columns)]
+    found = [{n: meta.row_group(g).column(j).compression for j, n in enumerate(names)}
+             for g in range(3)]
+    for group in found[:2]:
+        for name in ("step", "timestamp", "train/loss", "train/acc", "lr"):
+            assert group[name] == "GZIP", (name, found)
+        assert group["grad_norm"] == "UNCOMPRESSED"    # random float64 bits: left as is
+    assert set(found[2].values()) == {"UNCOMPRESSED"}  # close's own: not compressed
     keys = ["train/loss", "train/acc", "lr", "grad_norm", "val/loss"]
     want = {"step": list(range(len(rows)))}
     want.update({k: [r.get(k) for r in rows] for k in keys})
     table = pq.read_table(path)
     assert {k: table.column(k).to_pylist() for k in want} == want
-    assert table.schema.metadata[b"expman.rows"] == b"0 20000"
+    assert table.schema.metadata[b"expman.rows"] == b"0 23000"
     stamps = table.column("timestamp").cast(pa.int64()).to_pylist()
     assert stamps == sorted(stamps) and stamps[0] > 1.7e15
     # other Arrow readers, where installed (requirements-dev.txt has both)
@@ -179,14 +189,16 @@ def test_the_final_file_is_compressed_where_that_pays_and_reads_equal(root):
 
 @pytest.mark.parametrize("group_rows", [1, 300, 100_000])
 def test_joins_copy_and_coalesce_compressed_pages_exactly(monkeypatch, group_rows):
-    """Plain files with compressed pages (lowered threshold), joined: groups copied whole
-    keep their compressed bytes, coalesced ones are decompressed, joined and compressed
-    again, and a join of the join reads the same."""
+    """Plain files with compressed pages (lowered threshold), joined: a group with a
+    compressed page is copied whole, its bytes as they are, whatever group_rows says; small
+    plain neighbours are coalesced (and compressed when big enough, unless close's
+    compress=False); a join of the join reads the same; _pq_group still decodes compressed
+    pages it is given to coalesce (files not made by this writer's rules)."""
     monkeypatch.setattr(expman, "PLAIN_GZIP_MIN_ROWS", 100)
     parts, expect, at = [], {"step": [], "a": [], "b": [], "noise": []}, 0
     rng = random.Random(9)
     for n, keys in [(400, ("a", "b", "noise")), (150, ("a",)), (40, ("a", "noise")),
-                    (700, ("a", "b"))]:
+                    (70, ("a", "b")), (700, ("a", "b"))]:
         steps = list(range(at, at + n))
         values = {"a": [float(i % 5) for i in steps],
                   "b": [None if i % 3 == 0 else 0.25 for i in steps],
@@ -209,9 +221,21 @@ def test_joins_copy_and_coalesce_compressed_pages_exactly(monkeypatch, group_row
     assert {k: table.column(k).to_pylist() for k in expect} == expect
     meta = pq.ParquetFile(pa.BufferReader(data)).metadata
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    assert sizes == {1: [400, 150, 40, 700], 300: [400, 190, 700], 100_000: [1290]}[group_rows]
+    assert sizes == ([400, 150, 40, 70, 700] if group_rows == 1 else [400, 150, 110, 700])
     assert [meta.row_group(g).column(0).compression for g in range(len(sizes))] == [
-        "GZIP" if n >= 100 else "UNCOMPRESSED" for n in sizes]   # the 40 rows: too few
+        "GZIP" if n >= 100 else "UNCOMPRESSED" for n in sizes]   # 40, 70: too few alone
+    plain = expman._join_plain(parts, ["a", "b", "noise"], (0, at), group_rows,
+                               compress=False)
+    meta = pq.ParquetFile(pa.BufferReader(plain)).metadata
+    assert [meta.row_group(g).column(0).compression for g in range(len(sizes))] == [
+        "GZIP", "GZIP"] + ["UNCOMPRESSED"] * (len(sizes) - 3) + ["GZIP"]
+    assert _read(plain).equals(table)
+    pending = [(memoryview(d), lay[0][0], lay[0][1]) for d, lay in parts[:2]]
+    piece, (n, chunks) = expman._pq_group(pending, ["step", "timestamp", "a", "b", "noise"],
+                                          4, compress=False)
+    alone = b"PAR1" + piece + expman._pq_footer(["a", "b", "noise"], [(n, chunks)], (0, 550))
+    assert {k: _read(alone).column(k).to_pylist() for k in expect} == {
+        k: v[:550] for k, v in expect.items()}
     if group_rows == 1:   # copied whole: the very bytes of the source pages
         src = parts[0][1][0][1]
         lo, hi = min(c[3] for c in src), max(c[3] + c[4] for c in src)
@@ -224,8 +248,8 @@ def test_joins_copy_and_coalesce_compressed_pages_exactly(monkeypatch, group_row
 def test_sigkill_inside_the_join_of_compressed_segments_loses_nothing(root, tmp_path, capsys,
                                                                        kill_at):
     """test_reliability's kill inside close's byte join, with segments whose pages are
-    compressed (threshold lowered, 200-row flushes, values that deflate) and a merge that
-    coalesced them: killed at any piece, no metrics.parquet appears, every row reads from
+    compressed (threshold lowered, 200-row flushes, values that deflate), merged 16 at a
+    time with their compressed pages copied: killed at any piece, no metrics.parquet appears, every row reads from
     the segments, and `reap --compact` finishes the run."""
     rows = 5000
     code = (JOIN_KILL_CHILD.replace("ROOT", repr(str(root))).replace("KILL_AT", str(kill_at))
@@ -245,7 +269,7 @@ def test_sigkill_inside_the_join_of_compressed_segments_loses_nothing(root, tmp_
     assert [p.name for p in run.glob("metrics.parquet.tmp-*")]  # cut short, never renamed
     segs = sorted((run / "metrics").iterdir())
     merged = [p for p in segs if p.name.startswith("seg-000000000000-000000003200")]
-    assert merged and codecs(merged[0])["i"] == {"GZIP"}    # the merge's coalesced pages
+    assert merged and codecs(merged[0])["i"] == {"GZIP"}    # the merge copied them
     expect_odd = [float(-i) if i % 2 else None for i in range(rows)]
     for when in ("before reap", "after reap"):
         data = expman.load_metrics(run).to_pydict()
