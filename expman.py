@@ -4209,11 +4209,14 @@ def _str_array(texts):
 #
 # Compression: a page of a row group of PLAIN_GZIP_MIN_ROWS rows or more is GZIP-compressed
 # (zlib level 1, the Parquet GZIP codec every Arrow reader has) when that shrinks it: step
-# and timestamp always (to ~20-45 %), a float column when a 16 KB sample shrinks to 80 % or
-# less (float32 values such as a torch loss's, constants, fractions; random float64 bits do
-# not shrink and are left as they are). It happens where the page is made: a flush of many
-# rows, or a merge coalescing small row groups, on the writer thread, and zlib releases the
-# GIL while it deflates, so the training thread does not wait for it. A compressed page is
+# and timestamp always (to ~20-45 %), a float column when a 16 KB sample shrinks enough
+# (float32 values such as a torch loss's, constants, fractions; random float64 bits do not
+# shrink and are left as they are). It happens where the page is made, on the writer
+# thread, and zlib releases the GIL while it deflates, so the training thread does not wait
+# for it: a merge coalescing small row groups compresses a float page that shrinks to 80 %
+# or less; a flush of 8,192+ rows (a loop logging that fast keeps the writer busy) only one
+# that shrinks to 40 % (fractions, constants: cheap to deflate), not float32 noise at ~50 %,
+# which deflates at a third of the speed and would leave the writer behind the loop. A compressed page is
 # then copied as it is by every later join, its row group never coalesced again (so never
 # decompressed: _pq_body can, for files made otherwise). close() compresses nothing: its last flush and
 # the row groups its join coalesces stay plain, so what close costs does not grow (the
@@ -4224,6 +4227,8 @@ _PQ_LITTLE = sys.byteorder == "little"
 _PQ_GZIP = 2                   # CompressionCodec GZIP
 PLAIN_GZIP_MIN_ROWS = 8192     # row groups this big get compressed pages (smaller: coalesced)
 _PQ_SAMPLE = 16384             # bytes of a float page deflated to see whether it shrinks
+_PQ_SHRINK_MERGE = 0.8         # ... and the ratio that sample must reach, in a merge
+_PQ_SHRINK_FLUSH = 0.4         # ... in a big flush
 
 
 def _varint(n):
@@ -4282,14 +4287,14 @@ def _pq_levels(n, valid):
     return out
 
 
-def _pq_page(out, name, ptype, n, levels, values, chunks, rows=0):
+def _pq_page(out, name, ptype, n, levels, values, chunks, rows=0, shrink=_PQ_SHRINK_MERGE):
     """Append one column chunk (one data page) to out; its footer entry goes to chunks:
     (name, type, rows, offset in out, bytes, bytes of the page header, codec, bytes
     uncompressed). ``rows``: the row group's rows (a big one gets a compressed page where
     that pays, see the top of this section)."""
     body = len(levels).to_bytes(4, "little") + levels + values
     data, codec = body, 0
-    if rows >= PLAIN_GZIP_MIN_ROWS and (ptype == _PQ_INT64 or _pq_shrinks(values)):
+    if rows >= PLAIN_GZIP_MIN_ROWS and (ptype == _PQ_INT64 or _pq_shrinks(values, shrink)):
         packed = zlib.compress(body, 1, 31)  # wbits 31: the gzip format Parquet names
         if len(packed) < len(body) * 0.9:
             data, codec = packed, _PQ_GZIP
@@ -4310,10 +4315,10 @@ def _pq_page(out, name, ptype, n, levels, values, chunks, rows=0):
     out += data
 
 
-def _pq_shrinks(values):
-    """Whether a float page's values deflate to 80 % or less, judged by a sample."""
+def _pq_shrinks(values, ratio):
+    """Whether a float page's values deflate to ratio or less, judged by a sample."""
     sample = values[:_PQ_SAMPLE]
-    return len(sample) >= 1024 and len(zlib.compress(sample, 1)) <= len(sample) * 0.8
+    return len(sample) >= 1024 and len(zlib.compress(sample, 1)) <= len(sample) * ratio
 
 
 def _pq_body(view, chunk):
@@ -4492,7 +4497,7 @@ def _pq_columns(out, staged, keys, n, chunks, rows):
         parts = [(b[0], b[3].get(key, missing)) for b in staged]
         levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
         values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)
-        _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks, rows)
+        _pq_page(out, key, _PQ_DOUBLE, n, levels, values, chunks, rows, _PQ_SHRINK_FLUSH)
 
 
 def _pq_schema(foot, names):
