@@ -11157,9 +11157,13 @@ class _Api:
                 if done is not None:
                     done.set()
 
-    def scan_list(self, exp, exp_path, stamp):
-        scanned_at = time.time()
-        runs = _RunList(self.run_rows(exp), stamp)
+    def scan_list(self, exp, exp_path, stamp, rows=None, scanned_at=None):
+        """Make and keep an experiment's list (of ``rows`` when the caller scanned them,
+        starting at ``scanned_at``, after taking ``stamp``)."""
+        if rows is None:
+            scanned_at = time.time()
+            rows = self.run_rows(exp)
+        runs = _RunList(rows, stamp)
         runs.scanned_at = scanned_at
         runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
         self.prepare_list(runs)
@@ -11329,10 +11333,13 @@ class _Api:
             return None
         end = ask["offset"] + ask["limit"]
         with self.quick_answer():
-            rows, beyond, cached = _scan_window(store, exp_path, time.time(), True, end)
-            if not beyond:   # every run was read: the list is as quick, and exact
-                return None
+            scanned_at = time.time()
+            rows, beyond, cached = _scan_window(store, exp_path, scanned_at, True, end)
             rows = [_confined_row(store, exp_path, r) for r in rows]
+            if not beyond:   # every run was read (a small experiment, or the catalog made
+                # anew): that is the list, and the query answers from it
+                self.scan_list(exp, exp_path, stamp, rows, scanned_at)
+                return None
             by_name = sorted(rows, key=lambda r: _natural_key(str(r["name"])))
             ordered = _sorted_runs(by_name, ask["key"], True)
             edge = _parse_iso(ordered[end - 1]["started_at"]) if len(ordered) >= end else None
