@@ -10771,7 +10771,6 @@ RUNS_LIST_SECS = 10.0         # a runs query reuses an experiment's rows this lo
 RUNS_LIST_EXPERIMENTS = 4     # ... of this many experiments at most
 RUNS_FIRST_WINDOW = 2_000     # a first query for at most this many newest rows is a window
 RUNS_BUILD_WAIT_SECS = 60.0   # the watcher waits this long at most for a list being made
-RUNS_WARM_COLUMNS = 8         # a list made in a thread sorts this many param columns ahead
 _RUN = "/api/experiments/<exp>/runs/<run>"
 _ROUTES = (
     ("GET", "/", "_page"),
@@ -11145,10 +11144,8 @@ class _Api:
                     lock = self.list_locks.setdefault(exp, threading.Lock())
                 with lock:   # (a request may have made it meanwhile: then nothing to do)
                     stamp = self.list_stamp(exp_path)
-                    runs = None if self.list_at_hand(exp, stamp) else \
+                    if not self.list_at_hand(exp, stamp):
                         self.scan_list(exp, exp_path, stamp)
-                if runs is not None:
-                    runs.warm()
             except Exception as exc:  # noqa: BLE001 - a vanished experiment: a request says
                 _log.debug("expman: run list of %s not made: %s", exp, exc)
             finally:
@@ -11992,17 +11989,6 @@ class _RunList:
                 while len(self.values) > 16:
                     del self.values[next(iter(self.values))]
         return [rows[i] for i in _sorted_positions(values, positions, descending)]
-
-    def warm(self):
-        """Make beforehand, on the thread that made the list (build_lists), what the page's
-        next questions need: the name order, the keys, and the sort values of its param
-        columns (a first sort by a param is then one sort of numbers), within the 16 kept."""
-        for param in self.param_keys[:RUNS_WARM_COLUMNS]:
-            column = "p:" + param
-            if column not in self.values:
-                values = _sort_values(self.by_name, _run_sort_key(column))
-                with self.lock:
-                    self.values.setdefault(column, values)
 
     def experiment_row(self, exp, meta):
         """The experiment's /api/experiments row (None for a folder with neither runs nor an
