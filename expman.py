@@ -10853,7 +10853,7 @@ class _Api:
         self.exp_rows = {}  # exp -> (stamp, made, its /api/experiments row)
         self.refreshing = set()  # experiments whose list is being made again (refresh_list)
         self.building = {}  # exp -> Event set when the list build_lists makes in a thread is in
-        self.quick = 0      # first windows and experiment rows being answered without a list
+        self.quick = 0      # first windows being answered (quick_answer)
         self.list_locks = {}
         self.lists_lock = threading.Lock()
         self.quiet = threading.Condition(self.lists_lock)   # notified when quick drops to 0
@@ -10988,8 +10988,9 @@ class _Api:
     def quick_answer(self):
         """Around the work of an answer given without a run list (first_window): a scan for
         a list (build_lists, experiment_row) waits for these to end before it starts, since
-        a scan of 10,000 runs beside one (its stats in a pool of threads) slows it several
-        times over, and it is what a page opening waits for."""
+        a scan of 10,000 runs beside one slows it several times over (one interpreter lock,
+        handed back and forth at each of the scan's 50,000 stats), and it is what a page
+        opening waits for."""
         with self.lists_lock:
             self.quick += 1
         try:
@@ -10999,7 +11000,6 @@ class _Api:
                 self.quick -= 1
                 if not self.quick:
                     self.quiet.notify_all()
-
 
     def experiment_row(self, exp, scanned):
         """One experiment's row (None: a folder that is no experiment). Kept while its folder,
@@ -11182,9 +11182,9 @@ class _Api:
     def prepare_list(self, runs):
         """Make what the page's first questions of a new list read before anyone waits on
         them: the newest-first order of every run, their extremes and keys (~0.15 s of
-        10,000 runs). A page opening asks for these right after its first page (first_window) and
-        sorts or filters right after: made here, with the list, they are not made then, at
-        the same time as the sort's own (contending for one interpreter)."""
+        10,000 runs). A page opening asks for these right after its first page (first_window)
+        and sorts or filters right after: made here, with the list, they are not made then,
+        at the same time as the sort's own (contending for one interpreter)."""
         if len(runs.rows) <= RUNS_FIRST_WINDOW:
             return   # a small list: made as fast when asked
         ask = {"sort": "started", "order": "desc", "where": "", "names": None,
