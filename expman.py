@@ -8112,20 +8112,16 @@ class _MetricStream:
     def __init__(self, run_dir, batch_rows=65536):
         self.store, self.path = _resolve_run(run_dir)
         self.batch_rows = batch_rows
-        self.files = _metric_files(self.store, self.path)
-        keys, self.total, self.unreadable = {}, 0, []
-        for start, end, fpath in self.files:
+        for _attempt in range(_READ_ATTEMPTS):
+            self.files = _metric_files(self.store, self.path)
             try:
-                pf = self.store.parquet_file(fpath)
-            except FileNotFoundError:   # merged away: iteration lists again
+                keys, self.total, self.unreadable = self._count(self.files)
+                break
+            except FileNotFoundError:   # merged or compacted away since the listing: again
                 continue
-            except Exception as exc:  # noqa: BLE001 - iteration warns when it gets there
-                self.unreadable.append((fpath, exc))
-                continue
-            for name in pf.schema_arrow.names:
-                if name not in RESERVED_COLUMNS:
-                    keys.setdefault(name, None)
-            self.total += pf.metadata.num_rows if end is None else end - start
+        else:
+            raise ExpmanError(f"the metrics of {self.store.display(self.path)} kept changing "
+                              f"while they were counted; try again")
         self.keys = list(keys)
         self.schema = pa.schema([("step", pa.int64()), ("timestamp", pa.timestamp("us", tz="UTC"))]
                                 + [(k, pa.float64()) for k in self.keys])
@@ -8147,6 +8143,25 @@ class _MetricStream:
                 files = _metric_files(self.store, self.path)   # merged or compacted: list again
         raise ExpmanError(f"the metrics of {self.store.display(self.path)} kept changing while "
                           f"they were read; try again")
+
+    def _count(self, files):
+        """({key: None} in order of first appearance, row count, [(file, error)]) from the
+        files' footers. FileNotFoundError when one went away since it was listed: counting
+        it as 0 rows would make a live run that compacts now look empty."""
+        keys, total, unreadable = {}, 0, []
+        for start, end, fpath in files:
+            try:
+                pf = self.store.parquet_file(fpath)
+            except FileNotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - iteration warns when it gets there
+                unreadable.append((fpath, exc))
+                continue
+            for name in pf.schema_arrow.names:
+                if name not in RESERVED_COLUMNS:
+                    keys.setdefault(name, None)
+            total += pf.metadata.num_rows if end is None else end - start
+        return keys, total, unreadable
 
     def warn_unreadable(self):
         """The warning iterating would give, for each file whose footer is unreadable."""
