@@ -345,3 +345,21 @@ def test_odd_yaml_is_left_to_pyyaml(text):
         assert str(exc) in str(got.value)
     else:
         assert repr(expman._read_listed_yaml(None, "x.yaml", data)) == repr(expected)
+
+
+# -- the runs table: each distinct value formatted once, as if each were formatted alone ---------
+
+cells = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(
+    [0.0, -0.0, float("nan"), 1.0, math.inf, 1e300, "x", "1", "", "a long text " * 4]),
+    st.floats(), st.lists(st.integers(), max_size=2), st.just(expman._MISSING))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(cells, max_size=30))
+def test_memo_cells_equal_formatting_each_value_alone(values):
+    runs = [{"params": {} if v is expman._MISSING else {"k": v},
+             "summary": {} if v is expman._MISSING else {"k": v}} for v in values]
+    for field, missing, fmt in (("params", expman._MISSING, expman._param_text),
+                                ("summary", None, expman._metric_text)):
+        alone = [fmt(r[field].get("k", missing)) for r in runs]
+        assert expman._memo_cells(runs, field, "k", missing, fmt) == alone
