@@ -6415,8 +6415,6 @@ def _simple_yaml(data):
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError:
         raise _NotSimple() from None
-    if _YAML_NOT_SIMPLE.search(text):
-        raise _NotSimple()
     known, lines = _YAML_LINES, []
     for line in text.split("\n"):
         hit = known.get(line)
@@ -6440,7 +6438,11 @@ _YAML_PAIR, _YAML_OPEN, _YAML_ITEM = 0, 1, 2   # "key: value", "key:" (a block b
 
 def _simple_line(line):
     """(indent, kind, key, value) of one line (_YAML_BLANK for a blank one), kept in
-    _YAML_LINES; raises _NotSimple (not kept) for a line left to PyYAML wherever it is."""
+    _YAML_LINES; raises _NotSimple (not kept) for a line left to PyYAML wherever it is.
+    The text is split at "\\n" only, so every other character is in some line, and a line
+    with one that is never simple (_YAML_NOT_SIMPLE) is never kept."""
+    if _YAML_NOT_SIMPLE.search(line):
+        raise _NotSimple()
     body = line.lstrip(" ")
     if not body:
         found = _YAML_BLANK
@@ -6675,11 +6677,12 @@ def _read_local_run(run_path):
     config.yaml) stamps as _file_stamps gives them, _MetricsTail or None) of a local run:
     12 syscalls where reading through the store took ~35 (an open per file, then a stat,
     a read, a seek ...)."""
-    meta, meta_stamp = _read_local_file(os.path.join(run_path, RUN_YAML))
+    folder = run_path + os.sep if not run_path.endswith(os.sep) else run_path
+    meta, meta_stamp = _read_local_file(folder + RUN_YAML)
     if meta is None:   # not a run
         return {RUN_YAML: None, CONFIG_YAML: None}, (None, None, None), None
-    config, config_stamp = _read_local_file(os.path.join(run_path, CONFIG_YAML))
-    tail = _MetricsTail.read(os.path.join(run_path, METRICS_FILE))
+    config, config_stamp = _read_local_file(folder + CONFIG_YAML)
+    tail = _MetricsTail.read(folder + METRICS_FILE)
     return ({RUN_YAML: meta, CONFIG_YAML: config},
             (meta_stamp, tail.stamp if tail else None, config_stamp), tail)
 
