@@ -6,6 +6,7 @@ import math
 import os
 import random
 import shutil
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -363,3 +364,33 @@ def test_memo_cells_equal_formatting_each_value_alone(values):
                                 ("summary", None, expman._metric_text)):
         alone = [fmt(r[field].get("k", missing)) for r in runs]
         assert expman._memo_cells(runs, field, "k", missing, fmt) == alone
+
+
+def test_list_runs_without_the_cyclic_collector_and_turns_it_back_on(tmp_path, capsys):
+    """`expman list` makes one row per run and no cycles: the collector is off while it
+    lists (no collection at all during a 300-run rebuild) and on again after."""
+    import gc
+    for i in range(300):
+        (tmp_path / EXP / f"r{i:03d}").mkdir(parents=True)
+        (tmp_path / EXP / f"r{i:03d}" / "run.yaml").write_text(
+            f"name: r{i:03d}\nstatus: finished\nstarted_at: '2026-01-01T00:00:{i % 60:02d}+00:00'\n")
+        (tmp_path / EXP / f"r{i:03d}" / "config.yaml").write_text(f"lr: {i}\n")
+    seen = []
+
+    def count(phase, info):   # a collection, and whether it came during the listing
+        if phase == "start":
+            frame, listing = sys._getframe(1), False
+            while frame is not None:
+                listing = listing or frame.f_code is expman._list.__code__
+                frame = frame.f_back
+            seen.append(listing)
+
+    gc.callbacks.append(count)
+    try:
+        assert gc.isenabled()
+        assert expman.main(["list", str(tmp_path), "-e", EXP]) == 0
+        gc.collect()
+    finally:
+        gc.callbacks.remove(count)
+    assert "r299" in capsys.readouterr().out
+    assert True not in seen and gc.isenabled() and seen[-1] is False
