@@ -6480,7 +6480,7 @@ def _simple_line(line):
                 found = (indent, _YAML_PAIR, key, rest)
     if found and type(found[3]) in (list, dict):
         return found   # "key: []": a new list each time, so not kept
-    if len(_YAML_LINES) >= 100_000:
+    if len(_YAML_LINES) >= 20_000:   # ~230 bytes a line: a server's cache stays under ~5 MB
         _YAML_LINES.clear()
     _YAML_LINES[line] = found
     return found
