@@ -6808,7 +6808,7 @@ def _metrics_min_max(store, run_path, tail=None):
                 return _footer_min_max(tail.footer() if tail is not None and
                                        files[0][2] == tail.path else
                                        _parquet_footer(files[0][2]))
-            except (ValueError, IndexError, UnicodeDecodeError, struct.error):
+            except (ValueError, IndexError, UnicodeDecodeError, struct.error, RecursionError):
                 pass   # something the hand reader does not follow: pyarrow's word
         meta = store.parquet_file(files[0][2]).metadata
         low, high = {}, {}
@@ -6863,8 +6863,9 @@ def _footer_min_max(footer):
     pyarrow to read five numbers cost most of a catalog rebuild (~90 µs a file). A footer
     laid out as one read before (a sweep's runs: same keys, same writer) is matched by that
     one's _FooterTemplate in one regex call (~7 µs); any other is walked field by field
-    (~75 µs), and may become a template. Raises ValueError or IndexError on anything it does
-    not follow (the caller then asks pyarrow)."""
+    (~75 µs), and may become a template. Raises ValueError, IndexError or RecursionError (a
+    footer nested without end) on anything it does not follow (the caller then asks
+    pyarrow)."""
     for template in _FOOTER_TEMPLATES:
         found = template.min_max(footer)
         if found is not None:
@@ -7002,7 +7003,7 @@ class _FooterTemplate:
         try:
             if not self._file(buf):
                 return None
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, RecursionError):
             return None
         self.regex = re.compile(b"".join(self.parts), re.DOTALL)
         self.parts = None

@@ -394,3 +394,16 @@ def test_list_runs_without_the_cyclic_collector_and_turns_it_back_on(tmp_path, c
         gc.callbacks.remove(count)
     assert "r299" in capsys.readouterr().out
     assert True not in seen and gc.isenabled() and seen[-1] is False
+
+
+def test_a_footer_nested_without_end_is_left_to_pyarrow(tmp_path):
+    """Struct headers nested thousands deep (a damaged or hostile file) exhaust the reader's
+    recursion: the listing asks pyarrow (which refuses it) instead of failing."""
+    run = make_run(tmp_path, "r")
+    older_writer(run)
+    body = b"\x15\x02" + b"\x1c" * 20000
+    (run / "metrics.parquet").write_bytes(b"PAR1" + body + len(body).to_bytes(4, "little") + b"PAR1")
+    with pytest.raises(RecursionError):
+        expman._footer_min_max(body)
+    (row,) = expman.list_runs(str(tmp_path), EXP)
+    assert row["summary_min"] is None and row["summary_max"] is None
