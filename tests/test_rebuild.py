@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import expman
+from _util import REPO, run_on_pty
 
 EXP = "sweep"
 
@@ -407,3 +408,32 @@ def test_a_footer_nested_without_end_is_left_to_pyarrow(tmp_path):
         expman._footer_min_max(body)
     (row,) = expman.list_runs(str(tmp_path), EXP)
     assert row["summary_min"] is None and row["summary_max"] is None
+
+
+def test_a_rebuild_shows_its_progress_on_a_terminal_only(tmp_path):
+    """`expman list -e` over 3,000 runs with no catalog draws a progress line on a terminal's
+    stderr while it reads them, and nothing with --json or when stderr is piped."""
+    import subprocess
+    for i in range(3000):
+        run = tmp_path / EXP / f"r{i:04d}"
+        run.mkdir(parents=True)
+        (run / "run.yaml").write_text(
+            f"name: r{i:04d}\nstatus: finished\nstarted_at: '2026-01-01T00:{i // 60 % 60:02d}:"
+            f"{i % 60:02d}+00:00'\nsummary:\n  loss: {1 / (i + 1)!r}\n")
+        (run / "config.yaml").write_text(f"lr: {i / 1000!r}\nseed: {i}\n")
+    argv = [sys.executable, os.path.join(REPO, "expman.py"), "list", str(tmp_path), "-e", EXP]
+
+    def fresh():
+        shutil.rmtree(tmp_path / EXP / expman.CATALOG_DIR, ignore_errors=True)
+
+    fresh()
+    code, terminal, piped = run_on_pty(argv, terminal="stderr", timeout=120)
+    assert code == 0, terminal
+    assert b"reading runs of sweep" in terminal and b"/3000 runs" in terminal
+    assert piped.count(b"\n") == 3001   # every run, to the pipe
+    fresh()
+    code, terminal, piped = run_on_pty(argv + ["--json"], terminal="stderr", timeout=120)
+    assert code == 0 and b"reading runs" not in terminal and b'"r2999"' in piped
+    fresh()
+    done = subprocess.run(argv, capture_output=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == b""
