@@ -171,7 +171,12 @@ DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
 STALE_HEARTBEATS = 6                   # a heartbeat older than this many intervals: crashed
-DRAIN_CHUNK_ROWS = 10_000              # the writer converts queued rows this many at a time
+DRAIN_CHUNK_ROWS = 2_048               # the writer converts queued rows this many at a time
+# The writer hands the GIL back to the training thread after holding it this long (between two
+# slices of its work: a drain chunk, one column of a segment), sleeping this long so the waiting
+# thread takes it; else a log call waits for CPython's forced switch (5 ms) and a C step after it.
+WRITER_GIL_SLICE_SECS = 0.0015
+WRITER_GIL_PAUSE_SECS = 0.00005
 MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond which log calls wait
 IMPORT_PENDING_BYTES = 8 << 20         # the same for an import: no training loop to keep moving
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
@@ -2660,9 +2665,17 @@ def _warm_up(system_metrics=False):
     if not _WARMED:
         import struct  # noqa: F401 - media encoding, event files
         import zlib  # noqa: F401
+        if sys.implementation.name == "cpython":
+            with contextlib.suppress(ImportError):
+                import ctypes  # noqa: F401 - _gc_untrack of the row queue (~3 ms, once)
         # replace the lazy proxies the writer uses (git: subprocess)
         for proxy in (subprocess, platform, yaml):
             getattr(proxy, "__name__", None)
+        # A full collection now (~2-4 ms, once a process), at init: importing expman and
+        # its modules leaves a full collection due, which otherwise fell ~50,000 log calls
+        # into the loop and made one call wait 6-10 ms.
+        import gc
+        gc.collect()
         _WARMED.append(True)
     if system_metrics:
         import ctypes  # noqa: F401 - NVML
@@ -2678,6 +2691,27 @@ def _arrow_for_writer():
         import pyarrow.parquet  # noqa: F401
         import gc
         gc.collect()
+
+
+def _gc_untrack(container):
+    """Hide a container from CPython's cyclic garbage collector (PyObject_GC_UnTrack); True
+    when it is untracked. For the writer's row queue: every full collection walked each of
+    its entries (three a row, a cache miss each, ~80 ns), so a backlog of 50,000 rows made
+    one log call wait ~10 ms. Safe for a container that is never part of a reference cycle:
+    the objects it holds stay alive through it (an untracked referrer counts as an outside
+    reference); only a cycle through the container itself could not be collected. ctypes is
+    imported by _warm_up, on the caller's thread; elsewhere (PyPy, free-threaded builds, no
+    ctypes) this returns False and the queue stays tracked, as before."""
+    import gc
+    ctypes = sys.modules.get("ctypes")
+    if ctypes is None or sys.implementation.name != "cpython" or \
+            not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return False
+    try:
+        ctypes.pythonapi.PyObject_GC_UnTrack(ctypes.py_object(container))
+    except Exception:  # noqa: BLE001 - an odd build: keep the queue tracked
+        return False
+    return not gc.is_tracked(container)
 
 
 def _pyarrow_version():
@@ -2767,6 +2801,8 @@ class _Writer(threading.Thread):
         # (row, step, time) triples, one extend each (atomic: threads may share a run)
         self.rows = collections.deque()
         self.enqueue = self.rows.extend    # the log call's whole cost, besides its dict copy
+        _gc_untrack(self.rows)             # full collections must not walk the backlog
+        self.held_since = 0.0              # perf_counter when this thread last took the GIL
         self.ctrl = collections.deque()
         self.send = self.ctrl.append
         self.wake = threading.Event()
@@ -2888,6 +2924,22 @@ class _Writer(threading.Thread):
         error, self.error = self.error, None
         return error
 
+    # -- sharing the GIL ---------------------------------------------------------------------
+    def _pause(self):
+        """Between two slices of work: once this thread has run WRITER_GIL_SLICE_SECS since it
+        last paused, sleep WRITER_GIL_PAUSE_SECS, so a training thread waiting for the GIL
+        takes it now rather than at CPython's forced switch (sys.getswitchinterval(), 5 ms)
+        plus the C step running then. This thread then gets the GIL back at the next forced
+        switch (or at once when the training thread is in C code that releases it). Not
+        while closing: close() waits for this thread, and nothing else should."""
+        now = time.perf_counter()
+        if now - self.held_since < WRITER_GIL_SLICE_SECS:
+            return
+        if self.stop_status is None:
+            time.sleep(WRITER_GIL_PAUSE_SECS)
+            now = time.perf_counter()
+        self.held_since = now
+
     # -- loop ----------------------------------------------------------------------------
     def run(self):
         _LIVE_WRITERS.add(self)
@@ -2906,6 +2958,7 @@ class _Writer(threading.Thread):
         while True:
             self.wake.wait(timeout)
             self.wake.clear()
+            self.held_since = time.perf_counter()
             # A fork waits for this step to end (see _pause_writers): the child must not
             # inherit a lock held by this thread inside pyarrow or its allocator.
             with self.fork_lock:
@@ -3012,7 +3065,9 @@ class _Writer(threading.Thread):
         n_ctrl = len(self.ctrl)
         n, todo = 0, len(rows) // 3  # only what is queued now: a firehose must not starve flushes
         popleft = collections.deque.popleft
+        pause = self._pause
         while todo > 0:
+            pause()  # a chunk (pop and convert) is ~1.4 ms at 2,048 rows of 5 metrics
             flat = list(map(popleft, itertools.repeat(rows, 3 * min(todo, DRAIN_CHUNK_ROWS))))
             batch, steps, times = flat[0::3], flat[1::3], flat[2::3]
             del flat
@@ -3331,9 +3386,12 @@ class _Writer(threading.Thread):
             merge = not final and self._may_merge()
             start, end = self.next_row, self.next_row + sum(b[0] for b in self.staged)
             layout = []
-            data = _plain_parquet(self.staged, self.keys, (start, end), layout)
+            data = _plain_parquet(self.staged, self.keys, (start, end), layout,
+                                  pause=self._pause)
             self._keep_layout(start, end, [layout])  # before write(): its merge joins it
+            self._pause()
             self.metrics_log.write(start, end, data, merge=merge)
+            self._pause()
             self.staged, self.staged_rows, self.next_row = [], 0, end
         if self.media_pending:
             self._flush_media()
@@ -4170,16 +4228,18 @@ def _le(buf):
     return buf.tobytes()
 
 
-def _plain_parquet(staged, order, rows, layout=None):
+def _plain_parquet(staged, order, rows, layout=None, pause=None):
     """The bytes of one Parquet file holding the staged batches (see _Writer._stage) as one
     row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY).
-    ``layout`` (a list) receives (rows, column chunks) for _join_plain."""
+    ``layout`` (a list) receives (rows, column chunks) for _join_plain; ``pause`` (the
+    writer's _pause) is called between columns, so the GIL is shared while a big segment is
+    built (~0.7 ms a column of 100,000 rows)."""
     present = set().union(*(b[3] for b in staged)) if staged else set()
     keys = [k for k in order if k in present] if len(present) < len(order) else list(order)
     n = sum(b[0] for b in staged)
     out, chunks = bytearray(b"PAR1"), []
     if n:
-        _pq_columns(out, staged, keys, n, chunks)
+        _pq_columns(out, staged, keys, n, chunks, pause)
     if layout is not None:
         layout.append((n, chunks))
     return _pq_finish(out, keys, [(n, chunks)] if n else [], rows)
@@ -4312,13 +4372,15 @@ def _pq_footer(keys, groups, rows):
     return bytes(foot.out + len(foot.out).to_bytes(4, "little") + b"PAR1")
 
 
-def _pq_columns(out, staged, keys, n, chunks):
+def _pq_columns(out, staged, keys, n, chunks, pause=None):
     full = _varint(n << 1) + b"\x01"
     _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks)
     _pq_page(out, "timestamp", _PQ_INT64, n, full, b"".join(_le(b[2]) for b in staged),
              chunks)
     missing = (None, False)
     for key in keys:
+        if pause is not None:
+            pause()
         parts = [(b[0], b[3].get(key, missing)) for b in staged]
         levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
         values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)
