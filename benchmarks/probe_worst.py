@@ -87,9 +87,14 @@ def main():
     ap.add_argument("--worst", type=int, default=20)
     ap.add_argument("--module", default=REPO)
     ap.add_argument("--no-trace", action="store_true", help="time the calls only")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a constant of expman for the experiment (a number)")
     args = ap.parse_args()
     sys.path.insert(0, args.module)
     import expman
+    for item in args.set:
+        name, value = item.split("=", 1)
+        setattr(expman, name, type(getattr(expman, name))(float(value)))
     phases = []
     if not args.no_trace:
         instrument(expman, phases)
