@@ -2941,14 +2941,16 @@ class _Writer(threading.Thread):
             # A release only helps if the waiting thread takes the GIL before this thread
             # takes it back: otherwise CPython restarts that thread's 5 ms wait (a new
             # switch happened), and a loaded machine, slow to wake it, saw 10-14 ms waits.
-            # So sleep again, up to 4 times, until a log call shows the training thread ran
-            # (the queue grew); a thread that is not logging is not waiting on us either.
+            # So sleep again, up to 4 times, until another thread has run: a log call grew
+            # the queue, or this thread had to wait for the GIL (the sleep took > 1 ms).
             rows = self.rows
             queued = len(rows)
             for _ in range(4):
                 time.sleep(WRITER_GIL_PAUSE_SECS)
-                if len(rows) != queued:
+                later = time.perf_counter()
+                if len(rows) != queued or later - now > 0.001:
                     break
+                now = later
             now = time.perf_counter()
         self.held_since = now
 
