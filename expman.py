@@ -2819,6 +2819,7 @@ class _Writer(threading.Thread):
         self.staged = []                   # Arrow tables not yet on disk
         self.staged_rows = 0
         self.drained_rows = 0              # rows the last drain took (a quiet loop: few)
+        self.drain_left = None             # (rows, control messages) left of a cut pass
         # (start, end) -> [(rows, chunks)] of every plain file this writer wrote and has not
         # merged away (section 7.3): merges and close join them byte for byte. None: forgot
         # them (too many column chunks to keep); pyarrow merges and compacts from then on.
@@ -2979,7 +2980,7 @@ class _Writer(threading.Thread):
                 closing = self.stop_status is not None
                 drained = 0
                 try:
-                    drained = self._drain()
+                    drained = self._drain(cut=not closing)
                     if closing:
                         self._finish()
                         break
@@ -3068,19 +3069,36 @@ class _Writer(threading.Thread):
                 self.meta_dirty = True
 
     # -- draining ------------------------------------------------------------------------
-    def _drain(self):
+    def _drain(self, cut=False):
         """Convert queued rows in chunks of DRAIN_CHUNK_ROWS, telling a waiting log call after
-        each pop: a throttled training loop then waits one chunk (a few ms), not one backlog."""
+        each pop: a throttled training loop then waits one chunk (a few ms), not one backlog.
+
+        With ``cut`` (not closing, the store healthy), a pass stops once SEGMENT_MAX_ROWS rows
+        are staged, so that segment is written before the rest is converted (a backlog of
+        350,000 rows made one 20 MB segment, whose copies held the GIL for ~10 ms each); the
+        next pass goes on with the same snapshot, so flush() requests still wait for exactly
+        the rows queued before them, and are never starved by a firehose."""
         rows = self.rows
         # Count control messages before rows: a flush() request then never overtakes rows
         # logged before it (they were queued before it, so they are counted in `todo`). It
         # used to be released with rows still queued behind the snapshot: flush() returned
         # True with 50,000 rows not yet written.
-        n_ctrl = len(self.ctrl)
-        n, todo = 0, len(rows) // 3  # only what is queued now: a firehose must not starve flushes
+        left, self.drain_left = self.drain_left, None
+        if left is not None and cut:           # a pass cut at a segment: go on with it
+            todo, n_ctrl = left
+        else:  # (closing: everything queued now, every message, as a fresh pass would)
+            n_ctrl = len(self.ctrl)
+            todo = len(rows) // 3  # only what is queued now: a firehose must not starve flushes
+        n = 0
+        cut = cut and not self.failures        # a failing store: keep converting, as before
         popleft = collections.deque.popleft
         pause = self._pause
         while todo > 0:
+            if cut and n and self.staged_rows >= SEGMENT_MAX_ROWS:
+                self.drain_left = (todo, n_ctrl)
+                self.wake.set()                # no wait before the next pass
+                self.drained_rows = n
+                return n
             pause()  # a chunk (pop and convert) is ~1.4 ms at 2,048 rows of 5 metrics
             flat = list(map(popleft, itertools.repeat(rows, 3 * min(todo, DRAIN_CHUNK_ROWS))))
             batch, steps, times = flat[0::3], flat[1::3], flat[2::3]
@@ -3861,13 +3879,24 @@ def _smi_number(text):
 _FAST_KINDS = {float: "float", int: "int", bool: "int"}
 
 
+def _numpy():
+    """NumPy when the script (or pyarrow) has imported it completely, else None. Never
+    imports; a NumPy half-way through its import on another thread is taken as absent: the
+    training thread's ``import torch`` (or a reader's pyarrow) while the writer converted rows
+    made ``np.errstate`` an AttributeError, and every row of those chunks was dropped."""
+    np_ = sys.modules.get("numpy")
+    if np_ is None or getattr(getattr(np_, "__spec__", None), "_initializing", False):
+        return None
+    return np_
+
+
 def _fast_kind(value_type):
     """"float" or "int" for the types array("d") converts exactly (ints up to 2**53), else
     None. Cached per type; NumPy is only looked at when the user's script imported it."""
     kind = _FAST_KINDS.get(value_type, False)
     if kind is not False:
         return kind
-    np_ = sys.modules.get("numpy")
+    np_ = _numpy()
     kind = None
     if issubclass(value_type, int):
         kind = "int"
@@ -3877,7 +3906,8 @@ def _fast_kind(value_type):
         kind = "int"
     elif np_ is not None and issubclass(value_type, np_.floating):
         kind = "float"
-    _FAST_KINDS[value_type] = kind
+    if kind is not None or np_ is not None or "numpy" not in sys.modules:
+        _FAST_KINDS[value_type] = kind   # (not while NumPy is half imported: ask again)
     return kind
 
 
@@ -3915,7 +3945,7 @@ def _bitmap(valid):
 
 def _micros(seconds):
     """array("q") of int(t * 1e6) for an array("d") of POSIX times (non-finite ones -> 0)."""
-    np_ = sys.modules.get("numpy")  # loaded by pyarrow when installed: no import here
+    np_ = _numpy()  # loaded by pyarrow when installed: no import here
     if np_ is not None:
         with np_.errstate(all="ignore"):
             values = np_.frombuffer(seconds, dtype=np_.float64) * 1e6
@@ -3934,7 +3964,7 @@ def _min_max_valid(values):
     here, as in _micros); else min()/max(), which skip a NaN unless it comes first."""
     if not values:
         return None, None
-    np_ = sys.modules.get("numpy")
+    np_ = _numpy()
     if np_ is not None and len(values) > 32:
         data = np_.frombuffer(values, dtype=np_.float64)
         low, high = float(np_.fmin.reduce(data)), float(np_.fmax.reduce(data))
