@@ -213,6 +213,25 @@ def test_the_first_run_of_a_process_collects_garbage_once_at_init(root, tmp_path
     assert out == ["1", "0"]
 
 
+def test_a_backlog_is_written_a_segment_at_a_time(root, monkeypatch):
+    """A backlog far over SEGMENT_MAX_ROWS is converted and written a segment at a time (one
+    file of the whole backlog meant copies of tens of MB holding the GIL), and flush() still
+    returns with every row logged before it written, in order."""
+    monkeypatch.setattr(expman, "SEGMENT_MAX_ROWS", 5_000)
+    monkeypatch.setattr(expman, "DRAIN_CHUNK_ROWS", 500)
+    n = 60_000
+    with make(root, flush_interval_ms=10 ** 7) as exp:   # the timer never wakes the writer
+        for i in range(n):
+            exp.log_metrics({"a": float(i)}, step=i)
+        assert exp.flush(timeout=120)
+        sizes = sorted(int(name[17:29]) - int(name[4:16])
+                       for name in os.listdir(exp.run_dir / "metrics")
+                       if name.startswith("seg-"))
+        assert columns(exp.run_dir)["step"] == list(range(n))
+    assert sum(sizes) == n and len(sizes) >= 10, sizes
+    assert sizes[-1] <= 5_000 + 500, sizes
+
+
 def test_numpy_imported_while_the_writer_converts_loses_no_row(root, tmp_path):
     """A NumPy half-way through its import on the training thread (``import torch`` after
     init, or a reader's pyarrow) was taken as loaded by the writer: np.errstate raised
