@@ -2474,7 +2474,19 @@ def _loaded(module, attr):
     """module.attr if the script imported that module already, else None. Never imports, and
     a module half-way through its import (pyarrow imports NumPy on the writer thread) is
     taken as absent."""
-    return getattr(sys.modules.get(module), attr, None)
+    return getattr(_imported(module), attr, None)
+
+
+def _imported(name):
+    """sys.modules[name] once its import has finished, else None; never imports. A module
+    that another thread is still importing is in sys.modules already with only some of its
+    names (its __spec__._initializing is set, as CPython's own "partially initialized module"
+    check reads it): the writer took such a NumPy for loaded, and every row of the batch it
+    was converting was lost to an AttributeError."""
+    module = sys.modules.get(name)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
 
 
 def _image_payload(image, where):
@@ -2499,7 +2511,7 @@ def _image_payload(image, where):
         if _sniff_image(data[:12]) is None:
             raise InvalidInputError(f"{where}: image file {path} is not PNG, JPEG, GIF or WebP")
         return "bytes", data, len(data)
-    np_ = sys.modules.get("numpy")
+    np_ = _imported("numpy")
     ndarray = _loaded("numpy", "ndarray")
     if ndarray is not None and isinstance(image, ndarray):
         return "array", _check_image_array(image, where, np_), image.nbytes
@@ -3879,24 +3891,13 @@ def _smi_number(text):
 _FAST_KINDS = {float: "float", int: "int", bool: "int"}
 
 
-def _numpy():
-    """NumPy when the script (or pyarrow) has imported it completely, else None. Never
-    imports; a NumPy half-way through its import on another thread is taken as absent: the
-    training thread's ``import torch`` (or a reader's pyarrow) while the writer converted rows
-    made ``np.errstate`` an AttributeError, and every row of those chunks was dropped."""
-    np_ = sys.modules.get("numpy")
-    if np_ is None or getattr(getattr(np_, "__spec__", None), "_initializing", False):
-        return None
-    return np_
-
-
 def _fast_kind(value_type):
     """"float" or "int" for the types array("d") converts exactly (ints up to 2**53), else
     None. Cached per type; NumPy is only looked at when the user's script imported it."""
     kind = _FAST_KINDS.get(value_type, False)
     if kind is not False:
         return kind
-    np_ = _numpy()
+    np_ = _imported("numpy")
     kind = None
     if issubclass(value_type, int):
         kind = "int"
@@ -3945,7 +3946,7 @@ def _bitmap(valid):
 
 def _micros(seconds):
     """array("q") of int(t * 1e6) for an array("d") of POSIX times (non-finite ones -> 0)."""
-    np_ = _numpy()  # loaded by pyarrow when installed: no import here
+    np_ = _imported("numpy")  # loaded by pyarrow when installed: no import here
     if np_ is not None:
         with np_.errstate(all="ignore"):
             values = np_.frombuffer(seconds, dtype=np_.float64) * 1e6
@@ -3964,7 +3965,7 @@ def _min_max_valid(values):
     here, as in _micros); else min()/max(), which skip a NaN unless it comes first."""
     if not values:
         return None, None
-    np_ = _numpy()
+    np_ = _imported("numpy")
     if np_ is not None and len(values) > 32:
         data = np_.frombuffer(values, dtype=np_.float64)
         low, high = float(np_.fmin.reduce(data)), float(np_.fmax.reduce(data))
@@ -4077,7 +4078,7 @@ def _histogram_row(item):
     if form == "edges":
         edges, counts = data
         return (*head, edges, counts, edges[0], edges[-1], None, sum(counts))
-    np_ = sys.modules.get("numpy") if _loaded("numpy", "histogram") else None
+    np_ = _imported("numpy") if _loaded("numpy", "histogram") else None
     if form == "tensor":
         data, form = _tensor_values(data, np_)
     if form == "values" and np_ is not None:
@@ -12017,36 +12018,63 @@ def _group_value(group):
 
 
 def _run_group_row(value, members):
-    urgent = min(members, key=lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9))
+    """One group's row (see _run_groups): its runs' fields folded by the helpers below."""
     starts = [(t, r.get("started_at")) for r in members
               for t in [_parse_iso(r.get("started_at"))] if t is not None]
-    def numbers(field):
-        return [v for v in (_sort_number(r.get(field)) for r in members) if v is not None]
-
-    durations, steps = numbers("duration_secs"), numbers("last_step")
-    tags = list(dict.fromkeys(str(t) for r in members for t in r.get("tags") or ()))
-    first = members[0].get("params") or {}
-    shared = {k: v for k, v in first.items()
-              if all(k in (r.get("params") or {}) and
-                     _json_dumps(r["params"][k]) == _json_dumps(v) for r in members[1:])}
-    out = {"name": "" if value is None else (value if isinstance(value, str) else _json_dumps(value)),
-           "value": value, "count": len(members), "names": [r["name"] for r in members],
-           "status": urgent.get("status"), "started_at": min(starts)[1] if starts else None,
+    durations = _group_numbers(members, "duration_secs")
+    steps = _group_numbers(members, "last_step")
+    out = {"name": _group_label(value), "value": value, "count": len(members),
+           "names": [r["name"] for r in members], "status": _group_status(members),
+           "started_at": min(starts)[1] if starts else None,
            "duration_secs": max(durations) if durations else None,
            "last_step": max(steps) if steps else None,
            "rows": sum(r.get("rows") or 0 for r in members if isinstance(r.get("rows"), int)),
-           "tags": tags, "params": shared, "spread": {}}
+           "tags": list(dict.fromkeys(str(t) for r in members for t in r.get("tags") or ())),
+           "params": _group_shared_params(members), "spread": {}}
     for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
-        values = {}
-        for row in members:
-            for k, v in (row.get(field) or {}).items():
-                v = _sort_number(v)
-                if v is not None and v not in (math.inf, -math.inf):
-                    values.setdefault(k, []).append(v)
+        values = _group_metric_values(members, field)
         out[field] = {k: math.fsum(vs) / len(vs) for k, vs in values.items()}
         for k, vs in values.items():
             out["spread"][prefix + k] = [min(vs), max(vs), len(vs)]
     return out
+
+
+def _group_label(value):
+    """The group row's name: its value as text ("" for no value, JSON for a non-string)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else _json_dumps(value)
+
+
+def _group_status(members):
+    """The most urgent status among a group's runs (running first, as the table sorts)."""
+    urgent = min(members, key=lambda r: _RUN_STATUS_ORDER.get(r.get("status"), 9))
+    return urgent.get("status")
+
+
+def _group_numbers(members, field):
+    """The runs' values of field that sort as numbers (_sort_number), others left out."""
+    return [v for v in (_sort_number(r.get(field)) for r in members) if v is not None]
+
+
+def _group_shared_params(members):
+    """The params every run of the group has with one value (compared as JSON)."""
+    first = members[0].get("params") or {}
+    return {k: v for k, v in first.items()
+            if all(k in (r.get("params") or {}) and
+                   _json_dumps(r["params"][k]) == _json_dumps(v) for r in members[1:])}
+
+
+def _group_metric_values(members, field):
+    """{metric key: [finite numeric values of the runs' field dict (summary, summary_min or
+    summary_max)]}, keys in first-seen order."""
+    values = {}
+    for row in members:
+        for k, v in (row.get(field) or {}).items():
+            v = _sort_number(v)
+            if v is not None and v not in (math.inf, -math.inf):
+                values.setdefault(k, []).append(v)
+    return values
 
 
 # columns=: the RUN_ROW fields a runs query answers with. An id is a field of the row (status,
@@ -13724,44 +13752,70 @@ def _compare_json(model):
 
 
 def _print_compare(model, color, width=None):
-    runs, labels = model["runs"], model["labels"]
-    right = set(range(2, 2 + len(runs)))
-    headers = ["", ""] + labels
+    """The text of `expman compare`: a table of the runs, one of the params that differ and
+    one of the metrics (last, min, max per run; the best starred)."""
+    right = set(range(2, 2 + len(model["runs"])))
+    _print_compare_runs(model, color, right, width)
+    print()
+    _print_compare_params(model, right, width)
+    print()
+    _print_compare_metrics(model, right, width)
+
+
+def _print_compare_runs(model, color, right, width):
+    runs = model["runs"]
     rows = [["status", ""] + [_status_cell(r["status"], color) for r in runs],
             ["duration", ""] + [_human_duration(r["duration_secs"]) for r in runs],
             ["rows", ""] + [str(r["rows"]) for r in runs]]
-    _print_lines(_table(headers, rows, right=right, width=width))
-    print()
+    _print_lines(_table(["", ""] + model["labels"], rows, right=right, width=width))
+
+
+def _print_compare_params(model, right, width):
     differ, same = model["params"], model["same_params"]
-    if differ:
-        print(f"params that differ ({len(differ)}; {len(same)} the same)")
-        rows = [[k, ""] + [_fmt_param(v) for v in vals] for k, vals in differ.items()]
-        _print_lines(_table(["PARAM", ""] + labels, rows, right=right, indent="  ",
-                            width=width))
-    else:
+    if not differ:
         print(f"params: all {len(same)} the same" if same else "params: none")
-    print()
+        return
+    print(f"params that differ ({len(differ)}; {len(same)} the same)")
+    rows = [[k, ""] + [_fmt_param(v) for v in vals] for k, vals in differ.items()]
+    _print_lines(_table(["PARAM", ""] + model["labels"], rows, right=right, indent="  ",
+                        width=width))
+
+
+def _print_compare_metrics(model, right, width):
     if not model["metrics"]:
         print("metrics: none")
         return
     print("metrics (best: min for loss/error-like keys, max for acc/f1/auc-like ones)")
     rows = []
     for key, info in model["metrics"].items():
-        cells, goal = info["runs"], info["best_is"]
-        rows.append([key, "last"] + [(_fmt_num(c["last"]) if c else "-") + "  "
-                                     for c in cells])
-        winner = None if info["best_run"] is None else cells[info["best_run"]]["best"]
-        for which in ("min", "max"):   # the goal's extreme is the best, starred on the winner
-            if which == goal:
-                rows.append(["", f"best ({goal})"] +
-                            [(_fmt_num(c["best"]) + (" *" if winner is not None and
-                                                     c["best"] == winner else "  "))
-                             if c else "-  " for c in cells])
-            else:
-                rows.append(["", which] + [(_fmt_num(c[which]) if c else "-") + "  "
-                                           for c in cells])
-    _print_lines(_table(["METRIC", ""] + labels, rows, right=right, indent="  ", width=width))
+        rows.extend(_compare_metric_rows(key, info))
+    _print_lines(_table(["METRIC", ""] + model["labels"], rows, right=right, indent="  ",
+                        width=width))
     print("  (* the best run)")
+
+
+def _compare_metric_rows(key, info):
+    """A metric's three text rows: last, then min and max, the goal's one as "best (goal)"
+    with the winning run starred ("-" for a run without the metric)."""
+    cells, goal = info["runs"], info["best_is"]
+    winner = None if info["best_run"] is None else cells[info["best_run"]]["best"]
+
+    def plain(which):
+        return [(_fmt_num(c[which]) if c else "-") + "  " for c in cells]
+
+    def starred(c):
+        if not c:
+            return "-  "
+        return _fmt_num(c["best"]) + (" *" if winner is not None and c["best"] == winner
+                                      else "  ")
+
+    rows = [[key, "last"] + plain("last")]
+    for which in ("min", "max"):   # the goal's extreme is the best, starred on the winner
+        if which == goal:
+            rows.append(["", f"best ({goal})"] + [starred(c) for c in cells])
+        else:
+            rows.append(["", which] + plain(which))
+    return rows
 
 
 # -- 12.6 tail -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Helpers shared by the test files: polling with a deadline, Python child processes, a live
-server on an ephemeral port, and the browser page that the `browser` and `ui` fixtures of
-conftest.py hand to dashboard tests."""
+"""Helpers shared by the test files: polling with a deadline, Python child processes (on a
+terminal, or with their peak memory measured), a live server on an ephemeral port, and the
+browser page that the `browser` and `ui` fixtures of conftest.py hand to dashboard tests."""
 import contextlib
 import os
 import subprocess
@@ -94,6 +94,63 @@ class Child:
             self.proc.kill()
         self.wait()
 
+
+
+def run_on_pty(argv, cwd=None, env=None, timeout=60, terminal="stdout"):
+    """Run argv with one stream (terminal="stdout" or "stderr") on a real terminal
+    (pty.openpty) and the other piped: (exit code, terminal bytes, piped bytes). Whether the
+    CLI draws a bar, colours or a window of runs depends on the real isatty() of the stream."""
+    pty = pytest.importorskip("pty")
+    assert terminal in ("stdout", "stderr"), terminal
+    master, slave = pty.openpty()
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, terminal: slave}
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env or child_env(), **streams)
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    pipe = proc.stderr if terminal == "stdout" else proc.stdout
+    piped = []   # read by a thread, so a full pipe cannot stop the child writing its terminal
+    reader = threading.Thread(target=lambda: piped.append(pipe.read()), daemon=True)
+    reader.start()
+    chunks = []
+    while True:   # read the terminal until the child closes it (EIO on Linux, b"" elsewhere)
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    code = proc.wait(timeout)
+    reader.join(timeout)
+    pipe.close()
+    return code, b"".join(chunks), b"".join(piped)
+
+
+# A command measured runs as the grandchild of a small Python: a child forked from this (big,
+# and growing) pytest process would count the parent's pages in its own peak RSS until it execs.
+_MEASURE_RSS = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = proc.stderr.read()
+_, status, usage = os.wait4(proc.pid, 0)
+sys.stderr.write(err.decode(errors="replace"))
+print(usage.ru_maxrss if os.waitstatus_to_exitcode(status) == 0 else -1)
+"""
+
+
+def peak_rss_mb(argv, cwd, timeout=300):
+    """The peak RSS in MB (ru_maxrss from os.wait4) of the command argv, run with its stdout
+    discarded; fails, with its stderr, if it exits non-zero."""
+    proc = subprocess.run([sys.executable, "-c", _MEASURE_RSS, *map(str, argv)], cwd=cwd,
+                          env=child_env(), capture_output=True, text=True, timeout=timeout)
+    peak_kb = int(proc.stdout.strip() or -1)
+    assert peak_kb > 0, proc.stderr
+    return peak_kb / 1024
 
 def only_run_dir(root, experiment):
     """The single run directory of an experiment (fails if there are zero or several)."""
@@ -212,6 +269,15 @@ def open_page(ui, server, fragment="", rows="#runs-table tbody tr[data-run]"):
     expect(ui.page.locator(rows).first).to_be_visible()
     return ui.page
 
+
+
+def drag(page, x0, y0, x1, y1, steps=2):
+    """Press the mouse at (x0, y0), move to (x1, y1) in `steps` moves, release: a brush, a
+    zoom or a column resize on a Playwright page."""
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=steps)
+    page.mouse.up()
 
 # -- the runs API as the page reads it ----------------------------------------------------------
 

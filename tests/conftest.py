@@ -1,6 +1,7 @@
-"""Shared fixtures: a fresh experiments root per test, a guard against leaked writers, and a
-real browser for the dashboard tests (`browser`: one Chromium per test module; `ui`: a fresh
-page per test that fails the test on console errors or dialogs)."""
+"""Shared fixtures: a fresh experiments root per test, a guard against leaked writers, a live
+server over a module's `data_root` (`server`), and a real browser for the dashboard tests
+(`browser`: one Chromium per test module; `ui`: a fresh page per test that fails the test on
+console errors or dialogs)."""
 import os
 import sys
 import threading
@@ -12,7 +13,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import expman  # noqa: E402
-from _util import Page, launch_chromium, playwright_or_skip  # noqa: E402
+from _util import Page, launch_chromium, playwright_or_skip, serving  # noqa: E402
 
 
 @pytest.fixture
@@ -59,3 +60,12 @@ def ui(browser):
     page = Page(browser)
     yield page
     page.check()
+
+
+@pytest.fixture(scope="module")
+def server(data_root):
+    """A live server (_util.serving, an ephemeral port) over the module's own `data_root`
+    fixture, shared by its tests and stopped after them; a module that serves another tree
+    defines a `server` of its own."""
+    with serving(data_root) as srv:
+        yield srv

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import expman
-from _util import REPO, child_env, wait_for
+from _util import REPO, child_env, run_on_pty, wait_for
 
 EXPMAN_PY = os.path.join(REPO, "expman.py")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -1361,27 +1361,12 @@ def test_closed_pipe_is_not_a_traceback(root, tmp_path):
 
 
 def test_colours_on_a_real_terminal(root, runs, tmp_path):
-    pty = pytest.importorskip("pty")
-
     def on_pty(*env):
-        master, slave = pty.openpty()
-        proc = subprocess.Popen([sys.executable, EXPMAN_PY, "list", str(root), "-e", "resnet"],
-                                cwd=tmp_path, stdout=slave, stderr=subprocess.PIPE,
-                                env=child_env(COLUMNS="300", **dict(env)))
-        os.close(slave)
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        os.close(master)
-        assert proc.wait(60) == 0
-        proc.stderr.close()
-        return b"".join(chunks).decode()
+        code, out, _err = run_on_pty([sys.executable, EXPMAN_PY, "list", str(root), "-e",
+                                      "resnet"], cwd=tmp_path,
+                                     env=child_env(COLUMNS="300", **dict(env)))
+        assert code == 0
+        return out.decode()
 
     coloured = on_pty()
     assert "\x1b[32mfinished\x1b[0m" in coloured and "\x1b[31mfailed\x1b[0m" in coloured

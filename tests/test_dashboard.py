@@ -11,16 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from _util import Page, filled_root, open_page, playwright_or_skip, serving
-# old import paths of the shared helpers, for test files written against them; new tests take
-# the `browser` and `ui` fixtures from conftest.py and the helpers from _util.py
-from _util import CHROMIUM, CHROMIUM_ARGS, start_server as _serve  # noqa: F401
+# the `browser`, `ui` and `server` (over data_root) fixtures come from conftest.py
+from _util import Page, drag, filled_root, open_page, playwright_or_skip, serving
 
 sync_api = playwright_or_skip()
 
 import expman  # noqa: E402
 from _util import Child, child_env  # noqa: E402
-from conftest import browser, ui  # noqa: E402,F401 - see above
 
 expect = sync_api.expect
 XSS = '<img src=x onerror="window.__pwned=1;alert(1)">'
@@ -94,12 +91,6 @@ def _make_data(root, scratch):
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return filled_root(tmp_path_factory, "dashboard", _make_data)
-
-
-@pytest.fixture(scope="module")
-def server(data_root):
-    with serving(data_root) as srv:
-        yield srv
 
 
 def chart_points(page, key):
@@ -243,10 +234,7 @@ def test_zoom_fetches_finer_data_and_resets(ui, server, tmp_path):
     card = page.locator("[data-key='train/loss']")
     box = card.locator("canvas.chart-overlay").bounding_box()
     y = box["y"] + box["height"] / 2
-    page.mouse.move(box["x"] + box["width"] * 0.4, y)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
-    page.mouse.up()
+    drag(page, box["x"] + box["width"] * 0.4, y, box["x"] + box["width"] * 0.6, y, steps=5)
     expect(card).to_have_class("chart zoomed")
     # the zoomed range is refetched at full resolution and merged into the curve
     zoomed = wait_points(page, "train/loss", "zoom/long", coarse + 50)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from _util import Page, filled_root, playwright_or_skip, serving, start_server
+from _util import Page, drag, filled_root, playwright_or_skip, start_server
 from _util import open_page as _open_page
 
 sync_api = playwright_or_skip()
@@ -87,12 +87,6 @@ def _make_data(root, scratch):
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return filled_root(tmp_path_factory, "analysis", _make_data)
-
-
-@pytest.fixture(scope="module")
-def server(data_root):
-    with serving(data_root) as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -258,10 +252,8 @@ def test_ignoring_outliers_and_y_drag_zoom_and_reset(ui, server):
     full = _top_value(page)
     overlay = page.locator("[data-key='acc'] canvas.chart-overlay")
     box = overlay.bounding_box()
-    page.mouse.move(box["x"] + 6, box["y"] + box["height"] * 0.55)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 6, box["y"] + box["height"] * 0.75, steps=4)
-    page.mouse.up()
+    drag(page, box["x"] + 6, box["y"] + box["height"] * 0.55,
+         box["x"] + 6, box["y"] + box["height"] * 0.75, steps=4)
     page.wait_for_function("full => Math.max(...window.expman.chartYLabels('acc')"
                            ".map(l => Number(l.text))) < full * 0.7", arg=full)
     expect(page.locator("[data-key='acc'] .reset-zoom")).to_be_visible()
@@ -385,10 +377,8 @@ def test_cells_show_whole_numbers_and_columns_resize(ui, server):
     th = page.locator("#runs-table thead th[data-col='steps']")
     before = th.bounding_box()["width"]
     grip = th.locator(".col-resize").bounding_box()
-    page.mouse.move(grip["x"] + grip["width"] / 2, grip["y"] + grip["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(grip["x"] + 90, grip["y"] + grip["height"] / 2, steps=5)
-    page.mouse.up()
+    drag(page, grip["x"] + grip["width"] / 2, grip["y"] + grip["height"] / 2,
+         grip["x"] + 90, grip["y"] + grip["height"] / 2, steps=5)
     after = th.bounding_box()["width"]
     assert after - before >= 80, (before, after)
     assert page.evaluate("location.hash").find("sort") < 0   # the drag did not sort

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from _util import Child, child_env, filled_root, playwright_or_skip, serving
+from _util import Child, child_env, drag, filled_root, playwright_or_skip, serving
 
 sync_api = playwright_or_skip()
 import expman  # noqa: E402
@@ -66,12 +66,6 @@ def data_root(tmp_path_factory):
         _log_runs(root, "many", [f"run{i:02d}" for i in range(MANY)], 3000, KEYS)
         _log_runs(root, "wide", ["r"], 60, [f"k/m{i:02d}" for i in range(WIDE)])
     return filled_root(tmp_path_factory, "frames", fill)
-
-
-@pytest.fixture(scope="module")
-def server(data_root):
-    with serving(data_root) as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -196,10 +190,7 @@ def _drag(page, key, start, end):
     overlay = page.locator(f'.chart[data-key="{key}"] canvas.chart-overlay')
     box = overlay.bounding_box()
     y = box["y"] + box["height"] / 2
-    page.mouse.move(box["x"] + box["width"] * start, y)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * end, y, steps=4)
-    page.mouse.up()
+    drag(page, box["x"] + box["width"] * start, y, box["x"] + box["width"] * end, y, steps=4)
 
 
 def _wait_count(page, items, n, timeout=30.0):

@@ -6,7 +6,7 @@ x axis's tick labels.
 """
 import pytest
 
-from _util import playwright_or_skip, serving, start_server, stop_server
+from _util import drag, playwright_or_skip, serving
 
 import expman  # noqa: E402
 
@@ -44,13 +44,6 @@ def data_root(tmp_path_factory):
             for step in range(5):
                 run.log_metrics({"loss": float(i)}, step=step)
     return root
-
-
-@pytest.fixture(scope="module")
-def server(data_root):
-    srv, thread = start_server(data_root)
-    yield srv
-    stop_server(srv, thread)
 
 
 ALL = ",".join(f"sweep/{_name(lr, s)}" for lr in LRS for s in range(3))
@@ -222,11 +215,7 @@ def test_scatter_puts_points_at_their_values_and_a_brush_filters_the_table(page)
     x0 = box["x"] + (pts[_name(0.001, 0)]["x"] + pts[_name(0.01, 0)]["x"]) / 2
     x1 = box["x"] + (pts[_name(0.01, 0)]["x"] + pts[_name(0.1, 0)]["x"]) / 2
     y0, y1 = box["y"] + 14, box["y"] + box["height"] - 44
-    p.mouse.move(x0, y0)
-    p.mouse.down()
-    p.mouse.move((x0 + x1) / 2, (y0 + y1) / 2)
-    p.mouse.move(x1, y1)
-    p.mouse.up()
+    drag(p, x0, y0, x1, y1)
     text = p.locator("#filter").input_value()
     terms = text.split(" ")          # side by side: AND, for the page's filter and the server's
     assert [t.split(">=")[0].split("<=")[0] for t in terms] == ["lr", "lr", "acc", "acc"], text
@@ -257,10 +246,7 @@ def test_parallel_coordinates_brush_an_axis(page):
     seed_x = box["x"] + 56 + (width - 112) / 2          # the middle of three axes
     top = box["y"] + ys[_name(0.01, 2)][1] - 6          # seed 2 is highest on its axis
     bottom = box["y"] + ys[_name(0.01, 1)][1] + 6
-    p.mouse.move(seed_x, top)
-    p.mouse.down()
-    p.mouse.move(seed_x, bottom)
-    p.mouse.up()
+    drag(p, seed_x, top, seed_x, bottom, steps=1)
     text = p.locator("#filter").input_value()
     assert text.startswith("seed>=") and " seed<=" in text and "AND" not in text, text
     lo, hi = float(text.split("seed>=")[1].split(" ")[0]), float(text.split("seed<=")[1])

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import expman
-from _util import decode_columns, get_json as get, playwright_or_skip, serving
+from _util import decode_columns, drag, get_json as get, playwright_or_skip, serving
 
 RUNS = 1200
 LRS = (0.0001, 0.001, 0.01, 0.1)
@@ -166,11 +166,7 @@ def test_scatter_draws_every_run_of_a_paged_table_and_a_brush_narrows_it(pw, ui,
     x0 = box["x"] + (cols[0] + cols[1]) / 2
     x1 = box["x"] + (cols[2] + cols[3]) / 2
     y0, y1 = box["y"] + 12, box["y"] + y_mid
-    p.mouse.move(x0, y0)
-    p.mouse.down()
-    p.mouse.move((x0 + x1) / 2, (y0 + y1) / 2)
-    p.mouse.move(x1, y1)
-    p.mouse.up()
+    drag(p, x0, y0, x1, y1)
     text = p.locator("#filter").input_value()
     terms = dict(t.split(">=") if ">=" in t else (t.split("<=")[0] + "<", t.split("<=")[1])
                  for t in text.split(" "))

@@ -2,14 +2,12 @@
 
 The progress tests run a child with its stderr on a real pseudo-terminal (pty.openpty), and
 piped, because whether a bar is drawn depends on the real isatty() of the stream."""
-import os
-import pty
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from _util import child_env
+from _util import child_env, peak_rss_mb, run_on_pty
 
 import expman
 
@@ -36,7 +34,7 @@ def _run_progress(tmp_path, total, enabled, tty):
                               timeout=60)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.decode(), proc.stderr
-    code, out, err = _run_on_pty(argv, tmp_path, timeout=60)
+    code, err, out = run_on_pty(argv, tmp_path, timeout=60, terminal="stderr")
     assert code == 0
     return out.decode(), err
 
@@ -328,33 +326,11 @@ def test_import_groups_rows_in_a_bounded_window():
 
 # -- progress of the real commands on a terminal ----------------------------------------------
 
-def _run_on_pty(argv, cwd, timeout):
-    """Run argv with stderr on a real terminal: (exit code, stdout bytes, terminal bytes)."""
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=child_env(), stdout=subprocess.PIPE,
-                                stderr=slave)
-    finally:
-        os.close(slave)
-    chunks = []
-    while True:   # read the terminal until the child closes it (EIO on Linux, b"" elsewhere)
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    out = proc.stdout.read()
-    proc.stdout.close()
-    return proc.wait(timeout=timeout), out, b"".join(chunks)
-
-
 def _run_cli_on_pty(argv, cwd):
-    code, out, err = _run_on_pty([sys.executable, "-c", "import sys, expman; "
-                                  "sys.exit(expman.main(sys.argv[1:]))", *map(str, argv)],
-                                 cwd, timeout=120)
+    """The CLI with its stderr on a terminal: (exit code, stdout bytes, terminal text)."""
+    code, err, out = run_on_pty([sys.executable, "-c", "import sys, expman; "
+                                 "sys.exit(expman.main(sys.argv[1:]))", *map(str, argv)],
+                                cwd, timeout=120, terminal="stderr")
     return code, out, err.decode()
 
 
@@ -405,26 +381,9 @@ CLI_CHILD = ("import sys, expman; expman._MetricStream.__init__.__defaults__ = (
              "sys.exit(expman.main(sys.argv[1:]))")
 
 
-# The command runs as the grandchild of a small Python: a child forked from this (big, and
-# growing) pytest process would count the parent's pages in its own peak RSS until it execs.
-MEASURE = """
-import os, subprocess, sys
-proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-err = proc.stderr.read()
-_, status, usage = os.wait4(proc.pid, 0)
-proc.returncode = os.waitstatus_to_exitcode(status)
-sys.stderr.write(err.decode(errors="replace"))
-print(usage.ru_maxrss if proc.returncode == 0 else -1)
-"""
-
-
 def _peak_rss_mb(argv, cwd):
-    proc = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-c", CLI_CHILD,
-                           *map(str, argv)], cwd=cwd, env=child_env(), capture_output=True,
-                          text=True, timeout=300)
-    peak_kb = int(proc.stdout.strip() or -1)
-    assert peak_kb > 0, proc.stderr
-    return peak_kb / 1024
+    """The CLI's own peak RSS in MB (_util.peak_rss_mb: a grandchild, os.wait4)."""
+    return peak_rss_mb([sys.executable, "-c", CLI_CHILD, *argv], cwd, timeout=300)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "tensorboard"])

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 
 import pyarrow as pa
@@ -33,7 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import expman
-from _util import child_env
+from _util import peak_rss_mb
 
 BIG, SMALL, METRICS = 60_000, 4_000, 6
 BOUND_MB = 300   # the issue's bound for every format
@@ -44,25 +43,9 @@ CLI = ("import sys, expman\n"
        "expman._MetricStream.__init__.__defaults__ = (4096,)\n"
        "sys.exit(expman.main(sys.argv[1:]))\n")
 
-# The command runs as the grandchild of a small Python, so its peak RSS is its own, not
-# pages it shares with this big pytest process until it execs.
-MEASURE = """
-import os, subprocess, sys
-proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-err = proc.stderr.read()
-_, status, usage = os.wait4(proc.pid, 0)
-sys.stderr.write(err.decode(errors="replace"))
-print(usage.ru_maxrss if os.waitstatus_to_exitcode(status) == 0 else -1)
-"""
-
-
 def peak_mb(argv, cwd):
-    proc = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-c", CLI,
-                           *map(str, argv)], cwd=cwd, env=child_env(), capture_output=True,
-                          text=True, timeout=600)
-    peak_kb = int(proc.stdout.strip() or -1)
-    assert peak_kb > 0, proc.stderr
-    return peak_kb / 1024
+    """The CLI's own peak RSS in MB (_util.peak_rss_mb: a grandchild, os.wait4)."""
+    return peak_rss_mb([sys.executable, "-c", CLI, *argv], cwd, timeout=600)
 
 
 def write_run(root, rows, sparse=True):

@@ -17,7 +17,7 @@ import random
 
 import pytest
 
-from _util import open_page, playwright_or_skip, serving
+from _util import open_page, playwright_or_skip
 
 import expman  # noqa: E402
 
@@ -72,12 +72,6 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
-
-
-@pytest.fixture(scope="module")
-def server(data_root):
-    with serving(data_root) as srv:
-        yield srv
 
 
 KEYS = ["name", "status", "tag", "tags", "project", "group", "host", "description", "rank",

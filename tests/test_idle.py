@@ -4,6 +4,7 @@ The watcher's work is counted by the hub itself (GET /api/health -> "watch": {"s
 "streams"}), so these tests look at what the real server did, over real sockets."""
 import os
 import shutil
+import sys
 import time
 
 import pytest
@@ -269,11 +270,27 @@ def test_simple_yaml_never_differs_on_any_text(text):
     assert repr(fast) == repr(expected)
 
 
-def test_run_files_listed_through_the_fast_reader_equal_pyyaml(tmp_path):
+# the command a run records is this process's sys.argv: a pytest run with a long -k (an
+# argument with spaces, longer than the dumper's 80 columns) had run.yaml fold it over lines
+@pytest.mark.parametrize("argv,fast", [
+    (["train.py", "--lr=0.1", "--data=/tmp/some/where"], True),
+    (["pytest", "-k", " or ".join(["test_something_long"] * 8)], False)])
+def test_run_files_listed_through_the_fast_reader_equal_pyyaml(tmp_path, monkeypatch, argv,
+                                                               fast):
+    """What expman writes takes the fast path (_simple_yaml), equal to PyYAML; a value the
+    dumper folds over lines is left to PyYAML (_NotSimple), and the listing's reader equals
+    PyYAML either way."""
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.chdir(tmp_path)   # the cwd is recorded too
     run = make_run(tmp_path, run="r")
-    for name in ("run.yaml", "config.yaml"):   # what expman writes takes the fast path
+    for name in ("run.yaml", "config.yaml"):
         data = (run / name).read_bytes()
-        assert expman._simple_yaml(data) == pyyaml(data)
+        assert expman._read_listed_yaml(expman._LOCAL_STORE, str(run / name)) == pyyaml(data)
+        if fast or name == "config.yaml":
+            assert expman._simple_yaml(data) == pyyaml(data)
+        else:
+            with pytest.raises(expman._NotSimple):
+                expman._simple_yaml(data)
     data = b"command:\n- python\n- -q\n- --lr=0.1\n- no:cache\n- '-1'\n"
     assert expman._simple_yaml(data) == pyyaml(data)
 

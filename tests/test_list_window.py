@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import expman
-from _util import REPO, child_env
+from _util import REPO, child_env, run_on_pty
 from test_catalog import comparable, fresh_rows
 
 EXPMAN_PY = os.path.join(REPO, "expman.py")
@@ -155,26 +155,10 @@ def test_list_experiments_counts_from_the_catalog_columns(sweep):
 
 
 def on_pty(*argv, columns=200):
-    pty = pytest.importorskip("pty")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, EXPMAN_PY, *map(str, argv)], stdout=slave,
-                            stderr=subprocess.PIPE, env=child_env(COLUMNS=str(columns),
-                                                                  NO_COLOR="1"))
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.wait(60) == 0, err
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    code, out, err = run_on_pty([sys.executable, EXPMAN_PY, *map(str, argv)],
+                                env=child_env(COLUMNS=str(columns), NO_COLOR="1"))
+    assert code == 0, err.decode()
+    return out.decode().replace("\r\n", "\n")
 
 
 def piped(*argv):

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -368,6 +369,20 @@ def test_a_live_run_is_read_from_its_rows(root, small_summaries):
     assert os.path.exists(os.path.join(run, expman.SUMMARY_FILE))
 
 
+def crashed_run(root, code):
+    """The run big/r under root after code ran in a child that must print "flushed" and then
+    die of SIGKILL (the script kills itself, a crash with rows left in segments)."""
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and "flushed" in proc.stdout, proc.stderr
+    return os.path.join(str(root), "big", "r")
+
+
+def reap_compact(root):
+    """`expman reap --force --compact --stale 0` over root, as a user cleaning up would."""
+    assert expman.main(["reap", str(root), "--force", "--compact", "--stale", "0", "--json"]) == 0
+
+
 def test_a_killed_run_gets_its_summary_from_reap(root, tmp_path, small_summaries):
     """A writer killed with rows in segments: reap --compact writes metrics.parquet and its
     summary, as close() would have. A compaction killed between the two: the summary is
@@ -382,12 +397,9 @@ assert e.flush(30)
 print("flushed", flush=True)
 os.kill(os.getpid(), 9)
 """
-    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL and "flushed" in proc.stdout, proc.stderr
-    run = os.path.join(str(root), "big", "r")
+    run = crashed_run(root, code)
     assert os.listdir(os.path.join(run, "metrics"))
-    assert expman.main(["reap", str(root), "--force", "--compact", "--stale", "0", "--json"]) == 0
+    reap_compact(root)
     assert expman.load_run(run)["status"] == "crashed"
     summary = os.path.join(run, expman.SUMMARY_FILE)
     assert os.path.exists(summary) and not os.path.exists(os.path.join(run, "metrics"))
@@ -474,17 +486,11 @@ def test_charts_of_expman_rs_runs(rs_runs, tmp_path):
 # -- live runs: a summary per big segment (metrics.summary/), combined with the small tail ----
 
 @pytest.fixture
-def live_summaries(monkeypatch):
-    """Segment summaries from 64 rows, buckets from 2^2 rows, merges of 4 segments: a few
+def live_summaries(small_summaries, monkeypatch):
+    """small_summaries, plus segment summaries from 64 rows and merges of 4 segments: a few
     hundred rows make several tiers, summarized segments and an unsummarized tail."""
     monkeypatch.setattr(expman, "SEGMENT_SUMMARY_MIN_ROWS", 64)
-    monkeypatch.setattr(expman, "SUMMARY_MIN_ROWS", 1)
-    monkeypatch.setattr(expman, "SUMMARY_MIN_LEVEL", 2)
     monkeypatch.setattr(expman, "SEGMENT_FAN_IN", 4)
-    monkeypatch.setattr(expman, "PLAIN_FINAL_MAX_CELLS", 0)
-    expman._SUMMARIES.clear()
-    yield
-    expman._SUMMARIES.clear()
 
 
 LIVE_CONSTANTS = ("expman.SEGMENT_SUMMARY_MIN_ROWS = 64; expman.SUMMARY_MIN_ROWS = 1; "
@@ -506,6 +512,34 @@ def live_row(i):
     if i % 7 == 0:
         row["acc"] = i / 1000 if i % 49 else math.nan
     return row
+
+
+def live_experiment(base_dir):
+    """The live tests' run big/r, flushed only when the test says (the interval is a minute)."""
+    return expman.Experiment("big", base_dir=str(base_dir), run_name="r", capture_git=False,
+                             flush_interval_ms=60_000)
+
+
+def log_live(e, rows, flush_every, step=lambda i: i):
+    """Log live_row(i) at step(i) for i < rows into e, flushing after every flush_every rows
+    and at the end (each flush must finish)."""
+    for i in range(rows):
+        e.log_metrics(live_row(i), step=step(i))
+        if i % flush_every == flush_every - 1:
+            assert e.flush(30)
+    assert e.flush(30)
+
+
+def live_child(root, body):
+    """A child's script: expman with the live_summaries constants, `e` the live run open in
+    root, then body (which may use live_row and log_live)."""
+    return f"""
+import os, sys, expman
+{LIVE_CONSTANTS}
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_summaries import live_experiment, live_row, log_live
+e = live_experiment({str(root)!r})
+""" + textwrap.dedent(body)
 
 
 def cols_of(table):
@@ -573,8 +607,7 @@ def test_a_live_run_charts_from_its_segment_summaries(root, live_summaries):
     the live run's summary equals a brute-force min/max over its rows at every level, and the
     chart's points equal the rows' own; close builds metrics.summary.parquet from the segment
     summaries, equal to one made from every row, and the folder goes."""
-    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
-                          flush_interval_ms=60_000)
+    e = live_experiment(root)
     store, path = expman._open_store(e.run_dir)
     sdir = os.path.join(path, expman.SUMMARY_DIR)
     written, i, checked = set(), 0, 0
@@ -609,13 +642,8 @@ def test_close_builds_the_final_summary_from_segment_summaries(root, live_summar
     """Close reads the segment summaries, not the rows, where they cover them: with a
     summary's values changed on disk, the final summary carries the change (so it came from
     there), and a segment summary that is damaged is read from its rows instead."""
-    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
-                          flush_interval_ms=60_000)
-    for i in range(600):
-        e.log_metrics(live_row(i), step=i)
-        if i % 40 == 39:
-            assert e.flush(30)
-    assert e.flush(30)
+    e = live_experiment(root)
+    log_live(e, 600, 40)
     sdir = os.path.join(e.run_dir, expman.SUMMARY_DIR)
     names = sorted(os.listdir(sdir))
     assert names
@@ -636,22 +664,16 @@ def test_a_reader_racing_merges_sees_every_row(root, live_summaries, monkeypatch
     """A writer process flushing every few ms (segments merging, summaries written and
     deleted all the while) and a reader charting it in a loop: every answer equals the
     reduction of the first `rows` rows, whatever the reader met mid-merge."""
-    code = f"""
-import math, sys, expman
-{LIVE_CONSTANTS}
-sys.path.insert(0, {os.path.dirname(__file__)!r})
-from test_summaries import live_row
-e = expman.Experiment("big", base_dir={str(root)!r}, run_name="r", capture_git=False,
-                      flush_interval_ms=60_000)
-for i in range(3000):
-    e.log_metrics(live_row(i), step=i)
-    if i % 23 == 0:
-        e.flush(30)
-    if i == 400:
-        print("going", flush=True)
-e.close()
-print("done", flush=True)
-"""
+    code = live_child(root, """
+        for i in range(3000):
+            e.log_metrics(live_row(i), step=i)
+            if i % 23 == 0:
+                e.flush(30)
+            if i == 400:
+                print("going", flush=True)
+        e.close()
+        print("done", flush=True)
+    """)
     proc = subprocess.Popen([sys.executable, "-c", code], env=child_env(),
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -684,30 +706,17 @@ print("done", flush=True)
 def test_a_crashed_runs_segment_summaries_serve_and_compact(root, tmp_path, live_summaries):
     """kill -9 with rows in segments: the leftovers chart from their summaries, and reap
     --compact builds the final summary from them (equal to one from every row)."""
-    code = f"""
-import os, sys, expman
-{LIVE_CONSTANTS}
-sys.path.insert(0, {os.path.dirname(__file__)!r})
-from test_summaries import live_row
-e = expman.Experiment("big", base_dir={str(root)!r}, run_name="r", capture_git=False,
-                      flush_interval_ms=60_000)
-for i in range(1000):
-    e.log_metrics(live_row(i), step=i)
-    if i % 50 == 49:
-        e.flush(30)
-assert e.flush(30)
-print("flushed", flush=True)
-os.kill(os.getpid(), 9)
-"""
-    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL and "flushed" in proc.stdout, proc.stderr
-    run = os.path.join(str(root), "big", "r")
+    code = live_child(root, """
+        log_live(e, 1000, 50)
+        print("flushed", flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    run = crashed_run(root, code)
     assert os.listdir(os.path.join(run, expman.SUMMARY_DIR))
     store, path = expman._open_store(run)
     check_live_levels(store, path, 1000)
     check_live_points(store, path, 1000)
-    assert expman.main(["reap", str(root), "--force", "--compact", "--stale", "0", "--json"]) == 0
+    reap_compact(root)
     assert not os.path.exists(os.path.join(run, expman.SUMMARY_DIR))
     made = os.path.join(run, expman.SUMMARY_FILE)
     expman._write_summary(store, os.path.join(run, expman.METRICS_FILE), made + ".rows")
@@ -718,14 +727,9 @@ def test_a_live_run_with_steps_out_of_order(root, live_summaries):
     """Steps that go back and repeat (a resumed run, a metric logged with its own counter):
     segment summaries are pruned by their steps on a zoom, and the points still equal the
     rows' own."""
-    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
-                          flush_interval_ms=60_000)
+    e = live_experiment(root)
     try:
-        for i in range(900):
-            e.log_metrics(live_row(i), step=(i * 37) % 300 if i % 200 < 150 else 1000 + i)
-            if i % 35 == 34:
-                assert e.flush(30)
-        assert e.flush(30)
+        log_live(e, 900, 35, step=lambda i: (i * 37) % 300 if i % 200 < 150 else 1000 + i)
         store, path = expman._open_store(e.run_dir)
         check_live_levels(store, path, 900)
         table = expman.load_metrics(e.run_dir)
@@ -745,14 +749,9 @@ def test_a_live_run_with_steps_out_of_order(root, live_summaries):
 def test_a_live_run_without_segment_summaries_reads_its_rows(root, live_summaries):
     """Segments written by an expman without segment summaries (or whose summaries were
     deleted): the chart reads the rows, the same points."""
-    e = expman.Experiment("big", base_dir=str(root), run_name="r", capture_git=False,
-                          flush_interval_ms=60_000)
+    e = live_experiment(root)
     try:
-        for i in range(500):
-            e.log_metrics(live_row(i), step=i)
-            if i % 30 == 29:
-                assert e.flush(30)
-        assert e.flush(30)
+        log_live(e, 500, 30)
         store, path = expman._open_store(e.run_dir)
         import shutil
         shutil.rmtree(os.path.join(path, expman.SUMMARY_DIR))
@@ -771,16 +770,11 @@ def test_segment_summaries_on_an_object_store(s3_root, live_summaries):
     """On the SeaweedFS server: segment summaries are written whole beside the segments,
     charts of the live run come from them (equal to brute force at every level), and close
     builds the final summary from them and removes the folder."""
-    e = expman.Experiment("big", base_dir=s3_root, run_name="r", capture_git=False,
-                          flush_interval_ms=60_000)
+    e = live_experiment(s3_root)
     store, path = expman._open_store(e.run_dir)
     sdir = store.join(path, expman.SUMMARY_DIR)
     try:
-        for i in range(700):
-            e.log_metrics(live_row(i), step=i)
-            if i % 45 == 44:
-                assert e.flush(30)
-        assert e.flush(30)
+        log_live(e, 700, 45)
         names = store.listnames(sdir)
         assert names and all(n.startswith("sum-") for n in names)
         check_live_levels(store, path, 700)

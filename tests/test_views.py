@@ -25,13 +25,6 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def server(data_root):
-    srv, thread = start_server(data_root)
-    yield srv
-    stop_server(srv, thread)
-
-
 def call(server, method, path, body=None, content_type="application/json", headers=None):
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     req = urllib.request.Request(server.url + path, method=method, data=data,
