@@ -218,6 +218,8 @@ def main():
     ap.add_argument("--label", action="append", default=[], help="its label")
     ap.add_argument("--no-rs", action="store_true", help="leave expman-rs out")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated probes to run (loop,threads,wide,tiny,rss)")
     args = ap.parse_args()
     if args.worker:
         cfg = json.loads(args.worker)
@@ -233,6 +235,8 @@ def main():
     plan = [("loop", {"n": n}) for n in sizes] + [
         ("threads", {"n": 25_000, "threads": 4}), ("wide", {"n": 20_000, "width": 50}),
         ("tiny", {}), ("rss", {"n": 20_000})]
+    if args.only:
+        plan = [(p, c) for p, c in plan if p in args.only.split(",")]
     info = H.machine_info()
     print(f"bench_probes: {info['cores']} cores, Python {info['python']}, load "
           f"{info['loadavg_at_start']}", file=sys.stderr)
