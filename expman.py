@@ -5907,18 +5907,7 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
     # what a run's path looks like, once: store.join and display per row cost more than the
     # rest of a catalog row together
     prefix = store.display(store.join(exp_path, "\0"))[:-1]
-
-    def read(name):
-        run_path = store.join(exp_path, name)
-        # stamped before the read: a change during it leaves a stamp that no longer matches
-        stamp, metrics, config = _file_stamps(store, run_path)
-        found = _read_run_files(store, run_path, name, True)
-        if found is None:
-            return None, None
-        row = _listed_run_row(store, run_path, name, *found, now)
-        return row, _catalog_entry(found[0], row, stamp, metrics, config)
-
-    rows, stale, beyond = [], [], []
+    rows, stale = [], []
 
     def take(table):
         stamps = _run_stamps(store, exp_path, table, table)
@@ -5932,31 +5921,10 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
     if limit is None:
         table = cached.all_entries() if listed else {}
         take({name: table[name] for name in listed})
-    else:  # newest first by the catalog's start times; check rows until the window is full
-        if limit > 0:
-            started = cached.column("started_at")
-            listed.sort(key=lambda n: _start_key(started[n], n), reverse=True)
-        pos = 0
-        while pos < len(listed) and len(rows) < limit:
-            batch = listed[pos:pos + limit - len(rows)]
-            pos += len(batch)
-            take({name: cached[name] for name in batch})
-        beyond = listed[pos:]
-    unread += stale
-    experiment = exp_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    with _Progress(f"reading runs of {experiment}", total=len(unread),
-                   unit="runs", enabled=_SCAN_PROGRESS[0] and len(unread) >= 256) as bar:
-        def counted(name):
-            got = read(name)
-            bar.update()
-            return got
-
-        if store.is_local or len(unread) < 8:
-            found = list(map(counted, unread))
-        else:  # one request per file at ~10-50 ms each: 1,000 runs would take a minute
-            import concurrent.futures
-            with concurrent.futures.ThreadPoolExecutor(16) as pool:
-                found = list(pool.map(counted, unread))
+        beyond = []
+    else:
+        beyond = _take_newest(listed, cached, limit, rows, take)
+    found = _read_runs(store, exp_path, unread + stale, now)
     rows += [row for row, _entry in found if row is not None]
     catalog.update([entry for _row, entry in found if entry is not None], keep=names,
                    cached=cached)
@@ -5965,6 +5933,51 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
             row["params"] = {}
     rows.sort(key=_newest_first_key, reverse=True)
     return rows, beyond, cached
+
+
+def _take_newest(listed, cached, limit, rows, take):
+    """_scan_window's window: the catalog's runs newest first by its start times, handed to
+    take() a batch at a time until ``limit`` rows are in (a stale row does not count); the
+    names beyond the window."""
+    if limit > 0:
+        started = cached.column("started_at")
+        listed.sort(key=lambda n: _start_key(started[n], n), reverse=True)
+    pos = 0
+    while pos < len(listed) and len(rows) < limit:
+        batch = listed[pos:pos + limit - len(rows)]
+        pos += len(batch)
+        take({name: cached[name] for name in batch})
+    return listed[pos:]
+
+
+def _read_runs(store, exp_path, names, now):
+    """[(RUN_ROW or None, catalog entry or None)] of runs read from their files (the runs the
+    catalog does not hold or holds stale), with a progress line for a big (re)build."""
+    experiment = exp_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+    def read(name):
+        run_path = store.join(exp_path, name)
+        # stamped before the read: a change during it leaves a stamp that no longer matches
+        stamp, metrics, config = _file_stamps(store, run_path)
+        found = _read_run_files(store, run_path, name, True)
+        if found is None:
+            return None, None
+        row = _listed_run_row(store, run_path, name, *found, now)
+        return row, _catalog_entry(found[0], row, stamp, metrics, config)
+
+    with _Progress(f"reading runs of {experiment}", total=len(names),
+                   unit="runs", enabled=_SCAN_PROGRESS[0] and len(names) >= 256) as bar:
+        def counted(name):
+            got = read(name)
+            bar.update()
+            return got
+
+        if store.is_local or len(names) < 8:
+            return list(map(counted, names))
+        # one request per file at ~10-50 ms each: 1,000 runs would take a minute
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            return list(pool.map(counted, names))
 
 
 # A catalog (re)build reads every run's files (10,000 runs: seconds): `expman list` turns
@@ -8194,20 +8207,16 @@ class _MetricStream:
     def __init__(self, run_dir, batch_rows=65536):
         self.store, self.path = _resolve_run(run_dir)
         self.batch_rows = batch_rows
-        self.files = _metric_files(self.store, self.path)
-        keys, self.total, self.unreadable = {}, 0, []
-        for start, end, fpath in self.files:
+        for _attempt in range(_READ_ATTEMPTS):
+            self.files = _metric_files(self.store, self.path)
             try:
-                pf = self.store.parquet_file(fpath)
-            except FileNotFoundError:   # merged away: iteration lists again
+                keys, self.total, self.unreadable = self._count(self.files)
+                break
+            except FileNotFoundError:   # merged or compacted away since the listing: again
                 continue
-            except Exception as exc:  # noqa: BLE001 - iteration warns when it gets there
-                self.unreadable.append((fpath, exc))
-                continue
-            for name in pf.schema_arrow.names:
-                if name not in RESERVED_COLUMNS:
-                    keys.setdefault(name, None)
-            self.total += pf.metadata.num_rows if end is None else end - start
+        else:
+            raise ExpmanError(f"the metrics of {self.store.display(self.path)} kept changing "
+                              f"while they were counted; try again")
         self.keys = list(keys)
         self.schema = pa.schema([("step", pa.int64()), ("timestamp", pa.timestamp("us", tz="UTC"))]
                                 + [(k, pa.float64()) for k in self.keys])
@@ -8229,6 +8238,25 @@ class _MetricStream:
                 files = _metric_files(self.store, self.path)   # merged or compacted: list again
         raise ExpmanError(f"the metrics of {self.store.display(self.path)} kept changing while "
                           f"they were read; try again")
+
+    def _count(self, files):
+        """({key: None} in order of first appearance, row count, [(file, error)]) from the
+        files' footers. FileNotFoundError when one went away since it was listed: counting
+        it as 0 rows would make a live run that compacts now look empty."""
+        keys, total, unreadable = {}, 0, []
+        for start, end, fpath in files:
+            try:
+                pf = self.store.parquet_file(fpath)
+            except FileNotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - iteration warns when it gets there
+                unreadable.append((fpath, exc))
+                continue
+            for name in pf.schema_arrow.names:
+                if name not in RESERVED_COLUMNS:
+                    keys.setdefault(name, None)
+            total += pf.metadata.num_rows if end is None else end - start
+        return keys, total, unreadable
 
     def warn_unreadable(self):
         """The warning iterating would give, for each file whose footer is unreadable."""
@@ -10863,6 +10891,8 @@ def _histograms_json(table, max_steps):
 
 RUNS_LIST_SECS = 10.0         # a runs query reuses an experiment's rows this long (see _Api)
 RUNS_LIST_EXPERIMENTS = 4     # ... of this many experiments at most
+RUNS_FIRST_WINDOW = 2_000     # a first query for at most this many newest rows is a window
+RUNS_BUILD_WAIT_SECS = 60.0   # the watcher waits this long at most for a list being made
 _RUN = "/api/experiments/<exp>/runs/<run>"
 _ROUTES = (
     ("GET", "/", "_page"),
@@ -10932,8 +10962,11 @@ class _Api:
         self.run_lists = collections.OrderedDict()  # exp -> _RunList
         self.exp_rows = {}  # exp -> (stamp, made, its /api/experiments row)
         self.refreshing = set()  # experiments whose list is being made again (refresh_list)
+        self.building = {}  # exp -> Event set when the list build_lists makes in a thread is in
+        self.quick = 0      # first windows being answered (quick_answer)
         self.list_locks = {}
         self.lists_lock = threading.Lock()
+        self.quiet = threading.Condition(self.lists_lock)   # notified when quick drops to 0
         hub.closed_runs = self.closed_runs
 
     # -- shared pieces -----------------------------------------------------------------
@@ -11061,6 +11094,23 @@ class _Api:
             self.keep_list(name, runs)          # (kept last, whatever the walk evicted)
         return rows
 
+    @contextlib.contextmanager
+    def quick_answer(self):
+        """Around the work of an answer given without a run list (first_window): a scan for
+        a list (build_lists, experiment_row) waits for these to end before it starts, since
+        a scan of 10,000 runs beside one slows it several times over (one interpreter lock,
+        handed back and forth at each of the scan's 50,000 stats), and it is what a page
+        opening waits for."""
+        with self.lists_lock:
+            self.quick += 1
+        try:
+            yield
+        finally:
+            with self.quiet:
+                self.quick -= 1
+                if not self.quick:
+                    self.quiet.notify_all()
+
     def experiment_row(self, exp, scanned):
         """One experiment's row (None: a folder that is no experiment). Kept while its folder,
         its catalog folder and experiment.yaml keep their stamps and none of its runs was
@@ -11083,6 +11133,10 @@ class _Api:
         except ExpmanError as exc:
             _log.warning("%s", exc)
             meta = {}
+        if not self.list_at_hand(exp, stamp and stamp[:2]):
+            # the page asks for this and its first page of runs at once: that one answers
+            # from a window of the newest runs (first_window) before this scan starts
+            self.wait_quiet()
         runs = self.cached_run_rows(exp)
         row = runs.experiment_row(exp, meta)
         if row is not None:
@@ -11176,13 +11230,83 @@ class _Api:
                         self.list_locks.pop(exp, None)
                 raise
 
-    def scan_list(self, exp, exp_path, stamp):
-        scanned_at = time.time()
-        runs = _RunList(self.run_rows(exp), stamp)
+    def list_at_hand(self, exp, stamp):
+        """Whether cached_run_rows(exp) answers without a scan: a list is kept, its stamp still
+        holds, and it is young or (closed runs only) may be refreshed beside."""
+        with self.lists_lock:
+            hit = self.run_lists.get(exp)
+        if hit is None or hit.stamp != stamp:
+            return False
+        return time.monotonic() - hit.made < RUNS_LIST_SECS or \
+            (stamp is not None and not hit.live)
+
+    def build_lists(self, names):
+        """Make the run lists of the experiments named in a thread (one list at a time, one
+        build per experiment at once): the first page and the experiments list were answered
+        without them, and the sort, filter or scroll that comes next should find them made."""
+        with self.lists_lock:
+            names = [n for n in names if n not in self.building]
+            for name in names:
+                self.building[name] = threading.Event()
+        if names:
+            threading.Thread(target=self._build_lists, args=(names,), name="expman-list",
+                             daemon=True).start()
+
+    def wait_quiet(self):
+        """Wait (RUNS_BUILD_WAIT_SECS at most) until no quick_answer is under way."""
+        with self.quiet:
+            self.quiet.wait_for(lambda: not self.quick, RUNS_BUILD_WAIT_SECS)
+
+    def _build_lists(self, names):
+        self.wait_quiet()
+        for exp in names:
+            try:
+                exp_path = self.store.join(self.root_path, exp)
+                with self.lists_lock:
+                    lock = self.list_locks.setdefault(exp, threading.Lock())
+                with lock:   # (a request may have made it meanwhile: then nothing to do)
+                    stamp = self.list_stamp(exp_path)
+                    if not self.list_at_hand(exp, stamp):
+                        self.scan_list(exp, exp_path, stamp)
+            except Exception as exc:  # noqa: BLE001 - a vanished experiment: a request says
+                _log.debug("expman: run list of %s not made: %s", exp, exc)
+            finally:
+                with self.lists_lock:
+                    done = self.building.pop(exp, None)
+                if done is not None:
+                    done.set()
+
+    def scan_list(self, exp, exp_path, stamp, rows=None, scanned_at=None):
+        """Make and keep an experiment's list (of ``rows`` when the caller scanned them,
+        starting at ``scanned_at``, after taking ``stamp``)."""
+        if rows is None:
+            scanned_at = time.time()
+            rows = self.run_rows(exp)
+        runs = _RunList(rows, stamp)
         runs.scanned_at = scanned_at
         runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
+        self.prepare_list(runs)
         self.keep_list(exp, runs)
         return runs
+
+    def prepare_list(self, runs):
+        """Make what the page's first questions of a new list read before anyone waits on
+        them: the newest-first order of every run, their extremes and keys (~0.15 s of
+        10,000 runs). A page opening asks for these right after its first page (first_window)
+        and sorts or filters right after: made here, with the list, they are not made then,
+        at the same time as the sort's own (contending for one interpreter)."""
+        if len(runs.rows) <= RUNS_FIRST_WINDOW:
+            return   # a small list: made as fast when asked
+        ask = {"sort": "started", "order": "desc", "where": "", "names": None,
+               "key": _run_sort_key("started")}
+        ordered = self.ordered_runs(runs, ask, None)
+        runs.orders[("extremes", "", None)] = _run_extremes(ordered)
+        runs.keys()
+        # A list of 10,000 runs leaves ~300,000 new objects behind: the collector's next
+        # full pass (~40 ms) would fall on whichever request comes next, the page's first
+        # sort. Made here, with the list, it does not.
+        import gc
+        gc.collect()
 
     def refresh_list(self, exp):
         """Make an experiment's kept list again in a thread of its own (one at a time per
@@ -11266,6 +11390,10 @@ class _Api:
         stats let the requests in between). A run.yaml changed since the scan began (or
         within the file system's coarse mtimes of it) gets a stamp that matches nothing,
         so the watcher reads it and announces what it holds."""
+        with self.lists_lock:
+            building = self.building.get(exp)
+        if building is not None:   # being made (build_lists): wait for it, not a second parse
+            building.wait(RUNS_BUILD_WAIT_SECS)
         runs = self.kept_list(exp)
         if runs is None:
             return None
@@ -11301,11 +11429,61 @@ class _Api:
         vs results view draws 3 fields of 10,000 runs: it asks for those, not 10,000 rows.
         """
         ask = self.runs_query_args()
+        first = self.first_window(exp, ask, where)
+        if first is not None:
+            return first
         runs = self.cached_run_rows(exp)
         ordered = self.ordered_runs(runs, ask, where)
         if ask["group"]:
             return self.runs_grouped(exp, runs, ordered, ask)
         return self.runs_answer(exp, runs, ordered, ask)
+
+    def first_window(self, exp, ask, where):
+        """The answer to the page's first question (newest first, rows [offset, offset+limit),
+        no filter) when no run list is at hand: straight from a window of the catalog
+        (_scan_window with a limit decodes and checks just the newest rows; 10,000 runs: ~0.1
+        s, where making the list takes ~1 s), the list then made in a thread (build_lists)
+        for what needs every run: other orders, filters, groups. Its counts are exact (the
+        folder listing), its rows those the list's first page would hold; it says
+        ``partial``: its param and metric keys are those of its rows and its extremes none,
+        so the page asks again, and that answer waits for the list. None when the query is
+        another, a list is at hand, or the window cannot tell its rows are the newest (start
+        times tied across its edge): the list answers."""
+        if not self.window_asked(ask, where) or not _name_ok(exp) or self.hub.cached():
+            return None
+        store = self.store
+        exp_path = store.join(self.root_path, exp)
+        stamp = self.list_stamp(exp_path)
+        if self.list_at_hand(exp, stamp) or not store.isdir(exp_path):
+            return None
+        end = ask["offset"] + ask["limit"]
+        with self.quick_answer():
+            scanned_at = time.time()
+            rows, beyond, cached = _scan_window(store, exp_path, scanned_at, True, end)
+            rows = [_confined_row(store, exp_path, r) for r in rows]
+            if not beyond:   # every run was read (a small experiment, or the catalog made
+                # anew): that is the list, and the query answers from it
+                self.scan_list(exp, exp_path, stamp, rows, scanned_at)
+                return None
+            by_name = sorted(rows, key=lambda r: _natural_key(str(r["name"])))
+            ordered = _sorted_runs(by_name, ask["key"], True)
+            edge = _parse_iso(ordered[end - 1]["started_at"]) if len(ordered) >= end else None
+            newest_beyond = _start_key(cached.column("started_at")[beyond[0]], beyond[0])[0]
+            out = None
+            if edge is not None and newest_beyond < edge:   # else a tie across the edge:
+                out = self.runs_answer(exp, _RunList(ordered, None), ordered, ask)  # the list
+                out.update(total=len(rows) + len(beyond), matched=len(rows) + len(beyond),
+                           extremes={}, partial=True)
+        self.build_lists([exp])
+        return out
+
+    def window_asked(self, ask, where):
+        """Whether a runs query is the page's first: newest first, a window from the top of at
+        most RUNS_FIRST_WINDOW rows, every run (no where=, names=, group=, columns=)."""
+        return (ask["sort"] == "started" and ask["order"] == "desc" and where is None and
+                not ask["where"] and ask["names"] is None and not ask["group"] and
+                ask["columns"] is None and ask["limit"] is not None and ask["limit"] > 0 and
+                ask["offset"] + ask["limit"] <= RUNS_FIRST_WINDOW)
 
     def runs_query_args(self):
         """A runs query's parameters as a dict (sort, order, format, offset, limit, key: the
@@ -17186,6 +17364,7 @@ async function selectExperiment(name, opts) {
   }
   if (token !== S.expToken) return;
   takeFirstRuns(j);
+  if (j.partial && S.paged) completeFirstRuns(name, token, S.win);
   if (opts.runs && S.paged) {
     // runs a link names that are not on the first page: their rows, by name
     const want = opts.runs.filter(k => splitKey(k)[0] === name && !S.rows.has(splitKey(k)[1])).map(k => splitKey(k)[1]);
@@ -17278,6 +17457,20 @@ function takeFirstRuns(j) {
     S.win = newWindow(j.matched); fillWindow(S.win, j.offset || 0, rows, 0); S.win.extremes = j.extremes || null;
     if (S.filter) S.win.sig = '';   // asked before it was known to be paged: unfiltered, so ask again
   }
+}
+// A first page the server answered before it had made its list of every run (j.partial: the
+// keys of that page's runs, no extremes; see first_window in 11.3): the counts, keys and
+// extremes of every run, asked once more with no rows (that answer waits for the list), unless
+// a sort, a filter or another experiment has replaced the window meanwhile.
+async function completeFirstRuns(exp, token, w) {
+  let j;
+  try { j = await api(runsUrl(exp, { limit: 0 })); }
+  catch (e) { return; }   // the next page, sort or filter asks the server again
+  if (token !== S.expToken || S.win !== w || w.sig !== querySig()) return;
+  takeKeys(j);
+  if (j.matched !== w.matched) { w.matched = j.matched; w.rows.length = j.matched; }
+  S.total = j.total; w.extremes = j.extremes || null;
+  scheduleTable();
 }
 function querySig() { return S.sort.col + '|' + S.sort.dir + '|' + (S.filter || ''); }
 function newWindow(matched) { return { sig: querySig(), matched: matched, rows: new Array(matched), index: new Map(), pages: new Set() }; }

@@ -146,6 +146,29 @@ def test_metric_stream_resumes_when_the_run_compacts_mid_read(root):
     assert _same(pa.Table.from_batches(first + rest), expected)
 
 
+def test_metric_stream_counts_again_when_the_run_compacts_while_it_counts(root, monkeypatch):
+    """A listing taken just before a live run compacts names segments that are gone when
+    their footers are read: the count must come from a fresh listing, not skip them (a
+    total of 0 made export refuse the run as having no metric rows)."""
+    run = _live_run_with_late_keys(root)
+    expected = expman.load_metrics(run.run_dir)
+    stale = expman._metric_files(*expman._resolve_run(run.run_dir))
+    assert len(stale) > 1 and all(end is not None for _, end, _ in stale)
+    run.close()   # compaction: every listed segment is deleted
+    listings = []
+
+    def listing_taken_before_the_close(store, path):
+        listings.append(path)
+        return stale if len(listings) == 1 else real(store, path)
+
+    real = expman._metric_files
+    monkeypatch.setattr(expman, "_metric_files", listing_taken_before_the_close)
+    stream = expman._MetricStream(run.run_dir, batch_rows=7)
+    assert len(listings) == 2   # the stale listing, then a fresh one
+    assert stream.total == 30 and stream.keys == ["loss", "acc"]
+    assert _same(pa.Table.from_batches(list(stream)), expected)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
 def test_streamed_export_equals_the_whole_table(capsysbinary, root, tmp_path, fmt):
     run = _live_run_with_late_keys(root)
