@@ -7,6 +7,7 @@
     python benchmarks/bench_catalog.py --baseline /tmp/old_expman.py   # side by side
     python benchmarks/bench_catalog.py --page --baseline /tmp/main_expman.py   # the runs table
     python benchmarks/bench_catalog.py --baseline OLD --drop-caches --idle-secs 60
+    python benchmarks/bench_catalog.py --baseline OLD --cold-repeat 3 --idle-secs 0 --installed
 
 The experiment is written straight into the storage layout (what a finished sweep leaves:
 run.yaml, config.yaml with 5 params, metrics.parquet of 200 steps x 5 metrics), once, into a
@@ -77,12 +78,39 @@ def generate(exp_dir, runs):
         pq.write_table(table, os.path.join(path, "metrics.parquet"))
 
 
+# `python expman.py` compiles the 20,000-line script on every start (a script's bytecode is
+# never cached): 0.25 s quiet, over 1 s at load 5. The `expman` command pip installs imports
+# the module, whose bytecode is cached; --installed starts it that way.
+INSTALLED = ("import importlib.util, sys\n"
+             "sys.dont_write_bytecode = False\n"   # as pip leaves it (PYTHONDONTWRITEBYTECODE)
+             "spec = importlib.util.spec_from_file_location('expman', sys.argv.pop(1))\n"
+             "module = importlib.util.module_from_spec(spec)\n"
+             "sys.modules['expman'] = module\n"
+             "spec.loader.exec_module(module)\n"
+             "sys.exit(module.main(sys.argv[1:]))\n")
+
+
+def launch(module, cmd, installed=False):
+    """The command line of one listing: `python expman.py ...`, or as the installed command."""
+    if installed:
+        return [sys.executable, "-c", INSTALLED, module, *cmd]
+    return [sys.executable, module, *cmd]
+
+
+CPU = {}   # the last timed() command's user + sys CPU seconds (steadier than wall when loaded)
+
+
 def timed(cmd):
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed: {proc.stderr[-2000:]}")
-    return time.perf_counter() - t0, len(proc.stdout)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["last"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, len(proc.stdout)
 
 
 def _serve(module, root):
@@ -270,6 +298,11 @@ def main():
     ap.add_argument("--only-serve", action="store_true", help="serving figures only")
     ap.add_argument("--commands", default="list -e,list,list -e --json",
                     help="which listings to time, comma-separated")
+    ap.add_argument("--installed", action="store_true",
+                    help="start each listing as the installed `expman` command does (an "
+                         "import: bytecode cached), not as `python expman.py` (compiled)")
+    ap.add_argument("--cold-repeat", type=int, default=1,
+                    help="no-catalog listings per expman (alternating; the median is shown)")
     args = ap.parse_args()
 
     root = os.path.join(args.data, f"runs{args.runs}")
@@ -292,28 +325,36 @@ def main():
         commands = {}
     results = {}
     for label, cmd in commands.items():
-        for which, module in modules.items():
-            shutil.rmtree(os.path.join(exp_dir, ".catalog"), ignore_errors=True)
-            cold, size = timed([sys.executable, module, *cmd])
-            results[(label, which)] = {"cold": cold, "warm": [], "bytes": size,
-                                       "cold_cache": None}
-            if args.drop_caches:  # the catalog this expman just wrote, read from disk
-                drop_caches()
-                results[(label, which)]["cold_cache"] = timed([sys.executable, module, *cmd])[0]
+        for attempt in range(args.cold_repeat):
+            for which, module in modules.items():
+                shutil.rmtree(os.path.join(exp_dir, ".catalog"), ignore_errors=True)
+                cold, size = timed(launch(module, cmd, args.installed))
+                r = results.setdefault((label, which), {
+                    "cold": [], "cold_cpu": [], "warm": [], "warm_cpu": [], "bytes": size,
+                    "cold_cache": None})
+                r["cold"].append(cold)
+                r["cold_cpu"].append(CPU["last"])
+                if args.drop_caches and attempt == 0:  # the catalog just written, from disk
+                    drop_caches()
+                    r["cold_cache"] = timed(launch(module, cmd, args.installed))[0]
         # one untimed listing each: when the two keep their catalogs in different files, the
         # second one's cold run (which deletes .catalog/) left the first without its own
         for which, module in modules.items():
-            timed([sys.executable, module, *cmd])
+            timed(launch(module, cmd, args.installed))
         for _ in range(args.repeat):
             for which, module in modules.items():  # alternating: the same load for both
-                results[(label, which)]["warm"].append(timed([sys.executable, module, *cmd])[0])
+                results[(label, which)]["warm"].append(
+                    timed(launch(module, cmd, args.installed))[0])
+                results[(label, which)]["warm_cpu"].append(CPU["last"])
     load = os.getloadavg()
     out = []
     for (label, which), r in results.items():
         out.append({"command": f"expman {label}", "expman": which, "runs": args.runs,
-                    "cold_s": round(r["cold"], 3),
+                    "cold_s": round(statistics.median(r["cold"]), 3),
+                    "cold_cpu_s": round(statistics.median(r["cold_cpu"]), 3),
                     "cold_cache_s": r["cold_cache"] and round(r["cold_cache"], 3),
                     "warm_median_s": round(statistics.median(r["warm"]), 3),
+                    "warm_cpu_s": round(statistics.median(r["warm_cpu"]), 3),
                     "warm_min_s": round(min(r["warm"]), 3), "stdout_bytes": r["bytes"]})
     serving = bench_serve(modules, root, args.idle_secs) if args.idle_secs > 0 else {}
     load_after = os.getloadavg()
@@ -323,12 +364,13 @@ def main():
         return
     if out:
         print(f"{args.runs} runs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-        print(f"{'command':<26} {'expman':<9} {'no catalog s':>13} {'cold cache s':>13} "
-              f"{'warm s':>8} {'min s':>8}")
+        print(f"{'command':<26} {'expman':<9} {'no catalog s':>13} {'(CPU s)':>8} "
+              f"{'cold cache s':>13} {'warm s':>8} {'(CPU s)':>8} {'min s':>8}")
         for r in out:
             cc = f"{r['cold_cache_s']:>13.3f}" if r["cold_cache_s"] is not None else f"{'-':>13}"
-            print(f"{r['command']:<26} {r['expman']:<9} {r['cold_s']:>13.3f} {cc} "
-                  f"{r['warm_median_s']:>8.3f} {r['warm_min_s']:>8.3f}")
+            print(f"{r['command']:<26} {r['expman']:<9} {r['cold_s']:>13.3f} "
+                  f"{r['cold_cpu_s']:>8.3f} {cc} {r['warm_median_s']:>8.3f} "
+                  f"{r['warm_cpu_s']:>8.3f} {r['warm_min_s']:>8.3f}")
     if serving:
         print(f"serve, {args.runs} runs, idle {args.idle_secs:.0f} s, load average after "
               f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")

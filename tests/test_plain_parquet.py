@@ -143,7 +143,8 @@ def test_segments_join_into_metrics_parquet_without_pyarrow(tmp_path):
 
 def test_a_big_run_is_joined_byte_for_byte(root, monkeypatch):
     # a run past SUMMARY_MIN_ROWS, in several segments: close joins the writer's pages
-    # without decoding them (uncompressed, as written), big row groups copied whole, and
+    # without decoding them (as the flushes wrote them: GZIP where that shrinks a page, see
+    # test_final_file.py), big row groups copied whole, and
     # still writes the chart summary of a run past PLAIN_SUMMARY_MIN_CELLS (lowered here)
     monkeypatch.setattr(expman, "PLAIN_SUMMARY_MIN_CELLS", 1 << 20)
     exp = make_experiment(root, flush_interval_ms=60_000)
@@ -156,7 +157,8 @@ def test_a_big_run_is_joined_byte_for_byte(root, monkeypatch):
     exp.close()
     pf = pq.ParquetFile(exp.run_dir / "metrics.parquet")
     meta = pf.metadata
-    assert meta.num_rows == n and meta.row_group(0).column(0).compression == "UNCOMPRESSED"
+    # step: compressed by the flush that wrote it, and copied so
+    assert meta.num_rows == n and meta.row_group(0).column(0).compression == "GZIP"
     # each flush's segment (>= SEGMENT_MAX_ROWS rows in a tight loop) is one row group, copied
     # whole: not re-cut into 64k-row groups as a pyarrow compaction would
     assert 2 <= meta.num_row_groups <= n // expman.SEGMENT_MAX_ROWS
