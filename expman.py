@@ -171,7 +171,14 @@ DEFAULT_ROOT = "experiments"
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_SECS = 5.0
 STALE_HEARTBEATS = 6                   # a heartbeat older than this many intervals: crashed
-DRAIN_CHUNK_ROWS = 10_000              # the writer converts queued rows this many at a time
+DRAIN_CHUNK_ROWS = 2_048               # the writer converts queued rows this many at a time
+# The writer hands the GIL back to the training thread after holding it this long (between two
+# slices of its work: a drain chunk, one column of a segment), sleeping this long so the waiting
+# thread takes it; else a log call waits for CPython's forced switch (5 ms) and a C step after it.
+# Each hand-over costs one log call about a slice: 3 ms keeps that under the 5 ms target and the
+# hand-overs few (~300 in a 1M-row loop: under its 0.1 % of calls, so p99.9 is not one of them).
+WRITER_GIL_SLICE_SECS = 0.003
+WRITER_GIL_PAUSE_SECS = 0.00005
 MAX_PENDING_BYTES = 64 << 20           # queued rows' estimated size beyond which log calls wait
 IMPORT_PENDING_BYTES = 8 << 20         # the same for an import: no training loop to keep moving
 PENDING_CHECK_ROWS = 4096              # a log call looks at the backlog every this many rows
@@ -2797,9 +2804,17 @@ def _warm_up(system_metrics=False):
     if not _WARMED:
         import struct  # noqa: F401 - media encoding, event files
         import zlib  # noqa: F401
+        if sys.implementation.name == "cpython":
+            with contextlib.suppress(ImportError):
+                import ctypes  # noqa: F401 - _gc_untrack of the row queue (~3 ms, once)
         # replace the lazy proxies the writer uses (git: subprocess)
         for proxy in (subprocess, platform, yaml):
             getattr(proxy, "__name__", None)
+        # A full collection now (~2-4 ms, once a process), at init: importing expman and
+        # its modules leaves a full collection due, which otherwise fell ~50,000 log calls
+        # into the loop and made one call wait 6-10 ms.
+        import gc
+        gc.collect()
         _WARMED.append(True)
     if system_metrics:
         import ctypes  # noqa: F401 - NVML
@@ -2815,6 +2830,27 @@ def _arrow_for_writer():
         import pyarrow.parquet  # noqa: F401
         import gc
         gc.collect()
+
+
+def _gc_untrack(container):
+    """Hide a container from CPython's cyclic garbage collector (PyObject_GC_UnTrack); True
+    when it is untracked. For the writer's row queue: every full collection walked each of
+    its entries (three a row, a cache miss each, ~80 ns), so a backlog of 50,000 rows made
+    one log call wait ~10 ms. Safe for a container that is never part of a reference cycle:
+    the objects it holds stay alive through it (an untracked referrer counts as an outside
+    reference); only a cycle through the container itself could not be collected. ctypes is
+    imported by _warm_up, on the caller's thread; elsewhere (PyPy, free-threaded builds, no
+    ctypes) this returns False and the queue stays tracked, as before."""
+    import gc
+    ctypes = sys.modules.get("ctypes")
+    if ctypes is None or sys.implementation.name != "cpython" or \
+            not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return False
+    try:
+        ctypes.pythonapi.PyObject_GC_UnTrack(ctypes.py_object(container))
+    except Exception:  # noqa: BLE001 - an odd build: keep the queue tracked
+        return False
+    return not gc.is_tracked(container)
 
 
 def _pyarrow_version():
@@ -2904,6 +2940,8 @@ class _Writer(threading.Thread):
         # (row, step, time) triples, one extend each (atomic: threads may share a run)
         self.rows = collections.deque()
         self.enqueue = self.rows.extend    # the log call's whole cost, besides its dict copy
+        _gc_untrack(self.rows)             # full collections must not walk the backlog
+        self.held_since = 0.0              # perf_counter when this thread last took the GIL
         self.ctrl = collections.deque()
         self.send = self.ctrl.append
         self.wake = threading.Event()
@@ -2918,6 +2956,7 @@ class _Writer(threading.Thread):
         self.staged = []                   # Arrow tables not yet on disk
         self.staged_rows = 0
         self.drained_rows = 0              # rows the last drain took (a quiet loop: few)
+        self.drain_left = None             # (rows, control messages) left of a cut pass
         # (start, end) -> [(rows, chunks)] of every plain file this writer wrote and has not
         # merged away (section 7.3): merges and close join them byte for byte. None: forgot
         # them (too many column chunks to keep); pyarrow merges and compacts from then on.
@@ -3025,6 +3064,34 @@ class _Writer(threading.Thread):
         error, self.error = self.error, None
         return error
 
+    # -- sharing the GIL ---------------------------------------------------------------------
+    def _pause(self):
+        """Between two slices of work: once this thread has run WRITER_GIL_SLICE_SECS since it
+        last paused, sleep WRITER_GIL_PAUSE_SECS, so a training thread waiting for the GIL
+        takes it now rather than at CPython's forced switch (sys.getswitchinterval(), 5 ms)
+        plus the C step running then. This thread then gets the GIL back at the next forced
+        switch (or at once when the training thread is in C code that releases it). Not
+        while closing: close() waits for this thread, and nothing else should."""
+        now = time.perf_counter()
+        if now - self.held_since < WRITER_GIL_SLICE_SECS:
+            return
+        if self.stop_status is None:
+            # A release only helps if the waiting thread takes the GIL before this thread
+            # takes it back: otherwise CPython restarts that thread's 5 ms wait (a new
+            # switch happened), and a loaded machine, slow to wake it, saw 10-14 ms waits.
+            # So sleep again, up to 4 times, until another thread has run: a log call grew
+            # the queue, or this thread had to wait for the GIL (the sleep took > 1 ms).
+            rows = self.rows
+            queued = len(rows)
+            for _ in range(4):
+                time.sleep(WRITER_GIL_PAUSE_SECS)
+                later = time.perf_counter()
+                if len(rows) != queued or later - now > 0.001:
+                    break
+                now = later
+            now = time.perf_counter()
+        self.held_since = now
+
     # -- loop ----------------------------------------------------------------------------
     def run(self):
         _LIVE_WRITERS.add(self)
@@ -3043,13 +3110,14 @@ class _Writer(threading.Thread):
         while True:
             self.wake.wait(timeout)
             self.wake.clear()
+            self.held_since = time.perf_counter()
             # A fork waits for this step to end (see _pause_writers): the child must not
             # inherit a lock held by this thread inside pyarrow or its allocator.
             with self.fork_lock:
                 closing = self.stop_status is not None
                 drained = 0
                 try:
-                    drained = self._drain()
+                    drained = self._drain(cut=not closing)
                     if closing:
                         self._finish()
                         break
@@ -3138,18 +3206,37 @@ class _Writer(threading.Thread):
                 self.meta_dirty = True
 
     # -- draining ------------------------------------------------------------------------
-    def _drain(self):
+    def _drain(self, cut=False):
         """Convert queued rows in chunks of DRAIN_CHUNK_ROWS, telling a waiting log call after
-        each pop: a throttled training loop then waits one chunk (a few ms), not one backlog."""
+        each pop: a throttled training loop then waits one chunk (a few ms), not one backlog.
+
+        With ``cut`` (not closing, the store healthy), a pass stops once SEGMENT_MAX_ROWS rows
+        are staged, so that segment is written before the rest is converted (a backlog of
+        350,000 rows made one 20 MB segment, whose copies held the GIL for ~10 ms each); the
+        next pass goes on with the same snapshot, so flush() requests still wait for exactly
+        the rows queued before them, and are never starved by a firehose."""
         rows = self.rows
         # Count control messages before rows: a flush() request then never overtakes rows
         # logged before it (they were queued before it, so they are counted in `todo`). It
         # used to be released with rows still queued behind the snapshot: flush() returned
         # True with 50,000 rows not yet written.
-        n_ctrl = len(self.ctrl)
-        n, todo = 0, len(rows) // 3  # only what is queued now: a firehose must not starve flushes
+        left, self.drain_left = self.drain_left, None
+        if left is not None and cut:           # a pass cut at a segment: go on with it
+            todo, n_ctrl = left
+        else:  # (closing: everything queued now, every message, as a fresh pass would)
+            n_ctrl = len(self.ctrl)
+            todo = len(rows) // 3  # only what is queued now: a firehose must not starve flushes
+        n = 0
+        cut = cut and not self.failures        # a failing store: keep converting, as before
         popleft = collections.deque.popleft
+        pause = self._pause
         while todo > 0:
+            if cut and n and self.staged_rows >= SEGMENT_MAX_ROWS:
+                self.drain_left = (todo, n_ctrl)
+                self.wake.set()                # no wait before the next pass
+                self.drained_rows = n
+                return n
+            pause()  # a chunk (pop and convert) is ~1.4 ms at 2,048 rows of 5 metrics
             flat = list(map(popleft, itertools.repeat(rows, 3 * min(todo, DRAIN_CHUNK_ROWS))))
             batch, steps, times = flat[0::3], flat[1::3], flat[2::3]
             del flat
@@ -3470,9 +3557,11 @@ class _Writer(threading.Thread):
             layout = []
             # close compresses nothing (section 7.3): the last flush's pages stay plain
             data = _plain_parquet(self.staged, self.keys, (start, end), layout,
-                                  compress=not final)
+                                  compress=not final, pause=self._pause)
             self._keep_layout(start, end, [layout])  # before write(): its merge joins it
+            self._pause()
             self.metrics_log.write(start, end, data, merge=merge)
+            self._pause()
             self.staged, self.staged_rows, self.next_row = [], 0, end
         if self.media_pending:
             self._flush_media()
@@ -3945,7 +4034,8 @@ def _fast_kind(value_type):
         kind = "int"
     elif np_ is not None and issubclass(value_type, np_.floating):
         kind = "float"
-    _FAST_KINDS[value_type] = kind
+    if kind is not None or np_ is not None or "numpy" not in sys.modules:
+        _FAST_KINDS[value_type] = kind   # (not while NumPy is half imported: ask again)
     return kind
 
 
@@ -4355,16 +4445,18 @@ def _le(buf):
     return buf.tobytes()
 
 
-def _plain_parquet(staged, order, rows, layout=None, compress=True):
+def _plain_parquet(staged, order, rows, layout=None, compress=True, pause=None):
     """The bytes of one Parquet file holding the staged batches (see _Writer._stage) as one
     row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY).
-    ``layout`` (a list) receives (rows, column chunks) for _join_plain."""
+    ``layout`` (a list) receives (rows, column chunks) for _join_plain; ``pause`` (the
+    writer's _pause) is called between columns, so the GIL is shared while a big segment is
+    built (~0.7 ms a column of 100,000 rows)."""
     present = set().union(*(b[3] for b in staged)) if staged else set()
     keys = [k for k in order if k in present] if len(present) < len(order) else list(order)
     n = sum(b[0] for b in staged)
     out, chunks = bytearray(b"PAR1"), []
     if n:
-        _pq_columns(out, staged, keys, n, chunks, n if compress else 0)
+        _pq_columns(out, staged, keys, n, chunks, n if compress else 0, pause)
     if layout is not None:
         layout.append((n, chunks))
     return _pq_finish(out, keys, [(n, chunks)] if n else [], rows)
@@ -4506,7 +4598,7 @@ def _pq_footer(keys, groups, rows):
     return bytes(foot.out + len(foot.out).to_bytes(4, "little") + b"PAR1")
 
 
-def _pq_columns(out, staged, keys, n, chunks, rows):
+def _pq_columns(out, staged, keys, n, chunks, rows, pause=None):
     full = _varint(n << 1) + b"\x01"
     _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks,
              rows)
@@ -4514,6 +4606,8 @@ def _pq_columns(out, staged, keys, n, chunks, rows):
              chunks, rows)
     missing = (None, False)
     for key in keys:
+        if pause is not None:
+            pause()
         parts = [(b[0], b[3].get(key, missing)) for b in staged]
         levels = b"".join(_pq_levels(m, col[1]) for m, col in parts)
         values = b"".join(_le(col[0]) for _m, col in parts if col[0] is not None)

@@ -17,7 +17,8 @@ expman-rs==1.3.0`` there), and is left out when that venv is missing. Probes:
   step (loop minus the same loop without the call, run before init), close, and import/init;
   and the floor: ``deque.append(dict(d))`` in a method, timed by the same loop before init
   (the least a call that keeps the row can cost), with the call median as a multiple of it.
-* ``threads``: 4 threads x 25k rows into one run, every call timed: worst call and p99.
+* ``threads``: 4 threads x 25k rows into one run, every call timed: worst call and p99; and
+  the floor's p99.9 and worst call with the same 4 threads (the GIL's turns among them).
 * ``wide``: 20k steps of 50 metrics per row: median/mean/worst call, loop+close per step.
 * ``tiny``: a whole script -- import, init, 100 logs, close -- as a fresh process, wall time
   minus a bare ``python -c pass``; and close() alone.
@@ -93,23 +94,33 @@ def probe_loop(cfg):
             "overhead_total_us": (loop_ns - e_ns + close_s * 1e9) / n / 1e3, **st})
 
 
-def probe_threads(cfg):
-    n, k = cfg["n"], cfg["threads"]
-    _mod, make, call, _ = _tool(cfg)
-    run = make(tempfile.mkdtemp(prefix="probe-"))
+def _threads_loop(n, k, obj, call):
+    """k threads x n timed calls into obj, at once; the calls' times, sorted."""
     loop = H.make_loop(call, True)
     arrays = [H.timing_arrays(n)[0] for _ in range(k)]
     far = time.perf_counter_ns() + 10 ** 15
-    threads = [threading.Thread(target=loop, args=(n, far, run, arrays[j])) for j in range(k)]
+    threads = [threading.Thread(target=loop, args=(n, far, obj, arrays[j])) for j in range(k)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return sorted(x for a in arrays for x in a)
+
+
+def probe_threads(cfg):
+    n, k = cfg["n"], cfg["threads"]
+    # the floor first, the same way: k Python threads that log back to back take turns at
+    # the GIL every sys.getswitchinterval() (5 ms), so a call waits for the other threads'
+    # turns whatever the logger does (a worst call of tens of ms for deque.append alone)
+    floor = _threads_loop(n, k, _Floor(), "obj.log_metrics(d, step=i)")
+    _mod, make, call, _ = _tool(cfg)
+    run = make(tempfile.mkdtemp(prefix="probe-"))
+    merged = _threads_loop(n, k, run, call)
     run.close()
-    merged = sorted(x for a in arrays for x in a)
     H.emit({"median_ns": H.percentile(merged, 50), "p99_ns": H.percentile(merged, 99),
             "p999_ns": H.percentile(merged, 99.9), "max_ns": merged[-1],
-            "mean_ns": sum(merged) / len(merged)})
+            "mean_ns": sum(merged) / len(merged), "floor_p999_ns": H.percentile(floor, 99.9),
+            "floor_max_ns": floor[-1]})
 
 
 def probe_wide(cfg):
@@ -207,6 +218,8 @@ def main():
     ap.add_argument("--label", action="append", default=[], help="its label")
     ap.add_argument("--no-rs", action="store_true", help="leave expman-rs out")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated probes to run (loop,threads,wide,tiny,rss)")
     args = ap.parse_args()
     if args.worker:
         cfg = json.loads(args.worker)
@@ -222,6 +235,8 @@ def main():
     plan = [("loop", {"n": n}) for n in sizes] + [
         ("threads", {"n": 25_000, "threads": 4}), ("wide", {"n": 20_000, "width": 50}),
         ("tiny", {}), ("rss", {"n": 20_000})]
+    if args.only:
+        plan = [(p, c) for p, c in plan if p in args.only.split(",")]
     info = H.machine_info()
     print(f"bench_probes: {info['cores']} cores, Python {info['python']}, load "
           f"{info['loadavg_at_start']}", file=sys.stderr)
@@ -276,6 +291,10 @@ def report(results, labels, bare, info):
                              "worst at " + "; ".join(", ".join(
                                  f"#{i}:{H.fmt_ns(ns)}" for i, ns in r["worst"][:3])
                                  for r in rs)]
+                elif probe == "threads" and _med(rs, "floor_max_ns") is not None:
+                    extra = [f"floor (deque.append(dict(d)), same threads): p99.9 "
+                             f"{H.fmt_ns(_med(rs, 'floor_p999_ns'))}, worst "
+                             f"{H.fmt_ns(max(r['floor_max_ns'] for r in rs))}"]
                 elif probe == "wide":
                     per_step = (_med(rs, "loop_s") + _med(rs, "close_s")) * 1e6 / 20000
                     extra = [f"loop+close {per_step:.2f} µs/step (dict of 50 built in the "
