@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import expman
 from _util import REPO, run_on_pty
+from test_catalog import _pyarrow_min_max
 
 EXP = "sweep"
 
@@ -143,23 +144,6 @@ def test_a_deleted_or_damaged_catalog_is_rebuilt_to_a_fresh_scan(tmp_path):
 
 # -- the footer: template == walk == pyarrow -------------------------------------------------
 
-def pyarrow_min_max(path):
-    meta = pq.ParquetFile(path).metadata
-    low, high = {}, {}
-    for g in range(meta.num_row_groups):
-        for c in range(meta.row_group(g).num_columns):
-            col = meta.row_group(g).column(c)
-            if col.path_in_schema in expman.RESERVED_COLUMNS or col.physical_type != "DOUBLE":
-                continue
-            if col.statistics is None:
-                return None, None
-            if col.statistics.has_min_max:
-                key, stats = col.path_in_schema, col.statistics
-                low[key] = min(low.get(key, stats.min), stats.min)
-                high[key] = max(high.get(key, stats.max), stats.max)
-    return low, high
-
-
 def footer(path):
     return expman._parquet_footer(str(path))
 
@@ -203,7 +187,7 @@ def test_a_footer_template_answers_what_the_walk_and_pyarrow_answer(tmp_path, la
     write(first, layout, seeds[0])
     write(second, layout, seeds[1])
     for path in (first, second):
-        assert repr(expman._footer_walk(footer(path))) == repr(pyarrow_min_max(str(path)))
+        assert repr(expman._footer_walk(footer(path))) == repr(_pyarrow_min_max(str(path)))
     template = expman._FooterTemplate.of(footer(first))
     if template is None:
         assert not layout["keys"] and not layout["ints"] or expman._footer_walk(
@@ -214,7 +198,7 @@ def test_a_footer_template_answers_what_the_walk_and_pyarrow_answer(tmp_path, la
     if got is not None:
         assert repr(got) == repr(expman._footer_walk(footer(second)))
     for path in (first, second, first, second):   # what a listing calls: templates made on
-        assert repr(expman._footer_min_max(footer(path))) == repr(pyarrow_min_max(str(path)))
+        assert repr(expman._footer_min_max(footer(path))) == repr(_pyarrow_min_max(str(path)))
 
 
 @settings(max_examples=300, deadline=None)
@@ -272,7 +256,7 @@ def test_a_sweep_s_footers_are_matched_by_one_template(tmp_path, monkeypatch):
         paths.append(tmp_path / f"{i}.parquet")
         write(paths[-1], layout, i)
     for path in paths:
-        assert repr(expman._footer_min_max(footer(path))) == repr(pyarrow_min_max(str(path)))
+        assert repr(expman._footer_min_max(footer(path))) == repr(_pyarrow_min_max(str(path)))
     assert len(expman._FOOTER_TEMPLATES) == 1
     assert all(expman._FOOTER_TEMPLATES[0].min_max(footer(p)) is not None for p in paths)
 

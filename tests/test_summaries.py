@@ -148,6 +148,21 @@ def brute_m4(cols, key, max_points, lo=None, hi=None):
     return [cols["step"][r] for r in rows], times, values, downsampled
 
 
+def check_level(found, cols, key, level):
+    """Assert a summary's records of one key and level (found: summary_records()) are the
+    buckets brute_records makes from the rows, times within 1 us; the number checked."""
+    want = brute_records(cols, key, level)
+    got = found.get((key, level), {})
+    assert sorted(got) == sorted(want), (key, level)
+    for bucket, rec in want.items():
+        rec, have = dict(rec), dict(got[bucket])
+        for k in ("first_time", "last_time", "min_time", "max_time", "nan_time"):
+            a, b = rec.pop(k), have.pop(k)
+            assert (a is None and b is None) or abs(a - b) <= 1, (key, level, k)
+        assert same(have, rec), (key, level, bucket)
+    return len(want)
+
+
 def summary_records(path):
     """{(key, level): {bucket: record}} of a summary file, read as any Arrow tool would."""
     table = pq.read_table(path)
