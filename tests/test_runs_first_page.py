@@ -240,3 +240,32 @@ def test_the_page_shows_the_first_page_while_the_list_is_made(tmp_path, monkeypa
         finally:
             ui.check()
 
+
+
+def test_the_experiments_list_answers_before_the_run_list_and_equals_it(tmp_path, monkeypatch):
+    """The sidebar's row of an experiment without a kept list comes from the catalog's
+    columns (as `expman list` makes it), not from a scan of every run: with that scan held,
+    /api/experiments still answers, with the counts the list gives once it is made. A run
+    that is live (read from its files, not the catalog) is counted as running in both."""
+    root = _make(tmp_path)
+    live = expman.Experiment("e", run_name="zz-live", base_dir=str(root))
+    try:
+        held = HeldScan(monkeypatch)
+        with serving(root, live=False) as srv:
+            quick, _ = get(srv, "/api/experiments")     # the list's scan is held: no wait
+            (row,) = quick["experiments"]
+            assert row["name"] == "e" and row["runs"] == RUNS + 1
+            assert row["status_counts"] == {"finished": RUNS, "running": 1}
+            assert held.scanning.wait(30), "the list was not made beside the sidebar"
+            held.gate.set()
+            counts, _ = get(srv, FIRST.replace("limit=200", "limit=0"))   # waits for the list
+            assert "partial" not in counts and counts["total"] == RUNS + 1
+            listed, _ = get(srv, "/api/experiments")    # from the list now
+            (from_list,) = listed["experiments"]
+            moving = ("last_activity",)   # the live run's heartbeat moves it
+            assert {k: v for k, v in from_list.items() if k not in moving} == \
+                {k: v for k, v in row.items() if k not in moving}
+            assert expman._parse_iso(from_list["last_activity"]) >= \
+                expman._parse_iso(row["last_activity"])
+    finally:
+        live.close()

@@ -181,9 +181,11 @@ def test_a_new_run_is_counted_at_once(tmp_path):
 
 
 def test_experiments_list_and_runs_query_share_one_scan(tmp_path, monkeypatch):
-    """The page asks for the experiments and the first runs page at once: one scan of the
-    experiment answers both, and the sidebar asks again without a scan while nothing changed;
-    a new run, a run that closes and an edited experiment.yaml show at once."""
+    """The page asks for the experiments and the first runs page at once: the sidebar's rows
+    come from the catalog's columns and each experiment's list of every run is made once,
+    beside them (one scan each), which the runs query and the sidebar's next question reuse
+    while nothing changed; a new run, a run that closes and an edited experiment.yaml show
+    at once."""
     scans = []
     scan = expman._scan_runs
 
@@ -200,6 +202,7 @@ def test_experiments_list_and_runs_query_share_one_scan(tmp_path, monkeypatch):
         assert [(e["name"], e["runs"]) for e in exps["experiments"]] == [("other", 1),
                                                                          ("small", 30)]
         assert exps["experiments"][1]["status_counts"] == {"finished": 30 - 30 // 50}
+        wait_for(lambda: len(scans) >= 2, 30, message="the lists were not made beside")
         assert sorted(scans) == ["other", "small"]
         page, _ = get(srv, "/api/experiments/small/runs?format=columns&limit=5")
         assert page["total"] == 30 and decode_columns(page)[0]["name"] == "r00029"
