@@ -6007,11 +6007,18 @@ def _experiment_runs(store, exp_path, now):
     ones read from their files (as _scan_runs does), the closed runs' status, project and
     times straight from the catalog's columns, with no RUN_ROW made and no stat per run
     (an edit in place of a closed run's run.yaml shows when its experiment is listed)."""
+    return _experiment_window(store, exp_path, now)[0]
+
+
+def _experiment_window(store, exp_path, now):
+    """(_experiment_runs' rows, the names of every run they are of)."""
     rows, beyond, cached = _scan_window(store, exp_path, now, limit=0)
+    names = [r["name"] for r in rows] + beyond
     if not beyond:
-        return rows
+        return rows, names
     columns = [cached.column(field) for field in _ACTIVITY_FIELDS]
-    return rows + [dict(zip(_ACTIVITY_FIELDS, [c[name] for c in columns])) for name in beyond]
+    return rows + [dict(zip(_ACTIVITY_FIELDS, [c[name] for c in columns]))
+                   for name in beyond], names
 
 
 def _in_project(experiments, project):
@@ -12008,11 +12015,12 @@ class _Api:
             # filter that may come next. The page asks for this and its first page of runs at
             # once; the sidebar then shows with the table, not after a whole scan.
             with self.quick_answer():
-                runs = [_confined_row(store, exp_path, r) if "path" in r else r
-                        for r in _experiment_runs(store, exp_path, time.time())]
-                row = _experiment_row(exp, meta, runs)
+                runs, names = _experiment_window(store, exp_path, time.time())
+                runs = [_confined_row(store, exp_path, r) if "path" in r else r for r in runs]
+                row = _experiment_row(exp, meta, runs) if runs or meta else None
             if row is not None:
                 quick.append((_parse_iso(row["last_activity"]) or 0, exp))
+            self.keep_quick_row(exp, exp_path, stamp, row, names)
             return row
         runs = self.cached_run_rows(exp)
         row = runs.experiment_row(exp, meta)
@@ -12026,6 +12034,23 @@ class _Api:
             else:   # (the list's stamp: the one its scan left, see stamp_after_scan)
                 self.exp_rows[exp] = (runs.stamp and runs.stamp + (yaml_stamp,), runs.made, row)
         return row
+
+    def keep_quick_row(self, exp, exp_path, stamp, row, names):
+        """Keep a sidebar row made without a list (experiment_row) as a list's row is kept:
+        while nothing in it can change. Its stamp is the one taken before the read, unless
+        the read itself moved it (its catalog write) and the run folders are those it read
+        (as stamp_after_scan does for a list); a row with a running run is not kept (None,
+        a folder that is no experiment, is)."""
+        if stamp is None or (row is not None and row["status_counts"].get("running")):
+            with self.lists_lock:
+                self.exp_rows.pop(exp, None)
+            return
+        after = self.list_stamp(exp_path)
+        if after != stamp[:2] and after[0] is not None and \
+                set(_run_names(self.store, exp_path)) == set(names):
+            stamp = after + stamp[2:]
+        with self.lists_lock:
+            self.exp_rows[exp] = (stamp, time.monotonic(), row)
 
     def _api_experiments(self):
         project = self.bottle.request.query.getunicode("project")

@@ -564,3 +564,37 @@ def test_a_linked_experiment_fills_its_table_before_the_experiments_list(browser
     assert p.evaluate("expman.experiment()") == "big"
     wait_for(lambda: len(p.evaluate("expman.selected()")) > 0, message="no auto-selection")
     ui.check()
+
+
+def test_the_sidebar_without_lists_skips_other_folders_and_reads_each_experiment_once(
+        tmp_path, monkeypatch):
+    """Experiments whose run lists are not kept (more than RUNS_LIST_EXPERIMENTS of them) get
+    their sidebar rows from the catalog's columns: a folder that is no experiment is not
+    listed, and asking again while nothing changed reads nothing again."""
+    monkeypatch.setattr(expman, "RUNS_LIST_EXPERIMENTS", 1)
+    reads = []
+    real = expman._experiment_window
+
+    def counted(store, exp_path, now):   # the real read, counted
+        reads.append(os.path.basename(exp_path))
+        return real(store, exp_path, now)
+    monkeypatch.setattr(expman, "_experiment_window", counted)
+    root = tmp_path / "experiments"
+    for exp in ("a", "b", "c"):
+        for i in range(3):
+            _write_run(str(root / exp), i)
+    (root / "notes").mkdir()
+    (root / "notes" / "todo.txt").write_text("not an experiment\n")
+    with serving(root, live=False) as srv:
+        first, _ = get(srv, "/api/experiments")
+        assert [(e["name"], e["runs"]) for e in first["experiments"]] == \
+            [("a", 3), ("b", 3), ("c", 3)]
+        assert sorted(reads) == ["a", "b", "c", "notes"]
+        again, _ = get(srv, "/api/experiments")
+        assert again == first
+        assert sorted(reads) == ["a", "b", "c", "notes"], "read again with nothing changed"
+        _write_run(str(root / "b"), 3)                      # a new run: b is read again
+        got, _ = get(srv, "/api/experiments")
+        assert [(e["name"], e["runs"]) for e in got["experiments"]] == \
+            [("a", 3), ("b", 4), ("c", 3)]
+        assert sorted(reads) == ["a", "b", "b", "c", "notes"]
