@@ -82,6 +82,16 @@ def max_points_of(urls):
     return [int(u.split("max_points=")[1].split("&")[0]) for u in urls if "max_points=" in u]
 
 
+def release(page, held):
+    """Stop holding the page's requests and let every held one through."""
+    page.unroute_all(behavior="ignoreErrors")
+    for route in held:
+        try:
+            route.continue_()
+        except Exception:   # already continued
+            pass
+
+
 def test_more_runs_ask_for_fewer_points_per_series_through_a_small_queue(page, server):
     page.add_init_script(COUNT_FETCHES)
     page.goto(server.url + "/#exp=many&runs=many/run00")
@@ -242,12 +252,7 @@ def test_zoom_keeps_coarse_curves_and_drops_stale_range_requests(page, server):
         page.evaluate(TWO_FRAMES)
         assert len(held) == 12 and draws(page)["repeats"] == 0
     finally:
-        page.unroute_all(behavior="ignoreErrors")
-        for route in held:
-            try:
-                route.continue_()
-            except Exception:   # already continued
-                pass
+        release(page, held)
 
 
 @pytest.fixture(scope="module")
@@ -321,9 +326,4 @@ def test_a_zoom_of_many_runs_is_a_few_requests_ahead_of_media(page, server):
                                arg=[KEYS[0], coarse])
         assert draws(page)["repeats"] == 0
     finally:
-        page.unroute_all(behavior="ignoreErrors")
-        for route in held:
-            try:
-                route.continue_()
-            except Exception:   # already continued
-                pass
+        release(page, held)

@@ -15,7 +15,6 @@ import array
 import importlib
 import math
 import random
-import signal
 import sys
 import warnings
 
@@ -26,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import expman
-from _util import Child, make_experiment
+from _util import make_experiment
 from test_plain_parquet import _batch, _read
-from test_reliability import JOIN_KILL_CHILD, cli
+from test_reliability import JOIN_KILL_CHILD, killed_in_the_join, reap_finishes_the_join
 from test_summaries import check_level, summary_records
 
 SPECIAL = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, -1.0, 2.0]
@@ -252,30 +251,12 @@ def test_sigkill_inside_the_join_of_compressed_segments_loses_nothing(root, tmp_
                      "import os, signal, expman\nexpman.PLAIN_GZIP_MIN_ROWS = 64")
             .replace("range(3000)", f"range({rows})").replace("i % 10 == 9", "i % 200 == 199"))
     assert "PLAIN_GZIP_MIN_ROWS = 64" in code and f"range({rows})" in code
-    child = Child(code, cwd=tmp_path)
-    try:
-        run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
-        code = child.wait(timeout=120)
-    finally:
-        child.kill()
-    run = root / "crashy" / run_name
-    assert code == -signal.SIGKILL, child.stderr
-    assert not (run / "metrics.parquet").exists() and (run / "metrics").exists()
+    run = killed_in_the_join(code, root, tmp_path)
     assert [p.name for p in run.glob("metrics.parquet.tmp-*")]  # cut short, never renamed
     segs = sorted((run / "metrics").iterdir())
     merged = [p for p in segs if p.name.startswith("seg-000000000000-000000003200")]
     assert merged and codecs(merged[0])["i"] == {"GZIP"}    # the merge copied them
-    expect_odd = [float(-i) if i % 2 else None for i in range(rows)]
-    for when in ("before reap", "after reap"):
-        data = expman.load_metrics(run).to_pydict()
-        assert data["step"] == list(range(rows)), when
-        assert data["i"] == [float(i) for i in range(rows)], when
-        assert data["odd"] == expect_odd, when
-        if when == "before reap":
-            rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
-            assert rc == 0 and "Traceback" not in err, out + err
-    assert not (run / "metrics").exists()
-    assert pq.ParquetFile(run / "metrics.parquet").metadata.num_rows == rows
+    reap_finishes_the_join(run, rows, capsys)
     # the killed join's temp file (metrics.parquet.tmp-<pid>-<thread>) is gone with it
     assert sorted(p.name for p in run.iterdir()) == [
         "artifacts", "config.yaml", "metrics.parquet", "run.log", "run.yaml"]

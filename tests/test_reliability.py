@@ -333,8 +333,15 @@ def test_sigkill_inside_the_byte_join_of_close_then_reap_loses_nothing(
     """Close joins the segments byte for byte into metrics.parquet; killed at any piece of
     that join, the file never appears half-written, the segments still hold every row, and
     `reap --compact` finishes the run."""
-    child = Child(JOIN_KILL_CHILD.replace("ROOT", repr(str(root)))
-                  .replace("KILL_AT", str(kill_at)), cwd=tmp_path)
+    run = killed_in_the_join(JOIN_KILL_CHILD.replace("ROOT", repr(str(root)))
+                             .replace("KILL_AT", str(kill_at)), root, tmp_path)
+    reap_finishes_the_join(run, 3000, capsys)
+
+
+def killed_in_the_join(code, root, tmp_path):
+    """Run a JOIN_KILL_CHILD script to its SIGKILL inside close's join; the run's folder,
+    checked to hold its segments and no metrics.parquet."""
+    child = Child(code, cwd=tmp_path)
     try:
         run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
         code = child.wait(timeout=120)
@@ -343,17 +350,23 @@ def test_sigkill_inside_the_byte_join_of_close_then_reap_loses_nothing(
     run = root / "crashy" / run_name
     assert code == -signal.SIGKILL, child.stderr
     assert not (run / "metrics.parquet").exists() and (run / "metrics").exists()
-    expect_odd = [float(-i) if i % 2 else None for i in range(3000)]
+    return run
+
+
+def reap_finishes_the_join(run, rows, capsys):
+    """Every one of the killed run's rows reads back before and after `reap --compact`,
+    which leaves one metrics.parquet of them all and no segments."""
+    expect_odd = [float(-i) if i % 2 else None for i in range(rows)]
     for when in ("before reap", "after reap"):
         data = expman.load_metrics(run).to_pydict()
-        assert data["step"] == list(range(3000)), when
-        assert data["i"] == [float(i) for i in range(3000)], when
+        assert data["step"] == list(range(rows)), when
+        assert data["i"] == [float(i) for i in range(rows)], when
         assert data["odd"] == expect_odd, when
         if when == "before reap":
             rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
             assert rc == 0 and "Traceback" not in err, out + err
     assert not (run / "metrics").exists()
-    assert pq.ParquetFile(run / "metrics.parquet").metadata.num_rows == 3000
+    assert pq.ParquetFile(run / "metrics.parquet").metadata.num_rows == rows
 
 
 @pytest.mark.slow
