@@ -1595,7 +1595,8 @@ class _SegmentLog:
             if not self.summary_made:
                 store.mkdir(self.summary_dir)
                 self.summary_made = True
-            _write_summary_table(store, self._segment_summary_path(start, end), table)
+            _write_summary_table(store, self._segment_summary_path(start, end), table,
+                                 coarse=True)
             self.summarized.add((start, end))
         except Exception as exc:  # noqa: BLE001 - a cache: charts read this segment's rows
             self.summary_failed.add((start, end))
@@ -2160,9 +2161,64 @@ def _summary_table_parts(files, keys, k0):
             for key, recs in parts.items() if recs}
 
 
-def _write_summary_table(store, out, table):
+def _write_summary_table(store, out, table, coarse=False):
+    """coarse (a segment summary): its coarsest levels, up to _SUMMARY_COARSE records, also
+    go in the file's footer (_coarse_footer), where opening the file finds them."""
+    extra = _coarse_footer(table) if coarse else None
     with store.open_atomic(out) as sink:
-        pq.write_table(table, sink, row_group_size=_SUMMARY_GROUP, compression="snappy")
+        if extra is None:
+            pq.write_table(table, sink, row_group_size=_SUMMARY_GROUP, compression="snappy")
+            return
+        with pq.ParquetWriter(sink, table.schema, compression="snappy") as writer:
+            writer.write_table(table, row_group_size=_SUMMARY_GROUP)
+            writer.add_key_value_metadata(extra)
+
+
+# A live chart combines one summary per big segment: a dozen files for a 1M-row run, each
+# costing an open and a read of every column (~2 ms) for the few records of a coarse level
+# an overview wants. So a segment summary's footer (key-value metadata, read when the file
+# is opened, never by Arrow tools as data) also holds its coarsest levels, from the top down
+# while they total at most _SUMMARY_COARSE records: "expman.coarse" is {"level": the finest
+# level held} and "expman.coarse.ipc" those records (the file's columns, sorted as the file
+# is), an Arrow IPC stream in base64. They are the file's own records, so a reader may take
+# either; one without them (an older expman's file) reads the row groups.
+_SUMMARY_COARSE = 128
+_COARSE_META, _COARSE_IPC = "expman.coarse", "expman.coarse.ipc"
+
+
+def _coarse_footer(table):
+    """The footer entries holding table's coarsest levels (None: not even its top level fits)."""
+    import base64
+    meta = json.loads(table.schema.metadata[_SUMMARY_META])
+    levels = table.column("level")
+    lo, total = None, 0
+    for level in range(meta["top_level"], meta["min_level"] - 1, -1):
+        n = pc.sum(pc.equal(levels, _lit(pa.int8(), level))).as_py() or 0
+        if total + n > _SUMMARY_COARSE:
+            break
+        lo, total = level, total + n
+    if lo is None:
+        return None
+    part = table.filter(pc.greater_equal(levels, _lit(pa.int8(), lo))).replace_schema_metadata()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, part.schema) as writer:
+        writer.write_table(part)
+    return {_COARSE_META: json.dumps({"level": lo}),
+            _COARSE_IPC: base64.b64encode(sink.getvalue().to_pybytes()).decode("ascii")}
+
+
+def _coarse_records(pf):
+    """(finest level, records) of a segment summary's footer (see _coarse_footer), or None."""
+    import base64
+    kv = pf.metadata.metadata or {}
+    raw, meta = kv.get(_COARSE_IPC.encode()), kv.get(_COARSE_META.encode())
+    if raw is None or meta is None:
+        return None
+    level = json.loads(meta)["level"]
+    table = pa.ipc.open_stream(pa.py_buffer(base64.b64decode(raw))).read_all()
+    if not set(table.column_names).issuperset(("key", "level") + _M4_FIELDS):
+        return None
+    return level, table
 
 
 class _Summary:
@@ -2174,6 +2230,7 @@ class _Summary:
         self.k0, self.top = meta["min_level"], meta["top_level"]
         self.groups = groups
         self.pinned, self._pf = False, None
+        self.coarse = None  # (finest level, records) from a segment summary's footer
         self.spans = {}  # key -> (count, first row, last row) or None, shared by pinned copies
 
     def span(self, key):
@@ -2192,11 +2249,14 @@ class _Summary:
     def _top_spans(self):
         """{key: span} of every key, from one read of the top level's records (a live
         chart asks the span of each key of each segment summary: one read, not one a key)."""
-        picks = [i for i, bounds in enumerate(self.groups) if _in_stats(bounds[1], self.top)]
-        if not picks:
-            return {}
         cols = ["key", "level", "count", "first_row", "last_row", "step_min", "step_max"]
-        table = self._file().read_row_groups(picks, columns=cols, use_threads=False)
+        table = self._held(self.top, cols)
+        if table is None:
+            picks = [i for i, bounds in enumerate(self.groups)
+                     if _in_stats(bounds[1], self.top)]
+            if not picks:
+                return {}
+            table = self._file().read_row_groups(picks, columns=cols, use_threads=False)
         table = table.filter(pc.equal(table.column("level"), _lit(pa.int8(), self.top)))
         out = {}
         for key, count, first, last, smin, smax in zip(*(table.column(c).to_pylist()
@@ -2205,6 +2265,12 @@ class _Summary:
             out[key] = (count, first, last, smin, smax) if had is None else (
                 had[0] + count, had[1], last, min(had[3], smin), max(had[4], smax))
         return out
+
+    def _held(self, level, columns):
+        """The records of `level` onwards held in the footer (columns), or None: read them."""
+        if self.coarse is None or level < self.coarse[0]:
+            return None
+        return self.coarse[1].select(columns)
 
     def pin(self):
         """A copy for one request (one thread) that opens its file once, not per call."""
@@ -2225,8 +2291,10 @@ class _Summary:
         names = list(_M4_FIELDS) if columns is None else list(columns)
         if not picks:
             return pa.Table.from_arrays([pa.nulls(0, _m4_type(f)) for f in names], names=names)
-        table = self._file().read_row_groups(picks, columns=["key", "level"] + names,
-                                             use_threads=False)
+        table = self._held(level, ["key", "level"] + names)
+        if table is None:
+            table = self._file().read_row_groups(picks, columns=["key", "level"] + names,
+                                                 use_threads=False)
         mask = pc.and_(pc.equal(table.column("key"), _lit(pa.string(), key)),
                        pc.equal(table.column("level"), _lit(pa.int8(), level)))
         if b_lo is not None:
@@ -2240,8 +2308,10 @@ class _Summary:
         picks = [i for i, bounds in enumerate(self.groups) if _in_stats(bounds[1], level)]
         if not picks:
             return {}
-        table = self._file().read_row_groups(
-            picks, columns=["key", "level"] + list(_M4_FIELDS), use_threads=False)
+        table = self._held(level, ["key", "level"] + list(_M4_FIELDS))
+        if table is None:
+            table = self._file().read_row_groups(
+                picks, columns=["key", "level"] + list(_M4_FIELDS), use_threads=False)
         table = table.filter(pc.equal(table.column("level"), _lit(pa.int8(), level)))
         keys = table.column("key").combine_chunks()
         n, out = len(keys), {}
@@ -2341,6 +2411,10 @@ def _open_segment_summary(store, path, start, end, stamp=None):
         if (meta.get("version") == 1 and meta.get("start") == start and meta.get("end") == end
                 and set(pf.schema_arrow.names).issuperset(_M4_FIELDS)):
             found = _Summary(store, path, meta, _group_bounds(pf))
+            try:
+                found.coarse = _coarse_records(pf)
+            except Exception as exc:  # noqa: BLE001 - damaged footer: the row groups then
+                _log.debug("expman: ignoring %s's footer records: %s", store.display(path), exc)
     except Exception as exc:  # noqa: BLE001
         if _is_missing(exc):
             raise  # merged away since it was listed: the reader lists again
