@@ -2199,7 +2199,8 @@ def _coarse_footer(table):
         lo, total = level, total + n
     if lo is None:
         return None
-    part = table.filter(pc.greater_equal(levels, _lit(pa.int8(), lo))).replace_schema_metadata()
+    part = table.filter(pc.greater_equal(levels, _lit(pa.int8(), lo)))
+    part = part.replace_schema_metadata().combine_chunks()  # one batch: a small stream
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, part.schema) as writer:
         writer.write_table(part)
@@ -2215,7 +2216,10 @@ def _coarse_records(pf):
     if raw is None or meta is None:
         return None
     level = json.loads(meta)["level"]
+    # held as long as the open summary is: one compact batch, not views of the stream
     table = pa.ipc.open_stream(pa.py_buffer(base64.b64decode(raw))).read_all()
+    table = pa.Table.from_batches([table.combine_chunks().to_batches()[0]]) \
+        if table.num_rows else table
     if not set(table.column_names).issuperset(("key", "level") + _M4_FIELDS):
         return None
     return level, table
@@ -11886,6 +11890,7 @@ def make_app(root=None, live=True, token=None):
         app.route(path, method, getattr(api, name))
     app.add_hook("before_request", api.check_token)
     app.add_hook("after_request", api.security_headers)
+    app.add_hook("after_request", _IDLE_TRIM.touch)  # memory back once requests stop (11.6)
     for code in (404, 405, 500):
         app.error(code)(api.error)
     hub.start()
@@ -13794,6 +13799,60 @@ def _return_freed_memory():
         libc.mallopt(-8, 2)            # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
         pass
+
+
+class _IdleTrim:
+    """Hand the memory requests freed back to the system once they stop coming: `delay`
+    seconds after the last request (or `longest` after the first of a steady stream), one
+    malloc_trim(0) (glibc) and Arrow's release_unused(). Freed memory otherwise stays in
+    the process: after a page charted 50 runs of 1M rows and closed, the server kept ~50 MB
+    above what it held with the page open on 5 runs (the blocks are small, so the mmap
+    threshold of _return_freed_memory does not return them, and glibc only trims the top of
+    its main heap). One daemon thread, asleep until a request comes: no periodic work."""
+
+    def __init__(self, delay=1.0, longest=30.0):
+        self.delay, self.longest = delay, longest
+        self.cond = threading.Condition()
+        self.due = self.first = self.thread = None
+        self.trims = 0   # how many have run (tests)
+
+    def touch(self):
+        now = time.monotonic()
+        with self.cond:
+            if self.first is None:
+                self.first = now
+            self.due = min(now + self.delay, self.first + self.longest)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="expman-trim",
+                                               daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def _run(self):
+        while True:
+            with self.cond:
+                while self.due is None or time.monotonic() < self.due:
+                    self.cond.wait(None if self.due is None else
+                                   max(0.0, self.due - time.monotonic()))
+                self.due = self.first = None
+            _trim_memory()
+            self.trims += 1
+
+
+def _trim_memory():
+    """Return freed memory to the system: Arrow's pool, then glibc's heaps."""
+    if "pyarrow" in sys.modules:
+        with contextlib.suppress(Exception):
+            pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
+_IDLE_TRIM = _IdleTrim()
 
 
 class _Server:
