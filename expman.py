@@ -11316,11 +11316,15 @@ class _LiveSummary:
         if found is False:
             lows, highs = [], []
             for _start, pf, _path in self.pieces[i][3]:
-                step = _read_columns(pf, ["step"]).column("step")
-                if len(step) and step.null_count < len(step):
-                    bounds = pc.min_max(step)
-                    lows.append(bounds["min"].as_py())
-                    highs.append(bounds["max"].as_py())
+                bounds = _footer_steps(pf)
+                if bounds is None:
+                    step = _read_columns(pf, ["step"]).column("step")
+                    if len(step) and step.null_count < len(step):
+                        bounds = pc.min_max(step)
+                        bounds = (bounds["min"].as_py(), bounds["max"].as_py())
+                if bounds:
+                    lows.append(bounds[0])
+                    highs.append(bounds[1])
             found = self._steps_of[i] = (min(lows), max(highs)) if lows else None
         return found
 
@@ -11448,6 +11452,31 @@ class _LiveSummary:
             return recs
         bucket = pc.shift_right(recs.column("bucket"), _lit(pa.int64(), level - have))
         return recs.set_column(recs.schema.get_field_index("bucket"), "bucket", bucket)
+
+
+def _footer_steps(pf):
+    """(least, greatest step) of a metrics file from its footer's statistics, when every row
+    group has them (files pyarrow wrote; the writer's own plain segments have none), with no
+    null step; () when it holds no rows; None: read the step column."""
+    meta = getattr(pf, "metadata", None)
+    if isinstance(pf, (_ArrowStreamFile, _TableFile)) or meta is None:
+        return None
+    try:
+        col = pf.schema_arrow.names.index("step")
+        lows, highs = [], []
+        for g in range(meta.num_row_groups):
+            chunk = meta.row_group(g)
+            if not chunk.num_rows:
+                continue
+            stats = chunk.column(col).statistics
+            if stats is None or not stats.has_min_max or stats.null_count != 0 or \
+                    chunk.column(col).physical_type != "INT64":
+                return None
+            lows.append(stats.min)
+            highs.append(stats.max)
+    except (ValueError, IndexError):
+        return None
+    return (min(lows), max(highs)) if lows else ()
 
 
 def _no_records(names):

@@ -854,3 +854,42 @@ def test_segment_summary_footers_hold_their_coarsest_levels(root, live_summaries
         assert "key" in reads
     finally:
         e.close()
+
+
+def test_a_live_zoom_takes_segment_steps_from_footer_statistics(root, live_summaries,
+                                                                 monkeypatch):
+    """Segments written by another Parquet writer (statistics in their footers, as the
+    benchmarks' live runs): a zoom learns the steps of the unsummarized segments from those
+    statistics instead of reading their step columns, and its points still equal the rows'
+    own; the writer's own segments (no statistics) are read as before (check_live_points)."""
+    e = live_experiment(root)
+    try:
+        log_live(e, 1000, 40)
+        store, path = expman._open_store(e.run_dir)
+        seg_dir = os.path.join(path, "metrics")
+        for name in os.listdir(seg_dir):
+            full = os.path.join(seg_dir, name)
+            table = pq.read_table(full)
+            pq.write_table(table, full + ".tmp")  # pyarrow: with statistics
+            os.replace(full + ".tmp", full)
+            pf = pq.ParquetFile(full)
+            assert expman._footer_steps(pf) == (min(table.column("step").to_pylist()),
+                                                max(table.column("step").to_pylist()))
+        expman._SUMMARIES.clear()
+        check_live_points(store, path, 1000)
+        reads = []
+        real = pq.ParquetFile.read
+
+        def counted(self, *args, **kwargs):
+            reads.append(kwargs.get("columns"))
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(pq.ParquetFile, "read", counted)
+        table = expman.load_metrics(e.run_dir)
+        got, _down, _n, _keys = expman._chart_series(store, path, ["loss"], 12, 300, 500,
+                                                     snap=True)
+        assert ["step"] not in reads
+        want, _ = expman._series_json(table, ["loss"], 12, *got["loss"].get("range", (300, 500)))
+        assert json.dumps(got["loss"]["step"]) == json.dumps(want["loss"]["step"])
+        assert same(got["loss"]["value"], want["loss"]["value"])
+    finally:
+        e.close()
