@@ -12204,7 +12204,8 @@ class _Api:
         starting at ``scanned_at``, after taking ``stamp``)."""
         if rows is None:
             scanned_at = time.time()
-            rows = self.run_rows(exp)
+            with _collector_paused():
+                rows = self.run_rows(exp)
         runs = _RunList(rows, stamp)
         runs.scanned_at = scanned_at
         runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
@@ -12391,7 +12392,7 @@ class _Api:
                 # anew): that is the list, and the query answers from it
                 self.scan_list(exp, exp_path, stamp, rows, scanned_at)
                 return None
-            by_name = sorted(rows, key=lambda r: _natural_key(str(r["name"])))
+            by_name = _by_natural_name(rows)
             ordered = _sorted_runs(by_name, ask["key"], True)
             edge = _parse_iso(ordered[end - 1]["started_at"]) if len(ordered) >= end else None
             newest_beyond = _start_key(cached.column("started_at")[beyond[0]], beyond[0])[0]
@@ -12900,6 +12901,19 @@ def _run_name(row):
     return row["name"]
 
 
+_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
+
+
+def _by_natural_name(rows):
+    """rows sorted by _natural_key of their names. When every name has one shape (the same
+    text around digit runs of the same lengths: run00042, 20240101_120000) that order is the
+    names' own, and a plain sort makes it (10,000 runs: ~5 ms, not ~40 ms of keys)."""
+    names = [str(r["name"]) for r in rows]
+    if names and len(set(n.translate(_DIGITS_AS_ZERO) for n in names)) == 1:
+        return [rows[i] for i in sorted(range(len(rows)), key=names.__getitem__)]
+    return [rows[i] for i in sorted(range(len(rows)), key=lambda i: _natural_key(names[i]))]
+
+
 def _run_sort_key(column):
     """A function of a RUN_ROW giving the value the page sorts the column by, or None for a
     column the table does not have."""
@@ -13011,7 +13025,7 @@ class _RunList:
     @property
     def by_name(self):
         if self._by_name is None:
-            by_name = sorted(self.rows, key=lambda r: _natural_key(str(r["name"])))
+            by_name = _by_natural_name(self.rows)
             with self.lock:
                 if self._by_name is None:
                     self._by_name = by_name
@@ -13077,23 +13091,44 @@ class _RunList:
         return hit[1]
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """No cyclic garbage collection while a run list is made (the server's threads share
+    one pause): 10,000 runs make ~100,000 tracked objects and no cycle, and the collections
+    they set off cost a fifth of the scan. prepare_list then collects once."""
+    import gc
+    with _GC_PAUSE_LOCK:
+        if not _GC_PAUSE:
+            _GC_PAUSE.append(gc.isenabled())
+            gc.disable()
+        else:
+            _GC_PAUSE.append(None)
+    try:
+        yield
+    finally:
+        with _GC_PAUSE_LOCK:
+            _GC_PAUSE.pop()
+            if len(_GC_PAUSE) == 1 and _GC_PAUSE.pop():
+                gc.enable()
+
+
+_GC_PAUSE = []   # [whether the collector was on before the first pause, None per other one]
+_GC_PAUSE_LOCK = threading.Lock()
+
+
 def _run_extremes(rows):
     """{column id: [lowest, highest]} of the metric columns (m:KEY, min:KEY, max:KEY) over
     rows: the paged table marks the best value of a column among every matching run, not
     only among the rows it holds. Values as the table reads them (_sort_number); NaN and
-    infinities left out."""
+    infinities left out. Gathered column by column (_field_columns), not value by value."""
     out, number = {}, (int, float)
     for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
-        columns = {}
-        for row in rows:
-            values = row.get(field)
-            if values:
-                for key, value in values.items():
-                    column = columns.get(key)
-                    if column is None:
-                        column = columns[key] = []
-                    column.append(value)
+        dicts = [d for d in map(operator.methodcaller("get", field), rows) if d]
+        keys = list(dict.fromkeys(itertools.chain.from_iterable(dicts)))
+        columns = _field_columns(dicts, keys, _MISSING)
         for key, column in columns.items():
+            if column.count(_MISSING):
+                column = [v for v in column if v is not _MISSING]
             # the common case (floats and ints) without a call per value; bools are not numbers
             found = [v for v in column if type(v) in number]
             if len(found) < len(column):
