@@ -6124,7 +6124,7 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
     if not with_config:
         for row in rows:
             row["params"] = {}
-    rows.sort(key=_newest_first_key, reverse=True)
+    _sort_newest_first(rows)
     return rows, beyond, cached
 
 
@@ -6168,6 +6168,28 @@ def _read_runs(store, exp_path, names, now):
 _SCAN_PROGRESS = [False]
 
 _START_TIMES = {}  # started_at text -> seconds: a server sorts the same 10,000 rows again
+
+
+def _sort_newest_first(rows):
+    """Sort run rows newest first, in place (_newest_first_key, reversed). When every start
+    time is text of one shape and offset (a sweep's: 2026-11-01T00:00:00+00:00) that
+    parses, its order is the times' own, and the rows sort by (text, name) without a
+    parse each (10,000 rows in a fresh process: ~25 ms of parsing)."""
+    texts = [row["started_at"] for row in rows]
+    if len(rows) > 1 and all(type(t) is str for t in texts) and \
+            len(set(t.translate(_DIGITS_AS_ZERO) for t in texts)) == 1 and \
+            len(set(t[-6:] for t in texts)) == 1:
+        try:
+            parsed = all(map(_dt.datetime.fromisoformat, texts))
+        except ValueError:
+            parsed = False
+        if parsed and all(type(row["name"]) is str for row in rows):
+            rows.sort(key=operator.itemgetter("started_at", "name"), reverse=True)
+            return
+    rows.sort(key=_newest_first_key, reverse=True)
+
+
+_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
 
 
 def _newest_first_key(row):
@@ -12901,9 +12923,6 @@ def _run_name(row):
     return row["name"]
 
 
-_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
-
-
 def _by_natural_name(rows):
     """rows sorted by _natural_key of their names. When every name has one shape (the same
     text around digit runs of the same lengths: run00042, 20240101_120000) that order is the
@@ -14515,6 +14534,15 @@ def _memo_texts(values, fmt):
     float zeros are formatted each time (-0.0 == 0.0), each NaN object once (a NaN equals
     only itself). The values are told apart by C loops (zip, dict.fromkeys): a loop in
     Python cost 27 ms a column at 10,000 runs."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1 and kinds <= _ONE_KIND:   # no 1 == 1.0 == True to tell apart
+        try:
+            texts = {v: fmt(v) for v in dict.fromkeys(values)}
+        except TypeError:
+            return [fmt(v) for v in values]
+        if float not in kinds or 0.0 not in texts:
+            return list(map(texts.__getitem__, values))
+        return [fmt(v) if v == 0.0 else texts[v] for v in values]
     keys = list(zip(map(type, values), values))
     try:
         texts = {k: fmt(k[1]) for k in dict.fromkeys(keys)}
@@ -14523,6 +14551,9 @@ def _memo_texts(values, fmt):
     if (float, 0.0) not in texts:
         return list(map(texts.__getitem__, keys))
     return [fmt(k[1]) if k[0] is float and k[1] == 0.0 else texts[k] for k in keys]
+
+
+_ONE_KIND = frozenset((float, int, str, type(None)))   # _memo_texts keys these by value
 
 
 def _param_text(value):
