@@ -13117,21 +13117,20 @@ def _collector_paused():
     they set off cost a fifth of the scan. prepare_list then collects once."""
     import gc
     with _GC_PAUSE_LOCK:
-        if not _GC_PAUSE:
-            _GC_PAUSE.append(gc.isenabled())
+        if not _GC_PAUSE[0]:
+            _GC_PAUSE[1] = gc.isenabled()
             gc.disable()
-        else:
-            _GC_PAUSE.append(None)
+        _GC_PAUSE[0] += 1
     try:
         yield
     finally:
         with _GC_PAUSE_LOCK:
-            _GC_PAUSE.pop()
-            if len(_GC_PAUSE) == 1 and _GC_PAUSE.pop():
+            _GC_PAUSE[0] -= 1
+            if not _GC_PAUSE[0] and _GC_PAUSE[1]:
                 gc.enable()
 
 
-_GC_PAUSE = []   # [whether the collector was on before the first pause, None per other one]
+_GC_PAUSE = [0, False]   # [pauses under way, whether the collector was on before the first]
 _GC_PAUSE_LOCK = threading.Lock()
 
 
