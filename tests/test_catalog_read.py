@@ -288,3 +288,60 @@ def test_collector_pause_nests_across_threads_and_restores_the_collector():
         assert not gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+# -- a base file's parse is kept while the file is the same ----------------------------------------
+
+def base_files(root, exp="sweep"):
+    folder = root / exp / expman.CATALOG_DIR
+    return sorted(p for p in folder.iterdir() if p.name.endswith(expman._CATALOG_BASE))
+
+
+def test_a_kept_base_parse_is_used_only_while_the_file_is_unchanged(tmp_path):
+    for i in range(expman._CATALOG_BASE_MIN + 2):   # enough runs for a listing to write a base
+        path = tmp_path / "sweep" / f"r{i:03d}"
+        path.mkdir(parents=True)
+        (path / "run.yaml").write_text(yaml.safe_dump({
+            "name": f"r{i:03d}", "status": "finished", "description": "first",
+            "started_at": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00"}))
+        (path / "config.yaml").write_text(yaml.safe_dump({"lr": i}))
+    expman.list_runs(str(tmp_path), "sweep")
+    (base,) = base_files(tmp_path)
+    store, _ = expman._open_store(str(base))
+    first = expman._parsed_base(store, str(base))
+    assert first is expman._parsed_base(store, str(base))   # the same parse, not read again
+    # the same name, other content (a hand-made copy): read again, its rows win
+    entries = list(first.entries().values())
+    for entry in entries:
+        entry["row"]["description"] = "from the replaced base"
+    data = expman._ColumnBase.encode(entries)
+    st = base.stat()
+    base.write_bytes(data)
+    os.utime(base, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    again = expman._parsed_base(store, str(base))
+    assert again is not first
+    rows = expman.list_runs(str(tmp_path), "sweep")
+    assert {r["description"] for r in rows} == {"from the replaced base"}
+    base.unlink()
+    assert expman._parsed_base(store, str(base)) is expman._MISSING
+
+
+def test_kept_base_parses_stay_under_their_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(expman, "_PARSED_BASES_BYTES", 3000)
+    monkeypatch.setattr(expman, "_PARSED_BASES", expman.collections.OrderedDict())
+    entry = {"name": "r", "v": expman.CATALOG_ROW_VERSION, "stamp": None, "config": None,
+             "metrics": None, "row": {"name": "r", "status": "finished"}}
+    store, _ = expman._open_store(str(tmp_path))
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"base-{i:020d}-1-00000000.cols"
+        path.write_bytes(expman._ColumnBase.encode([dict(entry, name=f"r{i}")] * 3))
+        paths.append(path)
+        assert expman._parsed_base(store, str(path)) is not None
+        kept = expman._PARSED_BASES
+        assert sum(size for _stamp, size, _base in kept.values()) <= 3000
+        assert list(kept)[-1] == store.display(str(path))   # the newest is kept
+    big = tmp_path / "base-00000000000000000099-1-00000000.cols"
+    big.write_bytes(expman._ColumnBase.encode([dict(entry, name=f"r{i}") for i in range(200)]))
+    assert expman._parsed_base(store, str(big)) is not None
+    assert store.display(str(big)) not in expman._PARSED_BASES   # over the bound alone
