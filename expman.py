@@ -12316,14 +12316,14 @@ class _Api:
     def scan_list(self, exp, exp_path, stamp, rows=None, scanned_at=None):
         """Make and keep an experiment's list (of ``rows`` when the caller scanned them,
         starting at ``scanned_at``, after taking ``stamp``)."""
-        if rows is None:
-            scanned_at = time.time()
-            with _collector_paused():
+        with _collector_paused():   # prepare_list collects once, at its end
+            if rows is None:
+                scanned_at = time.time()
                 rows = self.run_rows(exp)
-        runs = _RunList(rows, stamp)
-        runs.scanned_at = scanned_at
-        runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
-        self.prepare_list(runs)
+            runs = _RunList(rows, stamp)
+            runs.scanned_at = scanned_at
+            runs.stamp = self.stamp_after_scan(exp_path, stamp, runs)
+            self.prepare_list(runs)
         self.keep_list(exp, runs)
         return runs
 
@@ -13230,11 +13230,13 @@ def _run_extremes(rows):
     """{column id: [lowest, highest]} of the metric columns (m:KEY, min:KEY, max:KEY) over
     rows: the paged table marks the best value of a column among every matching run, not
     only among the rows it holds. Values as the table reads them (_sort_number); NaN and
-    infinities left out."""
+    infinities left out. The rows are walked once for the three fields (10,000 rows spread
+    over memory: each walk ~10 ms)."""
     out, number = {}, (int, float)
-    for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
-        columns = {}
-        for row in rows:
+    fields = (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max"))
+    found_in = [{} for _ in fields]
+    for row in rows:
+        for (_prefix, field), columns in zip(fields, found_in):
             values = row.get(field)
             if values:
                 for key, value in values.items():
@@ -13242,6 +13244,7 @@ def _run_extremes(rows):
                     if column is None:
                         column = columns[key] = []
                     column.append(value)
+    for (prefix, _field), columns in zip(fields, found_in):
         for key, column in columns.items():
             # the common case (floats and ints) without a call per value; bools are not numbers
             found = [v for v in column if type(v) in number]

@@ -345,3 +345,31 @@ def test_kept_base_parses_stay_under_their_bound(tmp_path, monkeypatch):
     big.write_bytes(expman._ColumnBase.encode([dict(entry, name=f"r{i}") for i in range(200)]))
     assert expman._parsed_base(store, str(big)) is not None
     assert store.display(str(big)) not in expman._PARSED_BASES   # over the bound alone
+
+
+def test_a_list_build_runs_with_the_collector_paused_and_collects_once_after(tmp_path,
+                                                                               monkeypatch):
+    for i in range(3):
+        make_run(tmp_path, f"r{i}")
+    app = expman.make_app(str(tmp_path), live=False)
+    api = app.config["expman.api"]
+    seen, collected = [], []
+    real_rows, real_prepare = api.run_rows, api.prepare_list
+    monkeypatch.setattr(api, "run_rows", lambda exp: seen.append(gc.isenabled()) or
+                        real_rows(exp))
+    monkeypatch.setattr(api, "prepare_list", lambda runs: (seen.append(gc.isenabled()),
+                                                           real_prepare(runs)))
+    monkeypatch.setattr(expman, "RUNS_FIRST_WINDOW", 1)   # a list big enough to be prepared
+    real_collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: collected.append(gc.isenabled()) or
+                        real_collect(*a))
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        runs = api.scan_list("sweep", str(tmp_path / "sweep"), None)
+        assert len(runs.rows) == 3
+        assert seen == [False, False] and collected == [False]
+        assert gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+        app.config["expman.hub"].close()
