@@ -2947,6 +2947,9 @@ class _Writer(threading.Thread):
         self.wake = threading.Event()
         self.fork_lock = threading.Lock()  # held while this thread works (not while it waits)
         self.drained = threading.Condition()
+        # log calls waiting in wait_for_room, oldest first: [(perf_counter deadline, queue
+        # entries at or under which it may go on)]; _pause hands such a call the GIL at once
+        self.room_waiters = []
         self.interval = opts.flush_interval
         self.flush_rows = opts.flush_interval_rows
         self.stop_status = None            # set by stop(): the final status
@@ -3017,16 +3020,26 @@ class _Writer(threading.Thread):
         self.warned.add(tag)
         return True
 
-    def wait_for_room(self, budget):
-        """Backpressure: wake this thread and wait until it took a chunk of rows, at most
-        ``budget`` seconds; never while it is stuck in a slow store request (> 1 s)."""
+    def wait_for_room(self, budget, room=0):
+        """Backpressure: wake this thread and wait until it took the queue down to ``room``
+        rows, at most ``budget`` seconds; never while it is stuck in a slow store request
+        (> 1 s). The call is listed in room_waiters meanwhile, so this thread, at its next
+        _pause after either, hands the GIL over at once: a wait that ended in C still needed
+        the GIL back, and got it at the next forced switch (5 ms), 7-11 ms in all."""
         self.wake.set()
         busy = self.io_since
         if busy is not None and time.monotonic() - busy > 1.0:
             return
         if self.is_alive():
-            with self.drained:
-                self.drained.wait(budget)
+            # due a little early: this thread checks between steps of up to ~0.5 ms
+            ticket = (time.perf_counter() + budget - 0.0005, 3 * room)
+            waiters = self.room_waiters
+            waiters.append(ticket)
+            try:
+                with self.drained:
+                    self.drained.wait(budget)
+            finally:
+                waiters.remove(ticket)
 
     def queue_media(self, item):
         """Queue a media item behind the rows logged before it; False when the media backlog
@@ -3073,6 +3086,12 @@ class _Writer(threading.Thread):
         switch (or at once when the training thread is in C code that releases it). Not
         while closing: close() waits for this thread, and nothing else should."""
         now = time.perf_counter()
+        waiters = self.room_waiters
+        if waiters:
+            first = waiters[0]
+            if now >= first[0] or len(self.rows) <= first[1]:
+                self._give_room(first)
+                return
         if now - self.held_since < WRITER_GIL_SLICE_SECS:
             return
         if self.stop_status is None:
@@ -3083,7 +3102,9 @@ class _Writer(threading.Thread):
             # the queue, or this thread had to wait for the GIL (the sleep took > 1 ms).
             rows = self.rows
             queued = len(rows)
-            for _ in range(4):
+            # a log call waiting for room cannot take the GIL before its time (see above):
+            # one sleep for any other thread, not four wasted ones a slice
+            for _ in range(1 if self.room_waiters else 4):
                 time.sleep(WRITER_GIL_PAUSE_SECS)
                 later = time.perf_counter()
                 if len(rows) != queued or later - now > 0.001:
@@ -3091,6 +3112,19 @@ class _Writer(threading.Thread):
                 now = later
             now = time.perf_counter()
         self.held_since = now
+
+    def _give_room(self, first):
+        """A log call waits for room (wait_for_room) and its time is up or the queue is down
+        to its mark: wake it, and sleep until it has taken the GIL (it leaves room_waiters
+        then), at most ~40 short sleeps, so it goes on now rather than at a forced switch."""
+        with self.drained:
+            self.drained.notify_all()
+        waiters = self.room_waiters
+        for _ in range(40):
+            time.sleep(WRITER_GIL_PAUSE_SECS)
+            if not waiters or waiters[0] is not first:
+                break
+        self.held_since = time.perf_counter()
 
     # -- loop ----------------------------------------------------------------------------
     def run(self):
@@ -3242,8 +3276,8 @@ class _Writer(threading.Thread):
             del flat
             todo -= len(batch)
             n += len(batch)
-            with self.drained:
-                self.drained.notify_all()
+            if self.room_waiters:
+                pause()          # a log call waiting for room may go on now (_give_room)
             media, before_batch = None, self.last_step
             if self.media_tickets:
                 batch, steps, times, media = self._split_media(batch, steps, times)
@@ -4600,10 +4634,14 @@ def _pq_footer(keys, groups, rows):
 
 def _pq_columns(out, staged, keys, n, chunks, rows, pause=None):
     full = _varint(n << 1) + b"\x01"
-    _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks,
-             rows)
-    _pq_page(out, "timestamp", _PQ_INT64, n, full, b"".join(_le(b[2]) for b in staged),
-             chunks, rows)
+    # the step and timestamp pages share the GIL like the others (each ~1-2 ms at 100,000
+    # rows): without these pauses the writer ran them in one go after its slice, and the
+    # training thread waited for CPython's forced switch (5 ms) and then some
+    for name, part in (("step", 1), ("timestamp", 2)):
+        if pause is not None:
+            pause()
+        _pq_page(out, name, _PQ_INT64, n, full, b"".join(_le(b[part]) for b in staged),
+                 chunks, rows)
     missing = (None, False)
     for key in keys:
         if pause is not None:
@@ -5083,11 +5121,15 @@ class Experiment:
         limit = max(PENDING_CHECK_ROWS, self._max_pending // max(self._row_bytes, 64))
         if n > limit:
             if writer.first_time("backpressure"):
-                _warn(f"expman: logging faster than the writer can store ({n} rows, about "
-                      f"{self._max_pending >> 20} MB, pending); log calls now wait up to "
-                      f"{BACKPRESSURE_SLICE_SECS * 1e3:.0f} ms each for it so memory stays "
-                      f"bounded")
-            writer.wait_for_room(BACKPRESSURE_SLICE_SECS)
+                # stacklevel 3: the user's log call, whose (small) file the warning quotes;
+                # quoting expman.py's line made linecache read 1 MB inside this call (~5 ms)
+                warnings.warn(f"expman: logging faster than the writer can store ({n} rows, "
+                              f"about {self._max_pending >> 20} MB, pending); log calls now "
+                              f"wait up to {BACKPRESSURE_SLICE_SECS * 1e3:.0f} ms each for it "
+                              f"so memory stays bounded", ExpmanWarning, stacklevel=3)
+            # wait for a quarter of the bound (or the slice): the loop then runs ~limit/4
+            # rows freely, rather than waiting again every chunk the writer takes
+            writer.wait_for_room(BACKPRESSURE_SLICE_SECS, limit - (limit >> 2))
             self._check_at = min(self._check_at, 3 * limit)
             return
         if self._flush_rows:
