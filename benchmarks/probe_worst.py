@@ -150,7 +150,25 @@ def loop(n, obj, lat, at, offset):
     gcs_main = [p for p in phases if p[0].startswith("gc") and p[3] == main_ident]
     print(f"writer steps traced: {len(writer_phases)}; collections on the training thread: "
           f"{len(gcs_main)} (gen2: {sum(1 for p in gcs_main if p[0].startswith('gc2'))}, "
-          f"longest {max((p[2] - p[1] for p in gcs_main), default=0) / 1e6:.2f} ms)")
+          f"longest {max((p[2] - p[1] for p in gcs_main), default=0) / 1e6:.2f} ms, over 20 us: "
+          f"{sum(1 for p in gcs_main if p[2] - p[1] > 2e4)})")
+    slow = [(ats[j][i], ats[j][i] + lat) for lat, j, i in samples if lat > 2e4]
+    slow.sort()
+    import bisect
+    starts = [a for a, _b in slow]
+
+    def count_over(spans):
+        hit = set()
+        for _name, a, b, _t in spans:
+            k = bisect.bisect_left(starts, a - 10 ** 8)
+            while k < len(slow) and slow[k][0] < b:
+                if slow[k][1] > a:
+                    hit.add(k)
+                k += 1
+        return len(hit)
+    print(f"calls over 20 us: {len(slow)}, of which overlap a collection on the training thread: "
+          f"{count_over(gcs_main)}, a backpressure wait: "
+          f"{count_over([p for p in phases if p[0] == '_Writer.wait_for_room'])}")
     by_name = {}
     for name, a, b, _t in writer_phases:
         key = name.split(" (")[0]

@@ -267,6 +267,29 @@ def test_the_row_queue_is_hidden_from_the_garbage_collector_and_keeps_its_rows(r
     assert [t["text"] for t in expman.read_media(exp.run_dir, kind="text")] == ["x" * 10 + "500"]
 
 
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="PyObject_GC_UnTrack")
+def test_a_popped_chunk_is_hidden_from_the_garbage_collector(root, monkeypatch):
+    """The rows, steps and times the writer pops (lists of ~2,000 each) are untracked: they
+    stay alive while the training thread runs between the writer's steps, and each young
+    collection it made walked them (20-100 us calls, ~40 % of the 1M-step loop's calls over
+    20 us). The rows are all kept."""
+    import gc
+    seen = []
+    stage = expman._Writer._stage
+
+    def watch(self, batch, steps, times, *args, **kwargs):
+        seen.append((gc.is_tracked(batch), gc.is_tracked(steps), gc.is_tracked(times)))
+        return stage(self, batch, steps, times, *args, **kwargs)
+
+    monkeypatch.setattr(expman._Writer, "_stage", watch)
+    with make(root, flush_interval_ms=10 ** 7) as exp:
+        for i in range(5000):
+            exp.log_metrics({"a": float(i)}, step=i)
+        assert exp.flush(timeout=60)
+    assert seen and set(seen) == {(False, False, False)}, seen
+    assert columns(exp.run_dir)["a"] == [float(i) for i in range(5000)]
+
+
 def test_the_first_run_of_a_process_collects_garbage_once_at_init(root, tmp_path):
     """Importing expman leaves a full collection due, which fell ~50,000 calls into the first
     loop (a 6-10 ms call): the first init does it instead, and only the first."""
