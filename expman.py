@@ -5159,7 +5159,8 @@ class Experiment:
     def _backlog(self):
         """The queue passed ``_check_at`` rows: wake the writer every flush_interval_rows
         rows, and keep the queued rows under MAX_PENDING_BYTES by waiting for the writer in
-        slices of BACKPRESSURE_SLICE_SECS, so no single call waits longer than that.
+        slices of BACKPRESSURE_SLICE_SECS: the writer hands the GIL back when a slice is up
+        (Writer._pause), so one call waits that plus at most one of the writer's steps.
 
         The rows' size is estimated from the newest row (the largest seen is kept, see
         _row_size), so the bound holds for 5 keys a row and for 5,000, with keys shared by
