@@ -189,15 +189,17 @@ def test_a_call_waiting_for_room_gets_the_gil_back_when_its_wait_ends(root, tmp_
         exp.close()
         a = expman.load_metrics(exp.run_dir).column("a").to_pylist()
         waits.sort()
-        print(len(waits), waits[len(waits) // 2], waits[-1], most, a == [float(i) for i in range(n)])
+        print(len(waits), waits[len(waits) * 9 // 10], sum(w > 0.1 for w in waits), most,
+              a == [float(i) for i in range(n)])
     """, cwd=tmp_path, timeout=300).stdout.split()
-    count, median, longest, most, complete = int(out[0]), float(out[1]), float(out[2]), \
-        int(out[3]), out[4]
+    count, p90, over, most, complete = int(out[0]), float(out[1]), int(out[2]), int(out[3]), \
+        out[4]
     assert complete == "True"
     assert count >= 10, out                        # the bound was met, many times
-    # ~2-4 ms each, 8 ms at most on a quiet machine; generous for a loaded one (a wait not
-    # handed back took up to ~350 ms)
-    assert median < 0.02 and longest < 0.12, out
+    # ~2-8 ms each on a quiet machine (~200 waits); a wait not handed back took 130-350 ms
+    # (about half of the ~11 waits then). Generous for a loaded machine, which may deschedule
+    # a call or two.
+    assert p90 < 0.05 and over <= 2, out
     assert most <= 3 * max(expman.PENDING_CHECK_ROWS, (8 << 20) // 200), out
 
 
