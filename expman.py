@@ -2993,7 +2993,8 @@ class _Writer(threading.Thread):
         self.fork_lock = threading.Lock()  # held while this thread works (not while it waits)
         self.drained = threading.Condition()
         # log calls waiting in wait_for_room, oldest first: [(perf_counter deadline, queue
-        # entries at or under which it may go on)]; _pause hands such a call the GIL at once
+        # entries at or under which it may go on, Event set once it has the GIL again)];
+        # _pause hands such a call the GIL at once
         self.room_waiters = []
         self.interval = opts.flush_interval
         self.flush_rows = opts.flush_interval_rows
@@ -3077,7 +3078,7 @@ class _Writer(threading.Thread):
             return
         if self.is_alive():
             # due 0.5 ms early: this thread looks between its steps, ~0.5-1.5 ms apart
-            ticket = (time.perf_counter() + budget - 0.0005, 3 * room)
+            ticket = (time.perf_counter() + budget - 0.0005, 3 * room, threading.Event())
             waiters = self.room_waiters
             waiters.append(ticket)
             try:
@@ -3085,6 +3086,7 @@ class _Writer(threading.Thread):
                     self.drained.wait(budget)
             finally:
                 waiters.remove(ticket)
+                ticket[2].set()  # this call has the GIL again (_give_room waits for it)
 
     def queue_media(self, item):
         """Queue a media item behind the rows logged before it; False when the media backlog
@@ -3169,15 +3171,13 @@ class _Writer(threading.Thread):
 
     def _give_room(self, first):
         """A log call waits for room (wait_for_room) and its time is up or the queue is down
-        to its mark: wake it, and sleep until it has taken the GIL (it leaves room_waiters
-        then), at most ~40 short sleeps, so it goes on now rather than at a forced switch."""
+        to its mark: wake it, and block (GIL released, this thread's CPU too) until it has
+        taken the GIL and says so, at most 3 ms, so it goes on now rather than at a forced
+        switch. (Polling in 50 us sleeps instead kept this thread's core busy: on a loaded
+        machine the call, not yet scheduled, missed every window for 2-3 ms.)"""
         with self.drained:
             self.drained.notify_all()
-        waiters = self.room_waiters
-        for _ in range(40):
-            time.sleep(WRITER_GIL_PAUSE_SECS)
-            if first not in waiters:
-                break
+        first[2].wait(0.003)
         self.held_since = time.perf_counter()
 
     # -- loop ----------------------------------------------------------------------------
