@@ -2975,6 +2975,19 @@ def _gc_untrack(container):
     return not gc.is_tracked(container)
 
 
+def _gc_untracker():
+    """A function hiding one container from the cyclic garbage collector (see _gc_untrack;
+    ~0.5 us a call), or None where _gc_untrack cannot. For the writer's popped chunks: lists
+    of ~2,000 rows each, alive while the training thread runs (it takes the GIL between the
+    writer's steps), walked by every young collection that thread made (one each ~350 log
+    calls): 20-100 us calls, ~40 % of the 1M-step loop's calls over 20 us."""
+    if not _gc_untrack([]):
+        return None
+    ctypes = sys.modules["ctypes"]
+    untrack, wrap = ctypes.pythonapi.PyObject_GC_UnTrack, ctypes.py_object
+    return lambda container: untrack(wrap(container))
+
+
 def _pyarrow_version():
     """pyarrow's version without importing it: its __version__ when loaded, else the name
     of its .dist-info folder on sys.path (None when not found)."""
@@ -3040,7 +3053,8 @@ class _Writer(threading.Thread):
     Its interface to the run (``Experiment``), all callable from the training thread:
     ``enqueue((row, step, time))`` (the hot path: a bound ``deque.extend``, no lock; a row
     is three queue entries, see Experiment.log_metrics), ``pending()``
-    (rows waiting), ``wait_for_room(budget)`` (backpressure: wait at most ``budget`` seconds),
+    (rows waiting), ``wait_for_room(budget, room)`` (backpressure: wait at most ``budget``
+    seconds, or until ``room`` rows are left; this thread hands the GIL back then, _pause),
     ``queue_media(item)``, ``send(msg)`` (log lines, scalars, config and meta updates),
     ``request_flush(timeout)``, ``stop(status, timeout)``, ``take_error()`` and
     ``first_time(tag)`` (a warning the training thread gives once). Everything else is this
@@ -3063,12 +3077,17 @@ class _Writer(threading.Thread):
         self.rows = collections.deque()
         self.enqueue = self.rows.extend    # the log call's whole cost, besides its dict copy
         _gc_untrack(self.rows)             # full collections must not walk the backlog
+        self.untrack = _gc_untracker()     # ... nor young ones a popped chunk (_drain)
         self.held_since = 0.0              # perf_counter when this thread last took the GIL
         self.ctrl = collections.deque()
         self.send = self.ctrl.append
         self.wake = threading.Event()
         self.fork_lock = threading.Lock()  # held while this thread works (not while it waits)
         self.drained = threading.Condition()
+        # log calls waiting in wait_for_room, oldest first: [(perf_counter deadline, queue
+        # entries at or under which it may go on, Event set once it has the GIL again)];
+        # _pause hands such a call the GIL at once
+        self.room_waiters = []
         self.interval = opts.flush_interval
         self.flush_rows = opts.flush_interval_rows
         self.stop_status = None            # set by stop(): the final status
@@ -3139,16 +3158,27 @@ class _Writer(threading.Thread):
         self.warned.add(tag)
         return True
 
-    def wait_for_room(self, budget):
-        """Backpressure: wake this thread and wait until it took a chunk of rows, at most
-        ``budget`` seconds; never while it is stuck in a slow store request (> 1 s)."""
+    def wait_for_room(self, budget, room=0):
+        """Backpressure: wake this thread and wait until it took the queue down to ``room``
+        rows, at most ``budget`` seconds; never while it is stuck in a slow store request
+        (> 1 s). The call is listed in room_waiters meanwhile, so this thread, at its next
+        _pause after either, hands the GIL over at once: a wait that ended in C still needed
+        the GIL back, and got it at the next forced switch (5 ms), 7-11 ms in all."""
         self.wake.set()
         busy = self.io_since
         if busy is not None and time.monotonic() - busy > 1.0:
             return
         if self.is_alive():
-            with self.drained:
-                self.drained.wait(budget)
+            # due 0.5 ms early: this thread looks between its steps, ~0.5-1.5 ms apart
+            ticket = (time.perf_counter() + budget - 0.0005, 3 * room, threading.Event())
+            waiters = self.room_waiters
+            waiters.append(ticket)
+            try:
+                with self.drained:
+                    self.drained.wait(budget)
+            finally:
+                waiters.remove(ticket)
+                ticket[2].set()  # this call has the GIL again (_give_room waits for it)
 
     def queue_media(self, item):
         """Queue a media item behind the rows logged before it; False when the media backlog
@@ -3193,8 +3223,23 @@ class _Writer(threading.Thread):
         takes it now rather than at CPython's forced switch (sys.getswitchinterval(), 5 ms)
         plus the C step running then. This thread then gets the GIL back at the next forced
         switch (or at once when the training thread is in C code that releases it). Not
-        while closing: close() waits for this thread, and nothing else should."""
+        while closing: close() waits for this thread, and nothing else should.
+
+        First, whatever the slice: a log call waiting for room (wait_for_room) whose time is
+        up, or whose mark the queue is down to, is woken and given the GIL (_give_room). Its
+        wait in C had ended, but a call that needs the GIL back does not make the queue grow,
+        so the slice's check below never saw it: it waited for the slice's end or a forced
+        switch, 7-11 ms in all at 1M rows back to back."""
         now = time.perf_counter()
+        waiters = self.room_waiters
+        if waiters:
+            try:  # (the call may leave the list between the test and the read)
+                first = waiters[0]
+            except IndexError:
+                first = None
+            if first is not None and (now >= first[0] or len(self.rows) <= first[1]):
+                self._give_room(first)
+                return
         if now - self.held_since < WRITER_GIL_SLICE_SECS:
             return
         if self.stop_status is None:
@@ -3205,7 +3250,9 @@ class _Writer(threading.Thread):
             # the queue, or this thread had to wait for the GIL (the sleep took > 1 ms).
             rows = self.rows
             queued = len(rows)
-            for _ in range(4):
+            # a log call waiting for room cannot take the GIL before its time (see above):
+            # one sleep for any other thread, not four wasted ones a slice
+            for _ in range(1 if self.room_waiters else 4):
                 time.sleep(WRITER_GIL_PAUSE_SECS)
                 later = time.perf_counter()
                 if len(rows) != queued or later - now > 0.001:
@@ -3213,6 +3260,17 @@ class _Writer(threading.Thread):
                 now = later
             now = time.perf_counter()
         self.held_since = now
+
+    def _give_room(self, first):
+        """A log call waits for room (wait_for_room) and its time is up or the queue is down
+        to its mark: wake it, and block (GIL released, this thread's CPU too) until it has
+        taken the GIL and says so, at most 3 ms, so it goes on now rather than at a forced
+        switch. (Polling in 50 us sleeps instead kept this thread's core busy: on a loaded
+        machine the call, not yet scheduled, missed every window for 2-3 ms.)"""
+        with self.drained:
+            self.drained.notify_all()
+        first[2].wait(0.003)
+        self.held_since = time.perf_counter()
 
     # -- loop ----------------------------------------------------------------------------
     def run(self):
@@ -3351,7 +3409,7 @@ class _Writer(threading.Thread):
         n = 0
         cut = cut and not self.failures        # a failing store: keep converting, as before
         popleft = collections.deque.popleft
-        pause = self._pause
+        pause, untrack = self._pause, self.untrack
         while todo > 0:
             if cut and n and self.staged_rows >= SEGMENT_MAX_ROWS:
                 self.drain_left = (todo, n_ctrl)
@@ -3362,10 +3420,14 @@ class _Writer(threading.Thread):
             flat = list(map(popleft, itertools.repeat(rows, 3 * min(todo, DRAIN_CHUNK_ROWS))))
             batch, steps, times = flat[0::3], flat[1::3], flat[2::3]
             del flat
+            if untrack is not None:  # never in a cycle: their rows stay alive through them
+                untrack(batch)
+                untrack(steps)
+                untrack(times)
             todo -= len(batch)
             n += len(batch)
-            with self.drained:
-                self.drained.notify_all()
+            if self.room_waiters:
+                pause()          # a log call waiting for room may go on now (_give_room)
             media, before_batch = None, self.last_step
             if self.media_tickets:
                 batch, steps, times, media = self._split_media(batch, steps, times)
@@ -4722,10 +4784,14 @@ def _pq_footer(keys, groups, rows):
 
 def _pq_columns(out, staged, keys, n, chunks, rows, pause=None):
     full = _varint(n << 1) + b"\x01"
-    _pq_page(out, "step", _PQ_INT64, n, full, b"".join(_le(b[1]) for b in staged), chunks,
-             rows)
-    _pq_page(out, "timestamp", _PQ_INT64, n, full, b"".join(_le(b[2]) for b in staged),
-             chunks, rows)
+    # the step and timestamp pages share the GIL like the others (each ~1-2 ms at 100,000
+    # rows): without these pauses the writer ran them in one go after its slice, and the
+    # training thread waited for CPython's forced switch (5 ms) and then some
+    for name, part in (("step", 1), ("timestamp", 2)):
+        if pause is not None:
+            pause()
+        _pq_page(out, name, _PQ_INT64, n, full, b"".join(_le(b[part]) for b in staged),
+                 chunks, rows)
     missing = (None, False)
     for key in keys:
         if pause is not None:
@@ -5185,7 +5251,8 @@ class Experiment:
     def _backlog(self):
         """The queue passed ``_check_at`` rows: wake the writer every flush_interval_rows
         rows, and keep the queued rows under MAX_PENDING_BYTES by waiting for the writer in
-        slices of BACKPRESSURE_SLICE_SECS, so no single call waits longer than that.
+        slices of BACKPRESSURE_SLICE_SECS: the writer hands the GIL back when a slice is up
+        (Writer._pause), so one call waits that plus at most one of the writer's steps.
 
         The rows' size is estimated from the newest row (the largest seen is kept, see
         _row_size), so the bound holds for 5 keys a row and for 5,000, with keys shared by
@@ -5205,11 +5272,15 @@ class Experiment:
         limit = max(PENDING_CHECK_ROWS, self._max_pending // max(self._row_bytes, 64))
         if n > limit:
             if writer.first_time("backpressure"):
-                _warn(f"expman: logging faster than the writer can store ({n} rows, about "
-                      f"{self._max_pending >> 20} MB, pending); log calls now wait up to "
-                      f"{BACKPRESSURE_SLICE_SECS * 1e3:.0f} ms each for it so memory stays "
-                      f"bounded")
-            writer.wait_for_room(BACKPRESSURE_SLICE_SECS)
+                # stacklevel 3: the user's log call, whose (small) file the warning quotes;
+                # quoting expman.py's line made linecache read 1 MB inside this call (~5 ms)
+                warnings.warn(f"expman: logging faster than the writer can store ({n} rows, "
+                              f"about {self._max_pending >> 20} MB, pending); log calls now "
+                              f"wait up to {BACKPRESSURE_SLICE_SECS * 1e3:.0f} ms each for it "
+                              f"so memory stays bounded", ExpmanWarning, stacklevel=3)
+            # wait for a quarter of the bound (or the slice): the loop then runs ~limit/4
+            # rows freely, rather than waiting again every chunk the writer takes
+            writer.wait_for_room(BACKPRESSURE_SLICE_SECS, limit - (limit >> 2))
             self._check_at = min(self._check_at, 3 * limit)
             return
         if self._flush_rows:
