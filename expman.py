@@ -6115,7 +6115,10 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None):
         beyond = []
     else:
         beyond = _take_newest(listed, cached, limit, rows, take)
-    found = _read_runs(store, exp_path, unread + stale, now)
+    # with no catalog file at all (a rebuild), the entries may be written as they are read,
+    # in parts of their own (see _read_runs_forked)
+    found = _read_runs(store, exp_path, unread + stale, now,
+                       catalog if not catalog.files else None)
     rows += [row for row, _entry in found if row is not None]
     catalog.update([entry for _row, entry in found if entry is not None], keep=names,
                    cached=cached)
@@ -6141,12 +6144,19 @@ def _take_newest(listed, cached, limit, rows, take):
     return listed[pos:]
 
 
-def _read_runs(store, exp_path, names, now):
+def _read_runs(store, exp_path, names, now, catalog=None):
     """[(RUN_ROW or None, catalog entry or None)] of runs read from their files (the runs the
-    catalog does not hold or holds stale), with a progress line for a big (re)build."""
+    catalog does not hold or holds stale), with a progress line for a big (re)build.
+    ``catalog``: the experiment's _Catalog when it has no file yet; a big rebuild may then be
+    split across processes (_read_runs_forked), which write the entries they read
+    themselves (those come back as None)."""
     experiment = exp_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     with _Progress(f"reading runs of {experiment}", total=len(names),
                    unit="runs", enabled=_SCAN_PROGRESS[0] and len(names) >= 256) as bar:
+        workers = _rebuild_workers(store, names) if catalog is not None else 1
+        if workers > 1:
+            return _read_runs_forked(store, exp_path, names, now, catalog, workers, bar)
+
         def counted(name):
             got = _read_listed_run(store, exp_path, name, now)
             bar.update()
@@ -6160,10 +6170,131 @@ def _read_runs(store, exp_path, names, now):
             return list(pool.map(counted, names))
 
 
+def _rebuild_workers(store, names):
+    """How many processes read a local catalog rebuild of these runs: one unless the CLI
+    allowed forking (_SCAN_FORK: a process with no other thread, which pyarrow has not
+    started), there are several cores and enough runs to pay for a fork (~5 ms) and for
+    sending the rows back (~8 us a row)."""
+    if not (_SCAN_FORK[0] and store.is_local and hasattr(os, "fork") and
+            sys.platform.startswith("linux") and len(names) >= 2 * _FORK_SHARE and
+            threading.active_count() == 1 and "pyarrow" not in sys.modules):
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _FORK_MAX, len(names) // _FORK_SHARE))
+
+
+_FORK_SHARE = 500   # runs per process at least (~45 ms of reading)
+_FORK_MAX = 8
+
+
+def _read_runs_forked(store, exp_path, names, now, catalog, workers, bar):
+    """_read_runs of a rebuild split across ``workers`` processes on as many cores: this one
+    reads a share of the runs, and a forked child each of the others. Each process writes
+    the catalog entries of its own share (a base or part of its own: the catalog had no
+    file, so theirs are the only ones, and disjoint) while the others still read, and a
+    child then sends its RUN_ROWs back through a pipe (marshal). The children's entries
+    come back as None; a child that fails (a fork refused, an exception, a signal) has its
+    share read here instead, entries included, so nothing is lost or skipped: a damaged run
+    is reported by whichever process read it, to the same stderr."""
+    shares = [names[i::workers] for i in range(workers)]
+    for stream in (sys.stdout, sys.stderr):   # a child must not print the parent's buffers
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+    children = []
+    for share in shares[1:]:
+        children.append((_fork_reader(store, exp_path, share, now, catalog), share))
+    found = []
+    for name in shares[0]:
+        found.append(_read_listed_run(store, exp_path, name, now))
+        bar.update(workers)   # the others read as fast, roughly
+    _write_own_entries(catalog, found)
+    for child, share in children:
+        rows = _child_rows(child)
+        if rows is None:   # read here: the rows and their entries
+            got = [_read_listed_run(store, exp_path, name, now) for name in share]
+            found += got
+        else:
+            found += [(row, None) for row in rows]
+    bar.update(max(0, len(names) - bar.count))
+    return found
+
+
+def _write_own_entries(catalog, found):
+    """Write the catalog entries of found (a share of a rebuild) and drop them from found,
+    so the caller's own catalog update has nothing left to add."""
+    entries = [entry for _row, entry in found if entry is not None]
+    catalog.update(entries, keep=[e["name"] for e in entries], cached=_CatalogEntries([]))
+    found[:] = [(row, None) for row, _entry in found]
+
+
+def _fork_reader(store, exp_path, share, now, catalog):
+    """(pid, read end of its pipe) of a child reading ``share`` (None when fork failed)."""
+    import marshal
+    try:
+        r, w = os.pipe()
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    if pid:
+        os.close(w)
+        return pid, r
+    code = 1   # the child: never returns, never runs the parent's exit handlers
+    try:
+        os.close(r)
+        found = [_read_listed_run(store, exp_path, name, now) for name in share]
+        _write_own_entries(catalog, found)
+        rows = [row for row, _entry in found if row is not None]
+        try:
+            data = b"m" + marshal.dumps(rows)
+        except ValueError:   # a value marshal does not carry (a YAML date in a config)
+            import pickle
+            data = b"p" + pickle.dumps(rows, pickle.HIGHEST_PROTOCOL)
+        with open(w, "wb") as out:
+            out.write(data)
+        code = 0
+    except BaseException:   # noqa: BLE001 - the parent reads this share itself
+        pass
+    finally:
+        os._exit(code)
+
+
+def _child_rows(child):
+    """The RUN_ROWs a _fork_reader child sent, or None when it failed."""
+    if child is None:
+        return None
+    pid, r = child
+    with open(r, "rb") as pipe:
+        data = pipe.read()
+    try:
+        _pid, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        status = 1
+    if status != 0 or not data:
+        return None
+    if data[:1] == b"m":
+        import marshal
+        return marshal.loads(data[1:])
+    import pickle
+    return pickle.loads(data[1:])
+
+
 # A catalog (re)build reads every run's files (10,000 runs: seconds): `expman list` turns
 # this on so the reading shows as a progress line on a terminal's stderr; the library as
 # such never prints.
 _SCAN_PROGRESS = [False]
+# `expman list` (one thread, no pyarrow yet) lets a catalog rebuild fork readers: a library
+# caller or the server, with threads of its own, never forks.
+_SCAN_FORK = [False]
 
 _START_TIMES = {}  # started_at text -> seconds: a server sorts the same 10,000 rows again
 
@@ -14267,6 +14398,7 @@ def _is_corrupt(row):
 def _cmd_list(args):
     import gc
     _SCAN_PROGRESS[0] = not args.json
+    _SCAN_FORK[0] = True
     # A listing of 10,000 runs makes a few hundred thousand dicts and tuples and no cycles:
     # the cyclic collector walked them ~250 times, 10-15 % of a catalog rebuild's CPU.
     collecting = gc.isenabled()
@@ -14274,7 +14406,7 @@ def _cmd_list(args):
     try:
         return _list(args)
     finally:
-        _SCAN_PROGRESS[0] = False
+        _SCAN_PROGRESS[0] = _SCAN_FORK[0] = False
         if collecting:
             gc.enable()
 

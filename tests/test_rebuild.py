@@ -421,3 +421,78 @@ def test_a_rebuild_shows_its_progress_on_a_terminal_only(tmp_path):
     fresh()
     done = subprocess.run(argv, capture_output=True, timeout=120)
     assert done.returncode == 0 and done.stderr == b""
+
+
+# -- a rebuild split across processes (the CLI, with no catalog yet) ------------------------------
+
+FORKED_LIST = """
+import os, sys
+import expman
+expman._FORK_SHARE = 20                          # 100+ runs: four processes
+os.sched_getaffinity = lambda pid: set(range(4))  # four cores, whatever this machine has
+parent = os.getpid()
+if {fail!r}:   # a child that dies on some runs: the parent must read its share itself
+    real = expman._read_listed_run
+    def flaky(store, exp_path, name, now):
+        if os.getpid() != parent:
+            os._exit(3)
+        return real(store, exp_path, name, now)
+    expman._read_listed_run = flaky
+if not {fork!r}:
+    expman._FORK_MAX = 1
+sys.exit(expman.main(["list", {root!r}, "-e", "sweep", "--json"]))
+"""
+
+
+def forked_experiment(root):
+    odd_experiment(root)
+    for i in range(90):
+        run = root / EXP / f"r{i:03d}"
+        run.mkdir(parents=True)
+        (run / "run.yaml").write_text(
+            f"name: r{i:03d}\nstatus: {'failed' if i % 9 == 0 else 'finished'}\n"
+            f"started_at: '2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00'\n"
+            f"summary:\n  loss: {1 / (i + 1)!r}\n")
+        (run / "config.yaml").write_text(f"lr: {i / 1000!r}\nseed: {i}\nname: x{i}\n")
+
+
+def catalog_state(root):
+    """({run name: catalog entry}, {pid of each catalog file's writer})."""
+    store, exp_path = expman._open_store(str(root / EXP))
+    entries = dict(expman._Catalog(store, exp_path).load().all_entries())
+    pids = {n.split("-")[2] for n in os.listdir(root / EXP / expman.CATALOG_DIR)}
+    return entries, pids
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_rebuild_split_across_processes_lists_and_catalogs_what_one_process_does(tmp_path,
+                                                                                   fail):
+    """`expman list -e` with no catalog splits the reading across forked processes: the
+    output, the warning about a damaged run.yaml and the catalog left behind (every closed
+    run, each entry equal) are those of one process; each process wrote its own catalog file.
+    A child that dies has its share read by the parent: nothing missing, nothing skipped."""
+    import subprocess
+    forked_experiment(tmp_path)
+
+    def listing(fork):
+        shutil.rmtree(tmp_path / EXP / expman.CATALOG_DIR, ignore_errors=True)
+        code = FORKED_LIST.format(fail=fail and fork, fork=fork, root=str(tmp_path))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout, proc.stderr, catalog_state(tmp_path)
+
+    out, err, (entries, pids) = listing(fork=True)
+    # the catalog the processes left is read back as the same listing
+    warm = subprocess.run([sys.executable, os.path.join(REPO, "expman.py"), "list",
+                           str(tmp_path), "-e", EXP, "--json"], capture_output=True, text=True,
+                          timeout=60)
+    ref_out, ref_err, (ref_entries, ref_pids) = listing(fork=False)
+    assert out == ref_out and '"r089"' in out and '"garbled"' in out
+    assert warm.returncode == 0 and warm.stdout == ref_out
+    assert "garbled" in err and "garbled" in ref_err   # reported, by whichever process read it
+    # each process wrote its own file; children that died wrote none (the parent did)
+    assert len(ref_pids) == 1 and len(pids) == (1 if fail else 4)
+    assert entries.keys() == ref_entries.keys() and len(entries) >= 90
+    for name, entry in ref_entries.items():
+        assert entries[name] == entry, name
