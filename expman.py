@@ -6192,22 +6192,22 @@ _FORK_MAX = 8
 
 def _read_runs_forked(store, exp_path, names, now, catalog, workers, bar):
     """_read_runs of a rebuild split across ``workers`` processes on as many cores: this one
-    reads a share of the runs, and a forked child each of the others. Each process writes
-    the catalog entries of its own share (a base or part of its own: the catalog had no
-    file, so theirs are the only ones, and disjoint) while the others still read, and a
-    child then sends its RUN_ROWs back through a pipe (marshal). The children's entries
-    come back as None; a child that fails (a fork refused, an exception, a signal) has its
-    share read here instead, entries included, so nothing is lost or skipped: a damaged run
-    is reported by whichever process read it, to the same stderr."""
+    reads a share of the runs, and a forked child each of the others. Each child sends its
+    RUN_ROWs back through a pipe (marshal) as soon as it has read them, then writes the
+    catalog entries of its share while this process lists; each process writes its own
+    file (the catalog had none, so theirs are the only ones, and disjoint). The children's
+    entries come back as None. A child that fails before its rows are in (a fork refused,
+    an exception, a signal) has its share read here instead, entries included, so nothing
+    is missing or skipped; a damaged run is reported by whichever process read it, to the
+    same stderr. The children are waited for by _reap_readers (the CLI, once it printed)."""
     shares = [names[i::workers] for i in range(workers)]
     for stream in (sys.stdout, sys.stderr):   # a child must not print the parent's buffers
         try:
             stream.flush()
         except (AttributeError, ValueError, OSError):
             pass
-    children = []
-    for share in shares[1:]:
-        children.append((_fork_reader(store, exp_path, share, now, catalog), share))
+    children = [(_fork_reader(store, exp_path, share, now, catalog), share)
+                for share in shares[1:]]
     found = []
     for name in shares[0]:
         found.append(_read_listed_run(store, exp_path, name, now))
@@ -6216,8 +6216,7 @@ def _read_runs_forked(store, exp_path, names, now, catalog, workers, bar):
     for child, share in children:
         rows = _child_rows(child)
         if rows is None:   # read here: the rows and their entries
-            got = [_read_listed_run(store, exp_path, name, now) for name in share]
-            found += got
+            found += [_read_listed_run(store, exp_path, name, now) for name in share]
         else:
             found += [(row, None) for row in rows]
     bar.update(max(0, len(names) - bar.count))
@@ -6230,6 +6229,9 @@ def _write_own_entries(catalog, found):
     entries = [entry for _row, entry in found if entry is not None]
     catalog.update(entries, keep=[e["name"] for e in entries], cached=_CatalogEntries([]))
     found[:] = [(row, None) for row, _entry in found]
+
+
+_READERS = []   # pids of forked readers not waited for yet
 
 
 def _fork_reader(store, exp_path, share, now, catalog):
@@ -6247,20 +6249,21 @@ def _fork_reader(store, exp_path, share, now, catalog):
         return None
     if pid:
         os.close(w)
+        _READERS.append(pid)
         return pid, r
     code = 1   # the child: never returns, never runs the parent's exit handlers
     try:
         os.close(r)
         found = [_read_listed_run(store, exp_path, name, now) for name in share]
-        _write_own_entries(catalog, found)
         rows = [row for row, _entry in found if row is not None]
         try:
             data = b"m" + marshal.dumps(rows)
         except ValueError:   # a value marshal does not carry (a YAML date in a config)
             import pickle
             data = b"p" + pickle.dumps(rows, pickle.HIGHEST_PROTOCOL)
-        with open(w, "wb") as out:
-            out.write(data)
+        with open(w, "wb") as out:   # its length first: a child cut short is told apart
+            out.write(len(data).to_bytes(8, "little") + data)
+        _write_own_entries(catalog, found)
         code = 0
     except BaseException:   # noqa: BLE001 - the parent reads this share itself
         pass
@@ -6269,23 +6272,37 @@ def _fork_reader(store, exp_path, share, now, catalog):
 
 
 def _child_rows(child):
-    """The RUN_ROWs a _fork_reader child sent, or None when it failed."""
+    """The RUN_ROWs a _fork_reader child sent, or None when it failed before they were all
+    sent (it is then waited for here)."""
     if child is None:
         return None
     pid, r = child
     with open(r, "rb") as pipe:
         data = pipe.read()
+    size = int.from_bytes(data[:8], "little")
     try:
-        _pid, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        status = 1
-    if status != 0 or not data:
-        return None
-    if data[:1] == b"m":
-        import marshal
-        return marshal.loads(data[1:])
-    import pickle
-    return pickle.loads(data[1:])
+        if len(data) >= 9 and size == len(data) - 8:
+            if data[8:9] == b"m":
+                import marshal
+                return marshal.loads(data[9:])
+            import pickle
+            return pickle.loads(data[9:])
+    except Exception:   # noqa: BLE001 - undecodable: read here instead
+        pass
+    _reap_readers([pid])
+    return None
+
+
+def _reap_readers(pids=None):
+    """Wait for forked readers (all of them by default): by then each wrote its catalog
+    file, or failed to (a cache: the next listing reads those runs again)."""
+    for pid in list(_READERS) if pids is None else pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        if pid in _READERS:
+            _READERS.remove(pid)
 
 
 # A catalog (re)build reads every run's files (10,000 runs: seconds): `expman list` turns
@@ -14407,6 +14424,7 @@ def _cmd_list(args):
         return _list(args)
     finally:
         _SCAN_PROGRESS[0] = _SCAN_FORK[0] = False
+        _reap_readers()   # a rebuild's readers: their catalog files are written when it returns
         if collecting:
             gc.enable()
 
