@@ -6881,13 +6881,15 @@ def _simple_yaml(data):
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError:
         raise _NotSimple() from None
-    known, lines = _YAML_LINES, []
-    for line in text.split("\n"):
-        hit = known.get(line)
-        if hit is None:
-            hit = _simple_line(line)
-        if hit is not _YAML_BLANK:
-            lines.append(hit)
+    parts = text.split("\n")
+    if len(parts) > 1 and not parts[-1]:
+        parts.pop()   # the newline ending the last line
+    lines = list(map(_YAML_LINES.get, parts))   # looked up in one C loop
+    if None in lines:   # lines new to this process
+        lines = [hit if hit is not None else _simple_line(line)
+                 for hit, line in zip(lines, parts)]
+    if _YAML_BLANK in lines:
+        lines = [hit for hit in lines if hit is not _YAML_BLANK]
     if not lines:
         return None
     value, i = _simple_map(lines, 0, 0)
