@@ -995,7 +995,9 @@ class _Store:
         self.fs.copy_file(src, dst)
         self.delete(src)
 
-    def parquet_file(self, path):
+    def parquet_file(self, path, stream=False):
+        """A ParquetFile (footer read). stream: it is read once, front to back, a row group
+        at a time (_group_batches); only the local store opens those differently."""
         if path.endswith(".arrow"):  # an expman-rs segment (see _ArrowStreamFile)
             return _ArrowStreamFile(self, path)
         # pre_buffer: the column chunks a read needs are fetched in a few coalesced, parallel
@@ -1161,9 +1163,14 @@ class _LocalStore(_Store):
     def rename(self, src, dst):
         os.replace(src, dst)
 
-    def parquet_file(self, path):
+    def parquet_file(self, path, stream=False):
+        """Memory-mapped for the random reads of charts and loads. A file read front to back
+        (compaction, summaries, export) is not: every mapped page it touches stays in RSS
+        until the file is closed, so a 1 GB final file would grow the process by 1 GB."""
         if path.endswith(".arrow"):  # an expman-rs segment (see _ArrowStreamFile)
             return _ArrowStreamFile(self, path)
+        if stream:
+            return pq.ParquetFile(path, pre_buffer=False)
         return pq.ParquetFile(path, memory_map=True)
 
     def copy_in(self, local_src, path):
@@ -1255,8 +1262,30 @@ _S3_LOCK = threading.Lock()
 _ROWS_KEY = b"expman.rows"
 _READ_ATTEMPTS = 20            # listings a reader makes before giving up on a changing run
 _CELL_BUDGET = 1 << 24         # values per slice when streaming a file (wide runs: fewer rows)
+_STREAM_CHUNK_BYTES = 1 << 26  # row groups (uncompressed) one streaming reader is given at once
 _MISSING_MARKERS = ("no_such_key", "nosuchkey", "not_found", "not found", "does not exist",
                     "status 404")
+
+
+def _group_batches(pf, step, columns=None):
+    """A file's batches of `step` rows, read _STREAM_CHUNK_BYTES of row groups at a time: one
+    reader over a whole file that pre-buffers (ParquetFile's pre_buffer, the object stores')
+    holds every row group it will read, so its memory would grow with the file. A batch is
+    cut short only at the end of a chunk. Open pf with parquet_file(..., stream=True)."""
+    if not isinstance(pf, pq.ParquetFile):  # an expman-rs segment, a table: in memory
+        yield from pf.iter_batches(step, columns=columns)
+        return
+    meta, groups, size = pf.metadata, [], 0
+    for group in range(meta.num_row_groups + 1):
+        if group < meta.num_row_groups:
+            groups.append(group)
+            size += meta.row_group(group).total_byte_size
+            if size < _STREAM_CHUNK_BYTES:
+                continue
+        if groups:
+            yield from pf.iter_batches(step, row_groups=groups, columns=columns,
+                                       use_threads=False)
+        groups, size = [], 0
 
 
 def _is_missing(exc):
@@ -1414,7 +1443,7 @@ class _SegmentLog:
         out = []
         for path in paths:
             try:
-                out.append((path, self.store.parquet_file(path)))
+                out.append((path, self.store.parquet_file(path, stream=True)))
             except Exception as exc:  # noqa: BLE001 - a file cut by a crash or deleted
                 if not _is_missing(exc):
                     self.warn(f"{why}:{path}", f"expman: skipped unreadable segment "
@@ -1451,7 +1480,7 @@ class _SegmentLog:
                     pf = item[1]
                     step = max(1024, min(1 << 16, _CELL_BUDGET // max(
                         1, len(pf.schema_arrow.names))))
-                    for batch in pf.iter_batches(step):
+                    for batch in _group_batches(pf, step):
                         writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
             finally:
                 writer.close()
@@ -1583,7 +1612,8 @@ class _SegmentLog:
         store = self.store
         try:
             if parts is None:
-                pieces = [(start, end, None, store.parquet_file(self.path(start, end)))]
+                pieces = [(start, end, None, store.parquet_file(self.path(start, end),
+                                                                stream=True))]
             else:
                 pieces = [(s, e, _open_segment_summary(store, self._segment_summary_path(s, e),
                                                        s, e) if (s, e) in self.summarized
@@ -1634,7 +1664,7 @@ class _SegmentLog:
                 summ = info and _open_segment_summary(
                     store, store.join(self.summary_dir, info.name), s, e, (info.size, info.mtime))
                 pieces.append((s, e, summ or None, None if summ else
-                               store.parquet_file(store.join(self.dir, name))))
+                               store.parquet_file(store.join(self.dir, name), stream=True)))
         except Exception as exc:  # noqa: BLE001
             if _is_missing(exc):
                 return False
@@ -2050,7 +2080,7 @@ def _write_summary(store, final, out, pieces=None):
     rows, the summaries of its segments (section 5.1). Returns whether one was written (runs
     under SUMMARY_MIN_ROWS rows get none; pieces that do not tile it: False)."""
     st = store.stat(final)
-    pf = store.parquet_file(final)
+    pf = store.parquet_file(final, stream=True)
     n = pf.metadata.num_rows
     keys = _summary_keys(pf.schema_arrow)
     if st is None or n < SUMMARY_MIN_ROWS or not keys:
@@ -2136,7 +2166,7 @@ def _summary_table_parts(files, keys, k0):
         # faults), and bucketing costs no more per batch (_m4_bucketed)
         at, step = start, max(1, min(pf.metadata.num_rows, max(1 << 12, min(
             1 << 16, _CELL_BUDGET // len(cols)))))
-        for batch in pf.iter_batches(step, columns=cols, use_threads=False):
+        for batch in _group_batches(pf, step, cols):
             big = batch.num_rows >= 1 << 14  # bucketed at once, one key at a time
             if big:
                 bucket_raws()
@@ -9068,11 +9098,10 @@ class _MetricStream:
             _warn(f"expman: skipped unreadable metrics file {self.store.display(fpath)}: {exc}")
 
     def _read(self, fpath, skip):
-        # FileNotFoundError: the caller lists again. Local files are read, not memory-mapped
-        # as _LocalStore does: mapped pages count in RSS, which then grows with the file
+        # FileNotFoundError: the caller lists again. Opened to stream (parquet_file): mapped
+        # pages count in RSS, which would then grow with the file
         try:
-            pf = (pq.ParquetFile(fpath, pre_buffer=False) if self.store.is_local
-                  else self.store.parquet_file(fpath))
+            pf = self.store.parquet_file(fpath, stream=True)
             meta, groups, seen = pf.metadata, [], 0
             for i in range(meta.num_row_groups):
                 n = meta.row_group(i).num_rows
