@@ -6941,8 +6941,15 @@ def _simple_line(line):
     with one that is never simple (_YAML_NOT_SIMPLE) is never kept."""
     if _YAML_NOT_SIMPLE.search(line):
         raise _NotSimple()
-    body = line.lstrip(" ")
-    if not body:
+    pair = _YAML_PAIR_LINE.match(line)
+    if pair is not None and pair[2] not in _YAML_WORDS:
+        found = (len(pair[1]), _YAML_PAIR, pair[2], _pair_value(pair))
+        body = None
+    else:
+        body = line.lstrip(" ")
+    if body is None:
+        pass
+    elif not body:
         found = _YAML_BLANK
     else:
         indent = len(line) - len(body)
@@ -6968,6 +6975,31 @@ def _simple_line(line):
         _YAML_LINES.clear()
     _YAML_LINES[line] = found
     return found
+
+
+# The line most often new to a listing (the run's name, its times, a metric's value, a seed):
+# "key: value" with a plain key and a value that is one single-quoted string without a quote
+# in it, a plain decimal number or one plain word. Read in one match, as _simple_line's long
+# way reads it: for these shapes PyYAML's resolvers make the key a string unless it is a
+# bool or null word (left to the long way), a word a string unless it is one of those, a
+# number a float when it has a dot (its float pattern is tried first) and an int otherwise.
+_YAML_PAIR_LINE = re.compile(
+    r"( *)([A-Za-z_][A-Za-z0-9_./-]*): (?:'([^'\n]*)'|"
+    r"([-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?)|([-+]?(?:0|[1-9][0-9]*))|"
+    r"([A-Za-z_][A-Za-z0-9_./-]*))\Z")
+_YAML_WORDS = {**_YAML_BOOLS, **dict.fromkeys(_YAML_NULLS)}   # the words that are no string
+
+
+def _pair_value(pair):
+    """The value of a _YAML_PAIR_LINE match."""
+    quoted, decimal, integer, word = pair.group(3, 4, 5, 6)
+    if quoted is not None:
+        return quoted
+    if decimal is not None:
+        return float(decimal)
+    if integer is not None:
+        return int(integer)
+    return _YAML_WORDS.get(word, word)
 
 
 def _simple_map(lines, i, indent):

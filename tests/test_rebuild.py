@@ -496,3 +496,60 @@ def test_a_rebuild_split_across_processes_lists_and_catalogs_what_one_process_do
     assert entries.keys() == ref_entries.keys() and len(entries) >= 90
     for name, entry in ref_entries.items():
         assert entries[name] == entry, name
+
+
+# -- YAML lines new to the process: "key: value" read in one match -----------------------------
+
+pair_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_./-]{0,8}", fullmatch=True) | \
+    st.sampled_from(["on", "No", "null", "True", "y", "n", "nan", "inf", "e5", "a-", "_"])
+pair_values = st.one_of(
+    st.from_regex(r"'[^'\n#\"\t\r]{0,12}'", fullmatch=True),
+    st.from_regex(r"[-+]?[0-9]{1,4}\.[0-9]{0,4}([eE][-+][0-9]{1,3})?", fullmatch=True),
+    st.from_regex(r"[-+]?(0|[1-9][0-9]{0,12})", fullmatch=True),
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_./-]{0,8}", fullmatch=True),
+    st.sampled_from(["yes", "OFF", "Null", "NULL", "~", "007", "1_000", "0x1F", "1e5", ".5",
+                     "'it''s'", "1.5e3", "2026-01-01", "a:", "-", "12:30", "nan", ".nan"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["", "  "]), pair_keys, pair_values), min_size=1,
+                max_size=6))
+def test_key_value_lines_read_in_one_match_equal_pyyaml(pairs):
+    """Lines of the shape _YAML_PAIR_LINE reads (and near misses it leaves to the long way)
+    read as PyYAML reads them, from the match and again from the line cache."""
+    text = "top:\n" + "".join(f"{indent}{key}: {value}\n" for indent, key, value in pairs)
+    try:
+        expected = pyyaml(text)
+    except yaml.YAMLError:
+        expected = None
+    for _ in range(2):
+        expman._YAML_LINES.clear() if _ == 0 else None
+        try:
+            fast = expman._simple_yaml(text.encode())
+        except expman._NotSimple:
+            continue
+        assert expected is not None and repr(fast) == repr(expected), text
+
+
+def test_a_run_yaml_s_new_lines_need_no_scalar_parsing(monkeypatch):
+    """The lines new in each run.yaml of a sweep (name, times, values, seed) are read by
+    the one-match path: with the long way's scalar and key readers broken, they still read."""
+    text = (b"name: run00042\nstatus: finished\nstarted_at: '2026-11-15T00:00:42+00:00'\n"
+            b"pid: 12345\nok: yes\nsummary:\n  m0: 0.004975124378109453\n  m1: -3\n"
+            b"  m2: 1.5e-05\n  on: 1\n")
+    expected = pyyaml(text)
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the long way")
+
+    expman._YAML_LINES.clear()
+    monkeypatch.setattr(expman, "_simple_scalar", broken)
+    monkeypatch.setattr(expman, "_simple_key", broken)
+    lines = text.decode().splitlines()
+    for line in lines[:5] + lines[6:9]:
+        assert expman._simple_line(line) is expman._YAML_LINES[line]
+    with pytest.raises(AssertionError, match="the long way"):   # the key "on" is a bool
+        expman._simple_line("  on: 1")
+    monkeypatch.undo()
+    assert repr(expman._simple_yaml(text)) == repr(expected)
+    assert expected["summary"][True] == 1 and expected["ok"] is True
