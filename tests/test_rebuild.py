@@ -553,3 +553,19 @@ def test_a_run_yaml_s_new_lines_need_no_scalar_parsing(monkeypatch):
     monkeypatch.undo()
     assert repr(expman._simple_yaml(text)) == repr(expected)
     assert expected["summary"][True] == 1 and expected["ok"] is True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"[-+]?[0-9]{1,6}\.[0-9]{0,6}([eE][-+][0-9]{1,3})?", fullmatch=True) |
+       st.from_regex(r"[-+]?(0|[1-9][0-9]{0,18})", fullmatch=True))
+def test_plain_numbers_skip_the_resolver_loop_and_equal_pyyaml(text):
+    """A plain decimal (a list item, a key, a value after two spaces) is read as PyYAML
+    reads it without asking PyYAML's resolvers (a loop of regex matches per scalar)."""
+    real = expman._yaml_resolvers
+    expman._yaml_resolvers = None   # called: a TypeError
+    try:
+        value = expman._plain_scalar(text, text[0])
+    finally:
+        expman._yaml_resolvers = real
+    expected = pyyaml(f"- {text}\n")[0]
+    assert type(value) is type(expected) and repr(value) == repr(expected)
