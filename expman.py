@@ -7360,13 +7360,8 @@ def _metrics_min_max(store, run_path, tail=None):
 def _closed_metric_files(store, run_path, tail):
     """_metric_files of a run, with one failed listing and no stat for a closed local run
     whose metrics file was just read (no segments folder: that file holds every row)."""
-    if tail is not None:
-        try:
-            os.listdir(run_path + os.sep + SEGMENTS_DIR)
-        except FileNotFoundError:
-            return [(0, None, tail.path)]
-        except OSError:
-            pass
+    if tail is not None and not os.access(run_path + os.sep + SEGMENTS_DIR, os.F_OK):
+        return [(0, None, tail.path)]   # (access: no exception raised and caught per run)
     return _metric_files(store, run_path)
 
 
