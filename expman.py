@@ -6978,27 +6978,29 @@ def _simple_line(line):
 
 # The line most often new to a listing (the run's name, its times, a metric's value, a seed):
 # "key: value" with a plain key and a value that is one single-quoted string without a quote
-# in it, a plain decimal number or one plain word. Read in one match, as _simple_line's long
+# in it, a plain decimal number, one plain word, [] or {}. Read in one match, as _simple_line's long
 # way reads it: for these shapes PyYAML's resolvers make the key a string unless it is a
 # bool or null word (left to the long way), a word a string unless it is one of those, a
 # number a float when it has a dot (its float pattern is tried first) and an int otherwise.
 _YAML_PAIR_LINE = re.compile(
     r"( *)([A-Za-z_][A-Za-z0-9_./-]*): (?:'([^'\n]*)'|"
     r"([-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?)|([-+]?(?:0|[1-9][0-9]*))|"
-    r"([A-Za-z_][A-Za-z0-9_./-]*))\Z")
+    r"([A-Za-z_][A-Za-z0-9_./-]*)|(\[\]|\{\}))\Z")
 _YAML_WORDS = {**_YAML_BOOLS, **dict.fromkeys(_YAML_NULLS)}   # the words that are no string
 
 
 def _pair_value(pair):
     """The value of a _YAML_PAIR_LINE match."""
-    quoted, decimal, integer, word = pair.group(3, 4, 5, 6)
+    quoted, decimal, integer, word, empty = pair.group(3, 4, 5, 6, 7)
     if quoted is not None:
         return quoted
     if decimal is not None:
         return float(decimal)
     if integer is not None:
         return int(integer)
-    return _YAML_WORDS.get(word, word)
+    if word is not None:
+        return _YAML_WORDS.get(word, word)
+    return [] if empty == "[]" else {}   # a new one each time: such lines are not kept
 
 
 def _simple_map(lines, i, indent):

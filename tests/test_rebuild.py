@@ -508,6 +508,7 @@ pair_values = st.one_of(
     st.from_regex(r"[-+]?(0|[1-9][0-9]{0,12})", fullmatch=True),
     st.from_regex(r"[A-Za-z_][A-Za-z0-9_./-]{0,8}", fullmatch=True),
     st.sampled_from(["yes", "OFF", "Null", "NULL", "~", "007", "1_000", "0x1F", "1e5", ".5",
+                     "[]", "{}", "[ ]", "{a: 1}",
                      "'it''s'", "1.5e3", "2026-01-01", "a:", "-", "12:30", "nan", ".nan"]))
 
 
@@ -536,7 +537,7 @@ def test_a_run_yaml_s_new_lines_need_no_scalar_parsing(monkeypatch):
     the one-match path: with the long way's scalar and key readers broken, they still read."""
     text = (b"name: run00042\nstatus: finished\nstarted_at: '2026-11-15T00:00:42+00:00'\n"
             b"pid: 12345\nok: yes\nsummary:\n  m0: 0.004975124378109453\n  m1: -3\n"
-            b"  m2: 1.5e-05\n  on: 1\n")
+            b"  m2: 1.5e-05\n  on: 1\ntags: []\nscalars: {}\n")
     expected = pyyaml(text)
 
     def broken(*args, **kwargs):
@@ -548,6 +549,9 @@ def test_a_run_yaml_s_new_lines_need_no_scalar_parsing(monkeypatch):
     lines = text.decode().splitlines()
     for line in lines[:5] + lines[6:9]:
         assert expman._simple_line(line) is expman._YAML_LINES[line]
+    for line in lines[10:]:   # an empty list or mapping: a new one each time, never kept
+        one, two = expman._simple_line(line), expman._simple_line(line)
+        assert one == two and one[3] is not two[3] and line not in expman._YAML_LINES
     with pytest.raises(AssertionError, match="the long way"):   # the key "on" is a bool
         expman._simple_line("  on: 1")
     monkeypatch.undo()
