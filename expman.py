@@ -6914,9 +6914,10 @@ def _simple_yaml(data):
     if len(parts) > 1 and not parts[-1]:
         parts.pop()   # the newline ending the last line
     lines = list(map(_YAML_LINES.get, parts))   # looked up in one C loop
-    if None in lines:   # lines new to this process
-        lines = [hit if hit is not None else _simple_line(line)
-                 for hit, line in zip(lines, parts)]
+    if None in lines:   # lines new to this process, found by C loops too
+        for i in itertools.compress(range(len(lines)),
+                                    map(operator.is_, lines, itertools.repeat(None))):
+            lines[i] = _simple_line(parts[i])
     if _YAML_BLANK in lines:
         lines = [hit for hit in lines if hit is not _YAML_BLANK]
     if not lines:
@@ -6931,6 +6932,7 @@ _YAML_PLAIN_SLOW = frozenset("!&*|>%@`{[]},?:<=~-+.0123456789'yYnNtTfFoO")
 _YAML_LINES = {}       # line text -> (indent, kind, key, value) or _YAML_BLANK
 _YAML_BLANK = ()
 _YAML_PAIR, _YAML_OPEN, _YAML_ITEM = 0, 1, 2   # "key: value", "key:" (a block below), "- x"
+_YAML_NEW_LIST, _YAML_NEW_MAP = 3, 4   # "key: []", "key: {}": a new one for each file
 
 
 def _simple_line(line):
@@ -6938,12 +6940,14 @@ def _simple_line(line):
     _YAML_LINES; raises _NotSimple (not kept) for a line left to PyYAML wherever it is.
     The text is split at "\\n" only, so every other character is in some line, and a line
     with one that is never simple (_YAML_NOT_SIMPLE) is never kept."""
-    if _YAML_NOT_SIMPLE.search(line):
-        raise _NotSimple()
-    pair = _YAML_PAIR_LINE.match(line)
+    pair = _YAML_PAIR_LINE.match(line)   # (its characters are all simple ones)
     if pair is not None and pair[2] not in _YAML_WORDS:
-        found = (len(pair[1]), _YAML_PAIR, pair[2], _pair_value(pair))
+        empty = pair[7]
+        found = (len(pair[1]), _YAML_PAIR, pair[2], _pair_value(pair)) if empty is None else \
+            (len(pair[1]), _YAML_NEW_LIST if empty == "[]" else _YAML_NEW_MAP, pair[2], None)
         body = None
+    elif _YAML_NOT_SIMPLE.search(line):
+        raise _NotSimple()
     else:
         body = line.lstrip(" ")
     if body is None:
@@ -6982,8 +6986,12 @@ def _simple_line(line):
 # way reads it: for these shapes PyYAML's resolvers make the key a string unless it is a
 # bool or null word (left to the long way), a word a string unless it is one of those, a
 # number a float when it has a dot (its float pattern is tried first) and an int otherwise.
+# what a quoted value of that line may hold: a character _YAML_NOT_SIMPLE lets through, but
+# not the quote itself (nor '#' or '"', which it does not let through either)
+_YAML_QUOTABLE = ("[\x20\x21\x24-\x26\x28-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe"
+                  "\uff00-\ufffd\U00010000-\U0010ffff]")
 _YAML_PAIR_LINE = re.compile(
-    r"( *)([A-Za-z_][A-Za-z0-9_./-]*): (?:'([^'\n]*)'|"
+    r"( *)([A-Za-z_][A-Za-z0-9_./-]*): (?:'(" + _YAML_QUOTABLE + r"*)'|"
     r"([-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?)|([-+]?(?:0|[1-9][0-9]*))|"
     r"([A-Za-z_][A-Za-z0-9_./-]*)|(\[\]|\{\}))\Z")
 _YAML_WORDS = {**_YAML_BOOLS, **dict.fromkeys(_YAML_NULLS)}   # the words that are no string
@@ -6991,16 +6999,14 @@ _YAML_WORDS = {**_YAML_BOOLS, **dict.fromkeys(_YAML_NULLS)}   # the words that a
 
 def _pair_value(pair):
     """The value of a _YAML_PAIR_LINE match."""
-    quoted, decimal, integer, word, empty = pair.group(3, 4, 5, 6, 7)
+    quoted, decimal, integer, word = pair.group(3, 4, 5, 6)
     if quoted is not None:
         return quoted
     if decimal is not None:
         return float(decimal)
     if integer is not None:
         return int(integer)
-    if word is not None:
-        return _YAML_WORDS.get(word, word)
-    return [] if empty == "[]" else {}   # a new one each time: such lines are not kept
+    return _YAML_WORDS.get(word, word)
 
 
 def _simple_map(lines, i, indent):
@@ -7013,7 +7019,9 @@ def _simple_map(lines, i, indent):
         if here > indent or kind == _YAML_ITEM:
             raise _NotSimple()
         i += 1
-        if kind == _YAML_OPEN:   # "key:" alone: a block below it, or null
+        if kind > _YAML_ITEM:   # kept as a kind: the value is made for this file
+            value = [] if kind == _YAML_NEW_LIST else {}
+        elif kind == _YAML_OPEN:   # "key:" alone: a block below it, or null
             if i < n:
                 nxt, below = lines[i][0], lines[i][1]
                 if below == _YAML_ITEM and nxt >= indent:

@@ -504,6 +504,8 @@ pair_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_./-]{0,8}", fullmatch=True) | \
     st.sampled_from(["on", "No", "null", "True", "y", "n", "nan", "inf", "e5", "a-", "_"])
 pair_values = st.one_of(
     st.from_regex(r"'[^'\n#\"\t\r]{0,12}'", fullmatch=True),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=6).map(   # any character
+        lambda t: "'" + t.replace("'", "''") + "'"),
     st.from_regex(r"[-+]?[0-9]{1,4}\.[0-9]{0,4}([eE][-+][0-9]{1,3})?", fullmatch=True),
     st.from_regex(r"[-+]?(0|[1-9][0-9]{0,12})", fullmatch=True),
     st.from_regex(r"[A-Za-z_][A-Za-z0-9_./-]{0,8}", fullmatch=True),
@@ -549,13 +551,15 @@ def test_a_run_yaml_s_new_lines_need_no_scalar_parsing(monkeypatch):
     lines = text.decode().splitlines()
     for line in lines[:5] + lines[6:9]:
         assert expman._simple_line(line) is expman._YAML_LINES[line]
-    for line in lines[10:]:   # an empty list or mapping: a new one each time, never kept
-        one, two = expman._simple_line(line), expman._simple_line(line)
-        assert one == two and one[3] is not two[3] and line not in expman._YAML_LINES
+    for line in lines[10:]:   # an empty list or mapping: kept as a kind, made for each file
+        assert expman._simple_line(line) is expman._YAML_LINES[line]
+        assert expman._YAML_LINES[line][1] in (expman._YAML_NEW_LIST, expman._YAML_NEW_MAP)
     with pytest.raises(AssertionError, match="the long way"):   # the key "on" is a bool
         expman._simple_line("  on: 1")
     monkeypatch.undo()
-    assert repr(expman._simple_yaml(text)) == repr(expected)
+    one, two = expman._simple_yaml(text), expman._simple_yaml(text)
+    assert repr(one) == repr(two) == repr(expected)
+    assert one["tags"] is not two["tags"] and one["scalars"] is not two["scalars"]
     assert expected["summary"][True] == 1 and expected["ok"] is True
 
 
