@@ -6213,14 +6213,21 @@ def _rebuild_workers(store, names):
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    # only the cores that are idle (by the load average) pay: with every core busy a child
-    # just adds its own start and the rows' trip back (~10 % more CPU, measured at load 5
-    # on 2 cores, and no faster)
-    try:   # a process a core that is idle, even in part
-        idle = math.ceil(cores - os.getloadavg()[0])
-    except OSError:
-        idle = cores
+    # only idle cores pay: with every core busy a child just adds its own start and the
+    # rows' trip back (~10 % more CPU, measured at load 5 on 2 cores, and no faster)
+    idle = cores - _busy_cores()
     return max(1, min(cores, idle, _FORK_MAX, len(names) // _FORK_SHARE))
+
+
+def _busy_cores():
+    """How many other tasks are running or ready to run right now (Linux's /proc/loadavg:
+    its runnable count, this process included). Not the load average: a minute's average
+    would count the listings just before this one (a benchmark's, a script's loop)."""
+    try:
+        with open("/proc/loadavg", "rb") as fh:
+            return max(0, int(fh.read().split()[3].split(b"/")[0]) - 1)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 _FORK_SHARE = 500   # runs per process at least (~45 ms of reading)
