@@ -556,3 +556,21 @@ def test_a_run_with_thousands_of_sparse_keys_closes_and_reads_back(root):
         col = table.column(f"k{i}").to_pylist()
         assert col[i] == float(i) and col.count(None) == n - 1
     assert table.column("every").to_pylist() == [1.0] * n
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 5_000, 1 << 26])
+def test_streamed_batches_hold_every_row_in_order_cut_at_the_step(tmp_path, monkeypatch,
+                                                                   chunk_bytes):
+    """_group_batches reads a file a few row groups at a time (bounded memory) yet gives the
+    batches one reader would: every row once, in order, each batch `step` rows but the last,
+    whatever the row groups and chunks (a chunk's short end is joined to the next)."""
+    n = 10_007
+    table = pa.table({"step": pa.array(range(n), pa.int64()),
+                      "v": pa.array([i * 0.5 for i in range(n)], pa.float64())})
+    path = str(tmp_path / "f.parquet")
+    pq.write_table(table, path, row_group_size=333)
+    monkeypatch.setattr(expman, "_STREAM_CHUNK_BYTES", chunk_bytes)
+    pf = expman._LOCAL_STORE.parquet_file(path, stream=True)
+    batches = list(expman._group_batches(pf, 1000, ["step", "v"]))
+    assert [b.num_rows for b in batches] == [1000] * 10 + [7]
+    assert pa.Table.from_batches(batches).equals(table)
