@@ -6289,7 +6289,7 @@ def _write_own_entries(catalog, found):
     found[:] = [(row, None) for row, _entry in found]
 
 
-_READERS = []   # pids of forked readers not waited for yet
+_READERS = {}   # {pid: read end of its pipe, None once read} of forked readers not waited for
 
 
 def _fork_reader(store, exp_path, share, now, catalog):
@@ -6307,7 +6307,7 @@ def _fork_reader(store, exp_path, share, now, catalog):
         return None
     if pid:
         os.close(w)
-        _READERS.append(pid)
+        _READERS[pid] = r
         return pid, r
     code = 1   # the child: never returns, never runs the parent's exit handlers
     try:
@@ -6335,6 +6335,7 @@ def _child_rows(child):
     if child is None:
         return None
     pid, r = child
+    _READERS[pid] = None
     with open(r, "rb") as pipe:
         data = pipe.read()
     size = int.from_bytes(data[:8], "little")
@@ -6353,14 +6354,17 @@ def _child_rows(child):
 
 def _reap_readers(pids=None):
     """Wait for forked readers (all of them by default): by then each wrote its catalog
-    file, or failed to (a cache: the next listing reads those runs again)."""
+    file, or failed to (a cache: the next listing reads those runs again). A pipe not read
+    (this process was interrupted while it read its own share) is closed first, so a child
+    blocked writing its rows to it ends instead of waiting for ever."""
     for pid in list(_READERS) if pids is None else pids:
+        fd = _READERS.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-        if pid in _READERS:
-            _READERS.remove(pid)
 
 
 # A catalog (re)build reads every run's files (10,000 runs: seconds): `expman list` turns

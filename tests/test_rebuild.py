@@ -596,3 +596,27 @@ def test_a_rebuild_forks_only_onto_idle_cores(tmp_path):
         found[load] = (proc.stdout, len(catalog_state(tmp_path)[1]))
     assert [found[load][1] for load in (0, 2, 6)] == [4, 2, 1]
     assert found[0][0] == found[2][0] == found[6][0] and '"r089"' in found[6][0]
+
+
+def test_an_interrupted_rebuild_does_not_wait_for_ever_on_its_readers(tmp_path):
+    """Interrupted while it reads its own share (Ctrl-C sent to it alone), `expman list`
+    ends: a child blocked writing more rows than a pipe holds is not waited for for ever."""
+    import subprocess
+    for i in range(600):
+        run = tmp_path / EXP / f"r{i:03d}"
+        run.mkdir(parents=True)
+        (run / "run.yaml").write_text(f"name: r{i:03d}\nstatus: finished\nsummary:\n"
+                                      f"  loss: {1 / (i + 1)!r}\n  note: '{'x' * 300}'\n")
+    code = FORKED_LIST.format(fail=False, fork=True, root=str(tmp_path), load=2).replace(
+        "sys.exit(", """real_read = expman._read_listed_run
+count = [0]
+def interrupted(store, exp_path, name, now):
+    count[0] += 1
+    if os.getpid() == parent and count[0] == 200:
+        raise KeyboardInterrupt
+    return real_read(store, exp_path, name, now)
+expman._read_listed_run = interrupted
+sys.exit(""")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode != 0 and '"r599"' not in proc.stdout
