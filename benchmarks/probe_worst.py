@@ -37,6 +37,7 @@ PHASES = [("_Writer", "_drain"), ("_Writer", "_stage"), ("_Writer", "_columns"),
           ("_Writer", "_write_meta"), ("_Writer", "_join_segments"),
           ("_Writer", "_finish"), ("_Writer", "_handle"), ("_Writer", "_may_merge"),
           ("_Writer", "_slice_rows"), ("_Writer", "_yield_gil"),
+          ("_Writer", "wait_for_room"), ("_Writer", "_give_room"),
           ("_SegmentLog", "merge"), ("_SegmentLog", "_write_file"),
           ("_SegmentLog", "_summarize_segment"), ("_SegmentLog", "_summarize_segments"),
           ("_SegmentLog", "_delete_segments"), ("_SegmentLog", "_summarize"),
@@ -142,13 +143,32 @@ def loop(n, obj, lat, at, offset):
           f" close {(t_end - t_loop) / 1e9:.2f} s; load {os.getloadavg()}")
     print(f"median {H.percentile(every, 50)} ns, p99 {H.percentile(every, 99)} ns, p99.9 "
           f"{H.percentile(every, 99.9)} ns, worst {every[-1] / 1e6:.2f} ms (timer not "
-          f"subtracted); calls over 1 ms: {sum(1 for x in every if x > 1e6)}, over 5 ms: "
+          f"subtracted); calls over 20 us: {sum(1 for x in every if x > 2e4)}, over 100 us: "
+          f"{sum(1 for x in every if x > 1e5)}, over 1 ms: {sum(1 for x in every if x > 1e6)}, over 5 ms: "
           f"{sum(1 for x in every if x > 5e6)}")
     writer_phases = [p for p in phases if p[3] == writer_ident]
     gcs_main = [p for p in phases if p[0].startswith("gc") and p[3] == main_ident]
     print(f"writer steps traced: {len(writer_phases)}; collections on the training thread: "
           f"{len(gcs_main)} (gen2: {sum(1 for p in gcs_main if p[0].startswith('gc2'))}, "
-          f"longest {max((p[2] - p[1] for p in gcs_main), default=0) / 1e6:.2f} ms)")
+          f"longest {max((p[2] - p[1] for p in gcs_main), default=0) / 1e6:.2f} ms, over 20 us: "
+          f"{sum(1 for p in gcs_main if p[2] - p[1] > 2e4)})")
+    slow = [(ats[j][i], ats[j][i] + lat) for lat, j, i in samples if lat > 2e4]
+    slow.sort()
+    import bisect
+    starts = [a for a, _b in slow]
+
+    def count_over(spans):
+        hit = set()
+        for _name, a, b, _t in spans:
+            k = bisect.bisect_left(starts, a - 10 ** 8)
+            while k < len(slow) and slow[k][0] < b:
+                if slow[k][1] > a:
+                    hit.add(k)
+                k += 1
+        return len(hit)
+    print(f"calls over 20 us: {len(slow)}, of which overlap a collection on the training thread: "
+          f"{count_over(gcs_main)}, a backpressure wait: "
+          f"{count_over([p for p in phases if p[0] == '_Writer.wait_for_room'])}")
     by_name = {}
     for name, a, b, _t in writer_phases:
         key = name.split(" (")[0]
@@ -159,12 +179,20 @@ def loop(n, obj, lat, at, offset):
     print("writer steps (count, total ms, longest ms):")
     for key, (c, tot, mx) in sorted(by_name.items(), key=lambda kv: -kv[1][1]):
         print(f"  {key:32} {c:6d} {tot / 1e6:9.1f} {mx / 1e6:8.2f}")
+    waits = [p for p in phases if p[0] == "_Writer.wait_for_room"]
+    if waits:
+        slow = sorted((ats[j][i], ats[j][i] + lat) for lat, j, i in samples if lat > 5e6)
+        print(f"backpressure waits: {len(waits)} (longest {max(b - a for _n, a, b, _t in waits) / 1e6:.2f} ms);"
+              f" calls over 5 ms that waited for room: "
+              f"{sum(1 for a, b in slow if any(w[1] < b and w[2] > a for w in waits))} of {len(slow)}")
     print(f"\nthe {args.worst} worst calls:")
     for lat, j, i in samples[:args.worst]:
         a = ats[j][i]
         b = a + lat
         over = [p for p in phases if p[1] < b and p[2] > a]
-        over.sort(key=lambda p: p[2] - p[1])   # innermost (shortest) first
+        # the training thread's own steps (a backpressure wait, a collection) first, then
+        # the writer's, innermost (shortest) first
+        over.sort(key=lambda p: (p[3] == writer_ident, p[2] - p[1]))
         where = "; ".join(f"{'W' if p[3] == writer_ident else 'T'}:{p[0]} "
                           f"{(p[2] - p[1]) / 1e6:.2f}ms" for p in over[:5])
         print(f"  #{i:>8} (thread {j}) at {(a - t_begin) / 1e6:9.1f} ms: {lat / 1e6:6.2f} ms"

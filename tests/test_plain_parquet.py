@@ -82,6 +82,19 @@ def test_plain_parquet_many_columns_and_no_rows():
     assert empty.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
 
 
+def test_a_segment_is_built_with_a_pause_before_every_page_step_and_time_too():
+    """The writer's _pause runs before each column's page, the step and timestamp pages as
+    well (they ran in one go after the writer's slice: a 5 ms wait for the log call that met
+    it), and the file is the same with or without pauses."""
+    staged = [_batch(list(range(300)), {"a": [1.0] * 300, "b": [2.0] * 300}),
+              _batch(list(range(300, 400)), {"a": [3.0] * 100})]
+    pages = []
+    data = expman._plain_parquet(staged, ["a", "b"], (0, 400), pause=lambda: pages.append(1))
+    assert len(pages) == 4                     # step, timestamp, a, b
+    assert data == expman._plain_parquet(staged, ["a", "b"], (0, 400))
+    assert _read(data).column("step").to_pylist() == list(range(400))
+
+
 def test_a_short_run_never_imports_pyarrow(tmp_path):
     out = run_python(f"""
         import json, sys, expman

@@ -804,3 +804,92 @@ def test_segment_summaries_on_an_object_store(s3_root, live_summaries):
     a = pq.read_table(store.fs.open_input_file(made))
     b = pq.read_table(store.fs.open_input_file(made + ".rows"))
     assert same_table(a, b)
+
+
+# -- a segment summary's footer: its coarsest levels, read when the file is opened --------------
+
+def test_segment_summary_footers_hold_their_coarsest_levels(root, live_summaries, monkeypatch):
+    """Each segment summary's footer holds the records of its coarsest levels, equal to the
+    file's own rows of those levels; a live overview is then answered without reading a row
+    group of any segment summary (its points still equal the rows' own), and one whose footer
+    lacks them (an older expman's file) is read from its row groups, with the same points."""
+    e = live_experiment(root)
+    try:
+        log_live(e, 1000, 40)
+        store, path = expman._open_store(e.run_dir)
+        sdir = os.path.join(path, expman.SUMMARY_DIR)
+        names = sorted(os.listdir(sdir))
+        assert len(names) >= 2
+        for name in names:
+            pf = pq.ParquetFile(os.path.join(sdir, name))
+            level, held = expman._coarse_records(pf)
+            rows = pf.read()
+            top = json.loads(rows.schema.metadata[b"expman.summary"])["top_level"]
+            assert level <= top - 1 and 0 < held.num_rows <= expman._SUMMARY_COARSE
+            want = rows.filter(pa.compute.greater_equal(rows.column("level"), level))
+            assert same(held.to_pylist(), want.to_pylist())
+
+        reads = []
+        real = pq.ParquetFile.read_row_groups
+
+        def counted(self, *args, **kwargs):
+            reads.append(self.metadata.schema.names[0])
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counted)
+        expman._SUMMARIES.clear()
+        table = expman.load_metrics(e.run_dir)
+        got, _down, _n, _keys = expman._chart_series(store, path, [], 8)
+        want, _ = expman._series_json(table, ["loss", "acc"], 8)
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+        assert "key" not in reads  # no summary row group ("key" is a summary's first column)
+
+        # the footers gone (files as an older expman wrote them): read from the row groups
+        for name in names:
+            full = os.path.join(sdir, name)
+            pq.write_table(pq.read_table(full), full, row_group_size=4096)
+            assert expman._coarse_records(pq.ParquetFile(full)) is None
+        expman._SUMMARIES.clear()
+        again, _down, _n, _keys = expman._chart_series(store, path, [], 8)
+        assert json.dumps(again, sort_keys=True) == json.dumps(want, sort_keys=True)
+        assert "key" in reads
+    finally:
+        e.close()
+
+
+def test_a_live_zoom_takes_segment_steps_from_footer_statistics(root, live_summaries,
+                                                                 monkeypatch):
+    """Segments written by another Parquet writer (statistics in their footers, as the
+    benchmarks' live runs): a zoom learns the steps of the unsummarized segments from those
+    statistics instead of reading their step columns, and its points still equal the rows'
+    own; the writer's own segments (no statistics) are read as before (check_live_points)."""
+    e = live_experiment(root)
+    try:
+        log_live(e, 1000, 40)
+        store, path = expman._open_store(e.run_dir)
+        seg_dir = os.path.join(path, "metrics")
+        for name in os.listdir(seg_dir):
+            full = os.path.join(seg_dir, name)
+            table = pq.read_table(full)
+            pq.write_table(table, full + ".tmp")  # pyarrow: with statistics
+            os.replace(full + ".tmp", full)
+            pf = pq.ParquetFile(full)
+            assert expman._footer_steps(pf) == (min(table.column("step").to_pylist()),
+                                                max(table.column("step").to_pylist()))
+        expman._SUMMARIES.clear()
+        check_live_points(store, path, 1000)
+        reads = []
+        real = pq.ParquetFile.read
+
+        def counted(self, *args, **kwargs):
+            reads.append(kwargs.get("columns"))
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(pq.ParquetFile, "read", counted)
+        table = expman.load_metrics(e.run_dir)
+        got, _down, _n, _keys = expman._chart_series(store, path, ["loss"], 12, 300, 500,
+                                                     snap=True)
+        assert ["step"] not in reads
+        want, _ = expman._series_json(table, ["loss"], 12, *got["loss"].get("range", (300, 500)))
+        assert json.dumps(got["loss"]["step"]) == json.dumps(want["loss"]["step"])
+        assert same(got["loss"]["value"], want["loss"]["value"])
+    finally:
+        e.close()
