@@ -421,3 +421,202 @@ def test_a_rebuild_shows_its_progress_on_a_terminal_only(tmp_path):
     fresh()
     done = subprocess.run(argv, capture_output=True, timeout=120)
     assert done.returncode == 0 and done.stderr == b""
+
+
+# -- a rebuild split across processes (the CLI, with no catalog yet) ------------------------------
+
+FORKED_LIST = """
+import os, sys
+import expman
+expman._FORK_SHARE = 20                          # 100+ runs: four processes
+os.sched_getaffinity = lambda pid: set(range(4))  # four cores, whatever this machine has
+expman._busy_cores = lambda: {load}                # and as busy as the test says
+parent = os.getpid()
+if {fail!r}:   # a child that dies on some runs: the parent must read its share itself
+    real = expman._read_listed_run
+    def flaky(store, exp_path, name, now):
+        if os.getpid() != parent:
+            os._exit(3)
+        return real(store, exp_path, name, now)
+    expman._read_listed_run = flaky
+if not {fork!r}:
+    expman._FORK_MAX = 1
+sys.exit(expman.main(["list", {root!r}, "-e", "sweep", "--json"]))
+"""
+
+
+def forked_experiment(root):
+    odd_experiment(root)
+    for i in range(90):
+        run = root / EXP / f"r{i:03d}"
+        run.mkdir(parents=True)
+        (run / "run.yaml").write_text(
+            f"name: r{i:03d}\nstatus: {'failed' if i % 9 == 0 else 'finished'}\n"
+            f"started_at: '2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00'\n"
+            f"summary:\n  loss: {1 / (i + 1)!r}\n")
+        (run / "config.yaml").write_text(f"lr: {i / 1000!r}\nseed: {i}\nname: x{i}\n")
+
+
+def catalog_state(root):
+    """({run name: catalog entry}, {pid of each catalog file's writer})."""
+    store, exp_path = expman._open_store(str(root / EXP))
+    entries = dict(expman._Catalog(store, exp_path).load().all_entries())
+    pids = {n.split("-")[2] for n in os.listdir(root / EXP / expman.CATALOG_DIR)}
+    return entries, pids
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_rebuild_split_across_processes_lists_and_catalogs_what_one_process_does(tmp_path,
+                                                                                   fail):
+    """`expman list -e` with no catalog splits the reading across forked processes: the
+    output, the warning about a damaged run.yaml and the catalog left behind (every closed
+    run, each entry equal) are those of one process; each process wrote its own catalog file.
+    A child that dies has its share read by the parent: nothing missing, nothing skipped."""
+    import subprocess
+    forked_experiment(tmp_path)
+
+    def listing(fork):
+        shutil.rmtree(tmp_path / EXP / expman.CATALOG_DIR, ignore_errors=True)
+        code = FORKED_LIST.format(fail=fail and fork, fork=fork, root=str(tmp_path), load=0)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout, proc.stderr, catalog_state(tmp_path)
+
+    out, err, (entries, pids) = listing(fork=True)
+    # the catalog the processes left is read back as the same listing
+    warm = subprocess.run([sys.executable, os.path.join(REPO, "expman.py"), "list",
+                           str(tmp_path), "-e", EXP, "--json"], capture_output=True, text=True,
+                          timeout=60)
+    ref_out, ref_err, (ref_entries, ref_pids) = listing(fork=False)
+    assert out == ref_out and '"r089"' in out and '"garbled"' in out
+    assert warm.returncode == 0 and warm.stdout == ref_out
+    assert "garbled" in err and "garbled" in ref_err   # reported, by whichever process read it
+    # each process wrote its own file; children that died wrote none (the parent did)
+    assert len(ref_pids) == 1 and len(pids) == (1 if fail else 4)
+    assert entries.keys() == ref_entries.keys() and len(entries) >= 90
+    for name, entry in ref_entries.items():
+        assert entries[name] == entry, name
+
+
+# -- YAML lines new to the process: "key: value" read in one match -----------------------------
+
+pair_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_./-]{0,8}", fullmatch=True) | \
+    st.sampled_from(["on", "No", "null", "True", "y", "n", "nan", "inf", "e5", "a-", "_"])
+pair_values = st.one_of(
+    st.from_regex(r"'[^'\n#\"\t\r]{0,12}'", fullmatch=True),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=6).map(   # any character
+        lambda t: "'" + t.replace("'", "''") + "'"),
+    st.from_regex(r"[-+]?[0-9]{1,4}\.[0-9]{0,4}([eE][-+][0-9]{1,3})?", fullmatch=True),
+    st.from_regex(r"[-+]?(0|[1-9][0-9]{0,12})", fullmatch=True),
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_./-]{0,8}", fullmatch=True),
+    st.sampled_from(["yes", "OFF", "Null", "NULL", "~", "007", "1_000", "0x1F", "1e5", ".5",
+                     "[]", "{}", "[ ]", "{a: 1}",
+                     "'it''s'", "1.5e3", "2026-01-01", "a:", "-", "12:30", "nan", ".nan"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["", "  "]), pair_keys, pair_values), min_size=1,
+                max_size=6))
+def test_key_value_lines_read_in_one_match_equal_pyyaml(pairs):
+    """Lines of the shape _YAML_PAIR_LINE reads (and near misses it leaves to the long way)
+    read as PyYAML reads them, from the match and again from the line cache."""
+    text = "top:\n" + "".join(f"{indent}{key}: {value}\n" for indent, key, value in pairs)
+    try:
+        expected = pyyaml(text)
+    except yaml.YAMLError:
+        expected = None
+    for _ in range(2):
+        expman._YAML_LINES.clear() if _ == 0 else None
+        try:
+            fast = expman._simple_yaml(text.encode())
+        except expman._NotSimple:
+            continue
+        assert expected is not None and repr(fast) == repr(expected), text
+
+
+def test_a_run_yaml_s_new_lines_need_no_scalar_parsing(monkeypatch):
+    """The lines new in each run.yaml of a sweep (name, times, values, seed) are read by
+    the one-match path: with the long way's scalar and key readers broken, they still read."""
+    text = (b"name: run00042\nstatus: finished\nstarted_at: '2026-11-15T00:00:42+00:00'\n"
+            b"pid: 12345\nok: yes\nsummary:\n  m0: 0.004975124378109453\n  m1: -3\n"
+            b"  m2: 1.5e-05\n  on: 1\ntags: []\nscalars: {}\n")
+    expected = pyyaml(text)
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the long way")
+
+    expman._YAML_LINES.clear()
+    monkeypatch.setattr(expman, "_simple_scalar", broken)
+    monkeypatch.setattr(expman, "_simple_key", broken)
+    lines = text.decode().splitlines()
+    for line in lines[:5] + lines[6:9]:
+        assert expman._simple_line(line) is expman._YAML_LINES[line]
+    for line in lines[10:]:   # an empty list or mapping: kept as a kind, made for each file
+        assert expman._simple_line(line) is expman._YAML_LINES[line]
+        assert expman._YAML_LINES[line][1] in (expman._YAML_NEW_LIST, expman._YAML_NEW_MAP)
+    with pytest.raises(AssertionError, match="the long way"):   # the key "on" is a bool
+        expman._simple_line("  on: 1")
+    monkeypatch.undo()
+    one, two = expman._simple_yaml(text), expman._simple_yaml(text)
+    assert repr(one) == repr(two) == repr(expected)
+    assert one["tags"] is not two["tags"] and one["scalars"] is not two["scalars"]
+    assert expected["summary"][True] == 1 and expected["ok"] is True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"[-+]?[0-9]{1,6}\.[0-9]{0,6}([eE][-+][0-9]{1,3})?", fullmatch=True) |
+       st.from_regex(r"[-+]?(0|[1-9][0-9]{0,18})", fullmatch=True))
+def test_plain_numbers_skip_the_resolver_loop_and_equal_pyyaml(text):
+    """A plain decimal (a list item, a key, a value after two spaces) is read as PyYAML
+    reads it without asking PyYAML's resolvers (a loop of regex matches per scalar)."""
+    real = expman._yaml_resolvers
+    expman._yaml_resolvers = None   # called: a TypeError
+    try:
+        value = expman._plain_scalar(text, text[0])
+    finally:
+        expman._yaml_resolvers = real
+    expected = pyyaml(f"- {text}\n")[0]
+    assert type(value) is type(expected) and repr(value) == repr(expected)
+
+
+def test_a_rebuild_forks_only_onto_idle_cores(tmp_path):
+    """Four cores: with no other task running a rebuild reads in four processes, with two
+    in two, and with every core busy (six others) in this one only (a child would only add
+    its costs)."""
+    import subprocess
+    forked_experiment(tmp_path)
+    found = {}
+    for load in (0, 2, 6):
+        shutil.rmtree(tmp_path / EXP / expman.CATALOG_DIR, ignore_errors=True)
+        code = FORKED_LIST.format(fail=False, fork=True, root=str(tmp_path), load=load)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+        assert proc.returncode == 0, proc.stderr
+        found[load] = (proc.stdout, len(catalog_state(tmp_path)[1]))
+    assert [found[load][1] for load in (0, 2, 6)] == [4, 2, 1]
+    assert found[0][0] == found[2][0] == found[6][0] and '"r089"' in found[6][0]
+
+
+def test_an_interrupted_rebuild_does_not_wait_for_ever_on_its_readers(tmp_path):
+    """Interrupted while it reads its own share (Ctrl-C sent to it alone), `expman list`
+    ends: a child blocked writing more rows than a pipe holds is not waited for for ever."""
+    import subprocess
+    for i in range(600):
+        run = tmp_path / EXP / f"r{i:03d}"
+        run.mkdir(parents=True)
+        (run / "run.yaml").write_text(f"name: r{i:03d}\nstatus: finished\nsummary:\n"
+                                      f"  loss: {1 / (i + 1)!r}\n  note: '{'x' * 300}'\n")
+    code = FORKED_LIST.format(fail=False, fork=True, root=str(tmp_path), load=2).replace(
+        "sys.exit(", """real_read = expman._read_listed_run
+count = [0]
+def interrupted(store, exp_path, name, now):
+    count[0] += 1
+    if os.getpid() == parent and count[0] == 200:
+        raise KeyboardInterrupt
+    return real_read(store, exp_path, name, now)
+expman._read_listed_run = interrupted
+sys.exit(""")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode != 0 and '"r599"' not in proc.stdout
