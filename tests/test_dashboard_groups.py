@@ -49,6 +49,16 @@ def data_root(tmp_path_factory):
 ALL = ",".join(f"sweep/{_name(lr, s)}" for lr in LRS for s in range(3))
 
 
+def colour_of(p, selector):
+    """The computed background colour of the element selector names, found and read in one
+    evaluation, polled until one is attached. The legends are rebuilt as runs arrive, so an
+    element a locator resolved can be detached by the next round trip, and a detached
+    element's computed style is ''."""
+    return p.wait_for_function(
+        "sel => { const e = document.querySelector(sel); "
+        "return e && e.isConnected && getComputedStyle(e).backgroundColor; }", arg=selector).json_value()
+
+
 def open_page(ui, fragment):
     ui.page.goto(ui.url + "/" + fragment)
     # grouped, the table's first rows are its groups' (13.20)
@@ -108,7 +118,7 @@ def test_group_by_param_draws_one_band_per_value_with_a_legend(page):
     p.locator("#charts [data-key='loss'] [data-tool=full]").click()
     p.wait_for_function("() => Math.max(...window.expman.chartYLabels('loss').map(l => l.y)) > 500")
     for i, lr in enumerate(LRS):
-        colour = _rgb(chips.nth(i).locator("i").evaluate("e => getComputedStyle(e).backgroundColor"))
+        colour = _rgb(colour_of(p, f"#group-legend .chip[data-group-value='{lr}'] i"))
         # min/max band: BASE .. BASE + 2 around the mean BASE + 1, filled at alpha 0.24
         seen = p.evaluate(SEEN_AT, ["loss", 0.6, BASE[lr] + 0.09])
         want = [0.24 * c + 0.76 * b for c, b in zip(colour, bg)]
@@ -123,7 +133,7 @@ def test_group_by_param_draws_one_band_per_value_with_a_legend(page):
             "a => { const s = (" + SEEN_AT + ")(a), b = a[3]; "
             "return Math.abs(s[0] - b[0]) + Math.abs(s[1] - b[1]) + Math.abs(s[2] - b[2]) <= 12; }",
             arg=["loss", 0.6, BASE[lr] + 0.09, bg])
-        colour = _rgb(chips.nth(i).locator("i").evaluate("e => getComputedStyle(e).backgroundColor"))
+        colour = _rgb(colour_of(p, f"#group-legend .chip[data-group-value='{lr}'] i"))
         seen = p.evaluate(SEEN_AT, ["loss", 0.6, BASE[lr] + 0.4])
         assert _near(seen, [0.24 * c + 0.76 * b for c, b in zip(colour, bg)], 30), (lr, seen)
     # a click on a group hides it; grouping off brings the run legend back
@@ -323,9 +333,8 @@ def test_group_by_folds_the_runs_table_into_one_row_per_value(page):
     expect(g01).to_have_class("group-row selected")
     expect(p.locator("#runs-count")).to_have_text("9 runs in 3 groups \u00b7 4 selected")
     # the group row's swatch has its group's colour in the charts' legend
-    chip = p.locator("#group-legend .chip[data-group-value='0.1'] i")
-    expect(chip).to_be_visible()
-    want = chip.evaluate("e => getComputedStyle(e).backgroundColor")
+    expect(p.locator("#group-legend .chip[data-group-value='0.1'] .count")).to_have_text("3 runs")
+    want = colour_of(p, "#group-legend .chip[data-group-value='0.1'] i")
     expect(g01.locator(".swatch")).to_have_css("background-color", want)
     g01.locator(".group-toggle").click()                # and so do its runs' swatches
     expect(p.locator(f"#runs-table tr[data-run='{_name(0.1, 2)}'] .swatch")).to_have_css("background-color", want)
@@ -578,7 +587,7 @@ def test_show_only_this_run_from_the_legend(page):
     p = open_page(page, "#exp=sweep&runs=" + ",".join(f"sweep/{_name(lr, s)}" for lr, s in picked))
     p.wait_for_function("() => document.querySelectorAll('#legend .chip i').length == 5")
     chip = lambda lr, s: p.locator(f"#legend .chip[data-run-key='sweep/{_name(lr, s)}']")  # noqa: E731
-    colour = {(lr, s): _rgb(chip(lr, s).locator("i").evaluate("e => getComputedStyle(e).backgroundColor"))
+    colour = {(lr, s): _rgb(colour_of(p, f"#legend .chip[data-run-key='sweep/{_name(lr, s)}'] i"))
               for lr, s in picked}
 
     def line_drawn(lr, s, drawn):
