@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import expman
 from _util import REPO, child_env, wait_for
-from test_server import Client, start_server
+from test_server import Client, SSEReader, start_server
 
 NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]  # shrinking these takes minutes here
 BUDGET = expman.SUMMARY_BUDGET
@@ -348,6 +348,37 @@ def test_server_answers_from_the_summary_and_falls_back_when_it_is_gone(root, sm
     finally:
         server.close()
         thread.join(5)
+
+
+def test_open_summaries_are_let_go_once_no_page_watches(root, small_summaries, monkeypatch):
+    """The summaries a page's charts opened stay open while a page watches (its next zoom
+    reads no footer again), and go at the idle server's trim once the last page's stream
+    ends: after 50 live runs of 1M rows they held ~21 MB."""
+    monkeypatch.setattr(expman, "_IDLE_TRIM", expman._IdleTrim(delay=0.05))
+    trim = expman._IDLE_TRIM
+    log_run(root, 6000)
+    server, thread = start_server(root)   # its after_request hook: the trim above
+    reader = None
+    try:
+        client = Client(server.url)
+        reader = SSEReader(server.url + "/api/stream?runs=big/r")
+        wait_for(lambda: trim.watching == 1, message="the stream was never counted")
+        assert api_points(client, "max_points=400")["rows"] == 6000
+        assert len(expman._SUMMARIES) == 1
+        done = trim.trims
+        wait_for(lambda: trim.trims > done, message="no trim after the chart's request")
+        assert len(expman._SUMMARIES) == 1        # a page still watches: kept
+        reader.close()
+        wait_for(lambda: trim.watching == 0, timeout=15, message="the stream never ended")
+        wait_for(lambda: not expman._SUMMARIES, message="kept after the page went")
+        # and charts read them again as before
+        assert api_points(client, "max_points=400")["rows"] == 6000
+        assert len(expman._SUMMARIES) == 1
+    finally:
+        if reader is not None:
+            reader.close()
+        server.close()
+        thread.join(10)
 
 
 def test_a_live_run_is_read_from_its_rows(root, small_summaries):
