@@ -3179,7 +3179,11 @@ class _Writer(threading.Thread):
             return
         if self.is_alive():
             # due 0.5 ms early: this thread looks between its steps, ~0.5-1.5 ms apart
-            ticket = (time.perf_counter() + budget - 0.0005, 3 * room, threading.Event())
+            # a lock held until this call has the GIL again (an Event is ~6 objects for the
+            # collector, a lock one: these calls are the loop's; see _stage)
+            handed = threading.Lock()
+            handed.acquire()
+            ticket = (time.perf_counter() + budget - 0.0005, 3 * room, handed)
             waiters = self.room_waiters
             waiters.append(ticket)
             try:
@@ -3187,7 +3191,7 @@ class _Writer(threading.Thread):
                     self.drained.wait(budget)
             finally:
                 waiters.remove(ticket)
-                ticket[2].set()  # this call has the GIL again (_give_room waits for it)
+                handed.release()  # this call has the GIL again (_give_room waits for it)
 
     def queue_media(self, item):
         """Queue a media item behind the rows logged before it; False when the media backlog
@@ -3278,7 +3282,8 @@ class _Writer(threading.Thread):
         machine the call, not yet scheduled, missed every window for 2-3 ms.)"""
         with self.drained:
             self.drained.notify_all()
-        first[2].wait(0.003)
+        if first[2].acquire(timeout=0.003):
+            first[2].release()   # the next look at the same call returns at once
         self.held_since = time.perf_counter()
 
     # -- loop ----------------------------------------------------------------------------
@@ -3523,7 +3528,23 @@ class _Writer(threading.Thread):
             if least is not None:
                 low[key] = least if key not in low else min(low[key], least)
                 high[key] = most if key not in high else max(high[key], most)
-        self.staged.append((len(batch), step_buf, micros, columns))
+        staged = (len(batch), step_buf, micros, columns)
+        untrack = self.untrack
+        if untrack is not None:
+            # They live until the next flush, up to SEGMENT_MAX_ROWS rows later: through
+            # young collections, into the oldest generation, where each counts towards the
+            # next full collection. ~2,000 of them a 1M-row loop (with a few hundred other
+            # objects) made one due every ~1-2M rows, run by the training thread: its
+            # worst call (7.5-9.8 ms, "0 freed"). Arrays, a dict of (array, bitmap) and this
+            # tuple hold nothing that can refer back (see _gc_untrack).
+            untrack(step_buf)
+            untrack(micros)
+            for column in columns.values():
+                untrack(column[0])
+                untrack(column)
+            untrack(columns)
+            untrack(staged)
+        self.staged.append(staged)
         self.staged_rows += len(batch)
         if self.staged_rows > MAX_STAGED_ROWS:
             self._drop_oldest_staged()
