@@ -13409,18 +13409,19 @@ class _Api:
                                f"keeps; try again later", headers={
                                    "Retry-After": str(SSE_RETRY_SECS)})
             self.streams += 1
-        _IDLE_TRIM.watch(1)
+        trim = _IDLE_TRIM   # the one it ends on too (a test may swap the process's)
+        trim.watch(1)
         resp = self.bottle.response
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
         disconnected = req.environ.get("waitress.client_disconnected") or (lambda: False)
-        return _stream(self.hub, cursors, disconnected, self.stream_closed)
+        return _stream(self.hub, cursors, disconnected, lambda: self.stream_closed(trim))
 
-    def stream_closed(self):
+    def stream_closed(self, trim):
         with self.streams_lock:
             self.streams -= 1
-        _IDLE_TRIM.watch(-1)
+        trim.watch(-1)
 
     def stream_cursors(self, query):
         cursors = {}
