@@ -13063,21 +13063,36 @@ class _Api:
 
     def runs_grouped(self, exp, runs, ordered, ask):
         """A runs query with group=tags|p:<param>: the matching runs folded into one row per
-        value (see _run_groups), every group in the order asked for (the group value for
-        sort=name); offset and limit do not apply, since the groups of 10,000 runs are few
-        and the page holds them all. Counts, keys and extremes are those of the runs."""
-        memo = ("group", ask["group"], ask["sort"], ask["order"], ask["where"], ask["names"])
-        groups = runs.orders.get(memo)
-        if groups is None:
-            groups = _run_groups(ordered, ask["group"], ask["key"], ask["order"] == "desc")
+        value (see _run_groups) in the order asked for (the group value for sort=name), the
+        groups [offset, offset+limit) of them (every group without a limit), with
+        ``groups_total`` (how many there are) and ``group_extremes`` ({column: [lowest,
+        highest]} of the groups' metric means, over every group: the page marks the best
+        group without holding them all). Grouped by a param every run has its own value of
+        (a seed, a random learning rate), 10,000 runs are 10,000 groups: 12 MB of JSON a
+        sort when every one was sent. Counts, keys and extremes are those of the runs."""
+        base = ("groups", ask["group"], ask["where"], ask["names"])
+        memo = base + (ask["sort"], ask["order"])
+        found = runs.orders.get(memo)
+        if found is None:
+            folded = runs.orders.get(base)   # (groups, their runs, extremes): any order's
+            if folded is None:
+                rows, members = _fold_groups(ordered, ask["group"])
+                folded = (rows, members, _run_extremes(rows))
+            found = (_run_groups(ordered, ask["group"], ask["key"], ask["order"] == "desc",
+                                 folded[:2]), folded[2])
             with self.lists_lock:
-                runs.orders[memo] = groups
+                runs.orders[base] = folded
+                runs.orders[memo] = found
                 while len(runs.orders) > 8:
                     del runs.orders[next(iter(runs.orders))]
+        groups, extremes = found
+        offset, limit = ask["offset"], ask["limit"]
         out = self.runs_answer(exp, runs, ordered, dict(ask, offset=0, limit=0))
-        for name in ("offset", "count", "columns", "runs", "format"):
+        for name in ("count", "columns", "runs", "format"):
             out.pop(name, None)
-        out["group"], out["groups"] = ask["group"], groups
+        out["group"], out["offset"] = ask["group"], offset
+        out["groups_total"], out["group_extremes"] = len(groups), extremes
+        out["groups"] = groups[offset:offset + limit if limit is not None else None]
         return out
 
     def where(self):
@@ -13586,6 +13601,7 @@ class _RunList:
     def __init__(self, rows, stamp):
         self.made, self.stamp = time.monotonic(), stamp
         self.orders = {}  # (sort, order, where, names) -> rows in that order, the last 8
+        # (with group=: a fold of the groups per group-by and filter, and each order of it)
         self.values = {}  # column -> _sort_values of by_name, the last 16 columns
         self.picks = {}   # (where, names) -> positions in by_name that they keep, the last 8
         self.summary = None  # (experiment.yaml it was made with, the experiment's row)
@@ -13731,7 +13747,7 @@ def _run_group_value(row, by):
     return None if value == "" else value
 
 
-def _run_groups(rows, by, key, descending):
+def _run_groups(rows, by, key, descending, folded=None):
     """rows (in table order) folded by their group value (_run_group_value) into one row per
     group, a RUN_ROW-like dict the runs table's columns read as they read a run's:
 
@@ -13743,16 +13759,43 @@ def _run_groups(rows, by, key, descending):
       spread                {column id: [lowest, highest, runs with a value]} of m:, min:, max:
 
     The groups are sorted with key (a runs-table column's) applied to these rows, by value
-    for the name column; like runs, groups with no value for the column come last."""
+    for the name column; like runs, groups with no value for the column come last.
+    ``folded``: _fold_groups of these rows in another order, when at hand: only the groups
+    of several runs are made again (their names and tags follow the table's order), so
+    another sort of 10,000 one-run groups is a sort, not 10,000 group rows made anew."""
+    groups, members = folded if folded is not None else _fold_groups(rows, by)
+    if folded is not None:
+        groups, at = list(groups), None   # the kept fold is shared: changed in a copy
+        for i, runs in enumerate(members):
+            if len(runs) > 1:
+                if at is None:
+                    at = {id(row): n for n, row in enumerate(rows)}
+                runs = sorted(runs, key=lambda row: at[id(row)])
+                groups[i] = dict(groups[i], names=[r["name"] for r in runs],
+                                 tags=_group_tags(runs))
+    if key is _run_name:  # the group's value, not a run's name; no value last either way
+        key = _group_value
+    return _sorted_runs(groups, key, descending)   # ties in value order
+
+
+def _fold_groups(rows, by):
+    """([group row (_run_group_row)] in value order, [their runs, in rows' order])."""
     folded = {}
     for row in rows:
         value = _run_group_value(row, by)
-        folded.setdefault(_json_dumps(value), (value, []))[1].append(row)
-    groups = [_run_group_row(value, members) for value, members in folded.values()]
-    if key is _run_name:  # the group's value, not a run's name; no value last either way
-        return _sorted_runs(groups, _group_value, descending)
-    by_value = _sorted_runs(groups, _group_value, False)   # ties in value order
-    return _sorted_runs(by_value, key, descending)
+        # values are told apart as their JSON texts are (1, 1.0 and true apart, -0.0 from
+        # 0.0, every NaN one), without making the text of each (~2 us a run)
+        key = _value_key(value) or _json_dumps(value)
+        folded.setdefault(key, (value, []))[1].append(row)
+    # groups of equal value apart (1 and 1.0, 0.0 and -0.0) in one order whatever the rows'
+    # order: a fold made for one sort then serves every other sort the same
+    pairs = [(_run_group_row(value, runs), runs)
+             for _key, (value, runs) in sorted(folded.items(), key=_fold_order)]
+    if not pairs:
+        return [], []
+    order = _sorted_positions(_sort_values([g for g, _r in pairs], _group_value),
+                              range(len(pairs)), False)
+    return [pairs[i][0] for i in order], [pairs[i][1] for i in order]
 
 
 def _group_value(group):
@@ -13771,20 +13814,40 @@ def _run_group_row(value, members):
            "duration_secs": max(durations) if durations else None,
            "last_step": max(steps) if steps else None,
            "rows": sum(r.get("rows") or 0 for r in members if isinstance(r.get("rows"), int)),
-           "tags": list(dict.fromkeys(str(t) for r in members for t in r.get("tags") or ())),
+           "tags": _group_tags(members),
            "params": _group_shared_params(members), "spread": {}}
+    spread = out["spread"]
     for prefix, field in (("m:", "summary"), ("min:", "summary_min"), ("max:", "summary_max")):
         values = _group_metric_values(members, field)
+        if len(members) == 1:   # a run of its own (grouped by a seed): float(v) is fsum([v])
+            out[field] = {k: float(vs[0]) for k, vs in values.items()}
+            for k, vs in values.items():
+                spread[prefix + k] = [vs[0], vs[0], 1]
+            continue
         out[field] = {k: math.fsum(vs) / len(vs) for k, vs in values.items()}
         for k, vs in values.items():
-            out["spread"][prefix + k] = [min(vs), max(vs), len(vs)]
+            spread[prefix + k] = [min(vs), max(vs), len(vs)]
     return out
+
+
+def _fold_order(item):
+    """_fold_groups' order of its folded groups before they are sorted by value: by the kind
+    and text of their key (keys of a kind compare as their values, but 0.0 == -0.0)."""
+    key = item[0]
+    return (key[0].__name__, repr(key[1])) if type(key) is tuple else ("~json", key)
+
+
+def _group_tags(members):
+    """Every tag of a group's runs, once each, in the order they first come."""
+    return list(dict.fromkeys(str(t) for r in members for t in r.get("tags") or ()))
 
 
 def _group_label(value):
     """The group row's name: its value as text ("" for no value, JSON for a non-string)."""
     if value is None:
         return ""
+    if type(value) is int:   # its JSON text, without json.dumps (a group per seed)
+        return str(value)
     return value if isinstance(value, str) else _json_dumps(value)
 
 
@@ -13800,11 +13863,16 @@ def _group_numbers(members, field):
 
 
 def _group_shared_params(members):
-    """The params every run of the group has with one value (compared as JSON)."""
+    """The params every run of the group has with one value (compared as JSON texts are, by
+    _value_key where it tells: json.dumps of each value cost ~20 ms a param of 2,000 runs)."""
     first = members[0].get("params") or {}
-    return {k: v for k, v in first.items()
-            if all(k in (r.get("params") or {}) and
-                   _json_dumps(r["params"][k]) == _json_dumps(v) for r in members[1:])}
+    others = [r.get("params") or {} for r in members[1:]]
+    shared = {}
+    for k, v in first.items():
+        want = _value_key(v) or _json_dumps(v)
+        if all(k in p and (_value_key(p[k]) or _json_dumps(p[k])) == want for p in others):
+            shared[k] = v
+    return shared
 
 
 def _group_metric_values(members, field):
@@ -18906,6 +18974,7 @@ const S = {
   project: '', jobMode: 'overlay', openJobs: new Set(),
   goals: new Map(),             // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
   groupBy: '', groupBand: 'minmax',   // 13.20: 'p:<param>' | 'tags' | ''; band 'minmax' | 'std'
+  groupCount: 0, groupLoaded: 0,       // groups in all; view rows made of the groups at hand (paged: more come)
   colorBy: '',                  // 13.20 colour by: 'p:<param>' | ''
   pvr: { open: false, mode: 'scatter', x: '', y: '' },  // 13.19 params vs results (URL: pvr=)
   paged: false,                 // more runs than PAGE_ALL: the server sorts, counts and pages (S.win)
@@ -19711,7 +19780,7 @@ function renderTable() {
   renderHead(cols);
   renderBody();
   const total = S.paged ? S.total : S.rows.size, shown = S.matched, sel = S.selected.length;
-  const groups = S.groupBy && S.groupRows ? ' in ' + S.groupRows.length + (S.groupRows.length === 1 ? ' group' : ' groups') : '';   // 13.20
+  const groups = S.groupBy && S.groupRows ? ' in ' + S.groupCount + (S.groupCount === 1 ? ' group' : ' groups') : '';   // 13.20
   $('#runs-count').textContent = (shown === total ? total + (total === 1 ? ' run' : ' runs') : shown + ' of ' + total + ' runs') + groups + (sel ? ' \u00b7 ' + sel + ' selected' : '');
   const empty = $('#runs-empty');
   if (total && !shown) { empty.hidden = false; empty.textContent = 'No runs match \u201c' + S.filter + '\u201d.'; }
@@ -19780,6 +19849,7 @@ function renderBody() {
   if (start > 0) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + start * ROW_H + 'px' })));
   for (let i = start; i < end; i++) out.push(S.view[i] ? renderRow(S.view[i], cols) : h('tr', { class: 'pending', 'data-index': String(i) }, h('td', { colspan: span, text: '\u2026' })));
   if (S.paged && !S.groupBy) needRows(start, end);
+  else if (S.paged) needGroups(end);
   if (end < n) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + (n - end) * ROW_H + 'px' })));
   tbody.replaceChildren.apply(tbody, out);
 }
@@ -21600,11 +21670,16 @@ function bindGroups() {
 // highest in small text; params its runs share), sorted by the table's sort, each unfolding
 // (the triangle) into its runs; its checkbox selects them. A table held whole folds its rows
 // here; a paged one asks the server (runs query group=, section 11) so the groups cover every
-// matching run, and fetches an open group's runs by name. Hooks: computeView -> groupedView /
-// pagedGroupView, renderRow -> renderGroupRow, requery -> grpAnswer refresh.
+// matching run, and fetches an open group's runs by name. The server sends the groups a page
+// at a time (GROUP_PAGE from the top, more as the table scrolls to them: grouped by a seed,
+// 10,000 runs are 10,000 groups), with their count and the best mean of each column.
+// Hooks: computeView -> groupedView / pagedGroupView, renderRow -> renderGroupRow,
+// renderBody -> needGroups, requery -> grpAnswer refresh.
 const openGroups = new Set();            // exp + '\n' + value key of the unfolded groups
 const grpMembers = new Map();            // paged: exp\nkey -> rows of an open group, or null while asked
 let grpAnswer = null, grpAsked = '', grpToken = 0;   // paged: the server's groups for a query
+let grpMore = null;                      // paged: the answer whose next groups are being asked
+const GROUP_PAGE = 200;                  // paged: groups asked at a time
 function groupKey(v) { return JSON.stringify(isNull(v) ? null : v); }
 // a run's raw group value, as the server's _run_group_value: a param, or its sorted tags
 function rowGroupValue(r) {
@@ -21670,7 +21745,7 @@ function unfoldGroups(groups, membersOf) {
     for (const m of ms) { jobMembers.add(m); out.push(m); }
     if (g.count > ms.length && S.paged) out.push({ _more: g.count - ms.length, name: '' });
   }
-  S.groupRows = groups; S.groupBest = groupBest(groups);
+  S.groupRows = groups; S.groupCount = groups.length; S.groupBest = groupBest(groups);
   return out;
 }
 function groupedView(rows) {
@@ -21688,12 +21763,37 @@ function pagedGroupView() {
   S.best = new Map();
   for (const c of allColumns().metrics) { const e = a && a.extremes && a.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
   S.view = unfoldGroups(a ? a.groups : [], pagedMembers);
+  S.groupLoaded = S.view.length;
+  if (a) {   // the groups not sent yet hold their places ('\u2026' rows); needGroups asks for them
+    S.view.length += Math.max(0, a.total - a.groups.length);
+    S.groupCount = a.total;
+    S.groupBest = new Map();
+    for (const c of allColumns().metrics) { const e = a.best && a.best[c.id]; if (c.goal && e) S.groupBest.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
+  }
+}
+// Paged: the groups down to view row `end` (the table scrolled past those sent): the next ones.
+function needGroups(end) {
+  const a = grpAnswer;
+  if (!a || grpMore === a || end <= S.groupLoaded || a.groups.length >= a.total || a.sig !== S.exp + '|' + S.groupBy + '|' + querySig()) return;
+  grpMore = a;
+  const offset = a.groups.length, limit = GROUP_PAGE * Math.ceil((end - S.groupLoaded + GROUP_PAGE / 2) / GROUP_PAGE);
+  api(runsUrl(a.exp, { group: a.by, offset: offset, limit: limit })).then(j => {
+    if (grpMore === a) grpMore = null;
+    if (grpAnswer !== a || a.groups.length !== offset || j.offset !== offset) return;   // replaced or refreshed meanwhile
+    takeKeys(j); S.total = j.total;
+    for (const g of j.groups) { g._grp = groupKey(g.value); g.name = groupLabel(g.value); a.groups.push(g); }
+    a.total = j.groups_total === undefined ? a.groups.length : j.groups_total; a.best = j.group_extremes || null; a.matched = j.matched;
+    scheduleTable();
+  }, e => { if (grpMore === a) grpMore = null; showError('Could not load groups', e); });
 }
 async function fetchGroups(sig) {
   grpAsked = sig;
   const token = ++grpToken, exp = S.exp, by = S.groupBy;
+  // as many as are on screen now (a refresh keeps those scrolled to), a page at least
+  const had = grpAnswer && grpAnswer.exp === exp && grpAnswer.by === by ? grpAnswer.groups.length : 0;
+  const limit = GROUP_PAGE * Math.max(1, Math.ceil(Math.max(had, visibleRange()[1]) / GROUP_PAGE));
   let j;
-  try { j = await api(runsUrl(exp, { group: by })); }
+  try { j = await api(runsUrl(exp, { group: by, offset: 0, limit: limit })); }
   catch (e) {
     if (token !== grpToken) return;   // grpAsked stays: the same query is not asked again at once
     if (e.status === 400 && S.filter) { filterProblem = e.message; renderTable(); } else showError('Could not load runs', e);
@@ -21703,7 +21803,8 @@ async function fetchGroups(sig) {
   grpAsked = ''; filterProblem = '';
   takeKeys(j); S.total = j.total;
   for (const g of j.groups) { g._grp = groupKey(g.value); g.name = groupLabel(g.value); }
-  grpAnswer = { sig: sig, exp: exp, by: by, groups: j.groups, matched: j.matched, extremes: j.extremes || null };
+  grpAnswer = { sig: sig, exp: exp, by: by, groups: j.groups, matched: j.matched, extremes: j.extremes || null,
+    total: j.groups_total === undefined ? j.groups.length : j.groups_total, best: j.group_extremes || null };
   grpMembers.clear();
   renderTable();
 }
@@ -21753,7 +21854,7 @@ function renderGroupRow(g, cols) {
     h('span', { class: 'group-name', text: g.name }), h('span', { class: 'job-count', text: g.count + (g.count === 1 ? ' run' : ' runs') })));
   for (const c of cols) {
     const v = groupCell(c, g);
-    const best = c.goal && S.groupBest && S.groupBest.has(c.id) && c.get(g) === S.groupBest.get(c.id) && S.groupRows.length > 1;
+    const best = c.goal && S.groupBest && S.groupBest.has(c.id) && c.get(g) === S.groupBest.get(c.id) && S.groupCount > 1;
     const td = h('td', { class: (c.num ? 'num ' : '') + (c.kind ? 'grp-' + c.kind + (c.first ? ' first' : '') : '') + (c.mono ? ' mono' : '') + (best ? ' best' : ''), 'data-col': c.id });
     if (v === null || v === undefined || v === '') td.append(h('span', { class: 'null', text: '\u2013' })); else add(td, v);
     const t = groupCellTitle(c, g);

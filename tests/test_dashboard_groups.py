@@ -477,6 +477,68 @@ def test_group_by_folds_a_paged_table_over_every_run(ui, big_server):
     expect(p.locator("#banner")).to_contain_text("at most 100")
 
 
+def test_runs_query_sends_groups_a_window_at_a_time(big_server):
+    """Grouped by seed, 1,200 runs are 1,200 groups: the answer holds the window asked for,
+    how many groups there are and the best mean of each column over all of them; the windows
+    put together are the groups sent whole, in every order."""
+    base = big_server.url + "/api/experiments/big/runs?format=columns&group=p:seed"
+    for order in ("&sort=m:acc&order=desc", "&sort=p:seed&order=asc", "&sort=name&order=desc"):
+        whole = _get_json(base + order)
+        assert whole["groups_total"] == BIG == len(whole["groups"])
+        parts = []
+        for offset in range(0, BIG, 500):
+            j = _get_json(base + order + f"&offset={offset}&limit=500")
+            assert j["offset"] == offset and j["groups_total"] == BIG
+            assert len(j["groups"]) == min(500, BIG - offset)
+            assert j["group_extremes"] == whole["group_extremes"]
+            parts += j["groups"]
+        assert parts == whole["groups"]
+    accs = [_big_acc(i) for i in range(BIG)]
+    assert whole["group_extremes"]["m:acc"] == [min(accs), max(accs)]
+    assert [g["value"] for g in whole["groups"]] == list(range(BIG - 1, -1, -1))   # name desc
+    one = whole["groups"][0]                                  # a group of one run: its values
+    assert one["summary"] == {"acc": _big_acc(BIG - 1)} and one["count"] == 1
+    assert one["spread"]["m:acc"] == [_big_acc(BIG - 1)] * 2 + [1]
+    # a group of many runs keeps its names in the table's order, whichever order came first
+    by_lr = base.replace("p:seed", "p:lr")
+    for order, key in (("&sort=m:acc&order=asc", lambda i: (_big_acc(i), i)),
+                       ("&sort=p:seed&order=desc", lambda i: -i),
+                       ("&sort=m:acc&order=desc", lambda i: (-_big_acc(i), i))):
+        j = _get_json(by_lr + order + "&limit=2")
+        assert j["groups_total"] == 4 and len(j["groups"]) == 2
+        for g in j["groups"]:
+            k = BIG_LRS.index(g["value"])
+            assert g["names"] == [f"r{i:05d}" for i in sorted(range(k, BIG, 4), key=key)]
+
+
+def test_a_paged_table_grouped_by_seed_fetches_its_groups_as_it_scrolls(ui, big_server):
+    ui.url = big_server.url
+    sizes = []
+    ui.page.on("response", lambda r: sizes.append(len(r.json()["groups"]))
+               if "group=p%3Aseed" in r.url or "group=p:seed" in r.url else None)
+    p = open_page(ui, "#exp=big&runs=&group=p:seed")
+    groups = p.locator("#runs-table tbody tr[data-group]")
+    expect(p.locator("#runs-count")).to_have_text(f"{BIG} runs in {BIG} groups")
+    p.locator("#runs-table th[data-col='p:seed']").click()             # seed 0 first
+    expect(groups.first).to_have_attribute("data-group", "0")
+    assert sizes and max(sizes) <= 400, sizes                         # a window, not 1,200
+    # the best mean over every group (acc .99: seeds 27, 127, ...) is marked where it is shown
+    p.locator("#runs-scroll").evaluate("e => { e.scrollTop = 20 * 30; }")
+    expect(p.locator("#runs-table tbody tr[data-group='27'] td.best[data-col='m:acc']")).to_be_visible()
+    best = p.locator("#runs-table tbody tr[data-group] td.best[data-col='m:acc']")
+    marked = best.evaluate_all("ts => ts.map(t => t.closest('tr').dataset.group)")
+    assert marked and all(_big_acc(int(v)) == 0.99 for v in marked), marked
+    # scrolled to the end: the last groups come, in order, and the first ones are let go
+    p.locator("#runs-scroll").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    expect(p.locator(f"#runs-table tbody tr[data-group='{BIG - 1}']")).to_be_visible()
+    shown = [int(v) for v in groups.evaluate_all("rs => rs.map(r => r.dataset.group)")]
+    assert shown == sorted(shown) and shown[-1] == BIG - 1 and 0 not in shown
+    expect(p.locator("#runs-table tbody tr.pending")).to_have_count(0)
+    # a group far down selects its run
+    p.locator(f"#runs-table tbody tr[data-group='{BIG - 2}'] .group-select").check()
+    p.wait_for_function(f"() => window.expman.selected().includes('big/r{BIG - 2:05d}')")
+
+
 # -- colour by param -------------------------------------------------------------------------
 
 # Of the opaque pixels within 3 px of a value's height on a chart, the nearest to a colour

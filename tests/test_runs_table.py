@@ -598,3 +598,74 @@ def test_the_sidebar_without_lists_skips_other_folders_and_reads_each_experiment
         assert [(e["name"], e["runs"]) for e in got["experiments"]] == \
             [("a", 3), ("b", 4), ("c", 3)]
         assert sorted(reads) == ["a", "b", "b", "c", "notes"]
+
+
+# -- group=: the fold kept across sorts equals a fresh one -----------------------------------
+
+_GROUP_VALUES = (1, 1.0, True, False, 0.0, -0.0, float("nan"), "a", "", None, [1], {"x": 1},
+                 2 ** 60, 2 ** 60 + 1)
+_METRIC_VALUES = (1, 2.5, -0.0, float("nan"), float("inf"), "3", True, None, 2 ** 60 + 1)
+
+
+def _group_rows(draw_values):
+    rows = []
+    for i, (value, seed, acc, low, tags) in enumerate(draw_values):
+        params = {"seed": seed}
+        if value != "missing":
+            params["p"] = value
+        rows.append({"name": f"r{i:03d}", "status": ("running", "finished", "failed")[i % 3],
+                     "started_at": f"2026-11-{1 + i % 28:02d}T00:00:00+00:00",
+                     "duration_secs": i % 5 or None, "last_step": i, "rows": i % 4,
+                     "tags": tags, "params": params,
+                     "summary": {} if acc is None else {"acc": acc},
+                     "summary_min": {"acc": low}, "summary_max": {}})
+    return rows
+
+
+def test_groups_folded_once_are_the_groups_made_for_each_order():
+    """_run_groups with a fold made from the rows in another order (the server keeps one fold
+    per group-by and filter, and sorts it for each order) equals groups made afresh, and both
+    follow the rules: one group per JSON text of the value, names in table order, params
+    shared by JSON text, metric means over finite numbers (a run of its own: its value)."""
+    import math
+    from hypothesis import given, settings, strategies as st
+
+    entry = st.tuples(st.sampled_from(_GROUP_VALUES + ("missing",)), st.sampled_from((1, 2, 1.0)),
+                      st.sampled_from(_METRIC_VALUES), st.sampled_from(_METRIC_VALUES),
+                      st.lists(st.sampled_from(("a", "b", 3)), max_size=2))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(entry, min_size=1, max_size=25), st.randoms(use_true_random=False),
+           st.sampled_from(("name", "m:acc", "p:seed", "started", "tags", "min:acc")),
+           st.booleans(), st.sampled_from(("p:p", "tags")))
+    def check(entries, rnd, sort, descending, by):
+        rows = _group_rows(entries)
+        first, table = rows[:], rows[:]
+        rnd.shuffle(first)
+        rnd.shuffle(table)
+        key = expman._run_sort_key(sort)
+        fresh = expman._run_groups(table, by, key, descending)
+        kept = expman._run_groups(table, by, key, descending, expman._fold_groups(first, by))
+        assert json.dumps(kept, sort_keys=True) == json.dumps(fresh, sort_keys=True)
+        # the rules, against the rows themselves
+        def text(v):
+            return json.dumps(v, sort_keys=True)
+        members = {}
+        for row in table:
+            members.setdefault(text(expman._run_group_value(row, by)), []).append(row)
+        assert sorted(text(g["value"]) for g in fresh) == sorted(members)
+        for g in fresh:
+            runs = members[text(g["value"])]
+            assert g["names"] == [r["name"] for r in runs] and g["count"] == len(runs)
+            assert g["params"] == {k: v for k, v in runs[0]["params"].items() if all(
+                k in r["params"] and text(r["params"][k]) == text(v) for r in runs)}
+            for field in ("summary", "summary_min"):
+                finite = [n for n in (expman._sort_number(r[field].get("acc")) for r in runs)
+                          if n is not None and not math.isinf(n)]
+                if finite:
+                    assert g[field]["acc"] == math.fsum(finite) / len(finite)
+                    assert type(g[field]["acc"]) is float
+                else:
+                    assert "acc" not in g[field]
+
+    check()
