@@ -28,6 +28,9 @@ first row is another run (measured inside the page: performance.now() then
 polling each animation frame); "filter" from an input event on the filter box (its 80 ms
 debounce included) until the run count says "N of"; "runs JSON" the bytes of every answer of
 the runs route the page received during the open (sizes of the bodies, not compressed).
+Then, filter cleared, `--group` (default p:seed: one group per run) is chosen in the group-by
+box: "shown" until the first group row is in the table, "sort" from a click on its column's
+header until the first group row is another, and the bytes of the runs answers meanwhile.
 `--drop-caches` (root only) adds "cold cache": the catalog is there, but the kernel's page
 cache is dropped first (echo 3 > /proc/sys/vm/drop_caches), so every file is read from disk.
 Serving: `expman serve DIR --port 0` is started for each expman side by side; "ready" is the
@@ -153,6 +156,47 @@ _UNTIL_FILTERED = """async text => {
 }"""
 
 
+_UNTIL_GROUPED = """async by => {
+  const sel = document.querySelector('#group-by'), t0 = performance.now();
+  if (!Array.from(sel.options).some(o => o.value === by)) return -1;
+  sel.value = by; sel.dispatchEvent(new Event('change', { bubbles: true }));
+  while (!document.querySelector('#runs-table tbody tr[data-group]'))
+    await new Promise(r => requestAnimationFrame(r));
+  return performance.now() - t0;
+}"""
+_UNTIL_FIRST_GROUP_CHANGES = """async sel => {
+  const first = () => { const tr = document.querySelector('#runs-table tbody tr[data-group]');
+                        return tr && tr.getAttribute('data-group'); };
+  const before = first(), t0 = performance.now();
+  document.querySelector(sel).click();
+  while (first() === before) {   // the order asked may start with the same group: -1
+    if (performance.now() - t0 > 20000) return -1;
+    await new Promise(r => requestAnimationFrame(r));
+  }
+  return performance.now() - t0;
+}"""
+_UNFILTERED = """async () => {
+  const box = document.querySelector('#filter');
+  box.value = ''; box.dispatchEvent(new Event('input', { bubbles: true }));
+  const count = () => document.querySelector('#runs-count').textContent;
+  while (/ of /.test(count())) await new Promise(r => requestAnimationFrame(r));
+}"""
+
+
+def group_bench(page, sizes, by):
+    """(ms until the first group row is shown after choosing group-by ``by``, ms until a sort
+    by that column reorders the groups, bytes of the runs answers meanwhile)."""
+    page.evaluate(_UNFILTERED)
+    before = len(sizes)
+    grouped = page.evaluate(_UNTIL_GROUPED, by)
+    if grouped < 0:
+        raise SystemExit(f"the page offers no group-by {by!r}")
+    sort = page.evaluate(_UNTIL_FIRST_GROUP_CHANGES, f"th[data-col='{by}']")
+    if sort < 0:   # sorted by that column already: the other way round
+        sort = page.evaluate(_UNTIL_FIRST_GROUP_CHANGES, f"th[data-col='{by}']")
+    return grouped, sort, int(sum(sizes[before:]))
+
+
 def page_bench(args, root, modules):
     """First paint, sort and filter of the runs table, each expman side by side."""
     from playwright.sync_api import sync_playwright
@@ -189,11 +233,15 @@ def page_bench(args, root, modules):
                     sort_ms = page.evaluate(_UNTIL_FIRST_ROW_CHANGES, "th[data-col='p:seed']")
                     sort2_ms = page.evaluate(_UNTIL_FIRST_ROW_CHANGES, "th[data-col='p:seed']")
                     filter_ms, count = page.evaluate(_UNTIL_FILTERED, args.filter)
+                    grouped = group_bench(page, sizes, args.group) if args.group else None
                     results[which].append({"first_paint_s": first, "settled_s": settled,
                                            "sort_ms": sort_ms,
                                            "sort_again_ms": sort2_ms, "filter_ms": filter_ms,
                                            "filter_count": count, "open_json_bytes": opened,
                                            "all_json_bytes": int(sum(sizes))})
+                    if grouped is not None:
+                        results[which][-1].update(zip(("group_ms", "group_sort_ms",
+                                                       "group_json_bytes"), grouped))
                     context.close()
                 finally:
                     proc.terminate()
@@ -203,7 +251,9 @@ def page_bench(args, root, modules):
     med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
     out = [{"expman": which, "runs": args.runs, **{k: round(med(rs, k), 3) for k in (
         "first_paint_s", "settled_s", "sort_ms", "sort_again_ms", "filter_ms", "open_json_bytes",
-        "all_json_bytes")}, "filter_count": rs[-1]["filter_count"], "repeats": len(rs)}
+        "all_json_bytes") + (("group_ms", "group_sort_ms", "group_json_bytes")
+                              if args.group else ())},
+        "filter_count": rs[-1]["filter_count"], "repeats": len(rs)}
         for which, rs in results.items()]
     if args.json:
         print(json.dumps({"load_avg": load, "results": out}, indent=1))
@@ -216,6 +266,12 @@ def page_bench(args, root, modules):
         print(f"{r['expman']:<9} {r['first_paint_s']:>13.3f} {r['settled_s']:>9.3f} {r['sort_ms']:>8.0f} "
               f"{r['sort_again_ms']:>9.0f} {r['filter_ms']:>10.0f} {r['open_json_bytes']:>13,} "
               f"{r['all_json_bytes']:>12,}")
+    if args.group:
+        print(f"grouped by {args.group}: {'expman':<9} {'shown ms':>9} {'sort ms':>8} "
+              f"{'JSON':>12}")
+        for r in out:
+            print(f"{'':<{13 + len(args.group)}}{r['expman']:<9} {r['group_ms']:>9.0f} "
+                  f"{r['group_sort_ms']:>8.0f} {r['group_json_bytes']:>12,}")
 def drop_caches():
     subprocess.run(["sync"], check=True)
     with open("/proc/sys/vm/drop_caches", "w") as f:
@@ -291,6 +347,9 @@ def main():
     ap.add_argument("--page", action="store_true",
                     help="time the dashboard's runs table instead of the CLI")
     ap.add_argument("--filter", default="seed>9990", help="what --page types in the filter")
+    ap.add_argument("--group", default="p:seed",
+                    help="--page: the group-by chosen after the filter ('' for none): time "
+                         "until its first group row, and a sort of its column")
     ap.add_argument("--drop-caches", action="store_true",
                     help="also time a listing after dropping the page cache (root only)")
     ap.add_argument("--idle-secs", type=float, default=60.0,
