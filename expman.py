@@ -18984,7 +18984,7 @@ const S = {
   project: '', jobMode: 'overlay', openJobs: new Set(),
   goals: new Map(),             // metric key -> 'min' | 'max' | null, set in the page (URL: goal=)
   groupBy: '', groupBand: 'minmax',   // 13.20: 'p:<param>' | 'tags' | ''; band 'minmax' | 'std'
-  groupCount: 0, groupLoaded: 0,       // groups in all; view rows made of the groups at hand (paged: more come)
+  groupCount: 0, viewGroup: [],       // groups in all; paged: view row -> the group's position
   colorBy: '',                  // 13.20 colour by: 'p:<param>' | ''
   pvr: { open: false, mode: 'scatter', x: '', y: '' },  // 13.19 params vs results (URL: pvr=)
   paged: false,                 // more runs than PAGE_ALL: the server sorts, counts and pages (S.win)
@@ -19859,7 +19859,7 @@ function renderBody() {
   if (start > 0) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + start * ROW_H + 'px' })));
   for (let i = start; i < end; i++) out.push(S.view[i] ? renderRow(S.view[i], cols) : h('tr', { class: 'pending', 'data-index': String(i) }, h('td', { colspan: span, text: '\u2026' })));
   if (S.paged && !S.groupBy) needRows(start, end);
-  else if (S.paged) needGroups(end);
+  else if (S.paged) needGroups(start, end);
   if (end < n) out.push(h('tr', { class: 'spacer' }, h('td', { colspan: span, style: 'height:' + (n - end) * ROW_H + 'px' })));
   tbody.replaceChildren.apply(tbody, out);
 }
@@ -21681,14 +21681,13 @@ function bindGroups() {
 // (the triangle) into its runs; its checkbox selects them. A table held whole folds its rows
 // here; a paged one asks the server (runs query group=, section 11) so the groups cover every
 // matching run, and fetches an open group's runs by name. The server sends the groups a page
-// at a time (GROUP_PAGE from the top, more as the table scrolls to them: grouped by a seed,
-// 10,000 runs are 10,000 groups), with their count and the best mean of each column.
+// at a time (GROUP_PAGE of them, the pages the table shows: grouped by a seed, 10,000 runs are
+// 10,000 groups), with their count and the best mean of each column.
 // Hooks: computeView -> groupedView / pagedGroupView, renderRow -> renderGroupRow,
 // renderBody -> needGroups, requery -> grpAnswer refresh.
 const openGroups = new Set();            // exp + '\n' + value key of the unfolded groups
 const grpMembers = new Map();            // paged: exp\nkey -> rows of an open group, or null while asked
 let grpAnswer = null, grpAsked = '', grpToken = 0;   // paged: the server's groups for a query
-let grpMore = null;                      // paged: the answer whose next groups are being asked
 const GROUP_PAGE = 200;                  // paged: groups asked at a time
 function groupKey(v) { return JSON.stringify(isNull(v) ? null : v); }
 // a run's raw group value, as the server's _run_group_value: a param, or its sorted tags
@@ -21772,38 +21771,75 @@ function pagedGroupView() {
   S.matched = a ? a.matched : 0; S.matchedRows = [];
   S.best = new Map();
   for (const c of allColumns().metrics) { const e = a && a.extremes && a.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
-  S.view = unfoldGroups(a ? a.groups : [], pagedMembers);
-  S.groupLoaded = S.view.length;
-  if (a) {   // the groups not sent yet hold their places ('\u2026' rows); needGroups asks for them
-    S.view.length += Math.max(0, a.total - a.groups.length);
-    S.groupCount = a.total;
-    S.groupBest = new Map();
-    for (const c of allColumns().metrics) { const e = a.best && a.best[c.id]; if (c.goal && e) S.groupBest.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
-  }
+  if (!a) { S.viewGroup = []; S.view = unfoldGroups([], pagedMembers); return; }
+  S.view = unfoldPagedGroups(a);
+  S.groupRows = a.groups; S.groupCount = a.total;
+  S.groupBest = new Map();   // over every group, as the server counted (it holds them all)
+  for (const c of allColumns().metrics) { const e = a.best && a.best[c.id]; if (c.goal && e) S.groupBest.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
 }
-// Paged: the groups down to view row `end` (the table scrolled past those sent): the next ones.
-function needGroups(end) {
+// unfoldGroups of a paged answer: a group not sent yet holds its place (a '\u2026' row, a hole
+// in the view); S.viewGroup[view row] is the group's position for group rows and holes.
+function unfoldPagedGroups(a) {
+  const out = [], at = [];
+  jobMembers = new Set();
+  for (let i = 0; i < a.total; i++) {
+    const g = a.groups[i];
+    at[out.length] = i;
+    if (!g) { out.length++; continue; }
+    out.push(g);
+    if (!openGroups.has(S.exp + '\n' + g._grp)) continue;
+    const ms = pagedMembers(g);
+    for (const m of ms) { jobMembers.add(m); out.push(m); }
+    if (g.count > ms.length) out.push({ _more: g.count - ms.length, name: '' });
+  }
+  S.viewGroup = at;
+  return out;
+}
+// A page of groups (GROUP_PAGE of them, from p * GROUP_PAGE) into answer a, by position.
+function takeGroupPage(a, p, j) {
+  const groups = j.groups || [];
+  for (let i = 0; i < groups.length; i++) {
+    const g = groups[i];
+    g._grp = groupKey(g.value); g.name = groupLabel(g.value);
+    a.groups[p * GROUP_PAGE + i] = g;
+  }
+  a.pages.add(p);
+  a.total = j.groups_total === undefined ? groups.length : j.groups_total;
+  if (a.groups.length > a.total) a.groups.length = a.total;
+  a.best = j.group_extremes || null; a.matched = j.matched; a.extremes = j.extremes || null;
+}
+function groupPageUrl(a, p) { return runsUrl(a.exp, { group: a.by, offset: p * GROUP_PAGE, limit: GROUP_PAGE }); }
+// Paged: the pages of the groups in view rows [start, end) not sent yet (scrolled or jumped to
+// them: the pages in between are not asked).
+function needGroups(start, end) {
   const a = grpAnswer;
-  if (!a || grpMore === a || end <= S.groupLoaded || a.groups.length >= a.total || a.sig !== S.exp + '|' + S.groupBy + '|' + querySig()) return;
-  grpMore = a;
-  const offset = a.groups.length, limit = GROUP_PAGE * Math.ceil((end - S.groupLoaded + GROUP_PAGE / 2) / GROUP_PAGE);
-  api(runsUrl(a.exp, { group: a.by, offset: offset, limit: limit })).then(j => {
-    if (grpMore === a) grpMore = null;
-    if (grpAnswer !== a || a.groups.length !== offset || j.offset !== offset) return;   // replaced or refreshed meanwhile
-    takeKeys(j); S.total = j.total;
-    for (const g of j.groups) { g._grp = groupKey(g.value); g.name = groupLabel(g.value); a.groups.push(g); }
-    a.total = j.groups_total === undefined ? a.groups.length : j.groups_total; a.best = j.group_extremes || null; a.matched = j.matched;
-    scheduleTable();
-  }, e => { if (grpMore === a) grpMore = null; showError('Could not load groups', e); });
+  if (!a || a.sig !== S.exp + '|' + S.groupBy + '|' + querySig()) return;
+  for (let v = start; v < end; v++) {
+    const i = S.viewGroup[v];
+    if (i === undefined || a.groups[i]) continue;
+    const p = Math.floor(i / GROUP_PAGE);
+    if (a.pages.has(p) || a.asking.has(p)) continue;
+    a.asking.add(p);
+    api(groupPageUrl(a, p)).then(j => {
+      a.asking.delete(p);
+      if (grpAnswer !== a) return;   // another query's groups came meanwhile
+      takeKeys(j); S.total = j.total; takeGroupPage(a, p, j);
+      scheduleTable();
+    }, e => { setTimeout(() => a.asking.delete(p), 3000); showError('Could not load groups', e); });   // no retry storm
+  }
 }
 async function fetchGroups(sig) {
   grpAsked = sig;
   const token = ++grpToken, exp = S.exp, by = S.groupBy;
-  // as many as are on screen now (a refresh keeps those scrolled to), a page at least
-  const had = grpAnswer && grpAnswer.exp === exp && grpAnswer.by === by ? grpAnswer.groups.length : 0;
-  const limit = GROUP_PAGE * Math.max(1, Math.ceil(Math.max(had, visibleRange()[1]) / GROUP_PAGE));
-  let j;
-  try { j = await api(runsUrl(exp, { group: by, offset: 0, limit: limit })); }
+  const a = { sig: sig, exp: exp, by: by, groups: [], total: 0, best: null, matched: 0, extremes: null, pages: new Set(), asking: new Set() };
+  // the first page, and (a refresh of the same grouping) those of the groups on screen now
+  const pages = new Set([0]);
+  if (grpAnswer && grpAnswer.exp === exp && grpAnswer.by === by && S.viewGroup) {
+    const range = visibleRange();
+    for (let v = range[0]; v < range[1]; v++) if (S.viewGroup[v] !== undefined) pages.add(Math.floor(S.viewGroup[v] / GROUP_PAGE));
+  }
+  let got;
+  try { got = await Promise.all(Array.from(pages).map(p => api(groupPageUrl(a, p)).then(j => [p, j]))); }
   catch (e) {
     if (token !== grpToken) return;   // grpAsked stays: the same query is not asked again at once
     if (e.status === 400 && S.filter) { filterProblem = e.message; renderTable(); } else showError('Could not load runs', e);
@@ -21811,10 +21847,8 @@ async function fetchGroups(sig) {
   }
   if (token !== grpToken || exp !== S.exp) return;
   grpAsked = ''; filterProblem = '';
-  takeKeys(j); S.total = j.total;
-  for (const g of j.groups) { g._grp = groupKey(g.value); g.name = groupLabel(g.value); }
-  grpAnswer = { sig: sig, exp: exp, by: by, groups: j.groups, matched: j.matched, extremes: j.extremes || null,
-    total: j.groups_total === undefined ? j.groups.length : j.groups_total, best: j.group_extremes || null };
+  for (const [p, j] of got) { takeKeys(j); S.total = j.total; takeGroupPage(a, p, j); }
+  grpAnswer = a;
   grpMembers.clear();
   renderTable();
 }

@@ -512,10 +512,16 @@ def test_runs_query_sends_groups_a_window_at_a_time(big_server):
 
 
 def test_a_paged_table_grouped_by_seed_fetches_its_groups_as_it_scrolls(ui, big_server):
+    import urllib.parse
     ui.url = big_server.url
-    sizes = []
-    ui.page.on("response", lambda r: sizes.append(len(r.json()["groups"]))
-               if "group=p%3Aseed" in r.url or "group=p:seed" in r.url else None)
+    sizes, offsets = [], []
+
+    def seen(response):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(response.url).query)
+        if query.get("group") == ["p:seed"]:
+            sizes.append(len(response.json()["groups"]))
+            offsets.append(int(query["offset"][0]))
+    ui.page.on("response", seen)
     p = open_page(ui, "#exp=big&runs=&group=p:seed")
     groups = p.locator("#runs-table tbody tr[data-group]")
     expect(p.locator("#runs-count")).to_have_text(f"{BIG} runs in {BIG} groups")
@@ -528,15 +534,46 @@ def test_a_paged_table_grouped_by_seed_fetches_its_groups_as_it_scrolls(ui, big_
     best = p.locator("#runs-table tbody tr[data-group] td.best[data-col='m:acc']")
     marked = best.evaluate_all("ts => ts.map(t => t.closest('tr').dataset.group)")
     assert marked and all(_big_acc(int(v)) == 0.99 for v in marked), marked
-    # scrolled to the end: the last groups come, in order, and the first ones are let go
+    # jumped to the end: the last groups come, in order, and the pages in between are not asked
     p.locator("#runs-scroll").evaluate("e => { e.scrollTop = e.scrollHeight; }")
     expect(p.locator(f"#runs-table tbody tr[data-group='{BIG - 1}']")).to_be_visible()
     shown = [int(v) for v in groups.evaluate_all("rs => rs.map(r => r.dataset.group)")]
     assert shown == sorted(shown) and shown[-1] == BIG - 1 and 0 not in shown
     expect(p.locator("#runs-table tbody tr.pending")).to_have_count(0)
+    assert BIG - 200 in offsets and not {400, 600} & set(offsets), offsets
     # a group far down selects its run
     p.locator(f"#runs-table tbody tr[data-group='{BIG - 2}'] .group-select").check()
     p.wait_for_function(f"() => window.expman.selected().includes('big/r{BIG - 2:05d}')")
+    # and back in the middle: that page comes too
+    p.locator("#runs-scroll").evaluate("e => { e.scrollTop = 610 * 30; }")
+    expect(p.locator("#runs-table tbody tr[data-group='620']")).to_be_visible()
+    expect(p.locator("#runs-table tbody tr.pending")).to_have_count(0)
+
+
+def test_a_new_run_reaches_a_paged_table_grouped_by_seed_scrolled_to_its_end(ui, tmp_path):
+    """Live: a run that starts while the table is grouped by seed and scrolled to the end
+    comes in as the last group, and the rows on screen are asked again with it (no '...')."""
+    import os
+    root = tmp_path / "experiments"
+    os.makedirs(root / "big")
+    n = 600   # more than the page holds whole (PAGE_ALL): paged
+    for i in range(n):
+        _write_big_run(str(root / "big"), i)
+    with serving(root) as srv:
+        ui.url = srv.url
+        p = open_page(ui, "#exp=big&runs=&group=p:seed")
+        expect(p.locator("#runs-count")).to_have_text(f"{n} runs in {n} groups")
+        p.locator("#runs-table th[data-col='p:seed']").click()
+        expect(p.locator("#runs-table tbody tr[data-group]").first).to_have_attribute("data-group", "0")
+        p.locator("#runs-scroll").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+        expect(p.locator(f"#runs-table tbody tr[data-group='{n - 1}']")).to_be_visible()
+        _write_big_run(str(root / "big"), n)                    # seed 600: the new last group
+        expect(p.locator("#runs-count")).to_have_text(f"{n + 1} runs in {n + 1} groups",
+                                                      timeout=20_000)
+        p.locator("#runs-scroll").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+        expect(p.locator(f"#runs-table tbody tr[data-group='{n}']")).to_be_visible()
+        expect(p.locator("#runs-table tbody tr.pending")).to_have_count(0)
+        p.goto("about:blank")   # the page's stream ends before its server does
 
 
 # -- colour by param -------------------------------------------------------------------------
