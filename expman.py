@@ -21744,17 +21744,24 @@ function groupBest(groups) {
   return best;
 }
 // The view: each group's row, then its runs when it is open (their rows indented, as a job's).
-function unfoldGroups(groups, membersOf) {
-  const out = [];
+// Paged, `total` groups of which `groups` holds those sent so far, by position: one not sent
+// yet holds its place (a '\u2026' row, a hole in the view). S.viewGroup[view row] is the
+// group's position for group rows and holes (needGroups asks for the missing ones).
+function unfoldGroups(groups, membersOf, total) {
+  const out = [], at = [], n = total === undefined ? groups.length : total;
   jobMembers = new Set();
-  for (const g of groups) {
+  for (let i = 0; i < n; i++) {
+    const g = groups[i];
+    at[out.length] = i;
+    if (!g) { out.length++; continue; }
     out.push(g);
     if (!openGroups.has(S.exp + '\n' + g._grp)) continue;
     const ms = membersOf(g);
     for (const m of ms) { jobMembers.add(m); out.push(m); }
     if (g.count > ms.length && S.paged) out.push({ _more: g.count - ms.length, name: '' });
   }
-  S.groupRows = groups; S.groupCount = groups.length; S.groupBest = groupBest(groups);
+  S.groupRows = groups; S.groupCount = n; S.viewGroup = at;
+  S.groupBest = total === undefined ? groupBest(groups) : new Map();   // paged: the server's (pagedGroupView)
   return out;
 }
 function groupedView(rows) {
@@ -21771,29 +21778,9 @@ function pagedGroupView() {
   S.matched = a ? a.matched : 0; S.matchedRows = [];
   S.best = new Map();
   for (const c of allColumns().metrics) { const e = a && a.extremes && a.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
-  if (!a) { S.viewGroup = []; S.view = unfoldGroups([], pagedMembers); return; }
-  S.view = unfoldPagedGroups(a);
-  S.groupRows = a.groups; S.groupCount = a.total;
-  S.groupBest = new Map();   // over every group, as the server counted (it holds them all)
-  for (const c of allColumns().metrics) { const e = a.best && a.best[c.id]; if (c.goal && e) S.groupBest.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
-}
-// unfoldGroups of a paged answer: a group not sent yet holds its place (a '\u2026' row, a hole
-// in the view); S.viewGroup[view row] is the group's position for group rows and holes.
-function unfoldPagedGroups(a) {
-  const out = [], at = [];
-  jobMembers = new Set();
-  for (let i = 0; i < a.total; i++) {
-    const g = a.groups[i];
-    at[out.length] = i;
-    if (!g) { out.length++; continue; }
-    out.push(g);
-    if (!openGroups.has(S.exp + '\n' + g._grp)) continue;
-    const ms = pagedMembers(g);
-    for (const m of ms) { jobMembers.add(m); out.push(m); }
-    if (g.count > ms.length) out.push({ _more: g.count - ms.length, name: '' });
-  }
-  S.viewGroup = at;
-  return out;
+  S.view = unfoldGroups(a ? a.groups : [], pagedMembers, a ? a.total : 0);
+  // the best mean of each column over every group, as the server counted (it holds them all)
+  for (const c of allColumns().metrics) { const e = a && a.best && a.best[c.id]; if (c.goal && e) S.groupBest.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
 }
 // A page of groups (GROUP_PAGE of them, from p * GROUP_PAGE) into answer a, by position.
 function takeGroupPage(a, p, j) {
