@@ -226,10 +226,12 @@ def test_the_writer_hands_the_gil_to_the_training_thread_between_slices(root, mo
     """While the writer converts a big backlog, the training thread runs between its slices
     (it sees the queue shrink chunk by chunk), not only at CPython's forced switches. The
     switch interval is raised to 20 ms here so that without the hand-overs the thread would
-    see a handful of the 300 chunks; rows keep their order and none is lost."""
+    see a handful of the 100 chunks; rows keep their order and none is lost. (Each hand-over
+    costs the spinning thread's 20 ms here, and the writer pauses between a chunk's columns
+    too: 60,000 rows took a minute.)"""
     monkeypatch.setattr(expman, "DRAIN_CHUNK_ROWS", 200)
     monkeypatch.setattr(expman, "WRITER_GIL_SLICE_SECS", 0.0)   # hand over after every chunk
-    n = 60_000                                   # under the backlog bound: no log call waits
+    n = 20_000                                   # under the backlog bound: no log call waits
     old = sys.getswitchinterval()
     with make(root, flush_interval_ms=10 ** 7) as exp:   # the timer never wakes the writer
         for i in range(n):
