@@ -19753,8 +19753,7 @@ function computeView() {
     // the server sorted and counted; job folding needs every row (held whole)
     const w = S.win;
     S.view = w.rows; S.matched = w.matched; S.matchedRows = w.rows.filter(Boolean); jobMembers = new Set();
-    S.best = new Map();   // over every matching run: the server's lowest and highest of each column
-    for (const c of allColumns().metrics) { const e = w.extremes && w.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
+    S.best = goalBests(w.extremes);   // over every matching run, as the server counted
     return;
   }
   const parsed = parseFilter(S.filter);
@@ -19778,6 +19777,13 @@ function computeView() {
     if (best !== null) S.best.set(c.id, best);
   }
   S.view = S.groupBy ? groupedView(S.matchedRows) : jobView(keyed.map(x => x[1]));
+}
+// {column id: best value} of the metric columns with a goal, from the server's extremes
+// ({column id: [lowest, highest]}, of every matching run or every group).
+function goalBests(extremes) {
+  const best = new Map();
+  for (const c of allColumns().metrics) { const e = extremes && extremes[c.id]; if (c.goal && e) best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
+  return best;
 }
 const ROW_H = 30;
 let tableFrame = 0;
@@ -21761,7 +21767,7 @@ function unfoldGroups(groups, membersOf, total) {
     if (g.count > ms.length && S.paged) out.push({ _more: g.count - ms.length, name: '' });
   }
   S.groupRows = groups; S.groupCount = n; S.viewGroup = at;
-  S.groupBest = total === undefined ? groupBest(groups) : new Map();   // paged: the server's (pagedGroupView)
+  if (total === undefined) S.groupBest = groupBest(groups);   // paged: the server's (pagedGroupView)
   return out;
 }
 function groupedView(rows) {
@@ -21771,19 +21777,20 @@ function groupedView(rows) {
 }
 // Paged: the server's groups for this query (asked once per query; the last answer stays on
 // screen while a new one is on its way).
+function groupQuerySig() { return S.exp + '|' + S.groupBy + '|' + querySig(); }
 function pagedGroupView() {
-  const sig = S.exp + '|' + S.groupBy + '|' + querySig();
+  const sig = groupQuerySig();
   if ((!grpAnswer || grpAnswer.sig !== sig) && grpAsked !== sig) fetchGroups(sig);
   const a = grpAnswer && grpAnswer.exp === S.exp && grpAnswer.by === S.groupBy ? grpAnswer : null;
   S.matched = a ? a.matched : 0; S.matchedRows = [];
-  S.best = new Map();
-  for (const c of allColumns().metrics) { const e = a && a.extremes && a.extremes[c.id]; if (c.goal && e) S.best.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
+  S.best = goalBests(a && a.extremes);
   S.view = unfoldGroups(a ? a.groups : [], pagedMembers, a ? a.total : 0);
-  // the best mean of each column over every group, as the server counted (it holds them all)
-  for (const c of allColumns().metrics) { const e = a && a.best && a.best[c.id]; if (c.goal && e) S.groupBest.set(c.id, c.goal === 'min' ? e[0] : e[1]); }
+  S.groupBest = goalBests(a && a.best);   // the best mean over every group (the server holds them all)
 }
-// A page of groups (GROUP_PAGE of them, from p * GROUP_PAGE) into answer a, by position.
+// A page of groups (GROUP_PAGE of them, from p * GROUP_PAGE) into answer a, by position, with
+// the keys and counts that came with it.
 function takeGroupPage(a, p, j) {
+  takeKeys(j); S.total = j.total;
   const groups = j.groups || [];
   for (let i = 0; i < groups.length; i++) {
     const g = groups[i];
@@ -21800,7 +21807,7 @@ function groupPageUrl(a, p) { return runsUrl(a.exp, { group: a.by, offset: p * G
 // them: the pages in between are not asked).
 function needGroups(start, end) {
   const a = grpAnswer;
-  if (!a || a.sig !== S.exp + '|' + S.groupBy + '|' + querySig()) return;
+  if (!a || a.sig !== groupQuerySig()) return;
   for (let v = start; v < end; v++) {
     const i = S.viewGroup[v];
     if (i === undefined || a.groups[i]) continue;
@@ -21810,7 +21817,7 @@ function needGroups(start, end) {
     api(groupPageUrl(a, p)).then(j => {
       a.asking.delete(p);
       if (grpAnswer !== a) return;   // another query's groups came meanwhile
-      takeKeys(j); S.total = j.total; takeGroupPage(a, p, j);
+      takeGroupPage(a, p, j);
       scheduleTable();
     }, e => { setTimeout(() => a.asking.delete(p), 3000); showError('Could not load groups', e); });   // no retry storm
   }
@@ -21834,7 +21841,7 @@ async function fetchGroups(sig) {
   }
   if (token !== grpToken || exp !== S.exp) return;
   grpAsked = ''; filterProblem = '';
-  for (const [p, j] of got) { takeKeys(j); S.total = j.total; takeGroupPage(a, p, j); }
+  for (const [p, j] of got) takeGroupPage(a, p, j);
   grpAnswer = a;
   grpMembers.clear();
   renderTable();
