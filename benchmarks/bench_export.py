@@ -4,7 +4,8 @@ of expman.py side by side in one run (by default this checkout's and main's, `gi
 main:expman.py`).
 
     python benchmarks/bench_export.py --data /tmp/bench-export      # 1M rows x 10 metrics
-    python benchmarks/bench_export.py --rows 100000 --quick         # a smoke run
+    python benchmarks/bench_export.py --rows 100000 --formats csv     # a smoke run
+    python benchmarks/bench_export.py --sparse --formats tensorboard,import   # one key a row
 
 The run is made once and kept in --data: an `expman.Experiment` logging ROWS rows of METRICS
 float64 metrics with explicit steps through `log_metrics` (the real write path; 1M rows take
@@ -30,6 +31,7 @@ import random, sys, time
 sys.path.insert(0, sys.argv[1])
 import expman
 rows, metrics, root = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+sparse = sys.argv[5] == "sparse"
 rng = random.Random(42)
 pool = [rng.random() for _ in range(65536)]
 keys = [f"train/metric_{k}" for k in range(metrics)]
@@ -37,7 +39,11 @@ t0 = time.perf_counter()
 exp = expman.Experiment("bench", base_dir=root, run_name="big", config={"lr": 0.1, "n": rows},
                         capture_git=False)
 for i in range(rows):
-    exp.log_metrics({k: pool[(i * 7 + j * 7919) & 65535] for j, k in enumerate(keys)}, step=i)
+    if sparse:   # one metric a row, each in turn (keys logged on steps of their own)
+        exp.log_metrics({keys[i % metrics]: pool[(i * 7) & 65535]}, step=i)
+    else:
+        exp.log_metrics({k: pool[(i * 7 + j * 7919) & 65535] for j, k in enumerate(keys)},
+                        step=i)
 exp.close()
 print(time.perf_counter() - t0)
 """
@@ -76,6 +82,9 @@ def main():
     parser.add_argument("--data", help="keep the generated run here and reuse it next time")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--metrics", type=int, default=10)
+    parser.add_argument("--sparse", action="store_true",
+                        help="each row holds one metric, the next in turn (1/METRICS of the "
+                             "values of a dense run)")
     parser.add_argument("--before", help="expman.py to compare against (default: main's)")
     parser.add_argument("--after", help="expman.py to measure (default: this checkout's)")
     parser.add_argument("--formats", default="csv,json,parquet,tensorboard,import")
@@ -84,13 +93,15 @@ def main():
     args = parser.parse_args()
 
     data = args.data or tempfile.mkdtemp(prefix="expman-bench-export-")
-    root = os.path.join(data, f"experiments-{args.rows}x{args.metrics}")
+    root = os.path.join(data, f"experiments-{args.rows}x{args.metrics}" +
+                        ("-sparse" if args.sparse else ""))
     run_dir = os.path.join(root, "bench", "big")
     if not os.path.isdir(run_dir):
         print(f"generating {args.rows:,} rows x {args.metrics} metrics in {root} ...",
               flush=True)
         out = subprocess.run([sys.executable, "-c", GEN, REPO, str(args.rows), str(args.metrics),
-                              root], check=True, capture_output=True, text=True)
+                              root, "sparse" if args.sparse else "dense"],
+                             check=True, capture_output=True, text=True)
         print(f"  logged and closed in {float(out.stdout):.1f} s", flush=True)
 
     work = tempfile.mkdtemp(prefix="expman-bench-export-work-", dir=data)
@@ -111,7 +122,7 @@ def main():
         versions["before"] = before_dir
     order = ["before", "after"] if "before" in versions else ["after"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPMAN_")}
-    results = {"rows": args.rows, "metrics": args.metrics, "started": time.strftime("%F %T"),
+    results = {"rows": args.rows, "metrics": args.metrics, "sparse": args.sparse, "started": time.strftime("%F %T"),
                "loadavg_start": loadavg(), "runs": []}
     tb_after = os.path.join(work, "tb-after")
     print(f"load average at start: {loadavg()}", flush=True)
@@ -148,7 +159,8 @@ def main():
                 os.remove(dest)
     results["loadavg_end"] = loadavg()
     out = args.out or os.path.join(HERE, "results",
-                                   f"bench_export-{args.rows}-{time.strftime('%Y%m%d-%H%M')}.json")
+                                   f"bench_export-{args.rows}{'-sparse' if args.sparse else ''}-"
+                                   f"{time.strftime('%Y%m%d-%H%M')}.json")
     with open(out, "w") as fh:
         json.dump(results, fh, indent=1)
     print("results in", out)
