@@ -15927,14 +15927,17 @@ def _json_records(batch, first):
     timestamps as ISO-8601 text, NaN/inf as "NaN"/"Infinity"/"-Infinity" (as in the HTTP API;
     Python's float() and JS Number() read them), missing as null."""
     names = batch.schema.names
+    texts = _json_value_texts(batch)
+    if texts is not None:   # every value's JSON text at hand: one % a record
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        template = ("{" + ", ".join(encode(name).replace("%", "%%") + ": %s"
+                                    for name in names) + "}")
+        records = ",\n".join([template % row for row in zip(*texts)])
+        return ((("\n" if first else ",\n") + records) if records else "").encode("utf-8")
     columns = []
     for name, column in zip(names, batch.columns):
         if name == "timestamp":
-            # via integers: to_pylist() of a tz-aware column needs a time-zone database,
-            # which bare machines (and Windows without tzdata) do not have
-            epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-            values = [None if v is None else (epoch + _dt.timedelta(microseconds=v)).isoformat()
-                      for v in column.cast(pa.int64()).to_pylist()]
+            values = _iso_micros(column)
         elif name == "step":
             values = column.to_pylist()
         else:
@@ -15946,6 +15949,52 @@ def _json_records(batch, first):
         record = {name: col[i] for name, col in zip(names, columns)}
         chunks.append(("\n" if first and i == 0 else ",\n") + dumps(record))
     return "".join(chunks).encode("utf-8")
+
+
+def _iso_micros(column):
+    """ISO-8601 texts (None for null) of a timestamp column, via integers: to_pylist() of a
+    tz-aware column needs a time-zone database, which bare machines (and Windows without
+    tzdata) do not have."""
+    epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+    seconds, out = {}, []   # rows of one second share its text (1M rows: 3.7 s -> 0.5 s)
+    for micros in column.cast(pa.int64()).to_pylist():
+        if micros is None:
+            out.append(None)
+            continue
+        second, fraction = divmod(micros, 1_000_000)
+        text = seconds.get(second)
+        if text is None:
+            text = seconds[second] = (epoch + _dt.timedelta(seconds=second)).isoformat()[:-6]
+        out.append(f"{text}.{fraction:06d}+00:00" if fraction else text + "+00:00")
+    return out
+
+
+_JSON_FLOAT_FIXES = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"',
+                     "None": "null"}   # repr() of what JSON has no number for
+
+
+def _json_value_texts(batch):
+    """Each column's values as the JSON texts _json_records' encoder would write for them
+    (a float's repr, NaN/inf as strings, null), by C loops (map): 5x the dict-per-record
+    way. None when a column is neither a float, an integer nor the timestamp."""
+    texts = []
+    for name, column in zip(batch.schema.names, batch.columns):
+        kind = column.type
+        if name == "timestamp":
+            if not pa.types.is_timestamp(kind):
+                return None
+            texts.append(["null" if v is None else '"' + v + '"' for v in _iso_micros(column)])
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            values = column.to_pylist()
+            if column.null_count:
+                reprs = list(map(repr, values))   # an int's or a float's JSON text, 'None'
+            else:
+                reprs = list(map(int.__repr__ if pa.types.is_integer(kind) else
+                                 float.__repr__, values))
+            texts.append(list(map(_JSON_FLOAT_FIXES.get, reprs, reprs)))
+        else:
+            return None
+    return texts
 
 
 def _export_stream(stream, fmt, sink, progress):

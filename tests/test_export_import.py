@@ -74,8 +74,10 @@ def test_progress_counts_even_when_not_drawn():
 # -- streaming export: the same output as the whole table, a batch at a time ------------------
 
 import csv  # noqa: E402
+import datetime  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os as _os  # noqa: E402,F811
 import random  # noqa: E402
 import struct  # noqa: E402
@@ -85,6 +87,8 @@ import pyarrow.csv as pacsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from _util import run_python  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 def _cli(capsys, *argv):
@@ -207,6 +211,45 @@ def test_export_json_spans_batches_as_one_array(capsys, root, monkeypatch):
     monkeypatch.setattr(expman._MetricStream, "__init__", small_batches)
     rc, out, _ = _cli(capsys, "export", run.run_dir, "--format", "json")
     assert rc == 0 and len(json.loads(out)) == 30 and out.count("\n") == 32
+
+
+def _json_text_oracle(step, micros, values):
+    """What `export --format json` writes for one record, by json.dumps of a dict."""
+    def number(v):
+        if v is None or math.isfinite(v):
+            return v
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    record = {"step": step,
+              "timestamp": None if micros is None else
+              (epoch + datetime.timedelta(microseconds=micros)).isoformat()}
+    record.update((k, number(v)) for k, v in values)
+    return json.dumps(record, ensure_ascii=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(
+    st.one_of(st.none(), st.integers(-2 ** 63, 2 ** 63 - 1)),
+    st.one_of(st.none(), st.integers(-2 ** 55, 2 ** 55)),
+    st.one_of(st.none(), st.floats(width=64)), st.one_of(st.none(), st.floats(width=32))),
+    max_size=12),
+    keys=st.lists(st.text(min_size=1, max_size=6).filter(lambda k: k not in ("step",
+                                                                             "timestamp")),
+                  min_size=2, max_size=2, unique=True),
+    first=st.booleans())
+def test_json_records_are_the_text_json_dumps_writes(rows, keys, first):
+    # the batch's texts come from C loops over columns; each record must read as json.dumps
+    # writes it: float reprs, NaN/inf as strings, null, ISO times, any key (a '%', quotes)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([r[0] for r in rows], pa.int64()),
+         pa.array([r[1] for r in rows], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+         pa.array([r[2] for r in rows], pa.float64()),
+         pa.array([r[3] for r in rows], pa.float32())], names=["step", "timestamp", *keys])
+    f32 = batch.column(3).to_pylist()
+    expected = "".join(("\n" if first and i == 0 else ",\n") +
+                       _json_text_oracle(r[0], r[1], [(keys[0], r[2]), (keys[1], f32[i])])
+                       for i, r in enumerate(rows))
+    assert expman._json_records(batch, first).decode("utf-8") == expected
 
 
 def test_export_of_a_run_without_rows_is_an_error_for_tensorboard_too(capsys, root, tmp_path):
