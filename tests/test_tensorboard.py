@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import struct
 
 import pyarrow as pa
 import pytest
@@ -489,3 +490,129 @@ def test_shim_hands_images_and_histograms_to_the_run(root):
     hist = expman.read_histograms(run_dir).to_pylist()
     assert [(h["tag"], h["step"], h["count"]) for h in hist] == [("weights", 4, 101)]
     assert sum(hist[0]["counts"]) == 101
+
+
+# -- the plain scalar decoder against protobuf ------------------------------------------------
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
+from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_pb2  # noqa: E402
+
+_TAGS = ["loss", "acc", "val/l\u00f6ss", "t" * 130]
+
+
+@st.composite
+def _event_records(draw):
+    """Serialized events: scalars of every kind TensorBoard writers use, with and without a
+    plugin named, texts, histograms, other fields; two events' bytes one after the other (a
+    field twice: protobuf merges them); a few bytes changed in some."""
+    data = draw(_event_bytes())
+    if draw(st.integers(0, 5)) == 0:
+        data += draw(_event_bytes())
+    data = bytearray(data)
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):   # damaged bytes
+        if data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@st.composite
+def _event_bytes(draw):
+    event = event_pb2.Event()
+    if draw(st.booleans()):
+        event.wall_time = draw(st.floats(allow_nan=False, allow_infinity=False))
+    if draw(st.booleans()):
+        event.step = draw(st.one_of(st.integers(-2 ** 63, 2 ** 63 - 1), st.just(0)))
+    kind = draw(st.sampled_from(["summary", "summary", "summary", "file_version", "empty"]))
+    if kind == "file_version":
+        event.file_version = "brain.Event:2"
+    elif kind == "summary":
+        summary = event.summary
+        summary.SetInParent()
+        for _ in range(draw(st.integers(0, 3))):
+            value = summary.value.add(tag=draw(st.sampled_from(_TAGS)))
+            shape = draw(st.sampled_from(["simple", "double", "float", "shaped", "text",
+                                          "histo", "double2"]))
+            number = draw(st.floats(width=32))
+            if shape == "simple":
+                value.simple_value = number
+            elif shape in ("double", "float", "shaped", "double2"):
+                value.tensor.dtype = 2 if shape != "float" else 1
+                if shape == "shaped":
+                    value.tensor.tensor_shape.dim.add(size=1)
+                if draw(st.booleans()):
+                    value.tensor.tensor_shape.SetInParent()   # an empty shape written out
+                (value.tensor.float_val if shape == "float" else
+                 value.tensor.double_val).extend([number] * (2 if shape == "double2" else 1))
+            elif shape == "text":
+                value.tensor.dtype = 7
+                value.tensor.string_val.append(b"hello")
+                value.metadata.plugin_data.plugin_name = "text"
+            else:
+                value.histo.num = 3
+            if shape != "text" and draw(st.booleans()):
+                value.metadata.plugin_data.plugin_name = draw(st.sampled_from(
+                    ["scalars", "scalars", "images"]))
+    return event.SerializeToString()
+
+
+def _exactly(value):
+    """value with each float as its bits (NaN equal to NaN, -0.0 apart from 0.0)."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else struct.pack("<d", value)
+    if isinstance(value, (list, tuple)):
+        return [_exactly(v) for v in value]
+    return value
+
+
+def _scalar_event(wall, step, tag, number):
+    return event_pb2.Event(wall_time=wall, step=step, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, simple_value=number)])).SerializeToString()
+
+
+@pytest.mark.filterwarnings("ignore:expman.*unreadable event record")   # damaged on purpose
+@settings(max_examples=300, deadline=None)
+@given(records=st.lists(_event_records(), max_size=12))
+@example(records=[_scalar_event(1.0, 1, "a", 1.0) + _scalar_event(2.0, 2, "b", 2.0)])  # merged
+@example(records=[_scalar_event(1.0, 1, "a", 1.0),    # the same length and tag, but the value
+                  _scalar_event(1.0, 2, "a", 1.0).replace(b"a\x15", b"a\x0d")])   # is no float
+def test_plain_scalar_events_are_read_as_protobuf_reads_them(records, tmp_path_factory):
+    # the import's own decoder of scalar events, against protobuf on the same records: every
+    # record it takes must give what protobuf gives, tags, plugins and times included
+    path = tmp_path_factory.mktemp("tb") / "events.out.tfevents.0.host"
+    path.write_bytes(b"".join(len(r).to_bytes(8, "little") + b"\0" * 4 + r + b"\0" * 4
+                              for r in records))
+    got, want = [], []
+    fast = expman._TBRun(str(path.parent), lambda *p: got.append(p))
+    fast.read([str(path)], event_pb2, hparams_pb2)
+    slow = expman._TBRun(str(path.parent), lambda *p: want.append(p))
+    for record in records:
+        try:
+            event = event_pb2.Event.FromString(record)
+        except Exception:  # noqa: BLE001 - DecodeError: skipped by the import too
+            continue
+        slow.events += 1
+        if event.HasField("summary"):
+            slow._summary(event, hparams_pb2)
+    assert _exactly(got) == _exactly(want)
+    for field in ("events", "points", "tags", "plugins", "first", "last", "texts"):
+        assert _exactly(getattr(fast, field)) == _exactly(getattr(slow, field)), field
+    assert fast.ignored == slow.ignored
+
+
+def test_plain_scalar_events_take_the_plain_way():
+    # the events torch and expman write most often are read without protobuf
+    plugins = {"acc": "scalars"}
+    simple = event_pb2.Event(wall_time=1.5, step=-3, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag="loss", simple_value=0.25)]))
+    assert expman._tb_scalar_event(simple.SerializeToString(), plugins) == (1.5, -3,
+                                                                           [("loss", 0.25)])
+    assert plugins == {"acc": "scalars", "loss": None}
+    tensor = event_pb2.Event(wall_time=2.0, step=7)
+    value = tensor.summary.value.add(tag="acc")
+    value.tensor.dtype = 2
+    value.tensor.double_val.append(0.125)
+    assert expman._tb_scalar_event(tensor.SerializeToString(), plugins) == (2.0, 7,
+                                                                           [("acc", 0.125)])
+    value.metadata.plugin_data.plugin_name = "scalars"   # a plugin named: protobuf's way
+    assert expman._tb_scalar_event(tensor.SerializeToString(), plugins) is None
