@@ -9601,13 +9601,13 @@ def _pb_read_varint(data, pos):
 def _tb_scalar_event(data, plugins, numbers=None):
     """(wall_time, step, [(tag, value)]) of an event record that holds only scalars written
     the plain ways (a simple_value; a one-value float or double tensor of a tag whose
-    "scalars" plugin was named before), or None for anything else: metadata, texts, images,
-    other fields, a field twice, bytes protobuf would refuse. Those go to protobuf, so the
-    result never differs from its. New tags of simple values are added to ``plugins`` as
-    unnamed, as the protobuf path does. ``numbers``: a list that gets (offset, unpack, tag,
-    from a tensor) of each value read, for _TBScalarReader's layouts."""
+    "scalars" plugin is named there or was before), or None for anything else: other
+    metadata, texts, images, other fields, a field twice, bytes protobuf would refuse. Those
+    go to protobuf, so the result never differs from its. ``plugins`` is updated as the
+    protobuf path does (a plugin named; a new tag of a simple value, unnamed). ``numbers``: a
+    list that gets (offset, unpack, tag, kind) of each value read, for _TBScalarReader."""
     try:
-        wall, step, points, seen, pos = 0.0, 0, None, set(), 0
+        wall, step, found, seen, pos = 0.0, 0, None, set(), 0
         while pos < len(data):
             key = data[pos]
             if key in seen:
@@ -9622,27 +9622,32 @@ def _tb_scalar_event(data, plugins, numbers=None):
                 step, pos = _pb_read_int64(data, pos + 1)
             elif key == 0x2a:
                 length, pos = _pb_read_varint(data, pos + 1)
-                points = _tb_scalar_values(data, pos, pos + length, plugins, numbers)
-                if points is None:
+                found = _tb_scalar_values(data, pos, pos + length, plugins, numbers)
+                if found is None:
                     return None
                 pos += length
             else:
                 return None
-        if points is None or pos != len(data):
+        if found is None or pos != len(data):
             return None
     except (IndexError, ValueError, struct.error):
         return None
-    for tag, _number, tensor in points:
-        if not tensor and tag not in plugins:
-            plugins[tag] = None
-    return wall, step, [(tag, number) for tag, number, _tensor in points]
+    points, named = found
+    plugins.update(named)
+    return wall, step, points
+
+
+# the kinds of value _TBScalarReader's layouts tell apart
+_TB_SIMPLE, _TB_TENSOR, _TB_NAMED = 0, 1, 2   # a simple value; a tensor; "scalars" named
+_TB_SCALARS_PLUGIN = b"\x4a\x0b\x0a\x09\x0a\x07scalars"   # metadata: the plugin's name alone
 
 
 def _tb_scalar_values(data, pos, end, plugins, numbers=None):
-    """[(tag, value, from a tensor)] of a Summary's bytes [pos, end), or None (see above)."""
+    """([(tag, value)], {tag: plugin} the values set) of a Summary's bytes [pos, end), or
+    None (see above); each value sees the plugins the ones before it set, as in _summary."""
     if end > len(data):
         return None
-    points = []
+    points, named = [], {}
     while pos < end:
         if data[pos] != 0x0a:
             return None
@@ -9653,21 +9658,27 @@ def _tb_scalar_values(data, pos, end, plugins, numbers=None):
         found = _tb_scalar_value(data, pos, stop)
         if found is None:
             return None
-        tag, number, tensor, at = found
-        if tensor and plugins.get(tag) != "scalars":
+        tag, number, kind, at = found
+        plugin = named[tag] if tag in named else plugins.get(tag, _MISSING)
+        if kind == _TB_NAMED:
+            named[tag] = "scalars"
+        elif kind == _TB_TENSOR and plugin != "scalars":
             return None
-        points.append((tag, number, tensor))
+        elif plugin is _MISSING:
+            named[tag] = None
+        points.append((tag, number))
         if numbers is not None:
-            numbers.append((*at, tag, tensor))
+            numbers.append((*at, tag, kind))
         pos = stop
-    return points
+    return points, named
 
 
 def _tb_scalar_value(data, pos, stop):
-    """(tag, value, from a tensor, (the value's offset, its unpack)) of a Summary.Value's
-    bytes [pos, stop) holding a tag and a simple value or a plain tensor, or None."""
+    """(tag, value, kind, (the value's offset, its unpack)) of a Summary.Value's bytes [pos,
+    stop) holding a tag, a simple value or a plain tensor and perhaps metadata naming the
+    "scalars" plugin alone; or None."""
     tag = number = at = None
-    tensor = False
+    kind, named = _TB_SIMPLE, False
     while pos < stop:
         key = data[pos]
         if key == 0x0a and tag is None:          # tag
@@ -9688,14 +9699,18 @@ def _tb_scalar_value(data, pos, stop):
             found = _tb_plain_tensor(data[pos:pos + length])
             if found is None:
                 return None
-            (number, unpack, skip), tensor = found, True
+            (number, unpack, skip), kind = found, _TB_TENSOR
             at = (pos + skip, unpack)
             pos += length
+        elif key == 0x4a and not named and \
+                data[pos:pos + len(_TB_SCALARS_PLUGIN)] == _TB_SCALARS_PLUGIN:
+            named = True
+            pos += len(_TB_SCALARS_PLUGIN)
         else:
             return None
     if pos != stop or tag is None or number is None:
         return None
-    return tag, number, tensor, at
+    return tag, number, _TB_NAMED if named else kind, at
 
 
 class _TBScalarReader:
@@ -9738,8 +9753,10 @@ class _TBScalarReader:
                     break
             else:
                 plugins, points = self.plugins, []
-                for at, unpack, name, tensor in numbers:
-                    if tensor and plugins.get(name) != "scalars":
+                for at, unpack, name, kind in numbers:   # in order, as _summary goes
+                    if kind == _TB_NAMED:
+                        plugins[name] = "scalars"
+                    elif kind == _TB_TENSOR and plugins.get(name) != "scalars":
                         break
                     points.append((name, unpack(data, pos + at)[0]))
                 else:
@@ -9753,12 +9770,12 @@ class _TBScalarReader:
     @staticmethod
     def _layout(data, pos, numbers):
         """(the event's bytes from pos on but its numbers, as (start, end, bytes) parts; the
-        numbers as (offset, unpack, tag, from a tensor)), offsets from pos."""
+        numbers as (offset, unpack, tag, kind)), offsets from pos."""
         fixed, start, out = [], pos, []
-        for at, unpack, name, tensor in numbers:
+        for at, unpack, name, kind in numbers:
             if at > start:
                 fixed.append((start - pos, at - pos, data[start:at]))
-            out.append((at - pos, unpack, name, tensor))
+            out.append((at - pos, unpack, name, kind))
             start = at + unpack.__self__.size
         if start < len(data):
             fixed.append((start - pos, len(data) - pos, data[start:]))

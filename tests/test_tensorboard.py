@@ -565,6 +565,18 @@ def _exactly(value):
     return value
 
 
+def _named_event(step, plugin, histogram=False):
+    event = event_pb2.Event(wall_time=1.0, step=step)
+    value = event.summary.value.add(tag="x")
+    if histogram:
+        value.histo.num = 3
+    else:
+        value.tensor.dtype = 2
+        value.tensor.double_val.append(0.5)
+    value.metadata.plugin_data.plugin_name = plugin
+    return event.SerializeToString()
+
+
 def _scalar_event(wall, step, tag, number):
     return event_pb2.Event(wall_time=wall, step=step, summary=summary_pb2.Summary(
         value=[summary_pb2.Summary.Value(tag=tag, simple_value=number)])).SerializeToString()
@@ -574,6 +586,9 @@ def _scalar_event(wall, step, tag, number):
 @settings(max_examples=300, deadline=None)
 @given(records=st.lists(_event_records(), max_size=12))
 @example(records=[_scalar_event(1.0, 1, "a", 1.0) + _scalar_event(2.0, 2, "b", 2.0)])  # merged
+@example(records=[_named_event(1, "scalars"), _named_event(2, "scalars"),   # one layout, its
+                  _named_event(3, "images", histogram=True),                # tag named another
+                  _named_event(4, "scalars")])                              # plugin between
 @example(records=[_scalar_event(1.0, 1, "a", 1.0),    # the same length and tag, but the value
                   _scalar_event(1.0, 2, "a", 1.0).replace(b"a\x15", b"a\x0d")])   # is no float
 def test_plain_scalar_events_are_read_as_protobuf_reads_them(records, tmp_path_factory):
@@ -614,5 +629,10 @@ def test_plain_scalar_events_take_the_plain_way():
     value.tensor.double_val.append(0.125)
     assert expman._tb_scalar_event(tensor.SerializeToString(), plugins) == (2.0, 7,
                                                                            [("acc", 0.125)])
-    value.metadata.plugin_data.plugin_name = "scalars"   # a plugin named: protobuf's way
+    value.tag = "lr"                                      # a tensor naming its plugin, as
+    value.metadata.plugin_data.plugin_name = "scalars"    # torch's new_style writes it
+    assert expman._tb_scalar_event(tensor.SerializeToString(), plugins) == (2.0, 7,
+                                                                           [("lr", 0.125)])
+    assert plugins["lr"] == "scalars"
+    value.metadata.plugin_data.plugin_name = "images"     # another plugin: protobuf's way
     assert expman._tb_scalar_event(tensor.SerializeToString(), plugins) is None
