@@ -9716,14 +9716,14 @@ def _tb_scalar_value(data, pos, stop):
 class _TBScalarReader:
     """_tb_scalar_event at ~1.4 us an event: the events of a writer's loop have a few byte
     layouts (the same tags in the same order, numbers of the same sizes), so an event is
-    checked against the layout last seen with its length and first tag (its bytes but the
-    wall time, the step and the numbers compared at once) and its numbers unpacked from
-    their offsets; parsed field by field (~5 us, no faster than protobuf and its attribute
-    access) only the first time a layout shows."""
+    read by the struct of the layout last seen with its length and first tag, which cuts
+    it into its fixed bytes (compared at once with the layout's) and its numbers; it is
+    parsed field by field (~5 us, no faster than protobuf and its attribute access) only
+    the first time a layout shows."""
 
     def __init__(self, plugins):
         self.plugins = plugins
-        self.layouts = {}   # (bytes from the summary on, first tag) -> (fixed parts, numbers)
+        self.layouts = {}   # (bytes from the summary on, first tag) -> _layout()
 
     def __call__(self, data):
         try:
@@ -9747,39 +9747,49 @@ class _TBScalarReader:
             return None
         layout = self.layouts.get(key)
         if layout is not None:
-            fixed, numbers = layout
-            for start, end, part in fixed:
-                if data[pos + start:pos + end] != part:
-                    break
-            else:
-                plugins, points = self.plugins, []
-                for at, unpack, name, kind in numbers:   # in order, as _summary goes
-                    if kind == _TB_NAMED:
-                        plugins[name] = "scalars"
-                    elif kind == _TB_TENSOR and plugins.get(name) != "scalars":
-                        break
-                    points.append((name, unpack(data, pos + at)[0]))
-                else:
-                    return _UNPACK_DOUBLE(data, 1)[0], step, points
+            unpack, fixed, names, checks = layout
+            parts = unpack(data, pos)             # the fixed bytes and the numbers in turn
+            if parts[0::2] == fixed and self._plugins_hold(*checks):
+                return _UNPACK_DOUBLE(data, 1)[0], step, list(zip(names, parts[1::2]))
         numbers = []
         found = _tb_scalar_event(data, self.plugins, numbers)
         if found is not None and len(self.layouts) < 4096:
             self.layouts[key] = self._layout(data, pos, numbers)
         return found
 
+    def _plugins_hold(self, tensors, scalars, ordered):
+        """Whether a layout's tensors are of tags whose plugin is "scalars": ``tensors``
+        their tags (``scalars``: as many "scalars"), or, when some name the plugin
+        themselves, ``ordered``: (tag, kind) of its values that name or need it, in order."""
+        plugins = self.plugins
+        if ordered is None:   # one C loop
+            return tuple(map(plugins.get, tensors)) == scalars
+        for name, kind in ordered:   # in order, as _summary goes
+            if kind == _TB_NAMED:
+                plugins[name] = "scalars"
+            elif plugins.get(name) != "scalars":
+                return False
+        return True
+
     @staticmethod
     def _layout(data, pos, numbers):
-        """(the event's bytes from pos on but its numbers, as (start, end, bytes) parts; the
-        numbers as (offset, unpack, tag, kind)), offsets from pos."""
-        fixed, start, out = [], pos, []
-        for at, unpack, name, kind in numbers:
-            if at > start:
-                fixed.append((start - pos, at - pos, data[start:at]))
-            out.append((at - pos, unpack, name, kind))
+        """(a struct's unpack_from of the event's bytes from pos on: its fixed bytes and its
+        numbers in turn; the fixed bytes; the numbers' tags; _plugins_hold's arguments)."""
+        fmt, fixed, start = ["<"], [], pos
+        for at, unpack, _name, _kind in numbers:
+            fmt += (f"{at - start}s", unpack.__self__.format[-1])
+            fixed.append(data[start:at])
             start = at + unpack.__self__.size
-        if start < len(data):
-            fixed.append((start - pos, len(data) - pos, data[start:]))
-        return fixed, out
+        fmt.append(f"{len(data) - start}s")
+        fixed.append(data[start:])
+        layout = struct.Struct("".join(fmt))
+        assert layout.size == len(data) - pos
+        ordered = tuple((name, kind) for _at, _unpack, name, kind in numbers if kind)
+        if any(kind == _TB_NAMED for _name, kind in ordered):
+            checks = None, None, ordered
+        else:
+            checks = tuple(n for n, _k in ordered), ("scalars",) * len(ordered), None
+        return layout.unpack_from, tuple(fixed), tuple(n[2] for n in numbers), checks
 
 
 _TB_PLAIN_TENSORS = {b"\x08\x02\x32\x08": (_UNPACK_DOUBLE, 8),   # DT_DOUBLE, double_val

@@ -573,7 +573,8 @@ def _named_event(step, plugin, histogram=False):
     else:
         value.tensor.dtype = 2
         value.tensor.double_val.append(0.5)
-    value.metadata.plugin_data.plugin_name = plugin
+    if plugin is not None:
+        value.metadata.plugin_data.plugin_name = plugin
     return event.SerializeToString()
 
 
@@ -589,6 +590,8 @@ def _scalar_event(wall, step, tag, number):
 @example(records=[_named_event(1, "scalars"), _named_event(2, "scalars"),   # one layout, its
                   _named_event(3, "images", histogram=True),                # tag named another
                   _named_event(4, "scalars")])                              # plugin between
+@example(records=[_named_event(1, "scalars"), _named_event(2, None), _named_event(3, None),
+                  _named_event(4, "images", histogram=True), _named_event(5, None)])
 @example(records=[_scalar_event(1.0, 1, "a", 1.0),    # the same length and tag, but the value
                   _scalar_event(1.0, 2, "a", 1.0).replace(b"a\x15", b"a\x0d")])   # is no float
 def test_plain_scalar_events_are_read_as_protobuf_reads_them(records, tmp_path_factory):
