@@ -122,8 +122,8 @@ def main():
         versions["before"] = before_dir
     order = ["before", "after"] if "before" in versions else ["after"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPMAN_")}
-    results = {"rows": args.rows, "metrics": args.metrics, "sparse": args.sparse, "started": time.strftime("%F %T"),
-               "loadavg_start": loadavg(), "runs": []}
+    results = {"rows": args.rows, "metrics": args.metrics, "sparse": args.sparse,
+               "started": time.strftime("%F %T"), "loadavg_start": loadavg(), "runs": []}
     tb_after = os.path.join(work, "tb-after")
     print(f"load average at start: {loadavg()}", flush=True)
     print("| command | version | wall s | peak RSS MB | exit | load avg |")
