@@ -9706,12 +9706,14 @@ def _tb_scalar_value(data, pos, stop):
 
 
 class _TBScalarReader:
-    """_tb_scalar_event at ~1.4 us an event: the events of a writer's loop have a few byte
-    layouts (the same tags in the same order, numbers of the same sizes), so an event is
-    read by the struct of the layout last seen with its length and first tag, which cuts
-    it into its fixed bytes (compared at once with the layout's) and its numbers; it is
-    parsed field by field (~5 us, no faster than protobuf and its attribute access) only
-    the first time a layout shows."""
+    """_tb_scalar_event at ~2 us an event of one value (~4.5 us of ten): the events of a
+    writer's loop have a few byte layouts (the same tags in the same order, numbers of the
+    same sizes), so an event is read by the struct of the layout last seen with its length
+    and first tag, which cuts it into its fixed bytes (compared at once with the layout's)
+    and its numbers; it is parsed field by field (~5 us, no faster than protobuf and its
+    attribute access) only the first time a layout shows. (Comparing the bytes between two
+    numbers a slice at a time instead was ~0.5 us faster with one value, ~1.5 us slower
+    with ten, and the import of 1M rows x 10 took 14.2-14.7 s against 12.2-12.6 s.)"""
 
     def __init__(self, plugins):
         self.plugins = plugins
