@@ -9564,7 +9564,7 @@ def _tb_records(path):
 
 
 _UNPACK_U64 = struct.Struct("<Q").unpack_from
-_UNPACK_DOUBLE = struct.Struct("<d").unpack_from
+_UNPACK_DOUBLE = _DOUBLE.unpack_from
 _UNPACK_FLOAT = struct.Struct("<f").unpack_from
 
 
@@ -9577,17 +9577,12 @@ def _pb_read_int64(data, pos):
 
 
 def _pb_read_varint(data, pos):
-    """(the varint at pos, the position after it)."""
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("a varint longer than 10 bytes")
+    """(the varint at pos, the position after it): thrift's and protobuf's varints are one
+    encoding, but protobuf refuses one longer than 10 bytes."""
+    value, end = _thrift_varint(data, pos)
+    if end - pos > 10:
+        raise ValueError("a varint longer than 10 bytes")
+    return value, end
 
 
 def _tb_scalar_event(data, plugins, numbers=None):
@@ -10433,12 +10428,13 @@ class _TBScalarEncoder:
         steps = batch.column(0).to_numpy(zero_copy_only=False)
         walls = batch.column(1).cast(pa.int64()).to_numpy(zero_copy_only=False)
         counts, patterns, kind = self._kinds(np, batch, steps, walls)
+        values = [column.to_numpy(zero_copy_only=False) for column in batch.columns[2:]]
         frames = []   # (rows: indices or a slice, their framed records as a 2-D array)
         for code in np.unique(kind[kind >= 0]).tolist():
             rows = np.flatnonzero(kind == code)
             if rows[-1] - rows[0] + 1 == len(rows):   # in a row: views, not copies
                 rows = slice(int(rows[0]), int(rows[-1]) + 1)
-            frames.append((rows, self._block(np, batch, rows,
+            frames.append((rows, self._block(np, values, rows,
                                              np.flatnonzero(patterns[code // 11]), code % 11,
                                              steps[rows], walls[rows], events)))
         alone = np.flatnonzero((kind < 0) & (counts > 0))
@@ -10473,11 +10469,12 @@ class _TBScalarEncoder:
             kind[np.isin(kind, rare)] = -1
         return counts, patterns, kind
 
-    def _block(self, np, batch, rows, keys, step_width, steps, walls, events):
+    def _block(self, np, values, rows, keys, step_width, steps, walls, events):
         """The framed records of some rows that hold the same keys and whose steps' varints
         are step_width long (0: step 0, which protobuf leaves out), as a 2-D uint8 array:
         every record has the same layout, so they are built by columns, their CRCs one
-        _crc32c_grid. ``rows``: their indices in batch, or a slice of it."""
+        _crc32c_grid. ``values``: the batch's metric columns as NumPy arrays; ``rows``: the
+        rows' indices in them, or a slice."""
         n = len(steps)
 
         def const(data):
@@ -10488,8 +10485,7 @@ class _TBScalarEncoder:
 
         summary = []
         for k in keys.tolist():
-            values = batch.column(2 + k).to_numpy(zero_copy_only=False)
-            summary += (const(self.plain[k]), raw(values[rows], "<f8", 8))
+            summary += (const(self.plain[k]), raw(values[k][rows], "<f8", 8))
         size = sum(part.shape[1] for part in summary)
         parts = [const(b"\x09"), raw(walls / 1e6, "<f8", 8)]
         if step_width:
