@@ -16202,7 +16202,7 @@ def _iso_micros(column):
     tz-aware column needs a time-zone database, which bare machines (and Windows without
     tzdata) do not have."""
     epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-    seconds, out = {}, []   # rows of one second share its text (1M rows: 3.7 s -> 0.5 s)
+    seconds, out = {}, []   # rows of one second share its text (1M rows: 2.0-2.7 -> 0.4-0.6 s)
     for micros in column.cast(pa.int64()).to_pylist():
         if micros is None:
             out.append(None)
@@ -16221,8 +16221,9 @@ _JSON_FLOAT_FIXES = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"',
 
 def _json_value_texts(batch):
     """Each column's values as the JSON texts _json_records' encoder would write for them
-    (a float's repr, NaN/inf as strings, null), by C loops (map): 5x the dict-per-record
-    way. None when a column is neither a float, an integer nor the timestamp."""
+    (a float's repr, NaN/inf as strings, null), by C loops (map): an export of 1M rows x 10
+    took 9.2 s this way, 13.7 s the dict-per-record way (1M x 1 of 10: 4.2 against 11.7 s).
+    None when a column is neither a float, an integer nor the timestamp."""
     texts = []
     for name, column in zip(batch.schema.names, batch.columns):
         kind = column.type
