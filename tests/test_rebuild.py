@@ -620,3 +620,76 @@ sys.exit(""")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode != 0 and '"r599"' not in proc.stdout
+
+
+# -- a warm listing's stats, made in a forked child while the catalog is read -------------------
+
+STAT_LIST = """
+import os, sys
+import expman
+expman._StatChild.MIN_RUNS = {min_runs}
+os.sched_getaffinity = lambda pid: set(range(2))   # two cores, one of them idle
+expman._busy_cores = lambda: 0
+parent = os.getpid()
+if {fail!r}:   # a child that dies before it sends its stats: the parent stats the runs
+    real = expman._stat_runs
+    def dying(exp_path, names):
+        if os.getpid() != parent:
+            os._exit(3)
+        return real(exp_path, names)
+    expman._stat_runs = dying
+result = expman._StatChild.result
+def told(self):
+    forked = self.pid is not None
+    found = result(self)
+    print(f"stats: forked={{forked}} sent={{found is not None}}", file=sys.stderr)
+    return found
+expman._StatChild.result = told
+sys.exit(expman.main(["list", {root!r}, "-e", "sweep", "--json"]))
+"""
+
+
+def test_a_warm_listing_s_stats_from_a_forked_child_see_what_its_own_stats_see(tmp_path):
+    """`expman list -e` of every run stats the runs' files in a forked child while it reads
+    the catalog. Its verdicts are those of stats made in the listing's own process: a
+    run.yaml and a config.yaml edited in place, a metrics file cut short, a run.yaml that
+    became a symlink and a deleted run are seen either way; a child that dies before it
+    sends its stats costs nothing but the time (the parent stats the runs itself)."""
+    import subprocess
+    forked_experiment(tmp_path)
+    make_run(tmp_path, "cut_later", steps=50)
+
+    def listing(min_runs=10, fail=False):
+        code = STAT_LIST.format(min_runs=min_runs, fail=fail, root=str(tmp_path))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout, proc.stderr
+
+    listing(min_runs=10 ** 9)   # the catalog, written by a listing that stats for itself
+    exp = tmp_path / EXP
+    assert len(catalog_state(tmp_path)[0]) >= 90
+    (exp / "r005" / "config.yaml").write_text("lr: 0.5\nseed: 5\nname: edited\n")
+    with open(exp / "r006" / "run.yaml", "a") as fh:   # in place: the folder's mtime stays
+        fh.write("description: edited in place\n")
+    cut = exp / "cut_later" / "metrics.parquet"
+    with open(cut, "r+b") as fh:
+        fh.truncate(cut.stat().st_size // 2)
+    real = exp / "r007" / "run.yaml"
+    moved = tmp_path / "r007.yaml"
+    os.replace(real, moved)
+    os.symlink(moved, real)
+    shutil.rmtree(exp / "r008")
+
+    out, err = listing()
+    assert "stats: forked=True sent=True" in err
+    own, own_err = listing(min_runs=10 ** 9)
+    assert "stats: forked=False sent=False" in own_err
+    died, died_err = listing(fail=True)
+    assert "stats: forked=True sent=False" in died_err
+    assert out == own == died
+    runs = {run["name"]: run for run in __import__("json").loads(out)["runs"]}
+    assert runs["r005"]["params"]["name"] == "edited" and runs["r005"]["params"]["lr"] == 0.5
+    assert runs["r006"]["description"] == "edited in place"
+    assert runs["cut_later"].get("metrics_error") and runs["r007"]["name"] == "r007"
+    assert "r008" not in runs and "r089" in runs
