@@ -677,6 +677,20 @@ def _json_dumps(value):
         return json.dumps(_json_safe(value), separators=(",", ":"))
 
 
+def _field_columns(dicts, keys, missing):
+    """{key: [d.get(key, missing) for d in dicts]} for each key: one walk of the dicts (a
+    list per key walked 10,000 scattered dicts once per key: ~1 µs a value here)."""
+    if not keys:
+        return {}
+    if len(keys) == 1:
+        key = keys[0]
+        return {key: [d.get(key, missing) for d in dicts]}
+    misses = (missing,) * len(keys)
+    rows = [tuple(map(d.get, keys, misses)) for d in dicts] if missing is not None else \
+        [tuple(map(d.get, keys)) for d in dicts]
+    return dict(zip(keys, map(list, zip(*rows)))) if rows else {k: [] for k in keys}
+
+
 # -- 4.1 images: sniffing and a zlib-only PNG encoder (media logging, the demo) --------------------
 
 def _png_encode(width, height, channels, rows):
@@ -6312,7 +6326,8 @@ def _scan_runs(store, exp_path, now, with_config=False, unlinked=None):
     return _scan_window(store, exp_path, now, with_config, unlinked=unlinked)[0]
 
 
-def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=None):
+def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=None,
+                 table=False):
     """(RUN_ROWs newest first, the names of the runs beyond them, the catalog's entries):
     every run, or with ``limit`` at least the newest ``limit`` of them (and whatever had to
     be read from its files) and the other closed runs by name only. What is listed is
@@ -6323,11 +6338,15 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
     cost 100 stats, not 20,000; the runs beyond the window are counted as the catalog has
     them (a hand-edited start time of one of them is seen when it is shown). ``unlinked``:
     a set that gets the names of the catalog rows returned whose run.yaml and config.yaml
-    the stats saw are no symlinks (the server's _confined_row is not needed for those)."""
+    the stats saw are no symlinks (the server's _confined_row is not needed for those).
+    ``table``: every run (no limit) as a _RunTable, the rows of the catalog's base left in
+    its columns, instead of the rows."""
     names = _run_names(store, exp_path)
-    # every run's files are stat-ed while the catalog is read (a child where one may fork)
-    stats = _StatChild(store, exp_path, names) if limit is None and store.is_local else None
     catalog = _Catalog(store, exp_path)
+    # every run's files are stat-ed while a base is decoded (a child where one may fork);
+    # with no base there is little to decode, and a rebuild forks readers of its own
+    stats = _StatChild(store, exp_path, names) \
+        if limit is None and store.is_local and catalog.has_base() else None
     cached = catalog.load()
     known = set(cached)
     listed = [n for n in names if n in known]
@@ -6346,9 +6365,24 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
             else:
                 stale.append(name)
 
-    if limit is None:
-        table = cached.all_entries() if listed else {}
-        take({name: table[name] for name in listed})
+    kept = []   # [(base, [its row indices])] of the rows a _RunTable keeps as columns
+    if limit is None and table:
+        columnar = set()
+        for base, at in cached.base_rows(listed):   # checked by stamps, kept as columns
+            stamps = _run_stamps(store, exp_path, list(at), cached, unlinked, stats)
+            kept.append((base, []))
+            for name, i in at.items():
+                stamp = stamps.get(name)
+                if stamp is not None and base.stamps[i] == stamp[0]:
+                    kept[-1][1].append(i)
+                else:
+                    stale.append(name)
+            columnar.update(at)
+        take({name: cached[name] for name in listed if name not in columnar})
+        beyond = []
+    elif limit is None:
+        entries = cached.all_entries() if listed else {}
+        take({name: entries[name] for name in listed})
         beyond = []
     else:
         beyond = _take_newest(listed, cached, limit, rows, take)
@@ -6362,6 +6396,8 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
     if not with_config:
         for row in rows:
             row["params"] = {}
+    if limit is None and table:
+        return _RunTable(kept, rows), beyond, cached
     _sort_newest_first(rows)
     return rows, beyond, cached
 
@@ -6686,16 +6722,27 @@ class _Catalog:
         self.store, self.folder = store, store.join(exp_path, CATALOG_DIR)
         self.files = []            # the files load() read, oldest first
         self.loaded_at = None      # time.time_ns() as load() began: before any run was read
+        self.listed = None         # the folder's catalog files, when listed before load()
+
+    def has_base(self):
+        """Whether the catalog holds a base file (the listing load() reads next)."""
+        return any(name.endswith(_CATALOG_BASE) for name in self._names())
+
+    def _names(self):
+        """The catalog's files, oldest first: listed once for has_base() and load()."""
+        if self.loaded_at is None:
+            self.loaded_at = time.time_ns()
+        if self.listed is None:
+            self.listed = sorted((n for n in self.store.listnames(self.folder)
+                                  if n.endswith((_CATALOG_PART, _CATALOG_BASE))),
+                                 key=lambda n: n.split("-", 2)[1:2])
+        return self.listed
 
     def load(self):
         """{run name: entry} (a _CatalogEntries mapping) from every catalog file, later files
         winning. Rows of a base are built when asked for."""
         store, layers = self.store, []
-        if self.loaded_at is None:
-            self.loaded_at = time.time_ns()
-        names = sorted((n for n in store.listnames(self.folder)
-                        if n.endswith((_CATALOG_PART, _CATALOG_BASE))),
-                       key=lambda n: n.split("-", 2)[1:2])
+        names, self.listed = self._names(), None   # a second load() lists again
         for name in names:
             path = store.join(self.folder, name)
             if name.endswith(_CATALOG_BASE):
@@ -6839,7 +6886,8 @@ def _catalog_json():
         _CATALOG_JSON.append(json.JSONEncoder(separators=(",", ":"), default=str))
     return _CATALOG_JSON[0]
 _CATALOG_BASE_MIN = 64      # a listing that reads this many runs writes a base, not a part
-_CATALOG_FORMAT = "expman-catalog-columns"
+# a base's layout: rows without the mappings its columns carry; before, whole rows (read too)
+_CATALOG_FORMAT, _CATALOG_FORMAT_WHOLE_ROWS = "expman-catalog-slim", "expman-catalog-columns"
 
 
 def _parse_catalog_part(data):
@@ -6865,14 +6913,19 @@ def _parse_catalog_part(data):
 
 class _ColumnBase:
     """A compacted catalog file, read lazily. Line 1 is a header: the run names, their
-    stamps, the list of index columns and a CRC of the rest. Then one JSON line per index
-    column (a few top-level RUN_ROW fields: status, times, project; ``[null, values]`` when
-    every row has the field, else ``[row indices, values]``), then one JSON line per row
-    (its RUN_ROW), in the order of the names. A listing sorts and counts on the columns and
-    decodes only the rows it shows; all 10,000 rows decode in one json.loads."""
+    stamps, the list of columns, the nested fields they carry, the rows whose keys come in
+    an order of their own, and a CRC of the rest. Then one JSON line per column
+    (``[null, values]`` when every row has the field, else ``[row indices, values]``): a
+    few top-level RUN_ROW fields (status, times, steps...) and one per key of the nested
+    mappings (``params\tlr``, ``summary\tloss``...). Then one JSON line per row, in the
+    order of the names: its RUN_ROW with a 0 in place of each nested mapping the columns
+    carry (a row with keys in an order of its own keeps its mappings; a None stays). A
+    listing sorts and counts on the columns and decodes only the rows it shows; all 10,000
+    rows decode in one json.loads and their mappings are made from the columns. A base of
+    before the nested columns (_CATALOG_FORMAT_WHOLE_ROWS) holds whole rows, and is read."""
 
     __slots__ = ("names", "index", "stamps", "configs", "metrics", "where", "lines", "rows",
-                 "decoded")
+                 "decoded", "nested", "disordered", "slim")
 
     @staticmethod
     def encode(entries):
@@ -6887,14 +6940,66 @@ class _ColumnBase:
                 lines.append(encode([at, [values[i] for i in at]]))
             else:
                 lines.append(encode([None, values]))
-        lines += map(encode, rows)
+        columns, nested, disordered = list(_CATALOG_INDEXED), [], set()
+        for field in _CATALOG_NESTED:
+            keys = _ColumnBase._encode_nested(rows, field, lines, encode, disordered)
+            if keys is not None:
+                nested.append(field)
+                columns += [f"{field}\t{key}" for key in keys]
+        for i, row in enumerate(rows):   # each value once: a mapping the columns carry is
+            if i not in disordered:      # a 0 in its row (its place kept), made back on read
+                copied = row.copy()
+                for field in nested:
+                    value = row.get(field, _MISSING)
+                    if type(value) is dict:
+                        copied[field] = 0
+                    elif value is not _MISSING and value == 0:   # a 0 of its own: kept whole
+                        copied = row
+                        disordered.add(i)
+                        break
+                row = copied
+            lines.append(encode(row))
         body = "\n".join(lines).encode()
         header = {"format": _CATALOG_FORMAT, "v": CATALOG_ROW_VERSION, "names": names,
                   "stamp": [e.get("stamp") for e in entries],
                   "config": [e.get("config") for e in entries],
                   "metrics": [e.get("metrics") for e in entries],
-                  "columns": list(_CATALOG_INDEXED), "crc32": zlib.crc32(body)}
+                  "columns": columns, "nested": nested, "disordered": sorted(disordered),
+                  "crc32": zlib.crc32(body)}
         return json.dumps(header, separators=(",", ":"), default=str).encode() + b"\n" + body
+
+    @staticmethod
+    def _encode_nested(rows, field, lines, encode, disordered):
+        """Add a column line per key of a mapping field (params, summary...) of the rows, in
+        the order the keys come in the rows' most common key sequences (a row whose field
+        is no mapping counts as an empty one); the keys, or None when they are not all text
+        or too many (the rows then keep theirs). Rows whose keys come in another order are
+        added to ``disordered``: they keep their own mappings."""
+        dicts = [d if type(d) is dict else {} for d in (row.get(field) for row in rows)]
+        shapes = collections.Counter(map(tuple, dicts))   # the key sequences
+        keys = _merged_order(sorted(shapes, key=shapes.__getitem__, reverse=True), shapes)
+        if len(keys) > _CATALOG_NESTED_MAX or not all(type(k) is str for k in keys):
+            return None
+        where = {key: j for j, key in enumerate(keys)}
+        odd = {shape for shape in shapes
+               if list(map(where.__getitem__, shape)) != sorted(map(where.__getitem__, shape))}
+        if odd:
+            disordered.update(i for i, d in enumerate(dicts) if tuple(d) in odd)
+        held = collections.Counter()   # rows holding each key
+        for shape, count in shapes.items():
+            for key in shape:
+                held[key] += count
+        if len(shapes) == 1 and dicts:   # every row has the same keys: a transpose in C
+            columns = dict(zip(keys, map(list, zip(*map(dict.values, dicts)))))
+        else:
+            columns = _field_columns(dicts, keys, _MISSING)
+        for key, values in columns.items():
+            if held[key] < len(dicts):
+                at = [i for i, value in enumerate(values) if value is not _MISSING]
+                lines.append(encode([at, [values[i] for i in at]]))
+            else:
+                lines.append(encode([None, values]))
+        return keys
 
     @classmethod
     def parse(cls, data):
@@ -6902,13 +7007,18 @@ class _ColumnBase:
         head, _, body = data.partition(b"\n")
         try:
             header = json.loads(head)
-            if not isinstance(header, dict) or header.get("format") != _CATALOG_FORMAT or \
+            if not isinstance(header, dict) or \
+                    header.get("format") not in (_CATALOG_FORMAT, _CATALOG_FORMAT_WHOLE_ROWS) or \
                     header.get("v") != CATALOG_ROW_VERSION or \
                     header.get("crc32") != zlib.crc32(body):
                 return None
             names, columns = header["names"], header["columns"]
             stamps, metrics = header["stamp"], header["metrics"]
             configs = header.get("config") or [None] * len(names)   # None: checked again
+            nested, disordered = header.get("nested") or [], header.get("disordered") or []
+            if not all(isinstance(f, str) for f in nested) or \
+                    not all(type(i) is int for i in disordered):
+                return None
             lines = body.split(b"\n") if body else []
             if len(lines) != len(columns) + len(names) or \
                     not len(names) == len(stamps) == len(metrics) == len(configs) or \
@@ -6921,6 +7031,8 @@ class _ColumnBase:
         self.index = {n: i for i, n in enumerate(names)}
         self.where = {field: j for j, field in enumerate(columns)}
         self.lines, self.rows, self.decoded = lines[:len(columns)], lines[len(columns):], {}
+        self.nested, self.disordered = nested, frozenset(disordered)
+        self.slim = header["format"] == _CATALOG_FORMAT
         return self
 
     def value(self, i, field, default=None):
@@ -6928,18 +7040,48 @@ class _ColumnBase:
         j = self.where.get(field)
         if j is None:
             return self._row(i).get(field, default)
+        at, values = self._column(j)
+        return values[i] if at is None else at.get(i, default)
+
+    def _column(self, j):
+        """Column j decoded: (None, every row's value) or ({row index: value}, None)."""
         found = self.decoded.get(j)
         if found is None:
             at, values = json.loads(self.lines[j])
             found = self.decoded[j] = (None, values) if at is None else \
                 (dict(zip(at, values)), None)
-        at, values = found
-        return values[i] if at is None else at.get(i, default)
+        return found
+
+    def pick(self, column, rows, default=None):
+        """[the column's value of each row i in rows] (``default`` where a row has none):
+        column is a top-level field or ``field\tkey`` of a nested one, indexed."""
+        at, values = self._column(self.where[column])
+        if at is None:
+            return list(map(values.__getitem__, rows))
+        return list(map(at.get, rows, itertools.repeat(default)))
+
+    def columnar(self):
+        """True when every field _RunTable reads is a column (a base of before they were)."""
+        return set(self.nested) == set(_CATALOG_NESTED) and \
+            all(field in self.where for field in _CATALOG_INDEXED)
+
+    def nested_keys(self, field):
+        """The keys of a nested field that have columns (in the base's order), or None."""
+        if field not in self.nested:
+            return None
+        head = field + "\t"
+        return [c[len(head):] for c in self.where if c.startswith(head)]
 
     def _row(self, i):
         row = json.loads(self.rows[i])
         if not isinstance(row, dict):
             raise ValueError("a catalog row that is not a mapping")
+        if self.slim and i not in self.disordered:
+            for field in self.nested:
+                if row.get(field) == 0:   # carried by the columns
+                    row[field] = {key: value for key, value in (
+                        (key, self.value(i, f"{field}\t{key}", _MISSING))
+                        for key in self.nested_keys(field)) if value is not _MISSING}
         return row
 
     def entry(self, i):
@@ -6950,12 +7092,81 @@ class _ColumnBase:
                 "config": self.configs[i], "metrics": self.metrics[i], "row": row}
 
     def entries(self):
-        """{name: entry} of every row (one json.loads for all of them)."""
+        """{name: entry} of every row (one json.loads for all of them, and their mappings
+        made key by key from the columns: each value is set once)."""
         rows = json.loads(b"[" + b",".join(self.rows) + b"]")
+        if self.slim:
+            for field in self.nested:
+                made = [{} for _ in rows]
+                for key in self.nested_keys(field):
+                    at, values = self._column(self.where[f"{field}\t{key}"])
+                    if at is None:
+                        for d, value in zip(made, values):
+                            d[key] = value
+                    else:
+                        for i, value in at.items():
+                            made[i][key] = value
+                odd = self.disordered
+                for i, row in enumerate(rows):
+                    if row.get(field) == 0 and i not in odd:
+                        row[field] = made[i]
         return {n: self._entry(i, row) for i, (n, row) in enumerate(zip(self.names, rows))}
 
 
-_CATALOG_INDEXED = ("status", "started_at", "finished_at", "heartbeat_at", "project")
+def _merged_order(sequences, weights=None):
+    """One order of every key of the sequences (most common first; ``weights``: {sequence:
+    rows}) that keeps as many rows' sequences in their own order as it can: a key goes
+    before another when more rows have it before than after, the keys sorted topologically
+    by that (so subsets of one order, a sweep whose runs log some of the same metrics,
+    come out in that order, and a few rows in an order of their own do not change it),
+    ties by first appearance, a cycle broken at the key the fewest others must precede.
+    Past _MERGE_PAIRS pairs of keys to count (thousands of distinct key sets), the keys
+    are simply in order of first appearance."""
+    import heapq
+    first = list(dict.fromkeys(itertools.chain.from_iterable(sequences)))
+    if sum(len(seq) ** 2 for seq in sequences) > _MERGE_PAIRS:
+        return first
+    ahead = collections.Counter()   # (a, b) -> rows with a before b
+    for seq in sequences:
+        weight = weights[seq] if weights is not None else 1
+        for i, a in enumerate(seq):
+            for b in seq[i + 1:]:
+                ahead[a, b] += weight
+    place = {key: i for i, key in enumerate(first)}
+    after = {key: [] for key in first}
+    before = dict.fromkeys(first, 0)
+    for (a, b), count in ahead.items():
+        if count > ahead[b, a] or (count == ahead[b, a] and place[a] < place[b]):
+            after[a].append(b)
+            before[b] += 1
+    free = [(place[key], key) for key in first if not before[key]]
+    heapq.heapify(free)
+    out, done = [], set()
+    while len(out) < len(first):
+        if not free:   # rows disagree in a cycle: the key the fewest others must precede
+            key = min((k for k in first if k not in done), key=lambda k: (before[k], place[k]))
+            free.append((place[key], key))
+        _place, key = heapq.heappop(free)
+        if key in done:
+            continue
+        done.add(key)
+        out.append(key)
+        for nxt in after[key]:
+            before[nxt] -= 1
+            if not before[nxt] and nxt not in done:
+                heapq.heappush(free, (place[nxt], nxt))
+    return out
+
+
+_MERGE_PAIRS = 200_000
+
+
+# the fields a base holds as columns: these top-level ones, and one column per key of the
+# nested ones (``params\tlr``), so a listing of every run reads no row (_RunTable)
+_CATALOG_INDEXED = ("status", "started_at", "finished_at", "heartbeat_at", "project", "name",
+                    "duration_secs", "last_step", "rows", "corrupt")
+_CATALOG_NESTED = ("params", "summary", "summary_min", "summary_max")
+_CATALOG_NESTED_MAX = 4096   # keys of one nested field; beyond, its values are in rows only
 
 
 class _CatalogEntries(collections.abc.Mapping):
@@ -7057,6 +7268,136 @@ class _CatalogEntries(collections.abc.Mapping):
             out.update(layer if isinstance(layer, dict) else layer.entries())
         return out
 
+    def checks(self, name):
+        """(run.yaml stamp, config.yaml stamp) an entry was made with, without its row."""
+        layer, at = self._where(name)
+        if isinstance(layer, dict):
+            entry = layer[at]
+            return entry.get("stamp"), entry.get("config")
+        return layer.stamps[at], layer.configs[at]
+
+    def base_rows(self, names):
+        """[(base, {name: row index})]: the names whose entry comes from a base that has
+        every column _RunTable reads, by base (a rebuild split across processes leaves one
+        base each). A row whose nested keys come in an order of their own is left out (its
+        row tells the order), as are names a part or another base has the newer entry of."""
+        out = {}
+        for name in names:
+            layer, i = self._where(name)
+            if isinstance(layer, _ColumnBase) and layer.columnar() and \
+                    i not in layer.disordered:
+                out.setdefault(id(layer), (layer, {}))[1][name] = i
+        return list(out.values())
+
+
+class _RunTable:
+    """The runs of a listing, newest first, column by column: rows of catalog bases taken
+    as their columns (no row decoded: 10,000 rows of JSON took ~0.1 s, the dicts ~30 ms
+    more), then run rows (dicts) read from part files or the runs' own files. The piped
+    `expman list -e` prints from it; run rows alone make one too (_RunTable.of), so the
+    table is made one way whatever the runs came from."""
+
+    def __init__(self, bases, rows):
+        # bases: [(base, [its row indices])]; the runs as stored: those, then the rows
+        self.bases, self.rows, self.order = [(b, at) for b, at in bases if at], rows, None
+        names, started = self._stored("name"), self._stored("started_at")
+        if len(names) < 2:
+            return
+        order = range(len(names))
+        if _uniform_times(started) and all(type(name) is str for name in names):
+            # as _sort_newest_first: the times' text orders them
+            order = sorted(order, key=list(zip(started, names)).__getitem__, reverse=True)
+        else:
+            order = sorted(order, key=lambda j: _start_key(started[j], names[j]),
+                           reverse=True)
+        if order != list(range(len(names))):
+            self.order = order
+
+    @classmethod
+    def of(cls, rows):
+        """Run rows as a table, in the order they come in (sorted already)."""
+        self = cls.__new__(cls)
+        self.bases, self.rows, self.order = [], rows, None
+        return self
+
+    def __len__(self):
+        return sum(len(at) for _base, at in self.bases) + len(self.rows)
+
+    def _ordered(self, values):
+        return values if self.order is None else list(map(values.__getitem__, self.order))
+
+    def _stored(self, name, missing=None):
+        """A top-level field's values in stored order: the bases' runs, then the rows."""
+        values = []
+        for base, at in self.bases:
+            if name in base.where:
+                values += base.pick(name, at, missing)
+            else:   # not a column: from the rows (slow, but no field the printer asks for)
+                values += [base.value(i, name, missing) for i in at]
+        return values + [row.get(name, missing) for row in self.rows]
+
+    def field(self, name, missing=None):
+        """[each run's top-level field] (``missing`` where a run has none)."""
+        return self._ordered(self._stored(name, missing))
+
+    def nested(self, field, missing=None):
+        """(keys, {key: [each run's value]}) of a nested field (params, summary...): the
+        keys in the order a walk of the runs' mappings, newest run first, meets them (the
+        runs table's column order); ``missing`` where a run has none, and a field that is
+        no mapping is an empty one."""
+        dicts = [d if type(d) is dict else {} for d in (row.get(field) for row in self.rows)]
+        if not self.bases:   # rows only: one walk in C, as the rows' table always made it
+            keys = list(dict.fromkeys(itertools.chain.from_iterable(self._ordered(dicts))))
+            return keys, {key: self._ordered(values) for key, values in
+                          _field_columns(dicts, keys, missing).items()}
+        where = self._positions()
+        first = {}   # key -> (place in table order of its first run, its place in that run)
+
+        def met(key, p, place):
+            if first.get(key, (p + 1,)) > (p, place):
+                first[key] = (p, place)
+
+        start = 0
+        for base, at in self.bases:
+            head = min(where[start:start + len(at)])   # where a column of every row starts
+            slot = None
+            for place, key in enumerate(base.nested_keys(field)):
+                rows, _values = base._column(base.where[f"{field}\t{key}"])
+                if rows is None:
+                    met(key, head, place)
+                    continue
+                if slot is None:   # only some rows have it: the first of those listed
+                    slot = {i: start + j for j, i in enumerate(at)}
+                p = min((where[slot[i]] for i in rows if i in slot), default=None)
+                if p is not None:
+                    met(key, p, place)
+            start += len(at)
+        for j, d in enumerate(dicts, start):   # the rows besides a base: a few, mostly
+            p = where[j]
+            for place, key in enumerate(d):
+                found = first.get(key)
+                if found is None or found > (p, place):
+                    first[key] = (p, place)
+        keys = sorted(first, key=first.__getitem__)
+        from_rows = _field_columns(dicts, keys, missing)
+        columns = {}
+        for key in keys:
+            column, values = f"{field}\t{key}", []
+            for base, at in self.bases:
+                values += base.pick(column, at, missing) if column in base.where else \
+                    [missing] * len(at)
+            columns[key] = self._ordered(values + from_rows[key])
+        return keys, columns
+
+    def _positions(self):
+        """[the place in table order of each run as stored: the bases', then the rows]."""
+        if self.order is None:
+            return list(range(len(self)))
+        where = [0] * len(self)
+        for p, j in enumerate(self.order):
+            where[j] = p
+        return where
+
 
 _FINAL_STATUSES = ("finished", "failed", "interrupted")
 
@@ -7147,7 +7488,9 @@ def _run_stamps(store, exp_path, names, cached, unlinked=None, stats=None):
     found = stats.result() if stats is not None else None
     if found is None:
         found = dict(zip(names, _stat_runs(exp_path, names)))
-    return _stamps_of(names, found, cached, unlinked)
+    checks = cached.checks if isinstance(cached, _CatalogEntries) else \
+        (lambda name: (cached[name].get("stamp"), cached[name].get("config")))
+    return _stamps_of(names, found, checks, unlinked)
 
 
 def _stat_runs(exp_path, names):
@@ -7178,43 +7521,43 @@ _S_IFMT, _S_IFLNK = 0o170000, 0o120000   # stat.S_IFMT's mask, a symlink's type
 
 
 def _local_stats(exp_path, names):
-    # one loop of 10,000 runs x 3 stats: what it costs beside the syscalls is kept small
-    # (no call, no stat of a link's target unless it is one)
-    out = []
-    lstat, stat, sep = os.lstat, os.stat, os.sep
-    meta_file, config_file, metrics_file = sep + RUN_YAML, sep + CONFIG_YAML, sep + METRICS_FILE
-    folder = exp_path + sep
-    for name in names:
-        base = folder + name
-        linked = False
-        try:
-            st = lstat(base + meta_file)
-            if st.st_mode & _S_IFMT == _S_IFLNK:
-                linked = True
-                st = stat(base + meta_file)
-            meta = [st.st_size, st.st_mtime]
-        except OSError:
-            out.append((None, None, None, False))
-            continue
-        try:
-            st = lstat(base + config_file)
-            if st.st_mode & _S_IFMT == _S_IFLNK:
-                linked = True
-                st = stat(base + config_file)
-            config = [st.st_size, st.st_mtime]
-        except OSError:
-            config = None
-        try:
-            st = stat(base + metrics_file)
-            metrics = [st.st_size, st.st_mtime]
-        except OSError:
-            metrics = None
-        out.append((meta, config, metrics, linked))
-    return out
+    """_stat_runs of the runs, one after the other."""
+    folder = exp_path + os.sep
+    return [_stat_run(folder + name) for name in names]
 
 
-def _stamps_of(names, found, cached, unlinked=None):
-    """_run_stamps from the stats found ({run: _local_stats' tuple}): a run whose run.yaml is
+def _stat_run(base, lstat=os.lstat, stat=os.stat, sep=os.sep):
+    """(run.yaml, config.yaml, metrics.parquet, linked) of the run folder ``base``: 10,000
+    runs x 3 stats, so what it costs beside the syscalls is kept small (no stat of a link's
+    target unless it is one)."""
+    linked = False
+    try:
+        st = lstat(base + sep + RUN_YAML)
+        if st.st_mode & _S_IFMT == _S_IFLNK:
+            linked = True
+            st = stat(base + sep + RUN_YAML)
+        meta = [st.st_size, st.st_mtime]
+    except OSError:
+        return None, None, None, False
+    try:
+        st = lstat(base + sep + CONFIG_YAML)
+        if st.st_mode & _S_IFMT == _S_IFLNK:
+            linked = True
+            st = stat(base + sep + CONFIG_YAML)
+        config = [st.st_size, st.st_mtime]
+    except OSError:
+        config = None
+    try:
+        st = stat(base + sep + METRICS_FILE)
+        metrics = [st.st_size, st.st_mtime]
+    except OSError:
+        metrics = None
+    return meta, config, metrics, linked
+
+
+def _stamps_of(names, found, checks, unlinked=None):
+    """_run_stamps from the stats found ({run: _local_stats' tuple}) and the stamps each
+    entry was made with (checks(run): run.yaml's, config.yaml's): a run whose run.yaml is
     gone or was edited comes back with its new stamp only (read again anyway); one whose
     config.yaml was edited (or whose entry was made before it was stamped) is left out."""
     out = {}
@@ -7223,10 +7566,10 @@ def _stamps_of(names, found, cached, unlinked=None):
         if got is None or got[0] is None:
             continue
         meta, config, metrics, linked = got
-        entry = cached[name]
-        if meta != entry.get("stamp"):
+        was_meta, was_config = checks(name)
+        if meta != was_meta:
             out[name] = (meta, None)
-        elif config == entry.get("config"):
+        elif config == was_config:
             out[name] = (meta, metrics)
             if not linked and unlinked is not None:
                 unlinked.add(name)
@@ -7234,71 +7577,96 @@ def _stamps_of(names, found, cached, unlinked=None):
 
 
 class _StatChild:
-    """_stat_runs of many runs in a forked child, while this process reads the catalog: the
-    30,000 stats of 10,000 runs (~0.1 s) overlap its ~0.15 s of JSON on a second core, where
-    threads would only trade the GIL. Only where a rebuild may fork (_rebuild_workers' rule:
-    the CLI, one thread, no pyarrow) and a core is idle; result() is None when the child
-    failed (the caller stats the runs itself)."""
+    """_stat_runs of many runs shared with a forked child, while this process reads the
+    catalog: the 30,000 stats of 10,000 runs (~0.1 s) overlap its JSON decoding on a
+    second core, where threads would only trade the GIL. The child stats the runs from the
+    first on; result() has this process stat them from the last back until the two meet,
+    so neither waits for the other (a shared page says how far the child got and where
+    this process has stopped it). Only where a rebuild may fork (_idle_cores_to_fork: the
+    CLI, one thread, no pyarrow, an idle core); the runs the child did not get to are
+    stat-ed here, so a child that fails only costs the time."""
 
     MIN_RUNS = 2000   # below this the fork (~5 ms) and the trip back cost more than it saves
+    _INT = struct.Struct("<i")   # at 0 the child's progress (runs done), at 4 where to stop
+    _FIGURES_AT = 8
+    _FIGURES = struct.Struct("<7d")    # per run: run.yaml, config.yaml, metrics (size,
+    #                                    mtime; a NaN size when missing), linked
 
     def __init__(self, store, exp_path, names):
-        self.pid = self.fd = None
-        self.names = names
+        self.pid = self.found = self.shared = None
+        self.names, self.exp_path = names, exp_path
         if len(names) < self.MIN_RUNS or _idle_cores_to_fork(store) < 2:
             return
-        import marshal
+        import mmap
+        try:   # anonymous and shared: the child's writes are seen here
+            shared = mmap.mmap(-1, self._FIGURES_AT + self._FIGURES.size * len(names))
+        except (OSError, ValueError):
+            return
+        self._INT.pack_into(shared, 0, 0)
+        self._INT.pack_into(shared, 4, len(names))
         for stream in (sys.stdout, sys.stderr):   # a child must not print our buffers
             try:
                 stream.flush()
             except (AttributeError, ValueError, OSError):
                 pass
         try:
-            r, w = os.pipe()
-        except OSError:
-            return
-        try:
             pid = os.fork()
         except OSError:
-            os.close(r)
-            os.close(w)
+            shared.close()
             return
         if pid:
-            os.close(w)
-            self.pid, self.fd = pid, r
+            self.pid, self.shared = pid, shared
             return
-        code = 1   # the child: never returns, never runs the parent's exit handlers
-        try:
-            os.close(r)
-            data = marshal.dumps(_stat_runs(exp_path, names))
-            with open(w, "wb") as out:   # its length first: a child cut short is told apart
-                out.write(len(data).to_bytes(8, "little") + data)
-            code = 0
+        try:   # the child: never returns, never runs the parent's exit handlers
+            self._stat_from_first(shared)
         finally:
-            os._exit(code)
+            os._exit(0)
+
+    def _stat_from_first(self, shared):
+        number, figures, nan = self._INT, self._FIGURES, math.nan
+        folder, at = self.exp_path + os.sep, self._FIGURES_AT
+        for i, name in enumerate(self.names):
+            if i >= number.unpack_from(shared, 4)[0]:
+                return   # the parent has stat-ed the rest
+            meta, config, metrics, linked = _stat_run(folder + name)
+            meta, config, metrics = (x or (nan, 0.0) for x in (meta, config, metrics))
+            figures.pack_into(shared, at, *meta, *config, *metrics, linked)
+            number.pack_into(shared, 0, i + 1)
+            at += figures.size
 
     def result(self):
-        """{run: _local_stats' tuple} of every name, or None (no child, or it failed)."""
+        """{run: _stat_run's tuple} of every name, or None when no child was started."""
         if self.pid is None:
-            return None
-        import marshal
-        pid, self.pid = self.pid, None
+            return self.found
+        pid, shared, self.pid = self.pid, self.shared, None
+        number, folder = self._INT, self.exp_path + os.sep
+        names, mine = self.names, []
+        stop = len(names)
         try:
-            with open(self.fd, "rb") as pipe:
-                data = pipe.read()
+            while stop > number.unpack_from(shared, 0)[0]:   # the child has not got there
+                mine.append(_stat_run(folder + names[stop - 1]))
+                stop -= 1
+                number.pack_into(shared, 4, stop)
         finally:
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        try:
-            if len(data) >= 8 and int.from_bytes(data[:8], "little") == len(data) - 8:
-                stats = marshal.loads(data[8:])
-                if len(stats) == len(self.names):
-                    return dict(zip(self.names, stats))
-        except (ValueError, EOFError, TypeError):
-            pass
-        return None
+        done = min(number.unpack_from(shared, 0)[0], stop)
+        found = [self._figures(shared, i) for i in range(done)]
+        found += _local_stats(self.exp_path, names[done:stop])   # where the child stopped
+        found += reversed(mine)
+        shared.close()
+        self.found = dict(zip(names, found))
+        return self.found
+
+    def _figures(self, shared, i):
+        ms, mt, cs, ct, xs, xt, linked = self._FIGURES.unpack_from(
+            shared, self._FIGURES_AT + i * self._FIGURES.size)
+        if ms != ms:
+            return None, None, None, False
+        return [int(ms), mt], [int(cs), ct] if cs == cs else None, \
+            [int(xs), xt] if xs == xs else None, bool(linked)
 
 
 class _NotSimple(Exception):
@@ -8355,10 +8723,16 @@ def list_runs(root=None, experiment=None):
     if experiment is None:
         raise InvalidInputError("list_runs needs an experiment name")
     store, root_path = _resolve_root(root)
+    return _scan_runs(store, _experiment_path(store, root_path, experiment), time.time(),
+                      with_config=True)
+
+
+def _experiment_path(store, root_path, experiment):
+    """The folder of an experiment that must exist (InvalidInputError if it does not)."""
     exp_path = store.join(root_path, _safe_name(experiment, "experiment name"))
     if not store.isdir(exp_path):
         raise InvalidInputError(f"no experiment {experiment!r} in {store.display(root_path)}")
-    return _scan_runs(store, exp_path, time.time(), with_config=True)
+    return exp_path
 
 
 # -- 9.2 one run's data: load_metrics, metric_keys, metric_stats, load_log, artifacts --------------
@@ -15282,6 +15656,47 @@ def _fmt_time(iso, time_format=None):
     return local.strftime(time_format or "%Y-%m-%d %H:%M:%S")
 
 
+def _fmt_times(texts):
+    """[_fmt_time(t) for t in texts], for a column of start times: when each is ISO text of
+    the shape a writer leaves (2026-11-01T10:00:42+00:00), times of one hour share their
+    local hour wherever the local clock is whole hours off theirs all that hour, so each
+    text is that hour's local text and its own minutes and seconds, not a parse and a
+    conversion each (10,000 runs: 18 ms -> ~4); any other column is formatted one by one."""
+    try:
+        same = set(map(len, texts)) == {25}
+    except TypeError:   # a None, a number
+        same = False
+    if not same:
+        return _memo_texts(texts, _fmt_time)
+    keys = [t[:13] + t[19:] for t in texts]   # the date, the hour and the offset
+    local = {}
+    for key in dict.fromkeys(keys):
+        local[key] = _local_hour(key)
+        if local[key] is None:
+            return _memo_texts(texts, _fmt_time)
+    rests = [t[13:19] for t in texts]
+    if not all(map(_MINUTE_SECOND.fullmatch, set(rests))):
+        return _memo_texts(texts, _fmt_time)
+    return list(map(str.__add__, map(local.__getitem__, keys), rests))
+
+
+_MINUTE_SECOND = re.compile(r":[0-5][0-9]:[0-5][0-9]")
+
+
+def _local_hour(key):
+    """'YYYY-MM-DD HH' of the local clock at the start of an hour given as ISO text without
+    its minutes ('2026-11-01T10+00:00'), when the local clock is that plus a whole number
+    of hours for all of that hour; else None."""
+    start = _parse_iso(key[:13] + ":00:00" + key[13:])
+    if start is None:
+        return None
+    first = _dt.datetime.fromtimestamp(start)
+    if first.minute or first.second or first.microsecond or first.year < 1000 or \
+            _dt.datetime.fromtimestamp(start + 3599) - first != _dt.timedelta(seconds=3599):
+        return None
+    return first.isoformat(" ", "seconds")[:13]
+
+
 def _fmt_ago(iso, now=None):
     ts = _parse_iso(iso)
     if ts is None:
@@ -15490,8 +15905,10 @@ def _list(args):
             _cli_error(exc)
             print(exc.caret(), file=sys.stderr)
             return _EXIT_USAGE
+        # every run, whole and plain, to a pipe or a file: printed from the catalog's columns
+        table = not args.json and _fit_width() is None and not _use_color()
         model = _runs_model(root, experiment, args.project, args.tags, where,
-                            _runs_limit(args))
+                            _runs_limit(args), table)
         model["filtered"] = model["filtered"] or where is not None
         render = _print_runs
     if args.json:
@@ -15571,16 +15988,20 @@ def _runs_limit(args):
     return _TTY_RUNS if not args.json and _isatty(sys.stdout) else None
 
 
-def _runs_model(root, experiment, project=None, tags=None, where=None, limit=None):
+def _runs_model(root, experiment, project=None, tags=None, where=None, limit=None,
+                table=False):
     """The runs `expman list -e` shows (newest first), filtered by project, tags and a
     ``where`` predicate (_run_filter); the newest ``limit`` of them when it is given, and
-    ``total``, how many there are. Unfiltered, a limit reads just the rows shown."""
+    ``total``, how many there are. Unfiltered, a limit reads just the rows shown, and with
+    ``table`` every run comes as a _RunTable (the catalog's rows left in its columns)."""
     store, root_path = _resolve_root(root)
+    if table and limit is None and project is None and tags is None and where is None:
+        runs = _scan_window(store, _experiment_path(store, root_path, experiment),
+                            time.time(), True, table=True)[0]
+        return {"root": store.display(root_path), "experiment": experiment, "runs": runs,
+                "total": len(runs), "filtered": False}
     if limit is not None and project is None and tags is None and where is None:
-        exp_path = store.join(root_path, _safe_name(experiment, "experiment name"))
-        if not store.isdir(exp_path):
-            raise InvalidInputError(f"no experiment {experiment!r} in "
-                                    f"{store.display(root_path)}")
+        exp_path = _experiment_path(store, root_path, experiment)
         runs, beyond, _entries = _scan_window(store, exp_path, time.time(), True, limit)
         return {"root": store.display(root_path), "experiment": experiment,
                 "runs": runs[:limit], "total": len(runs) + len(beyond), "filtered": False}
@@ -15605,54 +16026,37 @@ def _run_columns(runs):
     headed ``p:KEY`` and ``m:KEY``, as the filter language names them (issue 14 defect 11).
     Lower rank = more useful, kept first on a narrow terminal: metrics with a goal (val/test
     ones before the others), then params, then other metrics, then ROWS (STEP tells most of
-    it). Values are gathered column by column (_field_columns): 10,000 rows are walked once
-    per field, not once per key."""
-    summaries = [r["summary"] for r in runs]
-    params = [r["params"] for r in runs]
-    metric_keys = list(dict.fromkeys(itertools.chain.from_iterable(summaries)))
-    param_keys = list(dict.fromkeys(itertools.chain.from_iterable(params)))
-    metric_values = _field_columns(summaries, metric_keys, None)
-    param_values = _field_columns(params, param_keys, _MISSING)
-    if len(runs) > 1:  # the main params are the ones that tell runs apart
+    it). ``runs``: run rows or a _RunTable; values are gathered column by column (10,000
+    rows are walked once per field, not once per key)."""
+    table = runs if isinstance(runs, _RunTable) else _RunTable.of(runs)
+    metric_keys, metric_values = table.nested("summary")
+    param_keys, param_values = table.nested("params", _MISSING)
+    if len(table) > 1:  # the main params are the ones that tell runs apart
         param_keys = [k for k in param_keys if _values_differ(param_values[k])]
     shared = set(metric_keys) & set(param_keys)
-    columns = [("ROWS", _memo_texts([r["rows"] for r in runs], str), "column", 4)]
+    columns = [("ROWS", _memo_texts(table.field("rows"), str), "column", 4)]
+    best = {}
     for key in metric_keys:
-        columns += _metric_columns(runs, key, f"m:{key}" if key in shared else key,
-                                   metric_values[key])
+        goal = _metric_goal(key)
+        if goal and goal not in best:
+            best[goal] = table.nested(f"summary_{goal}")[1]
+        columns += _metric_columns(key, f"m:{key}" if key in shared else key,
+                                   metric_values[key], best.get(goal, {}).get(key))
     columns += [(f"p:{k}" if k in shared else k, _memo_texts(param_values[k], _param_text),
                  "param", 2) for k in param_keys]
     return columns
 
 
-def _field_columns(dicts, keys, missing):
-    """{key: [d.get(key, missing) for d in dicts]} for each key: one walk of the dicts (a
-    list per key walked 10,000 scattered dicts once per key: ~1 µs a value here)."""
-    if not keys:
-        return {}
-    if len(keys) == 1:
-        key = keys[0]
-        return {key: [d.get(key, missing) for d in dicts]}
-    misses = (missing,) * len(keys)
-    rows = [tuple(map(d.get, keys, misses)) for d in dicts] if missing is not None else \
-        [tuple(map(d.get, keys)) for d in dicts]
-    return dict(zip(keys, map(list, zip(*rows)))) if rows else {k: [] for k in keys}
-
-
-def _metric_columns(runs, key, header, last=None):
+def _metric_columns(key, header, last, best):
     """The last-value column of a metric, and its best-value column when that tells more.
-    ``last``: the runs' last values of it, when gathered already."""
+    ``last``: the runs' last values of it; ``best``: their best values (None: none has one
+    or the metric has no goal)."""
     held_out = key.lower().startswith(("val", "test", "eval", "best"))
     goal = _metric_goal(key)
     rank = (0 if held_out else 1) if goal else 3
-    if last is None:
-        last = [r["summary"].get(key) for r in runs]
     columns = [(header, _memo_texts(last, _metric_text), "metric", rank)]
-    if goal:
-        best = [(r.get(f"summary_{goal}") or {}).get(key) for r in runs]
-        if any(b is not None and b != v for b, v in zip(best, last)):
-            columns.append((f"{goal}:{key}", [_fmt_num(b, ".5g") for b in best], "metric",
-                            rank))
+    if goal and best is not None and any(b is not None and b != v for b, v in zip(best, last)):
+        columns.append((f"{goal}:{key}", [_fmt_num(b, ".5g") for b in best], "metric", rank))
     return columns
 
 
@@ -15721,12 +16125,22 @@ def _param_differs(runs, key):
 
 def _values_differ(values):
     """_param_differs of a param's values (_MISSING, or None, where a run has none)."""
+    kinds = set(map(type, values))
+    nulls = kinds & {type(None), object}   # object: _MISSING's type
+    plain = kinds - nulls
+    if plain <= _JSON_APART and len(plain) + bool(nulls) > 1:
+        return True   # null, a bool, an int, a float, a text: never one JSON text
+    if len(kinds) == 1 and kinds <= {int, str, bool}:
+        return len(set(values)) > 1   # equal exactly when their texts are
     def comparable(value):
         if value is _MISSING:
             value = None
         return _value_key(value) or json.dumps(value, sort_keys=True, default=str)
     first = comparable(values[0])
     return any(comparable(v) != first for v in values)
+
+
+_JSON_APART = frozenset((bool, int, float, str))   # values of two of these never print alike
 
 
 def _choose_columns(fixed_width, columns, width, cap=16):
@@ -15792,16 +16206,17 @@ def _plain_table(headers, columns, right):
 
 def _plain_run_columns(runs):
     """The fixed columns of the runs table as plain text, column by column (_fixed_run_rows
-    for a pipe: no colour, the full start time), each distinct value formatted once."""
-    names, status, started, duration, steps, corrupt = (
-        list(col) for col in zip(*[(r["name"], r["status"], r["started_at"], r["duration_secs"],
-                                   r["last_step"], r.get("corrupt")) for r in runs]))
-    started = _memo_texts(started, _fmt_time)
+    for a pipe: no colour, the full start time), each distinct value formatted once.
+    ``runs``: run rows or a _RunTable."""
+    table = runs if isinstance(runs, _RunTable) else _RunTable.of(runs)
+    started = _fmt_times(table.field("started_at"))
+    corrupt = table.field("corrupt")
     if any(corrupt):
         started = ["unreadable run.yaml" if bad else text
                    for bad, text in zip(corrupt, started)]
-    return [names, _memo_texts(status, str), started, _memo_texts(duration, _human_duration),
-            _memo_texts(steps, _fmt_num)]
+    return [table.field("name"), _memo_texts(table.field("status"), str), started,
+            _memo_texts(table.field("duration_secs"), _human_duration),
+            _memo_texts(table.field("last_step"), _fmt_num)]
 
 
 def _print_run_table(runs, color, width):
@@ -15844,7 +16259,8 @@ def _print_runs(model, color, width=None):
     if more > 0:
         print(f"\u2026 {more:,} more run{'s' if more > 1 else ''} (the newest {len(runs):,} of "
               f"{model['total']:,} shown): --all or --limit N")
-    for run in runs:  # a garbled run.yaml was already reported by the reader; not this one
+    for run in runs.rows if isinstance(runs, _RunTable) else runs:   # (a base has none)
+        # a garbled run.yaml was already reported by the reader; not this one
         if _is_corrupt(run) and run["error"] == "empty run.yaml":
             print(f"expman: warning: {run['path']}: empty run.yaml", file=sys.stderr)
 

@@ -272,6 +272,24 @@ def page_bench(args, root, modules):
         for r in out:
             print(f"{'':<{13 + len(args.group)}}{r['expman']:<9} {r['group_ms']:>9.0f} "
                   f"{r['group_sort_ms']:>8.0f} {r['group_json_bytes']:>12,}")
+def keep_catalog(exp_dir, which, sides):
+    """Side by side, each expman's warm listings read the catalog its own cold listing
+    wrote (a newer expman's base holds columns an older one ignores, and reading one the
+    other wrote would time the wrong file): a copy of it is kept beside the experiment."""
+    if sides > 1:
+        kept = os.path.join(os.path.dirname(os.path.dirname(exp_dir)), f"catalog-{which}")
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(os.path.join(exp_dir, ".catalog"), kept)
+
+
+def use_catalog(exp_dir, which, sides):
+    """Put back the catalog keep_catalog kept for this expman (untimed)."""
+    if sides > 1:
+        shutil.rmtree(os.path.join(exp_dir, ".catalog"), ignore_errors=True)
+        shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(exp_dir)), f"catalog-{which}"),
+                        os.path.join(exp_dir, ".catalog"))
+
+
 def drop_caches():
     subprocess.run(["sync"], check=True)
     with open("/proc/sys/vm/drop_caches", "w") as f:
@@ -396,12 +414,16 @@ def main():
                 if args.drop_caches and attempt == 0:  # the catalog just written, from disk
                     drop_caches()
                     r["cold_cache"] = timed(launch(module, cmd, args.installed))[0]
+                keep_catalog(exp_dir, which, len(modules))
         # one untimed listing each: when the two keep their catalogs in different files, the
         # second one's cold run (which deletes .catalog/) left the first without its own
         for which, module in modules.items():
+            use_catalog(exp_dir, which, len(modules))
             timed(launch(module, cmd, args.installed))
+            keep_catalog(exp_dir, which, len(modules))
         for _ in range(args.repeat):
             for which, module in modules.items():  # alternating: the same load for both
+                use_catalog(exp_dir, which, len(modules))
                 results[(label, which)]["warm"].append(
                     timed(launch(module, cmd, args.installed))[0])
                 results[(label, which)]["warm_cpu"].append(CPU["last"])

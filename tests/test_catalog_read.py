@@ -6,6 +6,7 @@ import math
 import os
 import random
 import contextlib
+import shutil
 import threading
 import gc
 
@@ -373,3 +374,253 @@ def test_a_list_build_runs_with_the_collector_paused_and_collects_once_after(tmp
     finally:
         (gc.enable if was else gc.disable)()
         app.config["expman.hub"].close()
+
+
+# -- every run to a pipe, from the catalog base's columns: the table the rows make -------------
+
+def _yaml_text(value):
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+
+
+def random_sweep(root, rng, names, exp="sweep"):
+    """Runs written straight into the layout, with the mixes a base's columns must carry:
+    keys some runs lack, keys in an order of a run's own, values of every kind (1 and 1.0
+    and True apart, NaN, lists), a summary_min of None, a garbled run.yaml, a live run."""
+    values = [0.0, -0.0, 1.0, 1, True, False, float("nan"), math.inf, None, "text", [1, 2],
+              2.5e-12, 12345678901234567890, "it's"]
+    for name in names:
+        run = root / exp / name
+        run.mkdir(parents=True, exist_ok=True)
+        keys = rng.sample(["lr", "seed", "model.depth", "opt", "note"], rng.randint(0, 5))
+        if rng.random() < 0.9:
+            keys.sort()   # most runs share one order; the others have one of their own
+        config = {k: rng.choice(values) if k != "seed" else rng.randrange(4) for k in keys}
+        metrics = rng.sample(["loss", "val/acc", "m0", "lr"], rng.randint(0, 4))
+        if rng.random() < 0.9:
+            metrics.sort()
+        meta = {"name": name, "status": rng.choice(["finished"] * 6 + ["failed", "running"]),
+                "started_at": f"2026-11-{1 + rng.randrange(28):02d}T10:00:"
+                              f"{rng.randrange(60):02d}+00:00",
+                "duration_secs": rng.choice([12.5, 3600, 0.0]),
+                "rows": rng.choice([0, 200]), "last_step": rng.choice([None, 199]),
+                "summary": {k: rng.choice(values[:9]) for k in metrics}}
+        if rng.random() < 0.8:
+            meta["summary_min"] = {k: rng.choice([-1.0, 0.5]) for k in metrics}
+            meta["summary_max"] = {k: rng.choice([2.0, 0.5]) for k in metrics}
+        if meta["status"] == "running":
+            meta["heartbeat_at"] = "2026-11-01T00:00:00+00:00"
+        (run / "run.yaml").write_text(_yaml_text(meta) if rng.random() > 0.02 else "[garbled")
+        (run / "config.yaml").write_text(_yaml_text(config))
+
+
+def piped_tables(root, exp="sweep"):
+    """(the table printed from a _RunTable of every run, the one from list_runs' rows, the
+    table) : the first listing of the two is the table's, so both see one catalog."""
+    store, exp_path = expman._open_store(str(root / exp))
+    table = expman._scan_window(store, exp_path, expman.time.time(), True, table=True)[0]
+    rows = expman.list_runs(str(root), exp)
+    printed = []
+    for runs in (table, rows):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            expman._print_run_table(runs, False, None)
+        printed.append(out.getvalue())
+    return printed[0], printed[1], table
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_run_from_the_base_s_columns_prints_as_the_rows_do(tmp_path, seed):
+    """`expman list -e` to a pipe prints every run from the catalog base's columns (no row
+    decoded) and the few other runs' rows. Its table is the one list_runs' rows make, as
+    the runs change: a base of every closed run, then runs edited in place, deleted, added
+    (rows from files and from a part) and bases merged."""
+    rng = random.Random(seed)
+    names = [f"r{i:03d}" for i in range(150)]
+    random_sweep(tmp_path, rng, names)
+    expman.list_runs(str(tmp_path), "sweep")   # the catalog: a base of the closed runs
+    got, expected, table = piped_tables(tmp_path)
+    assert got == expected and got.count("\n") == 151
+    (base, at), = table.bases   # every closed run in its own order, from the columns
+    assert len(at) == len(base.names) - len(base.disordered) > 100 and base.disordered
+    exp = tmp_path / "sweep"
+    for name in rng.sample(names, 5):   # edited in place: the folder's mtime stays
+        config = exp / name / "config.yaml"
+        config.write_text(_yaml_text({**(yaml.safe_load(config.read_text()) or {}),
+                                      "lr": 0.25, "extra": 7}))
+    for name in rng.sample(names, 5):
+        shutil.rmtree(exp / name, ignore_errors=True)
+    random_sweep(tmp_path, rng, [f"new{i}" for i in range(5)])
+    for _ in range(2):   # the new runs from their files, then from the part written
+        got, expected, table = piped_tables(tmp_path)
+        assert got == expected and "new4" in got
+    for _ in range(expman.CATALOG_MAX_PARTS + 1):   # parts pile up: merged into a new base
+        random_sweep(tmp_path, rng, [f"more{rng.randrange(10 ** 6)}"])
+        got, expected, table = piped_tables(tmp_path)
+        assert got == expected
+    assert table.bases and sum(len(at) for _b, at in table.bases) > 100
+
+
+def test_a_run_s_own_key_order_comes_from_its_row(tmp_path):
+    """A run whose params come in an order of its own is marked in the base, and the table
+    takes it from its row: with it newest, its order is the table's."""
+    rng = random.Random(5)
+    names = [f"r{i:03d}" for i in range(80)]
+    random_sweep(tmp_path, rng, names)
+    for i, name in enumerate(names):
+        (tmp_path / "sweep" / name / "run.yaml").write_text(_yaml_text({
+            "name": name, "status": "finished", "rows": 1,
+            "started_at": f"2026-11-01T10:{i // 60:02d}:{i % 60:02d}+00:00"}))
+        (tmp_path / "sweep" / name / "config.yaml").write_text(
+            "b: 1\na: 2\n" if name == names[-1] else f"a: {i}\nb: {i % 3}\n")
+    expman.list_runs(str(tmp_path), "sweep")
+    got, expected, table = piped_tables(tmp_path)
+    assert got == expected and got.splitlines()[0].split()[-2:] == ["b", "a"]
+    assert [row["name"] for row in table.rows] == [names[-1]]
+    assert sum(len(at) for _b, at in table.bases) == len(names) - 1
+
+
+def _random_entries(rng, n):
+    values = [0.0, -0.0, 1.0, 1, True, None, "text", [1, 2], {"a": 1}, 2.5e-12, "it's"]
+    entries = []
+    for i in range(n):
+        row = {"name": f"r{i}", "status": rng.choice(["finished", "failed"]),
+               "started_at": f"2026-11-01T00:00:{i % 60:02d}+00:00", "rows": i,
+               "duration_secs": rng.choice([None, 1.5]), "last_step": rng.choice([None, i])}
+        for field in expman._CATALOG_NESTED:
+            shape = rng.random()
+            if shape < 0.05:
+                continue   # the field absent (an older writer's row)
+            if shape < 0.1:
+                row[field] = None
+                continue
+            keys = rng.sample(["lr", "seed", "a.b", "tab\tkey", "é", "loss", "x"],
+                              rng.randint(0, 5))
+            if rng.random() < 0.85:
+                keys.sort()
+            row[field] = {k: rng.choice(values) for k in keys}
+        entries.append({"name": row["name"], "v": expman.CATALOG_ROW_VERSION,
+                        "stamp": [i, 1.5], "config": [i, 2.5], "metrics": None, "row": row})
+    return entries
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_slim_base_gives_back_the_rows_it_was_made_of(seed):
+    """A base keeps each row's mappings in its columns and not in the row: every row is
+    made back whole (each key in its row's order; a field that was None, absent or in an
+    order of its own as it was), one at a time and all at once."""
+    import json
+    rng = random.Random(seed)
+    entries = _random_entries(rng, rng.choice([1, 5, 200]))
+    data = expman._ColumnBase.encode(entries)
+    base = expman._ColumnBase.parse(data)
+    assert base.slim and set(base.nested) == set(expman._CATALOG_NESTED)
+
+    def text(entry):   # the key order counts too
+        return json.dumps(entry, default=str)
+    everything = base.entries()
+    for i, entry in enumerate(entries):
+        assert text(base.entry(i)) == text(entry)
+        assert text(everything[entry["name"]]) == text(entry)
+    assert list(everything) == [e["name"] for e in entries]
+    # the mappings are in the columns, not twice in the file: a row in the common order
+    # holds a 0 where each was (or its None, or nothing where it had none)
+    assert len(base.disordered) < len(entries) // 2 + 1
+    for i, line in enumerate(base.rows):
+        if i not in base.disordered:
+            row = json.loads(line)
+            assert all(row.get(f, 0) in (0, None) for f in expman._CATALOG_NESTED), row
+
+
+def test_merged_order_keeps_subsets_of_one_order_in_it():
+    rng = random.Random(3)
+    for _ in range(300):
+        order = rng.sample("abcdefghij", 10)
+        seqs = [[k for k in order if rng.random() < 0.4] for _ in range(rng.randint(1, 8))]
+        merged = expman._merged_order(seqs)
+        assert sorted(merged) == sorted({k for s in seqs for k in s})
+        place = {k: i for i, k in enumerate(merged)}
+        for s in seqs:   # every sequence in the merged order
+            assert [place[k] for k in s] == sorted(place[k] for k in s), (seqs, merged)
+
+
+def test_a_base_of_whole_rows_is_still_read():
+    """A base written before the columns carried the mappings (whole rows, the older
+    format name) reads as it did: its rows as they are, and no _RunTable columns."""
+    entries = _random_entries(random.Random(9), 30)
+    names = [e["name"] for e in entries]
+    rows = [e["row"] for e in entries]
+    encode = expman._catalog_json().encode
+    lines = []
+    for field in ("status", "started_at", "finished_at", "heartbeat_at", "project"):
+        values = [row.get(field, expman._MISSING) for row in rows]
+        at = [i for i, v in enumerate(values) if v is not expman._MISSING]
+        lines.append(encode([at, [values[i] for i in at]]))
+    lines += map(encode, rows)
+    body = "\n".join(lines).encode()
+    header = {"format": "expman-catalog-columns", "v": expman.CATALOG_ROW_VERSION,
+              "names": names, "stamp": [e["stamp"] for e in entries],
+              "config": [e["config"] for e in entries], "metrics": [None] * 30,
+              "columns": ["status", "started_at", "finished_at", "heartbeat_at", "project"],
+              "crc32": expman.zlib.crc32(body)}
+    base = expman._ColumnBase.parse(expman.json.dumps(header).encode() + b"\n" + body)
+    assert base is not None and not base.slim and not base.columnar()
+    assert [base.entry(i)["row"] for i in range(30)] == rows
+    assert [e["row"] for e in base.entries().values()] == rows
+
+
+def test_values_differ_by_kind_equals_the_value_by_value_answer():
+    """Whether a param tells runs apart, decided from the kinds of its values (two kinds of
+    JSON scalar never print alike; ints, texts and bools by a set), is what comparing each
+    value's JSON text says."""
+    import json
+
+    def by_text(values):
+        texts = {json.dumps(None if v is expman._MISSING else v, sort_keys=True, default=str)
+                 for v in values}
+        return len(texts) > 1
+    rng = random.Random(4)
+    pools = [[1, 2], [1, 1.0], [True, 1], [0.0, -0.0], [float("nan")] * 2, ["1", 1],
+             [None, expman._MISSING], [expman._MISSING, 0], ["a", "a"], [[1], [1]],
+             [{"a": 1}, {"a": 1.0}], [False, False], [3, 3, 3], [2.5, 2.5]]
+    for _ in range(2000):
+        pool = rng.choice(pools) + (rng.choice(pools) if rng.random() < 0.3 else [])
+        values = [rng.choice(pool) for _ in range(rng.randint(1, 6))]
+        assert expman._values_differ(values) == by_text(values), values
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
+                                  "Europe/Berlin"])
+def test_a_column_of_start_times_formats_as_each_time_alone(zone, monkeypatch):
+    """_fmt_times cuts each text from its hour's local text: in a zone an hour or a half
+    hour off, across the days clocks change, and with garbled texts mixed in, every cell is
+    what _fmt_time makes of that time alone."""
+    import time as time_module
+    monkeypatch.setenv("TZ", zone)
+    time_module.tzset()
+    try:
+        rng = random.Random(zone)
+        cut = 0
+        for _ in range(40):
+            texts = []
+            offsets = rng.sample(["+00:00", "-05:00", "+05:30", "+01:00"], rng.randint(1, 2))
+            for _ in range(rng.randint(1, 300)):
+                day = rng.choice(["2026-03-08", "2026-03-29", "2026-10-25", "2026-11-01",
+                                  "2026-04-05", "2026-10-04", "2026-06-15"])
+                texts.append(f"{day}T{rng.randrange(24):02d}:{rng.randrange(60):02d}:"
+                             f"{rng.randrange(60):02d}{rng.choice(offsets)}")
+            if rng.random() < 0.3:
+                texts[rng.randrange(len(texts))] = rng.choice(
+                    ["2026-11-01T10:61:00+00:00", "2026-13-01T10:00:00+00:00", "garbled",
+                     None, "2026-11-01T10:00:60+00:00", "2026-11-01 10:00:00+00:00"])
+            real = expman._memo_texts
+            monkeypatch.setattr(expman, "_memo_texts", lambda *a: ["one by one"])
+            fast = expman._fmt_times(texts)
+            monkeypatch.setattr(expman, "_memo_texts", real)
+            cut += fast != ["one by one"]
+            assert expman._fmt_times(texts) == [expman._fmt_time(t) for t in texts], texts
+        # columns are cut from their hours where the clocks are whole hours apart
+        # (Lord Howe's winter clock is half an hour off every offset here: never cut)
+        assert cut >= {"Asia/Kolkata": 1, "Australia/Lord_Howe": 0}.get(zone, 5)
+    finally:
+        monkeypatch.undo()
+        time_module.tzset()

@@ -124,7 +124,7 @@ def test_a_damaged_base_is_rebuilt_from_the_runs(sweep, damage):
     (base,) = [f for f in folder.iterdir() if f.name.endswith(expman._CATALOG_BASE)]
     data = bytearray(base.read_bytes())
     if damage == "byte":      # one byte of one row: the CRC no longer matches
-        at = data.rindex(b'"loss"')
+        at = data.rindex(b'"experiment"')
         data[at + 1] = ord("L")
     elif damage == "truncate":
         data = data[:len(data) * 2 // 3]
