@@ -204,8 +204,14 @@ def page_bench(args, root, modules):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
                                      args=["--no-sandbox", "--disable-gpu"])
+        exp_dir = os.path.join(root, "sweep")
+        for which, module in modules.items():   # each server reads the catalog its own
+            shutil.rmtree(os.path.join(exp_dir, ".catalog"), ignore_errors=True)   # expman
+            timed(launch(module, ["list", root, "-e", "sweep"], True))             # wrote
+            keep_catalog(exp_dir, which, len(modules))
         for _ in range(args.repeat):
             for which, module in modules.items():  # alternating: the same load for both
+                use_catalog(exp_dir, which, len(modules))
                 proc, url = _serve(module, root)
                 try:
                     context = browser.new_context(viewport={"width": 1440, "height": 900})
@@ -277,7 +283,7 @@ def keep_catalog(exp_dir, which, sides):
     wrote (a newer expman's base holds columns an older one ignores, and reading one the
     other wrote would time the wrong file): a copy of it is kept beside the experiment."""
     if sides > 1:
-        kept = os.path.join(os.path.dirname(os.path.dirname(exp_dir)), f"catalog-{which}")
+        kept = _kept_catalog(exp_dir, which)
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(os.path.join(exp_dir, ".catalog"), kept)
 
@@ -286,8 +292,12 @@ def use_catalog(exp_dir, which, sides):
     """Put back the catalog keep_catalog kept for this expman (untimed)."""
     if sides > 1:
         shutil.rmtree(os.path.join(exp_dir, ".catalog"), ignore_errors=True)
-        shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(exp_dir)), f"catalog-{which}"),
-                        os.path.join(exp_dir, ".catalog"))
+        shutil.copytree(_kept_catalog(exp_dir, which), os.path.join(exp_dir, ".catalog"))
+
+
+def _kept_catalog(exp_dir, which):
+    """Where keep_catalog keeps an expman's catalog: beside the runs folder of --data."""
+    return os.path.join(os.path.dirname(os.path.dirname(exp_dir)), f"catalog-{which}")
 
 
 def drop_caches():
