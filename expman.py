@@ -6345,7 +6345,7 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
     catalog = _Catalog(store, exp_path)
     # every run's files are stat-ed while a base is decoded (a child where one may fork);
     # with no base there is little to decode, and a rebuild forks readers of its own
-    stats = _StatChild(store, exp_path, names) \
+    stats = _StatChild(store, exp_path, names, metrics=not table) \
         if limit is None and store.is_local and catalog.has_base() else None
     cached = catalog.load()
     known = set(cached)
@@ -6356,7 +6356,7 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
     prefix = store.display(store.join(exp_path, "\0"))[:-1]
     rows, stale = [], []
 
-    def take(table):
+    def take(table, stats=stats):
         stamps = _run_stamps(store, exp_path, table, table, unlinked, stats)
         for name, entry in table.items():
             stamp = stamps.get(name)
@@ -6378,7 +6378,8 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
                 else:
                     stale.append(name)
             columnar.update(at)
-        take({name: cached[name] for name in listed if name not in columnar})
+        # (its own stats: the child's lack the metrics file's, which a row needs)
+        take({name: cached[name] for name in listed if name not in columnar}, None)
         beyond = []
     elif limit is None:
         entries = cached.all_entries() if listed else {}
@@ -7520,16 +7521,16 @@ def _stat_runs(exp_path, names):
 _S_IFMT, _S_IFLNK = 0o170000, 0o120000   # stat.S_IFMT's mask, a symlink's type
 
 
-def _local_stats(exp_path, names):
+def _local_stats(exp_path, names, metrics=True):
     """_stat_runs of the runs, one after the other."""
     folder = exp_path + os.sep
-    return [_stat_run(folder + name) for name in names]
+    return [_stat_run(folder + name, metrics) for name in names]
 
 
-def _stat_run(base, lstat=os.lstat, stat=os.stat, sep=os.sep):
+def _stat_run(base, metrics=True, lstat=os.lstat, stat=os.stat, sep=os.sep):
     """(run.yaml, config.yaml, metrics.parquet, linked) of the run folder ``base``: 10,000
     runs x 3 stats, so what it costs beside the syscalls is kept small (no stat of a link's
-    target unless it is one)."""
+    target unless it is one). ``metrics`` False: no stat of the metrics file (None)."""
     linked = False
     try:
         st = lstat(base + sep + RUN_YAML)
@@ -7547,6 +7548,8 @@ def _stat_run(base, lstat=os.lstat, stat=os.stat, sep=os.sep):
         config = [st.st_size, st.st_mtime]
     except OSError:
         config = None
+    if not metrics:
+        return meta, config, None, linked
     try:
         st = stat(base + sep + METRICS_FILE)
         metrics = [st.st_size, st.st_mtime]
@@ -7584,7 +7587,8 @@ class _StatChild:
     so neither waits for the other (a shared page says how far the child got and where
     this process has stopped it). Only where a rebuild may fork (_idle_cores_to_fork: the
     CLI, one thread, no pyarrow, an idle core); the runs the child did not get to are
-    stat-ed here, so a child that fails only costs the time."""
+    stat-ed here, so a child that fails only costs the time. ``metrics`` False: the
+    metrics files are not stat-ed (a _RunTable's listing shows no metrics_error)."""
 
     MIN_RUNS = 2000   # below this the fork (~5 ms) and the trip back cost more than it saves
     _INT = struct.Struct("<i")   # at 0 the child's progress (runs done), at 4 where to stop
@@ -7592,9 +7596,9 @@ class _StatChild:
     _FIGURES = struct.Struct("<7d")    # per run: run.yaml, config.yaml, metrics (size,
     #                                    mtime; a NaN size when missing), linked
 
-    def __init__(self, store, exp_path, names):
+    def __init__(self, store, exp_path, names, metrics=True):
         self.pid = self.found = self.shared = None
-        self.names, self.exp_path = names, exp_path
+        self.names, self.exp_path, self.metrics = names, exp_path, metrics
         if len(names) < self.MIN_RUNS or _idle_cores_to_fork(store) < 2:
             return
         import mmap
@@ -7628,7 +7632,7 @@ class _StatChild:
         for i, name in enumerate(self.names):
             if i >= number.unpack_from(shared, 4)[0]:
                 return   # the parent has stat-ed the rest
-            meta, config, metrics, linked = _stat_run(folder + name)
+            meta, config, metrics, linked = _stat_run(folder + name, self.metrics)
             meta, config, metrics = (x or (nan, 0.0) for x in (meta, config, metrics))
             figures.pack_into(shared, at, *meta, *config, *metrics, linked)
             number.pack_into(shared, 0, i + 1)
@@ -7644,7 +7648,7 @@ class _StatChild:
         stop = len(names)
         try:
             while stop > number.unpack_from(shared, 0)[0]:   # the child has not got there
-                mine.append(_stat_run(folder + names[stop - 1]))
+                mine.append(_stat_run(folder + names[stop - 1], self.metrics))
                 stop -= 1
                 number.pack_into(shared, 4, stop)
         finally:
@@ -7654,7 +7658,7 @@ class _StatChild:
                 pass
         done = min(number.unpack_from(shared, 0)[0], stop)
         found = [self._figures(shared, i) for i in range(done)]
-        found += _local_stats(self.exp_path, names[done:stop])   # where the child stopped
+        found += _local_stats(self.exp_path, names[done:stop], self.metrics)   # the child's gap
         found += reversed(mine)
         shared.close()
         self.found = dict(zip(names, found))

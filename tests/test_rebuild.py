@@ -633,11 +633,11 @@ expman._busy_cores = lambda: 0
 parent = os.getpid()
 real = expman._stat_run
 count = [0]
-def counted(base):   # who stat-ed what (the child's count is told by the shared page)
+def counted(base, metrics=True):
     count[0] += 1
     if {fail!r} and os.getpid() != parent and count[0] > 3:
         os._exit(3)   # a child that dies after 3 runs: the parent stats the rest
-    return real(base)
+    return real(base, metrics)
 expman._stat_run = counted
 result = expman._StatChild.result
 def told(self):
@@ -647,7 +647,7 @@ def told(self):
           file=sys.stderr)
     return found
 expman._StatChild.result = told
-sys.exit(expman.main(["list", {root!r}, "-e", "sweep", "--json"]))
+sys.exit(expman.main(["list", {root!r}, "-e", "sweep"] + {more!r}))
 """
 
 
@@ -662,8 +662,9 @@ def test_a_warm_listing_s_stats_from_a_forked_child_see_what_its_own_stats_see(t
     forked_experiment(tmp_path)
     make_run(tmp_path, "cut_later", steps=50)
 
-    def listing(min_runs=10, fail=False):
-        code = STAT_LIST.format(min_runs=min_runs, fail=fail, root=str(tmp_path))
+    def listing(min_runs=10, fail=False, more=("--json",)):
+        code = STAT_LIST.format(min_runs=min_runs, fail=fail, root=str(tmp_path),
+                                more=list(more))
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=120, env={**os.environ, "PYTHONPATH": REPO})
         assert proc.returncode == 0, proc.stderr
@@ -691,6 +692,11 @@ def test_a_warm_listing_s_stats_from_a_forked_child_see_what_its_own_stats_see(t
     died, died_err = listing(fail=True)
     assert "stats: forked=True all=True" in died_err
     assert out == own == died
+    # the piped table (from the catalog's columns; no metrics file stat-ed) sees them too
+    table, table_err = listing(more=())
+    assert "stats: forked=True all=True" in table_err
+    assert table == listing(min_runs=10 ** 9, more=())[0] == listing(fail=True, more=())[0]
+    assert "edited" in table and "r008" not in table and "r089" in table
     runs = {run["name"]: run for run in __import__("json").loads(out)["runs"]}
     assert runs["r005"]["params"]["name"] == "edited" and runs["r005"]["params"]["lr"] == 0.5
     assert runs["r006"]["description"] == "edited in place"
