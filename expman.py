@@ -6343,14 +6343,12 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
     its columns, instead of the rows."""
     names = _run_names(store, exp_path)
     catalog = _Catalog(store, exp_path)
-    # every run's files are stat-ed while a base is decoded (a child where one may fork);
-    # with no base there is little to decode, and a rebuild forks readers of its own
-    stats = _StatChild(store, exp_path, names, metrics=not table) \
-        if limit is None and store.is_local and catalog.has_base() else None
+    table = table and limit is None
+    # every run's files are stat-ed while a base is decoded (a child where one may fork)
+    stats = _StatChild.start(store, exp_path, names, catalog, not table) if limit is None \
+        else None
     cached = catalog.load()
-    known = set(cached)
-    listed = [n for n in names if n in known]
-    unread = [n for n in names if n not in known]
+    listed, unread = _split_known(names, cached)
     # what a run's path looks like, once: store.join and display per row cost more than the
     # rest of a catalog row together
     prefix = store.display(store.join(exp_path, "\0"))[:-1]
@@ -6366,18 +6364,8 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
                 stale.append(name)
 
     kept = []   # [(base, [its row indices])] of the rows a _RunTable keeps as columns
-    if limit is None and table:
-        columnar = set()
-        for base, at in cached.base_rows(listed):   # checked by stamps, kept as columns
-            stamps = _run_stamps(store, exp_path, list(at), cached, unlinked, stats)
-            kept.append((base, []))
-            for name, i in at.items():
-                stamp = stamps.get(name)
-                if stamp is not None and base.stamps[i] == stamp[0]:
-                    kept[-1][1].append(i)
-                else:
-                    stale.append(name)
-            columnar.update(at)
+    if table:
+        columnar = _keep_columns(store, exp_path, cached, listed, stats, kept, stale)
         # (its own stats: the child's lack the metrics file's, which a row needs)
         take({name: cached[name] for name in listed if name not in columnar}, None)
         beyond = []
@@ -6397,10 +6385,34 @@ def _scan_window(store, exp_path, now, with_config=False, limit=None, unlinked=N
     if not with_config:
         for row in rows:
             row["params"] = {}
-    if limit is None and table:
+    if table:
         return _RunTable(kept, rows), beyond, cached
     _sort_newest_first(rows)
     return rows, beyond, cached
+
+
+def _split_known(names, cached):
+    """([names the catalog holds], [the others]), each in the names' order."""
+    known = set(cached)
+    return [n for n in names if n in known], [n for n in names if n not in known]
+
+
+def _keep_columns(store, exp_path, cached, listed, stats, kept, stale):
+    """_scan_window's table: add (base, [row indices]) to ``kept`` for the listed runs each
+    catalog base holds whose run.yaml and config.yaml are as the base has them, and the
+    others of its runs to ``stale``; the names of the base's runs (the rest are rows)."""
+    columnar = set()
+    for base, at in cached.base_rows(listed):
+        stamps = _run_stamps(store, exp_path, list(at), cached, None, stats)
+        kept.append((base, []))
+        for name, i in at.items():
+            stamp = stamps.get(name)
+            if stamp is not None and base.stamps[i] == stamp[0]:
+                kept[-1][1].append(i)
+            else:
+                stale.append(name)
+        columnar.update(at)
+    return columnar
 
 
 def _take_newest(listed, cached, limit, rows, take):
@@ -6889,6 +6901,7 @@ def _catalog_json():
 _CATALOG_BASE_MIN = 64      # a listing that reads this many runs writes a base, not a part
 # a base's layout: rows without the mappings its columns carry; before, whole rows (read too)
 _CATALOG_FORMAT, _CATALOG_FORMAT_WHOLE_ROWS = "expman-catalog-slim", "expman-catalog-columns"
+_CATALOG_FORMATS = (_CATALOG_FORMAT, _CATALOG_FORMAT_WHOLE_ROWS)
 
 
 def _parse_catalog_part(data):
@@ -6936,30 +6949,15 @@ class _ColumnBase:
         lines = []
         for field in _CATALOG_INDEXED:   # each column gathered by C loops (10,000 rows)
             values = [row.get(field, _MISSING) for row in rows]
-            if any(value is _MISSING for value in values):
-                at = [i for i, value in enumerate(values) if value is not _MISSING]
-                lines.append(encode([at, [values[i] for i in at]]))
-            else:
-                lines.append(encode([None, values]))
+            lines.append(_ColumnBase._column_line(
+                values, any(value is _MISSING for value in values), encode))
         columns, nested, disordered = list(_CATALOG_INDEXED), [], set()
         for field in _CATALOG_NESTED:
             keys = _ColumnBase._encode_nested(rows, field, lines, encode, disordered)
             if keys is not None:
                 nested.append(field)
                 columns += [f"{field}\t{key}" for key in keys]
-        for i, row in enumerate(rows):   # each value once: a mapping the columns carry is
-            if i not in disordered:      # a 0 in its row (its place kept), made back on read
-                copied = row.copy()
-                for field in nested:
-                    value = row.get(field, _MISSING)
-                    if type(value) is dict:
-                        copied[field] = 0
-                    elif value is not _MISSING and value == 0:   # a 0 of its own: kept whole
-                        copied = row
-                        disordered.add(i)
-                        break
-                row = copied
-            lines.append(encode(row))
+        lines += map(encode, _ColumnBase._slim_rows(rows, nested, disordered))
         body = "\n".join(lines).encode()
         header = {"format": _CATALOG_FORMAT, "v": CATALOG_ROW_VERSION, "names": names,
                   "stamp": [e.get("stamp") for e in entries],
@@ -6970,11 +6968,39 @@ class _ColumnBase:
         return json.dumps(header, separators=(",", ":"), default=str).encode() + b"\n" + body
 
     @staticmethod
+    def _column_line(values, sparse, encode):
+        """A column's line: ``[null, values]``, or with ``sparse`` (some are _MISSING)
+        ``[row indices, values]`` of the rows that have one."""
+        if not sparse:
+            return encode([None, values])
+        at = [i for i, value in enumerate(values) if value is not _MISSING]
+        return encode([at, [values[i] for i in at]])
+
+    @staticmethod
+    def _slim_rows(rows, nested, disordered):
+        """The rows as a base's lines hold them: a mapping the columns carry is a 0 (its
+        place kept; made back on read), except in ``disordered`` rows, which keep theirs; a
+        row whose field is a 0 of its own joins them."""
+        for i, row in enumerate(rows):
+            if i not in disordered:
+                copied = row.copy()
+                for field in nested:
+                    value = row.get(field, _MISSING)
+                    if type(value) is dict:
+                        copied[field] = 0
+                    elif value is not _MISSING and value == 0:
+                        copied = row
+                        disordered.add(i)   # before the header lists them
+                        break
+                row = copied
+            yield row
+
+    @staticmethod
     def _encode_nested(rows, field, lines, encode, disordered):
         """Add a column line per key of a mapping field (params, summary...) of the rows, in
-        the order the keys come in the rows' most common key sequences (a row whose field
-        is no mapping counts as an empty one); the keys, or None when they are not all text
-        or too many (the rows then keep theirs). Rows whose keys come in another order are
+        an order the rows' key sequences agree on (_merged_order; a row whose field is no
+        mapping counts as an empty one); the keys, or None when they are not all text or
+        too many (the rows then keep theirs). Rows whose keys come in another order are
         added to ``disordered``: they keep their own mappings."""
         dicts = [d if type(d) is dict else {} for d in (row.get(field) for row in rows)]
         shapes = collections.Counter(map(tuple, dicts))   # the key sequences
@@ -6988,18 +7014,13 @@ class _ColumnBase:
             disordered.update(i for i, d in enumerate(dicts) if tuple(d) in odd)
         held = collections.Counter()   # rows holding each key
         for shape, count in shapes.items():
-            for key in shape:
-                held[key] += count
+            held.update(dict.fromkeys(shape, count))
         if len(shapes) == 1 and dicts:   # every row has the same keys: a transpose in C
             columns = dict(zip(keys, map(list, zip(*map(dict.values, dicts)))))
         else:
             columns = _field_columns(dicts, keys, _MISSING)
-        for key, values in columns.items():
-            if held[key] < len(dicts):
-                at = [i for i, value in enumerate(values) if value is not _MISSING]
-                lines.append(encode([at, [values[i] for i in at]]))
-            else:
-                lines.append(encode([None, values]))
+        lines += [_ColumnBase._column_line(values, held[key] < len(dicts), encode)
+                  for key, values in columns.items()]
         return keys
 
     @classmethod
@@ -7009,7 +7030,7 @@ class _ColumnBase:
         try:
             header = json.loads(head)
             if not isinstance(header, dict) or \
-                    header.get("format") not in (_CATALOG_FORMAT, _CATALOG_FORMAT_WHOLE_ROWS) or \
+                    header.get("format") not in _CATALOG_FORMATS or \
                     header.get("v") != CATALOG_ROW_VERSION or \
                     header.get("crc32") != zlib.crc32(body):
                 return None
@@ -7123,7 +7144,6 @@ def _merged_order(sequences, weights=None):
     ties by first appearance, a cycle broken at the key the fewest others must precede.
     Past _MERGE_PAIRS pairs of keys to count (thousands of distinct key sets), the keys
     are simply in order of first appearance."""
-    import heapq
     first = list(dict.fromkeys(itertools.chain.from_iterable(sequences)))
     if sum(len(seq) ** 2 for seq in sequences) > _MERGE_PAIRS:
         return first
@@ -7134,12 +7154,23 @@ def _merged_order(sequences, weights=None):
             for b in seq[i + 1:]:
                 ahead[a, b] += weight
     place = {key: i for i, key in enumerate(first)}
-    after = {key: [] for key in first}
-    before = dict.fromkeys(first, 0)
+    after = {key: [] for key in first}   # a -> the keys most rows have after it
     for (a, b), count in ahead.items():
         if count > ahead[b, a] or (count == ahead[b, a] and place[a] < place[b]):
             after[a].append(b)
-            before[b] += 1
+    return _topological(first, after)
+
+
+def _topological(first, after):
+    """The keys ``first`` in an order that puts each before the keys ``after`` it names,
+    earliest in ``first`` first among those free to go; where ``after`` has a cycle, the
+    key left with the fewest keys still to come before it goes next."""
+    import heapq
+    place = {key: i for i, key in enumerate(first)}
+    before = dict.fromkeys(first, 0)
+    for keys in after.values():
+        for key in keys:
+            before[key] += 1
     free = [(place[key], key) for key in first if not before[key]]
     heapq.heapify(free)
     out, done = [], set()
@@ -7351,8 +7382,24 @@ class _RunTable:
             keys = list(dict.fromkeys(itertools.chain.from_iterable(self._ordered(dicts))))
             return keys, {key: self._ordered(values) for key, values in
                           _field_columns(dicts, keys, missing).items()}
+        first = self._first_places(field, dicts)
+        keys = sorted(first, key=first.__getitem__)
+        from_rows = _field_columns(dicts, keys, missing)
+        columns = {}
+        for key in keys:
+            column, values = f"{field}\t{key}", []
+            for base, at in self.bases:
+                values += base.pick(column, at, missing) if column in base.where else \
+                    [missing] * len(at)
+            columns[key] = self._ordered(values + from_rows[key])
+        return keys, columns
+
+    def _first_places(self, field, dicts):
+        """{key: (place in table order of the first run holding it, its place in that
+        run's mapping)} of a nested field: sorted, the keys in the runs table's order.
+        ``dicts``: the field of each row (after the bases' runs)."""
         where = self._positions()
-        first = {}   # key -> (place in table order of its first run, its place in that run)
+        first = {}
 
         def met(key, p, place):
             if first.get(key, (p + 1,)) > (p, place):
@@ -7376,19 +7423,8 @@ class _RunTable:
         for j, d in enumerate(dicts, start):   # the rows besides a base: a few, mostly
             p = where[j]
             for place, key in enumerate(d):
-                found = first.get(key)
-                if found is None or found > (p, place):
-                    first[key] = (p, place)
-        keys = sorted(first, key=first.__getitem__)
-        from_rows = _field_columns(dicts, keys, missing)
-        columns = {}
-        for key in keys:
-            column, values = f"{field}\t{key}", []
-            for base, at in self.bases:
-                values += base.pick(column, at, missing) if column in base.where else \
-                    [missing] * len(at)
-            columns[key] = self._ordered(values + from_rows[key])
-        return keys, columns
+                met(key, p, place)
+        return first
 
     def _positions(self):
         """[the place in table order of each run as stored: the bases', then the rows]."""
@@ -7595,6 +7631,14 @@ class _StatChild:
     _FIGURES_AT = 8
     _FIGURES = struct.Struct("<7d")    # per run: run.yaml, config.yaml, metrics (size,
     #                                    mtime; a NaN size when missing), linked
+
+    @classmethod
+    def start(cls, store, exp_path, names, catalog, metrics=True):
+        """A _StatChild of the runs of a local catalog that has a base to decode (with none
+        there is little to overlap, and a rebuild forks readers of its own), or None."""
+        if store.is_local and catalog.has_base():
+            return cls(store, exp_path, names, metrics)
+        return None
 
     def __init__(self, store, exp_path, names, metrics=True):
         self.pid = self.found = self.shared = None
@@ -15999,16 +16043,13 @@ def _runs_model(root, experiment, project=None, tags=None, where=None, limit=Non
     ``total``, how many there are. Unfiltered, a limit reads just the rows shown, and with
     ``table`` every run comes as a _RunTable (the catalog's rows left in its columns)."""
     store, root_path = _resolve_root(root)
-    if table and limit is None and project is None and tags is None and where is None:
-        runs = _scan_window(store, _experiment_path(store, root_path, experiment),
-                            time.time(), True, table=True)[0]
-        return {"root": store.display(root_path), "experiment": experiment, "runs": runs,
-                "total": len(runs), "filtered": False}
-    if limit is not None and project is None and tags is None and where is None:
+    if (limit is not None or table) and project is None and tags is None and where is None:
         exp_path = _experiment_path(store, root_path, experiment)
-        runs, beyond, _entries = _scan_window(store, exp_path, time.time(), True, limit)
+        runs, beyond, _entries = _scan_window(store, exp_path, time.time(), True, limit,
+                                              table=table)
         return {"root": store.display(root_path), "experiment": experiment,
-                "runs": runs[:limit], "total": len(runs) + len(beyond), "filtered": False}
+                "runs": runs if limit is None else runs[:limit],
+                "total": len(runs) + len(beyond), "filtered": False}
     runs = list_runs(root, experiment)
     match = _tag_filter(tags)
     if project is not None:

@@ -588,8 +588,8 @@ def test_values_differ_by_kind_equals_the_value_by_value_answer():
         assert expman._values_differ(values) == by_text(values), values
 
 
-@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
-                                  "Europe/Berlin"])
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata",
+                                  "Australia/Lord_Howe", "Europe/Berlin"])
 def test_a_column_of_start_times_formats_as_each_time_alone(zone, monkeypatch):
     """_fmt_times cuts each text from its hour's local text: in a zone an hour or a half
     hour off, across the days clocks change, and with garbled texts mixed in, every cell is
