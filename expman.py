@@ -16238,15 +16238,18 @@ def _runs_layout(runs, color, width):
 
 def _plain_table(headers, columns, right):
     """_table's lines for plain cells given column by column, with no width to fit: each
-    column padded in one pass, then joined row by row (10,000 runs x 15 columns as cell
-    objects took a second)."""
-    padded = []
+    column's width from one pass, then each line one %-format of its cells (10,000 runs x
+    15 columns as cell objects took a second; padded cell by cell and joined, 22 ms; so,
+    10 ms)."""
+    texts, line = [], []
     for i, (header, cells) in enumerate(zip(headers, columns)):
-        cells = [c.text if isinstance(c, _Cell) else c for c in cells]
+        if set(map(type, cells)) - {str}:   # a _Cell: its plain text
+            cells = [c.text if isinstance(c, _Cell) else c for c in cells]
         width = max(len(header), max(map(len, cells), default=0))
-        pad = str.rjust if i in right else str.ljust
-        padded.append([pad(header, width)] + list(map(pad, cells, itertools.repeat(width))))
-    return list(map(str.rstrip, map("  ".join, zip(*padded))))
+        texts.append(cells)
+        line.append(f"%{'' if i in right else '-'}{width}s")
+    line = "  ".join(line)
+    return list(map(str.rstrip, map(line.__mod__, [tuple(headers)] + list(zip(*texts)))))
 
 
 def _plain_run_columns(runs):
