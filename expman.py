@@ -6522,7 +6522,7 @@ def _read_runs_forked(store, exp_path, names, now, catalog, workers, bar):
     for name in shares[0]:
         found.append(_read_listed_run(store, exp_path, name, now))
         bar.update(workers)   # the others read as fast, roughly
-    _write_own_entries(catalog, found)
+    _write_own_entries(catalog, found, later=True)
     for child, share in children:
         rows = _child_rows(child)
         if rows is None:   # read here: the rows and their entries
@@ -6533,15 +6533,24 @@ def _read_runs_forked(store, exp_path, names, now, catalog, workers, bar):
     return found
 
 
-def _write_own_entries(catalog, found):
+def _write_own_entries(catalog, found, later=False):
     """Write the catalog entries of found (a share of a rebuild) and drop them from found,
-    so the caller's own catalog update has nothing left to add."""
+    so the caller's own catalog update has nothing left to add. ``later``: once the
+    listing is printed (_reap_readers runs it, as the children write theirs then): encoding
+    5,000 rows and writing them cost the listing ~0.13 s before anything was shown."""
     entries = [entry for _row, entry in found if entry is not None]
-    catalog.update(entries, keep=[e["name"] for e in entries], cached=_CatalogEntries([]))
     found[:] = [(row, None) for row, _entry in found]
+
+    def write():
+        catalog.update(entries, keep=[e["name"] for e in entries], cached=_CatalogEntries([]))
+    if later:
+        _AFTER_LISTING.append(write)
+    else:
+        write()
 
 
 _READERS = {}   # {pid: read end of its pipe, None once read} of forked readers not waited for
+_AFTER_LISTING = []   # catalog writes of this process's share of a rebuild, once it printed
 
 
 def _fork_reader(store, exp_path, share, now, catalog):
@@ -6605,10 +6614,13 @@ def _child_rows(child):
 
 
 def _reap_readers(pids=None):
-    """Wait for forked readers (all of them by default): by then each wrote its catalog
-    file, or failed to (a cache: the next listing reads those runs again). A pipe not read
-    (this process was interrupted while it read its own share) is closed first, so a child
-    blocked writing its rows to it ends instead of waiting for ever."""
+    """Wait for forked readers (all of them by default, after this process's own catalog
+    writes, _AFTER_LISTING): by then each wrote its catalog file, or failed to (a cache: the
+    next listing reads those runs again). A pipe not read (this process was interrupted
+    while it read its own share) is closed first, so a child blocked writing its rows to
+    it ends instead of waiting for ever."""
+    while pids is None and _AFTER_LISTING:
+        _AFTER_LISTING.pop(0)()
     for pid in list(_READERS) if pids is None else pids:
         fd = _READERS.pop(pid, None)
         if fd is not None:
