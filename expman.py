@@ -6405,24 +6405,25 @@ def _split_known(names, cached):
 
 def _keep_columns(store, exp_path, cached, listed, stats, kept, stale):
     """_scan_window's table: add (base, [row indices]) to ``kept`` for the listed runs each
-    catalog base holds whose run.yaml and config.yaml are as the base has them (their two
-    stats: no metrics file, no link told apart, which only rows need), and the others of
-    its runs to ``stale``; the names of the base's runs (the rest are rows)."""
+    catalog base holds whose run.yaml and config.yaml are as the base has them (_stamps_of,
+    the rule rows are kept by; two stats a run: no metrics file, which only rows need), and
+    the others of its runs to ``stale``; the names of the base's runs (the rest are rows)."""
     groups = cached.base_rows(listed)
     names = [name for _base, at in groups for name in at]
     found = stats.result() if stats is not None else None
     if found is None and store.is_local:
         found = dict(zip(names, _stat_runs(exp_path, names, metrics=False)))
     for base, at in groups:
-        kept.append((base, []))
+        own = []
+        kept.append((base, own))
         if not store.is_local:   # nothing is stat-ed on an object store (_run_stamps)
-            kept[-1][1].extend(at.values())
+            own.extend(at.values())
             continue
-        stamps, configs, own = base.stamps, base.configs, kept[-1][1]
-        for name, i in at.items():
-            got = found.get(name)
-            if got is not None and got[0] is not None and got[0] == stamps[i] and \
-                    got[1] == configs[i]:
+        stamps = _stamps_of(at, found, lambda name, base=base, at=at: (
+            base.stamps[at[name]], base.configs[at[name]]))
+        for name, i in at.items():   # as take() keeps a catalog row
+            stamp = stamps.get(name)
+            if stamp is not None and base.stamps[i] == stamp[0]:
                 own.append(i)
             else:
                 stale.append(name)
@@ -7326,14 +7327,6 @@ class _CatalogEntries(collections.abc.Mapping):
             out.update(layer if isinstance(layer, dict) else layer.entries())
         return out
 
-    def checks(self, name):
-        """(run.yaml stamp, config.yaml stamp) an entry was made with, without its row."""
-        layer, at = self._where(name)
-        if isinstance(layer, dict):
-            entry = layer[at]
-            return entry.get("stamp"), entry.get("config")
-        return layer.stamps[at], layer.configs[at]
-
     def base_rows(self, names):
         """[(base, {name: row index})]: the names whose entry comes from a base that has
         every column _RunTable reads, by base (a rebuild split across processes leaves one
@@ -7555,9 +7548,9 @@ def _run_stamps(store, exp_path, names, cached, unlinked=None, stats=None):
     found = stats.result() if stats is not None else None
     if found is None:
         found = dict(zip(names, _stat_runs(exp_path, names)))
-    checks = cached.checks if isinstance(cached, _CatalogEntries) else \
-        (lambda name: (cached[name].get("stamp"), cached[name].get("config")))
-    return _stamps_of(names, found, checks, unlinked)
+    return _stamps_of(names, found,
+                      lambda name: (cached[name].get("stamp"), cached[name].get("config")),
+                      unlinked)
 
 
 def _stat_runs(exp_path, names, metrics=True):
