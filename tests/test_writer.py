@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import yaml
@@ -74,6 +75,91 @@ def test_a_metric_that_changes_type_between_flushes_keeps_every_batch(root):
             exp.log_metrics({"m": value}, step=step)
             exp.flush()
     assert columns(exp.run_dir)["m"] == [1.0, 2.5, 1.0, 0.5, 3.0, 4.5]
+
+
+# Rows for the test below: the child that logs them and the parent that checks them make
+# them from one seed with this code.
+_ODD_ROWS = """
+import math, random
+def odd_rows(seed, n=7000):
+    rnd = random.Random(seed)
+    def value(key, i):
+        # refused values, each in its key's checked path: where every row logs a and b
+        # (the first batch: b's bounds still come from its numbers), and where not
+        if key == "a" and 1000 <= i < 1040 and rnd.random() < 0.2:
+            return 2 ** 53 + 1
+        if 6000 <= i < 6040 and rnd.random() < 0.2:
+            return "text" if key == "b" else 2 ** 53 + 1
+        pick = rnd.random()
+        if pick < 0.55:
+            return rnd.uniform(-1e3, 1e3)
+        if pick < 0.70:
+            return rnd.randint(-1000, 1000)
+        if pick < 0.78:
+            return rnd.random() < 0.5
+        if pick < 0.82:
+            return rnd.choice([2 ** 53 - 1, -(2 ** 53 - 1), -0.0, 0.0])
+        if pick < 0.92:
+            return math.nan
+        if key == "d" and pick < 0.95:   # in d alone: it would be every key's bound
+            return rnd.choice([math.inf, -math.inf])
+        return rnd.random()
+    rows = []
+    for i in range(n):
+        if i < 2500:      # the keys the run knows: a, b
+            keys = ["a", "b"]
+        elif i < 4500:    # as many keys, one of them new (c), in either order
+            keys = rnd.choice([["a", "b"], ["a", "c"], ["c", "a"], ["b", "a"]])
+        else:             # fewer, more or other keys
+            keys = rnd.sample(["a", "b", "c", "d"], rnd.randint(1, 4))
+        rows.append({k: value(k, i) for k in keys})
+    return rows
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rows_of_the_known_keys_or_not_keep_every_value_and_the_bounds(root, tmp_path, seed):
+    """Every row of a batch that logs as many keys as the run knows, but not the same ones,
+    is kept (the writer's fast path for "every row logged the known keys" must see it is
+    not), and summary_min/summary_max/summary are those of the values stored: ints, bools,
+    -0.0, NaN (ignored), inf, refused values (left out). In a child without NumPy, whose
+    bounds come from the Python numbers the columns were made of, not from the arrays."""
+    out = run_python(_ODD_ROWS + f"""
+import sys, warnings
+import expman
+assert "numpy" not in sys.modules
+exp = expman.Experiment("r", base_dir={str(root)!r}, capture_git=False,
+                        flush_interval_ms=60_000)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for i, row in enumerate(odd_rows({seed})):
+        exp.log_metrics(row, step=i)
+    exp.close()
+retried = any("failed" in str(w.message) for w in caught)  # a fast path's error, retried
+print("numpy" in sys.modules, retried, exp.run_dir)
+""", cwd=tmp_path, timeout=120).stdout.split()
+    assert out[:2] == ["False", "False"]
+    out = out[1:]
+    scope = {}
+    exec(_ODD_ROWS, scope)
+    rows = scope["odd_rows"](seed)
+    want = {k: [None] * len(rows) for k in "abcd"}
+    for i, row in enumerate(rows):
+        for k, v in row.items():
+            if not isinstance(v, str) and abs(v) != 2 ** 53 + 1:
+                want[k][i] = float(v)
+    got = columns(out[1])
+    meta = expman.load_run(out[1])
+    raw = yaml.safe_load((Path(out[1]) / "run.yaml").read_text())
+    assert {type(v) for f in ("summary_min", "summary_max") for v in raw[f].values()} == {float}
+    for k, values in want.items():
+        stored = [v for v in values if v is not None]
+        assert len(got[k]) == len(rows)
+        assert [repr(v) for v in got[k]] == [repr(v) for v in values], k
+        numbers = [v for v in stored if v == v]
+        assert repr(meta["summary_min"][k]) == repr(min(numbers)), k
+        assert repr(meta["summary_max"][k]) == repr(max(numbers)), k
+        assert repr(meta["summary"][k]) == repr(stored[-1]) or stored[-1] != stored[-1], k
 
 
 def test_logged_dict_is_copied(root):
