@@ -3735,7 +3735,7 @@ class _Writer(threading.Thread):
         array's values anew (a third of its time).
         """
         if not checked:
-            types = set(map(type, values))
+            types = _types_of(values)
             kinds = set(map(_fast_kind, types))
             if None not in kinds:
                 try:
@@ -4417,6 +4417,20 @@ def _empty_metrics_table():
 
 
 _MAX_EXACT_INT = float(2 ** 53)
+_FLOATS_ONLY = frozenset((float,))
+
+
+def _types_of(values):
+    """The set of the values' types. A column of floats alone, the usual one, is told by a
+    count of float in the list of types: 10 ns a value against 19 for the set's adds."""
+    if values and type(values[0]) is float:
+        types = list(map(type, values))
+        if types.count(float) == len(types):
+            return _FLOATS_ONLY
+        return set(types)
+    return set(map(type, values))
+
+
 _PLAIN_REALS = frozenset((float, int, bool))  # what _min_max_valid may read unconverted
 
 
