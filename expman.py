@@ -1487,7 +1487,7 @@ class _SegmentLog:
         from a source are one shared all-null array, so a run with 20,000 keys, each in a few
         rows, costs O(rows x keys) once, not per segment and key (_conform).
         """
-        if isinstance(sources, bytes):  # a whole file already (the writer's _plain_parquet)
+        if isinstance(sources, (bytes, bytearray)):  # a whole file (_plain_parquet's)
             self.store.write_atomic(path, sources)
             return
         schemas = [s.schema if isinstance(s, pa.Table) else s[1].schema_arrow for s in sources]
@@ -1566,7 +1566,7 @@ class _SegmentLog:
                 last = e
         if not sources:
             if empty is not None and have is None:
-                self._write_file(self.final, empty if isinstance(empty, bytes) else [empty],
+                self._write_file(self.final, empty if isinstance(empty, (bytes, bytearray)) else [empty],
                                  (0, 0))
             self._delete_segments(names)
             return 0
@@ -4727,7 +4727,7 @@ def _le(buf):
 
 
 def _plain_parquet(staged, order, rows, layout=None, compress=True, pause=None):
-    """The bytes of one Parquet file holding the staged batches (see _Writer._stage) as one
+    """The bytes (a bytearray) of one Parquet file holding the staged batches (see _Writer._stage) as one
     row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY).
     ``layout`` (a list) receives (rows, column chunks) for _join_plain; ``pause`` (the
     writer's _pause) is called between columns, so the GIL is shared while a big segment is
@@ -4854,9 +4854,11 @@ def _pq_write(store, path, pieces):
 
 
 def _pq_finish(out, keys, groups, rows):
-    """out (PAR1 and the pages) + the footer describing groups [(rows, chunks)]."""
+    """out (PAR1 and the pages, a bytearray) + the footer describing groups [(rows, chunks)],
+    in out itself: bytes(out) copied the file once more (~3.5 ms of a close at 100,000 rows
+    of 5 metrics, GIL held)."""
     out += _pq_footer(keys, groups, rows)
-    return bytes(out)
+    return out
 
 
 def _pq_footer(keys, groups, rows):
