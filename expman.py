@@ -4677,16 +4677,18 @@ def _pq_page(out, name, ptype, n, levels, values, chunks, rows=0, shrink=_PQ_SHR
     (name, type, rows, offset in out, bytes, bytes of the page header, codec, bytes
     uncompressed). ``rows``: the row group's rows (a big one gets a compressed page where
     that pays, see the top of this section)."""
-    body = len(levels).to_bytes(4, "little") + levels + values
-    data, codec = body, 0
+    size = 4 + len(levels) + len(values)
+    data, codec = None, 0  # (data None: the body goes into out in its three parts, uncopied)
     if rows >= PLAIN_GZIP_MIN_ROWS and (ptype == _PQ_INT64 or _pq_shrinks(values, shrink)):
+        body = len(levels).to_bytes(4, "little") + levels + values
         packed = zlib.compress(body, 1, 31)  # wbits 31: the gzip format Parquet names
-        if len(packed) < len(body) * 0.9:
+        if len(packed) < size * 0.9:
             data, codec = packed, _PQ_GZIP
+    stored = size if data is None else len(data)
     head = _Thrift()
     head.int(1, 0)                       # DATA_PAGE
-    head.int(2, len(body))
-    head.int(3, len(data))
+    head.int(2, size)
+    head.int(3, stored)
     head.struct(5)
     head.int(1, n)
     head.int(2, 0)                       # PLAIN
@@ -4694,10 +4696,15 @@ def _pq_page(out, name, ptype, n, levels, values, chunks, rows=0, shrink=_PQ_SHR
     head.int(4, 3)
     head.end()
     head.out.append(0)
-    chunks.append((name, ptype, n, len(out), len(head.out) + len(data), len(head.out), codec,
-                   len(head.out) + len(body)))
+    chunks.append((name, ptype, n, len(out), len(head.out) + stored, len(head.out), codec,
+                   len(head.out) + size))
     out += head.out
-    out += data
+    if data is None:
+        out += len(levels).to_bytes(4, "little")
+        out += levels
+        out += values
+    else:
+        out += data
 
 
 def _pq_shrinks(values, ratio):
@@ -4719,16 +4726,19 @@ def _pq_body(view, chunk):
 
 
 def _le(buf):
+    """An array's bytes, little-endian, for b"".join: the array itself where the machine is
+    little-endian (no copy)."""
     if _PQ_LITTLE:
-        return buf.tobytes()
+        return buf
     buf = array.array(buf.typecode, buf)
     buf.byteswap()
     return buf.tobytes()
 
 
 def _plain_parquet(staged, order, rows, layout=None, compress=True, pause=None):
-    """The bytes (a bytearray) of one Parquet file holding the staged batches (see _Writer._stage) as one
-    row group, recording rows=[start, end) as the segment log's files do (_ROWS_KEY).
+    """The bytes (a bytearray) of one Parquet file holding the staged batches (see
+    _Writer._stage) as one row group, recording rows=[start, end) as the segment log's files
+    do (_ROWS_KEY).
     ``layout`` (a list) receives (rows, column chunks) for _join_plain; ``pause`` (the
     writer's _pause) is called between columns, so the GIL is shared while a big segment is
     built (~0.7 ms a column of 100,000 rows)."""
