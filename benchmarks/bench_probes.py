@@ -314,6 +314,32 @@ def report(results, labels, bare, info):
                              f"{H.fmt_bytes(max(r['rss_peak'] for r in rs))})"])
     print(H.md_table(["probe", "tool", "call median", "mean", "p99", "p99.9", "worst", "more"],
                      rows))
+    ratios = _paired_ratios(results, labels)
+    if ratios:
+        print("\nPer round, each expman against expman-rs run in the same round (the tools "
+              "are interleaved, so a slow patch of the machine hits both): median over rounds "
+              "of the ratio, and its range. Below 1: expman costs less.\n")
+        print(H.md_table(["probe", "tool", "mean", "loop overhead", "loop + close"], ratios))
+
+
+def _paired_ratios(results, labels, base="expman-rs"):
+    """[probe, label, mean, loop, loop + close] cells: the ratios of each loop probe's figures
+    to expman-rs's in the same round, as "median (min-max)"."""
+    rows = []
+    for key, by_tool in results.items():
+        if not key.startswith("loop") or base not in by_tool:
+            continue
+        for label in labels:
+            if label == base or label not in by_tool:
+                continue
+            cells = []
+            for field in ("mean_ns", "overhead_loop_us", "overhead_total_us"):
+                r = [a[field] / b[field] for a, b in zip(by_tool[label], by_tool[base])
+                     if a.get(field) and b.get(field)]
+                cells.append(f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
+                             if r else "-")
+            rows.append([key, label, *cells])
+    return rows
 
 
 if __name__ == "__main__":
