@@ -1566,8 +1566,8 @@ class _SegmentLog:
                 last = e
         if not sources:
             if empty is not None and have is None:
-                self._write_file(self.final, empty if isinstance(empty, (bytes, bytearray)) else [empty],
-                                 (0, 0))
+                whole = isinstance(empty, (bytes, bytearray))  # _plain_parquet's file
+                self._write_file(self.final, empty if whole else [empty], (0, 0))
             self._delete_segments(names)
             return 0
         # already one whole file: no re-write, unless the writer wrote it uncompressed
