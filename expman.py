@@ -3646,8 +3646,11 @@ class _Writer(threading.Thread):
     def _every_row_columns(self, dicts, keys, steps, checked, pause, plain):
         """{key: _column} of keys that every row holds, each gathered by a C-level pass
         (no new objects); None at the first key a row lacks (a new key in place of a known
-        one: _columns then looks at every row's keys)."""
-        out = {}
+        one: _columns then looks at every row's keys). Each gathered list is untracked (see
+        _gc_untrack): the training thread runs at this thread's pauses between keys, and its
+        young collections walked every list alive then (~300 of a 1M-step loop's calls over
+        20 us, which put its p99.9 at 7.7-25 us)."""
+        out, untrack = {}, self.untrack
         for key in keys:
             pause()
             try:
@@ -3655,6 +3658,8 @@ class _Writer(threading.Thread):
             except KeyError:
                 plain.clear()
                 return None
+            if untrack is not None:
+                untrack(values)
             out[key] = self._column(key, values, steps, checked, plain)
         return out
 

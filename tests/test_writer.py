@@ -381,6 +381,31 @@ def test_a_popped_chunk_is_hidden_from_the_garbage_collector(root, monkeypatch):
 
 
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="PyObject_GC_UnTrack")
+def test_a_chunks_gathered_columns_are_hidden_from_the_garbage_collector(root, monkeypatch):
+    """Each key's values, gathered from a chunk's rows (a list of ~2,000 numbers), is
+    untracked: the writer pauses between keys, and the training thread's young collections
+    then walked every gathered list (~300 of the 1M-step loop's calls over 20 us, its p99.9
+    7.7-25 us). Every value is stored."""
+    import gc
+    seen = []
+    column = expman._Writer._column
+
+    def watch(self, key, values, *args, **kwargs):
+        seen.append(gc.is_tracked(values))
+        return column(self, key, values, *args, **kwargs)
+
+    monkeypatch.setattr(expman._Writer, "_column", watch)
+    with make(root, flush_interval_ms=10 ** 7) as exp:
+        for i in range(5000):
+            exp.log_metrics({"a": float(i), "b": i}, step=i)
+        assert exp.flush(timeout=60)
+    assert len(seen) >= 6 and not any(seen), seen   # 2 keys x 3 chunks at least
+    got = columns(exp.run_dir)
+    assert got["a"] == [float(i) for i in range(5000)]
+    assert got["b"] == [float(i) for i in range(5000)]
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="PyObject_GC_UnTrack")
 def test_staged_batches_are_hidden_from_the_garbage_collector(root):
     """What the writer stages lives until the next flush, through young collections into the
     oldest generation, where each object counted towards a full collection run by the
