@@ -16,9 +16,16 @@ expman-rs==1.3.0`` there), and is left out when that venv is missing. Probes:
   (a stall right after init or at a fixed row count shows as an index), loop overhead per
   step (loop minus the same loop without the call, run before init), close, and import/init;
   and the floor: ``deque.append(dict(d))`` in a method, timed by the same loop before init
-  (the least a call that keeps the row can cost), with the call median as a multiple of it.
+  (the least a call that keeps the row can cost), with the call median as a multiple of it;
+  the same with the row's step and ``time.time()`` (the least a call that stamps its rows can
+  cost); and loop + close at the floor: that call's loop plus the least pure-Python writer's
+  time for its rows (``_writer_floor``: pop, gather columns, arrays, min/max, microseconds).
+* ``call``: the call median against both floors, in one process after init, in 20
+  alternating blocks of 5,000 calls (empty loop, floor, floor with the time, the tool's call):
+  the median of the per-block ratios, which a slow patch of the machine hits on both sides.
 * ``threads``: 4 threads x 25k rows into one run, every call timed: worst call and p99; and
   the floor's p99.9 and worst call with the same 4 threads (the GIL's turns among them).
+  ``--switch-interval 0.001`` runs both with shorter turns, to see what the turns cost.
 * ``wide``: 20k steps of 50 metrics per row: median/mean/worst call, loop+close per step.
 * ``tiny``: a whole script -- import, init, 100 logs, close -- as a fresh process, wall time
   minus a bare ``python -c pass``; and close() alone.
@@ -68,6 +75,44 @@ class _Floor:
         self.q.append(dict(d))
 
 
+class _TimedFloor(_Floor):
+    """The least a log call that keeps the row *and its time* can do (every tracker stamps
+    its rows, and a clock read is a C call of its own): the row, its step and time.time()."""
+
+    def log_metrics(self, d, step=None, _now=time.time):
+        self.q.extend((dict(d), step, _now()))
+
+
+def _writer_floor(q):
+    """ns a row that the least pure-Python writer spends on the rows _TimedFloor queued,
+    holding the GIL all along: pop them in chunks, gather each key's column (a C-level pass),
+    array("d") it, its min and max (the run's summaries), the steps and times as int64
+    microseconds, then free the rows. No type check, no Parquet, no file: what is left of a
+    writer that keeps the data in columns. Our writer's conversion is measured against it."""
+    import array
+    import itertools
+    import operator
+    popleft = type(q).popleft
+    n = len(q) // 3
+    keys = list(q[0]) if n else []
+    t0 = time.perf_counter_ns()
+    left = n
+    while left:
+        k = min(left, 2048)
+        flat = list(map(popleft, itertools.repeat(q, 3 * k)))
+        batch, steps, times = flat[0::3], flat[1::3], flat[2::3]
+        del flat
+        for key in keys:
+            values = list(map(operator.itemgetter(key), batch))
+            array.array("d", values)
+            min(values), max(values)
+        array.array("q", steps)
+        array.array("q", [int(t * 1e6) for t in times])
+        del batch, steps, times
+        left -= k
+    return (time.perf_counter_ns() - t0) / max(n, 1)
+
+
 def probe_loop(cfg):
     n = cfg["n"]
     lat, elat = H.timing_arrays(n)
@@ -76,8 +121,19 @@ def probe_loop(cfg):
     e_ns, _ = empty(n, far, None, elat)            # before init: the writer does not exist yet
     timer = H.percentile(sorted(elat), 50)
     floor = H.make_loop("obj.log_metrics(d, step=i)", True)
-    floor(min(n, 100_000), far, _Floor(), elat)    # the floor, timed the same way
-    floor_ns = H.percentile(sorted(elat[:min(n, 100_000)]), 50) - timer
+    m = min(n, 100_000)
+    floor(m, far, _Floor(), elat)                  # the floor, timed the same way
+    floor_ns = H.percentile(sorted(elat[:m]), 50) - timer
+    timed_floor = _TimedFloor()
+    floor(m, far, timed_floor, elat)               # the same with the row's time
+    floor_time_ns = H.percentile(sorted(elat[:m]), 50) - timer
+    # loop + close at the floor: the untimed loop with the timed floor's call, plus the
+    # least writer's GIL time for those rows (on one GIL, a writer thread's time adds up)
+    pe_ns, _ = H.make_loop(None, False)(m, far, None)
+    timed_floor = _TimedFloor()
+    pf_ns, _ = H.make_loop("obj.log_metrics(d, step=i)", False)(m, far, timed_floor)
+    floor_total_us = ((pf_ns - pe_ns) / m + _writer_floor(timed_floor.q)) / 1e3
+    del timed_floor
     _mod, make, call, import_s = _tool(cfg)
     tmp = tempfile.mkdtemp(prefix="probe-")
     t0 = time.perf_counter()
@@ -90,8 +146,59 @@ def probe_loop(cfg):
     close_s = time.perf_counter() - t1
     st = H.latency_stats(lat, done, timer)
     H.emit({"import_s": import_s, "init_s": init_s, "close_s": close_s, "floor_ns": floor_ns,
+            "floor_time_ns": floor_time_ns, "floor_total_us": floor_total_us,
             "overhead_loop_us": (loop_ns - e_ns) / n / 1e3,
             "overhead_total_us": (loop_ns - e_ns + close_s * 1e9) / n / 1e3, **st})
+
+
+_BLOCK = """
+def loop(n, obj, lat, base):
+    pool, mask, pc = POOL, MASK, perf_counter_ns
+    for i in range(base, base + n):
+        d = DICT
+        t0 = pc()
+        CALL
+        t1 = pc()
+        lat[i - base] = t1 - t0
+"""
+
+
+def _block_loop(call):
+    """The timed loop of make_loop, with steps that go on from ``base`` (blocks of one run)."""
+    src = _BLOCK.replace("DICT", H._DICT).replace("CALL", call or "pass")
+    ns = {"POOL": H.POOL, "MASK": H.MASK, "perf_counter_ns": time.perf_counter_ns}
+    exec(compile(src, f"<block {call!r}>", "exec"), ns)  # noqa: S102 - our own template
+    return ns["loop"]
+
+
+def probe_call(cfg):
+    """The call against its floors in one process, in alternating blocks: a slow patch of the
+    machine (medians here move 2x between minutes) hits the floors and the call alike."""
+    blocks, size = cfg["blocks"], cfg["size"]
+    _mod, make, call, _ = _tool(cfg)
+    run = make(tempfile.mkdtemp(prefix="probe-"))
+    empty, floor, logged = (_block_loop(None), _block_loop("obj.log_metrics(d, step=i)"),
+                            _block_loop(call))
+    lat = H.timing_arrays(size)[0]
+
+    def median(fn, obj, base):
+        fn(size, obj, lat, base)
+        return H.percentile(sorted(lat), 50)
+    samples = []
+    for b in range(blocks):
+        timer = median(empty, None, 0)
+        plain = median(floor, _Floor(), 0) - timer
+        stamped = median(floor, _TimedFloor(), 0) - timer
+        ours = median(logged, run, b * size) - timer
+        samples.append((ours, plain, stamped))
+    run.close()
+    H.emit({"median_ns": statistics.median(s[0] for s in samples),
+            "floor_ns": statistics.median(s[1] for s in samples),
+            "floor_time_ns": statistics.median(s[2] for s in samples),
+            "ratio_floor": statistics.median(s[0] / s[1] for s in samples),
+            "ratio_floor_time": statistics.median(s[0] / s[2] for s in samples),
+            "ratio_floor_time_range": [min(s[0] / s[2] for s in samples),
+                                       max(s[0] / s[2] for s in samples)]})
 
 
 def _threads_loop(n, k, obj, call):
@@ -109,6 +216,8 @@ def _threads_loop(n, k, obj, call):
 
 def probe_threads(cfg):
     n, k = cfg["n"], cfg["threads"]
+    if cfg.get("switch"):  # --switch-interval: the GIL's turns are what the floor waits for
+        sys.setswitchinterval(cfg["switch"])
     # the floor first, the same way: k Python threads that log back to back take turns at
     # the GIL every sys.getswitchinterval() (5 ms), so a call waits for the other threads'
     # turns whatever the logger does (a worst call of tens of ms for deque.append alone)
@@ -172,8 +281,8 @@ def probe_rss(cfg):
     H.emit({"rss_peak": H.proc_status().get("VmHWM")})
 
 
-PROBES = {"loop": probe_loop, "threads": probe_threads, "wide": probe_wide, "tiny": probe_tiny,
-          "rss": probe_rss}
+PROBES = {"loop": probe_loop, "call": probe_call, "threads": probe_threads, "wide": probe_wide,
+          "tiny": probe_tiny, "rss": probe_rss}
 
 
 # == orchestration ============================================================================
@@ -218,8 +327,10 @@ def main():
     ap.add_argument("--label", action="append", default=[], help="its label")
     ap.add_argument("--no-rs", action="store_true", help="leave expman-rs out")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval() for the threads probe (CPython's is 0.005)")
     ap.add_argument("--only", default=None,
-                    help="comma-separated probes to run (loop,threads,wide,tiny,rss)")
+                    help="comma-separated probes to run (loop,call,threads,wide,tiny,rss)")
     args = ap.parse_args()
     if args.worker:
         cfg = json.loads(args.worker)
@@ -232,8 +343,8 @@ def main():
         tools.append({"tool": "expman-rs", "label": "expman-rs"})
     rounds = args.rounds or (1 if args.quick else 3)
     sizes = [100_000] if args.quick else [100_000, 1_000_000]
-    plan = [("loop", {"n": n}) for n in sizes] + [
-        ("threads", {"n": 25_000, "threads": 4}), ("wide", {"n": 20_000, "width": 50}),
+    plan = [("loop", {"n": n}) for n in sizes] + [("call", {"blocks": 20, "size": 5000})] + [
+        ("threads", {"n": 25_000, "threads": 4, "switch": args.switch_interval}), ("wide", {"n": 20_000, "width": 50}),
         ("tiny", {}), ("rss", {"n": 20_000})]
     if args.only:
         plan = [(p, c) for p, c in plan if p in args.only.split(",")]
@@ -275,22 +386,38 @@ def report(results, labels, bare, info):
             rs = by_tool.get(label)
             if not rs:
                 continue
-            if probe in ("loop", "threads", "wide"):
-                cells = [H.fmt_ns(_med(rs, "median_ns")), H.fmt_ns(_med(rs, "mean_ns")),
-                         H.fmt_ns(_med(rs, "p99_ns")), H.fmt_ns(_med(rs, "p999_ns")),
-                         H.fmt_ns(max(r["max_ns"] for r in rs))]
+            if probe in ("loop", "call", "threads", "wide"):
+                cells = [H.fmt_ns(_med(rs, "median_ns")), "-", "-", "-", "-"]
+                if probe != "call":
+                    cells[1:] = [H.fmt_ns(_med(rs, "mean_ns")), H.fmt_ns(_med(rs, "p99_ns")),
+                                 H.fmt_ns(_med(rs, "p999_ns")),
+                                 H.fmt_ns(max(r["max_ns"] for r in rs))]
                 extra = []
                 if probe == "loop":
                     extra = [f"floor {H.fmt_ns(_med(rs, 'floor_ns'))} (median "
-                             f"{_med(rs, 'median_ns') / _med(rs, 'floor_ns'):.2f}x)",
-                             f"loop {_med(rs, 'overhead_loop_us'):.2f} µs/step, +close "
-                             f"{_med(rs, 'overhead_total_us'):.2f}",
-                             f"close {_med(rs, 'close_s') * 1e3:.0f} ms, init "
-                             f"{_med(rs, 'init_s') * 1e3:.0f} ms, import "
-                             f"{_med(rs, 'import_s') * 1e3:.0f} ms",
-                             "worst at " + "; ".join(", ".join(
-                                 f"#{i}:{H.fmt_ns(ns)}" for i, ns in r["worst"][:3])
-                                 for r in rs)]
+                             f"{_med(rs, 'median_ns') / _med(rs, 'floor_ns'):.2f}x)"]
+                    if _med(rs, "floor_time_ns") is not None:
+                        extra.append(f"floor with the row's time "
+                                     f"{H.fmt_ns(_med(rs, 'floor_time_ns'))} (median "
+                                     f"{_med(rs, 'median_ns') / _med(rs, 'floor_time_ns'):.2f}x)")
+                    extra += [f"loop {_med(rs, 'overhead_loop_us'):.2f} µs/step, +close "
+                              f"{_med(rs, 'overhead_total_us'):.2f}" + (
+                                  f" (floor: call + least writer "
+                                  f"{_med(rs, 'floor_total_us'):.2f})"
+                                  if _med(rs, "floor_total_us") is not None else ""),
+                              f"close {_med(rs, 'close_s') * 1e3:.0f} ms, init "
+                              f"{_med(rs, 'init_s') * 1e3:.0f} ms, import "
+                              f"{_med(rs, 'import_s') * 1e3:.0f} ms",
+                              "worst at " + "; ".join(", ".join(
+                                  f"#{i}:{H.fmt_ns(ns)}" for i, ns in r["worst"][:3])
+                                  for r in rs)]
+                elif probe == "call":
+                    lo = min(r["ratio_floor_time_range"][0] for r in rs)
+                    hi = max(r["ratio_floor_time_range"][1] for r in rs)
+                    extra = [f"in alternating blocks: floor {H.fmt_ns(_med(rs, 'floor_ns'))} "
+                             f"(median {_med(rs, 'ratio_floor'):.2f}x), with the row's time "
+                             f"{H.fmt_ns(_med(rs, 'floor_time_ns'))} (median "
+                             f"{_med(rs, 'ratio_floor_time'):.2f}x, blocks {lo:.2f}-{hi:.2f})"]
                 elif probe == "threads" and _med(rs, "floor_max_ns") is not None:
                     extra = [f"floor (deque.append(dict(d)), same threads): p99.9 "
                              f"{H.fmt_ns(_med(rs, 'floor_p999_ns'))}, worst "
