@@ -4,6 +4,7 @@ each with what the writer thread was doing at that moment (issue 19).
 
     python benchmarks/probe_worst.py                      # 100k steps, this checkout
     python benchmarks/probe_worst.py -n 1000000 --threads 4 --module /work/main
+    python benchmarks/probe_worst.py -n 1000000 --worst 3 --timeline   # each call's steps in order
 
 The loop is bench_probes' (``Experiment()`` then at once N timed ``log_metrics(d, step=i)``
 with 5 floats). While it runs, the writer's steps are timed by wrapping its methods and
@@ -89,6 +90,9 @@ def main():
     ap.add_argument("--worst", type=int, default=20)
     ap.add_argument("--module", default=REPO)
     ap.add_argument("--no-trace", action="store_true", help="time the calls only")
+    ap.add_argument("--timeline", action="store_true",
+                    help="under each worst call, every step that overlaps it, in time order, "
+                         "with its start and end relative to the call's start")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a constant of expman for the experiment (a number)")
     args = ap.parse_args()
@@ -197,6 +201,10 @@ def loop(n, obj, lat, at, offset):
                           f"{(p[2] - p[1]) / 1e6:.2f}ms" for p in over[:5])
         print(f"  #{i:>8} (thread {j}) at {(a - t_begin) / 1e6:9.1f} ms: {lat / 1e6:6.2f} ms"
               f"  | {where or '-'}")
+        if args.timeline:
+            for name, p0, p1, ident in sorted(over, key=lambda p: p[1]):
+                print(f"        {'W' if ident == writer_ident else 'T'} {name:32} "
+                      f"{(p0 - a) / 1e6:+8.3f} .. {(p1 - a) / 1e6:+8.3f} ms")
 
 
 if __name__ == "__main__":
