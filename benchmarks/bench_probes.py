@@ -376,69 +376,90 @@ def _med(rs, key):
     return statistics.median(vals) if vals else None
 
 
+def _latency_cells(rs):
+    """call median, mean, p99, p99.9, worst: medians over rounds, the worst their max."""
+    return [H.fmt_ns(_med(rs, "median_ns")), H.fmt_ns(_med(rs, "mean_ns")),
+            H.fmt_ns(_med(rs, "p99_ns")), H.fmt_ns(_med(rs, "p999_ns")),
+            H.fmt_ns(max(r["max_ns"] for r in rs))]
+
+
+def _loop_more(rs):
+    more = [f"floor {H.fmt_ns(_med(rs, 'floor_ns'))} (median "
+            f"{_med(rs, 'median_ns') / _med(rs, 'floor_ns'):.2f}x)"]
+    if _med(rs, "floor_time_ns") is not None:   # (older result files lack the new floors)
+        more.append(f"floor with the row's time {H.fmt_ns(_med(rs, 'floor_time_ns'))} (median "
+                    f"{_med(rs, 'median_ns') / _med(rs, 'floor_time_ns'):.2f}x)")
+    at_floor = (f" (floor: call + least writer {_med(rs, 'floor_total_us'):.2f})"
+                if _med(rs, "floor_total_us") is not None else "")
+    worst = "; ".join(", ".join(f"#{i}:{H.fmt_ns(ns)}" for i, ns in r["worst"][:3]) for r in rs)
+    return more + [f"loop {_med(rs, 'overhead_loop_us'):.2f} µs/step, +close "
+                   f"{_med(rs, 'overhead_total_us'):.2f}{at_floor}",
+                   f"close {_med(rs, 'close_s') * 1e3:.0f} ms, init "
+                   f"{_med(rs, 'init_s') * 1e3:.0f} ms, import {_med(rs, 'import_s') * 1e3:.0f} ms",
+                   f"worst at {worst}"]
+
+
+def _call_more(rs):
+    lo = min(r["ratio_floor_time_range"][0] for r in rs)
+    hi = max(r["ratio_floor_time_range"][1] for r in rs)
+    return [f"in alternating blocks: floor {H.fmt_ns(_med(rs, 'floor_ns'))} (median "
+            f"{_med(rs, 'ratio_floor'):.2f}x), with the row's time "
+            f"{H.fmt_ns(_med(rs, 'floor_time_ns'))} (median "
+            f"{_med(rs, 'ratio_floor_time'):.2f}x, blocks {lo:.2f}-{hi:.2f})"]
+
+
+def _threads_more(rs):
+    if _med(rs, "floor_max_ns") is None:
+        return []
+    return [f"floor (deque.append(dict(d)), same threads): p99.9 "
+            f"{H.fmt_ns(_med(rs, 'floor_p999_ns'))}, worst "
+            f"{H.fmt_ns(max(r['floor_max_ns'] for r in rs))}"]
+
+
+def _wide_more(rs):
+    per_step = (_med(rs, "loop_s") + _med(rs, "close_s")) * 1e6 / 20000
+    return [f"loop+close {per_step:.2f} µs/step (dict of 50 built in the loop), close "
+            f"{_med(rs, 'close_s') * 1e3:.0f} ms"]
+
+
+def _tiny_more(rs, bare):
+    wall = _med(rs, "wall_s") - bare
+    return [f"script {wall * 1e3:.0f} ms over bare python (import "
+            f"{_med(rs, 'import_s') * 1e3:.0f}, init {_med(rs, 'init_s') * 1e3:.0f}, close "
+            f"{_med(rs, 'close_s') * 1e3:.1f} ms), peak RSS {H.fmt_bytes(_med(rs, 'rss_peak'))}"]
+
+
+def _rss_more(rs):
+    return [f"peak RSS {H.fmt_bytes(_med(rs, 'rss_peak'))} (max "
+            f"{H.fmt_bytes(max(r['rss_peak'] for r in rs))})"]
+
+
+def _report_row(probe, rs, bare):
+    """(the five latency cells, the "more" notes) of one probe's rounds for one tool."""
+    none = ["-"] * 5
+    if probe == "loop":
+        return _latency_cells(rs), _loop_more(rs)
+    if probe == "call":
+        return [H.fmt_ns(_med(rs, "median_ns"))] + none[1:], _call_more(rs)
+    if probe == "threads":
+        return _latency_cells(rs), _threads_more(rs)
+    if probe == "wide":
+        return _latency_cells(rs), _wide_more(rs)
+    if probe == "tiny":
+        return none, _tiny_more(rs, bare)
+    return none, _rss_more(rs)
+
+
 def report(results, labels, bare, info):
     print(f"\nload average: start {info['loadavg_at_start']}, end {info['loadavg_at_end']}; "
           f"medians over rounds (worst: the max over rounds)\n")
     rows = []
     for key, by_tool in results.items():
-        probe = key.split()[0]
         for label in labels:
             rs = by_tool.get(label)
-            if not rs:
-                continue
-            if probe in ("loop", "call", "threads", "wide"):
-                cells = [H.fmt_ns(_med(rs, "median_ns")), "-", "-", "-", "-"]
-                if probe != "call":
-                    cells[1:] = [H.fmt_ns(_med(rs, "mean_ns")), H.fmt_ns(_med(rs, "p99_ns")),
-                                 H.fmt_ns(_med(rs, "p999_ns")),
-                                 H.fmt_ns(max(r["max_ns"] for r in rs))]
-                extra = []
-                if probe == "loop":
-                    extra = [f"floor {H.fmt_ns(_med(rs, 'floor_ns'))} (median "
-                             f"{_med(rs, 'median_ns') / _med(rs, 'floor_ns'):.2f}x)"]
-                    if _med(rs, "floor_time_ns") is not None:
-                        extra.append(f"floor with the row's time "
-                                     f"{H.fmt_ns(_med(rs, 'floor_time_ns'))} (median "
-                                     f"{_med(rs, 'median_ns') / _med(rs, 'floor_time_ns'):.2f}x)")
-                    extra += [f"loop {_med(rs, 'overhead_loop_us'):.2f} µs/step, +close "
-                              f"{_med(rs, 'overhead_total_us'):.2f}" + (
-                                  f" (floor: call + least writer "
-                                  f"{_med(rs, 'floor_total_us'):.2f})"
-                                  if _med(rs, "floor_total_us") is not None else ""),
-                              f"close {_med(rs, 'close_s') * 1e3:.0f} ms, init "
-                              f"{_med(rs, 'init_s') * 1e3:.0f} ms, import "
-                              f"{_med(rs, 'import_s') * 1e3:.0f} ms",
-                              "worst at " + "; ".join(", ".join(
-                                  f"#{i}:{H.fmt_ns(ns)}" for i, ns in r["worst"][:3])
-                                  for r in rs)]
-                elif probe == "call":
-                    lo = min(r["ratio_floor_time_range"][0] for r in rs)
-                    hi = max(r["ratio_floor_time_range"][1] for r in rs)
-                    extra = [f"in alternating blocks: floor {H.fmt_ns(_med(rs, 'floor_ns'))} "
-                             f"(median {_med(rs, 'ratio_floor'):.2f}x), with the row's time "
-                             f"{H.fmt_ns(_med(rs, 'floor_time_ns'))} (median "
-                             f"{_med(rs, 'ratio_floor_time'):.2f}x, blocks {lo:.2f}-{hi:.2f})"]
-                elif probe == "threads" and _med(rs, "floor_max_ns") is not None:
-                    extra = [f"floor (deque.append(dict(d)), same threads): p99.9 "
-                             f"{H.fmt_ns(_med(rs, 'floor_p999_ns'))}, worst "
-                             f"{H.fmt_ns(max(r['floor_max_ns'] for r in rs))}"]
-                elif probe == "wide":
-                    per_step = (_med(rs, "loop_s") + _med(rs, "close_s")) * 1e6 / 20000
-                    extra = [f"loop+close {per_step:.2f} µs/step (dict of 50 built in the "
-                             f"loop), close {_med(rs, 'close_s') * 1e3:.0f} ms"]
-                rows.append([key, label, *cells, " · ".join(extra)])
-            elif probe == "tiny":
-                wall = _med(rs, "wall_s") - bare[label]
-                rows.append([key, label, "-", "-", "-", "-", "-",
-                             f"script {wall * 1e3:.0f} ms over bare python (import "
-                             f"{_med(rs, 'import_s') * 1e3:.0f}, init "
-                             f"{_med(rs, 'init_s') * 1e3:.0f}, close "
-                             f"{_med(rs, 'close_s') * 1e3:.1f} ms), peak RSS "
-                             f"{H.fmt_bytes(_med(rs, 'rss_peak'))}"])
-            elif probe == "rss":
-                rows.append([key, label, "-", "-", "-", "-", "-",
-                             f"peak RSS {H.fmt_bytes(_med(rs, 'rss_peak'))} (max "
-                             f"{H.fmt_bytes(max(r['rss_peak'] for r in rs))})"])
+            if rs:
+                cells, more = _report_row(key.split()[0], rs, bare[label])
+                rows.append([key, label, *cells, " · ".join(more)])
     print(H.md_table(["probe", "tool", "call median", "mean", "p99", "p99.9", "worst", "more"],
                      rows))
     ratios = _paired_ratios(results, labels)
