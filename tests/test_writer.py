@@ -382,7 +382,7 @@ def test_a_popped_chunk_is_hidden_from_the_garbage_collector(root, monkeypatch):
 
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="PyObject_GC_UnTrack")
 def test_a_chunks_gathered_columns_are_hidden_from_the_garbage_collector(root, monkeypatch):
-    """Each key's values, gathered from a chunk's rows (a list of ~2,000 numbers), is
+    """The list of each key's values gathered from a chunk's rows (~2,000 numbers) is
     untracked: the writer pauses between keys, and the training thread's young collections
     then walked every gathered list (~300 of the 1M-step loop's calls over 20 us, its p99.9
     7.7-25 us). Every value is stored."""
