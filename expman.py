@@ -1722,7 +1722,9 @@ class _SegmentLog:
         for name in sorted(names):  # first rows first: see files()
             if _SEGMENT_RE.match(name):
                 self.store.delete(self.store.join(self.dir, name))
-        if names or self.made:
+        # not made and nothing listed: reap, or a close of a dead run's leftovers; the folder
+        # may still be there, empty (killed after its last segment went, before this)
+        if names or self.made or self.store.isdir(self.dir):
             try:
                 self.store.delete_tree(self.dir)
             except OSError:
@@ -9950,7 +9952,8 @@ def _reap_run(store, path, stale=None, now=None, dry_run=False, compact=False):
     store.write_atomic(meta_path, _yaml_dump(_crashed_meta(meta, beat, now)))
     entry = {**entry, "action": "reaped", "reason": why}
     if compact:
-        entry["compacted_segments"] = _compact_leftovers(store, path)
+        into = _compact_leftovers(store, path)
+        entry.update(compacted_segments=sum(into.values()), compacted_into=into)
     return entry
 
 
@@ -9988,9 +9991,10 @@ def _crashed_meta(meta, beat, now):
 def _compact_leftovers(store, path):
     """Compact a dead run's leftover segments (metrics and histograms) as close() would have,
     so it reads like a closed run; safe whatever instant the run died at (see _SegmentLog).
-    Returns how many segments went into a final file (0: nothing to do)."""
-    done = _SegmentLog.metrics(store, path).compact()
-    return done + _SegmentLog.histograms(store, path).compact()
+    Returns {final file name: how many segments went into it}, for those that took any."""
+    into = {METRICS_FILE: _SegmentLog.metrics(store, path).compact(),
+            HISTOGRAMS_FILE: _SegmentLog.histograms(store, path).compact()}
+    return {name: n for name, n in into.items() if n}
 
 
 # -- 9.8 streaming reads: export walks a run's rows a batch at a time ------------------------------
@@ -17209,8 +17213,9 @@ def _print_reap(report):
         verb = {"reaped": "marked crashed", "would-reap": "would mark crashed",
                 "failed": "could not mark"}[entry["action"]]
         extra = ""
-        if entry.get("compacted_segments"):
-            extra = f"; {entry['compacted_segments']} segments compacted into {METRICS_FILE}"
+        if entry.get("compacted_into"):
+            extra = "; " + ", ".join(f"{n} segment{'s' if n != 1 else ''} compacted into {name}"
+                                     for name, n in entry["compacted_into"].items())
         print(f"{verb}: {entry['path']} ({entry['reason']}{extra})")
     done = sum(1 for e in acted if e["action"] != "failed")
     print(f"{done} run{'s' if done != 1 else ''} {'to mark' if dry_run else 'marked'} "

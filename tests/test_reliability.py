@@ -259,7 +259,8 @@ def _kill_in_close(root, tmp_path, rows, kill_after, delay=None):
 
 
 def _reap_and_check(run, rows, capsys):
-    """Every row and histogram is readable before and after `expman reap --compact`."""
+    """Every row and histogram is readable before and after `expman reap --compact`; returns
+    what the reap printed."""
     histograms = len(range(0, rows, 50))
     for when in ("before reap", "after reap"):
         with warnings.catch_warnings(record=True) as rec:
@@ -273,6 +274,7 @@ def _reap_and_check(run, rows, capsys):
         if when == "before reap":
             rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
             assert rc == 0 and "Traceback" not in err, out + err
+            printed = out
             recorded = yaml.safe_load((run / "run.yaml").read_text())["status"]
             assert recorded in ("crashed", "finished"), out   # reaped, or closed before
     assert not (run / "metrics").exists() and not (run / "histograms").exists(), (
@@ -283,19 +285,29 @@ def _reap_and_check(run, rows, capsys):
     rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
     assert rc == 0
     assert expman.load_metrics(run).column("step").to_pylist() == list(range(rows))
+    return printed
 
 
-@pytest.mark.parametrize("kill_after", [1, 2, 50, 99, 105])  # of 100 metrics + 20 histograms
+# of 100 metrics + 20 histogram segments; 100 and 120: every segment of a folder deleted, the
+# empty folder not yet
+@pytest.mark.parametrize("kill_after", [1, 2, 50, 99, 100, 105, 120])
 def test_sigkill_after_the_nth_segment_delete_of_close_then_reap_loses_nothing(
         root, tmp_path, capsys, kill_after):
     """Issue 20 #1: killed right after close() deleted its first segment(s), then `reap
     --compact` overwrote the complete metrics.parquet with the leftovers (1000 -> 990, 980
-    and 500 rows for the first three kill points before the fix)."""
+    and 500 rows for the first three kill points before the fix). Killed after a folder's
+    last segment went, reap left the empty folder behind (found by the random-kill test,
+    seed 639865605)."""
     run, child = _kill_in_close(root, tmp_path, 1000, kill_after)
     assert "closed" not in child.lines
-    left = "metrics" if kill_after < 100 else "histograms"
+    left = "metrics" if kill_after <= 100 else "histograms"
     assert (run / f"{left}.parquet").exists() and (run / left).exists()  # mid-clean-up
-    _reap_and_check(run, 1000, capsys)
+    printed = _reap_and_check(run, 1000, capsys)
+    # what was compacted, said of the file it went into: the histograms' 20 segments when
+    # close died before them; nothing when only a finished compaction's leftovers remained
+    compacted = "20 segments compacted into histograms.parquet" if left == "metrics" else None
+    assert (compacted in printed if compacted else "compacted" not in printed), printed
+    assert "compacted into metrics.parquet" not in printed, printed
 
 
 JOIN_KILL_CHILD = r"""
