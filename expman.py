@@ -1323,6 +1323,34 @@ def _is_missing(exc):
     return isinstance(exc, OSError) and any(m in str(exc).lower() for m in _MISSING_MARKERS)
 
 
+_TEMP_RE = re.compile(r"^(.+)\.tmp-(\d+)-\d+$")   # <name>.tmp-<pid>-<thread>
+
+
+def _sweep_dead_temps(store, folder, names=None, min_age=0):
+    """Delete the temp files in folder (<name>.tmp-<pid>-<thread>: the local store's atomic
+    writes and _pq_write's) of the given names (None: of any name) whose pid is gone from
+    this host: what a process killed while writing left. Rule 1 keeps them from ever being
+    read; this keeps them from staying. Local stores only: object stores write with one PUT.
+    ``min_age``: only temps older than this many seconds, for a folder that processes on
+    other hosts write too (their pids mean nothing here; a live one takes far less)."""
+    if not store.is_local:
+        return
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        match = _TEMP_RE.match(entry)
+        if not match or (names is not None and match.group(1) not in names):
+            continue
+        pid, path = int(match.group(2)), os.path.join(folder, entry)
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            if not min_age or time.time() - os.stat(path).st_mtime > min_age:
+                os.unlink(path)
+
+
 def _file_rows(pf):
     """The [start, end) a Parquet file written by a segment log holds, from its schema
     metadata; None for a file without it (written by expman before 0.x: whole by design)."""
@@ -1586,24 +1614,10 @@ class _SegmentLog:
         return used
 
     def _sweep_temps(self):
-        """Delete what a process killed while writing the final file or its summary left:
-        their temp names (<name>.tmp-<pid>-<thread>, _pq_write and the local store's atomic
-        writes), once that pid is gone from this host. Rule 1 keeps them from ever being read;
-        this keeps them from staying. Local stores only: object stores write with one PUT."""
-        if not self.store.is_local:
-            return
-        prefixes = tuple(f"{os.path.basename(p)}.tmp-" for p in (self.final, self.summary) if p)
-        try:
-            names = os.listdir(self.run_path)
-        except OSError:
-            return
-        for name in names:
-            if not name.startswith(prefixes):
-                continue
-            pid = name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.run_path, name))
+        """What a process killed while writing the final file or its summary left: see
+        _sweep_dead_temps."""
+        _sweep_dead_temps(self.store, self.run_path, tuple(
+            os.path.basename(p) for p in (self.final, self.summary) if p))
 
     def _summarize(self, missing_only=False, pieces=None):
         """Write the chart summary of the final file (section 5.2); pieces, the (start, end,
@@ -9991,7 +10005,9 @@ def _crashed_meta(meta, beat, now):
 def _compact_leftovers(store, path):
     """Compact a dead run's leftover segments (metrics and histograms) as close() would have,
     so it reads like a closed run; safe whatever instant the run died at (see _SegmentLog).
-    Returns {final file name: how many segments went into it}, for those that took any."""
+    Returns {final file name: how many segments went into it}, for those that took any.
+    The temp files it died writing (run.yaml's too) go as well."""
+    _sweep_dead_temps(store, path)
     into = {METRICS_FILE: _SegmentLog.metrics(store, path).compact(),
             HISTOGRAMS_FILE: _SegmentLog.histograms(store, path).compact()}
     return {name: n for name, n in into.items() if n}

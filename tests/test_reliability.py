@@ -258,10 +258,12 @@ def _kill_in_close(root, tmp_path, rows, kill_after, delay=None):
     return root / "crashy" / run_name, child
 
 
-def _reap_and_check(run, rows, capsys):
+def _reap_and_check(run, rows, capsys, histograms=None):
     """Every row and histogram is readable before and after `expman reap --compact`; returns
-    what the reap printed."""
-    histograms = len(range(0, rows, 50))
+    what the reap printed. The histograms are at every 50th step unless given a count of
+    them at every 25th."""
+    every = 50 if histograms is None else 25
+    histograms = len(range(0, rows, 50)) if histograms is None else histograms
     for when in ("before reap", "after reap"):
         with warnings.catch_warnings(record=True) as rec:
             warnings.simplefilter("always")
@@ -270,7 +272,7 @@ def _reap_and_check(run, rows, capsys):
         assert not rec, (when, [str(w.message) for w in rec])
         assert data["step"] == list(range(rows)), (when, len(data["step"]))
         assert data["i"] == [float(i) for i in range(rows)], when
-        assert hist.column("step").to_pylist() == list(range(0, rows, 50)), when
+        assert hist.column("step").to_pylist() == list(range(0, every * histograms, every)), when
         if when == "before reap":
             rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
             assert rc == 0 and "Traceback" not in err, out + err
@@ -350,15 +352,21 @@ def test_sigkill_inside_the_byte_join_of_close_then_reap_loses_nothing(
     reap_finishes_the_join(run, 3000, capsys)
 
 
-def killed_in_the_join(code, root, tmp_path):
-    """Run a JOIN_KILL_CHILD script to its SIGKILL inside close's join; the run's folder,
-    checked to hold its segments and no metrics.parquet."""
+def child_to_its_end(code, tmp_path, timeout):
+    """Run a child script that prints "ready <run name>" to its end (or its kill); (run
+    name, exit code, the child)."""
     child = Child(code, cwd=tmp_path)
     try:
         run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
-        code = child.wait(timeout=120)
+        return run_name, child.wait(timeout=timeout), child
     finally:
         child.kill()
+
+
+def killed_in_the_join(code, root, tmp_path):
+    """Run a JOIN_KILL_CHILD script to its SIGKILL inside close's join; the run's folder,
+    checked to hold its segments and no metrics.parquet."""
+    run_name, code, child = child_to_its_end(code, tmp_path, 120)
     run = root / "crashy" / run_name
     assert code == -signal.SIGKILL, child.stderr
     assert not (run / "metrics.parquet").exists() and (run / "metrics").exists()
@@ -404,6 +412,100 @@ def test_sigkill_at_random_moments_of_close_then_reap_loses_nothing(root, tmp_pa
     with capsys.disabled():
         print(f"close kills: {dict(outcomes)}")
     assert sum(outcomes.values()) >= 8
+
+# -- SIGKILL at every file operation of close() -------------------------------------------------
+
+EVERY_OP_CHILD = r"""
+import os, signal, expman
+root, rows, kill_at, mode = __ROOT__, __ROWS__, __KILL_AT__, __MODE__
+expman.SEGMENT_FAN_IN = 4            # tiers merged while live: close sees segments of 3 sizes
+if mode == "summaries":              # compacted with pyarrow, segment and final chart summaries
+    expman.SUMMARY_MIN_ROWS, expman.SEGMENT_SUMMARY_MIN_ROWS = 1, 40
+    expman.PLAIN_FINAL_MAX_CELLS, expman.SUMMARY_MIN_LEVEL = 0, 2
+# Every change close() makes to the filesystem is one of these calls (a file appears by
+# os.replace of its temp name; shutil.rmtree unlinks and rmdirs). The process dies by a real
+# SIGKILL right before (kill_at[1] "before") or right after the kill_at[0]-th of them.
+closing, done = [False], [0]
+def counted(name):
+    real = getattr(os, name)
+    def op(*args, **kwargs):
+        if not closing[0]:
+            return real(*args, **kwargs)
+        done[0] += 1
+        print("op", done[0], name, flush=True)
+        if (done[0], "before") == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = real(*args, **kwargs)
+        if (done[0], "after") == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    setattr(os, name, op)
+for name in ("replace", "rename", "unlink", "remove", "rmdir"):
+    counted(name)
+exp = expman.Experiment("crashy", base_dir=root, flush_interval_ms=10 ** 6, capture_git=False)
+print("ready", exp.run_name, flush=True)
+for i in range(rows):
+    exp.log_metrics({"i": i})
+    if i % 25 == 0:
+        exp.log_histogram("h", [float(i), 1.0, 2.0], step=i)
+    if i % 10 == 9:
+        exp.flush()                  # a segment each, merged 4 by 4
+exp.log_metrics({"i": rows})         # and a row still queued when close starts
+closing[0] = True
+exp.close()
+print("closed", flush=True)
+"""
+
+
+def _every_op_child(root, tmp_path, mode, kill_at):
+    """Run EVERY_OP_CHILD to its kill (or its end); (run folder, the child's op lines)."""
+    code = (EVERY_OP_CHILD.replace("__ROOT__", repr(str(root))).replace("__ROWS__", "200")
+            .replace("__KILL_AT__", repr(kill_at)).replace("__MODE__", repr(mode)))
+    run_name, rc, child = child_to_its_end(code, tmp_path, 60)
+    assert rc in (0, -signal.SIGKILL), child.stderr
+    return root / "crashy" / run_name, [l.split()[2] for l in child.lines if l.startswith("op ")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["plain", "summaries"])
+def test_sigkill_at_every_file_operation_of_close_then_reap_leaves_a_closed_run(
+        root, tmp_path, capsys, monkeypatch, mode):
+    """Not a random moment but every one: close() is killed right after each of its file
+    operations in turn (and right before each file it renames into place, which leaves the
+    temp file), and each time `reap --compact` must leave exactly what a clean close leaves,
+    every row and histogram readable, and the runs list right. The random-kill test found a
+    folder left behind in one such window; this walks them all."""
+    if mode == "summaries":   # the reaper compacts as the child closes
+        for name, value in (("SUMMARY_MIN_ROWS", 1), ("SEGMENT_SUMMARY_MIN_ROWS", 40),
+                            ("PLAIN_FINAL_MAX_CELLS", 0), ("SUMMARY_MIN_LEVEL", 2)):
+            monkeypatch.setattr(expman, name, value)
+    clean, ops = _every_op_child(root, tmp_path, mode, None)
+    want_files = sorted(os.listdir(clean))
+    assert "metrics.parquet" in want_files and "histograms.parquet" in want_files
+    assert ("metrics.summary.parquet" in want_files) == (mode == "summaries"), want_files
+    assert len(ops) >= 10, ops
+    points = [(n, "after") for n in range(1, len(ops) + 1)] + \
+        [(n, "before") for n, op in enumerate(ops, 1) if op in ("replace", "rename")]
+    for point in points:
+        run, _ops = _every_op_child(root, tmp_path, mode, point)
+        # killed before the first: the last row never reached the disk (it was in memory; a
+        # flushed row is what must never be lost); at every later point all 201 are there
+        rows = 200 if point == (1, "before") else 201
+        try:
+            _reap_and_check(run, rows, capsys, histograms=8)
+            assert sorted(os.listdir(run)) == want_files
+            listed = {r["name"]: r for r in expman.list_runs(root, "crashy")}[run.name]
+            status = yaml.safe_load((run / "run.yaml").read_text())["status"]
+            assert listed["status"] == status, (listed["status"], status)
+            if mode == "summaries":
+                got = expman._open_summary(expman._LocalStore(), str(run / "metrics.parquet"),
+                                           str(run / "metrics.summary.parquet"))
+                assert got, "the chart summary is missing or does not match metrics.parquet"
+        except AssertionError as exc:
+            raise AssertionError(f"killed {point[1]} operation {point[0]} "
+                                 f"({ops[point[0] - 1]}) of {ops}") from exc
+        shutil.rmtree(run)
+
 
 # -- half-written and damaged files --------------------------------------------------------------
 
