@@ -6907,6 +6907,8 @@ class _Catalog:
                     store.delete(store.join(self.folder, name))
                 except OSError:
                     pass
+            # a closer killed mid-write left its temp; the folder is shared across hosts
+            _sweep_dead_temps(store, self.folder, min_age=600)
         except OSError as exc:  # a read-only or full disk: listing still works, just slower
             _log.debug("expman: run catalog not updated in %s: %s", store.display(self.folder),
                        exc)

@@ -176,6 +176,35 @@ def test_parts_are_compacted_and_deleted_runs_dropped(tmp_path):
     assert comparable(expman.list_runs(str(tmp_path), "sweep")) == comparable(fresh_rows(tmp_path))
 
 
+def test_a_compaction_sweeps_the_temp_files_of_dead_writers(tmp_path, monkeypatch):
+    """A closer killed between writing its part's temp file and renaming it leaves the temp
+    (<part>.tmp-<pid>-<thread>, never read). A compaction deletes it once that pid is gone
+    from this host and it is ten minutes old (another host's closer may be writing one, its
+    pid unknown here); it leaves the one of a process still running, and a recent one."""
+    make_run(tmp_path, "a")
+    folder = tmp_path / "sweep" / expman.CATALOG_DIR
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        part = "part-01796427629544957625-1-d4a439c6.ndjson"
+        old = time.time() - 601
+        for pid, thread in ((dead, 1), (alive.pid, 1), (dead, 2)):
+            temp = folder / f"{part}.tmp-{pid}-{thread}"
+            temp.write_text('{"name": "x"}\n')
+            if thread == 1:
+                os.utime(temp, (old, old))
+        monkeypatch.setattr(expman, "CATALOG_MAX_PARTS", 0)   # this listing compacts
+        make_run(tmp_path, "b")
+        assert [r["name"] for r in expman.list_runs(str(tmp_path), "sweep")] == ["b", "a"]
+        temps = sorted(n for n in os.listdir(folder) if ".tmp-" in n)
+        assert temps == sorted([f"{part}.tmp-{alive.pid}-1", f"{part}.tmp-{dead}-2"])
+        assert any(n.endswith(expman._CATALOG_BASE) for n in os.listdir(folder))
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_list_experiments_reads_the_catalog_too(tmp_path):
     for i in range(3):
         make_run(tmp_path, f"r{i}", status="failed" if i else "finished")
