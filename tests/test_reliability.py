@@ -282,7 +282,10 @@ def _reap_and_check(run, rows, capsys, histograms=None):
     assert not (run / "metrics").exists() and not (run / "histograms").exists(), (
         out, os.listdir(run / "metrics") if (run / "metrics").exists() else None)
     assert pq.ParquetFile(run / "metrics.parquet").metadata.num_rows == rows
-    assert pq.ParquetFile(run / "histograms.parquet").metadata.num_rows == histograms
+    if histograms:
+        assert pq.ParquetFile(run / "histograms.parquet").metadata.num_rows == histograms
+    else:   # none was flushed
+        assert not (run / "histograms.parquet").exists()
     # reaping again changes nothing
     rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
     assert rc == 0
@@ -357,10 +360,12 @@ def child_to_its_end(code, tmp_path, timeout):
     name, exit code, the child)."""
     child = Child(code, cwd=tmp_path)
     try:
-        run_name = child.wait_line(lambda l: l.startswith("ready"), timeout=30).split()[1]
-        return run_name, child.wait(timeout=timeout), child
+        rc = child.wait(timeout=timeout)
     finally:
         child.kill()
+    ready = [line for line in child.lines if line.startswith("ready ")]
+    assert ready, (rc, child.lines[-5:], child.stderr)
+    return ready[0].split()[1], rc, child
 
 
 def killed_in_the_join(code, root, tmp_path):
@@ -417,14 +422,15 @@ def test_sigkill_at_random_moments_of_close_then_reap_loses_nothing(root, tmp_pa
 
 EVERY_OP_CHILD = r"""
 import os, signal, expman
-root, rows, kill_at, mode = __ROOT__, __ROWS__, __KILL_AT__, __MODE__
+root, rows, kill_at, mode, phase = __ROOT__, __ROWS__, __KILL_AT__, __MODE__, __PHASE__
 expman.SEGMENT_FAN_IN = 4            # tiers merged while live: close sees segments of 3 sizes
 if mode == "summaries":              # compacted with pyarrow, segment and final chart summaries
     expman.SUMMARY_MIN_ROWS, expman.SEGMENT_SUMMARY_MIN_ROWS = 1, 40
     expman.PLAIN_FINAL_MAX_CELLS, expman.SUMMARY_MIN_LEVEL = 0, 2
-# Every change close() makes to the filesystem is one of these calls (a file appears by
-# os.replace of its temp name; shutil.rmtree unlinks and rmdirs). The process dies by a real
-# SIGKILL right before (kill_at[1] "before") or right after the kill_at[0]-th of them.
+# Every change the writer and close() make to the filesystem is one of these calls (a file
+# appears by os.replace of its temp name; shutil.rmtree unlinks and rmdirs). Counted from the
+# first log call (phase "live": segment writes and merges) or from close(), the process dies
+# by a real SIGKILL right before (kill_at[1] "before") or after the kill_at[0]-th of them.
 closing, done = [False], [0]
 def counted(name):
     real = getattr(os, name)
@@ -444,67 +450,100 @@ for name in ("replace", "rename", "unlink", "remove", "rmdir"):
     counted(name)
 exp = expman.Experiment("crashy", base_dir=root, flush_interval_ms=10 ** 6, capture_git=False)
 print("ready", exp.run_name, flush=True)
+closing[0] = phase == "live"
 for i in range(rows):
     exp.log_metrics({"i": i})
     if i % 25 == 0:
         exp.log_histogram("h", [float(i), 1.0, 2.0], step=i)
     if i % 10 == 9:
         exp.flush()                  # a segment each, merged 4 by 4
+        print("flushed", i + 1, flush=True)
 exp.log_metrics({"i": rows})         # and a row still queued when close starts
+print("closing", flush=True)
 closing[0] = True
 exp.close()
 print("closed", flush=True)
 """
 
 
-def _every_op_child(root, tmp_path, mode, kill_at):
-    """Run EVERY_OP_CHILD to its kill (or its end); (run folder, the child's op lines)."""
-    code = (EVERY_OP_CHILD.replace("__ROOT__", repr(str(root))).replace("__ROWS__", "200")
-            .replace("__KILL_AT__", repr(kill_at)).replace("__MODE__", repr(mode)))
+def _every_op_child(root, tmp_path, mode, phase, kill_at):
+    """Run EVERY_OP_CHILD to its kill (or its end); (run folder, the operations it counted
+    before close() began or, in phase "close", in it, the rows it last saw flushed)."""
+    code = (EVERY_OP_CHILD.replace("__ROOT__", repr(str(root)))
+            .replace("__ROWS__", "200" if phase == "close" else "80")
+            .replace("__KILL_AT__", repr(kill_at)).replace("__MODE__", repr(mode))
+            .replace("__PHASE__", repr(phase)))
     run_name, rc, child = child_to_its_end(code, tmp_path, 60)
     assert rc in (0, -signal.SIGKILL), child.stderr
-    return root / "crashy" / run_name, [l.split()[2] for l in child.lines if l.startswith("op ")]
+    lines = child.lines
+    if phase == "live" and "closing" in lines:
+        lines = lines[:lines.index("closing")]
+    flushed = [int(l.split()[1]) for l in lines if l.startswith("flushed ")]
+    return (root / "crashy" / run_name, [l.split()[2] for l in lines if l.startswith("op ")],
+            flushed[-1] if flushed else 0)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["plain", "summaries"])
-def test_sigkill_at_every_file_operation_of_close_then_reap_leaves_a_closed_run(
-        root, tmp_path, capsys, monkeypatch, mode):
-    """Not a random moment but every one: close() is killed right after each of its file
+@pytest.mark.parametrize("phase, mode", [("close", "plain"), ("close", "summaries"),
+                                         ("live", "summaries")])
+def test_sigkill_at_every_file_operation_then_reap_leaves_a_closed_run(
+        root, tmp_path, capsys, monkeypatch, phase, mode):
+    """Not a random moment but every one: the run is killed right after each of its file
     operations in turn (and right before each file it renames into place, which leaves the
-    temp file), and each time `reap --compact` must leave exactly what a clean close leaves,
-    every row and histogram readable, and the runs list right. The random-kill test found a
-    folder left behind in one such window; this walks them all."""
+    temp file), in close() or while it logs (segment writes and merges, with their chart
+    summaries), and each time no flushed row is lost and `reap --compact` leaves exactly what
+    a clean close leaves, every row and histogram readable, and the runs list right. The
+    random-kill test found a folder left behind in one such window; this walks them all."""
     if mode == "summaries":   # the reaper compacts as the child closes
         for name, value in (("SUMMARY_MIN_ROWS", 1), ("SEGMENT_SUMMARY_MIN_ROWS", 40),
                             ("PLAIN_FINAL_MAX_CELLS", 0), ("SUMMARY_MIN_LEVEL", 2)):
             monkeypatch.setattr(expman, name, value)
-    clean, ops = _every_op_child(root, tmp_path, mode, None)
+    clean, ops, _flushed = _every_op_child(root, tmp_path, mode, phase, None)
     want_files = sorted(os.listdir(clean))
-    assert "metrics.parquet" in want_files and "histograms.parquet" in want_files
+    assert {"metrics.parquet", "histograms.parquet"} <= set(want_files), want_files
     assert ("metrics.summary.parquet" in want_files) == (mode == "summaries"), want_files
     assert len(ops) >= 10, ops
     points = [(n, "after") for n in range(1, len(ops) + 1)] + \
         [(n, "before") for n, op in enumerate(ops, 1) if op in ("replace", "rename")]
     for point in points:
-        run, _ops = _every_op_child(root, tmp_path, mode, point)
-        # killed before the first: the last row never reached the disk (it was in memory; a
-        # flushed row is what must never be lost); at every later point all 201 are there
-        rows = 200 if point == (1, "before") else 201
+        run, _ops, flushed = _every_op_child(root, tmp_path, mode, phase, point)
         try:
-            _reap_and_check(run, rows, capsys, histograms=8)
-            assert sorted(os.listdir(run)) == want_files
-            listed = {r["name"]: r for r in expman.list_runs(root, "crashy")}[run.name]
-            status = yaml.safe_load((run / "run.yaml").read_text())["status"]
-            assert listed["status"] == status, (listed["status"], status)
-            if mode == "summaries":
-                got = expman._open_summary(expman._LocalStore(), str(run / "metrics.parquet"),
-                                           str(run / "metrics.summary.parquet"))
-                assert got, "the chart summary is missing or does not match metrics.parquet"
+            _check_reaped(root, run, phase, flushed, want_files, capsys)
         except AssertionError as exc:
             raise AssertionError(f"killed {point[1]} operation {point[0]} "
                                  f"({ops[point[0] - 1]}) of {ops}") from exc
         shutil.rmtree(run)
+
+
+def _check_reaped(root, run, phase, flushed, want_files, capsys):
+    """The checks of the every-operation test for one killed run (see there)."""
+    if phase == "close":
+        # killed before close's first operation, the last row never reached the disk (it
+        # was in memory; a flushed row is what must never be lost); later all 201 are there
+        rows = len(expman.load_metrics(run))
+        assert rows in (200, 201), rows
+        histograms = 8
+    else:   # what reached the disk: at least every row flushed, in order, from step 0
+        rows = len(expman.load_metrics(run))
+        histograms = len(expman.read_histograms(run))
+        assert rows >= flushed and histograms >= len(range(0, flushed, 25)), (rows, flushed)
+    if rows:
+        _reap_and_check(run, rows, capsys, histograms=histograms)
+    else:   # killed before the first segment was renamed into place: no row, no file
+        rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
+        assert rc == 0 and "Traceback" not in err, out + err
+    left = sorted(os.listdir(run))
+    want = [name for name in want_files if not (
+        (name.startswith("metrics.") and not rows) or (name == "histograms.parquet"
+                                                       and not histograms))]
+    assert left == want, left
+    listed = {r["name"]: r for r in expman.list_runs(root, "crashy")}[run.name]
+    status = yaml.safe_load((run / "run.yaml").read_text())["status"]
+    assert listed["status"] == status and listed["rows"] == rows, (listed, status, rows)
+    if "metrics.summary.parquet" in left:
+        got = expman._open_summary(expman._LocalStore(), str(run / "metrics.parquet"),
+                                   str(run / "metrics.summary.parquet"))
+        assert got, "the chart summary is missing or does not match metrics.parquet"
 
 
 # -- half-written and damaged files --------------------------------------------------------------
