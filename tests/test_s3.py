@@ -21,6 +21,7 @@ import uuid
 import warnings
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -317,6 +318,55 @@ def test_an_outage_loses_nothing_and_never_blocks_logging(s3_server, s3_root):
     assert run["status"] == "finished" and "dropped_rows" not in run
     text, _ = expman.load_log(exp.run_dir)
     assert f"line {i - 1}" in text and "works again" in text
+
+
+# -- a close killed on an object store ----------------------------------------------------------
+
+S3_CLOSE_KILL_CHILD = r"""
+import os, signal, sys, expman
+root, kill_after = sys.argv[1], int(sys.argv[2])
+expman.SEGMENT_FAN_IN = 10 ** 6      # no merges: close has 10 metrics + 2 histogram segments
+deletes, real_delete = [0], expman._Store.delete   # the object store's (local overrides it)
+def delete(self, path):
+    real_delete(self, path)
+    if os.path.basename(path).startswith("seg-"):
+        deletes[0] += 1
+        if deletes[0] == kill_after:     # a real SIGKILL right after this delete
+            os.kill(os.getpid(), signal.SIGKILL)
+expman._Store.delete = delete
+exp = expman.Experiment("crashy", base_dir=root, run_name="r", capture_git=False,
+                        flush_interval_ms=10 ** 6)
+for i in range(100):
+    exp.log_metrics({"i": i})
+    if i % 50 == 0:
+        exp.log_histogram("h", [float(i), 1.0], step=i)
+    if i % 10 == 9:
+        exp.flush()
+exp.close()
+"""
+
+
+@pytest.mark.parametrize("kill_after", [3, 10, 11, 12])   # 10, 12: a folder's last segment
+def test_a_close_killed_on_s3_is_reaped_into_a_closed_run(s3_server, s3_root, capsys,
+                                                          kill_after):
+    """Killed after close deleted its kill_after-th segment on the object store (after a
+    folder's last one: the folder, if the store keeps one, not yet), `reap --compact` leaves
+    the files of a clean close: every row, no segment folder."""
+    proc = subprocess.run([sys.executable, "-c", S3_CLOSE_KILL_CHILD, s3_root, str(kill_after)],
+                          env=child_env(**s3_server.env), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run = f"{s3_root}/crashy/r"
+    fs, path = s3_server.filesystem(), run[len("s3://"):]
+    assert expman.main(["reap", f"{s3_root}/crashy", "--compact", "--stale", "0",
+                        "--force"]) == 0, capsys.readouterr()
+    assert "marked crashed" in capsys.readouterr().out
+    assert steps_of(run) == list(range(100))
+    assert expman.read_histograms(run).column("step").to_pylist() == [0, 50]
+    entries = {i.base_name for i in fs.get_file_info(pafs.FileSelector(path))}
+    assert {"metrics.parquet", "histograms.parquet", "run.yaml"} <= entries, entries
+    assert not entries & {"metrics", "histograms"}, entries
+    assert expman.load_run(run)["status"] == "crashed"
 
 
 # -- many hosts --------------------------------------------------------------------------------
@@ -642,7 +692,6 @@ def test_damaged_or_deleted_catalog_is_rebuilt_on_s3(s3_server, s3_root):
     want = _comparable_rows(expman.list_runs(s3_root, "cat"))
     assert [r["params"] for r in want] == [{"lr": i / 10} for i in range(4)]
     fs = s3_server.filesystem()
-    import pyarrow.fs as pafs
     folder = f"{s3_root.split('://', 1)[1]}/cat/{expman.CATALOG_DIR}"
     files = [f.path for f in fs.get_file_info(pafs.FileSelector(folder)) if f.is_file]
     assert files
