@@ -1736,8 +1736,8 @@ class _SegmentLog:
         for name in sorted(names):  # first rows first: see files()
             if _SEGMENT_RE.match(name):
                 self.store.delete(self.store.join(self.dir, name))
-        # not made and nothing listed: reap, or a close of a dead run's leftovers; the folder
-        # may still be there, empty (killed after its last segment went, before this)
+        # neither made by this log nor listed (a reaper; a close that wrote nothing): the
+        # folder may still be there, empty (a close killed after its last segment went)
         if names or self.made or self.store.isdir(self.dir):
             try:
                 self.store.delete_tree(self.dir)
