@@ -322,51 +322,111 @@ def test_an_outage_loses_nothing_and_never_blocks_logging(s3_server, s3_root):
 
 # -- a close killed on an object store ----------------------------------------------------------
 
-S3_CLOSE_KILL_CHILD = r"""
+S3_EVERY_OP_CHILD = r"""
 import os, signal, sys, expman
-root, kill_after = sys.argv[1], int(sys.argv[2])
-expman.SEGMENT_FAN_IN = 10 ** 6      # no merges: close has 10 metrics + 2 histogram segments
-deletes, real_delete = [0], expman._Store.delete   # the object store's (local overrides it)
-def delete(self, path):
-    real_delete(self, path)
-    if os.path.basename(path).startswith("seg-"):
-        deletes[0] += 1
-        if deletes[0] == kill_after:     # a real SIGKILL right after this delete
+root, kill_at = sys.argv[1], int(sys.argv[2])
+expman.SEGMENT_FAN_IN = 4            # merged while live: close meets segments of two tiers
+# Every change close() makes to the bucket goes through the store's pyarrow filesystem: an
+# object appears when its output stream closes (one PUT), and delete_file, delete_dir,
+# copy_file (a rename is copy then delete) and create_dir. The filesystem is wrapped so the
+# process dies by a real SIGKILL right after the kill_at-th of them; expman is unchanged.
+closing, done = [False], [0]
+def counted(what, call):
+    out = call()
+    if closing[0]:
+        done[0] += 1
+        print("op", done[0], what, flush=True)
+        if done[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-expman._Store.delete = delete
+    return out
+class Stream:
+    def __init__(self, stream):
+        self.stream = stream
+    def __enter__(self):
+        return self.stream.__enter__()
+    def __exit__(self, *exc):
+        return counted("put", lambda: self.stream.__exit__(*exc))
+class Counted:
+    def __init__(self, fs):
+        self.fs = fs
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+    def open_output_stream(self, path, *args, **kwargs):
+        return Stream(self.fs.open_output_stream(path, *args, **kwargs))
+    def delete_file(self, path):
+        return counted("delete_file", lambda: self.fs.delete_file(path))
+    def delete_dir(self, path):
+        return counted("delete_dir", lambda: self.fs.delete_dir(path))
+    def copy_file(self, src, dst):
+        return counted("copy_file", lambda: self.fs.copy_file(src, dst))
+    def create_dir(self, path, **kwargs):
+        return counted("create_dir", lambda: self.fs.create_dir(path, **kwargs))
+real_init = expman._Store.__init__
+def init(self, fs, uri_prefix=""):
+    real_init(self, Counted(fs) if fs is not None else fs, uri_prefix)
+expman._Store.__init__ = init
 exp = expman.Experiment("crashy", base_dir=root, run_name="r", capture_git=False,
                         flush_interval_ms=10 ** 6)
-for i in range(100):
+for i in range(50):
     exp.log_metrics({"i": i})
-    if i % 50 == 0:
+    if i % 25 == 0:
         exp.log_histogram("h", [float(i), 1.0], step=i)
     if i % 10 == 9:
         exp.flush()
+exp.log_metrics({"i": 50})           # still queued when close starts
+closing[0] = True
 exp.close()
+print("closed", flush=True)
 """
 
 
-@pytest.mark.parametrize("kill_after", [3, 10, 11, 12])   # 10, 12: a folder's last segment
-def test_a_close_killed_on_s3_is_reaped_into_a_closed_run(s3_server, s3_root, capsys,
-                                                          kill_after):
-    """Killed after close deleted its kill_after-th segment on the object store (after a
-    folder's last one: the folder, if the store keeps one, not yet), `reap --compact` leaves
-    the files of a clean close: every row, no segment folder."""
-    proc = subprocess.run([sys.executable, "-c", S3_CLOSE_KILL_CHILD, s3_root, str(kill_after)],
-                          env=child_env(**s3_server.env), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    run = f"{s3_root}/crashy/r"
-    fs, path = s3_server.filesystem(), run[len("s3://"):]
-    assert expman.main(["reap", f"{s3_root}/crashy", "--compact", "--stale", "0",
-                        "--force"]) == 0, capsys.readouterr()
-    assert "marked crashed" in capsys.readouterr().out
-    assert steps_of(run) == list(range(100))
-    assert expman.read_histograms(run).column("step").to_pylist() == [0, 50]
-    entries = {i.base_name for i in fs.get_file_info(pafs.FileSelector(path))}
-    assert {"metrics.parquet", "histograms.parquet", "run.yaml"} <= entries, entries
-    assert not entries & {"metrics", "histograms"}, entries
-    assert expman.load_run(run)["status"] == "crashed"
+def _s3_entries(fs, run):
+    """The names directly under an s3:// run folder (its name claim as ".claim-*")."""
+    return sorted(".claim-*" if i.base_name.startswith(".claim-") else i.base_name
+                  for i in fs.get_file_info(pafs.FileSelector(run[len("s3://"):],
+                                                              allow_not_found=True)))
+
+
+@pytest.mark.slow
+def test_a_close_killed_at_every_bucket_operation_is_reaped_into_a_closed_run(
+        s3_server, s3_root, capsys):
+    """The object-store walk of test_reliability's every-operation test: close() on S3 is
+    killed right after each request that changes the bucket in turn; each time every flushed
+    row and histogram reads back, and `reap --compact` leaves exactly a clean close's objects
+    with the runs list agreeing."""
+    fs, env = s3_server.filesystem(), child_env(**s3_server.env)
+
+    def child(root, kill_at):
+        proc = subprocess.run([sys.executable, "-c", S3_EVERY_OP_CHILD, root, str(kill_at)],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+        return [line.split()[2] for line in proc.stdout.splitlines() if line.startswith("op ")]
+
+    ops = child(f"{s3_root}/clean", 0)
+    want = _s3_entries(fs, f"{s3_root}/clean/crashy/r")
+    assert {"metrics.parquet", "histograms.parquet", "run.yaml"} <= set(want), want
+    assert not {"metrics", "histograms"} & set(want) and len(ops) >= 8, (want, ops)
+    for n in range(1, len(ops) + 1):
+        root = f"{s3_root}/k{n}"
+        child(root, n)
+        run = f"{root}/crashy/r"
+        try:
+            rows = len(expman.load_metrics(run))   # 50 flushed; the 51st once close wrote it
+            assert rows in (50, 51), rows
+            for when in ("before reap", "after reap"):
+                assert steps_of(run) == list(range(rows)), when
+                assert expman.read_histograms(run).column("step").to_pylist() == [0, 25], when
+                if when == "before reap":
+                    assert expman.main(["reap", f"{root}/crashy", "--compact", "--stale", "0",
+                                        "--force"]) == 0, capsys.readouterr()
+            capsys.readouterr()
+            assert _s3_entries(fs, run) == want
+            listed = expman.list_runs(root, "crashy")[0]
+            assert listed["status"] == expman.load_run(run)["recorded_status"], listed
+            assert listed["rows"] == rows, listed
+        except AssertionError as exc:
+            raise AssertionError(f"killed after bucket operation {n} ({ops[n - 1]}) "
+                                 f"of {ops}") from exc
 
 
 # -- many hosts --------------------------------------------------------------------------------
