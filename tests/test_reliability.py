@@ -6,6 +6,7 @@ The random kill loop prints its seed; rerun one with EXPMAN_KILL_SEED=<seed>, or
 EXPMAN_KILL_ITERATIONS=500.
 """
 import collections
+import concurrent.futures
 import csv
 import errno
 import http.client
@@ -505,14 +506,19 @@ def test_sigkill_at_every_file_operation_then_reap_leaves_a_closed_run(
     assert len(ops) >= 10, ops
     points = [(n, "after") for n in range(1, len(ops) + 1)] + \
         [(n, "before") for n, op in enumerate(ops, 1) if op in ("replace", "rename")]
-    for point in points:
-        run, _ops, flushed = _every_op_child(root, tmp_path, mode, phase, point)
-        try:
-            _check_reaped(root, run, phase, point, flushed, want_files, capsys)
-        except AssertionError as exc:
-            raise AssertionError(f"killed {point[1]} operation {point[0]} "
-                                 f"({ops[point[0] - 1]}) of {ops}") from exc
-        shutil.rmtree(run)
+    # two children at a time (one per core), each run checked in order as its child ends
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    try:
+        killed = pool.map(lambda p: _every_op_child(root, tmp_path, mode, phase, p), points)
+        for point, (run, _ops, flushed) in zip(points, killed):
+            try:
+                _check_reaped(root, run, phase, point, flushed, want_files, capsys)
+            except AssertionError as exc:
+                raise AssertionError(f"killed {point[1]} operation {point[0]} "
+                                     f"({ops[point[0] - 1]}) of {ops}") from exc
+            shutil.rmtree(run)
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _check_reaped(root, run, phase, point, flushed, want_files, capsys):
