@@ -259,12 +259,11 @@ def _kill_in_close(root, tmp_path, rows, kill_after, delay=None):
     return root / "crashy" / run_name, child
 
 
-def _reap_and_check(run, rows, capsys, histograms=None):
-    """Every row and histogram is readable before and after `expman reap --compact`; returns
-    what the reap printed. The histograms are at every 50th step unless given a count of
-    them at every 25th."""
-    every = 50 if histograms is None else 25
-    histograms = len(range(0, rows, 50)) if histograms is None else histograms
+def _reap_and_check(run, rows, capsys, every=50, histograms=None):
+    """Every row and histogram (one each `every` steps: `histograms` of them, by default
+    one for each such step of the rows) is readable before and after `expman reap
+    --compact`; returns what the reap printed."""
+    histograms = len(range(0, rows, every)) if histograms is None else histograms
     for when in ("before reap", "after reap"):
         with warnings.catch_warnings(record=True) as rec:
             warnings.simplefilter("always")
@@ -534,7 +533,7 @@ def _check_reaped(root, run, phase, point, flushed, want_files, capsys):
         histograms = len(expman.read_histograms(run))
         assert rows >= flushed and histograms >= len(range(0, flushed, 25)), (rows, flushed)
     if rows:
-        _reap_and_check(run, rows, capsys, histograms=histograms)
+        _reap_and_check(run, rows, capsys, every=25, histograms=histograms)
     else:   # killed before the first segment was renamed into place: no row, no file
         rc, out, err = cli(capsys, "reap", run, "--compact", "--stale", "0", "--force")
         assert rc == 0 and "Traceback" not in err, out + err
