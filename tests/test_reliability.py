@@ -420,13 +420,17 @@ def test_sigkill_at_random_moments_of_close_then_reap_loses_nothing(root, tmp_pa
 
 # -- SIGKILL at every file operation of the writer and of close() -------------------------------
 
+# mode "summaries": compacted with pyarrow, with segment and final chart summaries (the
+# child and the reaper both run with these)
+SUMMARY_KNOBS = {"SUMMARY_MIN_ROWS": 1, "SEGMENT_SUMMARY_MIN_ROWS": 40,
+                 "PLAIN_FINAL_MAX_CELLS": 0, "SUMMARY_MIN_LEVEL": 2}
+
 EVERY_OP_CHILD = r"""
 import os, signal, expman
-root, rows, kill_at, mode, phase = __ROOT__, __ROWS__, __KILL_AT__, __MODE__, __PHASE__
+root, rows, kill_at, knobs, phase = __ROOT__, __ROWS__, __KILL_AT__, __KNOBS__, __PHASE__
 expman.SEGMENT_FAN_IN = 4            # tiers merged while live: close sees segments of 3 sizes
-if mode == "summaries":              # compacted with pyarrow, segment and final chart summaries
-    expman.SUMMARY_MIN_ROWS, expman.SEGMENT_SUMMARY_MIN_ROWS = 1, 40
-    expman.PLAIN_FINAL_MAX_CELLS, expman.SUMMARY_MIN_LEVEL = 0, 2
+for name, value in knobs.items():    # mode "summaries": SUMMARY_KNOBS
+    setattr(expman, name, value)
 # Every change the writer and close() make to the filesystem is one of these calls (a file
 # appears by os.replace of its temp name; shutil.rmtree unlinks and rmdirs). Counted from the
 # first log call (phase "live": segment writes and merges) or from close(), the process dies
@@ -471,7 +475,8 @@ def _every_op_child(root, tmp_path, mode, phase, kill_at):
     before close() began or, in phase "close", in it, the rows it last saw flushed)."""
     code = (EVERY_OP_CHILD.replace("__ROOT__", repr(str(root)))
             .replace("__ROWS__", "200" if phase == "close" else "80")
-            .replace("__KILL_AT__", repr(kill_at)).replace("__MODE__", repr(mode))
+            .replace("__KILL_AT__", repr(kill_at))
+            .replace("__KNOBS__", repr(SUMMARY_KNOBS if mode == "summaries" else {}))
             .replace("__PHASE__", repr(phase)))
     run_name, rc, child = child_to_its_end(code, tmp_path, 60)
     assert rc in (0, -signal.SIGKILL), child.stderr
@@ -495,8 +500,7 @@ def test_sigkill_at_every_file_operation_then_reap_leaves_a_closed_run(
     a clean close leaves, every row and histogram readable, and the runs list right. The
     random-kill test found a folder left behind in one such window; this walks them all."""
     if mode == "summaries":   # the reaper compacts as the child closes
-        for name, value in (("SUMMARY_MIN_ROWS", 1), ("SEGMENT_SUMMARY_MIN_ROWS", 40),
-                            ("PLAIN_FINAL_MAX_CELLS", 0), ("SUMMARY_MIN_LEVEL", 2)):
+        for name, value in SUMMARY_KNOBS.items():
             monkeypatch.setattr(expman, name, value)
     clean, ops, _flushed = _every_op_child(root, tmp_path, mode, phase, None)
     want_files = sorted(os.listdir(clean))
@@ -522,14 +526,13 @@ def test_sigkill_at_every_file_operation_then_reap_leaves_a_closed_run(
 
 def _check_reaped(root, run, phase, point, flushed, want_files, capsys):
     """The checks of the every-operation test for one run killed at point (see there)."""
+    rows = len(expman.load_metrics(run))
     if phase == "close":
         # killed before close's first operation, the last row never reached the disk (it
         # was in memory; a flushed row is what must never be lost); later all 201 are there
-        rows = len(expman.load_metrics(run))
         assert rows == (200 if point == (1, "before") else 201), rows
         histograms = 8
     else:   # what reached the disk: at least every row flushed, in order, from step 0
-        rows = len(expman.load_metrics(run))
         histograms = len(expman.read_histograms(run))
         assert rows >= flushed and histograms >= len(range(0, flushed, 25)), (rows, flushed)
     if rows:
